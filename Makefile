@@ -1,0 +1,42 @@
+# One entry point for people, the README and CI. Every target installs what it needs.
+# The e2e suite and `up` need root (network namespaces): run as root or with sudo.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+E2E := target/debug/causeway-e2e
+
+.PHONY: up down status test deps lint unit e2e crds fmt
+
+## up: start the local cluster (real control plane + netns nodes) with Causeway and an example network
+up: deps
+	$(CARGO) build -p causeway-e2e --bin causeway-e2e
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(E2E) up
+
+## down: remove the local cluster and everything it created
+down:
+	$(CARGO) build -q -p causeway-e2e --bin causeway-e2e
+	$(E2E) down
+
+## status: list test clusters on this machine
+status:
+	$(CARGO) build -q -p causeway-e2e --bin causeway-e2e
+	$(E2E) status
+
+## test: the whole suite, as CI runs it: format, lints, generated-file drift, unit and e2e tests
+test: deps lint
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
+
+## deps: install Debian packages and build the pinned control plane (cached in /var/cache/causeway)
+deps:
+	e2e/scripts/deps.sh >/dev/null
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## crds: regenerate charts/causeway/crds from the Rust types
+crds:
+	$(CARGO) run -q -p causeway-crds --bin crdgen
+
+fmt:
+	$(CARGO) fmt --all

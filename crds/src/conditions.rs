@@ -1,0 +1,289 @@
+//! Status conditions: the types and reasons Causeway reports, and [`set_condition`], which
+//! updates a condition list the way `meta.SetStatusCondition` does in Go controllers.
+//!
+//! The operator writes the PodNetwork and OverlayGateway conditions, each node agent writes the
+//! conditions of its own NodeSubnet. Types and reasons are part of the API: runbooks,
+//! `kubectl wait --for=condition=Ready` and GitOps health checks (kstatus) match on them, so
+//! they are stable CamelCase words. Every condition carries the `observedGeneration` of the
+//! spec it describes, so a reader can tell a stale condition from a fresh one.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Condition types.
+pub mod types {
+    /// The object does what its spec says: PodNetwork (every selected node programmed),
+    /// NodeSubnet (this node reaches its peers), OverlayGateway (clients can reach pods).
+    pub const READY: &str = "Ready";
+    /// Some part works and some does not (e.g. 2 of 10 nodes failed to program); the network
+    /// still carries traffic where it can.
+    pub const DEGRADED: &str = "Degraded";
+    /// PodNetwork: every node subnet of `spec.cidr` is allocated; further nodes get none.
+    pub const SUBNETS_EXHAUSTED: &str = "SubnetsExhausted";
+    /// NodeSubnet: the agent applied the desired dataplane state of this node.
+    pub const PROGRAMMED: &str = "Programmed";
+}
+
+/// Condition reasons (stable CamelCase words for runbooks).
+pub mod reasons {
+    /// Ready=True on a PodNetwork: every selected node reported Programmed=True.
+    pub const ALL_NODES_PROGRAMMED: &str = "AllNodesProgrammed";
+    /// Ready=False on a PodNetwork: some selected nodes have not reported Programmed=True yet.
+    pub const NODES_PENDING: &str = "NodesPending";
+    /// Ready=True on a PodNetwork whose node selector matches no node (nothing to do).
+    pub const NO_NODES_SELECTED: &str = "NoNodesSelected";
+    /// Degraded=True: some nodes reported Programmed=False.
+    pub const NODES_FAILING: &str = "NodesFailing";
+    /// Degraded=False, SubnetsExhausted=False: nothing to report.
+    pub const AS_EXPECTED: &str = "AsExpected";
+    /// SubnetsExhausted=True: no free node subnet is left in `spec.cidr`.
+    pub const POOL_EXHAUSTED: &str = "PoolExhausted";
+    /// Ready=False: the spec passed admission but the operator cannot use it (e.g. the CIDR
+    /// overlaps another PodNetwork); the message says what to change.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Programmed=True on a NodeSubnet: routes, neighbours and FDB entries are in place.
+    pub const PROGRAMMED: &str = "Programmed";
+    /// Programmed=False on a NodeSubnet: a kernel operation failed; the message quotes it.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Programmed=Unknown on a NodeSubnet: no agent has reported for the current generation.
+    pub const AWAITING_AGENT: &str = "AwaitingAgent";
+    /// Ready=False on a NodeSubnet: some configured BGP sessions are not Established.
+    pub const BGP_SESSIONS_DOWN: &str = "BgpSessionsDown";
+    /// Ready=True on a NodeSubnet: programmed, and every configured BGP session is up.
+    pub const PEERS_REACHABLE: &str = "PeersReachable";
+    /// Ready=False on an OverlayGateway: `spec.network` names no PodNetwork.
+    pub const NETWORK_NOT_FOUND: &str = "NetworkNotFound";
+    /// Ready=False on an OverlayGateway `BridgeHosts`: no selected node can hold the VIP.
+    pub const NO_ELIGIBLE_HOST: &str = "NoEligibleHost";
+    /// Ready=True on an OverlayGateway: the gateway forwards client traffic.
+    pub const GATEWAY_READY: &str = "GatewayReady";
+    /// `lastFailoverReason`: the previous active host stopped renewing its claim.
+    pub const HOST_UNRESPONSIVE: &str = "HostUnresponsive";
+    /// `lastFailoverReason`: the previous active host no longer matches the node selector.
+    pub const HOST_DESELECTED: &str = "HostDeselected";
+}
+
+/// The status of a condition: `True`, `False` or `Unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// The writer cannot tell (yet).
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The string Kubernetes uses for this status.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(value: bool) -> Self {
+        if value { Self::True } else { Self::False }
+    }
+}
+
+/// Builds a condition stamped with `now` as its transition time.
+#[must_use]
+pub fn new_condition(
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: status.as_str().to_owned(),
+        reason: reason.to_owned(),
+        message: message.into(),
+        observed_generation,
+        last_transition_time: now,
+    }
+}
+
+/// Inserts or updates `condition` in `conditions` by type.
+///
+/// When a condition of that type exists with the same status, its `lastTransitionTime` is
+/// kept and only reason, message and observedGeneration are updated: the time records when
+/// the status last *changed*, which is what `kubectl describe` readers and alerting need.
+/// Returns whether anything other than the time changed, so callers can skip a status write.
+pub fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) -> bool {
+    let Some(existing) = conditions.iter_mut().find(|c| c.type_ == condition.type_) else {
+        conditions.push(condition);
+        return true;
+    };
+    if existing.status != condition.status {
+        *existing = condition;
+        return true;
+    }
+    let changed = existing.reason != condition.reason
+        || existing.message != condition.message
+        || existing.observed_generation != condition.observed_generation;
+    existing.reason = condition.reason;
+    existing.message = condition.message;
+    existing.observed_generation = condition.observed_generation;
+    changed
+}
+
+/// The condition of type `type_`, if present.
+#[must_use]
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of type `type_` is present with status `True`.
+#[must_use]
+pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
+    find_condition(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("valid test time"))
+    }
+
+    fn ready(
+        status: ConditionStatus,
+        reason: &str,
+        message: &str,
+        generation: i64,
+        t: i64,
+    ) -> Condition {
+        new_condition(
+            types::READY,
+            status,
+            reason,
+            message,
+            Some(generation),
+            at(t),
+        )
+    }
+
+    #[test]
+    fn set_condition_keeps_or_moves_the_transition_time_as_the_status_dictates() {
+        use ConditionStatus::{False, True};
+        struct Case {
+            name: &'static str,
+            before: Option<Condition>,
+            update: Condition,
+            want_changed: bool,
+            want_time: i64,
+            want_reason: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "a new type is appended with its own time",
+                before: None,
+                update: ready(True, "AllNodesProgrammed", "3/3", 1, 100),
+                want_changed: true,
+                want_time: 100,
+                want_reason: "AllNodesProgrammed",
+            },
+            Case {
+                name: "an identical update changes nothing and keeps the old time",
+                before: Some(ready(True, "AllNodesProgrammed", "3/3", 1, 100)),
+                update: ready(True, "AllNodesProgrammed", "3/3", 1, 200),
+                want_changed: false,
+                want_time: 100,
+                want_reason: "AllNodesProgrammed",
+            },
+            Case {
+                name: "a new message with the same status keeps the old time",
+                before: Some(ready(False, "NodesPending", "1/3", 1, 100)),
+                update: ready(False, "NodesPending", "2/3", 2, 200),
+                want_changed: true,
+                want_time: 100,
+                want_reason: "NodesPending",
+            },
+            Case {
+                name: "a status flip takes the new time and reason",
+                before: Some(ready(False, "NodesPending", "2/3", 2, 100)),
+                update: ready(True, "AllNodesProgrammed", "3/3", 2, 300),
+                want_changed: true,
+                want_time: 300,
+                want_reason: "AllNodesProgrammed",
+            },
+        ];
+        for case in cases {
+            let mut conditions: Vec<Condition> = case.before.into_iter().collect();
+            let changed = set_condition(&mut conditions, case.update.clone());
+            assert_eq!(changed, case.want_changed, "{}", case.name);
+            assert_eq!(conditions.len(), 1, "{}", case.name);
+            let got = &conditions[0];
+            assert_eq!(
+                got.last_transition_time,
+                at(case.want_time),
+                "{}",
+                case.name
+            );
+            assert_eq!(got.reason, case.want_reason, "{}", case.name);
+            assert_eq!(got.message, case.update.message, "{}", case.name);
+            assert_eq!(
+                got.observed_generation, case.update.observed_generation,
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn set_condition_leaves_other_types_alone() {
+        let mut conditions = vec![
+            ready(
+                ConditionStatus::True,
+                reasons::ALL_NODES_PROGRAMMED,
+                "",
+                1,
+                1,
+            ),
+            new_condition(
+                types::DEGRADED,
+                ConditionStatus::False,
+                reasons::AS_EXPECTED,
+                "",
+                Some(1),
+                at(1),
+            ),
+        ];
+        set_condition(
+            &mut conditions,
+            new_condition(
+                types::DEGRADED,
+                ConditionStatus::True,
+                reasons::NODES_FAILING,
+                "node-b",
+                Some(1),
+                at(5),
+            ),
+        );
+        assert_eq!(conditions.len(), 2);
+        assert!(is_condition_true(&conditions, types::READY));
+        assert!(is_condition_true(&conditions, types::DEGRADED));
+        assert!(!is_condition_true(&conditions, types::PROGRAMMED));
+        assert_eq!(
+            find_condition(&conditions, types::DEGRADED).map(|c| c.message.as_str()),
+            Some("node-b")
+        );
+    }
+
+    #[test]
+    fn condition_status_renders_the_kubernetes_words() {
+        assert_eq!(ConditionStatus::from(true).as_str(), "True");
+        assert_eq!(ConditionStatus::from(false).as_str(), "False");
+        assert_eq!(ConditionStatus::Unknown.as_str(), "Unknown");
+    }
+}

@@ -1,0 +1,39 @@
+//! Causeway's API: the `causeway.dev/v1alpha1` custom resources, pure helpers on them, and the
+//! CRD generator used by the `crdgen` binary.
+//!
+//! This crate sits at the very start of the data flow: platform engineers write
+//! [`PodNetwork`] and [`OverlayGateway`] objects, the operator turns each selected node into a
+//! [`NodeSubnet`], and every node agent programs its dataplane from those objects. Nothing here
+//! talks to the API server or the kernel; everything is plain data and pure functions, so the
+//! operator, the agent and the tests share one definition of the API.
+//!
+//! Modules:
+//! - [`v1alpha1`]: the three kinds, with their OpenAPI schema and CEL admission rules.
+//! - [`cidr`]: parsing the spec's CIDR strings and node-subnet arithmetic (IPAM building blocks).
+//! - [`mtu`]: the effective pod MTU per mode.
+//! - [`vtep`]: deterministic VXLAN VTEP MAC addresses.
+//! - [`conditions`]: condition types, reasons and `set_condition`.
+//! - [`naming`]: object names derived from other names (NodeSubnet names).
+//! - [`schema`]: schema transforms that put Kubernetes limits on embedded types.
+//! - [`crdgen`]: renders the CustomResourceDefinitions as YAML for the Helm chart.
+
+pub mod cidr;
+pub mod conditions;
+pub mod crdgen;
+pub mod error;
+pub mod mtu;
+pub mod naming;
+pub mod schema;
+pub mod v1alpha1;
+pub mod vtep;
+
+pub use error::Error;
+pub use v1alpha1::{
+    NodeSubnet, NodeSubnetSpec, NodeSubnetStatus, OverlayGateway, OverlayGatewaySpec,
+    OverlayGatewayStatus, PodNetwork, PodNetworkSpec, PodNetworkStatus,
+};
+
+/// The API group of every Causeway kind.
+pub const GROUP: &str = "causeway.dev";
+/// The API version this crate defines.
+pub const VERSION: &str = "v1alpha1";

@@ -1,0 +1,142 @@
+//! `causeway.dev/v1alpha1`: the three cluster-scoped kinds of Causeway's API.
+//!
+//! - [`PodNetwork`] (written by platform engineers): the pod CIDR, how it is split per node,
+//!   and how packets cross between nodes (Flat, Routed or Overlay).
+//! - [`NodeSubnet`] (spec by the operator, status by the node's agent): one node's share of a
+//!   PodNetwork and everything a peer needs to reach it.
+//! - [`OverlayGateway`] (written by platform engineers): how machines that are not nodes reach
+//!   pod IPs.
+//!
+//! The derives produce the CRD's OpenAPI schema; `#[x_kube(validation = ...)]` attributes add
+//! the CEL rules the API server runs at admission. Limits used in several places live here so
+//! the schema, the docs and the tests agree on them.
+
+mod nodesubnet;
+mod overlaygateway;
+mod podnetwork;
+
+pub use nodesubnet::*;
+pub use overlaygateway::*;
+pub use podnetwork::*;
+
+/// Longest Kubernetes object name (DNS-1123 subdomain): bound for fields naming objects.
+pub const MAX_OBJECT_NAME_LENGTH: usize = 253;
+/// Longest CIDR string (an IPv6 CIDR in full form): bound for CIDR fields, large enough that an
+/// IPv6 value reaches the "IPv4 only" CEL rule and gets its explanatory message.
+pub const MAX_CIDR_LENGTH: usize = 43;
+/// Longest IP address string (IPv6 with an embedded IPv4 tail).
+pub const MAX_IP_LENGTH: usize = 45;
+/// Most CIDRs in a CIDR list field (`natExcludeCidrs`, `clientCidrs`).
+pub const MAX_CIDR_LIST_ITEMS: usize = 64;
+/// Most BGP peers of a PodNetwork (and BGP sessions a node reports).
+pub const MAX_BGP_PEERS: usize = 32;
+/// Most clients of a `ClientJoin` gateway.
+pub const MAX_GATEWAY_CLIENTS: usize = 64;
+/// Longest free-text status message.
+pub const MAX_MESSAGE_LENGTH: usize = 1024;
+
+/// `serde` default helper for fields that default to `true`.
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vtep::vtep_mac;
+
+    #[test]
+    fn empty_statuses_deserialise_to_their_defaults() {
+        let empty = serde_json::json!({});
+        assert_eq!(
+            serde_json::from_value::<PodNetworkStatus>(empty.clone()).ok(),
+            Some(PodNetworkStatus::default())
+        );
+        assert_eq!(
+            serde_json::from_value::<NodeSubnetStatus>(empty.clone()).ok(),
+            Some(NodeSubnetStatus::default())
+        );
+        assert_eq!(
+            serde_json::from_value::<OverlayGatewayStatus>(empty).ok(),
+            Some(OverlayGatewayStatus::default())
+        );
+    }
+
+    #[test]
+    fn a_minimal_pod_network_gets_the_documented_defaults_and_derived_values() {
+        let spec: PodNetworkSpec = serde_json::from_value(serde_json::json!({
+            "cidr": "10.244.0.0/16",
+            "nodeSubnetPrefixLength": 24,
+            "mode": "Overlay",
+        }))
+        .expect("minimal spec deserialises");
+        assert!(spec.nat_outgoing, "natOutgoing defaults to true");
+        assert!(spec.nat_exclude_cidrs.is_empty());
+        assert_eq!(
+            spec.overlay_or_default(),
+            OverlaySpec {
+                vni: 1,
+                port: 8472,
+                cross_subnet: false
+            }
+        );
+        assert_eq!(spec.subnet_capacity(), Ok(256));
+        assert_eq!(spec.subnet_prefix_length(), Ok(24));
+        assert_eq!(spec.effective_mtu(1500), 1450);
+    }
+
+    #[test]
+    fn pod_network_helpers_reject_what_admission_rejects() {
+        let base = PodNetworkSpec {
+            cidr: "10.244.0.0/16".into(),
+            node_subnet_prefix_length: 24,
+            node_selector: None,
+            mode: PodNetworkMode::Flat,
+            flat: None,
+            routed: None,
+            overlay: None,
+            mtu: None,
+            nat_outgoing: true,
+            nat_exclude_cidrs: Vec::new(),
+        };
+        let cases: &[(&str, i32)] = &[
+            ("10.244.1.0/16", 24),
+            ("10.244.0.0/16", 16),
+            ("10.244.0.0/16", -1),
+        ];
+        for (cidr, prefix) in cases {
+            let spec = PodNetworkSpec {
+                cidr: (*cidr).into(),
+                node_subnet_prefix_length: *prefix,
+                ..base.clone()
+            };
+            assert!(spec.subnet_capacity().is_err(), "{cidr} /{prefix}");
+        }
+        assert_eq!(base.effective_mtu(1500), 1500);
+    }
+
+    #[test]
+    fn node_subnet_helpers_parse_what_the_operator_writes() {
+        let spec = NodeSubnetSpec {
+            network: "overlay".into(),
+            node_name: "node-a".into(),
+            cidr: "10.244.1.0/24".into(),
+            node_address: "192.168.1.11".into(),
+            vtep_mac: Some(vtep_mac("node-a").to_string()),
+        };
+        assert_eq!(
+            spec.parsed_cidr().map(|c| c.to_string()),
+            Ok("10.244.1.0/24".into())
+        );
+        assert_eq!(
+            spec.parsed_node_address().map(|a| a.to_string()),
+            Ok("192.168.1.11".into())
+        );
+        assert_eq!(spec.parsed_vtep_mac(), Ok(Some(vtep_mac("node-a"))));
+        let bad = NodeSubnetSpec {
+            vtep_mac: Some("0E:00:00:00:00:01".into()),
+            ..spec
+        };
+        assert!(bad.parsed_vtep_mac().is_err());
+    }
+}

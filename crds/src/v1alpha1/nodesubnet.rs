@@ -1,0 +1,224 @@
+//! `NodeSubnet`: one node's share of one PodNetwork.
+//!
+//! The operator creates one per (PodNetwork, selected node) and writes its spec; the agent on
+//! that node writes its status. Every other agent of the network watches NodeSubnets to learn
+//! its peers, so the spec carries everything needed to program a path to the node without
+//! asking it. One object per node keeps a node join at O(1) API writes: nothing lists all
+//! peers.
+
+// `printcolumn(type_ = "string", ...)` repeats key-value pairs across columns, which clippy
+// mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    MAX_BGP_PEERS, MAX_CIDR_LENGTH, MAX_IP_LENGTH, MAX_MESSAGE_LENGTH, MAX_OBJECT_NAME_LENGTH,
+};
+use crate::vtep::MacAddr;
+use crate::{Error, cidr, schema};
+
+/// Pattern of a VTEP MAC: six lowercase hex pairs separated by colons.
+pub const MAC_PATTERN: &str = "^([0-9a-f]{2}:){5}[0-9a-f]{2}$";
+
+/// One node's pod subnet in one PodNetwork and how peers reach it. The spec is written by the
+/// Causeway operator (do not edit it by hand); the status is written by the node's agent.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "causeway.dev",
+    version = "v1alpha1",
+    kind = "NodeSubnet",
+    plural = "nodesubnets",
+    singular = "nodesubnet",
+    shortname = "nsub",
+    category = "causeway",
+    status = "NodeSubnetStatus",
+    derive = "PartialEq",
+    selectable = ".spec.network",
+    selectable = ".spec.nodeName",
+    doc = "NodeSubnet is one node's slice of a PodNetwork's address range and what other nodes need to reach it (the node's underlay address, its VXLAN VTEP MAC). The Causeway operator creates one per selected node and writes the spec; the agent on that node programs the dataplane and reports status.conditions (Programmed, Ready). Other nodes' agents watch NodeSubnets to learn their peers.",
+    printcolumn(
+        name = "NODE",
+        type_ = "string",
+        json_path = ".spec.nodeName",
+        description = "The node this subnet belongs to"
+    ),
+    printcolumn(
+        name = "NETWORK",
+        type_ = "string",
+        json_path = ".spec.network",
+        description = "The PodNetwork this subnet is part of",
+        priority = 1
+    ),
+    printcolumn(
+        name = "CIDR",
+        type_ = "string",
+        json_path = ".spec.cidr",
+        description = "The node's pod subnet"
+    ),
+    printcolumn(
+        name = "ADDRESS",
+        type_ = "string",
+        json_path = ".spec.nodeAddress",
+        description = "The node's underlay address"
+    ),
+    printcolumn(
+        name = "PROGRAMMED",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Programmed\")].status",
+        description = "Status of the Programmed condition"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSubnetSpec {
+    /// Name of the PodNetwork this subnet belongs to. Immutable.
+    #[schemars(length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("network is immutable: the operator deletes and recreates a NodeSubnet to move a node to another PodNetwork")
+    )]
+    pub network: String,
+
+    /// Name of the Node this subnet belongs to. Immutable.
+    #[schemars(length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("nodeName is immutable: a NodeSubnet belongs to one node for its whole life")
+    )]
+    pub node_name: String,
+
+    /// The node's pod subnet, a /nodeSubnetPrefixLength slice of the PodNetwork's cidr (e.g.
+    /// 10.244.3.0/24). Its first address is the node's pod bridge (gateway) address. Immutable:
+    /// pods hold addresses from it; the operator releases a subnet only by deleting the object.
+    #[schemars(length(max = MAX_CIDR_LENGTH))]
+    #[x_kube(
+        validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4")
+            .message("cidr must be an IPv4 CIDR such as 10.244.3.0/24"),
+        validation = Rule::new("!isCIDR(self) || cidr(self) == cidr(self).masked()")
+            .message(Message::Expression("'cidr ' + self + ' has host bits set: write the network address of the subnet, with every bit after the prefix length zero'".into())),
+        validation = Rule::new("self == oldSelf")
+            .message("cidr is immutable: pods hold addresses from it; delete the NodeSubnet to release it")
+    )]
+    pub cidr: String,
+
+    /// The node's IPv4 address on the underlay network (from the Node's InternalIP): the next
+    /// hop of direct routes and the outer destination of VXLAN packets sent to this node.
+    #[schemars(length(max = MAX_IP_LENGTH))]
+    #[x_kube(
+        validation = Rule::new("isIP(self) && ip(self).family() == 4")
+            .message("nodeAddress must be an IPv4 address such as 192.168.1.11")
+    )]
+    pub node_address: String,
+
+    /// MAC address of the node's VXLAN device (Overlay mode only), six lowercase hex pairs such
+    /// as 0e:c2:20:78:cb:53. Derived from the node name so that it is known before the device
+    /// exists and never changes: 0e followed by the low 5 bytes of the FNV-1a-64 hash of the
+    /// name. Must be a locally administered unicast address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 17), pattern(MAC_PATTERN))]
+    #[x_kube(
+        validation = Rule::new("!self.matches('^[0-9a-f]{2}:') || self.matches('^[0-9a-f][26ae]:')")
+            .message("vtepMac must be a locally administered unicast MAC: its first byte must end in 2, 6, a or e (e.g. 0e:...)")
+    )]
+    pub vtep_mac: Option<String>,
+}
+
+/// Observed state of a NodeSubnet, written by the agent on spec.nodeName.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSubnetStatus {
+    /// Current state: Programmed (the agent applied this node's dataplane for the current
+    /// spec; reason ApplyFailed with the failing operation when not) and Ready (programmed and
+    /// every BGP session up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = schema::conditions)]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Routes the agent has programmed for peers' pod subnets.
+    #[serde(default)]
+    pub routes: i32,
+
+    /// Permanent neighbour (ARP) entries the agent has programmed (Overlay: peer VTEPs).
+    #[serde(default)]
+    pub neighbours: i32,
+
+    /// VXLAN forwarding database entries the agent has programmed (Overlay only).
+    #[serde(default)]
+    pub fdb_entries: i32,
+
+    /// The MTU of this node's pod interfaces, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_mtu: Option<i32>,
+
+    /// State of this node's BGP sessions (Routed mode with BGP), one entry per router.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_BGP_PEERS))]
+    pub bgp_sessions: Vec<BgpSessionStatus>,
+}
+
+/// The state of one BGP session of a node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpSessionStatus {
+    /// The router's IP address (a peer of spec.routed.bgp.peers).
+    #[schemars(length(max = MAX_IP_LENGTH))]
+    pub peer_address: String,
+
+    /// The router's autonomous system number.
+    pub peer_asn: i64,
+
+    /// The BGP finite-state-machine state: Idle, Connect, Active, OpenSent, OpenConfirm or
+    /// Established. Only Established exchanges routes.
+    #[schemars(length(max = 32))]
+    pub state: String,
+
+    /// Why the session is not Established (last error or notification), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
+    pub message: String,
+
+    /// When the session entered its current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+impl NodeSubnetSpec {
+    /// `spec.cidr` parsed.
+    ///
+    /// # Errors
+    /// When it is not a canonical IPv4 CIDR.
+    pub fn parsed_cidr(&self) -> Result<Ipv4Net, Error> {
+        cidr::parse_ipv4_cidr(&self.cidr)
+    }
+
+    /// `spec.nodeAddress` parsed.
+    ///
+    /// # Errors
+    /// When it is not an IPv4 address.
+    pub fn parsed_node_address(&self) -> Result<Ipv4Addr, Error> {
+        cidr::parse_ipv4_addr(&self.node_address)
+    }
+
+    /// `spec.vtepMac` parsed, if set.
+    ///
+    /// # Errors
+    /// When it is set but not a lowercase colon-separated MAC.
+    pub fn parsed_vtep_mac(&self) -> Result<Option<MacAddr>, Error> {
+        self.vtep_mac.as_deref().map(str::parse).transpose()
+    }
+}

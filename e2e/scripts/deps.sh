@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the local cluster and the test suite need, idempotently:
+#   - Debian packages (etcd, CNI reference plugins, BIRD 2, iproute2, traffic tools);
+#   - kube-apiserver, kube-controller-manager and kubectl built from the pinned
+#     k8s.io/kubernetes release (e2e/controlplane/go.mod) into /var/cache/causeway, once.
+# Prints the control-plane bin directory on its last line.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+packages=(etcd-server containernetworking-plugins bird2 iperf3 arping nftables iproute2
+          iputils-ping socat openssl procps ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing Debian packages: ${missing[*]}; run as root (sudo make deps)" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+# Debian starts etcd and BIRD as system services on install; the harness runs its own
+# instances inside namespaces and needs none in the root namespace.
+for svc in etcd bird; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl disable --now "$svc" >&2 || true
+  fi
+done
+
+"$here/../controlplane/build.sh"

@@ -1,0 +1,315 @@
+//! The real control plane: etcd (Debian `etcd-server`) and kube-apiserver plus
+//! kube-controller-manager built from the pinned `k8s.io/kubernetes` module
+//! (`e2e/controlplane/`), with a per-cluster PKI and admin kubeconfigs.
+//!
+//! Flags follow controller-runtime's envtest; see docs/test-cluster.md for each choice.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+/// Service ClusterIP range: chosen so it cannot collide with the pod CIDRs tests use
+/// (10.244.0.0/16 and friends) or the underlay (192.168.0.0/16).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+pub const FIRST_SERVICE_IP: &str = "10.96.0.1";
+pub const API_PORT: u16 = 6443;
+
+/// Paths of the control-plane programs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+/// The workspace root (where `Makefile` and `e2e/` live).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Binaries {
+    /// Finds the binaries: `$CAUSEWAY_CP_BIN` if set, otherwise the cache that
+    /// `e2e/controlplane/build.sh` fills (running it when the cache is cold).
+    pub fn locate() -> Result<Self> {
+        let dir = match std::env::var_os("CAUSEWAY_CP_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let script = workspace_root().join("e2e/controlplane/build.sh");
+                let out = cmd::run(&mut Command::new(&script)).with_context(|| {
+                    format!("building the control plane with {}", script.display())
+                })?;
+                PathBuf::from(out.trim())
+            }
+        };
+        let bin = |name: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            if !p.is_file() {
+                bail!(
+                    "{} is missing: run `make deps` (builds the control plane into the cache)",
+                    p.display()
+                );
+            }
+            Ok(p)
+        };
+        cmd::require_program("etcd", "etcd-server")?;
+        Ok(Self {
+            etcd: PathBuf::from("etcd"),
+            kube_apiserver: bin("kube-apiserver")?,
+            kube_controller_manager: bin("kube-controller-manager")?,
+            kubectl: bin("kubectl")?,
+        })
+    }
+
+    /// The pinned release, as `kubectl version` shows it for the server.
+    pub fn pinned_version() -> Result<String> {
+        let gomod = workspace_root().join("e2e/controlplane/go.mod");
+        let text = std::fs::read_to_string(&gomod)
+            .with_context(|| format!("reading {}", gomod.display()))?;
+        text.lines()
+            .map(str::split_whitespace)
+            .filter_map(|mut w| match (w.next(), w.next(), w.next()) {
+                (Some("k8s.io/kubernetes"), Some(v), _) if v.starts_with('v') => {
+                    Some(v.to_string())
+                }
+                (Some("require"), Some("k8s.io/kubernetes"), Some(v)) => Some(v.to_string()),
+                _ => None,
+            })
+            .next()
+            .with_context(|| format!("no k8s.io/kubernetes requirement in {}", gomod.display()))
+    }
+}
+
+/// Files of the cluster's PKI.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("apiserver.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("apiserver.key")
+    }
+    pub fn sa_key(&self) -> PathBuf {
+        self.dir.join("sa.key")
+    }
+    pub fn sa_pub(&self) -> PathBuf {
+        self.dir.join("sa.pub")
+    }
+
+    /// Creates a CA, the API server's serving certificate (SANs for every address a client
+    /// may use), and the service-account signing key pair. ECDSA P-256 throughout.
+    pub fn create(dir: &Path, ips: &[Ipv4Addr]) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let pki = Self {
+            dir: dir.to_path_buf(),
+        };
+        let openssl = |args: &[&str]| -> Result<()> {
+            cmd::run(Command::new("openssl").args(args).current_dir(dir)).map(|_| ())
+        };
+        cmd::require_program("openssl", "openssl")?;
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ])?;
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=causeway-e2e-ca",
+            "-out",
+            "ca.crt",
+        ])?;
+        let mut san = String::from(
+            "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1",
+        );
+        san.push_str(&format!(",IP:{FIRST_SERVICE_IP}"));
+        for ip in ips {
+            san.push_str(&format!(",IP:{ip}"));
+        }
+        std::fs::write(
+            dir.join("apiserver.ext"),
+            format!(
+                "subjectAltName={san}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+            ),
+        )?;
+        pki.issue("apiserver", "/CN=kube-apiserver", "apiserver.ext")?;
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "sa.key",
+        ])?;
+        openssl(&["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
+        Ok(pki)
+    }
+
+    fn issue(&self, stem: &str, subject: &str, ext: &str) -> Result<()> {
+        let run = |args: &[&str]| -> Result<()> {
+            cmd::run(Command::new("openssl").args(args).current_dir(&self.dir)).map(|_| ())
+        };
+        let key = format!("{stem}.key");
+        let csr = format!("{stem}.csr");
+        let crt = format!("{stem}.crt");
+        run(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ])?;
+        run(&["req", "-new", "-key", &key, "-subj", subject, "-out", &csr])?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            ext,
+            "-out",
+            &crt,
+        ])?;
+        Ok(())
+    }
+
+    /// A client certificate for `user` in `groups` (e.g. `system:masters` for an admin, or a
+    /// restricted identity for RBAC tests); returns (cert, key).
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<(PathBuf, PathBuf)> {
+        let stem: String = format!("client-{user}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let ext = format!("{stem}.ext");
+        std::fs::write(
+            self.dir.join(&ext),
+            "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        )?;
+        let mut subject = String::new();
+        for g in groups {
+            subject.push_str(&format!("/O={g}"));
+        }
+        subject.push_str(&format!("/CN={user}"));
+        self.issue(&stem, &subject, &ext)?;
+        Ok((
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        ))
+    }
+
+    /// Writes a kubeconfig for `server` authenticating with the given client certificate.
+    pub fn kubeconfig(&self, path: &Path, server: &str, cert: &Path, key: &Path) -> Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: causeway-e2e\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: causeway-e2e\n  context: {{cluster: causeway-e2e, user: user}}\ncurrent-context: causeway-e2e\n",
+            ca = self.ca_cert().display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// etcd's command line (inside the control-plane namespace, client port on loopback only).
+pub fn etcd_args(data_dir: &Path) -> Vec<String> {
+    [
+        "--name=causeway-e2e",
+        &format!("--data-dir={}", data_dir.display()),
+        "--listen-client-urls=http://127.0.0.1:2379",
+        "--advertise-client-urls=http://127.0.0.1:2379",
+        "--listen-peer-urls=http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+        "--initial-cluster=causeway-e2e=http://127.0.0.1:2380",
+        "--initial-cluster-state=new",
+        "--logger=zap",
+        "--log-level=warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// kube-apiserver's command line.
+pub fn apiserver_args(pki: &Pki, advertise: Ipv4Addr) -> Vec<String> {
+    let p = |path: PathBuf| path.display().to_string();
+    vec![
+        "--etcd-servers=http://127.0.0.1:2379".into(),
+        "--bind-address=0.0.0.0".into(),
+        format!("--secure-port={API_PORT}"),
+        // Required in a namespace without a default route; must not be loopback.
+        format!("--advertise-address={advertise}"),
+        format!("--tls-cert-file={}", p(pki.server_cert())),
+        format!("--tls-private-key-file={}", p(pki.server_key())),
+        format!("--client-ca-file={}", p(pki.ca_cert())),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-account-key-file={}", p(pki.sa_pub())),
+        format!("--service-account-signing-key-file={}", p(pki.sa_key())),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        "--authorization-mode=Node,RBAC".into(),
+        "--allow-privileged=true".into(),
+        // No kubelet or pods here; the ServiceAccount admission plugin would wait for
+        // default service accounts that only kube-controller-manager creates.
+        "--disable-admission-plugins=ServiceAccount".into(),
+        "--profiling=false".into(),
+        "--v=1".into(),
+    ]
+}
+
+/// kube-controller-manager's command line: garbage collection (owner references), namespace
+/// deletion and service-account tokens. Node IPAM is off unless a test asks for it.
+pub fn controller_manager_args(pki: &Pki, kubeconfig: &Path) -> Vec<String> {
+    let p = |path: PathBuf| path.display().to_string();
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--authentication-kubeconfig={}", kubeconfig.display()),
+        format!("--authorization-kubeconfig={}", kubeconfig.display()),
+        format!("--service-account-private-key-file={}", p(pki.sa_key())),
+        format!("--root-ca-file={}", p(pki.ca_cert())),
+        "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token".into(),
+        "--leader-elect=false".into(),
+        "--bind-address=127.0.0.1".into(),
+        "--v=1".into(),
+    ]
+}

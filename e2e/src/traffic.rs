@@ -1,0 +1,275 @@
+//! Real traffic as proof: ping and TCP between namespaces, with timeouts, and a continuous
+//! ping that counts lost packets and the longest gap during a disruption.
+//!
+//! Targets are always addresses inside the cluster's namespaces (the topologies have no route
+//! out of the machine).
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Summary of a ping run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingStats {
+    pub transmitted: u32,
+    pub received: u32,
+}
+
+/// Parses the summary line `N packets transmitted, M received, ...` of iputils ping.
+pub fn parse_ping_summary(out: &str) -> Option<PingStats> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line.split(',').map(|part| {
+        part.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+    });
+    Some(PingStats {
+        transmitted: nums.next()??,
+        received: nums.next()??,
+    })
+}
+
+/// Sends `count` pings from namespace `ns` to `dst` (0.2 s apart, each waiting up to 1 s).
+pub fn ping(ns: &str, dst: Ipv4Addr, count: u32) -> Result<PingStats> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-n", "-q", "-i", "0.2", "-W", "1",
+        ])
+        .arg("-c")
+        .arg(count.to_string())
+        .arg(dst.to_string())
+        .output()
+        .context("running ping")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_ping_summary(&text).with_context(|| {
+        format!(
+            "ping from {ns} to {dst} printed no summary: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Succeeds when every one of 3 pings from `ns` reaches `dst` and comes back.
+pub fn expect_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
+    let s = ping(ns, dst, 3)?;
+    if s.received != s.transmitted {
+        bail!(
+            "ping {ns} -> {dst}: {}/{} replies (expected all)",
+            s.received,
+            s.transmitted
+        );
+    }
+    Ok(())
+}
+
+/// Succeeds when no ping from `ns` to `dst` comes back.
+pub fn expect_no_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
+    let s = ping(ns, dst, 2)?;
+    if s.received != 0 {
+        bail!("ping {ns} -> {dst}: {} replies (expected none)", s.received);
+    }
+    Ok(())
+}
+
+/// A TCP round trip: a one-shot `socat` server in `server_ns` on `port` answers with a
+/// token; a client in `client_ns` connects to `dst:port` and must read that token back.
+pub fn tcp_check(server_ns: &str, client_ns: &str, dst: Ipv4Addr, port: u16) -> Result<()> {
+    let token = format!("causeway-{}-{port}", std::process::id());
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", server_ns, "socat", "-T", "5"])
+        .arg(format!("TCP4-LISTEN:{port},reuseaddr"))
+        .arg(format!("SYSTEM:echo {token}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting socat server")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", client_ns, "socat", "-T", "3", "-u"])
+            .arg(format!("TCP4:{dst}:{port},connect-timeout=2"))
+            .arg("STDOUT")
+            .stdin(Stdio::null())
+            .output()
+            .context("running socat client")?;
+        let got = String::from_utf8_lossy(&out.stdout);
+        if got.trim() == token {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!(
+                "TCP {client_ns} -> {dst}:{port} (server in {server_ns}): got {:?}, stderr {}",
+                got.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // Connection refused until the server listens.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop_child(&mut server);
+    result
+}
+
+fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+/// Loss report of a [`ContinuousPing`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossReport {
+    pub transmitted: u32,
+    pub received: u32,
+    /// Longest time between two consecutive replies.
+    pub max_gap: Duration,
+}
+
+impl LossReport {
+    pub fn lost(&self) -> u32 {
+        self.transmitted.saturating_sub(self.received)
+    }
+}
+
+/// A ping every `interval` from `ns` to `dst`, running in the background until stopped.
+pub struct ContinuousPing {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl ContinuousPing {
+    /// Starts pinging; `interval` of 10 ms or more (iputils needs root below 200 ms: we are).
+    pub fn start(ns: &str, dst: Ipv4Addr, interval: Duration) -> Result<Self> {
+        let log = std::env::temp_dir().join(format!(
+            "causeway-ping-{}-{}-{dst}.log",
+            std::process::id(),
+            ns
+        ));
+        let out = File::create(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-n", "-D", "-W", "1"])
+            .arg("-i")
+            .arg(format!("{:.3}", interval.as_secs_f64()))
+            .arg(dst.to_string())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting continuous ping")?;
+        Ok(Self {
+            child,
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops the ping (SIGINT makes it print its summary) and reports the loss.
+    pub fn stop(mut self) -> Result<LossReport> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.log)?;
+        let _ = std::fs::remove_file(&self.log);
+        let stats = parse_ping_summary(&text).with_context(|| {
+            format!(
+                "continuous ping ({:?}) printed no summary: {text}",
+                self.started.elapsed()
+            )
+        })?;
+        Ok(LossReport {
+            transmitted: stats.transmitted,
+            received: stats.received,
+            max_gap: max_reply_gap(&text),
+        })
+    }
+}
+
+/// Longest interval between consecutive replies in `ping -D` output (`[epoch.micros] 64
+/// bytes from ...`).
+pub fn max_reply_gap(out: &str) -> Duration {
+    let stamps: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+        .collect();
+    let max = stamps
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0_f64, f64::max);
+    Duration::from_secs_f64(max.max(0.0))
+}
+
+/// Polls `check` every 200 ms until it succeeds or `timeout` passes; the error carries the
+/// last failure.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("{what}: not true after {timeout:?}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary_is_parsed_with_and_without_errors() {
+        let ok = "--- 10.0.0.1 ping statistics ---\n3 packets transmitted, 3 received, 0% packet loss, time 402ms\n";
+        assert_eq!(
+            parse_ping_summary(ok),
+            Some(PingStats {
+                transmitted: 3,
+                received: 3
+            })
+        );
+        let bad = "5 packets transmitted, 2 received, +3 errors, 60% packet loss, time 4ms";
+        assert_eq!(
+            parse_ping_summary(bad),
+            Some(PingStats {
+                transmitted: 5,
+                received: 2
+            })
+        );
+        assert_eq!(parse_ping_summary("connect: Network is unreachable"), None);
+    }
+
+    #[test]
+    fn the_longest_gap_between_replies_is_measured_from_timestamps() {
+        let out = "[1700000000.000000] 64 bytes from 10.0.0.1: icmp_seq=1 ttl=64 time=0.1 ms\n\
+                   [1700000000.010000] 64 bytes from 10.0.0.1: icmp_seq=2 ttl=64 time=0.1 ms\n\
+                   [1700000000.020000] no answer yet for icmp_seq=3\n\
+                   [1700000000.530000] 64 bytes from 10.0.0.1: icmp_seq=4 ttl=64 time=0.1 ms\n";
+        let gap = max_reply_gap(out);
+        assert!((gap.as_secs_f64() - 0.52).abs() < 1e-6, "{gap:?}");
+        assert_eq!(max_reply_gap(""), Duration::ZERO);
+    }
+
+    #[test]
+    fn loss_is_transmitted_minus_received() {
+        let r = LossReport {
+            transmitted: 100,
+            received: 97,
+            max_gap: Duration::ZERO,
+        };
+        assert_eq!(r.lost(), 3);
+    }
+}
