@@ -108,6 +108,20 @@ pub fn conditions(schema: &mut Schema) {
                 field.insert("maxLength".into(), json!(max));
             }
         }
+        // The patterns of upstream metav1.Condition: runbooks match reasons as CamelCase words.
+        if let Some(reason) = property(condition, "reason") {
+            reason.insert("minLength".into(), json!(1));
+            reason.insert(
+                "pattern".into(),
+                json!("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"),
+            );
+        }
+        if let Some(kind) = property(condition, "type") {
+            kind.insert(
+                "pattern".into(),
+                json!(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"),
+            );
+        }
         if let Some(status) = property(condition, "status") {
             status.insert("enum".into(), json!(["True", "False", "Unknown"]));
             status.insert("maxLength".into(), json!(7));

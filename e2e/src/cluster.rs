@@ -393,6 +393,7 @@ impl Cluster {
         args: &[String],
         env: &[(&str, &str)],
     ) -> Result<ProcId> {
+        state::ensure_not_shutting_down()?;
         let logs = state::log_root().join(&self.name);
         std::fs::create_dir_all(&logs)?;
         let log_path = logs.join(format!("{role}.log"));

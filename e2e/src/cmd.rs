@@ -93,6 +93,7 @@ pub fn ip_batch(ns: Option<&str>, lines: &[String]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
+    crate::state::ensure_not_shutting_down()?;
     let mut cmd = Command::new("ip");
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);

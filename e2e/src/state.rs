@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,6 +17,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::cmd;
 use crate::proc::ProcId;
+
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process as tearing down (Ctrl-C): from now on the harness creates nothing, so a
+/// test still running on another thread cannot add a namespace behind the tear-down's back.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+}
+
+/// Fails once [`begin_shutdown`] was called; every creating operation checks this first.
+pub fn ensure_not_shutting_down() -> Result<()> {
+    if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        anyhow::bail!("the harness is shutting down (interrupted)");
+    }
+    Ok(())
+}
+
+/// Tears a cluster down from a signal handler: stop creating, remove everything, then sweep
+/// once more for anything a racing thread created in between.
+pub fn interrupt_teardown(name: &str) {
+    begin_shutdown();
+    for pass in 0..2 {
+        if let Err(e) = teardown(name) {
+            eprintln!("[e2e] tear-down pass {pass} of {name} failed: {e:#}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
 
 /// Root of all clusters' state (pids, PKI, kubeconfigs, per-node directories).
 pub fn state_root() -> PathBuf {

@@ -38,9 +38,7 @@ pub fn run_suite(
 
     if let Err(e) = ctrlc::set_handler(move || {
         eprintln!("\n[e2e] interrupted: tearing down cluster {name}");
-        if let Err(e) = state::teardown(name) {
-            eprintln!("[e2e] tear-down failed: {e:#}");
-        }
+        state::interrupt_teardown(name);
         std::process::exit(130);
     }) {
         eprintln!("[e2e] cannot install the Ctrl-C handler: {e}");

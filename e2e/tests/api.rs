@@ -59,6 +59,10 @@ fn main() -> ExitCode {
             "kubectl_explain_shows_the_field_docs_from_the_rust_types",
             explain,
         ),
+        testing::test(
+            "status_conditions_drive_kubectl_wait_and_are_written_only_through_the_status_subresource",
+            status_and_wait,
+        ),
     ];
     let table = match table() {
         Ok(t) => t,
@@ -397,4 +401,74 @@ fn update_case(c: &Cluster, case: &Case) -> Result<()> {
     let outcome = check_outcome(case, result);
     c.kubectl(&["delete", &kind, &name, "--ignore-not-found", "--wait=false"])?;
     outcome
+}
+
+fn status_and_wait(c: &Cluster) -> Result<()> {
+    ensure_crds(c)?;
+    let example = workspace_root().join("docs/examples/podnetwork-overlay.yaml");
+    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    let spec: Value = serde_yaml::from_str(&std::fs::read_to_string(&example)?)?;
+    let name = spec["metadata"]["name"]
+        .as_str()
+        .context("example without name")?;
+    let obj = format!("podnetwork/{name}");
+    // No status yet: waiting for Ready times out.
+    ensure!(
+        c.kubectl(&["wait", "--for=condition=Ready", "--timeout=2s", &obj])
+            .is_err(),
+        "kubectl wait succeeded without any status"
+    );
+    // Writing status through the main resource is ignored (status is a subresource).
+    c.kubectl(&[
+        "patch",
+        &obj,
+        "--type=merge",
+        "-p",
+        r#"{"status":{"selectedNodes":9}}"#,
+    ])?;
+    let ignored = c.kubectl(&["get", &obj, "-o", "jsonpath={.status.selectedNodes}"])?;
+    ensure!(
+        ignored.is_empty(),
+        "status written through the main resource: {ignored}"
+    );
+    // What the operator will write: a Ready condition with observedGeneration and counts.
+    let now = "2026-01-01T00:00:00Z";
+    let status = serde_json::json!({"status": {
+        "observedGeneration": 1, "selectedNodes": 3, "allocatedNodes": 3, "programmedNodes": 3,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AllNodesProgrammed",
+            "message": "3 of 3 nodes programmed", "lastTransitionTime": now, "observedGeneration": 1}]}});
+    c.kubectl(&[
+        "patch",
+        &obj,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])?;
+    c.kubectl(&["wait", "--for=condition=Ready", "--timeout=10s", &obj])?;
+    let row = words(&c.kubectl(&["get", &obj, "--no-headers"])?);
+    ensure!(
+        row.contains("3 3 True"),
+        "printer columns do not show NODES/PROGRAMMED/READY: {row}"
+    );
+    // Conditions are validated like metav1.Condition: a reason must be a CamelCase word.
+    let bad = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+        "reason": "not programmed", "message": "", "lastTransitionTime": now}]}});
+    let err = c
+        .kubectl(&[
+            "patch",
+            &obj,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &bad.to_string(),
+        ])
+        .err()
+        .context("a condition reason with a space was accepted")?;
+    ensure!(
+        format!("{err:#}").contains("reason"),
+        "unexpected error: {err:#}"
+    );
+    c.kubectl(&["delete", &obj, "--wait=false"])?;
+    Ok(())
 }

@@ -77,7 +77,7 @@ fn run(cli: Cli) -> Result<()> {
             let interrupted_name = name.clone();
             ctrlc::set_handler(move || {
                 eprintln!("\ninterrupted: removing the half-started cluster {interrupted_name}");
-                let _ = state::teardown(&interrupted_name);
+                state::interrupt_teardown(&interrupted_name);
                 std::process::exit(130);
             })
             .context("installing the Ctrl-C handler")?;
