@@ -24,6 +24,7 @@ status:
 
 ## test: the whole suite, as CI runs it: format, lints, generated-file drift, unit and e2e tests
 test: deps lint
+	$(CARGO) build --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## deps: install Debian packages and build the pinned control plane (cached in /var/cache/causeway)

@@ -29,17 +29,34 @@ pub mod reasons {
     pub const ALL_NODES_PROGRAMMED: &str = "AllNodesProgrammed";
     /// Ready=False on a PodNetwork: some selected nodes have not reported Programmed=True yet.
     pub const NODES_PENDING: &str = "NodesPending";
-    /// Ready=True on a PodNetwork whose node selector matches no node (nothing to do).
+    /// Ready=False on a PodNetwork whose node selector matches no node: nothing carries pod
+    /// traffic, which is usually a selector typo.
     pub const NO_NODES_SELECTED: &str = "NoNodesSelected";
-    /// Degraded=True: some nodes reported Programmed=False.
+    /// Degraded=True (and Ready=False on a PodNetwork): some nodes reported Programmed=False.
     pub const NODES_FAILING: &str = "NodesFailing";
     /// Degraded=False, SubnetsExhausted=False: nothing to report.
     pub const AS_EXPECTED: &str = "AsExpected";
     /// SubnetsExhausted=True: no free node subnet is left in `spec.cidr`.
     pub const POOL_EXHAUSTED: &str = "PoolExhausted";
-    /// Ready=False: the spec passed admission but the operator cannot use it (e.g. the CIDR
-    /// overlaps another PodNetwork); the message says what to change.
+    /// Ready=False: the spec passed admission but the operator cannot use it (e.g. an
+    /// unparsable CIDR or prefix length); the message says what to change.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Ready=False on a PodNetwork whose cidr overlaps an earlier (older) PodNetwork's: the
+    /// later network allocates nothing until its cidr changes or the earlier one is deleted.
+    pub const CIDR_OVERLAP: &str = "CidrOverlap";
+    /// Ready=False on a PodNetwork: some owned nodes wait for a node subnet because
+    /// `spec.cidr` is full (the SubnetsExhausted condition has the details).
+    pub const SUBNETS_EXHAUSTED: &str = "SubnetsExhausted";
+    /// Ready=False, Degraded=True on a PodNetwork: some owned nodes report no InternalIP, so
+    /// peers could not reach them and they get no subnet.
+    pub const NODES_WITHOUT_ADDRESS: &str = "NodesWithoutAddress";
+    /// Degraded=True on a PodNetwork: some selected nodes are selected by an earlier PodNetwork
+    /// too and stay there (a node belongs to one network). Ready=False when that is every
+    /// selected node.
+    pub const NODES_CLAIMED_BY_OTHER_NETWORK: &str = "NodesClaimedByOtherNetwork";
+    /// Ready=False, Degraded=True on a PodNetwork that uses the nodes' `spec.podCIDR`: some
+    /// nodes have none, or one outside `spec.cidr`, of the wrong size or already taken.
+    pub const INVALID_NODE_POD_CIDR: &str = "InvalidNodePodCidr";
     /// Programmed=True on a NodeSubnet: routes, neighbours and FDB entries are in place.
     pub const PROGRAMMED: &str = "Programmed";
     /// Programmed=False on a NodeSubnet: a kernel operation failed; the message quotes it.

@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 packages=(etcd-server containernetworking-plugins bird2 iperf3 arping nftables iproute2
-          iputils-ping socat openssl procps ca-certificates)
+          iputils-ping socat openssl procps ca-certificates curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -313,3 +313,19 @@ pub fn controller_manager_args(pki: &Pki, kubeconfig: &Path) -> Vec<String> {
         "--v=1".into(),
     ]
 }
+
+/// A Causeway binary of this workspace (`causeway-operator`, later the agent), built by
+/// `cargo build --workspace --bins` (which `make test` runs before the tests).
+pub fn causeway_binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --workspace --bins` first (`make test` does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

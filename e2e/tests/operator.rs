@@ -1,0 +1,826 @@
+//! The operator on a real control plane (issue #4): allocation for 50 nodes, selector,
+//! release and reuse, restart stability, two replicas with one leader, conflicts,
+//! exhaustion, nodes without an address, readiness roll-up, deletion, metrics.
+//!
+//! Nodes here are Node objects registered as a kubelet would (name, labels, InternalIP); the
+//! operators run inside node namespaces with the underlay kubeconfig. No agent exists yet:
+//! where a test needs "agent reported Programmed", it writes the NodeSubnet status exactly as
+//! the agent will (status subresource), and says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use causeway_e2e::controlplane::{causeway_binary, workspace_root};
+use causeway_e2e::proc::ProcId;
+use causeway_e2e::topology::presets;
+use causeway_e2e::traffic::wait_for;
+use causeway_e2e::{Cluster, demo, testing};
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+
+const NS: &str = "causeway-system";
+const LEASE_SECONDS: u64 = 6;
+
+fn main() -> ExitCode {
+    testing::run_suite(
+        "operator",
+        || presets::one_segment(2),
+        vec![
+            testing::test(
+                "fifty_nodes_get_disjoint_subnets_inside_the_cidr_and_the_selector_is_respected",
+                fifty_nodes,
+            ),
+            testing::test(
+                "a_deleted_node_releases_its_subnet_and_a_later_node_reuses_it",
+                release_and_reuse,
+            ),
+            testing::test(
+                "a_restarted_operator_keeps_every_allocation_and_catches_up",
+                restart_keeps_allocations,
+            ),
+            testing::test(
+                "two_operators_elect_one_leader_fail_over_and_never_double_allocate",
+                two_operators,
+            ),
+            testing::test(
+                "an_overlapping_network_reports_the_earlier_one_and_recovers_when_it_goes",
+                overlap,
+            ),
+            testing::test(
+                "a_full_cidr_reports_subnets_exhausted_with_waiting_nodes_and_recovers",
+                exhaustion,
+            ),
+            testing::test(
+                "a_node_without_an_internal_ip_is_reported_and_allocated_once_it_has_one",
+                missing_address,
+            ),
+            testing::test(
+                "ready_follows_what_agents_report_on_their_node_subnets",
+                readiness,
+            ),
+            testing::test(
+                "deleting_a_pod_network_removes_its_node_subnets_first",
+                deletion,
+            ),
+            testing::test("metrics_and_health_endpoints_answer", metrics),
+        ],
+    )
+}
+
+/// The operator replicas started so far: (host, process).
+static OPERATORS: Mutex<Vec<(String, ProcId)>> = Mutex::new(Vec::new());
+
+fn start_operator(c: &Cluster, host: &str) -> Result<ProcId> {
+    let bin = causeway_binary("causeway-operator")?;
+    let args: Vec<String> = [
+        "--identity",
+        host,
+        "--namespace",
+        NS,
+        "--lease-duration",
+        &LEASE_SECONDS.to_string(),
+        "--lease-renew-grace",
+        "2",
+        "--metrics-addr",
+        "0.0.0.0:8080",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let kubeconfig = operator_kubeconfig(c)?;
+    let id = c.spawn(
+        host,
+        &format!("operator-{host}"),
+        &bin.display().to_string(),
+        &args,
+        &[("RUST_LOG", "info"), ("KUBECONFIG", &kubeconfig)],
+    )?;
+    OPERATORS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .push((host.to_string(), id.clone()));
+    Ok(id)
+}
+
+/// A kubeconfig for the operator's service account identity, so the operator runs with
+/// exactly the chart's RBAC (least privilege), not as an admin.
+fn operator_kubeconfig(c: &Cluster) -> Result<String> {
+    let path = c.dir.join("kubeconfig-operator");
+    if !path.is_file() {
+        let user = format!("system:serviceaccount:{NS}:causeway-operator");
+        let groups = [
+            "system:serviceaccounts",
+            "system:serviceaccounts:causeway-system",
+        ];
+        let (crt, key) = c.pki.client_cert(&user, &groups)?;
+        let server = format!("https://{}:6443", c.topology.control_plane.address);
+        c.pki.kubeconfig(&path, &server, &crt, &key)?;
+    }
+    Ok(path.display().to_string())
+}
+
+/// Applies the chart's operator RBAC with the release namespace filled in.
+fn apply_rbac(c: &Cluster) -> Result<()> {
+    let template = std::fs::read_to_string(
+        workspace_root().join("charts/causeway/templates/operator-rbac.yaml"),
+    )?;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &template.replace("{{ .Release.Namespace }}", NS),
+    )?;
+    Ok(())
+}
+
+/// Installs the CRDs, the namespace and one operator on node-a (once per suite).
+fn setup(c: &Cluster) -> Result<()> {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    if *done {
+        return Ok(());
+    }
+    demo::install_crds(c)?;
+    c.kubectl(&["create", "namespace", NS])?;
+    apply_rbac(c)?;
+    start_operator(c, "node-a")?;
+    wait_for("node-a leads", Duration::from_secs(30), || {
+        expect_leader(c, "node-a")
+    })?;
+    *done = true;
+    Ok(())
+}
+
+fn expect_leader(c: &Cluster, host: &str) -> Result<()> {
+    let holder = c.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        NS,
+        "causeway-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    ensure!(holder == host, "lease held by {holder:?}, expected {host}");
+    Ok(())
+}
+
+/// A Node to register: name, InternalIP (None: no address yet) and its `pool` label.
+struct TestNode {
+    name: String,
+    address: Option<Ipv4Addr>,
+    pool: String,
+}
+
+/// Registers API-only nodes (no namespace: IPAM does not need one) with a `pool` label and,
+/// when given, an InternalIP.
+fn add_nodes(c: &Cluster, nodes: &[TestNode]) -> Result<()> {
+    let mut manifest = String::new();
+    for node in nodes {
+        let doc = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node.name, "labels": {"pool": node.pool}}});
+        manifest.push_str(&doc.to_string());
+        manifest.push('\n');
+    }
+    c.kubectl_stdin(&["apply", "-f", "-"], &manifest)?;
+    for node in nodes {
+        c.set_node_status(&node.name, node.address)?;
+    }
+    Ok(())
+}
+
+/// Nodes `{pool}-{i}` for `i` in `range`, addressed 192.168.`third`.(10+i).
+fn pool_nodes(range: std::ops::Range<u8>, third: u8, pool: &str) -> Vec<TestNode> {
+    range
+        .map(|i| TestNode {
+            name: format!("{pool}-{i:02}"),
+            address: Some(Ipv4Addr::new(192, 168, third, 10 + i)),
+            pool: pool.to_string(),
+        })
+        .collect()
+}
+
+fn apply_network(c: &Cluster, name: &str, cidr: &str, prefix: u8, pool: &str) -> Result<()> {
+    let pn = json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+        "metadata": {"name": name},
+        "spec": {"cidr": cidr, "nodeSubnetPrefixLength": prefix, "mode": "Overlay",
+                 "nodeSelector": {"matchLabels": {"pool": pool}}}});
+    c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct SubnetObj {
+    name: String,
+    uid: String,
+    cidr: Ipv4Net,
+    address: String,
+}
+
+fn subnets(c: &Cluster, network: &str) -> Result<BTreeMap<String, SubnetObj>> {
+    let out = c.kubectl(&[
+        "get",
+        "nodesubnets",
+        "-l",
+        &format!("causeway.dev/network={network}"),
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    let mut map = BTreeMap::new();
+    for item in list["items"].as_array().context("items")? {
+        let node = item["spec"]["nodeName"]
+            .as_str()
+            .context("nodeName")?
+            .to_string();
+        let obj = SubnetObj {
+            name: item["metadata"]["name"]
+                .as_str()
+                .context("name")?
+                .to_string(),
+            uid: item["metadata"]["uid"].as_str().context("uid")?.to_string(),
+            cidr: item["spec"]["cidr"].as_str().context("cidr")?.parse()?,
+            address: item["spec"]["nodeAddress"]
+                .as_str()
+                .context("nodeAddress")?
+                .to_string(),
+        };
+        ensure!(
+            map.insert(node.clone(), obj).is_none(),
+            "node {node} has two NodeSubnets in {network}"
+        );
+    }
+    Ok(map)
+}
+
+fn status(c: &Cluster, network: &str) -> Result<Value> {
+    Ok(
+        serde_json::from_str::<Value>(&c.kubectl(&[
+            "get",
+            "podnetwork",
+            network,
+            "-o",
+            "json",
+        ])?)?["status"]
+            .clone(),
+    )
+}
+
+fn condition(c: &Cluster, network: &str, type_: &str) -> Result<(String, String, String)> {
+    let st = status(c, network)?;
+    let cond = st["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|x| x["type"] == type_))
+        .with_context(|| format!("{network} has no {type_} condition yet: {st}"))?;
+    Ok((
+        cond["status"].as_str().unwrap_or_default().to_string(),
+        cond["reason"].as_str().unwrap_or_default().to_string(),
+        cond["message"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+fn expect_condition(
+    c: &Cluster,
+    network: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Result<String> {
+    wait_for(
+        &format!("{network} {type_}={status} ({reason})"),
+        Duration::from_secs(30),
+        || {
+            let (s, r, m) = condition(c, network, type_)?;
+            ensure!(s == status && r == reason, "{type_}={s} reason {r}: {m}");
+            Ok(m)
+        },
+    )
+}
+
+fn events(c: &Cluster, network: &str) -> Result<Vec<(String, String)>> {
+    let out = c.kubectl(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        &format!("involvedObject.kind=PodNetwork,involvedObject.name={network}"),
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    Ok(list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| {
+                    (
+                        e["reason"].as_str().unwrap_or_default().to_string(),
+                        e["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn expect_event(c: &Cluster, network: &str, reason: &str, contains: &str) -> Result<()> {
+    wait_for(
+        &format!("event {reason} on {network}"),
+        Duration::from_secs(20),
+        || {
+            let evs = events(c, network)?;
+            ensure!(
+                evs.iter().any(|(r, m)| r == reason && m.contains(contains)),
+                "no {reason} event mentioning {contains:?}: {evs:?}"
+            );
+            Ok(())
+        },
+    )
+}
+
+fn check_disjoint_inside(
+    map: &BTreeMap<String, SubnetObj>,
+    cidr: Ipv4Net,
+    prefix: u8,
+) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for (node, s) in map {
+        ensure!(
+            s.cidr.prefix_len() == prefix,
+            "{node}: {} is not a /{prefix}",
+            s.cidr
+        );
+        ensure!(cidr.contains(&s.cidr), "{node}: {} outside {cidr}", s.cidr);
+        ensure!(seen.insert(s.cidr), "{} handed out twice", s.cidr);
+    }
+    Ok(())
+}
+
+fn fifty_nodes(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let mut nodes = pool_nodes(0..50, 51, "blue");
+    nodes.extend(pool_nodes(0..5, 52, "green"));
+    add_nodes(c, &nodes)?;
+    apply_network(c, "blue", "10.100.0.0/16", 24, "blue")?;
+    let map = wait_for("50 NodeSubnets", Duration::from_secs(60), || {
+        let m = subnets(c, "blue")?;
+        ensure!(m.len() == 50, "{} NodeSubnets", m.len());
+        Ok(m)
+    })?;
+    check_disjoint_inside(&map, "10.100.0.0/16".parse()?, 24)?;
+    for node in &nodes[..50] {
+        let name = &node.name;
+        let s = map
+            .get(name)
+            .with_context(|| format!("{name} has no subnet"))?;
+        let want = node.address.map(|a| a.to_string());
+        ensure!(
+            Some(s.address.as_str()) == want.as_deref(),
+            "{name}: nodeAddress {} vs {want:?}",
+            s.address
+        );
+    }
+    ensure!(
+        map.keys().all(|n| n.starts_with("blue-")),
+        "a node outside the selector got a subnet: {:?}",
+        map.keys()
+    );
+    wait_for("status counts", Duration::from_secs(20), || {
+        let st = status(c, "blue")?;
+        ensure!(
+            st["selectedNodes"] == 50
+                && st["allocatedNodes"] == 50
+                && st["subnetsAllocated"] == 50
+                && st["subnetsFree"] == 206,
+            "status {st}"
+        );
+        ensure!(st["observedGeneration"] == 1, "observedGeneration {st}");
+        Ok(())
+    })?;
+    // No agents yet: Ready is False and says why.
+    let msg = expect_condition(c, "blue", "Ready", "False", "NodesPending")?;
+    ensure!(
+        msg.contains("50"),
+        "Ready message does not count pending nodes: {msg}"
+    );
+    expect_event(c, "blue", "SubnetAllocated", "blue-00")?;
+    Ok(())
+}
+
+fn release_and_reuse(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let before = subnets(c, "blue")?;
+    let freed = before.get("blue-07").context("blue-07 has no subnet")?.cidr;
+    c.kubectl(&["delete", "node", "blue-07"])?;
+    wait_for("blue-07's subnet released", Duration::from_secs(30), || {
+        ensure!(
+            !subnets(c, "blue")?.contains_key("blue-07"),
+            "still allocated"
+        );
+        Ok(())
+    })?;
+    expect_event(c, "blue", "SubnetReleased", &freed.to_string())?;
+    add_nodes(c, &pool_nodes(50..51, 51, "blue"))?;
+    let got = wait_for("blue-50 allocated", Duration::from_secs(30), || {
+        subnets(c, "blue")?
+            .get("blue-50")
+            .map(|s| s.cidr)
+            .context("not yet")
+    })?;
+    ensure!(
+        got == freed,
+        "the later node got {got}, expected the freed (lowest) {freed}"
+    );
+    Ok(())
+}
+
+fn restart_keeps_allocations(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let before = subnets(c, "blue")?;
+    let op = OPERATORS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .iter()
+        .find(|(h, _)| h == "node-a")
+        .map(|(_, p)| p.clone())
+        .context("no operator")?;
+    c.kill(&op);
+    // While it is down, a node joins.
+    add_nodes(c, &pool_nodes(51..52, 51, "blue"))?;
+    // A restarted process waits out its own stale Lease (different start, same identity
+    // renews at once), then reconciles.
+    start_operator(c, "node-a")?;
+    let after = wait_for(
+        "the joined node allocated after restart",
+        Duration::from_secs(40),
+        || {
+            let m = subnets(c, "blue")?;
+            ensure!(m.contains_key("blue-51"), "blue-51 not allocated yet");
+            Ok(m)
+        },
+    )?;
+    for (node, s) in &before {
+        let a = after
+            .get(node)
+            .with_context(|| format!("{node} lost its subnet"))?;
+        ensure!(a == s, "{node} changed from {s:?} to {a:?}");
+    }
+    check_disjoint_inside(&after, "10.100.0.0/16".parse()?, 24)?;
+    Ok(())
+}
+
+fn two_operators(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    start_operator(c, "node-b")?;
+    std::thread::sleep(Duration::from_secs(2));
+    expect_leader(c, "node-a")?;
+    // Both run; nodes join in a burst; still one subnet per node, none twice.
+    add_nodes(c, &pool_nodes(52..62, 51, "blue"))?;
+    let map = wait_for("burst allocated", Duration::from_secs(40), || {
+        let m = subnets(c, "blue")?;
+        ensure!(m.len() == 61, "{} NodeSubnets", m.len());
+        Ok(m)
+    })?;
+    check_disjoint_inside(&map, "10.100.0.0/16".parse()?, 24)?;
+    // The leader dies: the standby takes over within the lease duration (+ renew period).
+    let leader = OPERATORS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .iter()
+        .rev()
+        .find(|(h, _)| h == "node-a")
+        .map(|(_, p)| p.clone())
+        .context("no node-a operator")?;
+    let killed = Instant::now();
+    c.kill(&leader);
+    wait_for(
+        "node-b takes the lease",
+        Duration::from_secs(LEASE_SECONDS * 3),
+        || expect_leader(c, "node-b"),
+    )?;
+    let failover = killed.elapsed();
+    eprintln!(
+        "[measure] leader failover after SIGKILL: {:.1}s (lease duration {LEASE_SECONDS}s)",
+        failover.as_secs_f64()
+    );
+    ensure!(
+        failover <= Duration::from_secs(LEASE_SECONDS + 4),
+        "failover took {failover:?}"
+    );
+    add_nodes(c, &pool_nodes(62..63, 51, "blue"))?;
+    wait_for("the new leader allocates", Duration::from_secs(30), || {
+        ensure!(
+            subnets(c, "blue")?.contains_key("blue-62"),
+            "blue-62 not allocated"
+        );
+        Ok(())
+    })?;
+    check_disjoint_inside(&subnets(c, "blue")?, "10.100.0.0/16".parse()?, 24)?;
+    Ok(())
+}
+
+fn overlap(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    add_nodes(c, &pool_nodes(0..2, 53, "x"))?;
+    apply_network(c, "first", "10.110.0.0/16", 24, "none")?;
+    std::thread::sleep(Duration::from_millis(1100)); // creation timestamps have 1 s resolution
+    apply_network(c, "second", "10.110.128.0/17", 24, "x")?;
+    let msg = expect_condition(c, "second", "Ready", "False", "CidrOverlap")?;
+    ensure!(
+        msg.contains("first"),
+        "the message does not name the earlier network: {msg}"
+    );
+    expect_event(c, "second", "CidrOverlap", "first")?;
+    ensure!(
+        subnets(c, "second")?.is_empty(),
+        "an overlapping network allocated subnets"
+    );
+    // The earlier network goes: the later one recovers on its own.
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "first",
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
+    wait_for("second allocates", Duration::from_secs(30), || {
+        ensure!(subnets(c, "second")?.len() == 2, "not yet");
+        Ok(())
+    })?;
+    expect_condition(c, "second", "Ready", "False", "NodesPending")?;
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "second",
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
+    Ok(())
+}
+
+fn exhaustion(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    add_nodes(c, &pool_nodes(0..3, 54, "tiny"))?;
+    apply_network(c, "tiny", "10.120.0.0/29", 30, "tiny")?;
+    let msg = expect_condition(c, "tiny", "SubnetsExhausted", "True", "PoolExhausted")?;
+    ensure!(
+        msg.contains("tiny-02") && msg.contains('1'),
+        "exhaustion message names no waiting node: {msg}"
+    );
+    expect_event(c, "tiny", "PoolExhausted", "tiny-02")?;
+    ensure!(
+        subnets(c, "tiny")?.len() == 2,
+        "capacity is two /30s in a /29"
+    );
+    c.kubectl(&["label", "node", "tiny-00", "pool-"])?;
+    wait_for(
+        "the waiting node gets the freed subnet",
+        Duration::from_secs(30),
+        || {
+            let m = subnets(c, "tiny")?;
+            ensure!(
+                m.contains_key("tiny-02") && !m.contains_key("tiny-00"),
+                "{m:?}"
+            );
+            Ok(())
+        },
+    )?;
+    expect_condition(c, "tiny", "SubnetsExhausted", "False", "AsExpected")?;
+    Ok(())
+}
+
+fn missing_address(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    add_nodes(
+        c,
+        &[TestNode {
+            name: "blue-noip".into(),
+            address: None,
+            pool: "blue".into(),
+        }],
+    )?;
+    let msg = expect_condition(c, "blue", "Degraded", "True", "NodesWithoutAddress")?;
+    ensure!(
+        msg.contains("blue-noip"),
+        "message does not name the node: {msg}"
+    );
+    expect_event(c, "blue", "NodesWithoutAddress", "blue-noip")?;
+    ensure!(
+        !subnets(c, "blue")?.contains_key("blue-noip"),
+        "allocated without an address"
+    );
+    c.set_node_status("blue-noip", Some(Ipv4Addr::new(192, 168, 55, 10)))?;
+    wait_for("allocated once addressed", Duration::from_secs(30), || {
+        let s = subnets(c, "blue")?;
+        let got = s.get("blue-noip").context("not yet")?;
+        ensure!(got.address == "192.168.55.10", "address {}", got.address);
+        Ok(())
+    })?;
+    expect_condition(c, "blue", "Degraded", "False", "AsExpected")?;
+    Ok(())
+}
+
+/// Writes what an agent writes: Programmed on its NodeSubnet's status.
+fn report_programmed(c: &Cluster, obj: &str, ok: bool, reason: &str, message: &str) -> Result<()> {
+    let generation = c.kubectl(&[
+        "get",
+        "nodesubnet",
+        obj,
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ])?;
+    let patch = json!({"status": {"observedGeneration": generation.parse::<i64>()?, "effectiveMtu": 1450,
+        "conditions": [{"type": "Programmed", "status": if ok {"True"} else {"False"}, "reason": reason,
+            "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": generation.parse::<i64>()?}]}});
+    c.kubectl(&[
+        "patch",
+        "nodesubnet",
+        obj,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
+}
+
+fn readiness(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let map = subnets(c, "tiny")?;
+    ensure!(!map.is_empty(), "tiny has no subnets");
+    ensure!(
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=2s",
+            "podnetwork/tiny"
+        ])
+        .is_err(),
+        "Ready before any agent reported"
+    );
+    for s in map.values() {
+        report_programmed(
+            c,
+            &s.name,
+            true,
+            "Programmed",
+            "routes 1, neighbours 1, fdb 1",
+        )?;
+    }
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "podnetwork/tiny",
+    ])?;
+    let st = status(c, "tiny")?;
+    ensure!(
+        st["programmedNodes"] == map.len() as u64 && st["effectiveMtu"] == 1450,
+        "status {st}"
+    );
+    let (node, first) = map.iter().next().context("no subnet")?;
+    report_programmed(
+        c,
+        &first.name,
+        false,
+        "DeviceCreateFailed",
+        "vxlan module not loaded",
+    )?;
+    let msg = expect_condition(c, "tiny", "Ready", "False", "NodesFailing")?;
+    ensure!(
+        msg.contains(node) && msg.contains("DeviceCreateFailed"),
+        "message lacks node and agent reason: {msg}"
+    );
+    expect_condition(c, "tiny", "Degraded", "True", "NodesFailing")?;
+    report_programmed(c, &first.name, true, "Programmed", "ok")?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "podnetwork/tiny",
+    ])?;
+    Ok(())
+}
+
+fn deletion(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let map = subnets(c, "tiny")?;
+    let held = map.values().next().context("no subnet")?.name.clone();
+    // An agent's finalizer on one NodeSubnet: the network must wait for it.
+    c.kubectl(&[
+        "patch",
+        "nodesubnet",
+        &held,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["causeway.dev/agent-cleanup"]}}"#,
+    ])?;
+    c.kubectl(&["delete", "podnetwork", "tiny", "--wait=false"])?;
+    wait_for("the other NodeSubnets go", Duration::from_secs(30), || {
+        let left = subnets(c, "tiny")?;
+        ensure!(left.len() == 1, "{} left", left.len());
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let still = c.kubectl(&[
+        "get",
+        "podnetwork",
+        "tiny",
+        "-o",
+        "name",
+        "--ignore-not-found",
+    ])?;
+    ensure!(
+        !still.trim().is_empty(),
+        "the PodNetwork went before its NodeSubnets"
+    );
+    c.kubectl(&[
+        "patch",
+        "nodesubnet",
+        &held,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
+    wait_for("the PodNetwork goes", Duration::from_secs(30), || {
+        let out = c.kubectl(&[
+            "get",
+            "podnetwork",
+            "tiny",
+            "-o",
+            "name",
+            "--ignore-not-found",
+        ])?;
+        ensure!(out.trim().is_empty(), "still there");
+        Ok(())
+    })?;
+    ensure!(subnets(c, "tiny")?.is_empty(), "NodeSubnets orphaned");
+    Ok(())
+}
+
+/// GET `path` from the operator's HTTP endpoint on `host`: "<status code>\n<body>".
+fn http_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
+    c.exec(
+        host,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://127.0.0.1:8080{path}"),
+        ],
+    )
+    .map(|out| match out.rsplit_once('\n') {
+        Some((body, code)) => format!("{code}\n{body}"),
+        None => out,
+    })
+}
+
+fn metrics(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let leader = c.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        NS,
+        "causeway-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    let text = http_get(c, &leader, "/metrics")?;
+    for want in [
+        "causeway_operator_reconciles_total",
+        "causeway_operator_leader 1",
+        "causeway_operator_subnets_allocated{network=\"blue\"}",
+        "causeway_operator_allocation_latency_seconds_count",
+    ] {
+        ensure!(
+            text.contains(want),
+            "/metrics on {leader} lacks {want}:\n{text}"
+        );
+    }
+    for path in ["/healthz", "/readyz"] {
+        let answer = http_get(c, &leader, path)?;
+        ensure!(answer.starts_with("200\n"), "{path} on {leader}: {answer}");
+    }
+    // The standby (if one runs) reports leader 0.
+    let standby = if leader == "node-a" {
+        "node-b"
+    } else {
+        "node-a"
+    };
+    if let Ok(t) = http_get(c, standby, "/metrics")
+        && !t.is_empty()
+    {
+        ensure!(
+            t.contains("causeway_operator_leader 0"),
+            "standby claims to lead:\n{t}"
+        );
+    }
+    Ok(())
+}

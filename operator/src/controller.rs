@@ -1,0 +1,711 @@
+//! The PodNetwork controller: the I/O around the pure [`ipam`], [`conflicts`] and [`rollup`].
+//!
+//! One reconcile per PodNetwork, triggered by the PodNetwork, by any Node (labels, addresses
+//! or podCIDR may move a node in or out), by its NodeSubnets (agents report status there),
+//! and by a periodic resync. Each run:
+//!
+//! 1. waits until the Node and NodeSubnet caches hold a complete list — an empty cache must
+//!    never look like "every node left" and release subnets;
+//! 2. decides which nodes the network owns ([`conflicts`]: overlaps and double selection are
+//!    settled in favour of the earlier network) and plans allocations ([`ipam`]);
+//! 3. creates, re-addresses and deletes NodeSubnets (creation by POST, so the API server's
+//!    name uniqueness — names are derived from the subnet — forbids handing one subnet out
+//!    twice, even to two operators);
+//! 4. records events for every allocation, release and condition change, and writes status
+//!    with server-side apply under the field manager `causeway-operator`.
+//!
+//! The user's spec is never written. Deleting a PodNetwork deletes its NodeSubnets first
+//! (finalizer `causeway.dev/node-subnets`) and waits until they are gone, so agents can
+//! clean their nodes (NodeSubnets may carry agent finalizers); owner references let the
+//! garbage collector catch anything left.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway_crds::conditions::{find_condition, types};
+use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use crate::conflicts::{self, NetworkView};
+use crate::events::{Kind, Publisher, Record};
+use crate::ipam::{self, Allocation, NodeView};
+use crate::metrics::Metrics;
+use crate::rollup::{self, ProgrammedView, SubnetView};
+use crate::selector;
+
+/// Field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "causeway-operator";
+/// Finalizer on PodNetworks: NodeSubnets are removed before the network goes.
+pub const FINALIZER: &str = "causeway.dev/node-subnets";
+/// Label on NodeSubnets naming their PodNetwork.
+pub const LABEL_NETWORK: &str = "causeway.dev/network";
+/// Label on NodeSubnets naming their node.
+pub const LABEL_NODE: &str = "causeway.dev/node";
+/// Periodic resync, on top of watch events.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Operator-wide options (command-line flags).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Use each node's `spec.podCIDR` (set by kube-controller-manager) as its subnet.
+    pub use_node_pod_cidr: bool,
+}
+
+/// Errors of one reconcile; each names the action that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating NodeSubnet {name}: {source}")]
+    CreateSubnet { name: String, source: kube::Error },
+    #[error("updating NodeSubnet {name}: {source}")]
+    UpdateSubnet { name: String, source: kube::Error },
+    #[error("deleting NodeSubnet {name}: {source}")]
+    DeleteSubnet { name: String, source: kube::Error },
+    #[error("listing NodeSubnets of {network}: {source}")]
+    ListSubnets {
+        network: String,
+        source: kube::Error,
+    },
+    #[error("writing status of PodNetwork {name}: {source}")]
+    WriteStatus { name: String, source: kube::Error },
+    #[error("waiting for the {0} cache: {1}")]
+    Cache(&'static str, String),
+    #[error("PodNetwork {name} is being deleted: waiting for {count} NodeSubnets to go")]
+    CleanupPending { name: String, count: usize },
+    #[error("finalizer of {name}: {message}")]
+    Finalizer { name: String, message: String },
+    #[error("PodNetwork without a name")]
+    NoName,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub nodes: Store<Node>,
+    pub subnets: Store<NodeSubnet>,
+    pub networks: Store<PodNetwork>,
+    pub events: Publisher,
+    pub metrics: Arc<Metrics>,
+    pub options: Options,
+    /// Asks for every network to be re-planned (a network finished deleting: what it held
+    /// is free for the others).
+    pub replan: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+/// Objects the shared PodNetwork watch may buffer for a slow consumer.
+const SUBSCRIBE_BUFFER: usize = 256;
+
+/// Runs the controller until `shutdown` resolves (lost leadership, signal).
+pub async fn run(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    instance: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let node_events = reflector::reflector(
+        node_writer,
+        watcher(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (subnets, subnet_writer) = reflector::store::<NodeSubnet>();
+    let subnet_events = reflector::reflector(
+        subnet_writer,
+        watcher(
+            Api::<NodeSubnet>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    // PodNetworks feed two consumers from one watch: the controller, and a trigger that
+    // re-plans every network when one network's spec changes or it starts deleting
+    // (overlaps and node claims are decided across networks). Both read one store, updated
+    // before either sees the object, so a re-plan never sees an older network list.
+    let (networks, network_writer) = reflector::store_shared::<PodNetwork>(SUBSCRIBE_BUFFER);
+    let network_objects = network_writer
+        .subscribe()
+        .expect("a shared store can be subscribed");
+    let network_changes = network_writer
+        .subscribe()
+        .expect("a shared store can be subscribed");
+    let network_watch = watcher(
+        Api::<PodNetwork>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect_shared(network_writer)
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            warn!(error = %e, "PodNetwork watch failed; retrying");
+        }
+    });
+    let mut seen: HashMap<String, (Option<i64>, bool)> = HashMap::new();
+    let cross_network = network_changes.filter_map(move |pn| {
+        let key = pn.uid().unwrap_or_else(|| pn.name_any());
+        let now = (pn.meta().generation, pn.meta().deletion_timestamp.is_some());
+        let changed = seen.insert(key, now) != Some(now);
+        futures::future::ready(changed.then_some(()))
+    });
+    let (replan, replans) = tokio::sync::mpsc::unbounded_channel();
+    let cross_network = futures::stream::select(
+        cross_network,
+        futures::stream::unfold(replans, |mut rx| async move {
+            rx.recv().await.map(|()| ((), rx))
+        }),
+    );
+    let controller = Controller::for_shared_stream(network_objects, networks.clone());
+    let all_networks = networks.clone();
+    let events = Publisher::new(client.clone(), FIELD_MANAGER, &instance);
+    let ctx = Arc::new(Context {
+        client,
+        nodes,
+        subnets,
+        networks,
+        events,
+        metrics,
+        options,
+        replan,
+    });
+    let running = controller
+        .owns_stream(subnet_events)
+        // Any node change may move it between networks: every network re-plans (cheap: pure
+        // planning over the caches; the queue coalesces bursts).
+        .watches_stream(node_events, move |_node: Node| {
+            all_networks
+                .state()
+                .iter()
+                .map(|n| ObjectRef::from_obj(n.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_all_on(cross_network)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(network = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+        });
+    // The controller ends on shutdown; the watch feeding it ends with it.
+    tokio::select! {
+        _ = running => {}
+        _ = network_watch => {}
+    }
+}
+
+fn error_policy(pn: Arc<PodNetwork>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error();
+    match error {
+        Error::CleanupPending { .. } => Action::requeue(Duration::from_secs(2)),
+        _ => {
+            warn!(network = %pn.name_any(), error = %error, "reconcile failed; retrying");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+#[instrument(skip_all, fields(network = %pn.name_any()))]
+async fn reconcile(pn: Arc<PodNetwork>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.nodes
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("Node", e.to_string()))?;
+    ctx.subnets
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache("NodeSubnet", e.to_string()))?;
+    let name = pn.meta().name.clone().ok_or(Error::NoName)?;
+    let api: Api<PodNetwork> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, pn, |event| async {
+        match event {
+            Finalizer::Apply(pn) => apply(&pn, &ctx).await,
+            Finalizer::Cleanup(pn) => cleanup(&pn, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer {
+            name: name.clone(),
+            message: other.to_string(),
+        },
+    });
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// This network's NodeSubnets in the cache.
+fn owned_subnets(ctx: &Context, network: &str) -> Vec<Arc<NodeSubnet>> {
+    ctx.subnets
+        .state()
+        .into_iter()
+        .filter(|s| s.spec.network == network)
+        .collect()
+}
+
+fn network_view(pn: &PodNetwork) -> NetworkView {
+    NetworkView {
+        name: pn.name_any(),
+        created: pn.meta().creation_timestamp.clone(),
+        cidr: pn.spec.parsed_cidr().ok(),
+        selector: pn.spec.node_selector.clone(),
+        deleting: pn.meta().deletion_timestamp.is_some(),
+    }
+}
+
+/// The node's first IPv4 InternalIP.
+pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+fn node_view(node: &Node) -> NodeView {
+    NodeView {
+        name: node.name_any(),
+        internal_ip: internal_ip(node),
+        pod_cidr: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(|c| c.parse::<Ipv4Net>().ok()),
+    }
+}
+
+async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
+    let name = pn.name_any();
+    let generation = pn.meta().generation;
+    let me = network_view(pn);
+    let all: Vec<NetworkView> = ctx
+        .networks
+        .state()
+        .iter()
+        .map(|n| network_view(n))
+        .collect();
+    let overlap = conflicts::earlier_overlap(&me, &all).map(|n| n.name.clone());
+    let claims = conflicts::Claims::new(&all);
+    let (cidr, invalid_spec) = match (pn.spec.parsed_cidr(), pn.spec.subnet_prefix_length()) {
+        (Ok(c), Ok(p)) => (Some((c, p)), None),
+        (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
+    };
+
+    // Nodes this network owns, and those it selects but an earlier network owns.
+    let mut owned = Vec::new();
+    let mut claimed_elsewhere = Vec::new();
+    let mut selected = 0usize;
+    let empty = BTreeMap::new();
+    for node in ctx.nodes.state() {
+        if node.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        let labels = node.meta().labels.as_ref().unwrap_or(&empty);
+        if !selector::matches(pn.spec.node_selector.as_ref(), labels).unwrap_or(false) {
+            continue;
+        }
+        selected += 1;
+        match claims.owner(labels) {
+            Some(owner) if owner == name => owned.push(node_view(&node)),
+            Some(owner) => claimed_elsewhere.push((node.name_any(), owner.to_string())),
+            None => {}
+        }
+    }
+    owned.sort_by(|a, b| a.name.cmp(&b.name));
+    claimed_elsewhere.sort();
+
+    let subnets = owned_subnets(ctx, &name);
+    let existing: Vec<Allocation> = subnets
+        .iter()
+        .filter_map(|s| {
+            Some(Allocation {
+                object: s.name_any(),
+                node: s.spec.node_name.clone(),
+                cidr: s.spec.parsed_cidr().ok()?,
+                node_address: s.spec.parsed_node_address().ok()?,
+            })
+        })
+        .collect();
+    let plan = match cidr {
+        // While the spec is invalid nothing changes: existing allocations stay as they are.
+        None => ipam::Plan {
+            keep: existing.clone(),
+            ..ipam::Plan::default()
+        },
+        Some((cidr, prefix)) => {
+            // An overlapping (later) network allocates nothing and gives back what it holds.
+            let nodes: &[NodeView] = if overlap.is_some() { &[] } else { &owned };
+            ipam::plan(&ipam::Input {
+                network: &name,
+                cidr,
+                prefix,
+                use_node_pod_cidr: ctx.options.use_node_pod_cidr,
+                nodes,
+                existing: &existing,
+            })
+        }
+    };
+
+    let subnet_api: Api<NodeSubnet> = Api::all(ctx.client.clone());
+    for a in &plan.release {
+        info!(node = %a.node, cidr = %a.cidr, "releasing node subnet");
+        match subnet_api.delete(&a.object, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::DeleteSubnet {
+                    name: a.object.clone(),
+                    source,
+                });
+            }
+        }
+        publish_related(
+            ctx,
+            pn,
+            Kind::Normal,
+            "SubnetReleased",
+            "Release",
+            format!("released {} of node {}", a.cidr, a.node),
+            node_ref(&a.node),
+        )
+        .await;
+    }
+    let node_created: BTreeMap<String, Option<Time>> = ctx
+        .nodes
+        .state()
+        .iter()
+        .map(|n| (n.name_any(), n.meta().creation_timestamp.clone()))
+        .collect();
+    for a in &plan.create {
+        let obj = node_subnet(pn, a);
+        match subnet_api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                },
+                &obj,
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(node = %a.node, cidr = %a.cidr, "allocated node subnet");
+                if let Some(Some(created)) = node_created.get(&a.node) {
+                    ctx.metrics.allocation_latency(created);
+                }
+                publish_related(
+                    ctx,
+                    pn,
+                    Kind::Normal,
+                    "SubnetAllocated",
+                    "Allocate",
+                    format!(
+                        "allocated {} to node {} ({})",
+                        a.cidr, a.node, a.node_address
+                    ),
+                    node_ref(&a.node),
+                )
+                .await;
+            }
+            // Another operator (split brain) or a stale cache: the subnet is taken; the next
+            // reconcile sees the object and plans around it.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                warn!(node = %a.node, cidr = %a.cidr, "subnet already taken; re-planning");
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            Err(source) => {
+                return Err(Error::CreateSubnet {
+                    name: a.object.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    for a in &plan.readdress {
+        let patch = serde_json::json!({
+            "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+            "spec": {"nodeAddress": a.node_address.to_string()},
+        });
+        subnet_api
+            .patch(
+                &a.object,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|source| Error::UpdateSubnet {
+                name: a.object.clone(),
+                source,
+            })?;
+        publish_related(
+            ctx,
+            pn,
+            Kind::Normal,
+            "NodeAddressChanged",
+            "Update",
+            format!("node {} now has address {}", a.node, a.node_address),
+            node_ref(&a.node),
+        )
+        .await;
+    }
+
+    // Status: what agents report on the NodeSubnets of the allocated nodes.
+    let by_node: BTreeMap<&str, &Arc<NodeSubnet>> = subnets
+        .iter()
+        .map(|s| (s.spec.node_name.as_str(), s))
+        .collect();
+    let views: Vec<SubnetView> = plan
+        .keep
+        .iter()
+        .chain(&plan.readdress)
+        .chain(&plan.create)
+        .map(|a| {
+            let s = by_node.get(a.node.as_str());
+            let status = s.and_then(|s| s.status.as_ref());
+            let programmed = status
+                .and_then(|st| find_condition(&st.conditions, types::PROGRAMMED))
+                .map(|c| ProgrammedView {
+                    status: c.status == "True",
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    current: s.is_some_and(|s| {
+                        c.observed_generation.is_some()
+                            && c.observed_generation == s.meta().generation
+                    }),
+                });
+            SubnetView {
+                node: a.node.clone(),
+                programmed,
+                effective_mtu: status.and_then(|st| st.effective_mtu),
+            }
+        })
+        .collect();
+    let previous = pn.status.clone().unwrap_or_default();
+    let status = rollup::rollup(
+        &rollup::Input {
+            generation,
+            invalid_spec,
+            overlap: overlap.as_deref(),
+            selected,
+            claimed_elsewhere: &claimed_elsewhere,
+            plan: &plan,
+            subnets: &views,
+        },
+        &previous,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    ctx.metrics
+        .subnets(&name, status.subnets_allocated, status.subnets_free);
+    if status != previous {
+        announce_transitions(ctx, pn, &previous, &status).await;
+        write_status(ctx, &name, &status).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The NodeSubnet the operator writes for one allocation.
+pub fn node_subnet(pn: &PodNetwork, a: &Allocation) -> NodeSubnet {
+    let owner = OwnerReference {
+        api_version: "causeway.dev/v1alpha1".into(),
+        kind: "PodNetwork".into(),
+        name: pn.name_any(),
+        uid: pn.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    NodeSubnet {
+        metadata: ObjectMeta {
+            name: Some(a.object.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_NETWORK.to_string(), pn.name_any()),
+                (LABEL_NODE.to_string(), a.node.clone()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: NodeSubnetSpec {
+            network: pn.name_any(),
+            node_name: a.node.clone(),
+            cidr: a.cidr.to_string(),
+            node_address: a.node_address.to_string(),
+            vtep_mac: Some(vtep::vtep_mac(&a.node).to_string()),
+        },
+        status: None,
+    }
+}
+
+async fn write_status(ctx: &Context, name: &str, status: &PodNetworkStatus) -> Result<(), Error> {
+    let api: Api<PodNetwork> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork", "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// One event per condition whose status or reason changed, so `kubectl describe` tells the
+/// story (conflicts, exhaustion, readiness) without reading logs.
+async fn announce_transitions(
+    ctx: &Context,
+    pn: &PodNetwork,
+    previous: &PodNetworkStatus,
+    status: &PodNetworkStatus,
+) {
+    for c in &status.conditions {
+        let before = find_condition(&previous.conditions, &c.type_);
+        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
+            continue;
+        }
+        // Bad states are warnings; good ones (Ready=True, others back to False) normal.
+        let healthy = (c.type_ == types::READY) == (c.status == "True");
+        if before.is_none() && healthy && c.type_ != types::READY {
+            continue; // no event for a condition that starts out fine
+        }
+        let kind = if healthy { Kind::Normal } else { Kind::Warning };
+        publish(
+            ctx,
+            pn,
+            kind,
+            &c.reason,
+            &c.type_,
+            format!("{}={}: {}", c.type_, c.status, c.message),
+        )
+        .await;
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    pn: &PodNetwork,
+    kind: Kind,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    publish_related(ctx, pn, kind, reason, action, note, None).await
+}
+
+async fn publish_related(
+    ctx: &Context,
+    pn: &PodNetwork,
+    kind: Kind,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
+    let record = Record {
+        kind,
+        reason,
+        action,
+        note,
+        related,
+    };
+    ctx.events.publish(&pn.object_ref(&()), record).await;
+}
+
+/// A reference to a Node, the `related` object of per-node events.
+fn node_ref(name: &str) -> Option<ObjectReference> {
+    Some(ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.to_string()),
+        ..ObjectReference::default()
+    })
+}
+
+/// Once `pn` has left the cache (its finalizer is being removed now), re-plans every other
+/// network: an overlapping or node-sharing network may take over what it held.
+fn replan_when_gone(ctx: &Context, pn: &PodNetwork) {
+    let key = ObjectRef::from_obj(pn);
+    let store = ctx.networks.clone();
+    let replan = ctx.replan.clone();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.get(&key).is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = replan.send(());
+    });
+}
+
+/// Deletion: delete this network's NodeSubnets and wait until they are gone.
+async fn cleanup(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
+    let name = pn.name_any();
+    let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
+    // Ask the API, not the cache: the finalizer must not be removed on stale data.
+    let list = api
+        .list(&ListParams::default().labels(&format!("{LABEL_NETWORK}={name}")))
+        .await
+        .map_err(|source| Error::ListSubnets {
+            network: name.clone(),
+            source,
+        })?;
+    if list.items.is_empty() {
+        info!("all NodeSubnets gone; releasing the PodNetwork");
+        replan_when_gone(ctx, pn);
+        return Ok(Action::await_change());
+    }
+    for s in &list.items {
+        if s.meta().deletion_timestamp.is_none() {
+            let sname = s.name_any();
+            match api.delete(&sname, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::DeleteSubnet {
+                        name: sname,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    publish(
+        ctx,
+        pn,
+        Kind::Normal,
+        "DeletingNodeSubnets",
+        "Delete",
+        format!(
+            "waiting for {} NodeSubnets to be removed (agents clean up their nodes first)",
+            list.items.len()
+        ),
+    )
+    .await;
+    Err(Error::CleanupPending {
+        name,
+        count: list.items.len(),
+    })
+}

@@ -1,0 +1,14 @@
+//! The Causeway operator: turns PodNetworks and Nodes into one NodeSubnet per selected node,
+//! and rolls the agents' NodeSubnet status up into PodNetwork status.
+//!
+//! Pure logic (no client): [`selector`], [`conflicts`], [`ipam`], [`rollup`].
+//! I/O at the edges: [`controller`] (kube-runtime), [`leader`], [`metrics`].
+
+pub mod conflicts;
+pub mod controller;
+pub mod events;
+pub mod ipam;
+pub mod leader;
+pub mod metrics;
+pub mod rollup;
+pub mod selector;

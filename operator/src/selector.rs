@@ -1,0 +1,331 @@
+//! Label selectors: whether a Node's labels match a PodNetwork's `spec.nodeSelector`.
+//!
+//! The first step of the operator's data flow: [`crate::conflicts`] asks [`matches()`] which
+//! networks select a node, and only the nodes a network owns reach [`crate::ipam`]. The rules
+//! are those of Kubernetes' `metav1.LabelSelector` (`LabelSelectorAsSelector` in Go):
+//! `matchLabels` and every `matchExpressions` entry must all hold; an absent or empty selector
+//! selects every node; `NotIn` and `DoesNotExist` hold when the key is absent.
+//!
+//! The API server does not validate the operators and values of a CRD's embedded selector the
+//! way it does for built-in kinds, so a selector can be malformed. [`matches()`] checks the whole
+//! selector before evaluating any of it, so a malformed selector is an error for every node,
+//! never a match for some and an error for others.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+/// A `matchExpressions` entry that Kubernetes would reject.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SelectorError {
+    /// The operator is not one of the four Kubernetes knows.
+    #[error(
+        "nodeSelector.matchExpressions key {key:?}: unknown operator {operator:?}, use In, NotIn, Exists or DoesNotExist"
+    )]
+    UnknownOperator {
+        /// The requirement's key.
+        key: String,
+        /// The operator as written.
+        operator: String,
+    },
+
+    /// `In` or `NotIn` without any value to compare with.
+    #[error(
+        "nodeSelector.matchExpressions key {key:?}: operator {operator} needs at least one entry in values"
+    )]
+    MissingValues {
+        /// The requirement's key.
+        key: String,
+        /// `In` or `NotIn`.
+        operator: String,
+    },
+
+    /// `Exists` or `DoesNotExist` with values, which Kubernetes forbids.
+    #[error(
+        "nodeSelector.matchExpressions key {key:?}: operator {operator} takes no values, remove them"
+    )]
+    UnexpectedValues {
+        /// The requirement's key.
+        key: String,
+        /// `Exists` or `DoesNotExist`.
+        operator: String,
+    },
+}
+
+/// A checked `matchExpressions` operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// Checks one requirement and returns its operator.
+fn operator(requirement: &LabelSelectorRequirement) -> Result<Operator, SelectorError> {
+    let key = || requirement.key.clone();
+    let has_values = requirement.values.as_ref().is_some_and(|v| !v.is_empty());
+    let op = match requirement.operator.as_str() {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        other => {
+            return Err(SelectorError::UnknownOperator {
+                key: key(),
+                operator: other.to_owned(),
+            });
+        }
+    };
+    match (op, has_values) {
+        (Operator::In | Operator::NotIn, false) => Err(SelectorError::MissingValues {
+            key: key(),
+            operator: requirement.operator.clone(),
+        }),
+        (Operator::Exists | Operator::DoesNotExist, true) => Err(SelectorError::UnexpectedValues {
+            key: key(),
+            operator: requirement.operator.clone(),
+        }),
+        _ => Ok(op),
+    }
+}
+
+fn expressions(selector: &LabelSelector) -> &[LabelSelectorRequirement] {
+    selector.match_expressions.as_deref().unwrap_or_default()
+}
+
+/// Checks that every `matchExpressions` entry is one Kubernetes accepts.
+///
+/// # Errors
+/// The first malformed entry, as a [`SelectorError`] whose message says what to fix.
+pub fn validate(selector: Option<&LabelSelector>) -> Result<(), SelectorError> {
+    selector
+        .map(expressions)
+        .unwrap_or_default()
+        .iter()
+        .try_for_each(|r| operator(r).map(|_| ()))
+}
+
+/// Whether `labels` satisfy `selector`, with Kubernetes semantics (see the module docs).
+///
+/// # Errors
+/// When the selector is malformed ([`validate`]), whatever the labels.
+pub fn matches(
+    selector: Option<&LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, SelectorError> {
+    let Some(selector) = selector else {
+        return Ok(true);
+    };
+    let requirements = expressions(selector)
+        .iter()
+        .map(|r| operator(r).map(|op| (r, op)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let labels_match = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    let expressions_match = requirements.iter().all(|(requirement, op)| {
+        let value = labels.get(&requirement.key);
+        let values = requirement.values.as_deref().unwrap_or_default();
+        match op {
+            Operator::In => value.is_some_and(|v| values.contains(v)),
+            Operator::NotIn => value.is_none_or(|v| !values.contains(v)),
+            Operator::Exists => value.is_some(),
+            Operator::DoesNotExist => value.is_none(),
+        }
+    });
+    Ok(labels_match && expressions_match)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn expr(key: &str, operator: &str, values: Option<&[&str]>) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.to_owned(),
+            operator: operator.to_owned(),
+            values: values.map(|v| v.iter().map(|s| (*s).to_owned()).collect()),
+        }
+    }
+
+    fn selector(
+        match_labels: &[(&str, &str)],
+        match_expressions: Vec<LabelSelectorRequirement>,
+    ) -> LabelSelector {
+        LabelSelector {
+            match_labels: (!match_labels.is_empty()).then(|| labels(match_labels)),
+            match_expressions: (!match_expressions.is_empty()).then_some(match_expressions),
+        }
+    }
+
+    #[test]
+    fn selectors_match_labels_the_way_kubernetes_does() {
+        let node = labels(&[("zone", "a"), ("tier", "worker")]);
+        let cases: Vec<(&str, Option<LabelSelector>, bool)> = vec![
+            ("an absent selector selects every node", None, true),
+            (
+                "an empty selector selects every node",
+                Some(LabelSelector::default()),
+                true,
+            ),
+            (
+                "matchLabels selects a node carrying every pair",
+                Some(selector(&[("zone", "a"), ("tier", "worker")], vec![])),
+                true,
+            ),
+            (
+                "matchLabels rejects a node missing one pair",
+                Some(selector(&[("zone", "a"), ("gpu", "yes")], vec![])),
+                false,
+            ),
+            (
+                "matchLabels rejects a node with another value",
+                Some(selector(&[("zone", "b")], vec![])),
+                false,
+            ),
+            (
+                "In selects a node whose value is listed",
+                Some(selector(&[], vec![expr("zone", "In", Some(&["b", "a"]))])),
+                true,
+            ),
+            (
+                "In rejects a node whose value is not listed",
+                Some(selector(&[], vec![expr("zone", "In", Some(&["b"]))])),
+                false,
+            ),
+            (
+                "In rejects a node without the key",
+                Some(selector(&[], vec![expr("rack", "In", Some(&["r1"]))])),
+                false,
+            ),
+            (
+                "NotIn rejects a node whose value is listed",
+                Some(selector(&[], vec![expr("zone", "NotIn", Some(&["a"]))])),
+                false,
+            ),
+            (
+                "NotIn selects a node whose value is not listed",
+                Some(selector(&[], vec![expr("zone", "NotIn", Some(&["b"]))])),
+                true,
+            ),
+            (
+                "NotIn selects a node without the key",
+                Some(selector(&[], vec![expr("rack", "NotIn", Some(&["r1"]))])),
+                true,
+            ),
+            (
+                "Exists selects a node with the key",
+                Some(selector(&[], vec![expr("tier", "Exists", None)])),
+                true,
+            ),
+            (
+                "Exists rejects a node without the key",
+                Some(selector(&[], vec![expr("gpu", "Exists", None)])),
+                false,
+            ),
+            (
+                "DoesNotExist selects a node without the key",
+                Some(selector(&[], vec![expr("gpu", "DoesNotExist", Some(&[]))])),
+                true,
+            ),
+            (
+                "DoesNotExist rejects a node with the key",
+                Some(selector(&[], vec![expr("zone", "DoesNotExist", None)])),
+                false,
+            ),
+            (
+                "matchLabels and matchExpressions must both hold",
+                Some(selector(
+                    &[("zone", "a")],
+                    vec![expr("tier", "In", Some(&["control-plane"]))],
+                )),
+                false,
+            ),
+            (
+                "every expression must hold",
+                Some(selector(
+                    &[],
+                    vec![
+                        expr("zone", "In", Some(&["a"])),
+                        expr("tier", "Exists", None),
+                        expr("gpu", "DoesNotExist", None),
+                    ],
+                )),
+                true,
+            ),
+        ];
+        for (name, sel, want) in cases {
+            assert_eq!(matches(sel.as_ref(), &node), Ok(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_expressions_are_errors_that_say_what_to_fix() {
+        let cases: Vec<(&str, LabelSelectorRequirement, &str)> = vec![
+            (
+                "an unknown operator",
+                expr("zone", "Equals", Some(&["a"])),
+                "unknown operator \"Equals\", use In, NotIn, Exists or DoesNotExist",
+            ),
+            (
+                "operators are case sensitive",
+                expr("zone", "in", Some(&["a"])),
+                "unknown operator \"in\"",
+            ),
+            (
+                "In without values",
+                expr("zone", "In", None),
+                "operator In needs at least one entry in values",
+            ),
+            (
+                "NotIn with an empty list",
+                expr("zone", "NotIn", Some(&[])),
+                "operator NotIn needs at least one entry in values",
+            ),
+            (
+                "Exists with values",
+                expr("zone", "Exists", Some(&["a"])),
+                "operator Exists takes no values",
+            ),
+            (
+                "DoesNotExist with values",
+                expr("zone", "DoesNotExist", Some(&["a"])),
+                "operator DoesNotExist takes no values",
+            ),
+        ];
+        for (name, bad, want) in cases {
+            // The malformed entry comes after one that already fails to match: the selector is
+            // still an error, not a quiet `false`.
+            let sel = selector(&[("zone", "nowhere")], vec![bad]);
+            let got = matches(Some(&sel), &labels(&[("zone", "a")]));
+            let message = got.expect_err(name).to_string();
+            assert!(message.contains(want), "{name}: {message}");
+            assert!(message.contains("key \"zone\""), "{name}: {message}");
+            assert!(validate(Some(&sel)).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn validate_accepts_absent_empty_and_well_formed_selectors() {
+        assert_eq!(validate(None), Ok(()));
+        assert_eq!(validate(Some(&LabelSelector::default())), Ok(()));
+        let sel = selector(
+            &[("zone", "a")],
+            vec![
+                expr("tier", "NotIn", Some(&["x"])),
+                expr("gpu", "DoesNotExist", None),
+            ],
+        );
+        assert_eq!(validate(Some(&sel)), Ok(()));
+    }
+}
