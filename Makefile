@@ -5,11 +5,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 E2E := target/debug/causeway-e2e
 
-.PHONY: up down status test deps lint unit e2e crds fmt
+.PHONY: up down status test bench deps lint unit e2e crds fmt
 
 ## up: start the local cluster (real control plane + netns nodes) with Causeway and an example network
 up: deps
-	$(CARGO) build -p causeway-e2e --bin causeway-e2e
+	$(CARGO) build --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(E2E) up
 
 ## down: remove the local cluster and everything it created
@@ -26,6 +26,11 @@ status:
 test: deps lint
 	$(CARGO) build --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
+
+## bench: allocation benchmark against kube-controller-manager's node IPAM (docs/benchmarks.md)
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench ipam -- $(BENCH_ARGS)
 
 ## deps: install Debian packages and build the pinned control plane (cached in /var/cache/causeway)
 deps:

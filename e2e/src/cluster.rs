@@ -385,6 +385,25 @@ impl Cluster {
         self.spawn_ns(&self.ns(host), role, program, args, &env)
     }
 
+    /// Starts a long-running program in the control plane's namespace (next to the API
+    /// server, reached at 127.0.0.1), like [`Cluster::spawn`] otherwise: benchmarks run the
+    /// controllers they compare there, on equal footing.
+    pub fn spawn_control_plane(
+        &self,
+        role: &str,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<ProcId> {
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        let kc = self.dir.join("kubeconfig-local").display().to_string();
+        if !env.iter().any(|(k, _)| *k == "KUBECONFIG") {
+            env.push(("KUBECONFIG", &kc));
+        }
+        let cp_ns = Topology::ns(&self.name, "cp", "apiserver");
+        self.spawn_ns(&cp_ns, role, program, args, &env)
+    }
+
     fn spawn_ns(
         &self,
         ns: &str,

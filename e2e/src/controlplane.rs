@@ -315,17 +315,53 @@ pub fn controller_manager_args(pki: &Pki, kubeconfig: &Path) -> Vec<String> {
 }
 
 /// A Causeway binary of this workspace (`causeway-operator`, later the agent), built by
-/// `cargo build --workspace --bins` (which `make test` runs before the tests).
+/// `cargo build --workspace --bins` (which `make test` runs before the tests), or with
+/// `--release` when the caller itself is an optimised build (benchmarks).
 pub fn causeway_binary(name: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let (profile, flag) = if cfg!(debug_assertions) {
+        ("debug", "")
+    } else {
+        ("release", " --release")
+    };
+    let path = target.join(profile).join(name);
     if !path.is_file() {
         bail!(
-            "{} is missing: run `cargo build --workspace --bins` first (`make test` does)",
+            "{} is missing: run `cargo build{flag} --workspace --bins` first (`make test` and \
+             `make bench` do)",
             path.display()
         );
     }
     Ok(path)
+}
+
+/// kube-controller-manager running only node IPAM, the way clusters that let Kubernetes
+/// allocate `spec.podCIDR` run it: the baseline of the allocation benchmark. `qps` raises the
+/// client rate limit (the default is 20 requests/s, burst 30).
+pub fn nodeipam_args(
+    pki: &Pki,
+    kubeconfig: &Path,
+    cluster_cidr: &str,
+    mask: u8,
+    qps: Option<u32>,
+) -> Vec<String> {
+    let mut args = controller_manager_args(pki, kubeconfig);
+    for a in &mut args {
+        if a.starts_with("--controllers=") {
+            *a = "--controllers=nodeipam".into();
+        }
+    }
+    args.extend([
+        "--allocate-node-cidrs=true".into(),
+        format!("--cluster-cidr={cluster_cidr}"),
+        format!("--node-cidr-mask-size={mask}"),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+    ]);
+    if let Some(q) = qps {
+        args.push(format!("--kube-api-qps={q}"));
+        args.push(format!("--kube-api-burst={q}"));
+    }
+    args
 }

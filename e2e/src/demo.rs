@@ -1,9 +1,11 @@
-//! What `make up` shows after the cluster starts: the Causeway CRDs installed, an example
-//! network applied, and pods attached through the CNI reference plugins on every node.
+//! What `make up` shows after the cluster starts: the Causeway CRDs installed, the operator
+//! running with the chart's RBAC, an example network applied and allocated (one NodeSubnet
+//! per node), and pods attached through the CNI reference plugins on every node.
 //!
-//! Until the operator and node agent land, the per-node CNI config is written by the harness
-//! (the agent's job later); the demo says so rather than pretending.
+//! Until the node agent lands, the per-node CNI config is written by the harness from each
+//! node's NodeSubnet (the agent's job later); the demo says so rather than pretending.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,7 +13,7 @@ use ipnet::Ipv4Net;
 
 use crate::cluster::Cluster;
 use crate::controlplane::workspace_root;
-use crate::{pods, traffic};
+use crate::{deploy, pods, traffic};
 
 /// Installs every CRD in `charts/causeway/crds/` and waits until the API serves them.
 pub fn install_crds(cluster: &Cluster) -> Result<Vec<String>> {
@@ -41,26 +43,35 @@ pub fn run(cluster: &Cluster) -> Result<()> {
         "{}",
         cluster.kubectl(&["apply", "-f", &example.display().to_string()])?
     );
-    // Node subnets carved from the example's range, as the operator will allocate them.
-    let spec: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&example)?)?;
-    let cidr: Ipv4Net = spec["spec"]["cidr"]
-        .as_str()
-        .context("example without spec.cidr")?
-        .parse()?;
-    let prefix = spec["spec"]["nodeSubnetPrefixLength"]
-        .as_u64()
-        .context("example without spec.nodeSubnetPrefixLength")?;
-    let mut subnets = cidr.subnets(u8::try_from(prefix)?)?.skip(1);
     let nodes: Vec<String> = cluster
         .topology
         .nodes
         .iter()
         .map(|n| n.name.clone())
         .collect();
+    let first = nodes.first().context("the topology has no nodes")?;
+    deploy::install_operator_rbac(cluster)?;
+    deploy::start_operator(cluster, first, &[])?;
+    println!(
+        "operator running on {first} (log: {})",
+        crate::state::log_root()
+            .join(&cluster.name)
+            .join(format!("operator-{first}.log"))
+            .display()
+    );
+    let network =
+        serde_yaml::from_str::<serde_json::Value>(&std::fs::read_to_string(&example)?)?["metadata"]
+            ["name"]
+            .as_str()
+            .context("example without metadata.name")?
+            .to_string();
+    let subnets = traffic::wait_for(
+        "the operator allocates a subnet to every node",
+        Duration::from_secs(30),
+        || node_subnets(cluster, &network, &nodes),
+    )?;
     for node in &nodes {
-        let subnet = subnets
-            .next()
-            .context("example cidr too small for the demo")?;
+        let subnet = subnets[node];
         pods::write_bridge_netconf(cluster, node, subnet, 1450)?;
         let pod = pods::add(cluster, node, "demo")?;
         let gw = pod.gateway.context("CNI result without a gateway")?;
@@ -74,10 +85,40 @@ pub fn run(cluster: &Cluster) -> Result<()> {
             pod.ip, pod.prefix_len
         );
     }
-    println!("(node agents are not running yet: the CNI config above was written by the harness)");
+    println!(
+        "(node agents are not running yet: the CNI config above was written by the harness \
+         from each node's NodeSubnet)"
+    );
     println!("\n$ kubectl get nodes -o wide");
     print!("{}", cluster.kubectl(&["get", "nodes", "-o", "wide"])?);
     println!("\n$ kubectl get causeway");
     print!("{}", cluster.kubectl(&["get", "causeway"])?);
     Ok(())
+}
+
+/// The subnet of each of `nodes` in `network`, once every node has one.
+fn node_subnets(
+    cluster: &Cluster,
+    network: &str,
+    nodes: &[String],
+) -> Result<BTreeMap<String, Ipv4Net>> {
+    let out = cluster.kubectl(&[
+        "get",
+        "nodesubnets",
+        "-l",
+        &format!("causeway.dev/network={network}"),
+        "-o",
+        "json",
+    ])?;
+    let list: serde_json::Value = serde_json::from_str(&out)?;
+    let mut found = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let node = item["spec"]["nodeName"].as_str().unwrap_or_default();
+        if let Some(cidr) = item["spec"]["cidr"].as_str() {
+            found.insert(node.to_string(), cidr.parse()?);
+        }
+    }
+    let missing: Vec<&String> = nodes.iter().filter(|n| !found.contains_key(*n)).collect();
+    anyhow::ensure!(missing.is_empty(), "no NodeSubnet yet for {missing:?}");
+    Ok(found)
 }

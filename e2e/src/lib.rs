@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod controlplane;
 pub mod demo;
+pub mod deploy;
 pub mod pods;
 pub mod proc;
 pub mod state;

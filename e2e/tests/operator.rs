@@ -14,15 +14,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use causeway_e2e::controlplane::{causeway_binary, workspace_root};
 use causeway_e2e::proc::ProcId;
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::wait_for;
-use causeway_e2e::{Cluster, demo, testing};
+use causeway_e2e::{Cluster, demo, deploy, testing};
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
-const NS: &str = "causeway-system";
+const NS: &str = deploy::NAMESPACE;
 const LEASE_SECONDS: u64 = 6;
 
 fn main() -> ExitCode {
@@ -51,6 +50,10 @@ fn main() -> ExitCode {
                 overlap,
             ),
             testing::test(
+                "a_node_selected_by_two_networks_stays_with_the_earlier_and_moves_when_it_goes",
+                double_selection,
+            ),
+            testing::test(
                 "a_full_cidr_reports_subnets_exhausted_with_waiting_nodes_and_recovers",
                 exhaustion,
             ),
@@ -67,6 +70,10 @@ fn main() -> ExitCode {
                 deletion,
             ),
             testing::test("metrics_and_health_endpoints_answer", metrics),
+            testing::test(
+                "with_use_node_pod_cidr_nodes_keep_the_pod_cidr_kubernetes_gave_them",
+                node_pod_cidr,
+            ),
         ],
     )
 }
@@ -75,64 +82,19 @@ fn main() -> ExitCode {
 static OPERATORS: Mutex<Vec<(String, ProcId)>> = Mutex::new(Vec::new());
 
 fn start_operator(c: &Cluster, host: &str) -> Result<ProcId> {
-    let bin = causeway_binary("causeway-operator")?;
-    let args: Vec<String> = [
-        "--identity",
-        host,
-        "--namespace",
-        NS,
-        "--lease-duration",
-        &LEASE_SECONDS.to_string(),
-        "--lease-renew-grace",
-        "2",
-        "--metrics-addr",
-        "0.0.0.0:8080",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let kubeconfig = operator_kubeconfig(c)?;
-    let id = c.spawn(
-        host,
-        &format!("operator-{host}"),
-        &bin.display().to_string(),
-        &args,
-        &[("RUST_LOG", "info"), ("KUBECONFIG", &kubeconfig)],
-    )?;
+    start_operator_with(c, host, &[])
+}
+
+fn start_operator_with(c: &Cluster, host: &str, extra: &[&str]) -> Result<ProcId> {
+    let lease = LEASE_SECONDS.to_string();
+    let mut args = vec!["--lease-duration", &lease, "--lease-renew-grace", "2"];
+    args.extend(extra);
+    let id = deploy::start_operator(c, host, &args)?;
     OPERATORS
         .lock()
         .map_err(|_| anyhow::anyhow!("lock"))?
         .push((host.to_string(), id.clone()));
     Ok(id)
-}
-
-/// A kubeconfig for the operator's service account identity, so the operator runs with
-/// exactly the chart's RBAC (least privilege), not as an admin.
-fn operator_kubeconfig(c: &Cluster) -> Result<String> {
-    let path = c.dir.join("kubeconfig-operator");
-    if !path.is_file() {
-        let user = format!("system:serviceaccount:{NS}:causeway-operator");
-        let groups = [
-            "system:serviceaccounts",
-            "system:serviceaccounts:causeway-system",
-        ];
-        let (crt, key) = c.pki.client_cert(&user, &groups)?;
-        let server = format!("https://{}:6443", c.topology.control_plane.address);
-        c.pki.kubeconfig(&path, &server, &crt, &key)?;
-    }
-    Ok(path.display().to_string())
-}
-
-/// Applies the chart's operator RBAC with the release namespace filled in.
-fn apply_rbac(c: &Cluster) -> Result<()> {
-    let template = std::fs::read_to_string(
-        workspace_root().join("charts/causeway/templates/operator-rbac.yaml"),
-    )?;
-    c.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &template.replace("{{ .Release.Namespace }}", NS),
-    )?;
-    Ok(())
 }
 
 /// Installs the CRDs, the namespace and one operator on node-a (once per suite).
@@ -143,8 +105,7 @@ fn setup(c: &Cluster) -> Result<()> {
         return Ok(());
     }
     demo::install_crds(c)?;
-    c.kubectl(&["create", "namespace", NS])?;
-    apply_rbac(c)?;
+    deploy::install_operator_rbac(c)?;
     start_operator(c, "node-a")?;
     wait_for("node-a leads", Duration::from_secs(30), || {
         expect_leader(c, "node-a")
@@ -447,9 +408,16 @@ fn restart_keeps_allocations(c: &Cluster) -> Result<()> {
         .find(|(h, _)| h == "node-a")
         .map(|(_, p)| p.clone())
         .context("no operator")?;
+    // A second network, so the restart must bring up more than one reconcile at once.
+    apply_network(c, "idle", "10.101.0.0/16", 24, "nobody")?;
+    wait_for("idle observed", Duration::from_secs(20), || {
+        ensure!(status(c, "idle")?["observedGeneration"] == 1, "not yet");
+        Ok(())
+    })?;
     c.kill(&op);
-    // While it is down, a node joins.
+    // While it is down, a node joins and the second network's spec changes.
     add_nodes(c, &pool_nodes(51..52, 51, "blue"))?;
+    apply_network(c, "idle", "10.101.0.0/16", 24, "nobody-else")?;
     // A restarted process waits out its own stale Lease (different start, same identity
     // renews at once), then reconciles.
     start_operator(c, "node-a")?;
@@ -469,6 +437,22 @@ fn restart_keeps_allocations(c: &Cluster) -> Result<()> {
         ensure!(a == s, "{node} changed from {s:?} to {a:?}");
     }
     check_disjoint_inside(&after, "10.100.0.0/16".parse()?, 24)?;
+    wait_for(
+        "the second network reconciled after restart",
+        Duration::from_secs(20),
+        || {
+            let st = status(c, "idle")?;
+            ensure!(st["observedGeneration"] == 2, "status {st}");
+            Ok(())
+        },
+    )?;
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "idle",
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
     Ok(())
 }
 
@@ -555,6 +539,63 @@ fn overlap(c: &Cluster) -> Result<()> {
         "delete",
         "podnetwork",
         "second",
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
+    Ok(())
+}
+
+fn double_selection(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    // The five `green` nodes of the first test belong to no network yet.
+    apply_network(c, "green-first", "10.140.0.0/16", 24, "green")?;
+    wait_for("green-first allocates", Duration::from_secs(30), || {
+        ensure!(subnets(c, "green-first")?.len() == 5, "not yet");
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(1100)); // creation timestamps have 1 s resolution
+    apply_network(c, "green-second", "10.141.0.0/16", 24, "green")?;
+    let msg = expect_condition(
+        c,
+        "green-second",
+        "Ready",
+        "False",
+        "NodesClaimedByOtherNetwork",
+    )?;
+    ensure!(
+        msg.contains("green-first"),
+        "the message does not name the network holding the nodes: {msg}"
+    );
+    expect_event(
+        c,
+        "green-second",
+        "NodesClaimedByOtherNetwork",
+        "green-first",
+    )?;
+    ensure!(
+        subnets(c, "green-second")?.is_empty(),
+        "a node got subnets from two networks"
+    );
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "green-first",
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
+    wait_for(
+        "the nodes move to green-second",
+        Duration::from_secs(30),
+        || {
+            ensure!(subnets(c, "green-second")?.len() == 5, "not yet");
+            Ok(())
+        },
+    )?;
+    expect_condition(c, "green-second", "Degraded", "False", "AsExpected")?;
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "green-second",
         "--wait=true",
         "--timeout=30s",
     ])?;
@@ -822,5 +863,55 @@ fn metrics(c: &Cluster) -> Result<()> {
             "standby claims to lead:\n{t}"
         );
     }
+    Ok(())
+}
+
+/// Clusters where kube-controller-manager allocates `spec.podCIDR` run the operator with
+/// `--use-node-pod-cidr`: each NodeSubnet then carries the node's podCIDR, and a podCIDR the
+/// network cannot use is reported, not silently replaced.
+fn node_pod_cidr(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let running: Vec<ProcId> = OPERATORS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .drain(..)
+        .map(|(_, p)| p)
+        .collect();
+    for p in &running {
+        c.kill(p);
+    }
+    let nodes = pool_nodes(0..3, 56, "pc");
+    add_nodes(c, &nodes)?;
+    // What kube-controller-manager's node IPAM writes (podCIDR is set once, then immutable).
+    for (node, cidr) in [
+        ("pc-00", "10.130.5.0/24"),
+        ("pc-01", "10.130.9.0/24"),
+        ("pc-02", "10.131.0.0/24"),
+    ] {
+        let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+        c.kubectl(&["patch", "node", node, "-p", &patch.to_string()])?;
+    }
+    start_operator_with(c, "node-a", &["--use-node-pod-cidr"])?;
+    apply_network(c, "pc", "10.130.0.0/16", 24, "pc")?;
+    let map = wait_for("podCIDR subnets", Duration::from_secs(40), || {
+        let m = subnets(c, "pc")?;
+        ensure!(m.len() == 2, "{} NodeSubnets: {m:?}", m.len());
+        Ok(m)
+    })?;
+    for (node, want) in [("pc-00", "10.130.5.0/24"), ("pc-01", "10.130.9.0/24")] {
+        let got = map
+            .get(node)
+            .with_context(|| format!("{node} has no subnet"))?;
+        ensure!(
+            got.cidr.to_string() == want,
+            "{node}: {} instead of its podCIDR {want}",
+            got.cidr
+        );
+    }
+    let msg = expect_condition(c, "pc", "Degraded", "True", "InvalidNodePodCidr")?;
+    ensure!(
+        msg.contains("pc-02") && msg.contains("10.131.0.0/24"),
+        "the message does not name the node and its podCIDR: {msg}"
+    );
     Ok(())
 }

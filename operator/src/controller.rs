@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::{find_condition, types};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -101,7 +101,18 @@ pub struct Context {
     /// Asks for every network to be re-planned (a network finished deleting: what it held
     /// is free for the others).
     pub replan: tokio::sync::mpsc::UnboundedSender<()>,
+    /// True once the Node and NodeSubnet caches hold a full list. One task waits on the
+    /// stores and flips this; reconciles wait here (every waiter is woken, unlike a store's
+    /// own readiness future with several concurrent waiters).
+    pub caches_ready: tokio::sync::watch::Receiver<bool>,
 }
+
+/// API writes one reconcile issues at once (NodeSubnet creates and deletes): a network
+/// created on a 5,000-node cluster allocates in seconds without flooding the API server.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Allocations or releases in one reconcile up to which each gets its own event.
+const EVENTS_PER_NODE_LIMIT: usize = 10;
 
 /// Objects the shared PodNetwork watch may buffer for a slow consumer.
 const SUBSCRIBE_BUFFER: usize = 256;
@@ -174,6 +185,19 @@ pub async fn run(
     let controller = Controller::for_shared_stream(network_objects, networks.clone());
     let all_networks = networks.clone();
     let events = Publisher::new(client.clone(), FIELD_MANAGER, &instance);
+    let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
+    {
+        let (nodes, subnets, metrics) = (nodes.clone(), subnets.clone(), metrics.clone());
+        // Not ready while the caches fill: a new leader serves nothing stale.
+        metrics.set_ready(false);
+        tokio::spawn(async move {
+            if nodes.wait_until_ready().await.is_ok() && subnets.wait_until_ready().await.is_ok() {
+                info!("Node and NodeSubnet caches are filled");
+                metrics.set_ready(true);
+                let _ = ready_tx.send(true);
+            }
+        });
+    }
     let ctx = Arc::new(Context {
         client,
         nodes,
@@ -183,6 +207,7 @@ pub async fn run(
         metrics,
         options,
         replan,
+        caches_ready,
     });
     let running = controller
         .owns_stream(subnet_events)
@@ -212,10 +237,11 @@ pub async fn run(
 }
 
 fn error_policy(pn: Arc<PodNetwork>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error();
     match error {
+        // Waiting for agents to clean up is progress, not a failure.
         Error::CleanupPending { .. } => Action::requeue(Duration::from_secs(2)),
         _ => {
+            ctx.metrics.reconcile_error();
             warn!(network = %pn.name_any(), error = %error, "reconcile failed; retrying");
             Action::requeue(Duration::from_secs(5))
         }
@@ -225,14 +251,11 @@ fn error_policy(pn: Arc<PodNetwork>, error: &Error, ctx: Arc<Context>) -> Action
 #[instrument(skip_all, fields(network = %pn.name_any()))]
 async fn reconcile(pn: Arc<PodNetwork>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    ctx.nodes
-        .wait_until_ready()
+    ctx.caches_ready
+        .clone()
+        .wait_for(|ready| *ready)
         .await
-        .map_err(|e| Error::Cache("Node", e.to_string()))?;
-    ctx.subnets
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache("NodeSubnet", e.to_string()))?;
+        .map_err(|e| Error::Cache("Node and NodeSubnet", e.to_string()))?;
     let name = pn.meta().name.clone().ok_or(Error::NoName)?;
     let api: Api<PodNetwork> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, pn, |event| async {
@@ -312,6 +335,12 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         (Ok(c), Ok(p)) => (Some((c, p)), None),
         (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
     };
+    // A malformed selector is a spec error too: report it, and keep what nodes have rather
+    // than release every subnet over a typo.
+    let (cidr, invalid_spec) = match selector::validate(pn.spec.node_selector.as_ref()) {
+        Ok(()) => (cidr, invalid_spec),
+        Err(e) => (None, Some(invalid_spec.unwrap_or(e.to_string()))),
+    };
 
     // Nodes this network owns, and those it selects but an earlier network owns.
     let mut owned = Vec::new();
@@ -369,79 +398,94 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     };
 
     let subnet_api: Api<NodeSubnet> = Api::all(ctx.client.clone());
-    for a in &plan.release {
-        info!(node = %a.node, cidr = %a.cidr, "releasing node subnet");
-        match subnet_api.delete(&a.object, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => {
-                return Err(Error::DeleteSubnet {
-                    name: a.object.clone(),
-                    source,
-                });
-            }
-        }
-        publish_related(
-            ctx,
-            pn,
-            Kind::Normal,
-            "SubnetReleased",
-            "Release",
-            format!("released {} of node {}", a.cidr, a.node),
-            node_ref(&a.node),
-        )
-        .await;
-    }
-    let node_created: BTreeMap<String, Option<Time>> = ctx
-        .nodes
-        .state()
-        .iter()
-        .map(|n| (n.name_any(), n.meta().creation_timestamp.clone()))
-        .collect();
-    for a in &plan.create {
-        let obj = node_subnet(pn, a);
-        match subnet_api
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                },
-                &obj,
-            )
-            .await
-        {
-            Ok(_) => {
-                info!(node = %a.node, cidr = %a.cidr, "allocated node subnet");
-                if let Some(Some(created)) = node_created.get(&a.node) {
-                    ctx.metrics.allocation_latency(created);
+    // Owned items: borrowed ones trip the compiler's `Send` inference for stream closures.
+    let released: Vec<Allocation> = futures::stream::iter(plan.release.clone())
+        .map(|a| {
+            let api = subnet_api.clone();
+            async move {
+                info!(node = %a.node, cidr = %a.cidr, "releasing node subnet");
+                match api.delete(&a.object, &DeleteParams::default()).await {
+                    Ok(_) => Ok(a),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(a),
+                    Err(source) => Err(Error::DeleteSubnet {
+                        name: a.object.clone(),
+                        source,
+                    }),
                 }
-                publish_related(
-                    ctx,
-                    pn,
-                    Kind::Normal,
-                    "SubnetAllocated",
-                    "Allocate",
-                    format!(
-                        "allocated {} to node {} ({})",
-                        a.cidr, a.node, a.node_address
-                    ),
-                    node_ref(&a.node),
-                )
-                .await;
             }
-            // Another operator (split brain) or a stale cache: the subnet is taken; the next
-            // reconcile sees the object and plans around it.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                warn!(node = %a.node, cidr = %a.cidr, "subnet already taken; re-planning");
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
-            Err(source) => {
-                return Err(Error::CreateSubnet {
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    publish_allocations(ctx, pn, "SubnetReleased", "Release", &released, |a| {
+        format!("released {} of node {}", a.cidr, a.node)
+    })
+    .await;
+
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let results: Vec<Result<Option<Allocation>, Error>> = futures::stream::iter(
+        plan.create.clone(),
+    )
+    .map(|a| {
+        let api = subnet_api.clone();
+        let params = &params;
+        async move {
+            match api.create(params, &node_subnet(pn, &a)).await {
+                Ok(_) => {
+                    info!(node = %a.node, cidr = %a.cidr, "allocated node subnet");
+                    Ok(Some(a))
+                }
+                // Another operator (split brain) or a stale cache: the subnet is taken;
+                // the next reconcile sees the object and plans around it.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    warn!(node = %a.node, cidr = %a.cidr, "subnet already taken; re-planning");
+                    Ok(None)
+                }
+                Err(source) => Err(Error::CreateSubnet {
                     name: a.object.clone(),
                     source,
-                });
+                }),
             }
         }
+    })
+    .buffer_unordered(WRITE_CONCURRENCY)
+    .collect()
+    .await;
+    let mut allocated = Vec::new();
+    let mut taken = false;
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(Some(a)) => allocated.push(a),
+            Ok(None) => taken = true,
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    allocated.sort_by(|a, b| a.node.cmp(&b.node));
+    for a in &allocated {
+        let node = ctx.nodes.get(&ObjectRef::new(&a.node));
+        if let Some(created) = node
+            .as_ref()
+            .and_then(|n| n.meta().creation_timestamp.as_ref())
+        {
+            ctx.metrics.allocation_latency(created);
+        }
+    }
+    publish_allocations(ctx, pn, "SubnetAllocated", "Allocate", &allocated, |a| {
+        format!(
+            "allocated {} to node {} ({})",
+            a.cidr, a.node, a.node_address
+        )
+    })
+    .await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if taken {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     for a in &plan.readdress {
         let patch = serde_json::json!({
@@ -635,6 +679,44 @@ async fn publish_related(
     ctx.events.publish(&pn.object_ref(&()), record).await;
 }
 
+/// One event per allocation or release, naming the node; a reconcile that touches more than
+/// [`EVENTS_PER_NODE_LIMIT`] nodes (a network created on a large cluster) records one summary
+/// instead, so thousands of nodes do not mean thousands of events.
+async fn publish_allocations(
+    ctx: &Context,
+    pn: &PodNetwork,
+    reason: &str,
+    action: &str,
+    done: &[Allocation],
+    describe: impl Fn(&Allocation) -> String,
+) {
+    if done.len() <= EVENTS_PER_NODE_LIMIT {
+        for a in done {
+            let note = describe(a);
+            publish_related(
+                ctx,
+                pn,
+                Kind::Normal,
+                reason,
+                action,
+                note,
+                node_ref(&a.node),
+            )
+            .await;
+        }
+        return;
+    }
+    let shown: Vec<String> = done.iter().take(3).map(&describe).collect();
+    let note = format!(
+        "{} node subnets ({}): {}; and {} more",
+        done.len(),
+        action.to_lowercase(),
+        shown.join("; "),
+        done.len() - shown.len()
+    );
+    publish(ctx, pn, Kind::Normal, reason, action, note).await;
+}
+
 /// A reference to a Node, the `related` object of per-node events.
 fn node_ref(name: &str) -> Option<ObjectReference> {
     Some(ObjectReference {
@@ -674,6 +756,7 @@ async fn cleanup(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         })?;
     if list.items.is_empty() {
         info!("all NodeSubnets gone; releasing the PodNetwork");
+        ctx.metrics.forget(&name);
         replan_when_gone(ctx, pn);
         return Ok(Action::await_change());
     }
@@ -699,8 +782,8 @@ async fn cleanup(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         "DeletingNodeSubnets",
         "Delete",
         format!(
-            "waiting for {} NodeSubnets to be removed (agents clean up their nodes first)",
-            list.items.len()
+            "waiting for {} to be removed (agents clean up their nodes first)",
+            plural(list.items.len(), "NodeSubnet")
         ),
     )
     .await;
@@ -708,4 +791,13 @@ async fn cleanup(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         name,
         count: list.items.len(),
     })
+}
+
+/// "1 NodeSubnet", "3 NodeSubnets".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

@@ -107,25 +107,31 @@ impl Publisher {
             note: note.clone(),
         };
         let now = Instant::now();
-        let mut seen = self.seen.lock().await;
-        seen.retain(|_, s| now.duration_since(s.last) < SERIES_WINDOW);
-        if let Some(s) = seen.get_mut(&key) {
-            s.count += 1;
-            s.last = now;
+        // The lock guards the cache only, never an API call: reconciles publish concurrently.
+        let repeat = {
+            let mut seen = self.seen.lock().await;
+            seen.retain(|_, s| now.duration_since(s.last) < SERIES_WINDOW);
+            seen.get_mut(&key).map(|s| {
+                s.count += 1;
+                s.last = now;
+                (s.name.clone(), s.namespace.clone(), s.count)
+            })
+        };
+        if let Some((name, namespace, count)) = repeat {
             let patch = serde_json::json!({"series": EventSeries {
-                count: s.count,
+                count,
                 last_observed_time: MicroTime(Timestamp::now()),
             }});
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &s.namespace);
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
             match api
-                .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => return,
                 // Expired or deleted meanwhile: write a fresh one below.
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot update event series; creating a new event");
-                    seen.remove(&key);
+                    self.seen.lock().await.remove(&key);
                 }
             }
         }
@@ -159,7 +165,7 @@ impl Publisher {
         match api.create(&PostParams::default(), &event).await {
             Ok(created) => {
                 if let Some(name) = created.metadata.name {
-                    seen.insert(
+                    self.seen.lock().await.insert(
                         key,
                         Seen {
                             name,

@@ -58,6 +58,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.lease_duration > 0 && args.lease_renew_grace < args.lease_duration,
+        "--lease-renew-grace ({}s) must be shorter than --lease-duration ({}s): the leader \
+         renews its Lease that long before it expires",
+        args.lease_renew_grace,
+        args.lease_duration
+    );
     let identity = match args.identity {
         Some(id) => id,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -68,10 +75,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("connecting to the API server (is KUBECONFIG set, or are we in a pod?)")?;
     let metrics = Arc::new(Metrics::new());
-    let served = metrics.clone();
     let addr = args.metrics_addr;
+    let server = metrics::bind(addr, metrics.clone())
+        .await
+        .with_context(|| format!("serving metrics and health on {addr} (--metrics-addr)"))?;
     tokio::spawn(async move {
-        if let Err(e) = metrics::serve(addr, served).await {
+        if let Err(e) = server.await {
             error!(%addr, error = %e, "metrics endpoint failed");
         }
     });

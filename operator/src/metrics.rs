@@ -130,6 +130,15 @@ impl Metrics {
         self.free.get_or_create(&label).set(free);
     }
 
+    /// Drops the per-network series of a deleted network.
+    pub fn forget(&self, network: &str) {
+        let label = NetworkLabel {
+            network: network.to_string(),
+        };
+        self.allocated.remove(&label);
+        self.free.remove(&label);
+    }
+
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
@@ -167,13 +176,22 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until the process exits.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Binds `addr` now (so a taken port fails start-up, not silently later) and returns the
+/// server to run.
+pub async fn bind(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(serve(listener, metrics))
+}
+
+async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_route))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
 

@@ -1,0 +1,662 @@
+//! Allocation benchmark (issue #4): Causeway's operator against kube-controller-manager's node
+//! IPAM (the baseline), on the same real API server, in the same run.
+//!
+//! For each cluster size N it brings up a fresh test cluster (no node namespaces: IPAM needs
+//! only Node objects), creates N Nodes with an InternalIP, then measures
+//!
+//! * **initial allocation**: from starting the controller to every node allocated (a NodeSubnet
+//!   for Causeway, `spec.podCIDR` for kube-controller-manager), watched, not polled;
+//! * **joins**: J nodes added one at a time to the allocated cluster: per-join latency
+//!   (p50/p95) and the API writes each join costs, read from the API server's own
+//!   `apiserver_request_total` (proves O(1) writes per join);
+//! * **peak memory** (VmHWM) and CPU time of each controller process.
+//!
+//! kube-controller-manager runs twice: with its default client rate limit (20 requests/s,
+//! burst 30, what clusters ship) and raised to 1,000/s (its best case). Ratios are
+//! Causeway ÷ baseline; below 1 means Causeway is faster.
+//!
+//! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
+//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50]`. Needs root (namespaces),
+//! like the e2e suite.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use causeway_crds::NodeSubnet;
+use causeway_e2e::cluster::UpOptions;
+use causeway_e2e::controlplane::{self, causeway_binary};
+use causeway_e2e::proc::ProcId;
+use causeway_e2e::topology::presets;
+use causeway_e2e::{Cluster, demo, state};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Notify;
+
+const CLUSTER: &str = "bench";
+/// The pool both allocators carve /24s from: 32,768 of them.
+const CLUSTER_CIDR: &str = "10.128.0.0/9";
+const MASK: u8 = 24;
+/// Nodes created concurrently while setting a cluster up.
+const CREATE_CONCURRENCY: usize = 64;
+const ALLOCATION_TIMEOUT: Duration = Duration::from_secs(900);
+
+struct Options {
+    sizes: Vec<usize>,
+    joins: usize,
+    /// Skip the baselines (for iterating on the operator; reports no ratios).
+    causeway_only: bool,
+}
+
+fn parse_args() -> Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
+    // without it: then a small smoke run proves the benchmark still works end to end.
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("[bench] not run by `cargo bench`: smoke run with 30 nodes and 3 joins");
+        return Ok(Options {
+            sizes: vec![30],
+            joins: 3,
+            causeway_only: false,
+        });
+    }
+    let mut opts = Options {
+        sizes: vec![1000, 5000],
+        joins: 50,
+        causeway_only: false,
+    };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--nodes" => {
+                let v = args
+                    .next()
+                    .context("--nodes needs a value, e.g. 1000,5000")?;
+                opts.sizes = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--nodes {v}: expected numbers like 1000,5000"))?;
+            }
+            "--joins" => {
+                let v = args.next().context("--joins needs a number")?;
+                opts.joins = v.parse().with_context(|| format!("--joins {v}"))?;
+            }
+            "--causeway-only" => opts.causeway_only = true,
+            // cargo bench passes --bench; libtest-style filters are not used here.
+            "--bench" => {}
+            other => bail!(
+                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --causeway-only"
+            ),
+        }
+    }
+    ensure!(opts.joins > 0, "--joins must be at least 1");
+    Ok(opts)
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = ctrlc::set_handler(|| {
+        eprintln!("\n[bench] interrupted: tearing down cluster {CLUSTER}");
+        state::interrupt_teardown(CLUSTER);
+        std::process::exit(130);
+    }) {
+        eprintln!("[bench] cannot install the Ctrl-C handler: {e}");
+    }
+    let result = parse_args().and_then(|opts| {
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(run(opts))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[bench] failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What one controller achieved at one size.
+#[derive(Debug, Default, Clone)]
+struct RunResult {
+    initial: Duration,
+    join_p50: Duration,
+    join_p95: Duration,
+    /// API writes per join, by `verb resource[/subresource]`, excluding the bench's own.
+    writes_per_join: BTreeMap<String, f64>,
+    peak_rss_kib: u64,
+    cpu: Duration,
+    /// The operator's own reconcile count and mean duration (its /metrics), Causeway only.
+    reconciles: Option<(f64, Duration)>,
+}
+
+async fn run(opts: Options) -> Result<()> {
+    causeway_e2e::cluster::require_prerequisites()?;
+    let operator = causeway_binary("causeway-operator")?;
+    let mut report = Vec::new();
+    for &n in &opts.sizes {
+        let causeway = with_cluster(n, |c, client| {
+            let operator = operator.clone();
+            async move { run_causeway(&c, client, &operator, n, opts.joins).await }
+        })
+        .await
+        .with_context(|| format!("Causeway at {n} nodes"))?;
+        print_run("causeway-operator", n, &causeway);
+        if opts.causeway_only {
+            continue;
+        }
+        let kcm_default = with_cluster(n, |c, client| async move {
+            run_kcm(&c, client, None, n, opts.joins).await
+        })
+        .await
+        .with_context(|| format!("kube-controller-manager (default qps) at {n} nodes"))?;
+        print_run("kube-controller-manager qps=20", n, &kcm_default);
+        let kcm_fast = with_cluster(n, |c, client| async move {
+            run_kcm(&c, client, Some(1000), n, opts.joins).await
+        })
+        .await
+        .with_context(|| format!("kube-controller-manager (qps 1000) at {n} nodes"))?;
+        print_run("kube-controller-manager qps=1000", n, &kcm_fast);
+        report.push((n, causeway, kcm_default, kcm_fast));
+    }
+    print_report(&report, opts.joins);
+    Ok(())
+}
+
+/// Brings up a fresh cluster with `n` Nodes, runs `f`, and tears the cluster down whatever
+/// `f` returned.
+async fn with_cluster<F, Fut>(n: usize, f: F) -> Result<RunResult>
+where
+    F: FnOnce(std::sync::Arc<Cluster>, Client) -> Fut,
+    Fut: std::future::Future<Output = Result<RunResult>>,
+{
+    let mut topology = presets::one_segment(1);
+    topology.control_plane.controller_manager = false;
+    let cluster = std::sync::Arc::new(tokio::task::block_in_place(|| {
+        Cluster::up_with(
+            CLUSTER,
+            topology,
+            UpOptions {
+                detached: false,
+                skip_node_registration: true,
+            },
+        )
+    })?);
+    let client = client_for(&cluster).await?;
+    let started = Instant::now();
+    create_nodes(&client, 0..n).await?;
+    eprintln!(
+        "[bench] {n} nodes created in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let result = f(cluster.clone(), client).await;
+    tokio::task::block_in_place(|| cluster.teardown())?;
+    result
+}
+
+async fn client_for(c: &Cluster) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(&c.kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("reading the bench cluster's kubeconfig")?;
+    Ok(Client::try_from(config)?)
+}
+
+fn node_name(i: usize) -> String {
+    format!("bench-{i:05}")
+}
+
+/// A Node as a kubelet registers it: name, labels, InternalIP (status is accepted on create).
+fn node(i: usize) -> Node {
+    let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + i as u32);
+    Node {
+        metadata: ObjectMeta {
+            name: Some(node_name(i)),
+            labels: Some([("bench".to_string(), "ipam".to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec::default()),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                type_: "InternalIP".into(),
+                address: addr.to_string(),
+            }]),
+            ..NodeStatus::default()
+        }),
+    }
+}
+
+async fn create_nodes(client: &Client, range: std::ops::Range<usize>) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(range)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &node(i))
+                    .await
+                    .with_context(|| format!("creating node {}", node_name(i)))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
+/// One watch, started before the controller, recording when each node was first seen
+/// allocated. Joins and the initial allocation are both timed from it, so the benchmark
+/// issues no per-join LIST that would grow with the cluster.
+struct Tracker {
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tracker {
+    /// Starts watching `api`; `allocated` names the node an object shows allocated, if any.
+    /// Returns once the initial list is in.
+    async fn start<K, F>(api: Api<K>, allocated: F) -> Result<Self>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default,
+        F: Fn(&K) -> Option<String> + Send + 'static,
+    {
+        let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let changed = Arc::new(Notify::new());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = {
+            let seen = seen.clone();
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                let mut ready = Some(ready_tx);
+                let mut stream = Box::pin(watcher(api, watcher::Config::default().any_semantic()));
+                while let Some(ev) = stream.next().await {
+                    match ev {
+                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                            if let Some(node) = allocated(&o) {
+                                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                                seen.entry(node).or_insert_with(Instant::now);
+                                drop(seen);
+                                changed.notify_waiters();
+                            }
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("[bench] watch error (retrying): {e}"),
+                    }
+                }
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(60), ready_rx)
+            .await
+            .context("the watch did not list within 60 s")?
+            .context("the watch ended before listing")?;
+        Ok(Tracker {
+            seen,
+            changed,
+            task,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn when(&self, node: &str) -> Option<Instant> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .copied()
+    }
+
+    /// Waits until `done` holds, re-checking on every change.
+    async fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if done(self) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(!left.is_zero(), "{what}: not done after {timeout:?}");
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the controller and times it until `n` nodes are allocated.
+async fn initial_allocation(
+    tracker: &Tracker,
+    n: usize,
+    start: impl FnOnce() -> Result<ProcId>,
+) -> Result<(ProcId, Duration)> {
+    let started = Instant::now();
+    let pid = tokio::task::block_in_place(start)?;
+    tracker
+        .wait("initial allocation", ALLOCATION_TIMEOUT, |t| t.count() >= n)
+        .await?;
+    Ok((pid, started.elapsed()))
+}
+
+async fn run_causeway(
+    c: &Cluster,
+    client: Client,
+    operator: &std::path::Path,
+    n: usize,
+    joins: usize,
+) -> Result<RunResult> {
+    tokio::task::block_in_place(|| -> Result<()> {
+        demo::install_crds(c)?;
+        c.kubectl(&["create", "namespace", "causeway-system"])?;
+        let pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+            "metadata": {"name": "bench"},
+            "spec": {"cidr": CLUSTER_CIDR, "nodeSubnetPrefixLength": MASK, "mode": "Overlay",
+                     "nodeSelector": {"matchLabels": {"bench": "ipam"}}}});
+        c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
+        Ok(())
+    })?;
+    let tracker = Tracker::start(Api::<NodeSubnet>::all(client.clone()), |s: &NodeSubnet| {
+        Some(s.spec.node_name.clone())
+    })
+    .await?;
+    let (pid, initial) = initial_allocation(&tracker, n, || {
+        c.spawn_control_plane(
+            "causeway-operator",
+            &operator.display().to_string(),
+            &[
+                "--identity".into(),
+                "bench".into(),
+                "--metrics-addr".into(),
+                "127.0.0.1:18080".into(),
+            ],
+            &[("RUST_LOG", "warn")],
+        )
+    })
+    .await?;
+    let (latencies, writes) = measure_joins(c, &client, &tracker, n, joins).await?;
+    let reconciles = tokio::task::block_in_place(|| operator_reconciles(c))?;
+    let mut result = finish(c, &pid, initial, latencies, writes)?;
+    result.reconciles = Some(reconciles);
+    Ok(result)
+}
+
+/// Reconcile count and mean duration from the operator's /metrics (it listens on
+/// 127.0.0.1:18080 in the control plane's namespace).
+fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration)> {
+    let ns = causeway_e2e::Topology::ns(&c.name, "cp", "apiserver");
+    let text = causeway_e2e::cmd::run(causeway_e2e::cmd::in_netns(&ns, "curl").args([
+        "-sS",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:18080/metrics",
+    ]))?;
+    let value = |metric: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(metric)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .with_context(|| format!("{metric} missing from the operator's /metrics"))?
+            .trim()
+            .parse::<f64>()
+            .with_context(|| format!("{metric} is not a number"))
+    };
+    let count = value("causeway_operator_reconcile_duration_seconds_count")?;
+    let sum = value("causeway_operator_reconcile_duration_seconds_sum")?;
+    ensure!(count > 0.0, "the operator reports no reconciles");
+    Ok((count, Duration::from_secs_f64(sum / count)))
+}
+
+async fn run_kcm(
+    c: &Cluster,
+    client: Client,
+    qps: Option<u32>,
+    n: usize,
+    joins: usize,
+) -> Result<RunResult> {
+    let tracker = Tracker::start(Api::<Node>::all(client.clone()), |node: &Node| {
+        node.spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_ref())
+            .map(|_| node.name_any())
+    })
+    .await?;
+    let (pid, initial) = initial_allocation(&tracker, n, || {
+        let args = controlplane::nodeipam_args(
+            &c.pki,
+            &c.dir.join("kubeconfig-local"),
+            CLUSTER_CIDR,
+            MASK,
+            qps,
+        );
+        c.spawn_control_plane(
+            "kube-controller-manager",
+            &c.binaries.kube_controller_manager.display().to_string(),
+            &args,
+            &[],
+        )
+    })
+    .await?;
+    let (latencies, writes) = measure_joins(c, &client, &tracker, n, joins).await?;
+    finish(c, &pid, initial, latencies, writes)
+}
+
+fn finish(
+    c: &Cluster,
+    pid: &ProcId,
+    initial: Duration,
+    mut latencies: Vec<Duration>,
+    writes: BTreeMap<String, f64>,
+) -> Result<RunResult> {
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let (peak_rss_kib, cpu) = process_usage(pid.pid)?;
+    c.stop(pid);
+    Ok(RunResult {
+        initial,
+        join_p50: pick(0.5),
+        join_p95: pick(0.95),
+        writes_per_join: writes,
+        peak_rss_kib,
+        cpu,
+        reconciles: None,
+    })
+}
+
+/// Adds `joins` nodes one at a time after `n`, waiting for each to be allocated. Returns the
+/// latencies and the API writes per join (apiserver_request_total before/after, minus the
+/// node creations the bench itself makes and the controllers' time-driven lease renewals).
+async fn measure_joins(
+    c: &Cluster,
+    client: &Client,
+    tracker: &Tracker,
+    n: usize,
+    joins: usize,
+) -> Result<(Vec<Duration>, BTreeMap<String, f64>)> {
+    // Let the initial allocation's trailing status writes settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = tokio::task::block_in_place(|| write_counts(c))?;
+    let mut latencies = Vec::with_capacity(joins);
+    for i in n..n + joins {
+        let name = node_name(i);
+        let started = Instant::now();
+        create_nodes(client, i..i + 1).await?;
+        tracker
+            .wait(&format!("join of {name}"), Duration::from_secs(120), |t| {
+                t.when(&name).is_some()
+            })
+            .await?;
+        let at = tracker.when(&name).context("seen")?;
+        latencies.push(at.saturating_duration_since(started));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = tokio::task::block_in_place(|| write_counts(c))?;
+    let mut per_join = BTreeMap::new();
+    for (key, count) in after {
+        let delta = count - before.get(&key).copied().unwrap_or(0.0);
+        let own = key == "POST nodes" || key.ends_with(" leases");
+        if delta > 0.0 && !own {
+            per_join.insert(key, delta / joins as f64);
+        }
+    }
+    Ok((latencies, per_join))
+}
+
+/// `apiserver_request_total` summed by verb and resource, for writes only.
+fn write_counts(c: &Cluster) -> Result<BTreeMap<String, f64>> {
+    let text = c.kubectl(&["get", "--raw", "/metrics"])?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let verb = label("verb");
+        if matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT") {
+            continue;
+        }
+        let mut resource = label("resource");
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        *counts.entry(format!("{verb} {resource}")).or_insert(0.0) +=
+            value.trim().parse::<f64>()?;
+    }
+    Ok(counts)
+}
+
+/// Peak resident memory (VmHWM, KiB) and CPU time (user + system) of a process.
+fn process_usage(pid: i32) -> Result<(u64, Duration)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("VmHWM missing")?
+        .parse()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = 100; // USER_HZ on Linux
+    Ok((hwm, Duration::from_millis(ticks * 1000 / hz)))
+}
+
+fn print_run(who: &str, n: usize, r: &RunResult) {
+    eprintln!(
+        "[bench] {who} @ {n}: initial {:.2}s, join p50 {:.0}ms p95 {:.0}ms, peak RSS {} MiB, CPU {:.1}s, writes/join {:?}, reconciles {:?}",
+        r.initial.as_secs_f64(),
+        r.join_p50.as_secs_f64() * 1e3,
+        r.join_p95.as_secs_f64() * 1e3,
+        r.peak_rss_kib / 1024,
+        r.cpu.as_secs_f64(),
+        r.writes_per_join,
+        r.reconciles
+    );
+}
+
+fn print_report(report: &[(usize, RunResult, RunResult, RunResult)], joins: usize) {
+    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+    let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+    println!("\n## Allocation: Causeway operator vs kube-controller-manager node IPAM\n");
+    println!(
+        "| nodes | metric | causeway | kcm qps=20 | ratio | kcm qps=1000 | ratio |\n|---|---|---|---|---|---|---|"
+    );
+    for (n, cw, d, f) in report {
+        println!(
+            "| {n} | initial allocation | {} | {} | {} | {} | {} |",
+            secs(cw.initial),
+            secs(d.initial),
+            ratio(cw.initial, d.initial),
+            secs(f.initial),
+            ratio(cw.initial, f.initial)
+        );
+        println!(
+            "| {n} | join latency p50 ({joins} joins) | {} | {} | {} | {} | {} |",
+            ms(cw.join_p50),
+            ms(d.join_p50),
+            ratio(cw.join_p50, d.join_p50),
+            ms(f.join_p50),
+            ratio(cw.join_p50, f.join_p50)
+        );
+        println!(
+            "| {n} | join latency p95 | {} | {} | {} | {} | {} |",
+            ms(cw.join_p95),
+            ms(d.join_p95),
+            ratio(cw.join_p95, d.join_p95),
+            ms(f.join_p95),
+            ratio(cw.join_p95, f.join_p95)
+        );
+        let mib = |k: u64| format!("{:.0} MiB", k as f64 / 1024.0);
+        println!(
+            "| {n} | peak RSS | {} | {} | {:.2} | {} | {:.2} |",
+            mib(cw.peak_rss_kib),
+            mib(d.peak_rss_kib),
+            cw.peak_rss_kib as f64 / d.peak_rss_kib as f64,
+            mib(f.peak_rss_kib),
+            cw.peak_rss_kib as f64 / f.peak_rss_kib as f64
+        );
+        println!(
+            "| {n} | CPU time (whole run) | {} | {} | {} | {} | {} |",
+            secs(cw.cpu),
+            secs(d.cpu),
+            ratio(cw.cpu, d.cpu),
+            secs(f.cpu),
+            ratio(cw.cpu, f.cpu)
+        );
+        let writes = |r: &RunResult| {
+            let total: f64 = r.writes_per_join.values().sum();
+            let parts: Vec<String> = r
+                .writes_per_join
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            format!("{total:.2} ({})", parts.join(", "))
+        };
+        if let Some((count, mean)) = cw.reconciles {
+            println!(
+                "| {n} | operator reconciles (mean duration) | {count:.0} ({:.1} ms) | | | | |",
+                mean.as_secs_f64() * 1e3
+            );
+        }
+        println!(
+            "| {n} | API writes per join | {} | {} | | {} | |",
+            writes(cw),
+            writes(d),
+            writes(f)
+        );
+    }
+}
