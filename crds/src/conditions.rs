@@ -61,6 +61,24 @@ pub mod reasons {
     pub const PROGRAMMED: &str = "Programmed";
     /// Programmed=False on a NodeSubnet: a kernel operation failed; the message quotes it.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Programmed=False on a NodeSubnet: creating a device failed (e.g. the vxlan module is
+    /// missing); the message quotes the operation and the kernel's answer.
+    pub const DEVICE_CREATE_FAILED: &str = "DeviceCreateFailed";
+    /// Programmed=False on a NodeSubnet: changing or deleting a device or its address failed.
+    pub const DEVICE_UPDATE_FAILED: &str = "DeviceUpdateFailed";
+    /// Programmed=False on a NodeSubnet: installing or removing a route failed.
+    pub const ROUTE_FAILED: &str = "RouteFailed";
+    /// Programmed=False on a NodeSubnet: a neighbour (ARP) entry could not be written.
+    pub const NEIGHBOUR_FAILED: &str = "NeighbourFailed";
+    /// Programmed=False on a NodeSubnet: a VXLAN forwarding entry could not be written.
+    pub const FDB_FAILED: &str = "FdbFailed";
+    /// Programmed=False on a NodeSubnet: no interface of the node holds `spec.nodeAddress`.
+    pub const UNDERLAY_NOT_FOUND: &str = "UnderlayNotFound";
+    /// Programmed=False on a NodeSubnet: the agent cannot turn the spec into a dataplane
+    /// (e.g. an MTU larger than the underlay allows, a mode it does not support yet).
+    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// Programmed=False on a NodeSubnet: the CNI config file could not be written.
+    pub const CNI_CONFIG_FAILED: &str = "CniConfigFailed";
     /// Programmed=Unknown on a NodeSubnet: no agent has reported for the current generation.
     pub const AWAITING_AGENT: &str = "AwaitingAgent";
     /// Ready=False on a NodeSubnet: some configured BGP sessions are not Established.

@@ -1,0 +1,399 @@
+//! Overlay mode end to end (issue #5): the operator and a node agent on every node of the
+//! reference topology (node-a..c on lan-a, node-d behind router r1), two pods per node
+//! attached through the CNI config the agents wrote, and real traffic.
+//!
+//! Everything runs as it would in a cluster: the operator and the agents authenticate as the
+//! chart's service accounts (its RBAC, nothing more); agents run inside their node's network
+//! namespace with the node's CNI directories; pods are attached by the CNI reference plugins.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use causeway_e2e::pods::{self, Pod};
+use causeway_e2e::proc::ProcId;
+use causeway_e2e::topology::presets;
+use causeway_e2e::traffic::{self, ContinuousPing, wait_for};
+use causeway_e2e::{Cluster, demo, deploy, testing};
+use serde_json::Value;
+
+const NETWORK: &str = "overlay";
+const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+/// The agents' resync interval in this suite.
+const RESYNC_SECONDS: u64 = 3;
+
+fn main() -> ExitCode {
+    testing::run_suite(
+        "overlay",
+        presets::two_segments,
+        vec![
+            testing::test(
+                "agents_program_every_node_and_the_network_becomes_ready",
+                ready,
+            ),
+            testing::test(
+                "every_pod_reaches_every_other_pod_and_every_node",
+                connectivity,
+            ),
+            testing::test("pods_get_the_underlay_mtu_minus_the_vxlan_overhead", mtu),
+            testing::test(
+                "a_route_deleted_by_hand_is_back_within_the_resync_interval",
+                repair,
+            ),
+            testing::test("foreign_routes_and_devices_are_left_alone", foreign),
+            testing::test("an_agent_restart_loses_no_packets", restart),
+            testing::test(
+                "a_deleted_node_disappears_from_every_other_node",
+                node_deleted,
+            ),
+            testing::test(
+                "deleting_the_pod_network_removes_everything_from_every_node",
+                network_deleted,
+            ),
+        ],
+    )
+}
+
+static PODS: Mutex<Vec<Pod>> = Mutex::new(Vec::new());
+static AGENTS: Mutex<Vec<(String, ProcId)>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn start_agent(c: &Cluster, node: &str) -> Result<()> {
+    let resync = RESYNC_SECONDS.to_string();
+    let id = deploy::start_agent(c, node, &["--resync-seconds", &resync])?;
+    lock(&AGENTS).push((node.to_string(), id));
+    Ok(())
+}
+
+/// CRDs, RBAC, the operator, an agent per node, the example network, two pods per node.
+fn setup(c: &Cluster) -> Result<()> {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = lock(&DONE);
+    if *done {
+        return Ok(());
+    }
+    demo::install_crds(c)?;
+    deploy::install_operator_rbac(c)?;
+    deploy::install_agent_rbac(c)?;
+    deploy::start_operator(c, "node-a", &[])?;
+    for node in NODES {
+        start_agent(c, node)?;
+    }
+    let example =
+        causeway_e2e::controlplane::workspace_root().join("docs/examples/podnetwork-overlay.yaml");
+    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        &format!("podnetwork/{NETWORK}"),
+    ])?;
+    for node in NODES {
+        for i in 0..2 {
+            let pod = pods::add(c, node, &format!("p{i}"))?;
+            lock(&PODS).push(pod);
+        }
+    }
+    *done = true;
+    Ok(())
+}
+
+fn node_subnets(c: &Cluster) -> Result<Vec<Value>> {
+    let out = c.kubectl(&[
+        "get",
+        "nodesubnets",
+        "-l",
+        &format!("causeway.dev/network={NETWORK}"),
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+fn subnet_of(c: &Cluster, node: &str) -> Result<String> {
+    node_subnets(c)?
+        .iter()
+        .find(|s| s["spec"]["nodeName"] == node)
+        .and_then(|s| s["spec"]["cidr"].as_str().map(str::to_string))
+        .with_context(|| format!("{node} has no NodeSubnet"))
+}
+
+/// Our routes on `node` (`ip route show proto 249`), one line each.
+fn our_routes(c: &Cluster, node: &str) -> Result<Vec<String>> {
+    let out = c.exec(node, "ip", &["route", "show", "proto", "249"])?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+fn ready(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let subnets = node_subnets(c)?;
+    ensure!(
+        subnets.len() == NODES.len(),
+        "{} NodeSubnets",
+        subnets.len()
+    );
+    for s in &subnets {
+        let st = &s["status"];
+        let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+        ensure!(
+            st["routes"] == 3 && st["neighbours"] == 3 && st["fdbEntries"] == 3,
+            "{node}: counts {st}"
+        );
+        ensure!(st["effectiveMtu"] == 1450, "{node}: mtu {st}");
+        let programmed = st["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed"))
+            .with_context(|| format!("{node}: no Programmed condition: {st}"))?;
+        ensure!(programmed["status"] == "True", "{node}: {programmed}");
+        ensure!(
+            our_routes(c, node)?.len() == 3,
+            "{node}: {:?}",
+            our_routes(c, node)?
+        );
+    }
+    Ok(())
+}
+
+fn connectivity(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    ensure!(pods.len() == 8, "{} pods", pods.len());
+    let mut failures = Vec::new();
+    for from in &pods {
+        for to in &pods {
+            if from.netns != to.netns
+                && let Err(e) = traffic::expect_ping(&from.netns, to.ip)
+            {
+                failures.push(format!(
+                    "{}/{} -> {}/{}: {e:#}",
+                    from.node, from.name, to.node, to.name
+                ));
+            }
+        }
+        for node in &c.topology.nodes {
+            if let Err(e) = traffic::expect_ping(&from.netns, node.address) {
+                failures.push(format!(
+                    "{}/{} -> node {}: {e:#}",
+                    from.node, from.name, node.name
+                ));
+            }
+        }
+    }
+    ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+    Ok(())
+}
+
+fn mtu(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    for pod in lock(&PODS).iter() {
+        let out = causeway_e2e::cmd::run(
+            std::process::Command::new("ip").args(["-n", &pod.netns, "-j", "link", "show", "eth0"]),
+        )?;
+        let links: Value = serde_json::from_str(&out)?;
+        ensure!(
+            links[0]["mtu"] == 1450,
+            "{}/{}: eth0 mtu {}",
+            pod.node,
+            pod.name,
+            links[0]["mtu"]
+        );
+    }
+    Ok(())
+}
+
+fn repair(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let target = subnet_of(c, "node-b")?;
+    c.exec("node-a", "ip", &["route", "del", &target, "proto", "249"])?;
+    ensure!(
+        !our_routes(c, "node-a")?
+            .iter()
+            .any(|r| r.starts_with(&target)),
+        "the route did not go"
+    );
+    wait_for(
+        "the route is back",
+        Duration::from_secs(RESYNC_SECONDS * 2 + 2),
+        || {
+            ensure!(
+                our_routes(c, "node-a")?
+                    .iter()
+                    .any(|r| r.starts_with(&target)),
+                "not yet"
+            );
+            Ok(())
+        },
+    )?;
+    let pods = lock(&PODS).clone();
+    let (a, b) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-b")?);
+    traffic::expect_ping(&a.netns, b.ip)
+}
+
+fn pod_on<'a>(pods: &'a [Pod], node: &str) -> Result<&'a Pod> {
+    pods.iter()
+        .find(|p| p.node == node)
+        .with_context(|| format!("no pod on {node}"))
+}
+
+fn foreign(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-b";
+    c.exec(
+        node,
+        "ip",
+        &[
+            "link", "add", "foreign0", "type", "veth", "peer", "name", "foreign1",
+        ],
+    )?;
+    c.exec(node, "ip", &["link", "set", "foreign0", "up"])?;
+    c.exec(node, "ip", &["link", "set", "foreign1", "up"])?;
+    c.exec(
+        node,
+        "ip",
+        &[
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "dev",
+            "foreign0",
+            "proto",
+            "static",
+        ],
+    )?;
+    // Two resyncs later both are still there.
+    std::thread::sleep(Duration::from_secs(RESYNC_SECONDS * 2 + 1));
+    let links = c.exec(node, "ip", &["-brief", "link", "show", "foreign0"])?;
+    ensure!(links.contains("foreign0"), "the foreign link went: {links}");
+    let routes = c.exec(node, "ip", &["route", "show", "10.99.0.0/24"])?;
+    ensure!(
+        routes.contains("proto static"),
+        "the foreign route went: {routes:?}"
+    );
+    c.exec(node, "ip", &["link", "del", "foreign0"])?;
+    Ok(())
+}
+
+fn restart(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    let (a, d) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-d")?);
+    let ping = ContinuousPing::start(&a.netns, d.ip, Duration::from_millis(50))?;
+    std::thread::sleep(Duration::from_secs(1));
+    for node in ["node-a", "node-d"] {
+        let agent = lock(&AGENTS)
+            .iter()
+            .rev()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| p.clone())
+            .context("no agent")?;
+        c.stop(&agent);
+        start_agent(c, node)?;
+    }
+    // Let the new agents run a full pass and a resync.
+    std::thread::sleep(Duration::from_secs(RESYNC_SECONDS + 2));
+    let report = ping.stop()?;
+    println!(
+        "[measure] continuous ping across two agent restarts: {} sent, {} lost, max gap {:?}",
+        report.transmitted,
+        report.lost(),
+        report.max_gap
+    );
+    ensure!(report.transmitted > 50, "too few pings: {report:?}");
+    ensure!(
+        report.lost() == 0,
+        "packets lost during agent restarts: {report:?}"
+    );
+    Ok(())
+}
+
+fn node_deleted(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let gone = "node-d";
+    let subnet = subnet_of(c, gone)?;
+    let vtep = node_subnets(c)?
+        .iter()
+        .find(|s| s["spec"]["nodeName"] == gone)
+        .and_then(|s| s["spec"]["vtepMac"].as_str().map(str::to_string))
+        .context("node-d has no vtepMac")?;
+    // Its pods go first, as the kubelet would drain them.
+    let mine: Vec<Pod> = lock(&PODS)
+        .iter()
+        .filter(|p| p.node == gone)
+        .cloned()
+        .collect();
+    for p in &mine {
+        pods::del(c, p)?;
+    }
+    lock(&PODS).retain(|p| p.node != gone);
+    c.kubectl(&["delete", "node", gone, "--wait=true", "--timeout=30s"])?;
+    let gateway: Ipv4Addr = subnet.split('/').next().context("cidr")?.parse()?;
+    wait_for(
+        "node-d's routes, neighbours and FDB entries gone everywhere",
+        Duration::from_secs(30),
+        || {
+            for node in ["node-a", "node-b", "node-c"] {
+                ensure!(
+                    !our_routes(c, node)?.iter().any(|r| r.starts_with(&subnet)),
+                    "{node} still routes {subnet}"
+                );
+                let neigh = c.exec(node, "ip", &["neigh", "show", "dev", "cw-vx1"])?;
+                ensure!(
+                    !neigh.contains(&gateway.to_string()),
+                    "{node} still has neighbour {gateway}: {neigh}"
+                );
+                let fdb = c.exec(node, "bridge", &["fdb", "show", "dev", "cw-vx1"])?;
+                ensure!(!fdb.contains(&vtep), "{node} still has FDB {vtep}: {fdb}");
+            }
+            Ok(())
+        },
+    )?;
+    // The deleted node's agent cleaned its own node up before letting the NodeSubnet go.
+    ensure!(
+        our_routes(c, gone)?.is_empty(),
+        "node-d kept routes: {:?}",
+        our_routes(c, gone)?
+    );
+    Ok(())
+}
+
+fn network_deleted(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let remaining: Vec<Pod> = lock(&PODS).drain(..).collect();
+    for p in &remaining {
+        pods::del(c, p)?;
+    }
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        NETWORK,
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    ensure!(node_subnets(c)?.is_empty(), "NodeSubnets left");
+    for node in ["node-a", "node-b", "node-c"] {
+        wait_for(
+            &format!("nothing of ours left on {node}"),
+            Duration::from_secs(15),
+            || {
+                let links = c.exec(node, "ip", &["-brief", "link", "show"])?;
+                ensure!(
+                    !links.lines().any(|l| l.starts_with("cw-")),
+                    "links: {links}"
+                );
+                ensure!(our_routes(c, node)?.is_empty(), "routes left");
+                ensure!(
+                    !c.cni_conf_dir(node).join("10-causeway.conflist").exists(),
+                    "CNI config left"
+                );
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
+}

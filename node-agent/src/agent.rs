@@ -1,0 +1,432 @@
+//! The agent's loop: watch NodeSubnets and PodNetworks, and on every change (and every
+//! `resync`) run one pass: plan → observe → diff → apply, write the CNI config, report
+//! status on this node's NodeSubnet.
+//!
+//! Behaviour people rely on:
+//! - A pass changes only what differs, so restarting the agent changes nothing and a route,
+//!   neighbour, FDB entry or device deleted behind its back is back by the next resync.
+//! - Losing the API server leaves the dataplane as it is: the caches keep their last state,
+//!   resyncs keep repairing from it, and the watches catch up when the server returns.
+//! - The agent holds the finalizer [`FINALIZER`] on its own NodeSubnet: when the NodeSubnet is
+//!   deleted (node left the selector, PodNetwork deleted), it removes everything it created on
+//!   the node, then lets the object go.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use causeway_crds::{NodeSubnet, NodeSubnetStatus, PodNetwork};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::model::{Dataplane, Op, State};
+use crate::netlink::Netlink;
+use crate::status::{Failure, Outcome};
+use crate::{cni, diff, plan};
+
+/// Field manager of everything the agent writes.
+pub const FIELD_MANAGER: &str = "causeway-node-agent";
+
+/// Finalizer the agent keeps on its own NodeSubnet until it has cleaned the node up.
+pub const FINALIZER: &str = "causeway.dev/node-agent";
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's name (`spec.nodeName` of its NodeSubnet).
+    pub node_name: String,
+    /// Where the container runtime reads CNI configs (`/etc/cni/net.d`).
+    pub cni_conf_dir: PathBuf,
+    /// host-local's allocation store; `None` for its default.
+    pub cni_data_dir: Option<PathBuf>,
+    /// Full pass at least this often, whatever the watches say.
+    pub resync: Duration,
+    /// Print the operations of one pass instead of applying them, then stop.
+    pub dry_run: bool,
+}
+
+/// The agent's state across passes.
+pub struct Agent {
+    client: Client,
+    config: Config,
+    dataplane: Netlink,
+    subnets: Store<NodeSubnet>,
+    networks: Store<PodNetwork>,
+}
+
+/// What one pass decided, for the caller (and the dry run).
+#[derive(Debug, Default)]
+pub struct PassReport {
+    /// Operations applied (or, in a dry run, that would be).
+    pub ops: Vec<Op>,
+    /// The status written, if any.
+    pub status: Option<NodeSubnetStatus>,
+}
+
+/// Runs until `shutdown` resolves.
+///
+/// # Errors
+/// Only when the agent cannot start (no netlink); a failing pass is reported on the
+/// NodeSubnet and retried.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let dataplane = Netlink::connect()
+        .await
+        .context("opening netlink (is the agent root / CAP_NET_ADMIN?)")?;
+    let (subnets, subnet_writer) = reflector::store::<NodeSubnet>();
+    let (networks, network_writer) = reflector::store::<PodNetwork>();
+    let subnet_events = reflector::reflector(
+        subnet_writer,
+        watcher(
+            Api::<NodeSubnet>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|r| r.map(|_| ()));
+    let network_events = reflector::reflector(
+        network_writer,
+        watcher(
+            Api::<PodNetwork>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|r| r.map(|_| ()));
+    let mut changes = futures::stream::select(subnet_events, network_events).boxed();
+
+    let mut agent = Agent {
+        client,
+        config,
+        dataplane,
+        subnets,
+        networks,
+    };
+    // The first pass waits for full lists: an empty cache must not read as "nothing to do".
+    tokio::select! {
+        _ = async {
+            while let Some(ev) = changes.next().await {
+                if let Err(e) = ev {
+                    warn!(error = %e, "watch failed; retrying");
+                }
+                if agent.subnets.wait_until_ready().now_or_never().is_some()
+                    && agent.networks.wait_until_ready().now_or_never().is_some()
+                {
+                    return;
+                }
+            }
+        } => {}
+        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
+
+    if agent.config.dry_run {
+        let report = agent.pass().await;
+        for op in &report.ops {
+            println!("{op}");
+        }
+        if report.ops.is_empty() {
+            println!("# nothing to do: the dataplane matches the plan");
+        }
+        return Ok(());
+    }
+
+    let mut resync = tokio::time::interval(agent.config.resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        agent.pass().await;
+        tokio::select! {
+            _ = &mut shutdown => {
+                info!("stopping; the dataplane stays as it is");
+                return Ok(());
+            }
+            _ = resync.tick() => debug!("resync"),
+            ev = changes.next() => {
+                match ev {
+                    Some(Err(e)) => warn!(error = %e, "watch failed; retrying"),
+                    Some(Ok(())) => {}
+                    None => anyhow::bail!("the watches ended"),
+                }
+                // Coalesce a burst (a PodNetwork and its NodeSubnets change together).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while let Some(Some(_)) = changes.next().now_or_never() {}
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// One pass. Failures end up in the NodeSubnet's status, never in a panic.
+    pub async fn pass(&mut self) -> PassReport {
+        let node = self.config.node_name.clone();
+        let mine: Vec<Arc<NodeSubnet>> = self
+            .subnets
+            .state()
+            .into_iter()
+            .filter(|s| s.spec.node_name == node)
+            .collect();
+        let live = mine
+            .iter()
+            .find(|s| s.metadata.deletion_timestamp.is_none())
+            .cloned();
+        let Some(own) = live else {
+            // Not in any network (or only leaving one): remove everything of ours.
+            let report = self.teardown().await;
+            if !self.config.dry_run && self.teardown_done().await {
+                for s in &mine {
+                    self.release(s).await;
+                }
+            }
+            return report;
+        };
+        if !self.config.dry_run {
+            self.hold(&own).await;
+        }
+        let (outcome, ops) = self.program(&own).await;
+        let mut report = PassReport { ops, status: None };
+        if self.config.dry_run {
+            return report;
+        }
+        let previous = own.status.clone().unwrap_or_default();
+        let next = crate::status::status(
+            &previous,
+            &outcome,
+            Time(k8s_openapi::jiff::Timestamp::now()),
+        );
+        if next != previous {
+            self.write_status(&own, &next).await;
+            report.status = Some(next);
+        }
+        report
+    }
+
+    /// Plans, applies and writes the CNI config for `own`.
+    async fn program(&mut self, own: &NodeSubnet) -> (Outcome, Vec<Op>) {
+        let mut outcome = Outcome {
+            generation: own.metadata.generation,
+            programmed: State::default(),
+            mtu: None,
+            skipped: vec![],
+            failure: None,
+        };
+        let Some(network) = self
+            .networks
+            .state()
+            .into_iter()
+            .find(|n| n.name_any() == own.spec.network)
+        else {
+            outcome.failure = Some(Failure::Plan(format!(
+                "PodNetwork {} does not exist (yet); nothing is programmed until it does",
+                own.spec.network
+            )));
+            return (outcome, vec![]);
+        };
+        let address = match own.spec.parsed_node_address() {
+            Ok(a) => a,
+            Err(e) => {
+                outcome.failure = Some(Failure::Plan(format!("spec.nodeAddress: {e}")));
+                return (outcome, vec![]);
+            }
+        };
+        let underlay = match self.dataplane.underlay_for(address).await {
+            Ok(u) => plan::Underlay {
+                name: u.name,
+                mtu: u.mtu,
+                prefix: u.prefix,
+            },
+            Err(e) => {
+                outcome.failure = Some(Failure::Underlay(e.to_string()));
+                return (outcome, vec![]);
+            }
+        };
+        let peers: Vec<Arc<NodeSubnet>> = self
+            .subnets
+            .state()
+            .into_iter()
+            .filter(|s| s.spec.network == own.spec.network)
+            .collect();
+        let planned = match plan::plan(&plan::Input {
+            own,
+            peers: &peers,
+            network: &network.spec,
+            underlay: &underlay,
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                outcome.failure = Some(Failure::Plan(e.to_string()));
+                return (outcome, vec![]);
+            }
+        };
+        outcome.mtu = Some(planned.mtu);
+        outcome.skipped = planned.skipped.clone();
+        let observed = match self.dataplane.observe().await {
+            Ok(s) => s,
+            Err(e) => {
+                outcome.failure = Some(Failure::Observe(e.to_string()));
+                return (outcome, vec![]);
+            }
+        };
+        let ops = diff::diff(&planned.desired, &observed);
+        if self.config.dry_run {
+            outcome.programmed = observed;
+            return (outcome, ops);
+        }
+        for op in &ops {
+            info!(%op, "applying");
+            if let Err(e) = self.dataplane.apply(op).await {
+                warn!(%op, error = %e.message, "operation failed");
+                outcome.failure = Some(Failure::Apply {
+                    op: op.clone(),
+                    message: e.message,
+                });
+                outcome.programmed = self.dataplane.observe().await.unwrap_or(observed);
+                return (outcome, ops);
+            }
+        }
+        outcome.programmed = planned.desired;
+        if let Err(e) = enable_forwarding() {
+            outcome.failure = Some(Failure::Plan(e));
+            return (outcome, ops);
+        }
+        let conf = cni::NetConf {
+            subnet: match own.spec.parsed_cidr() {
+                Ok(c) => c,
+                Err(e) => {
+                    outcome.failure = Some(Failure::Plan(format!("spec.cidr: {e}")));
+                    return (outcome, ops);
+                }
+            },
+            bridge: plan::BRIDGE_LINK.to_string(),
+            mtu: planned.mtu,
+            data_dir: self.config.cni_data_dir.clone(),
+        };
+        match cni::write(&self.config.cni_conf_dir, &conf) {
+            Ok(true) => info!(dir = %self.config.cni_conf_dir.display(), "wrote the CNI config"),
+            Ok(false) => {}
+            Err(e) => outcome.failure = Some(Failure::Cni(e.to_string())),
+        }
+        (outcome, ops)
+    }
+
+    /// Removes everything the agent owns on this node and its CNI config.
+    async fn teardown(&mut self) -> PassReport {
+        let observed = match self.dataplane.observe().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot read the dataplane to clean it up");
+                return PassReport::default();
+            }
+        };
+        let ops = diff::diff(&State::default(), &observed);
+        if self.config.dry_run {
+            return PassReport { ops, status: None };
+        }
+        for op in &ops {
+            info!(%op, "removing");
+            if let Err(e) = self.dataplane.apply(op).await {
+                warn!(%op, error = %e.message, "clean-up operation failed; retrying next pass");
+                break;
+            }
+        }
+        match cni::remove(&self.config.cni_conf_dir) {
+            Ok(true) => info!("removed the CNI config"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot remove the CNI config"),
+        }
+        PassReport { ops, status: None }
+    }
+
+    /// Whether nothing of ours is left on the node.
+    async fn teardown_done(&mut self) -> bool {
+        self.dataplane
+            .observe()
+            .await
+            .is_ok_and(|s| s == State::default())
+            && !self.config.cni_conf_dir.join(cni::FILE_NAME).exists()
+    }
+
+    /// Adds [`FINALIZER`] to `own` if missing.
+    async fn hold(&self, own: &NodeSubnet) {
+        if own.finalizers().iter().any(|f| f == FINALIZER) {
+            return;
+        }
+        let mut finalizers: BTreeSet<String> = own.finalizers().iter().cloned().collect();
+        finalizers.insert(FINALIZER.to_string());
+        self.patch_finalizers(own, finalizers).await;
+    }
+
+    /// Removes [`FINALIZER`] from `own` (the node is clean).
+    async fn release(&self, own: &NodeSubnet) {
+        if !own.finalizers().iter().any(|f| f == FINALIZER) {
+            return;
+        }
+        let finalizers: BTreeSet<String> = own
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        info!(nodesubnet = %own.name_any(), "node cleaned up; releasing the NodeSubnet");
+        self.patch_finalizers(own, finalizers).await;
+    }
+
+    async fn patch_finalizers(&self, own: &NodeSubnet, finalizers: BTreeSet<String>) {
+        let api: Api<NodeSubnet> = Api::all(self.client.clone());
+        // The resourceVersion makes this a compare-and-swap: a concurrent change to the list
+        // (the operator's) fails it, and the next pass retries on fresh data.
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": own.resource_version(),
+        }});
+        if let Err(e) = api
+            .patch(
+                &own.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            warn!(nodesubnet = %own.name_any(), error = %e, "cannot update finalizers; retrying next pass");
+        }
+    }
+
+    async fn write_status(&self, own: &NodeSubnet, status: &NodeSubnetStatus) {
+        let api: Api<NodeSubnet> = Api::all(self.client.clone());
+        let patch = serde_json::json!({
+            "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet", "status": status,
+        });
+        if let Err(e) = api
+            .patch_status(
+                &own.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            warn!(nodesubnet = %own.name_any(), error = %e, "cannot write status; retrying next pass");
+        }
+    }
+}
+
+/// Pods reach other nodes through this node: IPv4 forwarding on (in the agent's namespace).
+fn enable_forwarding() -> Result<(), String> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    match std::fs::read_to_string(PATH) {
+        Ok(v) if v.trim() == "1" => Ok(()),
+        _ => std::fs::write(PATH, "1").map_err(|e| {
+            format!("cannot enable IPv4 forwarding ({PATH}): {e}; the agent needs CAP_NET_ADMIN")
+        }),
+    }
+}

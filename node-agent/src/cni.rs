@@ -1,0 +1,191 @@
+//! The CNI network configuration the agent writes for the node's container runtime.
+//!
+//! containerd (or CRI-O) reads the first `.conflist` in its CNI config directory
+//! (`/etc/cni/net.d`) and calls the plugins in it for every pod. The agent writes
+//! [`FILE_NAME`] there: the reference `bridge` plugin on the agent's node bridge with the
+//! subnet's gateway, `host-local` IPAM over this node's subnet, and the network's MTU, so a
+//! kubelet attaches pods with no further set-up. The file is written atomically (a temporary
+//! file in the same directory, flushed, then renamed), so a runtime never reads half a file,
+//! and only when its content changes.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+
+/// The file the agent owns in the CNI config directory. `10-` sorts before most other
+/// networks' files, so the runtime picks it.
+pub const FILE_NAME: &str = "10-causeway.conflist";
+
+/// The CNI network name pods are attached with.
+pub const NETWORK_NAME: &str = "causeway";
+
+/// What the config says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConf {
+    /// This node's pod subnet.
+    pub subnet: Ipv4Net,
+    /// The node bridge the `bridge` plugin attaches pods to.
+    pub bridge: String,
+    /// Pod interface MTU.
+    pub mtu: u32,
+    /// host-local's allocation store; `None` for its default (`/var/lib/cni/networks`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The subnet's first host address: the bridge's address and the pods' default gateway.
+#[must_use]
+pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+}
+
+/// The `.conflist` document.
+#[must_use]
+pub fn render(conf: &NetConf) -> Value {
+    let mut ipam = json!({
+        "type": "host-local",
+        "ranges": [[{"subnet": conf.subnet.to_string(), "gateway": gateway(conf.subnet).to_string()}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    });
+    if let Some(dir) = &conf.data_dir {
+        ipam["dataDir"] = json!(dir.display().to_string());
+    }
+    json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK_NAME,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": conf.bridge,
+                "isGateway": true,
+                // Outgoing NAT is the agent's (nftables, with the network's exceptions),
+                // not the plugin's.
+                "ipMasq": false,
+                "hairpinMode": true,
+                "mtu": conf.mtu,
+                "ipam": ipam,
+            },
+        ],
+    })
+}
+
+/// Writes `conf` into `dir` as [`FILE_NAME`] unless the file already says exactly that.
+/// Returns whether the file changed.
+///
+/// # Errors
+/// Creating the directory, writing, flushing or renaming failed; the message names the path.
+pub fn write(dir: &Path, conf: &NetConf) -> std::io::Result<bool> {
+    let path = dir.join(FILE_NAME);
+    let mut text = serde_json::to_string_pretty(&render(conf)).map_err(std::io::Error::other)?;
+    text.push('\n');
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    let context = |what: &str, p: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| context("creating", dir, e))?;
+    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| context("creating", &tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| context("writing", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| context("renaming to", &path, e))?;
+    Ok(true)
+}
+
+/// Removes the agent's file from `dir` (the node left the network). Missing is fine.
+///
+/// # Errors
+/// The file exists but cannot be removed.
+pub fn remove(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(dir.join(FILE_NAME)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf() -> NetConf {
+        NetConf {
+            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            bridge: "cw-br0".into(),
+            mtu: 1450,
+            data_dir: Some("/var/lib/cni/causeway".into()),
+        }
+    }
+
+    #[test]
+    fn the_gateway_is_the_subnets_first_host() {
+        for (subnet, gw) in [
+            ("10.244.3.0/24", "10.244.3.1"),
+            ("10.0.0.0/16", "10.0.0.1"),
+            ("192.168.7.64/26", "192.168.7.65"),
+        ] {
+            assert_eq!(gateway(subnet.parse().expect("cidr")).to_string(), gw);
+        }
+    }
+
+    #[test]
+    fn the_config_attaches_pods_to_the_bridge_with_the_subnet_and_mtu() {
+        let doc = render(&conf());
+        assert_eq!(doc["name"], NETWORK_NAME);
+        let bridge = &doc["plugins"][0];
+        assert_eq!(bridge["type"], "bridge");
+        assert_eq!(bridge["bridge"], "cw-br0");
+        assert_eq!(bridge["mtu"], 1450);
+        assert_eq!(bridge["isGateway"], true);
+        assert_eq!(bridge["ipMasq"], false);
+        let range = &bridge["ipam"]["ranges"][0][0];
+        assert_eq!(range["subnet"], "10.244.3.0/24");
+        assert_eq!(range["gateway"], "10.244.3.1");
+        assert_eq!(bridge["ipam"]["dataDir"], "/var/lib/cni/causeway");
+        assert_eq!(doc["plugins"].as_array().map(Vec::len), Some(1));
+        let without_dir = render(&NetConf {
+            data_dir: None,
+            ..conf()
+        });
+        assert!(without_dir["plugins"][0]["ipam"].get("dataDir").is_none());
+    }
+
+    #[test]
+    fn writing_is_atomic_idempotent_and_removable() {
+        let dir = std::env::temp_dir().join(format!("causeway-cni-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            write(&dir, &conf()).expect("first write"),
+            "first write changes"
+        );
+        assert!(
+            !write(&dir, &conf()).expect("second write"),
+            "same content: no rewrite"
+        );
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).expect("file");
+        let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(parsed, render(&conf()));
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, vec![FILE_NAME.to_string()], "no temporary file left");
+        let bigger = NetConf {
+            mtu: 1400,
+            ..conf()
+        };
+        assert!(
+            write(&dir, &bigger).expect("rewrite"),
+            "changed content rewrites"
+        );
+        assert!(remove(&dir).expect("remove"));
+        assert!(!remove(&dir).expect("remove again"), "missing is fine");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,738 @@
+//! `diff`: the operations that turn the observed kernel state into the desired one.
+//!
+//! Third step of the agent's loop (plan → observe → diff → apply). Pure: two [`State`]s in, a
+//! list of [`Op`]s out, in an order that a real kernel accepts when they are applied one after
+//! the other, and that keeps traffic flowing while they are:
+//!
+//! 1. links in the way are deleted: a link whose kind attributes changed (VNI, port, local
+//!    address, underlay, MAC: none can be changed in place), and a VXLAN link holding the VNI
+//!    and port a new one needs (the kernel allows one device per VNI and port);
+//! 2. links are created, bridges before VXLAN devices, then MTU and up/down are updated;
+//! 3. addresses are added;
+//! 4. FDB entries, then neighbours, then routes are added or replaced, so that when a route
+//!    appears, its next hop already resolves to a VTEP (no ARP, no flooding: packets sent
+//!    before would be dropped);
+//! 5. what is observed but not desired is removed: routes, neighbours, FDB entries,
+//!    addresses, and last the links, so that new paths exist before old ones go
+//!    (make-before-break when a route moves to another device).
+//!
+//! Deleting a link removes everything on it, routes through it included: nothing on a link
+//! that is being deleted gets an op of its own (the kernel would answer "not found"), and
+//! everything desired on a re-created link is added again. Three more kernel behaviours are
+//! accounted for the same way, each verified in a network namespace on kernel 6.x:
+//! - setting a link down flushes the routes through it and its neighbour entries (even
+//!   permanent ones; FDB entries stay), so they count as gone and are added again;
+//! - deleting the last IPv4 address of a link flushes the routes through it, so addresses are
+//!   added before old ones are deleted, and when a link must lose all of them the deletions
+//!   come early and its routes are added again;
+//! - an address added in the subnet of an existing one becomes its secondary and is deleted
+//!   with it (`promote_secondaries` is off by default), so such an old address is deleted
+//!   before the new one is added.
+//!
+//! Same states give no ops; one peer added, changed or removed gives a handful of ops,
+//! whatever the number of peers (the maps are walked in O(n), but the kernel sees O(1)).
+//! `desired` is assumed consistent (as [`crate::plan`] makes it): addresses, neighbours and FDB
+//! entries sit on desired links, routes on desired links or on foreign ones (the underlay).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::Ipv4Net;
+
+use crate::model::{Link, LinkKind, Op, State};
+
+/// The operations that take the kernel from `observed` to `desired` (see the module docs for
+/// their order and why).
+#[must_use]
+pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
+    let links = LinkChanges::new(desired, observed);
+    let mut ops = Vec::new();
+
+    ops.extend(links.delete_first.iter().map(|n| Op::DeleteLink(n.clone())));
+    ops.extend(links.create.iter().map(|l| Op::CreateLink((*l).clone())));
+    ops.extend(links.update.iter().cloned());
+
+    let mut gone = links.gone;
+    let late_addresses = addresses(desired, observed, &mut gone, &mut ops);
+
+    for (key, want) in &desired.fdb {
+        if observed.fdb.get(key).filter(|_| !gone.all(&key.0)) != Some(want) {
+            ops.push(Op::ReplaceFdb(want.clone()));
+        }
+    }
+    for (key, want) in &desired.neighbours {
+        if observed
+            .neighbours
+            .get(key)
+            .filter(|_| !gone.neighbours(&key.0))
+            != Some(want)
+        {
+            ops.push(Op::ReplaceNeighbour(want.clone()));
+        }
+    }
+    for (dst, want) in &desired.routes {
+        if observed.routes.get(dst).filter(|r| !gone.routes(&r.dev)) != Some(want) {
+            ops.push(Op::ReplaceRoute(want.clone()));
+        }
+    }
+
+    // Removals. A route is keyed by destination, so one that moved was replaced above.
+    for (dst, have) in &observed.routes {
+        if !desired.routes.contains_key(dst) && !gone.routes(&have.dev) && !gone.later(&have.dev) {
+            ops.push(Op::DeleteRoute(have.clone()));
+        }
+    }
+    for (key, have) in &observed.neighbours {
+        if !desired.neighbours.contains_key(key) && !gone.neighbours(&key.0) && !gone.later(&key.0)
+        {
+            ops.push(Op::DeleteNeighbour(have.clone()));
+        }
+    }
+    for (key, have) in &observed.fdb {
+        if !desired.fdb.contains_key(key) && !gone.all(&key.0) && !gone.later(&key.0) {
+            ops.push(Op::DeleteFdb(have.clone()));
+        }
+    }
+    ops.extend(late_addresses);
+    ops.extend(gone.later.iter().map(|n| Op::DeleteLink(n.clone())));
+    ops
+}
+
+/// What the link operations remove from the observed state as a side effect.
+#[derive(Default)]
+struct Gone {
+    /// Links deleted (and maybe re-created) before anything else: nothing observed on them
+    /// remains.
+    everything: BTreeSet<String>,
+    /// Links set down: their routes and neighbours were flushed.
+    routes_and_neighbours: BTreeSet<String>,
+    /// Links left without an address for a moment: their routes were flushed.
+    routes: BTreeSet<String>,
+    /// Links deleted at the very end: what is on them needs no op of its own.
+    later: BTreeSet<String>,
+}
+
+impl Gone {
+    fn all(&self, dev: &str) -> bool {
+        self.everything.contains(dev)
+    }
+
+    fn neighbours(&self, dev: &str) -> bool {
+        self.all(dev) || self.routes_and_neighbours.contains(dev)
+    }
+
+    fn routes(&self, dev: &str) -> bool {
+        self.neighbours(dev) || self.routes.contains(dev)
+    }
+
+    fn later(&self, dev: &str) -> bool {
+        self.later.contains(dev)
+    }
+}
+
+/// The link operations, sorted into their phases.
+struct LinkChanges<'a> {
+    delete_first: BTreeSet<String>,
+    create: Vec<&'a Link>,
+    update: Vec<Op>,
+    gone: Gone,
+}
+
+impl<'a> LinkChanges<'a> {
+    fn new(desired: &'a State, observed: &'a State) -> Self {
+        let mut delete_first = BTreeSet::new();
+        let mut create = Vec::new();
+        let mut update = Vec::new();
+        let mut set_down = BTreeSet::new();
+        for (name, want) in &desired.links {
+            match observed.links.get(name) {
+                None => create.push(want),
+                Some(have) if have.kind != want.kind => {
+                    delete_first.insert(name.clone());
+                    create.push(want);
+                }
+                Some(have) => {
+                    if have.mtu != want.mtu || have.up != want.up {
+                        update.push(Op::UpdateLink {
+                            name: name.clone(),
+                            mtu: want.mtu,
+                            up: want.up,
+                        });
+                    }
+                    if have.up && !want.up {
+                        set_down.insert(name.clone());
+                    }
+                }
+            }
+        }
+        // A VXLAN link under another name that holds the VNI and port of one to be created
+        // must go first, or the kernel answers "A VXLAN device with the specified VNI already
+        // exists". (Plan derives the name from the VNI, so this takes a renaming release or a
+        // hand-made device.)
+        for want in &create {
+            for have in observed.links.values() {
+                let kept =
+                    desired.links.contains_key(&have.name) && !delete_first.contains(&have.name);
+                if have.name != want.name && !kept && same_vni_and_port(&have.kind, &want.kind) {
+                    delete_first.insert(have.name.clone());
+                }
+            }
+        }
+        create.sort_by_key(|l| (kind_rank(&l.kind), l.name.as_str()));
+        let later = observed
+            .links
+            .keys()
+            .filter(|n| !desired.links.contains_key(*n) && !delete_first.contains(*n))
+            .cloned()
+            .collect();
+        Self {
+            gone: Gone {
+                everything: delete_first.clone(),
+                routes_and_neighbours: set_down,
+                routes: BTreeSet::new(),
+                later,
+            },
+            delete_first,
+            create,
+            update,
+        }
+    }
+}
+
+/// Bridges first: nothing depends on a VXLAN device, while a future pod-facing VXLAN port
+/// could depend on the bridge.
+fn kind_rank(kind: &LinkKind) -> u8 {
+    match kind {
+        LinkKind::Bridge => 0,
+        LinkKind::Vxlan { .. } => 1,
+    }
+}
+
+fn same_vni_and_port(a: &LinkKind, b: &LinkKind) -> bool {
+    match (a, b) {
+        (
+            LinkKind::Vxlan {
+                vni: va, port: pa, ..
+            },
+            LinkKind::Vxlan {
+                vni: vb, port: pb, ..
+            },
+        ) => va == vb && pa == pb,
+        _ => false,
+    }
+}
+
+/// Whether the kernel puts `a` and `b` in one subnet (the later one becomes a secondary).
+fn same_subnet(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.prefix_len() == b.prefix_len() && a.network() == b.network()
+}
+
+/// Pushes the address operations of the creation phase and returns the deletions that wait
+/// for the removal phase. Records in `gone` the links whose routes an early deletion flushes.
+fn addresses(desired: &State, observed: &State, gone: &mut Gone, ops: &mut Vec<Op>) -> Vec<Op> {
+    let mut by_dev: BTreeMap<&str, (BTreeSet<Ipv4Net>, BTreeSet<Ipv4Net>)> = BTreeMap::new();
+    for (dev, addr) in desired.addresses.keys() {
+        by_dev.entry(dev).or_default().0.insert(*addr);
+    }
+    for (dev, addr) in observed.addresses.keys() {
+        if !gone.all(dev) && !gone.later(dev) {
+            by_dev.entry(dev).or_default().1.insert(*addr);
+        }
+    }
+    let mut late = Vec::new();
+    for (dev, (want, have)) in by_dev {
+        let add: Vec<Ipv4Net> = want.difference(&have).copied().collect();
+        let (early, later): (Vec<Ipv4Net>, Vec<Ipv4Net>) = have
+            .difference(&want)
+            .partition(|old| want.is_empty() || add.iter().any(|new| same_subnet(*new, **old)));
+        if !early.is_empty() && early.len() == have.len() {
+            gone.routes.insert(dev.to_owned());
+        }
+        let delete = |addr| Op::DeleteAddress {
+            dev: dev.to_owned(),
+            addr,
+        };
+        let add_one = |addr| Op::AddAddress {
+            dev: dev.to_owned(),
+            addr,
+        };
+        ops.extend(early.into_iter().map(delete));
+        ops.extend(add.into_iter().map(add_one));
+        late.extend(later.into_iter().map(delete));
+    }
+    late
+}
+
+/// Builders of small and large states for the tests of this module and of [`crate::fake`].
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::net::Ipv4Addr;
+
+    use crate::model::{Address, Fdb, Link, LinkKind, Mac, Neighbour, Route, State};
+    use ipnet::Ipv4Net;
+
+    pub const UNDERLAY: &str = "eth0";
+    pub const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 11);
+
+    pub fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("test CIDR")
+    }
+
+    /// Peer `i`'s pod subnet: `10.244.0.0/16` split into /24s, wrapping into the next /16s.
+    pub fn peer_cidr(i: u32) -> Ipv4Net {
+        let base = u32::from(Ipv4Addr::new(10, 244, 0, 0));
+        Ipv4Net::new(Ipv4Addr::from(base + (i << 8)), 24).expect("prefix")
+    }
+
+    /// Peer `i`'s node address, outside the underlay prefix 192.168.1.0/24.
+    pub fn peer_address(i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 10, 0)) + i)
+    }
+
+    pub fn peer_mac(i: u32) -> Mac {
+        let [_, _, hi, lo] = i.to_be_bytes();
+        Mac([0x0e, 0xaa, 0, 0, hi, lo])
+    }
+
+    pub fn bridge(mtu: u32) -> Link {
+        Link {
+            name: "cw-br0".into(),
+            kind: LinkKind::Bridge,
+            mtu,
+            up: true,
+        }
+    }
+
+    pub fn vxlan(vni: u32, port: u16, mtu: u32) -> Link {
+        Link {
+            name: format!("cw-vx{vni}"),
+            kind: LinkKind::Vxlan {
+                vni,
+                port,
+                local: LOCAL,
+                underlay: UNDERLAY.into(),
+                mac: Mac([0x0e, 0xbb, 0, 0, 0, 1]),
+            },
+            mtu,
+            up: true,
+        }
+    }
+
+    pub fn tunnel_route(dev: &str, i: u32) -> Route {
+        let cidr = peer_cidr(i);
+        Route {
+            dst: cidr,
+            gateway: Some(cidr.network()),
+            dev: dev.into(),
+            onlink: true,
+        }
+    }
+
+    pub fn direct_route(i: u32) -> Route {
+        Route {
+            dst: peer_cidr(i),
+            gateway: Some(peer_address(i)),
+            dev: UNDERLAY.into(),
+            onlink: false,
+        }
+    }
+
+    pub fn neighbour(dev: &str, i: u32) -> Neighbour {
+        Neighbour {
+            dev: dev.into(),
+            ip: peer_cidr(i).network(),
+            mac: peer_mac(i),
+        }
+    }
+
+    pub fn fdb(dev: &str, i: u32) -> Fdb {
+        Fdb {
+            dev: dev.into(),
+            mac: peer_mac(i),
+            dst: peer_address(i),
+        }
+    }
+
+    /// A small state builder: `Node::new(1).peers(2..5).build()`.
+    #[derive(Clone)]
+    pub struct Node(pub State);
+
+    impl Node {
+        /// Bridge (10.244.1.1/24) and VXLAN device `cw-vx<vni>` (10.244.1.0/32), MTU 1450.
+        pub fn new(vni: u32) -> Self {
+            Self(State::default())
+                .link(bridge(1450))
+                .link(vxlan(vni, 8472, 1450))
+                .address("cw-br0", "10.244.1.1/24")
+                .address(&format!("cw-vx{vni}"), "10.244.1.0/32")
+        }
+
+        pub fn link(mut self, link: Link) -> Self {
+            self.0.links.insert(link.name.clone(), link);
+            self
+        }
+
+        pub fn address(mut self, dev: &str, addr: &str) -> Self {
+            let addr = net(addr);
+            self.0
+                .addresses
+                .insert((dev.to_owned(), addr), Address { addr });
+            self
+        }
+
+        pub fn without_address(mut self, dev: &str, addr: &str) -> Self {
+            self.0.addresses.remove(&(dev.to_owned(), net(addr)));
+            self
+        }
+
+        /// Tunnelled peers through the (only) VXLAN link: route, neighbour and FDB entry each.
+        pub fn peers(self, range: impl IntoIterator<Item = u32>) -> Self {
+            let dev = self.vxlan_name();
+            range.into_iter().fold(self, |node, i| {
+                node.route(tunnel_route(&dev, i))
+                    .neighbour(neighbour(&dev, i))
+                    .fdb(fdb(&dev, i))
+            })
+        }
+
+        pub fn route(mut self, route: Route) -> Self {
+            self.0.routes.insert(route.dst, route);
+            self
+        }
+
+        pub fn neighbour(mut self, n: Neighbour) -> Self {
+            self.0.neighbours.insert((n.dev.clone(), n.ip), n);
+            self
+        }
+
+        pub fn fdb(mut self, e: Fdb) -> Self {
+            self.0.fdb.insert((e.dev.clone(), e.mac), e);
+            self
+        }
+
+        pub fn vxlan_name(&self) -> String {
+            self.0
+                .links
+                .values()
+                .find(|l| matches!(l.kind, LinkKind::Vxlan { .. }))
+                .map(|l| l.name.clone())
+                .unwrap_or_default()
+        }
+
+        pub fn build(self) -> State {
+            self.0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::model::{Fdb, Link, Route};
+
+    fn create(link: Link) -> Op {
+        Op::CreateLink(link)
+    }
+
+    fn add_address(dev: &str, addr: &str) -> Op {
+        Op::AddAddress {
+            dev: dev.into(),
+            addr: net(addr),
+        }
+    }
+
+    fn delete_address(dev: &str, addr: &str) -> Op {
+        Op::DeleteAddress {
+            dev: dev.into(),
+            addr: net(addr),
+        }
+    }
+
+    fn peer_ops(dev: &str, i: u32) -> [Op; 3] {
+        [
+            Op::ReplaceFdb(fdb(dev, i)),
+            Op::ReplaceNeighbour(neighbour(dev, i)),
+            Op::ReplaceRoute(tunnel_route(dev, i)),
+        ]
+    }
+
+    fn assert_ops(name: &str, got: &[Op], want: &[Op]) {
+        let text = |ops: &[Op]| ops.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(text(got), text(want), "{name}");
+        assert_eq!(got, want, "{name}");
+    }
+
+    #[test]
+    fn diff_orders_creations_before_removals_and_skips_what_link_deletion_removes() {
+        let base = || Node::new(1);
+        let mut port_changed = vxlan(1, 4789, 1450);
+        port_changed.name = "cw-vx1".into();
+        let mut down = vxlan(1, 8472, 1450);
+        down.up = false;
+        let mut legacy = vxlan(1, 8472, 1450);
+        legacy.name = "cw-legacy".into();
+
+        let cases: Vec<(&str, State, State, Vec<Op>)> = vec![
+            (
+                "same state: nothing to do",
+                base().peers(2..4).build(),
+                base().peers(2..4).build(),
+                vec![],
+            ),
+            (
+                "from nothing: links (bridge first), addresses, then fdb, neighbour, route",
+                base().peers(2..3).build(),
+                State::default(),
+                vec![
+                    create(bridge(1450)),
+                    create(vxlan(1, 8472, 1450)),
+                    add_address("cw-br0", "10.244.1.1/24"),
+                    add_address("cw-vx1", "10.244.1.0/32"),
+                    Op::ReplaceFdb(fdb("cw-vx1", 2)),
+                    Op::ReplaceNeighbour(neighbour("cw-vx1", 2)),
+                    Op::ReplaceRoute(tunnel_route("cw-vx1", 2)),
+                ],
+            ),
+            (
+                "to nothing: links deleted, only routes on the underlay need their own op",
+                State::default(),
+                base().peers(2..4).route(direct_route(9)).build(),
+                vec![
+                    Op::DeleteRoute(direct_route(9)),
+                    Op::DeleteLink("cw-br0".into()),
+                    Op::DeleteLink("cw-vx1".into()),
+                ],
+            ),
+            (
+                "MTU and state changes update links in place",
+                Node(State::default())
+                    .link(bridge(1400))
+                    .link(vxlan(1, 8472, 1400))
+                    .build(),
+                Node(State::default())
+                    .link(Link {
+                        up: false,
+                        ..bridge(1450)
+                    })
+                    .link(vxlan(1, 8472, 1450))
+                    .build(),
+                vec![
+                    Op::UpdateLink {
+                        name: "cw-br0".into(),
+                        mtu: 1400,
+                        up: true,
+                    },
+                    Op::UpdateLink {
+                        name: "cw-vx1".into(),
+                        mtu: 1400,
+                        up: true,
+                    },
+                ],
+            ),
+            (
+                "a changed port re-creates the device and re-adds everything on it, deleting nothing",
+                base().link(port_changed.clone()).peers(2..4).build(),
+                base().peers(2..4).build(),
+                [
+                    vec![
+                        Op::DeleteLink("cw-vx1".into()),
+                        create(port_changed),
+                        add_address("cw-vx1", "10.244.1.0/32"),
+                    ],
+                    vec![
+                        Op::ReplaceFdb(fdb("cw-vx1", 2)),
+                        Op::ReplaceFdb(fdb("cw-vx1", 3)),
+                        Op::ReplaceNeighbour(neighbour("cw-vx1", 2)),
+                        Op::ReplaceNeighbour(neighbour("cw-vx1", 3)),
+                        Op::ReplaceRoute(tunnel_route("cw-vx1", 2)),
+                        Op::ReplaceRoute(tunnel_route("cw-vx1", 3)),
+                    ],
+                ]
+                .concat(),
+            ),
+            (
+                "a new VNI is a new device: routes move to it before the old one is deleted",
+                Node::new(2).peers(2..3).build(),
+                Node::new(1).peers(2..3).build(),
+                [
+                    vec![
+                        create(vxlan(2, 8472, 1450)),
+                        add_address("cw-vx2", "10.244.1.0/32"),
+                    ],
+                    peer_ops("cw-vx2", 2).to_vec(),
+                    vec![Op::DeleteLink("cw-vx1".into())],
+                ]
+                .concat(),
+            ),
+            (
+                "a device holding the needed VNI and port under another name goes first",
+                base().peers(2..3).build(),
+                Node(State::default())
+                    .link(bridge(1450))
+                    .link(legacy)
+                    .address("cw-br0", "10.244.1.1/24")
+                    .peers(2..3)
+                    .build(),
+                [
+                    vec![
+                        Op::DeleteLink("cw-legacy".into()),
+                        create(vxlan(1, 8472, 1450)),
+                        add_address("cw-vx1", "10.244.1.0/32"),
+                    ],
+                    peer_ops("cw-vx1", 2).to_vec(),
+                ]
+                .concat(),
+            ),
+            (
+                "a peer moving to a direct route (crossSubnet) replaces its route and drops its VTEP entries",
+                base().peers(2..3).route(direct_route(3)).build(),
+                base().peers(2..4).build(),
+                vec![
+                    Op::ReplaceRoute(direct_route(3)),
+                    Op::DeleteNeighbour(neighbour("cw-vx1", 3)),
+                    Op::DeleteFdb(fdb("cw-vx1", 3)),
+                ],
+            ),
+            (
+                "an address in the subnet of an unwanted one waits for its deletion (no secondary)",
+                base().build(),
+                Node::new(1)
+                    .without_address("cw-br0", "10.244.1.1/24")
+                    .address("cw-br0", "10.244.1.5/24")
+                    .build(),
+                vec![
+                    delete_address("cw-br0", "10.244.1.5/24"),
+                    add_address("cw-br0", "10.244.1.1/24"),
+                ],
+            ),
+            (
+                "a changed VXLAN address is added before the old one goes, so routes survive",
+                Node::new(1)
+                    .without_address("cw-vx1", "10.244.1.0/32")
+                    .address("cw-vx1", "10.244.9.0/32")
+                    .build(),
+                base().build(),
+                vec![
+                    add_address("cw-vx1", "10.244.9.0/32"),
+                    delete_address("cw-vx1", "10.244.1.0/32"),
+                ],
+            ),
+            (
+                "a link losing its last address loses its routes too, so they are added again",
+                Node::new(1)
+                    .peers(2..3)
+                    .without_address("cw-vx1", "10.244.1.0/32")
+                    .build(),
+                base().peers(2..3).build(),
+                vec![
+                    delete_address("cw-vx1", "10.244.1.0/32"),
+                    Op::ReplaceRoute(tunnel_route("cw-vx1", 2)),
+                ],
+            ),
+            (
+                "setting a link down flushes its routes and neighbours: no deletes, neighbours re-added",
+                Node(State::default())
+                    .link(down.clone())
+                    .neighbour(neighbour("cw-vx1", 2))
+                    .fdb(fdb("cw-vx1", 2))
+                    .build(),
+                Node(State::default())
+                    .link(vxlan(1, 8472, 1450))
+                    .peers(2..3)
+                    .build(),
+                vec![
+                    Op::UpdateLink {
+                        name: "cw-vx1".into(),
+                        mtu: 1450,
+                        up: false,
+                    },
+                    Op::ReplaceNeighbour(neighbour("cw-vx1", 2)),
+                ],
+            ),
+            (
+                "entries that differ are replaced, unknown ones deleted in reverse order",
+                base()
+                    .peers(2..3)
+                    .route(Route {
+                        onlink: false,
+                        ..tunnel_route("cw-vx1", 2)
+                    })
+                    .build(),
+                base()
+                    .peers(2..3)
+                    .neighbour(neighbour("cw-vx1", 7))
+                    .fdb(fdb("cw-vx1", 7))
+                    .route(direct_route(8))
+                    .address("cw-br0", "10.250.0.1/24")
+                    .build(),
+                vec![
+                    Op::ReplaceRoute(Route {
+                        onlink: false,
+                        ..tunnel_route("cw-vx1", 2)
+                    }),
+                    Op::DeleteRoute(direct_route(8)),
+                    Op::DeleteNeighbour(neighbour("cw-vx1", 7)),
+                    Op::DeleteFdb(fdb("cw-vx1", 7)),
+                    delete_address("cw-br0", "10.250.0.1/24"),
+                ],
+            ),
+        ];
+        for (name, desired, observed, want) in cases {
+            assert_ops(name, &diff(&desired, &observed), &want);
+        }
+    }
+
+    #[test]
+    fn one_peer_changing_among_a_thousand_costs_a_handful_of_ops() {
+        let peers = 2..1002;
+        let observed = Node::new(1).peers(peers.clone()).build();
+        let moved = |i: u32| Fdb {
+            dst: "192.168.200.1".parse().expect("test address"),
+            ..fdb("cw-vx1", i)
+        };
+        let mut new_mac = neighbour("cw-vx1", 600);
+        new_mac.mac = peer_mac(5000);
+        let mut new_mac_fdb = fdb("cw-vx1", 600);
+        new_mac_fdb.mac = peer_mac(5000);
+
+        let cases: Vec<(&str, State, Vec<Op>)> = vec![
+            (
+                "a peer joins",
+                Node::new(1).peers(2..1003).build(),
+                peer_ops("cw-vx1", 1002).to_vec(),
+            ),
+            (
+                "a peer leaves",
+                Node::new(1).peers((2..1002).filter(|i| *i != 500)).build(),
+                vec![
+                    Op::DeleteRoute(tunnel_route("cw-vx1", 500)),
+                    Op::DeleteNeighbour(neighbour("cw-vx1", 500)),
+                    Op::DeleteFdb(fdb("cw-vx1", 500)),
+                ],
+            ),
+            (
+                "a peer's node address changes",
+                Node::new(1).peers(peers.clone()).fdb(moved(42)).build(),
+                vec![Op::ReplaceFdb(moved(42))],
+            ),
+            (
+                "a peer's VTEP MAC changes",
+                Node::new(1)
+                    .peers((2..1002).filter(|i| *i != 600))
+                    .route(tunnel_route("cw-vx1", 600))
+                    .neighbour(new_mac.clone())
+                    .fdb(new_mac_fdb.clone())
+                    .build(),
+                vec![
+                    Op::ReplaceFdb(new_mac_fdb),
+                    Op::ReplaceNeighbour(new_mac),
+                    Op::DeleteFdb(fdb("cw-vx1", 600)),
+                ],
+            ),
+        ];
+        for (name, desired, want) in cases {
+            assert_ops(name, &diff(&desired, &observed), &want);
+        }
+        assert_eq!(diff(&observed, &observed), vec![]);
+    }
+}

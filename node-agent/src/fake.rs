@@ -1,0 +1,702 @@
+//! An in-memory [`Dataplane`] that answers like the Linux kernel, for unit tests of
+//! [`crate::diff`] and of the apply loop without root or a network namespace.
+//!
+//! It keeps a [`State`] and applies each [`Op`] with the kernel's rules (each verified with
+//! `ip`/`bridge` in a network namespace on kernel 6.x), or refuses it with the kernel's error,
+//! leaving the state untouched:
+//! - creating a link whose name exists → EEXIST; a second VXLAN device with the same VNI and
+//!   port → EEXIST; a VXLAN device on a missing underlay → ENODEV; a VXLAN MTU above the
+//!   underlay's MTU − 50 → EINVAL;
+//! - deleting a link removes its addresses, neighbours, FDB entries and the routes through it;
+//! - setting a link down flushes the routes through it and its neighbours (FDB entries stay);
+//! - deleting the last address of a link flushes the routes through it;
+//! - an address, neighbour, FDB entry or route on a missing link → ENODEV; a route through a
+//!   link that is down → ENETDOWN;
+//! - `Replace*` upserts; deleting what is not there → the kernel's "not found" error.
+//!
+//! Not modelled: secondary addresses (deleting a primary also deletes the addresses of its
+//! subnet added after it), gateway reachability of routes without `onlink`.
+//!
+//! Links the agent does not own (the underlay) live in [`FakeDataplane::foreign_links`]:
+//! routes may go through them and VXLAN devices may sit on them, but any other operation on a
+//! link without the [`DEVICE_PREFIX`] is refused, so a test fails loudly if the agent ever
+//! tries to change something it does not own.
+
+use std::collections::BTreeMap;
+
+use crate::model::{
+    ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Neighbour, Op, Route,
+    State,
+};
+
+/// Bytes VXLAN over IPv4 adds: the kernel refuses a VXLAN MTU above underlay MTU minus this.
+const VXLAN_OVERHEAD: u32 = causeway_crds::mtu::VXLAN_OVERHEAD;
+
+/// An in-memory dataplane with kernel-like semantics (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct FakeDataplane {
+    /// Everything the agent owns: what [`Dataplane::observe`] returns.
+    pub state: State,
+    /// Links that exist but are not the agent's (the underlay), by name, with their MTU.
+    pub foreign_links: BTreeMap<String, u32>,
+    /// Fails the first op whose `Display` contains `.0`, with message `.1` (a simulated kernel
+    /// error), before changing anything.
+    pub fail_on: Option<(String, String)>,
+    /// The ops applied successfully, in order.
+    pub applied: Vec<Op>,
+}
+
+impl FakeDataplane {
+    /// A dataplane holding `state`, with no foreign links.
+    #[must_use]
+    pub fn new(state: State) -> Self {
+        Self {
+            state,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a link the agent does not own (an underlay such as `eth0`).
+    #[must_use]
+    pub fn with_foreign_link(mut self, name: &str, mtu: u32) -> Self {
+        self.foreign_links.insert(name.to_owned(), mtu);
+        self
+    }
+
+    /// Applies `op` to the state, or says why the kernel would refuse it (state unchanged).
+    fn kernel(&mut self, op: &Op) -> Result<(), String> {
+        match op {
+            Op::CreateLink(link) => self.create_link(link),
+            Op::DeleteLink(name) => {
+                self.own_link(name)?;
+                self.state.links.remove(name);
+                self.state.addresses.retain(|(dev, _), _| dev != name);
+                self.state.neighbours.retain(|(dev, _), _| dev != name);
+                self.state.fdb.retain(|(dev, _), _| dev != name);
+                self.flush_routes(name);
+                Ok(())
+            }
+            Op::UpdateLink { name, mtu, up } => {
+                let link = self.own_link(name)?;
+                self.check_vxlan_mtu(&link.kind, *mtu)?;
+                let was_up = link.up;
+                if let Some(link) = self.state.links.get_mut(name) {
+                    link.mtu = *mtu;
+                    link.up = *up;
+                }
+                if was_up && !up {
+                    self.flush_routes(name);
+                    self.state.neighbours.retain(|(dev, _), _| dev != name);
+                }
+                Ok(())
+            }
+            Op::AddAddress { dev, addr } => {
+                self.own_link(dev)?;
+                let key = (dev.clone(), *addr);
+                if self.state.addresses.contains_key(&key) {
+                    return Err(EEXIST.into());
+                }
+                self.state
+                    .addresses
+                    .insert(key, crate::model::Address { addr: *addr });
+                Ok(())
+            }
+            Op::DeleteAddress { dev, addr } => {
+                self.own_link(dev)?;
+                if self.state.addresses.remove(&(dev.clone(), *addr)).is_none() {
+                    return Err("Address not found (EADDRNOTAVAIL)".into());
+                }
+                if !self.state.addresses.keys().any(|(d, _)| d == dev) {
+                    self.flush_routes(dev);
+                }
+                Ok(())
+            }
+            Op::ReplaceRoute(route) => {
+                self.route_device_up(route)?;
+                self.state.routes.insert(route.dst, route.clone());
+                Ok(())
+            }
+            Op::DeleteRoute(route) => {
+                if self.state.routes.get(&route.dst) != Some(route) {
+                    return Err("No such process (ESRCH)".into());
+                }
+                self.state.routes.remove(&route.dst);
+                Ok(())
+            }
+            Op::ReplaceNeighbour(n) => {
+                self.own_link(&n.dev)?;
+                self.state
+                    .neighbours
+                    .insert((n.dev.clone(), n.ip), n.clone());
+                Ok(())
+            }
+            Op::DeleteNeighbour(Neighbour { dev, ip, .. }) => {
+                self.own_link(dev)?;
+                self.state
+                    .neighbours
+                    .remove(&(dev.clone(), *ip))
+                    .map(drop)
+                    .ok_or_else(|| ENOENT.into())
+            }
+            Op::ReplaceFdb(entry) => {
+                let link = self.own_link(&entry.dev)?;
+                if !matches!(link.kind, LinkKind::Vxlan { .. }) {
+                    return Err(format!(
+                        "Operation not supported (EOPNOTSUPP): {} is not a VXLAN device",
+                        entry.dev
+                    ));
+                }
+                self.state
+                    .fdb
+                    .insert((entry.dev.clone(), entry.mac), entry.clone());
+                Ok(())
+            }
+            Op::DeleteFdb(Fdb { dev, mac, .. }) => {
+                self.own_link(dev)?;
+                self.state
+                    .fdb
+                    .remove(&(dev.clone(), *mac))
+                    .map(drop)
+                    .ok_or_else(|| ENOENT.into())
+            }
+        }
+    }
+
+    fn create_link(&mut self, link: &Link) -> Result<(), String> {
+        ours(&link.name)?;
+        if link.name.len() > MAX_LINK_NAME {
+            return Err(format!(
+                "Invalid argument (EINVAL): name {:?} is longer than {MAX_LINK_NAME} bytes",
+                link.name
+            ));
+        }
+        if self.state.links.contains_key(&link.name) || self.foreign_links.contains_key(&link.name)
+        {
+            return Err(EEXIST.into());
+        }
+        if let LinkKind::Vxlan {
+            vni,
+            port,
+            underlay,
+            ..
+        } = &link.kind
+        {
+            if !self.foreign_links.contains_key(underlay) {
+                return Err(format!("{ENODEV}: underlay {underlay} does not exist"));
+            }
+            let taken = self.state.links.values().any(|l| {
+                matches!(&l.kind, LinkKind::Vxlan { vni: v, port: p, .. } if v == vni && p == port)
+            });
+            if taken {
+                return Err("A VXLAN device with the specified VNI already exists (EEXIST)".into());
+            }
+            self.check_vxlan_mtu(&link.kind, link.mtu)?;
+        }
+        self.state.links.insert(link.name.clone(), link.clone());
+        Ok(())
+    }
+
+    /// The agent's link `name`: refuses foreign links and missing ones.
+    fn own_link(&self, name: &str) -> Result<Link, String> {
+        ours(name)?;
+        self.state
+            .links
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{ENODEV}: {name}"))
+    }
+
+    fn check_vxlan_mtu(&self, kind: &LinkKind, mtu: u32) -> Result<(), String> {
+        let LinkKind::Vxlan { underlay, .. } = kind else {
+            return Ok(());
+        };
+        let max = self
+            .foreign_links
+            .get(underlay)
+            .map_or(0, |m| m.saturating_sub(VXLAN_OVERHEAD));
+        if mtu > max {
+            return Err(format!(
+                "Invalid argument (EINVAL): MTU {mtu} is above {max}, the most {underlay} can carry with VXLAN"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A route needs its device to exist and, for the agent's links, to be up.
+    fn route_device_up(&self, route: &Route) -> Result<(), String> {
+        if self.foreign_links.contains_key(&route.dev) {
+            return Ok(());
+        }
+        match self.state.links.get(&route.dev) {
+            None => Err(format!("{ENODEV}: {}", route.dev)),
+            Some(link) if !link.up => Err("Nexthop device is not up (ENETDOWN)".into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn flush_routes(&mut self, dev: &str) {
+        self.state.routes.retain(|_, r| r.dev != dev);
+    }
+}
+
+const EEXIST: &str = "File exists (EEXIST)";
+const ENODEV: &str = "No such device (ENODEV)";
+const ENOENT: &str = "No such file or directory (ENOENT)";
+
+fn ours(name: &str) -> Result<(), String> {
+    if name.starts_with(DEVICE_PREFIX) {
+        Ok(())
+    } else {
+        Err(format!(
+            "fake dataplane: {name} is not the agent's link (no {DEVICE_PREFIX} prefix); the agent must never change it"
+        ))
+    }
+}
+
+impl Dataplane for FakeDataplane {
+    async fn observe(&mut self) -> Result<State, ApplyError> {
+        Ok(self.state.clone())
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<(), ApplyError> {
+        let text = op.to_string();
+        if let Some((needle, message)) = &self.fail_on
+            && text.contains(needle.as_str())
+        {
+            return Err(ApplyError {
+                op: text,
+                message: message.clone(),
+            });
+        }
+        self.kernel(op)
+            .map_err(|message| ApplyError { op: text, message })?;
+        self.applied.push(op.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
+
+    use super::*;
+    use crate::diff::diff;
+    use crate::diff::fixtures::*;
+    use crate::model::Mac;
+    use crate::plan::{Input, Underlay, plan};
+
+    fn fake(state: State) -> FakeDataplane {
+        FakeDataplane::new(state).with_foreign_link(UNDERLAY, 1500)
+    }
+
+    /// Applies `ops` in order, stopping at the first failure, as the agent's apply loop does.
+    async fn apply_all(dp: &mut FakeDataplane, ops: &[Op]) -> Result<(), ApplyError> {
+        for op in ops {
+            dp.apply(op).await?;
+        }
+        Ok(())
+    }
+
+    /// What `plan` makes for node-a with peers b (on-link), c (routed) and d (on-link).
+    fn planned(cross_subnet: bool) -> State {
+        let subnet = |node: &str, cidr: &str, address: &str| {
+            NodeSubnet::new(
+                node,
+                NodeSubnetSpec {
+                    network: "overlay".into(),
+                    node_name: node.into(),
+                    cidr: cidr.into(),
+                    node_address: address.into(),
+                    vtep_mac: None,
+                },
+            )
+        };
+        let network: PodNetworkSpec = serde_json::from_value(serde_json::json!({
+            "cidr": "10.244.0.0/16",
+            "nodeSubnetPrefixLength": 24,
+            "mode": "Overlay",
+            "overlay": { "crossSubnet": cross_subnet },
+        }))
+        .expect("test PodNetwork spec");
+        let peers = [
+            Arc::new(subnet("node-b", "10.244.2.0/24", "192.168.1.12")),
+            Arc::new(subnet("node-c", "10.244.3.0/24", "192.168.2.13")),
+            Arc::new(subnet("node-d", "10.244.4.0/24", "192.168.1.14")),
+        ];
+        let got = plan(&Input {
+            own: &subnet("node-a", "10.244.1.0/24", "192.168.1.11"),
+            peers: &peers,
+            network: &network,
+            underlay: &Underlay {
+                name: UNDERLAY.into(),
+                mtu: 1500,
+                prefix: net("192.168.1.0/24"),
+            },
+        })
+        .expect("plan");
+        assert!(got.skipped.is_empty(), "{:?}", got.skipped);
+        got.desired
+    }
+
+    /// Kernel-consistent states (no route through a link that is down, one VXLAN device per
+    /// VNI and port), each a plausible "observed" and a plausible "desired".
+    fn states() -> Vec<(&'static str, State)> {
+        let mut legacy = vxlan(1, 8472, 1450);
+        legacy.name = "cw-legacy".into();
+        let mut down = vxlan(1, 8472, 1450);
+        down.up = false;
+        vec![
+            ("nothing", State::default()),
+            ("no peers", Node::new(1).build()),
+            ("three peers", Node::new(1).peers(2..5).build()),
+            (
+                "other peers, one direct",
+                Node::new(1).peers(3..7).route(direct_route(2)).build(),
+            ),
+            ("VNI 2", Node::new(2).peers(2..5).build()),
+            (
+                "port 4789",
+                Node::new(1).link(vxlan(1, 4789, 1450)).peers(2..4).build(),
+            ),
+            (
+                "MTU 1400",
+                Node::new(1)
+                    .link(bridge(1400))
+                    .link(vxlan(1, 8472, 1400))
+                    .peers(2..5)
+                    .build(),
+            ),
+            (
+                "VNI 1 under another name",
+                Node(State::default())
+                    .link(bridge(1450))
+                    .link(legacy)
+                    .address("cw-br0", "10.244.1.1/24")
+                    .peers(2..4)
+                    .build(),
+            ),
+            (
+                "another bridge address in the same subnet",
+                Node::new(1)
+                    .without_address("cw-br0", "10.244.1.1/24")
+                    .address("cw-br0", "10.244.1.5/24")
+                    .peers(2..4)
+                    .build(),
+            ),
+            (
+                "VXLAN down: neighbours and FDB only",
+                Node(State::default())
+                    .link(down)
+                    .neighbour(neighbour("cw-vx1", 2))
+                    .fdb(fdb("cw-vx1", 2))
+                    .build(),
+            ),
+            (
+                "VXLAN without an address",
+                Node::new(1)
+                    .without_address("cw-vx1", "10.244.1.0/32")
+                    .peers(2..5)
+                    .build(),
+            ),
+            ("planned, VXLAN to all", planned(false)),
+            ("planned, crossSubnet", planned(true)),
+        ]
+    }
+
+    #[tokio::test]
+    async fn applying_the_diff_reaches_the_desired_state_from_every_observed_one() {
+        for (from_name, from) in states() {
+            for (to_name, to) in states() {
+                let case = format!("{from_name} → {to_name}");
+                let ops = diff(&to, &from);
+                let mut dp = fake(from.clone());
+                if let Err(e) = apply_all(&mut dp, &ops).await {
+                    let text: Vec<String> = ops.iter().map(ToString::to_string).collect();
+                    panic!("{case}: {e}\nops:\n{}", text.join("\n"));
+                }
+                let reached = dp.observe().await.expect("observe");
+                assert_eq!(reached, to, "{case}: ops {:#?}", ops);
+                assert_eq!(diff(&to, &reached), vec![], "{case}: second diff");
+                assert_eq!(dp.applied, ops, "{case}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_op_stops_the_apply_names_the_op_and_the_next_diff_finishes_the_job() {
+        let desired = Node::new(1).peers(2..5).build();
+        let ops = diff(&desired, &State::default());
+        let mut dp = fake(State::default());
+        dp.fail_on = Some((
+            "replace route 10.244.3.0/24".into(),
+            "Network is unreachable".into(),
+        ));
+
+        let err = apply_all(&mut dp, &ops)
+            .await
+            .expect_err("the route op fails");
+        assert_eq!(
+            err.to_string(),
+            "replace route 10.244.3.0/24 via 10.244.3.0 dev cw-vx1 onlink proto 249: Network is unreachable"
+        );
+        let failed = ops
+            .iter()
+            .position(|op| op.to_string() == err.op)
+            .expect("the failing op is one of the diff's");
+        assert_eq!(
+            dp.applied,
+            ops[..failed],
+            "only the ops before it were applied"
+        );
+        assert!(!dp.state.routes.contains_key(&peer_cidr(3)));
+
+        dp.fail_on = None;
+        let observed = dp.observe().await.expect("observe");
+        let rest = diff(&desired, &observed);
+        assert_eq!(rest, ops[failed..], "the next pass applies the rest");
+        apply_all(&mut dp, &rest).await.expect("apply");
+        assert_eq!(dp.state, desired);
+    }
+
+    #[tokio::test]
+    async fn the_fake_answers_like_the_kernel() {
+        let base = || fake(Node::new(1).peers(2..3).route(direct_route(9)).build());
+        let mut down = vxlan(1, 8472, 1450);
+        down.up = false;
+        let foreign_neighbour = Neighbour {
+            dev: UNDERLAY.into(),
+            ..neighbour("cw-vx1", 2)
+        };
+        type Check = fn(&State) -> bool;
+        let cases: Vec<(&str, FakeDataplane, Op, Result<Check, &str>)> = vec![
+            (
+                "creating an existing link",
+                base(),
+                Op::CreateLink(bridge(1450)),
+                Err("File exists"),
+            ),
+            (
+                "a second device for one VNI and port",
+                base(),
+                Op::CreateLink(Link {
+                    name: "cw-other".into(),
+                    ..vxlan(1, 8472, 1450)
+                }),
+                Err("A VXLAN device with the specified VNI already exists"),
+            ),
+            (
+                "a VXLAN device on a missing underlay",
+                fake(State::default()).tap(|d| d.foreign_links.clear()),
+                Op::CreateLink(vxlan(1, 8472, 1450)),
+                Err("No such device (ENODEV): underlay eth0 does not exist"),
+            ),
+            (
+                "a VXLAN MTU the underlay cannot carry",
+                fake(State::default()),
+                Op::CreateLink(vxlan(1, 8472, 1451)),
+                Err("MTU 1451 is above 1450"),
+            ),
+            (
+                "raising a VXLAN MTU past the underlay's",
+                base(),
+                Op::UpdateLink {
+                    name: "cw-vx1".into(),
+                    mtu: 1500,
+                    up: true,
+                },
+                Err("Invalid argument (EINVAL)"),
+            ),
+            (
+                "deleting a link removes everything on it, routes through it included",
+                base(),
+                Op::DeleteLink("cw-vx1".into()),
+                Ok(|s| {
+                    s.links.len() == 1
+                        && s.addresses.len() == 1
+                        && s.neighbours.is_empty()
+                        && s.fdb.is_empty()
+                        && s.routes.keys().eq([&peer_cidr(9)])
+                }),
+            ),
+            (
+                "deleting a missing link",
+                base(),
+                Op::DeleteLink("cw-vx9".into()),
+                Err("No such device"),
+            ),
+            (
+                "setting a link down flushes its routes and neighbours but keeps FDB entries",
+                base(),
+                Op::UpdateLink {
+                    name: "cw-vx1".into(),
+                    mtu: 1450,
+                    up: false,
+                },
+                Ok(|s| {
+                    s.neighbours.is_empty()
+                        && s.fdb.len() == 1
+                        && s.routes.keys().eq([&peer_cidr(9)])
+                }),
+            ),
+            (
+                "deleting the last address of a link flushes routes through it",
+                base(),
+                Op::DeleteAddress {
+                    dev: "cw-vx1".into(),
+                    addr: net("10.244.1.0/32"),
+                },
+                Ok(|s| s.routes.keys().eq([&peer_cidr(9)]) && s.neighbours.len() == 1),
+            ),
+            (
+                "an address on a missing link",
+                base(),
+                Op::AddAddress {
+                    dev: "cw-vx9".into(),
+                    addr: net("10.0.0.1/32"),
+                },
+                Err("No such device"),
+            ),
+            (
+                "an address twice",
+                base(),
+                Op::AddAddress {
+                    dev: "cw-br0".into(),
+                    addr: net("10.244.1.1/24"),
+                },
+                Err("File exists"),
+            ),
+            (
+                "a route through a missing link",
+                base(),
+                Op::ReplaceRoute(tunnel_route("cw-vx9", 4)),
+                Err("No such device"),
+            ),
+            (
+                "a route through a link that is down",
+                fake(Node(State::default()).link(down.clone()).build()),
+                Op::ReplaceRoute(tunnel_route("cw-vx1", 4)),
+                Err("Nexthop device is not up"),
+            ),
+            (
+                "a neighbour on a link that is down",
+                fake(Node(State::default()).link(down).build()),
+                Op::ReplaceNeighbour(neighbour("cw-vx1", 4)),
+                Ok(|s| s.neighbours.len() == 1),
+            ),
+            (
+                "a route through the underlay",
+                base(),
+                Op::ReplaceRoute(direct_route(4)),
+                Ok(|s| s.routes.len() == 3),
+            ),
+            (
+                "replacing a route upserts it",
+                base(),
+                Op::ReplaceRoute(direct_route(2)),
+                Ok(|s| s.routes.get(&peer_cidr(2)) == Some(&direct_route(2))),
+            ),
+            (
+                "replacing a neighbour upserts it",
+                base(),
+                Op::ReplaceNeighbour(Neighbour {
+                    mac: Mac([0x0e, 9, 9, 9, 9, 9]),
+                    ..neighbour("cw-vx1", 2)
+                }),
+                Ok(|s| {
+                    s.neighbours.len() == 1
+                        && s.neighbours
+                            .values()
+                            .all(|n| n.mac == Mac([0x0e, 9, 9, 9, 9, 9]))
+                }),
+            ),
+            (
+                "an FDB entry on a missing link",
+                base(),
+                Op::ReplaceFdb(fdb("cw-vx9", 4)),
+                Err("No such device"),
+            ),
+            (
+                "an FDB entry with a destination on a bridge",
+                base(),
+                Op::ReplaceFdb(fdb("cw-br0", 4)),
+                Err("not a VXLAN device"),
+            ),
+            (
+                "deleting a missing route",
+                base(),
+                Op::DeleteRoute(direct_route(4)),
+                Err("No such process"),
+            ),
+            (
+                "deleting a route that differs from the one installed",
+                base(),
+                Op::DeleteRoute(direct_route(2)),
+                Err("No such process"),
+            ),
+            (
+                "deleting a missing neighbour",
+                base(),
+                Op::DeleteNeighbour(neighbour("cw-vx1", 4)),
+                Err("No such file or directory"),
+            ),
+            (
+                "deleting a missing FDB entry",
+                base(),
+                Op::DeleteFdb(fdb("cw-vx1", 4)),
+                Err("No such file or directory"),
+            ),
+            (
+                "deleting a missing address",
+                base(),
+                Op::DeleteAddress {
+                    dev: "cw-br0".into(),
+                    addr: net("10.9.9.9/32"),
+                },
+                Err("Address not found"),
+            ),
+            (
+                "touching a link the agent does not own",
+                base(),
+                Op::ReplaceNeighbour(foreign_neighbour),
+                Err("eth0 is not the agent's link"),
+            ),
+            (
+                "deleting a link the agent does not own",
+                base(),
+                Op::DeleteLink(UNDERLAY.into()),
+                Err("eth0 is not the agent's link"),
+            ),
+        ];
+        for (name, mut dp, op, want) in cases {
+            let before = dp.state.clone();
+            let got = dp.apply(&op).await;
+            match (want, got) {
+                (Ok(check), Ok(())) => {
+                    assert!(check(&dp.state), "{name}: {:#?}", dp.state);
+                    assert_eq!(dp.applied, [op], "{name}");
+                }
+                (Err(want), Err(e)) => {
+                    assert_eq!(e.op, op.to_string(), "{name}");
+                    assert!(e.message.contains(want), "{name}: {e}");
+                    assert_eq!(dp.state, before, "{name}: a refused op changed the state");
+                    assert!(dp.applied.is_empty(), "{name}");
+                }
+                (want, got) => panic!(
+                    "{name}: want {}, got {got:?}",
+                    want.map_or("error", |_| "success")
+                ),
+            }
+        }
+    }
+
+    trait Tap: Sized {
+        fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+            f(&mut self);
+            self
+        }
+    }
+
+    impl Tap for FakeDataplane {}
+}

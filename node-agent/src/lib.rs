@@ -1,0 +1,15 @@
+//! The Causeway node agent.
+//!
+//! One loop per node: [`plan`] computes the kernel state this node should have from its
+//! NodeSubnet, its peers' NodeSubnets and the PodNetwork (pure); a [`model::Dataplane`]
+//! observes the kernel state the agent owns; [`diff`] turns the two into readable operations
+//! (pure); the dataplane applies them. Only [`netlink`] talks to the kernel.
+
+pub mod agent;
+pub mod cni;
+pub mod diff;
+pub mod fake;
+pub mod model;
+pub mod netlink;
+pub mod plan;
+pub mod status;

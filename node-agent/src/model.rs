@@ -1,0 +1,304 @@
+//! The kernel objects the agent owns, as plain data: what [`crate::plan`] wants, what a
+//! [`Dataplane`] observes, and the [`Op`]erations [`crate::diff`] derives between the two.
+//!
+//! Ownership marks, so the agent never touches what it did not create:
+//! - every link's name starts with [`DEVICE_PREFIX`];
+//! - every route carries protocol [`ROUTE_PROTOCOL`] (`ip route` shows `proto 249`);
+//! - neighbour and FDB entries are only ever read and written on the agent's own links.
+//!
+//! Collections are ordered maps keyed by identity, so two states compare with `==`, print in
+//! a stable order, and a diff is a merge of two sorted sequences.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// Route protocol number on every route the agent installs (unassigned in
+/// `/etc/iproute2/rt_protos`; Calico uses 80, BIRD 12). Routes with any other protocol are
+/// never read as ours, never changed, never deleted.
+pub const ROUTE_PROTOCOL: u8 = 249;
+
+/// Prefix of every link the agent creates (`cw-br0`, `cw-vx1`). Links without it are never
+/// changed or deleted. Link names are at most 15 bytes (IFNAMSIZ − 1).
+pub const DEVICE_PREFIX: &str = "cw-";
+
+/// Longest Linux interface name.
+pub const MAX_LINK_NAME: usize = 15;
+
+/// A MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "{s:?} is not a MAC address (six hex pairs separated by ':')"
+            ));
+        }
+        let mut out = [0u8; 6];
+        for (byte, part) in out.iter_mut().zip(parts) {
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address ({part:?} is not hex)"))?;
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// What kind of link, with the attributes the agent sets at creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// The node bridge pods attach to (through the CNI `bridge` plugin).
+    Bridge,
+    /// A VXLAN device without learning: peers come from FDB entries the agent writes.
+    Vxlan {
+        vni: u32,
+        /// UDP destination port.
+        port: u16,
+        /// This node's underlay address (the tunnel source).
+        local: Ipv4Addr,
+        /// Name of the underlay link carrying the tunnel.
+        underlay: String,
+        /// The MAC address the device gets (the NodeSubnet's `vtepMac`).
+        mac: Mac,
+    },
+}
+
+/// A link the agent owns. Changing a Vxlan's kind attributes means delete and re-create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub kind: LinkKind,
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+}
+
+/// An IPv4 address on one of the agent's links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    /// The address with its prefix length (`10.244.1.1/24`).
+    pub addr: Ipv4Net,
+}
+
+/// A route in the main table with protocol [`ROUTE_PROTOCOL`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    /// Next hop; `None` for a device route.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output link.
+    pub dev: String,
+    /// `onlink`: the gateway is reachable on `dev` without a covering prefix (VXLAN).
+    pub onlink: bool,
+}
+
+/// A permanent neighbour (ARP) entry on one of the agent's links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub dev: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+/// A permanent forwarding-database entry on a VXLAN link (`bridge fdb ... self`): frames for
+/// `mac` are sent to the VTEP at `dst`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fdb {
+    pub dev: String,
+    pub mac: Mac,
+    pub dst: Ipv4Addr,
+}
+
+/// The complete state of everything the agent owns on one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// By name.
+    pub links: BTreeMap<String, Link>,
+    /// By (link name, address).
+    pub addresses: BTreeMap<(String, Ipv4Net), Address>,
+    /// By destination (the main table holds one route per destination and metric; the
+    /// agent uses metric 0 only).
+    pub routes: BTreeMap<Ipv4Net, Route>,
+    /// By (link name, IP).
+    pub neighbours: BTreeMap<(String, Ipv4Addr), Neighbour>,
+    /// By (link name, MAC).
+    pub fdb: BTreeMap<(String, Mac), Fdb>,
+}
+
+/// One change to the kernel. `Display` is the readable form `--dry-run` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create a link (and set its MTU and state).
+    CreateLink(Link),
+    /// Delete a link and everything on it (addresses, neighbours, FDB entries, routes via it).
+    DeleteLink(String),
+    /// Change MTU and/or up state of an existing link.
+    UpdateLink {
+        name: String,
+        mtu: u32,
+        up: bool,
+    },
+    AddAddress {
+        dev: String,
+        addr: Ipv4Net,
+    },
+    DeleteAddress {
+        dev: String,
+        addr: Ipv4Net,
+    },
+    /// Add or replace (`ip route replace`).
+    ReplaceRoute(Route),
+    DeleteRoute(Route),
+    /// Add or replace (`ip neigh replace ... nud permanent`).
+    ReplaceNeighbour(Neighbour),
+    DeleteNeighbour(Neighbour),
+    /// Add or replace (`bridge fdb replace ... self permanent`).
+    ReplaceFdb(Fdb),
+    DeleteFdb(Fdb),
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateLink(l) => {
+                let state = if l.up { "up" } else { "down" };
+                match &l.kind {
+                    LinkKind::Bridge => {
+                        write!(
+                            f,
+                            "create link {} type bridge mtu {} {state}",
+                            l.name, l.mtu
+                        )
+                    }
+                    LinkKind::Vxlan {
+                        vni,
+                        port,
+                        local,
+                        underlay,
+                        mac,
+                    } => write!(
+                        f,
+                        "create link {} type vxlan id {vni} dstport {port} local {local} dev {underlay} nolearning address {mac} mtu {} {state}",
+                        l.name, l.mtu
+                    ),
+                }
+            }
+            Op::DeleteLink(name) => write!(f, "delete link {name}"),
+            Op::UpdateLink { name, mtu, up } => {
+                let state = if *up { "up" } else { "down" };
+                write!(f, "set link {name} mtu {mtu} {state}")
+            }
+            Op::AddAddress { dev, addr } => write!(f, "add address {addr} dev {dev}"),
+            Op::DeleteAddress { dev, addr } => write!(f, "delete address {addr} dev {dev}"),
+            Op::ReplaceRoute(r) => write!(f, "replace route {}", RouteText(r)),
+            Op::DeleteRoute(r) => write!(f, "delete route {}", RouteText(r)),
+            Op::ReplaceNeighbour(n) => write!(
+                f,
+                "replace neighbour {} lladdr {} dev {} permanent",
+                n.ip, n.mac, n.dev
+            ),
+            Op::DeleteNeighbour(n) => write!(f, "delete neighbour {} dev {}", n.ip, n.dev),
+            Op::ReplaceFdb(e) => write!(
+                f,
+                "replace fdb {} dev {} dst {} self permanent",
+                e.mac, e.dev, e.dst
+            ),
+            Op::DeleteFdb(e) => write!(f, "delete fdb {} dev {} dst {}", e.mac, e.dev, e.dst),
+        }
+    }
+}
+
+struct RouteText<'a>(&'a Route);
+
+impl fmt::Display for RouteText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        write!(f, "{}", r.dst)?;
+        if let Some(gw) = r.gateway {
+            write!(f, " via {gw}")?;
+        }
+        write!(f, " dev {}", r.dev)?;
+        if r.onlink {
+            write!(f, " onlink")?;
+        }
+        write!(f, " proto {ROUTE_PROTOCOL}")
+    }
+}
+
+/// Why a dataplane operation failed, in words for a NodeSubnet condition.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct ApplyError {
+    /// The operation, as `--dry-run` prints it.
+    pub op: String,
+    /// The kernel's answer, with a hint when one is known
+    /// (`Operation not supported (is the vxlan kernel module loaded?)`).
+    pub message: String,
+}
+
+/// Where the agent reads and changes kernel state: netlink in production and in netns tests
+/// ([`crate::netlink::Netlink`]), an in-memory fake in unit tests.
+#[allow(async_fn_in_trait)]
+pub trait Dataplane {
+    /// Everything the agent owns now: links named with [`DEVICE_PREFIX`], their addresses,
+    /// neighbours and FDB entries, and routes with [`ROUTE_PROTOCOL`].
+    async fn observe(&mut self) -> Result<State, ApplyError>;
+
+    /// Applies one operation.
+    async fn apply(&mut self, op: &Op) -> Result<(), ApplyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_print_in_the_usual_form() {
+        let mac: Mac = "0e:c2:20:78:cb:53".parse().expect("valid");
+        assert_eq!(mac.to_string(), "0e:c2:20:78:cb:53");
+        for bad in [
+            "",
+            "0e:c2:20:78:cb",
+            "0e:c2:20:78:cb:zz",
+            "0e-c2-20-78-cb-53",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn operations_print_like_the_ip_commands_they_stand_for() {
+        let route = Route {
+            dst: "10.244.2.0/24".parse().expect("cidr"),
+            gateway: Some("10.244.2.0".parse().expect("ip")),
+            dev: "cw-vx1".into(),
+            onlink: true,
+        };
+        assert_eq!(
+            Op::ReplaceRoute(route).to_string(),
+            "replace route 10.244.2.0/24 via 10.244.2.0 dev cw-vx1 onlink proto 249"
+        );
+        let fdb = Fdb {
+            dev: "cw-vx1".into(),
+            mac: Mac([0x0e, 1, 2, 3, 4, 5]),
+            dst: "192.168.50.12".parse().expect("ip"),
+        };
+        assert_eq!(
+            Op::ReplaceFdb(fdb).to_string(),
+            "replace fdb 0e:01:02:03:04:05 dev cw-vx1 dst 192.168.50.12 self permanent"
+        );
+    }
+}

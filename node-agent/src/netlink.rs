@@ -1,0 +1,1121 @@
+//! The real [`Dataplane`]: reads and changes the kernel's links, addresses, routes, neighbours
+//! and VXLAN FDB entries over rtnetlink. This is the only module that talks to the kernel; it
+//! sits at the end of the loop (plan → observe → diff → **apply**) and at the start of the
+//! next one (**observe**).
+//!
+//! Ownership is enforced here as well as in the diff, so a bug upstream cannot touch what the
+//! agent does not own:
+//! - [`Netlink::observe`] only reports links named with [`DEVICE_PREFIX`], their IPv4
+//!   addresses, permanent IPv4 neighbours and permanent FDB entries on them, and IPv4 routes of
+//!   the main table with protocol [`ROUTE_PROTOCOL`] (on any device: direct routes to on-link
+//!   peers use the underlay);
+//! - [`Netlink::apply`] refuses link, address, neighbour and FDB operations on links without
+//!   the prefix, and installs and deletes routes only with [`ROUTE_PROTOCOL`] (the kernel
+//!   matches the protocol on delete, so a foreign route to the same destination survives).
+//!   One limit: the main table holds one route per destination and metric, so *replacing*
+//!   takes over a foreign route with the same destination and metric 0.
+//!
+//! Writes are idempotent: routes, neighbours, FDB entries and addresses use `NLM_F_REPLACE`,
+//! and deleting something that is already gone succeeds (the goal is reached).
+//!
+//! Kernel errors become [`ApplyError`]s that name the operation and carry a hint where the
+//! cause is usually the same (`EOPNOTSUPP` creating a VXLAN: the module is missing), plus the
+//! kernel's own extended-ack text when it sends one. Two requests the kernel accepts but gets
+//! wrong fail here instead: an FDB entry on a non-VXLAN device (the kernel drops `dst`) and a
+//! VXLAN MTU above the underlay's minus 50 (the kernel caps it silently on creation).
+//!
+//! Each operation is a few netlink requests (a link-name lookup, the change, for a new link a
+//! read-back); rtnetlink sends one message per request, and operations are applied one at a
+//! time. That is plenty for a few objects per peer; batching would need `netlink-proto`
+//! directly.
+//!
+//! In a named namespace ([`Netlink::in_netns`]) the socket is opened on a short-lived thread
+//! that entered the namespace; the socket stays bound to that namespace while the runtime's
+//! threads never switch.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_core::ErrorMessage;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{AsyncSocket, TokioSocket};
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVxlan,
+    RouteMessageBuilder,
+};
+use tracing::{debug, instrument};
+
+use crate::model::{
+    Address, ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac,
+    Neighbour, Op, ROUTE_PROTOCOL, Route, State,
+};
+
+/// Where named network namespaces are mounted (`ip netns add`).
+const NETNS_DIR: &str = "/run/netns";
+
+/// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the kernel's error text.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// Why the kernel refuses or caps an MTU, usually.
+const MTU_HINT: &str =
+    "a VXLAN device's MTU is at most its underlay's MTU minus 50 bytes of VXLAN headers";
+
+/// Length of a netlink message header (`struct nlmsghdr`).
+const NLMSG_HEADER_LEN: usize = 16;
+
+/// The link that carries this node's tunnel traffic: the one holding the node address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    /// Link name (`eth0`).
+    pub name: String,
+    /// Its MTU; a VXLAN device on it needs 50 bytes less.
+    pub mtu: u32,
+    /// The subnet the node address sits in (`192.168.50.0/24`): peers inside it are reachable
+    /// directly on the underlay.
+    pub prefix: Ipv4Net,
+}
+
+/// Why opening a netlink connection or reading the kernel's state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("netlink needs a tokio runtime; call this from inside one")]
+    NoRuntime,
+    #[error(
+        "{name:?} is not a network namespace name (expected a file name under {NETNS_DIR}, as `ip netns list` shows)"
+    )]
+    BadNamespaceName { name: String },
+    #[error(
+        "cannot open network namespace {name} ({}): {error}; does `ip netns list` show it?",
+        path.display()
+    )]
+    OpenNamespace {
+        name: String,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("cannot enter network namespace {name}: {errno} (setns needs root or CAP_SYS_ADMIN)")]
+    EnterNamespace { name: String, errno: Errno },
+    #[error("cannot start a thread to enter network namespace {name}: {error}")]
+    Thread { name: String, error: io::Error },
+    #[error("the thread entering network namespace {name} ended without an answer")]
+    ThreadDied { name: String },
+    #[error("cannot open a netlink socket in {netns}: {error}")]
+    Socket { netns: String, error: io::Error },
+    #[error("cannot list {what} in {netns}: {reason}")]
+    Dump {
+        netns: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("no interface has {addr}; is --node-address right?")]
+    NoInterfaceHasAddress { addr: Ipv4Addr },
+}
+
+/// The kernel's dataplane over rtnetlink, in the current or a named network namespace.
+#[derive(Debug)]
+pub struct Netlink {
+    handle: Handle,
+    /// Named namespace the socket lives in; `None` for the process's own.
+    netns: Option<String>,
+}
+
+impl Netlink {
+    /// Connects to the kernel in the caller's network namespace (a DaemonSet pod with
+    /// `hostNetwork: true` is in the node's). Call inside a tokio runtime: the connection runs
+    /// as a task on it.
+    pub async fn connect() -> Result<Self, NetlinkError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(NetlinkError::NoRuntime);
+        }
+        let socket = open_socket().map_err(|error| NetlinkError::Socket {
+            netns: describe_netns(None),
+            error,
+        })?;
+        Ok(Self::start(socket, None))
+    }
+
+    /// Connects to the kernel in the named network namespace `/run/netns/NAME` (tests,
+    /// `--netns`). The socket is opened on a short-lived thread that enters the namespace and
+    /// then ends, so no runtime thread ever changes namespace.
+    pub async fn in_netns(name: &str) -> Result<Self, NetlinkError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(NetlinkError::BadNamespaceName { name: name.into() });
+        }
+        let path = PathBuf::from(NETNS_DIR).join(name);
+        let namespace = File::open(&path).map_err(|error| NetlinkError::OpenNamespace {
+            name: name.into(),
+            path: path.clone(),
+            error,
+        })?;
+
+        let (answer, answered) = futures::channel::oneshot::channel();
+        let thread_name = name.to_owned();
+        std::thread::Builder::new()
+            .name("cw-netns-open".into())
+            .spawn(move || {
+                let result = setns(&namespace, CloneFlags::CLONE_NEWNET)
+                    .map_err(|errno| NetlinkError::EnterNamespace {
+                        name: thread_name.clone(),
+                        errno,
+                    })
+                    .and_then(|()| {
+                        // Registers the socket with the caller's runtime; only the socket's
+                        // creation needs this thread's namespace.
+                        let _runtime = runtime.enter();
+                        open_socket().map_err(|error| NetlinkError::Socket {
+                            netns: describe_netns(Some(&thread_name)),
+                            error,
+                        })
+                    });
+                // The receiver only goes away if the caller stopped waiting.
+                let _ = answer.send(result);
+            })
+            .map_err(|error| NetlinkError::Thread {
+                name: name.into(),
+                error,
+            })?;
+        let socket = answered
+            .await
+            .map_err(|_| NetlinkError::ThreadDied { name: name.into() })??;
+        Ok(Self::start(socket, Some(name.to_owned())))
+    }
+
+    fn start(socket: TokioSocket, netns: Option<String>) -> Self {
+        let (connection, handle, _unsolicited) = rtnetlink::from_socket(socket);
+        tokio::spawn(connection);
+        Self { handle, netns }
+    }
+
+    /// The link holding IPv4 address `addr`: the underlay for VXLAN, with the subnet that
+    /// decides which peers are on-link.
+    pub async fn underlay_for(&mut self, addr: Ipv4Addr) -> Result<Underlay, NetlinkError> {
+        let links = self.links().await?;
+        for message in self.addresses().await? {
+            let Some((local, prefix_len)) = ipv4_of(&message) else {
+                continue;
+            };
+            if local != addr {
+                continue;
+            }
+            let Some(link) = links.get(&message.header.index) else {
+                continue;
+            };
+            let prefix = Ipv4Net::new(local, prefix_len)
+                .map(|net| net.trunc())
+                .unwrap_or_else(|_| Ipv4Net::from(local));
+            return Ok(Underlay {
+                name: link_name(link).unwrap_or_default().to_owned(),
+                mtu: link_mtu(link),
+                prefix,
+            });
+        }
+        Err(NetlinkError::NoInterfaceHasAddress { addr })
+    }
+
+    fn dump_error(&self, what: &'static str) -> impl Fn(rtnetlink::Error) -> NetlinkError + '_ {
+        move |error| NetlinkError::Dump {
+            netns: describe_netns(self.netns.as_deref()),
+            what,
+            reason: describe_error(&error),
+        }
+    }
+
+    /// All links, by index.
+    async fn links(&self) -> Result<BTreeMap<u32, LinkMessage>, NetlinkError> {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("links"))?;
+        Ok(links.into_iter().map(|l| (l.header.index, l)).collect())
+    }
+
+    async fn addresses(&self) -> Result<Vec<AddressMessage>, NetlinkError> {
+        let mut request = self.handle.address().get();
+        request.message_mut().header.family = AddressFamily::Inet;
+        request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("IPv4 addresses"))
+    }
+
+    async fn read_state(&self) -> Result<State, NetlinkError> {
+        let links = self.links().await?;
+        let names: BTreeMap<u32, &str> = links
+            .iter()
+            .filter_map(|(index, link)| Some((*index, link_name(link)?)))
+            .collect();
+        let mut state = State::default();
+        // Indices of our links; of those, which are VXLAN.
+        let mut ours: BTreeMap<u32, String> = BTreeMap::new();
+        let mut vxlans: BTreeMap<u32, String> = BTreeMap::new();
+        for (index, message) in &links {
+            let Some(name) = link_name(message).filter(|n| n.starts_with(DEVICE_PREFIX)) else {
+                continue;
+            };
+            let Some(link) = parse_link(message, &names) else {
+                debug!(%name, "ignoring a link with our prefix of a kind the agent never creates");
+                continue;
+            };
+            if matches!(link.kind, LinkKind::Vxlan { .. }) {
+                vxlans.insert(*index, name.to_owned());
+            }
+            ours.insert(*index, name.to_owned());
+            state.links.insert(name.to_owned(), link);
+        }
+
+        for message in self.addresses().await? {
+            let (Some(dev), Some((ip, prefix_len))) =
+                (ours.get(&message.header.index), ipv4_of(&message))
+            else {
+                continue;
+            };
+            if let Ok(addr) = Ipv4Net::new(ip, prefix_len) {
+                state
+                    .addresses
+                    .insert((dev.clone(), addr), Address { addr });
+            }
+        }
+
+        for message in self.routes().await? {
+            if let Some(route) = parse_route(&message, &names) {
+                state.routes.insert(route.dst, route);
+            }
+        }
+
+        for message in self.neighbours(AddressFamily::Inet, None).await? {
+            if let Some(neighbour) = parse_neighbour(&message, &ours) {
+                state
+                    .neighbours
+                    .insert((neighbour.dev.clone(), neighbour.ip), neighbour);
+            }
+        }
+
+        for index in vxlans.keys() {
+            for message in self.neighbours(AddressFamily::Bridge, Some(*index)).await? {
+                if let Some(entry) = parse_fdb(&message, &vxlans) {
+                    state.fdb.insert((entry.dev.clone(), entry.mac), entry);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// IPv4 routes of the main table with our protocol. The socket has strict checking on, so
+    /// the kernel filters the dump; the filter is repeated in [`parse_route`] regardless.
+    async fn routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        self.handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("routes"))
+    }
+
+    /// Neighbour (`Inet`) or FDB (`Bridge`) entries, optionally of one link only.
+    async fn neighbours(
+        &self,
+        family: AddressFamily,
+        link: Option<u32>,
+    ) -> Result<Vec<NeighbourMessage>, NetlinkError> {
+        let mut request = self.handle.neighbours().get().set_address_family(family);
+        if let Some(index) = link {
+            request
+                .message_mut()
+                .attributes
+                .push(NeighbourAttribute::IfIndex(index));
+        }
+        let what = if family == AddressFamily::Bridge {
+            "FDB entries"
+        } else {
+            "neighbours"
+        };
+        request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error(what))
+    }
+
+    /// The index of the link named `name`, `None` when there is none.
+    async fn link_index(&self, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+        Ok(self.find_link(name).await?.map(|l| l.header.index))
+    }
+
+    /// The link named `name`, `None` when there is none.
+    async fn find_link(&self, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+        let found: Result<Vec<LinkMessage>, _> = self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_collect()
+            .await;
+        match found {
+            Ok(links) => Ok(links.into_iter().next()),
+            Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::ENODEV => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The index of a link the operation needs.
+    async fn require_link(&self, name: &str, role: Role) -> Result<u32, Failure> {
+        self.link_index(name)
+            .await?
+            .ok_or_else(|| Failure::MissingLink {
+                name: name.into(),
+                role,
+            })
+    }
+
+    async fn apply_op(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::CreateLink(link) => {
+                owned(&link.name)?;
+                if link.name.len() > MAX_LINK_NAME {
+                    return Err(Failure::Refused(format!(
+                        "link names are at most {MAX_LINK_NAME} bytes; {} has {}",
+                        link.name,
+                        link.name.len()
+                    )));
+                }
+                let message = match &link.kind {
+                    LinkKind::Bridge => {
+                        with_state(LinkMessageBuilder::<LinkBridge>::new(&link.name), link.up)
+                            .mtu(link.mtu)
+                            .build()
+                    }
+                    LinkKind::Vxlan {
+                        vni,
+                        port,
+                        local,
+                        underlay,
+                        mac,
+                    } => {
+                        let dev = self
+                            .require_link(underlay, Role::Underlay(link.name.clone()))
+                            .await?;
+                        let builder = LinkVxlan::new(&link.name, *vni)
+                            .port(*port)
+                            .local(*local)
+                            .dev(dev)
+                            .learning(false)
+                            .address(mac.0.to_vec())
+                            .mtu(link.mtu);
+                        with_state(builder, link.up).build()
+                    }
+                };
+                self.handle.link().add(message).execute().await?;
+                // The kernel quietly caps a new VXLAN device's MTU at its underlay's MTU minus
+                // the VXLAN headers instead of refusing; say so rather than leave a link that
+                // differs from the plan (a later MTU update would fail with EINVAL).
+                if let Some(created) = self.find_link(&link.name).await?
+                    && link_mtu(&created) != link.mtu
+                {
+                    return Err(Failure::Unexpected(format!(
+                        "the kernel created {} with MTU {} instead of {} ({MTU_HINT})",
+                        link.name,
+                        link_mtu(&created),
+                        link.mtu
+                    )));
+                }
+            }
+            Op::DeleteLink(name) => {
+                owned(name)?;
+                if let Some(index) = self.link_index(name).await? {
+                    ignore_gone(
+                        self.handle.link().del(index).execute().await,
+                        &[Errno::ENODEV],
+                    )?;
+                }
+            }
+            Op::UpdateLink { name, mtu, up } => {
+                owned(name)?;
+                let index = self.require_link(name, Role::Link).await?;
+                let message = with_state(LinkUnspec::new_with_index(index), *up)
+                    .mtu(*mtu)
+                    .build();
+                self.handle.link().set(message).execute().await?;
+            }
+            Op::AddAddress { dev, addr } => {
+                owned(dev)?;
+                let index = self.require_link(dev, Role::Link).await?;
+                self.handle
+                    .address()
+                    .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Op::DeleteAddress { dev, addr } => {
+                owned(dev)?;
+                if let Some(index) = self.link_index(dev).await? {
+                    let message = AddressMessageBuilder::<Ipv4Addr>::new()
+                        .index(index)
+                        .address(addr.addr(), addr.prefix_len())
+                        .build();
+                    ignore_gone(
+                        self.handle.address().del(message).execute().await,
+                        &[Errno::EADDRNOTAVAIL],
+                    )?;
+                }
+            }
+            Op::ReplaceRoute(route) => {
+                let index = self.require_link(&route.dev, Role::Link).await?;
+                let message = route_message(route, index, false);
+                self.handle.route().add(message).replace().execute().await?;
+            }
+            Op::DeleteRoute(route) => {
+                if let Some(index) = self.link_index(&route.dev).await? {
+                    let message = route_message(route, index, true);
+                    ignore_gone(
+                        self.handle.route().del(message).execute().await,
+                        &[Errno::ESRCH],
+                    )?;
+                }
+            }
+            Op::ReplaceNeighbour(neighbour) => {
+                owned(&neighbour.dev)?;
+                let index = self.require_link(&neighbour.dev, Role::Link).await?;
+                self.handle
+                    .neighbours()
+                    .add(index, IpAddr::V4(neighbour.ip))
+                    .link_layer_address(&neighbour.mac.0)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Op::DeleteNeighbour(neighbour) => {
+                owned(&neighbour.dev)?;
+                if let Some(index) = self.link_index(&neighbour.dev).await? {
+                    let mut message = NeighbourMessage::default();
+                    message.header.family = AddressFamily::Inet;
+                    message.header.ifindex = index;
+                    message.attributes.push(NeighbourAttribute::Destination(
+                        NeighbourAddress::Inet(neighbour.ip),
+                    ));
+                    ignore_gone(
+                        self.handle.neighbours().del(message).execute().await,
+                        &[Errno::ENOENT],
+                    )?;
+                }
+            }
+            Op::ReplaceFdb(entry) => {
+                owned(&entry.dev)?;
+                let link =
+                    self.find_link(&entry.dev)
+                        .await?
+                        .ok_or_else(|| Failure::MissingLink {
+                            name: entry.dev.clone(),
+                            role: Role::Link,
+                        })?;
+                // Any other device takes the request and quietly drops `dst` (a bridge adds
+                // a local entry of its own), so the entry would never be observed.
+                if link_kind(&link) != Some(&InfoKind::Vxlan) {
+                    return Err(Failure::Refused(format!(
+                        "{} is not a VXLAN device; FDB entries with a destination belong on one",
+                        entry.dev
+                    )));
+                }
+                let index = link.header.index;
+                // `self` (NTF_SELF): the entry belongs to the VXLAN device's own table, which
+                // is where `dst` means something.
+                self.handle
+                    .neighbours()
+                    .add_bridge(index, &entry.mac.0)
+                    .flags(NeighbourFlags::Own)
+                    .state(NeighbourState::Permanent)
+                    .destination(IpAddr::V4(entry.dst))
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Op::DeleteFdb(entry) => {
+                owned(&entry.dev)?;
+                if let Some(index) = self.link_index(&entry.dev).await? {
+                    let mut message = NeighbourMessage::default();
+                    message.header.family = AddressFamily::Bridge;
+                    message.header.ifindex = index;
+                    message.header.flags = NeighbourFlags::Own;
+                    message
+                        .attributes
+                        .push(NeighbourAttribute::LinkLayerAddress(entry.mac.0.to_vec()));
+                    message.attributes.push(NeighbourAttribute::Destination(
+                        NeighbourAddress::Inet(entry.dst),
+                    ));
+                    ignore_gone(
+                        self.handle.neighbours().del(message).execute().await,
+                        &[Errno::ENOENT],
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Dataplane for Netlink {
+    async fn observe(&mut self) -> Result<State, ApplyError> {
+        self.read_state().await.map_err(|error| ApplyError {
+            op: "observe".into(),
+            message: error.to_string(),
+        })
+    }
+
+    #[instrument(skip_all, fields(%op))]
+    async fn apply(&mut self, op: &Op) -> Result<(), ApplyError> {
+        self.apply_op(op).await.map_err(|failure| ApplyError {
+            op: op.to_string(),
+            message: failure.describe(op),
+        })
+    }
+}
+
+/// Which role a missing link had in an operation.
+#[derive(Debug)]
+enum Role {
+    /// The link the operation is about.
+    Link,
+    /// The underlay of the named VXLAN device.
+    Underlay(String),
+}
+
+/// Why one operation failed, before it is put into words.
+#[derive(Debug)]
+enum Failure {
+    Kernel(rtnetlink::Error),
+    MissingLink {
+        name: String,
+        role: Role,
+    },
+    Refused(String),
+    /// The kernel accepted the request but did something else.
+    Unexpected(String),
+}
+
+impl From<rtnetlink::Error> for Failure {
+    fn from(error: rtnetlink::Error) -> Self {
+        Failure::Kernel(error)
+    }
+}
+
+impl Failure {
+    fn describe(&self, op: &Op) -> String {
+        match self {
+            Failure::Kernel(error) => {
+                let mut text = describe_error(error);
+                if let rtnetlink::Error::NetlinkError(message) = error
+                    && let Some(hint) = hint(
+                        errno_of(message),
+                        op,
+                        extack_text(&message.header).is_some(),
+                    )
+                {
+                    text = format!("{text} ({hint})");
+                }
+                text
+            }
+            Failure::MissingLink { name, role } => match role {
+                Role::Link => format!("No such device (no link named {name})"),
+                Role::Underlay(vxlan) => {
+                    format!("No such device (no link named {name}, the underlay of {vxlan})")
+                }
+            },
+            Failure::Refused(reason) => format!("refused: {reason}"),
+            Failure::Unexpected(what) => what.clone(),
+        }
+    }
+}
+
+/// Refuses to change links the agent does not own.
+fn owned(name: &str) -> Result<(), Failure> {
+    if name.starts_with(DEVICE_PREFIX) {
+        Ok(())
+    } else {
+        Err(Failure::Refused(format!(
+            "{name} is not the agent's (its links are named {DEVICE_PREFIX}*)"
+        )))
+    }
+}
+
+/// Treats "already gone" answers to a delete as success.
+fn ignore_gone(result: Result<(), rtnetlink::Error>, gone: &[Errno]) -> Result<(), Failure> {
+    match result {
+        Err(rtnetlink::Error::NetlinkError(e)) if gone.contains(&errno_of(&e)) => {
+            debug!(errno = %errno_of(&e), "already gone");
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+fn with_state<T>(builder: LinkMessageBuilder<T>, up: bool) -> LinkMessageBuilder<T> {
+    if up { builder.up() } else { builder.down() }
+}
+
+/// A route request with our protocol. For deletes the scope is "nowhere" (match any), as
+/// `ip route del` sends; the protocol still has to match, so only our routes go.
+fn route_message(route: &Route, oif: u32, delete: bool) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .output_interface(oif)
+        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+    builder = match route.gateway {
+        Some(gateway) => builder.gateway(gateway),
+        // A device route is scope link, as `ip route add PREFIX dev DEV` makes it.
+        None => builder.scope(RouteScope::Link),
+    };
+    if route.onlink {
+        builder = builder.onlink();
+    }
+    if delete {
+        builder = builder.scope(RouteScope::NoWhere);
+    }
+    builder.build()
+}
+
+fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+fn link_mtu(link: &LinkMessage) -> u32 {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn mac_of(bytes: &[u8]) -> Option<Mac> {
+    <[u8; 6]>::try_from(bytes).ok().map(Mac)
+}
+
+fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
+    link_infos(link).iter().find_map(|i| match i {
+        LinkInfo::Kind(kind) => Some(kind),
+        _ => None,
+    })
+}
+
+/// One of our links as the model sees it; `None` for kinds the agent never creates.
+/// VXLAN attributes the kernel leaves out come back empty, so they differ from any desired
+/// link and the diff re-creates it.
+fn parse_link(message: &LinkMessage, names: &BTreeMap<u32, &str>) -> Option<Link> {
+    let name = link_name(message)?.to_owned();
+    let kind = match link_kind(message)? {
+        InfoKind::Bridge => LinkKind::Bridge,
+        InfoKind::Vxlan => {
+            let data = link_infos(message)
+                .iter()
+                .find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Vxlan(data)) => Some(data.as_slice()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let mut vni = 0;
+            let mut port = 0;
+            let mut local = Ipv4Addr::UNSPECIFIED;
+            let mut underlay = String::new();
+            for attribute in data {
+                match attribute {
+                    InfoVxlan::Id(id) => vni = *id,
+                    InfoVxlan::Port(p) => port = *p,
+                    InfoVxlan::Local(addr) => local = *addr,
+                    InfoVxlan::Link(index) => {
+                        underlay = names
+                            .get(index)
+                            .map_or_else(|| format!("if{index}"), |n| (*n).to_owned());
+                    }
+                    _ => {}
+                }
+            }
+            let mac = message
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Address(bytes) => mac_of(bytes),
+                    _ => None,
+                })
+                .unwrap_or(Mac([0; 6]));
+            LinkKind::Vxlan {
+                vni,
+                port,
+                local,
+                underlay,
+                mac,
+            }
+        }
+        _ => return None,
+    };
+    Some(Link {
+        name,
+        kind,
+        mtu: link_mtu(message),
+        up: message.header.flags.contains(LinkFlags::Up),
+    })
+}
+
+/// The IPv4 address and prefix length of an address message.
+fn ipv4_of(message: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
+    if message.header.family != AddressFamily::Inet {
+        return None;
+    }
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS differs from it only on
+    // point-to-point links (where it is the peer's).
+    let local = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    let address = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    Some((local.or(address)?, message.header.prefix_len))
+}
+
+/// One of our routes; `None` for anything else, including multipath routes (the agent never
+/// makes them; a replace of the same destination overwrites one).
+fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -> Option<Route> {
+    let header = &message.header;
+    let table = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(u32::from(header.table));
+    if header.address_family != AddressFamily::Inet
+        || header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let dev = names.get(&oif?)?;
+    Some(Route {
+        dst: Ipv4Net::new(dst, header.destination_prefix_length).ok()?,
+        gateway,
+        dev: (*dev).to_owned(),
+        onlink: header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+/// A permanent IPv4 neighbour on one of our links.
+fn parse_neighbour(message: &NeighbourMessage, ours: &BTreeMap<u32, String>) -> Option<Neighbour> {
+    let header = &message.header;
+    if header.family != AddressFamily::Inet || header.state != NeighbourState::Permanent {
+        return None;
+    }
+    let dev = ours.get(&header.ifindex)?;
+    let mut ip = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
+            _ => {}
+        }
+    }
+    Some(Neighbour {
+        dev: dev.clone(),
+        ip: ip?,
+        mac: mac?,
+    })
+}
+
+/// A permanent unicast FDB entry with an IPv4 destination in one of our VXLAN devices' own
+/// tables. Skipped: the all-zero default (flood) entries, entries a bridge reports for its
+/// ports (`master`), learned or otherwise non-permanent ones.
+fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, String>) -> Option<Fdb> {
+    let header = &message.header;
+    if header.family != AddressFamily::Bridge
+        || header.state != NeighbourState::Permanent
+        || header.flags.contains(NeighbourFlags::Controller)
+    {
+        return None;
+    }
+    let dev = vxlans.get(&header.ifindex)?;
+    let mut mac = None;
+    let mut dst = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
+            // In AF_BRIDGE dumps NDA_DST comes back as raw bytes, not as an IPv4 address.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                dst = <[u8; 4]>::try_from(bytes.as_slice())
+                    .ok()
+                    .map(Ipv4Addr::from);
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            _ => {}
+        }
+    }
+    let mac = mac.filter(|m| m.0 != [0; 6])?;
+    Some(Fdb {
+        dev: dev.clone(),
+        mac,
+        dst: dst?,
+    })
+}
+
+/// Opens a route-netlink socket in the calling thread's namespace, registered with the
+/// current tokio runtime.
+fn open_socket() -> io::Result<TokioSocket> {
+    let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+    let inner = socket.socket_mut();
+    // Strict checking makes the kernel filter dumps (routes by protocol and table, neighbours
+    // by link) instead of ignoring the request's header.
+    inner.set_netlink_get_strict_chk(true)?;
+    // Extended acks carry the kernel's error text; capped acks echo only the request's header,
+    // so that text sits right after it.
+    inner.set_ext_ack(true)?;
+    inner.set_cap_ack(true)?;
+    Ok(socket)
+}
+
+fn describe_netns(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("network namespace {name}"),
+        None => "the agent's network namespace".into(),
+    }
+}
+
+fn errno_of(message: &ErrorMessage) -> Errno {
+    Errno::from_raw(message.raw_code().saturating_abs())
+}
+
+/// An rtnetlink error in words: the errno text, and the kernel's own explanation if it sent
+/// one (`Invalid argument: Invalid prefix for given prefix length`).
+fn describe_error(error: &rtnetlink::Error) -> String {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => {
+            let code = message.raw_code().saturating_abs();
+            let text = io::Error::from_raw_os_error(code).to_string();
+            let text = text
+                .strip_suffix(&format!(" (os error {code})"))
+                .unwrap_or(&text)
+                .to_owned();
+            match extack_text(&message.header) {
+                Some(kernel) => format!("{text}: {kernel}"),
+                None => text,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The `NLMSGERR_ATTR_MSG` text of an error's payload (after the error code): the echoed
+/// request header (capped acks), then attributes.
+fn extack_text(payload: &[u8]) -> Option<String> {
+    let mut rest = payload.get(NLMSG_HEADER_LEN..)?;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let value = &rest[4..len];
+            let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+            let text = String::from_utf8_lossy(&value[..end]).trim().to_owned();
+            return (!text.is_empty()).then_some(text);
+        }
+        rest = rest.get(len.next_multiple_of(4).min(rest.len())..)?;
+    }
+    None
+}
+
+/// Advice for the usual cause of an error, in the context of the operation (`explained`:
+/// the kernel sent its own text, which may name a different cause).
+fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
+    let dev = match op {
+        Op::CreateLink(link) => Some(link.name.as_str()),
+        Op::DeleteLink(name) | Op::UpdateLink { name, .. } => Some(name.as_str()),
+        Op::AddAddress { dev, .. } | Op::DeleteAddress { dev, .. } => Some(dev.as_str()),
+        Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
+        Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
+        Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
+    };
+    Some(match (errno, op) {
+        (Errno::EPERM | Errno::EACCES, _) => {
+            "the agent needs root or CAP_NET_ADMIN in this network namespace".into()
+        }
+        (Errno::EOPNOTSUPP, Op::CreateLink(link)) => match link.kind {
+            LinkKind::Vxlan { .. } => "is the vxlan kernel module loaded?".into(),
+            LinkKind::Bridge => "is the bridge kernel module loaded?".into(),
+        },
+        (Errno::EOPNOTSUPP, Op::ReplaceFdb(f) | Op::DeleteFdb(f)) => {
+            format!("is {} a VXLAN device?", f.dev)
+        }
+        // A clashing name comes without text; a clashing VXLAN (same VNI, port and local
+        // address) comes with "A VXLAN device with the specified VNI already exists".
+        (Errno::EEXIST, Op::CreateLink(link)) if !explained => {
+            format!("a link named {} already exists", link.name)
+        }
+        (Errno::EEXIST, Op::CreateLink(_)) => return None,
+        (Errno::EEXIST, _) => "it already exists".into(),
+        (Errno::ENODEV, _) => format!("no link named {}", dev?),
+        (Errno::EINVAL, Op::UpdateLink { mtu, .. }) => {
+            format!("is MTU {mtu} possible? {MTU_HINT}, and any link's at least 68")
+        }
+        (Errno::ENETUNREACH, Op::ReplaceRoute(r)) => match r.gateway {
+            Some(gateway) if !r.onlink => {
+                format!(
+                    "{gateway} is not in a subnet of {}; should the route be onlink?",
+                    r.dev
+                )
+            }
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + value.len()).expect("short");
+        let mut out = Vec::new();
+        out.extend_from_slice(&len.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn the_kernels_error_text_is_read_after_the_echoed_header() {
+        let mut payload = vec![0u8; NLMSG_HEADER_LEN];
+        payload.extend(attribute(3, &[1, 2, 3, 4, 5]));
+        payload.extend(attribute(
+            NLMSGERR_ATTR_MSG,
+            b"Invalid prefix for given prefix length\0",
+        ));
+        assert_eq!(
+            extack_text(&payload).as_deref(),
+            Some("Invalid prefix for given prefix length")
+        );
+    }
+
+    #[test]
+    fn errors_without_or_with_broken_extended_acks_have_no_kernel_text() {
+        assert_eq!(extack_text(&[]), None);
+        assert_eq!(extack_text(&[0; NLMSG_HEADER_LEN]), None);
+        let mut broken = vec![0u8; NLMSG_HEADER_LEN];
+        broken.extend([200, 0, 1, 0, b'x']);
+        assert_eq!(extack_text(&broken), None);
+    }
+
+    #[test]
+    fn hints_name_the_likely_cause() {
+        let vxlan = Op::CreateLink(Link {
+            name: "cw-vx1".into(),
+            kind: LinkKind::Vxlan {
+                vni: 1,
+                port: 8472,
+                local: Ipv4Addr::new(192, 168, 50, 11),
+                underlay: "eth0".into(),
+                mac: Mac([0x0e, 0, 0, 0, 0, 1]),
+            },
+            mtu: 1450,
+            up: true,
+        });
+        assert_eq!(
+            hint(Errno::EOPNOTSUPP, &vxlan, false).as_deref(),
+            Some("is the vxlan kernel module loaded?")
+        );
+        assert_eq!(
+            hint(Errno::EEXIST, &vxlan, false).as_deref(),
+            Some("a link named cw-vx1 already exists")
+        );
+        assert_eq!(
+            hint(Errno::EPERM, &Op::DeleteLink("cw-br0".into()), false).as_deref(),
+            Some("the agent needs root or CAP_NET_ADMIN in this network namespace")
+        );
+        assert_eq!(
+            hint(
+                Errno::ENODEV,
+                &Op::UpdateLink {
+                    name: "cw-br0".into(),
+                    mtu: 1450,
+                    up: true
+                },
+                false
+            )
+            .as_deref(),
+            Some("no link named cw-br0")
+        );
+        assert_eq!(
+            hint(Errno::EINVAL, &Op::DeleteLink("cw-br0".into()), false),
+            None
+        );
+    }
+
+    #[test]
+    fn only_prefixed_links_are_owned() {
+        assert!(owned("cw-br0").is_ok());
+        assert!(owned("eth0").is_err());
+        assert!(owned("cw").is_err());
+    }
+}

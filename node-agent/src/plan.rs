@@ -1,0 +1,1161 @@
+//! `plan`: the kernel state this node should have, computed from the API objects alone.
+//!
+//! First step of the agent's loop (plan → observe → diff → apply). Input: this node's
+//! NodeSubnet, its peers' NodeSubnets, the PodNetwork spec and the underlay link the caller
+//! observed. Output: a [`State`] for [`crate::diff`], the pod MTU for the CNI config and the
+//! status, and the peers that could not be programmed, in words for a condition or a log line.
+//! Pure: no client, no netlink, no clock; the same input always gives the same plan.
+//!
+//! Overlay mode, per node (flannel's VXLAN backend; the sequence in `DATAPLANE_NOTES.md`):
+//! - a bridge [`BRIDGE_LINK`] for pods, holding the subnet's gateway (`10.244.1.1/24`);
+//! - a VXLAN device `cw-vx<vni>` with the node's VTEP MAC, no learning, holding the subnet's
+//!   network address as a /32 (`10.244.1.0/32`), so that packets the node itself sends into the
+//!   tunnel have a source address peers route back;
+//! - per peer reached through the tunnel: a route `peer-cidr via peer-network onlink`, a
+//!   permanent neighbour `peer-network → peer VTEP MAC` and an FDB entry `peer VTEP MAC →
+//!   peer node address` (three kernel objects, no ARP, no flooding);
+//! - per peer on the underlay's own prefix when `crossSubnet` is set: only a direct route
+//!   `peer-cidr via peer-address dev <underlay>` (no encapsulation).
+//!
+//! Robustness: a peer whose NodeSubnet cannot be programmed safely (unparsable field, a subnet
+//! overlapping ours or an earlier peer's, our node name or address, a VTEP MAC already in use) is
+//! left out whole and reported in [`Plan::skipped`]; it never makes the plan fail and never
+//! yields half of its entries. Conflicts are resolved first-come-first-served (oldest
+//! `creationTimestamp`, then name), so a newly created bad object cannot take a working peer's
+//! place. Only this node's own objects can fail the plan ([`PlanError`]): without them there is
+//! nothing correct to program.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use causeway_crds::cidr;
+use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD};
+use causeway_crds::v1alpha1::PodNetworkMode;
+use causeway_crds::vtep::{MacAddr, vtep_mac};
+use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
+use ipnet::Ipv4Net;
+
+use crate::model::{
+    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Neighbour, Route, State,
+};
+
+/// The pod bridge of every node; the CNI `bridge` plugin attaches pods to it.
+pub const BRIDGE_LINK: &str = "cw-br0";
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// The name of the VXLAN device for `vni` (`cw-vx1`). At most 13 bytes for any 24-bit VNI, so
+/// always a valid interface name; the VNI in the name makes a VNI change a new device.
+#[must_use]
+pub fn vxlan_link_name(vni: u32) -> String {
+    format!("{DEVICE_PREFIX}vx{vni}")
+}
+
+/// The underlay link, as the caller observed it: the link holding the node's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    /// Interface name (`eth0`).
+    pub name: String,
+    /// Its MTU.
+    pub mtu: u32,
+    /// The on-link prefix of the node's address on it (`192.168.1.0/24`): peers inside it are
+    /// reachable without a router, which is what `crossSubnet` tests.
+    pub prefix: Ipv4Net,
+}
+
+/// Everything [`plan`] reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// This node's NodeSubnet. Its own deletion is the caller's business (tear down instead
+    /// of planning); `plan` ignores `deletionTimestamp` here.
+    pub own: &'a NodeSubnet,
+    /// The NodeSubnets of the same network, as a reflector store lists them. The list may
+    /// contain `own` (recognised by name and ignored) and objects being deleted (ignored:
+    /// their node is leaving, and their subnet may be handed out again).
+    pub peers: &'a [Arc<NodeSubnet>],
+    /// The PodNetwork `own` belongs to.
+    pub network: &'a PodNetworkSpec,
+    /// The underlay link carrying `own.spec.nodeAddress`.
+    pub underlay: &'a Underlay,
+}
+
+/// What this node's dataplane should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The kernel objects the agent should own, for [`crate::diff::diff`].
+    pub desired: State,
+    /// The pod MTU: bridge, VXLAN device and the CNI config use it; status reports it.
+    pub mtu: u32,
+    /// One sentence per peer left out, naming the NodeSubnet and the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Why no plan could be made for this node. Each message names the object and field at fault
+/// and, where one exists, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The PodNetwork's mode has no implementation in this agent.
+    #[error(
+        "PodNetwork mode {mode:?} is not implemented by this agent yet (only Overlay is): the node is left unprogrammed; use mode Overlay or deploy an agent that supports {mode:?}"
+    )]
+    UnsupportedMode { mode: PodNetworkMode },
+
+    /// A field of this node's own NodeSubnet does not parse.
+    #[error("NodeSubnet {name}: {field}: {source}")]
+    OwnField {
+        /// The NodeSubnet's name.
+        name: String,
+        /// The field path (`spec.cidr`).
+        field: &'static str,
+        source: causeway_crds::Error,
+    },
+
+    /// The PodNetwork's `spec.cidr` does not parse.
+    #[error("PodNetwork spec.cidr: {source}")]
+    NetworkCidr { source: causeway_crds::Error },
+
+    /// This node's subnet is not part of the network's range.
+    #[error(
+        "NodeSubnet {name}: spec.cidr {cidr} lies outside the PodNetwork's cidr {network}: the operator did not allocate it from this network; delete the NodeSubnet so the operator allocates a new one"
+    )]
+    OutsideNetwork {
+        name: String,
+        cidr: Ipv4Net,
+        network: Ipv4Net,
+    },
+
+    /// This node's subnet has no room for a gateway and pods.
+    #[error(
+        "NodeSubnet {name}: spec.cidr {cidr} is too small: a node subnet needs a prefix length of at most 30 (a gateway address and pod addresses)"
+    )]
+    SubnetTooSmall { name: String, cidr: Ipv4Net },
+
+    /// `spec.overlay.vni` is out of range (admission normally prevents this).
+    #[error("PodNetwork spec.overlay.vni {value} is out of range: use 1-16777215")]
+    Vni { value: i32 },
+
+    /// `spec.overlay.port` is out of range (admission normally prevents this).
+    #[error("PodNetwork spec.overlay.port {value} is out of range: use 1-65535")]
+    Port { value: i32 },
+
+    /// `spec.mtu` is outside what the API allows (admission normally prevents this).
+    #[error("PodNetwork spec.mtu {value} is out of range: use {MIN_MTU}-{MAX_MTU}")]
+    MtuOutOfRange { value: i32 },
+
+    /// `spec.mtu` is larger than the underlay can carry once VXLAN has added its headers; the
+    /// kernel refuses such a VXLAN MTU, and large pod packets would be dropped anyway.
+    #[error(
+        "PodNetwork spec.mtu {mtu} does not fit through underlay link {underlay} (MTU {underlay_mtu}) with {VXLAN_OVERHEAD} bytes of VXLAN headers: set spec.mtu to {max} or less, or remove it to get {max} automatically"
+    )]
+    MtuTooLarge {
+        mtu: u32,
+        underlay: String,
+        underlay_mtu: u32,
+        max: u32,
+    },
+
+    /// The underlay's MTU leaves less than the smallest pod MTU after VXLAN's headers.
+    #[error(
+        "underlay link {underlay} has MTU {underlay_mtu}: after {VXLAN_OVERHEAD} bytes of VXLAN headers pods would get {mtu}, below the minimum of {MIN_MTU}; raise the underlay MTU"
+    )]
+    UnderlayMtuTooSmall {
+        underlay: String,
+        underlay_mtu: u32,
+        mtu: u32,
+    },
+
+    /// The underlay link the caller found does not hold the node's address.
+    #[error(
+        "underlay link {underlay} ({prefix}) does not hold this node's address {address} (NodeSubnet spec.nodeAddress): VXLAN packets would leave from the wrong link; check the node's InternalIP"
+    )]
+    UnderlayMismatch {
+        underlay: String,
+        prefix: Ipv4Net,
+        address: Ipv4Addr,
+    },
+}
+
+/// Computes the desired dataplane of this node (see the module docs).
+///
+/// # Errors
+/// A [`PlanError`] when this node's own NodeSubnet, the PodNetwork spec or the underlay make a
+/// correct plan impossible. Problems with peers never fail the plan: see [`Plan::skipped`].
+pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
+    let network = input.network;
+    if network.mode != PodNetworkMode::Overlay {
+        return Err(PlanError::UnsupportedMode { mode: network.mode });
+    }
+    let own = OwnNode::parse(input)?;
+    let overlay = network.overlay_or_default();
+    let vni = u32::try_from(overlay.vni)
+        .ok()
+        .filter(|v| (1..=MAX_VNI).contains(v))
+        .ok_or(PlanError::Vni { value: overlay.vni })?;
+    let port = u16::try_from(overlay.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(PlanError::Port {
+            value: overlay.port,
+        })?;
+    let mtu = effective_mtu(network, input.underlay)?;
+
+    let vxlan = vxlan_link_name(vni);
+    debug_assert!(vxlan.len() <= MAX_LINK_NAME);
+    let mut desired = State::default();
+    add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
+    add_address(
+        &mut desired,
+        BRIDGE_LINK,
+        // Prefix lengths ≤ 30 are checked in `OwnNode::parse`, so this cannot fail.
+        Ipv4Net::new(cidr::gateway_address(own.cidr), own.cidr.prefix_len()).unwrap_or(own.cidr),
+    );
+    add_link(
+        &mut desired,
+        &vxlan,
+        LinkKind::Vxlan {
+            vni,
+            port,
+            local: own.address,
+            underlay: input.underlay.name.clone(),
+            mac: own.mac,
+        },
+        mtu,
+    );
+    add_address(&mut desired, &vxlan, Ipv4Net::from(own.cidr.network()));
+
+    // With crossSubnet, peers on the underlay's prefix are reached directly.
+    let direct_prefix = overlay.cross_subnet.then_some(input.underlay.prefix);
+    let mut peers = Peers::new(&own);
+    let mut skipped = Vec::new();
+    for peer in ordered_peers(input) {
+        match peers.admit(peer, &own, direct_prefix) {
+            Ok(Path::Direct { cidr, address }) => {
+                desired.routes.insert(
+                    cidr,
+                    Route {
+                        dst: cidr,
+                        gateway: Some(address),
+                        dev: input.underlay.name.clone(),
+                        onlink: false,
+                    },
+                );
+            }
+            Ok(Path::Tunnel { cidr, address, mac }) => {
+                let gateway = cidr.network();
+                desired.routes.insert(
+                    cidr,
+                    Route {
+                        dst: cidr,
+                        gateway: Some(gateway),
+                        dev: vxlan.clone(),
+                        onlink: true,
+                    },
+                );
+                desired.neighbours.insert(
+                    (vxlan.clone(), gateway),
+                    Neighbour {
+                        dev: vxlan.clone(),
+                        ip: gateway,
+                        mac,
+                    },
+                );
+                desired.fdb.insert(
+                    (vxlan.clone(), mac),
+                    Fdb {
+                        dev: vxlan.clone(),
+                        mac,
+                        dst: address,
+                    },
+                );
+            }
+            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
+        }
+    }
+    Ok(Plan {
+        desired,
+        mtu,
+        skipped,
+    })
+}
+
+/// This node's NodeSubnet, parsed and checked.
+struct OwnNode<'a> {
+    name: &'a str,
+    spec: &'a NodeSubnetSpec,
+    /// The PodNetwork's range, which every node subnet must lie in.
+    network: Ipv4Net,
+    cidr: Ipv4Net,
+    address: Ipv4Addr,
+    mac: Mac,
+}
+
+impl<'a> OwnNode<'a> {
+    fn parse(input: &Input<'a>) -> Result<Self, PlanError> {
+        let name = input.own.metadata.name.as_deref().unwrap_or("<unnamed>");
+        let spec = &input.own.spec;
+        let field = |field: &'static str| {
+            move |source| PlanError::OwnField {
+                name: name.to_owned(),
+                field,
+                source,
+            }
+        };
+        let network = input
+            .network
+            .parsed_cidr()
+            .map_err(|source| PlanError::NetworkCidr { source })?;
+        let cidr = spec.parsed_cidr().map_err(field("spec.cidr"))?;
+        if !network.contains(&cidr) {
+            return Err(PlanError::OutsideNetwork {
+                name: name.to_owned(),
+                cidr,
+                network,
+            });
+        }
+        if cidr.prefix_len() > 30 {
+            return Err(PlanError::SubnetTooSmall {
+                name: name.to_owned(),
+                cidr,
+            });
+        }
+        let address = spec
+            .parsed_node_address()
+            .map_err(field("spec.nodeAddress"))?;
+        let underlay = input.underlay;
+        if !cidr::contains(underlay.prefix, address) {
+            return Err(PlanError::UnderlayMismatch {
+                underlay: underlay.name.clone(),
+                prefix: underlay.prefix,
+                address,
+            });
+        }
+        let mac = spec.parsed_vtep_mac().map_err(field("spec.vtepMac"))?;
+        Ok(Self {
+            name,
+            spec,
+            network,
+            cidr,
+            address,
+            mac: mac_or_derived(mac, &spec.node_name),
+        })
+    }
+}
+
+/// The pod MTU: `spec.mtu` when set and it fits the underlay, else underlay − VXLAN overhead.
+fn effective_mtu(network: &PodNetworkSpec, underlay: &Underlay) -> Result<u32, PlanError> {
+    let max = underlay.mtu.saturating_sub(VXLAN_OVERHEAD);
+    if let Some(value) = network.mtu {
+        let mtu = u32::try_from(value)
+            .ok()
+            .filter(|m| (MIN_MTU..=MAX_MTU).contains(m))
+            .ok_or(PlanError::MtuOutOfRange { value })?;
+        if mtu > max {
+            return Err(PlanError::MtuTooLarge {
+                mtu,
+                underlay: underlay.name.clone(),
+                underlay_mtu: underlay.mtu,
+                max,
+            });
+        }
+    }
+    let mtu = network.effective_mtu(underlay.mtu);
+    if mtu < MIN_MTU {
+        return Err(PlanError::UnderlayMtuTooSmall {
+            underlay: underlay.name.clone(),
+            underlay_mtu: underlay.mtu,
+            mtu,
+        });
+    }
+    Ok(mtu)
+}
+
+/// The published VTEP MAC, or the one the operator would publish (NodeSubnets written before
+/// `vtepMac` existed carry none; the derivation is a stable contract, see `causeway_crds::vtep`).
+fn mac_or_derived(published: Option<MacAddr>, node_name: &str) -> Mac {
+    Mac(published.unwrap_or_else(|| vtep_mac(node_name)).0)
+}
+
+/// Live peers other than ourselves, oldest first: the order in which conflicts are settled.
+fn ordered_peers<'a>(input: &Input<'a>) -> Vec<&'a NodeSubnet> {
+    let own_name = input.own.metadata.name.as_deref();
+    let mut peers: Vec<&NodeSubnet> = input
+        .peers
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| own_name.is_none() || p.metadata.name.as_deref() != own_name)
+        .collect();
+    peers.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    peers
+}
+
+fn describe(peer: &NodeSubnet) -> String {
+    format!(
+        "NodeSubnet {} (node {})",
+        peer.metadata.name.as_deref().unwrap_or("<unnamed>"),
+        peer.spec.node_name
+    )
+}
+
+/// How a peer's subnet is reached.
+enum Path {
+    /// On the underlay's prefix with `crossSubnet`: a plain route via the peer's address.
+    Direct { cidr: Ipv4Net, address: Ipv4Addr },
+    /// Through the VXLAN device.
+    Tunnel {
+        cidr: Ipv4Net,
+        address: Ipv4Addr,
+        mac: Mac,
+    },
+}
+
+/// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them.
+struct Peers {
+    /// Pairwise disjoint subnets by network address, with who holds them. Disjointness makes
+    /// an overlap check two ordered-map lookups, so planning thousands of peers stays cheap.
+    subnets: BTreeMap<Ipv4Addr, (Ipv4Net, String)>,
+    /// VTEP MACs of this node and of tunnelled peers, with their node address and holder.
+    macs: BTreeMap<Mac, (Ipv4Addr, String)>,
+}
+
+impl Peers {
+    fn new(own: &OwnNode<'_>) -> Self {
+        let holder = format!("this node's subnet (NodeSubnet {})", own.name);
+        Self {
+            subnets: BTreeMap::from([(own.cidr.network(), (own.cidr, holder.clone()))]),
+            macs: BTreeMap::from([(own.mac, (own.address, holder))]),
+        }
+    }
+
+    /// Checks one peer and, when it is sound, takes its subnet (and MAC) and says how to reach
+    /// it. The error is the reason, as the end of a sentence.
+    fn admit(
+        &mut self,
+        peer: &NodeSubnet,
+        own: &OwnNode<'_>,
+        direct_prefix: Option<Ipv4Net>,
+    ) -> Result<Path, String> {
+        let spec = &peer.spec;
+        if spec.network != own.spec.network {
+            return Err(format!(
+                "it belongs to PodNetwork {:?}, not {:?}",
+                spec.network, own.spec.network
+            ));
+        }
+        if spec.node_name == own.spec.node_name {
+            return Err(format!(
+                "it claims this node's name {:?}; only one NodeSubnet per node and network may exist",
+                spec.node_name
+            ));
+        }
+        let cidr = spec.parsed_cidr().map_err(|e| format!("spec.cidr: {e}"))?;
+        if !own.network.contains(&cidr) {
+            return Err(format!(
+                "spec.cidr {cidr} lies outside the PodNetwork's cidr {}",
+                own.network
+            ));
+        }
+        let address = spec
+            .parsed_node_address()
+            .map_err(|e| format!("spec.nodeAddress: {e}"))?;
+        if address == own.address {
+            return Err(format!(
+                "spec.nodeAddress {address} is this node's own address"
+            ));
+        }
+        let mac = spec
+            .parsed_vtep_mac()
+            .map_err(|e| format!("spec.vtepMac: {e}"))?;
+        let mac = mac_or_derived(mac, &spec.node_name);
+        if let Some((taken, holder)) = self.overlapping(cidr) {
+            return Err(format!(
+                "spec.cidr {cidr} overlaps {taken}, held by {holder}"
+            ));
+        }
+        let path = if direct_prefix.is_some_and(|prefix| cidr::contains(prefix, address)) {
+            Path::Direct { cidr, address }
+        } else {
+            // One FDB entry per MAC: a second VTEP with the same MAC at another address would
+            // silently take the first one's traffic (our own MAC is registered with our own
+            // address, which no admitted peer has). The same MAC at the same address is one
+            // VTEP, and its FDB entry is shared.
+            if let Some((holder_address, holder)) = self.macs.get(&mac)
+                && *holder_address != address
+            {
+                return Err(format!(
+                    "its VTEP MAC {mac} is already used by {holder} at {holder_address}"
+                ));
+            }
+            self.macs.insert(mac, (address, describe(peer)));
+            Path::Tunnel { cidr, address, mac }
+        };
+        self.subnets.insert(cidr.network(), (cidr, describe(peer)));
+        Ok(path)
+    }
+
+    /// A taken subnet overlapping `net`, if any. Taken subnets are disjoint, so only the last
+    /// one starting at or before `net` can contain its start, and only the first one starting
+    /// at or after it can lie inside `net`.
+    fn overlapping(&self, net: Ipv4Net) -> Option<(Ipv4Net, &str)> {
+        let start = net.network();
+        let before = self.subnets.range(..=start).next_back();
+        let after = self.subnets.range(start..).next();
+        before
+            .filter(|(_, (taken, _))| taken.contains(&start))
+            .or(after.filter(|(_, (taken, _))| net.contains(taken)))
+            .map(|(_, (taken, holder))| (*taken, holder.as_str()))
+    }
+}
+
+fn add_link(state: &mut State, name: &str, kind: LinkKind, mtu: u32) {
+    state.links.insert(
+        name.to_owned(),
+        Link {
+            name: name.to_owned(),
+            kind,
+            mtu,
+            up: true,
+        },
+    );
+}
+
+fn add_address(state: &mut State, dev: &str, addr: Ipv4Net) {
+    state
+        .addresses
+        .insert((dev.to_owned(), addr), Address { addr });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NETWORK: &str = "overlay";
+
+    fn spec(cross_subnet: bool) -> PodNetworkSpec {
+        serde_json::from_value(serde_json::json!({
+            "cidr": "10.244.0.0/16",
+            "nodeSubnetPrefixLength": 24,
+            "mode": "Overlay",
+            "overlay": { "vni": 1, "port": 8472, "crossSubnet": cross_subnet },
+        }))
+        .expect("test PodNetwork spec")
+    }
+
+    fn underlay() -> Underlay {
+        Underlay {
+            name: "eth0".into(),
+            mtu: 1500,
+            prefix: "192.168.1.0/24".parse().expect("prefix"),
+        }
+    }
+
+    /// A NodeSubnet named after its node, with the node's derived VTEP MAC.
+    fn subnet(node: &str, cidr: &str, address: &str) -> NodeSubnet {
+        subnet_with(node, node, cidr, address, Some(&vtep_mac(node).to_string()))
+    }
+
+    fn subnet_with(
+        name: &str,
+        node: &str,
+        cidr: &str,
+        address: &str,
+        mac: Option<&str>,
+    ) -> NodeSubnet {
+        NodeSubnet::new(
+            name,
+            NodeSubnetSpec {
+                network: NETWORK.into(),
+                node_name: node.into(),
+                cidr: cidr.into(),
+                node_address: address.into(),
+                vtep_mac: mac.map(str::to_owned),
+            },
+        )
+    }
+
+    fn with_metadata(subnet: NodeSubnet, metadata: serde_json::Value) -> NodeSubnet {
+        let mut value = serde_json::to_value(subnet).expect("serialise");
+        for (k, v) in metadata.as_object().expect("object") {
+            value["metadata"][k] = v.clone();
+        }
+        serde_json::from_value(value).expect("deserialise")
+    }
+
+    fn deleting(subnet: NodeSubnet) -> NodeSubnet {
+        with_metadata(
+            subnet,
+            serde_json::json!({ "deletionTimestamp": "2025-01-01T00:00:00Z" }),
+        )
+    }
+
+    fn created_at(subnet: NodeSubnet, at: &str) -> NodeSubnet {
+        with_metadata(subnet, serde_json::json!({ "creationTimestamp": at }))
+    }
+
+    fn own() -> NodeSubnet {
+        subnet("node-a", "10.244.1.0/24", "192.168.1.11")
+    }
+    /// On the underlay prefix.
+    fn node_b() -> NodeSubnet {
+        subnet("node-b", "10.244.2.0/24", "192.168.1.12")
+    }
+    /// Behind a router.
+    fn node_c() -> NodeSubnet {
+        subnet("node-c", "10.244.3.0/24", "192.168.2.13")
+    }
+    /// On the underlay prefix.
+    fn node_d() -> NodeSubnet {
+        subnet("node-d", "10.244.4.0/24", "192.168.1.14")
+    }
+
+    /// The state as sorted lines, in `ip`-like words, so tables read like a shell session.
+    fn lines(state: &State) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in state.links.values() {
+            let kind = match &l.kind {
+                LinkKind::Bridge => "bridge".to_owned(),
+                LinkKind::Vxlan {
+                    vni,
+                    port,
+                    local,
+                    underlay,
+                    mac,
+                } => format!(
+                    "vxlan id {vni} dstport {port} local {local} dev {underlay} address {mac}"
+                ),
+            };
+            let state = if l.up { "up" } else { "down" };
+            out.push(format!("link {} {kind} mtu {} {state}", l.name, l.mtu));
+        }
+        for (dev, addr) in state.addresses.keys() {
+            out.push(format!("addr {addr} dev {dev}"));
+        }
+        for r in state.routes.values() {
+            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let onlink = if r.onlink { " onlink" } else { "" };
+            out.push(format!("route {}{via} dev {}{onlink}", r.dst, r.dev));
+        }
+        for n in state.neighbours.values() {
+            out.push(format!("neigh {} lladdr {} dev {}", n.ip, n.mac, n.dev));
+        }
+        for f in state.fdb.values() {
+            out.push(format!("fdb {} dev {} dst {}", f.mac, f.dev, f.dst));
+        }
+        out.sort();
+        out
+    }
+
+    fn base(mtu: u32) -> Vec<String> {
+        vec![
+            format!("link cw-br0 bridge mtu {mtu} up"),
+            format!(
+                "link cw-vx1 vxlan id 1 dstport 8472 local 192.168.1.11 dev eth0 address {} mtu {mtu} up",
+                vtep_mac("node-a")
+            ),
+            "addr 10.244.1.1/24 dev cw-br0".into(),
+            "addr 10.244.1.0/32 dev cw-vx1".into(),
+        ]
+    }
+
+    fn tunnel(node: &str, cidr: &str, gateway: &str, address: &str) -> Vec<String> {
+        let mac = vtep_mac(node);
+        vec![
+            format!("route {cidr} via {gateway} dev cw-vx1 onlink"),
+            format!("neigh {gateway} lladdr {mac} dev cw-vx1"),
+            format!("fdb {mac} dev cw-vx1 dst {address}"),
+        ]
+    }
+
+    fn direct(cidr: &str, address: &str) -> Vec<String> {
+        vec![format!("route {cidr} via {address} dev eth0")]
+    }
+
+    fn sorted(parts: Vec<Vec<String>>) -> Vec<String> {
+        let mut all: Vec<String> = parts.into_iter().flatten().collect();
+        all.sort();
+        all
+    }
+
+    fn run(
+        own: &NodeSubnet,
+        peers: Vec<NodeSubnet>,
+        network: &PodNetworkSpec,
+    ) -> Result<Plan, PlanError> {
+        let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
+        plan(&Input {
+            own,
+            peers: &peers,
+            network,
+            underlay: &underlay(),
+        })
+    }
+
+    #[test]
+    fn overlay_peers_get_a_route_neighbour_and_fdb_entry_or_a_direct_route_when_on_link() {
+        struct Case {
+            name: &'static str,
+            cross_subnet: bool,
+            peers: Vec<NodeSubnet>,
+            want: Vec<Vec<String>>,
+        }
+        let cases = [
+            Case {
+                name: "no peers: bridge and vxlan device only",
+                cross_subnet: false,
+                peers: vec![],
+                want: vec![base(1450)],
+            },
+            Case {
+                name: "two peers, all tunnelled",
+                cross_subnet: false,
+                peers: vec![node_b(), node_c()],
+                want: vec![
+                    base(1450),
+                    tunnel("node-b", "10.244.2.0/24", "10.244.2.0", "192.168.1.12"),
+                    tunnel("node-c", "10.244.3.0/24", "10.244.3.0", "192.168.2.13"),
+                ],
+            },
+            Case {
+                name: "three peers, crossSubnet: on-link peers direct, the routed one tunnelled",
+                cross_subnet: true,
+                peers: vec![node_d(), node_c(), node_b()],
+                want: vec![
+                    base(1450),
+                    direct("10.244.2.0/24", "192.168.1.12"),
+                    tunnel("node-c", "10.244.3.0/24", "10.244.3.0", "192.168.2.13"),
+                    direct("10.244.4.0/24", "192.168.1.14"),
+                ],
+            },
+            Case {
+                name: "crossSubnet with every peer behind a router: all tunnelled",
+                cross_subnet: true,
+                peers: vec![node_c()],
+                want: vec![
+                    base(1450),
+                    tunnel("node-c", "10.244.3.0/24", "10.244.3.0", "192.168.2.13"),
+                ],
+            },
+            Case {
+                name: "own object in the peer list and deleted peers are ignored",
+                cross_subnet: false,
+                peers: vec![own(), deleting(node_b()), node_c()],
+                want: vec![
+                    base(1450),
+                    tunnel("node-c", "10.244.3.0/24", "10.244.3.0", "192.168.2.13"),
+                ],
+            },
+            Case {
+                name: "a peer without vtepMac gets the MAC derived from its node name",
+                cross_subnet: false,
+                peers: vec![subnet_with(
+                    "node-b",
+                    "node-b",
+                    "10.244.2.0/24",
+                    "192.168.1.12",
+                    None,
+                )],
+                want: vec![
+                    base(1450),
+                    tunnel("node-b", "10.244.2.0/24", "10.244.2.0", "192.168.1.12"),
+                ],
+            },
+        ];
+        for case in cases {
+            let got = run(&own(), case.peers, &spec(case.cross_subnet))
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(lines(&got.desired), sorted(case.want), "{}", case.name);
+            assert_eq!(got.mtu, 1450, "{}", case.name);
+            assert!(got.skipped.is_empty(), "{}: {:?}", case.name, got.skipped);
+        }
+    }
+
+    #[test]
+    fn the_plan_does_not_depend_on_the_order_peers_are_listed_in() {
+        let forward = run(&own(), vec![node_b(), node_c(), node_d()], &spec(true)).expect("plan");
+        let backward = run(&own(), vec![node_d(), node_c(), node_b()], &spec(true)).expect("plan");
+        assert_eq!(forward, backward);
+    }
+
+    #[test]
+    fn mtu_is_underlay_minus_vxlan_overhead_unless_set_and_never_more() {
+        let cases: &[(Option<i32>, u32, Result<u32, &str>)] = &[
+            (None, 1500, Ok(1450)),
+            (None, 9000, Ok(8950)),
+            (Some(1400), 1500, Ok(1400)),
+            (Some(1450), 1500, Ok(1450)),
+            (
+                Some(1451),
+                1500,
+                Err(
+                    "spec.mtu 1451 does not fit through underlay link eth0 (MTU 1500) with 50 bytes of VXLAN headers: set spec.mtu to 1450 or less",
+                ),
+            ),
+            (Some(9000), 1500, Err("set spec.mtu to 1450 or less")),
+            (
+                Some(100),
+                1500,
+                Err("spec.mtu 100 is out of range: use 576-9216"),
+            ),
+            (Some(-1), 1500, Err("spec.mtu -1 is out of range")),
+            (
+                None,
+                600,
+                Err(
+                    "underlay link eth0 has MTU 600: after 50 bytes of VXLAN headers pods would get 550, below the minimum of 576",
+                ),
+            ),
+        ];
+        for (explicit, underlay_mtu, want) in cases {
+            let mut network = spec(false);
+            network.mtu = *explicit;
+            let peers = [Arc::new(node_b())];
+            let got = plan(&Input {
+                own: &own(),
+                peers: &peers,
+                network: &network,
+                underlay: &Underlay {
+                    mtu: *underlay_mtu,
+                    ..underlay()
+                },
+            });
+            match (want, got) {
+                (Ok(mtu), Ok(p)) => {
+                    assert_eq!(p.mtu, *mtu, "{explicit:?} on {underlay_mtu}");
+                    assert!(p.desired.links.values().all(|l| l.mtu == *mtu));
+                }
+                (Err(w), Err(e)) => {
+                    assert!(
+                        e.to_string().contains(w),
+                        "{explicit:?} on {underlay_mtu}: {e}"
+                    );
+                }
+                (w, g) => panic!("{explicit:?} on {underlay_mtu}: want {w:?}, got {g:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn peers_that_cannot_be_programmed_safely_are_skipped_whole_with_a_reason() {
+        let cases: Vec<(&str, NodeSubnet, &str)> = vec![
+            (
+                "unparsable cidr",
+                subnet("node-x", "10.244.9.0/33", "192.168.1.20"),
+                "NodeSubnet node-x (node node-x) skipped: spec.cidr: parse CIDR \"10.244.9.0/33\"",
+            ),
+            (
+                "cidr with host bits",
+                subnet("node-x", "10.244.9.1/24", "192.168.1.20"),
+                "spec.cidr: parse CIDR \"10.244.9.1/24\": host bits are set",
+            ),
+            (
+                "cidr outside the network",
+                subnet("node-x", "192.168.0.0/16", "192.168.1.20"),
+                "spec.cidr 192.168.0.0/16 lies outside the PodNetwork's cidr 10.244.0.0/16",
+            ),
+            (
+                "unparsable address",
+                subnet("node-x", "10.244.9.0/24", "192.168.1"),
+                "spec.nodeAddress: parse IPv4 address \"192.168.1\"",
+            ),
+            (
+                "unparsable vtepMac",
+                subnet_with(
+                    "node-x",
+                    "node-x",
+                    "10.244.9.0/24",
+                    "192.168.1.20",
+                    Some("0E:00:00:00:00:01"),
+                ),
+                "spec.vtepMac: parse MAC address \"0E:00:00:00:00:01\"",
+            ),
+            (
+                "overlaps our subnet",
+                subnet("node-x", "10.244.1.128/25", "192.168.1.20"),
+                "spec.cidr 10.244.1.128/25 overlaps 10.244.1.0/24, held by this node's subnet (NodeSubnet node-a)",
+            ),
+            (
+                "contains our subnet",
+                subnet("node-x", "10.244.0.0/22", "192.168.1.20"),
+                "overlaps 10.244.1.0/24, held by this node's subnet",
+            ),
+            (
+                "overlaps an older peer",
+                created_at(
+                    subnet("node-x", "10.244.2.0/23", "192.168.1.20"),
+                    "2025-06-01T00:00:00Z",
+                ),
+                "spec.cidr 10.244.2.0/23 overlaps 10.244.2.0/24, held by NodeSubnet node-b (node node-b)",
+            ),
+            (
+                "our node name",
+                subnet_with("other", "node-a", "10.244.9.0/24", "192.168.1.20", None),
+                "NodeSubnet other (node node-a) skipped: it claims this node's name \"node-a\"",
+            ),
+            (
+                "our node address",
+                subnet("node-x", "10.244.9.0/24", "192.168.1.11"),
+                "spec.nodeAddress 192.168.1.11 is this node's own address",
+            ),
+            (
+                "our VTEP MAC",
+                subnet_with(
+                    "node-x",
+                    "node-x",
+                    "10.244.9.0/24",
+                    "192.168.2.20",
+                    Some(&vtep_mac("node-a").to_string()),
+                ),
+                "its VTEP MAC 0e:c2:20:78:cb:53 is already used by this node's subnet (NodeSubnet node-a) at 192.168.1.11",
+            ),
+            (
+                "an older peer's VTEP MAC at another address",
+                created_at(
+                    subnet_with(
+                        "node-x",
+                        "node-x",
+                        "10.244.9.0/24",
+                        "192.168.2.20",
+                        Some(&vtep_mac("node-b").to_string()),
+                    ),
+                    "2025-06-01T00:00:00Z",
+                ),
+                "is already used by NodeSubnet node-b (node node-b) at 192.168.1.12",
+            ),
+            (
+                "another network",
+                {
+                    let mut s = subnet("node-x", "10.244.9.0/24", "192.168.1.20");
+                    s.spec.network = "other".into();
+                    s
+                },
+                "it belongs to PodNetwork \"other\", not \"overlay\"",
+            ),
+        ];
+        let good = created_at(node_b(), "2025-01-01T00:00:00Z");
+        let want_good = sorted(vec![
+            base(1450),
+            tunnel("node-b", "10.244.2.0/24", "10.244.2.0", "192.168.1.12"),
+        ]);
+        for (name, bad, want) in cases {
+            let got = run(&own(), vec![bad, good.clone()], &spec(false))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                lines(&got.desired),
+                want_good,
+                "{name}: the bad peer left entries"
+            );
+            assert_eq!(got.skipped.len(), 1, "{name}: {:?}", got.skipped);
+            assert!(got.skipped[0].contains(want), "{name}: {}", got.skipped[0]);
+        }
+    }
+
+    #[test]
+    fn the_older_of_two_overlapping_peers_keeps_its_subnet() {
+        let older = created_at(node_c(), "2025-01-01T00:00:00Z");
+        let newer = created_at(
+            subnet("node-z", "10.244.3.0/24", "192.168.2.99"),
+            "2025-02-01T00:00:00Z",
+        );
+        let got = run(&own(), vec![newer, older], &spec(false)).expect("plan");
+        assert_eq!(
+            lines(&got.desired),
+            sorted(vec![
+                base(1450),
+                tunnel("node-c", "10.244.3.0/24", "10.244.3.0", "192.168.2.13"),
+            ])
+        );
+        assert_eq!(
+            got.skipped,
+            [
+                "NodeSubnet node-z (node node-z) skipped: spec.cidr 10.244.3.0/24 overlaps 10.244.3.0/24, held by NodeSubnet node-c (node node-c)"
+            ]
+        );
+    }
+
+    #[test]
+    fn problems_with_this_nodes_own_objects_fail_the_plan_naming_the_field() {
+        let with_spec = |f: fn(&mut NodeSubnetSpec)| {
+            let mut s = own();
+            f(&mut s.spec);
+            s
+        };
+        let cases: Vec<(&str, NodeSubnet, PodNetworkSpec, Underlay, &str)> = vec![
+            (
+                "cidr",
+                with_spec(|s| s.cidr = "10.244.1.0".into()),
+                spec(false),
+                underlay(),
+                "NodeSubnet node-a: spec.cidr: parse CIDR \"10.244.1.0\"",
+            ),
+            (
+                "node address",
+                with_spec(|s| s.node_address = "fd00::1".into()),
+                spec(false),
+                underlay(),
+                "NodeSubnet node-a: spec.nodeAddress: parse IPv4 address \"fd00::1\"",
+            ),
+            (
+                "vtep mac",
+                with_spec(|s| s.vtep_mac = Some("nope".into())),
+                spec(false),
+                underlay(),
+                "NodeSubnet node-a: spec.vtepMac: parse MAC address \"nope\"",
+            ),
+            (
+                "subnet outside the network",
+                with_spec(|s| s.cidr = "10.245.1.0/24".into()),
+                spec(false),
+                underlay(),
+                "spec.cidr 10.245.1.0/24 lies outside the PodNetwork's cidr 10.244.0.0/16",
+            ),
+            (
+                "subnet too small",
+                with_spec(|s| s.cidr = "10.244.1.0/31".into()),
+                spec(false),
+                underlay(),
+                "a node subnet needs a prefix length of at most 30",
+            ),
+            (
+                "network cidr",
+                own(),
+                PodNetworkSpec {
+                    cidr: "10.244.0.0".into(),
+                    ..spec(false)
+                },
+                underlay(),
+                "PodNetwork spec.cidr: parse CIDR \"10.244.0.0\"",
+            ),
+            (
+                "vni",
+                own(),
+                {
+                    let mut s = spec(false);
+                    s.overlay = Some(causeway_crds::v1alpha1::OverlaySpec {
+                        vni: 1 << 24,
+                        ..Default::default()
+                    });
+                    s
+                },
+                underlay(),
+                "spec.overlay.vni 16777216 is out of range",
+            ),
+            (
+                "port",
+                own(),
+                {
+                    let mut s = spec(false);
+                    s.overlay = Some(causeway_crds::v1alpha1::OverlaySpec {
+                        port: 0,
+                        ..Default::default()
+                    });
+                    s
+                },
+                underlay(),
+                "spec.overlay.port 0 is out of range",
+            ),
+            (
+                "underlay without the node address",
+                own(),
+                spec(false),
+                Underlay {
+                    prefix: "10.0.0.0/8".parse().expect("prefix"),
+                    ..underlay()
+                },
+                "underlay link eth0 (10.0.0.0/8) does not hold this node's address 192.168.1.11",
+            ),
+        ];
+        for (name, own, network, underlay, want) in cases {
+            let peers = [Arc::new(node_b())];
+            let got = plan(&Input {
+                own: &own,
+                peers: &peers,
+                network: &network,
+                underlay: &underlay,
+            });
+            match got {
+                Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
+                Ok(p) => panic!("{name}: planned {:?}", lines(&p.desired)),
+            }
+        }
+    }
+
+    #[test]
+    fn flat_and_routed_modes_are_refused_with_a_clear_message() {
+        for mode in [PodNetworkMode::Flat, PodNetworkMode::Routed] {
+            let network = PodNetworkSpec {
+                mode,
+                overlay: None,
+                ..spec(false)
+            };
+            let err = run(&own(), vec![node_b()], &network).expect_err("unsupported");
+            assert_eq!(err, PlanError::UnsupportedMode { mode });
+            assert!(
+                err.to_string().contains(&format!(
+                    "PodNetwork mode {mode:?} is not implemented by this agent yet (only Overlay is)"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn vni_and_port_come_from_the_overlay_block_and_name_the_device() {
+        let mut network = spec(false);
+        network.overlay = Some(causeway_crds::v1alpha1::OverlaySpec {
+            vni: 16_777_215,
+            port: 4789,
+            cross_subnet: false,
+        });
+        let got = run(&own(), vec![node_c()], &network).expect("plan");
+        let vx = got.desired.links.get("cw-vx16777215").expect("vxlan link");
+        assert!(vx.name.len() <= MAX_LINK_NAME);
+        assert!(matches!(
+            vx.kind,
+            LinkKind::Vxlan {
+                vni: 16_777_215,
+                port: 4789,
+                ..
+            }
+        ));
+        assert_eq!(
+            got.desired
+                .routes
+                .values()
+                .map(|r| r.dev.as_str())
+                .collect::<Vec<_>>(),
+            ["cw-vx16777215"]
+        );
+    }
+
+    #[test]
+    fn a_thousand_peers_plan_to_three_thousand_entries() {
+        let peers: Vec<NodeSubnet> = (2..1002u32)
+            .map(|i| {
+                let node = format!("node-{i}");
+                subnet(
+                    &node,
+                    &format!("10.{}.{}.0/24", 244 + i / 256, i % 256),
+                    &format!("192.168.{}.{}", 2 + i / 250, 1 + i % 250),
+                )
+            })
+            .collect();
+        let mut network = spec(false);
+        network.cidr = "10.0.0.0/8".into();
+        let got = run(&own(), peers, &network).expect("plan");
+        assert!(
+            got.skipped.is_empty(),
+            "{:?}",
+            &got.skipped[..3.min(got.skipped.len())]
+        );
+        assert_eq!(got.desired.routes.len(), 1000);
+        assert_eq!(got.desired.neighbours.len(), 1000);
+        assert_eq!(got.desired.fdb.len(), 1000);
+    }
+}

@@ -1,0 +1,308 @@
+//! What the agent reports on its own NodeSubnet's status, from the outcome of one pass of
+//! the loop (pure).
+//!
+//! `Programmed` is True when every operation of the pass applied (peers the planner had to
+//! skip are named in the message but do not make it False: they are the peer's problem, and
+//! their own agents report it). When a step failed, `Programmed` is False with a reason
+//! naming the kind of step (`DeviceCreateFailed`, `RouteFailed`, ...) and a message quoting
+//! the operation and the kernel's answer, so `kubectl describe nodesubnet` says what to fix.
+//! `Ready` follows `Programmed` (BGP sessions will add to it in Routed mode).
+
+use causeway_crds::NodeSubnetStatus;
+use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::model::{Op, State};
+
+/// Why a pass did not program the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The spec cannot be turned into a dataplane (the message says what to change).
+    Plan(String),
+    /// No interface holds the node address.
+    Underlay(String),
+    /// A kernel operation failed.
+    Apply { op: Op, message: String },
+    /// The CNI config file could not be written.
+    Cni(String),
+    /// The agent's own kernel state could not be read.
+    Observe(String),
+}
+
+impl Failure {
+    /// The condition reason for this failure.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Plan(_) => reasons::INVALID_CONFIGURATION,
+            Failure::Underlay(_) => reasons::UNDERLAY_NOT_FOUND,
+            Failure::Cni(_) => reasons::CNI_CONFIG_FAILED,
+            Failure::Observe(_) => reasons::APPLY_FAILED,
+            Failure::Apply { op, .. } => match op {
+                Op::CreateLink(_) => reasons::DEVICE_CREATE_FAILED,
+                Op::DeleteLink(_)
+                | Op::UpdateLink { .. }
+                | Op::AddAddress { .. }
+                | Op::DeleteAddress { .. } => reasons::DEVICE_UPDATE_FAILED,
+                Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,
+                Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => reasons::NEIGHBOUR_FAILED,
+                Op::ReplaceFdb(_) | Op::DeleteFdb(_) => reasons::FDB_FAILED,
+            },
+        }
+    }
+
+    /// The condition message.
+    #[must_use]
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Plan(m) | Failure::Underlay(m) | Failure::Cni(m) | Failure::Observe(m) => {
+                m.clone()
+            }
+            Failure::Apply { op, message } => format!("{op}: {message}"),
+        }
+    }
+}
+
+/// The outcome of one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The NodeSubnet's `metadata.generation` the pass worked from.
+    pub generation: Option<i64>,
+    /// What the kernel holds after the pass (observed, or the plan when it all applied).
+    pub programmed: State,
+    /// The pod MTU the pass used, when it got that far.
+    pub mtu: Option<u32>,
+    /// Peers the planner skipped, in words.
+    pub skipped: Vec<String>,
+    /// `None` when everything applied.
+    pub failure: Option<Failure>,
+}
+
+/// The status to write: `previous` with Programmed and Ready set from `outcome` (other
+/// condition types and their transition times are kept) and the counts of what is programmed.
+#[must_use]
+pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> NodeSubnetStatus {
+    let mut next = previous.clone();
+    let routes = outcome.programmed.routes.len();
+    let neighbours = outcome.programmed.neighbours.len();
+    let fdb = outcome.programmed.fdb.len();
+    let (state, reason, message) = match &outcome.failure {
+        None => {
+            let mut message = format!(
+                "{routes} {}, {neighbours} {}, {fdb} {}",
+                plural(routes, "route", "routes"),
+                plural(neighbours, "neighbour", "neighbours"),
+                plural(fdb, "FDB entry", "FDB entries"),
+            );
+            if let Some(mtu) = outcome.mtu {
+                message.push_str(&format!("; pod MTU {mtu}"));
+            }
+            message.push('.');
+            if !outcome.skipped.is_empty() {
+                message.push_str(" Skipped: ");
+                message.push_str(&outcome.skipped.join(" "));
+            }
+            (ConditionStatus::True, reasons::PROGRAMMED, message)
+        }
+        Some(f) => (ConditionStatus::False, f.reason(), f.message()),
+    };
+    set_condition(
+        &mut next.conditions,
+        new_condition(
+            types::PROGRAMMED,
+            state,
+            reason,
+            message.clone(),
+            outcome.generation,
+            now.clone(),
+        ),
+    );
+    set_condition(
+        &mut next.conditions,
+        new_condition(
+            types::READY,
+            state,
+            reason,
+            message,
+            outcome.generation,
+            now,
+        ),
+    );
+    next.observed_generation = outcome.generation;
+    next.routes = clamp(routes);
+    next.neighbours = clamp(neighbours);
+    next.fdb_entries = clamp(fdb);
+    if let Some(mtu) = outcome.mtu {
+        next.effective_mtu = i32::try_from(mtu).ok();
+    }
+    next
+}
+
+fn clamp(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+#[cfg(test)]
+mod tests {
+    use causeway_crds::conditions::find_condition;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::model::{Link, LinkKind, Route};
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("time"))
+    }
+
+    fn programmed_state(peers: usize) -> State {
+        let mut s = State::default();
+        for i in 0..peers {
+            let dst = format!("10.244.{}.0/24", i + 2).parse().expect("cidr");
+            s.routes.insert(
+                dst,
+                Route {
+                    dst,
+                    gateway: None,
+                    dev: "cw-vx1".into(),
+                    onlink: true,
+                },
+            );
+        }
+        s
+    }
+
+    fn ok(generation: i64, peers: usize) -> Outcome {
+        Outcome {
+            generation: Some(generation),
+            programmed: programmed_state(peers),
+            mtu: Some(1450),
+            skipped: vec![],
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn a_clean_pass_reports_programmed_and_ready_with_counts() {
+        let st = status(&NodeSubnetStatus::default(), &ok(3, 2), at(100));
+        let p = find_condition(&st.conditions, types::PROGRAMMED).expect("Programmed");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", "Programmed")
+        );
+        assert_eq!(
+            p.message,
+            "2 routes, 0 neighbours, 0 FDB entries; pod MTU 1450."
+        );
+        assert_eq!(p.observed_generation, Some(3));
+        let r = find_condition(&st.conditions, types::READY).expect("Ready");
+        assert_eq!(r.status, "True");
+        assert_eq!((st.routes, st.observed_generation), (2, Some(3)));
+        assert_eq!(st.effective_mtu, Some(1450));
+    }
+
+    #[test]
+    fn failures_name_the_step_and_quote_the_kernel() {
+        let vxlan = Link {
+            name: "cw-vx1".into(),
+            kind: LinkKind::Bridge,
+            mtu: 1450,
+            up: true,
+        };
+        let cases: Vec<(Failure, &str, &str)> = vec![
+            (
+                Failure::Apply {
+                    op: Op::CreateLink(vxlan),
+                    message: "Operation not supported (is the vxlan kernel module loaded?)".into(),
+                },
+                "DeviceCreateFailed",
+                "is the vxlan kernel module loaded?",
+            ),
+            (
+                Failure::Apply {
+                    op: Op::DeleteLink("cw-vx1".into()),
+                    message: "busy".into(),
+                },
+                "DeviceUpdateFailed",
+                "delete link cw-vx1: busy",
+            ),
+            (
+                Failure::Underlay("no interface has 192.168.50.11".into()),
+                "UnderlayNotFound",
+                "192.168.50.11",
+            ),
+            (
+                Failure::Plan("overlay.mtu 9000 is larger than 1450".into()),
+                "InvalidConfiguration",
+                "9000",
+            ),
+            (
+                Failure::Cni("writing /etc/cni/net.d: read-only".into()),
+                "CniConfigFailed",
+                "read-only",
+            ),
+        ];
+        for (failure, reason, words) in cases {
+            let outcome = Outcome {
+                failure: Some(failure),
+                ..ok(1, 0)
+            };
+            let st = status(&NodeSubnetStatus::default(), &outcome, at(5));
+            let p = find_condition(&st.conditions, types::PROGRAMMED).expect("Programmed");
+            assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", reason));
+            assert!(p.message.contains(words), "{reason}: {}", p.message);
+            let r = find_condition(&st.conditions, types::READY).expect("Ready");
+            assert_eq!(r.status, "False");
+        }
+    }
+
+    #[test]
+    fn skipped_peers_are_named_without_failing_the_node() {
+        let outcome = Outcome {
+            skipped: vec!["peer node-x: vtepMac \"zz\" is not a MAC address.".into()],
+            ..ok(1, 1)
+        };
+        let st = status(&NodeSubnetStatus::default(), &outcome, at(5));
+        let p = find_condition(&st.conditions, types::PROGRAMMED).expect("Programmed");
+        assert_eq!(p.status, "True");
+        assert!(p.message.contains("Skipped: peer node-x"), "{}", p.message);
+        assert!(p.message.starts_with("1 route, "), "{}", p.message);
+    }
+
+    #[test]
+    fn transition_times_move_only_when_the_status_changes() {
+        let first = status(&NodeSubnetStatus::default(), &ok(1, 1), at(10));
+        let same = status(&first, &ok(2, 3), at(20));
+        let t = |s: &NodeSubnetStatus| {
+            find_condition(&s.conditions, types::PROGRAMMED)
+                .expect("Programmed")
+                .last_transition_time
+                .clone()
+        };
+        assert_eq!(t(&same), at(10), "still True: the transition time stays");
+        let failed = status(
+            &same,
+            &Outcome {
+                failure: Some(Failure::Cni("x".into())),
+                ..ok(2, 3)
+            },
+            at(30),
+        );
+        assert_eq!(t(&failed), at(30));
+        // Other condition types are left alone.
+        let mut with_other = failed.clone();
+        with_other.conditions.push(new_condition(
+            "BgpEstablished",
+            ConditionStatus::True,
+            "Up",
+            "",
+            None,
+            at(1),
+        ));
+        let next = status(&with_other, &ok(2, 3), at(40));
+        assert!(find_condition(&next.conditions, "BgpEstablished").is_some());
+    }
+}

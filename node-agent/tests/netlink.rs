@@ -1,0 +1,972 @@
+//! The netlink dataplane against the real kernel, each test in throwaway network namespaces
+//! (`cwnl-<pid>-<n>`) removed by a guard even when the test panics. Nothing here touches the
+//! root namespace: the underlay is a veth pair inside the test's namespace(s), and every
+//! check reads the namespace back with `ip` / `bridge`, independently of the code under test.
+//!
+//! These tests need root and the `ip`, `bridge` and `ping` tools; without them they fail
+//! with a message saying so (they never pass by skipping).
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use causeway_node_agent::model::{
+    Address, Dataplane, Fdb, Link, LinkKind, Mac, Neighbour, Op, Route, State,
+};
+use causeway_node_agent::netlink::{Netlink, Underlay};
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const MAC_1: Mac = Mac([0x0e, 0xcc, 0, 0, 0, 1]);
+const MAC_2: Mac = Mac([0x0e, 0xcc, 0, 0, 0, 2]);
+const MAC_3: Mac = Mac([0x0e, 0xcc, 0, 0, 0, 3]);
+
+fn require_root_and_tools() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .expect("Uid line in /proc/self/status");
+    assert_eq!(
+        euid, "0",
+        "the netlink tests need root: they create network namespaces and links (run them as root)"
+    );
+    for (tool, flag) in [("ip", "-V"), ("bridge", "-V"), ("ping", "-V")] {
+        let found = Command::new(tool).arg(flag).output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "the netlink tests need `{tool}` on PATH (iproute2 / iputils)"
+        );
+    }
+}
+
+/// A throwaway network namespace, deleted on drop (also when the test panics).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        require_root_and_tools();
+        let name = format!(
+            "cwnl-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    /// A namespace with an underlay: veth `eth0` (192.168.77.1/24, up) and its peer `eth1`.
+    fn with_underlay() -> Self {
+        let ns = Self::new();
+        ns.ip("link add eth0 type veth peer name eth1");
+        ns.ip(&format!("addr add {NODE_IP}/24 dev eth0"));
+        ns.ip("link set eth0 up");
+        ns.ip("link set eth1 up");
+        ns
+    }
+
+    /// `ip -n NS ARGS`, which must succeed; its stdout.
+    fn ip(&self, args: &str) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend(args.split_whitespace());
+        run("ip", &all)
+    }
+
+    /// `ip -n NS -j ARGS` parsed.
+    fn ip_json(&self, args: &str) -> Vec<Value> {
+        json(&self.ip(&format!("-j {args}")))
+    }
+
+    /// `bridge -n NS -j ARGS` parsed.
+    fn bridge_json(&self, args: &str) -> Vec<Value> {
+        let mut all = vec!["-n", &self.name, "-j"];
+        all.extend(args.split_whitespace());
+        json(&run("bridge", &all))
+    }
+
+    /// `ip -n NS ARGS` may fail; whether it did.
+    fn ip_succeeds(&self, args: &str) -> bool {
+        let mut all = vec!["-n", &self.name];
+        all.extend(args.split_whitespace());
+        output("ip", &all).status.success()
+    }
+
+    /// `ip netns exec NS ARGS`, which may fail.
+    fn exec(&self, args: &str) -> Output {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend(args.split_whitespace());
+        output("ip", &all)
+    }
+
+    async fn netlink(&self) -> Netlink {
+        Netlink::in_netns(&self.name)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = output(program, args);
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(text: &str) -> Vec<Value> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    match serde_json::from_str(text).expect("JSON output") {
+        Value::Array(items) => items,
+        other => panic!("expected a JSON array, got {other}"),
+    }
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("CIDR")
+}
+
+fn ip4(s: &str) -> Ipv4Addr {
+    s.parse().expect("IPv4 address")
+}
+
+fn bridge(name: &str, mtu: u32, up: bool) -> Link {
+    Link {
+        name: name.into(),
+        kind: LinkKind::Bridge,
+        mtu,
+        up,
+    }
+}
+
+fn vxlan(name: &str, vni: u32, local: Ipv4Addr, underlay: &str, mac: Mac) -> Link {
+    Link {
+        name: name.into(),
+        kind: LinkKind::Vxlan {
+            vni,
+            port: 8472,
+            local,
+            underlay: underlay.into(),
+            mac,
+        },
+        mtu: 1450,
+        up: true,
+    }
+}
+
+fn route(dst: &str, gateway: Option<&str>, dev: &str, onlink: bool) -> Route {
+    Route {
+        dst: net(dst),
+        gateway: gateway.map(ip4),
+        dev: dev.into(),
+        onlink,
+    }
+}
+
+async fn apply(netlink: &mut Netlink, ops: &[Op]) {
+    for op in ops {
+        netlink
+            .apply(op)
+            .await
+            .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    }
+}
+
+async fn apply_err(netlink: &mut Netlink, op: &Op) -> causeway_node_agent::model::ApplyError {
+    match netlink.apply(op).await {
+        Ok(()) => panic!("`{op}` succeeded but should have failed"),
+        Err(e) => e,
+    }
+}
+
+fn link_json(ns: &Netns, name: &str) -> Value {
+    let mut links = ns.ip_json(&format!("-d link show dev {name}"));
+    assert_eq!(links.len(), 1, "{name}: {links:?}");
+    links.remove(0)
+}
+
+fn is_up(link: &Value) -> bool {
+    link["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .any(|f| f == "UP")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_bridges_and_vxlans_have_every_requested_attribute() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(bridge("cw-br0", 1450, true)),
+            Op::CreateLink(bridge("cw-br1", 1400, false)),
+            Op::CreateLink(vxlan("cw-vx1", 42, NODE_IP, "eth0", MAC_1)),
+        ],
+    )
+    .await;
+
+    let br0 = link_json(&ns, "cw-br0");
+    assert_eq!(br0["linkinfo"]["info_kind"], "bridge");
+    assert_eq!(br0["mtu"], 1450);
+    assert!(is_up(&br0), "{br0}");
+    let br1 = link_json(&ns, "cw-br1");
+    assert_eq!(br1["mtu"], 1400);
+    assert!(!is_up(&br1), "{br1}");
+
+    let vx = link_json(&ns, "cw-vx1");
+    let data = &vx["linkinfo"]["info_data"];
+    assert_eq!(vx["linkinfo"]["info_kind"], "vxlan");
+    assert_eq!(data["id"], 42);
+    assert_eq!(data["port"], 8472);
+    assert_eq!(data["local"], NODE_IP.to_string());
+    assert_eq!(data["link"], "eth0");
+    assert_eq!(data["learning"], false, "nolearning: {data}");
+    assert_eq!(vx["address"], MAC_1.to_string());
+    assert_eq!(vx["mtu"], 1450);
+    assert!(is_up(&vx), "{vx}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updating_a_link_changes_its_mtu_and_state() {
+    let ns = Netns::new();
+    let mut netlink = ns.netlink().await;
+    apply(
+        &mut netlink,
+        &[Op::CreateLink(bridge("cw-br0", 1500, true))],
+    )
+    .await;
+
+    let update = |mtu, up| Op::UpdateLink {
+        name: "cw-br0".into(),
+        mtu,
+        up,
+    };
+    apply(&mut netlink, &[update(1400, false)]).await;
+    let link = link_json(&ns, "cw-br0");
+    assert_eq!(link["mtu"], 1400);
+    assert!(!is_up(&link));
+
+    apply(&mut netlink, &[update(1450, true)]).await;
+    let link = link_json(&ns, "cw-br0");
+    assert_eq!(link["mtu"], 1450);
+    assert!(is_up(&link));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_are_added_idempotently_and_deleted() {
+    let ns = Netns::new();
+    let mut netlink = ns.netlink().await;
+    let add = Op::AddAddress {
+        dev: "cw-br0".into(),
+        addr: net("10.244.1.1/24"),
+    };
+    let delete = Op::DeleteAddress {
+        dev: "cw-br0".into(),
+        addr: net("10.244.1.1/24"),
+    };
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(bridge("cw-br0", 1450, true)),
+            add.clone(),
+            add,
+        ],
+    )
+    .await;
+
+    let addresses = |ns: &Netns| -> Vec<(String, u64)> {
+        ns.ip_json("-4 addr show dev cw-br0")
+            .iter()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .map(|a| {
+                (
+                    a["local"].as_str().expect("local").to_owned(),
+                    a["prefixlen"].as_u64().expect("prefixlen"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(addresses(&ns), vec![("10.244.1.1".to_owned(), 24)]);
+
+    apply(&mut netlink, std::slice::from_ref(&delete)).await;
+    assert_eq!(addresses(&ns), vec![]);
+    // Deleting what is gone reaches the goal.
+    apply(&mut netlink, &[delete]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_are_replaced_with_protocol_249_and_deleted() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    apply(
+        &mut netlink,
+        &[Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1))],
+    )
+    .await;
+
+    let via_vxlan = route("10.244.2.0/24", Some("10.244.2.0"), "cw-vx1", true);
+    let via_underlay = route("10.244.2.0/24", Some("192.168.77.2"), "eth0", false);
+    let device = route("10.244.4.0/24", None, "cw-vx1", false);
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceRoute(via_vxlan.clone()),
+            Op::ReplaceRoute(device.clone()),
+        ],
+    )
+    .await;
+    let routes = ns.ip_json("route show proto 249");
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    let onlink = routes
+        .iter()
+        .find(|r| r["dst"] == "10.244.2.0/24")
+        .expect("10.244.2.0/24");
+    assert_eq!(onlink["gateway"], "10.244.2.0");
+    assert_eq!(onlink["dev"], "cw-vx1");
+    assert!(
+        onlink["flags"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .any(|f| f == "onlink"),
+        "{onlink}"
+    );
+    let dev_route = routes
+        .iter()
+        .find(|r| r["dst"] == "10.244.4.0/24")
+        .expect("10.244.4.0/24");
+    assert_eq!(dev_route["dev"], "cw-vx1");
+    assert_eq!(dev_route["scope"], "link");
+    assert!(dev_route.get("gateway").is_none(), "{dev_route}");
+
+    // Replace, not add: the destination now goes via the underlay, and only that way.
+    apply(&mut netlink, &[Op::ReplaceRoute(via_underlay.clone())]).await;
+    let routes = ns.ip_json("route show proto 249 10.244.2.0/24");
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["gateway"], "192.168.77.2");
+    assert_eq!(routes[0]["dev"], "eth0");
+    assert_eq!(ns.ip_json("route show 10.244.2.0/24").len(), 1);
+
+    apply(
+        &mut netlink,
+        &[
+            Op::DeleteRoute(via_underlay.clone()),
+            Op::DeleteRoute(device.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(ns.ip_json("route show proto 249"), Vec::<Value>::new());
+    apply(
+        &mut netlink,
+        &[Op::DeleteRoute(via_underlay), Op::DeleteRoute(device)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn neighbours_are_replaced_as_permanent_and_deleted() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let neighbour = |mac| Neighbour {
+        dev: "cw-vx1".into(),
+        ip: ip4("10.244.2.0"),
+        mac,
+    };
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+            Op::ReplaceNeighbour(neighbour(MAC_2)),
+            Op::ReplaceNeighbour(neighbour(MAC_3)),
+        ],
+    )
+    .await;
+    let entries = ns.ip_json("neigh show dev cw-vx1");
+    assert_eq!(entries.len(), 1, "replaced, not added: {entries:?}");
+    assert_eq!(entries[0]["dst"], "10.244.2.0");
+    assert_eq!(entries[0]["lladdr"], MAC_3.to_string());
+    assert_eq!(entries[0]["state"], serde_json::json!(["PERMANENT"]));
+
+    apply(&mut netlink, &[Op::DeleteNeighbour(neighbour(MAC_3))]).await;
+    assert_eq!(ns.ip_json("neigh show dev cw-vx1"), Vec::<Value>::new());
+    apply(&mut netlink, &[Op::DeleteNeighbour(neighbour(MAC_3))]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fdb_entries_are_replaced_with_their_destination_and_deleted() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let entry = |dst| Fdb {
+        dev: "cw-vx1".into(),
+        mac: MAC_2,
+        dst: ip4(dst),
+    };
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+            Op::ReplaceFdb(entry("192.168.77.2")),
+        ],
+    )
+    .await;
+    let entries = ns.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["mac"], MAC_2.to_string());
+    assert_eq!(entries[0]["dst"], "192.168.77.2");
+    assert_eq!(entries[0]["flags"], serde_json::json!(["self"]));
+    assert_eq!(entries[0]["state"], "permanent");
+
+    // Replace moves the MAC to another VTEP instead of adding a second destination.
+    apply(&mut netlink, &[Op::ReplaceFdb(entry("192.168.77.3"))]).await;
+    let entries = ns.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["dst"], "192.168.77.3");
+
+    apply(&mut netlink, &[Op::DeleteFdb(entry("192.168.77.3"))]).await;
+    assert_eq!(ns.bridge_json("fdb show dev cw-vx1"), Vec::<Value>::new());
+    apply(&mut netlink, &[Op::DeleteFdb(entry("192.168.77.3"))]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_link_removes_it_and_deleting_it_again_succeeds() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(bridge("cw-br0", 1450, true)),
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+            Op::DeleteLink("cw-br0".into()),
+            Op::DeleteLink("cw-vx1".into()),
+        ],
+    )
+    .await;
+    assert!(!ns.ip_succeeds("link show dev cw-br0"));
+    assert!(!ns.ip_succeeds("link show dev cw-vx1"));
+    assert!(ns.ip_succeeds("link show dev eth0"));
+    apply(&mut netlink, &[Op::DeleteLink("cw-br0".into())]).await;
+}
+
+/// A node's worth of objects, in the order an apply would create them.
+fn node_state() -> (State, Vec<Op>) {
+    let links = [
+        bridge("cw-br0", 1450, true),
+        bridge("cw-br9", 1500, false),
+        vxlan("cw-vx1", 7, NODE_IP, "eth0", MAC_1),
+    ];
+    let addresses = [("cw-br0", "10.244.1.1/24"), ("cw-vx1", "10.244.1.0/32")];
+    let neighbours = [
+        Neighbour {
+            dev: "cw-vx1".into(),
+            ip: ip4("10.244.2.0"),
+            mac: MAC_2,
+        },
+        Neighbour {
+            dev: "cw-vx1".into(),
+            ip: ip4("10.244.3.0"),
+            mac: MAC_3,
+        },
+    ];
+    let fdb = [
+        Fdb {
+            dev: "cw-vx1".into(),
+            mac: MAC_2,
+            dst: PEER_IP,
+        },
+        Fdb {
+            dev: "cw-vx1".into(),
+            mac: MAC_3,
+            dst: ip4("192.168.77.3"),
+        },
+    ];
+    let routes = [
+        route("10.244.2.0/24", Some("10.244.2.0"), "cw-vx1", true),
+        route("10.244.3.0/24", Some("10.244.3.0"), "cw-vx1", true),
+        // A direct route to an on-link peer, on the underlay.
+        route("10.244.5.0/24", Some("192.168.77.5"), "eth0", false),
+        route("10.244.6.0/24", None, "cw-br0", false),
+    ];
+
+    let mut state = State::default();
+    let mut ops = Vec::new();
+    for link in links {
+        ops.push(Op::CreateLink(link.clone()));
+        state.links.insert(link.name.clone(), link);
+    }
+    for (dev, addr) in addresses {
+        ops.push(Op::AddAddress {
+            dev: dev.into(),
+            addr: net(addr),
+        });
+        state
+            .addresses
+            .insert((dev.into(), net(addr)), Address { addr: net(addr) });
+    }
+    for n in neighbours {
+        ops.push(Op::ReplaceNeighbour(n.clone()));
+        state.neighbours.insert((n.dev.clone(), n.ip), n);
+    }
+    for f in fdb {
+        ops.push(Op::ReplaceFdb(f.clone()));
+        state.fdb.insert((f.dev.clone(), f.mac), f);
+    }
+    for r in routes {
+        ops.push(Op::ReplaceRoute(r.clone()));
+        state.routes.insert(r.dst, r);
+    }
+    (state, ops)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn observe_returns_exactly_what_was_applied() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    assert_eq!(netlink.observe().await.expect("observe"), State::default());
+
+    let (state, ops) = node_state();
+    apply(&mut netlink, &ops).await;
+    assert_eq!(netlink.observe().await.expect("observe"), state);
+    // Applying everything again changes nothing (except CreateLink, which is not a replace).
+    let again: Vec<Op> = ops
+        .into_iter()
+        .filter(|op| !matches!(op, Op::CreateLink(_)))
+        .collect();
+    apply(&mut netlink, &again).await;
+    assert_eq!(netlink.observe().await.expect("observe"), state);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_objects_are_never_observed_and_survive_deleting_everything_observed() {
+    let ns = Netns::with_underlay();
+    // Foreign objects: unprefixed links (one a VXLAN with its own FDB), an address on one,
+    // routes with another protocol or in another table, neighbours on the underlay.
+    ns.ip("link add foreign0 type bridge");
+    ns.ip("addr add 10.99.1.1/24 dev foreign0");
+    ns.ip("link add fvx0 type vxlan id 9 dstport 4789 local 192.168.77.1 dev eth0 nolearning");
+    run(
+        "bridge",
+        &[
+            "-n",
+            &ns.name,
+            "fdb",
+            "add",
+            "0e:ee:00:00:00:01",
+            "dev",
+            "fvx0",
+            "dst",
+            "192.168.77.8",
+            "self",
+            "permanent",
+        ],
+    );
+    ns.ip("route add 10.99.0.0/24 via 192.168.77.5 dev eth0 proto static");
+    ns.ip("route add 10.98.0.0/24 dev eth0 proto 249 table 100");
+    ns.ip("neigh add 192.168.77.9 lladdr 0e:ee:00:00:00:09 dev eth0 nud permanent");
+
+    let mut netlink = ns.netlink().await;
+    let (state, ops) = node_state();
+    apply(&mut netlink, &ops).await;
+    // Objects on our links that are not ours to manage: non-permanent entries and the
+    // all-zero flood entry.
+    ns.ip("neigh add 10.244.9.9 lladdr 0e:ee:00:00:00:99 dev cw-vx1 nud reachable");
+    run(
+        "bridge",
+        &[
+            "-n",
+            &ns.name,
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "cw-vx1",
+            "dst",
+            "192.168.77.200",
+            "self",
+            "permanent",
+        ],
+    );
+
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(observed, state);
+
+    // The agent refuses to touch unprefixed links, and deleting "our" route to a destination
+    // held by a foreign route leaves the foreign route alone (the protocol must match).
+    let refused = apply_err(&mut netlink, &Op::DeleteLink("foreign0".into())).await;
+    assert!(refused.message.contains("not the agent's"), "{refused}");
+    let refused = apply_err(
+        &mut netlink,
+        &Op::ReplaceNeighbour(Neighbour {
+            dev: "eth0".into(),
+            ip: ip4("192.168.77.9"),
+            mac: MAC_1,
+        }),
+    )
+    .await;
+    assert!(refused.message.contains("not the agent's"), "{refused}");
+    apply(
+        &mut netlink,
+        &[Op::DeleteRoute(route(
+            "10.99.0.0/24",
+            Some("192.168.77.5"),
+            "eth0",
+            false,
+        ))],
+    )
+    .await;
+
+    // Delete everything observed, in reverse dependency order.
+    let mut deletes = Vec::new();
+    deletes.extend(observed.routes.values().cloned().map(Op::DeleteRoute));
+    deletes.extend(observed.fdb.values().cloned().map(Op::DeleteFdb));
+    deletes.extend(
+        observed
+            .neighbours
+            .values()
+            .cloned()
+            .map(Op::DeleteNeighbour),
+    );
+    deletes.extend(
+        observed
+            .addresses
+            .keys()
+            .map(|(dev, addr)| Op::DeleteAddress {
+                dev: dev.clone(),
+                addr: *addr,
+            }),
+    );
+    deletes.extend(observed.links.keys().cloned().map(Op::DeleteLink));
+    apply(&mut netlink, &deletes).await;
+    assert_eq!(netlink.observe().await.expect("observe"), State::default());
+
+    // Every foreign object is still there.
+    assert!(ns.ip_succeeds("link show dev foreign0"));
+    assert_eq!(ns.ip_json("-4 addr show dev foreign0").len(), 1);
+    let fdb = ns.bridge_json("fdb show dev fvx0");
+    assert!(
+        fdb.iter()
+            .any(|e| e["mac"] == "0e:ee:00:00:00:01" && e["dst"] == "192.168.77.8"),
+        "{fdb:?}"
+    );
+    assert_eq!(ns.ip_json("route show proto static 10.99.0.0/24").len(), 1);
+    assert_eq!(ns.ip_json("route show table 100 10.98.0.0/24").len(), 1);
+    let neighbours = ns.ip_json("neigh show dev eth0 192.168.77.9");
+    assert_eq!(neighbours.len(), 1, "{neighbours:?}");
+    assert_eq!(neighbours[0]["lladdr"], "0e:ee:00:00:00:09");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn underlay_for_finds_the_link_holding_the_node_address() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let underlay = netlink.underlay_for(NODE_IP).await.expect("underlay");
+    assert_eq!(
+        underlay,
+        Underlay {
+            name: "eth0".into(),
+            mtu: 1500,
+            prefix: net("192.168.77.0/24"),
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn underlay_for_an_address_no_link_has_says_so() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let error = netlink
+        .underlay_for(ip4("192.168.50.11"))
+        .await
+        .expect_err("no link has 192.168.50.11");
+    assert_eq!(
+        error.to_string(),
+        "no interface has 192.168.50.11; is --node-address right?"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_errors_become_apply_errors_naming_the_operation() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let create = Op::CreateLink(bridge("cw-br0", 1450, true));
+    apply(
+        &mut netlink,
+        &[
+            create.clone(),
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+        ],
+    )
+    .await;
+
+    let exists = apply_err(&mut netlink, &create).await;
+    assert_eq!(exists.op, "create link cw-br0 type bridge mtu 1450 up");
+    assert_eq!(
+        exists.message,
+        "File exists (a link named cw-br0 already exists)"
+    );
+    assert_eq!(
+        exists.to_string(),
+        format!("{}: {}", exists.op, exists.message)
+    );
+
+    // The kernel's own explanation (extended ack) replaces the guess.
+    let same_vni = Op::CreateLink(vxlan("cw-vx2", 1, NODE_IP, "eth0", MAC_2));
+    let error = apply_err(&mut netlink, &same_vni).await;
+    assert_eq!(error.op, same_vni.to_string());
+    assert_eq!(
+        error.message,
+        "File exists: A VXLAN device with the specified VNI already exists"
+    );
+
+    // The kernel caps a new VXLAN's MTU at the underlay's minus 50 and refuses to raise it.
+    let too_big = Op::CreateLink(Link {
+        mtu: 1480,
+        ..vxlan("cw-vx3", 3, NODE_IP, "eth0", MAC_3)
+    });
+    let error = apply_err(&mut netlink, &too_big).await;
+    assert_eq!(
+        error.message,
+        "the kernel created cw-vx3 with MTU 1450 instead of 1480 (a VXLAN device's MTU is at \
+         most its underlay's MTU minus 50 bytes of VXLAN headers)"
+    );
+    let raise = Op::UpdateLink {
+        name: "cw-vx3".into(),
+        mtu: 1480,
+        up: true,
+    };
+    let error = apply_err(&mut netlink, &raise).await;
+    assert_eq!(
+        error.message,
+        "Invalid argument (is MTU 1480 possible? a VXLAN device's MTU is at most its underlay's \
+         MTU minus 50 bytes of VXLAN headers, and any link's at least 68)"
+    );
+    apply(&mut netlink, &[Op::DeleteLink("cw-vx3".into())]).await;
+
+    let missing = Op::UpdateLink {
+        name: "cw-nothere".into(),
+        mtu: 1450,
+        up: true,
+    };
+    let error = apply_err(&mut netlink, &missing).await;
+    assert_eq!(error.op, missing.to_string());
+    assert_eq!(error.message, "No such device (no link named cw-nothere)");
+
+    let no_underlay = Op::CreateLink(vxlan("cw-vx3", 3, NODE_IP, "eth9", MAC_3));
+    let error = apply_err(&mut netlink, &no_underlay).await;
+    assert_eq!(
+        error.message,
+        "No such device (no link named eth9, the underlay of cw-vx3)"
+    );
+
+    let bad_prefix = Op::ReplaceRoute(route("10.244.2.5/24", None, "cw-br0", false));
+    let error = apply_err(&mut netlink, &bad_prefix).await;
+    assert_eq!(error.op, bad_prefix.to_string());
+    assert_eq!(
+        error.message,
+        "Invalid argument: Invalid prefix for given prefix length"
+    );
+
+    let unreachable = Op::ReplaceRoute(route("10.244.2.0/24", Some("10.9.9.9"), "cw-br0", false));
+    let error = apply_err(&mut netlink, &unreachable).await;
+    assert_eq!(
+        error.message,
+        "Network is unreachable: Nexthop has invalid gateway \
+         (10.9.9.9 is not in a subnet of cw-br0; should the route be onlink?)"
+    );
+
+    // Requests the kernel would accept but get wrong are refused before they are sent.
+    let long = Op::CreateLink(bridge("cw-a-very-long-name", 1450, true));
+    let error = apply_err(&mut netlink, &long).await;
+    assert_eq!(
+        error.message,
+        "refused: link names are at most 15 bytes; cw-a-very-long-name has 19"
+    );
+    let fdb_on_bridge = Op::ReplaceFdb(Fdb {
+        dev: "cw-br0".into(),
+        mac: MAC_2,
+        dst: PEER_IP,
+    });
+    let error = apply_err(&mut netlink, &fdb_on_bridge).await;
+    assert_eq!(
+        error.message,
+        "refused: cw-br0 is not a VXLAN device; FDB entries with a destination belong on one"
+    );
+    let bridge_fdb = ns.bridge_json("fdb show dev cw-br0");
+    assert!(
+        bridge_fdb.iter().all(|e| e["mac"] != MAC_2.to_string()),
+        "{bridge_fdb:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connecting_to_a_missing_namespace_names_it() {
+    let name = format!("cwnl-{}-missing", std::process::id());
+    let error = Netlink::in_netns(&name)
+        .await
+        .expect_err("no such namespace");
+    let text = error.to_string();
+    assert!(
+        text.contains(&name) && text.contains("ip netns list"),
+        "{text}"
+    );
+    let error = Netlink::in_netns("../proc").await.expect_err("not a name");
+    assert!(
+        error.to_string().contains("not a network namespace name"),
+        "{error}"
+    );
+}
+
+#[test]
+fn connect_opens_the_callers_own_namespace() {
+    let ns = Netns::with_underlay();
+    let path = format!("/run/netns/{}", ns.name);
+    // A thread of its own enters the test namespace and runs a runtime there, so `connect`
+    // (the production path) never sees the root namespace.
+    std::thread::spawn(move || {
+        let namespace = std::fs::File::open(&path).expect("open the namespace");
+        nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut netlink = Netlink::connect().await.expect("connect");
+            let underlay = netlink.underlay_for(NODE_IP).await.expect("underlay");
+            assert_eq!(underlay.name, "eth0");
+            assert_eq!(netlink.observe().await.expect("observe"), State::default());
+        });
+    })
+    .join()
+    .expect("the connect test thread panicked");
+}
+
+/// The agent's loop runs as a spawned task, so the dataplane's futures must be `Send`.
+#[allow(dead_code)]
+fn netlink_futures_are_send(mut netlink: Netlink, op: Op) {
+    fn send<T: Send>(_: T) {}
+    send(async move {
+        let _ = netlink.observe().await;
+        let _ = netlink.apply(&op).await;
+        let _ = netlink.underlay_for(NODE_IP).await;
+        let _ = Netlink::in_netns("x").await;
+        let _ = Netlink::connect().await;
+    });
+}
+
+/// Everything one node applies to reach its peer, as the agent would: bridge with the node's
+/// gateway address, VXLAN with the node's `/32`, and per peer route + neighbour + FDB.
+fn node_ops(
+    me: u8,
+    local: Ipv4Addr,
+    mac: Mac,
+    peer: u8,
+    peer_ip: Ipv4Addr,
+    peer_mac: Mac,
+) -> Vec<Op> {
+    vec![
+        Op::CreateLink(bridge("cw-br0", 1450, true)),
+        Op::AddAddress {
+            dev: "cw-br0".into(),
+            addr: net(&format!("10.244.{me}.1/24")),
+        },
+        Op::CreateLink(vxlan("cw-vx1", 1, local, "eth0", mac)),
+        Op::AddAddress {
+            dev: "cw-vx1".into(),
+            addr: net(&format!("10.244.{me}.0/32")),
+        },
+        Op::ReplaceNeighbour(Neighbour {
+            dev: "cw-vx1".into(),
+            ip: ip4(&format!("10.244.{peer}.0")),
+            mac: peer_mac,
+        }),
+        Op::ReplaceFdb(Fdb {
+            dev: "cw-vx1".into(),
+            mac: peer_mac,
+            dst: peer_ip,
+        }),
+        Op::ReplaceRoute(route(
+            &format!("10.244.{peer}.0/24"),
+            Some(&format!("10.244.{peer}.0")),
+            "cw-vx1",
+            true,
+        )),
+    ]
+}
+
+fn tx_packets(ns: &Netns, dev: &str) -> u64 {
+    ns.ip_json(&format!("-s link show dev {dev}"))[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .expect("tx packets")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
+    // Two "nodes" joined by a veth pair: the underlay, entirely inside the test namespaces.
+    let one = Netns::new();
+    let two = Netns::new();
+    one.ip(&format!(
+        "link add eth0 type veth peer name eth0 netns {}",
+        two.name
+    ));
+    one.ip(&format!("addr add {NODE_IP}/24 dev eth0"));
+    two.ip(&format!("addr add {PEER_IP}/24 dev eth0"));
+    one.ip("link set eth0 up");
+    two.ip("link set eth0 up");
+
+    let mut first = one.netlink().await;
+    let mut second = two.netlink().await;
+    apply(&mut first, &node_ops(1, NODE_IP, MAC_1, 2, PEER_IP, MAC_2)).await;
+    apply(&mut second, &node_ops(2, PEER_IP, MAC_2, 1, NODE_IP, MAC_1)).await;
+
+    let sent_before = tx_packets(&one, "cw-vx1");
+    for (from, source, target) in [
+        (&one, "10.244.1.1", "10.244.2.1"),
+        (&two, "10.244.2.1", "10.244.1.1"),
+    ] {
+        let ping = from.exec(&format!("ping -c1 -W2 -I {source} {target}"));
+        assert!(
+            ping.status.success(),
+            "ping {source} → {target} in {} failed:\n{}{}",
+            from.name,
+            String::from_utf8_lossy(&ping.stdout),
+            String::from_utf8_lossy(&ping.stderr)
+        );
+    }
+    assert!(
+        tx_packets(&one, "cw-vx1") > sent_before,
+        "the ping did not leave through cw-vx1"
+    );
+    // No learning: the FDB holds exactly the applied entry.
+    let fdb = one.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(fdb.len(), 1, "{fdb:?}");
+    assert_eq!(fdb[0]["dst"], PEER_IP.to_string());
+}
