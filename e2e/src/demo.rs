@@ -1,9 +1,7 @@
 //! What `make up` shows after the cluster starts: the Causeway CRDs installed, the operator
-//! running with the chart's RBAC, an example network applied and allocated (one NodeSubnet
-//! per node), and pods attached through the CNI reference plugins on every node.
-//!
-//! Until the node agent lands, the per-node CNI config is written by the harness from each
-//! node's NodeSubnet (the agent's job later); the demo says so rather than pretending.
+//! and a node agent per node running with the chart's RBAC, the example Overlay network
+//! applied, allocated and Ready, a pod on every node attached through the CNI config the
+//! node's agent wrote, and each pod pinging a pod on another node.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,11 +36,6 @@ pub fn install_crds(cluster: &Cluster) -> Result<Vec<String>> {
 pub fn run(cluster: &Cluster) -> Result<()> {
     let crds = install_crds(cluster)?;
     println!("installed {}", crds.join(", "));
-    let example = workspace_root().join("docs/examples/podnetwork-overlay.yaml");
-    print!(
-        "{}",
-        cluster.kubectl(&["apply", "-f", &example.display().to_string()])?
-    );
     let nodes: Vec<String> = cluster
         .topology
         .nodes
@@ -50,14 +43,23 @@ pub fn run(cluster: &Cluster) -> Result<()> {
         .map(|n| n.name.clone())
         .collect();
     let first = nodes.first().context("the topology has no nodes")?;
+    let logs = crate::state::log_root().join(&cluster.name);
     deploy::install_operator_rbac(cluster)?;
+    deploy::install_agent_rbac(cluster)?;
     deploy::start_operator(cluster, first, &[])?;
+    println!("operator running on {first}");
+    for node in &nodes {
+        deploy::start_agent(cluster, node, &["--resync-seconds", "10"])?;
+    }
     println!(
-        "operator running on {first} (log: {})",
-        crate::state::log_root()
-            .join(&cluster.name)
-            .join(format!("operator-{first}.log"))
-            .display()
+        "node agents running on {} (logs: {})",
+        nodes.join(", "),
+        logs.display()
+    );
+    let example = workspace_root().join("docs/examples/podnetwork-overlay.yaml");
+    print!(
+        "{}",
+        cluster.kubectl(&["apply", "-f", &example.display().to_string()])?
     );
     let network =
         serde_yaml::from_str::<serde_json::Value>(&std::fs::read_to_string(&example)?)?["metadata"]
@@ -65,30 +67,41 @@ pub fn run(cluster: &Cluster) -> Result<()> {
             .as_str()
             .context("example without metadata.name")?
             .to_string();
-    let subnets = traffic::wait_for(
+    traffic::wait_for(
         "the operator allocates a subnet to every node",
         Duration::from_secs(30),
         || node_subnets(cluster, &network, &nodes),
     )?;
+    println!("$ kubectl wait --for=condition=Ready podnetwork/{network}");
+    print!(
+        "{}",
+        cluster.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=60s",
+            &format!("podnetwork/{network}"),
+        ])?
+    );
+    // One pod per node, attached with the CNI config each node's agent wrote.
+    let mut pods = Vec::new();
     for node in &nodes {
-        let subnet = subnets[node];
-        pods::write_bridge_netconf(cluster, node, subnet, 1450)?;
         let pod = pods::add(cluster, node, "demo")?;
-        let gw = pod.gateway.context("CNI result without a gateway")?;
-        traffic::wait_for(
-            "pod reaches its node bridge",
-            Duration::from_secs(5),
-            || traffic::expect_ping(&pod.netns, gw),
-        )?;
         println!(
-            "pod demo on {node}: {}/{} via CNI bridge, pings its gateway {gw}",
+            "pod demo on {node}: {}/{} (CNI bridge plugin, config written by the agent)",
             pod.ip, pod.prefix_len
         );
+        pods.push(pod);
     }
-    println!(
-        "(node agents are not running yet: the CNI config above was written by the harness \
-         from each node's NodeSubnet)"
-    );
+    for (i, from) in pods.iter().enumerate() {
+        let to = &pods[(i + 1) % pods.len()];
+        traffic::wait_for("pod-to-pod ping", Duration::from_secs(10), || {
+            traffic::expect_ping(&from.netns, to.ip)
+        })?;
+        println!(
+            "{} on {} pings {} on {} over VXLAN",
+            from.ip, from.node, to.ip, to.node
+        );
+    }
     println!("\n$ kubectl get nodes -o wide");
     print!("{}", cluster.kubectl(&["get", "nodes", "-o", "wide"])?);
     println!("\n$ kubectl get causeway");

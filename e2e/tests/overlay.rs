@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 "a_route_deleted_by_hand_is_back_within_the_resync_interval",
                 repair,
             ),
+            testing::test("dry_run_prints_the_repair_and_changes_nothing", dry_run),
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
             testing::test(
@@ -233,6 +234,53 @@ fn repair(c: &Cluster) -> Result<()> {
     let pods = lock(&PODS).clone();
     let (a, b) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-b")?);
     traffic::expect_ping(&a.netns, b.ip)
+}
+
+fn dry_run(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-c";
+    let agent = lock(&AGENTS)
+        .iter()
+        .rev()
+        .find(|(n, _)| n == node)
+        .map(|(_, p)| p.clone())
+        .context("no agent")?;
+    c.stop(&agent);
+    let target = subnet_of(c, "node-a")?;
+    c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
+    let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
+    let kubeconfig = deploy::agent_kubeconfig(c)?;
+    let conf_dir = c.cni_conf_dir(node).display().to_string();
+    let out = causeway_e2e::cmd::run(
+        causeway_e2e::cmd::in_netns(&c.ns(node), "env")
+            .arg(format!("KUBECONFIG={kubeconfig}"))
+            .arg(&bin)
+            .args([
+                "--node-name",
+                node,
+                "--cni-conf-dir",
+                &conf_dir,
+                "--dry-run",
+            ]),
+    )?;
+    let want = format!("replace route {target} via");
+    ensure!(out.contains(&want), "dry run printed no repair: {out:?}");
+    ensure!(
+        out.lines().count() == 1,
+        "dry run printed more than the one repair: {out:?}"
+    );
+    ensure!(
+        !our_routes(c, node)?.iter().any(|r| r.starts_with(&target)),
+        "the dry run changed the dataplane"
+    );
+    start_agent(c, node)?;
+    wait_for("the agent repairs it", Duration::from_secs(10), || {
+        ensure!(
+            our_routes(c, node)?.iter().any(|r| r.starts_with(&target)),
+            "not yet"
+        );
+        Ok(())
+    })
 }
 
 fn pod_on<'a>(pods: &'a [Pod], node: &str) -> Result<&'a Pod> {

@@ -115,20 +115,24 @@ pub async fn run(
         networks,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
-    tokio::select! {
-        _ = async {
-            while let Some(ev) = changes.next().await {
-                if let Err(e) = ev {
-                    warn!(error = %e, "watch failed; retrying");
-                }
-                if agent.subnets.wait_until_ready().now_or_never().is_some()
-                    && agent.networks.wait_until_ready().now_or_never().is_some()
-                {
-                    return;
-                }
+    // The watch streams must be polled meanwhile, since they fill the stores.
+    {
+        let (subnets, networks) = (agent.subnets.clone(), agent.networks.clone());
+        let ready = async move {
+            let _ = subnets.wait_until_ready().await;
+            let _ = networks.wait_until_ready().await;
+        };
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                _ = &mut ready => break,
+                ev = changes.next() => match ev {
+                    Some(Err(e)) => warn!(error = %e, "watch failed; retrying"),
+                    Some(Ok(())) => {}
+                    None => anyhow::bail!("the watches ended before listing"),
+                },
             }
-        } => {}
-        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 
     if agent.config.dry_run {
