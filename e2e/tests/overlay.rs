@@ -53,6 +53,10 @@ fn main() -> ExitCode {
                 "deleting_the_pod_network_removes_everything_from_every_node",
                 network_deleted,
             ),
+            testing::test(
+                "cross_subnet_routes_directly_on_the_segment_and_tunnels_across_the_router",
+                cross_subnet,
+            ),
         ],
     )
 }
@@ -443,5 +447,109 @@ fn network_deleted(c: &Cluster) -> Result<()> {
             },
         )?;
     }
+    Ok(())
+}
+
+/// The cross-subnet example: first its MTU (8950) is refused on this 1500-byte underlay with a
+/// clear reason; without it, peers on lan-a are reached by plain routes over the underlay and
+/// node-d, behind the router, over VXLAN.
+fn cross_subnet(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    // node-d was deleted by an earlier test: it comes back as a kubelet would register it.
+    c.register_nodes()?;
+    let name = "overlay-cross-subnet";
+    let example = causeway_e2e::controlplane::workspace_root()
+        .join("docs/examples/podnetwork-overlay-cross-subnet.yaml");
+    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    wait_for("the MTU is refused", Duration::from_secs(30), || {
+        let out = c.kubectl(&[
+            "get",
+            "nodesubnets",
+            "-l",
+            &format!("causeway.dev/network={name}"),
+            "-o",
+            "json",
+        ])?;
+        let list: Value = serde_json::from_str(&out)?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        ensure!(items.len() == NODES.len(), "{} NodeSubnets", items.len());
+        for s in &items {
+            let programmed = s["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed"))
+                .context("no Programmed yet")?;
+            ensure!(
+                programmed["status"] == "False"
+                    && programmed["reason"] == "InvalidConfiguration"
+                    && programmed["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("8950"),
+                "{programmed}"
+            );
+        }
+        Ok(())
+    })?;
+    let ready = c.kubectl(&[
+        "get",
+        "podnetwork",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+    ])?;
+    ensure!(ready == "NodesFailing", "Ready reason {ready}");
+    // The fix the message asks for: no explicit MTU (underlay − 50).
+    c.kubectl(&[
+        "patch",
+        "podnetwork",
+        name,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/mtu"}]"#,
+    ])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        &format!("podnetwork/{name}"),
+    ])?;
+    let subnet_of = |node: &str| -> Result<String> {
+        let out = c.kubectl(&[
+            "get",
+            "nodesubnets",
+            "-l",
+            &format!("causeway.dev/network={name},causeway.dev/node={node}"),
+            "-o",
+            "jsonpath={.items[0].spec.cidr}",
+        ])?;
+        ensure!(!out.is_empty(), "{node} has no NodeSubnet");
+        Ok(out)
+    };
+    let routes = our_routes(c, "node-a")?;
+    let (b, d) = (subnet_of("node-b")?, subnet_of("node-d")?);
+    ensure!(
+        routes
+            .iter()
+            .any(|r| r.starts_with(&format!("{b} via 192.168.50.12 dev eth0"))),
+        "no direct route to node-b's {b}: {routes:?}"
+    );
+    ensure!(
+        routes
+            .iter()
+            .any(|r| r.starts_with(&d) && r.contains("dev cw-vx42")),
+        "no VXLAN route to node-d's {d}: {routes:?}"
+    );
+    let pods: Vec<Pod> = ["node-a", "node-b", "node-d"]
+        .iter()
+        .map(|n| pods::add(c, n, "x"))
+        .collect::<Result<_>>()?;
+    let result = traffic::expect_ping(&pods[0].netns, pods[1].ip)
+        .and_then(|()| traffic::expect_ping(&pods[0].netns, pods[2].ip))
+        .and_then(|()| traffic::expect_ping(&pods[2].netns, pods[1].ip));
+    for p in &pods {
+        pods::del(c, p)?;
+    }
+    result?;
+    c.kubectl(&["delete", "podnetwork", name, "--wait=true", "--timeout=60s"])?;
     Ok(())
 }
