@@ -588,55 +588,35 @@ fn print_run(who: &str, n: usize, r: &RunResult) {
 }
 
 fn print_report(report: &[(usize, RunResult, RunResult, RunResult)], joins: usize) {
-    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
-    let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+    let secs = |v: f64| format!("{v:.2} s");
+    let ms = |v: f64| format!("{:.0} ms", v * 1e3);
+    let mib = |v: f64| format!("{:.0} MiB", v / 1024.0);
     println!("\n## Allocation: Causeway operator vs kube-controller-manager node IPAM\n");
     println!(
         "| nodes | metric | causeway | kcm qps=20 | ratio | kcm qps=1000 | ratio |\n|---|---|---|---|---|---|---|"
     );
     for (n, cw, d, f) in report {
-        println!(
-            "| {n} | initial allocation | {} | {} | {} | {} | {} |",
-            secs(cw.initial),
-            secs(d.initial),
-            ratio(cw.initial, d.initial),
-            secs(f.initial),
-            ratio(cw.initial, f.initial)
+        // One row: the metric for all three runs, and Causeway's ratio to each baseline.
+        let row = |metric: &str, value: fn(&RunResult) -> f64, show: &dyn Fn(f64) -> String| {
+            let (c, d, f) = (value(cw), value(d), value(f));
+            println!(
+                "| {n} | {metric} | {} | {} | {:.2} | {} | {:.2} |",
+                show(c),
+                show(d),
+                c / d,
+                show(f),
+                c / f
+            );
+        };
+        row("initial allocation", |r| r.initial.as_secs_f64(), &secs);
+        row(
+            &format!("join latency p50 ({joins} joins)"),
+            |r| r.join_p50.as_secs_f64(),
+            &ms,
         );
-        println!(
-            "| {n} | join latency p50 ({joins} joins) | {} | {} | {} | {} | {} |",
-            ms(cw.join_p50),
-            ms(d.join_p50),
-            ratio(cw.join_p50, d.join_p50),
-            ms(f.join_p50),
-            ratio(cw.join_p50, f.join_p50)
-        );
-        println!(
-            "| {n} | join latency p95 | {} | {} | {} | {} | {} |",
-            ms(cw.join_p95),
-            ms(d.join_p95),
-            ratio(cw.join_p95, d.join_p95),
-            ms(f.join_p95),
-            ratio(cw.join_p95, f.join_p95)
-        );
-        let mib = |k: u64| format!("{:.0} MiB", k as f64 / 1024.0);
-        println!(
-            "| {n} | peak RSS | {} | {} | {:.2} | {} | {:.2} |",
-            mib(cw.peak_rss_kib),
-            mib(d.peak_rss_kib),
-            cw.peak_rss_kib as f64 / d.peak_rss_kib as f64,
-            mib(f.peak_rss_kib),
-            cw.peak_rss_kib as f64 / f.peak_rss_kib as f64
-        );
-        println!(
-            "| {n} | CPU time (whole run) | {} | {} | {} | {} | {} |",
-            secs(cw.cpu),
-            secs(d.cpu),
-            ratio(cw.cpu, d.cpu),
-            secs(f.cpu),
-            ratio(cw.cpu, f.cpu)
-        );
+        row("join latency p95", |r| r.join_p95.as_secs_f64(), &ms);
+        row("peak RSS", |r| r.peak_rss_kib as f64, &mib);
+        row("CPU time (whole run)", |r| r.cpu.as_secs_f64(), &secs);
         let writes = |r: &RunResult| {
             let total: f64 = r.writes_per_join.values().sum();
             let parts: Vec<String> = r

@@ -115,17 +115,8 @@ fn node_subnets(
     network: &str,
     nodes: &[String],
 ) -> Result<BTreeMap<String, Ipv4Net>> {
-    let out = cluster.kubectl(&[
-        "get",
-        "nodesubnets",
-        "-l",
-        &format!("causeway.dev/network={network}"),
-        "-o",
-        "json",
-    ])?;
-    let list: serde_json::Value = serde_json::from_str(&out)?;
     let mut found = BTreeMap::new();
-    for item in list["items"].as_array().into_iter().flatten() {
+    for item in &deploy::node_subnets(cluster, network)? {
         let node = item["spec"]["nodeName"].as_str().unwrap_or_default();
         if let Some(cidr) = item["spec"]["cidr"].as_str() {
             found.insert(node.to_string(), cidr.parse()?);

@@ -186,9 +186,9 @@ pub fn first_ipv4(result: &Value) -> Result<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
     bail!("CNI result has no IPv4 address: {result}")
 }
 
-/// Writes a bridge + host-local network config into a node's CNI config directory, as a
-/// stand-in for the node agent (which writes this file itself once it runs on the node).
-/// Each node gets its own host-local data directory, as separate machines would.
+/// Writes the node agent's CNI config into a node's CNI config directory, as a stand-in for
+/// the agent where a test runs without one (the harness's own tests). Each node gets its own
+/// host-local data directory, as separate machines would.
 pub fn write_bridge_netconf(
     cluster: &Cluster,
     node: &str,
@@ -196,29 +196,14 @@ pub fn write_bridge_netconf(
     mtu: u32,
 ) -> Result<PathBuf> {
     let dir = cluster.cni_conf_dir(node);
-    std::fs::create_dir_all(&dir)?;
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "causeway",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": "cw-br0",
-            "isGateway": true,
-            "ipMasq": false,
-            "mtu": mtu,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": subnet.to_string()}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": cluster.cni_state_dir(node).join("networks").display().to_string(),
-            },
-        }],
-    });
-    let path = dir.join("10-causeway.conflist");
-    let tmp = dir.join(".10-causeway.conflist.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&conf)?)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    let conf = causeway_node_agent::cni::NetConf {
+        subnet,
+        bridge: causeway_node_agent::plan::BRIDGE_LINK.to_string(),
+        mtu,
+        data_dir: Some(cluster.cni_state_dir(node).join("networks")),
+    };
+    causeway_node_agent::cni::write(&dir, &conf)?;
+    Ok(dir.join(causeway_node_agent::cni::FILE_NAME))
 }
 
 #[cfg(test)]

@@ -114,8 +114,9 @@ fn setup(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-fn expect_leader(c: &Cluster, host: &str) -> Result<()> {
-    let holder = c.kubectl(&[
+/// The identity holding the operator's leader Lease.
+fn leader(c: &Cluster) -> Result<String> {
+    c.kubectl(&[
         "get",
         "lease",
         "-n",
@@ -123,7 +124,11 @@ fn expect_leader(c: &Cluster, host: &str) -> Result<()> {
         "causeway-operator",
         "-o",
         "jsonpath={.spec.holderIdentity}",
-    ])?;
+    ])
+}
+
+fn expect_leader(c: &Cluster, host: &str) -> Result<()> {
+    let holder = leader(c)?;
     ensure!(holder == host, "lease held by {holder:?}, expected {host}");
     Ok(())
 }
@@ -181,17 +186,8 @@ struct SubnetObj {
 }
 
 fn subnets(c: &Cluster, network: &str) -> Result<BTreeMap<String, SubnetObj>> {
-    let out = c.kubectl(&[
-        "get",
-        "nodesubnets",
-        "-l",
-        &format!("causeway.dev/network={network}"),
-        "-o",
-        "json",
-    ])?;
-    let list: Value = serde_json::from_str(&out)?;
     let mut map = BTreeMap::new();
-    for item in list["items"].as_array().context("items")? {
+    for item in &deploy::node_subnets(c, network)? {
         let node = item["spec"]["nodeName"]
             .as_str()
             .context("nodeName")?
@@ -824,15 +820,7 @@ fn http_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
 
 fn metrics(c: &Cluster) -> Result<()> {
     setup(c)?;
-    let leader = c.kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        NS,
-        "causeway-operator",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])?;
+    let leader = leader(c)?;
     let text = http_get(c, &leader, "/metrics")?;
     for want in [
         "causeway_operator_reconciles_total",

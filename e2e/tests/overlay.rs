@@ -109,16 +109,17 @@ fn setup(c: &Cluster) -> Result<()> {
 }
 
 fn node_subnets(c: &Cluster) -> Result<Vec<Value>> {
-    let out = c.kubectl(&[
-        "get",
-        "nodesubnets",
-        "-l",
-        &format!("causeway.dev/network={NETWORK}"),
-        "-o",
-        "json",
-    ])?;
-    let list: Value = serde_json::from_str(&out)?;
-    Ok(list["items"].as_array().cloned().unwrap_or_default())
+    deploy::node_subnets(c, NETWORK)
+}
+
+/// The most recently started agent of `node`.
+fn agent_of(node: &str) -> Result<ProcId> {
+    lock(&AGENTS)
+        .iter()
+        .rev()
+        .find(|(n, _)| n == node)
+        .map(|(_, p)| p.clone())
+        .with_context(|| format!("no agent on {node}"))
 }
 
 fn subnet_of(c: &Cluster, node: &str) -> Result<String> {
@@ -243,13 +244,7 @@ fn repair(c: &Cluster) -> Result<()> {
 fn dry_run(c: &Cluster) -> Result<()> {
     setup(c)?;
     let node = "node-c";
-    let agent = lock(&AGENTS)
-        .iter()
-        .rev()
-        .find(|(n, _)| n == node)
-        .map(|(_, p)| p.clone())
-        .context("no agent")?;
-    c.stop(&agent);
+    c.stop(&agent_of(node)?);
     let target = subnet_of(c, "node-a")?;
     c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
     let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
@@ -338,13 +333,7 @@ fn restart(c: &Cluster) -> Result<()> {
     let ping = ContinuousPing::start(&a.netns, d.ip, Duration::from_millis(50))?;
     std::thread::sleep(Duration::from_secs(1));
     for node in ["node-a", "node-d"] {
-        let agent = lock(&AGENTS)
-            .iter()
-            .rev()
-            .find(|(n, _)| n == node)
-            .map(|(_, p)| p.clone())
-            .context("no agent")?;
-        c.stop(&agent);
+        c.stop(&agent_of(node)?);
         start_agent(c, node)?;
     }
     // Let the new agents run a full pass and a resync.
@@ -462,16 +451,7 @@ fn cross_subnet(c: &Cluster) -> Result<()> {
         .join("docs/examples/podnetwork-overlay-cross-subnet.yaml");
     c.kubectl(&["apply", "-f", &example.display().to_string()])?;
     wait_for("the MTU is refused", Duration::from_secs(30), || {
-        let out = c.kubectl(&[
-            "get",
-            "nodesubnets",
-            "-l",
-            &format!("causeway.dev/network={name}"),
-            "-o",
-            "json",
-        ])?;
-        let list: Value = serde_json::from_str(&out)?;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let items = deploy::node_subnets(c, name)?;
         ensure!(items.len() == NODES.len(), "{} NodeSubnets", items.len());
         for s in &items {
             let programmed = s["status"]["conditions"]

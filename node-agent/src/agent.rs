@@ -83,28 +83,10 @@ pub async fn run(
     let dataplane = Netlink::connect()
         .await
         .context("opening netlink (is the agent root / CAP_NET_ADMIN?)")?;
-    let (subnets, subnet_writer) = reflector::store::<NodeSubnet>();
-    let (networks, network_writer) = reflector::store::<PodNetwork>();
-    let subnet_events = reflector::reflector(
-        subnet_writer,
-        watcher(
-            Api::<NodeSubnet>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|r| r.map(|_| ()));
-    let network_events = reflector::reflector(
-        network_writer,
-        watcher(
-            Api::<PodNetwork>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|r| r.map(|_| ()));
+    let (subnets, subnet_events) = cached::<NodeSubnet>(&client);
+    let (networks, network_events) = cached::<PodNetwork>(&client);
+    let subnet_events = subnet_events.map(|r| r.map(|_| ()));
+    let network_events = network_events.map(|r| r.map(|_| ()));
     let mut changes = futures::stream::select(subnet_events, network_events).boxed();
 
     let mut agent = Agent {
@@ -171,6 +153,37 @@ pub async fn run(
     }
 }
 
+/// A cache of every `K` in the cluster, and the stream of objects that changed, which must be
+/// polled to keep the cache filled.
+fn cached<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<K>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, events)
+}
+
 impl Agent {
     /// One pass. Failures end up in the NodeSubnet's status, never in a panic.
     pub async fn pass(&mut self) -> PassReport {
@@ -187,8 +200,8 @@ impl Agent {
             .cloned();
         let Some(own) = live else {
             // Not in any network (or only leaving one): remove everything of ours.
-            let report = self.teardown().await;
-            if !self.config.dry_run && self.teardown_done().await {
+            let (report, clean) = self.teardown().await;
+            if clean {
                 for s in &mine {
                     self.release(s).await;
                 }
@@ -305,13 +318,7 @@ impl Agent {
             return (outcome, ops);
         }
         let conf = cni::NetConf {
-            subnet: match own.spec.parsed_cidr() {
-                Ok(c) => c,
-                Err(e) => {
-                    outcome.failure = Some(Failure::Plan(format!("spec.cidr: {e}")));
-                    return (outcome, ops);
-                }
-            },
+            subnet: planned.subnet,
             bridge: plan::BRIDGE_LINK.to_string(),
             mtu: planned.mtu,
             data_dir: self.config.cni_data_dir.clone(),
@@ -324,41 +331,38 @@ impl Agent {
         (outcome, ops)
     }
 
-    /// Removes everything the agent owns on this node and its CNI config.
-    async fn teardown(&mut self) -> PassReport {
+    /// Removes everything the agent owns on this node and its CNI config. Returns the
+    /// operations and whether the node is now clean (never in a dry run).
+    async fn teardown(&mut self) -> (PassReport, bool) {
         let observed = match self.dataplane.observe().await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "cannot read the dataplane to clean it up");
-                return PassReport::default();
+                return (PassReport::default(), false);
             }
         };
         let ops = diff::diff(&State::default(), &observed);
         if self.config.dry_run {
-            return PassReport { ops, status: None };
+            return (PassReport { ops, status: None }, false);
         }
+        let mut clean = true;
         for op in &ops {
             info!(%op, "removing");
             if let Err(e) = self.dataplane.apply(op).await {
                 warn!(%op, error = %e.message, "clean-up operation failed; retrying next pass");
+                clean = false;
                 break;
             }
         }
         match cni::remove(&self.config.cni_conf_dir) {
             Ok(true) => info!("removed the CNI config"),
             Ok(false) => {}
-            Err(e) => warn!(error = %e, "cannot remove the CNI config"),
+            Err(e) => {
+                warn!(error = %e, "cannot remove the CNI config");
+                clean = false;
+            }
         }
-        PassReport { ops, status: None }
-    }
-
-    /// Whether nothing of ours is left on the node.
-    async fn teardown_done(&mut self) -> bool {
-        self.dataplane
-            .observe()
-            .await
-            .is_ok_and(|s| s == State::default())
-            && !self.config.cni_conf_dir.join(cni::FILE_NAME).exists()
+        (PassReport { ops, status: None }, clean)
     }
 
     /// Adds [`FINALIZER`] to `own` if missing.

@@ -88,6 +88,8 @@ pub struct Plan {
     pub desired: State,
     /// The pod MTU: bridge, VXLAN device and the CNI config use it; status reports it.
     pub mtu: u32,
+    /// This node's pod subnet (the CNI config hands out its addresses).
+    pub subnet: Ipv4Net,
     /// One sentence per peer left out, naming the NodeSubnet and the reason.
     pub skipped: Vec<String>,
 }
@@ -276,6 +278,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     Ok(Plan {
         desired,
         mtu,
+        subnet: own.cidr,
         skipped,
     })
 }

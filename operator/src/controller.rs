@@ -125,26 +125,8 @@ pub async fn run(
     instance: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (subnets, subnet_writer) = reflector::store::<NodeSubnet>();
-    let subnet_events = reflector::reflector(
-        subnet_writer,
-        watcher(
-            Api::<NodeSubnet>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (nodes, node_events) = cached::<Node>(&client);
+    let (subnets, subnet_events) = cached::<NodeSubnet>(&client);
 
     // PodNetworks feed two consumers from one watch: the controller, and a trigger that
     // re-plans every network when one network's spec changes or it starts deleting
@@ -234,6 +216,37 @@ pub async fn run(
         _ = running => {}
         _ = network_watch => {}
     }
+}
+
+/// A cache of every `K` in the cluster, and the stream of objects that changed, which must be
+/// polled to keep the cache filled.
+fn cached<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<K>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    (store, events)
 }
 
 fn error_policy(pn: Arc<PodNetwork>, error: &Error, ctx: Arc<Context>) -> Action {
