@@ -72,6 +72,13 @@ pub mod reasons {
     pub const NEIGHBOUR_FAILED: &str = "NeighbourFailed";
     /// Programmed=False on a NodeSubnet: a VXLAN forwarding entry could not be written.
     pub const FDB_FAILED: &str = "FdbFailed";
+    /// Programmed=False on a NodeSubnet: the outgoing-NAT table could not be written with
+    /// `nft` (missing binary, kernel without nf_tables); the message quotes nft.
+    pub const NAT_FAILED: &str = "NatFailed";
+    /// Ready=False on a PodNetwork: some nodes' agents stopped renewing their heartbeat Lease
+    /// (agent stopped, node down or cut off from the API server); what they reported last may
+    /// no longer hold.
+    pub const AGENT_NOT_REPORTING: &str = "AgentNotReporting";
     /// Programmed=False on a NodeSubnet: no interface of the node holds `spec.nodeAddress`.
     pub const UNDERLAY_NOT_FOUND: &str = "UnderlayNotFound";
     /// Programmed=False on a NodeSubnet: the agent cannot turn the spec into a dataplane

@@ -82,10 +82,51 @@ pub fn expect_no_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
 /// token; a client in `client_ns` connects to `dst:port` and must read that token back.
 pub fn tcp_check(server_ns: &str, client_ns: &str, dst: Ipv4Addr, port: u16) -> Result<()> {
     let token = format!("causeway-{}-{port}", std::process::id());
+    tcp_exchange(
+        server_ns,
+        client_ns,
+        dst,
+        port,
+        &format!("echo {token}"),
+        |got| got == token,
+    )
+    .map(drop)
+}
+
+/// The source address a server in `server_ns` sees when a client in `client_ns` connects to
+/// `dst:port` (what NAT made of the client's address).
+pub fn tcp_seen_source(
+    server_ns: &str,
+    client_ns: &str,
+    dst: Ipv4Addr,
+    port: u16,
+) -> Result<Ipv4Addr> {
+    let seen = tcp_exchange(
+        server_ns,
+        client_ns,
+        dst,
+        port,
+        "echo $SOCAT_PEERADDR",
+        |got| got.parse::<Ipv4Addr>().is_ok(),
+    )?;
+    Ok(seen.parse()?)
+}
+
+/// Starts a one-shot `socat` server in `server_ns` whose reply is the output of the shell
+/// command `reply`, and connects from `client_ns` until the reply satisfies `accept` (or 10 s
+/// pass); returns the reply.
+fn tcp_exchange(
+    server_ns: &str,
+    client_ns: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    reply: &str,
+    accept: impl Fn(&str) -> bool,
+) -> Result<String> {
     let mut server = Command::new("ip")
         .args(["netns", "exec", server_ns, "socat", "-T", "5"])
         .arg(format!("TCP4-LISTEN:{port},reuseaddr"))
-        .arg(format!("SYSTEM:echo {token}"))
+        .arg(format!("SYSTEM:{reply}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -100,14 +141,13 @@ pub fn tcp_check(server_ns: &str, client_ns: &str, dst: Ipv4Addr, port: u16) -> 
             .stdin(Stdio::null())
             .output()
             .context("running socat client")?;
-        let got = String::from_utf8_lossy(&out.stdout);
-        if got.trim() == token {
-            break Ok(());
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if accept(&got) {
+            break Ok(got);
         }
         if Instant::now() > deadline {
             break Err(anyhow::anyhow!(
-                "TCP {client_ns} -> {dst}:{port} (server in {server_ns}): got {:?}, stderr {}",
-                got.trim(),
+                "TCP {client_ns} -> {dst}:{port} (server in {server_ns}): got {got:?}, stderr {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }

@@ -46,6 +46,10 @@ fn main() -> ExitCode {
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
             testing::test(
+                "pod_traffic_leaving_the_cluster_is_masqueraded_except_to_exclusions",
+                outgoing_nat,
+            ),
+            testing::test(
                 "a_deleted_node_disappears_from_every_other_node",
                 node_deleted,
             ),
@@ -282,6 +286,118 @@ fn dry_run(c: &Cluster) -> Result<()> {
     })
 }
 
+/// The exempt ranges in `node`'s NAT table, or `None` without the table.
+fn nat_exemptions(c: &Cluster, node: &str) -> Result<Option<String>> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.ns(node),
+            "nft",
+            "list",
+            "set",
+            "ip",
+            "causeway",
+        ])
+        .arg("no-masquerade")
+        .output()?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(Some(
+        text.split("elements = {")
+            .nth(1)
+            .and_then(|r| r.split('}').next())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    ))
+}
+
+fn patch_network(c: &Cluster, patch: &str) -> Result<()> {
+    c.kubectl(&["patch", "podnetwork", NETWORK, "--type=merge", "-p", patch])
+        .map(drop)
+}
+
+fn outgoing_nat(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    let (a, b, d) = (
+        pod_on(&pods, "node-a")?,
+        pod_on(&pods, "node-b")?,
+        pod_on(&pods, "node-d")?,
+    );
+    let client = c
+        .topology
+        .clients
+        .first()
+        .context("the topology has a client")?;
+    let client_ns = c.ns(&client.name);
+    let address = |node: &str| -> Result<Ipv4Addr> {
+        c.topology
+            .node(node)
+            .map(|h| h.address)
+            .with_context(|| format!("no node {node}"))
+    };
+
+    // The client has no route to pods: only masqueraded traffic gets answers.
+    for (pod, node, port) in [(a, "node-a", 7301), (d, "node-d", 7302)] {
+        let seen = traffic::tcp_seen_source(&client_ns, &pod.netns, client.address, port)?;
+        ensure!(
+            seen == address(node)?,
+            "the client saw {seen} from a pod on {node}, not the node's address"
+        );
+    }
+    // Inside the cluster CIDR nothing is rewritten.
+    let seen = traffic::tcp_seen_source(&b.netns, &a.netns, b.ip, 7303)?;
+    ensure!(seen == a.ip, "pod-to-pod traffic was rewritten to {seen}");
+
+    // An exclusion: the client's segment now sees pod addresses, and cannot answer them.
+    patch_network(c, r#"{"spec":{"natExcludeCidrs":["192.168.50.0/24"]}}"#)?;
+    for node in NODES {
+        wait_for(
+            &format!("{node} exempts 192.168.50.0/24"),
+            Duration::from_secs(10),
+            || {
+                let set = nat_exemptions(c, node)?.unwrap_or_default();
+                ensure!(set.contains("192.168.50.0/24"), "exempt: {set:?}");
+                Ok(())
+            },
+        )?;
+    }
+    traffic::expect_no_ping(&a.netns, client.address)?;
+    traffic::expect_ping(&a.netns, b.ip)?;
+    let seen = traffic::tcp_seen_source(&c.ns("node-d"), &a.netns, address("node-d")?, 7304)?;
+    ensure!(
+        seen == address("node-a")?,
+        "traffic to node-d (not excluded) was not masqueraded: {seen}"
+    );
+
+    // natOutgoing off: the table leaves every node.
+    patch_network(c, r#"{"spec":{"natOutgoing":false}}"#)?;
+    for node in NODES {
+        wait_for(
+            &format!("{node} drops its NAT table"),
+            Duration::from_secs(10),
+            || {
+                ensure!(nat_exemptions(c, node)?.is_none(), "still there");
+                Ok(())
+            },
+        )?;
+    }
+    patch_network(c, r#"{"spec":{"natOutgoing":true,"natExcludeCidrs":null}}"#)?;
+    wait_for("NAT is back on node-a", Duration::from_secs(10), || {
+        ensure!(
+            nat_exemptions(c, "node-a")?.as_deref() == Some("10.247.0.0/16"),
+            "not yet"
+        );
+        Ok(())
+    })?;
+    traffic::expect_ping(&a.netns, client.address)
+}
+
 fn pod_on<'a>(pods: &'a [Pod], node: &str) -> Result<&'a Pod> {
     pods.iter()
         .find(|p| p.node == node)
@@ -428,6 +544,7 @@ fn network_deleted(c: &Cluster) -> Result<()> {
                     "links: {links}"
                 );
                 ensure!(our_routes(c, node)?.is_empty(), "routes left");
+                ensure!(nat_exemptions(c, node)?.is_none(), "NAT table left");
                 ensure!(
                     !c.cni_conf_dir(node).join("10-causeway.conflist").exists(),
                     "CNI config left"

@@ -12,7 +12,8 @@
 //! 4. FDB entries, then neighbours, then routes are added or replaced, so that when a route
 //!    appears, its next hop already resolves to a VTEP (no ARP, no flooding: packets sent
 //!    before would be dropped);
-//! 5. what is observed but not desired is removed: routes, neighbours, FDB entries,
+//! 5. the NAT table is replaced when it differs (one atomic nftables transaction);
+//! 6. what is observed but not desired is removed: routes, neighbours, FDB entries,
 //!    addresses, and last the links, so that new paths exist before old ones go
 //!    (make-before-break when a route moves to another device).
 //!
@@ -38,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::Ipv4Net;
 
-use crate::model::{Link, LinkKind, Op, State};
+use crate::model::{Link, LinkKind, Nat, Op, State};
 
 /// The operations that take the kernel from `observed` to `desired` (see the module docs for
 /// their order and why).
@@ -75,6 +76,17 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
         }
     }
 
+    // NAT is independent of links: the table is replaced whole when it differs.
+    if let Some(want) = &desired.nat
+        && observed.nat.as_ref() != Some(want)
+    {
+        match want {
+            Nat::Masquerade(m) => ops.push(Op::ReplaceNat(m.clone())),
+            // Never planned; deleting is the only way to reach it.
+            Nat::Unrecognised(_) => ops.push(Op::DeleteNat),
+        }
+    }
+
     // Removals. A route is keyed by destination, so one that moved was replaced above.
     for (dst, have) in &observed.routes {
         if !desired.routes.contains_key(dst) && !gone.routes(&have.dev) && !gone.later(&have.dev) {
@@ -91,6 +103,9 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
         if !desired.fdb.contains_key(key) && !gone.all(&key.0) && !gone.later(&key.0) {
             ops.push(Op::DeleteFdb(have.clone()));
         }
+    }
+    if desired.nat.is_none() && observed.nat.is_some() {
+        ops.push(Op::DeleteNat);
     }
     ops.extend(late_addresses);
     ops.extend(gone.later.iter().map(|n| Op::DeleteLink(n.clone())));
@@ -267,7 +282,9 @@ fn addresses(desired: &State, observed: &State, gone: &mut Gone, ops: &mut Vec<O
 pub(crate) mod fixtures {
     use std::net::Ipv4Addr;
 
-    use crate::model::{Address, Fdb, Link, LinkKind, Mac, Neighbour, Route, State};
+    use crate::model::{
+        Address, Fdb, Link, LinkKind, Mac, Masquerade, Nat, Neighbour, Route, State,
+    };
     use ipnet::Ipv4Net;
 
     pub const UNDERLAY: &str = "eth0";
@@ -409,6 +426,21 @@ pub(crate) mod fixtures {
             self
         }
 
+        /// Masquerade from this node's subnet, exempting `exempt`.
+        pub fn nat(mut self, exempt: &[&str]) -> Self {
+            let source = self
+                .0
+                .addresses
+                .keys()
+                .find(|(dev, _)| dev == "cw-br0")
+                .map_or_else(|| net("10.244.1.0/24"), |(_, a)| a.trunc());
+            self.0.nat = Some(Nat::Masquerade(Masquerade {
+                source,
+                exempt: exempt.iter().map(|e| net(e)).collect(),
+            }));
+            self
+        }
+
         pub fn vxlan_name(&self) -> String {
             self.0
                 .links
@@ -428,7 +460,7 @@ pub(crate) mod fixtures {
 mod tests {
     use super::fixtures::*;
     use super::*;
-    use crate::model::{Fdb, Link, Route};
+    use crate::model::{Fdb, Link, Masquerade, Route};
 
     fn create(link: Link) -> Op {
         Op::CreateLink(link)
@@ -502,6 +534,42 @@ mod tests {
                     Op::DeleteLink("cw-br0".into()),
                     Op::DeleteLink("cw-vx1".into()),
                 ],
+            ),
+            (
+                "NAT added: one op, after the peers",
+                base().peers(2..3).nat(&["10.244.0.0/16"]).build(),
+                base().peers(2..3).build(),
+                vec![Op::ReplaceNat(Masquerade {
+                    source: net("10.244.1.0/24"),
+                    exempt: vec![net("10.244.0.0/16")],
+                })],
+            ),
+            (
+                "NAT exclusion changed: the table is replaced",
+                base().nat(&["10.244.0.0/16", "192.168.0.0/16"]).build(),
+                base().nat(&["10.244.0.0/16"]).build(),
+                vec![Op::ReplaceNat(Masquerade {
+                    source: net("10.244.1.0/24"),
+                    exempt: vec![net("10.244.0.0/16"), net("192.168.0.0/16")],
+                })],
+            ),
+            (
+                "NAT table changed by someone else: replaced",
+                base().nat(&["10.244.0.0/16"]).build(),
+                State {
+                    nat: Some(Nat::Unrecognised("a rule was added".into())),
+                    ..base().build()
+                },
+                vec![Op::ReplaceNat(Masquerade {
+                    source: net("10.244.1.0/24"),
+                    exempt: vec![net("10.244.0.0/16")],
+                })],
+            ),
+            (
+                "natOutgoing turned off: the table is deleted",
+                base().peers(2..3).build(),
+                base().peers(2..3).nat(&["10.244.0.0/16"]).build(),
+                vec![Op::DeleteNat],
             ),
             (
                 "MTU and state changes update links in place",

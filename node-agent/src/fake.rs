@@ -25,8 +25,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Neighbour, Op, Route,
-    State,
+    ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Nat, Neighbour, Op,
+    Route, State,
 };
 
 /// Bytes VXLAN over IPv4 adds: the kernel refuses a VXLAN MTU above underlay MTU minus this.
@@ -158,6 +158,15 @@ impl FakeDataplane {
                     .remove(&(dev.clone(), *mac))
                     .map(drop)
                     .ok_or_else(|| ENOENT.into())
+            }
+            Op::ReplaceNat(m) => {
+                self.state.nat = Some(Nat::Masquerade(m.clone()));
+                Ok(())
+            }
+            Op::DeleteNat => {
+                self.state.nat.take().map(drop).ok_or_else(|| {
+                    "Error: Could not process rule: No such file or directory".into()
+                })
             }
         }
     }
@@ -402,6 +411,17 @@ mod tests {
             ),
             ("planned, VXLAN to all", planned(false)),
             ("planned, crossSubnet", planned(true)),
+            (
+                "three peers, NAT",
+                Node::new(1).peers(2..5).nat(&["10.244.0.0/16"]).build(),
+            ),
+            (
+                "three peers, NAT with an exclusion",
+                Node::new(1)
+                    .peers(2..5)
+                    .nat(&["10.244.0.0/16", "192.168.0.0/16"])
+                    .build(),
+            ),
         ]
     }
 

@@ -10,6 +10,7 @@ pub mod cni;
 pub mod diff;
 pub mod fake;
 pub mod model;
+pub mod nat;
 pub mod netlink;
 pub mod plan;
 pub mod status;

@@ -4,7 +4,9 @@
 //! Ownership marks, so the agent never touches what it did not create:
 //! - every link's name starts with [`DEVICE_PREFIX`];
 //! - every route carries protocol [`ROUTE_PROTOCOL`] (`ip route` shows `proto 249`);
-//! - neighbour and FDB entries are only ever read and written on the agent's own links.
+//! - neighbour and FDB entries are only ever read and written on the agent's own links;
+//! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`), which the agent
+//!   replaces whole; other tables are never read or written.
 //!
 //! Collections are ordered maps keyed by identity, so two states compare with `==`, print in
 //! a stable order, and a diff is a merge of two sorted sequences.
@@ -23,6 +25,9 @@ pub const ROUTE_PROTOCOL: u8 = 249;
 /// Prefix of every link the agent creates (`cw-br0`, `cw-vx1`). Links without it are never
 /// changed or deleted. Link names are at most 15 bytes (IFNAMSIZ − 1).
 pub const DEVICE_PREFIX: &str = "cw-";
+
+/// The nftables table (family `ip`) holding the agent's outgoing-NAT rules.
+pub const NAT_TABLE: &str = "causeway";
 
 /// Longest Linux interface name.
 pub const MAX_LINK_NAME: usize = 15;
@@ -122,6 +127,26 @@ pub struct Fdb {
     pub dst: Ipv4Addr,
 }
 
+/// Outgoing NAT: packets from `source` (the node's pod subnet) to any destination outside
+/// `exempt` (the cluster CIDR and `natExcludeCidrs`) leave with the node's address
+/// (`masquerade`), so destinations without a route back to pods can answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Masquerade {
+    pub source: Ipv4Net,
+    /// Sorted, without overlaps (nftables refuses overlapping intervals).
+    pub exempt: Vec<Ipv4Net>,
+}
+
+/// The agent's nftables table as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// The table holds exactly the agent's masquerade rule.
+    Masquerade(Masquerade),
+    /// The table exists but was changed by someone else (a rule added or edited, the set
+    /// changed shape); it is replaced whole.
+    Unrecognised(String),
+}
+
 /// The complete state of everything the agent owns on one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -136,6 +161,8 @@ pub struct State {
     pub neighbours: BTreeMap<(String, Ipv4Addr), Neighbour>,
     /// By (link name, MAC).
     pub fdb: BTreeMap<(String, Mac), Fdb>,
+    /// The [`NAT_TABLE`] table; `None` when absent.
+    pub nat: Option<Nat>,
 }
 
 /// One change to the kernel. `Display` is the readable form `--dry-run` prints.
@@ -168,6 +195,11 @@ pub enum Op {
     /// Add or replace (`bridge fdb replace ... self permanent`).
     ReplaceFdb(Fdb),
     DeleteFdb(Fdb),
+    /// Replace the [`NAT_TABLE`] table with one holding this rule, in one nftables
+    /// transaction (packets never see a moment without it).
+    ReplaceNat(Masquerade),
+    /// Delete the [`NAT_TABLE`] table.
+    DeleteNat,
 }
 
 impl fmt::Display for Op {
@@ -217,6 +249,16 @@ impl fmt::Display for Op {
                 e.mac, e.dev, e.dst
             ),
             Op::DeleteFdb(e) => write!(f, "delete fdb {} dev {} dst {}", e.mac, e.dev, e.dst),
+            Op::ReplaceNat(m) => {
+                let exempt: Vec<String> = m.exempt.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "replace nft table ip {NAT_TABLE}: ip saddr {} ip daddr != {{ {} }} masquerade",
+                    m.source,
+                    exempt.join(", ")
+                )
+            }
+            Op::DeleteNat => write!(f, "delete nft table ip {NAT_TABLE}"),
         }
     }
 }

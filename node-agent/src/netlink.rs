@@ -1,5 +1,6 @@
 //! The real [`Dataplane`]: reads and changes the kernel's links, addresses, routes, neighbours
-//! and VXLAN FDB entries over rtnetlink. This is the only module that talks to the kernel; it
+//! and VXLAN FDB entries over rtnetlink, and its NAT table through [`crate::nat::Nft`] (the one
+//! object netfilter keeps outside rtnetlink). This is the only module that changes the kernel; it
 //! sits at the end of the loop (plan → observe → diff → **apply**) and at the start of the
 //! next one (**observe**).
 //!
@@ -66,8 +67,9 @@ use tracing::{debug, instrument};
 
 use crate::model::{
     Address, ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac,
-    Neighbour, Op, ROUTE_PROTOCOL, Route, State,
+    NAT_TABLE, Neighbour, Op, ROUTE_PROTOCOL, Route, State,
 };
+use crate::nat::{self, Nft};
 
 /// Where named network namespaces are mounted (`ip netns add`).
 const NETNS_DIR: &str = "/run/netns";
@@ -198,6 +200,12 @@ impl Netlink {
             .await
             .map_err(|_| NetlinkError::ThreadDied { name: name.into() })??;
         Ok(Self::start(socket, Some(name.to_owned())))
+    }
+
+    /// `nft` in the same namespace: the NAT table is the one kernel object not reached over
+    /// rtnetlink.
+    fn nft(&self) -> Nft {
+        Nft::new(self.netns.clone())
     }
 
     fn start(socket: TokioSocket, netns: Option<String>) -> Self {
@@ -579,6 +587,11 @@ impl Netlink {
                     )?;
                 }
             }
+            Op::ReplaceNat(_) | Op::DeleteNat => {
+                return Err(Failure::Refused(
+                    "NAT operations go through nft, not rtnetlink".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -586,14 +599,30 @@ impl Netlink {
 
 impl Dataplane for Netlink {
     async fn observe(&mut self) -> Result<State, ApplyError> {
-        self.read_state().await.map_err(|error| ApplyError {
+        let mut state = self.read_state().await.map_err(|error| ApplyError {
             op: "observe".into(),
             message: error.to_string(),
-        })
+        })?;
+        state.nat = self.nft().observe().await.map_err(|error| ApplyError {
+            op: format!("nft list table ip {NAT_TABLE}"),
+            message: error.to_string(),
+        })?;
+        Ok(state)
     }
 
     #[instrument(skip_all, fields(%op))]
     async fn apply(&mut self, op: &Op) -> Result<(), ApplyError> {
+        let nat = match op {
+            Op::ReplaceNat(m) => Some(nat::replace_batch(m)),
+            Op::DeleteNat => Some(nat::delete_batch()),
+            _ => None,
+        };
+        if let Some(batch) = nat {
+            return self.nft().apply(&batch).await.map_err(|error| ApplyError {
+                op: op.to_string(),
+                message: error.to_string(),
+            });
+        }
         self.apply_op(op).await.map_err(|failure| ApplyError {
             op: op.to_string(),
             message: failure.describe(op),
@@ -992,6 +1021,7 @@ fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
         Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
         Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
+        Op::ReplaceNat(_) | Op::DeleteNat => None,
     };
     Some(match (errno, op) {
         (Errno::EPERM | Errno::EACCES, _) => {

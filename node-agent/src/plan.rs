@@ -17,6 +17,9 @@
 //! - per peer on the underlay's own prefix when `crossSubnet` is set: only a direct route
 //!   `peer-cidr via peer-address dev <underlay>` (no encapsulation).
 //!
+//! Outgoing NAT, when `natOutgoing` is set (the default): masquerade from this node's subnet
+//! to destinations outside the PodNetwork's cidr and `natExcludeCidrs` (see [`crate::nat`]).
+//!
 //! Robustness: a peer whose NodeSubnet cannot be programmed safely (unparsable field, a subnet
 //! overlapping ours or an earlier peer's, our node name or address, a VTEP MAC already in use) is
 //! left out whole and reported in [`Plan::skipped`]; it never makes the plan fail and never
@@ -37,7 +40,7 @@ use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::Ipv4Net;
 
 use crate::model::{
-    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Neighbour, Route, State,
+    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Neighbour, Route, State,
 };
 
 /// The pod bridge of every node; the CNI `bridge` plugin attaches pods to it.
@@ -133,6 +136,12 @@ pub enum PlanError {
         "NodeSubnet {name}: spec.cidr {cidr} is too small: a node subnet needs a prefix length of at most 30 (a gateway address and pod addresses)"
     )]
     SubnetTooSmall { name: String, cidr: Ipv4Net },
+
+    /// An entry of `spec.natExcludeCidrs` is not a CIDR (admission normally prevents this).
+    #[error(
+        "PodNetwork spec.natExcludeCidrs[{index}] {value:?} is not a CIDR: write it like 192.168.0.0/16"
+    )]
+    NatExclude { index: usize, value: String },
 
     /// `spec.overlay.vni` is out of range (admission normally prevents this).
     #[error("PodNetwork spec.overlay.vni {value} is out of range: use 1-16777215")]
@@ -275,12 +284,39 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
             Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
     }
+    if network.nat_outgoing {
+        let exclude = nat_exclusions(network)?;
+        desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
+            own.cidr,
+            own.network,
+            &exclude,
+        )));
+    }
     Ok(Plan {
         desired,
         mtu,
         subnet: own.cidr,
         skipped,
     })
+}
+
+/// `spec.natExcludeCidrs` as IPv4 prefixes (host bits dropped; IPv6 entries cannot match
+/// IPv4 pod traffic and are left out).
+fn nat_exclusions(network: &PodNetworkSpec) -> Result<Vec<Ipv4Net>, PlanError> {
+    let mut out = Vec::new();
+    for (index, value) in network.nat_exclude_cidrs.iter().enumerate() {
+        match value.trim().parse::<ipnet::IpNet>() {
+            Ok(ipnet::IpNet::V4(n)) => out.push(n.trunc()),
+            Ok(ipnet::IpNet::V6(_)) => {}
+            Err(_) => {
+                return Err(PlanError::NatExclude {
+                    index,
+                    value: value.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// This node's NodeSubnet, parsed and checked.
@@ -784,6 +820,68 @@ mod tests {
         let forward = run(&own(), vec![node_b(), node_c(), node_d()], &spec(true)).expect("plan");
         let backward = run(&own(), vec![node_d(), node_c(), node_b()], &spec(true)).expect("plan");
         assert_eq!(forward, backward);
+    }
+
+    #[test]
+    fn outgoing_nat_masquerades_this_subnet_to_outside_the_cidr_and_the_exclusions() {
+        let masquerade = |source: &str, exempt: &[&str]| {
+            Some(Nat::Masquerade(crate::model::Masquerade {
+                source: source.parse().expect("cidr"),
+                exempt: exempt.iter().map(|e| e.parse().expect("cidr")).collect(),
+            }))
+        };
+        type Case = (
+            &'static str,
+            serde_json::Value,
+            Result<Option<Nat>, &'static str>,
+        );
+        let cases: &[Case] = &[
+            (
+                "default: on, the cluster CIDR exempt",
+                serde_json::json!({}),
+                Ok(masquerade("10.244.1.0/24", &["10.244.0.0/16"])),
+            ),
+            (
+                "exclusions merged, host bits dropped, IPv6 left out",
+                serde_json::json!({"natExcludeCidrs": [
+                    "192.168.7.1/16", "10.244.9.0/24", "fd00::/8", "172.16.0.0/12"
+                ]}),
+                Ok(masquerade(
+                    "10.244.1.0/24",
+                    &["10.244.0.0/16", "172.16.0.0/12", "192.168.0.0/16"],
+                )),
+            ),
+            (
+                "off: no table",
+                serde_json::json!({"natOutgoing": false, "natExcludeCidrs": ["bogus"]}),
+                Ok(None),
+            ),
+            (
+                "a bad exclusion names the entry",
+                serde_json::json!({"natExcludeCidrs": ["10.0.0.0/8", "bogus"]}),
+                Err(
+                    "PodNetwork spec.natExcludeCidrs[1] \"bogus\" is not a CIDR: write it like 192.168.0.0/16",
+                ),
+            ),
+        ];
+        for (name, fields, want) in cases {
+            let mut value = serde_json::to_value(spec(false)).expect("serialise");
+            for (k, v) in fields.as_object().expect("object") {
+                value[k] = v.clone();
+            }
+            let network: PodNetworkSpec = serde_json::from_value(value).expect("spec");
+            let got = plan(&Input {
+                own: &own(),
+                peers: &[],
+                network: &network,
+                underlay: &underlay(),
+            });
+            match (want, got) {
+                (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
+                (Err(w), Err(e)) => assert_eq!(e.to_string(), *w, "{name}"),
+                (w, g) => panic!("{name}: want {w:?}, got {g:?}"),
+            }
+        }
     }
 
     #[test]

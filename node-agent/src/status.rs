@@ -12,7 +12,7 @@ use causeway_crds::NodeSubnetStatus;
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::model::{Op, State};
+use crate::model::{Nat, Op, State};
 
 /// Why a pass did not program the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +47,7 @@ impl Failure {
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,
                 Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => reasons::NEIGHBOUR_FAILED,
                 Op::ReplaceFdb(_) | Op::DeleteFdb(_) => reasons::FDB_FAILED,
+                Op::ReplaceNat(_) | Op::DeleteNat => reasons::NAT_FAILED,
             },
         }
     }
@@ -96,6 +97,13 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
             );
             if let Some(mtu) = outcome.mtu {
                 message.push_str(&format!("; pod MTU {mtu}"));
+            }
+            if let Some(Nat::Masquerade(m)) = &outcome.programmed.nat {
+                let exempt: Vec<String> = m.exempt.iter().map(ToString::to_string).collect();
+                message.push_str(&format!(
+                    "; pod traffic to destinations outside {} is masqueraded",
+                    exempt.join(", ")
+                ));
             }
             message.push('.');
             if !outcome.skipped.is_empty() {

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use causeway_node_agent::model::{
-    Address, Dataplane, Fdb, Link, LinkKind, Mac, Neighbour, Op, Route, State,
+    Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Nat, Neighbour, Op, Route, State,
 };
 use causeway_node_agent::netlink::{Netlink, Underlay};
 use ipnet::Ipv4Net;
@@ -36,11 +36,16 @@ fn require_root_and_tools() {
         euid, "0",
         "the netlink tests need root: they create network namespaces and links (run them as root)"
     );
-    for (tool, flag) in [("ip", "-V"), ("bridge", "-V"), ("ping", "-V")] {
+    for (tool, flag) in [
+        ("ip", "-V"),
+        ("bridge", "-V"),
+        ("ping", "-V"),
+        ("nft", "-v"),
+    ] {
         let found = Command::new(tool).arg(flag).output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
-            "the netlink tests need `{tool}` on PATH (iproute2 / iputils)"
+            "the netlink tests need `{tool}` on PATH (iproute2 / iputils / nftables)"
         );
     }
 }
@@ -475,6 +480,91 @@ async fn deleting_a_link_removes_it_and_deleting_it_again_succeeds() {
     assert!(!ns.ip_succeeds("link show dev cw-vx1"));
     assert!(ns.ip_succeeds("link show dev eth0"));
     apply(&mut netlink, &[Op::DeleteLink("cw-br0".into())]).await;
+}
+
+/// `nft -j list table ip causeway` in `ns`, read independently of the agent: the set's
+/// elements and the rule's text, or `None` without the table.
+fn nat_listing(ns: &Netns) -> Option<(Vec<String>, String)> {
+    let out = ns.exec("nft list table ip causeway");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let elements = text
+        .split("elements = {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .map(|e| e.split(',').map(|x| x.trim().to_owned()).collect())
+        .unwrap_or_default();
+    let rule = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("ip saddr"))
+        .unwrap_or_default()
+        .to_owned();
+    Some((elements, rule))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nat_table_is_replaced_whole_observed_and_deleted_and_other_tables_survive() {
+    let ns = Netns::new();
+    let mut netlink = ns.netlink().await;
+    let foreign = ns.exec("nft add table ip someone-else");
+    assert!(foreign.status.success(), "{foreign:?}");
+    assert_eq!(netlink.observe().await.expect("observe").nat, None);
+
+    let rule = Masquerade {
+        source: net("10.244.1.0/24"),
+        exempt: vec![net("10.244.0.0/16"), net("192.168.0.0/16")],
+    };
+    apply(&mut netlink, &[Op::ReplaceNat(rule.clone())]).await;
+    let (elements, text) = nat_listing(&ns).expect("table created");
+    assert_eq!(elements, ["10.244.0.0/16", "192.168.0.0/16"]);
+    assert!(
+        text.starts_with("ip saddr 10.244.1.0/24 ip daddr != @no-masquerade masquerade"),
+        "{text}"
+    );
+    assert_eq!(
+        netlink.observe().await.expect("observe").nat,
+        Some(Nat::Masquerade(rule.clone()))
+    );
+
+    // Replacing is idempotent and takes a new exemption list in one go.
+    let narrower = Masquerade {
+        exempt: vec![net("10.244.0.0/16")],
+        ..rule.clone()
+    };
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceNat(narrower.clone()),
+            Op::ReplaceNat(narrower.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(nat_listing(&ns).expect("table").0, ["10.244.0.0/16"]);
+
+    // A rule someone slipped into our chain makes the table unrecognised; replacing repairs.
+    let tamper = ns.exec("nft add rule ip causeway postrouting counter accept");
+    assert!(tamper.status.success(), "{tamper:?}");
+    assert!(matches!(
+        netlink.observe().await.expect("observe").nat,
+        Some(Nat::Unrecognised(_))
+    ));
+    apply(&mut netlink, &[Op::ReplaceNat(narrower.clone())]).await;
+    assert_eq!(
+        netlink.observe().await.expect("observe").nat,
+        Some(Nat::Masquerade(narrower))
+    );
+
+    apply(&mut netlink, &[Op::DeleteNat]).await;
+    assert_eq!(nat_listing(&ns), None);
+    assert_eq!(netlink.observe().await.expect("observe").nat, None);
+    let kept = ns.exec("nft list table ip someone-else");
+    assert!(
+        kept.status.success(),
+        "a foreign table was removed: {kept:?}"
+    );
 }
 
 /// A node's worth of objects, in the order an apply would create them.

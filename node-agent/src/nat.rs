@@ -1,0 +1,454 @@
+//! Outgoing NAT (`natOutgoing`): the agent's nftables table, built and read with the
+//! `nftables` crate's JSON schema and applied by running `nft -j`.
+//!
+//! The table `ip causeway` ([`NAT_TABLE`]) holds one interval set of exempt destinations (the
+//! cluster CIDR and `natExcludeCidrs`) and one rule in a `nat` chain on the `postrouting`
+//! hook:
+//!
+//! ```text
+//! table ip causeway {
+//!     set no-masquerade { type ipv4_addr; flags interval; elements = { 10.244.0.0/16 } }
+//!     chain postrouting {
+//!         type nat hook postrouting priority srcnat; policy accept;
+//!         ip saddr 10.244.1.0/24 ip daddr != @no-masquerade masquerade
+//!     }
+//! }
+//! ```
+//!
+//! Only traffic from this node's pod subnet is rewritten, so pod-to-pod traffic keeps pod
+//! addresses and traffic the node itself sends is left alone. The table is replaced whole in
+//! one nftables transaction (`add`, `delete`, `add` in one batch): there is never a moment
+//! without the rule, and anything someone else added to the table is dropped. Established
+//! connections keep their translation (conntrack), whatever the table does.
+//!
+//! The pure part ([`masquerade`], [`replace_batch`], [`interpret`]) is unit-tested; [`Nft`]
+//! is the only code that runs `nft`.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
+use nftables::schema::{
+    Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
+    Table,
+};
+use nftables::stmt::{Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use tokio::io::AsyncWriteExt;
+
+use crate::model::{Masquerade, NAT_TABLE, Nat};
+
+/// The chain holding the rule.
+const CHAIN: &str = "postrouting";
+/// The set of exempt destinations.
+const SET: &str = "no-masquerade";
+/// `priority srcnat`.
+const SRCNAT_PRIORITY: i32 = 100;
+/// The rule's comment, so `nft list ruleset` says whose rule it is.
+const COMMENT: &str = "causeway: pod traffic leaving the cluster";
+
+/// The masquerade rule for pods of `source` in a network of `cluster`, exempting `exclude`:
+/// exempt ranges are merged (nftables refuses overlapping intervals) and sorted.
+#[must_use]
+pub fn masquerade(source: Ipv4Net, cluster: Ipv4Net, exclude: &[Ipv4Net]) -> Masquerade {
+    let mut all = vec![cluster.trunc()];
+    all.extend(exclude.iter().map(Ipv4Net::trunc));
+    let mut exempt = Ipv4Net::aggregate(&all);
+    exempt.sort();
+    Masquerade {
+        source: source.trunc(),
+        exempt,
+    }
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: NfFamily::IP,
+        name: Cow::Borrowed(NAT_TABLE),
+        handle: None,
+    }
+}
+
+fn prefix(net: Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(Expression::String(Cow::Owned(net.network().to_string()))),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+fn field(name: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed("ip"),
+            field: Cow::Borrowed(name),
+        },
+    )))
+}
+
+/// The batch that replaces the table with one holding `m`, atomically.
+#[must_use]
+pub fn replace_batch(m: &Masquerade) -> Nftables<'static> {
+    let add = |o| NfObject::CmdObject(NfCmd::Add(o));
+    let set = Set {
+        family: NfFamily::IP,
+        table: Cow::Borrowed(NAT_TABLE),
+        name: Cow::Borrowed(SET),
+        handle: None,
+        set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+        policy: None,
+        flags: Some(HashSet::from([SetFlag::Interval])),
+        elem: Some(Cow::Owned(m.exempt.iter().map(|n| prefix(*n)).collect())),
+        timeout: None,
+        gc_interval: None,
+        size: None,
+        comment: None,
+    };
+    let chain = Chain {
+        family: NfFamily::IP,
+        table: Cow::Borrowed(NAT_TABLE),
+        name: Cow::Borrowed(CHAIN),
+        newname: None,
+        handle: None,
+        _type: Some(NfChainType::NAT),
+        hook: Some(NfHook::Postrouting),
+        prio: Some(SRCNAT_PRIORITY),
+        dev: None,
+        policy: Some(NfChainPolicy::Accept),
+    };
+    let rule = Rule {
+        family: NfFamily::IP,
+        table: Cow::Borrowed(NAT_TABLE),
+        chain: Cow::Borrowed(CHAIN),
+        expr: Cow::Owned(vec![
+            Statement::Match(Match {
+                left: field("saddr"),
+                right: prefix(m.source),
+                op: Operator::EQ,
+            }),
+            Statement::Match(Match {
+                left: field("daddr"),
+                right: Expression::String(Cow::Owned(format!("@{SET}"))),
+                op: Operator::NEQ,
+            }),
+            Statement::Masquerade(None),
+        ]),
+        handle: None,
+        index: None,
+        comment: Some(Cow::Borrowed(COMMENT)),
+    };
+    Nftables {
+        objects: Cow::Owned(vec![
+            // `add` of an existing table is a no-op, so the delete never fails.
+            add(NfListObject::Table(table())),
+            NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table()))),
+            add(NfListObject::Table(table())),
+            add(NfListObject::Set(Box::new(set))),
+            add(NfListObject::Chain(chain)),
+            add(NfListObject::Rule(rule)),
+        ]),
+    }
+}
+
+/// The batch that deletes the table.
+#[must_use]
+pub fn delete_batch() -> Nftables<'static> {
+    Nftables {
+        objects: Cow::Owned(vec![NfObject::CmdObject(NfCmd::Delete(
+            NfListObject::Table(table()),
+        ))]),
+    }
+}
+
+/// An IPv4 prefix written as `{"prefix": {...}}` or a bare address (a /32).
+fn as_net(e: &Expression<'_>) -> Option<Ipv4Net> {
+    match e {
+        Expression::String(s) => Ipv4Net::new(s.parse::<Ipv4Addr>().ok()?, 32).ok(),
+        Expression::Named(NamedExpression::Prefix(p)) => match p.addr.as_ref() {
+            Expression::String(s) => Ipv4Net::new(s.parse().ok()?, u8::try_from(p.len).ok()?).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_field(e: &Expression<'_>, name: &str) -> bool {
+    matches!(
+        e,
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(f)))
+            if f.protocol == "ip" && f.field == name
+    )
+}
+
+/// The source prefix of a rule shaped exactly like ours, if it is.
+fn our_rule(rule: &Rule<'_>) -> Option<Ipv4Net> {
+    match rule.expr.as_ref() {
+        [
+            Statement::Match(src),
+            Statement::Match(dst),
+            Statement::Masquerade(None),
+        ] if src.op == Operator::EQ
+            && is_field(&src.left, "saddr")
+            && dst.op == Operator::NEQ
+            && is_field(&dst.left, "daddr")
+            && matches!(&dst.right, Expression::String(s) if s.as_ref() == format!("@{SET}")) =>
+        {
+            as_net(&src.right)
+        }
+        _ => None,
+    }
+}
+
+/// What `nft -j list table ip causeway` shows, as the agent's model: `None` without the
+/// table, [`Nat::Unrecognised`] when it holds anything but exactly the agent's objects.
+#[must_use]
+pub fn interpret(listing: &Nftables<'_>) -> Option<Nat> {
+    let mut found_table = false;
+    let (mut sets, mut chains, mut rules) = (Vec::new(), Vec::new(), Vec::new());
+    let mut other = 0usize;
+    for object in listing.objects.iter() {
+        match object {
+            NfObject::ListObject(NfListObject::Table(t)) if t.name == NAT_TABLE => {
+                found_table = true;
+            }
+            NfObject::ListObject(NfListObject::Set(s)) => sets.push(s),
+            NfObject::ListObject(NfListObject::Chain(c)) => chains.push(c),
+            NfObject::ListObject(NfListObject::Rule(r)) => rules.push(r),
+            NfObject::ListObject(NfListObject::MetainfoObject(_)) => {}
+            _ => other += 1,
+        }
+    }
+    if !found_table {
+        return None;
+    }
+    let unrecognised = |why: &str| Some(Nat::Unrecognised(why.to_owned()));
+    if other > 0 || sets.len() != 1 || chains.len() != 1 || rules.len() != 1 {
+        return unrecognised("the table holds objects the agent did not create");
+    }
+    let (set, chain, rule) = (sets[0], chains[0], rules[0]);
+    if set.name != SET
+        || chain.name != CHAIN
+        || chain._type != Some(NfChainType::NAT)
+        || chain.hook != Some(NfHook::Postrouting)
+        || chain.prio != Some(SRCNAT_PRIORITY)
+        || rule.chain != CHAIN
+    {
+        return unrecognised("the chain or set was changed");
+    }
+    let Some(source) = our_rule(rule) else {
+        return unrecognised("the rule was changed");
+    };
+    let mut exempt = Vec::new();
+    for e in set.elem.as_deref().unwrap_or_default() {
+        match as_net(e) {
+            Some(n) => exempt.push(n),
+            None => return unrecognised("the set holds an element the agent did not write"),
+        }
+    }
+    exempt.sort();
+    Some(Nat::Masquerade(Masquerade { source, exempt }))
+}
+
+/// Runs `nft` in the agent's network namespace (the process's own, or a named one for tests).
+#[derive(Clone, Debug, Default)]
+pub struct Nft {
+    netns: Option<String>,
+}
+
+/// Why `nft` failed, in words for a condition.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NftError(String);
+
+impl Nft {
+    /// `nft` in the process's namespace, or through `ip netns exec NAME`.
+    #[must_use]
+    pub fn new(netns: Option<String>) -> Self {
+        Self { netns }
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns, "nft"]);
+                c
+            }
+            None => tokio::process::Command::new("nft"),
+        };
+        command
+            .kill_on_drop(true)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// The table as it is. Without the `nft` binary, nothing of the agent's can exist: `None`.
+    ///
+    /// # Errors
+    /// When `nft` fails for another reason than a missing table, or prints unreadable JSON.
+    pub async fn observe(&self) -> Result<Option<Nat>, NftError> {
+        let output = match self
+            .command()
+            .args(["-j", "list", "table", "ip", NAT_TABLE])
+            .output()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(NftError(format!("cannot run nft: {e}"))),
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(NftError(format!(
+                "nft list table ip {NAT_TABLE}: {}",
+                stderr.trim()
+            )));
+        }
+        let listing: Nftables<'_> = serde_json::from_slice(&output.stdout)
+            .map_err(|e| NftError(format!("nft printed JSON the agent cannot read: {e}")))?;
+        Ok(interpret(&listing))
+    }
+
+    /// Applies `batch` in one transaction.
+    ///
+    /// # Errors
+    /// When `nft` is missing or refuses the batch (its message is quoted).
+    pub async fn apply(&self, batch: &Nftables<'_>) -> Result<(), NftError> {
+        let json = serde_json::to_vec(batch)
+            .map_err(|e| NftError(format!("cannot encode the nftables batch: {e}")))?;
+        let mut child = self.command().args(["-j", "-f", "-"]).spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                NftError(
+                    "the nft binary is missing: install nftables on the node (the agent image ships it) or set natOutgoing: false"
+                        .to_owned(),
+                )
+            } else {
+                NftError(format!("cannot run nft: {e}"))
+            }
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&json)
+                .await
+                .map_err(|e| NftError(format!("writing to nft: {e}")))?;
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|e| NftError(format!("waiting for nft: {e}")))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(NftError(format!(
+                "nft refused the batch: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("test CIDR")
+    }
+
+    #[test]
+    fn exempt_ranges_are_merged_and_sorted() {
+        let m = masquerade(
+            net("10.244.1.0/24"),
+            net("10.244.0.0/16"),
+            &[
+                net("192.168.0.0/16"),
+                net("10.244.7.0/24"),
+                net("172.16.0.0/12"),
+                net("192.168.3.0/24"),
+            ],
+        );
+        assert_eq!(m.source, net("10.244.1.0/24"));
+        assert_eq!(
+            m.exempt,
+            vec![
+                net("10.244.0.0/16"),
+                net("172.16.0.0/12"),
+                net("192.168.0.0/16")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_replace_batch_is_what_nft_expects() {
+        let m = masquerade(net("10.244.1.0/24"), net("10.244.0.0/16"), &[]);
+        let json = serde_json::to_value(replace_batch(&m)).expect("serializes");
+        let cmds = json["nftables"].as_array().expect("array");
+        assert_eq!(cmds.len(), 6);
+        assert_eq!(cmds[0]["add"]["table"]["name"], NAT_TABLE);
+        assert_eq!(cmds[1]["delete"]["table"]["family"], "ip");
+        assert_eq!(cmds[3]["add"]["set"]["elem"][0]["prefix"]["len"], 16);
+        assert_eq!(cmds[4]["add"]["chain"]["hook"], "postrouting");
+        let expr = &cmds[5]["add"]["rule"]["expr"];
+        assert_eq!(expr[0]["match"]["right"]["prefix"]["addr"], "10.244.1.0");
+        assert_eq!(expr[1]["match"]["op"], "!=");
+        assert_eq!(expr[1]["match"]["right"], "@no-masquerade");
+        assert!(expr[2].get("masquerade").is_some(), "{expr}");
+    }
+
+    /// `nft -j list table ip causeway` of nftables 1.0.6 after applying our batch with one
+    /// host exemption: the bare address is how nft prints a /32.
+    const LISTING: &str = r#"{"nftables": [
+      {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+      {"table": {"family": "ip", "name": "causeway", "handle": 1}},
+      {"set": {"family": "ip", "name": "no-masquerade", "table": "causeway", "type": "ipv4_addr",
+               "handle": 2, "flags": ["interval"],
+               "elem": [{"prefix": {"addr": "10.244.0.0", "len": 16}}, "172.16.5.5"]}},
+      {"chain": {"family": "ip", "table": "causeway", "name": "postrouting", "handle": 1,
+                 "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+      {"rule": {"family": "ip", "table": "causeway", "chain": "postrouting", "handle": 3,
+                "comment": "causeway: pod traffic leaving the cluster",
+                "expr": [
+                  {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                             "right": {"prefix": {"addr": "10.244.1.0", "len": 24}}}},
+                  {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                             "right": "@no-masquerade"}},
+                  {"masquerade": null}]}}]}"#;
+
+    #[test]
+    fn a_listing_of_our_table_reads_back_as_the_rule() {
+        let listing: Nftables<'_> = serde_json::from_str(LISTING).expect("parses");
+        assert_eq!(
+            interpret(&listing),
+            Some(Nat::Masquerade(Masquerade {
+                source: net("10.244.1.0/24"),
+                exempt: vec![net("10.244.0.0/16"), net("172.16.5.5/32")],
+            }))
+        );
+    }
+
+    #[test]
+    fn a_changed_table_is_unrecognised_and_a_missing_one_is_none() {
+        let tampered = LISTING.replace(r#""op": "!=""#, r#""op": "==""#);
+        let listing: Nftables<'_> = serde_json::from_str(&tampered).expect("parses");
+        assert!(matches!(interpret(&listing), Some(Nat::Unrecognised(_))));
+
+        let extra_rule = LISTING.replace(
+            r#"{"rule":"#,
+            r#"{"rule": {"family": "ip", "table": "causeway", "chain": "postrouting", "handle": 9, "expr": [{"accept": null}]}}, {"rule":"#,
+        );
+        let listing: Nftables<'_> = serde_json::from_str(&extra_rule).expect("parses");
+        assert!(matches!(interpret(&listing), Some(Nat::Unrecognised(_))));
+
+        let empty: Nftables<'_> =
+            serde_json::from_str(r#"{"nftables": [{"metainfo": {"json_schema_version": 1}}]}"#)
+                .expect("parses");
+        assert_eq!(interpret(&empty), None);
+    }
+}
