@@ -23,6 +23,8 @@ const NETWORK: &str = "overlay";
 const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 /// The agents' resync interval in this suite.
 const RESYNC_SECONDS: u64 = 3;
+/// The agents' heartbeat Lease duration in this suite (40 s in production).
+const LEASE_SECONDS: u64 = 4;
 
 fn main() -> ExitCode {
     testing::run_suite(
@@ -50,6 +52,10 @@ fn main() -> ExitCode {
                 outgoing_nat,
             ),
             testing::test(
+                "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
+                stopped_agent,
+            ),
+            testing::test(
                 "a_deleted_node_disappears_from_every_other_node",
                 node_deleted,
             ),
@@ -74,7 +80,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn start_agent(c: &Cluster, node: &str) -> Result<()> {
     let resync = RESYNC_SECONDS.to_string();
-    let id = deploy::start_agent(c, node, &["--resync-seconds", &resync])?;
+    let lease = LEASE_SECONDS.to_string();
+    let id = deploy::start_agent(
+        c,
+        node,
+        &[
+            "--resync-seconds",
+            &resync,
+            "--lease-duration-seconds",
+            &lease,
+            "--status-refresh-seconds",
+            "1",
+        ],
+    )?;
     lock(&AGENTS).push((node.to_string(), id));
     Ok(())
 }
@@ -142,7 +160,23 @@ fn our_routes(c: &Cluster, node: &str) -> Result<Vec<String>> {
 
 fn ready(c: &Cluster) -> Result<()> {
     setup(c)?;
-    let subnets = node_subnets(c)?;
+    // Counts trail conditions by up to a resync plus the status refresh interval.
+    let subnets = wait_for(
+        "every node counts its 3 peers",
+        Duration::from_secs(RESYNC_SECONDS + 3),
+        || {
+            let subnets = node_subnets(c)?;
+            for s in &subnets {
+                let st = &s["status"];
+                ensure!(
+                    st["routes"] == 3 && st["neighbours"] == 3 && st["fdbEntries"] == 3,
+                    "{}: counts {st}",
+                    s["spec"]["nodeName"]
+                );
+            }
+            Ok(subnets)
+        },
+    )?;
     ensure!(
         subnets.len() == NODES.len(),
         "{} NodeSubnets",
@@ -151,10 +185,6 @@ fn ready(c: &Cluster) -> Result<()> {
     for s in &subnets {
         let st = &s["status"];
         let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
-        ensure!(
-            st["routes"] == 3 && st["neighbours"] == 3 && st["fdbEntries"] == 3,
-            "{node}: counts {st}"
-        );
         ensure!(st["effectiveMtu"] == 1450, "{node}: mtu {st}");
         let programmed = st["conditions"]
             .as_array()
@@ -466,6 +496,69 @@ fn restart(c: &Cluster) -> Result<()> {
         report.lost() == 0,
         "packets lost during agent restarts: {report:?}"
     );
+    Ok(())
+}
+
+/// The Ready condition's (status, reason, message).
+fn ready_condition(c: &Cluster) -> Result<(String, String, String)> {
+    let out = c.kubectl(&["get", "podnetwork", NETWORK, "-o", "json"])?;
+    let pn: Value = serde_json::from_str(&out)?;
+    let ready = pn["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .context("no Ready condition")?;
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
+    Ok((text("status"), text("reason"), text("message")))
+}
+
+fn stopped_agent(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-c";
+    let stopped = std::time::Instant::now();
+    c.stop(&agent_of(node)?);
+    let (_, _, message) = wait_for(
+        "Ready=False AgentNotReporting",
+        Duration::from_secs(LEASE_SECONDS + 10),
+        || {
+            let (status, reason, message) = ready_condition(c)?;
+            ensure!(
+                status == "False" && reason == "AgentNotReporting",
+                "{status} {reason}: {message}"
+            );
+            Ok((status, reason, message))
+        },
+    )?;
+    println!(
+        "[measure] agent stopped -> PodNetwork Ready=False AgentNotReporting in {:.1}s (lease {LEASE_SECONDS}s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    ensure!(
+        message.contains(node) && message.contains("causeway-agent-node-c"),
+        "the message does not name the node and its Lease: {message}"
+    );
+    let waited = c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=2s",
+        &format!("podnetwork/{NETWORK}"),
+    ]);
+    ensure!(
+        waited.is_err(),
+        "kubectl wait succeeded with an agent stopped"
+    );
+    let described = c.kubectl(&["describe", "podnetwork", NETWORK])?;
+    ensure!(
+        described.contains("AgentNotReporting"),
+        "kubectl describe does not say why: {described}"
+    );
+
+    start_agent(c, node)?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=20s",
+        &format!("podnetwork/{NETWORK}"),
+    ])?;
     Ok(())
 }
 

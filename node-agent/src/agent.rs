@@ -10,20 +10,28 @@
 //! - The agent holds the finalizer [`FINALIZER`] on its own NodeSubnet: when the NodeSubnet is
 //!   deleted (node left the selector, PodNetwork deleted), it removes everything it created on
 //!   the node, then lets the object go.
+//! - It renews a heartbeat Lease ([`causeway_kube::heartbeat`]) from the same loop, so an agent
+//!   that stopped or hangs makes its PodNetwork not Ready (`AgentNotReporting`).
+//! - API writes stay O(1) per peer change: a condition change is written at once, but counts
+//!   that move with every peer joining are written at most every `status_refresh`; events are
+//!   only for this node's own transitions, repairs and clean-up.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use causeway_crds::conditions::types;
 use causeway_crds::{NodeSubnet, NodeSubnetStatus, PodNetwork};
+use causeway_kube::events::{Kind, Publisher, Record};
+use causeway_kube::heartbeat;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::model::{Dataplane, Op, State};
@@ -50,6 +58,23 @@ pub struct Config {
     pub resync: Duration,
     /// Print the operations of one pass instead of applying them, then stop.
     pub dry_run: bool,
+    /// Namespace of the heartbeat Lease (the agent's own).
+    pub namespace: String,
+    /// The heartbeat Lease's duration; renewed every quarter of it.
+    pub lease_duration: Duration,
+    /// Least time between status writes that only update counts.
+    pub status_refresh: Duration,
+}
+
+/// Why a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first pass after start.
+    Start,
+    /// A NodeSubnet or PodNetwork changed.
+    Watch,
+    /// The periodic resync: whatever it changes was changed behind the agent's back.
+    Resync,
 }
 
 /// The agent's state across passes.
@@ -59,6 +84,9 @@ pub struct Agent {
     dataplane: Netlink,
     subnets: Store<NodeSubnet>,
     networks: Store<PodNetwork>,
+    events: Publisher,
+    /// When the status was last written.
+    status_written: Option<Instant>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -89,12 +117,15 @@ pub async fn run(
     let network_events = network_events.map(|r| r.map(|_| ()));
     let mut changes = futures::stream::select(subnet_events, network_events).boxed();
 
+    let events = Publisher::new(client.clone(), FIELD_MANAGER, &config.node_name);
     let mut agent = Agent {
         client,
         config,
         dataplane,
         subnets,
         networks,
+        events,
+        status_written: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -118,7 +149,7 @@ pub async fn run(
     }
 
     if agent.config.dry_run {
-        let report = agent.pass().await;
+        let report = agent.pass(Trigger::Start).await;
         for op in &report.ops {
             println!("{op}");
         }
@@ -130,15 +161,26 @@ pub async fn run(
 
     let mut resync = tokio::time::interval(agent.config.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.reset(); // the first pass is the start pass
+    let mut heartbeat = tokio::time::interval(renew_interval(agent.config.lease_duration));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut trigger = Some(Trigger::Start);
     loop {
-        agent.pass().await;
+        if let Some(t) = trigger.take() {
+            agent.pass(t).await;
+        }
         tokio::select! {
             _ = &mut shutdown => {
                 info!("stopping; the dataplane stays as it is");
                 return Ok(());
             }
-            _ = resync.tick() => debug!("resync"),
+            // In the same loop as the passes: a hung pass stops the heartbeat too.
+            _ = heartbeat.tick() => agent.heartbeat().await,
+            _ = resync.tick() => {
+                debug!("resync");
+                trigger = Some(Trigger::Resync);
+            }
             ev = changes.next() => {
                 match ev {
                     Some(Err(e)) => warn!(error = %e, "watch failed; retrying"),
@@ -148,6 +190,7 @@ pub async fn run(
                 // Coalesce a burst (a PodNetwork and its NodeSubnets change together).
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 while let Some(Some(_)) = changes.next().now_or_never() {}
+                trigger = Some(Trigger::Watch);
             }
         }
     }
@@ -184,9 +227,52 @@ where
     (store, events)
 }
 
+/// Renewals per lease duration: one or two lost renewals never make the node look silent.
+fn renew_interval(lease_duration: Duration) -> Duration {
+    (lease_duration / 4).max(Duration::from_millis(250))
+}
+
+/// At most this many operations are quoted in a repair event.
+const QUOTED_OPS: usize = 3;
+
 impl Agent {
+    /// Renews this node's heartbeat Lease; a failure is logged and retried next period (the
+    /// operator reports the node silent only after a whole lease duration).
+    async fn heartbeat(&self) {
+        let seconds =
+            u32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(u32::MAX);
+        if let Err(e) = heartbeat::renew(
+            &self.client,
+            &self.config.namespace,
+            &self.config.node_name,
+            seconds,
+            FIELD_MANAGER,
+        )
+        .await
+        {
+            warn!(error = %e, namespace = %self.config.namespace, "cannot renew the heartbeat Lease; retrying");
+        }
+    }
+
+    /// Publishes an event about `own`.
+    async fn event(&self, own: &NodeSubnet, kind: Kind, reason: &str, action: &str, note: String) {
+        let regarding = own.object_ref(&());
+        self.events
+            .publish(
+                &regarding,
+                Record {
+                    kind,
+                    reason,
+                    action,
+                    note,
+                    related: None,
+                },
+            )
+            .await;
+    }
+
     /// One pass. Failures end up in the NodeSubnet's status, never in a panic.
-    pub async fn pass(&mut self) -> PassReport {
+    pub async fn pass(&mut self, trigger: Trigger) -> PassReport {
         let node = self.config.node_name.clone();
         let mine: Vec<Arc<NodeSubnet>> = self
             .subnets
@@ -203,6 +289,19 @@ impl Agent {
             let (report, clean) = self.teardown().await;
             if clean {
                 for s in &mine {
+                    if !report.ops.is_empty() {
+                        self.event(
+                            s,
+                            Kind::Normal,
+                            "CleanedUp",
+                            "Teardown",
+                            format!(
+                                "removed everything Causeway had programmed on node {node} ({} operations) and its CNI config",
+                                report.ops.len()
+                            ),
+                        )
+                        .await;
+                    }
                     self.release(s).await;
                 }
             }
@@ -216,16 +315,62 @@ impl Agent {
         if self.config.dry_run {
             return report;
         }
+        let was_programmed = own.status.as_ref().is_some_and(|st| {
+            causeway_crds::conditions::find_condition(&st.conditions, types::PROGRAMMED)
+                .is_some_and(|c| c.status == "True")
+        });
+        // A resync that had work to do after a good pass found something changed by hand.
+        if trigger == Trigger::Resync
+            && was_programmed
+            && outcome.failure.is_none()
+            && !report.ops.is_empty()
+        {
+            let mut quoted: Vec<String> = report
+                .ops
+                .iter()
+                .take(QUOTED_OPS)
+                .map(ToString::to_string)
+                .collect();
+            if report.ops.len() > QUOTED_OPS {
+                quoted.push(format!("and {} more", report.ops.len() - QUOTED_OPS));
+            }
+            self.event(
+                &own,
+                Kind::Warning,
+                "Repaired",
+                "Resync",
+                format!(
+                    "restored what was changed outside Causeway: {}",
+                    quoted.join("; ")
+                ),
+            )
+            .await;
+        }
         let previous = own.status.clone().unwrap_or_default();
         let next = crate::status::status(
             &previous,
             &outcome,
             Time(k8s_openapi::jiff::Timestamp::now()),
         );
-        if next != previous {
-            self.write_status(&own, &next).await;
-            report.status = Some(next);
+        if next == previous {
+            return report;
         }
+        let due = self
+            .status_written
+            .is_none_or(|t| t.elapsed() >= self.config.status_refresh);
+        if crate::status::counts_only(&previous, &next) && !due {
+            // Counts move with every peer; they catch up on a later pass.
+            return report;
+        }
+        if let Some((ok, reason, message)) = crate::status::programmed_transition(&previous, &next)
+        {
+            let kind = if ok { Kind::Normal } else { Kind::Warning };
+            self.event(&own, kind, &reason, "Program", message).await;
+        }
+        if self.write_status(&own, &next).await {
+            self.status_written = Some(Instant::now());
+        }
+        report.status = Some(next);
         report
     }
 
@@ -410,7 +555,8 @@ impl Agent {
         }
     }
 
-    async fn write_status(&self, own: &NodeSubnet, status: &NodeSubnetStatus) {
+    /// Writes `status`; whether it was accepted.
+    async fn write_status(&self, own: &NodeSubnet, status: &NodeSubnetStatus) -> bool {
         let api: Api<NodeSubnet> = Api::all(self.client.clone());
         let patch = serde_json::json!({
             "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet", "status": status,
@@ -424,7 +570,9 @@ impl Agent {
             .await
         {
             warn!(nodesubnet = %own.name_any(), error = %e, "cannot write status; retrying next pass");
+            return false;
         }
+        true
     }
 }
 

@@ -28,6 +28,17 @@ struct Args {
     /// Print the operations one pass would apply, change nothing, and exit.
     #[arg(long)]
     dry_run: bool,
+    /// Namespace of this agent's heartbeat Lease (the DaemonSet's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "causeway-system")]
+    namespace: String,
+    /// Seconds the heartbeat Lease is valid; renewed every quarter of it. The operator reports
+    /// the node's network not Ready (AgentNotReporting) once it lapses.
+    #[arg(long, default_value_t = causeway_kube::heartbeat::DEFAULT_DURATION_SECONDS)]
+    lease_duration_seconds: u32,
+    /// Least seconds between status writes that only refresh the route, neighbour and FDB
+    /// counts (they change with every peer joining; conditions are written at once).
+    #[arg(long, default_value_t = 30)]
+    status_refresh_seconds: u64,
 }
 
 #[tokio::main]
@@ -43,6 +54,12 @@ async fn main() -> ExitCode {
         error!("--resync-seconds must be at least 1");
         return ExitCode::from(2);
     }
+    if args.lease_duration_seconds < 2 {
+        error!(
+            "--lease-duration-seconds must be at least 2 (the Lease is renewed every quarter of it)"
+        );
+        return ExitCode::from(2);
+    }
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -56,6 +73,9 @@ async fn main() -> ExitCode {
         cni_data_dir: args.cni_data_dir,
         resync: Duration::from_secs(args.resync_seconds),
         dry_run: args.dry_run,
+        namespace: args.namespace,
+        lease_duration: Duration::from_secs(u64::from(args.lease_duration_seconds)),
+        status_refresh: Duration::from_secs(args.status_refresh_seconds),
     };
     match agent::run(client, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,9 @@
 //! `Ready` follows `Programmed` (BGP sessions will add to it in Routed mode).
 
 use causeway_crds::NodeSubnetStatus;
-use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
+use causeway_crds::conditions::{
+    ConditionStatus, find_condition, new_condition, reasons, set_condition, types,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::model::{Nat, Op, State};
@@ -89,14 +91,11 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
     let fdb = outcome.programmed.fdb.len();
     let (state, reason, message) = match &outcome.failure {
         None => {
-            let mut message = format!(
-                "{routes} {}, {neighbours} {}, {fdb} {}",
-                plural(routes, "route", "routes"),
-                plural(neighbours, "neighbour", "neighbours"),
-                plural(fdb, "FDB entry", "FDB entries"),
-            );
+            // No counts here: they change with every peer joining, and a condition change is
+            // written at once (see `counts_only`).
+            let mut message = "The dataplane matches the plan".to_owned();
             if let Some(mtu) = outcome.mtu {
-                message.push_str(&format!("; pod MTU {mtu}"));
+                message.push_str(&format!(": pod MTU {mtu}"));
             }
             if let Some(Nat::Masquerade(m)) = &outcome.programmed.nat {
                 let exempt: Vec<String> = m.exempt.iter().map(ToString::to_string).collect();
@@ -146,17 +145,45 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
     next
 }
 
+/// Whether `a` and `b` differ only in the counts of routes, neighbours and FDB entries. Such
+/// a change follows every peer joining or leaving, on every node; the agent writes it at a
+/// limited rate, so a join costs O(1) API writes per period instead of one per node at once.
+#[must_use]
+pub fn counts_only(a: &NodeSubnetStatus, b: &NodeSubnetStatus) -> bool {
+    let strip = |s: &NodeSubnetStatus| NodeSubnetStatus {
+        routes: 0,
+        neighbours: 0,
+        fdb_entries: 0,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// The Programmed condition's (status, reason) if it changed from `a` to `b`: what deserves an
+/// event.
+#[must_use]
+pub fn programmed_transition(
+    a: &NodeSubnetStatus,
+    b: &NodeSubnetStatus,
+) -> Option<(bool, String, String)> {
+    let get = |s: &NodeSubnetStatus| {
+        find_condition(&s.conditions, types::PROGRAMMED)
+            .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+    };
+    let (before, after) = (get(a), get(b));
+    match (&before, &after) {
+        (_, None) => None,
+        (Some((s0, r0, _)), Some((s1, r1, _))) if s0 == s1 && r0 == r1 => None,
+        _ => after,
+    }
+}
+
 fn clamp(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
-}
-
 #[cfg(test)]
 mod tests {
-    use causeway_crds::conditions::find_condition;
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
@@ -201,10 +228,7 @@ mod tests {
             (p.status.as_str(), p.reason.as_str()),
             ("True", "Programmed")
         );
-        assert_eq!(
-            p.message,
-            "2 routes, 0 neighbours, 0 FDB entries; pod MTU 1450."
-        );
+        assert_eq!(p.message, "The dataplane matches the plan: pod MTU 1450.");
         assert_eq!(p.observed_generation, Some(3));
         let r = find_condition(&st.conditions, types::READY).expect("Ready");
         assert_eq!(r.status, "True");
@@ -277,7 +301,42 @@ mod tests {
         let p = find_condition(&st.conditions, types::PROGRAMMED).expect("Programmed");
         assert_eq!(p.status, "True");
         assert!(p.message.contains("Skipped: peer node-x"), "{}", p.message);
-        assert!(p.message.starts_with("1 route, "), "{}", p.message);
+        assert!(
+            p.message.starts_with("The dataplane matches"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn a_peer_joining_changes_only_counts_and_a_failure_is_a_transition() {
+        let two = status(&NodeSubnetStatus::default(), &ok(1, 2), at(10));
+        let three = status(&two, &ok(1, 3), at(20));
+        assert_ne!(two, three);
+        assert!(counts_only(&two, &three), "a join only moves counts");
+        assert_eq!(programmed_transition(&two, &three), None);
+
+        let new_generation = status(&two, &ok(2, 2), at(20));
+        assert!(!counts_only(&two, &new_generation));
+
+        let failed = status(
+            &three,
+            &Outcome {
+                failure: Some(Failure::Cni("read-only".into())),
+                ..ok(1, 3)
+            },
+            at(30),
+        );
+        assert!(!counts_only(&three, &failed));
+        assert_eq!(
+            programmed_transition(&three, &failed),
+            Some((false, "CniConfigFailed".into(), "read-only".into()))
+        );
+        let first = programmed_transition(&NodeSubnetStatus::default(), &two);
+        assert_eq!(
+            first.map(|(ok, reason, _)| (ok, reason)),
+            Some((true, "Programmed".into()))
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One reconcile per PodNetwork, triggered by the PodNetwork, by any Node (labels, addresses
 //! or podCIDR may move a node in or out), by its NodeSubnets (agents report status there),
-//! and by a periodic resync. Each run:
+//! by an agent going silent or coming back (heartbeat Leases, see
+//! [`causeway_kube::heartbeat`]), and by a periodic resync. Each run:
 //!
 //! 1. waits until the Node and NodeSubnet caches hold a complete list — an empty cache must
 //!    never look like "every node left" and release subnets;
@@ -26,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::{find_condition, types};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
+use causeway_kube::heartbeat::{self, Liveness, Silence};
 use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -39,11 +42,11 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use crate::conflicts::{self, NetworkView};
-use crate::events::{Kind, Publisher, Record};
 use crate::ipam::{self, Allocation, NodeView};
 use crate::metrics::Metrics;
 use crate::rollup::{self, ProgrammedView, SubnetView};
 use crate::selector;
+use causeway_kube::events::{Kind, Publisher, Record};
 
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "causeway-operator";
@@ -61,6 +64,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub struct Options {
     /// Use each node's `spec.podCIDR` (set by kube-controller-manager) as its subnet.
     pub use_node_pod_cidr: bool,
+    /// Namespace of the agents' heartbeat Leases (the operator's own).
+    pub agent_namespace: String,
 }
 
 /// Errors of one reconcile; each names the action that failed.
@@ -105,6 +110,8 @@ pub struct Context {
     /// stores and flips this; reconciles wait here (every waiter is woken, unlike a store's
     /// own readiness future with several concurrent waiters).
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
+    /// Nodes whose agent stopped renewing its heartbeat Lease (see [`watch_heartbeats`]).
+    pub silent: tokio::sync::watch::Receiver<BTreeMap<String, Silence>>,
 }
 
 /// API writes one reconcile issues at once (NodeSubnet creates and deletes): a network
@@ -116,6 +123,10 @@ const EVENTS_PER_NODE_LIMIT: usize = 10;
 
 /// Objects the shared PodNetwork watch may buffer for a slow consumer.
 const SUBSCRIBE_BUFFER: usize = 256;
+
+/// How often heartbeat Leases are checked for agents going silent or coming back: the delay
+/// between an expiry and the network's condition.
+const HEARTBEAT_CHECK: Duration = Duration::from_secs(1);
 
 /// Runs the controller until `shutdown` resolves (lost leadership, signal).
 pub async fn run(
@@ -180,6 +191,8 @@ pub async fn run(
             }
         });
     }
+    let (silent_tx, silent) = tokio::sync::watch::channel(BTreeMap::new());
+    let heartbeat_changes = watch_heartbeats(&client, &options, subnets.clone(), silent_tx);
     let ctx = Arc::new(Context {
         client,
         nodes,
@@ -190,6 +203,7 @@ pub async fn run(
         options,
         replan,
         caches_ready,
+        silent,
     });
     let running = controller
         .owns_stream(subnet_events)
@@ -203,6 +217,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .reconcile_all_on(cross_network)
+        .reconcile_on(heartbeat_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -216,6 +231,78 @@ pub async fn run(
         _ = running => {}
         _ = network_watch => {}
     }
+}
+
+/// Watches the agents' heartbeat Leases and keeps `silent` up to date; yields the networks
+/// to reconcile when a node's agent goes silent or comes back. Renewals of a live agent
+/// trigger nothing: only transitions, checked every [`HEARTBEAT_CHECK`], cost a reconcile.
+fn watch_heartbeats(
+    client: &Client,
+    options: &Options,
+    subnets: Store<NodeSubnet>,
+    silent: tokio::sync::watch::Sender<BTreeMap<String, Silence>>,
+) -> impl futures::Stream<Item = ObjectRef<PodNetwork>> + Send + 'static {
+    let (store, writer) = reflector::store::<Lease>();
+    let api: Api<Lease> = Api::namespaced(client.clone(), &options.agent_namespace);
+    let selector = format!("{}={}", heartbeat::LABEL.0, heartbeat::LABEL.1);
+    let watch = reflector::reflector(
+        writer,
+        watcher(
+            api,
+            watcher::Config::default().labels(&selector).any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            warn!(error = %e, "heartbeat Lease watch failed; retrying");
+        }
+    });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<PodNetwork>>();
+    tokio::spawn(async move {
+        tokio::pin!(watch);
+        let mut liveness = Liveness::default();
+        let mut tick = tokio::time::interval(HEARTBEAT_CHECK);
+        loop {
+            tokio::select! {
+                () = &mut watch => return,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            liveness.observe(store.state().iter().map(AsRef::as_ref), now);
+            let next = liveness.silent(now);
+            let changed: Vec<String> = {
+                let previous = silent.borrow();
+                next.keys()
+                    .filter(|n| !previous.contains_key(*n))
+                    .chain(previous.keys().filter(|n| !next.contains_key(*n)))
+                    .cloned()
+                    .collect()
+            };
+            if changed.is_empty() {
+                continue;
+            }
+            for node in &changed {
+                match next.get(node) {
+                    Some(s) => warn!(%node, lease = %s.lease, "node agent stopped reporting"),
+                    None => info!(%node, "node agent reports again"),
+                }
+            }
+            silent.send_replace(next);
+            let networks: std::collections::BTreeSet<String> = subnets
+                .state()
+                .iter()
+                .filter(|s| changed.contains(&s.spec.node_name))
+                .map(|s| s.spec.network.clone())
+                .collect();
+            for network in networks {
+                if tx.send(ObjectRef::new(&network)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
 /// A cache of every `K` in the cluster, and the stream of objects that changed, which must be
@@ -533,6 +620,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         .iter()
         .map(|s| (s.spec.node_name.as_str(), s))
         .collect();
+    let silent = ctx.silent.borrow().clone();
     let views: Vec<SubnetView> = plan
         .keep
         .iter()
@@ -556,6 +644,13 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
                 node: a.node.clone(),
                 programmed,
                 effective_mtu: status.and_then(|st| st.effective_mtu),
+                silent: silent.get(&a.node).map(|s| {
+                    format!(
+                        "no heartbeat for more than {}s, Lease {}",
+                        s.limit.as_secs(),
+                        s.lease
+                    )
+                }),
             }
         })
         .collect();

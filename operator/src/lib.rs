@@ -6,7 +6,6 @@
 
 pub mod conflicts;
 pub mod controller;
-pub mod events;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;

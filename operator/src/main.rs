@@ -19,7 +19,7 @@ struct Args {
     /// This replica's identity in leader election (the pod name in a Deployment).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Namespace of the leader election Lease.
+    /// Namespace of the leader election Lease and of the agents' heartbeat Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "causeway-system")]
     namespace: String,
     /// Name of the leader election Lease.
@@ -87,7 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let election = Election {
         lease_name: args.lease_name,
-        namespace: args.namespace,
+        namespace: args.namespace.clone(),
         identity: identity.clone(),
         duration: Duration::from_secs(args.lease_duration),
         grace: Duration::from_secs(args.lease_renew_grace),
@@ -142,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client,
         Options {
             use_node_pod_cidr: args.use_node_pod_cidr,
+            agent_namespace: args.namespace.clone(),
         },
         metrics.clone(),
         identity,

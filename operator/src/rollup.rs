@@ -34,6 +34,9 @@ pub struct SubnetView {
     pub programmed: Option<ProgrammedView>,
     /// `status.effectiveMtu`.
     pub effective_mtu: Option<i32>,
+    /// Why the node's agent counts as not reporting (its heartbeat Lease went unrenewed), in
+    /// words; `None` while it reports or has no Lease.
+    pub silent: Option<String>,
 }
 
 /// A NodeSubnet's Programmed condition.
@@ -112,6 +115,8 @@ struct Reports<'a> {
     programmed: Vec<&'a str>,
     /// `node (Reason: message)`.
     failing: Vec<String>,
+    /// `node (why)`: agents that stopped renewing their heartbeat.
+    silent: Vec<String>,
     pending: Vec<&'a str>,
     effective_mtu: Option<i32>,
 }
@@ -130,6 +135,11 @@ fn reports<'a>(plan: &'a ipam::Plan, subnets: &'a [SubnetView]) -> Reports<'a> {
         ..Reports::default()
     };
     for node in allocated {
+        // A silent agent's last report, good or bad, may no longer hold.
+        if let Some(why) = views.get(node).and_then(|v| v.silent.as_ref()) {
+            out.silent.push(format!("{node} ({why})"));
+            continue;
+        }
         match views.get(node).and_then(|v| v.programmed.as_ref()) {
             Some(p) if p.current && p.status => out.programmed.push(node),
             Some(p) if p.current => {
@@ -257,6 +267,13 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
             listing(&reports.failing, "; ")
         )
     });
+    let silent = (!reports.silent.is_empty()).then(|| {
+        format!(
+            "{} stopped reporting: {}. What they reported last may no longer hold; check the causeway-node-agent pod on each (kubectl -n causeway-system get pods -o wide --field-selector spec.nodeName=NODE).",
+            of_owned(reports.silent.len()),
+            listing(&reports.silent, "; ")
+        )
+    });
     let without_address =
         (!plan.missing_address.is_empty()).then(|| without_address_sentence(&plan.missing_address));
     let claimed =
@@ -305,6 +322,9 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         if let Some(sentence) = &failing {
             blocking.push(cause(reasons::NODES_FAILING, sentence.clone()));
         }
+        if let Some(sentence) = &silent {
+            blocking.push(cause(reasons::AGENT_NOT_REPORTING, sentence.clone()));
+        }
         if !reports.pending.is_empty() {
             blocking.push(cause(
                 reasons::NODES_PENDING,
@@ -335,6 +355,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
     // Degraded: every cause present, the most severe first.
     let degraded_causes: Vec<Cause> = [
         (reasons::NODES_FAILING, failing),
+        (reasons::AGENT_NOT_REPORTING, silent),
         (reasons::NODES_WITHOUT_ADDRESS, without_address),
         (reasons::NODES_CLAIMED_BY_OTHER_NETWORK, claimed),
         (reasons::INVALID_NODE_POD_CIDR, bad_pod_cidr),
@@ -348,7 +369,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         (
             ConditionStatus::False,
             reasons::AS_EXPECTED,
-            "No node is failing, lacks an address, has an unusable podCIDR or is claimed by another PodNetwork.".to_owned(),
+            "No node is failing, silent, lacks an address, has an unusable podCIDR or is claimed by another PodNetwork.".to_owned(),
         ),
     );
 
@@ -460,6 +481,7 @@ mod tests {
                 current,
             }),
             effective_mtu: Some(1450),
+            silent: None,
         }
     }
 
@@ -685,6 +707,37 @@ mod tests {
                     ],
                 ),
                 degraded: ("True", "NodesFailing", &["1 of 3 nodes failed"]),
+                exhausted: as_expected,
+            },
+            Case {
+                name: "a silent agent's last report no longer counts: not ready, degraded",
+                world: World {
+                    subnets: vec![
+                        programmed("node-0"),
+                        SubnetView {
+                            silent: Some("no heartbeat for more than 4s".into()),
+                            ..programmed("node-1")
+                        },
+                        SubnetView {
+                            silent: Some("no heartbeat for more than 40s".into()),
+                            ..report("node-2", false, "ApplyFailed", "", true)
+                        },
+                    ],
+                    ..h()
+                },
+                ready: (
+                    "False",
+                    "AgentNotReporting",
+                    &[
+                        "2 of 3 nodes stopped reporting: node-1 (no heartbeat for more than 4s); node-2 (no heartbeat for more than 40s).",
+                        "check the causeway-node-agent pod on each",
+                    ],
+                ),
+                degraded: (
+                    "True",
+                    "AgentNotReporting",
+                    &["2 of 3 nodes stopped reporting"],
+                ),
                 exhausted: as_expected,
             },
             Case {

@@ -1,4 +1,5 @@
-//! Kubernetes Events (events.k8s.io/v1) about PodNetworks, as `kubectl describe` shows them.
+//! Kubernetes Events (events.k8s.io/v1), as `kubectl describe` shows them: the operator's about
+//! PodNetworks, the agents' about their NodeSubnets.
 //!
 //! kube-runtime's `Recorder` folds every event with the same reason on the same object into
 //! one series and keeps the first note, so "allocated 10.0.3.0/24 to node-c" would be shown
@@ -15,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 use tracing::warn;
 
 /// Repeats of one event within this window update its series instead of adding an object.
@@ -109,7 +110,7 @@ impl Publisher {
         let now = Instant::now();
         // The lock guards the cache only, never an API call: reconciles publish concurrently.
         let repeat = {
-            let mut seen = self.seen.lock().await;
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.retain(|_, s| now.duration_since(s.last) < SERIES_WINDOW);
             seen.get_mut(&key).map(|s| {
                 s.count += 1;
@@ -131,7 +132,10 @@ impl Publisher {
                 // Expired or deleted meanwhile: write a fresh one below.
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot update event series; creating a new event");
-                    self.seen.lock().await.remove(&key);
+                    self.seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
                 }
             }
         }
@@ -165,7 +169,7 @@ impl Publisher {
         match api.create(&PostParams::default(), &event).await {
             Ok(created) => {
                 if let Some(name) = created.metadata.name {
-                    self.seen.lock().await.insert(
+                    self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(
                         key,
                         Seen {
                             name,

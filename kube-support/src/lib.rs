@@ -1,0 +1,10 @@
+//! What the Causeway operator and node agent share in talking to the API server (the API
+//! types themselves are in `causeway-crds`, which stays free of I/O):
+//!
+//! - [`events`]: an events.k8s.io publisher whose series, unlike kube-runtime's `Recorder`,
+//!   only fold identical notes;
+//! - [`heartbeat`]: the agents' heartbeat Leases, and the operator's clock-skew-proof view of
+//!   which agents went silent.
+
+pub mod events;
+pub mod heartbeat;
