@@ -87,6 +87,9 @@ pub struct Agent {
     events: Publisher,
     /// When the status was last written.
     status_written: Option<Instant>,
+    /// The Programmed (status, reason) last announced by an event: the cache may still show
+    /// the status before this agent's own write.
+    announced: Option<(bool, String)>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -126,6 +129,7 @@ pub async fn run(
         networks,
         events,
         status_written: None,
+        announced: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -363,9 +367,11 @@ impl Agent {
             return report;
         }
         if let Some((ok, reason, message)) = crate::status::programmed_transition(&previous, &next)
+            && self.announced.as_ref() != Some(&(ok, reason.clone()))
         {
             let kind = if ok { Kind::Normal } else { Kind::Warning };
             self.event(&own, kind, &reason, "Program", message).await;
+            self.announced = Some((ok, reason));
         }
         if self.write_status(&own, &next).await {
             self.status_written = Some(Instant::now());
