@@ -27,10 +27,11 @@ test: deps lint
 	$(CARGO) build --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## bench: allocation benchmark against kube-controller-manager's node IPAM (docs/benchmarks.md)
+## bench: allocation vs kube-controller-manager's node IPAM, node agent at scale vs ip -batch (docs/benchmarks.md)
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench ipam -- $(BENCH_ARGS)
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench agent -- $(AGENT_BENCH_ARGS)
 
 ## deps: install Debian packages and build the pinned control plane (cached in /var/cache/causeway)
 deps:

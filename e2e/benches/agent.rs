@@ -1,0 +1,1050 @@
+//! The running node agent at scale (issue #5): `causeway-node-agent` against a real
+//! kube-apiserver holding N NodeSubnets of one Overlay PodNetwork.
+//!
+//! For each N a fresh test cluster (real kube-apiserver + etcd, no operator: the bench writes
+//! the NodeSubnets itself, as the operator would) gets one node namespace, `node-a`, whose
+//! `eth0` holds the node address in an underlay /16. Then:
+//!
+//! 1. **idle reference**: the agent starts with only its own NodeSubnet (N = 1); its time to
+//!    Programmed and its memory after 2 s are the reference for the ratios. The NodeSubnet is
+//!    then deleted, so the agent removes everything it made and releases it, the agent is
+//!    stopped and the NodeSubnet recreated: the node is empty again.
+//! 2. **start at N**: N − 1 peer NodeSubnets are created (32 at a time); the agent is started
+//!    and timed until its own NodeSubnet reports `Programmed=True` with `status.routes` = N − 1
+//!    (seen on a watch, not polled). The kernel must then hold N − 1 routes, neighbours and
+//!    FDB entries. Peak memory (VmHWM) and CPU time are read from `/proc` at that moment.
+//! 3. **one peer change**: R times, one more NodeSubnet is created and timed until its route
+//!    is in the node namespace, then an original one is deleted and timed until its route is
+//!    gone (both seen by `ip -n <node ns> monitor route`, checked with `ip route show proto
+//!    249`).
+//! 4. **afterwards**: the agent keeps running through at least one periodic resync (the
+//!    chart's 30 s), then its VmHWM and VmRSS are read again.
+//! 5. **baseline**: `ip -batch` + `bridge -batch` insert the same 3 × (N − 1) routes,
+//!    neighbours and FDB entries into a fresh namespace with the same links (made beforehand,
+//!    untimed), as `node-agent/benches/netlink.rs` does; the counts are checked the same way.
+//!
+//! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
+//! causeway-e2e --bench agent -- [--nodes 1000,5000] [--changes 5] [--settle-seconds 35]`.
+//! Without `--bench` (`cargo test --all-targets`, so `make test`) it runs once with N = 50 as
+//! a smoke test that still checks every count. Needs root, like the e2e suite.
+//!
+//! Everything happens in namespaces of the bench's cluster (`cw-agentb-*`), which the
+//! harness removes on success, failure, panic (drop) and Ctrl-C; the root namespace is only
+//! touched by the harness's own veth to the API server.
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail, ensure};
+use causeway_crds::conditions::{find_condition, types};
+use causeway_crds::vtep::vtep_mac;
+use causeway_crds::{NodeSubnet, NodeSubnetSpec};
+use causeway_e2e::cluster::UpOptions;
+use causeway_e2e::controlplane::causeway_binary;
+use causeway_e2e::proc::ProcId;
+use causeway_e2e::topology::{ControlPlane, Host, Segment};
+use causeway_e2e::{Cluster, Topology, cmd, demo, deploy, state};
+use causeway_node_agent::model::ROUTE_PROTOCOL;
+use causeway_node_agent::plan::{BRIDGE_LINK, vxlan_link_name};
+use futures::{StreamExt, TryStreamExt};
+use ipnet::Ipv4Net;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+const CLUSTER: &str = "agentb";
+const NETWORK: &str = "bench";
+/// The node the agent runs for (a namespace of the test cluster).
+const NODE: &str = "node-a";
+/// The underlay: the agent's node and every peer's node address are in it.
+const UNDERLAY: &str = "192.168.0.0/16";
+const NODE_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
+const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+/// The PodNetwork's range: 16,384 /24s.
+const POD_CIDR: &str = "10.64.0.0/10";
+const MASK: u8 = 24;
+/// The default overlay VNI (the PodNetwork sets no `overlay` block).
+const VNI: u32 = 1;
+const CREATE_CONCURRENCY: usize = 32;
+const PROGRAMMED_TIMEOUT: Duration = Duration::from_secs(600);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the idle agent runs after Programmed before its memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
+struct Options {
+    sizes: Vec<usize>,
+    /// Peer additions (and as many deletions) timed at each size.
+    changes: usize,
+    /// How long the agent keeps running after the changes before the last memory reading.
+    settle: Duration,
+    /// Pause after creating the peers, and between changes, so each measurement starts from
+    /// a quiet API server and agent.
+    quiet: Duration,
+}
+
+fn parse_args() -> Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
+    // without it: then a small smoke run proves the benchmark still works end to end.
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes");
+        return Ok(Options {
+            sizes: vec![50],
+            changes: 2,
+            settle: Duration::ZERO,
+            quiet: Duration::from_millis(300),
+        });
+    }
+    let mut opts = Options {
+        sizes: vec![1000, 5000],
+        changes: 5,
+        // The chart's resync interval is 30 s: at least one full resync pass is included.
+        settle: Duration::from_secs(35),
+        quiet: Duration::from_secs(2),
+    };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--nodes" => {
+                let v = args
+                    .next()
+                    .context("--nodes needs a value, e.g. 1000,5000")?;
+                opts.sizes = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--nodes {v}: expected numbers like 1000,5000"))?;
+            }
+            "--changes" => {
+                let v = args.next().context("--changes needs a number")?;
+                opts.changes = v.parse().with_context(|| format!("--changes {v}"))?;
+            }
+            "--settle-seconds" => {
+                let v = args.next().context("--settle-seconds needs a number")?;
+                opts.settle = Duration::from_secs(
+                    v.parse().with_context(|| format!("--settle-seconds {v}"))?,
+                );
+            }
+            "--bench" => {}
+            other => bail!(
+                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35"
+            ),
+        }
+    }
+    ensure!(
+        !opts.sizes.is_empty() && opts.sizes.iter().all(|&n| n >= 2),
+        "--nodes needs sizes of at least 2 (the agent's node and a peer)"
+    );
+    ensure!(opts.changes > 0, "--changes must be at least 1");
+    Ok(opts)
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = ctrlc::set_handler(|| {
+        eprintln!("\n[bench] interrupted: tearing down cluster {CLUSTER}");
+        state::interrupt_teardown(CLUSTER);
+        std::process::exit(130);
+    }) {
+        eprintln!("[bench] cannot install the Ctrl-C handler: {e}");
+    }
+    let result = parse_args().and_then(|opts| {
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(run(opts))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[bench] failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(opts: Options) -> Result<()> {
+    causeway_e2e::cluster::require_prerequisites()?;
+    // Fail before bringing anything up when the agent was not built.
+    let agent = causeway_binary("causeway-node-agent")?;
+    eprintln!("[bench] agent binary: {}", agent.display());
+    let opts = &opts;
+    let mut report = Vec::new();
+    for &n in &opts.sizes {
+        let result = with_cluster(|c| async move { run_size(&c, n, opts).await })
+            .await
+            .with_context(|| format!("the agent at N = {n}"))?;
+        print_size(n, &result);
+        report.push((n, result));
+    }
+    print_report(&report, opts.changes, opts.settle);
+    Ok(())
+}
+
+/// One process's resource use, from `/proc/PID/status` and `/proc/PID/stat`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    hwm_kib: u64,
+    rss_kib: u64,
+    cpu: Duration,
+}
+
+/// Where the agent's start-up time went, from its own log (wall clock, relative to spawn).
+#[derive(Clone, Copy, Debug, Default)]
+struct Phases {
+    /// Spawn → first kernel operation (connect, list both kinds, plan, observe, diff).
+    first_op: Duration,
+    /// Spawn → last kernel operation of the first pass.
+    last_op: Duration,
+    /// Operations the agent logged.
+    ops: usize,
+}
+
+/// What the agent achieved at one size.
+#[derive(Debug, Default)]
+struct SizeResult {
+    idle_programmed: Duration,
+    idle: Usage,
+    create_peers: Duration,
+    programmed: Duration,
+    at_programmed: Usage,
+    phases: Option<Phases>,
+    adds: Vec<Duration>,
+    deletes: Vec<Duration>,
+    after: Usage,
+    baseline: Duration,
+}
+
+/// One node on one /16 segment with the control plane; no kube-controller-manager (nothing
+/// here needs it) and no client.
+fn topology() -> Result<Topology> {
+    Ok(Topology {
+        segments: vec![Segment {
+            name: "lan".into(),
+            cidr: UNDERLAY.parse()?,
+        }],
+        control_plane: ControlPlane {
+            segment: "lan".into(),
+            address: CP_ADDRESS,
+            controller_manager: false,
+        },
+        routers: vec![],
+        nodes: vec![Host {
+            name: NODE.into(),
+            segment: "lan".into(),
+            address: NODE_ADDRESS,
+            labels: Default::default(),
+        }],
+        clients: vec![],
+    })
+}
+
+/// Brings up a fresh cluster, runs `f`, and tears the cluster down whatever `f` returned (on
+/// a panic, `Cluster`'s drop does).
+async fn with_cluster<F, Fut>(f: F) -> Result<SizeResult>
+where
+    F: FnOnce(Arc<Cluster>) -> Fut,
+    Fut: std::future::Future<Output = Result<SizeResult>>,
+{
+    let topology = topology()?;
+    let cluster = Arc::new(tokio::task::block_in_place(|| {
+        Cluster::up_with(
+            CLUSTER,
+            topology,
+            UpOptions {
+                detached: false,
+                skip_node_registration: true,
+            },
+        )
+    })?);
+    let result = f(cluster.clone()).await;
+    if result.is_err() {
+        eprintln!("{}", cluster.log_tail(&agent_role(), 20));
+    }
+    tokio::task::block_in_place(|| cluster.teardown())?;
+    result
+}
+
+fn agent_role() -> String {
+    format!("agent-{NODE}")
+}
+
+async fn client_for(c: &Cluster) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(&c.kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("reading the bench cluster's kubeconfig")?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Member `i` of the network: 0 is the agent's own node, 1.. are peers. Subnet `i` of the
+/// pool, node address 192.168.1.0 + i, the VTEP MAC the operator would publish.
+struct Member {
+    node: String,
+    cidr: Ipv4Net,
+    address: Ipv4Addr,
+}
+
+fn member(i: usize) -> Result<Member> {
+    let i = u32::try_from(i)?;
+    ensure!(
+        i < 1 << (MASK - 10),
+        "at most 16,384 members fit in {POD_CIDR}"
+    );
+    let pool: Ipv4Net = POD_CIDR.parse()?;
+    let cidr = Ipv4Net::new(
+        Ipv4Addr::from(u32::from(pool.network()) + (i << (32 - MASK))),
+        MASK,
+    )?;
+    let (node, address) = if i == 0 {
+        (NODE.to_string(), NODE_ADDRESS)
+    } else {
+        ensure!(i < 60_000, "at most 60,000 peer addresses");
+        (
+            format!("peer-{i:05}"),
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 1, 0)) + i),
+        )
+    };
+    Ok(Member {
+        node,
+        cidr,
+        address,
+    })
+}
+
+/// The NodeSubnet the operator would write for member `i` (name, labels and spec).
+fn node_subnet(i: usize) -> Result<NodeSubnet> {
+    let m = member(i)?;
+    let name = format!(
+        "{NETWORK}-{}-{}",
+        m.cidr.network().to_string().replace('.', "-"),
+        m.cidr.prefix_len()
+    );
+    let mut ns = NodeSubnet::new(
+        &name,
+        NodeSubnetSpec {
+            network: NETWORK.into(),
+            node_name: m.node.clone(),
+            cidr: m.cidr.to_string(),
+            node_address: m.address.to_string(),
+            vtep_mac: Some(vtep_mac(&m.node).to_string()),
+        },
+    );
+    ns.metadata = ObjectMeta {
+        name: Some(name),
+        labels: Some(
+            [
+                ("causeway.dev/network".to_string(), NETWORK.to_string()),
+                ("causeway.dev/node".to_string(), m.node),
+            ]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    };
+    Ok(ns)
+}
+
+async fn create_subnets(api: &Api<NodeSubnet>, range: std::ops::Range<usize>) -> Result<()> {
+    futures::stream::iter(range)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let ns = node_subnet(i)?;
+                api.create(&PostParams::default(), &ns)
+                    .await
+                    .with_context(|| format!("creating NodeSubnet {}", ns.name_any()))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
+/// What the agent last reported on its own NodeSubnet.
+#[derive(Clone, Debug, Default)]
+struct Report {
+    exists: bool,
+    programmed: bool,
+    routes: i32,
+    message: String,
+}
+
+/// A watch on the agent's own NodeSubnet, recording every version with the time it arrived,
+/// so a wait finds the first version that satisfied it, however late the waiter looks.
+struct StatusWatch {
+    history: Arc<Mutex<Vec<(Instant, Report)>>>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusWatch {
+    async fn start(api: Api<NodeSubnet>, name: &str) -> Result<Self> {
+        let history: Arc<Mutex<Vec<(Instant, Report)>>> = Arc::default();
+        let changed = Arc::new(Notify::new());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let config = watcher::Config::default()
+            .fields(&format!("metadata.name={name}"))
+            .any_semantic();
+        let task = {
+            let history = history.clone();
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                let mut ready = Some(ready_tx);
+                let mut stream = Box::pin(watcher(api, config));
+                while let Some(ev) = stream.next().await {
+                    let report = match ev {
+                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                            let status = o.status.clone().unwrap_or_default();
+                            let programmed = find_condition(&status.conditions, types::PROGRAMMED);
+                            Report {
+                                exists: true,
+                                programmed: programmed.is_some_and(|c| c.status == "True"),
+                                routes: status.routes,
+                                message: programmed.map(|c| c.message.clone()).unwrap_or_default(),
+                            }
+                        }
+                        Ok(watcher::Event::Delete(_)) => Report::default(),
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                            continue;
+                        }
+                        Ok(watcher::Event::Init) => continue,
+                        Err(e) => {
+                            eprintln!("[bench] watch error (retrying): {e}");
+                            continue;
+                        }
+                    };
+                    history
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((Instant::now(), report));
+                    changed.notify_waiters();
+                }
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(60), ready_rx)
+            .await
+            .context("the watch did not list within 60 s")?
+            .context("the watch ended before listing")?;
+        Ok(Self {
+            history,
+            changed,
+            task,
+        })
+    }
+
+    /// A mark: waits only consider versions that arrive after it.
+    fn mark(&self) -> usize {
+        self.history.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn last(&self) -> Report {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// When the first version after `mark` satisfying `done` arrived.
+    async fn wait(
+        &self,
+        mark: usize,
+        what: &str,
+        timeout: Duration,
+        alive: impl Fn() -> bool,
+        done: impl Fn(&Report) -> bool,
+    ) -> Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let found = self
+                .history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .skip(mark)
+                .find(|(_, r)| done(r))
+                .map(|(at, _)| *at);
+            if let Some(at) = found {
+                return Ok(at);
+            }
+            ensure!(
+                alive(),
+                "{what}: the agent exited; last report {:?}",
+                self.last()
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(
+                !left.is_zero(),
+                "{what}: not done after {timeout:?}; last report {:?}",
+                self.last()
+            );
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
+        }
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `ip -n NS monitor route`, read on a thread: every line with the time it arrived. The
+/// process is ours (killed by its handle on drop) and lives in the node namespace, so the
+/// cluster's tear-down would end it too.
+struct RouteMonitor {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl RouteMonitor {
+    fn start(ns: &str) -> Result<Self> {
+        state::ensure_not_shutting_down()?;
+        let mut child = Command::new("ip")
+            .args(["-n", ns, "monitor", "route"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `ip monitor route`")?;
+        let stdout = child.stdout.take().context("ip monitor stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        // `ip` subscribes right after it starts; give it ample time before anything changes.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self { child, lines })
+    }
+
+    /// When the first line (from now on) satisfying `matches` arrived.
+    fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if matches(&line) => return Ok(at),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{what}: not seen within {timeout:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("{what}: `ip monitor route` ended")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A namespace of the bench's own, named with the cluster's prefix (so the harness's
+/// tear-down, Ctrl-C handler and stale-run sweep remove it too), deleted on drop.
+struct ScratchNs {
+    name: String,
+}
+
+impl ScratchNs {
+    fn create(suffix: &str) -> Result<Self> {
+        let name = format!("cw-{CLUSTER}-{suffix}");
+        cmd::ip_batch(None, &[format!("netns add {name}")])?;
+        Ok(Self { name })
+    }
+}
+
+impl Drop for ScratchNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Routes with the agent's protocol, its permanent neighbours and its FDB entries (those with
+/// a remote `dst`) in namespace `ns`.
+fn kernel_counts(ns: &str) -> Result<(usize, usize, usize)> {
+    let vx = vxlan_link_name(VNI);
+    let json = |program: &str, args: &[&str]| -> Result<Vec<Value>> {
+        let text = cmd::run(Command::new(program).args(["-n", ns, "-j"]).args(args))?;
+        if text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        match serde_json::from_str(&text)? {
+            Value::Array(items) => Ok(items),
+            other => bail!("expected a JSON array from {program} {args:?}, got {other}"),
+        }
+    };
+    let proto = ROUTE_PROTOCOL.to_string();
+    let routes = json("ip", &["route", "show", "proto", &proto])?.len();
+    let neighbours = json("ip", &["neigh", "show", "dev", &vx, "nud", "permanent"])?.len();
+    let fdb = json("bridge", &["fdb", "show", "dev", &vx])?
+        .iter()
+        .filter(|e| e.get("dst").is_some())
+        .count();
+    Ok((routes, neighbours, fdb))
+}
+
+/// Whether `ip -n NS route show exact CIDR proto 249` lists the route.
+fn has_route(ns: &str, cidr: Ipv4Net) -> Result<bool> {
+    let out = cmd::run(Command::new("ip").args([
+        "-n",
+        ns,
+        "route",
+        "show",
+        "exact",
+        &cidr.to_string(),
+        "proto",
+        &ROUTE_PROTOCOL.to_string(),
+    ]))?;
+    Ok(!out.trim().is_empty())
+}
+
+fn usage(pid: i32) -> Result<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status (did the agent exit?)"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .with_context(|| format!("{name} missing from /proc/{pid}/status"))?
+            .parse()
+            .with_context(|| format!("{name} in /proc/{pid}/status"))
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick_field = |i: usize| -> Result<u64> {
+        Ok(fields
+            .get(i)
+            .with_context(|| format!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    let ticks = tick_field(11)? + tick_field(12)?;
+    let hz = 100; // USER_HZ on Linux
+    Ok(Usage {
+        hwm_kib: field("VmHWM:")?,
+        rss_kib: field("VmRSS:")?,
+        cpu: Duration::from_millis(ticks * 1000 / hz),
+    })
+}
+
+/// Starts the agent the way the DaemonSet runs it (chart RBAC, the chart's resync interval).
+fn start_agent(c: &Cluster) -> Result<ProcId> {
+    deploy::start_agent(c, NODE, &["--resync-seconds", "30"])
+}
+
+async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
+    let mut result = SizeResult::default();
+    let node_ns = c.ns(NODE);
+    tokio::task::block_in_place(|| -> Result<()> {
+        demo::install_crds(c)?;
+        c.kubectl(&["create", "namespace", deploy::NAMESPACE])?;
+        deploy::install_agent_rbac(c)?;
+        // Creates the agent's credentials now, so that no start below includes openssl.
+        deploy::agent_kubeconfig(c)?;
+        let pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+            "metadata": {"name": NETWORK},
+            "spec": {"cidr": POD_CIDR, "nodeSubnetPrefixLength": MASK, "mode": "Overlay"}});
+        c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
+        Ok(())
+    })?;
+    let client = client_for(c).await?;
+    let api: Api<NodeSubnet> = Api::all(client);
+    let own = node_subnet(0)?;
+    let own_name = own.name_any();
+    api.create(&PostParams::default(), &own).await?;
+    let watch = StatusWatch::start(api.clone(), &own_name).await?;
+
+    // 1. The idle reference: only the agent's own NodeSubnet.
+    let mark = watch.mark();
+    let started = Instant::now();
+    let pid = tokio::task::block_in_place(|| start_agent(c))?;
+    let at = watch
+        .wait(
+            mark,
+            "idle agent: Programmed with 0 routes",
+            PROGRAMMED_TIMEOUT,
+            || pid.alive(),
+            |r| r.programmed && r.routes == 0,
+        )
+        .await?;
+    result.idle_programmed = at.saturating_duration_since(started);
+    tokio::time::sleep(IDLE_SETTLE).await;
+    result.idle = usage(pid.pid)?;
+    // The agent cleans the node up when its NodeSubnet goes, then releases the finalizer.
+    let uid = api.get(&own_name).await?.uid();
+    api.delete(&own_name, &DeleteParams::default()).await?;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(
+            api.clone(),
+            &own_name,
+            conditions::is_deleted(&uid.unwrap_or_default()),
+        ),
+    )
+    .await
+    .context("the idle agent did not clean up and release its NodeSubnet within 60 s")??;
+    tokio::task::block_in_place(|| c.stop(&pid));
+    let links = tokio::task::block_in_place(|| c.exec(NODE, "ip", &["-o", "link", "show"]))?;
+    let left: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .filter_map(|name| name.split('@').next())
+        .filter(|name| name.starts_with("cw-"))
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "the node still has Causeway devices {left:?} after the idle agent's clean-up"
+    );
+    api.create(&PostParams::default(), &node_subnet(0)?).await?;
+
+    // 2. N − 1 peers, then the agent from a cold start.
+    let t = Instant::now();
+    create_subnets(&api, 1..n).await?;
+    result.create_peers = t.elapsed();
+    eprintln!(
+        "[bench] N = {n}: {} peer NodeSubnets created in {:.1} s",
+        n - 1,
+        result.create_peers.as_secs_f64()
+    );
+    tokio::time::sleep(opts.quiet).await;
+    let peers = i32::try_from(n - 1)?;
+    let mark = watch.mark();
+    let wall = SystemTime::now();
+    let started = Instant::now();
+    let pid = tokio::task::block_in_place(|| start_agent(c))?;
+    let at = watch
+        .wait(
+            mark,
+            &format!("Programmed with {peers} routes"),
+            PROGRAMMED_TIMEOUT,
+            || pid.alive(),
+            |r| r.programmed && r.routes == peers,
+        )
+        .await?;
+    result.at_programmed = usage(pid.pid)?;
+    ensure!(
+        result.idle.hwm_kib > 0 && result.at_programmed.hwm_kib > 0,
+        "no peak memory read for the agent: idle {:?}, at Programmed {:?}",
+        result.idle,
+        result.at_programmed
+    );
+    result.programmed = at.saturating_duration_since(started);
+    result.phases = phases_from_log(wall);
+    let counts = tokio::task::block_in_place(|| kernel_counts(&node_ns))?;
+    ensure!(
+        counts == (n - 1, n - 1, n - 1),
+        "Programmed with {peers} routes, but the node holds {counts:?} (routes, neighbours, FDB entries)"
+    );
+    eprintln!(
+        "[bench] N = {n}: Programmed in {:.2} s ({})",
+        result.programmed.as_secs_f64(),
+        watch.last().message
+    );
+
+    // 3. One peer at a time: added, then an original one deleted.
+    let monitor = tokio::task::block_in_place(|| RouteMonitor::start(&node_ns))?;
+    for k in 0..opts.changes {
+        tokio::time::sleep(opts.quiet).await;
+        let added = n + k;
+        let cidr = member(added)?.cidr;
+        let prefix = format!("{cidr} ");
+        let t = Instant::now();
+        create_subnets(&api, added..added + 1).await?;
+        let at = tokio::task::block_in_place(|| {
+            monitor.wait(&format!("route to {cidr}"), CHANGE_TIMEOUT, |l| {
+                l.starts_with(&prefix)
+            })
+        })?;
+        result.adds.push(at.saturating_duration_since(t));
+        ensure!(
+            tokio::task::block_in_place(|| has_route(&node_ns, cidr))?,
+            "ip monitor showed the route to {cidr}, but `ip route show` does not list it"
+        );
+
+        tokio::time::sleep(opts.quiet).await;
+        let deleted = node_subnet(1 + k)?;
+        let cidr = member(1 + k)?.cidr;
+        let gone = format!("Deleted {cidr} ");
+        let t = Instant::now();
+        api.delete(&deleted.name_any(), &DeleteParams::default())
+            .await?;
+        let at = tokio::task::block_in_place(|| {
+            monitor.wait(
+                &format!("removal of the route to {cidr}"),
+                CHANGE_TIMEOUT,
+                |l| l.starts_with(&gone),
+            )
+        })?;
+        result.deletes.push(at.saturating_duration_since(t));
+        ensure!(
+            !tokio::task::block_in_place(|| has_route(&node_ns, cidr))?,
+            "ip monitor showed the route to {cidr} deleted, but `ip route show` still lists it"
+        );
+    }
+    drop(monitor);
+
+    // 4. Afterwards: through at least one periodic resync.
+    tokio::time::sleep(opts.settle).await;
+    ensure!(pid.alive(), "the agent exited after the peer changes");
+    result.after = usage(pid.pid)?;
+    // Deletions remove the neighbour and FDB entry right after the route, and the status
+    // follows the pass: allow them a moment.
+    let want = (n - 1, n - 1, n - 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = tokio::task::block_in_place(|| kernel_counts(&node_ns))?;
+        let last = watch.last();
+        if counts == want && last.exists && last.programmed && last.routes == peers {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after {} additions and as many deletions the node holds {counts:?} (want {want:?}) and the agent reports {last:?} (want Programmed with {peers} routes)",
+            opts.changes
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::block_in_place(|| c.stop(&pid));
+    drop(watch);
+
+    // 5. The baseline, in the same run, with the control plane still up (and idle).
+    result.baseline = tokio::task::block_in_place(|| ip_batch_baseline(n))?;
+    Ok(result)
+}
+
+/// `ip -batch` (routes, neighbours) + `bridge -batch` (FDB) inserting the entries for peers
+/// 1..n into a fresh namespace holding the same underlay and links (made untimed first).
+/// Process start-up is included, as in `node-agent/benches/netlink.rs`.
+fn ip_batch_baseline(n: usize) -> Result<Duration> {
+    let ns = ScratchNs::create("ipbatch")?;
+    let vx = vxlan_link_name(VNI);
+    let own = member(0)?;
+    let underlay: Ipv4Net = UNDERLAY.parse()?;
+    cmd::ip_batch(
+        Some(&ns.name),
+        &[
+            "link set lo up".into(),
+            "link add eth0 type veth peer name eth1".into(),
+            format!("addr add {NODE_ADDRESS}/{} dev eth0", underlay.prefix_len()),
+            "link set eth0 up".into(),
+            "link set eth1 up".into(),
+            format!("link add {BRIDGE_LINK} mtu 1450 type bridge"),
+            format!(
+                "link add {vx} mtu 1450 address {} type vxlan id {VNI} dstport 8472 local {NODE_ADDRESS} dev eth0 nolearning",
+                vtep_mac(NODE)
+            ),
+            format!(
+                "addr add {}/{} dev {BRIDGE_LINK}",
+                Ipv4Addr::from(u32::from(own.cidr.network()) + 1),
+                own.cidr.prefix_len()
+            ),
+            format!("addr add {}/32 dev {vx}", own.cidr.network()),
+            format!("link set {BRIDGE_LINK} up"),
+            format!("link set {vx} up"),
+        ],
+    )?;
+    let mut ip_lines = String::new();
+    let mut fdb_lines = String::new();
+    for i in 1..n {
+        let m = member(i)?;
+        let gw = m.cidr.network();
+        let mac = vtep_mac(&m.node);
+        ip_lines.push_str(&format!(
+            "route add {} via {gw} dev {vx} onlink proto {ROUTE_PROTOCOL}\n",
+            m.cidr
+        ));
+        ip_lines.push_str(&format!(
+            "neigh add {gw} lladdr {mac} dev {vx} nud permanent\n"
+        ));
+        fdb_lines.push_str(&format!(
+            "fdb add {mac} dev {vx} dst {} self permanent\n",
+            m.address
+        ));
+    }
+    state::ensure_not_shutting_down()?;
+    let started = Instant::now();
+    cmd::run_stdin(
+        Command::new("bridge").args(["-n", &ns.name, "-batch", "-"]),
+        fdb_lines.as_bytes(),
+    )?;
+    cmd::run_stdin(
+        Command::new("ip").args(["-n", &ns.name, "-batch", "-"]),
+        ip_lines.as_bytes(),
+    )?;
+    let elapsed = started.elapsed();
+    let counts = kernel_counts(&ns.name)?;
+    ensure!(
+        counts == (n - 1, n - 1, n - 1),
+        "ip -batch: expected {} routes, neighbours and FDB entries; found {counts:?}",
+        n - 1
+    );
+    Ok(elapsed)
+}
+
+/// The first and last `applying` lines of the agent's log, relative to `spawned`. `None` when
+/// the log does not have them (a changed log format must not fail the benchmark).
+fn phases_from_log(spawned: SystemTime) -> Option<Phases> {
+    let path = state::log_root()
+        .join(CLUSTER)
+        .join(format!("{}.log", agent_role()));
+    let text = std::fs::read_to_string(path).ok()?;
+    let spawned = k8s_openapi::jiff::Timestamp::try_from(spawned).ok()?;
+    let mut stamps = text.lines().filter_map(|line| {
+        let plain = strip_ansi(line);
+        if !plain.contains(" applying ") {
+            return None;
+        }
+        let stamp: k8s_openapi::jiff::Timestamp = plain.split_whitespace().next()?.parse().ok()?;
+        let nanos = stamp.as_nanosecond() - spawned.as_nanosecond();
+        Some(Duration::from_nanos(u64::try_from(nanos).ok()?))
+    });
+    let first = stamps.next()?;
+    let (last, ops) = stamps.fold((first, 1), |(_, k), d| (d, k + 1));
+    Some(Phases {
+        first_op: first,
+        last_op: last,
+        ops,
+    })
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn max(v: &[Duration]) -> Duration {
+    v.iter().copied().max().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn print_size(n: usize, r: &SizeResult) {
+    eprintln!(
+        "[bench] N = {n}: Programmed {:.2} s (ip -batch {:.0} ms), VmHWM {:.1} MiB at Programmed / {:.1} MiB after (idle {:.1} MiB), add median {:.0} ms, delete median {:.0} ms, phases {:?}",
+        r.programmed.as_secs_f64(),
+        ms(r.baseline),
+        mib(r.at_programmed.hwm_kib),
+        mib(r.after.hwm_kib),
+        mib(r.idle.hwm_kib),
+        ms(median(&r.adds)),
+        ms(median(&r.deletes)),
+        r.phases
+    );
+}
+
+fn print_report(report: &[(usize, SizeResult)], changes: usize, settle: Duration) {
+    let settle = settle.as_secs();
+    println!("\n## Node agent at scale: `causeway-node-agent` against a real API server\n");
+    println!("| N | metric | agent | baseline | ratio |\n|---|---|---|---|---|");
+    for (n, r) in report {
+        let peers = n - 1;
+        println!(
+            "| {n} | start → Programmed, routes = {peers} | {:.2} s | `ip -batch` same {} entries: {:.0} ms | {:.1} |",
+            r.programmed.as_secs_f64(),
+            3 * peers,
+            ms(r.baseline),
+            r.programmed.as_secs_f64() / r.baseline.as_secs_f64()
+        );
+        if let Some(p) = r.phases {
+            println!(
+                "| {n} | … of which: start → first kernel op / → last op ({} ops) | {:.2} s / {:.2} s | | |",
+                p.ops,
+                p.first_op.as_secs_f64(),
+                p.last_op.as_secs_f64()
+            );
+        }
+        println!(
+            "| {n} | start → Programmed, N = 1 (idle, own subnet only) | {:.2} s | | |",
+            r.idle_programmed.as_secs_f64()
+        );
+        println!(
+            "| {n} | CPU time, start → Programmed | {:.2} s | | |",
+            r.at_programmed.cpu.as_secs_f64()
+        );
+        println!(
+            "| {n} | peak memory (VmHWM) at Programmed | {:.1} MiB | idle N = 1: {:.1} MiB | {:.2} |",
+            mib(r.at_programmed.hwm_kib),
+            mib(r.idle.hwm_kib),
+            r.at_programmed.hwm_kib as f64 / r.idle.hwm_kib as f64
+        );
+        println!(
+            "| {n} | peak memory (VmHWM) after the changes + {settle} s | {:.1} MiB | idle N = 1: {:.1} MiB | {:.2} |",
+            mib(r.after.hwm_kib),
+            mib(r.idle.hwm_kib),
+            r.after.hwm_kib as f64 / r.idle.hwm_kib as f64
+        );
+        println!(
+            "| {n} | resident memory (VmRSS) after the changes + {settle} s | {:.1} MiB | idle N = 1: {:.1} MiB | {:.2} |",
+            mib(r.after.rss_kib),
+            mib(r.idle.rss_kib),
+            r.after.rss_kib as f64 / r.idle.rss_kib as f64
+        );
+        println!(
+            "| {n} | peer added → its route in the node, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+            ms(median(&r.adds)),
+            ms(max(&r.adds))
+        );
+        println!(
+            "| {n} | peer deleted → its route gone, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+            ms(median(&r.deletes)),
+            ms(max(&r.deletes))
+        );
+        println!(
+            "| {n} | (setup) {peers} NodeSubnets created, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
+            r.create_peers.as_secs_f64()
+        );
+    }
+}
