@@ -50,6 +50,9 @@ pub mod reasons {
     /// Ready=False, Degraded=True on a PodNetwork: some owned nodes report no InternalIP, so
     /// peers could not reach them and they get no subnet.
     pub const NODES_WITHOUT_ADDRESS: &str = "NodesWithoutAddress";
+    /// Ready=False, Degraded=True on a Flat PodNetwork (or Routed without BGP): the agents
+    /// report their nodes on more than one L2 segment, so some pods cannot reach others.
+    pub const NODES_NOT_ON_ONE_SEGMENT: &str = "NodesNotOnOneSegment";
     /// Degraded=True on a PodNetwork: some selected nodes are selected by an earlier PodNetwork
     /// too and stay there (a node belongs to one network). Ready=False when that is every
     /// selected node.

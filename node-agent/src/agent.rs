@@ -16,7 +16,8 @@
 //!   that move with every peer joining are written at most every `status_refresh`; events are
 //!   only for this node's own transitions, repairs and clean-up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use causeway_crds::{NodeSubnet, NodeSubnetStatus, PodNetwork};
 use causeway_kube::events::{Kind, Publisher, Record};
 use causeway_kube::heartbeat;
 use futures::{FutureExt, StreamExt};
+use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -90,6 +92,8 @@ pub struct Agent {
     /// The Programmed (status, reason) last announced by an event: the cache may still show
     /// the status before this agent's own write.
     announced: Option<(bool, String)>,
+    /// Routes learned over BGP (Routed mode with BGP), best path per prefix.
+    learned: BTreeMap<Ipv4Net, Ipv4Addr>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -130,6 +134,7 @@ pub async fn run(
         events,
         status_written: None,
         announced: None,
+        learned: BTreeMap::new(),
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -388,6 +393,7 @@ impl Agent {
             mtu: None,
             skipped: vec![],
             failure: None,
+            underlay_prefix: None,
         };
         let Some(network) = self
             .networks
@@ -409,11 +415,14 @@ impl Agent {
             }
         };
         let underlay = match self.dataplane.underlay_for(address).await {
-            Ok(u) => plan::Underlay {
-                name: u.name,
-                mtu: u.mtu,
-                prefix: u.prefix,
-            },
+            Ok(u) => {
+                outcome.underlay_prefix = Some(u.prefix);
+                plan::Underlay {
+                    name: u.name,
+                    mtu: u.mtu,
+                    prefix: u.prefix,
+                }
+            }
             Err(e) => {
                 outcome.failure = Some(Failure::Underlay(e.to_string()));
                 return (outcome, vec![]);
@@ -430,6 +439,7 @@ impl Agent {
             peers: &peers,
             network: &network.spec,
             underlay: &underlay,
+            learned: &self.learned,
         }) {
             Ok(p) => p,
             Err(e) => {

@@ -12,7 +12,8 @@
 //! 4. FDB entries, then neighbours, then routes are added or replaced, so that when a route
 //!    appears, its next hop already resolves to a VTEP (no ARP, no flooding: packets sent
 //!    before would be dropped);
-//! 5. the NAT table is replaced when it differs (one atomic nftables transaction);
+//! 5. proxy ARP is turned on (after the route it answers for), and the NAT table is replaced
+//!    when it differs (one atomic nftables transaction);
 //! 6. what is observed but not desired is removed: routes, neighbours, FDB entries,
 //!    addresses, and last the links, so that new paths exist before old ones go
 //!    (make-before-break when a route moves to another device).
@@ -76,6 +77,14 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
         }
     }
 
+    // Proxy ARP once the route that makes it answer is in place.
+    for dev in desired.proxy_arp.difference(&observed.proxy_arp) {
+        ops.push(Op::SetProxyArp {
+            dev: dev.clone(),
+            on: true,
+        });
+    }
+
     // NAT is independent of links: the table is replaced whole when it differs.
     if let Some(want) = &desired.nat
         && observed.nat.as_ref() != Some(want)
@@ -106,6 +115,12 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     }
     if desired.nat.is_none() && observed.nat.is_some() {
         ops.push(Op::DeleteNat);
+    }
+    for dev in observed.proxy_arp.difference(&desired.proxy_arp) {
+        ops.push(Op::SetProxyArp {
+            dev: dev.clone(),
+            on: false,
+        });
     }
     ops.extend(late_addresses);
     ops.extend(gone.later.iter().map(|n| Op::DeleteLink(n.clone())));

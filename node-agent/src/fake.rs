@@ -163,6 +163,17 @@ impl FakeDataplane {
                 self.state.nat = Some(Nat::Masquerade(m.clone()));
                 Ok(())
             }
+            Op::SetProxyArp { dev, on } => {
+                if !self.foreign_links.contains_key(dev) && !self.state.links.contains_key(dev) {
+                    return Err(format!("No such file or directory: no link named {dev}"));
+                }
+                if *on {
+                    self.state.proxy_arp.insert(dev.clone());
+                } else {
+                    self.state.proxy_arp.remove(dev);
+                }
+                Ok(())
+            }
             Op::DeleteNat => {
                 self.state.nat.take().map(drop).ok_or_else(|| {
                     "Error: Could not process rule: No such file or directory".into()
@@ -343,6 +354,7 @@ mod tests {
                 mtu: 1500,
                 prefix: net("192.168.1.0/24"),
             },
+            learned: &std::collections::BTreeMap::new(),
         })
         .expect("plan");
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
@@ -411,6 +423,20 @@ mod tests {
             ),
             ("planned, VXLAN to all", planned(false)),
             ("planned, crossSubnet", planned(true)),
+            ("flat", {
+                let mut flat = Node(State::default())
+                    .link(bridge(1500))
+                    .address("cw-br0", "10.244.1.1/24")
+                    .route(Route {
+                        dst: net("10.244.0.0/16"),
+                        gateway: None,
+                        dev: UNDERLAY.into(),
+                        onlink: false,
+                    })
+                    .build();
+                flat.proxy_arp.insert(UNDERLAY.into());
+                flat
+            }),
             (
                 "three peers, NAT",
                 Node::new(1).peers(2..5).nat(&["10.244.0.0/16"]).build(),

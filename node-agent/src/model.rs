@@ -6,12 +6,14 @@
 //! - every route carries protocol [`ROUTE_PROTOCOL`] (`ip route` shows `proto 249`);
 //! - neighbour and FDB entries are only ever read and written on the agent's own links;
 //! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`), which the agent
-//!   replaces whole; other tables are never read or written.
+//!   replaces whole; other tables are never read or written;
+//! - proxy ARP is read and changed only on links that carry one of the agent's device routes
+//!   (Flat mode's on-link route for the network's range).
 //!
 //! Collections are ordered maps keyed by identity, so two states compare with `==`, print in
 //! a stable order, and a diff is a merge of two sorted sequences.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -163,6 +165,10 @@ pub struct State {
     pub fdb: BTreeMap<(String, Mac), Fdb>,
     /// The [`NAT_TABLE`] table; `None` when absent.
     pub nat: Option<Nat>,
+    /// Links (the underlay, in Flat mode) on which the agent turned proxy ARP on: those that
+    /// carry one of its device routes and have `proxy_arp` set. Observed only on such links,
+    /// so a proxy ARP someone else set elsewhere is never read as the agent's.
+    pub proxy_arp: BTreeSet<String>,
 }
 
 /// One change to the kernel. `Display` is the readable form `--dry-run` prints.
@@ -200,6 +206,11 @@ pub enum Op {
     ReplaceNat(Masquerade),
     /// Delete the [`NAT_TABLE`] table.
     DeleteNat,
+    /// Turn `net.ipv4.conf.<dev>.proxy_arp` on or off.
+    SetProxyArp {
+        dev: String,
+        on: bool,
+    },
 }
 
 impl fmt::Display for Op {
@@ -259,6 +270,13 @@ impl fmt::Display for Op {
                 )
             }
             Op::DeleteNat => write!(f, "delete nft table ip {NAT_TABLE}"),
+            Op::SetProxyArp { dev, on } => {
+                write!(
+                    f,
+                    "set sysctl net.ipv4.conf.{dev}.proxy_arp={}",
+                    u8::from(*on)
+                )
+            }
         }
     }
 }

@@ -130,6 +130,8 @@ pub enum NetlinkError {
     },
     #[error("no interface has {addr}; is --node-address right?")]
     NoInterfaceHasAddress { addr: Ipv4Addr },
+    #[error("cannot read {}: {error}", path.display())]
+    Sysctl { path: PathBuf, error: io::Error },
 }
 
 /// The kernel's dataplane over rtnetlink, in the current or a named network namespace.
@@ -200,6 +202,18 @@ impl Netlink {
             .await
             .map_err(|_| NetlinkError::ThreadDied { name: name.into() })??;
         Ok(Self::start(socket, Some(name.to_owned())))
+    }
+
+    /// Reads a `/proc/sys` file in the agent's namespace.
+    async fn read_sysctl(&self, path: &std::path::Path) -> io::Result<String> {
+        let path = path.to_owned();
+        in_namespace(self.netns.clone(), move || std::fs::read_to_string(&path)).await
+    }
+
+    /// Writes a `/proc/sys` file in the agent's namespace.
+    async fn write_sysctl(&self, path: &std::path::Path, value: &'static str) -> io::Result<()> {
+        let path = path.to_owned();
+        in_namespace(self.netns.clone(), move || std::fs::write(&path, value)).await
     }
 
     /// `nft` in the same namespace: the NAT table is the one kernel object not reached over
@@ -312,6 +326,25 @@ impl Netlink {
         for message in self.routes().await? {
             if let Some(route) = parse_route(&message, &names) {
                 state.routes.insert(route.dst, route);
+            }
+        }
+        // Proxy ARP is the agent's only where one of its device routes sits (Flat mode).
+        let devices: std::collections::BTreeSet<String> = state
+            .routes
+            .values()
+            .filter(|r| r.gateway.is_none())
+            .map(|r| r.dev.clone())
+            .collect();
+        for dev in devices {
+            let value = self
+                .read_sysctl(&proxy_arp_path(&dev))
+                .await
+                .map_err(|error| NetlinkError::Sysctl {
+                    path: proxy_arp_path(&dev),
+                    error,
+                })?;
+            if value.trim() == "1" {
+                state.proxy_arp.insert(dev);
             }
         }
 
@@ -592,6 +625,12 @@ impl Netlink {
                     "NAT operations go through nft, not rtnetlink".into(),
                 ));
             }
+            Op::SetProxyArp { dev, on } => {
+                self.require_link(dev, Role::Link).await?;
+                self.write_sysctl(&proxy_arp_path(dev), if *on { "1" } else { "0" })
+                    .await
+                    .map_err(|e| Failure::Refused(e.to_string()))?;
+            }
         }
         Ok(())
     }
@@ -714,6 +753,39 @@ fn with_state<T>(builder: LinkMessageBuilder<T>, up: bool) -> LinkMessageBuilder
 
 /// A route request with our protocol. For deletes the scope is "nowhere" (match any), as
 /// `ip route del` sends; the protocol still has to match, so only our routes go.
+/// `/proc/sys/net/ipv4/conf/<dev>/proxy_arp`.
+fn proxy_arp_path(dev: &str) -> PathBuf {
+    PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(dev)
+        .join("proxy_arp")
+}
+
+/// Runs blocking file I/O on `/proc/sys/net` in the named network namespace (a short-lived
+/// thread that enters it: `/proc/sys/net` shows the namespace of the thread that opens it), or
+/// in the caller's namespace on the blocking pool.
+async fn in_namespace<T: Send + 'static>(
+    netns: Option<String>,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let Some(name) = netns else {
+        return tokio::task::spawn_blocking(work)
+            .await
+            .map_err(io::Error::other)?;
+    };
+    let (answer, answered) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cw-netns-sysctl".into())
+        .spawn(move || {
+            let result = File::open(PathBuf::from(NETNS_DIR).join(&name))
+                .and_then(|ns| setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from))
+                .and_then(|()| work());
+            let _ = answer.send(result);
+        })?;
+    answered
+        .await
+        .map_err(|_| io::Error::other("the namespace thread died"))?
+}
+
 fn route_message(route: &Route, oif: u32, delete: bool) -> RouteMessage {
     let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(route.dst.addr(), route.dst.prefix_len())
@@ -1022,6 +1094,7 @@ fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
         Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
         Op::ReplaceNat(_) | Op::DeleteNat => None,
+        Op::SetProxyArp { dev, .. } => Some(dev.as_str()),
     };
     Some(match (errno, op) {
         (Errno::EPERM | Errno::EACCES, _) => {

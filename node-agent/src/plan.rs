@@ -82,6 +82,9 @@ pub struct Input<'a> {
     pub network: &'a PodNetworkSpec,
     /// The underlay link carrying `own.spec.nodeAddress`.
     pub underlay: &'a Underlay,
+    /// Routed mode with BGP: the prefixes the routers advertise, with their next hop (the
+    /// speaker's best paths). Empty otherwise.
+    pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
 }
 
 /// What this node's dataplane should be.
@@ -101,12 +104,6 @@ pub struct Plan {
 /// and, where one exists, what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// The PodNetwork's mode has no implementation in this agent.
-    #[error(
-        "PodNetwork mode {mode:?} is not implemented by this agent yet (only Overlay is): the node is left unprogrammed; use mode Overlay or deploy an agent that supports {mode:?}"
-    )]
-    UnsupportedMode { mode: PodNetworkMode },
-
     /// A field of this node's own NodeSubnet does not parse.
     #[error("NodeSubnet {name}: {field}: {source}")]
     OwnField {
@@ -155,21 +152,25 @@ pub enum PlanError {
     #[error("PodNetwork spec.mtu {value} is out of range: use {MIN_MTU}-{MAX_MTU}")]
     MtuOutOfRange { value: i32 },
 
-    /// `spec.mtu` is larger than the underlay can carry once VXLAN has added its headers; the
-    /// kernel refuses such a VXLAN MTU, and large pod packets would be dropped anyway.
+    /// `spec.mtu` is larger than the underlay can carry (once VXLAN has added its headers, in
+    /// Overlay mode); the kernel refuses such a VXLAN MTU, and large pod packets would be
+    /// dropped anyway.
     #[error(
-        "PodNetwork spec.mtu {mtu} does not fit through underlay link {underlay} (MTU {underlay_mtu}) with {VXLAN_OVERHEAD} bytes of VXLAN headers: set spec.mtu to {max} or less, or remove it to get {max} automatically"
+        "PodNetwork spec.mtu {mtu} does not fit through underlay link {underlay} (MTU {underlay_mtu}){headers}: set spec.mtu to {max} or less, or remove it to get {max} automatically"
     )]
     MtuTooLarge {
         mtu: u32,
         underlay: String,
         underlay_mtu: u32,
+        /// ` with 50 bytes of VXLAN headers`, or empty without encapsulation.
+        headers: String,
         max: u32,
     },
 
-    /// The underlay's MTU leaves less than the smallest pod MTU after VXLAN's headers.
+    /// The underlay's MTU leaves less than the smallest pod MTU (after VXLAN's headers, in
+    /// Overlay mode).
     #[error(
-        "underlay link {underlay} has MTU {underlay_mtu}: after {VXLAN_OVERHEAD} bytes of VXLAN headers pods would get {mtu}, below the minimum of {MIN_MTU}; raise the underlay MTU"
+        "underlay link {underlay} has MTU {underlay_mtu}: pods would get {mtu}, below the minimum of {MIN_MTU}; raise the underlay MTU"
     )]
     UnderlayMtuTooSmall {
         underlay: String,
@@ -195,11 +196,45 @@ pub enum PlanError {
 /// correct plan impossible. Problems with peers never fail the plan: see [`Plan::skipped`].
 pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     let network = input.network;
-    if network.mode != PodNetworkMode::Overlay {
-        return Err(PlanError::UnsupportedMode { mode: network.mode });
-    }
     let own = OwnNode::parse(input)?;
-    let overlay = network.overlay_or_default();
+    let mtu = effective_mtu(network, input.underlay)?;
+    let mut desired = State::default();
+    add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
+    add_address(
+        &mut desired,
+        BRIDGE_LINK,
+        // Prefix lengths ≤ 30 are checked in `OwnNode::parse`, so this cannot fail.
+        Ipv4Net::new(cidr::gateway_address(own.cidr), own.cidr.prefix_len()).unwrap_or(own.cidr),
+    );
+    let skipped = match network.mode {
+        PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired)?,
+        PodNetworkMode::Flat => flat(input, &own, &mut desired),
+        PodNetworkMode::Routed => routed(input, &own, &mut desired),
+    };
+    if network.nat_outgoing {
+        let exclude = nat_exclusions(network)?;
+        desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
+            own.cidr,
+            own.network,
+            &exclude,
+        )));
+    }
+    Ok(Plan {
+        desired,
+        mtu,
+        subnet: own.cidr,
+        skipped,
+    })
+}
+
+/// Overlay: the VXLAN device, and per peer a tunnel (or, with `crossSubnet`, a direct route).
+fn overlay(
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    mtu: u32,
+    desired: &mut State,
+) -> Result<Vec<String>, PlanError> {
+    let overlay = input.network.overlay_or_default();
     let vni = u32::try_from(overlay.vni)
         .ok()
         .filter(|v| (1..=MAX_VNI).contains(v))
@@ -210,20 +245,10 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         .ok_or(PlanError::Port {
             value: overlay.port,
         })?;
-    let mtu = effective_mtu(network, input.underlay)?;
-
     let vxlan = vxlan_link_name(vni);
     debug_assert!(vxlan.len() <= MAX_LINK_NAME);
-    let mut desired = State::default();
-    add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
-    add_address(
-        &mut desired,
-        BRIDGE_LINK,
-        // Prefix lengths ≤ 30 are checked in `OwnNode::parse`, so this cannot fail.
-        Ipv4Net::new(cidr::gateway_address(own.cidr), own.cidr.prefix_len()).unwrap_or(own.cidr),
-    );
     add_link(
-        &mut desired,
+        desired,
         &vxlan,
         LinkKind::Vxlan {
             vni,
@@ -234,25 +259,15 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         },
         mtu,
     );
-    add_address(&mut desired, &vxlan, Ipv4Net::from(own.cidr.network()));
+    add_address(desired, &vxlan, Ipv4Net::from(own.cidr.network()));
 
     // With crossSubnet, peers on the underlay's prefix are reached directly.
     let direct_prefix = overlay.cross_subnet.then_some(input.underlay.prefix);
-    let mut peers = Peers::new(&own);
+    let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        match peers.admit(peer, &own, direct_prefix) {
-            Ok(Path::Direct { cidr, address }) => {
-                desired.routes.insert(
-                    cidr,
-                    Route {
-                        dst: cidr,
-                        gateway: Some(address),
-                        dev: input.underlay.name.clone(),
-                        onlink: false,
-                    },
-                );
-            }
+        match peers.admit(peer, own, direct_prefix, true) {
+            Ok(Path::Direct { cidr, address }) => direct_route(desired, input, cidr, address),
             Ok(Path::Tunnel { cidr, address, mac }) => {
                 let gateway = cidr.network();
                 desired.routes.insert(
@@ -281,23 +296,98 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
                     },
                 );
             }
+            Ok(Path::Elsewhere { .. }) => {}
             Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
     }
-    if network.nat_outgoing {
-        let exclude = nat_exclusions(network)?;
-        desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
-            own.cidr,
-            own.network,
-            &exclude,
-        )));
+    Ok(skipped)
+}
+
+fn direct_route(desired: &mut State, input: &Input<'_>, cidr: Ipv4Net, address: Ipv4Addr) {
+    desired.routes.insert(
+        cidr,
+        Route {
+            dst: cidr,
+            gateway: Some(address),
+            dev: input.underlay.name.clone(),
+            onlink: false,
+        },
+    );
+}
+
+/// Flat: the whole range on-link on the underlay, and proxy ARP there, so this node answers
+/// ARP for its own pods (its subnet is routed to the bridge, another link) and never for other
+/// nodes' (routed back out of the underlay itself, which proxy ARP does not answer for). No
+/// per-peer state: peers are only checked for being on this segment.
+fn flat(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+    let underlay = &input.underlay.name;
+    desired.routes.insert(
+        own.network,
+        Route {
+            dst: own.network,
+            gateway: None,
+            dev: underlay.clone(),
+            onlink: false,
+        },
+    );
+    desired.proxy_arp.insert(underlay.clone());
+    ordered_peers(input)
+        .into_iter()
+        .filter_map(|peer| {
+            let address = peer.spec.parsed_node_address().ok()?;
+            (!cidr::contains(input.underlay.prefix, address)).then(|| {
+                format!(
+                    "{} is unreachable: its node address {address} is not on this node's segment {}, and Flat mode needs every node on one segment (use mode Routed with BGP or Overlay).",
+                    describe(peer),
+                    input.underlay.prefix
+                )
+            })
+        })
+        .collect()
+}
+
+/// Routed: a direct route to every peer on this segment; routes the routers advertise over
+/// BGP for the rest.
+fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+    let bgp = input
+        .network
+        .routed
+        .as_ref()
+        .is_some_and(|r| r.bgp.is_some());
+    let mut peers = Peers::new(own);
+    let mut skipped = Vec::new();
+    for peer in ordered_peers(input) {
+        match peers.admit(peer, own, Some(input.underlay.prefix), false) {
+            Ok(Path::Direct { cidr, address }) => direct_route(desired, input, cidr, address),
+            Ok(Path::Elsewhere { address, .. }) if !bgp => skipped.push(format!(
+                "{} is unreachable: its node address {address} is not on this node's segment {}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
+                describe(peer),
+                input.underlay.prefix
+            )),
+            Ok(_) => {}
+            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
+        }
     }
-    Ok(Plan {
-        desired,
-        mtu,
-        subnet: own.cidr,
-        skipped,
-    })
+    for (prefix, next_hop) in input.learned {
+        // Inside the network's range, not our own subnet (or part of it), and not a peer we
+        // reach directly already. An aggregate covering our subnet is fine: the bridge's more
+        // specific route wins.
+        let wanted = own.network.contains(prefix)
+            && !own.cidr.contains(prefix)
+            && !desired.routes.contains_key(prefix);
+        if !wanted {
+            continue;
+        }
+        if !cidr::contains(input.underlay.prefix, *next_hop) {
+            skipped.push(format!(
+                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's segment {}.",
+                input.underlay.prefix
+            ));
+            continue;
+        }
+        direct_route(desired, input, *prefix, *next_hop);
+    }
+    skipped
 }
 
 /// `spec.natExcludeCidrs` as IPv4 prefixes (host bits dropped; IPv6 entries cannot match
@@ -382,9 +472,14 @@ impl<'a> OwnNode<'a> {
     }
 }
 
-/// The pod MTU: `spec.mtu` when set and it fits the underlay, else underlay − VXLAN overhead.
+/// The pod MTU: `spec.mtu` when set and it fits the underlay, else the underlay's (minus the
+/// VXLAN overhead in Overlay mode).
 fn effective_mtu(network: &PodNetworkSpec, underlay: &Underlay) -> Result<u32, PlanError> {
-    let max = underlay.mtu.saturating_sub(VXLAN_OVERHEAD);
+    let overhead = match network.mode {
+        PodNetworkMode::Overlay => VXLAN_OVERHEAD,
+        PodNetworkMode::Flat | PodNetworkMode::Routed => 0,
+    };
+    let max = underlay.mtu.saturating_sub(overhead);
     if let Some(value) = network.mtu {
         let mtu = u32::try_from(value)
             .ok()
@@ -395,6 +490,11 @@ fn effective_mtu(network: &PodNetworkSpec, underlay: &Underlay) -> Result<u32, P
                 mtu,
                 underlay: underlay.name.clone(),
                 underlay_mtu: underlay.mtu,
+                headers: if overhead > 0 {
+                    format!(" with {overhead} bytes of VXLAN headers")
+                } else {
+                    String::new()
+                },
                 max,
             });
         }
@@ -453,6 +553,12 @@ enum Path {
         address: Ipv4Addr,
         mac: Mac,
     },
+    /// Off this segment, without a tunnel (Routed): reached over BGP, or not at all.
+    Elsewhere {
+        #[allow(dead_code)]
+        cidr: Ipv4Net,
+        address: Ipv4Addr,
+    },
 }
 
 /// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them.
@@ -480,6 +586,7 @@ impl Peers {
         peer: &NodeSubnet,
         own: &OwnNode<'_>,
         direct_prefix: Option<Ipv4Net>,
+        tunnel: bool,
     ) -> Result<Path, String> {
         let spec = &peer.spec;
         if spec.network != own.spec.network {
@@ -520,6 +627,8 @@ impl Peers {
         }
         let path = if direct_prefix.is_some_and(|prefix| cidr::contains(prefix, address)) {
             Path::Direct { cidr, address }
+        } else if !tunnel {
+            Path::Elsewhere { cidr, address }
         } else {
             // One FDB entry per MAC: a second VTEP with the same MAC at another address would
             // silently take the first one's traffic (our own MAC is registered with our own
@@ -576,6 +685,7 @@ mod tests {
     use super::*;
 
     const NETWORK: &str = "overlay";
+    const NO_ROUTES: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();
 
     fn spec(cross_subnet: bool) -> PodNetworkSpec {
         serde_json::from_value(serde_json::json!({
@@ -733,6 +843,7 @@ mod tests {
             peers: &peers,
             network,
             underlay: &underlay(),
+            learned: &NO_ROUTES,
         })
     }
 
@@ -875,6 +986,7 @@ mod tests {
                 peers: &[],
                 network: &network,
                 underlay: &underlay(),
+                learned: &NO_ROUTES,
             });
             match (want, got) {
                 (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
@@ -908,9 +1020,7 @@ mod tests {
             (
                 None,
                 600,
-                Err(
-                    "underlay link eth0 has MTU 600: after 50 bytes of VXLAN headers pods would get 550, below the minimum of 576",
-                ),
+                Err("underlay link eth0 has MTU 600: pods would get 550, below the minimum of 576"),
             ),
         ];
         for (explicit, underlay_mtu, want) in cases {
@@ -925,6 +1035,7 @@ mod tests {
                     mtu: *underlay_mtu,
                     ..underlay()
                 },
+                learned: &NO_ROUTES,
             });
             match (want, got) {
                 (Ok(mtu), Ok(p)) => {
@@ -1179,6 +1290,7 @@ mod tests {
                 peers: &peers,
                 network: &network,
                 underlay: &underlay,
+                learned: &NO_ROUTES,
             });
             match got {
                 Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
@@ -1187,23 +1299,140 @@ mod tests {
         }
     }
 
-    #[test]
-    fn flat_and_routed_modes_are_refused_with_a_clear_message() {
-        for mode in [PodNetworkMode::Flat, PodNetworkMode::Routed] {
-            let network = PodNetworkSpec {
-                mode,
-                overlay: None,
-                ..spec(false)
-            };
-            let err = run(&own(), vec![node_b()], &network).expect_err("unsupported");
-            assert_eq!(err, PlanError::UnsupportedMode { mode });
-            assert!(
-                err.to_string().contains(&format!(
-                    "PodNetwork mode {mode:?} is not implemented by this agent yet (only Overlay is)"
-                )),
-                "{err}"
-            );
+    fn mode(mode: &str, routed: serde_json::Value) -> PodNetworkSpec {
+        let mut value = serde_json::json!({
+            "cidr": "10.244.0.0/16",
+            "nodeSubnetPrefixLength": 24,
+            "mode": mode,
+        });
+        if !routed.is_null() {
+            value["routed"] = routed;
         }
+        serde_json::from_value(value).expect("test PodNetwork spec")
+    }
+
+    fn plan_with(
+        network: &PodNetworkSpec,
+        peers: Vec<NodeSubnet>,
+        learned: &BTreeMap<Ipv4Net, Ipv4Addr>,
+    ) -> Plan {
+        let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
+        plan(&Input {
+            own: &own(),
+            peers: &peers,
+            network,
+            underlay: &underlay(),
+            learned,
+        })
+        .expect("plan")
+    }
+
+    #[test]
+    fn flat_puts_the_range_on_link_with_proxy_arp_and_no_per_peer_state() {
+        let p = plan_with(
+            &mode("Flat", serde_json::Value::Null),
+            vec![node_b(), node_c(), node_d()],
+            &NO_ROUTES,
+        );
+        assert_eq!(
+            lines(&p.desired),
+            vec![
+                "addr 10.244.1.1/24 dev cw-br0",
+                "link cw-br0 bridge mtu 1500 up",
+                "route 10.244.0.0/16 dev eth0",
+            ]
+        );
+        assert_eq!(
+            p.desired.proxy_arp.iter().collect::<Vec<_>>(),
+            ["eth0"],
+            "proxy ARP on the underlay only"
+        );
+        assert_eq!(p.mtu, 1500, "no encapsulation, the underlay's MTU");
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(
+            p.skipped[0].contains("node-c")
+                && p.skipped[0].contains("not on this node's segment 192.168.1.0/24"),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
+    fn routed_without_bgp_routes_on_link_peers_via_their_address_and_names_the_rest() {
+        let p = plan_with(
+            &mode("Routed", serde_json::Value::Null),
+            vec![node_b(), node_c(), node_d()],
+            &NO_ROUTES,
+        );
+        assert_eq!(
+            lines(&p.desired),
+            vec![
+                "addr 10.244.1.1/24 dev cw-br0",
+                "link cw-br0 bridge mtu 1500 up",
+                "route 10.244.2.0/24 via 192.168.1.12 dev eth0",
+                "route 10.244.4.0/24 via 192.168.1.14 dev eth0",
+            ]
+        );
+        assert!(p.desired.proxy_arp.is_empty());
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(
+            p.skipped[0].contains("node-c") && p.skipped[0].contains("add spec.routed.bgp"),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
+    fn routed_with_bgp_installs_learned_routes_inside_the_range_only() {
+        let network = mode(
+            "Routed",
+            serde_json::json!({"bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64512}]}}),
+        );
+        let learned: BTreeMap<Ipv4Net, Ipv4Addr> = [
+            ("10.244.3.0/24", "192.168.1.1"), // node-c, behind the router
+            ("10.244.1.0/24", "192.168.1.1"), // our own subnet, reflected back
+            ("10.244.2.0/24", "192.168.1.1"), // node-b: the direct route wins
+            ("10.99.0.0/16", "192.168.1.1"),  // outside the range
+            ("10.244.9.0/24", "192.168.5.5"), // next hop off this segment
+        ]
+        .into_iter()
+        .map(|(p, h)| (p.parse().expect("prefix"), h.parse().expect("ip")))
+        .collect();
+        let p = plan_with(&network, vec![node_b(), node_c()], &learned);
+        assert_eq!(
+            lines(&p.desired),
+            vec![
+                "addr 10.244.1.1/24 dev cw-br0",
+                "link cw-br0 bridge mtu 1500 up",
+                "route 10.244.2.0/24 via 192.168.1.12 dev eth0",
+                "route 10.244.3.0/24 via 192.168.1.1 dev eth0",
+            ]
+        );
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(
+            p.skipped[0].contains("10.244.9.0/24") && p.skipped[0].contains("192.168.5.5"),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
+    fn the_mtu_limit_has_no_vxlan_overhead_without_encapsulation() {
+        let mut network = mode("Routed", serde_json::Value::Null);
+        network.mtu = Some(1501);
+        let peers: Vec<Arc<NodeSubnet>> = vec![];
+        let err = plan(&Input {
+            own: &own(),
+            peers: &peers,
+            network: &network,
+            underlay: &underlay(),
+            learned: &NO_ROUTES,
+        })
+        .expect_err("too large");
+        assert_eq!(
+            err.to_string(),
+            "PodNetwork spec.mtu 1501 does not fit through underlay link eth0 (MTU 1500): set spec.mtu to 1500 or less, or remove it to get 1500 automatically"
+        );
     }
 
     #[test]

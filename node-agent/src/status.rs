@@ -44,6 +44,7 @@ impl Failure {
                 Op::CreateLink(_) => reasons::DEVICE_CREATE_FAILED,
                 Op::DeleteLink(_)
                 | Op::UpdateLink { .. }
+                | Op::SetProxyArp { .. }
                 | Op::AddAddress { .. }
                 | Op::DeleteAddress { .. } => reasons::DEVICE_UPDATE_FAILED,
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,
@@ -79,6 +80,8 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// `None` when everything applied.
     pub failure: Option<Failure>,
+    /// The on-link prefix of the underlay, when the pass found it.
+    pub underlay_prefix: Option<ipnet::Ipv4Net>,
 }
 
 /// The status to write: `previous` with Programmed and Ready set from `outcome` (other
@@ -141,6 +144,9 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
     next.fdb_entries = clamp(fdb);
     if let Some(mtu) = outcome.mtu {
         next.effective_mtu = i32::try_from(mtu).ok();
+    }
+    if let Some(prefix) = outcome.underlay_prefix {
+        next.underlay_prefix = Some(prefix.to_string());
     }
     next
 }
@@ -217,6 +223,7 @@ mod tests {
             mtu: Some(1450),
             skipped: vec![],
             failure: None,
+            underlay_prefix: None,
         }
     }
 

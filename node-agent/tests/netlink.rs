@@ -567,6 +567,53 @@ async fn the_nat_table_is_replaced_whole_observed_and_deleted_and_other_tables_s
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_arp_is_set_on_the_underlay_and_observed_only_where_our_device_route_is() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let sysctl = |dev: &str| {
+        let out = ns.exec(&format!("cat /proc/sys/net/ipv4/conf/{dev}/proxy_arp"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Someone else's proxy ARP on eth1, without a route of ours: not the agent's.
+    ns.exec("sysctl -qw net.ipv4.conf.eth1.proxy_arp=1");
+    assert!(
+        netlink
+            .observe()
+            .await
+            .expect("observe")
+            .proxy_arp
+            .is_empty()
+    );
+
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceRoute(route("10.244.0.0/16", None, "eth0", false)),
+            Op::SetProxyArp {
+                dev: "eth0".into(),
+                on: true,
+            },
+        ],
+    )
+    .await;
+    assert_eq!(sysctl("eth0"), "1");
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(observed.proxy_arp.iter().collect::<Vec<_>>(), ["eth0"]);
+    let routes = ns.ip("route show proto 249");
+    assert!(
+        routes.contains("10.244.0.0/16 dev eth0") && routes.contains("scope link"),
+        "{routes}"
+    );
+
+    // Tearing down: everything observed goes, and eth1's setting stays.
+    let ops = causeway_node_agent::diff::diff(&State::default(), &observed);
+    apply(&mut netlink, &ops).await;
+    assert_eq!(sysctl("eth0"), "0");
+    assert_eq!(sysctl("eth1"), "1");
+    assert_eq!(ns.ip("route show proto 249"), "");
+}
+
 /// A node's worth of objects, in the order an apply would create them.
 fn node_state() -> (State, Vec<Op>) {
     let links = [

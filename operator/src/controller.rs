@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::{find_condition, types};
+use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
 use causeway_kube::heartbeat::{self, Liveness, Silence};
 use futures::{StreamExt, TryStreamExt};
@@ -644,6 +645,9 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
                 node: a.node.clone(),
                 programmed,
                 effective_mtu: status.and_then(|st| st.effective_mtu),
+                underlay_prefix: status
+                    .and_then(|st| st.underlay_prefix.as_deref())
+                    .and_then(|p| p.parse().ok()),
                 silent: silent.get(&a.node).map(|s| {
                     format!(
                         "no heartbeat for more than {}s, Lease {}",
@@ -664,6 +668,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
             claimed_elsewhere: &claimed_elsewhere,
             plan: &plan,
             subnets: &views,
+            one_segment: one_segment(&pn.spec),
         },
         &previous,
         Time(k8s_openapi::jiff::Timestamp::now()),
@@ -675,6 +680,18 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         write_status(ctx, &name, &status).await?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The mode's name for messages when it needs every node on one L2 segment: Flat, and Routed
+/// without BGP (no router carries pod routes between segments).
+fn one_segment(spec: &causeway_crds::PodNetworkSpec) -> Option<&'static str> {
+    match spec.mode {
+        PodNetworkMode::Flat => Some("Flat mode"),
+        PodNetworkMode::Routed if spec.routed.as_ref().is_none_or(|r| r.bgp.is_none()) => {
+            Some("Routed mode without BGP")
+        }
+        _ => None,
+    }
 }
 
 /// The NodeSubnet the operator writes for one allocation.

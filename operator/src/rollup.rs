@@ -14,6 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ipnet::Ipv4Net;
+
 use causeway_crds::PodNetworkStatus;
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -37,6 +39,8 @@ pub struct SubnetView {
     /// Why the node's agent counts as not reporting (its heartbeat Lease went unrenewed), in
     /// words; `None` while it reports or has no Lease.
     pub silent: Option<String>,
+    /// `status.underlayPrefix`: the L2 segment the agent found its node on.
+    pub underlay_prefix: Option<Ipv4Net>,
 }
 
 /// A NodeSubnet's Programmed condition.
@@ -70,6 +74,9 @@ pub struct Input<'a> {
     pub plan: &'a ipam::Plan,
     /// The agents' reports, one per allocated node.
     pub subnets: &'a [SubnetView],
+    /// When the mode needs every node on one L2 segment, its name for messages (`Flat mode`,
+    /// `Routed mode without BGP`).
+    pub one_segment: Option<&'static str>,
 }
 
 /// One reason a condition is not in its happy state, with the sentence that explains it.
@@ -159,6 +166,34 @@ fn reports<'a>(plan: &'a ipam::Plan, subnets: &'a [SubnetView]) -> Reports<'a> {
         }
     }
     out
+}
+
+/// The sentence saying the nodes are on several segments, when a mode needs one and the
+/// agents report more (nodes that have not reported are not judged).
+fn segments_sentence(mode: &str, subnets: &[SubnetView]) -> Option<String> {
+    let mut groups: BTreeMap<Ipv4Net, Vec<&str>> = BTreeMap::new();
+    for view in subnets {
+        if let Some(prefix) = view.underlay_prefix {
+            groups.entry(prefix).or_default().push(view.node.as_str());
+        }
+    }
+    if groups.len() < 2 {
+        return None;
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(prefix, nodes)| {
+            let mut nodes = nodes.clone();
+            nodes.sort_unstable();
+            format!("{prefix} ({})", listing(&nodes, ", "))
+        })
+        .collect();
+    let (last, first) = parts.split_last()?;
+    Some(format!(
+        "{mode} needs every node on one L2 segment, but the agents report {}: {} and {last}. Pods on different segments cannot reach each other; use mode Overlay (or Routed with BGP), or select the nodes of one segment.",
+        groups.len(),
+        first.join(", ")
+    ))
 }
 
 fn pool_text(plan: &ipam::Plan) -> String {
@@ -267,6 +302,9 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
             listing(&reports.failing, "; ")
         )
     });
+    let segments = input
+        .one_segment
+        .and_then(|mode| segments_sentence(mode, input.subnets));
     let silent = (!reports.silent.is_empty()).then(|| {
         format!(
             "{} stopped reporting: {}. What they reported last may no longer hold; check the causeway-node-agent pod on each (kubectl -n causeway-system get pods -o wide --field-selector spec.nodeName=NODE).",
@@ -322,6 +360,9 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         if let Some(sentence) = &failing {
             blocking.push(cause(reasons::NODES_FAILING, sentence.clone()));
         }
+        if let Some(sentence) = &segments {
+            blocking.push(cause(reasons::NODES_NOT_ON_ONE_SEGMENT, sentence.clone()));
+        }
         if let Some(sentence) = &silent {
             blocking.push(cause(reasons::AGENT_NOT_REPORTING, sentence.clone()));
         }
@@ -354,6 +395,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
 
     // Degraded: every cause present, the most severe first.
     let degraded_causes: Vec<Cause> = [
+        (reasons::NODES_NOT_ON_ONE_SEGMENT, segments),
         (reasons::NODES_FAILING, failing),
         (reasons::AGENT_NOT_REPORTING, silent),
         (reasons::NODES_WITHOUT_ADDRESS, without_address),
@@ -369,7 +411,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         (
             ConditionStatus::False,
             reasons::AS_EXPECTED,
-            "No node is failing, silent, lacks an address, has an unusable podCIDR or is claimed by another PodNetwork.".to_owned(),
+            "No node is failing, silent, off the network's segment, lacks an address, has an unusable podCIDR or is claimed by another PodNetwork.".to_owned(),
         ),
     );
 
@@ -482,6 +524,7 @@ mod tests {
             }),
             effective_mtu: Some(1450),
             silent: None,
+            underlay_prefix: None,
         }
     }
 
@@ -494,6 +537,7 @@ mod tests {
         claimed_elsewhere: Vec<(String, String)>,
         plan: ipam::Plan,
         subnets: Vec<SubnetView>,
+        one_segment: Option<&'static str>,
     }
 
     impl World {
@@ -507,6 +551,7 @@ mod tests {
                 claimed_elsewhere: Vec::new(),
                 plan: plan(&nodes, 256),
                 subnets: nodes.iter().map(|n| programmed(n)).collect(),
+                one_segment: None,
             }
         }
 
@@ -520,6 +565,7 @@ mod tests {
                     claimed_elsewhere: &self.claimed_elsewhere,
                     plan: &self.plan,
                     subnets: &self.subnets,
+                    one_segment: self.one_segment,
                 },
                 previous,
                 at(now),
@@ -707,6 +753,48 @@ mod tests {
                     ],
                 ),
                 degraded: ("True", "NodesFailing", &["1 of 3 nodes failed"]),
+                exhausted: as_expected,
+            },
+            Case {
+                name: "flat nodes reported on two segments: not ready, degraded, with the groups",
+                world: World {
+                    one_segment: Some("Flat mode"),
+                    subnets: ["node-0", "node-1", "node-2"]
+                        .iter()
+                        .zip(["192.168.50.0/24", "192.168.60.0/24", "192.168.50.0/24"])
+                        .map(|(n, p)| SubnetView {
+                            underlay_prefix: Some(p.parse().expect("prefix")),
+                            ..programmed(n)
+                        })
+                        .collect(),
+                    ..h()
+                },
+                ready: (
+                    "False",
+                    "NodesNotOnOneSegment",
+                    &[
+                        "Flat mode needs every node on one L2 segment, but the agents report 2: 192.168.50.0/24 (node-0, node-2) and 192.168.60.0/24 (node-1).",
+                        "use mode Overlay",
+                    ],
+                ),
+                degraded: ("True", "NodesNotOnOneSegment", &["report 2"]),
+                exhausted: as_expected,
+            },
+            Case {
+                name: "one segment, or a mode that does not need one, is fine",
+                world: World {
+                    one_segment: Some("Flat mode"),
+                    subnets: ["node-0", "node-1", "node-2"]
+                        .iter()
+                        .map(|n| SubnetView {
+                            underlay_prefix: Some("192.168.50.0/24".parse().expect("prefix")),
+                            ..programmed(n)
+                        })
+                        .collect(),
+                    ..h()
+                },
+                ready: ("True", "AllNodesProgrammed", &[]),
+                degraded: as_expected,
                 exhausted: as_expected,
             },
             Case {

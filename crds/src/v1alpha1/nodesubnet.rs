@@ -165,6 +165,13 @@ pub struct NodeSubnetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_mtu: Option<i32>,
 
+    /// The on-link prefix of the node's underlay interface, as the agent found it (the
+    /// interface holding spec.nodeAddress, e.g. 192.168.50.0/24). Flat mode, and Routed mode
+    /// without BGP, need every node's address inside it; the operator checks that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CIDR_LENGTH))]
+    pub underlay_prefix: Option<String>,
+
     /// State of this node's BGP sessions (Routed mode with BGP), one entry per router.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_BGP_PEERS))]
