@@ -15,6 +15,7 @@
 //! - [`conditions`]: condition types, reasons and `set_condition`.
 //! - [`naming`]: object names derived from other names (NodeSubnet names).
 //! - [`schema`]: schema transforms that put Kubernetes limits on embedded types.
+//! - [`selector`]: `metav1.LabelSelector` matching, as Kubernetes evaluates it.
 //! - [`crdgen`]: renders the CustomResourceDefinitions as YAML for the Helm chart.
 
 pub mod cidr;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod mtu;
 pub mod naming;
 pub mod schema;
+pub mod selector;
 pub mod v1alpha1;
 pub mod vtep;
 

@@ -5,9 +5,11 @@
 //! - [`cluster`]: bring-up, kubectl, commands and processes in nodes, tear-down on drop.
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
+//! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
 
+pub mod bird;
 pub mod cluster;
 pub mod cmd;
 pub mod controlplane;

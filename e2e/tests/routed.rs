@@ -4,7 +4,8 @@
 //! the CNI config the agents wrote; every check is real traffic or the kernel's own tables.
 //!
 //! The networks run one after another (each is deleted, and checked gone, before the next):
-//! Flat on rack-a, then Routed with static routes on rack-a.
+//! Flat on rack-a, Routed with static routes on rack-a, then Routed with BGP on all four
+//! nodes, with BIRD 2 on r1 as the routers' BGP speaker (AS 64500; nodes AS 64512).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -49,6 +50,18 @@ fn main() -> ExitCode {
                 "routed_static_routes_each_peer_via_its_address_and_pods_reach_each_other",
                 routed_static,
             ),
+            testing::test(
+                "bgp_sessions_establish_bird_learns_every_subnet_and_pods_cross_the_router",
+                bgp_up,
+            ),
+            testing::test(
+                "bgp_sessions_recover_from_a_router_restart_and_an_agent_restart",
+                bgp_restarts,
+            ),
+            testing::test(
+                "bgp_a_deleted_node_is_withdrawn_from_bird_and_every_node",
+                bgp_node_deleted,
+            ),
         ],
     )
 }
@@ -85,14 +98,34 @@ fn control_plane(c: &Cluster) -> Result<()> {
     deploy::install_agent_rbac(c)?;
     deploy::start_operator(c, "node-a", &[])?;
     for node in ALL {
-        deploy::start_agent(
-            c,
-            node,
-            &["--resync-seconds", "3", "--status-refresh-seconds", "1"],
-        )?;
+        start_agent(c, node)?;
     }
     *done = true;
     Ok(())
+}
+
+static AGENTS: Mutex<Vec<(String, causeway_e2e::proc::ProcId)>> = Mutex::new(Vec::new());
+
+fn start_agent(c: &Cluster, node: &str) -> Result<()> {
+    let id = deploy::start_agent(
+        c,
+        node,
+        &["--resync-seconds", "3", "--status-refresh-seconds", "1"],
+    )?;
+    lock(&AGENTS).push((node.to_string(), id));
+    Ok(())
+}
+
+/// Stops `node`'s agent (SIGTERM, by pid) and starts a new one.
+fn restart_agent(c: &Cluster, node: &str) -> Result<()> {
+    let id = lock(&AGENTS)
+        .iter()
+        .rev()
+        .find(|(n, _)| n == node)
+        .map(|(_, id)| id.clone())
+        .with_context(|| format!("no agent on {node}"))?;
+    c.stop(&id);
+    start_agent(c, node)
 }
 
 /// A PodNetwork over the rack-a nodes.
@@ -112,6 +145,11 @@ fn network(name: &str, cidr: &str, mode: &str) -> Value {
 
 /// Applies `pn`, waits for Ready, and attaches two pods on each rack-a node.
 fn bring_up(c: &Cluster, pn: &Value) -> Result<Vec<Pod>> {
+    bring_up_on(c, pn, &RACK_A)
+}
+
+/// Applies `pn`, waits for Ready, and attaches two pods on each of `nodes`.
+fn bring_up_on(c: &Cluster, pn: &Value, nodes: &[&str]) -> Result<Vec<Pod>> {
     control_plane(c)?;
     let name = pn["metadata"]["name"].as_str().context("name")?;
     c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
@@ -123,7 +161,7 @@ fn bring_up(c: &Cluster, pn: &Value) -> Result<Vec<Pod>> {
     ])?;
     let mut pods = lock(&PODS);
     pods.clear();
-    for node in RACK_A {
+    for node in nodes {
         for i in 0..2 {
             pods.push(pods::add(c, node, &format!("{name}{i}"))?);
         }
@@ -194,6 +232,11 @@ fn mac(c: &Cluster, node: &str) -> Result<String> {
 
 /// Every pod pings every other pod and every rack-a node; the failures, if any.
 fn matrix(c: &Cluster, pods: &[Pod]) -> Result<()> {
+    matrix_with(c, pods, &RACK_A)
+}
+
+/// Every pod pings every other pod and each of `nodes`, and those nodes ping every pod.
+fn matrix_with(c: &Cluster, pods: &[Pod], nodes: &[&str]) -> Result<()> {
     let mut failures = Vec::new();
     for from in pods {
         for to in pods {
@@ -203,7 +246,7 @@ fn matrix(c: &Cluster, pods: &[Pod]) -> Result<()> {
                 failures.push(format!("{} -> {}: {e:#}", from.netns, to.ip));
             }
         }
-        for node in RACK_A {
+        for node in nodes {
             let addr = address(c, node)?;
             if let Err(e) = traffic::expect_ping(&from.netns, addr) {
                 failures.push(format!("{} -> node {node}: {e:#}", from.netns));
@@ -412,4 +455,235 @@ fn routed_static(c: &Cluster) -> Result<()> {
     }
     matrix(c, &pods)?;
     tear_down(c, "routed")
+}
+
+const ROUTER_ASN: u32 = 64500;
+const NODE_ASN: u32 = 64512;
+
+static BIRD: Mutex<Option<causeway_e2e::bird::Bird>> = Mutex::new(None);
+
+fn bird_config(c: &Cluster) -> Result<causeway_e2e::bird::Config> {
+    let mut neighbours = Vec::new();
+    for node in ALL {
+        neighbours.push(causeway_e2e::bird::Neighbour {
+            name: node.replace('-', "_"),
+            address: address(c, node)?,
+            asn: NODE_ASN,
+        });
+    }
+    Ok(causeway_e2e::bird::Config {
+        asn: ROUTER_ASN,
+        router_id: "192.168.50.1".parse()?,
+        neighbours,
+        hold_time: 9,
+    })
+}
+
+/// The BGP network: every node; rack-a peers with r1's lan-a leg, rack-b with its lan-b leg.
+fn bgp_network() -> Value {
+    let peer = |address: &str, zone: &str| {
+        serde_json::json!({"address": address, "asn": ROUTER_ASN,
+            "nodeSelector": {"matchLabels": {ZONE: zone}}})
+    };
+    serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "PodNetwork",
+        "metadata": {"name": "bgp"},
+        "spec": {
+            "cidr": "10.246.0.0/16",
+            "nodeSubnetPrefixLength": 24,
+            "mode": "Routed",
+            "routed": {"bgp": {
+                "asn": NODE_ASN,
+                "holdTimeSeconds": 9,
+                "keepaliveSeconds": 3,
+                "peers": [peer("192.168.50.1", "rack-a"), peer("192.168.60.1", "rack-b")],
+            }},
+        },
+    })
+}
+
+/// node → (subnet, node address) of the `bgp` network.
+fn bgp_subnets(c: &Cluster) -> Result<BTreeMap<String, (String, String)>> {
+    Ok(deploy::node_subnets(c, "bgp")?
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s["spec"]["nodeName"].as_str()?.to_string(),
+                (
+                    s["spec"]["cidr"].as_str()?.to_string(),
+                    s["spec"]["nodeAddress"].as_str()?.to_string(),
+                ),
+            ))
+        })
+        .collect())
+}
+
+/// Every node's subnet is in BIRD's table with the node as next hop, and every session is
+/// Established on both ends.
+fn bgp_converged(c: &Cluster, nodes: &[&str]) -> Result<()> {
+    let bird = lock(&BIRD);
+    let bird = bird.as_ref().context("BIRD is not running")?;
+    let sessions = bird.sessions()?;
+    for node in nodes {
+        let name = node.replace('-', "_");
+        let state = sessions.get(&name).cloned().unwrap_or_default();
+        ensure!(state.starts_with("Established"), "BIRD {name}: {state:?}");
+    }
+    let routes = bird.routes()?;
+    let subnets = bgp_subnets(c)?;
+    for node in nodes {
+        let (cidr, addr) = subnets.get(*node).context("no NodeSubnet")?;
+        ensure!(
+            routes.get(cidr) == Some(addr),
+            "BIRD has {cidr} via {:?}, expected via {addr} ({node}); table {routes:?}",
+            routes.get(cidr)
+        );
+    }
+    for s in deploy::node_subnets(c, "bgp")? {
+        let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+        let sessions = s["status"]["bgpSessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            sessions.len() == 1 && sessions[0]["state"] == "Established",
+            "{node}: bgpSessions {sessions:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The routes each node must hold: on-link peers direct, the others via its router leg.
+fn bgp_routes_ok(c: &Cluster, nodes: &[&str]) -> Result<()> {
+    let subnets = bgp_subnets(c)?;
+    for node in nodes {
+        let node_addr = address(c, node)?;
+        let mut want: Vec<String> = Vec::new();
+        for peer in nodes.iter().filter(|p| *p != node) {
+            let (cidr, addr) = subnets.get(*peer).context("no NodeSubnet")?;
+            let same_segment = addr.rsplit_once('.').map(|(n, _)| n)
+                == node_addr.to_string().rsplit_once('.').map(|(n, _)| n);
+            let via = if same_segment {
+                addr.clone()
+            } else if node_addr.octets()[2] == 50 {
+                "192.168.50.1".to_string()
+            } else {
+                "192.168.60.1".to_string()
+            };
+            want.push(format!("{cidr} via {via} dev eth0"));
+        }
+        want.sort();
+        let mut got = our_routes(c, node)?;
+        got.sort();
+        ensure!(got == want, "{node}: routes {got:?}, expected {want:?}");
+    }
+    Ok(())
+}
+
+fn bgp_up(c: &Cluster) -> Result<()> {
+    control_plane(c)?;
+    {
+        let mut bird = lock(&BIRD);
+        if bird.is_none() {
+            *bird = Some(causeway_e2e::bird::Bird::start(c, "r1", &bird_config(c)?)?);
+        }
+    }
+    let pods = bring_up_on(c, &bgp_network(), &ALL)?;
+    wait_for("BGP converged", Duration::from_secs(30), || {
+        bgp_converged(c, &ALL)
+    })?;
+    wait_for("routes installed", Duration::from_secs(15), || {
+        bgp_routes_ok(c, &ALL)
+    })?;
+    matrix_with(c, &pods, &ALL)
+}
+
+fn bgp_restarts(c: &Cluster) -> Result<()> {
+    let pods = lock(&PODS).clone();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
+        "the BGP network is not up"
+    );
+    // The router restarts: sessions drop, the agents reconnect, routes come back.
+    let started = std::time::Instant::now();
+    {
+        let mut guard = lock(&BIRD);
+        let bird = guard.take().context("BIRD is not running")?;
+        *guard = Some(bird.restart(c)?);
+    }
+    wait_for(
+        "BGP converged after a BIRD restart",
+        Duration::from_secs(40),
+        || bgp_converged(c, &ALL),
+    )?;
+    wait_for("routes back", Duration::from_secs(15), || {
+        bgp_routes_ok(c, &ALL)
+    })?;
+    println!(
+        "[measure] BIRD restart -> every session Established and routes back in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    matrix_with(c, &pods, &ALL)?;
+
+    // An agent restarts: its sessions close and come back, and the routes with them.
+    let started = std::time::Instant::now();
+    restart_agent(c, "node-d")?;
+    wait_for(
+        "BGP converged after an agent restart",
+        Duration::from_secs(40),
+        || bgp_converged(c, &ALL),
+    )?;
+    wait_for("routes back", Duration::from_secs(15), || {
+        bgp_routes_ok(c, &ALL)
+    })?;
+    println!(
+        "[measure] node-d agent restart -> its session Established and routes back in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    matrix_with(c, &pods, &ALL)?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "podnetwork/bgp",
+    ])?;
+    Ok(())
+}
+
+fn bgp_node_deleted(c: &Cluster) -> Result<()> {
+    let gone = "node-d";
+    let (cidr, _) = bgp_subnets(c)?
+        .get(gone)
+        .cloned()
+        .context("node-d has no NodeSubnet")?;
+    let mine: Vec<Pod> = lock(&PODS)
+        .iter()
+        .filter(|p| p.node == gone)
+        .cloned()
+        .collect();
+    for pod in &mine {
+        pods::del(c, pod)?;
+    }
+    lock(&PODS).retain(|p| p.node != gone);
+    c.kubectl(&["delete", "node", gone, "--wait=true", "--timeout=30s"])?;
+    wait_for(
+        "node-d's subnet is withdrawn everywhere",
+        Duration::from_secs(30),
+        || {
+            let bird = lock(&BIRD);
+            let routes = bird.as_ref().context("BIRD")?.routes()?;
+            ensure!(!routes.contains_key(&cidr), "BIRD still has {cidr}");
+            for node in RACK_A {
+                ensure!(
+                    !our_routes(c, node)?.iter().any(|r| r.starts_with(&cidr)),
+                    "{node} still routes {cidr}"
+                );
+            }
+            ensure!(our_routes(c, gone)?.is_empty(), "node-d kept its routes");
+            Ok(())
+        },
+    )?;
+    let pods = lock(&PODS).clone();
+    matrix_with(c, &pods, &RACK_A)
 }

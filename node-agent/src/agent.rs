@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use causeway_crds::conditions::types;
+use causeway_crds::v1alpha1::BgpSessionStatus;
 use causeway_crds::{NodeSubnet, NodeSubnetStatus, PodNetwork};
 use causeway_kube::events::{Kind, Publisher, Record};
 use causeway_kube::heartbeat;
 use futures::{FutureExt, StreamExt};
 use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -36,10 +38,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::bgp::{Speaker, SpeakerConfig};
 use crate::model::{Dataplane, Op, State};
 use crate::netlink::Netlink;
 use crate::status::{Failure, Outcome};
-use crate::{cni, diff, plan};
+use crate::{cni, diff, peering, plan};
 
 /// Field manager of everything the agent writes.
 pub const FIELD_MANAGER: &str = "causeway-node-agent";
@@ -86,6 +89,8 @@ pub struct Agent {
     dataplane: Netlink,
     subnets: Store<NodeSubnet>,
     networks: Store<PodNetwork>,
+    /// This node's Node object (its labels).
+    nodes: Store<Node>,
     events: Publisher,
     /// When the status was last written.
     status_written: Option<Instant>,
@@ -94,6 +99,10 @@ pub struct Agent {
     announced: Option<(bool, String)>,
     /// Routes learned over BGP (Routed mode with BGP), best path per prefix.
     learned: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// The BGP speaker and its configuration, while the network uses BGP.
+    speaker: Option<(Speaker, SpeakerConfig)>,
+    /// The change feed of a newly started speaker, for the loop to watch.
+    new_bgp_changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -118,11 +127,21 @@ pub async fn run(
     let dataplane = Netlink::connect()
         .await
         .context("opening netlink (is the agent root / CAP_NET_ADMIN?)")?;
-    let (subnets, subnet_events) = cached::<NodeSubnet>(&client);
-    let (networks, network_events) = cached::<PodNetwork>(&client);
+    let (subnets, subnet_events) = cached::<NodeSubnet>(&client, watcher::Config::default());
+    let (networks, network_events) = cached::<PodNetwork>(&client, watcher::Config::default());
+    // This node only: its labels pick the BGP peers.
+    let (nodes, node_events) = cached::<Node>(
+        &client,
+        watcher::Config::default().fields(&format!("metadata.name={}", config.node_name)),
+    );
     let subnet_events = subnet_events.map(|r| r.map(|_| ()));
     let network_events = network_events.map(|r| r.map(|_| ()));
-    let mut changes = futures::stream::select(subnet_events, network_events).boxed();
+    let node_events = node_events.map(|r| r.map(|_| ()));
+    let mut changes = futures::stream::select(
+        futures::stream::select(subnet_events, network_events),
+        node_events,
+    )
+    .boxed();
 
     let events = Publisher::new(client.clone(), FIELD_MANAGER, &config.node_name);
     let mut agent = Agent {
@@ -131,18 +150,26 @@ pub async fn run(
         dataplane,
         subnets,
         networks,
+        nodes,
         events,
         status_written: None,
         announced: None,
         learned: BTreeMap::new(),
+        speaker: None,
+        new_bgp_changes: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
     {
-        let (subnets, networks) = (agent.subnets.clone(), agent.networks.clone());
+        let (subnets, networks, nodes) = (
+            agent.subnets.clone(),
+            agent.networks.clone(),
+            agent.nodes.clone(),
+        );
         let ready = async move {
             let _ = subnets.wait_until_ready().await;
             let _ = networks.wait_until_ready().await;
+            let _ = nodes.wait_until_ready().await;
         };
         tokio::pin!(ready);
         loop {
@@ -175,14 +202,36 @@ pub async fn run(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut trigger = Some(Trigger::Start);
+    let mut bgp_changes: Option<tokio::sync::watch::Receiver<u64>> = None;
     loop {
         if let Some(t) = trigger.take() {
             agent.pass(t).await;
+            if let Some(rx) = agent.new_bgp_changes.take() {
+                bgp_changes = Some(rx);
+            }
+            if agent.speaker.is_none() {
+                bgp_changes = None;
+            }
         }
+        let bgp = async {
+            match bgp_changes.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => {
+                agent.stop_speaker().await;
                 info!("stopping; the dataplane stays as it is");
                 return Ok(());
+            }
+            // A session went up or down, or learned routes changed.
+            alive = bgp => {
+                if alive {
+                    trigger = Some(Trigger::Watch);
+                } else {
+                    bgp_changes = None;
+                }
             }
             // In the same loop as the passes: a hung pass stops the heartbeat too.
             _ = heartbeat.tick() => agent.heartbeat().await,
@@ -209,6 +258,7 @@ pub async fn run(
 /// polled to keep the cache filled.
 fn cached<K>(
     client: &Client,
+    config: watcher::Config,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -226,10 +276,7 @@ where
     let (store, writer) = reflector::store::<K>();
     let events = reflector::reflector(
         writer,
-        watcher(
-            Api::<K>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
+        watcher(Api::<K>::all(client.clone()), config.any_semantic()),
     )
     .default_backoff()
     .touched_objects();
@@ -295,6 +342,7 @@ impl Agent {
             .cloned();
         let Some(own) = live else {
             // Not in any network (or only leaving one): remove everything of ours.
+            self.stop_speaker().await;
             let (report, clean) = self.teardown().await;
             if clean {
                 for s in &mine {
@@ -394,6 +442,7 @@ impl Agent {
             skipped: vec![],
             failure: None,
             underlay_prefix: None,
+            bgp: vec![],
         };
         let Some(network) = self
             .networks
@@ -414,6 +463,42 @@ impl Agent {
                 return (outcome, vec![]);
             }
         };
+        if !self.config.dry_run {
+            let labels = self
+                .nodes
+                .state()
+                .into_iter()
+                .find(|n| n.name_any() == self.config.node_name)
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default();
+            match peering::speaker_config(&network.spec, own, &labels) {
+                Ok(config) => self.configure_speaker(config).await,
+                Err(e) => {
+                    self.stop_speaker().await;
+                    outcome.failure = Some(Failure::Plan(e));
+                    return (outcome, vec![]);
+                }
+            }
+        }
+        let snapshot = self
+            .speaker
+            .as_ref()
+            .map(|(s, _)| s.snapshot())
+            .unwrap_or_default();
+        self.learned = snapshot.learned;
+        outcome.bgp = snapshot
+            .sessions
+            .into_iter()
+            .map(|s| BgpSessionStatus {
+                peer_address: s.peer.to_string(),
+                peer_asn: i64::from(s.asn),
+                state: s.state,
+                message: s.message,
+                since: k8s_openapi::jiff::Timestamp::try_from(s.since)
+                    .ok()
+                    .map(Time),
+            })
+            .collect();
         let underlay = match self.dataplane.underlay_for(address).await {
             Ok(u) => {
                 outcome.underlay_prefix = Some(u.prefix);
@@ -490,6 +575,42 @@ impl Agent {
             Err(e) => outcome.failure = Some(Failure::Cni(e.to_string())),
         }
         (outcome, ops)
+    }
+
+    /// Starts, reconfigures or stops the BGP speaker to match `config`.
+    async fn configure_speaker(&mut self, config: Option<SpeakerConfig>) {
+        let Some(config) = config else {
+            self.stop_speaker().await;
+            return;
+        };
+        match &mut self.speaker {
+            Some((speaker, current)) => {
+                if *current != config {
+                    info!(peers = config.peers.len(), "reconfiguring the BGP speaker");
+                    speaker.update(config.clone());
+                    *current = config;
+                }
+            }
+            None => {
+                info!(
+                    asn = config.local_asn,
+                    peers = config.peers.len(),
+                    "starting the BGP speaker"
+                );
+                let speaker = Speaker::start(config.clone(), None);
+                self.new_bgp_changes = Some(speaker.changes());
+                self.speaker = Some((speaker, config));
+            }
+        }
+    }
+
+    /// Closes every BGP session (Cease) and forgets learned routes.
+    async fn stop_speaker(&mut self) {
+        if let Some((speaker, _)) = self.speaker.take() {
+            info!("stopping the BGP speaker");
+            speaker.shutdown().await;
+        }
+        self.learned.clear();
     }
 
     /// Removes everything the agent owns on this node and its CNI config. Returns the

@@ -6,11 +6,13 @@
 //! (pure); the dataplane applies them. Only [`netlink`] talks to the kernel.
 
 pub mod agent;
+pub mod bgp;
 pub mod cni;
 pub mod diff;
 pub mod fake;
 pub mod model;
 pub mod nat;
 pub mod netlink;
+pub mod peering;
 pub mod plan;
 pub mod status;

@@ -12,6 +12,7 @@ use causeway_crds::NodeSubnetStatus;
 use causeway_crds::conditions::{
     ConditionStatus, find_condition, new_condition, reasons, set_condition, types,
 };
+use causeway_crds::v1alpha1::BgpSessionStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::model::{Nat, Op, State};
@@ -68,7 +69,7 @@ impl Failure {
 }
 
 /// The outcome of one pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     /// The NodeSubnet's `metadata.generation` the pass worked from.
     pub generation: Option<i64>,
@@ -82,6 +83,52 @@ pub struct Outcome {
     pub failure: Option<Failure>,
     /// The on-link prefix of the underlay, when the pass found it.
     pub underlay_prefix: Option<ipnet::Ipv4Net>,
+    /// This node's BGP sessions (Routed mode with BGP), sorted by peer.
+    pub bgp: Vec<BgpSessionStatus>,
+}
+
+/// `Established`: the only BGP state that exchanges routes.
+pub const ESTABLISHED: &str = "Established";
+
+/// Ready's (status, reason, message) when Programmed is True: False while a BGP session is
+/// not Established, naming each and why.
+fn ready_with_sessions(
+    sessions: &[BgpSessionStatus],
+    programmed_message: &str,
+) -> (ConditionStatus, &'static str, String) {
+    let down: Vec<String> = sessions
+        .iter()
+        .filter(|s| s.state != ESTABLISHED)
+        .map(|s| {
+            let why = if s.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.message)
+            };
+            format!("{} (AS {}) is {}{why}", s.peer_address, s.peer_asn, s.state)
+        })
+        .collect();
+    if down.is_empty() {
+        let mut message = programmed_message.to_owned();
+        if !sessions.is_empty() {
+            message.push_str(&format!(
+                " BGP: {} of {} sessions Established.",
+                sessions.len(),
+                sessions.len()
+            ));
+        }
+        return (ConditionStatus::True, reasons::PROGRAMMED, message);
+    }
+    (
+        ConditionStatus::False,
+        reasons::BGP_SESSIONS_DOWN,
+        format!(
+            "{} of {} BGP sessions not Established: {}. Routes to nodes behind these routers are missing until they are; check the router's BGP configuration for this node's address and AS.",
+            down.len(),
+            sessions.len(),
+            down.join("; ")
+        ),
+    )
 }
 
 /// The status to write: `previous` with Programmed and Ready set from `outcome` (other
@@ -127,17 +174,23 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
             now.clone(),
         ),
     );
+    let (ready, ready_reason, ready_message) = if state == ConditionStatus::True {
+        ready_with_sessions(&outcome.bgp, &message)
+    } else {
+        (state, reason, message)
+    };
     set_condition(
         &mut next.conditions,
         new_condition(
             types::READY,
-            state,
-            reason,
-            message,
+            ready,
+            ready_reason,
+            ready_message,
             outcome.generation,
             now,
         ),
     );
+    next.bgp_sessions.clone_from(&outcome.bgp);
     next.observed_generation = outcome.generation;
     next.routes = clamp(routes);
     next.neighbours = clamp(neighbours);
@@ -224,6 +277,7 @@ mod tests {
             skipped: vec![],
             failure: None,
             underlay_prefix: None,
+            bgp: vec![],
         }
     }
 
@@ -312,6 +366,53 @@ mod tests {
             p.message.starts_with("The dataplane matches"),
             "{}",
             p.message
+        );
+    }
+
+    #[test]
+    fn ready_waits_for_every_bgp_session_and_names_the_ones_down() {
+        let session = |peer: &str, state: &str, message: &str| BgpSessionStatus {
+            peer_address: peer.into(),
+            peer_asn: 64500,
+            state: state.into(),
+            message: message.into(),
+            since: Some(at(1)),
+        };
+        let outcome = Outcome {
+            bgp: vec![
+                session("192.168.50.1", "Established", ""),
+                session("192.168.60.1", "Active", "connection refused"),
+            ],
+            ..ok(1, 2)
+        };
+        let st = status(&NodeSubnetStatus::default(), &outcome, at(5));
+        let p = find_condition(&st.conditions, types::PROGRAMMED).expect("Programmed");
+        assert_eq!(p.status, "True", "the dataplane is programmed either way");
+        let r = find_condition(&st.conditions, types::READY).expect("Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "BgpSessionsDown")
+        );
+        assert!(
+            r.message.starts_with(
+                "1 of 2 BGP sessions not Established: 192.168.60.1 (AS 64500) is Active: connection refused."
+            ),
+            "{}",
+            r.message
+        );
+        assert_eq!(st.bgp_sessions.len(), 2);
+
+        let up = Outcome {
+            bgp: vec![session("192.168.50.1", "Established", "")],
+            ..ok(1, 2)
+        };
+        let st = status(&st, &up, at(6));
+        let r = find_condition(&st.conditions, types::READY).expect("Ready");
+        assert_eq!(r.status, "True");
+        assert!(
+            r.message.ends_with("BGP: 1 of 1 sessions Established."),
+            "{}",
+            r.message
         );
     }
 

@@ -25,7 +25,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causeway_crds::conditions::{find_condition, types};
+use causeway_crds::conditions::{find_condition, reasons, types};
 use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
 use causeway_kube::heartbeat::{self, Liveness, Silence};
@@ -630,8 +630,14 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         .map(|a| {
             let s = by_node.get(a.node.as_str());
             let status = s.and_then(|s| s.status.as_ref());
+            // Programmed, unless Ready says BGP sessions are down: then the node cannot reach
+            // peers behind its routers, which is a failure of the network too.
             let programmed = status
-                .and_then(|st| find_condition(&st.conditions, types::PROGRAMMED))
+                .and_then(|st| {
+                    find_condition(&st.conditions, types::READY)
+                        .filter(|r| r.status == "False" && r.reason == reasons::BGP_SESSIONS_DOWN)
+                        .or_else(|| find_condition(&st.conditions, types::PROGRAMMED))
+                })
                 .map(|c| ProgrammedView {
                     status: c.status == "True",
                     reason: c.reason.clone(),

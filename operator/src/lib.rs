@@ -10,4 +10,4 @@ pub mod ipam;
 pub mod leader;
 pub mod metrics;
 pub mod rollup;
-pub mod selector;
+pub use causeway_crds::selector;

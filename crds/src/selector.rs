@@ -1,7 +1,6 @@
-//! Label selectors: whether a Node's labels match a PodNetwork's `spec.nodeSelector`.
-//!
-//! The first step of the operator's data flow: [`crate::conflicts`] asks [`matches()`] which
-//! networks select a node, and only the nodes a network owns reach [`crate::ipam`]. The rules
+//! Label selectors: whether a Node's labels match a PodNetwork's `spec.nodeSelector` (the
+//! operator: which networks select a node) or a BGP peer's `nodeSelector` (the agent: which
+//! routers its node peers with). The rules
 //! are those of Kubernetes' `metav1.LabelSelector` (`LabelSelectorAsSelector` in Go):
 //! `matchLabels` and every `matchExpressions` entry must all hold; an absent or empty selector
 //! selects every node; `NotIn` and `DoesNotExist` hold when the key is absent.

@@ -1,0 +1,192 @@
+//! BIRD 2 as the BGP router of a router namespace, configured as a top-of-rack router would
+//! be for Routed mode: one eBGP (or iBGP) session per node, pod subnets learned from the nodes,
+//! installed in the router's kernel table (so it forwards pod traffic between segments), and
+//! passed on to every other node with the router as next hop.
+//!
+//! BIRD runs in the foreground (`-f`) as a harness process, so it is ended by pid at
+//! tear-down like everything else; its control socket lives in the router's host directory,
+//! and `birdc -s` talks to it directly (no namespace needed for a unix socket).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::Cluster;
+use crate::proc::ProcId;
+use crate::traffic::wait_for;
+
+/// One BGP neighbour (a node) of the router.
+#[derive(Clone, Debug)]
+pub struct Neighbour {
+    /// BIRD protocol name (`node_a`).
+    pub name: String,
+    /// The node's address.
+    pub address: Ipv4Addr,
+    /// The node's AS.
+    pub asn: u32,
+}
+
+/// The router's BGP configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The router's AS.
+    pub asn: u32,
+    /// Router ID (one of its addresses).
+    pub router_id: Ipv4Addr,
+    pub neighbours: Vec<Neighbour>,
+    /// Hold time proposed to the nodes, in seconds.
+    pub hold_time: u16,
+}
+
+impl Config {
+    /// The `bird.conf` text.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut conf = format!(
+            "router id {};\n\
+             protocol device {{ scan time 2; }}\n\
+             # Routes learned from the nodes go into this router's kernel table.\n\
+             protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n",
+            self.router_id
+        );
+        for n in &self.neighbours {
+            let ibgp = n.asn == self.asn;
+            conf.push_str(&format!(
+                "protocol bgp {name} {{\n  \
+                   local as {local};\n  \
+                   neighbor {addr} as {peer};\n  \
+                   hold time {hold}; keepalive time {keep};\n  \
+                   connect retry time 1; error wait time 1, 4;\n  \
+                   ipv4 {{ import all; export all;{nh} }};\n{rr}\
+                 }}\n",
+                name = n.name,
+                local = self.asn,
+                addr = n.address,
+                peer = n.asn,
+                hold = self.hold_time,
+                keep = (self.hold_time / 3).max(1),
+                nh = if ibgp { " next hop self;" } else { "" },
+                rr = if ibgp { "  rr client;\n" } else { "" },
+            ));
+        }
+        conf
+    }
+}
+
+/// A running BIRD.
+pub struct Bird {
+    router: String,
+    ctl: PathBuf,
+    conf: PathBuf,
+    /// The BIRD process.
+    pub id: ProcId,
+}
+
+impl Bird {
+    /// Writes `config` and starts BIRD in `router`'s namespace; waits until it answers.
+    pub fn start(c: &Cluster, router: &str, config: &Config) -> Result<Bird> {
+        let dir = c.host_dir(router);
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("bird.conf");
+        std::fs::write(&conf, config.render())?;
+        let ctl = dir.join("bird.ctl");
+        Self::spawn(c, router, conf, ctl)
+    }
+
+    fn spawn(c: &Cluster, router: &str, conf: PathBuf, ctl: PathBuf) -> Result<Bird> {
+        let args = vec![
+            "-f".to_string(),
+            "-c".to_string(),
+            conf.display().to_string(),
+            "-s".to_string(),
+            ctl.display().to_string(),
+        ];
+        let id = c.spawn(router, "bird", "bird", &args, &[])?;
+        let bird = Bird {
+            router: router.to_string(),
+            ctl,
+            conf,
+            id,
+        };
+        wait_for(
+            "BIRD answers on its socket",
+            Duration::from_secs(10),
+            || bird.birdc(&["show", "status"]).map(drop),
+        )?;
+        Ok(bird)
+    }
+
+    /// Stops BIRD (by pid) and starts it again with the same configuration.
+    pub fn restart(self, c: &Cluster) -> Result<Bird> {
+        c.stop(&self.id);
+        let _ = std::fs::remove_file(&self.ctl);
+        Self::spawn(c, &self.router.clone(), self.conf.clone(), self.ctl.clone())
+    }
+
+    /// `birdc -s <ctl> ARGS`.
+    pub fn birdc(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(&self.ctl)
+            .args(args)
+            .output()
+            .context("running birdc (is bird2 installed?)")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() || text.contains("Unable to connect") {
+            bail!(
+                "birdc {}: {}{}",
+                args.join(" "),
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(text)
+    }
+
+    /// Protocol name → state column and info (`Established`, `Active  Socket: ...`) of every
+    /// BGP protocol.
+    pub fn sessions(&self) -> Result<BTreeMap<String, String>> {
+        let text = self.birdc(&["show", "protocols"])?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.get(1) == Some(&"BGP")).then(|| {
+                    (
+                        cols[0].to_string(),
+                        cols.get(5..).map(|c| c.join(" ")).unwrap_or_default(),
+                    )
+                })
+            })
+            .collect())
+    }
+
+    /// The prefixes in BIRD's table with their next hop (`show route`), best route only.
+    pub fn routes(&self) -> Result<BTreeMap<String, String>> {
+        let text = self.birdc(&["show", "route", "primary"])?;
+        let mut routes = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if let Some(first) = cols.first()
+                && first.contains('/')
+                && first.parse::<ipnet::Ipv4Net>().is_ok()
+            {
+                current = Some((*first).to_string());
+            }
+            if let (Some(prefix), Some(via)) = (&current, line.find("via ")) {
+                let hop = line[via + 4..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                routes.entry(prefix.clone()).or_insert(hop);
+            }
+        }
+        Ok(routes)
+    }
+}

@@ -1,0 +1,765 @@
+//! The BGP speaker against a real router: BIRD 2, configured as a network's router would be,
+//! in throwaway network namespaces (`cwbgp-<pid>-<n>`) that a guard removes even when a test
+//! panics. Per test: a "node" namespace (192.168.91.1/24, where the speaker connects from) and
+//! a "router" namespace (192.168.91.2/24, BIRD) joined by a veth pair; BIRD runs with its own
+//! configuration, control socket and pid file in a temporary directory, and is killed by that
+//! pid. Every check of the router's side reads BIRD itself (`birdc`), independently of the
+//! code under test. Nothing touches the root namespace.
+//!
+//! These tests need root and `ip`, `bird` and `birdc` (BIRD 2, Debian's `bird2`); without them
+//! they fail with a message saying so (they never pass by skipping).
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use causeway_node_agent::bgp::{
+    BGP_PORT, PeerConfig, SessionState, Snapshot, Speaker, SpeakerConfig,
+};
+use ipnet::Ipv4Net;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 1);
+const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 2);
+const ROUTER_AS: u32 = 65000;
+const NODE_AS: u32 = 65001;
+/// BIRD's static route: what the speaker should learn.
+const STATIC_PREFIX: &str = "10.250.9.0/24";
+/// A route BIRD sends with the node's AS already in its path, as an eBGP router passes one
+/// node's subnet to another node of the same AS: the speaker accepts it (allowas-in).
+const LOOPED_PREFIX: &str = "10.250.8.0/24";
+const POD_SUBNET: &str = "10.244.1.0/24";
+const NEW_POD_SUBNET: &str = "10.244.2.0/24";
+
+/// How long any one expected change may take. Hold time 3 s and reconnection after 1 s keep
+/// the real waits far shorter.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn require_root_and_tools() {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .expect("Uid line in /proc/self/status");
+    assert_eq!(
+        euid, "0",
+        "the BGP tests need root: they create network namespaces and run BIRD (run them as root)"
+    );
+    for (tool, flag) in [("ip", "-V"), ("bird", "--version")] {
+        let found = Command::new(tool).arg(flag).output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "the BGP tests need `{tool}` on PATH (iproute2 / BIRD 2: apt-get install iproute2 bird2)"
+        );
+    }
+    // birdc has no version flag; it only has to be there.
+    assert!(
+        Command::new("birdc").arg("-h").output().is_ok(),
+        "the BGP tests need `birdc` on PATH (BIRD 2: apt-get install bird2)"
+    );
+}
+
+fn output(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} {args:?}: {e}"))
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = output(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throwaway network namespace, deleted on drop (also when the test panics).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!(
+            "cwbgp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// BIRD in the router namespace with its own files; killed by its pid on drop.
+struct Bird {
+    netns: String,
+    conf: PathBuf,
+    ctl: PathBuf,
+    pidfile: PathBuf,
+}
+
+impl Bird {
+    fn start(&self) {
+        let (conf, ctl, pid) = (
+            self.conf.display().to_string(),
+            self.ctl.display().to_string(),
+            self.pidfile.display().to_string(),
+        );
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.netns,
+                "bird",
+                "-c",
+                &conf,
+                "-s",
+                &ctl,
+                "-P",
+                &pid,
+            ],
+        );
+        // bird daemonizes once its configuration is read; wait for its control socket.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let status = self.birdc("show status");
+            if status.contains("Daemon is up and running") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "BIRD did not come up: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> Option<String> {
+        fs::read_to_string(&self.pidfile)
+            .ok()
+            .map(|pid| pid.trim().to_owned())
+            .filter(|pid| !pid.is_empty())
+    }
+
+    /// SIGKILL, as a crash: no NOTIFICATION, the kernel closes its connections.
+    fn kill(&self) {
+        let Some(pid) = self.pid() else { return };
+        let _ = Command::new("kill").args(["-KILL", &pid]).output();
+        let proc = PathBuf::from("/proc").join(&pid);
+        let deadline = Instant::now() + PATIENCE;
+        // Gone, or a zombie waiting for init.
+        while fs::read_to_string(proc.join("stat")).is_ok_and(|stat| !stat.contains(") Z "))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_file(&self.pidfile);
+    }
+
+    /// `birdc` output (stdout and stderr): BIRD's own view.
+    fn birdc(&self, command: &str) -> String {
+        let ctl = self.ctl.display().to_string();
+        let mut args = vec!["-s", ctl.as_str()];
+        args.extend(command.split_whitespace());
+        let out = output("birdc", &args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// The `show protocols` line of the node's session.
+    fn protocol_line(&self) -> String {
+        self.birdc("show protocols node1")
+            .lines()
+            .find(|line| line.starts_with("node1"))
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Ok when BIRD's table holds `prefix` via `next_hop`; the route's details either way.
+    fn route_via(&self, prefix: &str, next_hop: Ipv4Addr) -> Result<String, String> {
+        let route = self.birdc(&format!("show route {prefix} all"));
+        if route.contains(&format!("via {next_hop} ")) {
+            Ok(route)
+        } else {
+            Err(route)
+        }
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Node and router namespaces joined by a veth pair, and BIRD in the router. Fields drop in
+/// order: BIRD first, then its files, then the namespaces.
+struct Lab {
+    bird: Bird,
+    _dir: TempDir,
+    router: Netns,
+    node: Netns,
+}
+
+impl Lab {
+    fn new(bird_conf: &str) -> Self {
+        require_root_and_tools();
+        let node = Netns::new();
+        let router = Netns::new();
+        let dir = TempDir(std::env::temp_dir().join(&router.name));
+        fs::create_dir_all(&dir.0).expect("create the test's directory");
+        run(
+            "ip",
+            &[
+                "-n",
+                &node.name,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &router.name,
+            ],
+        );
+        for (ns, addr) in [(&node, NODE_IP), (&router, ROUTER_IP)] {
+            let cidr = format!("{addr}/24");
+            run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
+            run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
+        }
+        let bird = Bird {
+            netns: router.name.clone(),
+            conf: dir.0.join("bird.conf"),
+            ctl: dir.0.join("bird.ctl"),
+            pidfile: dir.0.join("bird.pid"),
+        };
+        fs::write(&bird.conf, bird_conf).expect("write bird.conf");
+        bird.start();
+        Lab {
+            bird,
+            _dir: dir,
+            router,
+            node,
+        }
+    }
+}
+
+/// A router with a static route to offer, and the session to the node.
+fn bird_conf(session: &str) -> String {
+    format!(
+        "router id {ROUTER_IP};
+protocol device {{ }}
+protocol static {{
+  ipv4;
+  route {STATIC_PREFIX} via {ROUTER_IP};
+  route {LOOPED_PREFIX} via {ROUTER_IP};
+}}
+{session}
+"
+    )
+}
+
+/// An eBGP router expecting the node in `node_as`. The looped prefix leaves with the node's AS
+/// already in its path, as a route that came back around would.
+fn ebgp_session(node_as: u32) -> String {
+    format!(
+        "protocol bgp node1 {{
+  local {ROUTER_IP} as {ROUTER_AS};
+  neighbor {NODE_IP} as {node_as};
+  ipv4 {{
+    import all;
+    export filter {{ if net = {LOOPED_PREFIX} then bgp_path.prepend({NODE_AS}); accept; }};
+  }};
+}}"
+    )
+}
+
+/// An iBGP route reflector with the node as its client.
+fn ibgp_session() -> String {
+    format!(
+        "protocol bgp node1 {{
+  local {ROUTER_IP} as {ROUTER_AS};
+  neighbor {NODE_IP} as {ROUTER_AS};
+  rr client;
+  direct;
+  ipv4 {{ import all; export all; }};
+}}"
+    )
+}
+
+fn net(prefix: &str) -> Ipv4Net {
+    prefix.parse().expect("prefix")
+}
+
+fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig {
+    SpeakerConfig {
+        local_asn,
+        router_id: NODE_IP,
+        hold_time: 3,
+        keepalive: 1,
+        peers: vec![PeerConfig {
+            address: ROUTER_IP,
+            asn: peer_asn,
+            port: BGP_PORT,
+        }],
+        advertise: vec![net(advertise)],
+        next_hop: NODE_IP,
+    }
+}
+
+/// Polls `check` until it is Ok; fails with the last thing seen after [`PATIENCE`].
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() > deadline => {
+                panic!("waited {PATIENCE:?} for {what}; last seen:\n{last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The one session of the snapshot.
+fn session(snapshot: &Snapshot) -> Result<SessionState, String> {
+    match snapshot.sessions.as_slice() {
+        [session] => Ok(session.clone()),
+        other => Err(format!("expected one session, got {other:?}")),
+    }
+}
+
+fn established(speaker: &Speaker) -> Result<SessionState, String> {
+    let snapshot = speaker.snapshot();
+    let session = session(&snapshot)?;
+    if session.state == "Established" {
+        Ok(session)
+    } else {
+        Err(format!("{snapshot:?}"))
+    }
+}
+
+fn learned(speaker: &Speaker, prefix: &str, next_hop: Ipv4Addr) -> Result<(), String> {
+    let snapshot = speaker.snapshot();
+    if snapshot.learned.get(&net(prefix)) == Some(&next_hop) {
+        Ok(())
+    } else {
+        Err(format!("{snapshot:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebgp_session_exchanges_routes_follows_updates_and_closes_with_cease_when_the_peer_is_removed()
+ {
+    let started = Instant::now();
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let speaker = Speaker::start(
+        node_config(NODE_AS, ROUTER_AS, POD_SUBNET),
+        Some(lab.node.name.clone()),
+    );
+    let changes = speaker.changes();
+
+    // (1) Established, as the speaker and as BIRD see it.
+    let up = eventually("the speaker's session to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    assert_eq!(
+        (up.peer, up.asn, up.message.as_str()),
+        (ROUTER_IP, ROUTER_AS, "")
+    );
+    eventually("BIRD to show the session Established", || {
+        let line = lab.bird.protocol_line();
+        if line.contains("Established") {
+            Ok(())
+        } else {
+            Err(line)
+        }
+    })
+    .await;
+    assert!(
+        changes.has_changed().expect("the speaker is running"),
+        "changes() fired"
+    );
+
+    // (2) BIRD holds the pod subnet with the node as next hop, the node's AS as path.
+    let route = eventually("BIRD to hold the pod subnet via the node", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    assert!(
+        route.contains(&format!("BGP.as_path: {NODE_AS}\n")),
+        "{route}"
+    );
+
+    // (3) The speaker learned BIRD's static route, and the one carrying its own AS (nodes of a
+    // network share one AS, so that is how other nodes' subnets arrive over eBGP).
+    eventually("the speaker to learn BIRD's static route", || {
+        learned(&speaker, STATIC_PREFIX, ROUTER_IP)
+    })
+    .await;
+    eventually("BIRD to export the looped route to the node", || {
+        let exported = lab.bird.birdc("show route export node1");
+        if exported.contains(LOOPED_PREFIX) {
+            Ok(())
+        } else {
+            Err(exported)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        speaker.snapshot().learned,
+        [
+            (net(LOOPED_PREFIX), ROUTER_IP),
+            (net(STATIC_PREFIX), ROUTER_IP)
+        ]
+        .into(),
+        "BIRD's static route and the one with our AS in its path"
+    );
+
+    // BIRD withdraws its routes (static protocol disabled), then announces them again: the
+    // learned routes follow while the session stays up.
+    lab.bird.birdc("disable static1");
+    eventually("the speaker to drop BIRD's withdrawn route", || {
+        let snapshot = speaker.snapshot();
+        if snapshot.learned.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    lab.bird.birdc("enable static1");
+    eventually("the speaker to learn BIRD's static route again", || {
+        learned(&speaker, STATIC_PREFIX, ROUTER_IP)
+    })
+    .await;
+    let still = established(&speaker).expect("the session stays Established");
+    assert_eq!(
+        still.since, up.since,
+        "withdrawals did not flap the session"
+    );
+
+    // (4) A new pod subnet: BIRD withdraws the old one and holds the new, and the session
+    // does not flap.
+    let bird_before = lab.bird.protocol_line();
+    speaker.update(node_config(NODE_AS, ROUTER_AS, NEW_POD_SUBNET));
+    eventually(
+        "BIRD to replace the old pod subnet with the new one",
+        || {
+            let old = lab.bird.birdc(&format!("show route {POD_SUBNET}"));
+            let new = lab.bird.route_via(NEW_POD_SUBNET, NODE_IP)?;
+            if old.contains("Network not found") {
+                Ok(())
+            } else {
+                Err(format!("{old}\n{new}"))
+            }
+        },
+    )
+    .await;
+    let still = established(&speaker).expect("the session stays Established");
+    assert_eq!(still.since, up.since, "the speaker's session did not flap");
+    assert_eq!(
+        lab.bird.protocol_line(),
+        bird_before,
+        "BIRD's session did not flap"
+    );
+
+    // (6) The peer removed: BIRD sees the session closed by our Cease.
+    speaker.update(SpeakerConfig {
+        peers: vec![],
+        ..node_config(NODE_AS, ROUTER_AS, NEW_POD_SUBNET)
+    });
+    eventually("BIRD to see the session closed with a Cease", || {
+        let all = lab.bird.birdc("show protocols all node1");
+        if !all.contains("Established") && all.contains("Peer de-configured") {
+            Ok(())
+        } else {
+            Err(all)
+        }
+    })
+    .await;
+    eventually("the speaker to forget the peer and its routes", || {
+        let snapshot = speaker.snapshot();
+        if snapshot == Snapshot::default() {
+            Ok(())
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    eventually("BIRD to drop the node's route", || {
+        let route = lab.bird.birdc(&format!("show route {NEW_POD_SUBNET}"));
+        if route.contains("Network not found") {
+            Ok(())
+        } else {
+            Err(route)
+        }
+    })
+    .await;
+
+    speaker.shutdown().await;
+    eprintln!("eBGP scenario took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ibgp_session_drops_learned_routes_while_the_router_is_down_and_comes_back_by_itself() {
+    let started = Instant::now();
+    let lab = Lab::new(&bird_conf(&ibgp_session()));
+    let speaker = Speaker::start(
+        node_config(ROUTER_AS, ROUTER_AS, POD_SUBNET),
+        Some(lab.node.name.clone()),
+    );
+
+    eventually("the speaker's session to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    let route = eventually("BIRD to hold the pod subnet via the node", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    // iBGP: the path stays empty and LOCAL_PREF is sent.
+    assert!(route.contains("BGP.as_path: \n"), "{route}");
+    assert!(route.contains("BGP.local_pref: 100"), "{route}");
+    eventually("the speaker to learn BIRD's static route", || {
+        learned(&speaker, STATIC_PREFIX, ROUTER_IP)
+    })
+    .await;
+
+    // (5) The router crashes: the session leaves Established and its routes vanish.
+    lab.bird.kill();
+    let down = eventually("the session to go down and its routes to vanish", || {
+        let snapshot = speaker.snapshot();
+        let session = session(&snapshot)?;
+        if session.state != "Established" && snapshot.learned.is_empty() {
+            Ok(session)
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    assert!(!down.message.is_empty(), "the message says why: {down:?}");
+
+    // The router comes back: the session returns by itself and routes are exchanged again.
+    lab.bird.start();
+    eventually("the session to be Established again", || {
+        established(&speaker)
+    })
+    .await;
+    eventually("the speaker to learn BIRD's static route again", || {
+        learned(&speaker, STATIC_PREFIX, ROUTER_IP)
+    })
+    .await;
+    eventually("BIRD to hold the pod subnet via the node again", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+
+    // Shutdown closes with a Cease too.
+    speaker.shutdown().await;
+    eventually("BIRD to see the administrative shutdown", || {
+        let all = lab.bird.birdc("show protocols all node1");
+        if !all.contains("Established") && all.contains("Administrative shutdown") {
+            Ok(())
+        } else {
+            Err(all)
+        }
+    })
+    .await;
+    eprintln!("iBGP restart scenario took {:?}", started.elapsed());
+}
+
+/// Waits for the session's message to contain `expected`, checking on every look that neither
+/// side ever reached Established.
+async fn refused(speaker: &Speaker, lab: &Lab, expected: &str) -> SessionState {
+    eventually(
+        &format!("the session's message to say {expected:?}"),
+        || {
+            let snapshot = speaker.snapshot();
+            let session = session(&snapshot)?;
+            assert_ne!(session.state, "Established", "{snapshot:?}");
+            let line = lab.bird.protocol_line();
+            assert!(!line.contains("Established"), "BIRD: {line}");
+            if session.message.contains(expected) {
+                Ok(session)
+            } else {
+                Err(format!("{snapshot:?}"))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_expecting_another_as_refuses_the_session_and_the_message_says_bad_peer_as() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(65099)));
+    let speaker = Speaker::start(
+        node_config(NODE_AS, ROUTER_AS, POD_SUBNET),
+        Some(lab.node.name.clone()),
+    );
+    let down = refused(
+        &speaker,
+        &lab,
+        "peer sent NOTIFICATION: OPEN message error: bad peer AS",
+    )
+    .await;
+    assert_eq!(down.peer, ROUTER_IP);
+    assert!(speaker.snapshot().learned.is_empty());
+    speaker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_peer_as_in_our_configuration_is_refused_by_the_speaker() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let speaker = Speaker::start(
+        node_config(NODE_AS, 65099, POD_SUBNET),
+        Some(lab.node.name.clone()),
+    );
+    refused(
+        &speaker,
+        &lab,
+        "the peer's OPEN does not carry the configured peer AS 65099; sent NOTIFICATION: OPEN message error: bad peer AS",
+    )
+    .await;
+    eventually("BIRD to have received our NOTIFICATION", || {
+        let all = lab.bird.birdc("show protocols all node1");
+        if all.contains("Received: Bad peer AS") {
+            Ok(())
+        } else {
+            Err(all)
+        }
+    })
+    .await;
+    speaker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_hold_the_session_and_a_silent_peer_expires_the_hold_timer() {
+    let started = Instant::now();
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let speaker = Speaker::start(
+        node_config(NODE_AS, ROUTER_AS, POD_SUBNET),
+        Some(lab.node.name.clone()),
+    );
+    let up = eventually("the speaker's session to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    let bird_view = lab.bird.birdc("show protocols all node1");
+    assert!(
+        bird_view.contains("Session:          external AS4"),
+        "4-octet AS negotiated: {bird_view}"
+    );
+    assert!(
+        bird_view.contains("/3\n"),
+        "hold time 3 s negotiated: {bird_view}"
+    );
+
+    // Longer than the hold time: KEEPALIVEs flow both ways and nothing flaps.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = established(&speaker).expect("the session stays Established");
+    assert_eq!(still.since, up.since, "no flap across the hold time");
+    let line = lab.bird.protocol_line();
+    assert!(line.contains("Established"), "BIRD: {line}");
+
+    // The router falls silent (its link goes down, no FIN, no RST): our hold timer expires,
+    // the session says so, and its routes are dropped.
+    learned(&speaker, STATIC_PREFIX, ROUTER_IP).expect("BIRD's route learned by now");
+    run(
+        "ip",
+        &["-n", &lab.router.name, "link", "set", "eth0", "down"],
+    );
+    let down = eventually("the hold timer to expire", || {
+        let snapshot = speaker.snapshot();
+        let session = session(&snapshot)?;
+        if session.message.starts_with("hold timer expired") && snapshot.learned.is_empty() {
+            Ok(session)
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    assert_ne!(down.state, "Established");
+    speaker.shutdown().await;
+    eprintln!("hold timer scenario took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
+    let nobody = Ipv4Addr::new(192, 168, 91, 9);
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
+    // Listed first; the snapshot still sorts sessions by address.
+    config.peers.insert(
+        0,
+        PeerConfig {
+            address: nobody,
+            asn: ROUTER_AS,
+            port: BGP_PORT,
+        },
+    );
+    let speaker = Speaker::start(config, Some(lab.node.name.clone()));
+
+    let sessions = eventually("BIRD's session Established, the other one failing", || {
+        let snapshot = speaker.snapshot();
+        match snapshot.sessions.as_slice() {
+            [router, other]
+                if router.state == "Established"
+                    && other.state != "Established"
+                    && !other.message.is_empty() =>
+            {
+                Ok((router.clone(), other.clone()))
+            }
+            _ => Err(format!("{snapshot:?}")),
+        }
+    })
+    .await;
+    assert_eq!((sessions.0.peer, sessions.1.peer), (ROUTER_IP, nobody));
+    let message = &sessions.1.message;
+    eprintln!(
+        "the unreachable peer's session: {} ({message})",
+        sessions.1.state
+    );
+    assert!(
+        message.contains(&format!("cannot connect to {nobody}:{BGP_PORT}"))
+            || message.contains("no answer to the TCP connection request"),
+        "{message}"
+    );
+    learned(&speaker, STATIC_PREFIX, ROUTER_IP).expect("routes from the router that answers");
+    speaker.shutdown().await;
+}
