@@ -94,15 +94,17 @@ pub struct Agent {
     events: Publisher,
     /// When the status was last written.
     status_written: Option<Instant>,
-    /// The Programmed (status, reason) last announced by an event: the cache may still show
-    /// the status before this agent's own write.
-    announced: Option<(bool, String)>,
+    /// The Programmed (status, reason) last announced by an event, and for which NodeSubnet
+    /// (uid): the cache may still show the status before this agent's own write.
+    announced: Option<(String, bool, String)>,
     /// Routes learned over BGP (Routed mode with BGP), best path per prefix.
     learned: BTreeMap<Ipv4Net, Ipv4Addr>,
     /// The BGP speaker and its configuration, while the network uses BGP.
     speaker: Option<(Speaker, SpeakerConfig)>,
     /// The change feed of a newly started speaker, for the loop to watch.
     new_bgp_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Peers the last plan skipped (logged when the list changes).
+    last_skipped: Vec<String>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -157,6 +159,7 @@ pub async fn run(
         learned: BTreeMap::new(),
         speaker: None,
         new_bgp_changes: None,
+        last_skipped: Vec::new(),
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -419,12 +422,13 @@ impl Agent {
             // Counts move with every peer; they catch up on a later pass.
             return report;
         }
+        let uid = own.uid().unwrap_or_default();
         if let Some((ok, reason, message)) = crate::status::programmed_transition(&previous, &next)
-            && self.announced.as_ref() != Some(&(ok, reason.clone()))
+            && self.announced.as_ref() != Some(&(uid.clone(), ok, reason.clone()))
         {
             let kind = if ok { Kind::Normal } else { Kind::Warning };
             self.event(&own, kind, &reason, "Program", message).await;
-            self.announced = Some((ok, reason));
+            self.announced = Some((uid, ok, reason));
         }
         if self.write_status(&own, &next).await {
             self.status_written = Some(Instant::now());
@@ -533,6 +537,12 @@ impl Agent {
             }
         };
         outcome.mtu = Some(planned.mtu);
+        if planned.skipped != self.last_skipped {
+            for line in &planned.skipped {
+                warn!("{line}");
+            }
+            self.last_skipped.clone_from(&planned.skipped);
+        }
         outcome.skipped = planned.skipped.clone();
         let observed = match self.dataplane.observe().await {
             Ok(s) => s,

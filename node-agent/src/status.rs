@@ -87,6 +87,10 @@ pub struct Outcome {
     pub bgp: Vec<BgpSessionStatus>,
 }
 
+/// Skipped peers named in the Programmed message before "and N more": the message stays
+/// readable (and within the API's limit) when a whole rack is unreachable.
+const MAX_SKIPPED_LISTED: usize = 3;
+
 /// `Established`: the only BGP state that exchanges routes.
 pub const ESTABLISHED: &str = "Established";
 
@@ -157,7 +161,19 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
             message.push('.');
             if !outcome.skipped.is_empty() {
                 message.push_str(" Skipped: ");
-                message.push_str(&outcome.skipped.join(" "));
+                let shown: Vec<&str> = outcome
+                    .skipped
+                    .iter()
+                    .take(MAX_SKIPPED_LISTED)
+                    .map(String::as_str)
+                    .collect();
+                message.push_str(&shown.join(" "));
+                if outcome.skipped.len() > MAX_SKIPPED_LISTED {
+                    message.push_str(&format!(
+                        " And {} more (the agent's log lists them all).",
+                        outcome.skipped.len() - MAX_SKIPPED_LISTED
+                    ));
+                }
             }
             (ConditionStatus::True, reasons::PROGRAMMED, message)
         }

@@ -630,14 +630,8 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         .map(|a| {
             let s = by_node.get(a.node.as_str());
             let status = s.and_then(|s| s.status.as_ref());
-            // Programmed, unless Ready says BGP sessions are down: then the node cannot reach
-            // peers behind its routers, which is a failure of the network too.
             let programmed = status
-                .and_then(|st| {
-                    find_condition(&st.conditions, types::READY)
-                        .filter(|r| r.status == "False" && r.reason == reasons::BGP_SESSIONS_DOWN)
-                        .or_else(|| find_condition(&st.conditions, types::PROGRAMMED))
-                })
+                .and_then(|st| find_condition(&st.conditions, types::PROGRAMMED))
                 .map(|c| ProgrammedView {
                     status: c.status == "True",
                     reason: c.reason.clone(),
@@ -651,6 +645,12 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
                 node: a.node.clone(),
                 programmed,
                 effective_mtu: status.and_then(|st| st.effective_mtu),
+                // Ready=False BgpSessionsDown: programmed, but routes through the routers
+                // are missing, which is a problem of the network too.
+                bgp_down: status
+                    .and_then(|st| find_condition(&st.conditions, types::READY))
+                    .filter(|r| r.status == "False" && r.reason == reasons::BGP_SESSIONS_DOWN)
+                    .map(|r| r.message.clone()),
                 underlay_prefix: status
                     .and_then(|st| st.underlay_prefix.as_deref())
                     .and_then(|p| p.parse().ok()),

@@ -41,6 +41,9 @@ pub struct SubnetView {
     pub silent: Option<String>,
     /// `status.underlayPrefix`: the L2 segment the agent found its node on.
     pub underlay_prefix: Option<Ipv4Net>,
+    /// The NodeSubnet's Ready message when Ready is False because BGP sessions are down (the
+    /// dataplane is programmed, but routes through the routers are missing).
+    pub bgp_down: Option<String>,
 }
 
 /// A NodeSubnet's Programmed condition.
@@ -124,6 +127,8 @@ struct Reports<'a> {
     failing: Vec<String>,
     /// `node (why)`: agents that stopped renewing their heartbeat.
     silent: Vec<String>,
+    /// `node (message)`: programmed nodes whose BGP sessions are not all Established.
+    bgp_down: Vec<String>,
     pending: Vec<&'a str>,
     effective_mtu: Option<i32>,
 }
@@ -148,7 +153,12 @@ fn reports<'a>(plan: &'a ipam::Plan, subnets: &'a [SubnetView]) -> Reports<'a> {
             continue;
         }
         match views.get(node).and_then(|v| v.programmed.as_ref()) {
-            Some(p) if p.current && p.status => out.programmed.push(node),
+            Some(p) if p.current && p.status => {
+                out.programmed.push(node);
+                if let Some(message) = views.get(node).and_then(|v| v.bgp_down.as_ref()) {
+                    out.bgp_down.push(format!("{node} ({})", quote(message)));
+                }
+            }
             Some(p) if p.current => {
                 let reason = if p.reason.is_empty() {
                     "no reason given"
@@ -302,6 +312,13 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
             listing(&reports.failing, "; ")
         )
     });
+    let bgp_down = (!reports.bgp_down.is_empty()).then(|| {
+        format!(
+            "BGP sessions are down on {}: {}.",
+            of_owned(reports.bgp_down.len()),
+            listing(&reports.bgp_down, "; ")
+        )
+    });
     let segments = input
         .one_segment
         .and_then(|mode| segments_sentence(mode, input.subnets));
@@ -363,6 +380,9 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         if let Some(sentence) = &segments {
             blocking.push(cause(reasons::NODES_NOT_ON_ONE_SEGMENT, sentence.clone()));
         }
+        if let Some(sentence) = &bgp_down {
+            blocking.push(cause(reasons::BGP_SESSIONS_DOWN, sentence.clone()));
+        }
         if let Some(sentence) = &silent {
             blocking.push(cause(reasons::AGENT_NOT_REPORTING, sentence.clone()));
         }
@@ -397,6 +417,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
     let degraded_causes: Vec<Cause> = [
         (reasons::NODES_NOT_ON_ONE_SEGMENT, segments),
         (reasons::NODES_FAILING, failing),
+        (reasons::BGP_SESSIONS_DOWN, bgp_down),
         (reasons::AGENT_NOT_REPORTING, silent),
         (reasons::NODES_WITHOUT_ADDRESS, without_address),
         (reasons::NODES_CLAIMED_BY_OTHER_NETWORK, claimed),
@@ -525,6 +546,7 @@ mod tests {
             effective_mtu: Some(1450),
             silent: None,
             underlay_prefix: None,
+            bgp_down: None,
         }
     }
 
@@ -753,6 +775,27 @@ mod tests {
                     ],
                 ),
                 degraded: ("True", "NodesFailing", &["1 of 3 nodes failed"]),
+                exhausted: as_expected,
+            },
+            Case {
+                name: "programmed nodes with BGP sessions down are not ready, and say why",
+                world: World {
+                    subnets: vec![
+                        programmed("node-0"),
+                        SubnetView {
+                            bgp_down: Some("1 of 1 BGP sessions not Established: 192.168.60.1 (AS 64500) is Idle".into()),
+                            ..programmed("node-1")
+                        },
+                        programmed("node-2"),
+                    ],
+                    ..h()
+                },
+                ready: (
+                    "False",
+                    "BgpSessionsDown",
+                    &["BGP sessions are down on 1 of 3 nodes: node-1 (1 of 1 BGP sessions not Established: 192.168.60.1 (AS 64500) is Idle)."],
+                ),
+                degraded: ("True", "BgpSessionsDown", &["BGP sessions are down on 1 of 3 nodes"]),
                 exhausted: as_expected,
             },
             Case {
