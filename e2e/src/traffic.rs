@@ -69,6 +69,40 @@ pub fn expect_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// Runs [`expect_ping`] for every `(source namespace, destination, label)`, the sources in
+/// parallel (each source's pings one after another), and returns the failures as
+/// `label: error` lines. A connectivity matrix of dozens of pairs takes seconds, not minutes.
+pub fn ping_matrix(pairs: &[(String, Ipv4Addr, String)]) -> Vec<String> {
+    let mut by_source: std::collections::BTreeMap<&str, Vec<&(String, Ipv4Addr, String)>> =
+        std::collections::BTreeMap::new();
+    for pair in pairs {
+        by_source.entry(pair.0.as_str()).or_default().push(pair);
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = by_source
+            .into_values()
+            .map(|mine| {
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .filter_map(|(ns, dst, label)| {
+                            expect_ping(ns, *dst)
+                                .err()
+                                .map(|e| format!("{label}: {e:#}"))
+                        })
+                        .collect::<Vec<String>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| vec!["a ping worker panicked".to_string()])
+            })
+            .collect()
+    })
+}
+
 /// Succeeds when no ping from `ns` to `dst` comes back.
 pub fn expect_no_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
     let s = ping(ns, dst, 2)?;

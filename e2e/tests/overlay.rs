@@ -204,27 +204,24 @@ fn connectivity(c: &Cluster) -> Result<()> {
     setup(c)?;
     let pods = lock(&PODS).clone();
     ensure!(pods.len() == 8, "{} pods", pods.len());
-    let mut failures = Vec::new();
+    let mut pairs = Vec::new();
     for from in &pods {
-        for to in &pods {
-            if from.netns != to.netns
-                && let Err(e) = traffic::expect_ping(&from.netns, to.ip)
-            {
-                failures.push(format!(
-                    "{}/{} -> {}/{}: {e:#}",
-                    from.node, from.name, to.node, to.name
-                ));
-            }
+        for to in pods.iter().filter(|to| to.netns != from.netns) {
+            pairs.push((
+                from.netns.clone(),
+                to.ip,
+                format!("{}/{} -> {}/{}", from.node, from.name, to.node, to.name),
+            ));
         }
         for node in &c.topology.nodes {
-            if let Err(e) = traffic::expect_ping(&from.netns, node.address) {
-                failures.push(format!(
-                    "{}/{} -> node {}: {e:#}",
-                    from.node, from.name, node.name
-                ));
-            }
+            pairs.push((
+                from.netns.clone(),
+                node.address,
+                format!("{}/{} -> node {}", from.node, from.name, node.name),
+            ));
         }
     }
+    let failures = traffic::ping_matrix(&pairs);
     ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
     Ok(())
 }

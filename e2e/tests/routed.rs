@@ -237,27 +237,32 @@ fn matrix(c: &Cluster, pods: &[Pod]) -> Result<()> {
 
 /// Every pod pings every other pod and each of `nodes`, and those nodes ping every pod.
 fn matrix_with(c: &Cluster, pods: &[Pod], nodes: &[&str]) -> Result<()> {
-    let mut failures = Vec::new();
+    let mut pairs = Vec::new();
     for from in pods {
-        for to in pods {
-            if from.netns != to.netns
-                && let Err(e) = traffic::expect_ping(&from.netns, to.ip)
-            {
-                failures.push(format!("{} -> {}: {e:#}", from.netns, to.ip));
-            }
+        for to in pods.iter().filter(|to| to.netns != from.netns) {
+            pairs.push((
+                from.netns.clone(),
+                to.ip,
+                format!("{} -> {}", from.netns, to.ip),
+            ));
         }
         for node in nodes {
-            let addr = address(c, node)?;
-            if let Err(e) = traffic::expect_ping(&from.netns, addr) {
-                failures.push(format!("{} -> node {node}: {e:#}", from.netns));
-            }
-            // And the node reaches the pod (node-to-pod, both directions).
-            if let Err(e) = traffic::expect_ping(&c.ns(node), from.ip) {
-                failures.push(format!("node {node} -> {}: {e:#}", from.ip));
-            }
+            pairs.push((
+                from.netns.clone(),
+                address(c, node)?,
+                format!("{} -> node {node}", from.netns),
+            ));
+            pairs.push((c.ns(node), from.ip, format!("node {node} -> {}", from.ip)));
         }
     }
-    ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+    let failures = traffic::ping_matrix(&pairs);
+    ensure!(
+        failures.is_empty(),
+        "{} of {} pairs unreachable:\n{}",
+        failures.len(),
+        pairs.len(),
+        failures.join("\n")
+    );
     Ok(())
 }
 
