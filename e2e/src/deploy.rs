@@ -24,6 +24,14 @@ pub fn install_operator_rbac(c: &Cluster) -> Result<()> {
     apply_chart_template(c, "operator-rbac.yaml")
 }
 
+/// Everything a cluster needs before Causeway runs: the CRDs, the namespace and the chart's
+/// RBAC for the operator and the agents.
+pub fn install(c: &Cluster) -> Result<()> {
+    crate::demo::install_crds(c)?;
+    install_operator_rbac(c)?;
+    install_agent_rbac(c)
+}
+
 /// Applies the chart's node-agent RBAC (the namespace must exist: [`install_operator_rbac`]).
 pub fn install_agent_rbac(c: &Cluster) -> Result<()> {
     apply_chart_template(c, "node-agent-rbac.yaml")

@@ -16,7 +16,7 @@ use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::proc::ProcId;
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, ContinuousPing, wait_for};
-use causeway_e2e::{Cluster, demo, deploy, testing};
+use causeway_e2e::{Cluster, deploy, testing};
 use serde_json::Value;
 
 const NETWORK: &str = "overlay";
@@ -104,9 +104,7 @@ fn setup(c: &Cluster) -> Result<()> {
     if *done {
         return Ok(());
     }
-    demo::install_crds(c)?;
-    deploy::install_operator_rbac(c)?;
-    deploy::install_agent_rbac(c)?;
+    deploy::install(c)?;
     deploy::start_operator(c, "node-a", &[])?;
     for node in NODES {
         start_agent(c, node)?;

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
-use causeway_e2e::{Cluster, demo, deploy, testing};
+use causeway_e2e::{Cluster, deploy, testing};
 use serde_json::Value;
 
 const RACK_A: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -93,9 +93,7 @@ fn control_plane(c: &Cluster) -> Result<()> {
     if *done {
         return Ok(());
     }
-    demo::install_crds(c)?;
-    deploy::install_operator_rbac(c)?;
-    deploy::install_agent_rbac(c)?;
+    deploy::install(c)?;
     deploy::start_operator(c, "node-a", &[])?;
     for node in ALL {
         start_agent(c, node)?;

@@ -13,6 +13,7 @@ pub mod fake;
 pub mod model;
 pub mod nat;
 pub mod netlink;
+pub mod netns;
 pub mod peering;
 pub mod plan;
 pub mod status;

@@ -35,7 +35,6 @@
 //! threads never switch.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -58,7 +57,6 @@ use netlink_packet_route::route::{
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, TokioSocket};
 use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVxlan,
     RouteMessageBuilder,
@@ -70,9 +68,7 @@ use crate::model::{
     NAT_TABLE, Neighbour, Op, ROUTE_PROTOCOL, Route, State,
 };
 use crate::nat::{self, Nft};
-
-/// Where named network namespaces are mounted (`ip netns add`).
-const NETNS_DIR: &str = "/run/netns";
+use crate::netns::{self, NetnsError};
 
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the kernel's error text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -101,25 +97,8 @@ pub struct Underlay {
 pub enum NetlinkError {
     #[error("netlink needs a tokio runtime; call this from inside one")]
     NoRuntime,
-    #[error(
-        "{name:?} is not a network namespace name (expected a file name under {NETNS_DIR}, as `ip netns list` shows)"
-    )]
-    BadNamespaceName { name: String },
-    #[error(
-        "cannot open network namespace {name} ({}): {error}; does `ip netns list` show it?",
-        path.display()
-    )]
-    OpenNamespace {
-        name: String,
-        path: PathBuf,
-        error: io::Error,
-    },
-    #[error("cannot enter network namespace {name}: {errno} (setns needs root or CAP_SYS_ADMIN)")]
-    EnterNamespace { name: String, errno: Errno },
-    #[error("cannot start a thread to enter network namespace {name}: {error}")]
-    Thread { name: String, error: io::Error },
-    #[error("the thread entering network namespace {name} ended without an answer")]
-    ThreadDied { name: String },
+    #[error(transparent)]
+    Namespace(#[from] NetnsError),
     #[error("cannot open a netlink socket in {netns}: {error}")]
     Socket { netns: String, error: io::Error },
     #[error("cannot list {what} in {netns}: {reason}")]
@@ -151,7 +130,7 @@ impl Netlink {
             return Err(NetlinkError::NoRuntime);
         }
         let socket = open_socket().map_err(|error| NetlinkError::Socket {
-            netns: describe_netns(None),
+            netns: netns::describe(None),
             error,
         })?;
         Ok(Self::start(socket, None))
@@ -162,58 +141,31 @@ impl Netlink {
     /// then ends, so no runtime thread ever changes namespace.
     pub async fn in_netns(name: &str) -> Result<Self, NetlinkError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-            return Err(NetlinkError::BadNamespaceName { name: name.into() });
-        }
-        let path = PathBuf::from(NETNS_DIR).join(name);
-        let namespace = File::open(&path).map_err(|error| NetlinkError::OpenNamespace {
-            name: name.into(),
-            path: path.clone(),
-            error,
-        })?;
-
-        let (answer, answered) = futures::channel::oneshot::channel();
-        let thread_name = name.to_owned();
-        std::thread::Builder::new()
-            .name("cw-netns-open".into())
-            .spawn(move || {
-                let result = setns(&namespace, CloneFlags::CLONE_NEWNET)
-                    .map_err(|errno| NetlinkError::EnterNamespace {
-                        name: thread_name.clone(),
-                        errno,
-                    })
-                    .and_then(|()| {
-                        // Registers the socket with the caller's runtime; only the socket's
-                        // creation needs this thread's namespace.
-                        let _runtime = runtime.enter();
-                        open_socket().map_err(|error| NetlinkError::Socket {
-                            netns: describe_netns(Some(&thread_name)),
-                            error,
-                        })
-                    });
-                // The receiver only goes away if the caller stopped waiting.
-                let _ = answer.send(result);
-            })
-            .map_err(|error| NetlinkError::Thread {
-                name: name.into(),
-                error,
-            })?;
-        let socket = answered
-            .await
-            .map_err(|_| NetlinkError::ThreadDied { name: name.into() })??;
+        let netns = netns::describe(Some(name));
+        let socket = netns::run_in(name, move || {
+            // Registers the socket with the caller's runtime; only the socket's creation needs
+            // this thread's namespace.
+            let _runtime = runtime.enter();
+            open_socket()
+        })
+        .await?
+        .map_err(|error| NetlinkError::Socket { netns, error })?;
         Ok(Self::start(socket, Some(name.to_owned())))
     }
 
     /// Reads a `/proc/sys` file in the agent's namespace.
     async fn read_sysctl(&self, path: &std::path::Path) -> io::Result<String> {
         let path = path.to_owned();
-        in_namespace(self.netns.clone(), move || std::fs::read_to_string(&path)).await
+        netns::run_io(self.netns.as_deref(), move || {
+            std::fs::read_to_string(&path)
+        })
+        .await
     }
 
     /// Writes a `/proc/sys` file in the agent's namespace.
     async fn write_sysctl(&self, path: &std::path::Path, value: &'static str) -> io::Result<()> {
         let path = path.to_owned();
-        in_namespace(self.netns.clone(), move || std::fs::write(&path, value)).await
+        netns::run_io(self.netns.as_deref(), move || std::fs::write(&path, value)).await
     }
 
     /// `nft` in the same namespace: the NAT table is the one kernel object not reached over
@@ -256,7 +208,7 @@ impl Netlink {
 
     fn dump_error(&self, what: &'static str) -> impl Fn(rtnetlink::Error) -> NetlinkError + '_ {
         move |error| NetlinkError::Dump {
-            netns: describe_netns(self.netns.as_deref()),
+            netns: netns::describe(self.netns.as_deref()),
             what,
             reason: describe_error(&error),
         }
@@ -760,32 +712,6 @@ fn proxy_arp_path(dev: &str) -> PathBuf {
         .join("proxy_arp")
 }
 
-/// Runs blocking file I/O on `/proc/sys/net` in the named network namespace (a short-lived
-/// thread that enters it: `/proc/sys/net` shows the namespace of the thread that opens it), or
-/// in the caller's namespace on the blocking pool.
-async fn in_namespace<T: Send + 'static>(
-    netns: Option<String>,
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let Some(name) = netns else {
-        return tokio::task::spawn_blocking(work)
-            .await
-            .map_err(io::Error::other)?;
-    };
-    let (answer, answered) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("cw-netns-sysctl".into())
-        .spawn(move || {
-            let result = File::open(PathBuf::from(NETNS_DIR).join(&name))
-                .and_then(|ns| setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from))
-                .and_then(|()| work());
-            let _ = answer.send(result);
-        })?;
-    answered
-        .await
-        .map_err(|_| io::Error::other("the namespace thread died"))?
-}
-
 fn route_message(route: &Route, oif: u32, delete: bool) -> RouteMessage {
     let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(route.dst.addr(), route.dst.prefix_len())
@@ -1029,13 +955,6 @@ fn open_socket() -> io::Result<TokioSocket> {
     inner.set_ext_ack(true)?;
     inner.set_cap_ack(true)?;
     Ok(socket)
-}
-
-fn describe_netns(name: Option<&str>) -> String {
-    match name {
-        Some(name) => format!("network namespace {name}"),
-        None => "the agent's network namespace".into(),
-    }
 }
 
 fn errno_of(message: &ErrorMessage) -> Errno {

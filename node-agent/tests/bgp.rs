@@ -12,8 +12,7 @@
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use causeway_node_agent::bgp::{
@@ -21,7 +20,8 @@ use causeway_node_agent::bgp::{
 };
 use ipnet::Ipv4Net;
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+mod support;
+use support::{Netns, output, require_root, require_tools, run};
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 1);
 const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 2);
@@ -40,74 +40,17 @@ const NEW_POD_SUBNET: &str = "10.244.2.0/24";
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn require_root_and_tools() {
-    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .expect("Uid line in /proc/self/status");
-    assert_eq!(
-        euid, "0",
-        "the BGP tests need root: they create network namespaces and run BIRD (run them as root)"
+    require_root("the BGP tests");
+    require_tools(
+        "the BGP tests",
+        &[("ip", "-V"), ("bird", "--version")],
+        "iproute2 bird2",
     );
-    for (tool, flag) in [("ip", "-V"), ("bird", "--version")] {
-        let found = Command::new(tool).arg(flag).output();
-        assert!(
-            found.is_ok_and(|o| o.status.success()),
-            "the BGP tests need `{tool}` on PATH (iproute2 / BIRD 2: apt-get install iproute2 bird2)"
-        );
-    }
     // birdc has no version flag; it only has to be there.
     assert!(
         Command::new("birdc").arg("-h").output().is_ok(),
-        "the BGP tests need `birdc` on PATH (BIRD 2: apt-get install bird2)"
+        "the BGP tests need `birdc` on PATH (apt-get install bird2)"
     );
-}
-
-fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} {args:?}: {e}"))
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A throwaway network namespace, deleted on drop (also when the test panics).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "cwbgp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
 }
 
 /// A directory removed on drop.
@@ -234,8 +177,8 @@ struct Lab {
 impl Lab {
     fn new(bird_conf: &str) -> Self {
         require_root_and_tools();
-        let node = Netns::new();
-        let router = Netns::new();
+        let node = Netns::create("cwbgp");
+        let router = Netns::create("cwbgp");
         let dir = TempDir(std::env::temp_dir().join(&router.name));
         fs::create_dir_all(&dir.0).expect("create the test's directory");
         run(

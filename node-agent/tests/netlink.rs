@@ -7,8 +7,10 @@
 //! with a message saying so (they never pass by skipping).
 
 use std::net::Ipv4Addr;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Output;
+
+mod support;
+use support::{Netns, output, require_root, require_tools, run};
 
 use causeway_node_agent::model::{
     Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Nat, Neighbour, Op, Route, State,
@@ -17,8 +19,6 @@ use causeway_node_agent::netlink::{Netlink, Underlay};
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 const MAC_1: Mac = Mac([0x0e, 0xcc, 0, 0, 0, 1]);
@@ -26,47 +26,24 @@ const MAC_2: Mac = Mac([0x0e, 0xcc, 0, 0, 0, 2]);
 const MAC_3: Mac = Mac([0x0e, 0xcc, 0, 0, 0, 3]);
 
 fn require_root_and_tools() {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .expect("Uid line in /proc/self/status");
-    assert_eq!(
-        euid, "0",
-        "the netlink tests need root: they create network namespaces and links (run them as root)"
+    require_root("the netlink tests");
+    require_tools(
+        "the netlink tests",
+        &[
+            ("ip", "-V"),
+            ("bridge", "-V"),
+            ("ping", "-V"),
+            ("nft", "-v"),
+        ],
+        "iproute2 iputils-ping nftables",
     );
-    for (tool, flag) in [
-        ("ip", "-V"),
-        ("bridge", "-V"),
-        ("ping", "-V"),
-        ("nft", "-v"),
-    ] {
-        let found = Command::new(tool).arg(flag).output();
-        assert!(
-            found.is_ok_and(|o| o.status.success()),
-            "the netlink tests need `{tool}` on PATH (iproute2 / iputils / nftables)"
-        );
-    }
-}
-
-/// A throwaway network namespace, deleted on drop (also when the test panics).
-struct Netns {
-    name: String,
 }
 
 impl Netns {
+    /// A throwaway namespace `cwnl-<pid>-<n>`, deleted on drop.
     fn new() -> Self {
         require_root_and_tools();
-        let name = format!(
-            "cwnl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip("link set lo up");
-        ns
+        Netns::create("cwnl")
     }
 
     /// A namespace with an underlay: veth `eth0` (192.168.77.1/24, up) and its peer `eth1`.
@@ -117,32 +94,6 @@ impl Netns {
             .await
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 fn json(text: &str) -> Vec<Value> {

@@ -8,11 +8,9 @@
 //! socket is handed to tokio; the runtime's threads never switch namespace. An agent running
 //! in the host's namespace connects directly.
 
-use std::fs::File;
 use std::future::{Future, ready};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,13 +18,13 @@ use netgauze_bgp_pkt::open::BgpOpenMessage;
 use netgauze_bgp_speaker::connection::{ActiveConnect, Connection};
 use netgauze_bgp_speaker::events::ConnectionEvent;
 use netgauze_bgp_speaker::peer::{Peer, PeerConfigBuilder, PeerEvent, PeerPolicy, PeerProperties};
-use nix::sched::{CloneFlags, setns};
 use tokio::net::TcpStream;
 
 use super::codec::Codec;
 use super::config::{Identity, Timers};
-use super::error::{BgpError, NETNS_DIR, describe_netns};
+use super::error::BgpError;
 use super::message::open_message;
+use crate::netns::{self, describe as describe_netns};
 
 /// NetGauze's `Peer` as our sessions use it: keyed by the peer's address, over TCP.
 pub(crate) type BgpPeer = Peer<Ipv4Addr, SocketAddr, TcpStream, Codec, Connector, OpenPolicy>;
@@ -165,48 +163,18 @@ impl ActiveConnect<SocketAddr, TcpStream, Codec> for Connector {
 /// Connects from inside `/run/netns/NAME`: a blocking connect on a short-lived thread that
 /// entered the namespace; the connected socket is then registered with the caller's runtime.
 async fn connect_in_netns(name: &str, peer: SocketAddr) -> Result<TcpStream, BgpError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-        return Err(BgpError::BadNamespaceName { name: name.into() });
-    }
-    let path = PathBuf::from(NETNS_DIR).join(name);
-    let namespace = File::open(&path).map_err(|error| BgpError::OpenNamespace {
-        name: name.into(),
-        path: path.clone(),
-        error,
-    })?;
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let thread_name = name.to_owned();
-    std::thread::Builder::new()
-        .name("cw-bgp-connect".into())
-        .spawn(move || {
-            let result = setns(&namespace, CloneFlags::CLONE_NEWNET)
-                .map_err(|errno| BgpError::EnterNamespace {
-                    name: thread_name.clone(),
-                    errno,
-                })
-                .and_then(|()| {
-                    let timeout = Duration::from_secs(CONNECT_TIMEOUT_SECS.into());
-                    std::net::TcpStream::connect_timeout(&peer, timeout)
-                        .and_then(|stream| stream.set_nonblocking(true).map(|()| stream))
-                        .map_err(|error| BgpError::Connect {
-                            peer,
-                            netns: describe_netns(Some(&thread_name)),
-                            error,
-                        })
-                });
-            // The receiver is gone only if NetGauze gave up waiting (its own timeout).
-            let _ = answer.send(result);
-        })
-        .map_err(|error| BgpError::Thread {
-            name: name.into(),
-            error,
-        })?;
-    let stream = answered
-        .await
-        .map_err(|_| BgpError::ThreadDied { name: name.into() })??;
-    TcpStream::from_std(stream).map_err(|error| BgpError::Connect {
+    let netns = describe_netns(Some(name));
+    let connect_error = |error| BgpError::Connect {
         peer,
-        netns: describe_netns(Some(name)),
+        netns: netns.clone(),
         error,
+    };
+    let stream = netns::run_in(name, move || {
+        let timeout = Duration::from_secs(CONNECT_TIMEOUT_SECS.into());
+        std::net::TcpStream::connect_timeout(&peer, timeout)
+            .and_then(|stream| stream.set_nonblocking(true).map(|()| stream))
     })
+    .await?
+    .map_err(connect_error)?;
+    TcpStream::from_std(stream).map_err(connect_error)
 }
