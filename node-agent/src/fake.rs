@@ -12,7 +12,9 @@
 //! - deleting the last address of a link flushes the routes through it;
 //! - an address, neighbour, FDB entry or route on a missing link → ENODEV; a route through a
 //!   link that is down → ENETDOWN;
-//! - `Replace*` upserts; deleting what is not there → the kernel's "not found" error.
+//! - `Replace*` upserts; deleting what is not there → the kernel's "not found" error;
+//! - a route to a destination a foreign route holds ([`FakeDataplane::foreign_routes`]) is
+//!   refused, as [`crate::netlink`] refuses to take one over.
 //!
 //! Not modelled: secondary addresses (deleting a primary also deletes the addresses of its
 //! subnet added after it), gateway reachability of routes without `onlink`.
@@ -39,6 +41,9 @@ pub struct FakeDataplane {
     pub state: State,
     /// Links that exist but are not the agent's (the underlay), by name, with their MTU.
     pub foreign_links: BTreeMap<String, u32>,
+    /// Destinations of routes that are not the agent's (another protocol, metric 0): a route
+    /// of the agent's to one of them is refused, as the real dataplane refuses to take one over.
+    pub foreign_routes: std::collections::BTreeSet<ipnet::Ipv4Net>,
     /// Fails the first op whose `Display` contains `.0`, with message `.1` (a simulated kernel
     /// error), before changing anything.
     pub fail_on: Option<(String, String)>,
@@ -112,6 +117,12 @@ impl FakeDataplane {
                 Ok(())
             }
             Op::ReplaceRoute(route) => {
+                if self.foreign_routes.contains(&route.dst) {
+                    return Err(format!(
+                        "a route to {} that Causeway does not own is in the way",
+                        route.dst
+                    ));
+                }
                 self.route_device_up(route)?;
                 self.state.routes.insert(route.dst, route.clone());
                 Ok(())
@@ -537,6 +548,14 @@ mod tests {
                 fake(State::default()).tap(|d| d.foreign_links.clear()),
                 Op::CreateLink(vxlan(1, 8472, 1450)),
                 Err("No such device (ENODEV): underlay eth0 does not exist"),
+            ),
+            (
+                "a route where a foreign route is",
+                base().tap(|d| {
+                    d.foreign_routes.insert(tunnel_route("cw-vx1", 5).dst);
+                }),
+                Op::ReplaceRoute(tunnel_route("cw-vx1", 5)),
+                Err("that Causeway does not own is in the way"),
             ),
             (
                 "a VXLAN MTU the underlay cannot carry",

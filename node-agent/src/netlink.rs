@@ -13,8 +13,10 @@
 //! - [`Netlink::apply`] refuses link, address, neighbour and FDB operations on links without
 //!   the prefix, and installs and deletes routes only with [`ROUTE_PROTOCOL`] (the kernel
 //!   matches the protocol on delete, so a foreign route to the same destination survives).
-//!   One limit: the main table holds one route per destination and metric, so *replacing*
-//!   takes over a foreign route with the same destination and metric 0.
+//!   The main table holds one route per destination and metric: a route is created
+//!   exclusively, and replaced only when the one in the way is the agent's, so a foreign route
+//!   with the same destination and metric 0 is never taken over (the operation fails, naming
+//!   it).
 //!
 //! Writes are idempotent: routes, neighbours, FDB entries and addresses use `NLM_F_REPLACE`,
 //! and deleting something that is already gone succeeds (the goal is reached).
@@ -484,8 +486,48 @@ impl Netlink {
             }
             Op::ReplaceRoute(route) => {
                 let index = self.require_link(&route.dev, Role::Link).await?;
-                let message = route_message(route, index, false);
-                self.handle.route().add(message).replace().execute().await?;
+                // Exclusive create first: the main table holds one route per destination and
+                // metric, and `replace` would take over a foreign one. Only a route of ours
+                // in the way is replaced.
+                let added = self
+                    .handle
+                    .route()
+                    .add(route_message(route, index, false))
+                    .execute()
+                    .await;
+                match added {
+                    Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {
+                        let ours = self.routes().await.map_err(|e| {
+                            Failure::Unexpected(format!("cannot read our routes: {e}"))
+                        })?;
+                        // Only the destination matters here, not the device's name.
+                        let names: BTreeMap<u32, &str> = ours
+                            .iter()
+                            .flat_map(|m| &m.attributes)
+                            .filter_map(|a| match a {
+                                RouteAttribute::Oif(index) => Some((*index, "")),
+                                _ => None,
+                            })
+                            .collect();
+                        if !ours
+                            .iter()
+                            .filter_map(|m| parse_route(m, &names))
+                            .any(|r| r.dst == route.dst)
+                        {
+                            return Err(Failure::Refused(format!(
+                                "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way; Causeway never replaces foreign routes: remove it (ip route show {}) or give this node another subnet",
+                                route.dst, route.dst
+                            )));
+                        }
+                        self.handle
+                            .route()
+                            .add(route_message(route, index, false))
+                            .replace()
+                            .execute()
+                            .await?;
+                    }
+                    other => other?,
+                }
             }
             Op::DeleteRoute(route) => {
                 if let Some(index) = self.link_index(&route.dev).await? {

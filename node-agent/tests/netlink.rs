@@ -347,6 +347,19 @@ async fn routes_are_replaced_with_protocol_249_and_deleted() {
         &[Op::DeleteRoute(via_underlay), Op::DeleteRoute(device)],
     )
     .await;
+
+    // A foreign route with the same destination and metric is never taken over: the
+    // operation fails and says so, and the foreign route stays.
+    ns.ip("route add 10.244.9.0/24 via 192.168.77.2 dev eth0 proto static");
+    let ours = route("10.244.9.0/24", Some("10.244.9.0"), "cw-vx1", true);
+    let error = apply_err(&mut netlink, &Op::ReplaceRoute(ours)).await;
+    assert!(
+        error.message.contains("Causeway does not own") && error.message.contains("10.244.9.0/24"),
+        "{error}"
+    );
+    let kept = ns.ip_json("route show 10.244.9.0/24");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["protocol"], "static", "{kept:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
