@@ -52,6 +52,10 @@ fn main() -> ExitCode {
                 outgoing_nat,
             ),
             testing::test(
+                "route_to_nodes_a_client_reaches_every_pod_with_the_routes_as_rendered",
+                route_to_nodes,
+            ),
+            testing::test(
                 "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
                 stopped_agent,
             ),
@@ -492,6 +496,92 @@ fn restart(c: &Cluster) -> Result<()> {
         "packets lost during agent restarts: {report:?}"
     );
     Ok(())
+}
+
+fn route_to_nodes(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    let client = c
+        .topology
+        .clients
+        .first()
+        .context("the topology has a client")?
+        .clone();
+    let client_ns = c.ns(&client.name);
+    for node in ["node-a", "node-b"] {
+        c.kubectl(&[
+            "label",
+            "node",
+            node,
+            "causeway.dev/gateway=true",
+            "--overwrite",
+        ])?;
+    }
+    let gateway = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "OverlayGateway",
+        "metadata": {"name": "office"},
+        "spec": {
+            "network": NETWORK,
+            "strategy": "RouteToNodes",
+            "clientCidrs": ["192.168.50.0/24"],
+            "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
+        },
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "overlaygateway/office",
+    ])?;
+    let out = c.kubectl(&["get", "overlaygateway", "office", "-o", "json"])?;
+    let status: Value = serde_json::from_str(&out)?;
+    let routes: Vec<String> = status["status"]["clientRoutes"]
+        .as_array()
+        .context("no clientRoutes")?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        routes.len() == 3 && routes[2].starts_with("ip route add 10.247.0.0/16 nexthop via"),
+        "rendered routes: {routes:?}"
+    );
+    // Pasted on the client exactly as given.
+    for line in &routes {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        ensure!(words.first() == Some(&"ip"), "not an ip command: {line}");
+        c.exec(&client.name, "ip", &words[1..])?;
+    }
+    let result = (|| -> Result<()> {
+        let mut pairs = Vec::new();
+        for pod in &pods {
+            pairs.push((
+                client_ns.clone(),
+                pod.ip,
+                format!("client -> {}/{}", pod.node, pod.name),
+            ));
+            pairs.push((
+                pod.netns.clone(),
+                client.address,
+                format!("{}/{} -> client", pod.node, pod.name),
+            ));
+        }
+        let failures = traffic::ping_matrix(&pairs);
+        ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+        let d = pod_on(&pods, "node-d")?;
+        traffic::tcp_check(&d.netns, &client_ns, d.ip, 7501)
+    })();
+    for line in &routes {
+        if let Some(dst) = line.split_whitespace().nth(3) {
+            let _ = c.exec(&client.name, "ip", &["route", "del", dst]);
+        }
+    }
+    c.kubectl(&["delete", "overlaygateway", "office"])?;
+    for node in ["node-a", "node-b"] {
+        c.kubectl(&["label", "node", node, "causeway.dev/gateway-"])?;
+    }
+    result
 }
 
 /// The Ready condition's (status, reason, message).

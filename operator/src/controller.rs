@@ -113,6 +113,9 @@ pub struct Context {
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     /// Nodes whose agent stopped renewing its heartbeat Lease (see [`watch_heartbeats`]).
     pub silent: tokio::sync::watch::Receiver<BTreeMap<String, Silence>>,
+    /// Names of reconciled PodNetworks, for the OverlayGateway controller
+    /// ([`crate::gateways`]): their gateways' routes follow their nodes.
+    pub reconciled: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// API writes one reconcile issues at once (NodeSubnet creates and deletes): a network
@@ -192,6 +195,7 @@ pub async fn run(
             }
         });
     }
+    let (reconciled, reconciled_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (silent_tx, silent) = tokio::sync::watch::channel(BTreeMap::new());
     let heartbeat_changes = watch_heartbeats(&client, &options, subnets.clone(), silent_tx);
     let ctx = Arc::new(Context {
@@ -205,7 +209,14 @@ pub async fn run(
         replan,
         caches_ready,
         silent,
+        reconciled,
     });
+    let gateways = crate::gateways::run(
+        ctx.clone(),
+        futures::stream::unfold(reconciled_rx, |mut rx| async move {
+            rx.recv().await.map(|n| (n, rx))
+        }),
+    );
     let running = controller
         .owns_stream(subnet_events)
         // Any node change may move it between networks: every network re-plans (cheap: pure
@@ -231,6 +242,7 @@ pub async fn run(
     tokio::select! {
         _ = running => {}
         _ = network_watch => {}
+        () = gateways => {}
     }
 }
 
@@ -375,6 +387,8 @@ async fn reconcile(pn: Arc<PodNetwork>, ctx: Arc<Context>) -> Result<Action, Err
         },
     });
     ctx.metrics.reconciled(started.elapsed());
+    // Its gateways' routes follow its nodes (the receiver lives as long as the controller).
+    let _ = ctx.reconciled.send(name);
     result
 }
 

@@ -1,11 +1,13 @@
 //! The Causeway operator: turns PodNetworks and Nodes into one NodeSubnet per selected node,
 //! and rolls the agents' NodeSubnet status up into PodNetwork status.
 //!
-//! Pure logic (no client): [`selector`], [`conflicts`], [`ipam`], [`rollup`].
+//! Pure logic (no client): [`selector`], [`conflicts`], [`ipam`], [`rollup`], [`gateway`].
 //! I/O at the edges: [`controller`] (kube-runtime), [`leader`], [`metrics`].
 
 pub mod conflicts;
 pub mod controller;
+pub mod gateway;
+pub mod gateways;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;
