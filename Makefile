@@ -27,11 +27,12 @@ test: deps lint
 	$(CARGO) build --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## bench: allocation vs kube-controller-manager's node IPAM, node agent at scale vs ip -batch (docs/benchmarks.md)
+## bench: allocation vs kcm node IPAM, node agent at scale vs ip -batch, pod-to-pod iperf3 vs node-to-node (docs/benchmarks.md)
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench ipam -- $(BENCH_ARGS)
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench agent -- $(AGENT_BENCH_ARGS)
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench datapath -- $(DATAPATH_BENCH_ARGS)
 
 ## deps: install Debian packages and build the pinned control plane (cached in /var/cache/causeway)
 deps:

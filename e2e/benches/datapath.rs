@@ -1,0 +1,813 @@
+//! Datapath throughput (issue #6): iperf3 from a pod on one node to a pod on another, in each
+//! mode users choose between (Flat, Routed, Overlay), against iperf3 between the two nodes
+//! themselves over the same underlay (the baseline), in one run on one test cluster.
+//!
+//! The cluster is `one_segment(2)`: node-a (192.168.50.11) and node-b (.12) on one segment
+//! (a Linux bridge in its own namespace), the operator and an agent per node with the chart's
+//! RBAC, started as `e2e/tests/routed.rs` starts them. Then:
+//!
+//! 1. **baseline, start**: R runs node-a → node-b over the underlay addresses, before any
+//!    PodNetwork exists.
+//! 2. **each mode**: a PodNetwork `10.244.0.0/16`, `nodeSubnetPrefixLength: 24`, the mode,
+//!    everything else default (outgoing NAT on), waited Ready; one pod on each node attached
+//!    with the CNI config the node's agent wrote. The pods must have the MTU the API promises
+//!    for the mode and reach each other. Then R times node-a → node-b and pod(node-a) →
+//!    pod(node-b), alternately, and node → node once more at the end, so that the pod runs
+//!    and the baseline they are divided by see the same machine load. Every run checks that
+//!    the server saw the connection come from the client's own address (nothing rewrote it),
+//!    and that pod traffic went through a VXLAN device in Overlay and that no node has one
+//!    in the other modes. The pods are detached, the network is deleted, and both nodes must
+//!    be clean (no route of protocol 249, no `cw-*` link, no CNI config, no `ip causeway`
+//!    nftables table) before the next mode: the mode is immutable, so each is a new network.
+//! 3. **baseline, end**: R runs node-a → node-b again, with no PodNetwork left.
+//!
+//! Each run is one TCP stream (`iperf3 -c`, one-shot server `iperf3 -s -1`), its throughput
+//! the receiver's; with two or more CPUs the client is pinned to CPU 0 and the server to CPU 1
+//! (`iperf3 -A`). The ratio is pod↔pod ÷ node↔node of the same mode (medians); the baselines
+//! at the start and end show how stable the machine was. Each run also records the mean size
+//! of the packets node-a's underlay interface sent: far above the MTU, it shows segmentation
+//! offload carrying whole TCP segments (or VXLAN packets of them) through the veths unsplit.
+//!
+//! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
+//! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 5]
+//! [--modes Flat,Routed,Overlay]`. Without `--bench` (`cargo test --all-targets`, so `make
+//! test`) it runs every mode once for 1 s as a smoke test that still makes every check. Needs
+//! root, like the e2e suite.
+//!
+//! Everything is veth pairs and bridges between network namespaces of one machine: no NIC,
+//! no wire. Throughput is bound by the CPU the kernel spends per packet on the path, so the
+//! absolute numbers say little; the ratios show what each mode's path costs over the
+//! underlay's. Everything happens in the bench cluster's namespaces (`cw-datapath-*`), which
+//! the harness removes on success, failure, panic (drop) and Ctrl-C; the root namespace is
+//! only touched by the harness's own veth to the API server. The iperf3 servers are one-shot
+//! and killed by pid when a run fails.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use causeway_crds::mtu::effective_mtu;
+use causeway_crds::v1alpha1::PodNetworkMode;
+use causeway_e2e::controlplane::causeway_binary;
+use causeway_e2e::pods::{self, Pod};
+use causeway_e2e::topology::presets;
+use causeway_e2e::traffic::{self, wait_for};
+use causeway_e2e::{Cluster, cmd, deploy, state};
+use causeway_node_agent::cni;
+use causeway_node_agent::model::{NAT_TABLE, ROUTE_PROTOCOL};
+use serde_json::Value;
+
+const CLUSTER: &str = "datapath";
+const NETWORK: &str = "bench";
+const POD_CIDR: &str = "10.244.0.0/16";
+const MASK: u8 = 24;
+/// The iperf3 client runs here (and the client pod)...
+const CLIENT: &str = "node-a";
+/// ...and the server here.
+const SERVER: &str = "node-b";
+const NODES: [&str; 2] = [CLIENT, SERVER];
+const PORT: u16 = 5201;
+const READY_TIMEOUT: &str = "--timeout=120s";
+const CLEAN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where the iperf3 client and server run (`iperf3 -A`) on a machine with two or more CPUs:
+/// each on a core of its own, as two nodes would be, so that the scheduler cannot put both on
+/// one core for part of a run.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+/// How long a one-shot server may take to listen, and to exit after its test.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Options {
+    /// Seconds each iperf3 run sends (`-t`).
+    seconds: u32,
+    /// Seconds at the start of each run left out of its result (`-O`: TCP slow start).
+    omit: u32,
+    /// Runs of each path per block.
+    repeats: usize,
+    modes: Vec<PodNetworkMode>,
+}
+
+const ALL_MODES: [PodNetworkMode; 3] = [
+    PodNetworkMode::Flat,
+    PodNetworkMode::Routed,
+    PodNetworkMode::Overlay,
+];
+
+fn parse_args() -> Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
+    // without it: then a short smoke run proves the benchmark still works end to end.
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("[bench] not run by `cargo bench`: smoke run, every mode once for 1 s");
+        return Ok(Options {
+            seconds: 1,
+            omit: 0,
+            repeats: 1,
+            modes: ALL_MODES.to_vec(),
+        });
+    }
+    let mut opts = Options {
+        seconds: 5,
+        omit: 1,
+        repeats: 5,
+        modes: ALL_MODES.to_vec(),
+    };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let mut number = |flag: &str| -> Result<u32> {
+            let v = args
+                .next()
+                .with_context(|| format!("{flag} needs a number"))?;
+            v.parse().with_context(|| format!("{flag} {v}"))
+        };
+        match a.as_str() {
+            "--seconds" => opts.seconds = number("--seconds")?,
+            "--omit" => opts.omit = number("--omit")?,
+            "--repeats" => opts.repeats = usize::try_from(number("--repeats")?)?,
+            "--modes" => {
+                let v = args
+                    .next()
+                    .context("--modes needs a value, e.g. Flat,Routed,Overlay")?;
+                opts.modes = v
+                    .split(',')
+                    .map(|s| {
+                        serde_json::from_value(Value::String(s.trim().to_string())).with_context(
+                            || format!("--modes {v}: `{s}` is not one of Flat, Routed, Overlay"),
+                        )
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--bench" => {}
+            other => bail!(
+                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 5, --modes Flat,Routed,Overlay"
+            ),
+        }
+    }
+    ensure!(opts.seconds > 0, "--seconds must be at least 1");
+    ensure!(opts.repeats > 0, "--repeats must be at least 1");
+    ensure!(!opts.modes.is_empty(), "--modes needs at least one mode");
+    Ok(opts)
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = ctrlc::set_handler(|| {
+        eprintln!("\n[bench] interrupted: tearing down cluster {CLUSTER}");
+        state::interrupt_teardown(CLUSTER);
+        std::process::exit(130);
+    }) {
+        eprintln!("[bench] cannot install the Ctrl-C handler: {e}");
+    }
+    match parse_args().and_then(|opts| run(&opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[bench] failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One iperf3 test, as the receiver measured it.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    bits_per_second: f64,
+    bytes: u64,
+    retransmits: u64,
+    /// Mean size of the packets node-a's underlay interface sent during the run: far above
+    /// the MTU when segmentation offload hands whole TCP segments (or VXLAN packets of them)
+    /// down the path unsplit.
+    wire_packet: f64,
+}
+
+/// One mode's block: its pod MTU, the pod runs and the node runs alternating with them.
+#[derive(Debug)]
+struct ModeResult {
+    mode: PodNetworkMode,
+    pod_mtu: u32,
+    pods: Vec<Run>,
+    nodes: Vec<Run>,
+    /// Bytes the client node's VXLAN device sent during the pod runs (Overlay only).
+    vxlan_tx: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Report {
+    /// Kernel and iperf3 versions.
+    versions: String,
+    /// The machine's 1-minute load average before the cluster started: other work on the
+    /// machine competes for the CPU the paths are bound by.
+    load: String,
+    underlay_mtu: u32,
+    start: Vec<Run>,
+    modes: Vec<ModeResult>,
+    end: Vec<Run>,
+}
+
+fn run(opts: &Options) -> Result<()> {
+    causeway_e2e::cluster::require_prerequisites()?;
+    cmd::require_program("iperf3", "iperf3")?;
+    cmd::require_program("nft", "nftables")?;
+    // Fail before bringing anything up when the workspace binaries were not built.
+    for binary in ["causeway-operator", "causeway-node-agent"] {
+        eprintln!("[bench] {binary}: {}", causeway_binary(binary)?.display());
+    }
+    let load = load_average()?;
+    if load.parse::<f64>().is_ok_and(|l| l > 0.5) {
+        eprintln!(
+            "[bench] warning: load average {load} before the run: other work competes for the \
+             CPU the paths are bound by; only same-block ratios stay meaningful"
+        );
+    }
+    let cluster = Cluster::up(CLUSTER, presets::one_segment(2))?;
+    let result = measure(&cluster, opts, load);
+    if result.is_err() {
+        for role in ["operator-node-a", "agent-node-a", "agent-node-b"] {
+            eprintln!("{}", cluster.log_tail(role, 15));
+        }
+    }
+    cluster.teardown()?;
+    let report = result?;
+    print_report(&report, opts);
+    Ok(())
+}
+
+fn measure(c: &Cluster, opts: &Options, load: String) -> Result<Report> {
+    control_plane(c)?;
+    let versions = format!(
+        "kernel {}, {}",
+        cmd::run(std::process::Command::new("uname").arg("-r"))?.trim(),
+        cmd::run(std::process::Command::new("iperf3").arg("--version"))?
+            .lines()
+            .next()
+            .unwrap_or("iperf3")
+    );
+    let underlay_mtu = link_mtu(&c.ns(CLIENT), "eth0")?;
+    ensure!(
+        underlay_mtu == link_mtu(&c.ns(SERVER), "eth0")?,
+        "node-a and node-b have different underlay MTUs"
+    );
+    let start = node_runs(c, opts, "start")?;
+    let mut modes = Vec::new();
+    for &mode in &opts.modes {
+        modes.push(run_mode(c, mode, underlay_mtu, opts).with_context(|| format!("{mode:?}"))?);
+    }
+    let end = node_runs(c, opts, "end")?;
+    Ok(Report {
+        versions,
+        load,
+        underlay_mtu,
+        start,
+        modes,
+        end,
+    })
+}
+
+/// CRDs, RBAC, the operator and an agent per node, as the e2e suite runs them.
+fn control_plane(c: &Cluster) -> Result<()> {
+    deploy::install(c)?;
+    deploy::start_operator(c, CLIENT, &[])?;
+    for node in NODES {
+        deploy::start_agent(
+            c,
+            node,
+            &["--resync-seconds", "3", "--status-refresh-seconds", "1"],
+        )?;
+    }
+    Ok(())
+}
+
+/// `repeats` node-a → node-b runs with no PodNetwork.
+fn node_runs(c: &Cluster, opts: &Options, when: &str) -> Result<Vec<Run>> {
+    for node in NODES {
+        node_is_clean(c, node)?;
+    }
+    (0..opts.repeats)
+        .map(|i| {
+            let run = node_run(c, opts)?;
+            log_run(&format!("node↔node ({when})"), i, opts.repeats, &run);
+            Ok(run)
+        })
+        .collect()
+}
+
+fn node_address(c: &Cluster, node: &str) -> Result<Ipv4Addr> {
+    c.topology
+        .node(node)
+        .map(|h| h.address)
+        .with_context(|| format!("no node {node} in the topology"))
+}
+
+fn node_run(c: &Cluster, opts: &Options) -> Result<Run> {
+    iperf3(
+        c,
+        (&c.ns(SERVER), node_address(c, SERVER)?),
+        (&c.ns(CLIENT), node_address(c, CLIENT)?),
+        opts,
+    )
+    .context("node-a → node-b over the underlay")
+}
+
+fn log_run(what: &str, i: usize, n: usize, run: &Run) {
+    eprintln!(
+        "[bench] {what} {}/{n}: {:.2} Gbit/s, {} retransmits",
+        i + 1,
+        run.bits_per_second / 1e9,
+        run.retransmits
+    );
+}
+
+fn run_mode(
+    c: &Cluster,
+    mode: PodNetworkMode,
+    underlay_mtu: u32,
+    opts: &Options,
+) -> Result<ModeResult> {
+    let pn = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "PodNetwork",
+        "metadata": {"name": NETWORK},
+        "spec": {"cidr": POD_CIDR, "nodeSubnetPrefixLength": MASK, "mode": mode},
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        READY_TIMEOUT,
+        &format!("podnetwork/{NETWORK}"),
+    ])?;
+    let name = format!("{mode:?}").to_lowercase();
+    let client = pods::add(c, CLIENT, &name)?;
+    let server = pods::add(c, SERVER, &name)?;
+    let want_mtu = effective_mtu(mode, None, underlay_mtu);
+    for pod in [&client, &server] {
+        let mtu = link_mtu(&pod.netns, "eth0")?;
+        ensure!(
+            mtu == want_mtu,
+            "pod on {} has MTU {mtu}, {mode:?} on a {underlay_mtu}-byte underlay promises {want_mtu}",
+            pod.node
+        );
+    }
+    wait_for(
+        "the pod on node-a reaches the pod on node-b",
+        Duration::from_secs(15),
+        || traffic::expect_ping(&client.netns, server.ip),
+    )?;
+    eprintln!(
+        "[bench] {mode:?}: pods {} (node-a) → {} (node-b), MTU {want_mtu}",
+        client.ip, server.ip
+    );
+
+    let mut result = ModeResult {
+        mode,
+        pod_mtu: want_mtu,
+        pods: Vec::new(),
+        nodes: Vec::new(),
+        vxlan_tx: (mode == PodNetworkMode::Overlay).then_some(0),
+    };
+    for i in 0..opts.repeats {
+        let run = node_run(c, opts)?;
+        log_run(&format!("{mode:?} node↔node"), i, opts.repeats, &run);
+        result.nodes.push(run);
+        let run = pod_run(c, mode, &client, &server, opts, &mut result.vxlan_tx)?;
+        log_run(&format!("{mode:?} pod↔pod"), i, opts.repeats, &run);
+        result.pods.push(run);
+    }
+    let run = node_run(c, opts)?;
+    log_run(
+        &format!("{mode:?} node↔node"),
+        opts.repeats,
+        opts.repeats + 1,
+        &run,
+    );
+    result.nodes.push(run);
+
+    pods::del(c, &client)?;
+    pods::del(c, &server)?;
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        NETWORK,
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    for node in NODES {
+        wait_for(
+            &format!("{node} is clean after deleting the {mode:?} network"),
+            CLEAN_TIMEOUT,
+            || node_is_clean(c, node),
+        )?;
+    }
+    Ok(result)
+}
+
+/// One pod → pod run, checking which device carried it: the client node's VXLAN device in
+/// Overlay (its transmitted bytes are added to `vxlan_tx`), no VXLAN device anywhere otherwise.
+fn pod_run(
+    c: &Cluster,
+    mode: PodNetworkMode,
+    client: &Pod,
+    server: &Pod,
+    opts: &Options,
+    vxlan_tx: &mut Option<u64>,
+) -> Result<Run> {
+    let before = vxlan_devices(&c.ns(CLIENT))?;
+    let run = iperf3(
+        c,
+        (&server.netns, server.ip),
+        (&client.netns, client.ip),
+        opts,
+    )
+    .context("pod on node-a → pod on node-b")?;
+    let after = vxlan_devices(&c.ns(CLIENT))?;
+    match vxlan_tx {
+        Some(total) => {
+            let ([(name, tx0)], [(name1, tx1)]) = (before.as_slice(), after.as_slice()) else {
+                bail!(
+                    "{mode:?}: node-a should have one VXLAN device; before {before:?}, after {after:?}"
+                );
+            };
+            ensure!(name == name1, "the VXLAN device changed: {name} → {name1}");
+            let sent = tx1.saturating_sub(*tx0);
+            ensure!(
+                sent >= run.bytes,
+                "{mode:?}: {name} sent {sent} bytes while the pods exchanged {}: the pod traffic did not go through VXLAN",
+                run.bytes
+            );
+            *total += sent;
+        }
+        None => {
+            let server_side = vxlan_devices(&c.ns(SERVER))?;
+            ensure!(
+                after.is_empty() && server_side.is_empty(),
+                "{mode:?}: VXLAN devices on the nodes: node-a {after:?}, node-b {server_side:?}"
+            );
+        }
+    }
+    Ok(run)
+}
+
+/// The VXLAN devices in namespace `ns` with the bytes each has sent.
+fn vxlan_devices(ns: &str) -> Result<Vec<(String, u64)>> {
+    let out = cmd::run(
+        std::process::Command::new("ip")
+            .args(["-n", ns, "-j", "-s", "link", "show", "type", "vxlan"]),
+    )?;
+    let links: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+    links
+        .as_array()
+        .context("`ip -j link` printed no list")?
+        .iter()
+        .map(|l| {
+            let name = l["ifname"].as_str().context("link without ifname")?;
+            let tx = l["stats64"]["tx"]["bytes"]
+                .as_u64()
+                .with_context(|| format!("{name}: no tx byte counter in {l}"))?;
+            Ok((name.to_string(), tx))
+        })
+        .collect()
+}
+
+/// (bytes, packets) `link` in namespace `ns` has sent.
+fn tx_counters(ns: &str, link: &str) -> Result<(u64, u64)> {
+    let out = cmd::run(
+        std::process::Command::new("ip").args(["-n", ns, "-j", "-s", "link", "show", link]),
+    )?;
+    let links: Value = serde_json::from_str(&out)?;
+    let tx = &links[0]["stats64"]["tx"];
+    match (tx["bytes"].as_u64(), tx["packets"].as_u64()) {
+        (Some(bytes), Some(packets)) => Ok((bytes, packets)),
+        _ => bail!("{link} in {ns}: no tx counters in {out}"),
+    }
+}
+
+fn link_mtu(ns: &str, link: &str) -> Result<u32> {
+    let out =
+        cmd::run(std::process::Command::new("ip").args(["-n", ns, "-j", "link", "show", link]))?;
+    let links: Value = serde_json::from_str(&out)?;
+    let mtu = links[0]["mtu"]
+        .as_u64()
+        .with_context(|| format!("{link} in {ns}: no MTU in {out}"))?;
+    Ok(u32::try_from(mtu)?)
+}
+
+/// Nothing of Causeway is left on `node`: no route of our protocol, no `cw-*` link, no CNI
+/// config, no NAT table.
+fn node_is_clean(c: &Cluster, node: &str) -> Result<()> {
+    let routes = c.exec(
+        node,
+        "ip",
+        &["route", "show", "proto", &ROUTE_PROTOCOL.to_string()],
+    )?;
+    ensure!(routes.trim().is_empty(), "{node}: routes left: {routes}");
+    let links = c.exec(node, "ip", &["-brief", "link", "show"])?;
+    let ours: Vec<&str> = links.lines().filter(|l| l.starts_with("cw-")).collect();
+    ensure!(ours.is_empty(), "{node}: links left: {ours:?}");
+    let conf = c.cni_conf_dir(node).join(cni::FILE_NAME);
+    ensure!(!conf.exists(), "{node}: CNI config {} left", conf.display());
+    let tables = c.exec(node, "nft", &["list", "tables", "ip"])?;
+    ensure!(
+        !tables
+            .lines()
+            .any(|l| l.trim() == format!("table ip {NAT_TABLE}")),
+        "{node}: nftables table ip {NAT_TABLE} left"
+    );
+    Ok(())
+}
+
+/// A one-shot iperf3 server, killed (by its pid) if it is still running when dropped: after a
+/// failed run, or a client that never connected.
+struct OneShotServer {
+    child: Child,
+}
+
+impl OneShotServer {
+    /// Waits until it exits by itself (it does after one test), up to `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "the iperf3 server exited with {status}");
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the one-shot iperf3 server still runs {timeout:?} after its test"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OneShotServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // The child is not reaped yet, so its pid cannot have been reused.
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One iperf3 test: a one-shot server bound to `server.1` in namespace `server.0`, a client
+/// bound to `client.1` in `client.0` sending one TCP stream to it. Both JSON reports are read:
+/// the server must have seen the connection come from the client's own address, and have
+/// received what the client reports.
+fn iperf3(
+    c: &Cluster,
+    server: (&str, Ipv4Addr),
+    client: (&str, Ipv4Addr),
+    opts: &Options,
+) -> Result<Run> {
+    let (server_ns, server_ip) = server;
+    let (client_ns, client_ip) = client;
+    let port = PORT.to_string();
+    let out_path = c.dir.join("iperf3-server.json");
+    let err_path = c.dir.join("iperf3-server.err");
+    let wire_ns = c.ns(CLIENT);
+    state::ensure_not_shutting_down()?;
+    let mut server = OneShotServer {
+        child: cmd::in_netns(server_ns, "iperf3")
+            .args(["-s", "-1", "-J", "-p", &port, "-B", &server_ip.to_string()])
+            .args(affinity(SERVER_CPU))
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path)?)
+            .stderr(File::create(&err_path)?)
+            .spawn()
+            .context("starting the iperf3 server")?,
+    };
+    wait_for("the iperf3 server listens", SERVER_TIMEOUT, || {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "the iperf3 server exited ({status}) before listening: {}",
+                read_text(&out_path) + &read_text(&err_path)
+            );
+        }
+        let listening = listening_on_port(server_ns)?;
+        ensure!(listening, "not listening on port {PORT} yet");
+        Ok(())
+    })?;
+    // `timeout` bounds the client should the path stall; iperf3 bounds only its sending.
+    let limit = (opts.seconds + opts.omit + 20).to_string();
+    let wire_before = tx_counters(&wire_ns, "eth0")?;
+    let out = cmd::run(
+        cmd::in_netns(client_ns, "timeout")
+            .args([
+                "-k",
+                "5",
+                &limit,
+                "iperf3",
+                "-c",
+                &server_ip.to_string(),
+                "-B",
+                &client_ip.to_string(),
+                "-p",
+                &port,
+                "-t",
+                &opts.seconds.to_string(),
+                "-O",
+                &opts.omit.to_string(),
+                "-J",
+                "--connect-timeout",
+                "5000",
+            ])
+            .args(affinity(CLIENT_CPU)),
+    )?;
+    let wire_after = tx_counters(&wire_ns, "eth0")?;
+    server.wait_exit(SERVER_TIMEOUT)?;
+    let client_report: Value =
+        serde_json::from_str(&out).context("the iperf3 client printed no JSON")?;
+    let server_text = read_text(&out_path);
+    let server_report: Value = serde_json::from_str(&server_text)
+        .with_context(|| format!("the iperf3 server printed no JSON: {server_text}"))?;
+    for (who, report) in [("client", &client_report), ("server", &server_report)] {
+        if let Some(e) = report["error"].as_str() {
+            bail!("iperf3 {who}: {e}");
+        }
+    }
+    let seen = server_report["start"]["connected"][0]["remote_host"]
+        .as_str()
+        .context("the iperf3 server reports no connection")?;
+    ensure!(
+        seen == client_ip.to_string(),
+        "the server saw the connection come from {seen}, not from the client's {client_ip}"
+    );
+    let received = &client_report["end"]["sum_received"];
+    let run = Run {
+        bits_per_second: received["bits_per_second"]
+            .as_f64()
+            .context("no end.sum_received.bits_per_second")?,
+        bytes: received["bytes"]
+            .as_u64()
+            .context("no end.sum_received.bytes")?,
+        retransmits: client_report["end"]["sum_sent"]["retransmits"]
+            .as_u64()
+            .unwrap_or_default(),
+        wire_packet: wire_after.0.saturating_sub(wire_before.0) as f64
+            / wire_after.1.saturating_sub(wire_before.1).max(1) as f64,
+    };
+    let server_bytes = server_report["end"]["sum_received"]["bytes"]
+        .as_u64()
+        .unwrap_or_default();
+    ensure!(
+        run.bytes > 0 && run.bits_per_second > 0.0 && server_bytes > 0,
+        "nothing arrived: client reports {} bytes received, server {server_bytes}",
+        run.bytes
+    );
+    Ok(run)
+}
+
+/// Whether something listens on [`PORT`] in namespace `ns`.
+fn listening_on_port(ns: &str) -> Result<bool> {
+    let out = cmd::run(cmd::in_netns(ns, "ss").args(["-Hltn", "sport", "=", &format!(":{PORT}")]))?;
+    Ok(!out.trim().is_empty())
+}
+
+/// `-A cpu` when the machine has a second CPU to give the other end.
+fn affinity(cpu: &str) -> Vec<&str> {
+    if cpus() >= 2 { vec!["-A", cpu] } else { vec![] }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn gbps(r: &Run) -> f64 {
+    r.bits_per_second / 1e9
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn rates(runs: &[Run]) -> Vec<f64> {
+    runs.iter().map(gbps).collect()
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// `median (min–max)` of the runs' Gbit/s.
+fn spread(runs: &[Run]) -> String {
+    let r = rates(runs);
+    let (lo, hi) = min_max(&r);
+    format!("{:.2} ({lo:.2}–{hi:.2})", median(&r))
+}
+
+fn median_retransmits(runs: &[Run]) -> f64 {
+    median(
+        &runs
+            .iter()
+            .map(|r| r.retransmits as f64)
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn median_wire_packet(runs: &[Run]) -> f64 {
+    median(&runs.iter().map(|r| r.wire_packet).collect::<Vec<_>>())
+}
+
+fn print_report(r: &Report, opts: &Options) {
+    let start = median(&rates(&r.start));
+    println!("\n## Datapath throughput (iperf3): pod↔pod across nodes vs node↔node\n");
+    println!(
+        "One TCP stream node-a → node-b, {} s per run{}, Gbit/s as the receiver measured it: \
+         median (min–max) of {} runs per path and block; node↔node runs alternate with the \
+         pod runs of the same block. {}; {} CPUs{}; load average {} before the run.\n",
+        opts.seconds,
+        if opts.omit > 0 {
+            format!(" (the first {} s omitted)", opts.omit)
+        } else {
+            String::new()
+        },
+        opts.repeats,
+        r.versions,
+        cpus(),
+        if cpus() >= 2 {
+            format!(", iperf3 client on CPU {CLIENT_CPU} and server on CPU {SERVER_CPU}")
+        } else {
+            String::new()
+        },
+        r.load
+    );
+    println!(
+        "| path | MTU | Gbit/s | node↔node in the same block, Gbit/s | ratio to same block | ratio to start | retransmits | bytes/packet on node-a's eth0 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let baseline_row = |label: &str, runs: &[Run]| {
+        println!(
+            "| node↔node, no PodNetwork ({label}) | {} | {} | | | {:.2} | {:.0} | {:.0} |",
+            r.underlay_mtu,
+            spread(runs),
+            median(&rates(runs)) / start,
+            median_retransmits(runs),
+            median_wire_packet(runs)
+        );
+    };
+    baseline_row("start", &r.start);
+    for m in &r.modes {
+        let pod = median(&rates(&m.pods));
+        println!(
+            "| {:?} pod↔pod | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            m.mode,
+            m.pod_mtu,
+            spread(&m.pods),
+            spread(&m.nodes),
+            pod / median(&rates(&m.nodes)),
+            pod / start,
+            median_retransmits(&m.pods),
+            median_wire_packet(&m.pods)
+        );
+    }
+    baseline_row("end", &r.end);
+    let all: Vec<f64> = r
+        .start
+        .iter()
+        .chain(r.modes.iter().flat_map(|m| &m.nodes))
+        .chain(&r.end)
+        .map(gbps)
+        .collect();
+    let (lo, hi) = min_max(&all);
+    println!(
+        "\nAll {} node↔node runs: {lo:.2}–{hi:.2} Gbit/s (median {:.2}).",
+        all.len(),
+        median(&all)
+    );
+    for m in &r.modes {
+        if let Some(tx) = m.vxlan_tx {
+            let payload: u64 = m.pods.iter().map(|r| r.bytes).sum();
+            println!(
+                "{:?}: node-a's VXLAN device sent {:.2} GB during the pod runs (iperf3 \
+                 counted {:.2} GB of payload).",
+                m.mode,
+                tx as f64 / 1e9,
+                payload as f64 / 1e9,
+            );
+        }
+    }
+}
