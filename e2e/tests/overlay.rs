@@ -570,7 +570,36 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         let failures = traffic::ping_matrix(&pairs);
         ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
         let d = pod_on(&pods, "node-d")?;
-        traffic::tcp_check(&d.netns, &client_ns, d.ip, 7501)
+        traffic::tcp_check(&d.netns, &client_ns, d.ip, 7501)?;
+        // A client packet too large for the overlay gets "fragmentation needed" back from the
+        // node (never a silent drop), and one that fits passes.
+        let big = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &client_ns, "ping", "-n", "-M", "do", "-c", "2",
+            ])
+            .args(["-i", "0.2", "-W", "1", "-s", "1472", &d.ip.to_string()])
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&big.stdout),
+            String::from_utf8_lossy(&big.stderr)
+        );
+        ensure!(
+            text.contains("mtu = 1450") || text.contains("mtu=1450"),
+            "a 1500-byte DF packet from the client got no fragmentation-needed answer: {text}"
+        );
+        let fits = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &client_ns, "ping", "-n", "-M", "do", "-c", "1",
+            ])
+            .args(["-W", "1", "-s", "1422", &d.ip.to_string()])
+            .output()?;
+        ensure!(
+            fits.status.success(),
+            "a 1450-byte DF packet did not pass: {}",
+            String::from_utf8_lossy(&fits.stdout)
+        );
+        Ok(())
     })();
     for line in &routes {
         if let Some(dst) = line.split_whitespace().nth(3) {
