@@ -220,10 +220,9 @@ fn remove_peer(state: &mut State, p: &Peer) {
 }
 
 async fn apply_all(netlink: &mut Netlink, ops: &[Op]) -> Result<()> {
-    for op in ops {
-        netlink.apply(op).await.context("apply")?;
-    }
-    Ok(())
+    Dataplane::apply_all(netlink, ops)
+        .await
+        .map_err(|(i, e)| anyhow::anyhow!("apply op {i}: {e}"))
 }
 
 /// Observes and checks that the kernel holds exactly `desired` (an empty diff) with `n` peers.

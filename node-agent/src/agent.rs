@@ -558,15 +558,16 @@ impl Agent {
         }
         for op in &ops {
             info!(%op, "applying");
-            if let Err(e) = self.dataplane.apply(op).await {
-                warn!(%op, error = %e.message, "operation failed");
-                outcome.failure = Some(Failure::Apply {
-                    op: op.clone(),
-                    message: e.message,
-                });
-                outcome.programmed = self.dataplane.observe().await.unwrap_or(observed);
-                return (outcome, ops);
-            }
+        }
+        if let Err((i, e)) = self.dataplane.apply_all(&ops).await {
+            let op = ops[i].clone();
+            warn!(%op, error = %e.message, "operation failed");
+            outcome.failure = Some(Failure::Apply {
+                op,
+                message: e.message,
+            });
+            outcome.programmed = self.dataplane.observe().await.unwrap_or(observed);
+            return (outcome, ops);
         }
         outcome.programmed = planned.desired;
         if let Err(e) = enable_forwarding() {
@@ -640,11 +641,10 @@ impl Agent {
         let mut clean = true;
         for op in &ops {
             info!(%op, "removing");
-            if let Err(e) = self.dataplane.apply(op).await {
-                warn!(%op, error = %e.message, "clean-up operation failed; retrying next pass");
-                clean = false;
-                break;
-            }
+        }
+        if let Err((i, e)) = self.dataplane.apply_all(&ops).await {
+            warn!(op = %ops[i], error = %e.message, "clean-up operation failed; retrying next pass");
+            clean = false;
         }
         match cni::remove(&self.config.cni_conf_dir) {
             Ok(true) => info!("removed the CNI config"),

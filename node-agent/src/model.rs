@@ -319,6 +319,35 @@ pub trait Dataplane {
 
     /// Applies one operation.
     async fn apply(&mut self, op: &Op) -> Result<(), ApplyError>;
+
+    /// Applies `ops` in order, stopping at the first failure, which it returns with its index
+    /// (everything before it applied). A dataplane may overlap operations that do not depend
+    /// on each other ([`Op::parallel_group`]); by default they run one at a time.
+    async fn apply_all(&mut self, ops: &[Op]) -> Result<(), (usize, ApplyError)> {
+        for (i, op) in ops.iter().enumerate() {
+            self.apply(op).await.map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Op {
+    /// Operations that may run concurrently with their neighbours of the same group: each
+    /// touches one kernel object of its own (a route, a neighbour, an FDB entry), and
+    /// [`crate::diff`] emits them in runs whose order within the run does not matter. `None`
+    /// for operations that must run alone (links, addresses, NAT, sysctls).
+    #[must_use]
+    pub fn parallel_group(&self) -> Option<u8> {
+        match self {
+            Op::ReplaceFdb(_) => Some(1),
+            Op::ReplaceNeighbour(_) => Some(2),
+            Op::ReplaceRoute(_) => Some(3),
+            Op::DeleteRoute(_) => Some(4),
+            Op::DeleteNeighbour(_) => Some(5),
+            Op::DeleteFdb(_) => Some(6),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

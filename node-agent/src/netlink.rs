@@ -41,7 +41,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
 use netlink_packet_core::ErrorMessage;
 use netlink_packet_route::AddressFamily;
@@ -121,6 +121,9 @@ pub struct Netlink {
     handle: Handle,
     /// Named namespace the socket lives in; `None` for the process's own.
     netns: Option<String>,
+    /// Link indexes resolved once for a run of pipelined operations, which never change links
+    /// (see [`Dataplane::apply_all`]); empty otherwise.
+    run_links: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
 }
 
 impl Netlink {
@@ -179,7 +182,11 @@ impl Netlink {
     fn start(socket: TokioSocket, netns: Option<String>) -> Self {
         let (connection, handle, _unsolicited) = rtnetlink::from_socket(socket);
         tokio::spawn(connection);
-        Self { handle, netns }
+        Self {
+            handle,
+            netns,
+            run_links: std::sync::Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// The link holding IPv4 address `addr`: the underlay for VXLAN, with the subnet that
@@ -362,7 +369,45 @@ impl Netlink {
 
     /// The index of the link named `name`, `None` when there is none.
     async fn link_index(&self, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+        if let Some(index) = self
+            .run_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            return Ok(*index);
+        }
         Ok(self.find_link(name).await?.map(|l| l.header.index))
+    }
+
+    /// Resolves the links a run of operations uses once, for [`Self::link_index`].
+    async fn pin_links(&self, ops: &[Op]) -> Result<(), rtnetlink::Error> {
+        let names: std::collections::BTreeSet<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
+                Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
+                Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut resolved = BTreeMap::new();
+        for name in names {
+            let index = self.find_link(name).await?.map(|l| l.header.index);
+            resolved.insert(name.to_owned(), index);
+        }
+        *self
+            .run_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = resolved;
+        Ok(())
+    }
+
+    fn unpin_links(&self) {
+        self.run_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// The link named `name`, `None` when there is none.
@@ -630,6 +675,19 @@ impl Netlink {
     }
 }
 
+/// Requests of one run of independent operations in flight at once: the kernel answers them
+/// in order on one socket, and pipelining hides the round trips (what makes `ip -batch` fast).
+const PIPELINE: usize = 64;
+
+impl Netlink {
+    fn apply_error(op: &Op, failure: &Failure) -> ApplyError {
+        ApplyError {
+            op: op.to_string(),
+            message: failure.describe(op),
+        }
+    }
+}
+
 impl Dataplane for Netlink {
     async fn observe(&mut self) -> Result<State, ApplyError> {
         let mut state = self.read_state().await.map_err(|error| ApplyError {
@@ -656,10 +714,58 @@ impl Dataplane for Netlink {
                 message: error.to_string(),
             });
         }
-        self.apply_op(op).await.map_err(|failure| ApplyError {
-            op: op.to_string(),
-            message: failure.describe(op),
-        })
+        self.apply_op(op)
+            .await
+            .map_err(|failure| Self::apply_error(op, &failure))
+    }
+
+    /// Runs of independent operations ([`Op::parallel_group`]) are pipelined, up to
+    /// [`PIPELINE`] at a time; everything else is applied alone, in order. On a failure in a
+    /// run, the rest of that run may have applied too; the next pass's diff sees exactly
+    /// what did.
+    async fn apply_all(&mut self, ops: &[Op]) -> Result<(), (usize, ApplyError)> {
+        let mut start = 0;
+        while start < ops.len() {
+            let group = ops[start].parallel_group();
+            let end = match group {
+                None => start + 1,
+                Some(g) => {
+                    start
+                        + ops[start..]
+                            .iter()
+                            .take_while(|op| op.parallel_group() == Some(g))
+                            .count()
+                }
+            };
+            if end - start == 1 {
+                self.apply(&ops[start]).await.map_err(|e| (start, e))?;
+            } else {
+                let run = &ops[start..end];
+                if let Err(e) = self.pin_links(run).await {
+                    let failure = Failure::Kernel(e);
+                    return Err((start, Self::apply_error(&ops[start], &failure)));
+                }
+                let this = &*self;
+                let mut failures: Vec<(usize, ApplyError)> =
+                    futures::stream::iter(ops[start..end].iter().enumerate())
+                        .map(|(i, op)| async move {
+                            this.apply_op(op)
+                                .await
+                                .map_err(|failure| (start + i, Self::apply_error(op, &failure)))
+                        })
+                        .buffer_unordered(PIPELINE)
+                        .filter_map(|r| async move { r.err() })
+                        .collect()
+                        .await;
+                self.unpin_links();
+                failures.sort_by_key(|(i, _)| *i);
+                if let Some(first) = failures.into_iter().next() {
+                    return Err(first);
+                }
+            }
+            start = end;
+        }
+        Ok(())
     }
 }
 

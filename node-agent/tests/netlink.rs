@@ -578,6 +578,39 @@ async fn proxy_arp_is_set_on_the_underlay_and_observed_only_where_our_device_rou
     assert_eq!(ns.ip("route show proto 249"), "");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_all_pipelines_runs_and_names_the_first_failure() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let mut ops = vec![Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1))];
+    for i in 0..200u32 {
+        let dst = format!("10.245.{}.0/24", i);
+        ops.push(Op::ReplaceRoute(route(&dst, None, "cw-vx1", false)));
+    }
+    Dataplane::apply_all(&mut netlink, &ops)
+        .await
+        .unwrap_or_else(|(i, e)| panic!("op {i}: {e}"));
+    assert_eq!(ns.ip_json("route show proto 249").len(), 200);
+    assert_eq!(netlink.observe().await.expect("observe").routes.len(), 200);
+
+    // A run with one bad operation: the error names that operation and its index.
+    let mut bad = vec![
+        Op::DeleteRoute(route("10.245.0.0/24", None, "cw-vx1", false)),
+        Op::ReplaceRoute(route("10.246.0.0/24", None, "cw-missing", false)),
+    ];
+    bad.push(Op::ReplaceRoute(route(
+        "10.246.1.0/24",
+        None,
+        "cw-vx1",
+        false,
+    )));
+    let (index, error) = Dataplane::apply_all(&mut netlink, &bad)
+        .await
+        .expect_err("a missing link");
+    assert_eq!(index, 1, "{error}");
+    assert!(error.op.contains("cw-missing"), "{error}");
+}
+
 /// A node's worth of objects, in the order an apply would create them.
 fn node_state() -> (State, Vec<Op>) {
     let links = [
