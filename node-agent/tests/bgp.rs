@@ -662,6 +662,62 @@ async fn keepalives_hold_the_session_and_a_silent_peer_expires_the_hold_timer() 
     eprintln!("hold timer scenario took {:?}", started.elapsed());
 }
 
+/// Segments with data (PSH) the router received from the node on port 179, counted by an
+/// nftables counter in the router's namespace (the test's own table).
+fn bgp_segments_from_node(lab: &Lab) -> u64 {
+    let out = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.router.name,
+            "nft",
+            "-j",
+            "list",
+            "table",
+            "ip",
+            "cwtest",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("nft JSON");
+    json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_interval_shorter_than_a_third_of_the_hold_time_is_honoured() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let config = SpeakerConfig {
+        hold_time: 30,
+        keepalive: 1,
+        ..node_config(NODE_AS, ROUTER_AS, POD_SUBNET)
+    };
+    let speaker = Speaker::start(config, Some(lab.node.name.clone()));
+    eventually("the speaker's session to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    let rule = format!(
+        "add table ip cwtest; add chain ip cwtest in {{ type filter hook input priority 0; }}; add rule ip cwtest in ip saddr {NODE_IP} tcp dport 179 tcp flags & psh == psh counter"
+    );
+    run("ip", &["netns", "exec", &lab.router.name, "nft", &rule]);
+    // With keepalives only every third of the negotiated hold time (10 s), at most one would
+    // arrive in five seconds; at one a second, about five.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let segments = bgp_segments_from_node(&lab);
+    assert!(
+        segments >= 4,
+        "the router received {segments} BGP segments from the node in 5 s: keepalives are not sent every second"
+    );
+    speaker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
     let nobody = Ipv4Addr::new(192, 168, 91, 9);

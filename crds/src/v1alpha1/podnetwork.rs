@@ -244,7 +244,8 @@ pub struct BgpSpec {
     pub hold_time_seconds: i32,
 
     /// Seconds between BGP keepalive messages (1-21845). Must be less than holdTimeSeconds
-    /// unless that is 0; usually a third of it. Default 30.
+    /// unless that is 0; usually a third of it. Default 30. Keepalives are sent at least every
+    /// third of the negotiated hold time (RFC 4271), so a larger value acts as that third.
     #[serde(default = "default_keepalive")]
     #[schemars(range(min = 1, max = 21845))]
     pub keepalive_seconds: i32,

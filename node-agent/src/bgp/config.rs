@@ -39,9 +39,9 @@ pub struct SpeakerConfig {
     /// Hold time offered in our OPEN, in seconds: 0 for no keepalives, else at least 3 (1 and
     /// 2 are raised to 3). The session uses the smaller of ours and the peer's.
     pub hold_time: u16,
-    /// Keepalive interval in seconds. NetGauze's connection state machine derives the
-    /// keepalive interval from the negotiated hold time (a third of it, RFC 4271 §10), so this
-    /// is only checked against the hold time and otherwise not used.
+    /// Keepalive interval in seconds, at most a third of the hold time (larger values are
+    /// lowered to it). NetGauze's state machine sends keepalives every third of the negotiated
+    /// hold time; the session sends extra ones at this interval when it is shorter.
     pub keepalive: u16,
     /// The neighbours; one session each (an address listed twice counts once, first wins).
     pub peers: Vec<PeerConfig>,

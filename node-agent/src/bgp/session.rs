@@ -110,6 +110,8 @@ enum Ended {
 enum Next {
     Command(Option<Command>),
     Event(PeerResult<SocketAddr>),
+    /// Our own keepalive interval elapsed while Established.
+    Keepalive,
 }
 
 struct Session {
@@ -188,14 +190,22 @@ impl Session {
         // What the peer holds from us on this connection.
         let mut sent: Option<Advertisement> = None;
         let mut reported = FsmState::Idle;
+        // NetGauze sends keepalives every third of the negotiated hold time; when the
+        // configured interval is shorter, this sends the extra ones (RFC 4271 allows any
+        // interval up to that third).
+        let mut keepalive =
+            tokio::time::interval(Duration::from_secs(u64::from(self.timers.keepalive).max(1)));
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
+            let established = reported == FsmState::Established && self.timers.keepalive > 0;
             let next = {
                 let run = peer.run();
                 tokio::pin!(run);
                 loop {
                     tokio::select! {
                         biased;
+                        _ = keepalive.tick(), if established => break Next::Keepalive,
                         command = commands.recv() => match command {
                             // Not Established: nothing to send, so keep the same `run` going
                             // rather than interrupt a connect or a handshake.
@@ -246,6 +256,14 @@ impl Session {
                     };
                 }
                 Next::Event(Ok(event)) => event,
+                Next::Keepalive => {
+                    if let Err(error) = peer.send_bgp_message(BgpMessage::KeepAlive).await {
+                        return Ended::Failed {
+                            reason: format!("cannot send a KEEPALIVE: {error}"),
+                        };
+                    }
+                    continue;
+                }
             };
 
             match &event {
