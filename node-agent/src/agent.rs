@@ -277,9 +277,11 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store::<K>();
+    // managedFields are never read, and at 5,000 NodeSubnets they are a good part of the cache.
     let events = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), config.any_semantic()),
+        watcher(Api::<K>::all(client.clone()), config.any_semantic())
+            .modify(|object| object.managed_fields_mut().clear()),
     )
     .default_backoff()
     .touched_objects();

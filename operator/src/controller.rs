@@ -337,12 +337,15 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store::<K>();
+    // managedFields are never read, and with thousands of Nodes and NodeSubnets they are a
+    // good part of the cache.
     let events = reflector::reflector(
         writer,
         watcher(
             Api::<K>::all(client.clone()),
             watcher::Config::default().any_semantic(),
-        ),
+        )
+        .modify(|object| object.managed_fields_mut().clear()),
     )
     .default_backoff()
     .touched_objects();
