@@ -602,6 +602,24 @@ fn bgp_up(c: &Cluster) -> Result<()> {
     matrix_with(c, &pods, &ALL)
 }
 
+/// Waits until every session is Established again and every route is back after `what`,
+/// reports how long that took, and checks traffic.
+fn recovered(c: &Cluster, pods: &[Pod], what: &str, started: std::time::Instant) -> Result<()> {
+    wait_for(
+        &format!("BGP converged after a {what}"),
+        Duration::from_secs(40),
+        || bgp_converged(c, &ALL),
+    )?;
+    wait_for("routes back", Duration::from_secs(15), || {
+        bgp_routes_ok(c, &ALL)
+    })?;
+    println!(
+        "[measure] {what} -> every session Established and routes back in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    matrix_with(c, pods, &ALL)
+}
+
 fn bgp_restarts(c: &Cluster) -> Result<()> {
     let pods = lock(&PODS).clone();
     ensure!(
@@ -615,36 +633,12 @@ fn bgp_restarts(c: &Cluster) -> Result<()> {
         let bird = guard.take().context("BIRD is not running")?;
         *guard = Some(bird.restart(c)?);
     }
-    wait_for(
-        "BGP converged after a BIRD restart",
-        Duration::from_secs(40),
-        || bgp_converged(c, &ALL),
-    )?;
-    wait_for("routes back", Duration::from_secs(15), || {
-        bgp_routes_ok(c, &ALL)
-    })?;
-    println!(
-        "[measure] BIRD restart -> every session Established and routes back in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    matrix_with(c, &pods, &ALL)?;
+    recovered(c, &pods, "BIRD restart", started)?;
 
     // An agent restarts: its sessions close and come back, and the routes with them.
     let started = std::time::Instant::now();
     restart_agent(c, "node-d")?;
-    wait_for(
-        "BGP converged after an agent restart",
-        Duration::from_secs(40),
-        || bgp_converged(c, &ALL),
-    )?;
-    wait_for("routes back", Duration::from_secs(15), || {
-        bgp_routes_ok(c, &ALL)
-    })?;
-    println!(
-        "[measure] node-d agent restart -> its session Established and routes back in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    matrix_with(c, &pods, &ALL)?;
+    recovered(c, &pods, "node-d agent restart", started)?;
     c.kubectl(&[
         "wait",
         "--for=condition=Ready",

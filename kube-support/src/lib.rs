@@ -4,7 +4,9 @@
 //! - [`events`]: an events.k8s.io publisher whose series, unlike kube-runtime's `Recorder`,
 //!   only fold identical notes;
 //! - [`heartbeat`]: the agents' heartbeat Leases, and the operator's clock-skew-proof view of
-//!   which agents went silent.
+//!   which agents went silent;
+//! - [`status`]: status writes by server-side apply.
 
 pub mod events;
 pub mod heartbeat;
+pub mod status;

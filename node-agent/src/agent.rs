@@ -706,22 +706,16 @@ impl Agent {
 
     /// Writes `status`; whether it was accepted.
     async fn write_status(&self, own: &NodeSubnet, status: &NodeSubnetStatus) -> bool {
-        let api: Api<NodeSubnet> = Api::all(self.client.clone());
-        let patch = serde_json::json!({
-            "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet", "status": status,
-        });
-        if let Err(e) = api
-            .patch_status(
-                &own.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        let name = own.name_any();
+        match causeway_kube::status::apply::<NodeSubnet>(&self.client, &name, status, FIELD_MANAGER)
             .await
         {
-            warn!(nodesubnet = %own.name_any(), error = %e, "cannot write status; retrying next pass");
-            return false;
+            Ok(()) => true,
+            Err(e) => {
+                warn!(nodesubnet = %name, error = %e, "cannot write status; retrying next pass");
+                false
+            }
         }
-        true
     }
 }
 

@@ -666,6 +666,13 @@ impl Netlink {
             }
             Op::SetProxyArp { dev, on } => {
                 self.require_link(dev, Role::Link).await?;
+                // Linux delays proxy replies by up to `proxy_delay` (0.8 s by default), which
+                // every first contact with a pod would wait for; answer at once while ours,
+                // and put the kernel's default back when leaving.
+                let delay = if *on { "0" } else { DEFAULT_PROXY_DELAY };
+                self.write_sysctl(&proxy_delay_path(dev), delay)
+                    .await
+                    .map_err(|e| Failure::Refused(e.to_string()))?;
                 self.write_sysctl(&proxy_arp_path(dev), if *on { "1" } else { "0" })
                     .await
                     .map_err(|e| Failure::Refused(e.to_string()))?;
@@ -854,6 +861,16 @@ fn with_state<T>(builder: LinkMessageBuilder<T>, up: bool) -> LinkMessageBuilder
 /// A route request with our protocol. For deletes the scope is "nowhere" (match any), as
 /// `ip route del` sends; the protocol still has to match, so only our routes go.
 /// `/proc/sys/net/ipv4/conf/<dev>/proxy_arp`.
+/// The kernel's default `proxy_delay` (in jiffies of USER_HZ, 0.8 s).
+const DEFAULT_PROXY_DELAY: &str = "80";
+
+/// `/proc/sys/net/ipv4/neigh/<dev>/proxy_delay`.
+fn proxy_delay_path(dev: &str) -> PathBuf {
+    PathBuf::from("/proc/sys/net/ipv4/neigh")
+        .join(dev)
+        .join("proxy_delay")
+}
+
 fn proxy_arp_path(dev: &str) -> PathBuf {
     PathBuf::from("/proc/sys/net/ipv4/conf")
         .join(dev)

@@ -562,6 +562,11 @@ async fn proxy_arp_is_set_on_the_underlay_and_observed_only_where_our_device_rou
     )
     .await;
     assert_eq!(sysctl("eth0"), "1");
+    let delay = |dev: &str| {
+        let out = ns.exec(&format!("cat /proc/sys/net/ipv4/neigh/{dev}/proxy_delay"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(delay("eth0"), "0", "proxy replies go out at once");
     let observed = netlink.observe().await.expect("observe");
     assert_eq!(observed.proxy_arp.iter().collect::<Vec<_>>(), ["eth0"]);
     let routes = ns.ip("route show proto 249");
@@ -574,6 +579,7 @@ async fn proxy_arp_is_set_on_the_underlay_and_observed_only_where_our_device_rou
     let ops = causeway_node_agent::diff::diff(&State::default(), &observed);
     apply(&mut netlink, &ops).await;
     assert_eq!(sysctl("eth0"), "0");
+    assert_eq!(delay("eth0"), "80", "the kernel's default is back");
     assert_eq!(sysctl("eth1"), "1");
     assert_eq!(ns.ip("route show proto 249"), "");
 }

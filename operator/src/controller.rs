@@ -749,21 +749,12 @@ pub fn node_subnet(pn: &PodNetwork, a: &Allocation) -> NodeSubnet {
 }
 
 async fn write_status(ctx: &Context, name: &str, status: &PodNetworkStatus) -> Result<(), Error> {
-    let api: Api<PodNetwork> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork", "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        name: name.to_string(),
-        source,
-    })?;
-    Ok(())
+    causeway_kube::status::apply::<PodNetwork>(&ctx.client, name, status, FIELD_MANAGER)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: name.to_string(),
+            source,
+        })
 }
 
 /// One event per condition whose status or reason changed, so `kubectl describe` tells the

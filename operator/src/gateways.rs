@@ -16,7 +16,7 @@ use causeway_crds::{OverlayGateway, OverlayGatewayStatus};
 use causeway_kube::events::{Kind, Record};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -161,19 +161,10 @@ async fn write_status(
     name: &str,
     status: &OverlayGatewayStatus,
 ) -> Result<(), Error> {
-    let api: Api<OverlayGateway> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1", "kind": "OverlayGateway", "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        name: name.to_string(),
-        source,
-    })?;
-    Ok(())
+    causeway_kube::status::apply::<OverlayGateway>(&ctx.client, name, status, FIELD_MANAGER)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: name.to_string(),
+            source,
+        })
 }
