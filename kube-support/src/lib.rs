@@ -1,12 +1,16 @@
 //! What the Causeway operator and node agent share in talking to the API server (the API
 //! types themselves are in `causeway-crds`, which stays free of I/O):
 //!
+//! - [`cache`]: reflector caches without `managedFields`;
+//! - [`signal`]: SIGINT/SIGTERM for a clean stop;
 //! - [`events`]: an events.k8s.io publisher whose series, unlike kube-runtime's `Recorder`,
 //!   only fold identical notes;
 //! - [`heartbeat`]: the agents' heartbeat Leases, and the operator's clock-skew-proof view of
 //!   which agents went silent;
 //! - [`status`]: status writes by server-side apply.
 
+pub mod cache;
 pub mod events;
 pub mod heartbeat;
+pub mod signal;
 pub mod status;

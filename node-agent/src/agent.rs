@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use causeway_crds::conditions::types;
 use causeway_crds::v1alpha1::BgpSessionStatus;
 use causeway_crds::{NodeSubnet, NodeSubnetStatus, PodNetwork};
+use causeway_kube::cache::cached;
 use causeway_kube::events::{Kind, Publisher, Record};
 use causeway_kube::heartbeat;
 use futures::{FutureExt, StreamExt};
@@ -33,8 +34,8 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -255,37 +256,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// A cache of every `K` in the cluster, and the stream of objects that changed, which must be
-/// polled to keep the cache filled.
-fn cached<K>(
-    client: &Client,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (store, writer) = reflector::store::<K>();
-    // managedFields are never read, and at 5,000 NodeSubnets they are a good part of the cache.
-    let events = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), config.any_semantic())
-            .modify(|object| object.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .touched_objects();
-    (store, events)
 }
 
 /// Renewals per lease duration: one or two lost renewals never make the node look silent.

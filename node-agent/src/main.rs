@@ -77,28 +77,13 @@ async fn main() -> ExitCode {
         lease_duration: Duration::from_secs(u64::from(args.lease_duration_seconds)),
         status_refresh: Duration::from_secs(args.status_refresh_seconds),
     };
-    match agent::run(client, config, shutdown_signal()).await {
+    // On SIGINT or SIGTERM the agent stops without touching the dataplane, so an upgrade or a
+    // restart never interrupts traffic.
+    match agent::run(client, config, causeway_kube::signal::shutdown()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// SIGINT or SIGTERM. The agent stops without touching the dataplane, so an upgrade or a
-/// restart never interrupts traffic.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use causeway_crds::conditions::{find_condition, reasons, types};
 use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
+use causeway_kube::cache::cached;
 use causeway_kube::heartbeat::{self, Liveness, Silence};
 use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
@@ -140,8 +141,8 @@ pub async fn run(
     instance: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (nodes, node_events) = cached::<Node>(&client);
-    let (subnets, subnet_events) = cached::<NodeSubnet>(&client);
+    let (nodes, node_events) = cached::<Node>(&client, watcher::Config::default());
+    let (subnets, subnet_events) = cached::<NodeSubnet>(&client, watcher::Config::default());
 
     // PodNetworks feed two consumers from one watch: the controller, and a trigger that
     // re-plans every network when one network's spec changes or it starts deleting
@@ -316,40 +317,6 @@ fn watch_heartbeats(
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
-}
-
-/// A cache of every `K` in the cluster, and the stream of objects that changed, which must be
-/// polled to keep the cache filled.
-fn cached<K>(
-    client: &Client,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (store, writer) = reflector::store::<K>();
-    // managedFields are never read, and with thousands of Nodes and NodeSubnets they are a
-    // good part of the cache.
-    let events = reflector::reflector(
-        writer,
-        watcher(
-            Api::<K>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .modify(|object| object.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .touched_objects();
-    (store, events)
 }
 
 fn error_policy(pn: Arc<PodNetwork>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -108,7 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tokio::select! {
             changed = running.leading.changed() => changed.context("leader election stopped")?,
-            _ = shutdown_signal() => {
+            _ = causeway_kube::signal::shutdown() => {
                 info!("interrupted while standing by");
                 running.release().await;
                 return Ok(());
@@ -130,7 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
             } => "lost",
-            _ = shutdown_signal() => "signal",
+            _ = causeway_kube::signal::shutdown() => "signal",
         };
         let _ = why_tx.send(why);
     });
@@ -158,21 +158,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         warn!("lost the leader Lease");
         anyhow::bail!("lost the leader Lease; exiting so that a fresh process rejoins the election")
-    }
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends to stop a pod).
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
