@@ -105,6 +105,16 @@ pub mod reasons {
     pub const HOST_UNRESPONSIVE: &str = "HostUnresponsive";
     /// `lastFailoverReason`: the previous active host no longer matches the node selector.
     pub const HOST_DESELECTED: &str = "HostDeselected";
+    /// `lastFailoverReason`: the previous active host lost the carrier on its underlay link.
+    pub const LINK_DOWN: &str = "LinkDown";
+    /// `lastFailoverReason`: the previous active host's agent stopped and handed the VIP over.
+    pub const AGENT_STOPPED: &str = "AgentStopped";
+    /// Ready=False on an OverlayGateway `BridgeHosts`: candidates exist but none holds the VIP
+    /// yet (first election, or a failover under way).
+    pub const ELECTION_IN_PROGRESS: &str = "ElectionInProgress";
+    /// Ready=False on an OverlayGateway `BridgeHosts`: the VIP is already in use (a node's
+    /// address, a pod address, or another gateway's VIP).
+    pub const VIP_CONFLICT: &str = "VipConflict";
 }
 
 /// The status of a condition: `True`, `False` or `Unknown`.

@@ -224,6 +224,16 @@ pub struct ContinuousPing {
 impl ContinuousPing {
     /// Starts pinging; `interval` of 10 ms or more (iputils needs root below 200 ms: we are).
     pub fn start(ns: &str, dst: Ipv4Addr, interval: Duration) -> Result<Self> {
+        Self::start_from(ns, None, dst, interval)
+    }
+
+    /// [`Self::start`] with source address `src` (`ping -I`).
+    pub fn start_from(
+        ns: &str,
+        src: Option<Ipv4Addr>,
+        dst: Ipv4Addr,
+        interval: Duration,
+    ) -> Result<Self> {
         let log = std::env::temp_dir().join(format!(
             "causeway-ping-{}-{}-{dst}.log",
             std::process::id(),
@@ -234,6 +244,11 @@ impl ContinuousPing {
             .args(["netns", "exec", ns, "ping", "-n", "-D", "-W", "1"])
             .arg("-i")
             .arg(format!("{:.3}", interval.as_secs_f64()))
+            .args(
+                src.map(|s| ["-I".to_string(), s.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg(dst.to_string())
             .stdin(Stdio::null())
             .stdout(out)

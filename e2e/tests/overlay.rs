@@ -56,6 +56,14 @@ fn main() -> ExitCode {
                 route_to_nodes,
             ),
             testing::test(
+                "bridge_hosts_a_client_reaches_every_pod_through_the_vip_and_back",
+                bridge_hosts,
+            ),
+            testing::test(
+                "bridge_hosts_fail_over_when_the_agent_dies_or_the_link_is_cut_never_doubling_the_vip",
+                bridge_failover,
+            ),
+            testing::test(
                 "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
                 stopped_agent,
             ),
@@ -611,6 +619,476 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         c.kubectl(&["label", "node", node, "causeway.dev/gateway-"])?;
     }
     result
+}
+
+const VIP: &str = "192.168.50.250";
+/// A client network only the bridge hosts reach (their "second leg"): the client holds
+/// 192.168.77.100 and the bridge hosts route the range to it; every other node must send
+/// replies through the active host.
+const BEHIND: &str = "192.168.77.0/24";
+const BEHIND_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+const BRIDGES: [&str; 2] = ["node-b", "node-c"];
+
+fn gateway_json(c: &Cluster, name: &str) -> Result<Value> {
+    let out = c.kubectl(&["get", "overlaygateway", name, "-o", "json"])?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+fn active_host(c: &Cluster) -> Result<Option<String>> {
+    Ok(gateway_json(c, "bridge")?["status"]["activeHost"]
+        .as_str()
+        .map(str::to_string))
+}
+
+/// Nodes whose underlay holds the VIP now.
+fn vip_holders(c: &Cluster) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for node in NODES {
+        let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        if addrs.contains(&format!("{VIP}/32")) {
+            out.push(node.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The MAC of `node`'s underlay link.
+fn underlay_mac(c: &Cluster, node: &str) -> Result<String> {
+    let out = c.exec(node, "cat", &["/sys/class/net/eth0/address"])?;
+    Ok(out.trim().to_string())
+}
+
+/// Creates the BridgeHosts gateway on node-b and node-c, waits for Ready, and pastes the
+/// rendered route on the client. Returns the client's name.
+fn bridge_gateway(c: &Cluster) -> Result<String> {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let client = c
+        .topology
+        .clients
+        .first()
+        .context("the topology has a client")?
+        .name
+        .clone();
+    let mut done = lock(&DONE);
+    if *done {
+        return Ok(client);
+    }
+    c.exec(
+        &client,
+        "ip",
+        &["addr", "add", &format!("{BEHIND_CLIENT}/32"), "dev", "eth0"],
+    )?;
+    let client_addr = c.topology.clients[0].address.to_string();
+    for node in BRIDGES {
+        c.exec(
+            node,
+            "ip",
+            &["route", "add", BEHIND, "via", &client_addr, "dev", "eth0"],
+        )?;
+        c.kubectl(&[
+            "label",
+            "node",
+            node,
+            "causeway.dev/bridge=true",
+            "--overwrite",
+        ])?;
+    }
+    let gateway = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "OverlayGateway",
+        "metadata": {"name": "bridge"},
+        "spec": {
+            "network": NETWORK,
+            "strategy": "BridgeHosts",
+            "clientCidrs": ["192.168.50.0/24", BEHIND],
+            "bridgeHosts": {
+                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                "vip": VIP,
+            },
+        },
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "overlaygateway/bridge",
+    ])?;
+    let status = gateway_json(c, "bridge")?;
+    let routes: Vec<&str> = status["status"]["clientRoutes"]
+        .as_array()
+        .context("no clientRoutes")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    ensure!(
+        routes == [format!("ip route add 10.247.0.0/16 via {VIP}")],
+        "rendered routes: {routes:?}"
+    );
+    let words: Vec<&str> = routes[0].split_whitespace().collect();
+    c.exec(&client, "ip", &words[1..])?;
+    *done = true;
+    Ok(client)
+}
+
+fn bridge_hosts(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    let client_name = bridge_gateway(c)?;
+    let client = c
+        .topology
+        .clients
+        .iter()
+        .find(|h| h.name == client_name)
+        .context("client")?
+        .clone();
+    let client_ns = c.ns(&client.name);
+    let active = active_host(c)?.context("Ready without activeHost")?;
+    ensure!(BRIDGES.contains(&active.as_str()), "active host {active}");
+    let holders = vip_holders(c)?;
+    ensure!(
+        holders == [active.clone()],
+        "VIP held by {holders:?}, status says {active}"
+    );
+    // Nodes that do not reach the client network behind the bridge hosts route replies to
+    // it through the active host's tunnel; the active host and the standby (which route it
+    // themselves) do not; 192.168.50.0/24 is on-link or already routed (node-d, via r1)
+    // everywhere, so nobody gets a route for it.
+    check_returns(c, &active)?;
+    let mut pairs = Vec::new();
+    for pod in &pods {
+        pairs.push((
+            client_ns.clone(),
+            pod.ip,
+            format!("client -> {}/{}", pod.node, pod.name),
+        ));
+        pairs.push((
+            pod.netns.clone(),
+            client.address,
+            format!("{}/{} -> client", pod.node, pod.name),
+        ));
+        pairs.push((
+            pod.netns.clone(),
+            BEHIND_CLIENT,
+            format!("{}/{} -> client behind", pod.node, pod.name),
+        ));
+    }
+    let failures = traffic::ping_matrix(&pairs);
+    ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+    for pod in &pods {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &client_ns, "ping", "-n", "-c", "1", "-W", "2", "-I",
+            ])
+            .args([BEHIND_CLIENT.to_string(), pod.ip.to_string()])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{BEHIND_CLIENT} -> {}/{} failed: {}",
+            pod.node,
+            pod.name,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    for node in ["node-a", "node-d"] {
+        let p = pod_on(&pods, node)?;
+        traffic::tcp_check(&p.netns, &client_ns, p.ip, 7502)?;
+    }
+    // The client's ARP entry for the VIP is the active host's MAC.
+    let neigh = c.exec(&client.name, "ip", &["neigh", "show", VIP])?;
+    let mac = underlay_mac(c, &active)?;
+    ensure!(
+        neigh.contains(&mac),
+        "client's neighbour entry {neigh:?}, {active} is {mac}"
+    );
+    // Too large for the overlay: fragmentation needed, from the bridge host.
+    let d = pod_on(&pods, "node-d")?;
+    let big = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &client_ns, "ping", "-n", "-M", "do", "-c", "2",
+        ])
+        .args(["-i", "0.2", "-W", "1", "-s", "1472", &d.ip.to_string()])
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&big.stdout).to_string() + &String::from_utf8_lossy(&big.stderr);
+    ensure!(
+        text.contains("mtu = 1450") || text.contains("mtu=1450"),
+        "a 1500-byte DF packet through the VIP got no fragmentation-needed answer: {text}"
+    );
+    let out = c.kubectl(&["describe", "overlaygateway", "bridge"])?;
+    ensure!(
+        out.contains("Elected") && out.contains(&format!("holds VIP {VIP}")),
+        "describe:\n{out}"
+    );
+    Ok(())
+}
+
+/// Return routes for [`BEHIND`] on every node but the bridge hosts, via `active`'s tunnel.
+fn check_returns(c: &Cluster, active: &str) -> Result<()> {
+    let gw = subnet_of(c, active)?
+        .split('/')
+        .next()
+        .context("cidr")?
+        .to_string();
+    wait_for(
+        "return routes via the active host",
+        Duration::from_secs(10),
+        || {
+            for node in NODES {
+                let routes = our_routes(c, node)?;
+                let has = routes
+                    .iter()
+                    .any(|r| r.starts_with(&format!("{BEHIND} via {gw} dev cw-vx")));
+                let want = !BRIDGES.contains(&node);
+                ensure!(has == want, "{node} (active {active}): {routes:?}");
+                ensure!(
+                    !routes.iter().any(|r| r.starts_with("192.168.50.0/24")),
+                    "{node}: {routes:?}"
+                );
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Polls which nodes hold the VIP until stopped; the samples where more than one did.
+struct VipWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl VipWatch {
+    fn start(c: &Cluster) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let namespaces: Vec<(String, String)> =
+            BRIDGES.iter().map(|n| (n.to_string(), c.ns(n))).collect();
+        let thread = std::thread::spawn(move || {
+            let (mut samples, mut doubled) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let holders: Vec<&str> = namespaces
+                    .iter()
+                    .filter(|(_, ns)| {
+                        std::process::Command::new("ip")
+                            .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+                            .output()
+                            .is_ok_and(|o| {
+                                String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/32"))
+                            })
+                    })
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                samples += 1;
+                if holders.len() > 1 {
+                    doubled.push(format!("sample {samples}: {holders:?}"));
+                }
+            }
+            (samples, doubled)
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or((0, vec!["watch thread panicked".into()]))
+    }
+}
+
+/// Distinct MACs answering ARP for the VIP from the client (`arping`, 3 probes).
+fn vip_answerers(c: &Cluster, client: &str) -> Result<Vec<String>> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.ns(client),
+            "arping",
+            "-c",
+            "3",
+            "-w",
+            "2",
+            "-i",
+            "eth0",
+            VIP,
+        ])
+        .output()?;
+    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .collect();
+    macs.sort();
+    macs.dedup();
+    Ok(macs)
+}
+
+/// One failover: `cause` breaks the active host while a client pings a pod on node-d (whose
+/// replies take the return route) every 20 ms; returns the new active host.
+fn failover(
+    c: &Cluster,
+    client: &str,
+    what: &str,
+    cause: impl FnOnce(&str) -> Result<()>,
+) -> Result<String> {
+    let pods = lock(&PODS).clone();
+    let d = pod_on(&pods, "node-d")?;
+    let before = active_host(c)?.context("no active host")?;
+    let watch = VipWatch::start(c);
+    // From the network behind the bridge hosts: the replies need node-d's return route to
+    // follow the VIP.
+    let ping = ContinuousPing::start_from(
+        &c.ns(client),
+        Some(BEHIND_CLIENT),
+        d.ip,
+        Duration::from_millis(20),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    cause(&before)?;
+    let after = wait_for("a new active host", Duration::from_secs(20), || {
+        let now = active_host(c)?;
+        ensure!(now.as_deref().is_some_and(|n| n != before), "still {now:?}");
+        Ok(now.unwrap_or_default())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let report = ping.stop()?;
+    let (samples, doubled) = watch.stop();
+    let after = after?;
+    check_returns(c, &after)?;
+    println!(
+        "[measure] BridgeHosts failover ({what}): {before} -> {after}; ping every 20 ms client -> pod on node-d: {} sent, {} lost, longest gap {:?}; VIP holders sampled {samples} times, held twice {} times",
+        report.transmitted,
+        report.lost(),
+        report.max_gap,
+        doubled.len()
+    );
+    ensure!(
+        doubled.is_empty(),
+        "the VIP was on two hosts at once: {doubled:?}"
+    );
+    ensure!(samples > 20, "too few VIP samples ({samples})");
+    ensure!(
+        report.max_gap < Duration::from_secs(3),
+        "traffic did not recover through the new host: {report:?}"
+    );
+    let tail = traffic::ping(&c.ns(client), d.ip, 3)?;
+    ensure!(tail.received == 3, "after the failover: {tail:?}");
+    ensure!(
+        report.lost() < report.transmitted / 2,
+        "most pings lost: {report:?}"
+    );
+    Ok(after)
+}
+
+fn bridge_failover(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let client = bridge_gateway(c)?;
+    // 1. The active host's agent dies (SIGKILL): its VIP lapses in the kernel, and the
+    //    standby takes over once it no longer answers.
+    let first = failover(c, &client, "agent killed", |host| {
+        c.kill(&agent_of(host)?);
+        Ok(())
+    })?;
+    let st = gateway_json(c, "bridge")?;
+    ensure!(
+        st["status"]["lastFailoverReason"] == "HostUnresponsive"
+            && st["status"]["lastFailoverTime"].is_string(),
+        "status after the kill: {}",
+        st["status"]
+    );
+    let old = BRIDGES
+        .iter()
+        .find(|n| **n != first)
+        .context("other")?
+        .to_string();
+    ensure!(
+        vip_holders(c)? == [first.clone()],
+        "holders {:?}",
+        vip_holders(c)?
+    );
+    let macs = vip_answerers(c, &client)?;
+    ensure!(
+        macs.len() == 1 && macs[0] == underlay_mac(c, &first)?,
+        "ARP answers for the VIP: {macs:?}"
+    );
+    start_agent(c, &old)?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        active_host(c)?.as_deref() == Some(first.as_str()),
+        "a restarted agent must not take the VIP back"
+    );
+    ensure!(
+        vip_holders(c)? == [first.clone()],
+        "holders {:?}",
+        vip_holders(c)?
+    );
+
+    // 2. The active host's underlay link is cut at the switch.
+    let second = failover(c, &client, "underlay link cut", |host| {
+        c.set_underlay_link(host, false)
+    });
+    let restored = c.set_underlay_link(&first, true);
+    let second = second?;
+    restored?;
+    ensure!(second == old, "the VIP went to {second}");
+    // Back on the segment, the old host does not hold the VIP.
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        vip_holders(c)? == [second.clone()],
+        "holders after the link came back {:?}",
+        vip_holders(c)?
+    );
+    let macs = vip_answerers(c, &client)?;
+    ensure!(
+        macs.len() == 1 && macs[0] == underlay_mac(c, &second)?,
+        "ARP answers for the VIP: {macs:?}"
+    );
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=Failover",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    ensure!(
+        events.contains(&format!("moved from {first} to {second}")),
+        "failover events: {events}"
+    );
+
+    // Deleting the gateway removes the VIP and the return routes.
+    c.kubectl(&["delete", "overlaygateway", "bridge"])?;
+    wait_for(
+        "no VIP and no return route",
+        Duration::from_secs(10),
+        || {
+            ensure!(
+                vip_holders(c)?.is_empty(),
+                "VIP still on {:?}",
+                vip_holders(c)?
+            );
+            for node in NODES {
+                let routes = our_routes(c, node)?;
+                ensure!(
+                    !routes.iter().any(|r| r.starts_with(BEHIND)),
+                    "{node}: {routes:?}"
+                );
+            }
+            Ok(())
+        },
+    )?;
+    let _ = c.exec(&client, "ip", &["route", "del", "10.247.0.0/16"]);
+    let _ = c.exec(
+        &client,
+        "ip",
+        &["addr", "del", &format!("{BEHIND_CLIENT}/32"), "dev", "eth0"],
+    );
+    for node in BRIDGES {
+        let _ = c.exec(node, "ip", &["route", "del", BEHIND]);
+        c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
+    }
+    Ok(())
 }
 
 /// The Ready condition's (status, reason, message).

@@ -25,11 +25,31 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    cached_from(Api::<K>::all(client.clone()), config)
+}
+
+/// [`cached`] from `api` (a namespaced one, for kinds read in one namespace).
+pub fn cached_from<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (store, writer) = reflector::store::<K>();
     let events = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), config.any_semantic())
-            .modify(|object| object.managed_fields_mut().clear()),
+        watcher(api, config.any_semantic()).modify(|object| object.managed_fields_mut().clear()),
     )
     .default_backoff()
     .touched_objects();

@@ -37,20 +37,27 @@ const PREFIX: &str = "causeway-agent-";
 /// `holderIdentity` names the node.
 #[must_use]
 pub fn lease_name(node: &str) -> String {
-    let name = format!("{PREFIX}{node}");
-    if name.len() <= MAX_NAME {
-        return name;
+    bounded_name(PREFIX, node)
+}
+
+/// `<prefix><name>`, cut and suffixed with a stable hash of `name` when that would exceed
+/// 253 characters (the longest object name).
+#[must_use]
+pub fn bounded_name(prefix: &str, name: &str) -> String {
+    let full = format!("{prefix}{name}");
+    if full.len() <= MAX_NAME {
+        return full;
     }
     // FNV-1a, stable across releases (the name must not change on upgrade).
-    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     let suffix = format!("-{hash:016x}");
     let mut cut = MAX_NAME - suffix.len();
-    while !name.is_char_boundary(cut) {
+    while !full.is_char_boundary(cut) {
         cut -= 1;
     }
-    let head = name[..cut].trim_end_matches(['-', '.']);
+    let head = full[..cut].trim_end_matches(['-', '.']);
     format!("{head}{suffix}")
 }
 

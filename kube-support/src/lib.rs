@@ -7,9 +7,11 @@
 //!   only fold identical notes;
 //! - [`heartbeat`]: the agents' heartbeat Leases, and the operator's clock-skew-proof view of
 //!   which agents went silent;
+//! - [`election`]: the Lease through which BridgeHosts candidates elect the VIP holder;
 //! - [`status`]: status writes by server-side apply.
 
 pub mod cache;
+pub mod election;
 pub mod events;
 pub mod heartbeat;
 pub mod signal;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use causeway_crds::conditions::types;
 use causeway_crds::v1alpha1::BgpSessionStatus;
-use causeway_crds::{NodeSubnet, NodeSubnetStatus, PodNetwork};
+use causeway_crds::{NodeSubnet, NodeSubnetStatus, OverlayGateway, PodNetwork};
 use causeway_kube::cache::cached;
 use causeway_kube::events::{Kind, Publisher, Record};
 use causeway_kube::heartbeat;
@@ -40,6 +40,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::bgp::{Speaker, SpeakerConfig};
+use crate::bridge::{self, Elector};
 use crate::model::{Dataplane, Op, State};
 use crate::netlink::Netlink;
 use crate::status::{Failure, Outcome};
@@ -92,6 +93,10 @@ pub struct Agent {
     networks: Store<PodNetwork>,
     /// This node's Node object (its labels).
     nodes: Store<Node>,
+    /// OverlayGateways: BridgeHosts candidacies and return routes.
+    gateways: Store<OverlayGateway>,
+    /// One elector per gateway this node is a candidate bridge host for.
+    electors: BTreeMap<String, Elector>,
     events: Publisher,
     /// When the status was last written.
     status_written: Option<Instant>,
@@ -137,14 +142,17 @@ pub async fn run(
         &client,
         watcher::Config::default().fields(&format!("metadata.name={}", config.node_name)),
     );
+    let (gateways, gateway_events) = cached::<OverlayGateway>(&client, watcher::Config::default());
     let subnet_events = subnet_events.map(|r| r.map(|_| ()));
     let network_events = network_events.map(|r| r.map(|_| ()));
     let node_events = node_events.map(|r| r.map(|_| ()));
-    let mut changes = futures::stream::select(
-        futures::stream::select(subnet_events, network_events),
-        node_events,
-    )
-    .boxed();
+    let gateway_events = gateway_events.map(|r| r.map(|_| ()));
+    let mut changes = futures::stream::select_all([
+        subnet_events.boxed(),
+        network_events.boxed(),
+        node_events.boxed(),
+        gateway_events.boxed(),
+    ]);
 
     let events = Publisher::new(client.clone(), FIELD_MANAGER, &config.node_name);
     let mut agent = Agent {
@@ -154,6 +162,8 @@ pub async fn run(
         subnets,
         networks,
         nodes,
+        gateways,
+        electors: BTreeMap::new(),
         events,
         status_written: None,
         announced: None,
@@ -165,15 +175,17 @@ pub async fn run(
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
     {
-        let (subnets, networks, nodes) = (
+        let (subnets, networks, nodes, gateways) = (
             agent.subnets.clone(),
             agent.networks.clone(),
             agent.nodes.clone(),
+            agent.gateways.clone(),
         );
         let ready = async move {
             let _ = subnets.wait_until_ready().await;
             let _ = networks.wait_until_ready().await;
             let _ = nodes.wait_until_ready().await;
+            let _ = gateways.wait_until_ready().await;
         };
         tokio::pin!(ready);
         loop {
@@ -226,6 +238,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => {
                 agent.stop_speaker().await;
+                agent.stop_electors(causeway_crds::conditions::reasons::AGENT_STOPPED).await;
                 info!("stopping; the dataplane stays as it is");
                 return Ok(());
             }
@@ -318,6 +331,8 @@ impl Agent {
         let Some(own) = live else {
             // Not in any network (or only leaving one): remove everything of ours.
             self.stop_speaker().await;
+            self.stop_electors(causeway_crds::conditions::reasons::HOST_DESELECTED)
+                .await;
             let (report, clean) = self.teardown().await;
             if clean {
                 for s in &mine {
@@ -489,6 +504,34 @@ impl Agent {
                 return (outcome, vec![]);
             }
         };
+        if !self.config.dry_run {
+            self.run_electors(own, &underlay).await;
+        }
+        // Return routes for BridgeHosts clients, except where this node already has a route
+        // of its own for the range (it reaches those clients that way; never replaced).
+        let mut returns = bridge::returns(&self.gateways.state(), &own.spec.network);
+        let wanted: BTreeSet<Ipv4Net> = returns.iter().flat_map(|r| r.clients.clone()).collect();
+        let mut return_notes = Vec::new();
+        match self.dataplane.foreign_routes(&wanted).await {
+            Ok(taken) => {
+                for r in &mut returns {
+                    r.clients.retain(|c| {
+                        let free = !taken.contains(c);
+                        if !free {
+                            return_notes.push(format!(
+                                "OverlayGateway {}: this node already routes {c} (a route not Causeway's), so replies to those clients follow it, not the active host",
+                                r.gateway
+                            ));
+                        }
+                        free
+                    });
+                }
+            }
+            Err(e) => {
+                outcome.failure = Some(Failure::Observe(e.to_string()));
+                return (outcome, vec![]);
+            }
+        }
         let peers: Vec<Arc<NodeSubnet>> = self
             .subnets
             .state()
@@ -501,6 +544,7 @@ impl Agent {
             network: &network.spec,
             underlay: &underlay,
             learned: &self.learned,
+            returns: &returns,
         }) {
             Ok(p) => p,
             Err(e) => {
@@ -509,6 +553,8 @@ impl Agent {
             }
         };
         outcome.mtu = Some(planned.mtu);
+        let mut planned = planned;
+        planned.skipped.extend(return_notes);
         if planned.skipped != self.last_skipped {
             for line in &planned.skipped {
                 warn!("{line}");
@@ -584,6 +630,53 @@ impl Agent {
                 self.new_bgp_changes = Some(speaker.changes());
                 self.speaker = Some((speaker, config));
             }
+        }
+    }
+
+    /// Starts an elector for every gateway this node became a candidate for, and stops (or
+    /// restarts, when its settings changed) the others.
+    async fn run_electors(&mut self, own: &NodeSubnet, underlay: &plan::Underlay) {
+        let labels = self
+            .nodes
+            .state()
+            .into_iter()
+            .find(|n| n.name_any() == self.config.node_name)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        let mut wanted = bridge::candidacies(
+            &self.gateways.state(),
+            own,
+            &labels,
+            &underlay.name,
+            underlay.prefix,
+        );
+        let current: Vec<String> = self.electors.keys().cloned().collect();
+        for name in current {
+            if wanted.get(&name) == self.electors.get(&name).map(|e| &e.candidacy) {
+                wanted.remove(&name);
+                continue;
+            }
+            if let Some(elector) = self.electors.remove(&name) {
+                elector
+                    .stop(causeway_crds::conditions::reasons::HOST_DESELECTED)
+                    .await;
+            }
+        }
+        for (name, candidacy) in wanted {
+            let elector = Elector::start(
+                self.client.clone(),
+                &self.config.namespace,
+                &self.config.node_name,
+                candidacy,
+            );
+            self.electors.insert(name, elector);
+        }
+    }
+
+    /// Stops every elector; holders drop their VIP and release, saying `reason`.
+    async fn stop_electors(&mut self, reason: &'static str) {
+        for (_, elector) in std::mem::take(&mut self.electors) {
+            elector.stop(reason).await;
         }
     }
 

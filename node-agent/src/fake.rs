@@ -366,6 +366,7 @@ mod tests {
                 prefix: net("192.168.1.0/24"),
             },
             learned: &std::collections::BTreeMap::new(),
+            returns: &[],
         })
         .expect("plan");
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);

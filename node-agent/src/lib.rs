@@ -6,7 +6,9 @@
 //! (pure); the dataplane applies them. Only [`netlink`] talks to the kernel.
 
 pub mod agent;
+pub mod arp;
 pub mod bgp;
+pub mod bridge;
 pub mod cni;
 pub mod diff;
 pub mod fake;

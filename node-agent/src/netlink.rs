@@ -342,6 +342,46 @@ impl Netlink {
             .map_err(self.dump_error("routes"))
     }
 
+    /// Which of `dsts` already have a route in the main table that is not the agent's (with
+    /// metric 0, the one the agent would need): routes the agent must not install.
+    pub async fn foreign_routes(
+        &self,
+        dsts: &std::collections::BTreeSet<Ipv4Net>,
+    ) -> Result<std::collections::BTreeSet<Ipv4Net>, NetlinkError> {
+        if dsts.is_empty() {
+            return Ok(std::collections::BTreeSet::new());
+        }
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+            .build();
+        let all: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("routes"))?;
+        Ok(all
+            .iter()
+            .filter(|m| m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL))
+            .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
+            .filter(|m| {
+                !m.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Priority(p) if *p != 0))
+            })
+            .filter_map(|m| {
+                let dst = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })?;
+                Ipv4Net::new(dst, m.header.destination_prefix_length).ok()
+            })
+            .filter(|net| dsts.contains(net))
+            .collect())
+    }
+
     /// Neighbour (`Inet`) or FDB (`Bridge`) entries, optionally of one link only.
     async fn neighbours(
         &self,
@@ -691,6 +731,112 @@ impl Netlink {
         ApplyError {
             op: op.to_string(),
             message: failure.describe(op),
+        }
+    }
+}
+
+/// The BridgeHosts VIP on the underlay, as the elector sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipLink {
+    /// The link is up with carrier (`LOWER_UP`): it can reach the segment.
+    pub carrier: bool,
+    /// The VIP is one of its addresses.
+    pub holds_vip: bool,
+}
+
+/// The VIP outside the agent's own links: it sits on the underlay, so it is not part of
+/// [`State`] (never observed by a pass, never removed by a diff). Only the BridgeHosts
+/// elector ([`crate::bridge`]) adds and removes it, always as a /32 with a lifetime, so the
+/// kernel drops it by itself when the agent dies without removing it.
+impl Netlink {
+    /// Carrier of `dev` and whether `vip` is on it.
+    pub async fn vip_link(&self, dev: &str, vip: Ipv4Addr) -> Result<VipLink, ApplyError> {
+        let fail = |message: String| ApplyError {
+            op: format!("read link {dev} and its addresses"),
+            message,
+        };
+        let link = self
+            .find_link(dev)
+            .await
+            .map_err(|e| fail(describe_error(&e)))?
+            .ok_or_else(|| fail(format!("No such device (no link named {dev})")))?;
+        let flags = link.header.flags;
+        let carrier = flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
+        let holds_vip = self
+            .addresses()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .iter()
+            .any(|a| {
+                a.header.index == link.header.index && ipv4_of(a).map(|(ip, _)| ip) == Some(vip)
+            });
+        Ok(VipLink { carrier, holds_vip })
+    }
+
+    /// Adds `vip`/32 to `dev`, or refreshes it, valid for `lifetime_seconds` from now.
+    pub async fn hold_vip(
+        &self,
+        dev: &str,
+        vip: Ipv4Addr,
+        lifetime_seconds: u32,
+    ) -> Result<(), ApplyError> {
+        let op = format!(
+            "replace address {vip}/32 dev {dev} valid_lft {lifetime_seconds} preferred_lft {lifetime_seconds}"
+        );
+        let fail = |message: String| ApplyError {
+            op: op.clone(),
+            message,
+        };
+        let index = self
+            .find_link(dev)
+            .await
+            .map_err(|e| fail(describe_error(&e)))?
+            .ok_or_else(|| fail(format!("No such device (no link named {dev})")))?
+            .header
+            .index;
+        let mut request = self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(vip), 32)
+            .replace();
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo({
+                let mut info = netlink_packet_route::address::CacheInfo::default();
+                info.ifa_preferred = lifetime_seconds;
+                info.ifa_valid = lifetime_seconds;
+                info
+            }));
+        request
+            .execute()
+            .await
+            .map_err(|e| fail(describe_error(&e)))
+    }
+
+    /// Removes `vip`/32 from `dev` (gone already is fine).
+    pub async fn drop_vip(&self, dev: &str, vip: Ipv4Addr) -> Result<(), ApplyError> {
+        let op = format!("delete address {vip}/32 dev {dev}");
+        let fail = |message: String| ApplyError {
+            op: op.clone(),
+            message,
+        };
+        let Some(link) = self
+            .find_link(dev)
+            .await
+            .map_err(|e| fail(describe_error(&e)))?
+        else {
+            return Ok(());
+        };
+        let message = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(link.header.index)
+            .address(vip, 32)
+            .build();
+        match self.handle.address().del(message).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EADDRNOTAVAIL => {
+                Ok(())
+            }
+            other => other.map_err(|e| fail(describe_error(&e))),
         }
     }
 }

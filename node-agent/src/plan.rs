@@ -85,6 +85,20 @@ pub struct Input<'a> {
     /// Routed mode with BGP: the prefixes the routers advertise, with their next hop (the
     /// speaker's best paths). Empty otherwise.
     pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// BridgeHosts gateways without SNAT: client ranges whose replies go back through the
+    /// gateway's active host.
+    pub returns: &'a [GatewayReturn],
+}
+
+/// Return traffic of one BridgeHosts gateway (`snat: false`): packets for `clients` go to
+/// `via`, the node holding the VIP, on the same path as its pods' traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayReturn {
+    /// The OverlayGateway, for messages.
+    pub gateway: String,
+    /// The active host's node name (`status.activeHost`).
+    pub via: String,
+    pub clients: Vec<Ipv4Net>,
 }
 
 /// What this node's dataplane should be.
@@ -211,6 +225,8 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         PodNetworkMode::Flat => flat(input, &own, &mut desired),
         PodNetworkMode::Routed => routed(input, &own, &mut desired),
     };
+    let mut skipped = skipped;
+    skipped.extend(gateway_returns(input, &own, &mut desired));
     if network.nat_outgoing {
         let exclude = nat_exclusions(network)?;
         desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
@@ -301,6 +317,70 @@ fn overlay(
         }
     }
     Ok(skipped)
+}
+
+/// BridgeHosts return routes: each client range via the gateway's active host, on the path
+/// this node already uses for the host's pod subnet (its tunnel, or its underlay address when
+/// on-link). Nothing on the active host itself, and nothing for client ranges on this node's
+/// own segment: it reaches those clients directly, and the kernel's connected route is there.
+/// One route per client range: O(1) per node, replaced on failover.
+fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+    let mut skipped = Vec::new();
+    for ret in input.returns {
+        if ret.via == input.own.spec.node_name {
+            continue;
+        }
+        let Some(host) = input
+            .peers
+            .iter()
+            .find(|p| p.spec.node_name == ret.via && p.metadata.deletion_timestamp.is_none())
+        else {
+            skipped.push(format!(
+                "OverlayGateway {}: active host {} has no NodeSubnet in this network; no return route",
+                ret.gateway, ret.via
+            ));
+            continue;
+        };
+        let (Ok(cidr), Ok(address)) = (host.spec.parsed_cidr(), host.spec.parsed_node_address())
+        else {
+            continue;
+        };
+        let path = match desired.routes.get(&cidr) {
+            Some(r) => Some((r.gateway, r.dev.clone(), r.onlink)),
+            None if input.underlay.prefix.contains(&address) => {
+                Some((Some(address), input.underlay.name.clone(), false))
+            }
+            None => None,
+        };
+        let Some((gateway, dev, onlink)) = path else {
+            skipped.push(format!(
+                "OverlayGateway {}: no path to active host {} ({address}); no return route",
+                ret.gateway, ret.via
+            ));
+            continue;
+        };
+        for client in &ret.clients {
+            let client = client.trunc();
+            let on_segment = client.contains(&input.underlay.prefix.network())
+                || input.underlay.prefix.contains(&client.network());
+            if on_segment
+                || client.contains(&own.network.network())
+                || own.network.contains(&client.network())
+            {
+                continue;
+            }
+            desired.routes.insert(
+                client,
+                Route {
+                    dst: client,
+                    gateway,
+                    dev: dev.clone(),
+                    onlink,
+                },
+            );
+        }
+    }
+    skipped
 }
 
 fn direct_route(desired: &mut State, input: &Input<'_>, cidr: Ipv4Net, address: Ipv4Addr) {
@@ -844,6 +924,7 @@ mod tests {
             network,
             underlay: &underlay(),
             learned: &NO_ROUTES,
+            returns: &[],
         })
     }
 
@@ -987,6 +1068,7 @@ mod tests {
                 network: &network,
                 underlay: &underlay(),
                 learned: &NO_ROUTES,
+                returns: &[],
             });
             match (want, got) {
                 (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
@@ -1036,6 +1118,7 @@ mod tests {
                     ..underlay()
                 },
                 learned: &NO_ROUTES,
+                returns: &[],
             });
             match (want, got) {
                 (Ok(mtu), Ok(p)) => {
@@ -1291,6 +1374,7 @@ mod tests {
                 network: &network,
                 underlay: &underlay,
                 learned: &NO_ROUTES,
+                returns: &[],
             });
             match got {
                 Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
@@ -1323,8 +1407,66 @@ mod tests {
             network,
             underlay: &underlay(),
             learned,
+            returns: &[],
         })
         .expect("plan")
+    }
+
+    #[test]
+    fn bridge_host_returns_follow_the_active_hosts_path_and_skip_on_link_clients() {
+        let peers: Vec<Arc<NodeSubnet>> = [own(), node_b(), node_c()]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let returns = |via: &str| {
+            vec![GatewayReturn {
+                gateway: "office".into(),
+                via: via.into(),
+                clients: vec![
+                    "192.168.70.0/24".parse().expect("net"),
+                    // The node's own segment: reached directly.
+                    "192.168.1.0/24".parse().expect("net"),
+                ],
+            }]
+        };
+        let routes_for = |via: &str| {
+            let r = returns(via);
+            let p = plan(&Input {
+                own: &own(),
+                peers: &peers,
+                network: &spec(false),
+                underlay: &underlay(),
+                learned: &NO_ROUTES,
+                returns: &r,
+            })
+            .expect("plan");
+            let client: Ipv4Net = "192.168.70.0/24".parse().expect("net");
+            assert!(
+                !p.desired
+                    .routes
+                    .contains_key(&"192.168.1.0/24".parse().expect("net")),
+                "no route for the on-link client range"
+            );
+            (p.desired.routes.get(&client).cloned(), p.skipped)
+        };
+        // Through node-b's tunnel, exactly like node-b's pod subnet.
+        let (via_b, _) = routes_for("node-b");
+        let via_b = via_b.expect("a return route via node-b");
+        let to_b = plan_with(&spec(false), vec![own(), node_b()], &NO_ROUTES);
+        let b_path = &to_b.desired.routes[&"10.244.2.0/24".parse().expect("net")];
+        assert_eq!(
+            (via_b.gateway, via_b.dev.as_str(), via_b.onlink),
+            (b_path.gateway, b_path.dev.as_str(), b_path.onlink)
+        );
+        // The active host itself has no return route.
+        assert_eq!(routes_for("node-a").0, None);
+        // An active host without a NodeSubnet is named.
+        let (none, skipped) = routes_for("node-z");
+        assert_eq!(none, None);
+        assert!(
+            skipped.iter().any(|s| s.contains("active host node-z")),
+            "{skipped:?}"
+        );
     }
 
     #[test]
@@ -1427,6 +1569,7 @@ mod tests {
             network: &network,
             underlay: &underlay(),
             learned: &NO_ROUTES,
+            returns: &[],
         })
         .expect_err("too large");
         assert_eq!(

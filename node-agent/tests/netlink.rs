@@ -1110,3 +1110,48 @@ async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
     assert_eq!(fdb.len(), 1, "{fdb:?}");
     assert_eq!(fdb[0]["dst"], PEER_IP.to_string());
 }
+
+#[tokio::test]
+async fn the_vip_is_held_with_a_kernel_lifetime_and_lapses_without_renewal() {
+    let ns = Netns::with_underlay();
+    let netlink = ns.netlink().await;
+    let vip = ip4("192.168.50.250");
+    let held = netlink.vip_link("eth0", vip).await.expect("read");
+    assert!(held.carrier && !held.holds_vip, "{held:?}");
+
+    netlink.hold_vip("eth0", vip, 1).await.expect("hold");
+    netlink
+        .hold_vip("eth0", vip, 1)
+        .await
+        .expect("refresh is idempotent");
+    let shown = ns.ip("-4 -o addr show dev eth0");
+    assert!(
+        shown.contains("192.168.50.250/32") && shown.contains("valid_lft 1sec"),
+        "{shown}"
+    );
+    assert!(netlink.vip_link("eth0", vip).await.expect("read").holds_vip);
+
+    // Not refreshed: the kernel removes it by itself (what fences a dead agent's node).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while netlink.vip_link("eth0", vip).await.expect("read").holds_vip {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VIP outlived its lifetime: {}",
+            ns.ip("-4 -o addr show dev eth0")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        ns.ip("-4 -o addr show dev eth0")
+            .contains(&format!("{NODE_IP}/24")),
+        "the node's own address stays"
+    );
+
+    // Removed on demand, twice without error; a link without carrier reads as such.
+    netlink.hold_vip("eth0", vip, 5).await.expect("hold");
+    netlink.drop_vip("eth0", vip).await.expect("drop");
+    netlink.drop_vip("eth0", vip).await.expect("drop again");
+    assert!(!netlink.vip_link("eth0", vip).await.expect("read").holds_vip);
+    ns.ip("link set eth1 down");
+    assert!(!netlink.vip_link("eth0", vip).await.expect("read").carrier);
+}

@@ -10,10 +10,15 @@
 //! are not eligible, the whole pod range via the eligible ones, so their pods are reached
 //! through the overlay. Each line is an `ip route` command, ready to paste.
 //!
-//! BridgeHosts and ClientJoin are not implemented yet: they are reported as such, never as
-//! working.
+//! BridgeHosts: the candidates are the selected nodes whose agent is alive and whose
+//! segment holds the VIP; their agents elect the holder through the gateway's Lease
+//! ([`causeway_kube::election`]), which this module reads (never writes) into
+//! `status.activeHost` and, when the holder changed, `lastFailoverTime`/`lastFailoverReason`.
+//! Clients need one route: the pod range via the VIP.
+//!
+//! ClientJoin is not implemented yet: it is reported as such, never as working.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
@@ -40,6 +45,17 @@ pub struct Member {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The gateway's election Lease, as far as the status needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Election {
+    pub holder: Option<String>,
+    /// Why the holder took over ([`causeway_kube::election::REASON`]); absent on a first
+    /// election.
+    pub reason: Option<String>,
+    pub previous: Option<String>,
+    pub acquired: Option<Time>,
+}
+
 /// What the status is computed from.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
@@ -49,16 +65,38 @@ pub struct Input<'a> {
     pub network: Option<&'a PodNetworkSpec>,
     /// The network's nodes with a NodeSubnet, sorted by node.
     pub members: &'a [Member],
+    /// Nodes whose agent stopped reporting (heartbeat): never candidates.
+    pub silent: &'a BTreeSet<String>,
+    /// BridgeHosts: the election Lease, if it exists.
+    pub election: Option<&'a Election>,
+    /// VIPs of the other BridgeHosts gateways, with their names.
+    pub other_vips: &'a [(String, String)],
+}
+
+/// What [`render`] decides.
+struct Rendered {
+    routes: Vec<String>,
+    state: ConditionStatus,
+    reason: &'static str,
+    message: String,
+    /// BridgeHosts: the holder, when it is a candidate.
+    active: Option<String>,
 }
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// The routes and the Ready condition (status, reason, message) for `input`.
-fn render(input: &Input) -> (Vec<String>, ConditionStatus, &'static str, String) {
+/// The routes, the Ready condition and the active host for `input`.
+fn render(input: &Input) -> Rendered {
     let spec = input.spec;
-    let not_ready = |reason, message: String| (vec![], ConditionStatus::False, reason, message);
+    let not_ready = |reason, message: String| Rendered {
+        routes: vec![],
+        state: ConditionStatus::False,
+        reason,
+        message,
+        active: None,
+    };
     let Some(network) = input.network else {
         return not_ready(
             reasons::NETWORK_NOT_FOUND,
@@ -68,11 +106,11 @@ fn render(input: &Input) -> (Vec<String>, ConditionStatus, &'static str, String)
             ),
         );
     };
-    if spec.strategy != GatewayStrategy::RouteToNodes {
+    if spec.strategy == GatewayStrategy::ClientJoin {
         return not_ready(
             STRATEGY_NOT_IMPLEMENTED,
             format!(
-                "strategy {:?} is not implemented by this version of Causeway yet; use RouteToNodes (clients route pod subnets to nodes).",
+                "strategy {:?} is not implemented by this version of Causeway yet; use RouteToNodes or BridgeHosts.",
                 spec.strategy
             ),
         );
@@ -103,6 +141,9 @@ fn render(input: &Input) -> (Vec<String>, ConditionStatus, &'static str, String)
                 );
             }
         }
+    }
+    if spec.strategy == GatewayStrategy::BridgeHosts {
+        return bridge_hosts(input, range);
     }
     let selector = spec
         .route_to_nodes
@@ -166,25 +207,188 @@ fn render(input: &Input) -> (Vec<String>, ConditionStatus, &'static str, String)
             off_segment.join(", ")
         ));
     }
-    (
+    Rendered {
         routes,
-        ConditionStatus::True,
-        reasons::GATEWAY_READY,
+        state: ConditionStatus::True,
+        reason: reasons::GATEWAY_READY,
         message,
-    )
+        active: None,
+    }
+}
+
+/// BridgeHosts: VIP checks, candidates, and the election's outcome.
+fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
+    let spec = input.spec;
+    let not_ready = |reason, message: String| Rendered {
+        routes: vec![],
+        state: ConditionStatus::False,
+        reason,
+        message,
+        active: None,
+    };
+    let Some(bridge) = spec.bridge_hosts.as_ref() else {
+        return not_ready(INVALID_SPEC, "spec.bridgeHosts is missing.".into());
+    };
+    if spec.snat {
+        return not_ready(
+            STRATEGY_NOT_IMPLEMENTED,
+            "snat: true is not implemented by this version of Causeway yet; set snat: false (nodes route replies for clientCidrs through the active host).".into(),
+        );
+    }
+    let Ok(vip) = bridge.vip.trim().parse::<Ipv4Addr>() else {
+        return not_ready(
+            INVALID_SPEC,
+            format!(
+                "spec.bridgeHosts.vip {:?} is not an IPv4 address.",
+                bridge.vip
+            ),
+        );
+    };
+    if range.contains(&vip) {
+        return not_ready(
+            reasons::VIP_CONFLICT,
+            format!(
+                "VIP {vip} is inside the pod range {range} of PodNetwork {}: choose an unused address on the bridge hosts' underlay segment.",
+                spec.network
+            ),
+        );
+    }
+    if let Some(m) = input.members.iter().find(|m| m.address == vip) {
+        return not_ready(
+            reasons::VIP_CONFLICT,
+            format!(
+                "VIP {vip} is the address of node {}: choose an unused address on the bridge hosts' underlay segment.",
+                m.node
+            ),
+        );
+    }
+    if let Some((other, _)) = input
+        .other_vips
+        .iter()
+        .find(|(_, v)| v.trim().parse::<Ipv4Addr>().ok() == Some(vip))
+    {
+        return not_ready(
+            reasons::VIP_CONFLICT,
+            format!(
+                "VIP {vip} is also the VIP of OverlayGateway {other}: give each gateway its own VIP."
+            ),
+        );
+    }
+    let mut candidates = Vec::new();
+    let (mut off_segment, mut silent) = (Vec::new(), Vec::new());
+    for member in input.members {
+        match selector::matches(Some(&bridge.node_selector), &member.labels) {
+            Err(e) => return not_ready(INVALID_SPEC, format!("spec.bridgeHosts.{e}.")),
+            Ok(false) => continue,
+            Ok(true) => {}
+        }
+        if !member.segment.is_some_and(|s| s.contains(&vip)) {
+            off_segment.push(member.node.as_str());
+        } else if input.silent.contains(&member.node) {
+            silent.push(member.node.as_str());
+        } else {
+            candidates.push(member.node.as_str());
+        }
+    }
+    if candidates.is_empty() {
+        let mut why = Vec::new();
+        if !off_segment.is_empty() {
+            why.push(format!(
+                "{} not on the VIP's segment (or not reported yet)",
+                off_segment.join(", ")
+            ));
+        }
+        if !silent.is_empty() {
+            why.push(format!(
+                "the agents of {} are not reporting",
+                silent.join(", ")
+            ));
+        }
+        if why.is_empty() {
+            why.push("no node of the network matches spec.bridgeHosts.nodeSelector".into());
+        }
+        return not_ready(
+            reasons::NO_ELIGIBLE_HOST,
+            format!(
+                "no node can hold VIP {vip}: {}; label nodes on the VIP's segment to match spec.bridgeHosts.nodeSelector.",
+                why.join("; ")
+            ),
+        );
+    }
+    let holder = input.election.and_then(|e| e.holder.as_deref());
+    let Some(active) = holder.filter(|h| candidates.contains(h)) else {
+        let now = match holder {
+            Some(h) => format!(" {h} still holds the claim but is no longer a candidate."),
+            None => String::new(),
+        };
+        return not_ready(
+            reasons::ELECTION_IN_PROGRESS,
+            format!(
+                "candidates {} are electing the holder of VIP {vip}.{now}",
+                candidates.join(", ")
+            ),
+        );
+    };
+    let others: Vec<&str> = candidates
+        .iter()
+        .copied()
+        .filter(|c| *c != active)
+        .collect();
+    let standby = if others.is_empty() {
+        " No standby: add candidates for failover.".to_owned()
+    } else {
+        format!(" Standby: {}.", others.join(", "))
+    };
+    let back = if spec.snat {
+        "replies return through it (SNAT)"
+    } else {
+        "every node routes replies for clientCidrs through it"
+    };
+    Rendered {
+        routes: vec![format!("ip route add {range} via {vip}")],
+        state: ConditionStatus::True,
+        reason: reasons::GATEWAY_READY,
+        message: format!(
+            "{active} holds VIP {vip} and forwards client traffic into PodNetwork {}; {back}. Clients route the pod range to the VIP (status.clientRoutes).{standby}",
+            spec.network
+        ),
+        active: Some(active.to_owned()),
+    }
 }
 
 /// The OverlayGateway status for `input`, with Ready merged into `previous`.
 #[must_use]
 pub fn status(input: &Input, previous: &OverlayGatewayStatus, now: Time) -> OverlayGatewayStatus {
-    let (routes, state, reason, message) = render(input);
+    let r = render(input);
     let mut next = previous.clone();
     set_condition(
         &mut next.conditions,
-        new_condition(types::READY, state, reason, message, input.generation, now),
+        new_condition(
+            types::READY,
+            r.state,
+            r.reason,
+            r.message,
+            input.generation,
+            now,
+        ),
     );
     next.observed_generation = input.generation;
-    next.client_routes = routes;
+    next.client_routes = r.routes;
+    if input.spec.strategy == GatewayStrategy::BridgeHosts {
+        // A takeover (the Lease says why) is a failover; a first election is not.
+        if let Some(e) = input.election
+            && e.holder.is_some()
+            && let Some(reason) = e.reason.as_ref()
+        {
+            next.last_failover_reason = Some(reason.clone());
+            next.last_failover_time = e.acquired.clone();
+        }
+        next.active_host = r.active;
+    } else {
+        next.active_host = None;
+        next.last_failover_reason = None;
+        next.last_failover_time = None;
+    }
     next
 }
 
@@ -236,6 +440,9 @@ mod tests {
                 spec: &spec,
                 network,
                 members: &members,
+                silent: &BTreeSet::new(),
+                election: None,
+                other_vips: &[],
             },
             &OverlayGatewayStatus::default(),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
@@ -274,6 +481,138 @@ mod tests {
         );
     }
 
+    fn bridge(
+        election: Option<&Election>,
+        silent: &[&str],
+        others: &[(String, String)],
+        vip: &str,
+    ) -> OverlayGatewayStatus {
+        let spec = gateway(serde_json::json!({
+            "network": "overlay", "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
+            "bridgeHosts": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}, "vip": vip},
+        }));
+        let members = members();
+        let silent: BTreeSet<String> = silent.iter().map(|s| (*s).to_owned()).collect();
+        status(
+            &Input {
+                generation: Some(1),
+                spec: &spec,
+                network: Some(&network()),
+                members: &members,
+                silent: &silent,
+                election,
+                other_vips: others,
+            },
+            &OverlayGatewayStatus::default(),
+            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        )
+    }
+
+    #[test]
+    fn bridge_hosts_report_the_holder_the_vip_route_and_failovers() {
+        let elected = Election {
+            holder: Some("node-b".into()),
+            ..Election::default()
+        };
+        let st = bridge(Some(&elected), &[], &[], "192.168.50.250");
+        assert_eq!(ready(&st).1, "GatewayReady", "{:?}", ready(&st));
+        assert_eq!(st.active_host.as_deref(), Some("node-b"));
+        assert_eq!(
+            st.client_routes,
+            ["ip route add 10.247.0.0/16 via 192.168.50.250"]
+        );
+        assert!(
+            ready(&st).2.contains("Standby: node-a."),
+            "{}",
+            ready(&st).2
+        );
+        assert_eq!(
+            st.last_failover_reason, None,
+            "a first election is no failover"
+        );
+
+        let taken = Election {
+            holder: Some("node-a".into()),
+            reason: Some("LinkDown".into()),
+            previous: Some("node-b".into()),
+            acquired: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(5).expect("t"),
+            )),
+        };
+        let st = bridge(Some(&taken), &[], &[], "192.168.50.250");
+        assert_eq!(st.active_host.as_deref(), Some("node-a"));
+        assert_eq!(st.last_failover_reason.as_deref(), Some("LinkDown"));
+        assert!(st.last_failover_time.is_some());
+
+        // node-d is selected but on the other segment; node-a and node-b are candidates.
+        let none = bridge(None, &[], &[], "192.168.50.250");
+        let (status, reason, message) = ready(&none);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ElectionInProgress")
+        );
+        assert!(message.contains("candidates node-a, node-b"), "{message}");
+        assert_eq!(none.active_host, None);
+    }
+
+    #[test]
+    fn bridge_hosts_problems_are_named() {
+        type Case<'a> = (
+            &'a [&'a str],
+            Vec<(String, String)>,
+            &'a str,
+            &'a str,
+            &'a str,
+        );
+        let cases: [Case; 5] = [
+            (
+                &[],
+                vec![],
+                "10.247.3.3",
+                "VipConflict",
+                "inside the pod range",
+            ),
+            (
+                &[],
+                vec![],
+                "192.168.50.12",
+                "VipConflict",
+                "the address of node node-b",
+            ),
+            (
+                &[],
+                vec![("lab".into(), "192.168.50.250".into())],
+                "192.168.50.250",
+                "VipConflict",
+                "also the VIP of OverlayGateway lab",
+            ),
+            (
+                &["node-a", "node-b"],
+                vec![],
+                "192.168.50.250",
+                "NoEligibleHost",
+                "the agents of node-a, node-b are not reporting",
+            ),
+            (
+                &[],
+                vec![],
+                "192.168.80.250",
+                "NoEligibleHost",
+                "not on the VIP's segment",
+            ),
+        ];
+        for (silent, others, vip, want, words) in cases {
+            let st = bridge(None, silent, &others, vip);
+            let (status, reason, message) = ready(&st);
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", want),
+                "{message}"
+            );
+            assert!(message.contains(words), "{message}");
+        }
+    }
+
     #[test]
     fn every_node_selected_needs_no_range_route() {
         let st = run(
@@ -308,11 +647,11 @@ mod tests {
                 "are not on a segment of clientCidrs",
             ),
             (
-                serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
-                    "bridgeHosts": {"nodeSelector": {}, "vip": "192.168.50.250"}}),
+                serde_json::json!({"network": "overlay", "strategy": "ClientJoin",
+                    "clientJoin": {"clients": [{"name": "a", "address": "192.168.50.100"}]}}),
                 Some(network()),
                 "StrategyNotImplemented",
-                "strategy BridgeHosts is not implemented",
+                "strategy ClientJoin is not implemented",
             ),
         ];
         for (spec, net, want_reason, want_words) in cases {

@@ -3,22 +3,30 @@
 //! A gateway is reconciled when it changes, and whenever its PodNetwork is (the PodNetwork
 //! reconcile runs on every Node and NodeSubnet change of the network and sends the network's
 //! name here), so `status.clientRoutes` follows nodes joining and leaving without a watch of
-//! its own on Nodes or NodeSubnets. It reads the PodNetwork controller's caches, writes only
-//! the gateway's status (server-side apply, field manager `causeway-operator`) and records an
-//! event when Ready changes.
+//! its own on Nodes or NodeSubnets. BridgeHosts gateways are also reconciled when their
+//! election Lease changes (the agents' namespace, label
+//! `app.kubernetes.io/component=gateway-election`); renewals cost a reconcile that writes
+//! nothing, holder changes write `status.activeHost`, which is what the nodes watch (they
+//! never see the renewals). It reads the PodNetwork controller's caches, writes only the
+//! gateway's status (server-side apply, field manager `causeway-operator`) and records an
+//! event when Ready changes and when the VIP moves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_crds::conditions::{find_condition, types};
 use causeway_crds::{OverlayGateway, OverlayGatewayStatus};
+use causeway_kube::cache::cached_from;
+use causeway_kube::election;
 use causeway_kube::events::{Kind, Record};
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -45,6 +53,7 @@ pub async fn run(
     let api: Api<OverlayGateway> = Api::all(ctx.client.clone());
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let gateways = store.clone();
     let triggers = networks_changed.flat_map(move |network| {
         let refs: Vec<ObjectRef<OverlayGateway>> = store
             .state()
@@ -54,9 +63,25 @@ pub async fn run(
             .collect();
         futures::stream::iter(refs)
     });
+    let (leases, lease_events) = cached_from::<Lease>(
+        Api::namespaced(ctx.client.clone(), &ctx.options.agent_namespace),
+        watcher::Config::default()
+            .labels(&format!("{}={}", election::LABEL.0, election::LABEL.1))
+            .any_semantic(),
+    );
+    let elections = lease_events.filter_map(|event| async move {
+        let lease = event.ok()?;
+        let gateway = lease.labels().get(election::GATEWAY_LABEL)?.clone();
+        Some(ObjectRef::<OverlayGateway>::new(&gateway))
+    });
+    let gctx = Arc::new(GatewayContext {
+        ctx,
+        leases,
+        gateways,
+    });
     controller
-        .reconcile_on(triggers)
-        .run(reconcile, error_policy, ctx)
+        .reconcile_on(futures::stream::select(triggers, elections))
+        .run(reconcile, error_policy, gctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 debug!(error = %e, "gateway reconcile failed");
@@ -65,15 +90,47 @@ pub async fn run(
         .await;
 }
 
-fn error_policy(gw: Arc<OverlayGateway>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// The PodNetwork controller's context, plus the election Leases.
+struct GatewayContext {
+    ctx: Arc<Context>,
+    leases: Store<Lease>,
+    gateways: Store<OverlayGateway>,
+}
+
+fn error_policy(gw: Arc<OverlayGateway>, error: &Error, _ctx: Arc<GatewayContext>) -> Action {
     warn!(gateway = %gw.name_any(), error = %error, "gateway reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn reconcile(gw: Arc<OverlayGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result<Action, Error> {
+    let ctx = &gctx.ctx;
     if gw.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let name = gw.name_any();
+    let election = gctx
+        .leases
+        .state()
+        .into_iter()
+        .find(|l| l.name_any() == election::lease_name(&name))
+        .map(|l| gateway::Election {
+            holder: election::holder(&l).map(str::to_owned),
+            reason: election::annotation(&l, election::REASON).map(str::to_owned),
+            previous: election::annotation(&l, election::PREVIOUS).map(str::to_owned),
+            acquired: l
+                .spec
+                .as_ref()
+                .and_then(|s| s.acquire_time.as_ref())
+                .map(|t| Time(t.0)),
+        });
+    let silent: BTreeSet<String> = ctx.silent.borrow().keys().cloned().collect();
+    let other_vips: Vec<(String, String)> = gctx
+        .gateways
+        .state()
+        .iter()
+        .filter(|g| g.name_any() != name && g.meta().deletion_timestamp.is_none())
+        .filter_map(|g| Some((g.name_any(), g.spec.bridge_hosts.as_ref()?.vip.clone())))
+        .collect();
     let network = ctx
         .networks
         .state()
@@ -112,24 +169,58 @@ async fn reconcile(gw: Arc<OverlayGateway>, ctx: Arc<Context>) -> Result<Action,
             spec: &gw.spec,
             network: network.as_ref().map(|n| &n.spec),
             members: &members,
+            silent: &silent,
+            election: election.as_ref(),
+            other_vips: &other_vips,
         },
         &previous,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
     if next != previous {
-        announce(&ctx, &gw, &previous, &next).await;
-        write_status(&ctx, &gw.name_any(), &next).await?;
+        announce(ctx, &gw, &previous, &next, election.as_ref()).await;
+        write_status(ctx, &name, &next).await?;
     }
     Ok(Action::requeue(RESYNC))
 }
 
-/// An event when Ready's status or reason changes.
+/// An event when Ready's status or reason changes, and one when the VIP moves.
 async fn announce(
     ctx: &Context,
     gw: &OverlayGateway,
     previous: &OverlayGatewayStatus,
     next: &OverlayGatewayStatus,
+    election: Option<&gateway::Election>,
 ) {
+    if let Some(active) = next.active_host.as_ref()
+        && previous.active_host.as_ref() != Some(active)
+    {
+        let vip = gw
+            .spec
+            .bridge_hosts
+            .as_ref()
+            .map(|b| b.vip.clone())
+            .unwrap_or_default();
+        let (reason, note) = match election.and_then(|e| e.reason.as_ref().zip(e.previous.as_ref()))
+        {
+            Some((why, from)) => (
+                "Failover",
+                format!("VIP {vip} moved from {from} to {active} ({why})"),
+            ),
+            None => ("Elected", format!("{active} holds VIP {vip}")),
+        };
+        ctx.events
+            .publish(
+                &gw.object_ref(&()),
+                Record {
+                    kind: Kind::Normal,
+                    reason,
+                    action: "Elect",
+                    note,
+                    related: None,
+                },
+            )
+            .await;
+    }
     let Some(ready) = find_condition(&next.conditions, types::READY) else {
         return;
     };

@@ -177,6 +177,29 @@ pub struct BridgeHostsSpec {
             .message("bridgeHosts.vip must be an IP address such as 192.168.1.250")
     )]
     pub vip: String,
+
+    /// How long the active host's claim on the VIP lasts without renewal, in seconds (2-60,
+    /// default 2). The active host renews ten times per duration and keeps the VIP in the
+    /// kernel for half of it, so a host whose agent dies loses the VIP by itself; another
+    /// candidate takes over when the claim lapses, or sooner when the VIP stops answering
+    /// ARP while renewals have stopped. Shorter is faster failover and more API writes
+    /// (5 per second at the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 60))]
+    pub lease_duration_seconds: Option<u32>,
+}
+
+impl BridgeHostsSpec {
+    /// Default `leaseDurationSeconds`.
+    pub const DEFAULT_LEASE_DURATION_SECONDS: u32 = 2;
+
+    /// `leaseDurationSeconds` or its default.
+    #[must_use]
+    pub fn lease_duration_seconds(&self) -> u32 {
+        self.lease_duration_seconds
+            .unwrap_or(Self::DEFAULT_LEASE_DURATION_SECONDS)
+            .clamp(2, 60)
+    }
 }
 
 /// ClientJoin settings: the machines that join the overlay.

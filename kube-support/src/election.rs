@@ -1,0 +1,261 @@
+//! The BridgeHosts election: one Lease per OverlayGateway (`causeway-gw-<gateway>` in the
+//! agents' namespace), contended by the agents of the candidate nodes; its holder holds the
+//! gateway's VIP. The operator only reads it, to report `status.activeHost` and failovers.
+//!
+//! Writes are compare-and-swap: every change is a `replace` carrying the `resourceVersion`
+//! that was read, so two candidates that decide to take over at once cannot both succeed.
+//! Why the holder changed travels with the Lease, in annotations the new holder writes:
+//! [`REASON`] (a CamelCase reason: `HostUnresponsive`, or what the previous holder gave when
+//! it released: `LinkDown`, `AgentStopped`, `HostDeselected`) and [`PREVIOUS`].
+//!
+//! The pure builders ([`claimed`], [`renewed`], [`released`]) are unit-tested; [`write`]
+//! and [`read`] are the only I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+
+use crate::heartbeat::bounded_name;
+
+/// Label on every election Lease (the operator watches by it).
+pub const LABEL: (&str, &str) = ("app.kubernetes.io/component", "gateway-election");
+/// Label naming the OverlayGateway a Lease elects for.
+pub const GATEWAY_LABEL: &str = "causeway.dev/gateway";
+/// Annotation: why the current holder took over (absent on the first election).
+pub const REASON: &str = "causeway.dev/failover-reason";
+/// Annotation: the holder before the current one.
+pub const PREVIOUS: &str = "causeway.dev/previous-holder";
+/// Annotation a holder leaves when it releases: why it let go.
+pub const RELEASE_REASON: &str = "causeway.dev/release-reason";
+
+const PREFIX: &str = "causeway-gw-";
+
+/// The election Lease of `gateway`.
+#[must_use]
+pub fn lease_name(gateway: &str) -> String {
+    bounded_name(PREFIX, gateway)
+}
+
+/// The current holder, if any (an empty `holderIdentity` is none: the Lease was released).
+#[must_use]
+pub fn holder(lease: &Lease) -> Option<&str> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())
+}
+
+/// The `renewTime`, as text (for noticing renewals by change, never by comparing clocks).
+#[must_use]
+pub fn renew_mark(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| t.0.to_string())
+}
+
+/// An annotation's value.
+#[must_use]
+pub fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a str> {
+    lease.annotations().get(key).map(String::as_str)
+}
+
+/// `lease` (or a new Lease when `None`) claimed by `me` at `now`: holder, acquire and renew
+/// times, one more transition, and [`REASON`]/[`PREVIOUS`] describing the takeover. The
+/// `resourceVersion` read is kept, so [`write`] fails if someone else wrote meanwhile.
+#[must_use]
+pub fn claimed(
+    lease: Option<&Lease>,
+    namespace: &str,
+    gateway: &str,
+    me: &str,
+    duration_seconds: u32,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Lease {
+    let previous = lease.and_then(holder).map(str::to_owned).or_else(|| {
+        lease
+            .and_then(|l| annotation(l, RELEASE_REASON))
+            .and_then(|_| {
+                lease
+                    .and_then(|l| annotation(l, PREVIOUS))
+                    .map(str::to_owned)
+            })
+    });
+    let mut next = lease.cloned().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(lease_name(gateway)),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec::default()),
+    });
+    let labels = next.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(LABEL.0.to_owned(), LABEL.1.to_owned());
+    labels.insert(GATEWAY_LABEL.to_owned(), gateway.to_owned());
+    let annotations = next.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.remove(RELEASE_REASON);
+    match reason {
+        Some(r) => {
+            annotations.insert(REASON.to_owned(), r.to_owned());
+        }
+        None => {
+            annotations.remove(REASON);
+        }
+    }
+    match previous {
+        Some(p) => {
+            annotations.insert(PREVIOUS.to_owned(), p);
+        }
+        None => {
+            annotations.remove(PREVIOUS);
+        }
+    }
+    let spec = next.spec.get_or_insert_with(LeaseSpec::default);
+    let transitions = spec.lease_transitions.unwrap_or(0);
+    spec.lease_transitions = Some(if lease.is_some() {
+        transitions.saturating_add(1)
+    } else {
+        0
+    });
+    spec.holder_identity = Some(me.to_owned());
+    spec.lease_duration_seconds = Some(i32::try_from(duration_seconds).unwrap_or(i32::MAX));
+    spec.acquire_time = Some(MicroTime(now));
+    spec.renew_time = Some(MicroTime(now));
+    next
+}
+
+/// `lease` renewed at `now` by its holder.
+#[must_use]
+pub fn renewed(lease: &Lease, now: Timestamp) -> Lease {
+    let mut next = lease.clone();
+    next.spec.get_or_insert_with(LeaseSpec::default).renew_time = Some(MicroTime(now));
+    next
+}
+
+/// `lease` given up by its holder, saying why ([`RELEASE_REASON`]): the holder is emptied,
+/// so candidates take over at once instead of waiting for the Lease to lapse.
+#[must_use]
+pub fn released(lease: &Lease, reason: &str, now: Timestamp) -> Lease {
+    let mut next = lease.clone();
+    let previous = holder(lease).map(str::to_owned);
+    let annotations = next.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(RELEASE_REASON.to_owned(), reason.to_owned());
+    if let Some(p) = previous {
+        annotations.insert(PREVIOUS.to_owned(), p);
+    }
+    let spec = next.spec.get_or_insert_with(LeaseSpec::default);
+    spec.holder_identity = Some(String::new());
+    spec.renew_time = Some(MicroTime(now));
+    next
+}
+
+/// Why a write did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Someone else changed (or created) the Lease since it was read.
+    #[error("the Lease changed since it was read")]
+    Conflict,
+    /// Anything else (API server unreachable, forbidden, ...).
+    #[error("writing Lease {name}: {source}")]
+    Api { name: String, source: kube::Error },
+}
+
+/// Creates `lease` (no `resourceVersion`) or replaces it if unchanged since read; the stored
+/// Lease on success.
+///
+/// # Errors
+/// [`WriteError::Conflict`] when another writer got there first.
+pub async fn write(api: &Api<Lease>, lease: &Lease) -> Result<Lease, WriteError> {
+    let name = lease.name_any();
+    let result = if lease.metadata.resource_version.is_some() {
+        api.replace(&name, &PostParams::default(), lease).await
+    } else {
+        api.create(&PostParams::default(), lease).await
+    };
+    result.map_err(|source| match &source {
+        kube::Error::Api(s) if s.code == 409 => WriteError::Conflict,
+        _ => WriteError::Api { name, source },
+    })
+}
+
+/// The Lease of `gateway`, if it exists.
+///
+/// # Errors
+/// The API server's answer when reading fails.
+pub async fn read(api: &Api<Lease>, gateway: &str) -> Result<Option<Lease>, kube::Error> {
+    api.get_opt(&lease_name(gateway)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("time")
+    }
+
+    #[test]
+    fn a_first_claim_creates_a_labelled_lease_without_a_reason() {
+        let l = claimed(None, "causeway-system", "office", "node-a", 2, None, at(10));
+        assert_eq!(l.name_any(), "causeway-gw-office");
+        assert_eq!(holder(&l), Some("node-a"));
+        assert_eq!(l.labels()[GATEWAY_LABEL], "office");
+        assert_eq!(l.labels()[LABEL.0], LABEL.1);
+        assert_eq!(annotation(&l, REASON), None);
+        let spec = l.spec.as_ref().expect("spec");
+        assert_eq!(spec.lease_transitions, Some(0));
+        assert_eq!(spec.lease_duration_seconds, Some(2));
+    }
+
+    #[test]
+    fn a_takeover_records_the_previous_holder_and_why() {
+        let mut first = claimed(None, "ns", "office", "node-a", 2, None, at(10));
+        first.metadata.resource_version = Some("7".into());
+        let renewed_once = renewed(&first, at(11));
+        assert_ne!(renew_mark(&renewed_once), renew_mark(&first));
+        let taken = claimed(
+            Some(&renewed_once),
+            "ns",
+            "office",
+            "node-b",
+            2,
+            Some("HostUnresponsive"),
+            at(14),
+        );
+        assert_eq!(holder(&taken), Some("node-b"));
+        assert_eq!(annotation(&taken, PREVIOUS), Some("node-a"));
+        assert_eq!(annotation(&taken, REASON), Some("HostUnresponsive"));
+        assert_eq!(taken.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(
+            taken.spec.as_ref().and_then(|s| s.lease_transitions),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_release_empties_the_holder_and_the_next_claim_carries_its_reason() {
+        let first = claimed(None, "ns", "office", "node-a", 2, None, at(10));
+        let gone = released(&first, "LinkDown", at(12));
+        assert_eq!(holder(&gone), None);
+        assert_eq!(annotation(&gone, RELEASE_REASON), Some("LinkDown"));
+        let next = claimed(
+            Some(&gone),
+            "ns",
+            "office",
+            "node-b",
+            2,
+            Some("LinkDown"),
+            at(12),
+        );
+        assert_eq!(annotation(&next, PREVIOUS), Some("node-a"));
+        assert_eq!(annotation(&next, RELEASE_REASON), None);
+        assert_eq!(annotation(&next, REASON), Some("LinkDown"));
+    }
+}

@@ -1,0 +1,710 @@
+//! BridgeHosts: which OverlayGateways this node is a candidate bridge host for, and one
+//! elector task per such gateway that contends for the gateway's election Lease
+//! ([`causeway_kube::election`]) and holds the VIP while it wins.
+//!
+//! Two hosts must never answer for the VIP at once. Three things make sure of it:
+//! - **The kernel forgets the VIP by itself.** The holder adds it as a /32 with a lifetime
+//!   ([`Timing::vip_lifetime_seconds`], half the lease) and refreshes it only after a
+//!   successful renewal; an agent killed, hung or cut off from the API server loses the VIP
+//!   within that lifetime, without doing anything.
+//! - **A successor asks the segment first.** A candidate takes over only after it has seen no
+//!   renewal for [`Timing::suspect_after`] (or the holder released) *and* nobody answers ARP
+//!   probes for the VIP (RFC 5227, from 0.0.0.0). An old holder still answering blocks the
+//!   takeover, whatever the Lease says.
+//! - **Claims are compare-and-swap** on the Lease's `resourceVersion`: of two candidates
+//!   deciding together, one wins; the other sees a conflict and follows.
+//!
+//! A holder whose underlay loses carrier removes the VIP at once and releases the Lease with
+//! reason `LinkDown` (if the API server is still reachable; otherwise the Lease lapses), so
+//! the successor need not wait. A holder that stops (SIGTERM, node deselected, gateway
+//! deleted) releases with a reason too. A new holder announces the VIP with gratuitous ARP
+//! (three times: right away, and with its next two renewals), so clients and switches move
+//! at once.
+//!
+//! [`candidacies`] and [`decide`] are pure and unit-tested; [`Elector`] is the I/O.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use causeway_crds::conditions::reasons;
+use causeway_crds::v1alpha1::GatewayStrategy;
+use causeway_crds::{NodeSubnet, OverlayGateway, selector};
+use causeway_kube::election;
+use causeway_kube::events::{Kind, Publisher, Record};
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::arp;
+use crate::netlink::Netlink;
+
+/// What an elector needs to know about its gateway; a change restarts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidacy {
+    pub gateway: String,
+    pub gateway_uid: String,
+    pub vip: Ipv4Addr,
+    /// The underlay link the VIP goes on.
+    pub dev: String,
+    pub lease_seconds: u32,
+}
+
+/// The gateways this node is a candidate bridge host for: strategy BridgeHosts on this
+/// node's network, the node selected by `bridgeHosts.nodeSelector`, and the VIP on this
+/// node's underlay segment (and not the node's own address). By gateway name.
+#[must_use]
+pub fn candidacies(
+    gateways: &[std::sync::Arc<OverlayGateway>],
+    own: &NodeSubnet,
+    labels: &BTreeMap<String, String>,
+    underlay: &str,
+    segment: Ipv4Net,
+) -> BTreeMap<String, Candidacy> {
+    let address = own.spec.parsed_node_address().ok();
+    gateways
+        .iter()
+        .filter(|g| g.meta().deletion_timestamp.is_none())
+        .filter(|g| g.spec.network == own.spec.network)
+        .filter(|g| g.spec.strategy == GatewayStrategy::BridgeHosts)
+        .filter_map(|g| {
+            let bridge = g.spec.bridge_hosts.as_ref()?;
+            let vip: Ipv4Addr = bridge.vip.trim().parse().ok()?;
+            let selected = selector::matches(Some(&bridge.node_selector), labels).ok()?;
+            (selected && segment.contains(&vip) && Some(vip) != address).then(|| {
+                (
+                    g.name_any(),
+                    Candidacy {
+                        gateway: g.name_any(),
+                        gateway_uid: g.uid().unwrap_or_default(),
+                        vip,
+                        dev: underlay.to_owned(),
+                        lease_seconds: bridge.lease_duration_seconds(),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// Return paths of the BridgeHosts gateways of `network` that do not SNAT and have an
+/// active host (`status.activeHost`, which the operator writes from the election Lease: only
+/// failovers reach the nodes, never the renewals).
+#[must_use]
+pub fn returns(
+    gateways: &[std::sync::Arc<OverlayGateway>],
+    network: &str,
+) -> Vec<crate::plan::GatewayReturn> {
+    gateways
+        .iter()
+        .filter(|g| g.meta().deletion_timestamp.is_none())
+        .filter(|g| g.spec.network == network && g.spec.strategy == GatewayStrategy::BridgeHosts)
+        .filter(|g| !g.spec.snat)
+        .filter_map(|g| {
+            let via = g.status.as_ref()?.active_host.clone()?;
+            Some(crate::plan::GatewayReturn {
+                gateway: g.name_any(),
+                via,
+                clients: g
+                    .spec
+                    .client_cidrs
+                    .iter()
+                    .filter_map(|c| c.trim().parse::<Ipv4Net>().ok())
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The elector's clock, from the gateway's `leaseDurationSeconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// The holder renews this often (a tenth of the lease, at least 100 ms).
+    pub renew_every: Duration,
+    /// Without a renewal seen for this long, candidates probe for the VIP and take over if
+    /// nobody answers (three renewal periods).
+    pub suspect_after: Duration,
+    /// The VIP's lifetime in the kernel, refreshed at each renewal (half the lease, at least
+    /// 1 s, the kernel's unit).
+    pub vip_lifetime_seconds: u32,
+    pub lease_seconds: u32,
+}
+
+impl Timing {
+    #[must_use]
+    pub fn for_lease(seconds: u32) -> Self {
+        let lease = Duration::from_secs(u64::from(seconds.max(2)));
+        let renew_every = (lease / 10).max(Duration::from_millis(100));
+        Self {
+            renew_every,
+            suspect_after: renew_every * 3,
+            vip_lifetime_seconds: (seconds / 2).max(1),
+            lease_seconds: seconds.max(2),
+        }
+    }
+}
+
+/// What the elector knows at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub me: &'a str,
+    /// Whether the Lease exists (read at least once).
+    pub exists: bool,
+    /// Its holder, if any.
+    pub holder: Option<&'a str>,
+    /// Time since the elector last saw the Lease change (renewal, claim or release).
+    pub quiet: Duration,
+    /// The underlay has carrier.
+    pub carrier: bool,
+    /// Why the last holder released, if it did.
+    pub release_reason: Option<&'a str>,
+}
+
+/// The elector's next step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// This node holds the Lease: renew it, then refresh the VIP.
+    Renew,
+    /// This node holds the Lease but must let go (drop the VIP first).
+    Release(&'static str),
+    /// Take over, with this reason, if no one answers ARP for the VIP.
+    ProbeThenClaim(Option<String>),
+    /// Another node holds (or may still hold) the VIP: make sure it is not here.
+    Follow,
+}
+
+/// The step for `view` under `timing` (see the module docs).
+#[must_use]
+pub fn decide(view: &View<'_>, timing: &Timing) -> Step {
+    if view.holder == Some(view.me) {
+        return if view.carrier {
+            Step::Renew
+        } else {
+            Step::Release(reasons::LINK_DOWN)
+        };
+    }
+    if !view.carrier {
+        return Step::Follow;
+    }
+    match view.holder {
+        _ if !view.exists => Step::ProbeThenClaim(None),
+        None => Step::ProbeThenClaim(view.release_reason.map(str::to_owned)),
+        Some(_) if view.quiet >= timing.suspect_after => {
+            Step::ProbeThenClaim(Some(reasons::HOST_UNRESPONSIVE.to_owned()))
+        }
+        Some(_) => Step::Follow,
+    }
+}
+
+/// A running elector: stop it with [`Elector::stop`], which releases the VIP.
+pub struct Elector {
+    pub candidacy: Candidacy,
+    stop: watch::Sender<Option<&'static str>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Elector {
+    /// Starts contending for `candidacy`'s gateway.
+    pub fn start(client: Client, namespace: &str, node: &str, candidacy: Candidacy) -> Self {
+        let (stop, stopped) = watch::channel(None);
+        let task = Task {
+            api: Api::namespaced(client.clone(), namespace),
+            namespace: namespace.to_owned(),
+            node: node.to_owned(),
+            timing: Timing::for_lease(candidacy.lease_seconds),
+            c: candidacy.clone(),
+            events: Publisher::new(client, crate::agent::FIELD_MANAGER, node),
+            lease: None,
+            seen: None,
+            changed: Instant::now(),
+            last_renewed: None,
+            announcements: 0,
+            conflict: None,
+        };
+        let task = tokio::spawn(task.run(stopped));
+        Self {
+            candidacy,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops contending; a holder drops the VIP and releases the Lease saying `reason`.
+    pub async fn stop(self, reason: &'static str) {
+        let _ = self.stop.send(Some(reason));
+        if tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            warn!(gateway = %self.candidacy.gateway, "elector did not stop in 5 s");
+        }
+    }
+}
+
+struct Task {
+    api: Api<Lease>,
+    namespace: String,
+    node: String,
+    timing: Timing,
+    c: Candidacy,
+    events: Publisher,
+    /// The Lease as last read or written.
+    lease: Option<Lease>,
+    /// (holder, renewTime) last seen, to notice changes.
+    seen: Option<(Option<String>, Option<String>)>,
+    /// When `seen` last changed (local clock).
+    changed: Instant,
+    /// When this node last renewed successfully while holding.
+    last_renewed: Option<Instant>,
+    /// Gratuitous ARP rounds still to send.
+    announcements: u8,
+    /// A MAC answering for the VIP while no candidate held it, once reported.
+    conflict: Option<crate::model::Mac>,
+}
+
+impl Task {
+    async fn run(mut self, mut stopped: watch::Receiver<Option<&'static str>>) {
+        let netlink = match Netlink::connect().await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(gateway = %self.c.gateway, error = %e, "elector cannot open netlink");
+                return;
+            }
+        };
+        info!(gateway = %self.c.gateway, vip = %self.c.vip, dev = %self.c.dev, "candidate bridge host");
+        let name = election::lease_name(&self.c.gateway);
+        let mut updates = watcher::watch_object(self.api.clone(), &name).boxed();
+        let mut tick = tokio::time::interval(self.timing.renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = stopped.changed() => {
+                    let reason = if changed.is_ok() {
+                        (*stopped.borrow()).unwrap_or(reasons::AGENT_STOPPED)
+                    } else {
+                        reasons::AGENT_STOPPED
+                    };
+                    self.quit(&netlink, reason).await;
+                    return;
+                }
+                update = updates.next() => match update {
+                    Some(Ok(lease)) => {
+                        let was = self.holder().map(str::to_owned);
+                        self.note(lease);
+                        // A release or a new holder is acted on at once, not at the tick.
+                        if self.holder().map(str::to_owned) != was {
+                            self.step(&netlink).await;
+                        }
+                    }
+                    Some(Err(e)) => debug!(error = %e, "election watch error; it retries"),
+                    None => {
+                        updates = watcher::watch_object(self.api.clone(), &name).boxed();
+                    }
+                },
+                _ = tick.tick() => self.step(&netlink).await,
+            }
+        }
+    }
+
+    fn holder(&self) -> Option<&str> {
+        self.lease.as_ref().and_then(election::holder)
+    }
+
+    /// Takes in the Lease as read or written; notes the local instant of any change.
+    fn note(&mut self, lease: Option<Lease>) {
+        let mark = lease.as_ref().map(|l| {
+            (
+                election::holder(l).map(str::to_owned),
+                election::renew_mark(l),
+            )
+        });
+        // A watch event may be older than what this task wrote since.
+        if let (Some(new), Some(current)) = (lease.as_ref(), self.lease.as_ref())
+            && let (Some(a), Some(b)) = (
+                new.resource_version().and_then(|v| v.parse::<u64>().ok()),
+                current
+                    .resource_version()
+                    .and_then(|v| v.parse::<u64>().ok()),
+            )
+            && a < b
+        {
+            return;
+        }
+        if mark != self.seen {
+            self.seen = mark;
+            self.changed = Instant::now();
+        }
+        self.lease = lease;
+    }
+
+    async fn step(&mut self, netlink: &Netlink) {
+        let link = match netlink.vip_link(&self.c.dev, self.c.vip).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(gateway = %self.c.gateway, error = %e, "cannot read the underlay");
+                return;
+            }
+        };
+        let release_reason = self
+            .lease
+            .as_ref()
+            .and_then(|l| election::annotation(l, election::RELEASE_REASON))
+            .map(str::to_owned);
+        let view = View {
+            me: &self.node,
+            exists: self.lease.is_some() || self.seen.is_some(),
+            holder: self.holder(),
+            quiet: self.changed.elapsed(),
+            carrier: link.carrier,
+            release_reason: release_reason.as_deref(),
+        };
+        let step = decide(&view, &self.timing);
+        match step {
+            Step::Renew => {
+                if !link.holds_vip {
+                    // Back after a restart or a lapse: tell the segment again.
+                    self.announcements = self.announcements.max(1);
+                }
+                self.renew(netlink).await;
+            }
+            Step::Release(reason) => {
+                self.drop_vip(netlink, link.holds_vip).await;
+                self.release(reason).await;
+            }
+            Step::Follow => {
+                // Holding without the Lease (a lost race, a restart): let go at once.
+                self.drop_vip(netlink, link.holds_vip).await;
+                self.last_renewed = None;
+            }
+            Step::ProbeThenClaim(reason) => {
+                self.drop_vip(netlink, link.holds_vip).await;
+                self.claim(netlink, reason).await;
+            }
+        }
+    }
+
+    async fn drop_vip(&mut self, netlink: &Netlink, present: bool) {
+        if !present {
+            return;
+        }
+        match netlink.drop_vip(&self.c.dev, self.c.vip).await {
+            Ok(()) => info!(gateway = %self.c.gateway, vip = %self.c.vip, "removed the VIP"),
+            Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP"),
+        }
+    }
+
+    async fn renew(&mut self, netlink: &Netlink) {
+        let Some(lease) = self.lease.as_ref() else {
+            return;
+        };
+        let next = election::renewed(lease, k8s_openapi::jiff::Timestamp::now());
+        match election::write(&self.api, &next).await {
+            Ok(stored) => {
+                self.note(Some(stored));
+                self.last_renewed = Some(Instant::now());
+                self.hold(netlink).await;
+            }
+            Err(election::WriteError::Conflict) => {
+                // Someone else wrote: re-read, and let go if it is no longer ours.
+                if let Ok(l) = election::read(&self.api, &self.c.gateway).await {
+                    self.note(l);
+                }
+                if self.holder() != Some(self.node.as_str())
+                    && let Err(e) = netlink.drop_vip(&self.c.dev, self.c.vip).await
+                {
+                    warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP");
+                }
+            }
+            Err(e) => {
+                // The kernel drops the VIP when its lifetime runs out; removing it
+                // explicitly at the same moment keeps the two in step.
+                let lifetime = Duration::from_secs(u64::from(self.timing.vip_lifetime_seconds));
+                if self.last_renewed.is_none_or(|t| t.elapsed() >= lifetime) {
+                    warn!(gateway = %self.c.gateway, error = %e, "cannot renew the claim for the VIP's lifetime; letting the VIP go");
+                    if let Err(e) = netlink.drop_vip(&self.c.dev, self.c.vip).await {
+                        warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP");
+                    }
+                } else {
+                    debug!(gateway = %self.c.gateway, error = %e, "renewal failed; retrying");
+                }
+            }
+        }
+    }
+
+    /// Adds or refreshes the VIP, and announces it while announcements are due.
+    async fn hold(&mut self, netlink: &Netlink) {
+        if let Err(e) = netlink
+            .hold_vip(&self.c.dev, self.c.vip, self.timing.vip_lifetime_seconds)
+            .await
+        {
+            warn!(gateway = %self.c.gateway, error = %e, "cannot add the VIP");
+            return;
+        }
+        if self.announcements > 0 {
+            self.announcements -= 1;
+            let (dev, vip) = (self.c.dev.clone(), self.c.vip);
+            match tokio::task::spawn_blocking(move || arp::announce(&dev, vip)).await {
+                Ok(Ok(())) => debug!(vip = %self.c.vip, "sent gratuitous ARP"),
+                Ok(Err(e)) => {
+                    warn!(gateway = %self.c.gateway, error = %e, "cannot send gratuitous ARP")
+                }
+                Err(e) => warn!(error = %e, "gratuitous ARP task failed"),
+            }
+        }
+    }
+
+    async fn claim(&mut self, netlink: &Netlink, reason: Option<String>) {
+        let (dev, vip) = (self.c.dev.clone(), self.c.vip);
+        let probe = tokio::task::spawn_blocking(move || {
+            arp::answered(&dev, vip, 3, Duration::from_millis(40))
+        })
+        .await;
+        match probe {
+            Ok(Ok(Some(mac))) => {
+                // The old holder is still there (its lifetime not over yet), or someone
+                // outside Causeway uses the VIP.
+                debug!(gateway = %self.c.gateway, %mac, "the VIP still answers; not taking over");
+                let silent_too_long = self.changed.elapsed()
+                    > Duration::from_secs(u64::from(
+                        self.timing.lease_seconds + self.timing.vip_lifetime_seconds + 1,
+                    ));
+                if silent_too_long && self.conflict != Some(mac) {
+                    self.conflict = Some(mac);
+                    self.report_conflict(mac).await;
+                }
+                return;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                warn!(gateway = %self.c.gateway, error = %e, "cannot probe for the VIP; not taking over");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "ARP probe task failed");
+                return;
+            }
+        }
+        self.conflict = None;
+        let mut next = election::claimed(
+            self.lease.as_ref(),
+            &self.namespace,
+            &self.c.gateway,
+            &self.node,
+            self.timing.lease_seconds,
+            reason.as_deref(),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        if next.metadata.owner_references.is_none() && !self.c.gateway_uid.is_empty() {
+            // Deleting the gateway deletes its Lease.
+            next.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: OverlayGateway::api_version(&()).into_owned(),
+                kind: OverlayGateway::kind(&()).into_owned(),
+                name: self.c.gateway.clone(),
+                uid: self.c.gateway_uid.clone(),
+                ..OwnerReference::default()
+            }]);
+        }
+        match election::write(&self.api, &next).await {
+            Ok(stored) => {
+                info!(gateway = %self.c.gateway, vip = %self.c.vip, reason = ?reason, "took the VIP");
+                self.note(Some(stored));
+                self.last_renewed = Some(Instant::now());
+                self.announcements = 3;
+                self.hold(netlink).await;
+            }
+            Err(election::WriteError::Conflict) => {
+                debug!(gateway = %self.c.gateway, "another candidate claimed first");
+                if let Ok(l) = election::read(&self.api, &self.c.gateway).await {
+                    self.note(l);
+                }
+            }
+            Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot claim the VIP"),
+        }
+    }
+
+    async fn release(&mut self, reason: &'static str) {
+        let Some(lease) = self.lease.as_ref() else {
+            return;
+        };
+        if election::holder(lease) != Some(self.node.as_str()) {
+            return;
+        }
+        let next = election::released(lease, reason, k8s_openapi::jiff::Timestamp::now());
+        match election::write(&self.api, &next).await {
+            Ok(stored) => {
+                info!(gateway = %self.c.gateway, %reason, "released the VIP");
+                self.note(Some(stored));
+            }
+            Err(e) => {
+                debug!(gateway = %self.c.gateway, error = %e, "cannot release the claim; it lapses");
+            }
+        }
+        self.last_renewed = None;
+    }
+
+    async fn quit(&mut self, netlink: &Netlink, reason: &'static str) {
+        if let Ok(link) = netlink.vip_link(&self.c.dev, self.c.vip).await {
+            self.drop_vip(netlink, link.holds_vip).await;
+        }
+        self.release(reason).await;
+        info!(gateway = %self.c.gateway, %reason, "no longer a candidate bridge host");
+    }
+
+    async fn report_conflict(&self, mac: crate::model::Mac) {
+        let message = format!(
+            "VIP {} is answered by {mac} on {} although no candidate has held it for {} s: another machine uses the address; choose a free VIP or remove it there",
+            self.c.vip,
+            self.c.dev,
+            self.changed.elapsed().as_secs()
+        );
+        warn!(gateway = %self.c.gateway, "{message}");
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(OverlayGateway::api_version(&()).into_owned()),
+            kind: Some(OverlayGateway::kind(&()).into_owned()),
+            name: Some(self.c.gateway.clone()),
+            uid: Some(self.c.gateway_uid.clone()),
+            ..Default::default()
+        };
+        self.events
+            .publish(
+                &reference,
+                Record {
+                    kind: Kind::Warning,
+                    reason: reasons::VIP_CONFLICT,
+                    action: "Elect",
+                    note: message,
+                    related: None,
+                },
+            )
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(holder: Option<&'a str>, quiet_ms: u64, carrier: bool) -> View<'a> {
+        View {
+            me: "node-a",
+            exists: true,
+            holder,
+            quiet: Duration::from_millis(quiet_ms),
+            carrier,
+            release_reason: None,
+        }
+    }
+
+    #[test]
+    fn timing_follows_the_lease() {
+        let t = Timing::for_lease(2);
+        assert_eq!(t.renew_every, Duration::from_millis(200));
+        assert_eq!(t.suspect_after, Duration::from_millis(600));
+        assert_eq!(t.vip_lifetime_seconds, 1);
+        let t = Timing::for_lease(30);
+        assert_eq!(t.renew_every, Duration::from_secs(3));
+        assert_eq!(t.vip_lifetime_seconds, 15);
+    }
+
+    #[test]
+    fn steps_follow_holder_silence_and_carrier() {
+        let t = Timing::for_lease(2);
+        let cases = [
+            (view(Some("node-a"), 0, true), Step::Renew),
+            (view(Some("node-a"), 0, false), Step::Release("LinkDown")),
+            (view(Some("node-b"), 100, true), Step::Follow),
+            (
+                view(Some("node-b"), 700, true),
+                Step::ProbeThenClaim(Some("HostUnresponsive".into())),
+            ),
+            (view(Some("node-b"), 700, false), Step::Follow),
+            (view(None, 0, true), Step::ProbeThenClaim(None)),
+            (
+                View {
+                    release_reason: Some("LinkDown"),
+                    ..view(None, 0, true)
+                },
+                Step::ProbeThenClaim(Some("LinkDown".into())),
+            ),
+            (
+                View {
+                    exists: false,
+                    ..view(None, 0, true)
+                },
+                Step::ProbeThenClaim(None),
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(decide(&v, &t), want, "{v:?}");
+        }
+    }
+
+    fn gateway(
+        name: &str,
+        network: &str,
+        vip: &str,
+        selector: serde_json::Value,
+    ) -> OverlayGateway {
+        let mut g = OverlayGateway::new(
+            name,
+            serde_json::from_value(serde_json::json!({
+                "network": network, "strategy": "BridgeHosts",
+                "bridgeHosts": {"nodeSelector": selector, "vip": vip},
+            }))
+            .expect("spec"),
+        );
+        g.metadata.uid = Some(format!("uid-{name}"));
+        g
+    }
+
+    #[test]
+    fn a_node_is_a_candidate_when_selected_and_on_the_vips_segment() {
+        let own: NodeSubnet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+            "metadata": {"name": "overlay-node-a"},
+            "spec": {"network": "overlay", "nodeName": "node-a", "cidr": "10.247.0.0/24",
+                     "nodeAddress": "192.168.50.11"},
+        }))
+        .expect("subnet");
+        let bridge = serde_json::json!({"matchLabels": {"bridge": "true"}});
+        let gws: Vec<std::sync::Arc<OverlayGateway>> = [
+            gateway("office", "overlay", "192.168.50.250", bridge.clone()),
+            gateway("elsewhere", "overlay", "192.168.70.250", bridge.clone()),
+            gateway("other-net", "routed", "192.168.50.251", bridge.clone()),
+            gateway(
+                "unselected",
+                "overlay",
+                "192.168.50.252",
+                serde_json::json!({"matchLabels": {"x": "y"}}),
+            ),
+            gateway("own-address", "overlay", "192.168.50.11", bridge),
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+        let labels = BTreeMap::from([("bridge".to_owned(), "true".to_owned())]);
+        let found = candidacies(
+            &gws,
+            &own,
+            &labels,
+            "eth0",
+            "192.168.50.0/24".parse().expect("net"),
+        );
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["office"]);
+        assert_eq!(
+            found["office"],
+            Candidacy {
+                gateway: "office".into(),
+                gateway_uid: "uid-office".into(),
+                vip: "192.168.50.250".parse().expect("ip"),
+                dev: "eth0".into(),
+                lease_seconds: 2,
+            }
+        );
+    }
+}
