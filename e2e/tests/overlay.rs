@@ -64,6 +64,10 @@ fn main() -> ExitCode {
                 bridge_failover,
             ),
             testing::test(
+                "bridge_hosts_with_snat_pods_see_the_bridge_host_and_replies_need_no_route",
+                bridge_snat,
+            ),
+            testing::test(
                 "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
                 stopped_agent,
             ),
@@ -562,51 +566,14 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         c.exec(&client.name, "ip", &words[1..])?;
     }
     let result = (|| -> Result<()> {
-        let mut pairs = Vec::new();
-        for pod in &pods {
-            pairs.push((
-                client_ns.clone(),
-                pod.ip,
-                format!("client -> {}/{}", pod.node, pod.name),
-            ));
-            pairs.push((
-                pod.netns.clone(),
-                client.address,
-                format!("{}/{} -> client", pod.node, pod.name),
-            ));
-        }
+        let pairs = client_pairs(&pods, &client_ns, client.address);
         let failures = traffic::ping_matrix(&pairs);
         ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
         let d = pod_on(&pods, "node-d")?;
         traffic::tcp_check(&d.netns, &client_ns, d.ip, 7501)?;
         // A client packet too large for the overlay gets "fragmentation needed" back from the
         // node (never a silent drop), and one that fits passes.
-        let big = std::process::Command::new("ip")
-            .args([
-                "netns", "exec", &client_ns, "ping", "-n", "-M", "do", "-c", "2",
-            ])
-            .args(["-i", "0.2", "-W", "1", "-s", "1472", &d.ip.to_string()])
-            .output()?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&big.stdout),
-            String::from_utf8_lossy(&big.stderr)
-        );
-        ensure!(
-            text.contains("mtu = 1450") || text.contains("mtu=1450"),
-            "a 1500-byte DF packet from the client got no fragmentation-needed answer: {text}"
-        );
-        let fits = std::process::Command::new("ip")
-            .args([
-                "netns", "exec", &client_ns, "ping", "-n", "-M", "do", "-c", "1",
-            ])
-            .args(["-W", "1", "-s", "1422", &d.ip.to_string()])
-            .output()?;
-        ensure!(
-            fits.status.success(),
-            "a 1450-byte DF packet did not pass: {}",
-            String::from_utf8_lossy(&fits.stdout)
-        );
+        expect_frag_needed(&client_ns, d.ip)?;
         Ok(())
     })();
     for line in &routes {
@@ -755,18 +722,8 @@ fn bridge_hosts(c: &Cluster) -> Result<()> {
     // themselves) do not; 192.168.50.0/24 is on-link or already routed (node-d, via r1)
     // everywhere, so nobody gets a route for it.
     check_returns(c, &active)?;
-    let mut pairs = Vec::new();
+    let mut pairs = client_pairs(&pods, &client_ns, client.address);
     for pod in &pods {
-        pairs.push((
-            client_ns.clone(),
-            pod.ip,
-            format!("client -> {}/{}", pod.node, pod.name),
-        ));
-        pairs.push((
-            pod.netns.clone(),
-            client.address,
-            format!("{}/{} -> client", pod.node, pod.name),
-        ));
         pairs.push((
             pod.netns.clone(),
             BEHIND_CLIENT,
@@ -803,18 +760,7 @@ fn bridge_hosts(c: &Cluster) -> Result<()> {
     );
     // Too large for the overlay: fragmentation needed, from the bridge host.
     let d = pod_on(&pods, "node-d")?;
-    let big = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &client_ns, "ping", "-n", "-M", "do", "-c", "2",
-        ])
-        .args(["-i", "0.2", "-W", "1", "-s", "1472", &d.ip.to_string()])
-        .output()?;
-    let text =
-        String::from_utf8_lossy(&big.stdout).to_string() + &String::from_utf8_lossy(&big.stderr);
-    ensure!(
-        text.contains("mtu = 1450") || text.contains("mtu=1450"),
-        "a 1500-byte DF packet through the VIP got no fragmentation-needed answer: {text}"
-    );
+    expect_frag_needed(&client_ns, d.ip)?;
     let out = c.kubectl(&["describe", "overlaygateway", "bridge"])?;
     ensure!(
         out.contains("Elected") && out.contains(&format!("holds VIP {VIP}")),
@@ -1089,6 +1035,181 @@ fn bridge_failover(c: &Cluster) -> Result<()> {
         c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
     }
     Ok(())
+}
+
+/// A 1,500-byte DF ping from the client to `dst` gets "fragmentation needed" (MTU 1450) back,
+/// and a 1,450-byte one passes.
+fn expect_frag_needed(client_ns: &str, dst: Ipv4Addr) -> Result<()> {
+    let big = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", client_ns, "ping", "-n", "-M", "do", "-c", "2",
+        ])
+        .args(["-i", "0.2", "-W", "1", "-s", "1472", &dst.to_string()])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&big.stdout),
+        String::from_utf8_lossy(&big.stderr)
+    );
+    ensure!(
+        text.contains("mtu = 1450") || text.contains("mtu=1450"),
+        "a 1500-byte DF packet from the client got no fragmentation-needed answer: {text}"
+    );
+    let fits = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", client_ns, "ping", "-n", "-M", "do", "-c", "1",
+        ])
+        .args(["-W", "1", "-s", "1422", &dst.to_string()])
+        .output()?;
+    ensure!(
+        fits.status.success(),
+        "a 1450-byte DF packet did not pass: {}",
+        String::from_utf8_lossy(&fits.stdout)
+    );
+    Ok(())
+}
+
+fn bridge_snat(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    let client = c
+        .topology
+        .clients
+        .first()
+        .context("the topology has a client")?
+        .clone();
+    let client_ns = c.ns(&client.name);
+    for node in BRIDGES {
+        c.kubectl(&[
+            "label",
+            "node",
+            node,
+            "causeway.dev/bridge=true",
+            "--overwrite",
+        ])?;
+    }
+    let vip = "192.168.50.251";
+    let gateway = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "OverlayGateway",
+        "metadata": {"name": "bridge-snat"},
+        "spec": {
+            "network": NETWORK,
+            "strategy": "BridgeHosts",
+            "clientCidrs": ["192.168.50.0/24"],
+            "snat": true,
+            "bridgeHosts": {
+                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                "vip": vip,
+            },
+        },
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "overlaygateway/bridge-snat",
+    ])?;
+    let st = gateway_json(c, "bridge-snat")?;
+    let active = st["status"]["activeHost"]
+        .as_str()
+        .context("activeHost")?
+        .to_string();
+    c.exec(
+        &client.name,
+        "ip",
+        &["route", "add", "10.247.0.0/16", "via", vip],
+    )?;
+    let result = (|| -> Result<()> {
+        // Every candidate carries the rule (a new holder forwards at once); no one else does.
+        for node in NODES {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &c.ns(node),
+                    "nft",
+                    "list",
+                    "table",
+                    "ip",
+                    "causeway-gateway",
+                ])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let has = text.contains("ip saddr @clients ip daddr 10.247.0.0/16 masquerade");
+            ensure!(has == BRIDGES.contains(&node), "{node}: {text}");
+        }
+        let failures = traffic::ping_matrix(&client_pairs(&pods, &client_ns, client.address));
+        ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+        // Pods see the bridge host's tunnel address, not the client's.
+        let tunnel: Ipv4Addr = subnet_of(c, &active)?
+            .split('/')
+            .next()
+            .context("cidr")?
+            .parse()?;
+        for node in ["node-a", "node-d"] {
+            let p = pod_on(&pods, node)?;
+            let seen = traffic::tcp_seen_source(&p.netns, &client_ns, p.ip, 7503)?;
+            ensure!(
+                seen == tunnel,
+                "a pod on {node} saw {seen}, expected {active}'s {tunnel}"
+            );
+        }
+        Ok(())
+    })();
+    let _ = c.exec(&client.name, "ip", &["route", "del", "10.247.0.0/16"]);
+    c.kubectl(&["delete", "overlaygateway", "bridge-snat"])?;
+    for node in BRIDGES {
+        c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
+    }
+    result?;
+    wait_for(
+        "no SNAT table and no VIP left",
+        Duration::from_secs(10),
+        || {
+            for node in BRIDGES {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &c.ns(node),
+                        "nft",
+                        "list",
+                        "table",
+                        "ip",
+                        "causeway-gateway",
+                    ])
+                    .output()?;
+                ensure!(!out.status.success(), "{node} still has the table");
+                let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
+                ensure!(!addrs.contains(vip), "{node} still holds {vip}");
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Pings both ways between a client and every pod.
+fn client_pairs(
+    pods: &[Pod],
+    client_ns: &str,
+    client: Ipv4Addr,
+) -> Vec<(String, Ipv4Addr, String)> {
+    let mut pairs = Vec::new();
+    for pod in pods {
+        pairs.push((
+            client_ns.to_string(),
+            pod.ip,
+            format!("client -> {}/{}", pod.node, pod.name),
+        ));
+        pairs.push((
+            pod.netns.clone(),
+            client,
+            format!("{}/{} -> client", pod.node, pod.name),
+        ));
+    }
+    pairs
 }
 
 /// The Ready condition's (status, reason, message).

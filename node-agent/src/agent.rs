@@ -455,13 +455,7 @@ impl Agent {
             }
         };
         if !self.config.dry_run {
-            let labels = self
-                .nodes
-                .state()
-                .into_iter()
-                .find(|n| n.name_any() == self.config.node_name)
-                .and_then(|n| n.metadata.labels.clone())
-                .unwrap_or_default();
+            let labels = self.own_labels();
             match peering::speaker_config(&network.spec, own, &labels) {
                 Ok(config) => self.configure_speaker(config).await,
                 Err(e) => {
@@ -504,8 +498,16 @@ impl Agent {
                 return (outcome, vec![]);
             }
         };
+        let candidacies = bridge::candidacies(
+            &self.gateways.state(),
+            own,
+            &self.own_labels(),
+            &underlay.name,
+            underlay.prefix,
+        );
+        let snat = bridge::snat_clients(&self.gateways.state(), &candidacies);
         if !self.config.dry_run {
-            self.run_electors(own, &underlay).await;
+            self.run_electors(candidacies).await;
         }
         // Return routes for BridgeHosts clients, except where this node already has a route
         // of its own for the range (it reaches those clients that way; never replaced).
@@ -545,6 +547,7 @@ impl Agent {
             underlay: &underlay,
             learned: &self.learned,
             returns: &returns,
+            snat: &snat,
         }) {
             Ok(p) => p,
             Err(e) => {
@@ -633,23 +636,19 @@ impl Agent {
         }
     }
 
-    /// Starts an elector for every gateway this node became a candidate for, and stops (or
-    /// restarts, when its settings changed) the others.
-    async fn run_electors(&mut self, own: &NodeSubnet, underlay: &plan::Underlay) {
-        let labels = self
-            .nodes
+    /// This node's labels (they select BGP peers and bridge hosts).
+    fn own_labels(&self) -> BTreeMap<String, String> {
+        self.nodes
             .state()
             .into_iter()
             .find(|n| n.name_any() == self.config.node_name)
             .and_then(|n| n.metadata.labels.clone())
-            .unwrap_or_default();
-        let mut wanted = bridge::candidacies(
-            &self.gateways.state(),
-            own,
-            &labels,
-            &underlay.name,
-            underlay.prefix,
-        );
+            .unwrap_or_default()
+    }
+
+    /// Starts an elector for every gateway this node became a candidate for, and stops (or
+    /// restarts, when its settings changed) the others.
+    async fn run_electors(&mut self, mut wanted: BTreeMap<String, bridge::Candidacy>) {
         let current: Vec<String> = self.electors.keys().cloned().collect();
         for name in current {
             if wanted.get(&name) == self.electors.get(&name).map(|e| &e.candidacy) {

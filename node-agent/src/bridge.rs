@@ -121,13 +121,34 @@ pub fn returns(
         .collect()
 }
 
+/// Client ranges of the `snat: true` gateways among `candidacies`: this node masquerades
+/// their traffic into the pod range (all candidates do, so a new holder needs no change to
+/// forward; only the holder receives client traffic, through the VIP).
+#[must_use]
+pub fn snat_clients(
+    gateways: &[std::sync::Arc<OverlayGateway>],
+    candidacies: &BTreeMap<String, Candidacy>,
+) -> Vec<Ipv4Net> {
+    gateways
+        .iter()
+        .filter(|g| g.spec.snat && candidacies.contains_key(&g.name_any()))
+        .flat_map(|g| {
+            g.spec
+                .client_cidrs
+                .iter()
+                .filter_map(|c| c.trim().parse::<Ipv4Net>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The elector's clock, from the gateway's `leaseDurationSeconds`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
     /// The holder renews this often (a tenth of the lease, at least 100 ms).
     pub renew_every: Duration,
     /// Without a renewal seen for this long, candidates probe for the VIP and take over if
-    /// nobody answers (three renewal periods).
+    /// nobody answers (two renewal periods: one late renewal costs only a probe).
     pub suspect_after: Duration,
     /// The VIP's lifetime in the kernel, refreshed at each renewal (half the lease, at least
     /// 1 s, the kernel's unit).
@@ -142,7 +163,7 @@ impl Timing {
         let renew_every = (lease / 10).max(Duration::from_millis(100));
         Self {
             renew_every,
-            suspect_after: renew_every * 3,
+            suspect_after: renew_every * 2,
             vip_lifetime_seconds: (seconds / 2).max(1),
             lease_seconds: seconds.max(2),
         }
@@ -604,7 +625,7 @@ mod tests {
     fn timing_follows_the_lease() {
         let t = Timing::for_lease(2);
         assert_eq!(t.renew_every, Duration::from_millis(200));
-        assert_eq!(t.suspect_after, Duration::from_millis(600));
+        assert_eq!(t.suspect_after, Duration::from_millis(400));
         assert_eq!(t.vip_lifetime_seconds, 1);
         let t = Timing::for_lease(30);
         assert_eq!(t.renew_every, Duration::from_secs(3));

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::Ipv4Net;
 
-use crate::model::{Link, LinkKind, Nat, Op, State};
+use crate::model::{Link, LinkKind, Nat, Op, Snat, State};
 
 /// The operations that take the kernel from `observed` to `desired` (see the module docs for
 /// their order and why).
@@ -95,6 +95,14 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             Nat::Unrecognised(_) => ops.push(Op::DeleteNat),
         }
     }
+    if let Some(want) = &desired.snat
+        && observed.snat.as_ref() != Some(want)
+    {
+        match want {
+            Snat::Masquerade(g) => ops.push(Op::ReplaceSnat(g.clone())),
+            Snat::Unrecognised(_) => ops.push(Op::DeleteSnat),
+        }
+    }
 
     // Removals. A route is keyed by destination, so one that moved was replaced above.
     for (dst, have) in &observed.routes {
@@ -115,6 +123,9 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     }
     if desired.nat.is_none() && observed.nat.is_some() {
         ops.push(Op::DeleteNat);
+    }
+    if desired.snat.is_none() && observed.snat.is_some() {
+        ops.push(Op::DeleteSnat);
     }
     for dev in observed.proxy_arp.difference(&desired.proxy_arp) {
         ops.push(Op::SetProxyArp {

@@ -190,6 +190,15 @@ impl FakeDataplane {
                     "Error: Could not process rule: No such file or directory".into()
                 })
             }
+            Op::ReplaceSnat(g) => {
+                self.state.snat = Some(crate::model::Snat::Masquerade(g.clone()));
+                Ok(())
+            }
+            Op::DeleteSnat => {
+                self.state.snat.take().map(drop).ok_or_else(|| {
+                    "Error: Could not process rule: No such file or directory".into()
+                })
+            }
         }
     }
 
@@ -367,6 +376,7 @@ mod tests {
             },
             learned: &std::collections::BTreeMap::new(),
             returns: &[],
+            snat: &[],
         })
         .expect("plan");
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);

@@ -31,6 +31,9 @@ pub const DEVICE_PREFIX: &str = "cw-";
 /// The nftables table (family `ip`) holding the agent's outgoing-NAT rules.
 pub const NAT_TABLE: &str = "causeway";
 
+/// The nftables table (family `ip`) holding the BridgeHosts SNAT rule (`snat: true`).
+pub const SNAT_TABLE: &str = "causeway-gateway";
+
 /// Longest Linux interface name.
 pub const MAX_LINK_NAME: usize = 15;
 
@@ -149,6 +152,25 @@ pub enum Nat {
     Unrecognised(String),
 }
 
+/// BridgeHosts SNAT (`snat: true`), on the gateway's candidate hosts: packets from `clients`
+/// to `pods` leave with this node's address (`masquerade`), so replies come back to the
+/// bridge host without any route to the clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySnat {
+    /// Sorted, without overlaps.
+    pub clients: Vec<Ipv4Net>,
+    pub pods: Ipv4Net,
+}
+
+/// The agent's SNAT table as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Snat {
+    /// The table holds exactly the agent's rule.
+    Masquerade(GatewaySnat),
+    /// Changed by someone else; replaced whole.
+    Unrecognised(String),
+}
+
 /// The complete state of everything the agent owns on one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -165,6 +187,8 @@ pub struct State {
     pub fdb: BTreeMap<(String, Mac), Fdb>,
     /// The [`NAT_TABLE`] table; `None` when absent.
     pub nat: Option<Nat>,
+    /// The [`SNAT_TABLE`] table; `None` when absent.
+    pub snat: Option<Snat>,
     /// Links (the underlay, in Flat mode) on which the agent turned proxy ARP on: those that
     /// carry one of its device routes and have `proxy_arp` set. Observed only on such links,
     /// so a proxy ARP someone else set elsewhere is never read as the agent's.
@@ -206,6 +230,10 @@ pub enum Op {
     ReplaceNat(Masquerade),
     /// Delete the [`NAT_TABLE`] table.
     DeleteNat,
+    /// Replace the [`SNAT_TABLE`] table with one holding this rule, in one transaction.
+    ReplaceSnat(GatewaySnat),
+    /// Delete the [`SNAT_TABLE`] table.
+    DeleteSnat,
     /// Turn `net.ipv4.conf.<dev>.proxy_arp` on or off.
     SetProxyArp {
         dev: String,
@@ -270,6 +298,16 @@ impl fmt::Display for Op {
                 )
             }
             Op::DeleteNat => write!(f, "delete nft table ip {NAT_TABLE}"),
+            Op::ReplaceSnat(g) => {
+                let clients: Vec<String> = g.clients.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "replace nft table ip {SNAT_TABLE}: ip saddr {{ {} }} ip daddr {} masquerade",
+                    clients.join(", "),
+                    g.pods
+                )
+            }
+            Op::DeleteSnat => write!(f, "delete nft table ip {SNAT_TABLE}"),
             Op::SetProxyArp { dev, on } => {
                 write!(
                     f,

@@ -39,12 +39,14 @@ use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use tokio::io::AsyncWriteExt;
 
-use crate::model::{Masquerade, NAT_TABLE, Nat};
+use crate::model::{GatewaySnat, Masquerade, NAT_TABLE, Nat, SNAT_TABLE, Snat};
 
 /// The chain holding the rule.
 const CHAIN: &str = "postrouting";
 /// The set of exempt destinations.
 const SET: &str = "no-masquerade";
+/// The set of BridgeHosts client ranges (in [`SNAT_TABLE`]).
+const CLIENTS_SET: &str = "clients";
 /// `priority srcnat`.
 const SRCNAT_PRIORITY: i32 = 100;
 /// The rule's comment, so `nft list ruleset` says whose rule it is.
@@ -64,10 +66,10 @@ pub fn masquerade(source: Ipv4Net, cluster: Ipv4Net, exclude: &[Ipv4Net]) -> Mas
     }
 }
 
-fn table() -> Table<'static> {
+fn table(name: &'static str) -> Table<'static> {
     Table {
         family: NfFamily::IP,
-        name: Cow::Borrowed(NAT_TABLE),
+        name: Cow::Borrowed(name),
         handle: None,
     }
 }
@@ -88,78 +90,223 @@ fn field(name: &'static str) -> Expression<'static> {
     )))
 }
 
+/// One side of a rule's address match: a prefix, or one of the table's set (`@name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Prefix(Ipv4Net),
+    /// `== @set` (true) or `!= @set` (false).
+    Set(bool),
+}
+
+/// A table read back: its set's elements, and the rule's saddr and daddr sides.
+type Listed = (Vec<Ipv4Net>, Side, Side);
+
+/// The shape both tables share: one interval set, one `nat` chain on `postrouting`, one rule
+/// `ip saddr <side> ip daddr <side> masquerade`.
+struct Shape {
+    table: &'static str,
+    set: &'static str,
+    comment: &'static str,
+}
+
+const OUTGOING: Shape = Shape {
+    table: NAT_TABLE,
+    set: SET,
+    comment: COMMENT,
+};
+
+const GATEWAY: Shape = Shape {
+    table: SNAT_TABLE,
+    set: CLIENTS_SET,
+    comment: "causeway: BridgeHosts client traffic into the pod network",
+};
+
+fn side(s: Side, set: &'static str) -> (Expression<'static>, Operator) {
+    match s {
+        Side::Prefix(net) => (prefix(net), Operator::EQ),
+        Side::Set(eq) => (
+            Expression::String(Cow::Owned(format!("@{set}"))),
+            if eq { Operator::EQ } else { Operator::NEQ },
+        ),
+    }
+}
+
+impl Shape {
+    /// The batch replacing the table with one holding the rule, atomically.
+    fn replace(&self, elements: &[Ipv4Net], saddr: Side, daddr: Side) -> Nftables<'static> {
+        let add = |o| NfObject::CmdObject(NfCmd::Add(o));
+        let set = Set {
+            family: NfFamily::IP,
+            table: Cow::Borrowed(self.table),
+            name: Cow::Borrowed(self.set),
+            handle: None,
+            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+            policy: None,
+            flags: Some(HashSet::from([SetFlag::Interval])),
+            elem: Some(Cow::Owned(elements.iter().map(|n| prefix(*n)).collect())),
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        };
+        let chain = Chain {
+            family: NfFamily::IP,
+            table: Cow::Borrowed(self.table),
+            name: Cow::Borrowed(CHAIN),
+            newname: None,
+            handle: None,
+            _type: Some(NfChainType::NAT),
+            hook: Some(NfHook::Postrouting),
+            prio: Some(SRCNAT_PRIORITY),
+            dev: None,
+            policy: Some(NfChainPolicy::Accept),
+        };
+        let (src, src_op) = side(saddr, self.set);
+        let (dst, dst_op) = side(daddr, self.set);
+        let rule = Rule {
+            family: NfFamily::IP,
+            table: Cow::Borrowed(self.table),
+            chain: Cow::Borrowed(CHAIN),
+            expr: Cow::Owned(vec![
+                Statement::Match(Match {
+                    left: field("saddr"),
+                    right: src,
+                    op: src_op,
+                }),
+                Statement::Match(Match {
+                    left: field("daddr"),
+                    right: dst,
+                    op: dst_op,
+                }),
+                Statement::Masquerade(None),
+            ]),
+            handle: None,
+            index: None,
+            comment: Some(Cow::Borrowed(self.comment)),
+        };
+        Nftables {
+            objects: Cow::Owned(vec![
+                // `add` of an existing table is a no-op, so the delete never fails.
+                add(NfListObject::Table(table(self.table))),
+                NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table(self.table)))),
+                add(NfListObject::Table(table(self.table))),
+                add(NfListObject::Set(Box::new(set))),
+                add(NfListObject::Chain(chain)),
+                add(NfListObject::Rule(rule)),
+            ]),
+        }
+    }
+
+    fn delete(&self) -> Nftables<'static> {
+        Nftables {
+            objects: Cow::Owned(vec![NfObject::CmdObject(NfCmd::Delete(
+                NfListObject::Table(table(self.table)),
+            ))]),
+        }
+    }
+
+    /// The listing read back as (set elements, saddr side, daddr side): `None` without the
+    /// table, `Err` with the reason when it holds anything but exactly this shape.
+    fn read(&self, listing: &Nftables<'_>) -> Option<Result<Listed, &'static str>> {
+        let mut found_table = false;
+        let (mut sets, mut chains, mut rules) = (Vec::new(), Vec::new(), Vec::new());
+        let mut other = 0usize;
+        for object in listing.objects.iter() {
+            match object {
+                NfObject::ListObject(NfListObject::Table(t)) if t.name == self.table => {
+                    found_table = true;
+                }
+                NfObject::ListObject(NfListObject::Set(s)) => sets.push(s),
+                NfObject::ListObject(NfListObject::Chain(c)) => chains.push(c),
+                NfObject::ListObject(NfListObject::Rule(r)) => rules.push(r),
+                NfObject::ListObject(NfListObject::MetainfoObject(_)) => {}
+                _ => other += 1,
+            }
+        }
+        if !found_table {
+            return None;
+        }
+        if other > 0 || sets.len() != 1 || chains.len() != 1 || rules.len() != 1 {
+            return Some(Err("the table holds objects the agent did not create"));
+        }
+        let (set, chain, rule) = (sets[0], chains[0], rules[0]);
+        if set.name != self.set
+            || chain.name != CHAIN
+            || chain._type != Some(NfChainType::NAT)
+            || chain.hook != Some(NfHook::Postrouting)
+            || chain.prio != Some(SRCNAT_PRIORITY)
+            || rule.chain != CHAIN
+        {
+            return Some(Err("the chain or set was changed"));
+        }
+        let read_side = |m: &Match<'_>| match &m.right {
+            Expression::String(s) if s.as_ref() == format!("@{}", self.set) => match m.op {
+                Operator::EQ => Some(Side::Set(true)),
+                Operator::NEQ => Some(Side::Set(false)),
+                _ => None,
+            },
+            other if m.op == Operator::EQ => as_net(other).map(Side::Prefix),
+            _ => None,
+        };
+        let sides = match rule.expr.as_ref() {
+            [
+                Statement::Match(src),
+                Statement::Match(dst),
+                Statement::Masquerade(None),
+            ] if is_field(&src.left, "saddr") && is_field(&dst.left, "daddr") => {
+                read_side(src).zip(read_side(dst))
+            }
+            _ => None,
+        };
+        let Some((saddr, daddr)) = sides else {
+            return Some(Err("the rule was changed"));
+        };
+        let mut elements = Vec::new();
+        for e in set.elem.as_deref().unwrap_or_default() {
+            match as_net(e) {
+                Some(n) => elements.push(n),
+                None => return Some(Err("the set holds an element the agent did not write")),
+            }
+        }
+        elements.sort();
+        Some(Ok((elements, saddr, daddr)))
+    }
+}
+
 /// The batch that replaces the table with one holding `m`, atomically.
 #[must_use]
 pub fn replace_batch(m: &Masquerade) -> Nftables<'static> {
-    let add = |o| NfObject::CmdObject(NfCmd::Add(o));
-    let set = Set {
-        family: NfFamily::IP,
-        table: Cow::Borrowed(NAT_TABLE),
-        name: Cow::Borrowed(SET),
-        handle: None,
-        set_type: SetTypeValue::Single(SetType::Ipv4Addr),
-        policy: None,
-        flags: Some(HashSet::from([SetFlag::Interval])),
-        elem: Some(Cow::Owned(m.exempt.iter().map(|n| prefix(*n)).collect())),
-        timeout: None,
-        gc_interval: None,
-        size: None,
-        comment: None,
-    };
-    let chain = Chain {
-        family: NfFamily::IP,
-        table: Cow::Borrowed(NAT_TABLE),
-        name: Cow::Borrowed(CHAIN),
-        newname: None,
-        handle: None,
-        _type: Some(NfChainType::NAT),
-        hook: Some(NfHook::Postrouting),
-        prio: Some(SRCNAT_PRIORITY),
-        dev: None,
-        policy: Some(NfChainPolicy::Accept),
-    };
-    let rule = Rule {
-        family: NfFamily::IP,
-        table: Cow::Borrowed(NAT_TABLE),
-        chain: Cow::Borrowed(CHAIN),
-        expr: Cow::Owned(vec![
-            Statement::Match(Match {
-                left: field("saddr"),
-                right: prefix(m.source),
-                op: Operator::EQ,
-            }),
-            Statement::Match(Match {
-                left: field("daddr"),
-                right: Expression::String(Cow::Owned(format!("@{SET}"))),
-                op: Operator::NEQ,
-            }),
-            Statement::Masquerade(None),
-        ]),
-        handle: None,
-        index: None,
-        comment: Some(Cow::Borrowed(COMMENT)),
-    };
-    Nftables {
-        objects: Cow::Owned(vec![
-            // `add` of an existing table is a no-op, so the delete never fails.
-            add(NfListObject::Table(table())),
-            NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table()))),
-            add(NfListObject::Table(table())),
-            add(NfListObject::Set(Box::new(set))),
-            add(NfListObject::Chain(chain)),
-            add(NfListObject::Rule(rule)),
-        ]),
-    }
+    OUTGOING.replace(&m.exempt, Side::Prefix(m.source), Side::Set(false))
 }
 
 /// The batch that deletes the table.
 #[must_use]
 pub fn delete_batch() -> Nftables<'static> {
-    Nftables {
-        objects: Cow::Owned(vec![NfObject::CmdObject(NfCmd::Delete(
-            NfListObject::Table(table()),
-        ))]),
+    OUTGOING.delete()
+}
+
+/// The BridgeHosts SNAT rule for `clients` (merged, sorted) into `pods`.
+#[must_use]
+pub fn gateway_snat(clients: &[Ipv4Net], pods: Ipv4Net) -> GatewaySnat {
+    let all: Vec<Ipv4Net> = clients.iter().map(Ipv4Net::trunc).collect();
+    let mut clients = Ipv4Net::aggregate(&all);
+    clients.sort();
+    GatewaySnat {
+        clients,
+        pods: pods.trunc(),
     }
+}
+
+/// The batch that replaces the [`SNAT_TABLE`] with one holding `g`, atomically.
+#[must_use]
+pub fn snat_replace_batch(g: &GatewaySnat) -> Nftables<'static> {
+    GATEWAY.replace(&g.clients, Side::Set(true), Side::Prefix(g.pods))
+}
+
+/// The batch that deletes the [`SNAT_TABLE`].
+#[must_use]
+pub fn snat_delete_batch() -> Nftables<'static> {
+    GATEWAY.delete()
 }
 
 /// An IPv4 prefix written as `{"prefix": {...}}` or a bare address (a /32).
@@ -182,73 +329,29 @@ fn is_field(e: &Expression<'_>, name: &str) -> bool {
     )
 }
 
-/// The source prefix of a rule shaped exactly like ours, if it is.
-fn our_rule(rule: &Rule<'_>) -> Option<Ipv4Net> {
-    match rule.expr.as_ref() {
-        [
-            Statement::Match(src),
-            Statement::Match(dst),
-            Statement::Masquerade(None),
-        ] if src.op == Operator::EQ
-            && is_field(&src.left, "saddr")
-            && dst.op == Operator::NEQ
-            && is_field(&dst.left, "daddr")
-            && matches!(&dst.right, Expression::String(s) if s.as_ref() == format!("@{SET}")) =>
-        {
-            as_net(&src.right)
-        }
-        _ => None,
-    }
-}
-
 /// What `nft -j list table ip causeway` shows, as the agent's model: `None` without the
 /// table, [`Nat::Unrecognised`] when it holds anything but exactly the agent's objects.
 #[must_use]
 pub fn interpret(listing: &Nftables<'_>) -> Option<Nat> {
-    let mut found_table = false;
-    let (mut sets, mut chains, mut rules) = (Vec::new(), Vec::new(), Vec::new());
-    let mut other = 0usize;
-    for object in listing.objects.iter() {
-        match object {
-            NfObject::ListObject(NfListObject::Table(t)) if t.name == NAT_TABLE => {
-                found_table = true;
-            }
-            NfObject::ListObject(NfListObject::Set(s)) => sets.push(s),
-            NfObject::ListObject(NfListObject::Chain(c)) => chains.push(c),
-            NfObject::ListObject(NfListObject::Rule(r)) => rules.push(r),
-            NfObject::ListObject(NfListObject::MetainfoObject(_)) => {}
-            _ => other += 1,
+    Some(match OUTGOING.read(listing)? {
+        Ok((exempt, Side::Prefix(source), Side::Set(false))) => {
+            Nat::Masquerade(Masquerade { source, exempt })
         }
-    }
-    if !found_table {
-        return None;
-    }
-    let unrecognised = |why: &str| Some(Nat::Unrecognised(why.to_owned()));
-    if other > 0 || sets.len() != 1 || chains.len() != 1 || rules.len() != 1 {
-        return unrecognised("the table holds objects the agent did not create");
-    }
-    let (set, chain, rule) = (sets[0], chains[0], rules[0]);
-    if set.name != SET
-        || chain.name != CHAIN
-        || chain._type != Some(NfChainType::NAT)
-        || chain.hook != Some(NfHook::Postrouting)
-        || chain.prio != Some(SRCNAT_PRIORITY)
-        || rule.chain != CHAIN
-    {
-        return unrecognised("the chain or set was changed");
-    }
-    let Some(source) = our_rule(rule) else {
-        return unrecognised("the rule was changed");
-    };
-    let mut exempt = Vec::new();
-    for e in set.elem.as_deref().unwrap_or_default() {
-        match as_net(e) {
-            Some(n) => exempt.push(n),
-            None => return unrecognised("the set holds an element the agent did not write"),
+        Ok(_) => Nat::Unrecognised("the rule was changed".to_owned()),
+        Err(why) => Nat::Unrecognised(why.to_owned()),
+    })
+}
+
+/// What `nft -j list table ip causeway-gateway` shows, as the agent's model.
+#[must_use]
+pub fn interpret_snat(listing: &Nftables<'_>) -> Option<Snat> {
+    Some(match GATEWAY.read(listing)? {
+        Ok((clients, Side::Set(true), Side::Prefix(pods))) => {
+            Snat::Masquerade(GatewaySnat { clients, pods })
         }
-    }
-    exempt.sort();
-    Some(Nat::Masquerade(Masquerade { source, exempt }))
+        Ok(_) => Snat::Unrecognised("the rule was changed".to_owned()),
+        Err(why) => Snat::Unrecognised(why.to_owned()),
+    })
 }
 
 /// Runs `nft` in the agent's network namespace (the process's own, or a named one for tests).
@@ -286,14 +389,32 @@ impl Nft {
         command
     }
 
-    /// The table as it is. Without the `nft` binary, nothing of the agent's can exist: `None`.
+    /// The NAT table as it is. Without the `nft` binary, nothing of the agent's can exist:
+    /// `None`.
     ///
     /// # Errors
     /// When `nft` fails for another reason than a missing table, or prints unreadable JSON.
     pub async fn observe(&self) -> Result<Option<Nat>, NftError> {
+        Ok(self.list(NAT_TABLE, interpret).await?.flatten())
+    }
+
+    /// The BridgeHosts SNAT table as it is (see [`Self::observe`]).
+    ///
+    /// # Errors
+    /// As [`Self::observe`].
+    pub async fn observe_snat(&self) -> Result<Option<Snat>, NftError> {
+        Ok(self.list(SNAT_TABLE, interpret_snat).await?.flatten())
+    }
+
+    /// `read` of `nft -j list table ip <table>`; `None` when the table or `nft` is missing.
+    async fn list<T>(
+        &self,
+        table: &str,
+        read: impl FnOnce(&Nftables<'_>) -> T,
+    ) -> Result<Option<T>, NftError> {
         let output = match self
             .command()
-            .args(["-j", "list", "table", "ip", NAT_TABLE])
+            .args(["-j", "list", "table", "ip", table])
             .output()
             .await
         {
@@ -307,13 +428,13 @@ impl Nft {
                 return Ok(None);
             }
             return Err(NftError(format!(
-                "nft list table ip {NAT_TABLE}: {}",
+                "nft list table ip {table}: {}",
                 stderr.trim()
             )));
         }
         let listing: Nftables<'_> = serde_json::from_slice(&output.stdout)
             .map_err(|e| NftError(format!("nft printed JSON the agent cannot read: {e}")))?;
-        Ok(interpret(&listing))
+        Ok(Some(read(&listing)))
     }
 
     /// Applies `batch` in one transaction.
@@ -431,6 +552,36 @@ mod tests {
                 exempt: vec![net("10.244.0.0/16"), net("172.16.5.5/32")],
             }))
         );
+    }
+
+    #[test]
+    fn the_gateway_snat_table_round_trips_through_a_listing() {
+        let g = gateway_snat(
+            &[
+                net("192.168.77.0/24"),
+                net("192.168.50.0/24"),
+                net("192.168.77.5/32"),
+            ],
+            net("10.247.0.0/16"),
+        );
+        assert_eq!(
+            g.clients,
+            vec![net("192.168.50.0/24"), net("192.168.77.0/24")]
+        );
+        let json = serde_json::to_value(snat_replace_batch(&g)).expect("serializes");
+        let cmds = json["nftables"].as_array().expect("array");
+        assert_eq!(cmds[0]["add"]["table"]["name"], SNAT_TABLE);
+        let expr = &cmds[5]["add"]["rule"]["expr"];
+        assert_eq!(expr[0]["match"]["right"], "@clients");
+        assert_eq!(expr[0]["match"]["op"], "==");
+        assert_eq!(expr[1]["match"]["right"]["prefix"]["addr"], "10.247.0.0");
+        // What nft lists back: the same objects, as ListObjects.
+        let listed: Vec<serde_json::Value> = cmds[2..].iter().map(|c| c["add"].clone()).collect();
+        let listing: Nftables<'_> =
+            serde_json::from_value(serde_json::json!({ "nftables": listed })).expect("parses");
+        assert_eq!(interpret_snat(&listing), Some(Snat::Masquerade(g)));
+        // The other table's reader does not take it for its own.
+        assert_eq!(interpret(&listing), None);
     }
 
     #[test]

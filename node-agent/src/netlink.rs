@@ -67,7 +67,7 @@ use tracing::{debug, instrument};
 
 use crate::model::{
     Address, ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac,
-    NAT_TABLE, Neighbour, Op, ROUTE_PROTOCOL, Route, State,
+    NAT_TABLE, Neighbour, Op, ROUTE_PROTOCOL, Route, SNAT_TABLE, State,
 };
 use crate::nat::{self, Nft};
 use crate::netns::{self, NetnsError};
@@ -699,7 +699,7 @@ impl Netlink {
                     )?;
                 }
             }
-            Op::ReplaceNat(_) | Op::DeleteNat => {
+            Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => {
                 return Err(Failure::Refused(
                     "NAT operations go through nft, not rtnetlink".into(),
                 ));
@@ -851,6 +851,14 @@ impl Dataplane for Netlink {
             op: format!("nft list table ip {NAT_TABLE}"),
             message: error.to_string(),
         })?;
+        state.snat = self
+            .nft()
+            .observe_snat()
+            .await
+            .map_err(|error| ApplyError {
+                op: format!("nft list table ip {SNAT_TABLE}"),
+                message: error.to_string(),
+            })?;
         Ok(state)
     }
 
@@ -859,6 +867,8 @@ impl Dataplane for Netlink {
         let nat = match op {
             Op::ReplaceNat(m) => Some(nat::replace_batch(m)),
             Op::DeleteNat => Some(nat::delete_batch()),
+            Op::ReplaceSnat(g) => Some(nat::snat_replace_batch(g)),
+            Op::DeleteSnat => Some(nat::snat_delete_batch()),
             _ => None,
         };
         if let Some(batch) = nat {
@@ -1323,7 +1333,7 @@ fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
         Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
         Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
-        Op::ReplaceNat(_) | Op::DeleteNat => None,
+        Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => None,
         Op::SetProxyArp { dev, .. } => Some(dev.as_str()),
     };
     Some(match (errno, op) {

@@ -40,7 +40,8 @@ use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::Ipv4Net;
 
 use crate::model::{
-    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Neighbour, Route, State,
+    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Neighbour, Route, Snat,
+    State,
 };
 
 /// The pod bridge of every node; the CNI `bridge` plugin attaches pods to it.
@@ -88,6 +89,9 @@ pub struct Input<'a> {
     /// BridgeHosts gateways without SNAT: client ranges whose replies go back through the
     /// gateway's active host.
     pub returns: &'a [GatewayReturn],
+    /// BridgeHosts gateways with `snat: true` this node is a candidate for: client ranges
+    /// whose traffic into the pod range it masquerades.
+    pub snat: &'a [Ipv4Net],
 }
 
 /// Return traffic of one BridgeHosts gateway (`snat: false`): packets for `clients` go to
@@ -227,6 +231,12 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     };
     let mut skipped = skipped;
     skipped.extend(gateway_returns(input, &own, &mut desired));
+    if !input.snat.is_empty() {
+        desired.snat = Some(Snat::Masquerade(crate::nat::gateway_snat(
+            input.snat,
+            own.network,
+        )));
+    }
     if network.nat_outgoing {
         let exclude = nat_exclusions(network)?;
         desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
@@ -925,6 +935,7 @@ mod tests {
             underlay: &underlay(),
             learned: &NO_ROUTES,
             returns: &[],
+            snat: &[],
         })
     }
 
@@ -1069,6 +1080,7 @@ mod tests {
                 underlay: &underlay(),
                 learned: &NO_ROUTES,
                 returns: &[],
+                snat: &[],
             });
             match (want, got) {
                 (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
@@ -1119,6 +1131,7 @@ mod tests {
                 },
                 learned: &NO_ROUTES,
                 returns: &[],
+                snat: &[],
             });
             match (want, got) {
                 (Ok(mtu), Ok(p)) => {
@@ -1375,6 +1388,7 @@ mod tests {
                 underlay: &underlay,
                 learned: &NO_ROUTES,
                 returns: &[],
+                snat: &[],
             });
             match got {
                 Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
@@ -1408,6 +1422,7 @@ mod tests {
             underlay: &underlay(),
             learned,
             returns: &[],
+            snat: &[],
         })
         .expect("plan")
     }
@@ -1438,6 +1453,7 @@ mod tests {
                 underlay: &underlay(),
                 learned: &NO_ROUTES,
                 returns: &r,
+                snat: &[],
             })
             .expect("plan");
             let client: Ipv4Net = "192.168.70.0/24".parse().expect("net");
@@ -1570,6 +1586,7 @@ mod tests {
             underlay: &underlay(),
             learned: &NO_ROUTES,
             returns: &[],
+            snat: &[],
         })
         .expect_err("too large");
         assert_eq!(

@@ -51,7 +51,9 @@ impl Failure {
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,
                 Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => reasons::NEIGHBOUR_FAILED,
                 Op::ReplaceFdb(_) | Op::DeleteFdb(_) => reasons::FDB_FAILED,
-                Op::ReplaceNat(_) | Op::DeleteNat => reasons::NAT_FAILED,
+                Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => {
+                    reasons::NAT_FAILED
+                }
             },
         }
     }

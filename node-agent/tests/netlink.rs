@@ -13,7 +13,8 @@ mod support;
 use support::{Netns, output, require_root, require_tools, run};
 
 use causeway_node_agent::model::{
-    Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Nat, Neighbour, Op, Route, State,
+    Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Nat, Neighbour, Op, Route, Snat,
+    State,
 };
 use causeway_node_agent::netlink::{Netlink, Underlay};
 use ipnet::Ipv4Net;
@@ -1154,4 +1155,42 @@ async fn the_vip_is_held_with_a_kernel_lifetime_and_lapses_without_renewal() {
     assert!(!netlink.vip_link("eth0", vip).await.expect("read").holds_vip);
     ns.ip("link set eth1 down");
     assert!(!netlink.vip_link("eth0", vip).await.expect("read").carrier);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_snat_table_is_its_own_and_leaves_the_nat_table_alone() {
+    let ns = Netns::new();
+    let mut netlink = ns.netlink().await;
+    let outgoing = Masquerade {
+        source: net("10.244.1.0/24"),
+        exempt: vec![net("10.244.0.0/16")],
+    };
+    let snat = causeway_node_agent::nat::gateway_snat(
+        &[net("192.168.77.0/24"), net("192.168.78.0/24")],
+        net("10.244.0.0/16"),
+    );
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceNat(outgoing.clone()),
+            Op::ReplaceSnat(snat.clone()),
+        ],
+    )
+    .await;
+    let listed = ns.exec("nft list table ip causeway-gateway");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("ip saddr @clients ip daddr 10.244.0.0/16 masquerade")
+            && text.contains("192.168.77.0/24"),
+        "{text}"
+    );
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(observed.snat, Some(Snat::Masquerade(snat.clone())));
+    assert_eq!(observed.nat, Some(Nat::Masquerade(outgoing.clone())));
+
+    apply(&mut netlink, &[Op::DeleteSnat]).await;
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(observed.snat, None);
+    assert_eq!(observed.nat, Some(Nat::Masquerade(outgoing)), "untouched");
+    apply(&mut netlink, &[Op::DeleteNat]).await;
 }

@@ -87,16 +87,20 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// The routes, the Ready condition and the active host for `input`.
-fn render(input: &Input) -> Rendered {
-    let spec = input.spec;
-    let not_ready = |reason, message: String| Rendered {
+/// Ready=False for `reason`, with nothing for clients to install.
+fn not_ready(reason: &'static str, message: String) -> Rendered {
+    Rendered {
         routes: vec![],
         state: ConditionStatus::False,
         reason,
         message,
         active: None,
-    };
+    }
+}
+
+/// The routes, the Ready condition and the active host for `input`.
+fn render(input: &Input) -> Rendered {
+    let spec = input.spec;
     let Some(network) = input.network else {
         return not_ready(
             reasons::NETWORK_NOT_FOUND,
@@ -219,22 +223,9 @@ fn render(input: &Input) -> Rendered {
 /// BridgeHosts: VIP checks, candidates, and the election's outcome.
 fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
     let spec = input.spec;
-    let not_ready = |reason, message: String| Rendered {
-        routes: vec![],
-        state: ConditionStatus::False,
-        reason,
-        message,
-        active: None,
-    };
     let Some(bridge) = spec.bridge_hosts.as_ref() else {
         return not_ready(INVALID_SPEC, "spec.bridgeHosts is missing.".into());
     };
-    if spec.snat {
-        return not_ready(
-            STRATEGY_NOT_IMPLEMENTED,
-            "snat: true is not implemented by this version of Causeway yet; set snat: false (nodes route replies for clientCidrs through the active host).".into(),
-        );
-    }
     let Ok(vip) = bridge.vip.trim().parse::<Ipv4Addr>() else {
         return not_ready(
             INVALID_SPEC,
