@@ -112,6 +112,9 @@ pub mod reasons {
     /// Ready=False on an OverlayGateway `BridgeHosts`: candidates exist but none holds the VIP
     /// yet (first election, or a failover under way).
     pub const ELECTION_IN_PROGRESS: &str = "ElectionInProgress";
+    /// Ready=False on an OverlayGateway `ClientJoin`: some listed clients' agents have not
+    /// joined (or stopped reporting).
+    pub const CLIENTS_NOT_JOINED: &str = "ClientsNotJoined";
     /// Ready=False on an OverlayGateway `BridgeHosts`: the VIP is already in use (a node's
     /// address, a pod address, or another gateway's VIP).
     pub const VIP_CONFLICT: &str = "VipConflict";

@@ -15,6 +15,7 @@ pub const NAMESPACE: &str = "causeway-system";
 
 const OPERATOR: &str = "causeway-operator";
 const AGENT: &str = "causeway-node-agent";
+const GATEWAY_CLIENT: &str = "causeway-gateway-client";
 
 /// Creates the namespace (if missing) and applies the chart's operator RBAC.
 pub fn install_operator_rbac(c: &Cluster) -> Result<()> {
@@ -29,7 +30,8 @@ pub fn install_operator_rbac(c: &Cluster) -> Result<()> {
 pub fn install(c: &Cluster) -> Result<()> {
     crate::demo::install_crds(c)?;
     install_operator_rbac(c)?;
-    install_agent_rbac(c)
+    install_agent_rbac(c)?;
+    apply_chart_template(c, "gateway-client-rbac.yaml")
 }
 
 /// Applies the chart's node-agent RBAC (the namespace must exist: [`install_operator_rbac`]).
@@ -110,6 +112,35 @@ pub fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> Result<ProcId> {
     start(c, node, AGENT, &format!("agent-{node}"), &base, args)
 }
 
+/// Starts `causeway-node-agent client` (OverlayGateway ClientJoin) in the non-node `host`'s
+/// namespace as the chart's `causeway-gateway-client` service account; returns its process.
+pub fn start_gateway_client(
+    c: &Cluster,
+    host: &str,
+    gateway: &str,
+    name: &str,
+    args: &[&str],
+) -> Result<ProcId> {
+    let base = [
+        "client",
+        "--gateway",
+        gateway,
+        "--name",
+        name,
+        "--namespace",
+        NAMESPACE,
+    ];
+    start_as(
+        c,
+        host,
+        AGENT,
+        GATEWAY_CLIENT,
+        &format!("client-{host}"),
+        &base,
+        args,
+    )
+}
+
 /// Runs the workspace binary `binary` in `host`'s namespace as the service account of the
 /// same name.
 fn start(
@@ -120,9 +151,22 @@ fn start(
     base: &[&str],
     args: &[&str],
 ) -> Result<ProcId> {
+    start_as(c, host, binary, binary, role, base, args)
+}
+
+/// Runs the workspace binary `binary` in `host`'s namespace as service account `account`.
+fn start_as(
+    c: &Cluster,
+    host: &str,
+    binary: &str,
+    account: &str,
+    role: &str,
+    base: &[&str],
+    args: &[&str],
+) -> Result<ProcId> {
     let bin = causeway_binary(binary)?;
     let all: Vec<String> = base.iter().chain(args).map(|s| s.to_string()).collect();
-    let kubeconfig = service_account_kubeconfig(c, binary)?;
+    let kubeconfig = service_account_kubeconfig(c, account)?;
     c.spawn(
         host,
         role,

@@ -68,6 +68,10 @@ fn main() -> ExitCode {
                 bridge_snat,
             ),
             testing::test(
+                "client_join_a_client_joins_the_overlay_reaches_every_pod_and_leaves_no_trace",
+                client_join,
+            ),
+            testing::test(
                 "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
                 stopped_agent,
             ),
@@ -1188,6 +1192,182 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
             Ok(())
         },
     )
+}
+
+const CLIENT_OVERLAY: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 100);
+
+fn join_clients(c: &Cluster, clients: &[(&str, &str, Ipv4Addr)]) -> Result<()> {
+    let list: Vec<Value> = clients
+        .iter()
+        .map(|(name, address, overlay)| {
+            serde_json::json!({"name": name, "address": address, "overlayAddress": overlay.to_string()})
+        })
+        .collect();
+    let gateway = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "OverlayGateway",
+        "metadata": {"name": "join"},
+        "spec": {"network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": list}},
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    Ok(())
+}
+
+/// Whether `node` holds anything for a client at `overlay` with VTEP `mac`.
+fn client_traces(c: &Cluster, node: &str, overlay: Ipv4Addr, mac: &str) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for (what, args) in [
+        ("route", vec!["route", "show", "proto", "249"]),
+        ("neighbour", vec!["neigh", "show", "dev", "cw-vx1"]),
+    ] {
+        let out = c.exec(node, "ip", &args)?;
+        found.extend(
+            out.lines()
+                .filter(|l| l.split_whitespace().next() == Some(&overlay.to_string()))
+                .map(|l| format!("{what}: {l}")),
+        );
+    }
+    let fdb = c.exec(node, "bridge", &["fdb", "show", "dev", "cw-vx1"])?;
+    found.extend(
+        fdb.lines()
+            .filter(|l| l.starts_with(mac))
+            .map(|l| format!("fdb: {l}")),
+    );
+    Ok(found)
+}
+
+fn client_join(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let pods = lock(&PODS).clone();
+    let client = c
+        .topology
+        .clients
+        .first()
+        .context("the topology has a client")?
+        .clone();
+    let client_ns = c.ns(&client.name);
+    let address = client.address.to_string();
+    join_clients(c, &[("laptop", &address, CLIENT_OVERLAY)])?;
+    let agent = deploy::start_gateway_client(
+        c,
+        &client.name,
+        "join",
+        "laptop",
+        &[
+            "--resync-seconds",
+            "3",
+            "--lease-duration-seconds",
+            &LEASE_SECONDS.to_string(),
+        ],
+    )?;
+    let result = (|| -> Result<()> {
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=30s",
+            "overlaygateway/join",
+        ])?;
+        let st = gateway_json(c, "join")?;
+        let entry = &st["status"]["clients"][0];
+        let mac = c.exec(&client.name, "cat", &["/sys/class/net/cw-vx1/address"])?;
+        let mac = mac.trim().to_string();
+        ensure!(
+            mac == causeway_crds::vtep::vtep_mac("client:laptop").to_string(),
+            "the client's VTEP MAC {mac} is not the one derived from its name"
+        );
+        ensure!(
+            entry["name"] == "laptop"
+                && entry["joined"] == true
+                && entry["vtepMac"] == mac.as_str(),
+            "status.clients: {entry}, the client's VTEP is {mac}"
+        );
+        // Every node has exactly the three objects for it; the client has a tunnel per node.
+        for node in NODES {
+            let traces = client_traces(c, node, CLIENT_OVERLAY, &mac)?;
+            ensure!(traces.len() == 3, "{node}: {traces:#?}");
+        }
+        let routes = c.exec(&client.name, "ip", &["route", "show", "proto", "249"])?;
+        ensure!(
+            routes.lines().count() == NODES.len(),
+            "client routes:\n{routes}"
+        );
+        ensure!(
+            c.exec(
+                &client.name,
+                "ip",
+                &["-4", "-o", "addr", "show", "dev", "cw-vx1"]
+            )?
+            .contains(&format!("{CLIENT_OVERLAY}/32")),
+            "the client's overlay address"
+        );
+        let failures = traffic::ping_matrix(&client_pairs(&pods, &client_ns, CLIENT_OVERLAY));
+        ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+        // Both ways, the real addresses: no NAT between members of the overlay.
+        let d = pod_on(&pods, "node-d")?;
+        let seen = traffic::tcp_seen_source(&d.netns, &client_ns, d.ip, 7504)?;
+        ensure!(seen == CLIENT_OVERLAY, "a pod saw the client as {seen}");
+        let seen = traffic::tcp_seen_source(&client_ns, &d.netns, CLIENT_OVERLAY, 7505)?;
+        ensure!(seen == d.ip, "the client saw the pod as {seen}");
+
+        // A second client that never runs the agent: the gateway says who is missing.
+        join_clients(
+            c,
+            &[
+                ("laptop", &address, CLIENT_OVERLAY),
+                ("ghost", "192.168.50.101", Ipv4Addr::new(10, 250, 0, 101)),
+            ],
+        )?;
+        wait_for(
+            "ClientsNotJoined naming ghost",
+            Duration::from_secs(15),
+            || {
+                let st = gateway_json(c, "join")?;
+                let ready = st["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .cloned()
+                    .unwrap_or_default();
+                ensure!(
+                    ready["reason"] == "ClientsNotJoined"
+                        && ready["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("ghost")),
+                    "{ready}"
+                );
+                Ok(())
+            },
+        )?;
+
+        // Removed from the gateway: no trace on any node, and the client cleans up.
+        join_clients(
+            c,
+            &[("ghost", "192.168.50.101", Ipv4Addr::new(10, 250, 0, 101))],
+        )?;
+        wait_for("no trace of laptop", Duration::from_secs(15), || {
+            for node in NODES {
+                let traces = client_traces(c, node, CLIENT_OVERLAY, &mac)?;
+                ensure!(traces.is_empty(), "{node}: {traces:#?}");
+            }
+            let links = c.exec(&client.name, "ip", &["-o", "link", "show"])?;
+            ensure!(
+                !links.contains("cw-vx1"),
+                "the client kept its tunnel: {links}"
+            );
+            Ok(())
+        })?;
+        Ok(())
+    })();
+    c.stop(&agent);
+    c.kubectl(&["delete", "overlaygateway", "join"])?;
+    result?;
+    let ghost_mac = causeway_crds::vtep::vtep_mac("client:ghost").to_string();
+    wait_for("no trace of ghost", Duration::from_secs(15), || {
+        for node in NODES {
+            let traces = client_traces(c, node, Ipv4Addr::new(10, 250, 0, 101), &ghost_mac)?;
+            ensure!(traces.is_empty(), "{node}: {traces:#?}");
+        }
+        Ok(())
+    })
 }
 
 /// Pings both ways between a client and every pod.

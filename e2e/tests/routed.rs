@@ -55,6 +55,10 @@ fn main() -> ExitCode {
                 bgp_up,
             ),
             testing::test(
+                "bgp_route_to_nodes_the_router_learns_exactly_the_rendered_routes",
+                bgp_route_to_nodes,
+            ),
+            testing::test(
                 "bgp_sessions_recover_from_a_router_restart_and_an_agent_restart",
                 bgp_restarts,
             ),
@@ -600,6 +604,62 @@ fn bgp_up(c: &Cluster) -> Result<()> {
         bgp_routes_ok(c, &ALL)
     })?;
     matrix_with(c, &pods, &ALL)
+}
+
+/// RouteToNodes on a BGP network: every route the gateway renders for clients is one the
+/// nodes already advertise, so BIRD holds each with the same next hop.
+fn bgp_route_to_nodes(c: &Cluster) -> Result<()> {
+    let gateway = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "OverlayGateway",
+        "metadata": {"name": "racks"},
+        "spec": {
+            "network": "bgp",
+            "strategy": "RouteToNodes",
+            "clientCidrs": ["192.168.50.0/24", "192.168.60.0/24"],
+        },
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    let result = (|| -> Result<()> {
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=30s",
+            "overlaygateway/racks",
+        ])?;
+        let out = c.kubectl(&["get", "overlaygateway", "racks", "-o", "json"])?;
+        let st: Value = serde_json::from_str(&out)?;
+        let message = st["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            message.contains("advertise their subnets over BGP"),
+            "{message}"
+        );
+        let rendered: Vec<(String, String)> = st["status"]["clientRoutes"]
+            .as_array()
+            .context("clientRoutes")?
+            .iter()
+            .filter_map(|r| {
+                let w: Vec<&str> = r.as_str()?.split_whitespace().collect();
+                (w.len() == 6 && w[4] == "via").then(|| (w[3].to_string(), w[5].to_string()))
+            })
+            .collect();
+        ensure!(rendered.len() == ALL.len(), "rendered {rendered:?}");
+        let bird = lock(&BIRD);
+        let bird = bird.as_ref().context("BIRD is not running")?;
+        let learned = bird.routes()?;
+        for (dst, via) in &rendered {
+            ensure!(
+                learned.get(dst) == Some(via),
+                "the router has {dst} via {:?}, the gateway renders via {via}",
+                learned.get(dst)
+            );
+        }
+        Ok(())
+    })();
+    c.kubectl(&["delete", "overlaygateway", "racks"])?;
+    result
 }
 
 /// Waits until every session is Established again and every route is back after `what`,

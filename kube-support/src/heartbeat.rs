@@ -61,6 +61,22 @@ pub fn bounded_name(prefix: &str, name: &str) -> String {
     format!("{head}{suffix}")
 }
 
+/// Label on every ClientJoin client's heartbeat Lease; the Lease also carries
+/// [`crate::election::GATEWAY_LABEL`] and its holder is `<gateway>/<client>`.
+pub const CLIENT_LABEL: (&str, &str) = ("app.kubernetes.io/component", "gateway-client-heartbeat");
+
+/// The heartbeat Lease of ClientJoin client `client` of `gateway`.
+#[must_use]
+pub fn client_lease_name(gateway: &str, client: &str) -> String {
+    bounded_name("causeway-client-", &format!("{gateway}.{client}"))
+}
+
+/// The `holderIdentity` of a client's heartbeat Lease.
+#[must_use]
+pub fn client_holder(gateway: &str, client: &str) -> String {
+    format!("{gateway}/{client}")
+}
+
 /// Writes `node`'s heartbeat: one server-side apply of the whole Lease (created on first use).
 ///
 /// # Errors
@@ -72,23 +88,52 @@ pub async fn renew(
     duration_seconds: u32,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
+    renew_lease(
+        client,
+        namespace,
+        &lease_name(node),
+        node,
+        &[LABEL],
+        duration_seconds,
+        field_manager,
+    )
+    .await
+}
+
+/// Writes a heartbeat Lease `name` held by `holder` with `labels`.
+///
+/// # Errors
+/// The API server's answer when the write fails.
+pub async fn renew_lease(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    holder: &str,
+    labels: &[(&str, &str)],
+    duration_seconds: u32,
+    field_manager: &str,
+) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
     let lease = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {
-            "name": lease_name(node),
+            "name": name,
             "namespace": namespace,
-            "labels": { LABEL.0: LABEL.1 },
+            "labels": labels,
         },
         "spec": {
-            "holderIdentity": node,
+            "holderIdentity": holder,
             "leaseDurationSeconds": duration_seconds,
             "renewTime": MicroTime(Timestamp::now()),
         },
     });
     api.patch(
-        &lease_name(node),
+        name,
         &PatchParams::apply(field_manager).force(),
         &Patch::Apply(&lease),
     )

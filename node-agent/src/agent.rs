@@ -548,6 +548,7 @@ impl Agent {
             learned: &self.learned,
             returns: &returns,
             snat: &snat,
+            clients: &crate::join::client_peers(&self.gateways.state(), &own.spec.network),
         }) {
             Ok(p) => p,
             Err(e) => {

@@ -377,6 +377,7 @@ mod tests {
             learned: &std::collections::BTreeMap::new(),
             returns: &[],
             snat: &[],
+            clients: &[],
         })
         .expect("plan");
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);

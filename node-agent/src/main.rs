@@ -1,21 +1,29 @@
 //! `causeway-node-agent`: programs this node's dataplane from its NodeSubnet and its peers',
 //! writes the CNI config, and reports status. Runs as a DaemonSet with host networking, or in
-//! the test cluster inside a node's network namespace.
+//! the test cluster inside a node's network namespace. `causeway-node-agent client` joins a
+//! machine that is not a node to an Overlay network (OverlayGateway strategy ClientJoin).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use causeway_node_agent::agent::{self, Config};
-use clap::Parser;
+use causeway_node_agent::client::{self, ClientConfig};
+use clap::{Parser, Subcommand};
 use tracing::error;
 
 #[derive(Parser, Debug)]
-#[command(about = "Causeway node agent: programs this node's pod networking")]
+#[command(
+    about = "Causeway node agent: programs this node's pod networking",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
-    /// This node's name (the Node object; `spec.nodeName` in a DaemonSet).
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// This node's name (the Node object; `spec.nodeName` in a DaemonSet). Required unless a
+    /// subcommand is given.
     #[arg(long, env = "NODE_NAME")]
-    node_name: String,
+    node_name: Option<String>,
     /// Directory the container runtime reads CNI network configs from.
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
@@ -41,6 +49,33 @@ struct Args {
     status_refresh_seconds: u64,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Join this machine (not a node) to an Overlay network as a client of an OverlayGateway
+    /// with strategy ClientJoin. Never run it on a node: it owns the same devices.
+    Client(ClientArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    /// The OverlayGateway that lists this client in spec.clientJoin.clients.
+    #[arg(long)]
+    gateway: String,
+    /// This client's name in that list.
+    #[arg(long)]
+    name: String,
+    /// Namespace of the client's heartbeat Lease (the Causeway release's).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "causeway-system")]
+    namespace: String,
+    /// Seconds between full passes that repair anything changed behind the client's back.
+    #[arg(long, default_value_t = 30)]
+    resync_seconds: u64,
+    /// Seconds the heartbeat Lease is valid (renewed every quarter of it); the gateway shows
+    /// the client as not joined once it lapses.
+    #[arg(long, default_value_t = causeway_kube::heartbeat::DEFAULT_DURATION_SECONDS)]
+    lease_duration_seconds: u32,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -50,6 +85,13 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Command::Client(c)) = args.command {
+        return run_client(c).await;
+    }
+    let Some(node_name) = args.node_name else {
+        error!("--node-name (or NODE_NAME) is required: the name of the Node this agent runs on");
+        return ExitCode::from(2);
+    };
     if args.resync_seconds == 0 {
         error!("--resync-seconds must be at least 1");
         return ExitCode::from(2);
@@ -68,7 +110,7 @@ async fn main() -> ExitCode {
         }
     };
     let config = Config {
-        node_name: args.node_name,
+        node_name,
         cni_conf_dir: args.cni_conf_dir,
         cni_data_dir: args.cni_data_dir,
         resync: Duration::from_secs(args.resync_seconds),
@@ -80,6 +122,34 @@ async fn main() -> ExitCode {
     // On SIGINT or SIGTERM the agent stops without touching the dataplane, so an upgrade or a
     // restart never interrupts traffic.
     match agent::run(client, config, causeway_kube::signal::shutdown()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_client(args: ClientArgs) -> ExitCode {
+    if args.resync_seconds == 0 || args.lease_duration_seconds < 2 {
+        error!("--resync-seconds must be at least 1 and --lease-duration-seconds at least 2");
+        return ExitCode::from(2);
+    }
+    let kube = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            error!("connecting to the API server (is KUBECONFIG set?): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = ClientConfig {
+        gateway: args.gateway,
+        name: args.name,
+        namespace: args.namespace,
+        resync: Duration::from_secs(args.resync_seconds),
+        lease_duration: Duration::from_secs(u64::from(args.lease_duration_seconds)),
+    };
+    match client::run(kube, config, causeway_kube::signal::shutdown()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");

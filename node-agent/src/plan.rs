@@ -92,6 +92,8 @@ pub struct Input<'a> {
     /// BridgeHosts gateways with `snat: true` this node is a candidate for: client ranges
     /// whose traffic into the pod range it masquerades.
     pub snat: &'a [Ipv4Net],
+    /// ClientJoin clients of the network's gateways (Overlay mode only).
+    pub clients: &'a [crate::join::ClientPeer],
 }
 
 /// Return traffic of one BridgeHosts gateway (`snat: false`): packets for `clients` go to
@@ -238,7 +240,9 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         )));
     }
     if network.nat_outgoing {
-        let exclude = nat_exclusions(network)?;
+        let mut exclude = nat_exclusions(network)?;
+        // ClientJoin clients are members of the overlay: pods talk to them unmasqueraded.
+        exclude.extend(input.clients.iter().map(|c| Ipv4Net::from(c.overlay)));
         desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
             own.cidr,
             own.network,
@@ -261,16 +265,7 @@ fn overlay(
     desired: &mut State,
 ) -> Result<Vec<String>, PlanError> {
     let overlay = input.network.overlay_or_default();
-    let vni = u32::try_from(overlay.vni)
-        .ok()
-        .filter(|v| (1..=MAX_VNI).contains(v))
-        .ok_or(PlanError::Vni { value: overlay.vni })?;
-    let port = u16::try_from(overlay.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or(PlanError::Port {
-            value: overlay.port,
-        })?;
+    let (vni, port) = vxlan_params(input.network)?;
     let vxlan = vxlan_link_name(vni);
     debug_assert!(vxlan.len() <= MAX_LINK_NAME);
     add_link(
@@ -295,38 +290,86 @@ fn overlay(
         match peers.admit(peer, own, direct_prefix, true) {
             Ok(Path::Direct { cidr, address }) => direct_route(desired, input, cidr, address),
             Ok(Path::Tunnel { cidr, address, mac }) => {
-                let gateway = cidr.network();
-                desired.routes.insert(
-                    cidr,
-                    Route {
-                        dst: cidr,
-                        gateway: Some(gateway),
-                        dev: vxlan.clone(),
-                        onlink: true,
-                    },
-                );
-                desired.neighbours.insert(
-                    (vxlan.clone(), gateway),
-                    Neighbour {
-                        dev: vxlan.clone(),
-                        ip: gateway,
-                        mac,
-                    },
-                );
-                desired.fdb.insert(
-                    (vxlan.clone(), mac),
-                    Fdb {
-                        dev: vxlan.clone(),
-                        mac,
-                        dst: address,
-                    },
-                );
+                tunnel(desired, &vxlan, cidr, cidr.network(), mac, address);
             }
             Ok(Path::Elsewhere { .. }) => {}
             Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
     }
+    // ClientJoin clients: one /32 each, through the tunnel to the client's own VTEP.
+    for client in input.clients {
+        let dst = Ipv4Net::from(client.overlay);
+        if own.network.contains(&client.overlay) || desired.routes.contains_key(&dst) {
+            skipped.push(format!(
+                "ClientJoin client {} skipped: overlayAddress {} is inside the pod range or already routed",
+                client.name, client.overlay
+            ));
+            continue;
+        }
+        tunnel(
+            desired,
+            &vxlan,
+            dst,
+            client.overlay,
+            client.mac,
+            client.address,
+        );
+    }
     Ok(skipped)
+}
+
+/// The network's VNI and UDP port, checked.
+pub(crate) fn vxlan_params(network: &PodNetworkSpec) -> Result<(u32, u16), PlanError> {
+    let overlay = network.overlay_or_default();
+    let vni = u32::try_from(overlay.vni)
+        .ok()
+        .filter(|v| (1..=MAX_VNI).contains(v))
+        .ok_or(PlanError::Vni { value: overlay.vni })?;
+    let port = u16::try_from(overlay.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(PlanError::Port {
+            value: overlay.port,
+        })?;
+    Ok((vni, port))
+}
+
+/// A route to `dst` via `gateway` on the VXLAN device, with the permanent neighbour entry that
+/// resolves `gateway` to the remote VTEP's `mac` and the FDB entry that sends `mac`'s frames
+/// to `endpoint`: the three objects per remote member, none needing ARP or flooding.
+pub(crate) fn tunnel(
+    desired: &mut State,
+    vxlan: &str,
+    dst: Ipv4Net,
+    gateway: Ipv4Addr,
+    mac: Mac,
+    endpoint: Ipv4Addr,
+) {
+    desired.routes.insert(
+        dst,
+        Route {
+            dst,
+            gateway: Some(gateway),
+            dev: vxlan.to_owned(),
+            onlink: true,
+        },
+    );
+    desired.neighbours.insert(
+        (vxlan.to_owned(), gateway),
+        Neighbour {
+            dev: vxlan.to_owned(),
+            ip: gateway,
+            mac,
+        },
+    );
+    desired.fdb.insert(
+        (vxlan.to_owned(), mac),
+        Fdb {
+            dev: vxlan.to_owned(),
+            mac,
+            dst: endpoint,
+        },
+    );
 }
 
 /// BridgeHosts return routes: each client range via the gateway's active host, on the path
@@ -564,7 +607,10 @@ impl<'a> OwnNode<'a> {
 
 /// The pod MTU: `spec.mtu` when set and it fits the underlay, else the underlay's (minus the
 /// VXLAN overhead in Overlay mode).
-fn effective_mtu(network: &PodNetworkSpec, underlay: &Underlay) -> Result<u32, PlanError> {
+pub(crate) fn effective_mtu(
+    network: &PodNetworkSpec,
+    underlay: &Underlay,
+) -> Result<u32, PlanError> {
     let overhead = match network.mode {
         PodNetworkMode::Overlay => VXLAN_OVERHEAD,
         PodNetworkMode::Flat | PodNetworkMode::Routed => 0,
@@ -602,7 +648,7 @@ fn effective_mtu(network: &PodNetworkSpec, underlay: &Underlay) -> Result<u32, P
 
 /// The published VTEP MAC, or the one the operator would publish (NodeSubnets written before
 /// `vtepMac` existed carry none; the derivation is a stable contract, see `causeway_crds::vtep`).
-fn mac_or_derived(published: Option<MacAddr>, node_name: &str) -> Mac {
+pub(crate) fn mac_or_derived(published: Option<MacAddr>, node_name: &str) -> Mac {
     Mac(published.unwrap_or_else(|| vtep_mac(node_name)).0)
 }
 
@@ -752,7 +798,7 @@ impl Peers {
     }
 }
 
-fn add_link(state: &mut State, name: &str, kind: LinkKind, mtu: u32) {
+pub(crate) fn add_link(state: &mut State, name: &str, kind: LinkKind, mtu: u32) {
     state.links.insert(
         name.to_owned(),
         Link {
@@ -764,7 +810,7 @@ fn add_link(state: &mut State, name: &str, kind: LinkKind, mtu: u32) {
     );
 }
 
-fn add_address(state: &mut State, dev: &str, addr: Ipv4Net) {
+pub(crate) fn add_address(state: &mut State, dev: &str, addr: Ipv4Net) {
     state
         .addresses
         .insert((dev.to_owned(), addr), Address { addr });
@@ -936,6 +982,7 @@ mod tests {
             learned: &NO_ROUTES,
             returns: &[],
             snat: &[],
+            clients: &[],
         })
     }
 
@@ -1081,6 +1128,7 @@ mod tests {
                 learned: &NO_ROUTES,
                 returns: &[],
                 snat: &[],
+                clients: &[],
             });
             match (want, got) {
                 (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
@@ -1132,6 +1180,7 @@ mod tests {
                 learned: &NO_ROUTES,
                 returns: &[],
                 snat: &[],
+                clients: &[],
             });
             match (want, got) {
                 (Ok(mtu), Ok(p)) => {
@@ -1389,6 +1438,7 @@ mod tests {
                 learned: &NO_ROUTES,
                 returns: &[],
                 snat: &[],
+                clients: &[],
             });
             match got {
                 Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
@@ -1423,8 +1473,50 @@ mod tests {
             learned,
             returns: &[],
             snat: &[],
+            clients: &[],
         })
         .expect("plan")
+    }
+
+    #[test]
+    fn client_join_clients_are_one_tunnel_each_and_never_inside_the_pod_range() {
+        let peers: Vec<Arc<NodeSubnet>> = [own(), node_b()].into_iter().map(Arc::new).collect();
+        let client = |name: &str, overlay: &str| crate::join::ClientPeer {
+            name: name.into(),
+            address: "192.168.1.100".parse().expect("ip"),
+            overlay: overlay.parse().expect("ip"),
+            mac: crate::join::client_mac(name),
+        };
+        let clients = [
+            client("laptop", "10.250.0.100"),
+            client("bad", "10.244.9.9"),
+        ];
+        let p = plan(&Input {
+            own: &own(),
+            peers: &peers,
+            network: &spec(false),
+            underlay: &underlay(),
+            learned: &NO_ROUTES,
+            returns: &[],
+            snat: &[],
+            clients: &clients,
+        })
+        .expect("plan");
+        let l = lines(&p.desired);
+        let mac = crate::join::client_mac("laptop");
+        for want in [
+            "route 10.250.0.100/32 via 10.250.0.100 dev cw-vx1 onlink".to_owned(),
+            format!("neigh 10.250.0.100 lladdr {mac} dev cw-vx1"),
+            format!("fdb {mac} dev cw-vx1 dst 192.168.1.100"),
+        ] {
+            assert!(l.contains(&want), "{want} missing from {l:#?}");
+        }
+        assert!(!l.iter().any(|x| x.contains("10.244.9.9")), "{l:#?}");
+        assert!(
+            p.skipped.iter().any(|s| s.contains("client bad skipped")),
+            "{:?}",
+            p.skipped
+        );
     }
 
     #[test]
@@ -1454,6 +1546,7 @@ mod tests {
                 learned: &NO_ROUTES,
                 returns: &r,
                 snat: &[],
+                clients: &[],
             })
             .expect("plan");
             let client: Ipv4Net = "192.168.70.0/24".parse().expect("net");
@@ -1587,6 +1680,7 @@ mod tests {
             learned: &NO_ROUTES,
             returns: &[],
             snat: &[],
+            clients: &[],
         })
         .expect_err("too large");
         assert_eq!(

@@ -16,19 +16,21 @@
 //! `status.activeHost` and, when the holder changed, `lastFailoverTime`/`lastFailoverReason`.
 //! Clients need one route: the pod range via the VIP.
 //!
-//! ClientJoin is not implemented yet: it is reported as such, never as working.
+//! ClientJoin: each listed client runs the agent in client mode and renews a heartbeat Lease
+//! while its tunnels are programmed; `status.clients` says which joined (and since when), and
+//! Ready is True once all have. Nodes program the clients from the spec, not from here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
+use causeway_crds::v1alpha1::GatewayClientStatus;
 use causeway_crds::v1alpha1::GatewayStrategy;
+use causeway_crds::vtep::vtep_mac;
 use causeway_crds::{OverlayGatewaySpec, OverlayGatewayStatus, PodNetworkSpec, selector};
 use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// Reason: the strategy has no implementation in this operator version.
-pub const STRATEGY_NOT_IMPLEMENTED: &str = "StrategyNotImplemented";
 /// Reason: a client CIDR overlaps the pod range.
 pub const CLIENT_CIDR_OVERLAPS_PODS: &str = "ClientCidrOverlapsPods";
 /// Reason: a client CIDR or the selector cannot be used.
@@ -71,6 +73,10 @@ pub struct Input<'a> {
     pub election: Option<&'a Election>,
     /// VIPs of the other BridgeHosts gateways, with their names.
     pub other_vips: &'a [(String, String)],
+    /// ClientJoin: the clients whose heartbeat Lease is live, by name.
+    pub joined: &'a BTreeSet<String>,
+    /// The gateway's name, for messages.
+    pub gateway_name: &'a str,
 }
 
 /// What [`render`] decides.
@@ -98,6 +104,125 @@ fn not_ready(reason: &'static str, message: String) -> Rendered {
     }
 }
 
+/// ClientJoin: addresses checked against the network, and who has joined.
+fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rendered {
+    let spec = input.spec;
+    if network.mode != causeway_crds::v1alpha1::PodNetworkMode::Overlay {
+        return not_ready(
+            INVALID_SPEC,
+            format!(
+                "PodNetwork {} uses {:?} mode; ClientJoin needs an Overlay network (clients join through VXLAN). Use RouteToNodes or BridgeHosts instead.",
+                spec.network, network.mode
+            ),
+        );
+    }
+    let clients = spec
+        .client_join
+        .as_ref()
+        .map(|j| j.clients.as_slice())
+        .unwrap_or_default();
+    for (i, c) in clients.iter().enumerate() {
+        let (Ok(address), Ok(overlay)) = (
+            c.address.trim().parse::<Ipv4Addr>(),
+            c.overlay_address.trim().parse::<Ipv4Addr>(),
+        ) else {
+            return not_ready(
+                INVALID_SPEC,
+                format!(
+                    "spec.clientJoin.clients[{i}] ({}): address and overlayAddress must be IPv4 addresses.",
+                    c.name
+                ),
+            );
+        };
+        if range.contains(&overlay) {
+            return not_ready(
+                CLIENT_CIDR_OVERLAPS_PODS,
+                format!(
+                    "spec.clientJoin.clients[{i}] ({}): overlayAddress {overlay} is inside the pod range {range}; choose an address outside it.",
+                    c.name
+                ),
+            );
+        }
+        if overlay == address || input.members.iter().any(|m| m.address == overlay) {
+            return not_ready(
+                INVALID_SPEC,
+                format!(
+                    "spec.clientJoin.clients[{i}] ({}): overlayAddress {overlay} is an underlay address (the client's or a node's); nodes route it into the tunnel, so it must be an address of its own.",
+                    c.name
+                ),
+            );
+        }
+    }
+    let waiting: Vec<&str> = clients
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !input.joined.contains(*n))
+        .collect();
+    if !waiting.is_empty() {
+        return not_ready(
+            reasons::CLIENTS_NOT_JOINED,
+            format!(
+                "{} of {} clients have not joined: {}. On each, run `causeway-node-agent client --gateway <this gateway> --name <client>` with a kubeconfig of the causeway-gateway-client service account.",
+                waiting.len(),
+                clients.len(),
+                waiting.join(", ")
+            ),
+        );
+    }
+    let at: Vec<String> = clients
+        .iter()
+        .map(|c| format!("{} at {}", c.name, c.overlay_address))
+        .collect();
+    Rendered {
+        routes: vec![],
+        state: ConditionStatus::True,
+        reason: reasons::GATEWAY_READY,
+        message: format!(
+            "Every client joined PodNetwork {}; pods reach {}.",
+            spec.network,
+            at.join(", ")
+        ),
+        active: None,
+    }
+}
+
+/// `status.clients` for ClientJoin: one entry per listed client, `since` kept while its
+/// state holds.
+fn client_statuses(
+    input: &Input,
+    previous: &[GatewayClientStatus],
+    now: &Time,
+) -> Vec<GatewayClientStatus> {
+    let Some(join) = input.spec.client_join.as_ref() else {
+        return vec![];
+    };
+    join.clients
+        .iter()
+        .map(|c| {
+            let joined = input.joined.contains(&c.name);
+            let before = previous.iter().find(|p| p.name == c.name);
+            let since = match before {
+                Some(b) if b.joined == joined => b.since.clone(),
+                _ => Some(now.clone()),
+            };
+            GatewayClientStatus {
+                name: c.name.clone(),
+                joined,
+                vtep_mac: Some(vtep_mac(&format!("client:{}", c.name)).to_string()),
+                message: if joined {
+                    String::new()
+                } else {
+                    format!(
+                        "no live heartbeat: run `causeway-node-agent client --gateway {} --name {}` on the client",
+                        input.gateway_name, c.name
+                    )
+                },
+                since,
+            }
+        })
+        .collect()
+}
+
 /// The routes, the Ready condition and the active host for `input`.
 fn render(input: &Input) -> Rendered {
     let spec = input.spec;
@@ -110,15 +235,6 @@ fn render(input: &Input) -> Rendered {
             ),
         );
     };
-    if spec.strategy == GatewayStrategy::ClientJoin {
-        return not_ready(
-            STRATEGY_NOT_IMPLEMENTED,
-            format!(
-                "strategy {:?} is not implemented by this version of Causeway yet; use RouteToNodes or BridgeHosts.",
-                spec.strategy
-            ),
-        );
-    }
     let Ok(range) = network.parsed_cidr() else {
         return not_ready(
             INVALID_SPEC,
@@ -148,6 +264,9 @@ fn render(input: &Input) -> Rendered {
     }
     if spec.strategy == GatewayStrategy::BridgeHosts {
         return bridge_hosts(input, range);
+    }
+    if spec.strategy == GatewayStrategy::ClientJoin {
+        return client_join(input, network, range);
     }
     let selector = spec
         .route_to_nodes
@@ -209,6 +328,14 @@ fn render(input: &Input) -> Rendered {
         message.push_str(&format!(
             " Left out (not on a segment of clientCidrs): {}.",
             off_segment.join(", ")
+        ));
+    }
+    if let Some(bgp) = network.routed.as_ref().and_then(|r| r.bgp.as_ref()) {
+        let peers: Vec<String> = bgp.peers.iter().map(|p| p.address.clone()).collect();
+        message.push_str(&format!(
+            " The nodes also advertise their subnets over BGP (AS {}) to {}: clients behind those routers need no routes.",
+            bgp.asn,
+            peers.join(", ")
         ));
     }
     Rendered {
@@ -360,11 +487,12 @@ pub fn status(input: &Input, previous: &OverlayGatewayStatus, now: Time) -> Over
             r.reason,
             r.message,
             input.generation,
-            now,
+            now.clone(),
         ),
     );
     next.observed_generation = input.generation;
     next.client_routes = r.routes;
+    next.clients = client_statuses(input, &previous.clients, &now);
     if input.spec.strategy == GatewayStrategy::BridgeHosts {
         // A takeover (the Lease says why) is a failover; a first election is not.
         if let Some(e) = input.election
@@ -434,6 +562,8 @@ mod tests {
                 silent: &BTreeSet::new(),
                 election: None,
                 other_vips: &[],
+                joined: &BTreeSet::new(),
+                gateway_name: "office",
             },
             &OverlayGatewayStatus::default(),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
@@ -493,6 +623,8 @@ mod tests {
                 silent: &silent,
                 election,
                 other_vips: others,
+                joined: &BTreeSet::new(),
+                gateway_name: "bridge",
             },
             &OverlayGatewayStatus::default(),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
@@ -604,6 +736,98 @@ mod tests {
         }
     }
 
+    fn join(joined: &[&str], mode: &str, overlay: &str) -> OverlayGatewayStatus {
+        let spec = gateway(serde_json::json!({
+            "network": "overlay", "strategy": "ClientJoin",
+            "clientJoin": {"clients": [
+                {"name": "laptop", "address": "192.168.50.100", "overlayAddress": overlay},
+                {"name": "vm", "address": "192.168.50.101", "overlayAddress": "10.250.0.101"},
+            ]},
+        }));
+        let mut net = network();
+        net.mode = serde_json::from_value(serde_json::json!(mode)).expect("mode");
+        let members = members();
+        let joined: BTreeSet<String> = joined.iter().map(|s| (*s).to_owned()).collect();
+        status(
+            &Input {
+                generation: Some(1),
+                spec: &spec,
+                network: Some(&net),
+                members: &members,
+                silent: &BTreeSet::new(),
+                election: None,
+                other_vips: &[],
+                joined: &joined,
+                gateway_name: "join",
+            },
+            &OverlayGatewayStatus::default(),
+            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        )
+    }
+
+    #[test]
+    fn client_join_reports_each_client_and_is_ready_once_all_joined() {
+        let st = join(&["laptop", "vm"], "Overlay", "10.250.0.100");
+        let (status, reason, message) = ready(&st);
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "GatewayReady"));
+        assert!(message.contains("laptop at 10.250.0.100"), "{message}");
+        assert_eq!(st.clients.len(), 2);
+        assert!(st.clients.iter().all(|c| c.joined && c.since.is_some()));
+        assert_eq!(
+            st.clients[0].vtep_mac.as_deref(),
+            Some(vtep_mac("client:laptop").to_string().as_str())
+        );
+        assert!(st.client_routes.is_empty());
+
+        let st = join(&["laptop"], "Overlay", "10.250.0.100");
+        let (status, reason, message) = ready(&st);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ClientsNotJoined")
+        );
+        assert!(
+            message.contains("1 of 2 clients have not joined: vm"),
+            "{message}"
+        );
+        assert!(!st.clients[1].joined && st.clients[1].message.contains("--name vm"));
+
+        for (mode, overlay, want, words) in [
+            (
+                "Routed",
+                "10.250.0.100",
+                "InvalidSpec",
+                "ClientJoin needs an Overlay network",
+            ),
+            (
+                "Overlay",
+                "10.247.9.9",
+                "ClientCidrOverlapsPods",
+                "inside the pod range",
+            ),
+            (
+                "Overlay",
+                "192.168.50.100",
+                "InvalidSpec",
+                "is an underlay address",
+            ),
+            (
+                "Overlay",
+                "192.168.50.11",
+                "InvalidSpec",
+                "is an underlay address",
+            ),
+        ] {
+            let st = join(&["laptop", "vm"], mode, overlay);
+            let (status, reason, message) = ready(&st);
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", want),
+                "{message}"
+            );
+            assert!(message.contains(words), "{message}");
+        }
+    }
+
     #[test]
     fn every_node_selected_needs_no_range_route() {
         let st = run(
@@ -636,13 +860,6 @@ mod tests {
                 Some(network()),
                 "NoEligibleHost",
                 "are not on a segment of clientCidrs",
-            ),
-            (
-                serde_json::json!({"network": "overlay", "strategy": "ClientJoin",
-                    "clientJoin": {"clients": [{"name": "a", "address": "192.168.50.100"}]}}),
-                Some(network()),
-                "StrategyNotImplemented",
-                "strategy ClientJoin is not implemented",
             ),
         ];
         for (spec, net, want_reason, want_words) in cases {

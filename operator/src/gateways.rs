@@ -20,6 +20,7 @@ use causeway_crds::{OverlayGateway, OverlayGatewayStatus};
 use causeway_kube::cache::cached_from;
 use causeway_kube::election;
 use causeway_kube::events::{Kind, Record};
+use causeway_kube::heartbeat::{self, Liveness};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -36,6 +37,9 @@ use crate::gateway::{self, Member};
 
 /// Periodic resync, on top of the triggers.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// How often a ClientJoin gateway checks its clients' heartbeats.
+const CLIENT_CHECK: Duration = Duration::from_secs(2);
 
 /// Errors of one gateway reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +73,36 @@ pub async fn run(
             .labels(&format!("{}={}", election::LABEL.0, election::LABEL.1))
             .any_semantic(),
     );
-    let elections = lease_events.filter_map(|event| async move {
+    let (clients, client_events) = cached_from::<Lease>(
+        Api::namespaced(ctx.client.clone(), &ctx.options.agent_namespace),
+        watcher::Config::default()
+            .labels(&format!(
+                "{}={}",
+                heartbeat::CLIENT_LABEL.0,
+                heartbeat::CLIENT_LABEL.1
+            ))
+            .any_semantic(),
+    );
+    let by_gateway = |event: Result<Lease, watcher::Error>| async move {
         let lease = event.ok()?;
         let gateway = lease.labels().get(election::GATEWAY_LABEL)?.clone();
         Some(ObjectRef::<OverlayGateway>::new(&gateway))
-    });
+    };
+    let elections = lease_events.filter_map(by_gateway);
+    let joins = client_events.filter_map(by_gateway);
     let gctx = Arc::new(GatewayContext {
         ctx,
         leases,
         gateways,
+        clients,
+        liveness: std::sync::Mutex::new(Liveness::default()),
     });
     controller
-        .reconcile_on(futures::stream::select(triggers, elections))
+        .reconcile_on(futures::stream::select_all([
+            triggers.boxed(),
+            elections.boxed(),
+            joins.boxed(),
+        ]))
         .run(reconcile, error_policy, gctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -95,6 +117,9 @@ struct GatewayContext {
     ctx: Arc<Context>,
     leases: Store<Lease>,
     gateways: Store<OverlayGateway>,
+    /// ClientJoin clients' heartbeat Leases, and which of them are live.
+    clients: Store<Lease>,
+    liveness: std::sync::Mutex<Liveness>,
 }
 
 fn error_policy(gw: Arc<OverlayGateway>, error: &Error, _ctx: Arc<GatewayContext>) -> Action {
@@ -124,6 +149,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
                 .map(|t| Time(t.0)),
         });
     let silent: BTreeSet<String> = ctx.silent.borrow().keys().cloned().collect();
+    let joined = joined_clients(&gctx, &gw);
     let other_vips: Vec<(String, String)> = gctx
         .gateways
         .state()
@@ -172,6 +198,8 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
             silent: &silent,
             election: election.as_ref(),
             other_vips: &other_vips,
+            joined: &joined,
+            gateway_name: &name,
         },
         &previous,
         Time(k8s_openapi::jiff::Timestamp::now()),
@@ -180,7 +208,41 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         announce(ctx, &gw, &previous, &next, election.as_ref()).await;
         write_status(ctx, &name, &next).await?;
     }
+    if gw.spec.strategy == causeway_crds::v1alpha1::GatewayStrategy::ClientJoin {
+        // A client that stops renewing sends no event: look again soon.
+        return Ok(Action::requeue(CLIENT_CHECK));
+    }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The ClientJoin clients of `gw` whose heartbeat Lease is live (renewed within its duration,
+/// by this operator's clock).
+fn joined_clients(gctx: &GatewayContext, gw: &OverlayGateway) -> BTreeSet<String> {
+    let Some(join) = gw.spec.client_join.as_ref() else {
+        return BTreeSet::new();
+    };
+    let leases = gctx.clients.state();
+    let now = std::time::Instant::now();
+    let silent = {
+        let mut live = gctx
+            .liveness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.observe(leases.iter().map(AsRef::as_ref), now);
+        live.silent(now)
+    };
+    let name = gw.name_any();
+    join.clients
+        .iter()
+        .filter(|c| {
+            let holder = heartbeat::client_holder(&name, &c.name);
+            let exists = leases.iter().any(|l| {
+                l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder.as_str())
+            });
+            exists && !silent.contains_key(&holder)
+        })
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// An event when Ready's status or reason changes, and one when the VIP moves.

@@ -215,7 +215,9 @@ pub struct ClientJoinSpec {
         validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))")
             .message("clientJoin.clients names must be unique: give every client its own name"),
         validation = Rule::new("self.all(c, self.exists_one(d, d.address == c.address))")
-            .message("clientJoin.clients addresses must be unique: each client joins from its own address")
+            .message("clientJoin.clients addresses must be unique: each client joins from its own address"),
+        validation = Rule::new("self.all(c, self.exists_one(d, d.overlayAddress == c.overlayAddress))")
+            .message("clientJoin.clients overlayAddress values must be unique: pods reach each client at its own")
     )]
     pub clients: Vec<GatewayClient>,
 }
@@ -237,6 +239,17 @@ pub struct GatewayClient {
             .message("client address must be an IP address such as 192.168.50.10")
     )]
     pub address: String,
+
+    /// The client's address inside the overlay (e.g. 10.250.0.10): the agent puts it on the
+    /// client's VXLAN device, pods see the client's traffic come from it and reach the client
+    /// at it. It must be outside the pod range and differ from `address` (nodes route it into
+    /// the tunnel, so it cannot also be the tunnel's endpoint).
+    #[schemars(length(max = MAX_IP_LENGTH))]
+    #[x_kube(
+        validation = Rule::new("isIP(self)")
+            .message("client overlayAddress must be an IP address such as 10.250.0.10")
+    )]
+    pub overlay_address: String,
 }
 
 /// Observed state of an OverlayGateway, written by the operator.
