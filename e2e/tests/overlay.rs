@@ -517,12 +517,7 @@ fn restart(c: &Cluster) -> Result<()> {
 fn route_to_nodes(c: &Cluster) -> Result<()> {
     setup(c)?;
     let pods = lock(&PODS).clone();
-    let client = c
-        .topology
-        .clients
-        .first()
-        .context("the topology has a client")?
-        .clone();
+    let client = the_client(c)?;
     let client_ns = c.ns(&client.name);
     for node in ["node-a", "node-b"] {
         c.kubectl(&[
@@ -533,18 +528,16 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
             "--overwrite",
         ])?;
     }
-    let gateway = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "OverlayGateway",
-        "metadata": {"name": "office"},
-        "spec": {
+    apply_gateway(
+        c,
+        "office",
+        serde_json::json!({
             "network": NETWORK,
             "strategy": "RouteToNodes",
             "clientCidrs": ["192.168.50.0/24"],
             "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
-        },
-    });
-    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+        }),
+    )?;
     c.kubectl(&[
         "wait",
         "--for=condition=Ready",
@@ -590,6 +583,27 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         c.kubectl(&["label", "node", node, "causeway.dev/gateway-"])?;
     }
     result
+}
+
+/// The topology's non-node client.
+fn the_client(c: &Cluster) -> Result<causeway_e2e::topology::Host> {
+    c.topology
+        .clients
+        .first()
+        .cloned()
+        .context("the topology has a client")
+}
+
+/// Creates or updates the OverlayGateway `name` with `spec`.
+fn apply_gateway(c: &Cluster, name: &str, spec: Value) -> Result<()> {
+    let gateway = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "OverlayGateway",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    Ok(())
 }
 
 const VIP: &str = "192.168.50.250";
@@ -664,11 +678,10 @@ fn bridge_gateway(c: &Cluster) -> Result<String> {
             "--overwrite",
         ])?;
     }
-    let gateway = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "OverlayGateway",
-        "metadata": {"name": "bridge"},
-        "spec": {
+    apply_gateway(
+        c,
+        "bridge",
+        serde_json::json!({
             "network": NETWORK,
             "strategy": "BridgeHosts",
             "clientCidrs": ["192.168.50.0/24", BEHIND],
@@ -676,9 +689,8 @@ fn bridge_gateway(c: &Cluster) -> Result<String> {
                 "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
                 "vip": VIP,
             },
-        },
-    });
-    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+        }),
+    )?;
     c.kubectl(&[
         "wait",
         "--for=condition=Ready",
@@ -1073,15 +1085,22 @@ fn expect_frag_needed(client_ns: &str, dst: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// `nft list table ip causeway-gateway` on `node`, if the table exists.
+fn snat_table(c: &Cluster, node: &str) -> Result<Option<String>> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.ns(node), "nft", "list", "table", "ip"])
+        .arg("causeway-gateway")
+        .output()?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
 fn bridge_snat(c: &Cluster) -> Result<()> {
     setup(c)?;
     let pods = lock(&PODS).clone();
-    let client = c
-        .topology
-        .clients
-        .first()
-        .context("the topology has a client")?
-        .clone();
+    let client = the_client(c)?;
     let client_ns = c.ns(&client.name);
     for node in BRIDGES {
         c.kubectl(&[
@@ -1093,11 +1112,10 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
         ])?;
     }
     let vip = "192.168.50.251";
-    let gateway = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "OverlayGateway",
-        "metadata": {"name": "bridge-snat"},
-        "spec": {
+    apply_gateway(
+        c,
+        "bridge-snat",
+        serde_json::json!({
             "network": NETWORK,
             "strategy": "BridgeHosts",
             "clientCidrs": ["192.168.50.0/24"],
@@ -1106,9 +1124,8 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
                 "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
                 "vip": vip,
             },
-        },
-    });
-    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+        }),
+    )?;
     c.kubectl(&[
         "wait",
         "--for=condition=Ready",
@@ -1128,19 +1145,7 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
     let result = (|| -> Result<()> {
         // Every candidate carries the rule (a new holder forwards at once); no one else does.
         for node in NODES {
-            let out = std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &c.ns(node),
-                    "nft",
-                    "list",
-                    "table",
-                    "ip",
-                    "causeway-gateway",
-                ])
-                .output()?;
-            let text = String::from_utf8_lossy(&out.stdout);
+            let text = snat_table(c, node)?.unwrap_or_default();
             let has = text.contains("ip saddr @clients ip daddr 10.247.0.0/16 masquerade");
             ensure!(has == BRIDGES.contains(&node), "{node}: {text}");
         }
@@ -1173,19 +1178,7 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
         Duration::from_secs(10),
         || {
             for node in BRIDGES {
-                let out = std::process::Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &c.ns(node),
-                        "nft",
-                        "list",
-                        "table",
-                        "ip",
-                        "causeway-gateway",
-                    ])
-                    .output()?;
-                ensure!(!out.status.success(), "{node} still has the table");
+                ensure!(snat_table(c, node)?.is_none(), "{node} still has the table");
                 let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
                 ensure!(!addrs.contains(vip), "{node} still holds {vip}");
             }
@@ -1203,13 +1196,11 @@ fn join_clients(c: &Cluster, clients: &[(&str, &str, Ipv4Addr)]) -> Result<()> {
             serde_json::json!({"name": name, "address": address, "overlayAddress": overlay.to_string()})
         })
         .collect();
-    let gateway = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "OverlayGateway",
-        "metadata": {"name": "join"},
-        "spec": {"network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": list}},
-    });
-    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
+    apply_gateway(
+        c,
+        "join",
+        serde_json::json!({"network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": list}}),
+    )?;
     Ok(())
 }
 
@@ -1239,12 +1230,7 @@ fn client_traces(c: &Cluster, node: &str, overlay: Ipv4Addr, mac: &str) -> Resul
 fn client_join(c: &Cluster) -> Result<()> {
     setup(c)?;
     let pods = lock(&PODS).clone();
-    let client = c
-        .topology
-        .clients
-        .first()
-        .context("the topology has a client")?
-        .clone();
+    let client = the_client(c)?;
     let client_ns = c.ns(&client.name);
     let address = client.address.to_string();
     join_clients(c, &[("laptop", &address, CLIENT_OVERLAY)])?;
