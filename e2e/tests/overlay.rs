@@ -68,6 +68,10 @@ fn main() -> ExitCode {
                 bridge_snat,
             ),
             testing::test(
+                "gateway_problems_are_reported_with_a_reason_and_the_fix",
+                gateway_problems,
+            ),
+            testing::test(
                 "client_join_a_client_joins_the_overlay_reaches_every_pod_and_leaves_no_trace",
                 client_join,
             ),
@@ -627,10 +631,15 @@ fn active_host(c: &Cluster) -> Result<Option<String>> {
 
 /// Nodes whose underlay holds the VIP now.
 fn vip_holders(c: &Cluster) -> Result<Vec<String>> {
+    vip_holders_of(c, VIP)
+}
+
+/// Nodes whose underlay holds `vip` now.
+fn vip_holders_of(c: &Cluster, vip: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for node in NODES {
         let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
-        if addrs.contains(&format!("{VIP}/32")) {
+        if addrs.contains(&format!("{vip}/32")) {
             out.push(node.to_string());
         }
     }
@@ -1187,6 +1196,127 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
     )
 }
 
+/// Waits until the gateway's Ready condition has `reason`; its message.
+fn wait_reason(c: &Cluster, name: &str, reason: &str) -> Result<String> {
+    c.kubectl(&[
+        "wait",
+        &format!("--for=jsonpath={{.status.conditions[?(@.type==\"Ready\")].reason}}={reason}"),
+        "--timeout=20s",
+        &format!("overlaygateway/{name}"),
+    ])?;
+    let st = gateway_json(c, name)?;
+    Ok(st["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn gateway_problems(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let client = the_client(c)?;
+    let bridge = |vip: &str, selector: Value| {
+        serde_json::json!({
+            "network": NETWORK, "strategy": "BridgeHosts",
+            "bridgeHosts": {"nodeSelector": selector, "vip": vip},
+        })
+    };
+    let cases = [
+        (
+            "clash",
+            bridge("192.168.50.11", serde_json::json!({})),
+            "VipConflict",
+            "VIP 192.168.50.11 is the address of node node-a",
+        ),
+        (
+            "nobody",
+            bridge(
+                "192.168.50.252",
+                serde_json::json!({"matchLabels": {"no": "such"}}),
+            ),
+            "NoEligibleHost",
+            "no node of the network matches spec.bridgeHosts.nodeSelector",
+        ),
+        (
+            "overlap",
+            serde_json::json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["10.247.200.0/24"]}),
+            "ClientCidrOverlapsPods",
+            "overlaps the pod range 10.247.0.0/16",
+        ),
+    ];
+    let mut result = Ok(());
+    for (name, spec, reason, words) in &cases {
+        apply_gateway(c, name, spec.clone())?;
+        let outcome = wait_reason(c, name, reason).and_then(|m| {
+            ensure!(m.contains(words), "{name}: {m}");
+            Ok(())
+        });
+        c.kubectl(&["delete", "overlaygateway", name])?;
+        result = result.and(outcome);
+    }
+    result?;
+
+    // Something outside Causeway already answers for the VIP: no candidate takes it, the
+    // gateway stays in election, and the candidates' agents say who answers.
+    let taken = "192.168.50.253";
+    c.exec(
+        &client.name,
+        "ip",
+        &["addr", "add", &format!("{taken}/32"), "dev", "eth0"],
+    )?;
+    for node in BRIDGES {
+        c.kubectl(&[
+            "label",
+            "node",
+            node,
+            "causeway.dev/bridge=true",
+            "--overwrite",
+        ])?;
+    }
+    apply_gateway(
+        c,
+        "squatted",
+        bridge(
+            taken,
+            serde_json::json!({"matchLabels": {"causeway.dev/bridge": "true"}}),
+        ),
+    )?;
+    let client_mac = c.exec(&client.name, "cat", &["/sys/class/net/eth0/address"])?;
+    let outcome = (|| -> Result<()> {
+        let message = wait_reason(c, "squatted", "ElectionInProgress")?;
+        ensure!(message.contains("node-b, node-c"), "{message}");
+        wait_for("a VipConflict event", Duration::from_secs(20), || {
+            let events = c.kubectl(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                "reason=VipConflict",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])?;
+            ensure!(events.contains(client_mac.trim()), "events: {events:?}");
+            Ok(())
+        })?;
+        ensure!(
+            vip_holders_of(c, taken)?.is_empty(),
+            "a node took a VIP someone else answers for"
+        );
+        Ok(())
+    })();
+    c.kubectl(&["delete", "overlaygateway", "squatted"])?;
+    let _ = c.exec(
+        &client.name,
+        "ip",
+        &["addr", "del", &format!("{taken}/32"), "dev", "eth0"],
+    );
+    for node in BRIDGES {
+        c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
+    }
+    outcome
+}
+
 const CLIENT_OVERLAY: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 100);
 
 fn join_clients(c: &Cluster, clients: &[(&str, &str, Ipv4Addr)]) -> Result<()> {
@@ -1294,6 +1424,9 @@ fn client_join(c: &Cluster) -> Result<()> {
         ensure!(seen == CLIENT_OVERLAY, "a pod saw the client as {seen}");
         let seen = traffic::tcp_seen_source(&client_ns, &d.netns, CLIENT_OVERLAY, 7505)?;
         ensure!(seen == d.ip, "the client saw the pod as {seen}");
+        // Too large for the tunnel: the client's own stack says so (its device has the
+        // overlay MTU), and what fits passes.
+        expect_frag_needed(&client_ns, d.ip)?;
 
         // A second client that never runs the agent: the gateway says who is missing.
         join_clients(
