@@ -44,8 +44,7 @@ pub fn run(cluster: &Cluster) -> Result<()> {
         .collect();
     let first = nodes.first().context("the topology has no nodes")?;
     let logs = crate::state::log_root().join(&cluster.name);
-    deploy::install_operator_rbac(cluster)?;
-    deploy::install_agent_rbac(cluster)?;
+    deploy::install_rbac(cluster)?;
     deploy::start_operator(cluster, first, &[])?;
     println!("operator running on {first}");
     for node in &nodes {

@@ -29,6 +29,11 @@ pub fn install_operator_rbac(c: &Cluster) -> Result<()> {
 /// RBAC for the operator and the agents.
 pub fn install(c: &Cluster) -> Result<()> {
     crate::demo::install_crds(c)?;
+    install_rbac(c)
+}
+
+/// The namespace and the chart's RBAC: operator, node agent, and ClientJoin clients.
+pub fn install_rbac(c: &Cluster) -> Result<()> {
     install_operator_rbac(c)?;
     install_agent_rbac(c)?;
     apply_chart_template(c, "gateway-client-rbac.yaml")

@@ -1030,6 +1030,7 @@ fn bridge_failover(c: &Cluster) -> Result<()> {
 
     // Deleting the gateway removes the VIP and the return routes.
     c.kubectl(&["delete", "overlaygateway", "bridge"])?;
+    lease_gone(c, "causeway-gw-bridge")?;
     wait_for(
         "no VIP and no return route",
         Duration::from_secs(10),
@@ -1191,6 +1192,28 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
                 let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
                 ensure!(!addrs.contains(vip), "{node} still holds {vip}");
             }
+            Ok(())
+        },
+    )
+}
+
+/// Waits until the Lease `name` (owned by a deleted gateway) is garbage-collected.
+fn lease_gone(c: &Cluster, name: &str) -> Result<()> {
+    wait_for(
+        &format!("Lease {name} deleted with its gateway"),
+        Duration::from_secs(30),
+        || {
+            let out = c.kubectl(&[
+                "get",
+                "lease",
+                "-n",
+                deploy::NAMESPACE,
+                name,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])?;
+            ensure!(out.trim().is_empty(), "still there: {out}");
             Ok(())
         },
     )
@@ -1479,6 +1502,7 @@ fn client_join(c: &Cluster) -> Result<()> {
     c.stop(&agent);
     c.kubectl(&["delete", "overlaygateway", "join"])?;
     result?;
+    lease_gone(c, "causeway-client-join.laptop")?;
     let ghost_mac = causeway_crds::vtep::vtep_mac("client:ghost").to_string();
     wait_for("no trace of ghost", Duration::from_secs(15), || {
         for node in NODES {

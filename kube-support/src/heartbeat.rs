@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -94,22 +94,26 @@ pub async fn renew(
         &lease_name(node),
         node,
         &[LABEL],
+        None,
         duration_seconds,
         field_manager,
     )
     .await
 }
 
-/// Writes a heartbeat Lease `name` held by `holder` with `labels`.
+/// Writes a heartbeat Lease `name` held by `holder` with `labels`, owned by `owner` when given
+/// (so the garbage collector deletes it with its owner).
 ///
 /// # Errors
 /// The API server's answer when the write fails.
+#[allow(clippy::too_many_arguments)]
 pub async fn renew_lease(
     client: &Client,
     namespace: &str,
     name: &str,
     holder: &str,
     labels: &[(&str, &str)],
+    owner: Option<&OwnerReference>,
     duration_seconds: u32,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
@@ -118,6 +122,7 @@ pub async fn renew_lease(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
         .collect();
+    let owners: Vec<&OwnerReference> = owner.into_iter().collect();
     let lease = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -125,6 +130,7 @@ pub async fn renew_lease(
             "name": name,
             "namespace": namespace,
             "labels": labels,
+            "ownerReferences": owners,
         },
         "spec": {
             "holderIdentity": holder,

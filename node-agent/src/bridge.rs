@@ -300,7 +300,9 @@ impl Task {
         info!(gateway = %self.c.gateway, vip = %self.c.vip, dev = %self.c.dev, "candidate bridge host");
         let name = election::lease_name(&self.c.gateway);
         let mut updates = watcher::watch_object(self.api.clone(), &name).boxed();
-        let mut tick = tokio::time::interval(self.timing.renew_every);
+        // Twice per renewal period: a holder renews at every other tick, but carrier loss
+        // and a silent holder are noticed within half a period.
+        let mut tick = tokio::time::interval(self.timing.renew_every / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -387,6 +389,12 @@ impl Task {
         let step = decide(&view, &self.timing);
         match step {
             Step::Renew => {
+                let due = self
+                    .last_renewed
+                    .is_none_or(|t| t.elapsed() >= self.timing.renew_every * 3 / 4);
+                if link.holds_vip && !due {
+                    return;
+                }
                 if !link.holds_vip {
                     // Back after a restart or a lapse: tell the segment again.
                     self.announcements = self.announcements.max(1);

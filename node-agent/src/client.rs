@@ -19,7 +19,7 @@ use causeway_kube::cache::cached;
 use causeway_kube::{election, heartbeat};
 use futures::StreamExt;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::join::{ClientInput, client_plan};
@@ -92,6 +92,20 @@ pub async fn run(
                 return Ok(());
             }
             _ = heartbeat.tick() => {
+                // Owned by the gateway: deleting it deletes the Lease.
+                let owner = gateways
+                    .state()
+                    .into_iter()
+                    .find(|g| g.name_any() == config.gateway)
+                    .and_then(|g| {
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                            api_version: OverlayGateway::api_version(&()).into_owned(),
+                            kind: OverlayGateway::kind(&()).into_owned(),
+                            name: config.gateway.clone(),
+                            uid: g.uid()?,
+                            ..Default::default()
+                        })
+                    });
                 if joined {
                     let seconds = u32::try_from(config.lease_duration.as_secs().max(1)).unwrap_or(u32::MAX);
                     if let Err(e) = heartbeat::renew_lease(
@@ -100,6 +114,7 @@ pub async fn run(
                         &heartbeat::client_lease_name(&config.gateway, &config.name),
                         &heartbeat::client_holder(&config.gateway, &config.name),
                         &[heartbeat::CLIENT_LABEL, (election::GATEWAY_LABEL, &config.gateway)],
+                        owner.as_ref(),
                         seconds,
                         crate::agent::FIELD_MANAGER,
                     ).await {

@@ -162,10 +162,11 @@ fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rende
         return not_ready(
             reasons::CLIENTS_NOT_JOINED,
             format!(
-                "{} of {} clients have not joined: {}. On each, run `causeway-node-agent client --gateway <this gateway> --name <client>` with a kubeconfig of the causeway-gateway-client service account.",
+                "{} of {} clients have not joined: {}. On each, run `causeway-node-agent client --gateway {} --name <client>` with a kubeconfig of the causeway-gateway-client service account.",
                 waiting.len(),
                 clients.len(),
-                waiting.join(", ")
+                waiting.join(", "),
+                input.gateway_name
             ),
         );
     }
