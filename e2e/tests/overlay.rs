@@ -524,13 +524,7 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
     let client = the_client(c)?;
     let client_ns = c.ns(&client.name);
     for node in ["node-a", "node-b"] {
-        c.kubectl(&[
-            "label",
-            "node",
-            node,
-            "causeway.dev/gateway=true",
-            "--overwrite",
-        ])?;
+        label(c, node, "causeway.dev/gateway=true")?;
     }
     apply_gateway(
         c,
@@ -584,9 +578,15 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
     }
     c.kubectl(&["delete", "overlaygateway", "office"])?;
     for node in ["node-a", "node-b"] {
-        c.kubectl(&["label", "node", node, "causeway.dev/gateway-"])?;
+        label(c, node, "causeway.dev/gateway-")?;
     }
     result
+}
+
+/// Sets (`key=value`) or removes (`key-`) a label on `node`.
+fn label(c: &Cluster, node: &str, change: &str) -> Result<()> {
+    c.kubectl(&["label", "node", node, change, "--overwrite"])?;
+    Ok(())
 }
 
 /// The topology's non-node client.
@@ -679,13 +679,7 @@ fn bridge_gateway(c: &Cluster) -> Result<String> {
             "ip",
             &["route", "add", BEHIND, "via", &client_addr, "dev", "eth0"],
         )?;
-        c.kubectl(&[
-            "label",
-            "node",
-            node,
-            "causeway.dev/bridge=true",
-            "--overwrite",
-        ])?;
+        label(c, node, "causeway.dev/bridge=true")?;
     }
     apply_gateway(
         c,
@@ -1058,7 +1052,7 @@ fn bridge_failover(c: &Cluster) -> Result<()> {
     );
     for node in BRIDGES {
         let _ = c.exec(node, "ip", &["route", "del", BEHIND]);
-        c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
+        label(c, node, "causeway.dev/bridge-")?;
     }
     Ok(())
 }
@@ -1113,13 +1107,7 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
     let client = the_client(c)?;
     let client_ns = c.ns(&client.name);
     for node in BRIDGES {
-        c.kubectl(&[
-            "label",
-            "node",
-            node,
-            "causeway.dev/bridge=true",
-            "--overwrite",
-        ])?;
+        label(c, node, "causeway.dev/bridge=true")?;
     }
     let vip = "192.168.50.251";
     apply_gateway(
@@ -1180,7 +1168,7 @@ fn bridge_snat(c: &Cluster) -> Result<()> {
     let _ = c.exec(&client.name, "ip", &["route", "del", "10.247.0.0/16"]);
     c.kubectl(&["delete", "overlaygateway", "bridge-snat"])?;
     for node in BRIDGES {
-        c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
+        label(c, node, "causeway.dev/bridge-")?;
     }
     result?;
     wait_for(
@@ -1289,13 +1277,7 @@ fn gateway_problems(c: &Cluster) -> Result<()> {
         &["addr", "add", &format!("{taken}/32"), "dev", "eth0"],
     )?;
     for node in BRIDGES {
-        c.kubectl(&[
-            "label",
-            "node",
-            node,
-            "causeway.dev/bridge=true",
-            "--overwrite",
-        ])?;
+        label(c, node, "causeway.dev/bridge=true")?;
     }
     apply_gateway(
         c,
@@ -1335,7 +1317,7 @@ fn gateway_problems(c: &Cluster) -> Result<()> {
         &["addr", "del", &format!("{taken}/32"), "dev", "eth0"],
     );
     for node in BRIDGES {
-        c.kubectl(&["label", "node", node, "causeway.dev/bridge-"])?;
+        label(c, node, "causeway.dev/bridge-")?;
     }
     outcome
 }

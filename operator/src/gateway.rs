@@ -551,24 +551,55 @@ mod tests {
         ]
     }
 
-    fn run(spec: serde_json::Value, network: Option<&PodNetworkSpec>) -> OverlayGatewayStatus {
+    /// What a test varies besides the spec; the rest is the four-node network.
+    #[derive(Default)]
+    struct Around<'a> {
+        silent: &'a [&'a str],
+        election: Option<&'a Election>,
+        others: &'a [(String, String)],
+        joined: &'a [&'a str],
+    }
+
+    fn compute(
+        spec: serde_json::Value,
+        network: Option<&PodNetworkSpec>,
+        around: &Around<'_>,
+    ) -> OverlayGatewayStatus {
         let spec = gateway(spec);
         let members = members();
+        let set = |names: &[&str]| -> BTreeSet<String> {
+            names.iter().map(|s| (*s).to_owned()).collect()
+        };
         status(
             &Input {
                 generation: Some(2),
                 spec: &spec,
                 network,
                 members: &members,
-                silent: &BTreeSet::new(),
-                election: None,
-                other_vips: &[],
-                joined: &BTreeSet::new(),
-                gateway_name: "office",
+                silent: &set(around.silent),
+                election: around.election,
+                other_vips: around.others,
+                joined: &set(around.joined),
+                gateway_name: "gw",
             },
             &OverlayGatewayStatus::default(),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         )
+    }
+
+    fn run(spec: serde_json::Value, network: Option<&PodNetworkSpec>) -> OverlayGatewayStatus {
+        compute(spec, network, &Around::default())
+    }
+
+    /// Ready is False with `reason`, and its message says `words`.
+    fn expect_not_ready(st: &OverlayGatewayStatus, reason: &str, words: &str) {
+        let (status, got, message) = ready(st);
+        assert_eq!(
+            (status.as_str(), got.as_str()),
+            ("False", reason),
+            "{message}"
+        );
+        assert!(message.contains(words), "{message}");
     }
 
     fn ready(st: &OverlayGatewayStatus) -> (String, String, String) {
@@ -609,26 +640,18 @@ mod tests {
         others: &[(String, String)],
         vip: &str,
     ) -> OverlayGatewayStatus {
-        let spec = gateway(serde_json::json!({
-            "network": "overlay", "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
-            "bridgeHosts": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}, "vip": vip},
-        }));
-        let members = members();
-        let silent: BTreeSet<String> = silent.iter().map(|s| (*s).to_owned()).collect();
-        status(
-            &Input {
-                generation: Some(1),
-                spec: &spec,
-                network: Some(&network()),
-                members: &members,
-                silent: &silent,
+        compute(
+            serde_json::json!({
+                "network": "overlay", "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
+                "bridgeHosts": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}, "vip": vip},
+            }),
+            Some(&network()),
+            &Around {
+                silent,
                 election,
-                other_vips: others,
-                joined: &BTreeSet::new(),
-                gateway_name: "bridge",
+                others,
+                ..Around::default()
             },
-            &OverlayGatewayStatus::default(),
-            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         )
     }
 
@@ -727,42 +750,26 @@ mod tests {
         ];
         for (silent, others, vip, want, words) in cases {
             let st = bridge(None, silent, &others, vip);
-            let (status, reason, message) = ready(&st);
-            assert_eq!(
-                (status.as_str(), reason.as_str()),
-                ("False", want),
-                "{message}"
-            );
-            assert!(message.contains(words), "{message}");
+            expect_not_ready(&st, want, words);
         }
     }
 
     fn join(joined: &[&str], mode: &str, overlay: &str) -> OverlayGatewayStatus {
-        let spec = gateway(serde_json::json!({
-            "network": "overlay", "strategy": "ClientJoin",
-            "clientJoin": {"clients": [
-                {"name": "laptop", "address": "192.168.50.100", "overlayAddress": overlay},
-                {"name": "vm", "address": "192.168.50.101", "overlayAddress": "10.250.0.101"},
-            ]},
-        }));
         let mut net = network();
         net.mode = serde_json::from_value(serde_json::json!(mode)).expect("mode");
-        let members = members();
-        let joined: BTreeSet<String> = joined.iter().map(|s| (*s).to_owned()).collect();
-        status(
-            &Input {
-                generation: Some(1),
-                spec: &spec,
-                network: Some(&net),
-                members: &members,
-                silent: &BTreeSet::new(),
-                election: None,
-                other_vips: &[],
-                joined: &joined,
-                gateway_name: "join",
+        compute(
+            serde_json::json!({
+                "network": "overlay", "strategy": "ClientJoin",
+                "clientJoin": {"clients": [
+                    {"name": "laptop", "address": "192.168.50.100", "overlayAddress": overlay},
+                    {"name": "vm", "address": "192.168.50.101", "overlayAddress": "10.250.0.101"},
+                ]},
+            }),
+            Some(&net),
+            &Around {
+                joined,
+                ..Around::default()
             },
-            &OverlayGatewayStatus::default(),
-            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         )
     }
 
@@ -819,13 +826,7 @@ mod tests {
             ),
         ] {
             let st = join(&["laptop", "vm"], mode, overlay);
-            let (status, reason, message) = ready(&st);
-            assert_eq!(
-                (status.as_str(), reason.as_str()),
-                ("False", want),
-                "{message}"
-            );
-            assert!(message.contains(words), "{message}");
+            expect_not_ready(&st, want, words);
         }
     }
 
