@@ -102,12 +102,8 @@ fn parse_args() -> Result<Options> {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = ctrlc::set_handler(|| {
-        eprintln!("\n[bench] interrupted: tearing down cluster {CLUSTER}");
-        state::interrupt_teardown(CLUSTER);
-        std::process::exit(130);
-    }) {
-        eprintln!("[bench] cannot install the Ctrl-C handler: {e}");
+    if let Err(e) = state::teardown_on_interrupt(CLUSTER, "[bench]") {
+        eprintln!("[bench] {e:#}");
     }
     let result = parse_args().and_then(|opts| {
         let rt = tokio::runtime::Runtime::new()?;

@@ -46,6 +46,21 @@ pub fn interrupt_teardown(name: &str) {
     }
 }
 
+/// Installs a Ctrl-C (and SIGTERM) handler that tears cluster `name` down
+/// ([`interrupt_teardown`]) and exits with 130; `who` prefixes its message (`[e2e]`).
+///
+/// # Errors
+/// When a handler is already installed.
+pub fn teardown_on_interrupt(name: &str, who: &'static str) -> Result<()> {
+    let name = name.to_owned();
+    ctrlc::set_handler(move || {
+        eprintln!("\n{who} interrupted: tearing down cluster {name}");
+        interrupt_teardown(&name);
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")
+}
+
 /// Root of all clusters' state (pids, PKI, kubeconfigs, per-node directories).
 pub fn state_root() -> PathBuf {
     std::env::var_os("CAUSEWAY_E2E_STATE")

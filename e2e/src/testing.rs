@@ -36,12 +36,8 @@ pub fn run_suite(
     // One cluster, one test at a time: scenarios change shared state (links, processes).
     args.test_threads = Some(1);
 
-    if let Err(e) = ctrlc::set_handler(move || {
-        eprintln!("\n[e2e] interrupted: tearing down cluster {name}");
-        state::interrupt_teardown(name);
-        std::process::exit(130);
-    }) {
-        eprintln!("[e2e] cannot install the Ctrl-C handler: {e}");
+    if let Err(e) = state::teardown_on_interrupt(name, "[e2e]") {
+        eprintln!("[e2e] {e:#}");
     }
 
     type Shared = Arc<Mutex<Option<Arc<Cluster>>>>;

@@ -431,19 +431,7 @@ fn flat_deleted(c: &Cluster) -> Result<()> {
 
 fn routed_static(c: &Cluster) -> Result<()> {
     let pods = bring_up(c, &network("routed", "10.245.0.0/16", "Routed"))?;
-    let subnets = deploy::node_subnets(c, "routed")?;
-    let by_node: BTreeMap<String, (String, String)> = subnets
-        .iter()
-        .filter_map(|s| {
-            Some((
-                s["spec"]["nodeName"].as_str()?.to_string(),
-                (
-                    s["spec"]["cidr"].as_str()?.to_string(),
-                    s["spec"]["nodeAddress"].as_str()?.to_string(),
-                ),
-            ))
-        })
-        .collect();
+    let by_node = subnets_of(c, "routed")?;
     ensure!(by_node.len() == 3, "{by_node:?}");
     for node in RACK_A {
         let mut want: Vec<String> = by_node
@@ -512,7 +500,12 @@ fn bgp_network() -> Value {
 
 /// node → (subnet, node address) of the `bgp` network.
 fn bgp_subnets(c: &Cluster) -> Result<BTreeMap<String, (String, String)>> {
-    Ok(deploy::node_subnets(c, "bgp")?
+    subnets_of(c, "bgp")
+}
+
+/// node → (subnet, node address) of `network`.
+fn subnets_of(c: &Cluster, network: &str) -> Result<BTreeMap<String, (String, String)>> {
+    Ok(deploy::node_subnets(c, network)?
         .iter()
         .filter_map(|s| {
             Some((

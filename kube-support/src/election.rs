@@ -79,15 +79,12 @@ pub fn claimed(
     reason: Option<&str>,
     now: Timestamp,
 ) -> Lease {
-    let previous = lease.and_then(holder).map(str::to_owned).or_else(|| {
-        lease
-            .and_then(|l| annotation(l, RELEASE_REASON))
-            .and_then(|_| {
-                lease
-                    .and_then(|l| annotation(l, PREVIOUS))
-                    .map(str::to_owned)
-            })
-    });
+    // The holder taken over, or the one that released (recorded when it did).
+    let previous = lease
+        .and_then(|l| {
+            holder(l).or_else(|| annotation(l, RELEASE_REASON).and(annotation(l, PREVIOUS)))
+        })
+        .map(str::to_owned);
     let mut next = lease.cloned().unwrap_or_else(|| Lease {
         metadata: ObjectMeta {
             name: Some(lease_name(gateway)),

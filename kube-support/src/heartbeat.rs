@@ -91,55 +91,64 @@ pub async fn renew(
     renew_lease(
         client,
         namespace,
-        &lease_name(node),
-        node,
-        &[LABEL],
-        None,
-        duration_seconds,
+        &Beat {
+            name: &lease_name(node),
+            holder: node,
+            labels: &[LABEL],
+            owner: None,
+            duration_seconds,
+        },
         field_manager,
     )
     .await
 }
 
-/// Writes a heartbeat Lease `name` held by `holder` with `labels`, owned by `owner` when given
-/// (so the garbage collector deletes it with its owner).
+/// One heartbeat Lease as written: its name, holder, labels, optional owner (the garbage
+/// collector deletes the Lease with it) and duration.
+#[derive(Clone, Copy, Debug)]
+pub struct Beat<'a> {
+    pub name: &'a str,
+    pub holder: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+    pub owner: Option<&'a OwnerReference>,
+    pub duration_seconds: u32,
+}
+
+/// Writes the heartbeat Lease `beat` with one forced server-side apply (created on first
+/// use).
 ///
 /// # Errors
 /// The API server's answer when the write fails.
-#[allow(clippy::too_many_arguments)]
 pub async fn renew_lease(
     client: &Client,
     namespace: &str,
-    name: &str,
-    holder: &str,
-    labels: &[(&str, &str)],
-    owner: Option<&OwnerReference>,
-    duration_seconds: u32,
+    beat: &Beat<'_>,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
-    let labels: serde_json::Map<String, serde_json::Value> = labels
+    let labels: serde_json::Map<String, serde_json::Value> = beat
+        .labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
         .collect();
-    let owners: Vec<&OwnerReference> = owner.into_iter().collect();
+    let owners: Vec<&OwnerReference> = beat.owner.into_iter().collect();
     let lease = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {
-            "name": name,
+            "name": beat.name,
             "namespace": namespace,
             "labels": labels,
             "ownerReferences": owners,
         },
         "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": duration_seconds,
+            "holderIdentity": beat.holder,
+            "leaseDurationSeconds": beat.duration_seconds,
             "renewTime": MicroTime(Timestamp::now()),
         },
     });
     api.patch(
-        name,
+        beat.name,
         &PatchParams::apply(field_manager).force(),
         &Patch::Apply(&lease),
     )

@@ -454,8 +454,10 @@ impl Agent {
                 return (outcome, vec![]);
             }
         };
+        // Read once per pass: BGP peers and bridge-host candidacy both go by the labels.
+        let labels = self.own_labels();
+        let gateways = self.gateways.state();
         if !self.config.dry_run {
-            let labels = self.own_labels();
             match peering::speaker_config(&network.spec, own, &labels) {
                 Ok(config) => self.configure_speaker(config).await,
                 Err(e) => {
@@ -498,20 +500,15 @@ impl Agent {
                 return (outcome, vec![]);
             }
         };
-        let candidacies = bridge::candidacies(
-            &self.gateways.state(),
-            own,
-            &self.own_labels(),
-            &underlay.name,
-            underlay.prefix,
-        );
-        let snat = bridge::snat_clients(&self.gateways.state(), &candidacies);
+        let candidacies =
+            bridge::candidacies(&gateways, own, &labels, &underlay.name, underlay.prefix);
+        let snat = bridge::snat_clients(&gateways, &candidacies);
         if !self.config.dry_run {
             self.run_electors(candidacies).await;
         }
         // Return routes for BridgeHosts clients, except where this node already has a route
         // of its own for the range (it reaches those clients that way; never replaced).
-        let mut returns = bridge::returns(&self.gateways.state(), &own.spec.network);
+        let mut returns = bridge::returns(&gateways, &own.spec.network);
         let wanted: BTreeSet<Ipv4Net> = returns.iter().flat_map(|r| r.clients.clone()).collect();
         let mut return_notes = Vec::new();
         match self.dataplane.foreign_routes(&wanted).await {
@@ -548,7 +545,7 @@ impl Agent {
             learned: &self.learned,
             returns: &returns,
             snat: &snat,
-            clients: &crate::join::client_peers(&self.gateways.state(), &own.spec.network),
+            clients: &crate::join::client_peers(&gateways, &own.spec.network),
         }) {
             Ok(p) => p,
             Err(e) => {

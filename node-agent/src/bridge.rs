@@ -241,7 +241,6 @@ impl Elector {
             c: candidacy.clone(),
             events: Publisher::new(client, crate::agent::FIELD_MANAGER, node),
             lease: None,
-            seen: None,
             changed: Instant::now(),
             last_renewed: None,
             announcements: 0,
@@ -276,9 +275,7 @@ struct Task {
     events: Publisher,
     /// The Lease as last read or written.
     lease: Option<Lease>,
-    /// (holder, renewTime) last seen, to notice changes.
-    seen: Option<(Option<String>, Option<String>)>,
-    /// When `seen` last changed (local clock).
+    /// When the Lease's holder or renewTime last changed (local clock).
     changed: Instant,
     /// When this node last renewed successfully while holding.
     last_renewed: Option<Instant>,
@@ -340,12 +337,14 @@ impl Task {
 
     /// Takes in the Lease as read or written; notes the local instant of any change.
     fn note(&mut self, lease: Option<Lease>) {
-        let mark = lease.as_ref().map(|l| {
-            (
-                election::holder(l).map(str::to_owned),
-                election::renew_mark(l),
-            )
-        });
+        let mark = |l: Option<&Lease>| {
+            l.map(|l| {
+                (
+                    election::holder(l).map(str::to_owned),
+                    election::renew_mark(l),
+                )
+            })
+        };
         // A watch event may be older than what this task wrote since.
         if let (Some(new), Some(current)) = (lease.as_ref(), self.lease.as_ref())
             && let (Some(a), Some(b)) = (
@@ -358,8 +357,7 @@ impl Task {
         {
             return;
         }
-        if mark != self.seen {
-            self.seen = mark;
+        if mark(lease.as_ref()) != mark(self.lease.as_ref()) {
             self.changed = Instant::now();
         }
         self.lease = lease;
@@ -380,7 +378,7 @@ impl Task {
             .map(str::to_owned);
         let view = View {
             me: &self.node,
-            exists: self.lease.is_some() || self.seen.is_some(),
+            exists: self.lease.is_some(),
             holder: self.holder(),
             quiet: self.changed.elapsed(),
             carrier: link.carrier,
@@ -443,10 +441,8 @@ impl Task {
                 if let Ok(l) = election::read(&self.api, &self.c.gateway).await {
                     self.note(l);
                 }
-                if self.holder() != Some(self.node.as_str())
-                    && let Err(e) = netlink.drop_vip(&self.c.dev, self.c.vip).await
-                {
-                    warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP");
+                if self.holder() != Some(self.node.as_str()) {
+                    self.drop_vip(netlink, true).await;
                 }
             }
             Err(e) => {
@@ -455,9 +451,7 @@ impl Task {
                 let lifetime = Duration::from_secs(u64::from(self.timing.vip_lifetime_seconds));
                 if self.last_renewed.is_none_or(|t| t.elapsed() >= lifetime) {
                     warn!(gateway = %self.c.gateway, error = %e, "cannot renew the claim for the VIP's lifetime; letting the VIP go");
-                    if let Err(e) = netlink.drop_vip(&self.c.dev, self.c.vip).await {
-                        warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP");
-                    }
+                    self.drop_vip(netlink, true).await;
                 } else {
                     debug!(gateway = %self.c.gateway, error = %e, "renewal failed; retrying");
                 }

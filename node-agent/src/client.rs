@@ -108,14 +108,19 @@ pub async fn run(
                     });
                 if joined {
                     let seconds = u32::try_from(config.lease_duration.as_secs().max(1)).unwrap_or(u32::MAX);
+                    let name = heartbeat::client_lease_name(&config.gateway, &config.name);
+                    let holder = heartbeat::client_holder(&config.gateway, &config.name);
+                    let beat = heartbeat::Beat {
+                        name: &name,
+                        holder: &holder,
+                        labels: &[heartbeat::CLIENT_LABEL, (election::GATEWAY_LABEL, &config.gateway)],
+                        owner: owner.as_ref(),
+                        duration_seconds: seconds,
+                    };
                     if let Err(e) = heartbeat::renew_lease(
                         &client,
                         &config.namespace,
-                        &heartbeat::client_lease_name(&config.gateway, &config.name),
-                        &heartbeat::client_holder(&config.gateway, &config.name),
-                        &[heartbeat::CLIENT_LABEL, (election::GATEWAY_LABEL, &config.gateway)],
-                        owner.as_ref(),
-                        seconds,
+                        &beat,
                         crate::agent::FIELD_MANAGER,
                     ).await {
                         warn!(error = %e, "cannot renew the client heartbeat Lease; retrying");

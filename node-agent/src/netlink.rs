@@ -762,14 +762,21 @@ impl Netlink {
             .ok_or_else(|| fail(format!("No such device (no link named {dev})")))?;
         let flags = link.header.flags;
         let carrier = flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
-        let holds_vip = self
-            .addresses()
+        // This link's IPv4 addresses only: the elector asks ten times a second.
+        let mut request = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.header.index);
+        request.message_mut().header.family = AddressFamily::Inet;
+        let addresses: Vec<AddressMessage> = request
+            .execute()
+            .try_collect()
             .await
-            .map_err(|e| fail(e.to_string()))?
-            .iter()
-            .any(|a| {
-                a.header.index == link.header.index && ipv4_of(a).map(|(ip, _)| ip) == Some(vip)
-            });
+            .map_err(|e| fail(describe_error(&e)))?;
+        let holds_vip = addresses.iter().any(|a| {
+            a.header.index == link.header.index && ipv4_of(a).map(|(ip, _)| ip) == Some(vip)
+        });
         Ok(VipLink { carrier, holds_vip })
     }
 

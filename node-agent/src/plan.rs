@@ -1478,6 +1478,25 @@ mod tests {
         .expect("plan")
     }
 
+    /// Overlay node-a's plan with gateway inputs.
+    fn plan_gateways(
+        peers: &[Arc<NodeSubnet>],
+        returns: &[GatewayReturn],
+        clients: &[crate::join::ClientPeer],
+    ) -> Plan {
+        plan(&Input {
+            own: &own(),
+            peers,
+            network: &spec(false),
+            underlay: &underlay(),
+            learned: &NO_ROUTES,
+            returns,
+            snat: &[],
+            clients,
+        })
+        .expect("plan")
+    }
+
     #[test]
     fn client_join_clients_are_one_tunnel_each_and_never_inside_the_pod_range() {
         let peers: Vec<Arc<NodeSubnet>> = [own(), node_b()].into_iter().map(Arc::new).collect();
@@ -1491,17 +1510,7 @@ mod tests {
             client("laptop", "10.250.0.100"),
             client("bad", "10.244.9.9"),
         ];
-        let p = plan(&Input {
-            own: &own(),
-            peers: &peers,
-            network: &spec(false),
-            underlay: &underlay(),
-            learned: &NO_ROUTES,
-            returns: &[],
-            snat: &[],
-            clients: &clients,
-        })
-        .expect("plan");
+        let p = plan_gateways(&peers, &[], &clients);
         let l = lines(&p.desired);
         let mac = crate::join::client_mac("laptop");
         for want in [
@@ -1538,17 +1547,7 @@ mod tests {
         };
         let routes_for = |via: &str| {
             let r = returns(via);
-            let p = plan(&Input {
-                own: &own(),
-                peers: &peers,
-                network: &spec(false),
-                underlay: &underlay(),
-                learned: &NO_ROUTES,
-                returns: &r,
-                snat: &[],
-                clients: &[],
-            })
-            .expect("plan");
+            let p = plan_gateways(&peers, &r, &[]);
             let client: Ipv4Net = "192.168.70.0/24".parse().expect("net");
             assert!(
                 !p.desired

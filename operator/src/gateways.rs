@@ -231,16 +231,15 @@ fn joined_clients(gctx: &GatewayContext, gw: &OverlayGateway) -> BTreeSet<String
         live.observe(leases.iter().map(AsRef::as_ref), now);
         live.silent(now)
     };
+    let live: BTreeSet<&str> = leases
+        .iter()
+        .filter_map(|l| l.spec.as_ref()?.holder_identity.as_deref())
+        .filter(|h| !silent.contains_key(*h))
+        .collect();
     let name = gw.name_any();
     join.clients
         .iter()
-        .filter(|c| {
-            let holder = heartbeat::client_holder(&name, &c.name);
-            let exists = leases.iter().any(|l| {
-                l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder.as_str())
-            });
-            exists && !silent.contains_key(&holder)
-        })
+        .filter(|c| live.contains(heartbeat::client_holder(&name, &c.name).as_str()))
         .map(|c| c.name.clone())
         .collect()
 }

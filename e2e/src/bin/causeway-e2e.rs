@@ -74,13 +74,7 @@ fn run(cli: Cli) -> Result<()> {
             let topo: Topology = serde_yaml::from_str(&text)
                 .with_context(|| format!("parsing topology {}", path.display()))?;
             // Ctrl-C during start-up must not leave a half-built cluster behind.
-            let interrupted_name = name.clone();
-            ctrlc::set_handler(move || {
-                eprintln!("\ninterrupted: removing the half-started cluster {interrupted_name}");
-                state::interrupt_teardown(&interrupted_name);
-                std::process::exit(130);
-            })
-            .context("installing the Ctrl-C handler")?;
+            state::teardown_on_interrupt(&name, "[up]")?;
             let cluster = Cluster::up_with(
                 &name,
                 topo,
