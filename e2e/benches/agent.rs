@@ -235,6 +235,7 @@ fn topology() -> Result<Topology> {
             labels: Default::default(),
         }],
         clients: vec![],
+        kubelet: false,
     })
 }
 

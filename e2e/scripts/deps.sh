@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the test suite need, idempotently:
-#   - Debian packages (etcd, CNI reference plugins, BIRD 2, iproute2, traffic tools);
-#   - kube-apiserver, kube-controller-manager and kubectl built from the pinned
-#     k8s.io/kubernetes release (e2e/controlplane/go.mod) into /var/cache/causeway, once.
+#   - Debian packages (etcd, CNI reference plugins, BIRD 2, iproute2, traffic tools, runc and
+#     iptables for the kubelet nodes);
+#   - the control plane and the nodes' kubelet and kube-proxy, built from the pinned
+#     k8s.io/kubernetes release (e2e/controlplane/go.mod) into /var/cache/causeway, once;
+#   - containerd and helm from the Go module proxy (build-tools.sh), into the same cache.
 # Prints the control-plane bin directory on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 packages=(etcd-server containernetworking-plugins bird2 iperf3 arping nftables iproute2
-          iputils-ping socat openssl procps ca-certificates curl)
+          iputils-ping socat openssl procps ca-certificates curl
+          runc iptables conntrack util-linux gcc libc6-dev binutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,4 +33,5 @@ for svc in etcd bird; do
   fi
 done
 
+"$here/build-tools.sh" >&2
 "$here/../controlplane/build.sh"

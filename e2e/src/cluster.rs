@@ -49,6 +49,8 @@ pub struct UpOptions {
     pub detached: bool,
     /// Do not register Node objects.
     pub skip_node_registration: bool,
+    /// Image archives (OCI layout) imported into every kubelet node's containerd at start.
+    pub images: Vec<PathBuf>,
 }
 
 /// Fails with the fix when the harness cannot work here (not root, tools missing).
@@ -224,7 +226,11 @@ impl Cluster {
             &cp_ns,
             "kube-apiserver",
             &apiserver,
-            &controlplane::apiserver_args(&cluster.pki, cluster.topology.control_plane.address),
+            &controlplane::apiserver_args(
+                &cluster.pki,
+                cluster.topology.control_plane.address,
+                cluster.topology.kubelet,
+            ),
             &[],
         )?;
         cluster.wait_ready(Duration::from_secs(120))?;
@@ -238,14 +244,28 @@ impl Cluster {
                 &cp_ns,
                 "kube-controller-manager",
                 &kcm,
-                &controlplane::controller_manager_args(&cluster.pki, &kubeconfig_local),
+                &controlplane::controller_manager_args(
+                    &cluster.pki,
+                    &kubeconfig_local,
+                    cluster.topology.kubelet,
+                ),
                 &[],
             )?;
         }
         for (_, h) in cluster.topology.hosts() {
             std::fs::create_dir_all(cluster.host_dir(&h.name))?;
         }
-        if !opts.skip_node_registration {
+        if cluster.topology.kubelet {
+            let scheduler = cluster.binaries.kube_scheduler.display().to_string();
+            cluster.spawn_ns(
+                &cp_ns,
+                "kube-scheduler",
+                &scheduler,
+                &controlplane::scheduler_args(&kubeconfig_local),
+                &[],
+            )?;
+            crate::kubelet::start_nodes(&cluster, &opts.images)?;
+        } else if !opts.skip_node_registration {
             cluster.register_nodes()?;
         }
         eprintln!(
@@ -412,15 +432,27 @@ impl Cluster {
         args: &[String],
         env: &[(&str, &str)],
     ) -> Result<ProcId> {
+        let mut c = cmd::in_netns(ns, program);
+        c.args(args);
+        self.spawn_command(role, c, env)
+    }
+
+    /// Starts `c` (which must exec the long-running program itself, keeping its pid) as a
+    /// recorded background process with role `role`, logging to the cluster's log directory.
+    pub(crate) fn spawn_command(
+        &self,
+        role: &str,
+        mut c: Command,
+        env: &[(&str, &str)],
+    ) -> Result<ProcId> {
         state::ensure_not_shutting_down()?;
-        let logs = state::log_root().join(&self.name);
-        std::fs::create_dir_all(&logs)?;
-        let log_path = logs.join(format!("{role}.log"));
+        let log_path = self.log_path(role);
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut c = cmd::in_netns(ns, program);
-        c.args(args)
-            .envs(env.iter().copied())
+        c.envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -483,11 +515,16 @@ impl Cluster {
         }
     }
 
+    /// The log file of the process started with `role`.
+    pub fn log_path(&self, role: &str) -> PathBuf {
+        state::log_root()
+            .join(&self.name)
+            .join(format!("{role}.log"))
+    }
+
     /// The last `n` lines of a process's log.
     pub fn log_tail(&self, role: &str, n: usize) -> String {
-        let path = state::log_root()
-            .join(&self.name)
-            .join(format!("{role}.log"));
+        let path = self.log_path(role);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(n);

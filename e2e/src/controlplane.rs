@@ -12,9 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd;
 
-/// Service ClusterIP range: chosen so it cannot collide with the pod CIDRs tests use
-/// (10.244.0.0/16 and friends) or the underlay (192.168.0.0/16).
-pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+pub use crate::topology::SERVICE_CIDR;
 pub const FIRST_SERVICE_IP: &str = "10.96.0.1";
 pub const API_PORT: u16 = 6443;
 
@@ -24,7 +22,11 @@ pub struct Binaries {
     pub etcd: PathBuf,
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
     pub kubectl: PathBuf,
+    /// The node side of the same release (kubelet topologies only).
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
 }
 
 /// The workspace root (where `Makefile` and `e2e/` live).
@@ -64,7 +66,10 @@ impl Binaries {
             etcd: PathBuf::from("etcd"),
             kube_apiserver: bin("kube-apiserver")?,
             kube_controller_manager: bin("kube-controller-manager")?,
+            kube_scheduler: bin("kube-scheduler")?,
             kubectl: bin("kubectl")?,
+            kubelet: bin("kubelet")?,
+            kube_proxy: bin("kube-proxy")?,
         })
     }
 
@@ -271,10 +276,11 @@ pub fn etcd_args(data_dir: &Path) -> Vec<String> {
     .collect()
 }
 
-/// kube-apiserver's command line.
-pub fn apiserver_args(pki: &Pki, advertise: Ipv4Addr) -> Vec<String> {
+/// kube-apiserver's command line. `kubelets`: the nodes run real kubelets (pods with
+/// service-account tokens, `kubectl logs`/`exec`).
+pub fn apiserver_args(pki: &Pki, advertise: Ipv4Addr, kubelets: bool) -> Vec<String> {
     let p = |path: PathBuf| path.display().to_string();
-    vec![
+    let mut args = vec![
         "--etcd-servers=http://127.0.0.1:2379".into(),
         "--bind-address=0.0.0.0".into(),
         format!("--secure-port={API_PORT}"),
@@ -289,25 +295,58 @@ pub fn apiserver_args(pki: &Pki, advertise: Ipv4Addr) -> Vec<String> {
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--authorization-mode=Node,RBAC".into(),
         "--allow-privileged=true".into(),
-        // No kubelet or pods here; the ServiceAccount admission plugin would wait for
-        // default service accounts that only kube-controller-manager creates.
-        "--disable-admission-plugins=ServiceAccount".into(),
         "--profiling=false".into(),
         "--v=1".into(),
-    ]
+    ];
+    if kubelets {
+        // Node names do not resolve in the control plane's namespace (no DNS): reach kubelets
+        // (logs, exec, port-forward) at their InternalIP.
+        args.push("--kubelet-preferred-address-types=InternalIP,Hostname".into());
+    } else {
+        // No kubelet or pods here; the ServiceAccount admission plugin would only get in the
+        // way of tests that create objects before kube-controller-manager made the default
+        // service accounts. With kubelets it stays on: pods get their token volumes from it.
+        args.push("--disable-admission-plugins=ServiceAccount".into());
+    }
+    args
 }
 
 /// kube-controller-manager's command line: garbage collection (owner references), namespace
-/// deletion and service-account tokens. Node IPAM is off unless a test asks for it.
-pub fn controller_manager_args(pki: &Pki, kubeconfig: &Path) -> Vec<String> {
+/// deletion and service-account tokens; with `kubelets`, also what running workloads needs:
+/// DaemonSets, Deployments and their ReplicaSets, EndpointSlices for kube-proxy, node
+/// lifecycle (it lifts the `not-ready` taint every new Node gets), PodDisruptionBudgets, pod
+/// garbage collection, and the `kube-root-ca.crt` ConfigMap every token volume mounts. Node
+/// IPAM is off unless a test asks for it.
+pub fn controller_manager_args(pki: &Pki, kubeconfig: &Path, kubelets: bool) -> Vec<String> {
     let p = |path: PathBuf| path.display().to_string();
+    let mut controllers =
+        "garbagecollector,namespace,serviceaccount,serviceaccount-token".to_string();
+    if kubelets {
+        controllers.push_str(
+            ",daemonset,deployment,replicaset,endpointslice,endpointslicemirroring,\
+             nodelifecycle,disruption,podgc,root-ca-certificate-publisher-controller",
+        );
+    }
     vec![
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--authentication-kubeconfig={}", kubeconfig.display()),
         format!("--authorization-kubeconfig={}", kubeconfig.display()),
         format!("--service-account-private-key-file={}", p(pki.sa_key())),
         format!("--root-ca-file={}", p(pki.ca_cert())),
-        "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token".into(),
+        format!("--controllers={controllers}"),
+        "--leader-elect=false".into(),
+        "--bind-address=127.0.0.1".into(),
+        "--v=1".into(),
+    ]
+}
+
+/// kube-scheduler's command line (kubelet topologies): binds every pod, DaemonSet pods included.
+pub fn scheduler_args(kubeconfig: &Path) -> Vec<String> {
+    let kc = kubeconfig.display();
+    vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
         "--leader-elect=false".into(),
         "--bind-address=127.0.0.1".into(),
         "--v=1".into(),
@@ -347,7 +386,7 @@ pub fn nodeipam_args(
     mask: u8,
     qps: Option<u32>,
 ) -> Vec<String> {
-    let mut args = controller_manager_args(pki, kubeconfig);
+    let mut args = controller_manager_args(pki, kubeconfig, false);
     for a in &mut args {
         if a.starts_with("--controllers=") {
             *a = "--controllers=nodeipam".into();

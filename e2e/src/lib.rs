@@ -3,9 +3,12 @@
 //!
 //! - [`topology`]: the simulated network as data, and the pure plan that builds it.
 //! - [`cluster`]: bring-up, kubectl, commands and processes in nodes, tear-down on drop.
+//! - [`helm`]: the chart installed, upgraded and removed with helm, as users do.
+//! - [`kubelet`]: real kubelet + containerd + kube-proxy nodes in node namespaces.
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
+//! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
 
@@ -15,12 +18,15 @@ pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod deploy;
+pub mod helm;
+pub mod kubelet;
 pub mod pods;
 pub mod proc;
 pub mod state;
 pub mod testing;
 pub mod topology;
 pub mod traffic;
+pub mod workload;
 
 pub use cluster::Cluster;
 pub use topology::Topology;

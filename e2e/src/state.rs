@@ -211,7 +211,29 @@ pub fn teardown(name: &str) -> Result<Vec<String>> {
             }
         }
     }
-    // 3. Root-namespace veths before namespaces (their removal with a namespace is async).
+    // 3. Kubelet nodes: whatever is left in their cgroups (containers of ordinary pods sit in
+    //    network namespaces the harness does not name), then the cgroups themselves. Found by
+    //    the cluster's name, so a crash before any state was written leaves nothing behind.
+    let kubelet_cgroups = format!("/{}/{name}", crate::kubelet::CGROUP_PREFIX);
+    if let Ok(hierarchies) = crate::kubelet::host_hierarchies() {
+        let present = hierarchies.iter().any(|h| {
+            h.host_path()
+                .join(kubelet_cgroups.trim_start_matches('/'))
+                .is_dir()
+        });
+        if present {
+            removed.extend(crate::kubelet::remove_cgroups(
+                &hierarchies,
+                &kubelet_cgroups,
+            ));
+            // The shared first level goes once no other cluster uses it (rmdir fails while
+            // it has children; never kill there: other clusters' pods live below it).
+            for h in &hierarchies {
+                let _ = std::fs::remove_dir(h.host_path().join(crate::kubelet::CGROUP_PREFIX));
+            }
+        }
+    }
+    // 4. Root-namespace veths before namespaces (their removal with a namespace is async).
     for veth in &state.root_veths {
         if cmd::succeeds(Command::new("ip").args(["link", "show", "dev", veth])) {
             cmd::run(Command::new("ip").args(["link", "del", "dev", veth]))?;
@@ -222,8 +244,13 @@ pub fn teardown(name: &str) -> Result<Vec<String>> {
         cmd::run(Command::new("ip").args(["netns", "del", ns]))?;
         removed.push(format!("namespace {ns}"));
     }
-    // 4. Files: state (PKI, kubeconfigs, CNI dirs) and etcd data. Logs stay for debugging.
-    for dir in [State::dir(name), etcd_root().join(name)] {
+    // 5. Files: state (PKI, kubeconfigs, CNI dirs), etcd data and kubelet node trees (their
+    //    mounts went with the nodes' mount namespaces). Logs stay for debugging.
+    for dir in [
+        State::dir(name),
+        etcd_root().join(name),
+        crate::kubelet::nodes_root().join(name),
+    ] {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             removed.push(format!("directory {}", dir.display()));

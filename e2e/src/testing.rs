@@ -5,13 +5,14 @@
 //! Built on libtest-mimic, so the output and flags are those of `cargo test`, and a cluster
 //! that cannot start fails every test with the reason: nothing is ever skipped silently.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Result;
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, UpOptions};
 use crate::state;
 use crate::topology::Topology;
 
@@ -32,6 +33,17 @@ pub fn run_suite(
     topology: fn() -> Topology,
     tests: Vec<(String, TestFn)>,
 ) -> ExitCode {
+    run_suite_with(name, topology, || Ok(Vec::new()), tests)
+}
+
+/// [`run_suite`] for a kubelet topology: `images` lists the image archives every node's
+/// containerd imports before its kubelet starts (a missing archive fails every test).
+pub fn run_suite_with(
+    name: &'static str,
+    topology: fn() -> Topology,
+    images: fn() -> Result<Vec<PathBuf>>,
+    tests: Vec<(String, TestFn)>,
+) -> ExitCode {
     let mut args = Arguments::from_args();
     // One cluster, one test at a time: scenarios change shared state (links, processes).
     args.test_threads = Some(1);
@@ -49,7 +61,14 @@ pub fn run_suite(
             Trial::test(test_name, move || {
                 let shared = cell
                     .get_or_init(|| {
-                        Cluster::up(name, topology())
+                        images()
+                            .and_then(|images| {
+                                let opts = UpOptions {
+                                    images,
+                                    ..UpOptions::default()
+                                };
+                                Cluster::up_with(name, topology(), opts)
+                            })
                             .map(|c| Arc::new(Mutex::new(Some(Arc::new(c)))))
                             .map_err(|e| format!("{e:#}"))
                     })

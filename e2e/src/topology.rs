@@ -29,7 +29,17 @@ pub struct Topology {
     /// Machines on the underlay that are not nodes.
     #[serde(default)]
     pub clients: Vec<Host>,
+    /// Nodes run a real kubelet, containerd (runc) and kube-proxy, which register them and run
+    /// pods (see [`crate::kubelet`]); the control plane then also runs kube-scheduler and the
+    /// workload controllers. Otherwise the harness registers Node objects itself.
+    #[serde(default)]
+    pub kubelet: bool,
 }
+
+/// The Service ClusterIP range (kube-apiserver `--service-cluster-ip-range`): chosen so it
+/// cannot collide with the pod CIDRs tests use (10.244.0.0/16 and friends) or the underlay
+/// (192.168.0.0/16).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -319,6 +329,29 @@ impl Topology {
                     .push(format!("route add {dst} via {via} dev eth0"));
             }
         }
+        // Kubelet nodes reach Services (the API server's `kubernetes` Service above all, which
+        // in-cluster clients use) through kube-proxy's DNAT. A locally generated packet needs a
+        // route before that DNAT happens, so every node routes the Service range towards the
+        // control plane: directly on its segment, or through the router leg that reaches it.
+        if self.kubelet {
+            let cp_segment = self.control_plane.segment.as_str();
+            for n in &self.nodes {
+                let via = if n.segment == cp_segment {
+                    Some(self.control_plane.address)
+                } else {
+                    self.routes_from(&n.segment)
+                        .into_iter()
+                        .find(|(dst, _)| dst.contains(&self.control_plane.address))
+                        .map(|(_, via)| via)
+                };
+                if let Some(via) = via {
+                    per_ns
+                        .entry(Self::ns(cluster, "node", &n.name))
+                        .or_default()
+                        .push(format!("route add {SERVICE_CIDR} via {via} dev eth0"));
+                }
+            }
+        }
 
         let mut batches = vec![Batch {
             ns: None,
@@ -409,6 +442,7 @@ pub mod presets {
                 })
                 .collect(),
             clients: vec![host("client", "lan", [192, 168, 50, 100])],
+            kubelet: false,
         }
     }
 

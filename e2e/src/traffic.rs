@@ -234,21 +234,28 @@ impl ContinuousPing {
         dst: Ipv4Addr,
         interval: Duration,
     ) -> Result<Self> {
+        let mut ping = Command::new("ip");
+        ping.args(["netns", "exec", ns, "ping"]);
+        if let Some(s) = src {
+            ping.args(["-I", &s.to_string()]);
+        }
+        Self::start_with(ping, dst, interval)
+    }
+
+    /// [`Self::start`] with `ping` as the command that runs iputils `ping` where the traffic
+    /// starts (e.g. `nsenter --net=... -- ping`); options and `dst` are appended.
+    pub fn start_with(mut ping: Command, dst: Ipv4Addr, interval: Duration) -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
             "causeway-ping-{}-{}-{dst}.log",
             std::process::id(),
-            ns
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let out = File::create(&log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-n", "-D", "-W", "1"])
+        let child = ping
+            .args(["-n", "-D", "-W", "1"])
             .arg("-i")
             .arg(format!("{:.3}", interval.as_secs_f64()))
-            .args(
-                src.map(|s| ["-I".to_string(), s.to_string()])
-                    .into_iter()
-                    .flatten(),
-            )
             .arg(dst.to_string())
             .stdin(Stdio::null())
             .stdout(out)

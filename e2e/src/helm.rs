@@ -1,0 +1,140 @@
+//! Helm, as users run it: `helm install`, `upgrade`, `uninstall` and `template` of the chart in
+//! `charts/causeway`, with the cluster's admin kubeconfig. Helm is built from its Go module
+//! (`e2e/scripts/build-tools.sh`, cached); `$CAUSEWAY_HELM` points at another binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::cluster::Cluster;
+use crate::cmd;
+use crate::controlplane::workspace_root;
+
+/// The chart in this repository.
+pub fn chart_dir() -> PathBuf {
+    workspace_root().join("charts/causeway")
+}
+
+/// The helm binary: `$CAUSEWAY_HELM`, or the cache `build-tools.sh` fills (building it when
+/// the cache is cold).
+pub fn binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CAUSEWAY_HELM") {
+        return Ok(PathBuf::from(p));
+    }
+    let script = workspace_root().join("e2e/scripts/build-tools.sh");
+    let out = cmd::run(Command::new(&script).arg("helm"))
+        .with_context(|| format!("building helm with {} (`make deps`)", script.display()))?;
+    let helm = Path::new(out.trim()).join("helm");
+    anyhow::ensure!(
+        helm.is_file(),
+        "{} is missing: run `make deps`",
+        helm.display()
+    );
+    Ok(helm)
+}
+
+/// `helm` with the cluster's admin kubeconfig and private config, cache and data directories
+/// (nothing under the user's home).
+pub fn command(cluster: &Cluster) -> Result<Command> {
+    let mut c = Command::new(binary()?);
+    let home = cluster.dir.join("helm");
+    c.env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    Ok(c)
+}
+
+/// Runs `helm args...` against the cluster and returns stdout.
+pub fn run(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    cmd::run(command(cluster)?.args(args))
+}
+
+/// `--set` arguments for `values` (`key=value` pairs).
+pub fn set_args(values: &[(&str, &str)]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// A release of the chart: where it goes and with which values.
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub name: String,
+    pub namespace: String,
+    /// The chart directory (normally [`chart_dir`]).
+    pub chart: PathBuf,
+    pub values: Vec<(String, String)>,
+}
+
+impl Release {
+    /// Release `causeway` of this repository's chart in `causeway-system`.
+    pub fn default_with(values: &[(&str, &str)]) -> Self {
+        Self {
+            name: "causeway".into(),
+            namespace: crate::deploy::NAMESPACE.into(),
+            chart: chart_dir(),
+            values: values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn args(&self, verb: &str, extra: &[&str]) -> Vec<String> {
+        let mut a = vec![
+            verb.to_string(),
+            self.name.clone(),
+            self.chart.display().to_string(),
+            "--namespace".into(),
+            self.namespace.clone(),
+        ];
+        for (k, v) in &self.values {
+            a.extend(["--set".to_string(), format!("{k}={v}")]);
+        }
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// `helm install --create-namespace --wait`: returns once every Deployment and DaemonSet
+    /// of the release is rolled out.
+    pub fn install(&self, cluster: &Cluster) -> Result<String> {
+        let args = self.args("install", &["--create-namespace", "--wait", "--timeout=3m"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(cluster, &args).with_context(|| format!("installing release {}", self.name))
+    }
+
+    /// `helm upgrade --wait` to this release's chart and values.
+    pub fn upgrade(&self, cluster: &Cluster) -> Result<String> {
+        let args = self.args("upgrade", &["--wait", "--timeout=5m"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(cluster, &args).with_context(|| format!("upgrading release {}", self.name))
+    }
+
+    /// `helm uninstall --wait`.
+    pub fn uninstall(&self, cluster: &Cluster) -> Result<String> {
+        run(
+            cluster,
+            &[
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+                "--timeout=3m",
+            ],
+        )
+        .with_context(|| format!("uninstalling release {}", self.name))
+    }
+
+    /// Whether the release is installed.
+    pub fn installed(&self, cluster: &Cluster) -> Result<bool> {
+        let out = run(
+            cluster,
+            &["list", "--namespace", &self.namespace, "--short"],
+        )?;
+        Ok(out.lines().any(|l| l.trim() == self.name))
+    }
+}

@@ -1,0 +1,761 @@
+//! Causeway installed the way users install it (issue #13): real kubelet + containerd nodes
+//! (node-a..c on lan-a, node-d behind router r1), the images imported into every node's
+//! containerd, `helm install` of charts/causeway, the example Overlay network, and a
+//! Deployment of ordinary pods that the kubelets attach through the CNI config the agents
+//! wrote. Then what users do next: agent restarts by `kubectl delete pod`, `helm upgrade` to
+//! a new build, and both uninstall orders — always under real traffic.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use causeway_e2e::cluster::Cluster;
+use causeway_e2e::controlplane::workspace_root;
+use causeway_e2e::helm::{self, Release};
+use causeway_e2e::topology::{Topology, presets};
+use causeway_e2e::traffic::{self, wait_for};
+use causeway_e2e::workload::{self, PodInfo};
+use causeway_e2e::{deploy, kubelet, testing};
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+const NETWORK: &str = "overlay";
+const APPS: &str = "apps";
+const ECHO: &str = "echo";
+/// Two test pods per node.
+const REPLICAS: u32 = 8;
+const AGENT_SELECTOR: &str =
+    "app.kubernetes.io/name=causeway,app.kubernetes.io/component=node-agent";
+const OPERATOR_SELECTOR: &str =
+    "app.kubernetes.io/name=causeway,app.kubernetes.io/component=operator";
+
+fn main() -> ExitCode {
+    testing::run_suite_with(
+        "install",
+        topology,
+        image_archives,
+        vec![
+            testing::test(
+                "helm_install_runs_operator_and_agents_and_deployment_pods_get_addresses_on_every_node",
+                install,
+            ),
+            testing::test(
+                "every_deployment_pod_reaches_every_other_across_nodes_and_the_router",
+                matrix,
+            ),
+            testing::test(
+                "deleting_agent_pods_with_kubectl_under_continuous_ping_loses_nothing",
+                agent_restart,
+            ),
+            testing::test(
+                "helm_upgrade_to_a_new_build_under_continuous_ping_loses_nothing_one_node_at_a_time",
+                upgrade,
+            ),
+            testing::test(
+                "uninstalling_networks_first_then_the_release_leaves_nothing_on_any_node",
+                uninstall_in_order,
+            ),
+            testing::test(
+                "helm_uninstall_first_keeps_pods_talking_and_reinstalling_finishes_the_deletion",
+                uninstall_release_first,
+            ),
+        ],
+    )
+}
+
+fn topology() -> Topology {
+    Topology {
+        kubelet: true,
+        ..presets::two_segments()
+    }
+}
+
+/// Where `make images` writes the archives.
+fn images_dir() -> PathBuf {
+    workspace_root().join("target/images")
+}
+
+/// The version a built binary reports (`causeway-node-agent 0.1.0` -> `0.1.0`).
+fn version_of(bin: &std::path::Path) -> Result<String> {
+    let out = causeway_e2e::cmd::run(std::process::Command::new(bin).arg("--version"))?;
+    out.split_whitespace()
+        .last()
+        .map(str::to_string)
+        .with_context(|| format!("`{} --version` printed nothing", bin.display()))
+}
+
+/// The version of this build (the image the tests install).
+fn current_version() -> Result<String> {
+    version_of(&causeway_e2e::controlplane::causeway_binary(
+        "causeway-node-agent",
+    )?)
+}
+
+/// The version of the second build `make images` makes for the upgrade test.
+fn next_version() -> Result<String> {
+    version_of(&workspace_root().join("target/next-bin/causeway-node-agent"))
+}
+
+fn archive(version: &str) -> PathBuf {
+    images_dir().join(format!("causeway-{version}.tar"))
+}
+
+/// The images every node starts with: pause, the test pods' image and this build's Causeway.
+fn image_archives() -> Result<Vec<PathBuf>> {
+    let files = vec![
+        images_dir().join("pause.tar"),
+        images_dir().join("testpod.tar"),
+        archive(&current_version()?),
+    ];
+    for f in &files {
+        ensure!(
+            f.is_file(),
+            "{} is missing: run `make images` (make test does)",
+            f.display()
+        );
+    }
+    Ok(files)
+}
+
+fn release(version: &str) -> Release {
+    Release::default_with(&[("image.tag", version), ("image.pullPolicy", "Never")])
+}
+
+/// Reads pods of the release: (operator, agents).
+fn causeway_pods(c: &Cluster) -> Result<(Vec<PodInfo>, Vec<PodInfo>)> {
+    Ok((
+        workload::pods(c, deploy::NAMESPACE, OPERATOR_SELECTOR)?,
+        workload::pods(c, deploy::NAMESPACE, AGENT_SELECTOR)?,
+    ))
+}
+
+/// The node subnets of the example network, once every node has one Programmed.
+fn programmed_subnets(c: &Cluster) -> Result<BTreeMap<String, Ipv4Net>> {
+    let mut out = BTreeMap::new();
+    let mut waiting = Vec::new();
+    for ns in deploy::node_subnets(c, NETWORK)? {
+        let node = ns["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let programmed = ns["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|k| k["type"] == "Programmed" && k["status"] == "True");
+        if !programmed {
+            waiting.push(node.clone());
+        }
+        if let Some(cidr) = ns["spec"]["cidr"].as_str() {
+            out.insert(node, cidr.parse()?);
+        }
+    }
+    ensure!(
+        out.len() == topology().nodes.len() && waiting.is_empty(),
+        "Programmed on {} of {} nodes (waiting: {waiting:?})",
+        out.len() - waiting.len(),
+        topology().nodes.len()
+    );
+    Ok(out)
+}
+
+fn apply_example_network(c: &Cluster) -> Result<()> {
+    let example = workspace_root().join("docs/examples/podnetwork-overlay.yaml");
+    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    Ok(())
+}
+
+/// Installs the release (this build), the example network and the test Deployment, unless
+/// they are there already; returns the test pods.
+fn ensure_installed(c: &Cluster) -> Result<Vec<PodInfo>> {
+    let rel = release(&current_version()?);
+    if !rel.installed(c)? {
+        rel.install(c)?;
+    }
+    apply_example_network(c)?;
+    wait_for(
+        "every NodeSubnet Programmed",
+        Duration::from_secs(90),
+        || programmed_subnets(c),
+    )?;
+    workload::deploy_test_pods(c, APPS, ECHO, REPLICAS)
+}
+
+fn install(c: &Cluster) -> Result<()> {
+    let version = current_version()?;
+    let started = Instant::now();
+    let out = release(&version).install(c)?;
+    let installed = started.elapsed();
+    println!("{out}");
+    // The operator: 2 replicas Ready (even when they share a node), one leading.
+    let (operators, agents) = causeway_pods(c)?;
+    ensure!(
+        operators.len() == 2 && operators.iter().all(|p| p.ready),
+        "operator pods: {operators:?}"
+    );
+    // One Ready agent on every node, including node-d behind the router.
+    let agent_nodes: Vec<&str> = agents.iter().map(|p| p.node.as_str()).collect();
+    ensure!(
+        agent_nodes == ["node-a", "node-b", "node-c", "node-d"] && agents.iter().all(|p| p.ready),
+        "agent pods: {agents:?}"
+    );
+    // kubectl logs works on the release's pods and shows the version that runs.
+    let logs = c.kubectl(&["logs", "-n", deploy::NAMESPACE, &agents[0].name])?;
+    ensure!(
+        logs.contains(&version),
+        "the agent's log does not name version {version}:\n{logs}"
+    );
+    // Nodes stay NotReady until a network gives them a CNI config.
+    apply_example_network(c)?;
+    let subnets = wait_for(
+        "every NodeSubnet Programmed",
+        Duration::from_secs(90),
+        || programmed_subnets(c),
+    )?;
+    let programmed = started.elapsed();
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "node",
+        "--all",
+        "--timeout=60s",
+    ])?;
+    let pods = workload::deploy_test_pods(c, APPS, ECHO, REPLICAS)?;
+    let pods_ready = started.elapsed();
+    println!("{}", c.kubectl(&["get", "pods", "-n", APPS, "-o", "wide"])?);
+    // Every pod's address comes from its own node's NodeSubnet; two pods per node.
+    for p in &pods {
+        let ip = p.ip.context("pod without an address")?;
+        let subnet = subnets
+            .get(&p.node)
+            .with_context(|| format!("no subnet for {}", p.node))?;
+        ensure!(
+            subnet.contains(&ip),
+            "pod {} on {} has {ip}, outside its node's subnet {subnet}",
+            p.name,
+            p.node
+        );
+    }
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &pods {
+        *per_node.entry(p.node.as_str()).or_default() += 1;
+    }
+    ensure!(
+        per_node.len() == 4 && per_node.values().all(|n| *n == 2),
+        "pods per node: {per_node:?}"
+    );
+    // kubectl exec works on ordinary pods.
+    let hostname = workload::exec(c, &pods[0], &["hostname"])?;
+    ensure!(hostname.trim() == pods[0].name, "hostname {hostname:?}");
+    println!(
+        "helm install --wait: {:.1}s; every NodeSubnet Programmed: {:.1}s; {REPLICAS} pods Ready: {:.1}s (from the start of helm install)",
+        installed.as_secs_f64(),
+        programmed.as_secs_f64(),
+        pods_ready.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn matrix(c: &Cluster) -> Result<()> {
+    let pods = ensure_installed(c)?;
+    let ips: Vec<Ipv4Addr> = pods.iter().filter_map(|p| p.ip).collect();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|from| {
+                let to: Vec<Ipv4Addr> = ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| Some(*ip) != from.ip)
+                    .collect();
+                s.spawn(move || workload::exec_reach(c, from, &to))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec!["a checker thread panicked".into()])
+            })
+            .collect()
+    });
+    ensure!(
+        failures.is_empty(),
+        "{} of {} checks failed:\n{}",
+        failures.len(),
+        2 * pods.len() * (pods.len() - 1),
+        failures.join("\n")
+    );
+    println!(
+        "{} pods on 4 nodes: {} pings and {} TCP echoes, all answered",
+        pods.len(),
+        pods.len() * (pods.len() - 1),
+        pods.len() * (pods.len() - 1)
+    );
+    Ok(())
+}
+
+/// The test pod on `node` (the first by name).
+fn pod_on<'a>(pods: &'a [PodInfo], node: &str) -> Result<&'a PodInfo> {
+    pods.iter()
+        .find(|p| p.node == node)
+        .with_context(|| format!("no test pod on {node}"))
+}
+
+/// Continuous 20 ms pings from a pod on node-a to pods on node-b (same segment) and node-d
+/// (behind the router).
+fn start_pings(c: &Cluster, pods: &[PodInfo]) -> Result<Vec<(String, traffic::ContinuousPing)>> {
+    let from = pod_on(pods, "node-a")?;
+    let mut pings = Vec::new();
+    for to in ["node-b", "node-d"] {
+        let dst = pod_on(pods, to)?.ip.context("no address")?;
+        pings.push((
+            format!("{} (node-a) -> {dst} ({to})", from.name),
+            workload::continuous_ping(c, from, dst, Duration::from_millis(20))?,
+        ));
+    }
+    Ok(pings)
+}
+
+/// Stops the pings and fails unless every one was answered.
+fn stop_pings(pings: Vec<(String, traffic::ContinuousPing)>) -> Result<()> {
+    let mut problems = Vec::new();
+    for (what, ping) in pings {
+        let r = ping.stop()?;
+        println!(
+            "{what}: {} sent, {} lost, longest gap {:.0} ms",
+            r.transmitted,
+            r.lost(),
+            r.max_gap.as_secs_f64() * 1000.0
+        );
+        if r.transmitted < 50 || r.lost() > 0 {
+            problems.push(format!("{what}: {} of {} lost", r.lost(), r.transmitted));
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(())
+}
+
+fn agent_restart(c: &Cluster) -> Result<()> {
+    let pods = ensure_installed(c)?;
+    let pings = start_pings(c, &pods)?;
+    let (_, agents) = causeway_pods(c)?;
+    for node in ["node-a", "node-d"] {
+        let old = pod_on(&agents, node)?;
+        let started = Instant::now();
+        c.kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            deploy::NAMESPACE,
+            &old.name,
+            "--wait=true",
+        ])?;
+        let new = wait_for(
+            &format!("a new Ready agent on {node}"),
+            Duration::from_secs(60),
+            || {
+                let (_, agents) = causeway_pods(c)?;
+                let p = pod_on(&agents, node)?;
+                ensure!(
+                    p.name != old.name && p.ready,
+                    "{} ready={}",
+                    p.name,
+                    p.ready
+                );
+                Ok(p.clone())
+            },
+        )?;
+        println!(
+            "agent on {node}: {} deleted, {} Ready after {:.1}s",
+            old.name,
+            new.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // The new agents have taken over: the network is Ready again.
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("podnetwork/{NETWORK}"),
+        "--timeout=60s",
+    ])?;
+    stop_pings(pings)
+}
+
+/// A copy of the chart as the next release would ship it: version `version`, and one change
+/// to a CRD (an extra printer column on PodNetworks) that `helm upgrade` must bring into the
+/// cluster.
+fn next_chart(dir: &std::path::Path, version: &str) -> Result<PathBuf> {
+    let chart = dir.join("causeway");
+    if chart.exists() {
+        std::fs::remove_dir_all(&chart)?;
+    }
+    causeway_e2e::cmd::run(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(helm::chart_dir())
+            .arg(&chart),
+    )?;
+    let meta = chart.join("Chart.yaml");
+    let text = std::fs::read_to_string(&meta)?;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("appVersion:") {
+                format!("appVersion: \"{version}\"")
+            } else if l.starts_with("version:") {
+                format!("version: {version}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&meta, text + "\n")?;
+    let crd_path = chart.join("files/crds/podnetworks.causeway.dev.yaml");
+    let mut crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&crd_path)?)?;
+    for v in crd["spec"]["versions"]
+        .as_array_mut()
+        .context("CRD without versions")?
+    {
+        v["additionalPrinterColumns"]
+            .as_array_mut()
+            .context("version without printer columns")?
+            .push(serde_json::json!({
+                "name": "Upgraded", "type": "string", "priority": 1,
+                "jsonPath": ".metadata.name",
+                "description": "added by the upgrade test's next chart"
+            }));
+    }
+    std::fs::write(&crd_path, serde_yaml::to_string(&crd)?)?;
+    Ok(chart)
+}
+
+/// Agents and what the rollout looked like: for every sample, the nodes without a Ready,
+/// non-terminating agent; and when each node first had a Ready agent of `version`.
+#[derive(Default)]
+struct Rollout {
+    samples: usize,
+    most_unavailable: Vec<String>,
+    updated_at: BTreeMap<String, Duration>,
+}
+
+fn sample_agents(c: &Cluster, version: &str, since: Instant, r: &mut Rollout) -> Result<()> {
+    let out = c.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        deploy::NAMESPACE,
+        "-l",
+        AGENT_SELECTOR,
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    let mut available: BTreeMap<String, bool> = topology()
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), false))
+        .collect();
+    for p in list["items"].as_array().into_iter().flatten() {
+        let node = p["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ready = p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["type"] == "Ready" && k["status"] == "True");
+        if ready {
+            available.insert(node.clone(), true);
+            let image = p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or_default();
+            if image.ends_with(&format!(":{version}")) {
+                r.updated_at.entry(node).or_insert_with(|| since.elapsed());
+            }
+        }
+    }
+    let down: Vec<String> = available
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(n, _)| n)
+        .collect();
+    if down.len() > r.most_unavailable.len() {
+        r.most_unavailable = down;
+    }
+    r.samples += 1;
+    Ok(())
+}
+
+fn upgrade(c: &Cluster) -> Result<()> {
+    let pods = ensure_installed(c)?;
+    let (from, to) = (current_version()?, next_version()?);
+    ensure!(
+        from != to,
+        "the upgrade build has the same version {from}: run `make images`"
+    );
+    let subnets_before = deploy::node_subnets(c, NETWORK)?;
+    // Like `kind load`: the new image goes onto every node; nothing is pulled.
+    kubelet::load_image(c, &archive(&to))?;
+    let tmp = c.dir.join("upgrade");
+    std::fs::create_dir_all(&tmp)?;
+    let mut next = release(&to);
+    next.chart = next_chart(&tmp, &to)?;
+
+    let pings = start_pings(c, &pods)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let (upgraded, rollout) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut r = Rollout::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = sample_agents(c, &to, started, &mut r) {
+                    eprintln!("sampling agents: {e:#}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r
+        });
+        let upgraded = next.upgrade(c);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (upgraded, watcher.join())
+    });
+    let out = upgraded?;
+    let rollout = rollout.map_err(|_| anyhow::anyhow!("the rollout watcher panicked"))?;
+    println!("{out}");
+    println!(
+        "helm upgrade {from} -> {to}: {:.1}s; agents updated at {:?}; most nodes without a Ready agent at once: {:?} ({} samples)",
+        started.elapsed().as_secs_f64(),
+        rollout.updated_at,
+        rollout.most_unavailable,
+        rollout.samples
+    );
+    stop_pings(pings)?;
+
+    // One node at a time, every node updated.
+    ensure!(
+        rollout.most_unavailable.len() <= 1,
+        "agents on {:?} were down at the same time",
+        rollout.most_unavailable
+    );
+    ensure!(
+        rollout.updated_at.len() == 4,
+        "updated agents seen on {:?} only",
+        rollout.updated_at.keys()
+    );
+    // Every Causeway pod now runs the new build, and says so.
+    let (operators, agents) = causeway_pods(c)?;
+    for p in operators.iter().chain(&agents) {
+        let image = c.kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            deploy::NAMESPACE,
+            &p.name,
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ])?;
+        ensure!(
+            image.ends_with(&format!(":{to}")),
+            "{} runs {image}",
+            p.name
+        );
+    }
+    let logs = c.kubectl(&["logs", "-n", deploy::NAMESPACE, &agents[0].name])?;
+    ensure!(
+        logs.contains(&to),
+        "the new agent's log does not name {to}:\n{logs}"
+    );
+    // The CRD change of the new chart is in the cluster; the objects are untouched.
+    let columns = c.kubectl(&[
+        "get",
+        "crd",
+        "podnetworks.causeway.dev",
+        "-o",
+        "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
+    ])?;
+    ensure!(
+        columns.contains("Upgraded"),
+        "CRD not upgraded: columns {columns}"
+    );
+    let subnets_after = deploy::node_subnets(c, NETWORK)?;
+    let key = |v: &Vec<Value>| -> Vec<(String, String, String)> {
+        let mut k: Vec<_> = v
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    n["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    n["spec"]["cidr"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    ensure!(
+        key(&subnets_before) == key(&subnets_after),
+        "NodeSubnets changed in the upgrade"
+    );
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("podnetwork/{NETWORK}"),
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
+
+/// What Causeway left on `node`: `cw-*` links, proto-249 routes, nft tables, CNI files.
+fn leftovers(c: &Cluster, node: &str) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    let links = kubelet::node_exec(c, node, "ip", &["-o", "link", "show"])?;
+    left.extend(
+        links
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+            .filter(|n| n.starts_with("cw-"))
+            .map(|n| format!("link {n}")),
+    );
+    let routes = kubelet::node_exec(c, node, "ip", &["route", "show", "proto", "249"])?;
+    left.extend(routes.lines().map(|r| format!("route {r}")));
+    let tables = kubelet::node_exec(c, node, "nft", &["list", "tables"])?;
+    left.extend(
+        tables
+            .lines()
+            .filter(|t| t.contains("causeway"))
+            .map(|t| t.to_string()),
+    );
+    let cni = kubelet::node_exec(c, node, "ls", &["-A", "/etc/cni/net.d"])?;
+    left.extend(
+        cni.lines()
+            .filter(|f| f.contains("causeway"))
+            .map(|f| format!("/etc/cni/net.d/{f}")),
+    );
+    Ok(left)
+}
+
+fn expect_clean_nodes(c: &Cluster) -> Result<()> {
+    let mut problems = Vec::new();
+    for n in &topology().nodes {
+        for l in leftovers(c, &n.name)? {
+            problems.push(format!("{}: {l}", n.name));
+        }
+    }
+    ensure!(problems.is_empty(), "left behind:\n{}", problems.join("\n"));
+    Ok(())
+}
+
+/// Fails while any Causeway object is left (none may hang on a finalizer).
+fn expect_no_networks(c: &Cluster) -> Result<()> {
+    let left = c.kubectl(&[
+        "get",
+        "podnetworks,nodesubnets,overlaygateways",
+        "-o",
+        "name",
+    ])?;
+    ensure!(left.trim().is_empty(), "still there: {left}");
+    Ok(())
+}
+
+fn delete_test_pods(c: &Cluster) -> Result<()> {
+    c.kubectl(&[
+        "delete",
+        "namespace",
+        APPS,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    Ok(())
+}
+
+fn uninstall_in_order(c: &Cluster) -> Result<()> {
+    ensure_installed(c)?;
+    // The documented order (docs/install.md): workloads off the pod network, then the
+    // networks (the operator and agents clean every node), then the release.
+    delete_test_pods(c)?;
+    let started = Instant::now();
+    c.kubectl(&[
+        "delete",
+        "podnetworks",
+        "--all",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    wait_for(
+        "every Causeway object gone",
+        Duration::from_secs(60),
+        || expect_no_networks(c),
+    )?;
+    let networks_gone = started.elapsed();
+    let rel = Release::default_with(&[]);
+    rel.uninstall(c)?;
+    wait_for("Causeway pods gone", Duration::from_secs(60), || {
+        let (o, a) = causeway_pods(c)?;
+        ensure!(
+            o.is_empty() && a.is_empty(),
+            "{} operators, {} agents left",
+            o.len(),
+            a.len()
+        );
+        Ok(())
+    })?;
+    expect_clean_nodes(c)?;
+    // The CRDs stay (`helm.sh/resource-policy: keep`): deleting them is the user's last step.
+    c.kubectl(&["get", "crd", "podnetworks.causeway.dev", "-o", "name"])?;
+    println!(
+        "networks deleted and every node clean in {:.1}s; release removed; CRDs kept",
+        networks_gone.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn uninstall_release_first(c: &Cluster) -> Result<()> {
+    let pods = ensure_installed(c)?;
+    let pings = start_pings(c, &pods)?;
+    let rel = Release::default_with(&[]);
+    rel.uninstall(c)?;
+    // Without Causeway the dataplane stays as it was: pods keep talking.
+    std::thread::sleep(Duration::from_secs(2));
+    stop_pings(pings)?;
+    // Deleting the network now only marks it: the operator's finalizer waits for Causeway.
+    delete_test_pods(c)?;
+    c.kubectl(&["delete", "podnetwork", NETWORK, "--wait=false"])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let pn = c.kubectl(&["get", "podnetwork", NETWORK, "-o", "json"])?;
+    let pn: Value = serde_json::from_str(&pn)?;
+    ensure!(
+        !pn["metadata"]["deletionTimestamp"].is_null(),
+        "the PodNetwork is not being deleted: {pn}"
+    );
+    // Recovery (docs/install.md): install the release again; it finishes the deletion.
+    let started = Instant::now();
+    release(&current_version()?).install(c)?;
+    wait_for(
+        "the network deleted by the reinstalled release",
+        Duration::from_secs(90),
+        || expect_no_networks(c),
+    )?;
+    expect_clean_nodes(c)?;
+    println!(
+        "reinstalled release finished the deletion in {:.1}s; nodes clean",
+        started.elapsed().as_secs_f64()
+    );
+    rel.uninstall(c)?;
+    Ok(())
+}
