@@ -5,6 +5,7 @@
 //! - [`cluster`]: bring-up, kubectl, commands and processes in nodes, tear-down on drop.
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
+//! - [`image`]: deterministic OCI image archives (Causeway, pause, test pod) from this repo.
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
@@ -15,6 +16,7 @@ pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod deploy;
+pub mod image;
 pub mod pods;
 pub mod proc;
 pub mod state;
