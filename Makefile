@@ -42,6 +42,12 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## image: build the container images as OCI archives in target/images (docs/images.md)
+.PHONY: image
+image:
+	$(CARGO) build --release -p causeway-operator -p causeway-node-agent --bins
+	$(CARGO) run -q -p causeway-e2e --bin causeway-e2e -- image --bin-dir target/release --out target/images
+
 ## crds: regenerate charts/causeway/crds from the Rust types
 crds:
 	$(CARGO) run -q -p causeway-crds --bin crdgen

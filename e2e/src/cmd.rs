@@ -109,12 +109,16 @@ pub fn ip_batch(ns: Option<&str>, lines: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `program` is a file on `PATH` (or a path to a file).
+pub fn find_program(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        || std::path::Path::new(program).is_file()
+}
+
 /// Fails with the fix when a program the harness needs is missing.
 pub fn require_program(program: &str, package: &str) -> Result<()> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        || std::path::Path::new(program).is_file();
-    if !found {
+    if !find_program(program) {
         bail!("`{program}` is not installed: run `make deps` (Debian package `{package}`)");
     }
     Ok(())

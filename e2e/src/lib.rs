@@ -7,6 +7,7 @@
 //! - [`kubelet`]: real kubelet + containerd + kube-proxy nodes in node namespaces.
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
+//! - [`image`]: deterministic OCI image archives (Causeway, pause, test pod) from this repo.
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
 //! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
@@ -19,6 +20,7 @@ pub mod controlplane;
 pub mod demo;
 pub mod deploy;
 pub mod helm;
+pub mod image;
 pub mod kubelet;
 pub mod pods;
 pub mod proc;

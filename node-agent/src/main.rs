@@ -10,10 +10,19 @@ use std::time::Duration;
 use causeway_node_agent::agent::{self, Config};
 use causeway_node_agent::client::{self, ClientConfig};
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info};
+
+/// `CAUSEWAY_VERSION` at compile time when set, else the crate's version. Read only in the
+/// binary, so a new value recompiles just the binary (docs/images.md).
+const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
+    Some(v) if !v.is_empty() => v,
+    _ => env!("CARGO_PKG_VERSION"),
+};
 
 #[derive(Parser, Debug)]
 #[command(
+    version = VERSION,
+    propagate_version = true,
     about = "Causeway node agent: programs this node's pod networking",
     args_conflicts_with_subcommands = true
 )]
@@ -85,6 +94,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    info!(version = VERSION, "causeway-node-agent starting");
     if let Some(Command::Client(c)) = args.command {
         return run_client(c).await;
     }

@@ -13,8 +13,17 @@ use causeway_operator::metrics::{self, Metrics};
 use clap::Parser;
 use tracing::{error, info, warn};
 
+/// `CAUSEWAY_VERSION` at compile time when set, else the crate's version. Read only in the
+/// binary, so a new value recompiles just the binary (docs/images.md).
+const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
+    Some(v) if !v.is_empty() => v,
+    _ => env!("CARGO_PKG_VERSION"),
+};
+
 #[derive(Parser, Debug)]
-#[command(about = "Causeway operator: allocates node subnets and reports PodNetwork status")]
+#[command(
+    version = VERSION,
+    about = "Causeway operator: allocates node subnets and reports PodNetwork status")]
 struct Args {
     /// This replica's identity in leader election (the pod name in a Deployment).
     #[arg(long, env = "POD_NAME")]
@@ -42,13 +51,15 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
         )
         .init();
-    match run(Args::parse()).await {
+    info!(version = VERSION, "causeway-operator starting");
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");

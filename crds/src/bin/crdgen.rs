@@ -8,8 +8,16 @@ use anyhow::Context;
 use causeway_crds::crdgen::{self, REGENERATE_COMMAND};
 use clap::Parser;
 
+/// `CAUSEWAY_VERSION` at compile time when set, else the crate's version. Read only in the
+/// binary, so a new value recompiles just the binary (docs/images.md).
+const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
+    Some(v) if !v.is_empty() => v,
+    _ => env!("CARGO_PKG_VERSION"),
+};
+
 /// Generate the CustomResourceDefinitions of causeway.dev/v1alpha1.
 #[derive(Parser, Debug)]
+#[command(name = "crdgen", version = VERSION)]
 struct Args {
     /// Do not write; exit non-zero and list the files that differ from the types.
     #[arg(long)]

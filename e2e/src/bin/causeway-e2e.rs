@@ -1,6 +1,7 @@
-//! `causeway-e2e`: bring the local test cluster up, show it, and tear it down.
+//! `causeway-e2e`: bring the local test cluster up, show it, and tear it down; build the
+//! container images.
 //!
-//! `make up` / `make down` call this; see docs/test-cluster.md.
+//! `make up` / `make down` / `make image` call this; see docs/test-cluster.md and docs/images.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +9,20 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::workspace_root;
-use causeway_e2e::{Cluster, Topology, demo, state};
+use causeway_e2e::{Cluster, Topology, demo, image, state};
 use clap::{Parser, Subcommand};
 
+/// `CAUSEWAY_VERSION` at compile time when set, else the crate's version. Read only in the
+/// binary, so a new value recompiles just the binary (docs/images.md).
+const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
+    Some(v) if !v.is_empty() => v,
+    _ => env!("CARGO_PKG_VERSION"),
+};
+
 #[derive(Parser)]
-#[command(about = "The Causeway test cluster: real control plane, network-namespace nodes")]
+#[command(
+    version = VERSION,
+    about = "The Causeway test cluster: real control plane, network-namespace nodes")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -48,6 +58,19 @@ enum Cmd {
     },
     /// List clusters on this machine and whether their processes run.
     Status,
+    /// Build the container images as OCI archives: causeway-<version>.tar (operator + agent),
+    /// pause.tar and testpod.tar (docs/images.md).
+    Image {
+        /// Directory the archives are written to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Directory holding causeway-operator and causeway-node-agent.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Tag of the causeway image (default: what the binaries print with --version).
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,6 +139,33 @@ fn run(cli: Cli) -> Result<()> {
             if removed.is_empty() {
                 println!("nothing to remove");
             }
+            Ok(())
+        }
+        Cmd::Image {
+            out,
+            bin_dir,
+            version,
+        } => {
+            let version = match version {
+                Some(v) => v,
+                None => image::binaries_version(&bin_dir)?,
+            };
+            let started = std::time::Instant::now();
+            let built = image::build_all(&image::BuildOptions {
+                bin_dir,
+                out_dir: out,
+                version,
+            })?;
+            for b in &built {
+                println!(
+                    "{}\n  archive {} ({:.1} MB)\n  digest  {}",
+                    b.reference,
+                    b.archive.display(),
+                    b.size as f64 / 1e6,
+                    b.manifest_digest
+                );
+            }
+            println!("built in {:.1} s", started.elapsed().as_secs_f64());
             Ok(())
         }
         Cmd::Status => {
