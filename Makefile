@@ -4,12 +4,14 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 E2E := target/debug/causeway-e2e
+# The version in Cargo.toml, and the version of the second build the upgrade test upgrades to.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+NEXT_VERSION := $(VERSION)-next
 
-.PHONY: up down status test bench deps lint unit e2e crds fmt
+.PHONY: up down status test bench deps lint unit e2e crds fmt images
 
-## up: start the local cluster (real control plane + netns nodes) with Causeway and an example network
-up: deps
-	$(CARGO) build --workspace --bins
+## up: start the local cluster (control plane + kubelet nodes), helm install Causeway, an example network and a test Deployment
+up: deps images
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(E2E) up
 
 ## down: remove the local cluster and everything it created
@@ -23,8 +25,7 @@ status:
 	$(E2E) status
 
 ## test: the whole suite, as CI runs it: format, lints, generated-file drift, unit and e2e tests
-test: deps lint
-	$(CARGO) build --workspace --bins
+test: deps lint images
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## bench: allocation vs kcm node IPAM, node agent at scale vs ip -batch, pod-to-pod iperf3 vs node-to-node (docs/benchmarks.md)
@@ -41,6 +42,16 @@ deps:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## images: the images the local cluster and the tests import into their nodes (debug binaries,
+## stripped), and a second build reporting $(NEXT_VERSION) for the upgrade test
+images:
+	CAUSEWAY_VERSION=$(NEXT_VERSION) $(CARGO) build -p causeway-operator -p causeway-node-agent --bins
+	mkdir -p target/next-bin
+	cp target/debug/causeway-operator target/debug/causeway-node-agent target/next-bin/
+	$(CARGO) build --workspace --bins
+	$(E2E) image --bin-dir target/debug --out target/images
+	$(E2E) image --bin-dir target/next-bin --out target/images
 
 ## image: build the container images as OCI archives in target/images (docs/images.md)
 .PHONY: image

@@ -1,17 +1,15 @@
-//! What `make up` shows after the cluster starts: the Causeway CRDs installed, the operator
-//! and a node agent per node running with the chart's RBAC, the example Overlay network
-//! applied, allocated and Ready, a pod on every node attached through the CNI config the
-//! node's agent wrote, and each pod pinging a pod on another node.
+//! What `make up` shows after the cluster starts: Causeway installed with `helm install` onto
+//! the kubelet nodes, the example Overlay network applied and Ready, a Deployment with a pod
+//! on every node (addresses from the nodes' NodeSubnets, attached by containerd through the
+//! CNI config the agents wrote), and each pod reaching a pod on another node.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ipnet::Ipv4Net;
 
 use crate::cluster::Cluster;
 use crate::controlplane::workspace_root;
-use crate::{deploy, pods, traffic};
+use crate::{helm, traffic, workload};
 
 /// Installs every CRD in `charts/causeway/crds/` and waits until the API serves them.
 pub fn install_crds(cluster: &Cluster) -> Result<Vec<String>> {
@@ -33,29 +31,32 @@ pub fn install_crds(cluster: &Cluster) -> Result<Vec<String>> {
     Ok(names)
 }
 
-pub fn run(cluster: &Cluster) -> Result<()> {
-    let crds = install_crds(cluster)?;
-    println!("installed {}", crds.join(", "));
-    let nodes: Vec<String> = cluster
-        .topology
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .collect();
-    let first = nodes.first().context("the topology has no nodes")?;
-    let logs = crate::state::log_root().join(&cluster.name);
-    deploy::install_rbac(cluster)?;
-    deploy::start_operator(cluster, first, &[])?;
-    println!("operator running on {first}");
-    for node in &nodes {
-        deploy::start_agent(cluster, node, &["--resync-seconds", "10"])?;
-    }
+/// The namespace and Deployment of the demo's test pods.
+const DEMO: &str = "demo";
+
+/// `make up` on a kubelet topology: Causeway installed by helm from the images the nodes
+/// imported, the example Overlay network, a Deployment with a pod on every node, and each
+/// pod pinging a pod on the next node with `kubectl exec`.
+pub fn run(cluster: &Cluster, version: &str) -> Result<()> {
+    anyhow::ensure!(
+        cluster.topology.kubelet,
+        "the demo installs Causeway with helm onto kubelet nodes: set `kubelet: true` in the topology"
+    );
+    let release =
+        helm::Release::default_with(&[("image.tag", version), ("image.pullPolicy", "Never")]);
     println!(
-        "node agents running on {} (logs: {})",
-        nodes.join(", "),
-        logs.display()
+        "$ helm install causeway charts/causeway --namespace {} --create-namespace --set image.tag={version} --wait",
+        release.namespace
+    );
+    let started = std::time::Instant::now();
+    print!("{}", release.install(cluster)?);
+    println!("\n$ kubectl get pods -n {} -o wide", release.namespace);
+    print!(
+        "{}",
+        cluster.kubectl(&["get", "pods", "-n", &release.namespace, "-o", "wide"])?
     );
     let example = workspace_root().join("docs/examples/podnetwork-overlay.yaml");
+    println!("\n$ kubectl apply -f docs/examples/podnetwork-overlay.yaml");
     print!(
         "{}",
         cluster.kubectl(&["apply", "-f", &example.display().to_string()])?
@@ -66,39 +67,39 @@ pub fn run(cluster: &Cluster) -> Result<()> {
             .as_str()
             .context("example without metadata.name")?
             .to_string();
-    traffic::wait_for(
-        "the operator allocates a subnet to every node",
-        Duration::from_secs(30),
-        || node_subnets(cluster, &network, &nodes),
-    )?;
     println!("$ kubectl wait --for=condition=Ready podnetwork/{network}");
     print!(
         "{}",
         cluster.kubectl(&[
             "wait",
             "--for=condition=Ready",
-            "--timeout=60s",
+            "--timeout=90s",
             &format!("podnetwork/{network}"),
         ])?
     );
-    // One pod per node, attached with the CNI config each node's agent wrote.
-    let mut pods = Vec::new();
-    for node in &nodes {
-        let pod = pods::add(cluster, node, "demo")?;
-        println!(
-            "pod demo on {node}: {}/{} (CNI bridge plugin, config written by the agent)",
-            pod.ip, pod.prefix_len
-        );
-        pods.push(pod);
-    }
+    let nodes = cluster.topology.nodes.len() as u32;
+    let pods = workload::deploy_test_pods(cluster, DEMO, DEMO, nodes)?;
+    println!(
+        "\nCauseway installed, network Ready and {nodes} pods Ready {:.1}s after helm install started",
+        started.elapsed().as_secs_f64()
+    );
+    println!("\n$ kubectl get pods -n {DEMO} -o wide");
+    print!(
+        "{}",
+        cluster.kubectl(&["get", "pods", "-n", DEMO, "-o", "wide"])?
+    );
+    println!();
     for (i, from) in pods.iter().enumerate() {
         let to = &pods[(i + 1) % pods.len()];
-        traffic::wait_for("pod-to-pod ping", Duration::from_secs(10), || {
-            traffic::expect_ping(&from.netns, to.ip)
+        let ip = to.ip.context("pod without an address")?;
+        traffic::wait_for("pod-to-pod ping", Duration::from_secs(20), || {
+            let failed = workload::exec_reach(cluster, from, &[ip]);
+            anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+            Ok(())
         })?;
         println!(
-            "{} on {} pings {} on {} over VXLAN",
-            from.ip, from.node, to.ip, to.node
+            "$ kubectl exec -n {DEMO} {} -- ping {ip}   # {} -> {}: ping and TCP echo answered",
+            from.name, from.node, to.node
         );
     }
     println!("\n$ kubectl get nodes -o wide");
@@ -106,22 +107,4 @@ pub fn run(cluster: &Cluster) -> Result<()> {
     println!("\n$ kubectl get causeway");
     print!("{}", cluster.kubectl(&["get", "causeway"])?);
     Ok(())
-}
-
-/// The subnet of each of `nodes` in `network`, once every node has one.
-fn node_subnets(
-    cluster: &Cluster,
-    network: &str,
-    nodes: &[String],
-) -> Result<BTreeMap<String, Ipv4Net>> {
-    let mut found = BTreeMap::new();
-    for item in &deploy::node_subnets(cluster, network)? {
-        let node = item["spec"]["nodeName"].as_str().unwrap_or_default();
-        if let Some(cidr) = item["spec"]["cidr"].as_str() {
-            found.insert(node.to_string(), cidr.parse()?);
-        }
-    }
-    let missing: Vec<&String> = nodes.iter().filter(|n| !found.contains_key(*n)).collect();
-    anyhow::ensure!(missing.is_empty(), "no NodeSubnet yet for {missing:?}");
-    Ok(found)
 }

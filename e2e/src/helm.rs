@@ -51,14 +51,6 @@ pub fn run(cluster: &Cluster, args: &[&str]) -> Result<String> {
     cmd::run(command(cluster)?.args(args))
 }
 
-/// `--set` arguments for `values` (`key=value` pairs).
-pub fn set_args(values: &[(&str, &str)]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
-        .collect()
-}
-
 /// A release of the chart: where it goes and with which values.
 #[derive(Clone, Debug)]
 pub struct Release {
@@ -103,14 +95,49 @@ impl Release {
     pub fn install(&self, cluster: &Cluster) -> Result<String> {
         let args = self.args("install", &["--create-namespace", "--wait", "--timeout=3m"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(cluster, &args).with_context(|| format!("installing release {}", self.name))
+        run(cluster, &args).with_context(|| {
+            format!(
+                "installing release {}\n{}",
+                self.name,
+                self.diagnose(cluster)
+            )
+        })
     }
 
     /// `helm upgrade --wait` to this release's chart and values.
     pub fn upgrade(&self, cluster: &Cluster) -> Result<String> {
         let args = self.args("upgrade", &["--wait", "--timeout=5m"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(cluster, &args).with_context(|| format!("upgrading release {}", self.name))
+        run(cluster, &args).with_context(|| {
+            format!(
+                "upgrading release {}\n{}",
+                self.name,
+                self.diagnose(cluster)
+            )
+        })
+    }
+
+    /// What a failed install or upgrade needs to be understood: the release's pods and the
+    /// namespace's latest events.
+    pub fn diagnose(&self, cluster: &Cluster) -> String {
+        let pods = cluster
+            .kubectl(&["get", "pods", "-n", &self.namespace, "-o", "wide"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let events = cluster
+            .kubectl(&[
+                "get",
+                "events",
+                "-n",
+                &self.namespace,
+                "--sort-by=.lastTimestamp",
+            ])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let tail: Vec<&str> = events.lines().rev().take(25).collect();
+        format!(
+            "pods in {}:\n{pods}\nlatest events:\n{}",
+            self.namespace,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     /// `helm uninstall --wait`.

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use flate2::{Compression, GzBuilder};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -829,6 +829,42 @@ pub fn binaries_version(bin_dir: &Path) -> Result<String> {
             bin_dir.display()
         ),
     }
+}
+
+/// Where `make images` writes the archives the test cluster's nodes import.
+pub fn test_images_dir() -> PathBuf {
+    crate::controlplane::workspace_root().join("target/images")
+}
+
+/// Where `make images` keeps the second build (version `<version>-next`) the upgrade test
+/// upgrades to.
+pub fn next_bin_dir() -> PathBuf {
+    crate::controlplane::workspace_root().join("target/next-bin")
+}
+
+/// The archives every kubelet node of the test cluster imports at start: the pause image,
+/// the test pods' image and Causeway `version`. Fails with the fix when one is missing.
+///
+/// # Errors
+/// When an archive has not been built.
+pub fn node_archives(version: &str) -> Result<Vec<PathBuf>> {
+    let dir = test_images_dir();
+    let files: Vec<PathBuf> = [
+        PAUSE.archive_name(version),
+        TESTPOD.archive_name(version),
+        CAUSEWAY.archive_name(version),
+    ]
+    .into_iter()
+    .map(|f| dir.join(f))
+    .collect();
+    for f in &files {
+        ensure!(
+            f.is_file(),
+            "{} is missing: run `make images` (`make up` and `make test` do)",
+            f.display()
+        );
+    }
+    Ok(files)
 }
 
 /// How to build the binaries a bin dir lacks.

@@ -18,7 +18,7 @@ use causeway_e2e::helm::{self, Release};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::workload::{self, PodInfo};
-use causeway_e2e::{deploy, kubelet, testing};
+use causeway_e2e::{deploy, image, kubelet, testing};
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
@@ -73,51 +73,24 @@ fn topology() -> Topology {
     }
 }
 
-/// Where `make images` writes the archives.
-fn images_dir() -> PathBuf {
-    workspace_root().join("target/images")
-}
-
-/// The version a built binary reports (`causeway-node-agent 0.1.0` -> `0.1.0`).
-fn version_of(bin: &std::path::Path) -> Result<String> {
-    let out = causeway_e2e::cmd::run(std::process::Command::new(bin).arg("--version"))?;
-    out.split_whitespace()
-        .last()
-        .map(str::to_string)
-        .with_context(|| format!("`{} --version` printed nothing", bin.display()))
-}
-
 /// The version of this build (the image the tests install).
 fn current_version() -> Result<String> {
-    version_of(&causeway_e2e::controlplane::causeway_binary(
-        "causeway-node-agent",
-    )?)
+    let agent = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
+    image::binaries_version(agent.parent().context("binary without a directory")?)
 }
 
 /// The version of the second build `make images` makes for the upgrade test.
 fn next_version() -> Result<String> {
-    version_of(&workspace_root().join("target/next-bin/causeway-node-agent"))
+    image::binaries_version(&image::next_bin_dir())
 }
 
 fn archive(version: &str) -> PathBuf {
-    images_dir().join(format!("causeway-{version}.tar"))
+    image::test_images_dir().join(image::CAUSEWAY.archive_name(version))
 }
 
 /// The images every node starts with: pause, the test pods' image and this build's Causeway.
 fn image_archives() -> Result<Vec<PathBuf>> {
-    let files = vec![
-        images_dir().join("pause.tar"),
-        images_dir().join("testpod.tar"),
-        archive(&current_version()?),
-    ];
-    for f in &files {
-        ensure!(
-            f.is_file(),
-            "{} is missing: run `make images` (make test does)",
-            f.display()
-        );
-    }
-    Ok(files)
+    image::node_archives(&current_version()?)
 }
 
 fn release(version: &str) -> Release {

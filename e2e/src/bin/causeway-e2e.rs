@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use causeway_e2e::cluster::UpOptions;
-use causeway_e2e::controlplane::workspace_root;
+use causeway_e2e::controlplane::{causeway_binary, workspace_root};
 use causeway_e2e::{Cluster, Topology, demo, image, state};
 use clap::{Parser, Subcommand};
 
@@ -96,6 +96,16 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("reading topology {}", path.display()))?;
             let topo: Topology = serde_yaml::from_str(&text)
                 .with_context(|| format!("parsing topology {}", path.display()))?;
+            // Kubelet nodes start with this build's images (`make images`) in their containerd.
+            let (version, images) = if topo.kubelet {
+                let agent = causeway_binary("causeway-node-agent")?;
+                let version =
+                    image::binaries_version(agent.parent().context("binary without a directory")?)?;
+                let images = image::node_archives(&version)?;
+                (version, images)
+            } else {
+                (String::new(), Vec::new())
+            };
             // Ctrl-C during start-up must not leave a half-built cluster behind.
             state::teardown_on_interrupt(&name, "[up]")?;
             let cluster = Cluster::up_with(
@@ -103,6 +113,7 @@ fn run(cli: Cli) -> Result<()> {
                 topo,
                 UpOptions {
                     detached: !hold,
+                    images,
                     ..UpOptions::default()
                 },
             )?;
@@ -113,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             if !bare {
-                demo::run(&cluster).inspect_err(|_| {
+                demo::run(&cluster, &version).inspect_err(|_| {
                     eprintln!("the demo failed; the cluster is still up: `make down` removes it");
                 })?;
             }
