@@ -42,7 +42,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## crds: regenerate charts/causeway/crds from the Rust types
+## crds: regenerate charts/causeway/files/crds from the Rust types (the chart renders them as templates)
 crds:
 	$(CARGO) run -q -p causeway-crds --bin crdgen
 

@@ -7,6 +7,7 @@
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
+//! - [`helm`]: the Helm binary and the chart, rendered as the harness installs it.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
 
 pub mod bird;
@@ -15,6 +16,7 @@ pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod deploy;
+pub mod helm;
 pub mod pods;
 pub mod proc;
 pub mod state;

@@ -3,14 +3,20 @@
 //! the test cluster inside a node's network namespace. `causeway-node-agent client` joins a
 //! machine that is not a node to an Overlay network (OverlayGateway strategy ClientJoin).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use causeway_node_agent::agent::{self, Config};
 use causeway_node_agent::client::{self, ClientConfig};
+use causeway_node_agent::health::{self, Health};
+use causeway_node_agent::sysctl::{self, SysctlDir};
 use clap::{Parser, Subcommand};
 use tracing::error;
+
+/// How long the agent waits for its health address while a previous agent still holds it.
+const HEALTH_BIND_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +53,24 @@ struct Args {
     /// counts (they change with every peer joining; conditions are written at once).
     #[arg(long, default_value_t = 30)]
     status_refresh_seconds: u64,
+    /// Where the node's kernel parameters are: `net/ipv4/...` is read and written below it. In
+    /// a container that is not privileged, mount the host's /proc/sys/net at
+    /// <DIR>/net (runc refuses mounts inside /proc); the chart uses /host/proc/sys.
+    #[arg(long, default_value = sysctl::DEFAULT_DIR)]
+    sysctl_dir: PathBuf,
+    /// Address of /healthz (liveness) and /readyz (readiness); empty to serve neither.
+    #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = optional_addr)]
+    health_addr: Option<SocketAddr>,
+}
+
+/// An address, or nothing for the empty string.
+fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e} (expected IP:PORT, e.g. 127.0.0.1:9809, or empty)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,13 +126,32 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let client = match kube::Client::try_default().await {
+    let (client, writer) = match clients().await {
         Ok(c) => c,
         Err(e) => {
             error!("connecting to the API server (is KUBECONFIG set, or are we in a pod?): {e}");
             return ExitCode::FAILURE;
         }
     };
+    let health = Health::new(Duration::from_secs(args.resync_seconds));
+    if let Some(addr) = args.health_addr.filter(|_| !args.dry_run) {
+        match health::bind(addr, HEALTH_BIND_WAIT).await {
+            Ok(listener) => {
+                let serving = health.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = health::serve(listener, serving).await {
+                        error!(%addr, error = %e, "the health endpoint failed");
+                    }
+                });
+            }
+            Err(e) => {
+                error!(
+                    "serving /healthz and /readyz on {addr} (--health-addr): {e}; is another agent running on this node?"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let config = Config {
         node_name,
         cni_conf_dir: args.cni_conf_dir,
@@ -118,16 +161,33 @@ async fn main() -> ExitCode {
         namespace: args.namespace,
         lease_duration: Duration::from_secs(u64::from(args.lease_duration_seconds)),
         status_refresh: Duration::from_secs(args.status_refresh_seconds),
+        sysctl_dir: SysctlDir::new(args.sysctl_dir),
     };
     // On SIGINT or SIGTERM the agent stops without touching the dataplane, so an upgrade or a
     // restart never interrupts traffic.
-    match agent::run(client, config, causeway_kube::signal::shutdown()).await {
+    match agent::run(
+        client,
+        writer,
+        config,
+        health,
+        causeway_kube::signal::shutdown(),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// One client for the watches and one whose requests time out for the loop's writes
+/// ([`agent::bounded_writes`]), from the same inferred configuration.
+async fn clients() -> anyhow::Result<(kube::Client, kube::Client)> {
+    let config = kube::Config::infer().await?;
+    let writer = kube::Client::try_from(agent::bounded_writes(config.clone()))?;
+    Ok((kube::Client::try_from(config)?, writer))
 }
 
 async fn run_client(args: ClientArgs) -> ExitCode {
