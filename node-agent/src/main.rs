@@ -60,8 +60,12 @@ struct Args {
     sysctl_dir: PathBuf,
     /// Address of /healthz (liveness) and /readyz (readiness); empty to serve neither.
     #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = optional_addr)]
-    health_addr: Option<SocketAddr>,
+    health_addr: MaybeAddr,
 }
+
+/// An address or none (the empty string). An alias, so that clap does not read the field
+/// as an optional flag: the flag has a default and the value itself is optional.
+type MaybeAddr = Option<SocketAddr>;
 
 /// An address, or nothing for the empty string.
 fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
@@ -215,5 +219,26 @@ async fn run_client(args: ClientArgs) -> ExitCode {
             error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_flag_defaults_parses_and_turns_off_when_empty() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["bin"];
+            argv.extend(extra);
+            Args::try_parse_from(argv).map(|a| a.health_addr)
+        };
+        assert_eq!(parse(&[]).ok(), Some("127.0.0.1:9809".parse().ok()));
+        assert_eq!(
+            parse(&["--health-addr", "0.0.0.0:1234"]).ok(),
+            Some("0.0.0.0:1234".parse().ok())
+        );
+        assert_eq!(parse(&["--health-addr="]).ok(), Some(None));
+        assert!(parse(&["--health-addr", "nonsense"]).is_err());
     }
 }

@@ -43,7 +43,7 @@ struct Args {
     /// Unauthenticated: keep it on 127.0.0.1 (reach it with `kubectl port-forward` to the
     /// leader pod) unless a firewall or NetworkPolicy guards the address.
     #[arg(long, default_value = metrics::DEFAULT_METRICS_ADDR, value_parser = optional_addr)]
-    metrics_addr: Option<SocketAddr>,
+    metrics_addr: MaybeAddr,
     /// Unix socket of this replica's /healthz, /readyz and /metrics, which
     /// `causeway-operator probe` asks (empty: none). Its directory must exist.
     #[arg(long, default_value = metrics::DEFAULT_HEALTH_SOCKET)]
@@ -73,6 +73,10 @@ struct ProbeArgs {
     #[arg(long, default_value_t = 3)]
     timeout_seconds: u64,
 }
+
+/// An address or none (the empty string). An alias, so that clap does not read the field
+/// as an optional flag: the flag has a default and the value itself is optional.
+type MaybeAddr = Option<SocketAddr>;
 
 /// An address, or nothing for the empty string.
 fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
@@ -237,5 +241,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         warn!("lost the leader Lease");
         anyhow::bail!("lost the leader Lease; exiting so that a fresh process rejoins the election")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_flag_defaults_parses_and_turns_off_when_empty() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["bin"];
+            argv.extend(extra);
+            Args::try_parse_from(argv).map(|a| a.metrics_addr)
+        };
+        assert_eq!(parse(&[]).ok(), Some("127.0.0.1:8080".parse().ok()));
+        assert_eq!(
+            parse(&["--metrics-addr", "0.0.0.0:1234"]).ok(),
+            Some("0.0.0.0:1234".parse().ok())
+        );
+        assert_eq!(parse(&["--metrics-addr="]).ok(), Some(None));
+        assert!(parse(&["--metrics-addr", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn probe_is_a_subcommand_with_the_default_socket() {
+        let args = Args::try_parse_from(["bin", "probe", "ready"]).expect("parses");
+        let Some(Command::Probe(p)) = args.command else {
+            panic!("no probe subcommand");
+        };
+        assert_eq!(p.check, Check::Ready);
+        assert_eq!(
+            p.health_socket,
+            PathBuf::from(metrics::DEFAULT_HEALTH_SOCKET)
+        );
+        assert!(Args::try_parse_from(["bin", "probe", "sideways"]).is_err());
     }
 }
