@@ -59,7 +59,7 @@ image:
 	$(CARGO) build --release -p causeway-operator -p causeway-node-agent --bins
 	$(CARGO) run -q -p causeway-e2e --bin causeway-e2e -- image --bin-dir target/release --out target/images
 
-## crds: regenerate charts/causeway/crds from the Rust types
+## crds: regenerate charts/causeway/files/crds from the Rust types (the chart renders them as templates)
 crds:
 	$(CARGO) run -q -p causeway-crds --bin crdgen
 

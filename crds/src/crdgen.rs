@@ -1,5 +1,8 @@
 //! Renders the CustomResourceDefinitions of [`crate::v1alpha1`] as the YAML files the Helm chart
-//! ships (`charts/causeway/crds/<plural>.causeway.dev.yaml`).
+//! ships (`charts/causeway/files/crds/<plural>.causeway.dev.yaml`). They are plain CRDs, applyable
+//! with `kubectl apply --server-side -f`; the chart renders them through a template
+//! (`templates/crds.yaml`) so that `helm upgrade` updates them, which Helm never does for files
+//! in a chart's `crds/` directory.
 //!
 //! The `crdgen` binary writes or checks these files; the `generated_yaml_matches_types` test
 //! fails when a committed file drifts from the types. Both go through [`generated_crds`], so
@@ -18,7 +21,7 @@ pub const REGENERATE_COMMAND: &str = "cargo run -p causeway-crds --bin crdgen";
 /// One CRD rendered to YAML.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GeneratedCrd {
-    /// File name inside the chart's `crds/` directory: `<plural>.causeway.dev.yaml`.
+    /// File name inside the chart's `files/crds/` directory: `<plural>.causeway.dev.yaml`.
     pub file_name: String,
     /// The file's full content.
     pub yaml: String,
@@ -81,14 +84,14 @@ fn reflow(text: &str) -> String {
         .join("\n\n")
 }
 
-/// The chart directory the files belong in: `charts/causeway/crds` of the workspace.
+/// The chart directory the files belong in: `charts/causeway/files/crds` of the workspace.
 #[must_use]
 pub fn default_output_dir() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     crate_dir
         .parent()
         .unwrap_or(crate_dir)
-        .join("charts/causeway/crds")
+        .join("charts/causeway/files/crds")
 }
 
 /// Files under `dir` whose content differs from `generated` (missing files included).

@@ -385,6 +385,8 @@ async fn run_causeway(
                 "bench".into(),
                 "--metrics-addr".into(),
                 "127.0.0.1:18080".into(),
+                "--health-socket".into(),
+                c.dir.join("bench-operator.sock").display().to_string(),
             ],
             &[("RUST_LOG", "warn")],
         )

@@ -11,9 +11,9 @@ use crate::cluster::Cluster;
 use crate::controlplane::workspace_root;
 use crate::{helm, traffic, workload};
 
-/// Installs every CRD in `charts/causeway/crds/` and waits until the API serves them.
+/// Installs every CRD in `charts/causeway/files/crds/` and waits until the API serves them.
 pub fn install_crds(cluster: &Cluster) -> Result<Vec<String>> {
-    let dir = workspace_root().join("charts/causeway/crds");
+    let dir = workspace_root().join("charts/causeway/files/crds");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -1,13 +1,13 @@
 //! Deploying Causeway into a test cluster the way the Helm chart does: the namespace, the RBAC
-//! from `charts/causeway/templates/*-rbac.yaml`, and operator and agent processes that
-//! authenticate as the chart's service accounts (so they run with exactly the chart's
-//! least-privilege rules, never as an admin).
+//! from `charts/causeway/templates/*-rbac.yaml` (rendered by `helm template` as release
+//! `causeway`), and operator and agent processes that authenticate as the chart's service
+//! accounts (so they run with exactly the chart's least-privilege rules, never as an admin).
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::cluster::Cluster;
-use crate::controlplane::{API_PORT, causeway_binary, workspace_root};
+use crate::controlplane::{API_PORT, causeway_binary};
 use crate::proc::ProcId;
 
 /// The namespace the chart installs into (leader Lease, service accounts).
@@ -44,17 +44,12 @@ pub fn install_agent_rbac(c: &Cluster) -> Result<()> {
     apply_chart_template(c, "node-agent-rbac.yaml")
 }
 
-/// Applies one chart template with the release namespace filled in.
+/// Applies one chart template, rendered by `helm template` as release `causeway` in
+/// [`NAMESPACE`] (the names the service accounts below use).
 fn apply_chart_template(c: &Cluster, file: &str) -> Result<()> {
-    let path = workspace_root()
-        .join("charts/causeway/templates")
-        .join(file);
-    let template =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    c.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &template.replace("{{ .Release.Namespace }}", NAMESPACE),
-    )?;
+    let rendered = crate::helm::render(&format!("templates/{file}"), NAMESPACE)
+        .with_context(|| format!("rendering the chart's templates/{file}"))?;
+    c.kubectl_stdin(&["apply", "-f", "-"], &rendered)?;
     Ok(())
 }
 
@@ -87,18 +82,29 @@ fn service_account_kubeconfig(c: &Cluster, account: &str) -> Result<String> {
     Ok(path.display().to_string())
 }
 
-/// Starts an operator replica in `host`'s namespace with identity `host`, metrics on
-/// port 8080, and `args` appended; returns its process.
+/// Starts an operator replica in `host`'s namespace with identity `host`, its health socket
+/// at [`operator_socket`] and (once it leads) metrics on 127.0.0.1:8080 of that namespace,
+/// with `args` appended; returns its process.
 pub fn start_operator(c: &Cluster, host: &str, args: &[&str]) -> Result<ProcId> {
+    let socket = operator_socket(c, host);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let socket = socket.display().to_string();
     let base = [
         "--identity",
         host,
         "--namespace",
         NAMESPACE,
-        "--metrics-addr",
-        "0.0.0.0:8080",
+        "--health-socket",
+        &socket,
     ];
     start(c, host, OPERATOR, &format!("operator-{host}"), &base, args)
+}
+
+/// The health socket of the operator replica on `host` (the emptyDir socket of a pod).
+pub fn operator_socket(c: &Cluster, host: &str) -> std::path::PathBuf {
+    c.host_dir(host).join("run/causeway/operator.sock")
 }
 
 /// Starts the node agent inside `node`'s namespace, the way the DaemonSet runs it (host

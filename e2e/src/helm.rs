@@ -1,6 +1,8 @@
-//! Helm, as users run it: `helm install`, `upgrade`, `uninstall` and `template` of the chart in
-//! `charts/causeway`, with the cluster's admin kubeconfig. Helm is built from its Go module
-//! (`e2e/scripts/build-tools.sh`, cached); `$CAUSEWAY_HELM` points at another binary.
+//! Helm, as users run it: the harness renders the chart's templates with `helm template` (so
+//! the RBAC it gives processes is exactly what `helm install` creates), the chart test
+//! (`e2e/tests/chart.rs`) lints and renders it, and kubelet clusters get it with `helm
+//! install`, `upgrade` and `uninstall`. Helm is built from its Go module at the version
+//! pinned in `e2e/scripts/build-tools.sh` (cached); `$CAUSEWAY_HELM` points at another binary.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,15 +11,23 @@ use anyhow::{Context, Result};
 
 use crate::cluster::Cluster;
 use crate::cmd;
-use crate::controlplane::workspace_root;
+use crate::controlplane::{Binaries, workspace_root};
+
+/// The release name the harness installs and renders with: objects get the names the docs
+/// use (`causeway-operator`, `causeway-node-agent`, `causeway-gateway-client`).
+pub const RELEASE: &str = "causeway";
 
 /// The chart in this repository.
+#[must_use]
 pub fn chart_dir() -> PathBuf {
     workspace_root().join("charts/causeway")
 }
 
-/// The helm binary: `$CAUSEWAY_HELM`, or the cache `build-tools.sh` fills (building it when
-/// the cache is cold).
+/// The helm binary: `$CAUSEWAY_HELM`, or the cache `e2e/scripts/build-tools.sh` fills
+/// (building it when the cache is cold).
+///
+/// # Errors
+/// When it is missing and cannot be built, saying how to get it.
 pub fn binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("CAUSEWAY_HELM") {
         return Ok(PathBuf::from(p));
@@ -34,9 +44,62 @@ pub fn binary() -> Result<PathBuf> {
     Ok(helm)
 }
 
-/// `helm` with the cluster's admin kubeconfig and private config, cache and data directories
-/// (nothing under the user's home).
-pub fn command(cluster: &Cluster) -> Result<Command> {
+/// The Kubernetes version `helm template` renders for: the pinned control plane's (Helm's
+/// own default is older than the chart's kubeVersion allows).
+///
+/// # Errors
+/// When `e2e/controlplane/go.mod` cannot be read.
+pub fn kube_version() -> Result<String> {
+    Ok(Binaries::pinned_version()?
+        .trim_start_matches('v')
+        .to_string())
+}
+
+/// A `helm` command with no state of its own: its cache, config and data directories are
+/// fresh temporary ones (rendering needs no repositories and no cluster).
+///
+/// # Errors
+/// When helm is missing ([`binary`]).
+pub fn command() -> Result<Command> {
+    let mut c = Command::new(binary()?);
+    let home = std::env::temp_dir().join(format!("causeway-helm-{}", std::process::id()));
+    c.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    Ok(c)
+}
+
+/// `helm template <release> charts/causeway --namespace <namespace> <args>`: the rendered
+/// manifests.
+///
+/// # Errors
+/// When helm is missing or fails (the message quotes its stderr).
+pub fn template(release: &str, namespace: &str, args: &[&str]) -> Result<String> {
+    let chart = chart_dir().display().to_string();
+    let version = kube_version()?;
+    cmd::run(
+        command()?
+            .args(["template", release, &chart, "--namespace", namespace])
+            .args(["--kube-version", &version])
+            .args(args),
+    )
+}
+
+/// One template file of the chart rendered as the harness's release ([`RELEASE`]) in
+/// `namespace`, e.g. `templates/operator-rbac.yaml`.
+///
+/// # Errors
+/// As [`template`].
+pub fn render(file: &str, namespace: &str) -> Result<String> {
+    template(RELEASE, namespace, &["--show-only", file])
+}
+
+/// `helm` against `cluster` with its admin kubeconfig and private config, cache and data
+/// directories (nothing under the user's home).
+///
+/// # Errors
+/// When helm is missing ([`binary`]).
+pub fn cluster_command(cluster: &Cluster) -> Result<Command> {
     let mut c = Command::new(binary()?);
     let home = cluster.dir.join("helm");
     c.env("KUBECONFIG", &cluster.kubeconfig)
@@ -47,8 +110,11 @@ pub fn command(cluster: &Cluster) -> Result<Command> {
 }
 
 /// Runs `helm args...` against the cluster and returns stdout.
+///
+/// # Errors
+/// When helm fails (the message quotes its stderr).
 pub fn run(cluster: &Cluster, args: &[&str]) -> Result<String> {
-    cmd::run(command(cluster)?.args(args))
+    cmd::run(cluster_command(cluster)?.args(args))
 }
 
 /// A release of the chart: where it goes and with which values.
@@ -65,7 +131,7 @@ impl Release {
     /// Release `causeway` of this repository's chart in `causeway-system`.
     pub fn default_with(values: &[(&str, &str)]) -> Self {
         Self {
-            name: "causeway".into(),
+            name: RELEASE.into(),
             namespace: crate::deploy::NAMESPACE.into(),
             chart: chart_dir(),
             values: values

@@ -116,15 +116,16 @@ fn ensure_crds(c: &Cluster) -> Result<()> {
 
 fn crds_install(c: &Cluster) -> Result<()> {
     let installed = demo::install_crds(c)?;
-    let mut want: Vec<String> = std::fs::read_dir(workspace_root().join("charts/causeway/crds"))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".yaml")
-                .map(|n| format!("customresourcedefinition.apiextensions.k8s.io/{n}"))
-        })
-        .collect();
+    let mut want: Vec<String> =
+        std::fs::read_dir(workspace_root().join("charts/causeway/files/crds"))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".yaml")
+                    .map(|n| format!("customresourcedefinition.apiextensions.k8s.io/{n}"))
+            })
+            .collect();
     want.sort();
     let mut got = installed.clone();
     got.sort();
@@ -276,8 +277,11 @@ fn printer_columns(c: &Cluster) -> Result<()> {
 
 /// The description the types put in the CRD schema for `path` (e.g. spec.overlay.vni).
 fn schema_description(crd_file: &str, path: &[&str]) -> Result<String> {
-    let text =
-        std::fs::read_to_string(workspace_root().join("charts/causeway/crds").join(crd_file))?;
+    let text = std::fs::read_to_string(
+        workspace_root()
+            .join("charts/causeway/files/crds")
+            .join(crd_file),
+    )?;
     let crd: Value = serde_yaml::from_str(&text)?;
     let mut node = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     for p in path {

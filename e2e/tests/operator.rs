@@ -798,8 +798,9 @@ fn deletion(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// GET `path` from the operator's HTTP endpoint on `host`: "<status code>\n<body>".
-fn http_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
+/// GET `path` from the TCP metrics endpoint on `host` (127.0.0.1:8080 of its namespace, bound
+/// by the leader only): "<status code>\n<body>".
+fn tcp_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
     c.exec(
         host,
         "curl",
@@ -818,10 +819,51 @@ fn http_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
     })
 }
 
+/// GET `path` from the replica on `host` over its health socket (what a person gets with
+/// `kubectl exec`-less debugging from the node): "<status code>\n<body>".
+fn socket_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
+    let socket = deploy::operator_socket(c, host).display().to_string();
+    causeway_e2e::cmd::run(std::process::Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "5",
+        "--unix-socket",
+        &socket,
+        "-w",
+        "\n%{http_code}",
+        &format!("http://localhost{path}"),
+    ]))
+    .map(|out| match out.rsplit_once('\n') {
+        Some((body, code)) => format!("{code}\n{body}"),
+        None => out,
+    })
+}
+
+/// The kubelet's exec probe against the replica on `host`: `causeway-operator probe <check>`.
+fn probe(c: &Cluster, host: &str, check: &str) -> Result<String> {
+    let bin = causeway_e2e::controlplane::causeway_binary("causeway-operator")?;
+    let socket = deploy::operator_socket(c, host).display().to_string();
+    causeway_e2e::cmd::run(std::process::Command::new(bin).args([
+        "probe",
+        check,
+        "--health-socket",
+        &socket,
+    ]))
+}
+
 fn metrics(c: &Cluster) -> Result<()> {
     setup(c)?;
     let leader = leader(c)?;
-    let text = http_get(c, &leader, "/metrics")?;
+    // The leader binds the TCP metrics address once it leads.
+    let text = wait_for(
+        "the leader serves /metrics",
+        Duration::from_secs(10),
+        || {
+            let t = tcp_get(c, &leader, "/metrics")?;
+            ensure!(t.starts_with("200\n"), "{t}");
+            Ok(t)
+        },
+    )?;
     for want in [
         "causeway_operator_reconciles_total",
         "causeway_operator_leader 1",
@@ -833,22 +875,41 @@ fn metrics(c: &Cluster) -> Result<()> {
             "/metrics on {leader} lacks {want}:\n{text}"
         );
     }
+    // Health: every replica answers for itself on its own socket, through the same exec
+    // probe the chart's kubelet runs.
+    for check in ["live", "ready"] {
+        let answer = probe(c, &leader, check)?;
+        ensure!(answer.trim() == "ok", "probe {check} on {leader}: {answer}");
+    }
     for path in ["/healthz", "/readyz"] {
-        let answer = http_get(c, &leader, path)?;
+        let answer = socket_get(c, &leader, path)?;
         ensure!(answer.starts_with("200\n"), "{path} on {leader}: {answer}");
     }
-    // The standby (if one runs) reports leader 0.
+    // A standby (if one runs) is ready, reports leader 0 on its socket and binds no TCP port,
+    // so two replicas can share a node.
     let standby = if leader == "node-a" {
         "node-b"
     } else {
         "node-a"
     };
-    if let Ok(t) = http_get(c, standby, "/metrics")
-        && !t.is_empty()
-    {
+    let standby_runs = OPERATORS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .iter()
+        .any(|(h, p)| h == standby && p.alive());
+    if standby_runs {
+        ensure!(
+            probe(c, standby, "ready")?.trim() == "ok",
+            "standby not ready"
+        );
+        let t = socket_get(c, standby, "/metrics")?;
         ensure!(
             t.contains("causeway_operator_leader 0"),
             "standby claims to lead:\n{t}"
+        );
+        ensure!(
+            tcp_get(c, standby, "/metrics").is_err(),
+            "the standby on {standby} serves TCP metrics"
         );
     }
     Ok(())

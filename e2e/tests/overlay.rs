@@ -48,6 +48,10 @@ fn main() -> ExitCode {
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
             testing::test(
+                "an_agent_started_while_the_api_server_is_frozen_is_live_and_ready_only_after_its_first_pass",
+                readiness,
+            ),
+            testing::test(
                 "pod_traffic_leaving_the_cluster_is_masqueraded_except_to_exclusions",
                 outgoing_nat,
             ),
@@ -515,6 +519,99 @@ fn restart(c: &Cluster) -> Result<()> {
         report.lost() == 0,
         "packets lost during agent restarts: {report:?}"
     );
+    Ok(())
+}
+
+/// GET `path` from the agent's health endpoint on `node` (127.0.0.1:9809 of the node's
+/// namespace, where the kubelet's httpGet probes ask): "<status code>\n<body>".
+fn agent_health(c: &Cluster, node: &str, path: &str) -> Result<String> {
+    c.exec(
+        node,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://127.0.0.1:9809{path}"),
+        ],
+    )
+    .map(|out| match out.rsplit_once('\n') {
+        Some((body, code)) => format!("{code}\n{}", body.trim_end()),
+        None => out,
+    })
+}
+
+/// Resumes a SIGSTOPped process when dropped, so a failing check never leaves it frozen.
+struct Resume(ProcId);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        self.0.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Readiness gates a DaemonSet rolling update: a new agent is ready only once its first full
+/// pass has reported on its NodeSubnet. Freezing the API server (SIGSTOP) holds the agent
+/// before its first lists: it must stay live (an outage is no reason to restart it) and not
+/// ready, then become ready once the server answers again.
+fn readiness(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-b";
+    for path in ["/healthz", "/readyz"] {
+        let answer = agent_health(c, node, path)?;
+        ensure!(answer.starts_with("200\n"), "{path} on {node}: {answer}");
+    }
+    c.stop(&agent_of(node)?);
+    let apiserver = c
+        .process("kube-apiserver")
+        .context("the cluster has no kube-apiserver process")?;
+    ensure!(
+        apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
+        "cannot freeze kube-apiserver"
+    );
+    let frozen = Resume(apiserver);
+    start_agent(c, node)?;
+    let waiting = wait_for(
+        "the new agent serves /readyz (not ready)",
+        Duration::from_secs(20),
+        || {
+            let r = agent_health(c, node, "/readyz")?;
+            ensure!(r.starts_with("503\n"), "{r}");
+            Ok(r)
+        },
+    )?;
+    ensure!(waiting.contains("first lists"), "{waiting}");
+    std::thread::sleep(Duration::from_secs(2));
+    let live = agent_health(c, node, "/healthz")?;
+    ensure!(
+        live.starts_with("200\n"),
+        "liveness failed while the API server was away: {live}"
+    );
+    let still = agent_health(c, node, "/readyz")?;
+    ensure!(still.starts_with("503\n"), "ready without a pass: {still}");
+    let resumed = std::time::Instant::now();
+    drop(frozen);
+    wait_for(
+        "the agent is ready after its first pass",
+        Duration::from_secs(30),
+        || {
+            let r = agent_health(c, node, "/readyz")?;
+            ensure!(r.starts_with("200\n"), "{r}");
+            Ok(())
+        },
+    )?;
+    println!(
+        "[measure] new agent ready {:?} after the API server resumed",
+        resumed.elapsed()
+    );
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        &format!("podnetwork/{NETWORK}"),
+    ])?;
     Ok(())
 }
 

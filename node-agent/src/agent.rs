@@ -15,6 +15,9 @@
 //! - API writes stay O(1) per peer change: a condition change is written at once, but counts
 //!   that move with every peer joining are written at most every `status_refresh`; events are
 //!   only for this node's own transitions, repairs and clean-up.
+//! - Writes from the loop (status, finalizers, events, heartbeat) go through a client whose
+//!   requests time out ([`bounded_writes`]), so an unreachable API server cannot stall the
+//!   loop: resyncs keep repairing, and the liveness probe ([`crate::health`]) stays good.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -41,9 +44,11 @@ use tracing::{debug, info, warn};
 
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::bridge::{self, Elector};
+use crate::health::Health;
 use crate::model::{Dataplane, Op, State};
 use crate::netlink::Netlink;
 use crate::status::{Failure, Outcome};
+use crate::sysctl::SysctlDir;
 use crate::{cni, diff, peering, plan};
 
 /// Field manager of everything the agent writes.
@@ -71,6 +76,27 @@ pub struct Config {
     pub lease_duration: Duration,
     /// Least time between status writes that only update counts.
     pub status_refresh: Duration,
+    /// Where the node's kernel parameters are (`--sysctl-dir`; `/proc/sys` on a node).
+    pub sysctl_dir: SysctlDir,
+}
+
+/// How long one API request from the loop may take (connect, send, answer each): the API
+/// server's own request timeout is 60 s, but a status write or a Lease renewal that takes this
+/// long is lost anyway and retried on the next pass or renewal.
+pub const API_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `config` with timeouts on every request, for the loop's writes. The watches keep a client
+/// without a read timeout (their requests are long by design); writes must not hang on a
+/// connection the API server no longer answers, or the loop would stop repairing the dataplane
+/// until the kernel gave up on the connection (minutes).
+#[must_use]
+pub fn bounded_writes(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(API_TIMEOUT / 2);
+    config.read_timeout = Some(API_TIMEOUT);
+    config.write_timeout = Some(API_TIMEOUT);
+    // Count the read timeout from the request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
+    config
 }
 
 /// Why a pass runs.
@@ -86,7 +112,10 @@ pub enum Trigger {
 
 /// The agent's state across passes.
 pub struct Agent {
+    /// Watches and gateway electors.
     client: Client,
+    /// The loop's writes: status, finalizers, events, heartbeat ([`bounded_writes`]).
+    writer: Client,
     config: Config,
     dataplane: Netlink,
     subnets: Store<NodeSubnet>,
@@ -120,21 +149,30 @@ pub struct PassReport {
     pub ops: Vec<Op>,
     /// The status written, if any.
     pub status: Option<NodeSubnetStatus>,
+    /// The pass reached a verdict for this node that is in the API: its NodeSubnet's status was
+    /// written or was already current, or it had none and the node was cleaned up. What
+    /// readiness waits for ([`crate::health`]).
+    pub settled: bool,
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs until `shutdown` resolves. `client` serves the watches, `writer` (normally
+/// [`bounded_writes`]) the loop's writes; `health` learns when the loop comes round and when
+/// the first pass settled.
 ///
 /// # Errors
 /// Only when the agent cannot start (no netlink); a failing pass is reported on the
 /// NodeSubnet and retried.
 pub async fn run(
     client: Client,
+    writer: Client,
     config: Config,
+    health: Health,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let dataplane = Netlink::connect()
         .await
-        .context("opening netlink (is the agent root / CAP_NET_ADMIN?)")?;
+        .context("opening netlink (is the agent root / CAP_NET_ADMIN?)")?
+        .with_sysctl_dir(config.sysctl_dir.clone());
     let (subnets, subnet_events) = cached::<NodeSubnet>(&client, watcher::Config::default());
     let (networks, network_events) = cached::<PodNetwork>(&client, watcher::Config::default());
     // This node only: its labels pick the BGP peers.
@@ -154,9 +192,10 @@ pub async fn run(
         gateway_events.boxed(),
     ]);
 
-    let events = Publisher::new(client.clone(), FIELD_MANAGER, &config.node_name);
+    let events = Publisher::new(writer.clone(), FIELD_MANAGER, &config.node_name);
     let mut agent = Agent {
         client,
+        writer,
         config,
         dataplane,
         subnets,
@@ -220,8 +259,12 @@ pub async fn run(
     let mut trigger = Some(Trigger::Start);
     let mut bgp_changes: Option<tokio::sync::watch::Receiver<u64>> = None;
     loop {
+        // The loop came round: whatever it was doing finished ([`crate::health`]).
+        health.turned();
         if let Some(t) = trigger.take() {
-            agent.pass(t).await;
+            if agent.pass(t).await.settled {
+                health.settled();
+            }
             if let Some(rx) = agent.new_bgp_changes.take() {
                 bgp_changes = Some(rx);
             }
@@ -286,7 +329,7 @@ impl Agent {
         let seconds =
             u32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(u32::MAX);
         if let Err(e) = heartbeat::renew(
-            &self.client,
+            &self.writer,
             &self.config.namespace,
             &self.config.node_name,
             seconds,
@@ -358,7 +401,11 @@ impl Agent {
             self.hold(&own).await;
         }
         let (outcome, ops) = self.program(&own).await;
-        let mut report = PassReport { ops, status: None };
+        let mut report = PassReport {
+            ops,
+            status: None,
+            settled: false,
+        };
         if self.config.dry_run {
             return report;
         }
@@ -400,13 +447,16 @@ impl Agent {
             Time(k8s_openapi::jiff::Timestamp::now()),
         );
         if next == previous {
+            report.settled = true;
             return report;
         }
         let due = self
             .status_written
             .is_none_or(|t| t.elapsed() >= self.config.status_refresh);
         if crate::status::counts_only(&previous, &next) && !due {
-            // Counts move with every peer; they catch up on a later pass.
+            // Counts move with every peer; they catch up on a later pass. The conditions in
+            // the API are current.
+            report.settled = true;
             return report;
         }
         let uid = own.uid().unwrap_or_default();
@@ -419,6 +469,7 @@ impl Agent {
         }
         if self.write_status(&own, &next).await {
             self.status_written = Some(Instant::now());
+            report.settled = true;
         }
         report.status = Some(next);
         report
@@ -589,7 +640,7 @@ impl Agent {
             return (outcome, ops);
         }
         outcome.programmed = planned.desired;
-        if let Err(e) = enable_forwarding() {
+        if let Err(e) = self.dataplane.enable_forwarding().await {
             outcome.failure = Some(Failure::Plan(e));
             return (outcome, ops);
         }
@@ -698,7 +749,14 @@ impl Agent {
         };
         let ops = diff::diff(&State::default(), &observed);
         if self.config.dry_run {
-            return (PassReport { ops, status: None }, false);
+            return (
+                PassReport {
+                    ops,
+                    status: None,
+                    settled: false,
+                },
+                false,
+            );
         }
         let mut clean = true;
         for op in &ops {
@@ -716,7 +774,16 @@ impl Agent {
                 clean = false;
             }
         }
-        (PassReport { ops, status: None }, clean)
+        // Settled either way: the node was read and the clean-up tried (a failure is
+        // retried by the next pass).
+        (
+            PassReport {
+                ops,
+                status: None,
+                settled: true,
+            },
+            clean,
+        )
     }
 
     /// Adds [`FINALIZER`] to `own` if missing.
@@ -745,7 +812,7 @@ impl Agent {
     }
 
     async fn patch_finalizers(&self, own: &NodeSubnet, finalizers: BTreeSet<String>) {
-        let api: Api<NodeSubnet> = Api::all(self.client.clone());
+        let api: Api<NodeSubnet> = Api::all(self.writer.clone());
         // The resourceVersion makes this a compare-and-swap: a concurrent change to the list
         // (the operator's) fails it, and the next pass retries on fresh data.
         let patch = serde_json::json!({"metadata": {
@@ -767,7 +834,7 @@ impl Agent {
     /// Writes `status`; whether it was accepted.
     async fn write_status(&self, own: &NodeSubnet, status: &NodeSubnetStatus) -> bool {
         let name = own.name_any();
-        match causeway_kube::status::apply::<NodeSubnet>(&self.client, &name, status, FIELD_MANAGER)
+        match causeway_kube::status::apply::<NodeSubnet>(&self.writer, &name, status, FIELD_MANAGER)
             .await
         {
             Ok(()) => true,
@@ -776,16 +843,5 @@ impl Agent {
                 false
             }
         }
-    }
-}
-
-/// Pods reach other nodes through this node: IPv4 forwarding on (in the agent's namespace).
-fn enable_forwarding() -> Result<(), String> {
-    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    match std::fs::read_to_string(PATH) {
-        Ok(v) if v.trim() == "1" => Ok(()),
-        _ => std::fs::write(PATH, "1").map_err(|e| {
-            format!("cannot enable IPv4 forwarding ({PATH}): {e}; the agent needs CAP_NET_ADMIN")
-        }),
     }
 }

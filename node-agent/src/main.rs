@@ -3,12 +3,15 @@
 //! the test cluster inside a node's network namespace. `causeway-node-agent client` joins a
 //! machine that is not a node to an Overlay network (OverlayGateway strategy ClientJoin).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use causeway_node_agent::agent::{self, Config};
 use causeway_node_agent::client::{self, ClientConfig};
+use causeway_node_agent::health::{self, Health};
+use causeway_node_agent::sysctl::{self, SysctlDir};
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
@@ -18,6 +21,9 @@ const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
     Some(v) if !v.is_empty() => v,
     _ => env!("CARGO_PKG_VERSION"),
 };
+
+/// How long the agent waits for its health address while a previous agent still holds it.
+const HEALTH_BIND_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +62,28 @@ struct Args {
     /// counts (they change with every peer joining; conditions are written at once).
     #[arg(long, default_value_t = 30)]
     status_refresh_seconds: u64,
+    /// Where the node's kernel parameters are: `net/ipv4/...` is read and written below it. In
+    /// a container that is not privileged, mount the host's /proc/sys/net at
+    /// <DIR>/net (runc refuses mounts inside /proc); the chart uses /host/proc/sys.
+    #[arg(long, default_value = sysctl::DEFAULT_DIR)]
+    sysctl_dir: PathBuf,
+    /// Address of /healthz (liveness) and /readyz (readiness); empty to serve neither.
+    #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = optional_addr)]
+    health_addr: MaybeAddr,
+}
+
+/// An address or none (the empty string). An alias, so that clap does not read the field
+/// as an optional flag: the flag has a default and the value itself is optional.
+type MaybeAddr = Option<SocketAddr>;
+
+/// An address, or nothing for the empty string.
+fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e} (expected IP:PORT, e.g. 127.0.0.1:9809, or empty)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,13 +140,32 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let client = match kube::Client::try_default().await {
+    let (client, writer) = match clients().await {
         Ok(c) => c,
         Err(e) => {
             error!("connecting to the API server (is KUBECONFIG set, or are we in a pod?): {e}");
             return ExitCode::FAILURE;
         }
     };
+    let health = Health::new(Duration::from_secs(args.resync_seconds));
+    if let Some(addr) = args.health_addr.filter(|_| !args.dry_run) {
+        match health::bind(addr, HEALTH_BIND_WAIT).await {
+            Ok(listener) => {
+                let serving = health.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = health::serve(listener, serving).await {
+                        error!(%addr, error = %e, "the health endpoint failed");
+                    }
+                });
+            }
+            Err(e) => {
+                error!(
+                    "serving /healthz and /readyz on {addr} (--health-addr): {e}; is another agent running on this node?"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let config = Config {
         node_name,
         cni_conf_dir: args.cni_conf_dir,
@@ -128,16 +175,33 @@ async fn main() -> ExitCode {
         namespace: args.namespace,
         lease_duration: Duration::from_secs(u64::from(args.lease_duration_seconds)),
         status_refresh: Duration::from_secs(args.status_refresh_seconds),
+        sysctl_dir: SysctlDir::new(args.sysctl_dir),
     };
     // On SIGINT or SIGTERM the agent stops without touching the dataplane, so an upgrade or a
     // restart never interrupts traffic.
-    match agent::run(client, config, causeway_kube::signal::shutdown()).await {
+    match agent::run(
+        client,
+        writer,
+        config,
+        health,
+        causeway_kube::signal::shutdown(),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// One client for the watches and one whose requests time out for the loop's writes
+/// ([`agent::bounded_writes`]), from the same inferred configuration.
+async fn clients() -> anyhow::Result<(kube::Client, kube::Client)> {
+    let config = kube::Config::infer().await?;
+    let writer = kube::Client::try_from(agent::bounded_writes(config.clone()))?;
+    Ok((kube::Client::try_from(config)?, writer))
 }
 
 async fn run_client(args: ClientArgs) -> ExitCode {
@@ -165,5 +229,26 @@ async fn run_client(args: ClientArgs) -> ExitCode {
             error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_flag_defaults_parses_and_turns_off_when_empty() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["bin"];
+            argv.extend(extra);
+            Args::try_parse_from(argv).map(|a| a.health_addr)
+        };
+        assert_eq!(parse(&[]).ok(), Some("127.0.0.1:9809".parse().ok()));
+        assert_eq!(
+            parse(&["--health-addr", "0.0.0.0:1234"]).ok(),
+            Some("0.0.0.0:1234".parse().ok())
+        );
+        assert_eq!(parse(&["--health-addr="]).ok(), Some(None));
+        assert!(parse(&["--health-addr", "nonsense"]).is_err());
     }
 }

@@ -71,6 +71,7 @@ use crate::model::{
 };
 use crate::nat::{self, Nft};
 use crate::netns::{self, NetnsError};
+use crate::sysctl::SysctlDir;
 
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the kernel's error text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -124,6 +125,8 @@ pub struct Netlink {
     /// Link indexes resolved once for a run of pipelined operations, which never change links
     /// (see [`Dataplane::apply_all`]); empty otherwise.
     run_links: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
+    /// Where the namespace's kernel parameters are read and written (`--sysctl-dir`).
+    sysctl: SysctlDir,
 }
 
 impl Netlink {
@@ -158,7 +161,34 @@ impl Netlink {
         Ok(Self::start(socket, Some(name.to_owned())))
     }
 
-    /// Reads a `/proc/sys` file in the agent's namespace.
+    /// Reads and writes kernel parameters under `dir` instead of `/proc/sys` (the chart mounts
+    /// the host's `/proc/sys/net` at `/host/proc/sys/net`: [`crate::sysctl`]).
+    #[must_use]
+    pub fn with_sysctl_dir(mut self, dir: SysctlDir) -> Self {
+        self.sysctl = dir;
+        self
+    }
+
+    /// Turns IPv4 forwarding on in this namespace (pods reach other nodes through the node),
+    /// unless it already is.
+    ///
+    /// # Errors
+    /// A sentence naming the file and the likely cause.
+    pub async fn enable_forwarding(&self) -> Result<(), String> {
+        let path = self.sysctl.ip_forward();
+        if self.read_sysctl(&path).await.is_ok_and(|v| v.trim() == "1") {
+            return Ok(());
+        }
+        self.write_sysctl(&path, "1").await.map_err(|e| {
+            format!(
+                "cannot enable IPv4 forwarding ({}): {e}; the agent needs CAP_NET_ADMIN and a writable {} (--sysctl-dir)",
+                path.display(),
+                self.sysctl.root().join("net").display()
+            )
+        })
+    }
+
+    /// Reads a kernel parameter file (under `--sysctl-dir`) in the agent's namespace.
     async fn read_sysctl(&self, path: &std::path::Path) -> io::Result<String> {
         let path = path.to_owned();
         netns::run_io(self.netns.as_deref(), move || {
@@ -167,7 +197,7 @@ impl Netlink {
         .await
     }
 
-    /// Writes a `/proc/sys` file in the agent's namespace.
+    /// Writes a kernel parameter file (under `--sysctl-dir`) in the agent's namespace.
     async fn write_sysctl(&self, path: &std::path::Path, value: &'static str) -> io::Result<()> {
         let path = path.to_owned();
         netns::run_io(self.netns.as_deref(), move || std::fs::write(&path, value)).await
@@ -186,6 +216,7 @@ impl Netlink {
             handle,
             netns,
             run_links: std::sync::Mutex::new(BTreeMap::new()),
+            sysctl: SysctlDir::default(),
         }
     }
 
@@ -297,13 +328,11 @@ impl Netlink {
             .map(|r| r.dev.clone())
             .collect();
         for dev in devices {
+            let path = self.sysctl.proxy_arp(&dev);
             let value = self
-                .read_sysctl(&proxy_arp_path(&dev))
+                .read_sysctl(&path)
                 .await
-                .map_err(|error| NetlinkError::Sysctl {
-                    path: proxy_arp_path(&dev),
-                    error,
-                })?;
+                .map_err(|error| NetlinkError::Sysctl { path, error })?;
             if value.trim() == "1" {
                 state.proxy_arp.insert(dev);
             }
@@ -710,12 +739,14 @@ impl Netlink {
                 // every first contact with a pod would wait for; answer at once while ours,
                 // and put the kernel's default back when leaving.
                 let delay = if *on { "0" } else { DEFAULT_PROXY_DELAY };
-                self.write_sysctl(&proxy_delay_path(dev), delay)
+                let path = self.sysctl.proxy_delay(dev);
+                self.write_sysctl(&path, delay)
                     .await
-                    .map_err(|e| Failure::Refused(e.to_string()))?;
-                self.write_sysctl(&proxy_arp_path(dev), if *on { "1" } else { "0" })
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+                let path = self.sysctl.proxy_arp(dev);
+                self.write_sysctl(&path, if *on { "1" } else { "0" })
                     .await
-                    .map_err(|e| Failure::Refused(e.to_string()))?;
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
             }
         }
         Ok(())
@@ -1023,22 +1054,8 @@ fn with_state<T>(builder: LinkMessageBuilder<T>, up: bool) -> LinkMessageBuilder
 
 /// A route request with our protocol. For deletes the scope is "nowhere" (match any), as
 /// `ip route del` sends; the protocol still has to match, so only our routes go.
-/// `/proc/sys/net/ipv4/conf/<dev>/proxy_arp`.
 /// The kernel's default `proxy_delay` (in jiffies of USER_HZ, 0.8 s).
 const DEFAULT_PROXY_DELAY: &str = "80";
-
-/// `/proc/sys/net/ipv4/neigh/<dev>/proxy_delay`.
-fn proxy_delay_path(dev: &str) -> PathBuf {
-    PathBuf::from("/proc/sys/net/ipv4/neigh")
-        .join(dev)
-        .join("proxy_delay")
-}
-
-fn proxy_arp_path(dev: &str) -> PathBuf {
-    PathBuf::from("/proc/sys/net/ipv4/conf")
-        .join(dev)
-        .join("proxy_arp")
-}
 
 fn route_message(route: &Route, oif: u32, delete: bool) -> RouteMessage {
     let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()

@@ -1,7 +1,9 @@
-//! `causeway-operator`: parse flags, set up logging, metrics and leader election, then run
-//! the PodNetwork controller while this replica leads.
+//! `causeway-operator`: parse flags, set up logging, health, metrics and leader election,
+//! then run the PodNetwork controller while this replica leads. `causeway-operator probe
+//! live|ready` is the kubelet's exec probe against a running replica.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use anyhow::Context;
 use causeway_operator::controller::{self, Options};
 use causeway_operator::leader::{self, Election};
 use causeway_operator::metrics::{self, Metrics};
-use clap::Parser;
+use causeway_operator::probe::{self, Check};
+use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
 /// `CAUSEWAY_VERSION` at compile time when set, else the crate's version. Read only in the
@@ -23,8 +26,12 @@ const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
 #[derive(Parser, Debug)]
 #[command(
     version = VERSION,
-    about = "Causeway operator: allocates node subnets and reports PodNetwork status")]
+    about = "Causeway operator: allocates node subnets and reports PodNetwork status",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// This replica's identity in leader election (the pod name in a Deployment).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -40,18 +47,71 @@ struct Args {
     /// Seconds before expiry at which the leader renews its Lease.
     #[arg(long, default_value_t = 5)]
     lease_renew_grace: u64,
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    metrics_addr: SocketAddr,
+    /// TCP address of /metrics, served by the leader only, from when it leads (empty: none).
+    /// Unauthenticated: keep it on 127.0.0.1 (reach it with `kubectl port-forward` to the
+    /// leader pod) unless a firewall or NetworkPolicy guards the address.
+    #[arg(long, default_value = metrics::DEFAULT_METRICS_ADDR, value_parser = optional_addr)]
+    metrics_addr: MaybeAddr,
+    /// Unix socket of this replica's /healthz, /readyz and /metrics, which
+    /// `causeway-operator probe` asks (empty: none). Its directory must exist.
+    #[arg(long, default_value = metrics::DEFAULT_HEALTH_SOCKET)]
+    health_socket: PathBuf,
     /// Use each Node's spec.podCIDR (allocated by kube-controller-manager) as its subnet
     /// instead of allocating one.
     #[arg(long)]
     use_node_pod_cidr: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Ask a running replica's /healthz (`live`) or /readyz (`ready`) on its Unix socket; exit
+    /// 0 when it answers 200 (the kubelet's exec probes).
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ProbeArgs {
+    /// `live` (/healthz) or `ready` (/readyz).
+    #[arg(value_enum)]
+    check: Check,
+    /// The replica's socket (its --health-socket).
+    #[arg(long, default_value = metrics::DEFAULT_HEALTH_SOCKET)]
+    health_socket: PathBuf,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    timeout_seconds: u64,
+}
+
+/// An address or none (the empty string). An alias, so that clap does not read the field
+/// as an optional flag: the flag has a default and the value itself is optional.
+type MaybeAddr = Option<SocketAddr>;
+
+/// An address, or nothing for the empty string.
+fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e} (expected IP:PORT, e.g. 127.0.0.1:8080, or empty)"))
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Probe(p)) = &args.command {
+        // No runtime, no logging set-up: this runs every few seconds.
+        let timeout = Duration::from_secs(p.timeout_seconds.max(1));
+        return match probe::probe(&p.health_socket, p.check, timeout) {
+            Ok(body) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -59,7 +119,17 @@ async fn main() -> ExitCode {
         )
         .init();
     info!(version = VERSION, "causeway-operator starting");
-    match run(args).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -82,19 +152,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|h| format!("{}-{}", h.trim(), std::process::id()))
             .unwrap_or_else(|_| format!("operator-{}", std::process::id())),
     };
+    let metrics = Arc::new(Metrics::new());
+    // First, so the liveness probe answers while the rest starts.
+    if !args.health_socket.as_os_str().is_empty() {
+        let path = args.health_socket.clone();
+        let listener = metrics::bind_unix(&path).with_context(|| {
+            format!(
+                "serving health on {} (--health-socket; its directory must exist, or pass \
+                 --health-socket= for none)",
+                path.display()
+            )
+        })?;
+        let served = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_unix(listener, served).await {
+                error!(path = %path.display(), error = %e, "the health endpoint failed");
+            }
+        });
+    }
     let client = kube::Client::try_default()
         .await
         .context("connecting to the API server (is KUBECONFIG set, or are we in a pod?)")?;
-    let metrics = Arc::new(Metrics::new());
-    let addr = args.metrics_addr;
-    let server = metrics::bind(addr, metrics.clone())
-        .await
-        .with_context(|| format!("serving metrics and health on {addr} (--metrics-addr)"))?;
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            error!(%addr, error = %e, "metrics endpoint failed");
-        }
-    });
 
     let election = Election {
         lease_name: args.lease_name,
@@ -128,6 +206,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!(%identity, "became the leader");
     metrics.set_leader(true);
+    if let Some(addr) = args.metrics_addr {
+        tokio::spawn(metrics::serve_tcp(addr, metrics.clone()));
+    }
 
     let mut leading = running.leading.clone();
     // Why the controller stopped: "" while running, then "lost" or "signal".
@@ -169,5 +250,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         warn!("lost the leader Lease");
         anyhow::bail!("lost the leader Lease; exiting so that a fresh process rejoins the election")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_flag_defaults_parses_and_turns_off_when_empty() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["bin"];
+            argv.extend(extra);
+            Args::try_parse_from(argv).map(|a| a.metrics_addr)
+        };
+        assert_eq!(parse(&[]).ok(), Some("127.0.0.1:8080".parse().ok()));
+        assert_eq!(
+            parse(&["--metrics-addr", "0.0.0.0:1234"]).ok(),
+            Some("0.0.0.0:1234".parse().ok())
+        );
+        assert_eq!(parse(&["--metrics-addr="]).ok(), Some(None));
+        assert!(parse(&["--metrics-addr", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn probe_is_a_subcommand_with_the_default_socket() {
+        let args = Args::try_parse_from(["bin", "probe", "ready"]).expect("parses");
+        let Some(Command::Probe(p)) = args.command else {
+            panic!("no probe subcommand");
+        };
+        assert_eq!(p.check, Check::Ready);
+        assert_eq!(
+            p.health_socket,
+            PathBuf::from(metrics::DEFAULT_HEALTH_SOCKET)
+        );
+        assert!(Args::try_parse_from(["bin", "probe", "sideways"]).is_err());
     }
 }

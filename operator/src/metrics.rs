@@ -1,13 +1,24 @@
-//! Prometheus metrics and the health endpoints, served on `--metrics-addr`:
-//! `/metrics` (OpenMetrics text), `/healthz` (the process runs), `/readyz` (this replica is
-//! the leader with warm caches, or a healthy standby).
+//! Prometheus metrics and the health endpoints: `/metrics` (OpenMetrics text), `/healthz` (the
+//! process serves requests), `/readyz` (this replica is the leader with warm caches, or a
+//! standby in the election).
+//!
+//! Served in two places, because replicas run with host networking and may share a node:
+//! - every replica, from start, on its Unix socket `--health-socket` (in a per-pod emptyDir):
+//!   what the kubelet's exec probes (`causeway-operator probe`, [`crate::probe`]) ask, each
+//!   replica for itself, with no port to collide and nothing on a node address;
+//! - the leader only, once it leads, on TCP `--metrics-addr` (default `127.0.0.1:8080`): one
+//!   port per node is enough because only one process at a time binds it; a replica that loses
+//!   the Lease exits, which frees it ([`serve_tcp`] retries while a predecessor shuts down).
 //!
 //! Metric names: `causeway_operator_reconciles_total`, `..._reconcile_errors_total`,
 //! `..._reconcile_duration_seconds`, `..._allocation_latency_seconds` (node creation to
 //! NodeSubnet creation), `..._subnets_allocated{network}`, `..._subnets_free{network}`,
 //! `..._leader` (1 on the active replica).
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,6 +35,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::{error, info, warn};
+
+/// Where a replica serves its health endpoints unless `--health-socket` says otherwise (the
+/// chart mounts an emptyDir at `/run/causeway`).
+pub const DEFAULT_HEALTH_SOCKET: &str = "/run/causeway/operator.sock";
+
+/// Where the leader serves `/metrics` unless `--metrics-addr` says otherwise.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8080";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NetworkLabel {
@@ -175,28 +195,85 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the process exits.
-/// Binds `addr` now (so a taken port fails start-up, not silently later) and returns the
-/// server to run.
-pub async fn bind(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(serve(listener, metrics))
-}
-
-async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new()
+/// The routes, the same on both listeners.
+fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics_route))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(metrics);
-    axum::serve(listener, app).await
+        .with_state(metrics)
 }
 
 async fn metrics_route(state: State<Arc<Metrics>>) -> impl IntoResponse {
     metrics(state).await
+}
+
+/// Binds the Unix socket at `path`. A socket file left by a previous container of the same
+/// pod (the emptyDir outlives restarts) is removed first, unless a live process still answers
+/// on it: two replicas must never share a socket.
+///
+/// # Errors
+/// When a live process holds the socket, the path is something else than a socket, or binding
+/// fails (the directory must exist).
+pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "another process serves {}; give each replica its own",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the process exits.
+///
+/// # Errors
+/// When accepting connections fails for good.
+pub async fn serve_unix(listener: UnixListener, metrics: Arc<Metrics>) -> io::Result<()> {
+    axum::serve(listener, router(metrics)).await
+}
+
+/// Serves `/metrics` (and the health paths) on TCP `addr` until the process exits: called by
+/// the leader once it leads. While the address is in use (the previous leader on this node
+/// still shutting down) it retries every half second; any other bind error is logged and
+/// metrics stay off, the operator keeps working.
+pub async fn serve_tcp(addr: SocketAddr, metrics: Arc<Metrics>) {
+    const RETRY: Duration = Duration::from_millis(500);
+    // Warn at the first refusal, then once a minute.
+    const WARN_EVERY: u32 = 120;
+    let mut attempts: u32 = 0;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if attempts.is_multiple_of(WARN_EVERY) {
+                    warn!(%addr, waited_s = (RETRY * attempts).as_secs(), "the metrics address is in use (previous leader stopping?); retrying");
+                }
+                attempts = attempts.saturating_add(1);
+                tokio::time::sleep(RETRY).await;
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot serve metrics (--metrics-addr); the operator runs on without them");
+                return;
+            }
+        }
+    };
+    info!(%addr, "serving /metrics");
+    if let Err(e) = axum::serve(listener, router(metrics)).await {
+        error!(%addr, error = %e, "the metrics endpoint failed");
+    }
 }
 
 #[cfg(test)]
@@ -221,5 +298,40 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_health_socket_answers_probes_and_replaces_only_a_stale_socket() {
+        use crate::probe::{Check, ProbeError, probe};
+        let dir = std::env::temp_dir().join(format!("causeway-op-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("operator.sock");
+        // What a previous container of the pod left in the emptyDir.
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+        let m = Arc::new(Metrics::new());
+        let listener = bind_unix(&path).expect("a stale socket is replaced");
+        tokio::spawn(serve_unix(listener, m.clone()));
+        let second = bind_unix(&path).expect_err("a live socket is never taken over");
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+
+        let ask = |check| {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || probe(&path, check, Duration::from_secs(2)))
+        };
+        match ask(Check::Ready).await.expect("join") {
+            Err(ProbeError::Status {
+                code: 503, body, ..
+            }) => assert_eq!(body, "not ready"),
+            other => panic!("ready before joining the election: {other:?}"),
+        }
+        m.set_ready(true);
+        assert_eq!(ask(Check::Ready).await.expect("join").expect("ready"), "ok");
+        assert_eq!(ask(Check::Live).await.expect("join").expect("live"), "ok");
+
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, "x").expect("file");
+        assert!(bind_unix(&file).is_err(), "a regular file is never removed");
+        assert!(file.exists());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

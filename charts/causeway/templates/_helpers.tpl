@@ -1,0 +1,94 @@
+{{/*
+Names and labels. Every object is named from the release (causeway.fullname), so two
+releases in different namespaces never collide, cluster-scoped objects included. With the
+release name "causeway" the names are the ones the docs use: causeway-operator,
+causeway-node-agent, causeway-gateway-client.
+*/}}
+
+{{- define "causeway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's base name: the release name when it already contains the chart name
+("causeway", "causeway-prod"), otherwise "<release>-causeway".
+*/}}
+{{- define "causeway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "causeway.operator.fullname" -}}
+{{- printf "%s-operator" (include "causeway.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "causeway.nodeAgent.fullname" -}}
+{{- printf "%s-node-agent" (include "causeway.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "causeway.gatewayClient.fullname" -}}
+{{- printf "%s-gateway-client" (include "causeway.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "causeway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object. Call with (dict "context" $ "component" "operator").
+*/}}
+{{- define "causeway.labels" -}}
+helm.sh/chart: {{ include "causeway.chart" .context }}
+{{ include "causeway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .context.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels (immutable in Deployments and DaemonSets). Same call as causeway.labels.
+*/}}
+{{- define "causeway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "causeway.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image of both daemons: registry/repository, then @digest if set, else :tag (default: the
+chart's appVersion).
+*/}}
+{{- define "causeway.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}
+{{- $repository = printf "%s/%s" . $repository }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's --metrics-addr: empty when metrics are off; IPv6 addresses in brackets.
+*/}}
+{{- define "causeway.operator.metricsAddr" -}}
+{{- $m := .Values.operator.metrics }}
+{{- if $m.enabled }}
+{{- $host := $m.bindAddress }}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) }}
+{{- $host = printf "[%s]" $host }}
+{{- end }}
+{{- printf "%s:%d" $host (int $m.port) }}
+{{- end }}
+{{- end }}
