@@ -86,25 +86,41 @@ fn service_account_kubeconfig(c: &Cluster, account: &str) -> Result<String> {
 /// at [`operator_socket`] and (once it leads) metrics on 127.0.0.1:8080 of that namespace,
 /// with `args` appended; returns its process.
 pub fn start_operator(c: &Cluster, host: &str, args: &[&str]) -> Result<ProcId> {
-    let socket = operator_socket(c, host);
+    start_operator_as(c, host, host, args)
+}
+
+/// Like [`start_operator`], with identity `identity`: several replicas in one namespace are
+/// several operator pods on one node (host network), each with its own socket.
+pub fn start_operator_as(c: &Cluster, host: &str, identity: &str, args: &[&str]) -> Result<ProcId> {
+    let socket = operator_socket(c, host, identity);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let socket = socket.display().to_string();
     let base = [
         "--identity",
-        host,
+        identity,
         "--namespace",
         NAMESPACE,
         "--health-socket",
         &socket,
     ];
-    start(c, host, OPERATOR, &format!("operator-{host}"), &base, args)
+    start(
+        c,
+        host,
+        OPERATOR,
+        &format!("operator-{identity}"),
+        &base,
+        args,
+    )
 }
 
-/// The health socket of the operator replica on `host` (the emptyDir socket of a pod).
-pub fn operator_socket(c: &Cluster, host: &str) -> std::path::PathBuf {
-    c.host_dir(host).join("run/causeway/operator.sock")
+/// The health socket of the operator replica `identity` on `host` (a pod's emptyDir).
+pub fn operator_socket(c: &Cluster, host: &str, identity: &str) -> std::path::PathBuf {
+    c.host_dir(host)
+        .join("run")
+        .join(identity)
+        .join("operator.sock")
 }
 
 /// Starts the node agent inside `node`'s namespace, the way the DaemonSet runs it (host

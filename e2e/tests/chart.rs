@@ -573,6 +573,19 @@ fn the_values_schema_rejects_bad_values_with_a_message() -> Result<()> {
             "{args:?}: the error does not name {path}:\n{message}"
         );
     }
+    // What a schema cannot say: the template refuses a grace that is not below the duration.
+    let Err(e) = helm::template(
+        "causeway",
+        "causeway-system",
+        &["--set", "operator.leaderElection.renewGraceSeconds=15"],
+    ) else {
+        bail!("helm accepted a renew grace equal to the lease duration");
+    };
+    ensure!(
+        format!("{e:#}")
+            .contains("renewGraceSeconds (15) must be less than leaseDurationSeconds (15)"),
+        "{e:#}"
+    );
     Ok(())
 }
 

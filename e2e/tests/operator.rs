@@ -69,7 +69,10 @@ fn main() -> ExitCode {
                 "deleting_a_pod_network_removes_its_node_subnets_first",
                 deletion,
             ),
-            testing::test("metrics_and_health_endpoints_answer", metrics),
+            testing::test(
+                "metrics_come_from_the_leader_health_from_each_replica_and_two_replicas_share_a_node",
+                metrics,
+            ),
             testing::test(
                 "with_use_node_pod_cidr_nodes_keep_the_pod_cidr_kubernetes_gave_them",
                 node_pod_cidr,
@@ -819,10 +822,12 @@ fn tcp_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
     })
 }
 
-/// GET `path` from the replica on `host` over its health socket (what a person gets with
-/// `kubectl exec`-less debugging from the node): "<status code>\n<body>".
-fn socket_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
-    let socket = deploy::operator_socket(c, host).display().to_string();
+/// GET `path` from replica `identity` on `host` over its health socket (what a person gets
+/// on the node, `curl --unix-socket`): "<status code>\n<body>".
+fn socket_get(c: &Cluster, host: &str, identity: &str, path: &str) -> Result<String> {
+    let socket = deploy::operator_socket(c, host, identity)
+        .display()
+        .to_string();
     causeway_e2e::cmd::run(std::process::Command::new("curl").args([
         "-sS",
         "--max-time",
@@ -839,10 +844,13 @@ fn socket_get(c: &Cluster, host: &str, path: &str) -> Result<String> {
     })
 }
 
-/// The kubelet's exec probe against the replica on `host`: `causeway-operator probe <check>`.
-fn probe(c: &Cluster, host: &str, check: &str) -> Result<String> {
+/// The kubelet's exec probe against replica `identity` on `host`: `causeway-operator probe
+/// <check>`.
+fn probe(c: &Cluster, host: &str, identity: &str, check: &str) -> Result<String> {
     let bin = causeway_e2e::controlplane::causeway_binary("causeway-operator")?;
-    let socket = deploy::operator_socket(c, host).display().to_string();
+    let socket = deploy::operator_socket(c, host, identity)
+        .display()
+        .to_string();
     causeway_e2e::cmd::run(std::process::Command::new(bin).args([
         "probe",
         check,
@@ -878,11 +886,11 @@ fn metrics(c: &Cluster) -> Result<()> {
     // Health: every replica answers for itself on its own socket, through the same exec
     // probe the chart's kubelet runs.
     for check in ["live", "ready"] {
-        let answer = probe(c, &leader, check)?;
+        let answer = probe(c, &leader, &leader, check)?;
         ensure!(answer.trim() == "ok", "probe {check} on {leader}: {answer}");
     }
     for path in ["/healthz", "/readyz"] {
-        let answer = socket_get(c, &leader, path)?;
+        let answer = socket_get(c, &leader, &leader, path)?;
         ensure!(answer.starts_with("200\n"), "{path} on {leader}: {answer}");
     }
     // A standby (if one runs) is ready, reports leader 0 on its socket and binds no TCP port,
@@ -899,10 +907,10 @@ fn metrics(c: &Cluster) -> Result<()> {
         .any(|(h, p)| h == standby && p.alive());
     if standby_runs {
         ensure!(
-            probe(c, standby, "ready")?.trim() == "ok",
+            probe(c, standby, standby, "ready")?.trim() == "ok",
             "standby not ready"
         );
-        let t = socket_get(c, standby, "/metrics")?;
+        let t = socket_get(c, standby, standby, "/metrics")?;
         ensure!(
             t.contains("causeway_operator_leader 0"),
             "standby claims to lead:\n{t}"
@@ -912,6 +920,65 @@ fn metrics(c: &Cluster) -> Result<()> {
             "the standby on {standby} serves TCP metrics"
         );
     }
+    two_replicas_on_one_node(c, &leader)
+}
+
+/// Two replicas on one node (a one-node cluster, host network): a second replica next to the
+/// leader is ready on its own socket and binds no port; when the leader dies it leads and
+/// binds the metrics port the leader freed.
+fn two_replicas_on_one_node(c: &Cluster, leader: &str) -> Result<()> {
+    let twin = format!("{leader}-twin");
+    let lease = LEASE_SECONDS.to_string();
+    let id = deploy::start_operator_as(
+        c,
+        leader,
+        &twin,
+        &["--lease-duration", &lease, "--lease-renew-grace", "2"],
+    )?;
+    let leader_process = {
+        let mut operators = OPERATORS.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        let found = operators
+            .iter()
+            .rev()
+            .find(|(h, p)| h == leader && p.alive())
+            .map(|(_, p)| p.clone());
+        operators.push((leader.to_string(), id));
+        found.context("the leader's process is not running")?
+    };
+    wait_for(
+        "the second replica on the node is ready",
+        Duration::from_secs(20),
+        || {
+            let answer = probe(c, leader, &twin, "ready")?;
+            ensure!(answer.trim() == "ok", "{answer}");
+            Ok(())
+        },
+    )?;
+    let t = socket_get(c, leader, &twin, "/metrics")?;
+    ensure!(
+        t.contains("causeway_operator_leader 0"),
+        "the twin claims to lead:\n{t}"
+    );
+    let t = tcp_get(c, leader, "/metrics")?;
+    ensure!(
+        t.contains("causeway_operator_leader 1"),
+        "127.0.0.1:8080 on {leader} is not the leader's:\n{t}"
+    );
+    c.kill(&leader_process);
+    wait_for(
+        "the twin takes the Lease",
+        Duration::from_secs(LEASE_SECONDS + 10),
+        || expect_leader(c, &twin),
+    )?;
+    wait_for(
+        "the twin serves /metrics on the freed port",
+        Duration::from_secs(10),
+        || {
+            let t = tcp_get(c, leader, "/metrics")?;
+            ensure!(t.contains("causeway_operator_leader 1"), "{t}");
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

@@ -1194,3 +1194,54 @@ async fn the_gateway_snat_table_is_its_own_and_leaves_the_nat_table_alone() {
     assert_eq!(observed.nat, Some(Nat::Masquerade(outgoing)), "untouched");
     apply(&mut netlink, &[Op::DeleteNat]).await;
 }
+
+/// `--sysctl-dir`: the chart mounts the host's /proc/sys/net at /host/proc/sys/net. Here a
+/// directory whose `net` is a symlink to /proc/sys/net stands in for that mount: the agent
+/// must write through the configured root, and what it reaches is the network namespace of
+/// the thread that opens the file (the node's), not the test process's.
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_parameters_are_written_under_the_configured_sysctl_dir_in_the_agents_namespace() {
+    let ns = Netns::with_underlay();
+    let root = std::env::temp_dir().join(format!("causeway-sysctl-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let _ = std::fs::remove_file(root.join("net"));
+    std::os::unix::fs::symlink("/proc/sys/net", root.join("net")).expect("symlink");
+    let mut netlink = ns
+        .netlink()
+        .await
+        .with_sysctl_dir(causeway_node_agent::sysctl::SysctlDir::new(&root));
+    let ns_value = |path: &str| {
+        let out = ns.exec(&format!("cat {path}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    ns.exec("sysctl -qw net.ipv4.ip_forward=0");
+    netlink.enable_forwarding().await.expect("forwarding");
+    assert_eq!(ns_value("/proc/sys/net/ipv4/ip_forward"), "1");
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceRoute(route("10.244.0.0/16", None, "eth0", false)),
+            Op::SetProxyArp {
+                dev: "eth0".into(),
+                on: true,
+            },
+        ],
+    )
+    .await;
+    assert_eq!(ns_value("/proc/sys/net/ipv4/conf/eth0/proxy_arp"), "1");
+    assert_eq!(
+        netlink.observe().await.expect("observe").proxy_arp.len(),
+        1,
+        "read back through the configured root"
+    );
+
+    // A root without net/ fails with the path in the message, not silently in /proc/sys.
+    let missing = causeway_node_agent::sysctl::SysctlDir::new(root.join("missing"));
+    let wrong = ns.netlink().await.with_sysctl_dir(missing);
+    let Err(message) = wrong.enable_forwarding().await else {
+        panic!("forwarding enabled through a root that does not exist");
+    };
+    let want = root.join("missing/net/ipv4/ip_forward");
+    assert!(message.contains(&want.display().to_string()), "{message}");
+    std::fs::remove_dir_all(&root).ok();
+}
