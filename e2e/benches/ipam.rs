@@ -179,8 +179,8 @@ where
             CLUSTER,
             topology,
             UpOptions {
-                detached: false,
                 skip_node_registration: true,
+                ..UpOptions::default()
             },
         )
     })?);

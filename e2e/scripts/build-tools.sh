@@ -12,20 +12,27 @@ cache=${CAUSEWAY_CACHE:-/var/cache/causeway}
 command -v go >/dev/null || { echo "build-tools.sh: 'go' is not on PATH; install Go 1.26 (the machine image ships it in /usr/local/go/bin)" >&2; exit 1; }
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=
 
+# fresh DIR RECIPE: whether DIR holds a build made with RECIPE (the recipe is stored beside the
+# binaries, so a changed version or flag rebuilds instead of reusing a stale binary).
+fresh() { [ -f "$1/.recipe" ] && [ "$(cat "$1/.recipe")" = "$2" ]; }
+
 build_containerd() {
   local bin="$cache/containerd/$CONTAINERD_VERSION/bin"
-  if [ ! -x "$bin/containerd" ] || [ ! -x "$bin/containerd-shim-runc-v2" ] || [ ! -x "$bin/ctr" ]; then
+  local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  # btrfs needs cgo; devmapper and zfs snapshotters are not used. The shim needs no gRPC
+  # server (containerd's own Makefile builds it with no_grpc).
+  local tags="no_btrfs no_devmapper no_zfs urfave_cli_no_docs"
+  local recipe="containerd $CONTAINERD_VERSION tags=$tags ld=$ld"
+  if ! fresh "$bin" "$recipe"; then
     echo "building containerd $CONTAINERD_VERSION into $bin (first time only; about 2 minutes)" >&2
     rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
-    local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
     for c in containerd containerd-shim-runc-v2 ctr; do
-      # btrfs needs cgo; devmapper and zfs snapshotters are not used. The shim needs no gRPC
-      # server (containerd's own Makefile builds it with no_grpc).
-      local tags="no_btrfs no_devmapper no_zfs urfave_cli_no_docs"
-      [ "$c" = containerd-shim-runc-v2 ] && tags="$tags no_grpc"
-      GOBIN="$bin.tmp" go install -trimpath -tags "$tags" -ldflags "$ld" \
+      local t="$tags"
+      [ "$c" = containerd-shim-runc-v2 ] && t="$t no_grpc"
+      GOBIN="$bin.tmp" go install -trimpath -tags "$t" -ldflags "$ld" \
         "github.com/containerd/containerd/v2/cmd/$c@$CONTAINERD_VERSION" >&2
     done
+    echo "$recipe" > "$bin.tmp/.recipe"
     rm -rf "$bin"; mv "$bin.tmp" "$bin"
   fi
   echo "$bin"
@@ -33,11 +40,23 @@ build_containerd() {
 
 build_helm() {
   local bin="$cache/helm/$HELM_VERSION/bin"
-  if [ ! -x "$bin/helm" ]; then
+  # As helm's own Makefile: its version, and the Kubernetes version of its client-go, which
+  # `helm template`/`lint` assume without a cluster (a plain `go install` says v1.20, older
+  # than the chart's kubeVersion allows).
+  local gomod kmajor kminor
+  gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  # client-go v0.N.x is Kubernetes 1.N.
+  read -r kmajor kminor < <(awk '$1=="k8s.io/client-go" {split($2,v,"."); print 1, v[2]}' "$gomod")
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld="$ld -X $pkg.k8sVersionMajor=$kmajor -X $pkg.k8sVersionMinor=$kminor"
+  done
+  local recipe="helm $HELM_VERSION ld=$ld"
+  if ! fresh "$bin" "$recipe"; then
     echo "building helm $HELM_VERSION into $bin (first time only; about a minute)" >&2
     rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
-    GOBIN="$bin.tmp" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+    GOBIN="$bin.tmp" go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+    echo "$recipe" > "$bin.tmp/.recipe"
     rm -rf "$bin"; mv "$bin.tmp" "$bin"
   fi
   echo "$bin"

@@ -98,8 +98,14 @@ pub fn run(cluster: &Cluster, version: &str) -> Result<()> {
             Ok(())
         })?;
         println!(
-            "$ kubectl exec -n {DEMO} {} -- ping {ip}   # {} -> {}: ping and TCP echo answered",
+            "{} on {} -> {ip} on {}: ping and TCP echo answered",
             from.name, from.node, to.node
+        );
+    }
+    if let (Some(from), Some(to)) = (pods.first(), pods.last().and_then(|p| p.ip)) {
+        println!(
+            "  try: kubectl exec -n {DEMO} {} -- ping -c 3 {to}",
+            from.name
         );
     }
     println!("\n$ kubectl get nodes -o wide");

@@ -156,31 +156,66 @@ impl Release {
         a
     }
 
-    /// `helm install --create-namespace --wait`: returns once every Deployment and DaemonSet
-    /// of the release is rolled out.
+    /// `helm install --create-namespace --wait`, then `kubectl rollout status` of the agents
+    /// and the operator: returns once every pod of the release is Ready.
     pub fn install(&self, cluster: &Cluster) -> Result<String> {
         let args = self.args("install", &["--create-namespace", "--wait", "--timeout=3m"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(cluster, &args).with_context(|| {
-            format!(
-                "installing release {}\n{}",
-                self.name,
-                self.diagnose(cluster)
-            )
-        })
+        run(cluster, &args)
+            .and_then(|out| self.wait_rolled_out(cluster).map(|()| out))
+            .with_context(|| {
+                format!(
+                    "installing release {}\n{}",
+                    self.name,
+                    self.diagnose(cluster)
+                )
+            })
     }
 
-    /// `helm upgrade --wait` to this release's chart and values.
+    /// `helm upgrade --wait` to this release's chart and values, then `kubectl rollout
+    /// status` as for [`Self::install`].
     pub fn upgrade(&self, cluster: &Cluster) -> Result<String> {
         let args = self.args("upgrade", &["--wait", "--timeout=5m"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(cluster, &args).with_context(|| {
-            format!(
-                "upgrading release {}\n{}",
-                self.name,
-                self.diagnose(cluster)
-            )
-        })
+        run(cluster, &args)
+            .and_then(|out| self.wait_rolled_out(cluster).map(|()| out))
+            .with_context(|| {
+                format!(
+                    "upgrading release {}\n{}",
+                    self.name,
+                    self.diagnose(cluster)
+                )
+            })
+    }
+
+    /// The base name of the release's objects (the chart's `causeway.fullname`).
+    pub fn fullname(&self) -> String {
+        if self.name.contains("causeway") {
+            self.name.clone()
+        } else {
+            format!("{}-causeway", self.name)
+        }
+    }
+
+    /// Waits until the agents' DaemonSet and the operator's Deployment are fully rolled out.
+    /// `helm --wait` alone returns once a DaemonSet has at most `maxUnavailable` pods not
+    /// Ready, so the last node's agent may still be starting.
+    pub fn wait_rolled_out(&self, cluster: &Cluster) -> Result<()> {
+        let name = self.fullname();
+        for what in [
+            format!("daemonset/{name}-node-agent"),
+            format!("deployment/{name}-operator"),
+        ] {
+            cluster.kubectl(&[
+                "rollout",
+                "status",
+                "-n",
+                &self.namespace,
+                &what,
+                "--timeout=180s",
+            ])?;
+        }
+        Ok(())
     }
 
     /// What a failed install or upgrade needs to be understood: the release's pods and the

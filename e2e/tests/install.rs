@@ -488,14 +488,19 @@ fn upgrade(c: &Cluster) -> Result<()> {
     let (upgraded, rollout) = std::thread::scope(|s| {
         let watcher = s.spawn(|| {
             let mut r = Rollout::default();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            loop {
+                // One last sample after the rollout finished: it sees the last node updated.
+                let last = stop.load(std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = sample_agents(c, &to, started, &mut r) {
                     eprintln!("sampling agents: {e:#}");
                 }
+                if last {
+                    break r;
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            r
         });
+        // Includes `kubectl rollout status`: the watcher sees the whole rollout.
         let upgraded = next.upgrade(c);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (upgraded, watcher.join())

@@ -117,6 +117,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
         )
+        // Colours only on a terminal: `kubectl logs` shows plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     info!(version = VERSION, "causeway-operator starting");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
