@@ -244,3 +244,43 @@ fn status_conditions_are_a_list_map_keyed_by_type() {
         );
     }
 }
+
+#[test]
+fn every_format_is_one_the_api_server_knows() {
+    // Formats outside this list make the API server warn on every apply of the CRD
+    // (`unrecognized format "uint32"`), which users and helm print.
+    const KNOWN: &[&str] = &[
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "binary",
+        "date",
+        "date-time",
+        "password",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "duration",
+    ];
+    let mut unknown = Vec::new();
+    for crd in crdgen::crds() {
+        walk(&schema_of(&crd), "", &mut |path, node| {
+            if let Some(f) = node.get("format").and_then(Value::as_str)
+                && !KNOWN.contains(&f)
+            {
+                unknown.push(format!("{path}: {f}"));
+            }
+        });
+    }
+    assert!(
+        unknown.is_empty(),
+        "formats the API server does not know: {unknown:?}"
+    );
+}

@@ -185,7 +185,8 @@ pub struct BridgeHostsSpec {
     /// ARP while renewals have stopped. Shorter is faster failover and more API writes
     /// (5 per second at the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 2, max = 60))]
+    // `int32` in the schema: the API server warns about formats it does not know (`uint32`).
+    #[schemars(with = "Option<i32>", range(min = 2, max = 60))]
     pub lease_duration_seconds: Option<u32>,
 }
 
