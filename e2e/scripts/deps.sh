@@ -25,6 +25,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
+# The test pods' image is Debian's busybox-static, downloaded once into the cache (never
+# installed: it would replace the system's busybox).
+debs=${CAUSEWAY_CACHE:-/var/cache/causeway}/debs
+if ! ls "$debs"/busybox-static_*.deb >/dev/null 2>&1; then
+  mkdir -p "$debs"
+  (cd "$debs" && { apt-get download busybox-static >&2 2>/dev/null ||
+    { apt-get update -qq >&2 && apt-get download busybox-static >&2; }; })
+fi
 # Debian starts etcd and BIRD as system services on install; the harness runs its own
 # instances inside namespaces and needs none in the root namespace.
 for svc in etcd bird; do

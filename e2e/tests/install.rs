@@ -135,6 +135,16 @@ fn programmed_subnets(c: &Cluster) -> Result<BTreeMap<String, Ipv4Net>> {
     Ok(out)
 }
 
+fn wait_network_ready(c: &Cluster) -> Result<()> {
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("podnetwork/{NETWORK}"),
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
+
 fn apply_example_network(c: &Cluster) -> Result<()> {
     let example = workspace_root().join("docs/examples/podnetwork-overlay.yaml");
     c.kubectl(&["apply", "-f", &example.display().to_string()])?;
@@ -350,12 +360,7 @@ fn agent_restart(c: &Cluster) -> Result<()> {
         );
     }
     // The new agents have taken over: the network is Ready again.
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("podnetwork/{NETWORK}"),
-        "--timeout=60s",
-    ])?;
+    wait_network_ready(c)?;
     stop_pings(pings)
 }
 
@@ -588,12 +593,7 @@ fn upgrade(c: &Cluster) -> Result<()> {
         key(&subnets_before) == key(&subnets_after),
         "NodeSubnets changed in the upgrade"
     );
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("podnetwork/{NETWORK}"),
-        "--timeout=60s",
-    ])?;
+    wait_network_ready(c)?;
     Ok(())
 }
 

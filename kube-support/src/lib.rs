@@ -2,6 +2,7 @@
 //! types themselves are in `causeway-crds`, which stays free of I/O):
 //!
 //! - [`cache`]: reflector caches without `managedFields`;
+//! - [`cli`]: command-line values both binaries take (optional listen addresses);
 //! - [`signal`]: SIGINT/SIGTERM for a clean stop;
 //! - [`events`]: an events.k8s.io publisher whose series, unlike kube-runtime's `Recorder`,
 //!   only fold identical notes;
@@ -11,6 +12,7 @@
 //! - [`status`]: status writes by server-side apply.
 
 pub mod cache;
+pub mod cli;
 pub mod election;
 pub mod events;
 pub mod heartbeat;

@@ -3,7 +3,6 @@
 //! the test cluster inside a node's network namespace. `causeway-node-agent client` joins a
 //! machine that is not a node to an Overlay network (OverlayGateway strategy ClientJoin).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,22 +67,8 @@ struct Args {
     #[arg(long, default_value = sysctl::DEFAULT_DIR)]
     sysctl_dir: PathBuf,
     /// Address of /healthz (liveness) and /readyz (readiness); empty to serve neither.
-    #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = optional_addr)]
-    health_addr: MaybeAddr,
-}
-
-/// An address or none (the empty string). An alias, so that clap does not read the field
-/// as an optional flag: the flag has a default and the value itself is optional.
-type MaybeAddr = Option<SocketAddr>;
-
-/// An address, or nothing for the empty string.
-fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|e| format!("{e} (expected IP:PORT, e.g. 127.0.0.1:9809, or empty)"))
+    #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = causeway_kube::cli::optional_addr)]
+    health_addr: causeway_kube::cli::MaybeAddr,
 }
 
 #[derive(Subcommand, Debug)]

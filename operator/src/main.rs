@@ -2,7 +2,6 @@
 //! then run the PodNetwork controller while this replica leads. `causeway-operator probe
 //! live|ready` is the kubelet's exec probe against a running replica.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -50,8 +49,8 @@ struct Args {
     /// TCP address of /metrics, served by the leader only, from when it leads (empty: none).
     /// Unauthenticated: keep it on 127.0.0.1 (reach it with `kubectl port-forward` to the
     /// leader pod) unless a firewall or NetworkPolicy guards the address.
-    #[arg(long, default_value = metrics::DEFAULT_METRICS_ADDR, value_parser = optional_addr)]
-    metrics_addr: MaybeAddr,
+    #[arg(long, default_value = metrics::DEFAULT_METRICS_ADDR, value_parser = causeway_kube::cli::optional_addr)]
+    metrics_addr: causeway_kube::cli::MaybeAddr,
     /// Unix socket of this replica's /healthz, /readyz and /metrics, which
     /// `causeway-operator probe` asks (empty: none). Its directory must exist.
     #[arg(long, default_value = metrics::DEFAULT_HEALTH_SOCKET)]
@@ -80,20 +79,6 @@ struct ProbeArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]
     timeout_seconds: u64,
-}
-
-/// An address or none (the empty string). An alias, so that clap does not read the field
-/// as an optional flag: the flag has a default and the value itself is optional.
-type MaybeAddr = Option<SocketAddr>;
-
-/// An address, or nothing for the empty string.
-fn optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|e| format!("{e} (expected IP:PORT, e.g. 127.0.0.1:8080, or empty)"))
 }
 
 fn main() -> ExitCode {
