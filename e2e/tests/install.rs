@@ -51,6 +51,10 @@ fn main() -> ExitCode {
                 agent_restart,
             ),
             testing::test(
+                "both_operator_replicas_run_ready_on_one_node_and_one_leads",
+                operators_on_one_node,
+            ),
+            testing::test(
                 "helm_upgrade_to_a_new_build_under_continuous_ping_loses_nothing_one_node_at_a_time",
                 upgrade,
             ),
@@ -362,6 +366,58 @@ fn agent_restart(c: &Cluster) -> Result<()> {
     // The new agents have taken over: the network is Ready again.
     wait_network_ready(c)?;
     stop_pings(pings)
+}
+
+/// Both operator replicas on one node, as on a one-node cluster: host networking with no
+/// container ports (no implicit hostPort), health on per-pod Unix sockets, metrics bound by
+/// the leader only.
+fn operators_on_one_node(c: &Cluster) -> Result<()> {
+    ensure_installed(c)?;
+    let version = current_version()?;
+    let pinned = Release::default_with(&[
+        ("image.tag", &version),
+        ("image.pullPolicy", "Never"),
+        ("operator.nodeSelector.kubernetes\\.io/hostname", "node-b"),
+    ]);
+    pinned.upgrade(c)?;
+    let (operators, _) = causeway_pods(c)?;
+    ensure!(
+        operators.len() == 2 && operators.iter().all(|p| p.ready && p.node == "node-b"),
+        "operator pods: {operators:?}"
+    );
+    // One leads (the Lease names it) and only it serves /metrics on the node's 127.0.0.1:8080.
+    let holder = c.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        deploy::NAMESPACE,
+        "causeway-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    ensure!(
+        operators.iter().any(|p| p.name == holder),
+        "the Lease holder {holder:?} is not one of {operators:?}"
+    );
+    let metrics = wait_for("the leader's /metrics", Duration::from_secs(30), || {
+        kubelet::node_exec(
+            c,
+            "node-b",
+            "curl",
+            &["-sf", "http://127.0.0.1:8080/metrics"],
+        )
+    })?;
+    ensure!(
+        metrics.contains("causeway_operator_leader 1"),
+        "the metrics on node-b are not the leader's:\n{metrics}"
+    );
+    println!(
+        "operator replicas {} and {} Ready on node-b; {holder} leads and serves /metrics",
+        operators[0].name, operators[1].name
+    );
+    // Back to the default placement.
+    release(&version).upgrade(c)?;
+    Ok(())
 }
 
 /// A copy of the chart as the next release would ship it: version `version`, and one change
