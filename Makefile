@@ -50,8 +50,8 @@ images:
 	mkdir -p target/next-bin
 	cp target/debug/causeway-operator target/debug/causeway-node-agent target/next-bin/
 	$(CARGO) build --workspace --bins
-	$(E2E) image --bin-dir target/debug --out target/images
-	$(E2E) image --bin-dir target/next-bin --out target/images
+	$(E2E) image --bin-dir target/debug --out target/test-images
+	$(E2E) image --bin-dir target/next-bin --out target/test-images
 
 ## image: build the container images as OCI archives in target/images (docs/images.md)
 .PHONY: image

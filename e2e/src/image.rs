@@ -833,7 +833,7 @@ pub fn binaries_version(bin_dir: &Path) -> Result<String> {
 
 /// Where `make images` writes the archives the test cluster's nodes import.
 pub fn test_images_dir() -> PathBuf {
-    crate::controlplane::workspace_root().join("target/images")
+    crate::controlplane::workspace_root().join("target/test-images")
 }
 
 /// Where `make images` keeps the second build (version `<version>-next`) the upgrade test
