@@ -233,9 +233,12 @@ fn topology() -> Result<Topology> {
             segment: "lan".into(),
             address: NODE_ADDRESS,
             labels: Default::default(),
+            routes: Vec::new(),
         }],
         clients: vec![],
         kubelet: false,
+        default_routes: false,
+        rp_filter: None,
     })
 }
 

@@ -145,8 +145,13 @@ impl Cluster {
                     .args(["-w", "net.ipv6.conf.default.disable_ipv6=1"]),
             )?;
         }
-        for ns in &plan.forwarding {
-            cmd::run(cmd::in_netns(ns, "sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]))?;
+        for (ns, settings) in &plan.sysctls {
+            let mut c = cmd::in_netns(ns, "sysctl");
+            c.arg("-q");
+            for kv in settings {
+                c.args(["-w", kv]);
+            }
+            cmd::run(&mut c)?;
         }
         // The harness's own link to the API server: a /30 from 198.18.0.0/15 (RFC 2544
         // benchmarking space, never routed) on a veth it owns; nothing else in the root

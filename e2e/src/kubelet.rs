@@ -851,6 +851,7 @@ cgroup /sys/fs/cgroup/net_cls,net_prio cgroup rw,relatime,net_cls,net_prio 0 0
                 labels: [("topology.kubernetes.io/zone".to_string(), "lan".to_string())]
                     .into_iter()
                     .collect(),
+                routes: Vec::new(),
             },
             api_server: [192, 168, 50, 2].into(),
             runc: PathBuf::from(RUNC),

@@ -34,6 +34,15 @@ pub struct Topology {
     /// workload controllers. Otherwise the harness registers Node objects itself.
     #[serde(default)]
     pub kubelet: bool,
+    /// Hosts and the control plane reach other segments through one default route via a
+    /// router leg on their segment, as DHCP sets them up, instead of one route per segment.
+    /// Routers still know only their own segments, so nothing leads out of the machine.
+    #[serde(default)]
+    pub default_routes: bool,
+    /// `net.ipv4.conf.{all,default}.rp_filter` on nodes and clients: 1 is strict reverse-path
+    /// filtering (the RHEL and CIS default), 2 loose. Unset: the namespace's default (0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rp_filter: Option<u8>,
 }
 
 /// The Service ClusterIP range (kube-apiserver `--service-cluster-ip-range`): chosen so it
@@ -86,6 +95,22 @@ pub struct Host {
     /// Node labels (nodes only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Routes the host has besides the harness's, as boot scripts, DHCP or an administrator
+    /// leave them (`ip route add <dst> via <via> [proto <proto>]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<ExtraRoute>,
+}
+
+/// A route of a host that is not the harness's own.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraRoute {
+    pub dst: Ipv4Net,
+    pub via: Ipv4Addr,
+    /// The route's origin as iproute2 names it (`static`, `dhcp`, `kernel`, `boot`...);
+    /// unset gives what a plain `ip route add` gives (`boot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
 }
 
 /// One `ip -batch` script, run in `ns` (or the root namespace when `None`).
@@ -101,8 +126,9 @@ pub struct SetupPlan {
     /// Every namespace, in creation order.
     pub namespaces: Vec<String>,
     pub batches: Vec<Batch>,
-    /// Namespaces that forward IPv4 (routers).
-    pub forwarding: Vec<String>,
+    /// Kernel parameters per namespace (`key=value`): forwarding on routers, reverse-path
+    /// filtering on hosts.
+    pub sysctls: BTreeMap<String, Vec<String>>,
     /// Switch ports: (host or router name, segment, port name in the segment's namespace).
     pub ports: Vec<(String, String, String)>,
 }
@@ -214,8 +240,42 @@ impl Topology {
                 h.name
             );
             claim(format!("{role} `{}`", h.name), &h.segment, h.address)?;
+            for r in &h.routes {
+                let on_link = self
+                    .segment(&h.segment)
+                    .is_some_and(|s| s.cidr.contains(&r.via));
+                ensure!(
+                    on_link,
+                    "{role} `{}`: route {} via {} leaves its segment `{}`",
+                    h.name,
+                    r.dst,
+                    r.via,
+                    h.segment
+                );
+            }
         }
+        ensure!(
+            !self.default_routes
+                || self
+                    .hosts()
+                    .all(|(_, h)| self.segments.len() == 1 || self.gateway_of(&h.segment).is_some()),
+            "defaultRoutes needs a router leg on every segment with hosts"
+        );
+        ensure!(
+            self.rp_filter.is_none_or(|m| m <= 2),
+            "rpFilter must be 0, 1 or 2"
+        );
         Ok(())
+    }
+
+    /// The default gateway of hosts on `segment` (with `default_routes`): the first router
+    /// leg on it.
+    pub fn gateway_of(&self, segment: &str) -> Option<Ipv4Addr> {
+        self.routers
+            .iter()
+            .flat_map(|r| &r.legs)
+            .find(|l| l.segment == segment)
+            .map(|l| l.address)
     }
 
     /// Routes a host on `segment` needs: every other segment reachable through a router with a
@@ -322,11 +382,35 @@ impl Topology {
                 .map(|(role, h)| (Self::ns(cluster, role, &h.name), h.segment.as_str())),
         );
         for (ns, segment) in routed {
-            for (dst, via) in self.routes_from(segment) {
+            let routes = self.routes_from(segment);
+            if self.default_routes {
+                // One default route via the (first) router leg on the segment.
+                if let Some(via) = self.gateway_of(segment) {
+                    per_ns
+                        .entry(ns.clone())
+                        .or_default()
+                        .push(format!("route add default via {via} dev eth0"));
+                }
+                continue;
+            }
+            for (dst, via) in routes {
                 per_ns
                     .entry(ns.clone())
                     .or_default()
                     .push(format!("route add {dst} via {via} dev eth0"));
+            }
+        }
+        for (role, h) in self.hosts() {
+            for r in &h.routes {
+                let proto = r
+                    .proto
+                    .as_deref()
+                    .map(|p| format!(" proto {p}"))
+                    .unwrap_or_default();
+                per_ns
+                    .entry(Self::ns(cluster, role, &h.name))
+                    .or_default()
+                    .push(format!("route add {} via {}{proto}", r.dst, r.via));
             }
         }
         // Kubelet nodes reach Services (the API server's `kubernetes` Service above all, which
@@ -343,6 +427,7 @@ impl Topology {
                         .into_iter()
                         .find(|(dst, _)| dst.contains(&self.control_plane.address))
                         .map(|(_, via)| via)
+                        .or_else(|| self.gateway_of(&n.segment))
                 };
                 if let Some(via) = via {
                     per_ns
@@ -373,15 +458,29 @@ impl Topology {
                 });
             }
         }
-        let forwarding = self
-            .routers
-            .iter()
-            .map(|r| Self::ns(cluster, "router", &r.name))
-            .collect();
+        let mut sysctls: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &self.routers {
+            sysctls
+                .entry(Self::ns(cluster, "router", &r.name))
+                .or_default()
+                .push("net.ipv4.ip_forward=1".into());
+        }
+        if let Some(mode) = self.rp_filter {
+            for (role, h) in self.hosts() {
+                sysctls
+                    .entry(Self::ns(cluster, role, &h.name))
+                    .or_default()
+                    .extend([
+                        format!("net.ipv4.conf.all.rp_filter={mode}"),
+                        format!("net.ipv4.conf.default.rp_filter={mode}"),
+                        format!("net.ipv4.conf.eth0.rp_filter={mode}"),
+                    ]);
+            }
+        }
         SetupPlan {
             namespaces,
             batches,
-            forwarding,
+            sysctls,
             ports: port_list,
         }
     }
@@ -411,6 +510,7 @@ pub mod presets {
             segment: segment.into(),
             address: address.into(),
             labels: BTreeMap::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -443,6 +543,8 @@ pub mod presets {
                 .collect(),
             clients: vec![host("client", "lan", [192, 168, 50, 100])],
             kubelet: false,
+            default_routes: false,
+            rp_filter: None,
         }
     }
 
@@ -483,6 +585,51 @@ pub mod presets {
         });
         t
     }
+
+    /// [`two_segments`] the way real networks are: the control plane behind the router on a
+    /// segment of its own (`lan-cp`, 192.168.40.0/24); every host reaches other segments
+    /// through a default route; strict reverse-path filtering (`rp_filter=1`, the RHEL and CIS
+    /// default) on nodes and clients; and nodes carrying routes of other origins, as boot
+    /// scripts (`boot`), DHCP (`dhcp`) and administrators (`static`) leave them.
+    ///
+    /// ```text
+    ///  node-a .11  node-b .12  node-c .13  client .100          node-d .11
+    ///   |            |           |           |                    |
+    ///  ============== lan-a 192.168.50.0/24 ====      ==== lan-b 192.168.60.0/24 ====
+    ///                     |  .1                            |  .1
+    ///                     +------------- r1 ---------------+
+    ///                                     | .1
+    ///                    ==== lan-cp 192.168.40.0/24 ====  cp .2
+    /// ```
+    pub fn realistic() -> Topology {
+        let mut t = two_segments();
+        t.segments.push(Segment {
+            name: "lan-cp".into(),
+            cidr: net("192.168.40.0/24"),
+        });
+        t.control_plane.segment = "lan-cp".into();
+        t.control_plane.address = [192, 168, 40, 2].into();
+        t.routers[0].legs.push(Leg {
+            segment: "lan-cp".into(),
+            address: [192, 168, 40, 1].into(),
+        });
+        t.default_routes = true;
+        t.rp_filter = Some(1);
+        let extra = |dst: &str, via: [u8; 4], proto: Option<&str>| ExtraRoute {
+            dst: net(dst),
+            via: via.into(),
+            proto: proto.map(str::to_string),
+        };
+        for n in &mut t.nodes {
+            n.routes = match n.name.as_str() {
+                "node-a" => vec![extra("203.0.113.0/24", [192, 168, 50, 1], None)],
+                "node-b" => vec![extra("198.51.100.0/24", [192, 168, 50, 1], Some("dhcp"))],
+                "node-c" => vec![extra("192.0.2.0/24", [192, 168, 50, 1], Some("static"))],
+                _ => vec![extra("192.0.2.0/24", [192, 168, 60, 1], Some("kernel"))],
+            };
+        }
+        t
+    }
 }
 
 #[cfg(test)]
@@ -491,9 +638,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_realistic_preset_gives_hosts_a_default_route_strict_rp_filter_and_foreign_routes() {
+        let t = realistic();
+        t.validate().expect("valid");
+        let plan = t.setup_plan("t1");
+        let lines = |ns: &str| -> Vec<String> {
+            plan.batches
+                .iter()
+                .filter(|b| b.ns.as_deref() == Some(ns))
+                .flat_map(|b| b.lines.clone())
+                .collect()
+        };
+        let node_d = lines("cw-t1-node-node-d");
+        assert!(node_d.contains(&"route add default via 192.168.60.1 dev eth0".to_string()));
+        assert!(
+            !node_d
+                .iter()
+                .any(|l| l.starts_with("route add 192.168.50.0/24"))
+        );
+        assert!(
+            node_d.contains(&"route add 192.0.2.0/24 via 192.168.60.1 proto kernel".to_string())
+        );
+        assert!(
+            lines("cw-t1-node-node-a")
+                .contains(&"route add 203.0.113.0/24 via 192.168.50.1".to_string())
+        );
+        assert!(
+            lines("cw-t1-cp-apiserver")
+                .contains(&"route add default via 192.168.40.1 dev eth0".to_string())
+        );
+        assert!(
+            plan.sysctls["cw-t1-client-client"]
+                .contains(&"net.ipv4.conf.all.rp_filter=1".to_string())
+        );
+        assert!(!plan.sysctls.contains_key("cw-t1-cp-apiserver"));
+        // Routers keep only their own segments: no default route leads out of the machine.
+        assert!(
+            !lines("cw-t1-router-r1")
+                .iter()
+                .any(|l| l.contains("default"))
+        );
+    }
+
+    #[test]
     fn presets_are_valid() {
         one_segment(3).validate().expect("one segment");
         two_segments().validate().expect("two segments");
+        realistic().validate().expect("realistic");
     }
 
     #[test]
@@ -598,7 +789,10 @@ mod tests {
                 "route add 192.168.50.0/24 via 192.168.60.1 dev eth0"
             ]
         );
-        assert_eq!(plan.forwarding, vec!["cw-t1-router-r1".to_string()]);
+        assert_eq!(
+            plan.sysctls.get("cw-t1-router-r1"),
+            Some(&vec!["net.ipv4.ip_forward=1".to_string()])
+        );
         // Every interface name fits the kernel's 15-character limit.
         for line in plan.batches.iter().flat_map(|b| &b.lines) {
             let words: Vec<&str> = line.split_whitespace().collect();

@@ -29,7 +29,7 @@ const LEASE_SECONDS: u64 = 4;
 fn main() -> ExitCode {
     testing::run_suite(
         "overlay",
-        presets::two_segments,
+        presets::realistic,
         vec![
             testing::test(
                 "agents_program_every_node_and_the_network_becomes_ready",
@@ -658,6 +658,20 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         c.exec(&client.name, "ip", &words[1..])?;
     }
     let result = (|| -> Result<()> {
+        // Client traffic for node-c's and node-d's pods enters at node-a or node-b and
+        // reaches them through the tunnel with the client's source, whose route back is the
+        // underlay: with strict reverse-path filtering on every node (the topology's
+        // rp_filter=1), only the agent's loose setting on its VXLAN device lets it in.
+        for node in NODES {
+            let all = c.exec(node, "sysctl", &["-n", "net.ipv4.conf.all.rp_filter"])?;
+            let vx = c.exec(node, "sysctl", &["-n", "net.ipv4.conf.cw-vx1.rp_filter"])?;
+            ensure!(
+                (all.trim(), vx.trim()) == ("1", "2"),
+                "{node}: all.rp_filter={} cw-vx1.rp_filter={}",
+                all.trim(),
+                vx.trim()
+            );
+        }
         let pairs = client_pairs(&pods, &client_ns, client.address);
         let failures = traffic::ping_matrix(&pairs);
         ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
@@ -835,9 +849,28 @@ fn bridge_hosts(c: &Cluster) -> Result<()> {
     );
     // Nodes that do not reach the client network behind the bridge hosts route replies to
     // it through the active host's tunnel; the active host and the standby (which route it
-    // themselves) do not; 192.168.50.0/24 is on-link or already routed (node-d, via r1)
-    // everywhere, so nobody gets a route for it.
+    // themselves) do not. 192.168.50.0/24 is on-link for node-a..c; node-d reaches it by its
+    // default route, and a route for it through the tunnel would capture node-d's own
+    // tunnels to node-a..c: nobody gets one, and node-d and the gateway say why.
     check_returns(c, &active)?;
+    let node_d = c.kubectl(&[
+        "get",
+        "nodesubnets",
+        "-l",
+        &format!("causeway.dev/network={NETWORK}"),
+        "-o",
+        "jsonpath={.items[?(@.spec.nodeName==\"node-d\")].status.conditions[?(@.type==\"Programmed\")].message}",
+    ])?;
+    ensure!(
+        node_d.contains("route 192.168.50.0/24 via cw-vx1 skipped: it covers")
+            && node_d.contains("node-a's address"),
+        "node-d's Programmed message: {node_d}"
+    );
+    let ready = wait_reason(c, "bridge", "GatewayReady")?;
+    ensure!(
+        ready.contains("clientCidrs 192.168.50.0/24 holds node-a (192.168.50.11)"),
+        "gateway Ready message: {ready}"
+    );
     let mut pairs = client_pairs(&pods, &client_ns, client.address);
     for pod in &pods {
         pairs.push((

@@ -78,6 +78,9 @@ pub struct Config {
     pub status_refresh: Duration,
     /// Where the node's kernel parameters are (`--sysctl-dir`; `/proc/sys` on a node).
     pub sysctl_dir: SysctlDir,
+    /// The API server's address as the agent's configuration names it (in a pod: the
+    /// `kubernetes` Service's); no planned route may cover it.
+    pub api_server: Option<Ipv4Addr>,
 }
 
 /// How long one API request from the loop may take (connect, send, answer each): the API
@@ -562,8 +565,16 @@ impl Agent {
         let mut returns = bridge::returns(&gateways, &own.spec.network);
         let wanted: BTreeSet<Ipv4Net> = returns.iter().flat_map(|r| r.clients.clone()).collect();
         let mut return_notes = Vec::new();
-        match self.dataplane.foreign_routes(&wanted).await {
-            Ok(taken) => {
+        let mut protected: BTreeSet<Ipv4Addr> = self.config.api_server.into_iter().collect();
+        match self.dataplane.foreign_routes().await {
+            Ok(foreign) => {
+                // The node's own paths (its default gateway, say) stay on the underlay.
+                protected.extend(foreign.next_hops);
+                let taken: BTreeSet<Ipv4Net> = foreign
+                    .destinations
+                    .intersection(&wanted)
+                    .copied()
+                    .collect();
                 for r in &mut returns {
                     r.clients.retain(|c| {
                         let free = !taken.contains(c);
@@ -597,6 +608,7 @@ impl Agent {
             returns: &returns,
             snat: &snat,
             clients: &crate::join::client_peers(&gateways, &own.spec.network),
+            protected: &protected,
         }) {
             Ok(p) => p,
             Err(e) => {

@@ -7,7 +7,8 @@
 //! 1. links in the way are deleted: a link whose kind attributes changed (VNI, port, local
 //!    address, underlay, MAC: none can be changed in place), and a VXLAN link holding the VNI
 //!    and port a new one needs (the kernel allows one device per VNI and port);
-//! 2. links are created, bridges before VXLAN devices, then MTU and up/down are updated;
+//! 2. links are created, bridges before VXLAN devices, then MTU and up/down are updated, and
+//!    the VXLAN device gets loose reverse-path filtering;
 //! 3. addresses are added;
 //! 4. FDB entries, then neighbours, then routes are added or replaced, so that when a route
 //!    appears, its next hop already resolves to a VTEP (no ARP, no flooding: packets sent
@@ -54,6 +55,13 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     ops.extend(links.update.iter().cloned());
 
     let mut gone = links.gone;
+    // Loose reverse-path filtering on the agent's devices as soon as they exist (a re-created
+    // device starts from the kernel's default again).
+    for dev in &desired.loose_rp_filter {
+        if !observed.loose_rp_filter.contains(dev) || gone.all(dev) {
+            ops.push(Op::SetLooseRpFilter(dev.clone()));
+        }
+    }
     let late_addresses = addresses(desired, observed, &mut gone, &mut ops);
 
     for (key, want) in &desired.fdb {
@@ -409,7 +417,11 @@ pub(crate) mod fixtures {
                 .address(&format!("cw-vx{vni}"), "10.244.1.0/32")
         }
 
+        /// A link; a VXLAN link with the loose reverse-path filtering the plan gives it.
         pub fn link(mut self, link: Link) -> Self {
+            if matches!(link.kind, LinkKind::Vxlan { .. }) {
+                self.0.loose_rp_filter.insert(link.name.clone());
+            }
             self.0.links.insert(link.name.clone(), link);
             self
         }
@@ -538,12 +550,13 @@ mod tests {
                 vec![],
             ),
             (
-                "from nothing: links (bridge first), addresses, then fdb, neighbour, route",
+                "from nothing: links (bridge first), loose rp_filter, addresses, then fdb, neighbour, route",
                 base().peers(2..3).build(),
                 State::default(),
                 vec![
                     create(bridge(1450)),
                     create(vxlan(1, 8472, 1450)),
+                    Op::SetLooseRpFilter("cw-vx1".into()),
                     add_address("cw-br0", "10.244.1.1/24"),
                     add_address("cw-vx1", "10.244.1.0/32"),
                     Op::ReplaceFdb(fdb("cw-vx1", 2)),
@@ -631,6 +644,7 @@ mod tests {
                     vec![
                         Op::DeleteLink("cw-vx1".into()),
                         create(port_changed),
+                        Op::SetLooseRpFilter("cw-vx1".into()),
                         add_address("cw-vx1", "10.244.1.0/32"),
                     ],
                     vec![
@@ -651,6 +665,7 @@ mod tests {
                 [
                     vec![
                         create(vxlan(2, 8472, 1450)),
+                        Op::SetLooseRpFilter("cw-vx2".into()),
                         add_address("cw-vx2", "10.244.1.0/32"),
                     ],
                     peer_ops("cw-vx2", 2).to_vec(),
@@ -671,6 +686,7 @@ mod tests {
                     vec![
                         Op::DeleteLink("cw-legacy".into()),
                         create(vxlan(1, 8472, 1450)),
+                        Op::SetLooseRpFilter("cw-vx1".into()),
                         add_address("cw-vx1", "10.244.1.0/32"),
                     ],
                     peer_ops("cw-vx1", 2).to_vec(),

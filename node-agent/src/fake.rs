@@ -78,6 +78,9 @@ impl FakeDataplane {
                 self.state.addresses.retain(|(dev, _), _| dev != name);
                 self.state.neighbours.retain(|(dev, _), _| dev != name);
                 self.state.fdb.retain(|(dev, _), _| dev != name);
+                // The device's sysctls go with it.
+                self.state.loose_rp_filter.remove(name);
+                self.state.proxy_arp.remove(name);
                 self.flush_routes(name);
                 Ok(())
             }
@@ -172,6 +175,13 @@ impl FakeDataplane {
             }
             Op::ReplaceNat(m) => {
                 self.state.nat = Some(Nat::Masquerade(m.clone()));
+                Ok(())
+            }
+            Op::SetLooseRpFilter(dev) => {
+                if !self.state.links.contains_key(dev) {
+                    return Err(format!("No such file or directory: no link named {dev}"));
+                }
+                self.state.loose_rp_filter.insert(dev.clone());
                 Ok(())
             }
             Op::SetProxyArp { dev, on } => {
@@ -378,6 +388,7 @@ mod tests {
             returns: &[],
             snat: &[],
             clients: &[],
+            protected: &std::collections::BTreeSet::new(),
         })
         .expect("plan");
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);

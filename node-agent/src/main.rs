@@ -127,7 +127,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let (client, writer) = match clients().await {
+    let (client, writer, api_server) = match clients().await {
         Ok(c) => c,
         Err(e) => {
             error!("connecting to the API server (is KUBECONFIG set, or are we in a pod?): {e}");
@@ -163,6 +163,7 @@ async fn main() -> ExitCode {
         lease_duration: Duration::from_secs(u64::from(args.lease_duration_seconds)),
         status_refresh: Duration::from_secs(args.status_refresh_seconds),
         sysctl_dir: SysctlDir::new(args.sysctl_dir),
+        api_server,
     };
     // On SIGINT or SIGTERM the agent stops without touching the dataplane, so an upgrade or a
     // restart never interrupts traffic.
@@ -184,11 +185,16 @@ async fn main() -> ExitCode {
 }
 
 /// One client for the watches and one whose requests time out for the loop's writes
-/// ([`agent::bounded_writes`]), from the same inferred configuration.
-async fn clients() -> anyhow::Result<(kube::Client, kube::Client)> {
+/// ([`agent::bounded_writes`]), from the same inferred configuration; and the API server's
+/// address when the configuration names it by IP (the planner keeps it reachable).
+async fn clients() -> anyhow::Result<(kube::Client, kube::Client, Option<std::net::Ipv4Addr>)> {
     let config = kube::Config::infer().await?;
+    let api_server = config
+        .cluster_url
+        .host()
+        .and_then(|h| h.trim_matches(['[', ']']).parse().ok());
     let writer = kube::Client::try_from(agent::bounded_writes(config.clone()))?;
-    Ok((kube::Client::try_from(config)?, writer))
+    Ok((kube::Client::try_from(config)?, writer, api_server))
 }
 
 async fn run_client(args: ClientArgs) -> ExitCode {

@@ -193,6 +193,10 @@ pub struct State {
     /// carry one of its device routes and have `proxy_arp` set. Observed only on such links,
     /// so a proxy ARP someone else set elsewhere is never read as the agent's.
     pub proxy_arp: BTreeSet<String>,
+    /// The agent's own links with loose reverse-path filtering (`rp_filter=2`): the VXLAN
+    /// device, where traffic arrives on a different interface than its replies leave by
+    /// design (RouteToNodes clients). Observed on the agent's links only.
+    pub loose_rp_filter: BTreeSet<String>,
 }
 
 /// One change to the kernel. `Display` is the readable form `--dry-run` prints.
@@ -239,6 +243,10 @@ pub enum Op {
         dev: String,
         on: bool,
     },
+    /// Set `net.ipv4.conf.<dev>.rp_filter=2` (loose) on one of the agent's links. The kernel
+    /// applies the larger of `all` and the device's value, so this holds under a strict
+    /// `all.rp_filter=1` and changes nothing elsewhere.
+    SetLooseRpFilter(String),
 }
 
 impl fmt::Display for Op {
@@ -315,6 +323,7 @@ impl fmt::Display for Op {
                     u8::from(*on)
                 )
             }
+            Op::SetLooseRpFilter(dev) => write!(f, "set sysctl net.ipv4.conf.{dev}.rp_filter=2"),
         }
     }
 }

@@ -320,6 +320,18 @@ impl Netlink {
                 state.routes.insert(route.dst, route);
             }
         }
+        // Reverse-path filtering is read on the agent's own links only.
+        let links: Vec<String> = state.links.keys().cloned().collect();
+        for dev in links {
+            let path = self.sysctl.rp_filter(&dev);
+            let value = self
+                .read_sysctl(&path)
+                .await
+                .map_err(|error| NetlinkError::Sysctl { path, error })?;
+            if value.trim() == "2" {
+                state.loose_rp_filter.insert(dev);
+            }
+        }
         // Proxy ARP is the agent's only where one of its device routes sits (Flat mode).
         let devices: std::collections::BTreeSet<String> = state
             .routes
@@ -371,17 +383,17 @@ impl Netlink {
             .map_err(self.dump_error("routes"))
     }
 
-    /// Which of `dsts` already have a route in the main table that is not the agent's (with
-    /// metric 0, the one the agent would need): routes the agent must not install.
-    pub async fn foreign_routes(
-        &self,
-        dsts: &std::collections::BTreeSet<Ipv4Net>,
-    ) -> Result<std::collections::BTreeSet<Ipv4Net>, NetlinkError> {
-        if dsts.is_empty() {
-            return Ok(std::collections::BTreeSet::new());
-        }
+    /// The main table's routes that are not the agent's: their destinations (metric 0 only:
+    /// a route the agent would need to add there is in the way) and every next hop (the
+    /// node's own paths over the underlay, which no planned route may cover).
+    pub async fn foreign_routes(&self) -> Result<ForeignRoutes, NetlinkError> {
+        // Every origin (boot, kernel, DHCP, static, routing daemons) and every type
+        // (unicast, blackhole, unreachable...): the builder's defaults, `proto static` and
+        // unicast, would make the kernel's strict dump filter hide all other routes.
         let filter = RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+            .protocol(RouteProtocol::Unspec)
+            .kind(RouteType::Unspec)
             .build();
         let all: Vec<RouteMessage> = self
             .handle
@@ -391,24 +403,42 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(self.dump_error("routes"))?;
-        Ok(all
-            .iter()
-            .filter(|m| m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL))
-            .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
-            .filter(|m| {
-                !m.attributes
-                    .iter()
-                    .any(|a| matches!(a, RouteAttribute::Priority(p) if *p != 0))
-            })
-            .filter_map(|m| {
-                let dst = m.attributes.iter().find_map(|a| match a {
+        let mut foreign = ForeignRoutes::default();
+        for m in all.iter().filter(|m| {
+            m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+                && m.header.table == RouteHeader::RT_TABLE_MAIN
+        }) {
+            for a in &m.attributes {
+                if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = a {
+                    foreign.next_hops.insert(*gw);
+                }
+                if let RouteAttribute::MultiPath(hops) = a {
+                    for hop in hops {
+                        for ha in &hop.attributes {
+                            if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = ha {
+                                foreign.next_hops.insert(*gw);
+                            }
+                        }
+                    }
+                }
+            }
+            let metric0 = !m
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Priority(p) if *p != 0));
+            let dst = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
                     _ => None,
-                })?;
-                Ipv4Net::new(dst, m.header.destination_prefix_length).ok()
-            })
-            .filter(|net| dsts.contains(net))
-            .collect())
+                })
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if metric0 && let Ok(net) = Ipv4Net::new(dst, m.header.destination_prefix_length) {
+                foreign.destinations.insert(net);
+            }
+        }
+        Ok(foreign)
     }
 
     /// Neighbour (`Inet`) or FDB (`Bridge`) entries, optionally of one link only.
@@ -733,6 +763,14 @@ impl Netlink {
                     "NAT operations go through nft, not rtnetlink".into(),
                 ));
             }
+            Op::SetLooseRpFilter(dev) => {
+                owned(dev)?;
+                self.require_link(dev, Role::Link).await?;
+                let path = self.sysctl.rp_filter(dev);
+                self.write_sysctl(&path, "2")
+                    .await
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+            }
             Op::SetProxyArp { dev, on } => {
                 self.require_link(dev, Role::Link).await?;
                 // Linux delays proxy replies by up to `proxy_delay` (0.8 s by default), which
@@ -751,6 +789,15 @@ impl Netlink {
         }
         Ok(())
     }
+}
+
+/// What the main table holds besides the agent's routes ([`Netlink::foreign_routes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForeignRoutes {
+    /// Destinations with a metric-0 route (`0.0.0.0/0` for a default route).
+    pub destinations: std::collections::BTreeSet<Ipv4Net>,
+    /// Every next hop (`via`) of those routes, multipath hops included.
+    pub next_hops: std::collections::BTreeSet<Ipv4Addr>,
 }
 
 /// Requests of one run of independent operations in flight at once: the kernel answers them
@@ -1358,7 +1405,7 @@ fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
         Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
         Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => None,
-        Op::SetProxyArp { dev, .. } => Some(dev.as_str()),
+        Op::SetProxyArp { dev, .. } | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
     };
     Some(match (errno, op) {
         (Errno::EPERM | Errno::EACCES, _) => {

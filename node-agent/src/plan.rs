@@ -28,7 +28,7 @@
 //! place. Only this node's own objects can fail the plan ([`PlanError`]): without them there is
 //! nothing correct to program.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -94,6 +94,10 @@ pub struct Input<'a> {
     pub snat: &'a [Ipv4Net],
     /// ClientJoin clients of the network's gateways (Overlay mode only).
     pub clients: &'a [crate::join::ClientPeer],
+    /// Addresses this node must keep reaching over the underlay besides its peers' node
+    /// addresses: the API server's and the next hops of the node's own routes (its default
+    /// gateway, say). No planned route may cover one ([`protect_underlay`]).
+    pub protected: &'a BTreeSet<Ipv4Addr>,
 }
 
 /// Return traffic of one BridgeHosts gateway (`snat: false`): packets for `clients` go to
@@ -233,6 +237,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     };
     let mut skipped = skipped;
     skipped.extend(gateway_returns(input, &own, &mut desired));
+    skipped.extend(protect_underlay(input, &own, &mut desired));
     if !input.snat.is_empty() {
         desired.snat = Some(Snat::Masquerade(crate::nat::gateway_snat(
             input.snat,
@@ -281,6 +286,10 @@ fn overlay(
         mtu,
     );
     add_address(desired, &vxlan, Ipv4Net::from(own.cidr.network()));
+    // Client traffic of a RouteToNodes gateway enters at a gateway node and reaches the pod's
+    // node through the tunnel with the client's source, whose route back is the underlay:
+    // strict reverse-path filtering (the RHEL and CIS default) would drop it here.
+    desired.loose_rp_filter.insert(vxlan.clone());
 
     // With crossSubnet, peers on the underlay's prefix are reached directly.
     let direct_prefix = overlay.cross_subnet.then_some(input.underlay.prefix);
@@ -434,6 +443,59 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
         }
     }
     skipped
+}
+
+/// The underlay invariant: no route the agent plans may cover an address the node must keep
+/// reaching over the underlay — its own and its peers' node addresses, the API server, the
+/// next hops of its own routes — and no neighbour entry may claim one. Such a route would
+/// send the node's tunnel packets, API requests or routed traffic into its own devices (a
+/// BridgeHosts client range holding the nodes' segment, on a node that reaches that segment
+/// through a default route, did exactly that). Offending entries are dropped, each with a
+/// note naming the addresses it would have captured.
+fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+    let mut protected: BTreeMap<Ipv4Addr, String> = input
+        .protected
+        .iter()
+        .map(|a| (*a, a.to_string()))
+        .collect();
+    protected.insert(
+        own.address,
+        format!("{own_addr} (this node)", own_addr = own.address),
+    );
+    for peer in input.peers {
+        if let Ok(a) = peer.spec.parsed_node_address() {
+            protected.insert(a, format!("{a} ({}'s address)", peer.spec.node_name));
+        }
+    }
+    let mut notes = Vec::new();
+    desired.routes.retain(|dst, route| {
+        let covered: Vec<&str> = protected
+            .range(dst.network()..=dst.broadcast())
+            .map(|(_, what)| what.as_str())
+            .collect();
+        if covered.is_empty() {
+            return true;
+        }
+        let shown: Vec<&str> = covered.iter().take(3).copied().collect();
+        let more = covered.len().saturating_sub(shown.len());
+        notes.push(format!(
+            "route {dst} via {} skipped: it covers {}{}, which this node must keep reaching over the underlay",
+            route.dev,
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+        false
+    });
+    desired.neighbours.retain(|(dev, ip), _| {
+        let keep = !protected.contains_key(ip);
+        if !keep {
+            notes.push(format!(
+                "neighbour {ip} on {dev} skipped: {ip} must stay reachable over the underlay"
+            ));
+        }
+        keep
+    });
+    notes
 }
 
 fn direct_route(desired: &mut State, input: &Input<'_>, cidr: Ipv4Net, address: Ipv4Addr) {
@@ -983,6 +1045,7 @@ mod tests {
             returns: &[],
             snat: &[],
             clients: &[],
+            protected: &BTreeSet::new(),
         })
     }
 
@@ -1129,6 +1192,7 @@ mod tests {
                 returns: &[],
                 snat: &[],
                 clients: &[],
+                protected: &BTreeSet::new(),
             });
             match (want, got) {
                 (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
@@ -1181,6 +1245,7 @@ mod tests {
                 returns: &[],
                 snat: &[],
                 clients: &[],
+                protected: &BTreeSet::new(),
             });
             match (want, got) {
                 (Ok(mtu), Ok(p)) => {
@@ -1439,6 +1504,7 @@ mod tests {
                 returns: &[],
                 snat: &[],
                 clients: &[],
+                protected: &BTreeSet::new(),
             });
             match got {
                 Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
@@ -1474,6 +1540,7 @@ mod tests {
             returns: &[],
             snat: &[],
             clients: &[],
+            protected: &BTreeSet::new(),
         })
         .expect("plan")
     }
@@ -1493,6 +1560,7 @@ mod tests {
             returns,
             snat: &[],
             clients,
+            protected: &BTreeSet::new(),
         })
         .expect("plan")
     }
@@ -1575,6 +1643,124 @@ mod tests {
             skipped.iter().any(|s| s.contains("active host node-z")),
             "{skipped:?}"
         );
+    }
+
+    /// Node-a's Overlay plan with node-b holding a BridgeHosts VIP for `clients`, and
+    /// `protected` as the node's own next hops and API server.
+    fn plan_returns(
+        peers: &[Arc<NodeSubnet>],
+        clients: Vec<Ipv4Net>,
+        protected: &BTreeSet<Ipv4Addr>,
+    ) -> Plan {
+        plan(&Input {
+            own: &own(),
+            peers,
+            network: &spec(false),
+            underlay: &underlay(),
+            learned: &NO_ROUTES,
+            returns: &[GatewayReturn {
+                gateway: "office".into(),
+                via: "node-b".into(),
+                clients,
+            }],
+            snat: &[],
+            clients: &[],
+            protected,
+        })
+        .expect("plan")
+    }
+
+    #[test]
+    fn no_route_covers_a_peer_the_api_server_or_the_nodes_next_hops_and_each_skip_is_named() {
+        let peers: Vec<Arc<NodeSubnet>> = [own(), node_b(), node_c()]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let net = |s: &str| -> Ipv4Net { s.parse().expect("net") };
+        let protected: BTreeSet<Ipv4Addr> = [
+            Ipv4Addr::new(192, 168, 80, 1), // the node's default gateway
+            Ipv4Addr::new(192, 168, 40, 2), // the API server
+        ]
+        .into();
+        let p = plan_returns(
+            &peers,
+            vec![
+                net("192.168.2.0/24"),  // node-c's segment, reached by a default route
+                net("192.168.80.0/24"), // the default gateway's segment
+                net("192.168.40.0/30"), // the API server
+                net("192.168.70.0/24"), // clients only
+            ],
+            &protected,
+        );
+        let routed: Vec<&Ipv4Net> = p.desired.routes.keys().collect();
+        assert!(routed.contains(&&net("192.168.70.0/24")), "{routed:?}");
+        for gone in ["192.168.2.0/24", "192.168.80.0/24", "192.168.40.0/30"] {
+            assert!(!routed.contains(&&net(gone)), "{gone} planned: {routed:?}");
+        }
+        let notes = p.skipped.join("\n");
+        for named in [
+            "route 192.168.2.0/24 via cw-vx1 skipped: it covers 192.168.2.13 (node-c's address)",
+            "route 192.168.80.0/24 via cw-vx1 skipped: it covers 192.168.80.1",
+            "route 192.168.40.0/30 via cw-vx1 skipped: it covers 192.168.40.2",
+        ] {
+            assert!(notes.contains(named), "{named} missing from:\n{notes}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the peers, client ranges and protected addresses: no planned route covers
+        /// a protected address, and every client range that covers none (and is not on the
+        /// node's segment or in the pod range) is routed.
+        #[test]
+        fn over_generated_inputs_no_planned_route_covers_an_address_the_underlay_needs(
+            peer_hosts in proptest::collection::btree_set(1u8..=254, 1..12),
+            clients in proptest::collection::vec((0u8..=255, 16u8..=30), 0..12),
+            protected in proptest::collection::btree_set((0u8..=255, 1u8..=254), 0..6),
+        ) {
+            // Peers on 192.168.<h>.<h>, pod subnets 10.244.<i+2>.0/24; node-b holds the VIP.
+            let mut peers: Vec<Arc<NodeSubnet>> = vec![Arc::new(own()), Arc::new(node_b())];
+            for (i, h) in peer_hosts.iter().enumerate() {
+                peers.push(Arc::new(subnet(
+                    &format!("peer-{i}"),
+                    &format!("10.244.{}.0/24", i + 10),
+                    &format!("192.168.{h}.{h}"),
+                )));
+            }
+            let clients: Vec<Ipv4Net> = clients
+                .into_iter()
+                .filter_map(|(third, len)| Ipv4Net::new(Ipv4Addr::new(192, 168, third, 0), len).ok())
+                .map(|n| n.trunc())
+                .collect();
+            let protected: BTreeSet<Ipv4Addr> = protected
+                .into_iter()
+                .map(|(third, host)| Ipv4Addr::new(192, 168, third, host))
+                .collect();
+            let p = plan_returns(&peers, clients.clone(), &protected);
+            let mut must_reach: BTreeSet<Ipv4Addr> = protected.clone();
+            for peer in &peers {
+                must_reach.insert(peer.spec.parsed_node_address().expect("address"));
+            }
+            for route in p.desired.routes.values() {
+                for a in &must_reach {
+                    proptest::prop_assert!(
+                        !route.dst.contains(a),
+                        "route {} covers {a}",
+                        route.dst
+                    );
+                }
+            }
+            for c in &clients {
+                let covers = must_reach.iter().any(|a| c.contains(a));
+                let on_segment = c.contains(&underlay().prefix.network())
+                    || underlay().prefix.contains(&c.network());
+                if !covers && !on_segment {
+                    proptest::prop_assert!(
+                        p.desired.routes.contains_key(c),
+                        "client range {c} covers nothing protected but is not routed"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -1680,6 +1866,7 @@ mod tests {
             returns: &[],
             snat: &[],
             clients: &[],
+            protected: &BTreeSet::new(),
         })
         .expect_err("too large");
         assert_eq!(

@@ -46,6 +46,7 @@ impl Failure {
                 Op::DeleteLink(_)
                 | Op::UpdateLink { .. }
                 | Op::SetProxyArp { .. }
+                | Op::SetLooseRpFilter(_)
                 | Op::AddAddress { .. }
                 | Op::DeleteAddress { .. } => reasons::DEVICE_UPDATE_FAILED,
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,

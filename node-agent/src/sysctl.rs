@@ -1,5 +1,5 @@
 //! Where the agent finds the kernel parameters it reads and writes (IPv4 forwarding, proxy ARP
-//! and its delay). Every such path is built here, from one root: `--sysctl-dir`.
+//! and its delay, reverse-path filtering on its own devices). Every such path is built here, from one root: `--sysctl-dir`.
 //!
 //! Why a root at all: on a node the agent uses `/proc/sys`. In a container that is not
 //! privileged, the runtime mounts the container's `/proc/sys` read-only, and runc refuses any
@@ -46,6 +46,12 @@ impl SysctlDir {
     #[must_use]
     pub fn proxy_arp(&self, dev: &str) -> PathBuf {
         self.net(&["ipv4", "conf", dev, "proxy_arp"])
+    }
+
+    /// `net.ipv4.conf.<dev>.rp_filter`.
+    #[must_use]
+    pub fn rp_filter(&self, dev: &str) -> PathBuf {
+        self.net(&["ipv4", "conf", dev, "rp_filter"])
     }
 
     /// `net.ipv4.neigh.<dev>.proxy_delay`.

@@ -1245,3 +1245,57 @@ async fn kernel_parameters_are_written_under_the_configured_sysctl_dir_in_the_ag
     assert!(message.contains(&want.display().to_string()), "{message}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_routes_are_seen_whatever_their_origin_or_type() {
+    let ns = Netns::with_underlay();
+    // What boot scripts, DHCP clients, administrators and the kernel leave in the main table.
+    ns.ip("route add 10.91.0.0/24 via 192.168.77.5 dev eth0"); // proto boot
+    ns.ip("route add 10.92.0.0/24 via 192.168.77.5 dev eth0 proto dhcp");
+    ns.ip("route add 10.93.0.0/24 via 192.168.77.5 dev eth0 proto static");
+    ns.ip("route add 10.94.0.0/24 dev eth0 proto kernel scope link");
+    ns.ip("route add blackhole 10.95.0.0/24");
+    // Not in the way of a metric-0 route in the main table.
+    ns.ip("route add 10.96.0.0/24 via 192.168.77.5 dev eth0 metric 100");
+    ns.ip("route add 10.97.0.0/24 via 192.168.77.5 dev eth0 table 100");
+
+    let netlink = ns.netlink().await;
+    let net = |s: &str| -> Ipv4Net { s.parse().expect("CIDR") };
+    let wanted: std::collections::BTreeSet<Ipv4Net> = [
+        "10.91.0.0/24",
+        "10.92.0.0/24",
+        "10.93.0.0/24",
+        "10.94.0.0/24",
+        "10.95.0.0/24",
+        "10.96.0.0/24",
+        "10.97.0.0/24",
+        "10.98.0.0/24",
+        "192.168.77.0/24",
+    ]
+    .into_iter()
+    .map(net)
+    .collect();
+    let foreign = netlink.foreign_routes().await.expect("dump");
+    let taken: std::collections::BTreeSet<Ipv4Net> = foreign
+        .destinations
+        .intersection(&wanted)
+        .copied()
+        .collect();
+    let expected: std::collections::BTreeSet<Ipv4Net> = [
+        "10.91.0.0/24",
+        "10.92.0.0/24",
+        "10.93.0.0/24",
+        "10.94.0.0/24",
+        "10.95.0.0/24",
+        "192.168.77.0/24", // the underlay's own connected route
+    ]
+    .into_iter()
+    .map(net)
+    .collect();
+    assert_eq!(taken, expected);
+    // The node's own next hops: what no planned route may cover.
+    assert_eq!(
+        foreign.next_hops.into_iter().collect::<Vec<_>>(),
+        vec![Ipv4Addr::new(192, 168, 77, 5)]
+    );
+}

@@ -463,16 +463,49 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
     } else {
         "every node routes replies for clientCidrs through it"
     };
+    let covering = if spec.snat {
+        String::new()
+    } else {
+        covered_nodes(spec, input.members)
+    };
     Rendered {
         routes: vec![format!("ip route add {range} via {vip}")],
         state: ConditionStatus::True,
         reason: reasons::GATEWAY_READY,
         message: format!(
-            "{active} holds VIP {vip} and forwards client traffic into PodNetwork {}; {back}. Clients route the pod range to the VIP (status.clientRoutes).{standby}",
+            "{active} holds VIP {vip} and forwards client traffic into PodNetwork {}; {back}. Clients route the pod range to the VIP (status.clientRoutes).{standby}{covering}",
             spec.network
         ),
         active: Some(active.to_owned()),
     }
+}
+
+/// The client ranges holding nodes' own addresses: no node routes those through the active
+/// host (the route would capture its tunnels and API traffic to those nodes), so replies to
+/// such clients take the underlay. Named, with the addresses, for the Ready message.
+fn covered_nodes(spec: &OverlayGatewaySpec, members: &[Member]) -> String {
+    let mut notes = Vec::new();
+    for cidr in spec
+        .client_cidrs
+        .iter()
+        .filter_map(|c| c.trim().parse::<Ipv4Net>().ok())
+    {
+        let inside: Vec<String> = members
+            .iter()
+            .filter(|m| cidr.contains(&m.address))
+            .map(|m| format!("{} ({})", m.node, m.address))
+            .collect();
+        if !inside.is_empty() {
+            notes.push(format!("{cidr} holds {}", inside.join(", ")));
+        }
+    }
+    if notes.is_empty() {
+        return String::new();
+    }
+    format!(
+        " clientCidrs {}: nodes never route those ranges through the active host (it would capture their own underlay), so replies to clients there take the underlay; list only client networks that hold no node.",
+        notes.join("; ")
+    )
 }
 
 /// The OverlayGateway status for `input`, with Ready merged into `previous`.
@@ -653,6 +686,38 @@ mod tests {
                 ..Around::default()
             },
         )
+    }
+
+    #[test]
+    fn bridge_hosts_name_client_ranges_that_hold_node_addresses() {
+        let elected = Election {
+            holder: Some("node-b".into()),
+            ..Election::default()
+        };
+        let spec = |snat: bool| {
+            serde_json::json!({
+                "network": "overlay", "strategy": "BridgeHosts", "snat": snat,
+                "clientCidrs": ["192.168.50.0/24", "192.168.70.0/24"],
+                "bridgeHosts": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}, "vip": "192.168.50.250"},
+            })
+        };
+        let around = Around {
+            election: Some(&elected),
+            ..Around::default()
+        };
+        let st = compute(spec(false), Some(&network()), &around);
+        let (status, reason, message) = ready(&st);
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "GatewayReady"));
+        assert!(
+            message.contains(
+                "clientCidrs 192.168.50.0/24 holds node-a (192.168.50.11), node-b (192.168.50.12), node-c (192.168.50.13)"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("192.168.70.0/24"), "{message}");
+        // With SNAT there are no return routes to worry about.
+        let st = compute(spec(true), Some(&network()), &around);
+        assert!(!ready(&st).2.contains("holds node-a"), "{}", ready(&st).2);
     }
 
     #[test]
