@@ -95,6 +95,10 @@ fn main() -> ExitCode {
                 "cross_subnet_routes_directly_on_the_segment_and_tunnels_across_the_router",
                 cross_subnet,
             ),
+            testing::test(
+                "a_pod_range_holding_node_addresses_is_refused_and_names_the_nodes",
+                range_over_nodes,
+            ),
         ],
     )
 }
@@ -1800,6 +1804,56 @@ fn network_deleted(c: &Cluster) -> Result<()> {
 /// The cross-subnet example: first its MTU (8950) is refused on this 1500-byte underlay with a
 /// clear reason; without it, peers on lan-a are reached by plain routes over the underlay and
 /// node-d, behind the router, over VXLAN.
+/// A PodNetwork whose range holds the nodes' own network is refused (InvalidSpec, nodes
+/// named), allocates nothing and touches no node, even though it selects none of them.
+fn range_over_nodes(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let network = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+        "metadata": {"name": "over-nodes"},
+        "spec": {
+            "cidr": "192.168.48.0/20", "nodeSubnetPrefixLength": 26, "mode": "Overlay",
+            "overlay": {"vni": 9},
+            "nodeSelector": {"matchLabels": {"causeway.dev/none": "true"}},
+        },
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &network.to_string())?;
+    let result = (|| -> Result<()> {
+        c.kubectl(&[
+            "wait",
+            "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=InvalidSpec",
+            "--timeout=30s",
+            "podnetwork/over-nodes",
+        ])?;
+        let message = c.kubectl(&[
+            "get",
+            "podnetwork",
+            "over-nodes",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}",
+        ])?;
+        ensure!(
+            message.contains(
+                "spec.cidr 192.168.48.0/20 holds the addresses of node node-a (192.168.50.11)"
+            ) && message.contains("Choose a range no node"),
+            "{message}"
+        );
+        ensure!(
+            deploy::node_subnets(c, "over-nodes")?.is_empty(),
+            "NodeSubnets were allocated"
+        );
+        Ok(())
+    })();
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "over-nodes",
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    result
+}
+
 fn cross_subnet(c: &Cluster) -> Result<()> {
     setup(c)?;
     // node-d was deleted by an earlier test: it comes back as a kubelet would register it.

@@ -152,6 +152,16 @@ pub enum PlanError {
         network: Ipv4Net,
     },
 
+    /// The pod range overlaps the network this node's underlay address is on.
+    #[error(
+        "PodNetwork spec.cidr {network} overlaps this node's network {underlay} (on {dev}): pod addresses would collide with the node network's own (nodes, routers), so nothing is programmed; choose a range no node network uses (e.g. 10.244.0.0/16)"
+    )]
+    OverlapsUnderlay {
+        network: Ipv4Net,
+        underlay: Ipv4Net,
+        dev: String,
+    },
+
     /// This node's subnet has no room for a gateway and pods.
     #[error(
         "NodeSubnet {name}: spec.cidr {cidr} is too small: a node subnet needs a prefix length of at most 30 (a gateway address and pod addresses)"
@@ -221,6 +231,14 @@ pub enum PlanError {
 pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     let network = input.network;
     let own = OwnNode::parse(input)?;
+    let underlay = input.underlay.prefix;
+    if own.network.contains(&underlay.network()) || underlay.contains(&own.network.network()) {
+        return Err(PlanError::OverlapsUnderlay {
+            network: own.network,
+            underlay,
+            dev: input.underlay.name.clone(),
+        });
+    }
     let mtu = effective_mtu(network, input.underlay)?;
     let mut desired = State::default();
     add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
@@ -1761,6 +1779,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_pod_range_overlapping_the_node_network_is_refused_before_anything_is_planned() {
+        // node-a's underlay is 192.168.1.0/24; a network of 192.168.0.0/16 would put pod
+        // addresses (the bridge's among them) into it.
+        let mut own = subnet("node-a", "192.168.9.0/24", "192.168.1.11");
+        own.spec.network = "overlay".into();
+        let wide: PodNetworkSpec = serde_json::from_value(serde_json::json!({
+            "cidr": "192.168.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+        }))
+        .expect("spec");
+        let err = plan(&Input {
+            own: &own,
+            peers: &[],
+            network: &wide,
+            underlay: &underlay(),
+            learned: &NO_ROUTES,
+            returns: &[],
+            snat: &[],
+            clients: &[],
+            protected: &BTreeSet::new(),
+        })
+        .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "PodNetwork spec.cidr 192.168.0.0/16 overlaps this node's network 192.168.1.0/24 (on eth0): pod addresses would collide with the node network's own (nodes, routers), so nothing is programmed; choose a range no node network uses (e.g. 10.244.0.0/16)"
+        );
     }
 
     #[test]

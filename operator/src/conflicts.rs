@@ -1,5 +1,6 @@
 //! Rules across PodNetworks that admission cannot check, because they involve more than one
-//! object: overlapping CIDRs and nodes selected by several networks.
+//! object: overlapping CIDRs, nodes selected by several networks, and a pod range holding the
+//! addresses of nodes ([`nodes_inside`]).
 //!
 //! Sits between the watch caches and [`crate::ipam`]: the controller builds a [`NetworkView`]
 //! per PodNetwork, asks [`earlier_overlap`] whether a network may allocate at all, and builds
@@ -128,9 +129,62 @@ pub fn owner_of<'a>(
     Claims::new(all).owner_view(labels)
 }
 
+/// Why `cidr` cannot be a pod range because it holds nodes' own addresses (every node, selected
+/// or not: a pod address equal to a node's, or a node answering ARP for its segment's router,
+/// cuts nodes off), or `None`. `nodes`: (name, InternalIP).
+#[must_use]
+pub fn nodes_inside(cidr: Ipv4Net, nodes: &[(String, std::net::Ipv4Addr)]) -> Option<String> {
+    let mut inside: Vec<String> = nodes
+        .iter()
+        .filter(|(_, ip)| cidr.contains(ip))
+        .map(|(n, ip)| format!("{n} ({ip})"))
+        .collect();
+    if inside.is_empty() {
+        return None;
+    }
+    inside.sort();
+    let total = inside.len();
+    inside.truncate(5);
+    let more = if total > 5 {
+        format!(" and {} more", total - 5)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "spec.cidr {cidr} holds the addresses of node {}{more}: pods would take addresses of the node network (its nodes, its routers). Choose a range no node, router or service uses (e.g. 10.244.0.0/16); nothing is allocated until then.",
+        inside.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_range_holding_node_addresses_is_refused_with_the_nodes_named() {
+        let nodes = vec![
+            (
+                "node-a".to_string(),
+                std::net::Ipv4Addr::new(192, 168, 50, 11),
+            ),
+            (
+                "node-d".to_string(),
+                std::net::Ipv4Addr::new(192, 168, 60, 11),
+            ),
+        ];
+        let net = |s: &str| -> Ipv4Net { s.parse().expect("net") };
+        assert_eq!(nodes_inside(net("10.244.0.0/16"), &nodes), None);
+        let why = nodes_inside(net("192.168.0.0/16"), &nodes).expect("refused");
+        assert!(
+            why.starts_with("spec.cidr 192.168.0.0/16 holds the addresses of node node-a (192.168.50.11), node-d (192.168.60.11):"),
+            "{why}"
+        );
+        let why = nodes_inside(net("192.168.60.0/24"), &nodes).expect("refused");
+        assert!(
+            why.contains("node-d (192.168.60.11)") && !why.contains("node-a"),
+            "{why}"
+        );
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn at(second: i64) -> Option<Time> {

@@ -426,6 +426,19 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         Ok(()) => (cidr, invalid_spec),
         Err(e) => (None, Some(invalid_spec.unwrap_or(e.to_string()))),
     };
+    // A range holding nodes' own addresses is refused like an invalid spec: nothing is
+    // allocated (nor changed) until it is fixed.
+    let node_addresses: Vec<(String, std::net::Ipv4Addr)> = ctx
+        .nodes
+        .state()
+        .iter()
+        .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
+        .collect();
+    let (cidr, invalid_spec) =
+        match cidr.and_then(|(c, _)| conflicts::nodes_inside(c, &node_addresses)) {
+            Some(why) => (None, Some(invalid_spec.unwrap_or(why))),
+            None => (cidr, invalid_spec),
+        };
 
     // Nodes this network owns, and those it selects but an earlier network owns.
     let mut owned = Vec::new();
