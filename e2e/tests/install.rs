@@ -385,20 +385,24 @@ fn operators_on_one_node(c: &Cluster) -> Result<()> {
         operators.len() == 2 && operators.iter().all(|p| p.ready && p.node == "node-b"),
         "operator pods: {operators:?}"
     );
-    // One leads (the Lease names it) and only it serves /metrics on the node's 127.0.0.1:8080.
-    let holder = c.kubectl(&[
-        "get",
-        "lease",
-        "-n",
-        deploy::NAMESPACE,
-        "causeway-operator",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])?;
-    ensure!(
-        operators.iter().any(|p| p.name == holder),
-        "the Lease holder {holder:?} is not one of {operators:?}"
-    );
+    // One leads (the Lease names it; a replaced leader releases the Lease, and a new one
+    // takes it within the lease duration) and only it serves /metrics on 127.0.0.1:8080.
+    let holder = wait_for("a new replica leads", Duration::from_secs(40), || {
+        let holder = c.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            deploy::NAMESPACE,
+            "causeway-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])?;
+        ensure!(
+            operators.iter().any(|p| p.name == holder),
+            "the Lease holder {holder:?} is not one of {operators:?}"
+        );
+        Ok(holder)
+    })?;
     let metrics = wait_for("the leader's /metrics", Duration::from_secs(30), || {
         kubelet::node_exec(
             c,

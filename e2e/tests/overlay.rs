@@ -299,7 +299,32 @@ fn repair(c: &Cluster) -> Result<()> {
     )?;
     let pods = lock(&PODS).clone();
     let (a, b) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-b")?);
-    traffic::expect_ping(&a.netns, b.ip)
+    traffic::expect_ping(&a.netns, b.ip)?;
+    // An entry nobody planned on the agent's VXLAN device goes too: here a flood entry,
+    // which would send every broadcast and unknown frame to an arbitrary address.
+    let flood = [
+        "00:00:00:00:00:00",
+        "dev",
+        "cw-vx1",
+        "dst",
+        "192.168.50.99",
+        "self",
+        "permanent",
+    ];
+    c.exec(
+        "node-a",
+        "bridge",
+        &[&["fdb", "append"][..], &flood[..]].concat(),
+    )?;
+    wait_for(
+        "the flood entry is removed",
+        Duration::from_secs(RESYNC_SECONDS * 2 + 2),
+        || {
+            let fdb = c.exec("node-a", "bridge", &["fdb", "show", "dev", "cw-vx1"])?;
+            ensure!(!fdb.contains("00:00:00:00:00:00"), "still there:\n{fdb}");
+            Ok(())
+        },
+    )
 }
 
 fn dry_run(c: &Cluster) -> Result<()> {

@@ -129,6 +129,11 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             ops.push(Op::DeleteFdb(have.clone()));
         }
     }
+    for have in &observed.fdb_extra {
+        if !gone.all(&have.dev) && !gone.later(&have.dev) {
+            ops.push(Op::DeleteFdb(have.clone()));
+        }
+    }
     if desired.nat.is_none() && observed.nat.is_some() {
         ops.push(Op::DeleteNat);
     }

@@ -27,8 +27,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Nat, Neighbour, Op,
-    Route, State,
+    ApplyError, DEVICE_PREFIX, Dataplane, Link, LinkKind, MAX_LINK_NAME, Nat, Neighbour, Op, Route,
+    State,
 };
 
 /// Bytes VXLAN over IPv4 adds: the kernel refuses a VXLAN MTU above underlay MTU minus this.
@@ -78,6 +78,7 @@ impl FakeDataplane {
                 self.state.addresses.retain(|(dev, _), _| dev != name);
                 self.state.neighbours.retain(|(dev, _), _| dev != name);
                 self.state.fdb.retain(|(dev, _), _| dev != name);
+                self.state.fdb_extra.retain(|e| &e.dev != name);
                 // The device's sysctls go with it.
                 self.state.loose_rp_filter.remove(name);
                 self.state.proxy_arp.remove(name);
@@ -165,11 +166,16 @@ impl FakeDataplane {
                     .insert((entry.dev.clone(), entry.mac), entry.clone());
                 Ok(())
             }
-            Op::DeleteFdb(Fdb { dev, mac, .. }) => {
-                self.own_link(dev)?;
+            Op::DeleteFdb(entry) => {
+                self.own_link(&entry.dev)?;
+                // One remote at a time, as the kernel deletes them.
+                if let Some(i) = self.state.fdb_extra.iter().position(|e| e == entry) {
+                    self.state.fdb_extra.remove(i);
+                    return Ok(());
+                }
                 self.state
                     .fdb
-                    .remove(&(dev.clone(), *mac))
+                    .remove(&(entry.dev.clone(), entry.mac))
                     .map(drop)
                     .ok_or_else(|| ENOENT.into())
             }

@@ -123,8 +123,9 @@ pub struct Neighbour {
     pub mac: Mac,
 }
 
-/// A permanent forwarding-database entry on a VXLAN link (`bridge fdb ... self`): frames for
-/// `mac` are sent to the VTEP at `dst`.
+/// A forwarding-database entry on a VXLAN link (`bridge fdb ... self`): frames for `mac` are
+/// sent to the VTEP at `dst`. The agent plans permanent unicast entries only; any other entry
+/// on its links (the all-zero flood entry, say) is observed too, and removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fdb {
     pub dev: String,
@@ -185,6 +186,10 @@ pub struct State {
     pub neighbours: BTreeMap<(String, Ipv4Addr), Neighbour>,
     /// By (link name, MAC).
     pub fdb: BTreeMap<(String, Mac), Fdb>,
+    /// Further entries on the agent's VXLAN links with a MAC that [`Self::fdb`] already holds
+    /// (more remotes of a flood entry: the kernel keeps several only for the all-zero and
+    /// multicast MACs): never planned, so always removed.
+    pub fdb_extra: Vec<Fdb>,
     /// The [`NAT_TABLE`] table; `None` when absent.
     pub nat: Option<Nat>,
     /// The [`SNAT_TABLE`] table; `None` when absent.

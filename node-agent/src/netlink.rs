@@ -361,7 +361,14 @@ impl Netlink {
         for index in vxlans.keys() {
             for message in self.neighbours(AddressFamily::Bridge, Some(*index)).await? {
                 if let Some(entry) = parse_fdb(&message, &vxlans) {
-                    state.fdb.insert((entry.dev.clone(), entry.mac), entry);
+                    // Every entry on the agent's VXLAN links is the agent's to reconcile; a
+                    // second remote of the same MAC comes as a message of its own.
+                    let key = (entry.dev.clone(), entry.mac);
+                    if state.fdb.contains_key(&key) {
+                        state.fdb_extra.push(entry);
+                    } else {
+                        state.fdb.insert(key, entry);
+                    }
                 }
             }
         }
@@ -1304,10 +1311,9 @@ fn parse_neighbour(message: &NeighbourMessage, ours: &BTreeMap<u32, String>) -> 
 /// ports (`master`), learned or otherwise non-permanent ones.
 fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, String>) -> Option<Fdb> {
     let header = &message.header;
-    if header.family != AddressFamily::Bridge
-        || header.state != NeighbourState::Permanent
-        || header.flags.contains(NeighbourFlags::Controller)
-    {
+    // Any state and any MAC, the all-zero flood entry included: nothing on the agent's VXLAN
+    // devices is someone else's. Entries a bridge master keeps are not the device's own.
+    if header.family != AddressFamily::Bridge || header.flags.contains(NeighbourFlags::Controller) {
         return None;
     }
     let dev = vxlans.get(&header.ifindex)?;
@@ -1326,7 +1332,7 @@ fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, String>) -> Opti
             _ => {}
         }
     }
-    let mac = mac.filter(|m| m.0 != [0; 6])?;
+    let mac = mac?;
     Some(Fdb {
         dev: dev.clone(),
         mac,

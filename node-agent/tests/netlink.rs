@@ -737,8 +737,10 @@ async fn foreign_objects_are_never_observed_and_survive_deleting_everything_obse
     let mut netlink = ns.netlink().await;
     let (state, ops) = node_state();
     apply(&mut netlink, &ops).await;
-    // Objects on our links that are not ours to manage: non-permanent entries and the
-    // all-zero flood entry.
+    // A non-permanent neighbour on our link is the kernel's cache, not ours to manage. An
+    // FDB entry on our VXLAN device is ours, whatever it is: the all-zero flood entry, which
+    // sends broadcasts to arbitrary addresses (here two remotes, the second appended), is seen
+    // and removed by the next pass. (The kernel refuses a second remote for a unicast MAC.)
     ns.ip("neigh add 10.244.9.9 lladdr 0e:ee:00:00:00:99 dev cw-vx1 nud reachable");
     run(
         "bridge",
@@ -756,7 +758,42 @@ async fn foreign_objects_are_never_observed_and_survive_deleting_everything_obse
             "permanent",
         ],
     );
-
+    run(
+        "bridge",
+        &[
+            "-n",
+            &ns.name,
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "cw-vx1",
+            "dst",
+            "192.168.77.201",
+            "self",
+            "permanent",
+        ],
+    );
+    let observed = netlink.observe().await.expect("observe");
+    let flood = Fdb {
+        dev: "cw-vx1".into(),
+        mac: Mac([0; 6]),
+        dst: ip4("192.168.77.200"),
+    };
+    let extra = Fdb {
+        dev: "cw-vx1".into(),
+        mac: Mac([0; 6]),
+        dst: ip4("192.168.77.201"),
+    };
+    let mut expected = state.clone();
+    expected
+        .fdb
+        .insert(("cw-vx1".into(), flood.mac), flood.clone());
+    expected.fdb_extra.push(extra.clone());
+    assert_eq!(observed, expected);
+    let repair = causeway_node_agent::diff::diff(&state, &observed);
+    assert_eq!(repair, vec![Op::DeleteFdb(flood), Op::DeleteFdb(extra)]);
+    apply(&mut netlink, &repair).await;
     let observed = netlink.observe().await.expect("observe");
     assert_eq!(observed, state);
 
