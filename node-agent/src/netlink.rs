@@ -363,11 +363,13 @@ impl Netlink {
                 if let Some(entry) = parse_fdb(&message, &vxlans) {
                     // Every entry on the agent's VXLAN links is the agent's to reconcile; a
                     // second remote of the same MAC comes as a message of its own.
-                    let key = (entry.dev.clone(), entry.mac);
-                    if state.fdb.contains_key(&key) {
-                        state.fdb_extra.push(entry);
-                    } else {
-                        state.fdb.insert(key, entry);
+                    match state.fdb.entry((entry.dev.clone(), entry.mac)) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            state.fdb_extra.push(entry);
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(entry);
+                        }
                     }
                 }
             }
