@@ -110,7 +110,9 @@ pub enum NetlinkError {
         what: &'static str,
         reason: String,
     },
-    #[error("no interface has {addr}; is --node-address right?")]
+    #[error(
+        "no interface of this node has {addr}, the NodeSubnet's spec.nodeAddress (the Node's InternalIP): is the agent on the right node, and is the address still configured (ip -4 addr)?"
+    )]
     NoInterfaceHasAddress { addr: Ipv4Addr },
     #[error("cannot read {}: {error}", path.display())]
     Sysctl { path: PathBuf, error: io::Error },

@@ -887,7 +887,7 @@ async fn underlay_for_an_address_no_link_has_says_so() {
         .expect_err("no link has 192.168.50.11");
     assert_eq!(
         error.to_string(),
-        "no interface has 192.168.50.11; is --node-address right?"
+        "no interface of this node has 192.168.50.11, the NodeSubnet's spec.nodeAddress (the Node's InternalIP): is the agent on the right node, and is the address still configured (ip -4 addr)?"
     );
 }
 
