@@ -200,6 +200,14 @@ impl Netlink {
     }
 
     /// Writes a kernel parameter file (under `--sysctl-dir`) in the agent's namespace.
+    /// Whether the sysctl at `path` holds `value`.
+    async fn sysctl_is(&self, path: std::path::PathBuf, value: &str) -> Result<bool, NetlinkError> {
+        match self.read_sysctl(&path).await {
+            Ok(v) => Ok(v.trim() == value),
+            Err(error) => Err(NetlinkError::Sysctl { path, error }),
+        }
+    }
+
     async fn write_sysctl(&self, path: &std::path::Path, value: &'static str) -> io::Result<()> {
         let path = path.to_owned();
         netns::run_io(self.netns.as_deref(), move || std::fs::write(&path, value)).await
@@ -325,12 +333,7 @@ impl Netlink {
         // Reverse-path filtering is read on the agent's own links only.
         let links: Vec<String> = state.links.keys().cloned().collect();
         for dev in links {
-            let path = self.sysctl.rp_filter(&dev);
-            let value = self
-                .read_sysctl(&path)
-                .await
-                .map_err(|error| NetlinkError::Sysctl { path, error })?;
-            if value.trim() == "2" {
+            if self.sysctl_is(self.sysctl.rp_filter(&dev), "2").await? {
                 state.loose_rp_filter.insert(dev);
             }
         }
@@ -342,12 +345,7 @@ impl Netlink {
             .map(|r| r.dev.clone())
             .collect();
         for dev in devices {
-            let path = self.sysctl.proxy_arp(&dev);
-            let value = self
-                .read_sysctl(&path)
-                .await
-                .map_err(|error| NetlinkError::Sysctl { path, error })?;
-            if value.trim() == "1" {
+            if self.sysctl_is(self.sysctl.proxy_arp(&dev), "1").await? {
                 state.proxy_arp.insert(dev);
             }
         }

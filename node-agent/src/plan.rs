@@ -1569,6 +1569,16 @@ mod tests {
         returns: &[GatewayReturn],
         clients: &[crate::join::ClientPeer],
     ) -> Plan {
+        plan_protecting(peers, returns, clients, &BTreeSet::new())
+    }
+
+    /// [`plan_gateways`] with `protected` as the node's own next hops and API server.
+    fn plan_protecting(
+        peers: &[Arc<NodeSubnet>],
+        returns: &[GatewayReturn],
+        clients: &[crate::join::ClientPeer],
+        protected: &BTreeSet<Ipv4Addr>,
+    ) -> Plan {
         plan(&Input {
             own: &own(),
             peers,
@@ -1578,7 +1588,7 @@ mod tests {
             returns,
             snat: &[],
             clients,
-            protected: &BTreeSet::new(),
+            protected,
         })
         .expect("plan")
     }
@@ -1670,22 +1680,12 @@ mod tests {
         clients: Vec<Ipv4Net>,
         protected: &BTreeSet<Ipv4Addr>,
     ) -> Plan {
-        plan(&Input {
-            own: &own(),
-            peers,
-            network: &spec(false),
-            underlay: &underlay(),
-            learned: &NO_ROUTES,
-            returns: &[GatewayReturn {
-                gateway: "office".into(),
-                via: "node-b".into(),
-                clients,
-            }],
-            snat: &[],
-            clients: &[],
-            protected,
-        })
-        .expect("plan")
+        let returns = [GatewayReturn {
+            gateway: "office".into(),
+            via: "node-b".into(),
+            clients,
+        }];
+        plan_protecting(peers, &returns, &[], protected)
     }
 
     #[test]
