@@ -69,12 +69,14 @@ pub struct PodInfo {
     pub container_id: Option<String>,
 }
 
-/// Reads the pods out of a `kubectl get pods -o json` list.
+/// Reads the pods out of a `kubectl get pods -o json` list, leaving out those being deleted
+/// (a finished rollout or a scale-down may still have some terminating).
 pub fn parse_pods(list: &Value) -> Vec<PodInfo> {
     let mut pods: Vec<PodInfo> = list["items"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .map(|p| PodInfo {
             namespace: p["metadata"]["namespace"]
                 .as_str()
@@ -254,6 +256,8 @@ mod tests {
                         "containerStatuses": [{"containerID": "containerd://abc"}]}},
             {"metadata": {"namespace": "t", "name": "p1"}, "spec": {"nodeName": "node-a"},
              "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+            {"metadata": {"namespace": "t", "name": "p0", "deletionTimestamp": "2026-12-06T00:00:00Z"},
+             "spec": {"nodeName": "node-a"}, "status": {}},
         ]});
         let pods = parse_pods(&list);
         assert_eq!(pods.len(), 2);

@@ -380,11 +380,20 @@ fn operators_on_one_node(c: &Cluster) -> Result<()> {
         ("operator.nodeSelector.kubernetes\\.io/hostname", "node-b"),
     ]);
     pinned.upgrade(c)?;
-    let (operators, _) = causeway_pods(c)?;
-    ensure!(
-        operators.len() == 2 && operators.iter().all(|p| p.ready && p.node == "node-b"),
-        "operator pods: {operators:?}"
-    );
+    // The rollout is complete once the new replicas are available; the old ones may still
+    // be terminating for a moment.
+    let operators = wait_for(
+        "both operator replicas Ready on node-b",
+        Duration::from_secs(60),
+        || {
+            let (operators, _) = causeway_pods(c)?;
+            ensure!(
+                operators.len() == 2 && operators.iter().all(|p| p.ready && p.node == "node-b"),
+                "operator pods: {operators:?}"
+            );
+            Ok(operators)
+        },
+    )?;
     // One leads (the Lease names it; a replaced leader releases the Lease, and a new one
     // takes it within the lease duration) and only it serves /metrics on 127.0.0.1:8080.
     let holder = wait_for("a new replica leads", Duration::from_secs(40), || {
