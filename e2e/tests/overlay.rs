@@ -64,6 +64,14 @@ fn main() -> ExitCode {
                 bridge_hosts,
             ),
             testing::test(
+                "bridge_hosts_keep_the_vip_on_the_holder_through_an_api_server_outage",
+                bridge_outage,
+            ),
+            testing::test(
+                "bridge_hosts_a_holder_cut_off_from_the_api_server_alone_keeps_the_vip_and_no_standby_takes_it",
+                bridge_partition,
+            ),
+            testing::test(
                 "bridge_hosts_fail_over_when_the_agent_dies_or_the_link_is_cut_never_doubling_the_vip",
                 bridge_failover,
             ),
@@ -978,7 +986,15 @@ fn check_returns(c: &Cluster, active: &str) -> Result<()> {
 /// Polls which nodes hold the VIP until stopped; the samples where more than one did.
 struct VipWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+    thread: std::thread::JoinHandle<VipSamples>,
+}
+
+/// What a [`VipWatch`] saw: samples taken, those with the VIP on two hosts, and how many found
+/// it on none.
+struct VipSamples {
+    samples: usize,
+    doubled: Vec<String>,
+    vacant: usize,
 }
 
 impl VipWatch {
@@ -988,7 +1004,7 @@ impl VipWatch {
         let namespaces: Vec<(String, String)> =
             BRIDGES.iter().map(|n| (n.to_string(), c.ns(n))).collect();
         let thread = std::thread::spawn(move || {
-            let (mut samples, mut doubled) = (0, Vec::new());
+            let (mut samples, mut doubled, mut vacant) = (0, Vec::new(), 0);
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let holders: Vec<&str> = namespaces
                     .iter()
@@ -1006,17 +1022,26 @@ impl VipWatch {
                 if holders.len() > 1 {
                     doubled.push(format!("sample {samples}: {holders:?}"));
                 }
+                if holders.is_empty() {
+                    vacant += 1;
+                }
             }
-            (samples, doubled)
+            VipSamples {
+                samples,
+                doubled,
+                vacant,
+            }
         });
         Self { stop, thread }
     }
 
-    fn stop(self) -> (usize, Vec<String>) {
+    fn stop(self) -> VipSamples {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread
-            .join()
-            .unwrap_or((0, vec!["watch thread panicked".into()]))
+        self.thread.join().unwrap_or(VipSamples {
+            samples: 0,
+            doubled: vec!["watch thread panicked".into()],
+            vacant: 0,
+        })
     }
 }
 
@@ -1076,7 +1101,9 @@ fn failover(
     });
     std::thread::sleep(Duration::from_secs(2));
     let report = ping.stop()?;
-    let (samples, doubled) = watch.stop();
+    let VipSamples {
+        samples, doubled, ..
+    } = watch.stop();
     let after = after?;
     check_returns(c, &after)?;
     println!(
@@ -1102,6 +1129,166 @@ fn failover(
         "most pings lost: {report:?}"
     );
     Ok(after)
+}
+
+/// Ends a disturbance when dropped.
+trait Undo {}
+impl<T> Undo for T {}
+
+/// What the client behind the bridge hosts saw while `disturb` ran with the VIP held by the
+/// active host: pings to a pod on node-d every 20 ms (the replies take node-d's return route
+/// via the holder), the client's ARP entry for the VIP flushed every 2 s (as a longer outage
+/// would age it out), and the VIP sampled on both candidates. Returns the holder before,
+/// the holders seen while disturbed, the ping report and the samples.
+fn through_disturbance(
+    c: &Cluster,
+    client: &str,
+    disturb: impl FnOnce() -> Result<Box<dyn Undo>>,
+) -> Result<(String, Vec<String>, traffic::LossReport, VipSamples)> {
+    let pods = lock(&PODS).clone();
+    let d = pod_on(&pods, "node-d")?;
+    let holder = active_host(c)?.context("no active host")?;
+    let watch = VipWatch::start(c);
+    let ping = ContinuousPing::start_from(
+        &c.ns(client),
+        Some(BEHIND_CLIENT),
+        d.ip,
+        Duration::from_millis(20),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    let guard = disturb();
+    let during = guard.and_then(|_undo| {
+        let mut holders = Vec::new();
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_secs(2));
+            c.exec(client, "ip", &["neigh", "flush", "to", VIP, "dev", "eth0"])?;
+            holders.extend(vip_holders(c)?);
+        }
+        Ok(holders)
+        // `_undo` drops here: the disturbance ends.
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let report = ping.stop()?;
+    let samples = watch.stop();
+    Ok((holder, during?, report, samples))
+}
+
+fn check_undisturbed(
+    c: &Cluster,
+    what: &str,
+    (holder, during, report, seen): (String, Vec<String>, traffic::LossReport, VipSamples),
+) -> Result<()> {
+    println!(
+        "[measure] BridgeHosts, {what} for 8 s: ping every 20 ms client -> pod on node-d: {} sent, {} lost, longest gap {:?}; VIP sampled {} times: on two hosts {}, on none {}",
+        report.transmitted,
+        report.lost(),
+        report.max_gap,
+        seen.samples,
+        seen.doubled.len(),
+        seen.vacant
+    );
+    ensure!(
+        seen.doubled.is_empty(),
+        "the VIP was on two hosts at once: {:?}",
+        seen.doubled
+    );
+    ensure!(seen.samples > 20, "too few VIP samples ({})", seen.samples);
+    ensure!(
+        during.iter().all(|h| *h == holder) && during.len() == 4,
+        "while {what}, the VIP was on {during:?} (holder {holder})"
+    );
+    ensure!(
+        seen.vacant == 0,
+        "while {what}, the VIP was on no host in {} of {} samples",
+        seen.vacant,
+        seen.samples
+    );
+    ensure!(
+        report.transmitted > 300 && report.max_gap < Duration::from_secs(1) && report.lost() <= 3,
+        "client traffic through the VIP suffered while {what}: {report:?}"
+    );
+    wait_for("the holder renews again", Duration::from_secs(10), || {
+        let now = active_host(c)?;
+        ensure!(
+            now.as_deref() == Some(holder.as_str()),
+            "active host {now:?}"
+        );
+        ensure!(
+            vip_holders(c)? == [holder.clone()],
+            "holders {:?}",
+            vip_holders(c)?
+        );
+        Ok(())
+    })
+}
+
+/// Issue #14, defect 5: with the API server frozen, nobody can renew or claim the election
+/// Lease, so the holder keeps the VIP (it probes the segment and finds no other answer); the
+/// client, re-resolving the VIP, still gets an answer.
+fn bridge_outage(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let client = bridge_gateway(c)?;
+    let failovers = gateway_json(c, "bridge")?["status"]["lastFailoverTime"].clone();
+    let result = through_disturbance(c, &client, || {
+        let apiserver = c
+            .process("kube-apiserver")
+            .context("the cluster has no kube-apiserver process")?;
+        ensure!(
+            apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
+            "cannot freeze kube-apiserver"
+        );
+        Ok(Box::new(Resume(apiserver)))
+    })?;
+    check_undisturbed(c, "the API server was frozen", result)?;
+    let after = gateway_json(c, "bridge")?["status"]["lastFailoverTime"].clone();
+    ensure!(
+        after == failovers,
+        "a failover happened: {failovers} -> {after}"
+    );
+    Ok(())
+}
+
+/// Deletes the test's nftables table from a node's namespace when dropped.
+struct DropTable {
+    ns: String,
+}
+
+impl Drop for DropTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "delete",
+                "table",
+                "ip",
+                "e2e-cut-api",
+            ])
+            .status();
+    }
+}
+
+/// Issue #14, defect 5, the asymmetric case: only the holder loses the API server (its
+/// packets to it are dropped), the standby still reaches it and sees the renewals stop. The
+/// holder keeps answering for the VIP, so the standby's probes find it and it does not take
+/// over: the VIP is never on two hosts, and the clients lose nothing.
+fn bridge_partition(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let client = bridge_gateway(c)?;
+    let api = c.topology.control_plane.address.to_string();
+    let result = through_disturbance(c, &client, || {
+        let holder = active_host(c)?.context("no active host")?;
+        let rules = format!(
+            "table ip e2e-cut-api {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {api} tcp dport 6443 drop\n  }}\n}}\n"
+        );
+        let file = c.host_dir(&holder).join("e2e-cut-api.nft");
+        std::fs::write(&file, rules)?;
+        c.exec(&holder, "nft", &["-f", &file.to_string_lossy()])?;
+        Ok(Box::new(DropTable { ns: c.ns(&holder) }))
+    })?;
+    check_undisturbed(c, "only the holder was cut off from the API server", result)
 }
 
 fn bridge_failover(c: &Cluster) -> Result<()> {

@@ -31,6 +31,10 @@ pub const REASON: &str = "causeway.dev/failover-reason";
 pub const PREVIOUS: &str = "causeway.dev/previous-holder";
 /// Annotation a holder leaves when it releases: why it let go.
 pub const RELEASE_REASON: &str = "causeway.dev/release-reason";
+/// Annotation: the MAC the holder answers for the VIP with (its underlay's), so a standby
+/// that finds the VIP answered can tell the holder (alive, cut off from the API server) from
+/// a stranger using the address.
+pub const HOLDER_MAC: &str = "causeway.dev/holder-mac";
 
 const PREFIX: &str = "causeway-gw-";
 
@@ -159,26 +163,54 @@ pub enum WriteError {
     /// Someone else changed (or created) the Lease since it was read.
     #[error("the Lease changed since it was read")]
     Conflict,
-    /// Anything else (API server unreachable, forbidden, ...).
+    /// The API server did not answer in time, could not be reached, or said it cannot serve
+    /// now (5xx, 429): nobody else can have written either, as far as this writer knows.
+    #[error("writing Lease {name}: the API server is unavailable: {reason}")]
+    Unavailable { name: String, reason: String },
+    /// The API server answered and refused (forbidden, invalid, ...).
     #[error("writing Lease {name}: {source}")]
-    Api { name: String, source: kube::Error },
+    Refused { name: String, source: kube::Error },
+}
+
+/// Whether an answer with HTTP `code` means the server cannot serve now (rather than a
+/// refusal of this write): 429 and every 5xx.
+#[must_use]
+pub fn unavailable_code(code: u16) -> bool {
+    code == 429 || code >= 500
 }
 
 /// Creates `lease` (no `resourceVersion`) or replaces it if unchanged since read; the stored
-/// Lease on success.
+/// Lease on success. A write that takes longer than `timeout` is abandoned and reported
+/// [`WriteError::Unavailable`] (a frozen API server must not hold up the caller).
 ///
 /// # Errors
-/// [`WriteError::Conflict`] when another writer got there first.
-pub async fn write(api: &Api<Lease>, lease: &Lease) -> Result<Lease, WriteError> {
+/// [`WriteError::Conflict`] when another writer got there first; see [`WriteError`].
+pub async fn write(
+    api: &Api<Lease>,
+    lease: &Lease,
+    timeout: std::time::Duration,
+) -> Result<Lease, WriteError> {
     let name = lease.name_any();
-    let result = if lease.metadata.resource_version.is_some() {
-        api.replace(&name, &PostParams::default(), lease).await
-    } else {
-        api.create(&PostParams::default(), lease).await
+    let request = async {
+        if lease.metadata.resource_version.is_some() {
+            api.replace(&name, &PostParams::default(), lease).await
+        } else {
+            api.create(&PostParams::default(), lease).await
+        }
+    };
+    let Ok(result) = tokio::time::timeout(timeout, request).await else {
+        return Err(WriteError::Unavailable {
+            name,
+            reason: format!("no answer within {timeout:?}"),
+        });
     };
     result.map_err(|source| match &source {
         kube::Error::Api(s) if s.code == 409 => WriteError::Conflict,
-        _ => WriteError::Api { name, source },
+        kube::Error::Api(s) if !unavailable_code(s.code) => WriteError::Refused { name, source },
+        _ => WriteError::Unavailable {
+            name,
+            reason: source.to_string(),
+        },
     })
 }
 
@@ -196,6 +228,16 @@ mod tests {
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(s).expect("time")
+    }
+
+    #[test]
+    fn only_server_side_trouble_counts_as_unavailable() {
+        for code in [429, 500, 502, 503, 504] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422] {
+            assert!(!unavailable_code(code), "{code}");
+        }
     }
 
     #[test]

@@ -127,6 +127,20 @@ fn send(tx: &mut dyn pnet_datalink::DataLinkSender, dev: &str, f: &[u8]) -> Resu
     }
 }
 
+/// `dev`'s MAC address.
+///
+/// # Errors
+/// When there is no such interface or it has no MAC.
+pub fn mac_of(dev: &str) -> Result<Mac, ArpError> {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == dev)
+        .ok_or_else(|| ArpError::NoInterface(dev.to_owned()))?
+        .mac
+        .map(|m| Mac([m.0, m.1, m.2, m.3, m.4, m.5]))
+        .ok_or_else(|| ArpError::NoMac(dev.to_owned()))
+}
+
 /// Announces that `ip` is now at `dev`'s MAC (blocking; run it off the async runtime).
 ///
 /// # Errors

@@ -14,6 +14,16 @@
 //! - **Claims are compare-and-swap** on the Lease's `resourceVersion`: of two candidates
 //!   deciding together, one wins; the other sees a conflict and follows.
 //!
+//! **A control-plane outage is not a data-plane outage.** A holder whose renewal fails because
+//! the API server is unavailable (no answer in time, 5xx, 429) keeps the VIP, refreshing its
+//! lifetime, for as long as its underlay has carrier and no other host answers for the VIP:
+//! before each refresh it probes the segment itself. Nobody can have taken over meanwhile
+//! without winning the Lease (impossible while the server is down for everyone) *and* finding
+//! the VIP silent (impossible while this holder answers); a standby that can still reach the
+//! server while the holder cannot finds the holder answering (the Lease names the holder's
+//! MAC, [`HOLDER_MAC`](election::HOLDER_MAC)) and waits. A renewal the server *refuses*
+//! (forbidden, invalid) lets the VIP go after its lifetime, as before.
+//!
 //! A holder whose underlay loses carrier removes the VIP at once and releases the Lease with
 //! reason `LinkDown` (if the API server is still reachable; otherwise the Lease lapses), so
 //! the successor need not wait. A holder that stops (SIGTERM, node deselected, gateway
@@ -222,6 +232,32 @@ pub fn decide(view: &View<'_>, timing: &Timing) -> Step {
     }
 }
 
+/// What a holder does after a renewal that did not land (other than a conflict, after which
+/// it re-reads the Lease).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Keep the VIP (its lifetime is not over) and retry at the next tick.
+    Retry,
+    /// The API server is unavailable: keep the VIP while nobody else answers for it.
+    RideOut,
+    /// The server refuses the renewal and the VIP's lifetime is over: let it go.
+    LetGo,
+}
+
+/// See [`AfterFailure`]: `unavailable` as [`election::WriteError::Unavailable`], `since`
+/// the last successful renewal (`None`: none since this elector started).
+#[must_use]
+pub fn after_failure(unavailable: bool, since: Option<Duration>, timing: &Timing) -> AfterFailure {
+    let lifetime = Duration::from_secs(u64::from(timing.vip_lifetime_seconds));
+    if unavailable {
+        AfterFailure::RideOut
+    } else if since.is_none_or(|t| t >= lifetime) {
+        AfterFailure::LetGo
+    } else {
+        AfterFailure::Retry
+    }
+}
+
 /// A running elector: stop it with [`Elector::stop`], which releases the VIP.
 pub struct Elector {
     pub candidacy: Candidacy,
@@ -245,6 +281,8 @@ impl Elector {
             last_renewed: None,
             announcements: 0,
             conflict: None,
+            outage_since: None,
+            last_probe: None,
         };
         let task = tokio::spawn(task.run(stopped));
         Self {
@@ -283,6 +321,10 @@ struct Task {
     announcements: u8,
     /// A MAC answering for the VIP while no candidate held it, once reported.
     conflict: Option<crate::model::Mac>,
+    /// Holding through an API-server outage since then ([`AfterFailure::RideOut`]).
+    outage_since: Option<Instant>,
+    /// When this holder last probed the segment for another host answering for the VIP.
+    last_probe: Option<Instant>,
 }
 
 impl Task {
@@ -333,6 +375,15 @@ impl Task {
 
     fn holder(&self) -> Option<&str> {
         self.lease.as_ref().and_then(election::holder)
+    }
+
+    /// The MAC the current holder announced in the Lease, if any.
+    fn holder_mac(&self) -> Option<crate::model::Mac> {
+        self.holder()?;
+        self.lease
+            .as_ref()
+            .and_then(|l| election::annotation(l, election::HOLDER_MAC))
+            .and_then(|m| m.parse().ok())
     }
 
     /// Takes in the Lease as read or written; notes the local instant of any change.
@@ -425,13 +476,22 @@ impl Task {
         }
     }
 
+    /// A Lease write that gives up after one renewal period: a frozen API server must not
+    /// hold up the elector (the VIP's lifetime is only a few renewal periods).
+    async fn write(&self, lease: &Lease) -> Result<Lease, election::WriteError> {
+        election::write(&self.api, lease, self.timing.renew_every).await
+    }
+
     async fn renew(&mut self, netlink: &Netlink) {
         let Some(lease) = self.lease.as_ref() else {
             return;
         };
         let next = election::renewed(lease, k8s_openapi::jiff::Timestamp::now());
-        match election::write(&self.api, &next).await {
+        match self.write(&next).await {
             Ok(stored) => {
+                if let Some(since) = self.outage_since.take() {
+                    info!(gateway = %self.c.gateway, outage = ?since.elapsed(), "the API server answers again; renewed the claim");
+                }
                 self.note(Some(stored));
                 self.last_renewed = Some(Instant::now());
                 self.hold(netlink).await;
@@ -446,16 +506,58 @@ impl Task {
                 }
             }
             Err(e) => {
-                // The kernel drops the VIP when its lifetime runs out; removing it
-                // explicitly at the same moment keeps the two in step.
-                let lifetime = Duration::from_secs(u64::from(self.timing.vip_lifetime_seconds));
-                if self.last_renewed.is_none_or(|t| t.elapsed() >= lifetime) {
-                    warn!(gateway = %self.c.gateway, error = %e, "cannot renew the claim for the VIP's lifetime; letting the VIP go");
-                    self.drop_vip(netlink, true).await;
-                } else {
-                    debug!(gateway = %self.c.gateway, error = %e, "renewal failed; retrying");
+                let unavailable = matches!(e, election::WriteError::Unavailable { .. });
+                match after_failure(
+                    unavailable,
+                    self.last_renewed.map(|t| t.elapsed()),
+                    &self.timing,
+                ) {
+                    AfterFailure::Retry => {
+                        debug!(gateway = %self.c.gateway, error = %e, "renewal failed; retrying");
+                    }
+                    AfterFailure::RideOut => self.ride_out(netlink, &e).await,
+                    AfterFailure::LetGo => {
+                        // The kernel drops the VIP when its lifetime runs out; removing it
+                        // explicitly at the same moment keeps the two in step.
+                        warn!(gateway = %self.c.gateway, error = %e, "the API server refuses the renewal; letting the VIP go");
+                        self.drop_vip(netlink, true).await;
+                    }
                 }
             }
+        }
+    }
+
+    /// Holds the VIP through an API-server outage: once per renewal period, asks the segment
+    /// whether another host answers for the VIP; lets go if one does, else refreshes it.
+    async fn ride_out(&mut self, netlink: &Netlink, error: &election::WriteError) {
+        if self.outage_since.is_none() {
+            self.outage_since = Some(Instant::now());
+            warn!(gateway = %self.c.gateway, vip = %self.c.vip, %error, "cannot renew the claim: keeping the VIP while no other host answers for it");
+        }
+        if self
+            .last_probe
+            .is_some_and(|t| t.elapsed() < self.timing.renew_every)
+        {
+            return;
+        }
+        self.last_probe = Some(Instant::now());
+        let (dev, vip) = (self.c.dev.clone(), self.c.vip);
+        let probe = tokio::task::spawn_blocking(move || {
+            arp::answered(&dev, vip, 1, Duration::from_millis(30))
+        })
+        .await;
+        match probe {
+            Ok(Ok(None)) => self.hold(netlink).await,
+            Ok(Ok(Some(mac))) => {
+                warn!(gateway = %self.c.gateway, vip = %self.c.vip, %mac, "another host answers for the VIP while the API server is unavailable; letting it go");
+                self.drop_vip(netlink, true).await;
+                self.last_renewed = None;
+            }
+            // Cannot ask: the lifetime decides, as for any failed renewal.
+            Ok(Err(e)) => {
+                warn!(gateway = %self.c.gateway, error = %e, "cannot probe for the VIP during the outage");
+            }
+            Err(e) => warn!(error = %e, "ARP probe task failed"),
         }
     }
 
@@ -489,9 +591,16 @@ impl Task {
         .await;
         match probe {
             Ok(Ok(Some(mac))) => {
-                // The old holder is still there (its lifetime not over yet), or someone
-                // outside Causeway uses the VIP.
+                // The old holder is still there (its lifetime not over yet, or holding
+                // through an outage of its own), or someone outside Causeway uses the VIP.
                 debug!(gateway = %self.c.gateway, %mac, "the VIP still answers; not taking over");
+                if self.holder_mac() == Some(mac) {
+                    if self.conflict != Some(mac) {
+                        self.conflict = Some(mac);
+                        warn!(gateway = %self.c.gateway, holder = ?self.holder(), %mac, "the holder stopped renewing but still answers for the VIP (cut off from the API server?); not taking over");
+                    }
+                    return;
+                }
                 let silent_too_long = self.changed.elapsed()
                     > Duration::from_secs(u64::from(
                         self.timing.lease_seconds + self.timing.vip_lifetime_seconds + 1,
@@ -522,6 +631,16 @@ impl Task {
             reason.as_deref(),
             k8s_openapi::jiff::Timestamp::now(),
         );
+        match arp::mac_of(&self.c.dev) {
+            Ok(mac) => {
+                next.annotations_mut()
+                    .insert(election::HOLDER_MAC.to_owned(), mac.to_string());
+            }
+            Err(e) => {
+                debug!(error = %e, "cannot read the underlay MAC");
+                next.annotations_mut().remove(election::HOLDER_MAC);
+            }
+        }
         if next.metadata.owner_references.is_none() && !self.c.gateway_uid.is_empty() {
             // Deleting the gateway deletes its Lease.
             next.metadata.owner_references = Some(vec![OwnerReference {
@@ -532,7 +651,7 @@ impl Task {
                 ..OwnerReference::default()
             }]);
         }
-        match election::write(&self.api, &next).await {
+        match self.write(&next).await {
             Ok(stored) => {
                 info!(gateway = %self.c.gateway, vip = %self.c.vip, reason = ?reason, "took the VIP");
                 self.note(Some(stored));
@@ -546,6 +665,9 @@ impl Task {
                     self.note(l);
                 }
             }
+            Err(e @ election::WriteError::Unavailable { .. }) => {
+                debug!(gateway = %self.c.gateway, error = %e, "cannot claim the VIP yet");
+            }
             Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot claim the VIP"),
         }
     }
@@ -558,7 +680,7 @@ impl Task {
             return;
         }
         let next = election::released(lease, reason, k8s_openapi::jiff::Timestamp::now());
-        match election::write(&self.api, &next).await {
+        match self.write(&next).await {
             Ok(stored) => {
                 info!(gateway = %self.c.gateway, %reason, "released the VIP");
                 self.note(Some(stored));
@@ -632,6 +754,23 @@ mod tests {
         let t = Timing::for_lease(30);
         assert_eq!(t.renew_every, Duration::from_secs(3));
         assert_eq!(t.vip_lifetime_seconds, 15);
+    }
+
+    #[test]
+    fn a_holder_rides_out_an_unavailable_server_but_not_a_refusal() {
+        let t = Timing::for_lease(2);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            after_failure(true, Some(ms(5_000)), &t),
+            AfterFailure::RideOut
+        );
+        assert_eq!(after_failure(true, None, &t), AfterFailure::RideOut);
+        assert_eq!(after_failure(false, Some(ms(300)), &t), AfterFailure::Retry);
+        assert_eq!(
+            after_failure(false, Some(ms(1_000)), &t),
+            AfterFailure::LetGo
+        );
+        assert_eq!(after_failure(false, None, &t), AfterFailure::LetGo);
     }
 
     #[test]

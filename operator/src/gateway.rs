@@ -85,8 +85,6 @@ struct Rendered {
     state: ConditionStatus,
     reason: &'static str,
     message: String,
-    /// BridgeHosts: the holder, when it is a candidate.
-    active: Option<String>,
 }
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
@@ -100,7 +98,6 @@ fn not_ready(reason: &'static str, message: String) -> Rendered {
         state: ConditionStatus::False,
         reason,
         message,
-        active: None,
     }
 }
 
@@ -183,7 +180,6 @@ fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rende
             spec.network,
             at.join(", ")
         ),
-        active: None,
     }
 }
 
@@ -344,7 +340,6 @@ fn render(input: &Input) -> Rendered {
         state: ConditionStatus::True,
         reason: reasons::GATEWAY_READY,
         message,
-        active: None,
     }
 }
 
@@ -437,6 +432,10 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
     let holder = input.election.and_then(|e| e.holder.as_deref());
     let Some(active) = holder.filter(|h| candidates.contains(h)) else {
         let now = match holder {
+            // Cut off from the API server, a holder keeps the VIP while it answers for it.
+            Some(h) if input.silent.contains(h) => format!(
+                " {h} holds the claim but its agent is not reporting (cut off from the API server?): it keeps answering for the VIP while it is alive, and a standby takes over once it stops answering."
+            ),
             Some(h) => format!(" {h} still holds the claim but is no longer a candidate."),
             None => String::new(),
         };
@@ -476,7 +475,6 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
             "{active} holds VIP {vip} and forwards client traffic into PodNetwork {}; {back}. Clients route the pod range to the VIP (status.clientRoutes).{standby}{covering}",
             spec.network
         ),
-        active: Some(active.to_owned()),
     }
 }
 
@@ -536,7 +534,10 @@ pub fn status(input: &Input, previous: &OverlayGatewayStatus, now: Time) -> Over
             next.last_failover_reason = Some(reason.clone());
             next.last_failover_time = e.acquired.clone();
         }
-        next.active_host = r.active;
+        // The node holding the Lease holds the VIP, whatever Ready says: a holder cut off
+        // from the API server (its agent silent) keeps answering for the VIP, and the nodes'
+        // return routes must keep following it.
+        next.active_host = input.election.and_then(|e| e.holder.clone());
     } else {
         next.active_host = None;
         next.last_failover_reason = None;
@@ -765,6 +766,20 @@ mod tests {
         );
         assert!(message.contains("candidates node-a, node-b"), "{message}");
         assert_eq!(none.active_host, None);
+
+        // A holder whose agent went silent keeps the VIP while it answers: the message says
+        // so rather than calling it no longer a candidate.
+        let st = bridge(Some(&taken), &["node-a"], &[], "192.168.50.250");
+        expect_not_ready(
+            &st,
+            "ElectionInProgress",
+            "node-a holds the claim but its agent is not reporting",
+        );
+        assert_eq!(
+            st.active_host.as_deref(),
+            Some("node-a"),
+            "the return routes keep following the holder"
+        );
     }
 
     #[test]
