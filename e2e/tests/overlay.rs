@@ -44,6 +44,14 @@ fn main() -> ExitCode {
                 "a_route_deleted_by_hand_is_back_within_the_resync_interval",
                 repair,
             ),
+            testing::test(
+                "a_deleted_bridge_is_recreated_and_its_pods_are_attached_again",
+                bridge_recreated,
+            ),
+            testing::test(
+                "a_node_deleted_and_registered_again_gets_its_subnet_and_its_running_pods_back",
+                node_reregistered,
+            ),
             testing::test("dry_run_prints_the_repair_and_changes_nothing", dry_run),
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
@@ -280,6 +288,135 @@ fn mtu(c: &Cluster) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The host-side veths on `node`'s `cw-br0`, sorted.
+fn bridge_ports(c: &Cluster, node: &str) -> Result<Vec<String>> {
+    let out = c.exec(node, "ip", &["-j", "link", "show", "master", "cw-br0"]);
+    let Ok(out) = out else {
+        return Ok(Vec::new());
+    };
+    let links: Value = serde_json::from_str(&out)?;
+    let mut names: Vec<String> = links
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
+/// Issue #14, defect 6: deleting `cw-br0` by hand. The agent re-creates it, and the pods'
+/// veths (which the kernel detached) are attached again, so the pods are back on the network.
+fn bridge_recreated(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-b";
+    let ports = bridge_ports(c, node)?;
+    ensure!(ports.len() == 2, "{node}'s pods on cw-br0: {ports:?}");
+    c.exec(node, "ip", &["link", "del", "cw-br0"])?;
+    let deleted = std::time::Instant::now();
+    let pods = lock(&PODS).clone();
+    let here: Vec<&Pod> = pods.iter().filter(|p| p.node == node).collect();
+    let there = pod_on(&pods, "node-d")?;
+    wait_for(
+        "the bridge is back with the pods' veths on it",
+        Duration::from_secs(RESYNC_SECONDS * 2 + 4),
+        || {
+            let now = bridge_ports(c, node)?;
+            ensure!(now == ports, "ports on cw-br0: {now:?}, were {ports:?}");
+            Ok(())
+        },
+    )?;
+    let attached = deleted.elapsed();
+    // Pods re-resolve their gateway's MAC (a new bridge) within a few seconds.
+    wait_for(
+        "the pods reach and are reached again",
+        Duration::from_secs(20),
+        || {
+            for pod in &here {
+                traffic::expect_ping(&pod.netns, there.ip)?;
+                traffic::expect_ping(&there.netns, pod.ip)?;
+            }
+            Ok(())
+        },
+    )?;
+    println!(
+        "[measure] cw-br0 deleted on {node} (resync every {RESYNC_SECONDS} s): veths attached again after {attached:?}, pods reach node-d's pod both ways after {:?}",
+        deleted.elapsed()
+    );
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=Repaired",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    ensure!(
+        events.contains("master cw-br0"),
+        "no Repaired event names the re-attached veths: {events}"
+    );
+    Ok(())
+}
+
+/// Issue #14, defect 6, second half: a Node deleted while its pods run (an administrator's
+/// `kubectl delete node`, a cloud controller) and registered again by its kubelet. The agent
+/// tears the node down with its NodeSubnet; the new NodeSubnet gets the same range, the
+/// bridge comes back and the running pods' veths are attached to it again.
+fn node_reregistered(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-a";
+    let subnet = subnet_of(c, node)?;
+    let ports = bridge_ports(c, node)?;
+    ensure!(ports.len() == 2, "{node}'s pods on cw-br0: {ports:?}");
+    c.kubectl(&["delete", "node", node, "--wait=true", "--timeout=30s"])?;
+    wait_for(
+        "the agent tore the node down",
+        Duration::from_secs(30),
+        || {
+            ensure!(
+                bridge_ports(c, node)?.is_empty(),
+                "{:?}",
+                bridge_ports(c, node)?
+            );
+            Ok(())
+        },
+    )?;
+    c.register_nodes()?;
+    wait_for(
+        "the node is back with its subnet and its pods' veths",
+        Duration::from_secs(40),
+        || {
+            let now = subnet_of(c, node)?;
+            ensure!(now == subnet, "subnet {now}, was {subnet}");
+            let on = bridge_ports(c, node)?;
+            ensure!(on == ports, "ports on cw-br0: {on:?}, were {ports:?}");
+            Ok(())
+        },
+    )?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        &format!("podnetwork/{NETWORK}"),
+    ])?;
+    let pods = lock(&PODS).clone();
+    let there = pod_on(&pods, "node-d")?;
+    wait_for(
+        "the pods reach and are reached again",
+        Duration::from_secs(20),
+        || {
+            for pod in pods.iter().filter(|p| p.node == node) {
+                traffic::expect_ping(&pod.netns, there.ip)?;
+                traffic::expect_ping(&there.netns, pod.ip)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 fn repair(c: &Cluster) -> Result<()> {

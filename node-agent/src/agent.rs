@@ -416,20 +416,25 @@ impl Agent {
             causeway_crds::conditions::find_condition(&st.conditions, types::PROGRAMMED)
                 .is_some_and(|c| c.status == "True")
         });
-        // A resync that had work to do after a good pass found something changed by hand.
+        // A resync that had work to do after a good pass found something changed by hand
+        // (marking a new pod's veth is routine, not a repair).
+        let repairs: Vec<&Op> = report
+            .ops
+            .iter()
+            .filter(|op| !matches!(op, Op::MarkPort { .. }))
+            .collect();
         if trigger == Trigger::Resync
             && was_programmed
             && outcome.failure.is_none()
-            && !report.ops.is_empty()
+            && !repairs.is_empty()
         {
-            let mut quoted: Vec<String> = report
-                .ops
+            let mut quoted: Vec<String> = repairs
                 .iter()
                 .take(QUOTED_OPS)
                 .map(ToString::to_string)
                 .collect();
-            if report.ops.len() > QUOTED_OPS {
-                quoted.push(format!("and {} more", report.ops.len() - QUOTED_OPS));
+            if repairs.len() > QUOTED_OPS {
+                quoted.push(format!("and {} more", repairs.len() - QUOTED_OPS));
             }
             self.event(
                 &own,

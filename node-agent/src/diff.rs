@@ -8,7 +8,9 @@
 //!    address, underlay, MAC: none can be changed in place), and a VXLAN link holding the VNI
 //!    and port a new one needs (the kernel allows one device per VNI and port);
 //! 2. links are created, bridges before VXLAN devices, then MTU and up/down are updated, and
-//!    the VXLAN device gets loose reverse-path filtering;
+//!    the VXLAN device gets loose reverse-path filtering; pods' veths marked for a bridge
+//!    that was re-created are attached to it again, and veths new on a bridge are marked
+//!    (see [`crate::model::Port`]);
 //! 3. addresses are added;
 //! 4. FDB entries, then neighbours, then routes are added or replaced, so that when a route
 //!    appears, its next hop already resolves to a VTEP (no ARP, no flooding: packets sent
@@ -62,6 +64,7 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             ops.push(Op::SetLooseRpFilter(dev.clone()));
         }
     }
+    ports(desired, observed, &gone, &mut ops);
     let late_addresses = addresses(desired, observed, &mut gone, &mut ops);
 
     for (key, want) in &desired.fdb {
@@ -149,6 +152,40 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     ops.extend(late_addresses);
     ops.extend(gone.later.iter().map(|n| Op::DeleteLink(n.clone())));
     ops
+}
+
+/// Pods' veths: one marked for a desired bridge but not on it (the bridge was deleted, or is
+/// re-created in this pass) is attached again; one on a desired bridge without the mark gets
+/// it. Veths on bridges that are not desired are left alone (the pods go with the network).
+fn ports(desired: &State, observed: &State, gone: &Gone, ops: &mut Vec<Op>) {
+    let bridge = |name: &String| {
+        desired
+            .links
+            .get(name)
+            .is_some_and(|l| l.kind == LinkKind::Bridge)
+    };
+    for port in observed.ports.values() {
+        let on = |b: &String| port.master.as_ref() == Some(b) && !gone.all(b);
+        // Marked for a bridge, or (not yet marked) on one that is re-created in this pass.
+        let home = port
+            .belongs_to
+            .as_ref()
+            .or(port.master.as_ref())
+            .filter(|b| bridge(b));
+        let Some(home) = home else { continue };
+        if !on(home) {
+            ops.push(Op::AttachPort {
+                port: port.name.clone(),
+                bridge: home.clone(),
+            });
+        }
+        if port.belongs_to.as_ref() != Some(home) {
+            ops.push(Op::MarkPort {
+                port: port.name.clone(),
+                bridge: home.clone(),
+            });
+        }
+    }
 }
 
 /// What the link operations remove from the observed state as a side effect.
@@ -795,6 +832,84 @@ mod tests {
         for (name, desired, observed, want) in cases {
             assert_ops(name, &diff(&desired, &observed), &want);
         }
+    }
+
+    #[test]
+    fn pod_veths_are_marked_on_the_bridge_and_reattached_when_it_comes_back() {
+        use crate::model::Port;
+        let port = |name: &str, master: Option<&str>, belongs_to: Option<&str>| Port {
+            name: name.into(),
+            master: master.map(Into::into),
+            belongs_to: belongs_to.map(Into::into),
+        };
+        let desired = Node::new(1).build();
+        let with = |ports: &[Port]| {
+            let mut s = Node::new(1).build();
+            s.ports = ports.iter().map(|p| (p.name.clone(), p.clone())).collect();
+            s
+        };
+        let mark = |p: &str| Op::MarkPort {
+            port: p.into(),
+            bridge: "cw-br0".into(),
+        };
+        let attach = |p: &str| Op::AttachPort {
+            port: p.into(),
+            bridge: "cw-br0".into(),
+        };
+        let cases: Vec<(&str, State, Vec<Op>)> = vec![
+            (
+                "a new pod's veth is marked",
+                with(&[port("veth1", Some("cw-br0"), None)]),
+                vec![mark("veth1")],
+            ),
+            (
+                "a marked veth on its bridge needs nothing",
+                with(&[port("veth1", Some("cw-br0"), Some("cw-br0"))]),
+                vec![],
+            ),
+            (
+                "a marked veth off its bridge is attached again",
+                with(&[port("veth1", None, Some("cw-br0"))]),
+                vec![attach("veth1")],
+            ),
+            (
+                "a veth marked for a bridge that is not desired is left alone",
+                with(&[port("veth1", None, Some("cw-br9"))]),
+                vec![],
+            ),
+        ];
+        for (name, observed, want) in cases {
+            assert_ops(name, &diff(&desired, &observed), &want);
+        }
+
+        // The bridge is re-created in this pass (its kind attributes cannot change, but its
+        // deletion by hand shows up as missing): its veths come back after it.
+        let mut gone = with(&[
+            port("veth1", None, Some("cw-br0")),
+            port("veth2", None, Some("cw-br0")),
+        ]);
+        gone.links.remove("cw-br0");
+        gone.addresses.retain(|(dev, _), _| dev != "cw-br0");
+        let ops = diff(&desired, &gone);
+        let created = ops
+            .iter()
+            .position(|o| matches!(o, Op::CreateLink(l) if l.name == "cw-br0"))
+            .expect("the bridge is created");
+        let attached: Vec<usize> = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, Op::AttachPort { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(attached.len(), 2, "{ops:?}");
+        assert!(attached.iter().all(|i| *i > created), "{ops:?}");
+
+        // Applied to the kernel-faithful fake, the diff converges.
+        let mut dp = crate::fake::FakeDataplane::new(gone).with_foreign_link("eth0", 1500);
+        for op in &ops {
+            dp.kernel(op).expect("applies");
+        }
+        assert_eq!(diff(&desired, &dp.state), vec![]);
     }
 
     #[test]

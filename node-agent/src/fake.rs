@@ -8,6 +8,7 @@
 //!   port → EEXIST; a VXLAN device on a missing underlay → ENODEV; a VXLAN MTU above the
 //!   underlay's MTU − 50 → EINVAL;
 //! - deleting a link removes its addresses, neighbours, FDB entries and the routes through it;
+//!   a bridge's ports (pods' veths, [`State::ports`]) stay, detached, with their alias;
 //! - setting a link down flushes the routes through it and its neighbours (FDB entries stay);
 //! - deleting the last address of a link flushes the routes through it;
 //! - an address, neighbour, FDB entry or route on a missing link → ENODEV; a route through a
@@ -69,7 +70,7 @@ impl FakeDataplane {
     }
 
     /// Applies `op` to the state, or says why the kernel would refuse it (state unchanged).
-    fn kernel(&mut self, op: &Op) -> Result<(), String> {
+    pub(crate) fn kernel(&mut self, op: &Op) -> Result<(), String> {
         match op {
             Op::CreateLink(link) => self.create_link(link),
             Op::DeleteLink(name) => {
@@ -83,6 +84,12 @@ impl FakeDataplane {
                 self.state.loose_rp_filter.remove(name);
                 self.state.proxy_arp.remove(name);
                 self.flush_routes(name);
+                // Its ports stay, detached (their alias stays too).
+                for port in self.state.ports.values_mut() {
+                    if port.master.as_ref() == Some(name) {
+                        port.master = None;
+                    }
+                }
                 Ok(())
             }
             Op::UpdateLink { name, mtu, up } => {
@@ -181,6 +188,32 @@ impl FakeDataplane {
             }
             Op::ReplaceNat(m) => {
                 self.state.nat = Some(Nat::Masquerade(m.clone()));
+                Ok(())
+            }
+            Op::MarkPort { port, bridge } => {
+                let p = self
+                    .state
+                    .ports
+                    .get_mut(port)
+                    .ok_or_else(|| format!("No such device: no link named {port}"))?;
+                p.belongs_to = Some(bridge.clone());
+                Ok(())
+            }
+            Op::AttachPort { port, bridge } => {
+                if !self
+                    .state
+                    .links
+                    .get(bridge)
+                    .is_some_and(|l| l.kind == LinkKind::Bridge)
+                {
+                    return Err(format!("No such device: no bridge named {bridge}"));
+                }
+                let p = self
+                    .state
+                    .ports
+                    .get_mut(port)
+                    .ok_or_else(|| format!("No such device: no link named {port}"))?;
+                p.master = Some(bridge.clone());
                 Ok(())
             }
             Op::SetLooseRpFilter(dev) => {

@@ -8,7 +8,10 @@
 //! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`), which the agent
 //!   replaces whole; other tables are never read or written;
 //! - proxy ARP is read and changed only on links that carry one of the agent's device routes
-//!   (Flat mode's on-link route for the network's range).
+//!   (Flat mode's on-link route for the network's range);
+//! - pods' host-side veths (created by the CNI `bridge` plugin, not by the agent) are read
+//!   only when attached to one of the agent's bridges or carrying its alias
+//!   ([`PORT_ALIAS_PREFIX`]), and only ever given that alias or re-attached to that bridge.
 //!
 //! Collections are ordered maps keyed by identity, so two states compare with `==`, print in
 //! a stable order, and a diff is a merge of two sorted sequences.
@@ -33,6 +36,11 @@ pub const NAT_TABLE: &str = "causeway";
 
 /// The nftables table (family `ip`) holding the BridgeHosts SNAT rule (`snat: true`).
 pub const SNAT_TABLE: &str = "causeway-gateway";
+
+/// Alias (`ip link set <veth> alias ...`) the agent gives each pod's host-side veth on one
+/// of its bridges, followed by the bridge's name: it outlives the bridge, so a bridge deleted
+/// and re-created gets its pods back ([`Op::AttachPort`]).
+pub const PORT_ALIAS_PREFIX: &str = "causeway-pod-port:";
 
 /// Longest Linux interface name.
 pub const MAX_LINK_NAME: usize = 15;
@@ -113,6 +121,17 @@ pub struct Route {
     pub dev: String,
     /// `onlink`: the gateway is reachable on `dev` without a covering prefix (VXLAN).
     pub onlink: bool,
+}
+
+/// A pod's host-side veth: attached to one of the agent's bridges, or marked as belonging to
+/// one. Observed only, never planned: pods come and go through the CNI plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    /// The agent's bridge it is attached to now, if any.
+    pub master: Option<String>,
+    /// The bridge its alias names ([`PORT_ALIAS_PREFIX`]), if it has been marked.
+    pub belongs_to: Option<String>,
 }
 
 /// A permanent neighbour (ARP) entry on one of the agent's links.
@@ -202,6 +221,9 @@ pub struct State {
     /// device, where traffic arrives on a different interface than its replies leave by
     /// design (RouteToNodes clients). Observed on the agent's links only.
     pub loose_rp_filter: BTreeSet<String>,
+    /// Pods' host-side veths on (or marked for) the agent's bridges, by name. Observed only:
+    /// a desired state has none, and [`crate::diff`] reads them from the observed state.
+    pub ports: BTreeMap<String, Port>,
 }
 
 /// One change to the kernel. `Display` is the readable form `--dry-run` prints.
@@ -252,6 +274,17 @@ pub enum Op {
     /// applies the larger of `all` and the device's value, so this holds under a strict
     /// `all.rp_filter=1` and changes nothing elsewhere.
     SetLooseRpFilter(String),
+    /// Give a pod's veth attached to `bridge` the alias [`PORT_ALIAS_PREFIX`]`bridge`, which
+    /// survives the bridge being deleted.
+    MarkPort {
+        port: String,
+        bridge: String,
+    },
+    /// Attach a pod's veth marked for `bridge` to it again (the bridge was re-created).
+    AttachPort {
+        port: String,
+        bridge: String,
+    },
 }
 
 impl fmt::Display for Op {
@@ -329,6 +362,10 @@ impl fmt::Display for Op {
                 )
             }
             Op::SetLooseRpFilter(dev) => write!(f, "set sysctl net.ipv4.conf.{dev}.rp_filter=2"),
+            Op::MarkPort { port, bridge } => {
+                write!(f, "set link {port} alias {PORT_ALIAS_PREFIX}{bridge}")
+            }
+            Op::AttachPort { port, bridge } => write!(f, "set link {port} master {bridge}"),
         }
     }
 }

@@ -67,7 +67,7 @@ use tracing::{debug, instrument};
 
 use crate::model::{
     Address, ApplyError, DEVICE_PREFIX, Dataplane, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac,
-    NAT_TABLE, Neighbour, Op, ROUTE_PROTOCOL, Route, SNAT_TABLE, State,
+    NAT_TABLE, Neighbour, Op, PORT_ALIAS_PREFIX, Port, ROUTE_PROTOCOL, Route, SNAT_TABLE, State,
 };
 use crate::nat::{self, Nft};
 use crate::netns::{self, NetnsError};
@@ -310,6 +310,11 @@ impl Netlink {
             }
             ours.insert(*index, name.to_owned());
             state.links.insert(name.to_owned(), link);
+        }
+        for message in links.values() {
+            if let Some(port) = parse_port(message, &state.links, &ours) {
+                state.ports.insert(port.name.clone(), port);
+            }
         }
 
         for message in self.addresses().await? {
@@ -772,6 +777,42 @@ impl Netlink {
                     "NAT operations go through nft, not rtnetlink".into(),
                 ));
             }
+            Op::MarkPort { port, bridge } | Op::AttachPort { port, bridge } => {
+                owned(bridge)?;
+                let bridge_index = self.require_link(bridge, Role::Link).await?;
+                // Only a pod's veth on this bridge, or marked for it, is ever touched.
+                let link = self
+                    .find_link(port)
+                    .await?
+                    .ok_or_else(|| Failure::MissingLink {
+                        name: port.clone(),
+                        role: Role::Link,
+                    })?;
+                let ours = BTreeMap::from([(bridge_index, bridge.clone())]);
+                let links = BTreeMap::from([(
+                    bridge.clone(),
+                    Link {
+                        name: bridge.clone(),
+                        kind: LinkKind::Bridge,
+                        mtu: 0,
+                        up: true,
+                    },
+                )]);
+                let found = parse_port(&link, &links, &ours);
+                if !found.is_some_and(|p| {
+                    p.master.as_ref() == Some(bridge) || p.belongs_to.as_ref() == Some(bridge)
+                }) {
+                    return Err(Failure::Refused(format!(
+                        "{port} is not a pod's veth on {bridge} or marked for it"
+                    )));
+                }
+                let message = LinkUnspec::new_with_index(link.header.index);
+                let message = match op {
+                    Op::MarkPort { .. } => message.alias(format!("{PORT_ALIAS_PREFIX}{bridge}")),
+                    _ => message.controller(bridge_index),
+                };
+                self.handle.link().set(message.build()).execute().await?;
+            }
             Op::SetLooseRpFilter(dev) => {
                 owned(dev)?;
                 self.require_link(dev, Role::Link).await?;
@@ -1170,6 +1211,41 @@ fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
     })
 }
 
+/// A pod's veth: a veth (never one of the agent's links) attached to one of the agent's
+/// bridges (`ours`: index to name), or carrying the alias that marks it for one.
+fn parse_port(
+    message: &LinkMessage,
+    links: &BTreeMap<String, Link>,
+    ours: &BTreeMap<u32, String>,
+) -> Option<Port> {
+    let name = link_name(message)?;
+    if name.starts_with(DEVICE_PREFIX) || link_kind(message) != Some(&InfoKind::Veth) {
+        return None;
+    }
+    let is_bridge = |n: &String| links.get(n).is_some_and(|l| l.kind == LinkKind::Bridge);
+    let master = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Controller(index) => ours.get(index),
+            _ => None,
+        })
+        .filter(|n| is_bridge(n))
+        .cloned();
+    let belongs_to = message.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(alias) => alias
+            .strip_prefix(PORT_ALIAS_PREFIX)
+            .filter(|b| b.starts_with(DEVICE_PREFIX))
+            .map(str::to_owned),
+        _ => None,
+    });
+    (master.is_some() || belongs_to.is_some()).then(|| Port {
+        name: name.to_owned(),
+        master,
+        belongs_to,
+    })
+}
+
 /// One of our links as the model sees it; `None` for kinds the agent never creates.
 /// VXLAN attributes the kernel leaves out come back empty, so they differ from any desired
 /// link and the diff re-creates it.
@@ -1414,6 +1490,7 @@ fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
         Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => None,
         Op::SetProxyArp { dev, .. } | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
+        Op::MarkPort { port, .. } | Op::AttachPort { port, .. } => Some(port.as_str()),
     };
     Some(match (errno, op) {
         (Errno::EPERM | Errno::EACCES, _) => {

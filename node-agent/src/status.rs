@@ -47,6 +47,8 @@ impl Failure {
                 | Op::UpdateLink { .. }
                 | Op::SetProxyArp { .. }
                 | Op::SetLooseRpFilter(_)
+                | Op::MarkPort { .. }
+                | Op::AttachPort { .. }
                 | Op::AddAddress { .. }
                 | Op::DeleteAddress { .. } => reasons::DEVICE_UPDATE_FAILED,
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,

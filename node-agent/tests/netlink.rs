@@ -1336,3 +1336,86 @@ async fn foreign_routes_are_seen_whatever_their_origin_or_type() {
         vec![Ipv4Addr::new(192, 168, 77, 5)]
     );
 }
+
+/// Issue #14, defect 6: the pods' veths are marked while on the agent's bridge, and attached
+/// again when the bridge is deleted and re-created; veths that are not pods' on the agent's
+/// bridge are never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_veths_are_marked_and_reattached_after_the_bridge_is_recreated() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let mut desired = State::default();
+    desired
+        .links
+        .insert("cw-br0".into(), bridge("cw-br0", 1500, true));
+    let ops = causeway_node_agent::diff::diff(&desired, &netlink.observe().await.expect("observe"));
+    apply(&mut netlink, &ops).await;
+    // Two pods as the CNI bridge plugin attaches them, and a veth on someone else's bridge.
+    for (host, pod) in [
+        ("vethpod0", "pod0"),
+        ("vethpod1", "pod1"),
+        ("vethother", "other"),
+    ] {
+        ns.ip(&format!("link add {host} type veth peer name {pod}"));
+        ns.ip(&format!("link set {host} up"));
+    }
+    ns.ip("link add br-other type bridge");
+    ns.ip("link set vethpod0 master cw-br0");
+    ns.ip("link set vethpod1 master cw-br0");
+    ns.ip("link set vethother master br-other");
+
+    let observed = netlink.observe().await.expect("observe");
+    let names: Vec<&String> = observed.ports.keys().collect();
+    assert_eq!(names, ["vethpod0", "vethpod1"]);
+    let ops = causeway_node_agent::diff::diff(&desired, &observed);
+    assert_eq!(
+        ops.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "set link vethpod0 alias causeway-pod-port:cw-br0",
+            "set link vethpod1 alias causeway-pod-port:cw-br0"
+        ]
+    );
+    apply(&mut netlink, &ops).await;
+    let shown = ns.ip_json("link show vethpod0");
+    assert_eq!(shown[0]["ifalias"], "causeway-pod-port:cw-br0", "{shown:?}");
+
+    // Someone deletes the bridge: the veths stay, detached.
+    ns.ip("link del cw-br0");
+    let observed = netlink.observe().await.expect("observe");
+    assert!(
+        observed.ports.values().all(|p| p.master.is_none()),
+        "{observed:?}"
+    );
+    let ops = causeway_node_agent::diff::diff(&desired, &observed);
+    let text: Vec<String> = ops.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        [
+            "create link cw-br0 type bridge mtu 1500 up",
+            "set link vethpod0 master cw-br0",
+            "set link vethpod1 master cw-br0"
+        ]
+    );
+    apply(&mut netlink, &ops).await;
+    for veth in ["vethpod0", "vethpod1"] {
+        let shown = ns.ip_json(&format!("link show {veth}"));
+        assert_eq!(shown[0]["master"], "cw-br0", "{veth}: {shown:?}");
+    }
+    let other = ns.ip_json("link show vethother");
+    assert_eq!(other[0]["master"], "br-other", "{other:?}");
+    assert!(other[0].get("ifalias").is_none(), "{other:?}");
+    let settled = netlink.observe().await.expect("observe");
+    assert_eq!(causeway_node_agent::diff::diff(&desired, &settled), vec![]);
+
+    // The agent refuses to attach a veth that is not marked for the bridge.
+    let refused = Dataplane::apply(
+        &mut netlink,
+        &Op::AttachPort {
+            port: "vethother".into(),
+            bridge: "cw-br0".into(),
+        },
+    )
+    .await
+    .expect_err("a foreign veth must not be attached");
+    assert!(refused.message.contains("not a pod's veth"), "{refused}");
+}
