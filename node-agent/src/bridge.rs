@@ -476,10 +476,15 @@ impl Task {
         }
     }
 
-    /// A Lease write that gives up after one renewal period: a frozen API server must not
-    /// hold up the elector (the VIP's lifetime is only a few renewal periods).
-    async fn write(&self, lease: &Lease) -> Result<Lease, election::WriteError> {
-        election::write(&self.api, lease, self.timing.renew_every).await
+    /// A Lease write that gives up after `timeout`: a frozen API server must not hold up the
+    /// elector (renewals give up after one renewal period, so the VIP's lifetime is refreshed
+    /// in time through an outage; claims and releases after half the lease).
+    async fn write(&self, lease: &Lease, timeout: Duration) -> Result<Lease, election::WriteError> {
+        election::write(&self.api, lease, timeout).await
+    }
+
+    fn patient(&self) -> Duration {
+        Duration::from_secs(u64::from(self.timing.lease_seconds)) / 2
     }
 
     async fn renew(&mut self, netlink: &Netlink) {
@@ -487,7 +492,7 @@ impl Task {
             return;
         };
         let next = election::renewed(lease, k8s_openapi::jiff::Timestamp::now());
-        match self.write(&next).await {
+        match self.write(&next, self.timing.renew_every).await {
             Ok(stored) => {
                 if let Some(since) = self.outage_since.take() {
                     info!(gateway = %self.c.gateway, outage = ?since.elapsed(), "the API server answers again; renewed the claim");
@@ -651,7 +656,7 @@ impl Task {
                 ..OwnerReference::default()
             }]);
         }
-        match self.write(&next).await {
+        match self.write(&next, self.patient()).await {
             Ok(stored) => {
                 info!(gateway = %self.c.gateway, vip = %self.c.vip, reason = ?reason, "took the VIP");
                 self.note(Some(stored));
@@ -680,7 +685,7 @@ impl Task {
             return;
         }
         let next = election::released(lease, reason, k8s_openapi::jiff::Timestamp::now());
-        match self.write(&next).await {
+        match self.write(&next, self.patient()).await {
             Ok(stored) => {
                 info!(gateway = %self.c.gateway, %reason, "released the VIP");
                 self.note(Some(stored));
