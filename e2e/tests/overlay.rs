@@ -96,6 +96,10 @@ fn main() -> ExitCode {
                 client_join,
             ),
             testing::test(
+                "client_join_a_client_that_cannot_join_says_why_on_the_gateway",
+                client_refused,
+            ),
+            testing::test(
                 "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
                 stopped_agent,
             ),
@@ -1682,9 +1686,9 @@ fn lease_gone(c: &Cluster, name: &str) -> Result<()> {
                 name,
                 "--ignore-not-found",
                 "-o",
-                "name",
+                "yaml",
             ])?;
-            ensure!(out.trim().is_empty(), "still there: {out}");
+            ensure!(out.trim().is_empty(), "still there:\n{out}");
             Ok(())
         },
     )
@@ -1976,6 +1980,102 @@ fn client_join(c: &Cluster) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Issue #14, defect 7: a client whose machine already routes a pod subnet elsewhere cannot
+/// program its tunnel; it keeps heartbeating with the reason, and the gateway shows it
+/// instead of telling the user to start a client that is already running.
+fn client_refused(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let client = the_client(c)?;
+    let address = client.address.to_string();
+    let subnet = subnet_of(c, "node-d")?;
+    c.exec(
+        &client.name,
+        "ip",
+        &["route", "add", &subnet, "dev", "eth0", "proto", "static"],
+    )?;
+    join_clients(c, &[("laptop", &address, CLIENT_OVERLAY)])?;
+    let agent = deploy::start_gateway_client(
+        c,
+        &client.name,
+        "join",
+        "laptop",
+        &[
+            "--resync-seconds",
+            "3",
+            "--lease-duration-seconds",
+            &LEASE_SECONDS.to_string(),
+        ],
+    )?;
+    let result = (|| -> Result<()> {
+        let message = wait_for(
+            "the gateway says why laptop cannot join",
+            Duration::from_secs(20),
+            || {
+                let st = gateway_json(c, "join")?;
+                let ready = st["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .cloned()
+                    .unwrap_or_default();
+                let message = ready["message"].as_str().unwrap_or_default().to_string();
+                ensure!(
+                    ready["reason"] == "ClientsNotJoined"
+                        && message.contains("laptop runs but cannot join")
+                        && message.contains(&subnet),
+                    "{ready}"
+                );
+                let entry = &st["status"]["clients"][0];
+                ensure!(
+                    entry["joined"] == false
+                        && entry["message"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("running but cannot join")),
+                    "{entry}"
+                );
+                Ok(message)
+            },
+        )?;
+        println!("[observe] the gateway's Ready message: {message}");
+        // The route gone, the client joins by itself.
+        c.exec(
+            &client.name,
+            "ip",
+            &["route", "del", &subnet, "dev", "eth0", "proto", "static"],
+        )?;
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=30s",
+            "overlaygateway/join",
+        ])?;
+        let entry = gateway_json(c, "join")?["status"]["clients"][0].clone();
+        ensure!(
+            entry["joined"] == true && entry["message"].as_str().unwrap_or_default().is_empty(),
+            "{entry}"
+        );
+        Ok(())
+    })();
+    let _ = c.exec(
+        &client.name,
+        "ip",
+        &["route", "del", &subnet, "dev", "eth0", "proto", "static"],
+    );
+    c.kubectl(&["delete", "overlaygateway", "join"])?;
+    let cleaned = wait_for(
+        "the client removed its tunnel",
+        Duration::from_secs(15),
+        || {
+            let links = c.exec(&client.name, "ip", &["-o", "link", "show"])?;
+            ensure!(!links.contains("cw-vx1"), "{links}");
+            Ok(())
+        },
+    );
+    c.stop(&agent);
+    result?;
+    cleaned?;
+    lease_gone(c, "causeway-client-join.laptop")
 }
 
 /// Pings both ways between a client and every pod.

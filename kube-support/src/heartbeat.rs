@@ -65,6 +65,10 @@ pub fn bounded_name(prefix: &str, name: &str) -> String {
 /// [`crate::election::GATEWAY_LABEL`] and its holder is `<gateway>/<client>`.
 pub const CLIENT_LABEL: (&str, &str) = ("app.kubernetes.io/component", "gateway-client-heartbeat");
 
+/// Annotation on a ClientJoin client's heartbeat Lease while the client runs but cannot join
+/// (its plan or its kernel refused): why, in the client's words. Absent once it has joined.
+pub const CLIENT_PROBLEM: &str = "causeway.dev/client-problem";
+
 /// The heartbeat Lease of ClientJoin client `client` of `gateway`.
 #[must_use]
 pub fn client_lease_name(gateway: &str, client: &str) -> String {
@@ -95,6 +99,7 @@ pub async fn renew(
             name: &lease_name(node),
             holder: node,
             labels: &[LABEL],
+            annotations: &[],
             owner: None,
             duration_seconds,
         },
@@ -110,6 +115,8 @@ pub struct Beat<'a> {
     pub name: &'a str,
     pub holder: &'a str,
     pub labels: &'a [(&'a str, &'a str)],
+    /// Annotations this writer owns: one it stops sending is removed (server-side apply).
+    pub annotations: &'a [(&'a str, &'a str)],
     pub owner: Option<&'a OwnerReference>,
     pub duration_seconds: u32,
 }
@@ -131,6 +138,11 @@ pub async fn renew_lease(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
         .collect();
+    let annotations: serde_json::Map<String, serde_json::Value> = beat
+        .annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
     let owners: Vec<&OwnerReference> = beat.owner.into_iter().collect();
     let lease = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -139,6 +151,7 @@ pub async fn renew_lease(
             "name": beat.name,
             "namespace": namespace,
             "labels": labels,
+            "annotations": annotations,
             "ownerReferences": owners,
         },
         "spec": {

@@ -3,9 +3,11 @@
 //!
 //! The same loop shape as a node's, smaller: on every change of the gateway, the network or
 //! its NodeSubnets (and every `resync`), plan ([`crate::join::client_plan`]) → observe → diff
-//! → apply. While the client is programmed it renews its heartbeat Lease
+//! → apply. While the gateway lists it, it renews its heartbeat Lease
 //! (`causeway-client-<gateway>.<name>`), from which the operator reports it in the gateway's
-//! `status.clients`. When the gateway no longer lists it (or is deleted), it removes
+//! `status.clients`: joined once programmed, or running but unable to join, with why
+//! ([`heartbeat::CLIENT_PROBLEM`]: a conflicting route, a missing network, a kernel error),
+//! so `kubectl describe overlaygateway` says what the client's log says. When the gateway no longer lists it (or is deleted), it removes
 //! everything it created. Stopping leaves the dataplane as it is, like the node agent.
 //!
 //! What it may read and write is the chart's `causeway-gateway-client` role: read PodNetworks,
@@ -84,6 +86,8 @@ pub async fn run(
         tokio::time::interval((config.lease_duration / 4).max(Duration::from_millis(250)));
     tokio::pin!(shutdown);
     let mut joined = false;
+    // Listed by the gateway, but the last pass failed: why.
+    let mut problem: Option<String> = None;
     let mut last_problem: Option<(String, Instant)> = None;
     loop {
         tokio::select! {
@@ -106,14 +110,21 @@ pub async fn run(
                             ..Default::default()
                         })
                     });
-                if joined {
+                // Never without the owner: a Lease written after the gateway is gone (its
+                // deletion not yet seen by a pass) would outlive it.
+                if (joined || problem.is_some()) && owner.is_some() {
                     let seconds = u32::try_from(config.lease_duration.as_secs().max(1)).unwrap_or(u32::MAX);
                     let name = heartbeat::client_lease_name(&config.gateway, &config.name);
                     let holder = heartbeat::client_holder(&config.gateway, &config.name);
+                    let annotations: Vec<(&str, &str)> = problem
+                        .iter()
+                        .map(|p| (heartbeat::CLIENT_PROBLEM, p.as_str()))
+                        .collect();
                     let beat = heartbeat::Beat {
                         name: &name,
                         holder: &holder,
                         labels: &[heartbeat::CLIENT_LABEL, (election::GATEWAY_LABEL, &config.gateway)],
+                        annotations: &annotations,
                         owner: owner.as_ref(),
                         duration_seconds: seconds,
                     };
@@ -148,14 +159,21 @@ pub async fn run(
         });
         let result = match gateway {
             Some(gw) if listed => {
-                program(
+                let r = program(
                     &mut dataplane,
                     &gw,
                     &config,
                     &networks.state(),
                     &subnets.state(),
                 )
-                .await
+                .await;
+                let now = r.as_ref().err().cloned();
+                if now != problem {
+                    // The gateway hears of the change at once, not at the next beat.
+                    heartbeat.reset_immediately();
+                }
+                problem = now;
+                r
             }
             _ => {
                 // Not (or no longer) a member: nothing of ours stays.
@@ -167,6 +185,7 @@ pub async fn run(
                     );
                 }
                 joined = false;
+                problem = None;
                 r.and(Err(format!(
                     "OverlayGateway {} does not list client {}; waiting",
                     config.gateway, config.name
@@ -182,14 +201,15 @@ pub async fn run(
                 joined = true;
                 last_problem = None;
             }
-            Err(problem) => {
+            Err(failed) => {
+                joined = false;
                 // Said once per minute, not at every pass.
                 let repeat = last_problem
                     .as_ref()
-                    .is_some_and(|(p, at)| *p == problem && at.elapsed() < Duration::from_secs(60));
+                    .is_some_and(|(p, at)| *p == failed && at.elapsed() < Duration::from_secs(60));
                 if !repeat {
-                    warn!("{problem}");
-                    last_problem = Some((problem, Instant::now()));
+                    warn!("{failed}");
+                    last_problem = Some((failed, Instant::now()));
                 }
             }
         }

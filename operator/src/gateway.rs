@@ -73,8 +73,11 @@ pub struct Input<'a> {
     pub election: Option<&'a Election>,
     /// VIPs of the other BridgeHosts gateways, with their names.
     pub other_vips: &'a [(String, String)],
-    /// ClientJoin: the clients whose heartbeat Lease is live, by name.
+    /// ClientJoin: the clients whose heartbeat Lease is live and says they joined, by name.
     pub joined: &'a BTreeSet<String>,
+    /// ClientJoin: clients whose heartbeat Lease is live but says they cannot join, with
+    /// why (the client's own words).
+    pub refused: &'a BTreeMap<String, String>,
     /// The gateway's name, for messages.
     pub gateway_name: &'a str,
 }
@@ -156,14 +159,33 @@ fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rende
         .filter(|n| !input.joined.contains(*n))
         .collect();
     if !waiting.is_empty() {
+        let (refused, absent): (Vec<&str>, Vec<&str>) = waiting
+            .iter()
+            .partition(|n| input.refused.contains_key(**n));
+        let mut why: Vec<String> = refused
+            .iter()
+            .map(|n| {
+                format!(
+                    "{n} runs but cannot join: {}",
+                    input.refused[*n].trim_end_matches('.')
+                )
+            })
+            .collect();
+        if !absent.is_empty() {
+            why.push(format!(
+                "{} not running: on each, run `causeway-node-agent client --gateway {} --name <client>` with a kubeconfig of the causeway-gateway-client service account",
+                absent.join(", "),
+                input.gateway_name
+            ));
+        }
         return not_ready(
             reasons::CLIENTS_NOT_JOINED,
             format!(
-                "{} of {} clients have not joined: {}. On each, run `causeway-node-agent client --gateway {} --name <client>` with a kubeconfig of the causeway-gateway-client service account.",
+                "{} of {} clients have not joined: {}. {}.",
                 waiting.len(),
                 clients.len(),
                 waiting.join(", "),
-                input.gateway_name
+                why.join("; ")
             ),
         );
     }
@@ -206,13 +228,13 @@ fn client_statuses(
                 name: c.name.clone(),
                 joined,
                 vtep_mac: Some(vtep_mac(&format!("client:{}", c.name)).to_string()),
-                message: if joined {
-                    String::new()
-                } else {
-                    format!(
+                message: match input.refused.get(&c.name) {
+                    _ if joined => String::new(),
+                    Some(problem) => format!("running but cannot join: {problem}"),
+                    None => format!(
                         "no live heartbeat: run `causeway-node-agent client --gateway {} --name {}` on the client",
                         input.gateway_name, c.name
-                    )
+                    ),
                 },
                 since,
             }
@@ -592,6 +614,7 @@ mod tests {
         election: Option<&'a Election>,
         others: &'a [(String, String)],
         joined: &'a [&'a str],
+        refused: &'a [(&'a str, &'a str)],
     }
 
     fn compute(
@@ -614,6 +637,11 @@ mod tests {
                 election: around.election,
                 other_vips: around.others,
                 joined: &set(around.joined),
+                refused: &around
+                    .refused
+                    .iter()
+                    .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+                    .collect(),
                 gateway_name: "gw",
             },
             &OverlayGatewayStatus::default(),
@@ -878,6 +906,35 @@ mod tests {
             "{message}"
         );
         assert!(!st.clients[1].joined && st.clients[1].message.contains("--name vm"));
+
+        // A client that runs but cannot join says why, on the gateway and in its entry.
+        let problem = "route 10.247.0.0/24 via 10.247.0.0 dev cw-vx1: a route to 10.247.0.0/24 that Causeway does not own is in the way";
+        let mut net = network();
+        net.mode = serde_json::from_value(serde_json::json!("Overlay")).expect("mode");
+        let st = compute(
+            serde_json::json!({
+                "network": "overlay", "strategy": "ClientJoin",
+                "clientJoin": {"clients": [
+                    {"name": "laptop", "address": "192.168.50.100", "overlayAddress": "10.250.0.100"},
+                    {"name": "vm", "address": "192.168.50.101", "overlayAddress": "10.250.0.101"},
+                ]},
+            }),
+            Some(&net),
+            &Around {
+                refused: &[("laptop", problem)],
+                ..Around::default()
+            },
+        );
+        expect_not_ready(
+            &st,
+            "ClientsNotJoined",
+            &format!("laptop runs but cannot join: {problem}; vm not running: on each, run"),
+        );
+        assert_eq!(
+            st.clients[0].message,
+            format!("running but cannot join: {problem}")
+        );
+        assert!(st.clients[1].message.contains("no live heartbeat"));
 
         for (mode, overlay, want, words) in [
             (

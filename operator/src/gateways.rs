@@ -149,7 +149,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
                 .map(|t| Time(t.0)),
         });
     let silent: BTreeSet<String> = ctx.silent.borrow().keys().cloned().collect();
-    let joined = joined_clients(&gctx, &gw);
+    let (joined, refused) = joined_clients(&gctx, &gw);
     let other_vips: Vec<(String, String)> = gctx
         .gateways
         .state()
@@ -199,6 +199,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
             election: election.as_ref(),
             other_vips: &other_vips,
             joined: &joined,
+            refused: &refused,
             gateway_name: &name,
         },
         &previous,
@@ -216,10 +217,14 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
 }
 
 /// The ClientJoin clients of `gw` whose heartbeat Lease is live (renewed within its duration,
-/// by this operator's clock).
-fn joined_clients(gctx: &GatewayContext, gw: &OverlayGateway) -> BTreeSet<String> {
+/// by this operator's clock): those that joined, and those that run but say why they cannot
+/// ([`heartbeat::CLIENT_PROBLEM`]).
+fn joined_clients(
+    gctx: &GatewayContext,
+    gw: &OverlayGateway,
+) -> (BTreeSet<String>, BTreeMap<String, String>) {
     let Some(join) = gw.spec.client_join.as_ref() else {
-        return BTreeSet::new();
+        return (BTreeSet::new(), BTreeMap::new());
     };
     let leases = gctx.clients.state();
     let now = std::time::Instant::now();
@@ -231,17 +236,30 @@ fn joined_clients(gctx: &GatewayContext, gw: &OverlayGateway) -> BTreeSet<String
         live.observe(leases.iter().map(AsRef::as_ref), now);
         live.silent(now)
     };
-    let live: BTreeSet<&str> = leases
+    // Live holders, with the problem their Lease reports, if any.
+    let live: BTreeMap<&str, Option<&String>> = leases
         .iter()
-        .filter_map(|l| l.spec.as_ref()?.holder_identity.as_deref())
-        .filter(|h| !silent.contains_key(*h))
+        .filter_map(|l| {
+            let holder = l.spec.as_ref()?.holder_identity.as_deref()?;
+            Some((holder, l.annotations().get(heartbeat::CLIENT_PROBLEM)))
+        })
+        .filter(|(h, _)| !silent.contains_key(*h))
         .collect();
     let name = gw.name_any();
-    join.clients
-        .iter()
-        .filter(|c| live.contains(heartbeat::client_holder(&name, &c.name).as_str()))
-        .map(|c| c.name.clone())
-        .collect()
+    let mut joined = BTreeSet::new();
+    let mut refused = BTreeMap::new();
+    for c in &join.clients {
+        match live.get(heartbeat::client_holder(&name, &c.name).as_str()) {
+            Some(None) => {
+                joined.insert(c.name.clone());
+            }
+            Some(Some(problem)) => {
+                refused.insert(c.name.clone(), (*problem).clone());
+            }
+            None => {}
+        }
+    }
+    (joined, refused)
 }
 
 /// An event when Ready's status or reason changes, and one when the VIP moves.
