@@ -559,6 +559,33 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_marker_survives_the_api_servers_microseconds_and_only_the_probe_carries_one() {
+        let now = Timestamp::from_nanosecond(1_790_000_000_123_456_789).expect("time");
+        let marker = probe_marker(now);
+        assert_eq!(marker.as_microsecond(), now.as_microsecond());
+        // As the API server stores and returns it: RFC 3339 with microseconds.
+        let json = serde_json::to_value(MicroTime(marker)).expect("serializes");
+        let back: MicroTime = serde_json::from_value(json.clone()).expect("parses");
+        assert_eq!(back.0, marker, "{json}");
+
+        let mut probe = lease("ignored", 0, 10);
+        probe.metadata.name = Some(PROBE_LEASE.into());
+        probe.metadata.labels = Some([(PROBE_LABEL.0.into(), PROBE_LABEL.1.into())].into());
+        if let Some(spec) = probe.spec.as_mut() {
+            spec.renew_time = Some(back);
+        }
+        let mut agent = lease("node-a", 5, 40);
+        agent.metadata.labels = Some([(LABEL.0.into(), LABEL.1.into())].into());
+        assert_eq!(probe_marker_of(&probe), Some(marker));
+        assert_eq!(probe_marker_of(&agent), None);
+        assert!(is_agent_lease(&agent) && !is_agent_lease(&probe));
+        assert_eq!(
+            watch_selector(),
+            "app.kubernetes.io/component in (node-agent-heartbeat,operator-heartbeat-probe)"
+        );
+    }
+
+    #[test]
     fn only_the_part_of_a_lapse_after_the_views_last_break_and_before_its_proof_counts() {
         let t = Instant::now();
         let live = |since: u64, until: u64| View::Live {
