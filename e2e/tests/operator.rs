@@ -1,6 +1,6 @@
 //! The operator on a real control plane (issue #4): allocation for 50 nodes, selector,
 //! release and reuse, restart stability, two replicas with one leader, conflicts,
-//! exhaustion, nodes without an address, readiness roll-up, deletion, metrics.
+//! exhaustion, nodes without an address or that lose it, readiness roll-up, deletion, metrics.
 //!
 //! Nodes here are Node objects registered as a kubelet would (name, labels, InternalIP); the
 //! operators run inside node namespaces with the underlay kubeconfig. No agent exists yet:
