@@ -50,6 +50,9 @@ pub mod reasons {
     /// Ready=False, Degraded=True on a PodNetwork: some owned nodes report no InternalIP, so
     /// peers could not reach them and they get no subnet.
     pub const NODES_WITHOUT_ADDRESS: &str = "NodesWithoutAddress";
+    /// Degraded=True on a PodNetwork: some nodes that hold a NodeSubnet no longer report an
+    /// InternalIP; their NodeSubnet keeps the last known address (nothing is torn down).
+    pub const NODES_LOST_ADDRESS: &str = "NodesLostAddress";
     /// Ready=False, Degraded=True on a Flat PodNetwork (or Routed without BGP): the agents
     /// report their nodes on more than one L2 segment, so some pods cannot reach others.
     pub const NODES_NOT_ON_ONE_SEGMENT: &str = "NodesNotOnOneSegment";

@@ -1,6 +1,6 @@
 //! The operator on a real control plane (issue #4): allocation for 50 nodes, selector,
 //! release and reuse, restart stability, two replicas with one leader, conflicts,
-//! exhaustion, nodes without an address, readiness roll-up, deletion, metrics.
+//! exhaustion, nodes without an address or that lose it, readiness roll-up, deletion, metrics.
 //!
 //! Nodes here are Node objects registered as a kubelet would (name, labels, InternalIP); the
 //! operators run inside node namespaces with the underlay kubeconfig. No agent exists yet:
@@ -60,6 +60,10 @@ fn main() -> ExitCode {
             testing::test(
                 "a_node_without_an_internal_ip_is_reported_and_allocated_once_it_has_one",
                 missing_address,
+            ),
+            testing::test(
+                "a_node_that_loses_its_internal_ip_is_reported_and_keeps_its_subnet_and_address",
+                lost_address,
             ),
             testing::test(
                 "ready_follows_what_agents_report_on_their_node_subnets",
@@ -661,6 +665,52 @@ fn missing_address(c: &Cluster) -> Result<()> {
     })?;
     expect_condition(c, "blue", "Degraded", "False", "AsExpected")?;
     Ok(())
+}
+
+/// A node with a subnet whose kubelet stops reporting an InternalIP keeps its NodeSubnet and
+/// the last known address (peers keep routing to it), and the network says so by name until
+/// the address is back.
+fn lost_address(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let nodes = pool_nodes(0..2, 57, "amber");
+    add_nodes(c, &nodes)?;
+    apply_network(c, "amber", "10.140.0.0/16", 24, "amber")?;
+    let before = wait_for("2 NodeSubnets", Duration::from_secs(30), || {
+        let m = subnets(c, "amber")?;
+        ensure!(m.len() == 2, "{m:?}");
+        Ok(m)
+    })?;
+    expect_condition(c, "amber", "Degraded", "False", "AsExpected")?;
+    let result = (|| -> Result<()> {
+        c.set_node_status("amber-01", None)?;
+        let msg = expect_condition(c, "amber", "Degraded", "True", "NodesLostAddress")?;
+        ensure!(
+            msg.contains("amber-01") && msg.contains("192.168.57.11") && msg.contains("--node-ip"),
+            "the message does not name the node, its last address and what to do: {msg}"
+        );
+        expect_event(c, "amber", "NodesLostAddress", "amber-01")?;
+        // Nothing is torn down: same object, same subnet, same address.
+        ensure!(
+            subnets(c, "amber")? == before,
+            "the NodeSubnets changed: {:?} -> {:?}",
+            before,
+            subnets(c, "amber")?
+        );
+        c.set_node_status("amber-01", Some(Ipv4Addr::new(192, 168, 57, 11)))?;
+        expect_condition(c, "amber", "Degraded", "False", "AsExpected")?;
+        ensure!(subnets(c, "amber")? == before, "the NodeSubnets changed");
+        Ok(())
+    })();
+    let deleted = c
+        .kubectl(&[
+            "delete",
+            "podnetwork",
+            "amber",
+            "--wait=true",
+            "--timeout=60s",
+        ])
+        .map(drop);
+    result.and(deleted)
 }
 
 /// Writes what an agent writes: Programmed on its NodeSubnet's status.

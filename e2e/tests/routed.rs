@@ -6,6 +6,9 @@
 //! The networks run one after another (each is deleted, and checked gone, before the next):
 //! Flat on rack-a, Routed with static routes on rack-a, then Routed with BGP on all four
 //! nodes, with BIRD 2 on r1 as the routers' BGP speaker (AS 64500; nodes AS 64512).
+//! Between Flat and Routed, a Routed network without pods checks how agent heartbeats are
+//! judged: an API server pause longer than the agents' Lease is nobody's fault, a stopped
+//! agent is reported.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -23,6 +26,8 @@ use serde_json::Value;
 const RACK_A: [&str; 3] = ["node-a", "node-b", "node-c"];
 const ALL: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const ZONE: &str = "topology.kubernetes.io/zone";
+/// The agents' heartbeat Lease duration: short, so a pause can outlast it in seconds.
+const LEASE_SECONDS: u64 = 4;
 
 fn main() -> ExitCode {
     testing::run_suite(
@@ -45,6 +50,10 @@ fn main() -> ExitCode {
             testing::test(
                 "deleting_the_flat_network_removes_its_route_and_proxy_arp",
                 flat_deleted,
+            ),
+            testing::test(
+                "an_api_server_pause_longer_than_the_agents_lease_is_not_reported_but_a_stopped_agent_is",
+                api_server_pause,
             ),
             testing::test(
                 "routed_static_routes_each_peer_via_its_address_and_pods_reach_each_other",
@@ -109,10 +118,18 @@ fn control_plane(c: &Cluster) -> Result<()> {
 static AGENTS: Mutex<Vec<(String, causeway_e2e::proc::ProcId)>> = Mutex::new(Vec::new());
 
 fn start_agent(c: &Cluster, node: &str) -> Result<()> {
+    let lease = LEASE_SECONDS.to_string();
     let id = deploy::start_agent(
         c,
         node,
-        &["--resync-seconds", "3", "--status-refresh-seconds", "1"],
+        &[
+            "--resync-seconds",
+            "3",
+            "--status-refresh-seconds",
+            "1",
+            "--lease-duration-seconds",
+            &lease,
+        ],
     )?;
     lock(&AGENTS).push((node.to_string(), id));
     Ok(())
@@ -450,6 +467,206 @@ fn routed_static(c: &Cluster) -> Result<()> {
     }
     matrix(c, &pods)?;
     tear_down(c, "routed")
+}
+
+/// A condition of PodNetwork `name`: (status, reason, message, lastTransitionTime).
+fn condition(c: &Cluster, name: &str, type_: &str) -> Result<(String, String, String, String)> {
+    let out = c.kubectl(&["get", "podnetwork", name, "-o", "json"])?;
+    let pn: Value = serde_json::from_str(&out)?;
+    let Some(cond) = pn["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+    else {
+        bail!("no {type_} condition yet");
+    };
+    let text = |k: &str| cond[k].as_str().unwrap_or_default().to_owned();
+    Ok((
+        text("status"),
+        text("reason"),
+        text("message"),
+        text("lastTransitionTime"),
+    ))
+}
+
+/// `type: note` of every event with `reason` about PodNetwork `name`.
+fn events_with_reason(c: &Cluster, name: &str, reason: &str) -> Result<Vec<String>> {
+    let out = c.kubectl(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        &format!("involvedObject.kind=PodNetwork,involvedObject.name={name},reason={reason}"),
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    Ok(list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["type"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Resumes a SIGSTOPped process when dropped, so a failing check never leaves it frozen.
+struct Resume(causeway_e2e::proc::ProcId);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        self.0.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Agents renew their heartbeat Lease through the API server, and the operator watches the
+/// Leases through it too: while the server is frozen nobody renews and nobody can see. A pause
+/// longer than the Lease is the operator's blind spot, not the agents' silence: the network
+/// stays Ready and no `AgentNotReporting` event is written. An agent that really stops is
+/// still reported, by node and Lease.
+fn api_server_pause(c: &Cluster) -> Result<()> {
+    const NAME: &str = "pause";
+    control_plane(c)?;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &network(NAME, "10.243.0.0/16", "Routed").to_string(),
+    )?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        &format!("podnetwork/{NAME}"),
+    ])?;
+    let result = (|| -> Result<()> {
+        // Every agent has renewed since it started, and the operator has seen it do so.
+        std::thread::sleep(Duration::from_secs(LEASE_SECONDS + 2));
+        let (status, _, _, since) = condition(c, NAME, "Ready")?;
+        ensure!(status == "True", "not Ready before the pause");
+        let before = events_with_reason(c, NAME, "AgentNotReporting")?;
+
+        let apiserver = c
+            .process("kube-apiserver")
+            .context("the cluster has no kube-apiserver process")?;
+        ensure!(
+            apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
+            "cannot freeze kube-apiserver"
+        );
+        let frozen = Resume(apiserver);
+        let pause = Duration::from_secs(LEASE_SECONDS * 2);
+        std::thread::sleep(pause);
+        drop(frozen);
+        let resumed = std::time::Instant::now();
+
+        // Sample Ready and Degraded until well after every agent could have lapsed and come
+        // back: any flip is a failure, and so is seeing too little.
+        let mut samples = 0usize;
+        let mut flips = Vec::new();
+        while resumed.elapsed() < Duration::from_secs(LEASE_SECONDS * 2 + 2) {
+            if let (Ok(ready), Ok(degraded)) =
+                (condition(c, NAME, "Ready"), condition(c, NAME, "Degraded"))
+            {
+                samples += 1;
+                if ready.0 != "True" || degraded.0 != "False" {
+                    flips.push(format!(
+                        "+{:.1}s Ready={} {}: {} / Degraded={} {}",
+                        resumed.elapsed().as_secs_f64(),
+                        ready.0,
+                        ready.1,
+                        ready.2,
+                        degraded.0,
+                        degraded.1
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            samples >= 10,
+            "only {samples} readings of the PodNetwork after the API server resumed"
+        );
+        let after = events_with_reason(c, NAME, "AgentNotReporting")?;
+        let new: Vec<&String> = after.iter().filter(|e| !before.contains(e)).collect();
+        let (_, _, _, since_after) = condition(c, NAME, "Ready")?;
+        println!(
+            "[measure] API server frozen {pause:?} (agents' Lease {LEASE_SECONDS}s): {samples} readings after, {} not Ready, {} AgentNotReporting events",
+            flips.len(),
+            new.len()
+        );
+        ensure!(
+            new.is_empty(),
+            "AgentNotReporting events after a {pause:?} API server pause: {new:#?}"
+        );
+        ensure!(
+            flips.is_empty(),
+            "the PodNetwork left Ready after a {pause:?} API server pause: {flips:#?}"
+        );
+        ensure!(
+            since_after == since,
+            "Ready's lastTransitionTime moved from {since} to {since_after}: it flipped and came back"
+        );
+
+        // A real silence is still reported: node-b's agent stops.
+        let node = "node-b";
+        let agent = lock(&AGENTS)
+            .iter()
+            .rev()
+            .find(|(n, _)| n == node)
+            .map(|(_, id)| id.clone())
+            .with_context(|| format!("no agent on {node}"))?;
+        let stopped = std::time::Instant::now();
+        c.stop(&agent);
+        let message = wait_for(
+            "Ready=False AgentNotReporting",
+            Duration::from_secs(LEASE_SECONDS + 10),
+            || {
+                let (status, reason, message, _) = condition(c, NAME, "Ready")?;
+                ensure!(
+                    status == "False" && reason == "AgentNotReporting",
+                    "{status} {reason}: {message}"
+                );
+                Ok(message)
+            },
+        )?;
+        println!(
+            "[measure] agent stopped -> Ready=False AgentNotReporting in {:.1}s (Lease {LEASE_SECONDS}s)",
+            stopped.elapsed().as_secs_f64()
+        );
+        ensure!(
+            message.contains(node) && message.contains("causeway-agent-node-b"),
+            "the message does not name the node and its Lease: {message}"
+        );
+        wait_for(
+            "an AgentNotReporting Warning event",
+            Duration::from_secs(10),
+            || {
+                let events = events_with_reason(c, NAME, "AgentNotReporting")?;
+                ensure!(
+                    events
+                        .iter()
+                        .any(|e| e.starts_with("Warning:") && e.contains(node)),
+                    "{events:?}"
+                );
+                Ok(())
+            },
+        )?;
+        start_agent(c, node)?;
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=30s",
+            &format!("podnetwork/{NAME}"),
+        ])?;
+        Ok(())
+    })();
+    let deleted = tear_down(c, NAME);
+    result.and(deleted)
 }
 
 const ROUTER_ASN: u32 = 64500;

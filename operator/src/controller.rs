@@ -198,7 +198,8 @@ pub async fn run(
     }
     let (reconciled, reconciled_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (silent_tx, silent) = tokio::sync::watch::channel(BTreeMap::new());
-    let heartbeat_changes = watch_heartbeats(&client, &options, subnets.clone(), silent_tx);
+    let heartbeat_changes =
+        watch_heartbeats(&client, &options, &instance, subnets.clone(), silent_tx);
     let ctx = Arc::new(Context {
         client,
         nodes,
@@ -247,44 +248,155 @@ pub async fn run(
     }
 }
 
+/// What the heartbeat watch and the probe writes tell the judging loop about the operator's
+/// own view of the Leases ([`heartbeat::Probe`]), each with the instant it happened.
+enum ViewEvent {
+    /// The watch delivered the probe Lease with this marker.
+    Seen(k8s_openapi::jiff::Timestamp, Instant),
+    /// Writing the probe with this marker failed.
+    Failed(k8s_openapi::jiff::Timestamp, String),
+    /// The watch failed, or is listing again.
+    Interrupted,
+}
+
 /// Watches the agents' heartbeat Leases and keeps `silent` up to date; yields the networks
 /// to reconcile when a node's agent goes silent or comes back. Renewals of a live agent
 /// trigger nothing: only transitions, checked every [`HEARTBEAT_CHECK`], cost a reconcile.
+///
+/// The same watch carries the operator's probe Lease, written every
+/// [`heartbeat::PROBE_PERIOD`]: a lapse counts against an agent only while the probes prove
+/// the operator's own view live ([`heartbeat::counted_lapse`]), so an API server pause, a
+/// broken watch or the operator's start-up never reads as agents going silent.
 fn watch_heartbeats(
     client: &Client,
     options: &Options,
+    instance: &str,
     subnets: Store<NodeSubnet>,
     silent: tokio::sync::watch::Sender<BTreeMap<String, Silence>>,
 ) -> impl futures::Stream<Item = ObjectRef<PodNetwork>> + Send + 'static {
     let (store, writer) = reflector::store::<Lease>();
     let api: Api<Lease> = Api::namespaced(client.clone(), &options.agent_namespace);
-    let selector = format!("{}={}", heartbeat::LABEL.0, heartbeat::LABEL.1);
+    let (view_tx, mut view_rx) = tokio::sync::mpsc::unbounded_channel::<ViewEvent>();
+    let from_watch = view_tx.clone();
     let watch = reflector::reflector(
         writer,
         watcher(
             api,
-            watcher::Config::default().labels(&selector).any_semantic(),
+            watcher::Config::default()
+                .labels(&heartbeat::watch_selector())
+                .any_semantic(),
         ),
     )
     .default_backoff()
-    .for_each(|event| async move {
-        if let Err(e) = event {
-            warn!(error = %e, "heartbeat Lease watch failed; retrying");
+    .for_each(move |event| {
+        let at = Instant::now();
+        // The store already holds what the event says: a probe seen here proves it.
+        let note = match &event {
+            Ok(watcher::Event::Apply(lease)) => {
+                heartbeat::probe_marker_of(lease).map(|m| ViewEvent::Seen(m, at))
+            }
+            // A re-list: the store is replaced at InitDone, so probes seen while listing
+            // prove nothing; the next one after it does.
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => Some(ViewEvent::Interrupted),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(error = %e, "heartbeat Lease watch failed; retrying");
+                Some(ViewEvent::Interrupted)
+            }
+        };
+        if let Some(note) = note {
+            let _ = from_watch.send(note);
         }
+        futures::future::ready(())
     });
+    let (client, namespace, instance) = (
+        client.clone(),
+        options.agent_namespace.clone(),
+        instance.to_owned(),
+    );
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<PodNetwork>>();
     tokio::spawn(async move {
         tokio::pin!(watch);
         let mut liveness = Liveness::default();
+        let mut probe = heartbeat::Probe::default();
+        // Whether the last probe write went through: failures are logged once per run of them.
+        let mut probe_writes_ok = true;
         let mut tick = tokio::time::interval(HEARTBEAT_CHECK);
         loop {
             tokio::select! {
                 () = &mut watch => return,
+                Some(event) = view_rx.recv() => {
+                    let seen = matches!(event, ViewEvent::Seen(..));
+                    match event {
+                        ViewEvent::Seen(marker, at) => {
+                            probe.seen(marker, at);
+                            if !probe_writes_ok {
+                                info!(lease = heartbeat::PROBE_LEASE, "probe Lease written and seen again; agents are judged again");
+                                probe_writes_ok = true;
+                            }
+                        }
+                        ViewEvent::Failed(marker, error) => {
+                            probe.failed(marker);
+                            if probe_writes_ok {
+                                warn!(lease = heartbeat::PROBE_LEASE, %error, "writing the probe Lease failed; no agent is reported as not reporting until it succeeds");
+                                probe_writes_ok = false;
+                            }
+                        }
+                        ViewEvent::Interrupted => probe.interrupted(),
+                    }
+                    // A probe seen back moves the proof to now: judge at once rather than
+                    // up to a tick later. Nothing else can make an agent silent.
+                    if !seen {
+                        continue;
+                    }
+                }
                 _ = tick.tick() => {}
             }
             let now = Instant::now();
-            liveness.observe(store.state().iter().map(AsRef::as_ref), now);
-            let next = liveness.silent(now);
+            if probe.expire(now) {
+                warn!(
+                    lease = heartbeat::PROBE_LEASE,
+                    "the probe Lease did not come back on the heartbeat watch within {}s; no agent is reported as not reporting until one does",
+                    heartbeat::PROBE_LOST.as_secs()
+                );
+            }
+            if probe.due(now) {
+                let marker = heartbeat::probe_marker(k8s_openapi::jiff::Timestamp::now());
+                probe.sent(marker, now);
+                let (client, namespace, instance, view_tx) = (
+                    client.clone(),
+                    namespace.clone(),
+                    instance.clone(),
+                    view_tx.clone(),
+                );
+                // Its own task: a frozen API server must not stop the judging loop.
+                tokio::spawn(async move {
+                    let write = heartbeat::write_probe(
+                        &client,
+                        &namespace,
+                        &instance,
+                        marker,
+                        FIELD_MANAGER,
+                    );
+                    match tokio::time::timeout(heartbeat::PROBE_LOST, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            let _ = view_tx.send(ViewEvent::Failed(marker, e.to_string()));
+                        }
+                        // Given up by `expire` by now.
+                        Err(_) => {}
+                    }
+                });
+            }
+            liveness.observe(
+                store
+                    .state()
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .filter(|l| heartbeat::is_agent_lease(l)),
+                now,
+            );
+            let next = liveness.judge(probe.view());
             let changed: Vec<String> = {
                 let previous = silent.borrow();
                 next.keys()

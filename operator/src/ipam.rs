@@ -8,7 +8,8 @@
 //!
 //! Rules, all deterministic:
 //! - a node with a valid existing subnet keeps it; only its node address follows the Node's
-//!   InternalIP;
+//!   InternalIP, and a node that stops reporting one keeps its last known address (listed in
+//!   [`Plan::lost_address`], so the network can say so);
 //! - a new node (in name order) gets the lowest free subnet, or with `use_node_pod_cidr`
 //!   exactly its `spec.podCIDR`;
 //! - subnets of nodes that left the network are released, and stay unused for the rest of this
@@ -93,6 +94,9 @@ pub struct Plan {
     pub exhausted: Vec<String>,
     /// Nodes without an InternalIP and without an existing subnet: peers could not reach them.
     pub missing_address: Vec<String>,
+    /// `(node, last known address)` for nodes that hold a subnet (kept, in [`Plan::keep`]) but
+    /// no longer report an InternalIP: peers keep using the last known address.
+    pub lost_address: Vec<(String, Ipv4Addr)>,
     /// `(node, why)` for nodes whose `spec.podCIDR` cannot be used (with `use_node_pod_cidr`).
     pub bad_pod_cidr: Vec<(String, String)>,
     /// The pool the plan cut, for messages; `None` in a plan made without one (e.g. the
@@ -322,7 +326,12 @@ pub fn plan(input: &Input) -> Plan {
                     ..existing.clone()
                 });
             }
-            _ => plan.keep.push(existing.clone()),
+            Some(_) => plan.keep.push(existing.clone()),
+            None => {
+                plan.lost_address
+                    .push((existing.node.clone(), existing.node_address));
+                plan.keep.push(existing.clone());
+            }
         }
     }
 
@@ -377,6 +386,7 @@ pub fn plan(input: &Input) -> Plan {
         .collect();
     plan.keep.sort_by(|a, b| a.node.cmp(&b.node));
     plan.readdress.sort_by(|a, b| a.node.cmp(&b.node));
+    plan.lost_address.sort();
     plan.used = u64::try_from(plan.allocations().count()).unwrap_or(u64::MAX);
     plan
 }
@@ -478,6 +488,11 @@ mod tests {
                 .map(|n| format!("no-address {n}")),
         );
         lines.extend(
+            plan.lost_address
+                .iter()
+                .map(|(n, a)| format!("lost-address {n} {a}")),
+        );
+        lines.extend(
             plan.bad_pod_cidr
                 .iter()
                 .map(|(n, why)| format!("bad {n}: {why}")),
@@ -542,7 +557,7 @@ mod tests {
                 ],
             },
             Case {
-                name: "a changed InternalIP readdresses the subnet and a lost one keeps the old address",
+                name: "a changed InternalIP readdresses the subnet and a lost one keeps the old address, listed as lost",
                 pod_cidr: false,
                 nodes: &["node-a 192.168.1.99", "node-b -"],
                 existing: &[
@@ -552,6 +567,7 @@ mod tests {
                 want: &[
                     "keep node-b 10.247.1.0/24 192.168.1.2",
                     "readdress node-a 10.247.3.0/24 192.168.1.99",
+                    "lost-address node-b 192.168.1.2",
                     "used 2 of 4",
                 ],
             },
@@ -616,7 +632,7 @@ mod tests {
                 ],
             },
             Case {
-                name: "a node without InternalIP waits unless it already has a subnet",
+                name: "a node without InternalIP waits unless it already has a subnet, which it keeps",
                 pod_cidr: false,
                 nodes: &["node-a -", "node-b -", "node-c 192.168.1.3"],
                 existing: &["node-b 10.247.2.0/24 192.168.1.2"],
@@ -624,6 +640,7 @@ mod tests {
                     "keep node-b 10.247.2.0/24 192.168.1.2",
                     "create node-c 10.247.0.0/24 192.168.1.3",
                     "no-address node-a",
+                    "lost-address node-b 192.168.1.2",
                     "used 2 of 4",
                 ],
             },
@@ -936,6 +953,21 @@ mod tests {
         let mut wanted: Vec<&str> = input.nodes.iter().map(|n| n.name.as_str()).collect();
         wanted.sort_unstable();
         assert_eq!(accounted, wanted, "every node lands in exactly one outcome");
+        // Lost addresses: exactly the kept nodes that report none, with the address they keep.
+        let mut lost: Vec<(String, Ipv4Addr)> = got
+            .keep
+            .iter()
+            .filter(|a| {
+                input
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == a.node)
+                    .is_some_and(|n| n.internal_ip.is_none())
+            })
+            .map(|a| (a.node.clone(), a.node_address))
+            .collect();
+        lost.sort();
+        assert_eq!(got.lost_address, lost);
         assert_eq!(got.used, u64::try_from(allocations.len()).unwrap_or(0));
         assert!(got.used <= got.capacity);
     }

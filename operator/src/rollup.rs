@@ -264,6 +264,25 @@ fn without_address_sentence(nodes: &[String]) -> String {
     )
 }
 
+fn lost_address_sentence(nodes: &[(String, std::net::Ipv4Addr)]) -> String {
+    match nodes {
+        [(node, address)] => format!(
+            "Node {node} reports no InternalIP address any more; its NodeSubnet keeps the last known address {address}, which its peers keep using. Make the kubelet report the node's address again (its --node-ip flag, or the node's addresses from the cloud provider)."
+        ),
+        _ => {
+            let items: Vec<String> = nodes
+                .iter()
+                .map(|(node, address)| format!("{node} (keeps {address})"))
+                .collect();
+            format!(
+                "{} nodes report no InternalIP address any more; their NodeSubnets keep the last known address, which their peers keep using: {}. Make the kubelets report the nodes' addresses again (their --node-ip flag, or the nodes' addresses from the cloud provider).",
+                nodes.len(),
+                listing(&items, ", ")
+            )
+        }
+    }
+}
+
 fn bad_pod_cidr_sentence(bad: &[(String, String)]) -> String {
     let items: Vec<String> = bad
         .iter()
@@ -331,6 +350,9 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
     });
     let without_address =
         (!plan.missing_address.is_empty()).then(|| without_address_sentence(&plan.missing_address));
+    // Not a reason to leave Ready: the node keeps its subnet and peers their routes to it.
+    let lost_address =
+        (!plan.lost_address.is_empty()).then(|| lost_address_sentence(&plan.lost_address));
     let claimed =
         (!input.claimed_elsewhere.is_empty()).then(|| claimed_sentence(input.claimed_elsewhere));
     let bad_pod_cidr =
@@ -420,6 +442,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         (reasons::BGP_SESSIONS_DOWN, bgp_down),
         (reasons::AGENT_NOT_REPORTING, silent),
         (reasons::NODES_WITHOUT_ADDRESS, without_address),
+        (reasons::NODES_LOST_ADDRESS, lost_address),
         (reasons::NODES_CLAIMED_BY_OTHER_NETWORK, claimed),
         (reasons::INVALID_NODE_POD_CIDR, bad_pod_cidr),
     ]
@@ -930,6 +953,49 @@ mod tests {
                 exhausted: as_expected,
             },
             Case {
+                name: "a node that lost its InternalIP keeps its subnet: degraded, still ready",
+                world: World {
+                    plan: ipam::Plan {
+                        lost_address: vec![("node-1".into(), Ipv4Addr::new(192, 168, 1, 1))],
+                        ..plan(&names("node", 3), 256)
+                    },
+                    ..h()
+                },
+                ready: ("True", "AllNodesProgrammed", &["3 of 3 nodes programmed."]),
+                degraded: (
+                    "True",
+                    "NodesLostAddress",
+                    &[
+                        "Node node-1 reports no InternalIP address any more; its NodeSubnet keeps the last known address 192.168.1.1, which its peers keep using.",
+                        "--node-ip",
+                    ],
+                ),
+                exhausted: as_expected,
+            },
+            Case {
+                name: "several nodes that lost their InternalIP are listed with their addresses",
+                world: World {
+                    plan: ipam::Plan {
+                        lost_address: vec![
+                            ("node-0".into(), Ipv4Addr::new(192, 168, 1, 0)),
+                            ("node-2".into(), Ipv4Addr::new(192, 168, 1, 2)),
+                        ],
+                        ..plan(&names("node", 3), 256)
+                    },
+                    ..h()
+                },
+                ready: ("True", "AllNodesProgrammed", &[]),
+                degraded: (
+                    "True",
+                    "NodesLostAddress",
+                    &[
+                        "2 nodes report no InternalIP address any more; their NodeSubnets keep the last known address, which their peers keep using: node-0 (keeps 192.168.1.0), node-2 (keeps 192.168.1.2).",
+                        "--node-ip",
+                    ],
+                ),
+                exhausted: as_expected,
+            },
+            Case {
                 name: "an unusable podCIDR blocks readiness and degrades with the reason",
                 world: World {
                     selected: 4,
@@ -974,6 +1040,7 @@ mod tests {
                     claimed_elsewhere: vec![("node-x".into(), "b".into())],
                     plan: ipam::Plan {
                         missing_address: vec!["node-8".into()],
+                        lost_address: vec![("node-1".into(), Ipv4Addr::new(192, 168, 1, 1))],
                         bad_pod_cidr: vec![(
                             "node-9".into(),
                             "the node has no IPv4 spec.podCIDR".into(),
@@ -998,6 +1065,7 @@ mod tests {
                     &[
                         "node-2 (ApplyFailed: boom).",
                         "node-8.",
+                        "Node node-1 reports no InternalIP",
                         "node-x is selected",
                         "node-9 (the node",
                     ],
@@ -1040,7 +1108,8 @@ mod tests {
         let message = &get(&status, types::DEGRADED).message;
         let position = |words: &str| message.find(words).expect(words);
         assert!(position("failed to program") < position("no InternalIP"));
-        assert!(position("no InternalIP") < position("selected by PodNetwork"));
+        assert!(position("has no InternalIP") < position("reports no InternalIP"));
+        assert!(position("reports no InternalIP") < position("selected by PodNetwork"));
         assert!(position("selected by PodNetwork") < position("cannot use"));
     }
 
