@@ -204,6 +204,7 @@ pub async fn write_probe(
         name: PROBE_LEASE,
         holder,
         labels: &[PROBE_LABEL],
+        annotations: &[],
         owner: None,
         duration_seconds: u32::try_from(PROBE_LOST.as_secs()).unwrap_or(u32::MAX),
     };
