@@ -122,8 +122,14 @@ impl Bird {
 
     /// Stops BIRD (by pid) and starts it again with the same configuration.
     pub fn restart(self, c: &Cluster) -> Result<Bird> {
+        self.restart_after(c, Duration::ZERO)
+    }
+
+    /// Stops BIRD (by pid), waits `down` (the router away), and starts it again.
+    pub fn restart_after(self, c: &Cluster, down: Duration) -> Result<Bird> {
         c.stop(&self.id);
         let _ = std::fs::remove_file(&self.ctl);
+        std::thread::sleep(down);
         Self::spawn(c, &self.router.clone(), self.conf.clone(), self.ctl.clone())
     }
 

@@ -2213,12 +2213,71 @@ fn node_deleted(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// host-local's allocation store on `node` (the agents run with `--cni-data-dir`).
+fn allocation_store(c: &Cluster, node: &str) -> std::path::PathBuf {
+    c.cni_state_dir(node).join("networks").join("causeway")
+}
+
+/// The addresses host-local holds in `node`'s store (its files named after an address).
+fn allocations(c: &Cluster, node: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(allocation_store(c, node))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Deleting the PodNetwork removes everything from every node, and from a ClientJoin client
+/// (issue #14, defect 11: the client kept its VXLAN device). host-local's allocations do
+/// not outlive the network: forgotten at once where no pod is left; where pods still run
+/// (deleted later, when CNI DEL can no longer release anything), forgotten when the network
+/// comes back, so a pod created again with the same sandbox ID gets an address instead of
+/// "duplicate allocation".
 fn network_deleted(c: &Cluster) -> Result<()> {
     setup(c)?;
+    let client = the_client(c)?;
+    join_clients(
+        c,
+        &[("laptop", &client.address.to_string(), CLIENT_OVERLAY)],
+    )?;
+    let agent = deploy::start_gateway_client(
+        c,
+        &client.name,
+        "join",
+        "laptop",
+        &[
+            "--resync-seconds",
+            "3",
+            "--lease-duration-seconds",
+            &LEASE_SECONDS.to_string(),
+        ],
+    )?;
+    let result = network_deleted_with_client(c, &client.name);
+    let _ = c.kubectl(&["delete", "overlaygateway", "join", "--ignore-not-found"]);
+    c.stop(&agent);
+    result
+}
+
+fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "overlaygateway/join",
+    ])?;
+    // node-c's pods keep running through the deletion; the others are deleted first.
     let remaining: Vec<Pod> = lock(&PODS).drain(..).collect();
-    for p in &remaining {
+    let (kept, first): (Vec<Pod>, Vec<Pod>) =
+        remaining.into_iter().partition(|p| p.node == "node-c");
+    for p in &first {
         pods::del(c, p)?;
     }
+    let held = allocations(c, "node-c");
+    ensure!(held.len() == kept.len(), "node-c's allocations: {held:?}");
     c.kubectl(&[
         "delete",
         "podnetwork",
@@ -2247,6 +2306,69 @@ fn network_deleted(c: &Cluster) -> Result<()> {
             },
         )?;
     }
+    wait_for(
+        "the ClientJoin client removed its tunnel",
+        Duration::from_secs(15),
+        || {
+            let links = c.exec(client, "ip", &["-brief", "link", "show"])?;
+            ensure!(!links.contains("cw-vx1"), "client links: {links}");
+            Ok(())
+        },
+    )?;
+    for node in ["node-a", "node-b"] {
+        ensure!(
+            !allocation_store(c, node).exists(),
+            "{node} kept host-local's store: {:?}",
+            allocations(c, node)
+        );
+    }
+    ensure!(
+        allocations(c, "node-c") == held,
+        "node-c's running pods lost their allocations: {:?}",
+        allocations(c, "node-c")
+    );
+    // The kubelet removes node-c's pods now: without the CNI config nothing releases their
+    // addresses; their sandboxes (and veths) just go.
+    for p in &kept {
+        causeway_e2e::cmd::run(std::process::Command::new("ip").args(["netns", "del", &p.netns]))?;
+    }
+    // The network comes back.
+    let example =
+        causeway_e2e::controlplane::workspace_root().join("docs/examples/podnetwork-overlay.yaml");
+    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        &format!("podnetwork/{NETWORK}"),
+    ])?;
+    wait_for(
+        "node-c forgot the leaked allocations",
+        Duration::from_secs(15),
+        || {
+            let now = allocations(c, "node-c");
+            ensure!(now.is_empty(), "{now:?}");
+            Ok(())
+        },
+    )?;
+    let again = pods::add(c, "node-c", &kept[0].name)
+        .context("a pod with the same sandbox ID after the network came back")?;
+    let reached = traffic::ping(&again.netns, Ipv4Addr::new(192, 168, 50, 11), 2);
+    pods::del(c, &again)?;
+    let reached = reached?;
+    ensure!(
+        reached.received > 0,
+        "the new pod reaches node-a: {reached:?}"
+    );
+    // Gone again, for the suite's later tests.
+    c.kubectl(&["delete", "overlaygateway", "join"])?;
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        NETWORK,
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
     Ok(())
 }
 

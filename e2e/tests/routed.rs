@@ -79,9 +79,11 @@ fn main() -> ExitCode {
     )
 }
 
-/// The reference topology with zone labels: rack-a is lan-a, rack-b is lan-b.
+/// The realistic topology (control plane behind the router, default routes, strict
+/// rp_filter, foreign routes of every origin) with zone labels: rack-a is lan-a, rack-b is
+/// lan-b.
 fn racks() -> Topology {
-    let mut t = presets::two_segments();
+    let mut t = presets::realistic();
     for node in &mut t.nodes {
         let zone = if node.segment == "lan-a" {
             "rack-a"
@@ -904,6 +906,21 @@ fn bgp_restarts(c: &Cluster) -> Result<()> {
         *guard = Some(bird.restart(c)?);
     }
     recovered(c, &pods, "BIRD restart", started)?;
+
+    // The router away for 20 s: the agents' reconnect backoff must not make its return wait
+    // (issue #14, defect 11: with a 30 s cap, sessions came back 11 s after BIRD did).
+    let back = {
+        let mut guard = lock(&BIRD);
+        let bird = guard.take().context("BIRD is not running")?;
+        *guard = Some(bird.restart_after(c, Duration::from_secs(20))?);
+        std::time::Instant::now()
+    };
+    recovered(c, &pods, "BIRD back after 20 s away", back)?;
+    ensure!(
+        back.elapsed() < Duration::from_secs(8),
+        "sessions and routes took {:?} after BIRD came back",
+        back.elapsed()
+    );
 
     // An agent restarts: its sessions close and come back, and the routes with them.
     let started = std::time::Instant::now();

@@ -143,6 +143,8 @@ pub struct Agent {
     new_bgp_changes: Option<tokio::sync::watch::Receiver<u64>>,
     /// Peers the last plan skipped (logged when the list changes).
     last_skipped: Vec<String>,
+    /// The subnet host-local's store was last pruned for ([`cni::prune`]).
+    pruned_for: Option<ipnet::Ipv4Net>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -213,6 +215,7 @@ pub async fn run(
         speaker: None,
         new_bgp_changes: None,
         last_skipped: Vec::new(),
+        pruned_for: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -672,7 +675,38 @@ impl Agent {
             Ok(false) => {}
             Err(e) => outcome.failure = Some(Failure::Cni(e.to_string())),
         }
+        // Once per subnet (at start-up, when the network comes back, when the subnet
+        // changes): forget the allocations no pod can hold.
+        if self.pruned_for != Some(planned.subnet) {
+            match self.prune_allocations(planned.subnet).await {
+                Ok(()) => self.pruned_for = Some(planned.subnet),
+                Err(e) => warn!(error = %e, "cannot prune host-local's allocations"),
+            }
+        }
         (outcome, ops)
+    }
+
+    /// Under host-local's lock, removes the allocations outside `subnet`, or all of them when
+    /// no pod's veth is on (or marked for) the bridge: nobody holds those addresses (see
+    /// [`cni`]).
+    async fn prune_allocations(&mut self, subnet: ipnet::Ipv4Net) -> Result<(), String> {
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        let Some(_lock) = cni::lock_store(&store).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let ports = self
+            .dataplane
+            .observe()
+            .await
+            .map_err(|e| e.to_string())?
+            .ports
+            .len();
+        let keep = (ports > 0).then_some(subnet);
+        let gone = cni::prune(&store, keep).map_err(|e| e.to_string())?;
+        if !gone.is_empty() {
+            info!(store = %store.display(), pods = ports, addresses = ?gone, "forgot host-local allocations no pod holds");
+        }
+        Ok(())
     }
 
     /// Starts, reconfigures or stops the BGP speaker to match `config`.
@@ -791,6 +825,23 @@ impl Agent {
                 clean = false;
             }
         }
+        // Pods deleted from now on cannot release their addresses (the config is gone), so
+        // host-local's store is forgotten with the network, unless pods still hold addresses
+        // from it (a Node deleted and registered again gets them back, see `Port`).
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        let lock = cni::lock_store(&store);
+        match (lock, observed.ports.len()) {
+            (Ok(None), _) => {}
+            (Ok(Some(_lock)), 0) => match cni::forget(&store) {
+                Ok(_) => info!(store = %store.display(), "forgot host-local's allocations"),
+                Err(e) => warn!(error = %e, "cannot remove host-local's allocations"),
+            },
+            (Ok(Some(_)), pods) => {
+                info!(pods, store = %store.display(), "pods are still attached: keeping host-local's allocations until the network is back");
+            }
+            (Err(e), _) => warn!(error = %e, "cannot lock host-local's allocations"),
+        }
+        self.pruned_for = None;
         // Settled either way: the node was read and the clean-up tried (a failure is
         // retried by the next pass).
         (

@@ -226,9 +226,12 @@ async fn program(
     let Some(network) = networks
         .iter()
         .find(|n| n.name_any() == gateway.spec.network)
+        .filter(|n| n.meta().deletion_timestamp.is_none())
     else {
+        // Gone (or going): its tunnel leads nowhere, so nothing of ours stays.
+        apply(dataplane, &State::default()).await?;
         return Err(format!(
-            "PodNetwork {} does not exist (yet)",
+            "PodNetwork {} does not exist; the client has no tunnel until it does",
             gateway.spec.network
         ));
     };

@@ -7,6 +7,17 @@
 //! kubelet attaches pods with no further set-up. The file is written atomically (a temporary
 //! file in the same directory, flushed, then renamed), so a runtime never reads half a file,
 //! and only when its content changes.
+//!
+//! host-local keeps one file per allocated address in its store ([`store_dir`]); a pod
+//! deleted after the config is gone (the network deleted first) cannot release its address,
+//! and a node that gets another subnet keeps the old range's files. When the agent first
+//! programs a subnet, it takes host-local's own lock ([`lock_store`]), looks at the pods on
+//! its bridge, and removes the allocations no pod can hold ([`prune`]): those outside the
+//! subnet, or all of them when no pod is attached (host-local allocates only after the
+//! `bridge` plugin attached the pod's veth, so under the lock a pod with an address has a
+//! veth). When the node leaves the network with no pod left, the whole store goes
+//! ([`forget`]). A re-created network thus starts clean instead of leaking addresses or
+//! answering "duplicate allocation".
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -33,6 +44,99 @@ pub struct NetConf {
     pub mtu: u32,
     /// host-local's allocation store; `None` for its default (`/var/lib/cni/networks`).
     pub data_dir: Option<PathBuf>,
+}
+
+/// host-local's default store, when the config names none.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+
+/// host-local's store of [`NETWORK_NAME`]'s allocations under `data_dir`.
+#[must_use]
+pub fn store_dir(data_dir: Option<&Path>) -> PathBuf {
+    data_dir
+        .unwrap_or_else(|| Path::new(DEFAULT_DATA_DIR))
+        .join(NETWORK_NAME)
+}
+
+/// The allocation files among `names` (host-local names each after the address it holds)
+/// whose address is outside `keep` (all of them when `keep` is `None`: no pod holds one).
+/// Other files (`lock`, `last_reserved_ip.0`) are not allocations.
+#[must_use]
+pub fn stale<'a>(names: impl IntoIterator<Item = &'a str>, keep: Option<Ipv4Net>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| {
+            n.parse::<Ipv4Addr>()
+                .is_ok_and(|ip| keep.is_none_or(|k| !k.contains(&ip)))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Takes host-local's lock on `store` (its file `lock`, with `flock`, as the plugin does),
+/// held until the returned file is dropped; `None` when there is no store.
+///
+/// # Errors
+/// The lock file cannot be opened or locked.
+pub fn lock_store(store: &Path) -> std::io::Result<Option<std::fs::File>> {
+    if !store.is_dir() {
+        return Ok(None);
+    }
+    let path = store.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+    file.lock()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("locking {}: {e}", path.display())))?;
+    Ok(Some(file))
+}
+
+/// Removes the allocations in `store` that [`stale`] names for `keep`; the names removed. A
+/// missing store is fine. Call it holding [`lock_store`].
+///
+/// # Errors
+/// The store cannot be read or a file cannot be removed; the message names the path.
+pub fn prune(store: &Path, keep: Option<Ipv4Net>) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(store) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", store.display()),
+            ));
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let gone = stale(names.iter().map(String::as_str), keep);
+    for name in &gone {
+        let path = store.join(name);
+        std::fs::remove_file(&path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("removing {}: {e}", path.display()))
+        })?;
+    }
+    Ok(gone)
+}
+
+/// Removes the whole store (the node left the network and no pod holds an address from it).
+/// Returns whether there was one.
+///
+/// # Errors
+/// The store exists but cannot be removed.
+pub fn forget(store: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_dir_all(store) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("removing {}: {e}", store.display()),
+        )),
+    }
 }
 
 /// The subnet's first host address: the bridge's address and the pods' default gateway.
@@ -154,6 +258,57 @@ mod tests {
             ..conf()
         });
         assert!(without_dir["plugins"][0]["ipam"].get("dataDir").is_none());
+    }
+
+    #[test]
+    fn allocations_outside_the_subnet_are_stale_and_nothing_else_is() {
+        let subnet: Ipv4Net = "10.244.3.0/24".parse().expect("cidr");
+        let names = [
+            "10.244.3.2",
+            "10.244.7.2",
+            "10.244.7.9",
+            "lock",
+            "last_reserved_ip.0",
+            "10.244.3.250",
+        ];
+        assert_eq!(stale(names, Some(subnet)), ["10.244.7.2", "10.244.7.9"]);
+        assert_eq!(
+            stale(names, None),
+            ["10.244.3.2", "10.244.7.2", "10.244.7.9", "10.244.3.250"]
+        );
+
+        let store = std::env::temp_dir()
+            .join(format!("causeway-cni-store-{}", std::process::id()))
+            .join(NETWORK_NAME);
+        let _ = std::fs::remove_dir_all(&store);
+        assert_eq!(
+            prune(&store, Some(subnet)).expect("missing is fine"),
+            Vec::<String>::new()
+        );
+        assert!(lock_store(&store).expect("no store").is_none());
+        std::fs::create_dir_all(&store).expect("store");
+        for n in names {
+            std::fs::write(store.join(n), "container\neth0").expect("file");
+        }
+        let lock = lock_store(&store).expect("lock").expect("a store");
+        assert_eq!(
+            prune(&store, Some(subnet)).expect("prune"),
+            ["10.244.7.2", "10.244.7.9"]
+        );
+        drop(lock);
+        let mut left: Vec<String> = std::fs::read_dir(&store)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["10.244.3.2", "10.244.3.250", "last_reserved_ip.0", "lock"]
+        );
+        assert!(forget(&store).expect("forget"));
+        assert!(!store.exists());
+        assert!(!forget(&store).expect("again"), "missing is fine");
+        assert_eq!(store_dir(None), Path::new("/var/lib/cni/networks/causeway"));
     }
 
     #[test]
