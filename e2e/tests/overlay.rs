@@ -858,8 +858,28 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         // A client packet too large for the overlay gets "fragmentation needed" back from the
         // node (never a silent drop), and one that fits passes.
         expect_frag_needed(&client_ns, d.ip)?;
+        // The other reverse-path settings users have: none (0, the kernel's default) and
+        // loose (2) everywhere; the agent's device setting is the same under each.
+        for setting in ["0", "2"] {
+            for node in NODES {
+                c.exec(
+                    node,
+                    "sysctl",
+                    &["-qw", &format!("net.ipv4.conf.all.rp_filter={setting}")],
+                )?;
+            }
+            let failures = traffic::ping_matrix(&pairs);
+            ensure!(
+                failures.is_empty(),
+                "with all.rp_filter={setting}, unreachable:\n{}",
+                failures.join("\n")
+            );
+        }
         Ok(())
     })();
+    for node in NODES {
+        let _ = c.exec(node, "sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=1"]);
+    }
     for line in &routes {
         if let Some(dst) = line.split_whitespace().nth(3) {
             let _ = c.exec(&client.name, "ip", &["route", "del", dst]);
