@@ -92,12 +92,8 @@ pub mod reasons {
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
     /// Programmed=False on a NodeSubnet: the CNI config file could not be written.
     pub const CNI_CONFIG_FAILED: &str = "CniConfigFailed";
-    /// Programmed=Unknown on a NodeSubnet: no agent has reported for the current generation.
-    pub const AWAITING_AGENT: &str = "AwaitingAgent";
     /// Ready=False on a NodeSubnet: some configured BGP sessions are not Established.
     pub const BGP_SESSIONS_DOWN: &str = "BgpSessionsDown";
-    /// Ready=True on a NodeSubnet: programmed, and every configured BGP session is up.
-    pub const PEERS_REACHABLE: &str = "PeersReachable";
     /// Ready=False on an OverlayGateway: `spec.network` names no PodNetwork.
     pub const NETWORK_NOT_FOUND: &str = "NetworkNotFound";
     /// Ready=False on an OverlayGateway `BridgeHosts`: no selected node can hold the VIP.
@@ -121,6 +117,9 @@ pub mod reasons {
     /// Ready=False on an OverlayGateway `BridgeHosts`: the VIP is already in use (a node's
     /// address, a pod address, or another gateway's VIP).
     pub const VIP_CONFLICT: &str = "VipConflict";
+    /// Ready=False on an OverlayGateway: a client CIDR (or a ClientJoin `overlayAddress`)
+    /// overlaps the pod range.
+    pub const CLIENT_CIDR_OVERLAPS_PODS: &str = "ClientCidrOverlapsPods";
 }
 
 /// The status of a condition: `True`, `False` or `Unknown`.
@@ -346,5 +345,60 @@ mod tests {
         assert_eq!(ConditionStatus::from(true).as_str(), "True");
         assert_eq!(ConditionStatus::from(false).as_str(), "False");
         assert_eq!(ConditionStatus::Unknown.as_str(), "Unknown");
+    }
+}
+
+#[cfg(test)]
+mod catalogue_tests {
+    use std::collections::BTreeSet;
+
+    /// The values of the `pub const` strings of `pub mod reasons` in this file's source.
+    fn catalogue() -> BTreeSet<String> {
+        let source = include_str!("conditions.rs");
+        let start = source
+            .find("pub mod reasons {")
+            .expect("the reasons module");
+        let block = &source[start..];
+        let block = &block[..block.find("\n}\n").expect("its end")];
+        block
+            .lines()
+            .filter(|l| l.trim_start().starts_with("pub const "))
+            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+            .collect()
+    }
+
+    /// Every backticked CamelCase word in the reasons column of docs/api.md's conditions table.
+    fn documented() -> BTreeSet<String> {
+        let docs = include_str!("../../docs/api.md");
+        let start = docs.find("## Conditions and reasons").expect("the section");
+        let section = &docs[start..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+        section
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| kind"))
+            .filter_map(|l| l.split('|').nth(3))
+            .flat_map(|reasons| {
+                reasons
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
+                    .filter(|w| w.chars().all(char::is_alphanumeric))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_api_docs_list_exactly_the_reasons_in_the_catalogue() {
+        let (code, docs) = (catalogue(), documented());
+        assert!(code.len() > 30, "the catalogue parsed: {code:?}");
+        let undocumented: Vec<&String> = code.difference(&docs).collect();
+        let unknown: Vec<&String> = docs.difference(&code).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "reasons in crds/src/conditions.rs but not in docs/api.md: {undocumented:?}; in docs/api.md but not in the catalogue: {unknown:?}"
+        );
     }
 }

@@ -278,7 +278,9 @@ fn connectivity(c: &Cluster) -> Result<()> {
 
 fn mtu(c: &Cluster) -> Result<()> {
     setup(c)?;
-    for pod in lock(&PODS).iter() {
+    let pods = lock(&PODS).clone();
+    ensure!(pods.len() == 8, "{} pods: nothing to check", pods.len());
+    for pod in &pods {
         let out = causeway_e2e::cmd::run(
             std::process::Command::new("ip").args(["-n", &pod.netns, "-j", "link", "show", "eth0"]),
         )?;
@@ -660,8 +662,22 @@ fn foreign(c: &Cluster) -> Result<()> {
             "static",
         ],
     )?;
+    // One of the agent's own routes goes too: its return proves the agent ran a repairing
+    // pass while the foreign objects sat next to its own (a dead agent would also leave
+    // them alone).
+    let target = subnet_of(c, "node-a")?;
+    c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
     // Two resyncs later both are still there.
     std::thread::sleep(Duration::from_secs(RESYNC_SECONDS * 2 + 1));
+    ensure!(
+        agent_of(node)?.alive(),
+        "{node}'s agent is not running: nothing was tested"
+    );
+    ensure!(
+        our_routes(c, node)?.iter().any(|r| r.starts_with(&target)),
+        "{node}'s agent did not repair its own route {target}: {:?}",
+        our_routes(c, node)?
+    );
     let links = c.exec(node, "ip", &["-brief", "link", "show", "foreign0"])?;
     ensure!(links.contains("foreign0"), "the foreign link went: {links}");
     let routes = c.exec(node, "ip", &["route", "show", "10.99.0.0/24"])?;

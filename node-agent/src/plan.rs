@@ -1148,9 +1148,66 @@ mod tests {
 
     #[test]
     fn the_plan_does_not_depend_on_the_order_peers_are_listed_in() {
-        let forward = run(&own(), vec![node_b(), node_c(), node_d()], &spec(true)).expect("plan");
-        let backward = run(&own(), vec![node_d(), node_c(), node_b()], &spec(true)).expect("plan");
-        assert_eq!(forward, backward);
+        // Peers that conflict (an overlapping range, a reused VTEP MAC) as well as plain
+        // ones: which of two conflicting peers wins must follow their age, never the order
+        // the cache happens to list them in.
+        let peers = vec![
+            created_at(node_b(), "2025-01-01T00:00:00Z"),
+            created_at(node_c(), "2025-01-02T00:00:00Z"),
+            created_at(
+                subnet("node-y", "10.244.3.128/25", "192.168.2.98"),
+                "2025-01-03T00:00:00Z",
+            ),
+            created_at(
+                subnet_with(
+                    "node-x",
+                    "node-x",
+                    "10.244.9.0/24",
+                    "192.168.2.97",
+                    Some(&vtep_mac("node-c").to_string()),
+                ),
+                "2025-01-04T00:00:00Z",
+            ),
+            created_at(node_d(), "2025-01-05T00:00:00Z"),
+        ];
+        let reference = run(&own(), peers.clone(), &spec(true)).expect("plan");
+        assert_eq!(
+            reference.skipped.len(),
+            2,
+            "both younger conflicting peers are skipped: {:?}",
+            reference.skipped
+        );
+        assert!(
+            reference
+                .skipped
+                .iter()
+                .all(|s| s.starts_with("NodeSubnet node-y") || s.starts_with("NodeSubnet node-x")),
+            "{:?}",
+            reference.skipped
+        );
+        // Every order of the five peers: the same plan, the same skips.
+        let mut order: Vec<usize> = (0..peers.len()).collect();
+        let mut orders = 0;
+        loop {
+            let listed: Vec<NodeSubnet> = order.iter().map(|&i| peers[i].clone()).collect();
+            let got = run(&own(), listed, &spec(true)).expect("plan");
+            assert_eq!(got, reference, "order {order:?}");
+            orders += 1;
+            // Next permutation (lexicographic), until the last.
+            let Some(i) = (0..order.len() - 1)
+                .rev()
+                .find(|&i| order[i] < order[i + 1])
+            else {
+                break;
+            };
+            let j = (i + 1..order.len())
+                .rev()
+                .find(|&j| order[j] > order[i])
+                .expect("a larger element after i");
+            order.swap(i, j);
+            order[i + 1..].reverse();
+        }
+        assert_eq!(orders, 120);
     }
 
     #[test]

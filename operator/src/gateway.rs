@@ -31,10 +31,7 @@ use causeway_crds::{OverlayGatewaySpec, OverlayGatewayStatus, PodNetworkSpec, se
 use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// Reason: a client CIDR overlaps the pod range.
-pub const CLIENT_CIDR_OVERLAPS_PODS: &str = "ClientCidrOverlapsPods";
-/// Reason: a client CIDR or the selector cannot be used.
-pub const INVALID_SPEC: &str = "InvalidSpec";
+use reasons::{CLIENT_CIDR_OVERLAPS_PODS, INVALID_SPEC};
 
 /// One node of the gateway's network, as the operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
