@@ -52,6 +52,10 @@ fn main() -> ExitCode {
                 "a_node_deleted_and_registered_again_gets_its_subnet_and_its_running_pods_back",
                 node_reregistered,
             ),
+            testing::test(
+                "a_node_whose_address_is_gone_reports_underlay_not_found_naming_the_field",
+                underlay_gone,
+            ),
             testing::test("dry_run_prints_the_repair_and_changes_nothing", dry_run),
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
@@ -422,6 +426,78 @@ fn node_reregistered(c: &Cluster) -> Result<()> {
             }
             Ok(())
         },
+    )
+}
+
+/// `node`'s Programmed condition: (status, reason, message).
+fn programmed(c: &Cluster, node: &str) -> Result<(String, String, String)> {
+    let subnets = node_subnets(c)?;
+    let st = subnets
+        .iter()
+        .find(|s| s["spec"]["nodeName"] == node)
+        .with_context(|| format!("no NodeSubnet for {node}"))?;
+    let cond = st["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed"))
+        .with_context(|| format!("{node}: no Programmed condition"))?;
+    let text = |k: &str| cond[k].as_str().unwrap_or_default().to_string();
+    Ok((text("status"), text("reason"), text("message")))
+}
+
+/// Issue #14, defect 11: the node's address (its InternalIP, the NodeSubnet's
+/// spec.nodeAddress) is on none of its interfaces. The NodeSubnet says which field names the
+/// missing address and how to check (it once suggested a flag that does not exist), and the
+/// node recovers by itself once the address is right.
+fn underlay_gone(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-c";
+    // The kubelet reports an address the node does not have (a stale --node-ip, a lost
+    // DHCP lease): the operator readdresses the NodeSubnet, and the agent finds no interface
+    // holding it.
+    let wrong: Ipv4Addr = "192.168.50.213".parse()?;
+    let right = c
+        .topology
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .context("node-c in the topology")?
+        .address;
+    c.set_node_status(node, Some(wrong))?;
+    let restore = || c.set_node_status(node, Some(right));
+    let reported = wait_for(
+        "UnderlayNotFound naming spec.nodeAddress",
+        Duration::from_secs(RESYNC_SECONDS * 2 + 4),
+        || {
+            let (status, reason, message) = programmed(c, node)?;
+            ensure!(
+                status == "False"
+                    && reason == "UnderlayNotFound"
+                    && message.contains("spec.nodeAddress")
+                    && message.contains("192.168.50.213")
+                    && !message.contains("--node-address"),
+                "{status} {reason}: {message}"
+            );
+            Ok(message)
+        },
+    );
+    restore()?;
+    let message = reported?;
+    println!("[observe] {node} without its address: {message}");
+    wait_for(
+        "Programmed again once the address is back",
+        Duration::from_secs(RESYNC_SECONDS * 2 + 4),
+        || {
+            let (status, reason, message) = programmed(c, node)?;
+            ensure!(status == "True", "{status} {reason}: {message}");
+            Ok(())
+        },
+    )?;
+    let pods = lock(&PODS).clone();
+    let (here, there) = (pod_on(&pods, node)?, pod_on(&pods, "node-d")?);
+    wait_for(
+        "pods reach each other again",
+        Duration::from_secs(15),
+        || traffic::expect_ping(&here.netns, there.ip),
     )
 }
 
