@@ -8,7 +8,7 @@ E2E := target/debug/causeway-e2e
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 NEXT_VERSION := $(VERSION)-next
 
-.PHONY: up down status test bench deps lint unit e2e crds fmt images
+.PHONY: up down status test bench deps lint unit netns e2e crds fmt images
 
 ## up: start the local cluster (control plane + kubelet nodes), helm install Causeway, an example network and a test Deployment
 up: deps images
@@ -36,6 +36,20 @@ bench: deps
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench datapath -- $(DATAPATH_BENCH_ARGS)
 
 ## deps: install Debian packages and build the pinned control plane (cached in /var/cache/causeway)
+# The pure unit tests of every crate: no root, no namespaces, no control plane (seconds).
+unit:
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p causeway-crds --tests
+
+# The agent against the real kernel in throwaway network namespaces (root).
+netns:
+	$(CARGO) test -p causeway-node-agent --tests
+
+# Every end-to-end suite on a real control plane (root); one suite: `make e2e SUITE=overlay`,
+# one test: `make e2e SUITE=overlay FILTER=bridge_hosts`.
+e2e: deps images
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test -p causeway-e2e $(if $(SUITE),--test $(SUITE),--tests) -- $(FILTER)
+
 deps:
 	e2e/scripts/deps.sh >/dev/null
 

@@ -108,6 +108,9 @@ pub mod reasons {
     pub const LINK_DOWN: &str = "LinkDown";
     /// `lastFailoverReason`: the previous active host's agent stopped and handed the VIP over.
     pub const AGENT_STOPPED: &str = "AgentStopped";
+    /// `lastFailoverReason`: the previous active host's own dataplane could not be programmed
+    /// (its plan failed, its address is on no interface), so it let the VIP go.
+    pub const NODE_NOT_PROGRAMMED: &str = "NodeNotProgrammed";
     /// Ready=False on an OverlayGateway `BridgeHosts`: candidates exist but none holds the VIP
     /// yet (first election, or a failover under way).
     pub const ELECTION_IN_PROGRESS: &str = "ElectionInProgress";

@@ -88,6 +88,10 @@ fn main() -> ExitCode {
                 bridge_failover,
             ),
             testing::test(
+                "bridge_hosts_a_node_that_cannot_be_programmed_never_holds_the_vip",
+                bridge_unprogrammed,
+            ),
+            testing::test(
                 "bridge_hosts_with_snat_pods_see_the_bridge_host_and_replies_need_no_route",
                 bridge_snat,
             ),
@@ -1542,6 +1546,98 @@ fn bridge_partition(c: &Cluster) -> Result<()> {
         Ok(Box::new(DropTable { ns: c.ns(&holder) }))
     })?;
     check_undisturbed(c, "only the holder was cut off from the API server", result)
+}
+
+/// Issue #15: electors start only after a valid plan. node-c's underlay MTU drops below what
+/// the network's `mtu` needs (MtuTooLarge: its plan fails); as the only candidate of a
+/// BridgeHosts gateway it must not take the VIP, and once its plan is valid again it does.
+fn bridge_unprogrammed(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let node = "node-c";
+    let vip = "192.168.50.251";
+    patch_network(c, r#"{"spec":{"mtu":1450}}"#)?;
+    c.exec(node, "ip", &["link", "set", "eth0", "mtu", "1400"])?;
+    label(c, node, "causeway.dev/solo=true")?;
+    let result = (|| -> Result<()> {
+        wait_for(
+            "node-c's plan fails",
+            Duration::from_secs(RESYNC_SECONDS * 2 + 4),
+            || {
+                let (status, reason, message) = programmed(c, node)?;
+                ensure!(
+                    status == "False" && reason == "InvalidConfiguration",
+                    "{status} {reason}: {message}"
+                );
+                Ok(())
+            },
+        )?;
+        apply_gateway(
+            c,
+            "solo",
+            serde_json::json!({
+                "network": NETWORK,
+                "strategy": "BridgeHosts",
+                "clientCidrs": [BEHIND],
+                "bridgeHosts": {
+                    "nodeSelector": {"matchLabels": {"causeway.dev/solo": "true"}},
+                    "vip": vip,
+                },
+            }),
+        )?;
+        // Several renewal periods and resyncs: nobody may take the VIP.
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_secs(1));
+            let holders = vip_holders_of(c, vip)?;
+            ensure!(
+                holders.is_empty(),
+                "the VIP is on {holders:?} although node-c cannot be programmed"
+            );
+        }
+        let st = gateway_json(c, "solo")?;
+        ensure!(
+            st["status"]["activeHost"].is_null(),
+            "activeHost {}",
+            st["status"]["activeHost"]
+        );
+        let ready = st["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            ready["reason"] == "NoEligibleHost"
+                && ready["message"].as_str().is_some_and(
+                    |m| m.contains("node-c (InvalidConfiguration) cannot be programmed")
+                ),
+            "the gateway's Ready: {ready}"
+        );
+        // Its plan valid again, node-c takes the VIP.
+        c.exec(node, "ip", &["link", "set", "eth0", "mtu", "1500"])?;
+        wait_for(
+            "node-c holds the VIP once programmed",
+            Duration::from_secs(RESYNC_SECONDS * 2 + 6),
+            || {
+                let holders = vip_holders_of(c, vip)?;
+                ensure!(holders == [node], "holders {holders:?}");
+                Ok(())
+            },
+        )?;
+        Ok(())
+    })();
+    let _ = c.exec(node, "ip", &["link", "set", "eth0", "mtu", "1500"]);
+    let _ = c.kubectl(&["delete", "overlaygateway", "solo", "--ignore-not-found"]);
+    let _ = label(c, node, "causeway.dev/solo-");
+    patch_network(c, r#"{"spec":{"mtu":null}}"#)?;
+    result?;
+    wait_for(
+        "node-c programmed again",
+        Duration::from_secs(RESYNC_SECONDS * 2 + 4),
+        || {
+            let (status, reason, message) = programmed(c, node)?;
+            ensure!(status == "True", "{status} {reason}: {message}");
+            Ok(())
+        },
+    )
 }
 
 fn bridge_failover(c: &Cluster) -> Result<()> {

@@ -407,6 +407,16 @@ impl Agent {
             self.hold(&own).await;
         }
         let (outcome, ops) = self.program(&own).await;
+        // A node that cannot be programmed (its plan is invalid, its address is on no
+        // interface) must not attract traffic: no BGP sessions, no VIP.
+        if !self.config.dry_run
+            && matches!(
+                outcome.failure,
+                Some(crate::status::Failure::Plan(_) | crate::status::Failure::Underlay(_))
+            )
+        {
+            self.withdraw().await;
+        }
         let mut report = PassReport {
             ops,
             status: None,
@@ -519,16 +529,15 @@ impl Agent {
         // Read once per pass: BGP peers and bridge-host candidacy both go by the labels.
         let labels = self.own_labels();
         let gateways = self.gateways.state();
-        if !self.config.dry_run {
-            match peering::speaker_config(&network.spec, own, &labels) {
-                Ok(config) => self.configure_speaker(config).await,
-                Err(e) => {
-                    self.stop_speaker().await;
-                    outcome.failure = Some(Failure::Plan(e));
-                    return (outcome, vec![]);
-                }
+        // Started or changed only once the plan is known to be valid (below); what the
+        // running speaker learned so far feeds the plan.
+        let speaker_config = match peering::speaker_config(&network.spec, own, &labels) {
+            Ok(config) => config,
+            Err(e) => {
+                outcome.failure = Some(Failure::Plan(e));
+                return (outcome, vec![]);
             }
-        }
+        };
         let snapshot = self
             .speaker
             .as_ref()
@@ -565,9 +574,6 @@ impl Agent {
         let candidacies =
             bridge::candidacies(&gateways, own, &labels, &underlay.name, underlay.prefix);
         let snat = bridge::snat_clients(&gateways, &candidacies);
-        if !self.config.dry_run {
-            self.run_electors(candidacies).await;
-        }
         // Return routes for BridgeHosts clients, except where this node already has a route
         // of its own for the range (it reaches those clients that way; never replaced).
         let mut returns = bridge::returns(&gateways, &own.spec.network);
@@ -624,6 +630,12 @@ impl Agent {
                 return (outcome, vec![]);
             }
         };
+        // The plan is valid: what depends on it starts (or changes) now, before the kernel is
+        // changed, as before; a node whose plan fails never gets this far (see `withdraw`).
+        if !self.config.dry_run {
+            self.configure_speaker(speaker_config).await;
+            self.run_electors(candidacies).await;
+        }
         outcome.mtu = Some(planned.mtu);
         let mut planned = planned;
         planned.skipped.extend(return_notes);
@@ -770,6 +782,17 @@ impl Agent {
             );
             self.electors.insert(name, elector);
         }
+    }
+
+    /// This node cannot be programmed: its electors let go of any VIP (`NodeNotProgrammed`)
+    /// and its BGP sessions close, until a pass plans it again.
+    async fn withdraw(&mut self) {
+        if !self.electors.is_empty() {
+            info!("this node cannot be programmed: leaving the BridgeHosts elections");
+            self.stop_electors(causeway_crds::conditions::reasons::NODE_NOT_PROGRAMMED)
+                .await;
+        }
+        self.stop_speaker().await;
     }
 
     /// Stops every elector; holders drop their VIP and release, saying `reason`.

@@ -42,6 +42,10 @@ pub struct Member {
     /// The agent's `status.underlayPrefix`, when reported.
     pub segment: Option<Ipv4Net>,
     pub labels: BTreeMap<String, String>,
+    /// The node's agent reports that it cannot program the node at all (its NodeSubnet's
+    /// current `Programmed` is False with `InvalidConfiguration` or `UnderlayNotFound`): its
+    /// agent leaves every election, so it is no candidate. The reason, when so.
+    pub unprogrammable: Option<String>,
 }
 
 /// The gateway's election Lease, as far as the status needs it.
@@ -408,7 +412,7 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
         );
     }
     let mut candidates = Vec::new();
-    let (mut off_segment, mut silent) = (Vec::new(), Vec::new());
+    let (mut off_segment, mut silent, mut unprogrammable) = (Vec::new(), Vec::new(), Vec::new());
     for member in input.members {
         match selector::matches(Some(&bridge.node_selector), &member.labels) {
             Err(e) => return not_ready(INVALID_SPEC, format!("spec.bridgeHosts.{e}.")),
@@ -419,6 +423,8 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
             off_segment.push(member.node.as_str());
         } else if input.silent.contains(&member.node) {
             silent.push(member.node.as_str());
+        } else if let Some(reason) = &member.unprogrammable {
+            unprogrammable.push(format!("{} ({reason})", member.node));
         } else {
             candidates.push(member.node.as_str());
         }
@@ -435,6 +441,12 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
             why.push(format!(
                 "the agents of {} are not reporting",
                 silent.join(", ")
+            ));
+        }
+        if !unprogrammable.is_empty() {
+            why.push(format!(
+                "{} cannot be programmed (see their NodeSubnets)",
+                unprogrammable.join(", ")
             ));
         }
         if why.is_empty() {
@@ -592,6 +604,7 @@ mod tests {
             address: address.parse().expect("address"),
             segment: Some(segment.parse().expect("segment")),
             labels,
+            unprogrammable: None,
         }
     }
 
@@ -804,6 +817,42 @@ mod tests {
             st.active_host.as_deref(),
             Some("node-a"),
             "the return routes keep following the holder"
+        );
+    }
+
+    #[test]
+    fn a_node_that_cannot_be_programmed_is_no_candidate() {
+        let spec = gateway(serde_json::json!({
+            "network": "overlay", "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
+            "bridgeHosts": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}, "vip": "192.168.50.250"},
+        }));
+        let mut members = members();
+        for m in &mut members {
+            if m.node == "node-a" || m.node == "node-b" {
+                m.unprogrammable = Some("InvalidConfiguration".into());
+            }
+        }
+        let empty = BTreeSet::new();
+        let st = status(
+            &Input {
+                generation: Some(2),
+                spec: &spec,
+                network: Some(&network()),
+                members: &members,
+                silent: &empty,
+                election: None,
+                other_vips: &[],
+                joined: &empty,
+                refused: &BTreeMap::new(),
+                gateway_name: "gw",
+            },
+            &OverlayGatewayStatus::default(),
+            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        );
+        expect_not_ready(
+            &st,
+            "NoEligibleHost",
+            "node-a (InvalidConfiguration), node-b (InvalidConfiguration) cannot be programmed",
         );
     }
 

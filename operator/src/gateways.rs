@@ -184,6 +184,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
                     .and_then(|st| st.underlay_prefix.as_deref())
                     .and_then(|p| p.parse().ok()),
                 labels: labels.get(&s.spec.node_name).cloned().unwrap_or_default(),
+                unprogrammable: unprogrammable(s),
             })
         })
         .collect();
@@ -260,6 +261,18 @@ fn joined_clients(
         }
     }
     (joined, refused)
+}
+
+/// The reason a NodeSubnet's agent reports that it cannot program its node at all (current
+/// `Programmed=False` with `InvalidConfiguration` or `UnderlayNotFound`): such an agent leaves
+/// every BridgeHosts election (see the agent's `withdraw`).
+fn unprogrammable(s: &causeway_crds::NodeSubnet) -> Option<String> {
+    let st = s.status.as_ref()?;
+    let p = find_condition(&st.conditions, types::PROGRAMMED)?;
+    let current = p.observed_generation.is_some() && p.observed_generation == s.metadata.generation;
+    let fatal = p.reason == causeway_crds::conditions::reasons::INVALID_CONFIGURATION
+        || p.reason == causeway_crds::conditions::reasons::UNDERLAY_NOT_FOUND;
+    (current && p.status == "False" && fatal).then(|| p.reason.clone())
 }
 
 /// An event when Ready's status or reason changes, and one when the VIP moves.
