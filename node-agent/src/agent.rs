@@ -43,7 +43,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::bgp::{Speaker, SpeakerConfig};
-use crate::bridge::{self, Elector};
+use crate::elector::{self, Elector};
 use crate::health::Health;
 use crate::model::{Dataplane, Op, State};
 use crate::netlink::Netlink;
@@ -572,11 +572,11 @@ impl Agent {
             }
         };
         let candidacies =
-            bridge::candidacies(&gateways, own, &labels, &underlay.name, underlay.prefix);
-        let snat = bridge::snat_clients(&gateways, &candidacies);
+            elector::candidacies(&gateways, own, &labels, &underlay.name, underlay.prefix);
+        let snat = elector::snat_clients(&gateways, &candidacies);
         // Return routes for BridgeHosts clients, except where this node already has a route
         // of its own for the range (it reaches those clients that way; never replaced).
-        let mut returns = bridge::returns(&gateways, &own.spec.network);
+        let mut returns = elector::returns(&gateways, &own.spec.network);
         let wanted: BTreeSet<Ipv4Net> = returns.iter().flat_map(|r| r.clients.clone()).collect();
         let mut return_notes = Vec::new();
         let mut protected: BTreeSet<Ipv4Addr> = self.config.api_server.into_iter().collect();
@@ -760,7 +760,7 @@ impl Agent {
 
     /// Starts an elector for every gateway this node became a candidate for, and stops (or
     /// restarts, when its settings changed) the others.
-    async fn run_electors(&mut self, mut wanted: BTreeMap<String, bridge::Candidacy>) {
+    async fn run_electors(&mut self, mut wanted: BTreeMap<String, elector::Candidacy>) {
         let current: Vec<String> = self.electors.keys().cloned().collect();
         for name in current {
             if wanted.get(&name) == self.electors.get(&name).map(|e| &e.candidacy) {

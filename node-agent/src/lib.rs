@@ -8,10 +8,10 @@
 pub mod agent;
 pub mod arp;
 pub mod bgp;
-pub mod bridge;
 pub mod client;
 pub mod cni;
 pub mod diff;
+pub mod elector;
 pub mod fake;
 pub mod health;
 pub mod join;

@@ -874,7 +874,7 @@ pub struct VipLink {
 
 /// The VIP outside the agent's own links: it sits on the underlay, so it is not part of
 /// [`State`] (never observed by a pass, never removed by a diff). Only the BridgeHosts
-/// elector ([`crate::bridge`]) adds and removes it, always as a /32 with a lifetime, so the
+/// elector ([`crate::elector`]) adds and removes it, always as a /32 with a lifetime, so the
 /// kernel drops it by itself when the agent dies without removing it.
 impl Netlink {
     /// Carrier of `dev` and whether `vip` is on it.

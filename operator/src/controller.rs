@@ -115,7 +115,7 @@ pub struct Context {
     /// Nodes whose agent stopped renewing its heartbeat Lease (see [`watch_heartbeats`]).
     pub silent: tokio::sync::watch::Receiver<BTreeMap<String, Silence>>,
     /// Names of reconciled PodNetworks, for the OverlayGateway controller
-    /// ([`crate::gateways`]): their gateways' routes follow their nodes.
+    /// ([`crate::gateway::controller`]): their gateways' routes follow their nodes.
     pub reconciled: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
@@ -213,7 +213,7 @@ pub async fn run(
         silent,
         reconciled,
     });
-    let gateways = crate::gateways::run(
+    let gateways = crate::gateway::controller::run(
         ctx.clone(),
         futures::stream::unfold(reconciled_rx, |mut rx| async move {
             rx.recv().await.map(|n| (n, rx))

@@ -8,7 +8,6 @@
 pub mod conflicts;
 pub mod controller;
 pub mod gateway;
-pub mod gateways;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The OverlayGateway controller: the I/O around the pure [`crate::gateway`].
+//! The OverlayGateway controller: the I/O around the pure [`super::status`].
 //!
 //! A gateway is reconciled when it changes, and whenever its PodNetwork is (the PodNetwork
 //! reconcile runs on every Node and NodeSubnet change of the network and sends the network's
@@ -32,8 +32,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use super::status::{self as gateway, Member};
 use crate::controller::{Context, FIELD_MANAGER};
-use crate::gateway::{self, Member};
 
 /// Periodic resync, on top of the triggers.
 const RESYNC: Duration = Duration::from_secs(300);

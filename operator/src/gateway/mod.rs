@@ -1,0 +1,6 @@
+//! OverlayGateways: [`status`] decides a gateway's routes, conditions and active host from
+//! plain inputs (pure, table-tested); [`controller`] gathers those inputs from the caches and
+//! the election Leases and writes the result (I/O).
+
+pub mod controller;
+pub mod status;
