@@ -1,6 +1,7 @@
-//! The agent's loop: watch NodeSubnets and PodNetworks, and on every change (and every
-//! `resync`) run one pass: plan → observe → diff → apply, write the CNI config, report
-//! status on this node's NodeSubnet.
+//! The agent's loop: watch NodeSubnets, PodNetworks, OverlayGateways and this node's Node,
+//! and on every change (and every `resync`) run one pass ([`crate::pass`]: observe → plan →
+//! diff → apply), carry out what a valid plan decides (BGP speaker, BridgeHosts electors, CNI
+//! config), and report status on this node's NodeSubnet.
 //!
 //! Behaviour people rely on:
 //! - A pass changes only what differs, so restarting the agent changes nothing and a route,
@@ -45,11 +46,11 @@ use tracing::{debug, info, warn};
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::elector::{self, Elector};
 use crate::health::Health;
-use crate::model::{Dataplane, Op, State};
+use crate::model::{Dataplane, Op};
 use crate::netlink::Netlink;
 use crate::status::{Failure, Outcome};
 use crate::sysctl::SysctlDir;
-use crate::{cni, diff, peering, plan};
+use crate::{cni, pass, plan};
 
 /// Field manager of everything the agent writes.
 pub const FIELD_MANAGER: &str = "causeway-node-agent";
@@ -496,54 +497,38 @@ impl Agent {
         report
     }
 
-    /// Plans, applies and writes the CNI config for `own`.
+    /// One pass over the dataplane for `own` ([`pass::run`]: observe → plan → diff → apply),
+    /// then what a valid plan calls for: the BGP speaker, the BridgeHosts electors, the CNI
+    /// config.
     async fn program(&mut self, own: &NodeSubnet) -> (Outcome, Vec<Op>) {
-        let mut outcome = Outcome {
-            generation: own.metadata.generation,
-            programmed: State::default(),
-            mtu: None,
-            skipped: vec![],
-            failure: None,
-            underlay_prefix: None,
-            bgp: vec![],
-        };
-        let Some(network) = self
-            .networks
-            .state()
-            .into_iter()
-            .find(|n| n.name_any() == own.spec.network)
-        else {
-            outcome.failure = Some(Failure::Plan(format!(
-                "PodNetwork {} does not exist (yet); nothing is programmed until it does",
-                own.spec.network
-            )));
-            return (outcome, vec![]);
-        };
-        let address = match own.spec.parsed_node_address() {
-            Ok(a) => a,
-            Err(e) => {
-                outcome.failure = Some(Failure::Plan(format!("spec.nodeAddress: {e}")));
-                return (outcome, vec![]);
-            }
-        };
-        // Read once per pass: BGP peers and bridge-host candidacy both go by the labels.
-        let labels = self.own_labels();
-        let gateways = self.gateways.state();
-        // Started or changed only once the plan is known to be valid (below); what the
-        // running speaker learned so far feeds the plan.
-        let speaker_config = match peering::speaker_config(&network.spec, own, &labels) {
-            Ok(config) => config,
-            Err(e) => {
-                outcome.failure = Some(Failure::Plan(e));
-                return (outcome, vec![]);
-            }
-        };
+        // The running speaker's sessions and learned routes feed this pass.
         let snapshot = self
             .speaker
             .as_ref()
             .map(|(s, _)| s.snapshot())
             .unwrap_or_default();
         self.learned = snapshot.learned;
+        let (networks, subnets, gateways) = (
+            self.networks.state(),
+            self.subnets.state(),
+            self.gateways.state(),
+        );
+        let labels = self.own_labels();
+        let inputs = pass::Inputs {
+            own,
+            networks: &networks,
+            subnets: &subnets,
+            gateways: &gateways,
+            labels: &labels,
+            learned: &self.learned,
+            api_server: self.config.api_server,
+            apply: !self.config.dry_run,
+        };
+        let pass::Pass {
+            mut outcome,
+            ops,
+            decisions,
+        } = pass::run(&mut self.dataplane, &inputs).await;
         outcome.bgp = snapshot
             .sessions
             .into_iter()
@@ -557,129 +542,29 @@ impl Agent {
                     .map(Time),
             })
             .collect();
-        let underlay = match self.dataplane.underlay_for(address).await {
-            Ok(u) => {
-                outcome.underlay_prefix = Some(u.prefix);
-                plan::Underlay {
-                    name: u.name,
-                    mtu: u.mtu,
-                    prefix: u.prefix,
-                }
-            }
-            Err(e) => {
-                outcome.failure = Some(Failure::Underlay(e.to_string()));
-                return (outcome, vec![]);
-            }
-        };
-        let candidacies =
-            elector::candidacies(&gateways, own, &labels, &underlay.name, underlay.prefix);
-        let snat = elector::snat_clients(&gateways, &candidacies);
-        // Return routes for BridgeHosts clients, except where this node already has a route
-        // of its own for the range (it reaches those clients that way; never replaced).
-        let mut returns = elector::returns(&gateways, &own.spec.network);
-        let wanted: BTreeSet<Ipv4Net> = returns.iter().flat_map(|r| r.clients.clone()).collect();
-        let mut return_notes = Vec::new();
-        let mut protected: BTreeSet<Ipv4Addr> = self.config.api_server.into_iter().collect();
-        match self.dataplane.foreign_routes().await {
-            Ok(foreign) => {
-                // The node's own paths (its default gateway, say) stay on the underlay.
-                protected.extend(foreign.next_hops);
-                let taken: BTreeSet<Ipv4Net> = foreign
-                    .destinations
-                    .intersection(&wanted)
-                    .copied()
-                    .collect();
-                for r in &mut returns {
-                    r.clients.retain(|c| {
-                        let free = !taken.contains(c);
-                        if !free {
-                            return_notes.push(format!(
-                                "OverlayGateway {}: this node already routes {c} (a route not Causeway's), so replies to those clients follow it, not the active host",
-                                r.gateway
-                            ));
-                        }
-                        free
-                    });
-                }
-            }
-            Err(e) => {
-                outcome.failure = Some(Failure::Observe(e.to_string()));
-                return (outcome, vec![]);
-            }
-        }
-        let peers: Vec<Arc<NodeSubnet>> = self
-            .subnets
-            .state()
-            .into_iter()
-            .filter(|s| s.spec.network == own.spec.network)
-            .collect();
-        let planned = match plan::plan(&plan::Input {
-            own,
-            peers: &peers,
-            network: &network.spec,
-            underlay: &underlay,
-            learned: &self.learned,
-            returns: &returns,
-            snat: &snat,
-            clients: &crate::join::client_peers(&gateways, &own.spec.network),
-            protected: &protected,
-        }) {
-            Ok(p) => p,
-            Err(e) => {
-                outcome.failure = Some(Failure::Plan(e.to_string()));
-                return (outcome, vec![]);
-            }
-        };
-        // The plan is valid: what depends on it starts (or changes) now, before the kernel is
-        // changed, as before; a node whose plan fails never gets this far (see `withdraw`).
-        if !self.config.dry_run {
-            self.configure_speaker(speaker_config).await;
-            self.run_electors(candidacies).await;
-        }
-        outcome.mtu = Some(planned.mtu);
-        let mut planned = planned;
-        planned.skipped.extend(return_notes);
-        if planned.skipped != self.last_skipped {
-            for line in &planned.skipped {
+        if outcome.skipped != self.last_skipped {
+            for line in &outcome.skipped {
                 warn!("{line}");
             }
-            self.last_skipped.clone_from(&planned.skipped);
+            self.last_skipped.clone_from(&outcome.skipped);
         }
-        outcome.skipped = planned.skipped.clone();
-        let observed = match self.dataplane.observe().await {
-            Ok(s) => s,
-            Err(e) => {
-                outcome.failure = Some(Failure::Observe(e.to_string()));
-                return (outcome, vec![]);
-            }
+        let Some(decisions) = decisions else {
+            return (outcome, ops);
         };
-        let ops = diff::diff(&planned.desired, &observed);
         if self.config.dry_run {
-            outcome.programmed = observed;
             return (outcome, ops);
         }
-        for op in &ops {
-            info!(%op, "applying");
-        }
-        if let Err((i, e)) = self.dataplane.apply_all(&ops).await {
-            let op = ops[i].clone();
-            warn!(%op, error = %e.message, "operation failed");
-            outcome.failure = Some(Failure::Apply {
-                op,
-                message: e.message,
-            });
-            outcome.programmed = self.dataplane.observe().await.unwrap_or(observed);
-            return (outcome, ops);
-        }
-        outcome.programmed = planned.desired;
-        if let Err(e) = self.dataplane.enable_forwarding().await {
-            outcome.failure = Some(Failure::Plan(e));
+        // The plan is valid: what depends on it starts (or changes) now; a node whose plan
+        // fails never gets here (see `withdraw`).
+        self.configure_speaker(decisions.speaker).await;
+        self.run_electors(decisions.candidacies).await;
+        if outcome.failure.is_some() {
             return (outcome, ops);
         }
         let conf = cni::NetConf {
-            subnet: planned.subnet,
+            subnet: decisions.subnet,
             bridge: plan::BRIDGE_LINK.to_string(),
-            mtu: planned.mtu,
+            mtu: decisions.mtu,
             data_dir: self.config.cni_data_dir.clone(),
         };
         match cni::write(&self.config.cni_conf_dir, &conf) {
@@ -689,9 +574,9 @@ impl Agent {
         }
         // Once per subnet (at start-up, when the network comes back, when the subnet
         // changes): forget the allocations no pod can hold.
-        if self.pruned_for != Some(planned.subnet) {
-            match self.prune_allocations(planned.subnet).await {
-                Ok(()) => self.pruned_for = Some(planned.subnet),
+        if self.pruned_for != Some(decisions.subnet) {
+            match self.prune_allocations(decisions.subnet).await {
+                Ok(()) => self.pruned_for = Some(decisions.subnet),
                 Err(e) => warn!(error = %e, "cannot prune host-local's allocations"),
             }
         }
@@ -814,14 +699,18 @@ impl Agent {
     /// Removes everything the agent owns on this node and its CNI config. Returns the
     /// operations and whether the node is now clean (never in a dry run).
     async fn teardown(&mut self) -> (PassReport, bool) {
-        let observed = match self.dataplane.observe().await {
-            Ok(s) => s,
+        let cleared = match pass::clear(&mut self.dataplane, !self.config.dry_run).await {
+            Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot read the dataplane to clean it up");
                 return (PassReport::default(), false);
             }
         };
-        let ops = diff::diff(&State::default(), &observed);
+        let pass::Cleared {
+            ops,
+            observed,
+            failed,
+        } = cleared;
         if self.config.dry_run {
             return (
                 PassReport {
@@ -833,11 +722,8 @@ impl Agent {
             );
         }
         let mut clean = true;
-        for op in &ops {
-            info!(%op, "removing");
-        }
-        if let Err((i, e)) = self.dataplane.apply_all(&ops).await {
-            warn!(op = %ops[i], error = %e.message, "clean-up operation failed; retrying next pass");
+        if let Some(e) = failed {
+            warn!(error = %e, "clean-up operation failed; retrying next pass");
             clean = false;
         }
         match cni::remove(&self.config.cni_conf_dir) {

@@ -24,10 +24,10 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::diff;
 use crate::join::{ClientInput, client_plan};
 use crate::model::{Dataplane, State};
 use crate::netlink::Netlink;
-use crate::{diff, plan};
 
 /// How the client runs.
 #[derive(Clone, Debug)]
@@ -255,11 +255,7 @@ async fn program(
         name: &config.name,
         network: &network.spec,
         peers: subnets,
-        underlay: &plan::Underlay {
-            name: underlay.name,
-            mtu: underlay.mtu,
-            prefix: underlay.prefix,
-        },
+        underlay: &underlay,
     })?;
     for line in &skipped {
         warn!("{line}");

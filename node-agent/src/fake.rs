@@ -28,8 +28,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    ApplyError, DEVICE_PREFIX, Dataplane, Link, LinkKind, MAX_LINK_NAME, Nat, Neighbour, Op, Route,
-    State,
+    ApplyError, DEVICE_PREFIX, Dataplane, ForeignRoutes, Link, LinkKind, MAX_LINK_NAME, Nat,
+    Neighbour, Op, Route, State, Underlay,
 };
 
 /// Bytes VXLAN over IPv4 adds: the kernel refuses a VXLAN MTU above underlay MTU minus this.
@@ -45,6 +45,12 @@ pub struct FakeDataplane {
     /// Destinations of routes that are not the agent's (another protocol, metric 0): a route
     /// of the agent's to one of them is refused, as the real dataplane refuses to take one over.
     pub foreign_routes: std::collections::BTreeSet<ipnet::Ipv4Net>,
+    /// Next hops of the foreign routes (the node's default gateway, say).
+    pub foreign_next_hops: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    /// The node's addresses and the links holding them ([`Dataplane::underlay_for`]).
+    pub underlays: BTreeMap<std::net::Ipv4Addr, Underlay>,
+    /// IPv4 forwarding was turned on.
+    pub forwarding: bool,
     /// Fails the first op whose `Display` contains `.0`, with message `.1` (a simulated kernel
     /// error), before changing anything.
     pub fail_on: Option<(String, String)>,
@@ -66,6 +72,18 @@ impl FakeDataplane {
     #[must_use]
     pub fn with_foreign_link(mut self, name: &str, mtu: u32) -> Self {
         self.foreign_links.insert(name.to_owned(), mtu);
+        self
+    }
+
+    /// Puts `address` on the foreign link `underlay.name` (added with its MTU), on-link in
+    /// `underlay.prefix`.
+    #[must_use]
+    pub fn with_underlay(mut self, address: std::net::Ipv4Addr, underlay: Underlay) -> Self {
+        self.foreign_links
+            .insert(underlay.name.clone(), underlay.mtu);
+        // The connected route of the prefix is the kernel's, not the agent's.
+        self.foreign_routes.insert(underlay.prefix);
+        self.underlays.insert(address, underlay);
         self
     }
 
@@ -343,6 +361,24 @@ fn ours(name: &str) -> Result<(), String> {
 }
 
 impl Dataplane for FakeDataplane {
+    async fn underlay_for(&mut self, address: std::net::Ipv4Addr) -> Result<Underlay, String> {
+        self.underlays.get(&address).cloned().ok_or_else(|| {
+            format!("no interface of this node has {address}, the NodeSubnet's spec.nodeAddress")
+        })
+    }
+
+    async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String> {
+        Ok(ForeignRoutes {
+            destinations: self.foreign_routes.clone(),
+            next_hops: self.foreign_next_hops.clone(),
+        })
+    }
+
+    async fn enable_forwarding(&mut self) -> Result<(), String> {
+        self.forwarding = true;
+        Ok(())
+    }
+
     async fn observe(&mut self) -> Result<State, ApplyError> {
         Ok(self.state.clone())
     }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod nat;
 pub mod netlink;
 pub mod netns;
+pub mod pass;
 pub mod peering;
 pub mod plan;
 pub mod status;

@@ -134,6 +134,28 @@ pub struct Port {
     pub belongs_to: Option<String>,
 }
 
+/// The link holding the node's address: what the plan needs to know of the underlay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    /// Link name (`eth0`).
+    pub name: String,
+    /// Its MTU; a VXLAN device on it needs 50 bytes less.
+    pub mtu: u32,
+    /// The on-link prefix of the node's address on it (`192.168.50.0/24`): peers inside it
+    /// are reachable without a router, which is what `crossSubnet` tests.
+    pub prefix: Ipv4Net,
+}
+
+/// The main table's routes that are not the agent's, as far as the plan needs them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForeignRoutes {
+    /// Destinations with a metric-0 route (`0.0.0.0/0` for a default route).
+    pub destinations: BTreeSet<Ipv4Net>,
+    /// Every next hop (`via`) of those routes, multipath hops included: the node's own paths
+    /// over the underlay, which no planned route may cover.
+    pub next_hops: BTreeSet<Ipv4Addr>,
+}
+
 /// A permanent neighbour (ARP) entry on one of the agent's links.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Neighbour {
@@ -408,6 +430,16 @@ pub trait Dataplane {
 
     /// Applies one operation.
     async fn apply(&mut self, op: &Op) -> Result<(), ApplyError>;
+
+    /// The link holding `address` (the node's underlay); `Err` says why none does, in words
+    /// for the NodeSubnet (naming `spec.nodeAddress`).
+    async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String>;
+
+    /// The main table's routes that are not the agent's (every origin and type).
+    async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String>;
+
+    /// Turns IPv4 forwarding on (nodes forward pod traffic).
+    async fn enable_forwarding(&mut self) -> Result<(), String>;
 
     /// Applies `ops` in order, stopping at the first failure, which it returns with its index
     /// (everything before it applied). A dataplane may overlap operations that do not depend

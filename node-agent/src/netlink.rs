@@ -83,17 +83,8 @@ const MTU_HINT: &str =
 /// Length of a netlink message header (`struct nlmsghdr`).
 const NLMSG_HEADER_LEN: usize = 16;
 
-/// The link that carries this node's tunnel traffic: the one holding the node address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Underlay {
-    /// Link name (`eth0`).
-    pub name: String,
-    /// Its MTU; a VXLAN device on it needs 50 bytes less.
-    pub mtu: u32,
-    /// The subnet the node address sits in (`192.168.50.0/24`): peers inside it are reachable
-    /// directly on the underlay.
-    pub prefix: Ipv4Net,
-}
+/// The link that carries this node's tunnel traffic (one model for the plan and netlink).
+pub use crate::model::{ForeignRoutes, Underlay};
 
 /// Why opening a netlink connection or reading the kernel's state failed.
 #[derive(Debug, thiserror::Error)]
@@ -841,15 +832,6 @@ impl Netlink {
     }
 }
 
-/// What the main table holds besides the agent's routes ([`Netlink::foreign_routes`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ForeignRoutes {
-    /// Destinations with a metric-0 route (`0.0.0.0/0` for a default route).
-    pub destinations: std::collections::BTreeSet<Ipv4Net>,
-    /// Every next hop (`via`) of those routes, multipath hops included.
-    pub next_hops: std::collections::BTreeSet<Ipv4Addr>,
-}
-
 /// Requests of one run of independent operations in flight at once: the kernel answers them
 /// in order on one socket, and pipelining hides the round trips (what makes `ip -batch` fast).
 const PIPELINE: usize = 64;
@@ -977,6 +959,22 @@ impl Netlink {
 }
 
 impl Dataplane for Netlink {
+    async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String> {
+        Netlink::underlay_for(self, address)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String> {
+        Netlink::foreign_routes(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn enable_forwarding(&mut self) -> Result<(), String> {
+        Netlink::enable_forwarding(self).await
+    }
+
     async fn observe(&mut self) -> Result<State, ApplyError> {
         let mut state = self.read_state().await.map_err(|error| ApplyError {
             op: "observe".into(),

@@ -57,17 +57,7 @@ pub fn vxlan_link_name(vni: u32) -> String {
     format!("{DEVICE_PREFIX}vx{vni}")
 }
 
-/// The underlay link, as the caller observed it: the link holding the node's address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Underlay {
-    /// Interface name (`eth0`).
-    pub name: String,
-    /// Its MTU.
-    pub mtu: u32,
-    /// The on-link prefix of the node's address on it (`192.168.1.0/24`): peers inside it are
-    /// reachable without a router, which is what `crossSubnet` tests.
-    pub prefix: Ipv4Net,
-}
+pub use crate::model::Underlay;
 
 /// Everything [`plan`] reads.
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,525 @@
+//! One pass over a node's dataplane, in four steps: **observe** (everything the plan needs
+//! from the kernel, in one place: the agent's own objects, the underlay, the routes that are
+//! not the agent's), **plan** ([`crate::plan`], pure), **diff** ([`crate::diff`], pure) and
+//! **apply**. Generic over [`Dataplane`], so whole passes run against the kernel-faithful
+//! [`crate::fake`] in unit tests, and against netlink on a node.
+//!
+//! What a pass decides beyond the kernel (the BGP speaker's configuration, the BridgeHosts
+//! gateways this node is a candidate for, the CNI config) comes back as [`Decisions`], only
+//! when the plan is valid: [`crate::agent`] carries them out after the pass, so a node whose
+//! plan fails never opens BGP sessions or holds a VIP.
+//!
+//! The inputs are plain data the agent read from its caches ([`Inputs`]); nothing here talks
+//! to the API server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use causeway_crds::{NodeSubnet, OverlayGateway, PodNetwork};
+use ipnet::Ipv4Net;
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::bgp::SpeakerConfig;
+use crate::elector::{self, Candidacy};
+use crate::model::{Dataplane, ForeignRoutes, Op, State, Underlay};
+use crate::status::{Failure, Outcome};
+use crate::{diff, peering, plan};
+
+/// What one pass reads besides the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// This node's NodeSubnet.
+    pub own: &'a NodeSubnet,
+    /// Every PodNetwork (the pass picks its own).
+    pub networks: &'a [Arc<PodNetwork>],
+    /// Every NodeSubnet (the pass picks its network's).
+    pub subnets: &'a [Arc<NodeSubnet>],
+    /// Every OverlayGateway.
+    pub gateways: &'a [Arc<OverlayGateway>],
+    /// This node's labels (BGP peers and bridge hosts are selected by them).
+    pub labels: &'a BTreeMap<String, String>,
+    /// Routes learned over BGP so far, best path per prefix.
+    pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// The API server's address as the agent's configuration names it: never routed away.
+    pub api_server: Option<Ipv4Addr>,
+    /// Apply the operations (false: a dry run, which only computes them).
+    pub apply: bool,
+}
+
+/// What the kernel says, read once per pass before planning.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Everything the agent owns.
+    pub state: State,
+    /// The link holding the node's address.
+    pub underlay: Underlay,
+    /// The main table's routes that are not the agent's.
+    pub foreign: ForeignRoutes,
+}
+
+/// What depends on a valid plan, for the agent to carry out after the pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decisions {
+    /// The BGP speaker's configuration; `None`: no BGP on this network.
+    pub speaker: Option<SpeakerConfig>,
+    /// The BridgeHosts gateways this node is a candidate for, by name.
+    pub candidacies: BTreeMap<String, Candidacy>,
+    /// This node's pod subnet (the CNI config's range).
+    pub subnet: Ipv4Net,
+    /// The pod MTU.
+    pub mtu: u32,
+}
+
+/// One pass's result.
+#[derive(Debug)]
+pub struct Pass {
+    /// For the NodeSubnet's status (the agent adds the BGP sessions).
+    pub outcome: Outcome,
+    /// The operations applied, or in a dry run those that would be.
+    pub ops: Vec<Op>,
+    /// `Some` when the plan was valid (even if applying it then failed).
+    pub decisions: Option<Decisions>,
+}
+
+/// Reads what the plan needs from the kernel: the node's underlay (the link holding
+/// `address`), the routes that are not the agent's, and the agent's own objects.
+///
+/// # Errors
+/// [`Failure::Underlay`] when no link holds `address`; [`Failure::Observe`] when the kernel
+/// cannot be read.
+pub async fn observe<D: Dataplane>(dp: &mut D, address: Ipv4Addr) -> Result<Observed, Failure> {
+    let underlay = dp.underlay_for(address).await.map_err(Failure::Underlay)?;
+    let foreign = dp.foreign_routes().await.map_err(Failure::Observe)?;
+    let state = dp
+        .observe()
+        .await
+        .map_err(|e| Failure::Observe(e.to_string()))?;
+    Ok(Observed {
+        state,
+        underlay,
+        foreign,
+    })
+}
+
+/// One pass: observe → plan → diff → apply (see the module docs). Failures end up in the
+/// outcome, never in a panic.
+pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
+    let own = input.own;
+    let mut pass = Pass {
+        outcome: Outcome {
+            generation: own.metadata.generation,
+            programmed: State::default(),
+            mtu: None,
+            skipped: vec![],
+            failure: None,
+            underlay_prefix: None,
+            bgp: vec![],
+        },
+        ops: vec![],
+        decisions: None,
+    };
+    let fail = |mut pass: Pass, failure: Failure| {
+        pass.outcome.failure = Some(failure);
+        pass
+    };
+    let Some(network) = input
+        .networks
+        .iter()
+        .find(|n| n.name_any() == own.spec.network)
+    else {
+        let message = format!(
+            "PodNetwork {} does not exist (yet); nothing is programmed until it does",
+            own.spec.network
+        );
+        return fail(pass, Failure::Plan(message));
+    };
+    let address = match own.spec.parsed_node_address() {
+        Ok(a) => a,
+        Err(e) => return fail(pass, Failure::Plan(format!("spec.nodeAddress: {e}"))),
+    };
+    let speaker = match peering::speaker_config(&network.spec, own, input.labels) {
+        Ok(config) => config,
+        Err(e) => return fail(pass, Failure::Plan(e)),
+    };
+
+    // 1. Observe.
+    let observed = match observe(dp, address).await {
+        Ok(o) => o,
+        Err(failure) => return fail(pass, failure),
+    };
+    pass.outcome.underlay_prefix = Some(observed.underlay.prefix);
+
+    // 2. Plan, from the inputs and what was observed.
+    let candidacies = elector::candidacies(
+        input.gateways,
+        own,
+        input.labels,
+        &observed.underlay.name,
+        observed.underlay.prefix,
+    );
+    let snat = elector::snat_clients(input.gateways, &candidacies);
+    let (returns, return_notes) = return_paths(input.gateways, own, &observed.foreign);
+    let mut protected: BTreeSet<Ipv4Addr> = input.api_server.into_iter().collect();
+    // The node's own paths (its default gateway, say) stay on the underlay.
+    protected.extend(observed.foreign.next_hops.iter().copied());
+    let peers: Vec<Arc<NodeSubnet>> = input
+        .subnets
+        .iter()
+        .filter(|s| s.spec.network == own.spec.network)
+        .cloned()
+        .collect();
+    let planned = match plan::plan(&plan::Input {
+        own,
+        peers: &peers,
+        network: &network.spec,
+        underlay: &observed.underlay,
+        learned: input.learned,
+        returns: &returns,
+        snat: &snat,
+        clients: &crate::join::client_peers(input.gateways, &own.spec.network),
+        protected: &protected,
+    }) {
+        Ok(p) => p,
+        Err(e) => return fail(pass, Failure::Plan(e.to_string())),
+    };
+    pass.outcome.mtu = Some(planned.mtu);
+    pass.outcome.skipped = planned.skipped.clone();
+    pass.outcome.skipped.extend(return_notes);
+    pass.decisions = Some(Decisions {
+        speaker,
+        candidacies,
+        subnet: planned.subnet,
+        mtu: planned.mtu,
+    });
+
+    // 3. Diff.
+    pass.ops = diff::diff(&planned.desired, &observed.state);
+    if !input.apply {
+        pass.outcome.programmed = observed.state;
+        return pass;
+    }
+
+    // 4. Apply.
+    for op in &pass.ops {
+        info!(%op, "applying");
+    }
+    if let Err((i, e)) = dp.apply_all(&pass.ops).await {
+        let op = pass.ops[i].clone();
+        warn!(%op, error = %e.message, "operation failed");
+        pass.outcome.programmed = dp.observe().await.unwrap_or(observed.state);
+        return fail(
+            pass,
+            Failure::Apply {
+                op,
+                message: e.message,
+            },
+        );
+    }
+    pass.outcome.programmed = planned.desired;
+    if let Err(e) = dp.enable_forwarding().await {
+        return fail(pass, Failure::Plan(e));
+    }
+    pass
+}
+
+/// Return paths for BridgeHosts clients, except where this node already has a route of its
+/// own for a client range (it reaches those clients that way; never replaced), with a note
+/// for each range skipped so.
+fn return_paths(
+    gateways: &[Arc<OverlayGateway>],
+    own: &NodeSubnet,
+    foreign: &ForeignRoutes,
+) -> (Vec<plan::GatewayReturn>, Vec<String>) {
+    let mut returns = elector::returns(gateways, &own.spec.network);
+    let mut notes = Vec::new();
+    for r in &mut returns {
+        r.clients.retain(|c| {
+            let free = !foreign.destinations.contains(c);
+            if !free {
+                notes.push(format!(
+                    "OverlayGateway {}: this node already routes {c} (a route not Causeway's), so replies to those clients follow it, not the active host",
+                    r.gateway
+                ));
+            }
+            free
+        });
+    }
+    (returns, notes)
+}
+
+/// What [`clear`] did.
+#[derive(Debug)]
+pub struct Cleared {
+    /// The operations, applied (or in a dry run, that would be).
+    pub ops: Vec<Op>,
+    /// What the kernel held before (its pods' veths, say).
+    pub observed: State,
+    /// The first operation that failed, in words (the next pass retries).
+    pub failed: Option<String>,
+}
+
+/// Removes everything the agent owns (the node left its network).
+///
+/// # Errors
+/// The kernel cannot be read.
+pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, String> {
+    let observed = dp.observe().await.map_err(|e| e.to_string())?;
+    let ops = diff::diff(&State::default(), &observed);
+    let mut cleared = Cleared {
+        ops,
+        observed,
+        failed: None,
+    };
+    if !apply {
+        return Ok(cleared);
+    }
+    for op in &cleared.ops {
+        info!(%op, "removing");
+    }
+    if let Err((i, e)) = dp.apply_all(&cleared.ops).await {
+        cleared.failed = Some(format!("{}: {}", cleared.ops[i], e.message));
+    }
+    Ok(cleared)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Whole passes against the kernel-faithful fake: join, a second pass, drift, leaving,
+    //! an invalid plan, a missing underlay, gateway eligibility, a dry run.
+
+    use super::*;
+    use crate::fake::FakeDataplane;
+    use causeway_crds::NodeSubnetSpec;
+    use causeway_crds::vtep::vtep_mac;
+
+    const NETWORK: &str = "overlay";
+
+    fn network(extra: serde_json::Value) -> Arc<PodNetwork> {
+        let mut spec = serde_json::json!({
+            "cidr": "10.244.0.0/16",
+            "nodeSubnetPrefixLength": 24,
+            "mode": "Overlay",
+            "overlay": {"vni": 1, "port": 8472},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        Arc::new(PodNetwork::new(
+            NETWORK,
+            serde_json::from_value(spec).expect("spec"),
+        ))
+    }
+
+    fn subnet(node: &str, cidr: &str, address: &str) -> Arc<NodeSubnet> {
+        let mut s = NodeSubnet::new(
+            &format!("{NETWORK}-{node}"),
+            NodeSubnetSpec {
+                network: NETWORK.into(),
+                node_name: node.into(),
+                cidr: cidr.into(),
+                node_address: address.into(),
+                vtep_mac: Some(vtep_mac(node).to_string()),
+            },
+        );
+        s.metadata.generation = Some(1);
+        Arc::new(s)
+    }
+
+    fn subnets() -> Vec<Arc<NodeSubnet>> {
+        vec![
+            subnet("node-a", "10.244.1.0/24", "192.168.1.11"),
+            subnet("node-b", "10.244.2.0/24", "192.168.1.12"),
+            subnet("node-c", "10.244.3.0/24", "192.168.2.13"),
+        ]
+    }
+
+    /// node-a's kernel: `eth0` holding 192.168.1.11/24, a default route via 192.168.1.1.
+    fn node_a() -> FakeDataplane {
+        let mut dp = FakeDataplane::default().with_underlay(
+            "192.168.1.11".parse().expect("ip"),
+            Underlay {
+                name: "eth0".into(),
+                mtu: 1500,
+                prefix: "192.168.1.0/24".parse().expect("prefix"),
+            },
+        );
+        dp.foreign_routes
+            .insert("0.0.0.0/0".parse().expect("default"));
+        dp.foreign_next_hops
+            .insert("192.168.1.1".parse().expect("gw"));
+        dp
+    }
+
+    /// What a pass sees around node-a.
+    struct World {
+        networks: Vec<Arc<PodNetwork>>,
+        subnets: Vec<Arc<NodeSubnet>>,
+        gateways: Vec<Arc<OverlayGateway>>,
+        labels: BTreeMap<String, String>,
+        apply: bool,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                networks: vec![network(serde_json::json!({}))],
+                subnets: subnets(),
+                gateways: vec![],
+                labels: BTreeMap::new(),
+                apply: true,
+            }
+        }
+
+        async fn pass(&self, dp: &mut FakeDataplane) -> Pass {
+            let own = self.subnets[0].clone();
+            let learned = BTreeMap::new();
+            run(
+                dp,
+                &Inputs {
+                    own: &own,
+                    networks: &self.networks,
+                    subnets: &self.subnets,
+                    gateways: &self.gateways,
+                    labels: &self.labels,
+                    learned: &learned,
+                    api_server: Some("192.168.40.2".parse().expect("ip")),
+                    apply: self.apply,
+                },
+            )
+            .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_joins_in_one_pass_and_a_second_pass_changes_nothing() {
+        let world = World::new();
+        let mut dp = node_a();
+        let first = world.pass(&mut dp).await;
+        assert!(
+            first.outcome.failure.is_none(),
+            "{:?}",
+            first.outcome.failure
+        );
+        // Two links, and three objects for each of the two peers, among the rest.
+        assert!(dp.state.links.contains_key("cw-br0") && dp.state.links.contains_key("cw-vx1"));
+        assert_eq!(dp.state.routes.len(), 2, "{:?}", dp.state.routes);
+        assert_eq!(dp.state.neighbours.len(), 2);
+        assert_eq!(dp.state.fdb.len(), 2);
+        assert!(dp.forwarding, "IP forwarding turned on");
+        assert_eq!(first.outcome.programmed, dp.state);
+        let decisions = first.decisions.expect("a valid plan decides");
+        assert_eq!(decisions.subnet, "10.244.1.0/24".parse().expect("cidr"));
+        assert_eq!(decisions.mtu, 1450);
+        assert_eq!(decisions.speaker, None, "no BGP in Overlay mode");
+
+        let applied = dp.applied.len();
+        let second = world.pass(&mut dp).await;
+        assert!(second.ops.is_empty(), "{:?}", second.ops);
+        assert_eq!(dp.applied.len(), applied, "nothing applied");
+    }
+
+    #[tokio::test]
+    async fn drift_is_repaired_with_the_one_missing_object() {
+        let world = World::new();
+        let mut dp = node_a();
+        world.pass(&mut dp).await;
+        let gone = "10.244.3.0/24".parse().expect("cidr");
+        dp.state.routes.remove(&gone);
+        let repair = world.pass(&mut dp).await;
+        assert_eq!(repair.ops.len(), 1, "{:?}", repair.ops);
+        assert!(matches!(&repair.ops[0], Op::ReplaceRoute(r) if r.dst == gone));
+        assert!(dp.state.routes.contains_key(&gone));
+    }
+
+    #[tokio::test]
+    async fn a_peer_leaving_removes_its_three_objects_and_leaving_clears_the_node() {
+        let mut world = World::new();
+        let mut dp = node_a();
+        world.pass(&mut dp).await;
+        world.subnets.pop();
+        let left = world.pass(&mut dp).await;
+        assert_eq!(left.ops.len(), 3, "{:?}", left.ops);
+        assert_eq!(dp.state.routes.len(), 1);
+
+        let cleared = clear(&mut dp, true).await.expect("clear");
+        assert!(cleared.failed.is_none());
+        assert_eq!(dp.state, State::default(), "nothing of ours left");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_plan_changes_nothing_and_decides_nothing() {
+        let mut world = World::new();
+        // 9000 does not fit a 1500-byte underlay once VXLAN adds its 50 bytes.
+        world.networks = vec![network(serde_json::json!({"mtu": 9000}))];
+        let mut dp = node_a();
+        let pass = world.pass(&mut dp).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Plan(m)) if m.contains("9000")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert!(pass.ops.is_empty() && dp.applied.is_empty());
+        assert!(pass.decisions.is_none(), "no BGP, no elections");
+        assert!(!dp.forwarding);
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_address_is_on_no_link_reports_the_underlay() {
+        let world = World::new();
+        let mut dp = FakeDataplane::default();
+        let pass = world.pass(&mut dp).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Underlay(m)) if m.contains("spec.nodeAddress")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert!(pass.decisions.is_none() && dp.applied.is_empty());
+    }
+
+    fn bridge_gateway(vip: &str) -> Arc<OverlayGateway> {
+        Arc::new(OverlayGateway::new(
+            "office",
+            serde_json::from_value(serde_json::json!({
+                "network": NETWORK, "strategy": "BridgeHosts",
+                "clientCidrs": ["192.168.77.0/24"],
+                "bridgeHosts": {"nodeSelector": {"matchLabels": {"bridge": "true"}}, "vip": vip},
+            }))
+            .expect("gateway"),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_node_is_a_bridge_host_candidate_only_with_a_valid_plan() {
+        let mut world = World::new();
+        world.gateways = vec![bridge_gateway("192.168.1.250")];
+        world.labels = BTreeMap::from([("bridge".to_owned(), "true".to_owned())]);
+        let mut dp = node_a();
+        let valid = world.pass(&mut dp).await;
+        let candidacies = valid.decisions.expect("valid").candidacies;
+        assert_eq!(candidacies.keys().collect::<Vec<_>>(), ["office"]);
+        assert_eq!(candidacies["office"].dev, "eth0");
+
+        // The same node, unlabelled: no candidacy.
+        world.labels.clear();
+        let unlabelled = world.pass(&mut dp).await;
+        assert!(unlabelled.decisions.expect("valid").candidacies.is_empty());
+
+        // Labelled, but its plan fails: it decides nothing, so the agent withdraws.
+        world.labels = BTreeMap::from([("bridge".to_owned(), "true".to_owned())]);
+        world.networks = vec![network(serde_json::json!({"mtu": 9000}))];
+        assert!(world.pass(&mut dp).await.decisions.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_computes_the_operations_and_changes_nothing() {
+        let mut world = World::new();
+        world.apply = false;
+        let mut dp = node_a();
+        let pass = world.pass(&mut dp).await;
+        assert!(!pass.ops.is_empty());
+        assert!(dp.applied.is_empty() && dp.state == State::default());
+        assert!(!dp.forwarding);
+    }
+}
