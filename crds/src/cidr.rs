@@ -122,6 +122,12 @@ pub fn contains(prefix: Ipv4Net, address: Ipv4Addr) -> bool {
     prefix.contains(&address)
 }
 
+/// Whether two prefixes share any address (one contains the other's network address).
+#[must_use]
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 /// The gateway address of a node subnet: its first host address, which the agent puts on the
 /// node's pod bridge and which the CNI `host-local` plugin hands out as the pods' default route.
 #[must_use]

@@ -204,10 +204,16 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// Whether `condition`'s status is `True` (the one place a status string is compared).
+#[must_use]
+pub fn is_true(condition: &Condition) -> bool {
+    condition.status == ConditionStatus::True.as_str()
+}
+
 /// Whether the condition of type `type_` is present with status `True`.
 #[must_use]
 pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
-    find_condition(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True.as_str())
+    find_condition(conditions, type_).is_some_and(is_true)
 }
 
 #[cfg(test)]

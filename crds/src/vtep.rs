@@ -69,18 +69,8 @@ impl FromStr for MacAddr {
     }
 }
 
-/// 64-bit FNV-1a: tiny, dependency-free and fixed by its specification, so names hash the same
-/// in every release. Not collision resistant against an adversary (it does not need to be).
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(PRIME)
-    })
-}
-
 fn mac_from_hash_input(input: &[u8]) -> MacAddr {
-    let h = fnv1a64(input).to_be_bytes();
+    let h = crate::naming::fnv1a64(input).to_be_bytes();
     MacAddr([VTEP_MAC_FIRST_OCTET, h[3], h[4], h[5], h[6], h[7]])
 }
 

@@ -427,8 +427,7 @@ impl Agent {
             return report;
         }
         let was_programmed = own.status.as_ref().is_some_and(|st| {
-            causeway_crds::conditions::find_condition(&st.conditions, types::PROGRAMMED)
-                .is_some_and(|c| c.status == "True")
+            causeway_crds::conditions::is_condition_true(&st.conditions, types::PROGRAMMED)
         });
         // A resync that had work to do after a good pass found something changed by hand
         // (marking a new pod's veth is routine, not a repair).

@@ -3,7 +3,7 @@
 //! Each client of an OverlayGateway with strategy ClientJoin runs the agent in client mode
 //! (`causeway-node-agent client --gateway <gw> --name <client>`). It gets what a node's
 //! VXLAN device would have — the network's VNI and port, a VTEP MAC derived from
-//! `client:<name>` ([`causeway_crds::vtep::vtep_mac`], so every node knows it without asking)
+//! `client:<name>` ([`causeway_crds::vtep::client_vtep_mac`], so every node knows it without asking)
 //! and, per node, one route, neighbour and FDB entry — plus its `overlayAddress` as a /32 on
 //! the device, which is the source of its traffic into the overlay. It consumes no pod
 //! subnet. Nodes learn the clients from the gateway's spec ([`client_peers`]) and program
@@ -14,7 +14,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use causeway_crds::v1alpha1::{GatewayStrategy, PodNetworkMode};
-use causeway_crds::vtep::vtep_mac;
 use causeway_crds::{NodeSubnet, OverlayGateway, PodNetworkSpec};
 use ipnet::Ipv4Net;
 use kube::{Resource, ResourceExt};
@@ -36,7 +35,7 @@ pub struct ClientPeer {
 /// The VTEP MAC of client `name` (the hash of `client:<name>`, which no node name can equal).
 #[must_use]
 pub fn client_mac(name: &str) -> Mac {
-    Mac(vtep_mac(&format!("client:{name}")).0)
+    Mac(causeway_crds::vtep::client_vtep_mac(name).0)
 }
 
 /// The clients of `network`'s ClientJoin gateways; entries that do not parse are left out

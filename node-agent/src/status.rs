@@ -247,8 +247,13 @@ pub fn programmed_transition(
     b: &NodeSubnetStatus,
 ) -> Option<(bool, String, String)> {
     let get = |s: &NodeSubnetStatus| {
-        find_condition(&s.conditions, types::PROGRAMMED)
-            .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+        find_condition(&s.conditions, types::PROGRAMMED).map(|c| {
+            (
+                causeway_crds::conditions::is_true(c),
+                c.reason.clone(),
+                c.message.clone(),
+            )
+        })
     };
     let (before, after) = (get(a), get(b));
     match (&before, &after) {

@@ -15,6 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use causeway_crds::cidr::overlaps;
 use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
@@ -47,11 +48,6 @@ pub fn order(a: &NetworkView, b: &NetworkView) -> Ordering {
         (None, None) => Ordering::Equal,
     };
     created.then_with(|| a.name.cmp(&b.name))
-}
-
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    // Two prefixes overlap exactly when one contains the other's network address.
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// The first network (by [`order`]) that orders before `me` and has a valid CIDR overlapping

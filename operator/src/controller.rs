@@ -742,7 +742,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
             let programmed = status
                 .and_then(|st| find_condition(&st.conditions, types::PROGRAMMED))
                 .map(|c| ProgrammedView {
-                    status: c.status == "True",
+                    status: causeway_crds::conditions::is_true(c),
                     reason: c.reason.clone(),
                     message: c.message.clone(),
                     current: s.is_some_and(|s| {
@@ -863,7 +863,7 @@ async fn announce_transitions(
             continue;
         }
         // Bad states are warnings; good ones (Ready=True, others back to False) normal.
-        let healthy = (c.type_ == types::READY) == (c.status == "True");
+        let healthy = (c.type_ == types::READY) == causeway_crds::conditions::is_true(c);
         if before.is_none() && healthy && c.type_ != types::READY {
             continue; // no event for a condition that starts out fine
         }

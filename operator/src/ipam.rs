@@ -31,7 +31,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use causeway_crds::cidr;
-use causeway_crds::naming::MAX_NAME_LENGTH;
 use ipnet::Ipv4Net;
 
 /// What IPAM needs to know about a Node.
@@ -124,45 +123,9 @@ pub struct Pool {
     pub prefix: u8,
 }
 
-/// Hex digits of the hash that keeps truncated names distinct (40 bits).
-const HASH_DIGITS: usize = 10;
-
-/// 64-bit FNV-1a, the same function `causeway_crds` uses for names and VTEP MACs: fixed by its
-/// specification, so a name computed by one release is computed identically by the next.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(PRIME)
-    })
-}
-
-/// The NodeSubnet name for `subnet` of the PodNetwork `network`: `<network>-a-b-c-d-<len>`
-/// (`overlay-10-247-3-0-24`).
-///
-/// The subnet part always has five numbers, so a name reads unambiguously from the right. When
-/// the result would exceed 253 characters the network part is truncated and a 10-digit hash of
-/// the full network name is inserted before the subnet part, so long network names that share
-/// a prefix keep distinct names.
-#[must_use]
-pub fn object_name(network: &str, subnet: Ipv4Net) -> String {
-    let [a, b, c, d] = subnet.network().octets();
-    let suffix = format!("{a}-{b}-{c}-{d}-{}", subnet.prefix_len());
-    let joined = format!("{network}-{suffix}");
-    if joined.len() <= MAX_NAME_LENGTH {
-        return joined;
-    }
-    let hash = format!("{:016x}", fnv1a64(network.as_bytes()));
-    let hash = &hash[16 - HASH_DIGITS..];
-    let keep = MAX_NAME_LENGTH - suffix.len() - HASH_DIGITS - 2;
-    // Names are ASCII (DNS-1123), so characters are bytes.
-    let mut prefix: String = network.chars().take(keep).collect();
-    // A DNS-1123 label may not end in `-`, and `.-` is not allowed either.
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    format!("{prefix}-{hash}-{suffix}")
-}
+/// The NodeSubnet name for a subnet of a PodNetwork: the contract lives in
+/// [`causeway_crds::naming::node_subnet_name`].
+pub use causeway_crds::naming::node_subnet_name as object_name;
 
 /// Inclusive ranges of subnet indices, sorted and merged.
 #[derive(Debug, Default)]
@@ -421,7 +384,6 @@ fn pod_cidr_index(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_crds::naming::is_dns1123_subdomain;
 
     const NETWORK: &str = "overlay";
 
@@ -762,41 +724,6 @@ mod tests {
                 "used 0 of 0"
             ]
         );
-    }
-
-    #[test]
-    fn object_names_are_the_network_and_the_subnet() {
-        let cases: &[(&str, &str, &str)] = &[
-            ("overlay", "10.247.3.0/24", "overlay-10-247-3-0-24"),
-            ("pods", "10.0.0.0/30", "pods-10-0-0-0-30"),
-            ("a.b", "192.168.255.128/25", "a.b-192-168-255-128-25"),
-        ];
-        for (network, subnet, want) in cases {
-            assert_eq!(object_name(network, net(subnet)), *want);
-        }
-    }
-
-    #[test]
-    fn long_network_names_are_truncated_into_valid_distinct_object_names() {
-        let subnet = net("255.255.255.252/30");
-        let networks = [
-            "n".repeat(234),
-            "n".repeat(235),
-            format!("{}-x", "n".repeat(250)),
-            format!("{}-y", "n".repeat(250)),
-            format!("{}.{}", "m".repeat(220), "k".repeat(32)),
-            format!("{}-{}", "m".repeat(220), "k".repeat(32)),
-        ];
-        let mut seen = BTreeSet::new();
-        for network in &networks {
-            let name = object_name(network, subnet);
-            assert!(name.len() <= MAX_NAME_LENGTH, "{} chars", name.len());
-            assert!(is_dns1123_subdomain(&name), "{name}");
-            assert!(name.ends_with("-255-255-255-252-30"), "{name}");
-            assert!(seen.insert(name.clone()), "duplicate {name}");
-            assert_eq!(object_name(network, subnet), name, "deterministic");
-        }
-        assert_eq!(object_name(&networks[0], subnet).len(), MAX_NAME_LENGTH);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use overlaygateway::*;
 pub use podnetwork::*;
 
 /// Longest Kubernetes object name (DNS-1123 subdomain): bound for fields naming objects.
-pub const MAX_OBJECT_NAME_LENGTH: usize = 253;
+pub const MAX_OBJECT_NAME_LENGTH: usize = crate::naming::MAX_NAME_LENGTH;
 /// Longest CIDR string (an IPv6 CIDR in full form): bound for CIDR fields, large enough that an
 /// IPv6 value reaches the "IPv4 only" CEL rule and gets its explanatory message.
 pub const MAX_CIDR_LENGTH: usize = 43;

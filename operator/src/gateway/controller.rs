@@ -320,7 +320,7 @@ async fn announce(
     if before.is_some_and(|b| b.status == ready.status && b.reason == ready.reason) {
         return;
     }
-    let kind = if ready.status == "True" {
+    let kind = if causeway_crds::conditions::is_true(ready) {
         Kind::Normal
     } else {
         Kind::Warning

@@ -23,10 +23,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use causeway_crds::cidr::overlaps;
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
 use causeway_crds::v1alpha1::GatewayClientStatus;
 use causeway_crds::v1alpha1::GatewayStrategy;
-use causeway_crds::vtep::vtep_mac;
+use causeway_crds::vtep::client_vtep_mac;
 use causeway_crds::{OverlayGatewaySpec, OverlayGatewayStatus, PodNetworkSpec, selector};
 use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -89,10 +90,6 @@ struct Rendered {
     state: ConditionStatus,
     reason: &'static str,
     message: String,
-}
-
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Ready=False for `reason`, with nothing for clients to install.
@@ -228,7 +225,7 @@ fn client_statuses(
             GatewayClientStatus {
                 name: c.name.clone(),
                 joined,
-                vtep_mac: Some(vtep_mac(&format!("client:{}", c.name)).to_string()),
+                vtep_mac: Some(client_vtep_mac(&c.name).to_string()),
                 message: match input.refused.get(&c.name) {
                     _ if joined => String::new(),
                     Some(problem) => format!("running but cannot join: {problem}"),
@@ -937,7 +934,7 @@ mod tests {
         assert!(st.clients.iter().all(|c| c.joined && c.since.is_some()));
         assert_eq!(
             st.clients[0].vtep_mac.as_deref(),
-            Some(vtep_mac("client:laptop").to_string().as_str())
+            Some(client_vtep_mac("laptop").to_string().as_str())
         );
         assert!(st.client_routes.is_empty());
 
