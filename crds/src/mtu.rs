@@ -7,8 +7,6 @@
 //! (TCP connections that "hang after the handshake" are the classic symptom). Flat and Routed
 //! modes forward pod packets unchanged, so pods can use the full underlay MTU.
 
-use crate::v1alpha1::PodNetworkMode;
-
 /// Bytes VXLAN over IPv4 adds to each packet (outer Ethernet + IPv4 + UDP + VXLAN headers).
 pub const VXLAN_OVERHEAD: u32 = 50;
 
@@ -18,7 +16,8 @@ pub const MIN_MTU: u32 = 576;
 /// The largest MTU the API accepts (common jumbo-frame limit of switches and NICs).
 pub const MAX_MTU: u32 = 9216;
 
-/// The MTU pods get on a node whose underlay interface has `underlay_mtu`.
+/// The MTU pods get on a node whose underlay interface has `underlay_mtu`; `encapsulated`:
+/// the mode wraps pod packets in VXLAN (Overlay).
 ///
 /// An explicit `spec.mtu` always wins (the operator trusts the platform engineer, e.g. when
 /// the underlay itself is a tunnel the node cannot see). Otherwise Overlay networks subtract
@@ -26,13 +25,14 @@ pub const MAX_MTU: u32 = 9216;
 /// `crossSubnet` still subtracts the overhead: pods cannot know which peers are reached
 /// without encapsulation, so one MTU must fit the encapsulated path.
 #[must_use]
-pub fn effective_mtu(mode: PodNetworkMode, explicit: Option<i32>, underlay_mtu: u32) -> u32 {
+pub fn effective_mtu(encapsulated: bool, explicit: Option<i32>, underlay_mtu: u32) -> u32 {
     if let Some(mtu) = explicit.and_then(|m| u32::try_from(m).ok()) {
         return mtu;
     }
-    match mode {
-        PodNetworkMode::Overlay => underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
-        PodNetworkMode::Flat | PodNetworkMode::Routed => underlay_mtu,
+    if encapsulated {
+        underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
+    } else {
+        underlay_mtu
     }
 }
 
@@ -42,22 +42,22 @@ mod tests {
 
     #[test]
     fn effective_mtu_subtracts_vxlan_overhead_only_for_overlay_and_explicit_mtu_wins() {
-        use PodNetworkMode::{Flat, Overlay, Routed};
-        let cases: &[(PodNetworkMode, Option<i32>, u32, u32)] = &[
-            (Overlay, None, 1500, 1450),
-            (Overlay, None, 9000, 8950),
-            (Flat, None, 1500, 1500),
-            (Routed, None, 9000, 9000),
-            (Overlay, Some(1400), 1500, 1400),
-            (Flat, Some(1280), 1500, 1280),
-            (Overlay, None, 40, 0),
-            (Routed, Some(-1), 1500, 1500),
+        let (overlay, flat, routed) = (true, false, false);
+        let cases: &[(bool, Option<i32>, u32, u32)] = &[
+            (overlay, None, 1500, 1450),
+            (overlay, None, 9000, 8950),
+            (flat, None, 1500, 1500),
+            (routed, None, 9000, 9000),
+            (overlay, Some(1400), 1500, 1400),
+            (flat, Some(1280), 1500, 1280),
+            (overlay, None, 40, 0),
+            (routed, Some(-1), 1500, 1500),
         ];
-        for (mode, explicit, underlay, want) in cases {
+        for (encapsulated, explicit, underlay, want) in cases {
             assert_eq!(
-                effective_mtu(*mode, *explicit, *underlay),
+                effective_mtu(*encapsulated, *explicit, *underlay),
                 *want,
-                "{mode:?} explicit={explicit:?} underlay={underlay}"
+                "encapsulated={encapsulated} explicit={explicit:?} underlay={underlay}"
             );
         }
     }

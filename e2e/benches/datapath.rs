@@ -336,7 +336,7 @@ fn run_mode(
     let name = format!("{mode:?}").to_lowercase();
     let client = pods::add(c, CLIENT, &name)?;
     let server = pods::add(c, SERVER, &name)?;
-    let want_mtu = effective_mtu(mode, None, underlay_mtu);
+    let want_mtu = effective_mtu(mode == PodNetworkMode::Overlay, None, underlay_mtu);
     for pod in [&client, &server] {
         let mtu = link_mtu(&pod.netns, "eth0")?;
         ensure!(

@@ -52,8 +52,7 @@ use crate::status::{Failure, Outcome};
 use crate::sysctl::SysctlDir;
 use crate::{cni, pass, plan};
 
-/// Field manager of everything the agent writes.
-pub const FIELD_MANAGER: &str = "causeway-node-agent";
+pub use crate::FIELD_MANAGER;
 
 /// Finalizer the agent keeps on its own NodeSubnet until it has cleaned the node up.
 pub const FINALIZER: &str = "causeway.dev/node-agent";

@@ -132,7 +132,7 @@ pub async fn run(
                         &client,
                         &config.namespace,
                         &beat,
-                        crate::agent::FIELD_MANAGER,
+                        crate::FIELD_MANAGER,
                     ).await {
                         warn!(error = %e, "cannot renew the client heartbeat Lease; retrying");
                     }

@@ -275,7 +275,7 @@ impl Elector {
             node: node.to_owned(),
             timing: Timing::for_lease(candidacy.lease_seconds),
             c: candidacy.clone(),
-            events: Publisher::new(client, crate::agent::FIELD_MANAGER, node),
+            events: Publisher::new(client, crate::FIELD_MANAGER, node),
             lease: None,
             changed: Instant::now(),
             last_renewed: None,

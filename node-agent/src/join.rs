@@ -21,16 +21,7 @@ use kube::{Resource, ResourceExt};
 use crate::model::{LinkKind, Mac, State};
 use crate::plan::{self, Underlay};
 
-/// One ClientJoin client, as nodes program it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientPeer {
-    pub name: String,
-    /// Its underlay address: the tunnel's endpoint.
-    pub address: Ipv4Addr,
-    /// Its address inside the overlay.
-    pub overlay: Ipv4Addr,
-    pub mac: Mac,
-}
+pub use crate::model::ClientPeer;
 
 /// The VTEP MAC of client `name` (the hash of `client:<name>`, which no node name can equal).
 #[must_use]

@@ -5,6 +5,9 @@
 //! observes the kernel state the agent owns; [`diff`] turns the two into readable operations
 //! (pure); the dataplane applies them. Only [`netlink`] talks to the kernel.
 
+/// Field manager of everything the agent writes (status, finalizers, events, Leases).
+pub const FIELD_MANAGER: &str = "causeway-node-agent";
+
 pub mod agent;
 pub mod arp;
 pub mod bgp;

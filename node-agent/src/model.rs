@@ -134,6 +134,17 @@ pub struct Port {
     pub belongs_to: Option<String>,
 }
 
+/// One ClientJoin client, as nodes program it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPeer {
+    pub name: String,
+    /// Its underlay address: the tunnel's endpoint.
+    pub address: Ipv4Addr,
+    /// Its address inside the overlay.
+    pub overlay: Ipv4Addr,
+    pub mac: Mac,
+}
+
 /// The link holding the node's address: what the plan needs to know of the underlay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Underlay {

@@ -83,7 +83,7 @@ pub struct Input<'a> {
     /// whose traffic into the pod range it masquerades.
     pub snat: &'a [Ipv4Net],
     /// ClientJoin clients of the network's gateways (Overlay mode only).
-    pub clients: &'a [crate::join::ClientPeer],
+    pub clients: &'a [crate::model::ClientPeer],
     /// Addresses this node must keep reaching over the underlay besides its peers' node
     /// addresses: the API server's and the next hops of the node's own routes (its default
     /// gateway, say). No planned route may cover one ([`protect_underlay`]).

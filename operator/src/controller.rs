@@ -44,14 +44,13 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use crate::conflicts::{self, NetworkView};
+pub use crate::context::{Context, FIELD_MANAGER, Options};
 use crate::ipam::{self, Allocation, NodeView};
 use crate::metrics::Metrics;
 use crate::rollup::{self, ProgrammedView, SubnetView};
 use crate::selector;
 use causeway_kube::events::{Kind, Publisher, Record};
 
-/// Field manager of everything the operator writes.
-pub const FIELD_MANAGER: &str = "causeway-operator";
 /// Finalizer on PodNetworks: NodeSubnets are removed before the network goes.
 pub const FINALIZER: &str = "causeway.dev/node-subnets";
 /// Label on NodeSubnets naming their PodNetwork.
@@ -60,15 +59,6 @@ pub const LABEL_NETWORK: &str = "causeway.dev/network";
 pub const LABEL_NODE: &str = "causeway.dev/node";
 /// Periodic resync, on top of watch events.
 pub const RESYNC: Duration = Duration::from_secs(300);
-
-/// Operator-wide options (command-line flags).
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Use each node's `spec.podCIDR` (set by kube-controller-manager) as its subnet.
-    pub use_node_pod_cidr: bool,
-    /// Namespace of the agents' heartbeat Leases (the operator's own).
-    pub agent_namespace: String,
-}
 
 /// Errors of one reconcile; each names the action that failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,29 +84,6 @@ pub enum Error {
     Finalizer { name: String, message: String },
     #[error("PodNetwork without a name")]
     NoName,
-}
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub nodes: Store<Node>,
-    pub subnets: Store<NodeSubnet>,
-    pub networks: Store<PodNetwork>,
-    pub events: Publisher,
-    pub metrics: Arc<Metrics>,
-    pub options: Options,
-    /// Asks for every network to be re-planned (a network finished deleting: what it held
-    /// is free for the others).
-    pub replan: tokio::sync::mpsc::UnboundedSender<()>,
-    /// True once the Node and NodeSubnet caches hold a full list. One task waits on the
-    /// stores and flips this; reconciles wait here (every waiter is woken, unlike a store's
-    /// own readiness future with several concurrent waiters).
-    pub caches_ready: tokio::sync::watch::Receiver<bool>,
-    /// Nodes whose agent stopped renewing its heartbeat Lease (see [`watch_heartbeats`]).
-    pub silent: tokio::sync::watch::Receiver<BTreeMap<String, Silence>>,
-    /// Names of reconciled PodNetworks, for the OverlayGateway controller
-    /// ([`crate::gateway::controller`]): their gateways' routes follow their nodes.
-    pub reconciled: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// API writes one reconcile issues at once (NodeSubnet creates and deletes): a network

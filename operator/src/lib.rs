@@ -6,6 +6,7 @@
 //! health endpoints), [`probe`] (the kubelet's exec probe).
 
 pub mod conflicts;
+pub mod context;
 pub mod controller;
 pub mod gateway;
 pub mod ipam;

@@ -416,6 +416,6 @@ impl PodNetworkSpec {
     /// The pod MTU for a node whose underlay interface has `underlay_mtu` (see [`mtu`]).
     #[must_use]
     pub fn effective_mtu(&self, underlay_mtu: u32) -> u32 {
-        mtu::effective_mtu(self.mode, self.mtu, underlay_mtu)
+        mtu::effective_mtu(self.mode == PodNetworkMode::Overlay, self.mtu, underlay_mtu)
     }
 }

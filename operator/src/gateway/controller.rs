@@ -33,7 +33,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use super::status::{self as gateway, Member};
-use crate::controller::{Context, FIELD_MANAGER};
+use crate::context::{Context, FIELD_MANAGER};
 
 /// Periodic resync, on top of the triggers.
 const RESYNC: Duration = Duration::from_secs(300);

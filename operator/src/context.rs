@@ -1,0 +1,52 @@
+//! What the operator's two controllers share: the PodNetwork controller
+//! ([`crate::controller`]) builds one [`Context`] and hands it to the OverlayGateway controller
+//! ([`crate::gateway::controller`]), which reads its caches and listens on
+//! [`Context::reconciled`], the one channel between them (a PodNetwork reconciled: its
+//! gateways' routes follow its nodes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use causeway_crds::{NodeSubnet, PodNetwork};
+use causeway_kube::events::Publisher;
+use causeway_kube::heartbeat::Silence;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::runtime::reflector::Store;
+
+use crate::metrics::Metrics;
+
+/// Field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "causeway-operator";
+
+/// Operator-wide options (command-line flags).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Use each node's `spec.podCIDR` (set by kube-controller-manager) as its subnet.
+    pub use_node_pod_cidr: bool,
+    /// Namespace of the agents' heartbeat Leases (the operator's own).
+    pub agent_namespace: String,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub nodes: Store<Node>,
+    pub subnets: Store<NodeSubnet>,
+    pub networks: Store<PodNetwork>,
+    pub events: Publisher,
+    pub metrics: Arc<Metrics>,
+    pub options: Options,
+    /// Asks for every network to be re-planned (a network finished deleting: what it held
+    /// is free for the others).
+    pub replan: tokio::sync::mpsc::UnboundedSender<()>,
+    /// True once the Node and NodeSubnet caches hold a full list. One task waits on the
+    /// stores and flips this; reconciles wait here (every waiter is woken, unlike a store's
+    /// own readiness future with several concurrent waiters).
+    pub caches_ready: tokio::sync::watch::Receiver<bool>,
+    /// Nodes whose agent stopped renewing its heartbeat Lease (see `controller::watch_heartbeats`).
+    pub silent: tokio::sync::watch::Receiver<BTreeMap<String, Silence>>,
+    /// Names of reconciled PodNetworks, for the OverlayGateway controller
+    /// ([`crate::gateway::controller`]): their gateways' routes follow their nodes.
+    pub reconciled: tokio::sync::mpsc::UnboundedSender<String>,
+}
