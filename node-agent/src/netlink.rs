@@ -541,7 +541,26 @@ impl Netlink {
             })
     }
 
+    /// Applies one operation, by family (one function each below).
     async fn apply_op(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::CreateLink(_) | Op::DeleteLink(_) | Op::UpdateLink { .. } => {
+                self.apply_link(op).await
+            }
+            Op::AddAddress { .. } | Op::DeleteAddress { .. } => self.apply_address(op).await,
+            Op::ReplaceRoute(_) | Op::DeleteRoute(_) => self.apply_route(op).await,
+            Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => self.apply_neighbour(op).await,
+            Op::ReplaceFdb(_) | Op::DeleteFdb(_) => self.apply_fdb(op).await,
+            Op::MarkPort { .. } | Op::AttachPort { .. } => self.apply_port(op).await,
+            Op::SetLooseRpFilter(_) | Op::SetProxyArp { .. } => self.apply_sysctl(op).await,
+            Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => Err(
+                Failure::Refused("NAT operations go through nft, not rtnetlink".into()),
+            ),
+        }
+    }
+
+    /// Links: create (bridge or VXLAN, with MTU and state), delete, update.
+    async fn apply_link(&self, op: &Op) -> Result<(), Failure> {
         match op {
             Op::CreateLink(link) => {
                 owned(&link.name)?;
@@ -610,6 +629,16 @@ impl Netlink {
                     .build();
                 self.handle.link().set(message).execute().await?;
             }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a link operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses on the agent's links.
+    async fn apply_address(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::AddAddress { dev, addr } => {
                 owned(dev)?;
                 let index = self.require_link(dev, Role::Link).await?;
@@ -633,6 +662,18 @@ impl Netlink {
                     )?;
                 }
             }
+            other => {
+                return Err(Failure::Refused(format!(
+                    "{other}: not a address operation"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes of protocol 249 in the main table (never over a foreign route).
+    async fn apply_route(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::ReplaceRoute(route) => {
                 let index = self.require_link(&route.dev, Role::Link).await?;
                 // Exclusive create first: the main table holds one route per destination and
@@ -687,6 +728,16 @@ impl Netlink {
                     )?;
                 }
             }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a route operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Permanent neighbour entries on the agent's links.
+    async fn apply_neighbour(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::ReplaceNeighbour(neighbour) => {
                 owned(&neighbour.dev)?;
                 let index = self.require_link(&neighbour.dev, Role::Link).await?;
@@ -714,6 +765,18 @@ impl Netlink {
                     )?;
                 }
             }
+            other => {
+                return Err(Failure::Refused(format!(
+                    "{other}: not a neighbour operation"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// FDB entries on the agent's VXLAN devices.
+    async fn apply_fdb(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::ReplaceFdb(entry) => {
                 owned(&entry.dev)?;
                 let link =
@@ -763,11 +826,16 @@ impl Netlink {
                     )?;
                 }
             }
-            Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => {
-                return Err(Failure::Refused(
-                    "NAT operations go through nft, not rtnetlink".into(),
-                ));
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a fdb operation")));
             }
+        }
+        Ok(())
+    }
+
+    /// Pods' veths: the alias that marks them, and re-attaching them to their bridge.
+    async fn apply_port(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::MarkPort { port, bridge } | Op::AttachPort { port, bridge } => {
                 owned(bridge)?;
                 let bridge_index = self.require_link(bridge, Role::Link).await?;
@@ -804,6 +872,16 @@ impl Netlink {
                 };
                 self.handle.link().set(message.build()).execute().await?;
             }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a port operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sysctls: loose rp_filter on the agent's devices, proxy ARP in Flat mode.
+    async fn apply_sysctl(&self, op: &Op) -> Result<(), Failure> {
+        match op {
             Op::SetLooseRpFilter(dev) => {
                 owned(dev)?;
                 self.require_link(dev, Role::Link).await?;
@@ -826,6 +904,10 @@ impl Netlink {
                 self.write_sysctl(&path, if *on { "1" } else { "0" })
                     .await
                     .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+            }
+
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a sysctl operation")));
             }
         }
         Ok(())
