@@ -46,7 +46,7 @@ netns:
 	$(CARGO) test -p causeway-node-agent --tests
 
 # Every end-to-end suite on a real control plane (root); one suite: `make e2e SUITE=overlay`,
-# one test: `make e2e SUITE=overlay FILTER=bridge_hosts`.
+# one test: `make e2e SUITE=gateways FILTER=bridge_hosts`.
 e2e: deps images
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test -p causeway-e2e $(if $(SUITE),--test $(SUITE),--tests) -- $(FILTER)
 

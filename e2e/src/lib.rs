@@ -11,6 +11,7 @@
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
 //! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
+//! - [`suite`]: what the suites running Causeway share: agents, pods, bring-up, probes.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
 
 pub mod bird;
@@ -25,6 +26,7 @@ pub mod kubelet;
 pub mod pods;
 pub mod proc;
 pub mod state;
+pub mod suite;
 pub mod testing;
 pub mod topology;
 pub mod traffic;

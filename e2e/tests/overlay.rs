@@ -5,26 +5,35 @@
 //! Everything runs as it would in a cluster: the operator and the agents authenticate as the
 //! chart's service accounts (its RBAC, nothing more); agents run inside their node's network
 //! namespace with the node's CNI directories; pods are attached by the CNI reference plugins.
+//!
+//! The OverlayGateway strategies run in their own suite on their own cluster
+//! (`gateways.rs`); only `network_deleted` starts a ClientJoin client here, to see it drop its
+//! tunnel with the network. Tests run in the order listed and some use what earlier ones
+//! left: `node_deleted` removes node-d and its pods, `network_deleted` deletes the network
+//! (the tests after it bring up their own).
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
-use causeway_e2e::proc::ProcId;
+use causeway_e2e::suite::{
+    self, CLIENT_OVERLAY, NODES, OVERLAY_NETWORK as NETWORK, Resume, Suite, join_clients,
+    network_ready, node_address, our_routes, patch_network, pod_on, programmed, subnet_of,
+    the_client, wait_gateway_ready, wait_network_ready,
+};
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, ContinuousPing, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
 use serde_json::Value;
 
-const NETWORK: &str = "overlay";
-const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 /// The agents' resync interval in this suite.
 const RESYNC_SECONDS: u64 = 3;
 /// The agents' heartbeat Lease duration in this suite (40 s in production).
 const LEASE_SECONDS: u64 = 4;
+
+static SUITE: Suite = Suite::new(&NODES, RESYNC_SECONDS, LEASE_SECONDS);
 
 fn main() -> ExitCode {
     testing::run_suite(
@@ -68,46 +77,6 @@ fn main() -> ExitCode {
                 outgoing_nat,
             ),
             testing::test(
-                "route_to_nodes_a_client_reaches_every_pod_with_the_routes_as_rendered",
-                route_to_nodes,
-            ),
-            testing::test(
-                "bridge_hosts_a_client_reaches_every_pod_through_the_vip_and_back",
-                bridge_hosts,
-            ),
-            testing::test(
-                "bridge_hosts_keep_the_vip_on_the_holder_through_an_api_server_outage",
-                bridge_outage,
-            ),
-            testing::test(
-                "bridge_hosts_a_holder_cut_off_from_the_api_server_alone_keeps_the_vip_and_no_standby_takes_it",
-                bridge_partition,
-            ),
-            testing::test(
-                "bridge_hosts_fail_over_when_the_agent_dies_or_the_link_is_cut_never_doubling_the_vip",
-                bridge_failover,
-            ),
-            testing::test(
-                "bridge_hosts_a_node_that_cannot_be_programmed_never_holds_the_vip",
-                bridge_unprogrammed,
-            ),
-            testing::test(
-                "bridge_hosts_with_snat_pods_see_the_bridge_host_and_replies_need_no_route",
-                bridge_snat,
-            ),
-            testing::test(
-                "gateway_problems_are_reported_with_a_reason_and_the_fix",
-                gateway_problems,
-            ),
-            testing::test(
-                "client_join_a_client_joins_the_overlay_reaches_every_pod_and_leaves_no_trace",
-                client_join,
-            ),
-            testing::test(
-                "client_join_a_client_that_cannot_join_says_why_on_the_gateway",
-                client_refused,
-            ),
-            testing::test(
                 "a_stopped_agent_makes_the_network_not_ready_with_the_reason",
                 stopped_agent,
             ),
@@ -131,99 +100,14 @@ fn main() -> ExitCode {
     )
 }
 
-static PODS: Mutex<Vec<Pod>> = Mutex::new(Vec::new());
-static AGENTS: Mutex<Vec<(String, ProcId)>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn start_agent(c: &Cluster, node: &str) -> Result<()> {
-    let resync = RESYNC_SECONDS.to_string();
-    let lease = LEASE_SECONDS.to_string();
-    let id = deploy::start_agent(
-        c,
-        node,
-        &[
-            "--resync-seconds",
-            &resync,
-            "--lease-duration-seconds",
-            &lease,
-            "--status-refresh-seconds",
-            "1",
-        ],
-    )?;
-    lock(&AGENTS).push((node.to_string(), id));
-    Ok(())
-}
-
-/// CRDs, RBAC, the operator, an agent per node, the example network, two pods per node.
-fn setup(c: &Cluster) -> Result<()> {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = lock(&DONE);
-    if *done {
-        return Ok(());
-    }
-    deploy::install(c)?;
-    deploy::start_operator(c, "node-a", &[])?;
-    for node in NODES {
-        start_agent(c, node)?;
-    }
-    let example =
-        causeway_e2e::controlplane::workspace_root().join("docs/examples/podnetwork-overlay.yaml");
-    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{NETWORK}"),
-    ])?;
-    for node in NODES {
-        for i in 0..2 {
-            let pod = pods::add(c, node, &format!("p{i}"))?;
-            lock(&PODS).push(pod);
-        }
-    }
-    *done = true;
-    Ok(())
-}
-
-fn node_subnets(c: &Cluster) -> Result<Vec<Value>> {
-    deploy::node_subnets(c, NETWORK)
-}
-
-/// The most recently started agent of `node`.
-fn agent_of(node: &str) -> Result<ProcId> {
-    lock(&AGENTS)
-        .iter()
-        .rev()
-        .find(|(n, _)| n == node)
-        .map(|(_, p)| p.clone())
-        .with_context(|| format!("no agent on {node}"))
-}
-
-fn subnet_of(c: &Cluster, node: &str) -> Result<String> {
-    node_subnets(c)?
-        .iter()
-        .find(|s| s["spec"]["nodeName"] == node)
-        .and_then(|s| s["spec"]["cidr"].as_str().map(str::to_string))
-        .with_context(|| format!("{node} has no NodeSubnet"))
-}
-
-/// Our routes on `node` (`ip route show proto 249`), one line each.
-fn our_routes(c: &Cluster, node: &str) -> Result<Vec<String>> {
-    let out = c.exec(node, "ip", &["route", "show", "proto", "249"])?;
-    Ok(out.lines().map(str::to_string).collect())
-}
-
 fn ready(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     // Counts trail conditions by up to a resync plus the status refresh interval.
     let subnets = wait_for(
         "every node counts its 3 peers",
         Duration::from_secs(RESYNC_SECONDS + 3),
         || {
-            let subnets = node_subnets(c)?;
+            let subnets = deploy::node_subnets(c, NETWORK)?;
             for s in &subnets {
                 let st = &s["status"];
                 ensure!(
@@ -259,8 +143,8 @@ fn ready(c: &Cluster) -> Result<()> {
 }
 
 fn connectivity(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
+    SUITE.overlay(c)?;
+    let pods = SUITE.pods();
     ensure!(pods.len() == 8, "{} pods", pods.len());
     let mut pairs = Vec::new();
     for from in &pods {
@@ -285,8 +169,8 @@ fn connectivity(c: &Cluster) -> Result<()> {
 }
 
 fn mtu(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
+    SUITE.overlay(c)?;
+    let pods = SUITE.pods();
     ensure!(pods.len() == 8, "{} pods: nothing to check", pods.len());
     for pod in &pods {
         let out = causeway_e2e::cmd::run(
@@ -326,13 +210,13 @@ fn bridge_ports(c: &Cluster, node: &str) -> Result<Vec<String>> {
 /// Issue #14, defect 6: deleting `cw-br0` by hand. The agent re-creates it, and the pods'
 /// veths (which the kernel detached) are attached again, so the pods are back on the network.
 fn bridge_recreated(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-b";
     let ports = bridge_ports(c, node)?;
     ensure!(ports.len() == 2, "{node}'s pods on cw-br0: {ports:?}");
     c.exec(node, "ip", &["link", "del", "cw-br0"])?;
     let deleted = std::time::Instant::now();
-    let pods = lock(&PODS).clone();
+    let pods = SUITE.pods();
     let here: Vec<&Pod> = pods.iter().filter(|p| p.node == node).collect();
     let there = pod_on(&pods, "node-d")?;
     wait_for(
@@ -382,9 +266,9 @@ fn bridge_recreated(c: &Cluster) -> Result<()> {
 /// tears the node down with its NodeSubnet; the new NodeSubnet gets the same range, the
 /// bridge comes back and the running pods' veths are attached to it again.
 fn node_reregistered(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-a";
-    let subnet = subnet_of(c, node)?;
+    let subnet = subnet_of(c, NETWORK, node)?;
     let ports = bridge_ports(c, node)?;
     ensure!(ports.len() == 2, "{node}'s pods on cw-br0: {ports:?}");
     c.kubectl(&["delete", "node", node, "--wait=true", "--timeout=30s"])?;
@@ -405,20 +289,15 @@ fn node_reregistered(c: &Cluster) -> Result<()> {
         "the node is back with its subnet and its pods' veths",
         Duration::from_secs(40),
         || {
-            let now = subnet_of(c, node)?;
+            let now = subnet_of(c, NETWORK, node)?;
             ensure!(now == subnet, "subnet {now}, was {subnet}");
             let on = bridge_ports(c, node)?;
             ensure!(on == ports, "ports on cw-br0: {on:?}, were {ports:?}");
             Ok(())
         },
     )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{NETWORK}"),
-    ])?;
-    let pods = lock(&PODS).clone();
+    wait_network_ready(c, NETWORK, 60)?;
+    let pods = SUITE.pods();
     let there = pod_on(&pods, "node-d")?;
     wait_for(
         "the pods reach and are reached again",
@@ -433,27 +312,12 @@ fn node_reregistered(c: &Cluster) -> Result<()> {
     )
 }
 
-/// `node`'s Programmed condition: (status, reason, message).
-fn programmed(c: &Cluster, node: &str) -> Result<(String, String, String)> {
-    let subnets = node_subnets(c)?;
-    let st = subnets
-        .iter()
-        .find(|s| s["spec"]["nodeName"] == node)
-        .with_context(|| format!("no NodeSubnet for {node}"))?;
-    let cond = st["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed"))
-        .with_context(|| format!("{node}: no Programmed condition"))?;
-    let text = |k: &str| cond[k].as_str().unwrap_or_default().to_string();
-    Ok((text("status"), text("reason"), text("message")))
-}
-
 /// Issue #14, defect 11: the node's address (its InternalIP, the NodeSubnet's
 /// spec.nodeAddress) is on none of its interfaces. The NodeSubnet says which field names the
 /// missing address and how to check (it once suggested a flag that does not exist), and the
 /// node recovers by itself once the address is right.
 fn underlay_gone(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-c";
     // The kubelet reports an address the node does not have (a stale --node-ip, a lost
     // DHCP lease): the operator readdresses the NodeSubnet, and the agent finds no interface
@@ -472,7 +336,7 @@ fn underlay_gone(c: &Cluster) -> Result<()> {
         "UnderlayNotFound naming spec.nodeAddress",
         Duration::from_secs(RESYNC_SECONDS * 2 + 4),
         || {
-            let (status, reason, message) = programmed(c, node)?;
+            let (status, reason, message) = programmed(c, NETWORK, node)?;
             ensure!(
                 status == "False"
                     && reason == "UnderlayNotFound"
@@ -491,12 +355,12 @@ fn underlay_gone(c: &Cluster) -> Result<()> {
         "Programmed again once the address is back",
         Duration::from_secs(RESYNC_SECONDS * 2 + 4),
         || {
-            let (status, reason, message) = programmed(c, node)?;
+            let (status, reason, message) = programmed(c, NETWORK, node)?;
             ensure!(status == "True", "{status} {reason}: {message}");
             Ok(())
         },
     )?;
-    let pods = lock(&PODS).clone();
+    let pods = SUITE.pods();
     let (here, there) = (pod_on(&pods, node)?, pod_on(&pods, "node-d")?);
     wait_for(
         "pods reach each other again",
@@ -506,8 +370,8 @@ fn underlay_gone(c: &Cluster) -> Result<()> {
 }
 
 fn repair(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let target = subnet_of(c, "node-b")?;
+    SUITE.overlay(c)?;
+    let target = subnet_of(c, NETWORK, "node-b")?;
     c.exec("node-a", "ip", &["route", "del", &target, "proto", "249"])?;
     ensure!(
         !our_routes(c, "node-a")?
@@ -528,7 +392,7 @@ fn repair(c: &Cluster) -> Result<()> {
             Ok(())
         },
     )?;
-    let pods = lock(&PODS).clone();
+    let pods = SUITE.pods();
     let (a, b) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-b")?);
     traffic::expect_ping(&a.netns, b.ip)?;
     // An entry nobody planned on the agent's VXLAN device goes too: here a flood entry,
@@ -559,10 +423,10 @@ fn repair(c: &Cluster) -> Result<()> {
 }
 
 fn dry_run(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-c";
-    c.stop(&agent_of(node)?);
-    let target = subnet_of(c, "node-a")?;
+    c.stop(&SUITE.agent_of(node)?);
+    let target = subnet_of(c, NETWORK, "node-a")?;
     c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
     let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
     let kubeconfig = deploy::agent_kubeconfig(c)?;
@@ -589,7 +453,7 @@ fn dry_run(c: &Cluster) -> Result<()> {
         !our_routes(c, node)?.iter().any(|r| r.starts_with(&target)),
         "the dry run changed the dataplane"
     );
-    start_agent(c, node)?;
+    SUITE.start_agent(c, node)?;
     wait_for("the agent repairs it", Duration::from_secs(10), || {
         ensure!(
             our_routes(c, node)?.iter().any(|r| r.starts_with(&target)),
@@ -629,14 +493,9 @@ fn nat_exemptions(c: &Cluster, node: &str) -> Result<Option<String>> {
     ))
 }
 
-fn patch_network(c: &Cluster, patch: &str) -> Result<()> {
-    c.kubectl(&["patch", "podnetwork", NETWORK, "--type=merge", "-p", patch])
-        .map(drop)
-}
-
 fn outgoing_nat(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
+    SUITE.overlay(c)?;
+    let pods = SUITE.pods();
     let (a, b, d) = (
         pod_on(&pods, "node-a")?,
         pod_on(&pods, "node-b")?,
@@ -648,18 +507,12 @@ fn outgoing_nat(c: &Cluster) -> Result<()> {
         .first()
         .context("the topology has a client")?;
     let client_ns = c.ns(&client.name);
-    let address = |node: &str| -> Result<Ipv4Addr> {
-        c.topology
-            .node(node)
-            .map(|h| h.address)
-            .with_context(|| format!("no node {node}"))
-    };
 
     // The client has no route to pods: only masqueraded traffic gets answers.
     for (pod, node, port) in [(a, "node-a", 7301), (d, "node-d", 7302)] {
         let seen = traffic::tcp_seen_source(&client_ns, &pod.netns, client.address, port)?;
         ensure!(
-            seen == address(node)?,
+            seen == node_address(c, node)?,
             "the client saw {seen} from a pod on {node}, not the node's address"
         );
     }
@@ -668,7 +521,11 @@ fn outgoing_nat(c: &Cluster) -> Result<()> {
     ensure!(seen == a.ip, "pod-to-pod traffic was rewritten to {seen}");
 
     // An exclusion: the client's segment now sees pod addresses, and cannot answer them.
-    patch_network(c, r#"{"spec":{"natExcludeCidrs":["192.168.50.0/24"]}}"#)?;
+    patch_network(
+        c,
+        NETWORK,
+        r#"{"spec":{"natExcludeCidrs":["192.168.50.0/24"]}}"#,
+    )?;
     for node in NODES {
         wait_for(
             &format!("{node} exempts 192.168.50.0/24"),
@@ -682,14 +539,15 @@ fn outgoing_nat(c: &Cluster) -> Result<()> {
     }
     traffic::expect_no_ping(&a.netns, client.address)?;
     traffic::expect_ping(&a.netns, b.ip)?;
-    let seen = traffic::tcp_seen_source(&c.ns("node-d"), &a.netns, address("node-d")?, 7304)?;
+    let seen =
+        traffic::tcp_seen_source(&c.ns("node-d"), &a.netns, node_address(c, "node-d")?, 7304)?;
     ensure!(
-        seen == address("node-a")?,
+        seen == node_address(c, "node-a")?,
         "traffic to node-d (not excluded) was not masqueraded: {seen}"
     );
 
     // natOutgoing off: the table leaves every node.
-    patch_network(c, r#"{"spec":{"natOutgoing":false}}"#)?;
+    patch_network(c, NETWORK, r#"{"spec":{"natOutgoing":false}}"#)?;
     for node in NODES {
         wait_for(
             &format!("{node} drops its NAT table"),
@@ -700,7 +558,11 @@ fn outgoing_nat(c: &Cluster) -> Result<()> {
             },
         )?;
     }
-    patch_network(c, r#"{"spec":{"natOutgoing":true,"natExcludeCidrs":null}}"#)?;
+    patch_network(
+        c,
+        NETWORK,
+        r#"{"spec":{"natOutgoing":true,"natExcludeCidrs":null}}"#,
+    )?;
     wait_for("NAT is back on node-a", Duration::from_secs(10), || {
         ensure!(
             nat_exemptions(c, "node-a")?.as_deref() == Some("10.247.0.0/16"),
@@ -711,14 +573,8 @@ fn outgoing_nat(c: &Cluster) -> Result<()> {
     traffic::expect_ping(&a.netns, client.address)
 }
 
-fn pod_on<'a>(pods: &'a [Pod], node: &str) -> Result<&'a Pod> {
-    pods.iter()
-        .find(|p| p.node == node)
-        .with_context(|| format!("no pod on {node}"))
-}
-
 fn foreign(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-b";
     c.exec(
         node,
@@ -745,12 +601,12 @@ fn foreign(c: &Cluster) -> Result<()> {
     // One of the agent's own routes goes too: its return proves the agent ran a repairing
     // pass while the foreign objects sat next to its own (a dead agent would also leave
     // them alone).
-    let target = subnet_of(c, "node-a")?;
+    let target = subnet_of(c, NETWORK, "node-a")?;
     c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
     // Two resyncs later both are still there.
     std::thread::sleep(Duration::from_secs(RESYNC_SECONDS * 2 + 1));
     ensure!(
-        agent_of(node)?.alive(),
+        SUITE.agent_of(node)?.alive(),
         "{node}'s agent is not running: nothing was tested"
     );
     ensure!(
@@ -770,14 +626,14 @@ fn foreign(c: &Cluster) -> Result<()> {
 }
 
 fn restart(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
+    SUITE.overlay(c)?;
+    let pods = SUITE.pods();
     let (a, d) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-d")?);
     let ping = ContinuousPing::start(&a.netns, d.ip, Duration::from_millis(50))?;
     std::thread::sleep(Duration::from_secs(1));
     for node in ["node-a", "node-d"] {
-        c.stop(&agent_of(node)?);
-        start_agent(c, node)?;
+        c.stop(&SUITE.agent_of(node)?);
+        SUITE.start_agent(c, node)?;
     }
     // Let the new agents run a full pass and a resync.
     std::thread::sleep(Duration::from_secs(RESYNC_SECONDS + 2));
@@ -817,27 +673,18 @@ fn agent_health(c: &Cluster, node: &str, path: &str) -> Result<String> {
     })
 }
 
-/// Resumes a SIGSTOPped process when dropped, so a failing check never leaves it frozen.
-struct Resume(ProcId);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        self.0.signal(nix::sys::signal::Signal::SIGCONT);
-    }
-}
-
 /// Readiness gates a DaemonSet rolling update: a new agent is ready only once its first full
 /// pass has reported on its NodeSubnet. Freezing the API server (SIGSTOP) holds the agent
 /// before its first lists: it must stay live (an outage is no reason to restart it) and not
 /// ready, then become ready once the server answers again.
 fn readiness(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-b";
     for path in ["/healthz", "/readyz"] {
         let answer = agent_health(c, node, path)?;
         ensure!(answer.starts_with("200\n"), "{path} on {node}: {answer}");
     }
-    c.stop(&agent_of(node)?);
+    c.stop(&SUITE.agent_of(node)?);
     let apiserver = c
         .process("kube-apiserver")
         .context("the cluster has no kube-apiserver process")?;
@@ -846,7 +693,7 @@ fn readiness(c: &Cluster) -> Result<()> {
         "cannot freeze kube-apiserver"
     );
     let frozen = Resume(apiserver);
-    start_agent(c, node)?;
+    SUITE.start_agent(c, node)?;
     let waiting = wait_for(
         "the new agent serves /readyz (not ready)",
         Duration::from_secs(20),
@@ -880,1456 +727,20 @@ fn readiness(c: &Cluster) -> Result<()> {
         "[measure] new agent ready {:?} after the API server resumed",
         resumed.elapsed()
     );
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{NETWORK}"),
-    ])?;
+    wait_network_ready(c, NETWORK, 60)?;
     Ok(())
-}
-
-fn route_to_nodes(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
-    let client = the_client(c)?;
-    let client_ns = c.ns(&client.name);
-    for node in ["node-a", "node-b"] {
-        label(c, node, "causeway.dev/gateway=true")?;
-    }
-    apply_gateway(
-        c,
-        "office",
-        serde_json::json!({
-            "network": NETWORK,
-            "strategy": "RouteToNodes",
-            "clientCidrs": ["192.168.50.0/24"],
-            "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
-        }),
-    )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=30s",
-        "overlaygateway/office",
-    ])?;
-    let out = c.kubectl(&["get", "overlaygateway", "office", "-o", "json"])?;
-    let status: Value = serde_json::from_str(&out)?;
-    let routes: Vec<String> = status["status"]["clientRoutes"]
-        .as_array()
-        .context("no clientRoutes")?
-        .iter()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
-    ensure!(
-        routes.len() == 3 && routes[2].starts_with("ip route add 10.247.0.0/16 nexthop via"),
-        "rendered routes: {routes:?}"
-    );
-    // Pasted on the client exactly as given.
-    for line in &routes {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        ensure!(words.first() == Some(&"ip"), "not an ip command: {line}");
-        c.exec(&client.name, "ip", &words[1..])?;
-    }
-    let result = (|| -> Result<()> {
-        // Client traffic for node-c's and node-d's pods enters at node-a or node-b and
-        // reaches them through the tunnel with the client's source, whose route back is the
-        // underlay: with strict reverse-path filtering on every node (the topology's
-        // rp_filter=1), only the agent's loose setting on its VXLAN device lets it in.
-        for node in NODES {
-            let all = c.exec(node, "sysctl", &["-n", "net.ipv4.conf.all.rp_filter"])?;
-            let vx = c.exec(node, "sysctl", &["-n", "net.ipv4.conf.cw-vx1.rp_filter"])?;
-            ensure!(
-                (all.trim(), vx.trim()) == ("1", "2"),
-                "{node}: all.rp_filter={} cw-vx1.rp_filter={}",
-                all.trim(),
-                vx.trim()
-            );
-        }
-        let pairs = client_pairs(&pods, &client_ns, client.address);
-        let failures = traffic::ping_matrix(&pairs);
-        ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
-        let d = pod_on(&pods, "node-d")?;
-        traffic::tcp_check(&d.netns, &client_ns, d.ip, 7501)?;
-        // A client packet too large for the overlay gets "fragmentation needed" back from the
-        // node (never a silent drop), and one that fits passes.
-        expect_frag_needed(&client_ns, d.ip)?;
-        // The other reverse-path settings users have: none (0, the kernel's default) and
-        // loose (2) everywhere; the agent's device setting is the same under each.
-        for setting in ["0", "2"] {
-            for node in NODES {
-                c.exec(
-                    node,
-                    "sysctl",
-                    &["-qw", &format!("net.ipv4.conf.all.rp_filter={setting}")],
-                )?;
-            }
-            let failures = traffic::ping_matrix(&pairs);
-            ensure!(
-                failures.is_empty(),
-                "with all.rp_filter={setting}, unreachable:\n{}",
-                failures.join("\n")
-            );
-        }
-        Ok(())
-    })();
-    for node in NODES {
-        let _ = c.exec(node, "sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=1"]);
-    }
-    for line in &routes {
-        if let Some(dst) = line.split_whitespace().nth(3) {
-            let _ = c.exec(&client.name, "ip", &["route", "del", dst]);
-        }
-    }
-    c.kubectl(&["delete", "overlaygateway", "office"])?;
-    for node in ["node-a", "node-b"] {
-        label(c, node, "causeway.dev/gateway-")?;
-    }
-    result
-}
-
-/// Sets (`key=value`) or removes (`key-`) a label on `node`.
-fn label(c: &Cluster, node: &str, change: &str) -> Result<()> {
-    c.kubectl(&["label", "node", node, change, "--overwrite"])?;
-    Ok(())
-}
-
-/// The topology's non-node client.
-fn the_client(c: &Cluster) -> Result<causeway_e2e::topology::Host> {
-    c.topology
-        .clients
-        .first()
-        .cloned()
-        .context("the topology has a client")
-}
-
-/// Creates or updates the OverlayGateway `name` with `spec`.
-fn apply_gateway(c: &Cluster, name: &str, spec: Value) -> Result<()> {
-    let gateway = serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "OverlayGateway",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    c.kubectl_stdin(&["apply", "-f", "-"], &gateway.to_string())?;
-    Ok(())
-}
-
-const VIP: &str = "192.168.50.250";
-/// A client network only the bridge hosts reach (their "second leg"): the client holds
-/// 192.168.77.100 and the bridge hosts route the range to it; every other node must send
-/// replies through the active host.
-const BEHIND: &str = "192.168.77.0/24";
-const BEHIND_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
-const BRIDGES: [&str; 2] = ["node-b", "node-c"];
-
-fn gateway_json(c: &Cluster, name: &str) -> Result<Value> {
-    let out = c.kubectl(&["get", "overlaygateway", name, "-o", "json"])?;
-    Ok(serde_json::from_str(&out)?)
-}
-
-fn active_host(c: &Cluster) -> Result<Option<String>> {
-    Ok(gateway_json(c, "bridge")?["status"]["activeHost"]
-        .as_str()
-        .map(str::to_string))
-}
-
-/// Nodes whose underlay holds the VIP now.
-fn vip_holders(c: &Cluster) -> Result<Vec<String>> {
-    vip_holders_of(c, VIP)
-}
-
-/// Nodes whose underlay holds `vip` now.
-fn vip_holders_of(c: &Cluster, vip: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for node in NODES {
-        let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
-        if addrs.contains(&format!("{vip}/32")) {
-            out.push(node.to_string());
-        }
-    }
-    Ok(out)
-}
-
-/// The MAC of `node`'s underlay link.
-fn underlay_mac(c: &Cluster, node: &str) -> Result<String> {
-    let out = c.exec(node, "cat", &["/sys/class/net/eth0/address"])?;
-    Ok(out.trim().to_string())
-}
-
-/// Creates the BridgeHosts gateway on node-b and node-c, waits for Ready, and pastes the
-/// rendered route on the client. Returns the client's name.
-fn bridge_gateway(c: &Cluster) -> Result<String> {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let client = c
-        .topology
-        .clients
-        .first()
-        .context("the topology has a client")?
-        .name
-        .clone();
-    let mut done = lock(&DONE);
-    if *done {
-        return Ok(client);
-    }
-    c.exec(
-        &client,
-        "ip",
-        &["addr", "add", &format!("{BEHIND_CLIENT}/32"), "dev", "eth0"],
-    )?;
-    let client_addr = c.topology.clients[0].address.to_string();
-    for node in BRIDGES {
-        c.exec(
-            node,
-            "ip",
-            &["route", "add", BEHIND, "via", &client_addr, "dev", "eth0"],
-        )?;
-        label(c, node, "causeway.dev/bridge=true")?;
-    }
-    apply_gateway(
-        c,
-        "bridge",
-        serde_json::json!({
-            "network": NETWORK,
-            "strategy": "BridgeHosts",
-            "clientCidrs": ["192.168.50.0/24", BEHIND],
-            "bridgeHosts": {
-                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
-                "vip": VIP,
-            },
-        }),
-    )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=30s",
-        "overlaygateway/bridge",
-    ])?;
-    let status = gateway_json(c, "bridge")?;
-    let routes: Vec<&str> = status["status"]["clientRoutes"]
-        .as_array()
-        .context("no clientRoutes")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    ensure!(
-        routes == [format!("ip route add 10.247.0.0/16 via {VIP}")],
-        "rendered routes: {routes:?}"
-    );
-    let words: Vec<&str> = routes[0].split_whitespace().collect();
-    c.exec(&client, "ip", &words[1..])?;
-    *done = true;
-    Ok(client)
-}
-
-fn bridge_hosts(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
-    let client_name = bridge_gateway(c)?;
-    let client = c
-        .topology
-        .clients
-        .iter()
-        .find(|h| h.name == client_name)
-        .context("client")?
-        .clone();
-    let client_ns = c.ns(&client.name);
-    let active = active_host(c)?.context("Ready without activeHost")?;
-    ensure!(BRIDGES.contains(&active.as_str()), "active host {active}");
-    let holders = vip_holders(c)?;
-    ensure!(
-        holders == [active.clone()],
-        "VIP held by {holders:?}, status says {active}"
-    );
-    // Nodes that do not reach the client network behind the bridge hosts route replies to
-    // it through the active host's tunnel; the active host and the standby (which route it
-    // themselves) do not. 192.168.50.0/24 is on-link for node-a..c; node-d reaches it by its
-    // default route, and a route for it through the tunnel would capture node-d's own
-    // tunnels to node-a..c: nobody gets one, and node-d and the gateway say why.
-    check_returns(c, &active)?;
-    let node_d = c.kubectl(&[
-        "get",
-        "nodesubnets",
-        "-l",
-        &format!("causeway.dev/network={NETWORK}"),
-        "-o",
-        "jsonpath={.items[?(@.spec.nodeName==\"node-d\")].status.conditions[?(@.type==\"Programmed\")].message}",
-    ])?;
-    ensure!(
-        node_d.contains("route 192.168.50.0/24 via cw-vx1 skipped: it covers")
-            && node_d.contains("node-a's address"),
-        "node-d's Programmed message: {node_d}"
-    );
-    let ready = wait_reason(c, "bridge", "GatewayReady")?;
-    ensure!(
-        ready.contains("clientCidrs 192.168.50.0/24 holds node-a (192.168.50.11)"),
-        "gateway Ready message: {ready}"
-    );
-    let mut pairs = client_pairs(&pods, &client_ns, client.address);
-    for pod in &pods {
-        pairs.push((
-            pod.netns.clone(),
-            BEHIND_CLIENT,
-            format!("{}/{} -> client behind", pod.node, pod.name),
-        ));
-    }
-    let failures = traffic::ping_matrix(&pairs);
-    ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
-    for pod in &pods {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns", "exec", &client_ns, "ping", "-n", "-c", "1", "-W", "2", "-I",
-            ])
-            .args([BEHIND_CLIENT.to_string(), pod.ip.to_string()])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "{BEHIND_CLIENT} -> {}/{} failed: {}",
-            pod.node,
-            pod.name,
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    for node in ["node-a", "node-d"] {
-        let p = pod_on(&pods, node)?;
-        traffic::tcp_check(&p.netns, &client_ns, p.ip, 7502)?;
-    }
-    // The client's ARP entry for the VIP is the active host's MAC.
-    let neigh = c.exec(&client.name, "ip", &["neigh", "show", VIP])?;
-    let mac = underlay_mac(c, &active)?;
-    ensure!(
-        neigh.contains(&mac),
-        "client's neighbour entry {neigh:?}, {active} is {mac}"
-    );
-    // Too large for the overlay: fragmentation needed, from the bridge host.
-    let d = pod_on(&pods, "node-d")?;
-    expect_frag_needed(&client_ns, d.ip)?;
-    let out = c.kubectl(&["describe", "overlaygateway", "bridge"])?;
-    ensure!(
-        out.contains("Elected") && out.contains(&format!("holds VIP {VIP}")),
-        "describe:\n{out}"
-    );
-    Ok(())
-}
-
-/// Return routes for [`BEHIND`] on every node but the bridge hosts, via `active`'s tunnel.
-fn check_returns(c: &Cluster, active: &str) -> Result<()> {
-    let gw = subnet_of(c, active)?
-        .split('/')
-        .next()
-        .context("cidr")?
-        .to_string();
-    wait_for(
-        "return routes via the active host",
-        Duration::from_secs(10),
-        || {
-            for node in NODES {
-                let routes = our_routes(c, node)?;
-                let has = routes
-                    .iter()
-                    .any(|r| r.starts_with(&format!("{BEHIND} via {gw} dev cw-vx")));
-                let want = !BRIDGES.contains(&node);
-                ensure!(has == want, "{node} (active {active}): {routes:?}");
-                ensure!(
-                    !routes.iter().any(|r| r.starts_with("192.168.50.0/24")),
-                    "{node}: {routes:?}"
-                );
-            }
-            Ok(())
-        },
-    )
-}
-
-/// Polls which nodes hold the VIP until stopped; the samples where more than one did.
-struct VipWatch {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<VipSamples>,
-}
-
-/// What a [`VipWatch`] saw: samples taken, those with the VIP on two hosts, and how many found
-/// it on none.
-struct VipSamples {
-    samples: usize,
-    doubled: Vec<String>,
-    vacant: usize,
-}
-
-impl VipWatch {
-    fn start(c: &Cluster) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let namespaces: Vec<(String, String)> =
-            BRIDGES.iter().map(|n| (n.to_string(), c.ns(n))).collect();
-        let thread = std::thread::spawn(move || {
-            let (mut samples, mut doubled, mut vacant) = (0, Vec::new(), 0);
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let holders: Vec<&str> = namespaces
-                    .iter()
-                    .filter(|(_, ns)| {
-                        std::process::Command::new("ip")
-                            .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
-                            .output()
-                            .is_ok_and(|o| {
-                                String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/32"))
-                            })
-                    })
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                samples += 1;
-                if holders.len() > 1 {
-                    doubled.push(format!("sample {samples}: {holders:?}"));
-                }
-                if holders.is_empty() {
-                    vacant += 1;
-                }
-            }
-            VipSamples {
-                samples,
-                doubled,
-                vacant,
-            }
-        });
-        Self { stop, thread }
-    }
-
-    fn stop(self) -> VipSamples {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or(VipSamples {
-            samples: 0,
-            doubled: vec!["watch thread panicked".into()],
-            vacant: 0,
-        })
-    }
-}
-
-/// Distinct MACs answering ARP for the VIP from the client (`arping`, 3 probes).
-fn vip_answerers(c: &Cluster, client: &str) -> Result<Vec<String>> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &c.ns(client),
-            "arping",
-            "-c",
-            "3",
-            "-w",
-            "2",
-            "-i",
-            "eth0",
-            VIP,
-        ])
-        .output()?;
-    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
-        .collect();
-    macs.sort();
-    macs.dedup();
-    Ok(macs)
-}
-
-/// One failover: `cause` breaks the active host while a client pings a pod on node-d (whose
-/// replies take the return route) every 20 ms; returns the new active host.
-fn failover(
-    c: &Cluster,
-    client: &str,
-    what: &str,
-    cause: impl FnOnce(&str) -> Result<()>,
-) -> Result<String> {
-    let pods = lock(&PODS).clone();
-    let d = pod_on(&pods, "node-d")?;
-    let before = active_host(c)?.context("no active host")?;
-    let watch = VipWatch::start(c);
-    // From the network behind the bridge hosts: the replies need node-d's return route to
-    // follow the VIP.
-    let ping = ContinuousPing::start_from(
-        &c.ns(client),
-        Some(BEHIND_CLIENT),
-        d.ip,
-        Duration::from_millis(20),
-    )?;
-    std::thread::sleep(Duration::from_secs(1));
-    cause(&before)?;
-    let after = wait_for("a new active host", Duration::from_secs(20), || {
-        let now = active_host(c)?;
-        ensure!(now.as_deref().is_some_and(|n| n != before), "still {now:?}");
-        Ok(now.unwrap_or_default())
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    let report = ping.stop()?;
-    let VipSamples {
-        samples, doubled, ..
-    } = watch.stop();
-    let after = after?;
-    check_returns(c, &after)?;
-    println!(
-        "[measure] BridgeHosts failover ({what}): {before} -> {after}; ping every 20 ms client -> pod on node-d: {} sent, {} lost, longest gap {:?}; VIP holders sampled {samples} times, held twice {} times",
-        report.transmitted,
-        report.lost(),
-        report.max_gap,
-        doubled.len()
-    );
-    ensure!(
-        doubled.is_empty(),
-        "the VIP was on two hosts at once: {doubled:?}"
-    );
-    ensure!(samples > 20, "too few VIP samples ({samples})");
-    ensure!(
-        report.max_gap < Duration::from_secs(3),
-        "traffic did not recover through the new host: {report:?}"
-    );
-    let tail = traffic::ping(&c.ns(client), d.ip, 3)?;
-    ensure!(tail.received == 3, "after the failover: {tail:?}");
-    ensure!(
-        report.lost() < report.transmitted / 2,
-        "most pings lost: {report:?}"
-    );
-    Ok(after)
-}
-
-/// Ends a disturbance when dropped.
-trait Undo {}
-impl<T> Undo for T {}
-
-/// What the client behind the bridge hosts saw while `disturb` ran with the VIP held by the
-/// active host: pings to a pod on node-d every 20 ms (the replies take node-d's return route
-/// via the holder), the client's ARP entry for the VIP flushed every 2 s (as a longer outage
-/// would age it out), and the VIP sampled on both candidates. Returns the holder before,
-/// the holders seen while disturbed, the ping report and the samples.
-fn through_disturbance(
-    c: &Cluster,
-    client: &str,
-    disturb: impl FnOnce() -> Result<Box<dyn Undo>>,
-) -> Result<(String, Vec<String>, traffic::LossReport, VipSamples)> {
-    let pods = lock(&PODS).clone();
-    let d = pod_on(&pods, "node-d")?;
-    let holder = active_host(c)?.context("no active host")?;
-    let watch = VipWatch::start(c);
-    let ping = ContinuousPing::start_from(
-        &c.ns(client),
-        Some(BEHIND_CLIENT),
-        d.ip,
-        Duration::from_millis(20),
-    )?;
-    std::thread::sleep(Duration::from_secs(1));
-    let guard = disturb();
-    let during = guard.and_then(|_undo| {
-        let mut holders = Vec::new();
-        for _ in 0..4 {
-            std::thread::sleep(Duration::from_secs(2));
-            c.exec(client, "ip", &["neigh", "flush", "to", VIP, "dev", "eth0"])?;
-            holders.extend(vip_holders(c)?);
-        }
-        Ok(holders)
-        // `_undo` drops here: the disturbance ends.
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    let report = ping.stop()?;
-    let samples = watch.stop();
-    Ok((holder, during?, report, samples))
-}
-
-fn check_undisturbed(
-    c: &Cluster,
-    what: &str,
-    (holder, during, report, seen): (String, Vec<String>, traffic::LossReport, VipSamples),
-) -> Result<()> {
-    println!(
-        "[measure] BridgeHosts, {what} for 8 s: ping every 20 ms client -> pod on node-d: {} sent, {} lost, longest gap {:?}; VIP sampled {} times: on two hosts {}, on none {}",
-        report.transmitted,
-        report.lost(),
-        report.max_gap,
-        seen.samples,
-        seen.doubled.len(),
-        seen.vacant
-    );
-    ensure!(
-        seen.doubled.is_empty(),
-        "the VIP was on two hosts at once: {:?}",
-        seen.doubled
-    );
-    ensure!(seen.samples > 20, "too few VIP samples ({})", seen.samples);
-    ensure!(
-        during.iter().all(|h| *h == holder) && during.len() == 4,
-        "while {what}, the VIP was on {during:?} (holder {holder})"
-    );
-    ensure!(
-        seen.vacant == 0,
-        "while {what}, the VIP was on no host in {} of {} samples",
-        seen.vacant,
-        seen.samples
-    );
-    ensure!(
-        report.transmitted > 300 && report.max_gap < Duration::from_secs(1) && report.lost() <= 3,
-        "client traffic through the VIP suffered while {what}: {report:?}"
-    );
-    wait_for("the holder renews again", Duration::from_secs(10), || {
-        let now = active_host(c)?;
-        ensure!(
-            now.as_deref() == Some(holder.as_str()),
-            "active host {now:?}"
-        );
-        ensure!(
-            vip_holders(c)? == [holder.clone()],
-            "holders {:?}",
-            vip_holders(c)?
-        );
-        Ok(())
-    })
-}
-
-/// Issue #14, defect 5: with the API server frozen, nobody can renew or claim the election
-/// Lease, so the holder keeps the VIP (it probes the segment and finds no other answer); the
-/// client, re-resolving the VIP, still gets an answer.
-fn bridge_outage(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let client = bridge_gateway(c)?;
-    let failovers = gateway_json(c, "bridge")?["status"]["lastFailoverTime"].clone();
-    let result = through_disturbance(c, &client, || {
-        let apiserver = c
-            .process("kube-apiserver")
-            .context("the cluster has no kube-apiserver process")?;
-        ensure!(
-            apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
-            "cannot freeze kube-apiserver"
-        );
-        Ok(Box::new(Resume(apiserver)))
-    })?;
-    check_undisturbed(c, "the API server was frozen", result)?;
-    let after = gateway_json(c, "bridge")?["status"]["lastFailoverTime"].clone();
-    ensure!(
-        after == failovers,
-        "a failover happened: {failovers} -> {after}"
-    );
-    Ok(())
-}
-
-/// Deletes the test's nftables table from a node's namespace when dropped.
-struct DropTable {
-    ns: String,
-}
-
-impl Drop for DropTable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "nft",
-                "delete",
-                "table",
-                "ip",
-                "e2e-cut-api",
-            ])
-            .status();
-    }
-}
-
-/// Issue #14, defect 5, the asymmetric case: only the holder loses the API server (its
-/// packets to it are dropped), the standby still reaches it and sees the renewals stop. The
-/// holder keeps answering for the VIP, so the standby's probes find it and it does not take
-/// over: the VIP is never on two hosts, and the clients lose nothing.
-fn bridge_partition(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let client = bridge_gateway(c)?;
-    let api = c.topology.control_plane.address.to_string();
-    let result = through_disturbance(c, &client, || {
-        let holder = active_host(c)?.context("no active host")?;
-        let rules = format!(
-            "table ip e2e-cut-api {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {api} tcp dport 6443 drop\n  }}\n}}\n"
-        );
-        let file = c.host_dir(&holder).join("e2e-cut-api.nft");
-        std::fs::write(&file, rules)?;
-        c.exec(&holder, "nft", &["-f", &file.to_string_lossy()])?;
-        Ok(Box::new(DropTable { ns: c.ns(&holder) }))
-    })?;
-    check_undisturbed(c, "only the holder was cut off from the API server", result)
-}
-
-/// Issue #15: electors start only after a valid plan. node-c's underlay MTU drops below what
-/// the network's `mtu` needs (MtuTooLarge: its plan fails); as the only candidate of a
-/// BridgeHosts gateway it must not take the VIP, and once its plan is valid again it does.
-fn bridge_unprogrammed(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let node = "node-c";
-    let vip = "192.168.50.251";
-    patch_network(c, r#"{"spec":{"mtu":1450}}"#)?;
-    c.exec(node, "ip", &["link", "set", "eth0", "mtu", "1400"])?;
-    label(c, node, "causeway.dev/solo=true")?;
-    let result = (|| -> Result<()> {
-        wait_for(
-            "node-c's plan fails",
-            Duration::from_secs(RESYNC_SECONDS * 2 + 4),
-            || {
-                let (status, reason, message) = programmed(c, node)?;
-                ensure!(
-                    status == "False" && reason == "InvalidConfiguration",
-                    "{status} {reason}: {message}"
-                );
-                Ok(())
-            },
-        )?;
-        apply_gateway(
-            c,
-            "solo",
-            serde_json::json!({
-                "network": NETWORK,
-                "strategy": "BridgeHosts",
-                "clientCidrs": [BEHIND],
-                "bridgeHosts": {
-                    "nodeSelector": {"matchLabels": {"causeway.dev/solo": "true"}},
-                    "vip": vip,
-                },
-            }),
-        )?;
-        // Several renewal periods and resyncs: nobody may take the VIP.
-        for _ in 0..6 {
-            std::thread::sleep(Duration::from_secs(1));
-            let holders = vip_holders_of(c, vip)?;
-            ensure!(
-                holders.is_empty(),
-                "the VIP is on {holders:?} although node-c cannot be programmed"
-            );
-        }
-        let st = gateway_json(c, "solo")?;
-        ensure!(
-            st["status"]["activeHost"].is_null(),
-            "activeHost {}",
-            st["status"]["activeHost"]
-        );
-        let ready = st["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .cloned()
-            .unwrap_or_default();
-        ensure!(
-            ready["reason"] == "NoEligibleHost"
-                && ready["message"].as_str().is_some_and(
-                    |m| m.contains("node-c (InvalidConfiguration) cannot be programmed")
-                ),
-            "the gateway's Ready: {ready}"
-        );
-        // Its plan valid again, node-c takes the VIP.
-        c.exec(node, "ip", &["link", "set", "eth0", "mtu", "1500"])?;
-        wait_for(
-            "node-c holds the VIP once programmed",
-            Duration::from_secs(RESYNC_SECONDS * 2 + 6),
-            || {
-                let holders = vip_holders_of(c, vip)?;
-                ensure!(holders == [node], "holders {holders:?}");
-                Ok(())
-            },
-        )?;
-        Ok(())
-    })();
-    let _ = c.exec(node, "ip", &["link", "set", "eth0", "mtu", "1500"]);
-    let _ = c.kubectl(&["delete", "overlaygateway", "solo", "--ignore-not-found"]);
-    let _ = label(c, node, "causeway.dev/solo-");
-    patch_network(c, r#"{"spec":{"mtu":null}}"#)?;
-    result?;
-    wait_for(
-        "node-c programmed again",
-        Duration::from_secs(RESYNC_SECONDS * 2 + 4),
-        || {
-            let (status, reason, message) = programmed(c, node)?;
-            ensure!(status == "True", "{status} {reason}: {message}");
-            Ok(())
-        },
-    )
-}
-
-fn bridge_failover(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let client = bridge_gateway(c)?;
-    // 1. The active host's agent dies (SIGKILL): its VIP lapses in the kernel, and the
-    //    standby takes over once it no longer answers.
-    let first = failover(c, &client, "agent killed", |host| {
-        c.kill(&agent_of(host)?);
-        Ok(())
-    })?;
-    let st = gateway_json(c, "bridge")?;
-    ensure!(
-        st["status"]["lastFailoverReason"] == "HostUnresponsive"
-            && st["status"]["lastFailoverTime"].is_string(),
-        "status after the kill: {}",
-        st["status"]
-    );
-    let old = BRIDGES
-        .iter()
-        .find(|n| **n != first)
-        .context("other")?
-        .to_string();
-    ensure!(
-        vip_holders(c)? == [first.clone()],
-        "holders {:?}",
-        vip_holders(c)?
-    );
-    let macs = vip_answerers(c, &client)?;
-    ensure!(
-        macs.len() == 1 && macs[0] == underlay_mac(c, &first)?,
-        "ARP answers for the VIP: {macs:?}"
-    );
-    start_agent(c, &old)?;
-    std::thread::sleep(Duration::from_secs(2));
-    ensure!(
-        active_host(c)?.as_deref() == Some(first.as_str()),
-        "a restarted agent must not take the VIP back"
-    );
-    ensure!(
-        vip_holders(c)? == [first.clone()],
-        "holders {:?}",
-        vip_holders(c)?
-    );
-
-    // 2. The active host's underlay link is cut at the switch.
-    let second = failover(c, &client, "underlay link cut", |host| {
-        c.set_underlay_link(host, false)
-    });
-    let restored = c.set_underlay_link(&first, true);
-    let second = second?;
-    restored?;
-    ensure!(second == old, "the VIP went to {second}");
-    // Back on the segment, the old host does not hold the VIP.
-    std::thread::sleep(Duration::from_secs(2));
-    ensure!(
-        vip_holders(c)? == [second.clone()],
-        "holders after the link came back {:?}",
-        vip_holders(c)?
-    );
-    let macs = vip_answerers(c, &client)?;
-    ensure!(
-        macs.len() == 1 && macs[0] == underlay_mac(c, &second)?,
-        "ARP answers for the VIP: {macs:?}"
-    );
-    let events = c.kubectl(&[
-        "get",
-        "events",
-        "-A",
-        "--field-selector",
-        "reason=Failover",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ])?;
-    ensure!(
-        events.contains(&format!("moved from {first} to {second}")),
-        "failover events: {events}"
-    );
-
-    // Deleting the gateway removes the VIP and the return routes.
-    c.kubectl(&["delete", "overlaygateway", "bridge"])?;
-    lease_gone(c, "causeway-gw-bridge")?;
-    wait_for(
-        "no VIP and no return route",
-        Duration::from_secs(10),
-        || {
-            ensure!(
-                vip_holders(c)?.is_empty(),
-                "VIP still on {:?}",
-                vip_holders(c)?
-            );
-            for node in NODES {
-                let routes = our_routes(c, node)?;
-                ensure!(
-                    !routes.iter().any(|r| r.starts_with(BEHIND)),
-                    "{node}: {routes:?}"
-                );
-            }
-            Ok(())
-        },
-    )?;
-    let _ = c.exec(&client, "ip", &["route", "del", "10.247.0.0/16"]);
-    let _ = c.exec(
-        &client,
-        "ip",
-        &["addr", "del", &format!("{BEHIND_CLIENT}/32"), "dev", "eth0"],
-    );
-    for node in BRIDGES {
-        let _ = c.exec(node, "ip", &["route", "del", BEHIND]);
-        label(c, node, "causeway.dev/bridge-")?;
-    }
-    Ok(())
-}
-
-/// A 1,500-byte DF ping from the client to `dst` gets "fragmentation needed" (MTU 1450) back,
-/// and a 1,450-byte one passes.
-fn expect_frag_needed(client_ns: &str, dst: Ipv4Addr) -> Result<()> {
-    let big = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", client_ns, "ping", "-n", "-M", "do", "-c", "2",
-        ])
-        .args(["-i", "0.2", "-W", "1", "-s", "1472", &dst.to_string()])
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&big.stdout),
-        String::from_utf8_lossy(&big.stderr)
-    );
-    ensure!(
-        text.contains("mtu = 1450") || text.contains("mtu=1450"),
-        "a 1500-byte DF packet from the client got no fragmentation-needed answer: {text}"
-    );
-    let fits = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", client_ns, "ping", "-n", "-M", "do", "-c", "1",
-        ])
-        .args(["-W", "1", "-s", "1422", &dst.to_string()])
-        .output()?;
-    ensure!(
-        fits.status.success(),
-        "a 1450-byte DF packet did not pass: {}",
-        String::from_utf8_lossy(&fits.stdout)
-    );
-    Ok(())
-}
-
-/// `nft list table ip causeway-gateway` on `node`, if the table exists.
-fn snat_table(c: &Cluster, node: &str) -> Result<Option<String>> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &c.ns(node), "nft", "list", "table", "ip"])
-        .arg("causeway-gateway")
-        .output()?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-fn bridge_snat(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
-    let client = the_client(c)?;
-    let client_ns = c.ns(&client.name);
-    for node in BRIDGES {
-        label(c, node, "causeway.dev/bridge=true")?;
-    }
-    let vip = "192.168.50.251";
-    apply_gateway(
-        c,
-        "bridge-snat",
-        serde_json::json!({
-            "network": NETWORK,
-            "strategy": "BridgeHosts",
-            "clientCidrs": ["192.168.50.0/24"],
-            "snat": true,
-            "bridgeHosts": {
-                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
-                "vip": vip,
-            },
-        }),
-    )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=30s",
-        "overlaygateway/bridge-snat",
-    ])?;
-    let st = gateway_json(c, "bridge-snat")?;
-    let active = st["status"]["activeHost"]
-        .as_str()
-        .context("activeHost")?
-        .to_string();
-    c.exec(
-        &client.name,
-        "ip",
-        &["route", "add", "10.247.0.0/16", "via", vip],
-    )?;
-    let result = (|| -> Result<()> {
-        // Every candidate carries the rule (a new holder forwards at once); no one else does.
-        for node in NODES {
-            let text = snat_table(c, node)?.unwrap_or_default();
-            let has = text.contains("ip saddr @clients ip daddr 10.247.0.0/16 masquerade");
-            ensure!(has == BRIDGES.contains(&node), "{node}: {text}");
-        }
-        let failures = traffic::ping_matrix(&client_pairs(&pods, &client_ns, client.address));
-        ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
-        // Pods see the bridge host's tunnel address, not the client's.
-        let tunnel: Ipv4Addr = subnet_of(c, &active)?
-            .split('/')
-            .next()
-            .context("cidr")?
-            .parse()?;
-        for node in ["node-a", "node-d"] {
-            let p = pod_on(&pods, node)?;
-            let seen = traffic::tcp_seen_source(&p.netns, &client_ns, p.ip, 7503)?;
-            ensure!(
-                seen == tunnel,
-                "a pod on {node} saw {seen}, expected {active}'s {tunnel}"
-            );
-        }
-        Ok(())
-    })();
-    let _ = c.exec(&client.name, "ip", &["route", "del", "10.247.0.0/16"]);
-    c.kubectl(&["delete", "overlaygateway", "bridge-snat"])?;
-    for node in BRIDGES {
-        label(c, node, "causeway.dev/bridge-")?;
-    }
-    result?;
-    wait_for(
-        "no SNAT table and no VIP left",
-        Duration::from_secs(10),
-        || {
-            for node in BRIDGES {
-                ensure!(snat_table(c, node)?.is_none(), "{node} still has the table");
-                let addrs = c.exec(node, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"])?;
-                ensure!(!addrs.contains(vip), "{node} still holds {vip}");
-            }
-            Ok(())
-        },
-    )
-}
-
-/// Waits until the Lease `name` (owned by a deleted gateway) is garbage-collected.
-fn lease_gone(c: &Cluster, name: &str) -> Result<()> {
-    wait_for(
-        &format!("Lease {name} deleted with its gateway"),
-        Duration::from_secs(30),
-        || {
-            let out = c.kubectl(&[
-                "get",
-                "lease",
-                "-n",
-                deploy::NAMESPACE,
-                name,
-                "--ignore-not-found",
-                "-o",
-                "yaml",
-            ])?;
-            ensure!(out.trim().is_empty(), "still there:\n{out}");
-            Ok(())
-        },
-    )
-}
-
-/// Waits until the gateway's Ready condition has `reason`; its message.
-fn wait_reason(c: &Cluster, name: &str, reason: &str) -> Result<String> {
-    c.kubectl(&[
-        "wait",
-        &format!("--for=jsonpath={{.status.conditions[?(@.type==\"Ready\")].reason}}={reason}"),
-        "--timeout=20s",
-        &format!("overlaygateway/{name}"),
-    ])?;
-    let st = gateway_json(c, name)?;
-    Ok(st["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .and_then(|c| c["message"].as_str())
-        .unwrap_or_default()
-        .to_string())
-}
-
-fn gateway_problems(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let client = the_client(c)?;
-    let bridge = |vip: &str, selector: Value| {
-        serde_json::json!({
-            "network": NETWORK, "strategy": "BridgeHosts",
-            "bridgeHosts": {"nodeSelector": selector, "vip": vip},
-        })
-    };
-    let cases = [
-        (
-            "clash",
-            bridge("192.168.50.11", serde_json::json!({})),
-            "VipConflict",
-            "VIP 192.168.50.11 is the address of node node-a",
-        ),
-        (
-            "nobody",
-            bridge(
-                "192.168.50.252",
-                serde_json::json!({"matchLabels": {"no": "such"}}),
-            ),
-            "NoEligibleHost",
-            "no node of the network matches spec.bridgeHosts.nodeSelector",
-        ),
-        (
-            "overlap",
-            serde_json::json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["10.247.200.0/24"]}),
-            "ClientCidrOverlapsPods",
-            "overlaps the pod range 10.247.0.0/16",
-        ),
-    ];
-    let mut result = Ok(());
-    for (name, spec, reason, words) in &cases {
-        apply_gateway(c, name, spec.clone())?;
-        let outcome = wait_reason(c, name, reason).and_then(|m| {
-            ensure!(m.contains(words), "{name}: {m}");
-            Ok(())
-        });
-        c.kubectl(&["delete", "overlaygateway", name])?;
-        result = result.and(outcome);
-    }
-    result?;
-
-    // Something outside Causeway already answers for the VIP: no candidate takes it, the
-    // gateway stays in election, and the candidates' agents say who answers.
-    let taken = "192.168.50.253";
-    c.exec(
-        &client.name,
-        "ip",
-        &["addr", "add", &format!("{taken}/32"), "dev", "eth0"],
-    )?;
-    for node in BRIDGES {
-        label(c, node, "causeway.dev/bridge=true")?;
-    }
-    apply_gateway(
-        c,
-        "squatted",
-        bridge(
-            taken,
-            serde_json::json!({"matchLabels": {"causeway.dev/bridge": "true"}}),
-        ),
-    )?;
-    let client_mac = c.exec(&client.name, "cat", &["/sys/class/net/eth0/address"])?;
-    let outcome = (|| -> Result<()> {
-        let message = wait_reason(c, "squatted", "ElectionInProgress")?;
-        ensure!(message.contains("node-b, node-c"), "{message}");
-        wait_for("a VipConflict event", Duration::from_secs(20), || {
-            let events = c.kubectl(&[
-                "get",
-                "events",
-                "-A",
-                "--field-selector",
-                "reason=VipConflict",
-                "-o",
-                "jsonpath={.items[*].message}",
-            ])?;
-            ensure!(events.contains(client_mac.trim()), "events: {events:?}");
-            Ok(())
-        })?;
-        ensure!(
-            vip_holders_of(c, taken)?.is_empty(),
-            "a node took a VIP someone else answers for"
-        );
-        Ok(())
-    })();
-    c.kubectl(&["delete", "overlaygateway", "squatted"])?;
-    let _ = c.exec(
-        &client.name,
-        "ip",
-        &["addr", "del", &format!("{taken}/32"), "dev", "eth0"],
-    );
-    for node in BRIDGES {
-        label(c, node, "causeway.dev/bridge-")?;
-    }
-    outcome
-}
-
-const CLIENT_OVERLAY: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 100);
-
-fn join_clients(c: &Cluster, clients: &[(&str, &str, Ipv4Addr)]) -> Result<()> {
-    let list: Vec<Value> = clients
-        .iter()
-        .map(|(name, address, overlay)| {
-            serde_json::json!({"name": name, "address": address, "overlayAddress": overlay.to_string()})
-        })
-        .collect();
-    apply_gateway(
-        c,
-        "join",
-        serde_json::json!({"network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": list}}),
-    )?;
-    Ok(())
-}
-
-/// Whether `node` holds anything for a client at `overlay` with VTEP `mac`.
-fn client_traces(c: &Cluster, node: &str, overlay: Ipv4Addr, mac: &str) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    for (what, args) in [
-        ("route", vec!["route", "show", "proto", "249"]),
-        ("neighbour", vec!["neigh", "show", "dev", "cw-vx1"]),
-    ] {
-        let out = c.exec(node, "ip", &args)?;
-        found.extend(
-            out.lines()
-                .filter(|l| l.split_whitespace().next() == Some(&overlay.to_string()))
-                .map(|l| format!("{what}: {l}")),
-        );
-    }
-    let fdb = c.exec(node, "bridge", &["fdb", "show", "dev", "cw-vx1"])?;
-    found.extend(
-        fdb.lines()
-            .filter(|l| l.starts_with(mac))
-            .map(|l| format!("fdb: {l}")),
-    );
-    Ok(found)
-}
-
-fn client_join(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let pods = lock(&PODS).clone();
-    let client = the_client(c)?;
-    let client_ns = c.ns(&client.name);
-    let address = client.address.to_string();
-    join_clients(c, &[("laptop", &address, CLIENT_OVERLAY)])?;
-    let agent = deploy::start_gateway_client(
-        c,
-        &client.name,
-        "join",
-        "laptop",
-        &[
-            "--resync-seconds",
-            "3",
-            "--lease-duration-seconds",
-            &LEASE_SECONDS.to_string(),
-        ],
-    )?;
-    let result = (|| -> Result<()> {
-        c.kubectl(&[
-            "wait",
-            "--for=condition=Ready",
-            "--timeout=30s",
-            "overlaygateway/join",
-        ])?;
-        let st = gateway_json(c, "join")?;
-        let entry = &st["status"]["clients"][0];
-        let mac = c.exec(&client.name, "cat", &["/sys/class/net/cw-vx1/address"])?;
-        let mac = mac.trim().to_string();
-        ensure!(
-            mac == causeway_crds::vtep::vtep_mac("client:laptop").to_string(),
-            "the client's VTEP MAC {mac} is not the one derived from its name"
-        );
-        ensure!(
-            entry["name"] == "laptop"
-                && entry["joined"] == true
-                && entry["vtepMac"] == mac.as_str(),
-            "status.clients: {entry}, the client's VTEP is {mac}"
-        );
-        // Every node has exactly the three objects for it; the client has a tunnel per node.
-        for node in NODES {
-            let traces = client_traces(c, node, CLIENT_OVERLAY, &mac)?;
-            ensure!(traces.len() == 3, "{node}: {traces:#?}");
-        }
-        let routes = c.exec(&client.name, "ip", &["route", "show", "proto", "249"])?;
-        ensure!(
-            routes.lines().count() == NODES.len(),
-            "client routes:\n{routes}"
-        );
-        ensure!(
-            c.exec(
-                &client.name,
-                "ip",
-                &["-4", "-o", "addr", "show", "dev", "cw-vx1"]
-            )?
-            .contains(&format!("{CLIENT_OVERLAY}/32")),
-            "the client's overlay address"
-        );
-        let failures = traffic::ping_matrix(&client_pairs(&pods, &client_ns, CLIENT_OVERLAY));
-        ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
-        // Both ways, the real addresses: no NAT between members of the overlay.
-        let d = pod_on(&pods, "node-d")?;
-        let seen = traffic::tcp_seen_source(&d.netns, &client_ns, d.ip, 7504)?;
-        ensure!(seen == CLIENT_OVERLAY, "a pod saw the client as {seen}");
-        let seen = traffic::tcp_seen_source(&client_ns, &d.netns, CLIENT_OVERLAY, 7505)?;
-        ensure!(seen == d.ip, "the client saw the pod as {seen}");
-        // Too large for the tunnel: the client's own stack says so (its device has the
-        // overlay MTU), and what fits passes.
-        expect_frag_needed(&client_ns, d.ip)?;
-
-        // A second client that never runs the agent: the gateway says who is missing.
-        join_clients(
-            c,
-            &[
-                ("laptop", &address, CLIENT_OVERLAY),
-                ("ghost", "192.168.50.101", Ipv4Addr::new(10, 250, 0, 101)),
-            ],
-        )?;
-        wait_for(
-            "ClientsNotJoined naming ghost",
-            Duration::from_secs(15),
-            || {
-                let st = gateway_json(c, "join")?;
-                let ready = st["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                    .cloned()
-                    .unwrap_or_default();
-                ensure!(
-                    ready["reason"] == "ClientsNotJoined"
-                        && ready["message"]
-                            .as_str()
-                            .is_some_and(|m| m.contains("ghost")),
-                    "{ready}"
-                );
-                Ok(())
-            },
-        )?;
-
-        // Removed from the gateway: no trace on any node, and the client cleans up.
-        join_clients(
-            c,
-            &[("ghost", "192.168.50.101", Ipv4Addr::new(10, 250, 0, 101))],
-        )?;
-        wait_for("no trace of laptop", Duration::from_secs(15), || {
-            for node in NODES {
-                let traces = client_traces(c, node, CLIENT_OVERLAY, &mac)?;
-                ensure!(traces.is_empty(), "{node}: {traces:#?}");
-            }
-            let links = c.exec(&client.name, "ip", &["-o", "link", "show"])?;
-            ensure!(
-                !links.contains("cw-vx1"),
-                "the client kept its tunnel: {links}"
-            );
-            Ok(())
-        })?;
-        Ok(())
-    })();
-    c.stop(&agent);
-    c.kubectl(&["delete", "overlaygateway", "join"])?;
-    result?;
-    lease_gone(c, "causeway-client-join.laptop")?;
-    let ghost_mac = causeway_crds::vtep::vtep_mac("client:ghost").to_string();
-    wait_for("no trace of ghost", Duration::from_secs(15), || {
-        for node in NODES {
-            let traces = client_traces(c, node, Ipv4Addr::new(10, 250, 0, 101), &ghost_mac)?;
-            ensure!(traces.is_empty(), "{node}: {traces:#?}");
-        }
-        Ok(())
-    })
-}
-
-/// Issue #14, defect 7: a client whose machine already routes a pod subnet elsewhere cannot
-/// program its tunnel; it keeps heartbeating with the reason, and the gateway shows it
-/// instead of telling the user to start a client that is already running.
-fn client_refused(c: &Cluster) -> Result<()> {
-    setup(c)?;
-    let client = the_client(c)?;
-    let address = client.address.to_string();
-    let subnet = subnet_of(c, "node-d")?;
-    c.exec(
-        &client.name,
-        "ip",
-        &["route", "add", &subnet, "dev", "eth0", "proto", "static"],
-    )?;
-    join_clients(c, &[("laptop", &address, CLIENT_OVERLAY)])?;
-    let agent = deploy::start_gateway_client(
-        c,
-        &client.name,
-        "join",
-        "laptop",
-        &[
-            "--resync-seconds",
-            "3",
-            "--lease-duration-seconds",
-            &LEASE_SECONDS.to_string(),
-        ],
-    )?;
-    let result = (|| -> Result<()> {
-        let message = wait_for(
-            "the gateway says why laptop cannot join",
-            Duration::from_secs(20),
-            || {
-                let st = gateway_json(c, "join")?;
-                let ready = st["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                    .cloned()
-                    .unwrap_or_default();
-                let message = ready["message"].as_str().unwrap_or_default().to_string();
-                ensure!(
-                    ready["reason"] == "ClientsNotJoined"
-                        && message.contains("laptop runs but cannot join")
-                        && message.contains(&subnet),
-                    "{ready}"
-                );
-                let entry = &st["status"]["clients"][0];
-                ensure!(
-                    entry["joined"] == false
-                        && entry["message"]
-                            .as_str()
-                            .is_some_and(|m| m.starts_with("running but cannot join")),
-                    "{entry}"
-                );
-                Ok(message)
-            },
-        )?;
-        println!("[observe] the gateway's Ready message: {message}");
-        // The route gone, the client joins by itself.
-        c.exec(
-            &client.name,
-            "ip",
-            &["route", "del", &subnet, "dev", "eth0", "proto", "static"],
-        )?;
-        c.kubectl(&[
-            "wait",
-            "--for=condition=Ready",
-            "--timeout=30s",
-            "overlaygateway/join",
-        ])?;
-        let entry = gateway_json(c, "join")?["status"]["clients"][0].clone();
-        ensure!(
-            entry["joined"] == true && entry["message"].as_str().unwrap_or_default().is_empty(),
-            "{entry}"
-        );
-        Ok(())
-    })();
-    let _ = c.exec(
-        &client.name,
-        "ip",
-        &["route", "del", &subnet, "dev", "eth0", "proto", "static"],
-    );
-    c.kubectl(&["delete", "overlaygateway", "join"])?;
-    let cleaned = wait_for(
-        "the client removed its tunnel",
-        Duration::from_secs(15),
-        || {
-            let links = c.exec(&client.name, "ip", &["-o", "link", "show"])?;
-            ensure!(!links.contains("cw-vx1"), "{links}");
-            Ok(())
-        },
-    );
-    c.stop(&agent);
-    result?;
-    cleaned?;
-    lease_gone(c, "causeway-client-join.laptop")
-}
-
-/// Pings both ways between a client and every pod.
-fn client_pairs(
-    pods: &[Pod],
-    client_ns: &str,
-    client: Ipv4Addr,
-) -> Vec<(String, Ipv4Addr, String)> {
-    let mut pairs = Vec::new();
-    for pod in pods {
-        pairs.push((
-            client_ns.to_string(),
-            pod.ip,
-            format!("client -> {}/{}", pod.node, pod.name),
-        ));
-        pairs.push((
-            pod.netns.clone(),
-            client,
-            format!("{}/{} -> client", pod.node, pod.name),
-        ));
-    }
-    pairs
-}
-
-/// The Ready condition's (status, reason, message).
-fn ready_condition(c: &Cluster) -> Result<(String, String, String)> {
-    let out = c.kubectl(&["get", "podnetwork", NETWORK, "-o", "json"])?;
-    let pn: Value = serde_json::from_str(&out)?;
-    let ready = pn["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .context("no Ready condition")?;
-    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
-    Ok((text("status"), text("reason"), text("message")))
 }
 
 fn stopped_agent(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let node = "node-c";
     let stopped = std::time::Instant::now();
-    c.stop(&agent_of(node)?);
+    c.stop(&SUITE.agent_of(node)?);
     let (_, _, message) = wait_for(
         "Ready=False AgentNotReporting",
         Duration::from_secs(LEASE_SECONDS + 10),
         || {
-            let (status, reason, message) = ready_condition(c)?;
+            let (status, reason, message) = network_ready(c, NETWORK)?;
             ensure!(
                 status == "False" && reason == "AgentNotReporting",
                 "{status} {reason}: {message}"
@@ -2361,35 +772,22 @@ fn stopped_agent(c: &Cluster) -> Result<()> {
         "kubectl describe does not say why: {described}"
     );
 
-    start_agent(c, node)?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=20s",
-        &format!("podnetwork/{NETWORK}"),
-    ])?;
+    SUITE.start_agent(c, node)?;
+    wait_network_ready(c, NETWORK, 20)?;
     Ok(())
 }
 
 fn node_deleted(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let gone = "node-d";
-    let subnet = subnet_of(c, gone)?;
-    let vtep = node_subnets(c)?
+    let subnet = subnet_of(c, NETWORK, gone)?;
+    let vtep = deploy::node_subnets(c, NETWORK)?
         .iter()
         .find(|s| s["spec"]["nodeName"] == gone)
         .and_then(|s| s["spec"]["vtepMac"].as_str().map(str::to_string))
         .context("node-d has no vtepMac")?;
     // Its pods go first, as the kubelet would drain them.
-    let mine: Vec<Pod> = lock(&PODS)
-        .iter()
-        .filter(|p| p.node == gone)
-        .cloned()
-        .collect();
-    for p in &mine {
-        pods::del(c, p)?;
-    }
-    lock(&PODS).retain(|p| p.node != gone);
+    SUITE.detach_pods_on(c, gone)?;
     c.kubectl(&["delete", "node", gone, "--wait=true", "--timeout=30s"])?;
     let gateway: Ipv4Addr = subnet.split('/').next().context("cidr")?.parse()?;
     wait_for(
@@ -2446,24 +844,13 @@ fn allocations(c: &Cluster, node: &str) -> Vec<String> {
 /// comes back, so a pod created again with the same sandbox ID gets an address instead of
 /// "duplicate allocation".
 fn network_deleted(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let client = the_client(c)?;
     join_clients(
         c,
         &[("laptop", &client.address.to_string(), CLIENT_OVERLAY)],
     )?;
-    let agent = deploy::start_gateway_client(
-        c,
-        &client.name,
-        "join",
-        "laptop",
-        &[
-            "--resync-seconds",
-            "3",
-            "--lease-duration-seconds",
-            &LEASE_SECONDS.to_string(),
-        ],
-    )?;
+    let agent = SUITE.start_client(c, &client.name, "join", "laptop")?;
     let result = network_deleted_with_client(c, &client.name);
     let _ = c.kubectl(&["delete", "overlaygateway", "join", "--ignore-not-found"]);
     c.stop(&agent);
@@ -2471,14 +858,9 @@ fn network_deleted(c: &Cluster) -> Result<()> {
 }
 
 fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=30s",
-        "overlaygateway/join",
-    ])?;
+    wait_gateway_ready(c, "join")?;
     // node-c's pods keep running through the deletion; the others are deleted first.
-    let remaining: Vec<Pod> = lock(&PODS).drain(..).collect();
+    let remaining = SUITE.take_pods();
     let (kept, first): (Vec<Pod>, Vec<Pod>) =
         remaining.into_iter().partition(|p| p.node == "node-c");
     for p in &first {
@@ -2493,7 +875,10 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
         "--wait=true",
         "--timeout=60s",
     ])?;
-    ensure!(node_subnets(c)?.is_empty(), "NodeSubnets left");
+    ensure!(
+        deploy::node_subnets(c, NETWORK)?.is_empty(),
+        "NodeSubnets left"
+    );
     for node in ["node-a", "node-b", "node-c"] {
         wait_for(
             &format!("nothing of ours left on {node}"),
@@ -2541,15 +926,8 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
         causeway_e2e::cmd::run(std::process::Command::new("ip").args(["netns", "del", &p.netns]))?;
     }
     // The network comes back.
-    let example =
-        causeway_e2e::controlplane::workspace_root().join("docs/examples/podnetwork-overlay.yaml");
-    c.kubectl(&["apply", "-f", &example.display().to_string()])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{NETWORK}"),
-    ])?;
+    c.kubectl_stdin(&["apply", "-f", "-"], &suite::overlay_example()?)?;
+    wait_network_ready(c, NETWORK, 60)?;
     wait_for(
         "node-c forgot the leaked allocations",
         Duration::from_secs(15),
@@ -2580,13 +958,10 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
     Ok(())
 }
 
-/// The cross-subnet example: first its MTU (8950) is refused on this 1500-byte underlay with a
-/// clear reason; without it, peers on lan-a are reached by plain routes over the underlay and
-/// node-d, behind the router, over VXLAN.
 /// A PodNetwork whose range holds the nodes' own network is refused (InvalidSpec, nodes
 /// named), allocates nothing and touches no node, even though it selects none of them.
 fn range_over_nodes(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     let network = serde_json::json!({
         "apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
         "metadata": {"name": "over-nodes"},
@@ -2633,8 +1008,11 @@ fn range_over_nodes(c: &Cluster) -> Result<()> {
     result
 }
 
+/// The cross-subnet example: first its MTU (8950) is refused on this 1500-byte underlay with a
+/// clear reason; without it, peers on lan-a are reached by plain routes over the underlay and
+/// node-d, behind the router, over VXLAN.
 fn cross_subnet(c: &Cluster) -> Result<()> {
-    setup(c)?;
+    SUITE.overlay(c)?;
     // node-d was deleted by an earlier test: it comes back as a kubelet would register it.
     c.register_nodes()?;
     let name = "overlay-cross-subnet";
@@ -2678,12 +1056,7 @@ fn cross_subnet(c: &Cluster) -> Result<()> {
         "-p",
         r#"[{"op":"remove","path":"/spec/mtu"}]"#,
     ])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{name}"),
-    ])?;
+    wait_network_ready(c, name, 60)?;
     let subnet_of = |node: &str| -> Result<String> {
         let out = c.kubectl(&[
             "get",

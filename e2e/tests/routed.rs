@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use causeway_e2e::pods::{self, Pod};
+use causeway_e2e::suite::{
+    Resume, Suite, lock, network_ready, node_address, our_routes, wait_network_ready,
+};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -28,6 +31,9 @@ const ALL: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const ZONE: &str = "topology.kubernetes.io/zone";
 /// The agents' heartbeat Lease duration: short, so a pause can outlast it in seconds.
 const LEASE_SECONDS: u64 = 4;
+
+/// Agents on every node, resyncing every 3 s.
+static SUITE: Suite = Suite::new(&ALL, 3, LEASE_SECONDS);
 
 fn main() -> ExitCode {
     testing::run_suite(
@@ -95,60 +101,6 @@ fn racks() -> Topology {
     t
 }
 
-static PODS: Mutex<Vec<Pod>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// CRDs, RBAC, the operator and an agent per node (once per run).
-fn control_plane(c: &Cluster) -> Result<()> {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = lock(&DONE);
-    if *done {
-        return Ok(());
-    }
-    deploy::install(c)?;
-    deploy::start_operator(c, "node-a", &[])?;
-    for node in ALL {
-        start_agent(c, node)?;
-    }
-    *done = true;
-    Ok(())
-}
-
-static AGENTS: Mutex<Vec<(String, causeway_e2e::proc::ProcId)>> = Mutex::new(Vec::new());
-
-fn start_agent(c: &Cluster, node: &str) -> Result<()> {
-    let lease = LEASE_SECONDS.to_string();
-    let id = deploy::start_agent(
-        c,
-        node,
-        &[
-            "--resync-seconds",
-            "3",
-            "--status-refresh-seconds",
-            "1",
-            "--lease-duration-seconds",
-            &lease,
-        ],
-    )?;
-    lock(&AGENTS).push((node.to_string(), id));
-    Ok(())
-}
-
-/// Stops `node`'s agent (SIGTERM, by pid) and starts a new one.
-fn restart_agent(c: &Cluster, node: &str) -> Result<()> {
-    let id = lock(&AGENTS)
-        .iter()
-        .rev()
-        .find(|(n, _)| n == node)
-        .map(|(_, id)| id.clone())
-        .with_context(|| format!("no agent on {node}"))?;
-    c.stop(&id);
-    start_agent(c, node)
-}
-
 /// A PodNetwork over the rack-a nodes.
 fn network(name: &str, cidr: &str, mode: &str) -> Value {
     serde_json::json!({
@@ -171,28 +123,13 @@ fn bring_up(c: &Cluster, pn: &Value) -> Result<Vec<Pod>> {
 
 /// Applies `pn`, waits for Ready, and attaches two pods on each of `nodes`.
 fn bring_up_on(c: &Cluster, pn: &Value, nodes: &[&str]) -> Result<Vec<Pod>> {
-    control_plane(c)?;
     let name = pn["metadata"]["name"].as_str().context("name")?;
-    c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{name}"),
-    ])?;
-    let mut pods = lock(&PODS);
-    pods.clear();
-    for node in nodes {
-        for i in 0..2 {
-            pods.push(pods::add(c, node, &format!("{name}{i}"))?);
-        }
-    }
-    Ok(pods.clone())
+    SUITE.bring_up(c, &pn.to_string(), name, nodes, name)
 }
 
 /// The pods of the current network, bringing the Flat one up if none is.
 fn flat_pods(c: &Cluster) -> Result<Vec<Pod>> {
-    let pods = lock(&PODS).clone();
+    let pods = SUITE.pods();
     if pods.first().is_some_and(|p| p.name.starts_with("flat")) {
         return Ok(pods);
     }
@@ -201,7 +138,7 @@ fn flat_pods(c: &Cluster) -> Result<Vec<Pod>> {
 
 /// Detaches the pods, deletes the network and waits until no node holds anything of it.
 fn tear_down(c: &Cluster, name: &str) -> Result<()> {
-    let pods: Vec<Pod> = lock(&PODS).drain(..).collect();
+    let pods = SUITE.take_pods();
     for pod in &pods {
         pods::del(c, pod)?;
     }
@@ -221,25 +158,12 @@ fn tear_down(c: &Cluster, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Our routes on `node` (`ip route show proto 249`), one line each, trimmed.
-fn our_routes(c: &Cluster, node: &str) -> Result<Vec<String>> {
-    let out = c.exec(node, "ip", &["route", "show", "proto", "249"])?;
-    Ok(out.lines().map(|l| l.trim().to_string()).collect())
-}
-
 fn proxy_arp(c: &Cluster, node: &str) -> Result<String> {
     Ok(
         c.exec(node, "cat", &["/proc/sys/net/ipv4/conf/eth0/proxy_arp"])?
             .trim()
             .to_string(),
     )
-}
-
-fn address(c: &Cluster, node: &str) -> Result<Ipv4Addr> {
-    c.topology
-        .node(node)
-        .map(|h| h.address)
-        .with_context(|| format!("no node {node}"))
 }
 
 fn mac(c: &Cluster, node: &str) -> Result<String> {
@@ -270,7 +194,7 @@ fn matrix_with(c: &Cluster, pods: &[Pod], nodes: &[&str]) -> Result<()> {
         for node in nodes {
             pairs.push((
                 from.netns.clone(),
-                address(c, node)?,
+                node_address(c, node)?,
                 format!("{} -> node {node}", from.netns),
             ));
             pairs.push((c.ns(node), from.ip, format!("node {node} -> {}", from.ip)));
@@ -378,20 +302,6 @@ fn flat_client(c: &Cluster) -> Result<()> {
     result
 }
 
-/// The Ready condition's (status, reason, message) of `name`.
-fn ready(c: &Cluster, name: &str) -> Result<(String, String, String)> {
-    let out = c.kubectl(&["get", "podnetwork", name, "-o", "json"])?;
-    let pn: Value = serde_json::from_str(&out)?;
-    let Some(cond) = pn["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-    else {
-        bail!("no Ready condition yet");
-    };
-    let text = |k: &str| cond[k].as_str().unwrap_or_default().to_owned();
-    Ok((text("status"), text("reason"), text("message")))
-}
-
 fn select(c: &Cluster, name: &str, zones: &[&str]) -> Result<()> {
     let patch = serde_json::json!({"spec": {"nodeSelector": {
         "matchLabels": null,
@@ -415,7 +325,7 @@ fn flat_two_segments(c: &Cluster) -> Result<()> {
         "Ready=False NodesNotOnOneSegment",
         Duration::from_secs(20),
         || {
-            let (status, reason, message) = ready(c, "flat")?;
+            let (status, reason, message) = network_ready(c, "flat")?;
             ensure!(
                 status == "False" && reason == "NodesNotOnOneSegment",
                 "{status} {reason}: {message}"
@@ -429,12 +339,7 @@ fn flat_two_segments(c: &Cluster) -> Result<()> {
         "the message does not name the segments: {message}"
     );
     select(c, "flat", &["rack-a"])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=30s",
-        "podnetwork/flat",
-    ])?;
+    wait_network_ready(c, "flat", 30)?;
     // node-d left the network: nothing of it remains there.
     wait_for("node-d is clean", Duration::from_secs(15), || {
         ensure!(our_routes(c, "node-d")?.is_empty(), "routes left");
@@ -519,15 +424,6 @@ fn events_with_reason(c: &Cluster, name: &str, reason: &str) -> Result<Vec<Strin
         .unwrap_or_default())
 }
 
-/// Resumes a SIGSTOPped process when dropped, so a failing check never leaves it frozen.
-struct Resume(causeway_e2e::proc::ProcId);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        self.0.signal(nix::sys::signal::Signal::SIGCONT);
-    }
-}
-
 /// Agents renew their heartbeat Lease through the API server, and the operator watches the
 /// Leases through it too: while the server is frozen nobody renews and nobody can see. A pause
 /// longer than the Lease is the operator's blind spot, not the agents' silence: the network
@@ -535,17 +431,12 @@ impl Drop for Resume {
 /// still reported, by node and Lease.
 fn api_server_pause(c: &Cluster) -> Result<()> {
     const NAME: &str = "pause";
-    control_plane(c)?;
+    SUITE.control_plane(c)?;
     c.kubectl_stdin(
         &["apply", "-f", "-"],
         &network(NAME, "10.243.0.0/16", "Routed").to_string(),
     )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        &format!("podnetwork/{NAME}"),
-    ])?;
+    wait_network_ready(c, NAME, 60)?;
     let result = (|| -> Result<()> {
         // Every agent has renewed since it started, and the operator has seen it do so.
         std::thread::sleep(Duration::from_secs(LEASE_SECONDS + 2));
@@ -616,12 +507,7 @@ fn api_server_pause(c: &Cluster) -> Result<()> {
 
         // A real silence is still reported: node-b's agent stops.
         let node = "node-b";
-        let agent = lock(&AGENTS)
-            .iter()
-            .rev()
-            .find(|(n, _)| n == node)
-            .map(|(_, id)| id.clone())
-            .with_context(|| format!("no agent on {node}"))?;
+        let agent = SUITE.agent_of(node)?;
         let stopped = std::time::Instant::now();
         c.stop(&agent);
         let message = wait_for(
@@ -658,13 +544,8 @@ fn api_server_pause(c: &Cluster) -> Result<()> {
                 Ok(())
             },
         )?;
-        start_agent(c, node)?;
-        c.kubectl(&[
-            "wait",
-            "--for=condition=Ready",
-            "--timeout=30s",
-            &format!("podnetwork/{NAME}"),
-        ])?;
+        SUITE.start_agent(c, node)?;
+        wait_network_ready(c, NAME, 30)?;
         Ok(())
     })();
     let deleted = tear_down(c, NAME);
@@ -681,7 +562,7 @@ fn bird_config(c: &Cluster) -> Result<causeway_e2e::bird::Config> {
     for node in ALL {
         neighbours.push(causeway_e2e::bird::Neighbour {
             name: node.replace('-', "_"),
-            address: address(c, node)?,
+            address: node_address(c, node)?,
             asn: NODE_ASN,
         });
     }
@@ -777,7 +658,7 @@ fn bgp_converged(c: &Cluster, nodes: &[&str]) -> Result<()> {
 fn bgp_routes_ok(c: &Cluster, nodes: &[&str]) -> Result<()> {
     let subnets = bgp_subnets(c)?;
     for node in nodes {
-        let node_addr = address(c, node)?;
+        let node_addr = node_address(c, node)?;
         let mut want: Vec<String> = Vec::new();
         for peer in nodes.iter().filter(|p| *p != node) {
             let (cidr, addr) = subnets.get(*peer).context("no NodeSubnet")?;
@@ -801,7 +682,7 @@ fn bgp_routes_ok(c: &Cluster, nodes: &[&str]) -> Result<()> {
 }
 
 fn bgp_up(c: &Cluster) -> Result<()> {
-    control_plane(c)?;
+    SUITE.control_plane(c)?;
     {
         let mut bird = lock(&BIRD);
         if bird.is_none() {
@@ -893,7 +774,7 @@ fn recovered(c: &Cluster, pods: &[Pod], what: &str, started: std::time::Instant)
 }
 
 fn bgp_restarts(c: &Cluster) -> Result<()> {
-    let pods = lock(&PODS).clone();
+    let pods = SUITE.pods();
     ensure!(
         pods.first().is_some_and(|p| p.name.starts_with("bgp")),
         "the BGP network is not up"
@@ -924,14 +805,9 @@ fn bgp_restarts(c: &Cluster) -> Result<()> {
 
     // An agent restarts: its sessions close and come back, and the routes with them.
     let started = std::time::Instant::now();
-    restart_agent(c, "node-d")?;
+    SUITE.restart_agent(c, "node-d")?;
     recovered(c, &pods, "node-d agent restart", started)?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=30s",
-        "podnetwork/bgp",
-    ])?;
+    wait_network_ready(c, "bgp", 30)?;
     Ok(())
 }
 
@@ -941,15 +817,7 @@ fn bgp_node_deleted(c: &Cluster) -> Result<()> {
         .get(gone)
         .cloned()
         .context("node-d has no NodeSubnet")?;
-    let mine: Vec<Pod> = lock(&PODS)
-        .iter()
-        .filter(|p| p.node == gone)
-        .cloned()
-        .collect();
-    for pod in &mine {
-        pods::del(c, pod)?;
-    }
-    lock(&PODS).retain(|p| p.node != gone);
+    SUITE.detach_pods_on(c, gone)?;
     c.kubectl(&["delete", "node", gone, "--wait=true", "--timeout=30s"])?;
     wait_for(
         "node-d's subnet is withdrawn everywhere",
@@ -968,6 +836,5 @@ fn bgp_node_deleted(c: &Cluster) -> Result<()> {
             Ok(())
         },
     )?;
-    let pods = lock(&PODS).clone();
-    matrix_with(c, &pods, &RACK_A)
+    matrix_with(c, &SUITE.pods(), &RACK_A)
 }
