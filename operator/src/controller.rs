@@ -483,16 +483,35 @@ fn node_view(node: &Node) -> NodeView {
     }
 }
 
-async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
+/// What [`apply`] decides for one PodNetwork before it writes anything (pure): the
+/// cross-network rules, which nodes it owns, and the allocation plan.
+#[derive(Debug)]
+pub struct Decision {
+    /// The earlier network whose range overlaps this one's, if any (this one then allocates
+    /// nothing and gives back what it holds).
+    pub overlap: Option<String>,
+    /// Why the spec cannot be used (range, selector, a range holding nodes' addresses).
+    pub invalid_spec: Option<String>,
+    /// Nodes the selector matches.
+    pub selected: usize,
+    /// Selected nodes an earlier network owns: (node, owner), sorted.
+    pub claimed_elsewhere: Vec<(String, String)>,
+    /// The allocation plan (keep, create, readdress, release).
+    pub plan: ipam::Plan,
+}
+
+/// [`Decision`] for `pn` given every PodNetwork, every Node and `pn`'s NodeSubnets (pure).
+#[must_use]
+pub fn decide(
+    pn: &PodNetwork,
+    networks: &[Arc<PodNetwork>],
+    nodes: &[Arc<Node>],
+    subnets: &[Arc<NodeSubnet>],
+    use_node_pod_cidr: bool,
+) -> Decision {
     let name = pn.name_any();
-    let generation = pn.meta().generation;
     let me = network_view(pn);
-    let all: Vec<NetworkView> = ctx
-        .networks
-        .state()
-        .iter()
-        .map(|n| network_view(n))
-        .collect();
+    let all: Vec<NetworkView> = networks.iter().map(|n| network_view(n)).collect();
     let overlap = conflicts::earlier_overlap(&me, &all).map(|n| n.name.clone());
     let claims = conflicts::Claims::new(&all);
     let (cidr, invalid_spec) = match (pn.spec.parsed_cidr(), pn.spec.subnet_prefix_length()) {
@@ -507,9 +526,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     };
     // A range holding nodes' own addresses is refused like an invalid spec: nothing is
     // allocated (nor changed) until it is fixed.
-    let node_addresses: Vec<(String, std::net::Ipv4Addr)> = ctx
-        .nodes
-        .state()
+    let node_addresses: Vec<(String, std::net::Ipv4Addr)> = nodes
         .iter()
         .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
         .collect();
@@ -524,7 +541,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     let mut claimed_elsewhere = Vec::new();
     let mut selected = 0usize;
     let empty = BTreeMap::new();
-    for node in ctx.nodes.state() {
+    for node in nodes {
         if node.meta().deletion_timestamp.is_some() {
             continue;
         }
@@ -534,7 +551,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         }
         selected += 1;
         match claims.owner(labels) {
-            Some(owner) if owner == name => owned.push(node_view(&node)),
+            Some(owner) if owner == name => owned.push(node_view(node)),
             Some(owner) => claimed_elsewhere.push((node.name_any(), owner.to_string())),
             None => {}
         }
@@ -542,7 +559,6 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     owned.sort_by(|a, b| a.name.cmp(&b.name));
     claimed_elsewhere.sort();
 
-    let subnets = owned_subnets(ctx, &name);
     let existing: Vec<Allocation> = subnets
         .iter()
         .filter_map(|s| {
@@ -557,7 +573,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     let plan = match cidr {
         // While the spec is invalid nothing changes: existing allocations stay as they are.
         None => ipam::Plan {
-            keep: existing.clone(),
+            keep: existing,
             ..ipam::Plan::default()
         },
         Some((cidr, prefix)) => {
@@ -567,12 +583,38 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
                 network: &name,
                 cidr,
                 prefix,
-                use_node_pod_cidr: ctx.options.use_node_pod_cidr,
+                use_node_pod_cidr,
                 nodes,
                 existing: &existing,
             })
         }
     };
+    Decision {
+        overlap,
+        invalid_spec,
+        selected,
+        claimed_elsewhere,
+        plan,
+    }
+}
+
+async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
+    let name = pn.name_any();
+    let generation = pn.meta().generation;
+    let subnets = owned_subnets(ctx, &name);
+    let Decision {
+        overlap,
+        invalid_spec,
+        selected,
+        claimed_elsewhere,
+        plan,
+    } = decide(
+        pn,
+        &ctx.networks.state(),
+        &ctx.nodes.state(),
+        &subnets,
+        ctx.options.use_node_pod_cidr,
+    );
 
     let subnet_api: Api<NodeSubnet> = Api::all(ctx.client.clone());
     // Owned items: borrowed ones trip the compiler's `Send` inference for stream closures.
@@ -997,5 +1039,158 @@ fn plural(n: usize, noun: &str) -> String {
         format!("1 {noun}")
     } else {
         format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! [`decide`] over plain objects: what a reconcile plans before it writes anything.
+
+    use super::*;
+
+    fn network(name: &str, created: &str, spec: serde_json::Value) -> Arc<PodNetwork> {
+        let mut pn = PodNetwork::new(name, serde_json::from_value(spec).expect("spec"));
+        pn.metadata.creation_timestamp = Some(Time(created.parse().expect("time")));
+        Arc::new(pn)
+    }
+
+    fn overlay(name: &str, created: &str, cidr: &str) -> Arc<PodNetwork> {
+        network(
+            name,
+            created,
+            serde_json::json!({"cidr": cidr, "nodeSubnetPrefixLength": 24, "mode": "Overlay"}),
+        )
+    }
+
+    fn node(name: &str, ip: &str, labels: &[(&str, &str)]) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+            }))
+            .expect("node"),
+        )
+    }
+
+    fn nodes() -> Vec<Arc<Node>> {
+        vec![
+            node("node-a", "192.168.1.11", &[("rack", "a")]),
+            node("node-b", "192.168.1.12", &[("rack", "b")]),
+            node("node-c", "192.168.1.13", &[("rack", "b")]),
+        ]
+    }
+
+    fn created(d: &Decision) -> Vec<(String, String)> {
+        d.plan
+            .create
+            .iter()
+            .map(|a| (a.node.clone(), a.cidr.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_network_allocates_one_subnet_per_selected_node_and_then_keeps_them() {
+        let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
+        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], false);
+        assert_eq!(
+            (d.overlap.as_deref(), d.invalid_spec.as_deref()),
+            (None, None)
+        );
+        assert_eq!(d.selected, 3);
+        assert_eq!(
+            created(&d),
+            [
+                ("node-a".to_owned(), "10.244.0.0/24".to_owned()),
+                ("node-b".to_owned(), "10.244.1.0/24".to_owned()),
+                ("node-c".to_owned(), "10.244.2.0/24".to_owned()),
+            ]
+        );
+        // The next reconcile sees what was created and keeps it.
+        let subnets: Vec<Arc<NodeSubnet>> = d
+            .plan
+            .create
+            .iter()
+            .map(|a| Arc::new(node_subnet(&pn, a)))
+            .collect();
+        let again = decide(&pn, std::slice::from_ref(&pn), &nodes(), &subnets, false);
+        assert!(again.plan.create.is_empty() && again.plan.release.is_empty());
+        assert_eq!(again.plan.keep.len(), 3);
+    }
+
+    #[test]
+    fn a_later_overlapping_network_allocates_nothing_and_gives_back_what_it_holds() {
+        let first = overlay("first", "2025-01-01T00:00:00Z", "10.244.0.0/16");
+        let later = overlay("later", "2025-02-01T00:00:00Z", "10.244.128.0/17");
+        let networks = [first.clone(), later.clone()];
+        let d = decide(&first, &networks, &nodes(), &[], false);
+        assert_eq!(d.overlap, None);
+        let held = ipam::Allocation {
+            object: "later-10-244-128-0-24".into(),
+            node: "node-a".into(),
+            cidr: "10.244.128.0/24".parse().expect("cidr"),
+            node_address: "192.168.1.11".parse().expect("ip"),
+        };
+        let subnets = [Arc::new(node_subnet(&later, &held))];
+        let d = decide(&later, &networks, &nodes(), &subnets, false);
+        assert_eq!(d.overlap.as_deref(), Some("first"));
+        assert!(d.plan.create.is_empty());
+        assert_eq!(d.plan.release, [held]);
+    }
+
+    #[test]
+    fn spec_problems_keep_what_nodes_have_and_say_why() {
+        let held = ipam::Allocation {
+            object: "pods-10-244-0-0-24".into(),
+            node: "node-a".into(),
+            cidr: "10.244.0.0/24".parse().expect("cidr"),
+            node_address: "192.168.1.11".parse().expect("ip"),
+        };
+        let cases = [
+            (
+                "a selector with an unknown operator",
+                serde_json::json!({"cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+                    "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "Near", "values": ["a"]}]}}),
+                "Near",
+            ),
+            (
+                "a range holding the nodes' own addresses",
+                serde_json::json!({"cidr": "192.168.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay"}),
+                "node-a",
+            ),
+        ];
+        for (what, spec, words) in cases {
+            let pn = network("pods", "2025-01-01T00:00:00Z", spec);
+            let subnets = [Arc::new(node_subnet(&pn, &held))];
+            let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &subnets, false);
+            let why = d.invalid_spec.unwrap_or_default();
+            assert!(why.contains(words), "{what}: {why}");
+            assert!(
+                d.plan.create.is_empty() && d.plan.release.is_empty(),
+                "{what}: nothing changes"
+            );
+            assert_eq!(d.plan.keep, std::slice::from_ref(&held), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_node_selected_by_an_earlier_network_stays_with_it() {
+        let all = overlay("all", "2025-01-01T00:00:00Z", "10.244.0.0/16");
+        let rack_b = network(
+            "rack-b",
+            "2025-02-01T00:00:00Z",
+            serde_json::json!({"cidr": "10.250.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+                "nodeSelector": {"matchLabels": {"rack": "b"}}}),
+        );
+        let networks = [all, rack_b.clone()];
+        let d = decide(&rack_b, &networks, &nodes(), &[], false);
+        assert_eq!(d.selected, 2);
+        assert_eq!(
+            d.claimed_elsewhere,
+            [
+                ("node-b".to_owned(), "all".to_owned()),
+                ("node-c".to_owned(), "all".to_owned())
+            ]
+        );
+        assert!(d.plan.create.is_empty());
     }
 }
