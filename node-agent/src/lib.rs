@@ -1,29 +1,32 @@
 //! The Causeway node agent.
 //!
-//! One loop per node: [`plan`] computes the kernel state this node should have from its
-//! NodeSubnet, its peers' NodeSubnets and the PodNetwork (pure); a [`model::Dataplane`]
-//! observes the kernel state the agent owns; [`diff`] turns the two into readable operations
-//! (pure); the dataplane applies them. Only [`netlink`] talks to the kernel.
+//! One loop per node ([`agent`]) runs one pass ([`pass`]) per change: observe the kernel
+//! through a [`model::Dataplane`], [`plan`] the state this node should have from its
+//! NodeSubnet, its peers' and the PodNetwork (pure), [`diff`] the two into readable operations
+//! (pure), and apply them. The folders say where each part belongs:
+//! - [`decide`]: the pure data and decisions (model, plan, diff, status);
+//! - [`kernel`]: the only code that touches the kernel ([`netlink`]), its fake, namespaces,
+//!   sysctls; [`nat`] runs `nft`;
+//! - [`gateway`]: OverlayGateways on the node (the VIP elector, ARP, ClientJoin, client mode);
+//! - [`bgp`]: the embedded BGP speaker of Routed mode and its configuration;
+//! - [`cni`], [`health`]: the CNI config file and the probes' endpoint.
 
 /// Field manager of everything the agent writes (status, finalizers, events, Leases).
 pub const FIELD_MANAGER: &str = "causeway-node-agent";
 
 pub mod agent;
-pub mod arp;
 pub mod bgp;
-pub mod client;
 pub mod cni;
-pub mod diff;
-pub mod elector;
-pub mod fake;
+pub mod decide;
+pub mod gateway;
 pub mod health;
-pub mod join;
-pub mod model;
+pub mod kernel;
 pub mod nat;
-pub mod netlink;
-pub mod netns;
 pub mod pass;
-pub mod peering;
-pub mod plan;
-pub mod status;
-pub mod sysctl;
+
+// The modules keep their short paths (`crate::plan`, `causeway_node_agent::netlink`, ...);
+// the folders above say where each belongs.
+pub use bgp::peering;
+pub use decide::{diff, model, plan, status};
+pub use gateway::{arp, client, elector, join};
+pub use kernel::{fake, netlink, netns, sysctl};

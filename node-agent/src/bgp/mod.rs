@@ -33,6 +33,7 @@ mod config;
 mod error;
 mod message;
 mod peer;
+pub mod peering;
 mod rib;
 mod session;
 mod speaker;

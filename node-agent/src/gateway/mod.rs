@@ -1,0 +1,8 @@
+//! OverlayGateways on the node: [`elector`] contends for a BridgeHosts VIP (with [`arp`]
+//! probes and announcements), [`join`] plans ClientJoin tunnels (on nodes and on clients),
+//! and [`client`] is the agent's client mode on a machine that is not a node.
+
+pub mod arp;
+pub mod client;
+pub mod elector;
+pub mod join;
