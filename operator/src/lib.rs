@@ -1,17 +1,19 @@
 //! The Causeway operator: turns PodNetworks and Nodes into one NodeSubnet per selected node,
-//! and rolls the agents' NodeSubnet status up into PodNetwork status.
+//! rolls the agents' NodeSubnet status up into PodNetwork status, and reports OverlayGateways.
 //!
-//! Pure logic (no client): [`selector`], [`conflicts`], [`ipam`], [`rollup`], [`gateway`].
-//! I/O at the edges: [`controller`] (kube-runtime), [`leader`], [`metrics`] (and the
-//! health endpoints), [`probe`] (the kubelet's exec probe).
+//! - [`podnetwork`]: the PodNetwork controller and its pure parts ([`conflicts`], [`ipam`],
+//!   [`rollup`], [`controller::decide`]);
+//! - [`gateway`]: the OverlayGateway status (pure) and its controller;
+//! - [`context`]: what the two controllers share;
+//! - [`leader`], [`metrics`] (and the health endpoints), [`probe`] (the kubelet's exec probe).
 
-pub mod conflicts;
 pub mod context;
-pub mod controller;
 pub mod gateway;
-pub mod ipam;
 pub mod leader;
 pub mod metrics;
+pub mod podnetwork;
 pub mod probe;
-pub mod rollup;
+
+// The PodNetwork modules keep their short paths (`crate::ipam`, `causeway_operator::controller`).
 pub use causeway_crds::selector;
+pub use podnetwork::{conflicts, controller, ipam, rollup};
