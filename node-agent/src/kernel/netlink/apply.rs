@@ -1,0 +1,654 @@
+//! Applying operations: one function per operation family, the ownership checks, and the
+//! kernel's errors in words (with hints for the usual causes).
+
+use super::*;
+
+impl Netlink {
+    /// The index of the link named `name`, `None` when there is none.
+    pub(super) async fn link_index(&self, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+        if let Some(index) = self
+            .run_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            return Ok(*index);
+        }
+        Ok(self.find_link(name).await?.map(|l| l.header.index))
+    }
+
+    /// Resolves the links a run of operations uses once, for [`Self::link_index`].
+    pub(super) async fn pin_links(&self, ops: &[Op]) -> Result<(), rtnetlink::Error> {
+        let names: std::collections::BTreeSet<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
+                Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
+                Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut resolved = BTreeMap::new();
+        for name in names {
+            let index = self.find_link(name).await?.map(|l| l.header.index);
+            resolved.insert(name.to_owned(), index);
+        }
+        *self
+            .run_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = resolved;
+        Ok(())
+    }
+
+    pub(super) fn unpin_links(&self) {
+        self.run_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The link named `name`, `None` when there is none.
+    pub(super) async fn find_link(
+        &self,
+        name: &str,
+    ) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+        let found: Result<Vec<LinkMessage>, _> = self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_collect()
+            .await;
+        match found {
+            Ok(links) => Ok(links.into_iter().next()),
+            Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::ENODEV => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The index of a link the operation needs.
+    pub(super) async fn require_link(&self, name: &str, role: Role) -> Result<u32, Failure> {
+        self.link_index(name)
+            .await?
+            .ok_or_else(|| Failure::MissingLink {
+                name: name.into(),
+                role,
+            })
+    }
+
+    /// Applies one operation, by family (one function each below).
+    pub(super) async fn apply_op(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::CreateLink(_) | Op::DeleteLink(_) | Op::UpdateLink { .. } => {
+                self.apply_link(op).await
+            }
+            Op::AddAddress { .. } | Op::DeleteAddress { .. } => self.apply_address(op).await,
+            Op::ReplaceRoute(_) | Op::DeleteRoute(_) => self.apply_route(op).await,
+            Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => self.apply_neighbour(op).await,
+            Op::ReplaceFdb(_) | Op::DeleteFdb(_) => self.apply_fdb(op).await,
+            Op::MarkPort { .. } | Op::AttachPort { .. } => self.apply_port(op).await,
+            Op::SetLooseRpFilter(_) | Op::SetProxyArp { .. } => self.apply_sysctl(op).await,
+            Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => Err(
+                Failure::Refused("NAT operations go through nft, not rtnetlink".into()),
+            ),
+        }
+    }
+
+    /// Links: create (bridge or VXLAN, with MTU and state), delete, update.
+    pub(super) async fn apply_link(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::CreateLink(link) => {
+                owned(&link.name)?;
+                if link.name.len() > MAX_LINK_NAME {
+                    return Err(Failure::Refused(format!(
+                        "link names are at most {MAX_LINK_NAME} bytes; {} has {}",
+                        link.name,
+                        link.name.len()
+                    )));
+                }
+                let message = match &link.kind {
+                    LinkKind::Bridge => {
+                        with_state(LinkMessageBuilder::<LinkBridge>::new(&link.name), link.up)
+                            .mtu(link.mtu)
+                            .build()
+                    }
+                    LinkKind::Vxlan {
+                        vni,
+                        port,
+                        local,
+                        underlay,
+                        mac,
+                    } => {
+                        let dev = self
+                            .require_link(underlay, Role::Underlay(link.name.clone()))
+                            .await?;
+                        let builder = LinkVxlan::new(&link.name, *vni)
+                            .port(*port)
+                            .local(*local)
+                            .dev(dev)
+                            .learning(false)
+                            .address(mac.0.to_vec())
+                            .mtu(link.mtu);
+                        with_state(builder, link.up).build()
+                    }
+                };
+                self.handle.link().add(message).execute().await?;
+                // The kernel quietly caps a new VXLAN device's MTU at its underlay's MTU minus
+                // the VXLAN headers instead of refusing; say so rather than leave a link that
+                // differs from the plan (a later MTU update would fail with EINVAL).
+                if let Some(created) = self.find_link(&link.name).await?
+                    && link_mtu(&created) != link.mtu
+                {
+                    return Err(Failure::Unexpected(format!(
+                        "the kernel created {} with MTU {} instead of {} ({MTU_HINT})",
+                        link.name,
+                        link_mtu(&created),
+                        link.mtu
+                    )));
+                }
+            }
+            Op::DeleteLink(name) => {
+                owned(name)?;
+                if let Some(index) = self.link_index(name).await? {
+                    ignore_gone(
+                        self.handle.link().del(index).execute().await,
+                        &[Errno::ENODEV],
+                    )?;
+                }
+            }
+            Op::UpdateLink { name, mtu, up } => {
+                owned(name)?;
+                let index = self.require_link(name, Role::Link).await?;
+                let message = with_state(LinkUnspec::new_with_index(index), *up)
+                    .mtu(*mtu)
+                    .build();
+                self.handle.link().set(message).execute().await?;
+            }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a link operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses on the agent's links.
+    pub(super) async fn apply_address(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::AddAddress { dev, addr } => {
+                owned(dev)?;
+                let index = self.require_link(dev, Role::Link).await?;
+                self.handle
+                    .address()
+                    .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Op::DeleteAddress { dev, addr } => {
+                owned(dev)?;
+                if let Some(index) = self.link_index(dev).await? {
+                    let message = AddressMessageBuilder::<Ipv4Addr>::new()
+                        .index(index)
+                        .address(addr.addr(), addr.prefix_len())
+                        .build();
+                    ignore_gone(
+                        self.handle.address().del(message).execute().await,
+                        &[Errno::EADDRNOTAVAIL],
+                    )?;
+                }
+            }
+            other => {
+                return Err(Failure::Refused(format!(
+                    "{other}: not a address operation"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes of protocol 249 in the main table (never over a foreign route).
+    pub(super) async fn apply_route(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::ReplaceRoute(route) => {
+                let index = self.require_link(&route.dev, Role::Link).await?;
+                // Exclusive create first: the main table holds one route per destination and
+                // metric, and `replace` would take over a foreign one. Only a route of ours
+                // in the way is replaced.
+                let added = self
+                    .handle
+                    .route()
+                    .add(route_message(route, index, false))
+                    .execute()
+                    .await;
+                match added {
+                    Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {
+                        let ours = self.routes().await.map_err(|e| {
+                            Failure::Unexpected(format!("cannot read our routes: {e}"))
+                        })?;
+                        // Only the destination matters here, not the device's name.
+                        let names: BTreeMap<u32, &str> = ours
+                            .iter()
+                            .flat_map(|m| &m.attributes)
+                            .filter_map(|a| match a {
+                                RouteAttribute::Oif(index) => Some((*index, "")),
+                                _ => None,
+                            })
+                            .collect();
+                        if !ours
+                            .iter()
+                            .filter_map(|m| parse_route(m, &names))
+                            .any(|r| r.dst == route.dst)
+                        {
+                            return Err(Failure::Refused(format!(
+                                "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way; Causeway never replaces foreign routes: remove it (ip route show {}) or give this node another subnet",
+                                route.dst, route.dst
+                            )));
+                        }
+                        self.handle
+                            .route()
+                            .add(route_message(route, index, false))
+                            .replace()
+                            .execute()
+                            .await?;
+                    }
+                    other => other?,
+                }
+            }
+            Op::DeleteRoute(route) => {
+                if let Some(index) = self.link_index(&route.dev).await? {
+                    let message = route_message(route, index, true);
+                    ignore_gone(
+                        self.handle.route().del(message).execute().await,
+                        &[Errno::ESRCH],
+                    )?;
+                }
+            }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a route operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Permanent neighbour entries on the agent's links.
+    pub(super) async fn apply_neighbour(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::ReplaceNeighbour(neighbour) => {
+                owned(&neighbour.dev)?;
+                let index = self.require_link(&neighbour.dev, Role::Link).await?;
+                self.handle
+                    .neighbours()
+                    .add(index, IpAddr::V4(neighbour.ip))
+                    .link_layer_address(&neighbour.mac.0)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Op::DeleteNeighbour(neighbour) => {
+                owned(&neighbour.dev)?;
+                if let Some(index) = self.link_index(&neighbour.dev).await? {
+                    let mut message = NeighbourMessage::default();
+                    message.header.family = AddressFamily::Inet;
+                    message.header.ifindex = index;
+                    message.attributes.push(NeighbourAttribute::Destination(
+                        NeighbourAddress::Inet(neighbour.ip),
+                    ));
+                    ignore_gone(
+                        self.handle.neighbours().del(message).execute().await,
+                        &[Errno::ENOENT],
+                    )?;
+                }
+            }
+            other => {
+                return Err(Failure::Refused(format!(
+                    "{other}: not a neighbour operation"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// FDB entries on the agent's VXLAN devices.
+    pub(super) async fn apply_fdb(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::ReplaceFdb(entry) => {
+                owned(&entry.dev)?;
+                let link =
+                    self.find_link(&entry.dev)
+                        .await?
+                        .ok_or_else(|| Failure::MissingLink {
+                            name: entry.dev.clone(),
+                            role: Role::Link,
+                        })?;
+                // Any other device takes the request and quietly drops `dst` (a bridge adds
+                // a local entry of its own), so the entry would never be observed.
+                if link_kind(&link) != Some(&InfoKind::Vxlan) {
+                    return Err(Failure::Refused(format!(
+                        "{} is not a VXLAN device; FDB entries with a destination belong on one",
+                        entry.dev
+                    )));
+                }
+                let index = link.header.index;
+                // `self` (NTF_SELF): the entry belongs to the VXLAN device's own table, which
+                // is where `dst` means something.
+                self.handle
+                    .neighbours()
+                    .add_bridge(index, &entry.mac.0)
+                    .flags(NeighbourFlags::Own)
+                    .state(NeighbourState::Permanent)
+                    .destination(IpAddr::V4(entry.dst))
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Op::DeleteFdb(entry) => {
+                owned(&entry.dev)?;
+                if let Some(index) = self.link_index(&entry.dev).await? {
+                    let mut message = NeighbourMessage::default();
+                    message.header.family = AddressFamily::Bridge;
+                    message.header.ifindex = index;
+                    message.header.flags = NeighbourFlags::Own;
+                    message
+                        .attributes
+                        .push(NeighbourAttribute::LinkLayerAddress(entry.mac.0.to_vec()));
+                    message.attributes.push(NeighbourAttribute::Destination(
+                        NeighbourAddress::Inet(entry.dst),
+                    ));
+                    ignore_gone(
+                        self.handle.neighbours().del(message).execute().await,
+                        &[Errno::ENOENT],
+                    )?;
+                }
+            }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a fdb operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pods' veths: the alias that marks them, and re-attaching them to their bridge.
+    pub(super) async fn apply_port(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::MarkPort { port, bridge } | Op::AttachPort { port, bridge } => {
+                owned(bridge)?;
+                let bridge_index = self.require_link(bridge, Role::Link).await?;
+                // Only a pod's veth on this bridge, or marked for it, is ever touched.
+                let link = self
+                    .find_link(port)
+                    .await?
+                    .ok_or_else(|| Failure::MissingLink {
+                        name: port.clone(),
+                        role: Role::Link,
+                    })?;
+                let ours = BTreeMap::from([(bridge_index, bridge.clone())]);
+                let links = BTreeMap::from([(
+                    bridge.clone(),
+                    Link {
+                        name: bridge.clone(),
+                        kind: LinkKind::Bridge,
+                        mtu: 0,
+                        up: true,
+                    },
+                )]);
+                let found = parse_port(&link, &links, &ours);
+                if !found.is_some_and(|p| {
+                    p.master.as_ref() == Some(bridge) || p.belongs_to.as_ref() == Some(bridge)
+                }) {
+                    return Err(Failure::Refused(format!(
+                        "{port} is not a pod's veth on {bridge} or marked for it"
+                    )));
+                }
+                let message = LinkUnspec::new_with_index(link.header.index);
+                let message = match op {
+                    Op::MarkPort { .. } => message.alias(format!("{PORT_ALIAS_PREFIX}{bridge}")),
+                    _ => message.controller(bridge_index),
+                };
+                self.handle.link().set(message.build()).execute().await?;
+            }
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a port operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sysctls: loose rp_filter on the agent's devices, proxy ARP in Flat mode.
+    pub(super) async fn apply_sysctl(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::SetLooseRpFilter(dev) => {
+                owned(dev)?;
+                self.require_link(dev, Role::Link).await?;
+                let path = self.sysctl.rp_filter(dev);
+                self.write_sysctl(&path, "2")
+                    .await
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+            }
+            Op::SetProxyArp { dev, on } => {
+                self.require_link(dev, Role::Link).await?;
+                // Linux delays proxy replies by up to `proxy_delay` (0.8 s by default), which
+                // every first contact with a pod would wait for; answer at once while ours,
+                // and put the kernel's default back when leaving.
+                let delay = if *on { "0" } else { DEFAULT_PROXY_DELAY };
+                let path = self.sysctl.proxy_delay(dev);
+                self.write_sysctl(&path, delay)
+                    .await
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+                let path = self.sysctl.proxy_arp(dev);
+                self.write_sysctl(&path, if *on { "1" } else { "0" })
+                    .await
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+            }
+
+            other => {
+                return Err(Failure::Refused(format!("{other}: not a sysctl operation")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which role a missing link had in an operation.
+#[derive(Debug)]
+pub(super) enum Role {
+    /// The link the operation is about.
+    Link,
+    /// The underlay of the named VXLAN device.
+    Underlay(String),
+}
+
+/// Why one operation failed, before it is put into words.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Kernel(rtnetlink::Error),
+    MissingLink {
+        name: String,
+        role: Role,
+    },
+    Refused(String),
+    /// The kernel accepted the request but did something else.
+    Unexpected(String),
+}
+
+impl From<rtnetlink::Error> for Failure {
+    fn from(error: rtnetlink::Error) -> Self {
+        Failure::Kernel(error)
+    }
+}
+
+impl Failure {
+    pub(super) fn describe(&self, op: &Op) -> String {
+        match self {
+            Failure::Kernel(error) => {
+                let mut text = describe_error(error);
+                if let rtnetlink::Error::NetlinkError(message) = error
+                    && let Some(hint) = hint(
+                        errno_of(message),
+                        op,
+                        extack_text(&message.header).is_some(),
+                    )
+                {
+                    text = format!("{text} ({hint})");
+                }
+                text
+            }
+            Failure::MissingLink { name, role } => match role {
+                Role::Link => format!("No such device (no link named {name})"),
+                Role::Underlay(vxlan) => {
+                    format!("No such device (no link named {name}, the underlay of {vxlan})")
+                }
+            },
+            Failure::Refused(reason) => format!("refused: {reason}"),
+            Failure::Unexpected(what) => what.clone(),
+        }
+    }
+}
+
+/// Refuses to change links the agent does not own.
+pub(super) fn owned(name: &str) -> Result<(), Failure> {
+    if name.starts_with(DEVICE_PREFIX) {
+        Ok(())
+    } else {
+        Err(Failure::Refused(format!(
+            "{name} is not the agent's (its links are named {DEVICE_PREFIX}*)"
+        )))
+    }
+}
+
+/// Treats "already gone" answers to a delete as success.
+pub(super) fn ignore_gone(
+    result: Result<(), rtnetlink::Error>,
+    gone: &[Errno],
+) -> Result<(), Failure> {
+    match result {
+        Err(rtnetlink::Error::NetlinkError(e)) if gone.contains(&errno_of(&e)) => {
+            debug!(errno = %errno_of(&e), "already gone");
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+pub(super) fn with_state<T>(builder: LinkMessageBuilder<T>, up: bool) -> LinkMessageBuilder<T> {
+    if up { builder.up() } else { builder.down() }
+}
+
+/// A route request with our protocol. For deletes the scope is "nowhere" (match any), as
+/// `ip route del` sends; the protocol still has to match, so only our routes go.
+/// The kernel's default `proxy_delay` (in jiffies of USER_HZ, 0.8 s).
+pub(super) const DEFAULT_PROXY_DELAY: &str = "80";
+
+pub(super) fn route_message(route: &Route, oif: u32, delete: bool) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .output_interface(oif)
+        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+    builder = match route.gateway {
+        Some(gateway) => builder.gateway(gateway),
+        // A device route is scope link, as `ip route add PREFIX dev DEV` makes it.
+        None => builder.scope(RouteScope::Link),
+    };
+    if route.onlink {
+        builder = builder.onlink();
+    }
+    if delete {
+        builder = builder.scope(RouteScope::NoWhere);
+    }
+    builder.build()
+}
+
+pub(super) fn errno_of(message: &ErrorMessage) -> Errno {
+    Errno::from_raw(message.raw_code().saturating_abs())
+}
+
+/// An rtnetlink error in words: the errno text, and the kernel's own explanation if it sent
+/// one (`Invalid argument: Invalid prefix for given prefix length`).
+pub(super) fn describe_error(error: &rtnetlink::Error) -> String {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => {
+            let code = message.raw_code().saturating_abs();
+            let text = io::Error::from_raw_os_error(code).to_string();
+            let text = text
+                .strip_suffix(&format!(" (os error {code})"))
+                .unwrap_or(&text)
+                .to_owned();
+            match extack_text(&message.header) {
+                Some(kernel) => format!("{text}: {kernel}"),
+                None => text,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The `NLMSGERR_ATTR_MSG` text of an error's payload (after the error code): the echoed
+/// request header (capped acks), then attributes.
+pub(super) fn extack_text(payload: &[u8]) -> Option<String> {
+    let mut rest = payload.get(NLMSG_HEADER_LEN..)?;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let value = &rest[4..len];
+            let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+            let text = String::from_utf8_lossy(&value[..end]).trim().to_owned();
+            return (!text.is_empty()).then_some(text);
+        }
+        rest = rest.get(len.next_multiple_of(4).min(rest.len())..)?;
+    }
+    None
+}
+
+/// Advice for the usual cause of an error, in the context of the operation (`explained`:
+/// the kernel sent its own text, which may name a different cause).
+pub(super) fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
+    let dev = match op {
+        Op::CreateLink(link) => Some(link.name.as_str()),
+        Op::DeleteLink(name) | Op::UpdateLink { name, .. } => Some(name.as_str()),
+        Op::AddAddress { dev, .. } | Op::DeleteAddress { dev, .. } => Some(dev.as_str()),
+        Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
+        Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
+        Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
+        Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => None,
+        Op::SetProxyArp { dev, .. } | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
+        Op::MarkPort { port, .. } | Op::AttachPort { port, .. } => Some(port.as_str()),
+    };
+    Some(match (errno, op) {
+        (Errno::EPERM | Errno::EACCES, _) => {
+            "the agent needs root or CAP_NET_ADMIN in this network namespace".into()
+        }
+        (Errno::EOPNOTSUPP, Op::CreateLink(link)) => match link.kind {
+            LinkKind::Vxlan { .. } => "is the vxlan kernel module loaded?".into(),
+            LinkKind::Bridge => "is the bridge kernel module loaded?".into(),
+        },
+        (Errno::EOPNOTSUPP, Op::ReplaceFdb(f) | Op::DeleteFdb(f)) => {
+            format!("is {} a VXLAN device?", f.dev)
+        }
+        // A clashing name comes without text; a clashing VXLAN (same VNI, port and local
+        // address) comes with "A VXLAN device with the specified VNI already exists".
+        (Errno::EEXIST, Op::CreateLink(link)) if !explained => {
+            format!("a link named {} already exists", link.name)
+        }
+        (Errno::EEXIST, Op::CreateLink(_)) => return None,
+        (Errno::EEXIST, _) => "it already exists".into(),
+        (Errno::ENODEV, _) => format!("no link named {}", dev?),
+        (Errno::EINVAL, Op::UpdateLink { mtu, .. }) => {
+            format!("is MTU {mtu} possible? {MTU_HINT}, and any link's at least 68")
+        }
+        (Errno::ENETUNREACH, Op::ReplaceRoute(r)) => match r.gateway {
+            Some(gateway) if !r.onlink => {
+                format!(
+                    "{gateway} is not in a subnet of {}; should the route be onlink?",
+                    r.dev
+                )
+            }
+            _ => return None,
+        },
+        _ => return None,
+    })
+}

@@ -1,0 +1,507 @@
+//! Observing the kernel: the dumps, and parsing their messages into the model (only what
+//! carries the agent's marks).
+
+use super::*;
+
+impl Netlink {
+    /// The link holding IPv4 address `addr`: the underlay for VXLAN, with the subnet that
+    /// decides which peers are on-link.
+    pub async fn underlay_for(&mut self, addr: Ipv4Addr) -> Result<Underlay, NetlinkError> {
+        let links = self.links().await?;
+        for message in self.addresses().await? {
+            let Some((local, prefix_len)) = ipv4_of(&message) else {
+                continue;
+            };
+            if local != addr {
+                continue;
+            }
+            let Some(link) = links.get(&message.header.index) else {
+                continue;
+            };
+            let prefix = Ipv4Net::new(local, prefix_len)
+                .map(|net| net.trunc())
+                .unwrap_or_else(|_| Ipv4Net::from(local));
+            return Ok(Underlay {
+                name: link_name(link).unwrap_or_default().to_owned(),
+                mtu: link_mtu(link),
+                prefix,
+            });
+        }
+        Err(NetlinkError::NoInterfaceHasAddress { addr })
+    }
+
+    pub(super) fn dump_error(
+        &self,
+        what: &'static str,
+    ) -> impl Fn(rtnetlink::Error) -> NetlinkError + '_ {
+        move |error| NetlinkError::Dump {
+            netns: netns::describe(self.netns.as_deref()),
+            what,
+            reason: describe_error(&error),
+        }
+    }
+
+    /// All links, by index.
+    pub(super) async fn links(&self) -> Result<BTreeMap<u32, LinkMessage>, NetlinkError> {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("links"))?;
+        Ok(links.into_iter().map(|l| (l.header.index, l)).collect())
+    }
+
+    pub(super) async fn addresses(&self) -> Result<Vec<AddressMessage>, NetlinkError> {
+        let mut request = self.handle.address().get();
+        request.message_mut().header.family = AddressFamily::Inet;
+        request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("IPv4 addresses"))
+    }
+
+    pub(super) async fn read_state(&self) -> Result<State, NetlinkError> {
+        let links = self.links().await?;
+        let names: BTreeMap<u32, &str> = links
+            .iter()
+            .filter_map(|(index, link)| Some((*index, link_name(link)?)))
+            .collect();
+        let mut state = State::default();
+        // Indices of our links; of those, which are VXLAN.
+        let mut ours: BTreeMap<u32, String> = BTreeMap::new();
+        let mut vxlans: BTreeMap<u32, String> = BTreeMap::new();
+        for (index, message) in &links {
+            let Some(name) = link_name(message).filter(|n| n.starts_with(DEVICE_PREFIX)) else {
+                continue;
+            };
+            let Some(link) = parse_link(message, &names) else {
+                debug!(%name, "ignoring a link with our prefix of a kind the agent never creates");
+                continue;
+            };
+            if matches!(link.kind, LinkKind::Vxlan { .. }) {
+                vxlans.insert(*index, name.to_owned());
+            }
+            ours.insert(*index, name.to_owned());
+            state.links.insert(name.to_owned(), link);
+        }
+        for message in links.values() {
+            if let Some(port) = parse_port(message, &state.links, &ours) {
+                state.ports.insert(port.name.clone(), port);
+            }
+        }
+
+        for message in self.addresses().await? {
+            let (Some(dev), Some((ip, prefix_len))) =
+                (ours.get(&message.header.index), ipv4_of(&message))
+            else {
+                continue;
+            };
+            if let Ok(addr) = Ipv4Net::new(ip, prefix_len) {
+                state
+                    .addresses
+                    .insert((dev.clone(), addr), Address { addr });
+            }
+        }
+
+        for message in self.routes().await? {
+            if let Some(route) = parse_route(&message, &names) {
+                state.routes.insert(route.dst, route);
+            }
+        }
+        // Reverse-path filtering is read on the agent's own links only.
+        let links: Vec<String> = state.links.keys().cloned().collect();
+        for dev in links {
+            if self.sysctl_is(self.sysctl.rp_filter(&dev), "2").await? {
+                state.loose_rp_filter.insert(dev);
+            }
+        }
+        // Proxy ARP is the agent's only where one of its device routes sits (Flat mode).
+        let devices: std::collections::BTreeSet<String> = state
+            .routes
+            .values()
+            .filter(|r| r.gateway.is_none())
+            .map(|r| r.dev.clone())
+            .collect();
+        for dev in devices {
+            if self.sysctl_is(self.sysctl.proxy_arp(&dev), "1").await? {
+                state.proxy_arp.insert(dev);
+            }
+        }
+
+        for message in self.neighbours(AddressFamily::Inet, None).await? {
+            if let Some(neighbour) = parse_neighbour(&message, &ours) {
+                state
+                    .neighbours
+                    .insert((neighbour.dev.clone(), neighbour.ip), neighbour);
+            }
+        }
+
+        for index in vxlans.keys() {
+            for message in self.neighbours(AddressFamily::Bridge, Some(*index)).await? {
+                if let Some(entry) = parse_fdb(&message, &vxlans) {
+                    // Every entry on the agent's VXLAN links is the agent's to reconcile; a
+                    // second remote of the same MAC comes as a message of its own.
+                    match state.fdb.entry((entry.dev.clone(), entry.mac)) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            state.fdb_extra.push(entry);
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(entry);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// IPv4 routes of the main table with our protocol. The socket has strict checking on, so
+    /// the kernel filters the dump; the filter is repeated in [`parse_route`] regardless.
+    pub(super) async fn routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        self.handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("routes"))
+    }
+
+    /// The main table's routes that are not the agent's: their destinations (metric 0 only:
+    /// a route the agent would need to add there is in the way) and every next hop (the
+    /// node's own paths over the underlay, which no planned route may cover).
+    pub async fn foreign_routes(&self) -> Result<ForeignRoutes, NetlinkError> {
+        // Every origin (boot, kernel, DHCP, static, routing daemons) and every type
+        // (unicast, blackhole, unreachable...): the builder's defaults, `proto static` and
+        // unicast, would make the kernel's strict dump filter hide all other routes.
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+            .protocol(RouteProtocol::Unspec)
+            .kind(RouteType::Unspec)
+            .build();
+        let all: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("routes"))?;
+        let mut foreign = ForeignRoutes::default();
+        for m in all.iter().filter(|m| {
+            m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+                && m.header.table == RouteHeader::RT_TABLE_MAIN
+        }) {
+            for a in &m.attributes {
+                if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = a {
+                    foreign.next_hops.insert(*gw);
+                }
+                if let RouteAttribute::MultiPath(hops) = a {
+                    for hop in hops {
+                        for ha in &hop.attributes {
+                            if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = ha {
+                                foreign.next_hops.insert(*gw);
+                            }
+                        }
+                    }
+                }
+            }
+            let metric0 = !m
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Priority(p) if *p != 0));
+            let dst = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if metric0 && let Ok(net) = Ipv4Net::new(dst, m.header.destination_prefix_length) {
+                foreign.destinations.insert(net);
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// Neighbour (`Inet`) or FDB (`Bridge`) entries, optionally of one link only.
+    pub(super) async fn neighbours(
+        &self,
+        family: AddressFamily,
+        link: Option<u32>,
+    ) -> Result<Vec<NeighbourMessage>, NetlinkError> {
+        let mut request = self.handle.neighbours().get().set_address_family(family);
+        if let Some(index) = link {
+            request
+                .message_mut()
+                .attributes
+                .push(NeighbourAttribute::IfIndex(index));
+        }
+        let what = if family == AddressFamily::Bridge {
+            "FDB entries"
+        } else {
+            "neighbours"
+        };
+        request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error(what))
+    }
+}
+
+pub(super) fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+pub(super) fn link_mtu(link: &LinkMessage) -> u32 {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn mac_of(bytes: &[u8]) -> Option<Mac> {
+    <[u8; 6]>::try_from(bytes).ok().map(Mac)
+}
+
+pub(super) fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
+    link_infos(link).iter().find_map(|i| match i {
+        LinkInfo::Kind(kind) => Some(kind),
+        _ => None,
+    })
+}
+
+/// A pod's veth: a veth (never one of the agent's links) attached to one of the agent's
+/// bridges (`ours`: index to name), or carrying the alias that marks it for one.
+pub(super) fn parse_port(
+    message: &LinkMessage,
+    links: &BTreeMap<String, Link>,
+    ours: &BTreeMap<u32, String>,
+) -> Option<Port> {
+    let name = link_name(message)?;
+    if name.starts_with(DEVICE_PREFIX) || link_kind(message) != Some(&InfoKind::Veth) {
+        return None;
+    }
+    let is_bridge = |n: &String| links.get(n).is_some_and(|l| l.kind == LinkKind::Bridge);
+    let master = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Controller(index) => ours.get(index),
+            _ => None,
+        })
+        .filter(|n| is_bridge(n))
+        .cloned();
+    let belongs_to = message.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(alias) => alias
+            .strip_prefix(PORT_ALIAS_PREFIX)
+            .filter(|b| b.starts_with(DEVICE_PREFIX))
+            .map(str::to_owned),
+        _ => None,
+    });
+    (master.is_some() || belongs_to.is_some()).then(|| Port {
+        name: name.to_owned(),
+        master,
+        belongs_to,
+    })
+}
+
+/// One of our links as the model sees it; `None` for kinds the agent never creates.
+/// VXLAN attributes the kernel leaves out come back empty, so they differ from any desired
+/// link and the diff re-creates it.
+pub(super) fn parse_link(message: &LinkMessage, names: &BTreeMap<u32, &str>) -> Option<Link> {
+    let name = link_name(message)?.to_owned();
+    let kind = match link_kind(message)? {
+        InfoKind::Bridge => LinkKind::Bridge,
+        InfoKind::Vxlan => {
+            let data = link_infos(message)
+                .iter()
+                .find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Vxlan(data)) => Some(data.as_slice()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let mut vni = 0;
+            let mut port = 0;
+            let mut local = Ipv4Addr::UNSPECIFIED;
+            let mut underlay = String::new();
+            for attribute in data {
+                match attribute {
+                    InfoVxlan::Id(id) => vni = *id,
+                    InfoVxlan::Port(p) => port = *p,
+                    InfoVxlan::Local(addr) => local = *addr,
+                    InfoVxlan::Link(index) => {
+                        underlay = names
+                            .get(index)
+                            .map_or_else(|| format!("if{index}"), |n| (*n).to_owned());
+                    }
+                    _ => {}
+                }
+            }
+            let mac = message
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Address(bytes) => mac_of(bytes),
+                    _ => None,
+                })
+                .unwrap_or(Mac([0; 6]));
+            LinkKind::Vxlan {
+                vni,
+                port,
+                local,
+                underlay,
+                mac,
+            }
+        }
+        _ => return None,
+    };
+    Some(Link {
+        name,
+        kind,
+        mtu: link_mtu(message),
+        up: message.header.flags.contains(LinkFlags::Up),
+    })
+}
+
+/// The IPv4 address and prefix length of an address message.
+pub(super) fn ipv4_of(message: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
+    if message.header.family != AddressFamily::Inet {
+        return None;
+    }
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS differs from it only on
+    // point-to-point links (where it is the peer's).
+    let local = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    let address = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    Some((local.or(address)?, message.header.prefix_len))
+}
+
+/// One of our routes; `None` for anything else, including multipath routes (the agent never
+/// makes them; a replace of the same destination overwrites one).
+pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -> Option<Route> {
+    let header = &message.header;
+    let table = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(u32::from(header.table));
+    if header.address_family != AddressFamily::Inet
+        || header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let dev = names.get(&oif?)?;
+    Some(Route {
+        dst: Ipv4Net::new(dst, header.destination_prefix_length).ok()?,
+        gateway,
+        dev: (*dev).to_owned(),
+        onlink: header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+/// A permanent IPv4 neighbour on one of our links.
+pub(super) fn parse_neighbour(
+    message: &NeighbourMessage,
+    ours: &BTreeMap<u32, String>,
+) -> Option<Neighbour> {
+    let header = &message.header;
+    if header.family != AddressFamily::Inet || header.state != NeighbourState::Permanent {
+        return None;
+    }
+    let dev = ours.get(&header.ifindex)?;
+    let mut ip = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
+            _ => {}
+        }
+    }
+    Some(Neighbour {
+        dev: dev.clone(),
+        ip: ip?,
+        mac: mac?,
+    })
+}
+
+/// A permanent unicast FDB entry with an IPv4 destination in one of our VXLAN devices' own
+/// tables. Skipped: the all-zero default (flood) entries, entries a bridge reports for its
+/// ports (`master`), learned or otherwise non-permanent ones.
+pub(super) fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, String>) -> Option<Fdb> {
+    let header = &message.header;
+    // Any state and any MAC, the all-zero flood entry included: nothing on the agent's VXLAN
+    // devices is someone else's. Entries a bridge master keeps are not the device's own.
+    if header.family != AddressFamily::Bridge || header.flags.contains(NeighbourFlags::Controller) {
+        return None;
+    }
+    let dev = vxlans.get(&header.ifindex)?;
+    let mut mac = None;
+    let mut dst = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
+            // In AF_BRIDGE dumps NDA_DST comes back as raw bytes, not as an IPv4 address.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                dst = <[u8; 4]>::try_from(bytes.as_slice())
+                    .ok()
+                    .map(Ipv4Addr::from);
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            _ => {}
+        }
+    }
+    let mac = mac?;
+    Some(Fdb {
+        dev: dev.clone(),
+        mac,
+        dst: dst?,
+    })
+}
