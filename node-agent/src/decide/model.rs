@@ -45,35 +45,9 @@ pub const PORT_ALIAS_PREFIX: &str = "causeway-pod-port:";
 /// Longest Linux interface name.
 pub const MAX_LINK_NAME: usize = 15;
 
-/// A MAC address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl std::str::FromStr for Mac {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split(':').collect();
-        if parts.len() != 6 {
-            return Err(format!(
-                "{s:?} is not a MAC address (six hex pairs separated by ':')"
-            ));
-        }
-        let mut out = [0u8; 6];
-        for (byte, part) in out.iter_mut().zip(parts) {
-            *byte = u8::from_str_radix(part, 16)
-                .map_err(|_| format!("{s:?} is not a MAC address ({part:?} is not hex)"))?;
-        }
-        Ok(Mac(out))
-    }
-}
+/// A MAC address: the API's type (`causeway_crds::vtep::MacAddr`), one type for the
+/// `vtepMac` the operator publishes and the kernel objects the agent programs.
+pub use causeway_crds::vtep::MacAddr as Mac;
 
 /// What kind of link, with the attributes the agent sets at creation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -719,7 +719,7 @@ pub(crate) fn effective_mtu(
 /// The published VTEP MAC, or the one the operator would publish (NodeSubnets written before
 /// `vtepMac` existed carry none; the derivation is a stable contract, see `causeway_crds::vtep`).
 pub(crate) fn mac_or_derived(published: Option<MacAddr>, node_name: &str) -> Mac {
-    Mac(published.unwrap_or_else(|| vtep_mac(node_name)).0)
+    published.unwrap_or_else(|| vtep_mac(node_name))
 }
 
 /// Live peers other than ourselves, oldest first: the order in which conflicts are settled.

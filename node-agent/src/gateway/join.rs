@@ -26,7 +26,7 @@ pub use crate::model::ClientPeer;
 /// The VTEP MAC of client `name` (the hash of `client:<name>`, which no node name can equal).
 #[must_use]
 pub fn client_mac(name: &str) -> Mac {
-    Mac(causeway_crds::vtep::client_vtep_mac(name).0)
+    causeway_crds::vtep::client_vtep_mac(name)
 }
 
 /// The clients of `network`'s ClientJoin gateways; entries that do not parse are left out
