@@ -86,7 +86,7 @@ pub struct Input<'a> {
     pub clients: &'a [crate::model::ClientPeer],
     /// Addresses this node must keep reaching over the underlay besides its peers' node
     /// addresses: the API server's and the next hops of the node's own routes (its default
-    /// gateway, say). No planned route may cover one ([`protect_underlay`]).
+    /// gateway, say). No planned route may cover one (see `protect_underlay`).
     pub protected: &'a BTreeSet<Ipv4Addr>,
 }
 

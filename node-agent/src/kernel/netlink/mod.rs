@@ -303,7 +303,7 @@ impl Dataplane for Netlink {
     }
 
     /// Runs of independent operations ([`Op::parallel_group`]) are pipelined, up to
-    /// [`PIPELINE`] at a time; everything else is applied alone, in order. On a failure in a
+    /// `PIPELINE` (64) at a time; everything else is applied alone, in order. On a failure in a
     /// run, the rest of that run may have applied too; the next pass's diff sees exactly
     /// what did.
     async fn apply_all(&mut self, ops: &[Op]) -> Result<(), (usize, ApplyError)> {
