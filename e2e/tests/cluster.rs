@@ -159,10 +159,18 @@ fn node_process_reaches_api(c: &Cluster) -> Result<()> {
     // A background process started in a node is recorded and stopped by pid.
     let id = c.spawn("node-b", "sleeper", "sleep", &["300".into()], &[])?;
     ensure!(id.alive(), "sleeper not running");
-    ensure!(
-        state::pids_in(&c.ns("node-b")).contains(&(id.pid as u32)),
-        "sleeper is not in node-b's network namespace"
-    );
+    // `ip netns exec` enters the namespace right after the fork: under load, give it a moment.
+    traffic::wait_for(
+        "the sleeper in node-b's network namespace",
+        Duration::from_secs(5),
+        || {
+            ensure!(
+                state::pids_in(&c.ns("node-b")).contains(&(id.pid as u32)),
+                "sleeper is not in node-b's network namespace"
+            );
+            Ok(())
+        },
+    )?;
     c.stop(&id);
     ensure!(!id.alive(), "sleeper survived stop");
     Ok(())
