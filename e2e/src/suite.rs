@@ -10,7 +10,7 @@
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::cluster::Cluster;
@@ -348,6 +348,21 @@ pub fn join_clients(c: &Cluster, clients: &[(&str, &str, Ipv4Addr)]) -> Result<(
 
 /// Resumes a SIGSTOPped process when dropped, so a failing check never leaves it frozen.
 pub struct Resume(pub ProcId);
+
+/// Freezes the cluster's kube-apiserver (SIGSTOP) until the returned guard is dropped.
+///
+/// # Errors
+/// The cluster has no API server process, or it cannot be signalled.
+pub fn freeze_apiserver(c: &Cluster) -> Result<Resume> {
+    let apiserver = c
+        .process("kube-apiserver")
+        .context("the cluster has no kube-apiserver process")?;
+    ensure!(
+        apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
+        "cannot freeze kube-apiserver"
+    );
+    Ok(Resume(apiserver))
+}
 
 impl Drop for Resume {
     fn drop(&mut self) {

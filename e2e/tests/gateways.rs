@@ -23,9 +23,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::Pod;
 use causeway_e2e::suite::{
-    CLIENT_OVERLAY, NODES, OVERLAY_NETWORK as NETWORK, Resume, Suite, apply_gateway, gateway_json,
-    join_clients, label, lock, our_routes, patch_network, pod_on, programmed, subnet_of,
-    the_client, wait_gateway_ready,
+    self as suite, CLIENT_OVERLAY, NODES, OVERLAY_NETWORK as NETWORK, Suite, apply_gateway,
+    gateway_json, join_clients, label, lock, our_routes, patch_network, pod_on, programmed,
+    subnet_of, the_client, wait_gateway_ready,
 };
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, ContinuousPing, wait_for};
@@ -486,6 +486,38 @@ fn vip_answerers(c: &Cluster, client: &str) -> Result<Vec<String>> {
     Ok(macs)
 }
 
+/// The VIP sampled on both candidates, and a ping every 20 ms from the network behind the
+/// bridge hosts to a pod on node-d (its replies need node-d's return route via the holder),
+/// running for a second before the caller disturbs anything.
+struct Watched {
+    /// The active host when it started.
+    holder: String,
+    /// The pod pinged.
+    pod: Ipv4Addr,
+    watch: VipWatch,
+    ping: ContinuousPing,
+}
+
+fn watch_and_ping(c: &Cluster, client: &str) -> Result<Watched> {
+    let pods = SUITE.pods();
+    let pod = pod_on(&pods, "node-d")?.ip;
+    let holder = active_host(c)?.context("no active host")?;
+    let watch = VipWatch::start(c);
+    let ping = ContinuousPing::start_from(
+        &c.ns(client),
+        Some(BEHIND_CLIENT),
+        pod,
+        Duration::from_millis(20),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(Watched {
+        holder,
+        pod,
+        watch,
+        ping,
+    })
+}
+
 /// One failover: `cause` breaks the active host while a client pings a pod on node-d (whose
 /// replies take the return route) every 20 ms; returns the new active host.
 fn failover(
@@ -494,19 +526,12 @@ fn failover(
     what: &str,
     cause: impl FnOnce(&str) -> Result<()>,
 ) -> Result<String> {
-    let pods = SUITE.pods();
-    let d = pod_on(&pods, "node-d")?;
-    let before = active_host(c)?.context("no active host")?;
-    let watch = VipWatch::start(c);
-    // From the network behind the bridge hosts: the replies need node-d's return route to
-    // follow the VIP.
-    let ping = ContinuousPing::start_from(
-        &c.ns(client),
-        Some(BEHIND_CLIENT),
-        d.ip,
-        Duration::from_millis(20),
-    )?;
-    std::thread::sleep(Duration::from_secs(1));
+    let Watched {
+        holder: before,
+        pod,
+        watch,
+        ping,
+    } = watch_and_ping(c, client)?;
     cause(&before)?;
     let after = wait_for("a new active host", Duration::from_secs(20), || {
         let now = active_host(c)?;
@@ -536,7 +561,7 @@ fn failover(
         report.max_gap < Duration::from_secs(3),
         "traffic did not recover through the new host: {report:?}"
     );
-    let tail = traffic::ping(&c.ns(client), d.ip, 3)?;
+    let tail = traffic::ping(&c.ns(client), pod, 3)?;
     ensure!(tail.received == 3, "after the failover: {tail:?}");
     ensure!(
         report.lost() < report.transmitted / 2,
@@ -559,17 +584,12 @@ fn through_disturbance(
     client: &str,
     disturb: impl FnOnce() -> Result<Box<dyn Undo>>,
 ) -> Result<(String, Vec<String>, traffic::LossReport, VipSamples)> {
-    let pods = SUITE.pods();
-    let d = pod_on(&pods, "node-d")?;
-    let holder = active_host(c)?.context("no active host")?;
-    let watch = VipWatch::start(c);
-    let ping = ContinuousPing::start_from(
-        &c.ns(client),
-        Some(BEHIND_CLIENT),
-        d.ip,
-        Duration::from_millis(20),
-    )?;
-    std::thread::sleep(Duration::from_secs(1));
+    let Watched {
+        holder,
+        watch,
+        ping,
+        ..
+    } = watch_and_ping(c, client)?;
     let guard = disturb();
     let during = guard.and_then(|_undo| {
         let mut holders = Vec::new();
@@ -643,16 +663,7 @@ fn bridge_outage(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
     let client = bridge_gateway(c)?;
     let failovers = gateway_json(c, "bridge")?["status"]["lastFailoverTime"].clone();
-    let result = through_disturbance(c, &client, || {
-        let apiserver = c
-            .process("kube-apiserver")
-            .context("the cluster has no kube-apiserver process")?;
-        ensure!(
-            apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
-            "cannot freeze kube-apiserver"
-        );
-        Ok(Box::new(Resume(apiserver)))
-    })?;
+    let result = through_disturbance(c, &client, || Ok(Box::new(suite::freeze_apiserver(c)?)))?;
     check_undisturbed(c, "the API server was frozen", result)?;
     let after = gateway_json(c, "bridge")?["status"]["lastFailoverTime"].clone();
     ensure!(

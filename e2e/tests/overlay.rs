@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    self, CLIENT_OVERLAY, NODES, OVERLAY_NETWORK as NETWORK, Resume, Suite, join_clients,
-    network_ready, node_address, our_routes, patch_network, pod_on, programmed, subnet_of,
-    the_client, wait_gateway_ready, wait_network_ready,
+    self, CLIENT_OVERLAY, NODES, OVERLAY_NETWORK as NETWORK, Suite, join_clients, network_ready,
+    node_address, our_routes, patch_network, pod_on, programmed, subnet_of, the_client,
+    wait_gateway_ready, wait_network_ready,
 };
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, ContinuousPing, wait_for};
@@ -685,14 +685,7 @@ fn readiness(c: &Cluster) -> Result<()> {
         ensure!(answer.starts_with("200\n"), "{path} on {node}: {answer}");
     }
     c.stop(&SUITE.agent_of(node)?);
-    let apiserver = c
-        .process("kube-apiserver")
-        .context("the cluster has no kube-apiserver process")?;
-    ensure!(
-        apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
-        "cannot freeze kube-apiserver"
-    );
-    let frozen = Resume(apiserver);
+    let frozen = suite::freeze_apiserver(c)?;
     SUITE.start_agent(c, node)?;
     let waiting = wait_for(
         "the new agent serves /readyz (not ready)",
@@ -819,6 +812,18 @@ fn node_deleted(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the suite's PodNetwork and waits until it is gone.
+fn delete_network(c: &Cluster) -> Result<()> {
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        NETWORK,
+        "--wait=true",
+        "--timeout=60s",
+    ])
+    .map(drop)
+}
+
 /// host-local's allocation store on `node` (the agents run with `--cni-data-dir`).
 fn allocation_store(c: &Cluster, node: &str) -> std::path::PathBuf {
     c.cni_state_dir(node).join("networks").join("causeway")
@@ -868,13 +873,7 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
     }
     let held = allocations(c, "node-c");
     ensure!(held.len() == kept.len(), "node-c's allocations: {held:?}");
-    c.kubectl(&[
-        "delete",
-        "podnetwork",
-        NETWORK,
-        "--wait=true",
-        "--timeout=60s",
-    ])?;
+    delete_network(c)?;
     ensure!(
         deploy::node_subnets(c, NETWORK)?.is_empty(),
         "NodeSubnets left"
@@ -948,13 +947,7 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
     );
     // Gone again, for the suite's later tests.
     c.kubectl(&["delete", "overlaygateway", "join"])?;
-    c.kubectl(&[
-        "delete",
-        "podnetwork",
-        NETWORK,
-        "--wait=true",
-        "--timeout=60s",
-    ])?;
+    delete_network(c)?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    Resume, Suite, lock, network_ready, node_address, our_routes, wait_network_ready,
+    Suite, freeze_apiserver, lock, network_ready, node_address, our_routes, wait_network_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -444,14 +444,7 @@ fn api_server_pause(c: &Cluster) -> Result<()> {
         ensure!(status == "True", "not Ready before the pause");
         let before = events_with_reason(c, NAME, "AgentNotReporting")?;
 
-        let apiserver = c
-            .process("kube-apiserver")
-            .context("the cluster has no kube-apiserver process")?;
-        ensure!(
-            apiserver.signal(nix::sys::signal::Signal::SIGSTOP),
-            "cannot freeze kube-apiserver"
-        );
-        let frozen = Resume(apiserver);
+        let frozen = freeze_apiserver(c)?;
         let pause = Duration::from_secs(LEASE_SECONDS * 2);
         std::thread::sleep(pause);
         drop(frozen);

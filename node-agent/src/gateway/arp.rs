@@ -90,7 +90,8 @@ type Channel = (
     Box<dyn pnet_datalink::DataLinkReceiver>,
 );
 
-fn channel(dev: &str, timeout: Option<Duration>) -> Result<Channel, ArpError> {
+/// The interface `dev` and its MAC.
+fn interface(dev: &str) -> Result<(pnet_datalink::NetworkInterface, Mac), ArpError> {
     let iface = pnet_datalink::interfaces()
         .into_iter()
         .find(|i| i.name == dev)
@@ -99,6 +100,11 @@ fn channel(dev: &str, timeout: Option<Duration>) -> Result<Channel, ArpError> {
         .mac
         .map(|m| Mac([m.0, m.1, m.2, m.3, m.4, m.5]))
         .ok_or_else(|| ArpError::NoMac(dev.to_owned()))?;
+    Ok((iface, mac))
+}
+
+fn channel(dev: &str, timeout: Option<Duration>) -> Result<Channel, ArpError> {
+    let (iface, mac) = interface(dev)?;
     let config = pnet_datalink::Config {
         read_timeout: timeout,
         ..pnet_datalink::Config::default()
@@ -132,13 +138,7 @@ fn send(tx: &mut dyn pnet_datalink::DataLinkSender, dev: &str, f: &[u8]) -> Resu
 /// # Errors
 /// When there is no such interface or it has no MAC.
 pub fn mac_of(dev: &str) -> Result<Mac, ArpError> {
-    pnet_datalink::interfaces()
-        .into_iter()
-        .find(|i| i.name == dev)
-        .ok_or_else(|| ArpError::NoInterface(dev.to_owned()))?
-        .mac
-        .map(|m| Mac([m.0, m.1, m.2, m.3, m.4, m.5]))
-        .ok_or_else(|| ArpError::NoMac(dev.to_owned()))
+    interface(dev).map(|(_, mac)| mac)
 }
 
 /// Announces that `ip` is now at `dev`'s MAC (blocking; run it off the async runtime).
