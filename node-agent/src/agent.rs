@@ -113,14 +113,16 @@ pub enum Trigger {
     Resync,
 }
 
-/// The agent's state across passes.
-pub struct Agent {
+/// The agent's state across passes, over any [`Dataplane`]: the kernel's ([`Netlink`]) in
+/// production; every decision it takes from the kernel goes through [`pass`], whose whole
+/// passes are unit-tested on the fake.
+pub struct Agent<D: Dataplane = Netlink> {
     /// Watches and gateway electors.
     client: Client,
     /// The loop's writes: status, finalizers, events, heartbeat ([`bounded_writes`]).
     writer: Client,
     config: Config,
-    dataplane: Netlink,
+    dataplane: D,
     subnets: Store<NodeSubnet>,
     networks: Store<PodNetwork>,
     /// This node's Node object (its labels).
@@ -328,7 +330,7 @@ fn renew_interval(lease_duration: Duration) -> Duration {
 /// At most this many operations are quoted in a repair event.
 const QUOTED_OPS: usize = 3;
 
-impl Agent {
+impl<D: Dataplane> Agent<D> {
     /// Renews this node's heartbeat Lease; a failure is logged and retried next period (the
     /// operator reports the node silent only after a whole lease duration).
     async fn heartbeat(&self) {

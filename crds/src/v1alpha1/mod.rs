@@ -135,8 +135,37 @@ mod tests {
         assert_eq!(spec.parsed_vtep_mac(), Ok(Some(vtep_mac("node-a"))));
         let bad = NodeSubnetSpec {
             vtep_mac: Some("0E:00:00:00:00:01".into()),
-            ..spec
+            ..spec.clone()
         };
         assert!(bad.parsed_vtep_mac().is_err());
+        assert_eq!(
+            bad.parse().map_err(|e| e.field),
+            Err("spec.vtepMac"),
+            "the view names the field that does not parse"
+        );
+        let parsed = spec.parse().expect("valid spec");
+        assert_eq!(Ok(parsed.cidr), spec.parsed_cidr());
+        assert_eq!(parsed.vtep_mac, vtep_mac("node-a"));
+        let legacy = NodeSubnetSpec {
+            vtep_mac: None,
+            node_address: "192.168.1.300".into(),
+            ..spec.clone()
+        };
+        let error = legacy.parse().map_err(|e| e.to_string());
+        assert!(
+            error
+                .as_ref()
+                .is_err_and(|e| e.starts_with("spec.nodeAddress: ")),
+            "{error:?}"
+        );
+        let legacy = NodeSubnetSpec {
+            vtep_mac: None,
+            ..spec
+        };
+        assert_eq!(
+            legacy.parse().map(|p| p.vtep_mac),
+            Ok(vtep_mac("node-a")),
+            "without vtepMac the derived MAC is used"
+        );
     }
 }

@@ -204,7 +204,48 @@ pub struct BgpSessionStatus {
     pub since: Option<Time>,
 }
 
+/// A NodeSubnet's address fields parsed once: what the operator's and the agent's decisions
+/// work with, instead of each consumer re-parsing the spec's strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParsedSubnet {
+    /// `spec.cidr`: the node's pod subnet.
+    pub cidr: Ipv4Net,
+    /// `spec.nodeAddress`: the node's underlay address.
+    pub node_address: Ipv4Addr,
+    /// `spec.vtepMac`, or the MAC the operator derives from `spec.nodeName` when it is unset
+    /// (NodeSubnets written before the field existed; see [`crate::vtep::vtep_mac`]).
+    pub vtep_mac: MacAddr,
+}
+
+/// A NodeSubnet spec field that does not parse, named by its path.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{field}: {source}")]
+pub struct FieldError {
+    /// The field's path, e.g. `spec.nodeAddress`.
+    pub field: &'static str,
+    /// Why it does not parse.
+    pub source: Error,
+}
+
 impl NodeSubnetSpec {
+    /// Every address field parsed, the first bad one named.
+    ///
+    /// # Errors
+    /// When `spec.cidr`, `spec.nodeAddress` or `spec.vtepMac` does not parse.
+    pub fn parse(&self) -> Result<ParsedSubnet, FieldError> {
+        let field = |field: &'static str| move |source| FieldError { field, source };
+        Ok(ParsedSubnet {
+            cidr: self.parsed_cidr().map_err(field("spec.cidr"))?,
+            node_address: self
+                .parsed_node_address()
+                .map_err(field("spec.nodeAddress"))?,
+            vtep_mac: self
+                .parsed_vtep_mac()
+                .map_err(field("spec.vtepMac"))?
+                .unwrap_or_else(|| crate::vtep::vtep_mac(&self.node_name)),
+        })
+    }
+
     /// `spec.cidr` parsed.
     ///
     /// # Errors

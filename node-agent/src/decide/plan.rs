@@ -34,8 +34,7 @@ use std::sync::Arc;
 
 use causeway_crds::cidr;
 use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD};
-use causeway_crds::v1alpha1::PodNetworkMode;
-use causeway_crds::vtep::{MacAddr, vtep_mac};
+use causeway_crds::v1alpha1::{ParsedSubnet, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::Ipv4Net;
 
@@ -411,7 +410,11 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
             ));
             continue;
         };
-        let (Ok(cidr), Ok(address)) = (host.spec.parsed_cidr(), host.spec.parsed_node_address())
+        let Ok(ParsedSubnet {
+            cidr,
+            node_address: address,
+            ..
+        }) = host.spec.parse()
         else {
             continue;
         };
@@ -627,18 +630,16 @@ impl<'a> OwnNode<'a> {
     fn parse(input: &Input<'a>) -> Result<Self, PlanError> {
         let name = input.own.metadata.name.as_deref().unwrap_or("<unnamed>");
         let spec = &input.own.spec;
-        let field = |field: &'static str| {
-            move |source| PlanError::OwnField {
-                name: name.to_owned(),
-                field,
-                source,
-            }
-        };
         let network = input
             .network
             .parsed_cidr()
             .map_err(|source| PlanError::NetworkCidr { source })?;
-        let cidr = spec.parsed_cidr().map_err(field("spec.cidr"))?;
+        let parsed = spec.parse().map_err(|e| PlanError::OwnField {
+            name: name.to_owned(),
+            field: e.field,
+            source: e.source,
+        })?;
+        let (cidr, address) = (parsed.cidr, parsed.node_address);
         if !network.contains(&cidr) {
             return Err(PlanError::OutsideNetwork {
                 name: name.to_owned(),
@@ -652,9 +653,6 @@ impl<'a> OwnNode<'a> {
                 cidr,
             });
         }
-        let address = spec
-            .parsed_node_address()
-            .map_err(field("spec.nodeAddress"))?;
         let underlay = input.underlay;
         if !cidr::contains(underlay.prefix, address) {
             return Err(PlanError::UnderlayMismatch {
@@ -663,14 +661,13 @@ impl<'a> OwnNode<'a> {
                 address,
             });
         }
-        let mac = spec.parsed_vtep_mac().map_err(field("spec.vtepMac"))?;
         Ok(Self {
             name,
             spec,
             network,
             cidr,
             address,
-            mac: mac_or_derived(mac, &spec.node_name),
+            mac: parsed.vtep_mac,
         })
     }
 }
@@ -714,12 +711,6 @@ pub(crate) fn effective_mtu(
         });
     }
     Ok(mtu)
-}
-
-/// The published VTEP MAC, or the one the operator would publish (NodeSubnets written before
-/// `vtepMac` existed carry none; the derivation is a stable contract, see `causeway_crds::vtep`).
-pub(crate) fn mac_or_derived(published: Option<MacAddr>, node_name: &str) -> Mac {
-    published.unwrap_or_else(|| vtep_mac(node_name))
 }
 
 /// Live peers other than ourselves, oldest first: the order in which conflicts are settled.
@@ -807,25 +798,19 @@ impl Peers {
                 spec.node_name
             ));
         }
-        let cidr = spec.parsed_cidr().map_err(|e| format!("spec.cidr: {e}"))?;
+        let parsed = spec.parse().map_err(|e| e.to_string())?;
+        let (cidr, address, mac) = (parsed.cidr, parsed.node_address, parsed.vtep_mac);
         if !own.network.contains(&cidr) {
             return Err(format!(
                 "spec.cidr {cidr} lies outside the PodNetwork's cidr {}",
                 own.network
             ));
         }
-        let address = spec
-            .parsed_node_address()
-            .map_err(|e| format!("spec.nodeAddress: {e}"))?;
         if address == own.address {
             return Err(format!(
                 "spec.nodeAddress {address} is this node's own address"
             ));
         }
-        let mac = spec
-            .parsed_vtep_mac()
-            .map_err(|e| format!("spec.vtepMac: {e}"))?;
-        let mac = mac_or_derived(mac, &spec.node_name);
         if let Some((taken, holder)) = self.overlapping(cidr) {
             return Err(format!(
                 "spec.cidr {cidr} overlaps {taken}, held by {holder}"
@@ -889,6 +874,7 @@ pub(crate) fn add_address(state: &mut State, dev: &str, addr: Ipv4Net) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_crds::vtep::vtep_mac;
 
     const NETWORK: &str = "overlay";
     const NO_ROUTES: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();

@@ -133,25 +133,15 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         if spec.network != input.gateway.spec.network || peer.meta().deletion_timestamp.is_some() {
             continue;
         }
-        let parsed = spec
-            .parsed_cidr()
-            .map_err(|e| format!("spec.cidr: {e}"))
-            .and_then(|c| {
-                let a = spec
-                    .parsed_node_address()
-                    .map_err(|e| format!("spec.nodeAddress: {e}"))?;
-                let m = spec
-                    .parsed_vtep_mac()
-                    .map_err(|e| format!("spec.vtepMac: {e}"))?;
-                Ok((c, a, plan::mac_or_derived(m, &spec.node_name)))
-            });
-        match parsed {
-            Ok((cidr, node, mac)) if range.contains(&cidr) => {
+        match spec.parse() {
+            Ok(p) if range.contains(&p.cidr) => {
+                let (cidr, node, mac) = (p.cidr, p.node_address, p.vtep_mac);
                 plan::tunnel(&mut desired, &vxlan, cidr, cidr.network(), mac, node);
             }
-            Ok((cidr, ..)) => skipped.push(format!(
-                "NodeSubnet {} skipped: {cidr} is outside {range}",
-                peer.name_any()
+            Ok(p) => skipped.push(format!(
+                "NodeSubnet {} skipped: {} is outside {range}",
+                peer.name_any(),
+                p.cidr
             )),
             Err(e) => skipped.push(format!("NodeSubnet {} skipped: {e}", peer.name_any())),
         }

@@ -174,10 +174,11 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         .iter()
         .filter(|s| s.spec.network == gw.spec.network && s.meta().deletion_timestamp.is_none())
         .filter_map(|s| {
+            let parsed = s.spec.parse().ok()?;
             Some(Member {
                 node: s.spec.node_name.clone(),
-                subnet: s.spec.parsed_cidr().ok()?,
-                address: s.spec.parsed_node_address().ok()?,
+                subnet: parsed.cidr,
+                address: parsed.node_address,
                 segment: s
                     .status
                     .as_ref()

@@ -562,11 +562,12 @@ pub fn decide(
     let existing: Vec<Allocation> = subnets
         .iter()
         .filter_map(|s| {
+            let parsed = s.spec.parse().ok()?;
             Some(Allocation {
                 object: s.name_any(),
                 node: s.spec.node_name.clone(),
-                cidr: s.spec.parsed_cidr().ok()?,
-                node_address: s.spec.parsed_node_address().ok()?,
+                cidr: parsed.cidr,
+                node_address: parsed.node_address,
             })
         })
         .collect();
