@@ -601,7 +601,6 @@ pub fn decide(
 
 async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     let name = pn.name_any();
-    let generation = pn.meta().generation;
     let subnets = owned_subnets(ctx, &name);
     let Decision {
         overlap,
@@ -617,11 +616,47 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         ctx.options.use_node_pod_cidr,
     );
 
-    let subnet_api: Api<NodeSubnet> = Api::all(ctx.client.clone());
+    release(ctx, pn, &plan.release).await?;
+    match create(ctx, pn, &plan.create).await? {
+        Created::All => {}
+        // Another operator (split brain) or a stale cache: the next reconcile plans around it.
+        Created::SomeTaken => return Ok(Action::requeue(Duration::from_secs(1))),
+    }
+    readdress(ctx, pn, &plan.readdress).await?;
+
+    // Status: what agents report on the NodeSubnets of the allocated nodes.
+    let views = subnet_views(&plan, &subnets, &ctx.silent.borrow());
+    let previous = pn.status.clone().unwrap_or_default();
+    let status = rollup::rollup(
+        &rollup::Input {
+            generation: pn.meta().generation,
+            invalid_spec,
+            overlap: overlap.as_deref(),
+            selected,
+            claimed_elsewhere: &claimed_elsewhere,
+            plan: &plan,
+            subnets: &views,
+            one_segment: one_segment(&pn.spec),
+        },
+        &previous,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    ctx.metrics
+        .subnets(&name, status.subnets_allocated, status.subnets_free);
+    if status != previous {
+        announce_transitions(ctx, pn, &previous, &status).await;
+        write_status(ctx, &name, &status).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Deletes the NodeSubnets the plan gives back (already gone counts as done), with an event.
+async fn release(ctx: &Context, pn: &PodNetwork, release: &[Allocation]) -> Result<(), Error> {
+    let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
     // Owned items: borrowed ones trip the compiler's `Send` inference for stream closures.
-    let released: Vec<Allocation> = futures::stream::iter(plan.release.clone())
+    let released: Vec<Allocation> = futures::stream::iter(release.to_vec())
         .map(|a| {
-            let api = subnet_api.clone();
+            let api = api.clone();
             async move {
                 info!(node = %a.node, cidr = %a.cidr, "releasing node subnet");
                 match api.delete(&a.object, &DeleteParams::default()).await {
@@ -641,39 +676,48 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         format!("released {} of node {}", a.cidr, a.node)
     })
     .await;
+    Ok(())
+}
 
+/// Whether every planned NodeSubnet was created.
+enum Created {
+    All,
+    /// At least one name already existed: re-plan before going on.
+    SomeTaken,
+}
+
+/// Creates the planned NodeSubnets, with an event and the allocation latency metric for those
+/// created. The first failure is returned after the others were tried.
+async fn create(ctx: &Context, pn: &PodNetwork, create: &[Allocation]) -> Result<Created, Error> {
+    let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let results: Vec<Result<Option<Allocation>, Error>> = futures::stream::iter(
-        plan.create.clone(),
-    )
-    .map(|a| {
-        let api = subnet_api.clone();
-        let params = &params;
-        async move {
-            match api.create(params, &node_subnet(pn, &a)).await {
-                Ok(_) => {
-                    info!(node = %a.node, cidr = %a.cidr, "allocated node subnet");
-                    Ok(Some(a))
+    let results: Vec<Result<Option<Allocation>, Error>> = futures::stream::iter(create.to_vec())
+        .map(|a| {
+            let api = api.clone();
+            let params = &params;
+            async move {
+                match api.create(params, &node_subnet(pn, &a)).await {
+                    Ok(_) => {
+                        info!(node = %a.node, cidr = %a.cidr, "allocated node subnet");
+                        Ok(Some(a))
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        warn!(node = %a.node, cidr = %a.cidr, "subnet already taken; re-planning");
+                        Ok(None)
+                    }
+                    Err(source) => Err(Error::CreateSubnet {
+                        name: a.object.clone(),
+                        source,
+                    }),
                 }
-                // Another operator (split brain) or a stale cache: the subnet is taken;
-                // the next reconcile sees the object and plans around it.
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    warn!(node = %a.node, cidr = %a.cidr, "subnet already taken; re-planning");
-                    Ok(None)
-                }
-                Err(source) => Err(Error::CreateSubnet {
-                    name: a.object.clone(),
-                    source,
-                }),
             }
-        }
-    })
-    .buffer_unordered(WRITE_CONCURRENCY)
-    .collect()
-    .await;
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
     let mut allocated = Vec::new();
     let mut taken = false;
     let mut failed = None;
@@ -701,28 +745,31 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         )
     })
     .await;
-    if let Some(e) = failed {
-        return Err(e);
+    match (failed, taken) {
+        (Some(e), _) => Err(e),
+        (None, true) => Ok(Created::SomeTaken),
+        (None, false) => Ok(Created::All),
     }
-    if taken {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    for a in &plan.readdress {
+}
+
+/// Moves NodeSubnets whose node changed address to the new one, with an event each.
+async fn readdress(ctx: &Context, pn: &PodNetwork, moved: &[Allocation]) -> Result<(), Error> {
+    let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
+    for a in moved {
         let patch = serde_json::json!({
             "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
             "spec": {"nodeAddress": a.node_address.to_string()},
         });
-        subnet_api
-            .patch(
-                &a.object,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|source| Error::UpdateSubnet {
-                name: a.object.clone(),
-                source,
-            })?;
+        api.patch(
+            &a.object,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::UpdateSubnet {
+            name: a.object.clone(),
+            source,
+        })?;
         publish_related(
             ctx,
             pn,
@@ -734,15 +781,22 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
+    Ok(())
+}
 
-    // Status: what agents report on the NodeSubnets of the allocated nodes.
+/// What the roll-up needs from each allocated node's NodeSubnet status and heartbeat: its
+/// Programmed condition (and whether it describes the current spec), MTU, segment, BGP
+/// trouble and silence. Pure.
+pub fn subnet_views(
+    plan: &ipam::Plan,
+    subnets: &[Arc<NodeSubnet>],
+    silent: &BTreeMap<String, Silence>,
+) -> Vec<SubnetView> {
     let by_node: BTreeMap<&str, &Arc<NodeSubnet>> = subnets
         .iter()
         .map(|s| (s.spec.node_name.as_str(), s))
         .collect();
-    let silent = ctx.silent.borrow().clone();
-    let views: Vec<SubnetView> = plan
-        .keep
+    plan.keep
         .iter()
         .chain(&plan.readdress)
         .chain(&plan.create)
@@ -782,29 +836,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
                 }),
             }
         })
-        .collect();
-    let previous = pn.status.clone().unwrap_or_default();
-    let status = rollup::rollup(
-        &rollup::Input {
-            generation,
-            invalid_spec,
-            overlap: overlap.as_deref(),
-            selected,
-            claimed_elsewhere: &claimed_elsewhere,
-            plan: &plan,
-            subnets: &views,
-            one_segment: one_segment(&pn.spec),
-        },
-        &previous,
-        Time(k8s_openapi::jiff::Timestamp::now()),
-    );
-    ctx.metrics
-        .subnets(&name, status.subnets_allocated, status.subnets_free);
-    if status != previous {
-        announce_transitions(ctx, pn, &previous, &status).await;
-        write_status(ctx, &name, &status).await?;
-    }
-    Ok(Action::requeue(RESYNC))
+        .collect()
 }
 
 /// The mode's name for messages when it needs every node on one L2 segment: Flat, and Routed
@@ -1171,6 +1203,85 @@ mod tests {
             );
             assert_eq!(d.plan.keep, std::slice::from_ref(&held), "{what}");
         }
+    }
+
+    #[test]
+    fn subnet_views_read_what_agents_and_heartbeats_report() {
+        use causeway_crds::NodeSubnetStatus;
+        use causeway_crds::conditions::set_condition;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
+        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], false);
+        let mut subnets: Vec<NodeSubnet> =
+            d.plan.create.iter().map(|a| node_subnet(&pn, a)).collect();
+        for s in &mut subnets {
+            s.metadata.generation = Some(2);
+        }
+        let condition = |type_: &str, status: &str, reason: &str, generation: i64| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: format!("{type_} {reason}"),
+            observed_generation: Some(generation),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        // node-a: programmed for the current spec, BGP down, on 192.168.1.0/24.
+        let mut st = NodeSubnetStatus {
+            underlay_prefix: Some("192.168.1.0/24".into()),
+            effective_mtu: Some(1450),
+            ..NodeSubnetStatus::default()
+        };
+        set_condition(
+            &mut st.conditions,
+            condition(types::PROGRAMMED, "True", "Programmed", 2),
+        );
+        set_condition(
+            &mut st.conditions,
+            condition(types::READY, "False", reasons::BGP_SESSIONS_DOWN, 2),
+        );
+        subnets[0].status = Some(st);
+        // node-b: its report describes an older spec.
+        let mut st = NodeSubnetStatus::default();
+        set_condition(
+            &mut st.conditions,
+            condition(types::PROGRAMMED, "False", "ApplyFailed", 1),
+        );
+        subnets[1].status = Some(st);
+        let subnets: Vec<Arc<NodeSubnet>> = subnets.into_iter().map(Arc::new).collect();
+        let silent = BTreeMap::from([(
+            "node-c".to_owned(),
+            Silence {
+                for_: Duration::from_secs(50),
+                limit: Duration::from_secs(40),
+                lease: "causeway-system/node-c".into(),
+            },
+        )]);
+        let views = subnet_views(&d.plan, &subnets, &silent);
+        let by_node: BTreeMap<&str, &SubnetView> =
+            views.iter().map(|v| (v.node.as_str(), v)).collect();
+        let a = by_node["node-a"];
+        assert!(a.programmed.as_ref().is_some_and(|p| p.status && p.current));
+        assert_eq!(a.bgp_down.as_deref(), Some("Ready BgpSessionsDown"));
+        assert_eq!(a.effective_mtu, Some(1450));
+        assert_eq!(a.underlay_prefix, "192.168.1.0/24".parse().ok());
+        let b = by_node["node-b"];
+        assert!(
+            b.programmed
+                .as_ref()
+                .is_some_and(|p| !p.status && !p.current && p.reason == "ApplyFailed")
+        );
+        assert_eq!(b.bgp_down, None);
+        let c = by_node["node-c"];
+        assert!(c.programmed.is_none(), "no report yet");
+        assert_eq!(
+            c.silent.as_deref(),
+            Some("no heartbeat for more than 40s, Lease causeway-system/node-c")
+        );
+        assert_eq!(
+            views.len(),
+            d.plan.create.len(),
+            "one view per allocated node"
+        );
     }
 
     #[test]
