@@ -507,7 +507,7 @@ struct RouteMonitor {
 
 impl RouteMonitor {
     fn start(ns: &str) -> Result<Self> {
-        state::ensure_not_shutting_down()?;
+        causeway_e2e::cmd::ensure_not_shutting_down()?;
         let mut child = Command::new("ip")
             .args(["-n", ns, "monitor", "route"])
             .stdin(Stdio::null())
@@ -888,7 +888,7 @@ fn ip_batch_baseline(n: usize) -> Result<Duration> {
             m.address
         ));
     }
-    state::ensure_not_shutting_down()?;
+    causeway_e2e::cmd::ensure_not_shutting_down()?;
     let started = Instant::now();
     cmd::run_stdin(
         Command::new("bridge").args(["-n", &ns.name, "-batch", "-"]),

@@ -562,7 +562,7 @@ fn iperf3(
     let out_path = c.dir.join("iperf3-server.json");
     let err_path = c.dir.join("iperf3-server.err");
     let wire_ns = c.ns(CLIENT);
-    state::ensure_not_shutting_down()?;
+    causeway_e2e::cmd::ensure_not_shutting_down()?;
     let mut server = OneShotServer {
         child: cmd::in_netns(server_ns, "iperf3")
             .args(["-s", "-1", "-J", "-p", &port, "-B", &server_ip.to_string()])

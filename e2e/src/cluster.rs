@@ -450,7 +450,7 @@ impl Cluster {
         mut c: Command,
         env: &[(&str, &str)],
     ) -> Result<ProcId> {
-        state::ensure_not_shutting_down()?;
+        cmd::ensure_not_shutting_down()?;
         let log_path = self.log_path(role);
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -2,10 +2,12 @@
 //! errors that name the command line, its exit status and what it printed on stderr.
 //!
 //! Everything the harness does to the kernel or the cluster goes through here, so a failure
-//! always reads as the exact command a person could paste to reproduce it.
+//! always reads as the exact command a person could paste to reproduce it. Once the harness
+//! is shutting down (Ctrl-C, [`begin_shutdown`]) nothing new is started.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
@@ -93,7 +95,7 @@ pub fn ip_batch(ns: Option<&str>, lines: &[String]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    crate::state::ensure_not_shutting_down()?;
+    ensure_not_shutting_down()?;
     let mut cmd = Command::new("ip");
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
@@ -120,6 +122,22 @@ pub fn find_program(program: &str) -> bool {
 pub fn require_program(program: &str, package: &str) -> Result<()> {
     if !find_program(program) {
         bail!("`{program}` is not installed: run `make deps` (Debian package `{package}`)");
+    }
+    Ok(())
+}
+
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process as tearing down (Ctrl-C): from now on the harness creates nothing, so a
+/// test still running on another thread cannot add a namespace behind the tear-down's back.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+}
+
+/// Fails once [`begin_shutdown`] was called; every creating operation checks this first.
+pub fn ensure_not_shutting_down() -> Result<()> {
+    if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        anyhow::bail!("the harness is shutting down (interrupted)");
     }
     Ok(())
 }

@@ -10,8 +10,7 @@ use crate::cluster::Cluster;
 use crate::controlplane::{API_PORT, causeway_binary};
 use crate::proc::ProcId;
 
-/// The namespace the chart installs into (leader Lease, service accounts).
-pub const NAMESPACE: &str = "causeway-system";
+pub use crate::helm::NAMESPACE;
 
 const OPERATOR: &str = "causeway-operator";
 const AGENT: &str = "causeway-node-agent";

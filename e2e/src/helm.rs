@@ -13,6 +13,9 @@ use crate::cluster::Cluster;
 use crate::cmd;
 use crate::controlplane::{Binaries, workspace_root};
 
+/// The namespace the chart installs into (leader Lease, service accounts).
+pub const NAMESPACE: &str = "causeway-system";
+
 /// The release name the harness installs and renders with: objects get the names the docs
 /// use (`causeway-operator`, `causeway-node-agent`, `causeway-gateway-client`).
 pub const RELEASE: &str = "causeway";
@@ -132,7 +135,7 @@ impl Release {
     pub fn default_with(values: &[(&str, &str)]) -> Self {
         Self {
             name: RELEASE.into(),
-            namespace: crate::deploy::NAMESPACE.into(),
+            namespace: NAMESPACE.into(),
             chart: chart_dir(),
             values: values
                 .iter()

@@ -133,7 +133,7 @@ fn invoke(
 pub fn add(cluster: &Cluster, node: &str, name: &str) -> Result<Pod> {
     let conf = load_netconf(&cluster.cni_conf_dir(node))?;
     let netns = format!("{}-pod-{name}", cluster.ns(node));
-    crate::state::ensure_not_shutting_down()?;
+    crate::cmd::ensure_not_shutting_down()?;
     cmd::run(std::process::Command::new("ip").args(["netns", "add", &netns]))?;
     cmd::ip_batch(Some(&netns), &["link set lo up".to_string()])?;
     let mut prev: Option<Value> = None;

@@ -9,30 +9,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cmd;
+use crate::cmd::{self, begin_shutdown};
 use crate::proc::ProcId;
-
-static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
-
-/// Marks the process as tearing down (Ctrl-C): from now on the harness creates nothing, so a
-/// test still running on another thread cannot add a namespace behind the tear-down's back.
-pub fn begin_shutdown() {
-    SHUTTING_DOWN.store(true, Ordering::SeqCst);
-}
-
-/// Fails once [`begin_shutdown`] was called; every creating operation checks this first.
-pub fn ensure_not_shutting_down() -> Result<()> {
-    if SHUTTING_DOWN.load(Ordering::SeqCst) {
-        anyhow::bail!("the harness is shutting down (interrupted)");
-    }
-    Ok(())
-}
 
 /// Tears a cluster down from a signal handler: stop creating, remove everything, then sweep
 /// once more for anything a racing thread created in between.
