@@ -666,8 +666,12 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
         demo::install_crds(c)?;
         c.kubectl(&["create", "namespace", deploy::NAMESPACE])?;
         deploy::install_agent_rbac(c)?;
-        // Creates the agent's credentials now, so that no start below includes openssl.
-        deploy::agent_kubeconfig(c)?;
+        // The agent's Node (its token is bound to it), and its credentials now, so that no
+        // start below includes issuing them.
+        let node =
+            serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}});
+        c.kubectl_stdin(&["apply", "-f", "-"], &node.to_string())?;
+        deploy::agent_kubeconfig(c, NODE)?;
         let pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
             "metadata": {"name": NETWORK},
             "spec": {"cidr": POD_CIDR, "nodeSubnetPrefixLength": MASK, "mode": "Overlay"}});

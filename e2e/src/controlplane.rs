@@ -255,6 +255,17 @@ impl Pki {
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
+
+    /// Writes a kubeconfig for `server` that authenticates with the bearer token in
+    /// `token_file` (re-read by clients as it changes, as a pod's projected token is).
+    pub fn token_kubeconfig(&self, path: &Path, server: &str, token_file: &Path) -> Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: causeway-e2e\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: user\n  user:\n    tokenFile: {token}\ncontexts:\n- name: causeway-e2e\n  context: {{cluster: causeway-e2e, user: user}}\ncurrent-context: causeway-e2e\n",
+            ca = self.ca_cert().display(),
+            token = token_file.display(),
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 /// etcd's command line (inside the control-plane namespace, client port on loopback only).

@@ -38,9 +38,11 @@ pub fn install_rbac(c: &Cluster) -> Result<()> {
     apply_chart_template(c, "gateway-client-rbac.yaml")
 }
 
-/// Applies the chart's node-agent RBAC (the namespace must exist: [`install_operator_rbac`]).
+/// Applies the chart's node-agent RBAC and its node-restriction admission policies (the
+/// namespace must exist: [`install_operator_rbac`]).
 pub fn install_agent_rbac(c: &Cluster) -> Result<()> {
-    apply_chart_template(c, "node-agent-rbac.yaml")
+    apply_chart_template(c, "node-agent-rbac.yaml")?;
+    apply_chart_template(c, "node-restriction.yaml")
 }
 
 /// Applies one chart template, rendered by `helm template` as release `causeway` in
@@ -57,9 +59,69 @@ pub fn operator_kubeconfig(c: &Cluster) -> Result<String> {
     service_account_kubeconfig(c, OPERATOR)
 }
 
-/// A kubeconfig for the node agent's service account (shared by every node's agent, as a
-/// DaemonSet's pods share one).
-pub fn agent_kubeconfig(c: &Cluster) -> Result<String> {
+/// A kubeconfig for `node`'s agent: the node agent's service account, with a token the API
+/// server binds to the Node object, as the DaemonSet pod's projected token is bound to its pod
+/// and node. The API server reports the node as the user's extra
+/// `authentication.kubernetes.io/node-name`, which the chart's node-restriction policy keys
+/// on. The Node must exist; the token is issued once and reused ([`renew_agent_token`] after
+/// the Node was deleted and registered again, which invalidates it, as it would the pod's).
+pub fn agent_kubeconfig(c: &Cluster, node: &str) -> Result<String> {
+    let token_file = agent_token_file(c, node);
+    if !token_file.is_file() {
+        renew_agent_token(c, node)?;
+    }
+    let path = c.dir.join(format!("kubeconfig-agent-{node}"));
+    let server = format!("https://{}:{API_PORT}", c.topology.control_plane.address);
+    c.pki.token_kubeconfig(&path, &server, &token_file)?;
+    Ok(path.display().to_string())
+}
+
+/// Issues `node`'s agent a new node-bound token, in the file its kubeconfig names (a running
+/// agent re-reads it within a minute, as it would a pod's refreshed projected token).
+pub fn renew_agent_token(c: &Cluster, node: &str) -> Result<()> {
+    let token_file = agent_token_file(c, node);
+    if let Some(dir) = token_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let token = bound_token(c, AGENT, "Node", node)?;
+    // Written aside and renamed, so a reader never sees half a token.
+    let partial = token_file.with_extension("new");
+    std::fs::write(&partial, token).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &token_file)
+        .with_context(|| format!("renaming {}", partial.display()))
+}
+
+fn agent_token_file(c: &Cluster, node: &str) -> std::path::PathBuf {
+    c.dir.join("tokens").join(format!("agent-{node}"))
+}
+
+/// A token of service account `account` bound to the object `kind`/`name` (`Node` or `Pod`
+/// in [`NAMESPACE`]), valid for a day or until the object goes: `kubectl create token`.
+pub fn bound_token(c: &Cluster, account: &str, kind: &str, name: &str) -> Result<String> {
+    let out = c.kubectl(&[
+        "create",
+        "token",
+        account,
+        "-n",
+        NAMESPACE,
+        "--bound-object-kind",
+        kind,
+        "--bound-object-name",
+        name,
+        "--duration",
+        "24h",
+    ])?;
+    Ok(out.trim().to_owned())
+}
+
+/// A kubeconfig for the ClientJoin clients' service account (`causeway-gateway-client`).
+pub fn gateway_client_kubeconfig(c: &Cluster) -> Result<String> {
+    service_account_kubeconfig(c, GATEWAY_CLIENT)
+}
+
+/// A kubeconfig for the node agent's service account with no node claim: a client
+/// certificate, as a token stolen from outside any pod or node would carry.
+pub fn unbound_agent_kubeconfig(c: &Cluster) -> Result<String> {
     service_account_kubeconfig(c, AGENT)
 }
 
@@ -135,7 +197,16 @@ pub fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> Result<ProcId> {
         "--cni-data-dir",
         &data_dir,
     ];
-    start(c, node, AGENT, &format!("agent-{node}"), &base, args)
+    let bin = causeway_binary(AGENT)?;
+    let all: Vec<String> = base.iter().chain(args).map(|s| s.to_string()).collect();
+    let kubeconfig = agent_kubeconfig(c, node)?;
+    c.spawn(
+        node,
+        &format!("agent-{node}"),
+        &bin.display().to_string(),
+        &all,
+        &[("RUST_LOG", "info"), ("KUBECONFIG", &kubeconfig)],
+    )
 }
 
 /// Starts `causeway-node-agent client` (OverlayGateway ClientJoin) in the non-node `host`'s

@@ -105,6 +105,19 @@ impl Suite {
         self.start_agent(c, node)
     }
 
+    /// Registers every Node again, as kubelets do after `kubectl delete node`. A deleted
+    /// Node took its agent's credentials with it (the token is bound to the Node, as a pod's
+    /// is to its node), so each of `restarted`'s agents gets a new token and is restarted, as
+    /// the DaemonSet replaces a pod whose node was deleted.
+    pub fn register_nodes_again(&self, c: &Cluster, restarted: &[&str]) -> Result<()> {
+        c.register_nodes()?;
+        for node in restarted {
+            deploy::renew_agent_token(c, node)?;
+            self.restart_agent(c, node)?;
+        }
+        Ok(())
+    }
+
     /// Starts the ClientJoin client `name` of gateway `gateway` on the non-node `host`, with
     /// the agents' resync interval and Lease.
     pub fn start_client(

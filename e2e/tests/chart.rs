@@ -152,7 +152,13 @@ fn two_releases_in_different_namespaces_share_no_object_name() -> Result<()> {
         for o in objects.iter() {
             let cluster_scoped = matches!(
                 o["kind"].as_str(),
-                Some("ClusterRole" | "ClusterRoleBinding" | "CustomResourceDefinition")
+                Some(
+                    "ClusterRole"
+                        | "ClusterRoleBinding"
+                        | "CustomResourceDefinition"
+                        | "ValidatingAdmissionPolicy"
+                        | "ValidatingAdmissionPolicyBinding"
+                )
             );
             if !cluster_scoped {
                 ensure!(
@@ -165,6 +171,21 @@ fn two_releases_in_different_namespaces_share_no_object_name() -> Result<()> {
                 o["metadata"]["labels"]["app.kubernetes.io/instance"] == release,
                 "{} lacks the instance label {release}",
                 key(o)
+            );
+        }
+        // Node-restriction policies restrict their own release's accounts.
+        let policies = of_kind(objects, "ValidatingAdmissionPolicy");
+        ensure!(
+            policies.len() == 2,
+            "{} node-restriction policies",
+            policies.len()
+        );
+        for policy in policies {
+            let conditions = policy["spec"]["matchConditions"].to_string();
+            ensure!(
+                conditions.contains(&format!("system:serviceaccount:{namespace}:")),
+                "{}: {conditions}",
+                key(policy)
             );
         }
         // Bindings point at their own release's accounts.

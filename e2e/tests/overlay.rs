@@ -284,7 +284,7 @@ fn node_reregistered(c: &Cluster) -> Result<()> {
             Ok(())
         },
     )?;
-    c.register_nodes()?;
+    SUITE.register_nodes_again(c, &[node])?;
     wait_for(
         "the node is back with its subnet and its pods' veths",
         Duration::from_secs(40),
@@ -429,7 +429,7 @@ fn dry_run(c: &Cluster) -> Result<()> {
     let target = subnet_of(c, NETWORK, "node-a")?;
     c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
     let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
-    let kubeconfig = deploy::agent_kubeconfig(c)?;
+    let kubeconfig = deploy::agent_kubeconfig(c, node)?;
     let conf_dir = c.cni_conf_dir(node).display().to_string();
     let out = causeway_e2e::cmd::run(
         causeway_e2e::cmd::in_netns(&c.ns(node), "env")
@@ -803,11 +803,26 @@ fn node_deleted(c: &Cluster) -> Result<()> {
             Ok(())
         },
     )?;
-    // The deleted node's agent cleaned its own node up before letting the NodeSubnet go.
+    // The deleted node's agent cleaned its own node up; its credentials went with the Node,
+    // so the operator released the agent's finalizer and said so.
     ensure!(
         our_routes(c, gone)?.is_empty(),
         "node-d kept routes: {:?}",
         our_routes(c, gone)?
+    );
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "reason=AgentFinalizerReleased",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    ensure!(
+        events.contains("node node-d no longer exists"),
+        "no AgentFinalizerReleased event for node-d: {events:?}"
     );
     Ok(())
 }
@@ -1007,7 +1022,7 @@ fn range_over_nodes(c: &Cluster) -> Result<()> {
 fn cross_subnet(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
     // node-d was deleted by an earlier test: it comes back as a kubelet would register it.
-    c.register_nodes()?;
+    SUITE.register_nodes_again(c, &["node-d"])?;
     let name = "overlay-cross-subnet";
     let example = causeway_e2e::controlplane::workspace_root()
         .join("docs/examples/podnetwork-overlay-cross-subnet.yaml");

@@ -55,7 +55,7 @@ use crate::{cni, pass, plan};
 pub use crate::FIELD_MANAGER;
 
 /// Finalizer the agent keeps on its own NodeSubnet until it has cleaned the node up.
-pub const FINALIZER: &str = "causeway.dev/node-agent";
+pub const FINALIZER: &str = causeway_crds::v1alpha1::AGENT_FINALIZER;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]

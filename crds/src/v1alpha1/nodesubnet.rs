@@ -24,6 +24,11 @@ use super::{
 use crate::vtep::MacAddr;
 use crate::{Error, cidr, schema};
 
+/// The finalizer a node's agent holds on its own NodeSubnet, so that it can clean its node up
+/// before the object goes. The operator releases it only when the Node is gone (the agent's
+/// credentials are bound to the Node and went with it).
+pub const AGENT_FINALIZER: &str = "causeway.dev/node-agent";
+
 /// Pattern of a VTEP MAC: six lowercase hex pairs separated by colons.
 pub const MAC_PATTERN: &str = "^([0-9a-f]{2}:){5}[0-9a-f]{2}$";
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::{find_condition, reasons, types};
-use causeway_crds::v1alpha1::PodNetworkMode;
+use causeway_crds::v1alpha1::{AGENT_FINALIZER, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
 use causeway_kube::cache::cached;
 use causeway_kube::heartbeat::{self, Liveness, Silence};
@@ -617,6 +617,8 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     );
 
     release(ctx, pn, &plan.release).await?;
+    let gone = |node: &str| ctx.nodes.get(&ObjectRef::new(node)).is_none();
+    release_agent_finalizers(ctx, pn, &stranded(&subnets, gone)).await?;
     match create(ctx, pn, &plan.create).await? {
         Created::All => {}
         // Another operator (split brain) or a stale cache: the next reconcile plans around it.
@@ -676,6 +678,76 @@ async fn release(ctx: &Context, pn: &PodNetwork, release: &[Allocation]) -> Resu
         format!("released {} of node {}", a.cidr, a.node)
     })
     .await;
+    Ok(())
+}
+
+/// NodeSubnets being deleted that still carry their agent's finalizer although their Node is
+/// gone (per `gone`, the cache). That agent can no longer release it: its credentials are
+/// bound to the Node and went with it, so the NodeSubnet would never go. Pure.
+pub fn stranded(subnets: &[Arc<NodeSubnet>], gone: impl Fn(&str) -> bool) -> Vec<Arc<NodeSubnet>> {
+    subnets
+        .iter()
+        .filter(|s| s.meta().deletion_timestamp.is_some())
+        .filter(|s| s.finalizers().iter().any(|f| f == AGENT_FINALIZER))
+        .filter(|s| gone(&s.spec.node_name))
+        .cloned()
+        .collect()
+}
+
+/// Releases the agent finalizer of each stranded NodeSubnet once the API confirms its Node is
+/// gone (the cache may lag), with a test-and-remove patch that fails if the finalizers moved,
+/// and an event naming the NodeSubnet and why.
+async fn release_agent_finalizers(
+    ctx: &Context,
+    pn: &PodNetwork,
+    stranded: &[Arc<NodeSubnet>],
+) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
+    for s in stranded {
+        let node = &s.spec.node_name;
+        match nodes.get_opt(node).await {
+            Ok(None) => {}
+            Ok(Some(_)) => continue,
+            Err(source) => {
+                warn!(%node, error = %source, "cannot tell whether the node is gone");
+                continue;
+            }
+        }
+        let kept: Vec<&String> = s
+            .finalizers()
+            .iter()
+            .filter(|f| *f != AGENT_FINALIZER)
+            .collect();
+        // The resourceVersion makes the patch conditional: if the finalizers moved meanwhile
+        // the API server answers 409 and the next reconcile looks again.
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": kept,
+            "resourceVersion": s.resource_version(),
+        }});
+        let name = s.name_any();
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+            Err(source) => return Err(Error::UpdateSubnet { name, source }),
+        }
+        info!(%node, subnet = %name, "released the agent finalizer of a node that is gone");
+        publish_related(
+            ctx,
+            pn,
+            Kind::Normal,
+            "AgentFinalizerReleased",
+            "Release",
+            format!(
+                "NodeSubnet {name}: node {node} no longer exists, so its agent (whose credentials were bound to the Node) cannot release {AGENT_FINALIZER}; the operator released it. If the machine still runs, its routes stay until its agent runs again."
+            ),
+            node_ref(node),
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -1203,6 +1275,46 @@ mod tests {
             );
             assert_eq!(d.plan.keep, std::slice::from_ref(&held), "{what}");
         }
+    }
+
+    #[test]
+    fn only_deleted_subnets_of_gone_nodes_with_the_agent_finalizer_are_stranded() {
+        let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
+        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], false);
+        let subnets: Vec<Arc<NodeSubnet>> = d
+            .plan
+            .create
+            .iter()
+            .zip([
+                // (deleting, agent finalizer)
+                (true, true),  // node-a: gone below -> stranded
+                (true, true),  // node-b: still exists
+                (false, true), // node-c: gone, but not being deleted
+            ])
+            .map(|(a, (deleting, held))| {
+                let mut s = node_subnet(&pn, a);
+                if deleting {
+                    s.metadata.deletion_timestamp =
+                        Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+                }
+                if held {
+                    s.metadata.finalizers =
+                        Some(vec!["example.com/other".into(), AGENT_FINALIZER.into()]);
+                }
+                Arc::new(s)
+            })
+            .collect();
+        assert_eq!(subnets.len(), 3);
+        let gone = |node: &str| node == "node-a" || node == "node-c";
+        let found: Vec<String> = stranded(&subnets, gone)
+            .iter()
+            .map(|s| s.spec.node_name.clone())
+            .collect();
+        assert_eq!(found, ["node-a"]);
+        // Without the agent's finalizer there is nothing to release.
+        let mut other = (*subnets[0]).clone();
+        other.metadata.finalizers = Some(vec!["example.com/other".into()]);
+        assert!(stranded(&[Arc::new(other)], gone).is_empty());
     }
 
     #[test]
