@@ -123,6 +123,10 @@ pub mod reasons {
     /// Ready=False on an OverlayGateway: a client CIDR (or a ClientJoin `overlayAddress`)
     /// overlaps the pod range.
     pub const CLIENT_CIDR_OVERLAPS_PODS: &str = "ClientCidrOverlapsPods";
+    /// Ready=False on an OverlayGateway `ClientJoin`: a client's address or overlayAddress
+    /// belongs to someone else (a node, the API server, another client): nothing is
+    /// programmed for that client ([`crate::ownership`]).
+    pub const ADDRESS_IN_USE: &str = "AddressInUse";
 }
 
 /// The status of a condition: `True`, `False` or `Unknown`.

@@ -14,6 +14,8 @@
 //! - [`vtep`]: deterministic VXLAN VTEP MAC addresses.
 //! - [`conditions`]: condition types, reasons and `set_condition`.
 //! - [`naming`]: object names derived from other names (NodeSubnet names).
+//! - [`ownership`]: who owns an address (nodes, the API server, routers, clients), checked
+//!   the same way by the operator and the agents before anything is programmed for it.
 //! - [`schema`]: schema transforms that put Kubernetes limits on embedded types.
 //! - [`selector`]: `metav1.LabelSelector` matching, as Kubernetes evaluates it.
 //! - [`crdgen`]: renders the CustomResourceDefinitions as YAML for the Helm chart.
@@ -24,6 +26,7 @@ pub mod crdgen;
 pub mod error;
 pub mod mtu;
 pub mod naming;
+pub mod ownership;
 pub mod schema;
 pub mod selector;
 pub mod v1alpha1;

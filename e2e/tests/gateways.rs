@@ -1096,7 +1096,7 @@ fn gateway_problems(c: &Cluster) -> Result<()> {
             "clash",
             bridge("192.168.50.11", serde_json::json!({})),
             "VipConflict",
-            "VIP 192.168.50.11 is the address of node node-a",
+            "VIP 192.168.50.11 is node node-a's address",
         ),
         (
             "nobody",

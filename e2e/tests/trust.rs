@@ -13,8 +13,11 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use causeway_e2e::suite::{OVERLAY_NETWORK as NETWORK, Suite};
+use causeway_e2e::suite::{
+    OVERLAY_NETWORK as NETWORK, Suite, gateway_json, network_ready, node_address, pod_on,
+};
 use causeway_e2e::topology::presets;
+use causeway_e2e::traffic;
 use causeway_e2e::traffic::wait_for;
 use causeway_e2e::{Cluster, cmd, deploy, testing};
 use serde_json::{Value, json};
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
             testing::test(
                 "a_gateway_clients_credentials_write_only_client_heartbeats",
                 client_restriction,
+            ),
+            testing::test(
+                "hostile_and_careless_inputs_are_refused_or_reported_and_the_live_network_keeps_flowing",
+                hostile_inputs,
             ),
         ],
     )
@@ -560,4 +567,286 @@ fn client_restriction(c: &Cluster) -> Result<()> {
             ),
         ],
     )
+}
+
+/// What a hostile or careless input must lead to.
+enum Outcome {
+    /// The API server refuses it, with a message containing this.
+    Refused(String),
+    /// OverlayGateway `gateway` reports Ready=False with `reason` and a message containing
+    /// `words`.
+    Gateway {
+        gateway: &'static str,
+        reason: &'static str,
+        words: String,
+    },
+}
+
+struct Hostile {
+    what: &'static str,
+    /// Applied together, in order.
+    objects: Vec<Value>,
+    outcome: Outcome,
+}
+
+fn gateway(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "OverlayGateway",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+fn join(name: &str, clients: &[(&str, String, String)]) -> Value {
+    let clients: Vec<Value> = clients
+        .iter()
+        .map(|(n, a, o)| json!({"name": n, "address": a, "overlayAddress": o}))
+        .collect();
+    gateway(
+        name,
+        json!({"network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": clients}}),
+    )
+}
+
+fn bridge(name: &str, vip: &str) -> Value {
+    gateway(
+        name,
+        json!({"network": NETWORK, "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
+            "bridgeHosts": {"nodeSelector": {}, "vip": vip}}),
+    )
+}
+
+/// The untouched network stays Ready and its traffic flows: pod to pod both ways across the
+/// nodes, and node-b to node-a over the underlay (never into the tunnel).
+fn live_network_flows(c: &Cluster, what: &str) -> Result<()> {
+    let (status, reason, message) = network_ready(c, NETWORK)?;
+    ensure!(
+        status == "True",
+        "{what}: the untouched network is {status} ({reason}): {message}"
+    );
+    let pods = SUITE.pods();
+    let (a, b) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-b")?);
+    traffic::expect_ping(&a.netns, b.ip).with_context(|| what.to_string())?;
+    traffic::expect_ping(&b.netns, a.ip).with_context(|| what.to_string())?;
+    let node_a = node_address(c, "node-a")?;
+    traffic::expect_ping(&c.ns("node-b"), node_a).with_context(|| what.to_string())?;
+    let path = c.exec("node-b", "ip", &["route", "get", &node_a.to_string()])?;
+    ensure!(
+        !path.contains("cw-"),
+        "{what}: node-b reaches node-a's address through Causeway's devices: {path}"
+    );
+    Ok(())
+}
+
+fn hostile_inputs(c: &Cluster) -> Result<()> {
+    SUITE.overlay(c)?;
+    let node_a = node_address(c, "node-a")?.to_string();
+    let node_b = node_address(c, "node-b")?.to_string();
+    let api = c.topology.control_plane.address.to_string();
+    // The segment node-a's agent found itself on.
+    let segment: ipnet::Ipv4Net = deploy::node_subnets(c, NETWORK)?
+        .iter()
+        .find(|s| s["spec"]["nodeName"] == "node-a")
+        .and_then(|s| s["status"]["underlayPrefix"].as_str())
+        .context("node-a's underlayPrefix")?
+        .parse()?;
+    let broadcast = segment.broadcast();
+    let s = |v: &str| v.to_string();
+    let gw = |reason: &'static str, words: String| Outcome::Gateway {
+        gateway: "trust-a",
+        reason,
+        words,
+    };
+    let cases = vec![
+        Hostile {
+            what: "a ClientJoin overlayAddress equal to node-a's address",
+            objects: vec![join(
+                "trust-a",
+                &[("laptop", s("192.168.50.100"), node_a.clone())],
+            )],
+            outcome: gw(
+                "AddressInUse",
+                format!("overlayAddress {node_a} is node node-a's address"),
+            ),
+        },
+        Hostile {
+            what: "a ClientJoin address equal to node-b's address",
+            objects: vec![join(
+                "trust-a",
+                &[("laptop", node_b.clone(), s("10.250.0.50"))],
+            )],
+            outcome: gw(
+                "AddressInUse",
+                format!("address {node_b} is node node-b's address"),
+            ),
+        },
+        Hostile {
+            what: "a ClientJoin overlayAddress equal to the API server's address",
+            objects: vec![join(
+                "trust-a",
+                &[("laptop", s("192.168.50.100"), api.clone())],
+            )],
+            outcome: gw(
+                "AddressInUse",
+                format!("overlayAddress {api} is the API server's address"),
+            ),
+        },
+        Hostile {
+            what: "a ClientJoin overlayAddress inside the pod range",
+            objects: vec![join(
+                "trust-a",
+                &[("laptop", s("192.168.50.100"), s("10.247.1.9"))],
+            )],
+            outcome: gw(
+                "ClientCidrOverlapsPods",
+                s("inside the pod range 10.247.0.0/16"),
+            ),
+        },
+        Hostile {
+            what: "a ClientJoin overlayAddress equal to the client's own address",
+            objects: vec![join(
+                "trust-a",
+                &[("laptop", s("192.168.50.100"), s("192.168.50.100"))],
+            )],
+            outcome: gw("InvalidSpec", s("is also its address")),
+        },
+        Hostile {
+            what: "a second client whose overlayAddress is the first client's address",
+            objects: vec![join(
+                "trust-a",
+                &[
+                    ("laptop", s("192.168.50.100"), s("10.250.0.100")),
+                    ("desk", s("192.168.50.101"), s("192.168.50.100")),
+                ],
+            )],
+            outcome: gw(
+                "AddressInUse",
+                s("clients[1] (desk): overlayAddress 192.168.50.100 is client laptop's address"),
+            ),
+        },
+        Hostile {
+            what: "a later gateway's client taking an earlier gateway's client's overlay address",
+            objects: vec![
+                join(
+                    "trust-a",
+                    &[("laptop", s("192.168.50.100"), s("10.250.0.100"))],
+                ),
+                join(
+                    "trust-b",
+                    &[("desk", s("192.168.50.101"), s("10.250.0.100"))],
+                ),
+            ],
+            outcome: Outcome::Gateway {
+                gateway: "trust-b",
+                reason: "AddressInUse",
+                words: s("is client laptop's overlay address (OverlayGateway trust-a)"),
+            },
+        },
+        Hostile {
+            what: "two ClientJoin clients with one address",
+            objects: vec![join(
+                "trust-a",
+                &[
+                    ("laptop", s("192.168.50.100"), s("10.250.0.100")),
+                    ("desk", s("192.168.50.100"), s("10.250.0.101")),
+                ],
+            )],
+            outcome: Outcome::Refused(s("spec.clientJoin.clients")),
+        },
+        Hostile {
+            what: "a ClientJoin gateway without clients",
+            objects: vec![join("trust-a", &[])],
+            outcome: Outcome::Refused(s("must list at least one client")),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP equal to node-a's address",
+            objects: vec![bridge("trust-a", &node_a)],
+            outcome: gw(
+                "VipConflict",
+                format!("VIP {node_a} is node node-a's address"),
+            ),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP equal to the API server's address",
+            objects: vec![bridge("trust-a", &api)],
+            outcome: gw(
+                "VipConflict",
+                format!("VIP {api} is the API server's address"),
+            ),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP equal to the segment's broadcast address",
+            objects: vec![bridge("trust-a", &broadcast.to_string())],
+            outcome: gw(
+                "VipConflict",
+                format!("VIP {broadcast} is the broadcast address of the segment {segment}"),
+            ),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP inside the pod range",
+            objects: vec![bridge("trust-a", "10.247.0.1")],
+            outcome: gw("VipConflict", s("inside the pod range")),
+        },
+    ];
+    run_hostile(c, &cases)
+}
+
+/// Applies each case, checks its outcome and that the live network keeps flowing while the
+/// case's objects exist, then removes them. Fails listing every case that went wrong.
+fn run_hostile(c: &Cluster, cases: &[Hostile]) -> Result<()> {
+    let mut wrong = Vec::new();
+    for case in cases {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": case.objects});
+        let applied = c.kubectl_stdin(&["apply", "-f", "-"], &list.to_string());
+        let verdict = match (&case.outcome, &applied) {
+            (Outcome::Refused(words), Err(e)) if format!("{e:#}").contains(words.as_str()) => {
+                Ok(())
+            }
+            (Outcome::Refused(words), other) => {
+                Err(format!("expected a refusal with {words:?}, got {other:?}"))
+            }
+            (Outcome::Gateway { .. }, Err(e)) => Err(format!("refused: {e:#}")),
+            (
+                Outcome::Gateway {
+                    gateway,
+                    reason,
+                    words,
+                },
+                Ok(_),
+            ) => wait_for("the gateway's condition", Duration::from_secs(20), || {
+                let g = gateway_json(c, gateway)?;
+                let ready = g["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                ensure!(
+                    ready["status"] == "False"
+                        && ready["reason"] == *reason
+                        && ready["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains(words.as_str())),
+                    "Ready is {}",
+                    ready
+                );
+                eprintln!("[trust] {}: {} {}", case.what, reason, ready["message"]);
+                Ok(())
+            })
+            .map_err(|e| format!("{e:#}")),
+        }
+        .and_then(|()| live_network_flows(c, case.what).map_err(|e| format!("{e:#}")));
+        if let Err(e) = verdict {
+            wrong.push(format!("{}: {e}", case.what));
+        }
+        if applied.is_ok() {
+            c.kubectl_stdin(
+                &["delete", "--ignore-not-found", "--wait=true", "-f", "-"],
+                &list.to_string(),
+            )?;
+        }
+    }
+    eprintln!(
+        "[trust] {} hostile inputs, {} as expected",
+        cases.len(),
+        cases.len() - wrong.len()
+    );
+    ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
 }

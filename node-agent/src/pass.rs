@@ -151,13 +151,22 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     };
     pass.outcome.underlay_prefix = Some(observed.underlay.prefix);
 
-    // 2. Plan, from the inputs and what was observed.
+    // 2. Plan, from the inputs and what was observed. Who owns which address: gateways
+    // never take one (the plan refuses a network whose cidr does not parse).
+    let pods = network.spec.parsed_cidr().unwrap_or_default();
+    let known = crate::join::Known {
+        subnets: input.subnets,
+        api_server: input.api_server,
+        routers: &observed.foreign.next_hops,
+        pods,
+    };
     let candidacies = elector::candidacies(
         input.gateways,
         own,
         input.labels,
         &observed.underlay.name,
         observed.underlay.prefix,
+        &known,
     );
     let snat = elector::snat_clients(input.gateways, &candidacies);
     let (returns, return_notes) = return_paths(input.gateways, own, &observed.foreign);
@@ -170,6 +179,8 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         .filter(|s| s.spec.network == own.spec.network)
         .cloned()
         .collect();
+    let (clients, client_notes) =
+        crate::join::client_peers(input.gateways, &own.spec.network, &known);
     let planned = match plan::plan(&plan::Input {
         own,
         peers: &peers,
@@ -178,7 +189,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         learned: input.learned,
         returns: &returns,
         snat: &snat,
-        clients: &crate::join::client_peers(input.gateways, &own.spec.network),
+        clients: &clients,
         protected: &protected,
     }) {
         Ok(p) => p,
@@ -187,6 +198,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     pass.outcome.mtu = Some(planned.mtu);
     pass.outcome.skipped = planned.skipped.clone();
     pass.outcome.skipped.extend(return_notes);
+    pass.outcome.skipped.extend(client_notes);
     pass.decisions = Some(Decisions {
         speaker,
         candidacies,

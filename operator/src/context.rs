@@ -26,6 +26,8 @@ pub struct Options {
     pub use_node_pod_cidr: bool,
     /// Namespace of the agents' heartbeat Leases (the operator's own).
     pub agent_namespace: String,
+    /// The API server's address, when the client configuration names it by IP address.
+    pub api_server: Option<std::net::Ipv4Addr>,
 }
 
 /// What every reconcile shares.

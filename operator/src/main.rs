@@ -157,9 +157,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("connecting to the API server (is KUBECONFIG set, or are we in a pod?)")?;
+    // The API server's address when the configuration names it by IP: no ClientJoin client
+    // may take it (in a pod this is the `kubernetes` Service's address).
+    let api_server = config
+        .cluster_url
+        .host()
+        .and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+    let client = kube::Client::try_from(config).context("building the API client")?;
 
     let election = Election {
         lease_name: args.lease_name,
@@ -222,6 +229,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Options {
             use_node_pod_cidr: args.use_node_pod_cidr,
             agent_namespace: args.namespace.clone(),
+            api_server,
         },
         metrics.clone(),
         identity,

@@ -38,6 +38,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::reasons;
+use causeway_crds::ownership;
 use causeway_crds::v1alpha1::GatewayStrategy;
 use causeway_crds::{NodeSubnet, OverlayGateway, selector};
 use causeway_kube::election;
@@ -66,8 +67,10 @@ pub struct Candidacy {
 }
 
 /// The gateways this node is a candidate bridge host for: strategy BridgeHosts on this
-/// node's network, the node selected by `bridgeHosts.nodeSelector`, and the VIP on this
-/// node's underlay segment (and not the node's own address). By gateway name.
+/// node's network, the node selected by `bridgeHosts.nodeSelector`, and a VIP on this node's
+/// underlay segment that passes [`causeway_crds::ownership::check_vip`] — the operator's
+/// check, plus this node's routers — so no node stands for a VIP the status refuses. By
+/// gateway name.
 #[must_use]
 pub fn candidacies(
     gateways: &[std::sync::Arc<OverlayGateway>],
@@ -75,8 +78,8 @@ pub fn candidacies(
     labels: &BTreeMap<String, String>,
     underlay: &str,
     segment: Ipv4Net,
+    known: &crate::join::Known<'_>,
 ) -> BTreeMap<String, Candidacy> {
-    let address = own.spec.parsed_node_address().ok();
     gateways
         .iter()
         .filter(|g| g.meta().deletion_timestamp.is_none())
@@ -84,9 +87,10 @@ pub fn candidacies(
         .filter(|g| g.spec.strategy == GatewayStrategy::BridgeHosts)
         .filter_map(|g| {
             let bridge = g.spec.bridge_hosts.as_ref()?;
-            let vip: Ipv4Addr = bridge.vip.trim().parse().ok()?;
+            let owners = known.owners(&own.spec.network, g, gateways);
+            let vip = ownership::check_vip(&bridge.vip, known.pods, [segment], &owners).ok()?;
             let selected = selector::matches(Some(&bridge.node_selector), labels).ok()?;
-            (selected && segment.contains(&vip) && Some(vip) != address).then(|| {
+            (selected && segment.contains(&vip)).then(|| {
                 (
                     g.name_any(),
                     Candidacy {
@@ -849,18 +853,30 @@ mod tests {
                 "192.168.50.252",
                 serde_json::json!({"matchLabels": {"x": "y"}}),
             ),
-            gateway("own-address", "overlay", "192.168.50.11", bridge),
+            gateway("own-address", "overlay", "192.168.50.11", bridge.clone()),
+            gateway("router", "overlay", "192.168.50.1", bridge.clone()),
+            gateway("api-server", "overlay", "192.168.50.2", bridge.clone()),
+            gateway("broadcast", "overlay", "192.168.50.255", bridge),
         ]
         .into_iter()
         .map(std::sync::Arc::new)
         .collect();
         let labels = BTreeMap::from([("bridge".to_owned(), "true".to_owned())]);
+        let subnets = [std::sync::Arc::new(own.clone())];
+        let routers = std::collections::BTreeSet::from(["192.168.50.1".parse().expect("ip")]);
+        let known = crate::join::Known {
+            subnets: &subnets,
+            api_server: Some("192.168.50.2".parse().expect("ip")),
+            routers: &routers,
+            pods: "10.247.0.0/16".parse().expect("net"),
+        };
         let found = candidacies(
             &gws,
             &own,
             &labels,
             "eth0",
             "192.168.50.0/24".parse().expect("net"),
+            &known,
         );
         assert_eq!(found.keys().collect::<Vec<_>>(), ["office"]);
         assert_eq!(

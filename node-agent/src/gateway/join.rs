@@ -10,9 +10,11 @@
 //! each as one more tunnel: a /32 route to its overlay address, a neighbour and an FDB entry.
 //! Removing a client from the spec removes those three objects from every node.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use causeway_crds::ownership;
 use causeway_crds::v1alpha1::{GatewayStrategy, PodNetworkMode};
 use causeway_crds::{NodeSubnet, OverlayGateway, PodNetworkSpec};
 use ipnet::Ipv4Net;
@@ -29,27 +31,78 @@ pub fn client_mac(name: &str) -> Mac {
     causeway_crds::vtep::client_vtep_mac(name)
 }
 
-/// The clients of `network`'s ClientJoin gateways; entries that do not parse are left out
-/// (the operator reports them).
+/// What every node knows about who owns which address, for [`client_peers`].
+#[derive(Clone, Copy, Debug)]
+pub struct Known<'a> {
+    /// Every NodeSubnet (all networks): their node addresses are taken.
+    pub subnets: &'a [Arc<NodeSubnet>],
+    /// The API server's address, when known.
+    pub api_server: Option<Ipv4Addr>,
+    /// The next hops of this node's own routes (its routers).
+    pub routers: &'a BTreeSet<Ipv4Addr>,
+    /// The network's pod range.
+    pub pods: Ipv4Net,
+}
+
+impl Known<'_> {
+    /// Who owns what, as the operator sees it for `gateway` of `network`
+    /// ([`ownership::network_owners`]), plus this node's routers.
+    #[must_use]
+    pub fn owners(
+        &self,
+        network: &str,
+        gateway: &OverlayGateway,
+        gateways: &[Arc<OverlayGateway>],
+    ) -> ownership::Owners {
+        let mut owners = ownership::network_owners(
+            network,
+            Some(gateway),
+            self.subnets.iter().map(|s| &**s),
+            gateways.iter().map(|g| &**g),
+            self.api_server,
+        );
+        for r in self.routers {
+            owners.claim(*r, format!("router {r} (a next hop of this node's routes)"));
+        }
+        owners
+    }
+}
+
+/// The clients of `network`'s ClientJoin gateways that pass
+/// [`causeway_crds::ownership::check_clients`] — the operator's check, plus this node's
+/// routers — and one sentence for each one left out: nothing is programmed for a client whose
+/// address or overlay address belongs to someone else.
 #[must_use]
-pub fn client_peers(gateways: &[Arc<OverlayGateway>], network: &str) -> Vec<ClientPeer> {
-    let mut out: Vec<ClientPeer> = gateways
+pub fn client_peers(
+    gateways: &[Arc<OverlayGateway>],
+    network: &str,
+    known: &Known<'_>,
+) -> (Vec<ClientPeer>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for g in gateways
         .iter()
         .filter(|g| g.meta().deletion_timestamp.is_none())
         .filter(|g| g.spec.network == network && g.spec.strategy == GatewayStrategy::ClientJoin)
-        .filter_map(|g| g.spec.client_join.as_ref())
-        .flat_map(|j| j.clients.iter())
-        .filter_map(|c| {
-            Some(ClientPeer {
-                name: c.name.clone(),
-                address: c.address.trim().parse().ok()?,
-                overlay: c.overlay_address.trim().parse().ok()?,
-                mac: client_mac(&c.name),
-            })
-        })
-        .collect();
+    {
+        let Some(join) = g.spec.client_join.as_ref() else {
+            continue;
+        };
+        let owners = known.owners(network, g, gateways);
+        for (client, verdict) in ownership::check_clients(&join.clients, known.pods, &owners) {
+            match verdict {
+                Ok(c) => out.push(ClientPeer {
+                    name: client.name.clone(),
+                    address: c.address,
+                    overlay: c.overlay,
+                    mac: client_mac(&client.name),
+                }),
+                Err(r) => notes.push(format!("OverlayGateway {}: {}", g.name_any(), r.message)),
+            }
+        }
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    (out, notes)
 }
 
 /// What the client's dataplane is computed from.
@@ -91,25 +144,31 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
             input.gateway.spec.network, input.network.mode
         ));
     }
-    let address: Ipv4Addr = entry.address.trim().parse().map_err(|_| {
-        format!(
-            "client {}: address {:?} is not IPv4",
-            entry.name, entry.address
-        )
-    })?;
-    let overlay: Ipv4Addr = entry.overlay_address.trim().parse().map_err(|_| {
-        format!(
-            "client {}: overlayAddress {:?} is not IPv4",
-            entry.name, entry.overlay_address
-        )
-    })?;
+    // The same check the operator and every node make: a client refused there does not
+    // take the address on its own machine either.
     let range = input.network.parsed_cidr().map_err(|e| e.to_string())?;
-    if range.contains(&overlay) {
-        return Err(format!(
-            "client {}: overlayAddress {overlay} is inside the pod range {range}; choose an address outside it",
-            entry.name
-        ));
-    }
+    let owners = ownership::network_owners(
+        &input.gateway.spec.network,
+        Some(input.gateway),
+        input.peers.iter().map(|s| &**s),
+        std::iter::empty(),
+        None,
+    );
+    let clients = input
+        .gateway
+        .spec
+        .client_join
+        .as_ref()
+        .map(|j| j.clients.as_slice())
+        .unwrap_or_default();
+    let ownership::CheckedClient { address, overlay } =
+        ownership::check_clients(clients, range, &owners)
+            .into_iter()
+            .find(|(c, _)| c.name == entry.name)
+            .map_or_else(
+                || Err(format!("client {} is not listed", entry.name)),
+                |(_, verdict)| verdict.map_err(|r| r.message),
+            )?;
     let (vni, port) = plan::vxlan_params(input.network).map_err(|e| e.to_string())?;
     let mtu = plan::effective_mtu(input.network, input.underlay).map_err(|e| e.to_string())?;
     let vxlan = plan::vxlan_link_name(vni);
@@ -194,16 +253,58 @@ mod tests {
         }
     }
 
+    fn known<'a>(subnets: &'a [Arc<NodeSubnet>], routers: &'a BTreeSet<Ipv4Addr>) -> Known<'a> {
+        Known {
+            subnets,
+            api_server: Some(Ipv4Addr::new(192, 168, 60, 2)),
+            routers,
+            pods: "10.247.0.0/16".parse().expect("net"),
+        }
+    }
+
     #[test]
     fn nodes_learn_every_client_with_its_derived_mac() {
         let gws = vec![Arc::new(gateway())];
-        let peers = client_peers(&gws, "overlay");
+        let none = BTreeSet::new();
+        let (peers, notes) = client_peers(&gws, "overlay", &known(&[], &none));
+        assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[0].name, "laptop");
         assert_eq!(peers[0].overlay, Ipv4Addr::new(10, 250, 0, 100));
         assert_eq!(peers[0].mac, client_mac("laptop"));
         assert_ne!(peers[0].mac, client_mac("vm"));
-        assert!(client_peers(&gws, "other").is_empty());
+        assert!(client_peers(&gws, "other", &known(&[], &none)).0.is_empty());
+    }
+
+    #[test]
+    fn a_client_taking_a_node_router_or_api_server_address_is_never_programmed() {
+        let subnets = [subnet("node-a", "10.247.0.0/24", "192.168.50.11")];
+        let routers = BTreeSet::from([Ipv4Addr::new(192, 168, 50, 1)]);
+        for (overlay, owner) in [
+            ("192.168.50.11", "node node-a's address"),
+            ("192.168.50.1", "router 192.168.50.1"),
+            ("192.168.60.2", "the API server's address"),
+        ] {
+            let mut gw = gateway();
+            let join = gw.spec.client_join.as_mut().expect("join");
+            join.clients[0].overlay_address = overlay.into();
+            let (peers, notes) =
+                client_peers(&[Arc::new(gw)], "overlay", &known(&subnets, &routers));
+            let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["vm"],
+                "{overlay}: only the other client is programmed"
+            );
+            assert_eq!(notes.len(), 1, "{notes:?}");
+            assert!(
+                notes[0].starts_with(
+                    "OverlayGateway join: spec.clientJoin.clients[0] (laptop): overlayAddress"
+                ) && notes[0].contains(owner),
+                "{}",
+                notes[0]
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_crds::conditions::{find_condition, types};
+use causeway_crds::ownership;
 use causeway_crds::{OverlayGateway, OverlayGatewayStatus};
 use causeway_kube::cache::cached_from;
 use causeway_kube::election;
@@ -162,6 +163,14 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         .state()
         .into_iter()
         .find(|n| n.name_any() == gw.spec.network && n.meta().deletion_timestamp.is_none());
+    let (all_subnets, all_gateways) = (ctx.subnets.state(), gctx.gateways.state());
+    let owners = ownership::network_owners(
+        &gw.spec.network,
+        Some(&gw),
+        all_subnets.iter().map(|s| &**s),
+        all_gateways.iter().map(|g| &**g),
+        ctx.options.api_server,
+    );
     let labels: BTreeMap<String, BTreeMap<String, String>> = ctx
         .nodes
         .state()
@@ -200,6 +209,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
             silent: &silent,
             election: election.as_ref(),
             other_vips: &other_vips,
+            owners: &owners,
             joined: &joined,
             refused: &refused,
             gateway_name: &name,

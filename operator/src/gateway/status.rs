@@ -25,6 +25,7 @@ use std::net::Ipv4Addr;
 
 use causeway_crds::cidr::overlaps;
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
+use causeway_crds::ownership;
 use causeway_crds::v1alpha1::GatewayClientStatus;
 use causeway_crds::v1alpha1::GatewayStrategy;
 use causeway_crds::vtep::client_vtep_mac;
@@ -75,6 +76,9 @@ pub struct Input<'a> {
     pub election: Option<&'a Election>,
     /// VIPs of the other BridgeHosts gateways, with their names.
     pub other_vips: &'a [(String, String)],
+    /// Addresses that belong to someone ([`ownership::network_owners`]): no ClientJoin client
+    /// may take one.
+    pub owners: &'a ownership::Owners,
     /// ClientJoin: the clients whose heartbeat Lease is live and says they joined, by name.
     pub joined: &'a BTreeSet<String>,
     /// ClientJoin: clients whose heartbeat Lease is live but says they cannot join, with
@@ -119,37 +123,18 @@ fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rende
         .as_ref()
         .map(|j| j.clients.as_slice())
         .unwrap_or_default();
-    for (i, c) in clients.iter().enumerate() {
-        let (Ok(address), Ok(overlay)) = (
-            c.address.trim().parse::<Ipv4Addr>(),
-            c.overlay_address.trim().parse::<Ipv4Addr>(),
-        ) else {
-            return not_ready(
-                INVALID_SPEC,
-                format!(
-                    "spec.clientJoin.clients[{i}] ({}): address and overlayAddress must be IPv4 addresses.",
-                    c.name
-                ),
-            );
+    // The same check the agents make before programming a client: nothing is programmed
+    // for a client refused here.
+    let refused: Vec<ownership::Refusal> = ownership::check_clients(clients, range, input.owners)
+        .into_iter()
+        .filter_map(|(_, verdict)| verdict.err())
+        .collect();
+    if let Some(first) = refused.first() {
+        let more = match refused.len() {
+            1 => String::new(),
+            n => format!(" ({} more clients are refused too.)", n - 1),
         };
-        if range.contains(&overlay) {
-            return not_ready(
-                CLIENT_CIDR_OVERLAPS_PODS,
-                format!(
-                    "spec.clientJoin.clients[{i}] ({}): overlayAddress {overlay} is inside the pod range {range}; choose an address outside it.",
-                    c.name
-                ),
-            );
-        }
-        if overlay == address || input.members.iter().any(|m| m.address == overlay) {
-            return not_ready(
-                INVALID_SPEC,
-                format!(
-                    "spec.clientJoin.clients[{i}] ({}): overlayAddress {overlay} is an underlay address (the client's or a node's); nodes route it into the tunnel, so it must be an address of its own.",
-                    c.name
-                ),
-            );
-        }
+        return not_ready(first.reason, format!("{}{more}", first.message));
     }
     let waiting: Vec<&str> = clients
         .iter()
@@ -369,33 +354,12 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
     let Some(bridge) = spec.bridge_hosts.as_ref() else {
         return not_ready(INVALID_SPEC, "spec.bridgeHosts is missing.".into());
     };
-    let Ok(vip) = bridge.vip.trim().parse::<Ipv4Addr>() else {
-        return not_ready(
-            INVALID_SPEC,
-            format!(
-                "spec.bridgeHosts.vip {:?} is not an IPv4 address.",
-                bridge.vip
-            ),
-        );
+    // The same check the agents make before they stand for the VIP.
+    let segments = input.members.iter().filter_map(|m| m.segment);
+    let vip = match ownership::check_vip(&bridge.vip, range, segments, input.owners) {
+        Ok(vip) => vip,
+        Err(refusal) => return not_ready(refusal.reason, refusal.message),
     };
-    if range.contains(&vip) {
-        return not_ready(
-            reasons::VIP_CONFLICT,
-            format!(
-                "VIP {vip} is inside the pod range {range} of PodNetwork {}: choose an unused address on the bridge hosts' underlay segment.",
-                spec.network
-            ),
-        );
-    }
-    if let Some(m) = input.members.iter().find(|m| m.address == vip) {
-        return not_ready(
-            reasons::VIP_CONFLICT,
-            format!(
-                "VIP {vip} is the address of node {}: choose an unused address on the bridge hosts' underlay segment.",
-                m.node
-            ),
-        );
-    }
     if let Some((other, _)) = input
         .other_vips
         .iter()
@@ -624,6 +588,16 @@ mod tests {
         refused: &'a [(&'a str, &'a str)],
     }
 
+    /// The members' addresses and the API server's, as the controller gathers them.
+    fn owners(members: &[Member]) -> ownership::Owners {
+        let mut owners = ownership::Owners::new();
+        for m in members {
+            owners.claim(m.address, format!("node {}'s address", m.node));
+        }
+        owners.claim(Ipv4Addr::new(192, 168, 60, 2), "the API server's address");
+        owners
+    }
+
     fn compute(
         spec: serde_json::Value,
         network: Option<&PodNetworkSpec>,
@@ -643,6 +617,7 @@ mod tests {
                 silent: &set(around.silent),
                 election: around.election,
                 other_vips: around.others,
+                owners: &owners(&members),
                 joined: &set(around.joined),
                 refused: &around
                     .refused
@@ -839,6 +814,7 @@ mod tests {
                 silent: &empty,
                 election: None,
                 other_vips: &[],
+                owners: &owners(&members),
                 joined: &empty,
                 refused: &BTreeMap::new(),
                 gateway_name: "gw",
@@ -862,7 +838,7 @@ mod tests {
             &'a str,
             &'a str,
         );
-        let cases: [Case; 5] = [
+        let cases: [Case; 9] = [
             (
                 &[],
                 vec![],
@@ -873,9 +849,37 @@ mod tests {
             (
                 &[],
                 vec![],
+                "192.168.60.2",
+                "VipConflict",
+                "VIP 192.168.60.2 is the API server's address",
+            ),
+            (
+                &[],
+                vec![],
+                "192.168.50.255",
+                "VipConflict",
+                "is the broadcast address of the segment 192.168.50.0/24",
+            ),
+            (
+                &[],
+                vec![],
+                "192.168.50.0",
+                "VipConflict",
+                "is the network address of the segment 192.168.50.0/24",
+            ),
+            (
+                &[],
+                vec![],
+                "127.0.0.1",
+                "InvalidSpec",
+                "loopback 127.0.0.0/8",
+            ),
+            (
+                &[],
+                vec![],
                 "192.168.50.12",
                 "VipConflict",
-                "the address of node node-b",
+                "VIP 192.168.50.12 is node node-b's address",
             ),
             (
                 &[],
@@ -996,13 +1000,31 @@ mod tests {
                 "Overlay",
                 "192.168.50.100",
                 "InvalidSpec",
-                "is an underlay address",
+                "is also its address",
             ),
             (
                 "Overlay",
                 "192.168.50.11",
+                "AddressInUse",
+                "overlayAddress 192.168.50.11 is node node-a's address",
+            ),
+            (
+                "Overlay",
+                "192.168.60.2",
+                "AddressInUse",
+                "is the API server's address",
+            ),
+            (
+                "Overlay",
+                "192.168.50.101",
+                "AddressInUse",
+                "clients[1] (vm): address 192.168.50.101 is client laptop's overlay address",
+            ),
+            (
+                "Overlay",
+                "127.0.0.1",
                 "InvalidSpec",
-                "is an underlay address",
+                "loopback 127.0.0.0/8",
             ),
         ] {
             let st = join(&["laptop", "vm"], mode, overlay);

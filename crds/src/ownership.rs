@@ -1,0 +1,482 @@
+//! Who owns an address. Causeway programs routes, neighbours and VIPs for addresses that users
+//! write into OverlayGateways; an address that already belongs to someone (a node, the API
+//! server, a router, another client) would be captured: every node would send that owner's
+//! traffic into the tunnel or to the VIP holder. The operator (status) and the agents (what
+//! they program) check the same addresses here, with the same messages, so an agent never
+//! programs what the operator refuses; agents add what only they can see (their routers).
+//!
+//! The static rules (IPv4, unicast, not loopback, multicast, link-local...) are admission's,
+//! in the CRDs' CEL; this module checks again what it needs to stay safe for objects written
+//! before those rules existed.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use kube::ResourceExt;
+
+use crate::conditions::reasons;
+use crate::v1alpha1::{GatewayClient, GatewayStrategy, NodeSubnet, OverlayGateway};
+
+/// Addresses that belong to someone, with the owner in words for messages
+/// (`node node-a's address`, `the API server`, `router 192.168.50.1`).
+#[derive(Clone, Debug, Default)]
+pub struct Owners {
+    by_address: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Owners {
+    /// No owners.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `owner` for `address`; the first owner recorded keeps it.
+    pub fn claim(&mut self, address: Ipv4Addr, owner: impl Into<String>) {
+        self.by_address
+            .entry(address)
+            .or_insert_with(|| owner.into());
+    }
+
+    /// Who owns `address`, if anyone.
+    #[must_use]
+    pub fn owner(&self, address: Ipv4Addr) -> Option<&str> {
+        self.by_address.get(&address).map(String::as_str)
+    }
+}
+
+/// The owners every check in a network starts from: each node's address (from every
+/// NodeSubnet, whatever its network: a node of another network is still a machine the nodes
+/// must reach), the API server's address, and the clients of the ClientJoin gateways of
+/// `network` created before `gateway` (older first, then by name: the earlier gateway keeps
+/// an address both list). Agents add what only they see (their routers) with
+/// [`Owners::claim`].
+#[must_use]
+pub fn network_owners<'a>(
+    network: &str,
+    gateway: Option<&OverlayGateway>,
+    subnets: impl IntoIterator<Item = &'a NodeSubnet>,
+    gateways: impl IntoIterator<Item = &'a OverlayGateway>,
+    api_server: Option<Ipv4Addr>,
+) -> Owners {
+    let mut owners = Owners::new();
+    for s in subnets {
+        if let Ok(address) = s.spec.parsed_node_address() {
+            owners.claim(address, format!("node {}'s address", s.spec.node_name));
+        }
+    }
+    if let Some(a) = api_server {
+        owners.claim(a, "the API server's address");
+    }
+    let order = |g: &OverlayGateway| (g.creation_timestamp().map(|t| t.0), g.name_any());
+    let mut earlier: Vec<&OverlayGateway> = gateways
+        .into_iter()
+        .filter(|g| g.spec.network == network && g.spec.strategy == GatewayStrategy::ClientJoin)
+        .filter(|g| g.metadata.deletion_timestamp.is_none())
+        .filter(|g| gateway.is_none_or(|me| order(g) < order(me)))
+        .collect();
+    earlier.sort_by_key(|g| order(g));
+    for g in earlier {
+        for c in g.spec.client_join.iter().flat_map(|j| &j.clients) {
+            let gw = g.name_any();
+            if let Ok(a) = c.address.trim().parse() {
+                owners.claim(
+                    a,
+                    format!("client {}'s address (OverlayGateway {gw})", c.name),
+                );
+            }
+            if let Ok(a) = c.overlay_address.trim().parse() {
+                owners.claim(
+                    a,
+                    format!("client {}'s overlay address (OverlayGateway {gw})", c.name),
+                );
+            }
+        }
+    }
+    owners
+}
+
+/// Why an address cannot be used, as a condition reason and a sentence naming the field, the
+/// owner and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// A reason of [`crate::conditions::reasons`].
+    pub reason: &'static str,
+    /// The sentence for the condition message (or the agent's status), ending with the fix.
+    pub message: String,
+}
+
+/// A ClientJoin client whose addresses passed [`check_client`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedClient {
+    /// Its underlay address: the tunnel endpoint.
+    pub address: Ipv4Addr,
+    /// Its address inside the overlay, which every node routes into the tunnel.
+    pub overlay: Ipv4Addr,
+}
+
+/// The range an address is in that no host can own, if any.
+#[must_use]
+pub fn reserved(address: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = address.octets();
+    match a {
+        0 => Some("0.0.0.0/8 (this network)"),
+        127 => Some("loopback 127.0.0.0/8"),
+        169 if b == 254 => Some("link-local 169.254.0.0/16"),
+        224..=239 => Some("multicast 224.0.0.0/4"),
+        240..=255 => Some("reserved 240.0.0.0/4 (with broadcast 255.255.255.255)"),
+        _ => None,
+    }
+}
+
+/// Checks client `index` of a ClientJoin gateway: both addresses parse, neither is reserved,
+/// the overlay address is outside the pod range `pods`, differs from the client's own
+/// address and belongs to nobody in `owners`, and the underlay address is nobody else's.
+///
+/// # Errors
+/// The first problem, with reason `InvalidSpec`, `ClientCidrOverlapsPods` or `AddressInUse`.
+pub fn check_client(
+    index: usize,
+    client: &GatewayClient,
+    pods: Ipv4Net,
+    owners: &Owners,
+) -> Result<CheckedClient, Refusal> {
+    let field = format!("spec.clientJoin.clients[{index}] ({})", client.name);
+    let invalid = |message: String| Refusal {
+        reason: reasons::INVALID_SPEC,
+        message,
+    };
+    let parse = |value: &str, what: &str, example: &str| {
+        value.trim().parse::<Ipv4Addr>().map_err(|_| {
+            invalid(format!(
+                "{field}: {what} {value:?} is not an IPv4 address; write one such as {example}."
+            ))
+        })
+    };
+    let address = parse(&client.address, "address", "192.168.50.10")?;
+    let overlay = parse(&client.overlay_address, "overlayAddress", "10.250.0.10")?;
+    for (what, value) in [("address", address), ("overlayAddress", overlay)] {
+        if let Some(range) = reserved(value) {
+            return Err(invalid(format!(
+                "{field}: {what} {value} is in {range}, which no host can own; use a unicast address of the client."
+            )));
+        }
+    }
+    if pods.contains(&overlay) {
+        return Err(Refusal {
+            reason: reasons::CLIENT_CIDR_OVERLAPS_PODS,
+            message: format!(
+                "{field}: overlayAddress {overlay} is inside the pod range {pods}; choose an address outside it."
+            ),
+        });
+    }
+    if overlay == address {
+        return Err(invalid(format!(
+            "{field}: overlayAddress {overlay} is also its address; nodes route the overlay address into the tunnel, so it must be an address of its own, outside the pod range and the node network."
+        )));
+    }
+    if let Some(owner) = owners.owner(overlay) {
+        return Err(Refusal {
+            reason: reasons::ADDRESS_IN_USE,
+            message: format!(
+                "{field}: overlayAddress {overlay} is {owner}; every node would route it into the tunnel and lose its path to it, so nothing is programmed for this client. Choose an unused address outside the pod range and the node network."
+            ),
+        });
+    }
+    if let Some(owner) = owners.owner(address) {
+        return Err(Refusal {
+            reason: reasons::ADDRESS_IN_USE,
+            message: format!(
+                "{field}: address {address} is {owner}; a client's address is its own tunnel endpoint, so nothing is programmed for this client. Write the client machine's own underlay address."
+            ),
+        });
+    }
+    Ok(CheckedClient { address, overlay })
+}
+
+/// The clients of one ClientJoin gateway checked in order, each with its verdict: each
+/// accepted client's addresses are claimed for the clients after it (two clients of one
+/// gateway cannot share an address either way round).
+#[must_use]
+pub fn check_clients<'c>(
+    clients: &'c [GatewayClient],
+    pods: Ipv4Net,
+    owners: &Owners,
+) -> Vec<(&'c GatewayClient, Result<CheckedClient, Refusal>)> {
+    let mut owners = owners.clone();
+    let mut out = Vec::with_capacity(clients.len());
+    for (i, client) in clients.iter().enumerate() {
+        let verdict = check_client(i, client, pods, &owners);
+        if let Ok(checked) = &verdict {
+            owners.claim(checked.address, format!("client {}'s address", client.name));
+            owners.claim(
+                checked.overlay,
+                format!("client {}'s overlay address", client.name),
+            );
+        }
+        out.push((client, verdict));
+    }
+    out
+}
+
+/// Checks a BridgeHosts VIP: an IPv4 address no host can be refused for ([`reserved`]), outside
+/// the pod range `pods`, nobody's in `owners`, and neither the network nor the broadcast
+/// address of any of `segments` (the bridge hosts' underlay segments).
+///
+/// # Errors
+/// `InvalidSpec` for an unusable value, `VipConflict` for an address that is taken.
+pub fn check_vip(
+    vip: &str,
+    pods: Ipv4Net,
+    segments: impl IntoIterator<Item = Ipv4Net>,
+    owners: &Owners,
+) -> Result<Ipv4Addr, Refusal> {
+    let conflict = |message: String| Refusal {
+        reason: reasons::VIP_CONFLICT,
+        message,
+    };
+    let fix = "choose an unused address on the bridge hosts' underlay segment";
+    let address: Ipv4Addr = vip.trim().parse().map_err(|_| Refusal {
+        reason: reasons::INVALID_SPEC,
+        message: format!("spec.bridgeHosts.vip {vip:?} is not an IPv4 address: {fix}."),
+    })?;
+    if let Some(range) = reserved(address) {
+        return Err(Refusal {
+            reason: reasons::INVALID_SPEC,
+            message: format!(
+                "spec.bridgeHosts.vip {address} is in {range}, which no host can own: {fix}."
+            ),
+        });
+    }
+    if pods.contains(&address) {
+        return Err(conflict(format!(
+            "VIP {address} is inside the pod range {pods}: {fix}."
+        )));
+    }
+    if let Some(owner) = owners.owner(address) {
+        return Err(conflict(format!("VIP {address} is {owner}: {fix}.")));
+    }
+    // A segment's network and broadcast addresses belong to the segment: Linux refuses
+    // routes via them on the clients, and a host holding one would answer for everyone.
+    for segment in segments {
+        if segment.prefix_len() >= 31 {
+            continue;
+        }
+        let which = if address == segment.network() {
+            "network"
+        } else if address == segment.broadcast() {
+            "broadcast"
+        } else {
+            continue;
+        };
+        return Err(conflict(format!(
+            "VIP {address} is the {which} address of the segment {segment}: choose an unused host address inside it."
+        )));
+    }
+    Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(name: &str, address: &str, overlay: &str) -> GatewayClient {
+        GatewayClient {
+            name: name.into(),
+            address: address.into(),
+            overlay_address: overlay.into(),
+        }
+    }
+
+    fn owners() -> Owners {
+        let mut o = Owners::new();
+        o.claim(Ipv4Addr::new(192, 168, 50, 11), "node node-a's address");
+        o.claim(Ipv4Addr::new(192, 168, 60, 2), "the API server");
+        o.claim(Ipv4Addr::new(192, 168, 50, 1), "router 192.168.50.1");
+        o
+    }
+
+    #[test]
+    fn every_refusal_names_the_field_the_owner_and_has_its_reason() {
+        let pods: Ipv4Net = "10.247.0.0/16".parse().expect("cidr");
+        let cases = [
+            (
+                client("a", "192.168.50.100", "192.168.50.11"),
+                reasons::ADDRESS_IN_USE,
+                "node node-a's address",
+            ),
+            (
+                client("b", "192.168.50.100", "192.168.60.2"),
+                reasons::ADDRESS_IN_USE,
+                "the API server",
+            ),
+            (
+                client("c", "192.168.50.100", "192.168.50.1"),
+                reasons::ADDRESS_IN_USE,
+                "router 192.168.50.1",
+            ),
+            (
+                client("d", "192.168.50.11", "10.250.0.1"),
+                reasons::ADDRESS_IN_USE,
+                "address 192.168.50.11 is node node-a's address",
+            ),
+            (
+                client("e", "192.168.50.100", "10.247.3.4"),
+                reasons::CLIENT_CIDR_OVERLAPS_PODS,
+                "inside the pod range 10.247.0.0/16",
+            ),
+            (
+                client("f", "192.168.50.100", "192.168.50.100"),
+                reasons::INVALID_SPEC,
+                "is also its address",
+            ),
+            (
+                client("g", "192.168.50.100", "127.0.0.1"),
+                reasons::INVALID_SPEC,
+                "loopback",
+            ),
+            (
+                client("h", "192.168.50.100", "255.255.255.255"),
+                reasons::INVALID_SPEC,
+                "broadcast",
+            ),
+            (
+                client("i", "192.168.50.100", "224.0.0.5"),
+                reasons::INVALID_SPEC,
+                "multicast",
+            ),
+            (
+                client("j", "0.0.0.0", "10.250.0.1"),
+                reasons::INVALID_SPEC,
+                "0.0.0.0/8",
+            ),
+            (
+                client("k", "192.168.50.100", "fe80::1"),
+                reasons::INVALID_SPEC,
+                "not an IPv4 address",
+            ),
+            (
+                client("l", "192.168.50.100", "169.254.1.1"),
+                reasons::INVALID_SPEC,
+                "link-local",
+            ),
+        ];
+        for (c, reason, words) in cases {
+            let refusal = check_client(3, &c, pods, &owners()).expect_err(&c.name);
+            assert_eq!(refusal.reason, reason, "{}: {}", c.name, refusal.message);
+            assert!(
+                refusal.message.contains(words),
+                "{}: {}",
+                c.name,
+                refusal.message
+            );
+            assert!(
+                refusal
+                    .message
+                    .starts_with(&format!("spec.clientJoin.clients[3] ({})", c.name)),
+                "{}",
+                refusal.message
+            );
+        }
+        let ok = check_client(
+            0,
+            &client("ok", "192.168.50.100", "10.250.0.100"),
+            pods,
+            &owners(),
+        );
+        assert_eq!(
+            ok,
+            Ok(CheckedClient {
+                address: Ipv4Addr::new(192, 168, 50, 100),
+                overlay: Ipv4Addr::new(10, 250, 0, 100)
+            })
+        );
+    }
+
+    #[test]
+    fn a_later_client_cannot_take_an_earlier_clients_addresses() {
+        let pods: Ipv4Net = "10.247.0.0/16".parse().expect("cidr");
+        let clients = [
+            client("laptop", "192.168.50.100", "10.250.0.100"),
+            // Its overlay address is the laptop's tunnel endpoint.
+            client("desk", "192.168.50.101", "192.168.50.100"),
+            client("phone", "192.168.50.102", "10.250.0.102"),
+        ];
+        let verdicts = check_clients(&clients, pods, &Owners::new());
+        let names: Vec<&str> = verdicts
+            .iter()
+            .filter(|(_, v)| v.is_ok())
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["laptop", "phone"]);
+        let refused: Vec<&Refusal> = verdicts
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().err())
+            .collect();
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].message.contains("client laptop's address"),
+            "{}",
+            refused[0].message
+        );
+    }
+
+    #[test]
+    fn a_vip_must_be_nobodys_and_a_host_address_of_its_segment() {
+        let pods: Ipv4Net = "10.247.0.0/16".parse().expect("cidr");
+        let segment: Ipv4Net = "192.168.50.0/24".parse().expect("cidr");
+        for (vip, reason, words) in [
+            (
+                "192.168.50.11",
+                reasons::VIP_CONFLICT,
+                "node node-a's address",
+            ),
+            ("192.168.60.2", reasons::VIP_CONFLICT, "the API server"),
+            ("192.168.50.1", reasons::VIP_CONFLICT, "router 192.168.50.1"),
+            (
+                "192.168.50.255",
+                reasons::VIP_CONFLICT,
+                "broadcast address of the segment 192.168.50.0/24",
+            ),
+            (
+                "192.168.50.0",
+                reasons::VIP_CONFLICT,
+                "network address of the segment",
+            ),
+            ("10.247.0.1", reasons::VIP_CONFLICT, "inside the pod range"),
+            ("127.0.0.1", reasons::INVALID_SPEC, "loopback"),
+            ("fe80::1", reasons::INVALID_SPEC, "not an IPv4 address"),
+        ] {
+            let refusal = check_vip(vip, pods, [segment], &owners()).expect_err(vip);
+            assert_eq!(refusal.reason, reason, "{vip}: {}", refusal.message);
+            assert!(
+                refusal.message.contains(words),
+                "{vip}: {}",
+                refusal.message
+            );
+        }
+        assert_eq!(
+            check_vip("192.168.50.250", pods, [segment], &owners()),
+            Ok(Ipv4Addr::new(192, 168, 50, 250))
+        );
+    }
+
+    #[test]
+    fn reserved_ranges_are_named() {
+        for (a, words) in [
+            ("0.0.0.0", "0.0.0.0/8"),
+            ("127.1.2.3", "loopback"),
+            ("169.254.9.9", "link-local"),
+            ("239.1.1.1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+        ] {
+            let address: Ipv4Addr = a.parse().expect("ip");
+            assert!(reserved(address).is_some_and(|r| r.contains(words)), "{a}");
+        }
+        for a in ["10.0.0.1", "192.168.1.1", "169.253.1.1", "223.255.255.254"] {
+            assert_eq!(reserved(a.parse().expect("ip")), None, "{a}");
+        }
+    }
+}
