@@ -14,9 +14,33 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
-/// A `matchExpressions` entry that Kubernetes would reject.
+/// A selector entry that Kubernetes would reject.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SelectorError {
+    /// A label key that is not a qualified name (`[prefix/]name`).
+    #[error("nodeSelector.{field} key {key:?}: {why}")]
+    InvalidKey {
+        /// `matchLabels` or `matchExpressions`.
+        field: &'static str,
+        /// The key as written.
+        key: String,
+        /// What is wrong and what a key looks like.
+        why: String,
+    },
+
+    /// A label value Kubernetes would never store on a node.
+    #[error("nodeSelector.{field} key {key:?}: value {value:?} {why}")]
+    InvalidValue {
+        /// `matchLabels` or `matchExpressions`.
+        field: &'static str,
+        /// The key it belongs to.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+
     /// The operator is not one of the four Kubernetes knows.
     #[error(
         "nodeSelector.matchExpressions key {key:?}: unknown operator {operator:?}, use In, NotIn, Exists or DoesNotExist"
@@ -93,16 +117,76 @@ fn expressions(selector: &LabelSelector) -> &[LabelSelectorRequirement] {
     selector.match_expressions.as_deref().unwrap_or_default()
 }
 
-/// Checks that every `matchExpressions` entry is one Kubernetes accepts.
+/// Checks that every key, value and `matchExpressions` operator is one Kubernetes accepts:
+/// a malformed selector is the spec's problem, reported as such, never "no node matches".
 ///
 /// # Errors
 /// The first malformed entry, as a [`SelectorError`] whose message says what to fix.
 pub fn validate(selector: Option<&LabelSelector>) -> Result<(), SelectorError> {
-    selector
-        .map(expressions)
-        .unwrap_or_default()
-        .iter()
-        .try_for_each(|r| operator(r).map(|_| ()))
+    let Some(selector) = selector else {
+        return Ok(());
+    };
+    for (key, value) in selector.match_labels.iter().flatten() {
+        check_key("matchLabels", key)?;
+        check_value("matchLabels", key, value)?;
+    }
+    for r in expressions(selector) {
+        check_key("matchExpressions", &r.key)?;
+        for value in r.values.iter().flatten() {
+            check_value("matchExpressions", &r.key, value)?;
+        }
+        operator(r)?;
+    }
+    Ok(())
+}
+
+/// A label name or value: at most 63 characters, alphanumerics, `-`, `_` and `.`, beginning
+/// and ending with an alphanumeric.
+fn is_label_word(word: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    word.len() <= 63
+        && alnum(word.chars().next())
+        && alnum(word.chars().last())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_key(field: &'static str, key: &str) -> Result<(), SelectorError> {
+    let invalid = |why: String| SelectorError::InvalidKey {
+        field,
+        key: key.to_owned(),
+        why,
+    };
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix
+        && !crate::naming::is_dns1123_subdomain(prefix)
+    {
+        return Err(invalid(format!(
+            "the prefix {prefix:?} must be a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253 characters), as in example.com/rack"
+        )));
+    }
+    if !is_label_word(name) {
+        return Err(invalid(
+            "a label key is [prefix/]name, the name at most 63 characters of letters, digits, '-', '_' and '.', beginning and ending with a letter or digit (e.g. topology.kubernetes.io/zone)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_value(field: &'static str, key: &str, value: &str) -> Result<(), SelectorError> {
+    if value.is_empty() || is_label_word(value) {
+        return Ok(());
+    }
+    Err(SelectorError::InvalidValue {
+        field,
+        key: key.to_owned(),
+        value: value.to_owned(),
+        why: "is not a label value: at most 63 characters of letters, digits, '-', '_' and '.', beginning and ending with a letter or digit (or empty); no node can carry it",
+    })
 }
 
 /// Whether `labels` satisfy `selector`, with Kubernetes semantics (see the module docs).
@@ -116,6 +200,7 @@ pub fn matches(
     let Some(selector) = selector else {
         return Ok(true);
     };
+    validate(Some(selector))?;
     let requirements = expressions(selector)
         .iter()
         .map(|r| operator(r).map(|op| (r, op)))
@@ -165,6 +250,45 @@ mod tests {
             match_labels: (!match_labels.is_empty()).then(|| labels(match_labels)),
             match_expressions: (!match_expressions.is_empty()).then_some(match_expressions),
         }
+    }
+
+    #[test]
+    fn malformed_keys_and_values_are_errors_naming_the_entry_never_no_match() {
+        let long = "x".repeat(64);
+        let cases = [
+            (
+                selector(&[("bad key", "a")], vec![]),
+                "matchLabels key \"bad key\"",
+            ),
+            (
+                selector(&[("Example.COM/rack", "a")], vec![]),
+                "must be a DNS subdomain",
+            ),
+            (
+                selector(&[("rack", "not ok!")], vec![]),
+                "value \"not ok!\" is not a label value",
+            ),
+            (selector(&[("rack", &long)], vec![]), "is not a label value"),
+            (selector(&[(&long, "a")], vec![]), "at most 63 characters"),
+            (
+                selector(&[], vec![expr("-rack", "Exists", None)]),
+                "matchExpressions key \"-rack\"",
+            ),
+            (
+                selector(&[], vec![expr("rack", "In", Some(&["a b"]))]),
+                "value \"a b\"",
+            ),
+        ];
+        for (sel, words) in cases {
+            let e = matches(Some(&sel), &labels(&[])).expect_err(words);
+            assert!(e.to_string().contains(words), "{e}");
+            assert_eq!(validate(Some(&sel)), Err(e));
+        }
+        let fine = selector(
+            &[("topology.kubernetes.io/zone", "eu-1a"), ("empty", "")],
+            vec![expr("node-role.kubernetes.io/worker", "Exists", None)],
+        );
+        assert_eq!(validate(Some(&fine)), Ok(()));
     }
 
     #[test]

@@ -220,9 +220,11 @@ fn every_accepted_object_of_the_table_deserialises_into_its_rust_type() {
 
 #[test]
 fn every_example_is_admitted_and_deserialises_into_its_rust_type() {
-    let dir = repo_path("../docs/examples");
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).expect("docs/examples exists") {
+    let examples = std::fs::read_dir(repo_path("../docs/examples")).expect("docs/examples exists");
+    let reference =
+        std::fs::read_dir(repo_path("../docs/examples/reference")).expect("reference exists");
+    for entry in examples.chain(reference) {
         let path = entry.expect("directory entry").path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;

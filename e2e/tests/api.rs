@@ -185,6 +185,17 @@ fn examples_apply(c: &Cluster) -> Result<()> {
             "{obj} not listed by `kubectl get causeway`:\n{listed}"
         );
     }
+    // The NodeSubnet example is for reference only (never applied with the directory).
+    let reference = workspace_root().join("docs/examples/reference/nodesubnet.yaml");
+    let out = c.kubectl(&["apply", "-f", &reference.display().to_string()])?;
+    ensure!(out.contains("nodesubnet"), "{out}");
+    let listed = c.kubectl(&["get", "causeway", "-o", "name"])?;
+    c.kubectl(&[
+        "delete",
+        "--wait=false",
+        "-f",
+        &reference.display().to_string(),
+    ])?;
     for kind in ["podnetwork", "nodesubnet", "overlaygateway"] {
         ensure!(
             listed.contains(kind),
@@ -236,7 +247,7 @@ fn printer_columns(c: &Cluster) -> Result<()> {
         // An empty list prints no header; make sure one object of each kind exists.
         if kind != "podnetworks" {
             let file = if kind == "nodesubnets" {
-                "nodesubnet.yaml"
+                "reference/nodesubnet.yaml"
             } else {
                 "overlaygateway-route-to-nodes.yaml"
             };

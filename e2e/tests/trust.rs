@@ -50,6 +50,10 @@ fn main() -> ExitCode {
                 "hostile_and_careless_inputs_are_refused_or_reported_and_the_live_network_keeps_flowing",
                 hostile_inputs,
             ),
+            testing::test(
+                "applying_every_example_never_changes_a_live_object",
+                examples_are_safe,
+            ),
         ],
     )
 }
@@ -848,5 +852,36 @@ fn run_hostile(c: &Cluster, cases: &[Hostile]) -> Result<()> {
         cases.len() - wrong.len()
     );
     ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
+
+/// `kubectl apply -f docs/examples/` on the running cluster (server-side dry run: admission and
+/// defaulting run, nothing is stored) creates new objects at most: every object that exists
+/// already, like the live `overlay` network applied from the same directory, comes out
+/// unchanged. The NodeSubnet example, which would replace node-a's, is in `reference/`.
+fn examples_are_safe(c: &Cluster) -> Result<()> {
+    SUITE.overlay(c)?;
+    let dir = causeway_e2e::controlplane::workspace_root().join("docs/examples");
+    let out = c.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        &dir.display().to_string(),
+    ])?;
+    eprintln!("[trust] kubectl apply --dry-run=server -f docs/examples/:\n{out}");
+    let changed: Vec<&str> = out.lines().filter(|l| l.contains("configured")).collect();
+    ensure!(
+        changed.is_empty(),
+        "the examples change live objects: {changed:?}"
+    );
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("podnetwork.causeway.dev/overlay unchanged")),
+        "the live network was not among the examples: {out}"
+    );
+    ensure!(
+        !out.contains("nodesubnet"),
+        "applying the examples touches NodeSubnets: {out}"
+    );
     Ok(())
 }
