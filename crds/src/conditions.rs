@@ -63,6 +63,12 @@ pub mod reasons {
     /// Ready=False, Degraded=True on a PodNetwork that uses the nodes' `spec.podCIDR`: some
     /// nodes have none, or one outside `spec.cidr`, of the wrong size or already taken.
     pub const INVALID_NODE_POD_CIDR: &str = "InvalidNodePodCidr";
+    /// Ready=False on a PodNetwork: its `cidr` holds nodes' own addresses; nothing is
+    /// allocated until it changes.
+    pub const CIDR_OVERLAPS_NODES: &str = "CidrOverlapsNodes";
+    /// Ready=False on a PodNetwork: its `cidr` overlaps the cluster's Service range (a
+    /// ServiceCIDR object); nothing is allocated until it changes.
+    pub const CIDR_OVERLAPS_SERVICES: &str = "CidrOverlapsServices";
     /// Programmed=True on a NodeSubnet: routes, neighbours and FDB entries are in place.
     pub const PROGRAMMED: &str = "Programmed";
     /// Programmed=False on a NodeSubnet: a kernel operation failed; the message quotes it.

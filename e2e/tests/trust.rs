@@ -13,9 +13,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use causeway_e2e::suite::{
-    OVERLAY_NETWORK as NETWORK, Suite, gateway_json, network_ready, node_address, pod_on,
-};
+use causeway_e2e::suite::{OVERLAY_NETWORK as NETWORK, Suite, network_ready, node_address, pod_on};
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic;
 use causeway_e2e::traffic::wait_for;
@@ -584,6 +582,13 @@ enum Outcome {
         reason: &'static str,
         words: String,
     },
+    /// PodNetwork `network` reports Ready=False with `reason` and a message containing
+    /// `words`, and allocates nothing.
+    Network {
+        network: &'static str,
+        reason: &'static str,
+        words: String,
+    },
 }
 
 struct Hostile {
@@ -607,6 +612,13 @@ fn join(name: &str, clients: &[(&str, String, String)]) -> Value {
         name,
         json!({"network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": clients}}),
     )
+}
+
+fn pod_network(name: &str, cidr: &str, selector: Value) -> Value {
+    json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+        "metadata": {"name": name},
+        "spec": {"cidr": cidr, "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+            "nodeSelector": selector}})
 }
 
 fn bridge(name: &str, vip: &str) -> Value {
@@ -789,7 +801,85 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             outcome: gw("VipConflict", s("inside the pod range")),
         },
     ];
+    let services = causeway_e2e::controlplane::SERVICE_CIDR;
+    let network = |reason: &'static str, words: String| Outcome::Network {
+        network: "trust-net",
+        reason,
+        words,
+    };
+    let mut cases = cases;
+    cases.extend([
+        Hostile {
+            what: "a PodNetwork whose selector has a malformed label key",
+            objects: vec![pod_network(
+                "trust-net",
+                "10.248.0.0/16",
+                json!({"matchLabels": {"bad key": "x"}}),
+            )],
+            outcome: network("InvalidSpec", s("nodeSelector.matchLabels key \"bad key\"")),
+        },
+        Hostile {
+            what: "a PodNetwork whose selector has a malformed label value",
+            objects: vec![pod_network(
+                "trust-net",
+                "10.248.0.0/16",
+                json!({"matchExpressions": [{"key": "rack", "operator": "In", "values": ["a b"]}]}),
+            )],
+            outcome: network("InvalidSpec", s("value \"a b\" is not a label value")),
+        },
+        Hostile {
+            what: "a PodNetwork whose range holds the nodes' addresses",
+            objects: vec![pod_network("trust-net", "192.168.0.0/16", json!({}))],
+            outcome: network(
+                "CidrOverlapsNodes",
+                format!("holds the addresses of node node-a ({node_a})"),
+            ),
+        },
+        Hostile {
+            what: "a PodNetwork whose range overlaps the Service range",
+            objects: vec![pod_network("trust-net", services, json!({}))],
+            outcome: network(
+                "CidrOverlapsServices",
+                format!("overlaps the Service range {services} (ServiceCIDR kubernetes)"),
+            ),
+        },
+    ]);
     run_hostile(c, &cases)
+}
+
+/// Waits up to 20 s for `kind`/`name` to report Ready=False with `reason` and a message
+/// containing `words`; the message.
+fn ready_false(
+    c: &Cluster,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    words: &str,
+) -> std::result::Result<String, String> {
+    let mut message = String::new();
+    wait_for(
+        &format!("{kind} {name}'s condition"),
+        Duration::from_secs(20),
+        || {
+            let object: Value =
+                serde_json::from_str(&c.kubectl(&["get", kind, name, "-o", "json"])?)?;
+            let ready = object["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            ensure!(
+                ready["status"] == "False"
+                    && ready["reason"] == reason
+                    && ready["message"].as_str().is_some_and(|m| m.contains(words)),
+                "Ready is {ready}"
+            );
+            message = ready["message"].to_string();
+            Ok(())
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    Ok(message)
 }
 
 /// Applies each case, checks its outcome and that the live network keeps flowing while the
@@ -806,7 +896,9 @@ fn run_hostile(c: &Cluster, cases: &[Hostile]) -> Result<()> {
             (Outcome::Refused(words), other) => {
                 Err(format!("expected a refusal with {words:?}, got {other:?}"))
             }
-            (Outcome::Gateway { .. }, Err(e)) => Err(format!("refused: {e:#}")),
+            (Outcome::Gateway { .. } | Outcome::Network { .. }, Err(e)) => {
+                Err(format!("refused: {e:#}"))
+            }
             (
                 Outcome::Gateway {
                     gateway,
@@ -814,26 +906,24 @@ fn run_hostile(c: &Cluster, cases: &[Hostile]) -> Result<()> {
                     words,
                 },
                 Ok(_),
-            ) => wait_for("the gateway's condition", Duration::from_secs(20), || {
-                let g = gateway_json(c, gateway)?;
-                let ready = g["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                ensure!(
-                    ready["status"] == "False"
-                        && ready["reason"] == *reason
-                        && ready["message"]
-                            .as_str()
-                            .is_some_and(|m| m.contains(words.as_str())),
-                    "Ready is {}",
-                    ready
-                );
-                eprintln!("[trust] {}: {} {}", case.what, reason, ready["message"]);
-                Ok(())
-            })
-            .map_err(|e| format!("{e:#}")),
+            ) => ready_false(c, "overlaygateway", gateway, reason, words)
+                .map(|m| eprintln!("[trust] {}: {reason} {m}", case.what)),
+            (
+                Outcome::Network {
+                    network,
+                    reason,
+                    words,
+                },
+                Ok(_),
+            ) => ready_false(c, "podnetwork", network, reason, words).and_then(|m| {
+                let held = deploy::node_subnets(c, network).map_err(|e| format!("{e:#}"))?;
+                eprintln!("[trust] {}: {reason} {m}", case.what);
+                if held.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} NodeSubnets allocated", held.len()))
+                }
+            }),
         }
         .and_then(|()| live_network_flows(c, case.what).map_err(|e| format!("{e:#}")));
         if let Err(e) = verdict {

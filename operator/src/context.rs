@@ -36,6 +36,9 @@ pub struct Context {
     pub nodes: Store<Node>,
     pub subnets: Store<NodeSubnet>,
     pub networks: Store<PodNetwork>,
+    /// The cluster's ServiceCIDR objects (`networking.k8s.io/v1`): no pod range may overlap
+    /// them.
+    pub service_cidrs: Store<k8s_openapi::api::networking::v1::ServiceCIDR>,
     pub events: Publisher,
     pub metrics: Arc<Metrics>,
     pub options: Options,

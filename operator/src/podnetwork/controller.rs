@@ -34,6 +34,7 @@ use futures::{StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -110,6 +111,15 @@ pub async fn run(
 ) {
     let (nodes, node_events) = cached::<Node>(&client, watcher::Config::default());
     let (subnets, subnet_events) = cached::<NodeSubnet>(&client, watcher::Config::default());
+    // The Service ranges, best effort: a cluster that does not serve ServiceCIDRs (or an
+    // operator not allowed to read them) only loses this check, with a warning.
+    let (service_cidrs, service_cidr_events) =
+        cached::<ServiceCIDR>(&client, watcher::Config::default());
+    tokio::spawn(service_cidr_events.for_each(|event| async move {
+        if let Err(e) = event {
+            warn!(error = %e, "ServiceCIDR watch failed; pod ranges are not checked against the Service range until it works");
+        }
+    }));
 
     // PodNetworks feed two consumers from one watch: the controller, and a trigger that
     // re-plans every network when one network's spec changes or it starts deleting
@@ -172,6 +182,7 @@ pub async fn run(
         nodes,
         subnets,
         networks,
+        service_cidrs,
         events,
         metrics,
         options,
@@ -490,8 +501,11 @@ pub struct Decision {
     /// The earlier network whose range overlaps this one's, if any (this one then allocates
     /// nothing and gives back what it holds).
     pub overlap: Option<String>,
-    /// Why the spec cannot be used (range, selector, a range holding nodes' addresses).
+    /// Why the spec cannot be used (range, selector).
     pub invalid_spec: Option<String>,
+    /// Why a well-formed range cannot be used, with its reason: it holds nodes' addresses
+    /// (`CidrOverlapsNodes`) or overlaps the Service range (`CidrOverlapsServices`).
+    pub unusable: Option<(&'static str, String)>,
     /// Nodes the selector matches.
     pub selected: usize,
     /// Selected nodes an earlier network owns: (node, owner), sorted.
@@ -500,13 +514,30 @@ pub struct Decision {
     pub plan: ipam::Plan,
 }
 
-/// [`Decision`] for `pn` given every PodNetwork, every Node and `pn`'s NodeSubnets (pure).
+/// The IPv4 ranges of the cluster's ServiceCIDR objects, with their names.
+#[must_use]
+pub fn service_ranges(objects: &[Arc<ServiceCIDR>]) -> Vec<(String, Ipv4Net)> {
+    objects
+        .iter()
+        .flat_map(|o| {
+            let name = o.name_any();
+            o.spec
+                .iter()
+                .flat_map(|s| s.cidrs.iter().flatten())
+                .filter_map(move |c| Some((name.clone(), c.parse::<Ipv4Net>().ok()?)))
+        })
+        .collect()
+}
+
+/// [`Decision`] for `pn` given every PodNetwork, every Node, `pn`'s NodeSubnets and the
+/// cluster's Service ranges (pure).
 #[must_use]
 pub fn decide(
     pn: &PodNetwork,
     networks: &[Arc<PodNetwork>],
     nodes: &[Arc<Node>],
     subnets: &[Arc<NodeSubnet>],
+    services: &[(String, Ipv4Net)],
     use_node_pod_cidr: bool,
 ) -> Decision {
     let name = pn.name_any();
@@ -524,17 +555,21 @@ pub fn decide(
         Ok(()) => (cidr, invalid_spec),
         Err(e) => (None, Some(invalid_spec.unwrap_or(e.to_string()))),
     };
-    // A range holding nodes' own addresses is refused like an invalid spec: nothing is
-    // allocated (nor changed) until it is fixed.
+    // A range holding nodes' own addresses, or overlapping the Service range, cannot be
+    // used: nothing is allocated (nor changed) until it is fixed, and the reason says which.
     let node_addresses: Vec<(String, std::net::Ipv4Addr)> = nodes
         .iter()
         .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
         .collect();
-    let (cidr, invalid_spec) =
-        match cidr.and_then(|(c, _)| conflicts::nodes_inside(c, &node_addresses)) {
-            Some(why) => (None, Some(invalid_spec.unwrap_or(why))),
-            None => (cidr, invalid_spec),
-        };
+    let unusable = cidr.and_then(|(c, _)| {
+        conflicts::nodes_inside(c, &node_addresses)
+            .map(|why| (reasons::CIDR_OVERLAPS_NODES, why))
+            .or_else(|| {
+                conflicts::services_inside(c, services)
+                    .map(|why| (reasons::CIDR_OVERLAPS_SERVICES, why))
+            })
+    });
+    let cidr = if unusable.is_some() { None } else { cidr };
 
     // Nodes this network owns, and those it selects but an earlier network owns.
     let mut owned = Vec::new();
@@ -593,6 +628,7 @@ pub fn decide(
     Decision {
         overlap,
         invalid_spec,
+        unusable,
         selected,
         claimed_elsewhere,
         plan,
@@ -605,6 +641,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     let Decision {
         overlap,
         invalid_spec,
+        unusable,
         selected,
         claimed_elsewhere,
         plan,
@@ -613,6 +650,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         &ctx.networks.state(),
         &ctx.nodes.state(),
         &subnets,
+        &service_ranges(&ctx.service_cidrs.state()),
         ctx.options.use_node_pod_cidr,
     );
 
@@ -633,6 +671,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         &rollup::Input {
             generation: pn.meta().generation,
             invalid_spec,
+            unusable,
             overlap: overlap.as_deref(),
             selected,
             claimed_elsewhere: &claimed_elsewhere,
@@ -1196,7 +1235,7 @@ mod tests {
     #[test]
     fn a_network_allocates_one_subnet_per_selected_node_and_then_keeps_them() {
         let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
-        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], false);
+        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], &[], false);
         assert_eq!(
             (d.overlap.as_deref(), d.invalid_spec.as_deref()),
             (None, None)
@@ -1217,7 +1256,14 @@ mod tests {
             .iter()
             .map(|a| Arc::new(node_subnet(&pn, a)))
             .collect();
-        let again = decide(&pn, std::slice::from_ref(&pn), &nodes(), &subnets, false);
+        let again = decide(
+            &pn,
+            std::slice::from_ref(&pn),
+            &nodes(),
+            &subnets,
+            &[],
+            false,
+        );
         assert!(again.plan.create.is_empty() && again.plan.release.is_empty());
         assert_eq!(again.plan.keep.len(), 3);
     }
@@ -1227,7 +1273,7 @@ mod tests {
         let first = overlay("first", "2025-01-01T00:00:00Z", "10.244.0.0/16");
         let later = overlay("later", "2025-02-01T00:00:00Z", "10.244.128.0/17");
         let networks = [first.clone(), later.clone()];
-        let d = decide(&first, &networks, &nodes(), &[], false);
+        let d = decide(&first, &networks, &nodes(), &[], &[], false);
         assert_eq!(d.overlap, None);
         let held = ipam::Allocation {
             object: "later-10-244-128-0-24".into(),
@@ -1236,7 +1282,7 @@ mod tests {
             node_address: "192.168.1.11".parse().expect("ip"),
         };
         let subnets = [Arc::new(node_subnet(&later, &held))];
-        let d = decide(&later, &networks, &nodes(), &subnets, false);
+        let d = decide(&later, &networks, &nodes(), &subnets, &[], false);
         assert_eq!(d.overlap.as_deref(), Some("first"));
         assert!(d.plan.create.is_empty());
         assert_eq!(d.plan.release, [held]);
@@ -1250,24 +1296,55 @@ mod tests {
             cidr: "10.244.0.0/24".parse().expect("cidr"),
             node_address: "192.168.1.11".parse().expect("ip"),
         };
+        let services = [(
+            "kubernetes".to_owned(),
+            "10.96.0.0/12".parse().expect("cidr"),
+        )];
         let cases = [
             (
                 "a selector with an unknown operator",
                 serde_json::json!({"cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
                     "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "Near", "values": ["a"]}]}}),
+                reasons::INVALID_SPEC,
                 "Near",
+            ),
+            (
+                "a selector with a malformed label key",
+                serde_json::json!({"cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+                    "nodeSelector": {"matchLabels": {"bad key": "a"}}}),
+                reasons::INVALID_SPEC,
+                "matchLabels key \"bad key\"",
             ),
             (
                 "a range holding the nodes' own addresses",
                 serde_json::json!({"cidr": "192.168.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay"}),
+                reasons::CIDR_OVERLAPS_NODES,
                 "node-a",
             ),
+            (
+                "a range overlapping the Service range",
+                serde_json::json!({"cidr": "10.96.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay"}),
+                reasons::CIDR_OVERLAPS_SERVICES,
+                "overlaps the Service range 10.96.0.0/12 (ServiceCIDR kubernetes)",
+            ),
         ];
-        for (what, spec, words) in cases {
+        for (what, spec, reason, words) in cases {
             let pn = network("pods", "2025-01-01T00:00:00Z", spec);
             let subnets = [Arc::new(node_subnet(&pn, &held))];
-            let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &subnets, false);
-            let why = d.invalid_spec.unwrap_or_default();
+            let d = decide(
+                &pn,
+                std::slice::from_ref(&pn),
+                &nodes(),
+                &subnets,
+                &services,
+                false,
+            );
+            let (got, why) = match (d.invalid_spec, d.unusable) {
+                (Some(why), _) => (reasons::INVALID_SPEC, why),
+                (None, Some((reason, why))) => (reason, why),
+                (None, None) => ("none", String::new()),
+            };
+            assert_eq!(got, reason, "{what}: {why}");
             assert!(why.contains(words), "{what}: {why}");
             assert!(
                 d.plan.create.is_empty() && d.plan.release.is_empty(),
@@ -1280,7 +1357,7 @@ mod tests {
     #[test]
     fn only_deleted_subnets_of_gone_nodes_with_the_agent_finalizer_are_stranded() {
         let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
-        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], false);
+        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], &[], false);
         let subnets: Vec<Arc<NodeSubnet>> = d
             .plan
             .create
@@ -1323,7 +1400,7 @@ mod tests {
         use causeway_crds::conditions::set_condition;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
         let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
-        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], false);
+        let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], &[], false);
         let mut subnets: Vec<NodeSubnet> =
             d.plan.create.iter().map(|a| node_subnet(&pn, a)).collect();
         for s in &mut subnets {
@@ -1406,7 +1483,7 @@ mod tests {
                 "nodeSelector": {"matchLabels": {"rack": "b"}}}),
         );
         let networks = [all, rack_b.clone()];
-        let d = decide(&rack_b, &networks, &nodes(), &[], false);
+        let d = decide(&rack_b, &networks, &nodes(), &[], &[], false);
         assert_eq!(d.selected, 2);
         assert_eq!(
             d.claimed_elsewhere,

@@ -67,6 +67,9 @@ pub struct Input<'a> {
     pub generation: Option<i64>,
     /// Why the spec cannot be used (e.g. an unparsable cidr), if it cannot.
     pub invalid_spec: Option<String>,
+    /// Why a well-formed range cannot be used, with its own reason (nodes' addresses or the
+    /// Service range inside it).
+    pub unusable: Option<(&'static str, String)>,
     /// The earlier PodNetwork whose cidr this one overlaps.
     pub overlap: Option<&'a str>,
     /// How many nodes match `spec.nodeSelector`.
@@ -366,6 +369,9 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
             format!("The spec cannot be used: {why}."),
         ));
     }
+    if let Some((reason, why)) = &input.unusable {
+        blocking.push(cause(reason, why.clone()));
+    }
     if let Some(earlier) = input.overlap {
         let cidr = plan
             .pool
@@ -577,6 +583,7 @@ mod tests {
     #[derive(Clone)]
     struct World {
         invalid_spec: Option<String>,
+        unusable: Option<(&'static str, String)>,
         overlap: Option<&'static str>,
         selected: usize,
         claimed_elsewhere: Vec<(String, String)>,
@@ -591,6 +598,7 @@ mod tests {
             let nodes = names("node", 3);
             Self {
                 invalid_spec: None,
+                unusable: None,
                 overlap: None,
                 selected: 3,
                 claimed_elsewhere: Vec::new(),
@@ -605,6 +613,7 @@ mod tests {
                 &Input {
                     generation: Some(7),
                     invalid_spec: self.invalid_spec.clone(),
+                    unusable: self.unusable.clone(),
                     overlap: self.overlap,
                     selected: self.selected,
                     claimed_elsewhere: &self.claimed_elsewhere,
