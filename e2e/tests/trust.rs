@@ -589,6 +589,9 @@ enum Outcome {
         reason: &'static str,
         words: String,
     },
+    /// The operator deletes the object and says so in an event on the live network whose
+    /// note contains `words`.
+    Released { words: String },
 }
 
 struct Hostile {
@@ -843,6 +846,16 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
                 format!("overlaps the Service range {services} (ServiceCIDR kubernetes)"),
             ),
         },
+        Hostile {
+            what: "a NodeSubnet written by hand for node-b with a range that is no slice of the network's",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+                "metadata": {"name": "trust-by-hand", "labels": {"causeway.dev/network": NETWORK}},
+                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.77.0/25",
+                    "nodeAddress": node_b}})],
+            outcome: Outcome::Released {
+                words: s("released 10.247.77.0/25 of node node-b (NodeSubnet trust-by-hand): 10.247.77.0/25 is not a /24 slice of the network's range 10.247.0.0/16"),
+            },
+        },
     ]);
     run_hostile(c, &cases)
 }
@@ -896,9 +909,30 @@ fn run_hostile(c: &Cluster, cases: &[Hostile]) -> Result<()> {
             (Outcome::Refused(words), other) => {
                 Err(format!("expected a refusal with {words:?}, got {other:?}"))
             }
-            (Outcome::Gateway { .. } | Outcome::Network { .. }, Err(e)) => {
-                Err(format!("refused: {e:#}"))
-            }
+            (
+                Outcome::Gateway { .. } | Outcome::Network { .. } | Outcome::Released { .. },
+                Err(e),
+            ) => Err(format!("refused: {e:#}")),
+            (Outcome::Released { words }, Ok(_)) => wait_for(
+                "the operator's SubnetReleased event",
+                Duration::from_secs(20),
+                || {
+                    let notes = c.kubectl(&[
+                        "get",
+                        "events",
+                        "-n",
+                        "default",
+                        "--field-selector",
+                        "reason=SubnetReleased",
+                        "-o",
+                        "jsonpath={.items[*].message}",
+                    ])?;
+                    ensure!(notes.contains(words.as_str()), "events: {notes}");
+                    eprintln!("[trust] {}: SubnetReleased ...{words}", case.what);
+                    Ok(())
+                },
+            )
+            .map_err(|e| format!("{e:#}")),
             (
                 Outcome::Gateway {
                     gateway,

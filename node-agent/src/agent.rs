@@ -375,10 +375,7 @@ impl<D: Dataplane> Agent<D> {
             .into_iter()
             .filter(|s| s.spec.node_name == node)
             .collect();
-        let live = mine
-            .iter()
-            .find(|s| s.metadata.deletion_timestamp.is_none())
-            .cloned();
+        let live = pass::own_subnet(&mine).cloned();
         let Some(own) = live else {
             // Not in any network (or only leaving one): remove everything of ours.
             self.stop_speaker().await;

@@ -103,6 +103,31 @@ pub async fn observe<D: Dataplane>(dp: &mut D, address: Ipv4Addr) -> Result<Obse
     })
 }
 
+/// This node's NodeSubnet among `mine` (every NodeSubnet naming this node): a live one that
+/// the operator made — owned (as controller) by the PodNetwork it names — before one written
+/// by hand, then the oldest, then by name. A NodeSubnet someone writes for this node can
+/// therefore never take over the node's own programming; the operator releases it.
+#[must_use]
+pub fn own_subnet(mine: &[Arc<NodeSubnet>]) -> Option<&Arc<NodeSubnet>> {
+    let made_by_operator = |s: &NodeSubnet| {
+        s.metadata.owner_references.iter().flatten().any(|o| {
+            o.controller == Some(true)
+                && o.kind == "PodNetwork"
+                && o.api_version.starts_with("causeway.dev/")
+                && o.name == s.spec.network
+        })
+    };
+    mine.iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .min_by_key(|s| {
+            (
+                !made_by_operator(s),
+                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                s.metadata.name.clone(),
+            )
+        })
+}
+
 /// One pass: observe → plan → diff → apply (see the module docs). Failures end up in the
 /// outcome, never in a panic.
 pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
@@ -522,6 +547,51 @@ mod tests {
         world.labels = BTreeMap::from([("bridge".to_owned(), "true".to_owned())]);
         world.networks = vec![network(serde_json::json!({"mtu": 9000}))];
         assert!(world.pass(&mut dp).await.decisions.is_none());
+    }
+
+    #[test]
+    fn a_node_subnet_written_by_hand_never_replaces_the_operators() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+        let at = |s: &str| Some(Time(s.parse().expect("time")));
+        let mut operators = (*subnet("node-a", "10.244.0.0/24", "192.168.1.11")).clone();
+        operators.metadata.name = Some("overlay-10-244-0-0-24".into());
+        operators.metadata.creation_timestamp = at("2025-02-01T00:00:00Z");
+        operators.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "causeway.dev/v1alpha1".into(),
+            kind: "PodNetwork".into(),
+            name: "overlay".into(),
+            uid: "uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        // Older, but nobody's: written by hand.
+        let mut by_hand = (*subnet("node-a", "10.244.77.0/25", "192.168.1.11")).clone();
+        by_hand.metadata.name = Some("aaa-by-hand".into());
+        by_hand.metadata.creation_timestamp = at("2025-01-01T00:00:00Z");
+        let mine = [Arc::new(by_hand.clone()), Arc::new(operators.clone())];
+        assert_eq!(
+            own_subnet(&mine)
+                .and_then(|s| s.metadata.name.clone())
+                .as_deref(),
+            Some("overlay-10-244-0-0-24")
+        );
+        // Without the operator's, the hand-written one is all there is.
+        assert_eq!(
+            own_subnet(&mine[..1])
+                .and_then(|s| s.metadata.name.clone())
+                .as_deref(),
+            Some("aaa-by-hand")
+        );
+        // A deleted one is never chosen.
+        let mut leaving = operators;
+        leaving.metadata.deletion_timestamp = at("2025-03-01T00:00:00Z");
+        let mine = [Arc::new(leaving), Arc::new(by_hand)];
+        assert_eq!(
+            own_subnet(&mine)
+                .and_then(|s| s.metadata.name.clone())
+                .as_deref(),
+            Some("aaa-by-hand")
+        );
     }
 
     #[tokio::test]

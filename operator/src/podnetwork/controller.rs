@@ -512,6 +512,8 @@ pub struct Decision {
     pub claimed_elsewhere: Vec<(String, String)>,
     /// The allocation plan (keep, create, readdress, release).
     pub plan: ipam::Plan,
+    /// Why each released NodeSubnet goes, by object name, for its event.
+    pub released_why: BTreeMap<String, String>,
 }
 
 /// The IPv4 ranges of the cluster's ServiceCIDR objects, with their names.
@@ -625,6 +627,38 @@ pub fn decide(
             })
         }
     };
+    let released_why = plan
+        .release
+        .iter()
+        .map(|a| {
+            let why = if !nodes.iter().any(|n| n.name_any() == a.node) {
+                format!("node {} no longer exists", a.node)
+            } else if overlap.is_some() {
+                format!(
+                    "this network's range overlaps the earlier PodNetwork {}",
+                    overlap.as_deref().unwrap_or_default()
+                )
+            } else if !owned.iter().any(|n| n.name == a.node) {
+                format!(
+                    "node {} is not selected by this network (or an earlier network owns it)",
+                    a.node
+                )
+            } else if let Some((range, prefix)) =
+                cidr.filter(|(range, prefix)| !(range.contains(&a.cidr) && a.cidr.prefix_len() == *prefix))
+            {
+                format!(
+                    "{} is not a /{prefix} slice of the network's range {range} (written by hand, or left from an older spec)",
+                    a.cidr
+                )
+            } else {
+                format!(
+                    "node {} holds another subnet of this network, or another node holds this one: each node keeps one, each subnet one node",
+                    a.node
+                )
+            };
+            (a.object.clone(), why)
+        })
+        .collect();
     Decision {
         overlap,
         invalid_spec,
@@ -632,6 +666,7 @@ pub fn decide(
         selected,
         claimed_elsewhere,
         plan,
+        released_why,
     }
 }
 
@@ -645,6 +680,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         selected,
         claimed_elsewhere,
         plan,
+        released_why,
     } = decide(
         pn,
         &ctx.networks.state(),
@@ -654,7 +690,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         ctx.options.use_node_pod_cidr,
     );
 
-    release(ctx, pn, &plan.release).await?;
+    release(ctx, pn, &plan.release, &released_why).await?;
     let gone = |node: &str| ctx.nodes.get(&ObjectRef::new(node)).is_none();
     release_agent_finalizers(ctx, pn, &stranded(&subnets, gone)).await?;
     match create(ctx, pn, &plan.create).await? {
@@ -692,7 +728,12 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Deletes the NodeSubnets the plan gives back (already gone counts as done), with an event.
-async fn release(ctx: &Context, pn: &PodNetwork, release: &[Allocation]) -> Result<(), Error> {
+async fn release(
+    ctx: &Context,
+    pn: &PodNetwork,
+    release: &[Allocation],
+    why: &BTreeMap<String, String>,
+) -> Result<(), Error> {
     let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
     // Owned items: borrowed ones trip the compiler's `Send` inference for stream closures.
     let released: Vec<Allocation> = futures::stream::iter(release.to_vec())
@@ -714,7 +755,13 @@ async fn release(ctx: &Context, pn: &PodNetwork, release: &[Allocation]) -> Resu
         .try_collect()
         .await?;
     publish_allocations(ctx, pn, "SubnetReleased", "Release", &released, |a| {
-        format!("released {} of node {}", a.cidr, a.node)
+        let because = why
+            .get(&a.object)
+            .map_or_else(String::new, |w| format!(": {w}"));
+        format!(
+            "released {} of node {} (NodeSubnet {}){because}",
+            a.cidr, a.node, a.object
+        )
     })
     .await;
     Ok(())
@@ -1352,6 +1399,66 @@ mod tests {
             );
             assert_eq!(d.plan.keep, std::slice::from_ref(&held), "{what}");
         }
+    }
+
+    #[test]
+    fn every_release_says_why() {
+        let pn = network(
+            "pods",
+            "2025-01-01T00:00:00Z",
+            serde_json::json!({"cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+                "nodeSelector": {"matchLabels": {"rack": "a"}}}),
+        );
+        let held = |object: &str, node: &str, cidr: &str| {
+            let a = ipam::Allocation {
+                object: object.into(),
+                node: node.into(),
+                cidr: cidr.parse().expect("cidr"),
+                node_address: "192.168.1.11".parse().expect("ip"),
+            };
+            Arc::new(node_subnet(&pn, &a))
+        };
+        let selected: Vec<String> = nodes()
+            .iter()
+            .filter(|n| n.labels().get("rack").map(String::as_str) == Some("a"))
+            .map(|n| n.name_any())
+            .collect();
+        let unselected = nodes()
+            .iter()
+            .map(|n| n.name_any())
+            .find(|n| !selected.contains(n))
+            .expect("an unselected node");
+        let subnets = [
+            held("gone", "node-zz", "10.244.9.0/24"),
+            held("unselected", &unselected, "10.244.8.0/24"),
+            held("by-hand", &selected[0], "10.244.7.0/25"),
+        ];
+        let d = decide(
+            &pn,
+            std::slice::from_ref(&pn),
+            &nodes(),
+            &subnets,
+            &[],
+            false,
+        );
+        let why = |object: &str| d.released_why.get(object).cloned().unwrap_or_default();
+        assert!(
+            why("gone").contains("node node-zz no longer exists"),
+            "{}",
+            why("gone")
+        );
+        assert!(
+            why("unselected").contains("is not selected by this network"),
+            "{}",
+            why("unselected")
+        );
+        assert!(
+            why("by-hand")
+                .contains("10.244.7.0/25 is not a /24 slice of the network's range 10.244.0.0/16"),
+            "{}",
+            why("by-hand")
+        );
+        assert_eq!(d.released_why.len(), d.plan.release.len());
     }
 
     #[test]
