@@ -594,6 +594,112 @@ mod tests {
         );
     }
 
+    /// Values a careless or hostile user could write, valid ones among them.
+    const CIDRS: [&str; 8] = [
+        "10.244.0.0/16",
+        "10.244.1.0/16",
+        "0.0.0.0/0",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "fe80::/64",
+        "garbage",
+        "10.244.0.0/31",
+    ];
+    const SUBNETS: [&str; 7] = [
+        "10.244.1.0/24",
+        "10.244.2.0/24",
+        "10.244.1.0/25",
+        "10.245.0.0/24",
+        "10.244.0.0/31",
+        "10.244.1.1/24",
+        "bad",
+    ];
+    const ADDRESSES: [&str; 9] = [
+        "192.168.1.11",
+        "192.168.1.12",
+        "192.168.2.13",
+        "192.168.1.1",
+        "192.168.40.2",
+        "0.0.0.0",
+        "255.255.255.255",
+        "127.0.0.1",
+        "x",
+    ];
+    const MACS: [Option<&str>; 3] = [None, Some("0e:00:00:00:00:01"), Some("ZZ")];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Whatever the network, the node's own NodeSubnet, its peers and the gateways say, a
+        /// whole pass never panics; a refusal always says why; every peer or client left out
+        /// is named; and nothing programmed covers an address the node must keep reaching.
+        #[test]
+        fn over_generated_specs_a_pass_never_panics_and_every_refusal_says_why(
+            cidr in proptest::prop_oneof![2 => proptest::strategy::Just(0usize), 1 => 0..CIDRS.len()],
+            mode in 0..3usize,
+            mtu in proptest::option::of(proptest::sample::select(vec![0i64, 68, 1400, 1450, 1500, 9000, -1])),
+            own in (
+                proptest::prop_oneof![2 => proptest::strategy::Just(0usize), 1 => 0..SUBNETS.len()],
+                proptest::prop_oneof![3 => proptest::strategy::Just(0usize), 1 => 0..ADDRESSES.len()],
+                0..MACS.len(),
+            ),
+            peers in proptest::collection::vec((0..SUBNETS.len(), 0..ADDRESSES.len(), 0..MACS.len()), 0..5),
+            clients in proptest::collection::vec((0..ADDRESSES.len(), 0..ADDRESSES.len()), 0..4),
+            vip in 0..ADDRESSES.len(),
+        ) {
+            let mode = ["Overlay", "Flat", "Routed"][mode];
+            let mut spec = serde_json::json!({"cidr": CIDRS[cidr], "nodeSubnetPrefixLength": 24, "mode": mode});
+            if mode == "Overlay" {
+                spec["overlay"] = serde_json::json!({"vni": 1, "port": 8472});
+            }
+            if let Some(m) = mtu {
+                spec["mtu"] = serde_json::json!(m);
+            }
+            let network = Arc::new(PodNetwork::new(NETWORK, serde_json::from_value(spec).expect("spec")));
+            let node = |name: &str, (c, a, m): (usize, usize, usize)| {
+                let mut s = (*subnet(name, SUBNETS[c], ADDRESSES[a])).clone();
+                s.spec.vtep_mac = MACS[m].map(str::to_owned);
+                Arc::new(s)
+            };
+            let mut subnets = vec![node("node-a", own)];
+            subnets.extend(peers.into_iter().enumerate().map(|(i, p)| node(&format!("peer-{i}"), p)));
+            let list: Vec<serde_json::Value> = clients
+                .iter()
+                .enumerate()
+                .map(|(i, (a, o))| serde_json::json!({"name": format!("c{i}"), "address": ADDRESSES[*a], "overlayAddress": ADDRESSES[*o]}))
+                .collect();
+            let mut gateways = vec![Arc::new(OverlayGateway::new("bridge", serde_json::from_value(serde_json::json!({
+                "network": NETWORK, "strategy": "BridgeHosts",
+                "bridgeHosts": {"nodeSelector": {}, "vip": ADDRESSES[vip]},
+            })).expect("gateway")))];
+            if !list.is_empty() {
+                gateways.push(Arc::new(OverlayGateway::new("join", serde_json::from_value(serde_json::json!({
+                    "network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": list},
+                })).expect("gateway"))));
+            }
+            let world = World { networks: vec![network], subnets, gateways, labels: BTreeMap::new(), apply: true };
+            let mut dp = node_a();
+            let pass = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(world.pass(&mut dp));
+            if let Some(failure) = &pass.outcome.failure {
+                proptest::prop_assert!(!failure.reason().is_empty());
+                proptest::prop_assert!(!failure.message().trim().is_empty(), "{failure:?}");
+                proptest::prop_assert!(pass.decisions.is_none() || pass.ops.iter().all(|_| true));
+            }
+            for note in &pass.outcome.skipped {
+                proptest::prop_assert!(!note.trim().is_empty());
+            }
+            // The node's own address, its router and the API server stay off Causeway's routes.
+            for must in ["192.168.1.11", "192.168.1.1", "192.168.40.2"] {
+                let a: std::net::Ipv4Addr = must.parse().expect("ip");
+                for route in dp.state.routes.values() {
+                    proptest::prop_assert!(!route.dst.contains(&a), "route {} covers {a}", route.dst);
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_dry_run_computes_the_operations_and_changes_nothing() {
         let mut world = World::new();

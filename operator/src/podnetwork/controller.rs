@@ -1401,6 +1401,98 @@ mod tests {
         }
     }
 
+    const CIDRS: [&str; 8] = [
+        "10.244.0.0/16",
+        "10.244.1.0/16",
+        "0.0.0.0/0",
+        "192.168.0.0/16",
+        "10.96.0.0/16",
+        "10.244.0.0/30",
+        "fe80::/64",
+        "garbage",
+    ];
+    const SELECTORS: [&str; 5] = [
+        "{}",
+        r#"{"matchLabels": {"rack": "a"}}"#,
+        r#"{"matchLabels": {"bad key": "a"}}"#,
+        r#"{"matchExpressions": [{"key": "rack", "operator": "Near"}]}"#,
+        r#"{"matchExpressions": [{"key": "rack", "operator": "In", "values": ["a b"]}]}"#,
+    ];
+    const HELD: [&str; 6] = [
+        "10.244.0.0/24",
+        "10.244.1.0/24",
+        "10.244.0.0/25",
+        "10.245.0.0/24",
+        "10.244.1.1/24",
+        "bad",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Whatever the spec, the nodes and what the network holds, planning and the roll-up
+        /// never panic, every node is accounted for, and the status always has a Ready
+        /// condition with a reason and a message; when Ready is False, the message is the
+        /// fix the user needs, not an empty string.
+        #[test]
+        fn over_generated_specs_planning_never_panics_and_every_refusal_says_why(
+            cidr in 0..CIDRS.len(),
+            prefix in proptest::sample::select(vec![8i64, 16, 24, 30, 31, 32]),
+            selector in 0..SELECTORS.len(),
+            held in proptest::collection::vec((0..HELD.len(), 0..4usize), 0..5),
+            use_node_pod_cidr in proptest::bool::ANY,
+        ) {
+            let spec = serde_json::json!({"cidr": CIDRS[cidr], "nodeSubnetPrefixLength": prefix,
+                "mode": "Overlay",
+                "nodeSelector": serde_json::from_str::<serde_json::Value>(SELECTORS[selector]).expect("json")});
+            let pn = network("pods", "2025-01-01T00:00:00Z", spec);
+            let subnets: Vec<Arc<NodeSubnet>> = held
+                .iter()
+                .enumerate()
+                .map(|(i, (c, n))| {
+                    let mut s = node_subnet(&pn, &ipam::Allocation {
+                        object: format!("held-{i}"),
+                        node: ["node-a", "node-b", "node-c", "node-zz"][*n].into(),
+                        cidr: "10.244.0.0/24".parse().expect("cidr"),
+                        node_address: "192.168.1.11".parse().expect("ip"),
+                    });
+                    s.spec.cidr = HELD[*c].into();
+                    Arc::new(s)
+                })
+                .collect();
+            let services = [("kubernetes".to_owned(), "10.96.0.0/12".parse().expect("cidr"))];
+            let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &subnets, &services, use_node_pod_cidr);
+            proptest::prop_assert_eq!(d.released_why.len(), d.plan.release.len());
+            for why in d.released_why.values() {
+                proptest::prop_assert!(!why.trim().is_empty());
+            }
+            let views = subnet_views(&d.plan, &subnets, &BTreeMap::new());
+            let status = rollup::rollup(
+                &rollup::Input {
+                    generation: Some(1),
+                    invalid_spec: d.invalid_spec.clone(),
+                    unusable: d.unusable.clone(),
+                    overlap: d.overlap.as_deref(),
+                    selected: d.selected,
+                    claimed_elsewhere: &d.claimed_elsewhere,
+                    plan: &d.plan,
+                    subnets: &views,
+                    one_segment: None,
+                },
+                &PodNetworkStatus::default(),
+                Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            );
+            let ready = find_condition(&status.conditions, types::READY);
+            proptest::prop_assert!(ready.is_some(), "no Ready condition: {:?}", status.conditions);
+            let ready = ready.expect("checked");
+            proptest::prop_assert!(!ready.reason.is_empty());
+            proptest::prop_assert!(!ready.message.trim().is_empty(), "{ready:?}");
+            if d.invalid_spec.is_some() || d.unusable.is_some() {
+                proptest::prop_assert_eq!(ready.status.as_str(), "False");
+                proptest::prop_assert!(d.plan.create.is_empty() && d.plan.release.is_empty(), "a refused spec changes nothing");
+            }
+        }
+    }
+
     #[test]
     fn every_release_says_why() {
         let pn = network(
