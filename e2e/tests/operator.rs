@@ -81,6 +81,10 @@ fn main() -> ExitCode {
                 "with_use_node_pod_cidr_nodes_keep_the_pod_cidr_kubernetes_gave_them",
                 node_pod_cidr,
             ),
+            testing::test(
+                "an_operator_killed_while_allocating_500_nodes_neither_double_allocates_nor_leaks",
+                killed_mid_allocation,
+            ),
         ],
     )
 }
@@ -1079,5 +1083,101 @@ fn node_pod_cidr(c: &Cluster) -> Result<()> {
         msg.contains("pc-02") && msg.contains("10.131.0.0/24"),
         "the message does not name the node and its podCIDR: {msg}"
     );
+    Ok(())
+}
+
+/// Issue #16, reliability: the operator is SIGKILLed while it allocates 500 nodes; a new one
+/// finishes the job. Every node ends with exactly one subnet, no subnet is handed out twice,
+/// and no NodeSubnet is left for a node that does not exist.
+fn killed_mid_allocation(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    const NODES: usize = 500;
+    let nodes: Vec<TestNode> = (0..NODES)
+        .map(|i| TestNode {
+            name: format!("scale-{i:03}"),
+            address: Some(Ipv4Addr::new(
+                192,
+                168,
+                u8::try_from(100 + i / 200).unwrap_or(255),
+                u8::try_from(10 + i % 200).unwrap_or(255),
+            )),
+            pool: "scale".into(),
+        })
+        .collect();
+    add_nodes(c, &nodes)?;
+    let count = || -> Result<usize> {
+        let out = c.kubectl(&[
+            "get",
+            "nodesubnets",
+            "-l",
+            "causeway.dev/network=scale",
+            "-o",
+            "name",
+        ])?;
+        Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
+    };
+    apply_network(c, "scale", "10.120.0.0/15", 24, "scale")?;
+    let started = wait_for("the first allocations", Duration::from_secs(60), || {
+        let n = count()?;
+        ensure!(n > 0, "none yet");
+        Ok(n)
+    })?;
+    // Kill every replica at once, mid-flight.
+    let operators: Vec<ProcId> = OPERATORS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .iter()
+        .map(|(_, p)| p.clone())
+        .filter(ProcId::alive)
+        .collect();
+    for op in &operators {
+        c.kill(op);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let at_kill = count()?;
+    eprintln!(
+        "[measure] operator SIGKILLed with {at_kill} of {NODES} NodeSubnets written (first seen: {started})"
+    );
+    ensure!(
+        at_kill < NODES,
+        "every subnet was written before the kill ({at_kill}): nothing was tested"
+    );
+    start_operator(c, "node-a")?;
+    let map = wait_for("every node allocated", Duration::from_secs(120), || {
+        let n = count()?;
+        ensure!(n >= NODES, "{n} NodeSubnets");
+        subnets(c, "scale")
+    })?;
+    let total = count()?;
+    ensure!(
+        total == NODES && map.len() == NODES,
+        "{total} NodeSubnets for {} nodes: a node got two (double allocation)",
+        map.len()
+    );
+    check_disjoint_inside(&map, "10.120.0.0/15".parse()?, 24)?;
+    ensure!(
+        map.keys().all(|n| n.starts_with("scale-")),
+        "a NodeSubnet for a node outside the pool: {:?}",
+        map.keys()
+            .filter(|n| !n.starts_with("scale-"))
+            .collect::<Vec<_>>()
+    );
+    // Leaks: the status counts what is really held.
+    wait_for("status counts", Duration::from_secs(30), || {
+        let st = status(c, "scale")?;
+        ensure!(
+            st["subnetsAllocated"] == NODES && st["subnetsFree"] == 512 - NODES,
+            "status {st}"
+        );
+        Ok(())
+    })?;
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        "scale",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    c.kubectl(&["delete", "nodes", "-l", "pool=scale", "--wait=false"])?;
     Ok(())
 }
