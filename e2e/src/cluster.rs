@@ -504,6 +504,39 @@ impl Cluster {
         self.reap();
     }
 
+    /// Stops etcd (SIGTERM) and starts it again on the same data directory, as a restarted
+    /// etcd member would come back; returns once the API server answers `/readyz` again.
+    ///
+    /// # Errors
+    /// When etcd is not running, cannot be started, or the API server is not ready within 60 s.
+    pub fn restart_etcd(&self) -> Result<()> {
+        let etcd = self
+            .process("etcd")
+            .context("the cluster has no etcd process")?;
+        self.stop(&etcd);
+        let dir = state::etcd_root().join(&self.name);
+        let cp_ns = Topology::ns(&self.name, "cp", "apiserver");
+        self.spawn_ns(
+            &cp_ns,
+            "etcd",
+            &self.binaries.etcd.display().to_string(),
+            &controlplane::etcd_args(&dir),
+            &[],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.kubectl(&["get", "--raw", "/readyz"]).is_ok() {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the API server is not ready 60 s after etcd came back:\n{}",
+                self.log_tail("etcd", 10)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Kills a process the harness started with SIGKILL (a crash, not a clean stop).
     pub fn kill(&self, id: &ProcId) {
         id.signal(nix::sys::signal::Signal::SIGKILL);
