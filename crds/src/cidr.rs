@@ -4,8 +4,9 @@
 //! The operator's IPAM builds on these functions (capacity, the n-th subnet, the index of a
 //! subnet), the agent uses [`contains`] to decide whether an address is one of ours. The API
 //! stores CIDRs as strings (an `ipnet` type does not give a structural schema), so every
-//! consumer goes through [`parse_ipv4_cidr`], which accepts exactly what the CEL rules of
-//! `PodNetwork.spec.cidr` accept: IPv4, with no host bits set.
+//! consumer goes through [`parse_ipv4_cidr`], which accepts every value the CEL rules of
+//! `PodNetwork.spec.cidr` accept: IPv4, with no host bits set (admission also refuses the
+//! reserved blocks of [`crate::v1alpha1::address::RESERVED`], which need no check here).
 
 use std::net::Ipv4Addr;
 

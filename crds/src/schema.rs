@@ -1,4 +1,5 @@
-//! Schema transforms that give embedded Kubernetes types the limits our own fields carry.
+//! Schema transforms: the limits our own fields carry, given to embedded Kubernetes types, and
+//! the attachment of CEL rules to a field or to the items of a list field.
 //!
 //! The API server estimates the cost of every CEL rule from the `maxLength`/`maxItems` of what
 //! the rule can reach, and Causeway's own convention is that every string and list is bounded.
@@ -10,6 +11,7 @@
 //! Only the CRD generator and the tests see these functions' effects; they run when schemas
 //! are generated, never on objects.
 
+use kube::core::Rule;
 use schemars::Schema;
 use serde_json::{Map, Value, json};
 
@@ -132,18 +134,38 @@ pub fn conditions(schema: &mut Schema) {
     });
 }
 
-/// Returns a transform that adds one CEL rule to the *items* of a list field, so the rule runs
-/// per item with `self` bound to the item and errors point at `field[i]`.
-pub fn item_rule(rule: &'static str, message: &'static str) -> impl FnMut(&mut Schema) {
+/// Returns a transform that adds CEL rules to a field's own schema, after any it has; for the
+/// rule sets of [`crate::v1alpha1::address`], which one attribute attaches whole.
+pub fn rules(rules: impl IntoIterator<Item = Rule>) -> impl FnMut(&mut Schema) {
+    let rules = to_values(rules);
+    move |schema: &mut Schema| push_rules(schema.ensure_object(), &rules)
+}
+
+/// Returns a transform that adds CEL rules to the *items* of a list field, so the rules run per
+/// item with `self` bound to the item and errors point at `field[i]`.
+pub fn item_rules(rules: impl IntoIterator<Item = Rule>) -> impl FnMut(&mut Schema) {
+    let rules = to_values(rules);
     move |schema: &mut Schema| {
         apply(schema, |list| {
-            let Some(item) = items(list) else { return };
-            let rules = item
-                .entry("x-kubernetes-validations")
-                .or_insert_with(|| json!([]));
-            if let Value::Array(rules) = rules {
-                rules.push(json!({ "rule": rule, "message": message }));
+            if let Some(item) = items(list) {
+                push_rules(item, &rules);
             }
         });
+    }
+}
+
+fn to_values(rules: impl IntoIterator<Item = Rule>) -> Vec<Value> {
+    rules
+        .into_iter()
+        .filter_map(|rule| serde_json::to_value(rule).ok())
+        .collect()
+}
+
+fn push_rules(schema: &mut Map<String, Value>, rules: &[Value]) {
+    let existing = schema
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| json!([]));
+    if let Value::Array(existing) = existing {
+        existing.extend(rules.iter().cloned());
     }
 }

@@ -4,6 +4,7 @@
 //! estimate depends on it), printer columns, categories and CEL rules in place.
 
 use causeway_crds::crdgen::{self, REGENERATE_COMMAND};
+use causeway_crds::v1alpha1::{MAX_CIDR_LENGTH, MAX_IP_LENGTH, address};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
@@ -226,6 +227,67 @@ fn cidr_and_immutable_fields_carry_their_cel_rules() {
             "{pointer}: no rule containing {rule:?} in {rules:?}"
         );
     }
+}
+
+#[test]
+fn every_address_field_of_a_spec_carries_the_whole_shared_rule_set() {
+    // A spec string bounded like an IP address or a CIDR is an address field, so a new one
+    // cannot skip the rules of `v1alpha1::address`. natExcludeCidrs is the documented exception:
+    // destinations, IPv6 allowed and ignored.
+    let any = address::Field {
+        name: "f",
+        good: "g",
+        example: "e",
+    };
+    let rule_set = |rules: Vec<kube::core::Rule>| -> Vec<String> {
+        rules.into_iter().map(|r| r.rule).collect()
+    };
+    let ip_rules = rule_set(address::ipv4_address(&any));
+    let cidr_rules = rule_set(address::ipv4_cidr(&any));
+    let mut seen = Vec::new();
+    let mut problems = Vec::new();
+    for crd in crdgen::crds() {
+        let kind = crd.spec.names.kind.clone();
+        walk(
+            &schema_of(&crd)["properties"]["spec"],
+            "spec",
+            &mut |path, node| {
+                let want = match node["maxLength"].as_u64() {
+                    Some(n) if n == MAX_IP_LENGTH as u64 => &ip_rules,
+                    Some(n) if n == MAX_CIDR_LENGTH as u64 && path != "spec.natExcludeCidrs[]" => {
+                        &cidr_rules
+                    }
+                    _ => return,
+                };
+                seen.push(format!("{kind} {path}"));
+                let rules: Vec<&str> = node["x-kubernetes-validations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["rule"].as_str())
+                    .collect();
+                for rule in want {
+                    if !rules.contains(&rule.as_str()) {
+                        problems.push(format!("{kind} {path}: no rule {rule:?}"));
+                    }
+                }
+            },
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        seen,
+        [
+            "PodNetwork spec.cidr",
+            "PodNetwork spec.routed.bgp.peers[].address",
+            "NodeSubnet spec.cidr",
+            "NodeSubnet spec.nodeAddress",
+            "OverlayGateway spec.bridgeHosts.vip",
+            "OverlayGateway spec.clientCidrs[]",
+            "OverlayGateway spec.clientJoin.clients[].address",
+            "OverlayGateway spec.clientJoin.clients[].overlayAddress",
+        ]
+    );
 }
 
 #[test]

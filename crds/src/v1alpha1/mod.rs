@@ -8,9 +8,11 @@
 //!   pod IPs.
 //!
 //! The derives produce the CRD's OpenAPI schema; `#[x_kube(validation = ...)]` attributes add
-//! the CEL rules the API server runs at admission. Limits used in several places live here so
-//! the schema, the docs and the tests agree on them.
+//! the CEL rules the API server runs at admission, and [`address`] holds the one set of rules
+//! every IPv4 address and CIDR field carries. Limits used in several places live here so the
+//! schema, the docs and the tests agree on them.
 
+pub mod address;
 mod nodesubnet;
 mod overlaygateway;
 mod podnetwork;

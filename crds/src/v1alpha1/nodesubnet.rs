@@ -18,6 +18,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::address::{self, Field};
 use super::{
     MAX_BGP_PEERS, MAX_CIDR_LENGTH, MAX_IP_LENGTH, MAX_MESSAGE_LENGTH, MAX_OBJECT_NAME_LENGTH,
 };
@@ -31,6 +32,20 @@ pub const AGENT_FINALIZER: &str = "causeway.dev/node-agent";
 
 /// Pattern of a VTEP MAC: six lowercase hex pairs separated by colons.
 pub const MAC_PATTERN: &str = "^([0-9a-f]{2}:){5}[0-9a-f]{2}$";
+
+/// `spec.cidr` in admission messages.
+const NODE_CIDR: Field = Field {
+    name: "cidr",
+    good: "a slice of the PodNetwork's cidr (the operator writes it)",
+    example: "10.244.3.0/24",
+};
+
+/// `spec.nodeAddress` in admission messages.
+const NODE_ADDRESS: Field = Field {
+    name: "nodeAddress",
+    good: "the node's InternalIP on the underlay network",
+    example: "192.168.1.11",
+};
 
 /// One node's pod subnet in one PodNetwork and how peers reach it. The spec is written by the
 /// Causeway operator (do not edit it by hand); the status is written by the node's agent.
@@ -106,12 +121,11 @@ pub struct NodeSubnetSpec {
     /// The node's pod subnet, a /nodeSubnetPrefixLength slice of the PodNetwork's cidr (e.g.
     /// 10.244.3.0/24). Its first address is the node's pod bridge (gateway) address. Immutable:
     /// pods hold addresses from it; the operator releases a subnet only by deleting the object.
+    /// IPv4, no host bits set, and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16,
+    /// 224.0.0.0/4 or 240.0.0.0/4.
     #[schemars(length(max = MAX_CIDR_LENGTH))]
+    #[schemars(transform = schema::rules(address::ipv4_cidr(&NODE_CIDR)))]
     #[x_kube(
-        validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4")
-            .message("cidr must be an IPv4 CIDR such as 10.244.3.0/24"),
-        validation = Rule::new("!isCIDR(self) || cidr(self) == cidr(self).masked()")
-            .message(Message::Expression("'cidr ' + self + ' has host bits set: write the network address of the subnet, with every bit after the prefix length zero'".into())),
         validation = Rule::new("self == oldSelf")
             .message("cidr is immutable: pods hold addresses from it; delete the NodeSubnet to release it")
     )]
@@ -119,11 +133,10 @@ pub struct NodeSubnetSpec {
 
     /// The node's IPv4 address on the underlay network (from the Node's InternalIP): the next
     /// hop of direct routes and the outer destination of VXLAN packets sent to this node.
+    /// It must be an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[x_kube(
-        validation = Rule::new("isIP(self) && ip(self).family() == 4")
-            .message("nodeAddress must be an IPv4 address such as 192.168.1.11")
-    )]
+    #[schemars(transform = schema::rules(address::ipv4_address(&NODE_ADDRESS)))]
     pub node_address: String,
 
     /// MAC address of the node's VXLAN device (Overlay mode only), six lowercase hex pairs such

@@ -13,6 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::address::{self, Field};
 use super::{
     MAX_CIDR_LENGTH, MAX_CIDR_LIST_ITEMS, MAX_GATEWAY_CLIENTS, MAX_IP_LENGTH, MAX_MESSAGE_LENGTH,
     MAX_OBJECT_NAME_LENGTH,
@@ -24,6 +25,34 @@ pub const MAX_CLIENT_ROUTES: usize = 5001;
 
 /// Pattern of a client name: a DNS-1123 label.
 pub const CLIENT_NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// `spec.clientCidrs[]` in admission messages.
+const CLIENT_CIDR: Field = Field {
+    name: "clientCidrs[]",
+    good: "the range the clients' own addresses are in",
+    example: "192.168.50.0/24",
+};
+
+/// `spec.bridgeHosts.vip` in admission messages.
+const VIP: Field = Field {
+    name: "bridgeHosts.vip",
+    good: "an unused address on the bridge hosts' underlay segment",
+    example: "192.168.1.250",
+};
+
+/// `spec.clientJoin.clients[].address` in admission messages.
+const CLIENT_ADDRESS: Field = Field {
+    name: "clientJoin.clients[].address",
+    good: "the client's address on the underlay network",
+    example: "192.168.50.10",
+};
+
+/// `spec.clientJoin.clients[].overlayAddress` in admission messages.
+const CLIENT_OVERLAY_ADDRESS: Field = Field {
+    name: "clientJoin.clients[].overlayAddress",
+    good: "an unused address outside the pod range and the underlay",
+    example: "10.250.0.10",
+};
 
 /// Desired state of an OverlayGateway: which PodNetwork to open to which non-node machines,
 /// and by which strategy.
@@ -107,13 +136,12 @@ pub struct OverlayGatewaySpec {
 
     /// Address ranges of the non-node machines that will talk to pods (e.g. 192.168.50.0/24).
     /// Nodes route return traffic for these ranges back through the gateway (unless snat is
-    /// true) and accept forwarded traffic from them. At most 64 CIDRs.
+    /// true) and accept forwarded traffic from them. At most 64 IPv4 CIDRs, each with no host
+    /// bits set and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 or
+    /// 240.0.0.0/4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDR_LIST_ITEMS), inner(length(max = MAX_CIDR_LENGTH)))]
-    #[schemars(transform = schema::item_rule(
-        "isCIDR(self)",
-        "every clientCidrs entry must be a CIDR such as 192.168.50.0/24"
-    ))]
+    #[schemars(transform = schema::item_rules(address::ipv4_cidr(&CLIENT_CIDR)))]
     pub client_cidrs: Vec<String>,
 
     /// BridgeHosts only: when true the active bridge host masquerades client traffic to its own
@@ -171,11 +199,10 @@ pub struct BridgeHostsSpec {
 
     /// The virtual IP clients route the pod CIDR to, on the bridge hosts' underlay network
     /// (e.g. 192.168.1.250). It must be unused and on-link for the clients.
+    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[x_kube(
-        validation = Rule::new("isIP(self)")
-            .message("bridgeHosts.vip must be an IP address such as 192.168.1.250")
-    )]
+    #[schemars(transform = schema::rules(address::ipv4_address(&VIP)))]
     pub vip: String,
 
     /// How long the active host's claim on the VIP lasts without renewal, in seconds (2-60,
@@ -213,12 +240,9 @@ pub struct ClientJoinSpec {
     #[x_kube(
         validation = Rule::new("size(self) > 0")
             .message("clientJoin.clients must list at least one client"),
-        validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))")
-            .message("clientJoin.clients names must be unique: give every client its own name"),
-        validation = Rule::new("self.all(c, self.exists_one(d, d.address == c.address))")
-            .message("clientJoin.clients addresses must be unique: each client joins from its own address"),
-        validation = Rule::new("self.all(c, self.exists_one(d, d.overlayAddress == c.overlayAddress))")
-            .message("clientJoin.clients overlayAddress values must be unique: pods reach each client at its own")
+        validation = address::unique("clientJoin.clients", "name", "give every client its own name"),
+        validation = address::unique("clientJoin.clients", "address", "each client joins from its own address"),
+        validation = address::unique("clientJoin.clients", "overlayAddress", "pods reach each client at its own overlayAddress")
     )]
     pub clients: Vec<GatewayClient>,
 }
@@ -234,22 +258,20 @@ pub struct GatewayClient {
 
     /// The client's address on the underlay network: nodes send VXLAN packets for this
     /// client there.
+    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[x_kube(
-        validation = Rule::new("isIP(self)")
-            .message("client address must be an IP address such as 192.168.50.10")
-    )]
+    #[schemars(transform = schema::rules(address::ipv4_address(&CLIENT_ADDRESS)))]
     pub address: String,
 
     /// The client's address inside the overlay (e.g. 10.250.0.10): the agent puts it on the
     /// client's VXLAN device, pods see the client's traffic come from it and reach the client
     /// at it. It must be outside the pod range and differ from `address` (nodes route it into
     /// the tunnel, so it cannot also be the tunnel's endpoint).
+    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[x_kube(
-        validation = Rule::new("isIP(self)")
-            .message("client overlayAddress must be an IP address such as 10.250.0.10")
-    )]
+    #[schemars(transform = schema::rules(address::ipv4_address(&CLIENT_OVERLAY_ADDRESS)))]
     pub overlay_address: String,
 }
 

@@ -13,8 +13,23 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::address::{self, Field};
 use super::{MAX_BGP_PEERS, MAX_CIDR_LENGTH, MAX_CIDR_LIST_ITEMS, MAX_IP_LENGTH, default_true};
 use crate::{Error, cidr, mtu, schema};
+
+/// `spec.cidr` in admission messages.
+const POD_CIDR: Field = Field {
+    name: "cidr",
+    good: "a private range that no node or Service address is in",
+    example: "10.244.0.0/16",
+};
+
+/// `spec.routed.bgp.peers[].address` in admission messages.
+const PEER_ADDRESS: Field = Field {
+    name: "routed.bgp.peers[].address",
+    good: "the router's address on the node network",
+    example: "192.168.10.1",
+};
 
 /// Desired state of a PodNetwork: which address range pods get, how it is split into per-node
 /// subnets, which nodes take part, and how packets travel between nodes.
@@ -88,16 +103,12 @@ pub struct PodNetworkSpec {
     /// The IPv4 address range pods of this network get addresses from, in CIDR notation with
     /// no host bits set (e.g. 10.244.0.0/16). Every selected node receives one
     /// /nodeSubnetPrefixLength slice of it. It must not overlap the node (underlay) network,
-    /// the Service CIDR or another PodNetwork. IPv6 is not supported in v1alpha1. Immutable:
-    /// to change the range, create a new PodNetwork and move nodes to it.
+    /// the Service CIDR or another PodNetwork, nor 0.0.0.0/8, loopback 127.0.0.0/8, link-local
+    /// 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4. IPv6 is not supported in v1alpha1.
+    /// Immutable: to change the range, create a new PodNetwork and move nodes to it.
     #[schemars(length(max = MAX_CIDR_LENGTH))]
+    #[schemars(transform = schema::rules(address::ipv4_cidr(&POD_CIDR)))]
     #[x_kube(
-        validation = Rule::new("isCIDR(self)")
-            .message("cidr must be an IPv4 CIDR such as 10.244.0.0/16"),
-        validation = Rule::new("!isCIDR(self) || cidr(self).ip().family() == 4")
-            .message("cidr must be an IPv4 range: IPv6 and dual-stack pod networks are not supported in causeway.dev/v1alpha1"),
-        validation = Rule::new("!isCIDR(self) || cidr(self) == cidr(self).masked()")
-            .message(Message::Expression("'cidr ' + self + ' has host bits set: write the network address of the range, with every bit after the prefix length zero (10.244.0.0/16, not 10.244.1.0/16)'".into())),
         validation = Rule::new("self == oldSelf")
             .message("cidr is immutable: create a new PodNetwork with the new range and move nodes to it")
     )]
@@ -169,10 +180,8 @@ pub struct PodNetworkSpec {
     /// Ignored when natOutgoing is false.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDR_LIST_ITEMS), inner(length(max = MAX_CIDR_LENGTH)))]
-    #[schemars(transform = schema::item_rule(
-        "isCIDR(self)",
-        "every natExcludeCidrs entry must be a CIDR such as 192.168.0.0/16"
-    ))]
+    #[schemars(transform = schema::item_rules([Rule::new("isCIDR(self)")
+        .message("every natExcludeCidrs entry must be a CIDR such as 192.168.0.0/16")]))]
     pub nat_exclude_cidrs: Vec<String>,
 }
 
@@ -227,8 +236,7 @@ pub struct BgpSpec {
     #[x_kube(
         validation = Rule::new("size(self) > 0")
             .message("routed.bgp.peers must list at least one router: add a peer, or remove routed.bgp to use direct routes only"),
-        validation = Rule::new("self.all(p, self.exists_one(q, q.address == p.address))")
-            .message("routed.bgp.peers must not list the same address twice")
+        validation = address::unique("routed.bgp.peers", "address", "list each router once, and restrict the nodes that peer with it by its nodeSelector")
     )]
     pub peers: Vec<BgpPeer>,
 
@@ -263,12 +271,11 @@ fn default_keepalive() -> i32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BgpPeer {
-    /// IP address of the router (e.g. the top-of-rack switch's address on the node network).
+    /// Address of the router (e.g. the top-of-rack switch's address on the node network).
+    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[x_kube(
-        validation = Rule::new("isIP(self)")
-            .message("peer address must be an IP address such as 192.168.10.1")
-    )]
+    #[schemars(transform = schema::rules(address::ipv4_address(&PEER_ADDRESS)))]
     pub address: String,
 
     /// The router's autonomous system number (1-4294967295). Equal to bgp.asn for iBGP.

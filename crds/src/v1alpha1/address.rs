@@ -1,0 +1,426 @@
+//! The admission rules of every IPv4 address and CIDR field of the API, defined once.
+//!
+//! Causeway v1alpha1 is IPv4-only, and every address a user (or the operator) writes is one a
+//! host must own or a range of such addresses: a node's underlay address, a BGP router, a VIP,
+//! a client's tunnel endpoint and overlay address, the pod range and the client ranges. So each
+//! address field gets the same CEL rules, built here from its [`Field`] description:
+//!
+//! - [`ipv4_address`]: an IP address, IPv4, and not in a [`RESERVED`] block (nor the broadcast
+//!   address): loopback, link-local, multicast, 240.0.0.0/4 and 0.0.0.0/8 hold no address a
+//!   host can be reached at.
+//! - [`ipv4_cidr`]: a CIDR, IPv4, no host bits set (the message gives the masked value for a
+//!   /8, /16 or /24, and says how to write it otherwise), and no overlap with a [`RESERVED`]
+//!   block (so `0.0.0.0/0` and `128.0.0.0/1` are refused too).
+//!
+//! Each rule after the first is guarded by the ones before it (`!isIP(self) || ...`), so a
+//! value gets the one error that explains it rather than several. The messages name the field,
+//! the value and the fix; `crds/testdata/admission-cases.yaml` pins them and `docs/api.md`
+//! ("Address fields") lists them. The rules reach the fields through [`crate::schema::rules`]
+//! and [`crate::schema::item_rules`] transforms, so the API server runs them at admission; they
+//! use only CEL functions that Kubernetes 1.33 provides (`isIP`, `ip`, `family`, `isCIDR`,
+//! `cidr`, `containsIP`, `masked`, `prefixLength`, and `indexOf`, `lastIndexOf`, `substring` in
+//! messages). Every message is built from strings whose size the schema bounds (`self`, its
+//! substrings, list entries' fields) and literals: the API server estimates the cost of a
+//! message too, and a string it cannot bound (`string(<cidr>)`) puts the estimate over budget
+//! and the CRD is refused. The e2e `api` suite installs the CRDs and runs the admission table
+//! on a real API server.
+//!
+//! [`unique`] is the rule of list fields whose entries must differ in one key (BGP peers by
+//! address, ClientJoin clients by name, address and overlay address); its message names the
+//! duplicated value.
+//!
+//! `spec.natExcludeCidrs` is not an address field in this sense: its entries are destinations
+//! (a link-local metadata range is a fair one) and IPv6 entries are allowed and ignored.
+
+use kube::core::{Message, Rule};
+
+/// A block of IPv4 addresses no host can own as its address, and what it is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    /// The block in CIDR notation.
+    pub cidr: &'static str,
+    /// Its name as messages use it ("a loopback address", "the loopback range").
+    pub kind: &'static str,
+}
+
+/// The blocks address fields refuse and CIDR fields must not overlap, in the order messages
+/// name them (a CIDR overlapping several is reported with the first).
+pub const RESERVED: [Reserved; 5] = [
+    Reserved {
+        cidr: "127.0.0.0/8",
+        kind: "loopback",
+    },
+    Reserved {
+        cidr: "169.254.0.0/16",
+        kind: "link-local",
+    },
+    Reserved {
+        cidr: "224.0.0.0/4",
+        kind: "multicast",
+    },
+    Reserved {
+        cidr: "240.0.0.0/4",
+        kind: "reserved (class E)",
+    },
+    Reserved {
+        cidr: "0.0.0.0/8",
+        kind: "unspecified (this-network)",
+    },
+];
+
+/// The limited broadcast address, inside 240.0.0.0/4 but named on its own.
+pub const BROADCAST: &str = "255.255.255.255";
+
+/// An address field as its messages describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// The field's path below `spec`, `[]` marking list items (`clientJoin.clients[].address`).
+    pub name: &'static str,
+    /// What to write instead of a refused value, completing "use ...".
+    pub good: &'static str,
+    /// A value that is accepted.
+    pub example: &'static str,
+}
+
+/// The rules of an IPv4 address field: an IP address, IPv4, an address a host can own.
+#[must_use]
+pub fn ipv4_address(field: &Field) -> Vec<Rule> {
+    let Field {
+        name,
+        good,
+        example,
+    } = *field;
+    let class = first_reserved(
+        |block| format!("cidr('{}').containsIP(self)", block.cidr),
+        |block| {
+            let vowel = block.kind.starts_with(['a', 'e', 'i', 'o', 'u']);
+            let article = if vowel { "an" } else { "a" };
+            format!("{article} {} address ({})", block.kind, block.cidr)
+        },
+    );
+    vec![
+        Rule::new("isIP(self)").message(Message::Message(format!(
+            "{name} must be an IPv4 address such as {example}"
+        ))),
+        Rule::new("!isIP(self) || ip(self).family() == 4").message(expression(
+            name,
+            "",
+            &format!(
+                " is an IPv6 address: IPv6 is not supported in causeway.dev/v1alpha1; use an IPv4 address such as {example}"
+            ),
+        )),
+        Rule::new(format!(
+            "!isIP(self) || ip(self).family() != 4 || !{}.exists(b, cidr(b).containsIP(self))",
+            reserved_list()
+        ))
+        .message(expression(
+            name,
+            &format!(
+                " + ' is ' + (self == '{BROADCAST}' ? 'the broadcast address {BROADCAST}' : {class})"
+            ),
+            &format!(", not a unicast address a host can own: use {good}, such as {example}"),
+        )),
+    ]
+}
+
+/// The rules of an IPv4 CIDR field: a CIDR, IPv4, no host bits set, no reserved addresses.
+#[must_use]
+pub fn ipv4_cidr(field: &Field) -> Vec<Rule> {
+    let Field {
+        name,
+        good,
+        example,
+    } = *field;
+    let ipv4 = "!isCIDR(self) || cidr(self).ip().family() != 4";
+    let range = first_reserved(
+        |block| {
+            let network = block.cidr.split('/').next().unwrap_or(block.cidr);
+            format!(
+                "(cidr(self).containsIP('{network}') || cidr('{}').containsIP(cidr(self).ip()))",
+                block.cidr
+            )
+        },
+        |block| format!("the {} range {}", block.kind, block.cidr),
+    );
+    vec![
+        Rule::new("isCIDR(self)").message(Message::Message(format!(
+            "{name} must be an IPv4 CIDR such as {example}"
+        ))),
+        Rule::new("!isCIDR(self) || cidr(self).ip().family() == 4").message(expression(
+            name,
+            "",
+            &format!(
+                " is an IPv6 range: IPv6 is not supported in causeway.dev/v1alpha1; use an IPv4 CIDR such as {example}"
+            ),
+        )),
+        Rule::new(format!("{ipv4} || cidr(self) == cidr(self).masked()")).message(expression(
+            name,
+            &format!(" + ' has host bits set: ' + ({})", masked_suggestion()),
+            "",
+        )),
+        Rule::new(format!(
+            "{ipv4} || !{}.exists(b, cidr(self).containsIP(cidr(b).ip()) || cidr(b).containsIP(cidr(self).ip()))",
+            reserved_list()
+        ))
+        .message(expression(
+            name,
+            &format!(" + ' overlaps ' + ({range})"),
+            &format!(", whose addresses no host can own: use {good}, such as {example}"),
+        )),
+    ]
+}
+
+/// CEL for the second half of the host-bits message: the masked CIDR when the prefix length is
+/// 8, 16 or 24, else how to write it. `string(cidr(self).masked())` would give it for every
+/// prefix length, but the API server cannot bound the size of that string, so a message using
+/// it exceeds the CEL cost budget and the CRD is refused; substrings of `self` are bounded by
+/// its maxLength. (`self` is an IPv4 CIDR here, a dotted quad: the rule guards it.)
+fn masked_suggestion() -> String {
+    let dot = |n: usize| match n {
+        1 => "self.indexOf('.')".to_owned(),
+        2 => "self.indexOf('.', self.indexOf('.') + 1)".to_owned(),
+        _ => "self.lastIndexOf('.')".to_owned(),
+    };
+    let mut suggestion =
+        "'write the network address, with every bit after the prefix length ' + self.substring(self.indexOf('/')) + ' zero'"
+            .to_owned();
+    for (octets, zeros) in [(1, ".0.0.0"), (2, ".0.0"), (3, ".0")] {
+        let prefix = octets * 8;
+        suggestion = format!(
+            "cidr(self).prefixLength() == {prefix} ? 'did you mean ' + self.substring(0, {}) + '{zeros}/{prefix}?' : {suggestion}",
+            dot(octets)
+        );
+    }
+    suggestion
+}
+
+/// The rule of a list field whose entries must differ in `key`: its message names the list, the
+/// key and the duplicated value, then `fix`.
+#[must_use]
+pub fn unique(list: &str, key: &str, fix: &str) -> Rule {
+    // The message maps the entries to their keys before it filters, so the value it names comes
+    // straight from the schema's field and its size estimate is the field's maxLength.
+    Rule::new(format!(
+        "self.all(x, self.exists_one(y, y.{key} == x.{key}))"
+    ))
+    .message(Message::Expression(format!(
+        "{} + self.map(x, x.{key}).filter(v, !self.exists_one(y, y.{key} == v))[0] + {}",
+        literal(&format!("{list} has more than one entry with {key} ")),
+        literal(&format!(": {fix}")),
+    )))
+}
+
+/// A message expression `'<name> ' + self<middle> + '<tail>'`: `middle` is CEL continuing the
+/// concatenation, `tail` plain text.
+fn expression(name: &str, middle: &str, tail: &str) -> Message {
+    let tail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" + {}", literal(tail))
+    };
+    Message::Expression(format!(
+        "{} + self{middle}{tail}",
+        literal(&format!("{name} "))
+    ))
+}
+
+/// A CEL conditional naming (`name`) the first reserved block for which `test` holds. The last
+/// block is not tested: the expression runs in messages of rules that failed, so one holds.
+fn first_reserved(
+    test: impl Fn(&Reserved) -> String,
+    name: impl Fn(&Reserved) -> String,
+) -> String {
+    let Some((last, rest)) = RESERVED.split_last() else {
+        return literal("reserved");
+    };
+    rest.iter()
+        .rev()
+        .fold(literal(&name(last)), |otherwise, block| {
+            format!("{} ? {} : {otherwise}", test(block), literal(&name(block)))
+        })
+}
+
+/// The reserved blocks as a CEL list literal.
+fn reserved_list() -> String {
+    let blocks: Vec<String> = RESERVED.iter().map(|b| literal(b.cidr)).collect();
+    format!("[{}]", blocks.join(", "))
+}
+
+/// `text` as a single-quoted CEL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::cel::Validator;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A field whose texts need escaping in CEL (an apostrophe, a backslash).
+    const FIELD: Field = Field {
+        name: "f",
+        good: "the host's own address \\ its range",
+        example: "192.0.2.1",
+    };
+
+    /// The messages of the rules failing for `value` in a field carrying `rules`.
+    fn errors(rules: &[Rule], value: Value) -> Vec<String> {
+        let schema = json!({
+            "type": "object",
+            "properties": {"f": {"x-kubernetes-validations": rules}},
+        });
+        match Validator::new().validate(&schema, &json!({ "f": value }), None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+        }
+    }
+
+    /// Checks that each value gets exactly the listed messages (each a substring of one).
+    fn check(rules: &[Rule], cases: &[(&str, &[&str])]) {
+        for (value, want) in cases {
+            let got = errors(rules, json!(value));
+            assert_eq!(got.len(), want.len(), "{value}: {got:?}");
+            for (got, want) in got.iter().zip(*want) {
+                assert!(got.contains(want), "{value}: {got:?} lacks {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_address_field_accepts_host_addresses_and_explains_each_refusal_once() {
+        let syntax = "f must be an IPv4 address such as 192.0.2.1";
+        let fix = ", not a unicast address a host can own: use the host's own address \\ its range, such as 192.0.2.1";
+        let unspecified = format!("an unspecified (this-network) address (0.0.0.0/8){fix}");
+        let loopback = format!("a loopback address (127.0.0.0/8){fix}");
+        let link_local = "a link-local address (169.254.0.0/16)";
+        let multicast = "a multicast address (224.0.0.0/4)";
+        let class_e = "a reserved (class E) address (240.0.0.0/4)";
+        let cases: &[(&str, &[&str])] = &[
+            ("192.168.1.11", &[]),
+            ("1.0.0.0", &[]),
+            ("100.64.0.1", &[]),
+            ("126.255.255.255", &[]),
+            ("128.0.0.0", &[]),
+            ("169.253.255.255", &[]),
+            ("169.255.0.0", &[]),
+            ("223.255.255.255", &[]),
+            ("", &[syntax]),
+            ("192.168.1", &[syntax]),
+            ("192.168.1.11/24", &[syntax]),
+            ("::ffff:192.168.1.11", &[syntax]),
+            (
+                "fd00::1",
+                &["f fd00::1 is an IPv6 address: IPv6 is not supported"],
+            ),
+            ("::1", &["f ::1 is an IPv6 address"]),
+            ("0.0.0.0", &[&format!("f 0.0.0.0 is {unspecified}")]),
+            ("0.255.255.255", &[&unspecified]),
+            ("127.0.0.1", &[&format!("f 127.0.0.1 is {loopback}")]),
+            ("127.255.255.255", &[&loopback]),
+            ("169.254.0.1", &[link_local]),
+            ("169.254.255.255", &[link_local]),
+            ("224.0.0.1", &[multicast]),
+            ("239.255.255.255", &[multicast]),
+            ("240.0.0.1", &[class_e]),
+            ("255.255.255.254", &[class_e]),
+            (
+                "255.255.255.255",
+                &["f 255.255.255.255 is the broadcast address 255.255.255.255, not"],
+            ),
+        ];
+        check(&ipv4_address(&FIELD), cases);
+    }
+
+    #[test]
+    fn a_cidr_field_accepts_host_ranges_and_names_the_reserved_block_it_overlaps() {
+        let syntax = "f must be an IPv4 CIDR such as 192.0.2.1";
+        let fix = ", whose addresses no host can own: use the host's own address \\ its range, such as 192.0.2.1";
+        let loopback = format!("overlaps the loopback range 127.0.0.0/8{fix}");
+        let cases: &[(&str, &[&str])] = &[
+            ("10.244.0.0/16", &[]),
+            ("10.0.0.1/32", &[]),
+            ("1.0.0.0/8", &[]),
+            ("126.0.0.0/8", &[]),
+            ("128.0.0.0/3", &[]),
+            ("170.0.0.0/7", &[]),
+            ("169.253.0.0/16", &[]),
+            ("169.255.0.0/16", &[]),
+            ("192.0.0.0/3", &[]),
+            ("223.255.255.255/32", &[]),
+            ("10.244.0.0/33", &[syntax]),
+            ("10.244.0.0", &[syntax]),
+            (
+                "fd00::/48",
+                &["f fd00::/48 is an IPv6 range: IPv6 is not supported"],
+            ),
+            ("fd00::1/48", &["is an IPv6 range"]),
+            (
+                "10.244.1.0/16",
+                &["f 10.244.1.0/16 has host bits set: did you mean 10.244.0.0/16?"],
+            ),
+            (
+                "10.244.1.7/24",
+                &["has host bits set: did you mean 10.244.1.0/24?"],
+            ),
+            (
+                "10.1.0.0/8",
+                &["has host bits set: did you mean 10.0.0.0/8?"],
+            ),
+            (
+                "10.244.17.0/20",
+                &[
+                    "f 10.244.17.0/20 has host bits set: write the network address, with every bit after the prefix length /20 zero",
+                ],
+            ),
+            ("0.0.0.0/0", &[&format!("f 0.0.0.0/0 {loopback}")]),
+            ("126.0.0.0/7", &[&loopback]),
+            ("127.1.2.0/24", &[&loopback]),
+            ("127.0.0.1/8", &["did you mean 127.0.0.0/8?", &loopback]),
+            (
+                "128.0.0.0/1",
+                &["overlaps the link-local range 169.254.0.0/16"],
+            ),
+            (
+                "169.254.169.254/32",
+                &["overlaps the link-local range 169.254.0.0/16"],
+            ),
+            ("192.0.0.0/2", &["overlaps the multicast range 224.0.0.0/4"]),
+            (
+                "224.0.0.0/24",
+                &["overlaps the multicast range 224.0.0.0/4"],
+            ),
+            (
+                "240.0.0.0/8",
+                &["overlaps the reserved (class E) range 240.0.0.0/4"],
+            ),
+            (
+                "255.255.255.255/32",
+                &["overlaps the reserved (class E) range 240.0.0.0/4"],
+            ),
+            (
+                "0.0.0.0/8",
+                &["overlaps the unspecified (this-network) range 0.0.0.0/8"],
+            ),
+            (
+                "0.0.0.0/32",
+                &["overlaps the unspecified (this-network) range 0.0.0.0/8"],
+            ),
+        ];
+        check(&ipv4_cidr(&FIELD), cases);
+    }
+
+    #[test]
+    fn a_unique_list_names_the_value_that_occurs_twice() {
+        let rules = [unique("l", "k", "one each")];
+        let list =
+            |keys: &[&str]| json!(keys.iter().map(|k| json!({ "k": k })).collect::<Vec<_>>());
+        assert_eq!(errors(&rules, list(&[])), Vec::<String>::new());
+        assert_eq!(errors(&rules, list(&["a", "b"])), Vec::<String>::new());
+        assert_eq!(
+            errors(&rules, list(&["a", "b", "c", "b"])),
+            ["l has more than one entry with k b: one each"]
+        );
+    }
+}
