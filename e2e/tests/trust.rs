@@ -771,7 +771,7 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
                     ("desk", s("192.168.50.100"), s("10.250.0.101")),
                 ],
             )],
-            outcome: Outcome::Refused(s("spec.clientJoin.clients")),
+            outcome: Outcome::Refused(s("more than one entry with address 192.168.50.100")),
         },
         Hostile {
             what: "a ClientJoin gateway without clients",
@@ -849,6 +849,49 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
                 "CidrOverlapsServices",
                 format!("overlaps the Service range {services} (ServiceCIDR kubernetes)"),
             ),
+        },
+        Hostile {
+            what: "a ClientJoin overlayAddress on loopback",
+            objects: vec![join("trust-a", &[("laptop", s("192.168.50.100"), s("127.0.0.1"))])],
+            outcome: Outcome::Refused(s("127.0.0.1 is a loopback address (127.0.0.0/8)")),
+        },
+        Hostile {
+            what: "a ClientJoin address that is IPv6",
+            objects: vec![join("trust-a", &[("laptop", s("fd00::1"), s("10.250.0.9"))])],
+            outcome: Outcome::Refused(s("IPv6 is not supported in causeway.dev/v1alpha1")),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP of 255.255.255.255",
+            objects: vec![bridge("trust-a", "255.255.255.255")],
+            outcome: Outcome::Refused(s("broadcast")),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP in multicast",
+            objects: vec![bridge("trust-a", "224.0.0.18")],
+            outcome: Outcome::Refused(s("multicast")),
+        },
+        Hostile {
+            what: "a PodNetwork of 0.0.0.0/0",
+            objects: vec![pod_network("trust-net", "0.0.0.0/0", json!({}))],
+            outcome: Outcome::Refused(s("cidr 0.0.0.0/0 overlaps")),
+        },
+        Hostile {
+            what: "a PodNetwork with host bits set",
+            objects: vec![pod_network("trust-net", "10.248.1.0/16", json!({}))],
+            outcome: Outcome::Refused(s("did you mean 10.248.0.0/16?")),
+        },
+        Hostile {
+            what: "a PodNetwork in link-local",
+            objects: vec![pod_network("trust-net", "169.254.0.0/16", json!({}))],
+            outcome: Outcome::Refused(s("link-local")),
+        },
+        Hostile {
+            what: "an OverlayGateway client CIDR overlapping loopback",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["127.0.0.0/16"]}),
+            )],
+            outcome: Outcome::Refused(s("loopback")),
         },
         Hostile {
             what: "a NodeSubnet written by hand for node-b with a range that is no slice of the network's",

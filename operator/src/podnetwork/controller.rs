@@ -479,7 +479,11 @@ pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
         .as_ref()?
         .iter()
         .filter(|a| a.type_ == "InternalIP")
-        .find_map(|a| a.address.parse().ok())
+        .filter_map(|a| a.address.parse().ok())
+        // A loopback, link-local or other reserved address is no address peers can reach
+        // (and admission refuses it as a NodeSubnet's nodeAddress): such a node counts as
+        // one without an InternalIP.
+        .find(|a| causeway_crds::ownership::reserved(*a).is_none())
 }
 
 fn node_view(node: &Node) -> NodeView {
