@@ -261,3 +261,78 @@ fn every_cel_rule_of_every_crd_compiles() {
         assert!(errors.is_empty(), "{}: {errors:?}", crd.spec.names.kind);
     }
 }
+
+/// Values a careless or hostile user writes into address fields, valid ones among them.
+const ADDRESSES: [&str; 10] = [
+    "192.168.50.10",
+    "10.250.0.9",
+    "127.0.0.1",
+    "0.0.0.0",
+    "255.255.255.255",
+    "224.0.0.5",
+    "169.254.1.1",
+    "fd00::1",
+    "not-an-ip",
+    "",
+];
+const CIDRS: [&str; 9] = [
+    "10.244.0.0/16",
+    "10.244.1.0/16",
+    "0.0.0.0/0",
+    "127.0.0.0/8",
+    "128.0.0.0/1",
+    "169.254.0.0/16",
+    "fd00::/64",
+    "10.244.0.0/33",
+    "garbage",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Generated objects of all three kinds through the admission stand-in: it never panics,
+    /// every refusal names what is wrong, and an object with only well-formed unicast values
+    /// is never refused for an address.
+    #[test]
+    fn generated_objects_are_admitted_or_refused_with_a_message(
+        kind in 0..3usize,
+        cidr in 0..CIDRS.len(),
+        addresses in proptest::collection::vec(0..ADDRESSES.len(), 3),
+        prefix in proptest::sample::select(vec![8i64, 16, 24, 30, 32]),
+    ) {
+        let a = |i: usize| ADDRESSES[addresses[i]];
+        let object = match kind {
+            0 => serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "gen"},
+                "spec": {"cidr": CIDRS[cidr], "nodeSubnetPrefixLength": prefix, "mode": "Routed",
+                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": a(0), "asn": 64513}]}}}}),
+            1 => serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+                "metadata": {"name": "gen"},
+                "spec": {"network": "n", "nodeName": "node-a", "cidr": CIDRS[cidr], "nodeAddress": a(0)}}),
+            _ => serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "OverlayGateway",
+                "metadata": {"name": "gen"},
+                "spec": {"network": "n", "strategy": "ClientJoin", "clientCidrs": [CIDRS[cidr]],
+                    "clientJoin": {"clients": [{"name": "c", "address": a(1), "overlayAddress": a(2)}]}}}),
+        };
+        if let Err(errors) = support::admit(&object, None) {
+            proptest::prop_assert!(!errors.is_empty());
+            for e in &errors {
+                proptest::prop_assert!(e.trim().len() > 10, "a refusal without a message: {e:?}");
+            }
+        }
+        let unicast = |i: usize| i < 2;
+        let clean = cidr == 0
+            && match kind {
+                // nodeSubnetPrefixLength must lie in (16, 30] for a /16.
+                0 => unicast(addresses[0]) && (prefix == 24 || prefix == 30),
+                1 => unicast(addresses[0]),
+                _ => unicast(addresses[1]) && unicast(addresses[2]) && addresses[1] != addresses[2],
+            };
+        if clean && kind != 1 {
+            proptest::prop_assert!(
+                support::admit(&object, None).is_ok(),
+                "{object}: {:?}",
+                support::admit(&object, None)
+            );
+        }
+    }
+}
