@@ -241,7 +241,7 @@ impl Netlink {
                             .any(|r| r.dst == route.dst)
                         {
                             return Err(Failure::Refused(format!(
-                                "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way; Causeway never replaces foreign routes: remove it (ip route show {}) or give this node another subnet",
+                                "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way, and Causeway never replaces foreign routes (ip route show {}): if this machine needs that route, the range cannot be a pod subnet here (use a PodNetwork cidr that does not include it); if it is stale, whoever added it can remove it",
                                 route.dst, route.dst
                             )));
                         }
