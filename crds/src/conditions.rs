@@ -126,6 +126,9 @@ pub mod reasons {
     /// Ready=False on an OverlayGateway `BridgeHosts`: the VIP is already in use (a node's
     /// address, a pod address, or another gateway's VIP).
     pub const VIP_CONFLICT: &str = "VipConflict";
+    /// Ready=False on an OverlayGateway `BridgeHosts`: no candidate holds the VIP because a
+    /// machine that is no candidate answers ARP for it (the message gives its MAC).
+    pub const VIP_IN_USE: &str = "VipInUse";
     /// Ready=False on an OverlayGateway: a client CIDR (or a ClientJoin `overlayAddress`)
     /// overlaps the pod range.
     pub const CLIENT_CIDR_OVERLAPS_PODS: &str = "ClientCidrOverlapsPods";

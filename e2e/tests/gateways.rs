@@ -1127,7 +1127,8 @@ fn gateway_problems(c: &Cluster) -> Result<()> {
     result?;
 
     // Something outside Causeway already answers for the VIP: no candidate takes it, the
-    // gateway stays in election, and the candidates' agents say who answers.
+    // gateway reports VipInUse with the MAC that answered, and the candidates' agents record
+    // a VipConflict event.
     let taken = "192.168.50.253";
     c.exec(
         &client.name,
@@ -1147,8 +1148,14 @@ fn gateway_problems(c: &Cluster) -> Result<()> {
     )?;
     let client_mac = c.exec(&client.name, "cat", &["/sys/class/net/eth0/address"])?;
     let outcome = (|| -> Result<()> {
-        let message = wait_reason(c, "squatted", "ElectionInProgress")?;
-        ensure!(message.contains("node-b, node-c"), "{message}");
+        // First an election; once the candidates have waited out a holder's lease and
+        // lifetime, the gateway says who squats the VIP (issue #16: VipInUse, with the MAC).
+        let message = wait_reason(c, "squatted", "VipInUse")?;
+        ensure!(
+            message.contains(client_mac.trim())
+                && message.contains("answered ARP for 192.168.50.253"),
+            "{message}"
+        );
         wait_for("a VipConflict event", Duration::from_secs(20), || {
             let events = c.kubectl(&[
                 "get",

@@ -478,6 +478,11 @@ fn node_restriction(c: &Cluster) -> Result<()> {
             None,
         ),
         create(
+            "an unheld election Lease (a VIP-in-use mark)",
+            lease("causeway-gw-trust", "", "gateway-election"),
+            None,
+        ),
+        create(
             "an event about its own NodeSubnet",
             event("default", "causeway-node-agent", "node-a", own_subnet),
             None,

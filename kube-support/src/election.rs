@@ -31,6 +31,10 @@ pub const REASON: &str = "causeway.dev/failover-reason";
 pub const PREVIOUS: &str = "causeway.dev/previous-holder";
 /// Annotation a holder leaves when it releases: why it let go.
 pub const RELEASE_REASON: &str = "causeway.dev/release-reason";
+/// Annotation on an unheld election Lease: a candidate found the VIP answered by a machine
+/// that is no candidate (`<mac> answered ARP for <vip> on <node>'s segment`). Cleared by the
+/// next claim.
+pub const VIP_IN_USE: &str = "causeway.dev/vip-in-use";
 /// Annotation: the MAC the holder answers for the VIP with (its underlay's), so a standby
 /// that finds the VIP answered can tell the holder (alive, cut off from the API server) from
 /// a stranger using the address.
@@ -102,6 +106,7 @@ pub fn claimed(
     labels.insert(GATEWAY_LABEL.to_owned(), gateway.to_owned());
     let annotations = next.metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.remove(RELEASE_REASON);
+    annotations.remove(VIP_IN_USE);
     match reason {
         Some(r) => {
             annotations.insert(REASON.to_owned(), r.to_owned());
@@ -129,6 +134,31 @@ pub fn claimed(
     spec.lease_duration_seconds = Some(i32::try_from(duration_seconds).unwrap_or(i32::MAX));
     spec.acquire_time = Some(MicroTime(now));
     spec.renew_time = Some(MicroTime(now));
+    next
+}
+
+/// `lease` (or a new, unheld Lease) marked [`VIP_IN_USE`] with `note`, holder unchanged
+/// (empty): the operator reports the gateway `VipInUse` until a candidate can claim it.
+#[must_use]
+pub fn marked_in_use(lease: Option<&Lease>, namespace: &str, gateway: &str, note: &str) -> Lease {
+    let mut next = lease.cloned().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(lease_name(gateway)),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(String::new()),
+            ..LeaseSpec::default()
+        }),
+    });
+    let labels = next.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(LABEL.0.to_owned(), LABEL.1.to_owned());
+    labels.insert(GATEWAY_LABEL.to_owned(), gateway.to_owned());
+    next.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(VIP_IN_USE.to_owned(), note.to_owned());
     next
 }
 
@@ -225,6 +255,32 @@ pub async fn read(api: &Api<Lease>, gateway: &str) -> Result<Option<Lease>, kube
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vip_in_use_mark_keeps_the_lease_unheld_and_the_next_claim_clears_it() {
+        let marked = marked_in_use(None, "ns", "office", "02:00:00:00:00:99 answered ARP");
+        assert_eq!(holder(&marked), None);
+        assert_eq!(
+            annotation(&marked, VIP_IN_USE),
+            Some("02:00:00:00:00:99 answered ARP")
+        );
+        assert_eq!(marked.metadata.name.as_deref(), Some("causeway-gw-office"));
+        assert_eq!(
+            marked.labels().get(LABEL.0).map(String::as_str),
+            Some(LABEL.1)
+        );
+        let claimed = claimed(
+            Some(&marked),
+            "ns",
+            "office",
+            "node-a",
+            2,
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(holder(&claimed), Some("node-a"));
+        assert_eq!(annotation(&claimed, VIP_IN_USE), None);
+    }
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(s).expect("time")

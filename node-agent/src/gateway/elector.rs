@@ -717,6 +717,23 @@ impl Task {
             self.changed.elapsed().as_secs()
         );
         warn!(gateway = %self.c.gateway, "{message}");
+        // The gateway's status says so too (VipInUse), through the unheld Lease: a mark
+        // any candidate may leave, which the next claim clears.
+        if self.holder().is_none() {
+            let note = format!(
+                "{mac} answered ARP for {} on node {}'s segment ({})",
+                self.c.vip, self.node, self.c.dev
+            );
+            let marked = election::marked_in_use(
+                self.lease.as_ref(),
+                &self.namespace,
+                &self.c.gateway,
+                &note,
+            );
+            if let Err(e) = self.write(&marked, Duration::from_secs(5)).await {
+                debug!(gateway = %self.c.gateway, error = ?e, "cannot mark the VIP in use on the Lease");
+            }
+        }
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some(OverlayGateway::api_version(&()).into_owned()),
             kind: Some(OverlayGateway::kind(&()).into_owned()),

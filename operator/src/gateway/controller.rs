@@ -143,6 +143,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
             holder: election::holder(&l).map(str::to_owned),
             reason: election::annotation(&l, election::REASON).map(str::to_owned),
             previous: election::annotation(&l, election::PREVIOUS).map(str::to_owned),
+            in_use: election::annotation(&l, election::VIP_IN_USE).map(str::to_owned),
             acquired: l
                 .spec
                 .as_ref()

@@ -59,6 +59,9 @@ pub struct Election {
     pub reason: Option<String>,
     pub previous: Option<String>,
     pub acquired: Option<Time>,
+    /// A candidate found the unheld VIP answered by another machine
+    /// ([`causeway_kube::election::VIP_IN_USE`]).
+    pub in_use: Option<String>,
 }
 
 /// What the status is computed from.
@@ -422,6 +425,14 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
         );
     }
     let holder = input.election.and_then(|e| e.holder.as_deref());
+    if let (None, Some(note)) = (holder, input.election.and_then(|e| e.in_use.as_deref())) {
+        return not_ready(
+            reasons::VIP_IN_USE,
+            format!(
+                "VIP {vip} is in use by a machine that is no candidate: {note}. No candidate takes it while it answers; choose a free VIP, or free the address on that machine (the candidates claim it once it stops answering)."
+            ),
+        );
+    }
     let Some(active) = holder.filter(|h| candidates.contains(h)) else {
         let now = match holder {
             // Cut off from the API server, a holder keeps the VIP while it answers for it.
@@ -761,6 +772,7 @@ mod tests {
             acquired: Some(Time(
                 k8s_openapi::jiff::Timestamp::from_second(5).expect("t"),
             )),
+            in_use: None,
         };
         let st = bridge(Some(&taken), &[], &[], "192.168.50.250");
         assert_eq!(st.active_host.as_deref(), Some("node-a"));
@@ -776,6 +788,21 @@ mod tests {
         );
         assert!(message.contains("candidates node-a, node-b"), "{message}");
         assert_eq!(none.active_host, None);
+
+        // Unheld, and a candidate found the VIP answered by a machine that is no candidate.
+        let in_use = Election {
+            in_use: Some(
+                "02:00:00:00:00:99 answered ARP for 192.168.50.250 on node node-a's segment (eth0)"
+                    .into(),
+            ),
+            ..Election::default()
+        };
+        let st = bridge(Some(&in_use), &[], &[], "192.168.50.250");
+        expect_not_ready(
+            &st,
+            "VipInUse",
+            "VIP 192.168.50.250 is in use by a machine that is no candidate: 02:00:00:00:00:99 answered ARP",
+        );
 
         // A holder whose agent went silent keeps the VIP while it answers: the message says
         // so rather than calling it no longer a candidate.
