@@ -898,6 +898,147 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             )],
             outcome: Outcome::Refused(s("loopback")),
         },
+        // More admission refusals: every field checks alike, with the fix in the message.
+        Hostile {
+            what: "a NodeSubnet written by hand with a loopback nodeAddress",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+                "metadata": {"name": "trust-loopback"},
+                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.78.0/24",
+                    "nodeAddress": "127.0.0.1"}})],
+            outcome: Outcome::Refused(s("nodeAddress 127.0.0.1 is a loopback address")),
+        },
+        Hostile {
+            what: "a NodeSubnet written by hand with host bits in its cidr",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+                "metadata": {"name": "trust-host-bits"},
+                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.78.9/24",
+                    "nodeAddress": node_b}})],
+            outcome: Outcome::Refused(s("did you mean 10.247.78.0/24?")),
+        },
+        Hostile {
+            what: "a PodNetwork whose cidr is IPv6",
+            objects: vec![pod_network("trust-net", "fd00:10::/64", json!({}))],
+            outcome: Outcome::Refused(s("IPv6")),
+        },
+        Hostile {
+            what: "a PodNetwork in multicast",
+            objects: vec![pod_network("trust-net", "224.0.0.0/8", json!({}))],
+            outcome: Outcome::Refused(s("multicast")),
+        },
+        Hostile {
+            what: "a PodNetwork whose node subnets are larger than its range",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "trust-net"},
+                "spec": {"cidr": "10.248.0.0/24", "nodeSubnetPrefixLength": 16, "mode": "Overlay"}})],
+            outcome: Outcome::Refused(s("nodeSubnetPrefixLength must be larger than the prefix length of cidr 10.248.0.0/24")),
+        },
+        Hostile {
+            what: "a PodNetwork with settings of another mode",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "trust-net"},
+                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+                    "routed": {}}})],
+            outcome: Outcome::Refused(s("spec.routed may only be set when mode is Routed")),
+        },
+        Hostile {
+            what: "a BGP peer at 0.0.0.0",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "trust-net"},
+                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
+                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": "0.0.0.0", "asn": 64513}]}}}})],
+            outcome: Outcome::Refused(s("0.0.0.0")),
+        },
+        Hostile {
+            what: "one BGP router listed twice",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "trust-net"},
+                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
+                    "routed": {"bgp": {"asn": 64512, "peers": [
+                        {"address": "192.168.50.1", "asn": 64513},
+                        {"address": "192.168.50.1", "asn": 64514}]}}}})],
+            outcome: Outcome::Refused(s("more than one entry with address 192.168.50.1")),
+        },
+        Hostile {
+            what: "two ClientJoin clients with one name",
+            objects: vec![join(
+                "trust-a",
+                &[
+                    ("laptop", s("192.168.50.100"), s("10.250.0.100")),
+                    ("laptop", s("192.168.50.101"), s("10.250.0.101")),
+                ],
+            )],
+            outcome: Outcome::Refused(s("more than one entry with name laptop")),
+        },
+        Hostile {
+            what: "two ClientJoin clients with one overlayAddress",
+            objects: vec![join(
+                "trust-a",
+                &[
+                    ("laptop", s("192.168.50.100"), s("10.250.0.100")),
+                    ("desk", s("192.168.50.101"), s("10.250.0.100")),
+                ],
+            )],
+            outcome: Outcome::Refused(s("more than one entry with overlayAddress 10.250.0.100")),
+        },
+        Hostile {
+            what: "a BridgeHosts gateway without its settings",
+            objects: vec![gateway("trust-a", json!({"network": NETWORK, "strategy": "BridgeHosts"}))],
+            outcome: Outcome::Refused(s("strategy BridgeHosts requires spec.bridgeHosts")),
+        },
+        Hostile {
+            what: "a client CIDR with host bits",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["10.9.0.1/16"]}),
+            )],
+            outcome: Outcome::Refused(s("did you mean 10.9.0.0/16?")),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP in link-local",
+            objects: vec![bridge("trust-a", "169.254.10.10")],
+            outcome: Outcome::Refused(s("link-local")),
+        },
+        // More that only the operator can see.
+        Hostile {
+            what: "a ClientJoin overlayAddress equal to node-b's address",
+            objects: vec![join("trust-a", &[("laptop", s("192.168.50.100"), node_b.clone())])],
+            outcome: gw(
+                "AddressInUse",
+                format!("overlayAddress {node_b} is node node-b's address"),
+            ),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP equal to the segment's network address",
+            objects: vec![bridge("trust-a", &segment.network().to_string())],
+            outcome: gw(
+                "VipConflict",
+                format!("is the network address of the segment {segment}"),
+            ),
+        },
+        Hostile {
+            what: "a gateway naming a PodNetwork that does not exist",
+            objects: vec![gateway("trust-a", json!({"network": "nowhere", "strategy": "RouteToNodes"}))],
+            outcome: gw("NetworkNotFound", s("PodNetwork nowhere does not exist")),
+        },
+        Hostile {
+            what: "a RouteToNodes selector with a malformed value",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "RouteToNodes",
+                    "routeToNodes": {"nodeSelector": {"matchLabels": {"zone": "a b"}}}}),
+            )],
+            outcome: gw("InvalidSpec", s("value \"a b\" is not a label value")),
+        },
+        Hostile {
+            what: "a second PodNetwork overlapping the live one",
+            objects: vec![pod_network("trust-net", "10.247.128.0/17", json!({}))],
+            outcome: network("CidrOverlap", s("overlaps PodNetwork `overlay`")),
+        },
+        Hostile {
+            what: "a second PodNetwork selecting the live network's nodes",
+            objects: vec![pod_network("trust-net", "10.249.0.0/16", json!({}))],
+            outcome: network("NodesClaimedByOtherNetwork", s("overlay")),
+        },
         Hostile {
             what: "a NodeSubnet written by hand for node-b with a range that is no slice of the network's",
             objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
