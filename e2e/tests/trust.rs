@@ -998,6 +998,115 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             objects: vec![bridge("trust-a", "169.254.10.10")],
             outcome: Outcome::Refused(s("link-local")),
         },
+        Hostile {
+            what: "a NodeSubnet written by hand with a multicast vtepMac",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+                "metadata": {"name": "trust-mac"},
+                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.79.0/24",
+                    "nodeAddress": node_b, "vtepMac": "01:00:5e:00:00:01"}})],
+            outcome: Outcome::Refused(s("locally administered unicast")),
+        },
+        Hostile {
+            what: "a NodeSubnet written by hand with an IPv6 nodeAddress",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+                "metadata": {"name": "trust-v6"},
+                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.79.0/24",
+                    "nodeAddress": "fd00::12"}})],
+            outcome: Outcome::Refused(s("IPv6")),
+        },
+        Hostile {
+            what: "a PodNetwork in 0.0.0.0/8",
+            objects: vec![pod_network("trust-net", "0.0.0.0/8", json!({}))],
+            outcome: Outcome::Refused(s("0.0.0.0/8")),
+        },
+        Hostile {
+            what: "a PodNetwork in 240.0.0.0/4",
+            objects: vec![pod_network("trust-net", "240.0.0.0/8", json!({}))],
+            outcome: Outcome::Refused(s("240.0.0.0/4")),
+        },
+        Hostile {
+            what: "a BGP peer in multicast",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "trust-net"},
+                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
+                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": "224.0.0.9", "asn": 64513}]}}}})],
+            outcome: Outcome::Refused(s("multicast")),
+        },
+        Hostile {
+            what: "a BGP peer on IPv6",
+            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+                "metadata": {"name": "trust-net"},
+                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
+                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": "fd00::1", "asn": 64513}]}}}})],
+            outcome: Outcome::Refused(s("IPv6")),
+        },
+        Hostile {
+            what: "a ClientJoin address of 255.255.255.255",
+            objects: vec![join("trust-a", &[("laptop", s("255.255.255.255"), s("10.250.0.9"))])],
+            outcome: Outcome::Refused(s("broadcast")),
+        },
+        Hostile {
+            what: "a ClientJoin overlayAddress of 0.0.0.0",
+            objects: vec![join("trust-a", &[("laptop", s("192.168.50.100"), s("0.0.0.0"))])],
+            outcome: Outcome::Refused(s("0.0.0.0/8")),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP of 0.0.0.0",
+            objects: vec![bridge("trust-a", "0.0.0.0")],
+            outcome: Outcome::Refused(s("0.0.0.0/8")),
+        },
+        Hostile {
+            what: "a BridgeHosts VIP on IPv6",
+            objects: vec![bridge("trust-a", "fd00::250")],
+            outcome: Outcome::Refused(s("IPv6")),
+        },
+        Hostile {
+            what: "a client CIDR of 0.0.0.0/0",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["0.0.0.0/0"]}),
+            )],
+            outcome: Outcome::Refused(s("0.0.0.0/0 overlaps")),
+        },
+        Hostile {
+            what: "a client CIDR in multicast",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["239.0.0.0/8"]}),
+            )],
+            outcome: Outcome::Refused(s("multicast")),
+        },
+        Hostile {
+            what: "a ClientJoin gateway without its settings",
+            objects: vec![gateway("trust-a", json!({"network": NETWORK, "strategy": "ClientJoin"}))],
+            outcome: Outcome::Refused(s("strategy ClientJoin requires spec.clientJoin")),
+        },
+        Hostile {
+            what: "a BridgeHosts lease shorter than two seconds",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
+                    "bridgeHosts": {"nodeSelector": {}, "vip": "192.168.50.250", "leaseDurationSeconds": 1}}),
+            )],
+            outcome: Outcome::Refused(s("leaseDurationSeconds")),
+        },
+        Hostile {
+            what: "a client CIDR holding the pod range",
+            objects: vec![gateway(
+                "trust-a",
+                json!({"network": NETWORK, "strategy": "RouteToNodes", "clientCidrs": ["10.247.0.0/16"]}),
+            )],
+            outcome: gw("ClientCidrOverlapsPods", s("overlaps the pod range 10.247.0.0/16")),
+        },
+        Hostile {
+            what: "a PodNetwork selector with an unknown operator",
+            objects: vec![pod_network(
+                "trust-net",
+                "10.248.0.0/16",
+                json!({"matchExpressions": [{"key": "rack", "operator": "Near", "values": ["a"]}]}),
+            )],
+            outcome: Outcome::Refused(s("Unsupported value: \"Near\"")),
+        },
         // More that only the operator can see.
         Hostile {
             what: "a ClientJoin overlayAddress equal to node-b's address",
