@@ -1105,33 +1105,57 @@ fn killed_mid_allocation(c: &Cluster) -> Result<()> {
         })
         .collect();
     add_nodes(c, &nodes)?;
-    let count = || -> Result<usize> {
+    // Whatever earlier tests left running (an operator with --use-node-pod-cidr, say): one
+    // plain operator, leading.
+    let running = |ops: &Mutex<Vec<(String, ProcId)>>| -> Result<Vec<ProcId>> {
+        Ok(ops
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .iter()
+            .map(|(_, p)| p.clone())
+            .filter(ProcId::alive)
+            .collect())
+    };
+    for op in running(&OPERATORS)? {
+        c.kill(&op);
+    }
+    start_operator(c, "node-a")?;
+    wait_for("node-a leads", Duration::from_secs(30), || {
+        expect_leader(c, "node-a")
+    })?;
+    // Every NodeSubnet, counted from one item and the count of the rest (the API server
+    // gives that count only without a selector): cheap enough to poll while 500 are
+    // written. The scale network's are those beyond what earlier tests left.
+    let all = || -> Result<usize> {
         let out = c.kubectl(&[
             "get",
-            "nodesubnets",
-            "-l",
-            "causeway.dev/network=scale",
-            "-o",
-            "name",
+            "--raw",
+            "/apis/causeway.dev/v1alpha1/nodesubnets?limit=1",
         ])?;
-        Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
+        let list: Value = serde_json::from_str(&out)?;
+        let items = list["items"].as_array().map_or(0, Vec::len);
+        let rest = list["metadata"]["remainingItemCount"].as_u64().unwrap_or(0);
+        Ok(items + usize::try_from(rest)?)
     };
-    apply_network(c, "scale", "10.120.0.0/15", 24, "scale")?;
-    let started = wait_for("the first allocations", Duration::from_secs(60), || {
+    let baseline = all()?;
+    let count = || -> Result<usize> { Ok(all()?.saturating_sub(baseline)) };
+    // A range no earlier test of this suite uses (an overlap would allocate nothing).
+    apply_network(c, "scale", "10.150.0.0/15", 24, "scale")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let started = loop {
         let n = count()?;
-        ensure!(n > 0, "none yet");
-        Ok(n)
-    })?;
+        if n > 0 {
+            break n;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no allocation 60 s after the network was created: {}",
+            status(c, "scale")?
+        );
+    };
     // Kill every replica at once, mid-flight.
-    let operators: Vec<ProcId> = OPERATORS
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock"))?
-        .iter()
-        .map(|(_, p)| p.clone())
-        .filter(ProcId::alive)
-        .collect();
-    for op in &operators {
-        c.kill(op);
+    for op in running(&OPERATORS)? {
+        c.kill(&op);
     }
     std::thread::sleep(Duration::from_secs(1));
     let at_kill = count()?;
@@ -1148,13 +1172,13 @@ fn killed_mid_allocation(c: &Cluster) -> Result<()> {
         ensure!(n >= NODES, "{n} NodeSubnets");
         subnets(c, "scale")
     })?;
-    let total = count()?;
+    let total = deploy::node_subnets(c, "scale")?.len();
     ensure!(
         total == NODES && map.len() == NODES,
         "{total} NodeSubnets for {} nodes: a node got two (double allocation)",
         map.len()
     );
-    check_disjoint_inside(&map, "10.120.0.0/15".parse()?, 24)?;
+    check_disjoint_inside(&map, "10.150.0.0/15".parse()?, 24)?;
     ensure!(
         map.keys().all(|n| n.starts_with("scale-")),
         "a NodeSubnet for a node outside the pool: {:?}",

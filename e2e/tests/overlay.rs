@@ -966,7 +966,7 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
     Ok(())
 }
 
-/// A PodNetwork whose range holds the nodes' own network is refused (InvalidSpec, nodes
+/// A PodNetwork whose range holds the nodes' own network is refused (CidrOverlapsNodes, nodes
 /// named), allocates nothing and touches no node, even though it selects none of them.
 fn range_over_nodes(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
@@ -983,7 +983,7 @@ fn range_over_nodes(c: &Cluster) -> Result<()> {
     let result = (|| -> Result<()> {
         c.kubectl(&[
             "wait",
-            "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=InvalidSpec",
+            "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=CidrOverlapsNodes",
             "--timeout=30s",
             "podnetwork/over-nodes",
         ])?;
