@@ -633,6 +633,25 @@ fn pod_network(name: &str, cidr: &str, selector: Value) -> Value {
             "nodeSelector": selector}})
 }
 
+/// A NodeSubnet of the live network written by hand for node-b.
+fn subnet_by_hand(name: &str, cidr: &str, address: &str, mac: Option<&str>) -> Value {
+    let mut spec =
+        json!({"network": NETWORK, "nodeName": "node-b", "cidr": cidr, "nodeAddress": address});
+    if let Some(mac) = mac {
+        spec["vtepMac"] = json!(mac);
+    }
+    json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
+        "metadata": {"name": name, "labels": {"causeway.dev/network": NETWORK}}, "spec": spec})
+}
+
+/// A Routed network with BGP to `peers`.
+fn bgp_network(peers: Value) -> Value {
+    json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+        "metadata": {"name": "trust-net"},
+        "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
+            "routed": {"bgp": {"asn": 64512, "peers": peers}}}})
+}
+
 fn bridge(name: &str, vip: &str) -> Value {
     gateway(
         name,
@@ -901,18 +920,12 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         // More admission refusals: every field checks alike, with the fix in the message.
         Hostile {
             what: "a NodeSubnet written by hand with a loopback nodeAddress",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
-                "metadata": {"name": "trust-loopback"},
-                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.78.0/24",
-                    "nodeAddress": "127.0.0.1"}})],
+            objects: vec![subnet_by_hand("trust-loopback", "10.247.78.0/24", "127.0.0.1", None)],
             outcome: Outcome::Refused(s("nodeAddress 127.0.0.1 is a loopback address")),
         },
         Hostile {
             what: "a NodeSubnet written by hand with host bits in its cidr",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
-                "metadata": {"name": "trust-host-bits"},
-                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.78.9/24",
-                    "nodeAddress": node_b}})],
+            objects: vec![subnet_by_hand("trust-host-bits", "10.247.78.9/24", &node_b, None)],
             outcome: Outcome::Refused(s("did you mean 10.247.78.0/24?")),
         },
         Hostile {
@@ -942,20 +955,14 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         },
         Hostile {
             what: "a BGP peer at 0.0.0.0",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
-                "metadata": {"name": "trust-net"},
-                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
-                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": "0.0.0.0", "asn": 64513}]}}}})],
+            objects: vec![bgp_network(json!([{"address": "0.0.0.0", "asn": 64513}]))],
             outcome: Outcome::Refused(s("0.0.0.0")),
         },
         Hostile {
             what: "one BGP router listed twice",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
-                "metadata": {"name": "trust-net"},
-                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
-                    "routed": {"bgp": {"asn": 64512, "peers": [
+            objects: vec![bgp_network(json!([
                         {"address": "192.168.50.1", "asn": 64513},
-                        {"address": "192.168.50.1", "asn": 64514}]}}}})],
+                        {"address": "192.168.50.1", "asn": 64514}]))],
             outcome: Outcome::Refused(s("more than one entry with address 192.168.50.1")),
         },
         Hostile {
@@ -1000,18 +1007,12 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         },
         Hostile {
             what: "a NodeSubnet written by hand with a multicast vtepMac",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
-                "metadata": {"name": "trust-mac"},
-                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.79.0/24",
-                    "nodeAddress": node_b, "vtepMac": "01:00:5e:00:00:01"}})],
+            objects: vec![subnet_by_hand("trust-mac", "10.247.79.0/24", &node_b, Some("01:00:5e:00:00:01"))],
             outcome: Outcome::Refused(s("locally administered unicast")),
         },
         Hostile {
             what: "a NodeSubnet written by hand with an IPv6 nodeAddress",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
-                "metadata": {"name": "trust-v6"},
-                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.79.0/24",
-                    "nodeAddress": "fd00::12"}})],
+            objects: vec![subnet_by_hand("trust-v6", "10.247.79.0/24", "fd00::12", None)],
             outcome: Outcome::Refused(s("IPv6")),
         },
         Hostile {
@@ -1026,18 +1027,12 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         },
         Hostile {
             what: "a BGP peer in multicast",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
-                "metadata": {"name": "trust-net"},
-                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
-                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": "224.0.0.9", "asn": 64513}]}}}})],
+            objects: vec![bgp_network(json!([{"address": "224.0.0.9", "asn": 64513}]))],
             outcome: Outcome::Refused(s("multicast")),
         },
         Hostile {
             what: "a BGP peer on IPv6",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
-                "metadata": {"name": "trust-net"},
-                "spec": {"cidr": "10.248.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
-                    "routed": {"bgp": {"asn": 64512, "peers": [{"address": "fd00::1", "asn": 64513}]}}}})],
+            objects: vec![bgp_network(json!([{"address": "fd00::1", "asn": 64513}]))],
             outcome: Outcome::Refused(s("IPv6")),
         },
         Hostile {
@@ -1150,10 +1145,7 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         },
         Hostile {
             what: "a NodeSubnet written by hand for node-b with a range that is no slice of the network's",
-            objects: vec![json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
-                "metadata": {"name": "trust-by-hand", "labels": {"causeway.dev/network": NETWORK}},
-                "spec": {"network": NETWORK, "nodeName": "node-b", "cidr": "10.247.77.0/25",
-                    "nodeAddress": node_b}})],
+            objects: vec![subnet_by_hand("trust-by-hand", "10.247.77.0/25", &node_b, None)],
             outcome: Outcome::Released {
                 words: s("released 10.247.77.0/25 of node node-b (NodeSubnet trust-by-hand): 10.247.77.0/25 is not a /24 slice of the network's range 10.247.0.0/16"),
             },

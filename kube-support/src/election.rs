@@ -74,6 +74,22 @@ pub fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a str> {
     lease.annotations().get(key).map(String::as_str)
 }
 
+/// `lease`, or a new Lease of `gateway` when `None`, with the election's labels.
+fn labelled(lease: Option<&Lease>, namespace: &str, gateway: &str) -> Lease {
+    let mut next = lease.cloned().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(lease_name(gateway)),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec::default()),
+    });
+    let labels = next.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(LABEL.0.to_owned(), LABEL.1.to_owned());
+    labels.insert(GATEWAY_LABEL.to_owned(), gateway.to_owned());
+    next
+}
+
 /// `lease` (or a new Lease when `None`) claimed by `me` at `now`: holder, acquire and renew
 /// times, one more transition, and [`REASON`]/[`PREVIOUS`] describing the takeover. The
 /// `resourceVersion` read is kept, so [`write`] fails if someone else wrote meanwhile.
@@ -93,17 +109,7 @@ pub fn claimed(
             holder(l).or_else(|| annotation(l, RELEASE_REASON).and(annotation(l, PREVIOUS)))
         })
         .map(str::to_owned);
-    let mut next = lease.cloned().unwrap_or_else(|| Lease {
-        metadata: ObjectMeta {
-            name: Some(lease_name(gateway)),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec::default()),
-    });
-    let labels = next.metadata.labels.get_or_insert_with(BTreeMap::new);
-    labels.insert(LABEL.0.to_owned(), LABEL.1.to_owned());
-    labels.insert(GATEWAY_LABEL.to_owned(), gateway.to_owned());
+    let mut next = labelled(lease, namespace, gateway);
     let annotations = next.metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.remove(RELEASE_REASON);
     annotations.remove(VIP_IN_USE);
@@ -141,20 +147,11 @@ pub fn claimed(
 /// (empty): the operator reports the gateway `VipInUse` until a candidate can claim it.
 #[must_use]
 pub fn marked_in_use(lease: Option<&Lease>, namespace: &str, gateway: &str, note: &str) -> Lease {
-    let mut next = lease.cloned().unwrap_or_else(|| Lease {
-        metadata: ObjectMeta {
-            name: Some(lease_name(gateway)),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(String::new()),
-            ..LeaseSpec::default()
-        }),
-    });
-    let labels = next.metadata.labels.get_or_insert_with(BTreeMap::new);
-    labels.insert(LABEL.0.to_owned(), LABEL.1.to_owned());
-    labels.insert(GATEWAY_LABEL.to_owned(), gateway.to_owned());
+    let mut next = labelled(lease, namespace, gateway);
+    next.spec
+        .get_or_insert_with(LeaseSpec::default)
+        .holder_identity
+        .get_or_insert_with(String::new);
     next.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
