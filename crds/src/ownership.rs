@@ -49,7 +49,7 @@ impl Owners {
 
 /// The owners every check in a network starts from: each node's address (from every
 /// NodeSubnet, whatever its network: a node of another network is still a machine the nodes
-/// must reach), the API server's address, and the clients of the ClientJoin gateways of
+/// must reach), the API servers' addresses, and the clients of the ClientJoin gateways of
 /// `network` created before `gateway` (older first, then by name: the earlier gateway keeps
 /// an address both list). Agents add what only they see (their routers) with
 /// [`Owners::claim`].
@@ -59,7 +59,7 @@ pub fn network_owners<'a>(
     gateway: Option<&OverlayGateway>,
     subnets: impl IntoIterator<Item = &'a NodeSubnet>,
     gateways: impl IntoIterator<Item = &'a OverlayGateway>,
-    api_server: Option<Ipv4Addr>,
+    api_servers: &[Ipv4Addr],
 ) -> Owners {
     let mut owners = Owners::new();
     for s in subnets {
@@ -67,8 +67,8 @@ pub fn network_owners<'a>(
             owners.claim(address, format!("node {}'s address", s.spec.node_name));
         }
     }
-    if let Some(a) = api_server {
-        owners.claim(a, "the API server's address");
+    for a in api_servers {
+        owners.claim(*a, "the API server's address");
     }
     let order = |g: &OverlayGateway| (g.creation_timestamp().map(|t| t.0), g.name_any());
     let mut earlier: Vec<&OverlayGateway> = gateways

@@ -14,7 +14,10 @@ pub use crate::helm::NAMESPACE;
 
 const OPERATOR: &str = "causeway-operator";
 const AGENT: &str = "causeway-node-agent";
-const GATEWAY_CLIENT: &str = "causeway-gateway-client";
+
+/// Where the operator keeps one ServiceAccount per ClientJoin client (the chart's default for
+/// release namespace [`NAMESPACE`]: `<namespace>-clients`).
+pub const CLIENT_NAMESPACE: &str = "causeway-system-clients";
 
 /// Creates the namespace (if missing) and applies the chart's operator RBAC.
 pub fn install_operator_rbac(c: &Cluster) -> Result<()> {
@@ -114,9 +117,42 @@ pub fn bound_token(c: &Cluster, account: &str, kind: &str, name: &str) -> Result
     Ok(out.trim().to_owned())
 }
 
-/// A kubeconfig for the ClientJoin clients' service account (`causeway-gateway-client`).
-pub fn gateway_client_kubeconfig(c: &Cluster) -> Result<String> {
-    service_account_kubeconfig(c, GATEWAY_CLIENT)
+/// The ServiceAccount the operator keeps for ClientJoin client `name` of `gateway`.
+#[must_use]
+pub fn client_account(gateway: &str, name: &str) -> String {
+    // The operator names it like the client's heartbeat Lease (its `credentials` module).
+    causeway_kube::heartbeat::client_lease_name(gateway, name)
+}
+
+/// A kubeconfig for ClientJoin client `name` of `gateway`, as a user makes one: a token of
+/// the client's own ServiceAccount (`kubectl create token`), once the operator has created
+/// that account (it waits up to a minute). Each call issues a new token.
+pub fn gateway_client_kubeconfig(c: &Cluster, gateway: &str, name: &str) -> Result<String> {
+    let account = client_account(gateway, name);
+    crate::traffic::wait_for(
+        &format!("the operator creates ServiceAccount {CLIENT_NAMESPACE}/{account}"),
+        std::time::Duration::from_secs(60),
+        || c.kubectl(&["get", "serviceaccount", &account, "-n", CLIENT_NAMESPACE]),
+    )?;
+    let token = c.kubectl(&[
+        "create",
+        "token",
+        &account,
+        "-n",
+        CLIENT_NAMESPACE,
+        "--duration",
+        "24h",
+    ])?;
+    let token_file = c.dir.join("tokens").join(format!("client-{account}"));
+    if let Some(dir) = token_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&token_file, token.trim())
+        .with_context(|| format!("writing {}", token_file.display()))?;
+    let path = c.dir.join(format!("kubeconfig-client-{account}"));
+    let server = format!("https://{}:{API_PORT}", c.topology.control_plane.address);
+    c.pki.token_kubeconfig(&path, &server, &token_file)?;
+    Ok(path.display().to_string())
 }
 
 /// A kubeconfig for the node agent's service account with no node claim: a client
@@ -210,7 +246,8 @@ pub fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> Result<ProcId> {
 }
 
 /// Starts `causeway-node-agent client` (OverlayGateway ClientJoin) in the non-node `host`'s
-/// namespace as the chart's `causeway-gateway-client` service account; returns its process.
+/// namespace with a token of the client's own ServiceAccount
+/// ([`gateway_client_kubeconfig`]); returns its process.
 pub fn start_gateway_client(
     c: &Cluster,
     host: &str,
@@ -227,14 +264,15 @@ pub fn start_gateway_client(
         "--namespace",
         NAMESPACE,
     ];
-    start_as(
+    let kubeconfig = gateway_client_kubeconfig(c, gateway, name)?;
+    spawn(
         c,
         host,
         AGENT,
-        GATEWAY_CLIENT,
         &format!("client-{host}"),
         &base,
         args,
+        &kubeconfig,
     )
 }
 
@@ -248,28 +286,28 @@ fn start(
     base: &[&str],
     args: &[&str],
 ) -> Result<ProcId> {
-    start_as(c, host, binary, binary, role, base, args)
+    let kubeconfig = service_account_kubeconfig(c, binary)?;
+    spawn(c, host, binary, role, base, args, &kubeconfig)
 }
 
-/// Runs the workspace binary `binary` in `host`'s namespace as service account `account`.
-fn start_as(
+/// Runs the workspace binary `binary` in `host`'s namespace with `kubeconfig`.
+fn spawn(
     c: &Cluster,
     host: &str,
     binary: &str,
-    account: &str,
     role: &str,
     base: &[&str],
     args: &[&str],
+    kubeconfig: &str,
 ) -> Result<ProcId> {
     let bin = causeway_binary(binary)?;
     let all: Vec<String> = base.iter().chain(args).map(|s| s.to_string()).collect();
-    let kubeconfig = service_account_kubeconfig(c, account)?;
     c.spawn(
         host,
         role,
         &bin.display().to_string(),
         &all,
-        &[("RUST_LOG", "info"), ("KUBECONFIG", &kubeconfig)],
+        &[("RUST_LOG", "info"), ("KUBECONFIG", kubeconfig)],
     )
 }
 

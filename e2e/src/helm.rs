@@ -17,7 +17,8 @@ use crate::controlplane::{Binaries, workspace_root};
 pub const NAMESPACE: &str = "causeway-system";
 
 /// The release name the harness installs and renders with: objects get the names the docs
-/// use (`causeway-operator`, `causeway-node-agent`, `causeway-gateway-client`).
+/// use (`causeway-operator`, `causeway-node-agent`, `causeway-gateway-client`, the clients'
+/// namespace `causeway-system-clients`).
 pub const RELEASE: &str = "causeway";
 
 /// The chart in this repository.

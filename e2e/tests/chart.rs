@@ -116,21 +116,31 @@ fn release_causeway_keeps_the_names_the_docs_and_the_harness_use() -> Result<()>
         .iter()
         .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
         .collect();
-    let want: BTreeSet<String> = [
-        "causeway-operator",
-        "causeway-node-agent",
-        "causeway-gateway-client",
-    ]
-    .map(String::from)
-    .into();
+    // ClientJoin clients get theirs from the operator, one each, in the clients' namespace.
+    let want: BTreeSet<String> = ["causeway-operator", "causeway-node-agent"]
+        .map(String::from)
+        .into();
     ensure!(accounts == want, "service accounts {accounts:?}");
+    let namespaces: Vec<&str> = of_kind(&objects, "Namespace")
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    ensure!(
+        namespaces == [causeway_e2e::deploy::CLIENT_NAMESPACE],
+        "namespaces {namespaces:?}"
+    );
     let operator = one(&objects, "Deployment")?;
     ensure!(operator["metadata"]["name"] == "causeway-operator");
     let args = strings(&container(operator)?["args"]);
-    ensure!(
-        args.contains(&"--lease-name=causeway-operator".to_string()),
-        "{args:?}"
-    );
+    for arg in [
+        "--lease-name=causeway-operator".to_string(),
+        format!(
+            "--client-namespace={}",
+            causeway_e2e::deploy::CLIENT_NAMESPACE
+        ),
+    ] {
+        ensure!(args.contains(&arg), "{arg} not in {args:?}");
+    }
     ensure!(one(&objects, "DaemonSet")?["metadata"]["name"] == "causeway-node-agent");
     Ok(())
 }
@@ -153,17 +163,26 @@ fn two_releases_in_different_namespaces_share_no_object_name() -> Result<()> {
             let cluster_scoped = matches!(
                 o["kind"].as_str(),
                 Some(
-                    "ClusterRole"
+                    "Namespace"
+                        | "ClusterRole"
                         | "ClusterRoleBinding"
                         | "CustomResourceDefinition"
                         | "ValidatingAdmissionPolicy"
                         | "ValidatingAdmissionPolicyBinding"
                 )
             );
+            // The operator's rights on client accounts live with the accounts; the right to
+            // read the API servers' endpoints lives with them, in `default`.
+            let clients = format!("{namespace}-clients");
+            let endpoints = o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-apiserver-endpoints"));
             if !cluster_scoped {
                 ensure!(
-                    o["metadata"]["namespace"] == namespace,
-                    "{} of release {release} is not in namespace {namespace}",
+                    o["metadata"]["namespace"] == namespace
+                        || o["metadata"]["namespace"] == clients.as_str()
+                        || (endpoints && o["metadata"]["namespace"] == "default"),
+                    "{} of release {release} is not in namespace {namespace} or {clients}",
                     key(o)
                 );
             }
@@ -183,16 +202,19 @@ fn two_releases_in_different_namespaces_share_no_object_name() -> Result<()> {
         for policy in policies {
             let conditions = policy["spec"]["matchConditions"].to_string();
             ensure!(
-                conditions.contains(&format!("system:serviceaccount:{namespace}:")),
+                conditions.contains(&format!("system:serviceaccount:{namespace}:"))
+                    || conditions.contains(&format!("system:serviceaccount:{namespace}-clients:")),
                 "{}: {conditions}",
                 key(policy)
             );
         }
-        // Bindings point at their own release's accounts.
+        // Bindings point at their own release's accounts, or its clients' group.
         for binding in of_kind(objects, "ClusterRoleBinding") {
             for subject in binding["subjects"].as_array().into_iter().flatten() {
                 ensure!(
-                    subject["namespace"] == namespace,
+                    subject["namespace"] == namespace
+                        || subject["name"]
+                            == format!("system:serviceaccounts:{namespace}-clients").as_str(),
                     "{}: subject {subject}",
                     key(binding)
                 );

@@ -47,6 +47,10 @@ fn main() -> ExitCode {
                 matrix,
             ),
             testing::test(
+                "the_chart_operator_gives_each_client_its_own_account_and_refuses_the_api_servers_address",
+                client_credentials_in_pods,
+            ),
+            testing::test(
                 "deleting_agent_pods_with_kubectl_under_continuous_ping_loses_nothing",
                 agent_restart,
             ),
@@ -431,6 +435,105 @@ fn operators_on_one_node(c: &Cluster) -> Result<()> {
     // Back to the default placement.
     release(&version).upgrade(c)?;
     Ok(())
+}
+
+/// Issue #16 with the chart as installed: the operator runs in a pod, where its client
+/// configuration names only the `kubernetes` Service's cluster IP, so it learns the API
+/// server's own address from the `default/kubernetes` EndpointSlices (RBAC from the chart); a
+/// ClientJoin client taking that address is refused with a reason naming it. Each listed
+/// client gets its own ServiceAccount in the chart's clients' namespace, and a client taken
+/// off the gateway loses it.
+fn client_credentials_in_pods(c: &Cluster) -> Result<()> {
+    ensure_installed(c)?;
+    let api_server = c.topology.control_plane.address.to_string();
+    let gateway = |clients: &[(&str, &str, &str)]| {
+        let clients: Vec<Value> = clients
+            .iter()
+            .map(|(n, a, o)| serde_json::json!({"name": n, "address": a, "overlayAddress": o}))
+            .collect();
+        serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "OverlayGateway",
+            "metadata": {"name": "install-join"},
+            "spec": {"network": NETWORK, "strategy": "ClientJoin",
+                "clientJoin": {"clients": clients}}})
+        .to_string()
+    };
+    let both = [
+        ("laptop", "192.168.50.100", api_server.as_str()),
+        ("desktop", "192.168.50.101", "10.250.0.101"),
+    ];
+    c.kubectl_stdin(&["apply", "-f", "-"], &gateway(&both))?;
+    let result = (|| -> Result<()> {
+        let message = wait_for(
+            "the gateway refuses laptop's overlayAddress",
+            Duration::from_secs(30),
+            || {
+                let st: Value = serde_json::from_str(&c.kubectl(&[
+                    "get",
+                    "overlaygateway",
+                    "install-join",
+                    "-o",
+                    "json",
+                ])?)?;
+                let ready = st["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "Ready")
+                    .cloned()
+                    .context("no Ready condition yet")?;
+                let message = ready["message"].as_str().unwrap_or_default().to_string();
+                ensure!(
+                    ready["status"] == "False"
+                        && ready["reason"] == "AddressInUse"
+                        && message.contains(&api_server)
+                        && message.contains("the API server's address"),
+                    "Ready: {ready}"
+                );
+                Ok(message)
+            },
+        )?;
+        println!("operator in a pod: {message}");
+        for client in ["laptop", "desktop"] {
+            let account = deploy::client_account("install-join", client);
+            wait_for(
+                &format!("ServiceAccount {account}"),
+                Duration::from_secs(30),
+                || {
+                    c.kubectl(&[
+                        "get",
+                        "serviceaccount",
+                        &account,
+                        "-n",
+                        deploy::CLIENT_NAMESPACE,
+                    ])
+                },
+            )?;
+        }
+        c.kubectl_stdin(&["apply", "-f", "-"], &gateway(&both[1..]))?;
+        let laptop = deploy::client_account("install-join", "laptop");
+        wait_for(
+            "laptop's account deleted",
+            Duration::from_secs(30),
+            || match c.kubectl(&[
+                "get",
+                "serviceaccount",
+                &laptop,
+                "-n",
+                deploy::CLIENT_NAMESPACE,
+            ]) {
+                Ok(out) => anyhow::bail!("still there: {out}"),
+                Err(_) => Ok(()),
+            },
+        )?;
+        Ok(())
+    })();
+    c.kubectl(&[
+        "delete",
+        "overlaygateway",
+        "install-join",
+        "--ignore-not-found",
+    ])?;
+    result
 }
 
 /// A copy of the chart as the next release would ship it: version `version`, and one change

@@ -517,13 +517,22 @@ fn node_restriction(c: &Cluster) -> Result<()> {
 
 fn client_restriction(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
-    let client = deploy::gateway_client_kubeconfig(c)?;
+    // A ClientJoin gateway with two clients: the operator gives each its own ServiceAccount.
+    let gw = "trust-join";
+    let clients = [
+        ("laptop", s("192.168.50.100"), s("10.250.0.100")),
+        ("desktop", s("192.168.50.101"), s("10.250.0.101")),
+    ];
+    c.kubectl_stdin(&["apply", "-f", "-"], &join(gw, &clients).to_string())?;
+    let laptop = deploy::gateway_client_kubeconfig(c, gw, "laptop")?;
+    let own = deploy::client_account(gw, "laptop");
+    let other = deploy::client_account(gw, "desktop");
     let rule = "a ClientJoin client may write only its own heartbeat";
     let heartbeat = "gateway-client-heartbeat";
     run_cases(
         c,
-        "a gateway client",
-        &client,
+        "gateway client laptop",
+        &laptop,
         &[
             case(
                 "the operator's leader Lease taken",
@@ -535,7 +544,7 @@ fn client_restriction(c: &Cluster) -> Result<()> {
                     NS,
                     "--type=merge",
                     "-p",
-                    r#"{"spec":{"holderIdentity":"join/laptop"}}"#,
+                    r#"{"spec":{"holderIdentity":"trust-join/laptop"}}"#,
                 ],
                 Some(rule),
             ),
@@ -559,8 +568,13 @@ fn client_restriction(c: &Cluster) -> Result<()> {
                 Some(rule),
             ),
             create(
-                "a client Lease whose name is not its holder's",
-                lease("causeway-client-join.laptop", "join/desktop", heartbeat),
+                "the other client's heartbeat, as that client",
+                lease(&other, "trust-join/desktop", heartbeat),
+                Some(rule),
+            ),
+            create(
+                "its own heartbeat Lease holding the other client's name",
+                lease(&own, "trust-join/desktop", heartbeat),
                 Some(rule),
             ),
             create(
@@ -572,12 +586,76 @@ fn client_restriction(c: &Cluster) -> Result<()> {
                 Some("cannot create resource \"nodesubnets\""),
             ),
             create(
+                "a ServiceAccount for another client",
+                json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "causeway-client-trust-join.printer",
+                        "namespace": deploy::CLIENT_NAMESPACE}}),
+                Some("cannot create resource \"serviceaccounts\""),
+            ),
+            create(
                 "its own heartbeat",
-                lease("causeway-client-join.laptop", "join/laptop", heartbeat),
+                lease(&own, "trust-join/laptop", heartbeat),
                 None,
             ),
         ],
-    )
+    )?;
+    // The old shared account is gone: no credential serves every client.
+    ensure!(
+        c.kubectl(&["get", "serviceaccount", "causeway-gateway-client", "-n", NS])
+            .is_err(),
+        "the shared causeway-gateway-client account still exists"
+    );
+    // A client taken off the gateway loses its account, and every token of it stops working.
+    c.kubectl_stdin(&["apply", "-f", "-"], &join(gw, &clients[1..]).to_string())?;
+    wait_for(
+        "the operator deletes laptop's ServiceAccount",
+        Duration::from_secs(30),
+        || match c.kubectl(&[
+            "get",
+            "serviceaccount",
+            &own,
+            "-n",
+            deploy::CLIENT_NAMESPACE,
+        ]) {
+            Ok(out) => anyhow::bail!("still there: {out}"),
+            Err(_) => Ok(()),
+        },
+    )?;
+    let revoked =
+        wait_for(
+            "laptop's token is refused",
+            Duration::from_secs(30),
+            || match kubectl_as(c, &laptop, &[s("get"), s("podnetworks")], None)? {
+                Err(stderr)
+                    if stderr.contains("Unauthorized") || stderr.contains("must be logged in") =>
+                {
+                    Ok(stderr)
+                }
+                other => anyhow::bail!("still answered: {other:?}"),
+            },
+        )?;
+    println!("    laptop removed from the gateway: its token is refused ({revoked})");
+    // The gateway going takes the remaining accounts with it (owner reference).
+    c.kubectl(&["delete", "overlaygateway", gw, "--wait=true"])?;
+    wait_for(
+        "desktop's ServiceAccount goes with the gateway",
+        Duration::from_secs(60),
+        || match c.kubectl(&[
+            "get",
+            "serviceaccount",
+            &other,
+            "-n",
+            deploy::CLIENT_NAMESPACE,
+        ]) {
+            Ok(out) => anyhow::bail!("still there: {out}"),
+            Err(_) => Ok(()),
+        },
+    )?;
+    Ok(())
+}
+
+fn s(text: &str) -> String {
+    text.to_string()
 }
 
 /// What a hostile or careless input must lead to.
@@ -695,7 +773,6 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         .context("node-a's underlayPrefix")?
         .parse()?;
     let broadcast = segment.broadcast();
-    let s = |v: &str| v.to_string();
     let gw = |reason: &'static str, words: String| Outcome::Gateway {
         gateway: "trust-a",
         reason,

@@ -1,6 +1,7 @@
 //! What the Causeway operator and node agent share in talking to the API server (the API
 //! types themselves are in `causeway-crds`, which stays free of I/O):
 //!
+//! - [`apiserver`]: the API servers' own addresses (the `default/kubernetes` endpoints);
 //! - [`cache`]: reflector caches without `managedFields`;
 //! - [`cli`]: command-line values both binaries take (optional listen addresses);
 //! - [`signal`]: SIGINT/SIGTERM for a clean stop;
@@ -11,6 +12,7 @@
 //! - [`election`]: the Lease through which BridgeHosts candidates elect the VIP holder;
 //! - [`status`]: status writes by server-side apply.
 
+pub mod apiserver;
 pub mod cache;
 pub mod cli;
 pub mod election;

@@ -79,7 +79,8 @@ pub struct Config {
     /// Where the node's kernel parameters are (`--sysctl-dir`; `/proc/sys` on a node).
     pub sysctl_dir: SysctlDir,
     /// The API server's address as the agent's configuration names it (in a pod: the
-    /// `kubernetes` Service's); no planned route may cover it.
+    /// `kubernetes` Service's); with the `default/kubernetes` endpoints, no planned route may
+    /// cover it.
     pub api_server: Option<Ipv4Addr>,
 }
 
@@ -129,6 +130,8 @@ pub struct Agent<D: Dataplane = Netlink> {
     nodes: Store<Node>,
     /// OverlayGateways: BridgeHosts candidacies and return routes.
     gateways: Store<OverlayGateway>,
+    /// The `default/kubernetes` EndpointSlices: the API servers' own addresses.
+    api_endpoints: Store<k8s_openapi::api::discovery::v1::EndpointSlice>,
     /// One elector per gateway this node is a candidate bridge host for.
     electors: BTreeMap<String, Elector>,
     events: Publisher,
@@ -188,11 +191,23 @@ pub async fn run(
         watcher::Config::default().fields(&format!("metadata.name={}", config.node_name)),
     );
     let (gateways, gateway_events) = cached::<OverlayGateway>(&client, watcher::Config::default());
+    let (api_endpoints, api_endpoint_events) = causeway_kube::apiserver::cached(&client);
     let subnet_events = subnet_events.map(|r| r.map(|_| ()));
     let network_events = network_events.map(|r| r.map(|_| ()));
     let node_events = node_events.map(|r| r.map(|_| ()));
     let gateway_events = gateway_events.map(|r| r.map(|_| ()));
+    // Best effort: without them (no permission), the configured address is still protected.
+    let api_endpoint_events = api_endpoint_events.filter_map(|r| async move {
+        match r {
+            Ok(_) => Some(Ok(())),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the API server endpoints (default/kubernetes)");
+                None
+            }
+        }
+    });
     let mut changes = futures::stream::select_all([
+        api_endpoint_events.boxed(),
         subnet_events.boxed(),
         network_events.boxed(),
         node_events.boxed(),
@@ -209,6 +224,7 @@ pub async fn run(
         networks,
         nodes,
         gateways,
+        api_endpoints,
         electors: BTreeMap::new(),
         events,
         status_written: None,
@@ -511,6 +527,10 @@ impl<D: Dataplane> Agent<D> {
             self.gateways.state(),
         );
         let labels = self.own_labels();
+        let api_servers = causeway_kube::apiserver::addresses(
+            self.config.api_server,
+            &self.api_endpoints.state(),
+        );
         let inputs = pass::Inputs {
             own,
             networks: &networks,
@@ -518,7 +538,7 @@ impl<D: Dataplane> Agent<D> {
             gateways: &gateways,
             labels: &labels,
             learned: &self.learned,
-            api_server: self.config.api_server,
+            api_servers: &api_servers,
             apply: !self.config.dry_run,
         };
         let pass::Pass {

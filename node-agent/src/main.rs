@@ -189,10 +189,7 @@ async fn main() -> ExitCode {
 /// address when the configuration names it by IP (the planner keeps it reachable).
 async fn clients() -> anyhow::Result<(kube::Client, kube::Client, Option<std::net::Ipv4Addr>)> {
     let config = kube::Config::infer().await?;
-    let api_server = config
-        .cluster_url
-        .host()
-        .and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+    let api_server = causeway_kube::apiserver::configured(&config);
     let writer = kube::Client::try_from(agent::bounded_writes(config.clone()))?;
     Ok((kube::Client::try_from(config)?, writer, api_server))
 }

@@ -42,8 +42,9 @@ pub struct Inputs<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// Routes learned over BGP so far, best path per prefix.
     pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
-    /// The API server's address as the agent's configuration names it: never routed away.
-    pub api_server: Option<Ipv4Addr>,
+    /// The API servers' addresses (the configured one and the `default/kubernetes`
+    /// endpoints): never routed away, never taken by a client.
+    pub api_servers: &'a [Ipv4Addr],
     /// Apply the operations (false: a dry run, which only computes them).
     pub apply: bool,
 }
@@ -181,7 +182,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     let pods = network.spec.parsed_cidr().unwrap_or_default();
     let known = crate::join::Known {
         subnets: input.subnets,
-        api_server: input.api_server,
+        api_servers: input.api_servers,
         routers: &observed.foreign.next_hops,
         pods,
     };
@@ -195,7 +196,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     );
     let snat = elector::snat_clients(input.gateways, &candidacies);
     let (returns, return_notes) = return_paths(input.gateways, own, &observed.foreign);
-    let mut protected: BTreeSet<Ipv4Addr> = input.api_server.into_iter().collect();
+    let mut protected: BTreeSet<Ipv4Addr> = input.api_servers.iter().copied().collect();
     // The node's own paths (its default gateway, say) stay on the underlay.
     protected.extend(observed.foreign.next_hops.iter().copied());
     let peers: Vec<Arc<NodeSubnet>> = input
@@ -421,7 +422,7 @@ mod tests {
                     gateways: &self.gateways,
                     labels: &self.labels,
                     learned: &learned,
-                    api_server: Some("192.168.40.2".parse().expect("ip")),
+                    api_servers: &["192.168.40.2".parse().expect("ip")],
                     apply: self.apply,
                 },
             )

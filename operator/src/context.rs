@@ -26,8 +26,13 @@ pub struct Options {
     pub use_node_pod_cidr: bool,
     /// Namespace of the agents' heartbeat Leases (the operator's own).
     pub agent_namespace: String,
+    /// Namespace of the ClientJoin clients' ServiceAccounts (one per client, kept by the
+    /// OverlayGateway controller).
+    pub client_namespace: String,
     /// The API server's address, when the client configuration names it by IP address.
     pub api_server: Option<std::net::Ipv4Addr>,
+    /// Service ranges given by flag (`--service-cidr`), besides the ServiceCIDR objects.
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
 }
 
 /// What every reconcile shares.
@@ -39,6 +44,9 @@ pub struct Context {
     /// The cluster's ServiceCIDR objects (`networking.k8s.io/v1`): no pod range may overlap
     /// them.
     pub service_cidrs: Store<k8s_openapi::api::networking::v1::ServiceCIDR>,
+    /// The `default/kubernetes` EndpointSlices: the API servers' own addresses, which no
+    /// ClientJoin client may take.
+    pub api_endpoints: Store<k8s_openapi::api::discovery::v1::EndpointSlice>,
     pub events: Publisher,
     pub metrics: Arc<Metrics>,
     pub options: Options,

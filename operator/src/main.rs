@@ -37,6 +37,15 @@ struct Args {
     /// Namespace of the leader election Lease and of the agents' heartbeat Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "causeway-system")]
     namespace: String,
+    /// Namespace where the operator keeps one ServiceAccount per ClientJoin client (default:
+    /// `<namespace>-clients`). It must exist; the chart creates it.
+    #[arg(long, env = "CLIENT_NAMESPACE")]
+    client_namespace: Option<String>,
+    /// The cluster's Service range (repeatable), for clusters that serve no ServiceCIDR
+    /// objects (before Kubernetes 1.33, or with the MultiCIDRServiceAllocator feature off):
+    /// no PodNetwork's range may overlap it. The ServiceCIDR objects are read either way.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    service_cidrs: Vec<ipnet::Ipv4Net>,
     /// Name of the leader election Lease.
     #[arg(long, default_value = "causeway-operator")]
     lease_name: String,
@@ -162,10 +171,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("connecting to the API server (is KUBECONFIG set, or are we in a pod?)")?;
     // The API server's address when the configuration names it by IP: no ClientJoin client
     // may take it (in a pod this is the `kubernetes` Service's address).
-    let api_server = config
-        .cluster_url
-        .host()
-        .and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+    let api_server = causeway_kube::apiserver::configured(&config);
     let client = kube::Client::try_from(config).context("building the API client")?;
 
     let election = Election {
@@ -228,8 +234,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client,
         Options {
             use_node_pod_cidr: args.use_node_pod_cidr,
+            client_namespace: args
+                .client_namespace
+                .clone()
+                .unwrap_or_else(|| format!("{}-clients", args.namespace)),
             agent_namespace: args.namespace.clone(),
             api_server,
+            service_cidrs: args.service_cidrs.clone(),
         },
         metrics.clone(),
         identity,

@@ -2,7 +2,7 @@
 Names and labels. Every object is named from the release (causeway.fullname), so two
 releases in different namespaces never collide, cluster-scoped objects included. With the
 release name "causeway" the names are the ones the docs use: causeway-operator,
-causeway-node-agent, causeway-gateway-client.
+causeway-node-agent, causeway-gateway-client (the ClientJoin clients' roles).
 */}}
 
 {{- define "causeway.name" -}}
@@ -36,6 +36,14 @@ The release's base name: the release name when it already contains the chart nam
 
 {{- define "causeway.gatewayClient.fullname" -}}
 {{- printf "%s-gateway-client" (include "causeway.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The namespace of the ClientJoin clients' ServiceAccounts (one per client, kept by the
+operator): gatewayClients.namespace, or "<release namespace>-clients".
+*/}}
+{{- define "causeway.clientNamespace" -}}
+{{- default (printf "%s-clients" .Release.Namespace) .Values.gatewayClients.namespace | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "causeway.chart" -}}
@@ -91,4 +99,41 @@ The operator's --metrics-addr: empty when metrics are off; IPv6 addresses in bra
 {{- end }}
 {{- printf "%s:%d" $host (int $m.port) }}
 {{- end }}
+{{- end }}
+
+{{/*
+A Role and RoleBinding in namespace "default" letting an account read the EndpointSlices of
+the `kubernetes` Service: the API servers' own addresses, which nothing Causeway programs may
+take (in a pod the client configuration names only the Service's cluster IP). Call with
+(dict "context" $ "account" <service account> "component" "operator").
+*/}}
+{{- define "causeway.apiserverEndpointsRole" -}}
+{{- $name := printf "%s-apiserver-endpoints" .account | trunc 63 | trimSuffix "-" }}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ $name }}
+  namespace: default
+  labels:
+    {{- include "causeway.labels" (dict "context" .context "component" .component) | nindent 4 }}
+rules:
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]   # only kubernetes.io/service-name=kubernetes is read
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $name }}
+  namespace: default
+  labels:
+    {{- include "causeway.labels" (dict "context" .context "component" .component) | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ .account }}
+    namespace: {{ .context.Release.Namespace }}
 {{- end }}

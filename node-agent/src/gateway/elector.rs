@@ -883,7 +883,7 @@ mod tests {
         let routers = std::collections::BTreeSet::from(["192.168.50.1".parse().expect("ip")]);
         let known = crate::join::Known {
             subnets: &subnets,
-            api_server: Some("192.168.50.2".parse().expect("ip")),
+            api_servers: &["192.168.50.2".parse().expect("ip")],
             routers: &routers,
             pods: "10.247.0.0/16".parse().expect("net"),
         };

@@ -36,8 +36,8 @@ pub fn client_mac(name: &str) -> Mac {
 pub struct Known<'a> {
     /// Every NodeSubnet (all networks): their node addresses are taken.
     pub subnets: &'a [Arc<NodeSubnet>],
-    /// The API server's address, when known.
-    pub api_server: Option<Ipv4Addr>,
+    /// The API servers' addresses ([`causeway_kube::apiserver::addresses`]).
+    pub api_servers: &'a [Ipv4Addr],
     /// The next hops of this node's own routes (its routers).
     pub routers: &'a BTreeSet<Ipv4Addr>,
     /// The network's pod range.
@@ -59,7 +59,7 @@ impl Known<'_> {
             Some(gateway),
             self.subnets.iter().map(|s| &**s),
             gateways.iter().map(|g| &**g),
-            self.api_server,
+            self.api_servers,
         );
         for r in self.routers {
             owners.claim(*r, format!("router {r} (a next hop of this node's routes)"));
@@ -152,7 +152,7 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         Some(input.gateway),
         input.peers.iter().map(|s| &**s),
         std::iter::empty(),
-        None,
+        &[],
     );
     let clients = input
         .gateway
@@ -253,10 +253,12 @@ mod tests {
         }
     }
 
+    const API_SERVERS: &[Ipv4Addr] = &[Ipv4Addr::new(192, 168, 60, 2)];
+
     fn known<'a>(subnets: &'a [Arc<NodeSubnet>], routers: &'a BTreeSet<Ipv4Addr>) -> Known<'a> {
         Known {
             subnets,
-            api_server: Some(Ipv4Addr::new(192, 168, 60, 2)),
+            api_servers: API_SERVERS,
             routers,
             pods: "10.247.0.0/16".parse().expect("net"),
         }

@@ -24,6 +24,7 @@ use causeway_kube::events::{Kind, Record};
 use causeway_kube::heartbeat::{self, Liveness};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -31,8 +32,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::credentials;
 use super::status::{self as gateway, Member};
 use crate::context::{Context, FIELD_MANAGER};
 
@@ -84,6 +86,21 @@ pub async fn run(
             ))
             .any_semantic(),
     );
+    let (accounts, account_events) = cached_from::<ServiceAccount>(
+        Api::namespaced(ctx.client.clone(), &ctx.options.client_namespace),
+        watcher::Config::default()
+            .labels(&format!(
+                "{}={}",
+                credentials::LABEL.0,
+                credentials::LABEL.1
+            ))
+            .any_semantic(),
+    );
+    let credentials = account_events.filter_map(|event| async move {
+        let account = event.ok()?;
+        let gateway = account.annotations().get(credentials::GATEWAY_ANNOTATION)?;
+        Some(ObjectRef::<OverlayGateway>::new(gateway))
+    });
     let by_gateway = |event: Result<Lease, watcher::Error>| async move {
         let lease = event.ok()?;
         let gateway = lease.labels().get(election::GATEWAY_LABEL)?.clone();
@@ -92,7 +109,9 @@ pub async fn run(
     let elections = lease_events.filter_map(by_gateway);
     let joins = client_events.filter_map(by_gateway);
     let gctx = Arc::new(GatewayContext {
+        accounts_api: Api::namespaced(ctx.client.clone(), &ctx.options.client_namespace),
         ctx,
+        accounts,
         leases,
         gateways,
         clients,
@@ -103,6 +122,7 @@ pub async fn run(
             triggers.boxed(),
             elections.boxed(),
             joins.boxed(),
+            credentials.boxed(),
         ]))
         .run(reconcile, error_policy, gctx)
         .for_each(|result| async move {
@@ -121,6 +141,9 @@ struct GatewayContext {
     /// ClientJoin clients' heartbeat Leases, and which of them are live.
     clients: Store<Lease>,
     liveness: std::sync::Mutex<Liveness>,
+    /// ClientJoin clients' ServiceAccounts ([`credentials`]) in the clients' namespace.
+    accounts: Store<ServiceAccount>,
+    accounts_api: Api<ServiceAccount>,
 }
 
 fn error_policy(gw: Arc<OverlayGateway>, error: &Error, _ctx: Arc<GatewayContext>) -> Action {
@@ -150,6 +173,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
                 .and_then(|s| s.acquire_time.as_ref())
                 .map(|t| Time(t.0)),
         });
+    let credentials_error = client_accounts(&gctx, &gw).await.err();
     let silent: BTreeSet<String> = ctx.silent.borrow().keys().cloned().collect();
     let (joined, refused) = joined_clients(&gctx, &gw);
     let other_vips: Vec<(String, String)> = gctx
@@ -170,7 +194,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         Some(&gw),
         all_subnets.iter().map(|s| &**s),
         all_gateways.iter().map(|g| &**g),
-        ctx.options.api_server,
+        &causeway_kube::apiserver::addresses(ctx.options.api_server, &ctx.api_endpoints.state()),
     );
     let labels: BTreeMap<String, BTreeMap<String, String>> = ctx
         .nodes
@@ -214,6 +238,8 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
             joined: &joined,
             refused: &refused,
             gateway_name: &name,
+            client_namespace: &ctx.options.client_namespace,
+            credentials_error: credentials_error.as_deref(),
         },
         &previous,
         Time(k8s_openapi::jiff::Timestamp::now()),
@@ -227,6 +253,43 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         return Ok(Action::requeue(CLIENT_CHECK));
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Creates the ServiceAccounts of `gw`'s ClientJoin clients that are missing and deletes
+/// those of clients no longer listed (all of them when the gateway is no longer ClientJoin).
+async fn client_accounts(gctx: &GatewayContext, gw: &OverlayGateway) -> Result<(), String> {
+    let clients: Vec<&str> = gw
+        .spec
+        .client_join
+        .as_ref()
+        .filter(|_| gw.spec.strategy == causeway_crds::v1alpha1::GatewayStrategy::ClientJoin)
+        .map(|j| j.clients.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let existing = gctx.accounts.state();
+    let plan = credentials::plan(
+        &gw.name_any(),
+        &gw.uid().unwrap_or_default(),
+        &clients,
+        &existing.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+    );
+    if plan == credentials::Plan::default() {
+        return Ok(());
+    }
+    let namespace = &gctx.ctx.options.client_namespace;
+    let result = credentials::apply(&gctx.accounts_api, gw, namespace, &plan).await;
+    match &result {
+        Ok(()) => info!(
+            gateway = %gw.name_any(),
+            created = ?plan.create.keys().collect::<Vec<_>>(),
+            deleted = ?plan.delete,
+            %namespace,
+            "ClientJoin client accounts updated"
+        ),
+        Err(e) => {
+            warn!(gateway = %gw.name_any(), error = %e, "cannot update ClientJoin client accounts")
+        }
+    }
+    result
 }
 
 /// The ClientJoin clients of `gw` whose heartbeat Lease is live (renewed within its duration,
@@ -249,20 +312,28 @@ fn joined_clients(
         live.observe(leases.iter().map(AsRef::as_ref), now);
         live.silent(now)
     };
-    // Live holders, with the problem their Lease reports, if any.
-    let live: BTreeMap<&str, Option<&String>> = leases
+    // Live Leases by name and holder, with the problem they report, if any. A client counts
+    // only through the Lease named after it (the one its own account may write) holding its
+    // own name.
+    let live: BTreeMap<(&str, &str), Option<&String>> = leases
         .iter()
         .filter_map(|l| {
             let holder = l.spec.as_ref()?.holder_identity.as_deref()?;
-            Some((holder, l.annotations().get(heartbeat::CLIENT_PROBLEM)))
+            let name = l.metadata.name.as_deref()?;
+            Some((
+                (name, holder),
+                l.annotations().get(heartbeat::CLIENT_PROBLEM),
+            ))
         })
-        .filter(|(h, _)| !silent.contains_key(*h))
+        .filter(|((_, h), _)| !silent.contains_key(*h))
         .collect();
     let name = gw.name_any();
     let mut joined = BTreeSet::new();
     let mut refused = BTreeMap::new();
     for c in &join.clients {
-        match live.get(heartbeat::client_holder(&name, &c.name).as_str()) {
+        let lease = heartbeat::client_lease_name(&name, &c.name);
+        let holder = heartbeat::client_holder(&name, &c.name);
+        match live.get(&(lease.as_str(), holder.as_str())) {
             Some(None) => {
                 joined.insert(c.name.clone());
             }

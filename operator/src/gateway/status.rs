@@ -35,6 +35,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use reasons::{CLIENT_CIDR_OVERLAPS_PODS, INVALID_SPEC};
 
+use super::credentials;
+
 /// One node of the gateway's network, as the operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -89,6 +91,12 @@ pub struct Input<'a> {
     pub refused: &'a BTreeMap<String, String>,
     /// The gateway's name, for messages.
     pub gateway_name: &'a str,
+    /// ClientJoin: the namespace of the clients' ServiceAccounts
+    /// ([`super::credentials`]), for messages.
+    pub client_namespace: &'a str,
+    /// ClientJoin: why the operator could not create or delete a client's ServiceAccount,
+    /// if it could not.
+    pub credentials_error: Option<&'a str>,
 }
 
 /// What [`render`] decides.
@@ -158,10 +166,20 @@ fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rende
             })
             .collect();
         if !absent.is_empty() {
+            let accounts: Vec<String> = absent
+                .iter()
+                .map(|n| format!("{n}: {}", credentials::account_name(input.gateway_name, n)))
+                .collect();
+            let trouble = input
+                .credentials_error
+                .map(|e| format!(" (the operator could not set up these accounts: {e})"))
+                .unwrap_or_default();
             why.push(format!(
-                "{} not running: on each, run `causeway-node-agent client --gateway {} --name <client>` with a kubeconfig of the causeway-gateway-client service account",
+                "{} not running: on each, run `causeway-node-agent client --gateway {} --name <client>` with a token of the client's own ServiceAccount, `kubectl create token <account> -n {}` ({}){trouble}",
                 absent.join(", "),
-                input.gateway_name
+                input.gateway_name,
+                input.client_namespace,
+                accounts.join(", ")
             ));
         }
         return not_ready(
@@ -636,6 +654,8 @@ mod tests {
                     .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
                     .collect(),
                 gateway_name: "gw",
+                client_namespace: "causeway-system-clients",
+                credentials_error: None,
             },
             &OverlayGatewayStatus::default(),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
@@ -845,6 +865,8 @@ mod tests {
                 joined: &empty,
                 refused: &BTreeMap::new(),
                 gateway_name: "gw",
+                client_namespace: "causeway-system-clients",
+                credentials_error: None,
             },
             &OverlayGatewayStatus::default(),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
@@ -1003,6 +1025,12 @@ mod tests {
             &st,
             "ClientsNotJoined",
             &format!("laptop runs but cannot join: {problem}; vm not running: on each, run"),
+        );
+        // The command names the client's own account, exactly.
+        expect_not_ready(
+            &st,
+            "ClientsNotJoined",
+            "`kubectl create token <account> -n causeway-system-clients` (vm: causeway-client-gw.vm)",
         );
         assert_eq!(
             st.clients[0].message,

@@ -126,7 +126,7 @@ pub fn owner_of<'a>(
 }
 
 /// Why `cidr` cannot be a pod range because it overlaps the cluster's Service range
-/// (`services`: ServiceCIDR name and range), or `None`: a pod given a Service address would
+/// (`services`: where the range comes from, e.g. `ServiceCIDR kubernetes`, and the range), or `None`: a pod given a Service address would
 /// never receive the traffic kube-proxy steers to that Service.
 #[must_use]
 pub fn services_inside(cidr: Ipv4Net, services: &[(String, Ipv4Net)]) -> Option<String> {
@@ -134,7 +134,7 @@ pub fn services_inside(cidr: Ipv4Net, services: &[(String, Ipv4Net)]) -> Option<
         .iter()
         .find(|(_, range)| causeway_crds::cidr::overlaps(cidr, *range))?;
     Some(format!(
-        "spec.cidr {cidr} overlaps the Service range {range} (ServiceCIDR {name}): pods would take Service addresses. Choose a range outside it and outside the node network (e.g. 10.244.0.0/16 next to a Service range 10.96.0.0/12); nothing is allocated until then."
+        "spec.cidr {cidr} overlaps the Service range {range} ({name}): pods would take Service addresses. Choose a range outside it and outside the node network (e.g. 10.244.0.0/16 next to a Service range 10.96.0.0/12); nothing is allocated until then."
     ))
 }
 

@@ -120,6 +120,13 @@ pub async fn run(
             warn!(error = %e, "ServiceCIDR watch failed; pod ranges are not checked against the Service range until it works");
         }
     }));
+    // The API servers' own addresses, best effort in the same way.
+    let (api_endpoints, api_endpoint_events) = causeway_kube::apiserver::cached(&client);
+    tokio::spawn(api_endpoint_events.for_each(|event| async move {
+        if let Err(e) = event {
+            warn!(error = %e, "watching default/kubernetes EndpointSlices failed; only the configured API server address is protected until it works");
+        }
+    }));
 
     // PodNetworks feed two consumers from one watch: the controller, and a trigger that
     // re-plans every network when one network's spec changes or it starts deleting
@@ -183,6 +190,7 @@ pub async fn run(
         subnets,
         networks,
         service_cidrs,
+        api_endpoints,
         events,
         metrics,
         options,
@@ -520,18 +528,24 @@ pub struct Decision {
     pub released_why: BTreeMap<String, String>,
 }
 
-/// The IPv4 ranges of the cluster's ServiceCIDR objects, with their names.
+/// The cluster's IPv4 Service ranges, each with where it comes from: the ServiceCIDR objects
+/// (`ServiceCIDR <name>`), and `flags` (the operator's `--service-cidr`, for clusters that
+/// serve no ServiceCIDR objects).
 #[must_use]
-pub fn service_ranges(objects: &[Arc<ServiceCIDR>]) -> Vec<(String, Ipv4Net)> {
+pub fn service_ranges(objects: &[Arc<ServiceCIDR>], flags: &[Ipv4Net]) -> Vec<(String, Ipv4Net)> {
+    let from_flags = flags
+        .iter()
+        .map(|c| ("the operator's --service-cidr".to_owned(), c.trunc()));
     objects
         .iter()
         .flat_map(|o| {
-            let name = o.name_any();
+            let name = format!("ServiceCIDR {}", o.name_any());
             o.spec
                 .iter()
                 .flat_map(|s| s.cidrs.iter().flatten())
                 .filter_map(move |c| Some((name.clone(), c.parse::<Ipv4Net>().ok()?)))
         })
+        .chain(from_flags)
         .collect()
 }
 
@@ -690,7 +704,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         &ctx.networks.state(),
         &ctx.nodes.state(),
         &subnets,
-        &service_ranges(&ctx.service_cidrs.state()),
+        &service_ranges(&ctx.service_cidrs.state(), &ctx.options.service_cidrs),
         ctx.options.use_node_pod_cidr,
     );
 
@@ -1348,7 +1362,7 @@ mod tests {
             node_address: "192.168.1.11".parse().expect("ip"),
         };
         let services = [(
-            "kubernetes".to_owned(),
+            "ServiceCIDR kubernetes".to_owned(),
             "10.96.0.0/12".parse().expect("cidr"),
         )];
         let cases = [
@@ -1463,7 +1477,7 @@ mod tests {
                     Arc::new(s)
                 })
                 .collect();
-            let services = [("kubernetes".to_owned(), "10.96.0.0/12".parse().expect("cidr"))];
+            let services = [("ServiceCIDR kubernetes".to_owned(), "10.96.0.0/12".parse().expect("cidr"))];
             let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &subnets, &services, use_node_pod_cidr);
             proptest::prop_assert_eq!(d.released_why.len(), d.plan.release.len());
             for why in d.released_why.values() {
