@@ -280,6 +280,32 @@ mod tests {
     }
 
     #[test]
+    fn service_cidrs_repeat_and_bad_ones_are_refused() {
+        let args = Args::try_parse_from([
+            "bin",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--service-cidr=10.100.0.0/16",
+        ])
+        .expect("parses");
+        assert_eq!(
+            args.service_cidrs,
+            [
+                "10.96.0.0/12".parse().expect("net"),
+                "10.100.0.0/16".parse().expect("net")
+            ]
+        );
+        assert!(Args::try_parse_from(["bin", "--service-cidr", "10.96.0.0"]).is_err());
+        assert!(Args::try_parse_from(["bin", "--service-cidr", "fd00::/108"]).is_err());
+        assert!(
+            Args::try_parse_from(["bin"])
+                .expect("parses")
+                .service_cidrs
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn probe_is_a_subcommand_with_the_default_socket() {
         let args = Args::try_parse_from(["bin", "probe", "ready"]).expect("parses");
         let Some(Command::Probe(p)) = args.command else {

@@ -1354,6 +1354,41 @@ mod tests {
     }
 
     #[test]
+    fn service_ranges_come_from_service_cidr_objects_and_the_flag() {
+        let object = Arc::new(ServiceCIDR {
+            metadata: kube::api::ObjectMeta {
+                name: Some("kubernetes".into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::networking::v1::ServiceCIDRSpec {
+                cidrs: Some(vec!["10.96.0.0/12".into(), "fd00:10:96::/112".into()]),
+            }),
+            ..Default::default()
+        });
+        let flag: Ipv4Net = "10.100.0.5/16".parse().expect("net");
+        assert_eq!(
+            service_ranges(&[object], &[flag]),
+            [
+                (
+                    "ServiceCIDR kubernetes".to_owned(),
+                    "10.96.0.0/12".parse().expect("net")
+                ),
+                (
+                    "the operator's --service-cidr".to_owned(),
+                    "10.100.0.0/16".parse().expect("net")
+                ),
+            ]
+        );
+        // A network over the flag's range is refused with its own reason, naming the flag.
+        let why = conflicts::services_inside(
+            "10.100.0.0/16".parse().expect("net"),
+            &service_ranges(&[], &[flag]),
+        )
+        .expect("overlap");
+        assert!(why.contains("(the operator's --service-cidr)"), "{why}");
+    }
+
+    #[test]
     fn spec_problems_keep_what_nodes_have_and_say_why() {
         let held = ipam::Allocation {
             object: "pods-10-244-0-0-24".into(),
