@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the test suite need, idempotently:
-#   - Debian packages (etcd, CNI reference plugins, BIRD 2, iproute2, traffic tools, runc and
+#   - Debian packages (etcd, CNI reference plugins, BIRD 2 and FRR, iproute2, traffic tools, runc and
 #     iptables for the kubelet nodes);
 #   - the control plane and the nodes' kubelet and kube-proxy, built from the pinned
 #     k8s.io/kubernetes release (e2e/controlplane/go.mod) into /var/cache/causeway, once;
@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-packages=(etcd-server containernetworking-plugins bird2 iperf3 arping nftables iproute2
+packages=(etcd-server containernetworking-plugins bird2 frr iperf3 arping nftables iproute2
           iputils-ping socat openssl procps ca-certificates curl
           runc iptables conntrack util-linux gcc libc6-dev binutils)
 missing=()
@@ -33,9 +33,9 @@ if ! ls "$debs"/busybox-static_*.deb >/dev/null 2>&1; then
   (cd "$debs" && { apt-get download busybox-static >&2 2>/dev/null ||
     { apt-get update -qq >&2 && apt-get download busybox-static >&2; }; })
 fi
-# Debian starts etcd and BIRD as system services on install; the harness runs its own
+# Debian starts etcd, BIRD and FRR as system services on install; the harness runs its own
 # instances inside namespaces and needs none in the root namespace.
-for svc in etcd bird; do
+for svc in etcd bird frr; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >&2 || true
   fi

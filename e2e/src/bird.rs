@@ -120,6 +120,12 @@ impl Bird {
         Ok(bird)
     }
 
+    /// Stops BIRD (by pid) and removes its control socket.
+    pub fn stop(self, c: &Cluster) {
+        c.stop(&self.id);
+        let _ = std::fs::remove_file(&self.ctl);
+    }
+
     /// Stops BIRD (by pid) and starts it again with the same configuration.
     pub fn restart(self, c: &Cluster) -> Result<Bird> {
         self.restart_after(c, Duration::ZERO)

@@ -8,7 +8,8 @@
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
 //! - [`image`]: deterministic OCI image archives (Causeway, pause, test pod) from this repo.
-//! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode).
+//! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode);
+//! - [`frr`]: FRRouting as the second router implementation (interoperability).
 //! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
 //! - [`suite`]: what the suites running Causeway share: agents, pods, bring-up, probes.
@@ -20,6 +21,7 @@ pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod deploy;
+pub mod frr;
 pub mod helm;
 pub mod image;
 pub mod kubelet;

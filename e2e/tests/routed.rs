@@ -5,7 +5,8 @@
 //!
 //! The networks run one after another (each is deleted, and checked gone, before the next):
 //! Flat on rack-a, Routed with static routes on rack-a, then Routed with BGP on all four
-//! nodes, with BIRD 2 on r1 as the routers' BGP speaker (AS 64500; nodes AS 64512).
+//! nodes, with BIRD 2 on r1 as the routers' BGP speaker (AS 64500; nodes AS 64512), and for
+//! one test FRRouting in its place (a second router implementation).
 //! Between Flat and Routed, a Routed network without pods checks how agent heartbeats are
 //! judged: an API server pause longer than the agents' Lease is nobody's fault, a stopped
 //! agent is reported.
@@ -76,6 +77,10 @@ fn main() -> ExitCode {
             testing::test(
                 "bgp_sessions_recover_from_a_router_restart_and_an_agent_restart",
                 bgp_restarts,
+            ),
+            testing::test(
+                "bgp_with_frr_as_the_router_sessions_establish_routes_install_and_pods_cross_it",
+                bgp_with_frr,
             ),
             testing::test(
                 "bgp_a_deleted_node_is_withdrawn_from_bird_and_every_node",
@@ -802,6 +807,74 @@ fn bgp_restarts(c: &Cluster) -> Result<()> {
     recovered(c, &pods, "node-d agent restart", started)?;
     wait_network_ready(c, "bgp", 30)?;
     Ok(())
+}
+
+/// Issue #17: the nodes' speaker against a second router implementation. FRR replaces BIRD
+/// on r1 with the same configuration: every session is Established on both ends, FRR
+/// installs every node's subnet via that node in r1's kernel, every node routes the others
+/// through r1, and pods cross it. BIRD comes back afterwards.
+fn bgp_with_frr(c: &Cluster) -> Result<()> {
+    let pods = SUITE.pods();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
+        "the BGP network is not up"
+    );
+    let config = bird_config(c)?;
+    if let Some(bird) = lock(&BIRD).take() {
+        bird.stop(c);
+    }
+    let started = std::time::Instant::now();
+    let frr = causeway_e2e::frr::Frr::start(c, "r1", &config)?;
+    let result = (|| -> Result<()> {
+        wait_for(
+            "FRR: every session Established, every subnet installed",
+            Duration::from_secs(45),
+            || {
+                let sessions = frr.sessions()?;
+                for node in ALL {
+                    let address = node_address(c, node)?;
+                    let state = sessions.get(&address).cloned().unwrap_or_default();
+                    ensure!(
+                        state == "Established",
+                        "FRR's session with {node}: {state:?}"
+                    );
+                }
+                let routes = frr.routes()?;
+                for (node, (cidr, address)) in bgp_subnets(c)? {
+                    ensure!(
+                        routes.get(&cidr) == Some(&address),
+                        "FRR has {cidr} via {:?}, expected via {address} ({node}); table {routes:?}",
+                        routes.get(&cidr)
+                    );
+                }
+                for s in deploy::node_subnets(c, "bgp")? {
+                    let sessions = &s["status"]["bgpSessions"];
+                    ensure!(
+                        sessions[0]["state"] == "Established",
+                        "{}: bgpSessions {sessions}",
+                        s["spec"]["nodeName"]
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        wait_for("routes through FRR", Duration::from_secs(15), || {
+            bgp_routes_ok(c, &ALL)
+        })?;
+        println!(
+            "[measure] FRR replaced BIRD on r1 -> every session Established and routes installed in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        matrix_with(c, &pods, &ALL)
+    })();
+    frr.stop(c);
+    *lock(&BIRD) = Some(causeway_e2e::bird::Bird::start(c, "r1", &config)?);
+    wait_for(
+        "BGP converged on BIRD again",
+        Duration::from_secs(45),
+        || bgp_converged(c, &ALL),
+    )?;
+    result
 }
 
 fn bgp_node_deleted(c: &Cluster) -> Result<()> {
