@@ -514,13 +514,7 @@ fn resolve_peer(
                     what: "Secret name: use lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit, such as tor-bgp",
                 });
             }
-            let key_ok = !secret.key.is_empty()
-                && secret.key.len() <= 253
-                && secret
-                    .key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-            if !key_ok {
+            if !password::is_secret_key(&secret.key) {
                 return Err(BgpError::SecretRef {
                     field: field("password.secretRef.key"),
                     value: secret.key.clone(),
