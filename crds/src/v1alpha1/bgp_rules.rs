@@ -16,7 +16,11 @@
 //!
 //! As in [`super::address`], every message is built from `self`, its substrings and fields the
 //! schema bounds, and literals, so the API server can bound its cost; nothing converts a number
-//! to a string. Regular expressions avoid backslashes (`[.]` for a dot).
+//! to a string. A message naming a peer maps the peers to their addresses (`map(p, cond,
+//! p.address)`) rather than filtering peer objects and selecting the address afterwards: the API
+//! server cannot bound the size of a field read from a filtered object, and refuses the CRD
+//! because that message's estimated cost exceeds the budget more than 100 times. Regular
+//! expressions avoid backslashes (`[.]` for a dot).
 
 use kube::core::{Message, Rule};
 
@@ -147,7 +151,7 @@ pub fn secret_key(field: &str, example: &str) -> Rule {
 pub fn ebgp_multihop_only_for_ebgp() -> Rule {
     Rule::new("self.peers.all(p, !has(p.ebgpMultihop) || p.asn != self.asn)")
         .message(Message::Expression(format!(
-            "{} + self.peers.filter(p, has(p.ebgpMultihop) && p.asn == self.asn)[0].address + {}",
+            "{} + self.peers.map(p, has(p.ebgpMultihop) && p.asn == self.asn, p.address)[0] + {}",
             literal("routed.bgp.peers[].ebgpMultihop is set for "),
             literal(
                 ", an iBGP peer (its asn equals routed.bgp.asn), and iBGP sessions may cross routers without it: remove ebgpMultihop, or correct the peer's asn"
@@ -163,7 +167,7 @@ pub fn route_reflector_client_only_for_ibgp() -> Rule {
     let reflects = "has(p.routeReflectorClient) && p.routeReflectorClient";
     Rule::new(format!("self.peers.all(p, !({reflects}) || p.asn == self.asn)"))
         .message(Message::Expression(format!(
-            "{} + self.peers.filter(p, {reflects} && p.asn != self.asn)[0].address + {}",
+            "{} + self.peers.map(p, {reflects} && p.asn != self.asn, p.address)[0] + {}",
             literal("routed.bgp.peers[].routeReflectorClient is true for "),
             literal(
                 ", an eBGP peer (its asn differs from routed.bgp.asn): route reflection is between iBGP peers only, and eBGP peers get every route anyway; remove routeReflectorClient, or give the peer the asn routed.bgp.asn"
