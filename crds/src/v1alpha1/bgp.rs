@@ -230,9 +230,8 @@ fn default_bgp_port() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct BgpPasswordSpec {
     /// The Secret and key holding the password. The Secret lives in the namespace Causeway
-    /// runs in (the node agents' namespace); the value must be 1-80 bytes of printable ASCII
-    /// without '"' and '\' (no trailing newline), or the node reports the session as not
-    /// configured.
+    /// runs in (the node agents' namespace). The value must be 1-80 bytes of printable ASCII
+    /// without '"' and '\', and no trailing newline; the agent refuses any other value.
     pub secret_ref: SecretKeyRef,
 }
 
