@@ -9,6 +9,8 @@
 //!
 //! Modules:
 //! - [`v1alpha1`]: the three kinds, with their OpenAPI schema and CEL admission rules.
+//! - [`bgp`]: a PodNetwork's BGP block resolved for one node (AS, peers, defaults), typed for
+//!   the agent's speaker configuration.
 //! - [`cidr`]: parsing the spec's CIDR strings and node-subnet arithmetic (IPAM building blocks).
 //! - [`mtu`]: the effective pod MTU per mode.
 //! - [`vtep`]: deterministic VXLAN VTEP MAC addresses.
@@ -20,6 +22,7 @@
 //! - [`selector`]: `metav1.LabelSelector` matching, as Kubernetes evaluates it.
 //! - [`crdgen`]: renders the CustomResourceDefinitions as YAML for the Helm chart.
 
+pub mod bgp;
 pub mod cidr;
 pub mod conditions;
 pub mod crdgen;

@@ -153,11 +153,21 @@ fn is_label_word(word: &str) -> bool {
 }
 
 fn check_key(field: &'static str, key: &str) -> Result<(), SelectorError> {
-    let invalid = |why: String| SelectorError::InvalidKey {
+    validate_label_key(key).map_err(|why| SelectorError::InvalidKey {
         field,
         key: key.to_owned(),
         why,
-    };
+    })
+}
+
+/// Checks that `key` is a label key Kubernetes accepts (a qualified name, `[prefix/]name`), for
+/// every field that names a node label: selectors here, `routed.bgp.nodeAsnLabel` in
+/// [`crate::bgp`].
+///
+/// # Errors
+/// What is wrong with the key and what a key looks like, as a phrase the caller prefixes with
+/// the field and the key.
+pub fn validate_label_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -165,14 +175,14 @@ fn check_key(field: &'static str, key: &str) -> Result<(), SelectorError> {
     if let Some(prefix) = prefix
         && !crate::naming::is_dns1123_subdomain(prefix)
     {
-        return Err(invalid(format!(
+        return Err(format!(
             "the prefix {prefix:?} must be a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253 characters), as in example.com/rack"
-        )));
+        ));
     }
     if !is_label_word(name) {
-        return Err(invalid(
+        return Err(
             "a label key is [prefix/]name, the name at most 63 characters of letters, digits, '-', '_' and '.', beginning and ending with a letter or digit (e.g. topology.kubernetes.io/zone)".into(),
-        ));
+        );
     }
     Ok(())
 }

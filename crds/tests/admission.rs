@@ -336,3 +336,158 @@ proptest::proptest! {
         }
     }
 }
+
+/// Values a user writes into the BGP options, valid ones among them (`None`: field absent).
+const ASNS: [i64; 7] = [64512, 64500, 4_200_000_000, 1, 23456, 65535, 4_294_967_295];
+const LABEL_KEYS: [Option<&str>; 6] = [
+    None,
+    Some("causeway.dev/asn"),
+    Some("asn"),
+    Some("Causeway.dev/asn"),
+    Some("causeway.dev/"),
+    Some("a/b/c"),
+];
+const COMMUNITIES: [&str; 9] = [
+    "65000:100",
+    "64512:1:2",
+    "0:0",
+    "65536:1",
+    "4294967296:1:2",
+    "065000:1",
+    "no-export",
+    "1:2:3:4",
+    "",
+];
+const MULTIHOPS: [Option<i64>; 4] = [None, Some(2), Some(255), Some(1)];
+const SECRET_NAMES: [Option<&str>; 5] = [
+    None,
+    Some("tor-bgp"),
+    Some("TOR"),
+    Some("tor_bgp"),
+    Some(""),
+];
+const SECRET_KEYS: [Option<&str>; 5] = [
+    None,
+    Some("password"),
+    Some("md5.key"),
+    Some("pass word"),
+    Some(""),
+];
+const BFDS: [Option<&str>; 5] = [
+    None,
+    Some("{}"),
+    Some(r#"{"enabled": false}"#),
+    Some(r#"{"minIntervalMilliseconds": 5}"#),
+    Some(r#"{"multiplier": 300}"#),
+];
+const RESTART_TIMES: [Option<i64>; 5] = [None, Some(1), Some(4095), Some(0), Some(4096)];
+const LOCAL_PREFS: [Option<i64>; 5] = [
+    None,
+    Some(0),
+    Some(4_294_967_295),
+    Some(-1),
+    Some(4_294_967_296),
+];
+
+/// One generated peer: `(asn, ebgpMultihop, routeReflectorClient, secret name, secret key, bfd)`
+/// as indexes into the pools above.
+type PeerChoice = (usize, usize, bool, usize, usize, usize);
+
+fn generated_peer(address: &str, choice: PeerChoice) -> Value {
+    let (asn, hop, rr, name, key, bfd) = choice;
+    let mut peer =
+        serde_json::json!({"address": address, "asn": ASNS[asn], "routeReflectorClient": rr});
+    if let Some(hop) = MULTIHOPS[hop] {
+        peer["ebgpMultihop"] = hop.into();
+    }
+    if let Some(name) = SECRET_NAMES[name] {
+        peer["password"] = serde_json::json!({"secretRef": {"name": name}});
+        if let Some(key) = SECRET_KEYS[key] {
+            peer["password"]["secretRef"]["key"] = key.into();
+        }
+    }
+    if let Some(bfd) = BFDS[bfd] {
+        peer["bfd"] = serde_json::from_str(bfd).expect("BFD pool entry is JSON");
+    }
+    peer
+}
+
+/// An index into a pool whose first `valid` entries are valid: three times in four one of
+/// those, so that accepted blocks are common enough to test too.
+fn mostly_valid(valid: usize, len: usize) -> impl proptest::strategy::Strategy<Value = usize> {
+    proptest::prop_oneof![3 => 0..valid, 1 => 0..len]
+}
+
+fn peer_choice() -> impl proptest::strategy::Strategy<Value = PeerChoice> {
+    (
+        mostly_valid(4, ASNS.len()),
+        // Absent multihop and reflection are valid with every AS; the others depend on it.
+        mostly_valid(1, MULTIHOPS.len()),
+        proptest::bool::weighted(0.25),
+        mostly_valid(2, SECRET_NAMES.len()),
+        mostly_valid(3, SECRET_KEYS.len()),
+        mostly_valid(3, BFDS.len()),
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Generated BGP blocks through the admission stand-in and through the agent's per-node
+    /// resolution (`BgpSpec::for_node`, for a node without labels, whose AS is `asn` as
+    /// admission assumes): admission accepts a block exactly when the agent resolves it without
+    /// an error and without ignoring a setting, so what admission lets through the agent can
+    /// use, and the agent refuses nothing admission would have accepted.
+    #[test]
+    fn admission_and_the_agents_bgp_resolution_agree_on_generated_bgp_blocks(
+        asn in mostly_valid(4, ASNS.len()),
+        label in mostly_valid(3, LABEL_KEYS.len()),
+        communities in proptest::collection::vec(mostly_valid(3, COMMUNITIES.len()), 0..3),
+        restart in mostly_valid(3, RESTART_TIMES.len()),
+        local_pref in mostly_valid(3, LOCAL_PREFS.len()),
+        peers in proptest::collection::vec(peer_choice(), 1..3),
+    ) {
+        let mut bgp = serde_json::json!({"asn": ASNS[asn]});
+        if let Some(key) = LABEL_KEYS[label] {
+            bgp["nodeAsnLabel"] = key.into();
+        }
+        let mut advertise = serde_json::json!({});
+        if !communities.is_empty() {
+            advertise["communities"] = communities.iter().map(|&c| COMMUNITIES[c]).collect();
+        }
+        if let Some(pref) = LOCAL_PREFS[local_pref] {
+            advertise["localPreference"] = pref.into();
+        }
+        bgp["advertise"] = advertise;
+        if let Some(seconds) = RESTART_TIMES[restart] {
+            bgp["gracefulRestart"] = serde_json::json!({"restartTimeSeconds": seconds});
+        }
+        bgp["peers"] = peers
+            .iter()
+            .enumerate()
+            .map(|(i, &choice)| generated_peer(&format!("192.168.{}.1", 10 + i), choice))
+            .collect();
+        let object = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+            "metadata": {"name": "gen"},
+            "spec": {"cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
+                "routed": {"bgp": bgp}}});
+        let admitted = support::admit(&object, None);
+        if let Err(errors) = &admitted {
+            for e in errors {
+                proptest::prop_assert!(e.trim().len() > 10, "a refusal without a message: {e:?}");
+            }
+        }
+        let pod_network: PodNetwork = serde_json::from_value(object.clone())
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{object}: {e}")))?;
+        let bgp = pod_network.spec.routed.and_then(|r| r.bgp).expect("generated with BGP");
+        let resolved = bgp.for_node(&std::collections::BTreeMap::new());
+        let usable = resolved.as_ref().is_ok_and(|node| node.ignored.is_empty());
+        proptest::prop_assert_eq!(
+            admitted.is_ok(),
+            usable,
+            "{}\nadmission: {:?}\nagent: {:?}",
+            object,
+            admitted,
+            resolved
+        );
+    }
+}

@@ -247,7 +247,7 @@ fn reserved_list() -> String {
 }
 
 /// `text` as a single-quoted CEL string literal.
-fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -9,14 +9,17 @@
 //!
 //! The derives produce the CRD's OpenAPI schema; `#[x_kube(validation = ...)]` attributes add
 //! the CEL rules the API server runs at admission, and [`address`] holds the one set of rules
-//! every IPv4 address and CIDR field carries. Limits used in several places live here so the
-//! schema, the docs and the tests agree on them.
+//! every IPv4 address and CIDR field carries, [`bgp_rules`] those of the BGP block. Limits used
+//! in several places live here so the schema, the docs and the tests agree on them.
 
 pub mod address;
+mod bgp;
+pub mod bgp_rules;
 mod nodesubnet;
 mod overlaygateway;
 mod podnetwork;
 
+pub use bgp::*;
 pub use nodesubnet::*;
 pub use overlaygateway::*;
 pub use podnetwork::*;
@@ -115,6 +118,22 @@ mod tests {
             assert!(spec.subnet_capacity().is_err(), "{cidr} /{prefix}");
         }
         assert_eq!(base.effective_mtu(1500), 1500);
+    }
+
+    #[test]
+    fn the_bgp_block_is_in_force_in_routed_mode_only() {
+        let spec = |mode: &str| -> PodNetworkSpec {
+            serde_json::from_value(serde_json::json!({
+                "cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24, "mode": mode,
+                "routed": {"bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64500}]}},
+            }))
+            .expect("spec deserialises")
+        };
+        assert_eq!(spec("Routed").bgp().map(|b| b.asn), Some(64512));
+        assert_eq!(spec("Overlay").bgp(), None);
+        let mut static_routed = spec("Routed");
+        static_routed.routed = Some(RoutedSpec::default());
+        assert_eq!(static_routed.bgp(), None);
     }
 
     #[test]

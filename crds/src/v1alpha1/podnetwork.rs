@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::address::{self, Field};
-use super::{MAX_BGP_PEERS, MAX_CIDR_LENGTH, MAX_CIDR_LIST_ITEMS, MAX_IP_LENGTH, default_true};
+use super::{BgpSpec, MAX_CIDR_LENGTH, MAX_CIDR_LIST_ITEMS, default_true};
 use crate::{Error, cidr, mtu, schema};
 
 /// `spec.cidr` in admission messages.
@@ -22,13 +22,6 @@ const POD_CIDR: Field = Field {
     name: "cidr",
     good: "a private range that no node or Service address is in",
     example: "10.244.0.0/16",
-};
-
-/// `spec.routed.bgp.peers[].address` in admission messages.
-const PEER_ADDRESS: Field = Field {
-    name: "routed.bgp.peers[].address",
-    good: "the router's address on the node network",
-    example: "192.168.10.1",
 };
 
 /// Desired state of a PodNetwork: which address range pods get, how it is split into per-node
@@ -216,88 +209,6 @@ pub struct RoutedSpec {
     pub bgp: Option<BgpSpec>,
 }
 
-/// BGP configuration of a Routed PodNetwork. Each selected node opens a session to each
-/// router in peers (restricted by a peer's nodeSelector) and advertises its pod subnet.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(
-    validation = Rule::new("self.holdTimeSeconds == 0 || self.keepaliveSeconds < self.holdTimeSeconds")
-        .message("keepaliveSeconds must be less than holdTimeSeconds: use about a third of the hold time, or set holdTimeSeconds to 0 to disable keepalives (keepaliveSeconds defaults to 30, holdTimeSeconds to 90)")
-        .field_path(".keepaliveSeconds")
-)]
-pub struct BgpSpec {
-    /// The autonomous system number the nodes use (1-4294967295; private ranges are
-    /// 64512-65534 and 4200000000-4294967294). All nodes of the network share it.
-    #[schemars(range(min = 1, max = 4_294_967_295_i64))]
-    pub asn: i64,
-
-    /// The routers every node peers with (at least 1, at most 32, addresses unique).
-    #[schemars(length(max = MAX_BGP_PEERS))]
-    #[x_kube(
-        validation = Rule::new("size(self) > 0")
-            .message("routed.bgp.peers must list at least one router: add a peer, or remove routed.bgp to use direct routes only"),
-        validation = address::unique("routed.bgp.peers", "address", "list each router once, and restrict the nodes that peer with it by its nodeSelector")
-    )]
-    pub peers: Vec<BgpPeer>,
-
-    /// BGP hold time in seconds, proposed to every peer: the session is declared down when
-    /// nothing is heard for this long. 0 disables keepalives, otherwise 3-65535 (RFC 4271).
-    /// Default 90.
-    #[serde(default = "default_hold_time")]
-    #[schemars(range(min = 0, max = 65535))]
-    #[x_kube(
-        validation = Rule::new("self == 0 || self >= 3")
-            .message("holdTimeSeconds must be 0 (no keepalives) or between 3 and 65535 (RFC 4271)")
-    )]
-    pub hold_time_seconds: i32,
-
-    /// Seconds between BGP keepalive messages (1-21845). Must be less than holdTimeSeconds
-    /// unless that is 0; usually a third of it. Default 30. Keepalives are sent at least every
-    /// third of the negotiated hold time (RFC 4271), so a larger value acts as that third.
-    #[serde(default = "default_keepalive")]
-    #[schemars(range(min = 1, max = 21845))]
-    pub keepalive_seconds: i32,
-}
-
-fn default_hold_time() -> i32 {
-    90
-}
-
-fn default_keepalive() -> i32 {
-    30
-}
-
-/// One BGP router the nodes peer with.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BgpPeer {
-    /// Address of the router (e.g. the top-of-rack switch's address on the node network).
-    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
-    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
-    #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_address(&PEER_ADDRESS)))]
-    pub address: String,
-
-    /// The router's autonomous system number (1-4294967295). Equal to bgp.asn for iBGP.
-    #[schemars(range(min = 1, max = 4_294_967_295_i64))]
-    pub asn: i64,
-
-    /// TCP port of the router's BGP listener (1-65535). Default 179.
-    #[serde(default = "default_bgp_port")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub port: i32,
-
-    /// Which nodes peer with this router, by node label (e.g. the nodes of one rack).
-    /// Absent: every node of the network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(transform = schema::label_selector)]
-    pub node_selector: Option<LabelSelector>,
-}
-
-fn default_bgp_port() -> i32 {
-    179
-}
-
 /// Overlay (VXLAN) settings. Each node gets one VXLAN device; peers are programmed with
 /// static neighbour and forwarding entries (no multicast, flooding or learning).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -418,6 +329,17 @@ impl PodNetworkSpec {
     #[must_use]
     pub fn overlay_or_default(&self) -> OverlaySpec {
         self.overlay.clone().unwrap_or_default()
+    }
+
+    /// The BGP block in force: `spec.routed.bgp` when the mode is Routed (admission refuses
+    /// `routed` in other modes, but an agent must not start BGP for a stored object that has
+    /// it). Resolve it for a node with [`BgpSpec::for_node`].
+    #[must_use]
+    pub fn bgp(&self) -> Option<&BgpSpec> {
+        self.routed
+            .as_ref()
+            .and_then(|r| r.bgp.as_ref())
+            .filter(|_| self.mode == PodNetworkMode::Routed)
     }
 
     /// The pod MTU for a node whose underlay interface has `underlay_mtu` (see [`mtu`]).
