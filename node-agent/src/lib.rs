@@ -16,6 +16,7 @@ pub const FIELD_MANAGER: &str = "causeway-node-agent";
 
 pub mod agent;
 pub mod bgp;
+pub mod bird;
 pub mod cni;
 pub mod decide;
 pub mod gateway;
