@@ -81,6 +81,29 @@ pub struct Config {
     /// The API server's address as the agent's configuration names it (in a pod: the
     /// `kubernetes` Service's); no planned route may cover it.
     pub api_server: Option<Ipv4Addr>,
+    /// How BIRD runs for Routed networks with BGP (`--bird`, `--bird-dir`).
+    pub bird: crate::bird::Options,
+}
+
+/// How long routes learned over BGP before the agent (re)started stay installed while the new
+/// BIRD's sessions come up: as long as a router that helps a graceful restart keeps the
+/// node's own routes ([`crate::bird::render::GRACEFUL_RESTART_TIME`]).
+pub const CARRY_LEARNED: Duration =
+    Duration::from_secs(crate::bird::render::GRACEFUL_RESTART_TIME as u64);
+
+/// Once every session is Established, carried routes stay this much longer, for the routers'
+/// routes to arrive.
+pub const CARRY_SETTLE: Duration = Duration::from_secs(2);
+
+/// Routes in the kernel from before this agent's speaker ran, kept while it comes up
+/// ([`Agent::learned_with_carried`]).
+#[derive(Debug)]
+struct Carried {
+    routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// When they go at the latest.
+    until: Instant,
+    /// When every session was first seen Established.
+    established: Option<Instant>,
 }
 
 /// How long one API request from the loop may take (connect, send, answer each): the API
@@ -143,6 +166,10 @@ pub struct Agent<D: Dataplane = Netlink> {
     speaker: Option<(Speaker, SpeakerConfig)>,
     /// The change feed of a newly started speaker, for the loop to watch.
     new_bgp_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Routes the kernel held at start-up that BGP may have taught an earlier agent.
+    carried: Option<Carried>,
+    /// BIRD restarts already reported by an event.
+    bird_restarts: u64,
     /// Peers the last plan skipped (logged when the list changes).
     last_skipped: Vec<String>,
     /// The subnet host-local's store was last pruned for ([`cni::prune`]).
@@ -216,6 +243,8 @@ pub async fn run(
         learned: BTreeMap::new(),
         speaker: None,
         new_bgp_changes: None,
+        carried: None,
+        bird_restarts: 0,
         last_skipped: Vec::new(),
         pruned_for: None,
     };
@@ -247,6 +276,7 @@ pub async fn run(
         }
     }
 
+    agent.carry_learned().await;
     if agent.config.dry_run {
         let report = agent.pass(Trigger::Start).await;
         for op in &report.ops {
@@ -286,9 +316,10 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let carried_until = agent.carried_wake();
         tokio::select! {
             _ = &mut shutdown => {
-                agent.stop_speaker().await;
+                agent.stop_speaker_for_restart().await;
                 agent.stop_electors(causeway_crds::conditions::reasons::AGENT_STOPPED).await;
                 info!("stopping; the dataplane stays as it is");
                 return Ok(());
@@ -301,6 +332,8 @@ pub async fn run(
                     bgp_changes = None;
                 }
             }
+            // Carried routes expire: a pass lets them go.
+            () = sleep_until(carried_until) => trigger = Some(Trigger::Watch),
             // In the same loop as the passes: a hung pass stops the heartbeat too.
             _ = heartbeat.tick() => agent.heartbeat().await,
             _ = resync.tick() => {
@@ -504,7 +537,8 @@ impl<D: Dataplane> Agent<D> {
             .as_ref()
             .map(|(s, _)| s.snapshot())
             .unwrap_or_default();
-        self.learned = snapshot.learned;
+        self.learned = self.learned_with_carried(own, &snapshot);
+        self.report_bird_restarts(own).await;
         let (networks, subnets, gateways) = (
             self.networks.state(),
             self.subnets.state(),
@@ -623,7 +657,8 @@ impl<D: Dataplane> Agent<D> {
                     peers = config.peers.len(),
                     "starting the BGP speaker"
                 );
-                let speaker = Speaker::start(config.clone(), None);
+                let speaker = Speaker::start(config.clone(), self.config.bird.clone());
+                self.bird_restarts = 0;
                 self.new_bgp_changes = Some(speaker.changes());
                 self.speaker = Some((speaker, config));
             }
@@ -684,13 +719,131 @@ impl<D: Dataplane> Agent<D> {
         }
     }
 
-    /// Closes every BGP session (Cease) and forgets learned routes.
+    /// Closes every BGP session (Cease: routers withdraw the node's routes) and forgets
+    /// learned routes.
     async fn stop_speaker(&mut self) {
         if let Some((speaker, _)) = self.speaker.take() {
             info!("stopping the BGP speaker");
             speaker.shutdown().await;
         }
         self.learned.clear();
+        self.carried = None;
+    }
+
+    /// The agent is stopping, not the node: BIRD exits without withdrawing (graceful
+    /// restart), so GR-aware routers keep the node's routes until the next agent's BIRD sends
+    /// them again; the kernel keeps the learned routes, which the next agent carries.
+    async fn stop_speaker_for_restart(&mut self) {
+        if let Some((speaker, _)) = self.speaker.take() {
+            info!(
+                "stopping the BGP speaker for a restart (graceful restart: routes stay announced)"
+            );
+            speaker.stop_for_restart().await;
+        }
+    }
+
+    /// At start-up: the routes with a next hop that the agent's kernel state already holds
+    /// (an earlier agent installed them, some learned over BGP). A new BIRD knows none of
+    /// them; [`Self::learned_with_carried`] keeps them until its sessions are up.
+    async fn carry_learned(&mut self) {
+        match self.dataplane.observe().await {
+            Ok(state) => {
+                let routes: BTreeMap<Ipv4Net, Ipv4Addr> = state
+                    .routes
+                    .values()
+                    .filter(|r| !r.onlink)
+                    .filter_map(|r| Some((r.dst, r.gateway?)))
+                    .collect();
+                if !routes.is_empty() {
+                    self.carried = Some(Carried {
+                        routes,
+                        until: Instant::now() + CARRY_LEARNED,
+                        established: None,
+                    });
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the routes an earlier agent installed"),
+        }
+    }
+
+    /// The routes this pass installs from BGP: the speaker's, plus, after a restart, the ones
+    /// the kernel held before, until every session has been Established for
+    /// [`CARRY_SETTLE`] or [`CARRY_LEARNED`] passed. So an agent restart does not remove
+    /// routes to other racks while its BIRD reconnects. Only for a network that uses BGP
+    /// (the plan ignores carried routes outside the network's range).
+    fn learned_with_carried(
+        &mut self,
+        own: &NodeSubnet,
+        snapshot: &crate::bgp::Snapshot,
+    ) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+        let mut learned = snapshot.learned.clone();
+        let uses_bgp = self
+            .networks
+            .state()
+            .iter()
+            .find(|n| n.name_any() == own.spec.network)
+            .is_some_and(|n| {
+                n.spec.mode == causeway_crds::v1alpha1::PodNetworkMode::Routed
+                    && n.spec.routed.as_ref().is_some_and(|r| r.bgp.is_some())
+            });
+        let Some(carried) = self.carried.as_mut().filter(|_| uses_bgp) else {
+            self.carried = None;
+            return learned;
+        };
+        let now = Instant::now();
+        let up = !snapshot.sessions.is_empty()
+            && snapshot.sessions.iter().all(|s| s.state == "Established");
+        carried.established = if up {
+            Some(carried.established.unwrap_or(now))
+        } else {
+            None
+        };
+        let done = now >= carried.until
+            || carried
+                .established
+                .is_some_and(|at| now >= at + CARRY_SETTLE);
+        if done {
+            info!(
+                routes = carried.routes.len(),
+                "BGP is up: routes carried over from before the restart now follow BIRD"
+            );
+            self.carried = None;
+            return learned;
+        }
+        for (prefix, next_hop) in &carried.routes {
+            learned.entry(*prefix).or_insert(*next_hop);
+        }
+        learned
+    }
+
+    /// When carried routes should be looked at again (a pass lets them go).
+    fn carried_wake(&self) -> Option<Instant> {
+        let carried = self.carried.as_ref()?;
+        Some(
+            carried
+                .established
+                .map_or(carried.until, |at| (at + CARRY_SETTLE).min(carried.until)),
+        )
+    }
+
+    /// An event when BIRD had to be started again since the last pass.
+    async fn report_bird_restarts(&mut self, own: &NodeSubnet) {
+        let Some(restarts) = self.speaker.as_ref().map(|(s, _)| s.restarts()) else {
+            return;
+        };
+        if restarts > self.bird_restarts {
+            self.bird_restarts = restarts;
+            self.event(
+                own,
+                Kind::Warning,
+                "BgpSpeakerRestarted",
+                "Restart",
+                format!(
+                    "BIRD, the node's BGP speaker, exited and was started again ({restarts} times since the agent started); its log is in the agent's"
+                ),
+            )
+            .await;
+        }
     }
 
     /// Removes everything the agent owns on this node and its CNI config. Returns the
@@ -817,5 +970,13 @@ impl<D: Dataplane> Agent<D> {
                 false
             }
         }
+    }
+}
+
+/// Sleeps until `at`; forever when `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -102,7 +102,11 @@ impl Control {
             }
             let raw = raw.trim_end_matches(['\n', '\r']);
             match parse_line(raw) {
-                Parsed::Coded { code: c, last, text } => {
+                Parsed::Coded {
+                    code: c,
+                    last,
+                    text,
+                } => {
                     code = c;
                     lines.push(Line {
                         code,
@@ -129,29 +133,36 @@ impl Control {
 }
 
 enum Parsed<'a> {
-    Coded { code: u16, last: bool, text: &'a str },
+    Coded {
+        code: u16,
+        last: bool,
+        text: &'a str,
+    },
     Continued(&'a str),
 }
 
 /// One raw line: `DDDD-text`, `DDDD text` or ` text` (continuation; so is anything else).
 fn parse_line(raw: &str) -> Parsed<'_> {
     let bytes = raw.as_bytes();
-    if bytes.len() >= 5 && bytes[..4].iter().all(u8::is_ascii_digit) {
-        if let (Ok(code), sep @ (b'-' | b' ')) = (raw[..4].parse::<u16>(), bytes[4]) {
-            return Parsed::Coded {
-                code,
-                last: sep == b' ',
-                text: &raw[5..],
-            };
-        }
-    }
-    if bytes.len() == 4 && bytes.iter().all(u8::is_ascii_digit) {
-        if let Ok(code) = raw.parse::<u16>() {
-            return Parsed::Coded {
-                code,
-                last: true,
-                text: "",
-            };
+    let coded = bytes.len() >= 4 && bytes[..4].iter().all(u8::is_ascii_digit);
+    let code = raw.get(..4).and_then(|c| c.parse::<u16>().ok());
+    if let (true, Some(code)) = (coded, code) {
+        match bytes.get(4) {
+            None => {
+                return Parsed::Coded {
+                    code,
+                    last: true,
+                    text: "",
+                };
+            }
+            Some(sep @ (b'-' | b' ')) => {
+                return Parsed::Coded {
+                    code,
+                    last: *sep == b' ',
+                    text: &raw[5..],
+                };
+            }
+            Some(_) => {}
         }
     }
     Parsed::Continued(raw.strip_prefix(' ').unwrap_or(raw))
@@ -176,7 +187,11 @@ mod tests {
         let mut code = 0;
         raw.lines()
             .map(|l| match parse_line(l) {
-                Parsed::Coded { code: c, last, text } => {
+                Parsed::Coded {
+                    code: c,
+                    last,
+                    text,
+                } => {
                     code = c;
                     (c, last, text.to_owned())
                 }
@@ -194,7 +209,10 @@ mod tests {
         let lines = parse_all(raw);
         assert_eq!(lines[0].0, 2002);
         assert_eq!(lines[1].0, 1002);
-        assert_eq!(lines[2], (1006, false, "  BGP state:          Connect".into()));
+        assert_eq!(
+            lines[2],
+            (1006, false, "  BGP state:          Connect".into())
+        );
         assert_eq!(
             lines[3],
             (1006, false, "    Neighbor address: 192.168.91.9".into()),
@@ -208,16 +226,22 @@ mod tests {
     fn single_line_replies_and_errors() {
         for (raw, code, last, text) in [
             ("0003 Reconfigured", 3, true, "Reconfigured"),
-            ("0002-Reading configuration from /x", 2, false, "Reading configuration from /x"),
+            (
+                "0002-Reading configuration from /x",
+                2,
+                false,
+                "Reading configuration from /x",
+            ),
             ("8002 /x: No such file", 8002, true, "/x: No such file"),
             ("9001 syntax error", 9001, true, "syntax error"),
-            ("0013 Daemon is up and running", 13, true, "Daemon is up and running"),
+            (
+                "0013 Daemon is up and running",
+                13,
+                true,
+                "Daemon is up and running",
+            ),
         ] {
-            assert_eq!(
-                parse_all(raw),
-                vec![(code, last, text.to_owned())],
-                "{raw}"
-            );
+            assert_eq!(parse_all(raw), vec![(code, last, text.to_owned())], "{raw}");
         }
     }
 

@@ -11,9 +11,15 @@ pub enum BirdError {
     #[error("cannot prepare BIRD's directory {}: {error}", dir.display())]
     Directory { dir: PathBuf, error: std::io::Error },
     #[error("cannot write BIRD's configuration {}: {error}", path.display())]
-    WriteConfig { path: PathBuf, error: std::io::Error },
+    WriteConfig {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("cannot run {program} (is bird2 installed? --bird names the program): {error}")]
-    Spawn { program: String, error: std::io::Error },
+    Spawn {
+        program: String,
+        error: std::io::Error,
+    },
     #[error("BIRD refused the configuration {}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error("BIRD's control socket {}: {error}", path.display())]

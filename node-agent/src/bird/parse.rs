@@ -158,10 +158,7 @@ pub fn routes(text: &str) -> BTreeMap<Ipv4Net, Ipv4Addr> {
         .into_iter()
         .filter(|(net, _)| *net != Ipv4Net::default())
         .filter_map(|(net, routes)| {
-            let best = routes
-                .iter()
-                .find(|r| r.best)
-                .or_else(|| routes.first())?;
+            let best = routes.iter().find(|r| r.best).or_else(|| routes.first())?;
             Some((net, best.next_hop.or(best.via)?))
         })
         .collect()

@@ -151,8 +151,11 @@ pub async fn kill_leftover(paths: &Paths) {
 /// Whether `pid` is a live process (not gone, not a zombie).
 #[must_use]
 pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
 }
 
 /// Starts BIRD on the installed configuration and waits until its control socket answers.

@@ -14,7 +14,9 @@
 //!   node's AS (every node of a network shares one AS; routers call it allowas-in). The node
 //!   never re-announces what it learns, so no loop can form through it.
 //! - **Peers on the node's segment** (`direct`, iBGP too): the plan installs only routes whose
-//!   next hop is on the segment, and direct sessions notice a link going down at once.
+//!   next hop is on the segment, and direct sessions notice a link going down at once. BIRD
+//!   connects to each peer and also accepts its connections, on port 179 of the node address
+//!   only (`strict bind`).
 //! - **Graceful restart on**: an agent that stops for a restart does not withdraw the node's
 //!   subnet at GR-aware routers (BIRD routers are by default); they keep it until the new
 //!   BIRD has sent its routes again. `graceful restart wait` bounds how long a restarted BIRD
@@ -189,6 +191,9 @@ fn session(
         peer.address, peer.port, peer.asn
     );
     let _ = writeln!(out, "  direct;");
+    // BIRD also accepts the peer's connections: on the node address only, so other BGP
+    // daemons on the node's other addresses are left alone.
+    let _ = writeln!(out, "  strict bind on;");
     let _ = writeln!(out, "  hold time {hold_time};");
     if let Some(keepalive) = keepalive {
         let _ = writeln!(out, "  keepalive time {keepalive};");
@@ -274,7 +279,10 @@ mod tests {
     #[test]
     fn strings_are_quoted_with_quotes_and_backslashes_escaped() {
         for (text, quoted) in [
-            ("/run/causeway/bird/bird.conf", "\"/run/causeway/bird/bird.conf\""),
+            (
+                "/run/causeway/bird/bird.conf",
+                "\"/run/causeway/bird/bird.conf\"",
+            ),
             ("a\"b", "\"a\\\"b\""),
             ("c:\\d", "\"c:\\\\d\""),
             ("", "\"\""),
@@ -304,6 +312,7 @@ mod tests {
                 "local 192.168.91.1 as 65001;",
                 "neighbor 192.168.91.2 port 179 as 65000;",
                 "direct;",
+                "strict bind on;",
                 "hold time 9;",
                 "keepalive time 3;",
                 "connect retry time 1;",
@@ -333,7 +342,10 @@ mod tests {
             session.contains(&"neighbor 192.168.91.2 port 1179 as 65001;".to_owned()),
             "{session:?}"
         );
-        assert!(session.contains(&"gateway direct;".to_owned()), "{session:?}");
+        assert!(
+            session.contains(&"gateway direct;".to_owned()),
+            "{session:?}"
+        );
         let ebgp = render(&config(&[peer(R1, 65000)]));
         assert!(!ebgp.contains("gateway direct"), "{ebgp}");
     }

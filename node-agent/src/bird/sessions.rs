@@ -48,12 +48,15 @@ impl Tracker {
                 (Some(_), _) | (None, None) => "Idle",
                 (None, Some(p)) => p.state.as_str(),
             };
-            let tracked = self.sessions.entry(peer.address).or_insert_with(|| Tracked {
-                state: state.to_owned(),
-                since: now,
-                message: String::new(),
-                notification: None,
-            });
+            let tracked = self
+                .sessions
+                .entry(peer.address)
+                .or_insert_with(|| Tracked {
+                    state: state.to_owned(),
+                    since: now,
+                    message: String::new(),
+                    notification: None,
+                });
             if tracked.state != state {
                 tracked.state = state.to_owned();
                 tracked.since = now;
@@ -166,10 +169,17 @@ mod tests {
     fn a_peer_bird_does_not_know_is_idle_and_a_problem_speaks_for_every_session() {
         let now = SystemTime::UNIX_EPOCH;
         let mut tracker = Tracker::default();
-        let sessions = tracker.observe(&[peer(R2), peer(R1)], &bird("Established", None), None, now);
-        let seen: Vec<(Ipv4Addr, &str)> =
-            sessions.iter().map(|s| (s.peer, s.state.as_str())).collect();
-        assert_eq!(seen, [(R1, "Established"), (R2, "Idle")], "sorted by address");
+        let sessions =
+            tracker.observe(&[peer(R2), peer(R1)], &bird("Established", None), None, now);
+        let seen: Vec<(Ipv4Addr, &str)> = sessions
+            .iter()
+            .map(|s| (s.peer, s.state.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [(R1, "Established"), (R2, "Idle")],
+            "sorted by address"
+        );
 
         let sessions = tracker.observe(
             &[peer(R1)],

@@ -198,7 +198,10 @@ impl Shared {
 
     /// Publishes `snapshot`; the change counter moves only when it differs.
     fn publish(&self, snapshot: Snapshot) {
-        let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if *published != snapshot {
             *published = snapshot;
             drop(published);
@@ -228,7 +231,7 @@ struct Supervisor {
     protocols: BTreeMap<String, Protocol>,
     learned: BTreeMap<Ipv4Net, Ipv4Addr>,
     /// When routes were last read, and the counters then.
-    routes_read: Option<(Instant, BTreeMap<String, (String, (u64, u64))>)>,
+    routes_read: Option<(Instant, Signature)>,
     backoff: Duration,
     restart_at: Option<Instant>,
 }
@@ -471,7 +474,9 @@ impl Supervisor {
 }
 
 /// Per session: state and received counters, to tell whether routes may have changed.
-fn signature(protocols: &BTreeMap<String, Protocol>) -> BTreeMap<String, (String, (u64, u64))> {
+type Signature = BTreeMap<String, (String, (u64, u64))>;
+
+fn signature(protocols: &BTreeMap<String, Protocol>) -> Signature {
     protocols
         .iter()
         .map(|(name, p)| (name.clone(), (p.state.clone(), p.received)))
@@ -485,7 +490,7 @@ type Read = (
 
 async fn read(
     control: &mut Control,
-    last: Option<&(Instant, BTreeMap<String, (String, (u64, u64))>)>,
+    last: Option<&(Instant, Signature)>,
 ) -> Result<Read, BirdError> {
     let reply = control.command("show protocols all").await?;
     let protocols = parse::protocols(&control::reply_text(&reply));
