@@ -43,6 +43,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::bgp::carry::{Carried, Merge};
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::elector::{self, Elector};
 use crate::health::Health;
@@ -83,27 +84,6 @@ pub struct Config {
     pub api_server: Option<Ipv4Addr>,
     /// How BIRD runs for Routed networks with BGP (`--bird`, `--bird-dir`).
     pub bird: crate::bird::Options,
-}
-
-/// How long routes learned over BGP before the agent (re)started stay installed while the new
-/// BIRD's sessions come up: as long as a router that helps a graceful restart keeps the
-/// node's own routes ([`crate::bird::render::GRACEFUL_RESTART_TIME`]).
-pub const CARRY_LEARNED: Duration =
-    Duration::from_secs(crate::bird::render::GRACEFUL_RESTART_TIME as u64);
-
-/// Once every session is Established, carried routes stay this much longer, for the routers'
-/// routes to arrive.
-pub const CARRY_SETTLE: Duration = Duration::from_secs(2);
-
-/// Routes in the kernel from before this agent's speaker ran, kept while it comes up
-/// ([`Agent::learned_with_carried`]).
-#[derive(Debug)]
-struct Carried {
-    routes: BTreeMap<Ipv4Net, Ipv4Addr>,
-    /// When they go at the latest.
-    until: Instant,
-    /// When every session was first seen Established.
-    established: Option<Instant>,
 }
 
 /// How long one API request from the loop may take (connect, send, answer each): the API
@@ -744,7 +724,7 @@ impl<D: Dataplane> Agent<D> {
 
     /// At start-up: the routes with a next hop that the agent's kernel state already holds
     /// (an earlier agent installed them, some learned over BGP). A new BIRD knows none of
-    /// them; [`Self::learned_with_carried`] keeps them until its sessions are up.
+    /// them; they are kept while its sessions come up ([`crate::bgp::carry`]).
     async fn carry_learned(&mut self) {
         match self.dataplane.observe().await {
             Ok(state) => {
@@ -754,23 +734,14 @@ impl<D: Dataplane> Agent<D> {
                     .filter(|r| !r.onlink)
                     .filter_map(|r| Some((r.dst, r.gateway?)))
                     .collect();
-                if !routes.is_empty() {
-                    self.carried = Some(Carried {
-                        routes,
-                        until: Instant::now() + CARRY_LEARNED,
-                        established: None,
-                    });
-                }
+                self.carried = Carried::new(routes, Instant::now());
             }
             Err(e) => warn!(error = %e, "cannot read the routes an earlier agent installed"),
         }
     }
 
-    /// The routes this pass installs from BGP: the speaker's, plus, after a restart, the ones
-    /// the kernel held before, until every session has been Established for
-    /// [`CARRY_SETTLE`] or [`CARRY_LEARNED`] passed. So an agent restart does not remove
-    /// routes to other racks while its BIRD reconnects. Only for a network that uses BGP
-    /// (the plan ignores carried routes outside the network's range).
+    /// The routes this pass installs from BGP: the speaker's, plus the carried ones while
+    /// they last ([`Carried::merge`]), for a network that uses BGP only.
     fn learned_with_carried(
         &mut self,
         own: &NodeSubnet,
@@ -790,40 +761,19 @@ impl<D: Dataplane> Agent<D> {
             self.carried = None;
             return learned;
         };
-        let now = Instant::now();
-        let up = !snapshot.sessions.is_empty()
-            && snapshot.sessions.iter().all(|s| s.state == "Established");
-        carried.established = if up {
-            Some(carried.established.unwrap_or(now))
-        } else {
-            None
-        };
-        let done = now >= carried.until
-            || carried
-                .established
-                .is_some_and(|at| now >= at + CARRY_SETTLE);
-        if done {
+        if carried.merge(&snapshot.sessions, &mut learned, Instant::now()) == Merge::Done {
             info!(
-                routes = carried.routes.len(),
-                "BGP is up: routes carried over from before the restart now follow BIRD"
+                routes = carried.len(),
+                "BGP is up: the routes carried over from before the restart now follow BIRD"
             );
             self.carried = None;
-            return learned;
-        }
-        for (prefix, next_hop) in &carried.routes {
-            learned.entry(*prefix).or_insert(*next_hop);
         }
         learned
     }
 
     /// When carried routes should be looked at again (a pass lets them go).
     fn carried_wake(&self) -> Option<Instant> {
-        let carried = self.carried.as_ref()?;
-        Some(
-            carried
-                .established
-                .map_or(carried.until, |at| (at + CARRY_SETTLE).min(carried.until)),
-        )
+        self.carried.as_ref().map(Carried::wake)
     }
 
     /// An event when BIRD had to be started again since the last pass.

@@ -8,12 +8,15 @@
 //! - [`peering`]: the configuration from the PodNetwork, the NodeSubnet and the Node's labels
 //!   (pure);
 //! - `state`: [`Snapshot`] and [`SessionState`], what the speaker reports (data);
+//! - [`carry`]: after an agent restart, the routes an earlier agent installed, kept while the
+//!   new BIRD's sessions come up (pure);
 //! - [`Speaker`] (from [`crate::bird`]): `start`, `update`, `snapshot`, `changes`,
 //!   `shutdown`, `stop_for_restart`.
 //!
 //! BIRD never writes the kernel: the agent installs the learned routes itself, through its
 //! plan, like every other route it owns.
 
+pub mod carry;
 mod config;
 pub mod peering;
 mod state;
