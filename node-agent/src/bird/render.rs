@@ -21,8 +21,10 @@
 //!   subnet at GR-aware routers (BIRD routers are by default); they keep it until the new
 //!   BIRD has sent its routes again. `graceful restart wait` bounds how long a restarted BIRD
 //!   holds its announcements back while some peer does not answer.
-//! - **Short retries**: `connect retry time 1` and `error wait time 1, 5` bring a session back
-//!   within about a second of its router returning, 5 s at most after repeated errors.
+//! - **Short retries**: `connect delay time 1` (BIRD's default waits 5 s before the first
+//!   attempt after a session restarts), `connect retry time 1` and `error wait time 1, 5`
+//!   bring a session back about a second after its router returns, 5 s at most after
+//!   repeated errors.
 //!
 //! One channel block per address family ([`Family`]): IPv6 unicast is one more variant with
 //! its static protocol and channel keyword, nothing else changes shape.
@@ -198,6 +200,9 @@ fn session(
     if let Some(keepalive) = keepalive {
         let _ = writeln!(out, "  keepalive time {keepalive};");
     }
+    // BIRD waits 5 s by default before its first connection attempt after a (re)start of
+    // the session; 1 s brings a session back about a second after its router returns.
+    let _ = writeln!(out, "  connect delay time 1;");
     let _ = writeln!(out, "  connect retry time 1;");
     let _ = writeln!(out, "  error wait time 1, 5;");
     let _ = writeln!(out, "  allow local as;");
@@ -315,6 +320,7 @@ mod tests {
                 "strict bind on;",
                 "hold time 9;",
                 "keepalive time 3;",
+                "connect delay time 1;",
                 "connect retry time 1;",
                 "error wait time 1, 5;",
                 "allow local as;",
