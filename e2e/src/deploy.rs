@@ -225,6 +225,8 @@ pub fn operator_socket(c: &Cluster, host: &str, identity: &str) -> std::path::Pa
 pub fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> Result<ProcId> {
     let conf_dir = c.cni_conf_dir(node).display().to_string();
     let data_dir = c.cni_state_dir(node).join("networks").display().to_string();
+    // Each node's BIRD in the node's own directory: the nodes share this machine's /run.
+    let bird_dir = c.host_dir(node).join("bird").display().to_string();
     let base = [
         "--node-name",
         node,
@@ -232,6 +234,8 @@ pub fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> Result<ProcId> {
         &conf_dir,
         "--cni-data-dir",
         &data_dir,
+        "--bird-dir",
+        &bird_dir,
     ];
     let bin = causeway_binary(AGENT)?;
     let all: Vec<String> = base.iter().chain(args).map(|s| s.to_string()).collect();

@@ -146,9 +146,13 @@ pub const CAUSEWAY: ImageDef = ImageDef {
     contents: &[
         Content::Binary("causeway-operator"),
         Content::Binary("causeway-node-agent"),
-        // The agent runs `nft -j` for its NAT tables (node-agent/src/nat.rs); in a DaemonSet it
-        // runs no other program (`ip netns exec` only serves tests with named namespaces).
+        // The agent runs `nft -j` for its NAT tables (node-agent/src/nat.rs) and BIRD as the
+        // node's BGP speaker in Routed mode (node-agent/src/bird/); `birdc` is there to look
+        // at BIRD (`kubectl exec ... -- birdc -s /run/causeway/bird/bird.ctl show protocols`).
+        // No other program (`ip netns exec` only serves tests with named namespaces).
         Content::host("/usr/sbin/nft", "nftables"),
+        Content::host("/usr/sbin/bird", "bird2"),
+        Content::host("/usr/sbin/birdc", "bird2"),
         // The operator can run as `nonroot` (65532); the agent needs root and capabilities.
         Content::file("/etc/passwd", 0o644, PASSWD_NONROOT),
         Content::file("/etc/group", 0o644, GROUP_NONROOT),

@@ -289,7 +289,7 @@ fn the_agent_is_not_privileged_mounts_nothing_under_proc_and_has_only_its_capabi
     ensure!(sc["runAsUser"] == 0);
     ensure!(strings(&sc["capabilities"]["drop"]) == ["ALL"], "{sc}");
     ensure!(
-        strings(&sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"],
+        strings(&sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"],
         "{sc}"
     );
     ensure!(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault");
@@ -320,12 +320,15 @@ fn the_agent_is_not_privileged_mounts_nothing_under_proc_and_has_only_its_capabi
     };
     ensure!(host_path_of("host-proc-sys-net").as_deref() == Some("/proc/sys/net"));
     ensure!(mount_of("host-proc-sys-net").as_deref() == Some("/host/proc/sys/net"));
+    ensure!(host_path_of("bird-run").as_deref() == Some("/run/causeway/bird"));
+    ensure!(mount_of("bird-run").as_deref() == Some("/run/causeway/bird"));
     ensure!(host_path_of("cni-conf").as_deref() == Some("/etc/cni/net.d"));
     ensure!(mount_of("cni-conf").as_deref() == Some("/etc/cni/net.d"));
     let args = strings(&c["args"]);
     for want in [
         "--sysctl-dir=/host/proc/sys",
         "--cni-conf-dir=/etc/cni/net.d",
+        "--bird-dir=/run/causeway/bird",
         "--health-addr=127.0.0.1:9809",
     ] {
         ensure!(args.iter().any(|a| a == want), "{want} missing: {args:?}");

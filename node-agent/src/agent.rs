@@ -43,6 +43,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::bgp::carry::{Carried, Merge};
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::elector::{self, Elector};
 use crate::health::Health;
@@ -82,6 +83,8 @@ pub struct Config {
     /// `kubernetes` Service's); with the `default/kubernetes` endpoints, no planned route may
     /// cover it.
     pub api_server: Option<Ipv4Addr>,
+    /// How BIRD runs for Routed networks with BGP (`--bird`, `--bird-dir`).
+    pub bird: crate::bird::Options,
 }
 
 /// How long one API request from the loop may take (connect, send, answer each): the API
@@ -146,6 +149,10 @@ pub struct Agent<D: Dataplane = Netlink> {
     speaker: Option<(Speaker, SpeakerConfig)>,
     /// The change feed of a newly started speaker, for the loop to watch.
     new_bgp_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Routes the kernel held at start-up that BGP may have taught an earlier agent.
+    carried: Option<Carried>,
+    /// BIRD restarts already reported by an event.
+    bird_restarts: u64,
     /// Peers the last plan skipped (logged when the list changes).
     last_skipped: Vec<String>,
     /// The subnet host-local's store was last pruned for ([`cni::prune`]).
@@ -232,6 +239,8 @@ pub async fn run(
         learned: BTreeMap::new(),
         speaker: None,
         new_bgp_changes: None,
+        carried: None,
+        bird_restarts: 0,
         last_skipped: Vec::new(),
         pruned_for: None,
     };
@@ -263,6 +272,7 @@ pub async fn run(
         }
     }
 
+    agent.carry_learned().await;
     if agent.config.dry_run {
         let report = agent.pass(Trigger::Start).await;
         for op in &report.ops {
@@ -302,9 +312,10 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let carried_until = agent.carried_wake();
         tokio::select! {
             _ = &mut shutdown => {
-                agent.stop_speaker().await;
+                agent.stop_speaker_for_restart().await;
                 agent.stop_electors(causeway_crds::conditions::reasons::AGENT_STOPPED).await;
                 info!("stopping; the dataplane stays as it is");
                 return Ok(());
@@ -317,6 +328,8 @@ pub async fn run(
                     bgp_changes = None;
                 }
             }
+            // Carried routes expire: a pass lets them go.
+            () = sleep_until(carried_until) => trigger = Some(Trigger::Watch),
             // In the same loop as the passes: a hung pass stops the heartbeat too.
             _ = heartbeat.tick() => agent.heartbeat().await,
             _ = resync.tick() => {
@@ -520,7 +533,8 @@ impl<D: Dataplane> Agent<D> {
             .as_ref()
             .map(|(s, _)| s.snapshot())
             .unwrap_or_default();
-        self.learned = snapshot.learned;
+        self.learned = self.learned_with_carried(own, &snapshot);
+        self.report_bird_restarts(own).await;
         let (networks, subnets, gateways) = (
             self.networks.state(),
             self.subnets.state(),
@@ -643,7 +657,8 @@ impl<D: Dataplane> Agent<D> {
                     peers = config.peers.len(),
                     "starting the BGP speaker"
                 );
-                let speaker = Speaker::start(config.clone(), None);
+                let speaker = Speaker::start(config.clone(), self.config.bird.clone());
+                self.bird_restarts = 0;
                 self.new_bgp_changes = Some(speaker.changes());
                 self.speaker = Some((speaker, config));
             }
@@ -704,13 +719,101 @@ impl<D: Dataplane> Agent<D> {
         }
     }
 
-    /// Closes every BGP session (Cease) and forgets learned routes.
+    /// Closes every BGP session (Cease: routers withdraw the node's routes) and forgets
+    /// learned routes.
     async fn stop_speaker(&mut self) {
         if let Some((speaker, _)) = self.speaker.take() {
             info!("stopping the BGP speaker");
             speaker.shutdown().await;
         }
         self.learned.clear();
+        self.carried = None;
+    }
+
+    /// The agent is stopping, not the node: BIRD exits without withdrawing (graceful
+    /// restart), so GR-aware routers keep the node's routes until the next agent's BIRD sends
+    /// them again; the kernel keeps the learned routes, which the next agent carries.
+    async fn stop_speaker_for_restart(&mut self) {
+        if let Some((speaker, _)) = self.speaker.take() {
+            info!(
+                "stopping the BGP speaker for a restart (graceful restart: routes stay announced)"
+            );
+            speaker.stop_for_restart().await;
+        }
+    }
+
+    /// At start-up: the routes with a next hop that the agent's kernel state already holds
+    /// (an earlier agent installed them, some learned over BGP). A new BIRD knows none of
+    /// them; they are kept while its sessions come up ([`crate::bgp::carry`]).
+    async fn carry_learned(&mut self) {
+        match self.dataplane.observe().await {
+            Ok(state) => {
+                let routes: BTreeMap<Ipv4Net, Ipv4Addr> = state
+                    .routes
+                    .values()
+                    .filter(|r| !r.onlink)
+                    .filter_map(|r| Some((r.dst, r.gateway?)))
+                    .collect();
+                self.carried = Carried::new(routes, Instant::now());
+            }
+            Err(e) => warn!(error = %e, "cannot read the routes an earlier agent installed"),
+        }
+    }
+
+    /// The routes this pass installs from BGP: the speaker's, plus the carried ones while
+    /// they last ([`Carried::merge`]), for a network that uses BGP only.
+    fn learned_with_carried(
+        &mut self,
+        own: &NodeSubnet,
+        snapshot: &crate::bgp::Snapshot,
+    ) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+        let mut learned = snapshot.learned.clone();
+        let uses_bgp = self
+            .networks
+            .state()
+            .iter()
+            .find(|n| n.name_any() == own.spec.network)
+            .is_some_and(|n| {
+                n.spec.mode == causeway_crds::v1alpha1::PodNetworkMode::Routed
+                    && n.spec.routed.as_ref().is_some_and(|r| r.bgp.is_some())
+            });
+        let Some(carried) = self.carried.as_mut().filter(|_| uses_bgp) else {
+            self.carried = None;
+            return learned;
+        };
+        if carried.merge(&snapshot.sessions, &mut learned, Instant::now()) == Merge::Done {
+            info!(
+                routes = carried.len(),
+                "BGP is up: the routes carried over from before the restart now follow BIRD"
+            );
+            self.carried = None;
+        }
+        learned
+    }
+
+    /// When carried routes should be looked at again (a pass lets them go).
+    fn carried_wake(&self) -> Option<Instant> {
+        self.carried.as_ref().map(Carried::wake)
+    }
+
+    /// An event when BIRD had to be started again since the last pass.
+    async fn report_bird_restarts(&mut self, own: &NodeSubnet) {
+        let Some(restarts) = self.speaker.as_ref().map(|(s, _)| s.restarts()) else {
+            return;
+        };
+        if restarts > self.bird_restarts {
+            self.bird_restarts = restarts;
+            self.event(
+                own,
+                Kind::Warning,
+                "BgpSpeakerRestarted",
+                "Restart",
+                format!(
+                    "BIRD, the node's BGP speaker, exited and was started again ({restarts} times since the agent started); its log is in the agent's"
+                ),
+            )
+            .await;
+        }
     }
 
     /// Removes everything the agent owns on this node and its CNI config. Returns the
@@ -837,5 +940,13 @@ impl<D: Dataplane> Agent<D> {
                 false
             }
         }
+    }
+}
+
+/// Sleeps until `at`; forever when `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -8,7 +8,8 @@
 //! - [`kernel`]: the only code that touches the kernel ([`netlink`]), its fake, namespaces,
 //!   sysctls; [`nat`] runs `nft`;
 //! - [`gateway`]: OverlayGateways on the node (the VIP elector, ARP, ClientJoin, client mode);
-//! - [`bgp`]: the embedded BGP speaker of Routed mode and its configuration;
+//! - [`bgp`]: the BGP speaker of Routed mode as the agent sees it (configuration, snapshot),
+//!   and [`bird`]: BIRD 2, which speaks BGP for it (rendered, run and read by the agent);
 //! - [`cni`], [`health`]: the CNI config file and the probes' endpoint.
 
 /// Field manager of everything the agent writes (status, finalizers, events, Leases).
@@ -16,6 +17,7 @@ pub const FIELD_MANAGER: &str = "causeway-node-agent";
 
 pub mod agent;
 pub mod bgp;
+pub mod bird;
 pub mod cni;
 pub mod decide;
 pub mod gateway;

@@ -69,6 +69,14 @@ struct Args {
     /// Address of /healthz (liveness) and /readyz (readiness); empty to serve neither.
     #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = causeway_kube::cli::optional_addr)]
     health_addr: causeway_kube::cli::MaybeAddr,
+    /// The BIRD 2 program that speaks BGP for Routed networks with `routed.bgp` (found on PATH
+    /// when it has no slash).
+    #[arg(long, default_value = "bird")]
+    bird: PathBuf,
+    /// BIRD's runtime directory: its configuration, control socket (`birdc -s DIR/bird.ctl`)
+    /// and pid file. One per node; keep it across agent restarts (graceful restart).
+    #[arg(long, default_value = causeway_node_agent::bird::DEFAULT_DIR)]
+    bird_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +172,11 @@ async fn main() -> ExitCode {
         status_refresh: Duration::from_secs(args.status_refresh_seconds),
         sysctl_dir: SysctlDir::new(args.sysctl_dir),
         api_server,
+        bird: causeway_node_agent::bird::Options {
+            program: args.bird,
+            dir: args.bird_dir,
+            netns: None,
+        },
     };
     // On SIGINT or SIGTERM the agent stops without touching the dataplane, so an upgrade or a
     // restart never interrupts traffic.

@@ -1,10 +1,12 @@
-//! The BGP speaker against a real router: BIRD 2, configured as a network's router would be,
-//! in throwaway network namespaces (`cwbgp-<pid>-<n>`) that a guard removes even when a test
-//! panics. Per test: a "node" namespace (192.168.91.1/24, where the speaker connects from) and
-//! a "router" namespace (192.168.91.2/24, BIRD) joined by a veth pair; BIRD runs with its own
-//! configuration, control socket and pid file in a temporary directory, and is killed by that
-//! pid. Every check of the router's side reads BIRD itself (`birdc`), independently of the
-//! code under test. Nothing touches the root namespace.
+//! The node's BGP speaker (BIRD, supervised by `causeway_node_agent::bird`) against a real
+//! router: BIRD 2, configured as a network's router would be, in throwaway network namespaces
+//! (`cwbgp-<pid>-<n>`) that a guard removes even when a test panics. Per test: a "node"
+//! namespace (192.168.91.1/24, where the speaker's BIRD runs) and a "router" namespace
+//! (192.168.91.2/24, the router's BIRD) joined by a veth pair; each BIRD has its own
+//! configuration, control socket and pid file in the test's temporary directory. The router is
+//! killed by its pid; the speaker's BIRD is the speaker's to stop, and the tests check that it
+//! is gone afterwards. Every check of the router's side reads the router itself (`birdc`),
+//! independently of the code under test. Nothing touches the root namespace.
 //!
 //! These tests need root and `ip`, `bird` and `birdc` (BIRD 2, Debian's `bird2`); without them
 //! they fail with a message saying so (they never pass by skipping).
@@ -16,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use causeway_node_agent::bgp::{
-    BGP_PORT, PeerConfig, SessionState, Snapshot, Speaker, SpeakerConfig,
+    BGP_PORT, BirdOptions, PeerConfig, SessionState, Snapshot, Speaker, SpeakerConfig,
 };
 use ipnet::Ipv4Net;
 
@@ -169,7 +171,7 @@ impl Drop for Bird {
 /// order: BIRD first, then its files, then the namespaces.
 struct Lab {
     bird: Bird,
-    _dir: TempDir,
+    dir: TempDir,
     router: Netns,
     node: Netns,
 }
@@ -213,10 +215,24 @@ impl Lab {
         bird.start();
         Lab {
             bird,
-            _dir: dir,
+            dir,
             router,
             node,
         }
+    }
+
+    /// The speaker's BIRD: in the node namespace, with its files in the test's directory.
+    fn speaker_options(&self) -> BirdOptions {
+        BirdOptions {
+            program: "bird".into(),
+            dir: self.dir.0.join("speaker"),
+            netns: Some(self.node.name.clone()),
+        }
+    }
+
+    /// Starts the speaker in the node namespace.
+    fn speaker(&self, config: SpeakerConfig) -> Speaker {
+        Speaker::start(config, self.speaker_options())
     }
 }
 
@@ -329,10 +345,7 @@ async fn ebgp_session_exchanges_routes_follows_updates_and_closes_with_cease_whe
  {
     let started = Instant::now();
     let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
-    let speaker = Speaker::start(
-        node_config(NODE_AS, ROUTER_AS, POD_SUBNET),
-        Some(lab.node.name.clone()),
-    );
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
     let changes = speaker.changes();
 
     // (1) Established, as the speaker and as BIRD see it.
@@ -483,10 +496,7 @@ async fn ebgp_session_exchanges_routes_follows_updates_and_closes_with_cease_whe
 async fn ibgp_session_drops_learned_routes_while_the_router_is_down_and_comes_back_by_itself() {
     let started = Instant::now();
     let lab = Lab::new(&bird_conf(&ibgp_session()));
-    let speaker = Speaker::start(
-        node_config(ROUTER_AS, ROUTER_AS, POD_SUBNET),
-        Some(lab.node.name.clone()),
-    );
+    let speaker = lab.speaker(node_config(ROUTER_AS, ROUTER_AS, POD_SUBNET));
 
     eventually("the speaker's session to be Established", || {
         established(&speaker)
@@ -571,16 +581,10 @@ async fn refused(speaker: &Speaker, lab: &Lab, expected: &str) -> SessionState {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_expecting_another_as_refuses_the_session_and_the_message_says_bad_peer_as() {
     let lab = Lab::new(&bird_conf(&ebgp_session(65099)));
-    let speaker = Speaker::start(
-        node_config(NODE_AS, ROUTER_AS, POD_SUBNET),
-        Some(lab.node.name.clone()),
-    );
-    let down = refused(
-        &speaker,
-        &lab,
-        "peer sent NOTIFICATION: OPEN message error: bad peer AS",
-    )
-    .await;
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
+    // BIRD's words for the NOTIFICATION (the NetGauze speaker said "OPEN message error: bad
+    // peer AS").
+    let down = refused(&speaker, &lab, "peer sent NOTIFICATION: Bad peer AS").await;
     assert_eq!(down.peer, ROUTER_IP);
     assert!(speaker.snapshot().learned.is_empty());
     speaker.shutdown().await;
@@ -589,14 +593,11 @@ async fn a_router_expecting_another_as_refuses_the_session_and_the_message_says_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_peer_as_in_our_configuration_is_refused_by_the_speaker() {
     let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
-    let speaker = Speaker::start(
-        node_config(NODE_AS, 65099, POD_SUBNET),
-        Some(lab.node.name.clone()),
-    );
+    let speaker = lab.speaker(node_config(NODE_AS, 65099, POD_SUBNET));
     refused(
         &speaker,
         &lab,
-        "the peer's OPEN does not carry the configured peer AS 65099; sent NOTIFICATION: OPEN message error: bad peer AS",
+        "the peer's OPEN does not carry the configured peer AS 65099; sent NOTIFICATION: Bad peer AS",
     )
     .await;
     eventually("BIRD to have received our NOTIFICATION", || {
@@ -615,10 +616,7 @@ async fn a_wrong_peer_as_in_our_configuration_is_refused_by_the_speaker() {
 async fn keepalives_hold_the_session_and_a_silent_peer_expires_the_hold_timer() {
     let started = Instant::now();
     let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
-    let speaker = Speaker::start(
-        node_config(NODE_AS, ROUTER_AS, POD_SUBNET),
-        Some(lab.node.name.clone()),
-    );
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
     let up = eventually("the speaker's session to be Established", || {
         established(&speaker)
     })
@@ -640,12 +638,20 @@ async fn keepalives_hold_the_session_and_a_silent_peer_expires_the_hold_timer() 
     let line = lab.bird.protocol_line();
     assert!(line.contains("Established"), "BIRD: {line}");
 
-    // The router falls silent (its link goes down, no FIN, no RST): our hold timer expires,
-    // the session says so, and its routes are dropped.
+    // The router falls silent (it drops everything on port 179: no FIN, no RST): our hold
+    // timer expires, the session says so, and its routes are dropped. (Not the router's link
+    // going down, as for the NetGauze speaker: BIRD's direct sessions see the carrier go and
+    // close at once, "the link towards ... went down".)
     learned(&speaker, STATIC_PREFIX, ROUTER_IP).expect("BIRD's route learned by now");
     run(
         "ip",
-        &["-n", &lab.router.name, "link", "set", "eth0", "down"],
+        &[
+            "netns",
+            "exec",
+            &lab.router.name,
+            "nft",
+            "add table ip silent; add chain ip silent in { type filter hook input priority 0; }; add rule ip silent in tcp dport 179 drop; add rule ip silent in tcp sport 179 drop",
+        ],
     );
     let down = eventually("the hold timer to expire", || {
         let snapshot = speaker.snapshot();
@@ -662,8 +668,10 @@ async fn keepalives_hold_the_session_and_a_silent_peer_expires_the_hold_timer() 
     eprintln!("hold timer scenario took {:?}", started.elapsed());
 }
 
-/// Segments with data (PSH) the router received from the node on port 179, counted by an
-/// nftables counter in the router's namespace (the test's own table).
+/// Segments with data (PSH) the router received from the node's BGP session, counted by
+/// nftables counters in the router's namespace (the test's own table). Either side may have
+/// opened the connection: BIRD on the node also accepts the router's (the NetGauze speaker
+/// only connected), so both directions of port 179 count.
 fn bgp_segments_from_node(lab: &Lab) -> u64 {
     let out = run(
         "ip",
@@ -698,13 +706,13 @@ async fn a_keepalive_interval_shorter_than_a_third_of_the_hold_time_is_honoured(
         keepalive: 1,
         ..node_config(NODE_AS, ROUTER_AS, POD_SUBNET)
     };
-    let speaker = Speaker::start(config, Some(lab.node.name.clone()));
+    let speaker = lab.speaker(config);
     eventually("the speaker's session to be Established", || {
         established(&speaker)
     })
     .await;
     let rule = format!(
-        "add table ip cwtest; add chain ip cwtest in {{ type filter hook input priority 0; }}; add rule ip cwtest in ip saddr {NODE_IP} tcp dport 179 tcp flags & psh == psh counter"
+        "add table ip cwtest; add chain ip cwtest in {{ type filter hook input priority 0; }}; add rule ip cwtest in ip saddr {NODE_IP} tcp sport 179 tcp flags & psh == psh counter; add rule ip cwtest in ip saddr {NODE_IP} tcp dport 179 tcp flags & psh == psh counter"
     );
     run("ip", &["netns", "exec", &lab.router.name, "nft", &rule]);
     // With keepalives only every third of the negotiated hold time (10 s), at most one would
@@ -732,7 +740,7 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
             port: BGP_PORT,
         },
     );
-    let speaker = Speaker::start(config, Some(lab.node.name.clone()));
+    let speaker = lab.speaker(config);
 
     let sessions = eventually("BIRD's session Established, the other one failing", || {
         let snapshot = speaker.snapshot();
@@ -761,4 +769,295 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
     );
     learned(&speaker, STATIC_PREFIX, ROUTER_IP).expect("routes from the router that answers");
     speaker.shutdown().await;
+}
+
+/// Whether `pid` is a live process (gone or a zombie is not).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+/// The speaker's BIRD process id, once it runs.
+async fn speaker_pid(speaker: &Speaker) -> u32 {
+    eventually("the speaker's BIRD to run", || {
+        speaker
+            .pid()
+            .filter(|pid| alive(*pid))
+            .ok_or_else(|| "no BIRD yet".to_owned())
+    })
+    .await
+}
+
+/// BIRD's `since` of the session as `show protocols` prints it (a time of day), which moves
+/// whenever the session restarts.
+fn bird_since(lab: &Lab) -> String {
+    lab.bird
+        .protocol_line()
+        .split_whitespace()
+        .nth(4)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfiguration_keeps_unchanged_sessions_up_and_shutdown_leaves_no_bird() {
+    let nobody = Ipv4Addr::new(192, 168, 91, 9);
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
+    let up = eventually("the session to be Established", || established(&speaker)).await;
+    eventually("BIRD to hold the pod subnet", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    let pid = speaker_pid(&speaker).await;
+    let router_since = bird_since(&lab);
+
+    // A second peer, a new prefix, a peer dropped again: BIRD is reconfigured three times,
+    // and the router's session is never touched.
+    let mut config = node_config(NODE_AS, ROUTER_AS, NEW_POD_SUBNET);
+    config.peers.push(PeerConfig {
+        address: nobody,
+        asn: ROUTER_AS,
+        port: BGP_PORT,
+    });
+    speaker.update(config);
+    eventually(
+        "a second session, failing, next to the Established one",
+        || {
+            let snapshot = speaker.snapshot();
+            match snapshot.sessions.as_slice() {
+                [router, other] if other.peer == nobody && router.state == "Established" => Ok(()),
+                _ => Err(format!("{snapshot:?}")),
+            }
+        },
+    )
+    .await;
+    eventually("BIRD to hold the new pod subnet", || {
+        lab.bird.route_via(NEW_POD_SUBNET, NODE_IP)
+    })
+    .await;
+    speaker.update(node_config(NODE_AS, ROUTER_AS, NEW_POD_SUBNET));
+    eventually("the second session to be gone", || {
+        let snapshot = speaker.snapshot();
+        (snapshot.sessions.len() == 1)
+            .then_some(())
+            .ok_or(format!("{snapshot:?}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = established(&speaker).expect("the session stays Established");
+    assert_eq!(still.since, up.since, "the speaker's session did not flap");
+    assert_eq!(
+        bird_since(&lab),
+        router_since,
+        "the router's session did not flap"
+    );
+    assert_eq!(
+        speaker.pid(),
+        Some(pid),
+        "BIRD was reconfigured, not restarted"
+    );
+
+    speaker.shutdown().await;
+    assert!(!alive(pid), "BIRD {pid} is still running after shutdown");
+    let left = fs::read_dir(lab.speaker_options().dir)
+        .expect("the speaker's directory")
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect::<Vec<_>>();
+    assert!(
+        !left.iter().any(|f| f == "bird.ctl" || f == "bird.pid"),
+        "socket or pid file left: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_bird_is_started_again_and_its_sessions_come_back() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
+    eventually("the session to be Established", || established(&speaker)).await;
+    let first = speaker_pid(&speaker).await;
+
+    run("kill", &["-KILL", &first.to_string()]);
+    let down = eventually("the session to say BIRD exited", || {
+        let snapshot = speaker.snapshot();
+        let session = session(&snapshot)?;
+        if session.message.contains("BIRD exited") {
+            Ok(session)
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    assert_eq!(down.state, "Idle");
+    eventually("the session to be Established again", || {
+        established(&speaker)
+    })
+    .await;
+    eventually("the speaker to learn BIRD's static route again", || {
+        learned(&speaker, STATIC_PREFIX, ROUTER_IP)
+    })
+    .await;
+    let second = speaker_pid(&speaker).await;
+    assert_ne!(first, second, "a new BIRD");
+    assert!(!alive(first));
+    assert_eq!(speaker.restarts(), 1);
+
+    // Dropped without a shutdown (as when the agent's task ends): BIRD goes with it.
+    drop(speaker);
+    eventually("the dropped speaker's BIRD to be gone", || {
+        if alive(second) {
+            Err(format!("BIRD {second} still runs"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bird_left_by_a_killed_agent_is_replaced_by_the_next_speaker() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let options = lab.speaker_options();
+    // What an agent killed with SIGKILL leaves: a BIRD on the speaker's directory, which the
+    // agent can no longer stop (here daemonised, so no process of the test waits for it).
+    fs::create_dir_all(&options.dir).expect("the speaker's directory");
+    let conf = options.dir.join("bird.conf");
+    fs::write(
+        &conf,
+        format!("router id {NODE_IP};\nprotocol device {{ }}\n"),
+    )
+    .expect("write the leftover's configuration");
+    let (ctl, pidfile) = (options.dir.join("bird.ctl"), options.dir.join("bird.pid"));
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.node.name,
+            "bird",
+            "-c",
+            &conf.display().to_string(),
+            "-s",
+            &ctl.display().to_string(),
+            "-P",
+            &pidfile.display().to_string(),
+        ],
+    );
+    let leftover: u32 = eventually("the leftover BIRD's pid file", || {
+        fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| "no pid file yet".to_owned())
+    })
+    .await;
+    assert!(alive(leftover));
+
+    let speaker = Speaker::start(node_config(NODE_AS, ROUTER_AS, POD_SUBNET), options);
+    eventually("the session to be Established", || established(&speaker)).await;
+    assert!(!alive(leftover), "the leftover BIRD {leftover} still runs");
+    let pid = speaker_pid(&speaker).await;
+    speaker.shutdown().await;
+    assert!(!alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_bird_refuses_is_reported_and_nothing_runs() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let options = BirdOptions {
+        // `false -p -c FILE` fails as BIRD does on a configuration it refuses.
+        program: "false".into(),
+        ..lab.speaker_options()
+    };
+    let speaker = Speaker::start(node_config(NODE_AS, ROUTER_AS, POD_SUBNET), options);
+    let session = eventually("the session to say BIRD refused the configuration", || {
+        let snapshot = speaker.snapshot();
+        let session = session(&snapshot)?;
+        if session.message.contains("BIRD refused the configuration") {
+            Ok(session)
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    assert_eq!(session.state, "Idle");
+    assert_eq!(speaker.pid(), None, "no BIRD started");
+    speaker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_keeps_the_nodes_route_at_a_graceful_restart_aware_router() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
+    eventually("the session to be Established", || established(&speaker)).await;
+    eventually("BIRD to hold the pod subnet via the node", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    let router_since = bird_since(&lab);
+    let first = speaker_pid(&speaker).await;
+
+    // The router's table, read every 50 ms from a thread while the speaker restarts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = std::sync::Arc::clone(&stop);
+        let ctl = lab.bird.ctl.display().to_string();
+        std::thread::spawn(move || {
+            let mut looks = 0;
+            let mut gaps = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = output("birdc", &["-s", &ctl, "show", "route", POD_SUBNET]);
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                looks += 1;
+                if !text.contains(&format!("via {NODE_IP} ")) {
+                    gaps.push(text);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (looks, gaps)
+        })
+    };
+
+    // The agent stops for a restart: BIRD exits without withdrawing; a new speaker on the
+    // same directory starts BIRD in graceful-restart recovery.
+    speaker.stop_for_restart().await;
+    assert!(
+        !alive(first),
+        "BIRD {first} still runs after stop_for_restart"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let speaker = lab.speaker(node_config(NODE_AS, ROUTER_AS, POD_SUBNET));
+    eventually("the session to be Established again", || {
+        established(&speaker)
+    })
+    .await;
+    eventually("the router's session to be a new one", || {
+        let since = bird_since(&lab);
+        if since != router_since && lab.bird.protocol_line().contains("Established") {
+            Ok(())
+        } else {
+            Err(lab.bird.protocol_line())
+        }
+    })
+    .await;
+    eventually("the speaker to learn BIRD's static route", || {
+        learned(&speaker, STATIC_PREFIX, ROUTER_IP)
+    })
+    .await;
+    // A while longer: the router drops stale routes once the restarted BIRD's table is in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (looks, gaps) = watcher.join().expect("the watcher");
+    assert!(looks > 20, "the router was read {looks} times only");
+    assert!(
+        gaps.is_empty(),
+        "the router lost the node's route {} of {looks} times during the restart, e.g.:\n{}",
+        gaps.len(),
+        gaps[0]
+    );
+    let pid = speaker_pid(&speaker).await;
+    speaker.shutdown().await;
+    assert!(!alive(pid));
 }

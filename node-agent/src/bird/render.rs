@@ -1,0 +1,458 @@
+//! `bird.conf` from a [`SpeakerConfig`] (pure): what BIRD runs as this node's BGP speaker.
+//!
+//! The text is a function of the configuration alone (peers in address order, prefixes
+//! sorted and deduplicated), so the same configuration always renders the same bytes and
+//! [`crate::bird::Speaker::update`] reconfigures BIRD only when something changed. What it
+//! asks of BIRD, and why:
+//! - **No `protocol kernel`.** BIRD never writes the kernel: the agent stays the one owner of
+//!   the node's routes and installs what BIRD learned itself (`plan::routed`), so a route
+//!   appears, changes and goes through the same plan, diff and apply as every other one.
+//! - **Export only the node's own prefixes**, from one static protocol per address family
+//!   (`advertised4`), with the node address as next hop. Changing the prefixes changes only
+//!   that static protocol: BIRD re-announces without restarting any session.
+//! - **Import everything**; `allow local as` accepts routes whose path already carries the
+//!   node's AS (every node of a network shares one AS; routers call it allowas-in). The node
+//!   never re-announces what it learns, so no loop can form through it.
+//! - **Peers on the node's segment** (`direct`, iBGP too): the plan installs only routes whose
+//!   next hop is on the segment, and direct sessions notice a link going down at once. BIRD
+//!   connects to each peer and also accepts its connections, on port 179 of the node address
+//!   only (`strict bind`).
+//! - **Graceful restart on**: an agent that stops for a restart does not withdraw the node's
+//!   subnet at GR-aware routers (BIRD routers are by default); they keep it until the new
+//!   BIRD has sent its routes again. `graceful restart wait` bounds how long a restarted BIRD
+//!   holds its announcements back while some peer does not answer.
+//! - **Short retries**: `connect delay time 1` (BIRD's default waits 5 s before the first
+//!   attempt after a session restarts), `connect retry time 1` and `error wait time 1, 5`
+//!   bring a session back about a second after its router returns, 5 s at most after
+//!   repeated errors.
+//!
+//! One channel block per address family ([`Family`]): IPv6 unicast is one more variant with
+//! its static protocol and channel keyword, nothing else changes shape.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::bgp::{PeerConfig, SpeakerConfig};
+
+/// How long a restarted BIRD (`bird -R`) holds back its announcements while some peer has
+/// not sent all its routes yet, in seconds. Far below the restart time routers keep our
+/// routes for (120 s), so they get them again before they would drop them.
+pub const GRACEFUL_RESTART_WAIT: u16 = 10;
+
+/// The restart time BIRD offers in its graceful-restart capability: how long routers keep
+/// the node's routes after its BGP speaker went away without withdrawing them.
+pub const GRACEFUL_RESTART_TIME: u16 = 120;
+
+/// An address family the node announces and learns. Only IPv4 unicast today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4,
+}
+
+impl Family {
+    /// BIRD's channel keyword.
+    #[must_use]
+    pub fn channel(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+        }
+    }
+
+    /// The static protocol holding the node's own prefixes of this family.
+    #[must_use]
+    pub fn advertised(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "advertised4",
+        }
+    }
+}
+
+/// BIRD's name of the session to `address`, e.g. `peer_192_168_1_1`: deterministic, and only
+/// letters, digits and underscores (valid without quoting).
+#[must_use]
+pub fn protocol_name(address: IpAddr) -> String {
+    let text = address.to_string();
+    let body: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("peer_{body}")
+}
+
+/// A BIRD string literal: double quotes around `text`, with `"` and `\` escaped.
+#[must_use]
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// The hold time and keepalive interval BIRD is given: a hold time of 1 or 2 s becomes 3 s
+/// (RFC 4271 §4.2), the keepalive is at least 1 s and at most a third of the hold time, or
+/// none when the hold time is 0.
+#[must_use]
+pub fn timers(config: &SpeakerConfig) -> (u16, Option<u16>) {
+    let hold_time = match config.hold_time {
+        0 => 0,
+        held => held.max(3),
+    };
+    let keepalive = (hold_time != 0).then(|| config.keepalive.clamp(1, hold_time / 3));
+    (hold_time, keepalive)
+}
+
+/// The peers BIRD gets sessions for: one per address, the first entry winning, in address
+/// order.
+#[must_use]
+pub fn peers(config: &SpeakerConfig) -> Vec<PeerConfig> {
+    let mut seen = BTreeSet::new();
+    let mut peers: Vec<PeerConfig> = config
+        .peers
+        .iter()
+        .filter(|p| seen.insert(p.address))
+        .copied()
+        .collect();
+    peers.sort_by_key(|p| p.address);
+    peers
+}
+
+/// The prefixes announced, truncated to their network address and deduplicated.
+#[must_use]
+pub fn advertised(config: &SpeakerConfig) -> BTreeSet<Ipv4Net> {
+    config.advertise.iter().map(Ipv4Net::trunc).collect()
+}
+
+/// The whole `bird.conf`.
+#[must_use]
+pub fn render(config: &SpeakerConfig) -> String {
+    let mut out = String::new();
+    let (hold_time, keepalive) = timers(config);
+    let _ = writeln!(
+        out,
+        "# Written by causeway-node-agent from its PodNetwork's spec.routed.bgp; changes are overwritten.\n\
+         # BIRD announces the node's subnet and learns the routers' routes; it never writes the\n\
+         # kernel (no kernel protocol): the agent installs the learned routes itself."
+    );
+    let _ = writeln!(out, "router id {};", config.router_id);
+    let _ = writeln!(out, "log stderr all;");
+    let _ = writeln!(out, "graceful restart wait {GRACEFUL_RESTART_WAIT};");
+    let _ = writeln!(out, "protocol device {{ scan time 10; }}");
+    let prefixes: Vec<IpNet> = advertised(config).into_iter().map(IpNet::V4).collect();
+    static_protocol(&mut out, Family::Ipv4, &prefixes);
+    for peer in peers(config) {
+        session(
+            &mut out,
+            config,
+            &peer,
+            hold_time,
+            keepalive,
+            &[Family::Ipv4],
+        );
+    }
+    out
+}
+
+/// The node's own prefixes of `family`, in BIRD's table only (`unreachable` there; BIRD
+/// never installs them anywhere).
+fn static_protocol(out: &mut String, family: Family, prefixes: &[IpNet]) {
+    let _ = writeln!(out, "protocol static {} {{", family.advertised());
+    let _ = writeln!(out, "  {};", family.channel());
+    for prefix in prefixes {
+        let _ = writeln!(out, "  route {prefix} unreachable;");
+    }
+    let _ = writeln!(out, "}}");
+}
+
+fn session(
+    out: &mut String,
+    config: &SpeakerConfig,
+    peer: &PeerConfig,
+    hold_time: u16,
+    keepalive: Option<u16>,
+    families: &[Family],
+) {
+    let local: Ipv4Addr = config.next_hop;
+    let _ = writeln!(
+        out,
+        "protocol bgp {} {{",
+        protocol_name(IpAddr::V4(peer.address))
+    );
+    let _ = writeln!(out, "  local {local} as {};", config.local_asn);
+    let _ = writeln!(
+        out,
+        "  neighbor {} port {} as {};",
+        peer.address, peer.port, peer.asn
+    );
+    let _ = writeln!(out, "  direct;");
+    // BIRD also accepts the peer's connections: on the node address only, so other BGP
+    // daemons on the node's other addresses are left alone.
+    let _ = writeln!(out, "  strict bind on;");
+    let _ = writeln!(out, "  hold time {hold_time};");
+    if let Some(keepalive) = keepalive {
+        let _ = writeln!(out, "  keepalive time {keepalive};");
+    }
+    // BIRD waits 5 s by default before its first connection attempt after a (re)start of
+    // the session; 1 s brings a session back about a second after its router returns.
+    let _ = writeln!(out, "  connect delay time 1;");
+    let _ = writeln!(out, "  connect retry time 1;");
+    let _ = writeln!(out, "  error wait time 1, 5;");
+    let _ = writeln!(out, "  allow local as;");
+    let _ = writeln!(out, "  graceful restart on;");
+    let _ = writeln!(out, "  graceful restart time {GRACEFUL_RESTART_TIME};");
+    for family in families {
+        let _ = writeln!(out, "  {} {{", family.channel());
+        let _ = writeln!(out, "    import all;");
+        let _ = writeln!(
+            out,
+            "    export where proto = {};",
+            quote(family.advertised())
+        );
+        let _ = writeln!(out, "    next hop self;");
+        if peer.asn == config.local_asn {
+            // iBGP: a direct next hop, as for eBGP (BIRD would resolve it recursively).
+            let _ = writeln!(out, "    gateway direct;");
+        }
+        let _ = writeln!(out, "  }};");
+    }
+    let _ = writeln!(out, "}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bgp::BGP_PORT;
+
+    const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 1);
+    const R1: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 2);
+    const R2: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 1);
+
+    fn peer(address: Ipv4Addr, asn: u32) -> PeerConfig {
+        PeerConfig {
+            address,
+            asn,
+            port: BGP_PORT,
+        }
+    }
+
+    fn config(peers: &[PeerConfig]) -> SpeakerConfig {
+        SpeakerConfig {
+            local_asn: 65001,
+            router_id: NODE,
+            hold_time: 9,
+            keepalive: 3,
+            peers: peers.to_vec(),
+            advertise: vec!["10.244.1.0/24".parse().expect("prefix")],
+            next_hop: NODE,
+        }
+    }
+
+    /// The lines of the block that starts with `header`, trimmed, up to its closing brace.
+    fn block(text: &str, header: &str) -> Vec<String> {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(header));
+        let mut out = Vec::new();
+        for line in lines.by_ref() {
+            out.push(line.trim().to_owned());
+            if line == "}" {
+                break;
+            }
+        }
+        assert!(!out.is_empty(), "no block {header:?} in:\n{text}");
+        out
+    }
+
+    #[test]
+    fn names_are_deterministic_and_need_no_quoting() {
+        for (address, name) in [
+            ("192.168.1.1", "peer_192_168_1_1"),
+            ("10.0.0.254", "peer_10_0_0_254"),
+            ("fd00::1", "peer_fd00__1"),
+        ] {
+            let address: IpAddr = address.parse().expect("address");
+            assert_eq!(protocol_name(address), name);
+        }
+    }
+
+    #[test]
+    fn strings_are_quoted_with_quotes_and_backslashes_escaped() {
+        for (text, quoted) in [
+            (
+                "/run/causeway/bird/bird.conf",
+                "\"/run/causeway/bird/bird.conf\"",
+            ),
+            ("a\"b", "\"a\\\"b\""),
+            ("c:\\d", "\"c:\\\\d\""),
+            ("", "\"\""),
+        ] {
+            assert_eq!(quote(text), quoted, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_session_per_peer_announces_only_the_nodes_prefixes_and_never_writes_the_kernel() {
+        let text = render(&config(&[peer(R1, 65000)]));
+        assert!(text.contains("router id 192.168.91.1;\n"), "{text}");
+        assert!(!text.contains("protocol kernel"), "{text}");
+        assert_eq!(
+            block(&text, "protocol static advertised4"),
+            [
+                "protocol static advertised4 {",
+                "ipv4;",
+                "route 10.244.1.0/24 unreachable;",
+                "}"
+            ]
+        );
+        assert_eq!(
+            block(&text, "protocol bgp peer_192_168_91_2"),
+            [
+                "protocol bgp peer_192_168_91_2 {",
+                "local 192.168.91.1 as 65001;",
+                "neighbor 192.168.91.2 port 179 as 65000;",
+                "direct;",
+                "strict bind on;",
+                "hold time 9;",
+                "keepalive time 3;",
+                "connect delay time 1;",
+                "connect retry time 1;",
+                "error wait time 1, 5;",
+                "allow local as;",
+                "graceful restart on;",
+                "graceful restart time 120;",
+                "ipv4 {",
+                "import all;",
+                "export where proto = \"advertised4\";",
+                "next hop self;",
+                "};",
+                "}",
+            ]
+        );
+    }
+
+    #[test]
+    fn ibgp_peers_use_a_direct_gateway_and_ports_and_ases_come_from_the_peer() {
+        let text = render(&config(&[PeerConfig {
+            address: R1,
+            asn: 65001,
+            port: 1179,
+        }]));
+        let session = block(&text, "protocol bgp peer_192_168_91_2");
+        assert!(
+            session.contains(&"neighbor 192.168.91.2 port 1179 as 65001;".to_owned()),
+            "{session:?}"
+        );
+        assert!(
+            session.contains(&"gateway direct;".to_owned()),
+            "{session:?}"
+        );
+        let ebgp = render(&config(&[peer(R1, 65000)]));
+        assert!(!ebgp.contains("gateway direct"), "{ebgp}");
+    }
+
+    #[test]
+    fn timers_are_made_valid() {
+        for (hold_time, keepalive, hold_line, keepalive_line) in [
+            (90, 30, "hold time 90;", Some("keepalive time 30;")),
+            (3, 1, "hold time 3;", Some("keepalive time 1;")),
+            (0, 30, "hold time 0;", None),
+            (1, 1, "hold time 3;", Some("keepalive time 1;")),
+            (2, 0, "hold time 3;", Some("keepalive time 1;")),
+            (9, 10, "hold time 9;", Some("keepalive time 3;")),
+            (30, 1, "hold time 30;", Some("keepalive time 1;")),
+        ] {
+            let text = render(&SpeakerConfig {
+                hold_time,
+                keepalive,
+                ..config(&[peer(R1, 65000)])
+            });
+            let session = block(&text, "protocol bgp");
+            assert!(
+                session.contains(&hold_line.to_owned()),
+                "{hold_time}/{keepalive}: {session:?}"
+            );
+            let keepalives: Vec<&String> = session
+                .iter()
+                .filter(|l| l.starts_with("keepalive"))
+                .collect();
+            assert_eq!(
+                keepalives.first().map(|l| l.as_str()),
+                keepalive_line,
+                "{hold_time}/{keepalive}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_configuration_renders_the_same_text_whatever_the_order() {
+        let a = config(&[peer(R1, 65000), peer(R2, 65000)]);
+        let mut b = config(&[peer(R2, 65000), peer(R1, 65000)]);
+        b.advertise = ["10.244.9.0/24", "10.244.1.7/24", "10.244.1.0/24"]
+            .iter()
+            .map(|p| p.parse().expect("prefix"))
+            .collect();
+        let mut a2 = a.clone();
+        a2.advertise = b.advertise.clone();
+        assert_eq!(render(&a2), render(&b));
+        assert_eq!(render(&a), render(&a.clone()));
+        let text = render(&b);
+        let sessions: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("protocol bgp"))
+            .collect();
+        assert_eq!(
+            sessions,
+            [
+                "protocol bgp peer_192_168_60_1 {",
+                "protocol bgp peer_192_168_91_2 {"
+            ],
+            "address order"
+        );
+        assert_eq!(
+            block(&text, "protocol static"),
+            [
+                "protocol static advertised4 {",
+                "ipv4;",
+                "route 10.244.1.0/24 unreachable;",
+                "route 10.244.9.0/24 unreachable;",
+                "}"
+            ],
+            "truncated, deduplicated, sorted"
+        );
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_one_session_and_the_first_entry_wins() {
+        let text = render(&config(&[peer(R1, 65000), peer(R1, 65009)]));
+        assert_eq!(text.matches("protocol bgp").count(), 1, "{text}");
+        assert!(text.contains("as 65000;"), "{text}");
+    }
+
+    #[test]
+    fn changing_prefixes_changes_only_the_static_protocol() {
+        let before = render(&config(&[peer(R1, 65000)]));
+        let after = render(&SpeakerConfig {
+            advertise: vec!["10.244.2.0/24".parse().expect("prefix")],
+            ..config(&[peer(R1, 65000)])
+        });
+        assert_eq!(
+            block(&before, "protocol bgp"),
+            block(&after, "protocol bgp"),
+            "sessions unchanged, so BIRD keeps them up"
+        );
+        assert_ne!(before, after);
+    }
+
+    #[test]
+    fn no_peers_still_renders_a_valid_configuration() {
+        let text = render(&config(&[]));
+        assert!(!text.contains("protocol bgp"), "{text}");
+        assert!(text.contains("protocol static advertised4"), "{text}");
+    }
+}
