@@ -28,6 +28,8 @@ pub struct Neighbour {
     pub address: Ipv4Addr,
     /// The node's AS.
     pub asn: u32,
+    /// The TCP MD5 password the session requires, if any.
+    pub password: Option<String>,
 }
 
 /// The router's BGP configuration.
@@ -60,9 +62,14 @@ impl Config {
                    local as {local};\n  \
                    neighbor {addr} as {peer};\n  \
                    hold time {hold}; keepalive time {keep};\n  \
-                   connect retry time 1; error wait time 1, 4;\n  \
+                   connect retry time 1; error wait time 1, 4;\n{password}  \
                    ipv4 {{ import all; export all;{nh} }};\n{rr}\
                  }}\n",
+                password = n
+                    .password
+                    .as_ref()
+                    .map(|p| format!("  password \"{p}\";\n"))
+                    .unwrap_or_default(),
                 name = n.name,
                 local = self.asn,
                 addr = n.address,
@@ -118,6 +125,17 @@ impl Bird {
             || bird.birdc(&["show", "status"]).map(drop),
         )?;
         Ok(bird)
+    }
+
+    /// Writes `config` and has the running BIRD read it (`birdc configure`): sessions whose
+    /// settings changed restart, the others stay up.
+    pub fn reconfigure(&self, config: &Config) -> Result<()> {
+        std::fs::write(&self.conf, config.render())?;
+        let out = self.birdc(&["configure"])?;
+        if !out.contains("Reconfigured") && !out.contains("Reconfiguration in progress") {
+            bail!("birdc configure: {}", out.trim());
+        }
+        Ok(())
     }
 
     /// Stops BIRD (by pid) and removes its control socket.

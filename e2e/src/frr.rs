@@ -56,6 +56,9 @@ pub fn render(config: &Config) -> String {
             peer = n.asn,
             name = n.name,
         ));
+        if let Some(password) = &n.password {
+            conf.push_str(&format!(" neighbor {} password {password}\n", n.address));
+        }
     }
     conf.push_str(" address-family ipv4 unicast\n");
     for n in config.neighbours.iter().filter(|n| n.asn == config.asn) {
@@ -217,11 +220,13 @@ mod tests {
                     name: "node_a".into(),
                     address: Ipv4Addr::new(192, 168, 50, 11),
                     asn: 64512,
+                    password: None,
                 },
                 Neighbour {
                     name: "node_b".into(),
                     address: Ipv4Addr::new(192, 168, 50, 12),
                     asn: 64500,
+                    password: Some("s3cret".into()),
                 },
             ],
             hold_time: 9,
@@ -234,6 +239,7 @@ mod tests {
             " timers bgp 3 9",
             " neighbor 192.168.50.11 remote-as 64512",
             " neighbor 192.168.50.12 remote-as 64500",
+            " neighbor 192.168.50.12 password s3cret",
             "  neighbor 192.168.50.12 route-reflector-client",
         ] {
             assert!(conf.lines().any(|l| l == line), "{line:?} missing:\n{conf}");

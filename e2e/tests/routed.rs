@@ -83,6 +83,10 @@ fn main() -> ExitCode {
                 bgp_with_frr,
             ),
             testing::test(
+                "bgp_a_password_from_a_secret_missing_wrong_then_right_is_reported_then_established",
+                bgp_password,
+            ),
+            testing::test(
                 "bgp_a_deleted_node_is_withdrawn_from_bird_and_every_node",
                 bgp_node_deleted,
             ),
@@ -562,6 +566,7 @@ fn bird_config(c: &Cluster) -> Result<causeway_e2e::bird::Config> {
             name: node.replace('-', "_"),
             address: node_address(c, node)?,
             asn: NODE_ASN,
+            password: None,
         });
     }
     Ok(causeway_e2e::bird::Config {
@@ -871,6 +876,140 @@ fn bgp_with_frr(c: &Cluster) -> Result<()> {
     *lock(&BIRD) = Some(causeway_e2e::bird::Bird::start(c, "r1", &config)?);
     wait_for(
         "BGP converged on BIRD again",
+        Duration::from_secs(45),
+        || bgp_converged(c, &ALL),
+    )?;
+    result
+}
+
+/// node-d's NodeSubnet: Ready's (status, reason, message) and its BGP sessions.
+fn node_d_ready(c: &Cluster) -> Result<(String, String, String, Value)> {
+    let subnet = deploy::node_subnets(c, "bgp")?
+        .into_iter()
+        .find(|s| s["spec"]["nodeName"] == "node-d")
+        .context("node-d has no NodeSubnet")?;
+    let ready = subnet["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .context("no Ready yet")?;
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
+    Ok((
+        text("status"),
+        text("reason"),
+        text("message"),
+        subnet["status"]["bgpSessions"].clone(),
+    ))
+}
+
+/// Issue #17: a TCP MD5 password read from a Secret, end to end with the agents' real
+/// (node-bound) credentials. The rack-b peer asks for Secret `r1-bgp`: while it does not
+/// exist, node-d says so (`BgpPeerMisconfigured`, naming the peer, the Secret and the
+/// command); with a key r1 does not share, the session stays down with the hint; once r1
+/// uses the same key, it is Established and pods cross r1 again. The other nodes' sessions
+/// never notice.
+fn bgp_password(c: &Cluster) -> Result<()> {
+    let pods = SUITE.pods();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
+        "the BGP network is not up"
+    );
+    let ns = deploy::NAMESPACE;
+    let mut network = bgp_network();
+    network["spec"]["routed"]["bgp"]["peers"][1]["password"] =
+        serde_json::json!({"secretRef": {"name": "r1-bgp"}});
+    c.kubectl_stdin(&["apply", "-f", "-"], &network.to_string())?;
+    let result = (|| -> Result<()> {
+        let (_, _, message, _) = wait_for(
+            "node-d reports the missing Secret",
+            Duration::from_secs(30),
+            || {
+                let ready = node_d_ready(c)?;
+                ensure!(ready.1 == "BgpPeerMisconfigured", "Ready: {ready:?}");
+                Ok(ready)
+            },
+        )?;
+        for words in [
+            "192.168.60.1 (AS 64500)",
+            &format!("Secret {ns}/r1-bgp does not exist"),
+            &format!("kubectl -n {ns} create secret generic r1-bgp --from-literal=password="),
+        ] {
+            ensure!(message.contains(words), "{words:?} not in {message:?}");
+        }
+        println!("    missing Secret: {message}");
+        // rack-a's sessions are untouched.
+        for node in RACK_A {
+            let subnet = deploy::node_subnets(c, "bgp")?
+                .into_iter()
+                .find(|s| s["spec"]["nodeName"] == node)
+                .context("no NodeSubnet")?;
+            ensure!(
+                subnet["status"]["bgpSessions"][0]["state"] == "Established",
+                "{node}: {}",
+                subnet["status"]["bgpSessions"]
+            );
+        }
+        // A key r1 does not know: the session stays down, and says what to check.
+        c.kubectl(&[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            "r1-bgp",
+            "--from-literal=password=causeway-r1",
+        ])?;
+        let (_, reason, message, _) = wait_for(
+            "node-d's session down with the password hint",
+            Duration::from_secs(45),
+            || {
+                let ready = node_d_ready(c)?;
+                ensure!(
+                    ready.1 == "BgpSessionsDown" && ready.2.contains("same key"),
+                    "Ready: {ready:?}"
+                );
+                Ok(ready)
+            },
+        )?;
+        println!("    a key r1 does not share: {reason}: {message}");
+        // r1 asks node-d for the same key: Established, routes back, pods cross r1.
+        let mut config = bird_config(c)?;
+        for n in &mut config.neighbours {
+            if n.name == "node_d" {
+                n.password = Some("causeway-r1".into());
+            }
+        }
+        lock(&BIRD)
+            .as_ref()
+            .context("BIRD is not running")?
+            .reconfigure(&config)?;
+        wait_for(
+            "node-d Established with the password",
+            Duration::from_secs(45),
+            || {
+                let ready = node_d_ready(c)?;
+                ensure!(
+                    ready.0 == "True" && ready.3[0]["state"] == "Established",
+                    "Ready: {ready:?}"
+                );
+                Ok(())
+            },
+        )?;
+        wait_for("routes installed", Duration::from_secs(15), || {
+            bgp_routes_ok(c, &ALL)
+        })?;
+        matrix_with(c, &pods, &ALL)
+    })();
+    // Back to the suite's network and router, password-free.
+    c.kubectl_stdin(&["apply", "-f", "-"], &bgp_network().to_string())?;
+    let _ = c.kubectl(&["-n", ns, "delete", "secret", "r1-bgp", "--ignore-not-found"]);
+    if let Some(bird) = lock(&BIRD).as_ref() {
+        bird.reconfigure(&bird_config(c)?)?;
+    }
+    wait_for(
+        "BGP converged without the password",
         Duration::from_secs(45),
         || bgp_converged(c, &ALL),
     )?;

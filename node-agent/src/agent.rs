@@ -35,7 +35,7 @@ use causeway_kube::events::{Kind, Publisher, Record};
 use causeway_kube::heartbeat;
 use futures::{FutureExt, StreamExt};
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
@@ -135,6 +135,8 @@ pub struct Agent<D: Dataplane = Netlink> {
     gateways: Store<OverlayGateway>,
     /// The `default/kubernetes` EndpointSlices: the API servers' own addresses.
     api_endpoints: Store<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    /// The Secrets of the agent's namespace: BGP passwords.
+    secrets: Store<Secret>,
     /// One elector per gateway this node is a candidate bridge host for.
     electors: BTreeMap<String, Elector>,
     events: Publisher,
@@ -199,6 +201,22 @@ pub async fn run(
     );
     let (gateways, gateway_events) = cached::<OverlayGateway>(&client, watcher::Config::default());
     let (api_endpoints, api_endpoint_events) = causeway_kube::apiserver::cached(&client);
+    // BGP passwords: the Secrets of the agent's own namespace (the chart's Role allows no
+    // other). Best effort, like the endpoints: without them, peers with a password are
+    // reported, not configured.
+    let (secrets, secret_events) = causeway_kube::cache::cached_from::<Secret>(
+        Api::namespaced(client.clone(), &config.namespace),
+        watcher::Config::default(),
+    );
+    let secret_events = secret_events.filter_map(|r| async move {
+        match r {
+            Ok(_) => Some(Ok(())),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the Secrets of the agent's namespace (BGP passwords)");
+                None
+            }
+        }
+    });
     let subnet_events = subnet_events.map(|r| r.map(|_| ()));
     let network_events = network_events.map(|r| r.map(|_| ()));
     let node_events = node_events.map(|r| r.map(|_| ()));
@@ -215,6 +233,7 @@ pub async fn run(
     });
     let mut changes = futures::stream::select_all([
         api_endpoint_events.boxed(),
+        secret_events.boxed(),
         subnet_events.boxed(),
         network_events.boxed(),
         node_events.boxed(),
@@ -232,6 +251,7 @@ pub async fn run(
         nodes,
         gateways,
         api_endpoints,
+        secrets,
         electors: BTreeMap::new(),
         events,
         status_written: None,
@@ -553,6 +573,8 @@ impl<D: Dataplane> Agent<D> {
             labels: &labels,
             learned: &self.learned,
             api_servers: &api_servers,
+            secrets: &secret_data(&self.secrets),
+            namespace: &self.config.namespace,
             apply: !self.config.dry_run,
         };
         let pass::Pass {
@@ -573,6 +595,27 @@ impl<D: Dataplane> Agent<D> {
                     .map(Time),
             })
             .collect();
+        if let Some(config) = decisions.as_ref().and_then(|d| d.speaker.as_ref()) {
+            // Peers that cannot be configured (their password): listed with the sessions,
+            // and Ready names them with a reason of their own.
+            for peer in &config.unusable {
+                let address = peer.address.to_string();
+                outcome.bgp.retain(|s| s.peer_address != address);
+                outcome.bgp.push(BgpSessionStatus {
+                    peer_address: address,
+                    peer_asn: i64::from(peer.asn),
+                    state: "Idle".into(),
+                    message: peer.why.clone(),
+                    since: None,
+                });
+                outcome
+                    .bgp_misconfigured
+                    .push(format!("{} (AS {}): {}", peer.address, peer.asn, peer.why));
+            }
+            outcome
+                .bgp
+                .sort_by_key(|s| s.peer_address.parse::<std::net::Ipv4Addr>().ok());
+        }
         if outcome.skipped != self.last_skipped {
             for line in &outcome.skipped {
                 warn!("{line}");
@@ -949,4 +992,21 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// The Secrets' data by name (BGP passwords).
+fn secret_data(store: &Store<Secret>) -> crate::bgp::peering::Secrets {
+    store
+        .state()
+        .iter()
+        .map(|secret| {
+            let data = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            (secret.name_any(), data)
+        })
+        .collect()
 }

@@ -45,6 +45,9 @@ pub struct Inputs<'a> {
     /// The API servers' addresses (the configured one and the `default/kubernetes`
     /// endpoints): never routed away, never taken by a client.
     pub api_servers: &'a [Ipv4Addr],
+    /// The Secrets of the agent's namespace (BGP passwords), and that namespace.
+    pub secrets: &'a crate::bgp::peering::Secrets,
+    pub namespace: &'a str,
     /// Apply the operations (false: a dry run, which only computes them).
     pub apply: bool,
 }
@@ -142,6 +145,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             failure: None,
             underlay_prefix: None,
             bgp: vec![],
+            bgp_misconfigured: vec![],
         },
         ops: vec![],
         decisions: None,
@@ -165,7 +169,13 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         Ok(a) => a,
         Err(e) => return fail(pass, Failure::Plan(format!("spec.nodeAddress: {e}"))),
     };
-    let speaker = match peering::speaker_config(&network.spec, own, input.labels) {
+    let speaker = match peering::speaker_config(
+        &network.spec,
+        own,
+        input.labels,
+        input.secrets,
+        input.namespace,
+    ) {
         Ok(config) => config,
         Err(e) => return fail(pass, Failure::Plan(e)),
     };
@@ -423,6 +433,8 @@ mod tests {
                     labels: &self.labels,
                     learned: &learned,
                     api_servers: &["192.168.40.2".parse().expect("ip")],
+                    secrets: &crate::bgp::peering::Secrets::new(),
+                    namespace: "causeway-system",
                     apply: self.apply,
                 },
             )

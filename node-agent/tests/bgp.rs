@@ -17,8 +17,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use causeway_crds::bgp::{Bfd, Community};
 use causeway_node_agent::bgp::{
-    BGP_PORT, BirdOptions, PeerConfig, SessionState, Snapshot, Speaker, SpeakerConfig,
+    BGP_PORT, BirdOptions, Md5Key, PeerConfig, PeerOptions, SessionState, Snapshot, Speaker,
+    SpeakerConfig, SpeakerOptions,
 };
 use ipnet::Ipv4Net;
 
@@ -293,9 +295,12 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
             address: ROUTER_IP,
             asn: peer_asn,
             port: BGP_PORT,
+            options: Default::default(),
         }],
         advertise: vec![net(advertise)],
         next_hop: NODE_IP,
+        options: Default::default(),
+        unusable: vec![],
     }
 }
 
@@ -738,6 +743,7 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
             address: nobody,
             asn: ROUTER_AS,
             port: BGP_PORT,
+            options: Default::default(),
         },
     );
     let speaker = lab.speaker(config);
@@ -822,6 +828,7 @@ async fn reconfiguration_keeps_unchanged_sessions_up_and_shutdown_leaves_no_bird
         address: nobody,
         asn: ROUTER_AS,
         port: BGP_PORT,
+        options: Default::default(),
     });
     speaker.update(config);
     eventually(
@@ -1060,4 +1067,170 @@ async fn an_agent_restart_keeps_the_nodes_route_at_a_graceful_restart_aware_rout
     let pid = speaker_pid(&speaker).await;
     speaker.shutdown().await;
     assert!(!alive(pid));
+}
+
+/// Issue #17: an iBGP router that asks for a TCP MD5 password and BFD, as a network team
+/// configures its top-of-rack switch. The node with the same password comes up, BFD runs on
+/// both ends, and the router receives the node's subnet with the communities and LOCAL_PREF
+/// `advertise` asks for; with the wrong password the session never comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_bfd_communities_and_local_preference_reach_a_router_configured_alike() {
+    let router = format!(
+        "protocol bfd {{ }}
+protocol bgp node1 {{
+  local {ROUTER_IP} as {ROUTER_AS};
+  neighbor {NODE_IP} as {ROUTER_AS};
+  rr client;
+  direct;
+  password \"s3cret\";
+  bfd on;
+  ipv4 {{ import all; export all; }};
+}}"
+    );
+    let lab = Lab::new(&bird_conf(&router));
+    let mut config = node_config(ROUTER_AS, ROUTER_AS, POD_SUBNET);
+    config.peers[0].options = PeerOptions {
+        password: Some(Md5Key("s3cret".into())),
+        bfd: Some(Bfd {
+            min_interval: Duration::from_millis(100),
+            multiplier: 3,
+        }),
+        ..PeerOptions::default()
+    };
+    config.options = SpeakerOptions {
+        communities: vec![
+            Community::Standard(65000, 100),
+            Community::Large(65000, 1, 2),
+        ],
+        local_preference: Some(150),
+        ..SpeakerOptions::default()
+    };
+    let speaker = lab.speaker(config.clone());
+    eventually("the session with a password to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    let route = eventually("the router to hold the node's subnet", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    for attribute in [
+        "BGP.community: (65000,100)",
+        "BGP.large_community: (65000, 1, 2)",
+        "BGP.local_pref: 150",
+    ] {
+        assert!(route.contains(attribute), "{attribute} not in:\n{route}");
+    }
+    let bfd = eventually("BFD Up on the router", || {
+        let sessions = lab.bird.birdc("show bfd sessions");
+        let line = sessions
+            .lines()
+            .find(|l| l.starts_with(&NODE_IP.to_string()))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("Up") {
+            Ok(line)
+        } else {
+            Err(sessions)
+        }
+    })
+    .await;
+    eprintln!("router's BFD session: {bfd}");
+
+    // The wrong password: the router drops the node's segments, and the session stays down.
+    config.peers[0].options.password = Some(Md5Key("wrong".into()));
+    speaker.update(config);
+    let down = eventually("the session with the wrong password to be down", || {
+        let snapshot = speaker.snapshot();
+        let session = session(&snapshot)?;
+        if session.state == "Established" {
+            Err(format!("{snapshot:?}"))
+        } else {
+            Ok(session)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = session(&speaker.snapshot()).expect("one session");
+    assert_ne!(still.state, "Established", "{still:?}");
+    assert!(
+        !lab.bird.protocol_line().contains("Established"),
+        "{}",
+        lab.bird.protocol_line()
+    );
+    assert!(
+        still
+            .message
+            .contains("check that both sides use the same key"),
+        "{still:?}"
+    );
+    eprintln!(
+        "with the wrong password: {} {:?}",
+        down.state, still.message
+    );
+    speaker.shutdown().await;
+}
+
+/// A passive node never connects; the router does, and the session comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passive_node_accepts_the_routers_connection() {
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
+    config.peers[0].options.passive = true;
+    let speaker = lab.speaker(config);
+    eventually("the passive session to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    eventually("the router to hold the node's subnet", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    speaker.shutdown().await;
+}
+
+/// Every option `spec.routed.bgp` offers renders a configuration BIRD itself accepts
+/// (`bird -p`): multihop, passive, a password with spaces and symbols, BFD, route-reflector client,
+/// communities, LOCAL_PREF, graceful restart on and off.
+#[test]
+fn every_option_renders_a_configuration_bird_accepts() {
+    require_tools("the BGP tests", &[("bird", "--version")], "bird2");
+    let mut ebgp = PeerConfig::new(Ipv4Addr::new(192, 168, 60, 1), ROUTER_AS, BGP_PORT);
+    ebgp.options = PeerOptions {
+        passive: true,
+        multihop: Some(3),
+        route_reflector_client: false,
+        password: Some(Md5Key("a $ecret: key~!".into())),
+        bfd: Some(Bfd {
+            min_interval: Duration::from_millis(300),
+            multiplier: 3,
+        }),
+    };
+    let mut ibgp = PeerConfig::new(ROUTER_IP, NODE_AS, BGP_PORT);
+    ibgp.options.route_reflector_client = true;
+    let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
+    config.peers = vec![ebgp, ibgp];
+    config.options = SpeakerOptions {
+        graceful_restart: Some(4095),
+        communities: vec![
+            Community::Standard(0, 65535),
+            Community::Large(4_294_967_295, 0, 1),
+        ],
+        local_preference: Some(4_294_967_295),
+    };
+    let dir = TempDir(std::env::temp_dir().join(format!("cwbgp-render-{}", std::process::id())));
+    fs::create_dir_all(&dir.0).expect("create the test's directory");
+    for graceful_restart in [Some(4095), None] {
+        config.options.graceful_restart = graceful_restart;
+        let conf = dir.0.join("bird.conf");
+        fs::write(&conf, causeway_node_agent::bird::render::render(&config)).expect("write");
+        let out = output("bird", &["-p", "-c", &conf.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "bird -p refused:\n{}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(&conf).unwrap_or_default()
+        );
+    }
 }

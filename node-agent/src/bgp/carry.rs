@@ -20,8 +20,8 @@ use ipnet::Ipv4Net;
 use super::SessionState;
 
 /// How long carried routes stay at most: as long as a router helping a graceful restart
-/// keeps the node's own routes ([`crate::bird::render::GRACEFUL_RESTART_TIME`]).
-pub const LIMIT: Duration = Duration::from_secs(crate::bird::render::GRACEFUL_RESTART_TIME as u64);
+/// keeps the node's own routes by default ([`crate::bgp::DEFAULT_RESTART_TIME`]).
+pub const LIMIT: Duration = Duration::from_secs(crate::bgp::DEFAULT_RESTART_TIME as u64);
 
 /// How long every session must have been Established before carried routes go.
 pub const SETTLE: Duration = Duration::from_secs(2);

@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 pub const BGP_PORT: u16 = 179;
 
 /// One BGP neighbour: a router this node peers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     /// The peer's address; the speaker connects to it.
     pub address: Ipv4Addr,
@@ -18,7 +18,83 @@ pub struct PeerConfig {
     pub asn: u32,
     /// The peer's TCP port ([`BGP_PORT`] normally).
     pub port: u16,
+    /// The session's options (`spec.routed.bgp.peers[]`).
+    pub options: PeerOptions,
 }
+
+impl PeerConfig {
+    /// A peer with the default options: active, directly connected, no password, no BFD.
+    #[must_use]
+    pub fn new(address: Ipv4Addr, asn: u32, port: u16) -> Self {
+        Self {
+            address,
+            asn,
+            port,
+            options: PeerOptions::default(),
+        }
+    }
+}
+
+/// What a session does beyond address, AS and port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerOptions {
+    /// Only accept the peer's connection, never connect.
+    pub passive: bool,
+    /// eBGP to a router that is not directly connected: the TTL (2-255).
+    pub multihop: Option<u8>,
+    /// iBGP: this node reflects routes to the peer (RFC 4456).
+    pub route_reflector_client: bool,
+    /// The TCP MD5 key (RFC 2385), read from its Secret.
+    pub password: Option<Md5Key>,
+    /// BFD on the session.
+    pub bfd: Option<causeway_crds::bgp::Bfd>,
+}
+
+/// A TCP MD5 key: printable ASCII without `"` and `\` (checked when read from its Secret),
+/// never shown by `Debug`, so no log line carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Md5Key(pub String);
+
+impl std::fmt::Debug for Md5Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Md5Key(<redacted>)")
+    }
+}
+
+/// A configured peer this node cannot open a session with (its password Secret is missing
+/// or unusable): reported in the NodeSubnet's status, never given to BIRD.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnusablePeer {
+    pub address: Ipv4Addr,
+    pub asn: u32,
+    /// Why, naming the field and the fix.
+    pub why: String,
+}
+
+/// What the node's own routes carry, and graceful restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeakerOptions {
+    /// Graceful restart's restart time in seconds (RFC 4724), `None` when off.
+    pub graceful_restart: Option<u16>,
+    /// Communities on the node's routes.
+    pub communities: Vec<causeway_crds::bgp::Community>,
+    /// LOCAL_PREF of the node's routes (sent to iBGP peers only).
+    pub local_preference: Option<u32>,
+}
+
+impl Default for SpeakerOptions {
+    /// Graceful restart on with 120 s, nothing attached to the routes.
+    fn default() -> Self {
+        Self {
+            graceful_restart: Some(DEFAULT_RESTART_TIME),
+            communities: Vec::new(),
+            local_preference: None,
+        }
+    }
+}
+
+/// The restart time routers keep the node's routes for when nothing else is configured.
+pub const DEFAULT_RESTART_TIME: u16 = 120;
 
 /// Everything the speaker needs; [`Speaker::update`](super::Speaker::update) takes a whole
 /// new one.
@@ -40,4 +116,8 @@ pub struct SpeakerConfig {
     pub advertise: Vec<Ipv4Net>,
     /// NEXT_HOP of the announced routes: the node address.
     pub next_hop: Ipv4Addr,
+    /// Graceful restart and what the node's routes carry.
+    pub options: SpeakerOptions,
+    /// Peers of this node that cannot be configured, with why (not rendered).
+    pub unusable: Vec<UnusablePeer>,
 }

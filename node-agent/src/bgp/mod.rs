@@ -22,5 +22,8 @@ pub mod peering;
 mod state;
 
 pub use crate::bird::{Options as BirdOptions, Speaker};
-pub use config::{BGP_PORT, PeerConfig, SpeakerConfig};
+pub use config::{
+    BGP_PORT, DEFAULT_RESTART_TIME, Md5Key, PeerConfig, PeerOptions, SpeakerConfig, SpeakerOptions,
+    UnusablePeer,
+};
 pub use state::{SessionState, Snapshot};

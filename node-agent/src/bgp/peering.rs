@@ -1,46 +1,43 @@
 //! Which routers this node peers with, and what it tells them: the BGP speaker's
-//! configuration from the PodNetwork's `routed.bgp`, this node's NodeSubnet and its Node's
-//! labels (pure).
+//! configuration from the PodNetwork's `routed.bgp`, this node's NodeSubnet, its Node's
+//! labels and the password Secrets (pure).
 //!
-//! Every node of the network uses `bgp.asn`, its node address as router ID and next hop, and
-//! announces exactly its own pod subnet. A peer applies to this node when its `nodeSelector`
-//! matches the node's labels (absent: every node), so racks can peer with their own
-//! top-of-rack routers.
+//! [`BgpSpec::for_node`](causeway_crds::v1alpha1::BgpSpec::for_node) resolves the node's AS
+//! (`nodeAsnLabel`), its peers (by `nodeSelector`) and every option; this module adds what the
+//! node itself knows: its address as router ID and next hop, its pod subnet as the one prefix
+//! it announces, and each peer's TCP MD5 key read from its Secret. A peer whose Secret is
+//! missing or holds an unusable key gets no session and is reported
+//! ([`SpeakerConfig::unusable`]); the node's other sessions carry on.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use causeway_crds::v1alpha1::PodNetworkMode;
-use causeway_crds::{NodeSubnet, PodNetworkSpec, selector};
+use causeway_crds::bgp::password;
+use causeway_crds::v1alpha1::SecretKeyRef;
+use causeway_crds::{NodeSubnet, PodNetworkSpec};
 
-use crate::bgp::{PeerConfig, SpeakerConfig};
+use crate::bgp::{Md5Key, PeerConfig, PeerOptions, SpeakerConfig, SpeakerOptions, UnusablePeer};
+
+/// The Secrets of the agent's namespace: name → data.
+pub type Secrets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
 /// The speaker configuration for this node, `None` when the network does not use BGP.
+/// `namespace` is where password Secrets are read from (for messages).
 ///
 /// # Errors
-/// A sentence naming the field when the configuration cannot be used (admission normally
-/// prevents all of these): an AS number or port out of range, an IPv6 or unparsable peer
-/// address, a malformed peer selector, or this node's own fields.
+/// A sentence naming the field when the configuration cannot be used at all (admission
+/// normally prevents all of these): an AS number or port out of range, a reserved AS, a bad
+/// `nodeAsnLabel` value on this node, a malformed peer selector, or this node's own fields.
 pub fn speaker_config(
     network: &PodNetworkSpec,
     own: &NodeSubnet,
     labels: &BTreeMap<String, String>,
+    secrets: &Secrets,
+    namespace: &str,
 ) -> Result<Option<SpeakerConfig>, String> {
-    let Some(bgp) = network
-        .routed
-        .as_ref()
-        .and_then(|r| r.bgp.as_ref())
-        .filter(|_| network.mode == PodNetworkMode::Routed)
-    else {
+    let Some(bgp) = network.bgp() else {
         return Ok(None);
     };
-    let asn = |value: i64, field: &str| {
-        u32::try_from(value)
-            .ok()
-            .filter(|a| *a != 0)
-            .ok_or_else(|| format!("{field} {value} is not an AS number (1-4294967295)"))
-    };
-    let local_asn = asn(bgp.asn, "spec.routed.bgp.asn")?;
+    let node = bgp.for_node(labels).map_err(|e| e.to_string())?;
     let address = own
         .spec
         .parsed_node_address()
@@ -50,53 +47,89 @@ pub fn speaker_config(
         .parsed_cidr()
         .map_err(|e| format!("NodeSubnet spec.cidr: {e}"))?;
     let mut peers = Vec::new();
-    for (i, peer) in bgp.peers.iter().enumerate() {
-        let field = format!("spec.routed.bgp.peers[{i}]");
-        let selected = selector::matches(peer.node_selector.as_ref(), labels)
-            .map_err(|e| format!("{field}.{e}"))?;
-        if !selected {
-            continue;
-        }
-        let peer_address = match peer.address.trim().parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) => a,
-            Ok(IpAddr::V6(_)) => {
-                return Err(format!(
-                    "{field}.address {} is IPv6: pod networks are IPv4, so peer over IPv4",
-                    peer.address
-                ));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "{field}.address {:?} is not an IP address",
-                    peer.address
-                ));
-            }
+    let mut unusable = Vec::new();
+    for peer in &node.peers {
+        let (multihop, route_reflector_client) = match peer.session {
+            causeway_crds::bgp::Session::External { multihop } => (multihop, false),
+            causeway_crds::bgp::Session::Internal {
+                route_reflector_client,
+            } => (None, route_reflector_client),
         };
-        let port = u16::try_from(peer.port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{field}.port {} is not a TCP port", peer.port))?;
+        let password = match &peer.password {
+            None => None,
+            Some(reference) => match md5_key(reference, secrets, namespace) {
+                Ok(key) => Some(key),
+                Err(why) => {
+                    unusable.push(UnusablePeer {
+                        address: peer.address,
+                        asn: peer.asn,
+                        why: format!(
+                            "spec.routed.bgp.peers[{}].password: {why}; no session is opened without it",
+                            peer.index
+                        ),
+                    });
+                    continue;
+                }
+            },
+        };
         peers.push(PeerConfig {
-            address: peer_address,
-            asn: asn(peer.asn, &format!("{field}.asn"))?,
-            port,
+            address: peer.address,
+            asn: peer.asn,
+            port: peer.port,
+            options: PeerOptions {
+                passive: peer.passive,
+                multihop,
+                route_reflector_client,
+                password,
+                bfd: peer.bfd,
+            },
         });
     }
-    peers.sort();
+    peers.sort_by_key(|p| p.address);
+    let seconds = |d: std::time::Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
     Ok(Some(SpeakerConfig {
-        local_asn,
+        local_asn: node.asn,
         router_id: address,
-        hold_time: u16::try_from(bgp.hold_time_seconds).unwrap_or(90),
-        keepalive: u16::try_from(bgp.keepalive_seconds).unwrap_or(30),
+        hold_time: seconds(node.hold_time),
+        keepalive: seconds(node.keepalive),
         peers,
         advertise: vec![cidr],
         next_hop: address,
+        options: SpeakerOptions {
+            graceful_restart: node.graceful_restart.map(|g| seconds(g.restart_time)),
+            communities: node.communities,
+            local_preference: node.local_preference,
+        },
+        unusable,
     }))
+}
+
+/// The TCP MD5 key `reference` names, or why there is none.
+fn md5_key(reference: &SecretKeyRef, secrets: &Secrets, namespace: &str) -> Result<Md5Key, String> {
+    let where_ = format!("Secret {namespace}/{}", reference.name);
+    let data = secrets.get(&reference.name).ok_or_else(|| {
+        format!(
+            "{where_} does not exist: create it with `kubectl -n {namespace} create secret generic {} --from-literal={}=<the key shared with the router>`",
+            reference.name, reference.key
+        )
+    })?;
+    let value = data.get(&reference.key).ok_or_else(|| {
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        format!(
+            "{where_} has no key {:?} (it has {keys:?}): add it, or name the right one in secretRef.key",
+            reference.key
+        )
+    })?;
+    password::md5_key(value)
+        .map(|key| Md5Key(key.to_owned()))
+        .map_err(|e| format!("{where_} key {:?}: {e}", reference.key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NS: &str = "causeway-system";
     use causeway_crds::NodeSubnetSpec;
     use std::net::Ipv4Addr;
 
@@ -139,7 +172,7 @@ mod tests {
                 {"address": "192.168.99.1", "asn": 64512, "port": 1179},
             ],
         }));
-        let config = speaker_config(&spec, &own(), &labels("rack-a"))
+        let config = speaker_config(&spec, &own(), &labels("rack-a"), &Secrets::new(), NS)
             .expect("valid")
             .expect("BGP on");
         assert_eq!(config.local_asn, 64512);
@@ -153,16 +186,8 @@ mod tests {
         assert_eq!(
             config.peers,
             vec![
-                PeerConfig {
-                    address: Ipv4Addr::new(192, 168, 50, 1),
-                    asn: 64500,
-                    port: 179
-                },
-                PeerConfig {
-                    address: Ipv4Addr::new(192, 168, 99, 1),
-                    asn: 64512,
-                    port: 1179
-                },
+                PeerConfig::new(Ipv4Addr::new(192, 168, 50, 1), 64500, 179),
+                PeerConfig::new(Ipv4Addr::new(192, 168, 99, 1), 64512, 1179),
             ]
         );
     }
@@ -174,17 +199,23 @@ mod tests {
         }))
         .expect("spec");
         assert_eq!(
-            speaker_config(&static_routed, &own(), &labels("rack-a")),
+            speaker_config(
+                &static_routed,
+                &own(),
+                &labels("rack-a"),
+                &Secrets::new(),
+                NS
+            ),
             Ok(None)
         );
         let cases = [
             (
                 serde_json::json!({"asn": 64512, "peers": [{"address": "fd00::1", "asn": 1}]}),
-                "spec.routed.bgp.peers[0].address fd00::1 is IPv6",
+                "spec.routed.bgp.peers[0].address \"fd00::1\" is not an IPv4 address",
             ),
             (
                 serde_json::json!({"asn": 64512, "peers": [{"address": "192.168.50.1", "asn": 4_294_967_296_i64}]}),
-                "spec.routed.bgp.peers[0].asn 4294967296 is not an AS number",
+                "spec.routed.bgp.peers[0].asn 4294967296 is not in 1-4294967295",
             ),
             (
                 serde_json::json!({"asn": 64512, "peers": [{"address": "192.168.50.1", "asn": 1,
@@ -193,9 +224,93 @@ mod tests {
             ),
         ];
         for (bgp, want) in cases {
-            let err =
-                speaker_config(&network(bgp), &own(), &labels("rack-a")).expect_err("invalid");
-            assert!(err.starts_with(want), "{err}");
+            let err = speaker_config(
+                &network(bgp),
+                &own(),
+                &labels("rack-a"),
+                &Secrets::new(),
+                NS,
+            )
+            .expect_err("invalid");
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn options_reach_the_speaker_and_a_peer_without_its_password_is_reported_not_configured() {
+        let spec = network(serde_json::json!({
+            "asn": 64512, "nodeAsnLabel": "causeway.dev/asn",
+            "gracefulRestart": {"restartTimeSeconds": 300},
+            "advertise": {"communities": ["64512:7"], "localPreference": 150},
+            "peers": [
+                {"address": "192.168.50.1", "asn": 64500, "passive": true, "ebgpMultihop": 3,
+                 "password": {"secretRef": {"name": "tor-a"}},
+                 "bfd": {"minIntervalMilliseconds": 100, "multiplier": 5}},
+                {"address": "192.168.50.2", "asn": 64500,
+                 "password": {"secretRef": {"name": "missing"}}},
+                {"address": "192.168.50.3", "asn": 64500,
+                 "password": {"secretRef": {"name": "tor-a", "key": "other"}}},
+                {"address": "192.168.50.4", "asn": 64500,
+                 "password": {"secretRef": {"name": "bad"}}},
+            ],
+        }));
+        let secrets = Secrets::from([
+            (
+                "tor-a".to_owned(),
+                BTreeMap::from([("password".to_owned(), b"s3cret".to_vec())]),
+            ),
+            (
+                "bad".to_owned(),
+                BTreeMap::from([("password".to_owned(), b"s3cret\n".to_vec())]),
+            ),
+        ]);
+        let mut node_labels = labels("rack-a");
+        node_labels.insert("causeway.dev/asn".into(), "64513".into());
+        let config = speaker_config(&spec, &own(), &node_labels, &secrets, NS)
+            .expect("valid")
+            .expect("BGP on");
+        assert_eq!(config.local_asn, 64513, "the node label's AS");
+        assert_eq!(config.options.graceful_restart, Some(300));
+        assert_eq!(
+            config.options.communities,
+            [causeway_crds::bgp::Community::Standard(64512, 7)]
+        );
+        assert_eq!(config.options.local_preference, Some(150));
+        assert_eq!(config.peers.len(), 1);
+        let options = &config.peers[0].options;
+        assert!(options.passive);
+        assert_eq!(options.multihop, Some(3));
+        assert_eq!(options.password, Some(crate::bgp::Md5Key("s3cret".into())));
+        assert_eq!(
+            options
+                .bfd
+                .map(|b| (b.min_interval.as_millis(), b.multiplier)),
+            Some((100, 5))
+        );
+        // The key never shows in Debug output (logs).
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let why: Vec<(String, &str)> = config
+            .unusable
+            .iter()
+            .map(|u| (u.address.to_string(), u.why.as_str()))
+            .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        for (address, words) in [
+            (
+                "192.168.50.2",
+                "peers[1].password: Secret causeway-system/missing does not exist: create it with `kubectl -n causeway-system create secret generic missing --from-literal=password=",
+            ),
+            (
+                "192.168.50.3",
+                "Secret causeway-system/tor-a has no key \"other\"",
+            ),
+            ("192.168.50.4", "ends with a line break"),
+        ] {
+            let found = why.iter().find(|(a, _)| a == address).map(|(_, w)| *w);
+            assert!(
+                found.is_some_and(|w| w.contains(words)),
+                "{address}: {found:?} lacks {words:?}"
+            );
         }
     }
 }

@@ -221,6 +221,7 @@ mod tests {
             address: R1,
             asn: 65000,
             port: BGP_PORT,
+            options: Default::default(),
         }
     }
 

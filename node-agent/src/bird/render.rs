@@ -17,10 +17,18 @@
 //!   next hop is on the segment, and direct sessions notice a link going down at once. BIRD
 //!   connects to each peer and also accepts its connections, on port 179 of the node address
 //!   only (`strict bind`).
-//! - **Graceful restart on**: an agent that stops for a restart does not withdraw the node's
-//!   subnet at GR-aware routers (BIRD routers are by default); they keep it until the new
-//!   BIRD has sent its routes again. `graceful restart wait` bounds how long a restarted BIRD
-//!   holds its announcements back while some peer does not answer.
+//! - **Graceful restart on** (unless `gracefulRestart.enabled: false`): an agent that stops
+//!   for a restart does not withdraw the node's subnet at GR-aware routers (BIRD routers are
+//!   by default); they keep it for the restart time (`gracefulRestart.restartTimeSeconds`,
+//!   120 s by default) or until the new BIRD has sent its routes again. `graceful restart
+//!   wait` bounds how long a restarted BIRD holds its announcements back while some peer does
+//!   not answer.
+//! - **Peer options** from `spec.routed.bgp.peers[]`: `passive on`, `multihop N` (instead of
+//!   `direct`; eBGP only), `rr client` (iBGP only), `password` (the TCP MD5 key from its
+//!   Secret, quoted) and `bfd { ... }` with a `protocol bfd` instance whenever a session asks
+//!   for BFD.
+//! - **What the node's routes carry** (`advertise`): communities and LOCAL_PREF are set by
+//!   the export filter, which passes only the node's own prefixes.
 //! - **Short retries**: `connect delay time 1` (BIRD's default waits 5 s before the first
 //!   attempt after a session restarts), `connect retry time 1` and `error wait time 1, 5`
 //!   bring a session back about a second after its router returns, 5 s at most after
@@ -41,10 +49,6 @@ use crate::bgp::{PeerConfig, SpeakerConfig};
 /// not sent all its routes yet, in seconds. Far below the restart time routers keep our
 /// routes for (120 s), so they get them again before they would drop them.
 pub const GRACEFUL_RESTART_WAIT: u16 = 10;
-
-/// The restart time BIRD offers in its graceful-restart capability: how long routers keep
-/// the node's routes after its BGP speaker went away without withdrawing them.
-pub const GRACEFUL_RESTART_TIME: u16 = 120;
 
 /// An address family the node announces and learns. Only IPv4 unicast today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,7 +123,7 @@ pub fn peers(config: &SpeakerConfig) -> Vec<PeerConfig> {
         .peers
         .iter()
         .filter(|p| seen.insert(p.address))
-        .copied()
+        .cloned()
         .collect();
     peers.sort_by_key(|p| p.address);
     peers
@@ -146,6 +150,10 @@ pub fn render(config: &SpeakerConfig) -> String {
     let _ = writeln!(out, "log stderr all;");
     let _ = writeln!(out, "graceful restart wait {GRACEFUL_RESTART_WAIT};");
     let _ = writeln!(out, "protocol device {{ scan time 10; }}");
+    if config.peers.iter().any(|p| p.options.bfd.is_some()) {
+        // BFD sessions are requested by the BGP sessions that ask for them.
+        let _ = writeln!(out, "protocol bfd {{ }}");
+    }
     let prefixes: Vec<IpNet> = advertised(config).into_iter().map(IpNet::V4).collect();
     static_protocol(&mut out, Family::Ipv4, &prefixes);
     for peer in peers(config) {
@@ -159,6 +167,31 @@ pub fn render(config: &SpeakerConfig) -> String {
         );
     }
     out
+}
+
+/// The export clause: the node's own prefixes only, with the communities and LOCAL_PREF
+/// `advertise` asks for.
+fn export(family: &Family, options: &crate::bgp::SpeakerOptions) -> String {
+    let own = quote(family.advertised());
+    if options.communities.is_empty() && options.local_preference.is_none() {
+        return format!("export where proto = {own};");
+    }
+    let mut filter = format!("export filter {{ if proto != {own} then reject;");
+    for community in &options.communities {
+        match community {
+            causeway_crds::bgp::Community::Standard(a, b) => {
+                let _ = write!(filter, " bgp_community.add(({a},{b}));");
+            }
+            causeway_crds::bgp::Community::Large(a, b, c) => {
+                let _ = write!(filter, " bgp_large_community.add(({a},{b},{c}));");
+            }
+        }
+    }
+    if let Some(pref) = options.local_preference {
+        let _ = write!(filter, " bgp_local_pref = {pref};");
+    }
+    filter.push_str(" accept; };");
+    filter
 }
 
 /// The node's own prefixes of `family`, in BIRD's table only (`unreachable` there; BIRD
@@ -192,10 +225,36 @@ fn session(
         "  neighbor {} port {} as {};",
         peer.address, peer.port, peer.asn
     );
-    let _ = writeln!(out, "  direct;");
+    let options = &peer.options;
+    let internal = peer.asn == config.local_asn;
+    match options.multihop {
+        Some(ttl) if !internal => {
+            let _ = writeln!(out, "  multihop {ttl};");
+        }
+        _ => {
+            let _ = writeln!(out, "  direct;");
+        }
+    }
     // BIRD also accepts the peer's connections: on the node address only, so other BGP
     // daemons on the node's other addresses are left alone.
     let _ = writeln!(out, "  strict bind on;");
+    if options.passive {
+        let _ = writeln!(out, "  passive on;");
+    }
+    if options.route_reflector_client && internal {
+        let _ = writeln!(out, "  rr client;");
+    }
+    if let Some(key) = &options.password {
+        let _ = writeln!(out, "  password {};", quote(&key.0));
+    }
+    if let Some(bfd) = options.bfd {
+        let ms = bfd.min_interval.as_millis();
+        let _ = writeln!(
+            out,
+            "  bfd {{ min rx interval {ms} ms; min tx interval {ms} ms; multiplier {}; }};",
+            bfd.multiplier
+        );
+    }
     let _ = writeln!(out, "  hold time {hold_time};");
     if let Some(keepalive) = keepalive {
         let _ = writeln!(out, "  keepalive time {keepalive};");
@@ -206,18 +265,21 @@ fn session(
     let _ = writeln!(out, "  connect retry time 1;");
     let _ = writeln!(out, "  error wait time 1, 5;");
     let _ = writeln!(out, "  allow local as;");
-    let _ = writeln!(out, "  graceful restart on;");
-    let _ = writeln!(out, "  graceful restart time {GRACEFUL_RESTART_TIME};");
+    match config.options.graceful_restart {
+        Some(time) => {
+            let _ = writeln!(out, "  graceful restart on;");
+            let _ = writeln!(out, "  graceful restart time {time};");
+        }
+        None => {
+            let _ = writeln!(out, "  graceful restart off;");
+        }
+    }
     for family in families {
         let _ = writeln!(out, "  {} {{", family.channel());
         let _ = writeln!(out, "    import all;");
-        let _ = writeln!(
-            out,
-            "    export where proto = {};",
-            quote(family.advertised())
-        );
+        let _ = writeln!(out, "    {}", export(family, &config.options));
         let _ = writeln!(out, "    next hop self;");
-        if peer.asn == config.local_asn {
+        if internal {
             // iBGP: a direct next hop, as for eBGP (BIRD would resolve it recursively).
             let _ = writeln!(out, "    gateway direct;");
         }
@@ -240,6 +302,7 @@ mod tests {
             address,
             asn,
             port: BGP_PORT,
+            options: Default::default(),
         }
     }
 
@@ -252,6 +315,8 @@ mod tests {
             peers: peers.to_vec(),
             advertise: vec!["10.244.1.0/24".parse().expect("prefix")],
             next_hop: NODE,
+            options: Default::default(),
+            unusable: vec![],
         }
     }
 
@@ -336,12 +401,87 @@ mod tests {
         );
     }
 
+    /// A configuration with every option `spec.routed.bgp` offers: an eBGP peer that is
+    /// passive, two hops away, with a password and BFD; an iBGP route-reflector client;
+    /// communities, LOCAL_PREF and a restart time.
+    pub(crate) fn every_option() -> SpeakerConfig {
+        let mut ebgp = peer(R2, 65000);
+        ebgp.options = crate::bgp::PeerOptions {
+            passive: true,
+            multihop: Some(3),
+            route_reflector_client: true, // ignored: eBGP
+            password: Some(crate::bgp::Md5Key("s3cr\"et".into())),
+            bfd: Some(causeway_crds::bgp::Bfd {
+                min_interval: std::time::Duration::from_millis(100),
+                multiplier: 5,
+            }),
+        };
+        let mut ibgp = peer(R1, 65001);
+        ibgp.options.route_reflector_client = true;
+        ibgp.options.multihop = Some(4); // ignored: iBGP
+        let mut config = config(&[ebgp, ibgp]);
+        config.options = crate::bgp::SpeakerOptions {
+            graceful_restart: Some(300),
+            communities: vec![
+                causeway_crds::bgp::Community::Standard(65000, 100),
+                causeway_crds::bgp::Community::Large(4_200_000_000, 1, 2),
+            ],
+            local_preference: Some(150),
+        };
+        config
+    }
+
+    #[test]
+    fn every_peer_option_and_what_the_routes_carry_are_rendered() {
+        let text = render(&every_option());
+        assert!(text.contains("\nprotocol bfd { }\n"), "{text}");
+        let ebgp = block(&text, "protocol bgp peer_192_168_60_1");
+        for line in [
+            "multihop 3;",
+            "passive on;",
+            "password \"s3cr\\\"et\";",
+            "bfd { min rx interval 100 ms; min tx interval 100 ms; multiplier 5; };",
+            "graceful restart on;",
+            "graceful restart time 300;",
+            "export filter { if proto != \"advertised4\" then reject; bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; accept; };",
+        ] {
+            assert!(ebgp.contains(&line.to_owned()), "{line:?} not in {ebgp:#?}");
+        }
+        for absent in ["direct;", "rr client;"] {
+            assert!(
+                !ebgp.contains(&absent.to_owned()),
+                "{absent:?} in {ebgp:#?}"
+            );
+        }
+        let ibgp = block(&text, "protocol bgp peer_192_168_91_2");
+        for line in ["direct;", "rr client;", "gateway direct;"] {
+            assert!(ibgp.contains(&line.to_owned()), "{line:?} not in {ibgp:#?}");
+        }
+        for absent in ["multihop 4;", "passive on;", "bfd on;"] {
+            assert!(
+                !ibgp.contains(&absent.to_owned()),
+                "{absent:?} in {ibgp:#?}"
+            );
+        }
+        // Graceful restart off, and no BFD instance without a BFD session.
+        let mut off = config(&[peer(R1, 65000)]);
+        off.options.graceful_restart = None;
+        let text = render(&off);
+        assert!(text.contains("  graceful restart off;"), "{text}");
+        assert!(!text.contains("protocol bfd"), "{text}");
+        assert!(
+            text.contains("    export where proto = \"advertised4\";"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn ibgp_peers_use_a_direct_gateway_and_ports_and_ases_come_from_the_peer() {
         let text = render(&config(&[PeerConfig {
             address: R1,
             asn: 65001,
             port: 1179,
+            options: Default::default(),
         }]));
         let session = block(&text, "protocol bgp peer_192_168_91_2");
         assert!(

@@ -72,6 +72,9 @@ impl Tracker {
                 }
                 tracked.message = parse::message(peer, error, tracked.notification.as_deref());
             }
+            if tracked.message.is_empty() && state != "Established" {
+                tracked.message = silence(peer).unwrap_or_default();
+            }
             out.push(SessionState {
                 peer: peer.address,
                 asn: peer.asn,
@@ -83,6 +86,20 @@ impl Tracker {
         out.sort_by_key(|s| s.peer);
         out
     }
+}
+
+/// Why a session may stay down without any error to show: a router whose TCP MD5 key
+/// differs drops every segment without a reply, and a passive node waits for the router.
+fn silence(peer: &PeerConfig) -> Option<String> {
+    if peer.options.password.is_some() {
+        return Some(
+            "no answer from the router yet: with a TCP MD5 password, a router configured with another password (or none) drops every segment without a reply; check that both sides use the same key"
+                .to_owned(),
+        );
+    }
+    peer.options
+        .passive
+        .then(|| "waiting for the router to connect (passive: this node never connects)".to_owned())
 }
 
 #[cfg(test)]
@@ -99,6 +116,7 @@ mod tests {
             address,
             asn: 65000,
             port: BGP_PORT,
+            options: Default::default(),
         }
     }
 

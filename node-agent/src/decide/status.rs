@@ -90,6 +90,8 @@ pub struct Outcome {
     pub underlay_prefix: Option<ipnet::Ipv4Net>,
     /// This node's BGP sessions (Routed mode with BGP), sorted by peer.
     pub bgp: Vec<BgpSessionStatus>,
+    /// Peers that cannot be configured on this node (their password), in words naming each.
+    pub bgp_misconfigured: Vec<String>,
 }
 
 /// Skipped peers named in the Programmed message before "and N more": the message stays
@@ -103,8 +105,22 @@ pub const ESTABLISHED: &str = "Established";
 /// not Established, naming each and why.
 fn ready_with_sessions(
     sessions: &[BgpSessionStatus],
+    misconfigured: &[String],
     programmed_message: &str,
 ) -> (ConditionStatus, &'static str, String) {
+    if !misconfigured.is_empty() {
+        let up = sessions.iter().filter(|s| s.state == ESTABLISHED).count();
+        return (
+            ConditionStatus::False,
+            reasons::BGP_PEER_MISCONFIGURED,
+            format!(
+                "{} BGP peers cannot be configured on this node: {}. {up} of {} sessions Established.",
+                misconfigured.len(),
+                misconfigured.join("; "),
+                sessions.len()
+            ),
+        );
+    }
     let down: Vec<String> = sessions
         .iter()
         .filter(|s| s.state != ESTABLISHED)
@@ -196,7 +212,7 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
         ),
     );
     let (ready, ready_reason, ready_message) = if state == ConditionStatus::True {
-        ready_with_sessions(&outcome.bgp, &message)
+        ready_with_sessions(&outcome.bgp, &outcome.bgp_misconfigured, &message)
     } else {
         (state, reason, message)
     };
@@ -297,6 +313,7 @@ mod tests {
 
     fn ok(generation: i64, peers: usize) -> Outcome {
         Outcome {
+            bgp_misconfigured: vec![],
             generation: Some(generation),
             programmed: programmed_state(peers),
             mtu: Some(1450),

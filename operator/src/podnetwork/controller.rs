@@ -998,7 +998,11 @@ pub fn subnet_views(
                 // are missing, which is a problem of the network too.
                 bgp_down: status
                     .and_then(|st| find_condition(&st.conditions, types::READY))
-                    .filter(|r| r.status == "False" && r.reason == reasons::BGP_SESSIONS_DOWN)
+                    .filter(|r| {
+                        r.status == "False"
+                            && (r.reason == reasons::BGP_SESSIONS_DOWN
+                                || r.reason == reasons::BGP_PEER_MISCONFIGURED)
+                    })
                     .map(|r| r.message.clone()),
                 underlay_prefix: status
                     .and_then(|st| st.underlay_prefix.as_deref())
