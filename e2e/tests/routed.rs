@@ -79,6 +79,10 @@ fn main() -> ExitCode {
                 bgp_restarts,
             ),
             testing::test(
+                "bgp_an_agent_restart_loses_no_ping_and_the_router_keeps_the_nodes_subnet",
+                bgp_graceful_restart,
+            ),
+            testing::test(
                 "bgp_with_frr_as_the_router_sessions_establish_routes_install_and_pods_cross_it",
                 bgp_with_frr,
             ),
@@ -699,7 +703,32 @@ fn bgp_up(c: &Cluster) -> Result<()> {
     wait_for("routes installed", Duration::from_secs(15), || {
         bgp_routes_ok(c, &ALL)
     })?;
+    created_to_established(c)?;
     matrix_with(c, &pods, &ALL)
+}
+
+/// Prints the time from the `bgp` network's creation to its last session Established, from
+/// the API's own timestamps (1 s resolution).
+fn created_to_established(c: &Cluster) -> Result<()> {
+    let pn: Value =
+        serde_json::from_str(&c.kubectl(&["get", "podnetwork", "bgp", "-o", "json"])?)?;
+    let created = pn["metadata"]["creationTimestamp"]
+        .as_str()
+        .context("creationTimestamp")?
+        .parse::<jiff::Timestamp>()?;
+    let mut last = created;
+    for s in deploy::node_subnets(c, "bgp")? {
+        let since = s["status"]["bgpSessions"][0]["since"]
+            .as_str()
+            .context("a session without since")?;
+        last = last.max(since.parse::<jiff::Timestamp>()?);
+    }
+    println!(
+        "[measure] PodNetwork bgp created -> all {} sessions Established: {}s (API timestamps, 1 s resolution)",
+        ALL.len(),
+        (last - created).get_seconds()
+    );
+    Ok(())
 }
 
 /// RouteToNodes on a BGP network: every route the gateway renders for clients is one the
@@ -880,6 +909,113 @@ fn bgp_with_frr(c: &Cluster) -> Result<()> {
         || bgp_converged(c, &ALL),
     )?;
     result
+}
+
+/// Resident memory of process `pid`, in MiB (`VmRSS`).
+fn rss_mib(pid: i32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// Issue #17, graceful restart: a ping every 20 ms from a pod in rack-a to a pod on node-d
+/// (behind r1) while node-d's agent, and with it its BIRD, restarts. r1 (GR-aware) keeps
+/// node-d's subnet throughout (its table is read every 50 ms) and node-d keeps its routes
+/// (carried until its new sessions are up): nothing is lost. Also measured: BIRD's memory
+/// next to the agent's, and the time from the network's creation to its last session
+/// Established.
+fn bgp_graceful_restart(c: &Cluster) -> Result<()> {
+    let pods = SUITE.pods();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
+        "the BGP network is not up"
+    );
+    let from = pods
+        .iter()
+        .find(|p| p.node == "node-a")
+        .context("no pod on node-a")?;
+    let to = pods
+        .iter()
+        .find(|p| p.node == "node-d")
+        .context("no pod on node-d")?;
+    let (cidr, _) = bgp_subnets(c)?
+        .get("node-d")
+        .cloned()
+        .context("node-d has no NodeSubnet")?;
+
+    // Memory, before the restart: each node's BIRD next to its agent.
+    for node in ALL {
+        let pidfile = c.host_dir(node).join("bird").join("bird.pid");
+        let bird: i32 = std::fs::read_to_string(&pidfile)
+            .with_context(|| format!("reading {}", pidfile.display()))?
+            .trim()
+            .parse()?;
+        let agent = SUITE.agent_of(node)?.pid;
+        println!(
+            "[measure] {node}: BIRD RSS {:.1} MiB, agent RSS {:.1} MiB",
+            rss_mib(bird)?,
+            rss_mib(agent)?
+        );
+    }
+
+    let ping = traffic::ContinuousPing::start(&from.netns, to.ip, Duration::from_millis(20))?;
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        let cidr = cidr.clone();
+        std::thread::spawn(move || -> (u32, u32) {
+            let (mut reads, mut missing) = (0, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(bird) = lock(&BIRD).as_ref()
+                    && let Ok(routes) = bird.routes()
+                {
+                    reads += 1;
+                    if !routes.contains_key(&cidr) {
+                        missing += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (reads, missing)
+        })
+    };
+    let started = std::time::Instant::now();
+    let restarted = SUITE.restart_agent(c, "node-d");
+    let converged = restarted.and_then(|()| {
+        wait_for("node-d Established again", Duration::from_secs(30), || {
+            bgp_converged(c, &ALL)
+        })
+    });
+    let back = started.elapsed();
+    // A few seconds more, with the new agent in charge.
+    std::thread::sleep(Duration::from_secs(3));
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let report = ping.stop()?;
+    let (reads, missing) = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    converged?;
+    println!(
+        "[measure] node-d agent restart (BIRD restarted with it, graceful restart): sessions back in {:.1}s; ping every 20 ms {} -> {}: {} sent, {} lost, longest gap {:?}; r1's table read {reads} times, node-d's subnet missing {missing} times",
+        back.as_secs_f64(),
+        from.name,
+        to.name,
+        report.transmitted,
+        report.lost(),
+        report.max_gap
+    );
+    ensure!(reads > 10, "r1's table was read only {reads} times");
+    ensure!(
+        missing == 0,
+        "r1 lost node-d's subnet {missing} of {reads} times"
+    );
+    ensure!(report.lost() == 0, "{} pings lost", report.lost());
+    Ok(())
 }
 
 /// node-d's NodeSubnet: Ready's (status, reason, message) and its BGP sessions.
