@@ -124,16 +124,33 @@ pub fn client_account(gateway: &str, name: &str) -> String {
     causeway_kube::heartbeat::client_lease_name(gateway, name)
 }
 
+/// Waits up to a minute until the operator has created (`present`) or deleted the
+/// ServiceAccount of ClientJoin client `name` of `gateway`.
+pub fn wait_client_account(c: &Cluster, gateway: &str, name: &str, present: bool) -> Result<()> {
+    let account = client_account(gateway, name);
+    let what = if present { "creates" } else { "deletes" };
+    crate::traffic::wait_for(
+        &format!("the operator {what} ServiceAccount {CLIENT_NAMESPACE}/{account}"),
+        std::time::Duration::from_secs(60),
+        || {
+            let found = c
+                .kubectl(&["get", "serviceaccount", &account, "-n", CLIENT_NAMESPACE])
+                .is_ok();
+            anyhow::ensure!(
+                found == present,
+                "ServiceAccount {account} present: {found}"
+            );
+            Ok(())
+        },
+    )
+}
+
 /// A kubeconfig for ClientJoin client `name` of `gateway`, as a user makes one: a token of
 /// the client's own ServiceAccount (`kubectl create token`), once the operator has created
 /// that account (it waits up to a minute). Each call issues a new token.
 pub fn gateway_client_kubeconfig(c: &Cluster, gateway: &str, name: &str) -> Result<String> {
     let account = client_account(gateway, name);
-    crate::traffic::wait_for(
-        &format!("the operator creates ServiceAccount {CLIENT_NAMESPACE}/{account}"),
-        std::time::Duration::from_secs(60),
-        || c.kubectl(&["get", "serviceaccount", &account, "-n", CLIENT_NAMESPACE]),
-    )?;
+    wait_client_account(c, gateway, name, true)?;
     let token = c.kubectl(&[
         "create",
         "token",

@@ -494,37 +494,10 @@ fn client_credentials_in_pods(c: &Cluster) -> Result<()> {
         )?;
         println!("operator in a pod: {message}");
         for client in ["laptop", "desktop"] {
-            let account = deploy::client_account("install-join", client);
-            wait_for(
-                &format!("ServiceAccount {account}"),
-                Duration::from_secs(30),
-                || {
-                    c.kubectl(&[
-                        "get",
-                        "serviceaccount",
-                        &account,
-                        "-n",
-                        deploy::CLIENT_NAMESPACE,
-                    ])
-                },
-            )?;
+            deploy::wait_client_account(c, "install-join", client, true)?;
         }
         c.kubectl_stdin(&["apply", "-f", "-"], &gateway(&both[1..]))?;
-        let laptop = deploy::client_account("install-join", "laptop");
-        wait_for(
-            "laptop's account deleted",
-            Duration::from_secs(30),
-            || match c.kubectl(&[
-                "get",
-                "serviceaccount",
-                &laptop,
-                "-n",
-                deploy::CLIENT_NAMESPACE,
-            ]) {
-                Ok(out) => anyhow::bail!("still there: {out}"),
-                Err(_) => Ok(()),
-            },
-        )?;
+        deploy::wait_client_account(c, "install-join", "laptop", false)?;
         Ok(())
     })();
     c.kubectl(&[

@@ -607,20 +607,7 @@ fn client_restriction(c: &Cluster) -> Result<()> {
     );
     // A client taken off the gateway loses its account, and every token of it stops working.
     c.kubectl_stdin(&["apply", "-f", "-"], &join(gw, &clients[1..]).to_string())?;
-    wait_for(
-        "the operator deletes laptop's ServiceAccount",
-        Duration::from_secs(30),
-        || match c.kubectl(&[
-            "get",
-            "serviceaccount",
-            &own,
-            "-n",
-            deploy::CLIENT_NAMESPACE,
-        ]) {
-            Ok(out) => anyhow::bail!("still there: {out}"),
-            Err(_) => Ok(()),
-        },
-    )?;
+    deploy::wait_client_account(c, gw, "laptop", false)?;
     let revoked =
         wait_for(
             "laptop's token is refused",
@@ -637,20 +624,7 @@ fn client_restriction(c: &Cluster) -> Result<()> {
     println!("    laptop removed from the gateway: its token is refused ({revoked})");
     // The gateway going takes the remaining accounts with it (owner reference).
     c.kubectl(&["delete", "overlaygateway", gw, "--wait=true"])?;
-    wait_for(
-        "desktop's ServiceAccount goes with the gateway",
-        Duration::from_secs(60),
-        || match c.kubectl(&[
-            "get",
-            "serviceaccount",
-            &other,
-            "-n",
-            deploy::CLIENT_NAMESPACE,
-        ]) {
-            Ok(out) => anyhow::bail!("still there: {out}"),
-            Err(_) => Ok(()),
-        },
-    )?;
+    deploy::wait_client_account(c, gw, "desktop", false)?;
     Ok(())
 }
 
