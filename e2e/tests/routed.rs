@@ -653,8 +653,12 @@ fn bgp_converged(c: &Cluster, nodes: &[&str]) -> Result<()> {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // BIRD's counts: the node sends its own subnet, and holds the others' from r1.
         ensure!(
-            sessions.len() == 1 && sessions[0]["state"] == "Established",
+            sessions.len() == 1
+                && sessions[0]["state"] == "Established"
+                && sessions[0]["routesAdvertised"] == 1
+                && sessions[0]["routesReceived"].as_i64() >= Some(1),
             "{node}: bgpSessions {sessions:?}"
         );
     }

@@ -593,6 +593,8 @@ impl<D: Dataplane> Agent<D> {
                 since: k8s_openapi::jiff::Timestamp::try_from(s.since)
                     .ok()
                     .map(Time),
+                routes_received: i64::try_from(s.routes_received).ok(),
+                routes_advertised: i64::try_from(s.routes_advertised).ok(),
             })
             .collect();
         if let Some(config) = decisions.as_ref().and_then(|d| d.speaker.as_ref()) {
@@ -607,6 +609,8 @@ impl<D: Dataplane> Agent<D> {
                     state: "Idle".into(),
                     message: peer.why.clone(),
                     since: None,
+                    routes_received: None,
+                    routes_advertised: None,
                 });
                 outcome
                     .bgp_misconfigured

@@ -220,6 +220,15 @@ pub struct BgpSessionStatus {
     /// When the session entered its current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+
+    /// Routes this router sent that the node's speaker holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_received: Option<i64>,
+
+    /// Routes the node's speaker sends this router (the node's own subnet: 1 when
+    /// Established).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_advertised: Option<i64>,
 }
 
 /// A NodeSubnet's address fields parsed once: what the operator's and the agent's decisions

@@ -116,6 +116,8 @@ mod tests {
             state: state.to_owned(),
             message: String::new(),
             since: SystemTime::UNIX_EPOCH,
+            routes_received: 0,
+            routes_advertised: 0,
         }
     }
 

@@ -24,6 +24,10 @@ pub struct SessionState {
     pub message: String,
     /// When the session entered `state`.
     pub since: SystemTime,
+    /// Routes the peer sent that BIRD holds, and routes BIRD sends it (the channel's
+    /// `Routes:` counts).
+    pub routes_received: u64,
+    pub routes_advertised: u64,
 }
 
 /// What the speaker knows right now.

@@ -25,6 +25,8 @@ pub struct Protocol {
     pub last_error: Option<String>,
     /// Route updates and withdrawals received so far: when these move, the routes changed.
     pub received: (u64, u64),
+    /// The channel's `Routes:` line: routes imported from the peer and exported to it.
+    pub routes: (u64, u64),
 }
 
 /// The BGP protocols of a `show protocols all` reply, by name. Other protocols (device,
@@ -65,6 +67,13 @@ pub fn protocols(text: &str) -> BTreeMap<String, Protocol> {
             protocol.received.0 = first_number(counts);
         } else if let Some(counts) = field(trimmed, "Import withdraws:") {
             protocol.received.1 = first_number(counts);
+        } else if let Some(counts) = field(trimmed, "Routes:") {
+            // `1 imported, 0 exported, 1 preferred`
+            let mut numbers = counts.split(',').map(|part| first_number(part.trim()));
+            protocol.routes = (
+                numbers.next().unwrap_or_default(),
+                numbers.next().unwrap_or_default(),
+            );
         }
     }
     if let Some(done) = current {
@@ -280,6 +289,9 @@ mod tests {
         assert_eq!(names, ["peer_192_168_91_2", "peer_192_168_91_9"]);
         assert_eq!(all["peer_192_168_91_2"].received, (2, 0));
         assert_eq!(all["peer_192_168_91_9"].received, (0, 0));
+        // The static protocol's `Routes:` line (before the first BGP one) counts for none.
+        assert_eq!(all["peer_192_168_91_2"].routes, (2, 1));
+        assert_eq!(all["peer_192_168_91_9"].routes, (0, 0));
     }
 
     #[test]

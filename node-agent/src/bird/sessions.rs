@@ -81,6 +81,8 @@ impl Tracker {
                 state: tracked.state.clone(),
                 message: tracked.message.clone(),
                 since: tracked.since,
+                routes_received: protocol.map_or(0, |p| p.routes.0),
+                routes_advertised: protocol.map_or(0, |p| p.routes.1),
             });
         }
         out.sort_by_key(|s| s.peer);
@@ -129,6 +131,7 @@ mod tests {
                 state: state.to_owned(),
                 last_error: error.map(str::to_owned),
                 received: (0, 0),
+                routes: (3, 1),
             },
         )]
         .into()

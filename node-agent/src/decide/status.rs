@@ -250,6 +250,15 @@ pub fn counts_only(a: &NodeSubnetStatus, b: &NodeSubnetStatus) -> bool {
         routes: 0,
         neighbours: 0,
         fdb_entries: 0,
+        bgp_sessions: s
+            .bgp_sessions
+            .iter()
+            .map(|b| BgpSessionStatus {
+                routes_received: None,
+                routes_advertised: None,
+                ..b.clone()
+            })
+            .collect(),
         ..s.clone()
     };
     strip(a) == strip(b)
@@ -420,6 +429,8 @@ mod tests {
             state: state.into(),
             message: message.into(),
             since: Some(at(1)),
+            routes_received: Some(3),
+            routes_advertised: Some(1),
         };
         let outcome = Outcome {
             bgp: vec![
@@ -466,6 +477,28 @@ mod tests {
         assert_ne!(two, three);
         assert!(counts_only(&two, &three), "a join only moves counts");
         assert_eq!(programmed_transition(&two, &three), None);
+
+        // A BGP route count moving is a count too; a session's state is not.
+        let session = |state: &str, received: i64| BgpSessionStatus {
+            peer_address: "192.168.50.1".into(),
+            peer_asn: 64500,
+            state: state.into(),
+            routes_received: Some(received),
+            routes_advertised: Some(1),
+            ..BgpSessionStatus::default()
+        };
+        let with = |s: &NodeSubnetStatus, b: BgpSessionStatus| NodeSubnetStatus {
+            bgp_sessions: vec![b],
+            ..s.clone()
+        };
+        assert!(counts_only(
+            &with(&two, session("Established", 2)),
+            &with(&two, session("Established", 3))
+        ));
+        assert!(!counts_only(
+            &with(&two, session("Established", 2)),
+            &with(&two, session("Active", 2))
+        ));
 
         let new_generation = status(&two, &ok(2, 2), at(20));
         assert!(!counts_only(&two, &new_generation));
