@@ -1234,3 +1234,139 @@ fn every_option_renders_a_configuration_bird_accepts() {
         );
     }
 }
+
+/// `routeReflectorClient`: the node as a route reflector (RFC 4456). Router A (not a client)
+/// and router B (a client) are both iBGP peers of the node; B sits on a second link of the
+/// node and peers with the node's address (multihop on B's side, as a client one hop behind
+/// would). A's route reaches B through the node, with A's next hop kept, only while B is a
+/// client; the node's own subnet reaches B via the node either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_reflector_client_receives_what_the_node_reflects() {
+    const B_NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 93, 1);
+    const B_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 93, 2);
+    // Router A: the lab's router, iBGP, offering STATIC_PREFIX.
+    let a_session = format!(
+        "protocol bgp node1 {{
+  local {ROUTER_IP} as {ROUTER_AS};
+  neighbor {NODE_IP} as {ROUTER_AS};
+  direct;
+  ipv4 {{ import all; export all; }};
+}}"
+    );
+    let lab = Lab::new(&bird_conf(&a_session));
+    // Router B on a second link of the node.
+    let b = Netns::create("cwbgp");
+    run(
+        "ip",
+        &[
+            "-n",
+            &lab.node.name,
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &b.name,
+        ],
+    );
+    for (ns, dev, addr) in [(&lab.node.name, "eth1", B_NODE_IP), (&b.name, "eth0", B_IP)] {
+        let cidr = format!("{addr}/24");
+        run("ip", &["-n", ns, "addr", "add", &cidr, "dev", dev]);
+        run("ip", &["-n", ns, "link", "set", dev, "up"]);
+    }
+    run(
+        "ip",
+        &[
+            "-n",
+            &b.name,
+            "route",
+            "add",
+            "192.168.91.0/24",
+            "via",
+            &B_NODE_IP.to_string(),
+        ],
+    );
+    let b_dir = TempDir(std::env::temp_dir().join(&b.name));
+    fs::create_dir_all(&b_dir.0).expect("create B's directory");
+    let b_bird = Bird {
+        netns: b.name.clone(),
+        conf: b_dir.0.join("bird.conf"),
+        ctl: b_dir.0.join("bird.ctl"),
+        pidfile: b_dir.0.join("bird.pid"),
+    };
+    fs::write(
+        &b_bird.conf,
+        format!(
+            "router id {B_IP};
+protocol device {{ }}
+protocol static {{ ipv4; route 192.168.91.0/24 via {B_NODE_IP}; }}
+protocol bgp node1 {{
+  local {B_IP} as {ROUTER_AS};
+  neighbor {NODE_IP} as {ROUTER_AS};
+  multihop 2;
+  ipv4 {{ import all; export none; }};
+}}
+"
+        ),
+    )
+    .expect("write B's bird.conf");
+    b_bird.start();
+
+    // The node: iBGP with both, from the address on each link (BIRD binds per session).
+    let mut config = node_config(ROUTER_AS, ROUTER_AS, POD_SUBNET);
+    let mut to_b = PeerConfig::new(B_IP, ROUTER_AS, BGP_PORT);
+    to_b.options.route_reflector_client = true;
+    config.peers.push(to_b);
+    let speaker = lab.speaker(config.clone());
+    eventually("both sessions Established", || {
+        let snapshot = speaker.snapshot();
+        if snapshot.sessions.len() == 2
+            && snapshot.sessions.iter().all(|s| s.state == "Established")
+        {
+            Ok(())
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    let reflected = eventually("B to hold A's route, reflected with A's next hop", || {
+        let route = b_bird.birdc(&format!("show route {STATIC_PREFIX} all"));
+        if route.contains(&format!("BGP.next_hop: {ROUTER_IP}")) {
+            Ok(route)
+        } else {
+            Err(route)
+        }
+    })
+    .await;
+    assert!(
+        reflected.contains("BGP.originator_id"),
+        "a reflected route carries ORIGINATOR_ID:\n{reflected}"
+    );
+    eventually("B to hold the node's subnet via the node", || {
+        let route = b_bird.birdc(&format!("show route {POD_SUBNET} all"));
+        if route.contains(&format!("BGP.next_hop: {NODE_IP}")) {
+            Ok(route)
+        } else {
+            Err(route)
+        }
+    })
+    .await;
+
+    // B no longer a client: iBGP split horizon, A's route is withdrawn from B.
+    config.peers[1].options.route_reflector_client = false;
+    speaker.update(config);
+    eventually("A's route gone from B", || {
+        let route = b_bird.birdc(&format!("show route {STATIC_PREFIX}"));
+        if route.contains("Network not found") {
+            Ok(())
+        } else {
+            Err(route)
+        }
+    })
+    .await;
+    speaker.shutdown().await;
+}

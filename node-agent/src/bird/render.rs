@@ -169,14 +169,29 @@ pub fn render(config: &SpeakerConfig) -> String {
     out
 }
 
-/// The export clause: the node's own prefixes only, with the communities and LOCAL_PREF
-/// `advertise` asks for.
-fn export(family: &Family, options: &crate::bgp::SpeakerOptions) -> String {
+/// The export clause: the node's own prefixes, with the communities and LOCAL_PREF
+/// `advertise` asks for; to a route-reflector client (`reflect`) also the routes learned over
+/// BGP, which BIRD then reflects by RFC 4456's rules (iBGP routes from non-clients to
+/// clients, unchanged).
+fn export(family: &Family, options: &crate::bgp::SpeakerOptions, reflect: bool) -> String {
     let own = quote(family.advertised());
-    if options.communities.is_empty() && options.local_preference.is_none() {
+    if options.communities.is_empty() && options.local_preference.is_none() && !reflect {
         return format!("export where proto = {own};");
     }
+    if reflect {
+        let mut filter = format!("export filter {{ if proto = {own} then {{");
+        push_attributes(&mut filter, options);
+        filter.push_str(" accept; } if source = RTS_BGP then accept; reject; };");
+        return filter;
+    }
     let mut filter = format!("export filter {{ if proto != {own} then reject;");
+    push_attributes(&mut filter, options);
+    filter.push_str(" accept; };");
+    filter
+}
+
+/// The statements that set what the node's own routes carry.
+fn push_attributes(filter: &mut String, options: &crate::bgp::SpeakerOptions) {
     for community in &options.communities {
         match community {
             causeway_crds::bgp::Community::Standard(a, b) => {
@@ -190,8 +205,6 @@ fn export(family: &Family, options: &crate::bgp::SpeakerOptions) -> String {
     if let Some(pref) = options.local_preference {
         let _ = write!(filter, " bgp_local_pref = {pref};");
     }
-    filter.push_str(" accept; };");
-    filter
 }
 
 /// The node's own prefixes of `family`, in BIRD's table only (`unreachable` there; BIRD
@@ -277,8 +290,15 @@ fn session(
     for family in families {
         let _ = writeln!(out, "  {} {{", family.channel());
         let _ = writeln!(out, "    import all;");
-        let _ = writeln!(out, "    {}", export(family, &config.options));
-        let _ = writeln!(out, "    next hop self;");
+        let reflect = options.route_reflector_client && internal;
+        let _ = writeln!(out, "    {}", export(family, &config.options, reflect));
+        // The node's own routes leave with its address as next hop; reflected ones keep
+        // theirs (RFC 4456), so a client reaches their origin directly.
+        let _ = writeln!(
+            out,
+            "    next hop self{};",
+            if reflect { " ebgp" } else { "" }
+        );
         if internal {
             // iBGP: a direct next hop, as for eBGP (BIRD would resolve it recursively).
             let _ = writeln!(out, "    gateway direct;");
@@ -454,7 +474,13 @@ mod tests {
             );
         }
         let ibgp = block(&text, "protocol bgp peer_192_168_91_2");
-        for line in ["direct;", "rr client;", "gateway direct;"] {
+        for line in [
+            "direct;",
+            "rr client;",
+            "gateway direct;",
+            "next hop self ebgp;",
+            "export filter { if proto = \"advertised4\" then { bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; accept; } if source = RTS_BGP then accept; reject; };",
+        ] {
             assert!(ibgp.contains(&line.to_owned()), "{line:?} not in {ibgp:#?}");
         }
         for absent in ["multihop 4;", "passive on;", "bfd on;"] {
