@@ -1242,8 +1242,6 @@ fn every_option_renders_a_configuration_bird_accepts() {
 /// client; the node's own subnet reaches B via the node either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_reflector_client_receives_what_the_node_reflects() {
-    const B_NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 93, 1);
-    const B_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 93, 2);
     // Router A: the lab's router, iBGP, offering STATIC_PREFIX.
     let a_session = format!(
         "protocol bgp node1 {{
@@ -1254,53 +1252,10 @@ async fn a_route_reflector_client_receives_what_the_node_reflects() {
 }}"
     );
     let lab = Lab::new(&bird_conf(&a_session));
-    // Router B on a second link of the node.
-    let b = Netns::create("cwbgp");
-    run(
-        "ip",
-        &[
-            "-n",
-            &lab.node.name,
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &b.name,
-        ],
-    );
-    for (ns, dev, addr) in [(&lab.node.name, "eth1", B_NODE_IP), (&b.name, "eth0", B_IP)] {
-        let cidr = format!("{addr}/24");
-        run("ip", &["-n", ns, "addr", "add", &cidr, "dev", dev]);
-        run("ip", &["-n", ns, "link", "set", dev, "up"]);
-    }
-    run(
-        "ip",
-        &[
-            "-n",
-            &b.name,
-            "route",
-            "add",
-            "192.168.91.0/24",
-            "via",
-            &B_NODE_IP.to_string(),
-        ],
-    );
-    let b_dir = TempDir(std::env::temp_dir().join(&b.name));
-    fs::create_dir_all(&b_dir.0).expect("create B's directory");
-    let b_bird = Bird {
-        netns: b.name.clone(),
-        conf: b_dir.0.join("bird.conf"),
-        ctl: b_dir.0.join("bird.ctl"),
-        pidfile: b_dir.0.join("bird.pid"),
-    };
-    fs::write(
-        &b_bird.conf,
-        format!(
+    // Router B on a second link of the node, peering with the node's address.
+    let b = SecondRouter::start(
+        &lab,
+        &format!(
             "router id {B_IP};
 protocol device {{ }}
 protocol static {{ ipv4; route 192.168.91.0/24 via {B_NODE_IP}; }}
@@ -1312,9 +1267,8 @@ protocol bgp node1 {{
 }}
 "
         ),
-    )
-    .expect("write B's bird.conf");
-    b_bird.start();
+    );
+    let b_bird = &b.bird;
 
     // The node: iBGP with both, from the address on each link (BIRD binds per session).
     let mut config = node_config(ROUTER_AS, ROUTER_AS, POD_SUBNET);
@@ -1362,6 +1316,149 @@ protocol bgp node1 {{
     eventually("A's route gone from B", || {
         let route = b_bird.birdc(&format!("show route {STATIC_PREFIX}"));
         if route.contains("Network not found") {
+            Ok(())
+        } else {
+            Err(route)
+        }
+    })
+    .await;
+    speaker.shutdown().await;
+}
+
+/// The node's address on the link to a second router.
+const B_NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 93, 1);
+/// The second router's address on that link.
+const B_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 93, 2);
+
+/// A second router, B, on a second link of the lab's node (eth1, 192.168.93.0/24), routing
+/// the node's own network through the node, with BIRD running `bird_conf`. Fields drop in
+/// order: BIRD, its files, the namespace.
+struct SecondRouter {
+    bird: Bird,
+    _dir: TempDir,
+    ns: Netns,
+}
+
+impl SecondRouter {
+    fn start(lab: &Lab, bird_conf: &str) -> Self {
+        let ns = Netns::create("cwbgp");
+        run(
+            "ip",
+            &[
+                "-n",
+                &lab.node.name,
+                "link",
+                "add",
+                "eth1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.name,
+            ],
+        );
+        for (name, dev, addr) in [
+            (&lab.node.name, "eth1", B_NODE_IP),
+            (&ns.name, "eth0", B_IP),
+        ] {
+            let cidr = format!("{addr}/24");
+            run("ip", &["-n", name, "addr", "add", &cidr, "dev", dev]);
+            run("ip", &["-n", name, "link", "set", dev, "up"]);
+        }
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns.name,
+                "route",
+                "add",
+                "192.168.91.0/24",
+                "via",
+                &B_NODE_IP.to_string(),
+            ],
+        );
+        let dir = TempDir(std::env::temp_dir().join(&ns.name));
+        fs::create_dir_all(&dir.0).expect("create B's directory");
+        let bird = Bird {
+            netns: ns.name.clone(),
+            conf: dir.0.join("bird.conf"),
+            ctl: dir.0.join("bird.ctl"),
+            pidfile: dir.0.join("bird.pid"),
+        };
+        fs::write(&bird.conf, bird_conf).expect("write B's bird.conf");
+        bird.start();
+        SecondRouter {
+            bird,
+            _dir: dir,
+            ns,
+        }
+    }
+}
+
+/// `ebgpMultihop`: an eBGP router whose peering address is not on the node's segments (B's
+/// loopback 10.99.0.2, routed through the link). A `direct` session cannot reach it; with
+/// `multihop 2` the session comes up and the node learns B's route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ebgp_multihop_session_reaches_a_router_that_is_not_on_link() {
+    const B_LOOPBACK: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+    const B_AS: u32 = 65100;
+    let lab = Lab::new(&bird_conf(&ebgp_session(NODE_AS)));
+    let b = SecondRouter::start(
+        &lab,
+        &format!(
+            "router id {B_LOOPBACK};
+protocol device {{ }}
+protocol static {{ ipv4; route 192.168.91.0/24 via {B_NODE_IP}; route 10.250.77.0/24 via {B_NODE_IP}; }}
+protocol bgp node1 {{
+  local {B_LOOPBACK} as {B_AS};
+  neighbor {NODE_IP} as {NODE_AS};
+  multihop 2;
+  ipv4 {{ import all; export where net = 10.250.77.0/24; }};
+}}
+"
+        ),
+    );
+    run(
+        "ip",
+        &["-n", &b.ns.name, "addr", "add", "10.99.0.2/32", "dev", "lo"],
+    );
+    run("ip", &["-n", &b.ns.name, "link", "set", "lo", "up"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &lab.node.name,
+            "route",
+            "add",
+            "10.99.0.2/32",
+            "via",
+            &B_IP.to_string(),
+        ],
+    );
+    let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
+    let mut to_b = PeerConfig::new(B_LOOPBACK, B_AS, BGP_PORT);
+    to_b.options.multihop = Some(2);
+    config.peers.push(to_b);
+    let speaker = lab.speaker(config);
+    let learned = eventually(
+        "the multihop session Established and B's route learned",
+        || {
+            let snapshot = speaker.snapshot();
+            let b_session = snapshot.sessions.iter().find(|s| s.peer == B_LOOPBACK);
+            match (b_session, snapshot.learned.get(&net("10.250.77.0/24"))) {
+                (Some(s), Some(hop)) if s.state == "Established" => Ok(*hop),
+                _ => Err(format!("{snapshot:?}")),
+            }
+        },
+    )
+    .await;
+    // eBGP: B announces its own peering address as next hop.
+    assert_eq!(learned, B_LOOPBACK, "B's route, via B's peering address");
+    eventually("B to hold the node's subnet", || {
+        let route = b.bird.birdc(&format!("show route {POD_SUBNET}"));
+        if route.contains(POD_SUBNET) {
             Ok(())
         } else {
             Err(route)
