@@ -42,6 +42,8 @@ pub struct Config {
     pub neighbours: Vec<Neighbour>,
     /// Hold time proposed to the nodes, in seconds.
     pub hold_time: u16,
+    /// BFD on every session: (interval in ms, both ways; multiplier).
+    pub bfd: Option<(u32, u8)>,
 }
 
 impl Config {
@@ -55,6 +57,15 @@ impl Config {
              protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n",
             self.router_id
         );
+        let bfd = match self.bfd {
+            Some((ms, multiplier)) => {
+                conf.push_str("protocol bfd { }\n");
+                format!(
+                    "  bfd {{ min rx interval {ms} ms; min tx interval {ms} ms; multiplier {multiplier}; }};\n"
+                )
+            }
+            None => String::new(),
+        };
         for n in &self.neighbours {
             let ibgp = n.asn == self.asn;
             conf.push_str(&format!(
@@ -62,7 +73,7 @@ impl Config {
                    local as {local};\n  \
                    neighbor {addr} as {peer};\n  \
                    hold time {hold}; keepalive time {keep};\n  \
-                   connect retry time 1; error wait time 1, 4;\n{password}  \
+                   connect retry time 1; error wait time 1, 4;\n{password}{bfd}  \
                    ipv4 {{ import all; export all;{nh} }};\n{rr}\
                  }}\n",
                 password = n
@@ -78,6 +89,7 @@ impl Config {
                 keep = (self.hold_time / 3).max(1),
                 nh = if ibgp { " next hop self;" } else { "" },
                 rr = if ibgp { "  rr client;\n" } else { "" },
+                bfd = bfd,
             ));
         }
         conf

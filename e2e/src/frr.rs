@@ -230,6 +230,7 @@ mod tests {
                 },
             ],
             hold_time: 9,
+            bfd: None,
         };
         let conf = render(&config);
         for line in [

@@ -578,6 +578,7 @@ fn bird_config(c: &Cluster) -> Result<causeway_e2e::bird::Config> {
         router_id: "192.168.50.1".parse()?,
         neighbours,
         hold_time: 9,
+        bfd: None,
     })
 }
 
