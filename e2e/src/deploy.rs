@@ -149,24 +149,29 @@ pub fn wait_client_account(c: &Cluster, gateway: &str, name: &str, present: bool
 /// the client's own ServiceAccount (`kubectl create token`), once the operator has created
 /// that account (it waits up to a minute). Each call issues a new token.
 pub fn gateway_client_kubeconfig(c: &Cluster, gateway: &str, name: &str) -> Result<String> {
-    let account = client_account(gateway, name);
     wait_client_account(c, gateway, name, true)?;
+    token_kubeconfig(c, CLIENT_NAMESPACE, &client_account(gateway, name))
+}
+
+/// A kubeconfig with a new token of ServiceAccount `namespace/account` (`kubectl create
+/// token`), as a user gives one to a machine.
+pub fn token_kubeconfig(c: &Cluster, namespace: &str, account: &str) -> Result<String> {
     let token = c.kubectl(&[
         "create",
         "token",
-        &account,
+        account,
         "-n",
-        CLIENT_NAMESPACE,
+        namespace,
         "--duration",
         "24h",
     ])?;
-    let token_file = c.dir.join("tokens").join(format!("client-{account}"));
+    let token_file = c.dir.join("tokens").join(format!("{namespace}-{account}"));
     if let Some(dir) = token_file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&token_file, token.trim())
         .with_context(|| format!("writing {}", token_file.display()))?;
-    let path = c.dir.join(format!("kubeconfig-client-{account}"));
+    let path = c.dir.join(format!("kubeconfig-{namespace}-{account}"));
     let server = format!("https://{}:{API_PORT}", c.topology.control_plane.address);
     c.pki.token_kubeconfig(&path, &server, &token_file)?;
     Ok(path.display().to_string())

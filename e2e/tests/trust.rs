@@ -599,6 +599,20 @@ fn client_restriction(c: &Cluster) -> Result<()> {
             ),
         ],
     )?;
+    // The `default` account Kubernetes makes in the clients' namespace shares their group,
+    // but writes no Lease, not even one whose long holder skips the name check.
+    let default = deploy::token_kubeconfig(c, deploy::CLIENT_NAMESPACE, "default")?;
+    let long_holder = format!("trust-join/{}", "x".repeat(250));
+    run_cases(
+        c,
+        "the clients' namespace's default account",
+        &default,
+        &[create(
+            "a Lease named after it, with a holder too long to check",
+            lease("default", &long_holder, heartbeat),
+            Some(rule),
+        )],
+    )?;
     // The old shared account is gone: no credential serves every client.
     ensure!(
         c.kubectl(&["get", "serviceaccount", "causeway-gateway-client", "-n", NS])
