@@ -47,6 +47,36 @@ pub struct Config {
 }
 
 impl Config {
+    /// A router of AS `asn`, ID `router_id`, with one session per node of `nodes` (all in AS
+    /// `node_asn`, no password; sessions named after the nodes, `node_a`), hold time 9 s and
+    /// no BFD.
+    pub fn for_nodes(
+        c: &Cluster,
+        nodes: &[&str],
+        asn: u32,
+        router_id: Ipv4Addr,
+        node_asn: u32,
+    ) -> Result<Config> {
+        let neighbours = nodes
+            .iter()
+            .map(|node| {
+                Ok(Neighbour {
+                    name: node.replace('-', "_"),
+                    address: crate::suite::node_address(c, node)?,
+                    asn: node_asn,
+                    password: None,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Config {
+            asn,
+            router_id,
+            neighbours,
+            hold_time: 9,
+            bfd: None,
+        })
+    }
+
     /// The `bird.conf` text.
     #[must_use]
     pub fn render(&self) -> String {

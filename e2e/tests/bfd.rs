@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use causeway_e2e::bird::{Bird, Config, Neighbour};
-use causeway_e2e::suite::{Suite, lock, node_address, our_routes};
+use causeway_e2e::bird::{Bird, Config};
+use causeway_e2e::suite::{Suite, lock, our_routes};
 use causeway_e2e::topology::{Leg, Router, Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -69,21 +69,9 @@ fn two_routers() -> Topology {
 }
 
 fn router_config(c: &Cluster, router_id: &str) -> Result<Config> {
-    let mut neighbours = Vec::new();
-    for node in ALL {
-        neighbours.push(Neighbour {
-            name: node.replace('-', "_"),
-            address: node_address(c, node)?,
-            asn: NODE_ASN,
-            password: None,
-        });
-    }
     Ok(Config {
-        asn: ROUTER_ASN,
-        router_id: router_id.parse()?,
-        neighbours,
-        hold_time: 9,
         bfd: Some(BFD),
+        ..Config::for_nodes(c, &ALL, ROUTER_ASN, router_id.parse()?, NODE_ASN)?
     })
 }
 

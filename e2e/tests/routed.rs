@@ -564,22 +564,7 @@ const NODE_ASN: u32 = 64512;
 static BIRD: Mutex<Option<causeway_e2e::bird::Bird>> = Mutex::new(None);
 
 fn bird_config(c: &Cluster) -> Result<causeway_e2e::bird::Config> {
-    let mut neighbours = Vec::new();
-    for node in ALL {
-        neighbours.push(causeway_e2e::bird::Neighbour {
-            name: node.replace('-', "_"),
-            address: node_address(c, node)?,
-            asn: NODE_ASN,
-            password: None,
-        });
-    }
-    Ok(causeway_e2e::bird::Config {
-        asn: ROUTER_ASN,
-        router_id: "192.168.50.1".parse()?,
-        neighbours,
-        hold_time: 9,
-        bfd: None,
-    })
+    causeway_e2e::bird::Config::for_nodes(c, &ALL, ROUTER_ASN, [192, 168, 50, 1].into(), NODE_ASN)
 }
 
 /// The BGP network: every node; rack-a peers with r1's lan-a leg, rack-b with its lan-b leg.
