@@ -1,13 +1,13 @@
 //! Rules for object names Causeway derives from other names.
 //!
 //! NodeSubnets are named by the operator after the network and the subnet they hold,
-//! `<network>-<a>-<b>-<c>-<d>-<prefix length>` (`overlay-10-247-3-0-24`;
-//! [`node_subnet_name`]): two operators that race for one subnet race for
+//! `<network>-<a>-<b>-<c>-<d>-<prefix length>` (`overlay-10-247-3-0-24`; an IPv6 subnet with
+//! its eight groups, `overlay-fd00-10-244-3-0-0-0-0-64`; [`node_subnet_name`]): two operators that race for one subnet race for
 //! one name, and the API server lets only one create it. Names are never parsed back:
 //! consumers find NodeSubnets by `spec.network` and `spec.nodeName` or the
 //! `causeway.dev/network` and `causeway.dev/node` labels.
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 /// Longest object name Kubernetes accepts (a DNS-1123 subdomain).
 pub const MAX_NAME_LENGTH: usize = 253;
@@ -28,16 +28,26 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// The NodeSubnet name for `subnet` of the PodNetwork `network`: `<network>-a-b-c-d-<len>`
-/// (`overlay-10-247-3-0-24`).
+/// (`overlay-10-247-3-0-24`), or for an IPv6 subnet its eight groups in hex without leading
+/// zeros (`overlay-fd00-10-244-3-0-0-0-0-64`).
 ///
-/// The subnet part always has five numbers, so a name reads unambiguously from the right. When
-/// the result would exceed 253 characters the network part is truncated and a 10-digit hash of
-/// the full network name is inserted before the subnet part, so long network names that share
-/// a prefix keep distinct names.
+/// The subnet part always has five (IPv6: nine) numbers, so a name reads unambiguously from
+/// the right. When the result would exceed 253 characters the network part is truncated and a
+/// 10-digit hash of the full network name is inserted before the subnet part, so long network
+/// names that share a prefix keep distinct names.
 #[must_use]
-pub fn node_subnet_name(network: &str, subnet: Ipv4Net) -> String {
-    let [a, b, c, d] = subnet.network().octets();
-    let suffix = format!("{a}-{b}-{c}-{d}-{}", subnet.prefix_len());
+pub fn node_subnet_name(network: &str, subnet: impl Into<IpNet>) -> String {
+    let subnet: IpNet = subnet.into();
+    let groups: Vec<String> = match subnet {
+        IpNet::V4(net) => net.network().octets().iter().map(u8::to_string).collect(),
+        IpNet::V6(net) => net
+            .network()
+            .segments()
+            .iter()
+            .map(|g| format!("{g:x}"))
+            .collect(),
+    };
+    let suffix = format!("{}-{}", groups.join("-"), subnet.prefix_len());
     let joined = format!("{network}-{suffix}");
     if joined.len() <= MAX_NAME_LENGTH {
         return joined;
@@ -72,7 +82,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().expect("CIDR")
     }
 
@@ -82,6 +92,12 @@ mod tests {
             ("overlay", "10.247.3.0/24", "overlay-10-247-3-0-24"),
             ("pods", "10.0.0.0/30", "pods-10-0-0-0-30"),
             ("a.b", "192.168.255.128/25", "a.b-192-168-255-128-25"),
+            (
+                "dual",
+                "fd00:10:244:3::/64",
+                "dual-fd00-10-244-3-0-0-0-0-64",
+            ),
+            ("v6", "2001:db8::fffc/126", "v6-2001-db8-0-0-0-0-0-fffc-126"),
         ];
         for (network, subnet, want) in cases {
             assert_eq!(node_subnet_name(network, net(subnet)), *want);

@@ -131,6 +131,29 @@ pub fn reserved(address: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// The reserved block (as [`crate::v1alpha1::address::RESERVED`] and
+/// [`crate::v1alpha1::address::RESERVED_V6`] name them) holding `address`, of either family.
+#[must_use]
+pub fn reserved_ip(address: std::net::IpAddr) -> Option<&'static str> {
+    match address {
+        std::net::IpAddr::V4(a) => reserved(a),
+        std::net::IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            if a.is_loopback() {
+                Some("loopback ::1/128")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local fe80::/10")
+            } else if first & 0xff00 == 0xff00 {
+                Some("multicast ff00::/8")
+            } else if first & 0xff00 == 0 {
+                Some("reserved ::/8 (unspecified, IPv4-mapped, IPv4-compatible)")
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// Checks client `index` of a ClientJoin gateway: both addresses parse, neither is reserved,
 /// the overlay address is outside the pod range `pods`, differs from the client's own
 /// address and belongs to nobody in `owners`, and the underlay address is nobody else's.

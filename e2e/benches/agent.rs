@@ -331,6 +331,8 @@ fn node_subnet(i: usize) -> Result<NodeSubnet> {
             cidr: m.cidr.to_string(),
             node_address: m.address.to_string(),
             vtep_mac: Some(vtep_mac(&m.node).to_string()),
+            secondary_cidr: None,
+            secondary_node_address: None,
         },
     );
     ns.metadata = ObjectMeta {

@@ -16,8 +16,9 @@
 //! Causeway ÷ baseline; below 1 means Causeway is faster.
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50]`. Needs root (namespaces),
-//! like the e2e suite.
+//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50] [--ipv6]`. Needs root
+//! (namespaces), like the e2e suite. `--ipv6` makes both allocators cut an IPv6 /48 into /64s
+//! (65,536 subnets) instead of an IPv4 /9 into /24s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -44,6 +45,10 @@ const CLUSTER: &str = "bench";
 /// The pool both allocators carve /24s from: 32,768 of them.
 const CLUSTER_CIDR: &str = "10.128.0.0/9";
 const MASK: u8 = 24;
+/// With `--ipv6`: the pool both allocators carve /64s from, 65,536 of them
+/// (kube-controller-manager allows at most 16 bits between the two).
+const CLUSTER_CIDR_V6: &str = "fd00:10::/48";
+const MASK_V6: u8 = 64;
 /// Nodes created concurrently while setting a cluster up.
 const CREATE_CONCURRENCY: usize = 64;
 const ALLOCATION_TIMEOUT: Duration = Duration::from_secs(900);
@@ -51,6 +56,8 @@ const ALLOCATION_TIMEOUT: Duration = Duration::from_secs(900);
 struct Options {
     sizes: Vec<usize>,
     joins: usize,
+    /// The pool and node prefix length both allocators cut.
+    pool: (&'static str, u8),
     /// Skip the baselines (for iterating on the operator; reports no ratios).
     causeway_only: bool,
 }
@@ -64,12 +71,14 @@ fn parse_args() -> Result<Options> {
         return Ok(Options {
             sizes: vec![30],
             joins: 3,
+            pool: (CLUSTER_CIDR, MASK),
             causeway_only: false,
         });
     }
     let mut opts = Options {
         sizes: vec![1000, 5000],
         joins: 50,
+        pool: (CLUSTER_CIDR, MASK),
         causeway_only: false,
     };
     let mut args = args.into_iter();
@@ -90,10 +99,11 @@ fn parse_args() -> Result<Options> {
                 opts.joins = v.parse().with_context(|| format!("--joins {v}"))?;
             }
             "--causeway-only" => opts.causeway_only = true,
+            "--ipv6" => opts.pool = (CLUSTER_CIDR_V6, MASK_V6),
             // cargo bench passes --bench; libtest-style filters are not used here.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --causeway-only"
+                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --causeway-only, --ipv6"
             ),
         }
     }
@@ -136,10 +146,12 @@ async fn run(opts: Options) -> Result<()> {
     causeway_e2e::cluster::require_prerequisites()?;
     let operator = causeway_binary("causeway-operator")?;
     let mut report = Vec::new();
+    let pool = opts.pool;
+    println!("[bench] pool {} cut into /{}", pool.0, pool.1);
     for &n in &opts.sizes {
         let causeway = with_cluster(n, |c, client| {
             let operator = operator.clone();
-            async move { run_causeway(&c, client, &operator, n, opts.joins).await }
+            async move { run_causeway(&c, client, &operator, pool, n, opts.joins).await }
         })
         .await
         .with_context(|| format!("Causeway at {n} nodes"))?;
@@ -148,13 +160,13 @@ async fn run(opts: Options) -> Result<()> {
             continue;
         }
         let kcm_default = with_cluster(n, |c, client| async move {
-            run_kcm(&c, client, None, n, opts.joins).await
+            run_kcm(&c, client, pool, None, n, opts.joins).await
         })
         .await
         .with_context(|| format!("kube-controller-manager (default qps) at {n} nodes"))?;
         print_run("kube-controller-manager qps=20", n, &kcm_default);
         let kcm_fast = with_cluster(n, |c, client| async move {
-            run_kcm(&c, client, Some(1000), n, opts.joins).await
+            run_kcm(&c, client, pool, Some(1000), n, opts.joins).await
         })
         .await
         .with_context(|| format!("kube-controller-manager (qps 1000) at {n} nodes"))?;
@@ -359,6 +371,7 @@ async fn run_causeway(
     c: &Cluster,
     client: Client,
     operator: &std::path::Path,
+    (cidr, mask): (&str, u8),
     n: usize,
     joins: usize,
 ) -> Result<RunResult> {
@@ -367,7 +380,7 @@ async fn run_causeway(
         c.kubectl(&["create", "namespace", "causeway-system"])?;
         let pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
             "metadata": {"name": "bench"},
-            "spec": {"cidr": CLUSTER_CIDR, "nodeSubnetPrefixLength": MASK, "mode": "Overlay",
+            "spec": {"cidr": cidr, "nodeSubnetPrefixLength": mask, "mode": "Overlay",
                      "nodeSelector": {"matchLabels": {"bench": "ipam"}}}});
         c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
         Ok(())
@@ -429,6 +442,7 @@ fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration)> {
 async fn run_kcm(
     c: &Cluster,
     client: Client,
+    (cidr, mask): (&str, u8),
     qps: Option<u32>,
     n: usize,
     joins: usize,
@@ -441,13 +455,8 @@ async fn run_kcm(
     })
     .await?;
     let (pid, initial) = initial_allocation(&tracker, n, || {
-        let args = controlplane::nodeipam_args(
-            &c.pki,
-            &c.dir.join("kubeconfig-local"),
-            CLUSTER_CIDR,
-            MASK,
-            qps,
-        );
+        let args =
+            controlplane::nodeipam_args(&c.pki, &c.dir.join("kubeconfig-local"), cidr, mask, qps);
         c.spawn_control_plane(
             "kube-controller-manager",
             &c.binaries.kube_controller_manager.display().to_string(),

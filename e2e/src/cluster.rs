@@ -601,14 +601,19 @@ impl Cluster {
 
     /// Writes a node's status addresses (no InternalIP when `address` is `None`) and Ready.
     pub fn set_node_status(&self, node: &str, address: Option<Ipv4Addr>) -> Result<()> {
+        let addresses: Vec<std::net::IpAddr> = address.into_iter().map(Into::into).collect();
+        self.set_node_addresses(node, &addresses)
+    }
+
+    /// Like [`Self::set_node_status`] with any number of InternalIPs of either family, in the
+    /// order the kubelet would list them (a dual-stack node lists its primary family first).
+    pub fn set_node_addresses(&self, node: &str, internal: &[std::net::IpAddr]) -> Result<()> {
         let now = now_rfc3339()?;
-        let mut addresses = vec![serde_json::json!({"type": "Hostname", "address": node})];
-        if let Some(a) = address {
-            addresses.insert(
-                0,
-                serde_json::json!({"type": "InternalIP", "address": a.to_string()}),
-            );
-        }
+        let mut addresses: Vec<serde_json::Value> = internal
+            .iter()
+            .map(|a| serde_json::json!({"type": "InternalIP", "address": a.to_string()}))
+            .collect();
+        addresses.push(serde_json::json!({"type": "Hostname", "address": node}));
         let patch = serde_json::json!({"status": {
             "addresses": addresses,
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",

@@ -78,6 +78,14 @@ fn main() -> ExitCode {
                 metrics,
             ),
             testing::test(
+                "a_network_made_dual_stack_gives_every_node_an_ipv6_subnet_without_moving_its_ipv4_one",
+                dual_stack,
+            ),
+            testing::test(
+                "an_ipv6_network_allocates_slash_64s_named_by_their_groups_and_agents_refuse_it_whole",
+                ipv6_only,
+            ),
+            testing::test(
                 "with_use_node_pod_cidr_nodes_keep_the_pod_cidr_kubernetes_gave_them",
                 node_pod_cidr,
             ),
@@ -1083,6 +1091,159 @@ fn node_pod_cidr(c: &Cluster) -> Result<()> {
         msg.contains("pc-02") && msg.contains("10.131.0.0/24"),
         "the message does not name the node and its podCIDR: {msg}"
     );
+    Ok(())
+}
+
+/// The NodeSubnets of `network` by node: (name, uid, cidr, secondaryCidr, nodeAddress,
+/// secondaryNodeAddress), every value as the API returns it.
+fn dual_subnets(c: &Cluster, network: &str) -> Result<BTreeMap<String, [String; 6]>> {
+    let mut map = BTreeMap::new();
+    for item in &deploy::node_subnets(c, network)? {
+        let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let spec = &item["spec"];
+        map.insert(
+            field(&spec["nodeName"]),
+            [
+                field(&item["metadata"]["name"]),
+                field(&item["metadata"]["uid"]),
+                field(&spec["cidr"]),
+                field(&spec["secondaryCidr"]),
+                field(&spec["nodeAddress"]),
+                field(&spec["secondaryNodeAddress"]),
+            ],
+        );
+    }
+    Ok(map)
+}
+
+/// Issue #18: an IPv4 network becomes dual-stack by adding secondaryCidr; every node keeps its
+/// NodeSubnet (same object, same IPv4 subnet) and gets an IPv6 /64 and, where it has one, its
+/// IPv6 InternalIP; a node joining afterwards gets both at once.
+fn dual_stack(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    let ip = |s: &str| -> Result<std::net::IpAddr> { Ok(s.parse()?) };
+    let nodes = [
+        ("ds-00", vec![ip("192.168.57.10")?, ip("fd00:57::10")?]),
+        ("ds-01", vec![ip("192.168.57.11")?, ip("fd00:57::11")?]),
+        ("ds-02", vec![ip("192.168.57.12")?]),
+    ];
+    let register = |name: &str, addresses: &[std::net::IpAddr]| -> Result<()> {
+        let doc = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"pool": "ds"}}});
+        c.kubectl_stdin(&["apply", "-f", "-"], &doc.to_string())?;
+        c.set_node_addresses(name, addresses)
+    };
+    for (name, addresses) in &nodes {
+        register(name, addresses)?;
+    }
+    apply_network(c, "ds", "10.140.0.0/16", 24, "ds")?;
+    let before = wait_for("IPv4 subnets", Duration::from_secs(30), || {
+        let m = dual_subnets(c, "ds")?;
+        ensure!(m.len() == 3, "{} NodeSubnets: {m:?}", m.len());
+        Ok(m)
+    })?;
+    // No IPv6 subnet yet; the nodes' IPv6 InternalIPs are recorded all the same (the
+    // underlay is dual-stack whatever the pods are).
+    ensure!(
+        before
+            .iter()
+            .all(|(node, [.., second_cidr, _, second_ip])| {
+                second_cidr.is_empty() && (second_ip.is_empty() == (node == "ds-02"))
+            }),
+        "an IPv4 network on a dual-stack underlay: {before:?}"
+    );
+
+    let pn = json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+        "metadata": {"name": "ds"},
+        "spec": {"cidr": "10.140.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Overlay",
+                 "secondaryCidr": "fd00:140::/56", "secondaryNodeSubnetPrefixLength": 64,
+                 "nodeSelector": {"matchLabels": {"pool": "ds"}}}});
+    c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
+    let after = wait_for("IPv6 subnets added", Duration::from_secs(30), || {
+        let m = dual_subnets(c, "ds")?;
+        ensure!(
+            m.values().all(|v| !v[3].is_empty()),
+            "not every node has its secondaryCidr yet: {m:?}"
+        );
+        Ok(m)
+    })?;
+    let mut seconds = BTreeSet::new();
+    for (node, [name, uid, cidr, second, address, second_address]) in &after {
+        let [name0, uid0, cidr0, ..] = before.get(node).context("a node appeared")?;
+        ensure!(
+            (name, uid, cidr) == (name0, uid0, cidr0),
+            "{node}'s NodeSubnet changed from {name0} {uid0} {cidr0} to {name} {uid} {cidr}"
+        );
+        let net: ipnet::Ipv6Net = second.parse()?;
+        ensure!(
+            net.prefix_len() == 64 && "fd00:140::/56".parse::<ipnet::Ipv6Net>()?.contains(&net),
+            "{node}: {second} is not a /64 of fd00:140::/56"
+        );
+        ensure!(seconds.insert(second.clone()), "{second} handed out twice");
+        let want = nodes
+            .iter()
+            .find(|(n, _)| n == node)
+            .and_then(|(_, a)| a.get(1))
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        ensure!(
+            *second_address == want && address.starts_with("192.168.57."),
+            "{node}: addresses {address} / {second_address:?}, expected the IPv4 one / {want:?}"
+        );
+    }
+    expect_event(c, "ds", "SecondarySubnetAllocated", "fd00:140:0:")?;
+    let st = wait_for("dual-stack status", Duration::from_secs(20), || {
+        let st = status(c, "ds")?;
+        ensure!(
+            st["ipFamilies"] == json!(["IPv4", "IPv6"]) && st["secondarySubnetsAllocated"] == 3,
+            "status: {st}"
+        );
+        Ok(st)
+    })?;
+    ensure!(st["secondarySubnetsFree"] == 253, "status: {st}");
+    let (_, _, message) = condition(c, "ds", "SubnetsExhausted")?;
+    ensure!(
+        message.contains("253 of 256 of secondaryCidr"),
+        "SubnetsExhausted does not count the IPv6 range: {message}"
+    );
+
+    // A node joining a dual-stack network gets both subnets at once.
+    register("ds-03", &[ip("192.168.57.13")?, ip("fd00:57::13")?])?;
+    let joined = wait_for("ds-03 allocated", Duration::from_secs(30), || {
+        dual_subnets(c, "ds")?
+            .get("ds-03")
+            .cloned()
+            .context("not yet")
+    })?;
+    ensure!(
+        joined[2].starts_with("10.140.")
+            && joined[3].starts_with("fd00:140:0:")
+            && joined[5] == "fd00:57::13",
+        "ds-03 got {joined:?}"
+    );
+    Ok(())
+}
+
+/// Issue #18: an IPv6-only network over an IPv4 underlay: /64s of the range, NodeSubnets
+/// named by the subnet's eight groups, nodeAddress the node's IPv4 InternalIP (its only one).
+fn ipv6_only(c: &Cluster) -> Result<()> {
+    setup(c)?;
+    add_nodes(c, &pool_nodes(0..2, 58, "v6"))?;
+    apply_network(c, "v6", "fd00:141::/56", 64, "v6")?;
+    let map = wait_for("IPv6 subnets", Duration::from_secs(30), || {
+        let m = dual_subnets(c, "v6")?;
+        ensure!(m.len() == 2, "{} NodeSubnets: {m:?}", m.len());
+        Ok(m)
+    })?;
+    let first = map.get("v6-00").context("v6-00 has no subnet")?;
+    ensure!(
+        first[0] == "v6-fd00-141-0-0-0-0-0-0-64"
+            && first[2] == "fd00:141::/64"
+            && first[4] == "192.168.58.10",
+        "v6-00 got {first:?}"
+    );
+    let st = status(c, "v6")?;
+    ensure!(st["ipFamilies"] == json!(["IPv6"]), "status: {st}");
     Ok(())
 }
 

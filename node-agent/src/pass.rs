@@ -165,6 +165,9 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         );
         return fail(pass, Failure::Plan(message));
     };
+    if let Some(message) = unsupported_family(&network.spec) {
+        return fail(pass, Failure::Plan(message));
+    }
     let address = match own.spec.parsed_node_address() {
         Ok(a) => a,
         Err(e) => return fail(pass, Failure::Plan(format!("spec.nodeAddress: {e}"))),
@@ -332,6 +335,26 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
     Ok(cleared)
 }
 
+/// Why this agent cannot program `network` at all, when it is an IPv6 or dual-stack network:
+/// the API and the operator's allocation take both families, the dataplane programs IPv4
+/// only so far (issue #18). The whole network is refused, so a node never runs half of a
+/// dual-stack network.
+fn unsupported_family(network: &causeway_crds::PodNetworkSpec) -> Option<String> {
+    let ipv6 = network.parsed_cidr().is_err()
+        && causeway_crds::cidr::parse_cidr(&network.cidr)
+            .is_ok_and(|c| matches!(c, ipnet::IpNet::V6(_)));
+    let what = if ipv6 {
+        format!("spec.cidr {} is an IPv6 range", network.cidr)
+    } else if let Some(secondary) = &network.secondary_cidr {
+        format!("spec.secondaryCidr {secondary} makes it dual-stack")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{what}, and this version of the node agent programs IPv4 pod networks only (IPv6 dataplanes are coming, issue #18); nothing is programmed on this node. Use a PodNetwork with an IPv4 cidr and no secondaryCidr"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     //! Whole passes against the kernel-faithful fake: join, a second pass, drift, leaving,
@@ -369,6 +392,8 @@ mod tests {
                 cidr: cidr.into(),
                 node_address: address.into(),
                 vtep_mac: Some(vtep_mac(node).to_string()),
+                secondary_cidr: None,
+                secondary_node_address: None,
             },
         );
         s.metadata.generation = Some(1);
@@ -513,6 +538,41 @@ mod tests {
         assert!(pass.ops.is_empty() && dp.applied.is_empty());
         assert!(pass.decisions.is_none(), "no BGP, no elections");
         assert!(!dp.forwarding);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_or_dual_stack_network_is_refused_whole_and_a_programmed_node_keeps_its_state()
+    {
+        let mut world = World::new();
+        let mut dp = node_a();
+        world.pass(&mut dp).await;
+        let programmed = dp.state.clone();
+        let applied = dp.applied.len();
+        world.networks = vec![network(serde_json::json!({
+            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+        }))];
+        let dual = world.pass(&mut dp).await;
+        assert!(
+            matches!(&dual.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes it dual-stack, and this version of the node agent programs IPv4 pod networks only")),
+            "{:?}",
+            dual.outcome.failure
+        );
+        assert!(dual.ops.is_empty() && dual.decisions.is_none());
+        assert_eq!((dp.state.clone(), dp.applied.len()), (programmed, applied));
+
+        world.networks = vec![network(serde_json::json!({
+            "cidr": "fd00:10:244::/56", "nodeSubnetPrefixLength": 64,
+        }))];
+        let mut fresh = node_a();
+        let ipv6 = world.pass(&mut fresh).await;
+        assert!(
+            matches!(&ipv6.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("spec.cidr fd00:10:244::/56 is an IPv6 range")),
+            "{:?}",
+            ipv6.outcome.failure
+        );
+        assert!(fresh.applied.is_empty());
     }
 
     #[tokio::test]

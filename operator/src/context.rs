@@ -32,7 +32,7 @@ pub struct Options {
     /// The API server's address, when the client configuration names it by IP address.
     pub api_server: Option<std::net::Ipv4Addr>,
     /// Service ranges given by flag (`--service-cidr`), besides the ServiceCIDR objects.
-    pub service_cidrs: Vec<ipnet::Ipv4Net>,
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// What every reconcile shares.

@@ -41,11 +41,11 @@ struct Args {
     /// `<namespace>-clients`). It must exist; the chart creates it.
     #[arg(long, env = "CLIENT_NAMESPACE")]
     client_namespace: Option<String>,
-    /// The cluster's Service range (repeatable), for clusters that serve no ServiceCIDR
+    /// The cluster's Service ranges (repeatable, IPv4 or IPv6), for clusters that serve no ServiceCIDR
     /// objects (before Kubernetes 1.33, or with the MultiCIDRServiceAllocator feature off):
     /// no PodNetwork's range may overlap it. The ServiceCIDR objects are read either way.
     #[arg(long = "service-cidr", value_name = "CIDR")]
-    service_cidrs: Vec<ipnet::Ipv4Net>,
+    service_cidrs: Vec<ipnet::IpNet>,
     /// Name of the leader election Lease.
     #[arg(long, default_value = "causeway-operator")]
     lease_name: String,
@@ -296,7 +296,8 @@ mod tests {
             ]
         );
         assert!(Args::try_parse_from(["bin", "--service-cidr", "10.96.0.0"]).is_err());
-        assert!(Args::try_parse_from(["bin", "--service-cidr", "fd00::/108"]).is_err());
+        assert!(Args::try_parse_from(["bin", "--service-cidr", "fd00::/108"]).is_ok());
+        assert!(Args::try_parse_from(["bin", "--service-cidr", "fd00::"]).is_err());
         assert!(
             Args::try_parse_from(["bin"])
                 .expect("parses")

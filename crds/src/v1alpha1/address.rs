@@ -1,16 +1,18 @@
-//! The admission rules of every IPv4 address and CIDR field of the API, defined once.
+//! The admission rules of every address and CIDR field of the API, defined once.
 //!
-//! Causeway v1alpha1 is IPv4-only, and every address a user (or the operator) writes is one a
-//! host must own or a range of such addresses: a node's underlay address, a BGP router, a VIP,
-//! a client's tunnel endpoint and overlay address, the pod range and the client ranges. So each
-//! address field gets the same CEL rules, built here from its [`Field`] description:
+//! Every address a user (or the operator) writes is one a host must own or a range of such
+//! addresses: a node's underlay address, a BGP router, a VIP, a client's tunnel endpoint and
+//! overlay address, the pod ranges and the client ranges. So each address field gets the same
+//! CEL rules, built here from its [`Field`] description and the [`Families`] it takes (the pod
+//! ranges and node addresses take IPv4 or IPv6; the other fields IPv4 until their IPv6 support
+//! lands, issue #18):
 //!
-//! - [`ipv4_address`]: an IP address, IPv4, and not in a [`RESERVED`] block (nor the broadcast
-//!   address): loopback, link-local, multicast, 240.0.0.0/4 and 0.0.0.0/8 hold no address a
-//!   host can be reached at.
-//! - [`ipv4_cidr`]: a CIDR, IPv4, no host bits set (the message gives the masked value for a
-//!   /8, /16 or /24, and says how to write it otherwise), and no overlap with a [`RESERVED`]
-//!   block (so `0.0.0.0/0` and `128.0.0.0/1` are refused too).
+//! - [`ip_address`]: an IP address, of an accepted family, and not in a [`RESERVED`] or
+//!   [`RESERVED_V6`] block (nor the broadcast address): loopback, link-local, multicast,
+//!   240.0.0.0/4, 0.0.0.0/8 and the rest of `::/8` hold no address a host can be reached at.
+//! - [`ip_cidr`]: a CIDR, of an accepted family, no host bits set (the message gives the masked
+//!   value for an IPv4 /8, /16 or /24, and says how to write it otherwise), and no overlap with
+//!   a reserved block (so `0.0.0.0/0`, `128.0.0.0/1` and `::/0` are refused too).
 //!
 //! Each rule after the first is guarded by the ones before it (`!isIP(self) || ...`), so a
 //! value gets the one error that explains it rather than several. The messages name the field,
@@ -34,7 +36,7 @@
 
 use kube::core::{Message, Rule};
 
-/// A block of IPv4 addresses no host can own as its address, and what it is called.
+/// A block of addresses no host can own as its address, and what it is called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reserved {
     /// The block in CIDR notation.
@@ -68,6 +70,37 @@ pub const RESERVED: [Reserved; 5] = [
     },
 ];
 
+/// The IPv6 blocks address fields refuse and CIDR fields must not overlap, in the order messages
+/// name them: `::/8` holds the loopback and unspecified addresses and the IPv4-mapped and
+/// IPv4-compatible ones (RFC 4291), none a host's own unicast address on a link.
+pub const RESERVED_V6: [Reserved; 4] = [
+    Reserved {
+        cidr: "::1/128",
+        kind: "loopback",
+    },
+    Reserved {
+        cidr: "fe80::/10",
+        kind: "link-local",
+    },
+    Reserved {
+        cidr: "ff00::/8",
+        kind: "multicast",
+    },
+    Reserved {
+        cidr: "::/8",
+        kind: "reserved (unspecified, IPv4-mapped or IPv4-compatible)",
+    },
+];
+
+/// Which address families a field takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Families {
+    /// IPv4 only: an IPv6 value gets a message saying the field does not take IPv6 yet.
+    Ipv4,
+    /// IPv4 or IPv6.
+    Any,
+}
+
 /// The limited broadcast address, inside 240.0.0.0/4 but named on its own.
 pub const BROADCAST: &str = "255.255.255.255";
 
@@ -82,99 +115,144 @@ pub struct Field {
     pub example: &'static str,
 }
 
-/// The rules of an IPv4 address field: an IP address, IPv4, an address a host can own.
+/// The rules of an address field: an IP address of one of `families`, an address a host can
+/// own.
 #[must_use]
-pub fn ipv4_address(field: &Field) -> Vec<Rule> {
+pub fn ip_address(field: &Field, families: Families) -> Vec<Rule> {
     let Field {
         name,
         good,
         example,
     } = *field;
-    let class = first_reserved(
-        |block| format!("cidr('{}').containsIP(self)", block.cidr),
-        |block| {
-            let vowel = block.kind.starts_with(['a', 'e', 'i', 'o', 'u']);
-            let article = if vowel { "an" } else { "a" };
-            format!("{article} {} address ({})", block.kind, block.cidr)
-        },
-    );
-    vec![
-        Rule::new("isIP(self)").message(Message::Message(format!(
-            "{name} must be an IPv4 address such as {example}"
-        ))),
-        Rule::new("!isIP(self) || ip(self).family() == 4").message(expression(
-            name,
-            "",
-            &format!(
-                " is an IPv6 address: IPv6 is not supported in causeway.dev/v1alpha1; use an IPv4 address such as {example}"
-            ),
-        )),
+    let class = |blocks: &[Reserved]| {
+        first_reserved(
+            blocks,
+            |block| format!("cidr('{}').containsIP(self)", block.cidr),
+            |block| {
+                let vowel = block.kind.starts_with(['a', 'e', 'i', 'o', 'u']);
+                let article = if vowel { "an" } else { "a" };
+                format!("{article} {} address ({})", block.kind, block.cidr)
+            },
+        )
+    };
+    let (v4, v6) = (class(&RESERVED), class(&RESERVED_V6));
+    let fix = format!(", not a unicast address a host can own: use {good}, such as {example}");
+    let mut rules = vec![
+        Rule::new("isIP(self)").message(Message::Message(match families {
+            Families::Ipv4 => format!("{name} must be an IPv4 address such as {example}"),
+            Families::Any => format!("{name} must be an IPv4 or IPv6 address such as {example}"),
+        })),
+    ];
+    if families == Families::Ipv4 {
+        rules.push(
+            Rule::new("!isIP(self) || ip(self).family() == 4").message(expression(
+                name,
+                "",
+                &format!(
+                    " is an IPv6 address: {name} takes IPv4 only in causeway.dev/v1alpha1; use an IPv4 address such as {example}"
+                ),
+            )),
+        );
+    }
+    rules.push(
         Rule::new(format!(
             "!isIP(self) || ip(self).family() != 4 || !{}.exists(b, cidr(b).containsIP(self))",
-            reserved_list()
+            reserved_list(&RESERVED)
         ))
         .message(expression(
             name,
             &format!(
-                " + ' is ' + (self == '{BROADCAST}' ? 'the broadcast address {BROADCAST}' : {class})"
+                " + ' is ' + (self == '{BROADCAST}' ? 'the broadcast address {BROADCAST}' : {v4})"
             ),
-            &format!(", not a unicast address a host can own: use {good}, such as {example}"),
+            &fix,
         )),
-    ]
+    );
+    if families == Families::Any {
+        rules.push(
+            Rule::new(format!(
+                "!isIP(self) || ip(self).family() != 6 || !{}.exists(b, cidr(b).containsIP(self))",
+                reserved_list(&RESERVED_V6)
+            ))
+            .message(expression(name, &format!(" + ' is ' + ({v6})"), &fix)),
+        );
+    }
+    rules
 }
 
-/// The rules of an IPv4 CIDR field: a CIDR, IPv4, no host bits set, no reserved addresses.
+/// The rules of a CIDR field: a CIDR of one of `families`, no host bits set, no reserved
+/// addresses.
 #[must_use]
-pub fn ipv4_cidr(field: &Field) -> Vec<Rule> {
+pub fn ip_cidr(field: &Field, families: Families) -> Vec<Rule> {
     let Field {
         name,
         good,
         example,
     } = *field;
-    let ipv4 = "!isCIDR(self) || cidr(self).ip().family() != 4";
-    let range = first_reserved(
-        |block| {
-            let network = block.cidr.split('/').next().unwrap_or(block.cidr);
-            format!(
-                "(cidr(self).containsIP('{network}') || cidr('{}').containsIP(cidr(self).ip()))",
-                block.cidr
-            )
-        },
-        |block| format!("the {} range {}", block.kind, block.cidr),
-    );
-    vec![
-        Rule::new("isCIDR(self)").message(Message::Message(format!(
-            "{name} must be an IPv4 CIDR such as {example}"
-        ))),
-        Rule::new("!isCIDR(self) || cidr(self).ip().family() == 4").message(expression(
+    let range = |blocks: &[Reserved]| {
+        first_reserved(
+            blocks,
+            |block| {
+                let network = block.cidr.split('/').next().unwrap_or(block.cidr);
+                format!(
+                    "(cidr(self).containsIP('{network}') || cidr('{}').containsIP(cidr(self).ip()))",
+                    block.cidr
+                )
+            },
+            |block| format!("the {} range {}", block.kind, block.cidr),
+        )
+    };
+    let overlap = |family: u8, blocks: &[Reserved]| {
+        Rule::new(format!(
+            "!isCIDR(self) || cidr(self).ip().family() != {family} || !{}.exists(b, cidr(self).containsIP(cidr(b).ip()) || cidr(b).containsIP(cidr(self).ip()))",
+            reserved_list(blocks)
+        ))
+        .message(expression(
             name,
-            "",
-            &format!(
-                " is an IPv6 range: IPv6 is not supported in causeway.dev/v1alpha1; use an IPv4 CIDR such as {example}"
-            ),
-        )),
-        Rule::new(format!("{ipv4} || cidr(self) == cidr(self).masked()")).message(expression(
+            &format!(" + ' overlaps ' + ({})", range(blocks)),
+            &format!(", whose addresses no host can own: use {good}, such as {example}"),
+        ))
+    };
+    let mut rules = vec![
+        Rule::new("isCIDR(self)").message(Message::Message(match families {
+            Families::Ipv4 => format!("{name} must be an IPv4 CIDR such as {example}"),
+            Families::Any => format!("{name} must be an IPv4 or IPv6 CIDR such as {example}"),
+        })),
+    ];
+    if families == Families::Ipv4 {
+        rules.push(
+            Rule::new("!isCIDR(self) || cidr(self).ip().family() == 4").message(expression(
+                name,
+                "",
+                &format!(
+                    " is an IPv6 range: {name} takes IPv4 only in causeway.dev/v1alpha1; use an IPv4 CIDR such as {example}"
+                ),
+            )),
+        );
+    }
+    let guard = match families {
+        Families::Ipv4 => "!isCIDR(self) || cidr(self).ip().family() != 4",
+        Families::Any => "!isCIDR(self)",
+    };
+    rules.push(
+        Rule::new(format!("{guard} || cidr(self) == cidr(self).masked()")).message(expression(
             name,
             &format!(" + ' has host bits set: ' + ({})", masked_suggestion()),
             "",
         )),
-        Rule::new(format!(
-            "{ipv4} || !{}.exists(b, cidr(self).containsIP(cidr(b).ip()) || cidr(b).containsIP(cidr(self).ip()))",
-            reserved_list()
-        ))
-        .message(expression(
-            name,
-            &format!(" + ' overlaps ' + ({range})"),
-            &format!(", whose addresses no host can own: use {good}, such as {example}"),
-        )),
-    ]
+    );
+    rules.push(overlap(4, &RESERVED));
+    if families == Families::Any {
+        rules.push(overlap(6, &RESERVED_V6));
+    }
+    rules
 }
 
 /// CEL for the second half of the host-bits message: the masked CIDR when the prefix length is
 /// 8, 16 or 24, else how to write it. `string(cidr(self).masked())` would give it for every
 /// prefix length, but the API server cannot bound the size of that string, so a message using
 /// it exceeds the CEL cost budget and the CRD is refused; substrings of `self` are bounded by
-/// its maxLength. (`self` is an IPv4 CIDR here, a dotted quad: the rule guards it.)
+/// its maxLength. The dotted-quad suggestions apply to IPv4 CIDRs only; an IPv6 CIDR gets the
+/// how-to.
 fn masked_suggestion() -> String {
     let dot = |n: usize| match n {
         1 => "self.indexOf('.')".to_owned(),
@@ -184,6 +262,7 @@ fn masked_suggestion() -> String {
     let mut suggestion =
         "'write the network address, with every bit after the prefix length ' + self.substring(self.indexOf('/')) + ' zero'"
             .to_owned();
+    let generic = suggestion.clone();
     for (octets, zeros) in [(1, ".0.0.0"), (2, ".0.0"), (3, ".0")] {
         let prefix = octets * 8;
         suggestion = format!(
@@ -191,7 +270,7 @@ fn masked_suggestion() -> String {
             dot(octets)
         );
     }
-    suggestion
+    format!("cidr(self).ip().family() == 4 ? ({suggestion}) : {generic}")
 }
 
 /// The rule of a list field whose entries must differ in `key`: its message names the list, the
@@ -227,10 +306,11 @@ fn expression(name: &str, middle: &str, tail: &str) -> Message {
 /// A CEL conditional naming (`name`) the first reserved block for which `test` holds. The last
 /// block is not tested: the expression runs in messages of rules that failed, so one holds.
 fn first_reserved(
+    blocks: &[Reserved],
     test: impl Fn(&Reserved) -> String,
     name: impl Fn(&Reserved) -> String,
 ) -> String {
-    let Some((last, rest)) = RESERVED.split_last() else {
+    let Some((last, rest)) = blocks.split_last() else {
         return literal("reserved");
     };
     rest.iter()
@@ -240,9 +320,9 @@ fn first_reserved(
         })
 }
 
-/// The reserved blocks as a CEL list literal.
-fn reserved_list() -> String {
-    let blocks: Vec<String> = RESERVED.iter().map(|b| literal(b.cidr)).collect();
+/// Reserved blocks as a CEL list literal.
+fn reserved_list(blocks: &[Reserved]) -> String {
+    let blocks: Vec<String> = blocks.iter().map(|b| literal(b.cidr)).collect();
     format!("[{}]", blocks.join(", "))
 }
 
@@ -312,7 +392,7 @@ mod tests {
             ("::ffff:192.168.1.11", &[syntax]),
             (
                 "fd00::1",
-                &["f fd00::1 is an IPv6 address: IPv6 is not supported"],
+                &["f fd00::1 is an IPv6 address: f takes IPv4 only"],
             ),
             ("::1", &["f ::1 is an IPv6 address"]),
             ("0.0.0.0", &[&format!("f 0.0.0.0 is {unspecified}")]),
@@ -330,7 +410,7 @@ mod tests {
                 &["f 255.255.255.255 is the broadcast address 255.255.255.255, not"],
             ),
         ];
-        check(&ipv4_address(&FIELD), cases);
+        check(&ip_address(&FIELD, Families::Ipv4), cases);
     }
 
     #[test]
@@ -353,7 +433,7 @@ mod tests {
             ("10.244.0.0", &[syntax]),
             (
                 "fd00::/48",
-                &["f fd00::/48 is an IPv6 range: IPv6 is not supported"],
+                &["f fd00::/48 is an IPv6 range: f takes IPv4 only"],
             ),
             ("fd00::1/48", &["is an IPv6 range"]),
             (
@@ -408,7 +488,78 @@ mod tests {
                 &["overlaps the unspecified (this-network) range 0.0.0.0/8"],
             ),
         ];
-        check(&ipv4_cidr(&FIELD), cases);
+        check(&ip_cidr(&FIELD, Families::Ipv4), cases);
+    }
+
+    #[test]
+    fn a_field_of_either_family_takes_ipv6_host_addresses_and_refuses_ipv6_reserved_blocks() {
+        let fix = ", not a unicast address a host can own";
+        let cases: &[(&str, &[&str])] = &[
+            ("192.168.1.11", &[]),
+            ("fd00::11", &[]),
+            ("2001:db8:1::11", &[]),
+            ("fe7f:ffff::1", &[]),
+            ("fec0::1", &[]),
+            ("feff::1", &[]),
+            ("100::1", &[]),
+            ("", &["f must be an IPv4 or IPv6 address such as 192.0.2.1"]),
+            ("fd00::/64", &["f must be an IPv4 or IPv6 address"]),
+            (
+                "127.0.0.1",
+                &["f 127.0.0.1 is a loopback address (127.0.0.0/8)"],
+            ),
+            (
+                "::1",
+                &[&format!("f ::1 is a loopback address (::1/128){fix}")],
+            ),
+            (
+                "::",
+                &[
+                    "f :: is a reserved (unspecified, IPv4-mapped or IPv4-compatible) address (::/8)",
+                ],
+            ),
+            ("::2", &["address (::/8)"]),
+            (
+                "fe80::1",
+                &["f fe80::1 is a link-local address (fe80::/10)"],
+            ),
+            ("febf::1", &["a link-local address (fe80::/10)"]),
+            ("ff02::1", &["f ff02::1 is a multicast address (ff00::/8)"]),
+        ];
+        check(&ip_address(&FIELD, Families::Any), cases);
+    }
+
+    #[test]
+    fn a_cidr_field_of_either_family_takes_ipv6_ranges_and_names_the_block_it_overlaps() {
+        let cases: &[(&str, &[&str])] = &[
+            ("10.244.0.0/16", &[]),
+            ("fd00:10:244::/56", &[]),
+            ("2001:db8::/32", &[]),
+            ("fd00::1/128", &[]),
+            ("fc00::/7", &[]),
+            ("", &["f must be an IPv4 or IPv6 CIDR such as 192.0.2.1"]),
+            (
+                "fd00:10:244:1::/56",
+                &[
+                    "f fd00:10:244:1::/56 has host bits set: write the network address, with every bit after the prefix length /56 zero",
+                ],
+            ),
+            ("10.244.1.0/16", &["did you mean 10.244.0.0/16?"]),
+            (
+                "::/0",
+                &["f ::/0 overlaps the loopback range ::1/128, whose addresses no host can own"],
+            ),
+            ("fe80::/64", &["overlaps the link-local range fe80::/10"]),
+            ("fe00::/7", &["overlaps the link-local range fe80::/10"]),
+            ("ff00::/8", &["overlaps the multicast range ff00::/8"]),
+            (
+                "::2:0/112",
+                &["overlaps the reserved (unspecified, IPv4-mapped or IPv4-compatible) range ::/8"],
+            ),
+            ("::ffff:0:0/96", &["f must be an IPv4 or IPv6 CIDR"]),
+            ("0.0.0.0/0", &["overlaps the loopback range 127.0.0.0/8"]),
+        ];
+        check(&ip_cidr(&FIELD, Families::Any), cases);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::address::{self, Field};
+use super::address::{self, Families, Field};
 use super::{MAX_BGP_PEERS, MAX_IP_LENGTH, MAX_OBJECT_NAME_LENGTH, bgp_rules, default_true};
 use crate::bgp::community::{MAX_COMMUNITIES, MAX_COMMUNITY_LENGTH};
 use crate::bgp::password::DEFAULT_SECRET_KEY;
@@ -168,7 +168,7 @@ pub struct BgpPeer {
     /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
     /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_address(&PEER_ADDRESS)))]
+    #[schemars(transform = schema::rules(address::ip_address(&PEER_ADDRESS, Families::Ipv4)))]
     pub address: String,
 
     /// The router's autonomous system number (1-4294967295, not 23456, 65535 or

@@ -85,8 +85,9 @@ mod tests {
                 cross_subnet: false
             }
         );
-        assert_eq!(spec.subnet_capacity(), Ok(256));
-        assert_eq!(spec.subnet_prefix_length(), Ok(24));
+        let range = spec.primary_range().expect("valid range");
+        assert_eq!((range.capacity(), range.prefix_length), (256, 24));
+        assert_eq!(spec.secondary_range(), Ok(None));
         assert_eq!(spec.effective_mtu(1500), 1450);
     }
 
@@ -103,19 +104,60 @@ mod tests {
             mtu: None,
             nat_outgoing: true,
             nat_exclude_cidrs: Vec::new(),
+            secondary_cidr: None,
+            secondary_node_subnet_prefix_length: None,
         };
-        let cases: &[(&str, i32)] = &[
-            ("10.244.1.0/16", 24),
-            ("10.244.0.0/16", 16),
-            ("10.244.0.0/16", -1),
+        let cases: &[(&str, i32, &str)] = &[
+            ("10.244.1.0/16", 24, "spec.cidr"),
+            ("10.244.0.0/16", 16, "spec.nodeSubnetPrefixLength"),
+            ("10.244.0.0/16", -1, "spec.nodeSubnetPrefixLength"),
+            ("10.244.0.0/16", 31, "spec.nodeSubnetPrefixLength"),
+            ("fd00::/48", 127, "spec.nodeSubnetPrefixLength"),
+            ("fd00::1/48", 64, "spec.cidr"),
         ];
-        for (cidr, prefix) in cases {
+        for (cidr, prefix, field) in cases {
             let spec = PodNetworkSpec {
                 cidr: (*cidr).into(),
                 node_subnet_prefix_length: *prefix,
                 ..base.clone()
             };
-            assert!(spec.subnet_capacity().is_err(), "{cidr} /{prefix}");
+            let got = spec.primary_range().map(|_| ()).map_err(|e| e.field);
+            assert_eq!(got, Err(*field), "{cidr} /{prefix}");
+        }
+        let ipv6 = PodNetworkSpec {
+            cidr: "fd00:10:244::/56".into(),
+            node_subnet_prefix_length: 64,
+            ..base.clone()
+        };
+        assert_eq!(ipv6.primary_range().map(|r| r.capacity()), Ok(256));
+        let dual = |secondary: Option<&str>, prefix: Option<i32>| PodNetworkSpec {
+            secondary_cidr: secondary.map(Into::into),
+            secondary_node_subnet_prefix_length: prefix,
+            ..base.clone()
+        };
+        let ranges = dual(Some("fd00:10:244::/56"), Some(64))
+            .ranges()
+            .expect("dual-stack");
+        assert_eq!(
+            ranges.iter().map(|r| r.family().name()).collect::<Vec<_>>(),
+            ["IPv4", "IPv6"]
+        );
+        let refused: &[(Option<&str>, Option<i32>, &str)] = &[
+            (Some("10.245.0.0/16"), Some(24), "same address family"),
+            (Some("fd00:10:244::/56"), None, "go together"),
+            (None, Some(64), "go together"),
+            (
+                Some("fd00:10:244::/56"),
+                Some(56),
+                "prefix length must be larger than 56",
+            ),
+        ];
+        for (secondary, prefix, want) in refused {
+            let got = dual(*secondary, *prefix).secondary_range();
+            assert!(
+                got.as_ref().is_err_and(|e| e.to_string().contains(want)),
+                "{secondary:?} /{prefix:?}: {got:?}"
+            );
         }
         assert_eq!(base.effective_mtu(1500), 1500);
     }
@@ -144,6 +186,8 @@ mod tests {
             cidr: "10.244.1.0/24".into(),
             node_address: "192.168.1.11".into(),
             vtep_mac: Some(vtep_mac("node-a").to_string()),
+            secondary_cidr: None,
+            secondary_node_address: None,
         };
         assert_eq!(
             spec.parsed_cidr().map(|c| c.to_string()),
@@ -156,6 +200,8 @@ mod tests {
         assert_eq!(spec.parsed_vtep_mac(), Ok(Some(vtep_mac("node-a"))));
         let bad = NodeSubnetSpec {
             vtep_mac: Some("0E:00:00:00:00:01".into()),
+            secondary_cidr: None,
+            secondary_node_address: None,
             ..spec.clone()
         };
         assert!(bad.parsed_vtep_mac().is_err());
@@ -169,6 +215,8 @@ mod tests {
         assert_eq!(parsed.vtep_mac, vtep_mac("node-a"));
         let legacy = NodeSubnetSpec {
             vtep_mac: None,
+            secondary_cidr: None,
+            secondary_node_address: None,
             node_address: "192.168.1.300".into(),
             ..spec.clone()
         };
@@ -181,6 +229,8 @@ mod tests {
         );
         let legacy = NodeSubnetSpec {
             vtep_mac: None,
+            secondary_cidr: None,
+            secondary_node_address: None,
             ..spec
         };
         assert_eq!(

@@ -10,15 +10,15 @@
 // mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::address::{self, Field};
+use super::address::{self, Families, Field};
 use super::{
     MAX_BGP_PEERS, MAX_CIDR_LENGTH, MAX_IP_LENGTH, MAX_MESSAGE_LENGTH, MAX_OBJECT_NAME_LENGTH,
 };
@@ -38,6 +38,20 @@ const NODE_CIDR: Field = Field {
     name: "cidr",
     good: "a slice of the PodNetwork's cidr (the operator writes it)",
     example: "10.244.3.0/24",
+};
+
+/// `spec.secondaryCidr` in admission messages.
+const SECONDARY_NODE_CIDR: Field = Field {
+    name: "secondaryCidr",
+    good: "a slice of the PodNetwork's secondaryCidr (the operator writes it)",
+    example: "fd00:10:244:3::/64",
+};
+
+/// `spec.secondaryNodeAddress` in admission messages.
+const SECONDARY_NODE_ADDRESS: Field = Field {
+    name: "secondaryNodeAddress",
+    good: "the node's InternalIP of the other family on the underlay network",
+    example: "fd00:192:168:1::11",
 };
 
 /// `spec.nodeAddress` in admission messages.
@@ -101,6 +115,17 @@ const NODE_ADDRESS: Field = Field {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(oldSelf.secondaryCidr) || has(self.secondaryCidr)")
+        .message("secondaryCidr cannot be removed: pods hold addresses from it; delete the NodeSubnet to release it")
+        .field_path(".secondaryCidr"),
+    validation = Rule::new("!has(self.secondaryCidr) || !isCIDR(self.cidr) || !isCIDR(self.secondaryCidr) || cidr(self.cidr).ip().family() != cidr(self.secondaryCidr).ip().family()")
+        .message("secondaryCidr must be of the other address family than cidr: a dual-stack node has one IPv4 and one IPv6 subnet")
+        .field_path(".secondaryCidr"),
+    validation = Rule::new("!has(self.secondaryNodeAddress) || !isIP(self.nodeAddress) || !isIP(self.secondaryNodeAddress) || ip(self.nodeAddress).family() != ip(self.secondaryNodeAddress).family()")
+        .message("secondaryNodeAddress must be of the other address family than nodeAddress: it is the node's InternalIP of the other family")
+        .field_path(".secondaryNodeAddress")
+)]
 pub struct NodeSubnetSpec {
     /// Name of the PodNetwork this subnet belongs to. Immutable.
     #[schemars(length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
@@ -119,25 +144,47 @@ pub struct NodeSubnetSpec {
     pub node_name: String,
 
     /// The node's pod subnet, a /nodeSubnetPrefixLength slice of the PodNetwork's cidr (e.g.
-    /// 10.244.3.0/24). Its first address is the node's pod bridge (gateway) address. Immutable:
-    /// pods hold addresses from it; the operator releases a subnet only by deleting the object.
-    /// IPv4, no host bits set, and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16,
-    /// 224.0.0.0/4 or 240.0.0.0/4.
+    /// 10.244.3.0/24 or fd00:10:244:3::/64). Its first address is the node's pod bridge
+    /// (gateway) address. Immutable: pods hold addresses from it; the operator releases a
+    /// subnet only by deleting the object. No host bits set, and no overlap with a reserved
+    /// block (0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 240.0.0.0/4; ::/8,
+    /// fe80::/10, ff00::/8).
     #[schemars(length(max = MAX_CIDR_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_cidr(&NODE_CIDR)))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&NODE_CIDR, Families::Any)))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("cidr is immutable: pods hold addresses from it; delete the NodeSubnet to release it")
     )]
     pub cidr: String,
 
-    /// The node's IPv4 address on the underlay network (from the Node's InternalIP): the next
-    /// hop of direct routes and the outer destination of VXLAN packets sent to this node.
-    /// It must be an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
-    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
+    /// The node's address on the underlay network (its InternalIP of the family of the
+    /// PodNetwork's cidr, else its first InternalIP): the next hop of direct routes and the
+    /// outer destination of VXLAN packets sent to this node. It must be an address a host can
+    /// own: not in a reserved block (0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4,
+    /// 240.0.0.0/4, 255.255.255.255; ::/8, fe80::/10, ff00::/8).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_address(&NODE_ADDRESS)))]
+    #[schemars(transform = schema::rules(address::ip_address(&NODE_ADDRESS, Families::Any)))]
     pub node_address: String,
+
+    /// The node's slice of the PodNetwork's secondaryCidr (dual-stack networks), e.g.
+    /// fd00:10:244:3::/64: of the other family than cidr, the same rules. Set once (when the
+    /// node joins a dual-stack network, or when secondaryCidr is added to its network), then
+    /// immutable like cidr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CIDR_LENGTH))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&SECONDARY_NODE_CIDR, Families::Any)))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("secondaryCidr is immutable once set: pods hold addresses from it; delete the NodeSubnet to release it")
+    )]
+    pub secondary_cidr: Option<String>,
+
+    /// The node's InternalIP of the other family than nodeAddress, when it has one (a
+    /// dual-stack underlay): the next hop of routes to secondaryCidr on peers of that family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IP_LENGTH))]
+    #[schemars(transform = schema::rules(address::ip_address(&SECONDARY_NODE_ADDRESS, Families::Any)))]
+    pub secondary_node_address: Option<String>,
 
     /// MAC address of the node's VXLAN device (Overlay mode only), six lowercase hex pairs such
     /// as 0e:c2:20:78:cb:53. Derived from the node name so that it is known before the device
@@ -254,7 +301,46 @@ pub struct FieldError {
     pub source: Error,
 }
 
+/// A NodeSubnet's addresses of both families parsed: what the operator's IPAM works with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParsedAddresses {
+    /// `spec.cidr`.
+    pub cidr: IpNet,
+    /// `spec.nodeAddress`.
+    pub node_address: IpAddr,
+    /// `spec.secondaryCidr`.
+    pub secondary_cidr: Option<IpNet>,
+    /// `spec.secondaryNodeAddress`.
+    pub secondary_node_address: Option<IpAddr>,
+}
+
 impl NodeSubnetSpec {
+    /// The address fields of both families parsed, the first bad one named.
+    ///
+    /// # Errors
+    /// When `spec.cidr`, `spec.nodeAddress`, `spec.secondaryCidr` or
+    /// `spec.secondaryNodeAddress` does not parse.
+    pub fn parse_addresses(&self) -> Result<ParsedAddresses, FieldError> {
+        let field = |field: &'static str| move |source| FieldError { field, source };
+        Ok(ParsedAddresses {
+            cidr: cidr::parse_cidr(&self.cidr).map_err(field("spec.cidr"))?,
+            node_address: cidr::parse_addr(&self.node_address)
+                .map_err(field("spec.nodeAddress"))?,
+            secondary_cidr: self
+                .secondary_cidr
+                .as_deref()
+                .map(cidr::parse_cidr)
+                .transpose()
+                .map_err(field("spec.secondaryCidr"))?,
+            secondary_node_address: self
+                .secondary_node_address
+                .as_deref()
+                .map(cidr::parse_addr)
+                .transpose()
+                .map_err(field("spec.secondaryNodeAddress"))?,
+        })
+    }
+
     /// Every address field parsed, the first bad one named.
     ///
     /// # Errors

@@ -13,7 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::address::{self, Field};
+use super::address::{self, Families, Field};
 use super::{
     MAX_CIDR_LENGTH, MAX_CIDR_LIST_ITEMS, MAX_GATEWAY_CLIENTS, MAX_IP_LENGTH, MAX_MESSAGE_LENGTH,
     MAX_OBJECT_NAME_LENGTH,
@@ -141,7 +141,7 @@ pub struct OverlayGatewaySpec {
     /// 240.0.0.0/4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDR_LIST_ITEMS), inner(length(max = MAX_CIDR_LENGTH)))]
-    #[schemars(transform = schema::item_rules(address::ipv4_cidr(&CLIENT_CIDR)))]
+    #[schemars(transform = schema::item_rules(address::ip_cidr(&CLIENT_CIDR, Families::Ipv4)))]
     pub client_cidrs: Vec<String>,
 
     /// BridgeHosts only: when true the active bridge host masquerades client traffic to its own
@@ -202,7 +202,7 @@ pub struct BridgeHostsSpec {
     /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
     /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_address(&VIP)))]
+    #[schemars(transform = schema::rules(address::ip_address(&VIP, Families::Ipv4)))]
     pub vip: String,
 
     /// How long the active host's claim on the VIP lasts without renewal, in seconds (2-60,
@@ -261,7 +261,7 @@ pub struct GatewayClient {
     /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
     /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_address(&CLIENT_ADDRESS)))]
+    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_ADDRESS, Families::Ipv4)))]
     pub address: String,
 
     /// The client's address inside the overlay (e.g. 10.250.0.10): the agent puts it on the
@@ -271,7 +271,7 @@ pub struct GatewayClient {
     /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
     /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_address(&CLIENT_OVERLAY_ADDRESS)))]
+    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_OVERLAY_ADDRESS, Families::Ipv4)))]
     pub overlay_address: String,
 }
 

@@ -7,14 +7,15 @@
 // mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::address::{self, Field};
+use super::address::{self, Families, Field};
 use super::{BgpSpec, MAX_CIDR_LENGTH, MAX_CIDR_LIST_ITEMS, default_true};
+use crate::cidr::Family;
 use crate::{Error, cidr, mtu, schema};
 
 /// `spec.cidr` in admission messages.
@@ -23,6 +24,19 @@ const POD_CIDR: Field = Field {
     good: "a private range that no node or Service address is in",
     example: "10.244.0.0/16",
 };
+
+/// `spec.secondaryCidr` in admission messages.
+const SECONDARY_POD_CIDR: Field = Field {
+    name: "secondaryCidr",
+    good: "a private range of the other family that no node or Service address is in",
+    example: "fd00:10:244::/56",
+};
+
+/// The largest node subnet prefix length per family: an IPv4 /30 holds the bridge and one pod
+/// between its network and broadcast addresses, an IPv6 /126 the bridge and two pods.
+pub const MAX_NODE_PREFIX_V4: u8 = 30;
+/// See [`MAX_NODE_PREFIX_V4`].
+pub const MAX_NODE_PREFIX_V6: u8 = 126;
 
 /// Desired state of a PodNetwork: which address range pods get, how it is split into per-node
 /// subnets, which nodes take part, and how packets travel between nodes.
@@ -76,9 +90,22 @@ const POD_CIDR: Field = Field {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!isCIDR(self.cidr) || cidr(self.cidr).ip().family() != 4 || self.nodeSubnetPrefixLength > cidr(self.cidr).prefixLength()")
-        .message(Message::Expression("'nodeSubnetPrefixLength must be larger than the prefix length of cidr ' + self.cidr + ' and at most 30: each node gets a /nodeSubnetPrefixLength slice of cidr (for a /16, 24 gives 256 nodes 254 pod addresses each)'".into()))
+    validation = Rule::new("!isCIDR(self.cidr) || (self.nodeSubnetPrefixLength > cidr(self.cidr).prefixLength() && self.nodeSubnetPrefixLength <= (cidr(self.cidr).ip().family() == 4 ? 30 : 126))")
+        .message(Message::Expression("'nodeSubnetPrefixLength must be larger than the prefix length of cidr ' + self.cidr + (cidr(self.cidr).ip().family() == 4 ? ' and at most 30: each node gets a /nodeSubnetPrefixLength slice of cidr (for a /16, 24 gives 256 nodes 254 pod addresses each)' : ' and at most 126: each node gets a /nodeSubnetPrefixLength slice of cidr (64 is usual for IPv6: a /56 gives 256 nodes a /64 each)')".into()))
         .field_path(".nodeSubnetPrefixLength"),
+    validation = Rule::new("has(self.secondaryCidr) == has(self.secondaryNodeSubnetPrefixLength)")
+        .message("secondaryCidr and secondaryNodeSubnetPrefixLength go together: set both (e.g. secondaryCidr: fd00:10:244::/56 with secondaryNodeSubnetPrefixLength: 64) for a dual-stack network, or neither")
+        .field_path(".secondaryCidr")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.secondaryCidr) || !isCIDR(self.cidr) || !isCIDR(self.secondaryCidr) || cidr(self.cidr).ip().family() != cidr(self.secondaryCidr).ip().family()")
+        .message(Message::Expression("'secondaryCidr ' + self.secondaryCidr + ' is of the same address family as cidr ' + self.cidr + ': a dual-stack network has one IPv4 and one IPv6 range; to use more addresses of one family, give cidr a shorter prefix in a new PodNetwork'".into()))
+        .field_path(".secondaryCidr"),
+    validation = Rule::new("!has(self.secondaryCidr) || !has(self.secondaryNodeSubnetPrefixLength) || !isCIDR(self.secondaryCidr) || (self.secondaryNodeSubnetPrefixLength > cidr(self.secondaryCidr).prefixLength() && self.secondaryNodeSubnetPrefixLength <= (cidr(self.secondaryCidr).ip().family() == 4 ? 30 : 126))")
+        .message(Message::Expression("'secondaryNodeSubnetPrefixLength must be larger than the prefix length of secondaryCidr ' + self.secondaryCidr + (cidr(self.secondaryCidr).ip().family() == 4 ? ' and at most 30 (24 is usual for IPv4)' : ' and at most 126 (64 is usual for IPv6: a /56 gives 256 nodes a /64 each)')".into()))
+        .field_path(".secondaryNodeSubnetPrefixLength"),
+    validation = Rule::new("!has(oldSelf.secondaryCidr) || has(self.secondaryCidr)")
+        .message("secondaryCidr cannot be removed: pods hold addresses from it; create a new PodNetwork without it and move nodes to it")
+        .field_path(".secondaryCidr"),
     validation = Rule::new("!has(self.flat) || self.mode == 'Flat'")
         .message("spec.flat may only be set when mode is Flat: remove spec.flat or set mode: Flat")
         .field_path(".flat")
@@ -93,14 +120,16 @@ const POD_CIDR: Field = Field {
         .reason(Reason::FieldValueForbidden)
 )]
 pub struct PodNetworkSpec {
-    /// The IPv4 address range pods of this network get addresses from, in CIDR notation with
-    /// no host bits set (e.g. 10.244.0.0/16). Every selected node receives one
-    /// /nodeSubnetPrefixLength slice of it. It must not overlap the node (underlay) network,
-    /// the Service CIDR or another PodNetwork, nor 0.0.0.0/8, loopback 127.0.0.0/8, link-local
-    /// 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4. IPv6 is not supported in v1alpha1.
+    /// The address range pods of this network get addresses from, in CIDR notation with no
+    /// host bits set: IPv4 (e.g. 10.244.0.0/16) or IPv6 (e.g. fd00:10:244::/56). Its family is
+    /// the network's primary one (pods list that address first). Every selected node receives
+    /// one /nodeSubnetPrefixLength slice of it. It must not overlap the node (underlay)
+    /// network, the Service CIDR or another PodNetwork, nor 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4, nor for IPv6 ::/8
+    /// (loopback, unspecified, IPv4-mapped), link-local fe80::/10 or multicast ff00::/8.
     /// Immutable: to change the range, create a new PodNetwork and move nodes to it.
     #[schemars(length(max = MAX_CIDR_LENGTH))]
-    #[schemars(transform = schema::rules(address::ipv4_cidr(&POD_CIDR)))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&POD_CIDR, Families::Any)))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("cidr is immutable: create a new PodNetwork with the new range and move nodes to it")
@@ -108,16 +137,41 @@ pub struct PodNetworkSpec {
     pub cidr: String,
 
     /// Prefix length of each node's pod subnet (e.g. 24 gives every node a /24 of cidr: 254
-    /// usable pod addresses per node, and 256 nodes in a /16). Must be larger than the prefix
-    /// length of cidr and at most 30. Choose it for the largest number of pods one node runs,
-    /// since a node never gets a second subnet. Immutable: node subnets already handed out
-    /// would no longer tile the range.
-    #[schemars(range(min = 1, max = 30))]
+    /// usable pod addresses per node, and 256 nodes in a /16; 64 is usual for IPv6). Must be
+    /// larger than the prefix length of cidr and at most 30 for IPv4, 126 for IPv6. Choose it
+    /// for the largest number of pods one node runs, since a node never gets a second subnet.
+    /// Immutable: node subnets already handed out would no longer tile the range.
+    #[schemars(range(min = 1, max = 126))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("nodeSubnetPrefixLength is immutable: create a new PodNetwork with the new subnet size and move nodes to it")
     )]
     pub node_subnet_prefix_length: i32,
+
+    /// A second pod range, of the other address family than cidr, for a dual-stack network
+    /// (e.g. fd00:10:244::/56 next to an IPv4 cidr): every node then gets one slice of each,
+    /// and pods one address of each. The same rules as cidr apply. It may be added to a
+    /// running network (existing nodes get their slice; pods created afterwards get both
+    /// addresses), but not changed or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CIDR_LENGTH))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&SECONDARY_POD_CIDR, Families::Any)))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("secondaryCidr cannot be changed once set: create a new PodNetwork with the new range and move nodes to it")
+    )]
+    pub secondary_cidr: Option<String>,
+
+    /// Prefix length of each node's slice of secondaryCidr (64 is usual for IPv6, as
+    /// kube-controller-manager's default). Required with secondaryCidr; the same bounds as
+    /// nodeSubnetPrefixLength. Cannot be changed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 126))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("secondaryNodeSubnetPrefixLength cannot be changed once set: create a new PodNetwork with the new subnet size and move nodes to it")
+    )]
+    pub secondary_node_subnet_prefix_length: Option<i32>,
 
     /// Which nodes take part in this network, by node label. Absent: every node. A node must be
     /// selected by at most one PodNetwork. Changing the selector adds or removes nodes; a
@@ -283,46 +337,161 @@ pub struct PodNetworkStatus {
     #[serde(default)]
     pub subnets_allocated: i64,
 
-    /// Node subnets of cidr still free.
+    /// Node subnets of cidr still free (at most 2^63 − 1 is shown).
     #[serde(default)]
     pub subnets_free: i64,
+
+    /// The network's address families, primary (cidr's) first: [IPv4], [IPv6], or both for a
+    /// dual-stack network, as a Service's spec.ipFamilies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2), inner(length(max = 4)))]
+    pub ip_families: Vec<String>,
+
+    /// Node subnets of secondaryCidr in use (dual-stack networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_subnets_allocated: Option<i64>,
+
+    /// Node subnets of secondaryCidr still free (dual-stack networks; at most 2^63 − 1 is
+    /// shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_subnets_free: Option<i64>,
 
     /// The pod MTU in use (the smallest one nodes report), in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_mtu: Option<i32>,
 }
 
-impl PodNetworkSpec {
-    /// `spec.cidr` parsed.
+/// One pod range of a network, parsed: a CIDR and the prefix length of its node slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodRange {
+    /// `cidr` or `secondaryCidr`.
+    pub cidr: IpNet,
+    /// `nodeSubnetPrefixLength` or `secondaryNodeSubnetPrefixLength`.
+    pub prefix_length: u8,
+}
+
+impl PodRange {
+    /// A range from its spec fields, checked: the CIDR parses, and the prefix length is larger
+    /// than the CIDR's and at most [`MAX_NODE_PREFIX_V4`] or [`MAX_NODE_PREFIX_V6`].
     ///
     /// # Errors
-    /// When the CIDR is not a canonical IPv4 CIDR (admission normally prevents this).
+    /// When the CIDR does not parse or the prefix length does not fit.
+    pub fn parse(cidr_field: &str, prefix_length: i32) -> Result<PodRange, Error> {
+        let net = cidr::parse_cidr(cidr_field)?;
+        let max = match Family::of(&net) {
+            Family::V4 => MAX_NODE_PREFIX_V4,
+            Family::V6 => MAX_NODE_PREFIX_V6,
+        };
+        let bad = Error::SubnetPrefixLength {
+            cidr: net,
+            prefix_length: u8::try_from(prefix_length).unwrap_or(u8::MAX),
+        };
+        let prefix_length = u8::try_from(prefix_length)
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or(bad)?;
+        cidr::subnet_capacity(net, prefix_length)?;
+        Ok(PodRange {
+            cidr: net,
+            prefix_length,
+        })
+    }
+
+    /// The range's address family.
+    #[must_use]
+    pub fn family(&self) -> Family {
+        Family::of(&self.cidr)
+    }
+
+    /// How many node subnets the range holds.
+    #[must_use]
+    pub fn capacity(&self) -> u128 {
+        cidr::subnet_capacity(self.cidr, self.prefix_length).unwrap_or(0)
+    }
+}
+
+/// A spec field that does not parse, named by its path.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{field}: {source}")]
+pub struct SpecError {
+    /// The field's path, e.g. `spec.secondaryCidr`.
+    pub field: &'static str,
+    /// Why it does not parse.
+    pub source: Error,
+}
+
+impl PodNetworkSpec {
+    /// `spec.cidr` parsed, for the consumers that handle IPv4 only.
+    ///
+    /// # Errors
+    /// When the CIDR is not a canonical IPv4 CIDR (an IPv6 range included).
     pub fn parsed_cidr(&self) -> Result<Ipv4Net, Error> {
         cidr::parse_ipv4_cidr(&self.cidr)
     }
 
-    /// `spec.nodeSubnetPrefixLength` as a prefix length, checked against `cidr`.
+    /// The primary range: `spec.cidr` and `spec.nodeSubnetPrefixLength`.
     ///
     /// # Errors
-    /// When it is not larger than the CIDR's prefix length or exceeds 32.
-    pub fn subnet_prefix_length(&self) -> Result<u8, Error> {
-        let net = self.parsed_cidr()?;
-        let prefix_length = u8::try_from(self.node_subnet_prefix_length).map_err(|_| {
-            Error::SubnetPrefixLength {
-                cidr: net,
-                prefix_length: u8::MAX,
-            }
-        })?;
-        cidr::subnet_capacity(net, prefix_length)?;
-        Ok(prefix_length)
+    /// When either is invalid (admission normally prevents this), naming the field.
+    pub fn primary_range(&self) -> Result<PodRange, SpecError> {
+        PodRange::parse(&self.cidr, self.node_subnet_prefix_length).map_err(|source| {
+            let field = match source {
+                Error::SubnetPrefixLength { .. } | Error::SubnetIndexOutOfRange { .. } => {
+                    "spec.nodeSubnetPrefixLength"
+                }
+                _ => "spec.cidr",
+            };
+            SpecError { field, source }
+        })
     }
 
-    /// How many node subnets the network holds.
+    /// The secondary range of a dual-stack network: `spec.secondaryCidr` and
+    /// `spec.secondaryNodeSubnetPrefixLength`; `None` for a single-stack network.
     ///
     /// # Errors
-    /// When cidr or nodeSubnetPrefixLength is invalid.
-    pub fn subnet_capacity(&self) -> Result<u64, Error> {
-        cidr::subnet_capacity(self.parsed_cidr()?, self.subnet_prefix_length()?)
+    /// When either is invalid, only one is set, or the range has the primary's family.
+    pub fn secondary_range(&self) -> Result<Option<PodRange>, SpecError> {
+        let field = "spec.secondaryCidr";
+        match (
+            &self.secondary_cidr,
+            self.secondary_node_subnet_prefix_length,
+        ) {
+            (None, None) => Ok(None),
+            (Some(c), Some(p)) => {
+                let range = PodRange::parse(c, p).map_err(|source| {
+                    let field = match source {
+                        Error::SubnetPrefixLength { .. } => "spec.secondaryNodeSubnetPrefixLength",
+                        _ => field,
+                    };
+                    SpecError { field, source }
+                })?;
+                let primary = cidr::parse_cidr(&self.cidr).ok();
+                if primary.is_some_and(|p| Family::of(&p) == range.family()) {
+                    return Err(SpecError {
+                        field,
+                        source: Error::SameFamily {
+                            primary: self.cidr.clone(),
+                            secondary: c.clone(),
+                        },
+                    });
+                }
+                Ok(Some(range))
+            }
+            _ => Err(SpecError {
+                field,
+                source: Error::SecondaryIncomplete,
+            }),
+        }
+    }
+
+    /// Every range of the network, primary first.
+    ///
+    /// # Errors
+    /// As [`Self::primary_range`] and [`Self::secondary_range`].
+    pub fn ranges(&self) -> Result<Vec<PodRange>, SpecError> {
+        let mut ranges = vec![self.primary_range()?];
+        ranges.extend(self.secondary_range()?);
+        Ok(ranges)
     }
 
     /// The overlay settings in force: `spec.overlay`, or the defaults when it is omitted.

@@ -152,6 +152,8 @@ mod tests {
                 cidr: "10.246.1.0/24".into(),
                 node_address: "192.168.50.11".into(),
                 vtep_mac: None,
+                secondary_cidr: None,
+                secondary_node_address: None,
             },
         )
     }

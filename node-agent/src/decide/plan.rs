@@ -917,6 +917,8 @@ mod tests {
                 cidr: cidr.into(),
                 node_address: address.into(),
                 vtep_mac: mac.map(str::to_owned),
+                secondary_cidr: None,
+                secondary_node_address: None,
             },
         )
     }

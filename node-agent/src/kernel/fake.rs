@@ -435,6 +435,8 @@ mod tests {
                     cidr: cidr.into(),
                     node_address: address.into(),
                     vtep_mac: None,
+                    secondary_cidr: None,
+                    secondary_node_address: None,
                 },
             )
         };

@@ -258,11 +258,24 @@ fn render(input: &Input) -> Rendered {
             ),
         );
     };
-    let Ok(range) = network.parsed_cidr() else {
-        return not_ready(
-            INVALID_SPEC,
-            format!("PodNetwork {} has an unusable cidr.", spec.network),
-        );
+    let range = match network.parsed_cidr() {
+        Ok(range) if network.secondary_cidr.is_none() => range,
+        // IPv6 and dual-stack networks: allocated, not yet served by gateways (issue #18).
+        Ok(_) | Err(causeway_crds::Error::CidrNotIpv4 { .. }) => {
+            return not_ready(
+                INVALID_SPEC,
+                format!(
+                    "PodNetwork {} is IPv6 or dual-stack, and gateways serve IPv4 pod networks only so far; point spec.network at an IPv4 PodNetwork.",
+                    spec.network
+                ),
+            );
+        }
+        Err(_) => {
+            return not_ready(
+                INVALID_SPEC,
+                format!("PodNetwork {} has an unusable cidr.", spec.network),
+            );
+        }
     };
     let mut clients = Vec::new();
     for (i, value) in spec.client_cidrs.iter().enumerate() {

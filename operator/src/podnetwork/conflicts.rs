@@ -15,8 +15,10 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use causeway_crds::cidr::overlaps;
-use ipnet::Ipv4Net;
+use std::net::IpAddr;
+
+use causeway_crds::cidr::overlaps_any;
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::selector;
@@ -28,8 +30,9 @@ pub struct NetworkView {
     pub name: String,
     /// `metadata.creationTimestamp` (absent only for objects not yet persisted).
     pub created: Option<Time>,
-    /// `spec.cidr` parsed; `None` when it does not parse (the network reports InvalidSpec).
-    pub cidr: Option<Ipv4Net>,
+    /// `spec.cidr` and `spec.secondaryCidr` parsed; `None` when the spec's ranges do not
+    /// parse (the network reports InvalidSpec).
+    pub cidrs: Option<Vec<IpNet>>,
     /// `spec.nodeSelector`.
     pub selector: Option<LabelSelector>,
     /// Whether `metadata.deletionTimestamp` is set. A network being deleted keeps its CIDR
@@ -50,18 +53,22 @@ pub fn order(a: &NetworkView, b: &NetworkView) -> Ordering {
     created.then_with(|| a.name.cmp(&b.name))
 }
 
-/// The first network (by [`order`]) that orders before `me` and has a valid CIDR overlapping
-/// `me`'s, even while it is being deleted (its subnets are programmed until it is gone). `None` when `me` has no valid CIDR or overlaps nothing
+/// The first network (by [`order`]) that orders before `me` and has a valid range overlapping
+/// one of `me`'s, even while it is being deleted (its subnets are programmed until it is gone). `None` when `me` has no valid CIDR or overlaps nothing
 /// earlier.
 ///
 /// The later network of an overlapping pair is the one in conflict; it allocates nothing until
 /// its CIDR is changed or the earlier network is deleted.
 #[must_use]
 pub fn earlier_overlap<'a>(me: &NetworkView, all: &'a [NetworkView]) -> Option<&'a NetworkView> {
-    let mine = me.cidr?;
+    let mine = me.cidrs.as_ref()?;
+    let overlap = |theirs: &Vec<IpNet>| {
+        mine.iter()
+            .any(|m| theirs.iter().any(|t| overlaps_any(*m, *t)))
+    };
     all.iter()
         .filter(|other| other.name != me.name)
-        .filter(|other| other.cidr.is_some_and(|theirs| overlaps(mine, theirs)))
+        .filter(|other| other.cidrs.as_ref().is_some_and(overlap))
         .filter(|other| order(other, me) == Ordering::Less)
         .min_by(|a, b| order(a, b))
 }
@@ -85,7 +92,7 @@ impl<'a> Claims<'a> {
     pub fn new(all: &'a [NetworkView]) -> Self {
         let mut eligible: Vec<&NetworkView> = all
             .iter()
-            .filter(|n| n.cidr.is_some())
+            .filter(|n| n.cidrs.is_some())
             .filter(|n| selector::validate(n.selector.as_ref()).is_ok())
             .filter(|n| earlier_overlap(n, all).is_none())
             .collect();
@@ -125,24 +132,26 @@ pub fn owner_of<'a>(
     Claims::new(all).owner_view(labels)
 }
 
-/// Why `cidr` cannot be a pod range because it overlaps the cluster's Service range
-/// (`services`: where the range comes from, e.g. `ServiceCIDR kubernetes`, and the range), or `None`: a pod given a Service address would
-/// never receive the traffic kube-proxy steers to that Service.
+/// Why `cidr` (the spec field `field`) cannot be a pod range because it overlaps the cluster's
+/// Service range (`services`: where the range comes from, e.g. `ServiceCIDR kubernetes`, and
+/// the range), or `None`: a pod given a Service address would never receive the traffic
+/// kube-proxy steers to that Service.
 #[must_use]
-pub fn services_inside(cidr: Ipv4Net, services: &[(String, Ipv4Net)]) -> Option<String> {
+pub fn services_inside(field: &str, cidr: IpNet, services: &[(String, IpNet)]) -> Option<String> {
     let (name, range) = services
         .iter()
-        .find(|(_, range)| causeway_crds::cidr::overlaps(cidr, *range))?;
+        .find(|(_, range)| overlaps_any(cidr, *range))?;
     Some(format!(
-        "spec.cidr {cidr} overlaps the Service range {range} ({name}): pods would take Service addresses. Choose a range outside it and outside the node network (e.g. 10.244.0.0/16 next to a Service range 10.96.0.0/12); nothing is allocated until then."
+        "{field} {cidr} overlaps the Service range {range} ({name}): pods would take Service addresses. Choose a range outside it and outside the node network (e.g. 10.244.0.0/16 next to a Service range 10.96.0.0/12); nothing is allocated until then."
     ))
 }
 
-/// Why `cidr` cannot be a pod range because it holds nodes' own addresses (every node, selected
-/// or not: a pod address equal to a node's, or a node answering ARP for its segment's router,
-/// cuts nodes off), or `None`. `nodes`: (name, InternalIP).
+/// Why `cidr` (the spec field `field`) cannot be a pod range because it holds nodes' own
+/// addresses (every node, selected or not: a pod address equal to a node's, or a node
+/// answering ARP or NDP for its segment's router, cuts nodes off), or `None`. `nodes`: (name,
+/// InternalIP), every InternalIP of every family.
 #[must_use]
-pub fn nodes_inside(cidr: Ipv4Net, nodes: &[(String, std::net::Ipv4Addr)]) -> Option<String> {
+pub fn nodes_inside(field: &str, cidr: IpNet, nodes: &[(String, IpAddr)]) -> Option<String> {
     let mut inside: Vec<String> = nodes
         .iter()
         .filter(|(_, ip)| cidr.contains(ip))
@@ -160,7 +169,7 @@ pub fn nodes_inside(cidr: Ipv4Net, nodes: &[(String, std::net::Ipv4Addr)]) -> Op
         String::new()
     };
     Some(format!(
-        "spec.cidr {cidr} holds the addresses of node {}{more}: pods would take addresses of the node network (its nodes, its routers). Choose a range no node, router or service uses (e.g. 10.244.0.0/16); nothing is allocated until then.",
+        "{field} {cidr} holds the addresses of node {}{more}: pods would take addresses of the node network (its nodes, its routers). Choose a range no node, router or service uses (e.g. 10.244.0.0/16); nothing is allocated until then.",
         inside.join(", ")
     ))
 }
@@ -171,24 +180,29 @@ mod tests {
 
     #[test]
     fn a_pod_range_holding_node_addresses_is_refused_with_the_nodes_named() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("address") };
         let nodes = vec![
-            (
-                "node-a".to_string(),
-                std::net::Ipv4Addr::new(192, 168, 50, 11),
-            ),
-            (
-                "node-d".to_string(),
-                std::net::Ipv4Addr::new(192, 168, 60, 11),
-            ),
+            ("node-a".to_string(), ip("192.168.50.11")),
+            ("node-a".to_string(), ip("fd00:50::11")),
+            ("node-d".to_string(), ip("192.168.60.11")),
         ];
-        let net = |s: &str| -> Ipv4Net { s.parse().expect("net") };
-        assert_eq!(nodes_inside(net("10.244.0.0/16"), &nodes), None);
-        let why = nodes_inside(net("192.168.0.0/16"), &nodes).expect("refused");
+        let net = |s: &str| -> IpNet { s.parse().expect("net") };
+        let field = "spec.cidr";
+        assert_eq!(nodes_inside(field, net("10.244.0.0/16"), &nodes), None);
+        assert_eq!(nodes_inside(field, net("fd00:10:244::/56"), &nodes), None);
+        let why = nodes_inside("spec.secondaryCidr", net("fd00::/16"), &nodes).expect("refused");
+        assert!(
+            why.starts_with(
+                "spec.secondaryCidr fd00::/16 holds the addresses of node node-a (fd00:50::11):"
+            ),
+            "{why}"
+        );
+        let why = nodes_inside(field, net("192.168.0.0/16"), &nodes).expect("refused");
         assert!(
             why.starts_with("spec.cidr 192.168.0.0/16 holds the addresses of node node-a (192.168.50.11), node-d (192.168.60.11):"),
             "{why}"
         );
-        let why = nodes_inside(net("192.168.60.0/24"), &nodes).expect("refused");
+        let why = nodes_inside(field, net("192.168.60.0/24"), &nodes).expect("refused");
         assert!(
             why.contains("node-d (192.168.60.11)") && !why.contains("node-a"),
             "{why}"
@@ -219,7 +233,7 @@ mod tests {
         NetworkView {
             name: name.to_owned(),
             created: at(created),
-            cidr: cidr.parse().ok(),
+            cidrs: cidr.parse().ok().map(|c| vec![c]),
             selector,
             deleting: false,
         }

@@ -21,17 +21,19 @@
 //! garbage collector catch anything left.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use causeway_crds::cidr::Family;
 use causeway_crds::conditions::{find_condition, reasons, types};
+use causeway_crds::v1alpha1::PodRange;
 use causeway_crds::v1alpha1::{AGENT_FINALIZER, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork, PodNetworkStatus, vtep};
 use causeway_kube::cache::cached;
 use causeway_kube::heartbeat::{self, Liveness, Silence};
 use futures::{StreamExt, TryStreamExt};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
@@ -473,36 +475,71 @@ fn network_view(pn: &PodNetwork) -> NetworkView {
     NetworkView {
         name: pn.name_any(),
         created: pn.meta().creation_timestamp.clone(),
-        cidr: pn.spec.parsed_cidr().ok(),
+        cidrs: pn
+            .spec
+            .ranges()
+            .ok()
+            .map(|ranges| ranges.iter().map(|r| r.cidr).collect()),
         selector: pn.spec.node_selector.clone(),
         deleting: pn.meta().deletion_timestamp.is_some(),
     }
 }
 
-/// The node's first IPv4 InternalIP.
-pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
+/// The node's InternalIPs in the order the node lists them, of both families.
+pub fn internal_ips(node: &Node) -> Vec<IpAddr> {
     node.status
-        .as_ref()?
-        .addresses
-        .as_ref()?
         .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
         .filter(|a| a.type_ == "InternalIP")
         .filter_map(|a| a.address.parse().ok())
         // A loopback, link-local or other reserved address is no address peers can reach
         // (and admission refuses it as a NodeSubnet's nodeAddress): such a node counts as
         // one without an InternalIP.
-        .find(|a| causeway_crds::ownership::reserved(*a).is_none())
+        .filter(|a| causeway_crds::ownership::reserved_ip(*a).is_none())
+        .collect()
 }
 
-fn node_view(node: &Node) -> NodeView {
+/// The node's first IPv4 InternalIP.
+pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
+    internal_ips(node).into_iter().find_map(|a| match a {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// What IPAM needs of `node` for a network whose ranges are `ranges` (primary first): the
+/// InternalIP of the primary range's family (else its first one) and the one of the other
+/// family, and its podCIDRs of the ranges' families.
+fn node_view(node: &Node, ranges: &[PodRange]) -> NodeView {
+    let ips = internal_ips(node);
+    let primary = ranges.first().map_or(Family::V4, PodRange::family);
+    let internal_ip = ips
+        .iter()
+        .find(|a| Family::of_addr(a) == primary)
+        .or(ips.first())
+        .copied();
+    let secondary_ip = internal_ip
+        .and_then(|main| {
+            ips.iter()
+                .find(|a| Family::of_addr(a) != Family::of_addr(&main))
+        })
+        .copied();
+    let pod_cidrs: Vec<IpNet> = node
+        .spec
+        .iter()
+        .flat_map(|s| s.pod_cidrs.iter().flatten().chain(s.pod_cidr.iter()))
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let pod_cidr = |range: Option<&PodRange>| {
+        let family = range?.family();
+        pod_cidrs.iter().find(|c| Family::of(c) == family).copied()
+    };
     NodeView {
         name: node.name_any(),
-        internal_ip: internal_ip(node),
-        pod_cidr: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.pod_cidr.as_deref())
-            .and_then(|c| c.parse::<Ipv4Net>().ok()),
+        internal_ip,
+        secondary_ip,
+        pod_cidr: pod_cidr(ranges.first()),
+        secondary_pod_cidr: pod_cidr(ranges.get(1)),
     }
 }
 
@@ -528,11 +565,11 @@ pub struct Decision {
     pub released_why: BTreeMap<String, String>,
 }
 
-/// The cluster's IPv4 Service ranges, each with where it comes from: the ServiceCIDR objects
-/// (`ServiceCIDR <name>`), and `flags` (the operator's `--service-cidr`, for clusters that
-/// serve no ServiceCIDR objects).
+/// The cluster's Service ranges of both families, each with where it comes from: the
+/// ServiceCIDR objects (`ServiceCIDR <name>`), and `flags` (the operator's `--service-cidr`,
+/// for clusters that serve no ServiceCIDR objects).
 #[must_use]
-pub fn service_ranges(objects: &[Arc<ServiceCIDR>], flags: &[Ipv4Net]) -> Vec<(String, Ipv4Net)> {
+pub fn service_ranges(objects: &[Arc<ServiceCIDR>], flags: &[IpNet]) -> Vec<(String, IpNet)> {
     let from_flags = flags
         .iter()
         .map(|c| ("the operator's --service-cidr".to_owned(), c.trunc()));
@@ -543,7 +580,7 @@ pub fn service_ranges(objects: &[Arc<ServiceCIDR>], flags: &[Ipv4Net]) -> Vec<(S
             o.spec
                 .iter()
                 .flat_map(|s| s.cidrs.iter().flatten())
-                .filter_map(move |c| Some((name.clone(), c.parse::<Ipv4Net>().ok()?)))
+                .filter_map(move |c| Some((name.clone(), c.parse::<IpNet>().ok()?.trunc())))
         })
         .chain(from_flags)
         .collect()
@@ -557,7 +594,7 @@ pub fn decide(
     networks: &[Arc<PodNetwork>],
     nodes: &[Arc<Node>],
     subnets: &[Arc<NodeSubnet>],
-    services: &[(String, Ipv4Net)],
+    services: &[(String, IpNet)],
     use_node_pod_cidr: bool,
 ) -> Decision {
     let name = pn.name_any();
@@ -565,31 +602,38 @@ pub fn decide(
     let all: Vec<NetworkView> = networks.iter().map(|n| network_view(n)).collect();
     let overlap = conflicts::earlier_overlap(&me, &all).map(|n| n.name.clone());
     let claims = conflicts::Claims::new(&all);
-    let (cidr, invalid_spec) = match (pn.spec.parsed_cidr(), pn.spec.subnet_prefix_length()) {
-        (Ok(c), Ok(p)) => (Some((c, p)), None),
-        (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
+    let (ranges, invalid_spec) = match pn.spec.ranges() {
+        Ok(ranges) => (Some(ranges), None),
+        Err(e) => (None, Some(e.to_string())),
     };
     // A malformed selector is a spec error too: report it, and keep what nodes have rather
     // than release every subnet over a typo.
-    let (cidr, invalid_spec) = match selector::validate(pn.spec.node_selector.as_ref()) {
-        Ok(()) => (cidr, invalid_spec),
+    let (ranges, invalid_spec) = match selector::validate(pn.spec.node_selector.as_ref()) {
+        Ok(()) => (ranges, invalid_spec),
         Err(e) => (None, Some(invalid_spec.unwrap_or(e.to_string()))),
     };
     // A range holding nodes' own addresses, or overlapping the Service range, cannot be
     // used: nothing is allocated (nor changed) until it is fixed, and the reason says which.
-    let node_addresses: Vec<(String, std::net::Ipv4Addr)> = nodes
+    let node_addresses: Vec<(String, IpAddr)> = nodes
         .iter()
-        .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
+        .flat_map(|n| internal_ips(n).into_iter().map(move |a| (n.name_any(), a)))
         .collect();
-    let unusable = cidr.and_then(|(c, _)| {
-        conflicts::nodes_inside(c, &node_addresses)
+    let unusable = ranges.iter().flatten().enumerate().find_map(|(i, range)| {
+        let field = if i == 0 {
+            "spec.cidr"
+        } else {
+            "spec.secondaryCidr"
+        };
+        conflicts::nodes_inside(field, range.cidr, &node_addresses)
             .map(|why| (reasons::CIDR_OVERLAPS_NODES, why))
             .or_else(|| {
-                conflicts::services_inside(c, services)
+                conflicts::services_inside(field, range.cidr, services)
                     .map(|why| (reasons::CIDR_OVERLAPS_SERVICES, why))
             })
     });
-    let cidr = if unusable.is_some() { None } else { cidr };
+    let ranges = if unusable.is_some() { None } else { ranges };
+    let no_ranges = Vec::new();
+    let view_ranges = ranges.as_ref().unwrap_or(&no_ranges);
 
     // Nodes this network owns, and those it selects but an earlier network owns.
     let mut owned = Vec::new();
@@ -606,7 +650,7 @@ pub fn decide(
         }
         selected += 1;
         match claims.owner(labels) {
-            Some(owner) if owner == name => owned.push(node_view(node)),
+            Some(owner) if owner == name => owned.push(node_view(node, view_ranges)),
             Some(owner) => claimed_elsewhere.push((node.name_any(), owner.to_string())),
             None => {}
         }
@@ -617,28 +661,37 @@ pub fn decide(
     let existing: Vec<Allocation> = subnets
         .iter()
         .filter_map(|s| {
-            let parsed = s.spec.parse().ok()?;
+            let parsed = s.spec.parse_addresses().ok()?;
             Some(Allocation {
                 object: s.name_any(),
                 node: s.spec.node_name.clone(),
                 cidr: parsed.cidr,
                 node_address: parsed.node_address,
+                secondary_cidr: parsed.secondary_cidr,
+                secondary_node_address: parsed.secondary_node_address,
             })
         })
         .collect();
-    let plan = match cidr {
+    let pool = |r: &PodRange| ipam::Pool {
+        cidr: r.cidr,
+        prefix: r.prefix_length,
+    };
+    let pools = ranges
+        .as_ref()
+        .and_then(|r| Some((pool(r.first()?), r.get(1).map(pool))));
+    let plan = match pools {
         // While the spec is invalid nothing changes: existing allocations stay as they are.
         None => ipam::Plan {
             keep: existing,
             ..ipam::Plan::default()
         },
-        Some((cidr, prefix)) => {
+        Some((primary, secondary)) => {
             // An overlapping (later) network allocates nothing and gives back what it holds.
             let nodes: &[NodeView] = if overlap.is_some() { &[] } else { &owned };
             ipam::plan(&ipam::Input {
                 network: &name,
-                cidr,
-                prefix,
+                primary,
+                secondary,
                 use_node_pod_cidr,
                 nodes,
                 existing: &existing,
@@ -661,12 +714,22 @@ pub fn decide(
                     "node {} is not selected by this network (or an earlier network owns it)",
                     a.node
                 )
-            } else if let Some((range, prefix)) =
-                cidr.filter(|(range, prefix)| !(range.contains(&a.cidr) && a.cidr.prefix_len() == *prefix))
-            {
+            } else if let Some((subnet, pool)) = pools.and_then(|(primary, secondary)| {
+                let outside = |subnet: IpNet, pool: ipam::Pool| {
+                    !(pool.cidr.contains(&subnet) && subnet.prefix_len() == pool.prefix)
+                };
+                if outside(a.cidr, primary) {
+                    return Some((a.cidr, primary));
+                }
+                match (a.secondary_cidr, secondary) {
+                    (Some(subnet), Some(pool)) if outside(subnet, pool) => Some((subnet, pool)),
+                    (Some(subnet), None) => Some((subnet, primary)),
+                    _ => None,
+                }
+            }) {
                 format!(
-                    "{} is not a /{prefix} slice of the network's range {range} (written by hand, or left from an older spec)",
-                    a.cidr
+                    "{subnet} is not a /{} slice of the network's range {} (written by hand, or left from an older spec)",
+                    pool.prefix, pool.cidr
                 )
             } else {
                 format!(
@@ -931,28 +994,55 @@ async fn create(ctx: &Context, pn: &PodNetwork, create: &[Allocation]) -> Result
 /// Moves NodeSubnets whose node changed address to the new one, with an event each.
 async fn readdress(ctx: &Context, pn: &PodNetwork, moved: &[Allocation]) -> Result<(), Error> {
     let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
+    let subnets = owned_subnets(ctx, &pn.name_any());
     for a in moved {
+        let before = subnets
+            .iter()
+            .find(|s| s.name_any() == a.object)
+            .map(|s| s.spec.clone());
+        // A merge patch: `null` removes secondaryNodeAddress when the node lost its address
+        // of the other family.
         let patch = serde_json::json!({
-            "apiVersion": "causeway.dev/v1alpha1", "kind": "NodeSubnet",
-            "spec": {"nodeAddress": a.node_address.to_string()},
+            "spec": {
+                "nodeAddress": a.node_address.to_string(),
+                "secondaryCidr": a.secondary_cidr.map(|c| c.to_string()),
+                "secondaryNodeAddress": a.secondary_node_address.map(|c| c.to_string()),
+            },
         });
-        api.patch(
-            &a.object,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| Error::UpdateSubnet {
-            name: a.object.clone(),
-            source,
-        })?;
+        api.patch(&a.object, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::UpdateSubnet {
+                name: a.object.clone(),
+                source,
+            })?;
+        let gained = before
+            .as_ref()
+            .is_some_and(|b| b.secondary_cidr.is_none())
+            .then_some(a.secondary_cidr)
+            .flatten();
+        let (reason, note) = match gained {
+            Some(subnet) => (
+                "SecondarySubnetAllocated",
+                format!("node {} now also has {subnet} (secondaryCidr)", a.node),
+            ),
+            None => (
+                "NodeAddressChanged",
+                match a.secondary_node_address {
+                    Some(second) => format!(
+                        "node {} now has addresses {} and {second}",
+                        a.node, a.node_address
+                    ),
+                    None => format!("node {} now has address {}", a.node, a.node_address),
+                },
+            ),
+        };
         publish_related(
             ctx,
             pn,
             Kind::Normal,
-            "NodeAddressChanged",
+            reason,
             "Update",
-            format!("node {} now has address {}", a.node, a.node_address),
+            note,
             node_ref(&a.node),
         )
         .await;
@@ -1057,6 +1147,8 @@ pub fn node_subnet(pn: &PodNetwork, a: &Allocation) -> NodeSubnet {
             cidr: a.cidr.to_string(),
             node_address: a.node_address.to_string(),
             vtep_mac: Some(vtep::vtep_mac(&a.node).to_string()),
+            secondary_cidr: a.secondary_cidr.map(|c| c.to_string()),
+            secondary_node_address: a.secondary_node_address.map(|a| a.to_string()),
         },
         status: None,
     }
@@ -1302,6 +1394,67 @@ mod tests {
     }
 
     #[test]
+    fn a_node_view_takes_the_address_and_pod_cidr_of_each_range_family() {
+        let dual: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-a"},
+            "spec": {"podCIDRs": ["fd00:10:244:7::/64", "10.244.7.0/24"]},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "fe80::1"},
+                {"type": "InternalIP", "address": "fd00:1::11"},
+                {"type": "Hostname", "address": "node-a"},
+                {"type": "InternalIP", "address": "192.168.1.11"},
+            ]},
+        }))
+        .expect("node");
+        let range = |cidr: &str, prefix: i32| PodRange::parse(cidr, prefix).expect("range");
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let net = |s: &str| -> IpNet { s.parse().expect("net") };
+        // IPv4 primary: the IPv4 address first, whatever order the node lists them in; the
+        // link-local address is no address peers can use.
+        let view = node_view(
+            &dual,
+            &[range("10.244.0.0/16", 24), range("fd00:10:244::/56", 64)],
+        );
+        assert_eq!(
+            (
+                view.internal_ip,
+                view.secondary_ip,
+                view.pod_cidr,
+                view.secondary_pod_cidr
+            ),
+            (
+                Some(ip("192.168.1.11")),
+                Some(ip("fd00:1::11")),
+                Some(net("10.244.7.0/24")),
+                Some(net("fd00:10:244:7::/64"))
+            )
+        );
+        // IPv6-only network: the IPv6 address, the IPv4 one second.
+        let view = node_view(&dual, &[range("fd00:10:244::/56", 64)]);
+        assert_eq!(
+            (
+                view.internal_ip,
+                view.secondary_ip,
+                view.pod_cidr,
+                view.secondary_pod_cidr
+            ),
+            (
+                Some(ip("fd00:1::11")),
+                Some(ip("192.168.1.11")),
+                Some(net("fd00:10:244:7::/64")),
+                None
+            )
+        );
+        // An IPv4-only node in an IPv6 network: its IPv4 address carries the pods' packets.
+        let v4 = node("node-b", "192.168.1.12", &[]);
+        let view = node_view(&v4, &[range("fd00:10:244::/56", 64)]);
+        assert_eq!(
+            (view.internal_ip, view.secondary_ip),
+            (Some(ip("192.168.1.12")), None)
+        );
+    }
+
+    #[test]
     fn a_network_allocates_one_subnet_per_selected_node_and_then_keeps_them() {
         let pn = overlay("pods", "2025-01-01T00:00:00Z", "10.244.0.0/16");
         let d = decide(&pn, std::slice::from_ref(&pn), &nodes(), &[], &[], false);
@@ -1349,6 +1502,8 @@ mod tests {
             node: "node-a".into(),
             cidr: "10.244.128.0/24".parse().expect("cidr"),
             node_address: "192.168.1.11".parse().expect("ip"),
+            secondary_cidr: None,
+            secondary_node_address: None,
         };
         let subnets = [Arc::new(node_subnet(&later, &held))];
         let d = decide(&later, &networks, &nodes(), &subnets, &[], false);
@@ -1369,13 +1524,17 @@ mod tests {
             }),
             ..Default::default()
         });
-        let flag: Ipv4Net = "10.100.0.5/16".parse().expect("net");
+        let flag: IpNet = "10.100.0.5/16".parse().expect("net");
         assert_eq!(
             service_ranges(&[object], &[flag]),
             [
                 (
                     "ServiceCIDR kubernetes".to_owned(),
                     "10.96.0.0/12".parse().expect("net")
+                ),
+                (
+                    "ServiceCIDR kubernetes".to_owned(),
+                    "fd00:10:96::/112".parse().expect("net")
                 ),
                 (
                     "the operator's --service-cidr".to_owned(),
@@ -1385,6 +1544,7 @@ mod tests {
         );
         // A network over the flag's range is refused with its own reason, naming the flag.
         let why = conflicts::services_inside(
+            "spec.cidr",
             "10.100.0.0/16".parse().expect("net"),
             &service_ranges(&[], &[flag]),
         )
@@ -1399,6 +1559,8 @@ mod tests {
             node: "node-a".into(),
             cidr: "10.244.0.0/24".parse().expect("cidr"),
             node_address: "192.168.1.11".parse().expect("ip"),
+            secondary_cidr: None,
+            secondary_node_address: None,
         };
         let services = [(
             "ServiceCIDR kubernetes".to_owned(),
@@ -1511,6 +1673,8 @@ mod tests {
                         node: ["node-a", "node-b", "node-c", "node-zz"][*n].into(),
                         cidr: "10.244.0.0/24".parse().expect("cidr"),
                         node_address: "192.168.1.11".parse().expect("ip"),
+                        secondary_cidr: None,
+                        secondary_node_address: None,
                     });
                     s.spec.cidr = HELD[*c].into();
                     Arc::new(s)
@@ -1564,6 +1728,8 @@ mod tests {
                 node: node.into(),
                 cidr: cidr.parse().expect("cidr"),
                 node_address: "192.168.1.11".parse().expect("ip"),
+                secondary_cidr: None,
+                secondary_node_address: None,
             };
             Arc::new(node_subnet(&pn, &a))
         };

@@ -28,23 +28,29 @@
 //! (a /8 cut into /30s holds four million subnets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use causeway_crds::cidr;
-use ipnet::Ipv4Net;
+use causeway_crds::cidr::{self, Family};
+use ipnet::IpNet;
 
-/// What IPAM needs to know about a Node.
+/// What IPAM needs to know about a Node, for one network (the controller picks the addresses
+/// and podCIDRs of the network's families).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
     /// `metadata.name`.
     pub name: String,
-    /// The node's `InternalIP` from `status.addresses` (the underlay address peers use).
-    pub internal_ip: Option<Ipv4Addr>,
-    /// `spec.podCIDR` parsed; `None` when absent, IPv6 or unparsable.
-    pub pod_cidr: Option<Ipv4Net>,
+    /// The node's `InternalIP` of the network's primary family, else its first one (the
+    /// underlay address peers use).
+    pub internal_ip: Option<IpAddr>,
+    /// Its `InternalIP` of the other family, on a dual-stack underlay.
+    pub secondary_ip: Option<IpAddr>,
+    /// Its `spec.podCIDRs` entry of the primary range's family.
+    pub pod_cidr: Option<IpNet>,
+    /// Its `spec.podCIDRs` entry of the secondary range's family.
+    pub secondary_pod_cidr: Option<IpNet>,
 }
 
-/// One node's subnet: the content of one NodeSubnet's spec (VTEP MAC aside, which follows from
+/// One node's subnets: the content of one NodeSubnet's spec (VTEP MAC aside, which follows from
 /// the node name).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocation {
@@ -53,9 +59,13 @@ pub struct Allocation {
     /// `spec.nodeName`.
     pub node: String,
     /// `spec.cidr`.
-    pub cidr: Ipv4Net,
+    pub cidr: IpNet,
     /// `spec.nodeAddress`.
-    pub node_address: Ipv4Addr,
+    pub node_address: IpAddr,
+    /// `spec.secondaryCidr` (dual-stack networks).
+    pub secondary_cidr: Option<IpNet>,
+    /// `spec.secondaryNodeAddress` (dual-stack underlays).
+    pub secondary_node_address: Option<IpAddr>,
 }
 
 /// Everything [`plan`] decides from.
@@ -63,12 +73,12 @@ pub struct Allocation {
 pub struct Input<'a> {
     /// The PodNetwork's name (prefix of new NodeSubnet names).
     pub network: &'a str,
-    /// `spec.cidr`.
-    pub cidr: Ipv4Net,
-    /// `spec.nodeSubnetPrefixLength`.
-    pub prefix: u8,
-    /// Give each node exactly its `spec.podCIDR` (as assigned by kube-controller-manager)
-    /// instead of the lowest free subnet.
+    /// `spec.cidr` and `spec.nodeSubnetPrefixLength`.
+    pub primary: Pool,
+    /// `spec.secondaryCidr` and `spec.secondaryNodeSubnetPrefixLength` (dual-stack).
+    pub secondary: Option<Pool>,
+    /// Give each node exactly its `spec.podCIDRs` (as assigned by kube-controller-manager)
+    /// instead of the lowest free subnets.
     pub use_node_pod_cidr: bool,
     /// The nodes this network owns (already selector- and conflict-filtered).
     pub nodes: &'a [NodeView],
@@ -84,27 +94,36 @@ pub struct Plan {
     pub keep: Vec<Allocation>,
     /// NodeSubnets to create.
     pub create: Vec<Allocation>,
-    /// Existing NodeSubnets whose node address changed: the new value (same object and
-    /// subnet).
+    /// Existing NodeSubnets whose node addresses changed or that get their secondary subnet
+    /// (the network became dual-stack): the new values (same object and primary subnet).
     pub readdress: Vec<Allocation>,
     /// Existing NodeSubnets to delete.
     pub release: Vec<Allocation>,
-    /// Nodes with an address that wait for a subnet because none is free.
+    /// Nodes with an address that wait for a subnet because none is free (in a dual-stack
+    /// network, none of one of the families: a node gets both or neither).
     pub exhausted: Vec<String>,
     /// Nodes without an InternalIP and without an existing subnet: peers could not reach them.
     pub missing_address: Vec<String>,
     /// `(node, last known address)` for nodes that hold a subnet (kept, in [`Plan::keep`]) but
     /// no longer report an InternalIP: peers keep using the last known address.
-    pub lost_address: Vec<(String, Ipv4Addr)>,
-    /// `(node, why)` for nodes whose `spec.podCIDR` cannot be used (with `use_node_pod_cidr`).
+    pub lost_address: Vec<(String, IpAddr)>,
+    /// `(node, why)` for nodes whose `spec.podCIDRs` cannot be used (with `use_node_pod_cidr`).
     pub bad_pod_cidr: Vec<(String, String)>,
-    /// The pool the plan cut, for messages; `None` in a plan made without one (e.g. the
-    /// controller's "change nothing" plan for an invalid spec).
+    /// The primary pool the plan cut, for messages; `None` in a plan made without one (e.g.
+    /// the controller's "change nothing" plan for an invalid spec).
     pub pool: Option<Pool>,
-    /// How many node subnets `cidr` holds (0 when the prefix length is impossible).
-    pub capacity: u64,
-    /// Node subnets in use once the plan is carried out (keep + readdress + create).
+    /// The secondary pool (dual-stack networks).
+    pub secondary_pool: Option<Pool>,
+    /// How many node subnets the primary range holds (0 when the prefix length is
+    /// impossible; saturated at `u128::MAX`).
+    pub capacity: u128,
+    /// Node subnets of the primary range in use once the plan is carried out (keep +
+    /// readdress + create).
     pub used: u64,
+    /// How many node subnets the secondary range holds.
+    pub secondary_capacity: u128,
+    /// Node subnets of the secondary range in use once the plan is carried out.
+    pub secondary_used: u64,
 }
 
 impl Plan {
@@ -114,12 +133,12 @@ impl Plan {
     }
 }
 
-/// A PodNetwork's address pool: `cidr` cut into `/prefix` node subnets.
+/// A PodNetwork's address pool: one range cut into `/prefix` node subnets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool {
-    /// `spec.cidr`.
-    pub cidr: Ipv4Net,
-    /// `spec.nodeSubnetPrefixLength`.
+    /// `spec.cidr` or `spec.secondaryCidr`.
+    pub cidr: IpNet,
+    /// `spec.nodeSubnetPrefixLength` or `spec.secondaryNodeSubnetPrefixLength`.
     pub prefix: u8,
 }
 
@@ -129,12 +148,12 @@ pub use causeway_crds::naming::node_subnet_name as object_name;
 
 /// Inclusive ranges of subnet indices, sorted and merged.
 #[derive(Debug, Default)]
-struct IndexRanges(Vec<(u64, u64)>);
+struct IndexRanges(Vec<(u128, u128)>);
 
 impl IndexRanges {
-    fn from_unsorted(mut ranges: Vec<(u64, u64)>) -> Self {
+    fn from_unsorted(mut ranges: Vec<(u128, u128)>) -> Self {
         ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
         for (lo, hi) in ranges {
             match merged.last_mut() {
                 Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
@@ -144,7 +163,7 @@ impl IndexRanges {
         Self(merged)
     }
 
-    fn contains(&self, index: u64) -> bool {
+    fn contains(&self, index: u128) -> bool {
         let at = self.0.partition_point(|&(_, hi)| hi < index);
         self.0.get(at).is_some_and(|&(lo, _)| lo <= index)
     }
@@ -153,13 +172,13 @@ impl IndexRanges {
 /// Hands out the lowest free indices in increasing order: one pass over the used ranges for
 /// the whole plan, whatever the pool size.
 struct LowestFree<'r> {
-    used: &'r [(u64, u64)],
-    capacity: u64,
-    next: u64,
+    used: &'r [(u128, u128)],
+    capacity: u128,
+    next: u128,
 }
 
 impl LowestFree<'_> {
-    fn take(&mut self) -> Option<u64> {
+    fn take(&mut self) -> Option<u128> {
         while let Some((&(lo, hi), rest)) = self.used.split_first() {
             if lo > self.next {
                 break;
@@ -175,59 +194,156 @@ impl LowestFree<'_> {
     }
 }
 
-/// Index arithmetic over one plan's pool.
+/// Index arithmetic over one pool.
 struct Cutter {
-    cidr: Ipv4Net,
-    prefix: u8,
-    capacity: u64,
+    pool: Pool,
+    capacity: u128,
+    /// Whether it is the secondary pool, for messages naming the spec fields.
+    secondary: bool,
+}
+
+/// An address as a number (IPv4 in the low 32 bits).
+fn bits(address: IpAddr) -> u128 {
+    match address {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 impl Cutter {
+    fn new(pool: Pool, secondary: bool) -> Self {
+        Self {
+            pool,
+            capacity: cidr::subnet_capacity(pool.cidr, pool.prefix).unwrap_or(0),
+            secondary,
+        }
+    }
+
     /// The index of `subnet` when it is exactly one of the pool's subnets.
-    fn index(&self, subnet: Ipv4Net) -> Option<u64> {
-        cidr::subnet_index(self.cidr, self.prefix, subnet).ok()
+    fn index(&self, subnet: IpNet) -> Option<u128> {
+        cidr::subnet_index(self.pool.cidr, self.pool.prefix, subnet).ok()
     }
 
-    fn subnet(&self, index: u64) -> Option<Ipv4Net> {
-        cidr::nth_subnet(self.cidr, self.prefix, index).ok()
+    fn subnet(&self, index: u128) -> Option<IpNet> {
+        cidr::nth_subnet(self.pool.cidr, self.pool.prefix, index).ok()
     }
 
-    /// The indices of the pool subnets `subnet` overlaps, whatever its size.
-    fn overlapped(&self, subnet: Ipv4Net) -> Option<(u64, u64)> {
-        if self.capacity == 0 {
+    /// The indices of the pool subnets `subnet` overlaps, whatever its size (none for a
+    /// subnet of the other family).
+    fn overlapped(&self, subnet: IpNet) -> Option<(u128, u128)> {
+        let cidr = self.pool.cidr;
+        if self.capacity == 0 || Family::of(&cidr) != Family::of(&subnet) {
             return None;
         }
-        let base = u64::from(u32::from(self.cidr.network()));
-        let lo = u64::from(u32::from(self.cidr.network()).max(u32::from(subnet.network())));
-        let hi = u64::from(u32::from(self.cidr.broadcast()).min(u32::from(subnet.broadcast())));
-        let shift = 32 - u32::from(self.prefix);
+        let base = bits(cidr.network());
+        let lo = base.max(bits(subnet.network()));
+        let hi = bits(cidr.broadcast()).min(bits(subnet.broadcast()));
+        let shift = u32::from(cidr.max_prefix_len() - self.pool.prefix);
         (lo <= hi).then(|| ((lo - base) >> shift, (hi - base) >> shift))
     }
 
     /// Why a node's podCIDR is not one of the pool's subnets.
-    fn reject_pod_cidr(&self, pod_cidr: Ipv4Net) -> String {
+    fn reject_pod_cidr(&self, pod_cidr: IpNet) -> String {
+        let Pool { cidr, prefix } = self.pool;
+        let (range, length) = if self.secondary {
+            ("secondaryCidr", "secondaryNodeSubnetPrefixLength")
+        } else {
+            ("cidr", "nodeSubnetPrefixLength")
+        };
         if pod_cidr.trunc() != pod_cidr {
             format!("podCIDR {pod_cidr} has host bits set")
-        } else if !self.cidr.contains(&pod_cidr) {
-            format!("podCIDR {pod_cidr} is outside cidr {}", self.cidr)
+        } else if !cidr.contains(&pod_cidr) {
+            format!("podCIDR {pod_cidr} is outside {range} {cidr}")
         } else {
             format!(
-                "podCIDR {pod_cidr} is a /{}, but this network gives nodes /{} subnets (nodeSubnetPrefixLength)",
+                "podCIDR {pod_cidr} is a /{}, but this network gives nodes /{prefix} subnets ({length})",
                 pod_cidr.prefix_len(),
-                self.prefix
             )
         }
+    }
+}
+
+/// One pool's allocator for a plan: what is held, and the lowest free subnets after it.
+struct Allocator<'r> {
+    cutter: &'r Cutter,
+    used: &'r IndexRanges,
+    holder: BTreeMap<u128, &'r str>,
+    lowest_free: LowestFree<'r>,
+    taken_now: BTreeMap<u128, String>,
+}
+
+impl<'r> Allocator<'r> {
+    fn new(cutter: &'r Cutter, used: &'r IndexRanges, holder: BTreeMap<u128, &'r str>) -> Self {
+        Self {
+            cutter,
+            used,
+            holder,
+            lowest_free: LowestFree {
+                used: &used.0,
+                capacity: cutter.capacity,
+                next: 0,
+            },
+            taken_now: BTreeMap::new(),
+        }
+    }
+
+    /// The subnet for `node`: its podCIDR (`pod_cidr`, with `use_node_pod_cidr`), or the
+    /// lowest free one. `Err(None)` when the pool is exhausted, `Err(Some(why))` when the
+    /// podCIDR cannot be used.
+    fn take(
+        &mut self,
+        node: &str,
+        pod_cidr: Option<Option<IpNet>>,
+    ) -> Result<(u128, IpNet), Option<String>> {
+        let index = match pod_cidr {
+            Some(pod_cidr) => self.pod_cidr_index(pod_cidr).map_err(Some)?,
+            None => self.lowest_free.take().ok_or(None)?,
+        };
+        let subnet = self.cutter.subnet(index).ok_or(None)?;
+        self.taken_now.insert(index, node.to_owned());
+        Ok((index, subnet))
+    }
+
+    /// Gives back an index taken in this plan (the node's other family failed).
+    fn untake(&mut self, index: u128) {
+        self.taken_now.remove(&index);
+    }
+
+    /// The index of a podCIDR when it is one of the pool's subnets and free, else why not.
+    fn pod_cidr_index(&self, pod_cidr: Option<IpNet>) -> Result<u128, String> {
+        let Some(pod_cidr) = pod_cidr else {
+            return Err(format!(
+                "the node has no {} spec.podCIDR",
+                Family::of(&self.cutter.pool.cidr)
+            ));
+        };
+        let Some(index) = self.cutter.index(pod_cidr) else {
+            return Err(self.cutter.reject_pod_cidr(pod_cidr));
+        };
+        if let Some(other) = self
+            .holder
+            .get(&index)
+            .copied()
+            .or_else(|| self.taken_now.get(&index).map(String::as_str))
+        {
+            return Err(format!(
+                "podCIDR {pod_cidr} is already allocated to node {other}"
+            ));
+        }
+        if self.used.contains(index) {
+            return Err(format!(
+                "podCIDR {pod_cidr} overlaps a subnet that is being released; it is allocated once the release completes"
+            ));
+        }
+        Ok(index)
     }
 }
 
 /// Computes the plan for one network (see the module docs for the rules).
 #[must_use]
 pub fn plan(input: &Input) -> Plan {
-    let pool = Cutter {
-        cidr: input.cidr,
-        prefix: input.prefix,
-        capacity: cidr::subnet_capacity(input.cidr, input.prefix).unwrap_or(0),
-    };
+    let primary = Cutter::new(input.primary, false);
+    let secondary = input.secondary.map(|p| Cutter::new(p, true));
     let mut nodes: BTreeMap<&str, &NodeView> = BTreeMap::new();
     for node in input.nodes {
         nodes.entry(node.name.as_str()).or_insert(node);
@@ -235,111 +351,160 @@ pub fn plan(input: &Input) -> Plan {
 
     let mut release: Vec<&Allocation> = Vec::new();
 
-    // Existing subnets that can stay: the node is still ours and the subnet is one of the
-    // pool's. Ordered by (node, subnet) so the first per node is its lowest subnet.
-    let mut candidates: Vec<(u64, &Allocation)> = Vec::new();
+    // Existing subnets that can stay: the node is still ours and the subnets are the pools'
+    // (a secondary subnet cannot be changed once set, so a wrong one releases the object; a
+    // missing one is added). Ordered by (node, subnet) so the first per node is its lowest.
+    let mut candidates: Vec<(u128, Option<u128>, &Allocation)> = Vec::new();
     for existing in input.existing {
-        match pool.index(existing.cidr) {
-            Some(index) if nodes.contains_key(existing.node.as_str()) => {
-                candidates.push((index, existing));
+        let second = match (&secondary, existing.secondary_cidr) {
+            (_, None) => Some(None),
+            (Some(cutter), Some(subnet)) => cutter.index(subnet).map(Some),
+            (None, Some(_)) => None,
+        };
+        match (primary.index(existing.cidr), second) {
+            (Some(index), Some(second)) if nodes.contains_key(existing.node.as_str()) => {
+                candidates.push((index, second, existing));
             }
             _ => release.push(existing),
         }
     }
-    candidates.sort_by(|(ia, a), (ib, b)| (&a.node, ia, &a.object).cmp(&(&b.node, ib, &b.object)));
+    candidates
+        .sort_by(|(ia, _, a), (ib, _, b)| (&a.node, ia, &a.object).cmp(&(&b.node, ib, &b.object)));
     // A split brain can leave a node with several subnets: keep its lowest.
-    let mut per_node: Vec<(u64, &Allocation)> = Vec::with_capacity(candidates.len());
-    for (index, existing) in candidates {
+    let mut per_node: Vec<(u128, Option<u128>, &Allocation)> = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
         match per_node.last() {
-            Some((_, kept)) if kept.node == existing.node => release.push(existing),
-            _ => per_node.push((index, existing)),
+            Some((_, _, kept)) if kept.node == candidate.2.node => release.push(candidate.2),
+            _ => per_node.push(candidate),
         }
     }
     // One subnet held by two nodes cannot come from subnet-named objects, but objects named
-    // otherwise could do it: the smaller node name keeps it, the other node starts over.
-    per_node.sort_by(|(ia, a), (ib, b)| (ia, &a.node).cmp(&(ib, &b.node)));
-    let mut kept: Vec<(u64, &Allocation)> = Vec::with_capacity(per_node.len());
-    for (index, existing) in per_node {
-        match kept.last() {
-            Some((kept_index, _)) if *kept_index == index => release.push(existing),
-            _ => kept.push((index, existing)),
+    // otherwise could do it: the smaller node name keeps it, the other node starts over. The
+    // same for secondary subnets.
+    per_node.sort_by(|(ia, _, a), (ib, _, b)| (ia, &a.node).cmp(&(ib, &b.node)));
+    let mut kept: Vec<(u128, Option<u128>, &Allocation)> = Vec::with_capacity(per_node.len());
+    let mut second_held: BTreeSet<u128> = BTreeSet::new();
+    for candidate in per_node {
+        let (index, second, existing) = candidate;
+        let duplicate = kept.last().is_some_and(|(i, _, _)| *i == index)
+            || second.is_some_and(|s| !second_held.insert(s));
+        if duplicate {
+            release.push(existing);
+        } else {
+            kept.push(candidate);
         }
     }
 
     // Never hand out what is kept, nor what is being released in this very plan.
-    let mut used_ranges: Vec<(u64, u64)> = kept.iter().map(|&(i, _)| (i, i)).collect();
-    used_ranges.extend(release.iter().filter_map(|r| pool.overlapped(r.cidr)));
-    let used = IndexRanges::from_unsorted(used_ranges);
-    let holder: BTreeMap<u64, &str> = kept.iter().map(|&(i, a)| (i, a.node.as_str())).collect();
+    let used_in = |cutter: &Cutter, held: &mut dyn Iterator<Item = u128>| {
+        let mut ranges: Vec<(u128, u128)> = held.map(|i| (i, i)).collect();
+        ranges.extend(release.iter().flat_map(|r| {
+            [Some(r.cidr), r.secondary_cidr]
+                .into_iter()
+                .flatten()
+                .filter_map(|c| cutter.overlapped(c))
+        }));
+        IndexRanges::from_unsorted(ranges)
+    };
+    let used = used_in(&primary, &mut kept.iter().map(|&(i, _, _)| i));
+    let second_used = secondary
+        .as_ref()
+        .map(|cutter| used_in(cutter, &mut kept.iter().filter_map(|&(_, s, _)| s)));
+    let mut first = Allocator::new(
+        &primary,
+        &used,
+        kept.iter().map(|&(i, _, a)| (i, a.node.as_str())).collect(),
+    );
+    let mut second = secondary.as_ref().zip(second_used.as_ref()).map(|(c, u)| {
+        let holders = kept
+            .iter()
+            .filter_map(|&(_, s, a)| Some((s?, a.node.as_str())))
+            .collect();
+        Allocator::new(c, u, holders)
+    });
 
     let mut plan = Plan {
-        pool: Some(Pool {
-            cidr: input.cidr,
-            prefix: input.prefix,
-        }),
-        capacity: pool.capacity,
+        pool: Some(input.primary),
+        secondary_pool: input.secondary,
+        capacity: primary.capacity,
+        secondary_capacity: secondary.as_ref().map_or(0, |c| c.capacity),
         ..Plan::default()
     };
-    for &(_, existing) in &kept {
+    let pod_cidr = |v: Option<IpNet>| input.use_node_pod_cidr.then_some(v);
+    for &(_, _, existing) in &kept {
         let node = nodes.get(existing.node.as_str()).copied();
+        let mut next = existing.clone();
         match node.and_then(|n| n.internal_ip) {
-            Some(address) if address != existing.node_address => {
-                plan.readdress.push(Allocation {
-                    node_address: address,
-                    ..existing.clone()
-                });
+            Some(address) => {
+                next.node_address = address;
+                next.secondary_node_address = node.and_then(|n| n.secondary_ip);
             }
-            Some(_) => plan.keep.push(existing.clone()),
-            None => {
-                plan.lost_address
-                    .push((existing.node.clone(), existing.node_address));
-                plan.keep.push(existing.clone());
+            None => plan
+                .lost_address
+                .push((existing.node.clone(), existing.node_address)),
+        }
+        // A network that became dual-stack: the node's subnet of the new family.
+        if let (Some(allocator), None) = (second.as_mut(), existing.secondary_cidr) {
+            match allocator.take(
+                &existing.node,
+                pod_cidr(node.and_then(|n| n.secondary_pod_cidr)),
+            ) {
+                Ok((_, subnet)) => next.secondary_cidr = Some(subnet),
+                Err(None) => plan.exhausted.push(existing.node.clone()),
+                Err(Some(why)) => plan.bad_pod_cidr.push((existing.node.clone(), why)),
             }
+        }
+        if next == *existing {
+            plan.keep.push(next);
+        } else {
+            plan.readdress.push(next);
         }
     }
 
-    let kept_nodes: BTreeSet<&str> = kept.iter().map(|(_, a)| a.node.as_str()).collect();
-    let mut lowest_free = LowestFree {
-        used: &used.0,
-        capacity: pool.capacity,
-        next: 0,
-    };
-    let mut taken_now: BTreeMap<u64, &str> = BTreeMap::new();
+    let kept_nodes: BTreeSet<&str> = kept.iter().map(|(_, _, a)| a.node.as_str()).collect();
     for (&name, node) in nodes.iter().filter(|(n, _)| !kept_nodes.contains(*n)) {
         let Some(address) = node.internal_ip else {
             plan.missing_address.push(name.to_owned());
             continue;
         };
-        let index = if input.use_node_pod_cidr {
-            match pod_cidr_index(&pool, node, &used, &holder, &taken_now) {
-                Ok(index) => index,
-                Err(why) => {
-                    plan.bad_pod_cidr.push((name.to_owned(), why));
-                    continue;
-                }
-            }
-        } else {
-            let Some(index) = lowest_free.take() else {
+        let (index, subnet) = match first.take(name, pod_cidr(node.pod_cidr)) {
+            Ok(taken) => taken,
+            Err(None) => {
                 plan.exhausted.push(name.to_owned());
                 continue;
-            };
-            index
+            }
+            Err(Some(why)) => {
+                plan.bad_pod_cidr.push((name.to_owned(), why));
+                continue;
+            }
         };
-        let Some(subnet) = pool.subnet(index) else {
-            plan.exhausted.push(name.to_owned());
-            continue;
+        // Both families or neither: a node never runs half a dual-stack network.
+        let secondary_cidr = match second.as_mut() {
+            None => None,
+            Some(allocator) => match allocator.take(name, pod_cidr(node.secondary_pod_cidr)) {
+                Ok((_, subnet)) => Some(subnet),
+                Err(why) => {
+                    first.untake(index);
+                    match why {
+                        None => plan.exhausted.push(name.to_owned()),
+                        Some(why) => plan.bad_pod_cidr.push((name.to_owned(), why)),
+                    }
+                    continue;
+                }
+            },
         };
-        taken_now.insert(index, name);
         plan.create.push(Allocation {
             object: object_name(input.network, subnet),
             node: name.to_owned(),
             cidr: subnet,
             node_address: address,
+            secondary_cidr,
+            secondary_node_address: node.secondary_ip,
         });
     }
 
     // An object that is kept is never deleted, even if the input listed it twice.
-    let kept_objects: BTreeSet<&str> = kept.iter().map(|(_, a)| a.object.as_str()).collect();
+    let kept_objects: BTreeSet<&str> = kept.iter().map(|(_, _, a)| a.object.as_str()).collect();
     release.sort_by(|a, b| (&a.object, &a.node, a.cidr).cmp(&(&b.object, &b.node, b.cidr)));
     release.dedup_by(|a, b| a.object == b.object);
     plan.release = release
@@ -350,49 +515,39 @@ pub fn plan(input: &Input) -> Plan {
     plan.keep.sort_by(|a, b| a.node.cmp(&b.node));
     plan.readdress.sort_by(|a, b| a.node.cmp(&b.node));
     plan.lost_address.sort();
+    plan.exhausted.sort();
+    plan.bad_pod_cidr.sort();
     plan.used = u64::try_from(plan.allocations().count()).unwrap_or(u64::MAX);
+    plan.secondary_used = u64::try_from(
+        plan.allocations()
+            .filter(|a| a.secondary_cidr.is_some())
+            .count(),
+    )
+    .unwrap_or(u64::MAX);
     plan
-}
-
-/// The index of `node`'s podCIDR when it is one of the pool's subnets and free, else why not.
-fn pod_cidr_index(
-    pool: &Cutter,
-    node: &NodeView,
-    used: &IndexRanges,
-    holder: &BTreeMap<u64, &str>,
-    taken_now: &BTreeMap<u64, &str>,
-) -> Result<u64, String> {
-    let Some(pod_cidr) = node.pod_cidr else {
-        return Err("the node has no IPv4 spec.podCIDR".to_owned());
-    };
-    let Some(index) = pool.index(pod_cidr) else {
-        return Err(pool.reject_pod_cidr(pod_cidr));
-    };
-    if let Some(other) = holder.get(&index).or_else(|| taken_now.get(&index)) {
-        return Err(format!(
-            "podCIDR {pod_cidr} is already allocated to node {other}"
-        ));
-    }
-    if used.contains(index) {
-        return Err(format!(
-            "podCIDR {pod_cidr} overlaps a subnet that is being released; it is allocated once the release completes"
-        ));
-    }
-    Ok(index)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     const NETWORK: &str = "overlay";
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().expect("test CIDR")
     }
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
+    }
+
+    fn pool(cidr: &str, prefix: u8) -> Pool {
+        Pool {
+            cidr: net(cidr),
+            prefix,
+        }
     }
 
     /// `"node-a 192.168.1.1"`, `"node-a -"` (no address), `"node-a 192.168.1.1 10.0.1.0/24"`.
@@ -404,7 +559,9 @@ mod tests {
         NodeView {
             name,
             internal_ip,
+            secondary_ip: None,
             pod_cidr,
+            secondary_pod_cidr: None,
         }
     }
 
@@ -420,15 +577,179 @@ mod tests {
             node: parts[0].to_owned(),
             cidr,
             node_address: ip(parts[2]),
+            secondary_cidr: None,
+            secondary_node_address: None,
         }
     }
 
     fn show(a: &Allocation) -> String {
         let plain = object_name(NETWORK, a.cidr);
-        if a.object == plain {
+        let mut line = if a.object == plain {
             format!("{} {} {}", a.node, a.cidr, a.node_address)
         } else {
             format!("{} {} {} {}", a.node, a.cidr, a.node_address, a.object)
+        };
+        if a.secondary_cidr.is_some() || a.secondary_node_address.is_some() {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            line += &format!(
+                " + {} {}",
+                or_dash(a.secondary_cidr.map(|c| c.to_string())),
+                or_dash(a.secondary_node_address.map(|c| c.to_string()))
+            );
+        }
+        line
+    }
+
+    /// `"node-a 192.168.1.1 fd00:1::1"` (a dual-stack underlay; `-` for none), optionally
+    /// followed by the node's two podCIDRs.
+    fn dual_node(spec: &str) -> NodeView {
+        let parts: Vec<&str> = spec.split_whitespace().collect();
+        let some = |i: usize| parts.get(i).filter(|v| **v != "-").copied();
+        NodeView {
+            name: parts[0].to_owned(),
+            internal_ip: some(1).map(ip),
+            secondary_ip: some(2).map(ip),
+            pod_cidr: some(3).map(net),
+            secondary_pod_cidr: some(4).map(net),
+        }
+    }
+
+    /// `"node-a 10.247.0.0/24 192.168.1.1 fd00:10:247::/64 fd00:1::1"` (`-` for none).
+    fn dual_alloc(spec: &str) -> Allocation {
+        let parts: Vec<&str> = spec.split_whitespace().collect();
+        let some = |i: usize| parts.get(i).filter(|v| **v != "-").copied();
+        Allocation {
+            object: object_name(NETWORK, net(parts[1])),
+            node: parts[0].to_owned(),
+            cidr: net(parts[1]),
+            node_address: ip(parts[2]),
+            secondary_cidr: some(3).map(net),
+            secondary_node_address: some(4).map(ip),
+        }
+    }
+
+    #[test]
+    fn dual_stack_plans_give_each_node_one_subnet_of_each_family_or_none() {
+        struct Dual {
+            name: &'static str,
+            pod_cidr: bool,
+            nodes: &'static [&'static str],
+            existing: &'static [&'static str],
+            want: &'static [&'static str],
+        }
+        let cases = [
+            Dual {
+                name: "new nodes get the lowest free subnet of each range, and both addresses",
+                pod_cidr: false,
+                nodes: &["node-a 192.168.1.1 fd00:1::1", "node-b 192.168.1.2 -"],
+                existing: &[],
+                want: &[
+                    "create node-a 10.247.0.0/24 192.168.1.1 + fd00:10:247::/64 fd00:1::1",
+                    "create node-b 10.247.1.0/24 192.168.1.2 + fd00:10:247:1::/64 -",
+                    "used 2 of 4, 2 of 4",
+                ],
+            },
+            Dual {
+                name: "a network that became dual-stack gives its nodes their secondary subnet (in primary subnet order)",
+                pod_cidr: false,
+                nodes: &["node-a 192.168.1.1 -", "node-b 192.168.1.2 -"],
+                existing: &[
+                    "node-a 10.247.2.0/24 192.168.1.1",
+                    "node-b 10.247.0.0/24 192.168.1.2",
+                ],
+                want: &[
+                    "readdress node-a 10.247.2.0/24 192.168.1.1 + fd00:10:247:1::/64 -",
+                    "readdress node-b 10.247.0.0/24 192.168.1.2 + fd00:10:247::/64 -",
+                    "used 2 of 4, 2 of 4",
+                ],
+            },
+            Dual {
+                name: "the address of the other family follows the node, and goes when it goes",
+                pod_cidr: false,
+                nodes: &["node-a 192.168.1.1 fd00:1::9", "node-b 192.168.1.2 -"],
+                existing: &[
+                    "node-a 10.247.0.0/24 192.168.1.1 fd00:10:247::/64 fd00:1::1",
+                    "node-b 10.247.1.0/24 192.168.1.2 fd00:10:247:1::/64 fd00:1::2",
+                ],
+                want: &[
+                    "readdress node-a 10.247.0.0/24 192.168.1.1 + fd00:10:247::/64 fd00:1::9",
+                    "readdress node-b 10.247.1.0/24 192.168.1.2 + fd00:10:247:1::/64 -",
+                    "used 2 of 4, 2 of 4",
+                ],
+            },
+            Dual {
+                name: "a secondary subnet outside the range releases the object: it cannot be changed",
+                pod_cidr: false,
+                nodes: &["node-a 192.168.1.1 -"],
+                existing: &["node-a 10.247.0.0/24 192.168.1.1 fd00:99::/64 -"],
+                want: &[
+                    "create node-a 10.247.1.0/24 192.168.1.1 + fd00:10:247::/64 -",
+                    "release node-a 10.247.0.0/24 192.168.1.1 + fd00:99::/64 -",
+                    "used 1 of 4, 1 of 4",
+                ],
+            },
+            Dual {
+                name: "a full secondary range: a new node gets neither subnet, a held one waits",
+                pod_cidr: false,
+                nodes: &[
+                    "node-a 192.168.1.1 -",
+                    "node-b 192.168.1.2 -",
+                    "node-c 192.168.1.3 -",
+                    "node-d 192.168.1.4 -",
+                    "node-e 192.168.1.5 -",
+                    "node-f 192.168.1.6 -",
+                ],
+                existing: &[
+                    "node-a 10.247.0.0/24 192.168.1.1 fd00:10:247::/64 -",
+                    "node-b 10.247.1.0/24 192.168.1.2 fd00:10:247:1::/64 -",
+                    "node-c 10.247.2.0/24 192.168.1.3 fd00:10:247:2::/64 -",
+                    "node-d 10.247.3.0/24 192.168.1.4 -",
+                ],
+                want: &[
+                    "keep node-a 10.247.0.0/24 192.168.1.1 + fd00:10:247::/64 -",
+                    "keep node-b 10.247.1.0/24 192.168.1.2 + fd00:10:247:1::/64 -",
+                    "keep node-c 10.247.2.0/24 192.168.1.3 + fd00:10:247:2::/64 -",
+                    "readdress node-d 10.247.3.0/24 192.168.1.4 + fd00:10:247:3::/64 -",
+                    "exhausted node-e",
+                    "exhausted node-f",
+                    "used 4 of 4, 4 of 4",
+                ],
+            },
+            Dual {
+                name: "with podCIDR: both families from spec.podCIDRs, or nothing with the reason",
+                pod_cidr: true,
+                nodes: &[
+                    "node-a 192.168.1.1 - 10.247.3.0/24 fd00:10:247:3::/64",
+                    "node-b 192.168.1.2 - 10.247.1.0/24 -",
+                    "node-c 192.168.1.3 - 10.247.2.0/24 fd00:10:247:3::/64",
+                ],
+                existing: &[],
+                want: &[
+                    "create node-a 10.247.3.0/24 192.168.1.1 + fd00:10:247:3::/64 -",
+                    "bad node-b: the node has no IPv6 spec.podCIDR",
+                    "bad node-c: podCIDR fd00:10:247:3::/64 is already allocated to node node-a",
+                    "used 1 of 4, 1 of 4",
+                ],
+            },
+        ];
+        for case in &cases {
+            let nodes: Vec<NodeView> = case.nodes.iter().map(|s| dual_node(s)).collect();
+            let existing: Vec<Allocation> = case.existing.iter().map(|s| dual_alloc(s)).collect();
+            let input = Input {
+                network: NETWORK,
+                primary: pool("10.247.0.0/22", 24),
+                secondary: Some(pool("fd00:10:247::/62", 64)),
+                use_node_pod_cidr: case.pod_cidr,
+                nodes: &nodes,
+                existing: &existing,
+            };
+            let got = plan(&input);
+            check_invariants(&input, &got);
+            let mut lines = summary(&got);
+            if let Some(last) = lines.last_mut() {
+                *last += &format!(", {} of {}", got.secondary_used, got.secondary_capacity);
+            }
+            assert_eq!(lines, case.want, "{}", case.name);
         }
     }
 
@@ -477,8 +798,8 @@ mod tests {
         let existing: Vec<Allocation> = case.existing.iter().map(|s| alloc(s)).collect();
         plan(&Input {
             network: NETWORK,
-            cidr: net("10.247.0.0/22"),
-            prefix: 24,
+            primary: pool("10.247.0.0/22", 24),
+            secondary: None,
             use_node_pod_cidr: case.pod_cidr,
             nodes: &nodes,
             existing: &existing,
@@ -692,8 +1013,8 @@ mod tests {
         let nodes = [node("node-a 192.168.1.1")];
         let got = plan(&Input {
             network: NETWORK,
-            cidr: net("10.247.0.0/22"),
-            prefix: 24,
+            primary: pool("10.247.0.0/22", 24),
+            secondary: None,
             use_node_pod_cidr: false,
             nodes: &nodes,
             existing: &existing,
@@ -710,8 +1031,8 @@ mod tests {
         let nodes = [node("node-a 192.168.1.1")];
         let got = plan(&Input {
             network: NETWORK,
-            cidr: net("10.247.0.0/22"),
-            prefix: 22,
+            primary: pool("10.247.0.0/22", 22),
+            secondary: None,
             use_node_pod_cidr: false,
             nodes: &nodes,
             existing: &existing,
@@ -726,19 +1047,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_huge_pool_is_not_scanned_subnet_by_subnet() {
-        // A /8 cut into /30s: four million subnets, the first 5,000 in use with one gap.
-        let cidr = net("10.0.0.0/8");
-        let existing: Vec<Allocation> = (0..5_000u64)
+    /// A pool holding 5,000 nodes' subnets with one gap at index 1,234, and two new nodes.
+    fn huge_pool_plan(cidr: IpNet, prefix: u8, address: impl Fn(u32) -> IpAddr) -> Plan {
+        let existing: Vec<Allocation> = (0..5_000u32)
             .filter(|i| *i != 1_234)
             .map(|i| {
-                let subnet = cidr::nth_subnet(cidr, 30, i).expect("in range");
+                let subnet = cidr::nth_subnet(cidr, prefix, u128::from(i)).expect("in range");
                 Allocation {
                     object: object_name(NETWORK, subnet),
                     node: format!("node-{i:05}"),
                     cidr: subnet,
-                    node_address: Ipv4Addr::from(0xc0a8_0000 + u32::try_from(i).expect("small")),
+                    node_address: address(i),
+                    secondary_cidr: None,
+                    secondary_node_address: None,
                 }
             })
             .collect();
@@ -747,24 +1068,55 @@ mod tests {
             .map(|a| NodeView {
                 name: a.node.clone(),
                 internal_ip: Some(a.node_address),
+                secondary_ip: None,
                 pod_cidr: None,
+                secondary_pod_cidr: None,
             })
             .collect();
-        for name in ["new-a", "new-b"] {
-            nodes.push(node(&format!("{name} 172.16.0.1")));
+        for (i, name) in ["new-a", "new-b"].into_iter().enumerate() {
+            nodes.push(NodeView {
+                name: name.to_owned(),
+                internal_ip: Some(address(100_000 + u32::try_from(i).expect("two"))),
+                ..nodes[0].clone()
+            });
         }
-        let got = plan(&Input {
+        plan(&Input {
             network: NETWORK,
-            cidr,
-            prefix: 30,
+            primary: Pool { cidr, prefix },
+            secondary: None,
             use_node_pod_cidr: false,
             nodes: &nodes,
             existing: &existing,
-        });
-        let created: Vec<String> = got.create.iter().map(|a| a.cidr.to_string()).collect();
-        assert_eq!(created, ["10.0.19.72/30", "10.0.78.32/30"]);
-        assert_eq!(got.keep.len(), 4_999);
-        assert_eq!((got.used, got.capacity), (5_001, 1 << 22));
+        })
+    }
+
+    #[test]
+    fn a_huge_pool_is_not_scanned_subnet_by_subnet() {
+        // A /8 cut into /30s: four million subnets; an IPv6 /32 cut into /64s: four billion.
+        type Case = (&'static str, u8, fn(u32) -> IpAddr, [&'static str; 2], u128);
+        let cases: [Case; 2] = [
+            (
+                "10.0.0.0/8",
+                30,
+                |i| IpAddr::V4(Ipv4Addr::from(0xc0a8_0000 + i)),
+                ["10.0.19.72/30", "10.0.78.32/30"],
+                1 << 22,
+            ),
+            (
+                "2001:db8::/32",
+                64,
+                |i| IpAddr::V6(std::net::Ipv6Addr::from((0xfd00 << 112) | u128::from(i))),
+                ["2001:db8:0:4d2::/64", "2001:db8:0:1388::/64"],
+                1 << 32,
+            ),
+        ];
+        for (cidr, prefix, address, want, capacity) in cases {
+            let got = huge_pool_plan(net(cidr), prefix, address);
+            let created: Vec<String> = got.create.iter().map(|a| a.cidr.to_string()).collect();
+            assert_eq!(created, want, "{cidr}");
+            assert_eq!(got.keep.len(), 4_999);
+            assert_eq!((got.used, got.capacity), (5_001, capacity));
+        }
     }
 
     /// xorshift64*: a tiny deterministic generator, enough to vary the inputs.
@@ -787,32 +1139,49 @@ mod tests {
         }
     }
 
-    fn random_nodes(rng: &mut Rng, pool: Ipv4Net, prefix: u8) -> Vec<NodeView> {
+    fn random_nodes(rng: &mut Rng, pools: (Pool, Option<Pool>)) -> Vec<NodeView> {
         let mut nodes = Vec::new();
         for i in 0..30 {
             if !rng.chance(60) {
                 continue;
             }
             let last_octet = u8::try_from(rng.below(4)).unwrap_or(0);
+            let mut pod_cidr =
+                |p: Pool| cidr::nth_subnet(p.cidr, p.prefix, u128::from(rng.below(20))).ok();
+            let (pod, second_pod) = (pod_cidr(pools.0), pools.1.and_then(&mut pod_cidr));
             nodes.push(NodeView {
                 name: format!("node-{i:02}"),
                 internal_ip: rng
                     .chance(90)
-                    .then_some(Ipv4Addr::new(192, 168, 0, last_octet)),
-                pod_cidr: cidr::nth_subnet(pool, prefix, rng.below(20)).ok(),
+                    .then_some(IpAddr::V4(Ipv4Addr::new(192, 168, 0, last_octet))),
+                secondary_ip: rng
+                    .chance(50)
+                    .then(|| ip(&format!("fd00:192:168::{last_octet}"))),
+                pod_cidr: pod,
+                secondary_pod_cidr: second_pod,
             });
         }
         nodes
     }
 
     /// Existing objects a real cluster could hold, and some it should not.
-    fn random_existing(rng: &mut Rng, pool: Ipv4Net, prefix: u8) -> Vec<Allocation> {
+    fn random_existing(rng: &mut Rng, pools: (Pool, Option<Pool>)) -> Vec<Allocation> {
+        let (pool, second) = pools;
         (0..rng.below(12))
             .map(|_| {
                 let cidr = match rng.below(10) {
                     0 => net("10.99.0.0/28"),
                     1 => net("10.0.0.0/27"),
-                    _ => cidr::nth_subnet(pool, prefix, rng.below(16)).expect("in range"),
+                    _ => cidr::nth_subnet(pool.cidr, pool.prefix, u128::from(rng.below(16)))
+                        .expect("in range"),
+                };
+                let secondary_cidr = match (second, rng.below(10)) {
+                    (_, 0) => None,
+                    (_, 1) => Some(net("fd99::/64")),
+                    (None, _) => None,
+                    (Some(p), _) => {
+                        cidr::nth_subnet(p.cidr, p.prefix, u128::from(rng.below(16))).ok()
+                    }
                 };
                 let node = format!("node-{:02}", rng.below(34));
                 let object = if rng.chance(20) {
@@ -824,7 +1193,9 @@ mod tests {
                     object,
                     node,
                     cidr,
-                    node_address: Ipv4Addr::new(192, 168, 0, 1),
+                    node_address: ip("192.168.0.1"),
+                    secondary_cidr,
+                    secondary_node_address: None,
                 }
             })
             .collect()
@@ -832,21 +1203,45 @@ mod tests {
 
     fn check_invariants(input: &Input, got: &Plan) {
         let allocations: Vec<&Allocation> = got.allocations().collect();
-        let subnets: BTreeSet<Ipv4Net> = allocations.iter().map(|a| a.cidr).collect();
+        let subnets: BTreeSet<IpNet> = allocations.iter().map(|a| a.cidr).collect();
         assert_eq!(
             subnets.len(),
             allocations.len(),
             "a subnet went to two nodes"
         );
+        let seconds: Vec<IpNet> = allocations
+            .iter()
+            .filter_map(|a| a.secondary_cidr)
+            .collect();
+        let distinct: BTreeSet<&IpNet> = seconds.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            seconds.len(),
+            "a secondary subnet went to two nodes"
+        );
+        for a in &allocations {
+            match (input.secondary, a.secondary_cidr) {
+                (Some(p), Some(c)) => assert!(cidr::subnet_index(p.cidr, p.prefix, c).is_ok()),
+                (None, Some(c)) => panic!("{c} without a secondary pool"),
+                // Only a kept node may wait for its secondary subnet (listed as waiting).
+                (Some(_), None) => assert!(
+                    got.exhausted.contains(&a.node)
+                        || got.bad_pod_cidr.iter().any(|(n, _)| *n == a.node),
+                    "{} has no secondary subnet and is not waiting for one",
+                    a.node
+                ),
+                (None, None) => {}
+            }
+        }
         let owners: BTreeSet<&str> = allocations.iter().map(|a| a.node.as_str()).collect();
         assert_eq!(owners.len(), allocations.len(), "a node got two subnets");
         for a in &allocations {
             assert!(
-                cidr::subnet_index(input.cidr, input.prefix, a.cidr).is_ok(),
+                cidr::subnet_index(input.primary.cidr, input.primary.prefix, a.cidr).is_ok(),
                 "{} is not a /{} of {}",
                 a.cidr,
-                input.prefix,
-                input.cidr
+                input.primary.prefix,
+                input.primary.cidr
             );
         }
         for created in &got.create {
@@ -872,18 +1267,24 @@ mod tests {
                 .iter()
                 .all(|r| !kept_objects.contains(r.object.as_str()))
         );
+        // A kept node waiting for its secondary subnet is both allocated and waiting.
         let mut accounted: Vec<&str> = owners.iter().copied().collect();
-        accounted.extend(got.exhausted.iter().map(String::as_str));
+        let waiting = got
+            .exhausted
+            .iter()
+            .map(String::as_str)
+            .chain(got.bad_pod_cidr.iter().map(|(n, _)| n.as_str()));
+        accounted.extend(waiting.filter(|n| !owners.contains(n)));
         accounted.extend(got.missing_address.iter().map(String::as_str));
-        accounted.extend(got.bad_pod_cidr.iter().map(|(n, _)| n.as_str()));
         accounted.sort_unstable();
         let mut wanted: Vec<&str> = input.nodes.iter().map(|n| n.name.as_str()).collect();
         wanted.sort_unstable();
         assert_eq!(accounted, wanted, "every node lands in exactly one outcome");
         // Lost addresses: exactly the kept nodes that report none, with the address they keep.
-        let mut lost: Vec<(String, Ipv4Addr)> = got
+        let mut lost: Vec<(String, IpAddr)> = got
             .keep
             .iter()
+            .chain(&got.readdress)
             .filter(|a| {
                 input
                     .nodes
@@ -896,27 +1297,35 @@ mod tests {
         lost.sort();
         assert_eq!(got.lost_address, lost);
         assert_eq!(got.used, u64::try_from(allocations.len()).unwrap_or(0));
-        assert!(got.used <= got.capacity);
+        assert!(u128::from(got.used) <= got.capacity);
+        assert_eq!(
+            got.secondary_used,
+            u64::try_from(seconds.len()).unwrap_or(0)
+        );
     }
 
     #[test]
     fn random_plans_never_share_a_subnet_are_idempotent_and_never_move_a_node() {
-        let pool = net("10.0.0.0/24");
-        let prefix = 28;
         for seed in 1..=300u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let use_node_pod_cidr = rng.chance(30);
-            let mut existing = random_existing(&mut rng, pool, prefix);
-            let mut previous: BTreeMap<String, Ipv4Net> = BTreeMap::new();
+            // Half the seeds plan a dual-stack network (an IPv6 /120 cut into /124s: 16
+            // subnets, as tight as the IPv4 pool).
+            let pools = (
+                pool("10.0.0.0/24", 28),
+                rng.chance(50).then(|| pool("fd00:10::/120", 124)),
+            );
+            let mut existing = random_existing(&mut rng, pools);
+            let mut previous: BTreeMap<String, (IpNet, Option<IpNet>)> = BTreeMap::new();
             // Injected duplicates may legitimately move a node to a lower subnet (the
             // split-brain rule), so stability is checked only after clean rounds.
             let mut clean = false;
             for round in 0..6 {
-                let nodes = random_nodes(&mut rng, pool, prefix);
+                let nodes = random_nodes(&mut rng, pools);
                 let input = Input {
                     network: NETWORK,
-                    cidr: pool,
-                    prefix,
+                    primary: pools.0,
+                    secondary: pools.1,
                     use_node_pod_cidr,
                     nodes: &nodes,
                     existing: &existing,
@@ -925,8 +1334,11 @@ mod tests {
                 check_invariants(&input, &first);
                 let context = format!("seed {seed} round {round}");
                 for a in first.keep.iter().chain(&first.readdress).filter(|_| clean) {
-                    if let Some(before) = previous.get(&a.node) {
-                        assert_eq!(*before, a.cidr, "{context}: {} moved", a.node);
+                    if let Some((cidr, second)) = previous.get(&a.node) {
+                        assert_eq!(*cidr, a.cidr, "{context}: {} moved", a.node);
+                        if second.is_some() {
+                            assert_eq!(*second, a.secondary_cidr, "{context}: {} moved", a.node);
+                        }
                     }
                 }
 
@@ -940,13 +1352,22 @@ mod tests {
                 let again = plan(&again_input);
                 check_invariants(&again_input, &again);
                 assert!(again.release.is_empty(), "{context}: {:?}", again.release);
-                assert!(again.readdress.is_empty(), "{context}");
                 let waited: BTreeSet<&str> = first
                     .exhausted
                     .iter()
                     .map(String::as_str)
                     .chain(first.bad_pod_cidr.iter().map(|(n, _)| n.as_str()))
                     .collect();
+                // Only a node that waited for its secondary subnet is updated: it gets it.
+                for updated in &again.readdress {
+                    let before = applied.iter().find(|a| a.object == updated.object);
+                    assert!(
+                        waited.contains(updated.node.as_str())
+                            && before.is_some_and(|b| b.secondary_cidr.is_none())
+                            && updated.secondary_cidr.is_some(),
+                        "{context}: {updated:?}"
+                    );
+                }
                 for created in &again.create {
                     assert!(
                         waited.contains(created.node.as_str()),
@@ -964,11 +1385,14 @@ mod tests {
                 );
                 assert_eq!(third.keep.len(), settled.len(), "{context}");
 
-                previous = settled.iter().map(|a| (a.node.clone(), a.cidr)).collect();
+                previous = settled
+                    .iter()
+                    .map(|a| (a.node.clone(), (a.cidr, a.secondary_cidr)))
+                    .collect();
                 existing = settled;
                 clean = !rng.chance(30);
                 if !clean {
-                    existing.extend(random_existing(&mut rng, pool, prefix));
+                    existing.extend(random_existing(&mut rng, pools));
                 }
             }
         }

@@ -210,12 +210,19 @@ fn segments_sentence(mode: &str, subnets: &[SubnetView]) -> Option<String> {
 }
 
 fn pool_text(plan: &ipam::Plan) -> String {
-    match plan.pool {
+    let primary = match plan.pool {
         Some(pool) => format!(
             "cidr {} has room for {} node subnets of /{}",
             pool.cidr, plan.capacity, pool.prefix
         ),
         None => format!("cidr has room for {} node subnets", plan.capacity),
+    };
+    match plan.secondary_pool {
+        Some(pool) => format!(
+            "{primary}, secondaryCidr {} for {} of /{} ({} in use)",
+            pool.cidr, plan.secondary_capacity, pool.prefix, plan.secondary_used
+        ),
+        None => primary,
     }
 }
 
@@ -267,7 +274,7 @@ fn without_address_sentence(nodes: &[String]) -> String {
     )
 }
 
-fn lost_address_sentence(nodes: &[(String, std::net::Ipv4Addr)]) -> String {
+fn lost_address_sentence(nodes: &[(String, std::net::IpAddr)]) -> String {
     match nodes {
         [(node, address)] => format!(
             "Node {node} reports no InternalIP address any more; its NodeSubnet keeps the last known address {address}, which its peers keep using. Make the kubelet report the node's address again (its --node-ip flag, or the node's addresses from the cloud provider)."
@@ -465,12 +472,22 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         ),
     );
 
-    let free = plan.capacity.saturating_sub(plan.used);
+    let free = plan.capacity.saturating_sub(u128::from(plan.used));
+    let secondary_free = plan.secondary_pool.map(|_| {
+        plan.secondary_capacity
+            .saturating_sub(u128::from(plan.secondary_used))
+    });
     let exhausted = if plan.exhausted.is_empty() {
         (
             ConditionStatus::False,
             reasons::AS_EXPECTED,
-            format!("{free} of {} node subnets free.", plan.capacity),
+            match secondary_free {
+                None => format!("{free} of {} node subnets free.", plan.capacity),
+                Some(second) => format!(
+                    "{free} of {} node subnets of cidr free, {second} of {} of secondaryCidr.",
+                    plan.capacity, plan.secondary_capacity
+                ),
+            },
         )
     } else {
         (
@@ -507,6 +524,15 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         programmed_nodes: count(reports.programmed.len()),
         subnets_allocated: i64::try_from(plan.used).unwrap_or(i64::MAX),
         subnets_free: i64::try_from(free).unwrap_or(i64::MAX),
+        ip_families: [plan.pool, plan.secondary_pool]
+            .into_iter()
+            .flatten()
+            .map(|p| causeway_crds::cidr::Family::of(&p.cidr).name().to_owned())
+            .collect(),
+        secondary_subnets_allocated: plan
+            .secondary_pool
+            .map(|_| i64::try_from(plan.secondary_used).unwrap_or(i64::MAX)),
+        secondary_subnets_free: secondary_free.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
         effective_mtu: reports.effective_mtu,
     }
 }
@@ -535,8 +561,10 @@ mod tests {
         ipam::Allocation {
             object: ipam::object_name("pods", cidr),
             node: node.to_owned(),
-            cidr,
-            node_address: Ipv4Addr::new(192, 168, 1, index),
+            cidr: cidr.into(),
+            node_address: Ipv4Addr::new(192, 168, 1, index).into(),
+            secondary_cidr: None,
+            secondary_node_address: None,
         }
     }
 
@@ -545,7 +573,7 @@ mod tests {
     }
 
     /// A plan in which `allocated` nodes hold subnets (the first ones kept, the last created).
-    fn plan(allocated: &[String], capacity: u64) -> ipam::Plan {
+    fn plan(allocated: &[String], capacity: u128) -> ipam::Plan {
         let mut plan = ipam::Plan {
             pool: Some(pool()),
             capacity,
@@ -965,7 +993,7 @@ mod tests {
                 name: "a node that lost its InternalIP keeps its subnet: degraded, still ready",
                 world: World {
                     plan: ipam::Plan {
-                        lost_address: vec![("node-1".into(), Ipv4Addr::new(192, 168, 1, 1))],
+                        lost_address: vec![("node-1".into(), Ipv4Addr::new(192, 168, 1, 1).into())],
                         ..plan(&names("node", 3), 256)
                     },
                     ..h()
@@ -986,8 +1014,8 @@ mod tests {
                 world: World {
                     plan: ipam::Plan {
                         lost_address: vec![
-                            ("node-0".into(), Ipv4Addr::new(192, 168, 1, 0)),
-                            ("node-2".into(), Ipv4Addr::new(192, 168, 1, 2)),
+                            ("node-0".into(), Ipv4Addr::new(192, 168, 1, 0).into()),
+                            ("node-2".into(), Ipv4Addr::new(192, 168, 1, 2).into()),
                         ],
                         ..plan(&names("node", 3), 256)
                     },
@@ -1049,7 +1077,7 @@ mod tests {
                     claimed_elsewhere: vec![("node-x".into(), "b".into())],
                     plan: ipam::Plan {
                         missing_address: vec!["node-8".into()],
-                        lost_address: vec![("node-1".into(), Ipv4Addr::new(192, 168, 1, 1))],
+                        lost_address: vec![("node-1".into(), Ipv4Addr::new(192, 168, 1, 1).into())],
                         bad_pod_cidr: vec![(
                             "node-9".into(),
                             "the node has no IPv4 spec.podCIDR".into(),
