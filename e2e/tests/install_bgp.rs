@@ -199,6 +199,16 @@ fn expect_kept(watched: &Watched, cidrs: &[(String, String)]) -> Result<()> {
         watched.reads,
         watched.failed
     );
+    // Each restart reached r1 (its session went down), or the test proved nothing.
+    let unseen: Vec<&str> = cidrs
+        .iter()
+        .filter(|(node, _)| !watched.down.contains_key(&node.replace('-', "_")))
+        .map(|(node, _)| node.as_str())
+        .collect();
+    ensure!(
+        unseen.is_empty(),
+        "r1 never saw the session with {unseen:?} go down: did the agent restart?"
+    );
     let lacked: Vec<&str> = cidrs
         .iter()
         .filter(|(_, cidr)| !watched.never_lacked(cidr))
