@@ -9,11 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
 
 use crate::Cluster;
 use crate::proc::ProcId;
@@ -126,6 +129,32 @@ impl Config {
     }
 }
 
+/// A Routed PodNetwork with BGP towards the harness's routers: nodes in AS `node_asn`, hold
+/// time 9 s with keepalives every 3 s (a lost session shows in seconds), and `peers`.
+#[must_use]
+pub fn bgp_network(name: &str, cidr: &str, node_asn: u32, peers: &[Value]) -> Value {
+    let bgp = serde_json::json!({
+        "asn": node_asn,
+        "holdTimeSeconds": 9,
+        "keepaliveSeconds": 3,
+        "peers": peers,
+    });
+    crate::suite::pod_network(
+        name,
+        cidr,
+        "Routed",
+        serde_json::json!({"routed": {"bgp": bgp}}),
+    )
+}
+
+/// A BGP peer for the nodes of one rack ([`crate::topology::presets::racks`]): the router's
+/// `address` and `asn`.
+#[must_use]
+pub fn zone_peer(address: &str, asn: u32, zone: &str) -> Value {
+    serde_json::json!({"address": address, "asn": asn,
+        "nodeSelector": {"matchLabels": {crate::topology::presets::ZONE: zone}}})
+}
+
 /// A running BIRD.
 pub struct Bird {
     router: String,
@@ -201,64 +230,225 @@ impl Bird {
 
     /// `birdc -s <ctl> ARGS`.
     pub fn birdc(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.ctl)
-            .args(args)
-            .output()
-            .context("running birdc (is bird2 installed?)")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() || text.contains("Unable to connect") {
-            bail!(
-                "birdc {}: {}{}",
-                args.join(" "),
-                text.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(text)
+        birdc(&self.ctl, args)
     }
 
     /// Protocol name → state column and info (`Established`, `Active  Socket: ...`) of every
     /// BGP protocol.
     pub fn sessions(&self) -> Result<BTreeMap<String, String>> {
-        let text = self.birdc(&["show", "protocols"])?;
-        Ok(text
-            .lines()
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                (cols.get(1) == Some(&"BGP")).then(|| {
-                    (
-                        cols[0].to_string(),
-                        cols.get(5..).map(|c| c.join(" ")).unwrap_or_default(),
-                    )
-                })
-            })
-            .collect())
+        Ok(parse_sessions(&self.birdc(&["show", "protocols"])?))
     }
 
     /// The prefixes in BIRD's table with their next hop (`show route`), best route only.
     pub fn routes(&self) -> Result<BTreeMap<String, String>> {
-        let text = self.birdc(&["show", "route", "primary"])?;
-        let mut routes = BTreeMap::new();
-        let mut current: Option<String> = None;
-        for line in text.lines() {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if let Some(first) = cols.first()
-                && first.contains('/')
-                && first.parse::<ipnet::Ipv4Net>().is_ok()
-            {
-                current = Some((*first).to_string());
-            }
-            if let (Some(prefix), Some(via)) = (&current, line.find("via ")) {
-                let hop = line[via + 4..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                routes.entry(prefix.clone()).or_insert(hop);
-            }
-        }
-        Ok(routes)
+        Ok(parse_routes(&self.birdc(&["show", "route", "primary"])?))
     }
+
+    /// Fails unless every session with `nodes` is Established on both ends and BIRD holds
+    /// each node's subnet of `network` via the node: BIRD's sessions and table, and each
+    /// NodeSubnet's `status.bgpSessions` (one session, with this router).
+    pub fn expect_converged(&self, c: &Cluster, network: &str, nodes: &[&str]) -> Result<()> {
+        let sessions = self.sessions()?;
+        for node in nodes {
+            let name = node.replace('-', "_");
+            let state = sessions.get(&name).cloned().unwrap_or_default();
+            ensure!(state.starts_with("Established"), "BIRD {name}: {state:?}");
+        }
+        let routes = self.routes()?;
+        let subnets = crate::deploy::node_subnets(c, network)?;
+        for node in nodes {
+            let subnet = subnets
+                .iter()
+                .find(|s| s["spec"]["nodeName"] == *node)
+                .with_context(|| format!("{node} has no NodeSubnet in {network}"))?;
+            let cidr = subnet["spec"]["cidr"].as_str().unwrap_or_default();
+            let addr = subnet["spec"]["nodeAddress"].as_str().unwrap_or_default();
+            ensure!(
+                routes.get(cidr).map(String::as_str) == Some(addr),
+                "BIRD has {cidr} via {:?}, expected via {addr} ({node}); table {routes:?}",
+                routes.get(cidr)
+            );
+        }
+        for s in &subnets {
+            let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+            let sessions = s["status"]["bgpSessions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            // BIRD's counts: the node sends its own subnet, and holds the others' from us.
+            ensure!(
+                sessions.len() == 1
+                    && sessions[0]["state"] == "Established"
+                    && sessions[0]["routesAdvertised"] == 1
+                    && sessions[0]["routesReceived"].as_i64() >= Some(1),
+                "{node}: bgpSessions {sessions:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads BIRD's sessions and table every `every` in a thread until [`Watch::stop`]:
+    /// whether each of `prefixes` is there, and how long each session is not Established.
+    /// For disruptions on the nodes' side (an agent restarting), when a GR-aware router
+    /// must keep their routes.
+    #[must_use]
+    pub fn watch(&self, prefixes: &[String], every: Duration) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (ctl, stop) = (self.ctl.clone(), Arc::clone(&stop));
+            let prefixes = prefixes.to_vec();
+            std::thread::spawn(move || watch(&ctl, &prefixes, every, &stop))
+        };
+        Watch { stop, thread }
+    }
+}
+
+/// `birdc -s <ctl> ARGS`.
+fn birdc(ctl: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(ctl)
+        .args(args)
+        .output()
+        .context("running birdc (is bird2 installed?)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || text.contains("Unable to connect") {
+        bail!(
+            "birdc {}: {}{}",
+            args.join(" "),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(text)
+}
+
+/// BGP protocols of `show protocols`: name → state column and info.
+fn parse_sessions(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&"BGP")).then(|| {
+                (
+                    cols[0].to_string(),
+                    cols.get(5..).map(|c| c.join(" ")).unwrap_or_default(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `show route` text: prefix → next hop of its first route.
+fn parse_routes(text: &str) -> BTreeMap<String, String> {
+    let mut routes = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if let Some(first) = cols.first()
+            && first.contains('/')
+            && first.parse::<ipnet::Ipv4Net>().is_ok()
+        {
+            current = Some((*first).to_string());
+        }
+        if let (Some(prefix), Some(via)) = (&current, line.find("via ")) {
+            let hop = line[via + 4..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            routes.entry(prefix.clone()).or_insert(hop);
+        }
+    }
+    routes
+}
+
+/// A running [`Bird::watch`].
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Watched>,
+}
+
+impl Watch {
+    /// Stops watching and returns what was seen.
+    ///
+    /// # Errors
+    /// When the watching thread panicked.
+    pub fn stop(self) -> Result<Watched> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the BIRD watcher panicked"))
+    }
+}
+
+/// What a [`Watch`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct Watched {
+    /// Reads of sessions and table that succeeded.
+    pub reads: u32,
+    /// Reads that failed (BIRD not answering).
+    pub failed: u32,
+    /// Per watched prefix, how many reads lacked it.
+    pub missing: BTreeMap<String, u32>,
+    /// Per session that was ever seen not Established: the longest time it stayed so, from
+    /// the first read seeing it down to the first seeing it Established again (or the end).
+    pub down: BTreeMap<String, Duration>,
+    /// The longest time between two successful reads: the resolution of the above.
+    pub longest_between_reads: Duration,
+}
+
+impl Watched {
+    /// `prefix` was in every read.
+    #[must_use]
+    pub fn never_lacked(&self, prefix: &str) -> bool {
+        self.missing.get(prefix) == Some(&0)
+    }
+}
+
+fn watch(ctl: &Path, prefixes: &[String], every: Duration, stop: &AtomicBool) -> Watched {
+    let mut w = Watched {
+        missing: prefixes.iter().map(|p| (p.clone(), 0)).collect(),
+        ..Watched::default()
+    };
+    let mut down_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut last_read: Option<Instant> = None;
+    let record = |w: &mut Watched, name: String, since: Instant| {
+        let d = w.down.entry(name).or_default();
+        *d = (*d).max(since.elapsed());
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let read = birdc(ctl, &["show", "protocols"])
+            .and_then(|sessions| Ok((sessions, birdc(ctl, &["show", "route", "primary"])?)));
+        match read {
+            Ok((sessions, routes)) => {
+                w.reads += 1;
+                if let Some(last) = last_read {
+                    w.longest_between_reads = w.longest_between_reads.max(now - last);
+                }
+                last_read = Some(now);
+                let routes = parse_routes(&routes);
+                for (prefix, missing) in &mut w.missing {
+                    if !routes.contains_key(prefix) {
+                        *missing += 1;
+                    }
+                }
+                for (name, state) in parse_sessions(&sessions) {
+                    if state.starts_with("Established") {
+                        if let Some(since) = down_since.remove(&name) {
+                            record(&mut w, name, since);
+                        }
+                    } else {
+                        down_since.entry(name).or_insert(now);
+                    }
+                }
+            }
+            Err(_) => w.failed += 1,
+        }
+        std::thread::sleep(every);
+    }
+    for (name, since) in down_since {
+        record(&mut w, name, since);
+    }
+    w
 }

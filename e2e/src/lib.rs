@@ -4,6 +4,8 @@
 //! - [`topology`]: the simulated network as data, and the pure plan that builds it.
 //! - [`cluster`]: bring-up, kubectl, commands and processes in nodes, tear-down on drop.
 //! - [`helm`]: the chart installed, upgraded and removed with helm, as users do.
+//! - [`install`]: what the suites that `helm install` share: releases of this build and the
+//!   next, agent pods replaced, an upgrade watched node by node, pings between pods.
 //! - [`kubelet`]: real kubelet + containerd + kube-proxy nodes in node namespaces.
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
@@ -24,6 +26,7 @@ pub mod deploy;
 pub mod frr;
 pub mod helm;
 pub mod image;
+pub mod install;
 pub mod kubelet;
 pub mod pods;
 pub mod proc;

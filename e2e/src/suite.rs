@@ -222,6 +222,22 @@ pub fn overlay_example() -> Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// PodNetwork `name` over `cidr` (a /24 per node) in `mode`, with the fields of `spec`
+/// (an object) added to its spec.
+#[must_use]
+pub fn pod_network(name: &str, cidr: &str, mode: &str, spec: Value) -> Value {
+    let mut pn = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "PodNetwork",
+        "metadata": {"name": name},
+        "spec": {"cidr": cidr, "nodeSubnetPrefixLength": 24, "mode": mode},
+    });
+    if let (Some(all), Value::Object(more)) = (pn["spec"].as_object_mut(), spec) {
+        all.extend(more);
+    }
+    pn
+}
+
 /// `kubectl wait --for=condition=Ready` on PodNetwork `network`.
 pub fn wait_network_ready(c: &Cluster, network: &str, timeout_seconds: u64) -> Result<()> {
     c.kubectl(&[

@@ -586,6 +586,19 @@ pub mod presets {
         t
     }
 
+    /// The node label BGP peers select the nodes of a rack by.
+    pub const ZONE: &str = "topology.kubernetes.io/zone";
+
+    /// `t` with every node labelled with its rack ([`ZONE`]): `rack-a` on segment lan-a,
+    /// `rack-b` on lan-b (the segment's name after `lan-`).
+    pub fn racks(mut t: Topology) -> Topology {
+        for node in &mut t.nodes {
+            let rack = node.segment.strip_prefix("lan-").unwrap_or(&node.segment);
+            node.labels.insert(ZONE.into(), format!("rack-{rack}"));
+        }
+        t
+    }
+
     /// [`two_segments`] the way real networks are: the control plane behind the router on a
     /// segment of its own (`lan-cp`, 192.168.40.0/24); every host reaches other segments
     /// through a default route; strict reverse-path filtering (`rp_filter=1`, the RHEL and CIS
@@ -677,6 +690,25 @@ mod tests {
             !lines("cw-t1-router-r1")
                 .iter()
                 .any(|l| l.contains("default"))
+        );
+    }
+
+    #[test]
+    fn racks_label_every_node_with_the_rack_of_its_segment() {
+        let t = racks(two_segments());
+        let zones: Vec<(&str, &str)> = t
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.labels[ZONE].as_str()))
+            .collect();
+        assert_eq!(
+            zones,
+            [
+                ("node-a", "rack-a"),
+                ("node-b", "rack-a"),
+                ("node-c", "rack-a"),
+                ("node-d", "rack-b")
+            ]
         );
     }
 

@@ -106,6 +106,16 @@ pub fn pods(cluster: &Cluster, namespace: &str, selector: &str) -> Result<Vec<Po
     Ok(parse_pods(&serde_json::from_str(&out)?))
 }
 
+/// The first of `pods` (sorted by node and name) on `node`.
+///
+/// # Errors
+/// When none is on `node`.
+pub fn pod_on<'a>(pods: &'a [PodInfo], node: &str) -> Result<&'a PodInfo> {
+    pods.iter()
+        .find(|p| p.node == node)
+        .with_context(|| format!("no pod on {node}"))
+}
+
 /// Applies [`test_deployment`] and waits until `replicas` pods are Ready with addresses, on
 /// every node; returns them.
 pub fn deploy_test_pods(

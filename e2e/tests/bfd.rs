@@ -21,7 +21,6 @@ use causeway_e2e::{Cluster, deploy, testing};
 use serde_json::Value;
 
 const ALL: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
-const ZONE: &str = "topology.kubernetes.io/zone";
 const ROUTER_ASN: u32 = 64500;
 const NODE_ASN: u32 = 64512;
 /// BFD interval (ms) and multiplier, on the nodes and the routers.
@@ -57,15 +56,7 @@ fn two_routers() -> Topology {
             },
         ],
     });
-    for node in &mut t.nodes {
-        let zone = if node.segment == "lan-a" {
-            "rack-a"
-        } else {
-            "rack-b"
-        };
-        node.labels.insert(ZONE.into(), zone.into());
-    }
-    t
+    presets::racks(t)
 }
 
 fn router_config(c: &Cluster, router_id: &str) -> Result<Config> {
@@ -78,28 +69,21 @@ fn router_config(c: &Cluster, router_id: &str) -> Result<Config> {
 fn network() -> Value {
     let bfd = serde_json::json!({"minIntervalMilliseconds": BFD.0, "multiplier": BFD.1});
     let peer = |address: &str, zone: &str| {
-        serde_json::json!({"address": address, "asn": ROUTER_ASN, "bfd": bfd,
-            "nodeSelector": {"matchLabels": {ZONE: zone}}})
+        let mut peer = causeway_e2e::bird::zone_peer(address, ROUTER_ASN, zone);
+        peer["bfd"] = bfd.clone();
+        peer
     };
-    serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "PodNetwork",
-        "metadata": {"name": "bfd"},
-        "spec": {
-            "cidr": "10.245.0.0/16",
-            "nodeSubnetPrefixLength": 24,
-            "mode": "Routed",
-            "routed": {"bgp": {
-                "asn": NODE_ASN,
-                "holdTimeSeconds": 9,
-                "keepaliveSeconds": 3,
-                "peers": [
-                    peer("192.168.50.1", "rack-a"), peer("192.168.50.254", "rack-a"),
-                    peer("192.168.60.1", "rack-b"), peer("192.168.60.254", "rack-b"),
-                ],
-            }},
-        },
-    })
+    causeway_e2e::bird::bgp_network(
+        "bfd",
+        "10.245.0.0/16",
+        NODE_ASN,
+        &[
+            peer("192.168.50.1", "rack-a"),
+            peer("192.168.50.254", "rack-a"),
+            peer("192.168.60.1", "rack-b"),
+            peer("192.168.60.254", "rack-b"),
+        ],
+    )
 }
 
 /// Every node has both sessions Established, and BFD is Up on both routers for every node.

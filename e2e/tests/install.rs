@@ -7,19 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::cluster::Cluster;
 use causeway_e2e::controlplane::workspace_root;
-use causeway_e2e::helm::{self, Release};
+use causeway_e2e::helm::Release;
+use causeway_e2e::install::{
+    self, Pings, Upgrade, causeway_pods, current_version, image_archives, release,
+};
 use causeway_e2e::topology::{Topology, presets};
-use causeway_e2e::traffic::{self, wait_for};
+use causeway_e2e::traffic::wait_for;
 use causeway_e2e::workload::{self, PodInfo};
-use causeway_e2e::{deploy, image, kubelet, testing};
-use ipnet::Ipv4Net;
+use causeway_e2e::{deploy, kubelet, suite, testing};
 use serde_json::Value;
 
 const NETWORK: &str = "overlay";
@@ -27,10 +28,8 @@ const APPS: &str = "apps";
 const ECHO: &str = "echo";
 /// Two test pods per node.
 const REPLICAS: u32 = 8;
-const AGENT_SELECTOR: &str =
-    "app.kubernetes.io/name=causeway,app.kubernetes.io/component=node-agent";
-const OPERATOR_SELECTOR: &str =
-    "app.kubernetes.io/name=causeway,app.kubernetes.io/component=operator";
+/// Continuous pings under disruption: from node-a to the same segment and across the router.
+const PING_PAIRS: &[(&str, &str)] = &[("node-a", "node-b"), ("node-a", "node-d")];
 
 fn main() -> ExitCode {
     testing::run_suite_with(
@@ -81,76 +80,8 @@ fn topology() -> Topology {
     }
 }
 
-/// The version of this build (the image the tests install).
-fn current_version() -> Result<String> {
-    let agent = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
-    image::binaries_version(agent.parent().context("binary without a directory")?)
-}
-
-/// The version of the second build `make images` makes for the upgrade test.
-fn next_version() -> Result<String> {
-    image::binaries_version(&image::next_bin_dir())
-}
-
-fn archive(version: &str) -> PathBuf {
-    image::test_images_dir().join(image::CAUSEWAY.archive_name(version))
-}
-
-/// The images every node starts with: pause, the test pods' image and this build's Causeway.
-fn image_archives() -> Result<Vec<PathBuf>> {
-    image::node_archives(&current_version()?)
-}
-
-fn release(version: &str) -> Release {
-    Release::default_with(&[("image.tag", version), ("image.pullPolicy", "Never")])
-}
-
-/// Reads pods of the release: (operator, agents).
-fn causeway_pods(c: &Cluster) -> Result<(Vec<PodInfo>, Vec<PodInfo>)> {
-    Ok((
-        workload::pods(c, deploy::NAMESPACE, OPERATOR_SELECTOR)?,
-        workload::pods(c, deploy::NAMESPACE, AGENT_SELECTOR)?,
-    ))
-}
-
-/// The node subnets of the example network, once every node has one Programmed.
-fn programmed_subnets(c: &Cluster) -> Result<BTreeMap<String, Ipv4Net>> {
-    let mut out = BTreeMap::new();
-    let mut waiting = Vec::new();
-    for ns in deploy::node_subnets(c, NETWORK)? {
-        let node = ns["spec"]["nodeName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let programmed = ns["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|k| k["type"] == "Programmed" && k["status"] == "True");
-        if !programmed {
-            waiting.push(node.clone());
-        }
-        if let Some(cidr) = ns["spec"]["cidr"].as_str() {
-            out.insert(node, cidr.parse()?);
-        }
-    }
-    ensure!(
-        out.len() == topology().nodes.len() && waiting.is_empty(),
-        "Programmed on {} of {} nodes (waiting: {waiting:?})",
-        out.len() - waiting.len(),
-        topology().nodes.len()
-    );
-    Ok(out)
-}
-
 fn wait_network_ready(c: &Cluster) -> Result<()> {
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("podnetwork/{NETWORK}"),
-        "--timeout=60s",
-    ])?;
-    Ok(())
+    suite::wait_network_ready(c, NETWORK, 60)
 }
 
 fn apply_example_network(c: &Cluster) -> Result<()> {
@@ -170,7 +101,7 @@ fn ensure_installed(c: &Cluster) -> Result<Vec<PodInfo>> {
     wait_for(
         "every NodeSubnet Programmed",
         Duration::from_secs(90),
-        || programmed_subnets(c),
+        || install::programmed_subnets(c, NETWORK),
     )?;
     workload::deploy_test_pods(c, APPS, ECHO, REPLICAS)
 }
@@ -204,7 +135,7 @@ fn install(c: &Cluster) -> Result<()> {
     let subnets = wait_for(
         "every NodeSubnet Programmed",
         Duration::from_secs(90),
-        || programmed_subnets(c),
+        || install::programmed_subnets(c, NETWORK),
     )?;
     let programmed = started.elapsed();
     c.kubectl(&[
@@ -289,87 +220,15 @@ fn matrix(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// The test pod on `node` (the first by name).
-fn pod_on<'a>(pods: &'a [PodInfo], node: &str) -> Result<&'a PodInfo> {
-    pods.iter()
-        .find(|p| p.node == node)
-        .with_context(|| format!("no test pod on {node}"))
-}
-
-/// Continuous 20 ms pings from a pod on node-a to pods on node-b (same segment) and node-d
-/// (behind the router).
-fn start_pings(c: &Cluster, pods: &[PodInfo]) -> Result<Vec<(String, traffic::ContinuousPing)>> {
-    let from = pod_on(pods, "node-a")?;
-    let mut pings = Vec::new();
-    for to in ["node-b", "node-d"] {
-        let dst = pod_on(pods, to)?.ip.context("no address")?;
-        pings.push((
-            format!("{} (node-a) -> {dst} ({to})", from.name),
-            workload::continuous_ping(c, from, dst, Duration::from_millis(20))?,
-        ));
-    }
-    Ok(pings)
-}
-
-/// Stops the pings and fails unless every one was answered.
-fn stop_pings(pings: Vec<(String, traffic::ContinuousPing)>) -> Result<()> {
-    let mut problems = Vec::new();
-    for (what, ping) in pings {
-        let r = ping.stop()?;
-        println!(
-            "{what}: {} sent, {} lost, longest gap {:.0} ms",
-            r.transmitted,
-            r.lost(),
-            r.max_gap.as_secs_f64() * 1000.0
-        );
-        if r.transmitted < 50 || r.lost() > 0 {
-            problems.push(format!("{what}: {} of {} lost", r.lost(), r.transmitted));
-        }
-    }
-    ensure!(problems.is_empty(), "{}", problems.join("; "));
-    Ok(())
-}
-
 fn agent_restart(c: &Cluster) -> Result<()> {
     let pods = ensure_installed(c)?;
-    let pings = start_pings(c, &pods)?;
-    let (_, agents) = causeway_pods(c)?;
+    let pings = Pings::start(c, &pods, PING_PAIRS)?;
     for node in ["node-a", "node-d"] {
-        let old = pod_on(&agents, node)?;
-        let started = Instant::now();
-        c.kubectl(&[
-            "delete",
-            "pod",
-            "-n",
-            deploy::NAMESPACE,
-            &old.name,
-            "--wait=true",
-        ])?;
-        let new = wait_for(
-            &format!("a new Ready agent on {node}"),
-            Duration::from_secs(60),
-            || {
-                let (_, agents) = causeway_pods(c)?;
-                let p = pod_on(&agents, node)?;
-                ensure!(
-                    p.name != old.name && p.ready,
-                    "{} ready={}",
-                    p.name,
-                    p.ready
-                );
-                Ok(p.clone())
-            },
-        )?;
-        println!(
-            "agent on {node}: {} deleted, {} Ready after {:.1}s",
-            old.name,
-            new.name,
-            started.elapsed().as_secs_f64()
-        );
+        install::delete_agent_pod(c, node)?;
     }
     // The new agents have taken over: the network is Ready again.
     wait_network_ready(c)?;
-    stop_pings(pings)
+    pings.stop()
 }
 
 /// Both operator replicas on one node, as on a one-node cluster: host networking with no
@@ -509,198 +368,17 @@ fn client_credentials_in_pods(c: &Cluster) -> Result<()> {
     result
 }
 
-/// A copy of the chart as the next release would ship it: version `version`, and one change
-/// to a CRD (an extra printer column on PodNetworks) that `helm upgrade` must bring into the
-/// cluster.
-fn next_chart(dir: &std::path::Path, version: &str) -> Result<PathBuf> {
-    let chart = dir.join("causeway");
-    if chart.exists() {
-        std::fs::remove_dir_all(&chart)?;
-    }
-    causeway_e2e::cmd::run(
-        std::process::Command::new("cp")
-            .arg("-r")
-            .arg(helm::chart_dir())
-            .arg(&chart),
-    )?;
-    let meta = chart.join("Chart.yaml");
-    let text = std::fs::read_to_string(&meta)?;
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("appVersion:") {
-                format!("appVersion: \"{version}\"")
-            } else if l.starts_with("version:") {
-                format!("version: {version}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&meta, text + "\n")?;
-    let crd_path = chart.join("files/crds/podnetworks.causeway.dev.yaml");
-    let mut crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&crd_path)?)?;
-    for v in crd["spec"]["versions"]
-        .as_array_mut()
-        .context("CRD without versions")?
-    {
-        v["additionalPrinterColumns"]
-            .as_array_mut()
-            .context("version without printer columns")?
-            .push(serde_json::json!({
-                "name": "Upgraded", "type": "string", "priority": 1,
-                "jsonPath": ".metadata.name",
-                "description": "added by the upgrade test's next chart"
-            }));
-    }
-    std::fs::write(&crd_path, serde_yaml::to_string(&crd)?)?;
-    Ok(chart)
-}
-
-/// Agents and what the rollout looked like: for every sample, the nodes without a Ready,
-/// non-terminating agent; and when each node first had a Ready agent of `version`.
-#[derive(Default)]
-struct Rollout {
-    samples: usize,
-    most_unavailable: Vec<String>,
-    updated_at: BTreeMap<String, Duration>,
-}
-
-fn sample_agents(c: &Cluster, version: &str, since: Instant, r: &mut Rollout) -> Result<()> {
-    let out = c.kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        deploy::NAMESPACE,
-        "-l",
-        AGENT_SELECTOR,
-        "-o",
-        "json",
-    ])?;
-    let list: Value = serde_json::from_str(&out)?;
-    let mut available: BTreeMap<String, bool> = topology()
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), false))
-        .collect();
-    for p in list["items"].as_array().into_iter().flatten() {
-        let node = p["spec"]["nodeName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let ready = p["metadata"]["deletionTimestamp"].is_null()
-            && p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|k| k["type"] == "Ready" && k["status"] == "True");
-        if ready {
-            available.insert(node.clone(), true);
-            let image = p["spec"]["containers"][0]["image"]
-                .as_str()
-                .unwrap_or_default();
-            if image.ends_with(&format!(":{version}")) {
-                r.updated_at.entry(node).or_insert_with(|| since.elapsed());
-            }
-        }
-    }
-    let down: Vec<String> = available
-        .into_iter()
-        .filter(|(_, up)| !up)
-        .map(|(n, _)| n)
-        .collect();
-    if down.len() > r.most_unavailable.len() {
-        r.most_unavailable = down;
-    }
-    r.samples += 1;
-    Ok(())
-}
-
 fn upgrade(c: &Cluster) -> Result<()> {
     let pods = ensure_installed(c)?;
-    let (from, to) = (current_version()?, next_version()?);
-    ensure!(
-        from != to,
-        "the upgrade build has the same version {from}: run `make images`"
-    );
     let subnets_before = deploy::node_subnets(c, NETWORK)?;
-    // Like `kind load`: the new image goes onto every node; nothing is pulled.
-    kubelet::load_image(c, &archive(&to))?;
-    let tmp = c.dir.join("upgrade");
-    std::fs::create_dir_all(&tmp)?;
-    let mut next = release(&to);
-    next.chart = next_chart(&tmp, &to)?;
-
-    let pings = start_pings(c, &pods)?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let started = Instant::now();
-    let (upgraded, rollout) = std::thread::scope(|s| {
-        let watcher = s.spawn(|| {
-            let mut r = Rollout::default();
-            loop {
-                // One last sample after the rollout finished: it sees the last node updated.
-                let last = stop.load(std::sync::atomic::Ordering::Relaxed);
-                if let Err(e) = sample_agents(c, &to, started, &mut r) {
-                    eprintln!("sampling agents: {e:#}");
-                }
-                if last {
-                    break r;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        // Includes `kubectl rollout status`: the watcher sees the whole rollout.
-        let upgraded = next.upgrade(c);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (upgraded, watcher.join())
-    });
-    let out = upgraded?;
-    let rollout = rollout.map_err(|_| anyhow::anyhow!("the rollout watcher panicked"))?;
-    println!("{out}");
-    println!(
-        "helm upgrade {from} -> {to}: {:.1}s; agents updated at {:?}; most nodes without a Ready agent at once: {:?} ({} samples)",
-        started.elapsed().as_secs_f64(),
-        rollout.updated_at,
-        rollout.most_unavailable,
-        rollout.samples
-    );
-    stop_pings(pings)?;
-
-    // One node at a time, every node updated.
-    ensure!(
-        rollout.most_unavailable.len() <= 1,
-        "agents on {:?} were down at the same time",
-        rollout.most_unavailable
-    );
-    ensure!(
-        rollout.updated_at.len() == 4,
-        "updated agents seen on {:?} only",
-        rollout.updated_at.keys()
-    );
+    let upgrade = Upgrade::prepare(c)?;
+    let pings = Pings::start(c, &pods, PING_PAIRS)?;
+    let rollout = upgrade.run(c);
+    // The pings' numbers first: they matter most when the rollout failed.
+    pings.stop()?;
+    rollout?;
     // Every Causeway pod now runs the new build, and says so.
-    let (operators, agents) = causeway_pods(c)?;
-    for p in operators.iter().chain(&agents) {
-        let image = c.kubectl(&[
-            "get",
-            "pod",
-            "-n",
-            deploy::NAMESPACE,
-            &p.name,
-            "-o",
-            "jsonpath={.spec.containers[0].image}",
-        ])?;
-        ensure!(
-            image.ends_with(&format!(":{to}")),
-            "{} runs {image}",
-            p.name
-        );
-    }
-    let logs = c.kubectl(&["logs", "-n", deploy::NAMESPACE, &agents[0].name])?;
-    ensure!(
-        logs.contains(&to),
-        "the new agent's log does not name {to}:\n{logs}"
-    );
+    upgrade.expect_done(c)?;
     // The CRD change of the new chart is in the cluster; the objects are untouched.
     let columns = c.kubectl(&[
         "get",
@@ -850,12 +528,12 @@ fn uninstall_in_order(c: &Cluster) -> Result<()> {
 
 fn uninstall_release_first(c: &Cluster) -> Result<()> {
     let pods = ensure_installed(c)?;
-    let pings = start_pings(c, &pods)?;
+    let pings = Pings::start(c, &pods, PING_PAIRS)?;
     let rel = Release::default_with(&[]);
     rel.uninstall(c)?;
     // Without Causeway the dataplane stays as it was: pods keep talking.
     std::thread::sleep(Duration::from_secs(2));
-    stop_pings(pings)?;
+    pings.stop()?;
     // Deleting the network now only marks it: the operator's finalizer waits for Causeway.
     delete_test_pods(c)?;
     c.kubectl(&["delete", "podnetwork", NETWORK, "--wait=false"])?;

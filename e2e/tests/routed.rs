@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use causeway_e2e::bird;
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
     Suite, freeze_apiserver, lock, network_ready, node_address, our_routes, wait_network_ready,
@@ -29,7 +30,7 @@ use serde_json::Value;
 
 const RACK_A: [&str; 3] = ["node-a", "node-b", "node-c"];
 const ALL: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
-const ZONE: &str = "topology.kubernetes.io/zone";
+const ZONE: &str = presets::ZONE;
 /// The agents' heartbeat Lease duration: short, so a pause can outlast it in seconds.
 const LEASE_SECONDS: u64 = 4;
 
@@ -102,31 +103,13 @@ fn main() -> ExitCode {
 /// rp_filter, foreign routes of every origin) with zone labels: rack-a is lan-a, rack-b is
 /// lan-b.
 fn racks() -> Topology {
-    let mut t = presets::realistic();
-    for node in &mut t.nodes {
-        let zone = if node.segment == "lan-a" {
-            "rack-a"
-        } else {
-            "rack-b"
-        };
-        node.labels.insert(ZONE.into(), zone.into());
-    }
-    t
+    presets::racks(presets::realistic())
 }
 
 /// A PodNetwork over the rack-a nodes.
 fn network(name: &str, cidr: &str, mode: &str) -> Value {
-    serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "PodNetwork",
-        "metadata": {"name": name},
-        "spec": {
-            "cidr": cidr,
-            "nodeSubnetPrefixLength": 24,
-            "mode": mode,
-            "nodeSelector": {"matchLabels": {ZONE: "rack-a"}},
-        },
-    })
+    let rack_a = serde_json::json!({"nodeSelector": {"matchLabels": {ZONE: "rack-a"}}});
+    causeway_e2e::suite::pod_network(name, cidr, mode, rack_a)
 }
 
 /// Applies `pn`, waits for Ready, and attaches two pods on each rack-a node.
@@ -569,26 +552,15 @@ fn bird_config(c: &Cluster) -> Result<causeway_e2e::bird::Config> {
 
 /// The BGP network: every node; rack-a peers with r1's lan-a leg, rack-b with its lan-b leg.
 fn bgp_network() -> Value {
-    let peer = |address: &str, zone: &str| {
-        serde_json::json!({"address": address, "asn": ROUTER_ASN,
-            "nodeSelector": {"matchLabels": {ZONE: zone}}})
-    };
-    serde_json::json!({
-        "apiVersion": "causeway.dev/v1alpha1",
-        "kind": "PodNetwork",
-        "metadata": {"name": "bgp"},
-        "spec": {
-            "cidr": "10.246.0.0/16",
-            "nodeSubnetPrefixLength": 24,
-            "mode": "Routed",
-            "routed": {"bgp": {
-                "asn": NODE_ASN,
-                "holdTimeSeconds": 9,
-                "keepaliveSeconds": 3,
-                "peers": [peer("192.168.50.1", "rack-a"), peer("192.168.60.1", "rack-b")],
-            }},
-        },
-    })
+    bird::bgp_network(
+        "bgp",
+        "10.246.0.0/16",
+        NODE_ASN,
+        &[
+            bird::zone_peer("192.168.50.1", ROUTER_ASN, "rack-a"),
+            bird::zone_peer("192.168.60.1", ROUTER_ASN, "rack-b"),
+        ],
+    )
 }
 
 /// node → (subnet, node address) of the `bgp` network.
@@ -616,39 +588,9 @@ fn subnets_of(c: &Cluster, network: &str) -> Result<BTreeMap<String, (String, St
 /// Established on both ends.
 fn bgp_converged(c: &Cluster, nodes: &[&str]) -> Result<()> {
     let bird = lock(&BIRD);
-    let bird = bird.as_ref().context("BIRD is not running")?;
-    let sessions = bird.sessions()?;
-    for node in nodes {
-        let name = node.replace('-', "_");
-        let state = sessions.get(&name).cloned().unwrap_or_default();
-        ensure!(state.starts_with("Established"), "BIRD {name}: {state:?}");
-    }
-    let routes = bird.routes()?;
-    let subnets = bgp_subnets(c)?;
-    for node in nodes {
-        let (cidr, addr) = subnets.get(*node).context("no NodeSubnet")?;
-        ensure!(
-            routes.get(cidr) == Some(addr),
-            "BIRD has {cidr} via {:?}, expected via {addr} ({node}); table {routes:?}",
-            routes.get(cidr)
-        );
-    }
-    for s in deploy::node_subnets(c, "bgp")? {
-        let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
-        let sessions = s["status"]["bgpSessions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        // BIRD's counts: the node sends its own subnet, and holds the others' from r1.
-        ensure!(
-            sessions.len() == 1
-                && sessions[0]["state"] == "Established"
-                && sessions[0]["routesAdvertised"] == 1
-                && sessions[0]["routesReceived"].as_i64() >= Some(1),
-            "{node}: bgpSessions {sessions:?}"
-        );
-    }
-    Ok(())
+    bird.as_ref()
+        .context("BIRD is not running")?
+        .expect_converged(c, "bgp", nodes)
 }
 
 /// The routes each node must hold: on-link peers direct, the others via its router leg.
