@@ -244,6 +244,17 @@ impl Bird {
         Ok(parse_routes(&self.birdc(&["show", "route", "primary"])?))
     }
 
+    /// The prefixes in BIRD's table with the AS path of their best route (`show route all`'s
+    /// `BGP.as_path`, e.g. `64512`); routes without one (not from BGP) are left out.
+    pub fn as_paths(&self) -> Result<BTreeMap<String, String>> {
+        let text = self.birdc(&["show", "route", "all", "primary"])?;
+        Ok(first_per_prefix(&text, |line| {
+            line.trim()
+                .strip_prefix("BGP.as_path:")
+                .map(|path| path.trim().to_string())
+        }))
+    }
+
     /// Fails unless every session with `nodes` is Established on both ends and BIRD holds
     /// each node's subnet of `network` via the node: BIRD's sessions and table, and each
     /// NodeSubnet's `status.bgpSessions` (one session, with this router).
@@ -340,26 +351,32 @@ fn parse_sessions(text: &str) -> BTreeMap<String, String> {
 
 /// `show route` text: prefix → next hop of its first route.
 fn parse_routes(text: &str) -> BTreeMap<String, String> {
-    let mut routes = BTreeMap::new();
+    first_per_prefix(text, |line| {
+        let via = line.find("via ")?;
+        line[via + 4..]
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    })
+}
+
+/// For each prefix of a `show route` reply, the first value `pick` finds on the lines from
+/// the prefix's line up to the next prefix's.
+fn first_per_prefix(text: &str, pick: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if let Some(first) = cols.first()
+        if let Some(first) = line.split_whitespace().next()
             && first.contains('/')
             && first.parse::<ipnet::Ipv4Net>().is_ok()
         {
-            current = Some((*first).to_string());
+            current = Some(first.to_string());
         }
-        if let (Some(prefix), Some(via)) = (&current, line.find("via ")) {
-            let hop = line[via + 4..]
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            routes.entry(prefix.clone()).or_insert(hop);
+        if let (Some(prefix), Some(value)) = (&current, pick(line)) {
+            found.entry(prefix.clone()).or_insert(value);
         }
     }
-    routes
+    found
 }
 
 /// A running [`Bird::watch`].

@@ -6,7 +6,9 @@
 //! The networks run one after another (each is deleted, and checked gone, before the next):
 //! Flat on rack-a, Routed with static routes on rack-a, then Routed with BGP on all four
 //! nodes, with BIRD 2 on r1 as the routers' BGP speaker (AS 64500; nodes AS 64512), and for
-//! one test FRRouting in its place (a second router implementation).
+//! one test FRRouting in its place (a second router implementation, one session with TCP
+//! MD5). The BGP tests also change the network and r1 for a while (passwords, a node's AS
+//! from a label) and put both back before they end.
 //! Between Flat and Routed, a Routed network without pods checks how agent heartbeats are
 //! judged: an API server pause longer than the agents' Lease is nobody's fault, a stopped
 //! agent is reported.
@@ -84,12 +86,16 @@ fn main() -> ExitCode {
                 bgp_graceful_restart,
             ),
             testing::test(
-                "bgp_with_frr_as_the_router_sessions_establish_routes_install_and_pods_cross_it",
+                "bgp_with_frr_as_the_router_and_md5_on_one_session_routes_install_pods_cross_it_and_a_wrong_key_is_reported",
                 bgp_with_frr,
             ),
             testing::test(
                 "bgp_a_password_from_a_secret_missing_wrong_then_right_is_reported_then_established",
                 bgp_password,
+            ),
+            testing::test(
+                "bgp_a_node_as_from_a_label_is_established_and_a_bad_label_is_reported",
+                bgp_node_asn,
             ),
             testing::test(
                 "bgp_a_deleted_node_is_withdrawn_from_bird_and_every_node",
@@ -738,11 +744,7 @@ fn recovered(c: &Cluster, pods: &[Pod], what: &str, started: std::time::Instant)
 }
 
 fn bgp_restarts(c: &Cluster) -> Result<()> {
-    let pods = SUITE.pods();
-    ensure!(
-        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
-        "the BGP network is not up"
-    );
+    let pods = bgp_pods()?;
     // The router restarts: sessions drop, the agents reconnect, routes come back.
     let started = std::time::Instant::now();
     {
@@ -775,20 +777,24 @@ fn bgp_restarts(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The TCP MD5 key FRR shares with node-d in `bgp_with_frr`.
+const FRR_KEY: &str = "causeway-frr";
+
 /// Issue #17: the nodes' speaker against a second router implementation. FRR replaces BIRD
-/// on r1 with the same configuration: every session is Established on both ends, FRR
+/// on r1 with the same configuration, plus a TCP MD5 password on node-d's session (the
+/// rack-b peer takes it from Secret `r1-frr`): every session is Established on both ends, FRR
 /// installs every node's subnet via that node in r1's kernel, every node routes the others
-/// through r1, and pods cross it. BIRD comes back afterwards.
+/// through r1, and pods cross it. Then node-d's Secret changes to a key FRR does not share:
+/// the session goes down on both ends and node-d says to check the key. BIRD and the
+/// password-free network come back afterwards.
 fn bgp_with_frr(c: &Cluster) -> Result<()> {
-    let pods = SUITE.pods();
-    ensure!(
-        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
-        "the BGP network is not up"
-    );
-    let config = bird_config(c)?;
+    let pods = bgp_pods()?;
+    let config = bird_config_with(c, "node-d", |n| n.password = Some(FRR_KEY.into()))?;
     if let Some(bird) = lock(&BIRD).take() {
         bird.stop(c);
     }
+    put_password_secret(c, "r1-frr", FRR_KEY)?;
+    apply(c, &bgp_network_with_password("r1-frr"))?;
     let started = std::time::Instant::now();
     let frr = causeway_e2e::frr::Frr::start(c, "r1", &config)?;
     let result = (|| -> Result<()> {
@@ -813,13 +819,9 @@ fn bgp_with_frr(c: &Cluster) -> Result<()> {
                         routes.get(&cidr)
                     );
                 }
-                for s in deploy::node_subnets(c, "bgp")? {
-                    let sessions = &s["status"]["bgpSessions"];
-                    ensure!(
-                        sessions[0]["state"] == "Established",
-                        "{}: bgpSessions {sessions}",
-                        s["spec"]["nodeName"]
-                    );
+                for node in ALL {
+                    let ready = node_ready(c, node)?;
+                    ensure!(established(&ready), "{ready:?}");
                 }
                 Ok(())
             },
@@ -828,19 +830,39 @@ fn bgp_with_frr(c: &Cluster) -> Result<()> {
             bgp_routes_ok(c, &ALL)
         })?;
         println!(
-            "[measure] FRR replaced BIRD on r1 -> every session Established and routes installed in {:.1}s",
+            "[measure] FRR replaced BIRD on r1 (node-d with TCP MD5) -> every session Established and routes installed in {:.1}s",
             started.elapsed().as_secs_f64()
         );
-        matrix_with(c, &pods, &ALL)
+        matrix_with(c, &pods, &ALL)?;
+
+        // node-d's key changes, FRR's does not: each side drops the other's segments.
+        let rotated = std::time::Instant::now();
+        put_password_secret(c, "r1-frr", "not-the-routers-key")?;
+        let ready = wait_node(
+            c,
+            "node-d",
+            "session down with the password hint",
+            30,
+            |r| {
+                r.reason == "BgpSessionsDown"
+                    && r.message.contains("check that both sides use the same key")
+            },
+        )?;
+        let node_d = node_address(c, "node-d")?;
+        let state = frr.sessions()?.get(&node_d).cloned().unwrap_or_default();
+        ensure!(state != "Established", "FRR's session with node-d: {state}");
+        println!(
+            "[measure] node-d's key changed -> Ready=False with the hint in {:.1}s (FRR: {state}): {}",
+            rotated.elapsed().as_secs_f64(),
+            ready.message
+        );
+        Ok(())
     })();
     frr.stop(c);
-    *lock(&BIRD) = Some(causeway_e2e::bird::Bird::start(c, "r1", &config)?);
-    wait_for(
-        "BGP converged on BIRD again",
-        Duration::from_secs(45),
-        || bgp_converged(c, &ALL),
-    )?;
-    result
+    *lock(&BIRD) = Some(causeway_e2e::bird::Bird::start(c, "r1", &bird_config(c)?)?);
+    let restored = restore_bgp(c, "on BIRD again");
+    delete_secret(c, "r1-frr");
+    result.and(restored)
 }
 
 /// Resident memory of process `pid`, in MiB (`VmRSS`).
@@ -862,11 +884,7 @@ fn rss_mib(pid: i32) -> Result<f64> {
 /// next to the agent's, and the time from the network's creation to its last session
 /// Established.
 fn bgp_graceful_restart(c: &Cluster) -> Result<()> {
-    let pods = SUITE.pods();
-    ensure!(
-        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
-        "the BGP network is not up"
-    );
+    let pods = bgp_pods()?;
     let from = pods
         .iter()
         .find(|p| p.node == "node-a")
@@ -950,12 +968,33 @@ fn bgp_graceful_restart(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// node-d's NodeSubnet: Ready's (status, reason, message) and its BGP sessions.
-fn node_d_ready(c: &Cluster) -> Result<(String, String, String, Value)> {
+/// The `bgp` network's pods, which the BGP tests after `bgp_up` share.
+fn bgp_pods() -> Result<Vec<Pod>> {
+    let pods = SUITE.pods();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
+        "the BGP network is not up"
+    );
+    Ok(pods)
+}
+
+/// What `node`'s NodeSubnet of the `bgp` network says.
+struct NodeReady {
+    /// The NodeSubnet's name.
+    name: String,
+    /// Ready's status, reason and message.
+    status: String,
+    reason: String,
+    message: String,
+    /// `status.bgpSessions`.
+    sessions: Value,
+}
+
+fn node_ready(c: &Cluster, node: &str) -> Result<NodeReady> {
     let subnet = deploy::node_subnets(c, "bgp")?
         .into_iter()
-        .find(|s| s["spec"]["nodeName"] == "node-d")
-        .context("node-d has no NodeSubnet")?;
+        .find(|s| s["spec"]["nodeName"] == node)
+        .with_context(|| format!("{node} has no NodeSubnet"))?;
     let ready = subnet["status"]["conditions"]
         .as_array()
         .into_iter()
@@ -964,12 +1003,129 @@ fn node_d_ready(c: &Cluster) -> Result<(String, String, String, Value)> {
         .cloned()
         .context("no Ready yet")?;
     let text = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
-    Ok((
-        text("status"),
-        text("reason"),
-        text("message"),
-        subnet["status"]["bgpSessions"].clone(),
-    ))
+    Ok(NodeReady {
+        name: subnet["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        status: text("status"),
+        reason: text("reason"),
+        message: text("message"),
+        sessions: subnet["status"]["bgpSessions"].clone(),
+    })
+}
+
+impl std::fmt::Debug for NodeReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} Ready={} {}: {}; bgpSessions {}",
+            self.name, self.status, self.reason, self.message, self.sessions
+        )
+    }
+}
+
+/// Waits up to `seconds` until `node`'s NodeSubnet reads as `check` wants.
+fn wait_node(
+    c: &Cluster,
+    node: &str,
+    what: &str,
+    seconds: u64,
+    check: impl Fn(&NodeReady) -> bool,
+) -> Result<NodeReady> {
+    wait_for(
+        &format!("{node}: {what}"),
+        Duration::from_secs(seconds),
+        || {
+            let ready = node_ready(c, node)?;
+            ensure!(check(&ready), "{ready:?}");
+            Ok(ready)
+        },
+    )
+}
+
+/// Whether `ready` is Ready with its session Established.
+fn established(ready: &NodeReady) -> bool {
+    ready.status == "True" && ready.sessions[0]["state"] == "Established"
+}
+
+/// Applies `network` (a PodNetwork).
+fn apply(c: &Cluster, network: &Value) -> Result<()> {
+    c.kubectl_stdin(&["apply", "-f", "-"], &network.to_string())
+        .map(drop)
+}
+
+/// Has the running BIRD on r1 read `config`.
+fn reconfigure_bird(config: &causeway_e2e::bird::Config) -> Result<()> {
+    lock(&BIRD)
+        .as_ref()
+        .context("BIRD is not running")?
+        .reconfigure(config)
+}
+
+/// `bird_config` with `change` made to the neighbour `node`.
+fn bird_config_with(
+    c: &Cluster,
+    node: &str,
+    change: impl FnOnce(&mut causeway_e2e::bird::Neighbour),
+) -> Result<causeway_e2e::bird::Config> {
+    let mut config = bird_config(c)?;
+    let name = node.replace('-', "_");
+    change(
+        config
+            .neighbours
+            .iter_mut()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no neighbour {name}"))?,
+    );
+    Ok(config)
+}
+
+/// Back to the suite's network and router (BIRD with `bird_config`, when it runs), and BGP
+/// converged on every node.
+fn restore_bgp(c: &Cluster, what: &str) -> Result<()> {
+    apply(c, &bgp_network())?;
+    if lock(&BIRD).is_some() {
+        reconfigure_bird(&bird_config(c)?)?;
+    }
+    wait_for(
+        &format!("BGP converged {what}"),
+        Duration::from_secs(45),
+        || bgp_converged(c, &ALL),
+    )
+}
+
+/// `bgp_network` with a TCP MD5 password from Secret `secret` on the rack-b peer (r1's lan-b
+/// leg, node-d's router).
+fn bgp_network_with_password(secret: &str) -> Value {
+    let mut network = bgp_network();
+    network["spec"]["routed"]["bgp"]["peers"][1]["password"] =
+        serde_json::json!({"secretRef": {"name": secret}});
+    network
+}
+
+/// Creates or replaces Secret `name` of the Causeway namespace with `password`.
+fn put_password_secret(c: &Cluster, name: &str, password: &str) -> Result<()> {
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": deploy::NAMESPACE},
+        "stringData": {"password": password},
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &secret.to_string())
+        .map(drop)
+}
+
+/// Deletes Secret `name` of the Causeway namespace, if it exists (best effort: clean-up).
+fn delete_secret(c: &Cluster, name: &str) {
+    let _ = c.kubectl(&[
+        "-n",
+        deploy::NAMESPACE,
+        "delete",
+        "secret",
+        name,
+        "--ignore-not-found",
+    ]);
 }
 
 /// Issue #17: a TCP MD5 password read from a Secret, end to end with the agents' real
@@ -979,91 +1135,56 @@ fn node_d_ready(c: &Cluster) -> Result<(String, String, String, Value)> {
 /// uses the same key, it is Established and pods cross r1 again. The other nodes' sessions
 /// never notice.
 fn bgp_password(c: &Cluster) -> Result<()> {
-    let pods = SUITE.pods();
-    ensure!(
-        pods.first().is_some_and(|p| p.name.starts_with("bgp")),
-        "the BGP network is not up"
-    );
+    let pods = bgp_pods()?;
     let ns = deploy::NAMESPACE;
-    let mut network = bgp_network();
-    network["spec"]["routed"]["bgp"]["peers"][1]["password"] =
-        serde_json::json!({"secretRef": {"name": "r1-bgp"}});
-    c.kubectl_stdin(&["apply", "-f", "-"], &network.to_string())?;
+    apply(c, &bgp_network_with_password("r1-bgp"))?;
     let result = (|| -> Result<()> {
-        let (_, _, message, _) = wait_for(
-            "node-d reports the missing Secret",
-            Duration::from_secs(30),
-            || {
-                let ready = node_d_ready(c)?;
-                ensure!(ready.1 == "BgpPeerMisconfigured", "Ready: {ready:?}");
-                Ok(ready)
-            },
-        )?;
+        let ready = wait_node(c, "node-d", "reports the missing Secret", 30, |r| {
+            r.reason == "BgpPeerMisconfigured"
+        })?;
         for words in [
             "192.168.60.1 (AS 64500)",
             &format!("Secret {ns}/r1-bgp does not exist"),
             &format!("kubectl -n {ns} create secret generic r1-bgp --from-literal=password="),
         ] {
-            ensure!(message.contains(words), "{words:?} not in {message:?}");
+            ensure!(
+                ready.message.contains(words),
+                "{words:?} not in {:?}",
+                ready.message
+            );
         }
-        println!("    missing Secret: {message}");
+        println!("    missing Secret: {}", ready.message);
         // rack-a's sessions are untouched.
         for node in RACK_A {
-            let subnet = deploy::node_subnets(c, "bgp")?
-                .into_iter()
-                .find(|s| s["spec"]["nodeName"] == node)
-                .context("no NodeSubnet")?;
+            let ready = node_ready(c, node)?;
             ensure!(
-                subnet["status"]["bgpSessions"][0]["state"] == "Established",
-                "{node}: {}",
-                subnet["status"]["bgpSessions"]
+                ready.sessions[0]["state"] == "Established",
+                "{node}: {ready:?}"
             );
         }
         // A key r1 does not know: the session stays down, and says what to check.
-        c.kubectl(&[
-            "-n",
-            ns,
-            "create",
-            "secret",
-            "generic",
-            "r1-bgp",
-            "--from-literal=password=causeway-r1",
-        ])?;
-        let (_, reason, message, _) = wait_for(
-            "node-d's session down with the password hint",
-            Duration::from_secs(45),
-            || {
-                let ready = node_d_ready(c)?;
-                ensure!(
-                    ready.1 == "BgpSessionsDown" && ready.2.contains("same key"),
-                    "Ready: {ready:?}"
-                );
-                Ok(ready)
-            },
+        put_password_secret(c, "r1-bgp", "causeway-r1")?;
+        let ready = wait_node(
+            c,
+            "node-d",
+            "session down with the password hint",
+            45,
+            |r| r.reason == "BgpSessionsDown" && r.message.contains("same key"),
         )?;
-        println!("    a key r1 does not share: {reason}: {message}");
+        println!(
+            "    a key r1 does not share: {}: {}",
+            ready.reason, ready.message
+        );
         // r1 asks node-d for the same key: Established, routes back, pods cross r1.
-        let mut config = bird_config(c)?;
-        for n in &mut config.neighbours {
-            if n.name == "node_d" {
-                n.password = Some("causeway-r1".into());
-            }
-        }
-        lock(&BIRD)
-            .as_ref()
-            .context("BIRD is not running")?
-            .reconfigure(&config)?;
-        wait_for(
-            "node-d Established with the password",
-            Duration::from_secs(45),
-            || {
-                let ready = node_d_ready(c)?;
-                ensure!(
-                    ready.0 == "True" && ready.3[0]["state"] == "Established",
-                    "Ready: {ready:?}"
-                );
-                Ok(())
-            },
+        reconfigure_bird(&bird_config_with(c, "node-d", |n| {
+            n.password = Some("causeway-r1".into());
+        })?)?;
+        wait_node(
+            c,
+            "node-d",
+            "Established with the password",
+            45,
+            established,
         )?;
         wait_for("routes installed", Duration::from_secs(15), || {
             bgp_routes_ok(c, &ALL)
@@ -1071,17 +1192,166 @@ fn bgp_password(c: &Cluster) -> Result<()> {
         matrix_with(c, &pods, &ALL)
     })();
     // Back to the suite's network and router, password-free.
-    c.kubectl_stdin(&["apply", "-f", "-"], &bgp_network().to_string())?;
-    let _ = c.kubectl(&["-n", ns, "delete", "secret", "r1-bgp", "--ignore-not-found"]);
-    if let Some(bird) = lock(&BIRD).as_ref() {
-        bird.reconfigure(&bird_config(c)?)?;
-    }
+    let restored = restore_bgp(c, "without the password");
+    delete_secret(c, "r1-bgp");
+    result.and(restored)
+}
+
+/// The node label that gives a node its own AS in `bgp_node_asn`
+/// (`routed.bgp.nodeAsnLabel`).
+const ASN_LABEL: &str = "causeway.dev/asn";
+
+/// Issue #17: a per-node AS from a node label, over a real session. The network names
+/// `nodeAsnLabel`; node-b is labelled AS 65010 and r1 expects that AS from it: its session is
+/// Established, r1 holds node-b's subnet with AS path 65010 and every other node's with 64512,
+/// and pods cross r1. Then the careless cases: a relabel to an AS r1 does not expect (the
+/// node's BIRD restarts the session with the new AS, r1 refuses it: `Bad peer AS` in the
+/// NodeSubnet), a value that is no AS number and a reserved one (the node names the label, the
+/// value and the fix, and withdraws: r1 loses its subnet). The label removed, node-b is back
+/// in AS 64512.
+fn bgp_node_asn(c: &Cluster) -> Result<()> {
+    const NODE: &str = "node-b";
+    let pods = bgp_pods()?;
+    let label = |value: Option<&str>| {
+        let arg = value.map_or_else(|| format!("{ASN_LABEL}-"), |v| format!("{ASN_LABEL}={v}"));
+        c.kubectl(&["label", "node", NODE, &arg, "--overwrite"])
+            .map(drop)
+    };
+    let mut network = bgp_network();
+    network["spec"]["routed"]["bgp"]["nodeAsnLabel"] = ASN_LABEL.into();
+    apply(c, &network)?;
+    let result = (|| -> Result<()> {
+        let (cidr, _) = bgp_subnets(c)?
+            .get(NODE)
+            .cloned()
+            .context("node-b has no NodeSubnet")?;
+        // r1 expects AS 65010 from node-b, and node-b gets it.
+        reconfigure_bird(&bird_config_with(c, NODE, |n| n.asn = 65010)?)?;
+        label(Some("65010"))?;
+        let started = std::time::Instant::now();
+        established_in(c, NODE, "65010")?;
+        println!(
+            "[measure] node-b labelled AS 65010 (r1 expecting it) -> Established, r1's path 65010: {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        wait_for("routes installed", Duration::from_secs(15), || {
+            bgp_routes_ok(c, &ALL)
+        })?;
+        matrix_with(c, &pods, &ALL)?;
+
+        // Relabelled to an AS r1 does not expect: node-b's BIRD restarts the session with it
+        // (`configure` restarts a protocol whose local AS changed), and r1 refuses it.
+        label(Some("65020"))?;
+        let ready = wait_node(c, NODE, "session refused with Bad peer AS", 30, |r| {
+            r.reason == "BgpSessionsDown"
+                && r.sessions[0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("peer sent NOTIFICATION: Bad peer AS"))
+        })?;
+        println!("    AS 65020, r1 expecting 65010: {}", ready.message);
+        // The node's AS, which only its label shows, is in the advice.
+        let this_node = format!(
+            "check the router's BGP configuration for this node: address {}, AS 65020 (from node label {ASN_LABEL}).",
+            node_address(c, NODE)?
+        );
+        ensure!(
+            ready.message.ends_with(&this_node),
+            "{:?} does not end with {this_node:?}",
+            ready.message
+        );
+        let described = c.kubectl(&["describe", "nodesubnet", &ready.name])?;
+        ensure!(
+            described.contains("peer sent NOTIFICATION: Bad peer AS"),
+            "kubectl describe nodesubnet {} does not show r1's NOTIFICATION:\n{described}",
+            ready.name
+        );
+
+        // Not an AS number, then a reserved one: the node says which label, which value and
+        // what to write, and withdraws from BGP.
+        for (value, problem) in [
+            (
+                "abc",
+                "is not an AS number: write it as one decimal number (asplain, e.g. 4200000001)",
+            ),
+            (
+                "65535",
+                "is reserved (RFC 7300): AS numbers 23456, 65535 and 4294967295 cannot be used",
+            ),
+        ] {
+            label(Some(value))?;
+            let want = format!(
+                "node label {ASN_LABEL}=\"{value}\" (named by spec.routed.bgp.nodeAsnLabel) {problem}; use a private AS number from 64512-65534 or 4200000000-4294967294, or one assigned to you"
+            );
+            let ready = wait_node(c, NODE, &format!("reports AS label {value:?}"), 30, |r| {
+                r.reason == "InvalidConfiguration" && r.message == want
+            })?;
+            println!(
+                "    AS label {value:?}: {}: {}",
+                ready.reason, ready.message
+            );
+        }
+        wait_for(
+            "r1 withdrew node-b's subnet",
+            Duration::from_secs(15),
+            || {
+                let routes = lock(&BIRD).as_ref().context("BIRD")?.routes()?;
+                ensure!(!routes.contains_key(&cidr), "r1 still has {cidr}");
+                Ok(())
+            },
+        )?;
+        let (_, reason, message) = wait_for(
+            "the PodNetwork names node-b",
+            Duration::from_secs(15),
+            || {
+                let (status, reason, message) = network_ready(c, "bgp")?;
+                ensure!(
+                    status == "False" && message.contains(NODE),
+                    "Ready={status} {reason}: {message}"
+                );
+                Ok((status, reason, message))
+            },
+        )?;
+        println!("    PodNetwork bgp: {reason}: {message}");
+
+        // The label removed and r1 back to 64512: every path is 64512 again.
+        reconfigure_bird(&bird_config(c)?)?;
+        label(None)?;
+        established_in(c, NODE, &NODE_ASN.to_string())
+    })();
+    let unlabelled = label(None);
+    let restored = restore_bgp(c, "after the per-node AS");
+    result.and(unlabelled).and(restored)
+}
+
+/// Waits until BGP has converged with `node` in AS `asn` (r1's path for its subnet) and every
+/// other node in 64512.
+fn established_in(c: &Cluster, node: &str, asn: &str) -> Result<()> {
     wait_for(
-        "BGP converged without the password",
-        Duration::from_secs(45),
-        || bgp_converged(c, &ALL),
-    )?;
-    result
+        &format!("{node} Established in AS {asn}"),
+        Duration::from_secs(30),
+        || {
+            bgp_converged(c, &ALL)?;
+            as_paths_are(c, node, asn)
+        },
+    )
+}
+
+/// r1 holds every node's subnet with AS path 64512, and `node`'s with `path`.
+fn as_paths_are(c: &Cluster, node: &str, path: &str) -> Result<()> {
+    let paths = lock(&BIRD).as_ref().context("BIRD")?.as_paths()?;
+    for (n, (cidr, _)) in bgp_subnets(c)? {
+        let want = if n == node {
+            path.to_owned()
+        } else {
+            NODE_ASN.to_string()
+        };
+        ensure!(
+            paths.get(&cidr) == Some(&want),
+            "r1 has {cidr} ({n}) with AS path {:?}, expected {want}; {paths:?}",
+            paths.get(&cidr)
+        );
+    }
+    Ok(())
 }
 
 fn bgp_node_deleted(c: &Cluster) -> Result<()> {

@@ -146,6 +146,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             underlay_prefix: None,
             bgp: vec![],
             bgp_misconfigured: vec![],
+            bgp_local: None,
         },
         ops: vec![],
         decisions: None,
@@ -182,6 +183,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         Ok(config) => config,
         Err(e) => return fail(pass, Failure::Plan(e)),
     };
+    pass.outcome.bgp_local = speaker.as_ref().map(SpeakerConfig::local_side);
 
     // 1. Observe.
     let observed = match observe(dp, address).await {
@@ -236,6 +238,11 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     };
     pass.outcome.mtu = Some(planned.mtu);
     pass.outcome.skipped = planned.skipped.clone();
+    // Peer settings ignored on this node (its AS, from a label, turned the session into the
+    // other kind) are named with what was skipped: the session works, but not as written.
+    if let Some(config) = &speaker {
+        pass.outcome.skipped.extend(config.ignored.iter().cloned());
+    }
     pass.outcome.skipped.extend(return_notes);
     pass.outcome.skipped.extend(client_notes);
     pass.decisions = Some(Decisions {
@@ -358,7 +365,8 @@ fn unsupported_family(network: &causeway_crds::PodNetworkSpec) -> Option<String>
 #[cfg(test)]
 mod tests {
     //! Whole passes against the kernel-faithful fake: join, a second pass, drift, leaving,
-    //! an invalid plan, a missing underlay, gateway eligibility, a dry run.
+    //! an invalid plan, a missing underlay, gateway eligibility, a dry run, a node AS from a
+    //! label.
 
     use super::*;
     use crate::fake::FakeDataplane;
@@ -573,6 +581,52 @@ mod tests {
             ipv6.outcome.failure
         );
         assert!(fresh.applied.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_as_from_a_label_is_reported_with_the_settings_it_makes_ignored() {
+        let mut world = World::new();
+        world.networks = vec![network(serde_json::json!({
+            "mode": "Routed",
+            "overlay": null,
+            "routed": {"bgp": {"asn": 64512, "nodeAsnLabel": "causeway.dev/asn",
+                "peers": [{"address": "192.168.1.1", "asn": 64500, "ebgpMultihop": 2}]}},
+        }))];
+        // The label gives node-a the router's AS: the session is iBGP, multihop is moot.
+        world
+            .labels
+            .insert("causeway.dev/asn".into(), "64500".into());
+        let mut dp = node_a();
+        let pass = world.pass(&mut dp).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        assert_eq!(
+            pass.outcome.bgp_local.as_deref(),
+            Some("address 192.168.1.11, AS 64500 (from node label causeway.dev/asn)")
+        );
+        assert_eq!(
+            pass.outcome.skipped,
+            [
+                "spec.routed.bgp.peers[0].ebgpMultihop is ignored on this node: its AS is 64500, the same as 192.168.1.1's, so the session is iBGP, which may cross routers anyway"
+            ]
+        );
+        let speaker = pass.decisions.and_then(|d| d.speaker).expect("BGP on");
+        assert_eq!(
+            (speaker.local_asn, speaker.peers[0].options.multihop),
+            (64500, None)
+        );
+
+        // A label that is no AS number: the node's plan fails, naming the label and the fix.
+        world
+            .labels
+            .insert("causeway.dev/asn".into(), "AS65001".into());
+        let pass = world.pass(&mut dp).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("node label causeway.dev/asn=\"AS65001\" (named by spec.routed.bgp.nodeAsnLabel) is not an AS number")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert!(pass.decisions.is_none(), "no speaker from an invalid plan");
     }
 
     #[tokio::test]

@@ -301,6 +301,8 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
         next_hop: NODE_IP,
         options: Default::default(),
         unusable: vec![],
+        asn_label: None,
+        ignored: vec![],
     }
 }
 

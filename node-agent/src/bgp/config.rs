@@ -120,4 +120,26 @@ pub struct SpeakerConfig {
     pub options: SpeakerOptions,
     /// Peers of this node that cannot be configured, with why (not rendered).
     pub unusable: Vec<UnusablePeer>,
+    /// The node label whose value is `local_asn` (`spec.routed.bgp.nodeAsnLabel`), `None`
+    /// when it is `spec.routed.bgp.asn`; for messages (not rendered).
+    pub asn_label: Option<String>,
+    /// Peer settings that do not apply to this node's sessions and are ignored, each in
+    /// words naming the field; for the NodeSubnet's status (not rendered).
+    pub ignored: Vec<String>,
+}
+
+impl SpeakerConfig {
+    /// This node's side of its sessions, for a router's administrator: "address
+    /// 192.168.50.12, AS 65020 (from node label causeway.dev/asn)".
+    #[must_use]
+    pub fn local_side(&self) -> String {
+        let source = match &self.asn_label {
+            Some(key) => format!("from node label {key}"),
+            None => "spec.routed.bgp.asn".to_owned(),
+        };
+        format!(
+            "address {}, AS {} ({source})",
+            self.next_hop, self.local_asn
+        )
+    }
 }

@@ -101,6 +101,11 @@ pub fn speaker_config(
             local_preference: node.local_preference,
         },
         unusable,
+        asn_label: match node.asn_source {
+            causeway_crds::bgp::AsnSource::Spec => None,
+            causeway_crds::bgp::AsnSource::NodeLabel { key, .. } => Some(key),
+        },
+        ignored: node.ignored.iter().map(ToString::to_string).collect(),
     }))
 }
 
@@ -272,6 +277,7 @@ mod tests {
             .expect("valid")
             .expect("BGP on");
         assert_eq!(config.local_asn, 64513, "the node label's AS");
+        assert_eq!(config.asn_label.as_deref(), Some("causeway.dev/asn"));
         assert_eq!(config.options.graceful_restart, Some(300));
         assert_eq!(
             config.options.communities,

@@ -337,6 +337,8 @@ mod tests {
             next_hop: NODE,
             options: Default::default(),
             unusable: vec![],
+            asn_label: None,
+            ignored: vec![],
         }
     }
 

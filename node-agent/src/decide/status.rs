@@ -92,6 +92,9 @@ pub struct Outcome {
     pub bgp: Vec<BgpSessionStatus>,
     /// Peers that cannot be configured on this node (their password), in words naming each.
     pub bgp_misconfigured: Vec<String>,
+    /// This node's side of its BGP sessions in words (its address and AS, and where the AS
+    /// comes from), for the routers' administrators; `None` without BGP.
+    pub bgp_local: Option<String>,
 }
 
 /// Skipped peers named in the Programmed message before "and N more": the message stays
@@ -106,6 +109,7 @@ pub const ESTABLISHED: &str = "Established";
 fn ready_with_sessions(
     sessions: &[BgpSessionStatus],
     misconfigured: &[String],
+    local: Option<&str>,
     programmed_message: &str,
 ) -> (ConditionStatus, &'static str, String) {
     if !misconfigured.is_empty() {
@@ -144,11 +148,16 @@ fn ready_with_sessions(
         }
         return (ConditionStatus::True, reasons::PROGRAMMED, message);
     }
+    // The node's AS may come from a node label, which nothing else in the status shows.
+    let this_node = local.map_or_else(
+        || "this node's address and AS".to_owned(),
+        |local| format!("this node: {local}"),
+    );
     (
         ConditionStatus::False,
         reasons::BGP_SESSIONS_DOWN,
         format!(
-            "{} of {} BGP sessions not Established: {}. Routes to nodes behind these routers are missing until they are; check the router's BGP configuration for this node's address and AS.",
+            "{} of {} BGP sessions not Established: {}. Routes to nodes behind these routers are missing until they are; check the router's BGP configuration for {this_node}.",
             down.len(),
             sessions.len(),
             down.join("; ")
@@ -212,7 +221,12 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
         ),
     );
     let (ready, ready_reason, ready_message) = if state == ConditionStatus::True {
-        ready_with_sessions(&outcome.bgp, &outcome.bgp_misconfigured, &message)
+        ready_with_sessions(
+            &outcome.bgp,
+            &outcome.bgp_misconfigured,
+            outcome.bgp_local.as_deref(),
+            &message,
+        )
     } else {
         (state, reason, message)
     };
@@ -323,6 +337,7 @@ mod tests {
     fn ok(generation: i64, peers: usize) -> Outcome {
         Outcome {
             bgp_misconfigured: vec![],
+            bgp_local: None,
             generation: Some(generation),
             programmed: programmed_state(peers),
             mtu: Some(1450),
@@ -455,6 +470,22 @@ mod tests {
             r.message
         );
         assert_eq!(st.bgp_sessions.len(), 2);
+        // Where the node's AS comes from is in the advice: nothing else in the status says.
+        let labelled = Outcome {
+            bgp_local: Some(
+                "address 192.168.50.12, AS 65020 (from node label causeway.dev/asn)".into(),
+            ),
+            ..outcome.clone()
+        };
+        let st = status(&NodeSubnetStatus::default(), &labelled, at(5));
+        let r = find_condition(&st.conditions, types::READY).expect("Ready");
+        assert!(
+            r.message.ends_with(
+                "check the router's BGP configuration for this node: address 192.168.50.12, AS 65020 (from node label causeway.dev/asn)."
+            ),
+            "{}",
+            r.message
+        );
 
         let up = Outcome {
             bgp: vec![session("192.168.50.1", "Established", "")],
