@@ -177,6 +177,7 @@ fn base_state() -> State {
         state.links.insert(link.name.clone(), link);
     }
     for (dev, addr) in [(BRIDGE_LINK.to_owned(), bridge_cidr()), (vx, vxlan_cidr())] {
+        let addr = ipnet::IpNet::from(addr);
         state.addresses.insert((dev, addr), Address { addr });
     }
     state
@@ -186,19 +187,19 @@ fn add_peer(state: &mut State, p: &Peer) {
     let vx = vxlan_link_name(VNI);
     let gateway = p.cidr.network();
     state.routes.insert(
-        p.cidr,
+        p.cidr.into(),
         Route {
-            dst: p.cidr,
-            gateway: Some(gateway),
+            dst: p.cidr.into(),
+            gateway: Some(gateway.into()),
             dev: vx.clone(),
             onlink: true,
         },
     );
     state.neighbours.insert(
-        (vx.clone(), gateway),
+        (vx.clone(), gateway.into()),
         Neighbour {
             dev: vx.clone(),
-            ip: gateway,
+            ip: gateway.into(),
             mac: p.mac,
         },
     );
@@ -214,8 +215,10 @@ fn add_peer(state: &mut State, p: &Peer) {
 
 fn remove_peer(state: &mut State, p: &Peer) {
     let vx = vxlan_link_name(VNI);
-    state.routes.remove(&p.cidr);
-    state.neighbours.remove(&(vx.clone(), p.cidr.network()));
+    state.routes.remove(&p.cidr.into());
+    state
+        .neighbours
+        .remove(&(vx.clone(), p.cidr.network().into()));
     state.fdb.remove(&(vx, p.mac));
 }
 

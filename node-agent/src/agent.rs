@@ -799,7 +799,10 @@ impl<D: Dataplane> Agent<D> {
                     .routes
                     .values()
                     .filter(|r| !r.onlink)
-                    .filter_map(|r| Some((r.dst, r.gateway?)))
+                    .filter_map(|r| match (r.dst, r.gateway?) {
+                        (ipnet::IpNet::V4(dst), std::net::IpAddr::V4(gw)) => Some((dst, gw)),
+                        _ => None,
+                    })
                     .collect();
                 self.carried = Carried::new(routes, Instant::now());
             }

@@ -6,7 +6,7 @@
 //! These tests need root and the `ip`, `bridge` and `ping` tools; without them they fail
 //! with a message saying so (they never pass by skipping).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Output;
 
 mod support;
@@ -17,7 +17,7 @@ use causeway_node_agent::model::{
     State,
 };
 use causeway_node_agent::netlink::{Netlink, Underlay};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
@@ -107,8 +107,16 @@ fn json(text: &str) -> Vec<Value> {
     }
 }
 
-fn net(s: &str) -> Ipv4Net {
+fn net(s: &str) -> IpNet {
     s.parse().expect("CIDR")
+}
+
+fn net4(s: &str) -> Ipv4Net {
+    s.parse().expect("IPv4 CIDR")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("IP address")
 }
 
 fn ip4(s: &str) -> Ipv4Addr {
@@ -142,7 +150,7 @@ fn vxlan(name: &str, vni: u32, local: Ipv4Addr, underlay: &str, mac: Mac) -> Lin
 fn route(dst: &str, gateway: Option<&str>, dev: &str, onlink: bool) -> Route {
     Route {
         dst: net(dst),
-        gateway: gateway.map(ip4),
+        gateway: gateway.map(ip),
         dev: dev.into(),
         onlink,
     }
@@ -369,7 +377,7 @@ async fn neighbours_are_replaced_as_permanent_and_deleted() {
     let mut netlink = ns.netlink().await;
     let neighbour = |mac| Neighbour {
         dev: "cw-vx1".into(),
-        ip: ip4("10.244.2.0"),
+        ip: ip("10.244.2.0"),
         mac,
     };
     apply(
@@ -390,6 +398,116 @@ async fn neighbours_are_replaced_as_permanent_and_deleted() {
     apply(&mut netlink, &[Op::DeleteNeighbour(neighbour(MAC_3))]).await;
     assert_eq!(ns.ip_json("neigh show dev cw-vx1"), Vec::<Value>::new());
     apply(&mut netlink, &[Op::DeleteNeighbour(neighbour(MAC_3))]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_addresses_routes_and_neighbours_are_applied_observed_and_deleted_like_ipv4_ones() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let gateway = Address {
+        addr: net("fd00:10:244:1::1/64"),
+    };
+    let vtep = Address {
+        addr: net("fd00:10:244:1::/128"),
+    };
+    let peer_route = route(
+        "fd00:10:244:2::/64",
+        Some("fd00:10:244:2::"),
+        "cw-vx1",
+        true,
+    );
+    let v4_route = route("10.244.2.0/24", Some("10.244.2.0"), "cw-vx1", true);
+    let peer_neighbour = Neighbour {
+        dev: "cw-vx1".into(),
+        ip: ip("fd00:10:244:2::"),
+        mac: MAC_2,
+    };
+    let v4_neighbour = Neighbour {
+        dev: "cw-vx1".into(),
+        ip: ip("10.244.2.0"),
+        mac: MAC_2,
+    };
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(bridge("cw-br0", 1450, true)),
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+            Op::AddAddress {
+                dev: "cw-br0".into(),
+                addr: gateway.addr,
+            },
+            Op::AddAddress {
+                dev: "cw-vx1".into(),
+                addr: vtep.addr,
+            },
+            // Twice: idempotent.
+            Op::AddAddress {
+                dev: "cw-vx1".into(),
+                addr: vtep.addr,
+            },
+            Op::ReplaceNeighbour(peer_neighbour.clone()),
+            Op::ReplaceNeighbour(v4_neighbour.clone()),
+            Op::ReplaceRoute(peer_route.clone()),
+            Op::ReplaceRoute(v4_route.clone()),
+        ],
+    )
+    .await;
+    // What iproute2 sees.
+    let routes = ns.ip_json("-6 route show proto 249");
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["dst"], "fd00:10:244:2::/64");
+    assert_eq!(routes[0]["gateway"], "fd00:10:244:2::");
+    assert_eq!(routes[0]["dev"], "cw-vx1");
+    let neighbours = ns.ip_json("-6 neigh show dev cw-vx1");
+    assert_eq!(neighbours.len(), 1, "{neighbours:?}");
+    assert_eq!(neighbours[0]["lladdr"], MAC_2.to_string());
+    assert_eq!(neighbours[0]["state"], serde_json::json!(["PERMANENT"]));
+
+    // What observe reads: exactly these, with the IPv4 ones; never the kernel's own IPv6
+    // link-local addresses and routes, nor a foreign IPv6 route.
+    ns.ip("-6 route add fd00:99::/64 dev cw-vx1 proto static");
+    let state = netlink.observe().await.expect("observe");
+    let addresses: Vec<(String, IpNet)> = state.addresses.keys().cloned().collect();
+    assert_eq!(
+        addresses,
+        vec![
+            ("cw-br0".to_owned(), gateway.addr),
+            ("cw-vx1".to_owned(), vtep.addr),
+        ]
+    );
+    let routes: Vec<&Route> = state.routes.values().collect();
+    assert_eq!(routes, vec![&v4_route, &peer_route]);
+    let neighbours: Vec<&Neighbour> = state.neighbours.values().collect();
+    assert_eq!(neighbours, vec![&v4_neighbour, &peer_neighbour]);
+
+    apply(
+        &mut netlink,
+        &[
+            Op::DeleteRoute(peer_route.clone()),
+            Op::DeleteNeighbour(peer_neighbour.clone()),
+            Op::DeleteAddress {
+                dev: "cw-br0".into(),
+                addr: gateway.addr,
+            },
+            // Twice: deleting what is gone succeeds.
+            Op::DeleteRoute(peer_route),
+            Op::DeleteNeighbour(peer_neighbour),
+        ],
+    )
+    .await;
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.routes.values().collect::<Vec<_>>(), vec![&v4_route]);
+    assert_eq!(
+        state.neighbours.values().collect::<Vec<_>>(),
+        vec![&v4_neighbour]
+    );
+    assert_eq!(state.addresses.len(), 1, "{:?}", state.addresses);
+    let foreign = ns.ip_json("-6 route show fd00:99::/64");
+    assert_eq!(
+        foreign.len(),
+        1,
+        "the foreign IPv6 route survives: {foreign:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -479,8 +597,8 @@ async fn the_nat_table_is_replaced_whole_observed_and_deleted_and_other_tables_s
     assert_eq!(netlink.observe().await.expect("observe").nat, None);
 
     let rule = Masquerade {
-        source: net("10.244.1.0/24"),
-        exempt: vec![net("10.244.0.0/16"), net("192.168.0.0/16")],
+        source: net4("10.244.1.0/24"),
+        exempt: vec![net4("10.244.0.0/16"), net4("192.168.0.0/16")],
     };
     apply(&mut netlink, &[Op::ReplaceNat(rule.clone())]).await;
     let (elements, text) = nat_listing(&ns).expect("table created");
@@ -496,7 +614,7 @@ async fn the_nat_table_is_replaced_whole_observed_and_deleted_and_other_tables_s
 
     // Replacing is idempotent and takes a new exemption list in one go.
     let narrower = Masquerade {
-        exempt: vec![net("10.244.0.0/16")],
+        exempt: vec![net4("10.244.0.0/16")],
         ..rule.clone()
     };
     apply(
@@ -629,12 +747,12 @@ fn node_state() -> (State, Vec<Op>) {
     let neighbours = [
         Neighbour {
             dev: "cw-vx1".into(),
-            ip: ip4("10.244.2.0"),
+            ip: ip("10.244.2.0"),
             mac: MAC_2,
         },
         Neighbour {
             dev: "cw-vx1".into(),
-            ip: ip4("10.244.3.0"),
+            ip: ip("10.244.3.0"),
             mac: MAC_3,
         },
     ];
@@ -805,7 +923,7 @@ async fn foreign_objects_are_never_observed_and_survive_deleting_everything_obse
         &mut netlink,
         &Op::ReplaceNeighbour(Neighbour {
             dev: "eth0".into(),
-            ip: ip4("192.168.77.9"),
+            ip: ip("192.168.77.9"),
             mac: MAC_1,
         }),
     )
@@ -872,7 +990,7 @@ async fn underlay_for_finds_the_link_holding_the_node_address() {
         Underlay {
             name: "eth0".into(),
             mtu: 1500,
-            prefix: net("192.168.77.0/24"),
+            prefix: net4("192.168.77.0/24"),
         }
     );
 }
@@ -1083,7 +1201,7 @@ fn node_ops(
         },
         Op::ReplaceNeighbour(Neighbour {
             dev: "cw-vx1".into(),
-            ip: ip4(&format!("10.244.{peer}.0")),
+            ip: ip(&format!("10.244.{peer}.0")),
             mac: peer_mac,
         }),
         Op::ReplaceFdb(Fdb {
@@ -1199,12 +1317,12 @@ async fn the_gateway_snat_table_is_its_own_and_leaves_the_nat_table_alone() {
     let ns = Netns::new();
     let mut netlink = ns.netlink().await;
     let outgoing = Masquerade {
-        source: net("10.244.1.0/24"),
-        exempt: vec![net("10.244.0.0/16")],
+        source: net4("10.244.1.0/24"),
+        exempt: vec![net4("10.244.0.0/16")],
     };
     let snat = causeway_node_agent::nat::gateway_snat(
-        &[net("192.168.77.0/24"), net("192.168.78.0/24")],
-        net("10.244.0.0/16"),
+        &[net4("192.168.77.0/24"), net4("192.168.78.0/24")],
+        net4("10.244.0.0/16"),
     );
     apply(
         &mut netlink,

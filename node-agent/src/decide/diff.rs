@@ -41,7 +41,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::model::{Link, LinkKind, Nat, Op, Snat, State};
 
@@ -313,14 +313,14 @@ fn same_vni_and_port(a: &LinkKind, b: &LinkKind) -> bool {
 }
 
 /// Whether the kernel puts `a` and `b` in one subnet (the later one becomes a secondary).
-fn same_subnet(a: Ipv4Net, b: Ipv4Net) -> bool {
+fn same_subnet(a: IpNet, b: IpNet) -> bool {
     a.prefix_len() == b.prefix_len() && a.network() == b.network()
 }
 
 /// Pushes the address operations of the creation phase and returns the deletions that wait
 /// for the removal phase. Records in `gone` the links whose routes an early deletion flushes.
 fn addresses(desired: &State, observed: &State, gone: &mut Gone, ops: &mut Vec<Op>) -> Vec<Op> {
-    let mut by_dev: BTreeMap<&str, (BTreeSet<Ipv4Net>, BTreeSet<Ipv4Net>)> = BTreeMap::new();
+    let mut by_dev: BTreeMap<&str, (BTreeSet<IpNet>, BTreeSet<IpNet>)> = BTreeMap::new();
     for (dev, addr) in desired.addresses.keys() {
         by_dev.entry(dev).or_default().0.insert(*addr);
     }
@@ -331,8 +331,8 @@ fn addresses(desired: &State, observed: &State, gone: &mut Gone, ops: &mut Vec<O
     }
     let mut late = Vec::new();
     for (dev, (want, have)) in by_dev {
-        let add: Vec<Ipv4Net> = want.difference(&have).copied().collect();
-        let (early, later): (Vec<Ipv4Net>, Vec<Ipv4Net>) = have
+        let add: Vec<IpNet> = want.difference(&have).copied().collect();
+        let (early, later): (Vec<IpNet>, Vec<IpNet>) = have
             .difference(&want)
             .partition(|old| want.is_empty() || add.iter().any(|new| same_subnet(*new, **old)));
         if !early.is_empty() && early.len() == have.len() {
@@ -413,8 +413,8 @@ pub(crate) mod fixtures {
     pub fn tunnel_route(dev: &str, i: u32) -> Route {
         let cidr = peer_cidr(i);
         Route {
-            dst: cidr,
-            gateway: Some(cidr.network()),
+            dst: cidr.into(),
+            gateway: Some(cidr.network().into()),
             dev: dev.into(),
             onlink: true,
         }
@@ -422,8 +422,8 @@ pub(crate) mod fixtures {
 
     pub fn direct_route(i: u32) -> Route {
         Route {
-            dst: peer_cidr(i),
-            gateway: Some(peer_address(i)),
+            dst: peer_cidr(i).into(),
+            gateway: Some(peer_address(i).into()),
             dev: UNDERLAY.into(),
             onlink: false,
         }
@@ -432,7 +432,7 @@ pub(crate) mod fixtures {
     pub fn neighbour(dev: &str, i: u32) -> Neighbour {
         Neighbour {
             dev: dev.into(),
-            ip: peer_cidr(i).network(),
+            ip: peer_cidr(i).network().into(),
             mac: peer_mac(i),
         }
     }
@@ -469,7 +469,7 @@ pub(crate) mod fixtures {
         }
 
         pub fn address(mut self, dev: &str, addr: &str) -> Self {
-            let addr = net(addr);
+            let addr = net(addr).into();
             self.0
                 .addresses
                 .insert((dev.to_owned(), addr), Address { addr });
@@ -477,7 +477,7 @@ pub(crate) mod fixtures {
         }
 
         pub fn without_address(mut self, dev: &str, addr: &str) -> Self {
-            self.0.addresses.remove(&(dev.to_owned(), net(addr)));
+            self.0.addresses.remove(&(dev.to_owned(), net(addr).into()));
             self
         }
 
@@ -512,8 +512,12 @@ pub(crate) mod fixtures {
                 .0
                 .addresses
                 .keys()
-                .find(|(dev, _)| dev == "cw-br0")
-                .map_or_else(|| net("10.244.1.0/24"), |(_, a)| a.trunc());
+                .filter(|(dev, _)| dev == "cw-br0")
+                .find_map(|(_, a)| match a {
+                    ipnet::IpNet::V4(a) => Some(a.trunc()),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .unwrap_or_else(|| net("10.244.1.0/24"));
             self.0.nat = Some(Nat::Masquerade(Masquerade {
                 source,
                 exempt: exempt.iter().map(|e| net(e)).collect(),
@@ -549,14 +553,14 @@ mod tests {
     fn add_address(dev: &str, addr: &str) -> Op {
         Op::AddAddress {
             dev: dev.into(),
-            addr: net(addr),
+            addr: net(addr).into(),
         }
     }
 
     fn delete_address(dev: &str, addr: &str) -> Op {
         Op::DeleteAddress {
             dev: dev.into(),
-            addr: net(addr),
+            addr: net(addr).into(),
         }
     }
 

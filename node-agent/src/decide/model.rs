@@ -3,7 +3,8 @@
 //!
 //! Ownership marks, so the agent never touches what it did not create:
 //! - every link's name starts with [`DEVICE_PREFIX`];
-//! - every route carries protocol [`ROUTE_PROTOCOL`] (`ip route` shows `proto 249`);
+//! - every route carries protocol [`ROUTE_PROTOCOL`] (`ip route` shows `proto 249`), IPv4 and
+//!   IPv6 alike;
 //! - neighbour and FDB entries are only ever read and written on the agent's own links;
 //! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`), which the agent
 //!   replaces whole; other tables are never read or written;
@@ -18,9 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 /// Route protocol number on every route the agent installs (unassigned in
 /// `/etc/iproute2/rt_protos`; Calico uses 80, BIRD 12). Routes with any other protocol are
@@ -78,19 +79,20 @@ pub struct Link {
     pub up: bool,
 }
 
-/// An IPv4 address on one of the agent's links.
+/// An IPv4 or IPv6 address on one of the agent's links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
-    /// The address with its prefix length (`10.244.1.1/24`).
-    pub addr: Ipv4Net,
+    /// The address with its prefix length (`10.244.1.1/24`, `fd00:10:244:1::1/64`).
+    pub addr: IpNet,
 }
 
-/// A route in the main table with protocol [`ROUTE_PROTOCOL`].
+/// A route in the main table with protocol [`ROUTE_PROTOCOL`], IPv4 or IPv6 (the gateway,
+/// when set, has the destination's family).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     /// Next hop; `None` for a device route.
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     /// Output link.
     pub dev: String,
     /// `onlink`: the gateway is reachable on `dev` without a covering prefix (VXLAN).
@@ -141,11 +143,11 @@ pub struct ForeignRoutes {
     pub next_hops: BTreeSet<Ipv4Addr>,
 }
 
-/// A permanent neighbour (ARP) entry on one of the agent's links.
+/// A permanent neighbour entry (ARP for IPv4, NDP for IPv6) on one of the agent's links.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Neighbour {
     pub dev: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: Mac,
 }
 
@@ -203,13 +205,13 @@ pub enum Snat {
 pub struct State {
     /// By name.
     pub links: BTreeMap<String, Link>,
-    /// By (link name, address).
-    pub addresses: BTreeMap<(String, Ipv4Net), Address>,
+    /// By (link name, address); IPv4 sorts before IPv6.
+    pub addresses: BTreeMap<(String, IpNet), Address>,
     /// By destination (the main table holds one route per destination and metric; the
-    /// agent uses metric 0 only).
-    pub routes: BTreeMap<Ipv4Net, Route>,
+    /// agent uses metric 0 only); IPv4 sorts before IPv6.
+    pub routes: BTreeMap<IpNet, Route>,
     /// By (link name, IP).
-    pub neighbours: BTreeMap<(String, Ipv4Addr), Neighbour>,
+    pub neighbours: BTreeMap<(String, IpAddr), Neighbour>,
     /// By (link name, MAC).
     pub fdb: BTreeMap<(String, Mac), Fdb>,
     /// Further entries on the agent's VXLAN links with a MAC that [`Self::fdb`] already holds
@@ -248,11 +250,11 @@ pub enum Op {
     },
     AddAddress {
         dev: String,
-        addr: Ipv4Net,
+        addr: IpNet,
     },
     DeleteAddress {
         dev: String,
-        addr: Ipv4Net,
+        addr: IpNet,
     },
     /// Add or replace (`ip route replace`).
     ReplaceRoute(Route),

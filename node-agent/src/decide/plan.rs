@@ -29,14 +29,14 @@
 //! nothing correct to program.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use causeway_crds::cidr;
 use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD};
 use causeway_crds::v1alpha1::{ParsedSubnet, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::model::{
     Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Neighbour, Route, Snat,
@@ -235,7 +235,9 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         &mut desired,
         BRIDGE_LINK,
         // Prefix lengths ≤ 30 are checked in `OwnNode::parse`, so this cannot fail.
-        Ipv4Net::new(cidr::gateway_address(own.cidr), own.cidr.prefix_len()).unwrap_or(own.cidr),
+        Ipv4Net::new(cidr::gateway_address(own.cidr), own.cidr.prefix_len())
+            .unwrap_or(own.cidr)
+            .into(),
     );
     let skipped = match network.mode {
         PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired)?,
@@ -292,7 +294,7 @@ fn overlay(
         },
         mtu,
     );
-    add_address(desired, &vxlan, Ipv4Net::from(own.cidr.network()));
+    add_address(desired, &vxlan, Ipv4Net::from(own.cidr.network()).into());
     // Client traffic of a RouteToNodes gateway enters at a gateway node and reaches the pod's
     // node through the tunnel with the client's source, whose route back is the underlay:
     // strict reverse-path filtering (the RHEL and CIS default) would drop it here.
@@ -304,9 +306,18 @@ fn overlay(
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
         match peers.admit(peer, own, direct_prefix, true) {
-            Ok(Path::Direct { cidr, address }) => direct_route(desired, input, cidr, address),
+            Ok(Path::Direct { cidr, address }) => {
+                direct_route(desired, input, cidr.into(), address.into());
+            }
             Ok(Path::Tunnel { cidr, address, mac }) => {
-                tunnel(desired, &vxlan, cidr, cidr.network(), mac, address);
+                tunnel(
+                    desired,
+                    &vxlan,
+                    cidr.into(),
+                    cidr.network().into(),
+                    mac,
+                    address,
+                );
             }
             Ok(Path::Elsewhere { .. }) => {}
             Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
@@ -314,7 +325,7 @@ fn overlay(
     }
     // ClientJoin clients: one /32 each, through the tunnel to the client's own VTEP.
     for client in input.clients {
-        let dst = Ipv4Net::from(client.overlay);
+        let dst = IpNet::from(Ipv4Net::from(client.overlay));
         if own.network.contains(&client.overlay) || desired.routes.contains_key(&dst) {
             skipped.push(format!(
                 "ClientJoin client {} skipped: overlayAddress {} is inside the pod range or already routed",
@@ -326,7 +337,7 @@ fn overlay(
             desired,
             &vxlan,
             dst,
-            client.overlay,
+            client.overlay.into(),
             client.mac,
             client.address,
         );
@@ -356,8 +367,8 @@ pub(crate) fn vxlan_params(network: &PodNetworkSpec) -> Result<(u32, u16), PlanE
 pub(crate) fn tunnel(
     desired: &mut State,
     vxlan: &str,
-    dst: Ipv4Net,
-    gateway: Ipv4Addr,
+    dst: IpNet,
+    gateway: IpAddr,
     mac: Mac,
     endpoint: Ipv4Addr,
 ) {
@@ -418,10 +429,10 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
         else {
             continue;
         };
-        let path = match desired.routes.get(&cidr) {
+        let path = match desired.routes.get(&IpNet::V4(cidr)) {
             Some(r) => Some((r.gateway, r.dev.clone(), r.onlink)),
             None if input.underlay.prefix.contains(&address) => {
-                Some((Some(address), input.underlay.name.clone(), false))
+                Some((Some(address.into()), input.underlay.name.clone(), false))
             }
             None => None,
         };
@@ -443,9 +454,9 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
                 continue;
             }
             desired.routes.insert(
-                client,
+                client.into(),
                 Route {
-                    dst: client,
+                    dst: client.into(),
                     gateway,
                     dev: dev.clone(),
                     onlink,
@@ -480,6 +491,10 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
     }
     let mut notes = Vec::new();
     desired.routes.retain(|dst, route| {
+        // The underlay is IPv4: IPv6 routes cannot cover any of its addresses.
+        let IpNet::V4(dst) = dst else {
+            return true;
+        };
         let covered: Vec<&str> = protected
             .range(dst.network()..=dst.broadcast())
             .map(|(_, what)| what.as_str())
@@ -498,7 +513,7 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
         false
     });
     desired.neighbours.retain(|(dev, ip), _| {
-        let keep = !protected.contains_key(ip);
+        let keep = !matches!(ip, IpAddr::V4(a) if protected.contains_key(a));
         if !keep {
             notes.push(format!(
                 "neighbour {ip} on {dev} skipped: {ip} must stay reachable over the underlay"
@@ -509,7 +524,7 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
     notes
 }
 
-fn direct_route(desired: &mut State, input: &Input<'_>, cidr: Ipv4Net, address: Ipv4Addr) {
+fn direct_route(desired: &mut State, input: &Input<'_>, cidr: IpNet, address: IpAddr) {
     desired.routes.insert(
         cidr,
         Route {
@@ -528,9 +543,9 @@ fn direct_route(desired: &mut State, input: &Input<'_>, cidr: Ipv4Net, address: 
 fn flat(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
     let underlay = &input.underlay.name;
     desired.routes.insert(
-        own.network,
+        own.network.into(),
         Route {
-            dst: own.network,
+            dst: own.network.into(),
             gateway: None,
             dev: underlay.clone(),
             onlink: false,
@@ -564,7 +579,9 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
         match peers.admit(peer, own, Some(input.underlay.prefix), false) {
-            Ok(Path::Direct { cidr, address }) => direct_route(desired, input, cidr, address),
+            Ok(Path::Direct { cidr, address }) => {
+                direct_route(desired, input, cidr.into(), address.into());
+            }
             Ok(Path::Elsewhere { address, .. }) if !bgp => skipped.push(format!(
                 "{} is unreachable: its node address {address} is not on this node's segment {}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
                 describe(peer),
@@ -580,7 +597,7 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
         // specific route wins.
         let wanted = own.network.contains(prefix)
             && !own.cidr.contains(prefix)
-            && !desired.routes.contains_key(prefix);
+            && !desired.routes.contains_key(&IpNet::V4(*prefix));
         if !wanted {
             continue;
         }
@@ -591,7 +608,7 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
             ));
             continue;
         }
-        direct_route(desired, input, *prefix, *next_hop);
+        direct_route(desired, input, (*prefix).into(), (*next_hop).into());
     }
     skipped
 }
@@ -865,7 +882,7 @@ pub(crate) fn add_link(state: &mut State, name: &str, kind: LinkKind, mtu: u32) 
     );
 }
 
-pub(crate) fn add_address(state: &mut State, dev: &str, addr: Ipv4Net) {
+pub(crate) fn add_address(state: &mut State, dev: &str, addr: IpNet) {
     state
         .addresses
         .insert((dev.to_owned(), addr), Address { addr });
@@ -1686,7 +1703,7 @@ mod tests {
                     .contains_key(&"192.168.1.0/24".parse().expect("net")),
                 "no route for the on-link client range"
             );
-            (p.desired.routes.get(&client).cloned(), p.skipped)
+            (p.desired.routes.get(&client.into()).cloned(), p.skipped)
         };
         // Through node-b's tunnel, exactly like node-b's pod subnet.
         let (via_b, _) = routes_for("node-b");
@@ -1745,10 +1762,16 @@ mod tests {
             ],
             &protected,
         );
-        let routed: Vec<&Ipv4Net> = p.desired.routes.keys().collect();
-        assert!(routed.contains(&&net("192.168.70.0/24")), "{routed:?}");
+        let routed: Vec<&IpNet> = p.desired.routes.keys().collect();
+        assert!(
+            routed.contains(&&net("192.168.70.0/24").into()),
+            "{routed:?}"
+        );
         for gone in ["192.168.2.0/24", "192.168.80.0/24", "192.168.40.0/30"] {
-            assert!(!routed.contains(&&net(gone)), "{gone} planned: {routed:?}");
+            assert!(
+                !routed.contains(&&net(gone).into()),
+                "{gone} planned: {routed:?}"
+            );
         }
         let notes = p.skipped.join("\n");
         for named in [
@@ -1796,7 +1819,7 @@ mod tests {
             for route in p.desired.routes.values() {
                 for a in &must_reach {
                     proptest::prop_assert!(
-                        !route.dst.contains(a),
+                        !route.dst.contains(&IpAddr::V4(*a)),
                         "route {} covers {a}",
                         route.dst
                     );
@@ -1808,7 +1831,7 @@ mod tests {
                     || underlay().prefix.contains(&c.network());
                 if !covers && !on_segment {
                     proptest::prop_assert!(
-                        p.desired.routes.contains_key(c),
+                        p.desired.routes.contains_key(&IpNet::V4(*c)),
                         "client range {c} covers nothing protected but is not routed"
                     );
                 }

@@ -185,7 +185,7 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         },
         mtu,
     );
-    plan::add_address(&mut desired, &vxlan, Ipv4Net::from(overlay));
+    plan::add_address(&mut desired, &vxlan, Ipv4Net::from(overlay).into());
     let mut skipped = Vec::new();
     for peer in input.peers {
         let spec = &peer.spec;
@@ -195,7 +195,14 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         match spec.parse() {
             Ok(p) if range.contains(&p.cidr) => {
                 let (cidr, node, mac) = (p.cidr, p.node_address, p.vtep_mac);
-                plan::tunnel(&mut desired, &vxlan, cidr, cidr.network(), mac, node);
+                plan::tunnel(
+                    &mut desired,
+                    &vxlan,
+                    cidr.into(),
+                    cidr.network().into(),
+                    mac,
+                    node,
+                );
             }
             Ok(p) => skipped.push(format!(
                 "NodeSubnet {} skipped: {} is outside {range}",
@@ -337,7 +344,7 @@ mod tests {
                 .contains_key(&("cw-vx1".to_owned(), "10.250.0.100/32".parse().expect("net")))
         );
         let route = &state.routes[&"10.247.3.0/24".parse().expect("net")];
-        assert_eq!(route.gateway, Some(Ipv4Addr::new(10, 247, 3, 0)));
+        assert_eq!(route.gateway, Some(Ipv4Addr::new(10, 247, 3, 0).into()));
         assert!(route.onlink);
         assert_eq!(state.fdb.len(), 2);
         assert_eq!(state.neighbours.len(), 2);

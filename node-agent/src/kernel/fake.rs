@@ -146,7 +146,8 @@ impl FakeDataplane {
                 Ok(())
             }
             Op::ReplaceRoute(route) => {
-                if self.foreign_routes.contains(&route.dst) {
+                if matches!(route.dst, ipnet::IpNet::V4(dst) if self.foreign_routes.contains(&dst))
+                {
                     return Err(format!(
                         "a route to {} that Causeway does not own is in the way",
                         route.dst
@@ -539,7 +540,7 @@ mod tests {
                     .link(bridge(1500))
                     .address("cw-br0", "10.244.1.1/24")
                     .route(Route {
-                        dst: net("10.244.0.0/16"),
+                        dst: net("10.244.0.0/16").into(),
                         gateway: None,
                         dev: UNDERLAY.into(),
                         onlink: false,
@@ -607,7 +608,7 @@ mod tests {
             ops[..failed],
             "only the ops before it were applied"
         );
-        assert!(!dp.state.routes.contains_key(&peer_cidr(3)));
+        assert!(!dp.state.routes.contains_key(&peer_cidr(3).into()));
 
         dp.fail_on = None;
         let observed = dp.observe().await.expect("observe");
@@ -652,7 +653,7 @@ mod tests {
             (
                 "a route where a foreign route is",
                 base().tap(|d| {
-                    d.foreign_routes.insert(tunnel_route("cw-vx1", 5).dst);
+                    d.foreign_routes.insert(peer_cidr(5));
                 }),
                 Op::ReplaceRoute(tunnel_route("cw-vx1", 5)),
                 Err("that Causeway does not own is in the way"),
@@ -682,7 +683,7 @@ mod tests {
                         && s.addresses.len() == 1
                         && s.neighbours.is_empty()
                         && s.fdb.is_empty()
-                        && s.routes.keys().eq([&peer_cidr(9)])
+                        && s.routes.keys().eq([&peer_cidr(9).into()])
                 }),
             ),
             (
@@ -702,7 +703,7 @@ mod tests {
                 Ok(|s| {
                     s.neighbours.is_empty()
                         && s.fdb.len() == 1
-                        && s.routes.keys().eq([&peer_cidr(9)])
+                        && s.routes.keys().eq([&peer_cidr(9).into()])
                 }),
             ),
             (
@@ -710,16 +711,16 @@ mod tests {
                 base(),
                 Op::DeleteAddress {
                     dev: "cw-vx1".into(),
-                    addr: net("10.244.1.0/32"),
+                    addr: net("10.244.1.0/32").into(),
                 },
-                Ok(|s| s.routes.keys().eq([&peer_cidr(9)]) && s.neighbours.len() == 1),
+                Ok(|s| s.routes.keys().eq([&peer_cidr(9).into()]) && s.neighbours.len() == 1),
             ),
             (
                 "an address on a missing link",
                 base(),
                 Op::AddAddress {
                     dev: "cw-vx9".into(),
-                    addr: net("10.0.0.1/32"),
+                    addr: net("10.0.0.1/32").into(),
                 },
                 Err("No such device"),
             ),
@@ -728,7 +729,7 @@ mod tests {
                 base(),
                 Op::AddAddress {
                     dev: "cw-br0".into(),
-                    addr: net("10.244.1.1/24"),
+                    addr: net("10.244.1.1/24").into(),
                 },
                 Err("File exists"),
             ),
@@ -760,7 +761,7 @@ mod tests {
                 "replacing a route upserts it",
                 base(),
                 Op::ReplaceRoute(direct_route(2)),
-                Ok(|s| s.routes.get(&peer_cidr(2)) == Some(&direct_route(2))),
+                Ok(|s| s.routes.get(&peer_cidr(2).into()) == Some(&direct_route(2))),
             ),
             (
                 "replacing a neighbour upserts it",
@@ -817,7 +818,7 @@ mod tests {
                 base(),
                 Op::DeleteAddress {
                     dev: "cw-br0".into(),
-                    addr: net("10.9.9.9/32"),
+                    addr: net("10.9.9.9/32").into(),
                 },
                 Err("Address not found"),
             ),

@@ -180,7 +180,7 @@ impl Netlink {
                 let index = self.require_link(dev, Role::Link).await?;
                 self.handle
                     .address()
-                    .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+                    .add(index, addr.addr(), addr.prefix_len())
                     .replace()
                     .execute()
                     .await?;
@@ -188,10 +188,16 @@ impl Netlink {
             Op::DeleteAddress { dev, addr } => {
                 owned(dev)?;
                 if let Some(index) = self.link_index(dev).await? {
-                    let message = AddressMessageBuilder::<Ipv4Addr>::new()
-                        .index(index)
-                        .address(addr.addr(), addr.prefix_len())
-                        .build();
+                    let message = match addr {
+                        IpNet::V4(addr) => AddressMessageBuilder::<Ipv4Addr>::new()
+                            .index(index)
+                            .address(addr.addr(), addr.prefix_len())
+                            .build(),
+                        IpNet::V6(addr) => AddressMessageBuilder::<Ipv6Addr>::new()
+                            .index(index)
+                            .address(addr.addr(), addr.prefix_len())
+                            .build(),
+                    };
                     ignore_gone(
                         self.handle.address().del(message).execute().await,
                         &[Errno::EADDRNOTAVAIL],
@@ -279,7 +285,7 @@ impl Netlink {
                 let index = self.require_link(&neighbour.dev, Role::Link).await?;
                 self.handle
                     .neighbours()
-                    .add(index, IpAddr::V4(neighbour.ip))
+                    .add(index, neighbour.ip)
                     .link_layer_address(&neighbour.mac.0)
                     .state(NeighbourState::Permanent)
                     .replace()
@@ -290,11 +296,20 @@ impl Netlink {
                 owned(&neighbour.dev)?;
                 if let Some(index) = self.link_index(&neighbour.dev).await? {
                     let mut message = NeighbourMessage::default();
-                    message.header.family = AddressFamily::Inet;
                     message.header.ifindex = index;
-                    message.attributes.push(NeighbourAttribute::Destination(
-                        NeighbourAddress::Inet(neighbour.ip),
-                    ));
+                    let destination = match neighbour.ip {
+                        IpAddr::V4(ip) => {
+                            message.header.family = AddressFamily::Inet;
+                            NeighbourAddress::Inet(ip)
+                        }
+                        IpAddr::V6(ip) => {
+                            message.header.family = AddressFamily::Inet6;
+                            NeighbourAddress::Inet6(ip)
+                        }
+                    };
+                    message
+                        .attributes
+                        .push(NeighbourAttribute::Destination(destination));
                     ignore_gone(
                         self.handle.neighbours().del(message).execute().await,
                         &[Errno::ENOENT],
@@ -541,15 +556,44 @@ pub(super) fn with_state<T>(builder: LinkMessageBuilder<T>, up: bool) -> LinkMes
 pub(super) const DEFAULT_PROXY_DELAY: &str = "80";
 
 pub(super) fn route_message(route: &Route, oif: u32, delete: bool) -> RouteMessage {
-    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+    // The model keeps a gateway in its destination's family; one of another family is left
+    // out (and the kernel answers for the device route it then is).
+    match route.dst {
+        IpNet::V4(dst) => {
+            let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.addr(), dst.prefix_len());
+            let builder = match route.gateway {
+                Some(IpAddr::V4(gateway)) => builder.gateway(gateway),
+                _ => builder,
+            };
+            finish_route(builder, route, oif, delete)
+        }
+        IpNet::V6(dst) => {
+            let builder = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst.addr(), dst.prefix_len());
+            let builder = match route.gateway {
+                Some(IpAddr::V6(gateway)) => builder.gateway(gateway),
+                _ => builder,
+            };
+            finish_route(builder, route, oif, delete)
+        }
+    }
+}
+
+/// The family-independent part of [`route_message`].
+fn finish_route<T>(
+    builder: RouteMessageBuilder<T>,
+    route: &Route,
+    oif: u32,
+    delete: bool,
+) -> RouteMessage {
+    let mut builder = builder
         .output_interface(oif)
         .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
-    builder = match route.gateway {
-        Some(gateway) => builder.gateway(gateway),
+    if route.gateway.is_none() {
         // A device route is scope link, as `ip route add PREFIX dev DEV` makes it.
-        None => builder.scope(RouteScope::Link),
-    };
+        builder = builder.scope(RouteScope::Link);
+    }
     if route.onlink {
         builder = builder.onlink();
     }

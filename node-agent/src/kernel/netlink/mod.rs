@@ -8,10 +8,12 @@
 //!
 //! Ownership is enforced here as well as in the diff, so a bug upstream cannot touch what the
 //! agent does not own:
-//! - [`Netlink::observe`] only reports links named with [`DEVICE_PREFIX`], their IPv4
-//!   addresses, permanent IPv4 neighbours and permanent FDB entries on them, and IPv4 routes of
-//!   the main table with protocol [`ROUTE_PROTOCOL`] (on any device: direct routes to on-link
-//!   peers use the underlay);
+//! - [`Netlink::observe`] only reports links named with [`DEVICE_PREFIX`], their IPv4 and
+//!   global-scope IPv6 addresses (never the link-local ones the kernel adds by itself),
+//!   permanent IPv4 and IPv6 neighbours and permanent FDB entries on them, and IPv4 and IPv6
+//!   routes of the main table with protocol [`ROUTE_PROTOCOL`] (on any device: direct routes
+//!   to on-link peers use the underlay); IPv6 routes of any other protocol (the kernel's
+//!   `fe80::/64` on every link) are never read;
 //! - [`Netlink::apply`] refuses link, address, neighbour and FDB operations on links without
 //!   the prefix, and installs and deletes routes only with [`ROUTE_PROTOCOL`] (the kernel
 //!   matches the protocol on delete, so a foreign route to the same destination survives).
@@ -40,14 +42,14 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use futures::{StreamExt, TryStreamExt};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_core::ErrorMessage;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };

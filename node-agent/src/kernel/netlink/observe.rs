@@ -55,13 +55,22 @@ impl Netlink {
     }
 
     pub(super) async fn addresses(&self) -> Result<Vec<AddressMessage>, NetlinkError> {
+        self.addresses_of(AddressFamily::Inet, "IPv4 addresses")
+            .await
+    }
+
+    async fn addresses_of(
+        &self,
+        family: AddressFamily,
+        what: &'static str,
+    ) -> Result<Vec<AddressMessage>, NetlinkError> {
         let mut request = self.handle.address().get();
-        request.message_mut().header.family = AddressFamily::Inet;
+        request.message_mut().header.family = family;
         request
             .execute()
             .try_collect()
             .await
-            .map_err(self.dump_error("IPv4 addresses"))
+            .map_err(self.dump_error(what))
     }
 
     pub(super) async fn read_state(&self) -> Result<State, NetlinkError> {
@@ -101,6 +110,25 @@ impl Netlink {
                 continue;
             };
             if let Ok(addr) = Ipv4Net::new(ip, prefix_len) {
+                let addr = IpNet::V4(addr);
+                state
+                    .addresses
+                    .insert((dev.clone(), addr), Address { addr });
+            }
+        }
+        // IPv6: the kernel gives every link a link-local address of its own (fe80::/64), which
+        // is never the agent's; only global-scope addresses are read.
+        for message in self
+            .addresses_of(AddressFamily::Inet6, "IPv6 addresses")
+            .await?
+        {
+            let (Some(dev), Some((ip, prefix_len))) =
+                (ours.get(&message.header.index), ipv6_of(&message))
+            else {
+                continue;
+            };
+            if let Ok(addr) = Ipv6Net::new(ip, prefix_len) {
+                let addr = IpNet::V6(addr);
                 state
                     .addresses
                     .insert((dev.clone(), addr), Address { addr });
@@ -132,11 +160,13 @@ impl Netlink {
             }
         }
 
-        for message in self.neighbours(AddressFamily::Inet, None).await? {
-            if let Some(neighbour) = parse_neighbour(&message, &ours) {
-                state
-                    .neighbours
-                    .insert((neighbour.dev.clone(), neighbour.ip), neighbour);
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            for message in self.neighbours(family, None).await? {
+                if let Some(neighbour) = parse_neighbour(&message, &ours) {
+                    state
+                        .neighbours
+                        .insert((neighbour.dev.clone(), neighbour.ip), neighbour);
+                }
             }
         }
 
@@ -159,19 +189,30 @@ impl Netlink {
         Ok(state)
     }
 
-    /// IPv4 routes of the main table with our protocol. The socket has strict checking on, so
-    /// the kernel filters the dump; the filter is repeated in [`parse_route`] regardless.
+    /// IPv4 and IPv6 routes of the main table with our protocol, IPv4 first. The socket has
+    /// strict checking on, so the kernel filters each dump by family and protocol; the filter
+    /// is repeated in [`parse_route`] regardless, so an IPv6 route of another protocol (the
+    /// kernel's own `fe80::/64` and `ff00::/8` on every link, say) is never read as ours.
     pub(super) async fn routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
-        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+        let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
             .build();
-        self.handle
-            .route()
-            .get(filter)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(self.dump_error("routes"))
+        let v6 = RouteMessageBuilder::<Ipv6Addr>::new()
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        let mut all = Vec::new();
+        for filter in [v4, v6] {
+            let mut routes: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(filter)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(self.dump_error("routes"))?;
+            all.append(&mut routes);
+        }
+        Ok(all)
     }
 
     /// The main table's routes that are not the agent's: their destinations (metric 0 only:
@@ -407,6 +448,23 @@ pub(super) fn ipv4_of(message: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
     Some((local.or(address)?, message.header.prefix_len))
 }
 
+/// The global-scope IPv6 address and prefix length of an address message (`None` for
+/// link-local and other scopes, which the kernel assigns by itself).
+pub(super) fn ipv6_of(message: &AddressMessage) -> Option<(Ipv6Addr, u8)> {
+    if message.header.family != AddressFamily::Inet6
+        || message.header.scope != AddressScope::Universe
+    {
+        return None;
+    }
+    let ip = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V6(ip)) | AddressAttribute::Address(IpAddr::V6(ip)) => {
+            Some(*ip)
+        }
+        _ => None,
+    })?;
+    Some((ip, message.header.prefix_len))
+}
+
 /// One of our routes; `None` for anything else, including multipath routes (the agent never
 /// makes them; a replace of the same destination overwrites one).
 pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -> Option<Route> {
@@ -419,40 +477,55 @@ pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -
             _ => None,
         })
         .unwrap_or(u32::from(header.table));
-    if header.address_family != AddressFamily::Inet
-        || header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+    if !matches!(
+        header.address_family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) || header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
         || table != u32::from(RouteHeader::RT_TABLE_MAIN)
         || header.kind != RouteType::Unicast
     {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let v6 = header.address_family == AddressFamily::Inet6;
+    let mut dst = if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
     let mut gateway = None;
     let mut oif = None;
     for attribute in &message.attributes {
         match attribute {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) if !v6 => dst = (*ip).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) if v6 => dst = (*ip).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) if !v6 => {
+                gateway = Some((*ip).into());
+            }
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) if v6 => {
+                gateway = Some((*ip).into());
+            }
             RouteAttribute::Oif(index) => oif = Some(*index),
             _ => {}
         }
     }
     let dev = names.get(&oif?)?;
     Some(Route {
-        dst: Ipv4Net::new(dst, header.destination_prefix_length).ok()?,
+        dst: IpNet::new(dst, header.destination_prefix_length).ok()?,
         gateway,
         dev: (*dev).to_owned(),
         onlink: header.flags.contains(RouteFlags::Onlink),
     })
 }
 
-/// A permanent IPv4 neighbour on one of our links.
+/// A permanent IPv4 or IPv6 neighbour on one of our links.
 pub(super) fn parse_neighbour(
     message: &NeighbourMessage,
     ours: &BTreeMap<u32, String>,
 ) -> Option<Neighbour> {
     let header = &message.header;
-    if header.family != AddressFamily::Inet || header.state != NeighbourState::Permanent {
+    if !matches!(header.family, AddressFamily::Inet | AddressFamily::Inet6)
+        || header.state != NeighbourState::Permanent
+    {
         return None;
     }
     let dev = ours.get(&header.ifindex)?;
@@ -460,7 +533,12 @@ pub(super) fn parse_neighbour(
     let mut mac = None;
     for attribute in &message.attributes {
         match attribute {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => ip = Some(*addr),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => {
+                ip = Some(IpAddr::V4(*addr));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(addr)) => {
+                ip = Some(IpAddr::V6(*addr));
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
             _ => {}
         }
