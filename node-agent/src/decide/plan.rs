@@ -17,11 +17,20 @@
 //! - per peer on the underlay's own prefix when `crossSubnet` is set: only a direct route
 //!   `peer-cidr via peer-address dev <underlay>` (no encapsulation).
 //!
+//! Dual-stack Overlay (IPv4 `cidr`, IPv6 `secondaryCidr`, IPv4 underlay): the bridge also
+//! holds the IPv6 gateway (`fd00:10:244:1::1/64`), the VXLAN device the IPv6 subnet's network
+//! address as a /128, and per peer with an IPv6 subnet a route `peer-v6 via peer-v6-network
+//! dev cw-vx1 onlink` and a permanent neighbour `peer-v6-network → peer VTEP MAC`; the FDB
+//! entry (MAC → peer IPv4 node address) is the IPv4 path's (VXLAN is L2: IPv6 frames ride the
+//! IPv4 tunnel). IPv6 stays tunnelled under `crossSubnet` (a direct IPv6 route would need an
+//! IPv6 underlay), so an on-link peer gets the FDB entry for its IPv6 subnet alone.
+//!
 //! Outgoing NAT, when `natOutgoing` is set (the default): masquerade from this node's subnet
 //! to destinations outside the PodNetwork's cidr and `natExcludeCidrs` (see [`crate::nat`]).
 //!
 //! Robustness: a peer whose NodeSubnet cannot be programmed safely (unparsable field, a subnet
-//! overlapping ours or an earlier peer's, our node name or address, a VTEP MAC already in use) is
+//! of either family overlapping ours or an earlier peer's, an IPv6 subnet outside the
+//! network's secondaryCidr, our node name or address, a VTEP MAC already in use) is
 //! left out whole and reported in [`Plan::skipped`]; it never makes the plan fail and never
 //! yields half of its entries. Conflicts are resolved first-come-first-served (oldest
 //! `creationTimestamp`, then name), so a newly created bad object cannot take a working peer's
@@ -36,7 +45,7 @@ use causeway_crds::cidr;
 use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD};
 use causeway_crds::v1alpha1::{ParsedSubnet, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::model::{
     Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Neighbour, Route, Snat,
@@ -109,6 +118,9 @@ pub struct Plan {
     pub mtu: u32,
     /// This node's pod subnet (the CNI config hands out its addresses).
     pub subnet: Ipv4Net,
+    /// This node's IPv6 pod subnet on a dual-stack network (`spec.secondaryCidr`), when the
+    /// operator has allocated one; the CNI config hands out its addresses too.
+    pub secondary: Option<Ipv6Net>,
     /// One sentence per peer left out, naming the NodeSubnet and the reason.
     pub skipped: Vec<String>,
 }
@@ -150,6 +162,27 @@ pub enum PlanError {
         underlay: Ipv4Net,
         dev: String,
     },
+
+    /// `spec.secondaryCidr` or `spec.secondaryNodeSubnetPrefixLength` of the PodNetwork is
+    /// invalid (admission normally prevents this).
+    #[error("PodNetwork spec.secondaryCidr: {source}")]
+    SecondaryCidr { source: causeway_crds::Error },
+
+    /// This node's IPv6 subnet is not part of the network's IPv6 range.
+    #[error(
+        "NodeSubnet {name}: spec.secondaryCidr {cidr} lies outside the PodNetwork's secondaryCidr {network}: the operator did not allocate it from this network; delete the NodeSubnet so the operator allocates a new one"
+    )]
+    SecondaryOutsideNetwork {
+        name: String,
+        cidr: String,
+        network: Ipv6Net,
+    },
+
+    /// This node's IPv6 subnet has no room for a gateway and pods.
+    #[error(
+        "NodeSubnet {name}: spec.secondaryCidr {cidr} is too small: a node subnet needs a prefix length of at most 126 (a gateway address and pod addresses)"
+    )]
+    SecondaryTooSmall { name: String, cidr: Ipv6Net },
 
     /// This node's subnet has no room for a gateway and pods.
     #[error(
@@ -239,6 +272,9 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
             .unwrap_or(own.cidr)
             .into(),
     );
+    if let Some(secondary) = own.secondary {
+        add_address(&mut desired, BRIDGE_LINK, gateway6(secondary).into());
+    }
     let skipped = match network.mode {
         PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired)?,
         PodNetworkMode::Flat => flat(input, &own, &mut desired),
@@ -267,6 +303,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         desired,
         mtu,
         subnet: own.cidr,
+        secondary: own.secondary,
         skipped,
     })
 }
@@ -295,6 +332,10 @@ fn overlay(
         mtu,
     );
     add_address(desired, &vxlan, Ipv4Net::from(own.cidr.network()).into());
+    // The same for IPv6 inner packets: the subnet's network address as a /128.
+    if let Some(secondary) = own.secondary {
+        add_address(desired, &vxlan, Ipv6Net::from(secondary.network()).into());
+    }
     // Client traffic of a RouteToNodes gateway enters at a gateway node and reaches the pod's
     // node through the tunnel with the client's source, whose route back is the underlay:
     // strict reverse-path filtering (the RHEL and CIS default) would drop it here.
@@ -305,22 +346,37 @@ fn overlay(
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        match peers.admit(peer, own, direct_prefix, true) {
-            Ok(Path::Direct { cidr, address }) => {
-                direct_route(desired, input, cidr.into(), address.into());
+        let admitted = peers.admit(peer, own, direct_prefix, true);
+        match &admitted {
+            Ok((Path::Direct { cidr, address }, _)) => {
+                direct_route(desired, input, (*cidr).into(), (*address).into());
             }
-            Ok(Path::Tunnel { cidr, address, mac }) => {
+            Ok((Path::Tunnel { cidr, address, mac }, _)) => {
                 tunnel(
                     desired,
                     &vxlan,
-                    cidr.into(),
+                    (*cidr).into(),
                     cidr.network().into(),
-                    mac,
-                    address,
+                    *mac,
+                    *address,
                 );
             }
-            Ok(Path::Elsewhere { .. }) => {}
+            Ok((Path::Elsewhere { .. }, _)) => {}
             Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
+        }
+        // IPv6 always rides the tunnel (VXLAN is L2; the outer packets are IPv4), even when
+        // `crossSubnet` reaches the peer's IPv4 subnet directly: a direct IPv6 route would
+        // need an IPv6 underlay. Its FDB entry is the one the IPv4 path uses, or the same
+        // entry added here for a direct peer.
+        if let Ok((_, Some(v6))) = admitted {
+            tunnel(
+                desired,
+                &vxlan,
+                v6.cidr.into(),
+                v6.cidr.network().into(),
+                v6.mac,
+                v6.address,
+            );
         }
     }
     // ClientJoin clients: one /32 each, through the tunnel to the client's own VTEP.
@@ -343,6 +399,14 @@ fn overlay(
         );
     }
     Ok(skipped)
+}
+
+/// The gateway of an IPv6 node subnet: its first address after the network address
+/// (`fd00:10:244:1::1/64`), which the bridge holds and the CNI config names.
+#[must_use]
+pub fn gateway6(subnet: Ipv6Net) -> Ipv6Net {
+    let first = std::net::Ipv6Addr::from(u128::from(subnet.network()).saturating_add(1));
+    Ipv6Net::new(first, subnet.prefix_len()).unwrap_or(subnet)
 }
 
 /// The network's VNI and UDP port, checked.
@@ -579,10 +643,10 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
         match peers.admit(peer, own, Some(input.underlay.prefix), false) {
-            Ok(Path::Direct { cidr, address }) => {
+            Ok((Path::Direct { cidr, address }, _)) => {
                 direct_route(desired, input, cidr.into(), address.into());
             }
-            Ok(Path::Elsewhere { address, .. }) if !bgp => skipped.push(format!(
+            Ok((Path::Elsewhere { address, .. }, _)) if !bgp => skipped.push(format!(
                 "{} is unreachable: its node address {address} is not on this node's segment {}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
                 describe(peer),
                 input.underlay.prefix
@@ -641,6 +705,11 @@ struct OwnNode<'a> {
     cidr: Ipv4Net,
     address: Ipv4Addr,
     mac: Mac,
+    /// The network's IPv6 range (`spec.secondaryCidr`) on a dual-stack network.
+    network6: Option<Ipv6Net>,
+    /// This node's IPv6 subnet (`spec.secondaryCidr` of its NodeSubnet); `None` on a
+    /// single-stack network, and until the operator has allocated one.
+    secondary: Option<Ipv6Net>,
 }
 
 impl<'a> OwnNode<'a> {
@@ -678,6 +747,7 @@ impl<'a> OwnNode<'a> {
                 address,
             });
         }
+        let (network6, secondary) = Self::secondary(input, name)?;
         Ok(Self {
             name,
             spec,
@@ -685,7 +755,59 @@ impl<'a> OwnNode<'a> {
             cidr,
             address,
             mac: parsed.vtep_mac,
+            network6,
+            secondary,
         })
+    }
+
+    /// The network's IPv6 range and this node's IPv6 subnet in it, checked. An IPv4
+    /// secondary range (an IPv6-primary network) is refused before planning (see
+    /// [`crate::pass`]); here it plans as single-stack.
+    fn secondary(
+        input: &Input<'_>,
+        name: &str,
+    ) -> Result<(Option<Ipv6Net>, Option<Ipv6Net>), PlanError> {
+        let range = input
+            .network
+            .secondary_range()
+            .map_err(|e| PlanError::SecondaryCidr { source: e.source })?;
+        let Some(IpNet::V6(network6)) = range.map(|r| r.cidr) else {
+            return Ok((None, None));
+        };
+        let field = |field: &'static str| {
+            move |source| PlanError::OwnField {
+                name: name.to_owned(),
+                field,
+                source,
+            }
+        };
+        let Some(text) = input.own.spec.secondary_cidr.as_deref() else {
+            return Ok((Some(network6), None));
+        };
+        let secondary = match cidr::parse_cidr(text).map_err(field("spec.secondaryCidr"))? {
+            IpNet::V6(net) => net,
+            IpNet::V4(_) => {
+                return Err(PlanError::SecondaryOutsideNetwork {
+                    name: name.to_owned(),
+                    cidr: text.to_owned(),
+                    network: network6,
+                });
+            }
+        };
+        if !network6.contains(&secondary) {
+            return Err(PlanError::SecondaryOutsideNetwork {
+                name: name.to_owned(),
+                cidr: text.to_owned(),
+                network: network6,
+            });
+        }
+        if secondary.prefix_len() > 126 {
+            return Err(PlanError::SecondaryTooSmall {
+                name: name.to_owned(),
+                cidr: secondary,
+            });
+        }
+        Ok((Some(network6), Some(secondary)))
     }
 }
 
@@ -775,11 +897,22 @@ enum Path {
     },
 }
 
+/// A peer's IPv6 subnet on a dual-stack Overlay network: reached through the tunnel to its
+/// VTEP, whatever path its IPv4 subnet takes.
+struct PeerV6 {
+    cidr: Ipv6Net,
+    /// The peer's IPv4 underlay address: the VTEP.
+    address: Ipv4Addr,
+    mac: Mac,
+}
+
 /// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them.
 struct Peers {
     /// Pairwise disjoint subnets by network address, with who holds them. Disjointness makes
     /// an overlap check two ordered-map lookups, so planning thousands of peers stays cheap.
     subnets: BTreeMap<Ipv4Addr, (Ipv4Net, String)>,
+    /// The same for IPv6 subnets (dual-stack Overlay).
+    subnets6: BTreeMap<std::net::Ipv6Addr, (Ipv6Net, String)>,
     /// VTEP MACs of this node and of tunnelled peers, with their node address and holder.
     macs: BTreeMap<Mac, (Ipv4Addr, String)>,
 }
@@ -787,21 +920,29 @@ struct Peers {
 impl Peers {
     fn new(own: &OwnNode<'_>) -> Self {
         let holder = format!("this node's subnet (NodeSubnet {})", own.name);
+        let subnets6 = own
+            .secondary
+            .map(|net| (net.network(), (net, holder.clone())))
+            .into_iter()
+            .collect();
         Self {
             subnets: BTreeMap::from([(own.cidr.network(), (own.cidr, holder.clone()))]),
+            subnets6,
             macs: BTreeMap::from([(own.mac, (own.address, holder))]),
         }
     }
 
-    /// Checks one peer and, when it is sound, takes its subnet (and MAC) and says how to reach
-    /// it. The error is the reason, as the end of a sentence.
+    /// Checks one peer and, when it is sound, takes its subnets (and MAC) and says how to
+    /// reach them: its IPv4 subnet by the [`Path`], its IPv6 subnet (dual-stack Overlay, when
+    /// it has one) through the tunnel. A peer with any bad field, IPv6 ones included, is
+    /// refused whole. The error is the reason, as the end of a sentence.
     fn admit(
         &mut self,
         peer: &NodeSubnet,
         own: &OwnNode<'_>,
         direct_prefix: Option<Ipv4Net>,
         tunnel: bool,
-    ) -> Result<Path, String> {
+    ) -> Result<(Path, Option<PeerV6>), String> {
         let spec = &peer.spec;
         if spec.network != own.spec.network {
             return Err(format!(
@@ -833,11 +974,18 @@ impl Peers {
                 "spec.cidr {cidr} overlaps {taken}, held by {holder}"
             ));
         }
+        let v6 = match (own.network6, tunnel) {
+            (Some(network6), true) => self.check_v6(spec, network6)?,
+            _ => None,
+        };
         let path = if direct_prefix.is_some_and(|prefix| cidr::contains(prefix, address)) {
             Path::Direct { cidr, address }
         } else if !tunnel {
             Path::Elsewhere { cidr, address }
         } else {
+            Path::Tunnel { cidr, address, mac }
+        };
+        if matches!(path, Path::Tunnel { .. }) || v6.is_some() {
             // One FDB entry per MAC: a second VTEP with the same MAC at another address would
             // silently take the first one's traffic (our own MAC is registered with our own
             // address, which no admitted peer has). The same MAC at the same address is one
@@ -850,10 +998,46 @@ impl Peers {
                 ));
             }
             self.macs.insert(mac, (address, describe(peer)));
-            Path::Tunnel { cidr, address, mac }
-        };
+        }
         self.subnets.insert(cidr.network(), (cidr, describe(peer)));
-        Ok(path)
+        if let Some(net) = v6 {
+            self.subnets6.insert(net.network(), (net, describe(peer)));
+        }
+        let v6 = v6.map(|cidr| PeerV6 { cidr, address, mac });
+        Ok((path, v6))
+    }
+
+    /// A peer's `spec.secondaryCidr` on a dual-stack network, checked like `spec.cidr`:
+    /// IPv6, inside the network's secondaryCidr, overlapping no subnet taken. `None` when the
+    /// peer has none yet (the operator adds it; until then the peer is IPv4 only).
+    fn check_v6(
+        &self,
+        spec: &NodeSubnetSpec,
+        network6: Ipv6Net,
+    ) -> Result<Option<Ipv6Net>, String> {
+        let Some(text) = spec.secondary_cidr.as_deref() else {
+            return Ok(None);
+        };
+        let net = match cidr::parse_cidr(text).map_err(|e| format!("spec.secondaryCidr: {e}"))? {
+            IpNet::V6(net) if network6.contains(&net) => net,
+            _ => {
+                return Err(format!(
+                    "spec.secondaryCidr {text} lies outside the PodNetwork's secondaryCidr {network6}"
+                ));
+            }
+        };
+        let start = net.network();
+        let before = self.subnets6.range(..=start).next_back();
+        let after = self.subnets6.range(start..).next();
+        if let Some((_, (taken, holder))) = before
+            .filter(|(_, (taken, _))| taken.contains(&start))
+            .or(after.filter(|(_, (taken, _))| net.contains(taken)))
+        {
+            return Err(format!(
+                "spec.secondaryCidr {net} overlaps {taken}, held by {holder}"
+            ));
+        }
+        Ok(Some(net))
     }
 
     /// A taken subnet overlapping `net`, if any. Taken subnets are disjoint, so only the last
@@ -1446,6 +1630,189 @@ mod tests {
             assert_eq!(got.skipped.len(), 1, "{name}: {:?}", got.skipped);
             assert!(got.skipped[0].contains(want), "{name}: {}", got.skipped[0]);
         }
+    }
+
+    fn dual_spec(cross_subnet: bool) -> PodNetworkSpec {
+        let mut spec = spec(cross_subnet);
+        spec.secondary_cidr = Some("fd00:10:244::/56".into());
+        spec.secondary_node_subnet_prefix_length = Some(64);
+        spec
+    }
+
+    fn dual(node: &str, cidr: &str, address: &str, v6: Option<&str>) -> NodeSubnet {
+        let mut s = subnet(node, cidr, address);
+        s.spec.secondary_cidr = v6.map(str::to_owned);
+        s
+    }
+
+    #[test]
+    fn dual_stack_overlay_tunnels_each_peers_ipv6_subnet_and_shares_its_fdb_entry() {
+        let own = dual(
+            "node-a",
+            "10.244.1.0/24",
+            "192.168.1.11",
+            Some("fd00:10:244:1::/64"),
+        );
+        let b = dual(
+            "node-b",
+            "10.244.2.0/24",
+            "192.168.1.12",
+            Some("fd00:10:244:2::/64"),
+        );
+        let c = dual(
+            "node-c",
+            "10.244.3.0/24",
+            "192.168.2.13",
+            Some("fd00:10:244:3::/64"),
+        );
+        // Not allocated an IPv6 subnet yet: IPv4 only.
+        let d = dual("node-d", "10.244.4.0/24", "192.168.1.14", None);
+        let v6 = |node: &str, cidr: &str, gw: &str| {
+            vec![
+                format!("route {cidr} via {gw} dev cw-vx1 onlink"),
+                format!("neigh {gw} lladdr {} dev cw-vx1", vtep_mac(node)),
+            ]
+        };
+        let own_v6 = vec![
+            "addr fd00:10:244:1::1/64 dev cw-br0".to_owned(),
+            "addr fd00:10:244:1::/128 dev cw-vx1".to_owned(),
+        ];
+        for cross_subnet in [false, true] {
+            let network = dual_spec(cross_subnet);
+            let p = run(&own, vec![b.clone(), c.clone(), d.clone()], &network).expect("plan");
+            let b_v4 = if cross_subnet {
+                // Direct for IPv4, but IPv6 still needs the tunnel, hence its FDB entry.
+                let mut v = direct("10.244.2.0/24", "192.168.1.12");
+                v.push(format!(
+                    "fdb {} dev cw-vx1 dst 192.168.1.12",
+                    vtep_mac("node-b")
+                ));
+                v
+            } else {
+                tunnel("node-b", "10.244.2.0/24", "10.244.2.0", "192.168.1.12")
+            };
+            let d_v4 = if cross_subnet {
+                direct("10.244.4.0/24", "192.168.1.14")
+            } else {
+                tunnel("node-d", "10.244.4.0/24", "10.244.4.0", "192.168.1.14")
+            };
+            assert_eq!(
+                lines(&p.desired),
+                sorted(vec![
+                    base(1450),
+                    own_v6.clone(),
+                    b_v4,
+                    v6("node-b", "fd00:10:244:2::/64", "fd00:10:244:2::"),
+                    tunnel("node-c", "10.244.3.0/24", "10.244.3.0", "192.168.2.13"),
+                    v6("node-c", "fd00:10:244:3::/64", "fd00:10:244:3::"),
+                    d_v4,
+                ]),
+                "crossSubnet {cross_subnet}"
+            );
+            assert_eq!(p.mtu, 1450, "IPv6 inside IPv4 VXLAN: the same 50 bytes");
+            assert_eq!(
+                p.secondary,
+                Some("fd00:10:244:1::/64".parse().expect("net"))
+            );
+            assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        }
+    }
+
+    #[test]
+    fn a_peer_with_a_bad_ipv6_subnet_is_skipped_whole_both_families() {
+        let own = dual(
+            "node-a",
+            "10.244.1.0/24",
+            "192.168.1.11",
+            Some("fd00:10:244:1::/64"),
+        );
+        let cases = [
+            (
+                "overlapping ours",
+                "fd00:10:244:1::/64",
+                "overlaps fd00:10:244:1::/64",
+            ),
+            (
+                "outside the range",
+                "fd00:99::/64",
+                "outside the PodNetwork's secondaryCidr",
+            ),
+            (
+                "IPv4",
+                "10.250.0.0/24",
+                "outside the PodNetwork's secondaryCidr",
+            ),
+            ("unparsable", "fd00::zz/64", "spec.secondaryCidr"),
+        ];
+        for (what, v6, reason) in cases {
+            let bad = dual("node-b", "10.244.2.0/24", "192.168.1.12", Some(v6));
+            let p = run(&own, vec![bad], &dual_spec(false)).expect("plan");
+            assert!(
+                p.desired.routes.is_empty(),
+                "{what}: {:?}",
+                p.desired.routes
+            );
+            assert!(p.desired.neighbours.is_empty(), "{what}");
+            assert!(p.desired.fdb.is_empty(), "{what}");
+            assert_eq!(p.skipped.len(), 1, "{what}: {:?}", p.skipped);
+            assert!(
+                p.skipped[0].contains("node-b") && p.skipped[0].contains(reason),
+                "{what}: {}",
+                p.skipped[0]
+            );
+        }
+        // Two peers claiming one IPv6 subnet: the older keeps it, the newer goes whole.
+        let older = created_at(
+            dual(
+                "node-b",
+                "10.244.2.0/24",
+                "192.168.1.12",
+                Some("fd00:10:244:2::/64"),
+            ),
+            "2025-01-01T00:00:00Z",
+        );
+        let newer = created_at(
+            dual(
+                "node-c",
+                "10.244.3.0/24",
+                "192.168.2.13",
+                Some("fd00:10:244:2::/64"),
+            ),
+            "2025-02-01T00:00:00Z",
+        );
+        let p = run(&own, vec![newer, older], &dual_spec(false)).expect("plan");
+        let dsts: Vec<String> = p.desired.routes.keys().map(ToString::to_string).collect();
+        assert_eq!(dsts, ["10.244.2.0/24", "fd00:10:244:2::/64"]);
+        assert!(p.skipped[0].contains("node-c"), "{:?}", p.skipped);
+    }
+
+    #[test]
+    fn own_ipv6_subnet_problems_fail_the_plan_and_its_absence_plans_ipv4_only() {
+        let network = dual_spec(false);
+        let outside = dual(
+            "node-a",
+            "10.244.1.0/24",
+            "192.168.1.11",
+            Some("fd00:99::/64"),
+        );
+        let e = run(&outside, vec![], &network).expect_err("outside");
+        assert!(
+            e.to_string()
+                .contains("secondaryCidr fd00:99::/64 lies outside"),
+            "{e}"
+        );
+        let tiny = dual(
+            "node-a",
+            "10.244.1.0/24",
+            "192.168.1.11",
+            Some("fd00:10:244:1::/127"),
+        );
+        let e = run(&tiny, vec![], &network).expect_err("too small");
+        assert!(e.to_string().contains("too small"), "{e}");
+        let none = dual("node-a", "10.244.1.0/24", "192.168.1.11", None);
+        let p = run(&none, vec![], &network).expect("plan");
+        assert_eq!(lines(&p.desired), sorted(vec![base(1450)]));
+        assert_eq!(p.secondary, None);
     }
 
     #[test]
