@@ -198,6 +198,7 @@ pub fn write_bridge_netconf(
     let dir = cluster.cni_conf_dir(node);
     let conf = causeway_node_agent::cni::NetConf {
         subnet,
+        secondary: None,
         bridge: causeway_node_agent::plan::BRIDGE_LINK.to_string(),
         mtu,
         data_dir: Some(cluster.cni_state_dir(node).join("networks")),

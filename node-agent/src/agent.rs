@@ -158,7 +158,7 @@ pub struct Agent<D: Dataplane = Netlink> {
     /// Peers the last plan skipped (logged when the list changes).
     last_skipped: Vec<String>,
     /// The subnet host-local's store was last pruned for ([`cni::prune`]).
-    pruned_for: Option<ipnet::Ipv4Net>,
+    pruned_for: Option<(ipnet::Ipv4Net, Option<ipnet::Ipv6Net>)>,
 }
 
 /// What one pass decided, for the caller (and the dry run).
@@ -641,6 +641,7 @@ impl<D: Dataplane> Agent<D> {
         }
         let conf = cni::NetConf {
             subnet: decisions.subnet,
+            secondary: decisions.secondary,
             bridge: plan::BRIDGE_LINK.to_string(),
             mtu: decisions.mtu,
             data_dir: self.config.cni_data_dir.clone(),
@@ -652,9 +653,10 @@ impl<D: Dataplane> Agent<D> {
         }
         // Once per subnet (at start-up, when the network comes back, when the subnet
         // changes): forget the allocations no pod can hold.
-        if self.pruned_for != Some(decisions.subnet) {
-            match self.prune_allocations(decisions.subnet).await {
-                Ok(()) => self.pruned_for = Some(decisions.subnet),
+        let subnets = (decisions.subnet, decisions.secondary);
+        if self.pruned_for != Some(subnets) {
+            match self.prune_allocations(subnets).await {
+                Ok(()) => self.pruned_for = Some(subnets),
                 Err(e) => warn!(error = %e, "cannot prune host-local's allocations"),
             }
         }
@@ -664,7 +666,10 @@ impl<D: Dataplane> Agent<D> {
     /// Under host-local's lock, removes the allocations outside `subnet`, or all of them when
     /// no pod's veth is on (or marked for) the bridge: nobody holds those addresses (see
     /// [`cni`]).
-    async fn prune_allocations(&mut self, subnet: ipnet::Ipv4Net) -> Result<(), String> {
+    async fn prune_allocations(
+        &mut self,
+        (subnet, secondary): (ipnet::Ipv4Net, Option<ipnet::Ipv6Net>),
+    ) -> Result<(), String> {
         let store = cni::store_dir(self.config.cni_data_dir.as_deref());
         let Some(_lock) = cni::lock_store(&store).map_err(|e| e.to_string())? else {
             return Ok(());
@@ -676,8 +681,12 @@ impl<D: Dataplane> Agent<D> {
             .map_err(|e| e.to_string())?
             .ports
             .len();
-        let keep = (ports > 0).then_some(subnet);
-        let gone = cni::prune(&store, keep).map_err(|e| e.to_string())?;
+        let mut keep = Vec::new();
+        if ports > 0 {
+            keep.push(ipnet::IpNet::V4(subnet));
+            keep.extend(secondary.map(ipnet::IpNet::V6));
+        }
+        let gone = cni::prune(&store, &keep).map_err(|e| e.to_string())?;
         if !gone.is_empty() {
             info!(store = %store.display(), pods = ports, addresses = ?gone, "forgot host-local allocations no pod holds");
         }

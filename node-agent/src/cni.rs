@@ -3,7 +3,9 @@
 //! containerd (or CRI-O) reads the first `.conflist` in its CNI config directory
 //! (`/etc/cni/net.d`) and calls the plugins in it for every pod. The agent writes
 //! [`FILE_NAME`] there: the reference `bridge` plugin on the agent's node bridge with the
-//! subnet's gateway, `host-local` IPAM over this node's subnet, and the network's MTU, so a
+//! subnet's gateway, `host-local` IPAM over this node's subnet (and, on a dual-stack network,
+//! a second range set over its IPv6 subnet, with default routes of both families), and the
+//! network's MTU, so a
 //! kubelet attaches pods with no further set-up. The file is written atomically (a temporary
 //! file in the same directory, flushed, then renamed), so a runtime never reads half a file,
 //! and only when its content changes.
@@ -20,10 +22,10 @@
 //! answering "duplicate allocation".
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
 /// The file the agent owns in the CNI config directory. `10-` sorts before most other
@@ -38,6 +40,8 @@ pub const NETWORK_NAME: &str = "causeway";
 pub struct NetConf {
     /// This node's pod subnet.
     pub subnet: Ipv4Net,
+    /// This node's IPv6 pod subnet, on a dual-stack network.
+    pub secondary: Option<Ipv6Net>,
     /// The node bridge the `bridge` plugin attaches pods to.
     pub bridge: String,
     /// Pod interface MTU.
@@ -58,15 +62,16 @@ pub fn store_dir(data_dir: Option<&Path>) -> PathBuf {
 }
 
 /// The allocation files among `names` (host-local names each after the address it holds)
-/// whose address is outside `keep` (all of them when `keep` is `None`: no pod holds one).
-/// Other files (`lock`, `last_reserved_ip.0`) are not allocations.
+/// whose address (IPv4 or IPv6) is outside every subnet of `keep` (all of them when `keep`
+/// is empty: no pod holds one). Other files (`lock`, `last_reserved_ip.0`) are not
+/// allocations.
 #[must_use]
-pub fn stale<'a>(names: impl IntoIterator<Item = &'a str>, keep: Option<Ipv4Net>) -> Vec<String> {
+pub fn stale<'a>(names: impl IntoIterator<Item = &'a str>, keep: &[IpNet]) -> Vec<String> {
     names
         .into_iter()
         .filter(|n| {
-            n.parse::<Ipv4Addr>()
-                .is_ok_and(|ip| keep.is_none_or(|k| !k.contains(&ip)))
+            n.parse::<IpAddr>()
+                .is_ok_and(|ip| !keep.iter().any(|k| k.contains(&ip)))
         })
         .map(str::to_owned)
         .collect()
@@ -98,7 +103,7 @@ pub fn lock_store(store: &Path) -> std::io::Result<Option<std::fs::File>> {
 ///
 /// # Errors
 /// The store cannot be read or a file cannot be removed; the message names the path.
-pub fn prune(store: &Path, keep: Option<Ipv4Net>) -> std::io::Result<Vec<String>> {
+pub fn prune(store: &Path, keep: &[IpNet]) -> std::io::Result<Vec<String>> {
     let entries = match std::fs::read_dir(store) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -148,10 +153,19 @@ pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
 /// The `.conflist` document.
 #[must_use]
 pub fn render(conf: &NetConf) -> Value {
+    let mut ranges = vec![
+        json!([{"subnet": conf.subnet.to_string(), "gateway": gateway(conf.subnet).to_string()}]),
+    ];
+    let mut routes = vec![json!({"dst": "0.0.0.0/0"})];
+    if let Some(v6) = conf.secondary {
+        let gw = crate::plan::gateway6(v6).addr();
+        ranges.push(json!([{"subnet": v6.to_string(), "gateway": gw.to_string()}]));
+        routes.push(json!({"dst": "::/0"}));
+    }
     let mut ipam = json!({
         "type": "host-local",
-        "ranges": [[{"subnet": conf.subnet.to_string(), "gateway": gateway(conf.subnet).to_string()}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": ranges,
+        "routes": routes,
     });
     if let Some(dir) = &conf.data_dir {
         ipam["dataDir"] = json!(dir.display().to_string());
@@ -221,6 +235,7 @@ mod tests {
     fn conf() -> NetConf {
         NetConf {
             subnet: "10.244.3.0/24".parse().expect("cidr"),
+            secondary: None,
             bridge: "cw-br0".into(),
             mtu: 1450,
             data_dir: Some("/var/lib/cni/causeway".into()),
@@ -258,11 +273,51 @@ mod tests {
             ..conf()
         });
         assert!(without_dir["plugins"][0]["ipam"].get("dataDir").is_none());
+        assert_eq!(
+            bridge["ipam"]["routes"],
+            json!([{"dst": "0.0.0.0/0"}]),
+            "single-stack: IPv4 only"
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_config_has_one_range_set_and_one_default_route_per_family() {
+        let doc = render(&NetConf {
+            secondary: Some("fd00:10:244:3::/64".parse().expect("cidr")),
+            ..conf()
+        });
+        let ipam = &doc["plugins"][0]["ipam"];
+        assert_eq!(
+            ipam["ranges"],
+            json!([
+                [{"subnet": "10.244.3.0/24", "gateway": "10.244.3.1"}],
+                [{"subnet": "fd00:10:244:3::/64", "gateway": "fd00:10:244:3::1"}],
+            ])
+        );
+        assert_eq!(
+            ipam["routes"],
+            json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}])
+        );
+        let v6: IpNet = "fd00:10:244:3::/64".parse().expect("cidr");
+        let v4: IpNet = "10.244.3.0/24".parse().expect("cidr");
+        assert_eq!(
+            stale(
+                [
+                    "fd00:10:244:3::2",
+                    "fd00:10:244:9::2",
+                    "10.244.3.2",
+                    "last_reserved_ip.1"
+                ],
+                &[v4, v6]
+            ),
+            ["fd00:10:244:9::2"]
+        );
     }
 
     #[test]
     fn allocations_outside_the_subnet_are_stale_and_nothing_else_is() {
-        let subnet: Ipv4Net = "10.244.3.0/24".parse().expect("cidr");
+        let subnet: IpNet = "10.244.3.0/24".parse().expect("cidr");
+        let subnet = &[subnet][..];
         let names = [
             "10.244.3.2",
             "10.244.7.2",
@@ -271,9 +326,9 @@ mod tests {
             "last_reserved_ip.0",
             "10.244.3.250",
         ];
-        assert_eq!(stale(names, Some(subnet)), ["10.244.7.2", "10.244.7.9"]);
+        assert_eq!(stale(names, subnet), ["10.244.7.2", "10.244.7.9"]);
         assert_eq!(
-            stale(names, None),
+            stale(names, &[]),
             ["10.244.3.2", "10.244.7.2", "10.244.7.9", "10.244.3.250"]
         );
 
@@ -282,7 +337,7 @@ mod tests {
             .join(NETWORK_NAME);
         let _ = std::fs::remove_dir_all(&store);
         assert_eq!(
-            prune(&store, Some(subnet)).expect("missing is fine"),
+            prune(&store, subnet).expect("missing is fine"),
             Vec::<String>::new()
         );
         assert!(lock_store(&store).expect("no store").is_none());
@@ -292,7 +347,7 @@ mod tests {
         }
         let lock = lock_store(&store).expect("lock").expect("a store");
         assert_eq!(
-            prune(&store, Some(subnet)).expect("prune"),
+            prune(&store, subnet).expect("prune"),
             ["10.244.7.2", "10.244.7.9"]
         );
         drop(lock);

@@ -72,6 +72,8 @@ pub struct Decisions {
     pub candidacies: BTreeMap<String, Candidacy>,
     /// This node's pod subnet (the CNI config's range).
     pub subnet: Ipv4Net,
+    /// This node's IPv6 pod subnet on a dual-stack network (the CNI config's second range).
+    pub secondary: Option<ipnet::Ipv6Net>,
     /// The pod MTU.
     pub mtu: u32,
 }
@@ -166,7 +168,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         );
         return fail(pass, Failure::Plan(message));
     };
-    if let Some(message) = unsupported_family(&network.spec) {
+    if let Some(message) = unsupported_family(&network.spec, own) {
         return fail(pass, Failure::Plan(message));
     }
     let address = match own.spec.parsed_node_address() {
@@ -249,6 +251,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         speaker,
         candidacies,
         subnet: planned.subnet,
+        secondary: planned.secondary,
         mtu: planned.mtu,
     });
 
@@ -276,7 +279,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         );
     }
     pass.outcome.programmed = planned.desired;
-    if let Err(e) = dp.enable_forwarding().await {
+    if let Err(e) = dp.enable_forwarding(planned.secondary.is_some()).await {
         return fail(pass, Failure::Plan(e));
     }
     pass
@@ -342,23 +345,36 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
     Ok(cleared)
 }
 
-/// Why this agent cannot program `network` at all, when it is an IPv6 or dual-stack network:
-/// the API and the operator's allocation take both families, the dataplane programs IPv4
-/// only so far (issue #18). The whole network is refused, so a node never runs half of a
-/// dual-stack network.
-fn unsupported_family(network: &causeway_crds::PodNetworkSpec) -> Option<String> {
+/// What this agent programs of the families the API allows (issue #18): IPv4 networks in
+/// every mode, and dual-stack Overlay networks with an IPv4 `cidr`, an IPv6 `secondaryCidr`
+/// and an IPv4 node address (IPv6 rides the IPv4 VXLAN tunnel). Anything else with IPv6 in
+/// it (an IPv6 `cidr`, dual-stack Flat or Routed, an IPv6 underlay) is refused whole, so a
+/// node never runs half of a network; the sentence says why and what is supported.
+fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet) -> Option<String> {
     let ipv6 = network.parsed_cidr().is_err()
         && causeway_crds::cidr::parse_cidr(&network.cidr)
             .is_ok_and(|c| matches!(c, ipnet::IpNet::V6(_)));
     let what = if ipv6 {
         format!("spec.cidr {} is an IPv6 range", network.cidr)
     } else if let Some(secondary) = &network.secondary_cidr {
-        format!("spec.secondaryCidr {secondary} makes it dual-stack")
+        if network.mode != causeway_crds::v1alpha1::PodNetworkMode::Overlay {
+            format!(
+                "spec.secondaryCidr {secondary} makes this {:?} network dual-stack",
+                network.mode
+            )
+        } else if own.spec.parsed_node_address().is_err() {
+            format!(
+                "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so the VXLAN tunnel would need an IPv6 underlay",
+                own.spec.node_address
+            )
+        } else {
+            return None;
+        }
     } else {
         return None;
     };
     Some(format!(
-        "{what}, and this version of the node agent programs IPv4 pod networks only (IPv6 dataplanes are coming, issue #18); nothing is programmed on this node. Use a PodNetwork with an IPv4 cidr and no secondaryCidr"
+        "{what}, and this version of the node agent programs IPv4 pod networks, and dual-stack networks only in Overlay mode with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses (issue #18); nothing is programmed on this node"
     ))
 }
 
@@ -476,6 +492,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dual_stack_overlay_node_programs_both_families_counts_them_and_forwards_ipv6() {
+        let mut world = World::new();
+        world.networks = vec![network(serde_json::json!({
+            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+        }))];
+        let with_v6 = |s: &Arc<NodeSubnet>, v6: &str| {
+            let mut s = (**s).clone();
+            s.spec.secondary_cidr = Some(v6.into());
+            Arc::new(s)
+        };
+        world.subnets = vec![
+            with_v6(&world.subnets[0], "fd00:10:244:1::/64"),
+            with_v6(&world.subnets[1], "fd00:10:244:2::/64"),
+            // node-c has no IPv6 subnet yet: IPv4 only.
+            world.subnets[2].clone(),
+        ];
+        let mut dp = node_a();
+        let pass = world.pass(&mut dp).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        assert!(dp.forwarding && dp.forwarding6);
+        let decisions = pass.decisions.expect("decisions");
+        assert_eq!(
+            decisions.secondary,
+            Some("fd00:10:244:1::/64".parse().expect("cidr"))
+        );
+        let programmed = &pass.outcome.programmed;
+        let v6_routes = programmed
+            .routes
+            .keys()
+            .filter(|d| matches!(d, ipnet::IpNet::V6(_)));
+        assert_eq!(v6_routes.count(), 1, "{:?}", programmed.routes.keys());
+        // Two IPv4 peers and one IPv6 subnet: three routes and three neighbours, in status.
+        assert_eq!(programmed.routes.len(), 3);
+        assert_eq!(programmed.neighbours.len(), 3);
+        assert_eq!(
+            programmed.fdb.len(),
+            2,
+            "the FDB entries are shared by both families"
+        );
+        let again = world.pass(&mut dp).await;
+        assert!(again.ops.is_empty(), "{:?}", again.ops);
+
+        // A single-stack network never touches IPv6 forwarding.
+        let mut plain = node_a();
+        World::new().pass(&mut plain).await;
+        assert!(plain.forwarding && !plain.forwarding6);
+    }
+
+    #[tokio::test]
     async fn a_node_joins_in_one_pass_and_a_second_pass_changes_nothing() {
         let world = World::new();
         let mut dp = node_a();
@@ -549,20 +614,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_ipv6_or_dual_stack_network_is_refused_whole_and_a_programmed_node_keeps_its_state()
-    {
+    async fn ipv6_primary_and_dual_stack_flat_networks_are_refused_whole_and_a_programmed_node_keeps_its_state()
+     {
         let mut world = World::new();
         let mut dp = node_a();
         world.pass(&mut dp).await;
-        let programmed = dp.state.clone();
-        let applied = dp.applied.len();
         world.networks = vec![network(serde_json::json!({
             "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
         }))];
         let dual = world.pass(&mut dp).await;
         assert!(
+            dual.outcome.failure.is_none(),
+            "dual-stack Overlay is supported: {:?}",
+            dual.outcome.failure
+        );
+        world.networks = vec![network(serde_json::json!({
+            "mode": "Flat", "overlay": null,
+            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+        }))];
+        let programmed = dp.state.clone();
+        let applied = dp.applied.len();
+        let dual = world.pass(&mut dp).await;
+        assert!(
             matches!(&dual.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes it dual-stack, and this version of the node agent programs IPv4 pod networks only")),
+                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this Flat network dual-stack, and this version of the node agent programs IPv4 pod networks, and dual-stack networks only in Overlay mode")),
             "{:?}",
             dual.outcome.failure
         );

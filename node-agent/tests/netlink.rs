@@ -1370,8 +1370,16 @@ async fn kernel_parameters_are_written_under_the_configured_sysctl_dir_in_the_ag
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     ns.exec("sysctl -qw net.ipv4.ip_forward=0");
-    netlink.enable_forwarding().await.expect("forwarding");
+    ns.exec("sysctl -qw net.ipv6.conf.all.forwarding=0");
+    netlink.enable_forwarding(false).await.expect("forwarding");
     assert_eq!(ns_value("/proc/sys/net/ipv4/ip_forward"), "1");
+    assert_eq!(
+        ns_value("/proc/sys/net/ipv6/conf/all/forwarding"),
+        "0",
+        "IPv6 forwarding only for a dual-stack network"
+    );
+    netlink.enable_forwarding(true).await.expect("forwarding");
+    assert_eq!(ns_value("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
     apply(
         &mut netlink,
         &[
@@ -1393,7 +1401,7 @@ async fn kernel_parameters_are_written_under_the_configured_sysctl_dir_in_the_ag
     // A root without net/ fails with the path in the message, not silently in /proc/sys.
     let missing = causeway_node_agent::sysctl::SysctlDir::new(root.join("missing"));
     let wrong = ns.netlink().await.with_sysctl_dir(missing);
-    let Err(message) = wrong.enable_forwarding().await else {
+    let Err(message) = wrong.enable_forwarding(false).await else {
         panic!("forwarding enabled through a root that does not exist");
     };
     let want = root.join("missing/net/ipv4/ip_forward");

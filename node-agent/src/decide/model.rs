@@ -425,8 +425,10 @@ pub trait Dataplane {
     /// The main table's routes that are not the agent's (every origin and type).
     async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String>;
 
-    /// Turns IPv4 forwarding on (nodes forward pod traffic).
-    async fn enable_forwarding(&mut self) -> Result<(), String>;
+    /// Turns IPv4 forwarding on (nodes forward pod traffic), and IPv6 forwarding too when
+    /// `ipv6` (a dual-stack network: only then, since IPv6 forwarding makes the kernel ignore
+    /// router advertisements on links with `accept_ra=1`).
+    async fn enable_forwarding(&mut self, ipv6: bool) -> Result<(), String>;
 
     /// Applies `ops` in order, stopping at the first failure, which it returns with its index
     /// (everything before it applied). A dataplane may overlap operations that do not depend

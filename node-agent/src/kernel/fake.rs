@@ -51,6 +51,8 @@ pub struct FakeDataplane {
     pub underlays: BTreeMap<std::net::Ipv4Addr, Underlay>,
     /// IPv4 forwarding was turned on.
     pub forwarding: bool,
+    /// IPv6 forwarding was turned on.
+    pub forwarding6: bool,
     /// Fails the first op whose `Display` contains `.0`, with message `.1` (a simulated kernel
     /// error), before changing anything.
     pub fail_on: Option<(String, String)>,
@@ -375,8 +377,9 @@ impl Dataplane for FakeDataplane {
         })
     }
 
-    async fn enable_forwarding(&mut self) -> Result<(), String> {
+    async fn enable_forwarding(&mut self, ipv6: bool) -> Result<(), String> {
         self.forwarding = true;
+        self.forwarding6 |= ipv6;
         Ok(())
     }
 

@@ -42,6 +42,12 @@ impl SysctlDir {
         self.net(&["ipv4", "ip_forward"])
     }
 
+    /// `net.ipv6.conf.all.forwarding`.
+    #[must_use]
+    pub fn ipv6_forwarding(&self) -> PathBuf {
+        self.net(&["ipv6", "conf", "all", "forwarding"])
+    }
+
     /// `net.ipv4.conf.<dev>.proxy_arp`.
     #[must_use]
     pub fn proxy_arp(&self, dev: &str) -> PathBuf {

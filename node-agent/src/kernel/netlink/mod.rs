@@ -175,22 +175,30 @@ impl Netlink {
     }
 
     /// Turns IPv4 forwarding on in this namespace (pods reach other nodes through the node),
-    /// unless it already is.
+    /// and `net.ipv6.conf.all.forwarding` too when `ipv6` (a dual-stack network), unless they
+    /// already are.
     ///
     /// # Errors
     /// A sentence naming the file and the likely cause.
-    pub async fn enable_forwarding(&self) -> Result<(), String> {
-        let path = self.sysctl.ip_forward();
-        if self.read_sysctl(&path).await.is_ok_and(|v| v.trim() == "1") {
-            return Ok(());
+    pub async fn enable_forwarding(&self, ipv6: bool) -> Result<(), String> {
+        let mut paths = vec![("IPv4", self.sysctl.ip_forward())];
+        if ipv6 {
+            paths.push(("IPv6", self.sysctl.ipv6_forwarding()));
         }
-        self.write_sysctl(&path, "1").await.map_err(|e| {
-            format!(
-                "cannot enable IPv4 forwarding ({}): {e}; the agent needs CAP_NET_ADMIN and a writable {} (--sysctl-dir)",
-                path.display(),
-                self.sysctl.root().join("net").display()
-            )
-        })
+        for (family, path) in paths {
+            if self.read_sysctl(&path).await.is_ok_and(|v| v.trim() == "1") {
+                continue;
+            }
+            self.write_sysctl(&path, "1").await.map_err(|e| {
+                format!(
+                    "cannot enable {family} forwarding ({}): {e}; the agent needs CAP_NET_ADMIN and a writable {} (--sysctl-dir){}",
+                    path.display(),
+                    self.sysctl.root().join("net").display(),
+                    if family == "IPv6" { ", and IPv6 enabled in the kernel" } else { "" }
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Reads a kernel parameter file (under `--sysctl-dir`) in the agent's namespace.
@@ -260,8 +268,8 @@ impl Dataplane for Netlink {
             .map_err(|e| e.to_string())
     }
 
-    async fn enable_forwarding(&mut self) -> Result<(), String> {
-        Netlink::enable_forwarding(self).await
+    async fn enable_forwarding(&mut self, ipv6: bool) -> Result<(), String> {
+        Netlink::enable_forwarding(self, ipv6).await
     }
 
     async fn observe(&mut self) -> Result<State, ApplyError> {
