@@ -1267,6 +1267,110 @@ async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
     assert_eq!(fdb[0]["dst"], PEER_IP.to_string());
 }
 
+/// The IPv6 half of a dual-stack Overlay node (what `plan` adds for `secondaryCidr`): the
+/// bridge's IPv6 gateway, the subnet's /128 on the VXLAN device, and for the peer a route and
+/// a permanent neighbour; the FDB entry is the IPv4 half's.
+fn node_ops6(me: u8, peer: u8, peer_mac: Mac) -> Vec<Op> {
+    vec![
+        Op::AddAddress {
+            dev: "cw-br0".into(),
+            addr: net(&format!("fd00:10:244:{me}::1/64")),
+        },
+        Op::AddAddress {
+            dev: "cw-vx1".into(),
+            addr: net(&format!("fd00:10:244:{me}::/128")),
+        },
+        Op::ReplaceNeighbour(Neighbour {
+            dev: "cw-vx1".into(),
+            ip: ip(&format!("fd00:10:244:{peer}::")),
+            mac: peer_mac,
+        }),
+        Op::ReplaceRoute(route(
+            &format!("fd00:10:244:{peer}::/64"),
+            Some(&format!("fd00:10:244:{peer}::")),
+            "cw-vx1",
+            true,
+        )),
+    ]
+}
+
+/// Waits until no IPv6 address in `ns` is tentative (duplicate address detection done).
+fn wait_for_dad(ns: &Netns) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ns
+        .ip_json("-6 addr show tentative")
+        .iter()
+        .all(|l| l["addr_info"].as_array().is_none_or(Vec::is_empty))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "IPv6 addresses in {} still tentative: {:?}",
+            ns.name,
+            ns.ip_json("-6 addr show tentative")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_dual_stack_nodes_ping_each_other_over_ipv6_through_the_ipv4_vxlan_tunnel() {
+    let one = Netns::new();
+    let two = Netns::new();
+    one.ip(&format!(
+        "link add eth0 type veth peer name eth0 netns {}",
+        two.name
+    ));
+    one.ip(&format!("addr add {NODE_IP}/24 dev eth0"));
+    two.ip(&format!("addr add {PEER_IP}/24 dev eth0"));
+    one.ip("link set eth0 up");
+    two.ip("link set eth0 up");
+
+    let mut first = one.netlink().await;
+    let mut second = two.netlink().await;
+    let mut ops_one = node_ops(1, NODE_IP, MAC_1, 2, PEER_IP, MAC_2);
+    ops_one.extend(node_ops6(1, 2, MAC_2));
+    let mut ops_two = node_ops(2, PEER_IP, MAC_2, 1, NODE_IP, MAC_1);
+    ops_two.extend(node_ops6(2, 1, MAC_1));
+    apply(&mut first, &ops_one).await;
+    apply(&mut second, &ops_two).await;
+    // A port on each bridge, as a pod's veth would be, so the bridge has a carrier and its
+    // IPv6 gateway leaves the tentative state.
+    for ns in [&one, &two] {
+        ns.ip("link add pod0 type veth peer name pod1");
+        ns.ip("link set pod0 master cw-br0");
+        ns.ip("link set pod0 up");
+        ns.ip("link set pod1 up");
+        wait_for_dad(ns);
+    }
+    // What observe reads back is what was applied, both families.
+    let observed = first.observe().await.expect("observe");
+    assert_eq!(observed.routes.len(), 2, "{:?}", observed.routes);
+    assert_eq!(observed.neighbours.len(), 2, "{:?}", observed.neighbours);
+    assert_eq!(observed.fdb.len(), 1, "one FDB entry for both families");
+
+    let sent_before = tx_packets(&one, "cw-vx1");
+    for (from, source, target) in [
+        (&one, "fd00:10:244:1::1", "fd00:10:244:2::1"),
+        (&two, "fd00:10:244:2::1", "fd00:10:244:1::1"),
+        (&one, "10.244.1.1", "10.244.2.1"),
+    ] {
+        let ping = from.exec(&format!("ping -c1 -W2 -I {source} {target}"));
+        assert!(
+            ping.status.success(),
+            "ping {source} → {target} in {} failed:\n{}{}",
+            from.name,
+            String::from_utf8_lossy(&ping.stdout),
+            String::from_utf8_lossy(&ping.stderr)
+        );
+    }
+    assert!(
+        tx_packets(&one, "cw-vx1") > sent_before,
+        "the pings did not leave through cw-vx1"
+    );
+    let fdb = one.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(fdb.len(), 1, "no learning, no flooding: {fdb:?}");
+}
+
 #[tokio::test]
 async fn the_vip_is_held_with_a_kernel_lifetime_and_lapses_without_renewal() {
     let ns = Netns::with_underlay();
