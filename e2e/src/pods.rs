@@ -186,6 +186,18 @@ pub fn first_ipv4(result: &Value) -> Result<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
     bail!("CNI result has no IPv4 address: {result}")
 }
 
+/// The first IPv6 address of a CNI result (a dual-stack network's second range).
+pub fn first_ipv6(result: &Value) -> Result<std::net::Ipv6Addr> {
+    let ips = result["ips"]
+        .as_array()
+        .context("CNI result has no `ips`")?;
+    ips.iter()
+        .filter_map(|ip| ip["address"].as_str())
+        .find_map(|a| a.parse::<ipnet::Ipv6Net>().ok())
+        .map(|net| net.addr())
+        .with_context(|| format!("CNI result has no IPv6 address: {result}"))
+}
+
 /// Writes the node agent's CNI config into a node's CNI config directory, as a stand-in for
 /// the agent where a test runs without one (the harness's own tests). Each node gets its own
 /// host-local data directory, as separate machines would.

@@ -35,11 +35,14 @@ pub fn parse_ping_summary(out: &str) -> Option<PingStats> {
     })
 }
 
-/// Sends `count` pings from namespace `ns` to `dst` (0.2 s apart, each waiting up to 1 s).
-pub fn ping(ns: &str, dst: Ipv4Addr, count: u32) -> Result<PingStats> {
+/// Sends `count` pings from namespace `ns` to `dst` (0.2 s apart, each waiting up to 1 s);
+/// `ping -6` for an IPv6 destination.
+pub fn ping(ns: &str, dst: impl Into<std::net::IpAddr>, count: u32) -> Result<PingStats> {
+    let dst: std::net::IpAddr = dst.into();
+    let family = if dst.is_ipv6() { "-6" } else { "-4" };
     let out = Command::new("ip")
         .args([
-            "netns", "exec", ns, "ping", "-n", "-q", "-i", "0.2", "-W", "1",
+            "netns", "exec", ns, "ping", family, "-n", "-q", "-i", "0.2", "-W", "1",
         ])
         .arg("-c")
         .arg(count.to_string())
@@ -56,8 +59,9 @@ pub fn ping(ns: &str, dst: Ipv4Addr, count: u32) -> Result<PingStats> {
     })
 }
 
-/// Succeeds when every one of 3 pings from `ns` reaches `dst` and comes back.
-pub fn expect_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
+/// Succeeds when every one of 3 pings from `ns` reaches `dst` (IPv4 or IPv6) and comes back.
+pub fn expect_ping(ns: &str, dst: impl Into<std::net::IpAddr>) -> Result<()> {
+    let dst: std::net::IpAddr = dst.into();
     let s = ping(ns, dst, 3)?;
     if s.received != s.transmitted {
         bail!(

@@ -96,6 +96,10 @@ fn main() -> ExitCode {
                 "a_pod_range_holding_node_addresses_is_refused_and_names_the_nodes",
                 range_over_nodes,
             ),
+            testing::test(
+                "dual_stack_pods_get_both_addresses_and_ping_each_other_across_nodes_over_ipv6_and_ipv4",
+                dual_stack,
+            ),
         ],
     )
 }
@@ -1019,6 +1023,102 @@ fn range_over_nodes(c: &Cluster) -> Result<()> {
 /// The cross-subnet example: first its MTU (8950) is refused on this 1500-byte underlay with a
 /// clear reason; without it, peers on lan-a are reached by plain routes over the underlay and
 /// node-d, behind the router, over VXLAN.
+/// A dual-stack Overlay network (IPv4 cidr, IPv6 secondaryCidr) over the IPv4 underlay: pods
+/// on node-a, node-b (same segment) and node-d (behind the router) get one address of each
+/// family from the agents' CNI config and reach each other over both; IPv6 rides the IPv4
+/// VXLAN tunnel. Runs after the other networks are gone (one network per node here).
+fn dual_stack(c: &Cluster) -> Result<()> {
+    let name = "overlay-dual";
+    let pn = suite::pod_network(
+        name,
+        "10.246.0.0/16",
+        "Overlay",
+        serde_json::json!({
+            "secondaryCidr": "fd00:10:246::/56",
+            "secondaryNodeSubnetPrefixLength": 64,
+            "overlay": {"vni": 7, "port": 8472},
+        }),
+    );
+    let nodes = ["node-a", "node-b", "node-d"];
+    // The test underlay has IPv6 off everywhere; nodes get it for the links created from now
+    // on (the agent's bridge and VXLAN device), the underlay stays IPv4 only.
+    let ipv6_on_new_links = |on: bool| -> Result<()> {
+        let value = format!("net.ipv6.conf.default.disable_ipv6={}", u8::from(!on));
+        for node in NODES {
+            c.exec(node, "sysctl", &["-q", "-w", &value])?;
+        }
+        Ok(())
+    };
+    ipv6_on_new_links(true)?;
+    let pods = SUITE
+        .bring_up(c, &pn.to_string(), name, &nodes, "ds")
+        .with_context(|| {
+            let network = c
+                .kubectl(&["get", "podnetwork", name, "-o", "jsonpath={.status}"])
+                .unwrap_or_default();
+            let subnets: Vec<String> = deploy::node_subnets(c, name)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| format!("{}: {}", s["spec"], s["status"]))
+                .collect();
+            format!("network status {network}; NodeSubnets {subnets:#?}")
+        })?;
+    let result = (|| -> Result<()> {
+        let subnets = deploy::node_subnets(c, name)?;
+        for s in &subnets {
+            let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+            ensure!(
+                s["spec"]["secondaryCidr"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("fd00:10:246:")),
+                "{node} has no IPv6 subnet: {}",
+                s["spec"]
+            );
+        }
+        // Three peers each way, on every node: three IPv4 and three IPv6 routes.
+        let routes = our_routes(c, "node-a")?;
+        let v6_routes = c.exec("node-a", "ip", &["-6", "route", "show", "proto", "249"])?;
+        ensure!(
+            v6_routes
+                .lines()
+                .filter(|l| l.contains("dev cw-vx7"))
+                .count()
+                == subnets.len() - 1,
+            "node-a's IPv6 routes: {v6_routes} (IPv4: {routes:?})"
+        );
+        let mut v6 = Vec::new();
+        for p in &pods {
+            v6.push(pods::first_ipv6(&p.result)?);
+        }
+        for from in &pods {
+            for (j, to) in pods.iter().enumerate() {
+                if from.node == to.node {
+                    continue;
+                }
+                traffic::expect_ping(&from.netns, v6[j]).with_context(|| {
+                    format!(
+                        "{}/{} -> {}/{} over IPv6",
+                        from.node, from.name, to.node, to.name
+                    )
+                })?;
+                traffic::expect_ping(&from.netns, to.ip).with_context(|| {
+                    format!(
+                        "{}/{} -> {}/{} over IPv4",
+                        from.node, from.name, to.node, to.name
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    })();
+    for p in SUITE.take_pods() {
+        pods::del(c, &p)?;
+    }
+    c.kubectl(&["delete", "podnetwork", name, "--wait=true", "--timeout=60s"])?;
+    ipv6_on_new_links(false)?;
+    result
+}
+
 fn cross_subnet(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
     // node-d was deleted by an earlier test: it comes back as a kubelet would register it.

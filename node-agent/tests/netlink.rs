@@ -13,8 +13,8 @@ mod support;
 use support::{Netns, output, require_root, require_tools, run};
 
 use causeway_node_agent::model::{
-    Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Nat, Neighbour, Op, Route, Snat,
-    State,
+    Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Masquerade6, Nat, Nat6, Neighbour,
+    Op, Route, Snat, State,
 };
 use causeway_node_agent::netlink::{Netlink, Underlay};
 use ipnet::{IpNet, Ipv4Net};
@@ -644,6 +644,63 @@ async fn the_nat_table_is_replaced_whole_observed_and_deleted_and_other_tables_s
     assert_eq!(nat_listing(&ns), None);
     assert_eq!(netlink.observe().await.expect("observe").nat, None);
     let kept = ns.exec("nft list table ip someone-else");
+    assert!(
+        kept.status.success(),
+        "a foreign table was removed: {kept:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ipv6_nat_table_is_its_own_family_and_leaves_the_ipv4_one_and_foreign_ones_alone() {
+    let ns = Netns::new();
+    let mut netlink = ns.netlink().await;
+    let foreign = ns.exec("nft add table ip6 someone-else");
+    assert!(foreign.status.success(), "{foreign:?}");
+    let v4 = Masquerade {
+        source: net4("10.244.1.0/24"),
+        exempt: vec![net4("10.244.0.0/16")],
+    };
+    let v6 = Masquerade6 {
+        source: "fd00:10:244:1::/64".parse().expect("net"),
+        exempt: vec![
+            "2001:db8::/32".parse().expect("net"),
+            "fd00:10:244::/56".parse().expect("net"),
+        ],
+    };
+    apply(
+        &mut netlink,
+        &[Op::ReplaceNat(v4.clone()), Op::ReplaceNat6(v6.clone())],
+    )
+    .await;
+    let listed = ns.exec("nft list table ip6 causeway");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("ip6 saddr fd00:10:244:1::/64 ip6 daddr != @no-masquerade masquerade"),
+        "{text}"
+    );
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.nat, Some(Nat::Masquerade(v4.clone())));
+    assert_eq!(state.nat6, Some(Nat6::Masquerade(v6.clone())));
+
+    // Tampering with the ip6 table makes it unrecognised, the IPv4 one stays recognised.
+    let tamper = ns.exec("nft add rule ip6 causeway postrouting counter accept");
+    assert!(tamper.status.success(), "{tamper:?}");
+    let state = netlink.observe().await.expect("observe");
+    assert!(
+        matches!(state.nat6, Some(Nat6::Unrecognised(_))),
+        "{:?}",
+        state.nat6
+    );
+    assert_eq!(state.nat, Some(Nat::Masquerade(v4)));
+
+    apply(&mut netlink, &[Op::DeleteNat6]).await;
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.nat6, None);
+    assert!(
+        state.nat.is_some(),
+        "deleting the ip6 table left the ip one"
+    );
+    let kept = ns.exec("nft list table ip6 someone-else");
     assert!(
         kept.status.success(),
         "a foreign table was removed: {kept:?}"

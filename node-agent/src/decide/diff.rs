@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use crate::model::{Link, LinkKind, Nat, Op, Snat, State};
+use crate::model::{Link, LinkKind, Nat, Nat6, Op, Snat, State};
 
 /// The operations that take the kernel from `observed` to `desired` (see the module docs for
 /// their order and why).
@@ -106,6 +106,14 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             Nat::Unrecognised(_) => ops.push(Op::DeleteNat),
         }
     }
+    if let Some(want) = &desired.nat6
+        && observed.nat6.as_ref() != Some(want)
+    {
+        match want {
+            Nat6::Masquerade(m) => ops.push(Op::ReplaceNat6(m.clone())),
+            Nat6::Unrecognised(_) => ops.push(Op::DeleteNat6),
+        }
+    }
     if let Some(want) = &desired.snat
         && observed.snat.as_ref() != Some(want)
     {
@@ -139,6 +147,9 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     }
     if desired.nat.is_none() && observed.nat.is_some() {
         ops.push(Op::DeleteNat);
+    }
+    if desired.nat6.is_none() && observed.nat6.is_some() {
+        ops.push(Op::DeleteNat6);
     }
     if desired.snat.is_none() && observed.snat.is_some() {
         ops.push(Op::DeleteSnat);

@@ -6,8 +6,9 @@
 //! - every route carries protocol [`ROUTE_PROTOCOL`] (`ip route` shows `proto 249`), IPv4 and
 //!   IPv6 alike;
 //! - neighbour and FDB entries are only ever read and written on the agent's own links;
-//! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`), which the agent
-//!   replaces whole; other tables are never read or written;
+//! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`, and `ip6 causeway` for
+//!   a dual-stack network's IPv6 pods), which the agent replaces whole; other tables are never
+//!   read or written;
 //! - proxy ARP is read and changed only on links that carry one of the agent's device routes
 //!   (Flat mode's on-link route for the network's range);
 //! - pods' host-side veths (created by the CNI `bridge` plugin, not by the agent) are read
@@ -21,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Route protocol number on every route the agent installs (unassigned in
 /// `/etc/iproute2/rt_protos`; Calico uses 80, BIRD 12). Routes with any other protocol are
@@ -171,6 +172,26 @@ pub struct Masquerade {
     pub exempt: Vec<Ipv4Net>,
 }
 
+/// Outgoing NAT for IPv6 (dual-stack): packets from `source` (the node's IPv6 pod subnet)
+/// to any destination outside `exempt` (the network's secondaryCidr and IPv6
+/// `natExcludeCidrs`) leave with the node's IPv6 address. In the table [`NAT_TABLE`] of
+/// family `ip6`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Masquerade6 {
+    pub source: Ipv6Net,
+    /// Sorted, without overlaps.
+    pub exempt: Vec<Ipv6Net>,
+}
+
+/// The agent's `ip6` nftables table as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Nat6 {
+    /// The table holds exactly the agent's masquerade rule.
+    Masquerade(Masquerade6),
+    /// Changed by someone else; replaced whole.
+    Unrecognised(String),
+}
+
 /// The agent's nftables table as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Nat {
@@ -220,6 +241,8 @@ pub struct State {
     pub fdb_extra: Vec<Fdb>,
     /// The [`NAT_TABLE`] table; `None` when absent.
     pub nat: Option<Nat>,
+    /// The [`NAT_TABLE`] table of family `ip6`; `None` when absent.
+    pub nat6: Option<Nat6>,
     /// The [`SNAT_TABLE`] table; `None` when absent.
     pub snat: Option<Snat>,
     /// Links (the underlay, in Flat mode) on which the agent turned proxy ARP on: those that
@@ -270,6 +293,10 @@ pub enum Op {
     ReplaceNat(Masquerade),
     /// Delete the [`NAT_TABLE`] table.
     DeleteNat,
+    /// Replace the `ip6` [`NAT_TABLE`] table with one holding this rule, in one transaction.
+    ReplaceNat6(Masquerade6),
+    /// Delete the `ip6` [`NAT_TABLE`] table.
+    DeleteNat6,
     /// Replace the [`SNAT_TABLE`] table with one holding this rule, in one transaction.
     ReplaceSnat(GatewaySnat),
     /// Delete the [`SNAT_TABLE`] table.
@@ -353,6 +380,16 @@ impl fmt::Display for Op {
                 )
             }
             Op::DeleteNat => write!(f, "delete nft table ip {NAT_TABLE}"),
+            Op::ReplaceNat6(m) => {
+                let exempt: Vec<String> = m.exempt.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "replace nft table ip6 {NAT_TABLE}: ip6 saddr {} ip6 daddr != {{ {} }} masquerade",
+                    m.source,
+                    exempt.join(", ")
+                )
+            }
+            Op::DeleteNat6 => write!(f, "delete nft table ip6 {NAT_TABLE}"),
             Op::ReplaceSnat(g) => {
                 let clients: Vec<String> = g.clients.iter().map(ToString::to_string).collect();
                 write!(

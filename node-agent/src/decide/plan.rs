@@ -48,8 +48,8 @@ use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::model::{
-    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Neighbour, Route, Snat,
-    State,
+    Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Nat6, Neighbour, Route,
+    Snat, State,
 };
 
 /// The pod bridge of every node; the CNI `bridge` plugin attaches pods to it.
@@ -298,6 +298,13 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
             own.network,
             &exclude,
         )));
+        if let (Some(secondary), Some(network6)) = (own.secondary, own.network6) {
+            desired.nat6 = Some(Nat6::Masquerade(crate::nat::masquerade6(
+                secondary,
+                network6,
+                &nat_exclusions6(network),
+            )));
+        }
     }
     Ok(Plan {
         desired,
@@ -677,8 +684,21 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
     skipped
 }
 
+/// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for a dual-stack network's IPv6
+/// masquerade; entries that do not parse fail the plan in [`nat_exclusions`] already.
+fn nat_exclusions6(network: &PodNetworkSpec) -> Vec<Ipv6Net> {
+    network
+        .nat_exclude_cidrs
+        .iter()
+        .filter_map(|v| match v.trim().parse::<IpNet>() {
+            Ok(IpNet::V6(n)) => Some(n.trunc()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `spec.natExcludeCidrs` as IPv4 prefixes (host bits dropped; IPv6 entries cannot match
-/// IPv4 pod traffic and are left out).
+/// IPv4 pod traffic and go to the IPv6 rule of a dual-stack network).
 fn nat_exclusions(network: &PodNetworkSpec) -> Result<Vec<Ipv4Net>, PlanError> {
     let mut out = Vec::new();
     for (index, value) in network.nat_exclude_cidrs.iter().enumerate() {
@@ -1710,6 +1730,14 @@ mod tests {
                 "crossSubnet {cross_subnet}"
             );
             assert_eq!(p.mtu, 1450, "IPv6 inside IPv4 VXLAN: the same 50 bytes");
+            assert_eq!(
+                p.desired.nat6,
+                Some(Nat6::Masquerade(crate::model::Masquerade6 {
+                    source: "fd00:10:244:1::/64".parse().expect("net"),
+                    exempt: vec!["fd00:10:244::/56".parse().expect("net")],
+                })),
+                "IPv6 pods are masqueraded outside secondaryCidr"
+            );
             assert_eq!(
                 p.secondary,
                 Some("fd00:10:244:1::/64".parse().expect("net"))

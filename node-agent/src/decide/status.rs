@@ -54,9 +54,12 @@ impl Failure {
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,
                 Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => reasons::NEIGHBOUR_FAILED,
                 Op::ReplaceFdb(_) | Op::DeleteFdb(_) => reasons::FDB_FAILED,
-                Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => {
-                    reasons::NAT_FAILED
-                }
+                Op::ReplaceNat(_)
+                | Op::DeleteNat
+                | Op::ReplaceNat6(_)
+                | Op::DeleteNat6
+                | Op::ReplaceSnat(_)
+                | Op::DeleteSnat => reasons::NAT_FAILED,
             },
         }
     }

@@ -211,6 +211,15 @@ impl FakeDataplane {
                 self.state.nat = Some(Nat::Masquerade(m.clone()));
                 Ok(())
             }
+            Op::ReplaceNat6(m) => {
+                self.state.nat6 = Some(crate::model::Nat6::Masquerade(m.clone()));
+                Ok(())
+            }
+            Op::DeleteNat6 => {
+                self.state.nat6.take().map(drop).ok_or_else(|| {
+                    "Error: Could not process rule: No such file or directory".into()
+                })
+            }
             Op::MarkPort { port, bridge } => {
                 let p = self
                     .state

@@ -5,8 +5,8 @@ use std::process::Stdio;
 use nftables::schema::Nftables;
 use tokio::io::AsyncWriteExt;
 
-use super::rules::{interpret, interpret_snat};
-use crate::model::{NAT_TABLE, Nat, SNAT_TABLE, Snat};
+use super::rules::{interpret, interpret_snat, interpret6};
+use crate::model::{NAT_TABLE, Nat, Nat6, SNAT_TABLE, Snat};
 /// Runs `nft` in the agent's network namespace (the process's own, or a named one for tests).
 #[derive(Clone, Debug, Default)]
 pub struct Nft {
@@ -48,7 +48,15 @@ impl Nft {
     /// # Errors
     /// When `nft` fails for another reason than a missing table, or prints unreadable JSON.
     pub async fn observe(&self) -> Result<Option<Nat>, NftError> {
-        Ok(self.list(NAT_TABLE, interpret).await?.flatten())
+        Ok(self.list("ip", NAT_TABLE, interpret).await?.flatten())
+    }
+
+    /// The `ip6` NAT table as it is (see [`Self::observe`]).
+    ///
+    /// # Errors
+    /// As [`Self::observe`].
+    pub async fn observe6(&self) -> Result<Option<Nat6>, NftError> {
+        Ok(self.list("ip6", NAT_TABLE, interpret6).await?.flatten())
     }
 
     /// The BridgeHosts SNAT table as it is (see [`Self::observe`]).
@@ -56,18 +64,20 @@ impl Nft {
     /// # Errors
     /// As [`Self::observe`].
     pub async fn observe_snat(&self) -> Result<Option<Snat>, NftError> {
-        Ok(self.list(SNAT_TABLE, interpret_snat).await?.flatten())
+        Ok(self.list("ip", SNAT_TABLE, interpret_snat).await?.flatten())
     }
 
-    /// `read` of `nft -j list table ip <table>`; `None` when the table or `nft` is missing.
+    /// `read` of `nft -j list table <family> <table>`; `None` when the table or `nft` is
+    /// missing.
     async fn list<T>(
         &self,
+        family: &str,
         table: &str,
         read: impl FnOnce(&Nftables<'_>) -> T,
     ) -> Result<Option<T>, NftError> {
         let output = match self
             .command()
-            .args(["-j", "list", "table", "ip", table])
+            .args(["-j", "list", "table", family, table])
             .output()
             .await
         {
@@ -81,7 +91,7 @@ impl Nft {
                 return Ok(None);
             }
             return Err(NftError(format!(
-                "nft list table ip {table}: {}",
+                "nft list table {family} {table}: {}",
                 stderr.trim()
             )));
         }

@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
 use nftables::schema::{
     Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
@@ -14,7 +14,7 @@ use nftables::schema::{
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::model::{GatewaySnat, Masquerade, NAT_TABLE, Nat, SNAT_TABLE, Snat};
+use crate::model::{GatewaySnat, Masquerade, Masquerade6, NAT_TABLE, Nat, Nat6, SNAT_TABLE, Snat};
 
 /// The chain holding the rule.
 const CHAIN: &str = "postrouting";
@@ -41,25 +41,39 @@ pub fn masquerade(source: Ipv4Net, cluster: Ipv4Net, exclude: &[Ipv4Net]) -> Mas
     }
 }
 
-fn table(name: &'static str) -> Table<'static> {
+/// The IPv6 masquerade rule for pods of `source` in a network whose IPv6 range is `cluster`,
+/// exempting `exclude` (merged and sorted, as for IPv4).
+#[must_use]
+pub fn masquerade6(source: Ipv6Net, cluster: Ipv6Net, exclude: &[Ipv6Net]) -> Masquerade6 {
+    let mut all = vec![cluster.trunc()];
+    all.extend(exclude.iter().map(Ipv6Net::trunc));
+    let mut exempt = Ipv6Net::aggregate(&all);
+    exempt.sort();
+    Masquerade6 {
+        source: source.trunc(),
+        exempt,
+    }
+}
+
+fn table(family: NfFamily, name: &'static str) -> Table<'static> {
     Table {
-        family: NfFamily::IP,
+        family,
         name: Cow::Borrowed(name),
         handle: None,
     }
 }
 
-fn prefix(net: Ipv4Net) -> Expression<'static> {
+fn prefix(net: IpNet) -> Expression<'static> {
     Expression::Named(NamedExpression::Prefix(Prefix {
         addr: Box::new(Expression::String(Cow::Owned(net.network().to_string()))),
         len: u32::from(net.prefix_len()),
     }))
 }
 
-fn field(name: &'static str) -> Expression<'static> {
+fn field(protocol: &'static str, name: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
-            protocol: Cow::Borrowed("ip"),
+            protocol: Cow::Borrowed(protocol),
             field: Cow::Borrowed(name),
         },
     )))
@@ -68,29 +82,49 @@ fn field(name: &'static str) -> Expression<'static> {
 /// One side of a rule's address match: a prefix, or one of the table's set (`@name`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
-    Prefix(Ipv4Net),
+    Prefix(IpNet),
     /// `== @set` (true) or `!= @set` (false).
     Set(bool),
 }
 
 /// A table read back: its set's elements, and the rule's saddr and daddr sides.
-type Listed = (Vec<Ipv4Net>, Side, Side);
+type Listed = (Vec<IpNet>, Side, Side);
 
 /// The shape both tables share: one interval set, one `nat` chain on `postrouting`, one rule
 /// `ip saddr <side> ip daddr <side> masquerade`.
 struct Shape {
+    /// `ip` or `ip6`: the table's family, and the payload protocol of its rule.
+    family: NfFamily,
+    protocol: &'static str,
+    set_type: SetType,
     table: &'static str,
     set: &'static str,
     comment: &'static str,
 }
 
 const OUTGOING: Shape = Shape {
+    family: NfFamily::IP,
+    protocol: "ip",
+    set_type: SetType::Ipv4Addr,
+    table: NAT_TABLE,
+    set: SET,
+    comment: COMMENT,
+};
+
+/// [`OUTGOING`] for a dual-stack network's IPv6 pods: the same table name, family `ip6`.
+const OUTGOING6: Shape = Shape {
+    family: NfFamily::IP6,
+    protocol: "ip6",
+    set_type: SetType::Ipv6Addr,
     table: NAT_TABLE,
     set: SET,
     comment: COMMENT,
 };
 
 const GATEWAY: Shape = Shape {
+    family: NfFamily::IP,
+    protocol: "ip",
+    set_type: SetType::Ipv4Addr,
     table: SNAT_TABLE,
     set: CLIENTS_SET,
     comment: "causeway: BridgeHosts client traffic into the pod network",
@@ -108,14 +142,14 @@ fn side(s: Side, set: &'static str) -> (Expression<'static>, Operator) {
 
 impl Shape {
     /// The batch replacing the table with one holding the rule, atomically.
-    fn replace(&self, elements: &[Ipv4Net], saddr: Side, daddr: Side) -> Nftables<'static> {
+    fn replace(&self, elements: &[IpNet], saddr: Side, daddr: Side) -> Nftables<'static> {
         let add = |o| NfObject::CmdObject(NfCmd::Add(o));
         let set = Set {
-            family: NfFamily::IP,
+            family: self.family,
             table: Cow::Borrowed(self.table),
             name: Cow::Borrowed(self.set),
             handle: None,
-            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+            set_type: SetTypeValue::Single(self.set_type),
             policy: None,
             flags: Some(HashSet::from([SetFlag::Interval])),
             elem: Some(Cow::Owned(elements.iter().map(|n| prefix(*n)).collect())),
@@ -125,7 +159,7 @@ impl Shape {
             comment: None,
         };
         let chain = Chain {
-            family: NfFamily::IP,
+            family: self.family,
             table: Cow::Borrowed(self.table),
             name: Cow::Borrowed(CHAIN),
             newname: None,
@@ -139,17 +173,17 @@ impl Shape {
         let (src, src_op) = side(saddr, self.set);
         let (dst, dst_op) = side(daddr, self.set);
         let rule = Rule {
-            family: NfFamily::IP,
+            family: self.family,
             table: Cow::Borrowed(self.table),
             chain: Cow::Borrowed(CHAIN),
             expr: Cow::Owned(vec![
                 Statement::Match(Match {
-                    left: field("saddr"),
+                    left: field(self.protocol, "saddr"),
                     right: src,
                     op: src_op,
                 }),
                 Statement::Match(Match {
-                    left: field("daddr"),
+                    left: field(self.protocol, "daddr"),
                     right: dst,
                     op: dst_op,
                 }),
@@ -162,9 +196,12 @@ impl Shape {
         Nftables {
             objects: Cow::Owned(vec![
                 // `add` of an existing table is a no-op, so the delete never fails.
-                add(NfListObject::Table(table(self.table))),
-                NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table(self.table)))),
-                add(NfListObject::Table(table(self.table))),
+                add(NfListObject::Table(table(self.family, self.table))),
+                NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table(
+                    self.family,
+                    self.table,
+                )))),
+                add(NfListObject::Table(table(self.family, self.table))),
                 add(NfListObject::Set(Box::new(set))),
                 add(NfListObject::Chain(chain)),
                 add(NfListObject::Rule(rule)),
@@ -175,7 +212,7 @@ impl Shape {
     fn delete(&self) -> Nftables<'static> {
         Nftables {
             objects: Cow::Owned(vec![NfObject::CmdObject(NfCmd::Delete(
-                NfListObject::Table(table(self.table)),
+                NfListObject::Table(table(self.family, self.table)),
             ))]),
         }
     }
@@ -188,7 +225,9 @@ impl Shape {
         let mut other = 0usize;
         for object in listing.objects.iter() {
             match object {
-                NfObject::ListObject(NfListObject::Table(t)) if t.name == self.table => {
+                NfObject::ListObject(NfListObject::Table(t))
+                    if t.name == self.table && t.family == self.family =>
+                {
                     found_table = true;
                 }
                 NfObject::ListObject(NfListObject::Set(s)) => sets.push(s),
@@ -228,7 +267,9 @@ impl Shape {
                 Statement::Match(src),
                 Statement::Match(dst),
                 Statement::Masquerade(None),
-            ] if is_field(&src.left, "saddr") && is_field(&dst.left, "daddr") => {
+            ] if is_field(&src.left, self.protocol, "saddr")
+                && is_field(&dst.left, self.protocol, "daddr") =>
+            {
                 read_side(src).zip(read_side(dst))
             }
             _ => None,
@@ -251,7 +292,21 @@ impl Shape {
 /// The batch that replaces the table with one holding `m`, atomically.
 #[must_use]
 pub fn replace_batch(m: &Masquerade) -> Nftables<'static> {
-    OUTGOING.replace(&m.exempt, Side::Prefix(m.source), Side::Set(false))
+    let exempt: Vec<IpNet> = m.exempt.iter().map(|n| IpNet::V4(*n)).collect();
+    OUTGOING.replace(&exempt, Side::Prefix(m.source.into()), Side::Set(false))
+}
+
+/// The batch that replaces the `ip6` table with one holding `m`, atomically.
+#[must_use]
+pub fn replace_batch6(m: &Masquerade6) -> Nftables<'static> {
+    let exempt: Vec<IpNet> = m.exempt.iter().map(|n| IpNet::V6(*n)).collect();
+    OUTGOING6.replace(&exempt, Side::Prefix(m.source.into()), Side::Set(false))
+}
+
+/// The batch that deletes the `ip6` table.
+#[must_use]
+pub fn delete_batch6() -> Nftables<'static> {
+    OUTGOING6.delete()
 }
 
 /// The batch that deletes the table.
@@ -275,7 +330,8 @@ pub fn gateway_snat(clients: &[Ipv4Net], pods: Ipv4Net) -> GatewaySnat {
 /// The batch that replaces the [`SNAT_TABLE`] with one holding `g`, atomically.
 #[must_use]
 pub fn snat_replace_batch(g: &GatewaySnat) -> Nftables<'static> {
-    GATEWAY.replace(&g.clients, Side::Set(true), Side::Prefix(g.pods))
+    let clients: Vec<IpNet> = g.clients.iter().map(|n| IpNet::V4(*n)).collect();
+    GATEWAY.replace(&clients, Side::Set(true), Side::Prefix(g.pods.into()))
 }
 
 /// The batch that deletes the [`SNAT_TABLE`].
@@ -284,24 +340,46 @@ pub fn snat_delete_batch() -> Nftables<'static> {
     GATEWAY.delete()
 }
 
-/// An IPv4 prefix written as `{"prefix": {...}}` or a bare address (a /32).
-fn as_net(e: &Expression<'_>) -> Option<Ipv4Net> {
+/// A prefix written as `{"prefix": {...}}` or a bare address (a /32 or /128).
+fn as_net(e: &Expression<'_>) -> Option<IpNet> {
     match e {
-        Expression::String(s) => Ipv4Net::new(s.parse::<Ipv4Addr>().ok()?, 32).ok(),
+        Expression::String(s) => Some(IpNet::from(s.parse::<IpAddr>().ok()?)),
         Expression::Named(NamedExpression::Prefix(p)) => match p.addr.as_ref() {
-            Expression::String(s) => Ipv4Net::new(s.parse().ok()?, u8::try_from(p.len).ok()?).ok(),
+            Expression::String(s) => {
+                IpNet::new(s.parse::<IpAddr>().ok()?, u8::try_from(p.len).ok()?).ok()
+            }
             _ => None,
         },
         _ => None,
     }
 }
 
-fn is_field(e: &Expression<'_>, name: &str) -> bool {
+fn is_field(e: &Expression<'_>, protocol: &str, name: &str) -> bool {
     matches!(
         e,
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(f)))
-            if f.protocol == "ip" && f.field == name
+            if f.protocol == protocol && f.field == name
     )
+}
+
+/// IPv4 prefixes only, or `None` when one is IPv6.
+fn all_v4(nets: Vec<IpNet>) -> Option<Vec<Ipv4Net>> {
+    nets.into_iter()
+        .map(|n| match n {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+/// IPv6 prefixes only, or `None` when one is IPv4.
+fn all_v6(nets: Vec<IpNet>) -> Option<Vec<Ipv6Net>> {
+    nets.into_iter()
+        .map(|n| match n {
+            IpNet::V6(n) => Some(n),
+            IpNet::V4(_) => None,
+        })
+        .collect()
 }
 
 /// What `nft -j list table ip causeway` shows, as the agent's model: `None` without the
@@ -309,11 +387,25 @@ fn is_field(e: &Expression<'_>, name: &str) -> bool {
 #[must_use]
 pub fn interpret(listing: &Nftables<'_>) -> Option<Nat> {
     Some(match OUTGOING.read(listing)? {
-        Ok((exempt, Side::Prefix(source), Side::Set(false))) => {
-            Nat::Masquerade(Masquerade { source, exempt })
-        }
+        Ok((exempt, Side::Prefix(IpNet::V4(source)), Side::Set(false))) => match all_v4(exempt) {
+            Some(exempt) => Nat::Masquerade(Masquerade { source, exempt }),
+            None => Nat::Unrecognised("the set holds an element the agent did not write".into()),
+        },
         Ok(_) => Nat::Unrecognised("the rule was changed".to_owned()),
         Err(why) => Nat::Unrecognised(why.to_owned()),
+    })
+}
+
+/// What `nft -j list table ip6 causeway` shows, as the agent's model (see [`interpret`]).
+#[must_use]
+pub fn interpret6(listing: &Nftables<'_>) -> Option<Nat6> {
+    Some(match OUTGOING6.read(listing)? {
+        Ok((exempt, Side::Prefix(IpNet::V6(source)), Side::Set(false))) => match all_v6(exempt) {
+            Some(exempt) => Nat6::Masquerade(Masquerade6 { source, exempt }),
+            None => Nat6::Unrecognised("the set holds an element the agent did not write".into()),
+        },
+        Ok(_) => Nat6::Unrecognised("the rule was changed".to_owned()),
+        Err(why) => Nat6::Unrecognised(why.to_owned()),
     })
 }
 
@@ -321,9 +413,10 @@ pub fn interpret(listing: &Nftables<'_>) -> Option<Nat> {
 #[must_use]
 pub fn interpret_snat(listing: &Nftables<'_>) -> Option<Snat> {
     Some(match GATEWAY.read(listing)? {
-        Ok((clients, Side::Set(true), Side::Prefix(pods))) => {
-            Snat::Masquerade(GatewaySnat { clients, pods })
-        }
+        Ok((clients, Side::Set(true), Side::Prefix(IpNet::V4(pods)))) => match all_v4(clients) {
+            Some(clients) => Snat::Masquerade(GatewaySnat { clients, pods }),
+            None => Snat::Unrecognised("the set holds an element the agent did not write".into()),
+        },
         Ok(_) => Snat::Unrecognised("the rule was changed".to_owned()),
         Err(why) => Snat::Unrecognised(why.to_owned()),
     })
@@ -406,6 +499,55 @@ mod tests {
                 exempt: vec![net("10.244.0.0/16"), net("172.16.5.5/32")],
             }))
         );
+    }
+
+    #[test]
+    fn the_ipv6_table_is_family_ip6_and_round_trips_through_a_listing() {
+        let net6 = |s: &str| -> Ipv6Net { s.parse().expect("IPv6 CIDR") };
+        let m = masquerade6(
+            net6("fd00:10:244:1::/64"),
+            net6("fd00:10:244::/56"),
+            &[net6("fd00:10:244:7::1/64"), net6("2001:db8::/32")],
+        );
+        assert_eq!(
+            m.exempt,
+            vec![net6("2001:db8::/32"), net6("fd00:10:244::/56")],
+            "merged (the /64 lies in the /56) and sorted"
+        );
+        let batch = serde_json::to_value(replace_batch6(&m)).expect("JSON");
+        let cmds = batch["nftables"].as_array().expect("commands");
+        assert_eq!(cmds[0]["add"]["table"]["family"], "ip6");
+        assert_eq!(cmds[0]["add"]["table"]["name"], NAT_TABLE);
+        assert_eq!(cmds[3]["add"]["set"]["type"], "ipv6_addr");
+        let rule = &cmds[5]["add"]["rule"];
+        assert_eq!(rule["family"], "ip6");
+        assert_eq!(
+            rule["expr"][0]["match"]["left"]["payload"]["protocol"],
+            "ip6"
+        );
+        // What `nft -j list table ip6 causeway` prints for it.
+        let listing = r#"{"nftables": [
+          {"metainfo": {"version": "1.0.6", "release_name": "x", "json_schema_version": 1}},
+          {"table": {"family": "ip6", "name": "causeway", "handle": 1}},
+          {"set": {"family": "ip6", "name": "no-masquerade", "table": "causeway", "type": "ipv6_addr",
+                   "handle": 2, "flags": ["interval"],
+                   "elem": [{"prefix": {"addr": "2001:db8::", "len": 32}}, {"prefix": {"addr": "fd00:10:244::", "len": 56}}]}},
+          {"chain": {"family": "ip6", "table": "causeway", "name": "postrouting", "handle": 1,
+                     "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+          {"rule": {"family": "ip6", "table": "causeway", "chain": "postrouting", "handle": 3,
+                    "comment": "causeway: pod traffic leaving the cluster",
+                    "expr": [
+                      {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+                                 "right": {"prefix": {"addr": "fd00:10:244:1::", "len": 64}}}},
+                      {"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                                 "right": "@no-masquerade"}},
+                      {"masquerade": null}]}}]}"#;
+        let listing: Nftables<'_> = serde_json::from_str(listing).expect("parses");
+        assert_eq!(interpret6(&listing), Some(Nat6::Masquerade(m)));
+        // The IPv4 reader never takes the ip6 table for its own.
+        assert_eq!(interpret(&listing), None);
+        let delete = serde_json::to_value(delete_batch6()).expect("JSON");
+        assert_eq!(delete["nftables"][0]["delete"]["table"]["family"], "ip6");
     }
 
     #[test]

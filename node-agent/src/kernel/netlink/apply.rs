@@ -89,9 +89,14 @@ impl Netlink {
             Op::ReplaceFdb(_) | Op::DeleteFdb(_) => self.apply_fdb(op).await,
             Op::MarkPort { .. } | Op::AttachPort { .. } => self.apply_port(op).await,
             Op::SetLooseRpFilter(_) | Op::SetProxyArp { .. } => self.apply_sysctl(op).await,
-            Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => Err(
-                Failure::Refused("NAT operations go through nft, not rtnetlink".into()),
-            ),
+            Op::ReplaceNat(_)
+            | Op::DeleteNat
+            | Op::ReplaceNat6(_)
+            | Op::DeleteNat6
+            | Op::ReplaceSnat(_)
+            | Op::DeleteSnat => Err(Failure::Refused(
+                "NAT operations go through nft, not rtnetlink".into(),
+            )),
         }
     }
 
@@ -658,11 +663,27 @@ pub(super) fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         Op::ReplaceRoute(r) | Op::DeleteRoute(r) => Some(r.dev.as_str()),
         Op::ReplaceNeighbour(n) | Op::DeleteNeighbour(n) => Some(n.dev.as_str()),
         Op::ReplaceFdb(f) | Op::DeleteFdb(f) => Some(f.dev.as_str()),
-        Op::ReplaceNat(_) | Op::DeleteNat | Op::ReplaceSnat(_) | Op::DeleteSnat => None,
+        Op::ReplaceNat(_)
+        | Op::DeleteNat
+        | Op::ReplaceNat6(_)
+        | Op::DeleteNat6
+        | Op::ReplaceSnat(_)
+        | Op::DeleteSnat => None,
         Op::SetProxyArp { dev, .. } | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
         Op::MarkPort { port, .. } | Op::AttachPort { port, .. } => Some(port.as_str()),
     };
     Some(match (errno, op) {
+        // The kernel's text for an IPv6 address on a link without IPv6 is "IPv6 is disabled
+        // on this device", with EPERM: not a matter of privileges.
+        (
+            Errno::EPERM,
+            Op::AddAddress {
+                dev,
+                addr: IpNet::V6(_),
+            },
+        ) => format!(
+            "a dual-stack network needs IPv6 on the node: set net.ipv6.conf.default.disable_ipv6=0 (and net.ipv6.conf.{dev}.disable_ipv6=0 for a link that exists)"
+        ),
         (Errno::EPERM | Errno::EACCES, _) => {
             "the agent needs root or CAP_NET_ADMIN in this network namespace".into()
         }

@@ -281,6 +281,10 @@ impl Dataplane for Netlink {
             op: format!("nft list table ip {NAT_TABLE}"),
             message: error.to_string(),
         })?;
+        state.nat6 = self.nft().observe6().await.map_err(|error| ApplyError {
+            op: format!("nft list table ip6 {NAT_TABLE}"),
+            message: error.to_string(),
+        })?;
         state.snat = self
             .nft()
             .observe_snat()
@@ -297,6 +301,8 @@ impl Dataplane for Netlink {
         let nat = match op {
             Op::ReplaceNat(m) => Some(nat::replace_batch(m)),
             Op::DeleteNat => Some(nat::delete_batch()),
+            Op::ReplaceNat6(m) => Some(nat::replace_batch6(m)),
+            Op::DeleteNat6 => Some(nat::delete_batch6()),
             Op::ReplaceSnat(g) => Some(nat::snat_replace_batch(g)),
             Op::DeleteSnat => Some(nat::snat_delete_batch()),
             _ => None,
