@@ -1096,8 +1096,48 @@ fn dual_stack(c: &Cluster) -> Result<()> {
                     continue;
                 }
                 traffic::expect_ping(&from.netns, v6[j]).with_context(|| {
+                    // What both nodes and the source pod hold, for the failure message.
+                    let show = |host: &str, args: &[&str]| {
+                        c.exec(host, "ip", args).unwrap_or_else(|e| e.to_string())
+                    };
+                    let pod = |args: &[&str]| {
+                        std::process::Command::new("ip")
+                            .args(["-n", &from.netns])
+                            .args(args)
+                            .output()
+                            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                            .unwrap_or_default()
+                    };
+                    let mut state = String::new();
+                    for node in [from.node.as_str(), to.node.as_str()] {
+                        for args in [
+                            &["-6", "addr"][..],
+                            &["-6", "route"][..],
+                            &["-6", "neigh"][..],
+                        ] {
+                            state.push_str(&format!("{node} ip {args:?}:\n{}\n", show(node, args)));
+                        }
+                        state.push_str(&format!(
+                            "{node} forwarding: {}\n",
+                            c.exec(
+                                node,
+                                "sysctl",
+                                &[
+                                    "net.ipv6.conf.all.forwarding",
+                                    "net.ipv6.conf.cw-br0.forwarding"
+                                ]
+                            )
+                            .unwrap_or_else(|e| e.to_string())
+                        ));
+                    }
+                    state.push_str(&format!(
+                        "pod addr:\n{}\npod route:\n{}\npod neigh:\n{}",
+                        pod(&["-6", "addr"]),
+                        pod(&["-6", "route"]),
+                        pod(&["-6", "neigh"])
+                    ));
                     format!(
-                        "{}/{} -> {}/{} over IPv6",
+                        "{}/{} -> {}/{} over IPv6\n{state}",
                         from.node, from.name, to.node, to.name
                     )
                 })?;

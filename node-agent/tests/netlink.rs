@@ -1275,15 +1275,9 @@ fn node_ops(
     ]
 }
 
-fn tx_packets(ns: &Netns, dev: &str) -> u64 {
-    ns.ip_json(&format!("-s link show dev {dev}"))[0]["stats64"]["tx"]["packets"]
-        .as_u64()
-        .expect("tx packets")
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
-    // Two "nodes" joined by a veth pair: the underlay, entirely inside the test namespaces.
+/// Two "nodes" joined by a veth pair `eth0` (NODE_IP and PEER_IP /24): the underlay,
+/// entirely inside the test namespaces.
+fn two_nodes() -> (Netns, Netns) {
     let one = Netns::new();
     let two = Netns::new();
     one.ip(&format!(
@@ -1294,6 +1288,18 @@ async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
     two.ip(&format!("addr add {PEER_IP}/24 dev eth0"));
     one.ip("link set eth0 up");
     two.ip("link set eth0 up");
+    (one, two)
+}
+
+fn tx_packets(ns: &Netns, dev: &str) -> u64 {
+    ns.ip_json(&format!("-s link show dev {dev}"))[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .expect("tx packets")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
+    let (one, two) = two_nodes();
 
     let mut first = one.netlink().await;
     let mut second = two.netlink().await;
@@ -1371,16 +1377,7 @@ fn wait_for_dad(ns: &Netns) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_dual_stack_nodes_ping_each_other_over_ipv6_through_the_ipv4_vxlan_tunnel() {
-    let one = Netns::new();
-    let two = Netns::new();
-    one.ip(&format!(
-        "link add eth0 type veth peer name eth0 netns {}",
-        two.name
-    ));
-    one.ip(&format!("addr add {NODE_IP}/24 dev eth0"));
-    two.ip(&format!("addr add {PEER_IP}/24 dev eth0"));
-    one.ip("link set eth0 up");
-    two.ip("link set eth0 up");
+    let (one, two) = two_nodes();
 
     let mut first = one.netlink().await;
     let mut second = two.netlink().await;

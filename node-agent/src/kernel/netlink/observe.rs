@@ -103,32 +103,21 @@ impl Netlink {
             }
         }
 
-        for message in self.addresses().await? {
-            let (Some(dev), Some((ip, prefix_len))) =
-                (ours.get(&message.header.index), ipv4_of(&message))
-            else {
-                continue;
-            };
-            if let Ok(addr) = Ipv4Net::new(ip, prefix_len) {
-                let addr = IpNet::V4(addr);
-                state
-                    .addresses
-                    .insert((dev.clone(), addr), Address { addr });
-            }
-        }
         // IPv6: the kernel gives every link a link-local address of its own (fe80::/64), which
-        // is never the agent's; only global-scope addresses are read.
-        for message in self
+        // is never the agent's; only global-scope addresses are read (`ipv6_of`).
+        let v6 = self
             .addresses_of(AddressFamily::Inet6, "IPv6 addresses")
-            .await?
-        {
-            let (Some(dev), Some((ip, prefix_len))) =
-                (ours.get(&message.header.index), ipv6_of(&message))
-            else {
+            .await?;
+        for message in self.addresses().await?.iter().chain(&v6) {
+            let Some(dev) = ours.get(&message.header.index) else {
                 continue;
             };
-            if let Ok(addr) = Ipv6Net::new(ip, prefix_len) {
-                let addr = IpNet::V6(addr);
+            let addr = match (ipv4_of(message), ipv6_of(message)) {
+                (Some((ip, len)), _) => Ipv4Net::new(ip, len).ok().map(IpNet::V4),
+                (None, Some((ip, len))) => Ipv6Net::new(ip, len).ok().map(IpNet::V6),
+                (None, None) => None,
+            };
+            if let Some(addr) = addr {
                 state
                     .addresses
                     .insert((dev.clone(), addr), Address { addr });
