@@ -452,7 +452,15 @@ async fn ipv6_addresses_routes_and_neighbours_are_applied_observed_and_deleted_l
         ],
     )
     .await;
-    // What iproute2 sees.
+    // What iproute2 sees: the addresses usable at once (`nodad`), even on a bridge without
+    // ports, where duplicate address detection would keep them tentative.
+    let tentative: Vec<Value> = ns
+        .ip_json("-6 addr show tentative")
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["scope"] == "global")
+        .collect();
+    assert_eq!(tentative, Vec::<Value>::new());
     let routes = ns.ip_json("-6 route show proto 249");
     assert_eq!(routes.len(), 1, "{routes:?}");
     assert_eq!(routes[0]["dst"], "fd00:10:244:2::/64");

@@ -183,12 +183,25 @@ impl Netlink {
             Op::AddAddress { dev, addr } => {
                 owned(dev)?;
                 let index = self.require_link(dev, Role::Link).await?;
-                self.handle
+                let mut request = self
+                    .handle
                     .address()
                     .add(index, addr.addr(), addr.prefix_len())
-                    .replace()
-                    .execute()
-                    .await?;
+                    .replace();
+                // IPv6 without duplicate address detection (`nodad`): the addresses are the
+                // agent's own in its node's subnet (the gateway, the tunnel source), which no
+                // one else is handed, and until DAD completes the kernel neither answers for
+                // nor sends from them (pods could not resolve their gateway for up to 2 s
+                // after the bridge got its first port; on the VXLAN device DAD was seen never
+                // to complete).
+                if addr.addr().is_ipv6() {
+                    let message = request.message_mut();
+                    message.header.flags |= AddressHeaderFlags::Nodad;
+                    message
+                        .attributes
+                        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                }
+                request.execute().await?;
             }
             Op::DeleteAddress { dev, addr } => {
                 owned(dev)?;
