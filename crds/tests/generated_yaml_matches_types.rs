@@ -93,12 +93,28 @@ fn every_crd_is_cluster_scoped_in_the_causeway_category_with_status_and_printer_
         (
             "PodNetwork",
             "pn",
-            &["MODE", "CIDR", "NODES", "PROGRAMMED", "READY", "AGE"],
+            &[
+                "MODE",
+                "CIDR",
+                "SECONDARY",
+                "NODES",
+                "PROGRAMMED",
+                "READY",
+                "AGE",
+            ],
         ),
         (
             "NodeSubnet",
             "nsub",
-            &["NODE", "NETWORK", "CIDR", "ADDRESS", "PROGRAMMED", "AGE"],
+            &[
+                "NODE",
+                "NETWORK",
+                "CIDR",
+                "SECONDARY",
+                "ADDRESS",
+                "PROGRAMMED",
+                "AGE",
+            ],
         ),
         (
             "OverlayGateway",

@@ -97,6 +97,13 @@ const NODE_ADDRESS: Field = Field {
         description = "The node's pod subnet"
     ),
     printcolumn(
+        name = "SECONDARY",
+        type_ = "string",
+        json_path = ".spec.secondaryCidr",
+        description = "The node's subnet of the network's secondaryCidr (dual-stack)",
+        priority = 1
+    ),
+    printcolumn(
         name = "ADDRESS",
         type_ = "string",
         json_path = ".spec.nodeAddress",

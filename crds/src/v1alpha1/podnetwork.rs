@@ -65,6 +65,13 @@ pub const MAX_NODE_PREFIX_V6: u8 = 126;
         description = "The pod address range"
     ),
     printcolumn(
+        name = "SECONDARY",
+        type_ = "string",
+        json_path = ".spec.secondaryCidr",
+        description = "The second pod range of a dual-stack network",
+        priority = 1
+    ),
+    printcolumn(
         name = "NODES",
         type_ = "integer",
         json_path = ".status.selectedNodes",
