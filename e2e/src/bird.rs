@@ -68,12 +68,41 @@ impl Config {
         router_id: Ipv4Addr,
         node_asn: u32,
     ) -> Result<Config> {
+        Self::sessions_with(nodes, asn, router_id, node_asn, |node| {
+            Ok(crate::suite::node_address(c, node)?.into())
+        })
+    }
+
+    /// [`Self::for_nodes`] over IPv6: one IPv6 unicast session per node of `nodes`, with
+    /// the node's IPv6 address (dual-stack and IPv6-only segments).
+    pub fn for_nodes_ipv6(
+        c: &Cluster,
+        nodes: &[&str],
+        asn: u32,
+        router_id: Ipv4Addr,
+        node_asn: u32,
+    ) -> Result<Config> {
+        Self::sessions_with(nodes, asn, router_id, node_asn, |node| {
+            let address = c.topology.node(node).and_then(|h| h.address6);
+            Ok(address
+                .with_context(|| format!("node {node} has no IPv6 address in the topology"))?
+                .into())
+        })
+    }
+
+    fn sessions_with(
+        nodes: &[&str],
+        asn: u32,
+        router_id: Ipv4Addr,
+        node_asn: u32,
+        address: impl Fn(&str) -> Result<IpAddr>,
+    ) -> Result<Config> {
         let neighbours = nodes
             .iter()
             .map(|node| {
                 Ok(Neighbour {
                     name: node.replace('-', "_"),
-                    address: crate::suite::node_address(c, node)?.into(),
+                    address: address(node)?,
                     asn: node_asn,
                     password: None,
                 })
@@ -87,32 +116,6 @@ impl Config {
             bfd: None,
             announce: Vec::new(),
         })
-    }
-
-    /// [`Self::for_nodes`] over IPv6: one IPv6 unicast session per node of `nodes`, with
-    /// the node's IPv6 address (dual-stack and IPv6-only segments).
-    pub fn for_nodes_ipv6(
-        c: &Cluster,
-        nodes: &[&str],
-        asn: u32,
-        router_id: Ipv4Addr,
-        node_asn: u32,
-    ) -> Result<Config> {
-        let mut config = Self::for_nodes(c, &[], asn, router_id, node_asn)?;
-        for node in nodes {
-            let address = c
-                .topology
-                .node(node)
-                .and_then(|h| h.address6)
-                .with_context(|| format!("node {node} has no IPv6 address in the topology"))?;
-            config.neighbours.push(Neighbour {
-                name: node.replace('-', "_"),
-                address: address.into(),
-                asn: node_asn,
-                password: None,
-            });
-        }
-        Ok(config)
     }
 
     /// The `bird.conf` text.

@@ -1035,9 +1035,23 @@ mod tests {
         realistic().validate().expect("realistic");
     }
 
+    type Mutation = Box<dyn Fn(&mut Topology)>;
+
+    /// Each case's mutation of `base()` fails validation with an error containing its text.
+    fn assert_refused(base: fn() -> Topology, cases: Vec<(&str, Mutation, &str)>) {
+        for (name, mutate, want) in cases {
+            let mut t = base();
+            mutate(&mut t);
+            let err = format!("{:#}", t.validate().expect_err(name));
+            assert!(
+                err.contains(want),
+                "{name}: `{err}` does not contain `{want}`"
+            );
+        }
+    }
+
     #[test]
     fn validation_names_the_wrong_entry() {
-        type Mutation = Box<dyn Fn(&mut Topology)>;
         let cases: Vec<(&str, Mutation, &str)> = vec![
             (
                 "address outside segment",
@@ -1082,15 +1096,7 @@ mod tests {
                 "overlap",
             ),
         ];
-        for (name, mutate, want) in cases {
-            let mut t = two_segments();
-            mutate(&mut t);
-            let err = format!("{:#}", t.validate().expect_err(name));
-            assert!(
-                err.contains(want),
-                "{name}: `{err}` does not contain `{want}`"
-            );
-        }
+        assert_refused(two_segments, cases);
     }
 
     #[test]
@@ -1311,7 +1317,6 @@ nodes:
 
     #[test]
     fn validation_refuses_bad_ipv6_input_and_names_the_entry() {
-        type Mutation = Box<dyn Fn(&mut Topology)>;
         let ip6 = |s: &str| s.parse::<Ipv6Addr>().expect("ip");
         let net6 = |s: &str| s.parse::<Ipv6Net>().expect("cidr");
         let cases: Vec<(&str, Mutation, &str)> = vec![
@@ -1379,15 +1384,7 @@ nodes:
                 "kubelet nodes are IPv4-only",
             ),
         ];
-        for (name, mutate, want) in cases {
-            let mut t = two_segments_dual_stack();
-            mutate(&mut t);
-            let err = format!("{:#}", t.validate().expect_err(name));
-            assert!(
-                err.contains(want),
-                "{name}: `{err}` does not contain `{want}`"
-            );
-        }
+        assert_refused(two_segments_dual_stack, cases);
         let cases: Vec<(&str, Mutation, &str)> = vec![
             (
                 "IPv4 address on an IPv6-only segment",
@@ -1400,15 +1397,7 @@ nodes:
                 "the control plane needs IPv4",
             ),
         ];
-        for (name, mutate, want) in cases {
-            let mut t = two_segments_ipv6_only();
-            mutate(&mut t);
-            let err = format!("{:#}", t.validate().expect_err(name));
-            assert!(
-                err.contains(want),
-                "{name}: `{err}` does not contain `{want}`"
-            );
-        }
+        assert_refused(two_segments_ipv6_only, cases);
     }
 
     #[test]
