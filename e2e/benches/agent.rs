@@ -220,11 +220,13 @@ fn topology() -> Result<Topology> {
     Ok(Topology {
         segments: vec![Segment {
             name: "lan".into(),
-            cidr: UNDERLAY.parse()?,
+            cidr: Some(UNDERLAY.parse()?),
+            cidr6: None,
         }],
         control_plane: ControlPlane {
             segment: "lan".into(),
             address: CP_ADDRESS,
+            address6: None,
             controller_manager: false,
         },
         routers: vec![],
@@ -232,6 +234,7 @@ fn topology() -> Result<Topology> {
             name: NODE.into(),
             segment: "lan".into(),
             address: NODE_ADDRESS,
+            address6: None,
             labels: Default::default(),
             routes: Vec::new(),
         }],

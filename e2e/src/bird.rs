@@ -3,12 +3,16 @@
 //! installed in the router's kernel table (so it forwards pod traffic between segments), and
 //! passed on to every other node with the router as next hop.
 //!
+//! A neighbour at an IPv6 address gets an IPv6 unicast session (its prefixes go into the
+//! router's IPv6 kernel table), one at an IPv4 address an IPv4 one, so the same router serves
+//! dual-stack and IPv6-only segments.
+//!
 //! BIRD runs in the foreground (`-f`) as a harness process, so it is ended by pid at
 //! tear-down like everything else; its control socket lives in the router's host directory,
 //! and `birdc -s` talks to it directly (no namespace needed for a unix socket).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::Cluster;
@@ -27,8 +32,8 @@ use crate::traffic::wait_for;
 pub struct Neighbour {
     /// BIRD protocol name (`node_a`).
     pub name: String,
-    /// The node's address.
-    pub address: Ipv4Addr,
+    /// The node's address: its family is the session's (IPv4 or IPv6 unicast).
+    pub address: IpAddr,
     /// The node's AS.
     pub asn: u32,
     /// The TCP MD5 password the session requires, if any.
@@ -47,6 +52,9 @@ pub struct Config {
     pub hold_time: u16,
     /// BFD on every session: (interval in ms, both ways; multiplier).
     pub bfd: Option<(u32, u8)>,
+    /// Prefixes this BIRD originates itself (static, blackholed locally), announced on every
+    /// session of their family: a peer standing in for a node's speaker.
+    pub announce: Vec<IpNet>,
 }
 
 impl Config {
@@ -60,12 +68,41 @@ impl Config {
         router_id: Ipv4Addr,
         node_asn: u32,
     ) -> Result<Config> {
+        Self::sessions_with(nodes, asn, router_id, node_asn, |node| {
+            Ok(crate::suite::node_address(c, node)?.into())
+        })
+    }
+
+    /// [`Self::for_nodes`] over IPv6: one IPv6 unicast session per node of `nodes`, with
+    /// the node's IPv6 address (dual-stack and IPv6-only segments).
+    pub fn for_nodes_ipv6(
+        c: &Cluster,
+        nodes: &[&str],
+        asn: u32,
+        router_id: Ipv4Addr,
+        node_asn: u32,
+    ) -> Result<Config> {
+        Self::sessions_with(nodes, asn, router_id, node_asn, |node| {
+            let address = c.topology.node(node).and_then(|h| h.address6);
+            Ok(address
+                .with_context(|| format!("node {node} has no IPv6 address in the topology"))?
+                .into())
+        })
+    }
+
+    fn sessions_with(
+        nodes: &[&str],
+        asn: u32,
+        router_id: Ipv4Addr,
+        node_asn: u32,
+        address: impl Fn(&str) -> Result<IpAddr>,
+    ) -> Result<Config> {
         let neighbours = nodes
             .iter()
             .map(|node| {
                 Ok(Neighbour {
                     name: node.replace('-', "_"),
-                    address: crate::suite::node_address(c, node)?,
+                    address: address(node)?,
                     asn: node_asn,
                     password: None,
                 })
@@ -77,6 +114,7 @@ impl Config {
             neighbours,
             hold_time: 9,
             bfd: None,
+            announce: Vec::new(),
         })
     }
 
@@ -90,6 +128,22 @@ impl Config {
              protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n",
             self.router_id
         );
+        let v6 = self.neighbours.iter().any(|n| n.address.is_ipv6())
+            || self.announce.iter().any(|p| matches!(p, IpNet::V6(_)));
+        if v6 {
+            conf.push_str("protocol kernel { ipv6 { import none; export all; }; }\n");
+        }
+        for (family, v6) in [("ipv4", false), ("ipv6", true)] {
+            let routes: String = self
+                .announce
+                .iter()
+                .filter(|p| matches!(p, IpNet::V6(_)) == v6)
+                .map(|p| format!(" route {p} blackhole;"))
+                .collect();
+            if !routes.is_empty() {
+                conf.push_str(&format!("protocol static {{ {family};{routes} }}\n"));
+            }
+        }
         let bfd = match self.bfd {
             Some((ms, multiplier)) => {
                 conf.push_str("protocol bfd { }\n");
@@ -107,7 +161,7 @@ impl Config {
                    neighbor {addr} as {peer};\n  \
                    hold time {hold}; keepalive time {keep};\n  \
                    connect retry time 1; error wait time 1, 4;\n{password}{bfd}  \
-                   ipv4 {{ import all; export all;{nh} }};\n{rr}\
+                   {family} {{ import all; export all;{nh} }};\n{rr}\
                  }}\n",
                 password = n
                     .password
@@ -123,6 +177,7 @@ impl Config {
                 nh = if ibgp { " next hop self;" } else { "" },
                 rr = if ibgp { "  rr client;\n" } else { "" },
                 bfd = bfd,
+                family = if n.address.is_ipv6() { "ipv6" } else { "ipv4" },
             ));
         }
         conf
@@ -368,7 +423,7 @@ fn first_per_prefix(text: &str, pick: impl Fn(&str) -> Option<String>) -> BTreeM
     for line in text.lines() {
         if let Some(first) = line.split_whitespace().next()
             && first.contains('/')
-            && first.parse::<ipnet::Ipv4Net>().is_ok()
+            && first.parse::<IpNet>().is_ok()
         {
             current = Some(first.to_string());
         }
@@ -468,4 +523,93 @@ fn watch(ctl: &Path, prefixes: &[String], every: Duration, stop: &AtomicBool) ->
         record(&mut w, name, since);
     }
     w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            asn: 64500,
+            router_id: Ipv4Addr::new(192, 168, 40, 1),
+            neighbours: vec![
+                Neighbour {
+                    name: "node_a".into(),
+                    address: Ipv4Addr::new(192, 168, 50, 11).into(),
+                    asn: 64512,
+                    password: None,
+                },
+                Neighbour {
+                    name: "node_d".into(),
+                    address: "fd00:60::11".parse().expect("ip"),
+                    asn: 64512,
+                    password: None,
+                },
+            ],
+            hold_time: 9,
+            bfd: None,
+            announce: vec!["fd00:244:9::/64".parse().expect("cidr")],
+        }
+    }
+
+    #[test]
+    fn an_ipv6_neighbour_gets_an_ipv6_channel_and_bird_accepts_the_configuration() {
+        let conf = config().render();
+        assert!(conf.contains("neighbor fd00:60::11 as 64512;"), "{conf}");
+        assert!(
+            conf.contains("  ipv6 { import all; export all; };"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("  ipv4 { import all; export all; };"),
+            "{conf}"
+        );
+        assert!(conf.contains("protocol kernel { ipv6 {"), "{conf}");
+        assert!(
+            conf.contains("protocol static { ipv6; route fd00:244:9::/64 blackhole; }"),
+            "{conf}"
+        );
+        // BIRD itself parses it (`bird -p`): the test machine has bird2 (DATAPLANE_NOTES.md).
+        let dir = std::env::temp_dir().join(format!("causeway-bird-v6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bird.conf");
+        std::fs::write(&path, &conf).expect("write");
+        let out = Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("running bird -p (is bird2 installed?)");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "bird -p refused:\n{}{}\n{conf}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn an_ipv4_only_configuration_renders_as_before() {
+        let mut c = config();
+        c.neighbours.truncate(1);
+        c.announce.clear();
+        let conf = c.render();
+        assert!(!conf.contains("ipv6"), "{conf}");
+        assert_eq!(conf.matches("protocol kernel").count(), 1);
+    }
+
+    #[test]
+    fn ipv6_routes_are_read_from_show_route() {
+        let text = "Table master6:\n\
+fd00:244:4::/64      unicast [node_d 13:30:01.123] * (100) [AS64512i]\n\
+\tvia fd00:60::11 on e-lan-b\n\
+Table master4:\n\
+10.244.1.0/24        unicast [node_a 13:30:01.123] * (100) [AS64512i]\n\
+\tvia 192.168.50.11 on e-lan-a\n";
+        let routes = parse_routes(text);
+        assert_eq!(routes["fd00:244:4::/64"], "fd00:60::11");
+        assert_eq!(routes["10.244.1.0/24"], "192.168.50.11");
+    }
 }

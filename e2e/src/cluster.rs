@@ -134,10 +134,29 @@ impl Cluster {
         opts: UpOptions,
     ) -> Result<Self> {
         let started = Instant::now();
-        for batch in &plan.batches {
+        // The first batch creates the namespaces; those with IPv6 addresses get their IPv6
+        // settings before any interface exists in them (see `IPV6_SYSCTLS`).
+        let (create, rest) = plan
+            .batches
+            .split_first()
+            .context("the setup plan has no batches")?;
+        cmd::ip_batch(create.ns.as_deref(), &create.lines)?;
+        for ns in &plan.ipv6_namespaces {
+            let mut c = cmd::in_netns(ns, "sysctl");
+            c.arg("-q");
+            for kv in crate::topology::IPV6_SYSCTLS {
+                c.args(["-w", kv]);
+            }
+            cmd::run(&mut c)?;
+        }
+        for batch in rest {
             cmd::ip_batch(batch.ns.as_deref(), &batch.lines)?;
         }
-        for ns in &plan.namespaces {
+        for ns in plan
+            .namespaces
+            .iter()
+            .filter(|ns| !plan.ipv6_namespaces.contains(ns))
+        {
             // No IPv6 noise (router solicitations, DAD) on the test underlay.
             cmd::run(
                 cmd::in_netns(ns, "sysctl")
@@ -175,7 +194,9 @@ impl Cluster {
         )?;
 
         let dir = State::dir(name);
-        let pki = Pki::create(&dir.join("pki"), &[topology.control_plane.address, cp_ip])?;
+        let mut api_ips = vec![topology.control_plane.address.into(), cp_ip.into()];
+        api_ips.extend(topology.control_plane.address6.map(std::net::IpAddr::V6));
+        let pki = Pki::create(&dir.join("pki"), &api_ips)?;
         let (admin_crt, admin_key) = pki.client_cert("causeway-admin", &["system:masters"])?;
         let kubeconfig = dir.join("kubeconfig");
         pki.kubeconfig(
@@ -574,7 +595,8 @@ impl Cluster {
     }
 
     /// Registers every node of the topology as a Node object, the way a kubelet would: labels,
-    /// then status with its InternalIP and Hostname addresses and a Ready condition.
+    /// then status with its InternalIPs (IPv4 first on a dual-stack segment) and Hostname
+    /// addresses and a Ready condition.
     pub fn register_nodes(&self) -> Result<()> {
         let mut manifests = String::new();
         for n in &self.topology.nodes {
@@ -594,7 +616,7 @@ impl Cluster {
         self.kubectl_stdin(&["apply", "-f", "-"], &manifests)
             .context("registering nodes")?;
         for n in &self.topology.nodes {
-            self.set_node_status(&n.name, Some(n.address))?;
+            self.set_node_addresses(&n.name, &n.addresses())?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //!
 //! Flags follow controller-runtime's envtest; see docs/test-cluster.md for each choice.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,7 +120,7 @@ impl Pki {
 
     /// Creates a CA, the API server's serving certificate (SANs for every address a client
     /// may use), and the service-account signing key pair. ECDSA P-256 throughout.
-    pub fn create(dir: &Path, ips: &[Ipv4Addr]) -> Result<Self> {
+    pub fn create(dir: &Path, ips: &[IpAddr]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let pki = Self {
             dir: dir.to_path_buf(),

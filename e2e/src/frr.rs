@@ -218,19 +218,20 @@ mod tests {
             neighbours: vec![
                 Neighbour {
                     name: "node_a".into(),
-                    address: Ipv4Addr::new(192, 168, 50, 11),
+                    address: Ipv4Addr::new(192, 168, 50, 11).into(),
                     asn: 64512,
                     password: None,
                 },
                 Neighbour {
                     name: "node_b".into(),
-                    address: Ipv4Addr::new(192, 168, 50, 12),
+                    address: Ipv4Addr::new(192, 168, 50, 12).into(),
                     asn: 64500,
                     password: Some("s3cret".into()),
                 },
             ],
             hold_time: 9,
             bfd: None,
+            announce: Vec::new(),
         };
         let conf = render(&config);
         for line in [

@@ -848,6 +848,7 @@ cgroup /sys/fs/cgroup/net_cls,net_prio cgroup rw,relatime,net_cls,net_prio 0 0
                 name: "node-a".into(),
                 segment: "lan".into(),
                 address: [192, 168, 50, 11].into(),
+                address6: None,
                 labels: [("topology.kubernetes.io/zone".to_string(), "lan".to_string())]
                     .into_iter()
                     .collect(),

@@ -1,11 +1,12 @@
 //! Real traffic as proof: ping and TCP between namespaces, with timeouts, and a continuous
-//! ping that counts lost packets and the longest gap during a disruption.
+//! ping that counts lost packets and the longest gap during a disruption. Each helper has an
+//! IPv6 twin (`ping6`, `expect_ping6`, `tcp_check6`, `ContinuousPing::start6`...).
 //!
 //! Targets are always addresses inside the cluster's namespaces (the topologies have no route
 //! out of the machine).
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,10 +36,33 @@ pub fn parse_ping_summary(out: &str) -> Option<PingStats> {
     })
 }
 
-/// Sends `count` pings from namespace `ns` to `dst` (0.2 s apart, each waiting up to 1 s);
-/// `ping -6` for an IPv6 destination.
-pub fn ping(ns: &str, dst: impl Into<std::net::IpAddr>, count: u32) -> Result<PingStats> {
-    let dst: std::net::IpAddr = dst.into();
+/// Sends `count` pings from namespace `ns` to `dst` (0.2 s apart, each waiting up to 1 s).
+pub fn ping(ns: &str, dst: Ipv4Addr, count: u32) -> Result<PingStats> {
+    ping_ip(ns, dst.into(), count)
+}
+
+/// [`ping`] over IPv6 (`ping -6`).
+pub fn ping6(ns: &str, dst: Ipv6Addr, count: u32) -> Result<PingStats> {
+    ping_ip(ns, dst.into(), count)
+}
+
+/// Succeeds when every one of 3 pings from `ns` to IPv6 address `dst` comes back.
+pub fn expect_ping6(ns: &str, dst: Ipv6Addr) -> Result<()> {
+    expect_replies(ns, dst.into(), ping_ip(ns, dst.into(), 3)?)
+}
+
+/// Succeeds when no ping from `ns` to IPv6 address `dst` comes back.
+pub fn expect_no_ping6(ns: &str, dst: Ipv6Addr) -> Result<()> {
+    expect_silence(ns, dst.into(), ping_ip(ns, dst.into(), 2)?)
+}
+
+/// A TCP round trip over IPv6, like [`tcp_check`].
+pub fn tcp_check6(server_ns: &str, client_ns: &str, dst: Ipv6Addr, port: u16) -> Result<()> {
+    tcp_token_check(server_ns, client_ns, dst.into(), port)
+}
+
+/// `ping -4` or `ping -6` as `dst` is; the family flag keeps iputils from guessing.
+fn ping_ip(ns: &str, dst: IpAddr, count: u32) -> Result<PingStats> {
     let family = if dst.is_ipv6() { "-6" } else { "-4" };
     let out = Command::new("ip")
         .args([
@@ -59,10 +83,12 @@ pub fn ping(ns: &str, dst: impl Into<std::net::IpAddr>, count: u32) -> Result<Pi
     })
 }
 
-/// Succeeds when every one of 3 pings from `ns` reaches `dst` (IPv4 or IPv6) and comes back.
-pub fn expect_ping(ns: &str, dst: impl Into<std::net::IpAddr>) -> Result<()> {
-    let dst: std::net::IpAddr = dst.into();
-    let s = ping(ns, dst, 3)?;
+/// Succeeds when every one of 3 pings from `ns` reaches `dst` and comes back.
+pub fn expect_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
+    expect_replies(ns, dst.into(), ping(ns, dst, 3)?)
+}
+
+fn expect_replies(ns: &str, dst: IpAddr, s: PingStats) -> Result<()> {
     if s.received != s.transmitted {
         bail!(
             "ping {ns} -> {dst}: {}/{} replies (expected all)",
@@ -109,7 +135,10 @@ pub fn ping_matrix(pairs: &[(String, Ipv4Addr, String)]) -> Vec<String> {
 
 /// Succeeds when no ping from `ns` to `dst` comes back.
 pub fn expect_no_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
-    let s = ping(ns, dst, 2)?;
+    expect_silence(ns, dst.into(), ping(ns, dst, 2)?)
+}
+
+fn expect_silence(ns: &str, dst: IpAddr, s: PingStats) -> Result<()> {
     if s.received != 0 {
         bail!("ping {ns} -> {dst}: {} replies (expected none)", s.received);
     }
@@ -119,6 +148,10 @@ pub fn expect_no_ping(ns: &str, dst: Ipv4Addr) -> Result<()> {
 /// A TCP round trip: a one-shot `socat` server in `server_ns` on `port` answers with a
 /// token; a client in `client_ns` connects to `dst:port` and must read that token back.
 pub fn tcp_check(server_ns: &str, client_ns: &str, dst: Ipv4Addr, port: u16) -> Result<()> {
+    tcp_token_check(server_ns, client_ns, dst.into(), port)
+}
+
+fn tcp_token_check(server_ns: &str, client_ns: &str, dst: IpAddr, port: u16) -> Result<()> {
     let token = format!("causeway-{}-{port}", std::process::id());
     tcp_exchange(
         server_ns,
@@ -142,7 +175,7 @@ pub fn tcp_seen_source(
     let seen = tcp_exchange(
         server_ns,
         client_ns,
-        dst,
+        dst.into(),
         port,
         "echo $SOCAT_PEERADDR",
         |got| got.parse::<Ipv4Addr>().is_ok(),
@@ -156,14 +189,19 @@ pub fn tcp_seen_source(
 fn tcp_exchange(
     server_ns: &str,
     client_ns: &str,
-    dst: Ipv4Addr,
+    dst: IpAddr,
     port: u16,
     reply: &str,
     accept: impl Fn(&str) -> bool,
 ) -> Result<String> {
+    // socat's address types name the family; an IPv6 address goes in brackets.
+    let (family, target) = match dst {
+        IpAddr::V4(a) => ("TCP4", a.to_string()),
+        IpAddr::V6(a) => ("TCP6", format!("[{a}]")),
+    };
     let mut server = Command::new("ip")
         .args(["netns", "exec", server_ns, "socat", "-T", "5"])
-        .arg(format!("TCP4-LISTEN:{port},reuseaddr"))
+        .arg(format!("{family}-LISTEN:{port},reuseaddr"))
         .arg(format!("SYSTEM:{reply}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -174,7 +212,7 @@ fn tcp_exchange(
     let result = loop {
         let out = Command::new("ip")
             .args(["netns", "exec", client_ns, "socat", "-T", "3", "-u"])
-            .arg(format!("TCP4:{dst}:{port},connect-timeout=2"))
+            .arg(format!("{family}:{target}:{port},connect-timeout=2"))
             .arg("STDOUT")
             .stdin(Stdio::null())
             .output()
@@ -231,6 +269,13 @@ impl ContinuousPing {
         Self::start_from(ns, None, dst, interval)
     }
 
+    /// [`Self::start`] over IPv6 (`ping -6`).
+    pub fn start6(ns: &str, dst: Ipv6Addr, interval: Duration) -> Result<Self> {
+        let mut ping = Command::new("ip");
+        ping.args(["netns", "exec", ns, "ping", "-6"]);
+        Self::start_with(ping, dst, interval)
+    }
+
     /// [`Self::start`] with source address `src` (`ping -I`).
     pub fn start_from(
         ns: &str,
@@ -248,7 +293,12 @@ impl ContinuousPing {
 
     /// [`Self::start`] with `ping` as the command that runs iputils `ping` where the traffic
     /// starts (e.g. `nsenter --net=... -- ping`); options and `dst` are appended.
-    pub fn start_with(mut ping: Command, dst: Ipv4Addr, interval: Duration) -> Result<Self> {
+    pub fn start_with(
+        mut ping: Command,
+        dst: impl Into<IpAddr>,
+        interval: Duration,
+    ) -> Result<Self> {
+        let dst: IpAddr = dst.into();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
             "causeway-ping-{}-{}-{dst}.log",

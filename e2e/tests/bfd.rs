@@ -48,11 +48,13 @@ fn two_routers() -> Topology {
         legs: vec![
             Leg {
                 segment: "lan-a".into(),
-                address: [192, 168, 50, 254].into(),
+                address: Some([192, 168, 50, 254].into()),
+                address6: None,
             },
             Leg {
                 segment: "lan-b".into(),
-                address: [192, 168, 60, 254].into(),
+                address: Some([192, 168, 60, 254].into()),
+                address6: None,
             },
         ],
     });

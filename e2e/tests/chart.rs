@@ -607,6 +607,11 @@ fn the_values_schema_rejects_bad_values_with_a_message() -> Result<()> {
         ),
         (&["--set", "nodeAgent.typo=1"], "typo"),
         (&["--set", "crds.install=maybe"], "/crds/install"),
+        // Two agents cannot share a node's host network and BIRD directory.
+        (
+            &["--set", "nodeAgent.updateStrategy.rollingUpdate.maxSurge=1"],
+            "/nodeAgent/updateStrategy/rollingUpdate/maxSurge",
+        ),
     ];
     for (args, path) in cases {
         let Err(e) = helm::template("causeway", "causeway-system", args) else {

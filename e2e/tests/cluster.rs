@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use causeway_e2e::bird::{self, Bird, Neighbour};
 use causeway_e2e::controlplane::Binaries;
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, ContinuousPing};
@@ -50,6 +51,14 @@ fn main() -> ExitCode {
             testing::test(
                 "a_killed_harness_leaves_leftovers_that_the_next_start_removes",
                 killed_harness,
+            ),
+            testing::test(
+                "a_dual_stack_topology_comes_up_closed_and_routes_both_families_through_the_router",
+                dual_stack,
+            ),
+            testing::test(
+                "an_ipv6_only_topology_comes_up_closed_and_a_bird_router_learns_an_ipv6_prefix",
+                ipv6_only,
             ),
         ],
     )
@@ -386,4 +395,166 @@ fn killed_harness(_c: &Cluster) -> Result<()> {
         "root veth left after down"
     );
     Ok(())
+}
+
+/// The dual-stack preset in a cluster of its own: both families cross r1, nodes list both
+/// InternalIPs (IPv4 first).
+fn dual_stack(_c: &Cluster) -> Result<()> {
+    let c = Cluster::up("dual6", presets::two_segments_dual_stack())?;
+    ipv6_routed_and_closed(&c)?;
+    // IPv4 still crosses r1 alongside.
+    traffic::expect_ping(&c.ns("node-a"), node(&c, "node-d")?)?;
+    Ok(())
+}
+
+/// The IPv6-only preset in a cluster of its own: nodes without IPv4 reach each other through
+/// r1 and the API server at its IPv6 address; BIRD on r1 learns a prefix from a peer BIRD on
+/// node-d over an IPv6 session and installs it in r1's kernel.
+fn ipv6_only(_c: &Cluster) -> Result<()> {
+    let c = Cluster::up("v6only", presets::two_segments_ipv6_only())?;
+    ipv6_routed_and_closed(&c)?;
+    let v4 = c.exec("node-a", "ip", &["-4", "addr", "show", "dev", "eth0"])?;
+    ensure!(!v4.contains("inet "), "node-a has IPv4: {v4}");
+    // An IPv6-only node reaches the API server over IPv6 (its certificate names the address).
+    let cp6 = c.topology.control_plane.address6.context("cp has IPv6")?;
+    let kubectl = c.binaries.kubectl.display().to_string();
+    let kc = c.kubeconfig_underlay.display().to_string();
+    let server = format!("--server=https://[{cp6}]:6443");
+    let out = c.exec(
+        "node-d",
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &kc,
+            &server,
+            "get",
+            "node",
+            "node-d",
+            "-o",
+            "name",
+        ],
+    )?;
+    ensure!(out.trim() == "node/node-d", "{out}");
+
+    let r1 = Bird::start(
+        &c,
+        "r1",
+        &bird::Config::for_nodes_ipv6(&c, &["node-d"], 64500, [192, 168, 40, 1].into(), 64512)?,
+    )?;
+    let peer = bird::Config {
+        asn: 64512,
+        router_id: [10, 0, 0, 4].into(),
+        neighbours: vec![Neighbour {
+            name: "r1".into(),
+            address: c.topology.routers[0].legs[1]
+                .address6
+                .context("r1 has IPv6 on lan-b")?
+                .into(),
+            asn: 64500,
+            password: None,
+        }],
+        hold_time: 9,
+        bfd: None,
+        announce: vec!["fd00:244:4::/64".parse()?],
+    };
+    let _peer = Bird::start(&c, "node-d", &peer)?;
+    let d6 = c.topology.node("node-d").and_then(|n| n.address6);
+    let d6 = d6.context("node-d has IPv6")?.to_string();
+    traffic::wait_for(
+        "r1 learns fd00:244:4::/64 from node-d",
+        Duration::from_secs(20),
+        || {
+            let routes = r1.routes()?;
+            ensure!(
+                routes.get("fd00:244:4::/64") == Some(&d6),
+                "BIRD's table: {routes:?}"
+            );
+            let kernel = c.exec("r1", "ip", &["-6", "route", "show", "fd00:244:4::/64"])?;
+            ensure!(
+                kernel.contains(&format!("via {d6}")) && kernel.contains("proto bird"),
+                "r1's kernel: {kernel:?}"
+            );
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+/// node-a pings node-d over IPv6 one router hop away (hop limit 63), TCP crosses too, a
+/// continuous ping loses nothing; no namespace has a default route and a global address is
+/// unreachable; with IPv6 forwarding off in r1 node-d is cut off; nodes registered their
+/// addresses in the kubelet's order.
+fn ipv6_routed_and_closed(c: &Cluster) -> Result<()> {
+    let v6 = |name: &str| -> Result<std::net::Ipv6Addr> {
+        c.topology
+            .node(name)
+            .and_then(|n| n.address6)
+            .with_context(|| format!("{name} has no IPv6 address"))
+    };
+    for n in &c.topology.nodes {
+        let got = c.kubectl(&[
+            "get",
+            "node",
+            &n.name,
+            "-o",
+            r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
+        ])?;
+        let want: Vec<String> = n.addresses().iter().map(ToString::to_string).collect();
+        ensure!(
+            got.trim() == want.join(" "),
+            "{}: {got:?}, expected {want:?}",
+            n.name
+        );
+    }
+    let (a, d) = (c.ns("node-a"), v6("node-d")?);
+    let out = c.exec(
+        "node-a",
+        "ping",
+        &["-6", "-n", "-c", "1", "-W", "2", &d.to_string()],
+    )?;
+    ensure!(
+        out.contains("ttl=63"),
+        "expected one router hop (hop limit 63): {out}"
+    );
+    traffic::expect_ping6(&a, v6("node-b")?)?;
+    traffic::expect_ping6(&c.ns("client"), d)?;
+    traffic::tcp_check6(&c.ns("node-d"), &a, d, 7006)?;
+    let steady = ContinuousPing::start6(&a, d, Duration::from_millis(20))?;
+    std::thread::sleep(Duration::from_millis(600));
+    let r = steady.stop()?;
+    ensure!(
+        r.transmitted >= 10 && r.lost() == 0,
+        "steady IPv6 ping lost packets: {r:?}"
+    );
+
+    // Closed: no default route of either family anywhere, and no route at all to a global
+    // address (a ping would not even leave: `connect: Network is unreachable`).
+    let hosts = c.topology.nodes.iter().chain(&c.topology.clients);
+    for host in hosts.map(|h| h.name.as_str()).chain(["cp", "r1"]) {
+        let default = c.exec(host, "ip", &["route", "show", "default"])?
+            + &c.exec(host, "ip", &["-6", "route", "show", "default"])?;
+        ensure!(
+            default.trim().is_empty(),
+            "{host} has a default route: {default}"
+        );
+        for global in ["2001:db8::1", "192.0.2.1"] {
+            ensure!(
+                c.exec(host, "ip", &["route", "get", global]).is_err(),
+                "{host} has a route to {global}"
+            );
+        }
+    }
+    // Only through the router.
+    let forwarding = |on: &str| {
+        c.exec(
+            "r1",
+            "sysctl",
+            &["-q", "-w", &format!("net.ipv6.conf.all.forwarding={on}")],
+        )
+    };
+    forwarding("0")?;
+    let cut = traffic::expect_no_ping6(&a, d);
+    forwarding("1")?;
+    cut.context("node-d must be unreachable over IPv6 without the router")?;
+    traffic::expect_ping6(&a, d)
 }

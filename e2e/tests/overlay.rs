@@ -1095,7 +1095,12 @@ fn dual_stack(c: &Cluster) -> Result<()> {
                 if from.node == to.node {
                     continue;
                 }
-                traffic::expect_ping(&from.netns, v6[j]).with_context(|| {
+                // A pod's IPv6 address answers once its duplicate address detection is done
+                // (about a second after CNI ADD): the first pings may go unanswered.
+                wait_for("IPv6 ping", Duration::from_secs(5), || {
+                    traffic::expect_ping6(&from.netns, v6[j])
+                })
+                .with_context(|| {
                     // What both nodes and the source pod hold, for the failure message.
                     let show = |host: &str, args: &[&str]| {
                         c.exec(host, "ip", args).unwrap_or_else(|e| e.to_string())
@@ -1136,6 +1141,12 @@ fn dual_stack(c: &Cluster) -> Result<()> {
                         pod(&["-6", "route"]),
                         pod(&["-6", "neigh"])
                     ));
+                    let target = std::process::Command::new("ip")
+                        .args(["-n", &to.netns, "-6", "addr"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    state.push_str(&format!("\ntarget pod addr:\n{target}"));
                     format!(
                         "{}/{} -> {}/{} over IPv6\n{state}",
                         from.node, from.name, to.node, to.name

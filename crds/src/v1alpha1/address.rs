@@ -97,8 +97,31 @@ pub const RESERVED_V6: [Reserved; 4] = [
 pub enum Families {
     /// IPv4 only: an IPv6 value gets a message saying the field does not take IPv6 yet.
     Ipv4,
-    /// IPv4 or IPv6.
-    Any,
+    /// IPv4 or IPv6, with an accepted value of the other family than the field's `example`:
+    /// messages about a value of one family suggest an example of that family.
+    Any(&'static str),
+}
+
+impl Families {
+    /// The examples for IPv4 and IPv6 values of `field`.
+    fn examples(self, field: &Field) -> (&'static str, &'static str) {
+        match self {
+            Families::Ipv4 => (field.example, field.example),
+            Families::Any(other) if field.example.contains(':') => (other, field.example),
+            Families::Any(other) => (field.example, other),
+        }
+    }
+
+    /// The first rule of a field: the value parses (`isIP`, `isCIDR`), with its message.
+    fn syntax_rule(self, field: &Field, test: &str, kind: &str) -> Rule {
+        let Field { name, example, .. } = *field;
+        Rule::new(test).message(Message::Message(match self {
+            Families::Ipv4 => format!("{name} must be an IPv4 {kind} such as {example}"),
+            Families::Any(other) => {
+                format!("{name} must be an IPv4 or IPv6 {kind} such as {example} or {other}")
+            }
+        }))
+    }
 }
 
 /// The limited broadcast address, inside 240.0.0.0/4 but named on its own.
@@ -136,13 +159,11 @@ pub fn ip_address(field: &Field, families: Families) -> Vec<Rule> {
         )
     };
     let (v4, v6) = (class(&RESERVED), class(&RESERVED_V6));
-    let fix = format!(", not a unicast address a host can own: use {good}, such as {example}");
-    let mut rules = vec![
-        Rule::new("isIP(self)").message(Message::Message(match families {
-            Families::Ipv4 => format!("{name} must be an IPv4 address such as {example}"),
-            Families::Any => format!("{name} must be an IPv4 or IPv6 address such as {example}"),
-        })),
-    ];
+    let (example_v4, example_v6) = families.examples(field);
+    let fix = |example: &str| {
+        format!(", not a unicast address a host can own: use {good}, such as {example}")
+    };
+    let mut rules = vec![families.syntax_rule(field, "isIP(self)", "address")];
     if families == Families::Ipv4 {
         rules.push(
             Rule::new("!isIP(self) || ip(self).family() == 4").message(expression(
@@ -164,16 +185,20 @@ pub fn ip_address(field: &Field, families: Families) -> Vec<Rule> {
             &format!(
                 " + ' is ' + (self == '{BROADCAST}' ? 'the broadcast address {BROADCAST}' : {v4})"
             ),
-            &fix,
+            &fix(example_v4),
         )),
     );
-    if families == Families::Any {
+    if families != Families::Ipv4 {
         rules.push(
             Rule::new(format!(
                 "!isIP(self) || ip(self).family() != 6 || !{}.exists(b, cidr(b).containsIP(self))",
                 reserved_list(&RESERVED_V6)
             ))
-            .message(expression(name, &format!(" + ' is ' + ({v6})"), &fix)),
+            .message(expression(
+                name,
+                &format!(" + ' is ' + ({v6})"),
+                &fix(example_v6),
+            )),
         );
     }
     rules
@@ -201,7 +226,8 @@ pub fn ip_cidr(field: &Field, families: Families) -> Vec<Rule> {
             |block| format!("the {} range {}", block.kind, block.cidr),
         )
     };
-    let overlap = |family: u8, blocks: &[Reserved]| {
+    let (example_v4, example_v6) = families.examples(field);
+    let overlap = |family: u8, blocks: &[Reserved], example: &str| {
         Rule::new(format!(
             "!isCIDR(self) || cidr(self).ip().family() != {family} || !{}.exists(b, cidr(self).containsIP(cidr(b).ip()) || cidr(b).containsIP(cidr(self).ip()))",
             reserved_list(blocks)
@@ -212,12 +238,7 @@ pub fn ip_cidr(field: &Field, families: Families) -> Vec<Rule> {
             &format!(", whose addresses no host can own: use {good}, such as {example}"),
         ))
     };
-    let mut rules = vec![
-        Rule::new("isCIDR(self)").message(Message::Message(match families {
-            Families::Ipv4 => format!("{name} must be an IPv4 CIDR such as {example}"),
-            Families::Any => format!("{name} must be an IPv4 or IPv6 CIDR such as {example}"),
-        })),
-    ];
+    let mut rules = vec![families.syntax_rule(field, "isCIDR(self)", "CIDR")];
     if families == Families::Ipv4 {
         rules.push(
             Rule::new("!isCIDR(self) || cidr(self).ip().family() == 4").message(expression(
@@ -231,7 +252,7 @@ pub fn ip_cidr(field: &Field, families: Families) -> Vec<Rule> {
     }
     let guard = match families {
         Families::Ipv4 => "!isCIDR(self) || cidr(self).ip().family() != 4",
-        Families::Any => "!isCIDR(self)",
+        Families::Any(_) => "!isCIDR(self)",
     };
     rules.push(
         Rule::new(format!("{guard} || cidr(self) == cidr(self).masked()")).message(expression(
@@ -240,9 +261,9 @@ pub fn ip_cidr(field: &Field, families: Families) -> Vec<Rule> {
             "",
         )),
     );
-    rules.push(overlap(4, &RESERVED));
-    if families == Families::Any {
-        rules.push(overlap(6, &RESERVED_V6));
+    rules.push(overlap(4, &RESERVED, example_v4));
+    if families != Families::Ipv4 {
+        rules.push(overlap(6, &RESERVED_V6, example_v6));
     }
     rules
 }
@@ -526,7 +547,7 @@ mod tests {
             ("febf::1", &["a link-local address (fe80::/10)"]),
             ("ff02::1", &["f ff02::1 is a multicast address (ff00::/8)"]),
         ];
-        check(&ip_address(&FIELD, Families::Any), cases);
+        check(&ip_address(&FIELD, Families::Any("fd00::1")), cases);
     }
 
     #[test]
@@ -559,7 +580,7 @@ mod tests {
             ("::ffff:0:0/96", &["f must be an IPv4 or IPv6 CIDR"]),
             ("0.0.0.0/0", &["overlaps the loopback range 127.0.0.0/8"]),
         ];
-        check(&ip_cidr(&FIELD, Families::Any), cases);
+        check(&ip_cidr(&FIELD, Families::Any("fd00::1")), cases);
     }
 
     #[test]

@@ -97,6 +97,13 @@ const NODE_ADDRESS: Field = Field {
         description = "The node's pod subnet"
     ),
     printcolumn(
+        name = "SECONDARY",
+        type_ = "string",
+        json_path = ".spec.secondaryCidr",
+        description = "The node's subnet of the network's secondaryCidr (dual-stack)",
+        priority = 1
+    ),
+    printcolumn(
         name = "ADDRESS",
         type_ = "string",
         json_path = ".spec.nodeAddress",
@@ -150,7 +157,7 @@ pub struct NodeSubnetSpec {
     /// block (0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 240.0.0.0/4; ::/8,
     /// fe80::/10, ff00::/8).
     #[schemars(length(max = MAX_CIDR_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_cidr(&NODE_CIDR, Families::Any)))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&NODE_CIDR, Families::Any("fd00:10:244:3::/64"))))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("cidr is immutable: pods hold addresses from it; delete the NodeSubnet to release it")
@@ -163,7 +170,7 @@ pub struct NodeSubnetSpec {
     /// own: not in a reserved block (0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4,
     /// 240.0.0.0/4, 255.255.255.255; ::/8, fe80::/10, ff00::/8).
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_address(&NODE_ADDRESS, Families::Any)))]
+    #[schemars(transform = schema::rules(address::ip_address(&NODE_ADDRESS, Families::Any("fd00:192:168:1::11"))))]
     pub node_address: String,
 
     /// The node's slice of the PodNetwork's secondaryCidr (dual-stack networks), e.g.
@@ -172,7 +179,7 @@ pub struct NodeSubnetSpec {
     /// immutable like cidr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_CIDR_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_cidr(&SECONDARY_NODE_CIDR, Families::Any)))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&SECONDARY_NODE_CIDR, Families::Any("10.245.3.0/24"))))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("secondaryCidr is immutable once set: pods hold addresses from it; delete the NodeSubnet to release it")
@@ -183,7 +190,7 @@ pub struct NodeSubnetSpec {
     /// dual-stack underlay): the next hop of routes to secondaryCidr on peers of that family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_address(&SECONDARY_NODE_ADDRESS, Families::Any)))]
+    #[schemars(transform = schema::rules(address::ip_address(&SECONDARY_NODE_ADDRESS, Families::Any("192.168.1.11"))))]
     pub secondary_node_address: Option<String>,
 
     /// MAC address of the node's VXLAN device (Overlay mode only), six lowercase hex pairs such

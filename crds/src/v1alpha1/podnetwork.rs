@@ -65,6 +65,13 @@ pub const MAX_NODE_PREFIX_V6: u8 = 126;
         description = "The pod address range"
     ),
     printcolumn(
+        name = "SECONDARY",
+        type_ = "string",
+        json_path = ".spec.secondaryCidr",
+        description = "The second pod range of a dual-stack network",
+        priority = 1
+    ),
+    printcolumn(
         name = "NODES",
         type_ = "integer",
         json_path = ".status.selectedNodes",
@@ -129,7 +136,7 @@ pub struct PodNetworkSpec {
     /// (loopback, unspecified, IPv4-mapped), link-local fe80::/10 or multicast ff00::/8.
     /// Immutable: to change the range, create a new PodNetwork and move nodes to it.
     #[schemars(length(max = MAX_CIDR_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_cidr(&POD_CIDR, Families::Any)))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&POD_CIDR, Families::Any("fd00:10:244::/56"))))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("cidr is immutable: create a new PodNetwork with the new range and move nodes to it")
@@ -155,7 +162,7 @@ pub struct PodNetworkSpec {
     /// addresses), but not changed or removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_CIDR_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_cidr(&SECONDARY_POD_CIDR, Families::Any)))]
+    #[schemars(transform = schema::rules(address::ip_cidr(&SECONDARY_POD_CIDR, Families::Any("10.245.0.0/16"))))]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("secondaryCidr cannot be changed once set: create a new PodNetwork with the new range and move nodes to it")

@@ -24,8 +24,8 @@ use crate::ipam;
 
 /// Node names a message lists before "and N more".
 const MAX_LISTED: usize = 5;
-/// Longest agent message quoted per failing node, in characters.
-const MAX_QUOTED: usize = 200;
+/// Longest agent message quoted per group of failing nodes, in characters.
+const MAX_QUOTED: usize = 300;
 
 /// What the agent of one allocated node reported on its NodeSubnet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,8 +126,8 @@ fn quote(message: &str) -> String {
 #[derive(Default)]
 struct Reports<'a> {
     programmed: Vec<&'a str>,
-    /// `node (Reason: message)`.
-    failing: Vec<String>,
+    /// `(node, reason, message)` of nodes whose agent reported Programmed=False.
+    failing: Vec<(&'a str, &'a str, &'a str)>,
     /// `node (why)`: agents that stopped renewing their heartbeat.
     silent: Vec<String>,
     /// `node (message)`: programmed nodes whose BGP sessions are not all Established.
@@ -168,17 +168,37 @@ fn reports<'a>(plan: &'a ipam::Plan, subnets: &'a [SubnetView]) -> Reports<'a> {
                 } else {
                     p.reason.as_str()
                 };
-                out.failing.push(if p.message.is_empty() {
-                    format!("{node} ({reason})")
-                } else {
-                    format!("{node} ({reason}: {})", quote(&p.message))
-                });
+                out.failing.push((node, reason, p.message.as_str()));
             }
             // No report, or one about an older spec: the agent has yet to act.
             _ => out.pending.push(node),
         }
     }
     out
+}
+
+/// The failing nodes grouped by what they report, in node order of each group's first node:
+/// `node-a, node-b (Reason: message)`. Nodes failing alike (a spec every agent refuses) make
+/// one group, so the message is quoted once, whole up to [`MAX_QUOTED`] characters.
+fn failing_groups(failing: &[(&str, &str, &str)]) -> Vec<String> {
+    let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
+    for &(node, reason, message) in failing {
+        match groups.iter_mut().find(|(key, _)| *key == (reason, message)) {
+            Some((_, nodes)) => nodes.push(node),
+            None => groups.push(((reason, message), vec![node])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((reason, message), nodes)| {
+            let nodes = listing(&nodes, ", ");
+            if message.is_empty() {
+                format!("{nodes} ({reason})")
+            } else {
+                format!("{nodes} ({reason}: {})", quote(message))
+            }
+        })
+        .collect()
 }
 
 /// The sentence saying the nodes are on several segments, when a mode needs one and the
@@ -338,7 +358,7 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
         format!(
             "{} failed to program: {}.",
             of_owned(reports.failing.len()),
-            listing(&reports.failing, "; ")
+            listing(&failing_groups(&reports.failing), "; ")
         )
     });
     let bgp_down = (!reports.bgp_down.is_empty()).then(|| {
@@ -815,6 +835,24 @@ mod tests {
                     "NodesFailing",
                     &["node-1 (ApplyFailed: add route: no such device)"],
                 ),
+                exhausted: as_expected,
+            },
+            Case {
+                name: "nodes failing alike are listed once with their common reason",
+                world: World {
+                    subnets: vec![
+                        report("node-0", false, "InvalidConfiguration", "spec.secondaryCidr ...", true),
+                        report("node-1", false, "ApplyFailed", "add route: no such device", true),
+                        report("node-2", false, "InvalidConfiguration", "spec.secondaryCidr ...", true),
+                    ],
+                    ..h()
+                },
+                ready: (
+                    "False",
+                    "NodesFailing",
+                    &["3 of 3 nodes failed to program: node-0, node-2 (InvalidConfiguration: spec.secondaryCidr ...); node-1 (ApplyFailed: add route: no such device)."],
+                ),
+                degraded: ("True", "NodesFailing", &["3 of 3 nodes failed"]),
                 exhausted: as_expected,
             },
             Case {
