@@ -1299,6 +1299,29 @@ fn two_nodes() -> (Netns, Netns) {
     (one, two)
 }
 
+/// Each `(namespace, source, target)` ping succeeds, the packets leave `one` through cw-vx1,
+/// and `one`'s FDB holds exactly the applied entry (no learning, no flooding).
+fn ping_through_the_tunnel(one: &Netns, pings: &[(&Netns, &str, &str)]) {
+    let sent_before = tx_packets(one, "cw-vx1");
+    for (from, source, target) in pings {
+        let ping = from.exec(&format!("ping -c1 -W2 -I {source} {target}"));
+        assert!(
+            ping.status.success(),
+            "ping {source} → {target} in {} failed:\n{}{}",
+            from.name,
+            String::from_utf8_lossy(&ping.stdout),
+            String::from_utf8_lossy(&ping.stderr)
+        );
+    }
+    assert!(
+        tx_packets(one, "cw-vx1") > sent_before,
+        "the pings did not leave through cw-vx1"
+    );
+    let fdb = one.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(fdb.len(), 1, "{fdb:?}");
+    assert_eq!(fdb[0]["dst"], PEER_IP.to_string());
+}
+
 fn tx_packets(ns: &Netns, dev: &str) -> u64 {
     ns.ip_json(&format!("-s link show dev {dev}"))[0]["stats64"]["tx"]["packets"]
         .as_u64()
@@ -1314,28 +1337,13 @@ async fn two_nodes_built_only_by_apply_ping_each_other_over_vxlan() {
     apply(&mut first, &node_ops(1, NODE_IP, MAC_1, 2, PEER_IP, MAC_2)).await;
     apply(&mut second, &node_ops(2, PEER_IP, MAC_2, 1, NODE_IP, MAC_1)).await;
 
-    let sent_before = tx_packets(&one, "cw-vx1");
-    for (from, source, target) in [
-        (&one, "10.244.1.1", "10.244.2.1"),
-        (&two, "10.244.2.1", "10.244.1.1"),
-    ] {
-        let ping = from.exec(&format!("ping -c1 -W2 -I {source} {target}"));
-        assert!(
-            ping.status.success(),
-            "ping {source} → {target} in {} failed:\n{}{}",
-            from.name,
-            String::from_utf8_lossy(&ping.stdout),
-            String::from_utf8_lossy(&ping.stderr)
-        );
-    }
-    assert!(
-        tx_packets(&one, "cw-vx1") > sent_before,
-        "the ping did not leave through cw-vx1"
+    ping_through_the_tunnel(
+        &one,
+        &[
+            (&one, "10.244.1.1", "10.244.2.1"),
+            (&two, "10.244.2.1", "10.244.1.1"),
+        ],
     );
-    // No learning: the FDB holds exactly the applied entry.
-    let fdb = one.bridge_json("fdb show dev cw-vx1");
-    assert_eq!(fdb.len(), 1, "{fdb:?}");
-    assert_eq!(fdb[0]["dst"], PEER_IP.to_string());
 }
 
 /// The IPv6 half of a dual-stack Overlay node (what `plan` adds for `secondaryCidr`): the
@@ -1410,27 +1418,14 @@ async fn two_dual_stack_nodes_ping_each_other_over_ipv6_through_the_ipv4_vxlan_t
     assert_eq!(observed.neighbours.len(), 2, "{:?}", observed.neighbours);
     assert_eq!(observed.fdb.len(), 1, "one FDB entry for both families");
 
-    let sent_before = tx_packets(&one, "cw-vx1");
-    for (from, source, target) in [
-        (&one, "fd00:10:244:1::1", "fd00:10:244:2::1"),
-        (&two, "fd00:10:244:2::1", "fd00:10:244:1::1"),
-        (&one, "10.244.1.1", "10.244.2.1"),
-    ] {
-        let ping = from.exec(&format!("ping -c1 -W2 -I {source} {target}"));
-        assert!(
-            ping.status.success(),
-            "ping {source} → {target} in {} failed:\n{}{}",
-            from.name,
-            String::from_utf8_lossy(&ping.stdout),
-            String::from_utf8_lossy(&ping.stderr)
-        );
-    }
-    assert!(
-        tx_packets(&one, "cw-vx1") > sent_before,
-        "the pings did not leave through cw-vx1"
+    ping_through_the_tunnel(
+        &one,
+        &[
+            (&one, "fd00:10:244:1::1", "fd00:10:244:2::1"),
+            (&two, "fd00:10:244:2::1", "fd00:10:244:1::1"),
+            (&one, "10.244.1.1", "10.244.2.1"),
+        ],
     );
-    let fdb = one.bridge_json("fdb show dev cw-vx1");
-    assert_eq!(fdb.len(), 1, "no learning, no flooding: {fdb:?}");
 }
 
 #[tokio::test]

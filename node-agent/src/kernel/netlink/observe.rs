@@ -189,19 +189,20 @@ impl Netlink {
         let v6 = RouteMessageBuilder::<Ipv6Addr>::new()
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
             .build();
-        let mut all = Vec::new();
-        for filter in [v4, v6] {
-            let mut routes: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(filter)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(self.dump_error("routes"))?;
-            all.append(&mut routes);
-        }
+        let mut all = self.dump_routes(v4).await?;
+        all.append(&mut self.dump_routes(v6).await?);
         Ok(all)
+    }
+
+    /// The routes a (strictly checked) dump request selects.
+    async fn dump_routes(&self, filter: RouteMessage) -> Result<Vec<RouteMessage>, NetlinkError> {
+        self.handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("routes"))
     }
 
     /// The main table's routes that are not the agent's: their destinations (metric 0 only:
@@ -216,14 +217,7 @@ impl Netlink {
             .protocol(RouteProtocol::Unspec)
             .kind(RouteType::Unspec)
             .build();
-        let all: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(filter)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(self.dump_error("routes"))?;
+        let all = self.dump_routes(filter).await?;
         let mut foreign = ForeignRoutes::default();
         for m in all.iter().filter(|m| {
             m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
