@@ -590,6 +590,62 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_entries_are_added_and_removed_beside_the_ipv4_ones_without_touching_them() {
+        let v4 = Node::new(1).peers(2..3).build();
+        let mut dual = v4.clone();
+        let v6 = |s: &str| -> ipnet::IpNet { s.parse().expect("IPv6 CIDR") };
+        for (dev, addr) in [
+            ("cw-br0", "fd00:10:244:1::1/64"),
+            ("cw-vx1", "fd00:10:244:1::/128"),
+        ] {
+            let addr = v6(addr);
+            dual.addresses
+                .insert((dev.to_owned(), addr), crate::model::Address { addr });
+        }
+        let gateway: std::net::IpAddr = "fd00:10:244:2::".parse().expect("ip");
+        let neighbour6 = crate::model::Neighbour {
+            ip: gateway,
+            ..neighbour("cw-vx1", 2)
+        };
+        let route6 = Route {
+            dst: v6("fd00:10:244:2::/64"),
+            gateway: Some(gateway),
+            ..tunnel_route("cw-vx1", 2)
+        };
+        dual.neighbours
+            .insert(("cw-vx1".into(), gateway), neighbour6.clone());
+        dual.routes.insert(route6.dst, route6.clone());
+        let add = |dev: &str, addr: &str| Op::AddAddress {
+            dev: dev.into(),
+            addr: v6(addr),
+        };
+        assert_eq!(
+            diff(&dual, &v4),
+            vec![
+                add("cw-br0", "fd00:10:244:1::1/64"),
+                add("cw-vx1", "fd00:10:244:1::/128"),
+                Op::ReplaceNeighbour(neighbour6.clone()),
+                Op::ReplaceRoute(route6.clone()),
+            ]
+        );
+        let delete = |dev: &str, addr: &str| Op::DeleteAddress {
+            dev: dev.into(),
+            addr: v6(addr),
+        };
+        assert_eq!(
+            diff(&v4, &dual),
+            vec![
+                Op::DeleteRoute(route6),
+                Op::DeleteNeighbour(neighbour6),
+                delete("cw-br0", "fd00:10:244:1::1/64"),
+                delete("cw-vx1", "fd00:10:244:1::/128"),
+            ],
+            "the IPv4 addresses stay, so nothing else is re-added"
+        );
+        assert!(diff(&dual, &dual).is_empty());
+    }
+
+    #[test]
     fn diff_orders_creations_before_removals_and_skips_what_link_deletion_removes() {
         let base = || Node::new(1);
         let mut port_changed = vxlan(1, 4789, 1450);

@@ -536,5 +536,23 @@ mod tests {
             Op::ReplaceFdb(fdb).to_string(),
             "replace fdb 0e:01:02:03:04:05 dev cw-vx1 dst 192.168.50.12 self permanent"
         );
+        let route6 = Route {
+            dst: "fd00:10:244:2::/64".parse().expect("cidr"),
+            gateway: Some("fd00:10:244:2::".parse().expect("ip")),
+            dev: "cw-vx1".into(),
+            onlink: true,
+        };
+        assert_eq!(
+            Op::ReplaceRoute(route6).to_string(),
+            "replace route fd00:10:244:2::/64 via fd00:10:244:2:: dev cw-vx1 onlink proto 249"
+        );
+        let nat6 = Masquerade6 {
+            source: "fd00:10:244:1::/64".parse().expect("cidr"),
+            exempt: vec!["fd00:10:244::/56".parse().expect("cidr")],
+        };
+        assert_eq!(
+            Op::ReplaceNat6(nat6).to_string(),
+            "replace nft table ip6 causeway: ip6 saddr fd00:10:244:1::/64 ip6 daddr != { fd00:10:244::/56 } masquerade"
+        );
     }
 }
