@@ -374,7 +374,7 @@ fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet)
         return None;
     };
     Some(format!(
-        "{what}, and this version of the node agent programs IPv4 pod networks, and dual-stack networks only in Overlay mode with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses (issue #18); nothing is programmed on this node"
+        "{what}, and this version of the node agent programs IPv4 pod networks, and dual-stack networks only in Overlay mode with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
     ))
 }
 
