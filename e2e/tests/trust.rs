@@ -947,7 +947,7 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
         Hostile {
             what: "a ClientJoin address that is IPv6",
             objects: vec![join("trust-a", &[("laptop", s("fd00::1"), s("10.250.0.9"))])],
-            outcome: Outcome::Refused(s("IPv6 is not supported in causeway.dev/v1alpha1")),
+            outcome: Outcome::Refused(s("fd00::1 is an IPv6 address: clientJoin.clients[].address takes IPv4 only")),
         },
         Hostile {
             what: "a BridgeHosts VIP of 255.255.255.255",
