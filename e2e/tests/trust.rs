@@ -1076,9 +1076,16 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             outcome: Outcome::Refused(s("locally administered unicast")),
         },
         Hostile {
-            what: "a NodeSubnet written by hand with an IPv6 nodeAddress",
+            what: "a NodeSubnet written by hand with a link-local IPv6 nodeAddress",
+            objects: vec![subnet_by_hand("trust-v6", "10.247.79.0/24", "fe80::12", None)],
+            outcome: Outcome::Refused(s("fe80::12 is a link-local address (fe80::/10)")),
+        },
+        Hostile {
+            what: "a NodeSubnet written by hand for node-b with a unique local IPv6 nodeAddress",
             objects: vec![subnet_by_hand("trust-v6", "10.247.79.0/24", "fd00::12", None)],
-            outcome: Outcome::Refused(s("IPv6")),
+            outcome: Outcome::Released {
+                words: s("released 10.247.79.0/24 of node node-b (NodeSubnet trust-v6): node node-b holds another subnet of this network"),
+            },
         },
         Hostile {
             what: "a PodNetwork in 0.0.0.0/8",
