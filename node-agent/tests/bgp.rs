@@ -13,7 +13,7 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,19 @@ struct Bird {
 }
 
 impl Bird {
+    /// Writes `conf` into `dir` and starts BIRD in `netns` with its socket and pid file there.
+    fn start_in(netns: &str, dir: &Path, conf: &str) -> Bird {
+        let bird = Bird {
+            netns: netns.to_owned(),
+            conf: dir.join("bird.conf"),
+            ctl: dir.join("bird.ctl"),
+            pidfile: dir.join("bird.pid"),
+        };
+        fs::write(&bird.conf, conf).expect("write bird.conf");
+        bird.start();
+        bird
+    }
+
     fn start(&self) {
         let (conf, ctl, pid) = (
             self.conf.display().to_string(),
@@ -207,14 +220,7 @@ impl Lab {
             run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
             run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
         }
-        let bird = Bird {
-            netns: router.name.clone(),
-            conf: dir.0.join("bird.conf"),
-            ctl: dir.0.join("bird.ctl"),
-            pidfile: dir.0.join("bird.pid"),
-        };
-        fs::write(&bird.conf, bird_conf).expect("write bird.conf");
-        bird.start();
+        let bird = Bird::start_in(&router.name, &dir.0, bird_conf);
         Lab {
             bird,
             dir,
@@ -1383,14 +1389,7 @@ impl SecondRouter {
         );
         let dir = TempDir(std::env::temp_dir().join(&ns.name));
         fs::create_dir_all(&dir.0).expect("create B's directory");
-        let bird = Bird {
-            netns: ns.name.clone(),
-            conf: dir.0.join("bird.conf"),
-            ctl: dir.0.join("bird.ctl"),
-            pidfile: dir.0.join("bird.pid"),
-        };
-        fs::write(&bird.conf, bird_conf).expect("write B's bird.conf");
-        bird.start();
+        let bird = Bird::start_in(&ns.name, &dir.0, bird_conf);
         SecondRouter {
             bird,
             _dir: dir,
