@@ -801,6 +801,56 @@ async fn apply_all_pipelines_runs_and_names_the_first_failure() {
     assert!(error.op.contains("cw-missing"), "{error}");
 }
 
+/// A run that moves many of our routes to another next hop (BGP choosing another router):
+/// each exclusive add finds our route in the way, and the ownership check must neither
+/// collide with the others' (two dumps on one netlink socket fail with EBUSY) nor leave the
+/// socket unusable for the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_run_moving_many_of_our_routes_to_another_next_hop_succeeds() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let moved = |via: &str| -> Vec<Op> {
+        (0..64u32)
+            .map(|i| Op::ReplaceRoute(route(&format!("10.245.{i}.0/24"), Some(via), "eth0", false)))
+            .collect()
+    };
+    for via in ["192.168.77.253", "192.168.77.254", "192.168.77.253"] {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            Dataplane::apply_all(&mut netlink, &moved(via)),
+        )
+        .await
+        .expect("the run finishes")
+        .unwrap_or_else(|(i, e)| panic!("op {i}: {e}"));
+        let routes = tokio::time::timeout(std::time::Duration::from_secs(10), netlink.observe())
+            .await
+            .expect("the next observe finishes")
+            .expect("observe")
+            .routes;
+        assert_eq!(routes.len(), 64, "{routes:?}");
+        assert!(
+            routes.values().all(|r| r.gateway == Some(ip(via))),
+            "{routes:?}"
+        );
+    }
+    // The one reading per run still tells a foreign route from ours.
+    ns.ip("route add 10.245.200.0/24 via 192.168.77.9 dev eth0 proto static");
+    let mut run = moved("192.168.77.254");
+    run.push(Op::ReplaceRoute(route(
+        "10.245.200.0/24",
+        Some("192.168.77.254"),
+        "eth0",
+        false,
+    )));
+    let (index, error) = Dataplane::apply_all(&mut netlink, &run)
+        .await
+        .expect_err("a foreign route in the way");
+    assert_eq!(index, 64, "{error}");
+    assert!(error.message.contains("does not own"), "{error}");
+    let foreign = ns.ip("route show 10.245.200.0/24");
+    assert!(foreign.contains("via 192.168.77.9"), "{foreign}");
+}
+
 /// A node's worth of objects, in the order an apply would create them.
 fn node_state() -> (State, Vec<Op>) {
     let links = [

@@ -37,14 +37,46 @@ impl Netlink {
             .run_links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = resolved;
+        *self.run_routes.lock().await = RunRoutes::Unread;
         Ok(())
     }
 
-    pub(super) fn unpin_links(&self) {
+    pub(super) async fn unpin_links(&self) {
         self.run_links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        *self.run_routes.lock().await = RunRoutes::Off;
+    }
+
+    /// Whether a route of ours goes to `dst` (the kernel's main table, our protocol), read
+    /// once per run ([`Netlink::run_routes`]). Within a run every operation has its own
+    /// destination, so a reading taken earlier in the run still answers for `dst`.
+    async fn owns_route_to(&self, dst: IpNet) -> Result<bool, NetlinkError> {
+        let mut run = self.run_routes.lock().await;
+        if let RunRoutes::Read(ours) = &*run {
+            return Ok(ours.contains(&dst));
+        }
+        let messages = self.routes().await?;
+        // Only the destination matters here, not the device's name.
+        let names: BTreeMap<u32, &str> = messages
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                RouteAttribute::Oif(index) => Some((*index, "")),
+                _ => None,
+            })
+            .collect();
+        let ours: std::collections::BTreeSet<IpNet> = messages
+            .iter()
+            .filter_map(|m| parse_route(m, &names))
+            .map(|r| r.dst)
+            .collect();
+        let owned = ours.contains(&dst);
+        if matches!(*run, RunRoutes::Unread) {
+            *run = RunRoutes::Read(ours);
+        }
+        Ok(owned)
     }
 
     /// The link named `name`, `None` when there is none.
@@ -247,23 +279,10 @@ impl Netlink {
                     .await;
                 match added {
                     Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {
-                        let ours = self.routes().await.map_err(|e| {
+                        let ours = self.owns_route_to(route.dst).await.map_err(|e| {
                             Failure::Unexpected(format!("cannot read our routes: {e}"))
                         })?;
-                        // Only the destination matters here, not the device's name.
-                        let names: BTreeMap<u32, &str> = ours
-                            .iter()
-                            .flat_map(|m| &m.attributes)
-                            .filter_map(|a| match a {
-                                RouteAttribute::Oif(index) => Some((*index, "")),
-                                _ => None,
-                            })
-                            .collect();
-                        if !ours
-                            .iter()
-                            .filter_map(|m| parse_route(m, &names))
-                            .any(|r| r.dst == route.dst)
-                        {
+                        if !ours {
                             return Err(Failure::Refused(format!(
                                 "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way, and Causeway never replaces foreign routes (ip route show {}): if this machine needs that route, the range cannot be a pod subnet here (use a PodNetwork cidr that does not include it); if it is stale, whoever added it can remove it",
                                 route.dst, route.dst

@@ -132,8 +132,22 @@ pub struct Netlink {
     /// Link indexes resolved once for a run of pipelined operations, which never change links
     /// (see [`Dataplane::apply_all`]); empty otherwise.
     run_links: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
+    /// The destinations of our routes, read at most once per run of pipelined operations:
+    /// the first route add that finds a route in its way reads them, under this lock, and
+    /// the others in the run wait for that reading and use it. Two dumps at once on one
+    /// netlink socket fail (`EBUSY`), and a dump per route moved would cost O(n²).
+    run_routes: tokio::sync::Mutex<RunRoutes>,
     /// Where the namespace's kernel parameters are read and written (`--sysctl-dir`).
     sysctl: SysctlDir,
+}
+
+/// [`Netlink::run_routes`]: outside a run every check reads the kernel; inside one, the
+/// first reading is kept.
+#[derive(Debug)]
+enum RunRoutes {
+    Off,
+    Unread,
+    Read(std::collections::BTreeSet<IpNet>),
 }
 
 impl Netlink {
@@ -239,6 +253,7 @@ impl Netlink {
             handle,
             netns,
             run_links: std::sync::Mutex::new(BTreeMap::new()),
+            run_routes: tokio::sync::Mutex::new(RunRoutes::Off),
             sysctl: SysctlDir::default(),
         }
     }
@@ -358,7 +373,7 @@ impl Dataplane for Netlink {
                         .filter_map(|r| async move { r.err() })
                         .collect()
                         .await;
-                self.unpin_links();
+                self.unpin_links().await;
                 failures.sort_by_key(|(i, _)| *i);
                 if let Some(first) = failures.into_iter().next() {
                     return Err(first);
