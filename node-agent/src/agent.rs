@@ -540,7 +540,7 @@ impl<D: Dataplane> Agent<D> {
             self.announced = Some((uid, ok, reason));
         }
         // Beside the loop: the writer tells `health` when it is in the API.
-        self.status.write(&own.name_any(), next.clone());
+        self.status.write(&own, next.clone());
         self.status_written = Some(Instant::now());
         report.status = Some(next);
         report

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use causeway_crds::v1alpha1::{NodeSubnet, NodeSubnetStatus};
 use causeway_kube::events::{Kind, Publisher, Record};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
+use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -30,10 +30,12 @@ use tracing::{debug, warn};
 use crate::FIELD_MANAGER;
 use crate::health::Health;
 
-/// A status to write: the NodeSubnet's name and the whole status.
+/// A status to write: the NodeSubnet (name, and uid so that a NodeSubnet deleted and made
+/// again under the same name is never taken for the one written) and the whole status.
 #[derive(Clone, Debug, PartialEq)]
 struct Wanted {
     name: String,
+    uid: String,
     status: NodeSubnetStatus,
 }
 
@@ -80,10 +82,11 @@ impl StatusWriter {
         Self { wanted, task }
     }
 
-    /// Hands `status` of NodeSubnet `name` over; returns at once.
-    pub fn write(&self, name: &str, status: NodeSubnetStatus) {
+    /// Hands `status` of `subnet` over; returns at once.
+    pub fn write(&self, subnet: &NodeSubnet, status: NodeSubnetStatus) {
         self.wanted.send_replace(Some(Wanted {
-            name: name.to_owned(),
+            name: subnet.name_any(),
+            uid: subnet.uid().unwrap_or_default(),
             status,
         }));
     }
