@@ -25,6 +25,14 @@
 //! IPv4 tunnel). IPv6 stays tunnelled under `crossSubnet` (a direct IPv6 route would need an
 //! IPv6 underlay), so an on-link peer gets the FDB entry for its IPv6 subnet alone.
 //!
+//! Dual-stack Flat and Routed (static): IPv6 crosses the underlay unencapsulated, within the
+//! IPv6 prefix the node's `secondaryNodeAddress` has on the underlay link
+//! ([`Underlay::prefix6`]; without it the plan fails, naming what is missing). Flat puts the
+//! whole `secondaryCidr` on-link there, turns proxy NDP on and adds one proxy entry per local
+//! pod IPv6 address ([`Input::pods6`], only inside this node's IPv6 subnet); Routed adds, per
+//! peer on that prefix, `peer-v6 via peer-secondaryNodeAddress dev <underlay>`. Peers on
+//! another IPv6 prefix are named in [`Plan::skipped`].
+//!
 //! Outgoing NAT, when `natOutgoing` is set (the default): masquerade from this node's subnet
 //! to destinations outside the PodNetwork's cidr and `natExcludeCidrs` (see [`crate::nat`]).
 //!
