@@ -166,7 +166,15 @@ pub struct Agent<D: Dataplane = Netlink> {
     last_skipped: Vec<String>,
     /// The subnet host-local's store was last pruned for ([`cni::prune`]).
     pruned_for: Option<(ipnet::Ipv4Net, Option<ipnet::Ipv6Net>)>,
+    /// The pods' IPv6 addresses the last pass planned with ([`cni::allocations6`]), while
+    /// the plan answers NDP for them (dual-stack Flat); `None` otherwise. The loop re-reads
+    /// host-local's store every [`POD_POLL`] and runs a pass when they changed.
+    pods6: Option<BTreeSet<std::net::Ipv6Addr>>,
 }
+
+/// How often a dual-stack Flat node looks for pods' IPv6 addresses added or released (one
+/// directory listing), so a new pod is answered for within about this long, not a resync.
+const POD_POLL: Duration = Duration::from_millis(500);
 
 /// What one pass decided, for the caller (and the dry run).
 #[derive(Debug, Default)]
@@ -278,6 +286,7 @@ pub async fn run(
         bird_restarts: 0,
         last_skipped: Vec::new(),
         pruned_for: None,
+        pods6: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -370,6 +379,13 @@ pub async fn run(
             _ = resync.tick() => {
                 debug!("resync");
                 trigger = Some(Trigger::Resync);
+            }
+            // Dual-stack Flat: a pod got or released an IPv6 address (its proxy entry).
+            () = tokio::time::sleep(POD_POLL), if agent.pods6.is_some() => {
+                if agent.pods6_changed() {
+                    debug!("pods' IPv6 addresses changed");
+                    trigger = Some(Trigger::Watch);
+                }
             }
             ev = changes.next() => {
                 match ev {
@@ -564,6 +580,14 @@ impl<D: Dataplane> Agent<D> {
             self.gateways.state(),
         );
         let labels = self.own_labels();
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        let pods6 = match cni::allocations6(&store) {
+            Ok(pods) => pods,
+            Err(e) => {
+                warn!(error = %e, "cannot read host-local's allocations; no proxy NDP entries change");
+                self.pods6.clone().unwrap_or_default()
+            }
+        };
         let api_servers = causeway_kube::apiserver::addresses(
             self.config.api_server,
             &self.api_endpoints.state(),
@@ -576,6 +600,7 @@ impl<D: Dataplane> Agent<D> {
             labels: &labels,
             learned: &self.learned,
             api_servers: &api_servers,
+            pods6: &pods6,
             secrets: &secret_data(&self.secrets),
             namespace: &self.config.namespace,
             apply: !self.config.dry_run,
@@ -629,6 +654,10 @@ impl<D: Dataplane> Agent<D> {
             }
             self.last_skipped.clone_from(&outcome.skipped);
         }
+        self.pods6 = decisions
+            .as_ref()
+            .is_some_and(|d| d.proxy_ndp)
+            .then_some(pods6);
         let Some(decisions) = decisions else {
             return (outcome, ops);
         };
@@ -694,6 +723,15 @@ impl<D: Dataplane> Agent<D> {
             info!(store = %store.display(), pods = ports, addresses = ?gone, "forgot host-local allocations no pod holds");
         }
         Ok(())
+    }
+
+    /// Whether host-local's IPv6 allocations differ from those the last pass planned with.
+    fn pods6_changed(&self) -> bool {
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        match (&self.pods6, cni::allocations6(&store)) {
+            (Some(planned), Ok(now)) => *planned != now,
+            _ => false,
+        }
     }
 
     /// Starts, reconfigures or stops the BGP speaker to match `config`.
@@ -932,6 +970,7 @@ impl<D: Dataplane> Agent<D> {
             (Err(e), _) => warn!(error = %e, "cannot lock host-local's allocations"),
         }
         self.pruned_for = None;
+        self.pods6 = None;
         // Settled either way: the node was read and the clean-up tried (a failure is
         // retried by the next pass).
         (

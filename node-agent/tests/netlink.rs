@@ -769,6 +769,123 @@ async fn proxy_arp_is_set_on_the_underlay_and_observed_only_where_our_device_rou
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn proxy_ndp_entries_carry_the_agents_mark_are_observed_and_only_ours_are_removed() {
+    let ns = Netns::with_underlay();
+    ns.exec("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0");
+    ns.ip("-6 addr add fd00:77::1/64 dev eth0 nodad");
+    let mut netlink = ns.netlink().await;
+    let sysctl = |path: &str| {
+        let out = ns.exec(&format!("cat /proc/sys/net/ipv6/{path}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("IPv6 address");
+
+    // The underlay's IPv6 prefix: on eth0 only, for the address it holds.
+    assert_eq!(
+        netlink
+            .underlay_prefix6("eth0", v6("fd00:77::1"))
+            .await
+            .expect("read"),
+        Some("fd00:77::/64".parse().expect("net"))
+    );
+    assert_eq!(
+        netlink
+            .underlay_prefix6("eth1", v6("fd00:77::1"))
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        netlink
+            .underlay_prefix6("eth0", v6("fd00:77::2"))
+            .await
+            .expect("read"),
+        None
+    );
+
+    // Someone else's proxy entry (no mark): never read as the agent's, never removed.
+    ns.ip("-6 neigh add proxy fd00:10:244:1::99 dev eth0");
+    let observed = netlink.observe().await.expect("observe");
+    assert!(observed.proxy_neighbours.is_empty() && observed.proxy_ndp.is_empty());
+
+    let pods = ["fd00:10:244:1::2", "fd00:10:244:1::3"];
+    let mut ops = vec![
+        Op::ReplaceRoute(route("fd00:10:244::/56", None, "eth0", false)),
+        Op::SetProxyNdp {
+            dev: "eth0".into(),
+            on: true,
+        },
+    ];
+    ops.extend(pods.iter().map(|p| Op::AddProxyNeighbour {
+        dev: "eth0".into(),
+        ip: v6(p),
+    }));
+    apply(&mut netlink, &ops).await;
+    // Applying twice is fine (replace).
+    apply(&mut netlink, &ops).await;
+    assert_eq!(sysctl("conf/eth0/proxy_ndp"), "1");
+    assert_eq!(
+        sysctl("neigh/eth0/proxy_delay"),
+        "0",
+        "proxy answers go out at once"
+    );
+    let shown = ns.ip("-6 neigh show proxy");
+    for pod in pods {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with(&format!("{pod} dev eth0")) && l.contains("proto 249")),
+            "{pod} not proxied with the mark: {shown}"
+        );
+    }
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(observed.proxy_ndp.iter().collect::<Vec<_>>(), ["eth0"]);
+    assert_eq!(
+        observed.proxy_neighbours,
+        pods.iter().map(|p| ("eth0".to_owned(), v6(p))).collect()
+    );
+
+    // One pod goes: only its entry is deleted.
+    apply(
+        &mut netlink,
+        &[Op::DeleteProxyNeighbour {
+            dev: "eth0".into(),
+            ip: v6(pods[0]),
+        }],
+    )
+    .await;
+    let shown = ns.ip("-6 neigh show proxy");
+    assert!(
+        !shown.contains(pods[0]) && shown.contains(pods[1]),
+        "{shown}"
+    );
+    // Deleting the foreign entry through the agent is a no-op: it carries no mark.
+    apply(
+        &mut netlink,
+        &[Op::DeleteProxyNeighbour {
+            dev: "eth0".into(),
+            ip: v6("fd00:10:244:1::99"),
+        }],
+    )
+    .await;
+    assert!(ns.ip("-6 neigh show proxy").contains("fd00:10:244:1::99"));
+
+    // Tearing down: everything observed goes, the foreign entry stays.
+    let observed = netlink.observe().await.expect("observe");
+    let ops = causeway_node_agent::diff::diff(&State::default(), &observed);
+    apply(&mut netlink, &ops).await;
+    assert_eq!(sysctl("conf/eth0/proxy_ndp"), "0");
+    assert_eq!(
+        sysctl("neigh/eth0/proxy_delay"),
+        "80",
+        "the kernel's default is back"
+    );
+    let shown = ns.ip("-6 neigh show proxy");
+    assert_eq!(shown.trim(), "fd00:10:244:1::99 dev eth0 proxy", "{shown}");
+    assert_eq!(ns.ip("-6 route show proto 249"), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn apply_all_pipelines_runs_and_names_the_first_failure() {
     let ns = Netns::with_underlay();
     let mut netlink = ns.netlink().await;
@@ -1106,6 +1223,7 @@ async fn underlay_for_finds_the_link_holding_the_node_address() {
             name: "eth0".into(),
             mtu: 1500,
             prefix: net4("192.168.77.0/24"),
+            prefix6: None,
         }
     );
 }

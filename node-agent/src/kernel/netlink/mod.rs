@@ -10,7 +10,8 @@
 //! agent does not own:
 //! - [`Netlink::observe`] only reports links named with [`DEVICE_PREFIX`], their IPv4 and
 //!   global-scope IPv6 addresses (never the link-local ones the kernel adds by itself),
-//!   permanent IPv4 and IPv6 neighbours and permanent FDB entries on them, and IPv4 and IPv6
+//!   permanent IPv4 and IPv6 neighbours and permanent FDB entries on them, proxy NDP entries
+//!   carrying protocol [`ROUTE_PROTOCOL`] (on any link: they sit on the underlay), and IPv4 and IPv6
 //!   routes of the main table with protocol [`ROUTE_PROTOCOL`] (on any device: direct routes
 //!   to on-link peers use the underlay); IPv6 routes of any other protocol (the kernel's
 //!   `fe80::/64` on every link) are never read;
@@ -275,6 +276,16 @@ impl Netlink {
 impl Dataplane for Netlink {
     async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String> {
         Netlink::underlay_for(self, address)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn underlay_prefix6(
+        &mut self,
+        link: &str,
+        address: Ipv6Addr,
+    ) -> Result<Option<Ipv6Net>, String> {
+        Netlink::underlay_prefix6(self, link, address)
             .await
             .map_err(|e| e.to_string())
     }
