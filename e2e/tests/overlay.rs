@@ -1084,16 +1084,20 @@ fn dual_stack(c: &Cluster) -> Result<()> {
         }),
     );
     let nodes = ["node-a", "node-b", "node-d"];
-    // The test underlay has IPv6 off everywhere; nodes get it for the links created from now
-    // on (the agent's bridge and VXLAN device), the underlay stays IPv4 only.
-    let ipv6_on_new_links = |on: bool| -> Result<()> {
-        let value = format!("net.ipv6.conf.default.disable_ipv6={}", u8::from(!on));
-        for node in NODES {
-            c.exec(node, "sysctl", &["-q", "-w", &value])?;
-        }
-        Ok(())
-    };
-    ipv6_on_new_links(true)?;
+    // The test underlay has IPv6 off everywhere, for new links too
+    // (`default.disable_ipv6=1`): the agent turns it on for its own bridge and VXLAN device
+    // only, and the underlay stays IPv4 only.
+    for node in nodes {
+        let default = c.exec(
+            node,
+            "sysctl",
+            &["-n", "net.ipv6.conf.default.disable_ipv6"],
+        )?;
+        ensure!(
+            default.trim() == "1",
+            "{node} starts new links with IPv6: {default}"
+        );
+    }
     let pods = SUITE
         .bring_up(c, &pn.to_string(), name, &nodes, "ds")
         .with_context(|| {
@@ -1118,6 +1122,11 @@ fn dual_stack(c: &Cluster) -> Result<()> {
                 "{node} has no IPv6 subnet: {}",
                 s["spec"]
             );
+        }
+        for (link, want) in [("cw-br0", "0"), ("cw-vx7", "0"), ("eth0", "1")] {
+            let key = format!("net.ipv6.conf.{link}.disable_ipv6");
+            let got = c.exec("node-a", "sysctl", &["-n", &key])?;
+            ensure!(got.trim() == want, "node-a {key} = {got} (expected {want})");
         }
         // Three peers each way, on every node: three IPv4 and three IPv6 routes.
         let routes = our_routes(c, "node-a")?;
@@ -1249,7 +1258,6 @@ fn dual_stack(c: &Cluster) -> Result<()> {
         pods::del(c, &p)?;
     }
     c.kubectl(&["delete", "podnetwork", name, "--wait=true", "--timeout=60s"])?;
-    ipv6_on_new_links(false)?;
     result
 }
 

@@ -918,6 +918,86 @@ async fn apply_all_pipelines_runs_and_names_the_first_failure() {
     assert!(error.op.contains("cw-missing"), "{error}");
 }
 
+/// A node whose new links start without IPv6 (`default.disable_ipv6=1`, a common hardening):
+/// the agent turns IPv6 on for its own link before giving it an IPv6 address, observes it on
+/// its links only, and leaves the node's default and its other links alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_is_turned_on_for_the_agents_link_only_before_its_ipv6_address() {
+    let ns = Netns::with_underlay();
+    let sysctl = |key: &str| -> String {
+        let out = ns.exec(&format!("sysctl -n {key}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let set = |kv: &str| {
+        let out = ns.exec(&format!("sysctl -q -w {kv}"));
+        assert!(out.status.success(), "sysctl -w {kv}: {out:?}");
+    };
+    set("net.ipv6.conf.default.disable_ipv6=1");
+    set("net.ipv6.conf.eth0.disable_ipv6=1");
+    let mut netlink = ns.netlink().await;
+    let gateway: IpNet = net("fd00:10:244:1::1/64");
+    apply(
+        &mut netlink,
+        &[Op::CreateLink(bridge("cw-br0", 1500, true))],
+    )
+    .await;
+    assert_eq!(sysctl("net.ipv6.conf.cw-br0.disable_ipv6"), "1");
+    let refused = apply_err(
+        &mut netlink,
+        &Op::AddAddress {
+            dev: "cw-br0".into(),
+            addr: gateway,
+        },
+    )
+    .await;
+    assert!(
+        refused.message.contains("IPv6 is disabled on this device")
+            && refused
+                .message
+                .contains("net.ipv6.conf.cw-br0.disable_ipv6=0")
+            && !refused.message.contains("CAP_NET_ADMIN"),
+        "the kernel's words and the parameter, not a privilege hint: {refused}"
+    );
+    assert!(
+        !netlink
+            .observe()
+            .await
+            .expect("observe")
+            .ipv6_on
+            .contains("cw-br0"),
+        "IPv6 is off on the new bridge"
+    );
+    apply(
+        &mut netlink,
+        &[
+            Op::EnableIpv6("cw-br0".into()),
+            Op::AddAddress {
+                dev: "cw-br0".into(),
+                addr: gateway,
+            },
+        ],
+    )
+    .await;
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(
+        observed.ipv6_on,
+        ["cw-br0".to_string()].into(),
+        "observed on the agent's links only"
+    );
+    assert!(
+        observed
+            .addresses
+            .contains_key(&("cw-br0".to_string(), gateway)),
+        "{:?}",
+        observed.addresses
+    );
+    assert_eq!(sysctl("net.ipv6.conf.default.disable_ipv6"), "1");
+    assert_eq!(sysctl("net.ipv6.conf.eth0.disable_ipv6"), "1");
+    // Not on a link that is not the agent's.
+    let foreign = apply_err(&mut netlink, &Op::EnableIpv6("eth0".into())).await;
+    assert_eq!(sysctl("net.ipv6.conf.eth0.disable_ipv6"), "1", "{foreign}");
+}
+
 /// A run that moves many of our routes to another next hop (BGP choosing another router):
 /// each exclusive add finds our route in the way, and the ownership check must neither
 /// collide with the others' (two dumps on one netlink socket fail with EBUSY) nor leave the
@@ -1035,6 +1115,9 @@ fn node_state() -> (State, Vec<Op>) {
         ops.push(Op::ReplaceRoute(r.clone()));
         state.routes.insert(r.dst, r);
     }
+    // The test namespaces start links with IPv6 on (the kernel's default), and observing
+    // reports it for the agent's links.
+    state.ipv6_on = state.links.keys().cloned().collect();
     (state, ops)
 }
 

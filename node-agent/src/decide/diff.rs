@@ -65,6 +65,13 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             ops.push(Op::SetLooseRpFilter(dev.clone()));
         }
     }
+    // IPv6 on the agent's links of a dual-stack network before their IPv6 addresses (a
+    // re-created device starts from the node's default again).
+    for dev in &desired.ipv6_on {
+        if !observed.ipv6_on.contains(dev) || gone.all(dev) {
+            ops.push(Op::EnableIpv6(dev.clone()));
+        }
+    }
     ports(desired, observed, &gone, &mut ops);
     let late_addresses = addresses(desired, observed, &mut gone, &mut ops);
 
@@ -1067,5 +1074,29 @@ mod tests {
             assert_ops(name, &diff(&desired, &observed), &want);
         }
         assert_eq!(diff(&observed, &observed), vec![]);
+    }
+
+    #[test]
+    fn ipv6_goes_on_before_a_links_ipv6_address_and_again_when_the_link_is_new_or_lost_it() {
+        let mut desired = State::default();
+        desired.links.insert("cw-br0".into(), bridge(1500));
+        let v6: ipnet::IpNet = "fd00:10:244:1::1/64".parse().expect("net");
+        crate::plan::add_address(&mut desired, "cw-br0", v6);
+        let enable = Op::EnableIpv6("cw-br0".into());
+        let add = Op::AddAddress {
+            dev: "cw-br0".into(),
+            addr: v6,
+        };
+        assert_eq!(
+            diff(&desired, &State::default()),
+            vec![create(bridge(1500)), enable.clone(), add.clone()]
+        );
+        assert_eq!(diff(&desired, &desired), vec![]);
+        // IPv6 turned off on the link behind the agent's back: the kernel dropped its IPv6
+        // addresses with it.
+        let mut off = desired.clone();
+        off.ipv6_on.clear();
+        off.addresses.retain(|_, a| a.addr.addr().is_ipv4());
+        assert_eq!(diff(&desired, &off), vec![enable, add]);
     }
 }

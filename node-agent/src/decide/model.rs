@@ -269,6 +269,12 @@ pub struct State {
     /// device, where traffic arrives on a different interface than its replies leave by
     /// design (RouteToNodes clients). Observed on the agent's links only.
     pub loose_rp_filter: BTreeSet<String>,
+    /// The agent's own links that must have IPv6 on (`disable_ipv6=0`): the bridge and the
+    /// VXLAN device of a dual-stack network, which hold its IPv6 addresses even on a node
+    /// whose other links start with IPv6 disabled. Observed on the agent's links only, each
+    /// one with IPv6 on whether a plan asked for it or not (the kernel's default): the diff
+    /// only ever turns IPv6 on.
+    pub ipv6_on: BTreeSet<String>,
     /// Pods' host-side veths on (or marked for) the agent's bridges, by name. Observed only:
     /// a desired state has none, and [`crate::diff`] reads them from the observed state.
     pub ports: BTreeMap<String, Port>,
@@ -343,6 +349,9 @@ pub enum Op {
     /// applies the larger of `all` and the device's value, so this holds under a strict
     /// `all.rp_filter=1` and changes nothing elsewhere.
     SetLooseRpFilter(String),
+    /// Set `net.ipv6.conf.<dev>.disable_ipv6=0` on one of the agent's links (a dual-stack
+    /// network's IPv6 addresses go there), whatever the node's default for new links.
+    EnableIpv6(String),
     /// Give a pod's veth attached to `bridge` the alias [`PORT_ALIAS_PREFIX`]`bridge`, which
     /// survives the bridge being deleted.
     MarkPort {
@@ -455,6 +464,7 @@ impl fmt::Display for Op {
                 write!(f, "delete neighbour proxy {ip} dev {dev}")
             }
             Op::SetLooseRpFilter(dev) => write!(f, "set sysctl net.ipv4.conf.{dev}.rp_filter=2"),
+            Op::EnableIpv6(dev) => write!(f, "set sysctl net.ipv6.conf.{dev}.disable_ipv6=0"),
             Op::MarkPort { port, bridge } => {
                 write!(f, "set link {port} alias {PORT_ALIAS_PREFIX}{bridge}")
             }

@@ -1329,6 +1329,11 @@ pub(crate) fn add_link(state: &mut State, name: &str, kind: LinkKind, mtu: u32) 
 }
 
 pub(crate) fn add_address(state: &mut State, dev: &str, addr: IpNet) {
+    // An IPv6 address needs IPv6 on its link, which a node may start new links without
+    // (`net.ipv6.conf.default.disable_ipv6=1`). Addresses go on the agent's own links only.
+    if matches!(addr, IpNet::V6(_)) {
+        state.ipv6_on.insert(dev.to_owned());
+    }
     state
         .addresses
         .insert((dev.to_owned(), addr), Address { addr });
@@ -1985,6 +1990,11 @@ mod tests {
                 "crossSubnet {cross_subnet}"
             );
             assert_eq!(p.mtu, 1450, "IPv6 inside IPv4 VXLAN: the same 50 bytes");
+            assert_eq!(
+                p.desired.ipv6_on,
+                ["cw-br0", "cw-vx1"].map(String::from).into(),
+                "IPv6 on the links holding IPv6 addresses, whatever the node's default"
+            );
             assert_eq!(
                 p.desired.nat6,
                 Some(Nat6::Masquerade(crate::model::Masquerade6 {

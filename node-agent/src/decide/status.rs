@@ -48,6 +48,7 @@ impl Failure {
                 | Op::SetProxyArp { .. }
                 | Op::SetProxyNdp { .. }
                 | Op::SetLooseRpFilter(_)
+                | Op::EnableIpv6(_)
                 | Op::MarkPort { .. }
                 | Op::AttachPort { .. }
                 | Op::AddAddress { .. }

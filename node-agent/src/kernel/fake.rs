@@ -121,6 +121,7 @@ impl FakeDataplane {
                 self.state.fdb_extra.retain(|e| &e.dev != name);
                 // The device's sysctls go with it.
                 self.state.loose_rp_filter.remove(name);
+                self.state.ipv6_on.remove(name);
                 self.state.proxy_arp.remove(name);
                 self.state.proxy_ndp.remove(name);
                 self.state.proxy_neighbours.retain(|(dev, _)| dev != name);
@@ -272,6 +273,13 @@ impl FakeDataplane {
                     return Err(format!("No such file or directory: no link named {dev}"));
                 }
                 self.state.loose_rp_filter.insert(dev.clone());
+                Ok(())
+            }
+            Op::EnableIpv6(dev) => {
+                if !self.state.links.contains_key(dev) {
+                    return Err(format!("No such file or directory: no link named {dev}"));
+                }
+                self.state.ipv6_on.insert(dev.clone());
                 Ok(())
             }
             Op::SetProxyArp { dev, on } => {

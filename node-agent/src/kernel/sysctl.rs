@@ -72,6 +72,12 @@ impl SysctlDir {
         self.net(&["ipv4", "conf", dev, "rp_filter"])
     }
 
+    /// `net.ipv6.conf.<dev>.disable_ipv6` (absent when the kernel has no IPv6 at all).
+    #[must_use]
+    pub fn disable_ipv6(&self, dev: &str) -> PathBuf {
+        self.net(&["ipv6", "conf", dev, "disable_ipv6"])
+    }
+
     /// `net.ipv4.neigh.<dev>.proxy_delay`.
     #[must_use]
     pub fn proxy_delay(&self, dev: &str) -> PathBuf {

@@ -120,9 +120,10 @@ impl Netlink {
             Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => self.apply_neighbour(op).await,
             Op::ReplaceFdb(_) | Op::DeleteFdb(_) => self.apply_fdb(op).await,
             Op::MarkPort { .. } | Op::AttachPort { .. } => self.apply_port(op).await,
-            Op::SetLooseRpFilter(_) | Op::SetProxyArp { .. } | Op::SetProxyNdp { .. } => {
-                self.apply_sysctl(op).await
-            }
+            Op::SetLooseRpFilter(_)
+            | Op::EnableIpv6(_)
+            | Op::SetProxyArp { .. }
+            | Op::SetProxyNdp { .. } => self.apply_sysctl(op).await,
             Op::AddProxyNeighbour { .. } | Op::DeleteProxyNeighbour { .. } => {
                 self.apply_proxy_neighbour(op).await
             }
@@ -492,7 +493,7 @@ impl Netlink {
         Ok(())
     }
 
-    /// Sysctls: loose rp_filter on the agent's devices, proxy ARP and NDP in Flat
+    /// Sysctls: loose rp_filter and IPv6 on the agent's devices, proxy ARP and NDP in Flat
     /// mode.
     pub(super) async fn apply_sysctl(&self, op: &Op) -> Result<(), Failure> {
         match op {
@@ -503,6 +504,21 @@ impl Netlink {
                 self.write_sysctl(&path, "2")
                     .await
                     .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+            }
+            Op::EnableIpv6(dev) => {
+                owned(dev)?;
+                self.require_link(dev, Role::Link).await?;
+                let path = self.sysctl.disable_ipv6(dev);
+                self.write_sysctl(&path, "0").await.map_err(|e| {
+                    Failure::Refused(if e.kind() == io::ErrorKind::NotFound {
+                        format!(
+                            "{} does not exist: this kernel has no IPv6 (booted with ipv6.disable=1?), which a dual-stack network needs on every node; boot the node with IPv6, or keep the network IPv4-only (no secondaryCidr)",
+                            path.display()
+                        )
+                    } else {
+                        format!("{}: {e}", path.display())
+                    })
+                })?;
             }
             Op::SetProxyArp { dev, on } => {
                 // Linux delays proxy replies by up to `proxy_delay` (0.8 s by default), which
@@ -790,20 +806,21 @@ pub(super) fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         | Op::SetProxyNdp { dev, .. }
         | Op::AddProxyNeighbour { dev, .. }
         | Op::DeleteProxyNeighbour { dev, .. }
-        | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
+        | Op::SetLooseRpFilter(dev)
+        | Op::EnableIpv6(dev) => Some(dev.as_str()),
         Op::MarkPort { port, .. } | Op::AttachPort { port, .. } => Some(port.as_str()),
     };
     Some(match (errno, op) {
         // The kernel's text for an IPv6 address on a link without IPv6 is "IPv6 is disabled
-        // on this device", with EPERM: not a matter of privileges.
+        // on this device", with EACCES: not a matter of privileges.
         (
-            Errno::EPERM,
+            Errno::EPERM | Errno::EACCES,
             Op::AddAddress {
                 dev,
                 addr: IpNet::V6(_),
             },
         ) => format!(
-            "a dual-stack network needs IPv6 on the node: set net.ipv6.conf.default.disable_ipv6=0 (and net.ipv6.conf.{dev}.disable_ipv6=0 for a link that exists)"
+            "a dual-stack network needs IPv6 on {dev}: the agent turns it on for its own links (net.ipv6.conf.{dev}.disable_ipv6=0) before adding IPv6 addresses, so something on the node turned it off again"
         ),
         (Errno::EPERM | Errno::EACCES, _) => {
             "the agent needs root or CAP_NET_ADMIN in this network namespace".into()

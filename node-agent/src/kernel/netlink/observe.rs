@@ -164,7 +164,17 @@ impl Netlink {
         let links: Vec<String> = state.links.keys().cloned().collect();
         for dev in links {
             if self.sysctl_is(self.sysctl.rp_filter(&dev), "2").await? {
-                state.loose_rp_filter.insert(dev);
+                state.loose_rp_filter.insert(dev.clone());
+            }
+            // A kernel booted without IPv6 has no such parameter: IPv6 is not on.
+            let path = self.sysctl.disable_ipv6(&dev);
+            match self.read_sysctl(&path).await {
+                Ok(v) if v.trim() == "0" => {
+                    state.ipv6_on.insert(dev);
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(NetlinkError::Sysctl { path, error }),
             }
         }
         // Proxy ARP is the agent's only where one of its device routes sits (Flat mode), proxy
