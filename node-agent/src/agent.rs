@@ -34,7 +34,6 @@ use causeway_kube::cache::cached;
 use causeway_kube::events::{Kind, Publisher, Record};
 use causeway_kube::heartbeat;
 use futures::{FutureExt, StreamExt};
-use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -43,6 +42,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::bgp::Learned;
 use crate::bgp::carry::{Carried, Merge};
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::elector::{self, Elector};
@@ -145,8 +145,8 @@ pub struct Agent<D: Dataplane = Netlink> {
     /// The Programmed (status, reason) last announced by an event, and for which NodeSubnet
     /// (uid): the cache may still show the status before this agent's own write.
     announced: Option<(String, bool, String)>,
-    /// Routes learned over BGP (Routed mode with BGP), best path per prefix.
-    learned: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// Routes learned over BGP (Routed mode with BGP), best path per prefix, both families.
+    learned: Learned,
     /// The BGP speaker and its configuration, while the network uses BGP.
     speaker: Option<(Speaker, SpeakerConfig)>,
     /// The change feed of a newly started speaker, for the loop to watch.
@@ -256,7 +256,7 @@ pub async fn run(
         events,
         status_written: None,
         announced: None,
-        learned: BTreeMap::new(),
+        learned: Learned::new(),
         speaker: None,
         new_bgp_changes: None,
         carried: None,
@@ -804,15 +804,18 @@ impl<D: Dataplane> Agent<D> {
     async fn carry_learned(&mut self) {
         match self.dataplane.observe().await {
             Ok(state) => {
-                let routes: BTreeMap<Ipv4Net, Ipv4Addr> = state
-                    .routes
-                    .values()
-                    .filter(|r| !r.onlink)
-                    .filter_map(|r| match (r.dst, r.gateway?) {
-                        (ipnet::IpNet::V4(dst), std::net::IpAddr::V4(gw)) => Some((dst, gw)),
-                        _ => None,
-                    })
-                    .collect();
+                let mut routes = Learned::new();
+                for route in state.routes.values().filter(|r| !r.onlink) {
+                    match (route.dst, route.gateway) {
+                        (ipnet::IpNet::V4(dst), Some(std::net::IpAddr::V4(gw))) => {
+                            routes.v4.insert(dst, gw);
+                        }
+                        (ipnet::IpNet::V6(dst), Some(std::net::IpAddr::V6(gw))) => {
+                            routes.v6.insert(dst, gw);
+                        }
+                        _ => {}
+                    }
+                }
                 self.carried = Carried::new(routes, Instant::now());
             }
             Err(e) => warn!(error = %e, "cannot read the routes an earlier agent installed"),
@@ -825,7 +828,7 @@ impl<D: Dataplane> Agent<D> {
         &mut self,
         own: &NodeSubnet,
         snapshot: &crate::bgp::Snapshot,
-    ) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    ) -> Learned {
         let mut learned = snapshot.learned.clone();
         let uses_bgp = self
             .networks

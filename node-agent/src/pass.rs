@@ -40,8 +40,8 @@ pub struct Inputs<'a> {
     pub gateways: &'a [Arc<OverlayGateway>],
     /// This node's labels (BGP peers and bridge hosts are selected by them).
     pub labels: &'a BTreeMap<String, String>,
-    /// Routes learned over BGP so far, best path per prefix.
-    pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// Routes learned over BGP so far, best path per prefix, both families.
+    pub learned: &'a crate::bgp::Learned,
     /// The API servers' addresses (the configured one and the `default/kubernetes`
     /// endpoints): never routed away, never taken by a client.
     pub api_servers: &'a [Ipv4Addr],
@@ -346,10 +346,12 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
 }
 
 /// What this agent programs of the families the API allows (issue #18): IPv4 networks in
-/// every mode, and dual-stack Overlay networks with an IPv4 `cidr`, an IPv6 `secondaryCidr`
-/// and an IPv4 node address (IPv6 rides the IPv4 VXLAN tunnel). Anything else with IPv6 in
-/// it (an IPv6 `cidr`, dual-stack Flat or Routed, an IPv6 underlay) is refused whole, so a
-/// node never runs half of a network; the sentence says why and what is supported.
+/// every mode, and dual-stack networks with an IPv4 `cidr`, an IPv6 `secondaryCidr` and an
+/// IPv4 node address in Overlay mode (IPv6 rides the IPv4 VXLAN tunnel) and in Routed mode
+/// with BGP (IPv6 unicast on the IPv4 sessions, routes via the nodes' IPv6 addresses).
+/// Anything else with IPv6 in it (an IPv6 `cidr`, dual-stack Flat or static Routed, an IPv6
+/// underlay) is refused whole, so a node never runs half of a network; the sentence says why
+/// and what is supported.
 fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet) -> Option<String> {
     let ipv6 = network.parsed_cidr().is_err()
         && causeway_crds::cidr::parse_cidr(&network.cidr)
@@ -357,15 +359,24 @@ fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet)
     let what = if ipv6 {
         format!("spec.cidr {} is an IPv6 range", network.cidr)
     } else if let Some(secondary) = &network.secondary_cidr {
-        if network.mode != causeway_crds::v1alpha1::PodNetworkMode::Overlay {
-            format!(
-                "spec.secondaryCidr {secondary} makes this {:?} network dual-stack",
-                network.mode
-            )
+        use causeway_crds::v1alpha1::PodNetworkMode;
+        let bgp = network.bgp().is_some();
+        let refused = match network.mode {
+            PodNetworkMode::Flat => Some("Flat"),
+            PodNetworkMode::Routed if !bgp => Some("static Routed (no spec.routed.bgp)"),
+            PodNetworkMode::Routed | PodNetworkMode::Overlay => None,
+        };
+        if let Some(kind) = refused {
+            format!("spec.secondaryCidr {secondary} makes this {kind} network dual-stack")
         } else if own.spec.parsed_node_address().is_err() {
             format!(
-                "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so the VXLAN tunnel would need an IPv6 underlay",
-                own.spec.node_address
+                "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so {} would need an IPv6 underlay",
+                own.spec.node_address,
+                if bgp {
+                    "the BGP sessions"
+                } else {
+                    "the VXLAN tunnel"
+                }
             )
         } else {
             return None;
@@ -374,7 +385,7 @@ fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet)
         return None;
     };
     Some(format!(
-        "{what}, and this version of the node agent programs IPv4 pod networks, and dual-stack networks only in Overlay mode with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
+        "{what}, and this version of the node agent programs IPv4 pod networks, and dual-stack networks (an IPv4 cidr, an IPv6 secondaryCidr, IPv4 node addresses) only in Overlay mode and in Routed mode with BGP (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
     ))
 }
 
@@ -471,7 +482,7 @@ mod tests {
 
         async fn pass(&self, dp: &mut FakeDataplane) -> Pass {
             let own = self.subnets[0].clone();
-            let learned = BTreeMap::new();
+            let learned = crate::bgp::Learned::new();
             run(
                 dp,
                 &Inputs {
@@ -637,7 +648,7 @@ mod tests {
         let dual = world.pass(&mut dp).await;
         assert!(
             matches!(&dual.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this Flat network dual-stack, and this version of the node agent programs IPv4 pod networks, and dual-stack networks only in Overlay mode")),
+                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this Flat network dual-stack, and this version of the node agent programs IPv4 pod networks, and dual-stack networks (an IPv4 cidr, an IPv6 secondaryCidr, IPv4 node addresses) only in Overlay mode and in Routed mode with BGP")),
             "{:?}",
             dual.outcome.failure
         );
@@ -656,6 +667,75 @@ mod tests {
             ipv6.outcome.failure
         );
         assert!(fresh.applied.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_routed_node_with_bgp_is_programmed_and_its_speaker_carries_ipv6() {
+        let mut world = World::new();
+        let routed = |bgp: serde_json::Value| {
+            network(serde_json::json!({
+                "mode": "Routed", "overlay": null, "routed": bgp,
+                "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+            }))
+        };
+        world.networks = vec![routed(serde_json::json!({"bgp": {"asn": 64512,
+            "peers": [{"address": "192.168.1.1", "asn": 64500}]}}))];
+        let mut a = (*world.subnets[0]).clone();
+        a.spec.secondary_cidr = Some("fd00:10:244:1::/64".into());
+        a.spec.secondary_node_address = Some("fd00:1::11".into());
+        world.subnets[0] = Arc::new(a.clone());
+        let mut dp = node_a();
+        let pass = world.pass(&mut dp).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        assert!(dp.forwarding && dp.forwarding6);
+        let decisions = pass.decisions.expect("decisions");
+        assert_eq!(
+            decisions.secondary,
+            Some("fd00:10:244:1::/64".parse().expect("cidr"))
+        );
+        let ipv6 = decisions
+            .speaker
+            .and_then(|s| s.ipv6)
+            .expect("IPv6 unicast");
+        assert_eq!(
+            (ipv6.advertise, ipv6.next_hop.to_string()),
+            (
+                vec!["fd00:10:244:1::/64".parse().expect("cidr")],
+                "fd00:1::11".to_owned()
+            )
+        );
+        assert!(
+            pass.outcome
+                .programmed
+                .addresses
+                .keys()
+                .any(|(dev, a)| dev == "cw-br0" && a.to_string() == "fd00:10:244:1::1/64"),
+            "{:?}",
+            pass.outcome.programmed.addresses
+        );
+
+        // Without an IPv6 address the node cannot announce its IPv6 subnet: refused whole.
+        a.spec.secondary_node_address = None;
+        world.subnets[0] = Arc::new(a);
+        let mut fresh = node_a();
+        let pass = world.pass(&mut fresh).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("NodeSubnet spec.secondaryNodeAddress is not set: on this dual-stack Routed network")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert!(fresh.applied.is_empty() && pass.decisions.is_none());
+
+        // Static Routed stays refused.
+        world.networks = vec![routed(serde_json::json!({}))];
+        let pass = world.pass(&mut fresh).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this static Routed (no spec.routed.bgp) network dual-stack")),
+            "{:?}",
+            pass.outcome.failure
+        );
     }
 
     #[tokio::test]

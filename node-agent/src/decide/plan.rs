@@ -82,8 +82,8 @@ pub struct Input<'a> {
     /// The underlay link carrying `own.spec.nodeAddress`.
     pub underlay: &'a Underlay,
     /// Routed mode with BGP: the prefixes the routers advertise, with their next hop (the
-    /// speaker's best paths). Empty otherwise.
-    pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// speaker's best paths), IPv6 ones too on a dual-stack network. Empty otherwise.
+    pub learned: &'a crate::bgp::Learned,
     /// BridgeHosts gateways without SNAT: client ranges whose replies go back through the
     /// gateway's active host.
     pub returns: &'a [GatewayReturn],
@@ -662,7 +662,7 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
             Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
     }
-    for (prefix, next_hop) in input.learned {
+    for (prefix, next_hop) in &input.learned.v4 {
         // Inside the network's range, not our own subnet (or part of it), and not a peer we
         // reach directly already. An aggregate covering our subnet is fine: the bridge's more
         // specific route wins.
@@ -681,7 +681,56 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
         }
         direct_route(desired, input, (*prefix).into(), (*next_hop).into());
     }
+    skipped.extend(learned6(input, own, desired));
     skipped
+}
+
+/// Routed with BGP on a dual-stack network: the IPv6 routes the routers advertise, filtered
+/// as the IPv4 ones are (inside the network's `secondaryCidr`, not this node's IPv6 subnet, not
+/// a destination that already has a route, a next hop on this node's IPv6 segment).
+fn learned6(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+    let mut skipped = Vec::new();
+    let (Some(network6), Some(secondary)) = (own.network6, own.secondary) else {
+        return skipped;
+    };
+    let address6 = own
+        .spec
+        .secondary_node_address
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok());
+    for (prefix, next_hop) in &input.learned.v6 {
+        let wanted = network6.contains(prefix)
+            && !secondary.contains(prefix)
+            && !desired.routes.contains_key(&IpNet::V6(*prefix));
+        if !wanted {
+            continue;
+        }
+        match address6 {
+            Some(address6) if on_segment6(address6, *next_hop) => {
+                direct_route(desired, input, (*prefix).into(), (*next_hop).into());
+            }
+            _ => skipped.push(format!(
+                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's IPv6 segment {}.",
+                address6.map_or_else(
+                    || "(this node has no IPv6 address: NodeSubnet spec.secondaryNodeAddress)".to_owned(),
+                    |a| segment6(a).to_string()
+                )
+            )),
+        }
+    }
+    skipped
+}
+
+/// The on-link IPv6 prefix around the node's IPv6 address `address6`, taken as its /64 (the
+/// usual IPv6 segment) until the observed underlay carries the node's real IPv6 prefix.
+fn segment6(address6: std::net::Ipv6Addr) -> Ipv6Net {
+    Ipv6Net::new(address6, 64).map_or_else(|_| address6.into(), |n| n.trunc())
+}
+
+/// Whether `next_hop` is on this node's IPv6 segment ([`segment6`]), so a route via it needs no
+/// router in between.
+fn on_segment6(address6: std::net::Ipv6Addr, next_hop: std::net::Ipv6Addr) -> bool {
+    segment6(address6).contains(&next_hop)
 }
 
 /// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for a dual-stack network's IPv6
@@ -1098,7 +1147,7 @@ mod tests {
     use causeway_crds::vtep::vtep_mac;
 
     const NETWORK: &str = "overlay";
-    const NO_ROUTES: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();
+    const NO_ROUTES: crate::bgp::Learned = crate::bgp::Learned::new();
 
     fn spec(cross_subnet: bool) -> PodNetworkSpec {
         serde_json::from_value(serde_json::json!({
@@ -1993,7 +2042,7 @@ mod tests {
     fn plan_with(
         network: &PodNetworkSpec,
         peers: Vec<NodeSubnet>,
-        learned: &BTreeMap<Ipv4Net, Ipv4Addr>,
+        learned: &crate::bgp::Learned,
     ) -> Plan {
         let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
         plan(&Input {
@@ -2333,6 +2382,10 @@ mod tests {
         .into_iter()
         .map(|(p, h)| (p.parse().expect("prefix"), h.parse().expect("ip")))
         .collect();
+        let learned = crate::bgp::Learned {
+            v4: learned,
+            v6: BTreeMap::new(),
+        };
         let p = plan_with(&network, vec![node_b(), node_c()], &learned);
         assert_eq!(
             lines(&p.desired),
@@ -2349,6 +2402,99 @@ mod tests {
             "{:?}",
             p.skipped
         );
+    }
+
+    #[test]
+    fn dual_stack_routed_with_bgp_installs_learned_ipv6_routes_like_ipv4_ones() {
+        let mut network = mode(
+            "Routed",
+            serde_json::json!({"bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64512}]}}),
+        );
+        network.secondary_cidr = Some("fd00:10:244::/56".into());
+        network.secondary_node_subnet_prefix_length = Some(64);
+        let mut own = own();
+        own.spec.secondary_cidr = Some("fd00:10:244:1::/64".into());
+        own.spec.secondary_node_address = Some("fd00:1::11".into());
+        let v6 = |p: &str, h: &str| (p.parse().expect("prefix"), h.parse().expect("ip"));
+        let learned = crate::bgp::Learned {
+            v4: [("10.244.3.0/24", "192.168.1.1")]
+                .into_iter()
+                .map(|(p, h)| (p.parse().expect("prefix"), h.parse().expect("ip")))
+                .collect(),
+            v6: [
+                v6("fd00:10:244:3::/64", "fd00:1::1"), // node-c, behind the router
+                v6("fd00:10:244:1::/64", "fd00:1::1"), // our own subnet, reflected back
+                v6("fd00:99::/64", "fd00:1::1"),       // outside secondaryCidr
+                v6("fd00:10:244:9::/64", "fd00:5::5"), // next hop off this segment
+                v6("fd00:10:244:4::/64", "::ffff:192.168.1.1"), // a mapped IPv4 next hop
+            ]
+            .into(),
+        };
+        let peers: Vec<Arc<NodeSubnet>> = vec![Arc::new(node_c())];
+        let (underlay, protected) = (underlay(), BTreeSet::new());
+        let run = |own: &NodeSubnet, network: &PodNetworkSpec| {
+            plan(&Input {
+                own,
+                peers: &peers,
+                network,
+                underlay: &underlay,
+                learned: &learned,
+                returns: &[],
+                snat: &[],
+                clients: &[],
+                protected: &protected,
+            })
+            .expect("plan")
+        };
+        let p = run(&own, &network);
+        let routes: Vec<String> = lines(&p.desired)
+            .into_iter()
+            .filter(|l| l.starts_with("route"))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "route 10.244.3.0/24 via 192.168.1.1 dev eth0",
+                "route fd00:10:244:3::/64 via fd00:1::1 dev eth0",
+            ]
+        );
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+        assert!(
+            p.skipped[0].contains("fd00:10:244:4::/64")
+                && p.skipped[0].contains("::ffff:192.168.1.1")
+                && p.skipped[0].contains("not on this node's IPv6 segment fd00:1::/64"),
+            "{:?}",
+            p.skipped
+        );
+        assert!(
+            p.skipped[1].contains("fd00:10:244:9::/64") && p.skipped[1].contains("fd00:5::5"),
+            "{:?}",
+            p.skipped
+        );
+
+        // Without an IPv6 address of its own, no IPv6 next hop is on this node's segment.
+        let mut without = own.clone();
+        without.spec.secondary_node_address = None;
+        let p = run(&without, &network);
+        assert!(
+            !p.desired.routes.keys().any(|d| matches!(d, IpNet::V6(_))),
+            "{:?}",
+            p.desired.routes
+        );
+        assert!(
+            p.skipped.iter().any(
+                |s| s.contains("fd00:10:244:3::/64") && s.contains("spec.secondaryNodeAddress")
+            ),
+            "{:?}",
+            p.skipped
+        );
+        // An IPv4-only network ignores IPv6 routes.
+        let mut ipv4 = network.clone();
+        ipv4.secondary_cidr = None;
+        ipv4.secondary_node_subnet_prefix_length = None;
+        let p = run(&own, &ipv4);
+        assert_eq!(p.desired.routes.len(), 1, "{:?}", p.desired.routes);
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
     }
 
     #[test]

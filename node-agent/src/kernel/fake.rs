@@ -474,7 +474,7 @@ mod tests {
                 mtu: 1500,
                 prefix: net("192.168.1.0/24"),
             },
-            learned: &std::collections::BTreeMap::new(),
+            learned: &crate::bgp::Learned::new(),
             returns: &[],
             snat: &[],
             clients: &[],
