@@ -119,6 +119,25 @@ fn dual_stack_bgp(c: &Cluster) -> Result<()> {
     wait_for("BGP converged (IPv4)", Duration::from_secs(30), || {
         bird.expect_converged(c, NETWORK, &ALL)
     })?;
+    // Each session's status counts both families: the node's own subnet sent, the others'
+    // held, per family.
+    wait_for(
+        "IPv6 counts in bgpSessions",
+        Duration::from_secs(15),
+        || {
+            for s in deploy::node_subnets(c, NETWORK)? {
+                let session = &s["status"]["bgpSessions"][0];
+                ensure!(
+                    session["ipv6RoutesAdvertised"] == 1
+                        && session["ipv6RoutesReceived"].as_i64() >= Some(1),
+                    "{}: bgpSessions {}",
+                    s["spec"]["nodeName"],
+                    s["status"]["bgpSessions"]
+                );
+            }
+            Ok(())
+        },
+    )?;
     let sessions = bird.birdc(&["show", "protocols", "all", "node_a"])?;
     ensure!(
         sessions.matches("AF announced: ipv4 ipv6").count() == 2,

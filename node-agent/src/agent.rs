@@ -595,6 +595,8 @@ impl<D: Dataplane> Agent<D> {
                     .map(Time),
                 routes_received: i64::try_from(s.routes_received).ok(),
                 routes_advertised: i64::try_from(s.routes_advertised).ok(),
+                ipv6_routes_received: s.routes6.and_then(|r| i64::try_from(r.0).ok()),
+                ipv6_routes_advertised: s.routes6.and_then(|r| i64::try_from(r.1).ok()),
             })
             .collect();
         if let Some(config) = decisions.as_ref().and_then(|d| d.speaker.as_ref()) {
@@ -611,6 +613,8 @@ impl<D: Dataplane> Agent<D> {
                     since: None,
                     routes_received: None,
                     routes_advertised: None,
+                    ipv6_routes_received: None,
+                    ipv6_routes_advertised: None,
                 });
                 outcome
                     .bgp_misconfigured
