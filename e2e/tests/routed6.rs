@@ -5,7 +5,8 @@
 //! per node, on the node's IPv4 address, carrying IPv4 and IPv6 unicast (an `ipv6` channel
 //! beside the `ipv4` one). The operator and an agent per node run with the chart's RBAC; pods
 //! are attached with the CNI config the agents wrote; every check is real traffic, BIRD's own
-//! table or the kernel's.
+//! table or the kernel's. The first test brings the network up and checks both families end
+//! to end; the second restarts node-d's agent under an IPv6 ping.
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -35,10 +36,16 @@ fn main() -> ExitCode {
     testing::run_suite(
         "routed6",
         topology,
-        vec![testing::test(
-            "bgp_dual_stack_one_session_per_node_carries_both_families_and_pods_cross_the_router_over_ipv6",
-            dual_stack_bgp,
-        )],
+        vec![
+            testing::test(
+                "bgp_dual_stack_one_session_per_node_carries_both_families_and_pods_cross_the_router_over_ipv6",
+                dual_stack_bgp,
+            ),
+            testing::test(
+                "bgp_dual_stack_an_agent_restart_keeps_the_ipv6_routes_on_both_sides_and_loses_no_ipv6_ping",
+                agent_restart,
+            ),
+        ],
     )
 }
 
@@ -265,5 +272,99 @@ fn dual_stack_bgp(c: &Cluster) -> Result<()> {
                 .with_context(|| format!("{} -> {} ({})", from.netns, to.netns, to.ip))?;
         }
     }
+    Ok(())
+}
+
+/// node-d's agent (and its BIRD) restarts under a ping every 20 ms over IPv6 from a pod on
+/// node-a to a pod on node-d: r1 keeps node-d's IPv6 subnet (graceful restart), node-d's
+/// kernel keeps its learned IPv6 route to node-a's subnet (the new agent carries it until
+/// BGP is back), and no ping is lost.
+fn agent_restart(c: &Cluster) -> Result<()> {
+    let pods = SUITE.pods();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("ds")),
+        "the dual-stack network is not up (the first test brings it up)"
+    );
+    let on = |node: &str| {
+        pods.iter()
+            .find(|p| p.node == node)
+            .with_context(|| format!("no pod on {node}"))
+    };
+    let (from, to) = (on("node-a")?, on("node-d")?);
+    let dst = pods::first_ipv6(&to.result)?;
+    let subnets = subnets6(c)?;
+    let cidr = |node: &str| {
+        subnets
+            .iter()
+            .find(|(n, _, _)| n == node)
+            .map(|(_, cidr, _)| cidr.clone())
+            .with_context(|| format!("{node} has no IPv6 subnet"))
+    };
+    let (cidr_a, cidr_d) = (cidr("node-a")?, cidr("node-d")?);
+    let node_d = c.ns("node-d");
+
+    let ping = traffic::ContinuousPing::start6(&from.netns, dst, Duration::from_millis(20))?;
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || -> (u32, u32, u32) {
+            let (mut reads, mut r1_missing, mut d_missing) = (0, 0, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(bird) = lock(&BIRD).as_ref()
+                    && let Ok(routes) = bird.routes()
+                {
+                    reads += 1;
+                    if !routes.contains_key(&cidr_d) {
+                        r1_missing += 1;
+                    }
+                    let kernel = std::process::Command::new("ip")
+                        .args([
+                            "-n", &node_d, "-6", "route", "show", &cidr_a, "proto", "249",
+                        ])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    if !kernel.contains(&format!("via {R1_LAN_B6}")) {
+                        d_missing += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (reads, r1_missing, d_missing)
+        })
+    };
+    let started = std::time::Instant::now();
+    let converged = SUITE.restart_agent(c, "node-d").and_then(|()| {
+        wait_for("node-d Established again", Duration::from_secs(30), || {
+            lock(&BIRD)
+                .as_ref()
+                .context("BIRD is not running")?
+                .expect_converged(c, NETWORK, &ALL)
+        })
+    });
+    let back = started.elapsed();
+    // A few seconds more, with the new agent in charge.
+    std::thread::sleep(Duration::from_secs(3));
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let report = ping.stop()?;
+    let (reads, r1_missing, d_missing) = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    converged?;
+    println!(
+        "[measure] node-d agent restart, dual-stack: sessions back in {:.1}s; IPv6 ping every 20 ms {} -> {}: {} sent, {} lost, longest gap {:?}; read {reads} times: r1 lacked node-d's IPv6 subnet {r1_missing} times, node-d lacked its route to node-a's {d_missing} times",
+        back.as_secs_f64(),
+        from.name,
+        to.name,
+        report.transmitted,
+        report.lost(),
+        report.max_gap
+    );
+    ensure!(reads > 10, "read only {reads} times");
+    ensure!(
+        r1_missing == 0 && d_missing == 0,
+        "r1 lacked node-d's IPv6 subnet {r1_missing} times, node-d its IPv6 route {d_missing} times, of {reads}"
+    );
+    ensure!(report.lost() == 0, "{} IPv6 pings lost", report.lost());
     Ok(())
 }
