@@ -262,12 +262,14 @@ pub fn start_agent(c: &Cluster, node: &str, args: &[&str]) -> Result<ProcId> {
     let bin = causeway_binary(AGENT)?;
     let all: Vec<String> = base.iter().chain(args).map(|s| s.to_string()).collect();
     let kubeconfig = agent_kubeconfig(c, node)?;
+    // `CAUSEWAY_E2E_AGENT_LOG=causeway_node_agent=debug` makes the agents' logs say more.
+    let log = std::env::var("CAUSEWAY_E2E_AGENT_LOG").unwrap_or_else(|_| "info".into());
     c.spawn(
         node,
         &format!("agent-{node}"),
         &bin.display().to_string(),
         &all,
-        &[("RUST_LOG", "info"), ("KUBECONFIG", &kubeconfig)],
+        &[("RUST_LOG", &log), ("KUBECONFIG", &kubeconfig)],
     )
 }
 

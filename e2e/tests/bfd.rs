@@ -165,6 +165,9 @@ fn failover(c: &Cluster) -> Result<()> {
         routes_via(c, "node-a", d_subnet, "192.168.50.254")
     });
     let switched = cut.elapsed();
+    if moved.is_err() {
+        print_state(c);
+    }
     std::thread::sleep(Duration::from_secs(2));
     let report = ping.stop()?;
     c.exec("r1", "ip", &["link", "set", "e-lan-a", "up"])?;
@@ -190,4 +193,38 @@ fn failover(c: &Cluster) -> Result<()> {
         converged(c)
     })?;
     Ok(())
+}
+
+/// What r1 and node-d's BIRD and kernel hold, for a failure's report (errors are printed in
+/// place of what could not be read).
+fn print_state(c: &Cluster) {
+    let read = |r: Result<String>| r.unwrap_or_else(|e| format!("({e:#})"));
+    if let Some(r1) = lock(&ROUTERS).first() {
+        for args in [
+            &["show", "protocols"][..],
+            &["show", "route", "all"],
+            &["show", "bfd", "sessions"],
+        ] {
+            eprintln!(
+                "[state] r1 birdc {}:\n{}",
+                args.join(" "),
+                read(r1.birdc(args))
+            );
+        }
+    }
+    let ctl = c.host_dir("node-d").join("bird").join("bird.ctl");
+    for args in [&["show", "protocols", "all"][..], &["show", "route", "all"]] {
+        let text = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&ctl)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map_err(anyhow::Error::from);
+        eprintln!("[state] node-d birdc {}:\n{}", args.join(" "), read(text));
+    }
+    eprintln!(
+        "[state] node-d ip route:\n{}",
+        read(c.exec("node-d", "ip", &["route"]))
+    );
 }

@@ -73,6 +73,10 @@ fn main() -> ExitCode {
                 readiness,
             ),
             testing::test(
+                "routes_deleted_by_hand_while_the_api_server_is_frozen_are_back_within_the_resync_interval_each_time",
+                repairs_while_frozen,
+            ),
+            testing::test(
                 "pod_traffic_leaving_the_cluster_is_masqueraded_except_to_exclusions",
                 outgoing_nat,
             ),
@@ -728,6 +732,46 @@ fn readiness(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A pass never waits for the API server: with the server frozen, routes deleted by hand one
+/// after the other are each back within the resync interval, though every repair's event
+/// (and the status writes) must wait for the server. Before the agent wrote beside its loop,
+/// the first repair's event held the loop for the write's timeout (20 s).
+fn repairs_while_frozen(c: &Cluster) -> Result<()> {
+    SUITE.overlay(c)?;
+    let targets = [
+        subnet_of(c, NETWORK, "node-b")?,
+        subnet_of(c, NETWORK, "node-c")?,
+        subnet_of(c, NETWORK, "node-d")?,
+    ];
+    let has = |target: &str| -> Result<bool> {
+        Ok(our_routes(c, "node-a")?
+            .iter()
+            .any(|r| r.starts_with(target)))
+    };
+    let frozen = suite::freeze_apiserver(c)?;
+    let mut took = Vec::new();
+    for target in &targets {
+        ensure!(has(target)?, "node-a has no route to {target} before");
+        c.exec("node-a", "ip", &["route", "del", target, "proto", "249"])?;
+        let deleted = std::time::Instant::now();
+        wait_for(
+            &format!("the route to {target} is back with the API server frozen"),
+            Duration::from_secs(RESYNC_SECONDS * 2 + 2),
+            || {
+                ensure!(has(target)?, "not yet");
+                Ok(())
+            },
+        )?;
+        took.push(deleted.elapsed());
+    }
+    drop(frozen);
+    println!(
+        "[measure] API server frozen, 3 routes deleted by hand one after the other on node-a: back after {took:?} (resync {RESYNC_SECONDS}s)"
+    );
+    wait_network_ready(c, NETWORK, 60)?;
+    Ok(())
+}
+
 fn stopped_agent(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
     let node = "node-c";
@@ -1159,6 +1203,45 @@ fn dual_stack(c: &Cluster) -> Result<()> {
                     )
                 })?;
             }
+        }
+        // Both agents of a path restarted under continuous ping -6 and ping, across the
+        // router: a new agent finds the dataplane as the plan wants it and changes nothing.
+        let a = pods
+            .iter()
+            .position(|p| p.node == "node-a")
+            .context("pod on node-a")?;
+        let d = pods
+            .iter()
+            .position(|p| p.node == "node-d")
+            .context("pod on node-d")?;
+        let interval = Duration::from_millis(50);
+        let ping6 = ContinuousPing::start6(&pods[a].netns, v6[d], interval)?;
+        let ping4 = ContinuousPing::start(&pods[a].netns, pods[d].ip, interval)?;
+        std::thread::sleep(Duration::from_secs(1));
+        for node in ["node-a", "node-d"] {
+            c.stop(&SUITE.agent_of(node)?);
+            SUITE.start_agent(c, node)?;
+        }
+        std::thread::sleep(Duration::from_secs(RESYNC_SECONDS + 2));
+        let (six, four) = (ping6.stop()?, ping4.stop()?);
+        println!(
+            "[measure] dual-stack Overlay, agents on node-a and node-d restarted under ping every 50 ms: IPv6 {} sent, {} lost, max gap {:?}; IPv4 {} sent, {} lost, max gap {:?}",
+            six.transmitted,
+            six.lost(),
+            six.max_gap,
+            four.transmitted,
+            four.lost(),
+            four.max_gap
+        );
+        for (family, report) in [("IPv6", &six), ("IPv4", &four)] {
+            ensure!(
+                report.transmitted > 50,
+                "too few {family} pings: {report:?}"
+            );
+            ensure!(
+                report.lost() == 0,
+                "{family} packets lost during agent restarts: {report:?}"
+            );
         }
         Ok(())
     })();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::bird::{self, Bird};
 use causeway_e2e::pods::{self, Pod};
-use causeway_e2e::suite::{Suite, lock};
+use causeway_e2e::suite::{Suite, lock, programmed};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -203,6 +203,15 @@ fn dual_stack_bgp(c: &Cluster) -> Result<()> {
         },
     )?;
     drop(guard);
+    // Nothing is named unreachable: BGP carries node-d's subnets of both families to rack-a,
+    // and rack-a's to node-d.
+    for node in ALL {
+        let (status, reason, message) = programmed(c, NETWORK, node)?;
+        ensure!(
+            status == "True" && !message.contains("unreachable") && !message.contains("skipped"),
+            "{node}: Programmed {status} {reason}: {message}"
+        );
+    }
 
     // Traffic: node-d's pod and node-a's pod over IPv6 across r1, both ways, and every other
     // pair of pods on different nodes; IPv4 alongside.

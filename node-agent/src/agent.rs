@@ -16,9 +16,12 @@
 //! - API writes stay O(1) per peer change: a condition change is written at once, but counts
 //!   that move with every peer joining are written at most every `status_refresh`; events are
 //!   only for this node's own transitions, repairs and clean-up.
-//! - Writes from the loop (status, finalizers, events, heartbeat) go through a client whose
-//!   requests time out ([`bounded_writes`]), so an unreachable API server cannot stall the
-//!   loop: resyncs keep repairing, and the liveness probe ([`crate::health`]) stays good.
+//! - The status, events and the heartbeat are written beside the loop ([`crate::writes`]): a
+//!   pass hands them over and the next pass never waits for the API server, so routes keep
+//!   moving when the failure that moves them also cuts the node off the API server. What the
+//!   loop still awaits (finalizers) goes through a client whose requests time out
+//!   ([`bounded_writes`]): resyncs keep repairing, and the liveness probe
+//!   ([`crate::health`]) stays good.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -31,8 +34,7 @@ use causeway_crds::conditions::types;
 use causeway_crds::v1alpha1::BgpSessionStatus;
 use causeway_crds::{NodeSubnet, NodeSubnetStatus, OverlayGateway, PodNetwork};
 use causeway_kube::cache::cached;
-use causeway_kube::events::{Kind, Publisher, Record};
-use causeway_kube::heartbeat;
+use causeway_kube::events::{Kind, Publisher};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -51,6 +53,7 @@ use crate::model::{Dataplane, Op};
 use crate::netlink::Netlink;
 use crate::status::{Failure, Outcome};
 use crate::sysctl::SysctlDir;
+use crate::writes::{Heartbeat, StatusWriter, spawn_event};
 use crate::{cni, pass, plan};
 
 pub use crate::FIELD_MANAGER;
@@ -139,8 +142,12 @@ pub struct Agent<D: Dataplane = Netlink> {
     secrets: Store<Secret>,
     /// One elector per gateway this node is a candidate bridge host for.
     electors: BTreeMap<String, Elector>,
-    events: Publisher,
-    /// When the status was last written.
+    events: Arc<Publisher>,
+    /// Writes the status handed to it, beside the loop.
+    status: StatusWriter,
+    /// Renews the heartbeat Lease, beside the loop.
+    heartbeat: Heartbeat,
+    /// When the status was last handed to the writer.
     status_written: Option<Instant>,
     /// The Programmed (status, reason) last announced by an event, and for which NodeSubnet
     /// (uid): the cache may still show the status before this agent's own write.
@@ -159,18 +166,27 @@ pub struct Agent<D: Dataplane = Netlink> {
     last_skipped: Vec<String>,
     /// The subnet host-local's store was last pruned for ([`cni::prune`]).
     pruned_for: Option<(ipnet::Ipv4Net, Option<ipnet::Ipv6Net>)>,
+    /// The pods' IPv6 addresses the last pass planned with ([`cni::allocations6`]), while
+    /// the plan answers NDP for them (dual-stack Flat); `None` otherwise. The loop re-reads
+    /// host-local's store every [`POD_POLL`] and runs a pass when they changed.
+    pods6: Option<BTreeSet<std::net::Ipv6Addr>>,
 }
+
+/// How often a dual-stack Flat node looks for pods' IPv6 addresses added or released (one
+/// directory listing), so a new pod is answered for within about this long, not a resync.
+const POD_POLL: Duration = Duration::from_millis(500);
 
 /// What one pass decided, for the caller (and the dry run).
 #[derive(Debug, Default)]
 pub struct PassReport {
     /// Operations applied (or, in a dry run, that would be).
     pub ops: Vec<Op>,
-    /// The status written, if any.
+    /// The status handed to the writer ([`crate::writes::StatusWriter`]), if any.
     pub status: Option<NodeSubnetStatus>,
-    /// The pass reached a verdict for this node that is in the API: its NodeSubnet's status was
-    /// written or was already current, or it had none and the node was cleaned up. What
-    /// readiness waits for ([`crate::health`]).
+    /// The pass reached a verdict for this node that is in the API already: its NodeSubnet's
+    /// status was current, or it had none and the node was cleaned up. What readiness waits
+    /// for ([`crate::health`]); a status handed to the writer tells readiness itself once
+    /// written.
     pub settled: bool,
 }
 
@@ -240,7 +256,12 @@ pub async fn run(
         gateway_events.boxed(),
     ]);
 
-    let events = Publisher::new(writer.clone(), FIELD_MANAGER, &config.node_name);
+    let events = Arc::new(Publisher::new(
+        writer.clone(),
+        FIELD_MANAGER,
+        &config.node_name,
+    ));
+    let status = StatusWriter::start(writer.clone(), health.clone());
     let mut agent = Agent {
         client,
         writer,
@@ -254,6 +275,8 @@ pub async fn run(
         secrets,
         electors: BTreeMap::new(),
         events,
+        status,
+        heartbeat: Heartbeat::default(),
         status_written: None,
         announced: None,
         learned: Learned::new(),
@@ -263,6 +286,7 @@ pub async fn run(
         bird_restarts: 0,
         last_skipped: Vec::new(),
         pruned_for: None,
+        pods6: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -351,10 +375,17 @@ pub async fn run(
             // Carried routes expire: a pass lets them go.
             () = sleep_until(carried_until) => trigger = Some(Trigger::Watch),
             // In the same loop as the passes: a hung pass stops the heartbeat too.
-            _ = heartbeat.tick() => agent.heartbeat().await,
+            _ = heartbeat.tick() => agent.heartbeat(),
             _ = resync.tick() => {
                 debug!("resync");
                 trigger = Some(Trigger::Resync);
+            }
+            // Dual-stack Flat: a pod got or released an IPv6 address (its proxy entry).
+            () = tokio::time::sleep(POD_POLL), if agent.pods6.is_some() => {
+                if agent.pods6_changed() {
+                    debug!("pods' IPv6 addresses changed");
+                    trigger = Some(Trigger::Watch);
+                }
             }
             ev = changes.next() => {
                 match ev {
@@ -380,39 +411,30 @@ fn renew_interval(lease_duration: Duration) -> Duration {
 const QUOTED_OPS: usize = 3;
 
 impl<D: Dataplane> Agent<D> {
-    /// Renews this node's heartbeat Lease; a failure is logged and retried next period (the
-    /// operator reports the node silent only after a whole lease duration).
-    async fn heartbeat(&self) {
+    /// Renews this node's heartbeat Lease beside the loop ([`Heartbeat`]); a failure is logged
+    /// and retried next period (the operator reports the node silent only after a whole
+    /// lease duration).
+    fn heartbeat(&mut self) {
         let seconds =
             u32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(u32::MAX);
-        if let Err(e) = heartbeat::renew(
+        self.heartbeat.renew(
             &self.writer,
             &self.config.namespace,
             &self.config.node_name,
             seconds,
-            FIELD_MANAGER,
-        )
-        .await
-        {
-            warn!(error = %e, namespace = %self.config.namespace, "cannot renew the heartbeat Lease; retrying");
-        }
+        );
     }
 
-    /// Publishes an event about `own`.
-    async fn event(&self, own: &NodeSubnet, kind: Kind, reason: &str, action: &str, note: String) {
-        let regarding = own.object_ref(&());
-        self.events
-            .publish(
-                &regarding,
-                Record {
-                    kind,
-                    reason,
-                    action,
-                    note,
-                    related: None,
-                },
-            )
-            .await;
+    /// Publishes an event about `own`, beside the loop.
+    fn event(&self, own: &NodeSubnet, kind: Kind, reason: &str, action: &str, note: String) {
+        spawn_event(
+            &self.events,
+            own.object_ref(&()),
+            kind,
+            reason,
+            action,
+            note,
+        );
     }
 
     /// One pass. Failures end up in the NodeSubnet's status, never in a panic.
@@ -443,8 +465,7 @@ impl<D: Dataplane> Agent<D> {
                                 "removed everything Causeway had programmed on node {node} ({} operations) and its CNI config",
                                 report.ops.len()
                             ),
-                        )
-                        .await;
+                        );
                     }
                     self.release(s).await;
                 }
@@ -505,8 +526,7 @@ impl<D: Dataplane> Agent<D> {
                     "restored what was changed outside Causeway: {}",
                     quoted.join("; ")
                 ),
-            )
-            .await;
+            );
         }
         let previous = own.status.clone().unwrap_or_default();
         let next = crate::status::status(
@@ -532,13 +552,12 @@ impl<D: Dataplane> Agent<D> {
             && self.announced.as_ref() != Some(&(uid.clone(), ok, reason.clone()))
         {
             let kind = if ok { Kind::Normal } else { Kind::Warning };
-            self.event(&own, kind, &reason, "Program", message).await;
+            self.event(&own, kind, &reason, "Program", message);
             self.announced = Some((uid, ok, reason));
         }
-        if self.write_status(&own, &next).await {
-            self.status_written = Some(Instant::now());
-            report.settled = true;
-        }
+        // Beside the loop: the writer tells `health` when it is in the API.
+        self.status.write(&own, next.clone());
+        self.status_written = Some(Instant::now());
         report.status = Some(next);
         report
     }
@@ -561,6 +580,14 @@ impl<D: Dataplane> Agent<D> {
             self.gateways.state(),
         );
         let labels = self.own_labels();
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        let pods6 = match cni::allocations6(&store) {
+            Ok(pods) => pods,
+            Err(e) => {
+                warn!(error = %e, "cannot read host-local's allocations; no proxy NDP entries change");
+                self.pods6.clone().unwrap_or_default()
+            }
+        };
         let api_servers = causeway_kube::apiserver::addresses(
             self.config.api_server,
             &self.api_endpoints.state(),
@@ -573,6 +600,7 @@ impl<D: Dataplane> Agent<D> {
             labels: &labels,
             learned: &self.learned,
             api_servers: &api_servers,
+            pods6: &pods6,
             secrets: &secret_data(&self.secrets),
             namespace: &self.config.namespace,
             apply: !self.config.dry_run,
@@ -630,6 +658,10 @@ impl<D: Dataplane> Agent<D> {
             }
             self.last_skipped.clone_from(&outcome.skipped);
         }
+        self.pods6 = decisions
+            .as_ref()
+            .is_some_and(|d| d.proxy_ndp)
+            .then_some(pods6);
         let Some(decisions) = decisions else {
             return (outcome, ops);
         };
@@ -695,6 +727,15 @@ impl<D: Dataplane> Agent<D> {
             info!(store = %store.display(), pods = ports, addresses = ?gone, "forgot host-local allocations no pod holds");
         }
         Ok(())
+    }
+
+    /// Whether host-local's IPv6 allocations differ from those the last pass planned with.
+    fn pods6_changed(&self) -> bool {
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        match (&self.pods6, cni::allocations6(&store)) {
+            (Some(planned), Ok(now)) => *planned != now,
+            _ => false,
+        }
     }
 
     /// Starts, reconfigures or stops the BGP speaker to match `config`.
@@ -877,8 +918,7 @@ impl<D: Dataplane> Agent<D> {
                 format!(
                     "BIRD, the node's BGP speaker, exited and was started again ({restarts} times since the agent started); its log is in the agent's"
                 ),
-            )
-            .await;
+            );
         }
     }
 
@@ -937,6 +977,7 @@ impl<D: Dataplane> Agent<D> {
             (Err(e), _) => warn!(error = %e, "cannot lock host-local's allocations"),
         }
         self.pruned_for = None;
+        self.pods6 = None;
         // Settled either way: the node was read and the clean-up tried (a failure is
         // retried by the next pass).
         (
@@ -991,20 +1032,6 @@ impl<D: Dataplane> Agent<D> {
             .await
         {
             warn!(nodesubnet = %own.name_any(), error = %e, "cannot update finalizers; retrying next pass");
-        }
-    }
-
-    /// Writes `status`; whether it was accepted.
-    async fn write_status(&self, own: &NodeSubnet, status: &NodeSubnetStatus) -> bool {
-        let name = own.name_any();
-        match causeway_kube::status::apply::<NodeSubnet>(&self.writer, &name, status, FIELD_MANAGER)
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(nodesubnet = %name, error = %e, "cannot write status; retrying next pass");
-                false
-            }
         }
     }
 }

@@ -20,6 +20,9 @@
 //! veth). When the node leaves the network with no pod left, the whole store goes
 //! ([`forget`]). A re-created network thus starts clean instead of leaking addresses or
 //! answering "duplicate allocation".
+//!
+//! The same store tells a dual-stack Flat node which IPv6 addresses its pods hold
+//! ([`allocations6`]), so it answers NDP on the underlay for exactly those.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -75,6 +78,43 @@ pub fn stale<'a>(names: impl IntoIterator<Item = &'a str>, keep: &[IpNet]) -> Ve
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// The IPv6 addresses among `names` (host-local's allocation files): the node's pods' IPv6
+/// addresses, which a dual-stack Flat node answers NDP for.
+#[must_use]
+pub fn ipv6_allocations<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeSet<std::net::Ipv6Addr> {
+    names
+        .into_iter()
+        .filter_map(|n| n.parse::<std::net::Ipv6Addr>().ok())
+        .collect()
+}
+
+/// The pods' IPv6 addresses host-local has allocated in `store` ([`ipv6_allocations`]):
+/// known from the moment the plugin allocates, before the pod sends anything. A missing store
+/// holds none.
+///
+/// # Errors
+/// The store exists but cannot be read; the message names the path.
+pub fn allocations6(
+    store: &Path,
+) -> std::io::Result<std::collections::BTreeSet<std::net::Ipv6Addr>> {
+    let entries = match std::fs::read_dir(store) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", store.display()),
+            ));
+        }
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    Ok(ipv6_allocations(names.iter().map(String::as_str)))
 }
 
 /// Takes host-local's lock on `store` (its file `lock`, with `flock`, as the plugin does),
@@ -312,6 +352,36 @@ mod tests {
             ),
             ["fd00:10:244:9::2"]
         );
+    }
+
+    #[test]
+    fn the_pods_ipv6_addresses_are_the_stores_ipv6_allocation_files_and_nothing_else() {
+        let names = [
+            "10.244.1.2",
+            "fd00:10:244:1::2",
+            "fd00:10:244:1::a",
+            "last_reserved_ip.0",
+            "last_reserved_ip.1",
+            "lock",
+            "fd00:10:244:1::2.tmp",
+        ];
+        let got: Vec<String> = ipv6_allocations(names)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["fd00:10:244:1::2", "fd00:10:244:1::a"]);
+
+        let store = std::env::temp_dir()
+            .join(format!("causeway-cni-v6-test-{}", std::process::id()))
+            .join("causeway");
+        let _ = std::fs::remove_dir_all(&store);
+        assert!(allocations6(&store).expect("missing is empty").is_empty());
+        std::fs::create_dir_all(&store).expect("store");
+        for name in names {
+            std::fs::write(store.join(name), "container-id").expect("file");
+        }
+        assert_eq!(allocations6(&store).expect("read").len(), 2);
+        std::fs::remove_dir_all(store.parent().expect("parent")).expect("clean up");
     }
 
     #[test]

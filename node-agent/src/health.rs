@@ -7,7 +7,8 @@
 //!   resync period. The loop wakes at least every resync and every heartbeat renewal, so a loop
 //!   that has not come round for that long is stuck in a pass (a netlink call or `nft` that
 //!   never returns) — the one state a restart cures. It never depends on the API server: during
-//!   an outage the agent keeps the dataplane and keeps looping (its API writes time out, see
+//!   an outage the agent keeps the dataplane and keeps looping (status, events and heartbeat
+//!   are written beside the loop, [`crate::writes`]; what it still awaits times out, see
 //!   [`crate::agent::bounded_writes`]), and restarting it would only lose its caches. Before the
 //!   loop starts (waiting for the API server's first lists) the agent is live.
 //! - **`/readyz` (readiness)**: the agent has completed its first full pass since it started:
@@ -35,9 +36,9 @@ use tracing::{info, warn};
 /// Where the endpoint listens unless `--health-addr` says otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9809";
 
-/// What a pass may spend waiting for the API server on top of the resync period: a few writes
-/// per pass, each bounded by [`crate::agent::API_TIMEOUT`] (plus its connect timeout), and a
-/// heartbeat renewal.
+/// What a pass may spend waiting for the API server on top of the resync period: the few writes
+/// a pass still awaits (finalizers), each bounded by [`crate::agent::API_TIMEOUT`] (plus its
+/// connect timeout).
 pub const API_ALLOWANCE: Duration = Duration::from_secs(180);
 
 /// How long the loop may go without coming round before `/healthz` fails: the resync period
@@ -79,6 +80,12 @@ impl State {
     /// do). The first one makes the agent ready.
     pub fn settled(&mut self, now: Instant) {
         self.last_turn = Some(now);
+        self.first_pass.get_or_insert(now);
+    }
+
+    /// A pass's status reached the API after the pass ([`crate::writes::StatusWriter`]): the
+    /// first one makes the agent ready. Says nothing about the loop.
+    pub fn reported(&mut self, now: Instant) {
         self.first_pass.get_or_insert(now);
     }
 
@@ -153,6 +160,11 @@ impl Health {
     /// See [`State::settled`].
     pub fn settled(&self) {
         self.state().settled(Instant::now());
+    }
+
+    /// See [`State::reported`].
+    pub fn reported(&self) {
+        self.state().reported(Instant::now());
     }
 
     /// See [`State::live`].

@@ -10,7 +10,8 @@
 //! - [`gateway`]: OverlayGateways on the node (the VIP elector, ARP, ClientJoin, client mode);
 //! - [`bgp`]: the BGP speaker of Routed mode as the agent sees it (configuration, snapshot),
 //!   and [`bird`]: BIRD 2, which speaks BGP for it (rendered, run and read by the agent);
-//! - [`cni`], [`health`]: the CNI config file and the probes' endpoint.
+//! - [`cni`], [`health`]: the CNI config file and the probes' endpoint; [`writes`]: the
+//!   loop's API writes (status, events, heartbeat), carried out beside it.
 
 /// Field manager of everything the agent writes (status, finalizers, events, Leases).
 pub const FIELD_MANAGER: &str = "causeway-node-agent";
@@ -25,6 +26,7 @@ pub mod health;
 pub mod kernel;
 pub mod nat;
 pub mod pass;
+pub mod writes;
 
 // The modules keep their short paths (`crate::plan`, `causeway_node_agent::netlink`, ...);
 // the folders above say where each belongs.

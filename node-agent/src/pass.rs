@@ -13,7 +13,7 @@
 //! to the API server.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use causeway_crds::{NodeSubnet, OverlayGateway, PodNetwork};
@@ -45,6 +45,9 @@ pub struct Inputs<'a> {
     /// The API servers' addresses (the configured one and the `default/kubernetes`
     /// endpoints): never routed away, never taken by a client.
     pub api_servers: &'a [Ipv4Addr],
+    /// This node's pods' IPv6 addresses (host-local's allocations, [`crate::cni::allocations6`]):
+    /// a dual-stack Flat network answers NDP on the underlay for each.
+    pub pods6: &'a BTreeSet<Ipv6Addr>,
     /// The Secrets of the agent's namespace (BGP passwords), and that namespace.
     pub secrets: &'a crate::bgp::peering::Secrets,
     pub namespace: &'a str,
@@ -76,6 +79,9 @@ pub struct Decisions {
     pub secondary: Option<ipnet::Ipv6Net>,
     /// The pod MTU.
     pub mtu: u32,
+    /// The plan answers NDP for local pods (dual-stack Flat): the agent keeps the proxy
+    /// entries in step with host-local's allocations between passes.
+    pub proxy_ndp: bool,
 }
 
 /// One pass's result.
@@ -90,13 +96,24 @@ pub struct Pass {
 }
 
 /// Reads what the plan needs from the kernel: the node's underlay (the link holding
-/// `address`), the routes that are not the agent's, and the agent's own objects.
+/// `address`, with the on-link prefix of `address6` when that link holds it), the routes that
+/// are not the agent's, and the agent's own objects.
 ///
 /// # Errors
 /// [`Failure::Underlay`] when no link holds `address`; [`Failure::Observe`] when the kernel
 /// cannot be read.
-pub async fn observe<D: Dataplane>(dp: &mut D, address: Ipv4Addr) -> Result<Observed, Failure> {
-    let underlay = dp.underlay_for(address).await.map_err(Failure::Underlay)?;
+pub async fn observe<D: Dataplane>(
+    dp: &mut D,
+    address: Ipv4Addr,
+    address6: Option<Ipv6Addr>,
+) -> Result<Observed, Failure> {
+    let mut underlay = dp.underlay_for(address).await.map_err(Failure::Underlay)?;
+    if let Some(address6) = address6 {
+        underlay.prefix6 = dp
+            .underlay_prefix6(&underlay.name, address6)
+            .await
+            .map_err(Failure::Observe)?;
+    }
     let foreign = dp.foreign_routes().await.map_err(Failure::Observe)?;
     let state = dp
         .observe()
@@ -188,7 +205,13 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     pass.outcome.bgp_local = speaker.as_ref().map(SpeakerConfig::local_side);
 
     // 1. Observe.
-    let observed = match observe(dp, address).await {
+    // The node's IPv6 address matters on a dual-stack network (Flat and Routed reach IPv6
+    // peers over the underlay); a missing or bad one is the plan's to report.
+    let address6 = match own.spec.secondary_node_address.as_deref().map(str::parse) {
+        Some(Ok(IpAddr::V6(a))) if network.spec.secondary_cidr.is_some() => Some(a),
+        _ => None,
+    };
+    let observed = match observe(dp, address, address6).await {
         Ok(o) => o,
         Err(failure) => return fail(pass, failure),
     };
@@ -234,8 +257,16 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         snat: &snat,
         clients: &clients,
         protected: &protected,
+        protected6: &observed.foreign.next_hops6,
+        pods6: input.pods6,
     }) {
         Ok(p) => p,
+        // The node lacks an IPv6 address on its underlay: the node's set-up, not the spec.
+        Err(
+            e @ (plan::PlanError::NoNodeAddress6 { .. } | plan::PlanError::NotOnUnderlay6 { .. }),
+        ) => {
+            return fail(pass, Failure::Underlay(e.to_string()));
+        }
         Err(e) => return fail(pass, Failure::Plan(e.to_string())),
     };
     pass.outcome.mtu = Some(planned.mtu);
@@ -253,6 +284,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         subnet: planned.subnet,
         secondary: planned.secondary,
         mtu: planned.mtu,
+        proxy_ndp: !planned.desired.proxy_ndp.is_empty(),
     });
 
     // 3. Diff.
@@ -347,45 +379,35 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
 
 /// What this agent programs of the families the API allows (issue #18): IPv4 networks in
 /// every mode, and dual-stack networks with an IPv4 `cidr`, an IPv6 `secondaryCidr` and an
-/// IPv4 node address in Overlay mode (IPv6 rides the IPv4 VXLAN tunnel) and in Routed mode
-/// with BGP (IPv6 unicast on the IPv4 sessions, routes via the nodes' IPv6 addresses).
-/// Anything else with IPv6 in it (an IPv6 `cidr`, dual-stack Flat or static Routed, an IPv6
-/// underlay) is refused whole, so a node never runs half of a network; the sentence says why
-/// and what is supported.
+/// IPv4 node address in Overlay mode (IPv6 rides the IPv4 VXLAN tunnel), in Flat mode and in
+/// Routed mode, static or with BGP (IPv6 crosses the underlay unencapsulated: the node's IPv6
+/// address comes from `secondaryNodeAddress`, checked by the plan; with BGP, IPv6 unicast
+/// rides the IPv4 sessions). Anything else with IPv6 in it (an IPv6 `cidr`, an IPv6
+/// `nodeAddress`) is refused whole, so a node never runs half of a network; the sentence says
+/// why and what is supported.
 fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet) -> Option<String> {
+    use causeway_crds::v1alpha1::PodNetworkMode;
     let ipv6 = network.parsed_cidr().is_err()
         && causeway_crds::cidr::parse_cidr(&network.cidr)
             .is_ok_and(|c| matches!(c, ipnet::IpNet::V6(_)));
     let what = if ipv6 {
         format!("spec.cidr {} is an IPv6 range", network.cidr)
-    } else if let Some(secondary) = &network.secondary_cidr {
-        use causeway_crds::v1alpha1::PodNetworkMode;
-        let bgp = network.bgp().is_some();
-        let refused = match network.mode {
-            PodNetworkMode::Flat => Some("Flat"),
-            PodNetworkMode::Routed if !bgp => Some("static Routed (no spec.routed.bgp)"),
-            PodNetworkMode::Routed | PodNetworkMode::Overlay => None,
+    } else if network.secondary_cidr.is_some() && own.spec.parsed_node_address().is_err() {
+        let why = match network.mode {
+            PodNetworkMode::Overlay => "the VXLAN tunnel would need an IPv6 underlay",
+            PodNetworkMode::Flat | PodNetworkMode::Routed => {
+                "dual-stack networks need an IPv4 nodeAddress, the IPv6 one in spec.secondaryNodeAddress"
+            }
         };
-        if let Some(kind) = refused {
-            format!("spec.secondaryCidr {secondary} makes this {kind} network dual-stack")
-        } else if own.spec.parsed_node_address().is_err() {
-            format!(
-                "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so {} would need an IPv6 underlay",
-                own.spec.node_address,
-                if bgp {
-                    "the BGP sessions"
-                } else {
-                    "the VXLAN tunnel"
-                }
-            )
-        } else {
-            return None;
-        }
+        format!(
+            "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so {why}",
+            own.spec.node_address
+        )
     } else {
         return None;
     };
     Some(format!(
-        "{what}, and this version of the node agent programs IPv4 pod networks, and dual-stack networks (an IPv4 cidr, an IPv6 secondaryCidr, IPv4 node addresses) only in Overlay mode and in Routed mode with BGP (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
+        "{what}; this version of the node agent programs IPv4 pod networks, and dual-stack networks with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses in Overlay mode, Flat mode and Routed mode (static or with BGP) (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
     ))
 }
 
@@ -451,6 +473,7 @@ mod tests {
                 name: "eth0".into(),
                 mtu: 1500,
                 prefix: "192.168.1.0/24".parse().expect("prefix"),
+                prefix6: None,
             },
         );
         dp.foreign_routes
@@ -466,6 +489,8 @@ mod tests {
         subnets: Vec<Arc<NodeSubnet>>,
         gateways: Vec<Arc<OverlayGateway>>,
         labels: BTreeMap<String, String>,
+        /// host-local's IPv6 allocations on node-a.
+        pods6: BTreeSet<Ipv6Addr>,
         apply: bool,
     }
 
@@ -476,6 +501,7 @@ mod tests {
                 subnets: subnets(),
                 gateways: vec![],
                 labels: BTreeMap::new(),
+                pods6: BTreeSet::new(),
                 apply: true,
             }
         }
@@ -493,6 +519,7 @@ mod tests {
                     labels: &self.labels,
                     learned: &learned,
                     api_servers: &["192.168.40.2".parse().expect("ip")],
+                    pods6: &self.pods6,
                     secrets: &crate::bgp::peering::Secrets::new(),
                     namespace: "causeway-system",
                     apply: self.apply,
@@ -625,40 +652,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ipv6_primary_and_dual_stack_flat_networks_are_refused_whole_and_a_programmed_node_keeps_its_state()
+    async fn ipv6_primary_networks_and_ipv6_node_addresses_are_refused_whole_and_a_programmed_node_keeps_its_state()
      {
         let mut world = World::new();
         let mut dp = node_a();
         world.pass(&mut dp).await;
-        world.networks = vec![network(serde_json::json!({
-            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
-        }))];
-        let dual = world.pass(&mut dp).await;
-        assert!(
-            dual.outcome.failure.is_none(),
-            "dual-stack Overlay is supported: {:?}",
-            dual.outcome.failure
-        );
+        let programmed = dp.state.clone();
+        let applied = dp.applied.len();
+
+        // A dual-stack Flat network with an IPv6 nodeAddress: refused, naming the field; the
+        // running dataplane stays.
         world.networks = vec![network(serde_json::json!({
             "mode": "Flat", "overlay": null,
             "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
         }))];
-        let programmed = dp.state.clone();
-        let applied = dp.applied.len();
-        let dual = world.pass(&mut dp).await;
+        let mut v6_node = (*world.subnets[0]).clone();
+        v6_node.spec.node_address = "fd00:50::11".into();
+        world.subnets[0] = Arc::new(v6_node);
+        let refused = world.pass(&mut dp).await;
         assert!(
-            matches!(&dual.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this Flat network dual-stack, and this version of the node agent programs IPv4 pod networks, and dual-stack networks (an IPv4 cidr, an IPv6 secondaryCidr, IPv4 node addresses) only in Overlay mode and in Routed mode with BGP")),
+            matches!(&refused.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("this node's address fd00:50::11 (NodeSubnet spec.nodeAddress) is not IPv4, so dual-stack networks need an IPv4 nodeAddress")
+                    && m.contains("Flat mode and Routed mode (static or with BGP)")
+                    && m.contains("nothing on this node is changed")),
             "{:?}",
-            dual.outcome.failure
+            refused.outcome.failure
         );
-        assert!(dual.ops.is_empty() && dual.decisions.is_none());
+        assert!(refused.ops.is_empty() && refused.decisions.is_none());
         assert_eq!((dp.state.clone(), dp.applied.len()), (programmed, applied));
+        let mut fresh = node_a();
 
+        world.subnets = subnets();
         world.networks = vec![network(serde_json::json!({
             "cidr": "fd00:10:244::/56", "nodeSubnetPrefixLength": 64,
         }))];
-        let mut fresh = node_a();
         let ipv6 = world.pass(&mut fresh).await;
         assert!(
             matches!(&ipv6.outcome.failure, Some(Failure::Plan(m))
@@ -667,6 +694,130 @@ mod tests {
             ipv6.outcome.failure
         );
         assert!(fresh.applied.is_empty());
+    }
+
+    /// The dual-stack Flat world: node-a and node-b on eth0's segment (IPv4 and IPv6), node-c
+    /// on another one.
+    fn dual_stack_flat() -> World {
+        let mut world = World::new();
+        world.networks = vec![network(serde_json::json!({
+            "mode": "Flat", "overlay": null,
+            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+        }))];
+        let with_v6 = |s: &Arc<NodeSubnet>, v6: &str, node6: &str| {
+            let mut s = (**s).clone();
+            s.spec.secondary_cidr = Some(v6.into());
+            s.spec.secondary_node_address = Some(node6.into());
+            Arc::new(s)
+        };
+        world.subnets = vec![
+            with_v6(&world.subnets[0], "fd00:10:244:1::/64", "fd00:1::11"),
+            with_v6(&world.subnets[1], "fd00:10:244:2::/64", "fd00:1::12"),
+            with_v6(&world.subnets[2], "fd00:10:244:3::/64", "fd00:2::13"),
+        ];
+        world
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_flat_node_without_ipv6_on_its_underlay_is_told_what_is_missing_and_changes_nothing()
+     {
+        let world = dual_stack_flat();
+        let mut dp = node_a();
+        let pass = world.pass(&mut dp).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Underlay(m))
+                if m.starts_with("this node's IPv6 address fd00:1::11 (NodeSubnet spec.secondaryNodeAddress, its IPv6 InternalIP) is not on underlay link eth0, which holds its IPv4 address 192.168.1.11")
+                    && m.contains("add fd00:1::11 to eth0")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert_eq!(
+            pass.outcome.failure.as_ref().map(Failure::reason),
+            Some("UnderlayNotFound")
+        );
+        assert!(pass.decisions.is_none() && dp.applied.is_empty() && !dp.forwarding);
+
+        // No IPv6 InternalIP at all: the NodeSubnet has no secondaryNodeAddress.
+        let mut world = dual_stack_flat();
+        let mut own = (*world.subnets[0]).clone();
+        own.spec.secondary_node_address = None;
+        world.subnets[0] = Arc::new(own);
+        let pass = world.pass(&mut dp).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Underlay(m))
+                if m.starts_with("NodeSubnet overlay-node-a: spec.secondaryNodeAddress is missing, and this dual-stack Flat network needs node node-a's IPv6 address on its underlay")
+                    && m.contains("give node node-a an IPv6 address and register it as an InternalIP")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert!(dp.applied.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_flat_node_answers_ndp_for_exactly_its_own_pods_and_follows_them() {
+        let mut world = dual_stack_flat();
+        let addr = |s: &str| s.parse::<Ipv6Addr>().expect("ip");
+        world.pods6 = [
+            "fd00:10:244:1::2",
+            "fd00:10:244:1::3",
+            // Not this node's subnet: never proxied.
+            "fd00:10:244:2::2",
+        ]
+        .into_iter()
+        .map(addr)
+        .collect();
+        let mut dp = node_a().with_address6(
+            "eth0",
+            addr("fd00:1::11"),
+            "fd00:1::/64".parse().expect("net"),
+        );
+        let pass = world.pass(&mut dp).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        assert!(dp.forwarding6, "IPv6 forwarding on");
+        let decisions = pass.decisions.expect("decisions");
+        assert!(decisions.proxy_ndp);
+        assert_eq!(
+            decisions.secondary,
+            Some("fd00:10:244:1::/64".parse().expect("cidr"))
+        );
+        assert_eq!(
+            dp.state
+                .proxy_neighbours
+                .iter()
+                .map(|(dev, ip)| format!("{dev} {ip}"))
+                .collect::<Vec<_>>(),
+            ["eth0 fd00:10:244:1::2", "eth0 fd00:10:244:1::3"]
+        );
+        assert!(dp.state.proxy_ndp.contains("eth0") && dp.state.proxy_arp.contains("eth0"));
+        // node-c's IPv6 node address is on another segment: named.
+        assert!(
+            pass.outcome.skipped.iter().any(|m| m
+                == "NodeSubnet overlay-node-c (node node-c): its IPv6 pods are unreachable: its IPv6 node address fd00:2::13 is not on this node's IPv6 segment fd00:1::/64, and Flat mode needs every node on one segment (use mode Overlay, or select the nodes of one segment)."),
+            "{:?}",
+            pass.outcome.skipped
+        );
+        let again = world.pass(&mut dp).await;
+        assert!(again.ops.is_empty(), "{:?}", again.ops);
+
+        // A pod goes, another comes: one entry removed, one added, nothing else.
+        world.pods6 = ["fd00:10:244:1::3", "fd00:10:244:1::4"]
+            .into_iter()
+            .map(addr)
+            .collect();
+        let moved = world.pass(&mut dp).await;
+        let ops: Vec<String> = moved.ops.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            ops,
+            [
+                "replace neighbour proxy fd00:10:244:1::4 dev eth0 proto 249",
+                "delete neighbour proxy fd00:10:244:1::2 dev eth0",
+            ]
+        );
+
+        // Leaving: every entry, proxy NDP and the routes go.
+        let cleared = clear(&mut dp, true).await.expect("clear");
+        assert!(cleared.failed.is_none());
+        assert_eq!(dp.state, State::default());
     }
 
     #[tokio::test]
@@ -684,7 +835,14 @@ mod tests {
         a.spec.secondary_cidr = Some("fd00:10:244:1::/64".into());
         a.spec.secondary_node_address = Some("fd00:1::11".into());
         world.subnets[0] = Arc::new(a.clone());
-        let mut dp = node_a();
+        let node_a6 = || {
+            node_a().with_address6(
+                "eth0",
+                "fd00:1::11".parse().expect("ip"),
+                "fd00:1::/64".parse().expect("net"),
+            )
+        };
+        let mut dp = node_a6();
         let pass = world.pass(&mut dp).await;
         assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
         assert!(dp.forwarding && dp.forwarding6);
@@ -717,7 +875,7 @@ mod tests {
         // Without an IPv6 address the node cannot announce its IPv6 subnet: refused whole.
         a.spec.secondary_node_address = None;
         world.subnets[0] = Arc::new(a);
-        let mut fresh = node_a();
+        let mut fresh = node_a6();
         let pass = world.pass(&mut fresh).await;
         assert!(
             matches!(&pass.outcome.failure, Some(Failure::Plan(m))
@@ -726,16 +884,6 @@ mod tests {
             pass.outcome.failure
         );
         assert!(fresh.applied.is_empty() && pass.decisions.is_none());
-
-        // Static Routed stays refused.
-        world.networks = vec![routed(serde_json::json!({}))];
-        let pass = world.pass(&mut fresh).await;
-        assert!(
-            matches!(&pass.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this static Routed (no spec.routed.bgp) network dual-stack")),
-            "{:?}",
-            pass.outcome.failure
-        );
     }
 
     #[tokio::test]
@@ -958,7 +1106,7 @@ mod tests {
                     "network": NETWORK, "strategy": "ClientJoin", "clientJoin": {"clients": list},
                 })).expect("gateway"))));
             }
-            let world = World { networks: vec![network], subnets, gateways, labels: BTreeMap::new(), apply: true };
+            let world = World { networks: vec![network], subnets, gateways, labels: BTreeMap::new(), pods6: BTreeSet::new(), apply: true };
             let mut dp = node_a();
             let pass = tokio::runtime::Builder::new_current_thread()
                 .build()

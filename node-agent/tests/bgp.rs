@@ -1647,7 +1647,7 @@ protocol bgp node1 {{
     let mut dp = causeway_node_agent::netlink::Netlink::in_netns(&lab.node.name)
         .await
         .expect("netlink in the node namespace");
-    let observed = causeway_node_agent::pass::observe(&mut dp, NODE_IP)
+    let observed = causeway_node_agent::pass::observe(&mut dp, NODE_IP, Some(NODE_IP6))
         .await
         .unwrap_or_else(|e| panic!("observe: {e:?}"));
     let planned = causeway_node_agent::plan::plan(&causeway_node_agent::plan::Input {
@@ -1660,6 +1660,8 @@ protocol bgp node1 {{
         snat: &[],
         clients: &[],
         protected: &Default::default(),
+        protected6: &Default::default(),
+        pods6: &Default::default(),
     })
     .expect("plan");
     assert!(planned.skipped.is_empty(), "{:?}", planned.skipped);

@@ -769,6 +769,123 @@ async fn proxy_arp_is_set_on_the_underlay_and_observed_only_where_our_device_rou
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn proxy_ndp_entries_carry_the_agents_mark_are_observed_and_only_ours_are_removed() {
+    let ns = Netns::with_underlay();
+    ns.exec("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0");
+    ns.ip("-6 addr add fd00:77::1/64 dev eth0 nodad");
+    let mut netlink = ns.netlink().await;
+    let sysctl = |path: &str| {
+        let out = ns.exec(&format!("cat /proc/sys/net/ipv6/{path}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("IPv6 address");
+
+    // The underlay's IPv6 prefix: on eth0 only, for the address it holds.
+    assert_eq!(
+        netlink
+            .underlay_prefix6("eth0", v6("fd00:77::1"))
+            .await
+            .expect("read"),
+        Some("fd00:77::/64".parse().expect("net"))
+    );
+    assert_eq!(
+        netlink
+            .underlay_prefix6("eth1", v6("fd00:77::1"))
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        netlink
+            .underlay_prefix6("eth0", v6("fd00:77::2"))
+            .await
+            .expect("read"),
+        None
+    );
+
+    // Someone else's proxy entry (no mark): never read as the agent's, never removed.
+    ns.ip("-6 neigh add proxy fd00:10:244:1::99 dev eth0");
+    let observed = netlink.observe().await.expect("observe");
+    assert!(observed.proxy_neighbours.is_empty() && observed.proxy_ndp.is_empty());
+
+    let pods = ["fd00:10:244:1::2", "fd00:10:244:1::3"];
+    let mut ops = vec![
+        Op::ReplaceRoute(route("fd00:10:244::/56", None, "eth0", false)),
+        Op::SetProxyNdp {
+            dev: "eth0".into(),
+            on: true,
+        },
+    ];
+    ops.extend(pods.iter().map(|p| Op::AddProxyNeighbour {
+        dev: "eth0".into(),
+        ip: v6(p),
+    }));
+    apply(&mut netlink, &ops).await;
+    // Applying twice is fine (replace).
+    apply(&mut netlink, &ops).await;
+    assert_eq!(sysctl("conf/eth0/proxy_ndp"), "1");
+    assert_eq!(
+        sysctl("neigh/eth0/proxy_delay"),
+        "0",
+        "proxy answers go out at once"
+    );
+    let shown = ns.ip("-6 neigh show proxy");
+    for pod in pods {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with(&format!("{pod} dev eth0")) && l.contains("proto 249")),
+            "{pod} not proxied with the mark: {shown}"
+        );
+    }
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(observed.proxy_ndp.iter().collect::<Vec<_>>(), ["eth0"]);
+    assert_eq!(
+        observed.proxy_neighbours,
+        pods.iter().map(|p| ("eth0".to_owned(), v6(p))).collect()
+    );
+
+    // One pod goes: only its entry is deleted.
+    apply(
+        &mut netlink,
+        &[Op::DeleteProxyNeighbour {
+            dev: "eth0".into(),
+            ip: v6(pods[0]),
+        }],
+    )
+    .await;
+    let shown = ns.ip("-6 neigh show proxy");
+    assert!(
+        !shown.contains(pods[0]) && shown.contains(pods[1]),
+        "{shown}"
+    );
+    // Deleting the foreign entry through the agent is a no-op: it carries no mark.
+    apply(
+        &mut netlink,
+        &[Op::DeleteProxyNeighbour {
+            dev: "eth0".into(),
+            ip: v6("fd00:10:244:1::99"),
+        }],
+    )
+    .await;
+    assert!(ns.ip("-6 neigh show proxy").contains("fd00:10:244:1::99"));
+
+    // Tearing down: everything observed goes, the foreign entry stays.
+    let observed = netlink.observe().await.expect("observe");
+    let ops = causeway_node_agent::diff::diff(&State::default(), &observed);
+    apply(&mut netlink, &ops).await;
+    assert_eq!(sysctl("conf/eth0/proxy_ndp"), "0");
+    assert_eq!(
+        sysctl("neigh/eth0/proxy_delay"),
+        "80",
+        "the kernel's default is back"
+    );
+    let shown = ns.ip("-6 neigh show proxy");
+    assert_eq!(shown.trim(), "fd00:10:244:1::99 dev eth0 proxy", "{shown}");
+    assert_eq!(ns.ip("-6 route show proto 249"), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn apply_all_pipelines_runs_and_names_the_first_failure() {
     let ns = Netns::with_underlay();
     let mut netlink = ns.netlink().await;
@@ -799,6 +916,56 @@ async fn apply_all_pipelines_runs_and_names_the_first_failure() {
         .expect_err("a missing link");
     assert_eq!(index, 1, "{error}");
     assert!(error.op.contains("cw-missing"), "{error}");
+}
+
+/// A run that moves many of our routes to another next hop (BGP choosing another router):
+/// each exclusive add finds our route in the way, and the ownership check must neither
+/// collide with the others' (two dumps on one netlink socket fail with EBUSY) nor leave the
+/// socket unusable for the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_run_moving_many_of_our_routes_to_another_next_hop_succeeds() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let moved = |via: &str| -> Vec<Op> {
+        (0..64u32)
+            .map(|i| Op::ReplaceRoute(route(&format!("10.245.{i}.0/24"), Some(via), "eth0", false)))
+            .collect()
+    };
+    for via in ["192.168.77.253", "192.168.77.254", "192.168.77.253"] {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            Dataplane::apply_all(&mut netlink, &moved(via)),
+        )
+        .await
+        .expect("the run finishes")
+        .unwrap_or_else(|(i, e)| panic!("op {i}: {e}"));
+        let routes = tokio::time::timeout(std::time::Duration::from_secs(10), netlink.observe())
+            .await
+            .expect("the next observe finishes")
+            .expect("observe")
+            .routes;
+        assert_eq!(routes.len(), 64, "{routes:?}");
+        assert!(
+            routes.values().all(|r| r.gateway == Some(ip(via))),
+            "{routes:?}"
+        );
+    }
+    // The one reading per run still tells a foreign route from ours.
+    ns.ip("route add 10.245.200.0/24 via 192.168.77.9 dev eth0 proto static");
+    let mut run = moved("192.168.77.254");
+    run.push(Op::ReplaceRoute(route(
+        "10.245.200.0/24",
+        Some("192.168.77.254"),
+        "eth0",
+        false,
+    )));
+    let (index, error) = Dataplane::apply_all(&mut netlink, &run)
+        .await
+        .expect_err("a foreign route in the way");
+    assert_eq!(index, 64, "{error}");
+    assert!(error.message.contains("does not own"), "{error}");
+    let foreign = ns.ip("route show 10.245.200.0/24");
+    assert!(foreign.contains("via 192.168.77.9"), "{foreign}");
 }
 
 /// A node's worth of objects, in the order an apply would create them.
@@ -1056,6 +1223,7 @@ async fn underlay_for_finds_the_link_holding_the_node_address() {
             name: "eth0".into(),
             mtu: 1500,
             prefix: net4("192.168.77.0/24"),
+            prefix6: None,
         }
     );
 }

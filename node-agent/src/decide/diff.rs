@@ -15,7 +15,8 @@
 //! 4. FDB entries, then neighbours, then routes are added or replaced, so that when a route
 //!    appears, its next hop already resolves to a VTEP (no ARP, no flooding: packets sent
 //!    before would be dropped);
-//! 5. proxy ARP is turned on (after the route it answers for), and the NAT table is replaced
+//! 5. proxy ARP and proxy NDP are turned on (after the route they answer for), proxy NDP
+//!    entries (one per local pod, dual-stack Flat) are added, and the NAT table is replaced
 //!    when it differs (one atomic nftables transaction);
 //! 6. what is observed but not desired is removed: routes, neighbours, FDB entries,
 //!    addresses, and last the links, so that new paths exist before old ones go
@@ -95,6 +96,22 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             on: true,
         });
     }
+    // The same for IPv6 (dual-stack Flat): proxy NDP, then one proxy entry per local pod.
+    for dev in desired.proxy_ndp.difference(&observed.proxy_ndp) {
+        ops.push(Op::SetProxyNdp {
+            dev: dev.clone(),
+            on: true,
+        });
+    }
+    for (dev, ip) in desired
+        .proxy_neighbours
+        .difference(&observed.proxy_neighbours)
+    {
+        ops.push(Op::AddProxyNeighbour {
+            dev: dev.clone(),
+            ip: *ip,
+        });
+    }
 
     // NAT is independent of links: the table is replaced whole when it differs.
     if let Some(want) = &desired.nat
@@ -156,6 +173,21 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     }
     for dev in observed.proxy_arp.difference(&desired.proxy_arp) {
         ops.push(Op::SetProxyArp {
+            dev: dev.clone(),
+            on: false,
+        });
+    }
+    for (dev, ip) in observed
+        .proxy_neighbours
+        .difference(&desired.proxy_neighbours)
+    {
+        ops.push(Op::DeleteProxyNeighbour {
+            dev: dev.clone(),
+            ip: *ip,
+        });
+    }
+    for dev in observed.proxy_ndp.difference(&desired.proxy_ndp) {
+        ops.push(Op::SetProxyNdp {
             dev: dev.clone(),
             on: false,
         });

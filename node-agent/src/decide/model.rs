@@ -9,8 +9,10 @@
 //! - NAT rules live in the nftables table [`NAT_TABLE`] (`ip causeway`, and `ip6 causeway` for
 //!   a dual-stack network's IPv6 pods), which the agent replaces whole; other tables are never
 //!   read or written;
-//! - proxy ARP is read and changed only on links that carry one of the agent's device routes
-//!   (Flat mode's on-link route for the network's range);
+//! - proxy ARP and proxy NDP are read and changed only on links that carry one of the agent's
+//!   device routes (Flat mode's on-link routes for the network's ranges);
+//! - proxy NDP entries (`ip -6 neigh add proxy ...`) carry protocol [`ROUTE_PROTOCOL`] too
+//!   (`ip -6 neigh show proxy` prints `proto 249`): only those are read, and only those deleted;
 //! - pods' host-side veths (created by the CNI `bridge` plugin, not by the agent) are read
 //!   only when attached to one of the agent's bridges or carrying its alias
 //!   ([`PORT_ALIAS_PREFIX`]), and only ever given that alias or re-attached to that bridge.
@@ -20,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -132,6 +134,10 @@ pub struct Underlay {
     /// The on-link prefix of the node's address on it (`192.168.50.0/24`): peers inside it
     /// are reachable without a router, which is what `crossSubnet` tests.
     pub prefix: Ipv4Net,
+    /// The on-link prefix of the node's IPv6 address (NodeSubnet `spec.secondaryNodeAddress`)
+    /// on the same link (`fd00:50::/64`), when it holds it: dual-stack Flat and Routed
+    /// networks reach IPv6 peers inside it. `None` when the node has no IPv6 address there.
+    pub prefix6: Option<Ipv6Net>,
 }
 
 /// The main table's routes that are not the agent's, as far as the plan needs them.
@@ -142,6 +148,8 @@ pub struct ForeignRoutes {
     /// Every next hop (`via`) of those routes, multipath hops included: the node's own paths
     /// over the underlay, which no planned route may cover.
     pub next_hops: BTreeSet<Ipv4Addr>,
+    /// The same for the IPv6 main table's routes (an IPv6 default gateway, say).
+    pub next_hops6: BTreeSet<Ipv6Addr>,
 }
 
 /// A permanent neighbour entry (ARP for IPv4, NDP for IPv6) on one of the agent's links.
@@ -249,6 +257,14 @@ pub struct State {
     /// carry one of its device routes and have `proxy_arp` set. Observed only on such links,
     /// so a proxy ARP someone else set elsewhere is never read as the agent's.
     pub proxy_arp: BTreeSet<String>,
+    /// Links (the underlay, on a dual-stack Flat network) with `net.ipv6.conf.<dev>.proxy_ndp`
+    /// on; observed, like [`Self::proxy_arp`], only on links carrying one of the agent's
+    /// device routes.
+    pub proxy_ndp: BTreeSet<String>,
+    /// Proxy NDP entries with the agent's mark, by (link name, IPv6 address): this node
+    /// answers neighbour solicitations on that link for each address (its own pods' IPv6
+    /// addresses on a dual-stack Flat network; Linux proxy NDP has no range mode).
+    pub proxy_neighbours: BTreeSet<(String, Ipv6Addr)>,
     /// The agent's own links with loose reverse-path filtering (`rp_filter=2`): the VXLAN
     /// device, where traffic arrives on a different interface than its replies leave by
     /// design (RouteToNodes clients). Observed on the agent's links only.
@@ -305,6 +321,23 @@ pub enum Op {
     SetProxyArp {
         dev: String,
         on: bool,
+    },
+    /// Turn `net.ipv6.conf.<dev>.proxy_ndp` on or off (with `net.ipv6.neigh.<dev>.proxy_delay`
+    /// 0 while on, the kernel's default when off).
+    SetProxyNdp {
+        dev: String,
+        on: bool,
+    },
+    /// Add a proxy NDP entry with the agent's mark (`ip -6 neigh replace proxy <ip> dev <dev>
+    /// protocol 249`).
+    AddProxyNeighbour {
+        dev: String,
+        ip: Ipv6Addr,
+    },
+    /// Delete a proxy NDP entry.
+    DeleteProxyNeighbour {
+        dev: String,
+        ip: Ipv6Addr,
     },
     /// Set `net.ipv4.conf.<dev>.rp_filter=2` (loose) on one of the agent's links. The kernel
     /// applies the larger of `all` and the device's value, so this holds under a strict
@@ -407,6 +440,20 @@ impl fmt::Display for Op {
                     u8::from(*on)
                 )
             }
+            Op::SetProxyNdp { dev, on } => {
+                write!(
+                    f,
+                    "set sysctl net.ipv6.conf.{dev}.proxy_ndp={}",
+                    u8::from(*on)
+                )
+            }
+            Op::AddProxyNeighbour { dev, ip } => write!(
+                f,
+                "replace neighbour proxy {ip} dev {dev} proto {ROUTE_PROTOCOL}"
+            ),
+            Op::DeleteProxyNeighbour { dev, ip } => {
+                write!(f, "delete neighbour proxy {ip} dev {dev}")
+            }
             Op::SetLooseRpFilter(dev) => write!(f, "set sysctl net.ipv4.conf.{dev}.rp_filter=2"),
             Op::MarkPort { port, bridge } => {
                 write!(f, "set link {port} alias {PORT_ALIAS_PREFIX}{bridge}")
@@ -458,6 +505,14 @@ pub trait Dataplane {
     /// The link holding `address` (the node's underlay); `Err` says why none does, in words
     /// for the NodeSubnet (naming `spec.nodeAddress`).
     async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String>;
+
+    /// The on-link prefix of IPv6 address `address` on link `link` (the underlay), `None`
+    /// when that link does not hold it.
+    async fn underlay_prefix6(
+        &mut self,
+        link: &str,
+        address: Ipv6Addr,
+    ) -> Result<Option<Ipv6Net>, String>;
 
     /// The main table's routes that are not the agent's (every origin and type).
     async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String>;

@@ -25,6 +25,16 @@
 //! IPv4 tunnel). IPv6 stays tunnelled under `crossSubnet` (a direct IPv6 route would need an
 //! IPv6 underlay), so an on-link peer gets the FDB entry for its IPv6 subnet alone.
 //!
+//! Dual-stack Flat and Routed (static): IPv6 crosses the underlay unencapsulated, within the
+//! IPv6 prefix the node's `secondaryNodeAddress` has on the underlay link
+//! ([`Underlay::prefix6`]; without it the plan fails, naming what is missing). Flat puts the
+//! whole `secondaryCidr` on-link there, turns proxy NDP on and adds one proxy entry per local
+//! pod IPv6 address ([`Input::pods6`], only inside this node's IPv6 subnet); Routed adds, per
+//! peer on that prefix, `peer-v6 via peer-secondaryNodeAddress dev <underlay>`. Peers on
+//! another IPv6 prefix are named in [`Plan::skipped`], unless the network uses BGP: then the
+//! IPv6 routes learned over BGP ([`Input::learned`]) inside `secondaryCidr`, with a next hop on
+//! that prefix, become `prefix via next-hop dev <underlay>` like the IPv4 ones.
+//!
 //! Outgoing NAT, when `natOutgoing` is set (the default): masquerade from this node's subnet
 //! to destinations outside the PodNetwork's cidr and `natExcludeCidrs` (see [`crate::nat`]).
 //!
@@ -38,7 +48,7 @@
 //! nothing correct to program.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use causeway_crds::cidr;
@@ -96,6 +106,13 @@ pub struct Input<'a> {
     /// addresses: the API server's and the next hops of the node's own routes (its default
     /// gateway, say). No planned route may cover one (see `protect_underlay`).
     pub protected: &'a BTreeSet<Ipv4Addr>,
+    /// The IPv6 counterpart of `protected` (the next hops of the node's own IPv6 routes); the
+    /// node's and its peers' `secondaryNodeAddress` are protected besides.
+    pub protected6: &'a BTreeSet<Ipv6Addr>,
+    /// This node's pods' IPv6 addresses (host-local's allocations): on a dual-stack Flat
+    /// network, the node answers neighbour solicitations on the underlay for each one inside
+    /// its IPv6 subnet (proxy NDP entries), and for nothing else.
+    pub pods6: &'a BTreeSet<Ipv6Addr>,
 }
 
 /// Return traffic of one BridgeHosts gateway (`snat: false`): packets for `clients` go to
@@ -234,6 +251,40 @@ pub enum PlanError {
         mtu: u32,
     },
 
+    /// The network's IPv6 range overlaps the IPv6 prefix this node's underlay is on.
+    #[error(
+        "PodNetwork spec.secondaryCidr {network} overlaps this node's IPv6 network {underlay} (on {dev}): pod addresses would collide with the node network's own, so nothing is programmed; choose an IPv6 range no node network uses (e.g. fd00:10:244::/56)"
+    )]
+    OverlapsUnderlay6 {
+        network: Ipv6Net,
+        underlay: Ipv6Net,
+        dev: String,
+    },
+
+    /// A dual-stack Flat or Routed network needs this node's IPv6 address, which its
+    /// NodeSubnet does not carry (or not as IPv6).
+    #[error(
+        "NodeSubnet {name}: spec.secondaryNodeAddress is {value}, and this dual-stack {mode:?} network needs node {node}'s IPv6 address on its underlay (IPv6 pod traffic goes over the underlay unencapsulated): give node {node} an IPv6 address and register it as an InternalIP (the operator copies it into spec.secondaryNodeAddress), or use mode Overlay; nothing on this node is changed until then"
+    )]
+    NoNodeAddress6 {
+        name: String,
+        node: String,
+        mode: PodNetworkMode,
+        /// `missing`, or the value in quotes.
+        value: String,
+    },
+
+    /// The node's IPv6 address is not on the underlay link (the one holding its IPv4 address).
+    #[error(
+        "this node's IPv6 address {address} (NodeSubnet spec.secondaryNodeAddress, its IPv6 InternalIP) is not on underlay link {underlay}, which holds its IPv4 address {address4}: a dual-stack {mode:?} network reaches IPv6 pods over that link; add {address} to {underlay} (with its on-link prefix) or correct the node's IPv6 InternalIP; nothing on this node is changed until then"
+    )]
+    NotOnUnderlay6 {
+        address: Ipv6Addr,
+        address4: Ipv4Addr,
+        underlay: String,
+        mode: PodNetworkMode,
+    },
+
     /// The underlay link the caller found does not hold the node's address.
     #[error(
         "underlay link {underlay} ({prefix}) does not hold this node's address {address} (NodeSubnet spec.nodeAddress): VXLAN packets would leave from the wrong link; check the node's InternalIP"
@@ -261,6 +312,15 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
             dev: input.underlay.name.clone(),
         });
     }
+    if let (Some(network6), Some(prefix6)) = (own.network6, input.underlay.prefix6)
+        && (network6.contains(&prefix6.network()) || prefix6.contains(&network6.network()))
+    {
+        return Err(PlanError::OverlapsUnderlay6 {
+            network: network6,
+            underlay: prefix6,
+            dev: input.underlay.name.clone(),
+        });
+    }
     let mtu = effective_mtu(network, input.underlay)?;
     let mut desired = State::default();
     add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
@@ -277,8 +337,8 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     }
     let skipped = match network.mode {
         PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired)?,
-        PodNetworkMode::Flat => flat(input, &own, &mut desired),
-        PodNetworkMode::Routed => routed(input, &own, &mut desired),
+        PodNetworkMode::Flat => flat(input, &own, &mut desired)?,
+        PodNetworkMode::Routed => routed(input, &own, &mut desired)?,
     };
     let mut skipped = skipped;
     skipped.extend(gateway_returns(input, &own, &mut desired));
@@ -560,16 +620,33 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
             protected.insert(a, format!("{a} ({}'s address)", peer.spec.node_name));
         }
     }
+    // The IPv6 side (dual-stack): the node's and its peers' IPv6 node addresses and the next
+    // hops of the node's own IPv6 routes.
+    let mut protected6: BTreeMap<Ipv6Addr, String> = input
+        .protected6
+        .iter()
+        .map(|a| (*a, a.to_string()))
+        .collect();
+    if let Some(a) = own.address6 {
+        protected6.insert(a, format!("{a} (this node)"));
+    }
+    for peer in input.peers {
+        if let Some(IpAddr::V6(a)) = node_address6(&peer.spec) {
+            protected6.insert(a, format!("{a} ({}'s address)", peer.spec.node_name));
+        }
+    }
     let mut notes = Vec::new();
     desired.routes.retain(|dst, route| {
-        // The underlay is IPv4: IPv6 routes cannot cover any of its addresses.
-        let IpNet::V4(dst) = dst else {
-            return true;
+        let covered: Vec<&str> = match dst {
+            IpNet::V4(dst) => protected
+                .range(dst.network()..=dst.broadcast())
+                .map(|(_, what)| what.as_str())
+                .collect(),
+            IpNet::V6(dst) => protected6
+                .range(dst.network()..=dst.broadcast())
+                .map(|(_, what)| what.as_str())
+                .collect(),
         };
-        let covered: Vec<&str> = protected
-            .range(dst.network()..=dst.broadcast())
-            .map(|(_, what)| what.as_str())
-            .collect();
         if covered.is_empty() {
             return true;
         }
@@ -583,8 +660,20 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
         ));
         false
     });
+    desired.proxy_neighbours.retain(|(dev, ip)| {
+        let keep = !protected6.contains_key(ip);
+        if !keep {
+            notes.push(format!(
+                "proxy neighbour {ip} on {dev} skipped: {ip} must stay reachable over the underlay"
+            ));
+        }
+        keep
+    });
     desired.neighbours.retain(|(dev, ip), _| {
-        let keep = !matches!(ip, IpAddr::V4(a) if protected.contains_key(a));
+        let keep = !match ip {
+            IpAddr::V4(a) => protected.contains_key(a),
+            IpAddr::V6(a) => protected6.contains_key(a),
+        };
         if !keep {
             notes.push(format!(
                 "neighbour {ip} on {dev} skipped: {ip} must stay reachable over the underlay"
@@ -611,7 +700,15 @@ fn direct_route(desired: &mut State, input: &Input<'_>, cidr: IpNet, address: Ip
 /// ARP for its own pods (its subnet is routed to the bridge, another link) and never for other
 /// nodes' (routed back out of the underlay itself, which proxy ARP does not answer for). No
 /// per-peer state: peers are only checked for being on this segment.
-fn flat(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+///
+/// Dual-stack: the whole IPv6 range on-link on the underlay too, proxy NDP on, and one proxy
+/// entry per local pod's IPv6 address (Linux proxy NDP answers only for listed addresses, never
+/// for a range): this node answers neighbour solicitations for its own pods and no others.
+fn flat(
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    desired: &mut State,
+) -> Result<Vec<String>, PlanError> {
     let underlay = &input.underlay.name;
     desired.routes.insert(
         own.network.into(),
@@ -623,8 +720,9 @@ fn flat(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String
         },
     );
     desired.proxy_arp.insert(underlay.clone());
-    ordered_peers(input)
-        .into_iter()
+    let peers = ordered_peers(input);
+    let mut skipped: Vec<String> = peers
+        .iter()
         .filter_map(|peer| {
             let address = peer.spec.parsed_node_address().ok()?;
             (!cidr::contains(input.underlay.prefix, address)).then(|| {
@@ -635,31 +733,165 @@ fn flat(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String
                 )
             })
         })
-        .collect()
+        .collect();
+    let (Some(segment6), Some(network6), Some(secondary)) =
+        (underlay6(input, own)?, own.network6, own.secondary)
+    else {
+        return Ok(skipped);
+    };
+    desired.routes.insert(
+        network6.into(),
+        Route {
+            dst: network6.into(),
+            gateway: None,
+            dev: underlay.clone(),
+            onlink: false,
+        },
+    );
+    desired.proxy_ndp.insert(underlay.clone());
+    let gateway = gateway6(secondary).addr();
+    for ip in input.pods6 {
+        // Only pods' addresses: inside this node's IPv6 subnet, not its network address (the
+        // subnet-router anycast address) nor the bridge's gateway.
+        if secondary.contains(ip) && *ip != secondary.network() && *ip != gateway {
+            desired.proxy_neighbours.insert((underlay.clone(), *ip));
+        }
+    }
+    for peer in peers {
+        if peer.spec.secondary_cidr.is_none() {
+            continue;
+        }
+        if let Some(why) = off_segment6(peer, segment6) {
+            skipped.push(format!(
+                "{}: its IPv6 pods are unreachable: {why}, and Flat mode needs every node on one segment (use mode Overlay, or select the nodes of one segment).",
+                describe(peer)
+            ));
+        }
+    }
+    Ok(skipped)
+}
+
+/// This node's IPv6 underlay on a dual-stack Flat or Routed network with an IPv6 subnet: the
+/// on-link prefix of its `secondaryNodeAddress` on the underlay link. `None` when the node
+/// has no IPv6 subnet (single-stack, or not allocated yet: the node runs IPv4 only); an error
+/// naming what is missing when the node has no usable IPv6 address there.
+fn underlay6(input: &Input<'_>, own: &OwnNode<'_>) -> Result<Option<Ipv6Net>, PlanError> {
+    if own.secondary.is_none() {
+        return Ok(None);
+    }
+    let mode = input.network.mode;
+    let address = match own.spec.secondary_node_address.as_deref() {
+        None => None,
+        Some(text) => match cidr::parse_addr(text) {
+            Ok(IpAddr::V6(a)) => Some(a),
+            _ => {
+                return Err(PlanError::NoNodeAddress6 {
+                    name: own.name.to_owned(),
+                    node: own.spec.node_name.clone(),
+                    mode,
+                    value: format!("{text:?}, not an IPv6 address"),
+                });
+            }
+        },
+    };
+    let Some(address) = address else {
+        return Err(PlanError::NoNodeAddress6 {
+            name: own.name.to_owned(),
+            node: own.spec.node_name.clone(),
+            mode,
+            value: "missing".into(),
+        });
+    };
+    match input.underlay.prefix6 {
+        Some(prefix) if prefix.contains(&address) => Ok(Some(prefix)),
+        _ => Err(PlanError::NotOnUnderlay6 {
+            address,
+            address4: own.address,
+            underlay: input.underlay.name.clone(),
+            mode,
+        }),
+    }
+}
+
+/// `spec.secondaryNodeAddress` parsed, `None` when missing or unparsable.
+fn node_address6(spec: &NodeSubnetSpec) -> Option<IpAddr> {
+    spec.secondary_node_address
+        .as_deref()
+        .and_then(|t| cidr::parse_addr(t).ok())
+}
+
+/// Why `peer`'s IPv6 node address is not on `segment6` (this node's IPv6 on-link prefix),
+/// as the end of a sentence; `None` when it is.
+fn off_segment6(peer: &NodeSubnet, segment6: Ipv6Net) -> Option<String> {
+    match node_address6(&peer.spec) {
+        Some(IpAddr::V6(a)) if segment6.contains(&a) => None,
+        Some(IpAddr::V6(a)) => Some(format!(
+            "its IPv6 node address {a} is not on this node's IPv6 segment {segment6}"
+        )),
+        _ => Some(format!(
+            "it has no IPv6 node address (spec.secondaryNodeAddress; give node {} an IPv6 InternalIP on {segment6})",
+            peer.spec.node_name
+        )),
+    }
 }
 
 /// Routed: a direct route to every peer on this segment; routes the routers advertise over
-/// BGP for the rest.
-fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+/// BGP for the rest. Dual-stack (static only): each peer's IPv6 subnet via its IPv6 node
+/// address when that is on this node's IPv6 segment.
+fn routed(
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    desired: &mut State,
+) -> Result<Vec<String>, PlanError> {
     let bgp = input
         .network
         .routed
         .as_ref()
         .is_some_and(|r| r.bgp.is_some());
+    let segment6 = underlay6(input, own)?;
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        match peers.admit(peer, own, Some(input.underlay.prefix), false) {
-            Ok((Path::Direct { cidr, address }, _)) => {
+        let (path, v6) = match peers.admit(peer, own, Some(input.underlay.prefix), false) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                skipped.push(format!("{} skipped: {reason}", describe(peer)));
+                continue;
+            }
+        };
+        match path {
+            Path::Direct { cidr, address } => {
                 direct_route(desired, input, cidr.into(), address.into());
             }
-            Ok((Path::Elsewhere { address, .. }, _)) if !bgp => skipped.push(format!(
+            Path::Elsewhere { address, .. } if !bgp => skipped.push(format!(
                 "{} is unreachable: its node address {address} is not on this node's segment {}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
                 describe(peer),
                 input.underlay.prefix
             )),
-            Ok(_) => {}
-            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
+            _ => {}
+        }
+        let (Some(v6), Some(segment6)) = (v6, segment6) else {
+            continue;
+        };
+        match v6.node6 {
+            Some(IpAddr::V6(a)) if segment6.contains(&a) && Some(a) != own.address6 => {
+                direct_route(desired, input, v6.cidr.into(), a.into());
+            }
+            Some(IpAddr::V6(a)) if Some(a) == own.address6 => skipped.push(format!(
+                "{}: its IPv6 subnet {} skipped: spec.secondaryNodeAddress {a} is this node's own IPv6 address",
+                describe(peer),
+                v6.cidr
+            )),
+            // Off this segment: the routers carry it over BGP, as its IPv4 subnet.
+            _ if bgp => {}
+            _ => {
+                let why = off_segment6(peer, segment6).unwrap_or_default();
+                skipped.push(format!(
+                    "{}: its IPv6 subnet {} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+                    describe(peer),
+                    v6.cidr
+                ));
+            }
         }
     }
     for (prefix, next_hop) in &input.learned.v4 {
@@ -681,23 +913,25 @@ fn routed(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<Stri
         }
         direct_route(desired, input, (*prefix).into(), (*next_hop).into());
     }
-    skipped.extend(learned6(input, own, desired));
-    skipped
+    skipped.extend(learned6(input, own, segment6, desired));
+    Ok(skipped)
 }
 
 /// Routed with BGP on a dual-stack network: the IPv6 routes the routers advertise, filtered
 /// as the IPv4 ones are (inside the network's `secondaryCidr`, not this node's IPv6 subnet, not
-/// a destination that already has a route, a next hop on this node's IPv6 segment).
-fn learned6(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
+/// a destination that already has a route, such as an on-segment peer's, and a next hop on
+/// `segment6`, this node's IPv6 underlay prefix from [`underlay6`]).
+fn learned6(
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    segment6: Option<Ipv6Net>,
+    desired: &mut State,
+) -> Vec<String> {
     let mut skipped = Vec::new();
-    let (Some(network6), Some(secondary)) = (own.network6, own.secondary) else {
+    let (Some(network6), Some(secondary), Some(segment6)) = (own.network6, own.secondary, segment6)
+    else {
         return skipped;
     };
-    let address6 = own
-        .spec
-        .secondary_node_address
-        .as_deref()
-        .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok());
     for (prefix, next_hop) in &input.learned.v6 {
         let wanted = network6.contains(prefix)
             && !secondary.contains(prefix)
@@ -705,32 +939,15 @@ fn learned6(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<St
         if !wanted {
             continue;
         }
-        match address6 {
-            Some(address6) if on_segment6(address6, *next_hop) => {
-                direct_route(desired, input, (*prefix).into(), (*next_hop).into());
-            }
-            _ => skipped.push(format!(
-                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's IPv6 segment {}.",
-                address6.map_or_else(
-                    || "(this node has no IPv6 address: NodeSubnet spec.secondaryNodeAddress)".to_owned(),
-                    |a| segment6(a).to_string()
-                )
-            )),
+        if !segment6.contains(next_hop) {
+            skipped.push(format!(
+                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's IPv6 segment {segment6}."
+            ));
+            continue;
         }
+        direct_route(desired, input, (*prefix).into(), (*next_hop).into());
     }
     skipped
-}
-
-/// The on-link IPv6 prefix around the node's IPv6 address `address6`, taken as its /64 (the
-/// usual IPv6 segment) until the observed underlay carries the node's real IPv6 prefix.
-fn segment6(address6: std::net::Ipv6Addr) -> Ipv6Net {
-    Ipv6Net::new(address6, 64).map_or_else(|_| address6.into(), |n| n.trunc())
-}
-
-/// Whether `next_hop` is on this node's IPv6 segment ([`segment6`]), so a route via it needs no
-/// router in between.
-fn on_segment6(address6: std::net::Ipv6Addr, next_hop: std::net::Ipv6Addr) -> bool {
-    segment6(address6).contains(&next_hop)
 }
 
 /// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for a dual-stack network's IPv6
@@ -779,6 +996,8 @@ struct OwnNode<'a> {
     /// This node's IPv6 subnet (`spec.secondaryCidr` of its NodeSubnet); `None` on a
     /// single-stack network, and until the operator has allocated one.
     secondary: Option<Ipv6Net>,
+    /// This node's IPv6 address (`spec.secondaryNodeAddress`), when it parses as one.
+    address6: Option<Ipv6Addr>,
 }
 
 impl<'a> OwnNode<'a> {
@@ -826,6 +1045,10 @@ impl<'a> OwnNode<'a> {
             mac: parsed.vtep_mac,
             network6,
             secondary,
+            address6: match node_address6(spec) {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            },
         })
     }
 
@@ -973,6 +1196,8 @@ struct PeerV6 {
     /// The peer's IPv4 underlay address: the VTEP.
     address: Ipv4Addr,
     mac: Mac,
+    /// The peer's `secondaryNodeAddress` (Routed: the IPv6 next hop), when it has one.
+    node6: Option<IpAddr>,
 }
 
 /// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them.
@@ -1002,8 +1227,8 @@ impl Peers {
     }
 
     /// Checks one peer and, when it is sound, takes its subnets (and MAC) and says how to
-    /// reach them: its IPv4 subnet by the [`Path`], its IPv6 subnet (dual-stack Overlay, when
-    /// it has one) through the tunnel. A peer with any bad field, IPv6 ones included, is
+    /// reach them: its IPv4 subnet by the [`Path`], its IPv6 subnet (dual-stack, when it has
+    /// one) through the tunnel (Overlay) or via its IPv6 node address (Routed). A peer with any bad field, IPv6 ones included, is
     /// refused whole. The error is the reason, as the end of a sentence.
     fn admit(
         &mut self,
@@ -1043,9 +1268,9 @@ impl Peers {
                 "spec.cidr {cidr} overlaps {taken}, held by {holder}"
             ));
         }
-        let v6 = match (own.network6, tunnel) {
-            (Some(network6), true) => self.check_v6(spec, network6)?,
-            _ => None,
+        let v6 = match own.network6 {
+            Some(network6) => self.check_v6(spec, network6)?,
+            None => None,
         };
         let path = if direct_prefix.is_some_and(|prefix| cidr::contains(prefix, address)) {
             Path::Direct { cidr, address }
@@ -1054,7 +1279,7 @@ impl Peers {
         } else {
             Path::Tunnel { cidr, address, mac }
         };
-        if matches!(path, Path::Tunnel { .. }) || v6.is_some() {
+        if tunnel && (matches!(path, Path::Tunnel { .. }) || v6.is_some()) {
             // One FDB entry per MAC: a second VTEP with the same MAC at another address would
             // silently take the first one's traffic (our own MAC is registered with our own
             // address, which no admitted peer has). The same MAC at the same address is one
@@ -1072,7 +1297,13 @@ impl Peers {
         if let Some(net) = v6 {
             self.subnets6.insert(net.network(), (net, describe(peer)));
         }
-        let v6 = v6.map(|cidr| PeerV6 { cidr, address, mac });
+        let node6 = node_address6(spec);
+        let v6 = v6.map(|cidr| PeerV6 {
+            cidr,
+            address,
+            mac,
+            node6,
+        });
         Ok((path, v6))
     }
 
@@ -1164,6 +1395,7 @@ mod tests {
             name: "eth0".into(),
             mtu: 1500,
             prefix: "192.168.1.0/24".parse().expect("prefix"),
+            prefix6: None,
         }
     }
 
@@ -1261,6 +1493,12 @@ mod tests {
         for f in state.fdb.values() {
             out.push(format!("fdb {} dev {} dst {}", f.mac, f.dev, f.dst));
         }
+        for dev in &state.proxy_ndp {
+            out.push(format!("proxy_ndp dev {dev}"));
+        }
+        for (dev, ip) in &state.proxy_neighbours {
+            out.push(format!("neigh proxy {ip} dev {dev}"));
+        }
         out.sort();
         out
     }
@@ -1312,6 +1550,8 @@ mod tests {
             snat: &[],
             clients: &[],
             protected: &BTreeSet::new(),
+            protected6: &BTreeSet::new(),
+            pods6: &BTreeSet::new(),
         })
     }
 
@@ -1516,6 +1756,8 @@ mod tests {
                 snat: &[],
                 clients: &[],
                 protected: &BTreeSet::new(),
+                protected6: &BTreeSet::new(),
+                pods6: &BTreeSet::new(),
             });
             match (want, got) {
                 (Ok(nat), Ok(p)) => assert_eq!(&p.desired.nat, nat, "{name}"),
@@ -1569,6 +1811,8 @@ mod tests {
                 snat: &[],
                 clients: &[],
                 protected: &BTreeSet::new(),
+                protected6: &BTreeSet::new(),
+                pods6: &BTreeSet::new(),
             });
             match (want, got) {
                 (Ok(mtu), Ok(p)) => {
@@ -2002,6 +2246,7 @@ mod tests {
                 spec(false),
                 Underlay {
                     prefix: "10.0.0.0/8".parse().expect("prefix"),
+                    prefix6: None,
                     ..underlay()
                 },
                 "underlay link eth0 (10.0.0.0/8) does not hold this node's address 192.168.1.11",
@@ -2019,6 +2264,8 @@ mod tests {
                 snat: &[],
                 clients: &[],
                 protected: &BTreeSet::new(),
+                protected6: &BTreeSet::new(),
+                pods6: &BTreeSet::new(),
             });
             match got {
                 Err(e) => assert!(e.to_string().contains(want), "{name}: {e}"),
@@ -2055,6 +2302,8 @@ mod tests {
             snat: &[],
             clients: &[],
             protected: &BTreeSet::new(),
+            protected6: &BTreeSet::new(),
+            pods6: &BTreeSet::new(),
         })
         .expect("plan")
     }
@@ -2085,6 +2334,8 @@ mod tests {
             snat: &[],
             clients,
             protected,
+            protected6: &BTreeSet::new(),
+            pods6: &BTreeSet::new(),
         })
         .expect("plan")
     }
@@ -2303,6 +2554,8 @@ mod tests {
             snat: &[],
             clients: &[],
             protected: &BTreeSet::new(),
+            protected6: &BTreeSet::new(),
+            pods6: &BTreeSet::new(),
         })
         .expect_err("refused");
         assert_eq!(
@@ -2366,6 +2619,290 @@ mod tests {
         );
     }
 
+    /// A dual-stack Flat or Routed (static) network: IPv4 as [`mode`], IPv6 fd00:10:244::/56
+    /// cut into /64s.
+    fn dual_mode(mode_name: &str) -> PodNetworkSpec {
+        let mut spec = mode(mode_name, serde_json::Value::Null);
+        spec.secondary_cidr = Some("fd00:10:244::/56".into());
+        spec.secondary_node_subnet_prefix_length = Some(64);
+        spec
+    }
+
+    /// A NodeSubnet with both families: node `n`'s IPv6 subnet fd00:10:244:n::/64 and IPv6
+    /// node address `node6`.
+    fn dual6(node: &str, cidr: &str, address: &str, n: u8, node6: Option<&str>) -> NodeSubnet {
+        let mut s = subnet(node, cidr, address);
+        s.spec.secondary_cidr = Some(format!("fd00:10:244:{n}::/64"));
+        s.spec.secondary_node_address = node6.map(str::to_owned);
+        s
+    }
+
+    /// node-a (fd00:1::11 on eth0's fd00:1::/64) and its peers: node-b on both segments,
+    /// node-c on neither, node-d on the IPv4 one without an IPv6 node address.
+    fn dual_nodes() -> (NodeSubnet, Vec<NodeSubnet>) {
+        (
+            dual6(
+                "node-a",
+                "10.244.1.0/24",
+                "192.168.1.11",
+                1,
+                Some("fd00:1::11"),
+            ),
+            vec![
+                dual6(
+                    "node-b",
+                    "10.244.2.0/24",
+                    "192.168.1.12",
+                    2,
+                    Some("fd00:1::12"),
+                ),
+                dual6(
+                    "node-c",
+                    "10.244.3.0/24",
+                    "192.168.2.13",
+                    3,
+                    Some("fd00:2::13"),
+                ),
+                dual6("node-d", "10.244.4.0/24", "192.168.1.14", 4, None),
+            ],
+        )
+    }
+
+    fn underlay6() -> Underlay {
+        Underlay {
+            prefix6: Some("fd00:1::/64".parse().expect("prefix")),
+            ..underlay()
+        }
+    }
+
+    fn run6(
+        own: &NodeSubnet,
+        peers: Vec<NodeSubnet>,
+        network: &PodNetworkSpec,
+        underlay: &Underlay,
+        pods6: &[&str],
+        protected6: &[&str],
+    ) -> Result<Plan, PlanError> {
+        let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
+        let set = |v: &[&str]| -> BTreeSet<Ipv6Addr> {
+            v.iter().map(|a| a.parse().expect("ip")).collect()
+        };
+        plan(&Input {
+            own,
+            peers: &peers,
+            network,
+            underlay,
+            learned: &NO_ROUTES,
+            returns: &[],
+            snat: &[],
+            clients: &[],
+            protected: &BTreeSet::new(),
+            protected6: &set(protected6),
+            pods6: &set(pods6),
+        })
+    }
+
+    #[test]
+    fn dual_stack_flat_puts_both_ranges_on_link_and_answers_ndp_for_its_own_pods_only() {
+        let (own, peers) = dual_nodes();
+        let pods6 = [
+            "fd00:10:244:1::2",
+            "fd00:10:244:1::3",
+            // The bridge's gateway and the subnet's network address are no pods.
+            "fd00:10:244:1::1",
+            "fd00:10:244:1::",
+            // Another node's pod and an address outside the network: never answered for.
+            "fd00:10:244:2::5",
+            "fd00:99::1",
+        ];
+        let p = run6(&own, peers, &dual_mode("Flat"), &underlay6(), &pods6, &[]).expect("plan");
+        assert_eq!(
+            lines(&p.desired),
+            vec![
+                "addr 10.244.1.1/24 dev cw-br0",
+                "addr fd00:10:244:1::1/64 dev cw-br0",
+                "link cw-br0 bridge mtu 1500 up",
+                "neigh proxy fd00:10:244:1::2 dev eth0",
+                "neigh proxy fd00:10:244:1::3 dev eth0",
+                "proxy_ndp dev eth0",
+                "route 10.244.0.0/16 dev eth0",
+                "route fd00:10:244::/56 dev eth0",
+            ]
+        );
+        assert_eq!(p.desired.proxy_arp.iter().collect::<Vec<_>>(), ["eth0"]);
+        assert_eq!(p.mtu, 1500);
+        assert_eq!(
+            p.secondary,
+            Some("fd00:10:244:1::/64".parse().expect("net"))
+        );
+        assert_eq!(
+            p.desired.nat6,
+            Some(Nat6::Masquerade(crate::model::Masquerade6 {
+                source: "fd00:10:244:1::/64".parse().expect("net"),
+                exempt: vec!["fd00:10:244::/56".parse().expect("net")],
+            })),
+            "IPv6 pods are masqueraded outside secondaryCidr, as in Overlay"
+        );
+        assert_eq!(
+            p.skipped,
+            [
+                "NodeSubnet node-c (node node-c) is unreachable: its node address 192.168.2.13 is not on this node's segment 192.168.1.0/24, and Flat mode needs every node on one segment (use mode Routed with BGP or Overlay).",
+                "NodeSubnet node-c (node node-c): its IPv6 pods are unreachable: its IPv6 node address fd00:2::13 is not on this node's IPv6 segment fd00:1::/64, and Flat mode needs every node on one segment (use mode Overlay, or select the nodes of one segment).",
+                "NodeSubnet node-d (node node-d): its IPv6 pods are unreachable: it has no IPv6 node address (spec.secondaryNodeAddress; give node node-d an IPv6 InternalIP on fd00:1::/64), and Flat mode needs every node on one segment (use mode Overlay, or select the nodes of one segment).",
+            ]
+        );
+    }
+
+    #[test]
+    fn dual_stack_routed_routes_each_on_segment_peers_ipv6_subnet_via_its_ipv6_address() {
+        let (own, peers) = dual_nodes();
+        let p = run6(
+            &own,
+            peers,
+            &dual_mode("Routed"),
+            &underlay6(),
+            &["fd00:10:244:1::2"],
+            &[],
+        )
+        .expect("plan");
+        assert_eq!(
+            lines(&p.desired),
+            vec![
+                "addr 10.244.1.1/24 dev cw-br0",
+                "addr fd00:10:244:1::1/64 dev cw-br0",
+                "link cw-br0 bridge mtu 1500 up",
+                "route 10.244.2.0/24 via 192.168.1.12 dev eth0",
+                "route 10.244.4.0/24 via 192.168.1.14 dev eth0",
+                "route fd00:10:244:2::/64 via fd00:1::12 dev eth0",
+            ],
+            "no proxy NDP in Routed mode"
+        );
+        assert!(p.desired.nat6.is_some());
+        assert_eq!(
+            p.skipped,
+            [
+                "NodeSubnet node-c (node node-c) is unreachable: its node address 192.168.2.13 is not on this node's segment 192.168.1.0/24; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
+                "NodeSubnet node-c (node node-c): its IPv6 subnet fd00:10:244:3::/64 is unreachable: its IPv6 node address fd00:2::13 is not on this node's IPv6 segment fd00:1::/64; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+                "NodeSubnet node-d (node node-d): its IPv6 subnet fd00:10:244:4::/64 is unreachable: it has no IPv6 node address (spec.secondaryNodeAddress; give node node-d an IPv6 InternalIP on fd00:1::/64); static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_ipv6_route_covers_an_ipv6_node_address_or_next_hop_and_each_skip_is_named() {
+        let (own, peers) = dual_nodes();
+        // A foreign IPv6 route's next hop inside node-b's IPv6 subnet: that route must go.
+        let p = run6(
+            &own,
+            peers.clone(),
+            &dual_mode("Routed"),
+            &underlay6(),
+            &[],
+            &["fd00:10:244:2::99"],
+        )
+        .expect("plan");
+        assert!(
+            !p.desired
+                .routes
+                .contains_key(&"fd00:10:244:2::/64".parse().expect("net")),
+            "{:?}",
+            p.desired.routes
+        );
+        assert!(
+            p.skipped.contains(
+                &"route fd00:10:244:2::/64 via eth0 skipped: it covers fd00:10:244:2::99, which this node must keep reaching over the underlay".to_owned()
+            ),
+            "{:?}",
+            p.skipped
+        );
+        // A peer's IPv6 node address inside the IPv6 range: Flat's on-link route would
+        // capture it, so it is left out and named (the IPv4 side stays).
+        let mut odd = peers;
+        odd[0].spec.secondary_node_address = Some("fd00:10:244:7::12".into());
+        let p = run6(&own, odd, &dual_mode("Flat"), &underlay6(), &[], &[]).expect("plan");
+        assert!(
+            !p.desired
+                .routes
+                .contains_key(&"fd00:10:244::/56".parse().expect("net"))
+                && p.desired
+                    .routes
+                    .contains_key(&"10.244.0.0/16".parse().expect("net")),
+            "{:?}",
+            p.desired.routes
+        );
+        assert!(
+            p.skipped.iter().any(|m| m.starts_with(
+                "route fd00:10:244::/56 via eth0 skipped: it covers fd00:10:244:7::12 (node-b's address)"
+            )),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_flat_or_routed_node_without_ipv6_on_its_underlay_fails_the_plan_naming_what_is_missing()
+     {
+        let (own, peers) = dual_nodes();
+        for mode_name in ["Flat", "Routed"] {
+            let network = dual_mode(mode_name);
+            let err = run6(&own, peers.clone(), &network, &underlay(), &[], &[])
+                .expect_err("no IPv6 on eth0");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "this node's IPv6 address fd00:1::11 (NodeSubnet spec.secondaryNodeAddress, its IPv6 InternalIP) is not on underlay link eth0, which holds its IPv4 address 192.168.1.11: a dual-stack {mode_name} network reaches IPv6 pods over that link; add fd00:1::11 to eth0 (with its on-link prefix) or correct the node's IPv6 InternalIP; nothing on this node is changed until then"
+                )
+            );
+            let mut bare = own.clone();
+            bare.spec.secondary_node_address = None;
+            let err = run6(&bare, peers.clone(), &network, &underlay6(), &[], &[])
+                .expect_err("no IPv6 InternalIP");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "NodeSubnet node-a: spec.secondaryNodeAddress is missing, and this dual-stack {mode_name} network needs node node-a's IPv6 address on its underlay (IPv6 pod traffic goes over the underlay unencapsulated): give node node-a an IPv6 address and register it as an InternalIP (the operator copies it into spec.secondaryNodeAddress), or use mode Overlay; nothing on this node is changed until then"
+                )
+            );
+            bare.spec.secondary_node_address = Some("192.168.1.11".into());
+            let err = run6(&bare, peers.clone(), &network, &underlay6(), &[], &[])
+                .expect_err("IPv4 as the IPv6 address");
+            assert!(
+                err.to_string().starts_with(
+                    "NodeSubnet node-a: spec.secondaryNodeAddress is \"192.168.1.11\", not an IPv6 address"
+                ),
+                "{err}"
+            );
+            // The IPv6 range holding the node's IPv6 network.
+            let overlapping = Underlay {
+                prefix6: Some("fd00:10:244:1::/64".parse().expect("net")),
+                ..underlay()
+            };
+            let mut inside = own.clone();
+            inside.spec.secondary_node_address = Some("fd00:10:244:1::11".into());
+            let err = run6(&inside, peers.clone(), &network, &overlapping, &[], &[])
+                .expect_err("overlap");
+            assert!(
+                err.to_string().starts_with(
+                    "PodNetwork spec.secondaryCidr fd00:10:244::/56 overlaps this node's IPv6 network fd00:10:244:1::/64 (on eth0)"
+                ),
+                "{err}"
+            );
+            // No IPv6 subnet allocated yet: IPv4 only, no IPv6 address needed.
+            let mut v4_only = own.clone();
+            v4_only.spec.secondary_cidr = None;
+            v4_only.spec.secondary_node_address = None;
+            let p =
+                run6(&v4_only, peers.clone(), &network, &underlay(), &[], &[]).expect("IPv4 only");
+            assert!(
+                p.secondary.is_none()
+                    && p.desired.proxy_neighbours.is_empty()
+                    && p.desired.routes.keys().all(|d| matches!(d, IpNet::V4(_))),
+                "{mode_name}: {:?}",
+                p.desired
+            );
+        }
+    }
+
     #[test]
     fn routed_with_bgp_installs_learned_routes_inside_the_range_only() {
         let network = mode(
@@ -2427,11 +2964,29 @@ mod tests {
                 v6("fd00:99::/64", "fd00:1::1"),       // outside secondaryCidr
                 v6("fd00:10:244:9::/64", "fd00:5::5"), // next hop off this segment
                 v6("fd00:10:244:4::/64", "::ffff:192.168.1.1"), // a mapped IPv4 next hop
+                v6("fd00:10:244:2::/64", "fd00:1::1"), // node-b: its direct route wins
             ]
             .into(),
         };
-        let peers: Vec<Arc<NodeSubnet>> = vec![Arc::new(node_c())];
-        let (underlay, protected) = (underlay(), BTreeSet::new());
+        // node-c is on another segment for both families: BGP carries both its subnets, so
+        // nothing is named unreachable.
+        let peers: Vec<Arc<NodeSubnet>> = vec![
+            Arc::new(dual6(
+                "node-c",
+                "10.244.3.0/24",
+                "192.168.2.13",
+                3,
+                Some("fd00:2::13"),
+            )),
+            Arc::new(dual6(
+                "node-b",
+                "10.244.2.0/24",
+                "192.168.1.12",
+                2,
+                Some("fd00:1::12"),
+            )),
+        ];
+        let (underlay, none, none6) = (underlay6(), BTreeSet::new(), BTreeSet::new());
         let run = |own: &NodeSubnet, network: &PodNetworkSpec| {
             plan(&Input {
                 own,
@@ -2442,11 +2997,12 @@ mod tests {
                 returns: &[],
                 snat: &[],
                 clients: &[],
-                protected: &protected,
+                protected: &none,
+                protected6: &none6,
+                pods6: &none6,
             })
-            .expect("plan")
         };
-        let p = run(&own, &network);
+        let p = run(&own, &network).expect("plan");
         let routes: Vec<String> = lines(&p.desired)
             .into_iter()
             .filter(|l| l.starts_with("route"))
@@ -2454,7 +3010,9 @@ mod tests {
         assert_eq!(
             routes,
             [
+                "route 10.244.2.0/24 via 192.168.1.12 dev eth0",
                 "route 10.244.3.0/24 via 192.168.1.1 dev eth0",
+                "route fd00:10:244:2::/64 via fd00:1::12 dev eth0",
                 "route fd00:10:244:3::/64 via fd00:1::1 dev eth0",
             ]
         );
@@ -2472,28 +3030,18 @@ mod tests {
             p.skipped
         );
 
-        // Without an IPv6 address of its own, no IPv6 next hop is on this node's segment.
+        // Without an IPv6 address of its own the node has no IPv6 segment: the plan fails,
+        // naming the field.
         let mut without = own.clone();
         without.spec.secondary_node_address = None;
-        let p = run(&without, &network);
-        assert!(
-            !p.desired.routes.keys().any(|d| matches!(d, IpNet::V6(_))),
-            "{:?}",
-            p.desired.routes
-        );
-        assert!(
-            p.skipped.iter().any(
-                |s| s.contains("fd00:10:244:3::/64") && s.contains("spec.secondaryNodeAddress")
-            ),
-            "{:?}",
-            p.skipped
-        );
+        let e = run(&without, &network).expect_err("no IPv6 address");
+        assert!(e.to_string().contains("secondaryNodeAddress"), "{e}");
         // An IPv4-only network ignores IPv6 routes.
         let mut ipv4 = network.clone();
         ipv4.secondary_cidr = None;
         ipv4.secondary_node_subnet_prefix_length = None;
-        let p = run(&own, &ipv4);
-        assert_eq!(p.desired.routes.len(), 1, "{:?}", p.desired.routes);
+        let p = run(&own, &ipv4).expect("plan");
+        assert_eq!(p.desired.routes.len(), 2, "{:?}", p.desired.routes);
         assert!(p.skipped.is_empty(), "{:?}", p.skipped);
     }
 
@@ -2512,6 +3060,8 @@ mod tests {
             snat: &[],
             clients: &[],
             protected: &BTreeSet::new(),
+            protected6: &BTreeSet::new(),
+            pods6: &BTreeSet::new(),
         })
         .expect_err("too large");
         assert_eq!(

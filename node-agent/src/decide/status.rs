@@ -46,13 +46,17 @@ impl Failure {
                 Op::DeleteLink(_)
                 | Op::UpdateLink { .. }
                 | Op::SetProxyArp { .. }
+                | Op::SetProxyNdp { .. }
                 | Op::SetLooseRpFilter(_)
                 | Op::MarkPort { .. }
                 | Op::AttachPort { .. }
                 | Op::AddAddress { .. }
                 | Op::DeleteAddress { .. } => reasons::DEVICE_UPDATE_FAILED,
                 Op::ReplaceRoute(_) | Op::DeleteRoute(_) => reasons::ROUTE_FAILED,
-                Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => reasons::NEIGHBOUR_FAILED,
+                Op::ReplaceNeighbour(_)
+                | Op::DeleteNeighbour(_)
+                | Op::AddProxyNeighbour { .. }
+                | Op::DeleteProxyNeighbour { .. } => reasons::NEIGHBOUR_FAILED,
                 Op::ReplaceFdb(_) | Op::DeleteFdb(_) => reasons::FDB_FAILED,
                 Op::ReplaceNat(_)
                 | Op::DeleteNat

@@ -257,6 +257,7 @@ mod tests {
             name: "eth0".into(),
             mtu: 1500,
             prefix: "192.168.50.0/24".parse().expect("net"),
+            prefix6: None,
         }
     }
 

@@ -14,6 +14,8 @@
 //! - an address, neighbour, FDB entry or route on a missing link → ENODEV; a route through a
 //!   link that is down → ENETDOWN;
 //! - `Replace*` upserts; deleting what is not there → the kernel's "not found" error;
+//! - proxy NDP and proxy neighbour entries sit on any existing link (the underlay), and go
+//!   with a deleted link;
 //! - a route to a destination a foreign route holds ([`FakeDataplane::foreign_routes`]) is
 //!   refused, as [`crate::netlink`] refuses to take one over.
 //!
@@ -49,6 +51,11 @@ pub struct FakeDataplane {
     pub foreign_next_hops: std::collections::BTreeSet<std::net::Ipv4Addr>,
     /// The node's addresses and the links holding them ([`Dataplane::underlay_for`]).
     pub underlays: BTreeMap<std::net::Ipv4Addr, Underlay>,
+    /// The node's IPv6 addresses on foreign links, with the link and the on-link prefix
+    /// ([`Dataplane::underlay_prefix6`]).
+    pub addresses6: BTreeMap<std::net::Ipv6Addr, (String, ipnet::Ipv6Net)>,
+    /// Next hops of the foreign IPv6 routes.
+    pub foreign_next_hops6: std::collections::BTreeSet<std::net::Ipv6Addr>,
     /// IPv4 forwarding was turned on.
     pub forwarding: bool,
     /// IPv6 forwarding was turned on.
@@ -89,6 +96,18 @@ impl FakeDataplane {
         self
     }
 
+    /// Puts IPv6 `address` on the foreign link `link` (which must exist), on-link in `prefix`.
+    #[must_use]
+    pub fn with_address6(
+        mut self,
+        link: &str,
+        address: std::net::Ipv6Addr,
+        prefix: ipnet::Ipv6Net,
+    ) -> Self {
+        self.addresses6.insert(address, (link.to_owned(), prefix));
+        self
+    }
+
     /// Applies `op` to the state, or says why the kernel would refuse it (state unchanged).
     pub(crate) fn kernel(&mut self, op: &Op) -> Result<(), String> {
         match op {
@@ -103,6 +122,8 @@ impl FakeDataplane {
                 // The device's sysctls go with it.
                 self.state.loose_rp_filter.remove(name);
                 self.state.proxy_arp.remove(name);
+                self.state.proxy_ndp.remove(name);
+                self.state.proxy_neighbours.retain(|(dev, _)| dev != name);
                 self.flush_routes(name);
                 // Its ports stay, detached (their alias stays too).
                 for port in self.state.ports.values_mut() {
@@ -264,6 +285,29 @@ impl FakeDataplane {
                 }
                 Ok(())
             }
+            Op::SetProxyNdp { dev, on } => {
+                self.any_link(dev)?;
+                if *on {
+                    self.state.proxy_ndp.insert(dev.clone());
+                } else {
+                    self.state.proxy_ndp.remove(dev);
+                }
+                Ok(())
+            }
+            Op::AddProxyNeighbour { dev, ip } => {
+                self.any_link(dev)?;
+                // `ip -6 neigh replace proxy`: an upsert.
+                self.state.proxy_neighbours.insert((dev.clone(), *ip));
+                Ok(())
+            }
+            Op::DeleteProxyNeighbour { dev, ip } => {
+                self.any_link(dev)?;
+                if self.state.proxy_neighbours.remove(&(dev.clone(), *ip)) {
+                    Ok(())
+                } else {
+                    Err(ENOENT.into())
+                }
+            }
             Op::DeleteNat => {
                 self.state.nat.take().map(drop).ok_or_else(|| {
                     "Error: Could not process rule: No such file or directory".into()
@@ -313,6 +357,15 @@ impl FakeDataplane {
         }
         self.state.links.insert(link.name.clone(), link.clone());
         Ok(())
+    }
+
+    /// A link that exists, the agent's or not (proxy NDP lives on the underlay).
+    fn any_link(&self, name: &str) -> Result<(), String> {
+        if self.foreign_links.contains_key(name) || self.state.links.contains_key(name) {
+            Ok(())
+        } else {
+            Err(format!("{ENODEV}: {name}"))
+        }
     }
 
     /// The agent's link `name`: refuses foreign links and missing ones.
@@ -379,10 +432,23 @@ impl Dataplane for FakeDataplane {
         })
     }
 
+    async fn underlay_prefix6(
+        &mut self,
+        link: &str,
+        address: std::net::Ipv6Addr,
+    ) -> Result<Option<ipnet::Ipv6Net>, String> {
+        Ok(self
+            .addresses6
+            .get(&address)
+            .filter(|(on, _)| on == link)
+            .map(|(_, prefix)| *prefix))
+    }
+
     async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String> {
         Ok(ForeignRoutes {
             destinations: self.foreign_routes.clone(),
             next_hops: self.foreign_next_hops.clone(),
+            next_hops6: self.foreign_next_hops6.clone(),
         })
     }
 
@@ -473,16 +539,105 @@ mod tests {
                 name: UNDERLAY.into(),
                 mtu: 1500,
                 prefix: net("192.168.1.0/24"),
+                prefix6: None,
             },
             learned: &crate::bgp::Learned::new(),
             returns: &[],
             snat: &[],
             clients: &[],
             protected: &std::collections::BTreeSet::new(),
+            protected6: &std::collections::BTreeSet::new(),
+            pods6: &std::collections::BTreeSet::new(),
         })
         .expect("plan");
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
         got.desired
+    }
+
+    /// A dual-stack Flat node: both ranges on-link on the underlay, proxy ARP and NDP there,
+    /// and one proxy entry per pod address in `pods`.
+    fn flat6(pods: &[&str]) -> State {
+        let mut state = Node(State::default())
+            .link(bridge(1500))
+            .address("cw-br0", "10.244.1.1/24")
+            .build();
+        let gateway6: ipnet::IpNet = "fd00:10:244:1::1/64".parse().expect("net");
+        state.addresses.insert(
+            ("cw-br0".into(), gateway6),
+            crate::model::Address { addr: gateway6 },
+        );
+        for dst in ["10.244.0.0/16", "fd00:10:244::/56"] {
+            let dst: ipnet::IpNet = dst.parse().expect("net");
+            state.routes.insert(
+                dst,
+                Route {
+                    dst,
+                    gateway: None,
+                    dev: UNDERLAY.into(),
+                    onlink: false,
+                },
+            );
+        }
+        state.proxy_arp.insert(UNDERLAY.into());
+        state.proxy_ndp.insert(UNDERLAY.into());
+        for pod in pods {
+            state
+                .proxy_neighbours
+                .insert((UNDERLAY.into(), pod.parse().expect("ip")));
+        }
+        state
+    }
+
+    #[tokio::test]
+    async fn proxy_ndp_entries_sit_on_an_existing_link_and_the_ipv6_prefix_is_the_links_own() {
+        let mut dp = fake(State::default()).with_address6(
+            UNDERLAY,
+            "fd00:1::11".parse().expect("ip"),
+            "fd00:1::/64".parse().expect("net"),
+        );
+        let ip: std::net::Ipv6Addr = "fd00:10:244:1::2".parse().expect("ip");
+        let add = |dev: &str| Op::AddProxyNeighbour {
+            dev: dev.into(),
+            ip,
+        };
+        dp.apply(&add(UNDERLAY)).await.expect("on the underlay");
+        dp.apply(&add(UNDERLAY))
+            .await
+            .expect("a replace is idempotent");
+        assert_eq!(dp.state.proxy_neighbours.len(), 1);
+        let missing = dp.apply(&add("eth9")).await.expect_err("no such link");
+        assert!(missing.message.contains("ENODEV"), "{missing}");
+        let delete = Op::DeleteProxyNeighbour {
+            dev: UNDERLAY.into(),
+            ip,
+        };
+        dp.apply(&delete).await.expect("delete");
+        let again = dp.apply(&delete).await.expect_err("gone");
+        assert!(again.message.contains("ENOENT"), "{again}");
+        dp.apply(&Op::SetProxyNdp {
+            dev: UNDERLAY.into(),
+            on: true,
+        })
+        .await
+        .expect("proxy_ndp on");
+        assert!(dp.state.proxy_ndp.contains(UNDERLAY));
+
+        let address: std::net::Ipv6Addr = "fd00:1::11".parse().expect("ip");
+        assert_eq!(
+            dp.underlay_prefix6(UNDERLAY, address).await,
+            Ok(Some("fd00:1::/64".parse().expect("net")))
+        );
+        assert_eq!(
+            dp.underlay_prefix6("eth1", address).await,
+            Ok(None),
+            "another link"
+        );
+        assert_eq!(
+            dp.underlay_prefix6(UNDERLAY, "fd00:1::99".parse().expect("ip"))
+                .await,
+            Ok(None),
+            "an address the node does not have"
+        );
     }
 
     /// Kernel-consistent states (no route through a link that is down, one VXLAN device per
@@ -561,6 +716,14 @@ mod tests {
                 flat.proxy_arp.insert(UNDERLAY.into());
                 flat
             }),
+            (
+                "flat, dual-stack, two pods",
+                flat6(&["fd00:10:244:1::2", "fd00:10:244:1::3"]),
+            ),
+            (
+                "flat, dual-stack, other pods",
+                flat6(&["fd00:10:244:1::3", "fd00:10:244:1::9"]),
+            ),
             (
                 "three peers, NAT",
                 Node::new(1).peers(2..5).nat(&["10.244.0.0/16"]).build(),

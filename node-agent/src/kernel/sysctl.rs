@@ -1,5 +1,5 @@
-//! Where the agent finds the kernel parameters it reads and writes (IPv4 forwarding, proxy ARP
-//! and its delay, reverse-path filtering on its own devices). Every such path is built here, from one root: `--sysctl-dir`.
+//! Where the agent finds the kernel parameters it reads and writes (IPv4 and IPv6 forwarding,
+//! proxy ARP, proxy NDP and their delays, reverse-path filtering on its own devices). Every such path is built here, from one root: `--sysctl-dir`.
 //!
 //! Why a root at all: on a node the agent uses `/proc/sys`. In a container that is not
 //! privileged, the runtime mounts the container's `/proc/sys` read-only, and runc refuses any
@@ -52,6 +52,18 @@ impl SysctlDir {
     #[must_use]
     pub fn proxy_arp(&self, dev: &str) -> PathBuf {
         self.net(&["ipv4", "conf", dev, "proxy_arp"])
+    }
+
+    /// `net.ipv6.conf.<dev>.proxy_ndp`.
+    #[must_use]
+    pub fn proxy_ndp(&self, dev: &str) -> PathBuf {
+        self.net(&["ipv6", "conf", dev, "proxy_ndp"])
+    }
+
+    /// `net.ipv6.neigh.<dev>.proxy_delay`.
+    #[must_use]
+    pub fn proxy_delay6(&self, dev: &str) -> PathBuf {
+        self.net(&["ipv6", "neigh", dev, "proxy_delay"])
     }
 
     /// `net.ipv4.conf.<dev>.rp_filter`.
@@ -107,6 +119,17 @@ mod tests {
             assert_eq!(dir.ip_forward(), Path::new(forward), "{dir:?}");
             assert_eq!(dir.proxy_arp("eth0"), Path::new(arp), "{dir:?}");
             assert_eq!(dir.proxy_delay("eth0"), Path::new(delay), "{dir:?}");
+            let v6 = |leaf: &str| forward.replace("ipv4/ip_forward", leaf);
+            assert_eq!(
+                dir.proxy_ndp("eth0"),
+                Path::new(&v6("ipv6/conf/eth0/proxy_ndp")),
+                "{dir:?}"
+            );
+            assert_eq!(
+                dir.proxy_delay6("eth0"),
+                Path::new(&v6("ipv6/neigh/eth0/proxy_delay")),
+                "{dir:?}"
+            );
         }
     }
 

@@ -37,14 +37,46 @@ impl Netlink {
             .run_links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = resolved;
+        *self.run_routes.lock().await = RunRoutes::Unread;
         Ok(())
     }
 
-    pub(super) fn unpin_links(&self) {
+    pub(super) async fn unpin_links(&self) {
         self.run_links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        *self.run_routes.lock().await = RunRoutes::Off;
+    }
+
+    /// Whether a route of ours goes to `dst` (the kernel's main table, our protocol), read
+    /// once per run ([`Netlink::run_routes`]). Within a run every operation has its own
+    /// destination, so a reading taken earlier in the run still answers for `dst`.
+    async fn owns_route_to(&self, dst: IpNet) -> Result<bool, NetlinkError> {
+        let mut run = self.run_routes.lock().await;
+        if let RunRoutes::Read(ours) = &*run {
+            return Ok(ours.contains(&dst));
+        }
+        let messages = self.routes().await?;
+        // Only the destination matters here, not the device's name.
+        let names: BTreeMap<u32, &str> = messages
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                RouteAttribute::Oif(index) => Some((*index, "")),
+                _ => None,
+            })
+            .collect();
+        let ours: std::collections::BTreeSet<IpNet> = messages
+            .iter()
+            .filter_map(|m| parse_route(m, &names))
+            .map(|r| r.dst)
+            .collect();
+        let owned = ours.contains(&dst);
+        if matches!(*run, RunRoutes::Unread) {
+            *run = RunRoutes::Read(ours);
+        }
+        Ok(owned)
     }
 
     /// The link named `name`, `None` when there is none.
@@ -88,7 +120,12 @@ impl Netlink {
             Op::ReplaceNeighbour(_) | Op::DeleteNeighbour(_) => self.apply_neighbour(op).await,
             Op::ReplaceFdb(_) | Op::DeleteFdb(_) => self.apply_fdb(op).await,
             Op::MarkPort { .. } | Op::AttachPort { .. } => self.apply_port(op).await,
-            Op::SetLooseRpFilter(_) | Op::SetProxyArp { .. } => self.apply_sysctl(op).await,
+            Op::SetLooseRpFilter(_) | Op::SetProxyArp { .. } | Op::SetProxyNdp { .. } => {
+                self.apply_sysctl(op).await
+            }
+            Op::AddProxyNeighbour { .. } | Op::DeleteProxyNeighbour { .. } => {
+                self.apply_proxy_neighbour(op).await
+            }
             Op::ReplaceNat(_)
             | Op::DeleteNat
             | Op::ReplaceNat6(_)
@@ -247,23 +284,10 @@ impl Netlink {
                     .await;
                 match added {
                     Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {
-                        let ours = self.routes().await.map_err(|e| {
+                        let ours = self.owns_route_to(route.dst).await.map_err(|e| {
                             Failure::Unexpected(format!("cannot read our routes: {e}"))
                         })?;
-                        // Only the destination matters here, not the device's name.
-                        let names: BTreeMap<u32, &str> = ours
-                            .iter()
-                            .flat_map(|m| &m.attributes)
-                            .filter_map(|a| match a {
-                                RouteAttribute::Oif(index) => Some((*index, "")),
-                                _ => None,
-                            })
-                            .collect();
-                        if !ours
-                            .iter()
-                            .filter_map(|m| parse_route(m, &names))
-                            .any(|r| r.dst == route.dst)
-                        {
+                        if !ours {
                             return Err(Failure::Refused(format!(
                                 "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way, and Causeway never replaces foreign routes (ip route show {}): if this machine needs that route, the range cannot be a pod subnet here (use a PodNetwork cidr that does not include it); if it is stale, whoever added it can remove it",
                                 route.dst, route.dst
@@ -474,9 +498,85 @@ impl Netlink {
                     .await
                     .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
             }
-
+            Op::SetProxyNdp { dev, on } => {
+                self.require_link(dev, Role::Link).await?;
+                // As for proxy ARP: the kernel holds proxy answers to multicast solicitations
+                // back by up to `proxy_delay` (0.8 s by default).
+                let delay = if *on { "0" } else { DEFAULT_PROXY_DELAY };
+                let path = self.sysctl.proxy_delay6(dev);
+                self.write_sysctl(&path, delay)
+                    .await
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+                let path = self.sysctl.proxy_ndp(dev);
+                self.write_sysctl(&path, if *on { "1" } else { "0" })
+                    .await
+                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+            }
             other => {
                 return Err(Failure::Refused(format!("{other}: not a sysctl operation")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Proxy NDP entries (dual-stack Flat), on the underlay: added with the agent's mark
+    /// (protocol [`ROUTE_PROTOCOL`]), deleted only when they carry it.
+    pub(super) async fn apply_proxy_neighbour(&self, op: &Op) -> Result<(), Failure> {
+        match op {
+            Op::AddProxyNeighbour { dev, ip } => {
+                let index = self.require_link(dev, Role::Link).await?;
+                let mut request = self
+                    .handle
+                    .neighbours()
+                    .add(index, IpAddr::V6(*ip))
+                    .flags(NeighbourFlags::Proxy)
+                    .replace();
+                request
+                    .message_mut()
+                    .attributes
+                    .push(NeighbourAttribute::Protocol(RouteProtocol::Other(
+                        ROUTE_PROTOCOL,
+                    )));
+                request.execute().await?;
+            }
+            Op::DeleteProxyNeighbour { dev, ip } => {
+                let Some(index) = self.link_index(dev).await? else {
+                    return Ok(());
+                };
+                let links = self
+                    .links()
+                    .await
+                    .map_err(|e| Failure::Refused(e.to_string()))?;
+                let names: BTreeMap<u32, &str> = links
+                    .iter()
+                    .filter_map(|(i, l)| Some((*i, super::observe::link_name(l)?)))
+                    .collect();
+                let ours = self
+                    .proxy_neighbours(&names)
+                    .await
+                    .map_err(|e| Failure::Refused(e.to_string()))?;
+                if !ours.iter().any(|(d, a)| d == dev && a == ip) {
+                    // Gone already, or someone else's (no mark): either way not ours to delete.
+                    return Ok(());
+                }
+                let mut message = NeighbourMessage::default();
+                message.header.family = AddressFamily::Inet6;
+                message.header.ifindex = index;
+                message.header.flags = NeighbourFlags::Proxy;
+                message
+                    .attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                        *ip,
+                    )));
+                ignore_gone(
+                    self.handle.neighbours().del(message).execute().await,
+                    &[Errno::ENOENT],
+                )?;
+            }
+            other => {
+                return Err(Failure::Refused(format!(
+                    "{other}: not a proxy neighbour operation"
+                )));
             }
         }
         Ok(())
@@ -682,7 +782,11 @@ pub(super) fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         | Op::DeleteNat6
         | Op::ReplaceSnat(_)
         | Op::DeleteSnat => None,
-        Op::SetProxyArp { dev, .. } | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
+        Op::SetProxyArp { dev, .. }
+        | Op::SetProxyNdp { dev, .. }
+        | Op::AddProxyNeighbour { dev, .. }
+        | Op::DeleteProxyNeighbour { dev, .. }
+        | Op::SetLooseRpFilter(dev) => Some(dev.as_str()),
         Op::MarkPort { port, .. } | Op::AttachPort { port, .. } => Some(port.as_str()),
     };
     Some(match (errno, op) {

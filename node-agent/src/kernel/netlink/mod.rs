@@ -10,7 +10,8 @@
 //! agent does not own:
 //! - [`Netlink::observe`] only reports links named with [`DEVICE_PREFIX`], their IPv4 and
 //!   global-scope IPv6 addresses (never the link-local ones the kernel adds by itself),
-//!   permanent IPv4 and IPv6 neighbours and permanent FDB entries on them, and IPv4 and IPv6
+//!   permanent IPv4 and IPv6 neighbours and permanent FDB entries on them, proxy NDP entries
+//!   carrying protocol [`ROUTE_PROTOCOL`] (on any link: they sit on the underlay), and IPv4 and IPv6
 //!   routes of the main table with protocol [`ROUTE_PROTOCOL`] (on any device: direct routes
 //!   to on-link peers use the underlay); IPv6 routes of any other protocol (the kernel's
 //!   `fe80::/64` on every link) are never read;
@@ -132,8 +133,22 @@ pub struct Netlink {
     /// Link indexes resolved once for a run of pipelined operations, which never change links
     /// (see [`Dataplane::apply_all`]); empty otherwise.
     run_links: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
+    /// The destinations of our routes, read at most once per run of pipelined operations:
+    /// the first route add that finds a route in its way reads them, under this lock, and
+    /// the others in the run wait for that reading and use it. Two dumps at once on one
+    /// netlink socket fail (`EBUSY`), and a dump per route moved would cost O(n²).
+    run_routes: tokio::sync::Mutex<RunRoutes>,
     /// Where the namespace's kernel parameters are read and written (`--sysctl-dir`).
     sysctl: SysctlDir,
+}
+
+/// [`Netlink::run_routes`]: outside a run every check reads the kernel; inside one, the
+/// first reading is kept.
+#[derive(Debug)]
+enum RunRoutes {
+    Off,
+    Unread,
+    Read(std::collections::BTreeSet<IpNet>),
 }
 
 impl Netlink {
@@ -239,6 +254,7 @@ impl Netlink {
             handle,
             netns,
             run_links: std::sync::Mutex::new(BTreeMap::new()),
+            run_routes: tokio::sync::Mutex::new(RunRoutes::Off),
             sysctl: SysctlDir::default(),
         }
     }
@@ -260,6 +276,16 @@ impl Netlink {
 impl Dataplane for Netlink {
     async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String> {
         Netlink::underlay_for(self, address)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn underlay_prefix6(
+        &mut self,
+        link: &str,
+        address: Ipv6Addr,
+    ) -> Result<Option<Ipv6Net>, String> {
+        Netlink::underlay_prefix6(self, link, address)
             .await
             .map_err(|e| e.to_string())
     }
@@ -358,7 +384,7 @@ impl Dataplane for Netlink {
                         .filter_map(|r| async move { r.err() })
                         .collect()
                         .await;
-                self.unpin_links();
+                self.unpin_links().await;
                 failures.sort_by_key(|(i, _)| *i);
                 if let Some(first) = failures.into_iter().next() {
                     return Err(first);

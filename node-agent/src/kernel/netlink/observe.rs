@@ -25,9 +25,40 @@ impl Netlink {
                 name: link_name(link).unwrap_or_default().to_owned(),
                 mtu: link_mtu(link),
                 prefix,
+                prefix6: None,
             });
         }
         Err(NetlinkError::NoInterfaceHasAddress { addr })
+    }
+
+    /// The on-link prefix of IPv6 address `addr` on the link named `link`; `None` when that
+    /// link does not hold it (or does not exist).
+    pub async fn underlay_prefix6(
+        &mut self,
+        link: &str,
+        addr: Ipv6Addr,
+    ) -> Result<Option<Ipv6Net>, NetlinkError> {
+        let links = self.links().await?;
+        let Some(index) = links
+            .iter()
+            .find(|(_, l)| link_name(l) == Some(link))
+            .map(|(i, _)| *i)
+        else {
+            return Ok(None);
+        };
+        let v6 = self
+            .addresses_of(AddressFamily::Inet6, "IPv6 addresses")
+            .await?;
+        Ok(v6
+            .iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(ipv6_of)
+            .find(|(ip, _)| *ip == addr)
+            .map(|(ip, len)| {
+                Ipv6Net::new(ip, len)
+                    .map(|n| n.trunc())
+                    .unwrap_or_else(|_| Ipv6Net::from(ip))
+            }))
     }
 
     pub(super) fn dump_error(
@@ -136,7 +167,9 @@ impl Netlink {
                 state.loose_rp_filter.insert(dev);
             }
         }
-        // Proxy ARP is the agent's only where one of its device routes sits (Flat mode).
+        // Proxy ARP is the agent's only where one of its device routes sits (Flat mode), proxy
+        // NDP only where one of its IPv6 device routes does (dual-stack Flat: the link has
+        // IPv6, so the parameter exists).
         let devices: std::collections::BTreeSet<String> = state
             .routes
             .values()
@@ -147,6 +180,20 @@ impl Netlink {
             if self.sysctl_is(self.sysctl.proxy_arp(&dev), "1").await? {
                 state.proxy_arp.insert(dev);
             }
+        }
+        let devices6: std::collections::BTreeSet<String> = state
+            .routes
+            .values()
+            .filter(|r| r.gateway.is_none() && matches!(r.dst, IpNet::V6(_)))
+            .map(|r| r.dev.clone())
+            .collect();
+        for dev in devices6 {
+            if self.sysctl_is(self.sysctl.proxy_ndp(&dev), "1").await? {
+                state.proxy_ndp.insert(dev);
+            }
+        }
+        for (dev, ip) in self.proxy_neighbours(&names).await? {
+            state.proxy_neighbours.insert((dev, ip));
         }
 
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -253,7 +300,56 @@ impl Netlink {
                 foreign.destinations.insert(net);
             }
         }
+        // The IPv6 main table's next hops too (an IPv6 default gateway), which a dual-stack
+        // plan must not cover either. One more dump; its destinations are not needed.
+        let filter6 = RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+            .protocol(RouteProtocol::Unspec)
+            .kind(RouteType::Unspec)
+            .build();
+        for m in self.dump_routes(filter6).await?.iter().filter(|m| {
+            m.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+                && m.header.table == RouteHeader::RT_TABLE_MAIN
+        }) {
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet6(gw)) => {
+                        foreign.next_hops6.insert(*gw);
+                    }
+                    RouteAttribute::MultiPath(hops) => {
+                        for ha in hops.iter().flat_map(|h| &h.attributes) {
+                            if let RouteAttribute::Gateway(RouteAddress::Inet6(gw)) = ha {
+                                foreign.next_hops6.insert(*gw);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         Ok(foreign)
+    }
+
+    /// The IPv6 proxy NDP entries carrying the agent's mark (protocol [`ROUTE_PROTOCOL`]), on
+    /// any link, as (link name, address).
+    pub(super) async fn proxy_neighbours(
+        &self,
+        names: &BTreeMap<u32, &str>,
+    ) -> Result<Vec<(String, Ipv6Addr)>, NetlinkError> {
+        let messages: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet6)
+            .proxies()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.dump_error("proxy neighbours"))?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| parse_proxy_neighbour(m, names))
+            .collect())
     }
 
     /// Neighbour (`Inet`) or FDB (`Bridge`) entries, optionally of one link only.
@@ -531,6 +627,29 @@ pub(super) fn parse_neighbour(
         ip: ip?,
         mac: mac?,
     })
+}
+
+/// An IPv6 proxy NDP entry with the agent's mark, as (link name, address); `None` for any
+/// other entry.
+pub(super) fn parse_proxy_neighbour(
+    message: &NeighbourMessage,
+    names: &BTreeMap<u32, &str>,
+) -> Option<(String, Ipv6Addr)> {
+    let header = &message.header;
+    if header.family != AddressFamily::Inet6 || !header.flags.contains(NeighbourFlags::Proxy) {
+        return None;
+    }
+    let mut ip = None;
+    let mut ours = false;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(addr)) => ip = Some(*addr),
+            NeighbourAttribute::Protocol(p) => ours = *p == RouteProtocol::Other(ROUTE_PROTOCOL),
+            _ => {}
+        }
+    }
+    let dev = names.get(&header.ifindex)?;
+    ours.then_some(((*dev).to_owned(), ip?))
 }
 
 /// A permanent unicast FDB entry with an IPv4 destination in one of our VXLAN devices' own

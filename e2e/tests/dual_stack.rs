@@ -1,0 +1,624 @@
+//! Dual-stack Flat and Routed (static) end to end (issue #18) on the dual-stack two-segment
+//! topology: node-a..c on lan-a (192.168.50.0/24 + fd00:50::/64, zone rack-a), node-d on
+//! lan-b (192.168.60.0/24 + fd00:60::/64, zone rack-b) behind r1, and a non-node client on
+//! lan-a. Nodes register both InternalIPs, so the operator fills every NodeSubnet's
+//! `nodeAddress` (IPv4) and `secondaryNodeAddress` (IPv6). The operator and an agent per node
+//! run with the chart's RBAC; pods are attached with the CNI config the agents wrote; every
+//! check is real traffic or the kernel's own tables.
+//!
+//! The networks run one after another: Flat over rack-a (both ranges on-link on eth0, proxy
+//! ARP, proxy NDP with one entry per local pod), then Routed with static routes over rack-a,
+//! then node-d added to it (named as unreachable over both families). The agents resync every
+//! 30 s only, so what happens within seconds (a new pod's proxy entry, a deleted pod's going)
+//! is the agent's own pod watch, not the resync.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use causeway_e2e::pods::{self, Pod};
+use causeway_e2e::suite::{Suite, our_routes, the_client};
+use causeway_e2e::topology::{Topology, presets};
+use causeway_e2e::traffic::{self, wait_for};
+use causeway_e2e::{Cluster, deploy, testing};
+use serde_json::Value;
+
+const RACK_A: [&str; 3] = ["node-a", "node-b", "node-c"];
+const ALL: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+const ZONE: &str = presets::ZONE;
+/// Long on purpose: proxy entries must follow pods faster than this.
+const RESYNC_SECONDS: u64 = 30;
+const LEASE_SECONDS: u64 = 10;
+
+static SUITE: Suite = Suite::new(&ALL, RESYNC_SECONDS, LEASE_SECONDS);
+
+const FLAT: &str = "flat6";
+const FLAT_CIDR: &str = "10.250.0.0/16";
+const FLAT_CIDR6: &str = "fd00:10:250::/56";
+const ROUTED: &str = "routed6";
+
+fn main() -> ExitCode {
+    // The cluster's name (namespaces, /run/causeway-e2e/dualstk): 1-8 letters or digits.
+    testing::run_suite(
+        "dualstk",
+        topology,
+        vec![
+            testing::test(
+                "flat_pods_get_both_addresses_and_ping_each_other_across_nodes_over_ipv6_and_ipv4",
+                flat_connectivity,
+            ),
+            testing::test(
+                "flat_a_non_node_host_with_an_on_link_route_reaches_pods_over_ipv6_answered_by_the_pods_node_only",
+                flat_client,
+            ),
+            testing::test(
+                "flat_a_proxy_entry_deleted_by_hand_makes_its_pod_unreachable_until_the_agent_restores_it",
+                flat_proxy_entry_repaired,
+            ),
+            testing::test(
+                "flat_a_new_pods_proxy_entry_appears_before_it_sends_anything_and_goes_with_the_pod",
+                flat_pod_churn,
+            ),
+            testing::test(
+                "deleting_the_flat_network_removes_both_routes_proxy_ndp_and_every_proxy_entry",
+                flat_deleted,
+            ),
+            testing::test(
+                "routed_static_routes_each_peers_ipv6_subnet_via_its_ipv6_address_and_pods_ping_over_both_families",
+                routed_static,
+            ),
+            testing::test(
+                "routed_static_names_the_off_segment_node_for_both_families",
+                routed_off_segment,
+            ),
+        ],
+    )
+}
+
+/// The dual-stack two-segment topology with zone labels: rack-a is lan-a, rack-b is lan-b.
+fn topology() -> Topology {
+    presets::racks(presets::two_segments_dual_stack())
+}
+
+/// A dual-stack PodNetwork over the rack-a nodes.
+fn network(name: &str, cidr: &str, cidr6: &str, mode: &str) -> Value {
+    causeway_e2e::suite::pod_network(
+        name,
+        cidr,
+        mode,
+        serde_json::json!({
+            "secondaryCidr": cidr6,
+            "secondaryNodeSubnetPrefixLength": 64,
+            "nodeSelector": {"matchLabels": {ZONE: "rack-a"}},
+        }),
+    )
+}
+
+/// The pods of network `name` (`prefix` names them), bringing it up over rack-a if they are
+/// not there.
+fn pods_of(c: &Cluster, name: &str, prefix: &str, pn: impl Fn() -> Value) -> Result<Vec<Pod>> {
+    let pods = SUITE.pods();
+    if pods.first().is_some_and(|p| p.name.starts_with(prefix)) {
+        return Ok(pods);
+    }
+    let pn = pn();
+    SUITE.bring_up(c, &pn.to_string(), name, &RACK_A, prefix)
+}
+
+fn flat_pods(c: &Cluster) -> Result<Vec<Pod>> {
+    pods_of(c, FLAT, "f", || {
+        network(FLAT, FLAT_CIDR, FLAT_CIDR6, "Flat")
+    })
+}
+
+fn ipv6_of(pod: &Pod) -> Result<Ipv6Addr> {
+    pods::first_ipv6(&pod.result)
+        .with_context(|| format!("{}/{} has no IPv6 address", pod.node, pod.name))
+}
+
+/// `ip -6 route show proto 249` on `node`, one trimmed line per route.
+fn our_routes6(c: &Cluster, node: &str) -> Result<Vec<String>> {
+    let out = c.exec(node, "ip", &["-6", "route", "show", "proto", "249"])?;
+    Ok(out.lines().map(|l| l.trim().to_string()).collect())
+}
+
+/// The IPv6 addresses `node` answers NDP for on eth0 with the agent's mark (proto 249).
+fn proxied(c: &Cluster, node: &str) -> Result<BTreeSet<Ipv6Addr>> {
+    let out = c.exec(node, "ip", &["-6", "neigh", "show", "proxy", "dev", "eth0"])?;
+    let mut set = BTreeSet::new();
+    for line in out.lines().filter(|l| l.contains("proto 249")) {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        set.insert(
+            first
+                .parse()
+                .with_context(|| format!("{node}: proxy line {line:?}"))?,
+        );
+    }
+    Ok(set)
+}
+
+fn sysctl(c: &Cluster, node: &str, path: &str) -> Result<String> {
+    Ok(c.exec(node, "cat", &[&format!("/proc/sys/net/{path}")])?
+        .trim()
+        .to_string())
+}
+
+fn mac(c: &Cluster, host: &str) -> Result<String> {
+    let out = c.exec(host, "ip", &["-j", "link", "show", "eth0"])?;
+    let links: Value = serde_json::from_str(&out)?;
+    links[0]["address"]
+        .as_str()
+        .map(str::to_string)
+        .context("eth0 has no address")
+}
+
+/// The link-layer address `host` holds for IPv6 neighbour `ip` on eth0, if any.
+fn neighbour_mac(c: &Cluster, host: &str, ip: Ipv6Addr) -> Result<Option<String>> {
+    let out = c.exec(
+        host,
+        "ip",
+        &["-j", "-6", "neigh", "show", &ip.to_string(), "dev", "eth0"],
+    )?;
+    let entries: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+    Ok(entries
+        .as_array()
+        .and_then(|a| a.iter().find_map(|e| e["lladdr"].as_str()))
+        .map(str::to_string))
+}
+
+/// Each pair of pods on different nodes pings over IPv6 (retried while the target's address
+/// finishes DAD) and over IPv4.
+fn ping_both_families(pods: &[Pod]) -> Result<usize> {
+    let mut pairs = 0;
+    for from in pods {
+        for to in pods.iter().filter(|to| to.node != from.node) {
+            let to6 = ipv6_of(to)?;
+            wait_for("IPv6 ping", Duration::from_secs(5), || {
+                traffic::expect_ping6(&from.netns, to6)
+            })
+            .with_context(|| {
+                format!(
+                    "{}/{} -> {}/{} ({to6}) over IPv6",
+                    from.node, from.name, to.node, to.name
+                )
+            })?;
+            traffic::expect_ping(&from.netns, to.ip).with_context(|| {
+                format!(
+                    "{}/{} -> {}/{} ({}) over IPv4",
+                    from.node, from.name, to.node, to.name, to.ip
+                )
+            })?;
+            pairs += 1;
+        }
+    }
+    Ok(pairs)
+}
+
+fn flat_connectivity(c: &Cluster) -> Result<()> {
+    let pods = flat_pods(c)?;
+    ensure!(pods.len() == 6, "{} pods", pods.len());
+    for s in deploy::node_subnets(c, FLAT)? {
+        let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+        ensure!(
+            s["spec"]["secondaryCidr"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("fd00:10:250:")),
+            "{node} has no IPv6 subnet: {}",
+            s["spec"]
+        );
+        ensure!(
+            s["spec"]["secondaryNodeAddress"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("fd00:50::")),
+            "{node} has no IPv6 node address: {}",
+            s["spec"]
+        );
+    }
+    let mut by_node: BTreeMap<String, BTreeSet<Ipv6Addr>> = BTreeMap::new();
+    for p in &pods {
+        by_node
+            .entry(p.node.clone())
+            .or_default()
+            .insert(ipv6_of(p)?);
+    }
+    for node in RACK_A {
+        // One route per family for the whole range, no per-peer state.
+        let v4 = our_routes(c, node)?;
+        ensure!(
+            v4 == [format!("{FLAT_CIDR} dev eth0 scope link")],
+            "{node}: IPv4 routes {v4:?}"
+        );
+        let v6 = our_routes6(c, node)?;
+        ensure!(
+            v6.len() == 1 && v6[0].starts_with(&format!("{FLAT_CIDR6} dev eth0 ")),
+            "{node}: IPv6 routes {v6:?}"
+        );
+        ensure!(
+            sysctl(c, node, "ipv4/conf/eth0/proxy_arp")? == "1",
+            "{node}: proxy_arp"
+        );
+        ensure!(
+            sysctl(c, node, "ipv6/conf/eth0/proxy_ndp")? == "1",
+            "{node}: proxy_ndp"
+        );
+        ensure!(
+            sysctl(c, node, "ipv6/conf/all/forwarding")? == "1",
+            "{node}: IPv6 forwarding"
+        );
+        // Exactly this node's pods: one entry each, none for another node's pod.
+        let want = by_node.get(node).cloned().unwrap_or_default();
+        wait_for(
+            &format!("{node}'s proxy entries"),
+            Duration::from_secs(5),
+            || {
+                let got = proxied(c, node)?;
+                ensure!(got == want, "{node} proxies {got:?}, its pods are {want:?}");
+                Ok(())
+            },
+        )?;
+    }
+    let pairs = ping_both_families(&pods)?;
+    eprintln!("[measure] flat: {pairs} pod pairs across nodes ping over IPv6 and IPv4");
+    // Every node resolved other nodes' pods to the pod's node: nobody else answered.
+    let mut resolved = 0;
+    for node in RACK_A {
+        for p in pods.iter().filter(|p| p.node != node) {
+            let ip = ipv6_of(p)?;
+            let owner = mac(c, &p.node)?;
+            if let Some(seen) = neighbour_mac(c, node, ip)? {
+                ensure!(
+                    seen == owner,
+                    "{node} resolved {ip} ({}'s pod) to {seen}, not {}'s {owner}",
+                    p.node,
+                    p.node
+                );
+                resolved += 1;
+            }
+        }
+    }
+    // Forwarding pod traffic made each node resolve the other nodes' pods it sent to.
+    ensure!(
+        resolved >= 6,
+        "only {resolved} neighbour entries for other nodes' pods"
+    );
+    Ok(())
+}
+
+fn flat_client(c: &Cluster) -> Result<()> {
+    let pods = flat_pods(c)?;
+    let client = the_client(c)?;
+    let ns = c.ns(&client.name);
+    c.exec(
+        &client.name,
+        "ip",
+        &["-6", "route", "replace", FLAT_CIDR6, "dev", "eth0"],
+    )?;
+    let result = (|| -> Result<()> {
+        for pod in &pods {
+            let ip = ipv6_of(pod)?;
+            // Forget any earlier answer, so the check below reads this solicitation's.
+            c.exec(
+                &client.name,
+                "ip",
+                &["-6", "neigh", "flush", "to", &ip.to_string()],
+            )?;
+            wait_for("client -> pod over IPv6", Duration::from_secs(5), || {
+                traffic::expect_ping6(&ns, ip)
+            })
+            .with_context(|| format!("client -> {}/{} ({ip})", pod.node, pod.name))?;
+            let owner = mac(c, &pod.node)?;
+            let seen = neighbour_mac(c, &client.name, ip)?;
+            ensure!(
+                seen.as_deref() == Some(owner.as_str()),
+                "the client resolved {ip} ({}'s pod) to {seen:?}, expected {}'s eth0 {owner}",
+                pod.node,
+                pod.node
+            );
+        }
+        traffic::tcp_check6(&pods[0].netns, &ns, ipv6_of(&pods[0])?, 7461)?;
+        Ok(())
+    })();
+    c.exec(&client.name, "ip", &["-6", "route", "del", FLAT_CIDR6])?;
+    result
+}
+
+/// Proxy NDP is what makes a pod reachable: with its entry deleted by hand, the pod's node no
+/// longer answers for it and the non-node host cannot reach it, until the agent's next pass
+/// (the resync at the latest) restores the entry.
+fn flat_proxy_entry_repaired(c: &Cluster) -> Result<()> {
+    let pods = flat_pods(c)?;
+    let pod = pods
+        .iter()
+        .find(|p| p.node == "node-c")
+        .context("a pod on node-c")?;
+    let ip = ipv6_of(pod)?;
+    let client = the_client(c)?;
+    let ns = c.ns(&client.name);
+    c.exec(
+        &client.name,
+        "ip",
+        &["-6", "route", "replace", FLAT_CIDR6, "dev", "eth0"],
+    )?;
+    let result = (|| -> Result<()> {
+        c.exec(
+            &pod.node,
+            "ip",
+            &[
+                "-6",
+                "neigh",
+                "del",
+                "proxy",
+                &ip.to_string(),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        let removed = Instant::now();
+        c.exec(
+            &client.name,
+            "ip",
+            &["-6", "neigh", "flush", "to", &ip.to_string()],
+        )?;
+        traffic::expect_no_ping6(&ns, ip)
+            .with_context(|| format!("{ip} answered without its proxy entry"))?;
+        wait_for(
+            "the agent restores the proxy entry",
+            Duration::from_secs(RESYNC_SECONDS + 5),
+            || {
+                ensure!(proxied(c, &pod.node)?.contains(&ip), "not yet");
+                Ok(())
+            },
+        )?;
+        eprintln!(
+            "[measure] a proxy entry deleted by hand was back {} ms later (resync every {RESYNC_SECONDS} s)",
+            removed.elapsed().as_millis()
+        );
+        c.exec(
+            &client.name,
+            "ip",
+            &["-6", "neigh", "flush", "to", &ip.to_string()],
+        )?;
+        wait_for(
+            "client -> pod after the repair",
+            Duration::from_secs(5),
+            || traffic::expect_ping6(&ns, ip),
+        )
+    })();
+    c.exec(&client.name, "ip", &["-6", "route", "del", FLAT_CIDR6])?;
+    result
+}
+
+fn flat_pod_churn(c: &Cluster) -> Result<()> {
+    let pods = flat_pods(c)?;
+    let node = "node-b";
+    let added = Instant::now();
+    let pod = pods::add(c, node, "fnew")?;
+    let result = (|| -> Result<()> {
+        let ip = ipv6_of(&pod)?;
+        // host-local's allocation is all the agent needs: the entry is there before anyone
+        // talks to the pod.
+        wait_for("the new pod's proxy entry", Duration::from_secs(5), || {
+            ensure!(
+                proxied(c, node)?.contains(&ip),
+                "{node} does not proxy {ip}"
+            );
+            Ok(())
+        })?;
+        eprintln!(
+            "[measure] new pod's proxy entry on {node} {} ms after CNI ADD began",
+            added.elapsed().as_millis()
+        );
+        for other in RACK_A.iter().filter(|n| **n != node) {
+            ensure!(!proxied(c, other)?.contains(&ip), "{other} proxies {ip}");
+        }
+        let from = pods
+            .iter()
+            .find(|p| p.node == "node-a")
+            .context("a pod on node-a")?;
+        wait_for(
+            "node-a pod -> new pod over IPv6",
+            Duration::from_secs(5),
+            || traffic::expect_ping6(&from.netns, ip),
+        )?;
+        Ok(())
+    })();
+    let ip = ipv6_of(&pod);
+    let deleted = Instant::now();
+    pods::del(c, &pod)?;
+    result?;
+    let ip = ip?;
+    wait_for(
+        "the deleted pod's proxy entry goes",
+        Duration::from_secs(5),
+        || {
+            ensure!(
+                !proxied(c, node)?.contains(&ip),
+                "{node} still proxies {ip}"
+            );
+            Ok(())
+        },
+    )?;
+    eprintln!(
+        "[measure] deleted pod's proxy entry gone on {node} {} ms after CNI DEL began",
+        deleted.elapsed().as_millis()
+    );
+    // The other pods' entries stay.
+    let left = proxied(c, node)?;
+    for p in pods.iter().filter(|p| p.node == node) {
+        ensure!(
+            left.contains(&ipv6_of(p)?),
+            "{node} lost {}'s entry: {left:?}",
+            p.name
+        );
+    }
+    Ok(())
+}
+
+/// Detaches the pods, deletes network `name` and waits until no node holds anything of it.
+fn tear_down(c: &Cluster, name: &str) -> Result<()> {
+    for pod in SUITE.take_pods() {
+        pods::del(c, &pod)?;
+    }
+    c.kubectl(&["delete", "podnetwork", name, "--wait=true", "--timeout=60s"])?;
+    for node in ALL {
+        wait_for(&format!("{node} is clean"), Duration::from_secs(15), || {
+            ensure!(our_routes(c, node)?.is_empty(), "IPv4 routes left");
+            ensure!(our_routes6(c, node)?.is_empty(), "IPv6 routes left");
+            ensure!(proxied(c, node)?.is_empty(), "proxy entries left");
+            ensure!(
+                sysctl(c, node, "ipv6/conf/eth0/proxy_ndp")? == "0",
+                "proxy_ndp on"
+            );
+            ensure!(
+                sysctl(c, node, "ipv4/conf/eth0/proxy_arp")? == "0",
+                "proxy_arp on"
+            );
+            let links = c.exec(node, "ip", &["-brief", "link", "show"])?;
+            ensure!(
+                !links.lines().any(|l| l.starts_with("cw-")),
+                "links: {links}"
+            );
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn flat_deleted(c: &Cluster) -> Result<()> {
+    flat_pods(c)?;
+    ensure!(
+        !proxied(c, "node-a")?.is_empty(),
+        "node-a proxies nothing before"
+    );
+    tear_down(c, FLAT)
+}
+
+fn routed_pods(c: &Cluster) -> Result<Vec<Pod>> {
+    pods_of(c, ROUTED, "r", || {
+        network(ROUTED, "10.251.0.0/16", "fd00:10:251::/56", "Routed")
+    })
+}
+
+fn routed_static(c: &Cluster) -> Result<()> {
+    let pods = routed_pods(c)?;
+    let subnets = deploy::node_subnets(c, ROUTED)?;
+    ensure!(subnets.len() == 3, "{} NodeSubnets", subnets.len());
+    let field = |s: &Value, f: &str| s["spec"][f].as_str().unwrap_or_default().to_string();
+    for node in RACK_A {
+        let mut want4 = Vec::new();
+        let mut want6 = Vec::new();
+        for s in subnets.iter().filter(|s| s["spec"]["nodeName"] != node) {
+            want4.push(format!(
+                "{} via {} dev eth0",
+                field(s, "cidr"),
+                field(s, "nodeAddress")
+            ));
+            want6.push(format!(
+                "{} via {} dev eth0",
+                field(s, "secondaryCidr"),
+                field(s, "secondaryNodeAddress")
+            ));
+        }
+        want4.sort();
+        want6.sort();
+        let mut got4 = our_routes(c, node)?;
+        got4.sort();
+        ensure!(
+            got4 == want4,
+            "{node}: IPv4 routes {got4:?}, expected {want4:?}"
+        );
+        let mut got6 = our_routes6(c, node)?;
+        got6.sort();
+        ensure!(
+            got6.len() == want6.len()
+                && got6
+                    .iter()
+                    .zip(&want6)
+                    .all(|(g, w)| g.starts_with(w.as_str())),
+            "{node}: IPv6 routes {got6:?}, expected {want6:?}"
+        );
+        ensure!(
+            proxied(c, node)?.is_empty(),
+            "{node}: proxy entries in Routed mode"
+        );
+        ensure!(
+            sysctl(c, node, "ipv6/conf/eth0/proxy_ndp")? == "0",
+            "{node}: proxy_ndp"
+        );
+        let nat6 = c.exec(node, "nft", &["list", "table", "ip6", "causeway"])?;
+        ensure!(
+            nat6.contains("masquerade") && nat6.contains("fd00:10:251::/56"),
+            "{node}: ip6 causeway {nat6}"
+        );
+    }
+    let pairs = ping_both_families(&pods)?;
+    eprintln!("[measure] routed: {pairs} pod pairs across nodes ping over IPv6 and IPv4");
+    Ok(())
+}
+
+fn routed_off_segment(c: &Cluster) -> Result<()> {
+    routed_pods(c)?;
+    let patch = serde_json::json!({"spec": {"nodeSelector": {
+        "matchLabels": null,
+        "matchExpressions": [{"key": ZONE, "operator": "In", "values": ["rack-a", "rack-b"]}],
+    }}});
+    c.kubectl(&[
+        "patch",
+        "podnetwork",
+        ROUTED,
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    let result = wait_for(
+        "node-a names node-d for both families",
+        Duration::from_secs(30),
+        || {
+            let subnets = deploy::node_subnets(c, ROUTED)?;
+            let d = subnets
+                .iter()
+                .find(|s| s["spec"]["nodeName"] == "node-d")
+                .context("node-d has no NodeSubnet yet")?;
+            let d6 = d["spec"]["secondaryCidr"]
+                .as_str()
+                .context("node-d has no IPv6 subnet yet")?
+                .to_string();
+            let a = subnets
+                .iter()
+                .find(|s| s["spec"]["nodeName"] == "node-a")
+                .context("node-a's NodeSubnet")?;
+            let messages: Vec<String> = a["status"]["conditions"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c["message"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let all = messages.join("\n");
+            ensure!(
+                all.contains("(node node-d) is unreachable: its node address 192.168.60.11")
+                    && all.contains(&format!(
+                        "(node node-d): its IPv6 subnet {d6} is unreachable: its IPv6 node address fd00:60::11 is not on this node's IPv6 segment fd00:50::/64"
+                    )),
+                "node-a's conditions: {all}"
+            );
+            // And node-a programs nothing towards node-d, in either family.
+            let routes = [our_routes(c, "node-a")?, our_routes6(c, "node-a")?].concat();
+            ensure!(
+                !routes
+                    .iter()
+                    .any(|r| r.contains("192.168.60.11") || r.contains(&d6)),
+                "node-a routes towards node-d: {routes:?}"
+            );
+            Ok(all)
+        },
+    );
+    if let Ok(all) = &result {
+        eprintln!("[measure] node-a's conditions name node-d: {all}");
+    }
+    let teardown = tear_down(c, ROUTED);
+    result.map(drop).and(teardown)
+}
