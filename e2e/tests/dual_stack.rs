@@ -7,8 +7,9 @@
 //! check is real traffic or the kernel's own tables.
 //!
 //! The networks run one after another: Flat over rack-a (both ranges on-link on eth0, proxy
-//! ARP, proxy NDP with one entry per local pod), then Routed with static routes over rack-a,
-//! then node-d added to it (named as unreachable over both families). The agents resync every
+//! ARP, proxy NDP with one entry per local pod), then Routed with static routes over rack-a
+//! (outgoing NAT per family checked against node-d, outside the network then), then node-d
+//! added to it (named as unreachable over both families). The agents resync every
 //! 30 s only, so what happens within seconds (a new pod's proxy entry, a deleted pod's going)
 //! is the agent's own pod watch, not the resync.
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
-use causeway_e2e::suite::{Suite, our_routes, the_client};
+use causeway_e2e::suite::{Suite, our_routes, pod_on, the_client};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -68,6 +69,10 @@ fn main() -> ExitCode {
             testing::test(
                 "routed_static_routes_each_peers_ipv6_subnet_via_its_ipv6_address_and_pods_ping_over_both_families",
                 routed_static,
+            ),
+            testing::test(
+                "routed_pod_traffic_leaving_the_ranges_is_masqueraded_per_family_except_to_exclusions",
+                routed_nat,
             ),
             testing::test(
                 "routed_static_names_the_off_segment_node_for_both_families",
@@ -555,6 +560,87 @@ fn routed_static(c: &Cluster) -> Result<()> {
     }
     let pairs = ping_both_families(&pods)?;
     eprintln!("[measure] routed: {pairs} pod pairs across nodes ping over IPv6 and IPv4");
+    Ok(())
+}
+
+/// Outgoing NAT per family: node-d (lan-b, behind r1, not in the network yet) sees a pod's
+/// connections from its node's IPv4 and IPv6 addresses; between pods nothing is rewritten;
+/// an IPv6 exclusion leaves the IPv4 rule alone and makes node-d see (and be unable to
+/// answer) the pod's own IPv6 address.
+fn routed_nat(c: &Cluster) -> Result<()> {
+    let pods = routed_pods(c)?;
+    let (a, b) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-b")?);
+    let subnets = deploy::node_subnets(c, ROUTED)?;
+    let of_a = subnets
+        .iter()
+        .find(|s| s["spec"]["nodeName"] == "node-a")
+        .context("node-a's NodeSubnet")?;
+    let a4: std::net::Ipv4Addr = of_a["spec"]["nodeAddress"]
+        .as_str()
+        .context("nodeAddress")?
+        .parse()?;
+    let a6: Ipv6Addr = of_a["spec"]["secondaryNodeAddress"]
+        .as_str()
+        .context("secondaryNodeAddress")?
+        .parse()?;
+    let d = c
+        .topology
+        .nodes
+        .iter()
+        .find(|h| h.name == "node-d")
+        .context("node-d in the topology")?;
+    let d6 = d.address6.context("node-d has no IPv6 address")?;
+    let d_ns = c.ns("node-d");
+    let seen4 = traffic::tcp_seen_source(&d_ns, &a.netns, d.address, 7311)?;
+    let seen6 = traffic::tcp_seen_source6(&d_ns, &a.netns, d6, 7312)?;
+    ensure!(
+        seen4 == a4 && seen6 == a6,
+        "node-d saw a pod on node-a as {seen4} and {seen6}, not node-a's {a4} and {a6}"
+    );
+    let b6 = ipv6_of(b)?;
+    let inside = traffic::tcp_seen_source6(&b.netns, &a.netns, b6, 7313)?;
+    let a_pod6 = ipv6_of(a)?;
+    ensure!(
+        inside == a_pod6,
+        "pod-to-pod IPv6 traffic was rewritten to {inside} (the pod is {a_pod6})"
+    );
+
+    // An IPv6 exclusion: lan-b sees the pod's IPv6 address, which it cannot answer; IPv4
+    // is still masqueraded.
+    let lan_b6 = "fd00:60::/64";
+    causeway_e2e::suite::patch_network(
+        c,
+        ROUTED,
+        &serde_json::json!({"spec": {"natExcludeCidrs": [lan_b6]}}).to_string(),
+    )?;
+    let result = (|| -> Result<()> {
+        wait_for(
+            "node-a exempts lan-b over IPv6",
+            Duration::from_secs(10),
+            || {
+                let nat6 = c.exec("node-a", "nft", &["list", "table", "ip6", "causeway"])?;
+                ensure!(nat6.contains(lan_b6), "{nat6}");
+                Ok(())
+            },
+        )?;
+        traffic::expect_no_ping6(&a.netns, d6)?;
+        let seen4 = traffic::tcp_seen_source(&d_ns, &a.netns, d.address, 7314)?;
+        ensure!(
+            seen4 == a4,
+            "IPv4 to node-d was not masqueraded after an IPv6 exclusion: {seen4}"
+        );
+        Ok(())
+    })();
+    causeway_e2e::suite::patch_network(c, ROUTED, r#"{"spec":{"natExcludeCidrs":null}}"#)?;
+    result?;
+    wait_for(
+        "node-d answers pods over IPv6 again",
+        Duration::from_secs(10),
+        || traffic::expect_ping6(&a.netns, d6),
+    )?;
+    eprintln!(
+        "[measure] routed NAT: node-d saw node-a's pod as {a4} and {a6}; with {lan_b6} excluded it could not answer the pod over IPv6, IPv4 still masqueraded"
+    );
     Ok(())
 }
 

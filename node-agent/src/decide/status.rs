@@ -93,7 +93,9 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// `None` when everything applied.
     pub failure: Option<Failure>,
-    /// The on-link prefix of the underlay, when the pass found it.
+    /// The on-link prefix of the underlay, when the pass found it: `Some` exactly when the
+    /// pass read the kernel (a pass refused before, or unable to find its underlay, changed
+    /// nothing, and its `programmed` is empty rather than what the kernel holds).
     pub underlay_prefix: Option<ipnet::Ipv4Net>,
     /// This node's BGP sessions (Routed mode with BGP), sorted by peer.
     pub bgp: Vec<BgpSessionStatus>,
@@ -250,9 +252,13 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
     );
     next.bgp_sessions.clone_from(&outcome.bgp);
     next.observed_generation = outcome.generation;
-    next.routes = clamp(routes);
-    next.neighbours = clamp(neighbours);
-    next.fdb_entries = clamp(fdb);
+    // The counts say what the kernel holds: a pass that never read it (refused up front,
+    // changing nothing) leaves them as they were.
+    if outcome.underlay_prefix.is_some() {
+        next.routes = clamp(routes);
+        next.neighbours = clamp(neighbours);
+        next.fdb_entries = clamp(fdb);
+    }
     if let Some(mtu) = outcome.mtu {
         next.effective_mtu = i32::try_from(mtu).ok();
     }
@@ -352,9 +358,35 @@ mod tests {
             mtu: Some(1450),
             skipped: vec![],
             failure: None,
-            underlay_prefix: None,
+            underlay_prefix: Some("192.168.50.0/24".parse().expect("prefix")),
             bgp: vec![],
         }
+    }
+
+    #[test]
+    fn a_pass_refused_before_reading_the_kernel_keeps_the_counts_it_found() {
+        let before = status(&NodeSubnetStatus::default(), &ok(1, 3), at(1));
+        assert_eq!(before.routes, 3);
+        let refused = Outcome {
+            programmed: State::default(),
+            failure: Some(Failure::Plan("spec.cidr is an IPv6 range ...".into())),
+            underlay_prefix: None,
+            ..ok(2, 0)
+        };
+        let after = status(&before, &refused, at(2));
+        let p = find_condition(&after.conditions, types::PROGRAMMED).expect("Programmed");
+        assert_eq!(p.status, "False");
+        assert_eq!(
+            (after.routes, after.neighbours, after.fdb_entries),
+            (before.routes, before.neighbours, before.fdb_entries),
+            "nothing was changed on the node, so the counts stay"
+        );
+        // A pass that read the kernel reports what it holds, failed or not.
+        let read = Outcome {
+            failure: Some(Failure::Plan("a peer ...".into())),
+            ..ok(3, 1)
+        };
+        assert_eq!(status(&after, &read, at(3)).routes, 1);
     }
 
     #[test]

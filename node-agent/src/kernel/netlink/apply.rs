@@ -472,7 +472,28 @@ impl Netlink {
         Ok(())
     }
 
-    /// Sysctls: loose rp_filter on the agent's devices, proxy ARP in Flat mode.
+    /// Proxy ARP or NDP on `dev`: answering at once (`proxy_delay` 0) while ours, and the
+    /// kernel's default delay back when leaving; `paths` are the delay's and the switch's.
+    async fn set_proxy(
+        &self,
+        dev: &str,
+        on: bool,
+        (delay, switch): (std::path::PathBuf, std::path::PathBuf),
+    ) -> Result<(), Failure> {
+        self.require_link(dev, Role::Link).await?;
+        for (path, value) in [
+            (delay, if on { "0" } else { DEFAULT_PROXY_DELAY }),
+            (switch, if on { "1" } else { "0" }),
+        ] {
+            self.write_sysctl(&path, value)
+                .await
+                .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Sysctls: loose rp_filter on the agent's devices, proxy ARP and NDP in Flat
+    /// mode.
     pub(super) async fn apply_sysctl(&self, op: &Op) -> Result<(), Failure> {
         match op {
             Op::SetLooseRpFilter(dev) => {
@@ -484,33 +505,16 @@ impl Netlink {
                     .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
             }
             Op::SetProxyArp { dev, on } => {
-                self.require_link(dev, Role::Link).await?;
                 // Linux delays proxy replies by up to `proxy_delay` (0.8 s by default), which
-                // every first contact with a pod would wait for; answer at once while ours,
-                // and put the kernel's default back when leaving.
-                let delay = if *on { "0" } else { DEFAULT_PROXY_DELAY };
-                let path = self.sysctl.proxy_delay(dev);
-                self.write_sysctl(&path, delay)
-                    .await
-                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
-                let path = self.sysctl.proxy_arp(dev);
-                self.write_sysctl(&path, if *on { "1" } else { "0" })
-                    .await
-                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+                // every first contact with a pod would wait for.
+                let paths = (self.sysctl.proxy_delay(dev), self.sysctl.proxy_arp(dev));
+                self.set_proxy(dev, *on, paths).await?;
             }
             Op::SetProxyNdp { dev, on } => {
-                self.require_link(dev, Role::Link).await?;
                 // As for proxy ARP: the kernel holds proxy answers to multicast solicitations
                 // back by up to `proxy_delay` (0.8 s by default).
-                let delay = if *on { "0" } else { DEFAULT_PROXY_DELAY };
-                let path = self.sysctl.proxy_delay6(dev);
-                self.write_sysctl(&path, delay)
-                    .await
-                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
-                let path = self.sysctl.proxy_ndp(dev);
-                self.write_sysctl(&path, if *on { "1" } else { "0" })
-                    .await
-                    .map_err(|e| Failure::Refused(format!("{}: {e}", path.display())))?;
+                let paths = (self.sysctl.proxy_delay6(dev), self.sysctl.proxy_ndp(dev));
+                self.set_proxy(dev, *on, paths).await?;
             }
             other => {
                 return Err(Failure::Refused(format!("{other}: not a sysctl operation")));
