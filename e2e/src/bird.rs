@@ -5,7 +5,9 @@
 //!
 //! A neighbour at an IPv6 address gets an IPv6 unicast session (its prefixes go into the
 //! router's IPv6 kernel table), one at an IPv4 address an IPv4 one, so the same router serves
-//! dual-stack and IPv6-only segments.
+//! dual-stack and IPv6-only segments. A neighbour at an IPv4 address may also carry IPv6
+//! unicast on the same session ([`Neighbour::ipv6_channel`], MP-BGP), as a dual-stack Routed
+//! network's nodes do.
 //!
 //! BIRD runs in the foreground (`-f`) as a harness process, so it is ended by pid at
 //! tear-down like everything else; its control socket lives in the router's host directory,
@@ -38,6 +40,9 @@ pub struct Neighbour {
     pub asn: u32,
     /// The TCP MD5 password the session requires, if any.
     pub password: Option<String>,
+    /// An IPv4 session that also carries IPv6 unicast (an `ipv6` channel beside the `ipv4`
+    /// one): a dual-stack Routed network's node.
+    pub ipv6_channel: bool,
 }
 
 /// The router's BGP configuration.
@@ -105,6 +110,7 @@ impl Config {
                     address: address(node)?,
                     asn: node_asn,
                     password: None,
+                    ipv6_channel: false,
                 })
             })
             .collect::<Result<_>>()?;
@@ -128,7 +134,10 @@ impl Config {
              protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n",
             self.router_id
         );
-        let v6 = self.neighbours.iter().any(|n| n.address.is_ipv6())
+        let v6 = self
+            .neighbours
+            .iter()
+            .any(|n| n.address.is_ipv6() || n.ipv6_channel)
             || self.announce.iter().any(|p| matches!(p, IpNet::V6(_)));
         if v6 {
             conf.push_str("protocol kernel { ipv6 { import none; export all; }; }\n");
@@ -161,7 +170,7 @@ impl Config {
                    neighbor {addr} as {peer};\n  \
                    hold time {hold}; keepalive time {keep};\n  \
                    connect retry time 1; error wait time 1, 4;\n{password}{bfd}  \
-                   {family} {{ import all; export all;{nh} }};\n{rr}\
+                   {family} {{ import all; export all;{nh} }};\n{second}{rr}\
                  }}\n",
                 password = n
                     .password
@@ -178,6 +187,15 @@ impl Config {
                 rr = if ibgp { "  rr client;\n" } else { "" },
                 bfd = bfd,
                 family = if n.address.is_ipv6() { "ipv6" } else { "ipv4" },
+                // BIRD announces its own IPv6 next hop, taken from the session's link.
+                second = if n.ipv6_channel && n.address.is_ipv4() {
+                    format!(
+                        "  ipv6 {{ import all; export all;{nh} }};\n",
+                        nh = if ibgp { " next hop self;" } else { "" }
+                    )
+                } else {
+                    String::new()
+                },
             ));
         }
         conf
@@ -539,12 +557,14 @@ mod tests {
                     address: Ipv4Addr::new(192, 168, 50, 11).into(),
                     asn: 64512,
                     password: None,
+                    ipv6_channel: false,
                 },
                 Neighbour {
                     name: "node_d".into(),
                     address: "fd00:60::11".parse().expect("ip"),
                     asn: 64512,
                     password: None,
+                    ipv6_channel: false,
                 },
             ],
             hold_time: 9,
@@ -555,7 +575,16 @@ mod tests {
 
     #[test]
     fn an_ipv6_neighbour_gets_an_ipv6_channel_and_bird_accepts_the_configuration() {
-        let conf = config().render();
+        let mut config = config();
+        // node_a: an IPv4 session carrying IPv6 too (a dual-stack Routed node).
+        config.neighbours[0].ipv6_channel = true;
+        let conf = config.render();
+        assert!(
+            conf.contains(
+                "neighbor 192.168.50.11 as 64512;\n  hold time 9; keepalive time 3;\n  connect retry time 1; error wait time 1, 4;\n  ipv4 { import all; export all; };\n  ipv6 { import all; export all; };\n}"
+            ),
+            "{conf}"
+        );
         assert!(conf.contains("neighbor fd00:60::11 as 64512;"), "{conf}");
         assert!(
             conf.contains("  ipv6 { import all; export all; };"),

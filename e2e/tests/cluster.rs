@@ -452,6 +452,7 @@ fn ipv6_only(_c: &Cluster) -> Result<()> {
                 .into(),
             asn: 64500,
             password: None,
+            ipv6_channel: false,
         }],
         hold_time: 9,
         bfd: None,

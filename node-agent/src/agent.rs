@@ -36,7 +36,6 @@ use causeway_crds::{NodeSubnet, NodeSubnetStatus, OverlayGateway, PodNetwork};
 use causeway_kube::cache::cached;
 use causeway_kube::events::{Kind, Publisher};
 use futures::{FutureExt, StreamExt};
-use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -45,6 +44,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use crate::bgp::Learned;
 use crate::bgp::carry::{Carried, Merge};
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::elector::{self, Elector};
@@ -152,8 +152,8 @@ pub struct Agent<D: Dataplane = Netlink> {
     /// The Programmed (status, reason) last announced by an event, and for which NodeSubnet
     /// (uid): the cache may still show the status before this agent's own write.
     announced: Option<(String, bool, String)>,
-    /// Routes learned over BGP (Routed mode with BGP), best path per prefix.
-    learned: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// Routes learned over BGP (Routed mode with BGP), best path per prefix, both families.
+    learned: Learned,
     /// The BGP speaker and its configuration, while the network uses BGP.
     speaker: Option<(Speaker, SpeakerConfig)>,
     /// The change feed of a newly started speaker, for the loop to watch.
@@ -279,7 +279,7 @@ pub async fn run(
         heartbeat: Heartbeat::default(),
         status_written: None,
         announced: None,
-        learned: BTreeMap::new(),
+        learned: Learned::new(),
         speaker: None,
         new_bgp_changes: None,
         carried: None,
@@ -623,6 +623,8 @@ impl<D: Dataplane> Agent<D> {
                     .map(Time),
                 routes_received: i64::try_from(s.routes_received).ok(),
                 routes_advertised: i64::try_from(s.routes_advertised).ok(),
+                ipv6_routes_received: s.routes6.and_then(|r| i64::try_from(r.0).ok()),
+                ipv6_routes_advertised: s.routes6.and_then(|r| i64::try_from(r.1).ok()),
             })
             .collect();
         if let Some(config) = decisions.as_ref().and_then(|d| d.speaker.as_ref()) {
@@ -639,6 +641,8 @@ impl<D: Dataplane> Agent<D> {
                     since: None,
                     routes_received: None,
                     routes_advertised: None,
+                    ipv6_routes_received: None,
+                    ipv6_routes_advertised: None,
                 });
                 outcome
                     .bgp_misconfigured
@@ -845,15 +849,18 @@ impl<D: Dataplane> Agent<D> {
     async fn carry_learned(&mut self) {
         match self.dataplane.observe().await {
             Ok(state) => {
-                let routes: BTreeMap<Ipv4Net, Ipv4Addr> = state
-                    .routes
-                    .values()
-                    .filter(|r| !r.onlink)
-                    .filter_map(|r| match (r.dst, r.gateway?) {
-                        (ipnet::IpNet::V4(dst), std::net::IpAddr::V4(gw)) => Some((dst, gw)),
-                        _ => None,
-                    })
-                    .collect();
+                let mut routes = Learned::new();
+                for route in state.routes.values().filter(|r| !r.onlink) {
+                    match (route.dst, route.gateway) {
+                        (ipnet::IpNet::V4(dst), Some(std::net::IpAddr::V4(gw))) => {
+                            routes.v4.insert(dst, gw);
+                        }
+                        (ipnet::IpNet::V6(dst), Some(std::net::IpAddr::V6(gw))) => {
+                            routes.v6.insert(dst, gw);
+                        }
+                        _ => {}
+                    }
+                }
                 self.carried = Carried::new(routes, Instant::now());
             }
             Err(e) => warn!(error = %e, "cannot read the routes an earlier agent installed"),
@@ -866,7 +873,7 @@ impl<D: Dataplane> Agent<D> {
         &mut self,
         own: &NodeSubnet,
         snapshot: &crate::bgp::Snapshot,
-    ) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    ) -> Learned {
         let mut learned = snapshot.learned.clone();
         let uses_bgp = self
             .networks

@@ -40,8 +40,8 @@ pub struct Inputs<'a> {
     pub gateways: &'a [Arc<OverlayGateway>],
     /// This node's labels (BGP peers and bridge hosts are selected by them).
     pub labels: &'a BTreeMap<String, String>,
-    /// Routes learned over BGP so far, best path per prefix.
-    pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// Routes learned over BGP so far, best path per prefix, both families.
+    pub learned: &'a crate::bgp::Learned,
     /// The API servers' addresses (the configured one and the `default/kubernetes`
     /// endpoints): never routed away, never taken by a client.
     pub api_servers: &'a [Ipv4Addr],
@@ -380,42 +380,34 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
 /// What this agent programs of the families the API allows (issue #18): IPv4 networks in
 /// every mode, and dual-stack networks with an IPv4 `cidr`, an IPv6 `secondaryCidr` and an
 /// IPv4 node address in Overlay mode (IPv6 rides the IPv4 VXLAN tunnel), in Flat mode and in
-/// Routed mode without BGP (IPv6 crosses the underlay unencapsulated: the node's IPv6
-/// address comes from `secondaryNodeAddress`, checked by the plan). Anything else with IPv6
-/// in it (an IPv6 `cidr`, an IPv6 `nodeAddress`, dual-stack Routed with BGP) is refused whole,
-/// so a node never runs half of a network; the sentence says why and what is supported.
+/// Routed mode, static or with BGP (IPv6 crosses the underlay unencapsulated: the node's IPv6
+/// address comes from `secondaryNodeAddress`, checked by the plan; with BGP, IPv6 unicast
+/// rides the IPv4 sessions). Anything else with IPv6 in it (an IPv6 `cidr`, an IPv6
+/// `nodeAddress`) is refused whole, so a node never runs half of a network; the sentence says
+/// why and what is supported.
 fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet) -> Option<String> {
     use causeway_crds::v1alpha1::PodNetworkMode;
     let ipv6 = network.parsed_cidr().is_err()
         && causeway_crds::cidr::parse_cidr(&network.cidr)
             .is_ok_and(|c| matches!(c, ipnet::IpNet::V6(_)));
-    let bgp = network.routed.as_ref().is_some_and(|r| r.bgp.is_some());
     let what = if ipv6 {
         format!("spec.cidr {} is an IPv6 range", network.cidr)
-    } else if let Some(secondary) = &network.secondary_cidr {
-        if network.mode == PodNetworkMode::Routed && bgp {
-            format!(
-                "spec.secondaryCidr {secondary} makes this Routed network with spec.routed.bgp dual-stack, and IPv6 routes over BGP (MP-BGP) are not supported yet: remove spec.routed.bgp (static routes to the peers on this node's segment) or use mode Overlay"
-            )
-        } else if own.spec.parsed_node_address().is_err() {
-            let why = match network.mode {
-                PodNetworkMode::Overlay => "the VXLAN tunnel would need an IPv6 underlay",
-                PodNetworkMode::Flat | PodNetworkMode::Routed => {
-                    "dual-stack networks need an IPv4 nodeAddress, the IPv6 one in spec.secondaryNodeAddress"
-                }
-            };
-            format!(
-                "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so {why}",
-                own.spec.node_address
-            )
-        } else {
-            return None;
-        }
+    } else if network.secondary_cidr.is_some() && own.spec.parsed_node_address().is_err() {
+        let why = match network.mode {
+            PodNetworkMode::Overlay => "the VXLAN tunnel would need an IPv6 underlay",
+            PodNetworkMode::Flat | PodNetworkMode::Routed => {
+                "dual-stack networks need an IPv4 nodeAddress, the IPv6 one in spec.secondaryNodeAddress"
+            }
+        };
+        format!(
+            "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so {why}",
+            own.spec.node_address
+        )
     } else {
         return None;
     };
     Some(format!(
-        "{what}; this version of the node agent programs IPv4 pod networks, and dual-stack networks with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses in Overlay mode, Flat mode and Routed mode without BGP (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
+        "{what}; this version of the node agent programs IPv4 pod networks, and dual-stack networks with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses in Overlay mode, Flat mode and Routed mode (static or with BGP) (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
     ))
 }
 
@@ -516,7 +508,7 @@ mod tests {
 
         async fn pass(&self, dp: &mut FakeDataplane) -> Pass {
             let own = self.subnets[0].clone();
-            let learned = BTreeMap::new();
+            let learned = crate::bgp::Learned::new();
             run(
                 dp,
                 &Inputs {
@@ -660,32 +652,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ipv6_primary_networks_ipv6_node_addresses_and_dual_stack_bgp_are_refused_whole_and_a_programmed_node_keeps_its_state()
+    async fn ipv6_primary_networks_and_ipv6_node_addresses_are_refused_whole_and_a_programmed_node_keeps_its_state()
      {
         let mut world = World::new();
         let mut dp = node_a();
         world.pass(&mut dp).await;
         let programmed = dp.state.clone();
         let applied = dp.applied.len();
-        let dual = serde_json::json!({
-            "mode": "Routed", "overlay": null,
-            "routed": {"bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64500}]}},
-            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
-        });
-        world.networks = vec![network(dual)];
-        let bgp = world.pass(&mut dp).await;
-        assert!(
-            matches!(&bgp.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("spec.secondaryCidr fd00:10:244::/56 makes this Routed network with spec.routed.bgp dual-stack, and IPv6 routes over BGP (MP-BGP) are not supported yet: remove spec.routed.bgp")
-                    && m.contains("Flat mode and Routed mode without BGP")
-                    && m.contains("nothing on this node is changed")),
-            "{:?}",
-            bgp.outcome.failure
-        );
-        assert!(bgp.ops.is_empty() && bgp.decisions.is_none());
-        assert_eq!((dp.state.clone(), dp.applied.len()), (programmed, applied));
 
-        // A dual-stack Flat network with an IPv6 nodeAddress: refused, naming the field.
+        // A dual-stack Flat network with an IPv6 nodeAddress: refused, naming the field; the
+        // running dataplane stays.
         world.networks = vec![network(serde_json::json!({
             "mode": "Flat", "overlay": null,
             "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
@@ -693,15 +669,18 @@ mod tests {
         let mut v6_node = (*world.subnets[0]).clone();
         v6_node.spec.node_address = "fd00:50::11".into();
         world.subnets[0] = Arc::new(v6_node);
-        let mut fresh = node_a();
-        let refused = world.pass(&mut fresh).await;
+        let refused = world.pass(&mut dp).await;
         assert!(
             matches!(&refused.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("this node's address fd00:50::11 (NodeSubnet spec.nodeAddress) is not IPv4, so dual-stack networks need an IPv4 nodeAddress")),
+                if m.starts_with("this node's address fd00:50::11 (NodeSubnet spec.nodeAddress) is not IPv4, so dual-stack networks need an IPv4 nodeAddress")
+                    && m.contains("Flat mode and Routed mode (static or with BGP)")
+                    && m.contains("nothing on this node is changed")),
             "{:?}",
             refused.outcome.failure
         );
-        assert!(fresh.applied.is_empty());
+        assert!(refused.ops.is_empty() && refused.decisions.is_none());
+        assert_eq!((dp.state.clone(), dp.applied.len()), (programmed, applied));
+        let mut fresh = node_a();
 
         world.subnets = subnets();
         world.networks = vec![network(serde_json::json!({
@@ -839,6 +818,72 @@ mod tests {
         let cleared = clear(&mut dp, true).await.expect("clear");
         assert!(cleared.failed.is_none());
         assert_eq!(dp.state, State::default());
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_routed_node_with_bgp_is_programmed_and_its_speaker_carries_ipv6() {
+        let mut world = World::new();
+        let routed = |bgp: serde_json::Value| {
+            network(serde_json::json!({
+                "mode": "Routed", "overlay": null, "routed": bgp,
+                "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+            }))
+        };
+        world.networks = vec![routed(serde_json::json!({"bgp": {"asn": 64512,
+            "peers": [{"address": "192.168.1.1", "asn": 64500}]}}))];
+        let mut a = (*world.subnets[0]).clone();
+        a.spec.secondary_cidr = Some("fd00:10:244:1::/64".into());
+        a.spec.secondary_node_address = Some("fd00:1::11".into());
+        world.subnets[0] = Arc::new(a.clone());
+        let node_a6 = || {
+            node_a().with_address6(
+                "eth0",
+                "fd00:1::11".parse().expect("ip"),
+                "fd00:1::/64".parse().expect("net"),
+            )
+        };
+        let mut dp = node_a6();
+        let pass = world.pass(&mut dp).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        assert!(dp.forwarding && dp.forwarding6);
+        let decisions = pass.decisions.expect("decisions");
+        assert_eq!(
+            decisions.secondary,
+            Some("fd00:10:244:1::/64".parse().expect("cidr"))
+        );
+        let ipv6 = decisions
+            .speaker
+            .and_then(|s| s.ipv6)
+            .expect("IPv6 unicast");
+        assert_eq!(
+            (ipv6.advertise, ipv6.next_hop.to_string()),
+            (
+                vec!["fd00:10:244:1::/64".parse().expect("cidr")],
+                "fd00:1::11".to_owned()
+            )
+        );
+        assert!(
+            pass.outcome
+                .programmed
+                .addresses
+                .keys()
+                .any(|(dev, a)| dev == "cw-br0" && a.to_string() == "fd00:10:244:1::1/64"),
+            "{:?}",
+            pass.outcome.programmed.addresses
+        );
+
+        // Without an IPv6 address the node cannot announce its IPv6 subnet: refused whole.
+        a.spec.secondary_node_address = None;
+        world.subnets[0] = Arc::new(a);
+        let mut fresh = node_a6();
+        let pass = world.pass(&mut fresh).await;
+        assert!(
+            matches!(&pass.outcome.failure, Some(Failure::Plan(m))
+                if m.starts_with("NodeSubnet spec.secondaryNodeAddress is not set: on this dual-stack Routed network")),
+            "{:?}",
+            pass.outcome.failure
+        );
+        assert!(fresh.applied.is_empty() && pass.decisions.is_none());
     }
 
     #[tokio::test]

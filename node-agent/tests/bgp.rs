@@ -12,17 +12,18 @@
 //! they fail with a message saying so (they never pass by skipping).
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use causeway_crds::bgp::{Bfd, Community};
 use causeway_node_agent::bgp::{
-    BGP_PORT, BirdOptions, Md5Key, PeerConfig, PeerOptions, SessionState, Snapshot, Speaker,
-    SpeakerConfig, SpeakerOptions,
+    BGP_PORT, BirdOptions, Ipv6Unicast, Md5Key, PeerConfig, PeerOptions, SessionState, Snapshot,
+    Speaker, SpeakerConfig, SpeakerOptions,
 };
-use ipnet::Ipv4Net;
+use causeway_node_agent::model::Dataplane;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 mod support;
 use support::{Netns, output, require_root, require_tools, run};
@@ -37,6 +38,12 @@ const STATIC_PREFIX: &str = "10.250.9.0/24";
 /// node's subnet to another node of the same AS: the speaker accepts it (allowas-in).
 const LOOPED_PREFIX: &str = "10.250.8.0/24";
 const POD_SUBNET: &str = "10.244.1.0/24";
+/// Dual-stack: the node's and the router's IPv6 addresses on the link, the network's IPv6
+/// range and the node's IPv6 subnet in it.
+const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x91, 0, 0, 0, 0, 0, 1);
+const ROUTER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x91, 0, 0, 0, 0, 0, 2);
+const RANGE6: &str = "fd00:10:244::/56";
+const NODE_SUBNET6: &str = "fd00:10:244:1::/64";
 const NEW_POD_SUBNET: &str = "10.244.2.0/24";
 
 /// How long any one expected change may take. Hold time 3 s and reconnection after 1 s keep
@@ -193,6 +200,16 @@ struct Lab {
 
 impl Lab {
     fn new(bird_conf: &str) -> Self {
+        Self::build(bird_conf, false)
+    }
+
+    /// A lab whose link also carries IPv6: the node at [`NODE_IP6`], the router at
+    /// [`ROUTER_IP6`] (without duplicate address detection, so both are usable at once).
+    fn dual_stack(bird_conf: &str) -> Self {
+        Self::build(bird_conf, true)
+    }
+
+    fn build(bird_conf: &str, ipv6: bool) -> Self {
         require_root_and_tools();
         let node = Netns::create("cwbgp");
         let router = Netns::create("cwbgp");
@@ -215,9 +232,18 @@ impl Lab {
                 &router.name,
             ],
         );
-        for (ns, addr) in [(&node, NODE_IP), (&router, ROUTER_IP)] {
+        for (ns, addr, addr6) in [(&node, NODE_IP, NODE_IP6), (&router, ROUTER_IP, ROUTER_IP6)] {
             let cidr = format!("{addr}/24");
             run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
+            if ipv6 {
+                let cidr6 = format!("{addr6}/64");
+                run(
+                    "ip",
+                    &[
+                        "-n", &ns.name, "addr", "add", &cidr6, "dev", "eth0", "nodad",
+                    ],
+                );
+            }
             run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
         }
         let bird = Bird::start_in(&router.name, &dir.0, bird_conf);
@@ -305,6 +331,7 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
         }],
         advertise: vec![net(advertise)],
         next_hop: NODE_IP,
+        ipv6: None,
         options: Default::default(),
         unusable: vec![],
         asn_label: None,
@@ -346,7 +373,7 @@ fn established(speaker: &Speaker) -> Result<SessionState, String> {
 
 fn learned(speaker: &Speaker, prefix: &str, next_hop: Ipv4Addr) -> Result<(), String> {
     let snapshot = speaker.snapshot();
-    if snapshot.learned.get(&net(prefix)) == Some(&next_hop) {
+    if snapshot.learned.v4.get(&net(prefix)) == Some(&next_hop) {
         Ok(())
     } else {
         Err(format!("{snapshot:?}"))
@@ -411,7 +438,7 @@ async fn ebgp_session_exchanges_routes_follows_updates_and_closes_with_cease_whe
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        speaker.snapshot().learned,
+        speaker.snapshot().learned.v4,
         [
             (net(LOOPED_PREFIX), ROUTER_IP),
             (net(STATIC_PREFIX), ROUTER_IP)
@@ -1199,7 +1226,7 @@ async fn a_passive_node_accepts_the_routers_connection() {
 
 /// Every option `spec.routed.bgp` offers renders a configuration BIRD itself accepts
 /// (`bird -p`): multihop, passive, a password with spaces and symbols, BFD, route-reflector client,
-/// communities, LOCAL_PREF, graceful restart on and off.
+/// communities, LOCAL_PREF, graceful restart on and off; IPv4 only and dual-stack.
 #[test]
 fn every_option_renders_a_configuration_bird_accepts() {
     require_tools("the BGP tests", &[("bird", "--version")], "bird2");
@@ -1228,8 +1255,19 @@ fn every_option_renders_a_configuration_bird_accepts() {
     };
     let dir = TempDir(std::env::temp_dir().join(format!("cwbgp-render-{}", std::process::id())));
     fs::create_dir_all(&dir.0).expect("create the test's directory");
-    for graceful_restart in [Some(4095), None] {
+    let ipv6 = Some(Ipv6Unicast {
+        advertise: vec![NODE_SUBNET6.parse().expect("net")],
+        next_hop: NODE_IP6,
+        range: RANGE6.parse().expect("net"),
+    });
+    for (graceful_restart, ipv6) in [
+        (Some(4095), None),
+        (None, None),
+        (Some(4095), ipv6.clone()),
+        (None, ipv6),
+    ] {
         config.options.graceful_restart = graceful_restart;
+        config.ipv6 = ipv6;
         let conf = dir.0.join("bird.conf");
         fs::write(&conf, causeway_node_agent::bird::render::render(&config)).expect("write");
         let out = output("bird", &["-p", "-c", &conf.display().to_string()]);
@@ -1448,7 +1486,7 @@ protocol bgp node1 {{
         || {
             let snapshot = speaker.snapshot();
             let b_session = snapshot.sessions.iter().find(|s| s.peer == B_LOOPBACK);
-            match (b_session, snapshot.learned.get(&net("10.250.77.0/24"))) {
+            match (b_session, snapshot.learned.v4.get(&net("10.250.77.0/24"))) {
                 (Some(s), Some(hop)) if s.state == "Established" => Ok(*hop),
                 _ => Err(format!("{snapshot:?}")),
             }
@@ -1466,5 +1504,259 @@ protocol bgp node1 {{
         }
     })
     .await;
+    speaker.shutdown().await;
+}
+
+/// Dual-stack (issue #18): one session to the router, on IPv4 addresses, with an `ipv6`
+/// channel beside the `ipv4` one (MP-BGP). The speaker's configuration comes from a
+/// dual-stack Routed PodNetwork and the node's NodeSubnet (`peering`). The node announces both
+/// subnets, the IPv6 one with its IPv6 address as next hop; it learns the router's routes of
+/// both families, IPv6 ones only inside the network's secondaryCidr; the agent's plan installs
+/// them in the node's kernel (`proto 249`); and the node's IPv6 pod gateway address reaches an
+/// address behind the router and back (the router routes the node's IPv6 subnet by what the
+/// node announced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_node_exchanges_both_families_over_one_session_and_installs_the_learned_ipv6_routes()
+ {
+    const PEER_SUBNET: &str = "10.244.7.0/24";
+    const PEER_SUBNET6: &str = "fd00:10:244:7::/64";
+    const PEER_POD6: &str = "fd00:10:244:7::1";
+    const OUTSIDE6: &str = "fd00:99::/64";
+    let lab = Lab::dual_stack(&format!(
+        "router id {ROUTER_IP};
+protocol device {{ }}
+protocol static {{ ipv4; route {PEER_SUBNET} via {ROUTER_IP}; }}
+protocol static {{ ipv6; route {PEER_SUBNET6} via {ROUTER_IP6}; route {OUTSIDE6} via {ROUTER_IP6}; }}
+protocol kernel {{ ipv6 {{ export where source = RTS_BGP; }}; }}
+protocol bgp node1 {{
+  local {ROUTER_IP} as {ROUTER_AS};
+  neighbor {NODE_IP} as {NODE_AS};
+  ipv4 {{ import all; export all; }};
+  ipv6 {{ import all; export all; }};
+}}
+"
+    ));
+    let router = &lab.router.name;
+    run(
+        "ip",
+        &[
+            "-n",
+            router,
+            "addr",
+            "add",
+            &format!("{PEER_POD6}/128"),
+            "dev",
+            "lo",
+        ],
+    );
+    run("ip", &["-n", router, "link", "set", "lo", "up"]);
+
+    let network: causeway_crds::PodNetworkSpec = serde_json::from_value(serde_json::json!({
+        "cidr": "10.244.0.0/16", "nodeSubnetPrefixLength": 24,
+        "secondaryCidr": RANGE6, "secondaryNodeSubnetPrefixLength": 64,
+        "mode": "Routed", "natOutgoing": false,
+        "routed": {"bgp": {"asn": NODE_AS, "holdTimeSeconds": 3, "keepaliveSeconds": 1,
+            "peers": [{"address": ROUTER_IP.to_string(), "asn": ROUTER_AS}]}},
+    }))
+    .expect("PodNetwork spec");
+    let own = causeway_crds::NodeSubnet::new(
+        "routed-node-a",
+        causeway_crds::NodeSubnetSpec {
+            network: "routed".into(),
+            node_name: "node-a".into(),
+            cidr: POD_SUBNET.into(),
+            node_address: NODE_IP.to_string(),
+            vtep_mac: None,
+            secondary_cidr: Some(NODE_SUBNET6.into()),
+            secondary_node_address: Some(NODE_IP6.to_string()),
+        },
+    );
+    let config = causeway_node_agent::peering::speaker_config(
+        &network,
+        &own,
+        &Default::default(),
+        &Default::default(),
+        "causeway-system",
+    )
+    .expect("valid")
+    .expect("BGP on");
+    assert_eq!(
+        config.ipv6,
+        Some(Ipv6Unicast {
+            advertise: vec![NODE_SUBNET6.parse().expect("net")],
+            next_hop: NODE_IP6,
+            range: RANGE6.parse().expect("net"),
+        })
+    );
+    let speaker = lab.speaker(config);
+
+    // The speaker learns both families over its one session; the route outside the range
+    // is not imported.
+    let snapshot = eventually("one session learning IPv4 and IPv6 routes", || {
+        let snapshot = speaker.snapshot();
+        let s = session(&snapshot)?;
+        let v6: Ipv6Net = PEER_SUBNET6.parse().expect("net");
+        if s.state == "Established"
+            && snapshot.learned.v4.contains_key(&net(PEER_SUBNET))
+            && snapshot.learned.v6.contains_key(&v6)
+            && s.routes6 == Some((1, 1))
+        {
+            Ok(snapshot)
+        } else {
+            Err(format!("{snapshot:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        snapshot.learned.v4,
+        [(net(PEER_SUBNET), ROUTER_IP)].into(),
+        "{snapshot:?}"
+    );
+    assert_eq!(
+        snapshot.learned.v6,
+        [(PEER_SUBNET6.parse().expect("net"), ROUTER_IP6)].into(),
+        "{OUTSIDE6} lies outside {RANGE6}: not imported"
+    );
+    let s = session(&snapshot).expect("one session");
+    assert_eq!(
+        (s.routes_received, s.routes_advertised, s.routes6),
+        (1, 1, Some((1, 1))),
+        "per family: one route each way"
+    );
+
+    // The router: both families negotiated on one session, the node's IPv4 subnet via its
+    // IPv4 address and its IPv6 subnet via its IPv6 address.
+    let capabilities = lab.bird.birdc("show protocols all node1");
+    assert_eq!(
+        capabilities.matches("AF announced: ipv4 ipv6").count(),
+        2,
+        "both sides announce both families (RFC 4760):\n{capabilities}"
+    );
+    eventually("the router's route to the node's IPv4 subnet", || {
+        lab.bird.route_via(POD_SUBNET, NODE_IP)
+    })
+    .await;
+    let route6 = lab.bird.birdc(&format!("show route {NODE_SUBNET6} all"));
+    assert!(
+        route6.contains(&format!("via {NODE_IP6} on eth0"))
+            && route6.contains(&format!("BGP.next_hop: {NODE_IP6}\n")),
+        "the node's IPv6 subnet via its IPv6 address only:\n{route6}"
+    );
+
+    // The agent's plan installs what was learned, both families, in the node's kernel.
+    let mut dp = causeway_node_agent::netlink::Netlink::in_netns(&lab.node.name)
+        .await
+        .expect("netlink in the node namespace");
+    let observed = causeway_node_agent::pass::observe(&mut dp, NODE_IP, Some(NODE_IP6))
+        .await
+        .unwrap_or_else(|e| panic!("observe: {e:?}"));
+    let planned = causeway_node_agent::plan::plan(&causeway_node_agent::plan::Input {
+        own: &own,
+        peers: &[],
+        network: &network,
+        underlay: &observed.underlay,
+        learned: &snapshot.learned,
+        returns: &[],
+        snat: &[],
+        clients: &[],
+        protected: &Default::default(),
+        protected6: &Default::default(),
+        pods6: &Default::default(),
+    })
+    .expect("plan");
+    assert!(planned.skipped.is_empty(), "{:?}", planned.skipped);
+    let ops = causeway_node_agent::diff::diff(&planned.desired, &observed.state);
+    dp.apply_all(&ops)
+        .await
+        .unwrap_or_else(|(i, e)| panic!("{}: {}", ops[i], e.message));
+    let node = &lab.node.name;
+    let kernel6 = String::from_utf8_lossy(
+        &output("ip", &["-n", node, "-6", "route", "show", "proto", "249"]).stdout,
+    )
+    .into_owned();
+    assert_eq!(
+        kernel6.trim(),
+        format!("{PEER_SUBNET6} via {ROUTER_IP6} dev eth0 metric 1024 pref medium"),
+        "ip -6 route show proto 249"
+    );
+    let kernel4 = String::from_utf8_lossy(
+        &output("ip", &["-n", node, "-4", "route", "show", "proto", "249"]).stdout,
+    )
+    .into_owned();
+    assert_eq!(
+        kernel4.trim(),
+        format!("{PEER_SUBNET} via {ROUTER_IP} dev eth0"),
+        "ip -4 route show proto 249"
+    );
+
+    // Traffic: from the node's IPv6 pod gateway to the address behind the router, and back
+    // along the router's route to the node's IPv6 subnet (learned from the node).
+    let gateway6 = "fd00:10:244:1::1";
+    eventually(
+        "an IPv6 ping from the node's pod subnet across the router",
+        || {
+            let out = output(
+                "ip",
+                &[
+                    "netns", "exec", node, "ping", "-6", "-c", "1", "-W", "1", "-I", gateway6,
+                    PEER_POD6,
+                ],
+            );
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}{}\nrouter: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(&output("ip", &["-n", router, "-6", "route"]).stdout)
+                ))
+            }
+        },
+    )
+    .await;
+
+    // A new IPv6 next hop (the node's IPv6 address changed) is announced by reconfiguring,
+    // without restarting the session.
+    let since = bird_since(&lab);
+    let moved = Ipv6Addr::new(0xfd00, 0x91, 0, 0, 0, 0, 0, 0x99);
+    run(
+        "ip",
+        &[
+            "-n",
+            node,
+            "addr",
+            "add",
+            &format!("{moved}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    let mut own_moved = own.clone();
+    own_moved.spec.secondary_node_address = Some(moved.to_string());
+    let config = causeway_node_agent::peering::speaker_config(
+        &network,
+        &own_moved,
+        &Default::default(),
+        &Default::default(),
+        "causeway-system",
+    )
+    .expect("valid")
+    .expect("BGP on");
+    speaker.update(config);
+    eventually(
+        "the router's route to the node's IPv6 subnet via the new address",
+        || {
+            let route = lab.bird.birdc(&format!("show route {NODE_SUBNET6} all"));
+            if route.contains(&format!("BGP.next_hop: {moved}\n")) {
+                Ok(())
+            } else {
+                Err(route)
+            }
+        },
+    )
+    .await;
+    assert_eq!(bird_since(&lab), since, "the session stayed up");
     speaker.shutdown().await;
 }

@@ -283,6 +283,16 @@ pub struct BgpSessionStatus {
     /// Established).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes_advertised: Option<i64>,
+
+    /// On a dual-stack network (IPv6 unicast on the same session): IPv6 routes this router
+    /// sent that the node's speaker holds. routesReceived counts IPv4 routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_routes_received: Option<i64>,
+
+    /// On a dual-stack network: IPv6 routes the node's speaker sends this router (the node's
+    /// own IPv6 subnet: 1 when Established). routesAdvertised counts IPv4 routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_routes_advertised: Option<i64>,
 }
 
 /// A NodeSubnet's address fields parsed once: what the operator's and the agent's decisions

@@ -9,15 +9,12 @@
 //! or [`LIMIT`] has passed, whichever comes first ([`Carried::merge`]); then only BIRD's
 //! table counts, so a route that disappeared meanwhile goes too. Routes BIRD learned win
 //! over carried ones for the same prefix. The plan filters them like any learned route
-//! (inside the network's range, next hop on the segment, not a direct peer's).
+//! (inside the network's range, next hop on the segment, not a direct peer's). Both
+//! families are carried alike (IPv6 routes of a dual-stack network too).
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
-
-use super::SessionState;
+use super::{Learned, SessionState};
 
 /// How long carried routes stay at most: as long as a router helping a graceful restart
 /// keeps the node's own routes by default ([`crate::bgp::DEFAULT_RESTART_TIME`]).
@@ -29,7 +26,7 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// Routes from before the restart, and how long they stay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Carried {
-    routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    routes: Learned,
     until: Instant,
     established: Option<Instant>,
 }
@@ -46,7 +43,7 @@ pub enum Merge {
 impl Carried {
     /// Carries `routes` (none: nothing to carry) from `now`.
     #[must_use]
-    pub fn new(routes: BTreeMap<Ipv4Net, Ipv4Addr>, now: Instant) -> Option<Self> {
+    pub fn new(routes: Learned, now: Instant) -> Option<Self> {
         (!routes.is_empty()).then(|| Self {
             routes,
             until: now + LIMIT,
@@ -54,7 +51,7 @@ impl Carried {
         })
     }
 
-    /// How many routes are carried.
+    /// How many routes are carried, both families.
     #[must_use]
     pub fn len(&self) -> usize {
         self.routes.len()
@@ -71,7 +68,7 @@ impl Carried {
     pub fn merge(
         &mut self,
         sessions: &[SessionState],
-        learned: &mut BTreeMap<Ipv4Net, Ipv4Addr>,
+        learned: &mut Learned,
         now: Instant,
     ) -> Merge {
         let up = !sessions.is_empty() && sessions.iter().all(|s| s.state == "Established");
@@ -83,8 +80,11 @@ impl Carried {
         if now >= self.wake() {
             return Merge::Done;
         }
-        for (prefix, next_hop) in &self.routes {
-            learned.entry(*prefix).or_insert(*next_hop);
+        for (prefix, next_hop) in &self.routes.v4 {
+            learned.v4.entry(*prefix).or_insert(*next_hop);
+        }
+        for (prefix, next_hop) in &self.routes.v6 {
+            learned.v6.entry(*prefix).or_insert(*next_hop);
         }
         Merge::Kept
     }
@@ -100,6 +100,9 @@ impl Carried {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::{Ipv4Net, Ipv6Net};
+    use std::collections::BTreeMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::SystemTime;
 
     fn net(p: &str) -> Ipv4Net {
@@ -118,21 +121,27 @@ mod tests {
             since: SystemTime::UNIX_EPOCH,
             routes_received: 0,
             routes_advertised: 0,
+            routes6: None,
         }
     }
 
     #[test]
     fn nothing_to_carry_is_none() {
-        assert_eq!(Carried::new(BTreeMap::new(), Instant::now()), None);
+        assert_eq!(Carried::new(Learned::new(), Instant::now()), None);
     }
 
     #[test]
     fn carried_routes_stay_until_every_session_settled_or_the_limit() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let old: BTreeMap<Ipv4Net, Ipv4Addr> =
-            [(net("10.246.3.0/24"), R), (net("10.246.9.0/24"), R)].into();
-        let bird: BTreeMap<Ipv4Net, Ipv4Addr> = [(net("10.246.3.0/24"), S)].into();
+        let old = Learned {
+            v4: [(net("10.246.3.0/24"), R), (net("10.246.9.0/24"), R)].into(),
+            v6: BTreeMap::new(),
+        };
+        let bird = Learned {
+            v4: [(net("10.246.3.0/24"), S)].into(),
+            v6: BTreeMap::new(),
+        };
         let up = [session("Established")];
         let down = [session("Active")];
         let mixed = [session("Established"), session("Connect")];
@@ -203,7 +212,7 @@ mod tests {
             let mut learned = if with_bird {
                 bird.clone()
             } else {
-                BTreeMap::new()
+                Learned::new()
             };
             assert_eq!(
                 carried.merge(sessions, &mut learned, at(when)),
@@ -212,14 +221,56 @@ mod tests {
             );
             let want: BTreeMap<Ipv4Net, Ipv4Addr> =
                 routes.into_iter().map(|(p, n)| (net(p), n)).collect();
-            assert_eq!(learned, want, "step {i}");
+            assert_eq!(learned.v4, want, "step {i}");
+            assert!(learned.v6.is_empty(), "step {i}");
         }
         assert_eq!(carried.wake(), at(4000));
 
         let mut never_up = Carried::new(old, t0).expect("routes");
         assert_eq!(never_up.wake(), t0 + LIMIT);
-        let mut learned = BTreeMap::new();
+        let mut learned = Learned::new();
         assert_eq!(never_up.merge(&down, &mut learned, t0 + LIMIT), Merge::Done);
         assert!(learned.is_empty(), "the limit passed: BIRD's table only");
+    }
+
+    #[test]
+    fn ipv6_routes_are_carried_beside_ipv4_ones_and_birds_win_per_family() {
+        let net6 = |p: &str| -> Ipv6Net { p.parse().expect("prefix") };
+        let r6: Ipv6Addr = "fd00:50::1".parse().expect("address");
+        let s6: Ipv6Addr = "fd00:50::2".parse().expect("address");
+        let t0 = Instant::now();
+        let old = Learned {
+            v4: [(net("10.246.3.0/24"), R)].into(),
+            v6: [
+                (net6("fd00:10:246:3::/64"), r6),
+                (net6("fd00:10:246:9::/64"), r6),
+            ]
+            .into(),
+        };
+        let mut carried = Carried::new(old, t0).expect("routes");
+        assert_eq!(carried.len(), 3);
+        // BIRD knows one IPv6 route by now, with another next hop: it wins for its prefix.
+        let mut learned = Learned {
+            v4: BTreeMap::new(),
+            v6: [(net6("fd00:10:246:3::/64"), s6)].into(),
+        };
+        assert_eq!(
+            carried.merge(&[session("Established")], &mut learned, t0),
+            Merge::Kept
+        );
+        assert_eq!(learned.v4, BTreeMap::from([(net("10.246.3.0/24"), R)]));
+        assert_eq!(
+            learned.v6,
+            BTreeMap::from([
+                (net6("fd00:10:246:3::/64"), s6),
+                (net6("fd00:10:246:9::/64"), r6),
+            ])
+        );
+        let mut later = Learned::new();
+        assert_eq!(
+            carried.merge(&[session("Established")], &mut later, t0 + SETTLE),
+            Merge::Done
+        );
+        assert!(later.is_empty(), "settled: BIRD's table only");
     }
 }

@@ -2,9 +2,9 @@
 //! PodNetwork and [`Speaker`](super::Speaker) renders into BIRD's configuration
 //! ([`crate::bird::render`], which also makes the timers valid and orders the peers).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// The well-known BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -93,6 +93,19 @@ impl Default for SpeakerOptions {
     }
 }
 
+/// What a dual-stack node announces and learns over IPv6 (the `ipv6` channel of every
+/// session; the sessions themselves stay on IPv4 addresses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Unicast {
+    /// Prefixes to announce: this node's IPv6 pod subnet (NodeSubnet `spec.secondaryCidr`).
+    pub advertise: Vec<Ipv6Net>,
+    /// NEXT_HOP of the announced routes: the node's IPv6 underlay address (NodeSubnet
+    /// `spec.secondaryNodeAddress`).
+    pub next_hop: Ipv6Addr,
+    /// Only routes inside this range are imported: the PodNetwork's `spec.secondaryCidr`.
+    pub range: Ipv6Net,
+}
+
 /// The restart time routers keep the node's routes for when nothing else is configured.
 pub const DEFAULT_RESTART_TIME: u16 = 120;
 
@@ -116,6 +129,9 @@ pub struct SpeakerConfig {
     pub advertise: Vec<Ipv4Net>,
     /// NEXT_HOP of the announced routes: the node address.
     pub next_hop: Ipv4Addr,
+    /// IPv6 unicast on the same sessions (MP-BGP, RFC 4760) for a dual-stack network; `None`
+    /// for IPv4 only.
+    pub ipv6: Option<Ipv6Unicast>,
     /// Graceful restart and what the node's routes carry.
     pub options: SpeakerOptions,
     /// Peers of this node that cannot be configured, with why (not rendered).

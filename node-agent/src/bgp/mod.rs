@@ -1,6 +1,8 @@
 //! The node's BGP speaker in Routed mode (issue #6), as the agent sees it: the node announces
 //! its pod subnet to the network's routers and learns the routes they send back (other nodes'
-//! pod subnets, reflected or re-announced by the router).
+//! pod subnets, reflected or re-announced by the router). On a dual-stack network the same
+//! sessions also carry IPv6 unicast (issue #18): the node's IPv6 subnet out, the other nodes'
+//! IPv6 subnets in.
 //!
 //! The speaker is BIRD 2, run and read by [`crate::bird`] (issue #17); this module is its
 //! face to the agent:
@@ -23,7 +25,7 @@ mod state;
 
 pub use crate::bird::{Options as BirdOptions, Speaker};
 pub use config::{
-    BGP_PORT, DEFAULT_RESTART_TIME, Md5Key, PeerConfig, PeerOptions, SpeakerConfig, SpeakerOptions,
-    UnusablePeer,
+    BGP_PORT, DEFAULT_RESTART_TIME, Ipv6Unicast, Md5Key, PeerConfig, PeerOptions, SpeakerConfig,
+    SpeakerOptions, UnusablePeer,
 };
-pub use state::{SessionState, Snapshot};
+pub use state::{Learned, SessionState, Snapshot};

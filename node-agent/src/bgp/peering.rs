@@ -8,14 +8,23 @@
 //! it announces, and each peer's TCP MD5 key read from its Secret. A peer whose Secret is
 //! missing or holds an unusable key gets no session and is reported
 //! ([`SpeakerConfig::unusable`]); the node's other sessions carry on.
+//!
+//! On a dual-stack network (an IPv4 `cidr`, an IPv6 `secondaryCidr`) the same sessions carry
+//! IPv6 unicast too ([`SpeakerConfig::ipv6`]): the node's IPv6 subnet announced with its IPv6
+//! address as next hop, routes inside `secondaryCidr` learned. A node whose IPv6 subnet is not
+//! allocated yet runs IPv4 only until it is.
 
 use std::collections::BTreeMap;
 
 use causeway_crds::bgp::password;
+use causeway_crds::cidr;
 use causeway_crds::v1alpha1::SecretKeyRef;
 use causeway_crds::{NodeSubnet, PodNetworkSpec};
+use ipnet::IpNet;
 
-use crate::bgp::{Md5Key, PeerConfig, PeerOptions, SpeakerConfig, SpeakerOptions, UnusablePeer};
+use crate::bgp::{
+    Ipv6Unicast, Md5Key, PeerConfig, PeerOptions, SpeakerConfig, SpeakerOptions, UnusablePeer,
+};
 
 /// The Secrets of the agent's namespace: name → data.
 pub type Secrets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
@@ -26,7 +35,9 @@ pub type Secrets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 /// # Errors
 /// A sentence naming the field when the configuration cannot be used at all (admission
 /// normally prevents all of these): an AS number or port out of range, a reserved AS, a bad
-/// `nodeAsnLabel` value on this node, a malformed peer selector, or this node's own fields.
+/// `nodeAsnLabel` value on this node, a malformed peer selector, or this node's own fields
+/// (on a dual-stack network also its IPv6 ones: a node without an IPv6 address cannot announce
+/// its IPv6 subnet).
 pub fn speaker_config(
     network: &PodNetworkSpec,
     own: &NodeSubnet,
@@ -46,6 +57,7 @@ pub fn speaker_config(
         .spec
         .parsed_cidr()
         .map_err(|e| format!("NodeSubnet spec.cidr: {e}"))?;
+    let ipv6 = ipv6_unicast(network, own)?;
     let mut peers = Vec::new();
     let mut unusable = Vec::new();
     for peer in &node.peers {
@@ -95,6 +107,7 @@ pub fn speaker_config(
         peers,
         advertise: vec![cidr],
         next_hop: address,
+        ipv6,
         options: SpeakerOptions {
             graceful_restart: node.graceful_restart.map(|g| seconds(g.restart_time)),
             communities: node.communities,
@@ -106,6 +119,54 @@ pub fn speaker_config(
             causeway_crds::bgp::AsnSource::NodeLabel { key, .. } => Some(key),
         },
         ignored: node.ignored.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+/// IPv6 unicast for a dual-stack network (an IPv6 `secondaryCidr`): this node's IPv6 subnet,
+/// its IPv6 address as next hop, the network's IPv6 range; `None` on an IPv4 network and
+/// while the node's IPv6 subnet is not allocated.
+fn ipv6_unicast(network: &PodNetworkSpec, own: &NodeSubnet) -> Result<Option<Ipv6Unicast>, String> {
+    let range = network
+        .secondary_range()
+        .map_err(|e| format!("PodNetwork {e}"))?;
+    let Some(IpNet::V6(range)) = range.map(|r| r.cidr) else {
+        return Ok(None);
+    };
+    let Some(text) = own.spec.secondary_cidr.as_deref() else {
+        return Ok(None);
+    };
+    let subnet = match cidr::parse_cidr(text) {
+        Ok(IpNet::V6(net)) => net,
+        Ok(IpNet::V4(_)) => {
+            return Err(format!(
+                "NodeSubnet spec.secondaryCidr {text} is not an IPv6 subnet, but the PodNetwork's secondaryCidr {range} is IPv6: delete the NodeSubnet so the operator allocates a new one"
+            ));
+        }
+        Err(e) => return Err(format!("NodeSubnet spec.secondaryCidr: {e}")),
+    };
+    let next_hop = match own
+        .spec
+        .secondary_node_address
+        .as_deref()
+        .map(cidr::parse_addr)
+    {
+        Some(Ok(std::net::IpAddr::V6(address))) => address,
+        None => {
+            return Err(format!(
+                "NodeSubnet spec.secondaryNodeAddress is not set: on this dual-stack Routed network the node announces its IPv6 subnet {subnet} over BGP with its IPv6 address as next hop, and has none; give the node an IPv6 InternalIP (the operator copies it into secondaryNodeAddress)"
+            ));
+        }
+        Some(Ok(other)) => {
+            return Err(format!(
+                "NodeSubnet spec.secondaryNodeAddress {other} is not an IPv6 address: the node's IPv6 subnet {subnet} needs an IPv6 next hop; give the node an IPv6 InternalIP"
+            ));
+        }
+        Some(Err(e)) => return Err(format!("NodeSubnet spec.secondaryNodeAddress: {e}")),
+    };
+    Ok(Some(Ipv6Unicast {
+        advertise: vec![subnet],
+        next_hop,
+        range,
     }))
 }
 
@@ -197,6 +258,61 @@ mod tests {
                 PeerConfig::new(Ipv4Addr::new(192, 168, 99, 1), 64512, 1179),
             ]
         );
+    }
+
+    #[test]
+    fn a_dual_stack_node_announces_its_ipv6_subnet_with_its_ipv6_address_on_the_same_sessions() {
+        let mut spec = network(serde_json::json!({
+            "asn": 64512, "peers": [{"address": "192.168.50.1", "asn": 64500}],
+        }));
+        let ipv4_only = speaker_config(&spec, &own(), &labels("rack-a"), &Secrets::new(), NS)
+            .expect("valid")
+            .expect("BGP on");
+        assert_eq!(ipv4_only.ipv6, None, "an IPv4 network");
+        spec.secondary_cidr = Some("fd00:10:246::/56".into());
+        spec.secondary_node_subnet_prefix_length = Some(64);
+        let config = |own: &NodeSubnet| {
+            speaker_config(&spec, own, &labels("rack-a"), &Secrets::new(), NS)
+                .map(|c| c.expect("BGP on"))
+        };
+        assert_eq!(
+            config(&own()).expect("valid").ipv6,
+            None,
+            "no IPv6 subnet allocated yet: IPv4 only until it is"
+        );
+        let mut dual = own();
+        dual.spec.secondary_cidr = Some("fd00:10:246:1::/64".into());
+        dual.spec.secondary_node_address = Some("fd00:50::11".into());
+        let got = config(&dual).expect("valid");
+        assert_eq!(
+            got.ipv6,
+            Some(crate::bgp::Ipv6Unicast {
+                advertise: vec!["fd00:10:246:1::/64".parse().expect("net")],
+                next_hop: "fd00:50::11".parse().expect("ip"),
+                range: "fd00:10:246::/56".parse().expect("net"),
+            })
+        );
+        assert_eq!(
+            got.peers, ipv4_only.peers,
+            "the same sessions, on IPv4 peer addresses"
+        );
+        assert_eq!(got.next_hop, Ipv4Addr::new(192, 168, 50, 11));
+
+        let cases = [
+            (None, "spec.secondaryNodeAddress is not set"),
+            (Some("192.168.50.11"), "is not an IPv6 address"),
+            (Some("fd00:50::zz"), "NodeSubnet spec.secondaryNodeAddress:"),
+        ];
+        for (address, want) in cases {
+            let mut bad = dual.clone();
+            bad.spec.secondary_node_address = address.map(str::to_owned);
+            let err = config(&bad).expect_err("refused");
+            assert!(err.contains(want), "{address:?}: {err}");
+        }
+        let mut v4_subnet = dual.clone();
+        v4_subnet.spec.secondary_cidr = Some("10.1.0.0/24".into());
+        let err = config(&v4_subnet).expect_err("refused");
+        assert!(err.contains("is not an IPv6 subnet"), "{err}");
     }
 
     #[test]

@@ -1,17 +1,18 @@
-//! BIRD's answers in words and data (pure): `show protocols all` → each BGP session's state
-//! and last error, `show route where source = RTS_BGP all` → learned routes, and the error
-//! put into a sentence for `SessionState.message`.
+//! BIRD's answers in words and data (pure): `show protocols all` → each BGP session's state,
+//! last error and per-channel counts, `show route where source = RTS_BGP all` → learned routes
+//! of both families (`master4` and `master6`), and the error put into a sentence for
+//! `SessionState.message`.
 //!
 //! The input is the text of a control-socket reply ([`crate::bird::control`] strips the reply
 //! codes), which is what `birdc` prints; the tests read replies captured from BIRD 2.0.12 in
 //! a network namespace (`testdata/`).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
-use crate::bgp::PeerConfig;
+use crate::bgp::{Learned, PeerConfig};
 
 /// One BGP protocol of `show protocols all`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,10 +24,14 @@ pub struct Protocol {
     pub state: String,
     /// `Last error:` as BIRD says it (`Socket: Connection refused`, `Received: Bad peer AS`).
     pub last_error: Option<String>,
-    /// Route updates and withdrawals received so far: when these move, the routes changed.
+    /// Route updates and withdrawals received so far on the `ipv4` channel: when these
+    /// move, the routes changed.
     pub received: (u64, u64),
-    /// The channel's `Routes:` line: routes imported from the peer and exported to it.
+    /// The `ipv4` channel's `Routes:` line: routes imported from the peer and exported to it.
     pub routes: (u64, u64),
+    /// The same two for the `ipv6` channel; `None` when the session has none.
+    pub received6: Option<(u64, u64)>,
+    pub routes6: Option<(u64, u64)>,
 }
 
 /// The BGP protocols of a `show protocols all` reply, by name. Other protocols (device,
@@ -35,6 +40,8 @@ pub struct Protocol {
 pub fn protocols(text: &str) -> BTreeMap<String, Protocol> {
     let mut out = BTreeMap::new();
     let mut current: Option<Protocol> = None;
+    // The channel whose lines follow (`Channel ipv4`, `Channel ipv6`).
+    let mut ipv6 = false;
     for line in text.lines() {
         if line.is_empty() || line.starts_with("Name ") {
             continue;
@@ -53,24 +60,45 @@ pub fn protocols(text: &str) -> BTreeMap<String, Protocol> {
                 state: "Idle".to_owned(),
                 ..Protocol::default()
             });
+            ipv6 = false;
             continue;
         }
         let Some(protocol) = current.as_mut() else {
             continue;
         };
         let trimmed = line.trim();
+        if let Some(channel) = field(trimmed, "Channel") {
+            ipv6 = channel == "ipv6";
+            if ipv6 {
+                protocol.received6 = Some((0, 0));
+                protocol.routes6 = Some((0, 0));
+            }
+            continue;
+        }
         if let Some(state) = field(trimmed, "BGP state:") {
             protocol.state = rfc_state(state).to_owned();
-        } else if let Some(error) = field(trimmed, "Last error:") {
+            continue;
+        }
+        if let Some(error) = field(trimmed, "Last error:") {
             protocol.last_error = Some(error.to_owned()).filter(|e| !e.is_empty());
-        } else if let Some(counts) = field(trimmed, "Import updates:") {
-            protocol.received.0 = first_number(counts);
+            continue;
+        }
+        let (received, routes) = if ipv6 {
+            (
+                protocol.received6.get_or_insert_default(),
+                protocol.routes6.get_or_insert_default(),
+            )
+        } else {
+            (&mut protocol.received, &mut protocol.routes)
+        };
+        if let Some(counts) = field(trimmed, "Import updates:") {
+            received.0 = first_number(counts);
         } else if let Some(counts) = field(trimmed, "Import withdraws:") {
-            protocol.received.1 = first_number(counts);
+            received.1 = first_number(counts);
         } else if let Some(counts) = field(trimmed, "Routes:") {
             // `1 imported, 0 exported, 1 preferred`
             let mut numbers = counts.split(',').map(|part| first_number(part.trim()));
-            protocol.routes = (
+            *routes = (
                 numbers.next().unwrap_or_default(),
                 numbers.next().unwrap_or_default(),
             );
@@ -105,19 +133,22 @@ fn rfc_state(bird: &str) -> &'static str {
     }
 }
 
-/// The learned routes of a `show route where source = RTS_BGP all` reply: prefix → next hop
-/// of the best route (the one BIRD marks `*`, else the first listed). The next hop is the
-/// route's BGP NEXT_HOP (`BGP.next_hop:`), or its gateway (`via`) when the attribute is not
-/// shown; IPv6 and routes without a next hop are left out.
+/// The learned routes of a `show route where source = RTS_BGP all` reply, both families:
+/// prefix → next hop of the best route (the one BIRD marks `*`, else the first listed). The
+/// next hop is the route's BGP NEXT_HOP (`BGP.next_hop:`; its first address of the prefix's
+/// family, the global one where BIRD also shows a link-local one), or its gateway (`via`) when
+/// the attribute is not shown; routes without a next hop of their prefix's family are left
+/// out.
 #[must_use]
-pub fn routes(text: &str) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+pub fn routes(text: &str) -> Learned {
     #[derive(Default)]
     struct Route {
         best: bool,
-        next_hop: Option<Ipv4Addr>,
-        via: Option<Ipv4Addr>,
+        next_hop: Option<IpAddr>,
+        via: Option<IpAddr>,
     }
-    let mut networks: Vec<(Ipv4Net, Vec<Route>)> = Vec::new();
+    // `None` for a network that is neither (its routes are skipped too).
+    let mut networks: Vec<(Option<IpNet>, Vec<Route>)> = Vec::new();
     for line in text.lines() {
         if line.starts_with("Table ") || line.trim().is_empty() {
             continue;
@@ -128,14 +159,7 @@ pub fn routes(text: &str) -> BTreeMap<Ipv4Net, Ipv4Addr> {
             // network start with blanks.
             if !line.starts_with([' ', '\t']) {
                 let prefix = line.split_whitespace().next().unwrap_or_default();
-                match prefix.parse::<Ipv4Net>() {
-                    Ok(net) => networks.push((net, Vec::new())),
-                    Err(_) => {
-                        // IPv6 or something else: its routes are skipped too.
-                        networks.push((Ipv4Net::default(), Vec::new()));
-                        continue;
-                    }
-                }
+                networks.push((prefix.parse::<IpNet>().ok(), Vec::new()));
             }
             let best = line
                 .split_once(']')
@@ -148,29 +172,41 @@ pub fn routes(text: &str) -> BTreeMap<Ipv4Net, Ipv4Addr> {
             }
             continue;
         }
-        let Some(route) = networks.last_mut().and_then(|(_, r)| r.last_mut()) else {
+        let Some((net, route)) = networks
+            .last_mut()
+            .and_then(|(net, r)| Some(((*net)?, r.last_mut()?)))
+        else {
             continue;
+        };
+        let of_family = |word: &str| {
+            word.parse::<IpAddr>()
+                .ok()
+                .filter(|a| a.is_ipv4() == matches!(net, IpNet::V4(_)))
         };
         let trimmed = line.trim();
         if let Some(value) = field(trimmed, "BGP.next_hop:") {
-            route.next_hop = value
-                .split_whitespace()
-                .find_map(|word| word.parse::<Ipv4Addr>().ok());
+            route.next_hop = value.split_whitespace().find_map(of_family);
         } else if let Some(value) = trimmed.strip_prefix("via ") {
-            route.via = value
-                .split_whitespace()
-                .next()
-                .and_then(|word| word.parse().ok());
+            route.via = value.split_whitespace().next().and_then(of_family);
         }
     }
-    networks
-        .into_iter()
-        .filter(|(net, _)| *net != Ipv4Net::default())
-        .filter_map(|(net, routes)| {
-            let best = routes.iter().find(|r| r.best).or_else(|| routes.first())?;
-            Some((net, best.next_hop.or(best.via)?))
-        })
-        .collect()
+    let mut learned = Learned::new();
+    for (net, routes) in networks {
+        let Some(net) = net else { continue };
+        let Some(best) = routes.iter().find(|r| r.best).or_else(|| routes.first()) else {
+            continue;
+        };
+        match (net, best.next_hop.or(best.via)) {
+            (IpNet::V4(net), Some(IpAddr::V4(hop))) => {
+                learned.v4.insert(net, hop);
+            }
+            (IpNet::V6(net), Some(IpAddr::V6(hop))) => {
+                learned.v6.insert(net, hop);
+            }
+            _ => {}
+        }
+    }
+    learned
 }
 
 /// Why a session is not Established, in words, from BIRD's last error. `notification` is
@@ -222,6 +258,8 @@ pub fn received_notification(last_error: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::bgp::BGP_PORT;
+    use ipnet::{Ipv4Net, Ipv6Net};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const R1: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 2);
 
@@ -302,13 +340,14 @@ mod tests {
             ("10.250.9.0/24".parse().expect("prefix"), R1),
         ]
         .into();
-        assert_eq!(learned, expected);
+        assert_eq!(learned.v4, expected);
+        assert!(learned.v6.is_empty());
         assert!(routes("Table master4:\n").is_empty());
         assert!(routes("").is_empty());
     }
 
     #[test]
-    fn the_best_of_several_routes_wins_and_ipv6_is_left_out() {
+    fn the_best_of_several_routes_wins_in_either_family() {
         // BIRD's layout for a network with two routes (the second starts with blanks) and
         // for an IPv6 network.
         let text = "Table master4:
@@ -322,6 +361,12 @@ mod tests {
 \tvia 192.168.91.3 on eth0
 fd00::/64            unicast [peer_192_168_91_2 09:36:51.489] * (100) [AS65000i]
 \tvia fe80::1 on eth0
+fd00:1::/64          unicast [peer_192_168_91_3 09:36:51.489 from 192.168.91.3] (100) [AS65000i]
+\tvia fd00:91::3 on eth0
+\tBGP.next_hop: fd00:91::3 fe80::3
+                     unicast [peer_192_168_91_2 09:36:51.489 from 192.168.91.2] * (100) [AS65000i]
+\tvia fd00:91::2 on eth0
+\tBGP.next_hop: ::ffff:192.168.91.2
 ";
         let learned = routes(text);
         let expected: BTreeMap<Ipv4Net, Ipv4Addr> = [
@@ -332,7 +377,60 @@ fd00::/64            unicast [peer_192_168_91_2 09:36:51.489] * (100) [AS65000i]
             ("10.250.9.0/24".parse().expect("prefix"), R1),
         ]
         .into();
-        assert_eq!(learned, expected);
+        assert_eq!(learned.v4, expected);
+        // Only a gateway shown: it is the next hop; a mapped IPv4 next hop is IPv6 as sent.
+        let expected6: BTreeMap<Ipv6Net, Ipv6Addr> = [
+            (
+                "fd00::/64".parse().expect("prefix"),
+                "fe80::1".parse().expect("ip"),
+            ),
+            (
+                "fd00:1::/64".parse().expect("prefix"),
+                "::ffff:192.168.91.2".parse().expect("ip"),
+            ),
+        ]
+        .into();
+        assert_eq!(learned.v6, expected6);
+    }
+
+    #[test]
+    fn a_dual_stack_session_reports_each_channels_counts() {
+        // Captured from BIRD 2.0.12: a session with an ipv4 and an ipv6 channel (the router
+        // sent two IPv4 routes and three IPv6 ones, one outside the network's range and
+        // filtered on import), and a session that never came up.
+        let all = protocols(include_str!("testdata/protocols_dual_stack.txt"));
+        let up = &all["peer_192_168_91_2"];
+        assert_eq!(up.state, "Established");
+        assert_eq!(up.routes, (2, 1), "ipv4: imported, exported");
+        assert_eq!(up.received, (2, 0));
+        assert_eq!(up.routes6, Some((2, 1)), "ipv6: imported, exported");
+        assert_eq!(up.received6, Some((3, 0)), "received, filtered or not");
+        let down = &all["peer_192_168_91_9"];
+        assert_eq!(down.state, "Connect");
+        assert_eq!((down.routes, down.routes6), ((0, 0), Some((0, 0))));
+        // An IPv4-only session has no IPv6 counts.
+        let ipv4 = protocols(include_str!("testdata/protocols_established.txt"));
+        assert_eq!(ipv4["peer_192_168_91_2"].routes6, None);
+        assert_eq!(ipv4["peer_192_168_91_2"].received6, None);
+    }
+
+    #[test]
+    fn routes_of_both_tables_are_read_with_their_own_familys_next_hop() {
+        // Captured from BIRD 2.0.12: IPv6 routes over an IPv4 session (`from 192.168.91.2`),
+        // their next hop the router's IPv6 address.
+        let learned = routes(include_str!("testdata/routes_dual_stack.txt"));
+        let v4: BTreeMap<Ipv4Net, Ipv4Addr> = [
+            ("10.244.7.0/24".parse().expect("prefix"), R1),
+            ("10.250.9.0/24".parse().expect("prefix"), R1),
+        ]
+        .into();
+        let r1_6: Ipv6Addr = "fd00:91::2".parse().expect("ip");
+        let v6: BTreeMap<Ipv6Net, Ipv6Addr> = [
+            ("fd00:10:244:7::/64".parse().expect("prefix"), r1_6),
+            ("fd00:10:244:8::/64".parse().expect("prefix"), r1_6),
+        ]
+        .into();
+        assert_eq!((learned.v4, learned.v6), (v4, v6));
     }
 
     #[test]

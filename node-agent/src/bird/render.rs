@@ -8,11 +8,21 @@
 //!   the node's routes and installs what BIRD learned itself (`plan::routed`), so a route
 //!   appears, changes and goes through the same plan, diff and apply as every other one.
 //! - **Export only the node's own prefixes**, from one static protocol per address family
-//!   (`advertised4`), with the node address as next hop. Changing the prefixes changes only
-//!   that static protocol: BIRD re-announces without restarting any session.
-//! - **Import everything**; `allow local as` accepts routes whose path already carries the
+//!   (`advertised4`, `advertised6`), with the node address as next hop. Changing the prefixes
+//!   changes only that static protocol: BIRD re-announces without restarting any session.
+//! - **Import everything** over IPv4; over IPv6 only routes inside the network's
+//!   `secondaryCidr`. `allow local as` accepts routes whose path already carries the
 //!   node's AS (every node of a network shares one AS; routers call it allowas-in). The node
 //!   never re-announces what it learns, so no loop can form through it.
+//! - **Dual-stack: one session per peer, two channels** (MP-BGP, RFC 4760). The sessions stay
+//!   on the peers' IPv4 addresses; an `ipv6` channel beside the `ipv4` one announces the
+//!   node's IPv6 subnet and learns the others'. Its next hop is the node's IPv6 underlay
+//!   address (`secondaryNodeAddress`), set by the export filter (`bgp_next_hop = ...`), not
+//!   by `next hop self`: over an IPv4 session BIRD's "self" is an IPv6 address it picks
+//!   from the session's interface, and `next hop address` takes effect only when a session
+//!   restarts, whereas a next hop set by the filter is used as is and a new one is
+//!   re-announced on `configure` without restarting the session (BIRD 2.0.12, checked in a
+//!   network namespace).
 //! - **Peers on the node's segment** (`direct`, iBGP too): the plan installs only routes whose
 //!   next hop is on the segment, and direct sessions notice a link going down at once. BIRD
 //!   connects to each peer and also accepts its connections, on port 179 of the node address
@@ -34,14 +44,14 @@
 //!   bring a session back about a second after its router returns, 5 s at most after
 //!   repeated errors.
 //!
-//! One channel block per address family ([`Family`]): IPv6 unicast is one more variant with
-//! its static protocol and channel keyword, nothing else changes shape.
+//! One channel block per address family ([`Family`]), each with its static protocol; an
+//! IPv4-only configuration renders exactly as before dual-stack existed.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::bgp::{PeerConfig, SpeakerConfig};
 
@@ -50,10 +60,12 @@ use crate::bgp::{PeerConfig, SpeakerConfig};
 /// routes for (120 s), so they get them again before they would drop them.
 pub const GRACEFUL_RESTART_WAIT: u16 = 10;
 
-/// An address family the node announces and learns. Only IPv4 unicast today.
+/// An address family the node announces and learns: IPv4 unicast always, IPv6 unicast on a
+/// dual-stack network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
     Ipv4,
+    Ipv6,
 }
 
 impl Family {
@@ -62,6 +74,7 @@ impl Family {
     pub fn channel(self) -> &'static str {
         match self {
             Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
         }
     }
 
@@ -70,6 +83,7 @@ impl Family {
     pub fn advertised(self) -> &'static str {
         match self {
             Family::Ipv4 => "advertised4",
+            Family::Ipv6 => "advertised6",
         }
     }
 }
@@ -135,6 +149,26 @@ pub fn advertised(config: &SpeakerConfig) -> BTreeSet<Ipv4Net> {
     config.advertise.iter().map(Ipv4Net::trunc).collect()
 }
 
+/// The IPv6 prefixes announced (dual-stack), truncated and deduplicated; none without IPv6.
+#[must_use]
+pub fn advertised6(config: &SpeakerConfig) -> BTreeSet<Ipv6Net> {
+    config
+        .ipv6
+        .iter()
+        .flat_map(|v6| v6.advertise.iter().map(Ipv6Net::trunc))
+        .collect()
+}
+
+/// The families every session carries.
+#[must_use]
+pub fn families(config: &SpeakerConfig) -> Vec<Family> {
+    let mut families = vec![Family::Ipv4];
+    if config.ipv6.is_some() {
+        families.push(Family::Ipv6);
+    }
+    families
+}
+
 /// The whole `bird.conf`.
 #[must_use]
 pub fn render(config: &SpeakerConfig) -> String {
@@ -156,42 +190,53 @@ pub fn render(config: &SpeakerConfig) -> String {
     }
     let prefixes: Vec<IpNet> = advertised(config).into_iter().map(IpNet::V4).collect();
     static_protocol(&mut out, Family::Ipv4, &prefixes);
+    if config.ipv6.is_some() {
+        let prefixes: Vec<IpNet> = advertised6(config).into_iter().map(IpNet::V6).collect();
+        static_protocol(&mut out, Family::Ipv6, &prefixes);
+    }
+    let families = families(config);
     for peer in peers(config) {
-        session(
-            &mut out,
-            config,
-            &peer,
-            hold_time,
-            keepalive,
-            &[Family::Ipv4],
-        );
+        session(&mut out, config, &peer, hold_time, keepalive, &families);
     }
     out
 }
 
 /// The export clause: the node's own prefixes, with the communities and LOCAL_PREF
-/// `advertise` asks for; to a route-reflector client (`reflect`) also the routes learned over
-/// BGP, which BIRD then reflects by RFC 4456's rules (iBGP routes from non-clients to
-/// clients, unchanged).
-fn export(family: &Family, options: &crate::bgp::SpeakerOptions, reflect: bool) -> String {
+/// `advertise` asks for (and, for IPv6, `next_hop`); to a route-reflector client (`reflect`)
+/// also the routes learned over BGP, which BIRD then reflects by RFC 4456's rules (iBGP
+/// routes from non-clients to clients, unchanged).
+fn export(
+    family: &Family,
+    options: &crate::bgp::SpeakerOptions,
+    reflect: bool,
+    next_hop: Option<Ipv6Addr>,
+) -> String {
     let own = quote(family.advertised());
-    if options.communities.is_empty() && options.local_preference.is_none() && !reflect {
+    if options.communities.is_empty()
+        && options.local_preference.is_none()
+        && !reflect
+        && next_hop.is_none()
+    {
         return format!("export where proto = {own};");
     }
     if reflect {
         let mut filter = format!("export filter {{ if proto = {own} then {{");
-        push_attributes(&mut filter, options);
+        push_attributes(&mut filter, options, next_hop);
         filter.push_str(" accept; } if source = RTS_BGP then accept; reject; };");
         return filter;
     }
     let mut filter = format!("export filter {{ if proto != {own} then reject;");
-    push_attributes(&mut filter, options);
+    push_attributes(&mut filter, options, next_hop);
     filter.push_str(" accept; };");
     filter
 }
 
 /// The statements that set what the node's own routes carry.
-fn push_attributes(filter: &mut String, options: &crate::bgp::SpeakerOptions) {
+fn push_attributes(
+    filter: &mut String,
+    options: &crate::bgp::SpeakerOptions,
+    next_hop: Option<Ipv6Addr>,
+) {
     for community in &options.communities {
         match community {
             causeway_crds::bgp::Community::Standard(a, b) => {
@@ -204,6 +249,9 @@ fn push_attributes(filter: &mut String, options: &crate::bgp::SpeakerOptions) {
     }
     if let Some(pref) = options.local_preference {
         let _ = write!(filter, " bgp_local_pref = {pref};");
+    }
+    if let Some(next_hop) = next_hop {
+        let _ = write!(filter, " bgp_next_hop = {next_hop};");
     }
 }
 
@@ -289,16 +337,38 @@ fn session(
     }
     for family in families {
         let _ = writeln!(out, "  {} {{", family.channel());
-        let _ = writeln!(out, "    import all;");
         let reflect = options.route_reflector_client && internal;
-        let _ = writeln!(out, "    {}", export(family, &config.options, reflect));
-        // The node's own routes leave with its address as next hop; reflected ones keep
-        // theirs (RFC 4456), so a client reaches their origin directly.
-        let _ = writeln!(
-            out,
-            "    next hop self{};",
-            if reflect { " ebgp" } else { "" }
-        );
+        match (family, &config.ipv6) {
+            (Family::Ipv6, Some(v6)) => {
+                // Only the network's IPv6 range; the node's own routes leave with its IPv6
+                // address as next hop, set by the filter (see the module docs), and reflected
+                // eBGP routes with BIRD's own.
+                let _ = writeln!(out, "    import where net ~ [ {}+ ];", v6.range.trunc());
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    export(family, &config.options, reflect, Some(v6.next_hop))
+                );
+                if reflect {
+                    let _ = writeln!(out, "    next hop self ebgp;");
+                }
+            }
+            _ => {
+                let _ = writeln!(out, "    import all;");
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    export(family, &config.options, reflect, None)
+                );
+                // The node's own routes leave with its address as next hop; reflected ones
+                // keep theirs (RFC 4456), so a client reaches their origin directly.
+                let _ = writeln!(
+                    out,
+                    "    next hop self{};",
+                    if reflect { " ebgp" } else { "" }
+                );
+            }
+        }
         if internal {
             // iBGP: a direct next hop, as for eBGP (BIRD would resolve it recursively).
             let _ = writeln!(out, "    gateway direct;");
@@ -335,6 +405,7 @@ mod tests {
             peers: peers.to_vec(),
             advertise: vec!["10.244.1.0/24".parse().expect("prefix")],
             next_hop: NODE,
+            ipv6: None,
             options: Default::default(),
             unusable: vec![],
             asn_label: None,
@@ -615,6 +686,103 @@ mod tests {
             "sessions unchanged, so BIRD keeps them up"
         );
         assert_ne!(before, after);
+    }
+
+    /// `config` made dual-stack: node-a's IPv6 subnet, its IPv6 address, the network's range.
+    pub(crate) fn dual_stack(mut config: SpeakerConfig) -> SpeakerConfig {
+        config.ipv6 = Some(crate::bgp::Ipv6Unicast {
+            advertise: vec!["fd00:10:244:1::/64".parse().expect("prefix")],
+            next_hop: "fd00:91::1".parse().expect("address"),
+            range: "fd00:10:244::/56".parse().expect("range"),
+        });
+        config
+    }
+
+    /// `text` without the lines of `advertised6` and of every `ipv6` channel.
+    fn without_ipv6(text: &str) -> String {
+        let mut out = String::new();
+        let mut skipping: Option<&str> = None;
+        for line in text.lines() {
+            if let Some(end) = skipping {
+                if line == end {
+                    skipping = None;
+                }
+                continue;
+            }
+            if line.starts_with("protocol static advertised6") {
+                skipping = Some("}");
+                continue;
+            }
+            if line == "  ipv6 {" {
+                skipping = Some("  };");
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn a_dual_stack_node_adds_an_ipv6_channel_with_its_ipv6_next_hop_to_each_session() {
+        let ipv4 = config(&[peer(R1, 65000), peer(R2, 65001)]);
+        let text = render(&dual_stack(ipv4.clone()));
+        assert_eq!(
+            block(&text, "protocol static advertised6"),
+            [
+                "protocol static advertised6 {",
+                "ipv6;",
+                "route fd00:10:244:1::/64 unreachable;",
+                "}"
+            ]
+        );
+        let session = block(&text, "protocol bgp peer_192_168_91_2");
+        let channel: Vec<&str> = session
+            .iter()
+            .map(String::as_str)
+            .skip_while(|l| *l != "ipv6 {")
+            .collect();
+        assert_eq!(
+            channel,
+            [
+                "ipv6 {",
+                "import where net ~ [ fd00:10:244::/56+ ];",
+                "export filter { if proto != \"advertised6\" then reject; bgp_next_hop = fd00:91::1; accept; };",
+                "};",
+                "}",
+            ],
+            "one session, the IPv6 channel after the IPv4 one"
+        );
+        assert!(
+            session.contains(&"neighbor 192.168.91.2 port 179 as 65000;".to_owned()),
+            "the session stays on the peer's IPv4 address: {session:?}"
+        );
+        let ibgp = block(&text, "protocol bgp peer_192_168_60_1");
+        assert_eq!(
+            ibgp.iter().filter(|l| *l == "gateway direct;").count(),
+            2,
+            "iBGP: a direct next hop in both channels: {ibgp:?}"
+        );
+        // Everything IPv4 stays byte for byte what an IPv4-only node renders.
+        assert_eq!(without_ipv6(&text), render(&ipv4));
+    }
+
+    #[test]
+    fn a_dual_stack_route_reflector_client_gets_both_families_with_what_the_routes_carry() {
+        let text = render(&dual_stack(every_option()));
+        let ibgp = block(&text, "protocol bgp peer_192_168_91_2");
+        for line in [
+            "export filter { if proto = \"advertised6\" then { bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; bgp_next_hop = fd00:91::1; accept; } if source = RTS_BGP then accept; reject; };",
+            "next hop self ebgp;",
+        ] {
+            assert!(ibgp.contains(&line.to_owned()), "{line:?} not in {ibgp:#?}");
+        }
+        let ebgp = block(&text, "protocol bgp peer_192_168_60_1");
+        assert!(
+            ebgp.contains(&"export filter { if proto != \"advertised6\" then reject; bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; bgp_next_hop = fd00:91::1; accept; };".to_owned()),
+            "{ebgp:#?}"
+        );
+        assert_eq!(without_ipv6(&text), render(&every_option()));
     }
 
     #[test]

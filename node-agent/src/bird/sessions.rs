@@ -83,6 +83,7 @@ impl Tracker {
                 since: tracked.since,
                 routes_received: protocol.map_or(0, |p| p.routes.0),
                 routes_advertised: protocol.map_or(0, |p| p.routes.1),
+                routes6: protocol.and_then(|p| p.routes6),
             });
         }
         out.sort_by_key(|s| s.peer);
@@ -132,6 +133,8 @@ mod tests {
                 last_error: error.map(str::to_owned),
                 received: (0, 0),
                 routes: (3, 1),
+                received6: None,
+                routes6: None,
             },
         )]
         .into()

@@ -21,12 +21,10 @@
 //!   the call returns, and dropping the speaker kills it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::Ipv4Net;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -38,7 +36,7 @@ use super::parse::{self, Protocol};
 use super::process::{self, Options, Paths};
 use super::render;
 use super::sessions::Tracker;
-use crate::bgp::{SessionState, Snapshot, SpeakerConfig};
+use crate::bgp::{Learned, SessionState, Snapshot, SpeakerConfig};
 
 /// How often BIRD's sessions are read.
 const POLL: Duration = Duration::from_millis(250);
@@ -95,7 +93,7 @@ impl Speaker {
             tracker: Tracker::default(),
             problem: None,
             protocols: BTreeMap::new(),
-            learned: BTreeMap::new(),
+            learned: Learned::new(),
             routes_read: None,
             backoff: FIRST_BACKOFF,
             restart_at: None,
@@ -229,7 +227,7 @@ struct Supervisor {
     /// Why BIRD is not running as configured, shown as every session's message.
     problem: Option<String>,
     protocols: BTreeMap<String, Protocol>,
-    learned: BTreeMap<Ipv4Net, Ipv4Addr>,
+    learned: Learned,
     /// When routes were last read, and the counters then.
     routes_read: Option<(Instant, Signature)>,
     backoff: Duration,
@@ -473,20 +471,18 @@ impl Supervisor {
     }
 }
 
-/// Per session: state and received counters, to tell whether routes may have changed.
-type Signature = BTreeMap<String, (String, (u64, u64))>;
+/// Per session: state and received counters of both channels, to tell whether routes may
+/// have changed.
+type Signature = BTreeMap<String, (String, (u64, u64), Option<(u64, u64)>)>;
 
 fn signature(protocols: &BTreeMap<String, Protocol>) -> Signature {
     protocols
         .iter()
-        .map(|(name, p)| (name.clone(), (p.state.clone(), p.received)))
+        .map(|(name, p)| (name.clone(), (p.state.clone(), p.received, p.received6)))
         .collect()
 }
 
-type Read = (
-    BTreeMap<String, Protocol>,
-    Option<BTreeMap<Ipv4Net, Ipv4Addr>>,
-);
+type Read = (BTreeMap<String, Protocol>, Option<Learned>);
 
 async fn read(
     control: &mut Control,

@@ -31,7 +31,9 @@
 //! whole `secondaryCidr` on-link there, turns proxy NDP on and adds one proxy entry per local
 //! pod IPv6 address ([`Input::pods6`], only inside this node's IPv6 subnet); Routed adds, per
 //! peer on that prefix, `peer-v6 via peer-secondaryNodeAddress dev <underlay>`. Peers on
-//! another IPv6 prefix are named in [`Plan::skipped`].
+//! another IPv6 prefix are named in [`Plan::skipped`], unless the network uses BGP: then the
+//! IPv6 routes learned over BGP ([`Input::learned`]) inside `secondaryCidr`, with a next hop on
+//! that prefix, become `prefix via next-hop dev <underlay>` like the IPv4 ones.
 //!
 //! Outgoing NAT, when `natOutgoing` is set (the default): masquerade from this node's subnet
 //! to destinations outside the PodNetwork's cidr and `natExcludeCidrs` (see [`crate::nat`]).
@@ -90,8 +92,8 @@ pub struct Input<'a> {
     /// The underlay link carrying `own.spec.nodeAddress`.
     pub underlay: &'a Underlay,
     /// Routed mode with BGP: the prefixes the routers advertise, with their next hop (the
-    /// speaker's best paths). Empty otherwise.
-    pub learned: &'a BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// speaker's best paths), IPv6 ones too on a dual-stack network. Empty otherwise.
+    pub learned: &'a crate::bgp::Learned,
     /// BridgeHosts gateways without SNAT: client ranges whose replies go back through the
     /// gateway's active host.
     pub returns: &'a [GatewayReturn],
@@ -880,6 +882,8 @@ fn routed(
                 describe(peer),
                 v6.cidr
             )),
+            // Off this segment: the routers carry it over BGP, as its IPv4 subnet.
+            _ if bgp => {}
             _ => {
                 let why = off_segment6(peer, segment6).unwrap_or_default();
                 skipped.push(format!(
@@ -890,7 +894,7 @@ fn routed(
             }
         }
     }
-    for (prefix, next_hop) in input.learned {
+    for (prefix, next_hop) in &input.learned.v4 {
         // Inside the network's range, not our own subnet (or part of it), and not a peer we
         // reach directly already. An aggregate covering our subnet is fine: the bridge's more
         // specific route wins.
@@ -909,7 +913,41 @@ fn routed(
         }
         direct_route(desired, input, (*prefix).into(), (*next_hop).into());
     }
+    skipped.extend(learned6(input, own, segment6, desired));
     Ok(skipped)
+}
+
+/// Routed with BGP on a dual-stack network: the IPv6 routes the routers advertise, filtered
+/// as the IPv4 ones are (inside the network's `secondaryCidr`, not this node's IPv6 subnet, not
+/// a destination that already has a route, such as an on-segment peer's, and a next hop on
+/// `segment6`, this node's IPv6 underlay prefix from [`underlay6`]).
+fn learned6(
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    segment6: Option<Ipv6Net>,
+    desired: &mut State,
+) -> Vec<String> {
+    let mut skipped = Vec::new();
+    let (Some(network6), Some(secondary), Some(segment6)) = (own.network6, own.secondary, segment6)
+    else {
+        return skipped;
+    };
+    for (prefix, next_hop) in &input.learned.v6 {
+        let wanted = network6.contains(prefix)
+            && !secondary.contains(prefix)
+            && !desired.routes.contains_key(&IpNet::V6(*prefix));
+        if !wanted {
+            continue;
+        }
+        if !segment6.contains(next_hop) {
+            skipped.push(format!(
+                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's IPv6 segment {segment6}."
+            ));
+            continue;
+        }
+        direct_route(desired, input, (*prefix).into(), (*next_hop).into());
+    }
+    skipped
 }
 
 /// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for a dual-stack network's IPv6
@@ -1345,7 +1383,7 @@ mod tests {
     use causeway_crds::vtep::vtep_mac;
 
     const NETWORK: &str = "overlay";
-    const NO_ROUTES: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();
+    const NO_ROUTES: crate::bgp::Learned = crate::bgp::Learned::new();
 
     fn spec(cross_subnet: bool) -> PodNetworkSpec {
         serde_json::from_value(serde_json::json!({
@@ -2261,7 +2299,7 @@ mod tests {
     fn plan_with(
         network: &PodNetworkSpec,
         peers: Vec<NodeSubnet>,
-        learned: &BTreeMap<Ipv4Net, Ipv4Addr>,
+        learned: &crate::bgp::Learned,
     ) -> Plan {
         let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
         plan(&Input {
@@ -2891,6 +2929,10 @@ mod tests {
         .into_iter()
         .map(|(p, h)| (p.parse().expect("prefix"), h.parse().expect("ip")))
         .collect();
+        let learned = crate::bgp::Learned {
+            v4: learned,
+            v6: BTreeMap::new(),
+        };
         let p = plan_with(&network, vec![node_b(), node_c()], &learned);
         assert_eq!(
             lines(&p.desired),
@@ -2907,6 +2949,110 @@ mod tests {
             "{:?}",
             p.skipped
         );
+    }
+
+    #[test]
+    fn dual_stack_routed_with_bgp_installs_learned_ipv6_routes_like_ipv4_ones() {
+        let mut network = mode(
+            "Routed",
+            serde_json::json!({"bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64512}]}}),
+        );
+        network.secondary_cidr = Some("fd00:10:244::/56".into());
+        network.secondary_node_subnet_prefix_length = Some(64);
+        let mut own = own();
+        own.spec.secondary_cidr = Some("fd00:10:244:1::/64".into());
+        own.spec.secondary_node_address = Some("fd00:1::11".into());
+        let v6 = |p: &str, h: &str| (p.parse().expect("prefix"), h.parse().expect("ip"));
+        let learned = crate::bgp::Learned {
+            v4: [("10.244.3.0/24", "192.168.1.1")]
+                .into_iter()
+                .map(|(p, h)| (p.parse().expect("prefix"), h.parse().expect("ip")))
+                .collect(),
+            v6: [
+                v6("fd00:10:244:3::/64", "fd00:1::1"), // node-c, behind the router
+                v6("fd00:10:244:1::/64", "fd00:1::1"), // our own subnet, reflected back
+                v6("fd00:99::/64", "fd00:1::1"),       // outside secondaryCidr
+                v6("fd00:10:244:9::/64", "fd00:5::5"), // next hop off this segment
+                v6("fd00:10:244:4::/64", "::ffff:192.168.1.1"), // a mapped IPv4 next hop
+                v6("fd00:10:244:2::/64", "fd00:1::1"), // node-b: its direct route wins
+            ]
+            .into(),
+        };
+        // node-c is on another segment for both families: BGP carries both its subnets, so
+        // nothing is named unreachable.
+        let peers: Vec<Arc<NodeSubnet>> = vec![
+            Arc::new(dual6(
+                "node-c",
+                "10.244.3.0/24",
+                "192.168.2.13",
+                3,
+                Some("fd00:2::13"),
+            )),
+            Arc::new(dual6(
+                "node-b",
+                "10.244.2.0/24",
+                "192.168.1.12",
+                2,
+                Some("fd00:1::12"),
+            )),
+        ];
+        let (underlay, none, none6) = (underlay6(), BTreeSet::new(), BTreeSet::new());
+        let run = |own: &NodeSubnet, network: &PodNetworkSpec| {
+            plan(&Input {
+                own,
+                peers: &peers,
+                network,
+                underlay: &underlay,
+                learned: &learned,
+                returns: &[],
+                snat: &[],
+                clients: &[],
+                protected: &none,
+                protected6: &none6,
+                pods6: &none6,
+            })
+        };
+        let p = run(&own, &network).expect("plan");
+        let routes: Vec<String> = lines(&p.desired)
+            .into_iter()
+            .filter(|l| l.starts_with("route"))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "route 10.244.2.0/24 via 192.168.1.12 dev eth0",
+                "route 10.244.3.0/24 via 192.168.1.1 dev eth0",
+                "route fd00:10:244:2::/64 via fd00:1::12 dev eth0",
+                "route fd00:10:244:3::/64 via fd00:1::1 dev eth0",
+            ]
+        );
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+        assert!(
+            p.skipped[0].contains("fd00:10:244:4::/64")
+                && p.skipped[0].contains("::ffff:192.168.1.1")
+                && p.skipped[0].contains("not on this node's IPv6 segment fd00:1::/64"),
+            "{:?}",
+            p.skipped
+        );
+        assert!(
+            p.skipped[1].contains("fd00:10:244:9::/64") && p.skipped[1].contains("fd00:5::5"),
+            "{:?}",
+            p.skipped
+        );
+
+        // Without an IPv6 address of its own the node has no IPv6 segment: the plan fails,
+        // naming the field.
+        let mut without = own.clone();
+        without.spec.secondary_node_address = None;
+        let e = run(&without, &network).expect_err("no IPv6 address");
+        assert!(e.to_string().contains("secondaryNodeAddress"), "{e}");
+        // An IPv4-only network ignores IPv6 routes.
+        let mut ipv4 = network.clone();
+        ipv4.secondary_cidr = None;
+        ipv4.secondary_node_subnet_prefix_length = None;
+        let p = run(&own, &ipv4).expect("plan");
+        assert_eq!(p.desired.routes.len(), 2, "{:?}", p.desired.routes);
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
     }
 
     #[test]

@@ -284,6 +284,8 @@ pub fn counts_only(a: &NodeSubnetStatus, b: &NodeSubnetStatus) -> bool {
             .map(|b| BgpSessionStatus {
                 routes_received: None,
                 routes_advertised: None,
+                ipv6_routes_received: None,
+                ipv6_routes_advertised: None,
                 ..b.clone()
             })
             .collect(),
@@ -486,6 +488,7 @@ mod tests {
             since: Some(at(1)),
             routes_received: Some(3),
             routes_advertised: Some(1),
+            ..BgpSessionStatus::default()
         };
         let outcome = Outcome {
             bgp: vec![
@@ -570,6 +573,15 @@ mod tests {
             &with(&two, session("Established", 2)),
             &with(&two, session("Active", 2))
         ));
+        let dual = |received6: i64| BgpSessionStatus {
+            ipv6_routes_received: Some(received6),
+            ipv6_routes_advertised: Some(1),
+            ..session("Established", 2)
+        };
+        assert!(
+            counts_only(&with(&two, dual(1)), &with(&two, dual(4))),
+            "IPv6 route counts are counts too"
+        );
 
         let new_generation = status(&two, &ok(2, 2), at(20));
         assert!(!counts_only(&two, &new_generation));

@@ -549,7 +549,7 @@ mod tests {
                 prefix: net("192.168.1.0/24"),
                 prefix6: None,
             },
-            learned: &std::collections::BTreeMap::new(),
+            learned: &crate::bgp::Learned::new(),
             returns: &[],
             snat: &[],
             clients: &[],
