@@ -183,6 +183,26 @@ pub fn tcp_seen_source(
     Ok(seen.parse()?)
 }
 
+/// [`tcp_seen_source`] over IPv6.
+pub fn tcp_seen_source6(
+    server_ns: &str,
+    client_ns: &str,
+    dst: Ipv6Addr,
+    port: u16,
+) -> Result<Ipv6Addr> {
+    // socat may give an IPv6 peer in brackets.
+    let bare = |got: &str| got.trim_matches(['[', ']']).to_string();
+    let seen = tcp_exchange(
+        server_ns,
+        client_ns,
+        dst.into(),
+        port,
+        "echo $SOCAT_PEERADDR",
+        |got| bare(got).parse::<Ipv6Addr>().is_ok(),
+    )?;
+    Ok(bare(&seen).parse()?)
+}
+
 /// Starts a one-shot `socat` server in `server_ns` whose reply is the output of the shell
 /// command `reply`, and connects from `client_ns` until the reply satisfies `accept` (or 10 s
 /// pass); returns the reply.
