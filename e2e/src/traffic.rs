@@ -190,12 +190,8 @@ pub fn tcp_seen_source6(
     dst: Ipv6Addr,
     port: u16,
 ) -> Result<Ipv6Addr> {
-    // socat writes an IPv6 peer in brackets.
-    let bare = |got: &str| {
-        got.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string()
-    };
+    // socat may give an IPv6 peer in brackets.
+    let bare = |got: &str| got.trim_matches(['[', ']']).to_string();
     let seen = tcp_exchange(
         server_ns,
         client_ns,

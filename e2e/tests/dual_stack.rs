@@ -9,18 +9,22 @@
 //! The networks run one after another: Flat over rack-a (both ranges on-link on eth0, proxy
 //! ARP, proxy NDP with one entry per local pod), then Routed with static routes over rack-a
 //! (outgoing NAT per family checked against node-d, outside the network then), then node-d
-//! added to it (named as unreachable over both families). The agents resync every
-//! 30 s only, so what happens within seconds (a new pod's proxy entry, a deleted pod's going)
-//! is the agent's own pod watch, not the resync.
+//! added to it (named as unreachable over both families), then an Overlay network over all
+//! four nodes opened to the client by an OverlayGateway RouteToNodes with IPv4 and IPv6
+//! clientCidrs (the client pastes the rendered `ip route` and `ip -6 route` lines). The agents
+//! resync every 30 s only, so what happens within seconds (a new pod's proxy entry, a deleted
+//! pod's going) is the agent's own pod watch, not the resync.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
-use causeway_e2e::suite::{Suite, our_routes, pod_on, the_client};
+use causeway_e2e::suite::{
+    Suite, apply_gateway, gateway_json, label, our_routes, pod_on, the_client, wait_gateway_ready,
+};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -39,6 +43,11 @@ const FLAT: &str = "flat6";
 const FLAT_CIDR: &str = "10.250.0.0/16";
 const FLAT_CIDR6: &str = "fd00:10:250::/56";
 const ROUTED: &str = "routed6";
+const OVERLAY: &str = "overlay6";
+const OVERLAY_CIDR: &str = "10.252.0.0/16";
+const OVERLAY_CIDR6: &str = "fd00:10:252::/56";
+/// The RouteToNodes gateway's entry nodes (label `causeway.dev/gateway=true`).
+const ENTRIES: [&str; 2] = ["node-a", "node-b"];
 
 fn main() -> ExitCode {
     // The cluster's name (namespaces, /run/causeway-e2e/dualstk): 1-8 letters or digits.
@@ -77,6 +86,14 @@ fn main() -> ExitCode {
             testing::test(
                 "routed_static_names_the_off_segment_node_for_both_families",
                 routed_off_segment,
+            ),
+            testing::test(
+                "overlay_route_to_nodes_a_client_with_the_rendered_ipv6_and_ipv4_routes_reaches_every_pod_and_pods_reach_it",
+                overlay_route_to_nodes,
+            ),
+            testing::test(
+                "overlay_route_to_nodes_without_ipv6_client_cidrs_renders_ipv4_only_and_says_how_to_add_ipv6",
+                overlay_route_to_nodes_ipv4_only,
             ),
         ],
     )
@@ -707,4 +724,306 @@ fn routed_off_segment(c: &Cluster) -> Result<()> {
     }
     let teardown = tear_down(c, ROUTED);
     result.map(drop).and(teardown)
+}
+
+/// The dual-stack Overlay network over all four nodes (node-d behind r1 included), two pods
+/// each.
+fn overlay_pods(c: &Cluster) -> Result<Vec<Pod>> {
+    let pods = SUITE.pods();
+    if pods.first().is_some_and(|p| p.name.starts_with('o')) {
+        return Ok(pods);
+    }
+    let pn = causeway_e2e::suite::pod_network(
+        OVERLAY,
+        OVERLAY_CIDR,
+        "Overlay",
+        serde_json::json!({
+            "secondaryCidr": OVERLAY_CIDR6,
+            "secondaryNodeSubnetPrefixLength": 64,
+        }),
+    );
+    SUITE.bring_up(c, &pn.to_string(), OVERLAY, &ALL, "o")
+}
+
+/// The gateway `office6` on the network, entering at [`ENTRIES`], for `client_cidrs`.
+fn apply_office(c: &Cluster, client_cidrs: &[&str]) -> Result<()> {
+    for node in ENTRIES {
+        label(c, node, "causeway.dev/gateway=true")?;
+    }
+    apply_gateway(
+        c,
+        "office6",
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "RouteToNodes",
+            "clientCidrs": client_cidrs,
+            "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
+        }),
+    )?;
+    wait_gateway_ready(c, "office6")
+}
+
+/// `status.clientRoutes` and the Ready message of `office6`.
+fn office(c: &Cluster) -> Result<(Vec<String>, String)> {
+    let gw = gateway_json(c, "office6")?;
+    let routes = gw["status"]["clientRoutes"]
+        .as_array()
+        .context("no clientRoutes")?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    let message = gw["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    Ok((routes, message))
+}
+
+/// The lines the operator should render from the NodeSubnets as they are: per entry node its
+/// subnet via its address, then the range via the entries (multipath), IPv4 then IPv6.
+fn expected_routes(c: &Cluster, ipv6: bool) -> Result<Vec<String>> {
+    let subnets = deploy::node_subnets(c, OVERLAY)?;
+    let field = |node: &str, f: &str| -> Result<String> {
+        let s = subnets
+            .iter()
+            .find(|s| s["spec"]["nodeName"] == node)
+            .with_context(|| format!("{node} has no NodeSubnet"))?;
+        s["spec"][f]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{node}'s NodeSubnet has no {f}: {}", s["spec"]))
+    };
+    let mut lines = Vec::new();
+    let families: &[(&str, &str, &str, &str)] = if ipv6 {
+        &[
+            ("ip", "cidr", "nodeAddress", OVERLAY_CIDR),
+            (
+                "ip -6",
+                "secondaryCidr",
+                "secondaryNodeAddress",
+                OVERLAY_CIDR6,
+            ),
+        ]
+    } else {
+        &[("ip", "cidr", "nodeAddress", OVERLAY_CIDR)]
+    };
+    for (ip, cidr, address, range) in families {
+        let mut hops = Vec::new();
+        for node in ENTRIES {
+            let via = field(node, address)?;
+            lines.push(format!("{ip} route add {} via {via}", field(node, cidr)?));
+            hops.push(format!("nexthop via {via}"));
+        }
+        lines.push(format!("{ip} route add {range} {}", hops.join(" ")));
+    }
+    Ok(lines)
+}
+
+/// Waits until `office6` renders `want`, returning its Ready message.
+fn wait_rendered(c: &Cluster, want: &[String]) -> Result<String> {
+    wait_for(
+        "the rendered client routes",
+        Duration::from_secs(30),
+        || {
+            let (routes, message) = office(c)?;
+            ensure!(
+                routes == want,
+                "rendered {routes:?}, expected {want:?} ({message})"
+            );
+            Ok(message)
+        },
+    )
+}
+
+/// Pastes `routes` on `client` exactly as given (each an `ip` command).
+fn paste(c: &Cluster, client: &str, routes: &[String]) -> Result<()> {
+    for line in routes {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        ensure!(words.first() == Some(&"ip"), "not an ip command: {line}");
+        c.exec(client, "ip", &words[1..])?;
+    }
+    Ok(())
+}
+
+/// Removes pasted `routes` from `client` (best effort: cleanup).
+fn unpaste(c: &Cluster, client: &str, routes: &[String]) {
+    for line in routes {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(at) = words.iter().position(|w| *w == "add") {
+            let mut del: Vec<&str> = words[1..at].to_vec();
+            del.extend(["del", words.get(at + 1).copied().unwrap_or_default()]);
+            let _ = c.exec(client, "ip", &del);
+        }
+    }
+}
+
+/// The client's IPv6 next hop towards `dst` (`ip -6 route get`).
+fn next_hop6(c: &Cluster, host: &str, dst: Ipv6Addr) -> Result<String> {
+    let out = c.exec(host, "ip", &["-6", "route", "get", &dst.to_string()])?;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    Ok(words
+        .iter()
+        .position(|w| *w == "via")
+        .and_then(|i| words.get(i + 1))
+        .map_or_else(|| format!("on-link ({})", out.trim()), |v| (*v).to_string()))
+}
+
+fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    ensure!(pods.len() == 8, "{} pods", pods.len());
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let client6 = client.address6.context("the client has no IPv6 address")?;
+    let client4: Ipv4Addr = client.address;
+    // Every agent reports its IPv6 underlay prefix next to the IPv4 one.
+    wait_for(
+        "every NodeSubnet reports its IPv6 underlay prefix",
+        Duration::from_secs(30),
+        || {
+            for s in deploy::node_subnets(c, OVERLAY)? {
+                let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+                let want = if node == "node-d" {
+                    "fd00:60::/64"
+                } else {
+                    "fd00:50::/64"
+                };
+                ensure!(
+                    s["status"]["secondaryUnderlayPrefix"] == want,
+                    "{node}: status {}",
+                    s["status"]
+                );
+            }
+            Ok(())
+        },
+    )?;
+    apply_office(c, &["192.168.50.0/24", "fd00:50::/64"])?;
+    let want = expected_routes(c, true)?;
+    let message = wait_rendered(c, &want)?;
+    ensure!(
+        message.contains(
+            "Clients reach the pods of PodNetwork overlay6 over IPv4 through node-a, node-b and over IPv6 through node-a, node-b:"
+        ),
+        "Ready: {message}"
+    );
+    eprintln!(
+        "[measure] office6 clientRoutes:\n{}\nReady: {message}",
+        want.join("\n")
+    );
+    paste(c, &client.name, &want)?;
+    let result = (|| -> Result<()> {
+        let entries6: Vec<String> = ENTRIES
+            .iter()
+            .map(|n| c.topology.nodes.iter().find(|h| h.name == *n))
+            .map(|h| h.and_then(|h| h.address6).map(|a| a.to_string()))
+            .collect::<Option<_>>()
+            .context("an entry node without an IPv6 address")?;
+        let mut checked = 0;
+        for pod in &pods {
+            let ip6 = ipv6_of(pod)?;
+            // The client's packet takes a pasted route to an entry node, never another path.
+            let hop = next_hop6(c, &client.name, ip6)?;
+            ensure!(
+                entries6.contains(&hop),
+                "the client routes {ip6} ({}'s pod) via {hop}, not an entry node {entries6:?}",
+                pod.node
+            );
+            wait_for("client -> pod over IPv6", Duration::from_secs(5), || {
+                traffic::expect_ping6(&client_ns, ip6)
+            })
+            .with_context(|| format!("client -> {}/{} ({ip6})", pod.node, pod.name))?;
+            traffic::expect_ping(&client_ns, pod.ip)
+                .with_context(|| format!("client -> {}/{} ({})", pod.node, pod.name, pod.ip))?;
+            wait_for("pod -> client over IPv6", Duration::from_secs(5), || {
+                traffic::expect_ping6(&pod.netns, client6)
+            })
+            .with_context(|| format!("{}/{} -> client ({client6})", pod.node, pod.name))?;
+            traffic::expect_ping(&pod.netns, client4)
+                .with_context(|| format!("{}/{} -> client ({client4})", pod.node, pod.name))?;
+            checked += 1;
+        }
+        // TCP to a pod on every node, over IPv6; and the pod sees the client's own address
+        // (nothing masquerades the client's traffic on its way in, nor the replies out).
+        for (i, node) in ALL.iter().enumerate() {
+            let pod = pods
+                .iter()
+                .find(|p| p.node == *node)
+                .with_context(|| format!("a pod on {node}"))?;
+            let port = 7600 + u16::try_from(i)?;
+            let ip6 = ipv6_of(pod)?;
+            // The reply leaves the pod's node on the underlay (straight to the client, or to
+            // r1 from node-d), never back into the tunnel it came through.
+            let back = c.exec(
+                node,
+                "ip",
+                &[
+                    "-6",
+                    "route",
+                    "get",
+                    &client6.to_string(),
+                    "from",
+                    &ip6.to_string(),
+                    "iif",
+                    "cw-br0",
+                ],
+            )?;
+            ensure!(
+                back.contains("dev eth0") && !back.contains("cw-vx"),
+                "{node} sends its pod's reply to the client by {back}"
+            );
+            traffic::tcp_check6(&pod.netns, &client_ns, ip6, port)
+                .with_context(|| format!("TCP client -> {node}'s pod [{ip6}]:{port}"))?;
+            let seen = traffic::tcp_seen_source6(&pod.netns, &client_ns, ip6, port + 100)?;
+            ensure!(
+                seen == client6,
+                "{node}'s pod saw the client as {seen}, not {client6}"
+            );
+        }
+        let d = pods
+            .iter()
+            .find(|p| p.node == "node-d")
+            .context("a pod on node-d")?;
+        traffic::tcp_check(&d.netns, &client_ns, d.ip, 7700)?;
+        eprintln!(
+            "[measure] route_to_nodes: the client reached {checked} pods on 4 nodes over IPv6 and IPv4 (ping), TCP over IPv6 to a pod on each node with its own address seen, and every pod pinged the client over both families"
+        );
+        Ok(())
+    })();
+    unpaste(c, &client.name, &want);
+    result
+}
+
+fn overlay_route_to_nodes_ipv4_only(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let result = (|| -> Result<()> {
+        apply_office(c, &["192.168.50.0/24"])?;
+        let want = expected_routes(c, false)?;
+        let message = wait_rendered(c, &want)?;
+        ensure!(
+            message.contains("PodNetwork overlay6 (IPv4 only) over IPv4 through node-a, node-b:")
+                && message.contains(
+                    "No IPv6 routes: spec.clientCidrs has no IPv6 range, so no node is a next hop for IPv6 clients; add the clients' IPv6 range (e.g. fd00:50::/64) to clientCidrs"
+                ),
+            "Ready: {message}"
+        );
+        eprintln!("[measure] IPv4-only clientCidrs on a dual-stack network: Ready: {message}");
+        // The IPv4 part still works: the client pastes it and reaches node-d's pod.
+        paste(c, &client.name, &want)?;
+        let d = pods
+            .iter()
+            .find(|p| p.node == "node-d")
+            .context("a pod on node-d")?;
+        let reached = traffic::expect_ping(&client_ns, d.ip);
+        unpaste(c, &client.name, &want);
+        reached
+    })();
+    let _ = c.kubectl(&["delete", "overlaygateway", "office6", "--ignore-not-found"]);
+    for node in ENTRIES {
+        let _ = label(c, node, "causeway.dev/gateway-");
+    }
+    let teardown = tear_down(c, OVERLAY);
+    result.and(teardown)
 }

@@ -163,6 +163,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             skipped: vec![],
             failure: None,
             underlay_prefix: None,
+            underlay_prefix6: None,
             bgp: vec![],
             bgp_misconfigured: vec![],
             bgp_local: None,
@@ -216,6 +217,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         Err(failure) => return fail(pass, failure),
     };
     pass.outcome.underlay_prefix = Some(observed.underlay.prefix);
+    pass.outcome.underlay_prefix6 = observed.underlay.prefix6;
 
     // 2. Plan, from the inputs and what was observed. Who owns which address: gateways
     // never take one (the plan refuses a network whose cidr does not parse).

@@ -244,6 +244,15 @@ pub struct NodeSubnetStatus {
     #[schemars(length(max = MAX_CIDR_LENGTH))]
     pub underlay_prefix: Option<String>,
 
+    /// The IPv6 on-link prefix of the node's underlay interface (the prefix of
+    /// spec.secondaryNodeAddress on the interface holding spec.nodeAddress, e.g.
+    /// fd00:50::/64), on a dual-stack network whose node has an IPv6 address there; absent
+    /// otherwise. OverlayGateway RouteToNodes gives IPv6 client routes via the nodes whose
+    /// prefix lies in an IPv6 clientCidrs entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CIDR_LENGTH))]
+    pub secondary_underlay_prefix: Option<String>,
+
     /// State of this node's BGP sessions (Routed mode with BGP), one entry per router.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_BGP_PEERS))]

@@ -33,6 +33,9 @@ const CLIENT_CIDR: Field = Field {
     example: "192.168.50.0/24",
 };
 
+/// The IPv6 example of `spec.clientCidrs[]` in admission messages.
+const CLIENT_CIDR6_EXAMPLE: &str = "fd00:50::/64";
+
 /// `spec.bridgeHosts.vip` in admission messages.
 const VIP: Field = Field {
     name: "bridgeHosts.vip",
@@ -119,7 +122,11 @@ const CLIENT_OVERLAY_ADDRESS: Field = Field {
     validation = Rule::new("self.strategy != 'ClientJoin' || has(self.clientJoin)")
         .message("strategy ClientJoin requires spec.clientJoin with the list of clients")
         .field_path(".clientJoin")
-        .reason(Reason::FieldValueRequired)
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.strategy == 'RouteToNodes' || !has(self.clientCidrs) || self.clientCidrs.all(c, !isCIDR(c) || cidr(c).ip().family() == 4)")
+        .message("spec.clientCidrs lists an IPv6 range, and IPv6 clients are served by strategy RouteToNodes only so far (BridgeHosts and ClientJoin take IPv4 clientCidrs in causeway.dev/v1alpha1): remove the IPv6 entries or use strategy RouteToNodes")
+        .field_path(".clientCidrs")
+        .reason(Reason::FieldValueForbidden)
 )]
 pub struct OverlayGatewaySpec {
     /// Name of the PodNetwork whose pod addresses become reachable.
@@ -136,12 +143,14 @@ pub struct OverlayGatewaySpec {
 
     /// Address ranges of the non-node machines that will talk to pods (e.g. 192.168.50.0/24).
     /// Nodes route return traffic for these ranges back through the gateway (unless snat is
-    /// true) and accept forwarded traffic from them. At most 64 IPv4 CIDRs, each with no host
-    /// bits set and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 or
-    /// 240.0.0.0/4.
+    /// true) and accept forwarded traffic from them. At most 64 CIDRs, each with no host bits
+    /// set and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 or
+    /// 240.0.0.0/4 (IPv4), ::/8, fe80::/10 or ff00::/8 (IPv6). IPv6 ranges (e.g. fd00:50::/64)
+    /// only with strategy RouteToNodes on a dual-stack network: nodes whose IPv6 underlay
+    /// prefix lies in one get IPv6 client routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDR_LIST_ITEMS), inner(length(max = MAX_CIDR_LENGTH)))]
-    #[schemars(transform = schema::item_rules(address::ip_cidr(&CLIENT_CIDR, Families::Ipv4)))]
+    #[schemars(transform = schema::item_rules(address::ip_cidr(&CLIENT_CIDR, Families::Any(CLIENT_CIDR6_EXAMPLE))))]
     pub client_cidrs: Vec<String>,
 
     /// BridgeHosts only: when true the active bridge host masquerades client traffic to its own

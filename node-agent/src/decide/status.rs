@@ -98,6 +98,9 @@ pub struct Outcome {
     /// pass read the kernel (a pass refused before, or unable to find its underlay, changed
     /// nothing, and its `programmed` is empty rather than what the kernel holds).
     pub underlay_prefix: Option<ipnet::Ipv4Net>,
+    /// The IPv6 on-link prefix of the underlay (of the node's IPv6 address, on a dual-stack
+    /// network), as the same observation found it: `None` there means the node has none.
+    pub underlay_prefix6: Option<ipnet::Ipv6Net>,
     /// This node's BGP sessions (Routed mode with BGP), sorted by peer.
     pub bgp: Vec<BgpSessionStatus>,
     /// Peers that cannot be configured on this node (their password), in words naming each.
@@ -265,6 +268,9 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
     }
     if let Some(prefix) = outcome.underlay_prefix {
         next.underlay_prefix = Some(prefix.to_string());
+        // Observed together: the IPv6 prefix is known (present or absent) exactly when the
+        // IPv4 one is, so an IPv6 address removed from the node clears it.
+        next.secondary_underlay_prefix = outcome.underlay_prefix6.map(|p| p.to_string());
     }
     next
 }
@@ -360,6 +366,7 @@ mod tests {
             skipped: vec![],
             failure: None,
             underlay_prefix: Some("192.168.50.0/24".parse().expect("prefix")),
+            underlay_prefix6: None,
             bgp: vec![],
         }
     }
@@ -388,6 +395,43 @@ mod tests {
             ..ok(3, 1)
         };
         assert_eq!(status(&after, &read, at(3)).routes, 1);
+    }
+
+    #[test]
+    fn the_underlay_prefixes_of_both_families_are_reported_and_a_vanished_ipv6_one_is_cleared() {
+        let v4: ipnet::Ipv4Net = "192.168.50.0/24".parse().expect("prefix");
+        let v6: ipnet::Ipv6Net = "fd00:50::/64".parse().expect("prefix");
+        let cases: [(Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>, Option<&str>); 4] = [
+            // Observed with an IPv6 address: reported.
+            (Some(v4), Some(v6), Some("fd00:50::/64")),
+            // Observed without one (removed, or an IPv4-only node): cleared.
+            (Some(v4), None, None),
+            // Not observed this pass (it failed before): the last report stands.
+            (None, None, Some("fd00:9::/64")),
+            (None, Some(v6), Some("fd00:9::/64")),
+        ];
+        for (prefix, prefix6, want) in cases {
+            let before = NodeSubnetStatus {
+                secondary_underlay_prefix: Some("fd00:9::/64".into()),
+                ..NodeSubnetStatus::default()
+            };
+            let outcome = Outcome {
+                underlay_prefix: prefix,
+                underlay_prefix6: prefix6,
+                ..ok(1, 0)
+            };
+            let st = status(&before, &outcome, at(100));
+            assert_eq!(
+                st.secondary_underlay_prefix.as_deref(),
+                want,
+                "{prefix:?} {prefix6:?}"
+            );
+            assert_eq!(
+                st.underlay_prefix,
+                prefix.map(|p| p.to_string()),
+                "{prefix:?}"
+            );
+        }
     }
 
     #[test]

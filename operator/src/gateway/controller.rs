@@ -12,17 +12,19 @@
 //! event when Ready changes and when the VIP moves.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_crds::conditions::{find_condition, types};
 use causeway_crds::ownership;
-use causeway_crds::{OverlayGateway, OverlayGatewayStatus};
+use causeway_crds::{NodeSubnet, OverlayGateway, OverlayGatewayStatus};
 use causeway_kube::cache::cached_from;
 use causeway_kube::election;
 use causeway_kube::events::{Kind, Record};
 use causeway_kube::heartbeat::{self, Liveness};
 use futures::StreamExt;
+use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -35,6 +37,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::credentials;
+use super::routes6::Member6;
 use super::status::{self as gateway, Member};
 use crate::context::{Context, FIELD_MANAGER};
 
@@ -218,6 +221,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
                     .as_ref()
                     .and_then(|st| st.underlay_prefix.as_deref())
                     .and_then(|p| p.parse().ok()),
+                v6: member6(s),
                 labels: labels.get(&s.spec.node_name).cloned().unwrap_or_default(),
                 unprogrammable: unprogrammable(s),
             })
@@ -344,6 +348,27 @@ fn joined_clients(
         }
     }
     (joined, refused)
+}
+
+/// The IPv6 side of a NodeSubnet with an IPv6 `secondaryCidr`: its subnet, IPv6 node address
+/// and the agent's `status.secondaryUnderlayPrefix` (unparsable values read as absent).
+fn member6(s: &NodeSubnet) -> Option<Member6> {
+    let parsed = s.spec.parse_addresses().ok()?;
+    let Some(IpNet::V6(subnet)) = parsed.secondary_cidr else {
+        return None;
+    };
+    Some(Member6 {
+        subnet,
+        address: match parsed.secondary_node_address {
+            Some(IpAddr::V6(a)) => Some(a),
+            _ => None,
+        },
+        segment: s
+            .status
+            .as_ref()
+            .and_then(|st| st.secondary_underlay_prefix.as_deref())
+            .and_then(|p| p.parse().ok()),
+    })
 }
 
 /// The reason a NodeSubnet's agent reports that it cannot program its node at all (current

@@ -8,7 +8,10 @@
 //! holding a subnet, and on a segment of one of `clientCidrs`, since a route's next hop must
 //! be on-link for the client), its subnet via its address; and when some nodes of the network
 //! are not eligible, the whole pod range via the eligible ones, so their pods are reached
-//! through the overlay. Each line is an `ip route` command, ready to paste.
+//! through the overlay. Each line is an `ip route` command, ready to paste. On a dual-stack
+//! Overlay network the same again for IPv6 ([`super::routes6`]): `ip -6 route` lines via the
+//! nodes whose IPv6 underlay prefix lies in an IPv6 `clientCidrs` entry; the Ready message
+//! names the families clients reach, and why IPv6 has no route when it has none.
 //!
 //! BridgeHosts: the candidates are the selected nodes whose agent is alive and whose
 //! segment holds the VIP; their agents elect the holder through the gateway's Lease
@@ -23,19 +26,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use causeway_crds::cidr::overlaps;
+use causeway_crds::cidr::{overlaps, overlaps_any};
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
 use causeway_crds::ownership;
 use causeway_crds::v1alpha1::GatewayClientStatus;
 use causeway_crds::v1alpha1::GatewayStrategy;
 use causeway_crds::vtep::client_vtep_mac;
 use causeway_crds::{OverlayGatewaySpec, OverlayGatewayStatus, PodNetworkSpec, selector};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use reasons::{CLIENT_CIDR_OVERLAPS_PODS, INVALID_SPEC};
 
 use super::credentials;
+use super::routes6::{self, Member6};
 
 /// One node of the gateway's network, as the operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,8 @@ pub struct Member {
     pub address: Ipv4Addr,
     /// The agent's `status.underlayPrefix`, when reported.
     pub segment: Option<Ipv4Net>,
+    /// The node's IPv6 side, when it has an IPv6 subnet (dual-stack networks).
+    pub v6: Option<Member6>,
     pub labels: BTreeMap<String, String>,
     /// The node's agent reports that it cannot program the node at all (its NodeSubnet's
     /// current `Programmed` is False with `InvalidConfiguration` or `UnderlayNotFound`): its
@@ -258,19 +264,29 @@ fn render(input: &Input) -> Rendered {
             ),
         );
     };
-    let range = match network.parsed_cidr() {
-        Ok(range) if network.secondary_cidr.is_none() => range,
-        // IPv6 and dual-stack networks: allocated, not yet served by gateways (issue #18).
-        Ok(_) | Err(causeway_crds::Error::CidrNotIpv4 { .. }) => {
+    let secondary = network
+        .secondary_cidr
+        .as_deref()
+        .map(causeway_crds::cidr::parse_cidr);
+    let dual_stack_route_to_nodes = spec.strategy == GatewayStrategy::RouteToNodes
+        && network.mode == causeway_crds::v1alpha1::PodNetworkMode::Overlay;
+    let (range, range6) = match (network.parsed_cidr(), secondary) {
+        (Ok(range), None) => (range, None),
+        // Dual-stack Overlay: IPv6 rides the IPv4 tunnel, so RouteToNodes serves both.
+        (Ok(range), Some(Ok(IpNet::V6(range6)))) if dual_stack_route_to_nodes => {
+            (range, Some(range6))
+        }
+        // IPv6 networks, and the other dual-stack ones: not yet served by gateways (#18).
+        (Ok(_), Some(_)) | (Err(causeway_crds::Error::CidrNotIpv4 { .. }), _) => {
             return not_ready(
                 INVALID_SPEC,
                 format!(
-                    "PodNetwork {} is IPv6 or dual-stack, and gateways serve IPv4 pod networks only so far; point spec.network at an IPv4 PodNetwork.",
+                    "PodNetwork {} is IPv6 or dual-stack, and gateways serve IPv4 pod networks, and dual-stack Overlay networks (IPv4 cidr, IPv6 secondaryCidr) with strategy RouteToNodes, only so far; point spec.network at such a PodNetwork or use strategy RouteToNodes.",
                     spec.network
                 ),
             );
         }
-        Err(_) => {
+        (Err(_), _) => {
             return not_ready(
                 INVALID_SPEC,
                 format!("PodNetwork {} has an unusable cidr.", spec.network),
@@ -278,22 +294,39 @@ fn render(input: &Input) -> Rendered {
         }
     };
     let mut clients = Vec::new();
+    let mut clients6 = Vec::new();
     for (i, value) in spec.client_cidrs.iter().enumerate() {
-        match value.trim().parse::<Ipv4Net>() {
-            Ok(c) if overlaps(c.trunc(), range) => {
+        let overlapping = |pods: IpNet| {
+            not_ready(
+                CLIENT_CIDR_OVERLAPS_PODS,
+                format!(
+                    "spec.clientCidrs[{i}] {value} overlaps the pod range {pods} of PodNetwork {}: clients and pods need distinct addresses; correct clientCidrs.",
+                    spec.network
+                ),
+            )
+        };
+        match value.trim().parse::<IpNet>() {
+            Ok(IpNet::V4(c)) if overlaps(c.trunc(), range) => return overlapping(range.into()),
+            Ok(IpNet::V4(c)) => clients.push(c.trunc()),
+            Ok(IpNet::V6(_)) if spec.strategy != GatewayStrategy::RouteToNodes => {
                 return not_ready(
-                    CLIENT_CIDR_OVERLAPS_PODS,
+                    INVALID_SPEC,
                     format!(
-                        "spec.clientCidrs[{i}] {value} overlaps the pod range {range} of PodNetwork {}: clients and pods need distinct addresses; correct clientCidrs.",
-                        spec.network
+                        "spec.clientCidrs[{i}] {value} is IPv6, and strategy {:?} serves IPv4 clients only so far; remove it or use strategy RouteToNodes.",
+                        spec.strategy
                     ),
                 );
             }
-            Ok(c) => clients.push(c.trunc()),
+            Ok(IpNet::V6(c)) => match range6 {
+                Some(r6) if overlaps_any(c.trunc().into(), r6.into()) => {
+                    return overlapping(r6.into());
+                }
+                _ => clients6.push(c.trunc()),
+            },
             Err(_) => {
                 return not_ready(
                     INVALID_SPEC,
-                    format!("spec.clientCidrs[{i}] {value:?} is not an IPv4 CIDR."),
+                    format!("spec.clientCidrs[{i}] {value:?} is not a CIDR."),
                 );
             }
         }
@@ -310,12 +343,14 @@ fn render(input: &Input) -> Rendered {
         .and_then(|r| r.node_selector.as_ref());
     let mut eligible = Vec::new();
     let mut off_segment = Vec::new();
+    let mut selected = Vec::new();
     for member in input.members {
         match selector::matches(selector, &member.labels) {
             Err(e) => return not_ready(INVALID_SPEC, format!("spec.routeToNodes.{e}.")),
             Ok(false) => continue,
             Ok(true) => {}
         }
+        selected.push((member.node.as_str(), member.v6.as_ref()));
         let reachable = clients.is_empty()
             || member
                 .segment
@@ -326,7 +361,11 @@ fn render(input: &Input) -> Rendered {
             off_segment.push(member.node.as_str());
         }
     }
-    if eligible.is_empty() {
+    let v6 = range6.map(|r6| {
+        let with_subnet = input.members.iter().filter(|m| m.v6.is_some()).count();
+        routes6::render(&selected, &clients6, r6, with_subnet)
+    });
+    if eligible.is_empty() && v6.as_ref().is_none_or(|v| v.through.is_empty()) {
         let why = if off_segment.is_empty() {
             "no node of the network matches spec.routeToNodes.nodeSelector".to_owned()
         } else {
@@ -335,9 +374,13 @@ fn render(input: &Input) -> Rendered {
                 off_segment.join(", ")
             )
         };
+        let ipv6 = v6
+            .and_then(|v| v.none)
+            .map(|none| format!(" IPv6: {none}."))
+            .unwrap_or_default();
         return not_ready(
             reasons::NO_ELIGIBLE_HOST,
-            format!("{why}; select nodes on the clients' segment."),
+            format!("{why}; select nodes on the clients' segment.{ipv6}"),
         );
     }
     let mut routes: Vec<String> = eligible
@@ -345,7 +388,7 @@ fn render(input: &Input) -> Rendered {
         .map(|m| format!("ip route add {} via {}", m.subnet, m.address))
         .collect();
     let via: Vec<String> = eligible.iter().map(|m| m.address.to_string()).collect();
-    if eligible.len() < input.members.len() {
+    if !eligible.is_empty() && eligible.len() < input.members.len() {
         // The other nodes' pods, through the eligible nodes' overlay paths.
         routes.push(if via.len() == 1 {
             format!("ip route add {range} via {}", via[0])
@@ -355,15 +398,52 @@ fn render(input: &Input) -> Rendered {
         });
     }
     let names: Vec<&str> = eligible.iter().map(|m| m.node.as_str()).collect();
-    let mut message = format!(
-        "Clients reach the pods of PodNetwork {} through {}: install status.clientRoutes on the clients (or their router).",
-        spec.network,
-        names.join(", ")
-    );
+    let mut message = match &v6 {
+        None => format!(
+            "Clients reach the pods of PodNetwork {} through {}: install status.clientRoutes on the clients (or their router).",
+            spec.network,
+            names.join(", ")
+        ),
+        Some(v6) => {
+            let mut families = Vec::new();
+            if !names.is_empty() {
+                families.push(format!("over IPv4 through {}", names.join(", ")));
+            }
+            if !v6.through.is_empty() {
+                families.push(format!("over IPv6 through {}", v6.through.join(", ")));
+            }
+            let only = match (names.is_empty(), v6.through.is_empty()) {
+                (false, false) => "",
+                (false, true) => " (IPv4 only)",
+                _ => " (IPv6 only)",
+            };
+            format!(
+                "Clients reach the pods of PodNetwork {}{only} {}: install status.clientRoutes on the clients (or their router).",
+                spec.network,
+                families.join(" and ")
+            )
+        }
+    };
     if !off_segment.is_empty() {
+        let family = if v6.is_some() { " of IPv4" } else { "" };
         message.push_str(&format!(
-            " Left out (not on a segment of clientCidrs): {}.",
+            " Left out{family} (not on a segment of clientCidrs): {}.",
             off_segment.join(", ")
+        ));
+    }
+    if let Some(v6) = &v6 {
+        routes.extend(v6.routes.iter().cloned());
+        if let Some(none) = &v6.none {
+            message.push_str(&format!(" No IPv6 routes: {none}."));
+        } else if !v6.left_out.is_empty() {
+            message.push_str(&format!(" Left out of IPv6: {}.", v6.left_out.join(", ")));
+        }
+    } else if !clients6.is_empty() {
+        let list: Vec<String> = clients6.iter().map(ToString::to_string).collect();
+        message.push_str(&format!(
+            " The IPv6 clientCidrs {} are unused: PodNetwork {} has no IPv6 range (secondaryCidr).",
+            list.join(", "),
+            spec.network
         ));
     }
     if let Some(bgp) = network.routed.as_ref().and_then(|r| r.bgp.as_ref()) {
@@ -606,6 +686,7 @@ mod tests {
             subnet: format!("10.247.{i}.0/24").parse().expect("subnet"),
             address: address.parse().expect("address"),
             segment: Some(segment.parse().expect("segment")),
+            v6: None,
             labels,
             unprogrammable: None,
         }
@@ -718,6 +799,197 @@ mod tests {
         assert!(
             message.contains("through node-a, node-b")
                 && message.contains("Left out (not on a segment of clientCidrs): node-d."),
+            "{message}"
+        );
+    }
+
+    fn dual_network(mode: &str) -> PodNetworkSpec {
+        serde_json::from_value(serde_json::json!({
+            "cidr": "10.247.0.0/16", "nodeSubnetPrefixLength": 24, "mode": mode,
+            "secondaryCidr": "fd00:10:247::/56", "secondaryNodeSubnetPrefixLength": 64,
+        }))
+        .expect("network")
+    }
+
+    /// [`members`] on a dual-stack underlay: each node's IPv6 subnet, address and segment are
+    /// the twins of its IPv4 ones (192.168.50.11 → fd00:50::11).
+    fn dual_members() -> Vec<Member> {
+        members()
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut m)| {
+                let twin = |v4: &str| v4.replace("192.168.", "fd00:").replacen('.', "::", 1);
+                let address = twin(&m.address.to_string());
+                let segment = m
+                    .segment
+                    .map(|s| format!("{}/64", twin(&s.network().to_string())));
+                m.v6 = Some(Member6 {
+                    subnet: format!("fd00:10:247:{i}::/64").parse().expect("subnet"),
+                    address: Some(address.parse().expect("address")),
+                    segment: segment.map(|s| s.parse().expect("segment")),
+                });
+                m
+            })
+            .collect()
+    }
+
+    fn run_on(
+        spec: serde_json::Value,
+        network: &PodNetworkSpec,
+        members: &[Member],
+    ) -> OverlayGatewayStatus {
+        let spec = gateway(spec);
+        let none = BTreeSet::new();
+        status(
+            &Input {
+                generation: Some(2),
+                spec: &spec,
+                network: Some(network),
+                members,
+                silent: &none,
+                election: None,
+                other_vips: &[],
+                owners: &owners(members),
+                joined: &none,
+                refused: &BTreeMap::new(),
+                gateway_name: "gw",
+                client_namespace: "causeway-system-clients",
+                credentials_error: None,
+            },
+            &OverlayGatewayStatus::default(),
+            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        )
+    }
+
+    #[test]
+    fn dual_stack_route_to_nodes_renders_ipv6_routes_per_family_and_says_why_when_there_are_none() {
+        let selector =
+            serde_json::json!({"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}});
+        let v4_lines = [
+            "ip route add 10.247.0.0/24 via 192.168.50.11",
+            "ip route add 10.247.1.0/24 via 192.168.50.12",
+            "ip route add 10.247.0.0/16 nexthop via 192.168.50.11 nexthop via 192.168.50.12",
+        ];
+        let v6_lines = [
+            "ip -6 route add fd00:10:247::/64 via fd00:50::11",
+            "ip -6 route add fd00:10:247:1::/64 via fd00:50::12",
+            "ip -6 route add fd00:10:247::/56 nexthop via fd00:50::11 nexthop via fd00:50::12",
+        ];
+        // (clientCidrs, routes, reason, words in the Ready message)
+        type Case<'a> = (&'a [&'a str], Vec<&'a str>, &'a str, &'a [&'a str]);
+        let cases: [Case; 5] = [
+            (
+                &["192.168.50.0/24", "fd00:50::/64"],
+                [v4_lines, v6_lines].concat(),
+                "GatewayReady",
+                &[
+                    "PodNetwork overlay over IPv4 through node-a, node-b and over IPv6 through node-a, node-b:",
+                    "Left out of IPv6: node-d (its IPv6 segment fd00:60::/64 is not in clientCidrs).",
+                ],
+            ),
+            (
+                &["192.168.50.0/24"],
+                v4_lines.to_vec(),
+                "GatewayReady",
+                &[
+                    "PodNetwork overlay (IPv4 only) over IPv4 through node-a, node-b:",
+                    "No IPv6 routes: spec.clientCidrs has no IPv6 range, so no node is a next hop for IPv6 clients; add the clients' IPv6 range (e.g. fd00:50::/64) to clientCidrs",
+                ],
+            ),
+            (
+                &["192.168.50.0/24", "fd00:70::/64"],
+                v4_lines.to_vec(),
+                "GatewayReady",
+                &[
+                    "(IPv4 only)",
+                    "No IPv6 routes: no selected node has an IPv6 address on a segment of the IPv6 clientCidrs fd00:70::/64 (node-a (its IPv6 segment fd00:50::/64 is not in clientCidrs),",
+                    "give the nodes an IPv6 InternalIP on the clients' IPv6 segment",
+                ],
+            ),
+            (
+                // Only node-d's IPv6 segment: IPv6 via node-d alone, the range through it.
+                &["192.168.50.0/24", "fd00:60::/64"],
+                [
+                    &v4_lines[..],
+                    &[
+                        "ip -6 route add fd00:10:247:3::/64 via fd00:60::11",
+                        "ip -6 route add fd00:10:247::/56 via fd00:60::11",
+                    ],
+                ]
+                .concat(),
+                "GatewayReady",
+                &[
+                    "over IPv4 through node-a, node-b and over IPv6 through node-d:",
+                    "Left out of IPv4 (not on a segment of clientCidrs): node-d.",
+                    "Left out of IPv6: node-a (its IPv6 segment fd00:50::/64 is not in clientCidrs), node-b (its IPv6 segment fd00:50::/64 is not in clientCidrs).",
+                ],
+            ),
+            (
+                &["192.168.50.0/24", "fd00:10:247:8::/64"],
+                vec![],
+                "ClientCidrOverlapsPods",
+                &[
+                    "spec.clientCidrs[1] fd00:10:247:8::/64 overlaps the pod range fd00:10:247::/56 of PodNetwork overlay",
+                ],
+            ),
+        ];
+        let members = dual_members();
+        for (cidrs, routes, reason, words) in cases {
+            let st = run_on(
+                serde_json::json!({
+                    "network": "overlay", "strategy": "RouteToNodes",
+                    "clientCidrs": cidrs, "routeToNodes": selector,
+                }),
+                &dual_network("Overlay"),
+                &members,
+            );
+            assert_eq!(st.client_routes, routes, "{cidrs:?}");
+            let (_, got, message) = ready(&st);
+            assert_eq!(got, reason, "{cidrs:?}: {message}");
+            for w in words {
+                assert!(message.contains(w), "{cidrs:?}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn gateways_other_than_route_to_nodes_on_overlay_refuse_dual_stack_and_ipv6_clients() {
+        let members = dual_members();
+        let refused = |spec: serde_json::Value, network: &PodNetworkSpec, words: &str| {
+            let st = run_on(spec, network, &members);
+            expect_not_ready(&st, "InvalidSpec", words);
+            assert!(st.client_routes.is_empty());
+        };
+        refused(
+            serde_json::json!({"network": "overlay", "strategy": "RouteToNodes"}),
+            &dual_network("Routed"),
+            "PodNetwork overlay is IPv6 or dual-stack, and gateways serve IPv4 pod networks, and dual-stack Overlay networks",
+        );
+        refused(
+            serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
+                "bridgeHosts": {"nodeSelector": {}, "vip": "192.168.50.250"}}),
+            &dual_network("Overlay"),
+            "use strategy RouteToNodes",
+        );
+        refused(
+            serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
+                "clientCidrs": ["fd00:50::/64"],
+                "bridgeHosts": {"nodeSelector": {}, "vip": "192.168.50.250"}}),
+            &network(),
+            "spec.clientCidrs[0] fd00:50::/64 is IPv6, and strategy BridgeHosts serves IPv4 clients only so far; remove it or use strategy RouteToNodes.",
+        );
+        // An IPv4 network: IPv6 client ranges route nothing, and Ready says so.
+        let st = run_on(
+            serde_json::json!({"network": "overlay", "strategy": "RouteToNodes",
+                "clientCidrs": ["192.168.50.0/24", "fd00:50::/64"]}),
+            &network(),
+            &members,
+        );
+        let (state, _, message) = ready(&st);
+        assert_eq!(state, "True", "{message}");
+        assert!(st.client_routes.iter().all(|r| !r.contains("-6")));
+        assert!(
+            message.contains("The IPv6 clientCidrs fd00:50::/64 are unused: PodNetwork overlay has no IPv6 range (secondaryCidr)."),
             "{message}"
         );
     }
