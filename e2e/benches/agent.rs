@@ -23,16 +23,26 @@
 //!    neighbours and FDB entries into a fresh namespace with the same links (made beforehand,
 //!    untimed), as `node-agent/benches/netlink.rs` does; the counts are checked the same way.
 //!
+//! With `--dual-stack` (issue #18) the PodNetwork also has an IPv6 `secondaryCidr` and every
+//! NodeSubnet, the agent's own and the peers', its IPv6 /64; the node namespaces get IPv6 on
+//! the links created from then on (`net.ipv6.conf.default.disable_ipv6=0`, in the bench's
+//! namespaces only). Per peer the agent then programs 5 entries: an IPv4 and an IPv6 route,
+//! an IPv4 and an IPv6 permanent neighbour, and the FDB entry both families share. Every
+//! count check is the dual-stack one (`status.routes` counts the routes of both families:
+//! 2 × (N − 1)), a peer change is timed until each family's route is in (or gone from) the
+//! node, and the baseline inserts the same 5 × (N − 1) entries.
+//!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! causeway-e2e --bench agent -- [--nodes 1000,5000] [--changes 5] [--settle-seconds 35]`.
-//! Without `--bench` (`cargo test --all-targets`, so `make test`) it runs once with N = 50 as
-//! a smoke test that still checks every count. Needs root, like the e2e suite.
+//! causeway-e2e --bench agent -- [--nodes 1000,5000] [--changes 5] [--settle-seconds 35]
+//! [--dual-stack]`. Without `--bench` (`cargo test --all-targets`, so `make test`) it runs
+//! with N = 50 as a smoke test, once IPv4 only and once dual-stack, that still checks every
+//! count. Needs root, like the e2e suite.
 //!
 //! Everything happens in namespaces of the bench's cluster (`cw-agentb-*`), which the
 //! harness removes on success, failure, panic (drop) and Ctrl-C; the root namespace is only
 //! touched by the harness's own veth to the API server.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -50,7 +60,7 @@ use causeway_e2e::{Cluster, Topology, cmd, demo, deploy, state};
 use causeway_node_agent::model::ROUTE_PROTOCOL;
 use causeway_node_agent::plan::{BRIDGE_LINK, vxlan_link_name};
 use futures::{StreamExt, TryStreamExt};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
@@ -70,16 +80,19 @@ const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
 /// The PodNetwork's range: 16,384 /24s.
 const POD_CIDR: &str = "10.64.0.0/10";
 const MASK: u8 = 24;
+/// The PodNetwork's IPv6 range with `--dual-stack` (`secondaryCidr`): 65,536 /64s.
+const POD_CIDR6: &str = "fd00:10:64::/48";
+const MASK6: u8 = 64;
 /// The default overlay VNI (the PodNetwork sets no `overlay` block).
 const VNI: u32 = 1;
 const CREATE_CONCURRENCY: usize = 32;
 const PROGRAMMED_TIMEOUT: Duration = Duration::from_secs(600);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the idle agent runs after Programmed before its memory is read.
-const IDLE_SETTLE: Duration = Duration::from_secs(2);
 
 struct Options {
     sizes: Vec<usize>,
+    /// The passes over `sizes`: `false` IPv4 only, `true` dual-stack (`--dual-stack`).
+    stacks: Vec<bool>,
     /// Peer additions (and as many deletions) timed at each size.
     changes: usize,
     /// How long the agent keeps running after the changes before the last memory reading.
@@ -87,6 +100,8 @@ struct Options {
     /// Pause after creating the peers, and between changes, so each measurement starts from
     /// a quiet API server and agent.
     quiet: Duration,
+    /// How long the idle agent runs after Programmed before its memory is read.
+    idle_settle: Duration,
 }
 
 fn parse_args() -> Result<Options> {
@@ -94,20 +109,28 @@ fn parse_args() -> Result<Options> {
     // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
     // without it: then a small smoke run proves the benchmark still works end to end.
     if !args.iter().any(|a| a == "--bench") {
-        eprintln!("[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes");
+        eprintln!(
+            "[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes, IPv4 only, then dual-stack"
+        );
         return Ok(Options {
             sizes: vec![50],
+            stacks: vec![false, true],
             changes: 2,
             settle: Duration::ZERO,
             quiet: Duration::from_millis(300),
+            // The smoke run's figures are no measurements: a short settle keeps its two
+            // passes (IPv4 only, dual-stack) within ~25 s.
+            idle_settle: Duration::from_millis(500),
         });
     }
     let mut opts = Options {
         sizes: vec![1000, 5000],
+        stacks: vec![false],
         changes: 5,
         // The chart's resync interval is 30 s: at least one full resync pass is included.
         settle: Duration::from_secs(35),
         quiet: Duration::from_secs(2),
+        idle_settle: Duration::from_secs(2),
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -132,9 +155,10 @@ fn parse_args() -> Result<Options> {
                     v.parse().with_context(|| format!("--settle-seconds {v}"))?,
                 );
             }
+            "--dual-stack" => opts.stacks = vec![true],
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35"
+                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35, --dual-stack"
             ),
         }
     }
@@ -169,15 +193,17 @@ async fn run(opts: Options) -> Result<()> {
     let agent = causeway_binary("causeway-node-agent")?;
     eprintln!("[bench] agent binary: {}", agent.display());
     let opts = &opts;
-    let mut report = Vec::new();
-    for &n in &opts.sizes {
-        let result = with_cluster(|c| async move { run_size(&c, n, opts).await })
-            .await
-            .with_context(|| format!("the agent at N = {n}"))?;
-        print_size(n, &result);
-        report.push((n, result));
+    for &dual in &opts.stacks {
+        let mut report = Vec::new();
+        for &n in &opts.sizes {
+            let result = with_cluster(|c| async move { run_size(&c, n, dual, opts).await })
+                .await
+                .with_context(|| format!("the agent at N = {n}{}", stack_label(dual)))?;
+            print_size(n, dual, &result);
+            report.push((n, result));
+        }
+        print_report(&report, dual, opts.changes, opts.settle);
     }
-    print_report(&report, opts.changes, opts.settle);
     Ok(())
 }
 
@@ -208,8 +234,12 @@ struct SizeResult {
     programmed: Duration,
     at_programmed: Usage,
     phases: Option<Phases>,
+    /// Per change: until the peer's IPv4 route was in the node (and gone, for deletions).
     adds: Vec<Duration>,
     deletes: Vec<Duration>,
+    /// The same for its IPv6 route (dual-stack only; empty otherwise).
+    adds6: Vec<Duration>,
+    deletes6: Vec<Duration>,
     after: Usage,
     baseline: Duration,
 }
@@ -288,6 +318,8 @@ async fn client_for(c: &Cluster) -> Result<Client> {
 struct Member {
     node: String,
     cidr: Ipv4Net,
+    /// Subnet `i` of the IPv6 pool (used with `--dual-stack` only).
+    cidr6: Ipv6Net,
     address: Ipv4Addr,
 }
 
@@ -302,6 +334,11 @@ fn member(i: usize) -> Result<Member> {
         Ipv4Addr::from(u32::from(pool.network()) + (i << (32 - MASK))),
         MASK,
     )?;
+    let pool6: Ipv6Net = POD_CIDR6.parse()?;
+    let cidr6 = Ipv6Net::new(
+        Ipv6Addr::from(u128::from(pool6.network()) + (u128::from(i) << (128 - MASK6))),
+        MASK6,
+    )?;
     let (node, address) = if i == 0 {
         (NODE.to_string(), NODE_ADDRESS)
     } else {
@@ -314,12 +351,14 @@ fn member(i: usize) -> Result<Member> {
     Ok(Member {
         node,
         cidr,
+        cidr6,
         address,
     })
 }
 
-/// The NodeSubnet the operator would write for member `i` (name, labels and spec).
-fn node_subnet(i: usize) -> Result<NodeSubnet> {
+/// The NodeSubnet the operator would write for member `i` (name, labels and spec); with
+/// `dual`, its IPv6 subnet too (no `secondaryNodeAddress`: the nodes are IPv4 only).
+fn node_subnet(i: usize, dual: bool) -> Result<NodeSubnet> {
     let m = member(i)?;
     let name = format!(
         "{NETWORK}-{}-{}",
@@ -334,7 +373,7 @@ fn node_subnet(i: usize) -> Result<NodeSubnet> {
             cidr: m.cidr.to_string(),
             node_address: m.address.to_string(),
             vtep_mac: Some(vtep_mac(&m.node).to_string()),
-            secondary_cidr: None,
+            secondary_cidr: dual.then(|| m.cidr6.to_string()),
             secondary_node_address: None,
         },
     );
@@ -352,12 +391,16 @@ fn node_subnet(i: usize) -> Result<NodeSubnet> {
     Ok(ns)
 }
 
-async fn create_subnets(api: &Api<NodeSubnet>, range: std::ops::Range<usize>) -> Result<()> {
+async fn create_subnets(
+    api: &Api<NodeSubnet>,
+    range: std::ops::Range<usize>,
+    dual: bool,
+) -> Result<()> {
     futures::stream::iter(range)
         .map(|i| {
             let api = api.clone();
             async move {
-                let ns = node_subnet(i)?;
+                let ns = node_subnet(i, dual)?;
                 api.create(&PostParams::default(), &ns)
                     .await
                     .with_context(|| format!("creating NodeSubnet {}", ns.name_any()))
@@ -374,6 +417,8 @@ struct Report {
     exists: bool,
     programmed: bool,
     routes: i32,
+    neighbours: i32,
+    fdb_entries: i32,
     message: String,
 }
 
@@ -408,6 +453,8 @@ impl StatusWatch {
                                 exists: true,
                                 programmed: programmed.is_some_and(|c| c.status == "True"),
                                 routes: status.routes,
+                                neighbours: status.neighbours,
+                                fdb_entries: status.fdb_entries,
                                 message: programmed.map(|c| c.message.clone()).unwrap_or_default(),
                             }
                         }
@@ -536,27 +583,39 @@ impl RouteMonitor {
         Ok(Self { child, lines })
     }
 
-    /// When the first line (from now on) satisfying `matches` arrived.
-    fn wait(
-        &self,
-        what: &str,
-        timeout: Duration,
-        matches: impl Fn(&str) -> bool,
-    ) -> Result<Instant> {
+    /// For each `(what, prefix)`, when the first line (from now on) starting with `prefix`
+    /// arrived, in the order given; waits until all have.
+    fn wait_all(&self, wanted: &[(String, String)], timeout: Duration) -> Result<Vec<Instant>> {
         let deadline = Instant::now() + timeout;
-        loop {
+        let mut seen: Vec<Option<Instant>> = vec![None; wanted.len()];
+        while seen.iter().any(Option::is_none) {
+            let missing = || {
+                wanted
+                    .iter()
+                    .zip(&seen)
+                    .filter(|(_, at)| at.is_none())
+                    .map(|((what, _), _)| what.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok((at, line)) if matches(&line) => return Ok(at),
-                Ok(_) => {}
+                Ok((at, line)) => {
+                    for ((_, prefix), slot) in wanted.iter().zip(seen.iter_mut()) {
+                        if slot.is_none() && line.starts_with(prefix.as_str()) {
+                            *slot = Some(at);
+                        }
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!("{what}: not seen within {timeout:?}")
+                    bail!("{}: not seen within {timeout:?}", missing())
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!("{what}: `ip monitor route` ended")
+                    bail!("{}: `ip monitor route` ended", missing())
                 }
             }
         }
+        Ok(seen.into_iter().flatten().collect())
     }
 }
 
@@ -589,9 +648,43 @@ impl Drop for ScratchNs {
     }
 }
 
-/// Routes with the agent's protocol, its permanent neighbours and its FDB entries (those with
-/// a remote `dst`) in namespace `ns`.
-fn kernel_counts(ns: &str) -> Result<(usize, usize, usize)> {
+/// What a node holds of the agent's per-peer entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counts {
+    /// IPv4 routes with the agent's protocol.
+    routes: usize,
+    /// IPv6 routes with the agent's protocol.
+    routes6: usize,
+    /// IPv4 permanent neighbours on the VXLAN device.
+    neighbours: usize,
+    /// IPv6 permanent neighbours on the VXLAN device.
+    neighbours6: usize,
+    /// FDB entries with a remote `dst` on the VXLAN device (shared by both families).
+    fdb: usize,
+}
+
+impl Counts {
+    /// What a node with `peers` peers holds: one route, neighbour and FDB entry each (IPv4
+    /// only), plus an IPv6 route and neighbour each (dual-stack).
+    fn expected(peers: usize, dual: bool) -> Self {
+        let v6 = if dual { peers } else { 0 };
+        Self {
+            routes: peers,
+            routes6: v6,
+            neighbours: peers,
+            neighbours6: v6,
+            fdb: peers,
+        }
+    }
+
+    fn total(self) -> usize {
+        self.routes + self.routes6 + self.neighbours + self.neighbours6 + self.fdb
+    }
+}
+
+/// Routes with the agent's protocol (each family), its permanent neighbours (each family) and
+/// its FDB entries (those with a remote `dst`) in namespace `ns`.
+fn kernel_counts(ns: &str) -> Result<Counts> {
     let vx = vxlan_link_name(VNI);
     let json = |program: &str, args: &[&str]| -> Result<Vec<Value>> {
         let text = cmd::run(Command::new(program).args(["-n", ns, "-j"]).args(args))?;
@@ -605,19 +698,40 @@ fn kernel_counts(ns: &str) -> Result<(usize, usize, usize)> {
     };
     let proto = ROUTE_PROTOCOL.to_string();
     let routes = json("ip", &["route", "show", "proto", &proto])?.len();
-    let neighbours = json("ip", &["neigh", "show", "dev", &vx, "nud", "permanent"])?.len();
+    let routes6 = json("ip", &["-6", "route", "show", "proto", &proto])?.len();
+    // Both families (`ip neigh` lists IPv4 and IPv6 without -4/-6), told apart by address.
+    let neighbours = json("ip", &["neigh", "show", "dev", &vx, "nud", "permanent"])?;
+    let neighbours6 = neighbours
+        .iter()
+        .filter(|e| {
+            e.get("dst")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.contains(':'))
+        })
+        .count();
     let fdb = json("bridge", &["fdb", "show", "dev", &vx])?
         .iter()
         .filter(|e| e.get("dst").is_some())
         .count();
-    Ok((routes, neighbours, fdb))
+    Ok(Counts {
+        routes,
+        routes6,
+        neighbours: neighbours.len() - neighbours6,
+        neighbours6,
+        fdb,
+    })
 }
 
-/// Whether `ip -n NS route show exact CIDR proto 249` lists the route.
-fn has_route(ns: &str, cidr: Ipv4Net) -> Result<bool> {
+/// Whether `ip -n NS [-6] route show exact CIDR proto 249` lists the route.
+fn has_route(ns: &str, cidr: IpNet) -> Result<bool> {
+    let family = match cidr {
+        IpNet::V4(_) => "-4",
+        IpNet::V6(_) => "-6",
+    };
     let out = cmd::run(Command::new("ip").args([
         "-n",
         ns,
+        family,
         "route",
         "show",
         "exact",
@@ -664,10 +778,25 @@ fn start_agent(c: &Cluster) -> Result<ProcId> {
     deploy::start_agent(c, NODE, &["--resync-seconds", "30"])
 }
 
-async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
+/// `""` or `" (dual-stack)"`, for messages.
+fn stack_label(dual: bool) -> &'static str {
+    if dual { " (dual-stack)" } else { "" }
+}
+
+async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<SizeResult> {
     let mut result = SizeResult::default();
     let node_ns = c.ns(NODE);
     tokio::task::block_in_place(|| -> Result<()> {
+        if dual {
+            // The test underlay has IPv6 off in every namespace; the node gets it on the links
+            // created from now on (the agent's bridge and VXLAN device), as in the overlay
+            // suite's dual-stack test. Only this cluster's node namespace is changed.
+            c.exec(
+                NODE,
+                "sysctl",
+                &["-q", "-w", "net.ipv6.conf.default.disable_ipv6=0"],
+            )?;
+        }
         demo::install_crds(c)?;
         c.kubectl(&["create", "namespace", deploy::NAMESPACE])?;
         deploy::install_agent_rbac(c)?;
@@ -677,15 +806,19 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
             serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}});
         c.kubectl_stdin(&["apply", "-f", "-"], &node.to_string())?;
         deploy::agent_kubeconfig(c, NODE)?;
-        let pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
+        let mut pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
             "metadata": {"name": NETWORK},
             "spec": {"cidr": POD_CIDR, "nodeSubnetPrefixLength": MASK, "mode": "Overlay"}});
+        if dual {
+            pn["spec"]["secondaryCidr"] = POD_CIDR6.into();
+            pn["spec"]["secondaryNodeSubnetPrefixLength"] = MASK6.into();
+        }
         c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
         Ok(())
     })?;
     let client = client_for(c).await?;
     let api: Api<NodeSubnet> = Api::all(client);
-    let own = node_subnet(0)?;
+    let own = node_subnet(0, dual)?;
     let own_name = own.name_any();
     api.create(&PostParams::default(), &own).await?;
     let watch = StatusWatch::start(api.clone(), &own_name).await?;
@@ -704,7 +837,7 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
         )
         .await?;
     result.idle_programmed = at.saturating_duration_since(started);
-    tokio::time::sleep(IDLE_SETTLE).await;
+    tokio::time::sleep(opts.idle_settle).await;
     result.idle = usage(pid.pid)?;
     // The agent cleans the node up when its NodeSubnet goes, then releases the finalizer.
     let uid = api.get(&own_name).await?.uid();
@@ -731,11 +864,12 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
         left.is_empty(),
         "the node still has Causeway devices {left:?} after the idle agent's clean-up"
     );
-    api.create(&PostParams::default(), &node_subnet(0)?).await?;
+    api.create(&PostParams::default(), &node_subnet(0, dual)?)
+        .await?;
 
     // 2. N − 1 peers, then the agent from a cold start.
     let t = Instant::now();
-    create_subnets(&api, 1..n).await?;
+    create_subnets(&api, 1..n, dual).await?;
     result.create_peers = t.elapsed();
     eprintln!(
         "[bench] N = {n}: {} peer NodeSubnets created in {:.1} s",
@@ -744,6 +878,13 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
     );
     tokio::time::sleep(opts.quiet).await;
     let peers = i32::try_from(n - 1)?;
+    // `status.routes` counts the routes of both families (`State::routes`, keyed by
+    // destination IPv4 or IPv6): one per peer IPv4 only, two dual-stack; as many neighbours,
+    // and one FDB entry per peer either way.
+    let want_routes = if dual { 2 * peers } else { peers };
+    let want = Counts::expected(n - 1, dual);
+    let status_counts =
+        |r: &Report| !dual || (r.neighbours == want_routes && r.fdb_entries == peers);
     let mark = watch.mark();
     let wall = SystemTime::now();
     let started = Instant::now();
@@ -751,10 +892,10 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
     let at = watch
         .wait(
             mark,
-            &format!("Programmed with {peers} routes"),
+            &format!("Programmed with {want_routes} routes"),
             PROGRAMMED_TIMEOUT,
             || pid.alive(),
-            |r| r.programmed && r.routes == peers,
+            |r| r.programmed && r.routes == want_routes,
         )
         .await?;
     result.at_programmed = usage(pid.pid)?;
@@ -766,10 +907,15 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
     );
     result.programmed = at.saturating_duration_since(started);
     result.phases = phases_from_log(wall);
+    ensure!(
+        status_counts(&watch.last()),
+        "Programmed with {want_routes} routes, but the status reports {:?} (want {want_routes} neighbours and {peers} FDB entries)",
+        watch.last()
+    );
     let counts = tokio::task::block_in_place(|| kernel_counts(&node_ns))?;
     ensure!(
-        counts == (n - 1, n - 1, n - 1),
-        "Programmed with {peers} routes, but the node holds {counts:?} (routes, neighbours, FDB entries)"
+        counts == want,
+        "Programmed with {want_routes} routes, but the node holds {counts:?} (want {want:?})"
     );
     eprintln!(
         "[bench] N = {n}: Programmed in {:.2} s ({})",
@@ -779,43 +925,71 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
 
     // 3. One peer at a time: added, then an original one deleted.
     let monitor = tokio::task::block_in_place(|| RouteMonitor::start(&node_ns))?;
+    // A peer's routes: its IPv4 one, then (dual-stack) its IPv6 one.
+    let routes_of = |i: usize| -> Result<Vec<IpNet>> {
+        let m = member(i)?;
+        let mut cidrs = vec![IpNet::V4(m.cidr)];
+        if dual {
+            cidrs.push(IpNet::V6(m.cidr6));
+        }
+        Ok(cidrs)
+    };
     for k in 0..opts.changes {
         tokio::time::sleep(opts.quiet).await;
         let added = n + k;
-        let cidr = member(added)?.cidr;
-        let prefix = format!("{cidr} ");
+        let cidrs = routes_of(added)?;
+        let wanted: Vec<(String, String)> = cidrs
+            .iter()
+            .map(|c| (format!("route to {c}"), format!("{c} ")))
+            .collect();
         let t = Instant::now();
-        create_subnets(&api, added..added + 1).await?;
-        let at = tokio::task::block_in_place(|| {
-            monitor.wait(&format!("route to {cidr}"), CHANGE_TIMEOUT, |l| {
-                l.starts_with(&prefix)
-            })
-        })?;
-        result.adds.push(at.saturating_duration_since(t));
-        ensure!(
-            tokio::task::block_in_place(|| has_route(&node_ns, cidr))?,
-            "ip monitor showed the route to {cidr}, but `ip route show` does not list it"
-        );
+        create_subnets(&api, added..added + 1, dual).await?;
+        let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
+        let took: Vec<Duration> = seen
+            .iter()
+            .map(|at| at.saturating_duration_since(t))
+            .collect();
+        result.adds.push(took[0]);
+        if dual {
+            result.adds6.push(took[1]);
+        }
+        for &cidr in &cidrs {
+            ensure!(
+                tokio::task::block_in_place(|| has_route(&node_ns, cidr))?,
+                "ip monitor showed the route to {cidr}, but `ip route show` does not list it"
+            );
+        }
 
         tokio::time::sleep(opts.quiet).await;
-        let deleted = node_subnet(1 + k)?;
-        let cidr = member(1 + k)?.cidr;
-        let gone = format!("Deleted {cidr} ");
+        let deleted = node_subnet(1 + k, dual)?;
+        let cidrs = routes_of(1 + k)?;
+        let wanted: Vec<(String, String)> = cidrs
+            .iter()
+            .map(|c| {
+                (
+                    format!("removal of the route to {c}"),
+                    format!("Deleted {c} "),
+                )
+            })
+            .collect();
         let t = Instant::now();
         api.delete(&deleted.name_any(), &DeleteParams::default())
             .await?;
-        let at = tokio::task::block_in_place(|| {
-            monitor.wait(
-                &format!("removal of the route to {cidr}"),
-                CHANGE_TIMEOUT,
-                |l| l.starts_with(&gone),
-            )
-        })?;
-        result.deletes.push(at.saturating_duration_since(t));
-        ensure!(
-            !tokio::task::block_in_place(|| has_route(&node_ns, cidr))?,
-            "ip monitor showed the route to {cidr} deleted, but `ip route show` still lists it"
-        );
+        let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
+        let took: Vec<Duration> = seen
+            .iter()
+            .map(|at| at.saturating_duration_since(t))
+            .collect();
+        result.deletes.push(took[0]);
+        if dual {
+            result.deletes6.push(took[1]);
+        }
+        for &cidr in &cidrs {
+            ensure!(
+                !tokio::task::block_in_place(|| has_route(&node_ns, cidr))?,
+                "ip monitor showed the route to {cidr} deleted, but `ip route show` still lists it"
+            );
+        }
     }
     drop(monitor);
 
@@ -825,17 +999,21 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
     result.after = usage(pid.pid)?;
     // Deletions remove the neighbour and FDB entry right after the route, and the status
     // follows the pass: allow them a moment.
-    let want = (n - 1, n - 1, n - 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let counts = tokio::task::block_in_place(|| kernel_counts(&node_ns))?;
         let last = watch.last();
-        if counts == want && last.exists && last.programmed && last.routes == peers {
+        if counts == want
+            && last.exists
+            && last.programmed
+            && last.routes == want_routes
+            && status_counts(&last)
+        {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "after {} additions and as many deletions the node holds {counts:?} (want {want:?}) and the agent reports {last:?} (want Programmed with {peers} routes)",
+            "after {} additions and as many deletions the node holds {counts:?} (want {want:?}) and the agent reports {last:?} (want Programmed with {want_routes} routes)",
             opts.changes
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -844,41 +1022,63 @@ async fn run_size(c: &Cluster, n: usize, opts: &Options) -> Result<SizeResult> {
     drop(watch);
 
     // 5. The baseline, in the same run, with the control plane still up (and idle).
-    result.baseline = tokio::task::block_in_place(|| ip_batch_baseline(n))?;
+    result.baseline = tokio::task::block_in_place(|| ip_batch_baseline(n, dual))?;
     Ok(result)
 }
 
 /// `ip -batch` (routes, neighbours) + `bridge -batch` (FDB) inserting the entries for peers
 /// 1..n into a fresh namespace holding the same underlay and links (made untimed first).
-/// Process start-up is included, as in `node-agent/benches/netlink.rs`.
-fn ip_batch_baseline(n: usize) -> Result<Duration> {
+/// Process start-up is included, as in `node-agent/benches/netlink.rs`. With `dual`, the
+/// links also hold the node's IPv6 addresses and each peer gets its IPv6 route and
+/// neighbour too, in the same `ip -batch`.
+fn ip_batch_baseline(n: usize, dual: bool) -> Result<Duration> {
     let ns = ScratchNs::create("ipbatch")?;
     let vx = vxlan_link_name(VNI);
     let own = member(0)?;
     let underlay: Ipv4Net = UNDERLAY.parse()?;
-    cmd::ip_batch(
-        Some(&ns.name),
-        &[
-            "link set lo up".into(),
-            "link add eth0 type veth peer name eth1".into(),
-            format!("addr add {NODE_ADDRESS}/{} dev eth0", underlay.prefix_len()),
-            "link set eth0 up".into(),
-            "link set eth1 up".into(),
-            format!("link add {BRIDGE_LINK} mtu 1450 type bridge"),
-            format!(
-                "link add {vx} mtu 1450 address {} type vxlan id {VNI} dstport 8472 local {NODE_ADDRESS} dev eth0 nolearning",
-                vtep_mac(NODE)
-            ),
-            format!(
-                "addr add {}/{} dev {BRIDGE_LINK}",
-                Ipv4Addr::from(u32::from(own.cidr.network()) + 1),
-                own.cidr.prefix_len()
-            ),
-            format!("addr add {}/32 dev {vx}", own.cidr.network()),
-            format!("link set {BRIDGE_LINK} up"),
-            format!("link set {vx} up"),
-        ],
-    )?;
+    if dual {
+        // As on the node: IPv6 on the links created from now on (a fresh namespace usually
+        // has it already; this one belongs to the bench).
+        cmd::run(cmd::in_netns(&ns.name, "sysctl").args([
+            "-q",
+            "-w",
+            "net.ipv6.conf.default.disable_ipv6=0",
+        ]))?;
+    }
+    let mut setup: Vec<String> = vec![
+        "link set lo up".into(),
+        "link add eth0 type veth peer name eth1".into(),
+        format!("addr add {NODE_ADDRESS}/{} dev eth0", underlay.prefix_len()),
+        "link set eth0 up".into(),
+        "link set eth1 up".into(),
+        format!("link add {BRIDGE_LINK} mtu 1450 type bridge"),
+        format!(
+            "link add {vx} mtu 1450 address {} type vxlan id {VNI} dstport 8472 local {NODE_ADDRESS} dev eth0 nolearning",
+            vtep_mac(NODE)
+        ),
+        format!(
+            "addr add {}/{} dev {BRIDGE_LINK}",
+            Ipv4Addr::from(u32::from(own.cidr.network()) + 1),
+            own.cidr.prefix_len()
+        ),
+        format!("addr add {}/32 dev {vx}", own.cidr.network()),
+        format!("link set {BRIDGE_LINK} up"),
+        format!("link set {vx} up"),
+    ];
+    if dual {
+        // The agent's IPv6 addresses: the pods' gateway and the network address as a /128,
+        // both without duplicate address detection, as the agent adds them.
+        setup.push(format!(
+            "addr add {}/{} dev {BRIDGE_LINK} nodad",
+            Ipv6Addr::from(u128::from(own.cidr6.network()) + 1),
+            own.cidr6.prefix_len()
+        ));
+        setup.push(format!(
+            "addr add {}/128 dev {vx} nodad",
+            own.cidr6.network()
+        ));
+    }
+    cmd::ip_batch(Some(&ns.name), &setup)?;
     let mut ip_lines = String::new();
     let mut fdb_lines = String::new();
     for i in 1..n {
@@ -892,6 +1092,16 @@ fn ip_batch_baseline(n: usize) -> Result<Duration> {
         ip_lines.push_str(&format!(
             "neigh add {gw} lladdr {mac} dev {vx} nud permanent\n"
         ));
+        if dual {
+            let gw6 = m.cidr6.network();
+            ip_lines.push_str(&format!(
+                "route add {} via {gw6} dev {vx} onlink proto {ROUTE_PROTOCOL}\n",
+                m.cidr6
+            ));
+            ip_lines.push_str(&format!(
+                "neigh add {gw6} lladdr {mac} dev {vx} nud permanent\n"
+            ));
+        }
         fdb_lines.push_str(&format!(
             "fdb add {mac} dev {vx} dst {} self permanent\n",
             m.address
@@ -909,10 +1119,10 @@ fn ip_batch_baseline(n: usize) -> Result<Duration> {
     )?;
     let elapsed = started.elapsed();
     let counts = kernel_counts(&ns.name)?;
+    let want = Counts::expected(n - 1, dual);
     ensure!(
-        counts == (n - 1, n - 1, n - 1),
-        "ip -batch: expected {} routes, neighbours and FDB entries; found {counts:?}",
-        n - 1
+        counts == want,
+        "ip -batch: expected {want:?}; found {counts:?}"
     );
     Ok(elapsed)
 }
@@ -978,9 +1188,19 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn print_size(n: usize, r: &SizeResult) {
+fn print_size(n: usize, dual: bool, r: &SizeResult) {
+    let v6 = if dual {
+        format!(
+            ", IPv6 route: add median {:.0} ms, delete median {:.0} ms",
+            ms(median(&r.adds6)),
+            ms(median(&r.deletes6))
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "[bench] N = {n}: Programmed {:.2} s (ip -batch {:.0} ms), VmHWM {:.1} MiB at Programmed / {:.1} MiB after (idle {:.1} MiB), add median {:.0} ms, delete median {:.0} ms, phases {:?}",
+        "[bench] N = {n}{}: Programmed {:.2} s (ip -batch {:.0} ms), VmHWM {:.1} MiB at Programmed / {:.1} MiB after (idle {:.1} MiB), add median {:.0} ms, delete median {:.0} ms{v6}, phases {:?}",
+        stack_label(dual),
         r.programmed.as_secs_f64(),
         ms(r.baseline),
         mib(r.at_programmed.hwm_kib),
@@ -992,16 +1212,20 @@ fn print_size(n: usize, r: &SizeResult) {
     );
 }
 
-fn print_report(report: &[(usize, SizeResult)], changes: usize, settle: Duration) {
+fn print_report(report: &[(usize, SizeResult)], dual: bool, changes: usize, settle: Duration) {
     let settle = settle.as_secs();
-    println!("\n## Node agent at scale: `causeway-node-agent` against a real API server\n");
+    println!(
+        "\n## Node agent at scale: `causeway-node-agent` against a real API server{}\n",
+        stack_label(dual)
+    );
     println!("| N | metric | agent | baseline | ratio |\n|---|---|---|---|---|");
     for (n, r) in report {
         let peers = n - 1;
+        let routes = if dual { 2 * peers } else { peers };
         println!(
-            "| {n} | start → Programmed, routes = {peers} | {:.2} s | `ip -batch` same {} entries: {:.0} ms | {:.1} |",
+            "| {n} | start → Programmed, routes = {routes} | {:.2} s | `ip -batch` same {} entries: {:.0} ms | {:.1} |",
             r.programmed.as_secs_f64(),
-            3 * peers,
+            Counts::expected(peers, dual).total(),
             ms(r.baseline),
             r.programmed.as_secs_f64() / r.baseline.as_secs_f64()
         );
@@ -1038,16 +1262,39 @@ fn print_report(report: &[(usize, SizeResult)], changes: usize, settle: Duration
             mib(r.idle.rss_kib),
             r.after.rss_kib as f64 / r.idle.rss_kib as f64
         );
-        println!(
-            "| {n} | peer added → its route in the node, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
-            ms(median(&r.adds)),
-            ms(max(&r.adds))
-        );
-        println!(
-            "| {n} | peer deleted → its route gone, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
-            ms(median(&r.deletes)),
-            ms(max(&r.deletes))
-        );
+        if dual {
+            // Per change, each family's route timed from the same start; "both" is the later.
+            let both = |a: &[Duration], b: &[Duration]| -> Vec<Duration> {
+                a.iter().zip(b).map(|(x, y)| *x.max(y)).collect()
+            };
+            let adds_both = both(&r.adds, &r.adds6);
+            let deletes_both = both(&r.deletes, &r.deletes6);
+            for (what, v) in [
+                ("peer added → its IPv4 route in the node", &r.adds),
+                ("peer added → its IPv6 route in the node", &r.adds6),
+                ("peer added → both its routes in the node", &adds_both),
+                ("peer deleted → its IPv4 route gone", &r.deletes),
+                ("peer deleted → its IPv6 route gone", &r.deletes6),
+                ("peer deleted → both its routes gone", &deletes_both),
+            ] {
+                println!(
+                    "| {n} | {what}, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+                    ms(median(v)),
+                    ms(max(v))
+                );
+            }
+        } else {
+            println!(
+                "| {n} | peer added → its route in the node, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+                ms(median(&r.adds)),
+                ms(max(&r.adds))
+            );
+            println!(
+                "| {n} | peer deleted → its route gone, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+                ms(median(&r.deletes)),
+                ms(max(&r.deletes))
+            );
+        }
         println!(
             "| {n} | (setup) {peers} NodeSubnets created, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
             r.create_peers.as_secs_f64()
