@@ -172,15 +172,7 @@ pub fn tcp_seen_source(
     dst: Ipv4Addr,
     port: u16,
 ) -> Result<Ipv4Addr> {
-    let seen = tcp_exchange(
-        server_ns,
-        client_ns,
-        dst.into(),
-        port,
-        "echo $SOCAT_PEERADDR",
-        |got| got.parse::<Ipv4Addr>().is_ok(),
-    )?;
-    Ok(seen.parse()?)
+    seen_source(server_ns, client_ns, dst, port)
 }
 
 /// [`tcp_seen_source`] over IPv6.
@@ -190,7 +182,16 @@ pub fn tcp_seen_source6(
     dst: Ipv6Addr,
     port: u16,
 ) -> Result<Ipv6Addr> {
-    // socat may give an IPv6 peer in brackets.
+    seen_source(server_ns, client_ns, dst, port)
+}
+
+/// The peer address socat's server reports, parsed as `dst`'s family (socat may give an IPv6
+/// peer in brackets).
+fn seen_source<A>(server_ns: &str, client_ns: &str, dst: A, port: u16) -> Result<A>
+where
+    A: Into<IpAddr> + std::str::FromStr,
+    A::Err: std::error::Error + Send + Sync + 'static,
+{
     let bare = |got: &str| got.trim_matches(['[', ']']).to_string();
     let seen = tcp_exchange(
         server_ns,
@@ -198,9 +199,9 @@ pub fn tcp_seen_source6(
         dst.into(),
         port,
         "echo $SOCAT_PEERADDR",
-        |got| bare(got).parse::<Ipv6Addr>().is_ok(),
+        |got| bare(got).parse::<A>().is_ok(),
     )?;
-    Ok(bare(&seen).parse()?)
+    Ok(bare(&seen).parse::<A>()?)
 }
 
 /// Starts a one-shot `socat` server in `server_ns` whose reply is the output of the shell

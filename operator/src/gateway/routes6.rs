@@ -44,13 +44,13 @@ pub struct Rendered6 {
     pub none: Option<String>,
 }
 
-/// Why `member` is not IPv6-eligible for `clients`, or `None` when it is.
-fn ineligible(member: &Member6, clients: &[Ipv6Net]) -> Option<String> {
+/// `member`'s IPv6 address when it is IPv6-eligible for `clients`, else why not.
+fn eligibility(member: &Member6, clients: &[Ipv6Net]) -> Result<Ipv6Addr, String> {
     let Some(address) = member.address else {
-        return Some("no IPv6 node address".into());
+        return Err("no IPv6 node address".into());
     };
     match member.segment {
-        None => Some(format!(
+        None => Err(format!(
             "its agent has not reported the IPv6 segment of {address} yet"
         )),
         Some(s)
@@ -58,9 +58,26 @@ fn ineligible(member: &Member6, clients: &[Ipv6Net]) -> Option<String> {
                 .iter()
                 .any(|c| c.contains(&s.network()) || s.contains(&c.network())) =>
         {
-            None
+            Ok(address)
         }
-        Some(s) => Some(format!("its IPv6 segment {s} is not in clientCidrs")),
+        Some(s) => Err(format!("its IPv6 segment {s} is not in clientCidrs")),
+    }
+}
+
+/// The route clients install for the whole `range` via the entry nodes at `via` (at least
+/// one): a plain next hop, or a multipath route with one `nexthop` each. `command` is
+/// `ip route add` or `ip -6 route add`.
+pub fn range_route<A: std::fmt::Display>(
+    command: &str,
+    range: impl std::fmt::Display,
+    via: &[A],
+) -> String {
+    match via {
+        [one] => format!("{command} {range} via {one}"),
+        several => {
+            let hops: Vec<String> = several.iter().map(|v| format!("nexthop via {v}")).collect();
+            format!("{command} {range} {}", hops.join(" "))
+        }
     }
 }
 
@@ -82,12 +99,9 @@ pub fn render(
             left_out.push(format!("{node} (no IPv6 subnet yet)"));
             continue;
         };
-        match (ineligible(member, clients), member.address) {
-            (None, Some(address)) => eligible.push((node, member, address)),
-            (why, _) => left_out.push(format!(
-                "{node} ({})",
-                why.unwrap_or_else(|| "no IPv6 node address".into())
-            )),
+        match eligibility(member, clients) {
+            Ok(address) => eligible.push((node, member, address)),
+            Err(why) => left_out.push(format!("{node} ({why})")),
         }
     }
     let mut routes: Vec<String> = eligible
@@ -95,16 +109,8 @@ pub fn render(
         .map(|(_, m, a)| format!("ip -6 route add {} via {a}", m.subnet))
         .collect();
     if !eligible.is_empty() && eligible.len() < with_subnet {
-        routes.push(match eligible.as_slice() {
-            [(_, _, a)] => format!("ip -6 route add {range} via {a}"),
-            several => {
-                let hops: Vec<String> = several
-                    .iter()
-                    .map(|(_, _, a)| format!("nexthop via {a}"))
-                    .collect();
-                format!("ip -6 route add {range} {}", hops.join(" "))
-            }
-        });
+        let via: Vec<Ipv6Addr> = eligible.iter().map(|(_, _, a)| *a).collect();
+        routes.push(range_route("ip -6 route add", range, &via));
     }
     let none = if !eligible.is_empty() {
         None

@@ -387,15 +387,10 @@ fn render(input: &Input) -> Rendered {
         .iter()
         .map(|m| format!("ip route add {} via {}", m.subnet, m.address))
         .collect();
-    let via: Vec<String> = eligible.iter().map(|m| m.address.to_string()).collect();
     if !eligible.is_empty() && eligible.len() < input.members.len() {
         // The other nodes' pods, through the eligible nodes' overlay paths.
-        routes.push(if via.len() == 1 {
-            format!("ip route add {range} via {}", via[0])
-        } else {
-            let hops: Vec<String> = via.iter().map(|v| format!("nexthop via {v}")).collect();
-            format!("ip route add {range} {}", hops.join(" "))
-        });
+        let via: Vec<_> = eligible.iter().map(|m| m.address).collect();
+        routes.push(super::routes6::range_route("ip route add", range, &via));
     }
     let names: Vec<&str> = eligible.iter().map(|m| m.node.as_str()).collect();
     let mut message = match &v6 {
