@@ -10,6 +10,9 @@
 /// Bytes VXLAN over IPv4 adds to each packet (outer Ethernet + IPv4 + UDP + VXLAN headers).
 pub const VXLAN_OVERHEAD: u32 = 50;
 
+/// Bytes VXLAN over IPv6 adds to each packet (the outer IPv6 header is 40 bytes, not 20).
+pub const VXLAN6_OVERHEAD: u32 = 70;
+
 /// The smallest MTU the API accepts (the IPv4 minimum datagram every host must accept).
 pub const MIN_MTU: u32 = 576;
 
@@ -17,7 +20,8 @@ pub const MIN_MTU: u32 = 576;
 pub const MAX_MTU: u32 = 9216;
 
 /// The MTU pods get on a node whose underlay interface has `underlay_mtu`; `encapsulated`:
-/// the mode wraps pod packets in VXLAN (Overlay).
+/// the mode wraps pod packets in VXLAN (Overlay) over IPv4, adding [`VXLAN_OVERHEAD`] (see
+/// [`effective_mtu_over`] for an IPv6 underlay).
 ///
 /// An explicit `spec.mtu` always wins (the operator trusts the platform engineer, e.g. when
 /// the underlay itself is a tunnel the node cannot see). Otherwise Overlay networks subtract
@@ -26,14 +30,18 @@ pub const MAX_MTU: u32 = 9216;
 /// without encapsulation, so one MTU must fit the encapsulated path.
 #[must_use]
 pub fn effective_mtu(encapsulated: bool, explicit: Option<i32>, underlay_mtu: u32) -> u32 {
+    let overhead = if encapsulated { VXLAN_OVERHEAD } else { 0 };
+    effective_mtu_over(overhead, explicit, underlay_mtu)
+}
+
+/// [`effective_mtu`] with the encapsulation's `overhead` in bytes: 0 (Flat, Routed),
+/// [`VXLAN_OVERHEAD`] (VXLAN over IPv4) or [`VXLAN6_OVERHEAD`] (VXLAN over IPv6).
+#[must_use]
+pub fn effective_mtu_over(overhead: u32, explicit: Option<i32>, underlay_mtu: u32) -> u32 {
     if let Some(mtu) = explicit.and_then(|m| u32::try_from(m).ok()) {
         return mtu;
     }
-    if encapsulated {
-        underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
-    } else {
-        underlay_mtu
-    }
+    underlay_mtu.saturating_sub(overhead)
 }
 
 #[cfg(test)]

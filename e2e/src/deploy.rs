@@ -57,6 +57,18 @@ fn apply_chart_template(c: &Cluster, file: &str) -> Result<()> {
     Ok(())
 }
 
+/// The API server's URL as the nodes reach it: its IPv4 address, or its IPv6 one when the
+/// nodes have no IPv4 (an IPv6-only underlay; the serving certificate names both).
+#[must_use]
+pub fn server_url(c: &Cluster) -> String {
+    let cp = &c.topology.control_plane;
+    let ipv6_only = c.topology.nodes.iter().all(|n| n.ipv4().is_none());
+    match cp.address6 {
+        Some(a6) if ipv6_only => format!("https://[{a6}]:{API_PORT}"),
+        _ => format!("https://{}:{API_PORT}", cp.address),
+    }
+}
+
 /// A kubeconfig (reachable from node namespaces) for the operator's service account.
 pub fn operator_kubeconfig(c: &Cluster) -> Result<String> {
     service_account_kubeconfig(c, OPERATOR)
@@ -74,7 +86,7 @@ pub fn agent_kubeconfig(c: &Cluster, node: &str) -> Result<String> {
         renew_agent_token(c, node)?;
     }
     let path = c.dir.join(format!("kubeconfig-agent-{node}"));
-    let server = format!("https://{}:{API_PORT}", c.topology.control_plane.address);
+    let server = server_url(c);
     c.pki.token_kubeconfig(&path, &server, &token_file)?;
     Ok(path.display().to_string())
 }
@@ -172,7 +184,7 @@ pub fn token_kubeconfig(c: &Cluster, namespace: &str, account: &str) -> Result<S
     std::fs::write(&token_file, token.trim())
         .with_context(|| format!("writing {}", token_file.display()))?;
     let path = c.dir.join(format!("kubeconfig-{namespace}-{account}"));
-    let server = format!("https://{}:{API_PORT}", c.topology.control_plane.address);
+    let server = server_url(c);
     c.pki.token_kubeconfig(&path, &server, &token_file)?;
     Ok(path.display().to_string())
 }
@@ -195,7 +207,7 @@ fn service_account_kubeconfig(c: &Cluster, account: &str) -> Result<String> {
         ];
         let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
         let (crt, key) = c.pki.client_cert(&user, &groups)?;
-        let server = format!("https://{}:{API_PORT}", c.topology.control_plane.address);
+        let server = server_url(c);
         c.pki.kubeconfig(&path, &server, &crt, &key)?;
     }
     Ok(path.display().to_string())

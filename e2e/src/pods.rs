@@ -131,6 +131,50 @@ fn invoke(
 
 /// Creates pod `name` on `node` and attaches it with the node's CNI configuration.
 pub fn add(cluster: &Cluster, node: &str, name: &str) -> Result<Pod> {
+    let (netns, result) = attach(cluster, node, name)?;
+    let (ip, prefix_len, gateway) = first_ipv4(&result)?;
+    Ok(Pod {
+        name: name.to_string(),
+        node: node.to_string(),
+        netns,
+        ip,
+        prefix_len,
+        gateway,
+        result,
+    })
+}
+
+/// A pod of an IPv6-only network: [`Pod`] with its IPv6 address.
+#[derive(Clone, Debug)]
+pub struct Pod6 {
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub ip: std::net::Ipv6Addr,
+    /// The CNI result JSON the plugin chain printed.
+    pub result: Value,
+}
+
+/// [`add`] on an IPv6-only network: the pod's address is its IPv6 one.
+pub fn add6(cluster: &Cluster, node: &str, name: &str) -> Result<Pod6> {
+    let (netns, result) = attach(cluster, node, name)?;
+    Ok(Pod6 {
+        name: name.to_string(),
+        node: node.to_string(),
+        netns,
+        ip: first_ipv6(&result)?,
+        result,
+    })
+}
+
+/// [`del`] for a [`Pod6`].
+pub fn del6(cluster: &Cluster, pod: &Pod6) -> Result<()> {
+    detach(cluster, &pod.node, &pod.netns, &pod.result)
+}
+
+/// Creates namespace `<node's>-pod-<name>` and runs the node's CNI chain (ADD) for it: the
+/// namespace and the chain's result.
+fn attach(cluster: &Cluster, node: &str, name: &str) -> Result<(String, Value)> {
     let conf = load_netconf(&cluster.cni_conf_dir(node))?;
     let netns = format!("{}-pod-{name}", cluster.ns(node));
     crate::cmd::ensure_not_shutting_down()?;
@@ -145,27 +189,22 @@ pub fn add(cluster: &Cluster, node: &str, name: &str) -> Result<Pod> {
         }
     }
     let result = prev.context("the CNI chain returned no result")?;
-    let (ip, prefix_len, gateway) = first_ipv4(&result)?;
-    Ok(Pod {
-        name: name.to_string(),
-        node: node.to_string(),
-        netns,
-        ip,
-        prefix_len,
-        gateway,
-        result,
-    })
+    Ok((netns, result))
 }
 
 /// Detaches a pod (CNI DEL in reverse chain order, as the spec requires) and removes its
 /// namespace.
 pub fn del(cluster: &Cluster, pod: &Pod) -> Result<()> {
-    let conf = load_netconf(&cluster.cni_conf_dir(&pod.node))?;
+    detach(cluster, &pod.node, &pod.netns, &pod.result)
+}
+
+fn detach(cluster: &Cluster, node: &str, netns: &str, result: &Value) -> Result<()> {
+    let conf = load_netconf(&cluster.cni_conf_dir(node))?;
     for plugin in conf.plugins.iter().rev() {
-        let cfg = plugin_config(&conf, plugin, Some(&pod.result));
-        invoke(cluster, &pod.node, "DEL", &pod.netns, &cfg)?;
+        let cfg = plugin_config(&conf, plugin, Some(result));
+        invoke(cluster, node, "DEL", netns, &cfg)?;
     }
-    cmd::run(std::process::Command::new("ip").args(["netns", "del", &pod.netns]))?;
+    cmd::run(std::process::Command::new("ip").args(["netns", "del", netns]))?;
     Ok(())
 }
 
@@ -209,8 +248,7 @@ pub fn write_bridge_netconf(
 ) -> Result<PathBuf> {
     let dir = cluster.cni_conf_dir(node);
     let conf = causeway_node_agent::cni::NetConf {
-        subnet,
-        secondary: None,
+        subnets: vec![subnet.into()],
         bridge: causeway_node_agent::plan::BRIDGE_LINK.to_string(),
         mtu,
         data_dir: Some(cluster.cni_state_dir(node).join("networks")),

@@ -166,7 +166,7 @@ fn base_state() -> State {
             kind: LinkKind::Vxlan {
                 vni: VNI,
                 port: 8472,
-                local: NODE_IP,
+                local: NODE_IP.into(),
                 underlay: "eth0".into(),
                 mac: VTEP_MAC,
             },
@@ -208,7 +208,7 @@ fn add_peer(state: &mut State, p: &Peer) {
         Fdb {
             dev: vx,
             mac: p.mac,
-            dst: p.node,
+            dst: p.node.into(),
         },
     );
 }
@@ -289,7 +289,7 @@ async fn causeway(n: usize, changes: bool) -> Result<Run> {
         let vx = vxlan_link_name(VNI);
         let mut changed = desired.clone();
         if let Some(entry) = changed.fdb.get_mut(&(vx, p0.mac)) {
-            entry.dst = Ipv4Addr::new(172, 31, 0, 1);
+            entry.dst = Ipv4Addr::new(172, 31, 0, 1).into();
         }
         let mut added = changed.clone();
         add_peer(&mut added, &peer(n)?);

@@ -164,8 +164,8 @@ pub struct Agent<D: Dataplane = Netlink> {
     bird_restarts: u64,
     /// Peers the last plan skipped (logged when the list changes).
     last_skipped: Vec<String>,
-    /// The subnet host-local's store was last pruned for ([`cni::prune`]).
-    pruned_for: Option<(ipnet::Ipv4Net, Option<ipnet::Ipv6Net>)>,
+    /// The subnets host-local's store was last pruned for ([`cni::prune`]).
+    pruned_for: Option<Vec<ipnet::IpNet>>,
     /// The pods' IPv6 addresses the last pass planned with ([`cni::allocations6`]), while
     /// the plan answers NDP for them (dual-stack Flat); `None` otherwise. The loop re-reads
     /// host-local's store every [`POD_POLL`] and runs a pass when they changed.
@@ -676,8 +676,7 @@ impl<D: Dataplane> Agent<D> {
             return (outcome, ops);
         }
         let conf = cni::NetConf {
-            subnet: decisions.subnet,
-            secondary: decisions.secondary,
+            subnets: decisions.subnets.clone(),
             bridge: plan::BRIDGE_LINK.to_string(),
             mtu: decisions.mtu,
             data_dir: self.config.cni_data_dir.clone(),
@@ -689,9 +688,9 @@ impl<D: Dataplane> Agent<D> {
         }
         // Once per subnet (at start-up, when the network comes back, when the subnet
         // changes): forget the allocations no pod can hold.
-        let subnets = (decisions.subnet, decisions.secondary);
-        if self.pruned_for != Some(subnets) {
-            match self.prune_allocations(subnets).await {
+        let subnets = decisions.subnets;
+        if self.pruned_for.as_ref() != Some(&subnets) {
+            match self.prune_allocations(&subnets).await {
                 Ok(()) => self.pruned_for = Some(subnets),
                 Err(e) => warn!(error = %e, "cannot prune host-local's allocations"),
             }
@@ -699,13 +698,10 @@ impl<D: Dataplane> Agent<D> {
         (outcome, ops)
     }
 
-    /// Under host-local's lock, removes the allocations outside `subnet`, or all of them when
+    /// Under host-local's lock, removes the allocations outside `subnets`, or all of them when
     /// no pod's veth is on (or marked for) the bridge: nobody holds those addresses (see
     /// [`cni`]).
-    async fn prune_allocations(
-        &mut self,
-        (subnet, secondary): (ipnet::Ipv4Net, Option<ipnet::Ipv6Net>),
-    ) -> Result<(), String> {
+    async fn prune_allocations(&mut self, subnets: &[ipnet::IpNet]) -> Result<(), String> {
         let store = cni::store_dir(self.config.cni_data_dir.as_deref());
         let Some(_lock) = cni::lock_store(&store).map_err(|e| e.to_string())? else {
             return Ok(());
@@ -719,8 +715,7 @@ impl<D: Dataplane> Agent<D> {
             .len();
         let mut keep = Vec::new();
         if ports > 0 {
-            keep.push(ipnet::IpNet::V4(subnet));
-            keep.extend(secondary.map(ipnet::IpNet::V6));
+            keep.extend_from_slice(subnets);
         }
         let gone = cni::prune(&store, &keep).map_err(|e| e.to_string())?;
         if !gone.is_empty() {

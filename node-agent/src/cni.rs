@@ -3,9 +3,9 @@
 //! containerd (or CRI-O) reads the first `.conflist` in its CNI config directory
 //! (`/etc/cni/net.d`) and calls the plugins in it for every pod. The agent writes
 //! [`FILE_NAME`] there: the reference `bridge` plugin on the agent's node bridge with the
-//! subnet's gateway, `host-local` IPAM over this node's subnet (and, on a dual-stack network,
-//! a second range set over its IPv6 subnet, with default routes of both families), and the
-//! network's MTU, so a
+//! subnet's gateway, `host-local` IPAM with one range set per subnet of the node (IPv4,
+//! IPv6, or both on a dual-stack network, the network's primary family first) and a default
+//! route of each family, and the network's MTU, so a
 //! kubelet attaches pods with no further set-up. The file is written atomically (a temporary
 //! file in the same directory, flushed, then renamed), so a runtime never reads half a file,
 //! and only when its content changes.
@@ -28,7 +28,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::{Value, json};
 
 /// The file the agent owns in the CNI config directory. `10-` sorts before most other
@@ -41,10 +41,9 @@ pub const NETWORK_NAME: &str = "causeway";
 /// What the config says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetConf {
-    /// This node's pod subnet.
-    pub subnet: Ipv4Net,
-    /// This node's IPv6 pod subnet, on a dual-stack network.
-    pub secondary: Option<Ipv6Net>,
+    /// This node's pod subnets, the network's primary family first (pods get an address of
+    /// each, in this order: the first is the pod's primary IP).
+    pub subnets: Vec<IpNet>,
     /// The node bridge the `bridge` plugin attaches pods to.
     pub bridge: String,
     /// Pod interface MTU.
@@ -193,14 +192,15 @@ pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
 /// The `.conflist` document.
 #[must_use]
 pub fn render(conf: &NetConf) -> Value {
-    let mut ranges = vec![
-        json!([{"subnet": conf.subnet.to_string(), "gateway": gateway(conf.subnet).to_string()}]),
-    ];
-    let mut routes = vec![json!({"dst": "0.0.0.0/0"})];
-    if let Some(v6) = conf.secondary {
-        let gw = crate::plan::gateway6(v6).addr();
-        ranges.push(json!([{"subnet": v6.to_string(), "gateway": gw.to_string()}]));
-        routes.push(json!({"dst": "::/0"}));
+    let mut ranges = Vec::new();
+    let mut routes = Vec::new();
+    for subnet in &conf.subnets {
+        let (gw, default): (IpAddr, _) = match subnet {
+            IpNet::V4(v4) => (gateway(*v4).into(), "0.0.0.0/0"),
+            IpNet::V6(v6) => (crate::plan::gateway6(*v6).addr().into(), "::/0"),
+        };
+        ranges.push(json!([{"subnet": subnet.to_string(), "gateway": gw.to_string()}]));
+        routes.push(json!({"dst": default}));
     }
     let mut ipam = json!({
         "type": "host-local",
@@ -274,8 +274,7 @@ mod tests {
 
     fn conf() -> NetConf {
         NetConf {
-            subnet: "10.244.3.0/24".parse().expect("cidr"),
-            secondary: None,
+            subnets: vec!["10.244.3.0/24".parse().expect("cidr")],
             bridge: "cw-br0".into(),
             mtu: 1450,
             data_dir: Some("/var/lib/cni/causeway".into()),
@@ -321,9 +320,42 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_config_and_an_ipv6_primary_dual_stack_one_list_their_ranges_primary_first() {
+        let v6 = "fd00:10:244:3::/64".parse().expect("cidr");
+        let only6 = render(&NetConf {
+            subnets: vec![v6],
+            ..conf()
+        });
+        assert_eq!(
+            only6["plugins"][0]["ipam"]["ranges"],
+            json!([[{"subnet": "fd00:10:244:3::/64", "gateway": "fd00:10:244:3::1"}]])
+        );
+        assert_eq!(
+            only6["plugins"][0]["ipam"]["routes"],
+            json!([{"dst": "::/0"}]),
+            "IPv6 only: no IPv4 default route"
+        );
+        let six_first = render(&NetConf {
+            subnets: vec![v6, "10.244.3.0/24".parse().expect("cidr")],
+            ..conf()
+        });
+        assert_eq!(
+            six_first["plugins"][0]["ipam"]["routes"],
+            json!([{"dst": "::/0"}, {"dst": "0.0.0.0/0"}])
+        );
+        assert_eq!(
+            six_first["plugins"][0]["ipam"]["ranges"][1][0]["subnet"],
+            "10.244.3.0/24"
+        );
+    }
+
+    #[test]
     fn a_dual_stack_config_has_one_range_set_and_one_default_route_per_family() {
         let doc = render(&NetConf {
-            secondary: Some("fd00:10:244:3::/64".parse().expect("cidr")),
+            subnets: vec![
+                "10.244.3.0/24".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            ],
             ..conf()
         });
         let ipam = &doc["plugins"][0]["ipam"];

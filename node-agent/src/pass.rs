@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use causeway_crds::{NodeSubnet, OverlayGateway, PodNetwork};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
@@ -73,10 +73,9 @@ pub struct Decisions {
     pub speaker: Option<SpeakerConfig>,
     /// The BridgeHosts gateways this node is a candidate for, by name.
     pub candidacies: BTreeMap<String, Candidacy>,
-    /// This node's pod subnet (the CNI config's range).
-    pub subnet: Ipv4Net,
-    /// This node's IPv6 pod subnet on a dual-stack network (the CNI config's second range).
-    pub secondary: Option<ipnet::Ipv6Net>,
+    /// This node's pod subnets, the network's primary family first (the CNI config's
+    /// ranges, in that order).
+    pub subnets: Vec<IpNet>,
     /// The pod MTU.
     pub mtu: u32,
     /// The plan answers NDP for local pods (dual-stack Flat): the agent keeps the proxy
@@ -96,24 +95,21 @@ pub struct Pass {
 }
 
 /// Reads what the plan needs from the kernel: the node's underlay (the link holding
-/// `address`, with the on-link prefix of `address6` when that link holds it), the routes that
-/// are not the agent's, and the agent's own objects.
+/// `address`, with the on-link prefix of `secondary`, the node's address of the other family,
+/// when that link holds it), the routes that are not the agent's, and the agent's own objects.
 ///
 /// # Errors
 /// [`Failure::Underlay`] when no link holds `address`; [`Failure::Observe`] when the kernel
 /// cannot be read.
 pub async fn observe<D: Dataplane>(
     dp: &mut D,
-    address: Ipv4Addr,
-    address6: Option<Ipv6Addr>,
+    address: IpAddr,
+    secondary: Option<IpAddr>,
 ) -> Result<Observed, Failure> {
-    let mut underlay = dp.underlay_for(address).await.map_err(Failure::Underlay)?;
-    if let Some(address6) = address6 {
-        underlay.prefix6 = dp
-            .underlay_prefix6(&underlay.name, address6)
-            .await
-            .map_err(Failure::Observe)?;
-    }
+    let underlay = dp
+        .underlay_for(address, secondary)
+        .await
+        .map_err(Failure::Underlay)?;
     let foreign = dp.foreign_routes().await.map_err(Failure::Observe)?;
     let state = dp
         .observe()
@@ -163,7 +159,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             skipped: vec![],
             failure: None,
             underlay_prefix: None,
-            underlay_prefix6: None,
+            secondary_underlay_prefix: None,
             bgp: vec![],
             bgp_misconfigured: vec![],
             bgp_local: None,
@@ -189,7 +185,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     if let Some(message) = unsupported_family(&network.spec, own) {
         return fail(pass, Failure::Plan(message));
     }
-    let address = match own.spec.parsed_node_address() {
+    let address = match causeway_crds::cidr::parse_addr(&own.spec.node_address) {
         Ok(a) => a,
         Err(e) => return fail(pass, Failure::Plan(format!("spec.nodeAddress: {e}"))),
     };
@@ -206,18 +202,28 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     pass.outcome.bgp_local = speaker.as_ref().map(SpeakerConfig::local_side);
 
     // 1. Observe.
-    // The node's IPv6 address matters on a dual-stack network (Flat and Routed reach IPv6
-    // peers over the underlay); a missing or bad one is the plan's to report.
-    let address6 = match own.spec.secondary_node_address.as_deref().map(str::parse) {
-        Some(Ok(IpAddr::V6(a))) if network.spec.secondary_cidr.is_some() => Some(a),
+    // The node's address of the other family matters on a dual-stack network (Flat and
+    // Routed reach that family's peers over the underlay); a missing or bad one is the
+    // plan's to report.
+    let secondary = match own
+        .spec
+        .secondary_node_address
+        .as_deref()
+        .map(str::parse::<IpAddr>)
+    {
+        Some(Ok(a))
+            if network.spec.secondary_cidr.is_some() && a.is_ipv6() != address.is_ipv6() =>
+        {
+            Some(a)
+        }
         _ => None,
     };
-    let observed = match observe(dp, address, address6).await {
+    let observed = match observe(dp, address, secondary).await {
         Ok(o) => o,
         Err(failure) => return fail(pass, failure),
     };
     pass.outcome.underlay_prefix = Some(observed.underlay.prefix);
-    pass.outcome.underlay_prefix6 = observed.underlay.prefix6;
+    pass.outcome.secondary_underlay_prefix = observed.underlay.secondary_prefix;
 
     // 2. Plan, from the inputs and what was observed. Who owns which address: gateways
     // never take one (the plan refuses a network whose cidr does not parse).
@@ -228,14 +234,19 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         routers: &observed.foreign.next_hops,
         pods,
     };
-    let candidacies = elector::candidacies(
-        input.gateways,
-        own,
-        input.labels,
-        &observed.underlay.name,
-        observed.underlay.prefix,
-        &known,
-    );
+    // BridgeHosts serve IPv4 networks over an IPv4 underlay only (the operator refuses them
+    // elsewhere): without an IPv4 underlay prefix, this node is no candidate.
+    let candidacies = match observed.underlay.prefix {
+        IpNet::V4(prefix) => elector::candidacies(
+            input.gateways,
+            own,
+            input.labels,
+            &observed.underlay.name,
+            prefix,
+            &known,
+        ),
+        IpNet::V6(_) => BTreeMap::new(),
+    };
     let snat = elector::snat_clients(input.gateways, &candidacies);
     let (returns, return_notes) = return_paths(input.gateways, own, &observed.foreign);
     let mut protected: BTreeSet<Ipv4Addr> = input.api_servers.iter().copied().collect();
@@ -265,7 +276,8 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         Ok(p) => p,
         // The node lacks an IPv6 address on its underlay: the node's set-up, not the spec.
         Err(
-            e @ (plan::PlanError::NoNodeAddress6 { .. } | plan::PlanError::NotOnUnderlay6 { .. }),
+            e @ (plan::PlanError::NoSecondaryNodeAddress { .. }
+            | plan::PlanError::SecondaryNotOnUnderlay { .. }),
         ) => {
             return fail(pass, Failure::Underlay(e.to_string()));
         }
@@ -283,8 +295,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     pass.decisions = Some(Decisions {
         speaker,
         candidacies,
-        subnet: planned.subnet,
-        secondary: planned.secondary,
+        subnets: planned.subnets.clone(),
         mtu: planned.mtu,
         proxy_ndp: !planned.desired.proxy_ndp.is_empty(),
     });
@@ -312,8 +323,9 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             },
         );
     }
+    let ipv6 = planned.has_ipv6();
     pass.outcome.programmed = planned.desired;
-    if let Err(e) = dp.enable_forwarding(planned.secondary.is_some()).await {
+    if let Err(e) = dp.enable_forwarding(ipv6).await {
         return fail(pass, Failure::Plan(e));
     }
     pass
@@ -379,37 +391,26 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
     Ok(cleared)
 }
 
-/// What this agent programs of the families the API allows (issue #18): IPv4 networks in
-/// every mode, and dual-stack networks with an IPv4 `cidr`, an IPv6 `secondaryCidr` and an
-/// IPv4 node address in Overlay mode (IPv6 rides the IPv4 VXLAN tunnel), in Flat mode and in
-/// Routed mode, static or with BGP (IPv6 crosses the underlay unencapsulated: the node's IPv6
-/// address comes from `secondaryNodeAddress`, checked by the plan; with BGP, IPv6 unicast
-/// rides the IPv4 sessions). Anything else with IPv6 in it (an IPv6 `cidr`, an IPv6
-/// `nodeAddress`) is refused whole, so a node never runs half of a network; the sentence says
-/// why and what is supported.
+/// What this agent does not program yet of the families the API allows (issue #18): Routed
+/// mode with BGP on an IPv6 pod network or over an IPv6 node address (the sessions and the
+/// router ID are IPv4; an IPv4 network's IPv6 second range rides them). Refused whole, so a
+/// node never runs half of a network; the sentence says why and what works instead.
 fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet) -> Option<String> {
-    use causeway_crds::v1alpha1::PodNetworkMode;
-    let ipv6 = network.parsed_cidr().is_err()
-        && causeway_crds::cidr::parse_cidr(&network.cidr)
-            .is_ok_and(|c| matches!(c, ipnet::IpNet::V6(_)));
-    let what = if ipv6 {
+    network.bgp()?;
+    let what = if causeway_crds::cidr::parse_cidr(&network.cidr)
+        .is_ok_and(|c| matches!(c, IpNet::V6(_)))
+    {
         format!("spec.cidr {} is an IPv6 range", network.cidr)
-    } else if network.secondary_cidr.is_some() && own.spec.parsed_node_address().is_err() {
-        let why = match network.mode {
-            PodNetworkMode::Overlay => "the VXLAN tunnel would need an IPv6 underlay",
-            PodNetworkMode::Flat | PodNetworkMode::Routed => {
-                "dual-stack networks need an IPv4 nodeAddress, the IPv6 one in spec.secondaryNodeAddress"
-            }
-        };
+    } else if causeway_crds::cidr::parse_addr(&own.spec.node_address).is_ok_and(|a| a.is_ipv6()) {
         format!(
-            "this node's address {} (NodeSubnet spec.nodeAddress) is not IPv4, so {why}",
+            "this node's address {} (NodeSubnet spec.nodeAddress) is IPv6",
             own.spec.node_address
         )
     } else {
         return None;
     };
     Some(format!(
-        "{what}; this version of the node agent programs IPv4 pod networks, and dual-stack networks with an IPv4 cidr, an IPv6 secondaryCidr and IPv4 node addresses in Overlay mode, Flat mode and Routed mode (static or with BGP) (issue #18); nothing on this node is changed (a dataplane it already runs stays as it is)"
+        "{what}, and this version of the node agent runs BGP (spec.routed.bgp) on IPv4 pod networks over IPv4 node addresses only, an IPv6 secondaryCidr riding the same sessions (issue #18); use static Routed mode (no spec.routed.bgp) or mode Overlay for this network; nothing on this node is changed (a dataplane it already runs stays as it is)"
     ))
 }
 
@@ -470,12 +471,12 @@ mod tests {
     /// node-a's kernel: `eth0` holding 192.168.1.11/24, a default route via 192.168.1.1.
     fn node_a() -> FakeDataplane {
         let mut dp = FakeDataplane::default().with_underlay(
-            "192.168.1.11".parse().expect("ip"),
+            "192.168.1.11".parse::<IpAddr>().expect("ip"),
             Underlay {
                 name: "eth0".into(),
                 mtu: 1500,
                 prefix: "192.168.1.0/24".parse().expect("prefix"),
-                prefix6: None,
+                secondary_prefix: None,
             },
         );
         dp.foreign_routes
@@ -554,7 +555,7 @@ mod tests {
         assert!(dp.forwarding && dp.forwarding6);
         let decisions = pass.decisions.expect("decisions");
         assert_eq!(
-            decisions.secondary,
+            decisions.subnets.get(1).copied(),
             Some("fd00:10:244:1::/64".parse().expect("cidr"))
         );
         let programmed = &pass.outcome.programmed;
@@ -598,7 +599,10 @@ mod tests {
         assert!(dp.forwarding, "IP forwarding turned on");
         assert_eq!(first.outcome.programmed, dp.state);
         let decisions = first.decisions.expect("a valid plan decides");
-        assert_eq!(decisions.subnet, "10.244.1.0/24".parse().expect("cidr"));
+        assert_eq!(
+            decisions.subnets,
+            ["10.244.1.0/24".parse::<IpNet>().expect("cidr")]
+        );
         assert_eq!(decisions.mtu, 1450);
         assert_eq!(decisions.speaker, None, "no BGP in Overlay mode");
 
@@ -653,20 +657,99 @@ mod tests {
         assert!(!dp.forwarding);
     }
 
+    /// node-a's kernel on an IPv6-only underlay: `eth0` holding fd00:1::11/64.
+    fn node_a6() -> FakeDataplane {
+        FakeDataplane::default().with_underlay(
+            "fd00:1::11".parse::<IpAddr>().expect("ip"),
+            Underlay {
+                name: "eth0".into(),
+                mtu: 1500,
+                prefix: "fd00:1::/64".parse().expect("prefix"),
+                secondary_prefix: None,
+            },
+        )
+    }
+
+    /// The IPv6-only world: an IPv6 Overlay network, node-a and node-b on fd00:1::/64.
+    fn ipv6_world() -> World {
+        let mut world = World::new();
+        world.networks = vec![network(serde_json::json!({
+            "cidr": "fd00:10:244::/56", "nodeSubnetPrefixLength": 64,
+        }))];
+        world.subnets = vec![
+            subnet("node-a", "fd00:10:244:1::/64", "fd00:1::11"),
+            subnet("node-b", "fd00:10:244:2::/64", "fd00:1::12"),
+        ];
+        world
+    }
+
     #[tokio::test]
-    async fn ipv6_primary_networks_and_ipv6_node_addresses_are_refused_whole_and_a_programmed_node_keeps_its_state()
+    async fn an_ipv6_overlay_node_tunnels_over_its_ipv6_underlay_with_70_bytes_of_headers() {
+        let world = ipv6_world();
+        let mut dp = node_a6();
+        let pass = world.pass(&mut dp).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        assert!(dp.forwarding6, "IPv6 pods need IPv6 forwarding");
+        let decisions = pass.decisions.expect("decisions");
+        assert_eq!(
+            decisions.subnets,
+            ["fd00:10:244:1::/64".parse::<IpNet>().expect("cidr")],
+            "the CNI config's one range"
+        );
+        assert_eq!(decisions.mtu, 1430, "1500 minus VXLAN over IPv6 (70)");
+        let vxlan = &dp.state.links["cw-vx1"];
+        assert!(
+            matches!(&vxlan.kind, crate::model::LinkKind::Vxlan { local, .. }
+                if *local == "fd00:1::11".parse::<IpAddr>().expect("ip")),
+            "{vxlan:?}"
+        );
+        let fdb: Vec<String> = dp.state.fdb.values().map(|f| f.dst.to_string()).collect();
+        assert_eq!(fdb, ["fd00:1::12"], "node-b's VTEP at its IPv6 address");
+        let route = &dp.state.routes[&"fd00:10:244:2::/64".parse::<IpNet>().expect("net")];
+        assert_eq!(
+            (route.gateway, route.dev.as_str(), route.onlink),
+            (Some("fd00:10:244:2::".parse().expect("ip")), "cw-vx1", true)
+        );
+        assert!(dp.state.nat.is_none(), "no IPv4 pods, no IPv4 masquerade");
+        assert!(
+            dp.state.nat6.is_some(),
+            "IPv6 pods are masqueraded going out"
+        );
+        assert_eq!(
+            pass.outcome.underlay_prefix,
+            Some("fd00:1::/64".parse().expect("prefix"))
+        );
+
+        // A peer whose node address is IPv4 cannot share the IPv6 tunnel: skipped, named.
+        let mut mixed = ipv6_world();
+        mixed
+            .subnets
+            .push(subnet("node-c", "fd00:10:244:3::/64", "192.168.1.13"));
+        let pass = mixed.pass(&mut node_a6()).await;
+        assert!(
+            pass.outcome.skipped.iter().any(|s| s.contains("node-c")
+                && s.contains("need node addresses (spec.nodeAddress) of one family")),
+            "{:?}",
+            pass.outcome.skipped
+        );
+    }
+
+    #[tokio::test]
+    async fn bgp_on_an_ipv6_network_or_node_address_is_refused_whole_and_a_programmed_node_keeps_its_state()
      {
         let mut world = World::new();
         let mut dp = node_a();
         world.pass(&mut dp).await;
         let programmed = dp.state.clone();
         let applied = dp.applied.len();
+        let bgp = serde_json::json!({
+            "bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64500}]},
+        });
 
-        // A dual-stack Flat network with an IPv6 nodeAddress: refused, naming the field; the
-        // running dataplane stays.
+        // Routed with BGP over an IPv6 nodeAddress: refused, naming the field; the running
+        // dataplane stays.
         world.networks = vec![network(serde_json::json!({
-            "mode": "Flat", "overlay": null,
-            "secondaryCidr": "fd00:10:244::/56", "secondaryNodeSubnetPrefixLength": 64,
+            "mode": "Routed", "overlay": null, "routed": bgp,
         }))];
         let mut v6_node = (*world.subnets[0]).clone();
         v6_node.spec.node_address = "fd00:50::11".into();
@@ -674,20 +757,21 @@ mod tests {
         let refused = world.pass(&mut dp).await;
         assert!(
             matches!(&refused.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("this node's address fd00:50::11 (NodeSubnet spec.nodeAddress) is not IPv4, so dual-stack networks need an IPv4 nodeAddress")
-                    && m.contains("Flat mode and Routed mode (static or with BGP)")
+                if m.starts_with("this node's address fd00:50::11 (NodeSubnet spec.nodeAddress) is IPv6, and this version of the node agent runs BGP")
+                    && m.contains("use static Routed mode (no spec.routed.bgp) or mode Overlay")
                     && m.contains("nothing on this node is changed")),
             "{:?}",
             refused.outcome.failure
         );
         assert!(refused.ops.is_empty() && refused.decisions.is_none());
         assert_eq!((dp.state.clone(), dp.applied.len()), (programmed, applied));
-        let mut fresh = node_a();
 
-        world.subnets = subnets();
+        let mut world = ipv6_world();
         world.networks = vec![network(serde_json::json!({
             "cidr": "fd00:10:244::/56", "nodeSubnetPrefixLength": 64,
+            "mode": "Routed", "overlay": null, "routed": bgp,
         }))];
+        let mut fresh = node_a6();
         let ipv6 = world.pass(&mut fresh).await;
         assert!(
             matches!(&ipv6.outcome.failure, Some(Failure::Plan(m))
@@ -779,7 +863,7 @@ mod tests {
         let decisions = pass.decisions.expect("decisions");
         assert!(decisions.proxy_ndp);
         assert_eq!(
-            decisions.secondary,
+            decisions.subnets.get(1).copied(),
             Some("fd00:10:244:1::/64".parse().expect("cidr"))
         );
         assert_eq!(
@@ -850,7 +934,7 @@ mod tests {
         assert!(dp.forwarding && dp.forwarding6);
         let decisions = pass.decisions.expect("decisions");
         assert_eq!(
-            decisions.secondary,
+            decisions.subnets.get(1).copied(),
             Some("fd00:10:244:1::/64".parse().expect("cidr"))
         );
         let ipv6 = decisions

@@ -1647,9 +1647,10 @@ protocol bgp node1 {{
     let mut dp = causeway_node_agent::netlink::Netlink::in_netns(&lab.node.name)
         .await
         .expect("netlink in the node namespace");
-    let observed = causeway_node_agent::pass::observe(&mut dp, NODE_IP, Some(NODE_IP6))
-        .await
-        .unwrap_or_else(|e| panic!("observe: {e:?}"));
+    let observed =
+        causeway_node_agent::pass::observe(&mut dp, NODE_IP.into(), Some(NODE_IP6.into()))
+            .await
+            .unwrap_or_else(|e| panic!("observe: {e:?}"));
     let planned = causeway_node_agent::plan::plan(&causeway_node_agent::plan::Input {
         own: &own,
         peers: &[],

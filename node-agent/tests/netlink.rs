@@ -132,13 +132,13 @@ fn bridge(name: &str, mtu: u32, up: bool) -> Link {
     }
 }
 
-fn vxlan(name: &str, vni: u32, local: Ipv4Addr, underlay: &str, mac: Mac) -> Link {
+fn vxlan(name: &str, vni: u32, local: impl Into<IpAddr>, underlay: &str, mac: Mac) -> Link {
     Link {
         name: name.into(),
         kind: LinkKind::Vxlan {
             vni,
             port: 8472,
-            local,
+            local: local.into(),
             underlay: underlay.into(),
             mac,
         },
@@ -525,7 +525,7 @@ async fn fdb_entries_are_replaced_with_their_destination_and_deleted() {
     let entry = |dst| Fdb {
         dev: "cw-vx1".into(),
         mac: MAC_2,
-        dst: ip4(dst),
+        dst: ip(dst),
     };
     apply(
         &mut netlink,
@@ -780,28 +780,7 @@ async fn proxy_ndp_entries_carry_the_agents_mark_are_observed_and_only_ours_are_
     };
     let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("IPv6 address");
 
-    // The underlay's IPv6 prefix: on eth0 only, for the address it holds.
-    assert_eq!(
-        netlink
-            .underlay_prefix6("eth0", v6("fd00:77::1"))
-            .await
-            .expect("read"),
-        Some("fd00:77::/64".parse().expect("net"))
-    );
-    assert_eq!(
-        netlink
-            .underlay_prefix6("eth1", v6("fd00:77::1"))
-            .await
-            .expect("read"),
-        None
-    );
-    assert_eq!(
-        netlink
-            .underlay_prefix6("eth0", v6("fd00:77::2"))
-            .await
-            .expect("read"),
-        None
-    );
+    // The underlay's IPv6 prefix: `underlay_for_finds_the_link_holding_the_node_address`.
 
     // Someone else's proxy entry (no mark): never read as the agent's, never removed.
     ns.ip("-6 neigh add proxy fd00:10:244:1::99 dev eth0");
@@ -1072,12 +1051,12 @@ fn node_state() -> (State, Vec<Op>) {
         Fdb {
             dev: "cw-vx1".into(),
             mac: MAC_2,
-            dst: PEER_IP,
+            dst: PEER_IP.into(),
         },
         Fdb {
             dev: "cw-vx1".into(),
             mac: MAC_3,
-            dst: ip4("192.168.77.3"),
+            dst: ip("192.168.77.3"),
         },
     ];
     let routes = [
@@ -1211,12 +1190,12 @@ async fn foreign_objects_are_never_observed_and_survive_deleting_everything_obse
     let flood = Fdb {
         dev: "cw-vx1".into(),
         mac: Mac([0; 6]),
-        dst: ip4("192.168.77.200"),
+        dst: ip("192.168.77.200"),
     };
     let extra = Fdb {
         dev: "cw-vx1".into(),
         mac: Mac([0; 6]),
-        dst: ip4("192.168.77.201"),
+        dst: ip("192.168.77.201"),
     };
     let mut expected = state.clone();
     expected
@@ -1299,16 +1278,82 @@ async fn foreign_objects_are_never_observed_and_survive_deleting_everything_obse
 async fn underlay_for_finds_the_link_holding_the_node_address() {
     let ns = Netns::with_underlay();
     let mut netlink = ns.netlink().await;
-    let underlay = netlink.underlay_for(NODE_IP).await.expect("underlay");
+    let underlay = netlink
+        .underlay_for(NODE_IP.into(), None)
+        .await
+        .expect("underlay");
     assert_eq!(
         underlay,
         Underlay {
             name: "eth0".into(),
             mtu: 1500,
-            prefix: net4("192.168.77.0/24"),
-            prefix6: None,
+            prefix: net("192.168.77.0/24"),
+            secondary_prefix: None,
         }
     );
+    // The node's address of the other family on the same link is found in the same reading;
+    // one on another link, or one the node does not have, is not.
+    ns.ip("-6 addr add fd00:77::1/64 dev eth0 nodad");
+    ns.ip("-6 addr add fd00:78::1/64 dev eth1 nodad");
+    for (secondary, want) in [
+        ("fd00:77::1", Some(net("fd00:77::/64"))),
+        ("fd00:78::1", None),
+        ("fd00:77::99", None),
+    ] {
+        let got = netlink
+            .underlay_for(NODE_IP.into(), Some(ip(secondary)))
+            .await
+            .expect("underlay");
+        assert_eq!(got.secondary_prefix, want, "{secondary}");
+    }
+    // An IPv6 node address finds its link and prefix the same way, the IPv4 one beside it.
+    let v6 = netlink
+        .underlay_for(ip("fd00:77::1"), Some(NODE_IP.into()))
+        .await
+        .expect("IPv6 underlay");
+    assert_eq!(
+        (v6.name.as_str(), v6.prefix, v6.secondary_prefix),
+        ("eth0", net("fd00:77::/64"), Some(net("192.168.77.0/24")))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vxlan_device_over_ipv6_and_its_ipv6_fdb_entries_round_trip() {
+    let ns = Netns::with_underlay();
+    ns.ip("-6 addr add fd00:77::1/64 dev eth0 nodad");
+    let mut netlink = ns.netlink().await;
+    let link = Link {
+        mtu: 1430,
+        ..vxlan("cw-vx1", 7, ip("fd00:77::1"), "eth0", MAC_1)
+    };
+    let entry = Fdb {
+        dev: "cw-vx1".into(),
+        mac: MAC_2,
+        dst: ip("fd00:77::2"),
+    };
+    apply(
+        &mut netlink,
+        &[Op::CreateLink(link.clone()), Op::ReplaceFdb(entry.clone())],
+    )
+    .await;
+    let vx = link_json(&ns, "cw-vx1");
+    assert_eq!(vx["linkinfo"]["info_data"]["local6"], "fd00:77::1", "{vx}");
+    let entries = ns.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["dst"], "fd00:77::2");
+    let observed = netlink.observe().await.expect("observe");
+    assert_eq!(
+        observed.links.get("cw-vx1"),
+        Some(&link),
+        "read back as planned"
+    );
+    assert_eq!(
+        observed.fdb.values().collect::<Vec<_>>(),
+        [&entry],
+        "the IPv6 destination read back"
+    );
+    apply(&mut netlink, &[Op::DeleteFdb(entry)]).await;
+    assert_eq!(ns.bridge_json("fdb show dev cw-vx1"), Vec::<Value>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1316,12 +1361,12 @@ async fn underlay_for_an_address_no_link_has_says_so() {
     let ns = Netns::with_underlay();
     let mut netlink = ns.netlink().await;
     let error = netlink
-        .underlay_for(ip4("192.168.50.11"))
+        .underlay_for(ip("192.168.50.11"), None)
         .await
         .expect_err("no link has 192.168.50.11");
     assert_eq!(
         error.to_string(),
-        "no interface of this node has 192.168.50.11, the NodeSubnet's spec.nodeAddress (the Node's InternalIP): is the agent on the right node, and is the address still configured (ip -4 addr)?"
+        "no interface of this node has 192.168.50.11, the NodeSubnet's spec.nodeAddress (the Node's InternalIP): is the agent on the right node, and is the address still configured (ip addr)?"
     );
 }
 
@@ -1425,7 +1470,7 @@ async fn kernel_errors_become_apply_errors_naming_the_operation() {
     let fdb_on_bridge = Op::ReplaceFdb(Fdb {
         dev: "cw-br0".into(),
         mac: MAC_2,
-        dst: PEER_IP,
+        dst: PEER_IP.into(),
     });
     let error = apply_err(&mut netlink, &fdb_on_bridge).await;
     assert_eq!(
@@ -1472,7 +1517,10 @@ fn connect_opens_the_callers_own_namespace() {
             .expect("runtime");
         runtime.block_on(async {
             let mut netlink = Netlink::connect().await.expect("connect");
-            let underlay = netlink.underlay_for(NODE_IP).await.expect("underlay");
+            let underlay = netlink
+                .underlay_for(NODE_IP.into(), None)
+                .await
+                .expect("underlay");
             assert_eq!(underlay.name, "eth0");
             assert_eq!(netlink.observe().await.expect("observe"), State::default());
         });
@@ -1488,7 +1536,7 @@ fn netlink_futures_are_send(mut netlink: Netlink, op: Op) {
     send(async move {
         let _ = netlink.observe().await;
         let _ = netlink.apply(&op).await;
-        let _ = netlink.underlay_for(NODE_IP).await;
+        let _ = netlink.underlay_for(NODE_IP.into(), None).await;
         let _ = Netlink::in_netns("x").await;
         let _ = Netlink::connect().await;
     });
@@ -1523,7 +1571,7 @@ fn node_ops(
         Op::ReplaceFdb(Fdb {
             dev: "cw-vx1".into(),
             mac: peer_mac,
-            dst: peer_ip,
+            dst: peer_ip.into(),
         }),
         Op::ReplaceRoute(route(
             &format!("10.244.{peer}.0/24"),

@@ -451,7 +451,7 @@ pub(crate) mod fixtures {
             kind: LinkKind::Vxlan {
                 vni,
                 port,
-                local: LOCAL,
+                local: LOCAL.into(),
                 underlay: UNDERLAY.into(),
                 mac: Mac([0x0e, 0xbb, 0, 0, 0, 1]),
             },
@@ -491,7 +491,7 @@ pub(crate) mod fixtures {
         Fdb {
             dev: dev.into(),
             mac: peer_mac(i),
-            dst: peer_address(i),
+            dst: peer_address(i).into(),
         }
     }
 

@@ -63,8 +63,8 @@ pub enum LinkKind {
         vni: u32,
         /// UDP destination port.
         port: u16,
-        /// This node's underlay address (the tunnel source).
-        local: Ipv4Addr,
+        /// This node's underlay address (the tunnel source), IPv4 or IPv6.
+        local: IpAddr,
         /// Name of the underlay link carrying the tunnel.
         underlay: String,
         /// The MAC address the device gets (the NodeSubnet's `vtepMac`).
@@ -129,15 +129,42 @@ pub struct ClientPeer {
 pub struct Underlay {
     /// Link name (`eth0`).
     pub name: String,
-    /// Its MTU; a VXLAN device on it needs 50 bytes less.
+    /// Its MTU; a VXLAN device on it needs 50 bytes less (70 over IPv6).
     pub mtu: u32,
-    /// The on-link prefix of the node's address on it (`192.168.50.0/24`): peers inside it
-    /// are reachable without a router, which is what `crossSubnet` tests.
-    pub prefix: Ipv4Net,
-    /// The on-link prefix of the node's IPv6 address (NodeSubnet `spec.secondaryNodeAddress`)
-    /// on the same link (`fd00:50::/64`), when it holds it: dual-stack Flat and Routed
-    /// networks reach IPv6 peers inside it. `None` when the node has no IPv6 address there.
-    pub prefix6: Option<Ipv6Net>,
+    /// The on-link prefix of the node's address (NodeSubnet `spec.nodeAddress`) on it
+    /// (`192.168.50.0/24`, or `fd00:50::/64` on an IPv6 underlay): peers inside it are
+    /// reachable without a router, which is what `crossSubnet` tests.
+    pub prefix: IpNet,
+    /// The on-link prefix of the node's address of the other family (NodeSubnet
+    /// `spec.secondaryNodeAddress`) on the same link (`fd00:50::/64`), when it holds it: a
+    /// dual-stack underlay. `None` when the node has no such address there.
+    pub secondary_prefix: Option<IpNet>,
+}
+
+impl Underlay {
+    /// The underlay's IPv4 on-link prefix, when the node has an IPv4 address on it.
+    #[must_use]
+    pub fn prefix4(&self) -> Option<Ipv4Net> {
+        [Some(self.prefix), self.secondary_prefix]
+            .into_iter()
+            .flatten()
+            .find_map(|p| match p {
+                IpNet::V4(p) => Some(p),
+                IpNet::V6(_) => None,
+            })
+    }
+
+    /// The underlay's IPv6 on-link prefix, when the node has an IPv6 address on it.
+    #[must_use]
+    pub fn prefix6(&self) -> Option<Ipv6Net> {
+        [Some(self.prefix), self.secondary_prefix]
+            .into_iter()
+            .flatten()
+            .find_map(|p| match p {
+                IpNet::V6(p) => Some(p),
+                IpNet::V4(_) => None,
+            })
+    }
 }
 
 /// The main table's routes that are not the agent's, as far as the plan needs them.
@@ -167,7 +194,8 @@ pub struct Neighbour {
 pub struct Fdb {
     pub dev: String,
     pub mac: Mac,
-    pub dst: Ipv4Addr,
+    /// The remote VTEP's underlay address, of the local VTEP's family.
+    pub dst: IpAddr,
 }
 
 /// Outgoing NAT: packets from `source` (the node's pod subnet) to any destination outside
@@ -512,17 +540,15 @@ pub trait Dataplane {
     /// Applies one operation.
     async fn apply(&mut self, op: &Op) -> Result<(), ApplyError>;
 
-    /// The link holding `address` (the node's underlay); `Err` says why none does, in words
-    /// for the NodeSubnet (naming `spec.nodeAddress`).
-    async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String>;
-
-    /// The on-link prefix of IPv6 address `address` on link `link` (the underlay), `None`
-    /// when that link does not hold it.
-    async fn underlay_prefix6(
+    /// The link holding `address` (the node's underlay), with the on-link prefix of
+    /// `secondary` (the node's address of the other family) when the same link holds it;
+    /// `Err` says why no link holds `address`, in words for the NodeSubnet (naming
+    /// `spec.nodeAddress`).
+    async fn underlay_for(
         &mut self,
-        link: &str,
-        address: Ipv6Addr,
-    ) -> Result<Option<Ipv6Net>, String>;
+        address: IpAddr,
+        secondary: Option<IpAddr>,
+    ) -> Result<Underlay, String>;
 
     /// The main table's routes that are not the agent's (every origin and type).
     async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String>;

@@ -17,23 +17,27 @@
 //! - per peer on the underlay's own prefix when `crossSubnet` is set: only a direct route
 //!   `peer-cidr via peer-address dev <underlay>` (no encapsulation).
 //!
-//! Dual-stack Overlay (IPv4 `cidr`, IPv6 `secondaryCidr`, IPv4 underlay): the bridge also
-//! holds the IPv6 gateway (`fd00:10:244:1::1/64`), the VXLAN device the IPv6 subnet's network
-//! address as a /128, and per peer with an IPv6 subnet a route `peer-v6 via peer-v6-network
-//! dev cw-vx1 onlink` and a permanent neighbour `peer-v6-network → peer VTEP MAC`; the FDB
-//! entry (MAC → peer IPv4 node address) is the IPv4 path's (VXLAN is L2: IPv6 frames ride the
-//! IPv4 tunnel). IPv6 stays tunnelled under `crossSubnet` (a direct IPv6 route would need an
-//! IPv6 underlay), so an on-link peer gets the FDB entry for its IPv6 subnet alone.
+//! Families: the plan works per family, IPv4 and IPv6 alike (`OwnNode` holds the network's
+//! range, this node's subnet and its node address of each family it has). The network's
+//! `cidr` gives the primary family, `secondaryCidr` the other (dual-stack); `nodeAddress` is
+//! the node's address of the primary family when it has one, `secondaryNodeAddress` the other.
 //!
-//! Dual-stack Flat and Routed (static): IPv6 crosses the underlay unencapsulated, within the
-//! IPv6 prefix the node's `secondaryNodeAddress` has on the underlay link
-//! ([`Underlay::prefix6`]; without it the plan fails, naming what is missing). Flat puts the
-//! whole `secondaryCidr` on-link there, turns proxy NDP on and adds one proxy entry per local
-//! pod IPv6 address ([`Input::pods6`], only inside this node's IPv6 subnet); Routed adds, per
-//! peer on that prefix, `peer-v6 via peer-secondaryNodeAddress dev <underlay>`. Peers on
-//! another IPv6 prefix are named in [`Plan::skipped`], unless the network uses BGP: then the
-//! IPv6 routes learned over BGP ([`Input::learned`]) inside `secondaryCidr`, with a next hop on
-//! that prefix, become `prefix via next-hop dev <underlay>` like the IPv4 ones.
+//! Overlay tunnels in `nodeAddress`'s family (over an IPv6 underlay: an IPv6 `local`, FDB
+//! entries to IPv6 addresses, 70 bytes of headers instead of 50); every pod family rides it
+//! (VXLAN is L2): per peer and family a route `peer-subnet via peer-subnet-network dev cw-vx1
+//! onlink` and a permanent neighbour, the FDB entry shared. Under `crossSubnet` a family goes
+//! direct when this node and the peer have an address of it on one prefix of the underlay
+//! link. Peers whose `nodeAddress` is of the other family cannot share the tunnel: skipped.
+//!
+//! Flat and Routed carry each family unencapsulated within the underlay's prefix of that
+//! family (`segment`: `nodeAddress`'s for the primary family, `secondaryNodeAddress`'s on the
+//! same link for the other; without it the plan fails, naming what is missing). Flat puts the
+//! family's whole range on-link, with proxy ARP (IPv4) or proxy NDP and one proxy entry per
+//! local pod IPv6 address ([`Input::pods6`], only inside this node's IPv6 subnet); Routed adds,
+//! per peer on that prefix, `peer-subnet via peer-address dev <underlay>`. Peers on another
+//! prefix are named in [`Plan::skipped`], unless the network uses BGP: then the routes learned
+//! over BGP ([`Input::learned`]) inside the family's range, with a next hop on that prefix,
+//! become `prefix via next-hop dev <underlay>`.
 //!
 //! Outgoing NAT, when `natOutgoing` is set (the default): masquerade from this node's subnet
 //! to destinations outside the PodNetwork's cidr and `natExcludeCidrs` (see [`crate::nat`]).
@@ -52,7 +56,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use causeway_crds::cidr;
-use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD};
+use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD, VXLAN6_OVERHEAD};
 use causeway_crds::v1alpha1::{ParsedSubnet, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -133,13 +137,20 @@ pub struct Plan {
     pub desired: State,
     /// The pod MTU: bridge, VXLAN device and the CNI config use it; status reports it.
     pub mtu: u32,
-    /// This node's pod subnet (the CNI config hands out its addresses).
-    pub subnet: Ipv4Net,
-    /// This node's IPv6 pod subnet on a dual-stack network (`spec.secondaryCidr`), when the
-    /// operator has allocated one; the CNI config hands out its addresses too.
-    pub secondary: Option<Ipv6Net>,
+    /// This node's pod subnets, the network's primary family first (`spec.cidr`'s slice, then
+    /// `spec.secondaryCidr`'s once the operator has allocated it): the CNI config hands out
+    /// an address of each, in this order.
+    pub subnets: Vec<IpNet>,
     /// One sentence per peer left out, naming the NodeSubnet and the reason.
     pub skipped: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the plan carries IPv6 pods (IPv6 forwarding is needed).
+    #[must_use]
+    pub fn has_ipv6(&self) -> bool {
+        self.subnets.iter().any(|s| matches!(s, IpNet::V6(_)))
+    }
 }
 
 /// Why no plan could be made for this node. Each message names the object and field at fault
@@ -166,18 +177,24 @@ pub enum PlanError {
     )]
     OutsideNetwork {
         name: String,
-        cidr: Ipv4Net,
-        network: Ipv4Net,
+        cidr: String,
+        network: IpNet,
     },
 
     /// The pod range overlaps the network this node's underlay address is on.
     #[error(
-        "PodNetwork spec.cidr {network} overlaps this node's network {underlay} (on {dev}): pod addresses would collide with the node network's own (nodes, routers), so nothing is programmed; choose a range no node network uses (e.g. 10.244.0.0/16)"
+        "PodNetwork spec.{field} {network} overlaps this node's {kind}network {underlay} (on {dev}): pod addresses would collide with the node network's own (nodes, routers), so nothing is programmed; choose a range no node network uses (e.g. {example})"
     )]
     OverlapsUnderlay {
-        network: Ipv4Net,
-        underlay: Ipv4Net,
+        /// `cidr` or `secondaryCidr`.
+        field: &'static str,
+        /// `` (IPv4) or `IPv6 `.
+        kind: &'static str,
+        network: IpNet,
+        underlay: IpNet,
         dev: String,
+        /// A range of the same family to suggest.
+        example: &'static str,
     },
 
     /// `spec.secondaryCidr` or `spec.secondaryNodeSubnetPrefixLength` of the PodNetwork is
@@ -185,27 +202,28 @@ pub enum PlanError {
     #[error("PodNetwork spec.secondaryCidr: {source}")]
     SecondaryCidr { source: causeway_crds::Error },
 
-    /// This node's IPv6 subnet is not part of the network's IPv6 range.
+    /// This node's second subnet is not part of the network's second range.
     #[error(
         "NodeSubnet {name}: spec.secondaryCidr {cidr} lies outside the PodNetwork's secondaryCidr {network}: the operator did not allocate it from this network; delete the NodeSubnet so the operator allocates a new one"
     )]
     SecondaryOutsideNetwork {
         name: String,
         cidr: String,
-        network: Ipv6Net,
+        network: IpNet,
     },
 
-    /// This node's IPv6 subnet has no room for a gateway and pods.
+    /// This node's subnet (`spec.cidr` or `spec.secondaryCidr`) has no room for a gateway
+    /// and pods.
     #[error(
-        "NodeSubnet {name}: spec.secondaryCidr {cidr} is too small: a node subnet needs a prefix length of at most 126 (a gateway address and pod addresses)"
+        "NodeSubnet {name}: spec.{field} {cidr} is too small: a node subnet needs a prefix length of at most {max} (a gateway address and pod addresses)"
     )]
-    SecondaryTooSmall { name: String, cidr: Ipv6Net },
-
-    /// This node's subnet has no room for a gateway and pods.
-    #[error(
-        "NodeSubnet {name}: spec.cidr {cidr} is too small: a node subnet needs a prefix length of at most 30 (a gateway address and pod addresses)"
-    )]
-    SubnetTooSmall { name: String, cidr: Ipv4Net },
+    SubnetTooSmall {
+        name: String,
+        field: &'static str,
+        cidr: IpNet,
+        /// 30 (IPv4) or 126 (IPv6).
+        max: u8,
+    },
 
     /// An entry of `spec.natExcludeCidrs` is not a CIDR (admission normally prevents this).
     #[error(
@@ -251,36 +269,31 @@ pub enum PlanError {
         mtu: u32,
     },
 
-    /// The network's IPv6 range overlaps the IPv6 prefix this node's underlay is on.
+    /// A dual-stack Flat or Routed network needs this node's address of the second family,
+    /// which its NodeSubnet does not carry (or not of that family).
     #[error(
-        "PodNetwork spec.secondaryCidr {network} overlaps this node's IPv6 network {underlay} (on {dev}): pod addresses would collide with the node network's own, so nothing is programmed; choose an IPv6 range no node network uses (e.g. fd00:10:244::/56)"
+        "NodeSubnet {name}: spec.secondaryNodeAddress is {value}, and this dual-stack {mode:?} network needs node {node}'s {family} address on its underlay ({family} pod traffic goes over the underlay unencapsulated): give node {node} an {family} address and register it as an InternalIP (the operator copies it into spec.secondaryNodeAddress), or use mode Overlay; nothing on this node is changed until then"
     )]
-    OverlapsUnderlay6 {
-        network: Ipv6Net,
-        underlay: Ipv6Net,
-        dev: String,
-    },
-
-    /// A dual-stack Flat or Routed network needs this node's IPv6 address, which its
-    /// NodeSubnet does not carry (or not as IPv6).
-    #[error(
-        "NodeSubnet {name}: spec.secondaryNodeAddress is {value}, and this dual-stack {mode:?} network needs node {node}'s IPv6 address on its underlay (IPv6 pod traffic goes over the underlay unencapsulated): give node {node} an IPv6 address and register it as an InternalIP (the operator copies it into spec.secondaryNodeAddress), or use mode Overlay; nothing on this node is changed until then"
-    )]
-    NoNodeAddress6 {
+    NoSecondaryNodeAddress {
         name: String,
         node: String,
         mode: PodNetworkMode,
+        /// `IPv6` or `IPv4`.
+        family: &'static str,
         /// `missing`, or the value in quotes.
         value: String,
     },
 
-    /// The node's IPv6 address is not on the underlay link (the one holding its IPv4 address).
+    /// The node's second address is not on the underlay link (the one holding its
+    /// `nodeAddress`).
     #[error(
-        "this node's IPv6 address {address} (NodeSubnet spec.secondaryNodeAddress, its IPv6 InternalIP) is not on underlay link {underlay}, which holds its IPv4 address {address4}: a dual-stack {mode:?} network reaches IPv6 pods over that link; add {address} to {underlay} (with its on-link prefix) or correct the node's IPv6 InternalIP; nothing on this node is changed until then"
+        "this node's {family} address {address} (NodeSubnet spec.secondaryNodeAddress, its {family} InternalIP) is not on underlay link {underlay}, which holds its {other} address {primary}: a dual-stack {mode:?} network reaches {family} pods over that link; add {address} to {underlay} (with its on-link prefix) or correct the node's {family} InternalIP; nothing on this node is changed until then"
     )]
-    NotOnUnderlay6 {
-        address: Ipv6Addr,
-        address4: Ipv4Addr,
+    SecondaryNotOnUnderlay {
+        family: &'static str,
+        other: &'static str,
+        address: IpAddr,
+        primary: IpAddr,
         underlay: String,
         mode: PodNetworkMode,
     },
@@ -291,9 +304,14 @@ pub enum PlanError {
     )]
     UnderlayMismatch {
         underlay: String,
-        prefix: Ipv4Net,
-        address: Ipv4Addr,
+        prefix: IpNet,
+        address: IpAddr,
     },
+}
+
+/// `IPv4` or `IPv6`, for messages.
+fn family_name(ipv6: bool) -> &'static str {
+    if ipv6 { "IPv6" } else { "IPv4" }
 }
 
 /// Computes the desired dataplane of this node (see the module docs).
@@ -304,63 +322,69 @@ pub enum PlanError {
 pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     let network = input.network;
     let own = OwnNode::parse(input)?;
-    let underlay = input.underlay.prefix;
-    if own.network.contains(&underlay.network()) || underlay.contains(&own.network.network()) {
+    let dev = &input.underlay.name;
+    if let (Some(net), Some(prefix)) = (own.network4, input.underlay.prefix4())
+        && (net.contains(&prefix.network()) || prefix.contains(&net.network()))
+    {
         return Err(PlanError::OverlapsUnderlay {
-            network: own.network,
-            underlay,
-            dev: input.underlay.name.clone(),
+            field: own.field_of(false),
+            kind: "",
+            network: net.into(),
+            underlay: prefix.into(),
+            dev: dev.clone(),
+            example: "10.244.0.0/16",
         });
     }
-    if let (Some(network6), Some(prefix6)) = (own.network6, input.underlay.prefix6)
-        && (network6.contains(&prefix6.network()) || prefix6.contains(&network6.network()))
+    if let (Some(net), Some(prefix)) = (own.network6, input.underlay.prefix6())
+        && (net.contains(&prefix.network()) || prefix.contains(&net.network()))
     {
-        return Err(PlanError::OverlapsUnderlay6 {
-            network: network6,
-            underlay: prefix6,
-            dev: input.underlay.name.clone(),
+        return Err(PlanError::OverlapsUnderlay {
+            field: own.field_of(true),
+            kind: "IPv6 ",
+            network: net.into(),
+            underlay: prefix.into(),
+            dev: dev.clone(),
+            example: "fd00:10:244::/56",
         });
     }
     let mtu = effective_mtu(network, input.underlay)?;
     let mut desired = State::default();
     add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
-    add_address(
-        &mut desired,
-        BRIDGE_LINK,
+    if let Some(cidr4) = own.cidr4 {
         // Prefix lengths ≤ 30 are checked in `OwnNode::parse`, so this cannot fail.
-        Ipv4Net::new(cidr::gateway_address(own.cidr), own.cidr.prefix_len())
-            .unwrap_or(own.cidr)
-            .into(),
-    );
-    if let Some(secondary) = own.secondary {
-        add_address(&mut desired, BRIDGE_LINK, gateway6(secondary).into());
+        let gateway =
+            Ipv4Net::new(cidr::gateway_address(cidr4), cidr4.prefix_len()).unwrap_or(cidr4);
+        add_address(&mut desired, BRIDGE_LINK, gateway.into());
     }
-    let skipped = match network.mode {
+    if let Some(cidr6) = own.cidr6 {
+        add_address(&mut desired, BRIDGE_LINK, gateway6(cidr6).into());
+    }
+    let mut skipped = match network.mode {
         PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired)?,
         PodNetworkMode::Flat => flat(input, &own, &mut desired)?,
         PodNetworkMode::Routed => routed(input, &own, &mut desired)?,
     };
-    let mut skipped = skipped;
     skipped.extend(gateway_returns(input, &own, &mut desired));
     skipped.extend(protect_underlay(input, &own, &mut desired));
-    if !input.snat.is_empty() {
+    if let Some(network4) = own.network4
+        && !input.snat.is_empty()
+    {
         desired.snat = Some(Snat::Masquerade(crate::nat::gateway_snat(
-            input.snat,
-            own.network,
+            input.snat, network4,
         )));
     }
     if network.nat_outgoing {
         let mut exclude = nat_exclusions(network)?;
-        // ClientJoin clients are members of the overlay: pods talk to them unmasqueraded.
-        exclude.extend(input.clients.iter().map(|c| Ipv4Net::from(c.overlay)));
-        desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
-            own.cidr,
-            own.network,
-            &exclude,
-        )));
-        if let (Some(secondary), Some(network6)) = (own.secondary, own.network6) {
+        if let (Some(cidr4), Some(network4)) = (own.cidr4, own.network4) {
+            // ClientJoin clients are members of the overlay: pods talk to them unmasqueraded.
+            exclude.extend(input.clients.iter().map(|c| Ipv4Net::from(c.overlay)));
+            desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
+                cidr4, network4, &exclude,
+            )));
+        }
+        if let (Some(cidr6), Some(network6)) = (own.cidr6, own.network6) {
             desired.nat6 = Some(Nat6::Masquerade(crate::nat::masquerade6(
-                secondary,
+                cidr6,
                 network6,
                 &nat_exclusions6(network),
             )));
@@ -369,8 +393,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     Ok(Plan {
         desired,
         mtu,
-        subnet: own.cidr,
-        secondary: own.secondary,
+        subnets: own.subnets(),
         skipped,
     })
 }
@@ -398,58 +421,82 @@ fn overlay(
         },
         mtu,
     );
-    add_address(desired, &vxlan, Ipv4Net::from(own.cidr.network()).into());
-    // The same for IPv6 inner packets: the subnet's network address as a /128.
-    if let Some(secondary) = own.secondary {
-        add_address(desired, &vxlan, Ipv6Net::from(secondary.network()).into());
+    // Each subnet's network address on the device (a /32, a /128), so that packets the node
+    // itself sends into the tunnel have a source address peers route back.
+    if let Some(cidr4) = own.cidr4 {
+        add_address(desired, &vxlan, Ipv4Net::from(cidr4.network()).into());
+    }
+    if let Some(cidr6) = own.cidr6 {
+        add_address(desired, &vxlan, Ipv6Net::from(cidr6.network()).into());
     }
     // Client traffic of a RouteToNodes gateway enters at a gateway node and reaches the pod's
     // node through the tunnel with the client's source, whose route back is the underlay:
     // strict reverse-path filtering (the RHEL and CIS default) would drop it here.
     desired.loose_rp_filter.insert(vxlan.clone());
 
-    // With crossSubnet, peers on the underlay's prefix are reached directly.
-    let direct_prefix = overlay.cross_subnet.then_some(input.underlay.prefix);
+    // With crossSubnet, peers on the underlay's prefix of a family are reached directly in
+    // that family (both nodes hold an address of it on one segment).
+    let direct = Direct {
+        v4: overlay
+            .cross_subnet
+            .then(|| input.underlay.prefix4())
+            .flatten()
+            .filter(|_| own.address4.is_some()),
+        v6: overlay
+            .cross_subnet
+            .then(|| input.underlay.prefix6())
+            .flatten()
+            .filter(|_| own.address6.is_some()),
+    };
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        let admitted = peers.admit(peer, own, direct_prefix, true);
-        match &admitted {
-            Ok((Path::Direct { cidr, address }, _)) => {
-                direct_route(desired, input, (*cidr).into(), (*address).into());
+        let admitted = match peers.admit(peer, own, Some(&direct)) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                skipped.push(format!("{} skipped: {reason}", describe(peer)));
+                continue;
             }
-            Ok((Path::Tunnel { cidr, address, mac }, _)) => {
-                tunnel(
+        };
+        if let Some(cidr4) = admitted.cidr4 {
+            match admitted.direct4(&direct) {
+                Some(a) => direct_route(desired, input, cidr4.into(), a.into()),
+                None => tunnel(
                     desired,
                     &vxlan,
-                    (*cidr).into(),
-                    cidr.network().into(),
-                    *mac,
-                    *address,
-                );
+                    cidr4.into(),
+                    cidr4.network().into(),
+                    admitted.mac,
+                    admitted.endpoint,
+                ),
             }
-            Ok((Path::Elsewhere { .. }, _)) => {}
-            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
-        // IPv6 always rides the tunnel (VXLAN is L2; the outer packets are IPv4), even when
-        // `crossSubnet` reaches the peer's IPv4 subnet directly: a direct IPv6 route would
-        // need an IPv6 underlay. Its FDB entry is the one the IPv4 path uses, or the same
-        // entry added here for a direct peer.
-        if let Ok((_, Some(v6))) = admitted {
-            tunnel(
-                desired,
-                &vxlan,
-                v6.cidr.into(),
-                v6.cidr.network().into(),
-                v6.mac,
-                v6.address,
-            );
+        if let Some(cidr6) = admitted.cidr6 {
+            match admitted.direct6(&direct) {
+                Some(a) => direct_route(desired, input, cidr6.into(), a.into()),
+                None => tunnel(
+                    desired,
+                    &vxlan,
+                    cidr6.into(),
+                    cidr6.network().into(),
+                    admitted.mac,
+                    admitted.endpoint,
+                ),
+            }
         }
     }
-    // ClientJoin clients: one /32 each, through the tunnel to the client's own VTEP.
+    // ClientJoin clients: one /32 each, through the tunnel to the client's own VTEP (IPv4
+    // pods over an IPv4 underlay only).
     for client in input.clients {
         let dst = IpNet::from(Ipv4Net::from(client.overlay));
-        if own.network.contains(&client.overlay) || desired.routes.contains_key(&dst) {
+        let Some(network4) = own.network4.filter(|_| own.address.is_ipv4()) else {
+            skipped.push(format!(
+                "ClientJoin client {} skipped: ClientJoin serves IPv4 pod networks on an IPv4 underlay",
+                client.name
+            ));
+            continue;
+        };
+        if network4.contains(&client.overlay) || desired.routes.contains_key(&dst) {
             skipped.push(format!(
                 "ClientJoin client {} skipped: overlayAddress {} is inside the pod range or already routed",
                 client.name, client.overlay
@@ -462,7 +509,7 @@ fn overlay(
             dst,
             client.overlay.into(),
             client.mac,
-            client.address,
+            client.address.into(),
         );
     }
     Ok(skipped)
@@ -501,7 +548,7 @@ pub(crate) fn tunnel(
     dst: IpNet,
     gateway: IpAddr,
     mac: Mac,
-    endpoint: Ipv4Addr,
+    endpoint: IpAddr,
 ) {
     desired.routes.insert(
         dst,
@@ -534,9 +581,13 @@ pub(crate) fn tunnel(
 /// this node already uses for the host's pod subnet (its tunnel, or its underlay address when
 /// on-link). Nothing on the active host itself, and nothing for client ranges on this node's
 /// own segment: it reaches those clients directly, and the kernel's connected route is there.
-/// One route per client range: O(1) per node, replaced on failover.
+/// One route per client range: O(1) per node, replaced on failover. IPv4 networks only (the
+/// operator refuses BridgeHosts elsewhere).
 fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
     let mut skipped = Vec::new();
+    let (Some(network4), Some(segment)) = (own.network4, input.underlay.prefix4()) else {
+        return skipped;
+    };
     for ret in input.returns {
         if ret.via == input.own.spec.node_name {
             continue;
@@ -562,7 +613,7 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
         };
         let path = match desired.routes.get(&IpNet::V4(cidr)) {
             Some(r) => Some((r.gateway, r.dev.clone(), r.onlink)),
-            None if input.underlay.prefix.contains(&address) => {
+            None if segment.contains(&address) => {
                 Some((Some(address.into()), input.underlay.name.clone(), false))
             }
             None => None,
@@ -576,11 +627,11 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
         };
         for client in &ret.clients {
             let client = client.trunc();
-            let on_segment = client.contains(&input.underlay.prefix.network())
-                || input.underlay.prefix.contains(&client.network());
+            let on_segment =
+                client.contains(&segment.network()) || segment.contains(&client.network());
             if on_segment
-                || client.contains(&own.network.network())
-                || own.network.contains(&client.network())
+                || client.contains(&network4.network())
+                || network4.contains(&client.network())
             {
                 continue;
             }
@@ -611,28 +662,38 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
         .iter()
         .map(|a| (*a, a.to_string()))
         .collect();
-    protected.insert(
-        own.address,
-        format!("{own_addr} (this node)", own_addr = own.address),
-    );
-    for peer in input.peers {
-        if let Ok(a) = peer.spec.parsed_node_address() {
-            protected.insert(a, format!("{a} ({}'s address)", peer.spec.node_name));
-        }
-    }
-    // The IPv6 side (dual-stack): the node's and its peers' IPv6 node addresses and the next
-    // hops of the node's own IPv6 routes.
     let mut protected6: BTreeMap<Ipv6Addr, String> = input
         .protected6
         .iter()
         .map(|a| (*a, a.to_string()))
         .collect();
-    if let Some(a) = own.address6 {
-        protected6.insert(a, format!("{a} (this node)"));
+    let mut protect = |a: IpAddr, what: String| match a {
+        IpAddr::V4(a) => {
+            protected.insert(a, what);
+        }
+        IpAddr::V6(a) => {
+            protected6.insert(a, what);
+        }
+    };
+    for a in [
+        Some(own.address),
+        own.address4.map(IpAddr::V4),
+        own.address6.map(IpAddr::V6),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        protect(a, format!("{a} (this node)"));
     }
     for peer in input.peers {
-        if let Some(IpAddr::V6(a)) = node_address6(&peer.spec) {
-            protected6.insert(a, format!("{a} ({}'s address)", peer.spec.node_name));
+        for a in [
+            cidr::parse_addr(&peer.spec.node_address).ok(),
+            node_address2(&peer.spec),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            protect(a, format!("{a} ({}'s address)", peer.spec.node_name));
         }
     }
     let mut notes = Vec::new();
@@ -696,13 +757,25 @@ fn direct_route(desired: &mut State, input: &Input<'_>, cidr: IpNet, address: Ip
     );
 }
 
+fn device_route(desired: &mut State, dst: IpNet, dev: &str) {
+    desired.routes.insert(
+        dst,
+        Route {
+            dst,
+            gateway: None,
+            dev: dev.to_owned(),
+            onlink: false,
+        },
+    );
+}
+
 /// Flat: the whole range on-link on the underlay, and proxy ARP there, so this node answers
 /// ARP for its own pods (its subnet is routed to the bridge, another link) and never for other
 /// nodes' (routed back out of the underlay itself, which proxy ARP does not answer for). No
 /// per-peer state: peers are only checked for being on this segment.
 ///
-/// Dual-stack: the whole IPv6 range on-link on the underlay too, proxy NDP on, and one proxy
-/// entry per local pod's IPv6 address (Linux proxy NDP answers only for listed addresses, never
+/// IPv6: the whole IPv6 range on-link on the underlay too, proxy NDP on, and one proxy entry
+/// per local pod's IPv6 address (Linux proxy NDP answers only for listed addresses, never
 /// for a range): this node answers neighbour solicitations for its own pods and no others.
 fn flat(
     input: &Input<'_>,
@@ -710,58 +783,40 @@ fn flat(
     desired: &mut State,
 ) -> Result<Vec<String>, PlanError> {
     let underlay = &input.underlay.name;
-    desired.routes.insert(
-        own.network.into(),
-        Route {
-            dst: own.network.into(),
-            gateway: None,
-            dev: underlay.clone(),
-            onlink: false,
-        },
-    );
-    desired.proxy_arp.insert(underlay.clone());
     let peers = ordered_peers(input);
-    let mut skipped: Vec<String> = peers
-        .iter()
-        .filter_map(|peer| {
-            let address = peer.spec.parsed_node_address().ok()?;
-            (!cidr::contains(input.underlay.prefix, address)).then(|| {
+    let mut skipped = Vec::new();
+    if let (Some(segment4), Some(network4)) = (segment(input, own, false)?, own.network4) {
+        device_route(desired, network4.into(), underlay);
+        desired.proxy_arp.insert(underlay.clone());
+        skipped.extend(peers.iter().filter_map(|peer| {
+            off_segment(peer, segment4, own).map(|why| {
                 format!(
-                    "{} is unreachable: its node address {address} is not on this node's segment {}, and Flat mode needs every node on one segment (use mode Routed with BGP or Overlay).",
+                    "{} is unreachable: {why}, and Flat mode needs every node on one segment (use mode Routed with BGP or Overlay).",
                     describe(peer),
-                    input.underlay.prefix
                 )
             })
-        })
-        .collect();
-    let (Some(segment6), Some(network6), Some(secondary)) =
-        (underlay6(input, own)?, own.network6, own.secondary)
+        }));
+    }
+    let (Some(segment6), Some(network6), Some(cidr6)) =
+        (segment(input, own, true)?, own.network6, own.cidr6)
     else {
         return Ok(skipped);
     };
-    desired.routes.insert(
-        network6.into(),
-        Route {
-            dst: network6.into(),
-            gateway: None,
-            dev: underlay.clone(),
-            onlink: false,
-        },
-    );
+    device_route(desired, network6.into(), underlay);
     desired.proxy_ndp.insert(underlay.clone());
-    let gateway = gateway6(secondary).addr();
+    let gateway = gateway6(cidr6).addr();
     for ip in input.pods6 {
         // Only pods' addresses: inside this node's IPv6 subnet, not its network address (the
         // subnet-router anycast address) nor the bridge's gateway.
-        if secondary.contains(ip) && *ip != secondary.network() && *ip != gateway {
+        if cidr6.contains(ip) && *ip != cidr6.network() && *ip != gateway {
             desired.proxy_neighbours.insert((underlay.clone(), *ip));
         }
     }
     for peer in peers {
-        if peer.spec.secondary_cidr.is_none() {
+        if !has_subnet(peer, true, own) {
             continue;
         }
-        if let Some(why) = off_segment6(peer, segment6) {
+        if let Some(why) = off_segment(peer, segment6, own) {
             skipped.push(format!(
                 "{}: its IPv6 pods are unreachable: {why}, and Flat mode needs every node on one segment (use mode Overlay, or select the nodes of one segment).",
                 describe(peer)
@@ -771,42 +826,57 @@ fn flat(
     Ok(skipped)
 }
 
-/// This node's IPv6 underlay on a dual-stack Flat or Routed network with an IPv6 subnet: the
-/// on-link prefix of its `secondaryNodeAddress` on the underlay link. `None` when the node
-/// has no IPv6 subnet (single-stack, or not allocated yet: the node runs IPv4 only); an error
-/// naming what is missing when the node has no usable IPv6 address there.
-fn underlay6(input: &Input<'_>, own: &OwnNode<'_>) -> Result<Option<Ipv6Net>, PlanError> {
-    if own.secondary.is_none() {
+/// Whether `peer` has a subnet of the family `ipv6` (its `cidr` of the network's primary
+/// family, its `secondaryCidr` of the other), by the fields' presence only.
+fn has_subnet(peer: &NodeSubnet, ipv6: bool, own: &OwnNode<'_>) -> bool {
+    if own.primary_v6 == ipv6 {
+        true
+    } else {
+        peer.spec.secondary_cidr.is_some()
+    }
+}
+
+/// The on-link prefix over which this node reaches its peers' pods of family `ipv6`
+/// unencapsulated (Flat, Routed, Overlay's `crossSubnet`): the underlay's prefix of its
+/// `nodeAddress` for the network's primary family, that of its `secondaryNodeAddress` for
+/// the other. `None` when the node has no subnet of that family (single-stack, or not
+/// allocated yet: the node runs the other family only); an error naming what is missing when
+/// the node has no usable address of that family on the underlay link.
+fn segment(input: &Input<'_>, own: &OwnNode<'_>, ipv6: bool) -> Result<Option<IpNet>, PlanError> {
+    let has = if ipv6 {
+        own.cidr6.is_some()
+    } else {
+        own.cidr4.is_some()
+    };
+    if !has {
         return Ok(None);
     }
+    if own.address.is_ipv6() == ipv6 {
+        return Ok(Some(input.underlay.prefix));
+    }
     let mode = input.network.mode;
+    let family = family_name(ipv6);
+    let missing = |value: String| PlanError::NoSecondaryNodeAddress {
+        name: own.name.to_owned(),
+        node: own.spec.node_name.clone(),
+        mode,
+        family,
+        value,
+    };
     let address = match own.spec.secondary_node_address.as_deref() {
-        None => None,
+        None => return Err(missing("missing".into())),
         Some(text) => match cidr::parse_addr(text) {
-            Ok(IpAddr::V6(a)) => Some(a),
-            _ => {
-                return Err(PlanError::NoNodeAddress6 {
-                    name: own.name.to_owned(),
-                    node: own.spec.node_name.clone(),
-                    mode,
-                    value: format!("{text:?}, not an IPv6 address"),
-                });
-            }
+            Ok(a) if a.is_ipv6() == ipv6 => a,
+            _ => return Err(missing(format!("{text:?}, not an {family} address"))),
         },
     };
-    let Some(address) = address else {
-        return Err(PlanError::NoNodeAddress6 {
-            name: own.name.to_owned(),
-            node: own.spec.node_name.clone(),
-            mode,
-            value: "missing".into(),
-        });
-    };
-    match input.underlay.prefix6 {
+    match input.underlay.secondary_prefix {
         Some(prefix) if prefix.contains(&address) => Ok(Some(prefix)),
-        _ => Err(PlanError::NotOnUnderlay6 {
+        _ => Err(PlanError::SecondaryNotOnUnderlay {
+            family,
+            other: family_name(!ipv6),
             address,
-            address4: own.address,
+            primary: own.address,
             underlay: input.underlay.name.clone(),
             mode,
         }),
@@ -814,30 +884,50 @@ fn underlay6(input: &Input<'_>, own: &OwnNode<'_>) -> Result<Option<Ipv6Net>, Pl
 }
 
 /// `spec.secondaryNodeAddress` parsed, `None` when missing or unparsable.
-fn node_address6(spec: &NodeSubnetSpec) -> Option<IpAddr> {
+fn node_address2(spec: &NodeSubnetSpec) -> Option<IpAddr> {
     spec.secondary_node_address
         .as_deref()
         .and_then(|t| cidr::parse_addr(t).ok())
 }
 
-/// Why `peer`'s IPv6 node address is not on `segment6` (this node's IPv6 on-link prefix),
-/// as the end of a sentence; `None` when it is.
-fn off_segment6(peer: &NodeSubnet, segment6: Ipv6Net) -> Option<String> {
-    match node_address6(&peer.spec) {
-        Some(IpAddr::V6(a)) if segment6.contains(&a) => None,
-        Some(IpAddr::V6(a)) => Some(format!(
-            "its IPv6 node address {a} is not on this node's IPv6 segment {segment6}"
+/// The peer's node address of `segment`'s family: `spec.nodeAddress` or
+/// `spec.secondaryNodeAddress`, whichever is of that family.
+fn peer_address_of(peer: &NodeSubnetSpec, ipv6: bool) -> Option<IpAddr> {
+    [
+        cidr::parse_addr(&peer.node_address).ok(),
+        node_address2(peer),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|a| a.is_ipv6() == ipv6)
+}
+
+/// Why `peer`'s node address of `segment`'s family is not on `segment` (this node's on-link
+/// prefix of that family), as the end of a sentence; `None` when it is.
+fn off_segment(peer: &NodeSubnet, segment: IpNet, own: &OwnNode<'_>) -> Option<String> {
+    let ipv6 = matches!(segment, IpNet::V6(_));
+    let field = if own.primary_v6 == ipv6 {
+        "spec.nodeAddress"
+    } else {
+        "spec.secondaryNodeAddress"
+    };
+    let v = if ipv6 { "IPv6 " } else { "" };
+    match peer_address_of(&peer.spec, ipv6) {
+        Some(a) if segment.contains(&a) => None,
+        Some(a) => Some(format!(
+            "its {v}node address {a} is not on this node's {v}segment {segment}"
         )),
-        _ => Some(format!(
-            "it has no IPv6 node address (spec.secondaryNodeAddress; give node {} an IPv6 InternalIP on {segment6})",
-            peer.spec.node_name
+        None => Some(format!(
+            "it has no {} node address ({field}; give node {} an {} InternalIP on {segment})",
+            family_name(ipv6),
+            peer.spec.node_name,
+            family_name(ipv6),
         )),
     }
 }
 
-/// Routed: a direct route to every peer on this segment; routes the routers advertise over
-/// BGP for the rest. Dual-stack (static only): each peer's IPv6 subnet via its IPv6 node
-/// address when that is on this node's IPv6 segment.
+/// Routed: a direct route to every peer on this segment, per family; routes the routers
+/// advertise over BGP for the rest.
 fn routed(
     input: &Input<'_>,
     own: &OwnNode<'_>,
@@ -848,98 +938,118 @@ fn routed(
         .routed
         .as_ref()
         .is_some_and(|r| r.bgp.is_some());
-    let segment6 = underlay6(input, own)?;
+    let segments = [segment(input, own, false)?, segment(input, own, true)?];
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        let (path, v6) = match peers.admit(peer, own, Some(input.underlay.prefix), false) {
+        let admitted = match peers.admit(peer, own, None) {
             Ok(admitted) => admitted,
             Err(reason) => {
                 skipped.push(format!("{} skipped: {reason}", describe(peer)));
                 continue;
             }
         };
-        match path {
-            Path::Direct { cidr, address } => {
-                direct_route(desired, input, cidr.into(), address.into());
-            }
-            Path::Elsewhere { address, .. } if !bgp => skipped.push(format!(
-                "{} is unreachable: its node address {address} is not on this node's segment {}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
-                describe(peer),
-                input.underlay.prefix
-            )),
-            _ => {}
-        }
-        let (Some(v6), Some(segment6)) = (v6, segment6) else {
-            continue;
-        };
-        match v6.node6 {
-            Some(IpAddr::V6(a)) if segment6.contains(&a) && Some(a) != own.address6 => {
-                direct_route(desired, input, v6.cidr.into(), a.into());
-            }
-            Some(IpAddr::V6(a)) if Some(a) == own.address6 => skipped.push(format!(
-                "{}: its IPv6 subnet {} skipped: spec.secondaryNodeAddress {a} is this node's own IPv6 address",
-                describe(peer),
-                v6.cidr
-            )),
-            // Off this segment: the routers carry it over BGP, as its IPv4 subnet.
-            _ if bgp => {}
-            _ => {
-                let why = off_segment6(peer, segment6).unwrap_or_default();
-                skipped.push(format!(
-                    "{}: its IPv6 subnet {} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+        let subnets = [admitted.cidr4.map(IpNet::V4), admitted.cidr6.map(IpNet::V6)];
+        for (subnet, segment) in subnets.into_iter().zip(segments) {
+            let (Some(subnet), Some(segment)) = (subnet, segment) else {
+                continue;
+            };
+            let ipv6 = matches!(subnet, IpNet::V6(_));
+            let own_address = if ipv6 {
+                own.address6.map(IpAddr::V6)
+            } else {
+                own.address4.map(IpAddr::V4)
+            };
+            match peer_address_of(&peer.spec, ipv6) {
+                Some(a) if segment.contains(&a) && Some(a) != own_address => {
+                    direct_route(desired, input, subnet, a);
+                }
+                Some(a) if Some(a) == own_address => skipped.push(format!(
+                    "{}: its subnet {subnet} skipped: its node address {a} is this node's own",
                     describe(peer),
-                    v6.cidr
-                ));
+                )),
+                // Off this segment: the routers carry it over BGP.
+                _ if bgp => {}
+                _ => {
+                    let why = off_segment(peer, segment, own).unwrap_or_default();
+                    skipped.push(if own.primary_v6 == ipv6 && !ipv6 {
+                        format!(
+                            "{} is unreachable: {why}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
+                            describe(peer)
+                        )
+                    } else if own.primary_v6 == ipv6 {
+                        // BGP runs on IPv4 pod networks only, for now.
+                        format!(
+                            "{} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+                            describe(peer)
+                        )
+                    } else {
+                        format!(
+                            "{}: its {} subnet {subnet} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+                            describe(peer),
+                            family_name(ipv6)
+                        )
+                    });
+                }
             }
         }
     }
+    skipped.extend(learned4(input, own, segments[0], desired));
+    skipped.extend(learned6(input, own, segments[1], desired));
+    Ok(skipped)
+}
+
+/// Routed with BGP: the IPv4 routes the routers advertise, inside the network's IPv4 range,
+/// not this node's subnet (or part of it), not a destination that already has a route (an
+/// on-segment peer's), with a next hop on `segment4`. An aggregate covering our subnet is
+/// fine: the bridge's more specific route wins.
+fn learned4(
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    segment4: Option<IpNet>,
+    desired: &mut State,
+) -> Vec<String> {
+    let mut skipped = Vec::new();
+    let (Some(network4), Some(cidr4), Some(segment4)) = (own.network4, own.cidr4, segment4) else {
+        return skipped;
+    };
     for (prefix, next_hop) in &input.learned.v4 {
-        // Inside the network's range, not our own subnet (or part of it), and not a peer we
-        // reach directly already. An aggregate covering our subnet is fine: the bridge's more
-        // specific route wins.
-        let wanted = own.network.contains(prefix)
-            && !own.cidr.contains(prefix)
+        let wanted = network4.contains(prefix)
+            && !cidr4.contains(prefix)
             && !desired.routes.contains_key(&IpNet::V4(*prefix));
         if !wanted {
             continue;
         }
-        if !cidr::contains(input.underlay.prefix, *next_hop) {
+        if !segment4.contains(&IpAddr::V4(*next_hop)) {
             skipped.push(format!(
-                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's segment {}.",
-                input.underlay.prefix
+                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's segment {segment4}."
             ));
             continue;
         }
         direct_route(desired, input, (*prefix).into(), (*next_hop).into());
     }
-    skipped.extend(learned6(input, own, segment6, desired));
-    Ok(skipped)
+    skipped
 }
 
-/// Routed with BGP on a dual-stack network: the IPv6 routes the routers advertise, filtered
-/// as the IPv4 ones are (inside the network's `secondaryCidr`, not this node's IPv6 subnet, not
-/// a destination that already has a route, such as an on-segment peer's, and a next hop on
-/// `segment6`, this node's IPv6 underlay prefix from [`underlay6`]).
+/// The same for IPv6 (MP-BGP): inside the network's IPv6 range, next hop on `segment6`.
 fn learned6(
     input: &Input<'_>,
     own: &OwnNode<'_>,
-    segment6: Option<Ipv6Net>,
+    segment6: Option<IpNet>,
     desired: &mut State,
 ) -> Vec<String> {
     let mut skipped = Vec::new();
-    let (Some(network6), Some(secondary), Some(segment6)) = (own.network6, own.secondary, segment6)
-    else {
+    let (Some(network6), Some(cidr6), Some(segment6)) = (own.network6, own.cidr6, segment6) else {
         return skipped;
     };
     for (prefix, next_hop) in &input.learned.v6 {
         let wanted = network6.contains(prefix)
-            && !secondary.contains(prefix)
+            && !cidr6.contains(prefix)
             && !desired.routes.contains_key(&IpNet::V6(*prefix));
         if !wanted {
             continue;
         }
-        if !segment6.contains(next_hop) {
+        if !segment6.contains(&IpAddr::V6(*next_hop)) {
             skipped.push(format!(
                 "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's IPv6 segment {segment6}."
             ));
@@ -950,8 +1060,8 @@ fn learned6(
     skipped
 }
 
-/// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for a dual-stack network's IPv6
-/// masquerade; entries that do not parse fail the plan in [`nat_exclusions`] already.
+/// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for the IPv6 masquerade;
+/// entries that do not parse fail the plan in [`nat_exclusions`] already.
 fn nat_exclusions6(network: &PodNetworkSpec) -> Vec<Ipv6Net> {
     network
         .nat_exclude_cidrs
@@ -964,7 +1074,7 @@ fn nat_exclusions6(network: &PodNetworkSpec) -> Vec<Ipv6Net> {
 }
 
 /// `spec.natExcludeCidrs` as IPv4 prefixes (host bits dropped; IPv6 entries cannot match
-/// IPv4 pod traffic and go to the IPv6 rule of a dual-stack network).
+/// IPv4 pod traffic and go to the IPv6 rule).
 fn nat_exclusions(network: &PodNetworkSpec) -> Result<Vec<Ipv4Net>, PlanError> {
     let mut out = Vec::new();
     for (index, value) in network.nat_exclude_cidrs.iter().enumerate() {
@@ -982,90 +1092,36 @@ fn nat_exclusions(network: &PodNetworkSpec) -> Result<Vec<Ipv4Net>, PlanError> {
     Ok(out)
 }
 
-/// This node's NodeSubnet, parsed and checked.
+/// This node's NodeSubnet, parsed and checked, by family: the network's ranges, this node's
+/// subnets in them and its node addresses.
 struct OwnNode<'a> {
     name: &'a str,
     spec: &'a NodeSubnetSpec,
-    /// The PodNetwork's range, which every node subnet must lie in.
-    network: Ipv4Net,
-    cidr: Ipv4Net,
-    address: Ipv4Addr,
-    mac: Mac,
-    /// The network's IPv6 range (`spec.secondaryCidr`) on a dual-stack network.
+    /// The network's primary range (`spec.cidr`) is IPv6.
+    primary_v6: bool,
+    /// The network's IPv4 range (its `cidr` or `secondaryCidr`), which every IPv4 node subnet
+    /// must lie in.
+    network4: Option<Ipv4Net>,
+    /// The network's IPv6 range.
     network6: Option<Ipv6Net>,
-    /// This node's IPv6 subnet (`spec.secondaryCidr` of its NodeSubnet); `None` on a
-    /// single-stack network, and until the operator has allocated one.
-    secondary: Option<Ipv6Net>,
-    /// This node's IPv6 address (`spec.secondaryNodeAddress`), when it parses as one.
+    /// This node's IPv4 subnet; `None` on an IPv6 network, and on a network made dual-stack
+    /// in place until the operator has allocated the second subnet.
+    cidr4: Option<Ipv4Net>,
+    /// This node's IPv6 subnet, likewise.
+    cidr6: Option<Ipv6Net>,
+    /// `spec.nodeAddress`: the VXLAN tunnel's source, and the address that finds the underlay.
+    address: IpAddr,
+    /// This node's IPv4 address (`nodeAddress` or `secondaryNodeAddress`), when it has one.
+    address4: Option<Ipv4Addr>,
+    /// This node's IPv6 address, likewise.
     address6: Option<Ipv6Addr>,
+    mac: Mac,
 }
 
 impl<'a> OwnNode<'a> {
     fn parse(input: &Input<'a>) -> Result<Self, PlanError> {
         let name = input.own.metadata.name.as_deref().unwrap_or("<unnamed>");
         let spec = &input.own.spec;
-        let network = input
-            .network
-            .parsed_cidr()
-            .map_err(|source| PlanError::NetworkCidr { source })?;
-        let parsed = spec.parse().map_err(|e| PlanError::OwnField {
-            name: name.to_owned(),
-            field: e.field,
-            source: e.source,
-        })?;
-        let (cidr, address) = (parsed.cidr, parsed.node_address);
-        if !network.contains(&cidr) {
-            return Err(PlanError::OutsideNetwork {
-                name: name.to_owned(),
-                cidr,
-                network,
-            });
-        }
-        if cidr.prefix_len() > 30 {
-            return Err(PlanError::SubnetTooSmall {
-                name: name.to_owned(),
-                cidr,
-            });
-        }
-        let underlay = input.underlay;
-        if !cidr::contains(underlay.prefix, address) {
-            return Err(PlanError::UnderlayMismatch {
-                underlay: underlay.name.clone(),
-                prefix: underlay.prefix,
-                address,
-            });
-        }
-        let (network6, secondary) = Self::secondary(input, name)?;
-        Ok(Self {
-            name,
-            spec,
-            network,
-            cidr,
-            address,
-            mac: parsed.vtep_mac,
-            network6,
-            secondary,
-            address6: match node_address6(spec) {
-                Some(IpAddr::V6(a)) => Some(a),
-                _ => None,
-            },
-        })
-    }
-
-    /// The network's IPv6 range and this node's IPv6 subnet in it, checked. An IPv4
-    /// secondary range (an IPv6-primary network) is refused before planning (see
-    /// [`crate::pass`]); here it plans as single-stack.
-    fn secondary(
-        input: &Input<'_>,
-        name: &str,
-    ) -> Result<(Option<Ipv6Net>, Option<Ipv6Net>), PlanError> {
-        let range = input
-            .network
-            .secondary_range()
-            .map_err(|e| PlanError::SecondaryCidr { source: e.source })?;
-        let Some(IpNet::V6(network6)) = range.map(|r| r.cidr) else {
-            return Ok((None, None));
-        };
         let field = |field: &'static str| {
             move |source| PlanError::OwnField {
                 name: name.to_owned(),
@@ -1073,44 +1129,160 @@ impl<'a> OwnNode<'a> {
                 source,
             }
         };
-        let Some(text) = input.own.spec.secondary_cidr.as_deref() else {
-            return Ok((Some(network6), None));
+        let network = cidr::parse_cidr(&input.network.cidr)
+            .map_err(|source| PlanError::NetworkCidr { source })?;
+        let cidr = cidr::parse_cidr(&spec.cidr).map_err(field("spec.cidr"))?;
+        let address = cidr::parse_addr(&spec.node_address).map_err(field("spec.nodeAddress"))?;
+        let mac = spec
+            .parsed_vtep_mac()
+            .map_err(field("spec.vtepMac"))?
+            .unwrap_or_else(|| causeway_crds::vtep::vtep_mac(&spec.node_name));
+        if !network.contains(&cidr) {
+            return Err(PlanError::OutsideNetwork {
+                name: name.to_owned(),
+                cidr: spec.cidr.clone(),
+                network,
+            });
+        }
+        check_size(name, "cidr", cidr)?;
+        let underlay = input.underlay;
+        if !underlay.prefix.contains(&address) {
+            return Err(PlanError::UnderlayMismatch {
+                underlay: underlay.name.clone(),
+                prefix: underlay.prefix,
+                address,
+            });
+        }
+        let (network2, cidr2) = Self::secondary(input, name, network)?;
+        let mut own = Self {
+            name,
+            spec,
+            primary_v6: matches!(network, IpNet::V6(_)),
+            network4: None,
+            network6: None,
+            cidr4: None,
+            cidr6: None,
+            address,
+            address4: None,
+            address6: None,
+            mac,
         };
-        let secondary = match cidr::parse_cidr(text).map_err(field("spec.secondaryCidr"))? {
-            IpNet::V6(net) => net,
-            IpNet::V4(_) => {
-                return Err(PlanError::SecondaryOutsideNetwork {
-                    name: name.to_owned(),
-                    cidr: text.to_owned(),
-                    network: network6,
-                });
+        for (net, sub) in [(Some(network), Some(cidr)), (network2, cidr2)] {
+            match net {
+                Some(IpNet::V4(n)) => {
+                    own.network4 = Some(n);
+                    own.cidr4 = sub.and_then(|s| match s {
+                        IpNet::V4(s) => Some(s),
+                        IpNet::V6(_) => None,
+                    });
+                }
+                Some(IpNet::V6(n)) => {
+                    own.network6 = Some(n);
+                    own.cidr6 = sub.and_then(|s| match s {
+                        IpNet::V6(s) => Some(s),
+                        IpNet::V4(_) => None,
+                    });
+                }
+                None => {}
             }
+        }
+        for a in [Some(address), node_address2(spec)].into_iter().flatten() {
+            match a {
+                IpAddr::V4(a) if own.address4.is_none() => own.address4 = Some(a),
+                IpAddr::V6(a) if own.address6.is_none() => own.address6 = Some(a),
+                _ => {}
+            }
+        }
+        Ok(own)
+    }
+
+    /// The network's second range (of the other family than `network`) and this node's
+    /// subnet in it, checked; the subnet is `None` until the operator has allocated it.
+    fn secondary(
+        input: &Input<'_>,
+        name: &str,
+        network: IpNet,
+    ) -> Result<(Option<IpNet>, Option<IpNet>), PlanError> {
+        let range = input
+            .network
+            .secondary_range()
+            .map_err(|e| PlanError::SecondaryCidr { source: e.source })?;
+        let Some(network2) = range
+            .map(|r| r.cidr)
+            .filter(|r| r.addr().is_ipv6() != network.addr().is_ipv6())
+        else {
+            return Ok((None, None));
         };
-        if !network6.contains(&secondary) {
+        let Some(text) = input.own.spec.secondary_cidr.as_deref() else {
+            return Ok((Some(network2), None));
+        };
+        let secondary = cidr::parse_cidr(text).map_err(|source| PlanError::OwnField {
+            name: name.to_owned(),
+            field: "spec.secondaryCidr",
+            source,
+        })?;
+        if !network2.contains(&secondary) {
             return Err(PlanError::SecondaryOutsideNetwork {
                 name: name.to_owned(),
                 cidr: text.to_owned(),
-                network: network6,
+                network: network2,
             });
         }
-        if secondary.prefix_len() > 126 {
-            return Err(PlanError::SecondaryTooSmall {
-                name: name.to_owned(),
-                cidr: secondary,
-            });
+        check_size(name, "secondaryCidr", secondary)?;
+        Ok((Some(network2), Some(secondary)))
+    }
+
+    /// The PodNetwork field holding the range of family `ipv6`.
+    fn field_of(&self, ipv6: bool) -> &'static str {
+        if self.primary_v6 == ipv6 {
+            "cidr"
+        } else {
+            "secondaryCidr"
         }
-        Ok((Some(network6), Some(secondary)))
+    }
+
+    /// This node's subnets, the primary family first.
+    fn subnets(&self) -> Vec<IpNet> {
+        let v4 = self.cidr4.map(IpNet::V4);
+        let v6 = self.cidr6.map(IpNet::V6);
+        let ordered = if self.primary_v6 { [v6, v4] } else { [v4, v6] };
+        ordered.into_iter().flatten().collect()
+    }
+}
+
+/// A node subnet needs room for a gateway and pods: a prefix length of at most 30 (IPv4) or
+/// 126 (IPv6).
+fn check_size(name: &str, field: &'static str, cidr: IpNet) -> Result<(), PlanError> {
+    let max = if cidr.addr().is_ipv6() { 126 } else { 30 };
+    if cidr.prefix_len() > max {
+        return Err(PlanError::SubnetTooSmall {
+            name: name.to_owned(),
+            field,
+            cidr,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The VXLAN overhead for a tunnel whose outer packets are IPv6 (`true`) or IPv4.
+#[must_use]
+pub(crate) fn vxlan_overhead(ipv6: bool) -> u32 {
+    if ipv6 {
+        VXLAN6_OVERHEAD
+    } else {
+        VXLAN_OVERHEAD
     }
 }
 
 /// The pod MTU: `spec.mtu` when set and it fits the underlay, else the underlay's (minus the
-/// VXLAN overhead in Overlay mode).
+/// VXLAN overhead in Overlay mode: 50 bytes over an IPv4 underlay, 70 over IPv6).
 pub(crate) fn effective_mtu(
     network: &PodNetworkSpec,
     underlay: &Underlay,
 ) -> Result<u32, PlanError> {
     let overhead = match network.mode {
-        PodNetworkMode::Overlay => VXLAN_OVERHEAD,
+        PodNetworkMode::Overlay => vxlan_overhead(matches!(underlay.prefix, IpNet::V6(_))),
         PodNetworkMode::Flat | PodNetworkMode::Routed => 0,
     };
     let max = underlay.mtu.saturating_sub(overhead);
@@ -1133,7 +1305,7 @@ pub(crate) fn effective_mtu(
             });
         }
     }
-    let mtu = network.effective_mtu(underlay.mtu);
+    let mtu = causeway_crds::mtu::effective_mtu_over(overhead, network.mtu, underlay.mtu);
     if mtu < MIN_MTU {
         return Err(PlanError::UnderlayMtuTooSmall {
             underlay: underlay.name.clone(),
@@ -1171,72 +1343,79 @@ fn describe(peer: &NodeSubnet) -> String {
     )
 }
 
-/// How a peer's subnet is reached.
-enum Path {
-    /// On the underlay's prefix with `crossSubnet`: a plain route via the peer's address.
-    Direct { cidr: Ipv4Net, address: Ipv4Addr },
-    /// Through the VXLAN device.
-    Tunnel {
-        cidr: Ipv4Net,
-        address: Ipv4Addr,
-        mac: Mac,
-    },
-    /// Off this segment, without a tunnel (Routed): reached over BGP, or not at all.
-    Elsewhere {
-        #[allow(dead_code)]
-        cidr: Ipv4Net,
-        address: Ipv4Addr,
-    },
+/// Overlay with `crossSubnet`: the on-link prefixes, per family, within which peers are
+/// reached without the tunnel.
+struct Direct {
+    v4: Option<Ipv4Net>,
+    v6: Option<Ipv6Net>,
 }
 
-/// A peer's IPv6 subnet on a dual-stack Overlay network: reached through the tunnel to its
-/// VTEP, whatever path its IPv4 subnet takes.
-struct PeerV6 {
-    cidr: Ipv6Net,
-    /// The peer's IPv4 underlay address: the VTEP.
-    address: Ipv4Addr,
+/// A peer admitted into the plan: its subnets by family and its addresses.
+struct Admitted {
+    cidr4: Option<Ipv4Net>,
+    cidr6: Option<Ipv6Net>,
+    /// `spec.nodeAddress`: the VXLAN endpoint.
+    endpoint: IpAddr,
+    address4: Option<Ipv4Addr>,
+    address6: Option<Ipv6Addr>,
     mac: Mac,
-    /// The peer's `secondaryNodeAddress` (Routed: the IPv6 next hop), when it has one.
-    node6: Option<IpAddr>,
+}
+
+impl Admitted {
+    /// The peer's IPv4 address when its IPv4 subnet is reached directly.
+    fn direct4(&self, direct: &Direct) -> Option<Ipv4Addr> {
+        self.address4
+            .filter(|a| direct.v4.is_some_and(|p| p.contains(a)))
+    }
+
+    /// The peer's IPv6 address when its IPv6 subnet is reached directly.
+    fn direct6(&self, direct: &Direct) -> Option<Ipv6Addr> {
+        self.address6
+            .filter(|a| direct.v6.is_some_and(|p| p.contains(a)))
+    }
+
+    /// Whether any of its subnets goes through the tunnel.
+    fn tunnelled(&self, direct: &Direct) -> bool {
+        (self.cidr4.is_some() && self.direct4(direct).is_none())
+            || (self.cidr6.is_some() && self.direct6(direct).is_none())
+    }
 }
 
 /// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them.
 struct Peers {
-    /// Pairwise disjoint subnets by network address, with who holds them. Disjointness makes
-    /// an overlap check two ordered-map lookups, so planning thousands of peers stays cheap.
-    subnets: BTreeMap<Ipv4Addr, (Ipv4Net, String)>,
-    /// The same for IPv6 subnets (dual-stack Overlay).
-    subnets6: BTreeMap<std::net::Ipv6Addr, (Ipv6Net, String)>,
+    /// Pairwise disjoint subnets of both families by network address, with who holds them.
+    /// Disjointness makes an overlap check two ordered-map lookups, so planning thousands of
+    /// peers stays cheap (IPv4 keys sort before IPv6 ones, and ranges of different families
+    /// never overlap).
+    subnets: BTreeMap<IpAddr, (IpNet, String)>,
     /// VTEP MACs of this node and of tunnelled peers, with their node address and holder.
-    macs: BTreeMap<Mac, (Ipv4Addr, String)>,
+    macs: BTreeMap<Mac, (IpAddr, String)>,
 }
 
 impl Peers {
     fn new(own: &OwnNode<'_>) -> Self {
         let holder = format!("this node's subnet (NodeSubnet {})", own.name);
-        let subnets6 = own
-            .secondary
-            .map(|net| (net.network(), (net, holder.clone())))
+        let subnets = own
+            .subnets()
             .into_iter()
+            .map(|net| (net.network(), (net, holder.clone())))
             .collect();
         Self {
-            subnets: BTreeMap::from([(own.cidr.network(), (own.cidr, holder.clone()))]),
-            subnets6,
+            subnets,
             macs: BTreeMap::from([(own.mac, (own.address, holder))]),
         }
     }
 
-    /// Checks one peer and, when it is sound, takes its subnets (and MAC) and says how to
-    /// reach them: its IPv4 subnet by the [`Path`], its IPv6 subnet (dual-stack, when it has
-    /// one) through the tunnel (Overlay) or via its IPv6 node address (Routed). A peer with any bad field, IPv6 ones included, is
-    /// refused whole. The error is the reason, as the end of a sentence.
+    /// Checks one peer and, when it is sound, takes its subnets (and, through the tunnel,
+    /// its MAC). A peer with any bad field, its second family's included, is refused whole.
+    /// `tunnel`: Overlay mode, with the prefixes reached directly. The error is the reason,
+    /// as the end of a sentence.
     fn admit(
         &mut self,
         peer: &NodeSubnet,
         own: &OwnNode<'_>,
-        direct_prefix: Option<Ipv4Net>,
-        tunnel: bool,
-    ) -> Result<(Path, Option<PeerV6>), String> {
+        tunnel: Option<&Direct>,
+    ) -> Result<Admitted, String> {
         let spec = &peer.spec;
         if spec.network != own.spec.network {
             return Err(format!(
@@ -1250,36 +1429,89 @@ impl Peers {
                 spec.node_name
             ));
         }
-        let parsed = spec.parse().map_err(|e| e.to_string())?;
-        let (cidr, address, mac) = (parsed.cidr, parsed.node_address, parsed.vtep_mac);
-        if !own.network.contains(&cidr) {
+        let parsed = spec.parse_addresses().map_err(|e| e.to_string())?;
+        let mac = spec
+            .parsed_vtep_mac()
+            .map_err(|e| format!("spec.vtepMac: {e}"))?
+            .unwrap_or_else(|| causeway_crds::vtep::vtep_mac(&spec.node_name));
+        let primary = if own.primary_v6 {
+            own.network6.map(IpNet::V6)
+        } else {
+            own.network4.map(IpNet::V4)
+        };
+        let secondary = if own.primary_v6 {
+            own.network4.map(IpNet::V4)
+        } else {
+            own.network6.map(IpNet::V6)
+        };
+        let cidr = parsed.cidr;
+        if !primary.is_some_and(|n| n.contains(&cidr)) {
             return Err(format!(
                 "spec.cidr {cidr} lies outside the PodNetwork's cidr {}",
-                own.network
+                primary.map(|n| n.to_string()).unwrap_or_default()
             ));
         }
-        if address == own.address {
+        if parsed.node_address == own.address {
             return Err(format!(
-                "spec.nodeAddress {address} is this node's own address"
+                "spec.nodeAddress {} is this node's own address",
+                parsed.node_address
             ));
         }
-        if let Some((taken, holder)) = self.overlapping(cidr) {
-            return Err(format!(
-                "spec.cidr {cidr} overlaps {taken}, held by {holder}"
-            ));
+        let second = match (secondary, parsed.secondary_cidr) {
+            (Some(network2), Some(net)) if network2.contains(&net) => Some(net),
+            (Some(network2), Some(_)) => {
+                return Err(format!(
+                    "spec.secondaryCidr {} lies outside the PodNetwork's secondaryCidr {network2}",
+                    spec.secondary_cidr.as_deref().unwrap_or_default()
+                ));
+            }
+            _ => None,
+        };
+        for (field, net) in [("cidr", Some(cidr)), ("secondaryCidr", second)] {
+            if let Some(net) = net
+                && let Some((taken, holder)) = self.overlapping(net)
+            {
+                return Err(format!(
+                    "spec.{field} {net} overlaps {taken}, held by {holder}"
+                ));
+            }
         }
-        let v6 = match own.network6 {
-            Some(network6) => self.check_v6(spec, network6)?,
-            None => None,
+        let mut admitted = Admitted {
+            cidr4: None,
+            cidr6: None,
+            endpoint: parsed.node_address,
+            address4: None,
+            address6: None,
+            mac,
         };
-        let path = if direct_prefix.is_some_and(|prefix| cidr::contains(prefix, address)) {
-            Path::Direct { cidr, address }
-        } else if !tunnel {
-            Path::Elsewhere { cidr, address }
-        } else {
-            Path::Tunnel { cidr, address, mac }
-        };
-        if tunnel && (matches!(path, Path::Tunnel { .. }) || v6.is_some()) {
+        for net in [Some(cidr), second].into_iter().flatten() {
+            match net {
+                IpNet::V4(n) => admitted.cidr4 = Some(n),
+                IpNet::V6(n) => admitted.cidr6 = Some(n),
+            }
+        }
+        for a in [Some(parsed.node_address), parsed.secondary_node_address]
+            .into_iter()
+            .flatten()
+        {
+            match a {
+                IpAddr::V4(a) if admitted.address4.is_none() => admitted.address4 = Some(a),
+                IpAddr::V6(a) if admitted.address6.is_none() => admitted.address6 = Some(a),
+                _ => {}
+            }
+        }
+        if let Some(direct) = tunnel
+            && admitted.tunnelled(direct)
+        {
+            let address = parsed.node_address;
+            if address.is_ipv6() != own.address.is_ipv6() {
+                return Err(format!(
+                    "its node address {address} is {}, and this node's VXLAN tunnel runs over {} (its address {}): the nodes of an Overlay network need node addresses (spec.nodeAddress) of one family",
+                    family_name(address.is_ipv6()),
+                    family_name(own.address.is_ipv6()),
+                    own.address
+                ));
+            }
             // One FDB entry per MAC: a second VTEP with the same MAC at another address would
             // silently take the first one's traffic (our own MAC is registered with our own
             // address, which no admitted peer has). The same MAC at the same address is one
@@ -1293,57 +1525,16 @@ impl Peers {
             }
             self.macs.insert(mac, (address, describe(peer)));
         }
-        self.subnets.insert(cidr.network(), (cidr, describe(peer)));
-        if let Some(net) = v6 {
-            self.subnets6.insert(net.network(), (net, describe(peer)));
+        for net in [Some(cidr), second].into_iter().flatten() {
+            self.subnets.insert(net.network(), (net, describe(peer)));
         }
-        let node6 = node_address6(spec);
-        let v6 = v6.map(|cidr| PeerV6 {
-            cidr,
-            address,
-            mac,
-            node6,
-        });
-        Ok((path, v6))
-    }
-
-    /// A peer's `spec.secondaryCidr` on a dual-stack network, checked like `spec.cidr`:
-    /// IPv6, inside the network's secondaryCidr, overlapping no subnet taken. `None` when the
-    /// peer has none yet (the operator adds it; until then the peer is IPv4 only).
-    fn check_v6(
-        &self,
-        spec: &NodeSubnetSpec,
-        network6: Ipv6Net,
-    ) -> Result<Option<Ipv6Net>, String> {
-        let Some(text) = spec.secondary_cidr.as_deref() else {
-            return Ok(None);
-        };
-        let net = match cidr::parse_cidr(text).map_err(|e| format!("spec.secondaryCidr: {e}"))? {
-            IpNet::V6(net) if network6.contains(&net) => net,
-            _ => {
-                return Err(format!(
-                    "spec.secondaryCidr {text} lies outside the PodNetwork's secondaryCidr {network6}"
-                ));
-            }
-        };
-        let start = net.network();
-        let before = self.subnets6.range(..=start).next_back();
-        let after = self.subnets6.range(start..).next();
-        if let Some((_, (taken, holder))) = before
-            .filter(|(_, (taken, _))| taken.contains(&start))
-            .or(after.filter(|(_, (taken, _))| net.contains(taken)))
-        {
-            return Err(format!(
-                "spec.secondaryCidr {net} overlaps {taken}, held by {holder}"
-            ));
-        }
-        Ok(Some(net))
+        Ok(admitted)
     }
 
     /// A taken subnet overlapping `net`, if any. Taken subnets are disjoint, so only the last
     /// one starting at or before `net` can contain its start, and only the first one starting
     /// at or after it can lie inside `net`.
-    fn overlapping(&self, net: Ipv4Net) -> Option<(Ipv4Net, &str)> {
+    fn overlapping(&self, net: IpNet) -> Option<(IpNet, &str)> {
         let start = net.network();
         let before = self.subnets.range(..=start).next_back();
         let after = self.subnets.range(start..).next();
@@ -1400,7 +1591,7 @@ mod tests {
             name: "eth0".into(),
             mtu: 1500,
             prefix: "192.168.1.0/24".parse().expect("prefix"),
-            prefix6: None,
+            secondary_prefix: None,
         }
     }
 
@@ -1856,7 +2047,7 @@ mod tests {
             (
                 "unparsable address",
                 subnet("node-x", "10.244.9.0/24", "192.168.1"),
-                "spec.nodeAddress: parse IPv4 address \"192.168.1\"",
+                "spec.nodeAddress: parse IP address \"192.168.1\"",
             ),
             (
                 "unparsable vtepMac",
@@ -2042,7 +2233,7 @@ mod tests {
                 "IPv6 pods are masqueraded outside secondaryCidr"
             );
             assert_eq!(
-                p.secondary,
+                p.subnets.get(1).copied(),
                 Some("fd00:10:244:1::/64".parse().expect("net"))
             );
             assert!(p.skipped.is_empty(), "{:?}", p.skipped);
@@ -2143,7 +2334,7 @@ mod tests {
         let none = dual("node-a", "10.244.1.0/24", "192.168.1.11", None);
         let p = run(&none, vec![], &network).expect("plan");
         assert_eq!(lines(&p.desired), sorted(vec![base(1450)]));
-        assert_eq!(p.secondary, None);
+        assert_eq!(p.subnets.len(), 1, "{:?}", p.subnets);
     }
 
     #[test]
@@ -2186,10 +2377,17 @@ mod tests {
             ),
             (
                 "node address",
+                with_spec(|s| s.node_address = "192.168.1".into()),
+                spec(false),
+                underlay(),
+                "NodeSubnet node-a: spec.nodeAddress: parse IP address \"192.168.1\"",
+            ),
+            (
+                "an IPv6 node address on an IPv4 underlay",
                 with_spec(|s| s.node_address = "fd00::1".into()),
                 spec(false),
                 underlay(),
-                "NodeSubnet node-a: spec.nodeAddress: parse IPv4 address \"fd00::1\"",
+                "underlay link eth0 (192.168.1.0/24) does not hold this node's address fd00::1 (NodeSubnet spec.nodeAddress)",
             ),
             (
                 "vtep mac",
@@ -2256,7 +2454,7 @@ mod tests {
                 spec(false),
                 Underlay {
                     prefix: "10.0.0.0/8".parse().expect("prefix"),
-                    prefix6: None,
+                    secondary_prefix: None,
                     ..underlay()
                 },
                 "underlay link eth0 (10.0.0.0/8) does not hold this node's address 192.168.1.11",
@@ -2532,8 +2730,9 @@ mod tests {
             }
             for c in &clients {
                 let covers = must_reach.iter().any(|a| c.contains(a));
-                let on_segment = c.contains(&underlay().prefix.network())
-                    || underlay().prefix.contains(&c.network());
+                let segment = underlay().prefix4().expect("IPv4 underlay");
+                let on_segment =
+                    c.contains(&segment.network()) || segment.contains(&c.network());
                 if !covers && !on_segment {
                     proptest::prop_assert!(
                         p.desired.routes.contains_key(&IpNet::V4(*c)),
@@ -2680,7 +2879,7 @@ mod tests {
 
     fn underlay6() -> Underlay {
         Underlay {
-            prefix6: Some("fd00:1::/64".parse().expect("prefix")),
+            secondary_prefix: Some("fd00:1::/64".parse().expect("prefix")),
             ..underlay()
         }
     }
@@ -2710,6 +2909,257 @@ mod tests {
             protected6: &set(protected6),
             pods6: &set(pods6),
         })
+    }
+
+    /// An IPv6-only network of `mode_name` (fd00:10:244::/56, /64 per node).
+    fn v6_mode(mode_name: &str, extra: serde_json::Value) -> PodNetworkSpec {
+        let mut spec = mode(mode_name, extra);
+        spec.cidr = "fd00:10:244::/56".into();
+        spec.node_subnet_prefix_length = 64;
+        spec
+    }
+
+    /// An IPv6-only underlay: eth0 holding fd00:1::11/64.
+    fn v6_underlay() -> Underlay {
+        Underlay {
+            name: "eth0".into(),
+            mtu: 1500,
+            prefix: "fd00:1::/64".parse().expect("prefix"),
+            secondary_prefix: None,
+        }
+    }
+
+    /// node-a on fd00:1::/64 with its peers: node-b on the same segment, node-c behind a
+    /// router (fd00:2::/64).
+    fn v6_nodes() -> (NodeSubnet, Vec<NodeSubnet>) {
+        (
+            subnet("node-a", "fd00:10:244:1::/64", "fd00:1::11"),
+            vec![
+                subnet("node-b", "fd00:10:244:2::/64", "fd00:1::12"),
+                subnet("node-c", "fd00:10:244:3::/64", "fd00:2::13"),
+            ],
+        )
+    }
+
+    #[test]
+    fn an_ipv6_network_on_an_ipv6_underlay_plans_every_mode_in_ipv6_alone() {
+        let (own, peers) = v6_nodes();
+        let (mac_b, mac_c) = (vtep_mac("node-b"), vtep_mac("node-c"));
+        let bridge = |mtu: u32| {
+            vec![
+                format!("link cw-br0 bridge mtu {mtu} up"),
+                "addr fd00:10:244:1::1/64 dev cw-br0".to_owned(),
+            ]
+        };
+        let vxlan = vec![
+            format!(
+                "link cw-vx1 vxlan id 1 dstport 8472 local fd00:1::11 dev eth0 address {} mtu 1430 up",
+                vtep_mac("node-a")
+            ),
+            "addr fd00:10:244:1::/128 dev cw-vx1".to_owned(),
+        ];
+        let cases: Vec<(&str, PodNetworkSpec, Vec<Vec<String>>, usize)> = vec![
+            (
+                "Overlay: VXLAN over IPv6, 70 bytes of headers",
+                v6_mode("Overlay", serde_json::Value::Null),
+                vec![
+                    bridge(1430),
+                    vxlan.clone(),
+                    vec![
+                        "route fd00:10:244:2::/64 via fd00:10:244:2:: dev cw-vx1 onlink".into(),
+                        format!("neigh fd00:10:244:2:: lladdr {mac_b} dev cw-vx1"),
+                        format!("fdb {mac_b} dev cw-vx1 dst fd00:1::12"),
+                        "route fd00:10:244:3::/64 via fd00:10:244:3:: dev cw-vx1 onlink".into(),
+                        format!("neigh fd00:10:244:3:: lladdr {mac_c} dev cw-vx1"),
+                        format!("fdb {mac_c} dev cw-vx1 dst fd00:2::13"),
+                    ],
+                ],
+                0,
+            ),
+            (
+                "Overlay crossSubnet: the on-link peer directly, the other through the tunnel",
+                {
+                    let mut spec = v6_mode("Overlay", serde_json::Value::Null);
+                    spec.overlay = Some(
+                        serde_json::from_value(serde_json::json!({"crossSubnet": true}))
+                            .expect("overlay"),
+                    );
+                    spec
+                },
+                vec![
+                    bridge(1430),
+                    vxlan.clone(),
+                    vec![
+                        "route fd00:10:244:2::/64 via fd00:1::12 dev eth0".into(),
+                        "route fd00:10:244:3::/64 via fd00:10:244:3:: dev cw-vx1 onlink".into(),
+                        format!("neigh fd00:10:244:3:: lladdr {mac_c} dev cw-vx1"),
+                        format!("fdb {mac_c} dev cw-vx1 dst fd00:2::13"),
+                    ],
+                ],
+                0,
+            ),
+            (
+                "Routed: a direct route to the on-link peer, the other named",
+                v6_mode("Routed", serde_json::Value::Null),
+                vec![
+                    bridge(1500),
+                    vec!["route fd00:10:244:2::/64 via fd00:1::12 dev eth0".into()],
+                ],
+                1,
+            ),
+            (
+                "Flat: the range on-link, proxy NDP for this node's pods",
+                v6_mode("Flat", serde_json::Value::Null),
+                vec![
+                    bridge(1500),
+                    vec![
+                        "route fd00:10:244::/56 dev eth0".into(),
+                        "proxy_ndp dev eth0".into(),
+                        "neigh proxy fd00:10:244:1::2 dev eth0".into(),
+                    ],
+                ],
+                1,
+            ),
+        ];
+        for (name, network, want, skipped) in cases {
+            let p = run6(
+                &own,
+                peers.clone(),
+                &network,
+                &v6_underlay(),
+                &["fd00:10:244:1::2", "fd00:10:244:2::2"],
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(lines(&p.desired), sorted(want), "{name}");
+            assert_eq!(
+                p.subnets,
+                ["fd00:10:244:1::/64".parse::<IpNet>().expect("net")],
+                "{name}"
+            );
+            assert!(
+                p.desired.proxy_arp.is_empty() && p.desired.nat.is_none(),
+                "{name}: no IPv4"
+            );
+            assert!(p.desired.nat6.is_some(), "{name}: IPv6 masquerade");
+            assert_eq!(p.skipped.len(), skipped, "{name}: {:?}", p.skipped);
+            if skipped > 0 {
+                assert!(
+                    p.skipped[0].contains("node-c")
+                        && p.skipped[0].contains(
+                            "node address fd00:2::13 is not on this node's IPv6 segment fd00:1::/64"
+                        ),
+                    "{name}: {:?}",
+                    p.skipped
+                );
+            }
+        }
+        // An explicit MTU that fits IPv4's 50 bytes but not IPv6's 70 is refused, naming 70.
+        let mut tight = v6_mode("Overlay", serde_json::Value::Null);
+        tight.mtu = Some(1450);
+        let err = run6(&own, peers, &tight, &v6_underlay(), &[], &[]).expect_err("too big");
+        assert!(
+            err.to_string()
+                .contains("with 70 bytes of VXLAN headers: set spec.mtu to 1430 or less"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dual_stack_cross_subnet_routes_each_family_directly_only_where_both_nodes_have_it_on_link() {
+        let (own, peers) = dual_nodes();
+        let mut network = dual_mode("Overlay");
+        network.overlay = Some(
+            serde_json::from_value(serde_json::json!({"crossSubnet": true})).expect("overlay"),
+        );
+        let routes = |underlay: &Underlay| -> Vec<String> {
+            let p = run6(&own, peers.clone(), &network, underlay, &[], &[]).expect("plan");
+            p.desired
+                .routes
+                .values()
+                .map(|r| format!("{} dev {}", r.dst, r.dev))
+                .collect()
+        };
+        // A dual-stack underlay: node-b (both families on eth0's prefixes) directly in both;
+        // node-d (no IPv6 address) directly in IPv4, through the tunnel in IPv6; node-c
+        // (another segment) through the tunnel in both.
+        assert_eq!(
+            routes(&underlay6()),
+            [
+                "10.244.2.0/24 dev eth0",
+                "10.244.3.0/24 dev cw-vx1",
+                "10.244.4.0/24 dev eth0",
+                "fd00:10:244:2::/64 dev eth0",
+                "fd00:10:244:3::/64 dev cw-vx1",
+                "fd00:10:244:4::/64 dev cw-vx1",
+            ]
+        );
+        // An IPv4-only underlay: IPv6 always through the tunnel.
+        let v4_only = routes(&underlay());
+        assert!(
+            v4_only
+                .iter()
+                .filter(|r| r.starts_with("fd00"))
+                .all(|r| r.ends_with("dev cw-vx1")),
+            "{v4_only:?}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_primary_dual_stack_network_lists_the_ipv6_subnet_first_and_routes_ipv4_via_the_secondary_address()
+     {
+        let mut network = v6_mode("Routed", serde_json::Value::Null);
+        network.secondary_cidr = Some("10.244.0.0/16".into());
+        network.secondary_node_subnet_prefix_length = Some(24);
+        let with4 = |node: &str, v6: &str, node6: &str, v4: &str, node4: &str| {
+            let mut s = subnet(node, v6, node6);
+            s.spec.secondary_cidr = Some(v4.into());
+            s.spec.secondary_node_address = Some(node4.into());
+            s
+        };
+        let own = with4(
+            "node-a",
+            "fd00:10:244:1::/64",
+            "fd00:1::11",
+            "10.244.1.0/24",
+            "192.168.1.11",
+        );
+        let peers = vec![with4(
+            "node-b",
+            "fd00:10:244:2::/64",
+            "fd00:1::12",
+            "10.244.2.0/24",
+            "192.168.1.12",
+        )];
+        let underlay = Underlay {
+            secondary_prefix: Some("192.168.1.0/24".parse().expect("prefix")),
+            ..v6_underlay()
+        };
+        let p = run6(&own, peers.clone(), &network, &underlay, &[], &[]).expect("plan");
+        assert_eq!(
+            p.subnets,
+            [
+                "fd00:10:244:1::/64".parse::<IpNet>().expect("net"),
+                "10.244.1.0/24".parse().expect("net"),
+            ],
+            "the primary family first: pods' first address is IPv6"
+        );
+        assert_eq!(
+            lines(&p.desired),
+            sorted(vec![vec![
+                "link cw-br0 bridge mtu 1500 up".into(),
+                "addr 10.244.1.1/24 dev cw-br0".into(),
+                "addr fd00:10:244:1::1/64 dev cw-br0".into(),
+                "route 10.244.2.0/24 via 192.168.1.12 dev eth0".into(),
+                "route fd00:10:244:2::/64 via fd00:1::12 dev eth0".into(),
+            ]]),
+        );
+        // Without an IPv4 address on the underlay, the plan names what is missing.
+        let err = run6(&own, peers, &network, &v6_underlay(), &[], &[]).expect_err("no IPv4");
+        assert!(
+            err.to_string().starts_with("this node's IPv4 address 192.168.1.11 (NodeSubnet spec.secondaryNodeAddress, its IPv4 InternalIP) is not on underlay link eth0, which holds its IPv6 address fd00:1::11"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -2742,7 +3192,7 @@ mod tests {
         assert_eq!(p.desired.proxy_arp.iter().collect::<Vec<_>>(), ["eth0"]);
         assert_eq!(p.mtu, 1500);
         assert_eq!(
-            p.secondary,
+            p.subnets.get(1).copied(),
             Some("fd00:10:244:1::/64".parse().expect("net"))
         );
         assert_eq!(
@@ -2884,7 +3334,7 @@ mod tests {
             );
             // The IPv6 range holding the node's IPv6 network.
             let overlapping = Underlay {
-                prefix6: Some("fd00:10:244:1::/64".parse().expect("net")),
+                secondary_prefix: Some("fd00:10:244:1::/64".parse().expect("net")),
                 ..underlay()
             };
             let mut inside = own.clone();
@@ -2904,7 +3354,7 @@ mod tests {
             let p =
                 run6(&v4_only, peers.clone(), &network, &underlay(), &[], &[]).expect("IPv4 only");
             assert!(
-                p.secondary.is_none()
+                p.subnets.len() == 1
                     && p.desired.proxy_neighbours.is_empty()
                     && p.desired.routes.keys().all(|d| matches!(d, IpNet::V4(_))),
                 "{mode_name}: {:?}",

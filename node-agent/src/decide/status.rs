@@ -94,13 +94,14 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// `None` when everything applied.
     pub failure: Option<Failure>,
-    /// The on-link prefix of the underlay, when the pass found it: `Some` exactly when the
-    /// pass read the kernel (a pass refused before, or unable to find its underlay, changed
+    /// The on-link prefix of the node's address (`spec.nodeAddress`) on the underlay, when
+    /// the pass found it: `Some` exactly when the pass read the kernel (a pass refused before, or unable to find its underlay, changed
     /// nothing, and its `programmed` is empty rather than what the kernel holds).
-    pub underlay_prefix: Option<ipnet::Ipv4Net>,
-    /// The IPv6 on-link prefix of the underlay (of the node's IPv6 address, on a dual-stack
-    /// network), as the same observation found it: `None` there means the node has none.
-    pub underlay_prefix6: Option<ipnet::Ipv6Net>,
+    pub underlay_prefix: Option<ipnet::IpNet>,
+    /// The on-link prefix of the node's address of the other family (`secondaryNodeAddress`,
+    /// on a dual-stack network) on the same link, as the same observation found it: `None`
+    /// there means the node has none.
+    pub secondary_underlay_prefix: Option<ipnet::IpNet>,
     /// This node's BGP sessions (Routed mode with BGP), sorted by peer.
     pub bgp: Vec<BgpSessionStatus>,
     /// Peers that cannot be configured on this node (their password), in words naming each.
@@ -270,7 +271,7 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
         next.underlay_prefix = Some(prefix.to_string());
         // Observed together: the IPv6 prefix is known (present or absent) exactly when the
         // IPv4 one is, so an IPv6 address removed from the node clears it.
-        next.secondary_underlay_prefix = outcome.underlay_prefix6.map(|p| p.to_string());
+        next.secondary_underlay_prefix = outcome.secondary_underlay_prefix.map(|p| p.to_string());
     }
     next
 }
@@ -366,7 +367,7 @@ mod tests {
             skipped: vec![],
             failure: None,
             underlay_prefix: Some("192.168.50.0/24".parse().expect("prefix")),
-            underlay_prefix6: None,
+            secondary_underlay_prefix: None,
             bgp: vec![],
         }
     }
@@ -399,9 +400,9 @@ mod tests {
 
     #[test]
     fn the_underlay_prefixes_of_both_families_are_reported_and_a_vanished_ipv6_one_is_cleared() {
-        let v4: ipnet::Ipv4Net = "192.168.50.0/24".parse().expect("prefix");
-        let v6: ipnet::Ipv6Net = "fd00:50::/64".parse().expect("prefix");
-        let cases: [(Option<ipnet::Ipv4Net>, Option<ipnet::Ipv6Net>, Option<&str>); 4] = [
+        let v4: ipnet::IpNet = "192.168.50.0/24".parse().expect("prefix");
+        let v6: ipnet::IpNet = "fd00:50::/64".parse().expect("prefix");
+        let cases: [(Option<ipnet::IpNet>, Option<ipnet::IpNet>, Option<&str>); 4] = [
             // Observed with an IPv6 address: reported.
             (Some(v4), Some(v6), Some("fd00:50::/64")),
             // Observed without one (removed, or an IPv4-only node): cleared.
@@ -417,7 +418,7 @@ mod tests {
             };
             let outcome = Outcome {
                 underlay_prefix: prefix,
-                underlay_prefix6: prefix6,
+                secondary_underlay_prefix: prefix6,
                 ..ok(1, 0)
             };
             let st = status(&before, &outcome, at(100));

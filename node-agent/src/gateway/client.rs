@@ -241,13 +241,13 @@ async fn program(
         .as_ref()
         .and_then(|j| j.clients.iter().find(|c| c.name == config.name))
         .ok_or("not listed")?;
-    let address = entry
+    let address: std::net::Ipv4Addr = entry
         .address
         .trim()
         .parse()
         .map_err(|_| format!("address {:?} is not IPv4", entry.address))?;
     let underlay = dataplane
-        .underlay_for(address)
+        .underlay_for(address.into(), None)
         .await
         .map_err(|e| format!("client address {address}: {e}"))?;
     let (desired, skipped) = client_plan(&ClientInput {

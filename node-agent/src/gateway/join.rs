@@ -179,7 +179,7 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         LinkKind::Vxlan {
             vni,
             port,
-            local: address,
+            local: address.into(),
             underlay: input.underlay.name.clone(),
             mac: client_mac(&entry.name),
         },
@@ -201,7 +201,7 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
                     cidr.into(),
                     cidr.network().into(),
                     mac,
-                    node,
+                    node.into(),
                 );
             }
             Ok(p) => skipped.push(format!(
@@ -257,7 +257,7 @@ mod tests {
             name: "eth0".into(),
             mtu: 1500,
             prefix: "192.168.50.0/24".parse().expect("net"),
-            prefix6: None,
+            secondary_prefix: None,
         }
     }
 

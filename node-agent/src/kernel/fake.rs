@@ -50,9 +50,9 @@ pub struct FakeDataplane {
     /// Next hops of the foreign routes (the node's default gateway, say).
     pub foreign_next_hops: std::collections::BTreeSet<std::net::Ipv4Addr>,
     /// The node's addresses and the links holding them ([`Dataplane::underlay_for`]).
-    pub underlays: BTreeMap<std::net::Ipv4Addr, Underlay>,
+    pub underlays: BTreeMap<std::net::IpAddr, Underlay>,
     /// The node's IPv6 addresses on foreign links, with the link and the on-link prefix
-    /// ([`Dataplane::underlay_prefix6`]).
+    /// (the secondary prefix of [`Dataplane::underlay_for`]).
     pub addresses6: BTreeMap<std::net::Ipv6Addr, (String, ipnet::Ipv6Net)>,
     /// Next hops of the foreign IPv6 routes.
     pub foreign_next_hops6: std::collections::BTreeSet<std::net::Ipv6Addr>,
@@ -87,12 +87,18 @@ impl FakeDataplane {
     /// Puts `address` on the foreign link `underlay.name` (added with its MTU), on-link in
     /// `underlay.prefix`.
     #[must_use]
-    pub fn with_underlay(mut self, address: std::net::Ipv4Addr, underlay: Underlay) -> Self {
+    pub fn with_underlay(
+        mut self,
+        address: impl Into<std::net::IpAddr>,
+        underlay: Underlay,
+    ) -> Self {
         self.foreign_links
             .insert(underlay.name.clone(), underlay.mtu);
         // The connected route of the prefix is the kernel's, not the agent's.
-        self.foreign_routes.insert(underlay.prefix);
-        self.underlays.insert(address, underlay);
+        if let Some(prefix) = underlay.prefix4() {
+            self.foreign_routes.insert(prefix);
+        }
+        self.underlays.insert(address.into(), underlay);
         self
     }
 
@@ -387,13 +393,21 @@ impl FakeDataplane {
     }
 
     fn check_vxlan_mtu(&self, kind: &LinkKind, mtu: u32) -> Result<(), String> {
-        let LinkKind::Vxlan { underlay, .. } = kind else {
+        let LinkKind::Vxlan {
+            underlay, local, ..
+        } = kind
+        else {
             return Ok(());
+        };
+        let overhead = if local.is_ipv6() {
+            causeway_crds::mtu::VXLAN6_OVERHEAD
+        } else {
+            VXLAN_OVERHEAD
         };
         let max = self
             .foreign_links
             .get(underlay)
-            .map_or(0, |m| m.saturating_sub(VXLAN_OVERHEAD));
+            .map_or(0, |m| m.saturating_sub(overhead));
         if mtu > max {
             return Err(format!(
                 "Invalid argument (EINVAL): MTU {mtu} is above {max}, the most {underlay} can carry with VXLAN"
@@ -434,22 +448,28 @@ fn ours(name: &str) -> Result<(), String> {
 }
 
 impl Dataplane for FakeDataplane {
-    async fn underlay_for(&mut self, address: std::net::Ipv4Addr) -> Result<Underlay, String> {
-        self.underlays.get(&address).cloned().ok_or_else(|| {
-            format!("no interface of this node has {address}, the NodeSubnet's spec.nodeAddress")
-        })
-    }
-
-    async fn underlay_prefix6(
+    async fn underlay_for(
         &mut self,
-        link: &str,
-        address: std::net::Ipv6Addr,
-    ) -> Result<Option<ipnet::Ipv6Net>, String> {
-        Ok(self
-            .addresses6
-            .get(&address)
-            .filter(|(on, _)| on == link)
-            .map(|(_, prefix)| *prefix))
+        address: std::net::IpAddr,
+        secondary: Option<std::net::IpAddr>,
+    ) -> Result<Underlay, String> {
+        let mut underlay = self.underlays.get(&address).cloned().ok_or_else(|| {
+            format!("no interface of this node has {address}, the NodeSubnet's spec.nodeAddress")
+        })?;
+        underlay.secondary_prefix = match secondary {
+            Some(std::net::IpAddr::V6(a)) => self
+                .addresses6
+                .get(&a)
+                .filter(|(on, _)| *on == underlay.name)
+                .map(|(_, prefix)| ipnet::IpNet::V6(*prefix)),
+            Some(a @ std::net::IpAddr::V4(_)) => self
+                .underlays
+                .get(&a)
+                .filter(|u| u.name == underlay.name)
+                .map(|u| u.prefix),
+            None => None,
+        };
+        Ok(underlay)
     }
 
     async fn foreign_routes(&mut self) -> Result<ForeignRoutes, String> {
@@ -546,8 +566,8 @@ mod tests {
             underlay: &Underlay {
                 name: UNDERLAY.into(),
                 mtu: 1500,
-                prefix: net("192.168.1.0/24"),
-                prefix6: None,
+                prefix: net("192.168.1.0/24").into(),
+                secondary_prefix: None,
             },
             learned: &crate::bgp::Learned::new(),
             returns: &[],
@@ -630,19 +650,25 @@ mod tests {
         .expect("proxy_ndp on");
         assert!(dp.state.proxy_ndp.contains(UNDERLAY));
 
-        let address: std::net::Ipv6Addr = "fd00:1::11".parse().expect("ip");
+        let underlay = Underlay {
+            name: UNDERLAY.into(),
+            mtu: 1500,
+            prefix: "192.168.1.0/24".parse().expect("net"),
+            secondary_prefix: None,
+        };
+        let v4: std::net::IpAddr = "192.168.1.11".parse().expect("ip");
+        let mut dp = dp.with_underlay(v4, underlay.clone());
+        let address: std::net::IpAddr = "fd00:1::11".parse().expect("ip");
         assert_eq!(
-            dp.underlay_prefix6(UNDERLAY, address).await,
+            dp.underlay_for(v4, Some(address))
+                .await
+                .map(|u| u.secondary_prefix),
             Ok(Some("fd00:1::/64".parse().expect("net")))
         );
         assert_eq!(
-            dp.underlay_prefix6("eth1", address).await,
-            Ok(None),
-            "another link"
-        );
-        assert_eq!(
-            dp.underlay_prefix6(UNDERLAY, "fd00:1::99".parse().expect("ip"))
-                .await,
+            dp.underlay_for(v4, Some("fd00:1::99".parse().expect("ip")))
+                .await
+                .map(|u| u.secondary_prefix),
             Ok(None),
             "an address the node does not have"
         );

@@ -166,9 +166,12 @@ impl Netlink {
                         let dev = self
                             .require_link(underlay, Role::Underlay(link.name.clone()))
                             .await?;
-                        let builder = LinkVxlan::new(&link.name, *vni)
-                            .port(*port)
-                            .local(*local)
+                        let builder = LinkVxlan::new(&link.name, *vni).port(*port);
+                        let builder = match local {
+                            IpAddr::V4(a) => builder.local(*a),
+                            IpAddr::V6(a) => builder.local6(*a),
+                        };
+                        let builder = builder
                             .dev(dev)
                             .learning(false)
                             .address(mac.0.to_vec())
@@ -396,7 +399,7 @@ impl Netlink {
                     .add_bridge(index, &entry.mac.0)
                     .flags(NeighbourFlags::Own)
                     .state(NeighbourState::Permanent)
-                    .destination(IpAddr::V4(entry.dst))
+                    .destination(entry.dst)
                     .replace()
                     .execute()
                     .await?;
@@ -411,9 +414,12 @@ impl Netlink {
                     message
                         .attributes
                         .push(NeighbourAttribute::LinkLayerAddress(entry.mac.0.to_vec()));
-                    message.attributes.push(NeighbourAttribute::Destination(
-                        NeighbourAddress::Inet(entry.dst),
-                    ));
+                    message
+                        .attributes
+                        .push(NeighbourAttribute::Destination(match entry.dst {
+                            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+                        }));
                     ignore_gone(
                         self.handle.neighbours().del(message).execute().await,
                         &[Errno::ENOENT],

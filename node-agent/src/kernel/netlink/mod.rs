@@ -117,9 +117,9 @@ pub enum NetlinkError {
         reason: String,
     },
     #[error(
-        "no interface of this node has {addr}, the NodeSubnet's spec.nodeAddress (the Node's InternalIP): is the agent on the right node, and is the address still configured (ip -4 addr)?"
+        "no interface of this node has {addr}, the NodeSubnet's spec.nodeAddress (the Node's InternalIP): is the agent on the right node, and is the address still configured (ip addr)?"
     )]
-    NoInterfaceHasAddress { addr: Ipv4Addr },
+    NoInterfaceHasAddress { addr: IpAddr },
     #[error("cannot read {}: {error}", path.display())]
     Sysctl { path: PathBuf, error: io::Error },
 }
@@ -274,18 +274,12 @@ impl Netlink {
 }
 
 impl Dataplane for Netlink {
-    async fn underlay_for(&mut self, address: Ipv4Addr) -> Result<Underlay, String> {
-        Netlink::underlay_for(self, address)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn underlay_prefix6(
+    async fn underlay_for(
         &mut self,
-        link: &str,
-        address: Ipv6Addr,
-    ) -> Result<Option<Ipv6Net>, String> {
-        Netlink::underlay_prefix6(self, link, address)
+        address: IpAddr,
+        secondary: Option<IpAddr>,
+    ) -> Result<Underlay, String> {
+        Netlink::underlay_for(self, address, secondary)
             .await
             .map_err(|e| e.to_string())
     }
@@ -458,7 +452,7 @@ mod tests {
             kind: LinkKind::Vxlan {
                 vni: 1,
                 port: 8472,
-                local: Ipv4Addr::new(192, 168, 50, 11),
+                local: Ipv4Addr::new(192, 168, 50, 11).into(),
                 underlay: "eth0".into(),
                 mac: Mac([0x0e, 0, 0, 0, 0, 1]),
             },

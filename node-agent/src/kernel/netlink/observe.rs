@@ -4,61 +4,65 @@
 use super::*;
 
 impl Netlink {
-    /// The link holding IPv4 address `addr`: the underlay for VXLAN, with the subnet that
-    /// decides which peers are on-link.
-    pub async fn underlay_for(&mut self, addr: Ipv4Addr) -> Result<Underlay, NetlinkError> {
-        let links = self.links().await?;
-        for message in self.addresses().await? {
-            let Some((local, prefix_len)) = ipv4_of(&message) else {
-                continue;
-            };
-            if local != addr {
-                continue;
-            }
-            let Some(link) = links.get(&message.header.index) else {
-                continue;
-            };
-            let prefix = Ipv4Net::new(local, prefix_len)
-                .map(|net| net.trunc())
-                .unwrap_or_else(|_| Ipv4Net::from(local));
-            return Ok(Underlay {
-                name: link_name(link).unwrap_or_default().to_owned(),
-                mtu: link_mtu(link),
-                prefix,
-                prefix6: None,
-            });
-        }
-        Err(NetlinkError::NoInterfaceHasAddress { addr })
-    }
-
-    /// The on-link prefix of IPv6 address `addr` on the link named `link`; `None` when that
-    /// link does not hold it (or does not exist).
-    pub async fn underlay_prefix6(
+    /// The link holding address `addr` (IPv4 or IPv6): the underlay for VXLAN, with the
+    /// on-link prefix that decides which peers are on-link, and the on-link prefix of
+    /// `secondary` (the node's address of the other family) when the same link holds it. One
+    /// dump of the links and one of each family's addresses that is asked about.
+    pub async fn underlay_for(
         &mut self,
-        link: &str,
-        addr: Ipv6Addr,
-    ) -> Result<Option<Ipv6Net>, NetlinkError> {
+        addr: IpAddr,
+        secondary: Option<IpAddr>,
+    ) -> Result<Underlay, NetlinkError> {
         let links = self.links().await?;
-        let Some(index) = links
-            .iter()
-            .find(|(_, l)| link_name(l) == Some(link))
-            .map(|(i, _)| *i)
-        else {
-            return Ok(None);
+        let (mut v4, mut v6) = (None, None);
+        for a in [Some(addr), secondary].into_iter().flatten() {
+            match a {
+                IpAddr::V4(_) if v4.is_none() => v4 = Some(self.addresses().await?),
+                IpAddr::V6(_) if v6.is_none() => {
+                    v6 = Some(
+                        self.addresses_of(AddressFamily::Inet6, "IPv6 addresses")
+                            .await?,
+                    );
+                }
+                _ => {}
+            }
+        }
+        // The (link index, on-link prefix) holding `a`.
+        let find = |a: IpAddr| -> Option<(u32, IpNet)> {
+            let messages = match a {
+                IpAddr::V4(_) => v4.as_deref()?,
+                IpAddr::V6(_) => v6.as_deref()?,
+            };
+            messages.iter().find_map(|m| {
+                let (ip, len) = match (ipv4_of(m), ipv6_of(m)) {
+                    (Some((ip, len)), _) => (IpAddr::V4(ip), len),
+                    (None, Some((ip, len))) => (IpAddr::V6(ip), len),
+                    (None, None) => return None,
+                };
+                (ip == a).then(|| {
+                    let prefix = IpNet::new(ip, len)
+                        .map(|n| n.trunc())
+                        .unwrap_or_else(|_| IpNet::from(ip));
+                    (m.header.index, prefix)
+                })
+            })
         };
-        let v6 = self
-            .addresses_of(AddressFamily::Inet6, "IPv6 addresses")
-            .await?;
-        Ok(v6
-            .iter()
-            .filter(|m| m.header.index == index)
-            .filter_map(ipv6_of)
-            .find(|(ip, _)| *ip == addr)
-            .map(|(ip, len)| {
-                Ipv6Net::new(ip, len)
-                    .map(|n| n.trunc())
-                    .unwrap_or_else(|_| Ipv6Net::from(ip))
-            }))
+        let Some((index, prefix)) = find(addr) else {
+            return Err(NetlinkError::NoInterfaceHasAddress { addr });
+        };
+        let Some(link) = links.get(&index) else {
+            return Err(NetlinkError::NoInterfaceHasAddress { addr });
+        };
+        let secondary_prefix = secondary
+            .and_then(find)
+            .filter(|(i, _)| *i == index)
+            .map(|(_, p)| p);
+        Ok(Underlay {
+            name: link_name(link).unwrap_or_default().to_owned(),
+            mtu: link_mtu(link),
+            prefix,
+            secondary_prefix,
+        })
     }
 
     pub(super) fn dump_error(
@@ -478,13 +482,14 @@ pub(super) fn parse_link(message: &LinkMessage, names: &BTreeMap<u32, &str>) -> 
                 .unwrap_or_default();
             let mut vni = 0;
             let mut port = 0;
-            let mut local = Ipv4Addr::UNSPECIFIED;
+            let mut local = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
             let mut underlay = String::new();
             for attribute in data {
                 match attribute {
                     InfoVxlan::Id(id) => vni = *id,
                     InfoVxlan::Port(p) => port = *p,
-                    InfoVxlan::Local(addr) => local = *addr,
+                    InfoVxlan::Local(addr) => local = IpAddr::V4(*addr),
+                    InfoVxlan::Local6(addr) => local = IpAddr::V6(*addr),
                     InfoVxlan::Link(index) => {
                         underlay = names
                             .get(index)
@@ -662,7 +667,7 @@ pub(super) fn parse_proxy_neighbour(
     ours.then_some(((*dev).to_owned(), ip?))
 }
 
-/// A permanent unicast FDB entry with an IPv4 destination in one of our VXLAN devices' own
+/// A permanent unicast FDB entry with an IPv4 or IPv6 destination in one of our VXLAN devices' own
 /// tables. Skipped: the all-zero default (flood) entries, entries a bridge reports for its
 /// ports (`master`), learned or otherwise non-permanent ones.
 pub(super) fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, String>) -> Option<Fdb> {
@@ -682,9 +687,19 @@ pub(super) fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, Strin
             NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
                 dst = <[u8; 4]>::try_from(bytes.as_slice())
                     .ok()
-                    .map(Ipv4Addr::from);
+                    .map(|b| IpAddr::V4(Ipv4Addr::from(b)))
+                    .or_else(|| {
+                        <[u8; 16]>::try_from(bytes.as_slice())
+                            .ok()
+                            .map(|b| IpAddr::V6(Ipv6Addr::from(b)))
+                    });
             }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                dst = Some(IpAddr::V4(*ip));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                dst = Some(IpAddr::V6(*ip));
+            }
             _ => {}
         }
     }

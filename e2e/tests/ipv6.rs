@@ -1,0 +1,440 @@
+//! IPv6-only networks on an IPv6-only underlay end to end (issue #18), on
+//! `two_segments_ipv6_only` with zone labels: node-a..c on lan-a (fd00:50::/64, rack-a), node-d
+//! on lan-b (fd00:60::/64, rack-b) behind r1, a non-node client on lan-a (fd00:50::100), the
+//! control plane on lan-cp (reached over IPv6 at fd00:40::2). No node has an IPv4 address:
+//! each registers one IPv6 InternalIP, which the operator copies into its NodeSubnet's
+//! `nodeAddress`, and every pod gets one IPv6 address. The operator and an agent per node run
+//! with the chart's RBAC; pods are attached with the CNI config the agents wrote; every check
+//! is real traffic or the kernel's own tables.
+//!
+//! The networks run one after another: Overlay over all four nodes (VXLAN over IPv6, 70
+//! bytes of headers: full-size packets cross r1 inside the tunnel; outgoing NAT to the
+//! client; an agent restart under `ping -6`), the same with `crossSubnet` (rack-a's peers
+//! directly, node-d through the tunnel), Routed with static routes (node-d named), then Flat
+//! over rack-a (proxy NDP: the client reaches pods with one on-link route).
+
+use std::net::Ipv6Addr;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use causeway_e2e::pods::{self, Pod6};
+use causeway_e2e::suite::{Suite, lock, programmed, the_client, wait_network_ready};
+use causeway_e2e::topology::{Topology, presets};
+use causeway_e2e::traffic::{self, wait_for};
+use causeway_e2e::{Cluster, deploy, testing};
+use serde_json::Value;
+
+const RACK_A: [&str; 3] = ["node-a", "node-b", "node-c"];
+const ALL: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
+const ZONE: &str = presets::ZONE;
+
+static SUITE: Suite = Suite::new(&ALL, 3, 4);
+/// The pods of the network up now, with its name.
+static PODS: Mutex<Option<(String, Vec<Pod6>)>> = Mutex::new(None);
+
+const OVERLAY: &str = "v6-overlay";
+const OVERLAY_CIDR: &str = "fd00:10:253::/56";
+const ROUTED: &str = "v6-routed";
+const ROUTED_CIDR: &str = "fd00:10:254::/56";
+const FLAT: &str = "v6-flat";
+const FLAT_CIDR: &str = "fd00:10:255::/56";
+
+fn main() -> ExitCode {
+    // The cluster's name (namespaces, /run/causeway-e2e/v6net): 1-8 letters or digits.
+    testing::run_suite(
+        "v6net",
+        topology,
+        vec![
+            testing::test(
+                "overlay_ipv6_pods_cross_nodes_and_the_router_in_vxlan_over_ipv6_with_70_bytes_of_headers",
+                overlay,
+            ),
+            testing::test(
+                "overlay_ipv6_pod_traffic_leaving_the_range_is_masqueraded_to_the_nodes_ipv6_address",
+                overlay_nat,
+            ),
+            testing::test(
+                "overlay_ipv6_an_agent_restart_under_ping6_loses_nothing",
+                overlay_agent_restart,
+            ),
+            testing::test(
+                "overlay_ipv6_cross_subnet_routes_on_segment_peers_directly_and_tunnels_the_rest",
+                overlay_cross_subnet,
+            ),
+            testing::test(
+                "routed_ipv6_static_routes_on_segment_peers_and_names_the_node_behind_the_router",
+                routed,
+            ),
+            testing::test(
+                "flat_ipv6_pods_ping_and_a_non_node_host_reaches_them_through_proxy_ndp",
+                flat,
+            ),
+        ],
+    )
+}
+
+fn topology() -> Topology {
+    presets::racks(presets::two_segments_ipv6_only())
+}
+
+/// An IPv6-only PodNetwork (a /64 per node).
+fn network(name: &str, cidr: &str, mode: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["nodeSubnetPrefixLength"] = 64.into();
+    causeway_e2e::suite::pod_network(name, cidr, mode, spec)
+}
+
+/// The pods of network `name`: brought up on `nodes` (two per node, named `<prefix><i>`)
+/// unless they are up already; the network before it is deleted first, its pods detached.
+fn pods_of(
+    c: &Cluster,
+    name: &str,
+    nodes: &[&str],
+    prefix: &str,
+    pn: impl Fn() -> Value,
+) -> Result<Vec<Pod6>> {
+    let mut up = lock(&PODS);
+    if let Some((network, pods)) = up.as_ref()
+        && network == name
+    {
+        return Ok(pods.clone());
+    }
+    SUITE.control_plane(c)?;
+    if let Some((network, pods)) = up.take() {
+        for p in &pods {
+            pods::del6(c, p)?;
+        }
+        c.kubectl(&["delete", "podnetwork", &network, "--wait=true"])?;
+        wait_for(
+            "the old network's NodeSubnets go",
+            Duration::from_secs(30),
+            || {
+                ensure!(deploy::node_subnets(c, &network)?.is_empty(), "not yet");
+                Ok(())
+            },
+        )?;
+    }
+    c.kubectl_stdin(&["apply", "-f", "-"], &pn().to_string())?;
+    wait_network_ready(c, name, 60)?;
+    let mut pods = Vec::new();
+    for node in nodes {
+        for i in 0..2 {
+            pods.push(pods::add6(c, node, &format!("{prefix}{i}"))?);
+        }
+    }
+    *up = Some((name.to_string(), pods.clone()));
+    Ok(pods)
+}
+
+fn overlay_pods(c: &Cluster) -> Result<Vec<Pod6>> {
+    pods_of(c, OVERLAY, &ALL, "o", || {
+        network(OVERLAY, OVERLAY_CIDR, "Overlay", serde_json::json!({}))
+    })
+}
+
+/// The node's IPv6 address in the topology.
+fn address6(c: &Cluster, node: &str) -> Result<Ipv6Addr> {
+    c.topology
+        .node(node)
+        .and_then(|n| n.address6)
+        .with_context(|| format!("{node} has no IPv6 address"))
+}
+
+/// `ip -6 route show proto 249` on `node`, one trimmed line per route.
+fn our_routes6(c: &Cluster, node: &str) -> Result<Vec<String>> {
+    let out = c.exec(node, "ip", &["-6", "route", "show", "proto", "249"])?;
+    Ok(out.lines().map(|l| l.trim().to_string()).collect())
+}
+
+/// Every ordered pair of pods on different nodes pings over IPv6 (retried while the target's
+/// address finishes DAD): the number of pairs.
+fn ping_all(pods: &[Pod6]) -> Result<usize> {
+    let mut pairs = 0;
+    for from in pods {
+        for to in pods.iter().filter(|to| to.node != from.node) {
+            wait_for("IPv6 ping", Duration::from_secs(5), || {
+                traffic::expect_ping6(&from.netns, to.ip)
+            })
+            .with_context(|| {
+                format!(
+                    "{}/{} -> {}/{} ({})",
+                    from.node, from.name, to.node, to.name, to.ip
+                )
+            })?;
+            pairs += 1;
+        }
+    }
+    Ok(pairs)
+}
+
+/// A ping of `size` bytes of payload with fragmentation forbidden (`-M do`): whether it gets
+/// through.
+fn df_ping6(ns: &str, dst: Ipv6Addr, size: u32) -> Result<bool> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-6", "-n", "-q", "-c", "2", "-W", "1",
+        ])
+        .args(["-M", "do", "-s", &size.to_string(), &dst.to_string()])
+        .output()
+        .context("running ping")?;
+    Ok(out.status.success())
+}
+
+fn overlay(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    ensure!(pods.len() == 8, "{} pods", pods.len());
+    for s in deploy::node_subnets(c, OVERLAY)? {
+        let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+        let want = address6(c, node)?.to_string();
+        ensure!(
+            s["spec"]["nodeAddress"].as_str() == Some(want.as_str())
+                && s["spec"]["cidr"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("fd00:10:253:") && v.ends_with("/64")),
+            "{node}: {}",
+            s["spec"]
+        );
+        ensure!(
+            s["status"]["effectiveMtu"] == 1430,
+            "{node}: effectiveMtu {} (1500 minus 70 for VXLAN over IPv6)",
+            s["status"]["effectiveMtu"]
+        );
+    }
+    for node in ALL {
+        let out = c.exec(node, "ip", &["-j", "-d", "link", "show", "cw-vx1"])?;
+        let link: Value = serde_json::from_str(&out)?;
+        let data = &link[0]["linkinfo"]["info_data"];
+        ensure!(
+            data["local6"].as_str() == Some(address6(c, node)?.to_string().as_str()),
+            "{node}: cw-vx1 {data}"
+        );
+        ensure!(
+            link[0]["mtu"] == 1430,
+            "{node}: cw-vx1 MTU {}",
+            link[0]["mtu"]
+        );
+        let fdb = c.exec(node, "bridge", &["-j", "fdb", "show", "dev", "cw-vx1"])?;
+        let fdb: Value = serde_json::from_str(&fdb)?;
+        let dsts: Vec<&str> = fdb
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["dst"].as_str()).collect())
+            .unwrap_or_default();
+        ensure!(
+            dsts.len() == 3 && dsts.iter().all(|d| d.starts_with("fd00:")),
+            "{node}: FDB destinations {dsts:?}"
+        );
+    }
+    let pairs = ping_all(&pods)?;
+    // Full-size packets: the pods' MTU is what the tunnel carries, through r1 too.
+    let (a, d) = (on(&pods, "node-a")?, on(&pods, "node-d")?);
+    let eth0 = std::process::Command::new("ip")
+        .args(["-n", &a.netns, "-j", "link", "show", "eth0"])
+        .output()
+        .context("ip link")?;
+    let eth0: Value = serde_json::from_slice(&eth0.stdout)?;
+    ensure!(eth0[0]["mtu"] == 1430, "pod eth0 MTU {}", eth0[0]["mtu"]);
+    // 1430 - 40 (IPv6) - 8 (ICMPv6) = 1382 bytes of payload fill the pod MTU exactly.
+    ensure!(
+        df_ping6(&a.netns, d.ip, 1382)?,
+        "a full-size packet (1430 bytes) from node-a's pod to node-d's did not cross the tunnel"
+    );
+    ensure!(
+        !df_ping6(&a.netns, d.ip, 1383)?,
+        "a packet above the pod MTU went out unfragmented"
+    );
+    traffic::tcp_check6(&d.netns, &a.netns, d.ip, 7462)?;
+    // A node reaches pods on other nodes through its own tunnel.
+    traffic::expect_ping6(&c.ns("node-a"), d.ip).context("node-a -> node-d's pod")?;
+    eprintln!(
+        "[measure] IPv6 overlay: {pairs} pod pairs across nodes ping (node-d behind r1); 1430-byte packets cross the IPv6 VXLAN tunnel, 1431 do not leave the pod"
+    );
+    Ok(())
+}
+
+fn on<'a>(pods: &'a [Pod6], node: &str) -> Result<&'a Pod6> {
+    pods.iter()
+        .find(|p| p.node == node)
+        .with_context(|| format!("no pod on {node}"))
+}
+
+/// A pod's connection to the client (outside the pod range) arrives from its node's IPv6
+/// address; the client's answer finds its way back.
+fn overlay_nat(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client6 = client.address6.context("the client has no IPv6 address")?;
+    for node in ["node-a", "node-d"] {
+        let pod = on(&pods, node)?;
+        let seen = traffic::tcp_seen_source6(&c.ns(&client.name), &pod.netns, client6, 7463)
+            .with_context(|| format!("{node}'s pod -> the client"))?;
+        ensure!(
+            seen == address6(c, node)?,
+            "the client saw {seen} for {node}'s pod {}, not {node}'s address",
+            pod.ip
+        );
+    }
+    Ok(())
+}
+
+/// node-d's agent restarts under a ping every 20 ms from node-a's pod to node-d's: nothing
+/// the new agent does interrupts the IPv6 tunnel.
+fn overlay_agent_restart(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    let (from, to) = (on(&pods, "node-a")?, on(&pods, "node-d")?);
+    let ping = traffic::ContinuousPing::start6(&from.netns, to.ip, Duration::from_millis(20))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let restarted = SUITE.restart_agent(c, "node-d").and_then(|()| {
+        wait_for("node-d programmed again", Duration::from_secs(20), || {
+            let (status, reason, _) = programmed(c, OVERLAY, "node-d")?;
+            ensure!(status == "True", "Programmed={status} ({reason})");
+            Ok(())
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let report = ping.stop()?;
+    restarted?;
+    println!(
+        "[measure] node-d agent restart, IPv6 overlay: ping -6 every 20 ms {} -> {}: {} sent, {} lost, longest gap {:?}",
+        from.name,
+        to.name,
+        report.transmitted,
+        report.lost(),
+        report.max_gap
+    );
+    ensure!(
+        report.transmitted > 100,
+        "only {} pings",
+        report.transmitted
+    );
+    ensure!(report.lost() == 0, "{} IPv6 pings lost", report.lost());
+    Ok(())
+}
+
+fn overlay_cross_subnet(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    causeway_e2e::suite::patch_network(c, OVERLAY, r#"{"spec":{"overlay":{"crossSubnet":true}}}"#)?;
+    let subnet = |node: &str| causeway_e2e::suite::subnet_of(c, OVERLAY, node);
+    let (b, d) = (subnet("node-b")?, subnet("node-d")?);
+    let b6 = address6(c, "node-b")?;
+    wait_for(
+        "node-a's direct route to node-b",
+        Duration::from_secs(10),
+        || {
+            let routes = our_routes6(c, "node-a")?;
+            ensure!(
+                routes
+                    .iter()
+                    .any(|r| r.starts_with(&format!("{b} via {b6} dev eth0"))),
+                "node-a's routes: {routes:?}"
+            );
+            ensure!(
+                routes
+                    .iter()
+                    .any(|r| r.starts_with(&format!("{d} via ")) && r.contains("dev cw-vx1")),
+                "node-d (behind r1) is not tunnelled: {routes:?}"
+            );
+            Ok(())
+        },
+    )?;
+    let pairs = ping_all(&pods)?;
+    let (a, pb) = (on(&pods, "node-a")?, on(&pods, "node-b")?);
+    // Unencapsulated on the segment: full-size packets between rack-a pods need no room for
+    // headers, and the tunnel's counters do not move for them.
+    let tx = |node: &str| -> Result<u64> {
+        let out = c.exec(node, "ip", &["-j", "-s", "link", "show", "cw-vx1"])?;
+        let v: Value = serde_json::from_str(&out)?;
+        v[0]["stats64"]["tx"]["packets"]
+            .as_u64()
+            .context("no tx counter")
+    };
+    let before = tx("node-a")?;
+    let stats = traffic::ping6(&a.netns, pb.ip, 20)?;
+    let after = tx("node-a")?;
+    ensure!(stats.received == 20, "{stats:?}");
+    ensure!(
+        after - before < 5,
+        "{} packets went into node-a's tunnel for 20 pings to an on-segment peer",
+        after - before
+    );
+    eprintln!(
+        "[measure] IPv6 overlay crossSubnet: {pairs} pod pairs ping; 20 pings node-a -> node-b moved the tunnel's counter by {}",
+        after - before
+    );
+    Ok(())
+}
+
+fn routed(c: &Cluster) -> Result<()> {
+    let pods = pods_of(c, ROUTED, &RACK_A, "r", || {
+        network(
+            ROUTED,
+            ROUTED_CIDR,
+            "Routed",
+            serde_json::json!({"nodeSelector": {"matchExpressions": [
+                {"key": ZONE, "operator": "In", "values": ["rack-a", "rack-b"]},
+            ]}}),
+        )
+    })?;
+    for node in RACK_A {
+        let routes = our_routes6(c, node)?;
+        // One route per on-segment peer, via its IPv6 address on eth0.
+        let via: Vec<&String> = routes.iter().filter(|r| r.contains("dev eth0")).collect();
+        ensure!(via.len() == 2, "{node}: {routes:?}");
+    }
+    let pairs = ping_all(&pods)?;
+    // node-d is selected but behind r1: named, for each rack-a node.
+    wait_for("node-d named", Duration::from_secs(10), || {
+        let (status, reason, message) = programmed(c, ROUTED, "node-a")?;
+        ensure!(
+            message.contains("node-d")
+                && message.contains("static Routed mode reaches only peers on this node's segment"),
+            "node-a: Programmed={status} {reason}: {message}"
+        );
+        Ok(())
+    })?;
+    eprintln!("[measure] IPv6 routed: {pairs} pod pairs on rack-a ping over static routes");
+    Ok(())
+}
+
+fn flat(c: &Cluster) -> Result<()> {
+    let pods = pods_of(c, FLAT, &RACK_A, "f", || {
+        network(
+            FLAT,
+            FLAT_CIDR,
+            "Flat",
+            serde_json::json!({"nodeSelector": {"matchLabels": {ZONE: "rack-a"}}}),
+        )
+    })?;
+    for node in RACK_A {
+        let routes = our_routes6(c, node)?;
+        ensure!(
+            routes.len() == 1 && routes[0].starts_with(&format!("{FLAT_CIDR} dev eth0 ")),
+            "{node}: {routes:?}"
+        );
+    }
+    let pairs = ping_all(&pods)?;
+    let client = the_client(c)?;
+    let ns = c.ns(&client.name);
+    c.exec(
+        &client.name,
+        "ip",
+        &["-6", "route", "replace", FLAT_CIDR, "dev", "eth0"],
+    )?;
+    let result = (|| -> Result<()> {
+        for pod in &pods {
+            wait_for("client -> pod", Duration::from_secs(5), || {
+                traffic::expect_ping6(&ns, pod.ip)
+            })
+            .with_context(|| format!("client -> {}/{} ({})", pod.node, pod.name, pod.ip))?;
+        }
+        traffic::tcp_check6(&pods[0].netns, &ns, pods[0].ip, 7464)
+    })();
+    c.exec(&client.name, "ip", &["-6", "route", "del", FLAT_CIDR])?;
+    result?;
+    eprintln!(
+        "[measure] IPv6 flat: {pairs} pod pairs ping; the client reaches all {} pods with one on-link route",
+        pods.len()
+    );
+    Ok(())
+}
