@@ -7,7 +7,8 @@
 //! EndpointSlices of `default/kubernetes`. [`cached`] watches just those slices; [`addresses`]
 //! (pure) merges them with the configured address.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -37,13 +38,36 @@ pub fn cached(
 /// The API servers' IPv4 addresses: `configured` (the client configuration's, when it is an
 /// IP address) and every address in `slices`, sorted and without duplicates.
 #[must_use]
-pub fn addresses(configured: Option<Ipv4Addr>, slices: &[Arc<EndpointSlice>]) -> Vec<Ipv4Addr> {
-    let mut all: Vec<Ipv4Addr> = configured
+pub fn addresses(configured: Option<IpAddr>, slices: &[Arc<EndpointSlice>]) -> Vec<Ipv4Addr> {
+    let configured = match configured {
+        Some(IpAddr::V4(a)) => Some(a),
+        _ => None,
+    };
+    of_family(configured, slices, "IPv4")
+}
+
+/// The API servers' IPv6 addresses, as [`addresses`] finds the IPv4 ones (IPv6 underlays).
+#[must_use]
+pub fn addresses6(configured: Option<IpAddr>, slices: &[Arc<EndpointSlice>]) -> Vec<Ipv6Addr> {
+    let configured = match configured {
+        Some(IpAddr::V6(a)) => Some(a),
+        _ => None,
+    };
+    of_family(configured, slices, "IPv6")
+}
+
+/// `configured` and the addresses of the slices of `address_type`, sorted, deduplicated.
+fn of_family<A: FromStr + Ord>(
+    configured: Option<A>,
+    slices: &[Arc<EndpointSlice>],
+    address_type: &str,
+) -> Vec<A> {
+    let mut all: Vec<A> = configured
         .into_iter()
         .chain(
             slices
                 .iter()
-                .filter(|s| s.address_type == "IPv4")
+                .filter(|s| s.address_type == address_type)
                 .flat_map(|s| &s.endpoints)
                 .flat_map(|e| &e.addresses)
                 .filter_map(|a| a.parse().ok()),
@@ -54,9 +78,10 @@ pub fn addresses(configured: Option<Ipv4Addr>, slices: &[Arc<EndpointSlice>]) ->
     all
 }
 
-/// The address a client configuration's URL names, when it is an IPv4 address.
+/// The address a client configuration's URL names, when it is an IP address (of either
+/// family; `https://[fd00:40::2]:6443` gives `fd00:40::2`).
 #[must_use]
-pub fn configured(config: &kube::Config) -> Option<Ipv4Addr> {
+pub fn configured(config: &kube::Config) -> Option<IpAddr> {
     config
         .cluster_url
         .host()?
@@ -84,7 +109,7 @@ mod tests {
     #[test]
     fn the_service_address_and_the_endpoints_are_merged_ipv4_only() {
         let got = addresses(
-            Some(Ipv4Addr::new(10, 96, 0, 1)),
+            Some(Ipv4Addr::new(10, 96, 0, 1).into()),
             &[
                 slice("IPv4", &["192.168.50.2", "192.168.50.3"]),
                 slice("IPv6", &["fd00::2"]),
@@ -100,6 +125,21 @@ mod tests {
             ]
         );
         assert!(addresses(None, &[]).is_empty());
+        let v6 = addresses6(
+            Some("fd00:96::1".parse().expect("ip")),
+            &[
+                slice("IPv4", &["192.168.50.2"]),
+                slice("IPv6", &["fd00::2", "fd00::2"]),
+            ],
+        );
+        assert_eq!(
+            v6,
+            [
+                "fd00::2".parse::<Ipv6Addr>().expect("ip"),
+                "fd00:96::1".parse().expect("ip")
+            ]
+        );
+        assert!(addresses6(Some(Ipv4Addr::new(10, 96, 0, 1).into()), &[]).is_empty());
     }
 
     #[test]
@@ -107,7 +147,11 @@ mod tests {
         let config = |url: &str| kube::Config::new(url.parse().expect("uri"));
         assert_eq!(
             configured(&config("https://192.168.50.2:6443")),
-            Some(Ipv4Addr::new(192, 168, 50, 2))
+            Some(Ipv4Addr::new(192, 168, 50, 2).into())
+        );
+        assert_eq!(
+            configured(&config("https://[fd00:40::2]:6443")),
+            Some("fd00:40::2".parse().expect("ip"))
         );
         assert_eq!(configured(&config("https://api.example.com:6443")), None);
     }

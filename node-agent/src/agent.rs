@@ -24,7 +24,6 @@
 //!   ([`crate::health`]) stays good.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +84,7 @@ pub struct Config {
     /// The API server's address as the agent's configuration names it (in a pod: the
     /// `kubernetes` Service's); with the `default/kubernetes` endpoints, no planned route may
     /// cover it.
-    pub api_server: Option<Ipv4Addr>,
+    pub api_server: Option<std::net::IpAddr>,
     /// How BIRD runs for Routed networks with BGP (`--bird`, `--bird-dir`).
     pub bird: crate::bird::Options,
 }
@@ -592,6 +591,10 @@ impl<D: Dataplane> Agent<D> {
             self.config.api_server,
             &self.api_endpoints.state(),
         );
+        let api_servers6 = causeway_kube::apiserver::addresses6(
+            self.config.api_server,
+            &self.api_endpoints.state(),
+        );
         let inputs = pass::Inputs {
             own,
             networks: &networks,
@@ -600,6 +603,7 @@ impl<D: Dataplane> Agent<D> {
             labels: &labels,
             learned: &self.learned,
             api_servers: &api_servers,
+            api_servers6: &api_servers6,
             pods6: &pods6,
             secrets: &secret_data(&self.secrets),
             namespace: &self.config.namespace,

@@ -200,7 +200,7 @@ async fn main() -> ExitCode {
 /// One client for the watches and one whose requests time out for the loop's writes
 /// ([`agent::bounded_writes`]), from the same inferred configuration; and the API server's
 /// address when the configuration names it by IP (the planner keeps it reachable).
-async fn clients() -> anyhow::Result<(kube::Client, kube::Client, Option<std::net::Ipv4Addr>)> {
+async fn clients() -> anyhow::Result<(kube::Client, kube::Client, Option<std::net::IpAddr>)> {
     let config = kube::Config::infer().await?;
     let api_server = causeway_kube::apiserver::configured(&config);
     let writer = kube::Client::try_from(agent::bounded_writes(config.clone()))?;

@@ -45,6 +45,8 @@ pub struct Inputs<'a> {
     /// The API servers' addresses (the configured one and the `default/kubernetes`
     /// endpoints): never routed away, never taken by a client.
     pub api_servers: &'a [Ipv4Addr],
+    /// The same, IPv6 (an IPv6 underlay): never routed away.
+    pub api_servers6: &'a [Ipv6Addr],
     /// This node's pods' IPv6 addresses (host-local's allocations, [`crate::cni::allocations6`]):
     /// a dual-stack Flat network answers NDP on the underlay for each.
     pub pods6: &'a BTreeSet<Ipv6Addr>,
@@ -250,6 +252,8 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     let snat = elector::snat_clients(input.gateways, &candidacies);
     let (returns, return_notes) = return_paths(input.gateways, own, &observed.foreign);
     let mut protected: BTreeSet<Ipv4Addr> = input.api_servers.iter().copied().collect();
+    let mut protected6: BTreeSet<Ipv6Addr> = input.api_servers6.iter().copied().collect();
+    protected6.extend(observed.foreign.next_hops6.iter().copied());
     // The node's own paths (its default gateway, say) stay on the underlay.
     protected.extend(observed.foreign.next_hops.iter().copied());
     let peers: Vec<Arc<NodeSubnet>> = input
@@ -270,7 +274,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         snat: &snat,
         clients: &clients,
         protected: &protected,
-        protected6: &observed.foreign.next_hops6,
+        protected6: &protected6,
         pods6: input.pods6,
     }) {
         Ok(p) => p,
@@ -522,6 +526,7 @@ mod tests {
                     labels: &self.labels,
                     learned: &learned,
                     api_servers: &["192.168.40.2".parse().expect("ip")],
+                    api_servers6: &["fd00:40::2".parse().expect("ip")],
                     pods6: &self.pods6,
                     secrets: &crate::bgp::peering::Secrets::new(),
                     namespace: "causeway-system",

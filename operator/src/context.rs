@@ -30,7 +30,7 @@ pub struct Options {
     /// OverlayGateway controller).
     pub client_namespace: String,
     /// The API server's address, when the client configuration names it by IP address.
-    pub api_server: Option<std::net::Ipv4Addr>,
+    pub api_server: Option<std::net::IpAddr>,
     /// Service ranges given by flag (`--service-cidr`), besides the ServiceCIDR objects.
     pub service_cidrs: Vec<ipnet::IpNet>,
 }
