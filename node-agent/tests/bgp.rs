@@ -12,7 +12,7 @@
 //! they fail with a message saying so (they never pass by skipping).
 
 use std::fs;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -324,13 +324,14 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
         hold_time: 3,
         keepalive: 1,
         peers: vec![PeerConfig {
-            address: ROUTER_IP,
+            address: ROUTER_IP.into(),
             asn: peer_asn,
             port: BGP_PORT,
             options: Default::default(),
         }],
         advertise: vec![net(advertise)],
         next_hop: NODE_IP,
+        local6: None,
         ipv6: None,
         options: Default::default(),
         unusable: vec![],
@@ -395,7 +396,7 @@ async fn ebgp_session_exchanges_routes_follows_updates_and_closes_with_cease_whe
     .await;
     assert_eq!(
         (up.peer, up.asn, up.message.as_str()),
-        (ROUTER_IP, ROUTER_AS, "")
+        (IpAddr::from(ROUTER_IP), ROUTER_AS, "")
     );
     eventually("BIRD to show the session Established", || {
         let line = lab.bird.protocol_line();
@@ -775,7 +776,7 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
     config.peers.insert(
         0,
         PeerConfig {
-            address: nobody,
+            address: nobody.into(),
             asn: ROUTER_AS,
             port: BGP_PORT,
             options: Default::default(),
@@ -797,7 +798,10 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
         }
     })
     .await;
-    assert_eq!((sessions.0.peer, sessions.1.peer), (ROUTER_IP, nobody));
+    assert_eq!(
+        (sessions.0.peer, sessions.1.peer),
+        (IpAddr::from(ROUTER_IP), IpAddr::from(nobody))
+    );
     let message = &sessions.1.message;
     eprintln!(
         "the unreachable peer's session: {} ({message})",
@@ -860,7 +864,7 @@ async fn reconfiguration_keeps_unchanged_sessions_up_and_shutdown_leaves_no_bird
     // and the router's session is never touched.
     let mut config = node_config(NODE_AS, ROUTER_AS, NEW_POD_SUBNET);
     config.peers.push(PeerConfig {
-        address: nobody,
+        address: nobody.into(),
         asn: ROUTER_AS,
         port: BGP_PORT,
         options: Default::default(),
@@ -1226,7 +1230,9 @@ async fn a_passive_node_accepts_the_routers_connection() {
 
 /// Every option `spec.routed.bgp` offers renders a configuration BIRD itself accepts
 /// (`bird -p`): multihop, passive, a password with spaces and symbols, BFD, route-reflector client,
-/// communities, LOCAL_PREF, graceful restart on and off; IPv4 only and dual-stack.
+/// communities, LOCAL_PREF, graceful restart on and off; IPv4 only and dual-stack; peers at
+/// IPv4 and at IPv6 addresses (an IPv6 eBGP peer with every session option, an IPv6 iBGP
+/// route-reflector client).
 #[test]
 fn every_option_renders_a_configuration_bird_accepts() {
     require_tools("the BGP tests", &[("bird", "--version")], "bird2");
@@ -1243,8 +1249,13 @@ fn every_option_renders_a_configuration_bird_accepts() {
     };
     let mut ibgp = PeerConfig::new(ROUTER_IP, NODE_AS, BGP_PORT);
     ibgp.options.route_reflector_client = true;
+    let mut ebgp6 = ebgp.clone();
+    ebgp6.address = Ipv6Addr::new(0xfd00, 0x60, 0, 0, 0, 0, 0, 1).into();
+    let mut ibgp6 = ibgp.clone();
+    ibgp6.address = ROUTER_IP6.into();
     let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
-    config.peers = vec![ebgp, ibgp];
+    config.peers = vec![ebgp, ibgp, ebgp6, ibgp6];
+    config.local6 = Some(NODE_IP6);
     config.options = SpeakerOptions {
         graceful_restart: Some(4095),
         communities: vec![
@@ -1269,7 +1280,9 @@ fn every_option_renders_a_configuration_bird_accepts() {
         config.options.graceful_restart = graceful_restart;
         config.ipv6 = ipv6;
         let conf = dir.0.join("bird.conf");
-        fs::write(&conf, causeway_node_agent::bird::render::render(&config)).expect("write");
+        let text = causeway_node_agent::bird::render::render(&config);
+        assert_eq!(text.matches("protocol bgp ").count(), 4, "{text}");
+        fs::write(&conf, text).expect("write");
         let out = output("bird", &["-p", "-c", &conf.display().to_string()]);
         assert!(
             out.status.success(),
