@@ -1773,3 +1773,91 @@ protocol bgp node1 {{
     assert_eq!(bird_since(&lab), since, "the session stayed up");
     speaker.shutdown().await;
 }
+
+/// A router peered at its IPv6 address, on an IPv4 network (issue #18): the node's session
+/// runs over IPv6 from its IPv6 address ([`SpeakerConfig::local6`]) and carries IPv4
+/// unicast only. The router holds the node's subnet via the node's IPv4 address (the next
+/// hop the export filter sets; no extended next hop), the node learns the router's IPv4
+/// route via the router's IPv4 address, and TCP MD5 and BFD work over IPv6 as over IPv4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_to_an_ipv6_peer_carries_ipv4_with_ipv4_next_hops_md5_and_bfd() {
+    let router = format!(
+        "protocol bfd {{ }}
+protocol bgp node1 {{
+  local {ROUTER_IP6} as {ROUTER_AS};
+  neighbor {NODE_IP6} as {NODE_AS};
+  password \"v6 s3cret\";
+  bfd on;
+  ipv4 {{ import all; export all; }};
+}}"
+    );
+    let lab = Lab::dual_stack(&bird_conf(&router));
+    let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
+    let mut peer = PeerConfig::new(ROUTER_IP6, ROUTER_AS, BGP_PORT);
+    peer.options = PeerOptions {
+        password: Some(Md5Key("v6 s3cret".into())),
+        bfd: Some(Bfd {
+            min_interval: Duration::from_millis(100),
+            multiplier: 3,
+        }),
+        ..PeerOptions::default()
+    };
+    config.peers = vec![peer];
+    config.local6 = Some(NODE_IP6);
+    let speaker = lab.speaker(config);
+    let up = eventually("the session over IPv6 to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    assert_eq!(up.peer, IpAddr::from(ROUTER_IP6), "{up:?}");
+    assert_eq!(
+        up.routes6, None,
+        "no IPv6 channel on an IPv4 network: {up:?}"
+    );
+    let shown = lab.bird.birdc("show protocols all node1");
+    assert!(
+        shown.contains(&format!("Neighbor address: {NODE_IP6}"))
+            && shown.contains("AF announced: ipv4")
+            && !shown.contains("ipv6"),
+        "{shown}"
+    );
+    let route = eventually(
+        "the router to hold the node's subnet via its IPv4 address",
+        || lab.bird.route_via(POD_SUBNET, NODE_IP),
+    )
+    .await;
+    assert!(
+        route.contains(&format!("BGP.next_hop: {NODE_IP}")),
+        "a plain IPv4 next hop: {route}"
+    );
+    eventually(
+        "the node to learn the router's route via its IPv4 address",
+        || learned(&speaker, STATIC_PREFIX, ROUTER_IP),
+    )
+    .await;
+    eventually("the counts of the ipv4 channel", || {
+        let s = established(&speaker)?;
+        if s.routes_advertised == 1 && s.routes_received >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    let bfd = eventually("BFD Up over IPv6 on the router", || {
+        let sessions = lab.bird.birdc("show bfd sessions");
+        let line = sessions
+            .lines()
+            .find(|l| l.starts_with(&NODE_IP6.to_string()))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("Up") {
+            Ok(line)
+        } else {
+            Err(sessions)
+        }
+    })
+    .await;
+    eprintln!("router's BFD session: {bfd}");
+    speaker.shutdown().await;
+}
