@@ -101,8 +101,9 @@ pub mod reasons {
     /// Ready=False on a NodeSubnet: some configured BGP sessions are not Established.
     pub const BGP_SESSIONS_DOWN: &str = "BgpSessionsDown";
     /// Ready=False on a NodeSubnet: some BGP peers cannot be configured on this node (their
-    /// password Secret is missing or holds an unusable key); the message names each peer and
-    /// the fix. The node's other sessions run.
+    /// password Secret is missing or holds an unusable key, or the peer is at an IPv6 address
+    /// and the node has no IPv6 address); the message names each peer and the fix. The node's
+    /// other sessions run.
     pub const BGP_PEER_MISCONFIGURED: &str = "BgpPeerMisconfigured";
     /// Ready=False on an OverlayGateway: `spec.network` names no PodNetwork.
     pub const NETWORK_NOT_FOUND: &str = "NetworkNotFound";

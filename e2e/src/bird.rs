@@ -7,7 +7,8 @@
 //! router's IPv6 kernel table), one at an IPv4 address an IPv4 one, so the same router serves
 //! dual-stack and IPv6-only segments. A neighbour at an IPv4 address may also carry IPv6
 //! unicast on the same session ([`Neighbour::ipv6_channel`], MP-BGP), as a dual-stack Routed
-//! network's nodes do.
+//! network's nodes do; one at an IPv6 address may carry IPv4 unicast
+//! ([`Neighbour::ipv4_channel`]), as a node peering with a router's IPv6 address does.
 //!
 //! BIRD runs in the foreground (`-f`) as a harness process, so it is ended by pid at
 //! tear-down like everything else; its control socket lives in the router's host directory,
@@ -43,6 +44,10 @@ pub struct Neighbour {
     /// An IPv4 session that also carries IPv6 unicast (an `ipv6` channel beside the `ipv4`
     /// one): a dual-stack Routed network's node.
     pub ipv6_channel: bool,
+    /// An IPv6 session that also carries IPv4 unicast (an `ipv4` channel beside the `ipv6`
+    /// one): a node of a network whose peer is this router's IPv6 address. BIRD sends the
+    /// IPv4 routes with its IPv4 address on the session's link as next hop.
+    pub ipv4_channel: bool,
 }
 
 /// The router's BGP configuration.
@@ -111,6 +116,7 @@ impl Config {
                     asn: node_asn,
                     password: None,
                     ipv6_channel: false,
+                    ipv4_channel: false,
                 })
             })
             .collect::<Result<_>>()?;
@@ -188,13 +194,13 @@ impl Config {
                 bfd = bfd,
                 family = if n.address.is_ipv6() { "ipv6" } else { "ipv4" },
                 // BIRD announces its own IPv6 next hop, taken from the session's link.
-                second = if n.ipv6_channel && n.address.is_ipv4() {
-                    format!(
-                        "  ipv6 {{ import all; export all;{nh} }};\n",
+                second = match (n.address.is_ipv4(), n.ipv6_channel, n.ipv4_channel) {
+                    (true, true, _) | (false, _, true) => format!(
+                        "  {} {{ import all; export all;{nh} }};\n",
+                        if n.address.is_ipv4() { "ipv6" } else { "ipv4" },
                         nh = if ibgp { " next hop self;" } else { "" }
-                    )
-                } else {
-                    String::new()
+                    ),
+                    _ => String::new(),
                 },
             ));
         }
@@ -558,6 +564,7 @@ mod tests {
                     asn: 64512,
                     password: None,
                     ipv6_channel: false,
+                    ipv4_channel: false,
                 },
                 Neighbour {
                     name: "node_d".into(),
@@ -565,6 +572,7 @@ mod tests {
                     asn: 64512,
                     password: None,
                     ipv6_channel: false,
+                    ipv4_channel: false,
                 },
             ],
             hold_time: 9,
@@ -586,6 +594,11 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains("neighbor fd00:60::11 as 64512;"), "{conf}");
+        assert_eq!(
+            conf.matches("  ipv4 { import all; export all; };").count(),
+            1,
+            "no IPv4 on node_d's IPv6 session: {conf}"
+        );
         assert!(
             conf.contains("  ipv6 { import all; export all; };"),
             "{conf}"
@@ -601,6 +614,36 @@ mod tests {
         );
         // BIRD itself parses it (`bird -p`): the test machine has bird2 (DATAPLANE_NOTES.md).
         let dir = std::env::temp_dir().join(format!("causeway-bird-v6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bird.conf");
+        std::fs::write(&path, &conf).expect("write");
+        let out = Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("running bird -p (is bird2 installed?)");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "bird -p refused:\n{}{}\n{conf}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_neighbour_may_carry_ipv4_too_and_bird_accepts_the_configuration() {
+        let mut config = config();
+        config.neighbours[1].ipv4_channel = true;
+        let conf = config.render();
+        assert!(
+            conf.contains(
+                "neighbor fd00:60::11 as 64512;\n  hold time 9; keepalive time 3;\n  connect retry time 1; error wait time 1, 4;\n  ipv6 { import all; export all; };\n  ipv4 { import all; export all; };\n}"
+            ),
+            "{conf}"
+        );
+        let dir = std::env::temp_dir().join(format!("causeway-bird-v6v4-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("bird.conf");
         std::fs::write(&path, &conf).expect("write");

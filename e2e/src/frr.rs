@@ -222,6 +222,7 @@ mod tests {
                     asn: 64512,
                     password: None,
                     ipv6_channel: false,
+                    ipv4_channel: false,
                 },
                 Neighbour {
                     name: "node_b".into(),
@@ -229,6 +230,7 @@ mod tests {
                     asn: 64500,
                     password: Some("s3cret".into()),
                     ipv6_channel: false,
+                    ipv4_channel: false,
                 },
             ],
             hold_time: 9,

@@ -56,6 +56,29 @@ pub fn expect_no_ping6(ns: &str, dst: Ipv6Addr) -> Result<()> {
     expect_silence(ns, dst.into(), ping_ip(ns, dst.into(), 2)?)
 }
 
+/// Two pings of `payload` bytes from `ns` to `dst` with fragmentation forbidden (`ping -M
+/// do`): whether both come back. A packet above the path's MTU fails, locally (`message too
+/// long`) or at the hop that cannot carry it (an ICMPv6 Packet Too Big, which also teaches the
+/// sender the path's MTU).
+pub fn df_ping6(ns: &str, dst: Ipv6Addr, payload: u32) -> Result<bool> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-6", "-n", "-q", "-c", "2", "-i", "0.2",
+        ])
+        .args([
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            &payload.to_string(),
+            &dst.to_string(),
+        ])
+        .output()
+        .context("running ping")?;
+    Ok(out.status.success())
+}
+
 /// A TCP round trip over IPv6, like [`tcp_check`].
 pub fn tcp_check6(server_ns: &str, client_ns: &str, dst: Ipv6Addr, port: u16) -> Result<()> {
     tcp_token_check(server_ns, client_ns, dst.into(), port)

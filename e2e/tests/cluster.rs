@@ -453,6 +453,7 @@ fn ipv6_only(_c: &Cluster) -> Result<()> {
             asn: 64500,
             password: None,
             ipv6_channel: false,
+            ipv4_channel: false,
         }],
         hold_time: 9,
         bfd: None,

@@ -985,6 +985,7 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
             .find(|p| p.node == "node-d")
             .context("a pod on node-d")?;
         traffic::tcp_check(&d.netns, &client_ns, d.ip, 7700)?;
+        packet_too_big(c, &client.name, &pods)?;
         eprintln!(
             "[measure] route_to_nodes: the client reached {checked} pods on 4 nodes over IPv6 and IPv4 (ping), TCP over IPv6 to a pod on each node with its own address seen, and every pod pinged the client over both families"
         );
@@ -992,6 +993,40 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
     })();
     unpaste(c, &client.name, &want);
     result
+}
+
+/// ICMPv6 Packet Too Big to an oversized client packet: the client's link carries 1500 bytes,
+/// the pods' 1450 (the tunnel's headers). IPv6 routers never fragment, so a full-size packet
+/// from the client must come back as a Packet Too Big from the entry node, and the client's
+/// route to the pod must learn the MTU, or large transfers stall.
+fn packet_too_big(c: &Cluster, client: &str, pods: &[Pod]) -> Result<()> {
+    let ns = c.ns(client);
+    for node in ["node-a", "node-c"] {
+        let pod = pods
+            .iter()
+            .find(|p| p.node == node)
+            .with_context(|| format!("a pod on {node}"))?;
+        let ip6 = ipv6_of(pod)?;
+        c.exec(client, "ip", &["-6", "route", "flush", "cache"])?;
+        // 1452 bytes of payload + 8 (ICMPv6) + 40 (IPv6) = 1500.
+        ensure!(
+            !traffic::df_ping6(&ns, ip6, 1452)?,
+            "a 1500-byte packet reached {node}'s pod through 1450-byte links"
+        );
+        let route = c.exec(client, "ip", &["-6", "route", "get", &ip6.to_string()])?;
+        ensure!(
+            route.contains("mtu 1450"),
+            "the client did not learn the path MTU to {node}'s pod ({ip6}): {route}"
+        );
+        ensure!(
+            traffic::df_ping6(&ns, ip6, 1402)?,
+            "a 1450-byte packet did not reach {node}'s pod ({ip6}) after the Packet Too Big"
+        );
+    }
+    eprintln!(
+        "[measure] route_to_nodes over IPv6: a 1500-byte packet from the client got a Packet Too Big, the client's route learned mtu 1450, and 1450-byte packets reached pods on an entry node and behind the tunnel"
+    );
+    Ok(())
 }
 
 fn overlay_route_to_nodes_ipv4_only(c: &Cluster) -> Result<()> {

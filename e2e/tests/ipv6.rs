@@ -169,19 +169,6 @@ fn ping_all(pods: &[Pod6]) -> Result<usize> {
     Ok(pairs)
 }
 
-/// A ping of `size` bytes of payload with fragmentation forbidden (`-M do`): whether it gets
-/// through.
-fn df_ping6(ns: &str, dst: Ipv6Addr, size: u32) -> Result<bool> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", ns, "ping", "-6", "-n", "-q", "-c", "2", "-W", "1",
-        ])
-        .args(["-M", "do", "-s", &size.to_string(), &dst.to_string()])
-        .output()
-        .context("running ping")?;
-    Ok(out.status.success())
-}
-
 fn overlay(c: &Cluster) -> Result<()> {
     let pods = overlay_pods(c)?;
     ensure!(pods.len() == 8, "{} pods", pods.len());
@@ -237,11 +224,11 @@ fn overlay(c: &Cluster) -> Result<()> {
     ensure!(eth0[0]["mtu"] == 1430, "pod eth0 MTU {}", eth0[0]["mtu"]);
     // 1430 - 40 (IPv6) - 8 (ICMPv6) = 1382 bytes of payload fill the pod MTU exactly.
     ensure!(
-        df_ping6(&a.netns, d.ip, 1382)?,
+        traffic::df_ping6(&a.netns, d.ip, 1382)?,
         "a full-size packet (1430 bytes) from node-a's pod to node-d's did not cross the tunnel"
     );
     ensure!(
-        !df_ping6(&a.netns, d.ip, 1383)?,
+        !traffic::df_ping6(&a.netns, d.ip, 1383)?,
         "a packet above the pod MTU went out unfragmented"
     );
     traffic::tcp_check6(&d.netns, &a.netns, d.ip, 7462)?;

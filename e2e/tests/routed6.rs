@@ -6,7 +6,9 @@
 //! beside the `ipv4` one). The operator and an agent per node run with the chart's RBAC; pods
 //! are attached with the CNI config the agents wrote; every check is real traffic, BIRD's own
 //! table or the kernel's. The first test brings the network up and checks both families end
-//! to end; the second restarts node-d's agent under an IPv6 ping.
+//! to end; the second restarts node-d's agent under an IPv6 ping; the third moves every
+//! session to IPv6 (the network's peers become r1's IPv6 addresses, r1 peers with the nodes'
+//! IPv6 addresses) and checks both families again, so it runs last.
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -27,6 +29,15 @@ const ROUTER_ASN: u32 = 64500;
 const NODE_ASN: u32 = 64512;
 /// r1's IPv6 address on lan-b: node-d's next hop to rack-a's subnets.
 const R1_LAN_B6: &str = "fd00:60::1";
+/// r1's IPv4 address on lan-b: node-d's next hop to rack-a's IPv4 subnets.
+const R1_LAN_B: &str = "192.168.60.1";
+/// r1's IPv6 address on lan-a: rack-a's peer in the third test.
+const R1_LAN_A6: &str = "fd00:50::1";
+/// The third test's BFD on every session (interval in ms, multiplier), and the TCP MD5 key of
+/// node-d's session, from Secret `R1_SECRET`.
+const BFD: (u32, u8) = (100, 3);
+const R1_KEY: &str = "v6-s3cret key";
+const R1_SECRET: &str = "r1-bgp6";
 
 /// Agents on every node, resyncing every 3 s, heartbeat Lease 4 s.
 static SUITE: Suite = Suite::new(&ALL, 3, 4);
@@ -44,6 +55,10 @@ fn main() -> ExitCode {
             testing::test(
                 "bgp_dual_stack_an_agent_restart_keeps_the_ipv6_routes_on_both_sides_and_loses_no_ipv6_ping",
                 agent_restart,
+            ),
+            testing::test(
+                "bgp_sessions_to_ipv6_peer_addresses_carry_both_families_and_pods_cross_the_router",
+                ipv6_peers,
             ),
         ],
     )
@@ -375,5 +390,260 @@ fn agent_restart(c: &Cluster) -> Result<()> {
         "r1 lacked node-d's IPv6 subnet {r1_missing} times, node-d its IPv6 route {d_missing} times, of {reads}"
     );
     ensure!(report.lost() == 0, "{} IPv6 pings lost", report.lost());
+    Ok(())
+}
+
+/// r1 for the third test: one session per node on the node's IPv6 address
+/// (`secondaryNodeAddress`), with an IPv4 channel too, BFD on each, and node-d's with a TCP
+/// MD5 password.
+fn router_config6(c: &Cluster) -> Result<bird::Config> {
+    let mut config =
+        bird::Config::for_nodes_ipv6(c, &ALL, ROUTER_ASN, [192, 168, 50, 1].into(), NODE_ASN)?;
+    for n in &mut config.neighbours {
+        n.ipv4_channel = true;
+        if n.name == "node_d" {
+            n.password = Some(R1_KEY.to_owned());
+        }
+    }
+    config.bfd = Some(BFD);
+    Ok(config)
+}
+
+/// The network with r1's IPv6 addresses as the peers: rack-a peers with r1's lan-a leg
+/// (fd00:50::1), rack-b with its lan-b leg (fd00:60::1, with the password from Secret
+/// `R1_SECRET`); BFD on both.
+fn network6() -> Value {
+    let mut pn = network();
+    let bfd = serde_json::json!({"minIntervalMilliseconds": BFD.0, "multiplier": BFD.1});
+    let mut peers = [
+        bird::zone_peer(R1_LAN_A6, ROUTER_ASN, "rack-a"),
+        bird::zone_peer(R1_LAN_B6, ROUTER_ASN, "rack-b"),
+    ];
+    for peer in &mut peers {
+        peer["bfd"] = bfd.clone();
+    }
+    peers[1]["password"] = serde_json::json!({"secretRef": {"name": R1_SECRET}});
+    pn["spec"]["routed"]["bgp"]["peers"] = serde_json::json!(peers);
+    pn
+}
+
+/// The session block `protocol bgp <name> { ... }` of `node`'s rendered bird.conf.
+fn node_session(c: &Cluster, node: &str, name: &str) -> Result<String> {
+    let path = c.host_dir(node).join("bird").join("bird.conf");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let start = text
+        .find(&format!("protocol bgp {name} {{"))
+        .with_context(|| format!("{node}'s bird.conf has no session {name}:\n{text}"))?;
+    let end = text[start..]
+        .find("\n}\n")
+        .map_or(text.len(), |i| start + i + 3);
+    Ok(text[start..end].to_owned())
+}
+
+/// The network's peers become r1's IPv6 addresses and r1 peers with the nodes' IPv6
+/// addresses: each node's one session runs over IPv6 from its `secondaryNodeAddress` and
+/// carries IPv4 and IPv6 unicast. r1 holds every node's IPv4 subnet via the node's IPv4
+/// address and its IPv6 subnet via its IPv6 address; node-d routes rack-a's subnets of both
+/// families via r1's lan-b addresses; the NodeSubnets show the IPv6 peer addresses with both
+/// families' counts; pods on node-a and node-d ping each other over IPv4 and IPv6 across r1.
+fn ipv6_peers(c: &Cluster) -> Result<()> {
+    let pods = SUITE.pods();
+    ensure!(
+        pods.first().is_some_and(|p| p.name.starts_with("ds")),
+        "the dual-stack network is not up (the first test brings it up)"
+    );
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": R1_SECRET, "namespace": deploy::NAMESPACE},
+        "stringData": {"password": R1_KEY},
+    });
+    c.kubectl_stdin(&["apply", "-f", "-"], &secret.to_string())?;
+    let guard = lock(&BIRD);
+    let bird = guard.as_ref().context("BIRD is not running")?;
+    bird.reconfigure(&router_config6(c)?)?;
+    c.kubectl_stdin(&["apply", "-f", "-"], &network6().to_string())?;
+    let started = std::time::Instant::now();
+    let peer_of = |node: &str| {
+        if node == "node-d" {
+            R1_LAN_B6
+        } else {
+            R1_LAN_A6
+        }
+    };
+    // Established on both ends, r1 holds each node's IPv4 subnet via its IPv4 address, and
+    // each NodeSubnet shows its one session, to r1's IPv6 address, with both families' counts.
+    wait_for("BGP converged over IPv6", Duration::from_secs(40), || {
+        bird.expect_converged(c, NETWORK, &ALL)?;
+        for s in deploy::node_subnets(c, NETWORK)? {
+            let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+            let sessions = &s["status"]["bgpSessions"];
+            let session = &sessions[0];
+            ensure!(
+                sessions.as_array().map(Vec::len) == Some(1)
+                    && session["peerAddress"] == peer_of(node)
+                    && session["ipv6RoutesAdvertised"] == 1
+                    && session["ipv6RoutesReceived"].as_i64() >= Some(1)
+                    && session["routesReceived"].as_i64() >= Some(1),
+                "{node}: bgpSessions {sessions}"
+            );
+        }
+        Ok(())
+    })?;
+    println!(
+        "[measure] sessions moved to IPv6 peer addresses: every session Established over IPv6 with both families' routes {:.1}s after the PodNetwork changed",
+        started.elapsed().as_secs_f64()
+    );
+    // BFD runs over IPv6 on every session (r1 sees each node's IPv6 address Up), and node-d's
+    // session, Established, carries the MD5 key from the Secret.
+    wait_for("BFD Up over IPv6", Duration::from_secs(15), || {
+        let bfd = bird.birdc(&["show", "bfd", "sessions"])?;
+        for (node, _, address) in subnets6(c)? {
+            ensure!(
+                bfd.lines()
+                    .any(|l| l.starts_with(&format!("{address} ")) && l.contains(" Up ")),
+                "r1 has no BFD session Up with {node} ({address}):\n{bfd}"
+            );
+        }
+        Ok(())
+    })?;
+    let session_d = node_session(c, "node-d", "peer_fd00_60__1")?;
+    println!("[evidence] node-d's bird.conf session with r1:\n{session_d}");
+    for line in [
+        "  local fd00:60::11 as 64512;\n",
+        "  neighbor fd00:60::1 port 179 as 64500;\n",
+        &format!("  password \"{R1_KEY}\";\n"),
+        "  bfd { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };\n",
+        " bgp_next_hop = 192.168.60.11; accept; };",
+    ] {
+        ensure!(session_d.contains(line), "{line:?} not in:\n{session_d}");
+    }
+    println!(
+        "[evidence] r1's session with node-d:\n{}",
+        bird.birdc(&["show", "protocols", "all", "node_d"])?
+    );
+    for node in ALL {
+        let name = node.replace('-', "_");
+        let shown = bird.birdc(&["show", "protocols", "all", &name])?;
+        let address = subnets6(c)?
+            .into_iter()
+            .find(|(n, _, _)| n == node)
+            .map(|(_, _, address)| address)
+            .context("no IPv6 node address")?;
+        ensure!(
+            shown.contains(&format!("Neighbor address: {address}"))
+                && shown.matches("AF announced: ipv4 ipv6").count() == 2,
+            "r1's session with {node} runs over IPv6 ({address}) and both ends announce IPv4 and IPv6 unicast:\n{shown}"
+        );
+    }
+
+    // r1 holds every node's IPv6 subnet via its IPv6 address, in BIRD's table and kernel
+    // (the IPv4 ones via the IPv4 addresses: checked by expect_converged).
+    let subnets = subnets6(c)?;
+    wait_for(
+        "r1 holds every IPv6 subnet",
+        Duration::from_secs(20),
+        || {
+            let routes = bird.routes()?;
+            for (node, cidr, address) in &subnets {
+                ensure!(
+                    routes.get(cidr) == Some(address),
+                    "{node}: r1 has {cidr} via {:?}, expected via {address}",
+                    routes.get(cidr)
+                );
+                let kernel = c.exec("r1", "ip", &["-6", "route", "show", cidr])?;
+                ensure!(kernel.contains(&format!("via {address}")), "r1: {kernel:?}");
+            }
+            Ok(())
+        },
+    )?;
+    drop(guard);
+
+    // node-d installed rack-a's subnets of both families via r1's lan-b addresses, learned
+    // over its IPv6 session.
+    let v4: Vec<(String, String)> = deploy::node_subnets(c, NETWORK)?
+        .iter()
+        .map(|s| {
+            (
+                s["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                s["spec"]["cidr"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    wait_for(
+        "node-d routes rack-a through r1, both families",
+        Duration::from_secs(15),
+        || {
+            let ours4 = c.exec("node-d", "ip", &["route", "show", "proto", "249"])?;
+            let ours6 = c.exec("node-d", "ip", &["-6", "route", "show", "proto", "249"])?;
+            for (node, cidr) in v4.iter().filter(|(n, _)| n != "node-d") {
+                ensure!(
+                    ours4
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{cidr} via {R1_LAN_B} dev eth0"))),
+                    "node-d reaches {node}'s {cidr} via {R1_LAN_B}: {ours4}"
+                );
+            }
+            for (node, cidr, _) in subnets.iter().filter(|(n, _, _)| n != "node-d") {
+                ensure!(
+                    ours6
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{cidr} via {R1_LAN_B6} dev eth0"))),
+                    "node-d reaches {node}'s {cidr} via {R1_LAN_B6}: {ours6}"
+                );
+            }
+            Ok(())
+        },
+    )?;
+    for node in ALL {
+        let (status, reason, message) = programmed(c, NETWORK, node)?;
+        ensure!(
+            status == "True" && !message.contains("unreachable") && !message.contains("skipped"),
+            "{node}: Programmed {status} {reason}: {message}"
+        );
+    }
+
+    // Traffic across r1 both ways, both families; three hops each way (TTL and hop limit 61).
+    let on = |node: &str| {
+        pods.iter()
+            .find(|p| p.node == node)
+            .with_context(|| format!("no pod on {node}"))
+    };
+    let (pod_a, pod_d) = (on("node-a")?, on("node-d")?);
+    for (from, to) in [(pod_a, pod_d), (pod_d, pod_a)] {
+        let dst6 = pods::first_ipv6(&to.result)?;
+        wait_for("IPv6 ping across r1", Duration::from_secs(10), || {
+            traffic::expect_ping6(&from.netns, dst6)
+        })
+        .with_context(|| format!("{} -> {} ({dst6})", from.netns, to.netns))?;
+        wait_for("IPv4 ping across r1", Duration::from_secs(10), || {
+            traffic::expect_ping(&from.netns, to.ip)
+        })
+        .with_context(|| format!("{} -> {} ({})", from.netns, to.netns, to.ip))?;
+        for (flag, dst) in [("-4", to.ip.to_string()), ("-6", dst6.to_string())] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &from.netns, "ping", flag, "-n", "-c", "1"])
+                .args(["-W", "2", &dst])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                text.contains("ttl=61"),
+                "{} -> {dst}: three hops (two nodes and r1), TTL 61: {text}",
+                from.netns
+            );
+        }
+    }
+    let _ = c.kubectl(&[
+        "-n",
+        deploy::NAMESPACE,
+        "delete",
+        "secret",
+        R1_SECRET,
+        "--ignore-not-found",
+    ]);
     Ok(())
 }

@@ -654,7 +654,7 @@ impl<D: Dataplane> Agent<D> {
             }
             outcome
                 .bgp
-                .sort_by_key(|s| s.peer_address.parse::<std::net::Ipv4Addr>().ok());
+                .sort_by_key(|s| s.peer_address.parse::<std::net::IpAddr>().ok());
         }
         if outcome.skipped != self.last_skipped {
             for line in &outcome.skipped {

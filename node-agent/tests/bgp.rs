@@ -12,7 +12,7 @@
 //! they fail with a message saying so (they never pass by skipping).
 
 use std::fs;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -324,13 +324,14 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
         hold_time: 3,
         keepalive: 1,
         peers: vec![PeerConfig {
-            address: ROUTER_IP,
+            address: ROUTER_IP.into(),
             asn: peer_asn,
             port: BGP_PORT,
             options: Default::default(),
         }],
         advertise: vec![net(advertise)],
         next_hop: NODE_IP,
+        local6: None,
         ipv6: None,
         options: Default::default(),
         unusable: vec![],
@@ -395,7 +396,7 @@ async fn ebgp_session_exchanges_routes_follows_updates_and_closes_with_cease_whe
     .await;
     assert_eq!(
         (up.peer, up.asn, up.message.as_str()),
-        (ROUTER_IP, ROUTER_AS, "")
+        (IpAddr::from(ROUTER_IP), ROUTER_AS, "")
     );
     eventually("BIRD to show the session Established", || {
         let line = lab.bird.protocol_line();
@@ -775,7 +776,7 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
     config.peers.insert(
         0,
         PeerConfig {
-            address: nobody,
+            address: nobody.into(),
             asn: ROUTER_AS,
             port: BGP_PORT,
             options: Default::default(),
@@ -797,7 +798,10 @@ async fn an_unreachable_peer_says_why_and_does_not_hold_up_the_others() {
         }
     })
     .await;
-    assert_eq!((sessions.0.peer, sessions.1.peer), (ROUTER_IP, nobody));
+    assert_eq!(
+        (sessions.0.peer, sessions.1.peer),
+        (IpAddr::from(ROUTER_IP), IpAddr::from(nobody))
+    );
     let message = &sessions.1.message;
     eprintln!(
         "the unreachable peer's session: {} ({message})",
@@ -860,7 +864,7 @@ async fn reconfiguration_keeps_unchanged_sessions_up_and_shutdown_leaves_no_bird
     // and the router's session is never touched.
     let mut config = node_config(NODE_AS, ROUTER_AS, NEW_POD_SUBNET);
     config.peers.push(PeerConfig {
-        address: nobody,
+        address: nobody.into(),
         asn: ROUTER_AS,
         port: BGP_PORT,
         options: Default::default(),
@@ -1226,7 +1230,9 @@ async fn a_passive_node_accepts_the_routers_connection() {
 
 /// Every option `spec.routed.bgp` offers renders a configuration BIRD itself accepts
 /// (`bird -p`): multihop, passive, a password with spaces and symbols, BFD, route-reflector client,
-/// communities, LOCAL_PREF, graceful restart on and off; IPv4 only and dual-stack.
+/// communities, LOCAL_PREF, graceful restart on and off; IPv4 only and dual-stack; peers at
+/// IPv4 and at IPv6 addresses (an IPv6 eBGP peer with every session option, an IPv6 iBGP
+/// route-reflector client).
 #[test]
 fn every_option_renders_a_configuration_bird_accepts() {
     require_tools("the BGP tests", &[("bird", "--version")], "bird2");
@@ -1243,8 +1249,13 @@ fn every_option_renders_a_configuration_bird_accepts() {
     };
     let mut ibgp = PeerConfig::new(ROUTER_IP, NODE_AS, BGP_PORT);
     ibgp.options.route_reflector_client = true;
+    let mut ebgp6 = ebgp.clone();
+    ebgp6.address = Ipv6Addr::new(0xfd00, 0x60, 0, 0, 0, 0, 0, 1).into();
+    let mut ibgp6 = ibgp.clone();
+    ibgp6.address = ROUTER_IP6.into();
     let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
-    config.peers = vec![ebgp, ibgp];
+    config.peers = vec![ebgp, ibgp, ebgp6, ibgp6];
+    config.local6 = Some(NODE_IP6);
     config.options = SpeakerOptions {
         graceful_restart: Some(4095),
         communities: vec![
@@ -1269,7 +1280,9 @@ fn every_option_renders_a_configuration_bird_accepts() {
         config.options.graceful_restart = graceful_restart;
         config.ipv6 = ipv6;
         let conf = dir.0.join("bird.conf");
-        fs::write(&conf, causeway_node_agent::bird::render::render(&config)).expect("write");
+        let text = causeway_node_agent::bird::render::render(&config);
+        assert_eq!(text.matches("protocol bgp ").count(), 4, "{text}");
+        fs::write(&conf, text).expect("write");
         let out = output("bird", &["-p", "-c", &conf.display().to_string()]);
         assert!(
             out.status.success(),
@@ -1759,5 +1772,93 @@ protocol bgp node1 {{
     )
     .await;
     assert_eq!(bird_since(&lab), since, "the session stayed up");
+    speaker.shutdown().await;
+}
+
+/// A router peered at its IPv6 address, on an IPv4 network (issue #18): the node's session
+/// runs over IPv6 from its IPv6 address ([`SpeakerConfig::local6`]) and carries IPv4
+/// unicast only. The router holds the node's subnet via the node's IPv4 address (the next
+/// hop the export filter sets; no extended next hop), the node learns the router's IPv4
+/// route via the router's IPv4 address, and TCP MD5 and BFD work over IPv6 as over IPv4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_to_an_ipv6_peer_carries_ipv4_with_ipv4_next_hops_md5_and_bfd() {
+    let router = format!(
+        "protocol bfd {{ }}
+protocol bgp node1 {{
+  local {ROUTER_IP6} as {ROUTER_AS};
+  neighbor {NODE_IP6} as {NODE_AS};
+  password \"v6 s3cret\";
+  bfd on;
+  ipv4 {{ import all; export all; }};
+}}"
+    );
+    let lab = Lab::dual_stack(&bird_conf(&router));
+    let mut config = node_config(NODE_AS, ROUTER_AS, POD_SUBNET);
+    let mut peer = PeerConfig::new(ROUTER_IP6, ROUTER_AS, BGP_PORT);
+    peer.options = PeerOptions {
+        password: Some(Md5Key("v6 s3cret".into())),
+        bfd: Some(Bfd {
+            min_interval: Duration::from_millis(100),
+            multiplier: 3,
+        }),
+        ..PeerOptions::default()
+    };
+    config.peers = vec![peer];
+    config.local6 = Some(NODE_IP6);
+    let speaker = lab.speaker(config);
+    let up = eventually("the session over IPv6 to be Established", || {
+        established(&speaker)
+    })
+    .await;
+    assert_eq!(up.peer, IpAddr::from(ROUTER_IP6), "{up:?}");
+    assert_eq!(
+        up.routes6, None,
+        "no IPv6 channel on an IPv4 network: {up:?}"
+    );
+    let shown = lab.bird.birdc("show protocols all node1");
+    assert!(
+        shown.contains(&format!("Neighbor address: {NODE_IP6}"))
+            && shown.contains("AF announced: ipv4")
+            && !shown.contains("ipv6"),
+        "{shown}"
+    );
+    let route = eventually(
+        "the router to hold the node's subnet via its IPv4 address",
+        || lab.bird.route_via(POD_SUBNET, NODE_IP),
+    )
+    .await;
+    assert!(
+        route.contains(&format!("BGP.next_hop: {NODE_IP}")),
+        "a plain IPv4 next hop: {route}"
+    );
+    eventually(
+        "the node to learn the router's route via its IPv4 address",
+        || learned(&speaker, STATIC_PREFIX, ROUTER_IP),
+    )
+    .await;
+    eventually("the counts of the ipv4 channel", || {
+        let s = established(&speaker)?;
+        if s.routes_advertised == 1 && s.routes_received >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    let bfd = eventually("BFD Up over IPv6 on the router", || {
+        let sessions = lab.bird.birdc("show bfd sessions");
+        let line = sessions
+            .lines()
+            .find(|l| l.starts_with(&NODE_IP6.to_string()))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("Up") {
+            Ok(line)
+        } else {
+            Err(sessions)
+        }
+    })
+    .await;
+    eprintln!("router's BFD session: {bfd}");
     speaker.shutdown().await;
 }

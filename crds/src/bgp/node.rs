@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::asn::{self, AsnProblem};
@@ -82,8 +82,9 @@ pub struct GracefulRestart {
 pub struct NodePeer {
     /// Its position in `spec.routed.bgp.peers`, for messages.
     pub index: usize,
-    /// The router's address.
-    pub address: Ipv4Addr,
+    /// The router's address, IPv4 or IPv6 (a session over IPv6 starts from the node's IPv6
+    /// address).
+    pub address: IpAddr,
     /// The router's AS.
     pub asn: u32,
     /// The router's BGP port (unused when `passive`).
@@ -139,7 +140,7 @@ pub enum Ignored {
         /// The peer's position in `spec.routed.bgp.peers`.
         index: usize,
         /// The peer's address.
-        address: Ipv4Addr,
+        address: IpAddr,
         /// The AS the node and the peer share.
         asn: u32,
     },
@@ -148,7 +149,7 @@ pub enum Ignored {
         /// The peer's position in `spec.routed.bgp.peers`.
         index: usize,
         /// The peer's address.
-        address: Ipv4Addr,
+        address: IpAddr,
         /// The peer's AS.
         peer_asn: u32,
         /// The node's AS.
@@ -237,9 +238,9 @@ pub enum BgpError {
         hold_time: i32,
     },
 
-    /// A peer address that is not an IPv4 address.
+    /// A peer address that is not an IP address.
     #[error(
-        "{field} {value:?} is not an IPv4 address: use the router's address on the node network, such as 192.168.10.1"
+        "{field} {value:?} is not an IP address: use the router's address on the node network, such as 192.168.10.1 or fd00:50::1"
     )]
     PeerAddress {
         /// The field's path.
@@ -248,13 +249,29 @@ pub enum BgpError {
         value: String,
     },
 
+    /// A peer address no host can own (loopback, link-local, multicast, ...), as admission
+    /// refuses it.
+    #[error(
+        "{field} {address} is in the {block} range, not a unicast address a host can own: use the router's address on the node network, such as {example}"
+    )]
+    PeerAddressReserved {
+        /// The field's path.
+        field: String,
+        /// The address.
+        address: IpAddr,
+        /// The reserved block, named as [`crate::ownership::reserved_ip`] names it.
+        block: &'static str,
+        /// An accepted address of the same family.
+        example: &'static str,
+    },
+
     /// Two peers with one address.
     #[error(
         "spec.routed.bgp.peers has more than one entry with address {address}: list each router once"
     )]
     DuplicatePeer {
-        /// The address listed twice.
-        address: Ipv4Addr,
+        /// The address listed twice (IPv6 addresses compare as addresses, however written).
+        address: IpAddr,
     },
 
     /// A malformed peer `nodeSelector`.
@@ -465,11 +482,22 @@ fn resolve_peer(
                 source,
             }
         })?;
-    let address =
-        crate::cidr::parse_ipv4_addr(&spec.address).map_err(|_| BgpError::PeerAddress {
+    let address = crate::cidr::parse_addr(&spec.address).map_err(|_| BgpError::PeerAddress {
+        field: field("address"),
+        value: spec.address.clone(),
+    })?;
+    if let Some(block) = crate::ownership::reserved_ip(address) {
+        return Err(BgpError::PeerAddressReserved {
             field: field("address"),
-            value: spec.address.clone(),
-        })?;
+            address,
+            block,
+            example: if address.is_ipv6() {
+                "fd00:50::1"
+            } else {
+                "192.168.10.1"
+            },
+        });
+    }
     let peer_asn = asn::check(spec.asn).map_err(|problem| BgpError::Asn {
         field: field("asn"),
         value: spec.asn,

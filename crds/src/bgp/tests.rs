@@ -1,7 +1,7 @@
 //! Tables for [`BgpSpec::for_node`]: what a node gets from a BGP block and its labels.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-const TOR: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+const TOR: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1));
 
 #[test]
 fn a_block_written_before_the_new_fields_keeps_its_behaviour_and_gains_graceful_restart() {
@@ -107,7 +107,7 @@ fn a_top_of_rack_block_resolves_to_typed_settings_with_defaults_filled_in() {
             },
             NodePeer {
                 index: 1,
-                address: Ipv4Addr::new(192, 168, 1, 2),
+                address: Ipv4Addr::new(192, 168, 1, 2).into(),
                 asn: 64512,
                 port: 1179,
                 passive: true,
@@ -125,7 +125,7 @@ fn a_top_of_rack_block_resolves_to_typed_settings_with_defaults_filled_in() {
             },
             NodePeer {
                 index: 2,
-                address: Ipv4Addr::new(192, 168, 1, 3),
+                address: Ipv4Addr::new(192, 168, 1, 3).into(),
                 asn: 65000,
                 port: 179,
                 passive: false,
@@ -371,7 +371,22 @@ fn what_admission_refuses_is_refused_with_the_field_and_the_fix() {
         ),
         (
             with_peer("address", json!("tor1")),
-            "spec.routed.bgp.peers[0].address \"tor1\" is not an IPv4 address",
+            "spec.routed.bgp.peers[0].address \"tor1\" is not an IP address: use the router's address on the node network, such as 192.168.10.1 or fd00:50::1",
+        ),
+        (
+            with_peer("address", json!("fe80::1")),
+            "spec.routed.bgp.peers[0].address fe80::1 is in the link-local fe80::/10 range, not a unicast address a host can own: use the router's address on the node network, such as fd00:50::1",
+        ),
+        (
+            with_peer("address", json!("127.0.0.1")),
+            "spec.routed.bgp.peers[0].address 127.0.0.1 is in the loopback 127.0.0.0/8 range",
+        ),
+        (
+            json!({"asn": 64512, "peers": [
+                {"address": "fd00:50::1", "asn": 65000},
+                {"address": "fd00:50:0::1", "asn": 65001},
+            ]}),
+            "spec.routed.bgp.peers has more than one entry with address fd00:50::1",
         ),
         (
             json!({"asn": 64512, "peers": [peer(), peer()]}),
@@ -441,4 +456,23 @@ fn a_disabled_bfd_block_is_no_bfd_and_a_peer_elsewhere_is_still_checked() {
     ]}));
     let node = bgp.for_node(&labels(&[])).expect("valid");
     assert_eq!(node.peers[0].bfd, None);
+}
+
+#[test]
+fn an_ipv6_router_address_is_a_peer_like_an_ipv4_one() {
+    let bgp = spec(json!({"asn": 64512, "peers": [
+        {"address": "fd00:50::1", "asn": 64500, "bfd": {}},
+        {"address": "192.168.1.1", "asn": 64500},
+    ]}));
+    let node = bgp.for_node(&labels(&[])).expect("valid");
+    let peers: Vec<(IpAddr, bool)> = node
+        .peers
+        .iter()
+        .map(|p| (p.address, p.bfd.is_some()))
+        .collect();
+    assert_eq!(
+        peers,
+        [("fd00:50::1".parse().expect("address"), true), (TOR, false)],
+        "spec order, both families"
+    );
 }

@@ -4,8 +4,8 @@
 //! addresses: a node's underlay address, a BGP router, a VIP, a client's tunnel endpoint and
 //! overlay address, the pod ranges and the client ranges. So each address field gets the same
 //! CEL rules, built here from its [`Field`] description and the [`Families`] it takes (the pod
-//! ranges, node addresses and OverlayGateway client ranges take IPv4 or IPv6; the other fields
-//! IPv4 until their IPv6 support lands, issue #18):
+//! ranges, node addresses, BGP peer addresses and OverlayGateway client ranges take IPv4 or
+//! IPv6; the other fields IPv4 until their IPv6 support lands, issue #18):
 //!
 //! - [`ip_address`]: an IP address, of an accepted family, and not in a [`RESERVED`] or
 //!   [`RESERVED_V6`] block (nor the broadcast address): loopback, link-local, multicast,

@@ -59,7 +59,8 @@ pub struct BgpSpec {
     #[x_kube(validation = bgp_rules::label_key("routed.bgp.nodeAsnLabel"))]
     pub node_asn_label: Option<String>,
 
-    /// The routers every node peers with (at least 1, at most 32, addresses unique).
+    /// The routers every node peers with (at least 1, at most 32, addresses unique as
+    /// written; the agent also refuses one IPv6 address written in two ways).
     #[schemars(length(max = MAX_BGP_PEERS))]
     #[x_kube(
         validation = Rule::new("size(self) > 0")
@@ -164,11 +165,14 @@ pub struct BgpAdvertiseSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BgpPeer {
-    /// Address of the router (e.g. the top-of-rack switch's address on the node network).
-    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
-    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
+    /// Address of the router (e.g. the top-of-rack switch's address on the node network),
+    /// IPv4 or IPv6, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
+    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor
+    /// 255.255.255.255), nor in ::/8, fe80::/10 or ff00::/8. A node peers with an IPv6
+    /// address from its own IPv6 address (NodeSubnet secondaryNodeAddress, so the network
+    /// must be dual-stack), and that session carries both families.
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_address(&PEER_ADDRESS, Families::Ipv4)))]
+    #[schemars(transform = schema::rules(address::ip_address(&PEER_ADDRESS, Families::Any("fd00:50::1"))))]
     pub address: String,
 
     /// The router's autonomous system number (1-4294967295, not 23456, 65535 or

@@ -114,7 +114,7 @@ mod tests {
 
     fn session(state: &str) -> SessionState {
         SessionState {
-            peer: R,
+            peer: R.into(),
             asn: 64500,
             state: state.to_owned(),
             message: String::new(),

@@ -1,8 +1,12 @@
 //! The speaker's configuration (pure data): what [`peering`](super::peering) derives from the
 //! PodNetwork and [`Speaker`](super::Speaker) renders into BIRD's configuration
 //! ([`crate::bird::render`], which also makes the timers valid and orders the peers).
+//!
+//! A peer's address is IPv4 or IPv6 (issue #18): a session with an IPv6 peer starts from the
+//! node's IPv6 address ([`SpeakerConfig::local6`]) and carries the same families as one with
+//! an IPv4 peer (IPv4 unicast, and IPv6 unicast on a dual-stack network).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -12,8 +16,9 @@ pub const BGP_PORT: u16 = 179;
 /// One BGP neighbour: a router this node peers with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
-    /// The peer's address; the speaker connects to it.
-    pub address: Ipv4Addr,
+    /// The peer's address; the speaker connects to it, from the node's address of the same
+    /// family.
+    pub address: IpAddr,
     /// The peer's AS number; its OPEN must carry it. Equal to the local AS for iBGP.
     pub asn: u32,
     /// The peer's TCP port ([`BGP_PORT`] normally).
@@ -25,9 +30,9 @@ pub struct PeerConfig {
 impl PeerConfig {
     /// A peer with the default options: active, directly connected, no password, no BFD.
     #[must_use]
-    pub fn new(address: Ipv4Addr, asn: u32, port: u16) -> Self {
+    pub fn new(address: impl Into<IpAddr>, asn: u32, port: u16) -> Self {
         Self {
-            address,
+            address: address.into(),
             asn,
             port,
             options: PeerOptions::default(),
@@ -62,10 +67,11 @@ impl std::fmt::Debug for Md5Key {
 }
 
 /// A configured peer this node cannot open a session with (its password Secret is missing
-/// or unusable): reported in the NodeSubnet's status, never given to BIRD.
+/// or unusable, or it is at an IPv6 address and the node has none): reported in the
+/// NodeSubnet's status, never given to BIRD.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnusablePeer {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub asn: u32,
     /// Why, naming the field and the fix.
     pub why: String,
@@ -94,7 +100,7 @@ impl Default for SpeakerOptions {
 }
 
 /// What a dual-stack node announces and learns over IPv6 (the `ipv6` channel of every
-/// session; the sessions themselves stay on IPv4 addresses).
+/// session, whatever the family of the peer's address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ipv6Unicast {
     /// Prefixes to announce: this node's IPv6 pod subnet (NodeSubnet `spec.secondaryCidr`).
@@ -115,7 +121,7 @@ pub const DEFAULT_RESTART_TIME: u16 = 120;
 pub struct SpeakerConfig {
     /// This node's AS number (4-octet ASNs are fine).
     pub local_asn: u32,
-    /// BGP identifier: the node address.
+    /// BGP identifier: the node address (IPv4, also for sessions with IPv6 peers).
     pub router_id: Ipv4Addr,
     /// Hold time offered in our OPEN, in seconds: 0 for no keepalives, else at least 3 (1 and
     /// 2 are raised to 3). The session uses the smaller of ours and the peer's.
@@ -127,8 +133,13 @@ pub struct SpeakerConfig {
     pub peers: Vec<PeerConfig>,
     /// Prefixes to announce: this node's pod subnet, usually one.
     pub advertise: Vec<Ipv4Net>,
-    /// NEXT_HOP of the announced routes: the node address.
+    /// NEXT_HOP of the announced IPv4 routes, and the local address of sessions with IPv4
+    /// peers: the node address.
     pub next_hop: Ipv4Addr,
+    /// The node's IPv6 address (NodeSubnet `spec.secondaryNodeAddress`): the local address of
+    /// sessions with IPv6 peers. `None` when the node has none; then no IPv6 peer gets a
+    /// session (each is in [`Self::unusable`]).
+    pub local6: Option<Ipv6Addr>,
     /// IPv6 unicast on the same sessions (MP-BGP, RFC 4760) for a dual-stack network; `None`
     /// for IPv4 only.
     pub ipv6: Option<Ipv6Unicast>,
@@ -146,16 +157,34 @@ pub struct SpeakerConfig {
 
 impl SpeakerConfig {
     /// This node's side of its sessions, for a router's administrator: "address
-    /// 192.168.50.12, AS 65020 (from node label causeway.dev/asn)".
+    /// 192.168.50.12, AS 65020 (from node label causeway.dev/asn)"; with sessions to IPv6
+    /// peers also the node's IPv6 address ("address 192.168.50.12 (IPv6 peers: fd00:50::12),
+    /// AS ...").
     #[must_use]
     pub fn local_side(&self) -> String {
         let source = match &self.asn_label {
             Some(key) => format!("from node label {key}"),
             None => "spec.routed.bgp.asn".to_owned(),
         };
+        let ipv6 = match self.local6 {
+            Some(local6) if self.peers.iter().any(|p| p.address.is_ipv6()) => {
+                format!(" (IPv6 peers: {local6})")
+            }
+            _ => String::new(),
+        };
         format!(
-            "address {}, AS {} ({source})",
+            "address {}{ipv6}, AS {} ({source})",
             self.next_hop, self.local_asn
         )
+    }
+
+    /// The node's address sessions with `peer` start from: its IPv4 address for an IPv4
+    /// peer, its IPv6 address for an IPv6 one (`None` when it has none).
+    #[must_use]
+    pub fn local_address(&self, peer: IpAddr) -> Option<IpAddr> {
+        match peer {
+            IpAddr::V4(_) => Some(IpAddr::V4(self.next_hop)),
+            IpAddr::V6(_) => self.local6.map(IpAddr::V6),
+        }
     }
 }

@@ -13,6 +13,11 @@
 //! IPv6 unicast too ([`SpeakerConfig::ipv6`]): the node's IPv6 subnet announced with its IPv6
 //! address as next hop, routes inside `secondaryCidr` learned. A node whose IPv6 subnet is not
 //! allocated yet runs IPv4 only until it is.
+//!
+//! A peer at an IPv6 address gets a session from the node's IPv6 address (NodeSubnet
+//! `spec.secondaryNodeAddress`, [`SpeakerConfig::local6`]) carrying the same families as a
+//! session with an IPv4 peer. A node without an IPv6 address cannot peer with it: the peer is
+//! reported as unusable, naming the field, and the node's other sessions carry on.
 
 use std::collections::BTreeMap;
 
@@ -58,9 +63,18 @@ pub fn speaker_config(
         .parsed_cidr()
         .map_err(|e| format!("NodeSubnet spec.cidr: {e}"))?;
     let ipv6 = ipv6_unicast(network, own)?;
+    let local6 = local6(own);
     let mut peers = Vec::new();
     let mut unusable = Vec::new();
     for peer in &node.peers {
+        if peer.address.is_ipv6() && local6.is_none() {
+            unusable.push(UnusablePeer {
+                address: peer.address,
+                asn: peer.asn,
+                why: no_ipv6_address(peer.index, peer.address, own),
+            });
+            continue;
+        }
         let (multihop, route_reflector_client) = match peer.session {
             causeway_crds::bgp::Session::External { multihop } => (multihop, false),
             causeway_crds::bgp::Session::Internal {
@@ -107,6 +121,7 @@ pub fn speaker_config(
         peers,
         advertise: vec![cidr],
         next_hop: address,
+        local6,
         ipv6,
         options: SpeakerOptions {
             graceful_restart: node.graceful_restart.map(|g| seconds(g.restart_time)),
@@ -168,6 +183,31 @@ fn ipv6_unicast(network: &PodNetworkSpec, own: &NodeSubnet) -> Result<Option<Ipv
         next_hop,
         range,
     }))
+}
+
+/// The node's IPv6 address sessions with IPv6 peers start from: NodeSubnet
+/// `spec.secondaryNodeAddress` when it is an IPv6 address.
+fn local6(own: &NodeSubnet) -> Option<std::net::Ipv6Addr> {
+    match own
+        .spec
+        .secondary_node_address
+        .as_deref()
+        .map(cidr::parse_addr)
+    {
+        Some(Ok(std::net::IpAddr::V6(address))) => Some(address),
+        _ => None,
+    }
+}
+
+/// Why peer `index` at IPv6 `address` gets no session on a node without an IPv6 address.
+fn no_ipv6_address(index: usize, address: std::net::IpAddr, own: &NodeSubnet) -> String {
+    let has = match own.spec.secondary_node_address.as_deref() {
+        None => "is not set".to_owned(),
+        Some(value) => format!("is {value:?}, not an IPv6 address"),
+    };
+    format!(
+        "spec.routed.bgp.peers[{index}].address {address} is an IPv6 address, and this node has no IPv6 address to peer from (NodeSubnet spec.secondaryNodeAddress {has}): give the node an IPv6 InternalIP on the router's network (the operator copies it into secondaryNodeAddress), or peer with the router's IPv4 address; no session is opened without it"
+    )
 }
 
 /// The TCP MD5 key `reference` names, or why there is none.
@@ -316,6 +356,89 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_peer_gets_a_session_from_the_nodes_ipv6_address_on_a_dual_stack_network() {
+        let mut spec = network(serde_json::json!({
+            "asn": 64512, "peers": [
+                {"address": "fd00:50::1", "asn": 64500, "bfd": {},
+                 "password": {"secretRef": {"name": "tor-a"}}},
+                {"address": "192.168.50.1", "asn": 64500},
+            ],
+        }));
+        spec.secondary_cidr = Some("fd00:10:246::/56".into());
+        spec.secondary_node_subnet_prefix_length = Some(64);
+        let mut dual = own();
+        dual.spec.secondary_cidr = Some("fd00:10:246:1::/64".into());
+        dual.spec.secondary_node_address = Some("fd00:50::11".into());
+        let secrets = Secrets::from([(
+            "tor-a".to_owned(),
+            BTreeMap::from([("password".to_owned(), b"s3cret".to_vec())]),
+        )]);
+        let config = speaker_config(&spec, &dual, &labels("rack-a"), &secrets, NS)
+            .expect("valid")
+            .expect("BGP on");
+        let v6: std::net::IpAddr = "fd00:50::1".parse().expect("ip");
+        let peers: Vec<std::net::IpAddr> = config.peers.iter().map(|p| p.address).collect();
+        assert_eq!(peers, [Ipv4Addr::new(192, 168, 50, 1).into(), v6]);
+        let ipv6_peer = &config.peers[1].options;
+        assert!(ipv6_peer.bfd.is_some() && ipv6_peer.password.is_some());
+        assert_eq!(config.local6, Some("fd00:50::11".parse().expect("ip")));
+        assert_eq!(
+            config.local_address(v6),
+            Some("fd00:50::11".parse().expect("ip"))
+        );
+        assert_eq!(config.router_id, Ipv4Addr::new(192, 168, 50, 11));
+        assert!(config.ipv6.is_some() && config.unusable.is_empty());
+        assert_eq!(
+            config.local_side(),
+            "address 192.168.50.11 (IPv6 peers: fd00:50::11), AS 64512 (spec.routed.bgp.asn)"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_peer_on_a_node_without_an_ipv6_address_is_reported_and_the_others_carry_on() {
+        let spec = network(serde_json::json!({
+            "asn": 64512, "peers": [
+                {"address": "192.168.50.1", "asn": 64500},
+                {"address": "fd00:50::1", "asn": 64500},
+            ],
+        }));
+        let config = speaker_config(&spec, &own(), &labels("rack-a"), &Secrets::new(), NS)
+            .expect("valid")
+            .expect("BGP on");
+        assert_eq!(
+            config.peers,
+            [PeerConfig::new(Ipv4Addr::new(192, 168, 50, 1), 64500, 179)]
+        );
+        assert_eq!(config.local6, None);
+        assert_eq!(config.unusable.len(), 1, "{:?}", config.unusable);
+        let unusable = &config.unusable[0];
+        assert_eq!(unusable.address.to_string(), "fd00:50::1");
+        assert_eq!(
+            unusable.why,
+            "spec.routed.bgp.peers[1].address fd00:50::1 is an IPv6 address, and this node has no IPv6 address to peer from (NodeSubnet spec.secondaryNodeAddress is not set): give the node an IPv6 InternalIP on the router's network (the operator copies it into secondaryNodeAddress), or peer with the router's IPv4 address; no session is opened without it"
+        );
+        assert_eq!(
+            config.local_side(),
+            "address 192.168.50.11, AS 64512 (spec.routed.bgp.asn)"
+        );
+        // An IPv4 network on a dual-stack underlay: the session over IPv6 carries IPv4 only.
+        let mut dual_underlay = own();
+        dual_underlay.spec.secondary_node_address = Some("fd00:50::11".into());
+        let config = speaker_config(
+            &spec,
+            &dual_underlay,
+            &labels("rack-a"),
+            &Secrets::new(),
+            NS,
+        )
+        .expect("valid")
+        .expect("BGP on");
+        assert_eq!(config.peers.len(), 2);
+        assert!(config.unusable.is_empty() && config.ipv6.is_none());
+        assert_eq!(config.local6, Some("fd00:50::11".parse().expect("ip")));
+    }
+
+    #[test]
     fn no_bgp_block_means_no_speaker_and_bad_fields_are_named() {
         let static_routed: PodNetworkSpec = serde_json::from_value(serde_json::json!({
             "cidr": "10.246.0.0/16", "nodeSubnetPrefixLength": 24, "mode": "Routed",
@@ -333,8 +456,12 @@ mod tests {
         );
         let cases = [
             (
-                serde_json::json!({"asn": 64512, "peers": [{"address": "fd00::1", "asn": 1}]}),
-                "spec.routed.bgp.peers[0].address \"fd00::1\" is not an IPv4 address",
+                serde_json::json!({"asn": 64512, "peers": [{"address": "tor1", "asn": 1}]}),
+                "spec.routed.bgp.peers[0].address \"tor1\" is not an IP address",
+            ),
+            (
+                serde_json::json!({"asn": 64512, "peers": [{"address": "fe80::1", "asn": 1}]}),
+                "spec.routed.bgp.peers[0].address fe80::1 is in the link-local fe80::/10 range",
             ),
             (
                 serde_json::json!({"asn": 64512, "peers": [{"address": "192.168.50.1", "asn": 4_294_967_296_i64}]}),

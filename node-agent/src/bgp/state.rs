@@ -3,7 +3,7 @@
 //! ([`crate::bird`]) fills them from BIRD's control socket.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -11,8 +11,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 /// One session as the snapshot shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionState {
-    /// The peer's address.
-    pub peer: Ipv4Addr,
+    /// The peer's address (IPv4 or IPv6).
+    pub peer: IpAddr,
     /// The peer's configured AS.
     pub asn: u32,
     /// RFC 4271 state: Idle, Connect, Active, OpenSent, OpenConfirm or Established, as BIRD

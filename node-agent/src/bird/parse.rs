@@ -232,9 +232,9 @@ pub fn message(peer: &PeerConfig, last_error: &str, notification: Option<&str>) 
             other => format!("sent NOTIFICATION: {other}"),
         },
         "Socket" if detail == "Connection closed" => {
-            format!("{}:{} closed the connection", peer.address, peer.port)
+            format!("{} closed the connection", socket(peer))
         }
-        "Socket" => format!("cannot connect to {}:{}: {detail}", peer.address, peer.port),
+        "Socket" => format!("cannot connect to {}: {detail}", socket(peer)),
         "Error" if detail == "Link down" => {
             format!("the link towards {} went down", peer.address)
         }
@@ -246,6 +246,11 @@ pub fn message(peer: &PeerConfig, last_error: &str, notification: Option<&str>) 
         }
         _ => text,
     }
+}
+
+/// The peer's address and port as `192.168.1.1:179` or `[fd00:50::1]:179`.
+fn socket(peer: &PeerConfig) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(peer.address, peer.port)
 }
 
 /// The NOTIFICATION text of a `Received: ...` error.
@@ -265,7 +270,7 @@ mod tests {
 
     fn peer() -> PeerConfig {
         PeerConfig {
-            address: R1,
+            address: R1.into(),
             asn: 65000,
             port: BGP_PORT,
             options: Default::default(),
@@ -481,5 +486,20 @@ fd00:1::/64          unicast [peer_192_168_91_3 09:36:51.489 from 192.168.91.3] 
             Some("Bad peer AS")
         );
         assert_eq!(received_notification("Socket: Connection refused"), None);
+        // An IPv6 peer's address and port read as a socket address.
+        let mut ipv6 = peer();
+        ipv6.address = "fd00:50::1".parse().expect("address");
+        for (error, expected) in [
+            (
+                "Socket: Connection refused",
+                "cannot connect to [fd00:50::1]:179: Connection refused",
+            ),
+            (
+                "Socket: Connection closed",
+                "[fd00:50::1]:179 closed the connection",
+            ),
+        ] {
+            assert_eq!(message(&ipv6, error, None), expected, "{error}");
+        }
     }
 }

@@ -23,6 +23,16 @@
 //!   restarts, whereas a next hop set by the filter is used as is and a new one is
 //!   re-announced on `configure` without restarting the session (BIRD 2.0.12, checked in a
 //!   network namespace).
+//! - **Peers at IPv6 addresses** (issue #18): the session runs over IPv6, from the node's IPv6
+//!   address (`local <secondaryNodeAddress>`, `strict bind` on it), and carries the same
+//!   channels as one with an IPv4 peer. Its `ipv4` channel announces the node's IPv4 subnet
+//!   with a plain IPv4 next hop, the node address, set by the export filter as the `ipv6`
+//!   channel's is: an IPv4 NEXT_HOP needs no `extended next hop` (RFC 8950 is for IPv6 next
+//!   hops of IPv4 routes), and BIRD's "self" on an IPv6 session would be an IPv4 address it
+//!   picks from the interface. The router's IPv4 routes come with its IPv4 address as next
+//!   hop (BIRD does the same on its side), which the plan installs as before. The router ID
+//!   stays the node's IPv4 address. An IPv6 peer on a node without an IPv6 address is never
+//!   rendered ([`crate::bgp::peering`] reports it).
 //! - **Peers on the node's segment** (`direct`, iBGP too): the plan installs only routes whose
 //!   next hop is on the segment, and direct sessions notice a link going down at once. BIRD
 //!   connects to each peer and also accepts its connections, on port 179 of the node address
@@ -49,7 +59,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -129,13 +139,15 @@ pub fn timers(config: &SpeakerConfig) -> (u16, Option<u16>) {
 }
 
 /// The peers BIRD gets sessions for: one per address, the first entry winning, in address
-/// order.
+/// order (IPv4 before IPv6); an IPv6 peer only when the node has an IPv6 address to peer
+/// from.
 #[must_use]
 pub fn peers(config: &SpeakerConfig) -> Vec<PeerConfig> {
     let mut seen = BTreeSet::new();
     let mut peers: Vec<PeerConfig> = config
         .peers
         .iter()
+        .filter(|p| config.local_address(p.address).is_some())
         .filter(|p| seen.insert(p.address))
         .cloned()
         .collect();
@@ -184,8 +196,10 @@ pub fn render(config: &SpeakerConfig) -> String {
     let _ = writeln!(out, "log stderr all;");
     let _ = writeln!(out, "graceful restart wait {GRACEFUL_RESTART_WAIT};");
     let _ = writeln!(out, "protocol device {{ scan time 10; }}");
-    if config.peers.iter().any(|p| p.options.bfd.is_some()) {
-        // BFD sessions are requested by the BGP sessions that ask for them.
+    let peers = peers(config);
+    if peers.iter().any(|p| p.options.bfd.is_some()) {
+        // BFD sessions are requested by the BGP sessions that ask for them; the instance
+        // accepts both families (BIRD's default), so IPv6 sessions need nothing more.
         let _ = writeln!(out, "protocol bfd {{ }}");
     }
     let prefixes: Vec<IpNet> = advertised(config).into_iter().map(IpNet::V4).collect();
@@ -195,21 +209,22 @@ pub fn render(config: &SpeakerConfig) -> String {
         static_protocol(&mut out, Family::Ipv6, &prefixes);
     }
     let families = families(config);
-    for peer in peers(config) {
-        session(&mut out, config, &peer, hold_time, keepalive, &families);
+    for peer in &peers {
+        session(&mut out, config, peer, hold_time, keepalive, &families);
     }
     out
 }
 
 /// The export clause: the node's own prefixes, with the communities and LOCAL_PREF
-/// `advertise` asks for (and, for IPv6, `next_hop`); to a route-reflector client (`reflect`)
+/// `advertise` asks for (and `next_hop`, where the filter sets it); to a route-reflector
+/// client (`reflect`)
 /// also the routes learned over BGP, which BIRD then reflects by RFC 4456's rules (iBGP
 /// routes from non-clients to clients, unchanged).
 fn export(
     family: &Family,
     options: &crate::bgp::SpeakerOptions,
     reflect: bool,
-    next_hop: Option<Ipv6Addr>,
+    next_hop: Option<IpAddr>,
 ) -> String {
     let own = quote(family.advertised());
     if options.communities.is_empty()
@@ -235,7 +250,7 @@ fn export(
 fn push_attributes(
     filter: &mut String,
     options: &crate::bgp::SpeakerOptions,
-    next_hop: Option<Ipv6Addr>,
+    next_hop: Option<IpAddr>,
 ) {
     for community in &options.communities {
         match community {
@@ -274,12 +289,11 @@ fn session(
     keepalive: Option<u16>,
     families: &[Family],
 ) {
-    let local: Ipv4Addr = config.next_hop;
-    let _ = writeln!(
-        out,
-        "protocol bgp {} {{",
-        protocol_name(IpAddr::V4(peer.address))
-    );
+    // `peers` leaves out IPv6 peers on a node without an IPv6 address.
+    let Some(local) = config.local_address(peer.address) else {
+        return;
+    };
+    let _ = writeln!(out, "protocol bgp {} {{", protocol_name(peer.address));
     let _ = writeln!(out, "  local {local} as {};", config.local_asn);
     let _ = writeln!(
         out,
@@ -347,7 +361,25 @@ fn session(
                 let _ = writeln!(
                     out,
                     "    {}",
-                    export(family, &config.options, reflect, Some(v6.next_hop))
+                    export(family, &config.options, reflect, Some(v6.next_hop.into()))
+                );
+                if reflect {
+                    let _ = writeln!(out, "    next hop self ebgp;");
+                }
+            }
+            (Family::Ipv4, _) if peer.address.is_ipv6() => {
+                // IPv4 over an IPv6 session: the node's own routes leave with its IPv4
+                // address, set by the filter (see the module docs).
+                let _ = writeln!(out, "    import all;");
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    export(
+                        family,
+                        &config.options,
+                        reflect,
+                        Some(config.next_hop.into())
+                    )
                 );
                 if reflect {
                     let _ = writeln!(out, "    next hop self ebgp;");
@@ -382,14 +414,15 @@ fn session(
 mod tests {
     use super::*;
     use crate::bgp::BGP_PORT;
+    use std::net::Ipv4Addr;
 
     const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 1);
     const R1: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 2);
     const R2: Ipv4Addr = Ipv4Addr::new(192, 168, 60, 1);
 
-    fn peer(address: Ipv4Addr, asn: u32) -> PeerConfig {
+    fn peer(address: impl Into<IpAddr>, asn: u32) -> PeerConfig {
         PeerConfig {
-            address,
+            address: address.into(),
             asn,
             port: BGP_PORT,
             options: Default::default(),
@@ -405,6 +438,7 @@ mod tests {
             peers: peers.to_vec(),
             advertise: vec!["10.244.1.0/24".parse().expect("prefix")],
             next_hop: NODE,
+            local6: None,
             ipv6: None,
             options: Default::default(),
             unusable: vec![],
@@ -577,7 +611,7 @@ mod tests {
     #[test]
     fn ibgp_peers_use_a_direct_gateway_and_ports_and_ases_come_from_the_peer() {
         let text = render(&config(&[PeerConfig {
-            address: R1,
+            address: R1.into(),
             asn: 65001,
             port: 1179,
             options: Default::default(),
@@ -783,6 +817,166 @@ mod tests {
             "{ebgp:#?}"
         );
         assert_eq!(without_ipv6(&text), render(&every_option()));
+    }
+
+    /// The node's IPv6 address in these tests, and an IPv6 router on its segment.
+    const NODE6: &str = "fd00:91::1";
+    const R6: &str = "fd00:91::2";
+
+    fn address6(text: &str) -> IpAddr {
+        text.parse().expect("IPv6 address")
+    }
+
+    #[test]
+    fn an_ipv6_peer_gets_a_session_over_ipv6_from_the_nodes_ipv6_address_carrying_ipv4() {
+        let mut ipv4_network = config(&[peer(R1, 65000), peer(address6(R6), 65000)]);
+        ipv4_network.local6 = Some(NODE6.parse().expect("address"));
+        let text = render(&ipv4_network);
+        assert!(text.contains("router id 192.168.91.1;\n"), "{text}");
+        assert_eq!(
+            block(&text, "protocol bgp peer_fd00_91__2"),
+            [
+                "protocol bgp peer_fd00_91__2 {",
+                "local fd00:91::1 as 65001;",
+                "neighbor fd00:91::2 port 179 as 65000;",
+                "direct;",
+                "strict bind on;",
+                "hold time 9;",
+                "keepalive time 3;",
+                "connect delay time 1;",
+                "connect retry time 1;",
+                "error wait time 1, 5;",
+                "allow local as;",
+                "graceful restart on;",
+                "graceful restart time 120;",
+                "ipv4 {",
+                "import all;",
+                "export filter { if proto != \"advertised4\" then reject; bgp_next_hop = 192.168.91.1; accept; };",
+                "};",
+                "}",
+            ],
+            "IPv4 unicast only (no IPv6 subnet), its next hop the node's IPv4 address"
+        );
+        assert!(!text.contains("advertised6"), "{text}");
+        // The IPv4 peer's session is what it is without the IPv6 one.
+        assert_eq!(
+            block(&text, "protocol bgp peer_192_168_91_2"),
+            block(
+                &render(&config(&[peer(R1, 65000)])),
+                "protocol bgp peer_192_168_91_2"
+            )
+        );
+        let sessions: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("protocol bgp"))
+            .collect();
+        assert_eq!(
+            sessions,
+            [
+                "protocol bgp peer_192_168_91_2 {",
+                "protocol bgp peer_fd00_91__2 {"
+            ],
+            "IPv4 peers first"
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_node_gives_an_ipv6_peer_both_channels_each_with_its_own_next_hop() {
+        let mut both = dual_stack(config(&[peer(address6(R6), 65000)]));
+        both.local6 = Some(NODE6.parse().expect("address"));
+        let text = render(&both);
+        assert_eq!(
+            block(&text, "protocol bgp peer_fd00_91__2"),
+            [
+                "protocol bgp peer_fd00_91__2 {",
+                "local fd00:91::1 as 65001;",
+                "neighbor fd00:91::2 port 179 as 65000;",
+                "direct;",
+                "strict bind on;",
+                "hold time 9;",
+                "keepalive time 3;",
+                "connect delay time 1;",
+                "connect retry time 1;",
+                "error wait time 1, 5;",
+                "allow local as;",
+                "graceful restart on;",
+                "graceful restart time 120;",
+                "ipv4 {",
+                "import all;",
+                "export filter { if proto != \"advertised4\" then reject; bgp_next_hop = 192.168.91.1; accept; };",
+                "};",
+                "ipv6 {",
+                "import where net ~ [ fd00:10:244::/56+ ];",
+                "export filter { if proto != \"advertised6\" then reject; bgp_next_hop = fd00:91::1; accept; };",
+                "};",
+                "}",
+            ]
+        );
+        // iBGP: a direct gateway in both channels, as on an IPv4 session.
+        let mut ibgp = dual_stack(config(&[peer(address6(R6), 65001)]));
+        ibgp.local6 = Some(NODE6.parse().expect("address"));
+        let session = block(&render(&ibgp), "protocol bgp peer_fd00_91__2");
+        assert_eq!(
+            session.iter().filter(|l| *l == "gateway direct;").count(),
+            2,
+            "{session:?}"
+        );
+        assert!(
+            !session.contains(&"next hop self;".to_owned()),
+            "{session:?}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_peer_gets_md5_bfd_and_reflection_as_an_ipv4_one() {
+        let mut options = every_option();
+        let mut v6: Vec<PeerConfig> = options.peers.clone();
+        for (p, address) in v6.iter_mut().zip(["fd00:60::1", R6]) {
+            p.address = address6(address);
+        }
+        options.peers.extend(v6);
+        options.local6 = Some(NODE6.parse().expect("address"));
+        let text = render(&dual_stack(options));
+        assert_eq!(text.matches("protocol bfd").count(), 1, "{text}");
+        let ebgp = block(&text, "protocol bgp peer_fd00_60__1");
+        for line in [
+            "local fd00:91::1 as 65001;",
+            "neighbor fd00:60::1 port 179 as 65000;",
+            "multihop 3;",
+            "passive on;",
+            "password \"s3cr\\\"et\";",
+            "bfd { min rx interval 100 ms; min tx interval 100 ms; multiplier 5; };",
+            "export filter { if proto != \"advertised4\" then reject; bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; bgp_next_hop = 192.168.91.1; accept; };",
+        ] {
+            assert!(ebgp.contains(&line.to_owned()), "{line:?} not in {ebgp:#?}");
+        }
+        let ibgp = block(&text, "protocol bgp peer_fd00_91__2");
+        for line in [
+            "rr client;",
+            "export filter { if proto = \"advertised4\" then { bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; bgp_next_hop = 192.168.91.1; accept; } if source = RTS_BGP then accept; reject; };",
+            "export filter { if proto = \"advertised6\" then { bgp_community.add((65000,100)); bgp_large_community.add((4200000000,1,2)); bgp_local_pref = 150; bgp_next_hop = fd00:91::1; accept; } if source = RTS_BGP then accept; reject; };",
+        ] {
+            assert!(ibgp.contains(&line.to_owned()), "{line:?} not in {ibgp:#?}");
+        }
+        assert_eq!(
+            ibgp.iter().filter(|l| *l == "next hop self ebgp;").count(),
+            2,
+            "{ibgp:#?}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_peer_without_an_ipv6_node_address_is_not_rendered() {
+        let text = render(&config(&[peer(R1, 65000), peer(address6(R6), 65000)]));
+        assert_eq!(text.matches("protocol bgp").count(), 1, "{text}");
+        assert_eq!(text, render(&config(&[peer(R1, 65000)])));
+        let mut bfd_only_on_v6 = peer(address6(R6), 65000);
+        bfd_only_on_v6.options.bfd = Some(causeway_crds::bgp::Bfd {
+            min_interval: std::time::Duration::from_millis(300),
+            multiplier: 3,
+        });
+        let text = render(&config(&[bfd_only_on_v6]));
+        assert!(!text.contains("protocol bfd"), "{text}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! would otherwise hide the reason.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::parse::{self, Protocol};
@@ -26,7 +26,7 @@ struct Tracked {
 /// Sessions as last reported, by peer address.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    sessions: BTreeMap<Ipv4Addr, Tracked>,
+    sessions: BTreeMap<IpAddr, Tracked>,
 }
 
 impl Tracker {
@@ -43,7 +43,7 @@ impl Tracker {
             .retain(|address, _| peers.iter().any(|p| p.address == *address));
         let mut out = Vec::with_capacity(peers.len());
         for peer in peers {
-            let protocol = protocols.get(&protocol_name(IpAddr::V4(peer.address)));
+            let protocol = protocols.get(&protocol_name(peer.address));
             let state = match (problem, protocol) {
                 (Some(_), _) | (None, None) => "Idle",
                 (None, Some(p)) => p.state.as_str(),
@@ -109,12 +109,13 @@ fn silence(peer: &PeerConfig) -> Option<String> {
 mod tests {
     use super::*;
     use crate::bgp::BGP_PORT;
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
-    const R1: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 2);
-    const R2: Ipv4Addr = Ipv4Addr::new(192, 168, 91, 9);
+    const R1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 91, 2));
+    const R2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 91, 9));
 
-    fn peer(address: Ipv4Addr) -> PeerConfig {
+    fn peer(address: IpAddr) -> PeerConfig {
         PeerConfig {
             address,
             asn: 65000,
@@ -124,7 +125,7 @@ mod tests {
     }
 
     fn bird(state: &str, error: Option<&str>) -> BTreeMap<String, Protocol> {
-        let name = protocol_name(IpAddr::V4(R1));
+        let name = protocol_name(R1);
         [(
             name.clone(),
             Protocol {
@@ -195,7 +196,7 @@ mod tests {
         let mut tracker = Tracker::default();
         let sessions =
             tracker.observe(&[peer(R2), peer(R1)], &bird("Established", None), None, now);
-        let seen: Vec<(Ipv4Addr, &str)> = sessions
+        let seen: Vec<(IpAddr, &str)> = sessions
             .iter()
             .map(|s| (s.peer, s.state.as_str()))
             .collect();
@@ -216,6 +217,48 @@ mod tests {
         assert_eq!(
             sessions[0].message,
             "BIRD exited (signal 9); starting it again in 1s"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_peers_session_is_read_under_its_own_name_and_listed_after_ipv4_ones() {
+        let v6: IpAddr = "fd00:50::1".parse().expect("address");
+        let name = protocol_name(v6);
+        assert_eq!(name, "peer_fd00_50__1");
+        let mut protocols = bird("Active", Some("Socket: Connection refused"));
+        protocols.insert(
+            name.clone(),
+            Protocol {
+                name,
+                state: "Established".to_owned(),
+                last_error: None,
+                received: (0, 0),
+                routes: (2, 1),
+                received6: Some((0, 0)),
+                routes6: Some((3, 1)),
+            },
+        );
+        let sessions = Tracker::default().observe(
+            &[peer(v6), peer(R1)],
+            &protocols,
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
+        let seen: Vec<(IpAddr, &str)> = sessions
+            .iter()
+            .map(|s| (s.peer, s.state.as_str()))
+            .collect();
+        assert_eq!(seen, [(R1, "Active"), (v6, "Established")]);
+        let ipv4: Vec<(u64, u64)> = sessions
+            .iter()
+            .map(|s| (s.routes_received, s.routes_advertised))
+            .collect();
+        assert_eq!(ipv4, [(3, 1), (2, 1)], "the ipv4 channels' counts");
+        assert_eq!(sessions[0].routes6, None);
+        assert_eq!(sessions[1].routes6, Some((3, 1)), "the ipv6 channel's");
+        assert_eq!(
+            sessions[0].message,
+            "cannot connect to 192.168.91.2:179: Connection refused"
         );
     }
 }
