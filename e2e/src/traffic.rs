@@ -57,13 +57,13 @@ pub fn expect_no_ping6(ns: &str, dst: Ipv6Addr) -> Result<()> {
 }
 
 /// Two pings of `payload` bytes from `ns` to `dst` with fragmentation forbidden (`ping -M
-/// do`): whether both come back. A packet above the path's MTU fails, locally (`message too
-/// long`) or at the hop that cannot carry it (an ICMPv6 Packet Too Big, which also teaches the
-/// sender the path's MTU).
-pub fn df_ping6(ns: &str, dst: Ipv6Addr, payload: u32) -> Result<bool> {
+/// do`): whether both come back, and what ping printed. A packet above the path's MTU fails,
+/// locally (`message too long`) or at the hop that cannot carry it, which answers with an
+/// ICMPv6 Packet Too Big (ping prints `From <hop> icmp_seq=1 Packet too big: mtu=<mtu>`).
+pub fn df_ping6(ns: &str, dst: Ipv6Addr, payload: u32) -> Result<(bool, String)> {
     let out = Command::new("ip")
         .args([
-            "netns", "exec", ns, "ping", "-6", "-n", "-q", "-c", "2", "-i", "0.2",
+            "netns", "exec", ns, "ping", "-6", "-n", "-c", "2", "-i", "0.2",
         ])
         .args([
             "-W",
@@ -76,7 +76,12 @@ pub fn df_ping6(ns: &str, dst: Ipv6Addr, payload: u32) -> Result<bool> {
         ])
         .output()
         .context("running ping")?;
-    Ok(out.status.success())
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
 }
 
 /// A TCP round trip over IPv6, like [`tcp_check`].

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use causeway_e2e::bird::{self, Bird};
 use causeway_e2e::pods::{self, Pod6};
 use causeway_e2e::suite::{Suite, lock, programmed, the_client, wait_network_ready};
 use causeway_e2e::topology::{Topology, presets};
@@ -38,6 +39,10 @@ const OVERLAY: &str = "v6-overlay";
 const OVERLAY_CIDR: &str = "fd00:10:253::/56";
 const ROUTED: &str = "v6-routed";
 const ROUTED_CIDR: &str = "fd00:10:254::/56";
+const BGP: &str = "v6-bgp";
+const BGP_CIDR: &str = "fd00:10:256::/56";
+const ROUTER_ASN: u32 = 64500;
+const NODE_ASN: u32 = 64512;
 const FLAT: &str = "v6-flat";
 const FLAT_CIDR: &str = "fd00:10:255::/56";
 
@@ -66,6 +71,10 @@ fn main() -> ExitCode {
             testing::test(
                 "routed_ipv6_static_routes_on_segment_peers_and_names_the_node_behind_the_router",
                 routed,
+            ),
+            testing::test(
+                "routed_ipv6_bgp_sessions_over_ipv6_carry_ipv6_unicast_and_pods_cross_the_router",
+                routed_bgp,
             ),
             testing::test(
                 "flat_ipv6_pods_ping_and_a_non_node_host_reaches_them_through_proxy_ndp",
@@ -223,13 +232,15 @@ fn overlay(c: &Cluster) -> Result<()> {
     let eth0: Value = serde_json::from_slice(&eth0.stdout)?;
     ensure!(eth0[0]["mtu"] == 1430, "pod eth0 MTU {}", eth0[0]["mtu"]);
     // 1430 - 40 (IPv6) - 8 (ICMPv6) = 1382 bytes of payload fill the pod MTU exactly.
+    let (crossed, out) = traffic::df_ping6(&a.netns, d.ip, 1382)?;
     ensure!(
-        traffic::df_ping6(&a.netns, d.ip, 1382)?,
-        "a full-size packet (1430 bytes) from node-a's pod to node-d's did not cross the tunnel"
+        crossed,
+        "a full-size packet (1430 bytes) from node-a's pod to node-d's did not cross the tunnel: {out}"
     );
+    let (crossed, out) = traffic::df_ping6(&a.netns, d.ip, 1383)?;
     ensure!(
-        !traffic::df_ping6(&a.netns, d.ip, 1383)?,
-        "a packet above the pod MTU went out unfragmented"
+        !crossed,
+        "a packet above the pod MTU went out unfragmented: {out}"
     );
     traffic::tcp_check6(&d.netns, &a.netns, d.ip, 7462)?;
     // A node reaches pods on other nodes through its own tunnel.
@@ -382,6 +393,123 @@ fn routed(c: &Cluster) -> Result<()> {
     })?;
     eprintln!("[measure] IPv6 routed: {pairs} pod pairs on rack-a ping over static routes");
     Ok(())
+}
+
+/// The BGP identifier an IPv6-only node uses: its IPv6 address folded into 32 bits (the XOR
+/// of its four 32-bit words).
+fn folded_router_id(a: Ipv6Addr) -> std::net::Ipv4Addr {
+    let bits = u128::from(a);
+    let folded = (0..4).fold(0u32, |acc, i| {
+        acc ^ u32::try_from((bits >> (32 * i)) & 0xffff_ffff).unwrap_or(0)
+    });
+    folded.max(1).into()
+}
+
+/// Routed with BGP on the IPv6-only underlay: BIRD on r1 with one IPv6 session per node (r1's
+/// address on the node's segment, per rack), IPv6 unicast only; each node announces its /64
+/// with its IPv6 address as next hop and installs the others' via r1.
+fn routed_bgp(c: &Cluster) -> Result<()> {
+    SUITE.control_plane(c)?;
+    let r1 = Bird::start(
+        c,
+        "r1",
+        &bird::Config::for_nodes_ipv6(c, &ALL, ROUTER_ASN, [192, 168, 40, 1].into(), NODE_ASN)?,
+    )?;
+    let result = (|| -> Result<()> {
+        let pods = pods_of(c, BGP, &ALL, "b", || {
+            let mut pn = bird::bgp_network(
+                BGP,
+                BGP_CIDR,
+                NODE_ASN,
+                &[
+                    bird::zone_peer("fd00:50::1", ROUTER_ASN, "rack-a"),
+                    bird::zone_peer("fd00:60::1", ROUTER_ASN, "rack-b"),
+                ],
+            );
+            pn["spec"]["nodeSubnetPrefixLength"] = 64.into();
+            pn
+        })?;
+        let subnets = deploy::node_subnets(c, BGP)?;
+        ensure!(subnets.len() == ALL.len(), "{} NodeSubnets", subnets.len());
+        wait_for(
+            "every session Established over IPv6",
+            Duration::from_secs(30),
+            || {
+                for s in deploy::node_subnets(c, BGP)? {
+                    let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+                    let session = &s["status"]["bgpSessions"][0];
+                    let peer = if node == "node-d" {
+                        "fd00:60::1"
+                    } else {
+                        "fd00:50::1"
+                    };
+                    ensure!(
+                        session["peerAddress"] == peer
+                            && session["state"] == "Established"
+                            && session["ipv6RoutesAdvertised"] == 1
+                            && session["ipv6RoutesReceived"].as_i64() >= Some(1),
+                        "{node}: bgpSessions {}",
+                        s["status"]["bgpSessions"]
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        // r1 holds every node's /64 via the node's IPv6 address, in BIRD and in its kernel,
+        // and knows each node by its folded router ID.
+        wait_for(
+            "r1 learns every node's subnet",
+            Duration::from_secs(20),
+            || {
+                let routes = r1.routes()?;
+                for s in &subnets {
+                    let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+                    let cidr = s["spec"]["cidr"].as_str().unwrap_or_default();
+                    let via = address6(c, node)?.to_string();
+                    ensure!(
+                        routes.get(cidr) == Some(&via),
+                        "{node}: r1 has {cidr} via {:?}, expected {via}",
+                        routes.get(cidr)
+                    );
+                    let kernel = c.exec("r1", "ip", &["-6", "route", "show", cidr])?;
+                    ensure!(
+                        kernel.contains(&format!("via {via}")),
+                        "r1's kernel: {kernel:?}"
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        for node in ALL {
+            let name = node.replace('-', "_");
+            let protocol = r1.birdc(&["show", "protocols", "all", &name])?;
+            let id = folded_router_id(address6(c, node)?);
+            ensure!(
+                protocol.contains(&format!("Neighbor ID:      {id}"))
+                    || protocol.contains(&format!("Neighbor ID: {id}")),
+                "r1 does not see {node} as router ID {id}:\n{protocol}"
+            );
+        }
+        // node-d reaches rack-a's subnets via r1's lan-b address.
+        let routes = our_routes6(c, "node-d")?;
+        ensure!(
+            routes
+                .iter()
+                .filter(|r| r.contains("via fd00:60::1 dev eth0"))
+                .count()
+                == 3,
+            "node-d's routes: {routes:?}"
+        );
+        let pairs = ping_all(&pods)?;
+        let (a, d) = (on(&pods, "node-a")?, on(&pods, "node-d")?);
+        traffic::tcp_check6(&d.netns, &a.netns, d.ip, 7465)?;
+        eprintln!(
+            "[measure] IPv6 routed with BGP: every node's session to r1 Established over IPv6 (router IDs folded from the IPv6 addresses), r1 holds all 4 /64s via the nodes, {pairs} pod pairs ping across r1"
+        );
+        Ok(())
+    })();
+    r1.stop(c);
+    result
 }
 
 fn flat(c: &Cluster) -> Result<()> {

@@ -1103,9 +1103,9 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             outcome: Outcome::Refused(s("multicast")),
         },
         Hostile {
-            what: "a BGP peer on IPv6",
-            objects: vec![bgp_network(json!([{"address": "fd00::1", "asn": 64513}]))],
-            outcome: Outcome::Refused(s("IPv6")),
+            what: "a BGP peer at an IPv6 link-local address",
+            objects: vec![bgp_network(json!([{"address": "fe80::1", "asn": 64513}]))],
+            outcome: Outcome::Refused(s("link-local")),
         },
         Hostile {
             what: "a ClientJoin address of 255.255.255.255",

@@ -184,9 +184,6 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         );
         return fail(pass, Failure::Plan(message));
     };
-    if let Some(message) = unsupported_family(&network.spec, own) {
-        return fail(pass, Failure::Plan(message));
-    }
     let address = match causeway_crds::cidr::parse_addr(&own.spec.node_address) {
         Ok(a) => a,
         Err(e) => return fail(pass, Failure::Plan(format!("spec.nodeAddress: {e}"))),
@@ -393,29 +390,6 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
         cleared.failed = Some(format!("{}: {}", cleared.ops[i], e.message));
     }
     Ok(cleared)
-}
-
-/// What this agent does not program yet of the families the API allows (issue #18): Routed
-/// mode with BGP on an IPv6 pod network or over an IPv6 node address (the sessions and the
-/// router ID are IPv4; an IPv4 network's IPv6 second range rides them). Refused whole, so a
-/// node never runs half of a network; the sentence says why and what works instead.
-fn unsupported_family(network: &causeway_crds::PodNetworkSpec, own: &NodeSubnet) -> Option<String> {
-    network.bgp()?;
-    let what = if causeway_crds::cidr::parse_cidr(&network.cidr)
-        .is_ok_and(|c| matches!(c, IpNet::V6(_)))
-    {
-        format!("spec.cidr {} is an IPv6 range", network.cidr)
-    } else if causeway_crds::cidr::parse_addr(&own.spec.node_address).is_ok_and(|a| a.is_ipv6()) {
-        format!(
-            "this node's address {} (NodeSubnet spec.nodeAddress) is IPv6",
-            own.spec.node_address
-        )
-    } else {
-        return None;
-    };
-    Some(format!(
-        "{what}, and this version of the node agent runs BGP (spec.routed.bgp) on IPv4 pod networks over IPv4 node addresses only, an IPv6 secondaryCidr riding the same sessions (issue #18); use static Routed mode (no spec.routed.bgp) or mode Overlay for this network; nothing on this node is changed (a dataplane it already runs stays as it is)"
-    ))
 }
 
 #[cfg(test)]
@@ -740,19 +714,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bgp_on_an_ipv6_network_or_node_address_is_refused_whole_and_a_programmed_node_keeps_its_state()
+    async fn bgp_on_an_ipv6_network_speaks_ipv6_only_and_a_node_without_the_address_it_needs_changes_nothing()
      {
+        // An IPv4 network with BGP on a node whose only address is IPv6: it cannot announce its
+        // IPv4 subnet; refused, naming the fix; the running dataplane stays.
         let mut world = World::new();
         let mut dp = node_a();
         world.pass(&mut dp).await;
         let programmed = dp.state.clone();
         let applied = dp.applied.len();
         let bgp = serde_json::json!({
-            "bgp": {"asn": 64512, "peers": [{"address": "192.168.1.1", "asn": 64500}]},
+            "bgp": {"asn": 64512, "peers": [
+                {"address": "192.168.1.1", "asn": 64500},
+                {"address": "fd00:1::1", "asn": 64500},
+            ]},
         });
-
-        // Routed with BGP over an IPv6 nodeAddress: refused, naming the field; the running
-        // dataplane stays.
         world.networks = vec![network(serde_json::json!({
             "mode": "Routed", "overlay": null, "routed": bgp,
         }))];
@@ -762,29 +738,59 @@ mod tests {
         let refused = world.pass(&mut dp).await;
         assert!(
             matches!(&refused.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("this node's address fd00:50::11 (NodeSubnet spec.nodeAddress) is IPv6, and this version of the node agent runs BGP")
-                    && m.contains("use static Routed mode (no spec.routed.bgp) or mode Overlay")
-                    && m.contains("nothing on this node is changed")),
+                if m.starts_with("this node has no IPv4 address (NodeSubnet spec.nodeAddress fd00:50::11")
+                    && m.contains("give the node an IPv4 InternalIP")),
             "{:?}",
             refused.outcome.failure
         );
         assert!(refused.ops.is_empty() && refused.decisions.is_none());
         assert_eq!((dp.state.clone(), dp.applied.len()), (programmed, applied));
 
+        // An IPv6 network on an IPv6-only node: IPv6 unicast only, over the IPv6 peer; the
+        // IPv4 peer is named, the router ID is the folded IPv6 address.
         let mut world = ipv6_world();
         world.networks = vec![network(serde_json::json!({
             "cidr": "fd00:10:244::/56", "nodeSubnetPrefixLength": 64,
             "mode": "Routed", "overlay": null, "routed": bgp,
         }))];
         let mut fresh = node_a6();
-        let ipv6 = world.pass(&mut fresh).await;
-        assert!(
-            matches!(&ipv6.outcome.failure, Some(Failure::Plan(m))
-                if m.starts_with("spec.cidr fd00:10:244::/56 is an IPv6 range")),
-            "{:?}",
-            ipv6.outcome.failure
+        let pass = world.pass(&mut fresh).await;
+        assert!(pass.outcome.failure.is_none(), "{:?}", pass.outcome.failure);
+        let speaker = pass
+            .decisions
+            .and_then(|d| d.speaker)
+            .expect("a speaker configuration");
+        assert_eq!(speaker.next_hop, None, "no IPv4 unicast");
+        assert!(speaker.advertise.is_empty());
+        let v6 = speaker.ipv6.as_ref().expect("IPv6 unicast");
+        assert_eq!(
+            (
+                v6.advertise.clone(),
+                v6.next_hop.to_string(),
+                v6.range.to_string()
+            ),
+            (
+                vec!["fd00:10:244:1::/64".parse().expect("net")],
+                "fd00:1::11".to_owned(),
+                "fd00:10:244::/56".to_owned()
+            )
         );
-        assert!(fresh.applied.is_empty());
+        // fd00:0001:0000:0000:0000:0000:0000:0011 folds to 0xfd000001 ^ 0x11.
+        assert_eq!(speaker.router_id, Ipv4Addr::new(0xfd, 0, 0, 0x10));
+        let peers: Vec<String> = speaker
+            .peers
+            .iter()
+            .map(|p| p.address.to_string())
+            .collect();
+        assert_eq!(peers, ["fd00:1::1"]);
+        assert!(
+            speaker.unusable.len() == 1
+                && speaker.unusable[0]
+                    .why
+                    .contains("is an IPv4 address, and this node has no IPv4 address to peer from"),
+            "{:?}",
+            speaker.unusable
+        );
     }
 
     /// The dual-stack Flat world: node-a and node-b on eth0's segment (IPv4 and IPv6), node-c

@@ -330,7 +330,7 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
             options: Default::default(),
         }],
         advertise: vec![net(advertise)],
-        next_hop: NODE_IP,
+        next_hop: Some(NODE_IP),
         local6: None,
         ipv6: None,
         options: Default::default(),
@@ -1292,6 +1292,32 @@ fn every_option_renders_a_configuration_bird_accepts() {
             fs::read_to_string(&conf).unwrap_or_default()
         );
     }
+    // An IPv6-only node (an IPv6 network on an IPv6 underlay): IPv6 peers only, an IPv6
+    // channel only, a router ID folded from its IPv6 address.
+    config.peers.retain(|p| p.address.is_ipv6());
+    config.next_hop = None;
+    config.advertise.clear();
+    config.router_id = Ipv4Addr::new(253, 0, 0, 16);
+    config.ipv6 = Some(Ipv6Unicast {
+        advertise: vec![NODE_SUBNET6.parse().expect("net")],
+        next_hop: NODE_IP6,
+        range: RANGE6.parse().expect("net"),
+    });
+    let conf = dir.0.join("bird.conf");
+    let text = causeway_node_agent::bird::render::render(&config);
+    assert!(
+        text.matches("protocol bgp ").count() == 2 && !text.contains("  ipv4 {"),
+        "{text}"
+    );
+    fs::write(&conf, text).expect("write");
+    let out = output("bird", &["-p", "-c", &conf.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "bird -p refused the IPv6-only configuration:\n{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(&conf).unwrap_or_default()
+    );
 }
 
 /// `routeReflectorClient`: the node as a route reflector (RFC 4456). Router A (not a client)

@@ -121,7 +121,8 @@ pub const DEFAULT_RESTART_TIME: u16 = 120;
 pub struct SpeakerConfig {
     /// This node's AS number (4-octet ASNs are fine).
     pub local_asn: u32,
-    /// BGP identifier: the node address (IPv4, also for sessions with IPv6 peers).
+    /// BGP identifier: the node's IPv4 address (also for sessions with IPv6 peers); on a
+    /// node without one, its IPv6 address folded into 32 bits ([`crate::bgp::peering`]).
     pub router_id: Ipv4Addr,
     /// Hold time offered in our OPEN, in seconds: 0 for no keepalives, else at least 3 (1 and
     /// 2 are raised to 3). The session uses the smaller of ours and the peer's.
@@ -131,13 +132,15 @@ pub struct SpeakerConfig {
     pub keepalive: u16,
     /// The neighbours; one session each (an address listed twice counts once, first wins).
     pub peers: Vec<PeerConfig>,
-    /// Prefixes to announce: this node's pod subnet, usually one.
+    /// IPv4 prefixes to announce: this node's IPv4 pod subnet, usually one (none on an IPv6
+    /// network).
     pub advertise: Vec<Ipv4Net>,
     /// NEXT_HOP of the announced IPv4 routes, and the local address of sessions with IPv4
-    /// peers: the node address.
-    pub next_hop: Ipv4Addr,
-    /// The node's IPv6 address (NodeSubnet `spec.secondaryNodeAddress`): the local address of
-    /// sessions with IPv6 peers. `None` when the node has none; then no IPv6 peer gets a
+    /// peers: the node's IPv4 address. `None` on a node without one (an IPv6-only underlay):
+    /// then no session carries IPv4 unicast and no IPv4 peer gets a session.
+    pub next_hop: Option<Ipv4Addr>,
+    /// The node's IPv6 address (NodeSubnet `spec.nodeAddress` or `spec.secondaryNodeAddress`,
+    /// whichever is IPv6): the local address of sessions with IPv6 peers. `None` when the node has none; then no IPv6 peer gets a
     /// session (each is in [`Self::unusable`]).
     pub local6: Option<Ipv6Addr>,
     /// IPv6 unicast on the same sessions (MP-BGP, RFC 4760) for a dual-stack network; `None`
@@ -166,16 +169,15 @@ impl SpeakerConfig {
             Some(key) => format!("from node label {key}"),
             None => "spec.routed.bgp.asn".to_owned(),
         };
-        let ipv6 = match self.local6 {
-            Some(local6) if self.peers.iter().any(|p| p.address.is_ipv6()) => {
-                format!(" (IPv6 peers: {local6})")
+        let address = match (self.next_hop, self.local6) {
+            (Some(v4), Some(local6)) if self.peers.iter().any(|p| p.address.is_ipv6()) => {
+                format!("{v4} (IPv6 peers: {local6})")
             }
-            _ => String::new(),
+            (Some(v4), _) => v4.to_string(),
+            (None, Some(v6)) => v6.to_string(),
+            (None, None) => "none".to_owned(),
         };
-        format!(
-            "address {}{ipv6}, AS {} ({source})",
-            self.next_hop, self.local_asn
-        )
+        format!("address {address}, AS {} ({source})", self.local_asn)
     }
 
     /// The node's address sessions with `peer` start from: its IPv4 address for an IPv4
@@ -183,7 +185,7 @@ impl SpeakerConfig {
     #[must_use]
     pub fn local_address(&self, peer: IpAddr) -> Option<IpAddr> {
         match peer {
-            IpAddr::V4(_) => Some(IpAddr::V4(self.next_hop)),
+            IpAddr::V4(_) => self.next_hop.map(IpAddr::V4),
             IpAddr::V6(_) => self.local6.map(IpAddr::V6),
         }
     }

@@ -54,16 +54,10 @@ pub fn speaker_config(
         return Ok(None);
     };
     let node = bgp.for_node(labels).map_err(|e| e.to_string())?;
-    let address = own
-        .spec
-        .parsed_node_address()
-        .map_err(|e| format!("NodeSubnet spec.nodeAddress: {e}"))?;
-    let cidr = own
-        .spec
-        .parsed_cidr()
-        .map_err(|e| format!("NodeSubnet spec.cidr: {e}"))?;
-    let ipv6 = ipv6_unicast(network, own)?;
-    let local6 = local6(own);
+    let sides = Sides::of(network, own)?;
+    let (ipv4, ipv6) = (sides.ipv4()?, sides.ipv6()?);
+    let address4 = sides.address4;
+    let local6 = sides.address6;
     let mut peers = Vec::new();
     let mut unusable = Vec::new();
     for peer in &node.peers {
@@ -72,6 +66,17 @@ pub fn speaker_config(
                 address: peer.address,
                 asn: peer.asn,
                 why: no_ipv6_address(peer.index, peer.address, own),
+            });
+            continue;
+        }
+        if peer.address.is_ipv4() && address4.is_none() {
+            unusable.push(UnusablePeer {
+                address: peer.address,
+                asn: peer.asn,
+                why: format!(
+                    "spec.routed.bgp.peers[{}].address {} is an IPv4 address, and this node has no IPv4 address to peer from (NodeSubnet spec.nodeAddress {} is IPv6, and no IPv4 secondaryNodeAddress): peer with the router's IPv6 address, or give the node an IPv4 InternalIP on the router's network; no session is opened without it",
+                    peer.index, peer.address, own.spec.node_address
+                ),
             });
             continue;
         }
@@ -115,12 +120,12 @@ pub fn speaker_config(
     let seconds = |d: std::time::Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
     Ok(Some(SpeakerConfig {
         local_asn: node.asn,
-        router_id: address,
+        router_id: sides.router_id(),
         hold_time: seconds(node.hold_time),
         keepalive: seconds(node.keepalive),
         peers,
-        advertise: vec![cidr],
-        next_hop: address,
+        advertise: ipv4.into_iter().collect(),
+        next_hop: address4,
         local6,
         ipv6,
         options: SpeakerOptions {
@@ -137,65 +142,137 @@ pub fn speaker_config(
     }))
 }
 
-/// IPv6 unicast for a dual-stack network (an IPv6 `secondaryCidr`): this node's IPv6 subnet,
-/// its IPv6 address as next hop, the network's IPv6 range; `None` on an IPv4 network and
-/// while the node's IPv6 subnet is not allocated.
-fn ipv6_unicast(network: &PodNetworkSpec, own: &NodeSubnet) -> Result<Option<Ipv6Unicast>, String> {
-    let range = network
-        .secondary_range()
-        .map_err(|e| format!("PodNetwork {e}"))?;
-    let Some(IpNet::V6(range)) = range.map(|r| r.cidr) else {
-        return Ok(None);
-    };
-    let Some(text) = own.spec.secondary_cidr.as_deref() else {
-        return Ok(None);
-    };
-    let subnet = match cidr::parse_cidr(text) {
-        Ok(IpNet::V6(net)) => net,
-        Ok(IpNet::V4(_)) => {
-            return Err(format!(
-                "NodeSubnet spec.secondaryCidr {text} is not an IPv6 subnet, but the PodNetwork's secondaryCidr {range} is IPv6: delete the NodeSubnet so the operator allocates a new one"
-            ));
-        }
-        Err(e) => return Err(format!("NodeSubnet spec.secondaryCidr: {e}")),
-    };
-    let next_hop = match own
-        .spec
-        .secondary_node_address
-        .as_deref()
-        .map(cidr::parse_addr)
-    {
-        Some(Ok(std::net::IpAddr::V6(address))) => address,
-        None => {
-            return Err(format!(
-                "NodeSubnet spec.secondaryNodeAddress is not set: on this dual-stack Routed network the node announces its IPv6 subnet {subnet} over BGP with its IPv6 address as next hop, and has none; give the node an IPv6 InternalIP (the operator copies it into secondaryNodeAddress)"
-            ));
-        }
-        Some(Ok(other)) => {
-            return Err(format!(
-                "NodeSubnet spec.secondaryNodeAddress {other} is not an IPv6 address: the node's IPv6 subnet {subnet} needs an IPv6 next hop; give the node an IPv6 InternalIP"
-            ));
-        }
-        Some(Err(e)) => return Err(format!("NodeSubnet spec.secondaryNodeAddress: {e}")),
-    };
-    Ok(Some(Ipv6Unicast {
-        advertise: vec![subnet],
-        next_hop,
-        range,
-    }))
+/// This node's side of each family: the network's range, the node's subnet in it and the
+/// node's address, whichever fields hold them (`cidr` and `nodeAddress` for the network's
+/// primary family, `secondaryCidr` and `secondaryNodeAddress` for the other).
+struct Sides<'a> {
+    own: &'a NodeSubnet,
+    /// The network's primary range (`cidr`) is IPv6.
+    primary_v6: bool,
+    range6: Option<ipnet::Ipv6Net>,
+    subnet4: Option<ipnet::Ipv4Net>,
+    subnet6: Option<ipnet::Ipv6Net>,
+    address4: Option<std::net::Ipv4Addr>,
+    address6: Option<std::net::Ipv6Addr>,
 }
 
-/// The node's IPv6 address sessions with IPv6 peers start from: NodeSubnet
-/// `spec.secondaryNodeAddress` when it is an IPv6 address.
-fn local6(own: &NodeSubnet) -> Option<std::net::Ipv6Addr> {
-    match own
-        .spec
-        .secondary_node_address
-        .as_deref()
-        .map(cidr::parse_addr)
-    {
-        Some(Ok(std::net::IpAddr::V6(address))) => Some(address),
-        _ => None,
+impl<'a> Sides<'a> {
+    fn of(network: &PodNetworkSpec, own: &'a NodeSubnet) -> Result<Self, String> {
+        let parsed = own
+            .spec
+            .parse_addresses()
+            .map_err(|e| format!("NodeSubnet {e}"))?;
+        let range =
+            cidr::parse_cidr(&network.cidr).map_err(|e| format!("PodNetwork spec.cidr: {e}"))?;
+        let range2 = network
+            .secondary_range()
+            .map_err(|e| format!("PodNetwork {e}"))?
+            .map(|r| r.cidr);
+        let mut sides = Self {
+            own,
+            primary_v6: matches!(range, IpNet::V6(_)),
+            range6: None,
+            subnet4: None,
+            subnet6: None,
+            address4: None,
+            address6: None,
+        };
+        for (range, subnet) in [
+            (Some(range), Some(parsed.cidr)),
+            (range2, parsed.secondary_cidr),
+        ] {
+            match (range, subnet) {
+                (Some(IpNet::V4(_)), Some(IpNet::V4(s))) => sides.subnet4 = Some(s),
+                (Some(IpNet::V6(r)), s) => {
+                    sides.range6 = Some(r);
+                    if let Some(IpNet::V6(s)) = s {
+                        sides.subnet6 = Some(s);
+                    } else if let Some(IpNet::V4(_)) = s {
+                        return Err(format!(
+                            "NodeSubnet spec.secondaryCidr {} is not an IPv6 subnet, but the PodNetwork's secondaryCidr {r} is IPv6: delete the NodeSubnet so the operator allocates a new one",
+                            own.spec.secondary_cidr.as_deref().unwrap_or_default()
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for a in [Some(parsed.node_address), parsed.secondary_node_address]
+            .into_iter()
+            .flatten()
+        {
+            match a {
+                std::net::IpAddr::V4(a) if sides.address4.is_none() => sides.address4 = Some(a),
+                std::net::IpAddr::V6(a) if sides.address6.is_none() => sides.address6 = Some(a),
+                _ => {}
+            }
+        }
+        Ok(sides)
+    }
+
+    /// The IPv4 subnet to announce (its next hop is the node's IPv4 address), `None` on a
+    /// network without an IPv4 range and while the node's IPv4 subnet is not allocated.
+    fn ipv4(&self) -> Result<Option<ipnet::Ipv4Net>, String> {
+        let Some(subnet) = self.subnet4 else {
+            return Ok(None);
+        };
+        if self.address4.is_none() {
+            return Err(format!(
+                "this node has no IPv4 address (NodeSubnet spec.nodeAddress {}, spec.secondaryNodeAddress {}): on this Routed network the node announces its IPv4 subnet {subnet} over BGP with its IPv4 address as next hop; give the node an IPv4 InternalIP (the operator copies it into the NodeSubnet)",
+                self.own.spec.node_address,
+                self.own
+                    .spec
+                    .secondary_node_address
+                    .as_deref()
+                    .unwrap_or("not set")
+            ));
+        }
+        Ok(Some(subnet))
+    }
+
+    /// IPv6 unicast: this node's IPv6 subnet, its IPv6 address as next hop, the network's
+    /// IPv6 range; `None` on a network without an IPv6 range and while the node's IPv6 subnet
+    /// is not allocated.
+    fn ipv6(&self) -> Result<Option<Ipv6Unicast>, String> {
+        let (Some(range), Some(subnet)) = (self.range6, self.subnet6) else {
+            return Ok(None);
+        };
+        let Some(next_hop) = self.address6 else {
+            return Err(if self.primary_v6 {
+                format!(
+                    "this node has no IPv6 address (NodeSubnet spec.nodeAddress {}): on this Routed network the node announces its IPv6 subnet {subnet} over BGP with its IPv6 address as next hop; give the node an IPv6 InternalIP (the operator copies it into the NodeSubnet)",
+                    self.own.spec.node_address
+                )
+            } else {
+                match self.own.spec.secondary_node_address.as_deref() {
+                    None => format!(
+                        "NodeSubnet spec.secondaryNodeAddress is not set: on this dual-stack Routed network the node announces its IPv6 subnet {subnet} over BGP with its IPv6 address as next hop, and has none; give the node an IPv6 InternalIP (the operator copies it into secondaryNodeAddress)"
+                    ),
+                    Some(other) => format!(
+                        "NodeSubnet spec.secondaryNodeAddress {other} is not an IPv6 address: the node's IPv6 subnet {subnet} needs an IPv6 next hop; give the node an IPv6 InternalIP"
+                    ),
+                }
+            });
+        };
+        Ok(Some(Ipv6Unicast {
+            advertise: vec![subnet],
+            next_hop,
+            range,
+        }))
+    }
+
+    /// The BGP identifier: the node's IPv4 address; on a node without one (an IPv6-only
+    /// underlay) its IPv6 address folded into 32 bits (the XOR of its four 32-bit words), so
+    /// nodes whose addresses differ in one word get different identifiers.
+    fn router_id(&self) -> std::net::Ipv4Addr {
+        if let Some(a) = self.address4 {
+            return a;
+        }
+        let bits = self.address6.map_or(0, u128::from);
+        let folded = (0..4).fold(0u32, |acc, i| {
+            acc ^ u32::try_from((bits >> (32 * i)) & 0xffff_ffff).unwrap_or(0)
+        });
+        std::net::Ipv4Addr::from(folded.max(1))
     }
 }
 
@@ -285,7 +362,7 @@ mod tests {
             .expect("BGP on");
         assert_eq!(config.local_asn, 64512);
         assert_eq!(config.router_id, Ipv4Addr::new(192, 168, 50, 11));
-        assert_eq!(config.next_hop, Ipv4Addr::new(192, 168, 50, 11));
+        assert_eq!(config.next_hop, Some(Ipv4Addr::new(192, 168, 50, 11)));
         assert_eq!(
             config.advertise,
             vec!["10.246.1.0/24".parse::<ipnet::Ipv4Net>().expect("cidr")]
@@ -336,7 +413,7 @@ mod tests {
             got.peers, ipv4_only.peers,
             "the same sessions, on IPv4 peer addresses"
         );
-        assert_eq!(got.next_hop, Ipv4Addr::new(192, 168, 50, 11));
+        assert_eq!(got.next_hop, Some(Ipv4Addr::new(192, 168, 50, 11)));
 
         let cases = [
             (None, "spec.secondaryNodeAddress is not set"),

@@ -174,7 +174,11 @@ pub fn advertised6(config: &SpeakerConfig) -> BTreeSet<Ipv6Net> {
 /// The families every session carries.
 #[must_use]
 pub fn families(config: &SpeakerConfig) -> Vec<Family> {
-    let mut families = vec![Family::Ipv4];
+    let mut families = Vec::new();
+    // IPv4 unicast needs the node's IPv4 address as next hop; an IPv6-only node has none.
+    if config.next_hop.is_some() {
+        families.push(Family::Ipv4);
+    }
     if config.ipv6.is_some() {
         families.push(Family::Ipv6);
     }
@@ -202,8 +206,10 @@ pub fn render(config: &SpeakerConfig) -> String {
         // accepts both families (BIRD's default), so IPv6 sessions need nothing more.
         let _ = writeln!(out, "protocol bfd {{ }}");
     }
-    let prefixes: Vec<IpNet> = advertised(config).into_iter().map(IpNet::V4).collect();
-    static_protocol(&mut out, Family::Ipv4, &prefixes);
+    if config.next_hop.is_some() {
+        let prefixes: Vec<IpNet> = advertised(config).into_iter().map(IpNet::V4).collect();
+        static_protocol(&mut out, Family::Ipv4, &prefixes);
+    }
     if config.ipv6.is_some() {
         let prefixes: Vec<IpNet> = advertised6(config).into_iter().map(IpNet::V6).collect();
         static_protocol(&mut out, Family::Ipv6, &prefixes);
@@ -378,7 +384,7 @@ fn session(
                         family,
                         &config.options,
                         reflect,
-                        Some(config.next_hop.into())
+                        config.next_hop.map(IpAddr::V4)
                     )
                 );
                 if reflect {
@@ -437,7 +443,7 @@ mod tests {
             keepalive: 3,
             peers: peers.to_vec(),
             advertise: vec!["10.244.1.0/24".parse().expect("prefix")],
-            next_hop: NODE,
+            next_hop: Some(NODE),
             local6: None,
             ipv6: None,
             options: Default::default(),
@@ -720,6 +726,35 @@ mod tests {
             "sessions unchanged, so BIRD keeps them up"
         );
         assert_ne!(before, after);
+    }
+
+    #[test]
+    fn an_ipv6_only_node_renders_ipv6_sessions_with_one_ipv6_channel_and_nothing_of_ipv4() {
+        let v6_peer = peer("fd00:91::2".parse::<IpAddr>().expect("ip"), 65000);
+        let mut only6 = dual_stack(config(&[v6_peer]));
+        only6.next_hop = None;
+        only6.advertise.clear();
+        only6.local6 = Some("fd00:91::1".parse().expect("address"));
+        only6.router_id = Ipv4Addr::new(253, 0, 0, 16);
+        let text = render(&only6);
+        assert!(text.contains("router id 253.0.0.16;"), "{text}");
+        assert!(
+            !text.contains("advertised4"),
+            "no IPv4 static protocol:\n{text}"
+        );
+        let session = block(&text, "protocol bgp");
+        assert!(
+            session.iter().any(|l| l == "local fd00:91::1 as 65001;")
+                && session.iter().any(|l| l == "ipv6 {")
+                && !session.iter().any(|l| l == "ipv4 {"),
+            "{session:?}"
+        );
+        assert!(
+            session
+                .iter()
+                .any(|l| l.contains("bgp_next_hop = fd00:91::1;")),
+            "{session:?}"
+        );
     }
 
     /// `config` made dual-stack: node-a's IPv6 subnet, its IPv6 address, the network's range.
