@@ -13,6 +13,8 @@
 //!   the agent's speaker configuration.
 //! - [`cidr`]: parsing the spec's CIDR strings and node-subnet arithmetic (IPAM building blocks).
 //! - [`mtu`]: the effective pod MTU per mode.
+//! - [`family`]: a network's ranges and a node's subnets and addresses regrouped by address
+//!   family, whichever fields hold them.
 //! - [`vtep`]: deterministic VXLAN VTEP MAC addresses.
 //! - [`conditions`]: condition types, reasons and `set_condition`.
 //! - [`naming`]: object names derived from other names (NodeSubnet names).
@@ -27,6 +29,7 @@ pub mod cidr;
 pub mod conditions;
 pub mod crdgen;
 pub mod error;
+pub mod family;
 pub mod mtu;
 pub mod naming;
 pub mod ownership;

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use causeway_crds::bgp::password;
 use causeway_crds::cidr;
+use causeway_crds::family::Families;
 use causeway_crds::v1alpha1::SecretKeyRef;
 use causeway_crds::{NodeSubnet, PodNetworkSpec};
 use ipnet::IpNet;
@@ -56,8 +57,8 @@ pub fn speaker_config(
     let node = bgp.for_node(labels).map_err(|e| e.to_string())?;
     let sides = Sides::of(network, own)?;
     let (ipv4, ipv6) = (sides.ipv4()?, sides.ipv6()?);
-    let address4 = sides.address4;
-    let local6 = sides.address6;
+    let address4 = sides.f.v4.address;
+    let local6 = sides.f.v6.address;
     let mut peers = Vec::new();
     let mut unusable = Vec::new();
     for peer in &node.peers {
@@ -142,18 +143,10 @@ pub fn speaker_config(
     }))
 }
 
-/// This node's side of each family: the network's range, the node's subnet in it and the
-/// node's address, whichever fields hold them (`cidr` and `nodeAddress` for the network's
-/// primary family, `secondaryCidr` and `secondaryNodeAddress` for the other).
+/// This node's side of each family ([`Families`]), with the NodeSubnet for messages.
 struct Sides<'a> {
     own: &'a NodeSubnet,
-    /// The network's primary range (`cidr`) is IPv6.
-    primary_v6: bool,
-    range6: Option<ipnet::Ipv6Net>,
-    subnet4: Option<ipnet::Ipv4Net>,
-    subnet6: Option<ipnet::Ipv6Net>,
-    address4: Option<std::net::Ipv4Addr>,
-    address6: Option<std::net::Ipv6Addr>,
+    f: Families,
 }
 
 impl<'a> Sides<'a> {
@@ -168,55 +161,25 @@ impl<'a> Sides<'a> {
             .secondary_range()
             .map_err(|e| format!("PodNetwork {e}"))?
             .map(|r| r.cidr);
-        let mut sides = Self {
+        if let (Some(IpNet::V6(r)), Some(IpNet::V4(_))) = (range2, parsed.secondary_cidr) {
+            return Err(format!(
+                "NodeSubnet spec.secondaryCidr {} is not an IPv6 subnet, but the PodNetwork's secondaryCidr {r} is IPv6: delete the NodeSubnet so the operator allocates a new one",
+                own.spec.secondary_cidr.as_deref().unwrap_or_default()
+            ));
+        }
+        Ok(Self {
             own,
-            primary_v6: matches!(range, IpNet::V6(_)),
-            range6: None,
-            subnet4: None,
-            subnet6: None,
-            address4: None,
-            address6: None,
-        };
-        for (range, subnet) in [
-            (Some(range), Some(parsed.cidr)),
-            (range2, parsed.secondary_cidr),
-        ] {
-            match (range, subnet) {
-                (Some(IpNet::V4(_)), Some(IpNet::V4(s))) => sides.subnet4 = Some(s),
-                (Some(IpNet::V6(r)), s) => {
-                    sides.range6 = Some(r);
-                    if let Some(IpNet::V6(s)) = s {
-                        sides.subnet6 = Some(s);
-                    } else if let Some(IpNet::V4(_)) = s {
-                        return Err(format!(
-                            "NodeSubnet spec.secondaryCidr {} is not an IPv6 subnet, but the PodNetwork's secondaryCidr {r} is IPv6: delete the NodeSubnet so the operator allocates a new one",
-                            own.spec.secondary_cidr.as_deref().unwrap_or_default()
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        for a in [Some(parsed.node_address), parsed.secondary_node_address]
-            .into_iter()
-            .flatten()
-        {
-            match a {
-                std::net::IpAddr::V4(a) if sides.address4.is_none() => sides.address4 = Some(a),
-                std::net::IpAddr::V6(a) if sides.address6.is_none() => sides.address6 = Some(a),
-                _ => {}
-            }
-        }
-        Ok(sides)
+            f: Families::split(range, range2, &parsed),
+        })
     }
 
     /// The IPv4 subnet to announce (its next hop is the node's IPv4 address), `None` on a
     /// network without an IPv4 range and while the node's IPv4 subnet is not allocated.
     fn ipv4(&self) -> Result<Option<ipnet::Ipv4Net>, String> {
-        let Some(subnet) = self.subnet4 else {
+        let Some(subnet) = self.f.v4.subnet else {
             return Ok(None);
         };
-        if self.address4.is_none() {
+        if self.f.v4.address.is_none() {
             return Err(format!(
                 "this node has no IPv4 address (NodeSubnet spec.nodeAddress {}, spec.secondaryNodeAddress {}): on this Routed network the node announces its IPv4 subnet {subnet} over BGP with its IPv4 address as next hop; give the node an IPv4 InternalIP (the operator copies it into the NodeSubnet)",
                 self.own.spec.node_address,
@@ -234,11 +197,11 @@ impl<'a> Sides<'a> {
     /// IPv6 range; `None` on a network without an IPv6 range and while the node's IPv6 subnet
     /// is not allocated.
     fn ipv6(&self) -> Result<Option<Ipv6Unicast>, String> {
-        let (Some(range), Some(subnet)) = (self.range6, self.subnet6) else {
+        let (Some(range), Some(subnet)) = (self.f.v6.range, self.f.v6.subnet) else {
             return Ok(None);
         };
-        let Some(next_hop) = self.address6 else {
-            return Err(if self.primary_v6 {
+        let Some(next_hop) = self.f.v6.address else {
+            return Err(if self.f.primary_v6 {
                 format!(
                     "this node has no IPv6 address (NodeSubnet spec.nodeAddress {}): on this Routed network the node announces its IPv6 subnet {subnet} over BGP with its IPv6 address as next hop; give the node an IPv6 InternalIP (the operator copies it into the NodeSubnet)",
                     self.own.spec.node_address
@@ -265,10 +228,10 @@ impl<'a> Sides<'a> {
     /// underlay) its IPv6 address folded into 32 bits (the XOR of its four 32-bit words), so
     /// nodes whose addresses differ in one word get different identifiers.
     fn router_id(&self) -> std::net::Ipv4Addr {
-        if let Some(a) = self.address4 {
+        if let Some(a) = self.f.v4.address {
             return a;
         }
-        let bits = self.address6.map_or(0, u128::from);
+        let bits = self.f.v6.address.map_or(0, u128::from);
         let folded = (0..4).fold(0u32, |acc, i| {
             acc ^ u32::try_from((bits >> (32 * i)) & 0xffff_ffff).unwrap_or(0)
         });

@@ -56,6 +56,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use causeway_crds::cidr;
+use causeway_crds::family::Families;
 use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD, VXLAN6_OVERHEAD};
 use causeway_crds::v1alpha1::{ParsedSubnet, PodNetworkMode};
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
@@ -1116,6 +1117,8 @@ struct OwnNode<'a> {
     /// This node's IPv6 address, likewise.
     address6: Option<Ipv6Addr>,
     mac: Mac,
+    /// The same, as [`Families::split`] regrouped them.
+    families: Families,
 }
 
 impl<'a> OwnNode<'a> {
@@ -1154,46 +1157,30 @@ impl<'a> OwnNode<'a> {
             });
         }
         let (network2, cidr2) = Self::secondary(input, name, network)?;
-        let mut own = Self {
+        let families = Families::split(
+            network,
+            network2,
+            &causeway_crds::v1alpha1::ParsedAddresses {
+                cidr,
+                node_address: address,
+                secondary_cidr: cidr2,
+                secondary_node_address: node_address2(spec),
+            },
+        );
+        Ok(Self {
             name,
             spec,
-            primary_v6: matches!(network, IpNet::V6(_)),
-            network4: None,
-            network6: None,
-            cidr4: None,
-            cidr6: None,
+            primary_v6: families.primary_v6,
+            network4: families.v4.range,
+            network6: families.v6.range,
+            cidr4: families.v4.subnet,
+            cidr6: families.v6.subnet,
             address,
-            address4: None,
-            address6: None,
+            address4: families.v4.address,
+            address6: families.v6.address,
             mac,
-        };
-        for (net, sub) in [(Some(network), Some(cidr)), (network2, cidr2)] {
-            match net {
-                Some(IpNet::V4(n)) => {
-                    own.network4 = Some(n);
-                    own.cidr4 = sub.and_then(|s| match s {
-                        IpNet::V4(s) => Some(s),
-                        IpNet::V6(_) => None,
-                    });
-                }
-                Some(IpNet::V6(n)) => {
-                    own.network6 = Some(n);
-                    own.cidr6 = sub.and_then(|s| match s {
-                        IpNet::V6(s) => Some(s),
-                        IpNet::V4(_) => None,
-                    });
-                }
-                None => {}
-            }
-        }
-        for a in [Some(address), node_address2(spec)].into_iter().flatten() {
-            match a {
-                IpAddr::V4(a) if own.address4.is_none() => own.address4 = Some(a),
-                IpAddr::V6(a) if own.address6.is_none() => own.address6 = Some(a),
-                _ => {}
-            }
-        }
-        Ok(own)
+            families,
+        })
     }
 
     /// The network's second range (of the other family than `network`) and this node's
@@ -1234,19 +1221,12 @@ impl<'a> OwnNode<'a> {
 
     /// The PodNetwork field holding the range of family `ipv6`.
     fn field_of(&self, ipv6: bool) -> &'static str {
-        if self.primary_v6 == ipv6 {
-            "cidr"
-        } else {
-            "secondaryCidr"
-        }
+        self.families.field_of(ipv6)
     }
 
     /// This node's subnets, the primary family first.
     fn subnets(&self) -> Vec<IpNet> {
-        let v4 = self.cidr4.map(IpNet::V4);
-        let v6 = self.cidr6.map(IpNet::V6);
-        let ordered = if self.primary_v6 { [v6, v4] } else { [v4, v6] };
-        ordered.into_iter().flatten().collect()
+        self.families.subnets()
     }
 }
 
