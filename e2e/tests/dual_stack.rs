@@ -913,12 +913,7 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
     );
     paste(c, &client.name, &want)?;
     let result = (|| -> Result<()> {
-        let entries6: Vec<String> = ENTRIES
-            .iter()
-            .map(|n| c.topology.nodes.iter().find(|h| h.name == *n))
-            .map(|h| h.and_then(|h| h.address6).map(|a| a.to_string()))
-            .collect::<Option<_>>()
-            .context("an entry node without an IPv6 address")?;
+        let entries6 = entries6(c)?;
         let mut checked = 0;
         for pod in &pods {
             let ip6 = ipv6_of(pod)?;
@@ -995,6 +990,16 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
     result
 }
 
+/// The RouteToNodes entry nodes' IPv6 addresses.
+fn entries6(c: &Cluster) -> Result<Vec<String>> {
+    ENTRIES
+        .iter()
+        .map(|n| c.topology.nodes.iter().find(|h| h.name == *n))
+        .map(|h| h.and_then(|h| h.address6).map(|a| a.to_string()))
+        .collect::<Option<_>>()
+        .context("an entry node without an IPv6 address")
+}
+
 /// ICMPv6 Packet Too Big to an oversized client packet: the client's link carries 1500 bytes,
 /// the pods' 1450 (the tunnel's headers). IPv6 routers never fragment, so a full-size packet
 /// from the client must come back as a Packet Too Big from the entry node (which the client's
@@ -1003,12 +1008,7 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
 /// the packet hashed to: ping's own report is the check.)
 fn packet_too_big(c: &Cluster, client: &str, pods: &[Pod]) -> Result<()> {
     let ns = c.ns(client);
-    let entries6: Vec<String> = ENTRIES
-        .iter()
-        .map(|n| c.topology.nodes.iter().find(|h| h.name == *n))
-        .map(|h| h.and_then(|h| h.address6).map(|a| a.to_string()))
-        .collect::<Option<_>>()
-        .context("an entry node without an IPv6 address")?;
+    let entries6 = entries6(c)?;
     for node in ["node-a", "node-c"] {
         let pod = pods
             .iter()
