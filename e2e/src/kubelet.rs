@@ -433,7 +433,16 @@ pub fn kubelet_args(c: &NodeConfig) -> Vec<String> {
         "--config=/etc/kubernetes/kubelet-config.yaml".to_string(),
         "--kubeconfig=/etc/kubernetes/kubelet.conf".to_string(),
         format!("--hostname-override={}", c.node.name),
-        format!("--node-ip={}", c.node.address),
+        // Both InternalIPs on a dual-stack segment, IPv4 first (the cluster's primary family).
+        format!(
+            "--node-ip={}",
+            c.node
+                .addresses()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         "--v=1".to_string(),
     ];
     if !c.node.labels.is_empty() {

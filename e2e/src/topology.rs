@@ -407,8 +407,8 @@ impl Topology {
             "defaultRoutes needs a router leg on every segment with hosts, in each of its families"
         );
         ensure!(
-            !self.kubelet || self.hosts().all(|(_, h)| h.address6.is_none()),
-            "kubelet nodes are IPv4-only for now: use registered nodes (kubelet: false) with IPv6"
+            !self.kubelet || self.nodes.iter().all(|h| h.ipv4().is_some()),
+            "kubelet nodes need an IPv4 address (IPv4 or dual-stack; the API server's Service is IPv4): use registered nodes (kubelet: false) on IPv6-only segments"
         );
         ensure!(
             self.rp_filter.is_none_or(|m| m <= 2),
@@ -1378,14 +1378,19 @@ nodes:
                 Box::new(|t| t.routers[0].legs[1].address6 = None),
                 "router `r1` needs an IPv6 `address6`",
             ),
-            (
-                "kubelet nodes",
-                Box::new(|t| t.kubelet = true),
-                "kubelet nodes are IPv4-only",
-            ),
         ];
         assert_refused(two_segments_dual_stack, cases);
+        let mut dual_kubelet = two_segments_dual_stack();
+        dual_kubelet.kubelet = true;
+        dual_kubelet
+            .validate()
+            .expect("kubelet nodes on dual-stack segments register both addresses");
         let cases: Vec<(&str, Mutation, &str)> = vec![
+            (
+                "kubelet nodes without IPv4",
+                Box::new(|t| t.kubelet = true),
+                "kubelet nodes need an IPv4 address",
+            ),
             (
                 "IPv4 address on an IPv6-only segment",
                 Box::new(|t| t.nodes[0].address = [192, 168, 50, 11].into()),

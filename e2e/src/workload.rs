@@ -64,6 +64,8 @@ pub struct PodInfo {
     pub name: String,
     pub node: String,
     pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address (`status.podIPs`), on a dual-stack network.
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub ready: bool,
     /// containerd id of the first container (`containerd://<id>` without the scheme).
     pub container_id: Option<String>,
@@ -85,6 +87,11 @@ pub fn parse_pods(list: &Value) -> Vec<PodInfo> {
             name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
             node: p["spec"]["nodeName"].as_str().unwrap_or_default().into(),
             ip: p["status"]["podIP"].as_str().and_then(|s| s.parse().ok()),
+            ip6: p["status"]["podIPs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|i| i["ip"].as_str().and_then(|s| s.parse().ok())),
             ready: p["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -243,6 +250,18 @@ pub fn in_pod_netns(cluster: &Cluster, pod: &PodInfo, program: &str) -> Result<C
     Ok(c)
 }
 
+/// [`continuous_ping`] over IPv6 (`ping -6`).
+pub fn continuous_ping6(
+    cluster: &Cluster,
+    pod: &PodInfo,
+    dst: std::net::Ipv6Addr,
+    interval: Duration,
+) -> Result<traffic::ContinuousPing> {
+    let mut ping = in_pod_netns(cluster, pod, "ping")?;
+    ping.arg("-6");
+    traffic::ContinuousPing::start_with(ping, dst, interval)
+}
+
 /// A ping every `interval` from `pod` to `dst` until stopped, with the host's iputils ping in
 /// the pod's network namespace (microsecond timestamps for the longest gap).
 pub fn continuous_ping(
@@ -262,7 +281,8 @@ mod tests {
     fn pods_are_read_with_node_address_readiness_and_container() {
         let list = json!({"items": [
             {"metadata": {"namespace": "t", "name": "p2"}, "spec": {"nodeName": "node-b"},
-             "status": {"podIP": "10.1.2.3", "conditions": [{"type": "Ready", "status": "True"}],
+             "status": {"podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}, {"ip": "fd00:1::3"}],
+                        "conditions": [{"type": "Ready", "status": "True"}],
                         "containerStatuses": [{"containerID": "containerd://abc"}]}},
             {"metadata": {"namespace": "t", "name": "p1"}, "spec": {"nodeName": "node-a"},
              "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
@@ -275,6 +295,12 @@ mod tests {
         assert!(!pods[0].ready);
         assert_eq!(pods[0].ip, None);
         assert_eq!(pods[1].ip, Some([10, 1, 2, 3].into()));
+        assert_eq!(
+            pods[1].ip6,
+            "fd00:1::3".parse().ok(),
+            "the IPv6 one of podIPs"
+        );
+        assert_eq!(pods[0].ip6, None);
         assert!(pods[1].ready);
         assert_eq!(pods[1].container_id.as_deref(), Some("abc"));
     }

@@ -11,7 +11,9 @@
 //! (outgoing NAT per family checked against node-d, outside the network then), then node-d
 //! added to it (named as unreachable over both families), then an Overlay network over all
 //! four nodes opened to the client by an OverlayGateway RouteToNodes with IPv4 and IPv6
-//! clientCidrs (the client pastes the rendered `ip route` and `ip -6 route` lines). The agents
+//! clientCidrs (the client pastes the rendered `ip route` and `ip -6 route` lines; an
+//! oversized IPv6 packet of the client's gets a Packet Too Big), and last an IPv6-first
+//! Overlay network (`cidr` IPv6, `secondaryCidr` IPv4: VXLAN over IPv6). The agents
 //! resync every 30 s only, so what happens within seconds (a new pod's proxy entry, a deleted
 //! pod's going) is the agent's own pod watch, not the resync.
 
@@ -94,6 +96,10 @@ fn main() -> ExitCode {
             testing::test(
                 "overlay_route_to_nodes_without_ipv6_client_cidrs_renders_ipv4_only_and_says_how_to_add_ipv6",
                 overlay_route_to_nodes_ipv4_only,
+            ),
+            testing::test(
+                "overlay_ipv6_first_tunnels_over_ipv6_and_gives_pods_their_ipv6_address_first",
+                overlay_ipv6_first,
             ),
         ],
     )
@@ -988,6 +994,71 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
     })();
     unpaste(c, &client.name, &want);
     result
+}
+
+/// An IPv6-first dual-stack Overlay network (`cidr` IPv6, `secondaryCidr` IPv4) over every
+/// node: the operator gives each NodeSubnet the node's IPv6 InternalIP as `nodeAddress`, so the
+/// tunnel runs over IPv6 (across r1 to node-d, 70 bytes of headers), and each pod's first
+/// address, its primary IP, is the IPv6 one.
+fn overlay_ipv6_first(c: &Cluster) -> Result<()> {
+    const NAME: &str = "v6first";
+    let pn = causeway_e2e::suite::pod_network(
+        NAME,
+        "fd00:10:253::/56",
+        "Overlay",
+        serde_json::json!({
+            "nodeSubnetPrefixLength": 64,
+            "secondaryCidr": "10.253.0.0/16",
+            "secondaryNodeSubnetPrefixLength": 24,
+        }),
+    );
+    let pods = SUITE.bring_up(c, &pn.to_string(), NAME, &ALL, "v")?;
+    let result = (|| -> Result<()> {
+        for s in deploy::node_subnets(c, NAME)? {
+            let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+            let v6 = c
+                .topology
+                .node(node)
+                .and_then(|h| h.address6)
+                .context("a node without IPv6")?;
+            ensure!(
+                s["spec"]["nodeAddress"] == v6.to_string()
+                    && s["spec"]["secondaryNodeAddress"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("192.168."))
+                    && s["spec"]["secondaryCidr"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("10.253.")),
+                "{node}: {}",
+                s["spec"]
+            );
+            let out = c.exec(node, "ip", &["-j", "-d", "link", "show", "cw-vx1"])?;
+            let link: Value = serde_json::from_str(&out)?;
+            ensure!(
+                link[0]["linkinfo"]["info_data"]["local6"] == v6.to_string()
+                    && link[0]["mtu"] == 1430,
+                "{node}: cw-vx1 {}",
+                link[0]
+            );
+        }
+        for p in &pods {
+            let first = p.result["ips"][0]["address"].as_str().unwrap_or_default();
+            ensure!(
+                first.starts_with("fd00:10:253:"),
+                "{}/{}: first address {first:?}, not the IPv6 one: {}",
+                p.node,
+                p.name,
+                p.result
+            );
+        }
+        let pairs = ping_both_families(&pods)?;
+        eprintln!(
+            "[measure] IPv6-first dual-stack overlay: VXLAN over IPv6 (MTU 1430), pods' first address IPv6, {pairs} pod pairs across nodes ping over both families"
+        );
+        Ok(())
+    })();
+    let teardown = tear_down(c, NAME);
+    result.and(teardown)
 }
 
 /// The RouteToNodes entry nodes' IPv6 addresses.
