@@ -195,8 +195,15 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
             if let Some(mtu) = outcome.mtu {
                 message.push_str(&format!(": pod MTU {mtu}"));
             }
+            // Both families' exemptions: the IPv4 ranges, then the IPv6 ones.
+            let mut exempt: Vec<String> = Vec::new();
             if let Some(Nat::Masquerade(m)) = &outcome.programmed.nat {
-                let exempt: Vec<String> = m.exempt.iter().map(ToString::to_string).collect();
+                exempt.extend(m.exempt.iter().map(ToString::to_string));
+            }
+            if let Some(crate::model::Nat6::Masquerade(m)) = &outcome.programmed.nat6 {
+                exempt.extend(m.exempt.iter().map(ToString::to_string));
+            }
+            if !exempt.is_empty() {
                 message.push_str(&format!(
                     "; pod traffic to destinations outside {} is masqueraded",
                     exempt.join(", ")
@@ -370,6 +377,38 @@ mod tests {
             secondary_underlay_prefix: None,
             bgp: vec![],
         }
+    }
+
+    #[test]
+    fn the_programmed_message_names_the_masquerade_exemptions_of_both_families() {
+        let mut outcome = ok(1, 0);
+        outcome.programmed.nat = Some(Nat::Masquerade(crate::model::Masquerade {
+            source: "10.244.1.0/24".parse().expect("net"),
+            exempt: vec!["10.244.0.0/16".parse().expect("net")],
+        }));
+        outcome.programmed.nat6 = Some(crate::model::Nat6::Masquerade(crate::model::Masquerade6 {
+            source: "fd00:10:244:1::/64".parse().expect("net"),
+            exempt: vec!["fd00:10:244::/56".parse().expect("net")],
+        }));
+        let message = |o: &Outcome| {
+            status(&NodeSubnetStatus::default(), o, at(1)).conditions[0]
+                .message
+                .clone()
+        };
+        assert!(
+            message(&outcome).contains(
+                "pod traffic to destinations outside 10.244.0.0/16, fd00:10:244::/56 is masqueraded"
+            ),
+            "{}",
+            message(&outcome)
+        );
+        // An IPv6 network has only the IPv6 table.
+        outcome.programmed.nat = None;
+        assert!(
+            message(&outcome).contains("outside fd00:10:244::/56 is masqueraded"),
+            "{}",
+            message(&outcome)
+        );
     }
 
     #[test]
