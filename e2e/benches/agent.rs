@@ -32,11 +32,18 @@
 //! 2 × (N − 1)), a peer change is timed until each family's route is in (or gone from) the
 //! node, and the baseline inserts the same 5 × (N − 1) entries.
 //!
+//! With `--ipv6` the PodNetwork is IPv6 only (`fd00:10:64::/48`, a /64 per node) and every
+//! node address IPv6 (the node's `eth0` holds `fd00:168::11/64` beside its IPv4 address, the
+//! peers' addresses are in `fd00:168::/64`): the VXLAN device tunnels over IPv6 (an IPv6
+//! `local`, FDB entries to IPv6 addresses, MTU 1430) and each peer costs an IPv6 route,
+//! neighbour and FDB entry; the baseline inserts the same 3 × (N − 1) IPv6 entries.
+//!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
 //! causeway-e2e --bench agent -- [--nodes 1000,5000] [--changes 5] [--settle-seconds 35]
-//! [--dual-stack]`. Without `--bench` (`cargo test --all-targets`, so `make test`) it runs
-//! with N = 50 as a smoke test, once IPv4 only and once dual-stack, that still checks every
-//! count. Needs root, like the e2e suite.
+//! [--ipv4] [--dual-stack] [--ipv6]` (one pass per family option, in the order given; none: IPv4
+//! only). Without `--bench` (`cargo test --all-targets`, so `make test`) it
+//! runs with N = 50 as a smoke test, once IPv4 only, once dual-stack and once IPv6 only, that
+//! still checks every count. Needs root, like the e2e suite.
 //!
 //! Everything happens in namespaces of the bench's cluster (`cw-agentb-*`), which the
 //! harness removes on success, failure, panic (drop) and Ctrl-C; the root namespace is only
@@ -80,9 +87,49 @@ const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
 /// The PodNetwork's range: 16,384 /24s.
 const POD_CIDR: &str = "10.64.0.0/10";
 const MASK: u8 = 24;
-/// The PodNetwork's IPv6 range with `--dual-stack` (`secondaryCidr`): 65,536 /64s.
+/// The PodNetwork's IPv6 range with `--dual-stack` (`secondaryCidr`) and `--ipv6` (`cidr`):
+/// 65,536 /64s.
 const POD_CIDR6: &str = "fd00:10:64::/48";
 const MASK6: u8 = 64;
+/// The underlay's IPv6 prefix with `--ipv6`, and the node's address in it.
+const UNDERLAY6: &str = "fd00:168::/64";
+const NODE_ADDRESS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x168, 0, 0, 0, 0, 0, 0x11);
+const CP_ADDRESS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x168, 0, 0, 0, 0, 0, 0x2);
+
+/// The families of the benchmarked network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stack {
+    /// An IPv4 network over IPv4 node addresses.
+    Ipv4,
+    /// IPv4 `cidr`, IPv6 `secondaryCidr`, IPv4 node addresses (`--dual-stack`).
+    DualStack,
+    /// An IPv6 network over IPv6 node addresses (`--ipv6`).
+    Ipv6,
+}
+
+impl Stack {
+    fn v4(self) -> bool {
+        self != Stack::Ipv6
+    }
+
+    fn v6(self) -> bool {
+        self != Stack::Ipv4
+    }
+
+    /// Routes (and neighbours) per peer.
+    fn families(self) -> usize {
+        usize::from(self.v4()) + usize::from(self.v6())
+    }
+
+    /// `""`, `" (dual-stack)"` or `" (IPv6)"`, for messages.
+    fn label(self) -> &'static str {
+        match self {
+            Stack::Ipv4 => "",
+            Stack::DualStack => " (dual-stack)",
+            Stack::Ipv6 => " (IPv6)",
+        }
+    }
+}
 /// The default overlay VNI (the PodNetwork sets no `overlay` block).
 const VNI: u32 = 1;
 const CREATE_CONCURRENCY: usize = 32;
@@ -91,8 +138,8 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Options {
     sizes: Vec<usize>,
-    /// The passes over `sizes`: `false` IPv4 only, `true` dual-stack (`--dual-stack`).
-    stacks: Vec<bool>,
+    /// The passes over `sizes`, one per family combination.
+    stacks: Vec<Stack>,
     /// Peer additions (and as many deletions) timed at each size.
     changes: usize,
     /// How long the agent keeps running after the changes before the last memory reading.
@@ -110,28 +157,29 @@ fn parse_args() -> Result<Options> {
     // without it: then a small smoke run proves the benchmark still works end to end.
     if !args.iter().any(|a| a == "--bench") {
         eprintln!(
-            "[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes, IPv4 only, then dual-stack"
+            "[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes, IPv4 only, dual-stack, then IPv6 only"
         );
         return Ok(Options {
             sizes: vec![50],
-            stacks: vec![false, true],
+            stacks: vec![Stack::Ipv4, Stack::DualStack, Stack::Ipv6],
             changes: 2,
             settle: Duration::ZERO,
             quiet: Duration::from_millis(300),
             // The smoke run's figures are no measurements: a short settle keeps its two
-            // passes (IPv4 only, dual-stack) within ~25 s.
+            // passes (IPv4 only, dual-stack, IPv6 only) within ~40 s.
             idle_settle: Duration::from_millis(500),
         });
     }
     let mut opts = Options {
         sizes: vec![1000, 5000],
-        stacks: vec![false],
+        stacks: vec![Stack::Ipv4],
         changes: 5,
         // The chart's resync interval is 30 s: at least one full resync pass is included.
         settle: Duration::from_secs(35),
         quiet: Duration::from_secs(2),
         idle_settle: Duration::from_secs(2),
     };
+    let mut chosen = Vec::new();
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -155,12 +203,18 @@ fn parse_args() -> Result<Options> {
                     v.parse().with_context(|| format!("--settle-seconds {v}"))?,
                 );
             }
-            "--dual-stack" => opts.stacks = vec![true],
+            // Each adds a pass, in the order given; none: IPv4 only.
+            "--ipv4" => chosen.push(Stack::Ipv4),
+            "--dual-stack" => chosen.push(Stack::DualStack),
+            "--ipv6" => chosen.push(Stack::Ipv6),
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35, --dual-stack"
+                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35, --ipv4, --dual-stack, --ipv6"
             ),
         }
+    }
+    if !chosen.is_empty() {
+        opts.stacks = chosen;
     }
     ensure!(
         !opts.sizes.is_empty() && opts.sizes.iter().all(|&n| n >= 2),
@@ -193,16 +247,16 @@ async fn run(opts: Options) -> Result<()> {
     let agent = causeway_binary("causeway-node-agent")?;
     eprintln!("[bench] agent binary: {}", agent.display());
     let opts = &opts;
-    for &dual in &opts.stacks {
+    for &stack in &opts.stacks {
         let mut report = Vec::new();
         for &n in &opts.sizes {
-            let result = with_cluster(|c| async move { run_size(&c, n, dual, opts).await })
+            let result = with_cluster(stack, |c| async move { run_size(&c, n, stack, opts).await })
                 .await
-                .with_context(|| format!("the agent at N = {n}{}", stack_label(dual)))?;
-            print_size(n, dual, &result);
+                .with_context(|| format!("the agent at N = {n}{}", stack.label()))?;
+            print_size(n, stack, &result);
             report.push((n, result));
         }
-        print_report(&report, dual, opts.changes, opts.settle);
+        print_report(&report, stack, opts.changes, opts.settle);
     }
     Ok(())
 }
@@ -245,18 +299,20 @@ struct SizeResult {
 }
 
 /// One node on one /16 segment with the control plane; no kube-controller-manager (nothing
-/// here needs it) and no client.
-fn topology() -> Result<Topology> {
+/// here needs it) and no client. With `Stack::Ipv6` the segment also carries
+/// [`UNDERLAY6`] and the node its IPv6 address there.
+fn topology(stack: Stack) -> Result<Topology> {
+    let v6 = stack == Stack::Ipv6;
     Ok(Topology {
         segments: vec![Segment {
             name: "lan".into(),
             cidr: Some(UNDERLAY.parse()?),
-            cidr6: None,
+            cidr6: if v6 { Some(UNDERLAY6.parse()?) } else { None },
         }],
         control_plane: ControlPlane {
             segment: "lan".into(),
             address: CP_ADDRESS,
-            address6: None,
+            address6: v6.then_some(CP_ADDRESS6),
             controller_manager: false,
         },
         routers: vec![],
@@ -264,7 +320,7 @@ fn topology() -> Result<Topology> {
             name: NODE.into(),
             segment: "lan".into(),
             address: NODE_ADDRESS,
-            address6: None,
+            address6: v6.then_some(NODE_ADDRESS6),
             labels: Default::default(),
             routes: Vec::new(),
         }],
@@ -277,12 +333,12 @@ fn topology() -> Result<Topology> {
 
 /// Brings up a fresh cluster, runs `f`, and tears the cluster down whatever `f` returned (on
 /// a panic, `Cluster`'s drop does).
-async fn with_cluster<F, Fut>(f: F) -> Result<SizeResult>
+async fn with_cluster<F, Fut>(stack: Stack, f: F) -> Result<SizeResult>
 where
     F: FnOnce(Arc<Cluster>) -> Fut,
     Fut: std::future::Future<Output = Result<SizeResult>>,
 {
-    let topology = topology()?;
+    let topology = topology(stack)?;
     let cluster = Arc::new(tokio::task::block_in_place(|| {
         Cluster::up_with(
             CLUSTER,
@@ -314,13 +370,27 @@ async fn client_for(c: &Cluster) -> Result<Client> {
 }
 
 /// Member `i` of the network: 0 is the agent's own node, 1.. are peers. Subnet `i` of the
-/// pool, node address 192.168.1.0 + i, the VTEP MAC the operator would publish.
+/// pool, node address 192.168.1.0 + i (fd00:168::1:0 + i with `--ipv6`), the VTEP MAC the
+/// operator would publish.
 struct Member {
     node: String,
     cidr: Ipv4Net,
-    /// Subnet `i` of the IPv6 pool (used with `--dual-stack` only).
+    /// Subnet `i` of the IPv6 pool (`--dual-stack` and `--ipv6` only).
     cidr6: Ipv6Net,
     address: Ipv4Addr,
+    /// The node's IPv6 address (`--ipv6` only).
+    address6: Ipv6Addr,
+}
+
+impl Member {
+    /// Its node address as the bench's NodeSubnets have it.
+    fn node_address(&self, stack: Stack) -> std::net::IpAddr {
+        if stack == Stack::Ipv6 {
+            self.address6.into()
+        } else {
+            self.address.into()
+        }
+    }
 }
 
 fn member(i: usize) -> Result<Member> {
@@ -339,13 +409,16 @@ fn member(i: usize) -> Result<Member> {
         Ipv6Addr::from(u128::from(pool6.network()) + (u128::from(i) << (128 - MASK6))),
         MASK6,
     )?;
-    let (node, address) = if i == 0 {
-        (NODE.to_string(), NODE_ADDRESS)
+    let (node, address, address6) = if i == 0 {
+        (NODE.to_string(), NODE_ADDRESS, NODE_ADDRESS6)
     } else {
         ensure!(i < 60_000, "at most 60,000 peer addresses");
         (
             format!("peer-{i:05}"),
             Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 1, 0)) + i),
+            Ipv6Addr::from(
+                u128::from(Ipv6Addr::new(0xfd00, 0x168, 0, 0, 0, 0, 1, 0)) + u128::from(i),
+            ),
         )
     };
     Ok(Member {
@@ -353,27 +426,38 @@ fn member(i: usize) -> Result<Member> {
         cidr,
         cidr6,
         address,
+        address6,
     })
 }
 
-/// The NodeSubnet the operator would write for member `i` (name, labels and spec); with
-/// `dual`, its IPv6 subnet too (no `secondaryNodeAddress`: the nodes are IPv4 only).
-fn node_subnet(i: usize, dual: bool) -> Result<NodeSubnet> {
+/// The NodeSubnet the operator would write for member `i` (name, labels and spec); dual-stack,
+/// its IPv6 subnet too (no `secondaryNodeAddress`: the nodes are IPv4 only); IPv6 only, its
+/// IPv6 subnet and address alone.
+fn node_subnet(i: usize, stack: Stack) -> Result<NodeSubnet> {
     let m = member(i)?;
-    let name = format!(
-        "{NETWORK}-{}-{}",
-        m.cidr.network().to_string().replace('.', "-"),
-        m.cidr.prefix_len()
-    );
+    let name = if stack == Stack::Ipv6 {
+        format!("{NETWORK}-v6-{i:05}")
+    } else {
+        format!(
+            "{NETWORK}-{}-{}",
+            m.cidr.network().to_string().replace('.', "-"),
+            m.cidr.prefix_len()
+        )
+    };
+    let cidr = if stack == Stack::Ipv6 {
+        m.cidr6.to_string()
+    } else {
+        m.cidr.to_string()
+    };
     let mut ns = NodeSubnet::new(
         &name,
         NodeSubnetSpec {
             network: NETWORK.into(),
             node_name: m.node.clone(),
-            cidr: m.cidr.to_string(),
-            node_address: m.address.to_string(),
+            cidr,
+            node_address: m.node_address(stack).to_string(),
             vtep_mac: Some(vtep_mac(&m.node).to_string()),
-            secondary_cidr: dual.then(|| m.cidr6.to_string()),
+            secondary_cidr: (stack == Stack::DualStack).then(|| m.cidr6.to_string()),
             secondary_node_address: None,
         },
     );
@@ -394,13 +478,13 @@ fn node_subnet(i: usize, dual: bool) -> Result<NodeSubnet> {
 async fn create_subnets(
     api: &Api<NodeSubnet>,
     range: std::ops::Range<usize>,
-    dual: bool,
+    stack: Stack,
 ) -> Result<()> {
     futures::stream::iter(range)
         .map(|i| {
             let api = api.clone();
             async move {
-                let ns = node_subnet(i, dual)?;
+                let ns = node_subnet(i, stack)?;
                 api.create(&PostParams::default(), &ns)
                     .await
                     .with_context(|| format!("creating NodeSubnet {}", ns.name_any()))
@@ -664,14 +748,15 @@ struct Counts {
 }
 
 impl Counts {
-    /// What a node with `peers` peers holds: one route, neighbour and FDB entry each (IPv4
-    /// only), plus an IPv6 route and neighbour each (dual-stack).
-    fn expected(peers: usize, dual: bool) -> Self {
-        let v6 = if dual { peers } else { 0 };
+    /// What a node with `peers` peers holds: one route and neighbour each per family, and
+    /// one FDB entry each (shared by both families).
+    fn expected(peers: usize, stack: Stack) -> Self {
+        let v4 = if stack.v4() { peers } else { 0 };
+        let v6 = if stack.v6() { peers } else { 0 };
         Self {
-            routes: peers,
+            routes: v4,
             routes6: v6,
-            neighbours: peers,
+            neighbours: v4,
             neighbours6: v6,
             fdb: peers,
         }
@@ -778,16 +863,11 @@ fn start_agent(c: &Cluster) -> Result<ProcId> {
     deploy::start_agent(c, NODE, &["--resync-seconds", "30"])
 }
 
-/// `""` or `" (dual-stack)"`, for messages.
-fn stack_label(dual: bool) -> &'static str {
-    if dual { " (dual-stack)" } else { "" }
-}
-
-async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<SizeResult> {
+async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result<SizeResult> {
     let mut result = SizeResult::default();
     let node_ns = c.ns(NODE);
     tokio::task::block_in_place(|| -> Result<()> {
-        if dual {
+        if stack.v6() {
             // The test underlay has IPv6 off in every namespace; the node gets it on the links
             // created from now on (the agent's bridge and VXLAN device), as in the overlay
             // suite's dual-stack test. Only this cluster's node namespace is changed.
@@ -809,7 +889,11 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
         let mut pn = serde_json::json!({"apiVersion": "causeway.dev/v1alpha1", "kind": "PodNetwork",
             "metadata": {"name": NETWORK},
             "spec": {"cidr": POD_CIDR, "nodeSubnetPrefixLength": MASK, "mode": "Overlay"}});
-        if dual {
+        if stack == Stack::Ipv6 {
+            pn["spec"]["cidr"] = POD_CIDR6.into();
+            pn["spec"]["nodeSubnetPrefixLength"] = MASK6.into();
+        }
+        if stack == Stack::DualStack {
             pn["spec"]["secondaryCidr"] = POD_CIDR6.into();
             pn["spec"]["secondaryNodeSubnetPrefixLength"] = MASK6.into();
         }
@@ -818,7 +902,7 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
     })?;
     let client = client_for(c).await?;
     let api: Api<NodeSubnet> = Api::all(client);
-    let own = node_subnet(0, dual)?;
+    let own = node_subnet(0, stack)?;
     let own_name = own.name_any();
     api.create(&PostParams::default(), &own).await?;
     let watch = StatusWatch::start(api.clone(), &own_name).await?;
@@ -864,12 +948,12 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
         left.is_empty(),
         "the node still has Causeway devices {left:?} after the idle agent's clean-up"
     );
-    api.create(&PostParams::default(), &node_subnet(0, dual)?)
+    api.create(&PostParams::default(), &node_subnet(0, stack)?)
         .await?;
 
     // 2. N − 1 peers, then the agent from a cold start.
     let t = Instant::now();
-    create_subnets(&api, 1..n, dual).await?;
+    create_subnets(&api, 1..n, stack).await?;
     result.create_peers = t.elapsed();
     eprintln!(
         "[bench] N = {n}: {} peer NodeSubnets created in {:.1} s",
@@ -879,12 +963,13 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
     tokio::time::sleep(opts.quiet).await;
     let peers = i32::try_from(n - 1)?;
     // `status.routes` counts the routes of both families (`State::routes`, keyed by
-    // destination IPv4 or IPv6): one per peer IPv4 only, two dual-stack; as many neighbours,
-    // and one FDB entry per peer either way.
-    let want_routes = if dual { 2 * peers } else { peers };
-    let want = Counts::expected(n - 1, dual);
-    let status_counts =
-        |r: &Report| !dual || (r.neighbours == want_routes && r.fdb_entries == peers);
+    // destination IPv4 or IPv6): one per peer and family; as many neighbours, and one FDB
+    // entry per peer either way.
+    let want_routes = i32::try_from(stack.families())? * peers;
+    let want = Counts::expected(n - 1, stack);
+    let status_counts = |r: &Report| {
+        stack == Stack::Ipv4 || (r.neighbours == want_routes && r.fdb_entries == peers)
+    };
     let mark = watch.mark();
     let wall = SystemTime::now();
     let started = Instant::now();
@@ -925,11 +1010,14 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
 
     // 3. One peer at a time: added, then an original one deleted.
     let monitor = tokio::task::block_in_place(|| RouteMonitor::start(&node_ns))?;
-    // A peer's routes: its IPv4 one, then (dual-stack) its IPv6 one.
+    // A peer's routes: its IPv4 one, then its IPv6 one, as the network has them.
     let routes_of = |i: usize| -> Result<Vec<IpNet>> {
         let m = member(i)?;
-        let mut cidrs = vec![IpNet::V4(m.cidr)];
-        if dual {
+        let mut cidrs = Vec::new();
+        if stack.v4() {
+            cidrs.push(IpNet::V4(m.cidr));
+        }
+        if stack.v6() {
             cidrs.push(IpNet::V6(m.cidr6));
         }
         Ok(cidrs)
@@ -943,14 +1031,14 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
             .map(|c| (format!("route to {c}"), format!("{c} ")))
             .collect();
         let t = Instant::now();
-        create_subnets(&api, added..added + 1, dual).await?;
+        create_subnets(&api, added..added + 1, stack).await?;
         let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
         let took: Vec<Duration> = seen
             .iter()
             .map(|at| at.saturating_duration_since(t))
             .collect();
         result.adds.push(took[0]);
-        if dual {
+        if stack == Stack::DualStack {
             result.adds6.push(took[1]);
         }
         for &cidr in &cidrs {
@@ -961,7 +1049,7 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
         }
 
         tokio::time::sleep(opts.quiet).await;
-        let deleted = node_subnet(1 + k, dual)?;
+        let deleted = node_subnet(1 + k, stack)?;
         let cidrs = routes_of(1 + k)?;
         let wanted: Vec<(String, String)> = cidrs
             .iter()
@@ -981,7 +1069,7 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
             .map(|at| at.saturating_duration_since(t))
             .collect();
         result.deletes.push(took[0]);
-        if dual {
+        if stack == Stack::DualStack {
             result.deletes6.push(took[1]);
         }
         for &cidr in &cidrs {
@@ -1022,21 +1110,23 @@ async fn run_size(c: &Cluster, n: usize, dual: bool, opts: &Options) -> Result<S
     drop(watch);
 
     // 5. The baseline, in the same run, with the control plane still up (and idle).
-    result.baseline = tokio::task::block_in_place(|| ip_batch_baseline(n, dual))?;
+    result.baseline = tokio::task::block_in_place(|| ip_batch_baseline(n, stack))?;
     Ok(result)
 }
 
 /// `ip -batch` (routes, neighbours) + `bridge -batch` (FDB) inserting the entries for peers
 /// 1..n into a fresh namespace holding the same underlay and links (made untimed first).
-/// Process start-up is included, as in `node-agent/benches/netlink.rs`. With `dual`, the
-/// links also hold the node's IPv6 addresses and each peer gets its IPv6 route and
-/// neighbour too, in the same `ip -batch`.
-fn ip_batch_baseline(n: usize, dual: bool) -> Result<Duration> {
+/// Process start-up is included, as in `node-agent/benches/netlink.rs`. Dual-stack, the links
+/// also hold the node's IPv6 addresses and each peer gets its IPv6 route and neighbour too, in
+/// the same `ip -batch`; IPv6 only, the VXLAN device tunnels over IPv6 and each peer gets its
+/// IPv6 route, neighbour and FDB entry (to its IPv6 address) alone.
+fn ip_batch_baseline(n: usize, stack: Stack) -> Result<Duration> {
     let ns = ScratchNs::create("ipbatch")?;
     let vx = vxlan_link_name(VNI);
     let own = member(0)?;
     let underlay: Ipv4Net = UNDERLAY.parse()?;
-    if dual {
+    let underlay6: Ipv6Net = UNDERLAY6.parse()?;
+    if stack.v6() {
         // As on the node: IPv6 on the links created from now on (a fresh namespace usually
         // has it already; this one belongs to the bench).
         cmd::run(cmd::in_netns(&ns.name, "sysctl").args([
@@ -1049,23 +1139,36 @@ fn ip_batch_baseline(n: usize, dual: bool) -> Result<Duration> {
         "link set lo up".into(),
         "link add eth0 type veth peer name eth1".into(),
         format!("addr add {NODE_ADDRESS}/{} dev eth0", underlay.prefix_len()),
+    ];
+    let (local, mtu) = if stack == Stack::Ipv6 {
+        setup.push(format!(
+            "addr add {NODE_ADDRESS6}/{} dev eth0 nodad",
+            underlay6.prefix_len()
+        ));
+        (std::net::IpAddr::from(NODE_ADDRESS6), 1430)
+    } else {
+        (std::net::IpAddr::from(NODE_ADDRESS), 1450)
+    };
+    setup.extend([
         "link set eth0 up".into(),
         "link set eth1 up".into(),
-        format!("link add {BRIDGE_LINK} mtu 1450 type bridge"),
+        format!("link add {BRIDGE_LINK} mtu {mtu} type bridge"),
         format!(
-            "link add {vx} mtu 1450 address {} type vxlan id {VNI} dstport 8472 local {NODE_ADDRESS} dev eth0 nolearning",
+            "link add {vx} mtu {mtu} address {} type vxlan id {VNI} dstport 8472 local {local} dev eth0 nolearning",
             vtep_mac(NODE)
         ),
-        format!(
+    ]);
+    if stack.v4() {
+        setup.push(format!(
             "addr add {}/{} dev {BRIDGE_LINK}",
             Ipv4Addr::from(u32::from(own.cidr.network()) + 1),
             own.cidr.prefix_len()
-        ),
-        format!("addr add {}/32 dev {vx}", own.cidr.network()),
-        format!("link set {BRIDGE_LINK} up"),
-        format!("link set {vx} up"),
-    ];
-    if dual {
+        ));
+        setup.push(format!("addr add {}/32 dev {vx}", own.cidr.network()));
+    }
+    setup.push(format!("link set {BRIDGE_LINK} up"));
+    setup.push(format!("link set {vx} up"));
+    if stack.v6() {
         // The agent's IPv6 addresses: the pods' gateway and the network address as a /128,
         // both without duplicate address detection, as the agent adds them.
         setup.push(format!(
@@ -1083,16 +1186,18 @@ fn ip_batch_baseline(n: usize, dual: bool) -> Result<Duration> {
     let mut fdb_lines = String::new();
     for i in 1..n {
         let m = member(i)?;
-        let gw = m.cidr.network();
         let mac = vtep_mac(&m.node);
-        ip_lines.push_str(&format!(
-            "route add {} via {gw} dev {vx} onlink proto {ROUTE_PROTOCOL}\n",
-            m.cidr
-        ));
-        ip_lines.push_str(&format!(
-            "neigh add {gw} lladdr {mac} dev {vx} nud permanent\n"
-        ));
-        if dual {
+        if stack.v4() {
+            let gw = m.cidr.network();
+            ip_lines.push_str(&format!(
+                "route add {} via {gw} dev {vx} onlink proto {ROUTE_PROTOCOL}\n",
+                m.cidr
+            ));
+            ip_lines.push_str(&format!(
+                "neigh add {gw} lladdr {mac} dev {vx} nud permanent\n"
+            ));
+        }
+        if stack.v6() {
             let gw6 = m.cidr6.network();
             ip_lines.push_str(&format!(
                 "route add {} via {gw6} dev {vx} onlink proto {ROUTE_PROTOCOL}\n",
@@ -1104,7 +1209,7 @@ fn ip_batch_baseline(n: usize, dual: bool) -> Result<Duration> {
         }
         fdb_lines.push_str(&format!(
             "fdb add {mac} dev {vx} dst {} self permanent\n",
-            m.address
+            m.node_address(stack)
         ));
     }
     causeway_e2e::cmd::ensure_not_shutting_down()?;
@@ -1119,7 +1224,7 @@ fn ip_batch_baseline(n: usize, dual: bool) -> Result<Duration> {
     )?;
     let elapsed = started.elapsed();
     let counts = kernel_counts(&ns.name)?;
-    let want = Counts::expected(n - 1, dual);
+    let want = Counts::expected(n - 1, stack);
     ensure!(
         counts == want,
         "ip -batch: expected {want:?}; found {counts:?}"
@@ -1188,8 +1293,8 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn print_size(n: usize, dual: bool, r: &SizeResult) {
-    let v6 = if dual {
+fn print_size(n: usize, stack: Stack, r: &SizeResult) {
+    let v6 = if stack == Stack::DualStack {
         format!(
             ", IPv6 route: add median {:.0} ms, delete median {:.0} ms",
             ms(median(&r.adds6)),
@@ -1200,7 +1305,7 @@ fn print_size(n: usize, dual: bool, r: &SizeResult) {
     };
     eprintln!(
         "[bench] N = {n}{}: Programmed {:.2} s (ip -batch {:.0} ms), VmHWM {:.1} MiB at Programmed / {:.1} MiB after (idle {:.1} MiB), add median {:.0} ms, delete median {:.0} ms{v6}, phases {:?}",
-        stack_label(dual),
+        stack.label(),
         r.programmed.as_secs_f64(),
         ms(r.baseline),
         mib(r.at_programmed.hwm_kib),
@@ -1212,20 +1317,20 @@ fn print_size(n: usize, dual: bool, r: &SizeResult) {
     );
 }
 
-fn print_report(report: &[(usize, SizeResult)], dual: bool, changes: usize, settle: Duration) {
+fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, settle: Duration) {
     let settle = settle.as_secs();
     println!(
         "\n## Node agent at scale: `causeway-node-agent` against a real API server{}\n",
-        stack_label(dual)
+        stack.label()
     );
     println!("| N | metric | agent | baseline | ratio |\n|---|---|---|---|---|");
     for (n, r) in report {
         let peers = n - 1;
-        let routes = if dual { 2 * peers } else { peers };
+        let routes = stack.families() * peers;
         println!(
             "| {n} | start → Programmed, routes = {routes} | {:.2} s | `ip -batch` same {} entries: {:.0} ms | {:.1} |",
             r.programmed.as_secs_f64(),
-            Counts::expected(peers, dual).total(),
+            Counts::expected(peers, stack).total(),
             ms(r.baseline),
             r.programmed.as_secs_f64() / r.baseline.as_secs_f64()
         );
@@ -1262,7 +1367,7 @@ fn print_report(report: &[(usize, SizeResult)], dual: bool, changes: usize, sett
             mib(r.idle.rss_kib),
             r.after.rss_kib as f64 / r.idle.rss_kib as f64
         );
-        if dual {
+        if stack == Stack::DualStack {
             // Per change, each family's route timed from the same start; "both" is the later.
             let both = |a: &[Duration], b: &[Duration]| -> Vec<Duration> {
                 a.iter().zip(b).map(|(x, y)| *x.max(y)).collect()
