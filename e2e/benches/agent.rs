@@ -102,7 +102,7 @@ enum Stack {
     /// An IPv4 network over IPv4 node addresses.
     Ipv4,
     /// IPv4 `cidr`, IPv6 `secondaryCidr`, IPv4 node addresses (`--dual-stack`).
-    DualStack,
+    Dual,
     /// An IPv6 network over IPv6 node addresses (`--ipv6`).
     Ipv6,
 }
@@ -125,7 +125,7 @@ impl Stack {
     fn label(self) -> &'static str {
         match self {
             Stack::Ipv4 => "",
-            Stack::DualStack => " (dual-stack)",
+            Stack::Dual => " (dual-stack)",
             Stack::Ipv6 => " (IPv6)",
         }
     }
@@ -161,7 +161,7 @@ fn parse_args() -> Result<Options> {
         );
         return Ok(Options {
             sizes: vec![50],
-            stacks: vec![Stack::Ipv4, Stack::DualStack, Stack::Ipv6],
+            stacks: vec![Stack::Ipv4, Stack::Dual, Stack::Ipv6],
             changes: 2,
             settle: Duration::ZERO,
             quiet: Duration::from_millis(300),
@@ -205,7 +205,7 @@ fn parse_args() -> Result<Options> {
             }
             // Each adds a pass, in the order given; none: IPv4 only.
             "--ipv4" => chosen.push(Stack::Ipv4),
-            "--dual-stack" => chosen.push(Stack::DualStack),
+            "--dual-stack" => chosen.push(Stack::Dual),
             "--ipv6" => chosen.push(Stack::Ipv6),
             "--bench" => {}
             other => bail!(
@@ -457,7 +457,7 @@ fn node_subnet(i: usize, stack: Stack) -> Result<NodeSubnet> {
             cidr,
             node_address: m.node_address(stack).to_string(),
             vtep_mac: Some(vtep_mac(&m.node).to_string()),
-            secondary_cidr: (stack == Stack::DualStack).then(|| m.cidr6.to_string()),
+            secondary_cidr: (stack == Stack::Dual).then(|| m.cidr6.to_string()),
             secondary_node_address: None,
         },
     );
@@ -893,7 +893,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
             pn["spec"]["cidr"] = POD_CIDR6.into();
             pn["spec"]["nodeSubnetPrefixLength"] = MASK6.into();
         }
-        if stack == Stack::DualStack {
+        if stack == Stack::Dual {
             pn["spec"]["secondaryCidr"] = POD_CIDR6.into();
             pn["spec"]["secondaryNodeSubnetPrefixLength"] = MASK6.into();
         }
@@ -1038,7 +1038,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
             .map(|at| at.saturating_duration_since(t))
             .collect();
         result.adds.push(took[0]);
-        if stack == Stack::DualStack {
+        if stack == Stack::Dual {
             result.adds6.push(took[1]);
         }
         for &cidr in &cidrs {
@@ -1069,7 +1069,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
             .map(|at| at.saturating_duration_since(t))
             .collect();
         result.deletes.push(took[0]);
-        if stack == Stack::DualStack {
+        if stack == Stack::Dual {
             result.deletes6.push(took[1]);
         }
         for &cidr in &cidrs {
@@ -1294,7 +1294,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn print_size(n: usize, stack: Stack, r: &SizeResult) {
-    let v6 = if stack == Stack::DualStack {
+    let v6 = if stack == Stack::Dual {
         format!(
             ", IPv6 route: add median {:.0} ms, delete median {:.0} ms",
             ms(median(&r.adds6)),
@@ -1367,7 +1367,7 @@ fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, se
             mib(r.idle.rss_kib),
             r.after.rss_kib as f64 / r.idle.rss_kib as f64
         );
-        if stack == Stack::DualStack {
+        if stack == Stack::Dual {
             // Per change, each family's route timed from the same start; "both" is the later.
             let both = |a: &[Duration], b: &[Duration]| -> Vec<Duration> {
                 a.iter().zip(b).map(|(x, y)| *x.max(y)).collect()
