@@ -396,6 +396,54 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_first_dual_stack_node_announces_each_family_with_its_address_of_that_family() {
+        let mut spec = network(serde_json::json!({
+            "asn": 64512, "peers": [
+                {"address": "fd00:50::1", "asn": 64500},
+                {"address": "192.168.50.1", "asn": 64500},
+            ],
+        }));
+        spec.cidr = "fd00:10:246::/56".into();
+        spec.node_subnet_prefix_length = 64;
+        spec.secondary_cidr = Some("10.246.0.0/16".into());
+        spec.secondary_node_subnet_prefix_length = Some(24);
+        let mut node = own();
+        node.spec.cidr = "fd00:10:246:1::/64".into();
+        node.spec.node_address = "fd00:50::11".into();
+        node.spec.secondary_cidr = Some("10.246.1.0/24".into());
+        node.spec.secondary_node_address = Some("192.168.50.11".into());
+        let got = speaker_config(&spec, &node, &labels("rack-a"), &Secrets::new(), NS)
+            .expect("valid")
+            .expect("BGP on");
+        assert_eq!(
+            got.router_id,
+            Ipv4Addr::new(192, 168, 50, 11),
+            "its IPv4 address"
+        );
+        assert_eq!(got.next_hop, Some(Ipv4Addr::new(192, 168, 50, 11)));
+        assert_eq!(
+            got.advertise,
+            ["10.246.1.0/24".parse::<ipnet::Ipv4Net>().expect("net")]
+        );
+        let v6 = got.ipv6.expect("IPv6 unicast");
+        assert_eq!(
+            (v6.advertise, v6.next_hop.to_string(), v6.range.to_string()),
+            (
+                vec!["fd00:10:246:1::/64".parse().expect("net")],
+                "fd00:50::11".to_owned(),
+                "fd00:10:246::/56".to_owned()
+            )
+        );
+        assert_eq!(got.local6, Some("fd00:50::11".parse().expect("ip")));
+        assert_eq!(
+            got.peers.len(),
+            2,
+            "both peers get a session: {:?}",
+            got.unusable
+        );
+    }
+
+    #[test]
     fn an_ipv6_peer_gets_a_session_from_the_nodes_ipv6_address_on_a_dual_stack_network() {
         let mut spec = network(serde_json::json!({
             "asn": 64512, "peers": [
