@@ -278,6 +278,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         // The node lacks an IPv6 address on its underlay: the node's set-up, not the spec.
         Err(
             e @ (plan::PlanError::NoSecondaryNodeAddress { .. }
+            | plan::PlanError::NoNodeAddressOfFamily { .. }
             | plan::PlanError::SecondaryNotOnUnderlay { .. }),
         ) => {
             return fail(pass, Failure::Underlay(e.to_string()));

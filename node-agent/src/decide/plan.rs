@@ -285,6 +285,21 @@ pub enum PlanError {
         value: String,
     },
 
+    /// A single-stack Flat or Routed network of one family on a node whose only address
+    /// (`nodeAddress`) is of the other: its pods' packets cannot cross the underlay
+    /// unencapsulated.
+    #[error(
+        "NodeSubnet {name}: this {family} {mode:?} network carries {family} pod traffic over the underlay unencapsulated, and node {node} has no {family} address (spec.nodeAddress {address} is {other}): give node {node} an {family} InternalIP (the operator copies it into the NodeSubnet), or use mode Overlay, which tunnels {family} pods over {other}; nothing on this node is changed until then"
+    )]
+    NoNodeAddressOfFamily {
+        name: String,
+        node: String,
+        mode: PodNetworkMode,
+        family: &'static str,
+        other: &'static str,
+        address: IpAddr,
+    },
+
     /// The node's second address is not on the underlay link (the one holding its
     /// `nodeAddress`).
     #[error(
@@ -857,6 +872,18 @@ fn segment(input: &Input<'_>, own: &OwnNode<'_>, ipv6: bool) -> Result<Option<Ip
     }
     let mode = input.network.mode;
     let family = family_name(ipv6);
+    if own.primary_v6 == ipv6 {
+        // The network's own family, which the node's only address is not of (a single-stack
+        // network on a node of the other family).
+        return Err(PlanError::NoNodeAddressOfFamily {
+            name: own.name.to_owned(),
+            node: own.spec.node_name.clone(),
+            mode,
+            family,
+            other: family_name(!ipv6),
+            address: own.address,
+        });
+    }
     let missing = |value: String| PlanError::NoSecondaryNodeAddress {
         name: own.name.to_owned(),
         node: own.spec.node_name.clone(),
@@ -3083,6 +3110,40 @@ mod tests {
                 .all(|r| r.ends_with("dev cw-vx1")),
             "{v4_only:?}"
         );
+    }
+
+    #[test]
+    fn an_ipv4_flat_or_routed_network_on_an_ipv6_only_node_names_the_missing_address_and_overlay_works()
+     {
+        let own = subnet("node-a", "10.244.1.0/24", "fd00:1::11");
+        let peers = vec![subnet("node-b", "10.244.2.0/24", "fd00:1::12")];
+        for mode_name in ["Flat", "Routed"] {
+            let err = run6(
+                &own,
+                peers.clone(),
+                &mode(mode_name, serde_json::Value::Null),
+                &v6_underlay(),
+                &[],
+                &[],
+            )
+            .expect_err("no IPv4 address");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "NodeSubnet node-a: this IPv4 {mode_name} network carries IPv4 pod traffic over the underlay unencapsulated, and node node-a has no IPv4 address (spec.nodeAddress fd00:1::11 is IPv6): give node node-a an IPv4 InternalIP (the operator copies it into the NodeSubnet), or use mode Overlay, which tunnels IPv4 pods over IPv6; nothing on this node is changed until then"
+                )
+            );
+        }
+        // Overlay: IPv4 pods over VXLAN over IPv6.
+        let p = run6(&own, peers, &spec(false), &v6_underlay(), &[], &[]).expect("plan");
+        assert!(
+            lines(&p.desired)
+                .iter()
+                .any(|l| l.starts_with("fdb ") && l.ends_with("dst fd00:1::12")),
+            "{:?}",
+            lines(&p.desired)
+        );
+        assert_eq!(p.mtu, 1430);
     }
 
     #[test]
