@@ -303,6 +303,22 @@ impl LossReport {
     pub fn lost(&self) -> u32 {
         self.transmitted.saturating_sub(self.received)
     }
+
+    /// Fails unless at least `at_least` pings went out and none was lost.
+    pub fn expect_none_lost(&self, at_least: u32) -> Result<()> {
+        anyhow::ensure!(
+            self.transmitted >= at_least,
+            "only {} pings sent (want {at_least} or more)",
+            self.transmitted
+        );
+        anyhow::ensure!(
+            self.lost() == 0,
+            "{} of {} pings lost",
+            self.lost(),
+            self.transmitted
+        );
+        Ok(())
+    }
 }
 
 /// A ping every `interval` from `ns` to `dst`, running in the background until stopped.

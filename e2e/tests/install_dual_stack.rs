@@ -181,11 +181,6 @@ fn agent_pod_deleted(c: &Cluster) -> Result<()> {
         report.lost(),
         report.max_gap
     );
-    ensure!(
-        report.transmitted > 100,
-        "only {} pings",
-        report.transmitted
-    );
-    ensure!(report.lost() == 0, "{} IPv6 pings lost", report.lost());
+    report.expect_none_lost(100)?;
     install::programmed_subnets(c, NETWORK).map(|_| ())
 }

@@ -301,12 +301,7 @@ fn overlay_agent_restart(c: &Cluster) -> Result<()> {
         report.lost(),
         report.max_gap
     );
-    ensure!(
-        report.transmitted > 100,
-        "only {} pings",
-        report.transmitted
-    );
-    ensure!(report.lost() == 0, "{} IPv6 pings lost", report.lost());
+    report.expect_none_lost(100)?;
     Ok(())
 }
 

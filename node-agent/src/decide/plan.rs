@@ -1022,68 +1022,65 @@ fn routed(
             }
         }
     }
-    skipped.extend(learned4(input, own, segments[0], desired));
-    skipped.extend(learned6(input, own, segments[1], desired));
+    let v4 = (
+        own.network4.map(IpNet::V4),
+        own.cidr4.map(IpNet::V4),
+        segments[0],
+    );
+    let routes4 = input
+        .learned
+        .v4
+        .iter()
+        .map(|(p, h)| (IpNet::V4(*p), IpAddr::V4(*h)));
+    skipped.extend(learned(input, v4, routes4, desired));
+    let v6 = (
+        own.network6.map(IpNet::V6),
+        own.cidr6.map(IpNet::V6),
+        segments[1],
+    );
+    let routes6 = input
+        .learned
+        .v6
+        .iter()
+        .map(|(p, h)| (IpNet::V6(*p), IpAddr::V6(*h)));
+    skipped.extend(learned(input, v6, routes6, desired));
     Ok(skipped)
 }
 
-/// Routed with BGP: the IPv4 routes the routers advertise, inside the network's IPv4 range,
-/// not this node's subnet (or part of it), not a destination that already has a route (an
-/// on-segment peer's), with a next hop on `segment4`. An aggregate covering our subnet is
-/// fine: the bridge's more specific route wins.
-fn learned4(
+/// Routed with BGP: the routes of one family the routers advertise (`learned`), kept when
+/// inside the network's range of that family, not this node's subnet (or part of it), not a
+/// destination that already has a route (an on-segment peer's), with a next hop on `segment`,
+/// this node's on-link prefix of the family. An aggregate covering our subnet is fine: the
+/// bridge's more specific route wins.
+fn learned(
     input: &Input<'_>,
-    own: &OwnNode<'_>,
-    segment4: Option<IpNet>,
+    (network, subnet, segment): (Option<IpNet>, Option<IpNet>, Option<IpNet>),
+    learned: impl Iterator<Item = (IpNet, IpAddr)>,
     desired: &mut State,
 ) -> Vec<String> {
     let mut skipped = Vec::new();
-    let (Some(network4), Some(cidr4), Some(segment4)) = (own.network4, own.cidr4, segment4) else {
+    let (Some(network), Some(subnet), Some(segment)) = (network, subnet, segment) else {
         return skipped;
     };
-    for (prefix, next_hop) in &input.learned.v4 {
-        let wanted = network4.contains(prefix)
-            && !cidr4.contains(prefix)
-            && !desired.routes.contains_key(&IpNet::V4(*prefix));
+    let v = if matches!(segment, IpNet::V6(_)) {
+        "IPv6 "
+    } else {
+        ""
+    };
+    for (prefix, next_hop) in learned {
+        let wanted = network.contains(&prefix)
+            && !subnet.contains(&prefix)
+            && !desired.routes.contains_key(&prefix);
         if !wanted {
             continue;
         }
-        if !segment4.contains(&IpAddr::V4(*next_hop)) {
+        if !segment.contains(&next_hop) {
             skipped.push(format!(
-                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's segment {segment4}."
+                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's {v}segment {segment}."
             ));
             continue;
         }
-        direct_route(desired, input, (*prefix).into(), (*next_hop).into());
-    }
-    skipped
-}
-
-/// The same for IPv6 (MP-BGP): inside the network's IPv6 range, next hop on `segment6`.
-fn learned6(
-    input: &Input<'_>,
-    own: &OwnNode<'_>,
-    segment6: Option<IpNet>,
-    desired: &mut State,
-) -> Vec<String> {
-    let mut skipped = Vec::new();
-    let (Some(network6), Some(cidr6), Some(segment6)) = (own.network6, own.cidr6, segment6) else {
-        return skipped;
-    };
-    for (prefix, next_hop) in &input.learned.v6 {
-        let wanted = network6.contains(prefix)
-            && !cidr6.contains(prefix)
-            && !desired.routes.contains_key(&IpNet::V6(*prefix));
-        if !wanted {
-            continue;
-        }
-        if !segment6.contains(&IpAddr::V6(*next_hop)) {
-            skipped.push(format!(
-                "BGP route {prefix} skipped: its next hop {next_hop} is not on this node's IPv6 segment {segment6}."
-            ));
-            continue;
-        }
-        direct_route(desired, input, (*prefix).into(), (*next_hop).into());
+        direct_route(desired, input, prefix, next_hop);
     }
     skipped
 }
