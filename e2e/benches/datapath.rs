@@ -615,7 +615,7 @@ fn node_subnets_match(c: &Cluster, family: Family, want_mtu: u32) -> Result<()> 
 /// tunnel runs over that family.
 fn vxlan_local_is_node_address(c: &Cluster, node: &str, family: Family) -> Result<()> {
     let out = c.exec(node, "ip", &["-j", "-d", "link", "show", "type", "vxlan"])?;
-    let links: Value = serde_json::from_str(&out)?;
+    let links: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
     let [link] = links.as_array().map(Vec::as_slice).unwrap_or_default() else {
         bail!("{node}: not exactly one VXLAN device: {out}");
     };
