@@ -1,38 +1,54 @@
-//! Datapath throughput (issue #6): iperf3 from a pod on one node to a pod on another, in each
-//! mode users choose between (Flat, Routed, Overlay), against iperf3 between the two nodes
-//! themselves over the same underlay (the baseline), in one run on one test cluster.
+//! Datapath throughput (issues #6 and #18): iperf3 from a pod on one node to a pod on another,
+//! in each mode users choose between (Flat, Routed, Overlay) and for each address family (an
+//! IPv4 network over the nodes' IPv4 addresses, an IPv6 network over their IPv6 addresses),
+//! against iperf3 between the two nodes themselves over the same underlay and family (the
+//! baseline), in one run on one test cluster.
 //!
-//! The cluster is `one_segment(2)`: node-a (192.168.50.11) and node-b (.12) on one segment
-//! (a Linux bridge in its own namespace), the operator and an agent per node with the chart's
+//! The cluster is `one_segment_dual_stack(2)`: node-a (192.168.50.11, fd00:50::11) and node-b
+//! (.12, ::12) on one dual-stack segment (a Linux bridge in its own namespace), each node
+//! registered with both InternalIPs; the operator and an agent per node with the chart's
 //! RBAC, started as `e2e/tests/routed.rs` starts them. Then:
 //!
-//! 1. **baseline, start**: R runs node-a → node-b over the underlay addresses, before any
-//!    PodNetwork exists.
-//! 2. **each mode**: a PodNetwork `10.244.0.0/16`, `nodeSubnetPrefixLength: 24`, the mode,
-//!    everything else default (outgoing NAT on), waited Ready; one pod on each node attached
-//!    with the CNI config the node's agent wrote. The pods must have the MTU the API promises
-//!    for the mode and reach each other. Then R times node-a → node-b and pod(node-a) →
-//!    pod(node-b), alternately, and node → node once more at the end, so that the pod runs
-//!    and the baseline they are divided by see the same machine load. Every run checks that
-//!    the server saw the connection come from the client's own address (nothing rewrote it),
-//!    and that pod traffic went through a VXLAN device in Overlay and that no node has one
-//!    in the other modes. The pods are detached, the network is deleted, and both nodes must
-//!    be clean (no route of protocol 249, no `cw-*` link, no CNI config, no `ip causeway`
-//!    nftables table) before the next mode: the mode is immutable, so each is a new network.
-//! 3. **baseline, end**: R runs node-a → node-b again, with no PodNetwork left.
+//! 1. **baseline, start**: R runs node-a → node-b over the underlay addresses of each family,
+//!    the families alternating, before any PodNetwork exists.
+//! 2. **each mode, each family**: a PodNetwork, `10.244.0.0/16` with `nodeSubnetPrefixLength:
+//!    24` (IPv4) or `fd00:10:244::/56` with 64 (IPv6, no IPv4 range at all), the mode,
+//!    everything else default (outgoing NAT on), waited Ready. Each NodeSubnet must carry the
+//!    node's address of the network's family as `nodeAddress` (the operator picks the
+//!    InternalIP of the range's family), so an IPv6 Overlay network tunnels over IPv6 (its
+//!    VXLAN device's local address is the node's IPv6 address), and report the pod MTU the
+//!    API promises (underlay − 50 for IPv4 Overlay, − 70 for IPv6 Overlay, the underlay's
+//!    otherwise). One pod on each node attached with the CNI config the node's agent wrote;
+//!    the pods must have that MTU and reach each other. Then R times node-a → node-b (over
+//!    the nodes' addresses of the network's family) and pod(node-a) → pod(node-b),
+//!    alternately, and node → node once more at the end, so that the pod runs and the
+//!    baseline they are divided by see the same machine load. Every run checks that the
+//!    server saw the connection come from the client's own address (nothing rewrote it), and
+//!    that pod traffic went through a VXLAN device in Overlay and that no node has one in
+//!    the other modes. The pods are detached, the network is deleted, and both nodes must be
+//!    clean (no route of protocol 249 of either family, no proxy NDP entry, no `cw-*` link,
+//!    no CNI config, no `ip causeway` or `ip6 causeway` nftables table) before the next
+//!    block: the mode is immutable, so each is a new network. The families of one mode run
+//!    one after the other (IPv4, then IPv6), so both see about the same machine load.
+//! 3. **baseline, end**: R runs of each family again, with no PodNetwork left.
 //!
 //! Each run is one TCP stream (`iperf3 -c`, one-shot server `iperf3 -s -1`), its throughput
 //! the receiver's; with two or more CPUs the client is pinned to CPU 0 and the server to CPU 1
-//! (`iperf3 -A`). The ratio is pod↔pod ÷ node↔node of the same mode (medians); the baselines
-//! at the start and end show how stable the machine was. Each run also records the mean size
-//! of the packets node-a's underlay interface sent: far above the MTU, it shows segmentation
-//! offload carrying whole TCP segments (or VXLAN packets of them) through the veths unsplit.
+//! (`iperf3 -A`). The ratio is pod↔pod ÷ node↔node of the same block (medians), and its
+//! spread the range of the per-run ratios (each pod run ÷ the mean of the node runs just
+//! before and after it); the baselines at the start and end show how stable the machine was.
+//! Each run also records the mean size of the packets node-a's underlay interface sent: far
+//! above the MTU, it shows segmentation offload carrying whole TCP segments (or VXLAN
+//! packets of them) through the veths unsplit. The 1-minute load average is printed before
+//! the run, at the start of each block and at the end: other work on the machine competes
+//! for the CPU the paths are bound by, so only same-run (better, same-block) ratios mean
+//! anything.
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
 //! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 5]
-//! [--modes Flat,Routed,Overlay]`. Without `--bench` (`cargo test --all-targets`, so `make
-//! test`) it runs every mode once for 1 s as a smoke test that still makes every check. Needs
-//! root, like the e2e suite.
+//! [--modes Flat,Routed,Overlay] [--family ipv4|ipv6|both]` (default both). Without `--bench`
+//! (`cargo test --all-targets`, so `make test`) it runs every mode of both families once for
+//! 1 s as a smoke test that still makes every check. Needs root, like the e2e suite.
 //!
 //! Everything is veth pairs and bridges between network namespaces of one machine: no NIC,
 //! no wire. Throughput is bound by the CPU the kernel spends per packet on the path, so the
@@ -43,27 +59,26 @@
 //! and killed by pid when a run fails.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use causeway_crds::mtu::effective_mtu;
+use causeway_crds::mtu::{VXLAN_OVERHEAD, VXLAN6_OVERHEAD, effective_mtu_over};
 use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_e2e::controlplane::causeway_binary;
-use causeway_e2e::pods::{self, Pod};
+use causeway_e2e::pods::{self, Pod, Pod6};
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, cmd, deploy, state};
 use causeway_node_agent::cni;
 use causeway_node_agent::model::{NAT_TABLE, ROUTE_PROTOCOL};
+use ipnet::IpNet;
 use serde_json::Value;
 
 const CLUSTER: &str = "datapath";
 const NETWORK: &str = "bench";
-const POD_CIDR: &str = "10.244.0.0/16";
-const MASK: u8 = 24;
 /// The iperf3 client runs here (and the client pod)...
 const CLIENT: &str = "node-a";
 /// ...and the server here.
@@ -80,6 +95,38 @@ const SERVER_CPU: &str = "1";
 /// How long a one-shot server may take to listen, and to exit after its test.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The address family of a PodNetwork and of the node addresses its baseline runs between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    /// The bench network's range and the prefix length of each node's subnet.
+    fn pod_cidr(self) -> (&'static str, u8) {
+        match self {
+            Family::V4 => ("10.244.0.0/16", 24),
+            Family::V6 => ("fd00:10:244::/56", 64),
+        }
+    }
+
+    /// Bytes VXLAN adds over an underlay of this family.
+    fn vxlan_overhead(self) -> u32 {
+        match self {
+            Family::V4 => VXLAN_OVERHEAD,
+            Family::V6 => VXLAN6_OVERHEAD,
+        }
+    }
+}
+
 struct Options {
     /// Seconds each iperf3 run sends (`-t`).
     seconds: u32,
@@ -88,6 +135,8 @@ struct Options {
     /// Runs of each path per block.
     repeats: usize,
     modes: Vec<PodNetworkMode>,
+    /// IPv4 first when both: each mode's IPv6 block follows its IPv4 block.
+    families: Vec<Family>,
 }
 
 const ALL_MODES: [PodNetworkMode; 3] = [
@@ -96,17 +145,22 @@ const ALL_MODES: [PodNetworkMode; 3] = [
     PodNetworkMode::Overlay,
 ];
 
+const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
 fn parse_args() -> Result<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
     // without it: then a short smoke run proves the benchmark still works end to end.
     if !args.iter().any(|a| a == "--bench") {
-        eprintln!("[bench] not run by `cargo bench`: smoke run, every mode once for 1 s");
+        eprintln!(
+            "[bench] not run by `cargo bench`: smoke run, every mode of both families once for 1 s"
+        );
         return Ok(Options {
             seconds: 1,
             omit: 0,
             repeats: 1,
             modes: ALL_MODES.to_vec(),
+            families: BOTH.to_vec(),
         });
     }
     let mut opts = Options {
@@ -114,6 +168,7 @@ fn parse_args() -> Result<Options> {
         omit: 1,
         repeats: 5,
         modes: ALL_MODES.to_vec(),
+        families: BOTH.to_vec(),
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -140,9 +195,18 @@ fn parse_args() -> Result<Options> {
                     })
                     .collect::<Result<_>>()?;
             }
+            "--family" => {
+                let v = args.next().context("--family needs ipv4, ipv6 or both")?;
+                opts.families = match v.as_str() {
+                    "ipv4" => vec![Family::V4],
+                    "ipv6" => vec![Family::V6],
+                    "both" => BOTH.to_vec(),
+                    other => bail!("--family {other}: use ipv4, ipv6 or both"),
+                };
+            }
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 5, --modes Flat,Routed,Overlay"
+                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 5, --modes Flat,Routed,Overlay, --family ipv4|ipv6|both"
             ),
         }
     }
@@ -177,28 +241,40 @@ struct Run {
     wire_packet: f64,
 }
 
-/// One mode's block: its pod MTU, the pod runs and the node runs alternating with them.
+/// One block: a mode and family, its pod MTU, the pod runs and the node runs alternating
+/// with them (`nodes[i]` just before `pods[i]`, `nodes[i + 1]` just after).
 #[derive(Debug)]
 struct ModeResult {
     mode: PodNetworkMode,
+    family: Family,
     pod_mtu: u32,
+    /// The 1-minute load average when the block's network was created.
+    load: String,
     pods: Vec<Run>,
     nodes: Vec<Run>,
     /// Bytes the client node's VXLAN device sent during the pod runs (Overlay only).
     vxlan_tx: Option<u64>,
 }
 
+/// node↔node runs of one family with no PodNetwork.
+#[derive(Debug)]
+struct Baseline {
+    family: Family,
+    runs: Vec<Run>,
+}
+
 #[derive(Debug)]
 struct Report {
     /// Kernel and iperf3 versions.
     versions: String,
-    /// The machine's 1-minute load average before the cluster started: other work on the
-    /// machine competes for the CPU the paths are bound by.
+    /// The machine's 1-minute load average before the cluster started and after the last
+    /// run: other work on the machine competes for the CPU the paths are bound by.
     load: String,
+    load_end: String,
     underlay_mtu: u32,
-    start: Vec<Run>,
+    start: Vec<Baseline>,
     modes: Vec<ModeResult>,
-    end: Vec<Run>,
+    end: Vec<Baseline>,
 }
 
 fn run(opts: &Options) -> Result<()> {
@@ -216,7 +292,7 @@ fn run(opts: &Options) -> Result<()> {
              CPU the paths are bound by; only same-block ratios stay meaningful"
         );
     }
-    let cluster = Cluster::up(CLUSTER, presets::one_segment(2))?;
+    let cluster = Cluster::up(CLUSTER, presets::one_segment_dual_stack(2))?;
     let result = measure(&cluster, opts, load);
     if result.is_err() {
         for role in ["operator-node-a", "agent-node-a", "agent-node-b"] {
@@ -247,12 +323,18 @@ fn measure(c: &Cluster, opts: &Options, load: String) -> Result<Report> {
     let start = node_runs(c, opts, "start")?;
     let mut modes = Vec::new();
     for &mode in &opts.modes {
-        modes.push(run_mode(c, mode, underlay_mtu, opts).with_context(|| format!("{mode:?}"))?);
+        for &family in &opts.families {
+            modes.push(
+                run_mode(c, mode, family, underlay_mtu, opts)
+                    .with_context(|| format!("{mode:?} {}", family.label()))?,
+            );
+        }
     }
     let end = node_runs(c, opts, "end")?;
     Ok(Report {
         versions,
         load,
+        load_end: load_average()?,
         underlay_mtu,
         start,
         modes,
@@ -274,35 +356,55 @@ fn control_plane(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// `repeats` node-a → node-b runs with no PodNetwork.
-fn node_runs(c: &Cluster, opts: &Options, when: &str) -> Result<Vec<Run>> {
+/// `repeats` node-a → node-b runs per family with no PodNetwork, the families alternating.
+fn node_runs(c: &Cluster, opts: &Options, when: &str) -> Result<Vec<Baseline>> {
     for node in NODES {
         node_is_clean(c, node)?;
     }
-    (0..opts.repeats)
-        .map(|i| {
-            let run = node_run(c, opts)?;
-            log_run(&format!("node↔node ({when})"), i, opts.repeats, &run);
-            Ok(run)
+    let mut out: Vec<Baseline> = opts
+        .families
+        .iter()
+        .map(|&family| Baseline {
+            family,
+            runs: Vec::new(),
         })
-        .collect()
+        .collect();
+    for i in 0..opts.repeats {
+        for b in &mut out {
+            let run = node_run(c, b.family, opts)?;
+            log_run(
+                &format!("{} node↔node ({when})", b.family.label()),
+                i,
+                opts.repeats,
+                &run,
+            );
+            b.runs.push(run);
+        }
+    }
+    Ok(out)
 }
 
-fn node_address(c: &Cluster, node: &str) -> Result<Ipv4Addr> {
-    c.topology
+/// `node`'s underlay address of `family`.
+fn node_address(c: &Cluster, node: &str, family: Family) -> Result<IpAddr> {
+    let host = c
+        .topology
         .node(node)
-        .map(|h| h.address)
-        .with_context(|| format!("no node {node} in the topology"))
+        .with_context(|| format!("no node {node} in the topology"))?;
+    match family {
+        Family::V4 => host.ipv4().map(IpAddr::V4),
+        Family::V6 => host.address6.map(IpAddr::V6),
+    }
+    .with_context(|| format!("{node} has no {} address", family.label()))
 }
 
-fn node_run(c: &Cluster, opts: &Options) -> Result<Run> {
+fn node_run(c: &Cluster, family: Family, opts: &Options) -> Result<Run> {
     iperf3(
         c,
-        (&c.ns(SERVER), node_address(c, SERVER)?),
-        (&c.ns(CLIENT), node_address(c, CLIENT)?),
+        (&c.ns(SERVER), node_address(c, SERVER, family)?),
+        (&c.ns(CLIENT), node_address(c, CLIENT, family)?),
         opts,
     )
-    .context("node-a → node-b over the underlay")
+    .with_context(|| format!("node-a → node-b over the {} underlay", family.label()))
 }
 
 fn log_run(what: &str, i: usize, n: usize, run: &Run) {
@@ -314,17 +416,72 @@ fn log_run(what: &str, i: usize, n: usize, run: &Run) {
     );
 }
 
+/// A bench pod of either family: an IPv4 network's pods have an IPv4 address, an IPv6-only
+/// network's an IPv6 one.
+enum BenchPod {
+    V4(Pod),
+    V6(Pod6),
+}
+
+impl BenchPod {
+    fn add(c: &Cluster, node: &str, name: &str, family: Family) -> Result<Self> {
+        Ok(match family {
+            Family::V4 => BenchPod::V4(pods::add(c, node, name)?),
+            Family::V6 => BenchPod::V6(pods::add6(c, node, name)?),
+        })
+    }
+
+    fn ip(&self) -> IpAddr {
+        match self {
+            BenchPod::V4(p) => p.ip.into(),
+            BenchPod::V6(p) => p.ip.into(),
+        }
+    }
+
+    fn netns(&self) -> &str {
+        match self {
+            BenchPod::V4(p) => &p.netns,
+            BenchPod::V6(p) => &p.netns,
+        }
+    }
+
+    fn node(&self) -> &str {
+        match self {
+            BenchPod::V4(p) => &p.node,
+            BenchPod::V6(p) => &p.node,
+        }
+    }
+
+    fn del(&self, c: &Cluster) -> Result<()> {
+        match self {
+            BenchPod::V4(p) => pods::del(c, p),
+            BenchPod::V6(p) => pods::del6(c, p),
+        }
+    }
+
+    /// Every one of 3 pings from this pod to `dst` comes back.
+    fn expect_ping(&self, dst: IpAddr) -> Result<()> {
+        match dst {
+            IpAddr::V4(a) => traffic::expect_ping(self.netns(), a),
+            IpAddr::V6(a) => traffic::expect_ping6(self.netns(), a),
+        }
+    }
+}
+
 fn run_mode(
     c: &Cluster,
     mode: PodNetworkMode,
+    family: Family,
     underlay_mtu: u32,
     opts: &Options,
 ) -> Result<ModeResult> {
+    let load = load_average()?;
+    let (cidr, prefix_len) = family.pod_cidr();
     let pn = serde_json::json!({
         "apiVersion": "causeway.dev/v1alpha1",
         "kind": "PodNetwork",
         "metadata": {"name": NETWORK},
-        "spec": {"cidr": POD_CIDR, "nodeSubnetPrefixLength": MASK, "mode": mode},
+        "spec": {"cidr": cidr, "nodeSubnetPrefixLength": prefix_len, "mode": mode},
     });
     c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
     c.kubectl(&[
@@ -333,54 +490,69 @@ fn run_mode(
         READY_TIMEOUT,
         &format!("podnetwork/{NETWORK}"),
     ])?;
-    let name = format!("{mode:?}").to_lowercase();
-    let client = pods::add(c, CLIENT, &name)?;
-    let server = pods::add(c, SERVER, &name)?;
-    let want_mtu = effective_mtu(mode == PodNetworkMode::Overlay, None, underlay_mtu);
+    let overlay = mode == PodNetworkMode::Overlay;
+    let overhead = if overlay { family.vxlan_overhead() } else { 0 };
+    let want_mtu = effective_mtu_over(overhead, None, underlay_mtu);
+    node_subnets_match(c, family, want_mtu)?;
+    if overlay {
+        for node in NODES {
+            vxlan_local_is_node_address(c, node, family)?;
+        }
+    }
+    let name = format!("{mode:?}-{}", family.label()).to_lowercase();
+    let client = BenchPod::add(c, CLIENT, &name, family)?;
+    let server = BenchPod::add(c, SERVER, &name, family)?;
     for pod in [&client, &server] {
-        let mtu = link_mtu(&pod.netns, "eth0")?;
+        let mtu = link_mtu(pod.netns(), "eth0")?;
         ensure!(
             mtu == want_mtu,
-            "pod on {} has MTU {mtu}, {mode:?} on a {underlay_mtu}-byte underlay promises {want_mtu}",
-            pod.node
+            "pod on {} has MTU {mtu}, {mode:?} {} on a {underlay_mtu}-byte underlay promises {want_mtu}",
+            pod.node(),
+            family.label()
         );
     }
+    // IPv6 pod addresses may still be tentative (duplicate address detection) for a moment.
     wait_for(
         "the pod on node-a reaches the pod on node-b",
         Duration::from_secs(15),
-        || traffic::expect_ping(&client.netns, server.ip),
+        || client.expect_ping(server.ip()),
     )?;
     eprintln!(
-        "[bench] {mode:?}: pods {} (node-a) → {} (node-b), MTU {want_mtu}",
-        client.ip, server.ip
+        "[bench] {mode:?} {}: pods {} (node-a) → {} (node-b), MTU {want_mtu}, load {load}",
+        family.label(),
+        client.ip(),
+        server.ip()
     );
 
     let mut result = ModeResult {
         mode,
+        family,
         pod_mtu: want_mtu,
+        load,
         pods: Vec::new(),
         nodes: Vec::new(),
-        vxlan_tx: (mode == PodNetworkMode::Overlay).then_some(0),
+        vxlan_tx: overlay.then_some(0),
     };
+    let what = format!("{mode:?} {}", family.label());
     for i in 0..opts.repeats {
-        let run = node_run(c, opts)?;
-        log_run(&format!("{mode:?} node↔node"), i, opts.repeats, &run);
+        let run = node_run(c, family, opts)?;
+        log_run(&format!("{what} node↔node"), i, opts.repeats, &run);
         result.nodes.push(run);
-        let run = pod_run(c, mode, &client, &server, opts, &mut result.vxlan_tx)?;
-        log_run(&format!("{mode:?} pod↔pod"), i, opts.repeats, &run);
+        let run = pod_run(c, &what, &client, &server, opts, &mut result.vxlan_tx)?;
+        log_run(&format!("{what} pod↔pod"), i, opts.repeats, &run);
         result.pods.push(run);
     }
-    let run = node_run(c, opts)?;
+    let run = node_run(c, family, opts)?;
     log_run(
-        &format!("{mode:?} node↔node"),
+        &format!("{what} node↔node"),
         opts.repeats,
         opts.repeats + 1,
         &run,
     );
     result.nodes.push(run);
 
-    pods::del(c, &client)?;
-    pods::del(c, &server)?;
+    client.del(c)?;
+    server.del(c)?;
     c.kubectl(&[
         "delete",
         "podnetwork",
@@ -390,7 +562,7 @@ fn run_mode(
     ])?;
     for node in NODES {
         wait_for(
-            &format!("{node} is clean after deleting the {mode:?} network"),
+            &format!("{node} is clean after deleting the {what} network"),
             CLEAN_TIMEOUT,
             || node_is_clean(c, node),
         )?;
@@ -398,21 +570,84 @@ fn run_mode(
     Ok(result)
 }
 
+/// Each node's NodeSubnet of the bench network: a subnet of the network's range, the node's
+/// address of the network's family as `nodeAddress` (what the tunnel or the routes use; on
+/// this dual-stack underlay the operator must pick the InternalIP of the range's family) and
+/// the pod MTU `want_mtu` in its status.
+fn node_subnets_match(c: &Cluster, family: Family, want_mtu: u32) -> Result<()> {
+    let range: IpNet = family.pod_cidr().0.parse()?;
+    let subnets = deploy::node_subnets(c, NETWORK)?;
+    ensure!(
+        subnets.len() == NODES.len(),
+        "{} NodeSubnets for {} nodes",
+        subnets.len(),
+        NODES.len()
+    );
+    for s in subnets {
+        let node = s["spec"]["nodeName"].as_str().unwrap_or_default();
+        let want = node_address(c, node, family)?;
+        let address: Option<IpAddr> = s["spec"]["nodeAddress"]
+            .as_str()
+            .and_then(|a| a.parse().ok());
+        ensure!(
+            address == Some(want),
+            "{node}: nodeAddress {}, not its {} address {want}",
+            s["spec"]["nodeAddress"],
+            family.label()
+        );
+        let cidr: Option<IpNet> = s["spec"]["cidr"].as_str().and_then(|a| a.parse().ok());
+        ensure!(
+            cidr.is_some_and(|n| range.contains(&n) && n.prefix_len() == family.pod_cidr().1),
+            "{node}: subnet {} is not a /{} of {range}",
+            s["spec"]["cidr"],
+            family.pod_cidr().1
+        );
+        ensure!(
+            s["status"]["effectiveMtu"] == want_mtu,
+            "{node}: status.effectiveMtu {}, want {want_mtu}",
+            s["status"]["effectiveMtu"]
+        );
+    }
+    Ok(())
+}
+
+/// `node`'s VXLAN device has the node's address of `family` as its local address: the
+/// tunnel runs over that family.
+fn vxlan_local_is_node_address(c: &Cluster, node: &str, family: Family) -> Result<()> {
+    let out = c.exec(node, "ip", &["-j", "-d", "link", "show", "type", "vxlan"])?;
+    let links: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+    let [link] = links.as_array().map(Vec::as_slice).unwrap_or_default() else {
+        bail!("{node}: not exactly one VXLAN device: {out}");
+    };
+    let data = &link["linkinfo"]["info_data"];
+    let local: Option<IpAddr> = data["local"]
+        .as_str()
+        .or_else(|| data["local6"].as_str())
+        .and_then(|a| a.parse().ok());
+    let want = node_address(c, node, family)?;
+    ensure!(
+        local == Some(want),
+        "{node}: VXLAN device's local address {local:?}, not the node's {} address {want}",
+        family.label()
+    );
+    Ok(())
+}
+
 /// One pod → pod run, checking which device carried it: the client node's VXLAN device in
 /// Overlay (its transmitted bytes are added to `vxlan_tx`), no VXLAN device anywhere otherwise.
 fn pod_run(
     c: &Cluster,
-    mode: PodNetworkMode,
-    client: &Pod,
-    server: &Pod,
+    what: &str,
+    client: &BenchPod,
+    server: &BenchPod,
     opts: &Options,
     vxlan_tx: &mut Option<u64>,
 ) -> Result<Run> {
     let before = vxlan_devices(&c.ns(CLIENT))?;
     let run = iperf3(
         c,
-        (&server.netns, server.ip),
-        (&client.netns, client.ip),
+        (server.netns(), server.ip()),
+        (client.netns(), client.ip()),
         opts,
     )
     .context("pod on node-a → pod on node-b")?;
@@ -421,14 +656,14 @@ fn pod_run(
         Some(total) => {
             let ([(name, tx0)], [(name1, tx1)]) = (before.as_slice(), after.as_slice()) else {
                 bail!(
-                    "{mode:?}: node-a should have one VXLAN device; before {before:?}, after {after:?}"
+                    "{what}: node-a should have one VXLAN device; before {before:?}, after {after:?}"
                 );
             };
             ensure!(name == name1, "the VXLAN device changed: {name} → {name1}");
             let sent = tx1.saturating_sub(*tx0);
             ensure!(
                 sent >= run.bytes,
-                "{mode:?}: {name} sent {sent} bytes while the pods exchanged {}: the pod traffic did not go through VXLAN",
+                "{what}: {name} sent {sent} bytes while the pods exchanged {}: the pod traffic did not go through VXLAN",
                 run.bytes
             );
             *total += sent;
@@ -437,13 +672,12 @@ fn pod_run(
             let server_side = vxlan_devices(&c.ns(SERVER))?;
             ensure!(
                 after.is_empty() && server_side.is_empty(),
-                "{mode:?}: VXLAN devices on the nodes: node-a {after:?}, node-b {server_side:?}"
+                "{what}: VXLAN devices on the nodes: node-a {after:?}, node-b {server_side:?}"
             );
         }
     }
     Ok(run)
 }
-
 /// The VXLAN devices in namespace `ns` with the bytes each has sent.
 fn vxlan_devices(ns: &str) -> Result<Vec<(String, u64)>> {
     let out = cmd::run(
@@ -488,27 +722,36 @@ fn link_mtu(ns: &str, link: &str) -> Result<u32> {
     Ok(u32::try_from(mtu)?)
 }
 
-/// Nothing of Causeway is left on `node`: no route of our protocol, no `cw-*` link, no CNI
-/// config, no NAT table.
+/// Nothing of Causeway is left on `node`: no route of our protocol (either family), no proxy
+/// NDP entry, no `cw-*` link, no CNI config, no NAT table (either family).
 fn node_is_clean(c: &Cluster, node: &str) -> Result<()> {
-    let routes = c.exec(
-        node,
-        "ip",
-        &["route", "show", "proto", &ROUTE_PROTOCOL.to_string()],
-    )?;
-    ensure!(routes.trim().is_empty(), "{node}: routes left: {routes}");
+    let proto = ROUTE_PROTOCOL.to_string();
+    for family in ["-4", "-6"] {
+        let routes = c.exec(node, "ip", &[family, "route", "show", "proto", &proto])?;
+        ensure!(
+            routes.trim().is_empty(),
+            "{node}: routes left (ip {family}): {routes}"
+        );
+    }
+    let proxies = c.exec(node, "ip", &["-6", "neigh", "show", "proxy"])?;
+    ensure!(
+        proxies.trim().is_empty(),
+        "{node}: proxy NDP entries left: {proxies}"
+    );
     let links = c.exec(node, "ip", &["-brief", "link", "show"])?;
     let ours: Vec<&str> = links.lines().filter(|l| l.starts_with("cw-")).collect();
     ensure!(ours.is_empty(), "{node}: links left: {ours:?}");
     let conf = c.cni_conf_dir(node).join(cni::FILE_NAME);
     ensure!(!conf.exists(), "{node}: CNI config {} left", conf.display());
-    let tables = c.exec(node, "nft", &["list", "tables", "ip"])?;
-    ensure!(
-        !tables
-            .lines()
-            .any(|l| l.trim() == format!("table ip {NAT_TABLE}")),
-        "{node}: nftables table ip {NAT_TABLE} left"
-    );
+    for family in ["ip", "ip6"] {
+        let tables = c.exec(node, "nft", &["list", "tables", family])?;
+        ensure!(
+            !tables
+                .lines()
+                .any(|l| l.trim() == format!("table {family} {NAT_TABLE}")),
+            "{node}: nftables table {family} {NAT_TABLE} left"
+        );
+    }
     Ok(())
 }
 
@@ -552,8 +795,8 @@ impl Drop for OneShotServer {
 /// received what the client reports.
 fn iperf3(
     c: &Cluster,
-    server: (&str, Ipv4Addr),
-    client: (&str, Ipv4Addr),
+    server: (&str, IpAddr),
+    client: (&str, IpAddr),
     opts: &Options,
 ) -> Result<Run> {
     let (server_ns, server_ip) = server;
@@ -625,8 +868,10 @@ fn iperf3(
     let seen = server_report["start"]["connected"][0]["remote_host"]
         .as_str()
         .context("the iperf3 server reports no connection")?;
+    // Compared as addresses: iperf3 may print an IPv4 peer of a dual-stack socket mapped.
     ensure!(
-        seen == client_ip.to_string(),
+        seen.parse::<IpAddr>()
+            .is_ok_and(|a| a.to_canonical() == client_ip),
         "the server saw the connection come from {seen}, not from the client's {client_ip}"
     );
     let received = &client_report["end"]["sum_received"];
@@ -728,13 +973,46 @@ fn median_wire_packet(runs: &[Run]) -> f64 {
     median(&runs.iter().map(|r| r.wire_packet).collect::<Vec<_>>())
 }
 
+/// Each pod run of a block ÷ the mean of the node runs just before and after it: how much
+/// the ratio moves from run to run.
+fn run_ratios(m: &ModeResult) -> Vec<f64> {
+    m.pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let around: Vec<f64> = m.nodes.iter().skip(i).take(2).map(gbps).collect();
+            let mean = around.iter().sum::<f64>() / around.len().max(1) as f64;
+            gbps(p) / mean
+        })
+        .collect()
+}
+
+/// `median (min–max)` of a block's per-run ratios.
+fn ratio_spread(m: &ModeResult) -> String {
+    let r = run_ratios(m);
+    let (lo, hi) = min_max(&r);
+    format!("{:.2} ({lo:.2}–{hi:.2})", median(&r))
+}
+
+fn baseline_of(baselines: &[Baseline], family: Family) -> Option<&Baseline> {
+    baselines.iter().find(|b| b.family == family)
+}
+
+fn same_block_ratio(m: &ModeResult) -> f64 {
+    median(&rates(&m.pods)) / median(&rates(&m.nodes))
+}
+
 fn print_report(r: &Report, opts: &Options) {
-    let start = median(&rates(&r.start));
-    println!("\n## Datapath throughput (iperf3): pod↔pod across nodes vs node↔node\n");
+    let start_median = |family: Family| {
+        baseline_of(&r.start, family).map_or(f64::NAN, |b| median(&rates(&b.runs)))
+    };
+    println!("\n## Datapath throughput (iperf3): pod↔pod across nodes vs node↔node, per family\n");
     println!(
         "One TCP stream node-a → node-b, {} s per run{}, Gbit/s as the receiver measured it: \
-         median (min–max) of {} runs per path and block; node↔node runs alternate with the \
-         pod runs of the same block. {}; {} CPUs{}; load average {} before the run.\n",
+         median (min–max) of {} runs per path and block; node↔node runs (over the nodes' \
+         addresses of the block's family) alternate with the pod runs of the same block; \
+         per-run ratio = each pod run ÷ the mean of the node runs before and after it. {}; {} \
+         CPUs{}; load average {} before the run, {} after it.\n",
         opts.seconds,
         if opts.omit > 0 {
             format!(" (the first {} s omitted)", opts.omit)
@@ -749,61 +1027,130 @@ fn print_report(r: &Report, opts: &Options) {
         } else {
             String::new()
         },
-        r.load
+        r.load,
+        r.load_end
     );
     println!(
-        "| path | MTU | Gbit/s | node↔node in the same block, Gbit/s | ratio to same block | ratio to start | retransmits | bytes/packet on node-a's eth0 |"
+        "| family | path | MTU | Gbit/s | node↔node in the same block, Gbit/s | ratio to same block | per-run ratios | ratio to start | retransmits | bytes/packet on node-a's eth0 | load at block start |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let baseline_row = |label: &str, runs: &[Run]| {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let baseline_row = |label: &str, b: &Baseline| {
         println!(
-            "| node↔node, no PodNetwork ({label}) | {} | {} | | | {:.2} | {:.0} | {:.0} |",
+            "| {} | node↔node, no PodNetwork ({label}) | {} | {} | | | | {:.2} | {:.0} | {:.0} | |",
+            b.family.label(),
             r.underlay_mtu,
-            spread(runs),
-            median(&rates(runs)) / start,
-            median_retransmits(runs),
-            median_wire_packet(runs)
+            spread(&b.runs),
+            median(&rates(&b.runs)) / start_median(b.family),
+            median_retransmits(&b.runs),
+            median_wire_packet(&b.runs)
         );
     };
-    baseline_row("start", &r.start);
+    for b in &r.start {
+        baseline_row("start", b);
+    }
     for m in &r.modes {
         let pod = median(&rates(&m.pods));
         println!(
-            "| {:?} pod↔pod | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {:?} pod↔pod | {} | {} | {} | {:.2} | {} | {:.2} | {:.0} | {:.0} | {} |",
+            m.family.label(),
             m.mode,
             m.pod_mtu,
             spread(&m.pods),
             spread(&m.nodes),
-            pod / median(&rates(&m.nodes)),
-            pod / start,
+            same_block_ratio(m),
+            ratio_spread(m),
+            pod / start_median(m.family),
             median_retransmits(&m.pods),
-            median_wire_packet(&m.pods)
+            median_wire_packet(&m.pods),
+            m.load
         );
     }
-    baseline_row("end", &r.end);
-    let all: Vec<f64> = r
-        .start
-        .iter()
-        .chain(r.modes.iter().flat_map(|m| &m.nodes))
-        .chain(&r.end)
-        .map(gbps)
-        .collect();
-    let (lo, hi) = min_max(&all);
-    println!(
-        "\nAll {} node↔node runs: {lo:.2}–{hi:.2} Gbit/s (median {:.2}).",
-        all.len(),
-        median(&all)
-    );
+    for b in &r.end {
+        baseline_row("end", b);
+    }
+    if opts.families.len() > 1 {
+        print_families_side_by_side(r);
+    }
+    println!();
+    for &family in &opts.families {
+        let all: Vec<f64> = baseline_of(&r.start, family)
+            .into_iter()
+            .flat_map(|b| &b.runs)
+            .chain(
+                r.modes
+                    .iter()
+                    .filter(|m| m.family == family)
+                    .flat_map(|m| &m.nodes),
+            )
+            .chain(
+                baseline_of(&r.end, family)
+                    .into_iter()
+                    .flat_map(|b| &b.runs),
+            )
+            .map(gbps)
+            .collect();
+        let (lo, hi) = min_max(&all);
+        println!(
+            "All {} {} node↔node runs: {lo:.2}–{hi:.2} Gbit/s (median {:.2}).",
+            all.len(),
+            family.label(),
+            median(&all)
+        );
+    }
     for m in &r.modes {
         if let Some(tx) = m.vxlan_tx {
             let payload: u64 = m.pods.iter().map(|r| r.bytes).sum();
             println!(
-                "{:?}: node-a's VXLAN device sent {:.2} GB during the pod runs (iperf3 \
+                "{:?} {}: node-a's VXLAN device sent {:.2} GB during the pod runs (iperf3 \
                  counted {:.2} GB of payload).",
                 m.mode,
+                m.family.label(),
                 tx as f64 / 1e9,
                 payload as f64 / 1e9,
             );
         }
+    }
+}
+
+/// Per mode, the IPv6 block next to the IPv4 block that ran just before it.
+fn print_families_side_by_side(r: &Report) {
+    println!(
+        "\n| mode | ratio to same block, IPv4 | ratio to same block, IPv6 | IPv6 ÷ IPv4, pod↔pod Gbit/s | IPv6 ÷ IPv4, node↔node Gbit/s |"
+    );
+    println!("|---|---|---|---|---|");
+    if let (Some(v4), Some(v6)) = (
+        baseline_of(&r.start, Family::V4),
+        baseline_of(&r.start, Family::V6),
+    ) {
+        println!(
+            "| no PodNetwork (start) | | | | {:.2} |",
+            median(&rates(&v6.runs)) / median(&rates(&v4.runs))
+        );
+    }
+    for v6 in r.modes.iter().filter(|m| m.family == Family::V6) {
+        let Some(v4) = r
+            .modes
+            .iter()
+            .find(|m| m.family == Family::V4 && m.mode == v6.mode)
+        else {
+            continue;
+        };
+        println!(
+            "| {:?} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            v6.mode,
+            same_block_ratio(v4),
+            same_block_ratio(v6),
+            median(&rates(&v6.pods)) / median(&rates(&v4.pods)),
+            median(&rates(&v6.nodes)) / median(&rates(&v4.nodes))
+        );
+    }
+    if let (Some(v4), Some(v6)) = (
+        baseline_of(&r.end, Family::V4),
+        baseline_of(&r.end, Family::V6),
+    ) {
+        println!(
+            "| no PodNetwork (end) | | | | {:.2} |",
+            median(&rates(&v6.runs)) / median(&rates(&v4.runs))
+        );
     }
 }

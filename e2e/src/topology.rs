@@ -897,6 +897,14 @@ pub mod presets {
         t
     }
 
+    /// [`one_segment`] dual-stack: `lan` also carries fd00:50::/64, and every node and the
+    /// client have both addresses (node-a 192.168.50.11 and fd00:50::11, ...), registered as
+    /// two InternalIPs (IPv4 first). One underlay for an IPv4 and an IPv6 network side by
+    /// side (the datapath benchmark).
+    pub fn one_segment_dual_stack(nodes: usize) -> Topology {
+        with_ipv6(one_segment(nodes))
+    }
+
     /// [`two_segments`] dual-stack: lan-a also carries fd00:50::/64 and lan-b fd00:60::/64;
     /// everything on them has both addresses (`.11` and `::11`), nodes register both
     /// InternalIPs (IPv4 first), and r1 forwards both families.
@@ -1203,7 +1211,11 @@ nodes:
 
     #[test]
     fn ipv6_presets_are_valid_and_closed_to_ula() {
-        for t in [two_segments_dual_stack(), two_segments_ipv6_only()] {
+        for t in [
+            one_segment_dual_stack(2),
+            two_segments_dual_stack(),
+            two_segments_ipv6_only(),
+        ] {
             t.validate().expect("valid");
             let ula: Ipv6Net = ULA.parse().expect("ula");
             assert!(
@@ -1213,6 +1225,16 @@ nodes:
                     .all(|c| ula.contains(&c))
             );
         }
+        assert_eq!(
+            one_segment_dual_stack(2)
+                .node("node-b")
+                .expect("node-b")
+                .addresses(),
+            vec![
+                IpAddr::from([192, 168, 50, 12]),
+                "fd00:50::12".parse::<IpAddr>().expect("ip")
+            ]
+        );
     }
 
     #[test]
