@@ -63,6 +63,19 @@ pub fn release(version: &str) -> Release {
     Release::default_with(&[("image.tag", version), ("image.pullPolicy", "Never")])
 }
 
+/// Installs [`release`] of this build unless it is installed already (suites whose tests
+/// each start from "Causeway is installed").
+///
+/// # Errors
+/// When helm fails.
+pub fn ensure_release(c: &Cluster) -> Result<()> {
+    let rel = release(&current_version()?);
+    if !rel.installed(c)? {
+        rel.install(c)?;
+    }
+    Ok(())
+}
+
 /// The release's pods: (operator, agents), sorted by node.
 ///
 /// # Errors

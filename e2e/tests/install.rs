@@ -93,10 +93,7 @@ fn apply_example_network(c: &Cluster) -> Result<()> {
 /// Installs the release (this build), the example network and the test Deployment, unless
 /// they are there already; returns the test pods.
 fn ensure_installed(c: &Cluster) -> Result<Vec<PodInfo>> {
-    let rel = release(&current_version()?);
-    if !rel.installed(c)? {
-        rel.install(c)?;
-    }
+    install::ensure_release(c)?;
     apply_example_network(c)?;
     wait_for(
         "every NodeSubnet Programmed",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::bird::{self, Bird, Watched};
-use causeway_e2e::install::{self, Pings, Upgrade, causeway_pods, current_version};
+use causeway_e2e::install::{self, Pings, Upgrade, causeway_pods};
 use causeway_e2e::suite::{lock, wait_network_ready};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::wait_for;
@@ -92,10 +92,7 @@ fn converged(c: &Cluster) -> Result<()> {
 /// Installs the release (this build) unless it is there, starts BIRD on r1, applies the BGP
 /// network and the test Deployment, and waits until BGP has converged; returns the pods.
 fn ensure_up(c: &Cluster) -> Result<Vec<PodInfo>> {
-    let rel = install::release(&current_version()?);
-    if !rel.installed(c)? {
-        rel.install(c)?;
-    }
+    install::ensure_release(c)?;
     {
         let mut bird = lock(&BIRD);
         if bird.is_none() {

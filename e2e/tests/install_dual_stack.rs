@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use causeway_e2e::install::{self, current_version};
+use causeway_e2e::install;
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::wait_for;
 use causeway_e2e::workload::{self, PodInfo, pod_on};
@@ -65,10 +65,7 @@ fn network() -> Value {
 /// Installs the release (this build) unless it is there, applies the network and the test
 /// Deployment; returns the pods once each has its IPv6 address.
 fn ensure_up(c: &Cluster) -> Result<Vec<PodInfo>> {
-    let rel = install::release(&current_version()?);
-    if !rel.installed(c)? {
-        rel.install(c)?;
-    }
+    install::ensure_release(c)?;
     c.kubectl_stdin(&["apply", "-f", "-"], &network().to_string())?;
     wait_for(
         "every NodeSubnet Programmed",

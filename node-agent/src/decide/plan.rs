@@ -339,11 +339,11 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     let network = input.network;
     let own = OwnNode::parse(input)?;
     let dev = &input.underlay.name;
-    if let (Some(net), Some(prefix)) = (own.network4, input.underlay.prefix4())
+    if let (Some(net), Some(prefix)) = (own.f.v4.range, input.underlay.prefix4())
         && (net.contains(&prefix.network()) || prefix.contains(&net.network()))
     {
         return Err(PlanError::OverlapsUnderlay {
-            field: own.field_of(false),
+            field: own.f.field_of(false),
             kind: "",
             network: net.into(),
             underlay: prefix.into(),
@@ -351,11 +351,11 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
             example: "10.244.0.0/16",
         });
     }
-    if let (Some(net), Some(prefix)) = (own.network6, input.underlay.prefix6())
+    if let (Some(net), Some(prefix)) = (own.f.v6.range, input.underlay.prefix6())
         && (net.contains(&prefix.network()) || prefix.contains(&net.network()))
     {
         return Err(PlanError::OverlapsUnderlay {
-            field: own.field_of(true),
+            field: own.f.field_of(true),
             kind: "IPv6 ",
             network: net.into(),
             underlay: prefix.into(),
@@ -366,13 +366,13 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     let mtu = effective_mtu(network, input.underlay)?;
     let mut desired = State::default();
     add_link(&mut desired, BRIDGE_LINK, LinkKind::Bridge, mtu);
-    if let Some(cidr4) = own.cidr4 {
+    if let Some(cidr4) = own.f.v4.subnet {
         // Prefix lengths ≤ 30 are checked in `OwnNode::parse`, so this cannot fail.
         let gateway =
             Ipv4Net::new(cidr::gateway_address(cidr4), cidr4.prefix_len()).unwrap_or(cidr4);
         add_address(&mut desired, BRIDGE_LINK, gateway.into());
     }
-    if let Some(cidr6) = own.cidr6 {
+    if let Some(cidr6) = own.f.v6.subnet {
         add_address(&mut desired, BRIDGE_LINK, gateway6(cidr6).into());
     }
     let mut skipped = match network.mode {
@@ -382,7 +382,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     };
     skipped.extend(gateway_returns(input, &own, &mut desired));
     skipped.extend(protect_underlay(input, &own, &mut desired));
-    if let Some(network4) = own.network4
+    if let Some(network4) = own.f.v4.range
         && !input.snat.is_empty()
     {
         desired.snat = Some(Snat::Masquerade(crate::nat::gateway_snat(
@@ -391,14 +391,14 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     }
     if network.nat_outgoing {
         let mut exclude = nat_exclusions(network)?;
-        if let (Some(cidr4), Some(network4)) = (own.cidr4, own.network4) {
+        if let (Some(cidr4), Some(network4)) = (own.f.v4.subnet, own.f.v4.range) {
             // ClientJoin clients are members of the overlay: pods talk to them unmasqueraded.
             exclude.extend(input.clients.iter().map(|c| Ipv4Net::from(c.overlay)));
             desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
                 cidr4, network4, &exclude,
             )));
         }
-        if let (Some(cidr6), Some(network6)) = (own.cidr6, own.network6) {
+        if let (Some(cidr6), Some(network6)) = (own.f.v6.subnet, own.f.v6.range) {
             desired.nat6 = Some(Nat6::Masquerade(crate::nat::masquerade6(
                 cidr6,
                 network6,
@@ -409,7 +409,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     Ok(Plan {
         desired,
         mtu,
-        subnets: own.subnets(),
+        subnets: own.f.subnets(),
         skipped,
     })
 }
@@ -439,10 +439,10 @@ fn overlay(
     );
     // Each subnet's network address on the device (a /32, a /128), so that packets the node
     // itself sends into the tunnel have a source address peers route back.
-    if let Some(cidr4) = own.cidr4 {
+    if let Some(cidr4) = own.f.v4.subnet {
         add_address(desired, &vxlan, Ipv4Net::from(cidr4.network()).into());
     }
-    if let Some(cidr6) = own.cidr6 {
+    if let Some(cidr6) = own.f.v6.subnet {
         add_address(desired, &vxlan, Ipv6Net::from(cidr6.network()).into());
     }
     // Client traffic of a RouteToNodes gateway enters at a gateway node and reaches the pod's
@@ -457,12 +457,12 @@ fn overlay(
             .cross_subnet
             .then(|| input.underlay.prefix4())
             .flatten()
-            .filter(|_| own.address4.is_some()),
+            .filter(|_| own.f.v4.address.is_some()),
         v6: overlay
             .cross_subnet
             .then(|| input.underlay.prefix6())
             .flatten()
-            .filter(|_| own.address6.is_some()),
+            .filter(|_| own.f.v6.address.is_some()),
     };
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
@@ -505,7 +505,7 @@ fn overlay(
     // pods over an IPv4 underlay only).
     for client in input.clients {
         let dst = IpNet::from(Ipv4Net::from(client.overlay));
-        let Some(network4) = own.network4.filter(|_| own.address.is_ipv4()) else {
+        let Some(network4) = own.f.v4.range.filter(|_| own.address.is_ipv4()) else {
             skipped.push(format!(
                 "ClientJoin client {} skipped: ClientJoin serves IPv4 pod networks on an IPv4 underlay",
                 client.name
@@ -601,7 +601,7 @@ pub(crate) fn tunnel(
 /// operator refuses BridgeHosts elsewhere).
 fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
     let mut skipped = Vec::new();
-    let (Some(network4), Some(segment)) = (own.network4, input.underlay.prefix4()) else {
+    let (Some(network4), Some(segment)) = (own.f.v4.range, input.underlay.prefix4()) else {
         return skipped;
     };
     for ret in input.returns {
@@ -693,8 +693,8 @@ fn protect_underlay(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -
     };
     for a in [
         Some(own.address),
-        own.address4.map(IpAddr::V4),
-        own.address6.map(IpAddr::V6),
+        own.f.v4.address.map(IpAddr::V4),
+        own.f.v6.address.map(IpAddr::V6),
     ]
     .into_iter()
     .flatten()
@@ -801,7 +801,7 @@ fn flat(
     let underlay = &input.underlay.name;
     let peers = ordered_peers(input);
     let mut skipped = Vec::new();
-    if let (Some(segment4), Some(network4)) = (segment(input, own, false)?, own.network4) {
+    if let (Some(segment4), Some(network4)) = (segment(input, own, false)?, own.f.v4.range) {
         device_route(desired, network4.into(), underlay);
         desired.proxy_arp.insert(underlay.clone());
         skipped.extend(peers.iter().filter_map(|peer| {
@@ -814,7 +814,7 @@ fn flat(
         }));
     }
     let (Some(segment6), Some(network6), Some(cidr6)) =
-        (segment(input, own, true)?, own.network6, own.cidr6)
+        (segment(input, own, true)?, own.f.v6.range, own.f.v6.subnet)
     else {
         return Ok(skipped);
     };
@@ -845,7 +845,7 @@ fn flat(
 /// Whether `peer` has a subnet of the family `ipv6` (its `cidr` of the network's primary
 /// family, its `secondaryCidr` of the other), by the fields' presence only.
 fn has_subnet(peer: &NodeSubnet, ipv6: bool, own: &OwnNode<'_>) -> bool {
-    if own.primary_v6 == ipv6 {
+    if own.f.primary_v6 == ipv6 {
         true
     } else {
         peer.spec.secondary_cidr.is_some()
@@ -860,9 +860,9 @@ fn has_subnet(peer: &NodeSubnet, ipv6: bool, own: &OwnNode<'_>) -> bool {
 /// the node has no usable address of that family on the underlay link.
 fn segment(input: &Input<'_>, own: &OwnNode<'_>, ipv6: bool) -> Result<Option<IpNet>, PlanError> {
     let has = if ipv6 {
-        own.cidr6.is_some()
+        own.f.v6.subnet.is_some()
     } else {
-        own.cidr4.is_some()
+        own.f.v4.subnet.is_some()
     };
     if !has {
         return Ok(None);
@@ -872,7 +872,7 @@ fn segment(input: &Input<'_>, own: &OwnNode<'_>, ipv6: bool) -> Result<Option<Ip
     }
     let mode = input.network.mode;
     let family = family_name(ipv6);
-    if own.primary_v6 == ipv6 {
+    if own.f.primary_v6 == ipv6 {
         // The network's own family, which the node's only address is not of (a single-stack
         // network on a node of the other family).
         return Err(PlanError::NoNodeAddressOfFamily {
@@ -934,7 +934,7 @@ fn peer_address_of(peer: &NodeSubnetSpec, ipv6: bool) -> Option<IpAddr> {
 /// prefix of that family), as the end of a sentence; `None` when it is.
 fn off_segment(peer: &NodeSubnet, segment: IpNet, own: &OwnNode<'_>) -> Option<String> {
     let ipv6 = matches!(segment, IpNet::V6(_));
-    let field = if own.primary_v6 == ipv6 {
+    let field = if own.f.primary_v6 == ipv6 {
         "spec.nodeAddress"
     } else {
         "spec.secondaryNodeAddress"
@@ -984,9 +984,9 @@ fn routed(
             };
             let ipv6 = matches!(subnet, IpNet::V6(_));
             let own_address = if ipv6 {
-                own.address6.map(IpAddr::V6)
+                own.f.v6.address.map(IpAddr::V6)
             } else {
-                own.address4.map(IpAddr::V4)
+                own.f.v4.address.map(IpAddr::V4)
             };
             match peer_address_of(&peer.spec, ipv6) {
                 Some(a) if segment.contains(&a) && Some(a) != own_address => {
@@ -1000,12 +1000,12 @@ fn routed(
                 _ if bgp => {}
                 _ => {
                     let why = off_segment(peer, segment, own).unwrap_or_default();
-                    skipped.push(if own.primary_v6 == ipv6 && !ipv6 {
+                    skipped.push(if own.f.primary_v6 == ipv6 && !ipv6 {
                         format!(
                             "{} is unreachable: {why}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
                             describe(peer)
                         )
-                    } else if own.primary_v6 == ipv6 {
+                    } else if own.f.primary_v6 == ipv6 {
                         // BGP runs on IPv4 pod networks only, for now.
                         format!(
                             "{} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
@@ -1023,8 +1023,8 @@ fn routed(
         }
     }
     let v4 = (
-        own.network4.map(IpNet::V4),
-        own.cidr4.map(IpNet::V4),
+        own.f.v4.range.map(IpNet::V4),
+        own.f.v4.subnet.map(IpNet::V4),
         segments[0],
     );
     let routes4 = input
@@ -1034,8 +1034,8 @@ fn routed(
         .map(|(p, h)| (IpNet::V4(*p), IpAddr::V4(*h)));
     skipped.extend(learned(input, v4, routes4, desired));
     let v6 = (
-        own.network6.map(IpNet::V6),
-        own.cidr6.map(IpNet::V6),
+        own.f.v6.range.map(IpNet::V6),
+        own.f.v6.subnet.map(IpNet::V6),
         segments[1],
     );
     let routes6 = input
@@ -1122,27 +1122,14 @@ fn nat_exclusions(network: &PodNetworkSpec) -> Result<Vec<Ipv4Net>, PlanError> {
 struct OwnNode<'a> {
     name: &'a str,
     spec: &'a NodeSubnetSpec,
-    /// The network's primary range (`spec.cidr`) is IPv6.
-    primary_v6: bool,
-    /// The network's IPv4 range (its `cidr` or `secondaryCidr`), which every IPv4 node subnet
-    /// must lie in.
-    network4: Option<Ipv4Net>,
-    /// The network's IPv6 range.
-    network6: Option<Ipv6Net>,
-    /// This node's IPv4 subnet; `None` on an IPv6 network, and on a network made dual-stack
-    /// in place until the operator has allocated the second subnet.
-    cidr4: Option<Ipv4Net>,
-    /// This node's IPv6 subnet, likewise.
-    cidr6: Option<Ipv6Net>,
     /// `spec.nodeAddress`: the VXLAN tunnel's source, and the address that finds the underlay.
     address: IpAddr,
-    /// This node's IPv4 address (`nodeAddress` or `secondaryNodeAddress`), when it has one.
-    address4: Option<Ipv4Addr>,
-    /// This node's IPv6 address, likewise.
-    address6: Option<Ipv6Addr>,
     mac: Mac,
-    /// The same, as [`Families::split`] regrouped them.
-    families: Families,
+    /// Per family: the network's range (which every node subnet of that family must lie in),
+    /// this node's subnet in it (`None` on a network without that family, and on a network
+    /// made dual-stack in place until the operator has allocated the second subnet) and this
+    /// node's address of it (`nodeAddress` or `secondaryNodeAddress`), when it has one.
+    f: Families,
 }
 
 impl<'a> OwnNode<'a> {
@@ -1194,16 +1181,9 @@ impl<'a> OwnNode<'a> {
         Ok(Self {
             name,
             spec,
-            primary_v6: families.primary_v6,
-            network4: families.v4.range,
-            network6: families.v6.range,
-            cidr4: families.v4.subnet,
-            cidr6: families.v6.subnet,
             address,
-            address4: families.v4.address,
-            address6: families.v6.address,
             mac,
-            families,
+            f: families,
         })
     }
 
@@ -1241,16 +1221,6 @@ impl<'a> OwnNode<'a> {
         }
         check_size(name, "secondaryCidr", secondary)?;
         Ok((Some(network2), Some(secondary)))
-    }
-
-    /// The PodNetwork field holding the range of family `ipv6`.
-    fn field_of(&self, ipv6: bool) -> &'static str {
-        self.families.field_of(ipv6)
-    }
-
-    /// This node's subnets, the primary family first.
-    fn subnets(&self) -> Vec<IpNet> {
-        self.families.subnets()
     }
 }
 
@@ -1400,6 +1370,7 @@ impl Peers {
     fn new(own: &OwnNode<'_>) -> Self {
         let holder = format!("this node's subnet (NodeSubnet {})", own.name);
         let subnets = own
+            .f
             .subnets()
             .into_iter()
             .map(|net| (net.network(), (net, holder.clone())))
@@ -1438,15 +1409,15 @@ impl Peers {
             .parsed_vtep_mac()
             .map_err(|e| format!("spec.vtepMac: {e}"))?
             .unwrap_or_else(|| causeway_crds::vtep::vtep_mac(&spec.node_name));
-        let primary = if own.primary_v6 {
-            own.network6.map(IpNet::V6)
+        let primary = if own.f.primary_v6 {
+            own.f.v6.range.map(IpNet::V6)
         } else {
-            own.network4.map(IpNet::V4)
+            own.f.v4.range.map(IpNet::V4)
         };
-        let secondary = if own.primary_v6 {
-            own.network4.map(IpNet::V4)
+        let secondary = if own.f.primary_v6 {
+            own.f.v4.range.map(IpNet::V4)
         } else {
-            own.network6.map(IpNet::V6)
+            own.f.v6.range.map(IpNet::V6)
         };
         let cidr = parsed.cidr;
         if !primary.is_some_and(|n| n.contains(&cidr)) {
