@@ -341,6 +341,24 @@ fn node_config(local_asn: u32, peer_asn: u32, advertise: &str) -> SpeakerConfig 
 }
 
 /// Polls `check` until it is Ok; fails with the last thing seen after [`PATIENCE`].
+/// The router's BFD session line for `node` once it is Up.
+async fn bfd_up(lab: &Lab, node: std::net::IpAddr, what: &str) -> String {
+    eventually(what, || {
+        let sessions = lab.bird.birdc("show bfd sessions");
+        let line = sessions
+            .lines()
+            .find(|l| l.starts_with(&node.to_string()))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("Up") {
+            Ok(line)
+        } else {
+            Err(sessions)
+        }
+    })
+    .await
+}
+
 async fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -1160,20 +1178,7 @@ protocol bgp node1 {{
     ] {
         assert!(route.contains(attribute), "{attribute} not in:\n{route}");
     }
-    let bfd = eventually("BFD Up on the router", || {
-        let sessions = lab.bird.birdc("show bfd sessions");
-        let line = sessions
-            .lines()
-            .find(|l| l.starts_with(&NODE_IP.to_string()))
-            .unwrap_or_default()
-            .to_owned();
-        if line.contains("Up") {
-            Ok(line)
-        } else {
-            Err(sessions)
-        }
-    })
-    .await;
+    let bfd = bfd_up(&lab, NODE_IP.into(), "BFD Up on the router").await;
     eprintln!("router's BFD session: {bfd}");
 
     // The wrong password: the router drops the node's segments, and the session stays down.
@@ -1871,20 +1876,7 @@ protocol bgp node1 {{
         }
     })
     .await;
-    let bfd = eventually("BFD Up over IPv6 on the router", || {
-        let sessions = lab.bird.birdc("show bfd sessions");
-        let line = sessions
-            .lines()
-            .find(|l| l.starts_with(&NODE_IP6.to_string()))
-            .unwrap_or_default()
-            .to_owned();
-        if line.contains("Up") {
-            Ok(line)
-        } else {
-            Err(sessions)
-        }
-    })
-    .await;
+    let bfd = bfd_up(&lab, NODE_IP6.into(), "BFD Up over IPv6 on the router").await;
     eprintln!("router's BFD session: {bfd}");
     speaker.shutdown().await;
 }
