@@ -7,7 +7,8 @@
 //! - [`decide`]: the pure data and decisions (model, plan, diff, status);
 //! - [`kernel`]: the only code that touches the kernel ([`netlink`]), its fake, namespaces,
 //!   sysctls; [`nat`] runs `nft`;
-//! - [`gateway`]: OverlayGateways on the node (the VIP elector, ARP, ClientJoin, client mode);
+//! - [`gateway`]: OverlayGateways on the node (the VIP elector, ARP and NDP, ClientJoin,
+//!   client mode);
 //! - [`bgp`]: the BGP speaker of Routed mode as the agent sees it (configuration, snapshot),
 //!   and [`bird`]: BIRD 2, which speaks BGP for it (rendered, run and read by the agent);
 //! - [`cni`], [`health`]: the CNI config file and the probes' endpoint; [`writes`]: the
@@ -32,5 +33,5 @@ pub mod writes;
 // the folders above say where each belongs.
 pub use bgp::peering;
 pub use decide::{diff, model, plan, status};
-pub use gateway::{arp, client, elector, join};
+pub use gateway::{arp, client, elector, join, ndp};
 pub use kernel::{fake, netlink, netns, sysctl};

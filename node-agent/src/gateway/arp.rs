@@ -3,13 +3,17 @@
 //! that tell whether anyone still answers for the VIP before a node takes it.
 //!
 //! Frames are built and parsed by the pure functions here (unit-tested); [`announce`] and
-//! [`answered`] send and read them on a raw `AF_PACKET` channel from `pnet_datalink`, in the
-//! agent's network namespace.
+//! [`answered`] send and read them on the raw `AF_PACKET` channel of [`super::raw`], in the
+//! agent's network namespace. [`super::ndp`] is the same for an IPv6 VIP.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::raw;
 use crate::model::Mac;
+
+/// The raw channel's error and `dev`'s MAC, under the names the elector has used.
+pub use super::raw::{RawError as ArpError, mac_of};
 
 const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -68,89 +72,12 @@ pub fn claims(bytes: &[u8], ip: Ipv4Addr, own: Mac) -> Option<Mac> {
     (sender_ip == ip && Mac(mac) != own).then_some(Mac(mac))
 }
 
-/// Failure to use the raw channel.
-#[derive(Debug, thiserror::Error)]
-pub enum ArpError {
-    #[error("no interface {0} in this network namespace")]
-    NoInterface(String),
-    #[error("interface {0} has no MAC address")]
-    NoMac(String),
-    #[error("opening a raw socket on {dev} (the agent needs CAP_NET_RAW): {source}")]
-    Open { dev: String, source: std::io::Error },
-    #[error("sending on {dev}: {source}")]
-    Send { dev: String, source: std::io::Error },
-    #[error("the raw channel on {0} is not an Ethernet channel")]
-    NotEthernet(String),
-}
-
-/// A raw channel on one link: its MAC, a sender and a receiver.
-type Channel = (
-    Mac,
-    Box<dyn pnet_datalink::DataLinkSender>,
-    Box<dyn pnet_datalink::DataLinkReceiver>,
-);
-
-/// The interface `dev` and its MAC.
-fn interface(dev: &str) -> Result<(pnet_datalink::NetworkInterface, Mac), ArpError> {
-    let iface = pnet_datalink::interfaces()
-        .into_iter()
-        .find(|i| i.name == dev)
-        .ok_or_else(|| ArpError::NoInterface(dev.to_owned()))?;
-    let mac = iface
-        .mac
-        .map(|m| Mac([m.0, m.1, m.2, m.3, m.4, m.5]))
-        .ok_or_else(|| ArpError::NoMac(dev.to_owned()))?;
-    Ok((iface, mac))
-}
-
-fn channel(dev: &str, timeout: Option<Duration>) -> Result<Channel, ArpError> {
-    let (iface, mac) = interface(dev)?;
-    let config = pnet_datalink::Config {
-        read_timeout: timeout,
-        ..pnet_datalink::Config::default()
-    };
-    match pnet_datalink::channel(&iface, config) {
-        Ok(pnet_datalink::Channel::Ethernet(tx, rx)) => Ok((mac, tx, rx)),
-        Ok(_) => Err(ArpError::NotEthernet(dev.to_owned())),
-        Err(source) => Err(ArpError::Open {
-            dev: dev.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn send(tx: &mut dyn pnet_datalink::DataLinkSender, dev: &str, f: &[u8]) -> Result<(), ArpError> {
-    match tx.send_to(f, None) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(source)) => Err(ArpError::Send {
-            dev: dev.to_owned(),
-            source,
-        }),
-        None => Err(ArpError::Send {
-            dev: dev.to_owned(),
-            source: std::io::Error::other("no buffer"),
-        }),
-    }
-}
-
-/// `dev`'s MAC address.
-///
-/// # Errors
-/// When there is no such interface or it has no MAC.
-pub fn mac_of(dev: &str) -> Result<Mac, ArpError> {
-    interface(dev).map(|(_, mac)| mac)
-}
-
 /// Announces that `ip` is now at `dev`'s MAC (blocking; run it off the async runtime).
 ///
 /// # Errors
 /// When the raw channel cannot be opened or written.
 pub fn announce(dev: &str, ip: Ipv4Addr) -> Result<(), ArpError> {
-    let (mac, mut tx, _rx) = channel(dev, None)?;
-    for f in gratuitous(mac, ip) {
-        send(tx.as_mut(), dev, &f)?;
-    }
-    Ok(())
+    raw::send_all(dev, |mac| gratuitous(mac, ip).to_vec())
 }
 
 /// Whether anyone on `dev`'s segment answers for `ip`: sends `probes` probes `gap` apart and
@@ -164,22 +91,13 @@ pub fn answered(
     probes: u32,
     gap: Duration,
 ) -> Result<Option<Mac>, ArpError> {
-    let slice = Duration::from_millis(10);
-    let (mac, mut tx, mut rx) = channel(dev, Some(slice))?;
-    let question = probe(mac, ip);
-    for _ in 0..probes.max(1) {
-        send(tx.as_mut(), dev, &question)?;
-        let until = Instant::now() + gap;
-        while Instant::now() < until {
-            // A timeout returns an error; anything else is a frame.
-            if let Ok(bytes) = rx.next()
-                && let Some(holder) = claims(bytes, ip, mac)
-            {
-                return Ok(Some(holder));
-            }
-        }
-    }
-    Ok(None)
+    raw::ask(
+        dev,
+        probes,
+        gap,
+        |mac| probe(mac, ip),
+        |bytes, own| claims(bytes, ip, own),
+    )
 }
 
 #[cfg(test)]
