@@ -17,6 +17,7 @@ use causeway_node_agent::model::{
     Op, Route, Snat, State,
 };
 use causeway_node_agent::netlink::{Netlink, Underlay};
+use causeway_node_agent::{arp, ndp};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
@@ -1731,7 +1732,7 @@ async fn two_dual_stack_nodes_ping_each_other_over_ipv6_through_the_ipv4_vxlan_t
 async fn the_vip_is_held_with_a_kernel_lifetime_and_lapses_without_renewal() {
     let ns = Netns::with_underlay();
     let netlink = ns.netlink().await;
-    let vip = ip4("192.168.50.250");
+    let vip = IpAddr::V4(ip4("192.168.50.250"));
     let held = netlink.vip_link("eth0", vip).await.expect("read");
     assert!(held.carrier && !held.holds_vip, "{held:?}");
 
@@ -1770,6 +1771,214 @@ async fn the_vip_is_held_with_a_kernel_lifetime_and_lapses_without_renewal() {
     assert!(!netlink.vip_link("eth0", vip).await.expect("read").holds_vip);
     ns.ip("link set eth1 down");
     assert!(!netlink.vip_link("eth0", vip).await.expect("read").carrier);
+}
+
+/// The `addr_info` of `ip` on `dev` in `ns` (`ip -j addr`), if it is there.
+fn addr_info(ns: &Netns, dev: &str, ip: &str) -> Option<Value> {
+    ns.ip_json(&format!("addr show dev {dev}"))
+        .first()?
+        .get("addr_info")?
+        .as_array()?
+        .iter()
+        .find(|a| a["local"] == ip)
+        .cloned()
+}
+
+#[tokio::test]
+async fn an_ipv6_vip_is_held_nodad_with_a_kernel_lifetime_and_lapses_without_renewal() {
+    let ns = Netns::with_underlay();
+    enable_ipv6(&ns, "eth0");
+    let netlink = ns.netlink().await;
+    let vip = ip("fd00:50::250");
+    let held = netlink.vip_link("eth0", vip).await.expect("read");
+    assert!(held.carrier && !held.holds_vip, "{held:?}");
+
+    netlink.hold_vip("eth0", vip, 1).await.expect("hold");
+    netlink
+        .hold_vip("eth0", vip, 1)
+        .await
+        .expect("refresh is idempotent");
+    // Usable at once: no duplicate address detection, so never tentative.
+    let info = addr_info(&ns, "eth0", "fd00:50::250").expect("the VIP is on eth0");
+    assert_eq!(info["prefixlen"], 128, "{info}");
+    assert_eq!(info["nodad"], true, "{info}");
+    assert!(info.get("tentative").is_none(), "tentative: {info}");
+    assert!(
+        matches!(info["valid_life_time"].as_u64(), Some(0 | 1)),
+        "{info}"
+    );
+    assert!(netlink.vip_link("eth0", vip).await.expect("read").holds_vip);
+    let error = netlink
+        .hold_vip("nosuch0", vip, 1)
+        .await
+        .expect_err("no such link");
+    assert!(
+        error.to_string().contains(
+            "replace address fd00:50::250/128 dev nosuch0 valid_lft 1 preferred_lft 1 nodad"
+        ),
+        "{error}"
+    );
+
+    // Not refreshed: the kernel removes it by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while netlink.vip_link("eth0", vip).await.expect("read").holds_vip {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VIP outlived its lifetime: {}",
+            ns.ip("-6 -o addr show dev eth0")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(addr_info(&ns, "eth0", "fd00:50::250").is_none());
+
+    // Removed on demand, twice without error.
+    netlink.hold_vip("eth0", vip, 5).await.expect("hold");
+    netlink.drop_vip("eth0", vip).await.expect("drop");
+    assert!(addr_info(&ns, "eth0", "fd00:50::250").is_none());
+    netlink.drop_vip("eth0", vip).await.expect("drop again");
+    assert!(!netlink.vip_link("eth0", vip).await.expect("read").holds_vip);
+    assert!(
+        addr_info(&ns, "eth0", &NODE_IP.to_string()).is_some(),
+        "the node's own address stays"
+    );
+}
+
+/// `net.ipv6.conf.<dev>.disable_ipv6=0` in `ns`.
+fn enable_ipv6(ns: &Netns, dev: &str) {
+    let out = ns.exec(&format!("sysctl -q -w net.ipv6.conf.{dev}.disable_ipv6=0"));
+    assert!(out.status.success(), "enable IPv6 on {dev}: {out:?}");
+}
+
+/// Runs `f` on a thread of its own that entered `ns` first: the raw channel of `arp` and
+/// `ndp` opens in the caller's namespace (the test's own thread stays where it is).
+fn inside<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let namespace = std::fs::File::open(&path).expect("open the namespace");
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("the thread inside the namespace panicked")
+    })
+}
+
+/// The MAC of `dev` in `ns`, as `ip` shows it.
+fn mac_of(ns: &Netns, dev: &str) -> Mac {
+    let link = link_json(ns, dev);
+    link["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no MAC on {dev}: {link}"))
+}
+
+/// The MAC of `ip`'s neighbour entry on `dev` in `ns`, if there is one with an address.
+fn neighbour_mac(ns: &Netns, dev: &str, ip: &str) -> Option<String> {
+    ns.ip_json(&format!("neigh show {ip} dev {dev}"))
+        .first()?
+        .get("lladdr")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Waits up to a second for `ip`'s neighbour entry on `eth0` in `ns` to name `mac`.
+fn wait_for_neighbour(ns: &Netns, ip: &str, mac: Mac) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while neighbour_mac(ns, "eth0", ip) != Some(mac.to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ip}'s neighbour entry in {} did not move to {mac}: {:?}",
+            ns.name,
+            ns.ip_json(&format!("neigh show {ip} dev eth0"))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A MAC no one on the segment has: a neighbour's stale entry for the VIP.
+const OLD_MAC: &str = "02:00:00:00:00:99";
+
+#[tokio::test]
+async fn ndp_probes_find_the_holder_of_an_ipv6_vip_and_its_announcement_moves_neighbours() {
+    let (a, b) = two_nodes();
+    for (ns, me) in [(&a, 11), (&b, 12)] {
+        enable_ipv6(ns, "eth0");
+        ns.ip(&format!("addr add fd00:50::{me}/64 dev eth0"));
+        wait_for_dad(ns);
+    }
+    let vip: std::net::Ipv6Addr = "fd00:50::250".parse().expect("ip");
+    let gap = std::time::Duration::from_millis(100);
+    let a_mac = mac_of(&a, "eth0");
+
+    // No one holds it: no answer.
+    let answer = inside(&b, || ndp::answered("eth0", vip, 2, gap)).expect("probe");
+    assert_eq!(answer, None);
+
+    // A holds it (no DAD of its own): A's kernel answers B's probe, which it only does for a
+    // valid solicitation (checksum, hop limit, solicited-node group).
+    let netlink = a.netlink().await;
+    netlink
+        .hold_vip("eth0", vip.into(), 30)
+        .await
+        .expect("hold");
+    let answer = inside(&b, || ndp::answered("eth0", vip, 3, gap)).expect("probe");
+    assert_eq!(answer, Some(a_mac));
+    // A's own probe finds no one else.
+    let answer = inside(&a, || ndp::answered("eth0", vip, 1, gap)).expect("probe");
+    assert_eq!(answer, None, "A holds it itself");
+
+    // B knows the VIP at an old MAC; A's announcement moves it (an unsolicited advertisement
+    // only updates an entry, and the kernel takes it only with a valid checksum).
+    b.ip(&format!(
+        "-6 neigh replace {vip} lladdr {OLD_MAC} dev eth0 nud stale"
+    ));
+    assert_eq!(
+        neighbour_mac(&b, "eth0", &vip.to_string()).as_deref(),
+        Some(OLD_MAC)
+    );
+    inside(&a, || ndp::announce("eth0", vip)).expect("announce");
+    wait_for_neighbour(&b, &vip.to_string(), a_mac);
+
+    // Gone from A: no answer any more.
+    netlink.drop_vip("eth0", vip.into()).await.expect("drop");
+    let answer = inside(&b, || ndp::answered("eth0", vip, 2, gap)).expect("probe");
+    assert_eq!(answer, None);
+}
+
+#[tokio::test]
+async fn arp_probes_find_the_holder_of_an_ipv4_vip_and_its_announcement_moves_neighbours() {
+    let (a, b) = two_nodes();
+    let vip = ip4("192.168.77.250");
+    let gap = std::time::Duration::from_millis(100);
+    let a_mac = mac_of(&a, "eth0");
+
+    let answer = inside(&b, || arp::answered("eth0", vip, 2, gap)).expect("probe");
+    assert_eq!(answer, None, "no one holds it");
+
+    let netlink = a.netlink().await;
+    netlink
+        .hold_vip("eth0", vip.into(), 30)
+        .await
+        .expect("hold");
+    let answer = inside(&b, || arp::answered("eth0", vip, 3, gap)).expect("probe");
+    assert_eq!(answer, Some(a_mac));
+    assert_eq!(
+        inside(&a, || arp::mac_of("eth0")).expect("mac"),
+        a_mac,
+        "the channel's MAC is the link's"
+    );
+
+    b.ip(&format!(
+        "-4 neigh replace {vip} lladdr {OLD_MAC} dev eth0 nud stale"
+    ));
+    inside(&a, || arp::announce("eth0", vip)).expect("announce");
+    wait_for_neighbour(&b, &vip.to_string(), a_mac);
+
+    netlink.drop_vip("eth0", vip.into()).await.expect("drop");
+    let answer = inside(&b, || arp::answered("eth0", vip, 2, gap)).expect("probe");
+    assert_eq!(answer, None, "gone from A");
 }
 
 #[tokio::test(flavor = "multi_thread")]

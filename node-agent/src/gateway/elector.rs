@@ -34,7 +34,7 @@
 //! [`candidacies`] and [`decide`] are pure and unit-tested; [`Elector`] is the I/O.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::reasons;
@@ -419,7 +419,7 @@ impl Task {
     }
 
     async fn step(&mut self, netlink: &Netlink) {
-        let link = match netlink.vip_link(&self.c.dev, self.c.vip).await {
+        let link = match netlink.vip_link(&self.c.dev, IpAddr::V4(self.c.vip)).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(gateway = %self.c.gateway, error = %e, "cannot read the underlay");
@@ -474,7 +474,7 @@ impl Task {
         if !present {
             return;
         }
-        match netlink.drop_vip(&self.c.dev, self.c.vip).await {
+        match netlink.drop_vip(&self.c.dev, IpAddr::V4(self.c.vip)).await {
             Ok(()) => info!(gateway = %self.c.gateway, vip = %self.c.vip, "removed the VIP"),
             Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP"),
         }
@@ -573,7 +573,11 @@ impl Task {
     /// Adds or refreshes the VIP, and announces it while announcements are due.
     async fn hold(&mut self, netlink: &Netlink) {
         if let Err(e) = netlink
-            .hold_vip(&self.c.dev, self.c.vip, self.timing.vip_lifetime_seconds)
+            .hold_vip(
+                &self.c.dev,
+                IpAddr::V4(self.c.vip),
+                self.timing.vip_lifetime_seconds,
+            )
             .await
         {
             warn!(gateway = %self.c.gateway, error = %e, "cannot add the VIP");
@@ -702,7 +706,7 @@ impl Task {
     }
 
     async fn quit(&mut self, netlink: &Netlink, reason: &'static str) {
-        if let Ok(link) = netlink.vip_link(&self.c.dev, self.c.vip).await {
+        if let Ok(link) = netlink.vip_link(&self.c.dev, IpAddr::V4(self.c.vip)).await {
             self.drop_vip(netlink, link.holds_vip).await;
         }
         self.release(reason).await;

@@ -85,7 +85,7 @@ mod observe;
 mod vip;
 
 use apply::{Failure, describe_error, errno_of};
-use observe::{ipv4_of, link_kind, link_mtu, parse_port, parse_route};
+use observe::{ipv4_of, ipv6_of, link_kind, link_mtu, parse_port, parse_route};
 pub use vip::VipLink;
 
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the kernel's error text.
