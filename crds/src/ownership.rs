@@ -10,20 +10,22 @@
 //! before those rules existed.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use kube::ResourceExt;
 
 use crate::conditions::reasons;
-use crate::v1alpha1::{GatewayClient, GatewayStrategy, NodeSubnet, OverlayGateway};
+use crate::v1alpha1::{
+    BridgeHostsSpec, GatewayClient, GatewayStrategy, NodeSubnet, OverlayGateway,
+};
 
 /// Addresses that belong to someone, with the owner in words for messages
 /// (`node node-a's address`, `the API server`, `router 192.168.50.1`).
 #[derive(Clone, Debug, Default)]
 pub struct Owners {
-    by_address: BTreeMap<Ipv4Addr, String>,
+    by_address: BTreeMap<IpAddr, String>,
 }
 
 impl Owners {
@@ -34,22 +36,22 @@ impl Owners {
     }
 
     /// Records `owner` for `address`; the first owner recorded keeps it.
-    pub fn claim(&mut self, address: Ipv4Addr, owner: impl Into<String>) {
+    pub fn claim(&mut self, address: impl Into<IpAddr>, owner: impl Into<String>) {
         self.by_address
-            .entry(address)
+            .entry(address.into())
             .or_insert_with(|| owner.into());
     }
 
     /// Who owns `address`, if anyone.
     #[must_use]
-    pub fn owner(&self, address: Ipv4Addr) -> Option<&str> {
-        self.by_address.get(&address).map(String::as_str)
+    pub fn owner(&self, address: impl Into<IpAddr>) -> Option<&str> {
+        self.by_address.get(&address.into()).map(String::as_str)
     }
 }
 
-/// The owners every check in a network starts from: each node's address (from every
-/// NodeSubnet, whatever its network: a node of another network is still a machine the nodes
-/// must reach), the API servers' addresses, and the clients of the ClientJoin gateways of
+/// The owners every check in a network starts from: each node's addresses of both families
+/// (from every NodeSubnet, whatever its network: a node of another network is still a machine
+/// the nodes must reach), the API servers' addresses, and the clients of the ClientJoin gateways of
 /// `network` created before `gateway` (older first, then by name: the earlier gateway keeps
 /// an address both list). Agents add what only they see (their routers) with
 /// [`Owners::claim`].
@@ -59,16 +61,21 @@ pub fn network_owners<'a>(
     gateway: Option<&OverlayGateway>,
     subnets: impl IntoIterator<Item = &'a NodeSubnet>,
     gateways: impl IntoIterator<Item = &'a OverlayGateway>,
-    api_servers: &[Ipv4Addr],
+    api_servers: impl IntoIterator<Item = IpAddr>,
 ) -> Owners {
     let mut owners = Owners::new();
     for s in subnets {
-        if let Ok(address) = s.spec.parsed_node_address() {
-            owners.claim(address, format!("node {}'s address", s.spec.node_name));
+        if let Ok(parsed) = s.spec.parse_addresses() {
+            for address in [Some(parsed.node_address), parsed.secondary_node_address]
+                .into_iter()
+                .flatten()
+            {
+                owners.claim(address, format!("node {}'s address", s.spec.node_name));
+            }
         }
     }
     for a in api_servers {
-        owners.claim(*a, "the API server's address");
+        owners.claim(a, "the API server's address");
     }
     let order = |g: &OverlayGateway| (g.creation_timestamp().map(|t| t.0), g.name_any());
     let mut earlier: Vec<&OverlayGateway> = gateways
@@ -81,13 +88,13 @@ pub fn network_owners<'a>(
     for g in earlier {
         for c in g.spec.client_join.iter().flat_map(|j| &j.clients) {
             let gw = g.name_any();
-            if let Ok(a) = c.address.trim().parse() {
+            if let Ok(a) = c.address.trim().parse::<IpAddr>() {
                 owners.claim(
                     a,
                     format!("client {}'s address (OverlayGateway {gw})", c.name),
                 );
             }
-            if let Ok(a) = c.overlay_address.trim().parse() {
+            if let Ok(a) = c.overlay_address.trim().parse::<IpAddr>() {
                 owners.claim(
                     a,
                     format!("client {}'s overlay address (OverlayGateway {gw})", c.name),
@@ -244,36 +251,122 @@ pub fn check_clients<'c>(
     out
 }
 
-/// Checks a BridgeHosts VIP: an IPv4 address no host can be refused for ([`reserved`]), outside
-/// the pod range `pods`, nobody's in `owners`, and neither the network nor the broadcast
-/// address of any of `segments` (the bridge hosts' underlay segments).
+/// The VIPs of a BridgeHosts gateway that passed [`check_vips`]: `vip`, of the family of the
+/// network's `cidr`, and `secondaryVip`, of its `secondaryCidr`'s, when set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vips {
+    pub primary: IpAddr,
+    pub secondary: Option<IpAddr>,
+}
+
+impl Vips {
+    /// Both VIPs, `vip` first.
+    pub fn all(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        [Some(self.primary), self.secondary].into_iter().flatten()
+    }
+
+    /// The VIP of the family of `ip`, if the gateway has one.
+    #[must_use]
+    pub fn of_family_of(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.all().find(|v| v.is_ipv6() == ip.is_ipv6())
+    }
+}
+
+impl std::fmt::Display for Vips {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.secondary {
+            Some(s) => write!(f, "{} and {s}", self.primary),
+            None => write!(f, "{}", self.primary),
+        }
+    }
+}
+
+/// Checks a BridgeHosts gateway's VIPs against its network's pod `ranges` (`cidr` first,
+/// then `secondaryCidr`): `vip` of the family of the first, `secondaryVip` (if set) of the
+/// second, each passing [`check_vip`] against `segments` (the bridge hosts' underlay
+/// segments, of either family).
+///
+/// # Errors
+/// `InvalidSpec` for a VIP of the wrong family or without a range of its family,
+/// otherwise [`check_vip`]'s refusal.
+pub fn check_vips(
+    bridge: &BridgeHostsSpec,
+    ranges: &[IpNet],
+    segments: &[IpNet],
+    owners: &Owners,
+) -> Result<Vips, Refusal> {
+    let invalid = |message: String| Refusal {
+        reason: reasons::INVALID_SPEC,
+        message,
+    };
+    let family = |net: &IpNet| if net.addr().is_ipv6() { "IPv6" } else { "IPv4" };
+    let mut checked = Vec::with_capacity(2);
+    let fields = [
+        ("vip", "cidr", Some(&bridge.vip)),
+        (
+            "secondaryVip",
+            "secondaryCidr",
+            bridge.secondary_vip.as_ref(),
+        ),
+    ];
+    for (i, (field, range_field, value)) in fields.into_iter().enumerate() {
+        let Some(value) = value else { continue };
+        let name = format!("spec.bridgeHosts.{field}");
+        let Some(range) = ranges.get(i) else {
+            return Err(invalid(format!(
+                "{name} {value} is set, and the PodNetwork has no {range_field}: remove {field}, or give the network a secondaryCidr of the VIP's family to serve those clients."
+            )));
+        };
+        let address: IpAddr = value.trim().parse().map_err(|_| {
+            invalid(format!(
+                "{name} {value:?} is not an IP address: choose an unused {} address on the bridge hosts' underlay segment.",
+                family(range)
+            ))
+        })?;
+        if address.is_ipv6() != range.addr().is_ipv6() {
+            return Err(invalid(format!(
+                "{name} {address} is not of the family of the PodNetwork's {range_field} {range}: clients route {range} to {field}, so it must be an {} address on the bridge hosts' underlay segment.",
+                family(range)
+            )));
+        }
+        let same_family = segments
+            .iter()
+            .filter(|s| s.addr().is_ipv6() == address.is_ipv6())
+            .copied();
+        checked.push(check_vip(&name, address, ranges, same_family, owners)?);
+    }
+    Ok(Vips {
+        primary: checked[0],
+        secondary: checked.get(1).copied(),
+    })
+}
+
+/// Checks one BridgeHosts VIP, `field` in messages: an address no host can be refused for
+/// ([`reserved_ip`]), outside the pod `ranges`, nobody's in `owners`, and neither the network
+/// nor the broadcast address of any of `segments` (for IPv6, the network address is the
+/// subnet-router anycast address, which forwarding hosts answer for).
 ///
 /// # Errors
 /// `InvalidSpec` for an unusable value, `VipConflict` for an address that is taken.
 pub fn check_vip(
-    vip: &str,
-    pods: Ipv4Net,
-    segments: impl IntoIterator<Item = Ipv4Net>,
+    field: &str,
+    address: IpAddr,
+    ranges: &[IpNet],
+    segments: impl IntoIterator<Item = IpNet>,
     owners: &Owners,
-) -> Result<Ipv4Addr, Refusal> {
+) -> Result<IpAddr, Refusal> {
     let conflict = |message: String| Refusal {
         reason: reasons::VIP_CONFLICT,
         message,
     };
     let fix = "choose an unused address on the bridge hosts' underlay segment";
-    let address: Ipv4Addr = vip.trim().parse().map_err(|_| Refusal {
-        reason: reasons::INVALID_SPEC,
-        message: format!("spec.bridgeHosts.vip {vip:?} is not an IPv4 address: {fix}."),
-    })?;
-    if let Some(range) = reserved(address) {
+    if let Some(range) = reserved_ip(address) {
         return Err(Refusal {
             reason: reasons::INVALID_SPEC,
-            message: format!(
-                "spec.bridgeHosts.vip {address} is in {range}, which no host can own: {fix}."
-            ),
+            message: format!("{field} {address} is in {range}, which no host can own: {fix}."),
         });
     }
-    if pods.contains(&address) {
+    if let Some(pods) = ranges.iter().find(|r| r.contains(&address)) {
         return Err(conflict(format!(
             "VIP {address} is inside the pod range {pods}: {fix}."
         )));
@@ -284,12 +377,16 @@ pub fn check_vip(
     // A segment's network and broadcast addresses belong to the segment: Linux refuses
     // routes via them on the clients, and a host holding one would answer for everyone.
     for segment in segments {
-        if segment.prefix_len() >= 31 {
+        if segment.prefix_len() + 1 >= segment.max_prefix_len() {
             continue;
         }
         let which = if address == segment.network() {
-            "network"
-        } else if address == segment.broadcast() {
+            if segment.addr().is_ipv6() {
+                "subnet-router anycast"
+            } else {
+                "network"
+            }
+        } else if address == segment.broadcast() && address.is_ipv4() {
             "broadcast"
         } else {
             continue;
@@ -446,33 +543,127 @@ mod tests {
         );
     }
 
+    fn bridge(vip: &str, secondary: Option<&str>) -> BridgeHostsSpec {
+        BridgeHostsSpec {
+            node_selector: Default::default(),
+            vip: vip.into(),
+            secondary_vip: secondary.map(Into::into),
+            lease_duration_seconds: None,
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().expect("cidr")).collect()
+    }
+
     #[test]
     fn a_vip_must_be_nobodys_and_a_host_address_of_its_segment() {
-        let pods: Ipv4Net = "10.247.0.0/16".parse().expect("cidr");
-        let segment: Ipv4Net = "192.168.50.0/24".parse().expect("cidr");
-        for (vip, reason, words) in [
+        let mut owners = owners();
+        owners.claim(
+            "fd00:50::11".parse::<IpAddr>().expect("ip"),
+            "node node-a's address",
+        );
+        let dual = nets(&["10.247.0.0/16", "fd00:10:247::/56"]);
+        let segments = nets(&["192.168.50.0/24", "fd00:50::/64"]);
+        let check = |vip: &str, secondary: Option<&str>, ranges: &[IpNet]| {
+            check_vips(&bridge(vip, secondary), ranges, &segments, &owners)
+        };
+        let v4 = &dual[..1];
+        for (vip, secondary, ranges, reason, words) in [
             (
                 "192.168.50.11",
+                None,
+                v4,
                 reasons::VIP_CONFLICT,
                 "node node-a's address",
             ),
-            ("192.168.60.2", reasons::VIP_CONFLICT, "the API server"),
-            ("192.168.50.1", reasons::VIP_CONFLICT, "router 192.168.50.1"),
+            (
+                "192.168.60.2",
+                None,
+                v4,
+                reasons::VIP_CONFLICT,
+                "the API server",
+            ),
+            (
+                "192.168.50.1",
+                None,
+                v4,
+                reasons::VIP_CONFLICT,
+                "router 192.168.50.1",
+            ),
             (
                 "192.168.50.255",
+                None,
+                v4,
                 reasons::VIP_CONFLICT,
                 "broadcast address of the segment 192.168.50.0/24",
             ),
             (
                 "192.168.50.0",
+                None,
+                v4,
                 reasons::VIP_CONFLICT,
                 "network address of the segment",
             ),
-            ("10.247.0.1", reasons::VIP_CONFLICT, "inside the pod range"),
-            ("127.0.0.1", reasons::INVALID_SPEC, "loopback"),
-            ("fe80::1", reasons::INVALID_SPEC, "not an IPv4 address"),
+            (
+                "10.247.0.1",
+                None,
+                v4,
+                reasons::VIP_CONFLICT,
+                "inside the pod range",
+            ),
+            ("127.0.0.1", None, v4, reasons::INVALID_SPEC, "loopback"),
+            (
+                "fe80::1",
+                None,
+                v4,
+                reasons::INVALID_SPEC,
+                "spec.bridgeHosts.vip fe80::1 is not of the family of the PodNetwork's cidr 10.247.0.0/16",
+            ),
+            (
+                "192.168.50.250",
+                Some("fd00:50::250"),
+                v4,
+                reasons::INVALID_SPEC,
+                "spec.bridgeHosts.secondaryVip fd00:50::250 is set, and the PodNetwork has no secondaryCidr",
+            ),
+            (
+                "192.168.50.250",
+                Some("fd00:50::11"),
+                &dual,
+                reasons::VIP_CONFLICT,
+                "VIP fd00:50::11 is node node-a's address",
+            ),
+            (
+                "192.168.50.250",
+                Some("fd00:50::"),
+                &dual,
+                reasons::VIP_CONFLICT,
+                "subnet-router anycast address of the segment fd00:50::/64",
+            ),
+            (
+                "192.168.50.250",
+                Some("fd00:10:247::9"),
+                &dual,
+                reasons::VIP_CONFLICT,
+                "inside the pod range fd00:10:247::/56",
+            ),
+            (
+                "192.168.50.250",
+                Some("fe80::1"),
+                &dual,
+                reasons::INVALID_SPEC,
+                "spec.bridgeHosts.secondaryVip fe80::1 is in link-local fe80::/10",
+            ),
+            (
+                "192.168.50.250",
+                Some("nope"),
+                &dual,
+                reasons::INVALID_SPEC,
+                "is not an IP address",
+            ),
         ] {
-            let refusal = check_vip(vip, pods, [segment], &owners()).expect_err(vip);
+            let refusal = check(vip, secondary, ranges).expect_err(vip);
             assert_eq!(refusal.reason, reason, "{vip}: {}", refusal.message);
             assert!(
                 refusal.message.contains(words),
@@ -480,9 +671,23 @@ mod tests {
                 refusal.message
             );
         }
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert_eq!(
-            check_vip("192.168.50.250", pods, [segment], &owners()),
-            Ok(Ipv4Addr::new(192, 168, 50, 250))
+            check("192.168.50.250", None, v4),
+            Ok(Vips {
+                primary: ip("192.168.50.250"),
+                secondary: None
+            })
+        );
+        let both = check("192.168.50.250", Some("fd00:50::250"), &dual).expect("dual-stack");
+        assert_eq!(both.secondary, Some(ip("fd00:50::250")));
+        assert_eq!(both.of_family_of(ip("fd00::1")), Some(ip("fd00:50::250")));
+        assert_eq!(both.to_string(), "192.168.50.250 and fd00:50::250");
+        // An IPv6 network's VIP is IPv6.
+        let v6 = nets(&["fd00:10:247::/56"]);
+        assert_eq!(
+            check("fd00:50::250", None, &v6).map(|v| v.primary),
+            Ok(ip("fd00:50::250"))
         );
     }
 

@@ -310,6 +310,7 @@ fn every_address_field_of_a_spec_carries_the_whole_shared_rule_set() {
             "NodeSubnet spec.nodeAddress",
             "NodeSubnet spec.secondaryCidr",
             "NodeSubnet spec.secondaryNodeAddress",
+            "OverlayGateway spec.bridgeHosts.secondaryVip",
             "OverlayGateway spec.bridgeHosts.vip",
             "OverlayGateway spec.clientCidrs[]",
             "OverlayGateway spec.clientJoin.clients[].address",

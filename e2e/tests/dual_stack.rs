@@ -98,6 +98,10 @@ fn main() -> ExitCode {
                 overlay_route_to_nodes_ipv4_only,
             ),
             testing::test(
+                "overlay_bridge_hosts_the_active_host_holds_both_vips_and_an_ipv6_client_keeps_reaching_pods_when_it_fails",
+                overlay_bridge_hosts,
+            ),
+            testing::test(
                 "overlay_ipv6_first_tunnels_over_ipv6_and_gives_pods_their_ipv6_address_first",
                 overlay_ipv6_first,
             ),
@@ -994,6 +998,307 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
     })();
     unpaste(c, &client.name, &want);
     result
+}
+
+/// The BridgeHosts candidates of [`overlay_bridge_hosts`] (label `causeway.dev/bridge=true`).
+const BRIDGES: [&str; 2] = ["node-b", "node-c"];
+const VIP: &str = "192.168.50.250";
+const VIP6: &str = "fd00:50::250";
+/// A network behind the client (only the bridge hosts route it, via the client): replies to
+/// it from every other node take the return route through the active host.
+const BEHIND6: &str = "fd00:80::/64";
+const BEHIND6_CLIENT: &str = "fd00:80::10";
+
+/// Nodes among [`BRIDGES`] whose underlay holds `vip` (`/32` or `/128`).
+fn holders(c: &Cluster, vip: &str) -> Result<Vec<String>> {
+    let (family, len) = if vip.contains(':') {
+        ("-6", 128)
+    } else {
+        ("-4", 32)
+    };
+    let mut out = Vec::new();
+    for node in BRIDGES {
+        let addrs = c.exec(node, "ip", &[family, "-o", "addr", "show", "dev", "eth0"])?;
+        if addrs.contains(&format!("{vip}/{len}")) {
+            out.push(node.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn bridge_active(c: &Cluster) -> Result<Option<String>> {
+    Ok(gateway_json(c, "bridge6")?["status"]["activeHost"]
+        .as_str()
+        .map(str::to_string))
+}
+
+/// Waits until both VIPs are on `host` and nowhere else.
+fn wait_vips_on(c: &Cluster, host: &str) -> Result<()> {
+    wait_for(
+        "both VIPs on the active host only",
+        Duration::from_secs(10),
+        || {
+            for vip in [VIP, VIP6] {
+                let on = holders(c, vip)?;
+                ensure!(on == [host], "{vip} on {on:?}, not {host}");
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The client's neighbour entry for the IPv6 VIP names `host`'s underlay MAC.
+fn client_resolves_vip6_to(c: &Cluster, client: &str, host: &str) -> Result<()> {
+    let want = mac(c, host)?;
+    wait_for(
+        "the client's neighbour entry for the IPv6 VIP",
+        Duration::from_secs(5),
+        || {
+            let got = neighbour_mac(c, client, VIP6.parse()?)?;
+            ensure!(
+                got.as_deref() == Some(want.as_str()),
+                "{got:?}, {host} is {want}"
+            );
+            Ok(())
+        },
+    )
+}
+
+/// BridgeHosts on the dual-stack Overlay network: node-b and node-c stand for an IPv4 VIP and
+/// an IPv6 `secondaryVip`; the active host holds both, the client pastes one route per
+/// family, and reaches every pod over both families, from its own address and from a network
+/// behind it (whose replies take the nodes' IPv6 return routes through the active host). Then
+/// the active host's agent is killed under a 20 ms `ping -6` from behind the client to a pod
+/// on node-d: the standby takes both VIPs over, with the same gap bound as the IPv4 failover
+/// (under 3 s), and the client's neighbour entry for the IPv6 VIP follows it (unsolicited
+/// neighbour advertisement).
+fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let client6 = client.address6.context("the client has no IPv6 address")?;
+    c.exec(
+        &client.name,
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{BEHIND6_CLIENT}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    )?;
+    for node in BRIDGES {
+        c.exec(
+            node,
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                BEHIND6,
+                "via",
+                &client6.to_string(),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        label(c, node, "causeway.dev/bridge=true")?;
+    }
+    apply_gateway(
+        c,
+        "bridge6",
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "BridgeHosts",
+            "clientCidrs": ["192.168.50.0/24", "fd00:50::/64", BEHIND6],
+            "bridgeHosts": {
+                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                "vip": VIP,
+                "secondaryVip": VIP6,
+            },
+        }),
+    )?;
+    let mut pasted = Vec::new();
+    let result = (|| -> Result<()> {
+        wait_gateway_ready(c, "bridge6")?;
+        let gw = gateway_json(c, "bridge6")?;
+        let routes: Vec<String> = gw["status"]["clientRoutes"]
+            .as_array()
+            .context("no clientRoutes")?
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        let want = [
+            format!("ip route add {OVERLAY_CIDR} via {VIP}"),
+            format!("ip -6 route add {OVERLAY_CIDR6} via {VIP6}"),
+        ];
+        ensure!(routes == want, "clientRoutes {routes:?}");
+        let active = bridge_active(c)?.context("Ready without activeHost")?;
+        ensure!(BRIDGES.contains(&active.as_str()), "active host {active}");
+        wait_vips_on(c, &active)?;
+        paste(c, &client.name, &routes)?;
+        pasted = routes;
+        // Replies to the network behind the client: node-a and node-d route it through the
+        // active host's tunnel; the bridge hosts have their own route.
+        wait_for(
+            "IPv6 return routes via the active host",
+            Duration::from_secs(10),
+            || {
+                for node in ["node-a", "node-d"] {
+                    let routes = our_routes6(c, node)?;
+                    ensure!(
+                        routes
+                            .iter()
+                            .any(|r| r.starts_with(BEHIND6) && r.contains("cw-vx")),
+                        "{node}: {routes:?}"
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        let mut reached = 0;
+        for pod in &pods {
+            let ip6 = ipv6_of(pod)?;
+            wait_for(
+                "client -> pod over IPv6 through the VIP",
+                Duration::from_secs(5),
+                || traffic::expect_ping6(&client_ns, ip6),
+            )
+            .with_context(|| format!("client -> {}/{} ({ip6})", pod.node, pod.name))?;
+            let behind = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &client_ns, "ping", "-6", "-n", "-c", "1", "-W", "2",
+                ])
+                .args(["-I", BEHIND6_CLIENT, &ip6.to_string()])
+                .output()?;
+            ensure!(
+                behind.status.success(),
+                "{BEHIND6_CLIENT} -> {}/{} ({ip6}) failed: {}",
+                pod.node,
+                pod.name,
+                String::from_utf8_lossy(&behind.stdout)
+            );
+            traffic::expect_ping(&client_ns, pod.ip)
+                .with_context(|| format!("client -> {}/{} ({})", pod.node, pod.name, pod.ip))?;
+            reached += 1;
+        }
+        client_resolves_vip6_to(c, &client.name, &active)?;
+        let d = pods
+            .iter()
+            .find(|p| p.node == "node-d")
+            .context("a pod on node-d")?;
+        let d6 = ipv6_of(d)?;
+        let seen = traffic::tcp_seen_source6(&d.netns, &client_ns, d6, 7800)?;
+        ensure!(
+            seen == client6,
+            "node-d's pod saw the client as {seen}, not {client6}"
+        );
+        let ready = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            ready.contains(&format!("{active} holds VIPs {VIP} and {VIP6}")),
+            "Ready: {ready}"
+        );
+        eprintln!(
+            "[measure] bridge6: {active} holds {VIP} and {VIP6}; the client reached {reached} pods over both families through the VIPs, and over IPv6 from {BEHIND6_CLIENT} behind it"
+        );
+
+        // The active host's agent dies: the standby takes both VIPs once they stop answering.
+        let mut ping = std::process::Command::new("ip");
+        ping.args([
+            "netns",
+            "exec",
+            &client_ns,
+            "ping",
+            "-6",
+            "-I",
+            BEHIND6_CLIENT,
+        ]);
+        let ping = traffic::ContinuousPing::start_with(ping, d6, Duration::from_millis(20))?;
+        std::thread::sleep(Duration::from_secs(1));
+        c.kill(&SUITE.agent_of(&active)?);
+        let after = wait_for("a new active host", Duration::from_secs(20), || {
+            let now = bridge_active(c)?;
+            ensure!(now.as_deref().is_some_and(|n| n != active), "still {now:?}");
+            Ok(now.unwrap_or_default())
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let report = ping.stop()?;
+        let after = after?;
+        println!(
+            "[measure] BridgeHosts failover over IPv6 (agent killed): {active} -> {after}; ping -6 every 20 ms from behind the client -> pod on node-d: {} sent, {} lost, longest gap {:?}",
+            report.transmitted,
+            report.lost(),
+            report.max_gap
+        );
+        ensure!(
+            report.transmitted > 100,
+            "only {} pings sent",
+            report.transmitted
+        );
+        ensure!(
+            report.max_gap < Duration::from_secs(3),
+            "longest gap {:?} (the IPv4 bound is 3 s)",
+            report.max_gap
+        );
+        wait_vips_on(c, &after)?;
+        client_resolves_vip6_to(c, &client.name, &after)?;
+        SUITE.start_agent(c, &active)?;
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(
+            bridge_active(c)?.as_deref() == Some(after.as_str()),
+            "a restarted agent must not take the VIPs back"
+        );
+        wait_vips_on(c, &after)?;
+        Ok(())
+    })();
+    unpaste(c, &client.name, &pasted);
+    let _ = c.kubectl(&["delete", "overlaygateway", "bridge6", "--wait=true"]);
+    let gone = wait_for(
+        "no VIP and no IPv6 return route",
+        Duration::from_secs(15),
+        || {
+            for vip in [VIP, VIP6] {
+                ensure!(
+                    holders(c, vip)?.is_empty(),
+                    "{vip} still on {:?}",
+                    holders(c, vip)?
+                );
+            }
+            for node in ALL {
+                let routes = our_routes6(c, node)?;
+                ensure!(
+                    !routes.iter().any(|r| r.starts_with(BEHIND6)),
+                    "{node}: {routes:?}"
+                );
+            }
+            Ok(())
+        },
+    );
+    let _ = c.exec(
+        &client.name,
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "del",
+            &format!("{BEHIND6_CLIENT}/128"),
+            "dev",
+            "eth0",
+        ],
+    );
+    for node in BRIDGES {
+        let _ = c.exec(node, "ip", &["-6", "route", "del", BEHIND6]);
+        let _ = label(c, node, "causeway.dev/bridge-");
+    }
+    result.and(gone)
 }
 
 /// An IPv6-first dual-stack Overlay network (`cidr` IPv6, `secondaryCidr` IPv4) over every

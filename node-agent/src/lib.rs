@@ -33,5 +33,5 @@ pub mod writes;
 // the folders above say where each belongs.
 pub use bgp::peering;
 pub use decide::{diff, model, plan, status};
-pub use gateway::{arp, client, elector, join, ndp};
+pub use gateway::{arp, client, elector, join, ndp, vips};
 pub use kernel::{fake, netlink, netns, sysctl};

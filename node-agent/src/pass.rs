@@ -227,24 +227,43 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     // 2. Plan, from the inputs and what was observed. Who owns which address: gateways
     // never take one (the plan refuses a network whose cidr does not parse).
     let pods = network.spec.parsed_cidr().unwrap_or_default();
+    // BridgeHosts serve networks with an IPv4 `cidr` (IPv4 or dual-stack) only: the operator
+    // refuses them elsewhere, so elsewhere this node stands for no VIP.
+    let ranges: Vec<IpNet> = match network.spec.parsed_cidr() {
+        Ok(_) => network
+            .spec
+            .ranges()
+            .map(|r| r.iter().map(|r| r.cidr).collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let known = crate::join::Known {
         subnets: input.subnets,
         api_servers: input.api_servers,
+        api_servers6: input.api_servers6,
         routers: &observed.foreign.next_hops,
+        routers6: &observed.foreign.next_hops6,
         pods,
+        ranges: &ranges,
     };
-    // BridgeHosts serve IPv4 networks over an IPv4 underlay only (the operator refuses them
-    // elsewhere): without an IPv4 underlay prefix, this node is no candidate.
-    let candidacies = match observed.underlay.prefix {
-        IpNet::V4(prefix) => elector::candidacies(
+    let segments: Vec<IpNet> = [
+        Some(observed.underlay.prefix),
+        observed.underlay.secondary_prefix,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let candidacies = if ranges.is_empty() {
+        BTreeMap::new()
+    } else {
+        elector::candidacies(
             input.gateways,
             own,
             input.labels,
             &observed.underlay.name,
-            prefix,
+            &segments,
             &known,
-        ),
-        IpNet::V6(_) => BTreeMap::new(),
+        )
     };
     let snat = elector::snat_clients(input.gateways, &candidacies);
     let (returns, return_notes) = return_paths(input.gateways, own, &observed.foreign);
@@ -345,7 +364,10 @@ fn return_paths(
     let mut notes = Vec::new();
     for r in &mut returns {
         r.clients.retain(|c| {
-            let free = !foreign.destinations.contains(c);
+            let free = match c {
+                IpNet::V4(c) => !foreign.destinations.contains(c),
+                IpNet::V6(c) => !foreign.destinations6.contains(c),
+            };
             if !free {
                 notes.push(format!(
                     "OverlayGateway {}: this node already routes {c} (a route not Causeway's), so replies to those clients follow it, not the active host",

@@ -2132,6 +2132,35 @@ async fn foreign_routes_are_seen_whatever_their_origin_or_type() {
     );
 }
 
+/// IPv6 routes get metric 1024 unless told otherwise, the agent's too: a foreign route with
+/// that metric is a destination an IPv6 route of the agent's would replace; one with another
+/// metric, or in another table, is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_ipv6_routes_with_the_default_metric_are_destinations() {
+    let ns = Netns::with_underlay();
+    ns.ip("-6 addr add fd00:77::11/64 dev eth0 nodad");
+    ns.ip("-6 route add fd00:91::/64 via fd00:77::5 dev eth0");
+    ns.ip("-6 route add fd00:92::/64 via fd00:77::5 dev eth0 proto static");
+    ns.ip("-6 route add fd00:96::/64 via fd00:77::5 dev eth0 metric 100");
+    ns.ip("-6 route add fd00:97::/64 via fd00:77::5 dev eth0 table 100");
+    let netlink = ns.netlink().await;
+    let foreign = netlink.foreign_routes().await.expect("dump");
+    let ours: Vec<String> = foreign
+        .destinations6
+        .iter()
+        .map(ToString::to_string)
+        .filter(|d| d.starts_with("fd00:9"))
+        .collect();
+    assert_eq!(ours, ["fd00:91::/64", "fd00:92::/64"]);
+    assert!(
+        foreign
+            .next_hops6
+            .contains(&"fd00:77::5".parse().expect("ip")),
+        "{:?}",
+        foreign.next_hops6
+    );
+}
+
 /// Issue #14, defect 6: the pods' veths are marked while on the agent's bridge, and attached
 /// again when the bridge is deleted and re-created; veths that are not pods' on the agent's
 /// bridge are never touched.

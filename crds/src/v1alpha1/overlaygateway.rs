@@ -43,6 +43,16 @@ const VIP: Field = Field {
     example: "192.168.1.250",
 };
 
+/// The IPv6 example of `spec.bridgeHosts.vip` and `secondaryVip` in admission messages.
+const VIP6_EXAMPLE: &str = "fd00:50::250";
+
+/// `spec.bridgeHosts.secondaryVip` in admission messages.
+const SECONDARY_VIP: Field = Field {
+    name: "bridgeHosts.secondaryVip",
+    good: "an unused address of the other family on the bridge hosts' underlay segment",
+    example: "fd00:50::250",
+};
+
 /// `spec.clientJoin.clients[].address` in admission messages.
 const CLIENT_ADDRESS: Field = Field {
     name: "clientJoin.clients[].address",
@@ -123,8 +133,12 @@ const CLIENT_OVERLAY_ADDRESS: Field = Field {
         .message("strategy ClientJoin requires spec.clientJoin with the list of clients")
         .field_path(".clientJoin")
         .reason(Reason::FieldValueRequired),
-    validation = Rule::new("self.strategy == 'RouteToNodes' || !has(self.clientCidrs) || self.clientCidrs.all(c, !isCIDR(c) || cidr(c).ip().family() == 4)")
-        .message("spec.clientCidrs lists an IPv6 range, and IPv6 clients are served by strategy RouteToNodes only so far (BridgeHosts and ClientJoin take IPv4 clientCidrs in causeway.dev/v1alpha1): remove the IPv6 entries or use strategy RouteToNodes")
+    validation = Rule::new("!self.snat || !has(self.bridgeHosts) || !has(self.bridgeHosts.secondaryVip)")
+        .message("spec.snat: true masquerades IPv4 clients only so far, and spec.bridgeHosts.secondaryVip serves IPv6 clients: remove secondaryVip, or set snat: false (every node then routes replies to clientCidrs through the active host)")
+        .field_path(".snat")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.strategy != 'ClientJoin' || !has(self.clientCidrs) || self.clientCidrs.all(c, !isCIDR(c) || cidr(c).ip().family() == 4)")
+        .message("spec.clientCidrs lists an IPv6 range, and IPv6 clients are served by strategies RouteToNodes and BridgeHosts only so far (ClientJoin takes IPv4 clientCidrs in causeway.dev/v1alpha1): remove the IPv6 entries or use strategy RouteToNodes or BridgeHosts")
         .field_path(".clientCidrs")
         .reason(Reason::FieldValueForbidden)
 )]
@@ -146,8 +160,9 @@ pub struct OverlayGatewaySpec {
     /// true) and accept forwarded traffic from them. At most 64 CIDRs, each with no host bits
     /// set and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 or
     /// 240.0.0.0/4 (IPv4), ::/8, fe80::/10 or ff00::/8 (IPv6). IPv6 ranges (e.g. fd00:50::/64)
-    /// only with strategy RouteToNodes on a dual-stack network: nodes whose IPv6 underlay
-    /// prefix lies in one get IPv6 client routes.
+    /// with strategies RouteToNodes and BridgeHosts on a network with an IPv6 range: with
+    /// RouteToNodes, nodes whose IPv6 underlay prefix lies in one get IPv6 client routes; with
+    /// BridgeHosts, replies to them return through the active host's IPv6 address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDR_LIST_ITEMS), inner(length(max = MAX_CIDR_LENGTH)))]
     #[schemars(transform = schema::item_rules(address::ip_cidr(&CLIENT_CIDR, Families::Any(CLIENT_CIDR6_EXAMPLE))))]
@@ -155,7 +170,8 @@ pub struct OverlayGatewaySpec {
 
     /// BridgeHosts only: when true the active bridge host masquerades client traffic to its own
     /// address, so pods' replies return to it without any route to clientCidrs (pods then see
-    /// the bridge host's address, not the client's). Default false: nodes route clientCidrs via
+    /// the bridge host's address, not the client's). IPv4 clients only: not with
+    /// `bridgeHosts.secondaryVip`. Default false: nodes route clientCidrs via
     /// the active bridge host and pods see real client addresses.
     #[serde(default)]
     pub snat: bool,
@@ -199,20 +215,37 @@ pub struct RouteToNodesSpec {
 /// BridgeHosts settings: which nodes may hold the virtual IP, and the VIP itself.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.secondaryVip) || !isIP(self.vip) || !isIP(self.secondaryVip) || ip(self.vip).family() != ip(self.secondaryVip).family()")
+        .message(Message::Expression("'bridgeHosts.secondaryVip ' + self.secondaryVip + ' is of the same address family as vip ' + self.vip + ': on a dual-stack network vip is of the family of the PodNetwork cidr and secondaryVip of its secondaryCidr (e.g. vip: 192.168.1.250, secondaryVip: fd00:50::250)'".into()))
+        .field_path(".secondaryVip")
+)]
 pub struct BridgeHostsSpec {
     /// Which nodes may act as bridge host, by node label (e.g. nodes with a leg on the client
     /// network). One of them holds the VIP at a time; if it fails, another takes over and
-    /// announces the move with gratuitous ARP. Required; an empty selector selects every node.
+    /// announces the move with gratuitous ARP (IPv4) and unsolicited neighbour advertisements
+    /// (IPv6). Required; an empty selector selects every node.
     #[schemars(transform = schema::label_selector)]
     pub node_selector: LabelSelector,
 
     /// The virtual IP clients route the pod CIDR to, on the bridge hosts' underlay network
-    /// (e.g. 192.168.1.250). It must be unused and on-link for the clients.
-    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
-    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
+    /// (e.g. 192.168.1.250): of the family of the PodNetwork's `cidr` (an IPv6 VIP such as
+    /// fd00:50::250 for an IPv6 one). It must be unused and on-link for the clients.
+    /// An address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8, link-local
+    /// 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255), ::/8,
+    /// fe80::/10 or ff00::/8.
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_address(&VIP, Families::Ipv4)))]
+    #[schemars(transform = schema::rules(address::ip_address(&VIP, Families::Any(VIP6_EXAMPLE))))]
     pub vip: String,
+
+    /// Dual-stack networks: the VIP of the other family (e.g. fd00:50::250 beside an IPv4
+    /// `vip`), which clients route the PodNetwork's `secondaryCidr` to. The active host holds
+    /// both VIPs, so both move together. Optional: without it, clients reach pods over the
+    /// family of `vip` only. The same rules as `vip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IP_LENGTH))]
+    #[schemars(transform = schema::rules(address::ip_address(&SECONDARY_VIP, Families::Any("192.168.1.250"))))]
+    pub secondary_vip: Option<String>,
 
     /// How long the active host's claim on the VIP lasts without renewal, in seconds (2-60,
     /// default 2). The active host renews ten times per duration and keeps the VIP in the

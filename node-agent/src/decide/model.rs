@@ -177,6 +177,9 @@ pub struct ForeignRoutes {
     pub next_hops: BTreeSet<Ipv4Addr>,
     /// The same for the IPv6 main table's routes (an IPv6 default gateway, say).
     pub next_hops6: BTreeSet<Ipv6Addr>,
+    /// Destinations of the IPv6 main table's routes with the metric the agent's IPv6 routes
+    /// get (1024, the kernel's default, which `ip -6 route add` uses too).
+    pub destinations6: BTreeSet<ipnet::Ipv6Net>,
 }
 
 /// A permanent neighbour entry (ARP for IPv4, NDP for IPv6) on one of the agent's links.

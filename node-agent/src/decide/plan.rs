@@ -58,7 +58,7 @@ use std::sync::Arc;
 use causeway_crds::cidr;
 use causeway_crds::family::Families;
 use causeway_crds::mtu::{MAX_MTU, MIN_MTU, VXLAN_OVERHEAD, VXLAN6_OVERHEAD};
-use causeway_crds::v1alpha1::{ParsedSubnet, PodNetworkMode};
+use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -128,7 +128,8 @@ pub struct GatewayReturn {
     pub gateway: String,
     /// The active host's node name (`status.activeHost`).
     pub via: String,
-    pub clients: Vec<Ipv4Net>,
+    /// The client ranges, of both families.
+    pub clients: Vec<IpNet>,
 }
 
 /// What this node's dataplane should be.
@@ -594,16 +595,22 @@ pub(crate) fn tunnel(
 }
 
 /// BridgeHosts return routes: each client range via the gateway's active host, on the path
-/// this node already uses for the host's pod subnet (its tunnel, or its underlay address when
-/// on-link). Nothing on the active host itself, and nothing for client ranges on this node's
-/// own segment: it reaches those clients directly, and the kernel's connected route is there.
-/// One route per client range: O(1) per node, replaced on failover. IPv4 networks only (the
-/// operator refuses BridgeHosts elsewhere).
+/// this node already uses for the host's pod subnet of the client range's family (its
+/// tunnel, or its underlay address of that family when on-link). Nothing on the active host
+/// itself, and nothing for client ranges on this node's own segment of that family: it
+/// reaches those clients directly, and the kernel's connected route is there. One route per
+/// client range: O(1) per node, replaced on failover. Networks with an IPv4 `cidr` only (the
+/// operator refuses BridgeHosts elsewhere); IPv6 client ranges on dual-stack ones.
 fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
     let mut skipped = Vec::new();
-    let (Some(network4), Some(segment)) = (own.f.v4.range, input.underlay.prefix4()) else {
+    let segments = [
+        input.underlay.prefix4().map(IpNet::V4),
+        input.underlay.prefix6().map(IpNet::V6),
+    ];
+    let ranges = [own.f.v4.range.map(IpNet::V4), own.f.v6.range.map(IpNet::V6)];
+    if own.f.primary_v6 || ranges[0].is_none() {
         return skipped;
-    };
+    }
     for ret in input.returns {
         if ret.via == input.own.spec.node_name {
             continue;
@@ -619,47 +626,59 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
             ));
             continue;
         };
-        let Ok(ParsedSubnet {
-            cidr,
-            node_address: address,
-            ..
-        }) = host.spec.parse()
-        else {
+        let Ok(parsed) = host.spec.parse_addresses() else {
             continue;
         };
-        let path = match desired.routes.get(&IpNet::V4(cidr)) {
-            Some(r) => Some((r.gateway, r.dev.clone(), r.onlink)),
-            None if segment.contains(&address) => {
-                Some((Some(address.into()), input.underlay.name.clone(), false))
-            }
-            None => None,
-        };
-        let Some((gateway, dev, onlink)) = path else {
-            skipped.push(format!(
-                "OverlayGateway {}: no path to active host {} ({address}); no return route",
-                ret.gateway, ret.via
-            ));
-            continue;
-        };
-        for client in &ret.clients {
-            let client = client.trunc();
-            let on_segment =
-                client.contains(&segment.network()) || segment.contains(&client.network());
-            if on_segment
-                || client.contains(&network4.network())
-                || network4.contains(&client.network())
-            {
+        for (i, ipv6) in [false, true].into_iter().enumerate() {
+            let clients: Vec<IpNet> = ret
+                .clients
+                .iter()
+                .map(IpNet::trunc)
+                .filter(|c| c.addr().is_ipv6() == ipv6)
+                .collect();
+            let (Some(range), false) = (ranges[i], clients.is_empty()) else {
                 continue;
+            };
+            let of_family = |n: &IpNet| n.addr().is_ipv6() == ipv6;
+            let subnet = [Some(parsed.cidr), parsed.secondary_cidr]
+                .into_iter()
+                .flatten()
+                .find(of_family);
+            let address = [Some(parsed.node_address), parsed.secondary_node_address]
+                .into_iter()
+                .flatten()
+                .find(|a| a.is_ipv6() == ipv6);
+            let segment = segments[i];
+            let path = match (subnet.and_then(|n| desired.routes.get(&n)), address) {
+                (Some(r), _) => Some((r.gateway, r.dev.clone(), r.onlink)),
+                (None, Some(a)) if segment.is_some_and(|s| s.contains(&a)) => {
+                    Some((Some(a), input.underlay.name.clone(), false))
+                }
+                _ => None,
+            };
+            let Some((gateway, dev, onlink)) = path else {
+                let at = address.map(|a| format!(" ({a})")).unwrap_or_default();
+                skipped.push(format!(
+                    "OverlayGateway {}: no path to active host {}{at}; no return route",
+                    ret.gateway, ret.via
+                ));
+                continue;
+            };
+            for client in clients {
+                let on_segment = segment.is_some_and(|s| cidr::overlaps_any(client, s));
+                if on_segment || cidr::overlaps_any(client, range) {
+                    continue;
+                }
+                desired.routes.insert(
+                    client,
+                    Route {
+                        dst: client,
+                        gateway,
+                        dev: dev.clone(),
+                        onlink,
+                    },
+                );
             }
-            desired.routes.insert(
-                client.into(),
-                Route {
-                    dst: client.into(),
-                    gateway,
-                    dev: dev.clone(),
-                    onlink,
-                },
-            );
         }
     }
     skipped
@@ -2613,7 +2632,7 @@ mod tests {
         let returns = [GatewayReturn {
             gateway: "office".into(),
             via: "node-b".into(),
-            clients,
+            clients: clients.into_iter().map(IpNet::V4).collect(),
         }];
         plan_protecting(peers, &returns, &[], protected)
     }
@@ -2884,6 +2903,66 @@ mod tests {
             protected6: &set(protected6),
             pods6: &set(pods6),
         })
+    }
+
+    #[test]
+    fn bridge_host_returns_go_per_family_via_the_active_hosts_address_of_that_family() {
+        let (own, peers) = dual_nodes();
+        let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
+        let network = dual_mode("Routed");
+        let plan_via = |via: &str| {
+            let returns = [GatewayReturn {
+                gateway: "office".into(),
+                via: via.into(),
+                clients: ["192.168.70.0/24", "fd00:70::/64", "fd00:1::/64"]
+                    .iter()
+                    .map(|c| c.parse().expect("net"))
+                    .collect(),
+            }];
+            plan(&Input {
+                own: &own,
+                peers: &peers,
+                network: &network,
+                underlay: &underlay6(),
+                learned: &NO_ROUTES,
+                returns: &returns,
+                snat: &[],
+                clients: &[],
+                protected: &BTreeSet::new(),
+                protected6: &BTreeSet::new(),
+                pods6: &BTreeSet::new(),
+            })
+            .expect("plan")
+        };
+        let p = plan_via("node-b");
+        let client_routes: Vec<String> = lines(&p.desired)
+            .into_iter()
+            .filter(|l| l.contains(":70:") || l.contains(".70.") || l.starts_with("route fd00:1::"))
+            .collect();
+        assert_eq!(
+            client_routes,
+            [
+                "route 192.168.70.0/24 via 192.168.1.12 dev eth0",
+                "route fd00:70::/64 via fd00:1::12 dev eth0",
+            ],
+            "the on-link IPv6 client range gets no route"
+        );
+        // node-c is on neither segment, and static routes do not reach it: named per family.
+        let p = plan_via("node-c");
+        assert!(
+            lines(&p.desired)
+                .iter()
+                .all(|l| !l.contains(":70:") && !l.contains(".70.")),
+            "{:?}",
+            lines(&p.desired)
+        );
+        let named: Vec<&String> = p
+            .skipped
+            .iter()
+            .filter(|s| s.contains("no path to active host node-c"))
+            .collect();
+        assert_eq!(named.len(), 2, "{:?}", p.skipped);
+        assert!(named[1].contains("fd00:2::13"), "{named:?}");
     }
 
     /// An IPv6-only network of `mode_name` (fd00:10:244::/56, /64 per node).

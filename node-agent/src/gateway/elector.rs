@@ -3,13 +3,18 @@
 //! ([`causeway_kube::election`]) and holds the VIP while it wins.
 //!
 //! Two hosts must never answer for the VIP at once. Three things make sure of it:
-//! - **The kernel forgets the VIP by itself.** The holder adds it as a /32 with a lifetime
+//! A gateway on a dual-stack network may have two VIPs (`vip` and `secondaryVip`): one
+//! election, and the holder holds, refreshes, probes for and announces both together
+//! ([`vips`](crate::vips)); below, "the VIP" is both.
+//!
+//! - **The kernel forgets the VIP by itself.** The holder adds it as a /32 (/128) with a lifetime
 //!   ([`Timing::vip_lifetime_seconds`], half the lease) and refreshes it only after a
 //!   successful renewal; an agent killed, hung or cut off from the API server loses the VIP
 //!   within that lifetime, without doing anything.
 //! - **A successor asks the segment first.** A candidate takes over only after it has seen no
 //!   renewal for [`Timing::suspect_after`] (or the holder released) *and* nobody answers ARP
-//!   probes for the VIP (RFC 5227, from 0.0.0.0). An old holder still answering blocks the
+//!   probes for the VIP (RFC 5227, from 0.0.0.0), or for an IPv6 VIP duplicate address
+//!   detection probes (RFC 4862, from ::). An old holder still answering blocks the
 //!   takeover, whatever the Lease says.
 //! - **Claims are compare-and-swap** on the Lease's `resourceVersion`: of two candidates
 //!   deciding together, one wins; the other sees a conflict and follows.
@@ -28,23 +33,22 @@
 //! reason `LinkDown` (if the API server is still reachable; otherwise the Lease lapses), so
 //! the successor need not wait. A holder that stops (SIGTERM, node deselected, gateway
 //! deleted) releases with a reason too. A new holder announces the VIP with gratuitous ARP
-//! (three times: right away, and with its next two renewals), so clients and switches move
-//! at once.
+//! and, for an IPv6 VIP, unsolicited neighbour advertisements with the override flag (three
+//! times: right away, and with its next two renewals), so clients and switches move at once.
 //!
 //! [`candidacies`] and [`decide`] are pure and unit-tested; [`Elector`] is the I/O.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::reasons;
-use causeway_crds::ownership;
+use causeway_crds::ownership::{self, Vips};
 use causeway_crds::v1alpha1::GatewayStrategy;
 use causeway_crds::{NodeSubnet, OverlayGateway, selector};
 use causeway_kube::election;
 use causeway_kube::events::{Kind, Publisher, Record};
 use futures::StreamExt;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::watcher;
@@ -52,32 +56,33 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::arp;
 use crate::netlink::Netlink;
+use crate::{arp, vips};
 
 /// What an elector needs to know about its gateway; a change restarts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidacy {
     pub gateway: String,
     pub gateway_uid: String,
-    pub vip: Ipv4Addr,
-    /// The underlay link the VIP goes on.
+    /// `vip`, and `secondaryVip` on a dual-stack network.
+    pub vips: Vips,
+    /// The underlay link the VIPs go on.
     pub dev: String,
     pub lease_seconds: u32,
 }
 
 /// The gateways this node is a candidate bridge host for: strategy BridgeHosts on this
-/// node's network, the node selected by `bridgeHosts.nodeSelector`, and a VIP on this node's
-/// underlay segment that passes [`causeway_crds::ownership::check_vip`] — the operator's
-/// check, plus this node's routers — so no node stands for a VIP the status refuses. By
-/// gateway name.
+/// node's network, the node selected by `bridgeHosts.nodeSelector`, and VIPs that pass
+/// [`causeway_crds::ownership::check_vips`] — the operator's check, plus this node's routers —
+/// each on one of this node's underlay `segments` (one per family), so no node stands for a
+/// VIP the status refuses. By gateway name.
 #[must_use]
 pub fn candidacies(
     gateways: &[std::sync::Arc<OverlayGateway>],
     own: &NodeSubnet,
     labels: &BTreeMap<String, String>,
     underlay: &str,
-    segment: Ipv4Net,
+    segments: &[IpNet],
     known: &crate::join::Known<'_>,
 ) -> BTreeMap<String, Candidacy> {
     gateways
@@ -88,15 +93,18 @@ pub fn candidacies(
         .filter_map(|g| {
             let bridge = g.spec.bridge_hosts.as_ref()?;
             let owners = known.owners(&own.spec.network, g, gateways);
-            let vip = ownership::check_vip(&bridge.vip, known.pods, [segment], &owners).ok()?;
+            let vips = ownership::check_vips(bridge, known.ranges, segments, &owners).ok()?;
             let selected = selector::matches(Some(&bridge.node_selector), labels).ok()?;
-            (selected && segment.contains(&vip)).then(|| {
+            let on_segment = vips
+                .all()
+                .all(|vip| segments.iter().any(|s| s.contains(&vip)));
+            (selected && on_segment).then(|| {
                 (
                     g.name_any(),
                     Candidacy {
                         gateway: g.name_any(),
                         gateway_uid: g.uid().unwrap_or_default(),
-                        vip,
+                        vips,
                         dev: underlay.to_owned(),
                         lease_seconds: bridge.lease_duration_seconds(),
                     },
@@ -128,21 +136,21 @@ pub fn returns(
                     .spec
                     .client_cidrs
                     .iter()
-                    .filter_map(|c| c.trim().parse::<Ipv4Net>().ok())
+                    .filter_map(|c| c.trim().parse::<IpNet>().ok())
                     .collect(),
             })
         })
         .collect()
 }
 
-/// Client ranges of the `snat: true` gateways among `candidacies`: this node masquerades
-/// their traffic into the pod range (all candidates do, so a new holder needs no change to
+/// IPv4 client ranges of the `snat: true` gateways among `candidacies` (admission keeps
+/// `secondaryVip` away from them): this node masquerades their traffic into the pod range (all candidates do, so a new holder needs no change to
 /// forward; only the holder receives client traffic, through the VIP).
 #[must_use]
 pub fn snat_clients(
     gateways: &[std::sync::Arc<OverlayGateway>],
     candidacies: &BTreeMap<String, Candidacy>,
-) -> Vec<Ipv4Net> {
+) -> Vec<ipnet::Ipv4Net> {
     gateways
         .iter()
         .filter(|g| g.spec.snat && candidacies.contains_key(&g.name_any()))
@@ -150,7 +158,7 @@ pub fn snat_clients(
             g.spec
                 .client_cidrs
                 .iter()
-                .filter_map(|c| c.trim().parse::<Ipv4Net>().ok())
+                .filter_map(|c| c.trim().parse::<ipnet::Ipv4Net>().ok())
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -340,7 +348,7 @@ impl Task {
                 return;
             }
         };
-        info!(gateway = %self.c.gateway, vip = %self.c.vip, dev = %self.c.dev, "candidate bridge host");
+        info!(gateway = %self.c.gateway, vip = %self.c.vips, dev = %self.c.dev, "candidate bridge host");
         let name = election::lease_name(&self.c.gateway);
         let mut updates = watcher::watch_object(self.api.clone(), &name).boxed();
         // Twice per renewal period: a holder renews at every other tick, but carrier loss
@@ -419,7 +427,7 @@ impl Task {
     }
 
     async fn step(&mut self, netlink: &Netlink) {
-        let link = match netlink.vip_link(&self.c.dev, IpAddr::V4(self.c.vip)).await {
+        let link = match vips::read(netlink, &self.c.dev, self.c.vips).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(gateway = %self.c.gateway, error = %e, "cannot read the underlay");
@@ -445,26 +453,26 @@ impl Task {
                 let due = self
                     .last_renewed
                     .is_none_or(|t| t.elapsed() >= self.timing.renew_every * 3 / 4);
-                if link.holds_vip && !due {
+                if link.all && !due {
                     return;
                 }
-                if !link.holds_vip {
+                if !link.all {
                     // Back after a restart or a lapse: tell the segment again.
                     self.announcements = self.announcements.max(1);
                 }
                 self.renew(netlink).await;
             }
             Step::Release(reason) => {
-                self.drop_vip(netlink, link.holds_vip).await;
+                self.drop_vip(netlink, link.any).await;
                 self.release(reason).await;
             }
             Step::Follow => {
                 // Holding without the Lease (a lost race, a restart): let go at once.
-                self.drop_vip(netlink, link.holds_vip).await;
+                self.drop_vip(netlink, link.any).await;
                 self.last_renewed = None;
             }
             Step::ProbeThenClaim(reason) => {
-                self.drop_vip(netlink, link.holds_vip).await;
+                self.drop_vip(netlink, link.any).await;
                 self.claim(netlink, reason).await;
             }
         }
@@ -474,8 +482,8 @@ impl Task {
         if !present {
             return;
         }
-        match netlink.drop_vip(&self.c.dev, IpAddr::V4(self.c.vip)).await {
-            Ok(()) => info!(gateway = %self.c.gateway, vip = %self.c.vip, "removed the VIP"),
+        match vips::drop(netlink, &self.c.dev, self.c.vips).await {
+            Ok(()) => info!(gateway = %self.c.gateway, vip = %self.c.vips, "removed the VIP"),
             Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP"),
         }
     }
@@ -541,7 +549,7 @@ impl Task {
     async fn ride_out(&mut self, netlink: &Netlink, error: &election::WriteError) {
         if self.outage_since.is_none() {
             self.outage_since = Some(Instant::now());
-            warn!(gateway = %self.c.gateway, vip = %self.c.vip, %error, "cannot renew the claim: keeping the VIP while no other host answers for it");
+            warn!(gateway = %self.c.gateway, vip = %self.c.vips, %error, "cannot renew the claim: keeping the VIP while no other host answers for it");
         }
         if self
             .last_probe
@@ -550,60 +558,45 @@ impl Task {
             return;
         }
         self.last_probe = Some(Instant::now());
-        let (dev, vip) = (self.c.dev.clone(), self.c.vip);
-        let probe = tokio::task::spawn_blocking(move || {
-            arp::answered(&dev, vip, 1, Duration::from_millis(30))
-        })
-        .await;
-        match probe {
-            Ok(Ok(None)) => self.hold(netlink).await,
-            Ok(Ok(Some(mac))) => {
-                warn!(gateway = %self.c.gateway, vip = %self.c.vip, %mac, "another host answers for the VIP while the API server is unavailable; letting it go");
+        match vips::answered(&self.c.dev, self.c.vips, 1, Duration::from_millis(30)).await {
+            Ok(None) => self.hold(netlink).await,
+            Ok(Some((vip, mac))) => {
+                warn!(gateway = %self.c.gateway, %vip, %mac, "another host answers for the VIP while the API server is unavailable; letting it go");
                 self.drop_vip(netlink, true).await;
                 self.last_renewed = None;
             }
             // Cannot ask: the lifetime decides, as for any failed renewal.
-            Ok(Err(e)) => {
+            Err(e) => {
                 warn!(gateway = %self.c.gateway, error = %e, "cannot probe for the VIP during the outage");
             }
-            Err(e) => warn!(error = %e, "ARP probe task failed"),
         }
     }
 
     /// Adds or refreshes the VIP, and announces it while announcements are due.
     async fn hold(&mut self, netlink: &Netlink) {
-        if let Err(e) = netlink
-            .hold_vip(
-                &self.c.dev,
-                IpAddr::V4(self.c.vip),
-                self.timing.vip_lifetime_seconds,
-            )
-            .await
+        if let Err(e) = vips::hold(
+            netlink,
+            &self.c.dev,
+            self.c.vips,
+            self.timing.vip_lifetime_seconds,
+        )
+        .await
         {
             warn!(gateway = %self.c.gateway, error = %e, "cannot add the VIP");
             return;
         }
         if self.announcements > 0 {
             self.announcements -= 1;
-            let (dev, vip) = (self.c.dev.clone(), self.c.vip);
-            match tokio::task::spawn_blocking(move || arp::announce(&dev, vip)).await {
-                Ok(Ok(())) => debug!(vip = %self.c.vip, "sent gratuitous ARP"),
-                Ok(Err(e)) => {
-                    warn!(gateway = %self.c.gateway, error = %e, "cannot send gratuitous ARP")
-                }
-                Err(e) => warn!(error = %e, "gratuitous ARP task failed"),
+            match vips::announce(&self.c.dev, self.c.vips).await {
+                Ok(()) => debug!(vip = %self.c.vips, "announced the VIP"),
+                Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot announce the VIP"),
             }
         }
     }
 
     async fn claim(&mut self, netlink: &Netlink, reason: Option<String>) {
-        let (dev, vip) = (self.c.dev.clone(), self.c.vip);
-        let probe = tokio::task::spawn_blocking(move || {
-            arp::answered(&dev, vip, 3, Duration::from_millis(40))
-        })
-        .await;
-        match probe {
-            Ok(Ok(Some(mac))) => {
+        match vips::answered(&self.c.dev, self.c.vips, 3, Duration::from_millis(40)).await {
+            Ok(Some((vip, mac))) => {
                 // The old holder is still there (its lifetime not over yet, or holding
                 // through an outage of its own), or someone outside Causeway uses the VIP.
                 debug!(gateway = %self.c.gateway, %mac, "the VIP still answers; not taking over");
@@ -620,17 +613,13 @@ impl Task {
                     ));
                 if silent_too_long && self.conflict != Some(mac) {
                     self.conflict = Some(mac);
-                    self.report_conflict(mac).await;
+                    self.report_conflict(vip, mac).await;
                 }
                 return;
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                warn!(gateway = %self.c.gateway, error = %e, "cannot probe for the VIP; not taking over");
-                return;
-            }
+            Ok(None) => {}
             Err(e) => {
-                warn!(error = %e, "ARP probe task failed");
+                warn!(gateway = %self.c.gateway, error = %e, "cannot probe for the VIP; not taking over");
                 return;
             }
         }
@@ -666,7 +655,7 @@ impl Task {
         }
         match self.write(&next, self.patient()).await {
             Ok(stored) => {
-                info!(gateway = %self.c.gateway, vip = %self.c.vip, reason = ?reason, "took the VIP");
+                info!(gateway = %self.c.gateway, vip = %self.c.vips, reason = ?reason, "took the VIP");
                 self.note(Some(stored));
                 self.last_renewed = Some(Instant::now());
                 self.announcements = 3;
@@ -706,17 +695,16 @@ impl Task {
     }
 
     async fn quit(&mut self, netlink: &Netlink, reason: &'static str) {
-        if let Ok(link) = netlink.vip_link(&self.c.dev, IpAddr::V4(self.c.vip)).await {
-            self.drop_vip(netlink, link.holds_vip).await;
+        if let Ok(link) = vips::read(netlink, &self.c.dev, self.c.vips).await {
+            self.drop_vip(netlink, link.any).await;
         }
         self.release(reason).await;
         info!(gateway = %self.c.gateway, %reason, "no longer a candidate bridge host");
     }
 
-    async fn report_conflict(&self, mac: crate::model::Mac) {
+    async fn report_conflict(&self, vip: std::net::IpAddr, mac: crate::model::Mac) {
         let message = format!(
-            "VIP {} is answered by {mac} on {} although no candidate has held it for {} s: another machine uses the address; choose a free VIP or remove it there",
-            self.c.vip,
+            "VIP {vip} is answered by {mac} on {} although no candidate has held it for {} s: another machine uses the address; choose a free VIP or remove it there",
             self.c.dev,
             self.changed.elapsed().as_secs()
         );
@@ -725,8 +713,10 @@ impl Task {
         // any candidate may leave, which the next claim clears.
         if self.holder().is_none() {
             let note = format!(
-                "{mac} answered ARP for {} on node {}'s segment ({})",
-                self.c.vip, self.node, self.c.dev
+                "{mac} answered {} for {vip} on node {}'s segment ({})",
+                vips::protocol(vip),
+                self.node,
+                self.c.dev
             );
             let marked = election::marked_in_use(
                 self.lease.as_ref(),
@@ -877,38 +867,68 @@ mod tests {
             gateway("own-address", "overlay", "192.168.50.11", bridge.clone()),
             gateway("router", "overlay", "192.168.50.1", bridge.clone()),
             gateway("api-server", "overlay", "192.168.50.2", bridge.clone()),
-            gateway("broadcast", "overlay", "192.168.50.255", bridge),
+            gateway("broadcast", "overlay", "192.168.50.255", bridge.clone()),
+            gateway("dual-stack", "overlay", "192.168.50.253", bridge.clone()),
+            gateway("router6", "overlay", "192.168.50.254", bridge.clone()),
+            gateway("api-server6", "overlay", "192.168.50.249", bridge.clone()),
+            gateway("off-segment6", "overlay", "192.168.50.248", bridge),
         ]
         .into_iter()
         .map(std::sync::Arc::new)
+        .map(|mut g| {
+            let secondary = match g.metadata.name.as_deref() {
+                Some("dual-stack") => "fd00:50::250",
+                Some("router6") => "fd00:50::1",
+                Some("api-server6") => "fd00:50::2",
+                Some("off-segment6") => "fd00:70::250",
+                _ => return g,
+            };
+            if let Some(b) = std::sync::Arc::make_mut(&mut g).spec.bridge_hosts.as_mut() {
+                b.secondary_vip = Some(secondary.into());
+            }
+            g
+        })
         .collect();
         let labels = BTreeMap::from([("bridge".to_owned(), "true".to_owned())]);
         let subnets = [std::sync::Arc::new(own.clone())];
         let routers = std::collections::BTreeSet::from(["192.168.50.1".parse().expect("ip")]);
+        let routers6 = std::collections::BTreeSet::from(["fd00:50::1".parse().expect("ip")]);
+        let ranges: Vec<IpNet> = ["10.247.0.0/16", "fd00:10:247::/56"]
+            .iter()
+            .map(|r| r.parse().expect("net"))
+            .collect();
         let known = crate::join::Known {
             subnets: &subnets,
             api_servers: &["192.168.50.2".parse().expect("ip")],
+            api_servers6: &["fd00:50::2".parse().expect("ip")],
             routers: &routers,
+            routers6: &routers6,
             pods: "10.247.0.0/16".parse().expect("net"),
+            ranges: &ranges,
         };
-        let found = candidacies(
-            &gws,
-            &own,
-            &labels,
-            "eth0",
-            "192.168.50.0/24".parse().expect("net"),
-            &known,
-        );
-        assert_eq!(found.keys().collect::<Vec<_>>(), ["office"]);
+        let segments: Vec<IpNet> = ["192.168.50.0/24", "fd00:50::/64"]
+            .iter()
+            .map(|r| r.parse().expect("net"))
+            .collect();
+        let found = candidacies(&gws, &own, &labels, "eth0", &segments, &known);
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["dual-stack", "office"]);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
         assert_eq!(
             found["office"],
             Candidacy {
                 gateway: "office".into(),
                 gateway_uid: "uid-office".into(),
-                vip: "192.168.50.250".parse().expect("ip"),
+                vips: Vips {
+                    primary: ip("192.168.50.250"),
+                    secondary: None
+                },
                 dev: "eth0".into(),
                 lease_seconds: 2,
             }
         );
+        assert_eq!(found["dual-stack"].vips.secondary, Some(ip("fd00:50::250")));
+        // Without an IPv6 segment, the node cannot hold the IPv6 VIP.
+        let found = candidacies(&gws, &own, &labels, "eth0", &segments[..1], &known);
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["office"]);
     }
 }

@@ -11,13 +11,13 @@
 //! Removing a client from the spec removes those three objects from every node.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use causeway_crds::ownership;
 use causeway_crds::v1alpha1::{GatewayStrategy, PodNetworkMode};
 use causeway_crds::{NodeSubnet, OverlayGateway, PodNetworkSpec};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use kube::{Resource, ResourceExt};
 
 use crate::model::{LinkKind, Mac, State};
@@ -38,10 +38,16 @@ pub struct Known<'a> {
     pub subnets: &'a [Arc<NodeSubnet>],
     /// The API servers' addresses ([`causeway_kube::apiserver::addresses`]).
     pub api_servers: &'a [Ipv4Addr],
+    /// Their IPv6 addresses ([`causeway_kube::apiserver::addresses6`]).
+    pub api_servers6: &'a [Ipv6Addr],
     /// The next hops of this node's own routes (its routers).
     pub routers: &'a BTreeSet<Ipv4Addr>,
-    /// The network's pod range.
+    /// The next hops of this node's own IPv6 routes.
+    pub routers6: &'a BTreeSet<Ipv6Addr>,
+    /// The network's IPv4 pod range (ClientJoin serves IPv4 networks only).
     pub pods: Ipv4Net,
+    /// The network's pod ranges, `cidr` first (BridgeHosts VIPs follow their families).
+    pub ranges: &'a [IpNet],
 }
 
 impl Known<'_> {
@@ -59,10 +65,13 @@ impl Known<'_> {
             Some(gateway),
             self.subnets.iter().map(|s| &**s),
             gateways.iter().map(|g| &**g),
-            self.api_servers,
+            (self.api_servers.iter().map(|a| IpAddr::V4(*a)))
+                .chain(self.api_servers6.iter().map(|a| IpAddr::V6(*a))),
         );
-        for r in self.routers {
-            owners.claim(*r, format!("router {r} (a next hop of this node's routes)"));
+        let routers = (self.routers.iter().map(|r| IpAddr::V4(*r)))
+            .chain(self.routers6.iter().map(|r| IpAddr::V6(*r)));
+        for r in routers {
+            owners.claim(r, format!("router {r} (a next hop of this node's routes)"));
         }
         owners
     }
@@ -152,7 +161,7 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         Some(input.gateway),
         input.peers.iter().map(|s| &**s),
         std::iter::empty(),
-        &[],
+        [],
     );
     let clients = input
         .gateway
@@ -262,13 +271,17 @@ mod tests {
     }
 
     const API_SERVERS: &[Ipv4Addr] = &[Ipv4Addr::new(192, 168, 60, 2)];
+    static NO_ROUTERS6: BTreeSet<Ipv6Addr> = BTreeSet::new();
 
     fn known<'a>(subnets: &'a [Arc<NodeSubnet>], routers: &'a BTreeSet<Ipv4Addr>) -> Known<'a> {
         Known {
             subnets,
             api_servers: API_SERVERS,
+            api_servers6: &[],
             routers,
+            routers6: &NO_ROUTERS6,
             pods: "10.247.0.0/16".parse().expect("net"),
+            ranges: &[],
         }
     }
 

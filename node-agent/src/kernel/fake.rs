@@ -477,6 +477,7 @@ impl Dataplane for FakeDataplane {
             destinations: self.foreign_routes.clone(),
             next_hops: self.foreign_next_hops.clone(),
             next_hops6: self.foreign_next_hops6.clone(),
+            destinations6: std::collections::BTreeSet::new(),
         })
     }
 

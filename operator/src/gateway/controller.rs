@@ -184,7 +184,13 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         .state()
         .iter()
         .filter(|g| g.name_any() != name && g.meta().deletion_timestamp.is_none())
-        .filter_map(|g| Some((g.name_any(), g.spec.bridge_hosts.as_ref()?.vip.clone())))
+        .filter_map(|g| Some((g.name_any(), g.spec.bridge_hosts.clone()?)))
+        .flat_map(|(g, b)| {
+            [Some(b.vip), b.secondary_vip]
+                .into_iter()
+                .flatten()
+                .map(move |v| (g.clone(), v))
+        })
         .collect();
     let network = ctx
         .networks
@@ -197,7 +203,7 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         Some(&gw),
         all_subnets.iter().map(|s| &**s),
         all_gateways.iter().map(|g| &**g),
-        &causeway_kube::apiserver::addresses(ctx.options.api_server, &ctx.api_endpoints.state()),
+        api_servers(ctx),
     );
     let labels: BTreeMap<String, BTreeMap<String, String>> = ctx
         .nodes
@@ -348,6 +354,17 @@ fn joined_clients(
         }
     }
     (joined, refused)
+}
+
+/// The API server's addresses of both families (configured, and the `default/kubernetes`
+/// endpoints): nobody else may take one.
+fn api_servers(ctx: &Context) -> impl Iterator<Item = IpAddr> + use<> {
+    let (configured, slices) = (ctx.options.api_server, ctx.api_endpoints.state());
+    let v4 = causeway_kube::apiserver::addresses(configured, &slices);
+    let v6 = causeway_kube::apiserver::addresses6(configured, &slices);
+    v4.into_iter()
+        .map(IpAddr::V4)
+        .chain(v6.into_iter().map(IpAddr::V6))
 }
 
 /// The IPv6 side of a NodeSubnet with an IPv6 `secondaryCidr`: its subnet, IPv6 node address

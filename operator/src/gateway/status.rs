@@ -24,7 +24,7 @@
 //! Ready is True once all have. Nodes program the clients from the spec, not from here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use causeway_crds::cidr::{overlaps, overlaps_any};
 use causeway_crds::conditions::{ConditionStatus, new_condition, reasons, set_condition, types};
@@ -33,7 +33,7 @@ use causeway_crds::v1alpha1::GatewayClientStatus;
 use causeway_crds::v1alpha1::GatewayStrategy;
 use causeway_crds::vtep::client_vtep_mac;
 use causeway_crds::{OverlayGatewaySpec, OverlayGatewayStatus, PodNetworkSpec, selector};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use reasons::{CLIENT_CIDR_OVERLAPS_PODS, INVALID_SPEC};
@@ -56,6 +56,18 @@ pub struct Member {
     /// current `Programmed` is False with `InvalidConfiguration` or `UnderlayNotFound`): its
     /// agent leaves every election, so it is no candidate. The reason, when so.
     pub unprogrammable: Option<String>,
+}
+
+impl Member {
+    /// The node's underlay segments its agent reported, of both families.
+    #[must_use]
+    pub fn segments(&self) -> Vec<IpNet> {
+        let v6 = self.v6.as_ref().and_then(|v| v.segment);
+        [self.segment.map(IpNet::V4), v6.map(IpNet::V6)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
 }
 
 /// The gateway's election Lease, as far as the status needs it.
@@ -268,20 +280,20 @@ fn render(input: &Input) -> Rendered {
         .secondary_cidr
         .as_deref()
         .map(causeway_crds::cidr::parse_cidr);
-    let dual_stack_route_to_nodes = spec.strategy == GatewayStrategy::RouteToNodes
-        && network.mode == causeway_crds::v1alpha1::PodNetworkMode::Overlay;
+    // Dual-stack Overlay: IPv6 rides the IPv4 tunnel, so RouteToNodes serves both; the
+    // active bridge host forwards both families in every mode.
+    let dual_stack = spec.strategy == GatewayStrategy::BridgeHosts
+        || (spec.strategy == GatewayStrategy::RouteToNodes
+            && network.mode == causeway_crds::v1alpha1::PodNetworkMode::Overlay);
     let (range, range6) = match (network.parsed_cidr(), secondary) {
         (Ok(range), None) => (range, None),
-        // Dual-stack Overlay: IPv6 rides the IPv4 tunnel, so RouteToNodes serves both.
-        (Ok(range), Some(Ok(IpNet::V6(range6)))) if dual_stack_route_to_nodes => {
-            (range, Some(range6))
-        }
+        (Ok(range), Some(Ok(IpNet::V6(range6)))) if dual_stack => (range, Some(range6)),
         // IPv6 networks, and the other dual-stack ones: not yet served by gateways (#18).
         (Ok(_), Some(_)) | (Err(causeway_crds::Error::CidrNotIpv4 { .. }), _) => {
             return not_ready(
                 INVALID_SPEC,
                 format!(
-                    "PodNetwork {} is IPv6 or dual-stack, and gateways serve IPv4 pod networks, and dual-stack Overlay networks (IPv4 cidr, IPv6 secondaryCidr) with strategy RouteToNodes, only so far; point spec.network at such a PodNetwork or use strategy RouteToNodes.",
+                    "PodNetwork {} is IPv6 or dual-stack, and gateways serve IPv4 pod networks, and dual-stack networks (IPv4 cidr, IPv6 secondaryCidr) with strategy BridgeHosts or, in Overlay mode, RouteToNodes, only so far; point spec.network at such a PodNetwork or use one of those strategies.",
                     spec.network
                 ),
             );
@@ -308,12 +320,11 @@ fn render(input: &Input) -> Rendered {
         match value.trim().parse::<IpNet>() {
             Ok(IpNet::V4(c)) if overlaps(c.trunc(), range) => return overlapping(range.into()),
             Ok(IpNet::V4(c)) => clients.push(c.trunc()),
-            Ok(IpNet::V6(_)) if spec.strategy != GatewayStrategy::RouteToNodes => {
+            Ok(IpNet::V6(_)) if spec.strategy == GatewayStrategy::ClientJoin => {
                 return not_ready(
                     INVALID_SPEC,
                     format!(
-                        "spec.clientCidrs[{i}] {value} is IPv6, and strategy {:?} serves IPv4 clients only so far; remove it or use strategy RouteToNodes.",
-                        spec.strategy
+                        "spec.clientCidrs[{i}] {value} is IPv6, and strategy ClientJoin serves IPv4 clients only so far; remove it or use strategy RouteToNodes or BridgeHosts."
                     ),
                 );
             }
@@ -332,7 +343,7 @@ fn render(input: &Input) -> Rendered {
         }
     }
     if spec.strategy == GatewayStrategy::BridgeHosts {
-        return bridge_hosts(input, range);
+        return bridge_hosts(input, range, range6, &clients6);
     }
     if spec.strategy == GatewayStrategy::ClientJoin {
         return client_join(input, network, range);
@@ -457,27 +468,37 @@ fn render(input: &Input) -> Rendered {
     }
 }
 
-/// BridgeHosts: VIP checks, candidates, and the election's outcome.
-fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
+/// BridgeHosts: VIP checks, candidates, and the election's outcome. On a dual-stack network
+/// (`range6`) a `secondaryVip` serves the IPv6 clients (`clients6`): the active host holds
+/// both VIPs.
+fn bridge_hosts(
+    input: &Input,
+    range: Ipv4Net,
+    range6: Option<Ipv6Net>,
+    clients6: &[Ipv6Net],
+) -> Rendered {
     let spec = input.spec;
     let Some(bridge) = spec.bridge_hosts.as_ref() else {
         return not_ready(INVALID_SPEC, "spec.bridgeHosts is missing.".into());
     };
-    // The same check the agents make before they stand for the VIP.
-    let segments = input.members.iter().filter_map(|m| m.segment);
-    let vip = match ownership::check_vip(&bridge.vip, range, segments, input.owners) {
-        Ok(vip) => vip,
+    // The same check the agents make before they stand for the VIPs.
+    let ranges: Vec<IpNet> = [Some(IpNet::V4(range)), range6.map(IpNet::V6)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let segments: Vec<IpNet> = input.members.iter().flat_map(Member::segments).collect();
+    let vips = match ownership::check_vips(bridge, &ranges, &segments, input.owners) {
+        Ok(vips) => vips,
         Err(refusal) => return not_ready(refusal.reason, refusal.message),
     };
-    if let Some((other, _)) = input
-        .other_vips
-        .iter()
-        .find(|(_, v)| v.trim().parse::<Ipv4Addr>().ok() == Some(vip))
-    {
+    if let Some((other, taken)) = input.other_vips.iter().find_map(|(other, v)| {
+        let v = v.trim().parse::<IpAddr>().ok()?;
+        vips.all().any(|mine| mine == v).then_some((other, v))
+    }) {
         return not_ready(
             reasons::VIP_CONFLICT,
             format!(
-                "VIP {vip} is also the VIP of OverlayGateway {other}: give each gateway its own VIP."
+                "VIP {taken} is also a VIP of OverlayGateway {other}: give each gateway its own VIPs."
             ),
         );
     }
@@ -489,7 +510,8 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
             Ok(false) => continue,
             Ok(true) => {}
         }
-        if !member.segment.is_some_and(|s| s.contains(&vip)) {
+        let on_segment = |v: IpAddr| member.segments().iter().any(|s| s.contains(&v));
+        if !vips.all().all(on_segment) {
             off_segment.push(member.node.as_str());
         } else if input.silent.contains(&member.node) {
             silent.push(member.node.as_str());
@@ -503,7 +525,7 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
         let mut why = Vec::new();
         if !off_segment.is_empty() {
             why.push(format!(
-                "{} not on the VIP's segment (or not reported yet)",
+                "{} not on the segment of every VIP (or not reported yet)",
                 off_segment.join(", ")
             ));
         }
@@ -525,7 +547,7 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
         return not_ready(
             reasons::NO_ELIGIBLE_HOST,
             format!(
-                "no node can hold VIP {vip}: {}; label nodes on the VIP's segment to match spec.bridgeHosts.nodeSelector.",
+                "no node can hold VIP {vips}: {}; label nodes on the VIP's segment to match spec.bridgeHosts.nodeSelector.",
                 why.join("; ")
             ),
         );
@@ -535,7 +557,7 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
         return not_ready(
             reasons::VIP_IN_USE,
             format!(
-                "VIP {vip} is in use by a machine that is no candidate: {note}. No candidate takes it while it answers; choose a free VIP, or free the address on that machine (the candidates claim it once it stops answering)."
+                "VIP {vips} is in use by a machine that is no candidate: {note}. No candidate takes it while it answers; choose a free VIP, or free the address on that machine (the candidates claim it once it stops answering)."
             ),
         );
     }
@@ -551,7 +573,7 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
         return not_ready(
             reasons::ELECTION_IN_PROGRESS,
             format!(
-                "candidates {} are electing the holder of VIP {vip}.{now}",
+                "candidates {} are electing the holder of VIP {vips}.{now}",
                 candidates.join(", ")
             ),
         );
@@ -576,12 +598,36 @@ fn bridge_hosts(input: &Input, range: Ipv4Net) -> Rendered {
     } else {
         covered_nodes(spec, input.members)
     };
+    let mut routes = vec![format!("ip route add {range} via {}", vips.primary)];
+    let ipv6 = match (range6, vips.secondary) {
+        (Some(r6), Some(v6)) => {
+            routes.push(format!("ip -6 route add {r6} via {v6}"));
+            String::new()
+        }
+        (Some(r6), None) => {
+            let unused = if clients6.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = clients6.iter().map(ToString::to_string).collect();
+                format!(" (the IPv6 clientCidrs {} are unused)", list.join(", "))
+            };
+            format!(
+                " IPv6 clients have no route to the pods' IPv6 range {r6}{unused}: set spec.bridgeHosts.secondaryVip to an unused IPv6 address on the bridge hosts' segment."
+            )
+        }
+        (None, _) => String::new(),
+    };
+    let (vip_words, route_words) = if vips.secondary.is_some() {
+        ("VIPs", "each pod range to the VIP of its family")
+    } else {
+        ("VIP", "the pod range to the VIP")
+    };
     Rendered {
-        routes: vec![format!("ip route add {range} via {vip}")],
+        routes,
         state: ConditionStatus::True,
         reason: reasons::GATEWAY_READY,
         message: format!(
-            "{active} holds VIP {vip} and forwards client traffic into PodNetwork {}; {back}. Clients route the pod range to the VIP (status.clientRoutes).{standby}{covering}",
+            "{active} holds {vip_words} {vips} and forwards client traffic into PodNetwork {}; {back}. Clients route {route_words} (status.clientRoutes).{standby}{ipv6}{covering}",
             spec.network
         ),
     }
@@ -711,6 +757,9 @@ mod tests {
         let mut owners = ownership::Owners::new();
         for m in members {
             owners.claim(m.address, format!("node {}'s address", m.node));
+            if let Some(a) = m.v6.as_ref().and_then(|v| v.address) {
+                owners.claim(a, format!("node {}'s address", m.node));
+            }
         }
         owners.claim(Ipv4Addr::new(192, 168, 60, 2), "the API server's address");
         owners
@@ -721,8 +770,16 @@ mod tests {
         network: Option<&PodNetworkSpec>,
         around: &Around<'_>,
     ) -> OverlayGatewayStatus {
+        compute_with(spec, network, around, &members())
+    }
+
+    fn compute_with(
+        spec: serde_json::Value,
+        network: Option<&PodNetworkSpec>,
+        around: &Around<'_>,
+        members: &[Member],
+    ) -> OverlayGatewayStatus {
         let spec = gateway(spec);
-        let members = members();
         let set = |names: &[&str]| -> BTreeSet<String> {
             names.iter().map(|s| (*s).to_owned()).collect()
         };
@@ -731,11 +788,11 @@ mod tests {
                 generation: Some(2),
                 spec: &spec,
                 network,
-                members: &members,
+                members,
                 silent: &set(around.silent),
                 election: around.election,
                 other_vips: around.others,
-                owners: &owners(&members),
+                owners: &owners(members),
                 joined: &set(around.joined),
                 refused: &around
                     .refused
@@ -948,7 +1005,8 @@ mod tests {
     }
 
     #[test]
-    fn gateways_other_than_route_to_nodes_on_overlay_refuse_dual_stack_and_ipv6_clients() {
+    fn gateways_other_than_route_to_nodes_on_overlay_and_bridge_hosts_refuse_dual_stack_and_ipv6_clients()
+     {
         let members = dual_members();
         let refused = |spec: serde_json::Value, network: &PodNetworkSpec, words: &str| {
             let st = run_on(spec, network, &members);
@@ -958,20 +1016,21 @@ mod tests {
         refused(
             serde_json::json!({"network": "overlay", "strategy": "RouteToNodes"}),
             &dual_network("Routed"),
-            "PodNetwork overlay is IPv6 or dual-stack, and gateways serve IPv4 pod networks, and dual-stack Overlay networks",
+            "with strategy BridgeHosts or, in Overlay mode, RouteToNodes, only so far",
         );
+        let join = |cidrs: &[&str]| {
+            serde_json::json!({"network": "overlay", "strategy": "ClientJoin", "clientCidrs": cidrs,
+                "clientJoin": {"clients": [{"name": "laptop", "address": "192.168.50.100", "overlayAddress": "10.250.0.10"}]}})
+        };
         refused(
-            serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
-                "bridgeHosts": {"nodeSelector": {}, "vip": "192.168.50.250"}}),
+            join(&[]),
             &dual_network("Overlay"),
-            "use strategy RouteToNodes",
+            "use one of those strategies",
         );
         refused(
-            serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
-                "clientCidrs": ["fd00:50::/64"],
-                "bridgeHosts": {"nodeSelector": {}, "vip": "192.168.50.250"}}),
+            join(&["fd00:50::/64"]),
             &network(),
-            "spec.clientCidrs[0] fd00:50::/64 is IPv6, and strategy BridgeHosts serves IPv4 clients only so far; remove it or use strategy RouteToNodes.",
+            "spec.clientCidrs[0] fd00:50::/64 is IPv6, and strategy ClientJoin serves IPv4 clients only so far; remove it or use strategy RouteToNodes or BridgeHosts.",
         );
         // An IPv4 network: IPv6 client ranges route nothing, and Ready says so.
         let st = run_on(
@@ -1120,6 +1179,120 @@ mod tests {
     }
 
     #[test]
+    fn bridge_hosts_on_a_dual_stack_network_route_each_family_to_its_vip() {
+        let elected = Election {
+            holder: Some("node-b".into()),
+            ..Election::default()
+        };
+        let around = Around {
+            election: Some(&elected),
+            ..Around::default()
+        };
+        let spec = |secondary: Option<&str>| {
+            let mut bridge = serde_json::json!({
+                "nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}},
+                "vip": "192.168.50.250",
+            });
+            if let Some(v) = secondary {
+                bridge["secondaryVip"] = v.into();
+            }
+            serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
+                "clientCidrs": ["192.168.70.0/24", "fd00:70::/64"], "bridgeHosts": bridge})
+        };
+        let dual = dual_network("Overlay");
+        let members = dual_members();
+        let st = compute_with(spec(Some("fd00:50::250")), Some(&dual), &around, &members);
+        let (status, reason, message) = ready(&st);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "GatewayReady"),
+            "{message}"
+        );
+        assert_eq!(
+            st.client_routes,
+            [
+                "ip route add 10.247.0.0/16 via 192.168.50.250",
+                "ip -6 route add fd00:10:247::/56 via fd00:50::250",
+            ]
+        );
+        assert!(
+            message.contains("node-b holds VIPs 192.168.50.250 and fd00:50::250")
+                && message.contains("Clients route each pod range to the VIP of its family"),
+            "{message}"
+        );
+        assert_eq!(st.active_host.as_deref(), Some("node-b"));
+
+        // Without secondaryVip: IPv4 only, and the fix for IPv6.
+        let st = compute_with(spec(None), Some(&dual), &around, &members);
+        let (status, _, message) = ready(&st);
+        assert_eq!(status, "True", "{message}");
+        assert_eq!(
+            st.client_routes,
+            ["ip route add 10.247.0.0/16 via 192.168.50.250"]
+        );
+        assert!(
+            message.contains("IPv6 clients have no route to the pods' IPv6 range fd00:10:247::/56 (the IPv6 clientCidrs fd00:70::/64 are unused): set spec.bridgeHosts.secondaryVip"),
+            "{message}"
+        );
+
+        // A node without an IPv6 segment cannot hold the IPv6 VIP: no candidate.
+        let mut no_v6 = members.clone();
+        for m in &mut no_v6 {
+            if m.node == "node-a" {
+                m.v6 = None;
+            }
+        }
+        let st = compute_with(
+            spec(Some("fd00:50::250")),
+            Some(&dual),
+            &Around::default(),
+            &no_v6,
+        );
+        expect_not_ready(&st, "ElectionInProgress", "candidates node-b are electing");
+
+        for (secondary, network, reason, words) in [
+            (
+                "fd00:50::250",
+                network(),
+                "InvalidSpec",
+                "spec.bridgeHosts.secondaryVip fd00:50::250 is set, and the PodNetwork has no secondaryCidr",
+            ),
+            (
+                "fd00:50::12",
+                dual.clone(),
+                "VipConflict",
+                "VIP fd00:50::12 is node node-b's address",
+            ),
+            (
+                "fd00:50::",
+                dual.clone(),
+                "VipConflict",
+                "subnet-router anycast address of the segment fd00:50::/64",
+            ),
+        ] {
+            let st = compute_with(spec(Some(secondary)), Some(&network), &around, &members);
+            expect_not_ready(&st, reason, words);
+            assert!(st.client_routes.is_empty());
+        }
+        // Another gateway's IPv6 VIP.
+        let others = [("lab".to_owned(), "fd00:50::250".to_owned())];
+        let st = compute_with(
+            spec(Some("fd00:50::250")),
+            Some(&dual),
+            &Around {
+                others: &others,
+                ..Around::default()
+            },
+            &members,
+        );
+        expect_not_ready(
+            &st,
+            "VipConflict",
+            "VIP fd00:50::250 is also a VIP of OverlayGateway lab",
+        );
+    }
+
+    #[test]
     fn a_node_that_cannot_be_programmed_is_no_candidate() {
         let spec = gateway(serde_json::json!({
             "network": "overlay", "strategy": "BridgeHosts", "clientCidrs": ["192.168.70.0/24"],
@@ -1215,7 +1388,7 @@ mod tests {
                 vec![("lab".into(), "192.168.50.250".into())],
                 "192.168.50.250",
                 "VipConflict",
-                "also the VIP of OverlayGateway lab",
+                "also a VIP of OverlayGateway lab",
             ),
             (
                 &["node-a", "node-b"],
@@ -1229,7 +1402,7 @@ mod tests {
                 vec![],
                 "192.168.80.250",
                 "NoEligibleHost",
-                "not on the VIP's segment",
+                "not on the segment of every VIP",
             ),
         ];
         for (silent, others, vip, want, words) in cases {

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The metric the kernel gives an IPv6 route added without one (ours included).
+const IPV6_DEFAULT_METRIC: u32 = 1024;
+
 impl Netlink {
     /// The link holding address `addr` (IPv4 or IPv6): the underlay for VXLAN, with the
     /// on-link prefix that decides which peers are on-link, and the on-link prefix of
@@ -315,7 +318,8 @@ impl Netlink {
             }
         }
         // The IPv6 main table's next hops too (an IPv6 default gateway), which a dual-stack
-        // plan must not cover either. One more dump; its destinations are not needed.
+        // plan must not cover either, and the destinations an IPv6 route of ours would
+        // replace: the kernel gives IPv6 routes metric 1024 unless told otherwise, ours too.
         let filter6 = RouteMessageBuilder::<Ipv6Addr>::new()
             .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
             .protocol(RouteProtocol::Unspec)
@@ -339,6 +343,22 @@ impl Netlink {
                     }
                     _ => {}
                 }
+            }
+            let default_metric = m.attributes.iter().all(
+                |a| !matches!(a, RouteAttribute::Priority(p) if *p != 0 && *p != IPV6_DEFAULT_METRIC),
+            );
+            let dst = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(*ip),
+                    _ => None,
+                })
+                .unwrap_or(Ipv6Addr::UNSPECIFIED);
+            if default_metric
+                && let Ok(net) = ipnet::Ipv6Net::new(dst, m.header.destination_prefix_length)
+            {
+                foreign.destinations6.insert(net);
             }
         }
         Ok(foreign)
