@@ -1064,14 +1064,68 @@ fn client_resolves_vip6_to(c: &Cluster, client: &str, host: &str) -> Result<()> 
     )
 }
 
+/// One failover of `bridge6`: `cause` breaks `holder` while the client pings the pod at `pod`
+/// on node-d from [`BEHIND6_CLIENT`] every 20 ms (the replies take the nodes' IPv6 return
+/// routes); the standby must take both VIPs with a longest gap under 3 s, the IPv4 bound.
+/// Returns the new holder.
+fn failover6(
+    c: &Cluster,
+    client_ns: &str,
+    pod: Ipv6Addr,
+    holder: &str,
+    what: &str,
+    cause: impl FnOnce() -> Result<()>,
+) -> Result<String> {
+    let mut ping = std::process::Command::new("ip");
+    ping.args([
+        "netns",
+        "exec",
+        client_ns,
+        "ping",
+        "-6",
+        "-I",
+        BEHIND6_CLIENT,
+    ]);
+    let ping = traffic::ContinuousPing::start_with(ping, pod, Duration::from_millis(20))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let caused = cause();
+    let after = wait_for("a new active host", Duration::from_secs(20), || {
+        let now = bridge_active(c)?;
+        ensure!(now.as_deref().is_some_and(|n| n != holder), "still {now:?}");
+        Ok(now.unwrap_or_default())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let report = ping.stop()?;
+    caused?;
+    let after = after?;
+    println!(
+        "[measure] BridgeHosts failover over IPv6 ({what}): {holder} -> {after}; ping -6 every 20 ms from behind the client -> pod on node-d: {} sent, {} lost, longest gap {:?}",
+        report.transmitted,
+        report.lost(),
+        report.max_gap
+    );
+    ensure!(
+        report.transmitted > 100,
+        "only {} pings sent",
+        report.transmitted
+    );
+    ensure!(
+        report.max_gap < Duration::from_secs(3),
+        "longest gap {:?} (the IPv4 bound is 3 s)",
+        report.max_gap
+    );
+    wait_vips_on(c, &after)?;
+    Ok(after)
+}
+
 /// BridgeHosts on the dual-stack Overlay network: node-b and node-c stand for an IPv4 VIP and
 /// an IPv6 `secondaryVip`; the active host holds both, the client pastes one route per
 /// family, and reaches every pod over both families, from its own address and from a network
 /// behind it (whose replies take the nodes' IPv6 return routes through the active host). Then
 /// the active host's agent is killed under a 20 ms `ping -6` from behind the client to a pod
 /// on node-d: the standby takes both VIPs over, with the same gap bound as the IPv4 failover
-/// (under 3 s), and the client's neighbour entry for the IPv6 VIP follows it (unsolicited
-/// neighbour advertisement).
+/// (under 3 s), and the client's neighbour entry for the IPv6 VIP follows it; then the new
+/// holder's underlay link is cut at the switch, and the VIPs move back within the same bound.
 fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
     let pods = overlay_pods(c)?;
     let client = the_client(c)?;
@@ -1211,44 +1265,10 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
         );
 
         // The active host's agent dies: the standby takes both VIPs once they stop answering.
-        let mut ping = std::process::Command::new("ip");
-        ping.args([
-            "netns",
-            "exec",
-            &client_ns,
-            "ping",
-            "-6",
-            "-I",
-            BEHIND6_CLIENT,
-        ]);
-        let ping = traffic::ContinuousPing::start_with(ping, d6, Duration::from_millis(20))?;
-        std::thread::sleep(Duration::from_secs(1));
-        c.kill(&SUITE.agent_of(&active)?);
-        let after = wait_for("a new active host", Duration::from_secs(20), || {
-            let now = bridge_active(c)?;
-            ensure!(now.as_deref().is_some_and(|n| n != active), "still {now:?}");
-            Ok(now.unwrap_or_default())
-        });
-        std::thread::sleep(Duration::from_secs(2));
-        let report = ping.stop()?;
-        let after = after?;
-        println!(
-            "[measure] BridgeHosts failover over IPv6 (agent killed): {active} -> {after}; ping -6 every 20 ms from behind the client -> pod on node-d: {} sent, {} lost, longest gap {:?}",
-            report.transmitted,
-            report.lost(),
-            report.max_gap
-        );
-        ensure!(
-            report.transmitted > 100,
-            "only {} pings sent",
-            report.transmitted
-        );
-        ensure!(
-            report.max_gap < Duration::from_secs(3),
-            "longest gap {:?} (the IPv4 bound is 3 s)",
-            report.max_gap
-        );
-        wait_vips_on(c, &after)?;
+        let after = failover6(c, &client_ns, d6, &active, "agent killed", || {
+            c.kill(&SUITE.agent_of(&active)?);
+            Ok(())
+        })?;
         client_resolves_vip6_to(c, &client.name, &after)?;
         SUITE.start_agent(c, &active)?;
         std::thread::sleep(Duration::from_secs(2));
@@ -1257,6 +1277,18 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
             "a restarted agent must not take the VIPs back"
         );
         wait_vips_on(c, &after)?;
+        // The new holder's underlay link is cut at the switch: the client learns the move
+        // from the unsolicited neighbour advertisement (the old holder cannot answer).
+        let cut = failover6(c, &client_ns, d6, &after, "underlay link cut", || {
+            c.set_underlay_link(&after, false)
+        });
+        let restored = c.set_underlay_link(&after, true);
+        let third = cut?;
+        restored?;
+        ensure!(third == active, "the VIPs went to {third}");
+        client_resolves_vip6_to(c, &client.name, &third)?;
+        std::thread::sleep(Duration::from_secs(2));
+        wait_vips_on(c, &third)?;
         Ok(())
     })();
     unpaste(c, &client.name, &pasted);

@@ -641,12 +641,18 @@ fn covered_nodes(spec: &OverlayGatewaySpec, members: &[Member]) -> String {
     for cidr in spec
         .client_cidrs
         .iter()
-        .filter_map(|c| c.trim().parse::<Ipv4Net>().ok())
+        .filter_map(|c| c.trim().parse::<IpNet>().ok())
     {
         let inside: Vec<String> = members
             .iter()
-            .filter(|m| cidr.contains(&m.address))
-            .map(|m| format!("{} ({})", m.node, m.address))
+            .filter_map(|m| {
+                let v6 = m.v6.as_ref().and_then(|v| v.address).map(IpAddr::V6);
+                let address = [Some(IpAddr::V4(m.address)), v6]
+                    .into_iter()
+                    .flatten()
+                    .find(|a| cidr.contains(a))?;
+                Some(format!("{} ({address})", m.node))
+            })
             .collect();
         if !inside.is_empty() {
             notes.push(format!("{cidr} holds {}", inside.join(", ")));
@@ -1218,6 +1224,17 @@ mod tests {
         assert!(
             message.contains("node-b holds VIPs 192.168.50.250 and fd00:50::250")
                 && message.contains("Clients route each pod range to the VIP of its family"),
+            "{message}"
+        );
+        // A client range holding nodes' IPv6 addresses is named like an IPv4 one.
+        let mut on_nodes = spec(Some("fd00:50::250"));
+        on_nodes["clientCidrs"] = serde_json::json!(["fd00:50::/64"]);
+        let st = compute_with(on_nodes, Some(&dual), &around, &members);
+        let message = ready(&st).2;
+        assert!(
+            message.contains(
+                "clientCidrs fd00:50::/64 holds node-a (fd00:50::11), node-b (fd00:50::12)"
+            ),
             "{message}"
         );
         assert_eq!(st.active_host.as_deref(), Some("node-b"));
