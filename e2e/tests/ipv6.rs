@@ -21,7 +21,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::bird::{self, Bird};
 use causeway_e2e::pods::{self, Pod6};
-use causeway_e2e::suite::{Suite, lock, programmed, the_client, wait_network_ready};
+use causeway_e2e::suite::{
+    Suite, apply_gateway, gateway_json, label, lock, programmed, the_client, wait_gateway_ready,
+    wait_network_ready,
+};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -63,6 +66,14 @@ fn main() -> ExitCode {
             testing::test(
                 "overlay_ipv6_an_agent_restart_under_ping6_loses_nothing",
                 overlay_agent_restart,
+            ),
+            testing::test(
+                "overlay_ipv6_route_to_nodes_a_client_with_the_rendered_routes_reaches_every_pod",
+                overlay_route_to_nodes,
+            ),
+            testing::test(
+                "overlay_ipv6_bridge_hosts_an_ipv6_vip_moves_to_the_standby_when_the_holders_agent_dies",
+                overlay_bridge_hosts,
             ),
             testing::test(
                 "overlay_ipv6_cross_subnet_routes_on_segment_peers_directly_and_tunnels_the_rest",
@@ -303,6 +314,227 @@ fn overlay_agent_restart(c: &Cluster) -> Result<()> {
     );
     report.expect_none_lost(100)?;
     Ok(())
+}
+
+/// `status.clientRoutes` of gateway `name`, once Ready.
+fn client_routes(c: &Cluster, name: &str) -> Result<Vec<String>> {
+    wait_gateway_ready(c, name)?;
+    let gw = gateway_json(c, name)?;
+    Ok(gw["status"]["clientRoutes"]
+        .as_array()
+        .context("no clientRoutes")?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect())
+}
+
+/// Runs `ip <words after "ip">` on `host` for each line (`add`), or with `del` (cleanup).
+fn routes_on(c: &Cluster, host: &str, lines: &[String], add: bool) -> Result<()> {
+    for line in lines {
+        let mut words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        if !add {
+            let at = words.iter().position(|w| *w == "add").context("no add")?;
+            words[at] = "del";
+            words.truncate(at + 2);
+        }
+        c.exec(host, "ip", &words)?;
+    }
+    Ok(())
+}
+
+/// The client reaches every pod over IPv6 (retried while routes settle).
+fn client_reaches(client_ns: &str, pods: &[Pod6]) -> Result<()> {
+    for pod in pods {
+        wait_for("client -> pod over IPv6", Duration::from_secs(5), || {
+            traffic::expect_ping6(client_ns, pod.ip)
+        })
+        .with_context(|| format!("client -> {}/{} ({})", pod.node, pod.name, pod.ip))?;
+    }
+    Ok(())
+}
+
+/// RouteToNodes on the IPv6 network: node-a and node-b are the entries; the client pastes
+/// their /64s via their addresses and the range via both, and reaches the pods of all four
+/// nodes (node-d's through an entry and the tunnel); a pod sees the client's own address.
+fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let client6 = client.address6.context("the client has no IPv6 address")?;
+    for node in ["node-a", "node-b"] {
+        label(c, node, "causeway.dev/gateway=true")?;
+    }
+    apply_gateway(
+        c,
+        "entry6",
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "RouteToNodes",
+            "clientCidrs": ["fd00:50::/64"],
+            "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
+        }),
+    )?;
+    let mut pasted = Vec::new();
+    let result = (|| -> Result<()> {
+        let routes = client_routes(c, "entry6")?;
+        let subnet = |node: &str| -> Result<String> {
+            deploy::node_subnets(c, OVERLAY)?
+                .iter()
+                .find(|s| s["spec"]["nodeName"] == node)
+                .and_then(|s| s["spec"]["cidr"].as_str().map(str::to_string))
+                .with_context(|| format!("{node}'s subnet"))
+        };
+        let (a, b) = (address6(c, "node-a")?, address6(c, "node-b")?);
+        let want = [
+            format!("ip -6 route add {} via {a}", subnet("node-a")?),
+            format!("ip -6 route add {} via {b}", subnet("node-b")?),
+            format!("ip -6 route add {OVERLAY_CIDR} nexthop via {a} nexthop via {b}"),
+        ];
+        ensure!(routes == want, "clientRoutes {routes:?}, expected {want:?}");
+        routes_on(c, &client.name, &routes, true)?;
+        pasted = routes;
+        client_reaches(&client_ns, &pods)?;
+        let d = on(&pods, "node-d")?;
+        let seen = traffic::tcp_seen_source6(&d.netns, &client_ns, d.ip, 7464)?;
+        ensure!(
+            seen == client6,
+            "node-d's pod saw the client as {seen}, not {client6}"
+        );
+        eprintln!(
+            "[measure] IPv6 RouteToNodes: the client reached all {} pods with the 3 rendered routes; node-d's pod saw the client's own address",
+            pods.len()
+        );
+        Ok(())
+    })();
+    let _ = routes_on(c, &client.name, &pasted, false);
+    let _ = c.kubectl(&["delete", "overlaygateway", "entry6", "--wait=true"]);
+    for node in ["node-a", "node-b"] {
+        let _ = label(c, node, "causeway.dev/gateway-");
+    }
+    result
+}
+
+/// The nodes among `nodes` whose eth0 holds `vip`/128.
+fn vip6_holders(c: &Cluster, nodes: &[&str], vip: &str) -> Result<Vec<String>> {
+    let mut on = Vec::new();
+    for node in nodes {
+        let addrs = c.exec(node, "ip", &["-6", "-o", "addr", "show", "dev", "eth0"])?;
+        if addrs.contains(&format!("{vip}/128")) {
+            on.push((*node).to_string());
+        }
+    }
+    Ok(on)
+}
+
+/// BridgeHosts on the IPv6 network: node-b and node-c stand for the IPv6 VIP fd00:50::250;
+/// the client routes the pod range to it and reaches every pod. The holder's agent is killed
+/// under a 20 ms `ping -6` from the client to node-d's pod: the standby takes the VIP (DAD
+/// probes find it silent once its kernel lifetime ran out) within the IPv4 bound (3 s).
+fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
+    const BRIDGES: [&str; 2] = ["node-b", "node-c"];
+    const VIP6: &str = "fd00:50::250";
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    for node in BRIDGES {
+        label(c, node, "causeway.dev/bridge=true")?;
+    }
+    apply_gateway(
+        c,
+        "bridge6",
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "BridgeHosts",
+            "clientCidrs": ["fd00:50::/64"],
+            "bridgeHosts": {
+                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                "vip": VIP6,
+            },
+        }),
+    )?;
+    let active = || -> Result<Option<String>> {
+        Ok(gateway_json(c, "bridge6")?["status"]["activeHost"]
+            .as_str()
+            .map(str::to_string))
+    };
+    let mut pasted = Vec::new();
+    let result = (|| -> Result<()> {
+        let routes = client_routes(c, "bridge6")?;
+        ensure!(
+            routes == [format!("ip -6 route add {OVERLAY_CIDR} via {VIP6}")],
+            "clientRoutes {routes:?}"
+        );
+        let holder = active()?.context("Ready without activeHost")?;
+        wait_for(
+            "the VIP on the holder only",
+            Duration::from_secs(10),
+            || {
+                let on = vip6_holders(c, &BRIDGES, VIP6)?;
+                ensure!(
+                    on == [holder.clone()],
+                    "{VIP6} on {on:?}, activeHost {holder}"
+                );
+                Ok(())
+            },
+        )?;
+        routes_on(c, &client.name, &routes, true)?;
+        pasted = routes;
+        client_reaches(&client_ns, &pods)?;
+        let d = on(&pods, "node-d")?;
+        let ping = traffic::ContinuousPing::start6(&client_ns, d.ip, Duration::from_millis(20))?;
+        std::thread::sleep(Duration::from_secs(1));
+        c.kill(&SUITE.agent_of(&holder)?);
+        let after = wait_for("a new active host", Duration::from_secs(20), || {
+            let now = active()?;
+            ensure!(now.as_deref().is_some_and(|n| n != holder), "still {now:?}");
+            Ok(now.unwrap_or_default())
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let report = ping.stop()?;
+        let after = after?;
+        println!(
+            "[measure] BridgeHosts failover on an IPv6-only network (agent killed): {holder} -> {after}; ping -6 every 20 ms client -> pod on node-d: {} sent, {} lost, longest gap {:?}",
+            report.transmitted,
+            report.lost(),
+            report.max_gap
+        );
+        ensure!(
+            report.transmitted > 100,
+            "only {} pings sent",
+            report.transmitted
+        );
+        ensure!(
+            report.max_gap < Duration::from_secs(3),
+            "longest gap {:?} (the IPv4 bound is 3 s)",
+            report.max_gap
+        );
+        wait_for(
+            "the VIP on the new holder only",
+            Duration::from_secs(10),
+            || {
+                let on = vip6_holders(c, &BRIDGES, VIP6)?;
+                ensure!(
+                    on == [after.clone()],
+                    "{VIP6} on {on:?}, activeHost {after}"
+                );
+                Ok(())
+            },
+        )?;
+        SUITE.start_agent(c, &holder)?;
+        client_reaches(&client_ns, &pods)?;
+        Ok(())
+    })();
+    let _ = routes_on(c, &client.name, &pasted, false);
+    let _ = c.kubectl(&["delete", "overlaygateway", "bridge6", "--wait=true"]);
+    let gone = wait_for("the VIP gone", Duration::from_secs(10), || {
+        let on = vip6_holders(c, &BRIDGES, VIP6)?;
+        ensure!(on.is_empty(), "{VIP6} still on {on:?}");
+        Ok(())
+    });
+    for node in BRIDGES {
+        let _ = label(c, node, "causeway.dev/bridge-");
+    }
+    result.and(gone)
 }
 
 fn overlay_cross_subnet(c: &Cluster) -> Result<()> {

@@ -227,16 +227,12 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     // 2. Plan, from the inputs and what was observed. Who owns which address: gateways
     // never take one (the plan refuses a network whose cidr does not parse).
     let pods = network.spec.parsed_cidr().unwrap_or_default();
-    // BridgeHosts serve networks with an IPv4 `cidr` (IPv4 or dual-stack) only: the operator
-    // refuses them elsewhere, so elsewhere this node stands for no VIP.
-    let ranges: Vec<IpNet> = match network.spec.parsed_cidr() {
-        Ok(_) => network
-            .spec
-            .ranges()
-            .map(|r| r.iter().map(|r| r.cidr).collect())
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    // The network's ranges, `cidr` first: BridgeHosts VIPs follow their families.
+    let ranges: Vec<IpNet> = network
+        .spec
+        .ranges()
+        .map(|r| r.iter().map(|r| r.cidr).collect())
+        .unwrap_or_default();
     let known = crate::join::Known {
         subnets: input.subnets,
         api_servers: input.api_servers,

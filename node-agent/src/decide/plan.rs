@@ -599,8 +599,8 @@ pub(crate) fn tunnel(
 /// tunnel, or its underlay address of that family when on-link). Nothing on the active host
 /// itself, and nothing for client ranges on this node's own segment of that family: it
 /// reaches those clients directly, and the kernel's connected route is there. One route per
-/// client range: O(1) per node, replaced on failover. Networks with an IPv4 `cidr` only (the
-/// operator refuses BridgeHosts elsewhere); IPv6 client ranges on dual-stack ones.
+/// client range: O(1) per node, replaced on failover. Each family's client ranges on a network
+/// with a range of that family.
 fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) -> Vec<String> {
     let mut skipped = Vec::new();
     let segments = [
@@ -608,9 +608,6 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
         input.underlay.prefix6().map(IpNet::V6),
     ];
     let ranges = [own.f.v4.range.map(IpNet::V4), own.f.v6.range.map(IpNet::V6)];
-    if own.f.primary_v6 || ranges[0].is_none() {
-        return skipped;
-    }
     for ret in input.returns {
         if ret.via == input.own.spec.node_name {
             continue;

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 
 use super::credentials;
 use super::routes6::Member6;
-use super::status::{self as gateway, Member};
+use super::status::{self as gateway, Member, Member4};
 use crate::context::{Context, FIELD_MANAGER};
 
 /// Periodic resync, on top of the triggers.
@@ -217,17 +217,11 @@ async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result
         .iter()
         .filter(|s| s.spec.network == gw.spec.network && s.meta().deletion_timestamp.is_none())
         .filter_map(|s| {
-            let parsed = s.spec.parse().ok()?;
+            let (v4, v6) = sides(s)?;
             Some(Member {
                 node: s.spec.node_name.clone(),
-                subnet: parsed.cidr,
-                address: parsed.node_address,
-                segment: s
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.underlay_prefix.as_deref())
-                    .and_then(|p| p.parse().ok()),
-                v6: member6(s),
+                v4,
+                v6,
                 labels: labels.get(&s.spec.node_name).cloned().unwrap_or_default(),
                 unprogrammable: unprogrammable(s),
             })
@@ -367,25 +361,53 @@ fn api_servers(ctx: &Context) -> impl Iterator<Item = IpAddr> + use<> {
         .chain(v6.into_iter().map(IpAddr::V6))
 }
 
-/// The IPv6 side of a NodeSubnet with an IPv6 `secondaryCidr`: its subnet, IPv6 node address
-/// and the agent's `status.secondaryUnderlayPrefix` (unparsable values read as absent).
-fn member6(s: &NodeSubnet) -> Option<Member6> {
+/// A NodeSubnet's sides by family, whichever fields hold them (`cidr` or `secondaryCidr`,
+/// `nodeAddress` or `secondaryNodeAddress`, `status.underlayPrefix` or
+/// `status.secondaryUnderlayPrefix`): the IPv4 side when it has an IPv4 subnet and address,
+/// the IPv6 side when it has an IPv6 subnet. `None` when the spec does not parse; unparsable
+/// status values read as absent.
+fn sides(s: &NodeSubnet) -> Option<(Option<Member4>, Option<Member6>)> {
     let parsed = s.spec.parse_addresses().ok()?;
-    let Some(IpNet::V6(subnet)) = parsed.secondary_cidr else {
-        return None;
+    let subnets = [Some(parsed.cidr), parsed.secondary_cidr];
+    let addresses = [Some(parsed.node_address), parsed.secondary_node_address];
+    let status = s.status.as_ref();
+    let segments: Vec<IpNet> = [
+        status.and_then(|st| st.underlay_prefix.as_deref()),
+        status.and_then(|st| st.secondary_underlay_prefix.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| p.parse().ok())
+    .collect();
+    let v4 = match (
+        subnets.into_iter().flatten().find(|n| n.addr().is_ipv4()),
+        addresses.into_iter().flatten().find(IpAddr::is_ipv4),
+    ) {
+        (Some(IpNet::V4(subnet)), Some(IpAddr::V4(address))) => Some(Member4 {
+            subnet,
+            address,
+            segment: segments.iter().find_map(|n| match n {
+                IpNet::V4(n) => Some(*n),
+                IpNet::V6(_) => None,
+            }),
+        }),
+        _ => None,
     };
-    Some(Member6 {
-        subnet,
-        address: match parsed.secondary_node_address {
-            Some(IpAddr::V6(a)) => Some(a),
-            _ => None,
-        },
-        segment: s
-            .status
-            .as_ref()
-            .and_then(|st| st.secondary_underlay_prefix.as_deref())
-            .and_then(|p| p.parse().ok()),
-    })
+    let v6 = match subnets.into_iter().flatten().find(|n| n.addr().is_ipv6()) {
+        Some(IpNet::V6(subnet)) => Some(Member6 {
+            subnet,
+            address: addresses.into_iter().flatten().find_map(|a| match a {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            }),
+            segment: segments.iter().find_map(|n| match n {
+                IpNet::V6(n) => Some(*n),
+                IpNet::V4(_) => None,
+            }),
+        }),
+        _ => None,
+    };
+    Some((v4, v6))
 }
 
 /// The reason a NodeSubnet's agent reports that it cannot program its node at all (current

@@ -1,16 +1,16 @@
-//! RouteToNodes on a dual-stack network, IPv6 side (pure): which nodes clients reach over
-//! IPv6, and the `ip -6 route` lines they install (issue #18).
+//! RouteToNodes, IPv6 side (pure): which nodes clients reach over IPv6, and the `ip -6 route`
+//! lines they install (issue #18), on dual-stack networks and IPv6 ones.
 //!
 //! [`super::status`] renders the IPv4 side and calls [`render`] for the IPv6 one with the
 //! nodes the selector chose. The rule is the IPv4 one, per family: a node is IPv6-eligible
-//! when it has an IPv6 subnet (`spec.secondaryCidr`), an IPv6 node address
-//! (`spec.secondaryNodeAddress`) and its agent's IPv6 underlay prefix
-//! (`status.secondaryUnderlayPrefix`) lies on a segment of an IPv6 `clientCidrs` entry, since
-//! the next hop must be on-link for the client. Clients get each eligible node's IPv6 subnet
-//! via its IPv6 address and, when some nodes with an IPv6 subnet are not eligible, the IPv6
-//! range via the eligible ones (multipath with `nexthop` when several): the packet enters
-//! there and rides the overlay (IPv6 inside the IPv4 VXLAN tunnel) to the pod's node, whose
-//! reply goes straight back over the underlay.
+//! when it has an IPv6 subnet, an IPv6 node address and its agent's IPv6 underlay prefix lies
+//! on a segment of an IPv6 `clientCidrs` entry (whichever fields hold them: `cidr` or
+//! `secondaryCidr`, and so on), since the next hop must be on-link for the client. Clients
+//! get each eligible node's IPv6 subnet via its IPv6 address and, when some nodes with an
+//! IPv6 subnet are not eligible, the IPv6 range via the eligible ones (multipath with
+//! `nexthop` when several): the packet enters there and takes the network's path to the pod's
+//! node (the tunnel, a route, or the on-link range), whose reply goes straight back over the
+//! underlay.
 //!
 //! Without an eligible node the IPv6 side renders no line and says why with the fix; the
 //! IPv4 side is unaffected.
@@ -19,14 +19,16 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
-/// A node's IPv6 side on a dual-stack network, as the operator sees it.
+/// A node's IPv6 side, as the operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member6 {
-    /// `spec.secondaryCidr`: the node's IPv6 pod subnet.
+    /// The node's IPv6 pod subnet (`spec.cidr` or `spec.secondaryCidr`).
     pub subnet: Ipv6Net,
-    /// `spec.secondaryNodeAddress`, when the node has an IPv6 InternalIP.
+    /// Its IPv6 node address (`spec.nodeAddress` or `spec.secondaryNodeAddress`), when the
+    /// node has an IPv6 InternalIP.
     pub address: Option<Ipv6Addr>,
-    /// The agent's `status.secondaryUnderlayPrefix`, when reported.
+    /// The agent's report of the IPv6 underlay prefix (`status.underlayPrefix` or
+    /// `status.secondaryUnderlayPrefix`), when reported.
     pub segment: Option<Ipv6Net>,
 }
 

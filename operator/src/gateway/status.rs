@@ -45,11 +45,9 @@ use super::routes6::{self, Member6};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub node: String,
-    pub subnet: Ipv4Net,
-    pub address: Ipv4Addr,
-    /// The agent's `status.underlayPrefix`, when reported.
-    pub segment: Option<Ipv4Net>,
-    /// The node's IPv6 side, when it has an IPv6 subnet (dual-stack networks).
+    /// The node's IPv4 side, when it has an IPv4 subnet and an IPv4 address.
+    pub v4: Option<Member4>,
+    /// The node's IPv6 side, when it has an IPv6 subnet.
     pub v6: Option<Member6>,
     pub labels: BTreeMap<String, String>,
     /// The node's agent reports that it cannot program the node at all (its NodeSubnet's
@@ -58,12 +56,25 @@ pub struct Member {
     pub unprogrammable: Option<String>,
 }
 
+/// A node's IPv4 side, as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member4 {
+    /// The node's IPv4 pod subnet (`spec.cidr` or `spec.secondaryCidr`).
+    pub subnet: Ipv4Net,
+    /// Its IPv4 node address.
+    pub address: Ipv4Addr,
+    /// The agent's report of the IPv4 underlay prefix (`status.underlayPrefix` or
+    /// `status.secondaryUnderlayPrefix`), when reported.
+    pub segment: Option<Ipv4Net>,
+}
+
 impl Member {
     /// The node's underlay segments its agent reported, of both families.
     #[must_use]
     pub fn segments(&self) -> Vec<IpNet> {
+        let v4 = self.v4.as_ref().and_then(|v| v.segment);
         let v6 = self.v6.as_ref().and_then(|v| v.segment);
-        [self.segment.map(IpNet::V4), v6.map(IpNet::V6)]
+        [v4.map(IpNet::V4), v6.map(IpNet::V6)]
             .into_iter()
             .flatten()
             .collect()
@@ -276,35 +287,32 @@ fn render(input: &Input) -> Rendered {
             ),
         );
     };
-    let secondary = network
-        .secondary_cidr
-        .as_deref()
-        .map(causeway_crds::cidr::parse_cidr);
-    // Dual-stack Overlay: IPv6 rides the IPv4 tunnel, so RouteToNodes serves both; the
-    // active bridge host forwards both families in every mode.
-    let dual_stack = spec.strategy == GatewayStrategy::BridgeHosts
-        || (spec.strategy == GatewayStrategy::RouteToNodes
-            && network.mode == causeway_crds::v1alpha1::PodNetworkMode::Overlay);
-    let (range, range6) = match (network.parsed_cidr(), secondary) {
-        (Ok(range), None) => (range, None),
-        (Ok(range), Some(Ok(IpNet::V6(range6)))) if dual_stack => (range, Some(range6)),
-        // IPv6 networks, and the other dual-stack ones: not yet served by gateways (#18).
-        (Ok(_), Some(_)) | (Err(causeway_crds::Error::CidrNotIpv4 { .. }), _) => {
+    let ranges: Vec<IpNet> = match network.ranges() {
+        Ok(r) => r.iter().map(|r| r.cidr).collect(),
+        Err(e) => {
             return not_ready(
                 INVALID_SPEC,
-                format!(
-                    "PodNetwork {} is IPv6 or dual-stack, and gateways serve IPv4 pod networks, and dual-stack networks (IPv4 cidr, IPv6 secondaryCidr) with strategy BridgeHosts or, in Overlay mode, RouteToNodes, only so far; point spec.network at such a PodNetwork or use one of those strategies.",
-                    spec.network
-                ),
-            );
-        }
-        (Err(_), _) => {
-            return not_ready(
-                INVALID_SPEC,
-                format!("PodNetwork {} has an unusable cidr.", spec.network),
+                format!("PodNetwork {} has an unusable range: {e}.", spec.network),
             );
         }
     };
+    let range4 = ranges.iter().find_map(|r| match r {
+        IpNet::V4(r) => Some(*r),
+        IpNet::V6(_) => None,
+    });
+    let range6 = ranges.iter().find_map(|r| match r {
+        IpNet::V6(r) => Some(*r),
+        IpNet::V4(_) => None,
+    });
+    if spec.strategy == GatewayStrategy::ClientJoin && (range4.is_none() || ranges.len() > 1) {
+        return not_ready(
+            INVALID_SPEC,
+            format!(
+                "PodNetwork {} is IPv6 or dual-stack, and ClientJoin serves IPv4 pod networks only so far; point spec.network at such a PodNetwork or use strategy RouteToNodes or BridgeHosts.",
+                spec.network
+            ),
+        );
+    }
     let mut clients = Vec::new();
     let mut clients6 = Vec::new();
     for (i, value) in spec.client_cidrs.iter().enumerate() {
@@ -318,8 +326,10 @@ fn render(input: &Input) -> Rendered {
             )
         };
         match value.trim().parse::<IpNet>() {
-            Ok(IpNet::V4(c)) if overlaps(c.trunc(), range) => return overlapping(range.into()),
-            Ok(IpNet::V4(c)) => clients.push(c.trunc()),
+            Ok(IpNet::V4(c)) => match range4 {
+                Some(r4) if overlaps(c.trunc(), r4) => return overlapping(r4.into()),
+                _ => clients.push(c.trunc()),
+            },
             Ok(IpNet::V6(_)) if spec.strategy == GatewayStrategy::ClientJoin => {
                 return not_ready(
                     INVALID_SPEC,
@@ -342,11 +352,10 @@ fn render(input: &Input) -> Rendered {
             }
         }
     }
-    if spec.strategy == GatewayStrategy::BridgeHosts {
-        return bridge_hosts(input, range, range6, &clients6);
-    }
-    if spec.strategy == GatewayStrategy::ClientJoin {
-        return client_join(input, network, range);
+    match (spec.strategy, range4) {
+        (GatewayStrategy::BridgeHosts, _) => return bridge_hosts(input, &ranges, &clients6),
+        (GatewayStrategy::ClientJoin, Some(range)) => return client_join(input, network, range),
+        _ => {}
     }
     let selector = spec
         .route_to_nodes
@@ -362,12 +371,15 @@ fn render(input: &Input) -> Rendered {
             Ok(true) => {}
         }
         selected.push((member.node.as_str(), member.v6.as_ref()));
+        let Some(v4) = member.v4.as_ref().filter(|_| range4.is_some()) else {
+            continue;
+        };
         let reachable = clients.is_empty()
-            || member
+            || v4
                 .segment
                 .is_none_or(|s| clients.iter().any(|c| overlaps(*c, s)));
         if reachable {
-            eligible.push(member);
+            eligible.push((member.node.as_str(), v4));
         } else {
             off_segment.push(member.node.as_str());
         }
@@ -377,6 +389,13 @@ fn render(input: &Input) -> Rendered {
         routes6::render(&selected, &clients6, r6, with_subnet)
     });
     if eligible.is_empty() && v6.as_ref().is_none_or(|v| v.through.is_empty()) {
+        if range4.is_none() {
+            // An IPv6 network: the IPv6 side says why.
+            let none = v6.and_then(|v| v.none).unwrap_or_else(|| {
+                "no node of the network matches spec.routeToNodes.nodeSelector".into()
+            });
+            return not_ready(reasons::NO_ELIGIBLE_HOST, format!("{none}."));
+        }
         let why = if off_segment.is_empty() {
             "no node of the network matches spec.routeToNodes.nodeSelector".to_owned()
         } else {
@@ -396,21 +415,30 @@ fn render(input: &Input) -> Rendered {
     }
     let mut routes: Vec<String> = eligible
         .iter()
-        .map(|m| format!("ip route add {} via {}", m.subnet, m.address))
+        .map(|(_, m)| format!("ip route add {} via {}", m.subnet, m.address))
         .collect();
-    if !eligible.is_empty() && eligible.len() < input.members.len() {
-        // The other nodes' pods, through the eligible nodes' overlay paths.
-        let via: Vec<_> = eligible.iter().map(|m| m.address).collect();
+    let with_subnet4 = input.members.iter().filter(|m| m.v4.is_some()).count();
+    if let Some(range) = range4
+        && !eligible.is_empty()
+        && eligible.len() < with_subnet4
+    {
+        // The other nodes' pods, through the eligible nodes' paths to them.
+        let via: Vec<_> = eligible.iter().map(|(_, m)| m.address).collect();
         routes.push(super::routes6::range_route("ip route add", range, &via));
     }
-    let names: Vec<&str> = eligible.iter().map(|m| m.node.as_str()).collect();
-    let mut message = match &v6 {
-        None => format!(
+    let names: Vec<&str> = eligible.iter().map(|(n, _)| *n).collect();
+    let mut message = match (&v6, range4) {
+        (Some(v6), None) => format!(
+            "Clients reach the pods of PodNetwork {} through {}: install status.clientRoutes on the clients (or their router).",
+            spec.network,
+            v6.through.join(", ")
+        ),
+        (None, _) => format!(
             "Clients reach the pods of PodNetwork {} through {}: install status.clientRoutes on the clients (or their router).",
             spec.network,
             names.join(", ")
         ),
-        Some(v6) => {
+        (Some(v6), Some(_)) => {
             let mut families = Vec::new();
             if !names.is_empty() {
                 families.push(format!("over IPv4 through {}", names.join(", ")));
@@ -431,7 +459,7 @@ fn render(input: &Input) -> Rendered {
         }
     };
     if !off_segment.is_empty() {
-        let family = if v6.is_some() { " of IPv4" } else { "" };
+        let family = if range6.is_some() { " of IPv4" } else { "" };
         message.push_str(&format!(
             " Left out{family} (not on a segment of clientCidrs): {}.",
             off_segment.join(", ")
@@ -452,6 +480,14 @@ fn render(input: &Input) -> Rendered {
             spec.network
         ));
     }
+    if range4.is_none() && !clients.is_empty() {
+        let list: Vec<String> = clients.iter().map(ToString::to_string).collect();
+        message.push_str(&format!(
+            " The IPv4 clientCidrs {} are unused: PodNetwork {} has no IPv4 range.",
+            list.join(", "),
+            spec.network
+        ));
+    }
     if let Some(bgp) = network.routed.as_ref().and_then(|r| r.bgp.as_ref()) {
         let peers: Vec<String> = bgp.peers.iter().map(|p| p.address.clone()).collect();
         message.push_str(&format!(
@@ -468,26 +504,18 @@ fn render(input: &Input) -> Rendered {
     }
 }
 
-/// BridgeHosts: VIP checks, candidates, and the election's outcome. On a dual-stack network
-/// (`range6`) a `secondaryVip` serves the IPv6 clients (`clients6`): the active host holds
-/// both VIPs.
-fn bridge_hosts(
-    input: &Input,
-    range: Ipv4Net,
-    range6: Option<Ipv6Net>,
-    clients6: &[Ipv6Net],
-) -> Rendered {
+/// BridgeHosts: VIP checks, candidates, and the election's outcome. `ranges` are the
+/// network's pod ranges, `cidr` first: `vip` serves the first, and on a dual-stack network a
+/// `secondaryVip` the second (the active host holds both VIPs); `clients6` are the IPv6
+/// client ranges, for messages.
+fn bridge_hosts(input: &Input, ranges: &[IpNet], clients6: &[Ipv6Net]) -> Rendered {
     let spec = input.spec;
     let Some(bridge) = spec.bridge_hosts.as_ref() else {
         return not_ready(INVALID_SPEC, "spec.bridgeHosts is missing.".into());
     };
     // The same check the agents make before they stand for the VIPs.
-    let ranges: Vec<IpNet> = [Some(IpNet::V4(range)), range6.map(IpNet::V6)]
-        .into_iter()
-        .flatten()
-        .collect();
     let segments: Vec<IpNet> = input.members.iter().flat_map(Member::segments).collect();
-    let vips = match ownership::check_vips(bridge, &ranges, &segments, input.owners) {
+    let vips = match ownership::check_vips(bridge, ranges, &segments, input.owners) {
         Ok(vips) => vips,
         Err(refusal) => return not_ready(refusal.reason, refusal.message),
     };
@@ -598,21 +626,26 @@ fn bridge_hosts(
     } else {
         covered_nodes(spec, input.members)
     };
-    let mut routes = vec![format!("ip route add {range} via {}", vips.primary)];
-    let ipv6 = match (range6, vips.secondary) {
-        (Some(r6), Some(v6)) => {
-            routes.push(format!("ip -6 route add {r6} via {v6}"));
+    let route = |range: &IpNet, vip: IpAddr| {
+        let ip = if vip.is_ipv6() { "ip -6" } else { "ip" };
+        format!("{ip} route add {range} via {vip}")
+    };
+    let mut routes = vec![route(&ranges[0], vips.primary)];
+    let second = match (ranges.get(1), vips.secondary) {
+        (Some(r), Some(v)) => {
+            routes.push(route(r, v));
             String::new()
         }
-        (Some(r6), None) => {
-            let unused = if clients6.is_empty() {
+        (Some(r), None) => {
+            let family = if r.addr().is_ipv6() { "IPv6" } else { "IPv4" };
+            let unused = if clients6.is_empty() || !r.addr().is_ipv6() {
                 String::new()
             } else {
                 let list: Vec<String> = clients6.iter().map(ToString::to_string).collect();
                 format!(" (the IPv6 clientCidrs {} are unused)", list.join(", "))
             };
             format!(
-                " IPv6 clients have no route to the pods' IPv6 range {r6}{unused}: set spec.bridgeHosts.secondaryVip to an unused IPv6 address on the bridge hosts' segment."
+                " {family} clients have no route to the pods' {family} range {r}{unused}: set spec.bridgeHosts.secondaryVip to an unused {family} address on the bridge hosts' segment."
             )
         }
         (None, _) => String::new(),
@@ -627,7 +660,7 @@ fn bridge_hosts(
         state: ConditionStatus::True,
         reason: reasons::GATEWAY_READY,
         message: format!(
-            "{active} holds {vip_words} {vips} and forwards client traffic into PodNetwork {}; {back}. Clients route {route_words} (status.clientRoutes).{standby}{ipv6}{covering}",
+            "{active} holds {vip_words} {vips} and forwards client traffic into PodNetwork {}; {back}. Clients route {route_words} (status.clientRoutes).{standby}{second}{covering}",
             spec.network
         ),
     }
@@ -646,11 +679,9 @@ fn covered_nodes(spec: &OverlayGatewaySpec, members: &[Member]) -> String {
         let inside: Vec<String> = members
             .iter()
             .filter_map(|m| {
+                let v4 = m.v4.as_ref().map(|v| IpAddr::V4(v.address));
                 let v6 = m.v6.as_ref().and_then(|v| v.address).map(IpAddr::V6);
-                let address = [Some(IpAddr::V4(m.address)), v6]
-                    .into_iter()
-                    .flatten()
-                    .find(|a| cidr.contains(a))?;
+                let address = [v4, v6].into_iter().flatten().find(|a| cidr.contains(a))?;
                 Some(format!("{} ({address})", m.node))
             })
             .collect();
@@ -730,9 +761,11 @@ mod tests {
         }
         Member {
             node: node.into(),
-            subnet: format!("10.247.{i}.0/24").parse().expect("subnet"),
-            address: address.parse().expect("address"),
-            segment: Some(segment.parse().expect("segment")),
+            v4: Some(Member4 {
+                subnet: format!("10.247.{i}.0/24").parse().expect("subnet"),
+                address: address.parse().expect("address"),
+                segment: Some(segment.parse().expect("segment")),
+            }),
             v6: None,
             labels,
             unprogrammable: None,
@@ -762,7 +795,9 @@ mod tests {
     fn owners(members: &[Member]) -> ownership::Owners {
         let mut owners = ownership::Owners::new();
         for m in members {
-            owners.claim(m.address, format!("node {}'s address", m.node));
+            if let Some(v4) = &m.v4 {
+                owners.claim(v4.address, format!("node {}'s address", m.node));
+            }
             if let Some(a) = m.v6.as_ref().and_then(|v| v.address) {
                 owners.claim(a, format!("node {}'s address", m.node));
             }
@@ -877,8 +912,9 @@ mod tests {
             .enumerate()
             .map(|(i, mut m)| {
                 let twin = |v4: &str| v4.replace("192.168.", "fd00:").replacen('.', "::", 1);
-                let address = twin(&m.address.to_string());
-                let segment = m
+                let v4 = m.v4.clone().expect("IPv4 side");
+                let address = twin(&v4.address.to_string());
+                let segment = v4
                     .segment
                     .map(|s| format!("{}/64", twin(&s.network().to_string())));
                 m.v6 = Some(Member6 {
@@ -1011,19 +1047,13 @@ mod tests {
     }
 
     #[test]
-    fn gateways_other_than_route_to_nodes_on_overlay_and_bridge_hosts_refuse_dual_stack_and_ipv6_clients()
-     {
+    fn client_join_refuses_dual_stack_networks_and_ipv6_clients() {
         let members = dual_members();
         let refused = |spec: serde_json::Value, network: &PodNetworkSpec, words: &str| {
             let st = run_on(spec, network, &members);
             expect_not_ready(&st, "InvalidSpec", words);
             assert!(st.client_routes.is_empty());
         };
-        refused(
-            serde_json::json!({"network": "overlay", "strategy": "RouteToNodes"}),
-            &dual_network("Routed"),
-            "with strategy BridgeHosts or, in Overlay mode, RouteToNodes, only so far",
-        );
         let join = |cidrs: &[&str]| {
             serde_json::json!({"network": "overlay", "strategy": "ClientJoin", "clientCidrs": cidrs,
                 "clientJoin": {"clients": [{"name": "laptop", "address": "192.168.50.100", "overlayAddress": "10.250.0.10"}]}})
@@ -1031,7 +1061,7 @@ mod tests {
         refused(
             join(&[]),
             &dual_network("Overlay"),
-            "use one of those strategies",
+            "PodNetwork overlay is IPv6 or dual-stack, and ClientJoin serves IPv4 pod networks only so far; point spec.network at such a PodNetwork or use strategy RouteToNodes or BridgeHosts.",
         );
         refused(
             join(&["fd00:50::/64"]),
@@ -1051,6 +1081,170 @@ mod tests {
         assert!(
             message.contains("The IPv6 clientCidrs fd00:50::/64 are unused: PodNetwork overlay has no IPv6 range (secondaryCidr)."),
             "{message}"
+        );
+    }
+
+    /// [`dual_members`] on an IPv6 network: the IPv6 sides only.
+    fn v6_members() -> Vec<Member> {
+        dual_members()
+            .into_iter()
+            .map(|mut m| {
+                m.v4 = None;
+                m
+            })
+            .collect()
+    }
+
+    fn v6_network(mode: &str) -> PodNetworkSpec {
+        serde_json::from_value(serde_json::json!({
+            "cidr": "fd00:10:247::/56", "nodeSubnetPrefixLength": 64, "mode": mode,
+        }))
+        .expect("network")
+    }
+
+    #[test]
+    fn route_to_nodes_serves_ipv6_networks_and_dual_stack_ones_in_every_mode() {
+        let selector =
+            serde_json::json!({"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}});
+        let spec = |cidrs: &[&str]| {
+            serde_json::json!({"network": "overlay", "strategy": "RouteToNodes",
+                "clientCidrs": cidrs, "routeToNodes": selector})
+        };
+        for mode in ["Flat", "Routed", "Overlay"] {
+            let st = run_on(spec(&["fd00:50::/64"]), &v6_network(mode), &v6_members());
+            assert_eq!(
+                st.client_routes,
+                [
+                    "ip -6 route add fd00:10:247::/64 via fd00:50::11",
+                    "ip -6 route add fd00:10:247:1::/64 via fd00:50::12",
+                    "ip -6 route add fd00:10:247::/56 nexthop via fd00:50::11 nexthop via fd00:50::12",
+                ],
+                "{mode}"
+            );
+            let (state, reason, message) = ready(&st);
+            assert_eq!(
+                (state.as_str(), reason.as_str()),
+                ("True", "GatewayReady"),
+                "{message}"
+            );
+            assert!(
+                message.starts_with(
+                    "Clients reach the pods of PodNetwork overlay through node-a, node-b:"
+                ) && !message.contains("IPv4"),
+                "{mode}: {message}"
+            );
+            // IPv4 client ranges route nothing on an IPv6 network, and Ready says so.
+            let st = run_on(
+                spec(&["fd00:50::/64", "192.168.50.0/24"]),
+                &v6_network(mode),
+                &v6_members(),
+            );
+            assert!(
+                ready(&st).2.contains(
+                    "The IPv4 clientCidrs 192.168.50.0/24 are unused: PodNetwork overlay has no IPv4 range."
+                ),
+                "{}",
+                ready(&st).2
+            );
+            // Without an IPv6 client range there is no next hop, and the fix is named.
+            let st = run_on(spec(&[]), &v6_network(mode), &v6_members());
+            expect_not_ready(&st, "NoEligibleHost", "add the clients' IPv6 range");
+            // Dual-stack Flat and Routed as Overlay: both families.
+            let st = run_on(
+                spec(&["192.168.50.0/24", "fd00:50::/64"]),
+                &dual_network(mode),
+                &dual_members(),
+            );
+            assert_eq!(st.client_routes.len(), 6, "{mode}: {:?}", st.client_routes);
+            assert!(
+                ready(&st).2.contains(
+                    "over IPv4 through node-a, node-b and over IPv6 through node-a, node-b"
+                ),
+                "{mode}: {}",
+                ready(&st).2
+            );
+        }
+    }
+
+    #[test]
+    fn bridge_hosts_on_ipv6_and_ipv6_first_networks_route_the_primary_range_to_vip() {
+        let elected = Election {
+            holder: Some("node-a".into()),
+            ..Election::default()
+        };
+        let around = Around {
+            election: Some(&elected),
+            ..Around::default()
+        };
+        let spec = |vip: &str, secondary: Option<&str>| {
+            let mut bridge = serde_json::json!({
+                "nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}, "vip": vip,
+            });
+            if let Some(v) = secondary {
+                bridge["secondaryVip"] = v.into();
+            }
+            serde_json::json!({"network": "overlay", "strategy": "BridgeHosts",
+                "clientCidrs": ["fd00:70::/64"], "bridgeHosts": bridge})
+        };
+        let st = compute_with(
+            spec("fd00:50::250", None),
+            Some(&v6_network("Routed")),
+            &around,
+            &v6_members(),
+        );
+        assert_eq!(
+            st.client_routes,
+            ["ip -6 route add fd00:10:247::/56 via fd00:50::250"]
+        );
+        assert_eq!(ready(&st).1, "GatewayReady", "{}", ready(&st).2);
+        assert!(
+            ready(&st).2.contains("node-a holds VIP fd00:50::250"),
+            "{}",
+            ready(&st).2
+        );
+        // An IPv4 VIP for an IPv6 network names the family.
+        let st = compute_with(
+            spec("192.168.50.250", None),
+            Some(&v6_network("Routed")),
+            &around,
+            &v6_members(),
+        );
+        expect_not_ready(
+            &st,
+            "InvalidSpec",
+            "spec.bridgeHosts.vip 192.168.50.250 is not of the family of the PodNetwork's cidr fd00:10:247::/56",
+        );
+        // IPv6-first: vip IPv6, secondaryVip IPv4; without the IPv4 one, the fix names IPv4.
+        let first: PodNetworkSpec = serde_json::from_value(serde_json::json!({
+            "cidr": "fd00:10:247::/56", "nodeSubnetPrefixLength": 64, "mode": "Overlay",
+            "secondaryCidr": "10.247.0.0/16", "secondaryNodeSubnetPrefixLength": 24,
+        }))
+        .expect("network");
+        let st = compute_with(
+            spec("fd00:50::250", Some("192.168.50.250")),
+            Some(&first),
+            &around,
+            &dual_members(),
+        );
+        assert_eq!(
+            st.client_routes,
+            [
+                "ip -6 route add fd00:10:247::/56 via fd00:50::250",
+                "ip route add 10.247.0.0/16 via 192.168.50.250",
+            ]
+        );
+        let st = compute_with(
+            spec("fd00:50::250", None),
+            Some(&first),
+            &around,
+            &dual_members(),
+        );
+        assert!(
+            ready(&st).2.contains(
+                "IPv4 clients have no route to the pods' IPv4 range 10.247.0.0/16: set spec.bridgeHosts.secondaryVip to an unused IPv4 address"
+            ),
+            "{}",
+            ready(&st).2
         );
     }
 
