@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use kube::ResourceExt;
 
@@ -94,7 +94,15 @@ pub fn network_owners<'a>(
                     format!("client {}'s address (OverlayGateway {gw})", c.name),
                 );
             }
-            if let Ok(a) = c.overlay_address.trim().parse::<IpAddr>() {
+            let overlays = [
+                Some(&c.overlay_address),
+                c.secondary_overlay_address.as_ref(),
+            ];
+            for a in overlays
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            {
                 owners.claim(
                     a,
                     format!("client {}'s overlay address (OverlayGateway {gw})", c.name),
@@ -119,9 +127,21 @@ pub struct Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckedClient {
     /// Its underlay address: the tunnel endpoint.
-    pub address: Ipv4Addr,
-    /// Its address inside the overlay, which every node routes into the tunnel.
-    pub overlay: Ipv4Addr,
+    pub address: IpAddr,
+    /// Its address inside the overlay, which every node routes into the tunnel: of the
+    /// family of the network's `cidr`.
+    pub overlay: IpAddr,
+    /// Its overlay address of the other family, on a dual-stack network.
+    pub secondary_overlay: Option<IpAddr>,
+}
+
+impl CheckedClient {
+    /// Its overlay addresses, `overlayAddress` first.
+    pub fn overlays(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        [Some(self.overlay), self.secondary_overlay]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// The range an address is in that no host can own, if any.
@@ -161,16 +181,18 @@ pub fn reserved_ip(address: std::net::IpAddr) -> Option<&'static str> {
     }
 }
 
-/// Checks client `index` of a ClientJoin gateway: both addresses parse, neither is reserved,
-/// the overlay address is outside the pod range `pods`, differs from the client's own
-/// address and belongs to nobody in `owners`, and the underlay address is nobody else's.
+/// Checks client `index` of a ClientJoin gateway against its network's pod `ranges`
+/// (`cidr` first): every address parses and none is reserved; `overlayAddress` is of the
+/// family of the first range and `secondaryOverlayAddress` (if set) of the second; the overlay
+/// addresses are outside the pod ranges, differ from the client's own address and belong to
+/// nobody in `owners`; and the underlay address is nobody else's.
 ///
 /// # Errors
 /// The first problem, with reason `InvalidSpec`, `ClientCidrOverlapsPods` or `AddressInUse`.
 pub fn check_client(
     index: usize,
     client: &GatewayClient,
-    pods: Ipv4Net,
+    ranges: &[IpNet],
     owners: &Owners,
 ) -> Result<CheckedClient, Refusal> {
     let field = format!("spec.clientJoin.clients[{index}] ({})", client.name);
@@ -179,41 +201,72 @@ pub fn check_client(
         message,
     };
     let parse = |value: &str, what: &str, example: &str| {
-        value.trim().parse::<Ipv4Addr>().map_err(|_| {
+        value.trim().parse::<IpAddr>().map_err(|_| {
             invalid(format!(
-                "{field}: {what} {value:?} is not an IPv4 address; write one such as {example}."
+                "{field}: {what} {value:?} is not an IP address; write one such as {example}."
             ))
         })
     };
     let address = parse(&client.address, "address", "192.168.50.10")?;
-    let overlay = parse(&client.overlay_address, "overlayAddress", "10.250.0.10")?;
-    for (what, value) in [("address", address), ("overlayAddress", overlay)] {
-        if let Some(range) = reserved(value) {
+    let mut overlays = vec![(
+        "overlayAddress",
+        "cidr",
+        parse(&client.overlay_address, "overlayAddress", "10.250.0.10")?,
+    )];
+    if let Some(second) = &client.secondary_overlay_address {
+        overlays.push((
+            "secondaryOverlayAddress",
+            "secondaryCidr",
+            parse(second, "secondaryOverlayAddress", "fd00:250::10")?,
+        ));
+    }
+    for (what, value) in [("address", address)]
+        .into_iter()
+        .chain(overlays.iter().map(|(w, _, v)| (*w, *v)))
+    {
+        if let Some(range) = reserved_ip(value) {
             return Err(invalid(format!(
                 "{field}: {what} {value} is in {range}, which no host can own; use a unicast address of the client."
             )));
         }
     }
-    if pods.contains(&overlay) {
-        return Err(Refusal {
-            reason: reasons::CLIENT_CIDR_OVERLAPS_PODS,
-            message: format!(
-                "{field}: overlayAddress {overlay} is inside the pod range {pods}; choose an address outside it."
-            ),
-        });
-    }
-    if overlay == address {
-        return Err(invalid(format!(
-            "{field}: overlayAddress {overlay} is also its address; nodes route the overlay address into the tunnel, so it must be an address of its own, outside the pod range and the node network."
-        )));
-    }
-    if let Some(owner) = owners.owner(overlay) {
-        return Err(Refusal {
-            reason: reasons::ADDRESS_IN_USE,
-            message: format!(
-                "{field}: overlayAddress {overlay} is {owner}; every node would route it into the tunnel and lose its path to it, so nothing is programmed for this client. Choose an unused address outside the pod range and the node network."
-            ),
-        });
+    for (i, (what, range_field, overlay)) in overlays.iter().copied().enumerate() {
+        let Some(range) = ranges.get(i) else {
+            return Err(invalid(format!(
+                "{field}: {what} {overlay} is set, and the PodNetwork has no {range_field}; remove {what}."
+            )));
+        };
+        if overlay.is_ipv6() != range.addr().is_ipv6() {
+            let family = if range.addr().is_ipv6() {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
+            return Err(invalid(format!(
+                "{field}: {what} {overlay} is not of the family of the PodNetwork's {range_field} {range}; pods reach the client over that family, so write an {family} address."
+            )));
+        }
+        if let Some(pods) = ranges.iter().find(|r| r.contains(&overlay)) {
+            return Err(Refusal {
+                reason: reasons::CLIENT_CIDR_OVERLAPS_PODS,
+                message: format!(
+                    "{field}: {what} {overlay} is inside the pod range {pods}; choose an address outside it."
+                ),
+            });
+        }
+        if overlay == address {
+            return Err(invalid(format!(
+                "{field}: {what} {overlay} is also its address; nodes route the overlay address into the tunnel, so it must be an address of its own, outside the pod range and the node network."
+            )));
+        }
+        if let Some(owner) = owners.owner(overlay) {
+            return Err(Refusal {
+                reason: reasons::ADDRESS_IN_USE,
+                message: format!(
+                    "{field}: {what} {overlay} is {owner}; every node would route it into the tunnel and lose its path to it, so nothing is programmed for this client. Choose an unused address outside the pod range and the node network."
+                ),
+            });
+        }
     }
     if let Some(owner) = owners.owner(address) {
         return Err(Refusal {
@@ -223,7 +276,11 @@ pub fn check_client(
             ),
         });
     }
-    Ok(CheckedClient { address, overlay })
+    Ok(CheckedClient {
+        address,
+        overlay: overlays[0].2,
+        secondary_overlay: overlays.get(1).map(|o| o.2),
+    })
 }
 
 /// The clients of one ClientJoin gateway checked in order, each with its verdict: each
@@ -232,19 +289,18 @@ pub fn check_client(
 #[must_use]
 pub fn check_clients<'c>(
     clients: &'c [GatewayClient],
-    pods: Ipv4Net,
+    ranges: &[IpNet],
     owners: &Owners,
 ) -> Vec<(&'c GatewayClient, Result<CheckedClient, Refusal>)> {
     let mut owners = owners.clone();
     let mut out = Vec::with_capacity(clients.len());
     for (i, client) in clients.iter().enumerate() {
-        let verdict = check_client(i, client, pods, &owners);
+        let verdict = check_client(i, client, ranges, &owners);
         if let Ok(checked) = &verdict {
             owners.claim(checked.address, format!("client {}'s address", client.name));
-            owners.claim(
-                checked.overlay,
-                format!("client {}'s overlay address", client.name),
-            );
+            for overlay in checked.overlays() {
+                owners.claim(overlay, format!("client {}'s overlay address", client.name));
+            }
         }
         out.push((client, verdict));
     }
@@ -407,6 +463,14 @@ mod tests {
             name: name.into(),
             address: address.into(),
             overlay_address: overlay.into(),
+            secondary_overlay_address: None,
+        }
+    }
+
+    fn client6(name: &str, address: &str, overlay: &str, second: &str) -> GatewayClient {
+        GatewayClient {
+            secondary_overlay_address: Some(second.into()),
+            ..client(name, address, overlay)
         }
     }
 
@@ -420,7 +484,13 @@ mod tests {
 
     #[test]
     fn every_refusal_names_the_field_the_owner_and_has_its_reason() {
-        let pods: Ipv4Net = "10.247.0.0/16".parse().expect("cidr");
+        let pods = nets(&["10.247.0.0/16"]);
+        let dual = nets(&["10.247.0.0/16", "fd00:10:247::/56"]);
+        let mut owners = owners();
+        owners.claim(
+            "fd00:50::11".parse::<IpAddr>().expect("ip"),
+            "node node-a's address",
+        );
         let cases = [
             (
                 client("a", "192.168.50.100", "192.168.50.11"),
@@ -473,9 +543,19 @@ mod tests {
                 "0.0.0.0/8",
             ),
             (
-                client("k", "192.168.50.100", "fe80::1"),
+                client("k", "192.168.50.100", "fd00:250::1"),
                 reasons::INVALID_SPEC,
-                "not an IPv4 address",
+                "overlayAddress fd00:250::1 is not of the family of the PodNetwork's cidr 10.247.0.0/16",
+            ),
+            (
+                client6("m", "192.168.50.100", "10.250.0.1", "fd00:250::1"),
+                reasons::INVALID_SPEC,
+                "secondaryOverlayAddress fd00:250::1 is set, and the PodNetwork has no secondaryCidr",
+            ),
+            (
+                client("n", "192.168.50.100", "nope"),
+                reasons::INVALID_SPEC,
+                "overlayAddress \"nope\" is not an IP address",
             ),
             (
                 client("l", "192.168.50.100", "169.254.1.1"),
@@ -483,8 +563,29 @@ mod tests {
                 "link-local",
             ),
         ];
-        for (c, reason, words) in cases {
-            let refusal = check_client(3, &c, pods, &owners()).expect_err(&c.name);
+        let dual_cases = [
+            (
+                client6("o", "192.168.50.100", "10.250.0.1", "fd00:10:247::9"),
+                reasons::CLIENT_CIDR_OVERLAPS_PODS,
+                "secondaryOverlayAddress fd00:10:247::9 is inside the pod range fd00:10:247::/56",
+            ),
+            (
+                client6("p", "192.168.50.100", "10.250.0.1", "fd00:50::11"),
+                reasons::ADDRESS_IN_USE,
+                "secondaryOverlayAddress fd00:50::11 is node node-a's address",
+            ),
+            (
+                client6("q", "192.168.50.100", "10.250.0.1", "fe80::1"),
+                reasons::INVALID_SPEC,
+                "secondaryOverlayAddress fe80::1 is in link-local fe80::/10",
+            ),
+        ];
+        let all = cases
+            .into_iter()
+            .map(|(c, r, w)| (c, r, w, &pods))
+            .chain(dual_cases.into_iter().map(|(c, r, w)| (c, r, w, &dual)));
+        for (c, reason, words, ranges) in all {
+            let refusal = check_client(3, &c, ranges, &owners).expect_err(&c.name);
             assert_eq!(refusal.reason, reason, "{}: {}", c.name, refusal.message);
             assert!(
                 refusal.message.contains(words),
@@ -500,31 +601,53 @@ mod tests {
                 refusal.message
             );
         }
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let ok = check_client(
             0,
             &client("ok", "192.168.50.100", "10.250.0.100"),
-            pods,
-            &owners(),
+            &pods,
+            &owners,
         );
         assert_eq!(
             ok,
             Ok(CheckedClient {
-                address: Ipv4Addr::new(192, 168, 50, 100),
-                overlay: Ipv4Addr::new(10, 250, 0, 100)
+                address: ip("192.168.50.100"),
+                overlay: ip("10.250.0.100"),
+                secondary_overlay: None,
             })
         );
+        let both = check_client(
+            0,
+            &client6("ok", "192.168.50.100", "10.250.0.100", "fd00:250::100"),
+            &dual,
+            &owners,
+        )
+        .expect("dual-stack client");
+        assert_eq!(
+            both.overlays().collect::<Vec<_>>(),
+            [ip("10.250.0.100"), ip("fd00:250::100")]
+        );
+        // An IPv6 network over an IPv6 underlay: everything IPv6.
+        let v6 = nets(&["fd00:10:247::/56"]);
+        let only6 = check_client(
+            0,
+            &client("ok", "fd00:50::100", "fd00:250::100"),
+            &v6,
+            &owners,
+        );
+        assert_eq!(only6.map(|c| c.overlay), Ok(ip("fd00:250::100")));
     }
 
     #[test]
     fn a_later_client_cannot_take_an_earlier_clients_addresses() {
-        let pods: Ipv4Net = "10.247.0.0/16".parse().expect("cidr");
+        let pods = nets(&["10.247.0.0/16"]);
         let clients = [
             client("laptop", "192.168.50.100", "10.250.0.100"),
             // Its overlay address is the laptop's tunnel endpoint.
             client("desk", "192.168.50.101", "192.168.50.100"),
             client("phone", "192.168.50.102", "10.250.0.102"),
         ];
-        let verdicts = check_clients(&clients, pods, &Owners::new());
+        let verdicts = check_clients(&clients, &pods, &Owners::new());
         let names: Vec<&str> = verdicts
             .iter()
             .filter(|(_, v)| v.is_ok())

@@ -315,6 +315,7 @@ fn every_address_field_of_a_spec_carries_the_whole_shared_rule_set() {
             "OverlayGateway spec.clientCidrs[]",
             "OverlayGateway spec.clientJoin.clients[].address",
             "OverlayGateway spec.clientJoin.clients[].overlayAddress",
+            "OverlayGateway spec.clientJoin.clients[].secondaryOverlayAddress",
         ]
     );
 }

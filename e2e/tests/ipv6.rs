@@ -76,6 +76,10 @@ fn main() -> ExitCode {
                 overlay_bridge_hosts,
             ),
             testing::test(
+                "overlay_ipv6_client_join_a_client_tunnels_over_ipv6_and_pods_reach_it_at_its_overlay_address",
+                overlay_client_join,
+            ),
+            testing::test(
                 "overlay_ipv6_cross_subnet_routes_on_segment_peers_directly_and_tunnels_the_rest",
                 overlay_cross_subnet,
             ),
@@ -534,6 +538,99 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
     for node in BRIDGES {
         let _ = label(c, node, "causeway.dev/bridge-");
     }
+    result.and(gone)
+}
+
+/// ClientJoin on the IPv6 network: the client joins from its IPv6 address with an IPv6
+/// overlay address; its agent builds a VXLAN device over IPv6 (70 bytes of headers), every
+/// node routes the overlay address into its tunnel, and client and pods reach each other at
+/// their own addresses.
+fn overlay_client_join(c: &Cluster) -> Result<()> {
+    const OVERLAY6: &str = "fd00:250::10";
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let address = client.address6.context("the client has no IPv6 address")?;
+    apply_gateway(
+        c,
+        "join6",
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "ClientJoin",
+            "clientJoin": {"clients": [
+                {"name": "laptop", "address": address.to_string(), "overlayAddress": OVERLAY6},
+            ]},
+        }),
+    )?;
+    let agent = SUITE.start_client(c, &client.name, "join6", "laptop")?;
+    let overlay: Ipv6Addr = OVERLAY6.parse()?;
+    let result = (|| -> Result<()> {
+        wait_gateway_ready(c, "join6")?;
+        let out = c.exec(&client.name, "ip", &["-j", "-d", "link", "show", "cw-vx1"])?;
+        let link: Value = serde_json::from_str(&out)?;
+        let data = &link[0]["linkinfo"]["info_data"];
+        ensure!(
+            data["local6"].as_str() == Some(address.to_string().as_str()) && link[0]["mtu"] == 1430,
+            "the client's cw-vx1: {}",
+            link[0]
+        );
+        for node in ALL {
+            wait_for(
+                "the client's route on every node",
+                Duration::from_secs(10),
+                || {
+                    let routes = our_routes6(c, node)?;
+                    ensure!(
+                        routes.iter().any(
+                            |r| r.starts_with(&format!("{OVERLAY6} via {OVERLAY6} dev cw-vx1"))
+                        ),
+                        "{node}: {routes:?}"
+                    );
+                    Ok(())
+                },
+            )?;
+        }
+        client_reaches(&client_ns, &pods)?;
+        for pod in &pods {
+            wait_for(
+                "pod -> client's overlay address",
+                Duration::from_secs(5),
+                || traffic::expect_ping6(&pod.netns, overlay),
+            )
+            .with_context(|| format!("{}/{} -> {OVERLAY6}", pod.node, pod.name))?;
+        }
+        let d = on(&pods, "node-d")?;
+        let seen = traffic::tcp_seen_source6(&d.netns, &client_ns, d.ip, 7465)?;
+        ensure!(
+            seen == overlay,
+            "node-d's pod saw the client as {seen}, not {OVERLAY6}"
+        );
+        let seen = traffic::tcp_seen_source6(&client_ns, &d.netns, overlay, 7466)?;
+        ensure!(
+            seen == d.ip,
+            "the client saw node-d's pod as {seen}, not {}",
+            d.ip
+        );
+        eprintln!(
+            "[measure] IPv6 ClientJoin: the client's tunnel runs over IPv6 from {address} (MTU 1430); it reached all {} pods and they reached {OVERLAY6}, unmasqueraded both ways",
+            pods.len()
+        );
+        Ok(())
+    })();
+    c.stop(&agent);
+    // The stopped agent leaves its tunnel (a client machine keeps working across restarts).
+    let _ = c.exec(&client.name, "ip", &["link", "del", "cw-vx1"]);
+    let _ = c.kubectl(&["delete", "overlaygateway", "join6", "--wait=true"]);
+    let gone = wait_for("no trace of the client", Duration::from_secs(15), || {
+        for node in ALL {
+            let routes = our_routes6(c, node)?;
+            ensure!(
+                !routes.iter().any(|r| r.starts_with(OVERLAY6)),
+                "{node}: {routes:?}"
+            );
+        }
+        Ok(())
+    });
     result.and(gone)
 }
 

@@ -945,9 +945,9 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             outcome: Outcome::Refused(s("127.0.0.1 is a loopback address (127.0.0.0/8)")),
         },
         Hostile {
-            what: "a ClientJoin address that is IPv6",
-            objects: vec![join("trust-a", &[("laptop", s("fd00::1"), s("10.250.0.9"))])],
-            outcome: Outcome::Refused(s("fd00::1 is an IPv6 address: clientJoin.clients[].address takes IPv4 only")),
+            what: "a ClientJoin address that is IPv6 link-local",
+            objects: vec![join("trust-a", &[("laptop", s("fe80::1"), s("10.250.0.9"))])],
+            outcome: Outcome::Refused(s("fe80::1 is a link-local address (fe80::/10)")),
         },
         Hostile {
             what: "a BridgeHosts VIP of 255.255.255.255",

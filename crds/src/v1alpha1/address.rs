@@ -3,9 +3,9 @@
 //! Every address a user (or the operator) writes is one a host must own or a range of such
 //! addresses: a node's underlay address, a BGP router, a VIP, a client's tunnel endpoint and
 //! overlay address, the pod ranges and the client ranges. So each address field gets the same
-//! CEL rules, built here from its [`Field`] description and the [`Families`] it takes (the pod
-//! ranges, node addresses, BGP peer addresses and OverlayGateway client ranges take IPv4 or
-//! IPv6; the other fields IPv4 until their IPv6 support lands, issue #18):
+//! CEL rules, built here from its [`Field`] description and the [`Families`] it takes (every
+//! field of the API takes IPv4 or IPv6 today; [`Families::Ipv4`] is kept for a field that
+//! cannot take IPv6 yet, with its own message):
 //!
 //! - [`ip_address`]: an IP address, of an accepted family, and not in a [`RESERVED`] or
 //!   [`RESERVED_V6`] block (nor the broadcast address): loopback, link-local, multicast,

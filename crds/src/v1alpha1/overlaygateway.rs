@@ -60,6 +60,13 @@ const CLIENT_ADDRESS: Field = Field {
     example: "192.168.50.10",
 };
 
+/// `spec.clientJoin.clients[].secondaryOverlayAddress` in admission messages.
+const CLIENT_SECONDARY_OVERLAY_ADDRESS: Field = Field {
+    name: "clientJoin.clients[].secondaryOverlayAddress",
+    good: "an unused address of the other family outside the pod ranges and the underlay",
+    example: "fd00:250::10",
+};
+
 /// `spec.clientJoin.clients[].overlayAddress` in admission messages.
 const CLIENT_OVERLAY_ADDRESS: Field = Field {
     name: "clientJoin.clients[].overlayAddress",
@@ -136,10 +143,6 @@ const CLIENT_OVERLAY_ADDRESS: Field = Field {
     validation = Rule::new("!self.snat || !has(self.bridgeHosts) || !has(self.bridgeHosts.secondaryVip)")
         .message("spec.snat: true masquerades IPv4 clients only so far, and spec.bridgeHosts.secondaryVip serves IPv6 clients: remove secondaryVip, or set snat: false (every node then routes replies to clientCidrs through the active host)")
         .field_path(".snat")
-        .reason(Reason::FieldValueForbidden),
-    validation = Rule::new("self.strategy != 'ClientJoin' || !has(self.clientCidrs) || self.clientCidrs.all(c, !isCIDR(c) || cidr(c).ip().family() == 4)")
-        .message("spec.clientCidrs lists an IPv6 range, and IPv6 clients are served by strategies RouteToNodes and BridgeHosts only so far (ClientJoin takes IPv4 clientCidrs in causeway.dev/v1alpha1): remove the IPv6 entries or use strategy RouteToNodes or BridgeHosts")
-        .field_path(".clientCidrs")
         .reason(Reason::FieldValueForbidden)
 )]
 pub struct OverlayGatewaySpec {
@@ -160,9 +163,9 @@ pub struct OverlayGatewaySpec {
     /// true) and accept forwarded traffic from them. At most 64 CIDRs, each with no host bits
     /// set and no overlap with 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 or
     /// 240.0.0.0/4 (IPv4), ::/8, fe80::/10 or ff00::/8 (IPv6). IPv6 ranges (e.g. fd00:50::/64)
-    /// with strategies RouteToNodes and BridgeHosts on a network with an IPv6 range: with
-    /// RouteToNodes, nodes whose IPv6 underlay prefix lies in one get IPv6 client routes; with
-    /// BridgeHosts, replies to them return through the active host's IPv6 address.
+    /// serve a network with an IPv6 range: with RouteToNodes, nodes whose IPv6 underlay prefix
+    /// lies in one get IPv6 client routes; with BridgeHosts, replies to them return through
+    /// the active host's IPv6 address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDR_LIST_ITEMS), inner(length(max = MAX_CIDR_LENGTH)))]
     #[schemars(transform = schema::item_rules(address::ip_cidr(&CLIENT_CIDR, Families::Any(CLIENT_CIDR6_EXAMPLE))))]
@@ -292,6 +295,11 @@ pub struct ClientJoinSpec {
 /// One machine that joins the overlay as a non-node member.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.secondaryOverlayAddress) || !isIP(self.overlayAddress) || !isIP(self.secondaryOverlayAddress) || ip(self.overlayAddress).family() != ip(self.secondaryOverlayAddress).family()")
+        .message(Message::Expression("'clientJoin.clients[].secondaryOverlayAddress ' + self.secondaryOverlayAddress + ' is of the same address family as overlayAddress ' + self.overlayAddress + ': on a dual-stack network overlayAddress is of the family of the PodNetwork cidr and secondaryOverlayAddress of its secondaryCidr (e.g. overlayAddress: 10.250.0.10, secondaryOverlayAddress: fd00:250::10)'".into()))
+        .field_path(".secondaryOverlayAddress")
+)]
 pub struct GatewayClient {
     /// The client's name (a DNS-1123 label such as laptop-1); the agent on the client is
     /// started with it, and its VTEP MAC is derived from it.
@@ -299,22 +307,34 @@ pub struct GatewayClient {
     pub name: String,
 
     /// The client's address on the underlay network: nodes send VXLAN packets for this
-    /// client there.
-    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
-    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
+    /// client there. Of the family the nodes' tunnels use (their `nodeAddress`): IPv6 (e.g.
+    /// fd00:50::10) on an IPv6 underlay.
+    /// An address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8, link-local
+    /// 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255), ::/8,
+    /// fe80::/10 or ff00::/8.
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_ADDRESS, Families::Ipv4)))]
+    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_ADDRESS, Families::Any("fd00:50::10"))))]
     pub address: String,
 
     /// The client's address inside the overlay (e.g. 10.250.0.10): the agent puts it on the
     /// client's VXLAN device, pods see the client's traffic come from it and reach the client
     /// at it. It must be outside the pod range and differ from `address` (nodes route it into
-    /// the tunnel, so it cannot also be the tunnel's endpoint).
-    /// IPv4 only, and an address a host can own: not in 0.0.0.0/8, loopback 127.0.0.0/8,
-    /// link-local 169.254.0.0/16, multicast 224.0.0.0/4 or 240.0.0.0/4 (nor 255.255.255.255).
+    /// the tunnel, so it cannot also be the tunnel's endpoint). Of the family of the
+    /// PodNetwork's `cidr` (IPv6, e.g. fd00:250::10, for an IPv6 network). The same rules as
+    /// `address`.
     #[schemars(length(max = MAX_IP_LENGTH))]
-    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_OVERLAY_ADDRESS, Families::Ipv4)))]
+    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_OVERLAY_ADDRESS, Families::Any("fd00:250::10"))))]
     pub overlay_address: String,
+
+    /// Dual-stack networks: the client's overlay address of the other family (e.g.
+    /// fd00:250::10 beside an IPv4 `overlayAddress`), outside the PodNetwork's `secondaryCidr`:
+    /// the agent puts it on the client's VXLAN device too, and pods reach the client at it.
+    /// Optional: without it, the client talks to pods over the family of `overlayAddress`
+    /// only. The same rules as `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IP_LENGTH))]
+    #[schemars(transform = schema::rules(address::ip_address(&CLIENT_SECONDARY_OVERLAY_ADDRESS, Families::Any("10.250.0.10"))))]
+    pub secondary_overlay_address: Option<String>,
 }
 
 /// Observed state of an OverlayGateway, written by the operator.

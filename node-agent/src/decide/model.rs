@@ -118,9 +118,10 @@ pub struct Port {
 pub struct ClientPeer {
     pub name: String,
     /// Its underlay address: the tunnel's endpoint.
-    pub address: Ipv4Addr,
-    /// Its address inside the overlay.
-    pub overlay: Ipv4Addr,
+    pub address: IpAddr,
+    /// Its addresses inside the overlay (`overlayAddress`, and `secondaryOverlayAddress` on a
+    /// dual-stack network).
+    pub overlays: Vec<IpAddr>,
     pub mac: Mac,
 }
 

@@ -394,16 +394,22 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         let mut exclude = nat_exclusions(network)?;
         if let (Some(cidr4), Some(network4)) = (own.f.v4.subnet, own.f.v4.range) {
             // ClientJoin clients are members of the overlay: pods talk to them unmasqueraded.
-            exclude.extend(input.clients.iter().map(|c| Ipv4Net::from(c.overlay)));
+            exclude.extend(client_overlays(input).filter_map(|a| match a {
+                IpAddr::V4(a) => Some(Ipv4Net::from(a)),
+                IpAddr::V6(_) => None,
+            }));
             desired.nat = Some(Nat::Masquerade(crate::nat::masquerade(
                 cidr4, network4, &exclude,
             )));
         }
         if let (Some(cidr6), Some(network6)) = (own.f.v6.subnet, own.f.v6.range) {
+            let mut exclude6 = nat_exclusions6(network);
+            exclude6.extend(client_overlays(input).filter_map(|a| match a {
+                IpAddr::V6(a) => Some(Ipv6Net::from(a)),
+                IpAddr::V4(_) => None,
+            }));
             desired.nat6 = Some(Nat6::Masquerade(crate::nat::masquerade6(
-                cidr6,
-                network6,
-                &nat_exclusions6(network),
+                cidr6, network6, &exclude6,
             )));
         }
     }
@@ -502,32 +508,31 @@ fn overlay(
             }
         }
     }
-    // ClientJoin clients: one /32 each, through the tunnel to the client's own VTEP (IPv4
-    // pods over an IPv4 underlay only).
+    // ClientJoin clients: a /32 (a /128) per overlay address, through the tunnel to the
+    // client's own VTEP, whose address must be of the family of this node's tunnel.
     for client in input.clients {
-        let dst = IpNet::from(Ipv4Net::from(client.overlay));
-        let Some(network4) = own.f.v4.range.filter(|_| own.address.is_ipv4()) else {
+        if client.address.is_ipv6() != own.address.is_ipv6() {
             skipped.push(format!(
-                "ClientJoin client {} skipped: ClientJoin serves IPv4 pod networks on an IPv4 underlay",
-                client.name
-            ));
-            continue;
-        };
-        if network4.contains(&client.overlay) || desired.routes.contains_key(&dst) {
-            skipped.push(format!(
-                "ClientJoin client {} skipped: overlayAddress {} is inside the pod range or already routed",
-                client.name, client.overlay
+                "ClientJoin client {} skipped: its address {} is not of the family of this node's tunnel ({})",
+                client.name, client.address, own.address
             ));
             continue;
         }
-        tunnel(
-            desired,
-            &vxlan,
-            dst,
-            client.overlay.into(),
-            client.mac,
-            client.address.into(),
-        );
+        for overlay in &client.overlays {
+            let dst = IpNet::from(*overlay);
+            let inside = match overlay {
+                IpAddr::V4(a) => own.f.v4.range.is_some_and(|r| r.contains(a)),
+                IpAddr::V6(a) => own.f.v6.range.is_some_and(|r| r.contains(a)),
+            };
+            if inside || desired.routes.contains_key(&dst) {
+                skipped.push(format!(
+                    "ClientJoin client {} skipped: overlay address {overlay} is inside the pod range or already routed",
+                    client.name
+                ));
+                continue;
+            }
+            tunnel(desired, &vxlan, dst, *overlay, client.mac, client.address);
+        }
     }
     Ok(skipped)
 }
@@ -1103,6 +1108,14 @@ fn learned(
 
 /// `spec.natExcludeCidrs`' IPv6 entries (host bits dropped), for the IPv6 masquerade;
 /// entries that do not parse fail the plan in [`nat_exclusions`] already.
+/// The ClientJoin clients' overlay addresses, of both families.
+fn client_overlays<'a>(input: &'a Input<'_>) -> impl Iterator<Item = IpAddr> + 'a {
+    input
+        .clients
+        .iter()
+        .flat_map(|c| c.overlays.iter().copied())
+}
+
 fn nat_exclusions6(network: &PodNetworkSpec) -> Vec<Ipv6Net> {
     network
         .nat_exclude_cidrs
@@ -2545,7 +2558,7 @@ mod tests {
         let client = |name: &str, overlay: &str| crate::join::ClientPeer {
             name: name.into(),
             address: "192.168.1.100".parse().expect("ip"),
-            overlay: overlay.parse().expect("ip"),
+            overlays: vec![overlay.parse().expect("ip")],
             mac: crate::join::client_mac(name),
         };
         let clients = [
@@ -2960,6 +2973,68 @@ mod tests {
             .collect();
         assert_eq!(named.len(), 2, "{:?}", p.skipped);
         assert!(named[1].contains("fd00:2::13"), "{named:?}");
+    }
+
+    #[test]
+    fn client_join_clients_get_a_route_per_overlay_address_of_both_families_unmasqueraded() {
+        let (own, peers) = dual_nodes();
+        let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
+        let mut network = dual_mode("Overlay");
+        network.routed = None;
+        let client = |name: &str, address: &str| crate::join::ClientPeer {
+            name: name.into(),
+            address: address.parse().expect("ip"),
+            overlays: vec![
+                "10.250.0.100".parse().expect("ip"),
+                "fd00:250::100".parse().expect("ip"),
+            ],
+            mac: crate::join::client_mac(name),
+        };
+        let clients = [
+            client("laptop", "192.168.1.100"),
+            client("v6", "fd00:1::100"),
+        ];
+        let p = plan(&Input {
+            own: &own,
+            peers: &peers,
+            network: &network,
+            underlay: &underlay6(),
+            learned: &NO_ROUTES,
+            returns: &[],
+            snat: &[],
+            clients: &clients,
+            protected: &BTreeSet::new(),
+            protected6: &BTreeSet::new(),
+            pods6: &BTreeSet::new(),
+        })
+        .expect("plan");
+        let l = lines(&p.desired);
+        let mac = crate::join::client_mac("laptop");
+        for want in [
+            "route 10.250.0.100/32 via 10.250.0.100 dev cw-vx1 onlink".to_owned(),
+            "route fd00:250::100/128 via fd00:250::100 dev cw-vx1 onlink".to_owned(),
+            format!("neigh fd00:250::100 lladdr {mac} dev cw-vx1"),
+            format!("fdb {mac} dev cw-vx1 dst 192.168.1.100"),
+        ] {
+            assert!(l.contains(&want), "{want} missing from {l:#?}");
+        }
+        // The client tunnelling from an IPv6 address cannot reach this node's IPv4 tunnel.
+        assert!(
+            p.skipped
+                .iter()
+                .any(|s| s.contains("client v6 skipped: its address fd00:1::100")),
+            "{:?}",
+            p.skipped
+        );
+        // Pods talk to the client's overlay addresses unmasqueraded, in both families.
+        let Some(Nat6::Masquerade(m6)) = &p.desired.nat6 else {
+            panic!("no IPv6 masquerade: {:?}", p.desired.nat6);
+        };
+        assert!(
+            m6.exempt
+                .contains(&"fd00:250::100/128".parse().expect("net")),
+            "{m6:?}"
+        );
     }
 
     /// An IPv6-only network of `mode_name` (fd00:10:244::/56, /64 per node).

@@ -241,13 +241,13 @@ async fn program(
         .as_ref()
         .and_then(|j| j.clients.iter().find(|c| c.name == config.name))
         .ok_or("not listed")?;
-    let address: std::net::Ipv4Addr = entry
+    let address: std::net::IpAddr = entry
         .address
         .trim()
         .parse()
-        .map_err(|_| format!("address {:?} is not IPv4", entry.address))?;
+        .map_err(|_| format!("address {:?} is not an IP address", entry.address))?;
     let underlay = dataplane
-        .underlay_for(address.into(), None)
+        .underlay_for(address, None)
         .await
         .map_err(|e| format!("client address {address}: {e}"))?;
     let (desired, skipped) = client_plan(&ClientInput {

@@ -98,12 +98,12 @@ pub fn client_peers(
             continue;
         };
         let owners = known.owners(network, g, gateways);
-        for (client, verdict) in ownership::check_clients(&join.clients, known.pods, &owners) {
+        for (client, verdict) in ownership::check_clients(&join.clients, known.ranges, &owners) {
             match verdict {
                 Ok(c) => out.push(ClientPeer {
                     name: client.name.clone(),
                     address: c.address,
-                    overlay: c.overlay,
+                    overlays: c.overlays().collect(),
                     mac: client_mac(&client.name),
                 }),
                 Err(r) => notes.push(format!("OverlayGateway {}: {}", g.name_any(), r.message)),
@@ -155,7 +155,13 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
     }
     // The same check the operator and every node make: a client refused there does not
     // take the address on its own machine either.
-    let range = input.network.parsed_cidr().map_err(|e| e.to_string())?;
+    let ranges: Vec<IpNet> = input
+        .network
+        .ranges()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.cidr)
+        .collect();
     let owners = ownership::network_owners(
         &input.gateway.spec.network,
         Some(input.gateway),
@@ -170,14 +176,13 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         .as_ref()
         .map(|j| j.clients.as_slice())
         .unwrap_or_default();
-    let ownership::CheckedClient { address, overlay } =
-        ownership::check_clients(clients, range, &owners)
-            .into_iter()
-            .find(|(c, _)| c.name == entry.name)
-            .map_or_else(
-                || Err(format!("client {} is not listed", entry.name)),
-                |(_, verdict)| verdict.map_err(|r| r.message),
-            )?;
+    let checked = ownership::check_clients(clients, &ranges, &owners)
+        .into_iter()
+        .find(|(c, _)| c.name == entry.name)
+        .map_or_else(
+            || Err(format!("client {} is not listed", entry.name)),
+            |(_, verdict)| verdict.map_err(|r| r.message),
+        )?;
     let (vni, port) = plan::vxlan_params(input.network).map_err(|e| e.to_string())?;
     let mtu = plan::effective_mtu(input.network, input.underlay).map_err(|e| e.to_string())?;
     let vxlan = plan::vxlan_link_name(vni);
@@ -188,38 +193,73 @@ pub fn client_plan(input: &ClientInput<'_>) -> Result<(State, Vec<String>), Stri
         LinkKind::Vxlan {
             vni,
             port,
-            local: address.into(),
+            local: checked.address,
             underlay: input.underlay.name.clone(),
             mac: client_mac(&entry.name),
         },
         mtu,
     );
-    plan::add_address(&mut desired, &vxlan, Ipv4Net::from(overlay).into());
+    for overlay in checked.overlays() {
+        plan::add_address(&mut desired, &vxlan, IpNet::from(overlay));
+    }
     let mut skipped = Vec::new();
+    let mut tunnels = 0;
     for peer in input.peers {
         let spec = &peer.spec;
         if spec.network != input.gateway.spec.network || peer.meta().deletion_timestamp.is_some() {
             continue;
         }
-        match spec.parse() {
-            Ok(p) if range.contains(&p.cidr) => {
-                let (cidr, node, mac) = (p.cidr, p.node_address, p.vtep_mac);
-                plan::tunnel(
-                    &mut desired,
-                    &vxlan,
-                    cidr.into(),
-                    cidr.network().into(),
-                    mac,
-                    node.into(),
-                );
+        let parsed = match spec.parse_addresses() {
+            Ok(p) => p,
+            Err(e) => {
+                skipped.push(format!("NodeSubnet {} skipped: {e}", peer.name_any()));
+                continue;
             }
-            Ok(p) => skipped.push(format!(
-                "NodeSubnet {} skipped: {} is outside {range}",
+        };
+        // The node's tunnel runs from its nodeAddress: the client's address must be of
+        // that family (a VXLAN device has one local address).
+        if parsed.node_address.is_ipv6() != checked.address.is_ipv6() {
+            skipped.push(format!(
+                "NodeSubnet {} skipped: its tunnel runs from {} and this client's address {} is of the other family",
                 peer.name_any(),
-                p.cidr
-            )),
-            Err(e) => skipped.push(format!("NodeSubnet {} skipped: {e}", peer.name_any())),
+                parsed.node_address,
+                checked.address
+            ));
+            continue;
         }
+        // As every node derives it (a MAC written before the field existed is the hash).
+        let mac = spec
+            .parsed_vtep_mac()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| causeway_crds::vtep::vtep_mac(&spec.node_name));
+        for subnet in [Some(parsed.cidr), parsed.secondary_cidr]
+            .into_iter()
+            .flatten()
+        {
+            if !ranges.iter().any(|r| r.contains(&subnet)) {
+                skipped.push(format!(
+                    "NodeSubnet {} skipped: {subnet} is outside the network's ranges",
+                    peer.name_any()
+                ));
+                continue;
+            }
+            plan::tunnel(
+                &mut desired,
+                &vxlan,
+                subnet,
+                subnet.network(),
+                mac,
+                parsed.node_address,
+            );
+            tunnels += 1;
+        }
+    }
+    if tunnels == 0 && !skipped.is_empty() {
+        return Err(format!(
+            "no node can be reached from this client: {}",
+            skipped.join("; ")
+        ));
     }
     Ok((desired, skipped))
 }
@@ -272,6 +312,8 @@ mod tests {
 
     const API_SERVERS: &[Ipv4Addr] = &[Ipv4Addr::new(192, 168, 60, 2)];
     static NO_ROUTERS6: BTreeSet<Ipv6Addr> = BTreeSet::new();
+    static RANGES: std::sync::LazyLock<[IpNet; 1]> =
+        std::sync::LazyLock::new(|| ["10.247.0.0/16".parse().expect("net")]);
 
     fn known<'a>(subnets: &'a [Arc<NodeSubnet>], routers: &'a BTreeSet<Ipv4Addr>) -> Known<'a> {
         Known {
@@ -281,7 +323,7 @@ mod tests {
             routers,
             routers6: &NO_ROUTERS6,
             pods: "10.247.0.0/16".parse().expect("net"),
-            ranges: &[],
+            ranges: &*RANGES,
         }
     }
 
@@ -293,7 +335,10 @@ mod tests {
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[0].name, "laptop");
-        assert_eq!(peers[0].overlay, Ipv4Addr::new(10, 250, 0, 100));
+        assert_eq!(
+            peers[0].overlays,
+            [IpAddr::from(Ipv4Addr::new(10, 250, 0, 100))]
+        );
         assert_eq!(peers[0].mac, client_mac("laptop"));
         assert_ne!(peers[0].mac, client_mac("vm"));
         assert!(client_peers(&gws, "other", &known(&[], &none)).0.is_empty());
@@ -362,6 +407,91 @@ mod tests {
         assert!(route.onlink);
         assert_eq!(state.fdb.len(), 2);
         assert_eq!(state.neighbours.len(), 2);
+    }
+
+    #[test]
+    fn a_dual_stack_client_tunnels_both_families_and_an_ipv6_one_rides_an_ipv6_underlay() {
+        let mut gw = gateway();
+        let join = gw.spec.client_join.as_mut().expect("join");
+        join.clients[0].secondary_overlay_address = Some("fd00:250::100".into());
+        let mut network = network("Overlay");
+        network.secondary_cidr = Some("fd00:10:247::/56".into());
+        network.secondary_node_subnet_prefix_length = Some(64);
+        let dual = |node: &str, cidr: &str, address: &str, cidr6: &str| {
+            let mut s = (*subnet(node, cidr, address)).clone();
+            s.spec.secondary_cidr = Some(cidr6.into());
+            Arc::new(s)
+        };
+        let peers = [
+            dual(
+                "node-a",
+                "10.247.0.0/24",
+                "192.168.50.11",
+                "fd00:10:247::/64",
+            ),
+            dual(
+                "node-d",
+                "10.247.3.0/24",
+                "192.168.60.11",
+                "fd00:10:247:3::/64",
+            ),
+        ];
+        let (state, skipped) = client_plan(&ClientInput {
+            gateway: &gw,
+            name: "laptop",
+            network: &network,
+            peers: &peers,
+            underlay: &underlay(),
+        })
+        .expect("plan");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        for address in ["10.250.0.100/32", "fd00:250::100/128"] {
+            let key = ("cw-vx1".to_owned(), address.parse().expect("net"));
+            assert!(state.addresses.contains_key(&key), "{address}");
+        }
+        let route = &state.routes[&"fd00:10:247:3::/64".parse().expect("net")];
+        assert_eq!(route.gateway, Some("fd00:10:247:3::".parse().expect("ip")));
+        assert_eq!(state.fdb.len(), 2, "one FDB entry per node");
+        assert_eq!(state.neighbours.len(), 4, "one neighbour per node subnet");
+
+        // An IPv6 network on an IPv6 underlay: the client's tunnel runs from its IPv6 address.
+        let mut gw = gateway();
+        let join = gw.spec.client_join.as_mut().expect("join");
+        join.clients[0].address = "fd00:50::100".into();
+        join.clients[0].overlay_address = "fd00:250::100".into();
+        let mut v6 = network.clone();
+        v6.cidr = "fd00:10:247::/56".into();
+        v6.node_subnet_prefix_length = 64;
+        v6.secondary_cidr = None;
+        v6.secondary_node_subnet_prefix_length = None;
+        let peers = [subnet("node-a", "fd00:10:247::/64", "fd00:50::11")];
+        let underlay6 = Underlay {
+            prefix: "fd00:50::/64".parse().expect("net"),
+            ..underlay()
+        };
+        let (state, _) = client_plan(&ClientInput {
+            gateway: &gw,
+            name: "laptop",
+            network: &v6,
+            peers: &peers,
+            underlay: &underlay6,
+        })
+        .expect("plan");
+        let link = &state.links["cw-vx1"];
+        assert_eq!(link.mtu, 1430, "70 bytes of VXLAN over IPv6");
+        assert!(matches!(&link.kind, LinkKind::Vxlan { local, .. }
+            if *local == "fd00:50::100".parse::<IpAddr>().expect("ip")));
+        // A node tunnelling from IPv4 cannot be reached from an IPv6 client address.
+        let peers = [subnet("node-a", "fd00:10:247::/64", "192.168.50.11")];
+        let err = client_plan(&ClientInput {
+            gateway: &gw,
+            name: "laptop",
+            network: &v6,
+            peers: &peers,
+            underlay: &underlay6,
+        })
+        .expect_err("no node reachable");
+        assert!(err.contains("of the other family"), "{err}");
     }
 
     #[test]

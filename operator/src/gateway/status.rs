@@ -147,7 +147,7 @@ fn not_ready(reason: &'static str, message: String) -> Rendered {
 }
 
 /// ClientJoin: addresses checked against the network, and who has joined.
-fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rendered {
+fn client_join(input: &Input, network: &PodNetworkSpec, ranges: &[IpNet]) -> Rendered {
     let spec = input.spec;
     if network.mode != causeway_crds::v1alpha1::PodNetworkMode::Overlay {
         return not_ready(
@@ -165,7 +165,7 @@ fn client_join(input: &Input, network: &PodNetworkSpec, range: Ipv4Net) -> Rende
         .unwrap_or_default();
     // The same check the agents make before programming a client: nothing is programmed
     // for a client refused here.
-    let refused: Vec<ownership::Refusal> = ownership::check_clients(clients, range, input.owners)
+    let refused: Vec<ownership::Refusal> = ownership::check_clients(clients, ranges, input.owners)
         .into_iter()
         .filter_map(|(_, verdict)| verdict.err())
         .collect();
@@ -304,15 +304,6 @@ fn render(input: &Input) -> Rendered {
         IpNet::V6(r) => Some(*r),
         IpNet::V4(_) => None,
     });
-    if spec.strategy == GatewayStrategy::ClientJoin && (range4.is_none() || ranges.len() > 1) {
-        return not_ready(
-            INVALID_SPEC,
-            format!(
-                "PodNetwork {} is IPv6 or dual-stack, and ClientJoin serves IPv4 pod networks only so far; point spec.network at such a PodNetwork or use strategy RouteToNodes or BridgeHosts.",
-                spec.network
-            ),
-        );
-    }
     let mut clients = Vec::new();
     let mut clients6 = Vec::new();
     for (i, value) in spec.client_cidrs.iter().enumerate() {
@@ -330,14 +321,6 @@ fn render(input: &Input) -> Rendered {
                 Some(r4) if overlaps(c.trunc(), r4) => return overlapping(r4.into()),
                 _ => clients.push(c.trunc()),
             },
-            Ok(IpNet::V6(_)) if spec.strategy == GatewayStrategy::ClientJoin => {
-                return not_ready(
-                    INVALID_SPEC,
-                    format!(
-                        "spec.clientCidrs[{i}] {value} is IPv6, and strategy ClientJoin serves IPv4 clients only so far; remove it or use strategy RouteToNodes or BridgeHosts."
-                    ),
-                );
-            }
             Ok(IpNet::V6(c)) => match range6 {
                 Some(r6) if overlaps_any(c.trunc().into(), r6.into()) => {
                     return overlapping(r6.into());
@@ -352,10 +335,10 @@ fn render(input: &Input) -> Rendered {
             }
         }
     }
-    match (spec.strategy, range4) {
-        (GatewayStrategy::BridgeHosts, _) => return bridge_hosts(input, &ranges, &clients6),
-        (GatewayStrategy::ClientJoin, Some(range)) => return client_join(input, network, range),
-        _ => {}
+    match spec.strategy {
+        GatewayStrategy::BridgeHosts => return bridge_hosts(input, &ranges, &clients6),
+        GatewayStrategy::ClientJoin => return client_join(input, network, &ranges),
+        GatewayStrategy::RouteToNodes => {}
     }
     let selector = spec
         .route_to_nodes
@@ -1047,26 +1030,50 @@ mod tests {
     }
 
     #[test]
-    fn client_join_refuses_dual_stack_networks_and_ipv6_clients() {
+    fn client_join_checks_overlay_addresses_per_family_and_ipv6_client_ranges_route_nothing_on_ipv4()
+     {
         let members = dual_members();
-        let refused = |spec: serde_json::Value, network: &PodNetworkSpec, words: &str| {
-            let st = run_on(spec, network, &members);
-            expect_not_ready(&st, "InvalidSpec", words);
-            assert!(st.client_routes.is_empty());
+        let join = |client: serde_json::Value| {
+            serde_json::json!({"network": "overlay", "strategy": "ClientJoin",
+                "clientJoin": {"clients": [client]}})
         };
-        let join = |cidrs: &[&str]| {
-            serde_json::json!({"network": "overlay", "strategy": "ClientJoin", "clientCidrs": cidrs,
-                "clientJoin": {"clients": [{"name": "laptop", "address": "192.168.50.100", "overlayAddress": "10.250.0.10"}]}})
-        };
-        refused(
-            join(&[]),
+        // A dual-stack client on a dual-stack network waits for its agent.
+        let st = run_on(
+            join(
+                serde_json::json!({"name": "laptop", "address": "192.168.50.100",
+                "overlayAddress": "10.250.0.10", "secondaryOverlayAddress": "fd00:250::10"}),
+            ),
             &dual_network("Overlay"),
-            "PodNetwork overlay is IPv6 or dual-stack, and ClientJoin serves IPv4 pod networks only so far; point spec.network at such a PodNetwork or use strategy RouteToNodes or BridgeHosts.",
+            &members,
         );
-        refused(
-            join(&["fd00:50::/64"]),
-            &network(),
-            "spec.clientCidrs[0] fd00:50::/64 is IPv6, and strategy ClientJoin serves IPv4 clients only so far; remove it or use strategy RouteToNodes or BridgeHosts.",
+        expect_not_ready(&st, "ClientsNotJoined", "laptop");
+        // Its IPv6 overlay address inside the IPv6 pod range is refused, naming the field.
+        let st = run_on(
+            join(
+                serde_json::json!({"name": "laptop", "address": "192.168.50.100",
+                "overlayAddress": "10.250.0.10", "secondaryOverlayAddress": "fd00:10:247:9::10"}),
+            ),
+            &dual_network("Overlay"),
+            &members,
+        );
+        expect_not_ready(
+            &st,
+            "ClientCidrOverlapsPods",
+            "secondaryOverlayAddress fd00:10:247:9::10 is inside the pod range fd00:10:247::/56",
+        );
+        // An IPv6 network: an IPv4 overlay address names the family.
+        let st = run_on(
+            join(
+                serde_json::json!({"name": "laptop", "address": "fd00:50::100",
+                "overlayAddress": "10.250.0.10"}),
+            ),
+            &v6_network("Overlay"),
+            &v6_members(),
+        );
+        expect_not_ready(
+            &st,
+            "InvalidSpec",
+            "overlayAddress 10.250.0.10 is not of the family of the PodNetwork's cidr fd00:10:247::/56",
         );
         // An IPv4 network: IPv6 client ranges route nothing, and Ready says so.
         let st = run_on(
@@ -1082,6 +1089,7 @@ mod tests {
             message.contains("The IPv6 clientCidrs fd00:50::/64 are unused: PodNetwork overlay has no IPv6 range (secondaryCidr)."),
             "{message}"
         );
+        let _ = &members;
     }
 
     /// [`dual_members`] on an IPv6 network: the IPv6 sides only.
