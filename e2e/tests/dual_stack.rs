@@ -102,6 +102,10 @@ fn main() -> ExitCode {
                 overlay_bridge_hosts,
             ),
             testing::test(
+                "overlay_client_join_a_dual_stack_client_reaches_pods_over_both_families_at_its_own_overlay_addresses",
+                overlay_client_join,
+            ),
+            testing::test(
                 "overlay_ipv6_first_tunnels_over_ipv6_and_gives_pods_their_ipv6_address_first",
                 overlay_ipv6_first,
             ),
@@ -1330,6 +1334,111 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
         let _ = c.exec(node, "ip", &["-6", "route", "del", BEHIND6]);
         let _ = label(c, node, "causeway.dev/bridge-");
     }
+    result.and(gone)
+}
+
+/// ClientJoin on the dual-stack Overlay network: the client joins over the IPv4 underlay (the
+/// nodes' tunnels run from their IPv4 `nodeAddress`) with an IPv4 `overlayAddress` and an IPv6
+/// `secondaryOverlayAddress`; every node routes both into its tunnel, and client and pods
+/// reach each other over both families at their own addresses (no masquerade).
+fn overlay_client_join(c: &Cluster) -> Result<()> {
+    const OVERLAY4: &str = "10.250.0.10";
+    const OVERLAY6: &str = "fd00:250::10";
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    apply_gateway(
+        c,
+        "join6",
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "ClientJoin",
+            "clientJoin": {"clients": [{
+                "name": "laptop",
+                "address": client.address.to_string(),
+                "overlayAddress": OVERLAY4,
+                "secondaryOverlayAddress": OVERLAY6,
+            }]},
+        }),
+    )?;
+    let agent = SUITE.start_client(c, &client.name, "join6", "laptop")?;
+    let (overlay4, overlay6): (Ipv4Addr, Ipv6Addr) = (OVERLAY4.parse()?, OVERLAY6.parse()?);
+    let result = (|| -> Result<()> {
+        wait_gateway_ready(c, "join6")?;
+        let addrs = c.exec(&client.name, "ip", &["-o", "addr", "show", "dev", "cw-vx1"])?;
+        ensure!(
+            addrs.contains(&format!("{OVERLAY4}/32")) && addrs.contains(&format!("{OVERLAY6}/128")),
+            "the client's cw-vx1 addresses:\n{addrs}"
+        );
+        for node in ALL {
+            wait_for(
+                "both overlay addresses routed on every node",
+                Duration::from_secs(10),
+                || {
+                    let (v4, v6) = (our_routes(c, node)?, our_routes6(c, node)?);
+                    ensure!(
+                        v4.iter().any(
+                            |r| r.starts_with(&format!("{OVERLAY4} via {OVERLAY4} dev cw-vx1"))
+                        ) && v6.iter().any(
+                            |r| r.starts_with(&format!("{OVERLAY6} via {OVERLAY6} dev cw-vx1"))
+                        ),
+                        "{node}: {v4:?} {v6:?}"
+                    );
+                    Ok(())
+                },
+            )?;
+        }
+        for pod in &pods {
+            let ip6 = ipv6_of(pod)?;
+            wait_for("client -> pod over IPv6", Duration::from_secs(5), || {
+                traffic::expect_ping6(&client_ns, ip6)
+            })
+            .with_context(|| format!("client -> {}/{} ({ip6})", pod.node, pod.name))?;
+            traffic::expect_ping(&client_ns, pod.ip)
+                .with_context(|| format!("client -> {}/{} ({})", pod.node, pod.name, pod.ip))?;
+            wait_for("pod -> client over IPv6", Duration::from_secs(5), || {
+                traffic::expect_ping6(&pod.netns, overlay6)
+            })
+            .with_context(|| format!("{}/{} -> {OVERLAY6}", pod.node, pod.name))?;
+            traffic::expect_ping(&pod.netns, overlay4)
+                .with_context(|| format!("{}/{} -> {OVERLAY4}", pod.node, pod.name))?;
+        }
+        let d = pods
+            .iter()
+            .find(|p| p.node == "node-d")
+            .context("a pod on node-d")?;
+        let d6 = ipv6_of(d)?;
+        let seen = traffic::tcp_seen_source6(&d.netns, &client_ns, d6, 7810)?;
+        ensure!(
+            seen == overlay6,
+            "node-d's pod saw the client as {seen}, not {OVERLAY6}"
+        );
+        let seen = traffic::tcp_seen_source6(&client_ns, &d.netns, overlay6, 7811)?;
+        ensure!(
+            seen == d6,
+            "the client saw node-d's pod as {seen}, not {d6}"
+        );
+        eprintln!(
+            "[measure] dual-stack ClientJoin: the client reached all {} pods over both families, and they reached {OVERLAY4} and {OVERLAY6}; TCP unmasqueraded both ways over IPv6",
+            pods.len()
+        );
+        Ok(())
+    })();
+    c.stop(&agent);
+    // The stopped agent leaves its tunnel (a client machine keeps working across restarts).
+    let _ = c.exec(&client.name, "ip", &["link", "del", "cw-vx1"]);
+    let _ = c.kubectl(&["delete", "overlaygateway", "join6", "--wait=true"]);
+    let gone = wait_for("no trace of the client", Duration::from_secs(15), || {
+        for node in ALL {
+            let (v4, v6) = (our_routes(c, node)?, our_routes6(c, node)?);
+            ensure!(
+                !v4.iter().any(|r| r.starts_with(OVERLAY4))
+                    && !v6.iter().any(|r| r.starts_with(OVERLAY6)),
+                "{node}: {v4:?} {v6:?}"
+            );
+        }
+        Ok(())
+    });
     result.and(gone)
 }
 

@@ -88,6 +88,10 @@ fn main() -> ExitCode {
                 routed,
             ),
             testing::test(
+                "routed_ipv6_a_client_reaches_every_pod_through_one_entry_node_and_through_a_bridge_hosts_vip",
+                routed_gateways,
+            ),
+            testing::test(
                 "routed_ipv6_bgp_sessions_over_ipv6_carry_ipv6_unicast_and_pods_cross_the_router",
                 routed_bgp,
             ),
@@ -717,6 +721,88 @@ fn routed(c: &Cluster) -> Result<()> {
     })?;
     eprintln!("[measure] IPv6 routed: {pairs} pod pairs on rack-a ping over static routes");
     Ok(())
+}
+
+/// Gateways on the static Routed IPv6 network (rack-a): RouteToNodes with node-a as the only
+/// entry (the client reaches node-b's and node-c's pods through node-a's static routes), then
+/// BridgeHosts with an IPv6 VIP on node-b and node-c.
+fn routed_gateways(c: &Cluster) -> Result<()> {
+    let pods = pods_of(c, ROUTED, &RACK_A, "r", || {
+        network(ROUTED, ROUTED_CIDR, "Routed", serde_json::json!({}))
+    })?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    label(c, "node-a", "causeway.dev/gateway=true")?;
+    for node in ["node-b", "node-c"] {
+        label(c, node, "causeway.dev/bridge=true")?;
+    }
+    let mut pasted = Vec::new();
+    let result = (|| -> Result<()> {
+        apply_gateway(
+            c,
+            "routed-entry",
+            serde_json::json!({
+                "network": ROUTED,
+                "strategy": "RouteToNodes",
+                "clientCidrs": ["fd00:50::/64"],
+                "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
+            }),
+        )?;
+        let routes = client_routes(c, "routed-entry")?;
+        let a = address6(c, "node-a")?;
+        ensure!(
+            routes.len() == 2 && routes[1] == format!("ip -6 route add {ROUTED_CIDR} via {a}"),
+            "clientRoutes {routes:?}"
+        );
+        routes_on(c, &client.name, &routes, true)?;
+        pasted = routes;
+        client_reaches(&client_ns, &pods)?;
+        routes_on(c, &client.name, &pasted, false)?;
+        pasted.clear();
+        c.kubectl(&["delete", "overlaygateway", "routed-entry", "--wait=true"])?;
+
+        apply_gateway(
+            c,
+            "routed-bridge",
+            serde_json::json!({
+                "network": ROUTED,
+                "strategy": "BridgeHosts",
+                "clientCidrs": ["fd00:50::/64"],
+                "bridgeHosts": {
+                    "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                    "vip": "fd00:50::251",
+                },
+            }),
+        )?;
+        let routes = client_routes(c, "routed-bridge")?;
+        ensure!(
+            routes == [format!("ip -6 route add {ROUTED_CIDR} via fd00:50::251")],
+            "clientRoutes {routes:?}"
+        );
+        routes_on(c, &client.name, &routes, true)?;
+        pasted = routes;
+        client_reaches(&client_ns, &pods)?;
+        eprintln!(
+            "[measure] IPv6 routed gateways: the client reached all {} pods through node-a alone (RouteToNodes) and through the VIP fd00:50::251 (BridgeHosts)",
+            pods.len()
+        );
+        Ok(())
+    })();
+    let _ = routes_on(c, &client.name, &pasted, false);
+    for gw in ["routed-entry", "routed-bridge"] {
+        let _ = c.kubectl(&[
+            "delete",
+            "overlaygateway",
+            gw,
+            "--ignore-not-found",
+            "--wait=true",
+        ]);
+    }
+    let _ = label(c, "node-a", "causeway.dev/gateway-");
+    for node in ["node-b", "node-c"] {
+        let _ = label(c, node, "causeway.dev/bridge-");
+    }
+    result
 }
 
 /// The BGP identifier an IPv6-only node uses: its IPv6 address folded into 32 bits (the XOR
