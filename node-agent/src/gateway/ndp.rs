@@ -21,8 +21,11 @@ const NEXT_HEADER_ICMPV6: u8 = 58;
 const HOP_LIMIT: u8 = 255;
 const TYPE_NS: u8 = 135;
 const TYPE_NA: u8 = 136;
-/// The Override flag of a Neighbour Advertisement (Router 0x80, Solicited 0x40).
+/// The Override flag of a Neighbour Advertisement.
 const FLAG_OVERRIDE: u8 = 0x20;
+/// The Router flag (Solicited is 0x40): the bridge host forwards, so it is a router, and a
+/// client that had marked the VIP's neighbour a router keeps it so.
+const FLAG_ROUTER: u8 = 0x80;
 const OPTION_SOURCE_LLADDR: u8 = 1;
 const OPTION_TARGET_LLADDR: u8 = 2;
 /// ff02::1, all nodes on the link.
@@ -132,7 +135,8 @@ fn address(bytes: &[u8], at: usize) -> Ipv6Addr {
 }
 
 /// An unsolicited Neighbour Advertisement: `ip` is at `mac`, to all nodes, from `ip`, with
-/// Override set (neighbours replace the MAC they had) and `mac` as target link-layer address.
+/// Override set (neighbours replace the MAC they had), Router set (the holder forwards), and
+/// `mac` as target link-layer address.
 /// A neighbour only updates an entry it has; none is created.
 #[must_use]
 pub fn unsolicited_na(mac: Mac, ip: Ipv6Addr) -> [u8; NA_LEN] {
@@ -142,7 +146,7 @@ pub fn unsolicited_na(mac: Mac, ip: Ipv6Addr) -> [u8; NA_LEN] {
         ip,
         ALL_NODES,
         TYPE_NA,
-        FLAG_OVERRIDE,
+        FLAG_ROUTER | FLAG_OVERRIDE,
         ip,
     );
     f[OPTIONS] = OPTION_TARGET_LLADDR;
@@ -279,7 +283,7 @@ mod tests {
         assert_eq!(na[22..38], vip().octets(), "from the VIP");
         assert_eq!(na[38..54], ALL_NODES.octets());
         assert_eq!(na[54..56], [136, 0]);
-        assert_eq!(na[58], 0x20, "Override only, not Solicited nor Router");
+        assert_eq!(na[58], 0xa0, "Router and Override, not Solicited");
         assert_eq!(na[59..62], [0, 0, 0]);
         assert_eq!(na[62..78], vip().octets(), "target");
         assert_eq!(na[78..80], [2, 1], "target link-layer address, 8 bytes");

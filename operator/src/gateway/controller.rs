@@ -433,11 +433,15 @@ async fn announce(
     if let Some(active) = next.active_host.as_ref()
         && previous.active_host.as_ref() != Some(active)
     {
+        // Both VIPs of a dual-stack gateway move together: the event names both.
         let vip = gw
             .spec
             .bridge_hosts
             .as_ref()
-            .map(|b| b.vip.clone())
+            .map(|b| match &b.secondary_vip {
+                Some(second) => format!("{} and {second}", b.vip),
+                None => b.vip.clone(),
+            })
             .unwrap_or_default();
         let (reason, note) = match election.and_then(|e| e.reason.as_ref().zip(e.previous.as_ref()))
         {
