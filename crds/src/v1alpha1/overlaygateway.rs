@@ -133,10 +133,6 @@ const CLIENT_OVERLAY_ADDRESS: Field = Field {
         .message("strategy ClientJoin requires spec.clientJoin with the list of clients")
         .field_path(".clientJoin")
         .reason(Reason::FieldValueRequired),
-    validation = Rule::new("!self.snat || !has(self.bridgeHosts) || !has(self.bridgeHosts.secondaryVip)")
-        .message("spec.snat: true masquerades IPv4 clients only so far, and spec.bridgeHosts.secondaryVip serves IPv6 clients: remove secondaryVip, or set snat: false (every node then routes replies to clientCidrs through the active host)")
-        .field_path(".snat")
-        .reason(Reason::FieldValueForbidden),
     validation = Rule::new("self.strategy != 'ClientJoin' || !has(self.clientCidrs) || self.clientCidrs.all(c, !isCIDR(c) || cidr(c).ip().family() == 4)")
         .message("spec.clientCidrs lists an IPv6 range, and IPv6 clients are served by strategies RouteToNodes and BridgeHosts only so far (ClientJoin takes IPv4 clientCidrs in causeway.dev/v1alpha1): remove the IPv6 entries or use strategy RouteToNodes or BridgeHosts")
         .field_path(".clientCidrs")
@@ -170,9 +166,9 @@ pub struct OverlayGatewaySpec {
 
     /// BridgeHosts only: when true the active bridge host masquerades client traffic to its own
     /// address, so pods' replies return to it without any route to clientCidrs (pods then see
-    /// the bridge host's address, not the client's). IPv4 clients only: not with
-    /// `bridgeHosts.secondaryVip`. Default false: nodes route clientCidrs via
-    /// the active bridge host and pods see real client addresses.
+    /// the bridge host's address, not the client's). Both families: IPv6 clientCidrs (with
+    /// `bridgeHosts.secondaryVip`) are masqueraded to the host's IPv6 address. Default false:
+    /// nodes route clientCidrs via the active bridge host and pods see real client addresses.
     #[serde(default)]
     pub snat: bool,
 
