@@ -2995,6 +2995,19 @@ mod tests {
         let p = run_snat(&self::own(), vec![], &v4, &underlay(), &both);
         assert!(p.desired.snat.is_some());
         assert_eq!(p.desired.snat6, None);
+
+        // An IPv6 network: IPv6 clients go into its cidr, the ip table is not planned.
+        let (own6, peers6) = v6_nodes();
+        let v6 = v6_mode("Overlay", serde_json::Value::Null);
+        let p = run_snat(&own6, peers6, &v6, &v6_underlay(), &both);
+        assert_eq!(p.desired.snat, None);
+        assert_eq!(
+            p.desired.snat6.as_ref().map(|s| match s {
+                Snat6::Masquerade(g) => g.pods.to_string(),
+                Snat6::Unrecognised(why) => why.clone(),
+            }),
+            Some("fd00:10:244::/56".to_owned())
+        );
     }
 
     #[test]

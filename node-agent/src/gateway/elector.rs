@@ -146,8 +146,9 @@ pub fn returns(
 /// Client ranges of the `snat: true` gateways among `candidacies`, of both families: this
 /// node masquerades their traffic into the pod range, IPv4 clients into the network's `cidr`
 /// and IPv6 ones into its `secondaryCidr` (all candidates do, so a new holder needs no change
-/// to forward; only the holder receives client traffic, through the VIPs). IPv6 ranges count
-/// only for a gateway with a `secondaryVip`: without one, IPv6 clients have no way in.
+/// to forward; only the holder receives client traffic, through the VIPs). A range counts only
+/// when the gateway has a VIP of its family (an IPv6 `secondaryVip` on a dual-stack network):
+/// without one, its clients have no way in.
 #[must_use]
 pub fn snat_clients(
     gateways: &[std::sync::Arc<OverlayGateway>],
@@ -158,12 +159,11 @@ pub fn snat_clients(
         .filter(|g| g.spec.snat)
         .filter_map(|g| Some((g, candidacies.get(&g.name_any())?)))
         .flat_map(|(g, candidacy)| {
-            let ipv6 = candidacy.vips.secondary.is_some();
             g.spec
                 .client_cidrs
                 .iter()
                 .filter_map(|c| c.trim().parse::<IpNet>().ok())
-                .filter(|c| ipv6 || matches!(c, IpNet::V4(_)))
+                .filter(|c| candidacy.vips.of_family_of(c.network()).is_some())
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -955,12 +955,17 @@ mod tests {
             with("routed-back", false, &["192.168.79.0/24", "fd00:79::/64"]),
             with("not-here", true, &["192.168.80.0/24", "fd00:80::/64"]),
             with("v4-vip-only", true, &["192.168.81.0/24", "fd00:81::/64"]),
+            with("v6-vip-only", true, &["192.168.82.0/24", "fd00:82::/64"]),
         ];
         let candidacy = |name: &str, secondary: Option<&str>| Candidacy {
             gateway: name.into(),
             gateway_uid: format!("uid-{name}"),
             vips: Vips {
-                primary: "192.168.50.250".parse().expect("ip"),
+                primary: if name == "v6-vip-only" {
+                    "fd00:50::252".parse().expect("ip")
+                } else {
+                    "192.168.50.250".parse().expect("ip")
+                },
                 secondary: secondary.map(|v| v.parse().expect("ip")),
             },
             dev: "eth0".into(),
@@ -973,6 +978,8 @@ mod tests {
                 candidacy("routed-back", Some("fd00:50::251")),
             ),
             ("v4-vip-only".to_owned(), candidacy("v4-vip-only", None)),
+            // An IPv6 network's gateway: its vip is IPv6.
+            ("v6-vip-only".to_owned(), candidacy("v6-vip-only", None)),
         ]);
         let net = |s: &str| s.parse::<IpNet>().expect("net");
         assert_eq!(
@@ -981,8 +988,9 @@ mod tests {
                 net("192.168.77.0/24"),
                 net("fd00:77::/64"),
                 net("fd00:78::/64"),
-                // Without a secondaryVip, IPv6 clients have no way in: nothing to masquerade.
+                // Without a VIP of their family, clients have no way in: nothing to masquerade.
                 net("192.168.81.0/24"),
+                net("fd00:82::/64"),
             ]
         );
     }
