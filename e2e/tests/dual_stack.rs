@@ -106,6 +106,10 @@ fn main() -> ExitCode {
                 overlay_client_join,
             ),
             testing::test(
+                "overlay_bridge_hosts_with_snat_masquerades_ipv6_clients_on_both_candidates_only_and_pods_see_the_active_host",
+                overlay_bridge_hosts_snat6,
+            ),
+            testing::test(
                 "overlay_ipv6_first_tunnels_over_ipv6_and_gives_pods_their_ipv6_address_first",
                 overlay_ipv6_first,
             ),
@@ -1036,13 +1040,18 @@ fn bridge_active(c: &Cluster) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
-/// Waits until both VIPs are on `host` and nowhere else.
+/// Waits until both VIPs of `bridge6` are on `host` and nowhere else.
 fn wait_vips_on(c: &Cluster, host: &str) -> Result<()> {
+    wait_these_vips_on(c, host, [VIP, VIP6])
+}
+
+/// Waits until `vips` are on `host` and nowhere else.
+fn wait_these_vips_on(c: &Cluster, host: &str, vips: [&str; 2]) -> Result<()> {
     wait_for(
         "both VIPs on the active host only",
         Duration::from_secs(10),
         || {
-            for vip in [VIP, VIP6] {
+            for vip in vips {
                 let on = holders(c, vip)?;
                 ensure!(on == [host], "{vip} on {on:?}, not {host}");
             }
@@ -1440,6 +1449,214 @@ fn overlay_client_join(c: &Cluster) -> Result<()> {
         Ok(())
     });
     result.and(gone)
+}
+
+/// The `snat: true` BridgeHosts gateway of [`overlay_bridge_hosts_snat6`], on the
+/// [`BRIDGES`] like `bridge6` but with VIPs of its own.
+const SNAT_GATEWAY: &str = "snat6";
+const SNAT_VIP: &str = "192.168.50.251";
+const SNAT_VIP6: &str = "fd00:50::251";
+
+/// `nft list table <family> causeway-gateway` on `node`, or `None` without that table.
+fn gateway_table(c: &Cluster, node: &str, family: &str) -> Result<Option<String>> {
+    let tables = c.exec(node, "nft", &["list", "tables", family])?;
+    let name = format!("table {family} causeway-gateway");
+    if !tables.lines().any(|l| l.trim() == name) {
+        return Ok(None);
+    }
+    Ok(Some(c.exec(
+        node,
+        "nft",
+        &["list", "table", family, "causeway-gateway"],
+    )?))
+}
+
+/// BridgeHosts with `snat: true` on the dual-stack Overlay network: node-b and node-c stand
+/// for an IPv4 VIP and an IPv6 `secondaryVip`; both candidates (and no other node) carry the
+/// `ip6 causeway-gateway` table next to the `ip` one, the client reaches every pod over IPv6
+/// through the IPv6 VIP (and over IPv4 through the IPv4 one) without any return route on the
+/// nodes, and a TCP server in a pod on node-a and on node-d sees the active host's IPv6 tunnel
+/// address, not the client's. Deleting the gateway removes both tables and the VIPs.
+fn overlay_bridge_hosts_snat6(c: &Cluster) -> Result<()> {
+    let pods = overlay_pods(c)?;
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let client6 = client.address6.context("the client has no IPv6 address")?;
+    for node in BRIDGES {
+        label(c, node, "causeway.dev/bridge=true")?;
+    }
+    let applied = apply_gateway(
+        c,
+        SNAT_GATEWAY,
+        serde_json::json!({
+            "network": OVERLAY,
+            "strategy": "BridgeHosts",
+            "snat": true,
+            "clientCidrs": ["192.168.50.0/24", "fd00:50::/64"],
+            "bridgeHosts": {
+                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                "vip": SNAT_VIP,
+                "secondaryVip": SNAT_VIP6,
+            },
+        }),
+    );
+    let mut pasted = Vec::new();
+    let result = applied.and_then(|()| {
+        wait_gateway_ready(c, SNAT_GATEWAY)?;
+        let gw = gateway_json(c, SNAT_GATEWAY)?;
+        let routes: Vec<String> = gw["status"]["clientRoutes"]
+            .as_array()
+            .context("no clientRoutes")?
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        let want = [
+            format!("ip route add {OVERLAY_CIDR} via {SNAT_VIP}"),
+            format!("ip -6 route add {OVERLAY_CIDR6} via {SNAT_VIP6}"),
+        ];
+        ensure!(routes == want, "clientRoutes {routes:?}");
+        let active = gw["status"]["activeHost"]
+            .as_str()
+            .context("Ready without activeHost")?
+            .to_string();
+        ensure!(BRIDGES.contains(&active.as_str()), "active host {active}");
+        let ready = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            ready.contains(&format!(
+                "{active} holds VIPs {SNAT_VIP} and {SNAT_VIP6} and forwards client traffic into PodNetwork {OVERLAY}; replies return through it (SNAT)."
+            )),
+            "Ready: {ready}"
+        );
+        wait_these_vips_on(c, &active, [SNAT_VIP, SNAT_VIP6])?;
+        // Every candidate carries both tables (a new holder forwards at once); no one else.
+        let rule6 = format!("ip6 saddr @clients ip6 daddr {OVERLAY_CIDR6} masquerade");
+        let rule4 = format!("ip saddr @clients ip daddr {OVERLAY_CIDR} masquerade");
+        let mut listing = String::new();
+        wait_for(
+            "the gateway tables on the candidates only",
+            Duration::from_secs(10),
+            || {
+                for node in ALL {
+                    let t6 = gateway_table(c, node, "ip6")?;
+                    let t4 = gateway_table(c, node, "ip")?;
+                    if BRIDGES.contains(&node) {
+                        let t6 = t6.with_context(|| format!("{node}: no ip6 table"))?;
+                        ensure!(
+                            t6.contains(&rule6) && t6.contains("fd00:50::/64"),
+                            "{node}: {t6}"
+                        );
+                        let t4 = t4.with_context(|| format!("{node}: no ip table"))?;
+                        ensure!(t4.contains(&rule4), "{node}: {t4}");
+                        if node == active {
+                            listing = t6;
+                        }
+                    } else {
+                        ensure!(t6.is_none() && t4.is_none(), "{node}: {t6:?} {t4:?}");
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        eprintln!("[measure] {active}: nft list table ip6 causeway-gateway\n{listing}");
+        // SNAT needs no return routes: nodes route nothing to the client ranges.
+        for node in ALL {
+            let routes = [our_routes(c, node)?, our_routes6(c, node)?].concat();
+            ensure!(
+                !routes
+                    .iter()
+                    .any(|r| r.starts_with("192.168.50.0/24") || r.starts_with("fd00:50::/64")),
+                "{node} routes a client range: {routes:?}"
+            );
+        }
+        paste(c, &client.name, &routes)?;
+        pasted = routes;
+        let mut reached = 0;
+        for pod in &pods {
+            let ip6 = ipv6_of(pod)?;
+            let hop = next_hop6(c, &client.name, ip6)?;
+            ensure!(
+                hop == SNAT_VIP6,
+                "the client routes {ip6} via {hop}, not the IPv6 VIP"
+            );
+            wait_for(
+                "client -> pod over IPv6 through the IPv6 VIP",
+                Duration::from_secs(5),
+                || traffic::expect_ping6(&client_ns, ip6),
+            )
+            .with_context(|| format!("client -> {}/{} ({ip6})", pod.node, pod.name))?;
+            traffic::expect_ping(&client_ns, pod.ip)
+                .with_context(|| format!("client -> {}/{} ({})", pod.node, pod.name, pod.ip))?;
+            reached += 1;
+        }
+        // Pods off the active host see its IPv6 tunnel address (the network address of its
+        // IPv6 pod subnet, on its VXLAN device), not the client's.
+        let subnets = deploy::node_subnets(c, OVERLAY)?;
+        let tunnel6: Ipv6Addr = subnets
+            .iter()
+            .find(|s| s["spec"]["nodeName"] == active.as_str())
+            .and_then(|s| s["spec"]["secondaryCidr"].as_str())
+            .and_then(|cidr| cidr.split('/').next())
+            .with_context(|| format!("{active}'s IPv6 subnet"))?
+            .parse()?;
+        let mut seen_by = Vec::new();
+        for (i, node) in ["node-a", "node-d"].iter().enumerate() {
+            let p = pod_on(&pods, node)?;
+            let ip6 = ipv6_of(p)?;
+            let seen =
+                traffic::tcp_seen_source6(&p.netns, &client_ns, ip6, 7850 + u16::try_from(i)?)?;
+            ensure!(
+                seen == tunnel6,
+                "a pod on {node} saw {seen}, expected {active}'s {tunnel6} (the client is {client6})"
+            );
+            seen_by.push(format!("{node}'s pod saw {seen}"));
+        }
+        eprintln!(
+            "[measure] {SNAT_GATEWAY}: {active} holds {SNAT_VIP} and {SNAT_VIP6}; the client ({client6}) reached {reached} pods over both families through the VIPs; over TCP/IPv6 {}",
+            seen_by.join(", ")
+        );
+        Ok(())
+    });
+    unpaste(c, &client.name, &pasted);
+    let deleted = c
+        .kubectl(&[
+            "delete",
+            "overlaygateway",
+            SNAT_GATEWAY,
+            "--ignore-not-found",
+            "--wait=true",
+        ])
+        .map(drop);
+    let gone = wait_for(
+        "no gateway table and no VIP left",
+        Duration::from_secs(15),
+        || {
+            for vip in [SNAT_VIP, SNAT_VIP6] {
+                let on = holders(c, vip)?;
+                ensure!(on.is_empty(), "{vip} still on {on:?}");
+            }
+            for node in ALL {
+                for family in ["ip", "ip6"] {
+                    ensure!(
+                        gateway_table(c, node, family)?.is_none(),
+                        "{node} still has table {family} causeway-gateway"
+                    );
+                }
+            }
+            Ok(())
+        },
+    );
+    let mut unlabelled = Ok(());
+    for node in BRIDGES {
+        if let Err(e) = label(c, node, "causeway.dev/bridge-") {
+            unlabelled = Err(e);
+        }
+    }
+    result.and(deleted).and(gone).and(unlabelled)
 }
 
 /// An IPv6-first dual-stack Overlay network (`cidr` IPv6, `secondaryCidr` IPv4) over every

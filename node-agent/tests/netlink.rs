@@ -14,7 +14,7 @@ use support::{Netns, output, require_root, require_tools, run};
 
 use causeway_node_agent::model::{
     Address, Dataplane, Fdb, Link, LinkKind, Mac, Masquerade, Masquerade6, Nat, Nat6, Neighbour,
-    Op, Route, Snat, State,
+    Op, Route, Snat, Snat6, State,
 };
 use causeway_node_agent::netlink::{Netlink, Underlay};
 use causeway_node_agent::{arp, ndp};
@@ -2017,6 +2017,91 @@ async fn the_gateway_snat_table_is_its_own_and_leaves_the_nat_table_alone() {
     assert_eq!(observed.snat, None);
     assert_eq!(observed.nat, Some(Nat::Masquerade(outgoing)), "untouched");
     apply(&mut netlink, &[Op::DeleteNat]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ipv6_gateway_snat_table_is_its_own_family_and_leaves_the_ipv4_one_and_foreign_ones_alone()
+ {
+    let ns = Netns::new();
+    let mut netlink = ns.netlink().await;
+    let foreign = ns.exec("nft add table ip6 someone-else");
+    assert!(foreign.status.success(), "{foreign:?}");
+    let v4 =
+        causeway_node_agent::nat::gateway_snat(&[net4("192.168.77.0/24")], net4("10.244.0.0/16"));
+    let net6 = |s: &str| -> ipnet::Ipv6Net { s.parse().expect("net") };
+    let v6 = causeway_node_agent::nat::gateway_snat6(
+        &[net6("fd00:77::/64"), net6("fd00:78::/64")],
+        net6("fd00:10:244::/56"),
+    );
+    let outgoing6 = Masquerade6 {
+        source: net6("fd00:10:244:1::/64"),
+        exempt: vec![net6("fd00:10:244::/56")],
+    };
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceSnat(v4.clone()),
+            Op::ReplaceNat6(outgoing6.clone()),
+            Op::ReplaceSnat6(v6.clone()),
+        ],
+    )
+    .await;
+    let listed = ns.exec("nft list table ip6 causeway-gateway");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("ip6 saddr @clients ip6 daddr fd00:10:244::/56 masquerade")
+            && text.contains("fd00:77::/64")
+            && text.contains("fd00:78::/64"),
+        "{text}"
+    );
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.snat6, Some(Snat6::Masquerade(v6.clone())));
+    assert_eq!(state.snat, Some(Snat::Masquerade(v4.clone())));
+    assert_eq!(state.nat6, Some(Nat6::Masquerade(outgoing6.clone())));
+
+    // Replaced whole: a narrower client list leaves no old element behind.
+    let narrower =
+        causeway_node_agent::nat::gateway_snat6(&[net6("fd00:78::/64")], net6("fd00:10:244::/56"));
+    apply(&mut netlink, &[Op::ReplaceSnat6(narrower.clone())]).await;
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.snat6, Some(Snat6::Masquerade(narrower.clone())));
+
+    // Tampering with the ip6 table makes it unrecognised; the ip one stays recognised, and a
+    // replace brings back exactly the agent's rule.
+    let tamper = ns.exec("nft add rule ip6 causeway-gateway postrouting counter accept");
+    assert!(tamper.status.success(), "{tamper:?}");
+    let state = netlink.observe().await.expect("observe");
+    assert!(
+        matches!(state.snat6, Some(Snat6::Unrecognised(_))),
+        "{:?}",
+        state.snat6
+    );
+    assert_eq!(state.snat, Some(Snat::Masquerade(v4.clone())));
+    apply(&mut netlink, &[Op::ReplaceSnat6(narrower.clone())]).await;
+    assert_eq!(
+        netlink.observe().await.expect("observe").snat6,
+        Some(Snat6::Masquerade(narrower))
+    );
+
+    apply(&mut netlink, &[Op::DeleteSnat6]).await;
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.snat6, None);
+    assert_eq!(
+        state.snat,
+        Some(Snat::Masquerade(v4)),
+        "deleting the ip6 table left the ip one"
+    );
+    assert_eq!(
+        state.nat6,
+        Some(Nat6::Masquerade(outgoing6)),
+        "and the ip6 NAT table"
+    );
+    let kept = ns.exec("nft list table ip6 someone-else");
+    assert!(
+        kept.status.success(),
+        "a foreign table was removed: {kept:?}"
+    );
+    apply(&mut netlink, &[Op::DeleteSnat, Op::DeleteNat6]).await;
 }
 
 /// `--sysctl-dir`: the chart mounts the host's /proc/sys/net at /host/proc/sys/net. Here a

@@ -139,11 +139,7 @@ const CLIENT_OVERLAY_ADDRESS: Field = Field {
     validation = Rule::new("self.strategy != 'ClientJoin' || has(self.clientJoin)")
         .message("strategy ClientJoin requires spec.clientJoin with the list of clients")
         .field_path(".clientJoin")
-        .reason(Reason::FieldValueRequired),
-    validation = Rule::new("!self.snat || !has(self.bridgeHosts) || !has(self.bridgeHosts.secondaryVip)")
-        .message("spec.snat: true masquerades IPv4 clients only so far, and spec.bridgeHosts.secondaryVip serves IPv6 clients: remove secondaryVip, or set snat: false (every node then routes replies to clientCidrs through the active host)")
-        .field_path(".snat")
-        .reason(Reason::FieldValueForbidden)
+        .reason(Reason::FieldValueRequired)
 )]
 pub struct OverlayGatewaySpec {
     /// Name of the PodNetwork whose pod addresses become reachable.
@@ -173,9 +169,9 @@ pub struct OverlayGatewaySpec {
 
     /// BridgeHosts only: when true the active bridge host masquerades client traffic to its own
     /// address, so pods' replies return to it without any route to clientCidrs (pods then see
-    /// the bridge host's address, not the client's). IPv4 clients only: not with
-    /// `bridgeHosts.secondaryVip`. Default false: nodes route clientCidrs via
-    /// the active bridge host and pods see real client addresses.
+    /// the bridge host's address, not the client's). Both families: IPv6 clientCidrs (with
+    /// `bridgeHosts.secondaryVip`) are masqueraded to the host's IPv6 address. Default false:
+    /// nodes route clientCidrs via the active bridge host and pods see real client addresses.
     #[serde(default)]
     pub snat: bool,
 

@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use crate::model::{Link, LinkKind, Nat, Nat6, Op, Snat, State};
+use crate::model::{Link, LinkKind, Nat, Nat6, Op, Snat, Snat6, State};
 
 /// The operations that take the kernel from `observed` to `desired` (see the module docs for
 /// their order and why).
@@ -146,6 +146,14 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
             Snat::Unrecognised(_) => ops.push(Op::DeleteSnat),
         }
     }
+    if let Some(want) = &desired.snat6
+        && observed.snat6.as_ref() != Some(want)
+    {
+        match want {
+            Snat6::Masquerade(g) => ops.push(Op::ReplaceSnat6(g.clone())),
+            Snat6::Unrecognised(_) => ops.push(Op::DeleteSnat6),
+        }
+    }
 
     // Removals. A route is keyed by destination, so one that moved was replaced above.
     for (dst, have) in &observed.routes {
@@ -177,6 +185,9 @@ pub fn diff(desired: &State, observed: &State) -> Vec<Op> {
     }
     if desired.snat.is_none() && observed.snat.is_some() {
         ops.push(Op::DeleteSnat);
+    }
+    if desired.snat6.is_none() && observed.snat6.is_some() {
+        ops.push(Op::DeleteSnat6);
     }
     for dev in observed.proxy_arp.difference(&desired.proxy_arp) {
         ops.push(Op::SetProxyArp {
@@ -682,6 +693,84 @@ mod tests {
             "the IPv4 addresses stay, so nothing else is re-added"
         );
         assert!(diff(&dual, &dual).is_empty());
+    }
+
+    #[test]
+    fn the_ipv6_gateway_snat_table_is_replaced_and_deleted_on_its_own() {
+        let base = Node::new(1).peers(2..3).build();
+        let snat = crate::model::GatewaySnat {
+            clients: vec![net("192.168.77.0/24")],
+            pods: net("10.244.0.0/16"),
+        };
+        let v6 = |s: &str| -> ipnet::Ipv6Net { s.parse().expect("IPv6 CIDR") };
+        let snat6 = crate::model::GatewaySnat6 {
+            clients: vec![v6("fd00:77::/64")],
+            pods: v6("fd00:10:244::/56"),
+        };
+        let with = |s4: Option<Snat>, s6: Option<Snat6>| State {
+            snat: s4,
+            snat6: s6,
+            ..base.clone()
+        };
+        let both = with(
+            Some(Snat::Masquerade(snat.clone())),
+            Some(Snat6::Masquerade(snat6.clone())),
+        );
+        let only4 = with(Some(Snat::Masquerade(snat.clone())), None);
+        let wider = crate::model::GatewaySnat6 {
+            clients: vec![v6("fd00:77::/64"), v6("fd00:78::/64")],
+            ..snat6.clone()
+        };
+        for (name, desired, observed, want) in [
+            (
+                "IPv6 clients added: only the ip6 table is written",
+                &both,
+                &only4,
+                vec![Op::ReplaceSnat6(snat6.clone())],
+            ),
+            (
+                "IPv6 clients gone: only the ip6 table is deleted",
+                &only4,
+                &both,
+                vec![Op::DeleteSnat6],
+            ),
+            (
+                "a client range added: the ip6 table is replaced whole",
+                &with(
+                    Some(Snat::Masquerade(snat.clone())),
+                    Some(Snat6::Masquerade(wider.clone())),
+                ),
+                &both,
+                vec![Op::ReplaceSnat6(wider.clone())],
+            ),
+            (
+                "changed by someone else: replaced",
+                &both,
+                &with(
+                    Some(Snat::Masquerade(snat.clone())),
+                    Some(Snat6::Unrecognised("a rule was added".into())),
+                ),
+                vec![Op::ReplaceSnat6(snat6.clone())],
+            ),
+            (
+                "unrecognised and not desired: deleted",
+                &only4,
+                &with(
+                    Some(Snat::Masquerade(snat.clone())),
+                    Some(Snat6::Unrecognised("a rule was added".into())),
+                ),
+                vec![Op::DeleteSnat6],
+            ),
+            (
+                "the IPv4 table goes, the ip6 one stays",
+                &with(None, Some(Snat6::Masquerade(snat6.clone()))),
+                &both,
+                vec![Op::DeleteSnat],
+            ),
+            ("same tables: nothing", &both, &both, vec![]),
+        ] {
+            assert_ops(name, &diff(desired, observed), &want);
+        }
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub const DEVICE_PREFIX: &str = "cw-";
 /// The nftables table (family `ip`) holding the agent's outgoing-NAT rules.
 pub const NAT_TABLE: &str = "causeway";
 
-/// The nftables table (family `ip`) holding the BridgeHosts SNAT rule (`snat: true`).
+/// The nftables table holding the BridgeHosts SNAT rule (`snat: true`): family `ip` for IPv4
+/// clients, and a table of the same name in family `ip6` for IPv6 clients.
 pub const SNAT_TABLE: &str = "causeway-gateway";
 
 /// Alias (`ip link set <veth> alias ...`) the agent gives each pod's host-side veth on one
@@ -261,6 +262,25 @@ pub enum Snat {
     Unrecognised(String),
 }
 
+/// BridgeHosts SNAT for IPv6 clients (dual-stack, `snat: true`): packets from `clients` to
+/// `pods` (the network's secondaryCidr) leave with this node's IPv6 address. In the table
+/// [`SNAT_TABLE`] of family `ip6`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySnat6 {
+    /// Sorted, without overlaps.
+    pub clients: Vec<Ipv6Net>,
+    pub pods: Ipv6Net,
+}
+
+/// The agent's `ip6` SNAT table as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Snat6 {
+    /// The table holds exactly the agent's rule.
+    Masquerade(GatewaySnat6),
+    /// Changed by someone else; replaced whole.
+    Unrecognised(String),
+}
+
 /// The complete state of everything the agent owns on one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -285,6 +305,8 @@ pub struct State {
     pub nat6: Option<Nat6>,
     /// The [`SNAT_TABLE`] table; `None` when absent.
     pub snat: Option<Snat>,
+    /// The [`SNAT_TABLE`] table of family `ip6`; `None` when absent.
+    pub snat6: Option<Snat6>,
     /// Links (the underlay, in Flat mode) on which the agent turned proxy ARP on: those that
     /// carry one of its device routes and have `proxy_arp` set. Observed only on such links,
     /// so a proxy ARP someone else set elsewhere is never read as the agent's.
@@ -355,6 +377,10 @@ pub enum Op {
     ReplaceSnat(GatewaySnat),
     /// Delete the [`SNAT_TABLE`] table.
     DeleteSnat,
+    /// Replace the `ip6` [`SNAT_TABLE`] table with one holding this rule, in one transaction.
+    ReplaceSnat6(GatewaySnat6),
+    /// Delete the `ip6` [`SNAT_TABLE`] table.
+    DeleteSnat6,
     /// Turn `net.ipv4.conf.<dev>.proxy_arp` on or off.
     SetProxyArp {
         dev: String,
@@ -474,6 +500,16 @@ impl fmt::Display for Op {
                 )
             }
             Op::DeleteSnat => write!(f, "delete nft table ip {SNAT_TABLE}"),
+            Op::ReplaceSnat6(g) => {
+                let clients: Vec<String> = g.clients.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "replace nft table ip6 {SNAT_TABLE}: ip6 saddr {{ {} }} ip6 daddr {} masquerade",
+                    clients.join(", "),
+                    g.pods
+                )
+            }
+            Op::DeleteSnat6 => write!(f, "delete nft table ip6 {SNAT_TABLE}"),
             Op::SetProxyArp { dev, on } => {
                 write!(
                     f,
@@ -648,6 +684,21 @@ mod tests {
         assert_eq!(
             Op::ReplaceNat6(nat6).to_string(),
             "replace nft table ip6 causeway: ip6 saddr fd00:10:244:1::/64 ip6 daddr != { fd00:10:244::/56 } masquerade"
+        );
+        let snat6 = GatewaySnat6 {
+            clients: vec![
+                "fd00:50::/64".parse().expect("cidr"),
+                "fd00:77::/64".parse().expect("cidr"),
+            ],
+            pods: "fd00:10:244::/56".parse().expect("cidr"),
+        };
+        assert_eq!(
+            Op::ReplaceSnat6(snat6).to_string(),
+            "replace nft table ip6 causeway-gateway: ip6 saddr { fd00:50::/64, fd00:77::/64 } ip6 daddr fd00:10:244::/56 masquerade"
+        );
+        assert_eq!(
+            Op::DeleteSnat6.to_string(),
+            "delete nft table ip6 causeway-gateway"
         );
     }
 }

@@ -64,7 +64,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::model::{
     Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Nat6, Neighbour, Route,
-    Snat, State,
+    Snat, Snat6, State,
 };
 
 /// The pod bridge of every node; the CNI `bridge` plugin attaches pods to it.
@@ -103,8 +103,9 @@ pub struct Input<'a> {
     /// gateway's active host.
     pub returns: &'a [GatewayReturn],
     /// BridgeHosts gateways with `snat: true` this node is a candidate for: client ranges
-    /// whose traffic into the pod range it masquerades.
-    pub snat: &'a [Ipv4Net],
+    /// whose traffic into the pod range it masquerades, of both families (IPv4 ones into the
+    /// network's `cidr`, IPv6 ones into its `secondaryCidr`).
+    pub snat: &'a [IpNet],
     /// ClientJoin clients of the network's gateways (Overlay mode only).
     pub clients: &'a [crate::model::ClientPeer],
     /// Addresses this node must keep reaching over the underlay besides its peers' node
@@ -383,11 +384,17 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     };
     skipped.extend(gateway_returns(input, &own, &mut desired));
     skipped.extend(protect_underlay(input, &own, &mut desired));
+    let (snat4, snat6) = split_families(input.snat);
     if let Some(network4) = own.f.v4.range
-        && !input.snat.is_empty()
+        && !snat4.is_empty()
     {
-        desired.snat = Some(Snat::Masquerade(crate::nat::gateway_snat(
-            input.snat, network4,
+        desired.snat = Some(Snat::Masquerade(crate::nat::gateway_snat(&snat4, network4)));
+    }
+    if let Some(network6) = own.f.v6.range
+        && !snat6.is_empty()
+    {
+        desired.snat6 = Some(Snat6::Masquerade(crate::nat::gateway_snat6(
+            &snat6, network6,
         )));
     }
     if network.nat_outgoing {
@@ -419,6 +426,19 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         subnets: own.f.subnets(),
         skipped,
     })
+}
+
+/// `nets` split by family.
+fn split_families(nets: &[IpNet]) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for net in nets {
+        match net {
+            IpNet::V4(n) => v4.push(*n),
+            IpNet::V6(n) => v6.push(*n),
+        }
+    }
+    (v4, v6)
 }
 
 /// Overlay: the VXLAN device, and per peer a tunnel (or, with `crossSubnet`, a direct route).
@@ -2913,6 +2933,91 @@ mod tests {
             protected6: &set(protected6),
             pods6: &set(pods6),
         })
+    }
+
+    #[test]
+    fn snat_client_ranges_go_to_the_table_of_their_family_into_that_familys_pod_range() {
+        let nets =
+            |v: &[&str]| -> Vec<IpNet> { v.iter().map(|c| c.parse().expect("net")).collect() };
+        let run_snat = |own: &NodeSubnet,
+                        peers: Vec<NodeSubnet>,
+                        network: &PodNetworkSpec,
+                        underlay: &Underlay,
+                        snat: &[IpNet]| {
+            let peers: Vec<Arc<NodeSubnet>> = peers.into_iter().map(Arc::new).collect();
+            plan(&Input {
+                own,
+                peers: &peers,
+                network,
+                underlay,
+                learned: &NO_ROUTES,
+                returns: &[],
+                snat,
+                clients: &[],
+                protected: &BTreeSet::new(),
+                protected6: &BTreeSet::new(),
+                pods6: &BTreeSet::new(),
+            })
+            .expect("plan")
+        };
+        let (own, peers) = dual_nodes();
+        let dual = dual_mode("Overlay");
+        let both = nets(&[
+            "192.168.70.0/24",
+            "fd00:70::/64",
+            "192.168.70.7/32",
+            "fd00:50::/64",
+            "fd00:70::7/128",
+        ]);
+        let p = run_snat(&own, peers.clone(), &dual, &underlay6(), &both);
+        assert_eq!(
+            p.desired.snat,
+            Some(Snat::Masquerade(crate::model::GatewaySnat {
+                clients: vec!["192.168.70.0/24".parse().expect("net")],
+                pods: "10.244.0.0/16".parse().expect("net"),
+            })),
+            "IPv4 clients into cidr"
+        );
+        assert_eq!(
+            p.desired.snat6,
+            Some(Snat6::Masquerade(crate::model::GatewaySnat6 {
+                clients: vec![
+                    "fd00:50::/64".parse().expect("net"),
+                    "fd00:70::/64".parse().expect("net"),
+                ],
+                pods: "fd00:10:244::/56".parse().expect("net"),
+            })),
+            "IPv6 clients into secondaryCidr, merged and sorted"
+        );
+
+        let only6 = nets(&["fd00:70::/64"]);
+        let p = run_snat(&own, peers.clone(), &dual, &underlay6(), &only6);
+        assert_eq!(p.desired.snat, None, "no IPv4 clients, no ip table");
+        assert!(p.desired.snat6.is_some());
+
+        let only4 = nets(&["192.168.70.0/24"]);
+        let p = run_snat(&own, peers, &dual, &underlay6(), &only4);
+        assert!(p.desired.snat.is_some());
+        assert_eq!(p.desired.snat6, None, "no IPv6 clients, no ip6 table");
+
+        // An IPv4-only network has no IPv6 pod range to masquerade into.
+        let v4 = mode("Overlay", serde_json::Value::Null);
+        let p = run_snat(&self::own(), vec![], &v4, &underlay(), &both);
+        assert!(p.desired.snat.is_some());
+        assert_eq!(p.desired.snat6, None);
+
+        // An IPv6 network: IPv6 clients go into its cidr, the ip table is not planned.
+        let (own6, peers6) = v6_nodes();
+        let v6 = v6_mode("Overlay", serde_json::Value::Null);
+        let p = run_snat(&own6, peers6, &v6, &v6_underlay(), &both);
+        assert_eq!(p.desired.snat, None);
+        assert_eq!(
+            p.desired.snat6.as_ref().map(|s| match s {
+                Snat6::Masquerade(g) => g.pods.to_string(),
+                Snat6::Unrecognised(why) => why.clone(),
+            }),
+            Some("fd00:10:244::/56".to_owned())
+        );
     }
 
     #[test]

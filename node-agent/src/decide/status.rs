@@ -64,7 +64,9 @@ impl Failure {
                 | Op::ReplaceNat6(_)
                 | Op::DeleteNat6
                 | Op::ReplaceSnat(_)
-                | Op::DeleteSnat => reasons::NAT_FAILED,
+                | Op::DeleteSnat
+                | Op::ReplaceSnat6(_)
+                | Op::DeleteSnat6 => reasons::NAT_FAILED,
             },
         }
     }

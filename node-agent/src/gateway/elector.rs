@@ -143,22 +143,27 @@ pub fn returns(
         .collect()
 }
 
-/// IPv4 client ranges of the `snat: true` gateways among `candidacies` (admission keeps
-/// `secondaryVip` away from them): this node masquerades their traffic into the pod range (all candidates do, so a new holder needs no change to
-/// forward; only the holder receives client traffic, through the VIP).
+/// Client ranges of the `snat: true` gateways among `candidacies`, of both families: this
+/// node masquerades their traffic into the pod range, IPv4 clients into the network's `cidr`
+/// and IPv6 ones into its `secondaryCidr` (all candidates do, so a new holder needs no change
+/// to forward; only the holder receives client traffic, through the VIPs). A range counts only
+/// when the gateway has a VIP of its family (an IPv6 `secondaryVip` on a dual-stack network):
+/// without one, its clients have no way in.
 #[must_use]
 pub fn snat_clients(
     gateways: &[std::sync::Arc<OverlayGateway>],
     candidacies: &BTreeMap<String, Candidacy>,
-) -> Vec<ipnet::Ipv4Net> {
+) -> Vec<IpNet> {
     gateways
         .iter()
-        .filter(|g| g.spec.snat && candidacies.contains_key(&g.name_any()))
-        .flat_map(|g| {
+        .filter(|g| g.spec.snat)
+        .filter_map(|g| Some((g, candidacies.get(&g.name_any())?)))
+        .flat_map(|(g, candidacy)| {
             g.spec
                 .client_cidrs
                 .iter()
-                .filter_map(|c| c.trim().parse::<ipnet::Ipv4Net>().ok())
+                .filter_map(|c| c.trim().parse::<IpNet>().ok())
+                .filter(|c| candidacy.vips.of_family_of(c.network()).is_some())
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -930,5 +935,63 @@ mod tests {
         // Without an IPv6 segment, the node cannot hold the IPv6 VIP.
         let found = candidacies(&gws, &own, &labels, "eth0", &segments[..1], &known);
         assert_eq!(found.keys().collect::<Vec<_>>(), ["office"]);
+    }
+
+    #[test]
+    fn snat_clients_are_those_of_snat_gateways_this_node_is_a_candidate_for_of_both_families() {
+        let bridge = serde_json::json!({"matchLabels": {"bridge": "true"}});
+        let with = |name: &str, snat: bool, clients: &[&str]| {
+            let mut g = gateway(name, "overlay", "192.168.50.250", bridge.clone());
+            g.spec.snat = snat;
+            g.spec.client_cidrs = clients.iter().map(|c| (*c).to_owned()).collect();
+            std::sync::Arc::new(g)
+        };
+        let gws = [
+            with(
+                "dual",
+                true,
+                &["192.168.77.0/24", "fd00:77::/64", " fd00:78::/64 "],
+            ),
+            with("routed-back", false, &["192.168.79.0/24", "fd00:79::/64"]),
+            with("not-here", true, &["192.168.80.0/24", "fd00:80::/64"]),
+            with("v4-vip-only", true, &["192.168.81.0/24", "fd00:81::/64"]),
+            with("v6-vip-only", true, &["192.168.82.0/24", "fd00:82::/64"]),
+        ];
+        let candidacy = |name: &str, secondary: Option<&str>| Candidacy {
+            gateway: name.into(),
+            gateway_uid: format!("uid-{name}"),
+            vips: Vips {
+                primary: if name == "v6-vip-only" {
+                    "fd00:50::252".parse().expect("ip")
+                } else {
+                    "192.168.50.250".parse().expect("ip")
+                },
+                secondary: secondary.map(|v| v.parse().expect("ip")),
+            },
+            dev: "eth0".into(),
+            lease_seconds: 2,
+        };
+        let candidacies = BTreeMap::from([
+            ("dual".to_owned(), candidacy("dual", Some("fd00:50::250"))),
+            (
+                "routed-back".to_owned(),
+                candidacy("routed-back", Some("fd00:50::251")),
+            ),
+            ("v4-vip-only".to_owned(), candidacy("v4-vip-only", None)),
+            // An IPv6 network's gateway: its vip is IPv6.
+            ("v6-vip-only".to_owned(), candidacy("v6-vip-only", None)),
+        ]);
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
+        assert_eq!(
+            snat_clients(&gws, &candidacies),
+            vec![
+                net("192.168.77.0/24"),
+                net("fd00:77::/64"),
+                net("fd00:78::/64"),
+                // Without a VIP of their family, clients have no way in: nothing to masquerade.
+                net("192.168.81.0/24"),
+                net("fd00:82::/64"),
+            ]
+        );
     }
 }

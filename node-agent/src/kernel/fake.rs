@@ -336,6 +336,15 @@ impl FakeDataplane {
                     "Error: Could not process rule: No such file or directory".into()
                 })
             }
+            Op::ReplaceSnat6(g) => {
+                self.state.snat6 = Some(crate::model::Snat6::Masquerade(g.clone()));
+                Ok(())
+            }
+            Op::DeleteSnat6 => {
+                self.state.snat6.take().map(drop).ok_or_else(|| {
+                    "Error: Could not process rule: No such file or directory".into()
+                })
+            }
         }
     }
 

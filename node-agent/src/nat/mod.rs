@@ -21,6 +21,12 @@
 //! without the rule, and anything someone else added to the table is dropped. Established
 //! connections keep their translation (conntrack), whatever the table does.
 //!
+//! BridgeHosts gateways with `snat: true` get a table of their own on their candidate hosts,
+//! `causeway-gateway` ([`crate::model::SNAT_TABLE`]): family `ip` for IPv4 clients and, on a
+//! dual-stack network with a `secondaryVip`, family `ip6` for IPv6 clients, each with a set of
+//! client ranges and `saddr @clients daddr <the pods' range of that family> masquerade`. Each of
+//! the four tables is observed, replaced whole and deleted on its own.
+//!
 //! The rules are built and read in `rules.rs` (pure, unit-tested: [`masquerade`],
 //! [`replace_batch`], [`interpret`]); `nft.rs` ([`Nft`]) is the only code that runs `nft`.
 

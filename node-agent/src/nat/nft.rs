@@ -5,8 +5,8 @@ use std::process::Stdio;
 use nftables::schema::Nftables;
 use tokio::io::AsyncWriteExt;
 
-use super::rules::{interpret, interpret_snat, interpret6};
-use crate::model::{NAT_TABLE, Nat, Nat6, SNAT_TABLE, Snat};
+use super::rules::{interpret, interpret_snat, interpret_snat6, interpret6};
+use crate::model::{NAT_TABLE, Nat, Nat6, SNAT_TABLE, Snat, Snat6};
 /// Runs `nft` in the agent's network namespace (the process's own, or a named one for tests).
 #[derive(Clone, Debug, Default)]
 pub struct Nft {
@@ -65,6 +65,17 @@ impl Nft {
     /// As [`Self::observe`].
     pub async fn observe_snat(&self) -> Result<Option<Snat>, NftError> {
         Ok(self.list("ip", SNAT_TABLE, interpret_snat).await?.flatten())
+    }
+
+    /// The `ip6` BridgeHosts SNAT table as it is (see [`Self::observe`]).
+    ///
+    /// # Errors
+    /// As [`Self::observe`].
+    pub async fn observe_snat6(&self) -> Result<Option<Snat6>, NftError> {
+        Ok(self
+            .list("ip6", SNAT_TABLE, interpret_snat6)
+            .await?
+            .flatten())
     }
 
     /// `read` of `nft -j list table <family> <table>`; `None` when the table or `nft` is

@@ -14,7 +14,10 @@ use nftables::schema::{
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::model::{GatewaySnat, Masquerade, Masquerade6, NAT_TABLE, Nat, Nat6, SNAT_TABLE, Snat};
+use crate::model::{
+    GatewaySnat, GatewaySnat6, Masquerade, Masquerade6, NAT_TABLE, Nat, Nat6, SNAT_TABLE, Snat,
+    Snat6,
+};
 
 /// The chain holding the rule.
 const CHAIN: &str = "postrouting";
@@ -22,6 +25,8 @@ const CHAIN: &str = "postrouting";
 const SET: &str = "no-masquerade";
 /// The set of BridgeHosts client ranges (in [`SNAT_TABLE`]).
 const CLIENTS_SET: &str = "clients";
+/// The BridgeHosts SNAT rule's comment.
+const GATEWAY_COMMENT: &str = "causeway: BridgeHosts client traffic into the pod network";
 /// `priority srcnat`.
 const SRCNAT_PRIORITY: i32 = 100;
 /// The rule's comment, so `nft list ruleset` says whose rule it is.
@@ -127,7 +132,17 @@ const GATEWAY: Shape = Shape {
     set_type: SetType::Ipv4Addr,
     table: SNAT_TABLE,
     set: CLIENTS_SET,
-    comment: "causeway: BridgeHosts client traffic into the pod network",
+    comment: GATEWAY_COMMENT,
+};
+
+/// [`GATEWAY`] for a dual-stack gateway's IPv6 clients: the same table name, family `ip6`.
+const GATEWAY6: Shape = Shape {
+    family: NfFamily::IP6,
+    protocol: "ip6",
+    set_type: SetType::Ipv6Addr,
+    table: SNAT_TABLE,
+    set: CLIENTS_SET,
+    comment: GATEWAY_COMMENT,
 };
 
 fn side(s: Side, set: &'static str) -> (Expression<'static>, Operator) {
@@ -340,6 +355,32 @@ pub fn snat_delete_batch() -> Nftables<'static> {
     GATEWAY.delete()
 }
 
+/// The BridgeHosts SNAT rule for IPv6 `clients` (merged, sorted) into `pods`, the network's
+/// IPv6 range.
+#[must_use]
+pub fn gateway_snat6(clients: &[Ipv6Net], pods: Ipv6Net) -> GatewaySnat6 {
+    let all: Vec<Ipv6Net> = clients.iter().map(Ipv6Net::trunc).collect();
+    let mut clients = Ipv6Net::aggregate(&all);
+    clients.sort();
+    GatewaySnat6 {
+        clients,
+        pods: pods.trunc(),
+    }
+}
+
+/// The batch that replaces the `ip6` [`SNAT_TABLE`] with one holding `g`, atomically.
+#[must_use]
+pub fn snat_replace_batch6(g: &GatewaySnat6) -> Nftables<'static> {
+    let clients: Vec<IpNet> = g.clients.iter().map(|n| IpNet::V6(*n)).collect();
+    GATEWAY6.replace(&clients, Side::Set(true), Side::Prefix(g.pods.into()))
+}
+
+/// The batch that deletes the `ip6` [`SNAT_TABLE`].
+#[must_use]
+pub fn snat_delete_batch6() -> Nftables<'static> {
+    GATEWAY6.delete()
+}
+
 /// A prefix written as `{"prefix": {...}}` or a bare address (a /32 or /128).
 fn as_net(e: &Expression<'_>) -> Option<IpNet> {
     match e {
@@ -419,6 +460,19 @@ pub fn interpret_snat(listing: &Nftables<'_>) -> Option<Snat> {
         },
         Ok(_) => Snat::Unrecognised("the rule was changed".to_owned()),
         Err(why) => Snat::Unrecognised(why.to_owned()),
+    })
+}
+
+/// What `nft -j list table ip6 causeway-gateway` shows, as the agent's model.
+#[must_use]
+pub fn interpret_snat6(listing: &Nftables<'_>) -> Option<Snat6> {
+    Some(match GATEWAY6.read(listing)? {
+        Ok((clients, Side::Set(true), Side::Prefix(IpNet::V6(pods)))) => match all_v6(clients) {
+            Some(clients) => Snat6::Masquerade(GatewaySnat6 { clients, pods }),
+            None => Snat6::Unrecognised("the set holds an element the agent did not write".into()),
+        },
+        Ok(_) => Snat6::Unrecognised("the rule was changed".to_owned()),
+        Err(why) => Snat6::Unrecognised(why.to_owned()),
     })
 }
 
@@ -578,6 +632,43 @@ mod tests {
         assert_eq!(interpret_snat(&listing), Some(Snat::Masquerade(g)));
         // The other table's reader does not take it for its own.
         assert_eq!(interpret(&listing), None);
+    }
+
+    #[test]
+    fn the_ipv6_gateway_snat_table_is_family_ip6_and_round_trips_through_a_listing() {
+        let net6 = |s: &str| -> Ipv6Net { s.parse().expect("IPv6 CIDR") };
+        let g = gateway_snat6(
+            &[
+                net6("fd00:77::/64"),
+                net6("fd00:50::/64"),
+                net6("fd00:77::5/128"),
+            ],
+            net6("fd00:10:247::/56"),
+        );
+        assert_eq!(
+            g.clients,
+            vec![net6("fd00:50::/64"), net6("fd00:77::/64")],
+            "merged (the /128 lies in a /64) and sorted"
+        );
+        let json = serde_json::to_value(snat_replace_batch6(&g)).expect("serializes");
+        let cmds = json["nftables"].as_array().expect("array");
+        assert_eq!(cmds[0]["add"]["table"]["family"], "ip6");
+        assert_eq!(cmds[0]["add"]["table"]["name"], SNAT_TABLE);
+        assert_eq!(cmds[3]["add"]["set"]["type"], "ipv6_addr");
+        let expr = &cmds[5]["add"]["rule"]["expr"];
+        assert_eq!(expr[0]["match"]["left"]["payload"]["protocol"], "ip6");
+        assert_eq!(expr[0]["match"]["right"], "@clients");
+        assert_eq!(expr[1]["match"]["right"]["prefix"]["addr"], "fd00:10:247::");
+        let listed: Vec<serde_json::Value> = cmds[2..].iter().map(|c| c["add"].clone()).collect();
+        let listing: Nftables<'_> =
+            serde_json::from_value(serde_json::json!({ "nftables": listed })).expect("parses");
+        assert_eq!(interpret_snat6(&listing), Some(Snat6::Masquerade(g)));
+        // Neither the IPv4 gateway table's reader nor the ip6 NAT table's takes it for its own.
+        assert_eq!(interpret_snat(&listing), None);
+        assert_eq!(interpret6(&listing), None);
+        let delete = serde_json::to_value(snat_delete_batch6()).expect("JSON");
+        assert_eq!(delete["nftables"][0]["delete"]["table"]["family"], "ip6");
+        assert_eq!(delete["nftables"][0]["delete"]["table"]["name"], SNAT_TABLE);
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl Netlink {
             | Op::ReplaceNat6(_)
             | Op::DeleteNat6
             | Op::ReplaceSnat(_)
-            | Op::DeleteSnat => Err(Failure::Refused(
+            | Op::DeleteSnat
+            | Op::ReplaceSnat6(_)
+            | Op::DeleteSnat6 => Err(Failure::Refused(
                 "NAT operations go through nft, not rtnetlink".into(),
             )),
         }
@@ -807,7 +809,9 @@ pub(super) fn hint(errno: Errno, op: &Op, explained: bool) -> Option<String> {
         | Op::ReplaceNat6(_)
         | Op::DeleteNat6
         | Op::ReplaceSnat(_)
-        | Op::DeleteSnat => None,
+        | Op::DeleteSnat
+        | Op::ReplaceSnat6(_)
+        | Op::DeleteSnat6 => None,
         Op::SetProxyArp { dev, .. }
         | Op::SetProxyNdp { dev, .. }
         | Op::AddProxyNeighbour { dev, .. }

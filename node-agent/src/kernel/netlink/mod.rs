@@ -315,6 +315,14 @@ impl Dataplane for Netlink {
                 op: format!("nft list table ip {SNAT_TABLE}"),
                 message: error.to_string(),
             })?;
+        state.snat6 = self
+            .nft()
+            .observe_snat6()
+            .await
+            .map_err(|error| ApplyError {
+                op: format!("nft list table ip6 {SNAT_TABLE}"),
+                message: error.to_string(),
+            })?;
         Ok(state)
     }
 
@@ -327,6 +335,8 @@ impl Dataplane for Netlink {
             Op::DeleteNat6 => Some(nat::delete_batch6()),
             Op::ReplaceSnat(g) => Some(nat::snat_replace_batch(g)),
             Op::DeleteSnat => Some(nat::snat_delete_batch()),
+            Op::ReplaceSnat6(g) => Some(nat::snat_replace_batch6(g)),
+            Op::DeleteSnat6 => Some(nat::snat_delete_batch6()),
             _ => None,
         };
         if let Some(batch) = nat {
