@@ -319,6 +319,22 @@ impl LossReport {
         );
         Ok(())
     }
+
+    /// Fails unless more than `more_than` pings went out and the longest time between two
+    /// replies stayed under `bound` (a failover's gap; losses inside it are allowed).
+    pub fn expect_gap_under(&self, more_than: u32, bound: Duration) -> Result<()> {
+        anyhow::ensure!(
+            self.transmitted > more_than,
+            "only {} pings sent (want more than {more_than})",
+            self.transmitted
+        );
+        anyhow::ensure!(
+            self.max_gap < bound,
+            "longest gap {:?}, over the bound of {bound:?}",
+            self.max_gap
+        );
+        Ok(())
+    }
 }
 
 /// A ping every `interval` from `ns` to `dst`, running in the background until stopped.

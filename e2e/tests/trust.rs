@@ -1123,9 +1123,12 @@ fn hostile_inputs(c: &Cluster) -> Result<()> {
             outcome: Outcome::Refused(s("0.0.0.0/8")),
         },
         Hostile {
-            what: "a BridgeHosts VIP on IPv6",
+            what: "a BridgeHosts VIP on IPv6 for an IPv4 network",
             objects: vec![bridge("trust-a", "fd00::250")],
-            outcome: Outcome::Refused(s("IPv6")),
+            outcome: gw(
+                "InvalidSpec",
+                s("spec.bridgeHosts.vip fd00::250 is not of the family of the PodNetwork's cidr"),
+            ),
         },
         Hostile {
             what: "a client CIDR of 0.0.0.0/0",
