@@ -706,7 +706,7 @@ fn routed(c: &Cluster) -> Result<()> {
         let (status, reason, message) = programmed(c, ROUTED, "node-a")?;
         ensure!(
             message.contains("node-d")
-                && message.contains("static Routed mode reaches only peers on this node's segment"),
+                && message.contains("add spec.routed.bgp so the routers carry its subnet"),
             "node-a: Programmed={status} {reason}: {message}"
         );
         Ok(())

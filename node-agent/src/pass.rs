@@ -226,7 +226,6 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
 
     // 2. Plan, from the inputs and what was observed. Who owns which address: gateways
     // never take one (the plan refuses a network whose cidr does not parse).
-    let pods = network.spec.parsed_cidr().unwrap_or_default();
     // The network's ranges, `cidr` first: BridgeHosts VIPs follow their families.
     let ranges: Vec<IpNet> = network
         .spec
@@ -239,7 +238,6 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         api_servers6: input.api_servers6,
         routers: &observed.foreign.next_hops,
         routers6: &observed.foreign.next_hops6,
-        pods,
         ranges: &ranges,
     };
     let segments: Vec<IpNet> = [

@@ -1041,15 +1041,9 @@ fn routed(
                 _ if bgp => {}
                 _ => {
                     let why = off_segment(peer, segment, own).unwrap_or_default();
-                    skipped.push(if own.f.primary_v6 == ipv6 && !ipv6 {
+                    skipped.push(if own.f.primary_v6 == ipv6 {
                         format!(
                             "{} is unreachable: {why}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
-                            describe(peer)
-                        )
-                    } else if own.f.primary_v6 == ipv6 {
-                        // BGP runs on IPv4 pod networks only, for now.
-                        format!(
-                            "{} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
                             describe(peer)
                         )
                     } else {

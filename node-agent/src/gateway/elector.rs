@@ -908,7 +908,6 @@ mod tests {
             api_servers6: &["fd00:50::2".parse().expect("ip")],
             routers: &routers,
             routers6: &routers6,
-            pods: "10.247.0.0/16".parse().expect("net"),
             ranges: &ranges,
         };
         let segments: Vec<IpNet> = ["192.168.50.0/24", "fd00:50::/64"]

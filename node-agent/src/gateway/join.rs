@@ -17,7 +17,7 @@ use std::sync::Arc;
 use causeway_crds::ownership;
 use causeway_crds::v1alpha1::{GatewayStrategy, PodNetworkMode};
 use causeway_crds::{NodeSubnet, OverlayGateway, PodNetworkSpec};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use kube::{Resource, ResourceExt};
 
 use crate::model::{LinkKind, Mac, State};
@@ -44,8 +44,6 @@ pub struct Known<'a> {
     pub routers: &'a BTreeSet<Ipv4Addr>,
     /// The next hops of this node's own IPv6 routes.
     pub routers6: &'a BTreeSet<Ipv6Addr>,
-    /// The network's IPv4 pod range (ClientJoin serves IPv4 networks only).
-    pub pods: Ipv4Net,
     /// The network's pod ranges, `cidr` first (BridgeHosts VIPs follow their families).
     pub ranges: &'a [IpNet],
 }
@@ -322,7 +320,6 @@ mod tests {
             api_servers6: &[],
             routers,
             routers6: &NO_ROUTERS6,
-            pods: "10.247.0.0/16".parse().expect("net"),
             ranges: &*RANGES,
         }
     }
