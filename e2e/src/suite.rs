@@ -359,6 +359,18 @@ pub fn gateway_json(c: &Cluster, name: &str) -> Result<Value> {
     Ok(serde_json::from_str(&out)?)
 }
 
+/// `status.clientRoutes` of OverlayGateway `name` once it is Ready: one `ip` command each.
+pub fn client_routes(c: &Cluster, name: &str) -> Result<Vec<String>> {
+    wait_gateway_ready(c, name)?;
+    let gw = gateway_json(c, name)?;
+    Ok(gw["status"]["clientRoutes"]
+        .as_array()
+        .context("no clientRoutes")?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect())
+}
+
 /// The ClientJoin gateway `join` of the Overlay example network with `clients` as
 /// (name, address, overlay address), created or replaced.
 pub fn join_clients(c: &Cluster, clients: &[(&str, &str, Ipv4Addr)]) -> Result<()> {

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    Suite, apply_gateway, gateway_json, label, our_routes, pod_on, the_client, wait_gateway_ready,
+    Suite, apply_gateway, client_routes, gateway_json, label, our_routes, pod_on, the_client,
+    wait_gateway_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -1191,14 +1192,7 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
     )?;
     let mut pasted = Vec::new();
     let result = (|| -> Result<()> {
-        wait_gateway_ready(c, "bridge6")?;
-        let gw = gateway_json(c, "bridge6")?;
-        let routes: Vec<String> = gw["status"]["clientRoutes"]
-            .as_array()
-            .context("no clientRoutes")?
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect();
+        let routes = client_routes(c, "bridge6")?;
         let want = [
             format!("ip route add {OVERLAY_CIDR} via {VIP}"),
             format!("ip -6 route add {OVERLAY_CIDR6} via {VIP6}"),
@@ -1264,7 +1258,7 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
             seen == client6,
             "node-d's pod saw the client as {seen}, not {client6}"
         );
-        let ready = gw["status"]["conditions"]
+        let ready = gateway_json(c, "bridge6")?["status"]["conditions"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
             .and_then(|c| c["message"].as_str())
@@ -1491,14 +1485,8 @@ fn overlay_bridge_hosts_snat6(c: &Cluster) -> Result<()> {
     );
     let mut pasted = Vec::new();
     let result = applied.and_then(|()| {
-        wait_gateway_ready(c, SNAT_GATEWAY)?;
+        let routes = client_routes(c, SNAT_GATEWAY)?;
         let gw = gateway_json(c, SNAT_GATEWAY)?;
-        let routes: Vec<String> = gw["status"]["clientRoutes"]
-            .as_array()
-            .context("no clientRoutes")?
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect();
         let want = [
             format!("ip route add {OVERLAY_CIDR} via {SNAT_VIP}"),
             format!("ip -6 route add {OVERLAY_CIDR6} via {SNAT_VIP6}"),

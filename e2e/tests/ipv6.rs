@@ -22,8 +22,8 @@ use anyhow::{Context, Result, ensure};
 use causeway_e2e::bird::{self, Bird};
 use causeway_e2e::pods::{self, Pod6};
 use causeway_e2e::suite::{
-    Suite, apply_gateway, gateway_json, label, lock, programmed, the_client, wait_gateway_ready,
-    wait_network_ready,
+    Suite, apply_gateway, client_routes, gateway_json, label, lock, programmed, the_client,
+    wait_gateway_ready, wait_network_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -322,18 +322,6 @@ fn overlay_agent_restart(c: &Cluster) -> Result<()> {
     );
     report.expect_none_lost(100)?;
     Ok(())
-}
-
-/// `status.clientRoutes` of gateway `name`, once Ready.
-fn client_routes(c: &Cluster, name: &str) -> Result<Vec<String>> {
-    wait_gateway_ready(c, name)?;
-    let gw = gateway_json(c, name)?;
-    Ok(gw["status"]["clientRoutes"]
-        .as_array()
-        .context("no clientRoutes")?
-        .iter()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect())
 }
 
 /// Runs `ip <words after "ip">` on `host` for each line (`add`), or with `del` (cleanup).
