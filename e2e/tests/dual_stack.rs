@@ -1695,10 +1695,74 @@ fn overlay_ipv6_first(c: &Cluster) -> Result<()> {
         eprintln!(
             "[measure] IPv6-first dual-stack overlay: VXLAN over IPv6 (MTU 1430), pods' first address IPv6, {pairs} pod pairs across nodes ping over both families"
         );
-        Ok(())
+        ipv6_first_bridge_hosts(c, &pods)
     })();
     let teardown = tear_down(c, NAME);
     result.and(teardown)
+}
+
+/// BridgeHosts on the IPv6-first network: `vip` is IPv6 (the family of `cidr`) and
+/// `secondaryVip` IPv4; the client routes each range to the VIP of its family and reaches
+/// every pod over both, through the VIPs only.
+fn ipv6_first_bridge_hosts(c: &Cluster, pods: &[Pod]) -> Result<()> {
+    const GATEWAY: &str = "bridge6f";
+    let client = the_client(c)?;
+    let client_ns = c.ns(&client.name);
+    let (client4, client6) = (
+        client.address,
+        client.address6.context("the client has no IPv6 address")?,
+    );
+    for node in BRIDGES {
+        label(c, node, "causeway.dev/bridge=true")?;
+    }
+    let mut pasted = Vec::new();
+    let result = apply_gateway(
+        c,
+        GATEWAY,
+        serde_json::json!({
+            "network": "v6first",
+            "strategy": "BridgeHosts",
+            "clientCidrs": ["fd00:50::/64", "192.168.50.0/24"],
+            "bridgeHosts": {
+                "nodeSelector": {"matchLabels": {"causeway.dev/bridge": "true"}},
+                "vip": "fd00:50::252",
+                "secondaryVip": "192.168.50.252",
+            },
+        }),
+    )
+    .and_then(|()| {
+        let routes = client_routes(c, GATEWAY)?;
+        ensure!(
+            routes
+                == [
+                    "ip -6 route add fd00:10:253::/56 via fd00:50::252",
+                    "ip route add 10.253.0.0/16 via 192.168.50.252",
+                ],
+            "clientRoutes {routes:?}"
+        );
+        paste(c, &client.name, &routes)?;
+        pasted = routes;
+        for pod in pods {
+            ping_both_ways(&client_ns, pod, client4, client6)?;
+        }
+        eprintln!(
+            "[measure] IPv6-first BridgeHosts: the client reached all {} pods through fd00:50::252 and 192.168.50.252",
+            pods.len()
+        );
+        Ok(())
+    });
+    unpaste(c, &client.name, &pasted);
+    let _ = c.kubectl(&[
+        "delete",
+        "overlaygateway",
+        GATEWAY,
+        "--ignore-not-found",
+        "--wait=true",
+    ]);
+    for node in BRIDGES {
+        let _ = label(c, node, "causeway.dev/bridge-");
+    }
+    result
 }
 
 /// The RouteToNodes entry nodes' IPv6 addresses.

@@ -937,8 +937,43 @@ fn flat(c: &Cluster) -> Result<()> {
     })();
     c.exec(&client.name, "ip", &["-6", "route", "del", FLAT_CIDR])?;
     result?;
+    // The same pods through one RouteToNodes entry (node-a), which forwards to the others'
+    // pods on the segment (they answer for them by proxy NDP).
+    label(c, "node-a", "causeway.dev/gateway=true")?;
+    let mut pasted = Vec::new();
+    let entry = apply_gateway(
+        c,
+        "flat-entry",
+        serde_json::json!({
+            "network": FLAT,
+            "strategy": "RouteToNodes",
+            "clientCidrs": ["fd00:50::/64"],
+            "routeToNodes": {"nodeSelector": {"matchLabels": {"causeway.dev/gateway": "true"}}},
+        }),
+    )
+    .and_then(|()| {
+        let routes = client_routes(c, "flat-entry")?;
+        let a = address6(c, "node-a")?;
+        ensure!(
+            routes.len() == 2 && routes[1] == format!("ip -6 route add {FLAT_CIDR} via {a}"),
+            "clientRoutes {routes:?}"
+        );
+        routes_on(c, &client.name, &routes, true)?;
+        pasted = routes;
+        client_reaches(&ns, &pods)
+    });
+    let _ = routes_on(c, &client.name, &pasted, false);
+    let _ = c.kubectl(&[
+        "delete",
+        "overlaygateway",
+        "flat-entry",
+        "--ignore-not-found",
+        "--wait=true",
+    ]);
+    let _ = label(c, "node-a", "causeway.dev/gateway-");
+    entry?;
     eprintln!(
-        "[measure] IPv6 flat: {pairs} pod pairs ping; the client reaches all {} pods with one on-link route",
+        "[measure] IPv6 flat: {pairs} pod pairs ping; the client reaches all {} pods with one on-link route, and through node-a alone (RouteToNodes)",
         pods.len()
     );
     Ok(())
