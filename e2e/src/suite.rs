@@ -359,6 +359,15 @@ pub fn gateway_json(c: &Cluster, name: &str) -> Result<Value> {
     Ok(serde_json::from_str(&out)?)
 }
 
+/// Ends a ClientJoin test: stops the client agent `agent` on `host` (its tunnel stays, as a
+/// client machine keeps working across restarts, so it is removed by hand) and deletes
+/// `gateway` (best effort: cleanup).
+pub fn stop_client(c: &Cluster, agent: &ProcId, host: &str, gateway: &str) {
+    c.stop(agent);
+    let _ = c.exec(host, "ip", &["link", "del", "cw-vx1"]);
+    let _ = c.kubectl(&["delete", "overlaygateway", gateway, "--wait=true"]);
+}
+
 /// `status.clientRoutes` of OverlayGateway `name` once it is Ready: one `ip` command each.
 pub fn client_routes(c: &Cluster, name: &str) -> Result<Vec<String>> {
     wait_gateway_ready(c, name)?;

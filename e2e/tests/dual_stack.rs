@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    Suite, apply_gateway, client_routes, gateway_json, label, our_routes, pod_on, the_client,
-    wait_gateway_ready,
+    Suite, apply_gateway, client_routes, gateway_json, label, our_routes, pod_on, stop_client,
+    the_client, wait_gateway_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -1003,10 +1003,7 @@ fn overlay_route_to_nodes(c: &Cluster) -> Result<()> {
                 "{node}'s pod saw the client as {seen}, not {client6}"
             );
         }
-        let d = pods
-            .iter()
-            .find(|p| p.node == "node-d")
-            .context("a pod on node-d")?;
+        let d = pod_on(&pods, "node-d")?;
         traffic::tcp_check(&d.netns, &client_ns, d.ip, 7700)?;
         packet_too_big(c, &client.name, &pods)?;
         eprintln!(
@@ -1248,10 +1245,7 @@ fn overlay_bridge_hosts(c: &Cluster) -> Result<()> {
             reached += 1;
         }
         client_resolves_vip6_to(c, &client.name, &active)?;
-        let d = pods
-            .iter()
-            .find(|p| p.node == "node-d")
-            .context("a pod on node-d")?;
+        let d = pod_on(&pods, "node-d")?;
         let d6 = ipv6_of(d)?;
         let seen = traffic::tcp_seen_source6(&d.netns, &client_ns, d6, 7800)?;
         ensure!(
@@ -1395,10 +1389,7 @@ fn overlay_client_join(c: &Cluster) -> Result<()> {
         for pod in &pods {
             ping_both_ways(&client_ns, pod, overlay4, overlay6)?;
         }
-        let d = pods
-            .iter()
-            .find(|p| p.node == "node-d")
-            .context("a pod on node-d")?;
+        let d = pod_on(&pods, "node-d")?;
         let d6 = ipv6_of(d)?;
         let seen = traffic::tcp_seen_source6(&d.netns, &client_ns, d6, 7810)?;
         ensure!(
@@ -1416,10 +1407,7 @@ fn overlay_client_join(c: &Cluster) -> Result<()> {
         );
         Ok(())
     })();
-    c.stop(&agent);
-    // The stopped agent leaves its tunnel (a client machine keeps working across restarts).
-    let _ = c.exec(&client.name, "ip", &["link", "del", "cw-vx1"]);
-    let _ = c.kubectl(&["delete", "overlaygateway", "join6", "--wait=true"]);
+    stop_client(c, &agent, &client.name, "join6");
     let gone = wait_for("no trace of the client", Duration::from_secs(15), || {
         for node in ALL {
             let (v4, v6) = (our_routes(c, node)?, our_routes6(c, node)?);
@@ -1832,10 +1820,7 @@ fn overlay_route_to_nodes_ipv4_only(c: &Cluster) -> Result<()> {
         eprintln!("[measure] IPv4-only clientCidrs on a dual-stack network: Ready: {message}");
         // The IPv4 part still works: the client pastes it and reaches node-d's pod.
         paste(c, &client.name, &want)?;
-        let d = pods
-            .iter()
-            .find(|p| p.node == "node-d")
-            .context("a pod on node-d")?;
+        let d = pod_on(&pods, "node-d")?;
         let reached = traffic::expect_ping(&client_ns, d.ip);
         unpaste(c, &client.name, &want);
         reached

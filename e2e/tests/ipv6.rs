@@ -22,8 +22,8 @@ use anyhow::{Context, Result, ensure};
 use causeway_e2e::bird::{self, Bird};
 use causeway_e2e::pods::{self, Pod6};
 use causeway_e2e::suite::{
-    Suite, apply_gateway, client_routes, gateway_json, label, lock, programmed, the_client,
-    wait_gateway_ready, wait_network_ready,
+    Suite, apply_gateway, client_routes, gateway_json, label, lock, programmed, stop_client,
+    the_client, wait_gateway_ready, wait_network_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -601,10 +601,7 @@ fn overlay_client_join(c: &Cluster) -> Result<()> {
         );
         Ok(())
     })();
-    c.stop(&agent);
-    // The stopped agent leaves its tunnel (a client machine keeps working across restarts).
-    let _ = c.exec(&client.name, "ip", &["link", "del", "cw-vx1"]);
-    let _ = c.kubectl(&["delete", "overlaygateway", "join6", "--wait=true"]);
+    stop_client(c, &agent, &client.name, "join6");
     let gone = wait_for("no trace of the client", Duration::from_secs(15), || {
         for node in ALL {
             let routes = our_routes6(c, node)?;
