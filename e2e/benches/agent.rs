@@ -84,8 +84,8 @@ const NODE: &str = "node-a";
 const UNDERLAY: &str = "192.168.0.0/16";
 const NODE_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
-/// The PodNetwork's range: 16,384 /24s.
-const POD_CIDR: &str = "10.64.0.0/10";
+/// The PodNetwork's range: 32,768 /24s.
+const POD_CIDR: &str = "10.128.0.0/9";
 const MASK: u8 = 24;
 /// The PodNetwork's IPv6 range with `--dual-stack` (`secondaryCidr`) and `--ipv6` (`cidr`):
 /// 65,536 /64s.
@@ -396,8 +396,8 @@ impl Member {
 fn member(i: usize) -> Result<Member> {
     let i = u32::try_from(i)?;
     ensure!(
-        i < 1 << (MASK - 10),
-        "at most 16,384 members fit in {POD_CIDR}"
+        i < 1 << (MASK - 9),
+        "at most 32,768 members fit in {POD_CIDR}"
     );
     let pool: Ipv4Net = POD_CIDR.parse()?;
     let cidr = Ipv4Net::new(

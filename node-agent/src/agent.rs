@@ -1,7 +1,9 @@
 //! The agent's loop: watch NodeSubnets, PodNetworks, OverlayGateways and this node's Node,
 //! and on every change (and every `resync`) run one pass ([`crate::pass`]: observe → plan →
 //! diff → apply), carry out what a valid plan decides (BGP speaker, BridgeHosts electors, CNI
-//! config), and report status on this node's NodeSubnet.
+//! config), and report status on this node's NodeSubnet. When only NodeSubnets changed since
+//! a clean full pass, the pass covers the changed peers alone ([`pass::run_peers`]), at once
+//! (no coalescing window): a node joining costs every other node O(1) work.
 //!
 //! Behaviour people rely on:
 //! - A pass changes only what differs, so restarting the agent changes nothing and a route,
@@ -38,7 +40,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
@@ -165,6 +167,10 @@ pub struct Agent<D: Dataplane = Netlink> {
     last_skipped: Vec<String>,
     /// The subnets host-local's store was last pruned for ([`cni::prune`]).
     pruned_for: Option<Vec<ipnet::IpNet>>,
+    /// What the last full pass leaves for passes over changed peers ([`pass::run_peers`]).
+    baseline: Option<pass::Baseline>,
+    /// What the watches reported since the last pass.
+    changed: Changed,
     /// The pods' IPv6 addresses the last pass planned with ([`cni::allocations6`]), while
     /// the plan answers NDP for them (dual-stack Flat); `None` otherwise. The loop re-reads
     /// host-local's store every [`POD_POLL`] and runs a pass when they changed.
@@ -225,21 +231,22 @@ pub async fn run(
     );
     let secret_events = secret_events.filter_map(|r| async move {
         match r {
-            Ok(_) => Some(Ok(())),
+            Ok(_) => Some(Ok(None)),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the Secrets of the agent's namespace (BGP passwords)");
                 None
             }
         }
     });
-    let subnet_events = subnet_events.map(|r| r.map(|_| ()));
-    let network_events = network_events.map(|r| r.map(|_| ()));
-    let node_events = node_events.map(|r| r.map(|_| ()));
-    let gateway_events = gateway_events.map(|r| r.map(|_| ()));
+    // NodeSubnets by name, for passes over the peers that changed; the other kinds by kind.
+    let subnet_events = subnet_events.map(|r| r.map(|s| Some(s.name_any())));
+    let network_events = network_events.map(|r| r.map(|_| None));
+    let node_events = node_events.map(|r| r.map(|_| None));
+    let gateway_events = gateway_events.map(|r| r.map(|_| None));
     // Best effort: without them (no permission), the configured address is still protected.
     let api_endpoint_events = api_endpoint_events.filter_map(|r| async move {
         match r {
-            Ok(_) => Some(Ok(())),
+            Ok(_) => Some(Ok(None)),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the API server endpoints (default/kubernetes)");
                 None
@@ -285,6 +292,8 @@ pub async fn run(
         bird_restarts: 0,
         last_skipped: Vec::new(),
         pruned_for: None,
+        baseline: None,
+        changed: Changed::default(),
         pods6: None,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
@@ -308,7 +317,7 @@ pub async fn run(
                 _ = &mut ready => break,
                 ev = changes.next() => match ev {
                     Some(Err(e)) => warn!(error = %e, "watch failed; retrying"),
-                    Some(Ok(())) => {}
+                    Some(Ok(_)) => {}
                     None => anyhow::bail!("the watches ended before listing"),
                 },
             }
@@ -387,15 +396,57 @@ pub async fn run(
                 }
             }
             ev = changes.next() => {
-                match ev {
-                    Some(Err(e)) => warn!(error = %e, "watch failed; retrying"),
-                    Some(Ok(())) => {}
-                    None => anyhow::bail!("the watches ended"),
+                let Some(ev) = ev else {
+                    anyhow::bail!("the watches ended");
+                };
+                agent.changed.note(ev);
+                while let Some(Some(ev)) = changes.next().now_or_never() {
+                    agent.changed.note(ev);
                 }
-                // Coalesce a burst (a PodNetwork and its NodeSubnets change together).
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                while let Some(Some(_)) = changes.next().now_or_never() {}
+                // NodeSubnets alone (peers joining, leaving, reporting) are programmed at
+                // once. Anything else waits a moment, to coalesce a burst (a PodNetwork and
+                // its NodeSubnets change together).
+                if agent.changed.other {
+                    tokio::time::sleep(COALESCE).await;
+                    while let Some(Some(ev)) = changes.next().now_or_never() {
+                        agent.changed.note(ev);
+                    }
+                }
                 trigger = Some(Trigger::Watch);
+            }
+        }
+    }
+}
+
+/// How long a change other than NodeSubnets waits for the rest of its burst.
+const COALESCE: Duration = Duration::from_millis(20);
+
+/// At most this many changed NodeSubnets are replanned alone; more (a re-list, a rack
+/// joining) make one full pass.
+const MAX_REPLANNED: usize = 256;
+
+/// What changed since the last pass, as the watches told.
+#[derive(Debug, Default)]
+struct Changed {
+    /// NodeSubnets, by name.
+    subnets: BTreeSet<String>,
+    /// Anything else (a PodNetwork, a gateway, the Node, a Secret, the API server's
+    /// endpoints): the pass compares what it plans from ([`pass::run_peers`]).
+    other: bool,
+    /// A watch failed: it may have missed changes, so the next pass plans in full.
+    lost: bool,
+}
+
+impl Changed {
+    fn note(&mut self, ev: Result<Option<String>, watcher::Error>) {
+        match ev {
+            Ok(Some(name)) => {
+                self.subnets.insert(name);
+            }
+            Ok(None) => self.other = true,
+            Err(e) => {
+                warn!(error = %e, "watch failed; retrying");
+                self.lost = true;
             }
         }
     }
@@ -438,6 +489,15 @@ impl<D: Dataplane> Agent<D> {
 
     /// One pass. Failures end up in the NodeSubnet's status, never in a panic.
     pub async fn pass(&mut self, trigger: Trigger) -> PassReport {
+        let changed = std::mem::take(&mut self.changed);
+        if trigger == Trigger::Watch
+            && !changed.lost
+            && changed.subnets.len() <= MAX_REPLANNED
+            && let Some(report) = self.peer_pass(&changed.subnets).await
+        {
+            return report;
+        }
+        self.baseline = None;
         let node = self.config.node_name.clone();
         let mine: Vec<Arc<NodeSubnet>> = self
             .subnets
@@ -475,6 +535,35 @@ impl<D: Dataplane> Agent<D> {
             self.hold(&own).await;
         }
         let (outcome, ops) = self.program(&own).await;
+        self.report(&own, trigger, outcome, ops).await
+    }
+
+    /// A pass over the NodeSubnets named `changed` alone ([`pass::run_peers`]), when the
+    /// last full pass left a baseline and this node's own NodeSubnet is still the one it
+    /// planned; `None` when a full pass must run.
+    async fn peer_pass(&mut self, changed: &BTreeSet<String>) -> Option<PassReport> {
+        let own_name = self.baseline.as_ref()?.own_name()?.to_owned();
+        let own = self
+            .subnets
+            .get(&ObjectRef::new(&own_name))
+            .filter(|s| s.metadata.deletion_timestamp.is_none())?;
+        let changed: Vec<(String, Option<Arc<NodeSubnet>>)> = changed
+            .iter()
+            .map(|name| (name.clone(), self.subnets.get(&ObjectRef::new(name))))
+            .collect();
+        let (outcome, ops) = self.program_peers(&own, &changed).await?;
+        Some(self.report(&own, Trigger::Watch, outcome, ops).await)
+    }
+
+    /// What a pass programmed, reported: withdrawal when the node cannot be programmed, a
+    /// repair event, the status.
+    async fn report(
+        &mut self,
+        own: &NodeSubnet,
+        trigger: Trigger,
+        outcome: Outcome,
+        ops: Vec<Op>,
+    ) -> PassReport {
         // A node that cannot be programmed (its plan is invalid, its address is on no
         // interface) must not attract traffic: no BGP sessions, no VIP.
         if !self.config.dry_run
@@ -517,7 +606,7 @@ impl<D: Dataplane> Agent<D> {
                 quoted.push(format!("and {} more", repairs.len() - QUOTED_OPS));
             }
             self.event(
-                &own,
+                own,
                 Kind::Warning,
                 "Repaired",
                 "Resync",
@@ -551,11 +640,11 @@ impl<D: Dataplane> Agent<D> {
             && self.announced.as_ref() != Some(&(uid.clone(), ok, reason.clone()))
         {
             let kind = if ok { Kind::Normal } else { Kind::Warning };
-            self.event(&own, kind, &reason, "Program", message);
+            self.event(own, kind, &reason, "Program", message);
             self.announced = Some((uid, ok, reason));
         }
         // Beside the loop: the writer tells `health` when it is in the API.
-        self.status.write(&own, next.clone());
+        self.status.write(own, next.clone());
         self.status_written = Some(Instant::now());
         report.status = Some(next);
         report
@@ -565,97 +654,18 @@ impl<D: Dataplane> Agent<D> {
     /// then what a valid plan calls for: the BGP speaker, the BridgeHosts electors, the CNI
     /// config.
     async fn program(&mut self, own: &NodeSubnet) -> (Outcome, Vec<Op>) {
-        // The running speaker's sessions and learned routes feed this pass.
-        let snapshot = self
-            .speaker
-            .as_ref()
-            .map(|(s, _)| s.snapshot())
-            .unwrap_or_default();
-        self.learned = self.learned_with_carried(own, &snapshot);
-        self.report_bird_restarts(own).await;
-        let (networks, subnets, gateways) = (
-            self.networks.state(),
-            self.subnets.state(),
-            self.gateways.state(),
-        );
-        let labels = self.own_labels();
-        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
-        let pods6 = match cni::allocations6(&store) {
-            Ok(pods) => pods,
-            Err(e) => {
-                warn!(error = %e, "cannot read host-local's allocations; no proxy NDP entries change");
-                self.pods6.clone().unwrap_or_default()
-            }
-        };
-        let api_servers = causeway_kube::apiserver::addresses(
-            self.config.api_server,
-            &self.api_endpoints.state(),
-        );
-        let api_servers6 = causeway_kube::apiserver::addresses6(
-            self.config.api_server,
-            &self.api_endpoints.state(),
-        );
-        let inputs = pass::Inputs {
-            own,
-            networks: &networks,
-            subnets: &subnets,
-            gateways: &gateways,
-            labels: &labels,
-            learned: &self.learned,
-            api_servers: &api_servers,
-            api_servers6: &api_servers6,
-            pods6: &pods6,
-            secrets: &secret_data(&self.secrets),
-            namespace: &self.config.namespace,
-            apply: !self.config.dry_run,
-        };
+        let snapshot = self.bgp_snapshot(own).await;
+        let subnets = self.subnets.state();
+        let read = self.read_inputs();
+        let inputs = read.inputs(own, &subnets, &self.learned, &self.config);
         let pass::Pass {
             mut outcome,
             ops,
             decisions,
+            baseline,
         } = pass::run(&mut self.dataplane, &inputs).await;
-        outcome.bgp = snapshot
-            .sessions
-            .into_iter()
-            .map(|s| BgpSessionStatus {
-                peer_address: s.peer.to_string(),
-                peer_asn: i64::from(s.asn),
-                state: s.state,
-                message: s.message,
-                since: k8s_openapi::jiff::Timestamp::try_from(s.since)
-                    .ok()
-                    .map(Time),
-                routes_received: i64::try_from(s.routes_received).ok(),
-                routes_advertised: i64::try_from(s.routes_advertised).ok(),
-                ipv6_routes_received: s.routes6.and_then(|r| i64::try_from(r.0).ok()),
-                ipv6_routes_advertised: s.routes6.and_then(|r| i64::try_from(r.1).ok()),
-            })
-            .collect();
-        if let Some(config) = decisions.as_ref().and_then(|d| d.speaker.as_ref()) {
-            // Peers that cannot be configured (their password): listed with the sessions,
-            // and Ready names them with a reason of their own.
-            for peer in &config.unusable {
-                let address = peer.address.to_string();
-                outcome.bgp.retain(|s| s.peer_address != address);
-                outcome.bgp.push(BgpSessionStatus {
-                    peer_address: address,
-                    peer_asn: i64::from(peer.asn),
-                    state: "Idle".into(),
-                    message: peer.why.clone(),
-                    since: None,
-                    routes_received: None,
-                    routes_advertised: None,
-                    ipv6_routes_received: None,
-                    ipv6_routes_advertised: None,
-                });
-                outcome
-                    .bgp_misconfigured
-                    .push(format!("{} (AS {}): {}", peer.address, peer.asn, peer.why));
-            }
-            outcome
-                .bgp
-                .sort_by_key(|s| s.peer_address.parse::<std::net::IpAddr>().ok());
-        }
+        let config = decisions.as_ref().and_then(|d| d.speaker.as_ref());
+        report_sessions(&mut outcome, snapshot, config);
         if outcome.skipped != self.last_skipped {
             for line in &outcome.skipped {
                 warn!("{line}");
@@ -665,7 +675,7 @@ impl<D: Dataplane> Agent<D> {
         self.pods6 = decisions
             .as_ref()
             .is_some_and(|d| d.proxy_ndp)
-            .then_some(pods6);
+            .then(|| read.pods6.clone());
         let Some(decisions) = decisions else {
             return (outcome, ops);
         };
@@ -690,6 +700,10 @@ impl<D: Dataplane> Agent<D> {
             Ok(false) => {}
             Err(e) => outcome.failure = Some(Failure::Cni(e.to_string())),
         }
+        // Everything the plan decided is carried out: peers alone may change from here.
+        if outcome.failure.is_none() {
+            self.baseline = baseline;
+        }
         // Once per subnet (at start-up, when the network comes back, when the subnet
         // changes): forget the allocations no pod can hold.
         let subnets = decisions.subnets;
@@ -700,6 +714,60 @@ impl<D: Dataplane> Agent<D> {
             }
         }
         (outcome, ops)
+    }
+
+    /// [`Self::program`] for the NodeSubnets in `changed` alone ([`pass::run_peers`]): the
+    /// speaker, electors and CNI config stay as the last full pass left them, since nothing
+    /// they depend on changed. `None` when a full pass must run.
+    async fn program_peers(
+        &mut self,
+        own: &NodeSubnet,
+        changed: &[(String, Option<Arc<NodeSubnet>>)],
+    ) -> Option<(Outcome, Vec<Op>)> {
+        let snapshot = self.bgp_snapshot(own).await;
+        let read = self.read_inputs();
+        let inputs = read.inputs(own, &[], &self.learned, &self.config);
+        let pass =
+            pass::run_peers(&mut self.dataplane, &inputs, &mut self.baseline, changed).await?;
+        let mut outcome = pass.outcome;
+        let config = self.speaker.as_ref().map(|(_, config)| config);
+        report_sessions(&mut outcome, snapshot, config);
+        Some((outcome, pass.ops))
+    }
+
+    /// The running speaker's sessions and learned routes, which feed a pass (with the routes
+    /// carried over from before a restart, into [`Self::learned`]).
+    async fn bgp_snapshot(&mut self, own: &NodeSubnet) -> crate::bgp::Snapshot {
+        let snapshot = self
+            .speaker
+            .as_ref()
+            .map(|(s, _)| s.snapshot())
+            .unwrap_or_default();
+        self.learned = self.learned_with_carried(own, &snapshot);
+        self.report_bird_restarts(own).await;
+        snapshot
+    }
+
+    /// What a pass reads from the caches and the node besides the NodeSubnets.
+    fn read_inputs(&self) -> Read {
+        let store = cni::store_dir(self.config.cni_data_dir.as_deref());
+        let pods6 = match cni::allocations6(&store) {
+            Ok(pods) => pods,
+            Err(e) => {
+                warn!(error = %e, "cannot read host-local's allocations; no proxy NDP entries change");
+                self.pods6.clone().unwrap_or_default()
+            }
+        };
+        let endpoints = self.api_endpoints.state();
+        Read {
+            networks: self.networks.state(),
+            gateways: self.gateways.state(),
+            labels: self.own_labels(),
+            pods6,
+            api_servers: causeway_kube::apiserver::addresses(self.config.api_server, &endpoints),
+            api_servers6: causeway_kube::apiserver::addresses6(self.config.api_server, &endpoints),
+            secrets: secret_data(&self.secrets),
+        }
     }
 
     /// Under host-local's lock, removes the allocations outside `subnets`, or all of them when
@@ -1033,6 +1101,95 @@ impl<D: Dataplane> Agent<D> {
             warn!(nodesubnet = %own.name_any(), error = %e, "cannot update finalizers; retrying next pass");
         }
     }
+}
+
+/// What a pass reads from the caches and the node besides the NodeSubnets
+/// ([`Agent::read_inputs`]).
+struct Read {
+    networks: Vec<Arc<PodNetwork>>,
+    gateways: Vec<Arc<OverlayGateway>>,
+    labels: BTreeMap<String, String>,
+    pods6: BTreeSet<std::net::Ipv6Addr>,
+    api_servers: Vec<std::net::Ipv4Addr>,
+    api_servers6: Vec<std::net::Ipv6Addr>,
+    secrets: crate::bgp::peering::Secrets,
+}
+
+impl Read {
+    /// A pass's inputs: these, `own`, `subnets` (every NodeSubnet; none for
+    /// [`pass::run_peers`]) and the routes learned over BGP.
+    fn inputs<'a>(
+        &'a self,
+        own: &'a NodeSubnet,
+        subnets: &'a [Arc<NodeSubnet>],
+        learned: &'a Learned,
+        config: &'a Config,
+    ) -> pass::Inputs<'a> {
+        pass::Inputs {
+            own,
+            networks: &self.networks,
+            subnets,
+            gateways: &self.gateways,
+            labels: &self.labels,
+            learned,
+            api_servers: &self.api_servers,
+            api_servers6: &self.api_servers6,
+            pods6: &self.pods6,
+            secrets: &self.secrets,
+            namespace: &config.namespace,
+            apply: !config.dry_run,
+        }
+    }
+}
+
+/// The BGP sessions in `outcome`: the speaker's (`snapshot`), and the peers of `config` that
+/// cannot be configured (their password), with a reason of their own for Ready.
+fn report_sessions(
+    outcome: &mut Outcome,
+    snapshot: crate::bgp::Snapshot,
+    config: Option<&SpeakerConfig>,
+) {
+    outcome.bgp = snapshot
+        .sessions
+        .into_iter()
+        .map(|s| BgpSessionStatus {
+            peer_address: s.peer.to_string(),
+            peer_asn: i64::from(s.asn),
+            state: s.state,
+            message: s.message,
+            since: k8s_openapi::jiff::Timestamp::try_from(s.since)
+                .ok()
+                .map(Time),
+            routes_received: i64::try_from(s.routes_received).ok(),
+            routes_advertised: i64::try_from(s.routes_advertised).ok(),
+            ipv6_routes_received: s.routes6.and_then(|r| i64::try_from(r.0).ok()),
+            ipv6_routes_advertised: s.routes6.and_then(|r| i64::try_from(r.1).ok()),
+        })
+        .collect();
+    let Some(config) = config else {
+        return;
+    };
+    for peer in &config.unusable {
+        let address = peer.address.to_string();
+        outcome.bgp.retain(|s| s.peer_address != address);
+        outcome.bgp.push(BgpSessionStatus {
+            peer_address: address,
+            peer_asn: i64::from(peer.asn),
+            state: "Idle".into(),
+            message: peer.why.clone(),
+            since: None,
+            routes_received: None,
+            routes_advertised: None,
+            ipv6_routes_received: None,
+            ipv6_routes_advertised: None,
+        });
+        outcome
+            .bgp_misconfigured
+            .push(format!("{} (AS {}): {}", peer.address, peer.asn, peer.why));
+    }
+    outcome
+        .bgp
+        .sort_by_key(|s| s.peer_address.parse::<std::net::IpAddr>().ok());
 }
 
 /// Sleeps until `at`; forever when `None`.

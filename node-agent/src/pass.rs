@@ -9,6 +9,11 @@
 //! when the plan is valid: [`crate::agent`] carries them out after the pass, so a node whose
 //! plan fails never opens BGP sessions or holds a VIP.
 //!
+//! A full pass that planned cleanly leaves a [`Baseline`]; while only NodeSubnets change,
+//! [`run_peers`] replans the changed peers alone against it ([`plan::replan`]) and applies
+//! their operations without reading the kernel: O(1) work per peer change on every node. It
+//! gives way to [`run`] whenever the result could differ.
+//!
 //! The inputs are plain data the agent read from its caches ([`Inputs`]); nothing here talks
 //! to the API server.
 
@@ -92,8 +97,12 @@ pub struct Pass {
     pub outcome: Outcome,
     /// The operations applied, or in a dry run those that would be.
     pub ops: Vec<Op>,
-    /// `Some` when the plan was valid (even if applying it then failed).
+    /// `Some` when the plan was valid (even if applying it then failed); `None` too from
+    /// [`run_peers`], which decides nothing new.
     pub decisions: Option<Decisions>,
+    /// What the next passes may change peer by peer from ([`run_peers`]); `None` when
+    /// they must plan in full.
+    pub baseline: Option<Baseline>,
 }
 
 /// Reads what the plan needs from the kernel: the node's underlay (the link holding
@@ -156,7 +165,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     let mut pass = Pass {
         outcome: Outcome {
             generation: own.metadata.generation,
-            programmed: State::default(),
+            programmed: Arc::default(),
             mtu: None,
             skipped: vec![],
             failure: None,
@@ -168,6 +177,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         },
         ops: vec![],
         decisions: None,
+        baseline: None,
     };
     let fail = |mut pass: Pass, failure: Failure| {
         pass.outcome.failure = Some(failure);
@@ -318,7 +328,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     // 3. Diff.
     pass.ops = diff::diff(&planned.desired, &observed.state);
     if !input.apply {
-        pass.outcome.programmed = observed.state;
+        pass.outcome.programmed = Arc::new(observed.state);
         return pass;
     }
 
@@ -329,7 +339,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
     if let Err((i, e)) = dp.apply_all(&pass.ops).await {
         let op = pass.ops[i].clone();
         warn!(%op, error = %e.message, "operation failed");
-        pass.outcome.programmed = dp.observe().await.unwrap_or(observed.state);
+        pass.outcome.programmed = Arc::new(dp.observe().await.unwrap_or(observed.state));
         return fail(
             pass,
             Failure::Apply {
@@ -339,11 +349,201 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
         );
     }
     let ipv6 = planned.has_ipv6();
-    pass.outcome.programmed = planned.desired;
+    let index = plan::replan::Index::new(planned.taken, &peers);
+    let programmed = Arc::new(planned.desired);
+    pass.outcome.programmed = Arc::clone(&programmed);
     if let Err(e) = dp.enable_forwarding(ipv6).await {
         return fail(pass, Failure::Plan(e));
     }
+    // Peers alone may change from here ([`run_peers`]) when the plan noted nothing and no
+    // gateway's entries depend on the peers' routes.
+    if pass.outcome.skipped.is_empty() && !has_gateways(input.gateways, &own.spec.network) {
+        pass.baseline = Some(Baseline {
+            inputs: Fingerprint::of(input, network),
+            peers: peers
+                .iter()
+                .map(|p| (p.name_any(), Arc::clone(p)))
+                .collect(),
+            index,
+            programmed,
+            underlay: observed.underlay,
+            protected,
+            protected6,
+            outcome: pass.outcome.clone(),
+        });
+    }
     pass
+}
+
+/// Whether an OverlayGateway serves `network` (its return routes, SNAT and ClientJoin
+/// clients depend on the peers' routes: changes there are planned in full).
+fn has_gateways(gateways: &[Arc<OverlayGateway>], network: &str) -> bool {
+    gateways.iter().any(|g| g.spec.network == network)
+}
+
+/// What a full pass leaves for the next passes to change peer by peer ([`run_peers`]): the
+/// plan as applied, the index [`plan::replan`] admits changed peers against, and what the
+/// plan was made from besides the peers.
+#[derive(Debug)]
+pub struct Baseline {
+    inputs: Fingerprint,
+    /// Every NodeSubnet of the network the plan was made from (its own, those being
+    /// deleted), by name.
+    peers: BTreeMap<String, Arc<NodeSubnet>>,
+    index: plan::replan::Index,
+    /// The agent's kernel objects as the plan made them and the pass applied them; shared
+    /// with the outcome of the pass that made it.
+    programmed: Arc<State>,
+    /// What the full pass read from the kernel: the underlay, and the addresses the node must
+    /// keep reaching over it.
+    underlay: Underlay,
+    protected: BTreeSet<Ipv4Addr>,
+    protected6: BTreeSet<Ipv6Addr>,
+    /// That pass's outcome.
+    outcome: Outcome,
+}
+
+impl Baseline {
+    /// The name of this node's NodeSubnet the plan was made for.
+    #[must_use]
+    pub fn own_name(&self) -> Option<&str> {
+        self.inputs.own_name.as_deref()
+    }
+}
+
+/// The inputs of a plan besides the peers and the kernel: a [`Baseline`] is good while they
+/// stay the same.
+#[derive(Debug)]
+struct Fingerprint {
+    own_uid: Option<String>,
+    own_name: Option<String>,
+    own: causeway_crds::NodeSubnetSpec,
+    network_uid: Option<String>,
+    network: causeway_crds::PodNetworkSpec,
+    labels: BTreeMap<String, String>,
+    learned: crate::bgp::Learned,
+    api_servers: Vec<Ipv4Addr>,
+    api_servers6: Vec<Ipv6Addr>,
+    pods6: BTreeSet<Ipv6Addr>,
+    secrets: crate::bgp::peering::Secrets,
+    namespace: String,
+}
+
+impl Fingerprint {
+    fn of(input: &Inputs<'_>, network: &PodNetwork) -> Self {
+        Self {
+            own_uid: input.own.metadata.uid.clone(),
+            own_name: input.own.metadata.name.clone(),
+            own: input.own.spec.clone(),
+            network_uid: network.metadata.uid.clone(),
+            network: network.spec.clone(),
+            labels: input.labels.clone(),
+            learned: input.learned.clone(),
+            api_servers: input.api_servers.to_vec(),
+            api_servers6: input.api_servers6.to_vec(),
+            pods6: input.pods6.clone(),
+            secrets: input.secrets.clone(),
+            namespace: input.namespace.to_owned(),
+        }
+    }
+
+    /// Whether `input` (with `network`, its PodNetwork) is what this was made from. Compared
+    /// in place: O(size of the inputs besides the peers).
+    fn matches(&self, input: &Inputs<'_>, network: &PodNetwork) -> bool {
+        self.own_uid == input.own.metadata.uid
+            && self.own_name == input.own.metadata.name
+            && self.own == input.own.spec
+            && input.own.metadata.deletion_timestamp.is_none()
+            && self.network_uid == network.metadata.uid
+            && self.network == network.spec
+            && self.labels == *input.labels
+            && self.learned == *input.learned
+            && self.api_servers == input.api_servers
+            && self.api_servers6 == input.api_servers6
+            && self.pods6 == *input.pods6
+            && self.secrets == *input.secrets
+            && self.namespace == input.namespace
+    }
+}
+
+/// A pass for NodeSubnets that changed (`changed`: by name, as they are now; `None`: gone),
+/// when nothing else did since the pass that left `baseline`: their entries replanned alone
+/// ([`plan::replan`]) and applied, without planning every peer or reading the kernel, so a
+/// node joining costs every other node O(1) work. `None` (and no baseline left) when that is
+/// not so, or when applying fails: the caller runs a full pass, which also repairs. A full
+/// pass still runs on every resync, so whatever changed behind the agent's back is repaired
+/// there as before.
+pub async fn run_peers<D: Dataplane>(
+    dp: &mut D,
+    input: &Inputs<'_>,
+    baseline: &mut Option<Baseline>,
+    changed: &[(String, Option<Arc<NodeSubnet>>)],
+) -> Option<Pass> {
+    let mut base = baseline.take()?;
+    let own = input.own;
+    let network = input
+        .networks
+        .iter()
+        .find(|n| n.name_any() == own.spec.network)?;
+    if !input.apply
+        || !base.inputs.matches(input, network)
+        || has_gateways(input.gateways, &own.spec.network)
+    {
+        return None;
+    }
+    let now: Vec<(&String, Option<&Arc<NodeSubnet>>)> = changed
+        .iter()
+        .map(|(name, s)| {
+            let of_network = s.as_ref().filter(|s| s.spec.network == own.spec.network);
+            (name, of_network)
+        })
+        .collect();
+    let changes: Vec<plan::replan::Change<'_>> = now
+        .iter()
+        .map(|(name, new)| plan::replan::Change {
+            old: base.peers.get(*name).map(AsRef::as_ref),
+            new: new.map(AsRef::as_ref),
+        })
+        .collect();
+    let plan_input = plan::Input {
+        own,
+        peers: &[],
+        network: &network.spec,
+        underlay: &base.underlay,
+        learned: input.learned,
+        returns: &[],
+        snat: &[],
+        clients: &[],
+        protected: &base.protected,
+        protected6: &base.protected6,
+        pods6: input.pods6,
+    };
+    let programmed = Arc::make_mut(&mut base.programmed);
+    let replanned = plan::replan(&plan_input, &mut base.index, programmed, &changes)?;
+    let ops = replanned.ops();
+    for op in &ops {
+        info!(%op, "applying");
+    }
+    if let Err((i, e)) = dp.apply_all(&ops).await {
+        warn!(op = %ops[i], error = %e.message, "operation failed; planning the node in full");
+        return None;
+    }
+    for (name, new) in now {
+        match new {
+            Some(s) => base.peers.insert(name.clone(), Arc::clone(s)),
+            None => base.peers.remove(name),
+        };
+    }
+    let mut outcome = base.outcome.clone();
+    outcome.generation = own.metadata.generation;
+    outcome.programmed = Arc::clone(&base.programmed);
+    *baseline = Some(base);
+    Some(Pass {
+        outcome,
+        ops,
+        decisions: None,
+        baseline: None,
+    })
 }
 
 /// Return paths for BridgeHosts clients, except where this node already has a route of its
@@ -528,6 +728,112 @@ mod tests {
         }
     }
 
+    impl World {
+        /// [`run_peers`] for the NodeSubnets named `changed`, as `self.subnets` has them now.
+        async fn peers(
+            &self,
+            dp: &mut FakeDataplane,
+            baseline: &mut Option<Baseline>,
+            changed: &[&str],
+        ) -> Option<Pass> {
+            let own = self.subnets[0].clone();
+            let learned = crate::bgp::Learned::new();
+            let changed: Vec<(String, Option<Arc<NodeSubnet>>)> = changed
+                .iter()
+                .map(|name| {
+                    let now = self.subnets.iter().find(|s| s.name_any() == *name);
+                    ((*name).to_owned(), now.cloned())
+                })
+                .collect();
+            run_peers(
+                dp,
+                &Inputs {
+                    own: &own,
+                    networks: &self.networks,
+                    subnets: &[],
+                    gateways: &self.gateways,
+                    labels: &self.labels,
+                    learned: &learned,
+                    api_servers: &["192.168.40.2".parse().expect("ip")],
+                    api_servers6: &["fd00:40::2".parse().expect("ip")],
+                    pods6: &self.pods6,
+                    secrets: &crate::bgp::peering::Secrets::new(),
+                    namespace: "causeway-system",
+                    apply: self.apply,
+                },
+                baseline,
+                &changed,
+            )
+            .await
+        }
+    }
+
+    #[tokio::test]
+    async fn peers_that_change_alone_are_replanned_without_reading_the_kernel() {
+        let mut world = World::new();
+        let mut dp = node_a();
+        let mut baseline = world.pass(&mut dp).await.baseline;
+        assert!(baseline.is_some(), "a clean full pass leaves a baseline");
+        // Without an underlay a full pass fails: these passes never read the kernel.
+        let underlays = std::mem::take(&mut dp.underlays);
+
+        world
+            .subnets
+            .push(subnet("node-d", "10.244.4.0/24", "192.168.1.14"));
+        let joined = world
+            .peers(&mut dp, &mut baseline, &["overlay-node-d"])
+            .await
+            .expect("node-d replanned alone");
+        let ops: Vec<String> = joined.ops.iter().map(ToString::to_string).collect();
+        assert_eq!(ops.len(), 3, "an FDB entry, a neighbour, a route: {ops:?}");
+        assert!(ops[2].contains("10.244.4.0/24"), "{ops:?}");
+        assert_eq!(*joined.outcome.programmed, dp.state);
+        assert!(joined.outcome.failure.is_none() && joined.decisions.is_none());
+
+        // node-b leaves, node-c moves to another address: one pass for both.
+        world.subnets.remove(1);
+        let mut c = (*world.subnets[1]).clone();
+        c.spec.node_address = "192.168.2.23".into();
+        world.subnets[1] = Arc::new(c);
+        let moved = world
+            .peers(
+                &mut dp,
+                &mut baseline,
+                &["overlay-node-b", "overlay-node-c"],
+            )
+            .await
+            .expect("replanned alone");
+        let ops: Vec<String> = moved.ops.iter().map(ToString::to_string).collect();
+        assert_eq!(ops.len(), 4, "node-c's FDB entry, node-b's three: {ops:?}");
+        assert_eq!(*moved.outcome.programmed, dp.state);
+        // This node's own status changing is no change at all.
+        let own = world.subnets[0].name_any();
+        let nothing = world.peers(&mut dp, &mut baseline, &[&own]).await;
+        assert!(nothing.expect("replanned").ops.is_empty());
+
+        // A full pass over the same world agrees: nothing to do.
+        dp.underlays = underlays;
+        let full = world.pass(&mut dp).await;
+        assert!(full.ops.is_empty(), "{:?}", full.ops);
+
+        // Anything else changing declines, and the baseline is gone.
+        let mut baseline = full.baseline;
+        world.networks = vec![network(serde_json::json!({"mtu": 1400}))];
+        assert!(world.peers(&mut dp, &mut baseline, &[]).await.is_none());
+        assert!(baseline.is_none());
+        // So does a peer the plan would refuse (node-e takes node-d's subnet).
+        world.networks = vec![network(serde_json::json!({}))];
+        let mut baseline = world.pass(&mut dp).await.baseline;
+        world
+            .subnets
+            .push(subnet("node-e", "10.244.4.0/24", "192.168.1.15"));
+        let refused = world.peers(&mut dp, &mut baseline, &["overlay-node-e"]);
+        assert!(refused.await.is_none());
+        let full = world.pass(&mut dp).await;
+        assert!(full.ops.is_empty() && full.baseline.is_none());
+        assert_eq!(full.outcome.skipped.len(), 1, "{:?}", full.outcome.skipped);
+    }
+
     #[tokio::test]
     async fn a_dual_stack_overlay_node_programs_both_families_counts_them_and_forwards_ipv6() {
         let mut world = World::new();
@@ -593,7 +899,7 @@ mod tests {
         assert_eq!(dp.state.neighbours.len(), 2);
         assert_eq!(dp.state.fdb.len(), 2);
         assert!(dp.forwarding, "IP forwarding turned on");
-        assert_eq!(first.outcome.programmed, dp.state);
+        assert_eq!(*first.outcome.programmed, dp.state);
         let decisions = first.decisions.expect("a valid plan decides");
         assert_eq!(
             decisions.subnets,

@@ -62,6 +62,9 @@ use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetworkSpec};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+pub mod replan;
+pub use replan::replan;
+
 use crate::model::{
     Address, DEVICE_PREFIX, Fdb, Link, LinkKind, MAX_LINK_NAME, Mac, Nat, Nat6, Neighbour, Route,
     Snat, Snat6, State,
@@ -146,6 +149,8 @@ pub struct Plan {
     pub subnets: Vec<IpNet>,
     /// One sentence per peer left out, naming the NodeSubnet and the reason.
     pub skipped: Vec<String>,
+    /// The peers' subnets and VTEP MACs admitted (Overlay and Routed), for [`replan`].
+    pub taken: Option<Peers>,
 }
 
 impl Plan {
@@ -377,10 +382,11 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
     if let Some(cidr6) = own.f.v6.subnet {
         add_address(&mut desired, BRIDGE_LINK, gateway6(cidr6).into());
     }
+    let mut taken = None;
     let mut skipped = match network.mode {
-        PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired)?,
+        PodNetworkMode::Overlay => overlay(input, &own, mtu, &mut desired, &mut taken)?,
         PodNetworkMode::Flat => flat(input, &own, &mut desired)?,
-        PodNetworkMode::Routed => routed(input, &own, &mut desired)?,
+        PodNetworkMode::Routed => routed(input, &own, &mut desired, &mut taken)?,
     };
     skipped.extend(gateway_returns(input, &own, &mut desired));
     skipped.extend(protect_underlay(input, &own, &mut desired));
@@ -425,6 +431,7 @@ pub fn plan(input: &Input<'_>) -> Result<Plan, PlanError> {
         mtu,
         subnets: own.f.subnets(),
         skipped,
+        taken,
     })
 }
 
@@ -447,8 +454,8 @@ fn overlay(
     own: &OwnNode<'_>,
     mtu: u32,
     desired: &mut State,
+    taken: &mut Option<Peers>,
 ) -> Result<Vec<String>, PlanError> {
-    let overlay = input.network.overlay_or_default();
     let (vni, port) = vxlan_params(input.network)?;
     let vxlan = vxlan_link_name(vni);
     debug_assert!(vxlan.len() <= MAX_LINK_NAME);
@@ -477,57 +484,19 @@ fn overlay(
     // strict reverse-path filtering (the RHEL and CIS default) would drop it here.
     desired.loose_rp_filter.insert(vxlan.clone());
 
-    // With crossSubnet, peers on the underlay's prefix of a family are reached directly in
-    // that family (both nodes hold an address of it on one segment).
-    let direct = Direct {
-        v4: overlay
-            .cross_subnet
-            .then(|| input.underlay.prefix4())
-            .flatten()
-            .filter(|_| own.f.v4.address.is_some()),
-        v6: overlay
-            .cross_subnet
-            .then(|| input.underlay.prefix6())
-            .flatten()
-            .filter(|_| own.f.v6.address.is_some()),
+    let ctx = PeerPaths::Overlay {
+        vxlan: vxlan.clone(),
+        direct: Direct::new(input, own),
     };
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        let admitted = match peers.admit(peer, own, Some(&direct)) {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                skipped.push(format!("{} skipped: {reason}", describe(peer)));
-                continue;
-            }
-        };
-        if let Some(cidr4) = admitted.cidr4 {
-            match admitted.direct4(&direct) {
-                Some(a) => direct_route(desired, input, cidr4.into(), a.into()),
-                None => tunnel(
-                    desired,
-                    &vxlan,
-                    cidr4.into(),
-                    cidr4.network().into(),
-                    admitted.mac,
-                    admitted.endpoint,
-                ),
-            }
-        }
-        if let Some(cidr6) = admitted.cidr6 {
-            match admitted.direct6(&direct) {
-                Some(a) => direct_route(desired, input, cidr6.into(), a.into()),
-                None => tunnel(
-                    desired,
-                    &vxlan,
-                    cidr6.into(),
-                    cidr6.network().into(),
-                    admitted.mac,
-                    admitted.endpoint,
-                ),
-            }
+        match peers.admit(peer, own, ctx.tunnel()) {
+            Ok(admitted) => skipped.extend(ctx.add(desired, input, own, peer, &admitted)),
+            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
     }
+    *taken = Some(peers);
     // ClientJoin clients: a /32 (a /128) per overlay address, through the tunnel to the
     // client's own VTEP, whose address must be of the family of this node's tunnel.
     for client in input.clients {
@@ -1001,62 +970,22 @@ fn routed(
     input: &Input<'_>,
     own: &OwnNode<'_>,
     desired: &mut State,
+    taken: &mut Option<Peers>,
 ) -> Result<Vec<String>, PlanError> {
-    let bgp = input
-        .network
-        .routed
-        .as_ref()
-        .is_some_and(|r| r.bgp.is_some());
     let segments = [segment(input, own, false)?, segment(input, own, true)?];
+    let ctx = PeerPaths::Routed {
+        segments,
+        bgp: uses_bgp(input.network),
+    };
     let mut peers = Peers::new(own);
     let mut skipped = Vec::new();
     for peer in ordered_peers(input) {
-        let admitted = match peers.admit(peer, own, None) {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                skipped.push(format!("{} skipped: {reason}", describe(peer)));
-                continue;
-            }
-        };
-        let subnets = [admitted.cidr4.map(IpNet::V4), admitted.cidr6.map(IpNet::V6)];
-        for (subnet, segment) in subnets.into_iter().zip(segments) {
-            let (Some(subnet), Some(segment)) = (subnet, segment) else {
-                continue;
-            };
-            let ipv6 = matches!(subnet, IpNet::V6(_));
-            let own_address = if ipv6 {
-                own.f.v6.address.map(IpAddr::V6)
-            } else {
-                own.f.v4.address.map(IpAddr::V4)
-            };
-            match peer_address_of(&peer.spec, ipv6) {
-                Some(a) if segment.contains(&a) && Some(a) != own_address => {
-                    direct_route(desired, input, subnet, a);
-                }
-                Some(a) if Some(a) == own_address => skipped.push(format!(
-                    "{}: its subnet {subnet} skipped: its node address {a} is this node's own",
-                    describe(peer),
-                )),
-                // Off this segment: the routers carry it over BGP.
-                _ if bgp => {}
-                _ => {
-                    let why = off_segment(peer, segment, own).unwrap_or_default();
-                    skipped.push(if own.f.primary_v6 == ipv6 {
-                        format!(
-                            "{} is unreachable: {why}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
-                            describe(peer)
-                        )
-                    } else {
-                        format!(
-                            "{}: its {} subnet {subnet} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
-                            describe(peer),
-                            family_name(ipv6)
-                        )
-                    });
-                }
-            }
+        match peers.admit(peer, own, None) {
+            Ok(admitted) => skipped.extend(ctx.add(desired, input, own, peer, &admitted)),
+            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
         }
     }
+    *taken = Some(peers);
     let v4 = (
         own.f.v4.range.map(IpNet::V4),
         own.f.v4.subnet.map(IpNet::V4),
@@ -1080,6 +1009,59 @@ fn routed(
         .map(|(p, h)| (IpNet::V6(*p), IpAddr::V6(*h)));
     skipped.extend(learned(input, v6, routes6, desired));
     Ok(skipped)
+}
+
+/// Routed: the direct routes to one admitted peer's subnets on this node's segments (per
+/// family), and a note for each subnet that cannot be reached (without BGP, off the segment).
+fn routed_peer(
+    desired: &mut State,
+    input: &Input<'_>,
+    own: &OwnNode<'_>,
+    peer: &NodeSubnet,
+    admitted: &Admitted,
+    segments: [Option<IpNet>; 2],
+    bgp: bool,
+) -> Vec<String> {
+    let mut skipped = Vec::new();
+    let subnets = [admitted.cidr4.map(IpNet::V4), admitted.cidr6.map(IpNet::V6)];
+    for (subnet, segment) in subnets.into_iter().zip(segments) {
+        let (Some(subnet), Some(segment)) = (subnet, segment) else {
+            continue;
+        };
+        let ipv6 = matches!(subnet, IpNet::V6(_));
+        let own_address = if ipv6 {
+            own.f.v6.address.map(IpAddr::V6)
+        } else {
+            own.f.v4.address.map(IpAddr::V4)
+        };
+        match peer_address_of(&peer.spec, ipv6) {
+            Some(a) if segment.contains(&a) && Some(a) != own_address => {
+                direct_route(desired, input, subnet, a);
+            }
+            Some(a) if Some(a) == own_address => skipped.push(format!(
+                "{}: its subnet {subnet} skipped: its node address {a} is this node's own",
+                describe(peer),
+            )),
+            // Off this segment: the routers carry it over BGP.
+            _ if bgp => {}
+            _ => {
+                let why = off_segment(peer, segment, own).unwrap_or_default();
+                skipped.push(if own.f.primary_v6 == ipv6 {
+                    format!(
+                        "{} is unreachable: {why}; add spec.routed.bgp so the routers carry its subnet, or use mode Overlay.",
+                        describe(peer)
+                    )
+                } else {
+                    format!(
+                        "{}: its {} subnet {subnet} is unreachable: {why}; static Routed mode reaches only peers on this node's segment (use mode Overlay).",
+                        describe(peer),
+                        family_name(ipv6)
+                    )
+                });
+            }
+        }
+    }
+    skipped
 }
 
 /// Routed with BGP: the routes of one family the routers advertise (`learned`), kept when
@@ -1367,8 +1349,99 @@ struct Direct {
     v6: Option<Ipv6Net>,
 }
 
+impl Direct {
+    /// With `crossSubnet`, the underlay's prefix of each family this node has an address of
+    /// (both nodes hold an address of it on one segment); nothing without.
+    fn new(input: &Input<'_>, own: &OwnNode<'_>) -> Self {
+        let cross_subnet = input.network.overlay_or_default().cross_subnet;
+        Self {
+            v4: cross_subnet
+                .then(|| input.underlay.prefix4())
+                .flatten()
+                .filter(|_| own.f.v4.address.is_some()),
+            v6: cross_subnet
+                .then(|| input.underlay.prefix6())
+                .flatten()
+                .filter(|_| own.f.v6.address.is_some()),
+        }
+    }
+}
+
+/// Whether the network is Routed with BGP.
+fn uses_bgp(network: &PodNetworkSpec) -> bool {
+    network.mode == PodNetworkMode::Routed
+        && network.routed.as_ref().is_some_and(|r| r.bgp.is_some())
+}
+
+/// How this node reaches an admitted peer's subnets, per mode: what [`plan`] and
+/// [`replan`] add for each peer, so that both give the same entries.
+enum PeerPaths {
+    /// Through the VXLAN device, or directly within the `crossSubnet` prefixes.
+    Overlay { vxlan: String, direct: Direct },
+    /// Directly within this node's segment of each family (IPv4, IPv6); with BGP, peers
+    /// elsewhere come from the routers.
+    Routed {
+        segments: [Option<IpNet>; 2],
+        bgp: bool,
+    },
+}
+
+impl PeerPaths {
+    /// The prefixes reached directly, for admission: `Some` for Overlay only.
+    fn tunnel(&self) -> Option<&Direct> {
+        match self {
+            Self::Overlay { direct, .. } => Some(direct),
+            Self::Routed { .. } => None,
+        }
+    }
+
+    /// Adds the entries for one admitted peer to `desired`; returns the notes on what of it
+    /// could not be reached.
+    fn add(
+        &self,
+        desired: &mut State,
+        input: &Input<'_>,
+        own: &OwnNode<'_>,
+        peer: &NodeSubnet,
+        admitted: &Admitted,
+    ) -> Vec<String> {
+        match self {
+            Self::Overlay { vxlan, direct } => {
+                let subnets = [
+                    admitted
+                        .cidr4
+                        .map(|c| (IpNet::V4(c), admitted.direct4(direct).map(IpAddr::V4))),
+                    admitted
+                        .cidr6
+                        .map(|c| (IpNet::V6(c), admitted.direct6(direct).map(IpAddr::V6))),
+                ];
+                for (cidr, direct) in subnets.into_iter().flatten() {
+                    match direct {
+                        Some(a) => direct_route(desired, input, cidr, a),
+                        None => tunnel(
+                            desired,
+                            vxlan,
+                            cidr,
+                            cidr.network(),
+                            admitted.mac,
+                            admitted.endpoint,
+                        ),
+                    }
+                }
+                Vec::new()
+            }
+            Self::Routed { segments, bgp } => {
+                routed_peer(desired, input, own, peer, admitted, *segments, *bgp)
+            }
+        }
+    }
+}
+
 /// A peer admitted into the plan: its subnets by family and its addresses.
 struct Admitted {
+    /// `spec.cidr`, and `spec.secondaryCidr` when the network has a second range.
+    cidr: IpNet,
+    second: Option<IpNet>,
     cidr4: Option<Ipv4Net>,
     cidr6: Option<Ipv6Net>,
     /// `spec.nodeAddress`: the VXLAN endpoint.
@@ -1379,61 +1452,10 @@ struct Admitted {
 }
 
 impl Admitted {
-    /// The peer's IPv4 address when its IPv4 subnet is reached directly.
-    fn direct4(&self, direct: &Direct) -> Option<Ipv4Addr> {
-        self.address4
-            .filter(|a| direct.v4.is_some_and(|p| p.contains(a)))
-    }
-
-    /// The peer's IPv6 address when its IPv6 subnet is reached directly.
-    fn direct6(&self, direct: &Direct) -> Option<Ipv6Addr> {
-        self.address6
-            .filter(|a| direct.v6.is_some_and(|p| p.contains(a)))
-    }
-
-    /// Whether any of its subnets goes through the tunnel.
-    fn tunnelled(&self, direct: &Direct) -> bool {
-        (self.cidr4.is_some() && self.direct4(direct).is_none())
-            || (self.cidr6.is_some() && self.direct6(direct).is_none())
-    }
-}
-
-/// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them.
-struct Peers {
-    /// Pairwise disjoint subnets of both families by network address, with who holds them.
-    /// Disjointness makes an overlap check two ordered-map lookups, so planning thousands of
-    /// peers stays cheap (IPv4 keys sort before IPv6 ones, and ranges of different families
-    /// never overlap).
-    subnets: BTreeMap<IpAddr, (IpNet, String)>,
-    /// VTEP MACs of this node and of tunnelled peers, with their node address and holder.
-    macs: BTreeMap<Mac, (IpAddr, String)>,
-}
-
-impl Peers {
-    fn new(own: &OwnNode<'_>) -> Self {
-        let holder = format!("this node's subnet (NodeSubnet {})", own.name);
-        let subnets = own
-            .f
-            .subnets()
-            .into_iter()
-            .map(|net| (net.network(), (net, holder.clone())))
-            .collect();
-        Self {
-            subnets,
-            macs: BTreeMap::from([(own.mac, (own.address, holder))]),
-        }
-    }
-
-    /// Checks one peer and, when it is sound, takes its subnets (and, through the tunnel,
-    /// its MAC). A peer with any bad field, its second family's included, is refused whole.
-    /// `tunnel`: Overlay mode, with the prefixes reached directly. The error is the reason,
-    /// as the end of a sentence.
-    fn admit(
-        &mut self,
-        peer: &NodeSubnet,
-        own: &OwnNode<'_>,
-        tunnel: Option<&Direct>,
-    ) -> Result<Admitted, String> {
+    /// Reads a peer's fields and checks each against this node and the network (not against
+    /// other peers: that is [`Peers::admit`]). The error is the reason, as the end of a
+    /// sentence.
+    fn read(peer: &NodeSubnet, own: &OwnNode<'_>) -> Result<Self, String> {
         let spec = &peer.spec;
         if spec.network != own.spec.network {
             return Err(format!(
@@ -1485,16 +1507,9 @@ impl Peers {
             }
             _ => None,
         };
-        for (field, net) in [("cidr", Some(cidr)), ("secondaryCidr", second)] {
-            if let Some(net) = net
-                && let Some((taken, holder)) = self.overlapping(net)
-            {
-                return Err(format!(
-                    "spec.{field} {net} overlaps {taken}, held by {holder}"
-                ));
-            }
-        }
-        let mut admitted = Admitted {
+        let mut admitted = Self {
+            cidr,
+            second,
             cidr4: None,
             cidr6: None,
             endpoint: parsed.node_address,
@@ -1502,7 +1517,7 @@ impl Peers {
             address6: None,
             mac,
         };
-        for net in [Some(cidr), second].into_iter().flatten() {
+        for net in admitted.subnets() {
             match net {
                 IpNet::V4(n) => admitted.cidr4 = Some(n),
                 IpNet::V6(n) => admitted.cidr6 = Some(n),
@@ -1518,10 +1533,94 @@ impl Peers {
                 _ => {}
             }
         }
+        Ok(admitted)
+    }
+
+    /// Its subnets, `spec.cidr` first.
+    fn subnets(&self) -> Vec<IpNet> {
+        [Some(self.cidr), self.second]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The peer's IPv4 address when its IPv4 subnet is reached directly.
+    fn direct4(&self, direct: &Direct) -> Option<Ipv4Addr> {
+        self.address4
+            .filter(|a| direct.v4.is_some_and(|p| p.contains(a)))
+    }
+
+    /// The peer's IPv6 address when its IPv6 subnet is reached directly.
+    fn direct6(&self, direct: &Direct) -> Option<Ipv6Addr> {
+        self.address6
+            .filter(|a| direct.v6.is_some_and(|p| p.contains(a)))
+    }
+
+    /// Whether any of its subnets goes through the tunnel.
+    fn tunnelled(&self, direct: &Direct) -> bool {
+        (self.cidr4.is_some() && self.direct4(direct).is_none())
+            || (self.cidr6.is_some() && self.direct6(direct).is_none())
+    }
+}
+
+/// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them; what
+/// [`plan`] leaves in [`Plan::taken`] for [`replan`] to admit a changed peer against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// Pairwise disjoint subnets of both families by network address, with who holds them.
+    /// Disjointness makes an overlap check two ordered-map lookups, so planning thousands of
+    /// peers stays cheap (IPv4 keys sort before IPv6 ones, and ranges of different families
+    /// never overlap).
+    subnets: BTreeMap<IpAddr, (IpNet, String)>,
+    /// VTEP MACs of this node and of tunnelled peers, with their node address and holder.
+    macs: BTreeMap<Mac, (IpAddr, String)>,
+    /// MACs admitted for more than one peer (one VTEP, one shared FDB entry).
+    shared: BTreeSet<Mac>,
+}
+
+impl Peers {
+    fn new(own: &OwnNode<'_>) -> Self {
+        let holder = format!("this node's subnet (NodeSubnet {})", own.name);
+        let subnets = own
+            .f
+            .subnets()
+            .into_iter()
+            .map(|net| (net.network(), (net, holder.clone())))
+            .collect();
+        Self {
+            subnets,
+            macs: BTreeMap::from([(own.mac, (own.address, holder))]),
+            shared: BTreeSet::new(),
+        }
+    }
+
+    /// Checks one peer and, when it is sound, takes its subnets (and, through the tunnel,
+    /// its MAC). A peer with any bad field, its second family's included, is refused whole.
+    /// `tunnel`: Overlay mode, with the prefixes reached directly. The error is the reason,
+    /// as the end of a sentence.
+    fn admit(
+        &mut self,
+        peer: &NodeSubnet,
+        own: &OwnNode<'_>,
+        tunnel: Option<&Direct>,
+    ) -> Result<Admitted, String> {
+        let admitted = Admitted::read(peer, own)?;
+        for (field, net) in [
+            ("cidr", Some(admitted.cidr)),
+            ("secondaryCidr", admitted.second),
+        ] {
+            if let Some(net) = net
+                && let Some((taken, holder)) = self.overlapping(net)
+            {
+                return Err(format!(
+                    "spec.{field} {net} overlaps {taken}, held by {holder}"
+                ));
+            }
+        }
         if let Some(direct) = tunnel
             && admitted.tunnelled(direct)
         {
-            let address = parsed.node_address;
+            let address = admitted.endpoint;
             if address.is_ipv6() != own.address.is_ipv6() {
                 return Err(format!(
                     "its node address {address} is {}, and this node's VXLAN tunnel runs over {} (its address {}): the nodes of an Overlay network need node addresses (spec.nodeAddress) of one family",
@@ -1534,19 +1633,47 @@ impl Peers {
             // silently take the first one's traffic (our own MAC is registered with our own
             // address, which no admitted peer has). The same MAC at the same address is one
             // VTEP, and its FDB entry is shared.
-            if let Some((holder_address, holder)) = self.macs.get(&mac)
-                && *holder_address != address
-            {
-                return Err(format!(
-                    "its VTEP MAC {mac} is already used by {holder} at {holder_address}"
-                ));
+            let mac = admitted.mac;
+            if let Some((holder_address, holder)) = self.macs.get(&mac) {
+                if *holder_address != address {
+                    return Err(format!(
+                        "its VTEP MAC {mac} is already used by {holder} at {holder_address}"
+                    ));
+                }
+                self.shared.insert(mac);
             }
             self.macs.insert(mac, (address, describe(peer)));
         }
-        for net in [Some(cidr), second].into_iter().flatten() {
+        for net in admitted.subnets() {
             self.subnets.insert(net.network(), (net, describe(peer)));
         }
         Ok(admitted)
+    }
+
+    /// Gives back what [`Self::admit`] took for `admitted`; `false` (and nothing changed)
+    /// when its FDB entry is shared with another peer, or what it took is not held.
+    fn forget(&mut self, admitted: &Admitted, tunnel: Option<&Direct>) -> bool {
+        let tunnelled = tunnel.is_some_and(|direct| admitted.tunnelled(direct));
+        if tunnelled && self.shared.contains(&admitted.mac) {
+            return false;
+        }
+        let held = |net: &IpNet| {
+            self.subnets
+                .get(&net.network())
+                .is_some_and(|(taken, _)| taken == net)
+        };
+        if !admitted.subnets().iter().all(held)
+            || (tunnelled && !self.macs.contains_key(&admitted.mac))
+        {
+            return false;
+        }
+        for net in admitted.subnets() {
+            self.subnets.remove(&net.network());
+        }
+        if tunnelled {
+            self.macs.remove(&admitted.mac);
+        }
+        true
     }
 
     /// A taken subnet overlapping `net`, if any. Taken subnets are disjoint, so only the last

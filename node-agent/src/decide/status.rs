@@ -88,8 +88,9 @@ impl Failure {
 pub struct Outcome {
     /// The NodeSubnet's `metadata.generation` the pass worked from.
     pub generation: Option<i64>,
-    /// What the kernel holds after the pass (observed, or the plan when it all applied).
-    pub programmed: State,
+    /// What the kernel holds after the pass (observed, or the plan when it all applied);
+    /// shared with what the agent keeps for the next pass ([`crate::pass::Baseline`]).
+    pub programmed: std::sync::Arc<State>,
     /// The pod MTU the pass used, when it got that far.
     pub mtu: Option<u32>,
     /// Peers the planner skipped, in words.
@@ -340,6 +341,8 @@ fn clamp(n: usize) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
@@ -371,7 +374,7 @@ mod tests {
             bgp_misconfigured: vec![],
             bgp_local: None,
             generation: Some(generation),
-            programmed: programmed_state(peers),
+            programmed: Arc::new(programmed_state(peers)),
             mtu: Some(1450),
             skipped: vec![],
             failure: None,
@@ -384,14 +387,16 @@ mod tests {
     #[test]
     fn the_programmed_message_names_the_masquerade_exemptions_of_both_families() {
         let mut outcome = ok(1, 0);
-        outcome.programmed.nat = Some(Nat::Masquerade(crate::model::Masquerade {
-            source: "10.244.1.0/24".parse().expect("net"),
-            exempt: vec!["10.244.0.0/16".parse().expect("net")],
-        }));
-        outcome.programmed.nat6 = Some(crate::model::Nat6::Masquerade(crate::model::Masquerade6 {
-            source: "fd00:10:244:1::/64".parse().expect("net"),
-            exempt: vec!["fd00:10:244::/56".parse().expect("net")],
-        }));
+        Arc::make_mut(&mut outcome.programmed).nat =
+            Some(Nat::Masquerade(crate::model::Masquerade {
+                source: "10.244.1.0/24".parse().expect("net"),
+                exempt: vec!["10.244.0.0/16".parse().expect("net")],
+            }));
+        Arc::make_mut(&mut outcome.programmed).nat6 =
+            Some(crate::model::Nat6::Masquerade(crate::model::Masquerade6 {
+                source: "fd00:10:244:1::/64".parse().expect("net"),
+                exempt: vec!["fd00:10:244::/56".parse().expect("net")],
+            }));
         let message = |o: &Outcome| {
             status(&NodeSubnetStatus::default(), o, at(1)).conditions[0]
                 .message
@@ -405,7 +410,7 @@ mod tests {
             message(&outcome)
         );
         // An IPv6 network has only the IPv6 table.
-        outcome.programmed.nat = None;
+        Arc::make_mut(&mut outcome.programmed).nat = None;
         assert!(
             message(&outcome).contains("outside fd00:10:244::/56 is masqueraded"),
             "{}",
@@ -418,7 +423,7 @@ mod tests {
         let before = status(&NodeSubnetStatus::default(), &ok(1, 3), at(1));
         assert_eq!(before.routes, 3);
         let refused = Outcome {
-            programmed: State::default(),
+            programmed: Arc::default(),
             failure: Some(Failure::Plan("spec.cidr is an IPv6 range ...".into())),
             underlay_prefix: None,
             ..ok(2, 0)
