@@ -182,6 +182,14 @@ fn parse_args() -> Result<Options> {
     // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
     // without it: then a small smoke run proves the benchmark still works end to end.
     if !args.iter().any(|a| a == "--bench") {
+        // `--cluster NAME` is honoured here too, so the smoke run can be tried beside another
+        // run of the bench on the same machine.
+        let cluster = args
+            .iter()
+            .position(|a| a == "--cluster")
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_CLUSTER.into());
         eprintln!(
             "[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes, IPv4 only, dual-stack, then IPv6 only"
         );
@@ -194,7 +202,7 @@ fn parse_args() -> Result<Options> {
             // The smoke run's figures are no measurements: a short settle keeps its two
             // passes (IPv4 only, dual-stack, IPv6 only) within ~40 s.
             idle_settle: Duration::from_millis(500),
-            cluster: DEFAULT_CLUSTER.into(),
+            cluster,
             flannel: false,
         });
     }
