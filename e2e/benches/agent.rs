@@ -38,21 +38,33 @@
 //! `local`, FDB entries to IPv6 addresses, MTU 1430) and each peer costs an IPv6 route,
 //! neighbour and FDB entry; the baseline inserts the same 3 × (N − 1) IPv6 entries.
 //!
+//! With `--flannel` (issue #19) the IPv4 pass also runs flannel's `flanneld` (v0.28.10, the
+//! VXLAN backend with the Kubernetes subnet manager) as a second baseline, at the same N, on the
+//! same API server, right after the agent's measurements: a second node namespace, `node-f`,
+//! on the same underlay; N − 1 Node objects carrying flannel's annotations and a `spec.podCIDR`
+//! (the same /24s and node addresses as the NodeSubnets), plus flannel's own Node; flanneld is
+//! started inside `node-f` and timed until all N − 1 routes via `flannel.1` are in the kernel
+//! (polled), then the same peer changes are timed on `ip monitor route`, and its VmHWM and CPU
+//! time are read from `/proc` as the agent's are. The binary comes from
+//! `e2e/scripts/build-flannel.sh` (built once into /var/cache/causeway); the bench runs that
+//! script and fails with its output when it cannot build.
+//!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
 //! causeway-e2e --bench agent -- [--nodes 1000,5000] [--changes 5] [--settle-seconds 35]
-//! [--ipv4] [--dual-stack] [--ipv6]` (one pass per family option, in the order given; none: IPv4
-//! only). Without `--bench` (`cargo test --all-targets`, so `make test`) it
+//! [--ipv4] [--dual-stack] [--ipv6] [--flannel] [--cluster agentb]` (one pass per family
+//! option, in the order given; none: IPv4 only; `--cluster` names the test cluster, so two
+//! runs on one machine do not remove each other's). Without `--bench` (`cargo test --all-targets`, so `make test`) it
 //! runs with N = 50 as a smoke test, once IPv4 only, once dual-stack and once IPv6 only, that
 //! still checks every count. Needs root, like the e2e suite.
 //!
-//! Everything happens in namespaces of the bench's cluster (`cw-agentb-*`), which the
+//! Everything happens in namespaces of the bench's cluster (`cw-agentb-*` by default), which the
 //! harness removes on success, failure, panic (drop) and Ctrl-C; the root namespace is only
 //! touched by the harness's own veth to the API server.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -76,7 +88,17 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-const CLUSTER: &str = "agentb";
+#[path = "agent/flannel.rs"]
+mod flannel;
+
+/// The test cluster's name unless `--cluster` gives another.
+const DEFAULT_CLUSTER: &str = "agentb";
+/// The test cluster's name, set once from the arguments before anything is brought up.
+static CLUSTER: OnceLock<String> = OnceLock::new();
+
+fn cluster_name() -> &'static str {
+    CLUSTER.get().map_or(DEFAULT_CLUSTER, String::as_str)
+}
 const NETWORK: &str = "bench";
 /// The node the agent runs for (a namespace of the test cluster).
 const NODE: &str = "node-a";
@@ -149,6 +171,10 @@ struct Options {
     quiet: Duration,
     /// How long the idle agent runs after Programmed before its memory is read.
     idle_settle: Duration,
+    /// The test cluster's name (`--cluster`).
+    cluster: String,
+    /// Also measure flanneld at each size of the IPv4 pass (`--flannel`).
+    flannel: bool,
 }
 
 fn parse_args() -> Result<Options> {
@@ -156,6 +182,14 @@ fn parse_args() -> Result<Options> {
     // `cargo bench` passes --bench; `cargo test --all-targets` (the suite) runs this binary
     // without it: then a small smoke run proves the benchmark still works end to end.
     if !args.iter().any(|a| a == "--bench") {
+        // `--cluster NAME` is honoured here too, so the smoke run can be tried beside another
+        // run of the bench on the same machine.
+        let cluster = args
+            .iter()
+            .position(|a| a == "--cluster")
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_CLUSTER.into());
         eprintln!(
             "[bench] not run by `cargo bench`: smoke run with N = 50 and 2 peer changes, IPv4 only, dual-stack, then IPv6 only"
         );
@@ -168,6 +202,8 @@ fn parse_args() -> Result<Options> {
             // The smoke run's figures are no measurements: a short settle keeps its two
             // passes (IPv4 only, dual-stack, IPv6 only) within ~40 s.
             idle_settle: Duration::from_millis(500),
+            cluster,
+            flannel: false,
         });
     }
     let mut opts = Options {
@@ -178,6 +214,8 @@ fn parse_args() -> Result<Options> {
         settle: Duration::from_secs(35),
         quiet: Duration::from_secs(2),
         idle_settle: Duration::from_secs(2),
+        cluster: DEFAULT_CLUSTER.into(),
+        flannel: false,
     };
     let mut chosen = Vec::new();
     let mut args = args.into_iter();
@@ -207,9 +245,13 @@ fn parse_args() -> Result<Options> {
             "--ipv4" => chosen.push(Stack::Ipv4),
             "--dual-stack" => chosen.push(Stack::Dual),
             "--ipv6" => chosen.push(Stack::Ipv6),
+            "--flannel" => opts.flannel = true,
+            "--cluster" => {
+                opts.cluster = args.next().context("--cluster needs a name, e.g. agentf")?;
+            }
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35, --ipv4, --dual-stack, --ipv6"
+                "unknown argument {other}; use --nodes 1000,5000, --changes 5, --settle-seconds 35, --ipv4, --dual-stack, --ipv6, --flannel, --cluster NAME"
             ),
         }
     }
@@ -221,14 +263,19 @@ fn parse_args() -> Result<Options> {
         "--nodes needs sizes of at least 2 (the agent's node and a peer)"
     );
     ensure!(opts.changes > 0, "--changes must be at least 1");
+    ensure!(
+        !opts.flannel || opts.stacks.contains(&Stack::Ipv4),
+        "--flannel runs in the IPv4 pass (flannel's IPv4 VXLAN backend): add --ipv4"
+    );
     Ok(opts)
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = state::teardown_on_interrupt(CLUSTER, "[bench]") {
-        eprintln!("[bench] {e:#}");
-    }
     let result = parse_args().and_then(|opts| {
+        let name = CLUSTER.get_or_init(|| opts.cluster.clone());
+        if let Err(e) = state::teardown_on_interrupt(name, "[bench]") {
+            eprintln!("[bench] {e:#}");
+        }
         let rt = tokio::runtime::Runtime::new()?;
         rt.block_on(run(opts))
     });
@@ -246,13 +293,32 @@ async fn run(opts: Options) -> Result<()> {
     // Fail before bringing anything up when the agent was not built.
     let agent = causeway_binary("causeway-node-agent")?;
     eprintln!("[bench] agent binary: {}", agent.display());
+    let flanneld = if opts.flannel {
+        let bin = tokio::task::block_in_place(flannel::binary)?;
+        eprintln!("[bench] flanneld binary: {}", bin.display());
+        Some(bin)
+    } else {
+        None
+    };
     let opts = &opts;
     for &stack in &opts.stacks {
         let mut report = Vec::new();
+        // flanneld runs beside the agent in the IPv4 pass only.
+        let flanneld = flanneld.as_ref().filter(|_| stack == Stack::Ipv4);
         for &n in &opts.sizes {
-            let result = with_cluster(stack, |c| async move { run_size(&c, n, stack, opts).await })
-                .await
-                .with_context(|| format!("the agent at N = {n}{}", stack.label()))?;
+            let result = with_cluster(stack, flanneld.is_some(), |c| async move {
+                let mut result = run_size(&c, n, stack, opts).await?;
+                if let Some(bin) = flanneld {
+                    result.flannel = Some(
+                        flannel::run(&c, bin, n, opts)
+                            .await
+                            .with_context(|| format!("flanneld at N = {n}"))?,
+                    );
+                }
+                Ok(result)
+            })
+            .await
+            .with_context(|| format!("the agent at N = {n}{}", stack.label()))?;
             print_size(n, stack, &result);
             report.push((n, result));
         }
@@ -296,13 +362,34 @@ struct SizeResult {
     deletes6: Vec<Duration>,
     after: Usage,
     baseline: Duration,
+    /// flanneld at the same N (`--flannel`, IPv4 pass only).
+    flannel: Option<flannel::FlannelResult>,
 }
 
 /// One node on one /16 segment with the control plane; no kube-controller-manager (nothing
 /// here needs it) and no client. With `Stack::Ipv6` the segment also carries
-/// [`UNDERLAY6`] and the node its IPv6 address there.
-fn topology(stack: Stack) -> Result<Topology> {
+/// [`UNDERLAY6`] and the node its IPv6 address there. With `flannel`, a second node namespace
+/// on the same segment for flanneld ([`flannel::NODE`]), idle until the agent is done.
+fn topology(stack: Stack, flannel: bool) -> Result<Topology> {
     let v6 = stack == Stack::Ipv6;
+    let mut nodes = vec![Host {
+        name: NODE.into(),
+        segment: "lan".into(),
+        address: NODE_ADDRESS,
+        address6: v6.then_some(NODE_ADDRESS6),
+        labels: Default::default(),
+        routes: Vec::new(),
+    }];
+    if flannel {
+        nodes.push(Host {
+            name: flannel::NODE.into(),
+            segment: "lan".into(),
+            address: flannel::NODE_ADDRESS,
+            address6: None,
+            labels: Default::default(),
+            routes: Vec::new(),
+        });
+    }
     Ok(Topology {
         segments: vec![Segment {
             name: "lan".into(),
@@ -316,14 +403,7 @@ fn topology(stack: Stack) -> Result<Topology> {
             controller_manager: false,
         },
         routers: vec![],
-        nodes: vec![Host {
-            name: NODE.into(),
-            segment: "lan".into(),
-            address: NODE_ADDRESS,
-            address6: v6.then_some(NODE_ADDRESS6),
-            labels: Default::default(),
-            routes: Vec::new(),
-        }],
+        nodes,
         clients: vec![],
         kubelet: false,
         default_routes: false,
@@ -333,15 +413,15 @@ fn topology(stack: Stack) -> Result<Topology> {
 
 /// Brings up a fresh cluster, runs `f`, and tears the cluster down whatever `f` returned (on
 /// a panic, `Cluster`'s drop does).
-async fn with_cluster<F, Fut>(stack: Stack, f: F) -> Result<SizeResult>
+async fn with_cluster<F, Fut>(stack: Stack, flannel: bool, f: F) -> Result<SizeResult>
 where
     F: FnOnce(Arc<Cluster>) -> Fut,
     Fut: std::future::Future<Output = Result<SizeResult>>,
 {
-    let topology = topology(stack)?;
+    let topology = topology(stack, flannel)?;
     let cluster = Arc::new(tokio::task::block_in_place(|| {
         Cluster::up_with(
-            CLUSTER,
+            cluster_name(),
             topology,
             UpOptions {
                 skip_node_registration: true,
@@ -352,6 +432,9 @@ where
     let result = f(cluster.clone()).await;
     if result.is_err() {
         eprintln!("{}", cluster.log_tail(&agent_role(), 20));
+        if flannel {
+            eprintln!("{}", cluster.log_tail(flannel::ROLE, 30));
+        }
     }
     tokio::task::block_in_place(|| cluster.teardown())?;
     result
@@ -718,7 +801,7 @@ struct ScratchNs {
 
 impl ScratchNs {
     fn create(suffix: &str) -> Result<Self> {
-        let name = format!("cw-{CLUSTER}-{suffix}");
+        let name = format!("cw-{}-{suffix}", cluster_name());
         cmd::ip_batch(None, &[format!("netns add {name}")])?;
         Ok(Self { name })
     }
@@ -1237,7 +1320,7 @@ fn ip_batch_baseline(n: usize, stack: Stack) -> Result<Duration> {
 /// the log does not have them (a changed log format must not fail the benchmark).
 fn phases_from_log(spawned: SystemTime) -> Option<Phases> {
     let path = state::log_root()
-        .join(CLUSTER)
+        .join(cluster_name())
         .join(format!("{}.log", agent_role()));
     let text = std::fs::read_to_string(path).ok()?;
     let spawned = k8s_openapi::jiff::Timestamp::try_from(spawned).ok()?;
@@ -1315,6 +1398,18 @@ fn print_size(n: usize, stack: Stack, r: &SizeResult) {
         ms(median(&r.deletes)),
         r.phases
     );
+    if let Some(f) = &r.flannel {
+        eprintln!(
+            "[bench] N = {n}: flanneld {} all routes in {:.2} s (CPU {:.2} s), VmHWM {:.1} MiB at programmed / {:.1} MiB after, add median {:.0} ms, delete median {:.0} ms",
+            f.version,
+            f.programmed.as_secs_f64(),
+            f.at_programmed.cpu.as_secs_f64(),
+            mib(f.at_programmed.hwm_kib),
+            mib(f.after.hwm_kib),
+            ms(median(&f.adds)),
+            ms(median(&f.deletes))
+        );
+    }
 }
 
 fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, settle: Duration) {
@@ -1403,6 +1498,80 @@ fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, se
         println!(
             "| {n} | (setup) {peers} NodeSubnets created, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
             r.create_peers.as_secs_f64()
+        );
+    }
+    print_flannel_report(report, changes, settle);
+}
+
+/// The agent beside flanneld at each size that ran it (`--flannel`): ratios are Causeway ÷
+/// flannel, so below 1 means Causeway took less.
+fn print_flannel_report(report: &[(usize, SizeResult)], changes: usize, settle: u64) {
+    let rows: Vec<(usize, &SizeResult, &flannel::FlannelResult)> = report
+        .iter()
+        .filter_map(|(n, r)| r.flannel.as_ref().map(|f| (*n, r, f)))
+        .collect();
+    let Some((_, _, first)) = rows.first() else {
+        return;
+    };
+    println!(
+        "\n## Node agent at scale: Causeway beside flannel {} (VXLAN, kube subnet manager), same API server and N\n",
+        first.version
+    );
+    println!("| N | metric | Causeway | flannel | Causeway ÷ flannel |\n|---|---|---|---|---|");
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "–".into()
+        }
+    };
+    for (n, r, f) in rows {
+        let peers = n - 1;
+        let secs = |d: Duration| d.as_secs_f64();
+        println!(
+            "| {n} | start → all {peers} peers programmed (Causeway: Programmed on its status; flannel: {peers} routes via flannel.1, polled every 50 ms) | {:.2} s | {:.2} s | {} |",
+            secs(r.programmed),
+            secs(f.programmed),
+            ratio(secs(r.programmed), secs(f.programmed))
+        );
+        println!(
+            "| {n} | CPU time, start → programmed | {:.2} s | {:.2} s | {} |",
+            secs(r.at_programmed.cpu),
+            secs(f.at_programmed.cpu),
+            ratio(secs(r.at_programmed.cpu), secs(f.at_programmed.cpu))
+        );
+        println!(
+            "| {n} | peak memory (VmHWM) at programmed | {:.1} MiB | {:.1} MiB | {} |",
+            mib(r.at_programmed.hwm_kib),
+            mib(f.at_programmed.hwm_kib),
+            ratio(
+                r.at_programmed.hwm_kib as f64,
+                f.at_programmed.hwm_kib as f64
+            )
+        );
+        println!(
+            "| {n} | peak memory (VmHWM) after the changes + {settle} s | {:.1} MiB | {:.1} MiB | {} |",
+            mib(r.after.hwm_kib),
+            mib(f.after.hwm_kib),
+            ratio(r.after.hwm_kib as f64, f.after.hwm_kib as f64)
+        );
+        for (what, a, b) in [
+            ("peer added → its route in the node", &r.adds, &f.adds),
+            ("peer deleted → its route gone", &r.deletes, &f.deletes),
+        ] {
+            println!(
+                "| {n} | {what}, median (max) of {changes} | {:.0} ms ({:.0} ms) | {:.0} ms ({:.0} ms) | {} |",
+                ms(median(a)),
+                ms(max(a)),
+                ms(median(b)),
+                ms(max(b)),
+                ratio(ms(median(a)), ms(median(b)))
+            );
+        }
+        println!(
+            "| {n} | (setup) {peers} objects created, {CREATE_CONCURRENCY} at a time (NodeSubnets; Nodes) | {:.1} s | {:.1} s | |",
+            secs(r.create_peers),
+            secs(f.create_nodes)
         );
     }
 }

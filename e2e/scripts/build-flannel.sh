@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds flanneld, the agent benchmark's second baseline (issue #19; never shipped), from the Go
+# module proxy into the cache outside the work tree, keyed by version, once. A second run finds
+# the binary and exits at once. Prints the bin directory on stdout.
+#
+# The module is built from a copy of its own source with one change: main.go's blank import of
+# the tencent-vpc backend is left out (and that backend's package removed), because the proxy
+# refuses one of its dependencies (github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc)
+# at this version. Nothing on the Kubernetes subnet manager or VXLAN path changes. The event
+# queue depth needs no patch: flanneld reads it from the EVENT_QUEUE_DEPTH environment variable
+# (pkg/subnet/kube/kube.go; default 5,000), which the benchmark sets.
+# As flannel's own Makefile on amd64: cgo on (the UDP backend's proxy is C), linked static.
+set -euo pipefail
+FLANNEL_VERSION=v0.28.10
+MODULE=github.com/flannel-io/flannel
+cache=${CAUSEWAY_CACHE:-/var/cache/causeway}
+bin="$cache/flannel/$FLANNEL_VERSION/bin"
+ld="-s -w -X $MODULE/pkg/version.Version=$FLANNEL_VERSION -extldflags -static"
+recipe="flanneld $FLANNEL_VERSION without tencentvpc cgo=1 ld=$ld"
+if [ -x "$bin/flanneld" ] && [ -f "$bin/.recipe" ] && [ "$(cat "$bin/.recipe")" = "$recipe" ]; then
+  echo "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "build-flannel.sh: 'go' is not on PATH; install Go 1.26 (the machine image ships it in /usr/local/go/bin)" >&2; exit 1; }
+command -v gcc >/dev/null || { echo "build-flannel.sh: flanneld needs cgo on amd64 (its UDP backend); install gcc and libc6-dev (e2e/scripts/deps.sh does)" >&2; exit 1; }
+export CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS=-mod=mod
+echo "building flanneld $FLANNEL_VERSION into $bin (first time only; a few minutes on 2 cores)" >&2
+src=$(go mod download -json "$MODULE@$FLANNEL_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+[ -n "$src" ] && [ -f "$src/main.go" ] || { echo "build-flannel.sh: could not download $MODULE@$FLANNEL_VERSION from the module proxy" >&2; exit 1; }
+work="$cache/flannel/$FLANNEL_VERSION/src"
+rm -rf "$work" "$bin.tmp"
+mkdir -p "$work" "$bin.tmp"
+cp -r "$src/." "$work/"
+chmod -R u+w "$work"
+cd "$work"
+grep -q '"github.com/flannel-io/flannel/pkg/backend/tencentvpc"' main.go ||
+  { echo "build-flannel.sh: main.go no longer imports the tencentvpc backend; check the recipe for $FLANNEL_VERSION" >&2; exit 1; }
+sed -i '\#"github.com/flannel-io/flannel/pkg/backend/tencentvpc"#d' main.go
+rm -rf pkg/backend/tencentvpc
+go mod edit \
+  -droprequire github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common \
+  -droprequire github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc
+go build -trimpath -ldflags "$ld" -o "$bin.tmp/flanneld" . >&2
+"$bin.tmp/flanneld" --version >&2
+echo "$recipe" > "$bin.tmp/.recipe"
+rm -rf "$bin"; mv "$bin.tmp" "$bin"
+rm -rf "$work"
+echo "$bin"
