@@ -360,6 +360,10 @@ struct SizeResult {
     /// The same for its IPv6 route (dual-stack only; empty otherwise).
     adds6: Vec<Duration>,
     deletes6: Vec<Duration>,
+    /// Per change: how long the create and delete requests took (until the API server
+    /// answered; its watch event goes out about then).
+    add_requests: Vec<Duration>,
+    delete_requests: Vec<Duration>,
     after: Usage,
     baseline: Duration,
     /// flanneld at the same N (`--flannel`, IPv4 pass only).
@@ -1115,6 +1119,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
             .collect();
         let t = Instant::now();
         create_subnets(&api, added..added + 1, stack).await?;
+        result.add_requests.push(t.elapsed());
         let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
         let took: Vec<Duration> = seen
             .iter()
@@ -1146,6 +1151,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         let t = Instant::now();
         api.delete(&deleted.name_any(), &DeleteParams::default())
             .await?;
+        result.delete_requests.push(t.elapsed());
         let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
         let took: Vec<Duration> = seen
             .iter()
@@ -1555,10 +1561,47 @@ fn print_flannel_report(report: &[(usize, SizeResult)], changes: usize, settle: 
             mib(f.after.hwm_kib),
             ratio(r.after.hwm_kib as f64, f.after.hwm_kib as f64)
         );
-        for (what, a, b) in [
-            ("peer added → its route in the node", &r.adds, &f.adds),
-            ("peer deleted → its route gone", &r.deletes, &f.deletes),
-        ] {
+        // The same changes from the API server's answer: what is left after the create or
+        // delete request (CRDs are JSON with CEL rules, Nodes a built-in type).
+        let after = |seen: &[Duration], requests: &[Duration]| -> Vec<Duration> {
+            seen.iter()
+                .zip(requests)
+                .map(|(s, r)| s.saturating_sub(*r))
+                .collect()
+        };
+        let rows = [
+            (
+                "peer added → its route in the node",
+                r.adds.clone(),
+                f.adds.clone(),
+            ),
+            (
+                "… of which the create request (until answered)",
+                r.add_requests.clone(),
+                f.add_requests.clone(),
+            ),
+            (
+                "… and from the answer to the route",
+                after(&r.adds, &r.add_requests),
+                after(&f.adds, &f.add_requests),
+            ),
+            (
+                "peer deleted → its route gone",
+                r.deletes.clone(),
+                f.deletes.clone(),
+            ),
+            (
+                "… of which the delete request (until answered)",
+                r.delete_requests.clone(),
+                f.delete_requests.clone(),
+            ),
+            (
+                "… and from the answer to the route's removal",
+                after(&r.deletes, &r.delete_requests),
+                after(&f.deletes, &f.delete_requests),
+            ),
+        ];
+        for (what, a, b) in &rows {
             println!(
                 "| {n} | {what}, median (max) of {changes} | {:.0} ms ({:.0} ms) | {:.0} ms ({:.0} ms) | {} |",
                 ms(median(a)),

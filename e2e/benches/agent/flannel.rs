@@ -55,6 +55,9 @@ pub struct FlannelResult {
     /// Per change: Node created → its route in the kernel; Node deleted → its route gone.
     pub adds: Vec<Duration>,
     pub deletes: Vec<Duration>,
+    /// Per change: how long the create and delete requests took (until answered).
+    pub add_requests: Vec<Duration>,
+    pub delete_requests: Vec<Duration>,
     /// After the changes and the same settle time as the agent.
     pub after: Usage,
 }
@@ -320,6 +323,7 @@ pub async fn run(c: &Cluster, bin: &Path, n: usize, opts: &Options) -> Result<Fl
         let cidr = member(added)?.cidr;
         let t = Instant::now();
         create_nodes(&api, added..added + 1).await?;
+        result.add_requests.push(t.elapsed());
         let wanted = [(format!("route to {cidr}"), format!("{cidr} "))];
         let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
         result.adds.push(seen[0].saturating_duration_since(t));
@@ -339,6 +343,7 @@ pub async fn run(c: &Cluster, bin: &Path, n: usize, opts: &Options) -> Result<Fl
         api.delete(&peer_name(deleted), &DeleteParams::default())
             .await
             .with_context(|| format!("deleting Node {}", peer_name(deleted)))?;
+        result.delete_requests.push(t.elapsed());
         let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
         result.deletes.push(seen[0].saturating_duration_since(t));
         ensure!(
