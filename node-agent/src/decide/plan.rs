@@ -50,6 +50,9 @@
 //! `creationTimestamp`, then name), so a newly created bad object cannot take a working peer's
 //! place. Only this node's own objects can fail the plan ([`PlanError`]): without them there is
 //! nothing correct to program.
+//!
+//! [`replan`] applies changed peers to the last plan without planning every peer again, with
+//! the same per-peer code ([`PeerPaths`]), or declines when the result could differ.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -488,14 +491,7 @@ fn overlay(
         vxlan: vxlan.clone(),
         direct: Direct::new(input, own),
     };
-    let mut peers = Peers::new(own);
-    let mut skipped = Vec::new();
-    for peer in ordered_peers(input) {
-        match peers.admit(peer, own, ctx.tunnel()) {
-            Ok(admitted) => skipped.extend(ctx.add(desired, input, own, peer, &admitted)),
-            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
-        }
-    }
+    let (peers, mut skipped) = ctx.add_all(desired, input, own);
     *taken = Some(peers);
     // ClientJoin clients: a /32 (a /128) per overlay address, through the tunnel to the
     // client's own VTEP, whose address must be of the family of this node's tunnel.
@@ -977,14 +973,7 @@ fn routed(
         segments,
         bgp: uses_bgp(input.network),
     };
-    let mut peers = Peers::new(own);
-    let mut skipped = Vec::new();
-    for peer in ordered_peers(input) {
-        match peers.admit(peer, own, None) {
-            Ok(admitted) => skipped.extend(ctx.add(desired, input, own, peer, &admitted)),
-            Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
-        }
-    }
+    let (peers, mut skipped) = ctx.add_all(desired, input, own);
     *taken = Some(peers);
     let v4 = (
         own.f.v4.range.map(IpNet::V4),
@@ -1393,6 +1382,25 @@ impl PeerPaths {
             Self::Overlay { direct, .. } => Some(direct),
             Self::Routed { .. } => None,
         }
+    }
+
+    /// Admits every live peer, oldest first, and adds each one's entries to `desired`; returns
+    /// what was admitted and a note for each peer (or part of one) left out.
+    fn add_all(
+        &self,
+        desired: &mut State,
+        input: &Input<'_>,
+        own: &OwnNode<'_>,
+    ) -> (Peers, Vec<String>) {
+        let mut peers = Peers::new(own);
+        let mut skipped = Vec::new();
+        for peer in ordered_peers(input) {
+            match peers.admit(peer, own, self.tunnel()) {
+                Ok(admitted) => skipped.extend(self.add(desired, input, own, peer, &admitted)),
+                Err(reason) => skipped.push(format!("{} skipped: {reason}", describe(peer))),
+            }
+        }
+        (peers, skipped)
     }
 
     /// Adds the entries for one admitted peer to `desired`; returns the notes on what of it
