@@ -4,8 +4,9 @@
 //! [`Context::reconciled`], the one channel between them (a PodNetwork reconciled: its
 //! gateways' routes follow its nodes).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use causeway_crds::{NodeSubnet, PodNetwork};
 use causeway_kube::events::Publisher;
@@ -14,6 +15,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
+use crate::incremental::{Dirty, Index};
 use crate::metrics::Metrics;
 
 /// Field manager of everything the operator writes.
@@ -62,4 +64,78 @@ pub struct Context {
     /// Names of reconciled PodNetworks, for the OverlayGateway controller
     /// ([`crate::gateway::controller`]): their gateways' routes follow their nodes.
     pub reconciled: tokio::sync::mpsc::UnboundedSender<String>,
+    /// What changed since each network's last reconcile, and the index its last full re-plan
+    /// left ([`crate::incremental`]).
+    pub changes: Changes,
+}
+
+/// The incremental path's state between reconciles, by PodNetwork name: the names the watches
+/// reported, and each network's [`Index`] with the time its full re-plan ran. The controller
+/// never runs two reconciles of one network at once, so a reconcile takes both out and puts
+/// the index back when it is done (a failed reconcile does not: the next one re-plans in full).
+#[derive(Debug, Default)]
+pub struct Changes {
+    dirty: Mutex<HashMap<String, Dirty>>,
+    indexes: Mutex<HashMap<String, (Index, Instant)>>,
+}
+
+impl Changes {
+    /// A Node changed: every network may gain or lose it.
+    pub fn node_changed<'a>(&self, networks: impl Iterator<Item = &'a str>, node: &str) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        for network in networks {
+            dirty
+                .entry(network.to_owned())
+                .or_default()
+                .nodes
+                .insert(node.to_owned());
+        }
+    }
+
+    /// A NodeSubnet of `network` changed.
+    pub fn subnet_changed(&self, network: &str, subnet: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(network.to_owned())
+            .or_default()
+            .subnets
+            .insert(subnet.to_owned());
+    }
+
+    /// What changed for `network` since its last reconcile, and its index, both taken out.
+    pub fn take(&self, network: &str) -> (Dirty, Option<(Index, Instant)>) {
+        let dirty = self
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network)
+            .unwrap_or_default();
+        let index = self
+            .indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        (dirty, index)
+    }
+
+    /// Keeps `network`'s index for its next reconcile.
+    pub fn keep(&self, network: &str, index: Index, full_replan: Instant) {
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(network.to_owned(), (index, full_replan));
+    }
+
+    /// Drops what is kept for a network that is gone.
+    pub fn forget(&self, network: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+    }
 }
