@@ -148,8 +148,9 @@ struct RunResult {
     writes_per_join: BTreeMap<String, f64>,
     peak_rss_kib: u64,
     cpu: Duration,
-    /// The operator's own reconcile count and mean duration (its /metrics), Causeway only.
-    reconciles: Option<(f64, Duration)>,
+    /// The operator's own reconcile count, mean duration and full re-plans (its /metrics),
+    /// Causeway only.
+    reconciles: Option<(f64, Duration, f64)>,
 }
 
 async fn run(opts: Options) -> Result<()> {
@@ -429,9 +430,9 @@ async fn run_causeway(
     Ok(result)
 }
 
-/// Reconcile count and mean duration from the operator's /metrics (it listens on
-/// 127.0.0.1:18080 in the control plane's namespace).
-fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration)> {
+/// Reconcile count, mean duration and full re-plans from the operator's /metrics (it listens
+/// on 127.0.0.1:18080 in the control plane's namespace).
+fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration, f64)> {
     let ns = causeway_e2e::Topology::ns(&c.name, "cp", "apiserver");
     let text = causeway_e2e::cmd::run(causeway_e2e::cmd::in_netns(&ns, "curl").args([
         "-sS",
@@ -452,8 +453,9 @@ fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration)> {
     };
     let count = value("causeway_operator_reconcile_duration_seconds_count")?;
     let sum = value("causeway_operator_reconcile_duration_seconds_sum")?;
+    let full = value("causeway_operator_full_replans_total")?;
     ensure!(count > 0.0, "the operator reports no reconciles");
-    Ok((count, Duration::from_secs_f64(sum / count)))
+    Ok((count, Duration::from_secs_f64(sum / count), full))
 }
 
 async fn run_kcm(
@@ -652,9 +654,9 @@ fn print_report(report: &[(usize, RunResult, Option<RunResult>, RunResult)], joi
                 .collect();
             format!("{total:.2} ({})", parts.join(", "))
         };
-        if let Some((count, mean)) = cw.reconciles {
+        if let Some((count, mean, full)) = cw.reconciles {
             println!(
-                "| {n} | operator reconciles (mean duration) | {count:.0} ({:.1} ms) | | | | |",
+                "| {n} | operator reconciles (mean duration; full re-plans) | {count:.0} ({:.1} ms; {full:.0} full) | | | | |",
                 mean.as_secs_f64() * 1e3
             );
         }

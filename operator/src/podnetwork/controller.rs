@@ -805,6 +805,7 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         };
         debug!(reason = %why, "full re-plan");
     }
+    ctx.metrics.full_replan();
     let nodes = ctx.nodes.state();
     let subnets = owned_subnets(ctx, &name);
     let decision = decide(
