@@ -4,11 +4,12 @@
 //! [`Context::reconciled`], the one channel between them (a PodNetwork reconciled: its
 //! gateways' routes follow its nodes).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use causeway_crds::{NodeSubnet, PodNetwork};
+use causeway_crds::{NodeSubnet, PodNetwork, PodNetworkStatus};
 use causeway_kube::events::Publisher;
 use causeway_kube::heartbeat::Silence;
 use k8s_openapi::api::core::v1::Node;
@@ -77,6 +78,14 @@ pub struct Context {
 pub struct Changes {
     dirty: Mutex<HashMap<String, Dirty>>,
     indexes: Mutex<HashMap<String, (Index, Instant)>>,
+    /// Networks whose index must not be used again (a status write in the background failed).
+    stale: Mutex<HashSet<String>>,
+    /// The last status each network's reconcile computed (written, or being written).
+    last_status: Mutex<HashMap<String, PodNetworkStatus>>,
+    /// Orders status writes: each reconcile takes the next number, and a write never follows
+    /// a newer one (the lock of each network holds the number last written).
+    sequence: AtomicU64,
+    written: Mutex<HashMap<String, Arc<tokio::sync::Mutex<u64>>>>,
 }
 
 impl Changes {
@@ -116,7 +125,52 @@ impl Changes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(network);
-        (dirty, index)
+        let stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        (dirty, index.filter(|_| !stale))
+    }
+
+    /// The next index must not be used: the next reconcile re-plans in full.
+    pub fn mark_stale(&self, network: &str) {
+        self.stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(network.to_owned());
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+    }
+
+    /// The status the last reconcile of `network` computed, if this process has one.
+    pub fn last_status(&self, network: &str) -> Option<PodNetworkStatus> {
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(network)
+            .cloned()
+    }
+
+    /// Records the status a reconcile computed, and returns the number that orders its write.
+    pub fn computed(&self, network: &str, status: &PodNetworkStatus) -> u64 {
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(network.to_owned(), status.clone());
+        self.sequence.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The lock that orders `network`'s status writes; it holds the number last written.
+    pub fn write_order(&self, network: &str) -> Arc<tokio::sync::Mutex<u64>> {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(network.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Keeps `network`'s index for its next reconcile.
@@ -134,6 +188,10 @@ impl Changes {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(network);
         self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        self.last_status
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(network);
