@@ -846,6 +846,12 @@ async fn apply_step(
     let name = pn.name_any();
     release(ctx, pn, &step.release, &step.released_why).await?;
     let (created, allocated) = create(ctx, pn, &step.create).await?;
+    if matches!(created, Created::SomeTaken) {
+        // The index counted a subnet someone else holds: it is dropped, and the next
+        // reconcile re-plans from the API and writes the status.
+        publish_allocated(ctx, pn, &allocated).await;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let previous = previous_status(ctx, pn);
     let status = index.status(&previous, Time(k8s_openapi::jiff::Timestamp::now()));
     ctx.metrics
@@ -867,11 +873,6 @@ async fn apply_step(
             let _ = ctx.replan.send(());
         }
     });
-    match created {
-        Created::All => {}
-        // The index is dropped: the next reconcile re-plans from the API.
-        Created::SomeTaken => return Ok(Action::requeue(Duration::from_secs(1))),
-    }
     ctx.changes.keep(&name, index, full_replan);
     Ok(Action::requeue(
         FULL_REPLAN_EVERY.saturating_sub(full_replan.elapsed()),
