@@ -523,6 +523,7 @@ async fn measure_joins(
     // Let the initial allocation's trailing status writes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = tokio::task::block_in_place(|| write_counts(c))?;
+    let metrics_before = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
     let mut latencies = Vec::with_capacity(joins);
     for i in n..n + joins {
         let name = node_name(i);
@@ -538,6 +539,15 @@ async fn measure_joins(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = tokio::task::block_in_place(|| write_counts(c))?;
+    let metrics_after = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
+    let server: Vec<String> = server_time_per_write(&metrics_before, &metrics_after)?
+        .iter()
+        .map(|(k, d)| format!("{k} {:.2} ms", d.as_secs_f64() * 1e3))
+        .collect();
+    eprintln!(
+        "[bench] API server time per write during the joins: {}",
+        server.join(", ")
+    );
     let mut per_join = BTreeMap::new();
     for (key, count) in after {
         let delta = count - before.get(&key).copied().unwrap_or(0.0);
@@ -552,9 +562,38 @@ async fn measure_joins(
 /// `apiserver_request_total` summed by verb and resource, for writes only.
 fn write_counts(c: &Cluster) -> Result<BTreeMap<String, f64>> {
     let text = c.kubectl(&["get", "--raw", "/metrics"])?;
+    write_series(&text, "apiserver_request_total")
+}
+
+/// The API server's own time per write during the joins, by verb and resource (the mean of
+/// `apiserver_request_duration_seconds` between `before` and `after`, two `/metrics` texts):
+/// where a join's time goes on the server side.
+fn server_time_per_write(before: &str, after: &str) -> Result<BTreeMap<String, Duration>> {
+    let series = |text: &str, suffix: &str| {
+        write_series(
+            text,
+            &format!("apiserver_request_duration_seconds_{suffix}"),
+        )
+    };
+    let (sum0, count0) = (series(before, "sum")?, series(before, "count")?);
+    let (sum1, count1) = (series(after, "sum")?, series(after, "count")?);
+    let mut out = BTreeMap::new();
+    for (key, count) in count1 {
+        let n = count - count0.get(&key).copied().unwrap_or(0.0);
+        let sum = sum1.get(&key).copied().unwrap_or(0.0) - sum0.get(&key).copied().unwrap_or(0.0);
+        if n > 0.0 && sum >= 0.0 {
+            out.insert(key, Duration::from_secs_f64(sum / n));
+        }
+    }
+    Ok(out)
+}
+
+/// A metric of `text` summed by verb and resource, for writes only.
+fn write_series(text: &str, metric: &str) -> Result<BTreeMap<String, f64>> {
+    let prefix = format!("{metric}{{");
     let mut counts = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
