@@ -70,6 +70,13 @@ pub struct Context {
     pub changes: Changes,
 }
 
+/// The last status write of one network: its number and when it was done.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub order: u64,
+    pub at: Option<Instant>,
+}
+
 /// The incremental path's state between reconciles, by PodNetwork name: the names the watches
 /// reported, and each network's [`Index`] with the time its full re-plan ran. The controller
 /// never runs two reconciles of one network at once, so a reconcile takes both out and puts
@@ -80,12 +87,13 @@ pub struct Changes {
     indexes: Mutex<HashMap<String, (Index, Instant)>>,
     /// Networks whose index must not be used again (a status write in the background failed).
     stale: Mutex<HashSet<String>>,
-    /// The last status each network's reconcile computed (written, or being written).
-    last_status: Mutex<HashMap<String, PodNetworkStatus>>,
-    /// Orders status writes: each reconcile takes the next number, and a write never follows
-    /// a newer one (the lock of each network holds the number last written).
+    /// The last status each network's reconcile queued for writing (written, or being
+    /// written), with the number that orders its write.
+    last_status: Mutex<HashMap<String, (PodNetworkStatus, u64)>>,
+    /// Orders status writes: each write takes the next number, and a write never follows a
+    /// newer one (the lock of each network holds the last write's number and time).
     sequence: AtomicU64,
-    written: Mutex<HashMap<String, Arc<tokio::sync::Mutex<u64>>>>,
+    written: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Written>>>>,
 }
 
 impl Changes {
@@ -151,20 +159,30 @@ impl Changes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(network)
-            .cloned()
+            .map(|(status, _)| status.clone())
     }
 
-    /// Records the status a reconcile computed, and returns the number that orders its write.
-    pub fn computed(&self, network: &str, status: &PodNetworkStatus) -> u64 {
+    /// Records a status about to be written, and returns the number that orders its write.
+    pub fn queued(&self, network: &str, status: &PodNetworkStatus) -> u64 {
+        let order = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         self.last_status
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(network.to_owned(), status.clone());
-        self.sequence.fetch_add(1, Ordering::Relaxed) + 1
+            .insert(network.to_owned(), (status.clone(), order));
+        order
     }
 
-    /// The lock that orders `network`'s status writes; it holds the number last written.
-    pub fn write_order(&self, network: &str) -> Arc<tokio::sync::Mutex<u64>> {
+    /// Whether a status newer than the write numbered `order` is queued for `network`.
+    pub fn superseded(&self, network: &str, order: u64) -> bool {
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(network)
+            .is_some_and(|(_, latest)| *latest > order)
+    }
+
+    /// The lock that orders `network`'s status writes.
+    pub fn write_order(&self, network: &str) -> Arc<tokio::sync::Mutex<Written>> {
         self.written
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -769,6 +769,10 @@ pub fn decide(
     }
 }
 
+/// Shortest time between two status writes of the incremental path (see
+/// [`write_status_ordered`]).
+const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Longest time the incremental path runs without a full re-plan (which also catches what no
 /// watch reported).
 const FULL_REPLAN_EVERY: Duration = RESYNC;
@@ -856,18 +860,17 @@ async fn apply_step(
     let status = index.status(&previous, Time(k8s_openapi::jiff::Timestamp::now()));
     ctx.metrics
         .subnets(&name, status.subnets_allocated, status.subnets_free);
-    let changed = status != previous;
-    let order = ctx.changes.computed(&name, &status);
+    let order = (status != previous).then(|| ctx.changes.queued(&name, &status));
     let (ctx_, pn_) = (ctx.clone(), pn.clone());
     tokio::spawn(async move {
         let (ctx, pn) = (ctx_, pn_);
         publish_allocated(&ctx, &pn, &allocated).await;
-        if !changed {
+        let Some(order) = order else {
             return;
-        }
+        };
         announce_transitions(&ctx, &pn, &previous, &status).await;
         let name = pn.name_any();
-        if let Err(e) = write_status_ordered(&ctx, &name, order, &status).await {
+        if let Err(e) = write_status_ordered(&ctx, &name, order, &status, true).await {
             warn!(network = %name, error = %e, "status write failed; re-planning in full");
             ctx.changes.mark_stale(&name);
             let _ = ctx.replan.send(());
@@ -937,10 +940,10 @@ async fn apply_decision(
         .changes
         .last_status(&name)
         .is_some_and(|last| last != status);
-    let order = ctx.changes.computed(&name, &status);
     if status != previous || pending {
+        let order = ctx.changes.queued(&name, &status);
         announce_transitions(ctx, pn, &previous, &status).await;
-        if let Err(e) = write_status_ordered(ctx, &name, order, &status).await {
+        if let Err(e) = write_status_ordered(ctx, &name, order, &status, false).await {
             ctx.changes.mark_stale(&name);
             return Err(e);
         }
@@ -957,21 +960,35 @@ fn previous_status(ctx: &Context, pn: &PodNetwork) -> PodNetworkStatus {
         .unwrap_or_default()
 }
 
-/// Writes `status`, computed by the reconcile numbered `order`, unless a newer reconcile's
-/// status was written already: background writes never overwrite a newer status.
+/// Writes `status`, queued as number `order`, unless a newer one was written already:
+/// background writes never overwrite a newer status. With `throttle` (the incremental path)
+/// a network's status is written at most every [`STATUS_INTERVAL`], and a status that a newer
+/// one supersedes meanwhile is not written at all: during a burst of joins the API server
+/// spends its time on the joins, and the status follows within the interval.
 async fn write_status_ordered(
     ctx: &Context,
     name: &str,
     order: u64,
     status: &PodNetworkStatus,
+    throttle: bool,
 ) -> Result<(), Error> {
     let lock = ctx.changes.write_order(name);
     let mut written = lock.lock().await;
-    if *written > order {
+    if written.order > order {
         return Ok(());
     }
+    if throttle {
+        if let Some(at) = written.at {
+            tokio::time::sleep_until((at + STATUS_INTERVAL).into()).await;
+        }
+        // The newer status's own write, queued behind this lock, writes it.
+        if ctx.changes.superseded(name, order) {
+            return Ok(());
+        }
+    }
     write_status(ctx, name, status).await?;
-    *written = order;
+    written.order = order;
+    written.at = Some(Instant::now());
     Ok(())
 }
 
