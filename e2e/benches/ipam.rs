@@ -16,9 +16,10 @@
 //! Causeway ÷ baseline; below 1 means Causeway is faster.
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50] [--ipv6]`. Needs root
-//! (namespaces), like the e2e suite. `--ipv6` makes both allocators cut an IPv6 /48 into /64s
-//! (65,536 subnets) instead of an IPv4 /9 into /24s.
+//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50] [--ipv6] [--no-default-qps]`.
+//! Needs root (namespaces), like the e2e suite. `--ipv6` makes both allocators cut an IPv6 /48
+//! into /64s (65,536 subnets) instead of an IPv4 /9 into /24s. `--no-default-qps` skips the
+//! qps=20 baseline, which needs N/20 seconds to allocate (over 16 minutes at 20,000 nodes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -51,7 +52,11 @@ const CLUSTER_CIDR_V6: &str = "fd00:10::/48";
 const MASK_V6: u8 = 64;
 /// Nodes created concurrently while setting a cluster up.
 const CREATE_CONCURRENCY: usize = 64;
-const ALLOCATION_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long the initial allocation of `n` nodes may take: 15 minutes, plus 60 ms a node over
+/// it (kube-controller-manager at qps 20 needs 50 ms a node; 20,000 nodes: 35 minutes).
+fn allocation_timeout(n: usize) -> Duration {
+    Duration::from_secs(900) + Duration::from_millis(60) * u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 struct Options {
     sizes: Vec<usize>,
@@ -60,6 +65,8 @@ struct Options {
     pool: (&'static str, u8),
     /// Skip the baselines (for iterating on the operator; reports no ratios).
     causeway_only: bool,
+    /// Also run kube-controller-manager with its default qps (20).
+    default_qps: bool,
 }
 
 fn parse_args() -> Result<Options> {
@@ -73,6 +80,7 @@ fn parse_args() -> Result<Options> {
             joins: 3,
             pool: (CLUSTER_CIDR, MASK),
             causeway_only: false,
+            default_qps: true,
         });
     }
     let mut opts = Options {
@@ -80,6 +88,7 @@ fn parse_args() -> Result<Options> {
         joins: 50,
         pool: (CLUSTER_CIDR, MASK),
         causeway_only: false,
+        default_qps: true,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -99,11 +108,12 @@ fn parse_args() -> Result<Options> {
                 opts.joins = v.parse().with_context(|| format!("--joins {v}"))?;
             }
             "--causeway-only" => opts.causeway_only = true,
+            "--no-default-qps" => opts.default_qps = false,
             "--ipv6" => opts.pool = (CLUSTER_CIDR_V6, MASK_V6),
             // cargo bench passes --bench; libtest-style filters are not used here.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --causeway-only, --ipv6"
+                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --causeway-only, --no-default-qps, --ipv6"
             ),
         }
     }
@@ -138,8 +148,9 @@ struct RunResult {
     writes_per_join: BTreeMap<String, f64>,
     peak_rss_kib: u64,
     cpu: Duration,
-    /// The operator's own reconcile count and mean duration (its /metrics), Causeway only.
-    reconciles: Option<(f64, Duration)>,
+    /// The operator's own reconcile count, mean duration and full re-plans (its /metrics),
+    /// Causeway only.
+    reconciles: Option<(f64, Duration, f64)>,
 }
 
 async fn run(opts: Options) -> Result<()> {
@@ -159,12 +170,17 @@ async fn run(opts: Options) -> Result<()> {
         if opts.causeway_only {
             continue;
         }
-        let kcm_default = with_cluster(n, |c, client| async move {
-            run_kcm(&c, client, pool, None, n, opts.joins).await
-        })
-        .await
-        .with_context(|| format!("kube-controller-manager (default qps) at {n} nodes"))?;
-        print_run("kube-controller-manager qps=20", n, &kcm_default);
+        let kcm_default = if opts.default_qps {
+            let r = with_cluster(n, |c, client| async move {
+                run_kcm(&c, client, pool, None, n, opts.joins).await
+            })
+            .await
+            .with_context(|| format!("kube-controller-manager (default qps) at {n} nodes"))?;
+            print_run("kube-controller-manager qps=20", n, &r);
+            Some(r)
+        } else {
+            None
+        };
         let kcm_fast = with_cluster(n, |c, client| async move {
             run_kcm(&c, client, pool, Some(1000), n, opts.joins).await
         })
@@ -362,7 +378,9 @@ async fn initial_allocation(
     let started = Instant::now();
     let pid = tokio::task::block_in_place(start)?;
     tracker
-        .wait("initial allocation", ALLOCATION_TIMEOUT, |t| t.count() >= n)
+        .wait("initial allocation", allocation_timeout(n), |t| {
+            t.count() >= n
+        })
         .await?;
     Ok((pid, started.elapsed()))
 }
@@ -412,9 +430,9 @@ async fn run_causeway(
     Ok(result)
 }
 
-/// Reconcile count and mean duration from the operator's /metrics (it listens on
-/// 127.0.0.1:18080 in the control plane's namespace).
-fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration)> {
+/// Reconcile count, mean duration and full re-plans from the operator's /metrics (it listens
+/// on 127.0.0.1:18080 in the control plane's namespace).
+fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration, f64)> {
     let ns = causeway_e2e::Topology::ns(&c.name, "cp", "apiserver");
     let text = causeway_e2e::cmd::run(causeway_e2e::cmd::in_netns(&ns, "curl").args([
         "-sS",
@@ -435,8 +453,9 @@ fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration)> {
     };
     let count = value("causeway_operator_reconcile_duration_seconds_count")?;
     let sum = value("causeway_operator_reconcile_duration_seconds_sum")?;
+    let full = value("causeway_operator_full_replans_total")?;
     ensure!(count > 0.0, "the operator reports no reconciles");
-    Ok((count, Duration::from_secs_f64(sum / count)))
+    Ok((count, Duration::from_secs_f64(sum / count), full))
 }
 
 async fn run_kcm(
@@ -504,6 +523,7 @@ async fn measure_joins(
     // Let the initial allocation's trailing status writes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = tokio::task::block_in_place(|| write_counts(c))?;
+    let metrics_before = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
     let mut latencies = Vec::with_capacity(joins);
     for i in n..n + joins {
         let name = node_name(i);
@@ -519,6 +539,15 @@ async fn measure_joins(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = tokio::task::block_in_place(|| write_counts(c))?;
+    let metrics_after = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
+    let server: Vec<String> = server_time_per_write(&metrics_before, &metrics_after)?
+        .iter()
+        .map(|(k, d)| format!("{k} {:.2} ms", d.as_secs_f64() * 1e3))
+        .collect();
+    eprintln!(
+        "[bench] API server time per write during the joins: {}",
+        server.join(", ")
+    );
     let mut per_join = BTreeMap::new();
     for (key, count) in after {
         let delta = count - before.get(&key).copied().unwrap_or(0.0);
@@ -533,9 +562,38 @@ async fn measure_joins(
 /// `apiserver_request_total` summed by verb and resource, for writes only.
 fn write_counts(c: &Cluster) -> Result<BTreeMap<String, f64>> {
     let text = c.kubectl(&["get", "--raw", "/metrics"])?;
+    write_series(&text, "apiserver_request_total")
+}
+
+/// The API server's own time per write during the joins, by verb and resource (the mean of
+/// `apiserver_request_duration_seconds` between `before` and `after`, two `/metrics` texts):
+/// where a join's time goes on the server side.
+fn server_time_per_write(before: &str, after: &str) -> Result<BTreeMap<String, Duration>> {
+    let series = |text: &str, suffix: &str| {
+        write_series(
+            text,
+            &format!("apiserver_request_duration_seconds_{suffix}"),
+        )
+    };
+    let (sum0, count0) = (series(before, "sum")?, series(before, "count")?);
+    let (sum1, count1) = (series(after, "sum")?, series(after, "count")?);
+    let mut out = BTreeMap::new();
+    for (key, count) in count1 {
+        let n = count - count0.get(&key).copied().unwrap_or(0.0);
+        let sum = sum1.get(&key).copied().unwrap_or(0.0) - sum0.get(&key).copied().unwrap_or(0.0);
+        if n > 0.0 && sum >= 0.0 {
+            out.insert(key, Duration::from_secs_f64(sum / n));
+        }
+    }
+    Ok(out)
+}
+
+/// A metric of `text` summed by verb and resource, for writes only.
+fn write_series(text: &str, metric: &str) -> Result<BTreeMap<String, f64>> {
+    let prefix = format!("{metric}{{");
     let mut counts = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
@@ -594,7 +652,7 @@ fn print_run(who: &str, n: usize, r: &RunResult) {
     );
 }
 
-fn print_report(report: &[(usize, RunResult, RunResult, RunResult)], joins: usize) {
+fn print_report(report: &[(usize, RunResult, Option<RunResult>, RunResult)], joins: usize) {
     let secs = |v: f64| format!("{v:.2} s");
     let ms = |v: f64| format!("{:.0} ms", v * 1e3);
     let mib = |v: f64| format!("{:.0} MiB", v / 1024.0);
@@ -605,12 +663,14 @@ fn print_report(report: &[(usize, RunResult, RunResult, RunResult)], joins: usiz
     for (n, cw, d, f) in report {
         // One row: the metric for all three runs, and Causeway's ratio to each baseline.
         let row = |metric: &str, value: fn(&RunResult) -> f64, show: &dyn Fn(f64) -> String| {
-            let (c, d, f) = (value(cw), value(d), value(f));
+            let (c, f) = (value(cw), value(f));
+            let (d, ratio) = match d {
+                Some(d) => (show(value(d)), format!("{:.2}", c / value(d))),
+                None => ("—".to_owned(), "—".to_owned()),
+            };
             println!(
-                "| {n} | {metric} | {} | {} | {:.2} | {} | {:.2} |",
+                "| {n} | {metric} | {} | {d} | {ratio} | {} | {:.2} |",
                 show(c),
-                show(d),
-                c / d,
                 show(f),
                 c / f
             );
@@ -633,16 +693,16 @@ fn print_report(report: &[(usize, RunResult, RunResult, RunResult)], joins: usiz
                 .collect();
             format!("{total:.2} ({})", parts.join(", "))
         };
-        if let Some((count, mean)) = cw.reconciles {
+        if let Some((count, mean, full)) = cw.reconciles {
             println!(
-                "| {n} | operator reconciles (mean duration) | {count:.0} ({:.1} ms) | | | | |",
+                "| {n} | operator reconciles (mean duration; full re-plans) | {count:.0} ({:.1} ms; {full:.0} full) | | | | |",
                 mean.as_secs_f64() * 1e3
             );
         }
         println!(
             "| {n} | API writes per join | {} | {} | | {} | |",
             writes(cw),
-            writes(d),
+            d.as_ref().map_or_else(|| "—".to_owned(), writes),
             writes(f)
         );
     }

@@ -4,16 +4,19 @@
 //! [`Context::reconciled`], the one channel between them (a PodNetwork reconciled: its
 //! gateways' routes follow its nodes).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
-use causeway_crds::{NodeSubnet, PodNetwork};
+use causeway_crds::{NodeSubnet, PodNetwork, PodNetworkStatus};
 use causeway_kube::events::Publisher;
 use causeway_kube::heartbeat::Silence;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
+use crate::incremental::{Dirty, Index};
 use crate::metrics::Metrics;
 
 /// Field manager of everything the operator writes.
@@ -62,4 +65,153 @@ pub struct Context {
     /// Names of reconciled PodNetworks, for the OverlayGateway controller
     /// ([`crate::gateway::controller`]): their gateways' routes follow their nodes.
     pub reconciled: tokio::sync::mpsc::UnboundedSender<String>,
+    /// What changed since each network's last reconcile, and the index its last full re-plan
+    /// left ([`crate::incremental`]).
+    pub changes: Changes,
+}
+
+/// The last status write of one network: its number and when it was done.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub order: u64,
+    pub at: Option<Instant>,
+}
+
+/// The incremental path's state between reconciles, by PodNetwork name: the names the watches
+/// reported, and each network's [`Index`] with the time its full re-plan ran. The controller
+/// never runs two reconciles of one network at once, so a reconcile takes both out and puts
+/// the index back when it is done (a failed reconcile does not: the next one re-plans in full).
+#[derive(Debug, Default)]
+pub struct Changes {
+    dirty: Mutex<HashMap<String, Dirty>>,
+    indexes: Mutex<HashMap<String, (Index, Instant)>>,
+    /// Networks whose index must not be used again (a status write in the background failed).
+    stale: Mutex<HashSet<String>>,
+    /// The last status each network's reconcile queued for writing (written, or being
+    /// written), with the number that orders its write.
+    last_status: Mutex<HashMap<String, (PodNetworkStatus, u64)>>,
+    /// Orders status writes: each write takes the next number, and a write never follows a
+    /// newer one (the lock of each network holds the last write's number and time).
+    sequence: AtomicU64,
+    written: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Written>>>>,
+}
+
+impl Changes {
+    /// A Node changed: every network may gain or lose it.
+    pub fn node_changed<'a>(&self, networks: impl Iterator<Item = &'a str>, node: &str) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        for network in networks {
+            dirty
+                .entry(network.to_owned())
+                .or_default()
+                .nodes
+                .insert(node.to_owned());
+        }
+    }
+
+    /// A NodeSubnet of `network` changed.
+    pub fn subnet_changed(&self, network: &str, subnet: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(network.to_owned())
+            .or_default()
+            .subnets
+            .insert(subnet.to_owned());
+    }
+
+    /// What changed for `network` since its last reconcile, and its index, both taken out.
+    pub fn take(&self, network: &str) -> (Dirty, Option<(Index, Instant)>) {
+        let dirty = self
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network)
+            .unwrap_or_default();
+        let index = self
+            .indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        let stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        (dirty, index.filter(|_| !stale))
+    }
+
+    /// The next index must not be used: the next reconcile re-plans in full.
+    pub fn mark_stale(&self, network: &str) {
+        self.stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(network.to_owned());
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+    }
+
+    /// The status the last reconcile of `network` computed, if this process has one.
+    pub fn last_status(&self, network: &str) -> Option<PodNetworkStatus> {
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(network)
+            .map(|(status, _)| status.clone())
+    }
+
+    /// Records a status about to be written, and returns the number that orders its write.
+    pub fn queued(&self, network: &str, status: &PodNetworkStatus) -> u64 {
+        let order = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(network.to_owned(), (status.clone(), order));
+        order
+    }
+
+    /// Whether a status newer than the write numbered `order` is queued for `network`.
+    pub fn superseded(&self, network: &str, order: u64) -> bool {
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(network)
+            .is_some_and(|(_, latest)| *latest > order)
+    }
+
+    /// The lock that orders `network`'s status writes.
+    pub fn write_order(&self, network: &str) -> Arc<tokio::sync::Mutex<Written>> {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(network.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps `network`'s index for its next reconcile.
+    pub fn keep(&self, network: &str, index: Index, full_replan: Instant) {
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(network.to_owned(), (index, full_replan));
+    }
+
+    /// Drops what is kept for a network that is gone.
+    pub fn forget(&self, network: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+        self.last_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(network);
+    }
 }

@@ -54,6 +54,7 @@ struct NetworkLabel {
 pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
+    full_replans: Counter,
     errors: Counter,
     duration: Histogram,
     allocation_latency: Histogram,
@@ -73,6 +74,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("causeway_operator");
         let reconciles = Counter::default();
+        let full_replans = Counter::default();
         let errors = Counter::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let allocation_latency = Histogram::new(exponential_buckets(0.25, 2.0, 12));
@@ -83,6 +85,11 @@ impl Metrics {
             "reconciles",
             "PodNetwork reconciles run",
             reconciles.clone(),
+        );
+        registry.register(
+            "full_replans",
+            "PodNetwork reconciles that re-planned the whole network (the others took the incremental path)",
+            full_replans.clone(),
         );
         registry.register(
             "reconcile_errors",
@@ -117,6 +124,7 @@ impl Metrics {
         Self {
             registry,
             reconciles,
+            full_replans,
             errors,
             duration,
             allocation_latency,
@@ -130,6 +138,11 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// A reconcile re-planned the whole network.
+    pub fn full_replan(&self) {
+        self.full_replans.inc();
     }
 
     pub fn reconcile_error(&self) {

@@ -48,6 +48,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::conflicts::{self, NetworkView};
 pub use crate::context::{Context, FIELD_MANAGER, Options};
+use crate::incremental::{Fallback, Index, Inputs, Step};
 use crate::ipam::{self, Allocation, NodeView};
 use crate::metrics::Metrics;
 use crate::rollup::{self, ProgrammedView, SubnetView};
@@ -90,8 +91,10 @@ pub enum Error {
 }
 
 /// API writes one reconcile issues at once (NodeSubnet creates and deletes): a network
-/// created on a 5,000-node cluster allocates in seconds without flooding the API server.
-const WRITE_CONCURRENCY: usize = 16;
+/// created on a 20,000-node cluster allocates in seconds without flooding the API server
+/// (whose default limit is 200 mutating requests in flight). At 16 the creates waited on
+/// round trips, not on the API server.
+const WRITE_CONCURRENCY: usize = 64;
 
 /// Allocations or releases in one reconcile up to which each gets its own event.
 const EVENTS_PER_NODE_LIMIT: usize = 10;
@@ -200,6 +203,7 @@ pub async fn run(
         caches_ready,
         silent,
         reconciled,
+        changes: crate::context::Changes::default(),
     });
     let gateways = crate::gateway::controller::run(
         ctx.clone(),
@@ -207,13 +211,27 @@ pub async fn run(
             rx.recv().await.map(|n| (n, rx))
         }),
     );
+    // Both watches note what changed (names only) for the incremental path, then queue the
+    // networks concerned; the queue coalesces bursts, the notes accumulate.
+    let (node_ctx, subnet_ctx) = (ctx.clone(), ctx.clone());
     let running = controller
-        .owns_stream(subnet_events)
-        // Any node change may move it between networks: every network re-plans (cheap: pure
-        // planning over the caches; the queue coalesces bursts).
-        .watches_stream(node_events, move |_node: Node| {
-            all_networks
-                .state()
+        .watches_stream(subnet_events, move |s: NodeSubnet| {
+            subnet_ctx
+                .changes
+                .subnet_changed(&s.spec.network, &s.name_any());
+            Some(ObjectRef::<PodNetwork>::new(&s.spec.network))
+        })
+        // Any node change may move it between networks: every network looks at it.
+        .watches_stream(node_events, move |node: Node| {
+            let networks = all_networks.state();
+            let name = node.name_any();
+            node_ctx.changes.node_changed(
+                networks
+                    .iter()
+                    .map(|n| n.meta().name.as_deref().unwrap_or_default()),
+                &name,
+            );
+            networks
                 .iter()
                 .map(|n| ObjectRef::from_obj(n.as_ref()))
                 .collect::<Vec<_>>()
@@ -471,7 +489,7 @@ fn owned_subnets(ctx: &Context, network: &str) -> Vec<Arc<NodeSubnet>> {
         .collect()
 }
 
-fn network_view(pn: &PodNetwork) -> NetworkView {
+pub(crate) fn network_view(pn: &PodNetwork) -> NetworkView {
     NetworkView {
         name: pn.name_any(),
         created: pn.meta().creation_timestamp.clone(),
@@ -510,7 +528,7 @@ pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
 /// What IPAM needs of `node` for a network whose ranges are `ranges` (primary first): the
 /// InternalIP of the primary range's family (else its first one) and the one of the other
 /// family, and its podCIDRs of the ranges' families.
-fn node_view(node: &Node, ranges: &[PodRange]) -> NodeView {
+pub(crate) fn node_view(node: &Node, ranges: &[PodRange]) -> NodeView {
     let ips = internal_ips(node);
     let primary = ranges.first().map_or(Family::V4, PodRange::family);
     let internal_ip = ips
@@ -751,9 +769,128 @@ pub fn decide(
     }
 }
 
-async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
+/// Shortest time between two status writes of the incremental path (see
+/// [`write_status_ordered`]).
+const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Longest time the incremental path runs without a full re-plan (which also catches what no
+/// watch reported).
+const FULL_REPLAN_EVERY: Duration = RESYNC;
+
+/// One network's reconcile: the incremental path when the index its last full re-plan left
+/// still describes it and every change since is one it handles; the full re-plan otherwise
+/// (start-up, resync, spec or cross-network changes, anything unusual).
+async fn apply(pn: &PodNetwork, ctx: &Arc<Context>) -> Result<Action, Error> {
     let name = pn.name_any();
+    // Taken before the caches are read: a change noted later is looked at again next time.
+    let (dirty, index) = ctx.changes.take(&name);
+    let networks = ctx.networks.state();
+    let services = service_ranges(&ctx.service_cidrs.state(), &ctx.options.service_cidrs);
+    let silent = ctx.silent.borrow().clone();
+    let inputs = Inputs::new(
+        pn,
+        &networks,
+        services.clone(),
+        &silent,
+        ctx.options.use_node_pod_cidr,
+    );
+    if let Some((mut index, full_replan)) = index {
+        let why = if full_replan.elapsed() >= FULL_REPLAN_EVERY {
+            Fallback("periodic full re-plan".to_owned())
+        } else if !index.current(&inputs) {
+            Fallback(
+                "the spec, another network, the Service ranges or a heartbeat changed".to_owned(),
+            )
+        } else {
+            let node = |n: &str| ctx.nodes.get(&ObjectRef::new(n));
+            let subnet = |s: &str| ctx.subnets.get(&ObjectRef::new(s));
+            match index.step(&dirty, pn, node, subnet) {
+                Ok(step) => return apply_step(pn, ctx, index, full_replan, step).await,
+                Err(why) => why,
+            }
+        };
+        debug!(reason = %why, "full re-plan");
+    }
+    ctx.metrics.full_replan();
+    let nodes = ctx.nodes.state();
     let subnets = owned_subnets(ctx, &name);
+    let decision = decide(
+        pn,
+        &networks,
+        &nodes,
+        &subnets,
+        &services,
+        ctx.options.use_node_pod_cidr,
+    );
+    let full_replan = Instant::now();
+    let action = apply_decision(pn, ctx, &decision, &subnets, &silent).await?;
+    match Index::build(pn, inputs, &nodes, &subnets, &decision, &silent) {
+        Ok(index) if action == Action::requeue(RESYNC) => {
+            ctx.changes.keep(&name, index, full_replan);
+        }
+        Ok(_) => {}
+        Err(why) => debug!(reason = %why, "no incremental path until the next full re-plan"),
+    }
+    Ok(action)
+}
+
+/// The writes of one incremental step, then the status from the index (see [`apply`]).
+///
+/// Only the NodeSubnet writes are awaited: the allocation events, condition events and the
+/// status write go on in the background, in order (see [`write_status_ordered`]), so the next
+/// joining node does not wait for them. A failed background status write makes the next
+/// reconcile a full re-plan.
+async fn apply_step(
+    pn: &PodNetwork,
+    ctx: &Arc<Context>,
+    index: Index,
+    full_replan: Instant,
+    step: Step,
+) -> Result<Action, Error> {
+    let name = pn.name_any();
+    release(ctx, pn, &step.release, &step.released_why).await?;
+    let (created, allocated) = create(ctx, pn, &step.create).await?;
+    if matches!(created, Created::SomeTaken) {
+        // The index counted a subnet someone else holds: it is dropped, and the next
+        // reconcile re-plans from the API and writes the status.
+        publish_allocated(ctx, pn, &allocated).await;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let previous = previous_status(ctx, pn);
+    let status = index.status(&previous, Time(k8s_openapi::jiff::Timestamp::now()));
+    ctx.metrics
+        .subnets(&name, status.subnets_allocated, status.subnets_free);
+    let order = (status != previous).then(|| ctx.changes.queued(&name, &status));
+    let (ctx_, pn_) = (ctx.clone(), pn.clone());
+    tokio::spawn(async move {
+        let (ctx, pn) = (ctx_, pn_);
+        publish_allocated(&ctx, &pn, &allocated).await;
+        let Some(order) = order else {
+            return;
+        };
+        announce_transitions(&ctx, &pn, &previous, &status).await;
+        let name = pn.name_any();
+        if let Err(e) = write_status_ordered(&ctx, &name, order, &status, true).await {
+            warn!(network = %name, error = %e, "status write failed; re-planning in full");
+            ctx.changes.mark_stale(&name);
+            let _ = ctx.replan.send(());
+        }
+    });
+    ctx.changes.keep(&name, index, full_replan);
+    Ok(Action::requeue(
+        FULL_REPLAN_EVERY.saturating_sub(full_replan.elapsed()),
+    ))
+}
+
+/// Carries out a full re-plan's [`Decision`] and writes the status.
+async fn apply_decision(
+    pn: &PodNetwork,
+    ctx: &Context,
+    decision: &Decision,
+    subnets: &[Arc<NodeSubnet>],
+    silent: &BTreeMap<String, Silence>,
+) -> Result<Action, Error> {
+    let name = pn.name_any();
     let Decision {
         overlap,
         invalid_spec,
@@ -762,19 +899,15 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
         claimed_elsewhere,
         plan,
         released_why,
-    } = decide(
-        pn,
-        &ctx.networks.state(),
-        &ctx.nodes.state(),
-        &subnets,
-        &service_ranges(&ctx.service_cidrs.state(), &ctx.options.service_cidrs),
-        ctx.options.use_node_pod_cidr,
-    );
+    } = decision;
+    let selected = *selected;
 
-    release(ctx, pn, &plan.release, &released_why).await?;
+    release(ctx, pn, &plan.release, released_why).await?;
     let gone = |node: &str| ctx.nodes.get(&ObjectRef::new(node)).is_none();
-    release_agent_finalizers(ctx, pn, &stranded(&subnets, gone)).await?;
-    match create(ctx, pn, &plan.create).await? {
+    release_agent_finalizers(ctx, pn, &stranded(subnets, gone)).await?;
+    let (created, allocated) = create(ctx, pn, &plan.create).await?;
+    publish_allocated(ctx, pn, &allocated).await;
+    match created {
         Created::All => {}
         // Another operator (split brain) or a stale cache: the next reconcile plans around it.
         Created::SomeTaken => return Ok(Action::requeue(Duration::from_secs(1))),
@@ -782,17 +915,17 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     readdress(ctx, pn, &plan.readdress).await?;
 
     // Status: what agents report on the NodeSubnets of the allocated nodes.
-    let views = subnet_views(&plan, &subnets, &ctx.silent.borrow());
+    let views = subnet_views(plan, subnets, silent);
     let previous = pn.status.clone().unwrap_or_default();
     let status = rollup::rollup(
         &rollup::Input {
             generation: pn.meta().generation,
-            invalid_spec,
-            unusable,
+            invalid_spec: invalid_spec.clone(),
+            unusable: unusable.clone(),
             overlap: overlap.as_deref(),
             selected,
-            claimed_elsewhere: &claimed_elsewhere,
-            plan: &plan,
+            claimed_elsewhere,
+            plan,
             subnets: &views,
             one_segment: one_segment(&pn.spec),
         },
@@ -801,11 +934,73 @@ async fn apply(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     );
     ctx.metrics
         .subnets(&name, status.subnets_allocated, status.subnets_free);
-    if status != previous {
+    // A background write of an older status may still land: write this one after it even
+    // when the cache already shows it.
+    let pending = ctx
+        .changes
+        .last_status(&name)
+        .is_some_and(|last| last != status);
+    if status != previous || pending {
+        let order = ctx.changes.queued(&name, &status);
         announce_transitions(ctx, pn, &previous, &status).await;
-        write_status(ctx, &name, &status).await?;
+        if let Err(e) = write_status_ordered(ctx, &name, order, &status, false).await {
+            ctx.changes.mark_stale(&name);
+            return Err(e);
+        }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The status an incremental step starts from: the one this process computed last (its
+/// background write may not be in the cache yet), else the cached one.
+fn previous_status(ctx: &Context, pn: &PodNetwork) -> PodNetworkStatus {
+    ctx.changes
+        .last_status(&pn.name_any())
+        .or_else(|| pn.status.clone())
+        .unwrap_or_default()
+}
+
+/// Writes `status`, queued as number `order`, unless a newer one was written already:
+/// background writes never overwrite a newer status. With `throttle` (the incremental path)
+/// a network's status is written at most every [`STATUS_INTERVAL`], and a status that a newer
+/// one supersedes meanwhile is not written at all: during a burst of joins the API server
+/// spends its time on the joins, and the status follows within the interval.
+async fn write_status_ordered(
+    ctx: &Context,
+    name: &str,
+    order: u64,
+    status: &PodNetworkStatus,
+    throttle: bool,
+) -> Result<(), Error> {
+    let lock = ctx.changes.write_order(name);
+    let mut written = lock.lock().await;
+    if written.order > order {
+        return Ok(());
+    }
+    if throttle {
+        if let Some(at) = written.at {
+            tokio::time::sleep_until((at + STATUS_INTERVAL).into()).await;
+        }
+        // The newer status's own write, queued behind this lock, writes it.
+        if ctx.changes.superseded(name, order) {
+            return Ok(());
+        }
+    }
+    write_status(ctx, name, status).await?;
+    written.order = order;
+    written.at = Some(Instant::now());
+    Ok(())
+}
+
+/// The SubnetAllocated events of NodeSubnets just created.
+async fn publish_allocated(ctx: &Context, pn: &PodNetwork, allocated: &[Allocation]) {
+    publish_allocations(ctx, pn, "SubnetAllocated", "Allocate", allocated, |a| {
+        format!(
+            "allocated {} to node {} ({})",
+            a.cidr, a.node, a.node_address
+        )
+    })
+    .await;
 }
 
 /// Deletes the NodeSubnets the plan gives back (already gone counts as done), with an event.
@@ -925,9 +1120,14 @@ enum Created {
     SomeTaken,
 }
 
-/// Creates the planned NodeSubnets, with an event and the allocation latency metric for those
-/// created. The first failure is returned after the others were tried.
-async fn create(ctx: &Context, pn: &PodNetwork, create: &[Allocation]) -> Result<Created, Error> {
+/// Creates the planned NodeSubnets, with the allocation latency metric for those created,
+/// which it returns (for their events, [`publish_allocated`]). The first failure is returned
+/// after the others were tried.
+async fn create(
+    ctx: &Context,
+    pn: &PodNetwork,
+    create: &[Allocation],
+) -> Result<(Created, Vec<Allocation>), Error> {
     let api: Api<NodeSubnet> = Api::all(ctx.client.clone());
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -977,17 +1177,14 @@ async fn create(ctx: &Context, pn: &PodNetwork, create: &[Allocation]) -> Result
             ctx.metrics.allocation_latency(created);
         }
     }
-    publish_allocations(ctx, pn, "SubnetAllocated", "Allocate", &allocated, |a| {
-        format!(
-            "allocated {} to node {} ({})",
-            a.cidr, a.node, a.node_address
-        )
-    })
-    .await;
     match (failed, taken) {
-        (Some(e), _) => Err(e),
-        (None, true) => Ok(Created::SomeTaken),
-        (None, false) => Ok(Created::All),
+        (Some(e), _) => {
+            // The events of those created are not lost with the error.
+            publish_allocated(ctx, pn, &allocated).await;
+            Err(e)
+        }
+        (None, true) => Ok((Created::SomeTaken, allocated)),
+        (None, false) => Ok((Created::All, allocated)),
     }
 }
 
@@ -1067,51 +1264,59 @@ pub fn subnet_views(
         .chain(&plan.readdress)
         .chain(&plan.create)
         .map(|a| {
-            let s = by_node.get(a.node.as_str());
-            let status = s.and_then(|s| s.status.as_ref());
-            let programmed = status
-                .and_then(|st| find_condition(&st.conditions, types::PROGRAMMED))
-                .map(|c| ProgrammedView {
-                    status: causeway_crds::conditions::is_true(c),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                    current: s.is_some_and(|s| {
-                        c.observed_generation.is_some()
-                            && c.observed_generation == s.meta().generation
-                    }),
-                });
-            SubnetView {
-                node: a.node.clone(),
-                programmed,
-                effective_mtu: status.and_then(|st| st.effective_mtu),
-                // Ready=False BgpSessionsDown: programmed, but routes through the routers
-                // are missing, which is a problem of the network too.
-                bgp_down: status
-                    .and_then(|st| find_condition(&st.conditions, types::READY))
-                    .filter(|r| {
-                        r.status == "False"
-                            && (r.reason == reasons::BGP_SESSIONS_DOWN
-                                || r.reason == reasons::BGP_PEER_MISCONFIGURED)
-                    })
-                    .map(|r| r.message.clone()),
-                underlay_prefix: status
-                    .and_then(|st| st.underlay_prefix.as_deref())
-                    .and_then(|p| p.parse().ok()),
-                silent: silent.get(&a.node).map(|s| {
-                    format!(
-                        "no heartbeat for more than {}s, Lease {}",
-                        s.limit.as_secs(),
-                        s.lease
-                    )
-                }),
-            }
+            subnet_view(
+                &a.node,
+                by_node.get(a.node.as_str()).map(|s| s.as_ref()),
+                silent.get(&a.node),
+            )
         })
         .collect()
 }
 
+/// What the roll-up needs of one allocated node: its NodeSubnet `s` as cached (if it is) and
+/// its agent's silence. Pure; [`subnet_views`] and the incremental path share it.
+pub fn subnet_view(node: &str, s: Option<&NodeSubnet>, silent: Option<&Silence>) -> SubnetView {
+    let status = s.and_then(|s| s.status.as_ref());
+    let programmed = status
+        .and_then(|st| find_condition(&st.conditions, types::PROGRAMMED))
+        .map(|c| ProgrammedView {
+            status: causeway_crds::conditions::is_true(c),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            current: s.is_some_and(|s| {
+                c.observed_generation.is_some() && c.observed_generation == s.meta().generation
+            }),
+        });
+    SubnetView {
+        node: node.to_owned(),
+        programmed,
+        effective_mtu: status.and_then(|st| st.effective_mtu),
+        // Ready=False BgpSessionsDown: programmed, but routes through the routers
+        // are missing, which is a problem of the network too.
+        bgp_down: status
+            .and_then(|st| find_condition(&st.conditions, types::READY))
+            .filter(|r| {
+                r.status == "False"
+                    && (r.reason == reasons::BGP_SESSIONS_DOWN
+                        || r.reason == reasons::BGP_PEER_MISCONFIGURED)
+            })
+            .map(|r| r.message.clone()),
+        underlay_prefix: status
+            .and_then(|st| st.underlay_prefix.as_deref())
+            .and_then(|p| p.parse().ok()),
+        silent: silent.map(|s| {
+            format!(
+                "no heartbeat for more than {}s, Lease {}",
+                s.limit.as_secs(),
+                s.lease
+            )
+        }),
+    }
+}
+
 /// The mode's name for messages when it needs every node on one L2 segment: Flat, and Routed
 /// without BGP (no router carries pod routes between segments).
-fn one_segment(spec: &causeway_crds::PodNetworkSpec) -> Option<&'static str> {
+pub(crate) fn one_segment(spec: &causeway_crds::PodNetworkSpec) -> Option<&'static str> {
     match spec.mode {
         PodNetworkMode::Flat => Some("Flat mode"),
         PodNetworkMode::Routed if spec.routed.as_ref().is_none_or(|r| r.bgp.is_none()) => {
@@ -1302,6 +1507,7 @@ async fn cleanup(pn: &PodNetwork, ctx: &Context) -> Result<Action, Error> {
     if list.items.is_empty() {
         info!("all NodeSubnets gone; releasing the PodNetwork");
         ctx.metrics.forget(&name);
+        ctx.changes.forget(&name);
         replan_when_gone(ctx, pn);
         return Ok(Action::await_change());
     }

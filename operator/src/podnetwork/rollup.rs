@@ -145,20 +145,30 @@ fn reports<'a>(plan: &'a ipam::Plan, subnets: &'a [SubnetView]) -> Reports<'a> {
     {
         views.entry(view.node.as_str()).or_insert(view);
     }
-    let mut out = Reports {
-        effective_mtu: views.values().filter_map(|v| v.effective_mtu).min(),
-        ..Reports::default()
-    };
-    for node in allocated {
+    classify(
+        allocated
+            .into_iter()
+            .map(|node| (node, views.get(node).copied())),
+    )
+}
+
+/// Sorts the allocated nodes, given in name order each with its report (if any), into
+/// [`Reports`]: the one pass both [`rollup`] and [`rollup_allocated`] share.
+fn classify<'a>(allocated: impl Iterator<Item = (&'a str, Option<&'a SubnetView>)>) -> Reports<'a> {
+    let mut out = Reports::default();
+    for (node, view) in allocated {
+        if let Some(mtu) = view.and_then(|v| v.effective_mtu) {
+            out.effective_mtu = Some(out.effective_mtu.map_or(mtu, |m| m.min(mtu)));
+        }
         // A silent agent's last report, good or bad, may no longer hold.
-        if let Some(why) = views.get(node).and_then(|v| v.silent.as_ref()) {
+        if let Some(why) = view.and_then(|v| v.silent.as_ref()) {
             out.silent.push(format!("{node} ({why})"));
             continue;
         }
-        match views.get(node).and_then(|v| v.programmed.as_ref()) {
+        match view.and_then(|v| v.programmed.as_ref()) {
             Some(p) if p.current && p.status => {
                 out.programmed.push(node);
-                if let Some(message) = views.get(node).and_then(|v| v.bgp_down.as_ref()) {
+                if let Some(message) = view.and_then(|v| v.bgp_down.as_ref()) {
                     out.bgp_down.push(format!("{node} ({})", quote(message)));
                 }
             }
@@ -203,7 +213,10 @@ fn failing_groups(failing: &[(&str, &str, &str)]) -> Vec<String> {
 
 /// The sentence saying the nodes are on several segments, when a mode needs one and the
 /// agents report more (nodes that have not reported are not judged).
-fn segments_sentence(mode: &str, subnets: &[SubnetView]) -> Option<String> {
+fn segments_sentence<'a>(
+    mode: &str,
+    subnets: impl Iterator<Item = &'a SubnetView>,
+) -> Option<String> {
     let mut groups: BTreeMap<Ipv4Net, Vec<&str>> = BTreeMap::new();
     for view in subnets {
         if let Some(prefix) = view.underlay_prefix {
@@ -345,9 +358,42 @@ fn condition_from(
 /// (conditions of other types are kept). `now` stamps conditions whose status changes.
 #[must_use]
 pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetworkStatus {
+    let reports = reports(input.plan, input.subnets);
+    let segments = input
+        .one_segment
+        .and_then(|mode| segments_sentence(mode, input.subnets.iter()));
+    let allocated = input.plan.allocations().count();
+    finish(input, allocated, &reports, segments, previous, now)
+}
+
+/// [`rollup`] for a caller that keeps the allocated nodes' reports itself, one per node in
+/// name order (the incremental path, [`crate::incremental`]): `input.plan` then only supplies
+/// the pool, the counts and the node lists (its allocation lists may be empty), and
+/// `input.subnets` is not read. Gives the same status as [`rollup`] over the same nodes and
+/// reports.
+#[must_use]
+pub fn rollup_allocated<'a>(
+    input: &Input,
+    allocated: impl Iterator<Item = (&'a str, &'a SubnetView)> + Clone,
+    previous: &PodNetworkStatus,
+    now: Time,
+) -> PodNetworkStatus {
+    let reports = classify(allocated.clone().map(|(node, view)| (node, Some(view))));
+    let segments = input
+        .one_segment
+        .and_then(|mode| segments_sentence(mode, allocated.clone().map(|(_, view)| view)));
+    finish(input, allocated.count(), &reports, segments, previous, now)
+}
+
+fn finish(
+    input: &Input,
+    allocated: usize,
+    reports: &Reports,
+    segments: Option<String>,
+    previous: &PodNetworkStatus,
+    now: Time,
+) -> PodNetworkStatus {
     let plan = input.plan;
-    let reports = reports(plan, input.subnets);
-    let allocated = plan.allocations().count();
     // Every node handed to IPAM lands in exactly one of these.
     let owned =
         allocated + plan.exhausted.len() + plan.missing_address.len() + plan.bad_pod_cidr.len();
@@ -368,9 +414,6 @@ pub fn rollup(input: &Input, previous: &PodNetworkStatus, now: Time) -> PodNetwo
             listing(&reports.bgp_down, "; ")
         )
     });
-    let segments = input
-        .one_segment
-        .and_then(|mode| segments_sentence(mode, input.subnets));
     let silent = (!reports.silent.is_empty()).then(|| {
         format!(
             "{} stopped reporting: {}. What they reported last may no longer hold; check the causeway-node-agent pod on each (kubectl -n causeway-system get pods -o wide --field-selector spec.nodeName=NODE).",
