@@ -681,6 +681,11 @@ mod tests {
         dp
     }
 
+    static NO_ROUTES: crate::bgp::Learned = crate::bgp::Learned::new();
+    static API_SERVERS: [Ipv4Addr; 1] = [Ipv4Addr::new(192, 168, 40, 2)];
+    static API_SERVERS6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd00, 0x40, 0, 0, 0, 0, 0, 2)];
+    static NO_SECRETS: crate::bgp::peering::Secrets = crate::bgp::peering::Secrets::new();
+
     /// What a pass sees around node-a.
     struct World {
         networks: Vec<Arc<PodNetwork>>,
@@ -705,26 +710,25 @@ mod tests {
         }
 
         async fn pass(&self, dp: &mut FakeDataplane) -> Pass {
-            let own = self.subnets[0].clone();
-            let learned = crate::bgp::Learned::new();
-            run(
-                dp,
-                &Inputs {
-                    own: &own,
-                    networks: &self.networks,
-                    subnets: &self.subnets,
-                    gateways: &self.gateways,
-                    labels: &self.labels,
-                    learned: &learned,
-                    api_servers: &["192.168.40.2".parse().expect("ip")],
-                    api_servers6: &["fd00:40::2".parse().expect("ip")],
-                    pods6: &self.pods6,
-                    secrets: &crate::bgp::peering::Secrets::new(),
-                    namespace: "causeway-system",
-                    apply: self.apply,
-                },
-            )
-            .await
+            run(dp, &self.inputs(&self.subnets)).await
+        }
+
+        /// The inputs of a pass for node-a (`subnets[0]`), with `subnets` as the NodeSubnets.
+        fn inputs<'a>(&'a self, subnets: &'a [Arc<NodeSubnet>]) -> Inputs<'a> {
+            Inputs {
+                own: &self.subnets[0],
+                networks: &self.networks,
+                subnets,
+                gateways: &self.gateways,
+                labels: &self.labels,
+                learned: &NO_ROUTES,
+                api_servers: &API_SERVERS,
+                api_servers6: &API_SERVERS6,
+                pods6: &self.pods6,
+                secrets: &NO_SECRETS,
+                namespace: "causeway-system",
+                apply: self.apply,
+            }
         }
     }
 
@@ -736,8 +740,6 @@ mod tests {
             baseline: &mut Option<Baseline>,
             changed: &[&str],
         ) -> Option<Pass> {
-            let own = self.subnets[0].clone();
-            let learned = crate::bgp::Learned::new();
             let changed: Vec<(String, Option<Arc<NodeSubnet>>)> = changed
                 .iter()
                 .map(|name| {
@@ -745,26 +747,7 @@ mod tests {
                     ((*name).to_owned(), now.cloned())
                 })
                 .collect();
-            run_peers(
-                dp,
-                &Inputs {
-                    own: &own,
-                    networks: &self.networks,
-                    subnets: &[],
-                    gateways: &self.gateways,
-                    labels: &self.labels,
-                    learned: &learned,
-                    api_servers: &["192.168.40.2".parse().expect("ip")],
-                    api_servers6: &["fd00:40::2".parse().expect("ip")],
-                    pods6: &self.pods6,
-                    secrets: &crate::bgp::peering::Secrets::new(),
-                    namespace: "causeway-system",
-                    apply: self.apply,
-                },
-                baseline,
-                &changed,
-            )
-            .await
+            run_peers(dp, &self.inputs(&[]), baseline, &changed).await
         }
     }
 

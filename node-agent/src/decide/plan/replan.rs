@@ -355,19 +355,22 @@ mod tests {
 
     const NETWORK: &str = "net";
 
-    /// xorshift64*: reproducible sequences without a dependency.
-    struct Rng(u64);
+    /// Reproducible sequences: proptest's generator from a fixed seed.
+    struct Rng(proptest::test_runner::TestRng);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        fn new(seed: u64) -> Self {
+            let mut bytes = [0; 32];
+            bytes[..8].copy_from_slice(&seed.to_le_bytes());
+            Self(proptest::test_runner::TestRng::from_seed(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+                &bytes,
+            ))
         }
 
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            use proptest::prelude::Rng as _;
+            self.0.next_u64() % n
         }
     }
 
@@ -535,7 +538,7 @@ mod tests {
             };
             let (mut steps, mut replanned) = (0, 0);
             for seed in 1..=60_u64 {
-                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng = Rng::new(seed);
                 let mut clock = 1;
                 let mut peers: BTreeMap<String, Arc<NodeSubnet>> =
                     BTreeMap::from([("node-a".to_owned(), Arc::new(own.clone()))]);
