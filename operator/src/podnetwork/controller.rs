@@ -604,6 +604,34 @@ pub fn service_ranges(objects: &[Arc<ServiceCIDR>], flags: &[IpNet]) -> Vec<(Str
         .collect()
 }
 
+#[cfg(test)]
+impl Decision {
+    /// The status this decision rolls up to from no previous status, at the Unix epoch, for
+    /// tests comparing decisions.
+    pub(crate) fn status_from_scratch(
+        &self,
+        subnets: &[Arc<NodeSubnet>],
+        generation: Option<i64>,
+    ) -> PodNetworkStatus {
+        let views = subnet_views(&self.plan, subnets, &BTreeMap::new());
+        rollup::rollup(
+            &rollup::Input {
+                generation,
+                invalid_spec: self.invalid_spec.clone(),
+                unusable: self.unusable.clone(),
+                overlap: self.overlap.as_deref(),
+                selected: self.selected,
+                claimed_elsewhere: &self.claimed_elsewhere,
+                plan: &self.plan,
+                subnets: &views,
+                one_segment: None,
+            },
+            &PodNetworkStatus::default(),
+            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        )
+    }
+}
+
 /// [`Decision`] for `pn` given every PodNetwork, every Node, `pn`'s NodeSubnets and the
 /// cluster's Service ranges (pure).
 #[must_use]
@@ -1892,22 +1920,7 @@ mod tests {
             for why in d.released_why.values() {
                 proptest::prop_assert!(!why.trim().is_empty());
             }
-            let views = subnet_views(&d.plan, &subnets, &BTreeMap::new());
-            let status = rollup::rollup(
-                &rollup::Input {
-                    generation: Some(1),
-                    invalid_spec: d.invalid_spec.clone(),
-                    unusable: d.unusable.clone(),
-                    overlap: d.overlap.as_deref(),
-                    selected: d.selected,
-                    claimed_elsewhere: &d.claimed_elsewhere,
-                    plan: &d.plan,
-                    subnets: &views,
-                    one_segment: None,
-                },
-                &PodNetworkStatus::default(),
-                Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-            );
+            let status = d.status_from_scratch(&subnets, Some(1));
             let ready = find_condition(&status.conditions, types::READY);
             proptest::prop_assert!(ready.is_some(), "no Ready condition: {:?}", status.conditions);
             let ready = ready.expect("checked");

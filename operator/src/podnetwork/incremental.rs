@@ -842,22 +842,7 @@ mod tests {
             let nodes: Vec<Arc<Node>> = self.nodes.values().cloned().collect();
             let subnets: Vec<Arc<NodeSubnet>> = self.subnets.values().cloned().collect();
             let d = controller::decide(&self.pn, &self.networks, &nodes, &subnets, &[], false);
-            let views = controller::subnet_views(&d.plan, &subnets, &BTreeMap::new());
-            let full_status = rollup::rollup(
-                &rollup::Input {
-                    generation: self.pn.meta().generation,
-                    invalid_spec: d.invalid_spec.clone(),
-                    unusable: d.unusable.clone(),
-                    overlap: d.overlap.as_deref(),
-                    selected: d.selected,
-                    claimed_elsewhere: &d.claimed_elsewhere,
-                    plan: &d.plan,
-                    subnets: &views,
-                    one_segment: None,
-                },
-                &PodNetworkStatus::default(),
-                epoch(),
-            );
+            let full_status = d.status_from_scratch(&subnets, self.pn.meta().generation);
             if let Some(mut index) = self.index.take() {
                 assert!(index.current(&self.inputs()));
                 let (node_cache, subnet_cache) = (&self.nodes, &self.subnets);
