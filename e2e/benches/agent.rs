@@ -9,7 +9,10 @@
 //!    Programmed and its memory after 2 s are the reference for the ratios. The NodeSubnet is
 //!    then deleted, so the agent removes everything it made and releases it, the agent is
 //!    stopped and the NodeSubnet recreated: the node is empty again.
-//! 2. **start at N**: N − 1 peer NodeSubnets are created (32 at a time); the agent is started
+//! 2. **start at N**: N − 1 peer NodeSubnets are created (32 at a time) as the operator writes
+//!    them (labels, an owner reference to the PodNetwork), each then given the status its own
+//!    agent would write (two conditions, counts, MTU, underlay prefix), so the agent caches
+//!    what it caches in a real cluster; the agent is started
 //!    and timed until its own NodeSubnet reports `Programmed=True` with `status.routes` = N − 1
 //!    (seen on a watch, not polled). The kernel must then hold N − 1 routes, neighbours and
 //!    FDB entries. Peak memory (VmHWM) and CPU time are read from `/proc` at that moment.
@@ -70,7 +73,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use causeway_crds::conditions::{find_condition, types};
 use causeway_crds::vtep::vtep_mac;
-use causeway_crds::{NodeSubnet, NodeSubnetSpec};
+use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork};
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::causeway_binary;
 use causeway_e2e::proc::ProcId;
@@ -80,7 +83,8 @@ use causeway_node_agent::model::ROUTE_PROTOCOL;
 use causeway_node_agent::plan::{BRIDGE_LINK, vxlan_link_name};
 use futures::{StreamExt, TryStreamExt};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
@@ -520,7 +524,7 @@ fn member(i: usize) -> Result<Member> {
 /// The NodeSubnet the operator would write for member `i` (name, labels and spec); dual-stack,
 /// its IPv6 subnet too (no `secondaryNodeAddress`: the nodes are IPv4 only); IPv6 only, its
 /// IPv6 subnet and address alone.
-fn node_subnet(i: usize, stack: Stack) -> Result<NodeSubnet> {
+fn node_subnet(i: usize, stack: Stack, owner_uid: &str) -> Result<NodeSubnet> {
     let m = member(i)?;
     let name = if stack == Stack::Ipv6 {
         format!("{NETWORK}-v6-{i:05}")
@@ -557,24 +561,75 @@ fn node_subnet(i: usize, stack: Stack) -> Result<NodeSubnet> {
             ]
             .into(),
         ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: "causeway.dev/v1alpha1".into(),
+            kind: "PodNetwork".into(),
+            name: NETWORK.into(),
+            uid: owner_uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
         ..ObjectMeta::default()
     };
     Ok(ns)
 }
 
+/// The status a peer's own agent writes once it programmed `peers` peers (what `kubectl get
+/// nodesubnet -o yaml` shows on a healthy Overlay node), so the cache the agent under test
+/// keeps of its peers holds what it holds in a real cluster.
+fn peer_status(peers: usize, stack: Stack) -> serde_json::Value {
+    let range = if stack == Stack::Ipv6 {
+        POD_CIDR6
+    } else {
+        POD_CIDR
+    };
+    let message = format!(
+        "The dataplane matches the plan: pod MTU 1450; pod traffic to destinations outside \
+         {range} is masqueraded."
+    );
+    let condition = |kind: &str| {
+        serde_json::json!({
+            "type": kind, "status": "True", "reason": "Programmed", "message": message,
+            "lastTransitionTime": "2026-12-07T00:00:00Z", "observedGeneration": 1,
+        })
+    };
+    serde_json::json!({"status": {
+        "conditions": [condition("Programmed"), condition("Ready")],
+        "observedGeneration": 1,
+        "routes": peers, "neighbours": peers, "fdbEntries": peers,
+        "effectiveMtu": 1450,
+        "underlayPrefix": "192.168.0.0/16",
+    }})
+}
+
+/// Creates the NodeSubnets `range`, each, with `status: Some(peers)`, then given the status its
+/// agent writes when it has `peers` peers ([`peer_status`]).
 async fn create_subnets(
     api: &Api<NodeSubnet>,
     range: std::ops::Range<usize>,
     stack: Stack,
+    owner_uid: &str,
+    status: Option<usize>,
 ) -> Result<()> {
     futures::stream::iter(range)
         .map(|i| {
             let api = api.clone();
             async move {
-                let ns = node_subnet(i, stack)?;
+                let ns = node_subnet(i, stack, owner_uid)?;
+                let name = ns.name_any();
                 api.create(&PostParams::default(), &ns)
                     .await
-                    .with_context(|| format!("creating NodeSubnet {}", ns.name_any()))
+                    .with_context(|| format!("creating NodeSubnet {name}"))?;
+                if let Some(peers) = status {
+                    api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(peer_status(peers, stack)),
+                    )
+                    .await
+                    .with_context(|| format!("writing the status of NodeSubnet {name}"))?;
+                }
+                Ok(())
             }
         })
         .buffer_unordered(CREATE_CONCURRENCY)
@@ -988,8 +1043,13 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         Ok(())
     })?;
     let client = client_for(c).await?;
+    let owner_uid = Api::<PodNetwork>::all(client.clone())
+        .get(NETWORK)
+        .await?
+        .uid()
+        .context("the PodNetwork has no uid")?;
     let api: Api<NodeSubnet> = Api::all(client);
-    let own = node_subnet(0, stack)?;
+    let own = node_subnet(0, stack, &owner_uid)?;
     let own_name = own.name_any();
     api.create(&PostParams::default(), &own).await?;
     let watch = StatusWatch::start(api.clone(), &own_name).await?;
@@ -1035,12 +1095,12 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         left.is_empty(),
         "the node still has Causeway devices {left:?} after the idle agent's clean-up"
     );
-    api.create(&PostParams::default(), &node_subnet(0, stack)?)
+    api.create(&PostParams::default(), &node_subnet(0, stack, &owner_uid)?)
         .await?;
 
     // 2. N − 1 peers, then the agent from a cold start.
     let t = Instant::now();
-    create_subnets(&api, 1..n, stack).await?;
+    create_subnets(&api, 1..n, stack, &owner_uid, Some(n - 1)).await?;
     result.create_peers = t.elapsed();
     eprintln!(
         "[bench] N = {n}: {} peer NodeSubnets created in {:.1} s",
@@ -1118,7 +1178,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
             .map(|c| (format!("route to {c}"), format!("{c} ")))
             .collect();
         let t = Instant::now();
-        create_subnets(&api, added..added + 1, stack).await?;
+        create_subnets(&api, added..added + 1, stack, &owner_uid, None).await?;
         result.add_requests.push(t.elapsed());
         let seen = tokio::task::block_in_place(|| monitor.wait_all(&wanted, CHANGE_TIMEOUT))?;
         let took: Vec<Duration> = seen
@@ -1137,7 +1197,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         }
 
         tokio::time::sleep(opts.quiet).await;
-        let deleted = node_subnet(1 + k, stack)?;
+        let deleted = node_subnet(1 + k, stack, &owner_uid)?;
         let cidrs = routes_of(1 + k)?;
         let wanted: Vec<(String, String)> = cidrs
             .iter()
@@ -1502,7 +1562,7 @@ fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, se
             );
         }
         println!(
-            "| {n} | (setup) {peers} NodeSubnets created, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
+            "| {n} | (setup) {peers} NodeSubnets created and their status written, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
             r.create_peers.as_secs_f64()
         );
     }
@@ -1612,7 +1672,7 @@ fn print_flannel_report(report: &[(usize, SizeResult)], changes: usize, settle: 
             );
         }
         println!(
-            "| {n} | (setup) {peers} objects created, {CREATE_CONCURRENCY} at a time (NodeSubnets; Nodes) | {:.1} s | {:.1} s | |",
+            "| {n} | (setup) {peers} objects created, {CREATE_CONCURRENCY} at a time (NodeSubnets with their status; Nodes) | {:.1} s | {:.1} s | |",
             secs(r.create_peers),
             secs(f.create_nodes)
         );

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use causeway_node_agent::diff::diff;
 use causeway_node_agent::model::{
-    Address, Dataplane, Fdb, Link, LinkKind, Mac, Neighbour, Op, Route, State,
+    Address, Dataplane, Fdb, Link, LinkKind, LinkName, Mac, Neighbour, Op, Route, State,
 };
 use causeway_node_agent::netlink::Netlink;
 use causeway_node_agent::plan::{BRIDGE_LINK, vxlan_link_name};
@@ -184,7 +184,7 @@ fn base_state() -> State {
 }
 
 fn add_peer(state: &mut State, p: &Peer) {
-    let vx = vxlan_link_name(VNI);
+    let vx: LinkName = vxlan_link_name(VNI).into();
     let gateway = p.cidr.network();
     state.routes.insert(
         p.cidr.into(),
@@ -214,7 +214,7 @@ fn add_peer(state: &mut State, p: &Peer) {
 }
 
 fn remove_peer(state: &mut State, p: &Peer) {
-    let vx = vxlan_link_name(VNI);
+    let vx: LinkName = vxlan_link_name(VNI).into();
     state.routes.remove(&p.cidr.into());
     state
         .neighbours
@@ -286,7 +286,7 @@ async fn causeway(n: usize, changes: bool) -> Result<Run> {
         );
 
         let p0 = peer(0)?;
-        let vx = vxlan_link_name(VNI);
+        let vx: LinkName = vxlan_link_name(VNI).into();
         let mut changed = desired.clone();
         if let Some(entry) = changed.fdb.get_mut(&(vx, p0.mac)) {
             entry.dst = Ipv4Addr::new(172, 31, 0, 1).into();

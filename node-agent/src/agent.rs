@@ -34,7 +34,7 @@ use anyhow::Context as _;
 use causeway_crds::conditions::types;
 use causeway_crds::v1alpha1::BgpSessionStatus;
 use causeway_crds::{NodeSubnet, NodeSubnetStatus, OverlayGateway, PodNetwork};
-use causeway_kube::cache::cached;
+use causeway_kube::cache::{cached, cached_slim};
 use causeway_kube::events::{Kind, Publisher};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Secret};
@@ -213,7 +213,11 @@ pub async fn run(
         .await
         .context("opening netlink (is the agent root / CAP_NET_ADMIN?)")?
         .with_sysctl_dir(config.sysctl_dir.clone());
-    let (subnets, subnet_events) = cached::<NodeSubnet>(&client, watcher::Config::default());
+    let me = config.node_name.clone();
+    let (subnets, subnet_events) =
+        cached_slim::<NodeSubnet>(&client, watcher::Config::default(), move |s| {
+            pass::slim_peer(s, &me)
+        });
     let (networks, network_events) = cached::<PodNetwork>(&client, watcher::Config::default());
     // This node only: its labels pick the BGP peers.
     let (nodes, node_events) = cached::<Node>(

@@ -562,22 +562,22 @@ pub(crate) fn tunnel(
         Route {
             dst,
             gateway: Some(gateway),
-            dev: vxlan.to_owned(),
+            dev: vxlan.into(),
             onlink: true,
         },
     );
     desired.neighbours.insert(
-        (vxlan.to_owned(), gateway),
+        (vxlan.into(), gateway),
         Neighbour {
-            dev: vxlan.to_owned(),
+            dev: vxlan.into(),
             ip: gateway,
             mac,
         },
     );
     desired.fdb.insert(
-        (vxlan.to_owned(), mac),
+        (vxlan.into(), mac),
         Fdb {
-            dev: vxlan.to_owned(),
+            dev: vxlan.into(),
             mac,
             dst: endpoint,
         },
@@ -639,7 +639,7 @@ fn gateway_returns(input: &Input<'_>, own: &OwnNode<'_>, desired: &mut State) ->
             let path = match (subnet.and_then(|n| desired.routes.get(&n)), address) {
                 (Some(r), _) => Some((r.gateway, r.dev.clone(), r.onlink)),
                 (None, Some(a)) if segment.is_some_and(|s| s.contains(&a)) => {
-                    Some((Some(a), input.underlay.name.clone(), false))
+                    Some((Some(a), input.underlay.name.as_str().into(), false))
                 }
                 _ => None,
             };
@@ -773,7 +773,7 @@ fn direct_route(desired: &mut State, input: &Input<'_>, cidr: IpNet, address: Ip
         Route {
             dst: cidr,
             gateway: Some(address),
-            dev: input.underlay.name.clone(),
+            dev: input.underlay.name.as_str().into(),
             onlink: false,
         },
     );
@@ -785,7 +785,7 @@ fn device_route(desired: &mut State, dst: IpNet, dev: &str) {
         Route {
             dst,
             gateway: None,
-            dev: dev.to_owned(),
+            dev: dev.into(),
             onlink: false,
         },
     );
@@ -1573,22 +1573,26 @@ impl Admitted {
 
 /// The subnets and VTEP MACs taken so far, to refuse peers that would collide with them; what
 /// [`plan`] leaves in [`Plan::taken`] for [`replan`] to admit a changed peer against.
+/// Who holds a subnet or a MAC, in words for a refusal: one allocation per peer, shared by
+/// its entries.
+type Holder = Arc<str>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peers {
     /// Pairwise disjoint subnets of both families by network address, with who holds them.
     /// Disjointness makes an overlap check two ordered-map lookups, so planning thousands of
     /// peers stays cheap (IPv4 keys sort before IPv6 ones, and ranges of different families
     /// never overlap).
-    subnets: BTreeMap<IpAddr, (IpNet, String)>,
+    subnets: BTreeMap<IpAddr, (IpNet, Holder)>,
     /// VTEP MACs of this node and of tunnelled peers, with their node address and holder.
-    macs: BTreeMap<Mac, (IpAddr, String)>,
+    macs: BTreeMap<Mac, (IpAddr, Holder)>,
     /// MACs admitted for more than one peer (one VTEP, one shared FDB entry).
     shared: BTreeSet<Mac>,
 }
 
 impl Peers {
     fn new(own: &OwnNode<'_>) -> Self {
-        let holder = format!("this node's subnet (NodeSubnet {})", own.name);
+        let holder: Holder = format!("this node's subnet (NodeSubnet {})", own.name).into();
         let subnets = own
             .f
             .subnets()
@@ -1613,6 +1617,7 @@ impl Peers {
         tunnel: Option<&Direct>,
     ) -> Result<Admitted, String> {
         let admitted = Admitted::read(peer, own)?;
+        let holder: Holder = describe(peer).into();
         for (field, net) in [
             ("cidr", Some(admitted.cidr)),
             ("secondaryCidr", admitted.second),
@@ -1650,10 +1655,11 @@ impl Peers {
                 }
                 self.shared.insert(mac);
             }
-            self.macs.insert(mac, (address, describe(peer)));
+            self.macs.insert(mac, (address, Holder::clone(&holder)));
         }
         for net in admitted.subnets() {
-            self.subnets.insert(net.network(), (net, describe(peer)));
+            self.subnets
+                .insert(net.network(), (net, Holder::clone(&holder)));
         }
         Ok(admitted)
     }
@@ -1694,7 +1700,7 @@ impl Peers {
         before
             .filter(|(_, (taken, _))| taken.contains(&start))
             .or(after.filter(|(_, (taken, _))| net.contains(taken)))
-            .map(|(_, (taken, holder))| (*taken, holder.as_str()))
+            .map(|(_, (taken, holder))| (*taken, &**holder))
     }
 }
 

@@ -427,10 +427,10 @@ impl FakeDataplane {
 
     /// A route needs its device to exist and, for the agent's links, to be up.
     fn route_device_up(&self, route: &Route) -> Result<(), String> {
-        if self.foreign_links.contains_key(&route.dev) {
+        if self.foreign_links.contains_key(route.dev.as_str()) {
             return Ok(());
         }
-        match self.state.links.get(&route.dev) {
+        match self.state.links.get(route.dev.as_str()) {
             None => Err(format!("{ENODEV}: {}", route.dev)),
             Some(link) if !link.up => Err("Nexthop device is not up (ENETDOWN)".into()),
             Some(_) => Ok(()),

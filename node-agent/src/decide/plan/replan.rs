@@ -328,7 +328,7 @@ fn protected(
             .links
             .keys()
             .chain(std::iter::once(&input.underlay.name))
-            .any(|dev| desired.neighbours.contains_key(&(dev.clone(), *a)));
+            .any(|dev| desired.neighbours.contains_key(&(dev.into(), *a)));
         let proxied = match a {
             IpAddr::V6(a) => desired
                 .proxy_neighbours

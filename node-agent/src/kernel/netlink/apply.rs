@@ -382,7 +382,7 @@ impl Netlink {
                     self.find_link(&entry.dev)
                         .await?
                         .ok_or_else(|| Failure::MissingLink {
-                            name: entry.dev.clone(),
+                            name: entry.dev.to_string(),
                             role: Role::Link,
                         })?;
                 // Any other device takes the request and quietly drops `dst` (a bridge adds

@@ -191,7 +191,7 @@ impl Netlink {
             .routes
             .values()
             .filter(|r| r.gateway.is_none())
-            .map(|r| r.dev.clone())
+            .map(|r| r.dev.to_string())
             .collect();
         for dev in devices {
             if self.sysctl_is(self.sysctl.proxy_arp(&dev), "1").await? {
@@ -202,7 +202,7 @@ impl Netlink {
             .routes
             .values()
             .filter(|r| r.gateway.is_none() && matches!(r.dst, IpNet::V6(_)))
-            .map(|r| r.dev.clone())
+            .map(|r| r.dev.to_string())
             .collect();
         for dev in devices6 {
             if self.sysctl_is(self.sysctl.proxy_ndp(&dev), "1").await? {
@@ -626,7 +626,7 @@ pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -
     Some(Route {
         dst: IpNet::new(dst, header.destination_prefix_length).ok()?,
         gateway,
-        dev: (*dev).to_owned(),
+        dev: (*dev).into(),
         onlink: header.flags.contains(RouteFlags::Onlink),
     })
 }
@@ -658,7 +658,7 @@ pub(super) fn parse_neighbour(
         }
     }
     Some(Neighbour {
-        dev: dev.clone(),
+        dev: dev.as_str().into(),
         ip: ip?,
         mac: mac?,
     })
@@ -725,7 +725,7 @@ pub(super) fn parse_fdb(message: &NeighbourMessage, vxlans: &BTreeMap<u32, Strin
     }
     let mac = mac?;
     Some(Fdb {
-        dev: dev.clone(),
+        dev: dev.as_str().into(),
         mac,
         dst: dst?,
     })
