@@ -34,9 +34,13 @@
 //!
 //! Each run is one TCP stream (`iperf3 -c`, one-shot server `iperf3 -s -1`), its throughput
 //! the receiver's; with two or more CPUs the client is pinned to CPU 0 and the server to CPU 1
-//! (`iperf3 -A`). The ratio is pod↔pod ÷ node↔node of the same block (medians), and its
-//! spread the range of the per-run ratios (each pod run ÷ the mean of the node runs just
-//! before and after it); the baselines at the start and end show how stable the machine was.
+//! (`iperf3 -A`). With `--parallel N` (8 by default) every run of a block is followed by an
+//! `iperf3 -P N` run of the same path, a second series interleaved like the first. The ratio
+//! is pod↔pod ÷ node↔node of the same block (medians); the per-run ratios pair each pod run
+//! with the mean of the node runs just before and after it, and are printed as their median,
+//! a 95% percentile bootstrap interval of that median (seeded: `causeway_e2e::stats`) and
+//! their range, with whether the interval clears issue #19's target (Flat and Routed ≥ 0.95,
+//! Overlay ≥ 0.85). The baselines at the start and end show how stable the machine was.
 //! Each run also records the mean size of the packets node-a's underlay interface sent: far
 //! above the MTU, it shows segmentation offload carrying whole TCP segments (or VXLAN
 //! packets of them) through the veths unsplit. The 1-minute load average is printed before
@@ -45,10 +49,11 @@
 //! anything.
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 5]
+//! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 10] [--parallel 8]
 //! [--modes Flat,Routed,Overlay] [--family ipv4|ipv6|both]` (default both). Without `--bench`
 //! (`cargo test --all-targets`, so `make test`) it runs every mode of both families once for
-//! 1 s as a smoke test that still makes every check. Needs root, like the e2e suite.
+//! 1 s, single stream only, as a smoke test that still makes every check. Needs root, like
+//! the e2e suite.
 //!
 //! Everything is veth pairs and bridges between network namespaces of one machine: no NIC,
 //! no wire. Throughput is bound by the CPU the kernel spends per packet on the path, so the
