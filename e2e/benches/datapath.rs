@@ -34,9 +34,13 @@
 //!
 //! Each run is one TCP stream (`iperf3 -c`, one-shot server `iperf3 -s -1`), its throughput
 //! the receiver's; with two or more CPUs the client is pinned to CPU 0 and the server to CPU 1
-//! (`iperf3 -A`). The ratio is pod↔pod ÷ node↔node of the same block (medians), and its
-//! spread the range of the per-run ratios (each pod run ÷ the mean of the node runs just
-//! before and after it); the baselines at the start and end show how stable the machine was.
+//! (`iperf3 -A`). With `--parallel N` (8 by default) every run of a block is followed by an
+//! `iperf3 -P N` run of the same path, a second series interleaved like the first. The ratio
+//! is pod↔pod ÷ node↔node of the same block (medians); the per-run ratios pair each pod run
+//! with the mean of the node runs just before and after it, and are printed as their median,
+//! a 95% percentile bootstrap interval of that median (seeded: `causeway_e2e::stats`) and
+//! their range, with whether the interval clears issue #19's target (Flat and Routed ≥ 0.95,
+//! Overlay ≥ 0.85). The baselines at the start and end show how stable the machine was.
 //! Each run also records the mean size of the packets node-a's underlay interface sent: far
 //! above the MTU, it shows segmentation offload carrying whole TCP segments (or VXLAN
 //! packets of them) through the veths unsplit. The 1-minute load average is printed before
@@ -45,10 +49,11 @@
 //! anything.
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 5]
+//! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 10] [--parallel 8]
 //! [--modes Flat,Routed,Overlay] [--family ipv4|ipv6|both]` (default both). Without `--bench`
 //! (`cargo test --all-targets`, so `make test`) it runs every mode of both families once for
-//! 1 s as a smoke test that still makes every check. Needs root, like the e2e suite.
+//! 1 s, single stream only, as a smoke test that still makes every check. Needs root, like
+//! the e2e suite.
 //!
 //! Everything is veth pairs and bridges between network namespaces of one machine: no NIC,
 //! no wire. Throughput is bound by the CPU the kernel spends per packet on the path, so the
@@ -69,6 +74,7 @@ use causeway_crds::mtu::{VXLAN_OVERHEAD, VXLAN6_OVERHEAD, effective_mtu_over};
 use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_e2e::controlplane::causeway_binary;
 use causeway_e2e::pods::{self, Pod, Pod6};
+use causeway_e2e::stats::{self, bootstrap_median, median};
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, cmd, deploy, state};
@@ -134,6 +140,9 @@ struct Options {
     omit: u32,
     /// Runs of each path per block.
     repeats: usize,
+    /// TCP streams of the second column (`iperf3 -P`), run after each single-stream run of
+    /// the same path; 0 for none.
+    parallel: u32,
     modes: Vec<PodNetworkMode>,
     /// IPv4 first when both: each mode's IPv6 block follows its IPv4 block.
     families: Vec<Family>,
@@ -159,6 +168,7 @@ fn parse_args() -> Result<Options> {
             seconds: 1,
             omit: 0,
             repeats: 1,
+            parallel: 0,
             modes: ALL_MODES.to_vec(),
             families: BOTH.to_vec(),
         });
@@ -166,7 +176,8 @@ fn parse_args() -> Result<Options> {
     let mut opts = Options {
         seconds: 5,
         omit: 1,
-        repeats: 5,
+        repeats: 10,
+        parallel: 8,
         modes: ALL_MODES.to_vec(),
         families: BOTH.to_vec(),
     };
@@ -182,6 +193,7 @@ fn parse_args() -> Result<Options> {
             "--seconds" => opts.seconds = number("--seconds")?,
             "--omit" => opts.omit = number("--omit")?,
             "--repeats" => opts.repeats = usize::try_from(number("--repeats")?)?,
+            "--parallel" => opts.parallel = number("--parallel")?,
             "--modes" => {
                 let v = args
                     .next()
@@ -206,12 +218,16 @@ fn parse_args() -> Result<Options> {
             }
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 5, --modes Flat,Routed,Overlay, --family ipv4|ipv6|both"
+                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 10, --parallel 8 (0: none), --modes Flat,Routed,Overlay, --family ipv4|ipv6|both"
             ),
         }
     }
     ensure!(opts.seconds > 0, "--seconds must be at least 1");
     ensure!(opts.repeats > 0, "--repeats must be at least 1");
+    ensure!(
+        opts.parallel != 1,
+        "--parallel 1 is the single stream already measured: use 0 or 2 and more"
+    );
     ensure!(!opts.modes.is_empty(), "--modes needs at least one mode");
     Ok(opts)
 }
@@ -241,8 +257,16 @@ struct Run {
     wire_packet: f64,
 }
 
-/// One block: a mode and family, its pod MTU, the pod runs and the node runs alternating
-/// with them (`nodes[i]` just before `pods[i]`, `nodes[i + 1]` just after).
+/// The pod runs of a block and the node runs alternating with them (`nodes[i]` just before
+/// `pods[i]`, `nodes[i + 1]` just after), all with the same number of streams.
+#[derive(Debug, Default)]
+struct Series {
+    pods: Vec<Run>,
+    nodes: Vec<Run>,
+}
+
+/// One block: a mode and family, its pod MTU, and its runs: one TCP stream, and `--parallel`
+/// streams (each parallel run right after the single-stream run of the same path).
 #[derive(Debug)]
 struct ModeResult {
     mode: PodNetworkMode,
@@ -250,8 +274,8 @@ struct ModeResult {
     pod_mtu: u32,
     /// The 1-minute load average when the block's network was created.
     load: String,
-    pods: Vec<Run>,
-    nodes: Vec<Run>,
+    single: Series,
+    parallel: Option<Series>,
     /// Bytes the client node's VXLAN device sent during the pod runs (Overlay only).
     vxlan_tx: Option<u64>,
 }
@@ -371,7 +395,7 @@ fn node_runs(c: &Cluster, opts: &Options, when: &str) -> Result<Vec<Baseline>> {
         .collect();
     for i in 0..opts.repeats {
         for b in &mut out {
-            let run = node_run(c, b.family, opts)?;
+            let run = node_run(c, b.family, opts, 1)?;
             log_run(
                 &format!("{} node↔node ({when})", b.family.label()),
                 i,
@@ -397,12 +421,14 @@ fn node_address(c: &Cluster, node: &str, family: Family) -> Result<IpAddr> {
     .with_context(|| format!("{node} has no {} address", family.label()))
 }
 
-fn node_run(c: &Cluster, family: Family, opts: &Options) -> Result<Run> {
+/// One node-a → node-b run of `streams` TCP streams.
+fn node_run(c: &Cluster, family: Family, opts: &Options, streams: u32) -> Result<Run> {
     iperf3(
         c,
         (&c.ns(SERVER), node_address(c, SERVER, family)?),
         (&c.ns(CLIENT), node_address(c, CLIENT, family)?),
         opts,
+        streams,
     )
     .with_context(|| format!("node-a → node-b over the {} underlay", family.label()))
 }
@@ -529,27 +555,36 @@ fn run_mode(
         family,
         pod_mtu: want_mtu,
         load,
-        pods: Vec::new(),
-        nodes: Vec::new(),
+        single: Series::default(),
+        parallel: (opts.parallel > 1).then(Series::default),
         vxlan_tx: overlay.then_some(0),
     };
     let what = format!("{mode:?} {}", family.label());
-    for i in 0..opts.repeats {
-        let run = node_run(c, family, opts)?;
-        log_run(&format!("{what} node↔node"), i, opts.repeats, &run);
-        result.nodes.push(run);
-        let run = pod_run(c, &what, &client, &server, opts, &mut result.vxlan_tx)?;
+    let p = opts.parallel;
+    for i in 0..=opts.repeats {
+        // The node runs bracket the pod runs: one more node run (of each width) at the end.
+        let last = i == opts.repeats;
+        let of = opts.repeats + usize::from(last);
+        let run = node_run(c, family, opts, 1)?;
+        log_run(&format!("{what} node↔node"), i, of, &run);
+        result.single.nodes.push(run);
+        if let Some(par) = &mut result.parallel {
+            let run = node_run(c, family, opts, p)?;
+            log_run(&format!("{what} node↔node ×{p}"), i, of, &run);
+            par.nodes.push(run);
+        }
+        if last {
+            break;
+        }
+        let run = pod_run(c, &what, &client, &server, opts, 1, &mut result.vxlan_tx)?;
         log_run(&format!("{what} pod↔pod"), i, opts.repeats, &run);
-        result.pods.push(run);
+        result.single.pods.push(run);
+        if let Some(par) = &mut result.parallel {
+            let run = pod_run(c, &what, &client, &server, opts, p, &mut result.vxlan_tx)?;
+            log_run(&format!("{what} pod↔pod ×{p}"), i, opts.repeats, &run);
+            par.pods.push(run);
+        }
     }
-    let run = node_run(c, family, opts)?;
-    log_run(
-        &format!("{what} node↔node"),
-        opts.repeats,
-        opts.repeats + 1,
-        &run,
-    );
-    result.nodes.push(run);
 
     client.del(c)?;
     server.del(c)?;
@@ -633,14 +668,16 @@ fn vxlan_local_is_node_address(c: &Cluster, node: &str, family: Family) -> Resul
     Ok(())
 }
 
-/// One pod → pod run, checking which device carried it: the client node's VXLAN device in
-/// Overlay (its transmitted bytes are added to `vxlan_tx`), no VXLAN device anywhere otherwise.
+/// One pod → pod run of `streams` TCP streams, checking which device carried it: the client
+/// node's VXLAN device in Overlay (its transmitted bytes are added to `vxlan_tx`), no VXLAN
+/// device anywhere otherwise.
 fn pod_run(
     c: &Cluster,
     what: &str,
     client: &BenchPod,
     server: &BenchPod,
     opts: &Options,
+    streams: u32,
     vxlan_tx: &mut Option<u64>,
 ) -> Result<Run> {
     let before = vxlan_devices(&c.ns(CLIENT))?;
@@ -649,6 +686,7 @@ fn pod_run(
         (server.netns(), server.ip()),
         (client.netns(), client.ip()),
         opts,
+        streams,
     )
     .context("pod on node-a → pod on node-b")?;
     let after = vxlan_devices(&c.ns(CLIENT))?;
@@ -790,14 +828,16 @@ impl Drop for OneShotServer {
 }
 
 /// One iperf3 test: a one-shot server bound to `server.1` in namespace `server.0`, a client
-/// bound to `client.1` in `client.0` sending one TCP stream to it. Both JSON reports are read:
-/// the server must have seen the connection come from the client's own address, and have
-/// received what the client reports.
+/// bound to `client.1` in `client.0` sending `streams` TCP streams to it (`-P`; iperf3 3.12
+/// runs them all in its one pinned thread). Both JSON reports are read: the server must have
+/// seen the connection come from the client's own address, and have received what the
+/// client reports.
 fn iperf3(
     c: &Cluster,
     server: (&str, IpAddr),
     client: (&str, IpAddr),
     opts: &Options,
+    streams: u32,
 ) -> Result<Run> {
     let (server_ns, server_ip) = server;
     let (client_ns, client_ip) = client;
@@ -850,6 +890,8 @@ fn iperf3(
                 "-J",
                 "--connect-timeout",
                 "5000",
+                "-P",
+                &streams.max(1).to_string(),
             ])
             .args(affinity(CLIENT_CPU)),
     )?;
@@ -932,16 +974,6 @@ fn gbps(r: &Run) -> f64 {
     r.bits_per_second / 1e9
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn rates(runs: &[Run]) -> Vec<f64> {
     runs.iter().map(gbps).collect()
 }
@@ -973,33 +1005,62 @@ fn median_wire_packet(runs: &[Run]) -> f64 {
     median(&runs.iter().map(|r| r.wire_packet).collect::<Vec<_>>())
 }
 
-/// Each pod run of a block ÷ the mean of the node runs just before and after it: how much
-/// the ratio moves from run to run.
-fn run_ratios(m: &ModeResult) -> Vec<f64> {
-    m.pods
+/// Each pod run of a series ÷ the mean of the node runs just before and after it: the paired
+/// per-run ratios, which see the same machine state on both sides.
+fn run_ratios(s: &Series) -> Vec<f64> {
+    s.pods
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let around: Vec<f64> = m.nodes.iter().skip(i).take(2).map(gbps).collect();
+            let around: Vec<f64> = s.nodes.iter().skip(i).take(2).map(gbps).collect();
             let mean = around.iter().sum::<f64>() / around.len().max(1) as f64;
             gbps(p) / mean
         })
         .collect()
 }
 
-/// `median (min–max)` of a block's per-run ratios.
-fn ratio_spread(m: &ModeResult) -> String {
-    let r = run_ratios(m);
+/// Resamples of the bootstrap and its confidence.
+const BOOTSTRAP_RESAMPLES: usize = 10_000;
+const CONFIDENCE: f64 = 0.95;
+
+/// `median [lo, hi] (min–max)` of a series' per-run ratios: the bootstrap interval of the
+/// median, then the range of the ratios themselves.
+fn ratio_spread(s: &Series) -> String {
+    let r = run_ratios(s);
     let (lo, hi) = min_max(&r);
-    format!("{:.2} ({lo:.2}–{hi:.2})", median(&r))
+    let interval = bootstrap_median(&r, BOOTSTRAP_RESAMPLES, CONFIDENCE, stats::SEED)
+        .map_or_else(|| "[–]".to_string(), |(a, b)| format!("[{a:.2}, {b:.2}]"));
+    format!("{:.2} {interval} ({lo:.2}–{hi:.2})", median(&r))
+}
+
+/// The issue's target for a mode's pod↔pod ÷ node↔node ratio (issue #19).
+fn target(mode: PodNetworkMode) -> f64 {
+    match mode {
+        PodNetworkMode::Overlay => 0.85,
+        _ => 0.95,
+    }
+}
+
+/// Whether a series' bootstrap interval says the mode's target is met.
+fn verdict(mode: PodNetworkMode, s: &Series) -> String {
+    let t = target(mode);
+    let r = run_ratios(s);
+    match bootstrap_median(&r, BOOTSTRAP_RESAMPLES, CONFIDENCE, stats::SEED)
+        .map(|i| stats::meets(i, t))
+    {
+        Some(Some(true)) => format!("≥ {t}: met"),
+        Some(Some(false)) => format!("≥ {t}: missed"),
+        Some(None) => format!("≥ {t}: cannot tell"),
+        None => format!("≥ {t}: one run"),
+    }
 }
 
 fn baseline_of(baselines: &[Baseline], family: Family) -> Option<&Baseline> {
     baselines.iter().find(|b| b.family == family)
 }
 
-fn same_block_ratio(m: &ModeResult) -> f64 {
-    median(&rates(&m.pods)) / median(&rates(&m.nodes))
+fn same_block_ratio(s: &Series) -> f64 {
+    median(&rates(&s.pods)) / median(&rates(&s.nodes))
 }
 
 fn print_report(r: &Report, opts: &Options) {
@@ -1011,8 +1072,11 @@ fn print_report(r: &Report, opts: &Options) {
         "One TCP stream node-a → node-b, {} s per run{}, Gbit/s as the receiver measured it: \
          median (min–max) of {} runs per path and block; node↔node runs (over the nodes' \
          addresses of the block's family) alternate with the pod runs of the same block; \
-         per-run ratio = each pod run ÷ the mean of the node runs before and after it. {}; {} \
-         CPUs{}; load average {} before the run, {} after it.\n",
+         per-run ratio = each pod run ÷ the mean of the node runs before and after it, shown \
+         as median [{:.0}% percentile bootstrap interval of the median, {BOOTSTRAP_RESAMPLES} \
+         resamples, seed {:#x}] (min–max); target: the issue's (Flat and Routed ≥ 0.95, \
+         Overlay ≥ 0.85), met when the whole interval is at or above it. {}; {} CPUs{}; load \
+         average {} before the run, {} after it.\n",
         opts.seconds,
         if opts.omit > 0 {
             format!(" (the first {} s omitted)", opts.omit)
@@ -1020,6 +1084,8 @@ fn print_report(r: &Report, opts: &Options) {
             String::new()
         },
         opts.repeats,
+        CONFIDENCE * 100.0,
+        stats::SEED,
         r.versions,
         cpus(),
         if cpus() >= 2 {
@@ -1031,12 +1097,12 @@ fn print_report(r: &Report, opts: &Options) {
         r.load_end
     );
     println!(
-        "| family | path | MTU | Gbit/s | node↔node in the same block, Gbit/s | ratio to same block | per-run ratios | ratio to start | retransmits | bytes/packet on node-a's eth0 | load at block start |"
+        "| family | path | MTU | Gbit/s | node↔node in the same block, Gbit/s | ratio to same block | per-run ratios | target | ratio to start | retransmits | bytes/packet on node-a's eth0 | load at block start |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let baseline_row = |label: &str, b: &Baseline| {
         println!(
-            "| {} | node↔node, no PodNetwork ({label}) | {} | {} | | | | {:.2} | {:.0} | {:.0} | |",
+            "| {} | node↔node, no PodNetwork ({label}) | {} | {} | | | | | {:.2} | {:.0} | {:.0} | |",
             b.family.label(),
             r.underlay_mtu,
             spread(&b.runs),
@@ -1049,24 +1115,28 @@ fn print_report(r: &Report, opts: &Options) {
         baseline_row("start", b);
     }
     for m in &r.modes {
-        let pod = median(&rates(&m.pods));
+        let s = &m.single;
         println!(
-            "| {} | {:?} pod↔pod | {} | {} | {} | {:.2} | {} | {:.2} | {:.0} | {:.0} | {} |",
+            "| {} | {:?} pod↔pod | {} | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} | {:.0} | {} |",
             m.family.label(),
             m.mode,
             m.pod_mtu,
-            spread(&m.pods),
-            spread(&m.nodes),
-            same_block_ratio(m),
-            ratio_spread(m),
-            pod / start_median(m.family),
-            median_retransmits(&m.pods),
-            median_wire_packet(&m.pods),
+            spread(&s.pods),
+            spread(&s.nodes),
+            same_block_ratio(s),
+            ratio_spread(s),
+            verdict(m.mode, s),
+            median(&rates(&s.pods)) / start_median(m.family),
+            median_retransmits(&s.pods),
+            median_wire_packet(&s.pods),
             m.load
         );
     }
     for b in &r.end {
         baseline_row("end", b);
+    }
+    if opts.parallel > 1 {
+        print_parallel(r, opts.parallel);
     }
     if opts.families.len() > 1 {
         print_families_side_by_side(r);
@@ -1080,7 +1150,7 @@ fn print_report(r: &Report, opts: &Options) {
                 r.modes
                     .iter()
                     .filter(|m| m.family == family)
-                    .flat_map(|m| &m.nodes),
+                    .flat_map(|m| &m.single.nodes),
             )
             .chain(
                 baseline_of(&r.end, family)
@@ -1091,7 +1161,7 @@ fn print_report(r: &Report, opts: &Options) {
             .collect();
         let (lo, hi) = min_max(&all);
         println!(
-            "All {} {} node↔node runs: {lo:.2}–{hi:.2} Gbit/s (median {:.2}).",
+            "All {} {} single-stream node↔node runs: {lo:.2}–{hi:.2} Gbit/s (median {:.2}).",
             all.len(),
             family.label(),
             median(&all)
@@ -1099,7 +1169,13 @@ fn print_report(r: &Report, opts: &Options) {
     }
     for m in &r.modes {
         if let Some(tx) = m.vxlan_tx {
-            let payload: u64 = m.pods.iter().map(|r| r.bytes).sum();
+            let payload: u64 = m
+                .single
+                .pods
+                .iter()
+                .chain(m.parallel.iter().flat_map(|p| &p.pods))
+                .map(|r| r.bytes)
+                .sum();
             println!(
                 "{:?} {}: node-a's VXLAN device sent {:.2} GB during the pod runs (iperf3 \
                  counted {:.2} GB of payload).",
@@ -1109,6 +1185,33 @@ fn print_report(r: &Report, opts: &Options) {
                 payload as f64 / 1e9,
             );
         }
+    }
+}
+
+/// The `--parallel` runs of each block next to its single stream: the same paired ratios.
+fn print_parallel(r: &Report, streams: u32) {
+    println!(
+        "\n{streams} parallel TCP streams (`iperf3 -P {streams}`, one client process pinned as \
+         above), each run right after the single-stream run of the same path:\n"
+    );
+    println!(
+        "| family | path | pod↔pod ×{streams}, Gbit/s | node↔node ×{streams}, Gbit/s | ratio to same block | per-run ratios | target | pod↔pod ×{streams} ÷ single stream | retransmits |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for m in &r.modes {
+        let Some(p) = &m.parallel else { continue };
+        println!(
+            "| {} | {:?} pod↔pod | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} |",
+            m.family.label(),
+            m.mode,
+            spread(&p.pods),
+            spread(&p.nodes),
+            same_block_ratio(p),
+            ratio_spread(p),
+            verdict(m.mode, p),
+            median(&rates(&p.pods)) / median(&rates(&m.single.pods)),
+            median_retransmits(&p.pods),
+        );
     }
 }
 
@@ -1138,10 +1241,10 @@ fn print_families_side_by_side(r: &Report) {
         println!(
             "| {:?} | {:.2} | {:.2} | {:.2} | {:.2} |",
             v6.mode,
-            same_block_ratio(v4),
-            same_block_ratio(v6),
-            median(&rates(&v6.pods)) / median(&rates(&v4.pods)),
-            median(&rates(&v6.nodes)) / median(&rates(&v4.nodes))
+            same_block_ratio(&v4.single),
+            same_block_ratio(&v6.single),
+            median(&rates(&v6.single.pods)) / median(&rates(&v4.single.pods)),
+            median(&rates(&v6.single.nodes)) / median(&rates(&v4.single.nodes))
         );
     }
     if let (Some(v4), Some(v6)) = (

@@ -14,6 +14,7 @@
 //! - [`frr`]: FRRouting as the second router implementation (interoperability).
 //! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
+//! - [`stats`]: median and bootstrap interval of the benchmarks' same-run ratios.
 //! - [`suite`]: what the suites running Causeway share: agents, pods, bring-up, probes.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
 
@@ -31,6 +32,7 @@ pub mod kubelet;
 pub mod pods;
 pub mod proc;
 pub mod state;
+pub mod stats;
 pub mod suite;
 pub mod testing;
 pub mod topology;
