@@ -124,7 +124,7 @@ impl FakeDataplane {
                 self.state.addresses.retain(|(dev, _), _| dev != name);
                 self.state.neighbours.retain(|(dev, _), _| dev != name);
                 self.state.fdb.retain(|(dev, _), _| dev != name);
-                self.state.fdb_extra.retain(|e| &e.dev != name);
+                self.state.fdb_extra.retain(|e| e.dev != *name);
                 // The device's sysctls go with it.
                 self.state.loose_rp_filter.remove(name);
                 self.state.ipv6_on.remove(name);
