@@ -368,6 +368,9 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             },
         );
     }
+    // What the kernel held before is done with: at thousands of peers it is as large as the
+    // plan, and the index and baseline below are built next to the plan, not next to both.
+    drop(observed.state);
     let ipv6 = planned.has_ipv6();
     let index = plan::replan::Index::new(planned.taken, &peers);
     let programmed = Arc::new(planned.desired);
@@ -382,7 +385,7 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             inputs: Fingerprint::of(input, network),
             peers: peers
                 .iter()
-                .map(|p| (p.name_any(), Arc::clone(p)))
+                .map(|p| (p.name_any().into(), Arc::clone(p)))
                 .collect(),
             index,
             programmed,
@@ -409,7 +412,8 @@ pub struct Baseline {
     inputs: Fingerprint,
     /// Every NodeSubnet of the network the plan was made from (its own, those being
     /// deleted), by name.
-    peers: BTreeMap<String, Arc<NodeSubnet>>,
+    /// (Names up to 24 bytes are held inline: no allocation per peer for most.)
+    peers: BTreeMap<compact_str::CompactString, Arc<NodeSubnet>>,
     index: plan::replan::Index,
     /// The agent's kernel objects as the plan made them and the pass applied them; shared
     /// with the outcome of the pass that made it.
@@ -521,7 +525,7 @@ pub async fn run_peers<D: Dataplane>(
     let changes: Vec<plan::replan::Change<'_>> = now
         .iter()
         .map(|(name, new)| plan::replan::Change {
-            old: base.peers.get(*name).map(AsRef::as_ref),
+            old: base.peers.get(name.as_str()).map(AsRef::as_ref),
             new: new.map(AsRef::as_ref),
         })
         .collect();
@@ -550,8 +554,8 @@ pub async fn run_peers<D: Dataplane>(
     }
     for (name, new) in now {
         match new {
-            Some(s) => base.peers.insert(name.clone(), Arc::clone(s)),
-            None => base.peers.remove(name),
+            Some(s) => base.peers.insert(name.as_str().into(), Arc::clone(s)),
+            None => base.peers.remove(name.as_str()),
         };
     }
     let mut outcome = base.outcome.clone();
