@@ -571,12 +571,12 @@ impl Index {
         if allocated {
             let node_name = held.node.clone();
             let view = controller::subnet_view(&node_name, Some(&now), self.silent.get(&node_name));
-            if let Some(a) = self.allocated.get_mut(&node_name) {
-                if a.view != view {
-                    self.tallies.remove(&node_name, Some(&a.view));
-                    self.tallies.add(&node_name, Some(&view));
-                    a.view = view;
-                }
+            if let Some(a) = self.allocated.get_mut(&node_name)
+                && a.view != view
+            {
+                self.tallies.remove(&node_name, Some(&a.view));
+                self.tallies.add(&node_name, Some(&view));
+                a.view = view;
             }
         }
         Ok(())

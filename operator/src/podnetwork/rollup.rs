@@ -245,20 +245,20 @@ impl Tallies {
     /// Takes back what [`Tallies::add`] counted for `node` with this same `view`.
     pub fn remove(&mut self, node: &str, view: Option<&SubnetView>) {
         self.allocated = self.allocated.saturating_sub(1);
-        if let Some(mtu) = view.and_then(|v| v.effective_mtu) {
-            if let Some(count) = self.mtus.get_mut(&mtu) {
-                *count -= 1;
-                if *count == 0 {
-                    self.mtus.remove(&mtu);
-                }
+        if let Some(mtu) = view.and_then(|v| v.effective_mtu)
+            && let Some(count) = self.mtus.get_mut(&mtu)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.mtus.remove(&mtu);
             }
         }
-        if let Some(prefix) = view.and_then(|v| v.underlay_prefix) {
-            if let Some(nodes) = self.segments.get_mut(&prefix) {
-                nodes.remove(node);
-                if nodes.is_empty() {
-                    self.segments.remove(&prefix);
-                }
+        if let Some(prefix) = view.and_then(|v| v.underlay_prefix)
+            && let Some(nodes) = self.segments.get_mut(&prefix)
+        {
+            nodes.remove(node);
+            if nodes.is_empty() {
+                self.segments.remove(&prefix);
             }
         }
         match class(view) {
