@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,8 @@ struct Options {
     causeway_only: bool,
     /// Also run kube-controller-manager with its default qps (20).
     default_qps: bool,
+    /// How long the steady state (no joins) is watched for its writes per minute.
+    steady: Duration,
 }
 
 fn parse_args() -> Result<Options> {
@@ -81,6 +84,7 @@ fn parse_args() -> Result<Options> {
             pool: (CLUSTER_CIDR, MASK),
             causeway_only: false,
             default_qps: true,
+            steady: Duration::from_secs(2),
         });
     }
     let mut opts = Options {
@@ -89,6 +93,7 @@ fn parse_args() -> Result<Options> {
         pool: (CLUSTER_CIDR, MASK),
         causeway_only: false,
         default_qps: true,
+        steady: Duration::from_secs(20),
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -107,13 +112,18 @@ fn parse_args() -> Result<Options> {
                 let v = args.next().context("--joins needs a number")?;
                 opts.joins = v.parse().with_context(|| format!("--joins {v}"))?;
             }
+            "--steady" => {
+                let v = args.next().context("--steady needs seconds")?;
+                opts.steady =
+                    Duration::from_secs(v.parse().with_context(|| format!("--steady {v}"))?);
+            }
             "--causeway-only" => opts.causeway_only = true,
             "--no-default-qps" => opts.default_qps = false,
             "--ipv6" => opts.pool = (CLUSTER_CIDR_V6, MASK_V6),
             // cargo bench passes --bench; libtest-style filters are not used here.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --causeway-only, --no-default-qps, --ipv6"
+                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --steady 20, --causeway-only, --no-default-qps, --ipv6"
             ),
         }
     }
@@ -151,6 +161,19 @@ struct RunResult {
     /// The operator's own reconcile count, mean duration and full re-plans (its /metrics),
     /// Causeway only.
     reconciles: Option<(f64, Duration, f64)>,
+    /// Where a join's time goes in the operator (mean of its join_phase_seconds: queued,
+    /// planned, created), Causeway only.
+    phases: Option<[Duration; 3]>,
+    /// The mean join latency the bench saw (with `phases`, the rest is the two watch
+    /// deliveries and the bench's own Node POST).
+    join_mean: Duration,
+    /// What one watcher of each resource received per join: (resource, events, bytes).
+    watched: Vec<(String, f64, f64)>,
+    /// The API server's own count, per join, of watch events it sent for each resource to all
+    /// its watchers (apiserver_watch_events_total / _sizes): (resource, events, bytes).
+    server_watch: Vec<(String, f64, f64)>,
+    /// API writes per minute at steady state (no joins), by `verb resource[/subresource]`.
+    steady: BTreeMap<String, f64>,
 }
 
 async fn run(opts: Options) -> Result<()> {
@@ -160,19 +183,22 @@ async fn run(opts: Options) -> Result<()> {
     let pool = opts.pool;
     println!("[bench] pool {} cut into /{}", pool.0, pool.1);
     for &n in &opts.sizes {
-        let causeway = with_cluster(n, |c, client| {
-            let operator = operator.clone();
-            async move { run_causeway(&c, client, &operator, pool, n, opts.joins).await }
-        })
-        .await
-        .with_context(|| format!("Causeway at {n} nodes"))?;
+        let causeway =
+            with_cluster(n, |c, client| {
+                let operator = operator.clone();
+                async move {
+                    run_causeway(&c, client, &operator, pool, n, (opts.joins, opts.steady)).await
+                }
+            })
+            .await
+            .with_context(|| format!("Causeway at {n} nodes"))?;
         print_run("causeway-operator", n, &causeway);
         if opts.causeway_only {
             continue;
         }
         let kcm_default = if opts.default_qps {
             let r = with_cluster(n, |c, client| async move {
-                run_kcm(&c, client, pool, None, n, opts.joins).await
+                run_kcm(&c, client, pool, None, n, (opts.joins, opts.steady)).await
             })
             .await
             .with_context(|| format!("kube-controller-manager (default qps) at {n} nodes"))?;
@@ -182,7 +208,7 @@ async fn run(opts: Options) -> Result<()> {
             None
         };
         let kcm_fast = with_cluster(n, |c, client| async move {
-            run_kcm(&c, client, pool, Some(1000), n, opts.joins).await
+            run_kcm(&c, client, pool, Some(1000), n, (opts.joins, opts.steady)).await
         })
         .await
         .with_context(|| format!("kube-controller-manager (qps 1000) at {n} nodes"))?;
@@ -391,7 +417,7 @@ async fn run_causeway(
     operator: &std::path::Path,
     (cidr, mask): (&str, u8),
     n: usize,
-    joins: usize,
+    (joins, steady): (usize, Duration),
 ) -> Result<RunResult> {
     tokio::task::block_in_place(|| -> Result<()> {
         demo::install_crds(c)?;
@@ -423,39 +449,82 @@ async fn run_causeway(
         )
     })
     .await?;
-    let (latencies, writes) = measure_joins(c, &client, &tracker, n, joins).await?;
-    let reconciles = tokio::task::block_in_place(|| operator_reconciles(c))?;
-    let mut result = finish(c, &pid, initial, latencies, writes)?;
+    // What a node agent watches: every NodeSubnet and every PodNetwork.
+    let watch = [
+        (
+            "nodesubnets",
+            "/apis/causeway.dev/v1alpha1/nodesubnets",
+            "NodeSubnet",
+        ),
+        (
+            "podnetworks",
+            "/apis/causeway.dev/v1alpha1/podnetworks",
+            "PodNetwork",
+        ),
+    ];
+    let before = tokio::task::block_in_place(|| operator_metrics(c))?;
+    let joined = measure_joins(c, &client, &tracker, n, (joins, steady), &watch).await?;
+    let after = tokio::task::block_in_place(|| operator_metrics(c))?;
+    let reconciles = operator_reconciles(&after)?;
+    let phases = join_phases(&before, &after)?;
+    let mut result = finish(c, &pid, initial, joined)?;
     result.reconciles = Some(reconciles);
+    result.phases = Some(phases);
     Ok(result)
 }
 
-/// Reconcile count, mean duration and full re-plans from the operator's /metrics (it listens
-/// on 127.0.0.1:18080 in the control plane's namespace).
-fn operator_reconciles(c: &Cluster) -> Result<(f64, Duration, f64)> {
+/// The operator's /metrics text (it listens on 127.0.0.1:18080 in the control plane's
+/// namespace).
+fn operator_metrics(c: &Cluster) -> Result<String> {
     let ns = causeway_e2e::Topology::ns(&c.name, "cp", "apiserver");
-    let text = causeway_e2e::cmd::run(causeway_e2e::cmd::in_netns(&ns, "curl").args([
+    causeway_e2e::cmd::run(causeway_e2e::cmd::in_netns(&ns, "curl").args([
         "-sS",
         "--max-time",
         "5",
         "http://127.0.0.1:18080/metrics",
-    ]))?;
-    let value = |metric: &str| -> Result<f64> {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(metric)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .with_context(|| format!("{metric} missing from the operator's /metrics"))?
-            .trim()
-            .parse::<f64>()
-            .with_context(|| format!("{metric} is not a number"))
-    };
-    let count = value("causeway_operator_reconcile_duration_seconds_count")?;
-    let sum = value("causeway_operator_reconcile_duration_seconds_sum")?;
-    let full = value("causeway_operator_full_replans_total")?;
+    ]))
+}
+
+/// The value of the series `metric` (with its labels, if any) in a /metrics text.
+fn metric_value(text: &str, metric: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(metric)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .with_context(|| format!("{metric} missing from the operator's /metrics"))?
+        .trim()
+        .parse::<f64>()
+        .with_context(|| format!("{metric} is not a number"))
+}
+
+/// Reconcile count, mean duration and full re-plans from the operator's /metrics.
+fn operator_reconciles(text: &str) -> Result<(f64, Duration, f64)> {
+    let count = metric_value(text, "causeway_operator_reconcile_duration_seconds_count")?;
+    let sum = metric_value(text, "causeway_operator_reconcile_duration_seconds_sum")?;
+    let full = metric_value(text, "causeway_operator_full_replans_total")?;
     ensure!(count > 0.0, "the operator reports no reconciles");
     Ok((count, Duration::from_secs_f64(sum / count), full))
+}
+
+/// The mean of each phase of the operator's joins between two /metrics texts (queued,
+/// planned, created; see the operator's `join_phase_seconds`).
+fn join_phases(before: &str, after: &str) -> Result<[Duration; 3]> {
+    let mut out = [Duration::ZERO; 3];
+    for (slot, phase) in out.iter_mut().zip(["queued", "planned", "created"]) {
+        let series = |text: &str, suffix: &str| {
+            metric_value(
+                text,
+                &format!("causeway_operator_join_phase_seconds_{suffix}{{phase=\"{phase}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        let count = series(after, "count") - series(before, "count");
+        let sum = series(after, "sum") - series(before, "sum");
+        ensure!(count > 0.0, "the operator timed no join phase {phase}");
+        *slot = Duration::from_secs_f64(sum / count);
+    }
+    Ok(out)
 }
 
 async fn run_kcm(
@@ -464,7 +533,7 @@ async fn run_kcm(
     (cidr, mask): (&str, u8),
     qps: Option<u32>,
     n: usize,
-    joins: usize,
+    (joins, steady): (usize, Duration),
 ) -> Result<RunResult> {
     let tracker = Tracker::start(Api::<Node>::all(client.clone()), |node: &Node| {
         node.spec
@@ -484,46 +553,168 @@ async fn run_kcm(
         )
     })
     .await?;
-    let (latencies, writes) = measure_joins(c, &client, &tracker, n, joins).await?;
-    finish(c, &pid, initial, latencies, writes)
+    // What an agent that takes its subnet from kube-controller-manager watches (flannel,
+    // for one): every Node.
+    let watch = [("nodes", "/api/v1/nodes", "Node")];
+    let joined = measure_joins(c, &client, &tracker, n, (joins, steady), &watch).await?;
+    finish(c, &pid, initial, joined)
 }
 
-fn finish(
-    c: &Cluster,
-    pid: &ProcId,
-    initial: Duration,
-    mut latencies: Vec<Duration>,
-    writes: BTreeMap<String, f64>,
-) -> Result<RunResult> {
+fn finish(c: &Cluster, pid: &ProcId, initial: Duration, joined: Joined) -> Result<RunResult> {
+    let mut latencies = joined.latencies;
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let join_mean = latencies.iter().sum::<Duration>() / u32::try_from(latencies.len())?;
     let (peak_rss_kib, cpu) = process_usage(pid.pid)?;
     c.stop(pid);
     Ok(RunResult {
         initial,
         join_p50: pick(0.5),
         join_p95: pick(0.95),
-        writes_per_join: writes,
+        writes_per_join: joined.writes,
         peak_rss_kib,
         cpu,
         reconciles: None,
+        phases: None,
+        join_mean,
+        watched: joined.watched,
+        server_watch: joined.server_watch,
+        steady: joined.steady,
     })
 }
 
-/// Adds `joins` nodes one at a time after `n`, waiting for each to be allocated. Returns the
-/// latencies and the API writes per join (apiserver_request_total before/after, minus the
-/// node creations the bench itself makes and the controllers' time-driven lease renewals).
+/// What the joins and the steady state after them showed.
+struct Joined {
+    latencies: Vec<Duration>,
+    writes: BTreeMap<String, f64>,
+    watched: Vec<(String, f64, f64)>,
+    server_watch: Vec<(String, f64, f64)>,
+    steady: BTreeMap<String, f64>,
+}
+
+/// Watchers of one resource opened per run: each receives the same events; the mean is
+/// reported (one agent's view).
+const WATCHERS: usize = 3;
+
+/// Raw watches of one resource (as many as [`WATCHERS`]), counting the events (one JSON line
+/// each) and bytes they receive: what one agent watching the resource would receive.
+struct WatchCounter {
+    resource: String,
+    events: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WatchCounter {
+    /// Opens the watches of `path` (e.g. `/api/v1/nodes`) from the current resource version.
+    async fn start(client: &Client, resource: &str, path: &str) -> Result<Self> {
+        let list = client
+            .request_text(http::Request::get(format!("{path}?limit=1")).body(Vec::new())?)
+            .await
+            .with_context(|| format!("listing {path}"))?;
+        let list: serde_json::Value = serde_json::from_str(&list)?;
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .context("a list without resourceVersion")?
+            .to_owned();
+        let (events, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..WATCHERS {
+            let request = http::Request::get(format!(
+                "{path}?watch=1&resourceVersion={rv}&timeoutSeconds=3600"
+            ))
+            .body(Vec::new())?;
+            let mut body = Box::pin(
+                client
+                    .request_stream(request)
+                    .await
+                    .with_context(|| format!("watching {path}"))?,
+            );
+            let (events, bytes) = (events.clone(), bytes.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match futures::AsyncBufReadExt::read_until(&mut body, b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            events.fetch_add(1, Ordering::Relaxed);
+                            bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        Ok(Self {
+            resource: resource.to_owned(),
+            events,
+            bytes,
+            tasks,
+        })
+    }
+
+    /// Events and bytes received so far, per watcher.
+    fn per_watcher(&self) -> (f64, f64) {
+        let k = WATCHERS as f64;
+        (
+            self.events.load(Ordering::Relaxed) as f64 / k,
+            self.bytes.load(Ordering::Relaxed) as f64 / k,
+        )
+    }
+}
+
+impl Drop for WatchCounter {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The API server's count and bytes of watch events sent for a resource (to all watchers),
+/// from apiserver_watch_events_total and apiserver_watch_events_sizes (labelled by resource
+/// or by kind, depending on the Kubernetes version).
+fn server_watch_events(text: &str, resource: &str, kind: &str) -> (f64, f64) {
+    let sum_of = |metric: &str| -> f64 {
+        let prefix = format!("{metric}{{");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| rest.rsplit_once("} "))
+            .filter(|(labels, _)| {
+                labels.contains(&format!("resource=\"{resource}\""))
+                    || labels.contains(&format!("kind=\"{kind}\""))
+            })
+            .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+            .sum()
+    };
+    (
+        sum_of("apiserver_watch_events_total"),
+        sum_of("apiserver_watch_events_sizes_sum"),
+    )
+}
+
+/// Adds `joins` nodes one at a time after `n`, waiting for each to be allocated, then watches
+/// the steady state for `steady`. Returns the latencies, the API writes per join
+/// (apiserver_request_total before/after, minus the node creations the bench itself makes and
+/// the controllers' time-driven lease renewals), what a watcher of each of `watch`
+/// (`(resource, path, kind)`) received per join, and the writes per minute at steady state.
 async fn measure_joins(
     c: &Cluster,
     client: &Client,
     tracker: &Tracker,
     n: usize,
-    joins: usize,
-) -> Result<(Vec<Duration>, BTreeMap<String, f64>)> {
+    (joins, steady): (usize, Duration),
+    watch: &[(&str, &str, &str)],
+) -> Result<Joined> {
     // Let the initial allocation's trailing status writes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut counters = Vec::new();
+    for (resource, path, _) in watch {
+        counters.push(WatchCounter::start(client, resource, path).await?);
+    }
     let before = tokio::task::block_in_place(|| write_counts(c))?;
     let metrics_before = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
+    let watched_before: Vec<(f64, f64)> = counters.iter().map(WatchCounter::per_watcher).collect();
     let mut latencies = Vec::with_capacity(joins);
     for i in n..n + joins {
         let name = node_name(i);
@@ -540,6 +731,24 @@ async fn measure_joins(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = tokio::task::block_in_place(|| write_counts(c))?;
     let metrics_after = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
+    let k = joins as f64;
+    let watched = counters
+        .iter()
+        .zip(&watched_before)
+        .map(|(counter, (e0, b0))| {
+            let (e1, b1) = counter.per_watcher();
+            (counter.resource.clone(), (e1 - e0) / k, (b1 - b0) / k)
+        })
+        .collect();
+    let server_watch = watch
+        .iter()
+        .map(|(resource, _, kind)| {
+            let (e0, b0) = server_watch_events(&metrics_before, resource, kind);
+            let (e1, b1) = server_watch_events(&metrics_after, resource, kind);
+            ((*resource).to_owned(), (e1 - e0) / k, (b1 - b0) / k)
+        })
+        .collect();
+    drop(counters);
     let server: Vec<String> = server_time_per_write(&metrics_before, &metrics_after)?
         .iter()
         .map(|(k, d)| format!("{k} {:.2} ms", d.as_secs_f64() * 1e3))
@@ -549,14 +758,31 @@ async fn measure_joins(
         server.join(", ")
     );
     let mut per_join = BTreeMap::new();
-    for (key, count) in after {
-        let delta = count - before.get(&key).copied().unwrap_or(0.0);
+    for (key, count) in &after {
+        let delta = count - before.get(key).copied().unwrap_or(0.0);
         let own = key == "POST nodes" || key.ends_with(" leases");
         if delta > 0.0 && !own {
-            per_join.insert(key, delta / joins as f64);
+            per_join.insert(key.clone(), delta / k);
         }
     }
-    Ok((latencies, per_join))
+    // Steady state: no joins, every write counted (lease renewals included).
+    tokio::time::sleep(steady).await;
+    let quiet = tokio::task::block_in_place(|| write_counts(c))?;
+    let minutes = steady.as_secs_f64() / 60.0;
+    let steady = quiet
+        .iter()
+        .filter_map(|(key, count)| {
+            let delta = count - after.get(key).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| (key.clone(), delta / minutes))
+        })
+        .collect();
+    Ok(Joined {
+        latencies,
+        writes: per_join,
+        watched,
+        server_watch,
+        steady,
+    })
 }
 
 /// `apiserver_request_total` summed by verb and resource, for writes only.
@@ -650,6 +876,52 @@ fn print_run(who: &str, n: usize, r: &RunResult) {
         r.writes_per_join,
         r.reconciles
     );
+    if let Some([queued, planned, created]) = r.phases {
+        eprintln!(
+            "[bench] {who} @ {n}: join mean {:.2} ms = queued {:.2} + planned {:.2} + POST nodesubnets {:.2} + the rest {:.2} (bench's POST node, watch to the operator, watch to the bench)",
+            r.join_mean.as_secs_f64() * 1e3,
+            queued.as_secs_f64() * 1e3,
+            planned.as_secs_f64() * 1e3,
+            created.as_secs_f64() * 1e3,
+            r.join_mean
+                .saturating_sub(queued + planned + created)
+                .as_secs_f64()
+                * 1e3
+        );
+    }
+    eprintln!(
+        "[bench] {who} @ {n}: per join one watcher got {:?}; the API server sent {:?} (events, bytes); steady writes/min {:?}",
+        r.watched, r.server_watch, r.steady
+    );
+}
+
+/// `nodesubnets 1.00 (1.3 KiB)` for each resource of `watched` (resource, events, bytes),
+/// each scaled by `factor`.
+fn watch_text(watched: &[(String, f64, f64)], factor: f64) -> String {
+    let parts: Vec<String> = watched
+        .iter()
+        .map(|(resource, events, bytes)| {
+            let (e, b) = (events * factor, bytes * factor);
+            let size = if b >= 1024.0 * 1024.0 {
+                format!("{:.1} MiB", b / 1024.0 / 1024.0)
+            } else {
+                format!("{:.1} KiB", b / 1024.0)
+            };
+            if factor > 1.0 {
+                format!("{resource} {e:.0} ({size})")
+            } else {
+                format!("{resource} {e:.2} ({size})")
+            }
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// `12.0 (APPLY podnetworks/status 6.0, PUT leases 6.0)`.
+fn per_minute_text(writes: &BTreeMap<String, f64>) -> String {
+    let total: f64 = writes.values().sum();
+    let parts: Vec<String> = writes.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+    format!("{total:.1} ({})", parts.join(", "))
 }
 
 fn print_report(report: &[(usize, RunResult, Option<RunResult>, RunResult)], joins: usize) {
@@ -704,6 +976,49 @@ fn print_report(report: &[(usize, RunResult, Option<RunResult>, RunResult)], joi
             writes(cw),
             d.as_ref().map_or_else(|| "—".to_owned(), writes),
             writes(f)
+        );
+        if let Some([queued, planned, created]) = cw.phases {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "| {n} | join mean: operator queue + plan + POST nodesubnets + rest | {:.1} ms: {:.2} + {:.2} + {:.2} + {:.2} | | | {:.1} ms | |",
+                ms(cw.join_mean),
+                ms(queued),
+                ms(planned),
+                ms(created),
+                ms(cw.join_mean.saturating_sub(queued + planned + created)),
+                ms(f.join_mean)
+            );
+        }
+        let other = |r: &RunResult, show: &dyn Fn(&RunResult) -> String| {
+            (d.as_ref().map_or_else(|| "—".to_owned(), show), show(r))
+        };
+        let one = |r: &RunResult| watch_text(&r.watched, 1.0);
+        let (d1, f1) = other(f, &one);
+        println!(
+            "| {n} | watch events (bytes) per join, one watcher | {} | {d1} | | {f1} | |",
+            one(cw)
+        );
+        let all = |r: &RunResult| watch_text(&r.watched, *n as f64);
+        let (d_all, f_all) = other(f, &all);
+        println!(
+            "| {n} | per join, {n} agents watching (computed) | {} | {d_all} | | {f_all} | |",
+            all(cw)
+        );
+        let server = |r: &RunResult| watch_text(&r.server_watch, 1.0);
+        let (d_s, f_s) = other(f, &server);
+        println!(
+            "| {n} | watch events per join sent by the API server (all watchers) | {} | {d_s} | | {f_s} | |",
+            server(cw)
+        );
+        let steady = |r: &RunResult| per_minute_text(&r.steady);
+        let (d_q, f_q) = other(f, &steady);
+        println!(
+            "| {n} | API writes per minute at steady state (controller and its leases) | {} | {d_q} | | {f_q} | |",
+            steady(cw)
+        );
+        println!(
+            "| {n} | + {n} agents' heartbeat Leases (computed, one renewal per 10 s each) | {:.0} / min | | | | |",
+            *n as f64 * 6.0
         );
     }
 }

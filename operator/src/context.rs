@@ -84,6 +84,9 @@ pub struct Written {
 #[derive(Debug, Default)]
 pub struct Changes {
     dirty: Mutex<HashMap<String, Dirty>>,
+    /// When the watch first reported each Node in `dirty` (for the join phase metric): taken
+    /// by the first network that reconciles after it.
+    node_seen: Mutex<HashMap<String, Instant>>,
     indexes: Mutex<HashMap<String, (Index, Instant)>>,
     /// Networks whose index must not be used again (a status write in the background failed).
     stale: Mutex<HashSet<String>>,
@@ -94,18 +97,31 @@ pub struct Changes {
     /// newer one (the lock of each network holds the last write's number and time).
     sequence: AtomicU64,
     written: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Written>>>>,
+    /// One lock per network, held by whoever reconciles it: the controller, or the Node
+    /// events handled at once ([`crate::controller`]'s `join_at_once`).
+    reconciling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Changes {
     /// A Node changed: every network may gain or lose it.
     pub fn node_changed<'a>(&self, networks: impl Iterator<Item = &'a str>, node: &str) {
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut any = false;
         for network in networks {
+            any = true;
             dirty
                 .entry(network.to_owned())
                 .or_default()
                 .nodes
                 .insert(node.to_owned());
+        }
+        drop(dirty);
+        if any {
+            self.node_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(node.to_owned())
+                .or_insert_with(Instant::now);
         }
     }
 
@@ -139,6 +155,16 @@ impl Changes {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(network);
         (dirty, index.filter(|_| !stale))
+    }
+
+    /// When the watch first reported the earliest of `nodes` (that no reconcile took yet);
+    /// forgets them.
+    pub fn first_seen(&self, nodes: &std::collections::BTreeSet<String>) -> Option<Instant> {
+        let mut seen = self
+            .node_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        nodes.iter().filter_map(|n| seen.remove(n)).min()
     }
 
     /// The next index must not be used: the next reconcile re-plans in full.
@@ -189,6 +215,31 @@ impl Changes {
             .entry(network.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// The lock held while `network` is reconciled.
+    pub fn reconciling(&self, network: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.reconciling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(network.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether `network` has an index for the incremental path (and it is not stale).
+    pub fn has_index(&self, network: &str) -> bool {
+        let stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(network);
+        !stale
+            && self
+                .indexes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(network)
     }
 
     /// Keeps `network`'s index for its next reconcile.

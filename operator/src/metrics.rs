@@ -12,7 +12,9 @@
 //!
 //! Metric names: `causeway_operator_reconciles_total`, `..._reconcile_errors_total`,
 //! `..._reconcile_duration_seconds`, `..._allocation_latency_seconds` (node creation to
-//! NodeSubnet creation), `..._subnets_allocated{network}`, `..._subnets_free{network}`,
+//! NodeSubnet creation), `..._join_phase_seconds{phase}` (where an incremental join's time
+//! goes: `queued` from the Node watch event to the reconcile, `planned` from there to the
+//! NodeSubnet POST, `created` the POST itself), `..._subnets_allocated{network}`, `..._subnets_free{network}`,
 //! `..._leader` (1 on the active replica).
 
 use std::io;
@@ -46,6 +48,22 @@ pub const DEFAULT_HEALTH_SOCKET: &str = "/run/causeway/operator.sock";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8080";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+/// The phases of an incremental join, in order (see [`Metrics::join`]).
+#[derive(Clone, Copy, Debug)]
+pub struct JoinPhases {
+    /// From the Node watch event to the reconcile's start: the controller's queue.
+    pub queued: Duration,
+    /// From the reconcile's start to the NodeSubnet POST: the index step.
+    pub planned: Duration,
+    /// The NodeSubnet POST, sent to answered.
+    pub created: Duration,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NetworkLabel {
     network: String,
 }
@@ -58,6 +76,7 @@ pub struct Metrics {
     errors: Counter,
     duration: Histogram,
     allocation_latency: Histogram,
+    join_phases: Family<PhaseLabel, Histogram>,
     allocated: Family<NetworkLabel, Gauge>,
     free: Family<NetworkLabel, Gauge>,
     leader: Gauge,
@@ -78,6 +97,9 @@ impl Metrics {
         let errors = Counter::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let allocation_latency = Histogram::new(exponential_buckets(0.25, 2.0, 12));
+        let join_phases = Family::<PhaseLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_25, 2.0, 14))) as fn() -> Histogram,
+        );
         let allocated = Family::<NetworkLabel, Gauge>::default();
         let free = Family::<NetworkLabel, Gauge>::default();
         let leader = Gauge::default();
@@ -107,6 +129,11 @@ impl Metrics {
             allocation_latency.clone(),
         );
         registry.register(
+            "join_phase_seconds",
+            "Where an incremental join's time goes: queued (Node watch event to reconcile), planned (reconcile to NodeSubnet POST), created (the POST)",
+            join_phases.clone(),
+        );
+        registry.register(
             "subnets_allocated",
             "Node subnets in use per PodNetwork",
             allocated.clone(),
@@ -128,6 +155,7 @@ impl Metrics {
             errors,
             duration,
             allocation_latency,
+            join_phases,
             allocated,
             free,
             leader,
@@ -153,6 +181,19 @@ impl Metrics {
         let now = k8s_openapi::jiff::Timestamp::now();
         let secs = now.duration_since(node_created.0).as_secs_f64();
         self.allocation_latency.observe(secs.max(0.0));
+    }
+
+    /// One incremental step that created NodeSubnets (joins), phase by phase.
+    pub fn join(&self, phases: JoinPhases) {
+        for (phase, took) in [
+            ("queued", phases.queued),
+            ("planned", phases.planned),
+            ("created", phases.created),
+        ] {
+            self.join_phases
+                .get_or_create(&PhaseLabel { phase })
+                .observe(took.as_secs_f64());
+        }
     }
 
     pub fn subnets(&self, network: &str, allocated: i64, free: i64) {
