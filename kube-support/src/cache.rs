@@ -8,6 +8,30 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
+/// What a cache can hold: the bounds kube's reflector puts on a kind (all Kubernetes and
+/// Causeway kinds meet them).
+pub trait Cacheable:
+    kube::Resource<DynamicType: Default + Eq + std::hash::Hash + Clone>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: kube::Resource<DynamicType: Default + Eq + std::hash::Hash + Clone>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A cache of the `K`s `config` selects, and the stream of objects that changed, which must be
 /// polled to keep the cache filled.
 pub fn cached<K>(
@@ -18,14 +42,7 @@ pub fn cached<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Cacheable,
 {
     cached_from(Api::<K>::all(client.clone()), config)
 }
@@ -41,14 +58,7 @@ pub fn cached_slim<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Cacheable,
 {
     store_of(Api::<K>::all(client.clone()), config, slim)
 }
@@ -62,14 +72,7 @@ pub fn cached_from<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Cacheable,
 {
     store_of(api, config, |_| ())
 }
@@ -83,14 +86,7 @@ fn store_of<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Cacheable,
 {
     let (store, writer) = reflector::store::<K>();
     let events = reflector::reflector(
