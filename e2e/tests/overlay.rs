@@ -851,13 +851,18 @@ fn node_deleted(c: &Cluster) -> Result<()> {
             Ok(())
         },
     )?;
-    // The deleted node's agent cleaned its own node up; its credentials went with the Node,
-    // so the operator released the agent's finalizer and said so.
-    ensure!(
-        our_routes(c, gone)?.is_empty(),
-        "node-d kept routes: {:?}",
-        our_routes(c, gone)?
-    );
+    // The deleted node's agent cleans its own node up, in a full pass of its own, which may
+    // end after the other nodes' passes over the one changed peer; its credentials went with
+    // the Node, so the operator released the agent's finalizer and said so.
+    wait_for(
+        "node-d's agent removing everything it programmed",
+        Duration::from_secs(30),
+        || {
+            let kept = our_routes(c, gone)?;
+            ensure!(kept.is_empty(), "node-d kept routes: {kept:?}");
+            Ok(())
+        },
+    )?;
     let events = c.kubectl(&[
         "get",
         "events",
