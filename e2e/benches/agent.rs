@@ -1381,9 +1381,10 @@ fn ip_batch_baseline(n: usize, stack: Stack) -> Result<Duration> {
     Ok(elapsed)
 }
 
-/// The first `applying` line of the agent's log, relative to `spawned`, and how many there
-/// are. `None` when
-/// the log does not have them (a changed log format must not fail the benchmark).
+/// The first `applying` line of the agent's log, relative to `spawned`, and how many
+/// operations the `applying` lines name: one each, or `operations=N` on a large pass's
+/// summary line. `None` when the log does not have them (a changed log format must not fail
+/// the benchmark).
 fn phases_from_log(spawned: SystemTime) -> Option<Phases> {
     let path = state::log_root()
         .join(cluster_name())
@@ -1397,12 +1398,17 @@ fn phases_from_log(spawned: SystemTime) -> Option<Phases> {
         }
         let stamp: k8s_openapi::jiff::Timestamp = plain.split_whitespace().next()?.parse().ok()?;
         let nanos = stamp.as_nanosecond() - spawned.as_nanosecond();
-        Some(Duration::from_nanos(u64::try_from(nanos).ok()?))
+        let ops = plain
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("operations="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        Some((Duration::from_nanos(u64::try_from(nanos).ok()?), ops))
     });
-    let first = stamps.next()?;
+    let (first, ops) = stamps.next()?;
     Some(Phases {
         first_op: first,
-        ops: 1 + stamps.count(),
+        ops: ops + stamps.map(|(_, n)| n).sum::<usize>(),
     })
 }
 

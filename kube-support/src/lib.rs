@@ -4,6 +4,7 @@
 //! - [`apiserver`]: the API servers' own addresses (the `default/kubernetes` endpoints);
 //! - [`cache`]: reflector caches without `managedFields`;
 //! - [`cli`]: command-line values both binaries take (optional listen addresses);
+//! - [`logging`]: `--log-format text|json` and `--log-level`, the same in both binaries;
 //! - [`signal`]: SIGINT/SIGTERM for a clean stop;
 //! - [`events`]: an events.k8s.io publisher whose series, unlike kube-runtime's `Recorder`,
 //!   only fold identical notes;
@@ -18,5 +19,6 @@ pub mod cli;
 pub mod election;
 pub mod events;
 pub mod heartbeat;
+pub mod logging;
 pub mod signal;
 pub mod status;

@@ -32,6 +32,8 @@ const HEALTH_BIND_WAIT: Duration = Duration::from_secs(15);
     args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(flatten)]
+    log: causeway_kube::logging::LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
     /// This node's name (the Node object; `spec.nodeName` in a DaemonSet). Required unless a
@@ -108,15 +110,8 @@ struct ClientArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: `kubectl logs` shows plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    causeway_kube::logging::init(&args.log, "info");
     info!(version = VERSION, "causeway-node-agent starting");
     if let Some(Command::Client(c)) = args.command {
         return run_client(c).await;

@@ -29,6 +29,8 @@ const VERSION: &str = match option_env!("CAUSEWAY_VERSION") {
     args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(flatten)]
+    log: causeway_kube::logging::LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
     /// This replica's identity in leader election (the pod name in a Deployment).
@@ -106,14 +108,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
-        )
-        // Colours only on a terminal: `kubectl logs` shows plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    causeway_kube::logging::init(&args.log, "info,kube_lease_manager=warn");
     info!(version = VERSION, "causeway-operator starting");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -632,6 +632,38 @@ impl Op {
             _ => None,
         }
     }
+
+    /// What kind of kernel object the operation changes and how, as a short label
+    /// (`replace_route`, `delete_fdb`, `set_proxy_arp`): for summaries in logs and for metric
+    /// labels, where the whole operation would be one series per object.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateLink(_) => "create_link",
+            Op::DeleteLink(_) => "delete_link",
+            Op::UpdateLink { .. } => "update_link",
+            Op::AddAddress { .. } => "add_address",
+            Op::DeleteAddress { .. } => "delete_address",
+            Op::ReplaceRoute(_) => "replace_route",
+            Op::DeleteRoute(_) => "delete_route",
+            Op::ReplaceNeighbour(_) => "replace_neighbour",
+            Op::DeleteNeighbour(_) => "delete_neighbour",
+            Op::ReplaceFdb(_) => "replace_fdb",
+            Op::DeleteFdb(_) => "delete_fdb",
+            Op::ReplaceNat(_) | Op::ReplaceNat6(_) => "replace_nat",
+            Op::DeleteNat | Op::DeleteNat6 => "delete_nat",
+            Op::ReplaceSnat(_) | Op::ReplaceSnat6(_) => "replace_snat",
+            Op::DeleteSnat | Op::DeleteSnat6 => "delete_snat",
+            Op::SetProxyArp { .. } => "set_proxy_arp",
+            Op::SetProxyNdp { .. } => "set_proxy_ndp",
+            Op::AddProxyNeighbour { .. } => "add_proxy_neighbour",
+            Op::DeleteProxyNeighbour { .. } => "delete_proxy_neighbour",
+            Op::SetLooseRpFilter(_) => "set_loose_rp_filter",
+            Op::EnableIpv6(_) => "enable_ipv6",
+            Op::MarkPort { .. } => "mark_port",
+            Op::AttachPort { .. } => "attach_port",
+        }
+    }
 }
 
 #[cfg(test)]
