@@ -25,14 +25,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
-# The test pods' image is Debian's busybox-static, downloaded once into the cache (never
-# installed: it would replace the system's busybox).
+# The test pods' image is Debian's busybox-static, and the metrics tests' Prometheus is
+# Debian's prometheus: both downloaded once into the cache, never installed (one would
+# replace the system's busybox, the other start a system service; e2e/src/prometheus.rs
+# extracts it next to the cache).
 debs=${CAUSEWAY_CACHE:-/var/cache/causeway}/debs
-if ! ls "$debs"/busybox-static_*.deb >/dev/null 2>&1; then
-  mkdir -p "$debs"
-  (cd "$debs" && { apt-get download busybox-static >&2 2>/dev/null ||
-    { apt-get update -qq >&2 && apt-get download busybox-static >&2; }; })
-fi
+for deb in busybox-static prometheus; do
+  if ! ls "$debs"/"$deb"_*.deb >/dev/null 2>&1; then
+    mkdir -p "$debs"
+    (cd "$debs" && { apt-get download "$deb" >&2 2>/dev/null ||
+      { apt-get update -qq >&2 && apt-get download "$deb" >&2; }; })
+  fi
+done
 # Debian starts etcd, BIRD and FRR as system services on install; the harness runs its own
 # instances inside namespaces and needs none in the root namespace.
 for svc in etcd bird frr; do

@@ -1088,7 +1088,7 @@ pub fn deb_cache() -> PathBuf {
 
 /// The cached `.deb` of `package`, downloaded with `apt-get download` when absent. With
 /// several cached versions, the last by name; remove the cache to take a newer one.
-fn fetch_deb(package: &str) -> Result<PathBuf> {
+pub(crate) fn fetch_deb(package: &str) -> Result<PathBuf> {
     let cache = deb_cache();
     let cached = || -> Result<Option<PathBuf>> {
         if !cache.is_dir() {

@@ -60,8 +60,18 @@ pub fn image_archives() -> Result<Vec<PathBuf>> {
 /// The release of `version`'s image, never pulled (it is imported into every node).
 #[must_use]
 pub fn release(version: &str) -> Release {
-    Release::default_with(&[("image.tag", version), ("image.pullPolicy", "Never")])
+    Release::default_with(&[
+        ("image.tag", version),
+        ("image.pullPolicy", "Never"),
+        // As a monitored install runs: the agents' /metrics on each node's address (scraped
+        // by Prometheus in the install suite), the operator logging JSON for a log pipeline.
+        ("nodeAgent.metrics.enabled", "true"),
+        ("operator.logFormat", "json"),
+    ])
 }
+
+/// The agents' metrics port in [`release`] (the chart's default).
+pub const AGENT_METRICS_PORT: u16 = 9810;
 
 /// Installs [`release`] of this build unless it is installed already (suites whose tests
 /// each start from "Causeway is installed").

@@ -31,6 +31,7 @@ pub mod install;
 pub mod kubelet;
 pub mod pods;
 pub mod proc;
+pub mod prometheus;
 pub mod state;
 pub mod stats;
 pub mod suite;

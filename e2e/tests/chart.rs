@@ -98,6 +98,20 @@ fn lint_is_clean_with_default_values_and_with_overrides() -> Result<()> {
         ],
         &["--set", "imagePullSecrets[0].name=regcred"],
         &["--set", "fullnameOverride=cw"],
+        &[
+            "--set",
+            "nodeAgent.metrics.enabled=true",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+            "--set",
+            "monitoring.prometheusRule.enabled=true",
+            "--set",
+            "monitoring.grafanaDashboard.enabled=true",
+            "--set",
+            "nodeAgent.logFormat=json",
+            "--set",
+            "operator.logFormat=json",
+        ],
     ];
     for args in overrides {
         let out = lint(args).with_context(|| format!("helm lint --strict {args:?}"))?;
@@ -691,5 +705,245 @@ fn notes_say_how_to_check_the_install() -> Result<()> {
     ] {
         ensure!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
     }
+    Ok(())
+}
+
+/// Every monitoring value at once, the operator's /metrics on the node address too.
+const MONITORING: &[&str] = &[
+    "--set",
+    "nodeAgent.metrics.enabled=true",
+    "--set",
+    "operator.metrics.bindAddress=$(HOST_IP)",
+    "--set",
+    "monitoring.serviceMonitor.enabled=true",
+    "--set",
+    "monitoring.serviceMonitor.labels.release=kube-prometheus-stack",
+    "--set",
+    "monitoring.prometheusRule.enabled=true",
+    "--set",
+    "monitoring.grafanaDashboard.enabled=true",
+];
+
+#[test]
+fn monitoring_objects_render_only_when_enabled_and_scrape_with_the_alerts_job_labels() -> Result<()>
+{
+    let plain = defaults()?;
+    for kind in ["ServiceMonitor", "PrometheusRule", "Service"] {
+        ensure!(
+            of_kind(&plain, kind).is_empty(),
+            "{kind} rendered by default"
+        );
+    }
+    let agent = container(one(&plain, "DaemonSet")?)?;
+    ensure!(
+        !strings(&agent["args"])
+            .iter()
+            .any(|a| a.starts_with("--metrics-addr")),
+        "the agent serves metrics on a node address by default: {:?}",
+        agent["args"]
+    );
+
+    let objects = render("causeway", "causeway-system", MONITORING)?;
+    let agent = container(one(&objects, "DaemonSet")?)?;
+    ensure!(
+        strings(&agent["args"]).contains(&"--metrics-addr=$(HOST_IP):9810".to_string()),
+        "{:?}",
+        agent["args"]
+    );
+    ensure!(
+        agent["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "HOST_IP"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"),
+        "no HOST_IP for $(HOST_IP): {:?}",
+        agent["env"]
+    );
+    let monitors = of_kind(&objects, "ServiceMonitor");
+    ensure!(monitors.len() == 2, "{} ServiceMonitors", monitors.len());
+    for (monitor, job) in monitors
+        .iter()
+        .zip(["causeway-node-agent", "causeway-operator"])
+    {
+        ensure!(
+            monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack",
+            "the selector label is missing: {monitor}"
+        );
+        let endpoint = &monitor["spec"]["endpoints"][0];
+        ensure!(
+            endpoint["port"] == "metrics" && endpoint["path"] == "/metrics",
+            "{endpoint}"
+        );
+        ensure!(
+            endpoint["relabelings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["targetLabel"] == "job" && r["replacement"] == job),
+            "the alerts select job={job}: {endpoint}"
+        );
+    }
+    let services = of_kind(&objects, "Service");
+    ensure!(services.len() == 2, "{} Services", services.len());
+    ensure!(
+        services[0]["spec"]["ports"][0]["port"] == 9810
+            && services[0]["spec"]["clusterIP"] == "None",
+        "{}",
+        services[0]
+    );
+    let rule = one(&objects, "PrometheusRule")?;
+    ensure!(
+        rule["spec"]["groups"][0]["rules"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 7,
+        "{rule}"
+    );
+    let dashboard = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .context("no dashboard ConfigMap")?;
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["causeway.json"]
+            .as_str()
+            .context("no causeway.json")?,
+    )
+    .context("the dashboard is not JSON")?;
+    ensure!(json["uid"] == "causeway", "{}", json["uid"]);
+
+    // Scraped from a loopback-only operator would only ever read down: no ServiceMonitor.
+    let objects = render(
+        "causeway",
+        "causeway-system",
+        &[
+            "--set",
+            "nodeAgent.metrics.enabled=true",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+        ],
+    )?;
+    ensure!(
+        of_kind(&objects, "ServiceMonitor").len() == 1,
+        "an operator ServiceMonitor on loopback"
+    );
+
+    let err = helm::template(
+        "causeway",
+        "causeway-system",
+        &["--set", "monitoring.serviceMonitor.enabled=true"],
+    )
+    .expect_err("a ServiceMonitor without agent metrics");
+    ensure!(
+        format!("{err:#}").contains("needs nodeAgent.metrics.enabled=true"),
+        "{err:#}"
+    );
+    Ok(())
+}
+
+/// The alert rules as the chart ships them pass `promtool check rules`, and their unit tests
+/// (`e2e/testdata/prometheus-rules.test.yaml`: each alert fires on what should trigger it,
+/// with its annotations filled in, and not on the healthy series beside them) pass.
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() -> Result<()> {
+    let promtool = causeway_e2e::prometheus::promtool()?;
+    let objects = render("causeway", "causeway-system", MONITORING)?;
+    let rule = one(&objects, "PrometheusRule")?;
+    let dir = std::env::temp_dir().join(format!("causeway-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let rendered = dir.join("rules.yaml");
+    std::fs::write(&rendered, serde_yaml::to_string(&rule["spec"])?)?;
+    let checked = causeway_e2e::cmd::run(
+        std::process::Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(&rendered),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let checked = checked?;
+    ensure!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    let tests = causeway_e2e::controlplane::workspace_root().join("e2e/testdata");
+    let out = causeway_e2e::cmd::run(
+        std::process::Command::new(&promtool)
+            .args(["test", "rules", "prometheus-rules.test.yaml"])
+            .current_dir(&tests),
+    )?;
+    ensure!(out.contains("SUCCESS"), "{out}");
+    Ok(())
+}
+
+/// Metric names in PromQL text: every `causeway_...` word, without a sample suffix.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices("causeway_") {
+        if text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_owned();
+        names.insert(base);
+    }
+    names
+}
+
+/// What the alerts and the dashboard query exists: a renamed metric fails here, not silently
+/// in someone's Prometheus.
+#[test]
+fn every_metric_the_alerts_and_the_dashboard_query_exists() -> Result<()> {
+    // Families without a series are not exposed: give each labelled family one.
+    let agent = causeway_node_agent::metrics::Metrics::new("test");
+    agent.pass(
+        causeway_node_agent::metrics::PassKind::Full,
+        std::time::Duration::from_millis(1),
+        Some("ApplyFailed"),
+    );
+    agent.applied(&[causeway_node_agent::model::Op::DeleteNat], Some(0));
+    agent.applied(&[causeway_node_agent::model::Op::DeleteNat], None);
+    agent.bgp_sessions(["Established"]);
+    agent.vip("gateway", true);
+    let operator = causeway_operator::metrics::Metrics::new("test");
+    operator.subnets("network", 1, 1);
+    let exposed: String = [agent.encode(), operator.encode()].concat();
+    let families: BTreeSet<String> = exposed
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let chart = helm::chart_dir();
+    let mut queried = BTreeSet::new();
+    let rules = std::fs::read_to_string(chart.join("files/prometheus-rules.yaml"))?;
+    let rules: Value = serde_yaml::from_str(&rules)?;
+    for rule in rules["groups"][0]["rules"].as_array().context("no rules")? {
+        queried.extend(metric_names(rule["expr"].as_str().context("no expr")?));
+    }
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(
+        chart.join("files/grafana-dashboard.json"),
+    )?)?;
+    let mut exprs = 0;
+    for panel in dashboard["panels"].as_array().context("no panels")? {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queried.extend(metric_names(target["expr"].as_str().context("no expr")?));
+            exprs += 1;
+        }
+    }
+    ensure!(
+        exprs > 20 && queried.len() > 12,
+        "{exprs} queries of {queried:?}"
+    );
+    let missing: Vec<&String> = queried.iter().filter(|m| !families.contains(*m)).collect();
+    ensure!(
+        missing.is_empty(),
+        "queried but not exposed: {missing:?}\nexposed: {families:?}"
+    );
     Ok(())
 }

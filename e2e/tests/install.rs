@@ -50,6 +50,14 @@ fn main() -> ExitCode {
                 client_credentials_in_pods,
             ),
             testing::test(
+                "logs_carry_no_colour_codes_and_the_operator_logs_json_objects",
+                logs,
+            ),
+            testing::test(
+                "prometheus_scrapes_every_agent_on_its_node_address_and_the_metrics_agree_with_the_nodesubnets",
+                prometheus_scrapes_agents,
+            ),
+            testing::test(
                 "deleting_agent_pods_with_kubectl_under_continuous_ping_loses_nothing",
                 agent_restart,
             ),
@@ -71,6 +79,161 @@ fn main() -> ExitCode {
             ),
         ],
     )
+}
+
+/// `kubectl logs` of the release's pods as users read them: the agents' text without terminal
+/// colour codes (they write to a pipe), and the operator's `--log-format json` (the release
+/// sets it) one JSON object per line with a level, a target and its fields.
+fn logs(c: &Cluster) -> Result<()> {
+    ensure_installed(c)?;
+    let (operators, agents) = causeway_pods(c)?;
+    for agent in &agents {
+        let text = c.kubectl(&["logs", "-n", deploy::NAMESPACE, &agent.name])?;
+        ensure!(
+            text.lines().count() > 3 && text.contains("INFO"),
+            "{}: {text}",
+            agent.name
+        );
+        ensure!(
+            !text.contains('\u{1b}'),
+            "{}'s log has terminal escape codes:\n{text}",
+            agent.name
+        );
+    }
+    let mut messages = 0;
+    for operator in &operators {
+        let text = c.kubectl(&["logs", "-n", deploy::NAMESPACE, &operator.name])?;
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line)
+                .with_context(|| format!("{}: a log line is not JSON: {line:?}", operator.name))?;
+            ensure!(
+                v["level"].is_string() && v["target"].is_string() && v["timestamp"].is_string(),
+                "{}: {line}",
+                operator.name
+            );
+            if v["fields"]["message"].is_string() {
+                messages += 1;
+            }
+        }
+    }
+    ensure!(
+        messages > 2,
+        "only {messages} JSON messages from the operators"
+    );
+    Ok(())
+}
+
+/// A real Prometheus (Debian's) in node-a's namespace scrapes the four agents at their node
+/// addresses (the chart's `nodeAgent.metrics`): every target is up and names this build, every
+/// node reports its dataplane programmed, the routes each agent says it holds are the routes
+/// its NodeSubnet's status counts, the heartbeat is fresh, and the exposition passes
+/// `promtool check metrics`.
+fn prometheus_scrapes_agents(c: &Cluster) -> Result<()> {
+    ensure_installed(c)?;
+    let version = current_version()?;
+    let nodes = ["node-a", "node-b", "node-c", "node-d"];
+    let mut targets = Vec::new();
+    for node in nodes {
+        let address = suite::node_address(c, node)?;
+        targets.push(std::net::SocketAddr::from((
+            address,
+            install::AGENT_METRICS_PORT,
+        )));
+    }
+    let server = causeway_e2e::prometheus::start(c, "node-a", "causeway-node-agent", &targets)?;
+    let up = wait_for("every agent scraped", Duration::from_secs(60), || {
+        let up = server.query(c, "up{job=\"causeway-node-agent\"} == 1")?;
+        ensure!(
+            up.len() == nodes.len(),
+            "{} of {} targets up: {up:?}",
+            up.len(),
+            nodes.len()
+        );
+        Ok(up)
+    })?;
+    println!("up: {up:?}");
+    let built = server.query(
+        c,
+        &format!("causeway_agent_build_info{{version=\"{version}\"}}"),
+    )?;
+    ensure!(
+        built.len() == nodes.len(),
+        "build_info of {version}: {built:?}"
+    );
+    let programmed = server.query(c, "causeway_agent_dataplane_programmed == 1")?;
+    ensure!(
+        programmed.len() == nodes.len(),
+        "programmed: {programmed:?}"
+    );
+    let fresh = server.query(
+        c,
+        "causeway_agent_heartbeat_age_seconds >= 0 and causeway_agent_heartbeat_age_seconds < 40",
+    )?;
+    ensure!(fresh.len() == nodes.len(), "heartbeats: {fresh:?}");
+    let passes = server.query(c, "sum(causeway_agent_pass_duration_seconds_count)")?;
+    ensure!(
+        passes
+            .first()
+            .is_some_and(|(_, n)| *n >= nodes.len() as f64),
+        "passes: {passes:?}"
+    );
+    let applied = server.query(c, "sum(causeway_agent_operations_total)")?;
+    ensure!(
+        applied.first().is_some_and(|(_, n)| *n > 0.0),
+        "operations: {applied:?}"
+    );
+    // The agents' route counts against what their NodeSubnets report (both move with each
+    // resync: compared until they agree).
+    wait_for(
+        "metrics and NodeSubnets agree",
+        Duration::from_secs(60),
+        || {
+            let routes = server.query(c, "causeway_agent_programmed_objects{kind=\"route\"}")?;
+            let subnets: Value =
+                serde_json::from_str(&c.kubectl(&["get", "nodesubnets", "-o", "json"])?)?;
+            for (node, target) in nodes.iter().zip(&targets) {
+                let status = subnets["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["spec"]["nodeName"] == *node)
+                    .with_context(|| format!("no NodeSubnet of {node}"))?;
+                let want = status["status"]["routes"]
+                    .as_f64()
+                    .context("no status.routes")?;
+                let got = routes
+                    .iter()
+                    .find(|(labels, _)| labels["instance"] == target.to_string())
+                    .map(|(_, v)| *v)
+                    .with_context(|| format!("no route gauge from {target}"))?;
+                ensure!(
+                    got == want && got >= 3.0,
+                    "{node}: the agent reports {got} routes, its NodeSubnet {want}"
+                );
+            }
+            Ok(())
+        },
+    )?;
+    // The exposition itself, through Prometheus's own linter.
+    let text = c.exec(
+        "node-a",
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}/metrics", targets[1]),
+        ],
+    )?;
+    ensure!(text.contains("causeway_agent_build_info"), "{text}");
+    let promtool = causeway_e2e::prometheus::promtool()?;
+    let lint = causeway_e2e::cmd::run_stdin(
+        std::process::Command::new(&promtool).args(["check", "metrics"]),
+        text.as_bytes(),
+    )?;
+    ensure!(lint.trim().is_empty(), "promtool check metrics: {lint}");
+    c.stop(&server.id);
+    Ok(())
 }
 
 fn topology() -> Topology {

@@ -5,6 +5,7 @@
 //! - [`cache`]: reflector caches without `managedFields`;
 //! - [`cli`]: command-line values both binaries take (optional listen addresses);
 //! - [`logging`]: `--log-format text|json` and `--log-level`, the same in both binaries;
+//! - [`metrics`]: the Prometheus naming conventions both binaries' `/metrics` are tested against;
 //! - [`signal`]: SIGINT/SIGTERM for a clean stop;
 //! - [`events`]: an events.k8s.io publisher whose series, unlike kube-runtime's `Recorder`,
 //!   only fold identical notes;
@@ -20,5 +21,6 @@ pub mod election;
 pub mod events;
 pub mod heartbeat;
 pub mod logging;
+pub mod metrics;
 pub mod signal;
 pub mod status;

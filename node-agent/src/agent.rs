@@ -50,6 +50,7 @@ use crate::bgp::carry::{Carried, Merge};
 use crate::bgp::{Speaker, SpeakerConfig};
 use crate::elector::{self, Elector};
 use crate::health::Health;
+use crate::metrics::{Metrics, PassKind};
 use crate::model::{Dataplane, Op};
 use crate::netlink::Netlink;
 use crate::status::{Failure, Outcome};
@@ -175,6 +176,8 @@ pub struct Agent<D: Dataplane = Netlink> {
     /// the plan answers NDP for them (dual-stack Flat); `None` otherwise. The loop re-reads
     /// host-local's store every [`POD_POLL`] and runs a pass when they changed.
     pods6: Option<BTreeSet<std::net::Ipv6Addr>>,
+    /// What `/metrics` reports ([`crate::metrics`]), shared with the electors and the endpoint.
+    metrics: Arc<Metrics>,
 }
 
 /// How often a dual-stack Flat node looks for pods' IPv6 addresses added or released (one
@@ -193,6 +196,9 @@ pub struct PassReport {
     /// for ([`crate::health`]); a status handed to the writer tells readiness itself once
     /// written.
     pub settled: bool,
+    /// The failure condition's reason when the pass failed (`CleanupFailed` for a teardown
+    /// that could not remove everything), for the metrics.
+    pub failure: Option<&'static str>,
 }
 
 /// Runs until `shutdown` resolves. `client` serves the watches, `writer` (normally
@@ -207,6 +213,7 @@ pub async fn run(
     writer: Client,
     config: Config,
     health: Health,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let dataplane = Netlink::connect()
@@ -299,6 +306,7 @@ pub async fn run(
         baseline: None,
         changed: Changed::default(),
         pods6: None,
+        metrics,
     };
     // The first pass waits for full lists: an empty cache must not read as "nothing to do".
     // The watch streams must be polled meanwhile, since they fill the stores.
@@ -476,6 +484,7 @@ impl<D: Dataplane> Agent<D> {
             &self.config.namespace,
             &self.config.node_name,
             seconds,
+            &self.metrics,
         );
     }
 
@@ -493,13 +502,23 @@ impl<D: Dataplane> Agent<D> {
 
     /// One pass. Failures end up in the NodeSubnet's status, never in a panic.
     pub async fn pass(&mut self, trigger: Trigger) -> PassReport {
+        let started = Instant::now();
+        let (kind, report) = self.pass_of_some_kind(trigger).await;
+        if !self.config.dry_run {
+            self.metrics.pass(kind, started.elapsed(), report.failure);
+        }
+        report
+    }
+
+    /// [`Agent::pass`], saying which kind it ran.
+    async fn pass_of_some_kind(&mut self, trigger: Trigger) -> (PassKind, PassReport) {
         let changed = std::mem::take(&mut self.changed);
         if trigger == Trigger::Watch
             && !changed.lost
             && changed.subnets.len() <= MAX_REPLANNED
             && let Some(report) = self.peer_pass(&changed.subnets).await
         {
-            return report;
+            return (PassKind::Peers, report);
         }
         self.baseline = None;
         let node = self.config.node_name.clone();
@@ -533,13 +552,16 @@ impl<D: Dataplane> Agent<D> {
                     self.release(s).await;
                 }
             }
-            return report;
+            return (PassKind::Teardown, report);
         };
         if !self.config.dry_run {
             self.hold(&own).await;
         }
         let (outcome, ops) = self.program(&own).await;
-        self.report(&own, trigger, outcome, ops).await
+        (
+            PassKind::Full,
+            self.report(&own, trigger, outcome, ops).await,
+        )
     }
 
     /// A pass over the NodeSubnets named `changed` alone ([`pass::run_peers`]), when the
@@ -582,10 +604,21 @@ impl<D: Dataplane> Agent<D> {
             ops,
             status: None,
             settled: false,
+            failure: outcome.failure.as_ref().map(Failure::reason),
         };
         if self.config.dry_run {
             return report;
         }
+        let failed_at = match &outcome.failure {
+            Some(Failure::Apply { op, .. }) => report.ops.iter().position(|o| o == op),
+            _ => None,
+        };
+        self.metrics.applied(&report.ops, failed_at);
+        if outcome.underlay_prefix.is_some() || failed_at.is_none() {
+            self.metrics.programmed(&outcome.programmed);
+        }
+        self.metrics
+            .bgp_sessions(outcome.bgp.iter().map(|s| s.state.as_str()));
         let was_programmed = own.status.as_ref().is_some_and(|st| {
             causeway_crds::conditions::is_condition_true(&st.conditions, types::PROGRAMMED)
         });
@@ -609,6 +642,7 @@ impl<D: Dataplane> Agent<D> {
             if repairs.len() > QUOTED_OPS {
                 quoted.push(format!("and {} more", repairs.len() - QUOTED_OPS));
             }
+            self.metrics.repaired();
             self.event(
                 own,
                 Kind::Warning,
@@ -868,6 +902,7 @@ impl<D: Dataplane> Agent<D> {
                 &self.config.namespace,
                 &self.config.node_name,
                 candidacy,
+                Arc::clone(&self.metrics),
             );
             self.electors.insert(name, elector);
         }
@@ -1007,6 +1042,7 @@ impl<D: Dataplane> Agent<D> {
             ops,
             observed,
             failed,
+            failed_at,
         } = cleared;
         if self.config.dry_run {
             return (
@@ -1014,9 +1050,14 @@ impl<D: Dataplane> Agent<D> {
                     ops,
                     status: None,
                     settled: false,
+                    failure: None,
                 },
                 false,
             );
+        }
+        self.metrics.applied(&ops, failed_at);
+        if failed_at.is_none() {
+            self.metrics.programmed(&crate::model::State::default());
         }
         let mut clean = true;
         if let Some(e) = failed {
@@ -1056,6 +1097,7 @@ impl<D: Dataplane> Agent<D> {
                 ops,
                 status: None,
                 settled: true,
+                failure: (!clean).then_some("CleanupFailed"),
             },
             clean,
         )

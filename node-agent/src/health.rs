@@ -19,6 +19,11 @@
 //!   ready afterwards: a later failure is a condition on the NodeSubnet, not a reason to pull
 //!   the pod out of a rollout.
 //!
+//! - **`/metrics`**: the agent's Prometheus metrics ([`crate::metrics`]).
+//!
+//! The same routes are served on `--metrics-addr` when it is set (a node address Prometheus
+//! can reach; `--health-addr` stays on loopback for the kubelet).
+//!
 //! The state ([`State`]) is pure and driven with explicit instants, so it is tested directly.
 
 use std::io;
@@ -28,10 +33,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State as Extract;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+
+use crate::metrics::Metrics;
 
 /// Where the endpoint listens unless `--health-addr` says otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9809";
@@ -207,18 +215,26 @@ pub async fn bind(addr: SocketAddr, wait: Duration) -> io::Result<TcpListener> {
     }
 }
 
-/// Serves `/healthz` and `/readyz` on `listener` until the process exits.
+/// What the endpoint answers from.
+#[derive(Clone)]
+struct Served {
+    health: Health,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the process exits.
 ///
 /// # Errors
 /// When accepting connections fails for good.
-pub async fn serve(listener: TcpListener, health: Health) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, health: Health, metrics: Arc<Metrics>) -> io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving /healthz and /readyz");
+        info!(%addr, "serving /healthz, /readyz and /metrics");
     }
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(health);
+        .route("/metrics", get(metrics_text))
+        .with_state(Served { health, metrics });
     axum::serve(listener, app).await
 }
 
@@ -229,12 +245,22 @@ fn answer(verdict: Result<String, String>) -> (StatusCode, String) {
     }
 }
 
-async fn healthz(Extract(health): Extract<Health>) -> (StatusCode, String) {
-    answer(health.live())
+async fn healthz(Extract(served): Extract<Served>) -> (StatusCode, String) {
+    answer(served.health.live())
 }
 
-async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, String) {
-    answer(health.ready())
+async fn readyz(Extract(served): Extract<Served>) -> (StatusCode, String) {
+    answer(served.health.ready())
+}
+
+async fn metrics_text(Extract(served): Extract<Served>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        served.metrics.encode(),
+    )
 }
 
 #[cfg(test)]
@@ -311,13 +337,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_endpoint_answers_200_and_503_with_the_reason() {
+    async fn the_endpoint_answers_200_and_503_with_the_reason_and_serves_metrics() {
         let health = Health::new(RESYNC);
         let listener = bind("127.0.0.1:0".parse().expect("addr"), Duration::ZERO)
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(serve(listener, health.clone()));
+        let metrics = Arc::new(Metrics::new("test"));
+        tokio::spawn(serve(listener, health.clone(), Arc::clone(&metrics)));
         let get = |path: &'static str| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -336,6 +363,13 @@ mod tests {
         assert!(r.contains("first lists"), "{r}");
         health.settled();
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        let m = get("/metrics").await;
+        assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+        assert!(m.contains("application/openmetrics-text"), "{m}");
+        assert!(
+            m.contains("causeway_agent_build_info{version=\"test\"} 1"),
+            "{m}"
+        );
     }
 
     #[tokio::test]

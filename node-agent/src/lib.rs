@@ -11,8 +11,9 @@
 //!   client mode);
 //! - [`bgp`]: the BGP speaker of Routed mode as the agent sees it (configuration, snapshot),
 //!   and [`bird`]: BIRD 2, which speaks BGP for it (rendered, run and read by the agent);
-//! - [`cni`], [`health`]: the CNI config file and the probes' endpoint; [`writes`]: the
-//!   loop's API writes (status, events, heartbeat), carried out beside it.
+//! - [`cni`], [`health`], [`metrics`]: the CNI config file, the probes' endpoint and the
+//!   Prometheus metrics it also serves; [`writes`]: the loop's API writes (status, events,
+//!   heartbeat), carried out beside it.
 
 /// Field manager of everything the agent writes (status, finalizers, events, Leases).
 pub const FIELD_MANAGER: &str = "causeway-node-agent";
@@ -25,6 +26,7 @@ pub mod decide;
 pub mod gateway;
 pub mod health;
 pub mod kernel;
+pub mod metrics;
 pub mod nat;
 pub mod pass;
 pub mod writes;

@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_node_agent::agent::{self, Config};
 use causeway_node_agent::client::{self, ClientConfig};
 use causeway_node_agent::health::{self, Health};
+use causeway_node_agent::metrics::Metrics;
 use causeway_node_agent::sysctl::{self, SysctlDir};
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
@@ -68,9 +70,13 @@ struct Args {
     /// <DIR>/net (runc refuses mounts inside /proc); the chart uses /host/proc/sys.
     #[arg(long, default_value = sysctl::DEFAULT_DIR)]
     sysctl_dir: PathBuf,
-    /// Address of /healthz (liveness) and /readyz (readiness); empty to serve neither.
+    /// Address of /healthz (liveness), /readyz (readiness) and /metrics; empty to serve none.
     #[arg(long, default_value = health::DEFAULT_ADDR, value_parser = causeway_kube::cli::optional_addr)]
     health_addr: causeway_kube::cli::MaybeAddr,
+    /// A second address serving the same routes, for Prometheus (e.g. the node's address and
+    /// a port of its own); empty for none. Unauthenticated: choose what may reach it.
+    #[arg(long, default_value = "", value_parser = causeway_kube::cli::optional_addr)]
+    metrics_addr: causeway_kube::cli::MaybeAddr,
     /// The BIRD 2 program that speaks BGP for Routed networks with `routed.bgp` (found on PATH
     /// when it has no slash).
     #[arg(long, default_value = "bird")]
@@ -138,21 +144,28 @@ async fn main() -> ExitCode {
         }
     };
     let health = Health::new(Duration::from_secs(args.resync_seconds));
-    if let Some(addr) = args.health_addr.filter(|_| !args.dry_run) {
-        match health::bind(addr, HEALTH_BIND_WAIT).await {
-            Ok(listener) => {
-                let serving = health.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = health::serve(listener, serving).await {
-                        error!(%addr, error = %e, "the health endpoint failed");
-                    }
-                });
-            }
-            Err(e) => {
-                error!(
-                    "serving /healthz and /readyz on {addr} (--health-addr): {e}; is another agent running on this node?"
-                );
-                return ExitCode::FAILURE;
+    let metrics = Arc::new(Metrics::new(VERSION));
+    if !args.dry_run {
+        for (addr, flag) in [
+            (args.health_addr, "--health-addr"),
+            (args.metrics_addr, "--metrics-addr"),
+        ] {
+            let Some(addr) = addr else { continue };
+            match health::bind(addr, HEALTH_BIND_WAIT).await {
+                Ok(listener) => {
+                    let (health, metrics) = (health.clone(), Arc::clone(&metrics));
+                    tokio::spawn(async move {
+                        if let Err(e) = health::serve(listener, health, metrics).await {
+                            error!(%addr, error = %e, "the health and metrics endpoint failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    error!(
+                        "serving /healthz, /readyz and /metrics on {addr} ({flag}): {e}; is another agent running on this node?"
+                    );
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
@@ -180,6 +193,7 @@ async fn main() -> ExitCode {
         writer,
         config,
         health,
+        metrics,
         causeway_kube::signal::shutdown(),
     )
     .await

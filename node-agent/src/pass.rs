@@ -603,6 +603,8 @@ pub struct Cleared {
     pub observed: State,
     /// The first operation that failed, in words (the next pass retries).
     pub failed: Option<String>,
+    /// Its index in `ops`.
+    pub failed_at: Option<usize>,
 }
 
 /// Removes everything the agent owns (the node left its network).
@@ -616,6 +618,7 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
         ops,
         observed,
         failed: None,
+        failed_at: None,
     };
     if !apply {
         return Ok(cleared);
@@ -623,6 +626,7 @@ pub async fn clear<D: Dataplane>(dp: &mut D, apply: bool) -> Result<Cleared, Str
     log_ops(&cleared.ops, "removing");
     if let Err((i, e)) = dp.apply_all(&cleared.ops).await {
         cleared.failed = Some(format!("{}: {}", cleared.ops[i], e.message));
+        cleared.failed_at = Some(i);
     }
     Ok(cleared)
 }

@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::FIELD_MANAGER;
 use crate::health::Health;
+use crate::metrics::Metrics;
 
 /// A status to write: the NodeSubnet (name, and uid so that a NodeSubnet deleted and made
 /// again under the same name is never taken for the one written) and the whole status.
@@ -134,18 +135,34 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Starts renewing this node's Lease unless the previous renewal is still under way.
-    pub fn renew(&mut self, client: &Client, namespace: &str, node: &str, seconds: u32) {
+    pub fn renew(
+        &mut self,
+        client: &Client,
+        namespace: &str,
+        node: &str,
+        seconds: u32,
+        metrics: &Arc<Metrics>,
+    ) {
         if self.renewing.as_ref().is_some_and(|t| !t.is_finished()) {
             debug!("the previous heartbeat renewal is still under way; skipping this one");
             return;
         }
         let (client, namespace, node) = (client.clone(), namespace.to_owned(), node.to_owned());
+        let metrics = Arc::clone(metrics);
         self.renewing = Some(tokio::spawn(async move {
-            if let Err(e) =
-                causeway_kube::heartbeat::renew(&client, &namespace, &node, seconds, FIELD_MANAGER)
-                    .await
+            match causeway_kube::heartbeat::renew(
+                &client,
+                &namespace,
+                &node,
+                seconds,
+                FIELD_MANAGER,
+            )
+            .await
             {
-                warn!(error = %e, %namespace, "cannot renew the heartbeat Lease; retrying");
+                Ok(_) => metrics.heartbeat_renewed(),
+                Err(e) => {
+                    warn!(error = %e, %namespace, "cannot renew the heartbeat Lease; retrying");
+                }
             }
         }));
     }

@@ -143,7 +143,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|h| format!("{}-{}", h.trim(), std::process::id()))
             .unwrap_or_else(|_| format!("operator-{}", std::process::id())),
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(VERSION));
     // First, so the liveness probe answers while the rest starts.
     if !args.health_socket.as_os_str().is_empty() {
         let path = args.health_socket.clone();

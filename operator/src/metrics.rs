@@ -10,12 +10,15 @@
 //!   port per node is enough because only one process at a time binds it; a replica that loses
 //!   the Lease exits, which frees it ([`serve_tcp`] retries while a predecessor shuts down).
 //!
-//! Metric names: `causeway_operator_reconciles_total`, `..._reconcile_errors_total`,
+//! Metric names: `causeway_operator_build_info{version}` (always 1),
+//! `causeway_operator_reconciles_total`, `..._reconcile_errors_total`,
 //! `..._reconcile_duration_seconds`, `..._allocation_latency_seconds` (node creation to
 //! NodeSubnet creation), `..._join_phase_seconds{phase}` (where an incremental join's time
 //! goes: `queued` from the Node watch event to the reconcile, `planned` from there to the
 //! NodeSubnet POST, `created` the POST itself), `..._subnets_allocated{network}`, `..._subnets_free{network}`,
-//! `..._leader` (1 on the active replica).
+//! `..._subnet_allocations_total` and `..._subnet_releases_total` (NodeSubnets created and
+//! deleted), `..._leader` (1 on the active replica). All follow Prometheus's naming
+//! conventions, checked by a test ([`causeway_kube::metrics::naming_problems`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -68,6 +71,11 @@ struct NetworkLabel {
     network: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -79,19 +87,46 @@ pub struct Metrics {
     join_phases: Family<PhaseLabel, Histogram>,
     allocated: Family<NetworkLabel, Gauge>,
     free: Family<NetworkLabel, Gauge>,
+    allocations: Counter,
+    releases: Counter,
     leader: Gauge,
     ready: AtomicBool,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(env!("CARGO_PKG_VERSION"))
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// Metrics of an operator at `version`, all at zero.
+    #[must_use]
+    pub fn new(version: &str) -> Self {
         let mut registry = Registry::with_prefix("causeway_operator");
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: version.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The operator's version (the value is always 1)",
+            build_info,
+        );
+        let allocations = Counter::default();
+        registry.register(
+            "subnet_allocations",
+            "NodeSubnets created (a node subnet allocated to a node)",
+            allocations.clone(),
+        );
+        let releases = Counter::default();
+        registry.register(
+            "subnet_releases",
+            "NodeSubnets deleted because their node left or stopped matching",
+            releases.clone(),
+        );
         let reconciles = Counter::default();
         let full_replans = Counter::default();
         let errors = Counter::default();
@@ -158,6 +193,8 @@ impl Metrics {
             join_phases,
             allocated,
             free,
+            allocations,
+            releases,
             leader,
             ready: AtomicBool::new(false),
         }
@@ -194,6 +231,16 @@ impl Metrics {
                 .get_or_create(&PhaseLabel { phase })
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// `n` NodeSubnets were created.
+    pub fn allocations(&self, n: usize) {
+        self.allocations.inc_by(n as u64);
+    }
+
+    /// `n` NodeSubnets were deleted (released).
+    pub fn releases(&self, n: usize) {
+        self.releases.inc_by(n as u64);
     }
 
     pub fn subnets(&self, network: &str, allocated: i64, free: i64) {
@@ -336,13 +383,24 @@ mod tests {
 
     #[test]
     fn metrics_are_exposed_with_the_operator_prefix_and_network_labels() {
-        let m = Metrics::new();
+        let m = Metrics::new("1.2.3");
         m.reconciled(Duration::from_millis(3));
         m.reconcile_error();
         m.subnets("overlay", 3, 253);
         m.set_leader(true);
+        m.allocations(2);
+        m.join(JoinPhases {
+            queued: Duration::from_millis(1),
+            planned: Duration::from_millis(1),
+            created: Duration::from_millis(2),
+        });
         let text = m.encode();
+        let problems = causeway_kube::metrics::naming_problems(&text, "causeway_operator_");
+        assert!(problems.is_empty(), "{problems:?}\n{text}");
         for want in [
+            "causeway_operator_build_info{version=\"1.2.3\"} 1",
+            "causeway_operator_subnet_allocations_total 2",
+            "causeway_operator_subnet_releases_total 0",
             "causeway_operator_reconciles_total 1",
             "causeway_operator_reconcile_errors_total 1",
             "causeway_operator_subnets_allocated{network=\"overlay\"} 3",
@@ -362,7 +420,7 @@ mod tests {
         let path = dir.join("operator.sock");
         // What a previous container of the pod left in the emptyDir.
         drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
-        let m = Arc::new(Metrics::new());
+        let m = Arc::new(Metrics::default());
         let listener = bind_unix(&path).expect("a stale socket is replaced");
         tokio::spawn(serve_unix(listener, m.clone()));
         let second = bind_unix(&path).expect_err("a live socket is never taken over");

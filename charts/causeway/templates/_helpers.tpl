@@ -90,6 +90,18 @@ chart's appVersion).
 {{/*
 The operator's --metrics-addr: empty when metrics are off; IPv6 addresses in brackets.
 */}}
+{{- /* The agent's --metrics-addr: bindAddress:port, IPv6 in brackets; empty when off. */ -}}
+{{- define "causeway.nodeAgent.metricsAddr" -}}
+{{- $m := .Values.nodeAgent.metrics }}
+{{- if $m.enabled }}
+{{- $host := $m.bindAddress }}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) }}
+{{- $host = printf "[%s]" $host }}
+{{- end }}
+{{- printf "%s:%d" $host (int $m.port) }}
+{{- end }}
+{{- end }}
+
 {{- define "causeway.operator.metricsAddr" -}}
 {{- $m := .Values.operator.metrics }}
 {{- if $m.enabled }}

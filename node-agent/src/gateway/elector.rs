@@ -39,6 +39,7 @@
 //! [`candidacies`] and [`decide`] are pure and unit-tested; [`Elector`] is the I/O.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use causeway_crds::conditions::reasons;
@@ -56,6 +57,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::{arp, vips};
 
@@ -280,11 +282,18 @@ pub struct Elector {
     pub candidacy: Candidacy,
     stop: watch::Sender<Option<&'static str>>,
     task: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Elector {
     /// Starts contending for `candidacy`'s gateway.
-    pub fn start(client: Client, namespace: &str, node: &str, candidacy: Candidacy) -> Self {
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        node: &str,
+        candidacy: Candidacy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (stop, stopped) = watch::channel(None);
         let task = Task {
             api: Api::namespaced(client.clone(), namespace),
@@ -300,12 +309,14 @@ impl Elector {
             conflict: None,
             outage_since: None,
             last_probe: None,
+            metrics: Arc::clone(&metrics),
         };
         let task = tokio::spawn(task.run(stopped));
         Self {
             candidacy,
             stop,
             task,
+            metrics,
         }
     }
 
@@ -318,6 +329,7 @@ impl Elector {
         {
             warn!(gateway = %self.candidacy.gateway, "elector did not stop in 5 s");
         }
+        self.metrics.forget_gateway(&self.candidacy.gateway);
     }
 }
 
@@ -342,6 +354,8 @@ struct Task {
     outage_since: Option<Instant>,
     /// When this holder last probed the segment for another host answering for the VIP.
     last_probe: Option<Instant>,
+    /// Where holding the VIP is reported (`causeway_agent_vip_held`).
+    metrics: Arc<Metrics>,
 }
 
 impl Task {
@@ -488,7 +502,10 @@ impl Task {
             return;
         }
         match vips::drop(netlink, &self.c.dev, self.c.vips).await {
-            Ok(()) => info!(gateway = %self.c.gateway, vip = %self.c.vips, "removed the VIP"),
+            Ok(()) => {
+                info!(gateway = %self.c.gateway, vip = %self.c.vips, "removed the VIP");
+                self.metrics.vip(&self.c.gateway, false);
+            }
             Err(e) => warn!(gateway = %self.c.gateway, error = %e, "cannot remove the VIP"),
         }
     }
@@ -590,6 +607,7 @@ impl Task {
             warn!(gateway = %self.c.gateway, error = %e, "cannot add the VIP");
             return;
         }
+        self.metrics.vip(&self.c.gateway, true);
         if self.announcements > 0 {
             self.announcements -= 1;
             match vips::announce(&self.c.dev, self.c.vips).await {

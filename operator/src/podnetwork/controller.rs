@@ -1125,6 +1125,7 @@ async fn release(
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect()
         .await?;
+    ctx.metrics.releases(released.len());
     publish_allocations(ctx, pn, "SubnetReleased", "Release", &released, |a| {
         let because = why
             .get(&a.object)
@@ -1263,6 +1264,7 @@ async fn create(
         }
     }
     allocated.sort_by(|a, b| a.node.cmp(&b.node));
+    ctx.metrics.allocations(allocated.len());
     for a in &allocated {
         let node = ctx.nodes.get(&ObjectRef::new(&a.node));
         if let Some(created) = node
