@@ -141,3 +141,49 @@ impl Server {
             .collect()
     }
 }
+
+/// An OpenMetrics exposition in Prometheus's classic text format, which is what `promtool
+/// check metrics` lints: a counter family's `# HELP` and `# TYPE` name it with `_total`, as its
+/// samples do (OpenMetrics names the family without it), and there is no `# EOF`. Nothing
+/// else changes, so the lint sees the names Prometheus stores.
+#[must_use]
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("# TYPE ")?.split_whitespace();
+            let name = w.next()?;
+            (w.next()? == "counter").then_some(name)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_their_total_name_in_help_and_type_and_eof_goes() {
+        let om = "# HELP x_ops Ops.\n# TYPE x_ops counter\nx_ops_total 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP x_ops_total Ops.\n# TYPE x_ops_total counter\nx_ops_total 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
+}

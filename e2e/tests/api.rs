@@ -231,6 +231,7 @@ fn printer_columns(c: &Cluster) -> Result<()> {
                 "NODES",
                 "PROGRAMMED",
                 "READY",
+                "REASON",
                 "AGE",
             ][..],
         ),
@@ -240,8 +241,17 @@ fn printer_columns(c: &Cluster) -> Result<()> {
         ),
         (
             "overlaygateways",
-            &["NAME", "STRATEGY", "ACTIVE", "READY", "AGE"][..],
+            &["NAME", "STRATEGY", "ACTIVE", "READY", "REASON", "AGE"][..],
         ),
+    ];
+    // `-o wide` adds what an operator on call looks for next.
+    let wide = [
+        ("podnetworks", &["SECONDARY", "FREE", "FREE2", "MTU"][..]),
+        (
+            "nodesubnets",
+            &["NETWORK", "SECONDARY", "REASON", "ROUTES"][..],
+        ),
+        ("overlaygateways", &["VIP", "JOINED", "REASON"][..]),
     ];
     for (kind, columns) in checks {
         // An empty list prints no header; make sure one object of each kind exists.
@@ -266,6 +276,16 @@ fn printer_columns(c: &Cluster) -> Result<()> {
             ensure!(
                 h.split_whitespace().any(|w| w == *col),
                 "`kubectl get {kind}` header {h:?} lacks {col}"
+            );
+        }
+    }
+    for (kind, columns) in wide {
+        let out = c.kubectl(&["get", kind, "-o", "wide"])?;
+        let h = out.lines().next().unwrap_or_default();
+        for col in columns {
+            ensure!(
+                h.split_whitespace().any(|w| w == *col),
+                "`kubectl get {kind} -o wide` header {h:?} lacks {col}"
             );
         }
     }
@@ -463,8 +483,8 @@ fn status_and_wait(c: &Cluster) -> Result<()> {
     c.kubectl(&["wait", "--for=condition=Ready", "--timeout=10s", &obj])?;
     let row = words(&c.kubectl(&["get", &obj, "--no-headers"])?);
     ensure!(
-        row.contains("3 3 True"),
-        "printer columns do not show NODES/PROGRAMMED/READY: {row}"
+        row.contains("3 3 True AllNodesProgrammed"),
+        "printer columns do not show NODES/PROGRAMMED/READY/REASON: {row}"
     );
     // Conditions are validated like metav1.Condition: a reason must be a CamelCase word.
     let bad = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False",

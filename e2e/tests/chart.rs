@@ -899,7 +899,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 /// What the alerts and the dashboard query exists: a renamed metric fails here, not silently
 /// in someone's Prometheus.
 #[test]
-fn every_metric_the_alerts_and_the_dashboard_query_exists() -> Result<()> {
+fn every_metric_passes_promtool_and_every_one_the_alerts_and_the_dashboard_query_exists()
+-> Result<()> {
     // Families without a series are not exposed: give each labelled family one.
     let agent = causeway_node_agent::metrics::Metrics::new("test");
     agent.pass(
@@ -913,6 +914,16 @@ fn every_metric_the_alerts_and_the_dashboard_query_exists() -> Result<()> {
     agent.vip("gateway", true);
     let operator = causeway_operator::metrics::Metrics::new("test");
     operator.subnets("network", 1, 1);
+    // Prometheus's own linter on both, in the classic text format it reads.
+    let promtool = causeway_e2e::prometheus::promtool()?;
+    for text in [agent.encode(), operator.encode()] {
+        let lint = causeway_e2e::cmd::run_stdin(
+            std::process::Command::new(&promtool).args(["check", "metrics"]),
+            causeway_e2e::prometheus::classic_text(&text).as_bytes(),
+        )
+        .with_context(|| format!("promtool check metrics of:\n{text}"))?;
+        ensure!(lint.trim().is_empty(), "{lint}");
+    }
     let exposed: String = [agent.encode(), operator.encode()].concat();
     let families: BTreeSet<String> = exposed
         .lines()

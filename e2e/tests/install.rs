@@ -229,7 +229,7 @@ fn prometheus_scrapes_agents(c: &Cluster) -> Result<()> {
     let promtool = causeway_e2e::prometheus::promtool()?;
     let lint = causeway_e2e::cmd::run_stdin(
         std::process::Command::new(&promtool).args(["check", "metrics"]),
-        text.as_bytes(),
+        causeway_e2e::prometheus::classic_text(&text).as_bytes(),
     )?;
     ensure!(lint.trim().is_empty(), "promtool check metrics: {lint}");
     c.stop(&server.id);

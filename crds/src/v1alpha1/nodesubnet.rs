@@ -116,6 +116,20 @@ const NODE_ADDRESS: Field = Field {
         description = "Status of the Programmed condition"
     ),
     printcolumn(
+        name = "REASON",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Programmed\")].reason",
+        description = "Why the node is (not) Programmed: kubectl describe shows the message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "ROUTES",
+        type_ = "integer",
+        json_path = ".status.routes",
+        description = "Routes the agent holds for its peers",
+        priority = 1
+    ),
+    printcolumn(
         name = "AGE",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

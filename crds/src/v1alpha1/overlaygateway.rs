@@ -113,6 +113,26 @@ const CLIENT_OVERLAY_ADDRESS: Field = Field {
         description = "Status of the Ready condition"
     ),
     printcolumn(
+        name = "REASON",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the gateway is (not) Ready: kubectl describe shows the message"
+    ),
+    printcolumn(
+        name = "VIP",
+        type_ = "string",
+        json_path = ".spec.bridgeHosts.vip",
+        description = "The virtual IP the bridge hosts hold (BridgeHosts)",
+        priority = 1
+    ),
+    printcolumn(
+        name = "JOINED",
+        type_ = "string",
+        json_path = ".status.clients[?(@.joined==true)].name",
+        description = "ClientJoin clients whose agent is joined",
+        priority = 1
+    ),
+    printcolumn(
         name = "AGE",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

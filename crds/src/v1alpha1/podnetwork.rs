@@ -90,6 +90,33 @@ pub const MAX_NODE_PREFIX_V6: u8 = 126;
         description = "Status of the Ready condition"
     ),
     printcolumn(
+        name = "REASON",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the network is (not) Ready: kubectl describe shows the message"
+    ),
+    printcolumn(
+        name = "FREE",
+        type_ = "integer",
+        json_path = ".status.subnetsFree",
+        description = "Node subnets of cidr still free",
+        priority = 1
+    ),
+    printcolumn(
+        name = "FREE2",
+        type_ = "integer",
+        json_path = ".status.secondarySubnetsFree",
+        description = "Node subnets of secondaryCidr still free (dual-stack)",
+        priority = 1
+    ),
+    printcolumn(
+        name = "MTU",
+        type_ = "integer",
+        json_path = ".status.effectiveMtu",
+        description = "The pod MTU in use",
+        priority = 1
+    ),
+    printcolumn(
         name = "AGE",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
