@@ -197,7 +197,11 @@ pub fn report(s: &Snapshot) -> Report {
             }),
         }
         for type_ in [types::DEGRADED, types::SUBNETS_EXHAUSTED] {
-            if let Some(c) = condition_of(conditions, type_).filter(|c| c.status == "True") {
+            if let Some(c) = condition_of(conditions, type_)
+                .filter(|c| c.status == "True")
+                // The same words as Ready's say nothing new.
+                .filter(|c| ready.is_none_or(|r| r.message != c.message))
+            {
                 problems.push(Problem {
                     object: format!("podnetwork/{name}"),
                     node: None,
@@ -233,6 +237,7 @@ pub fn report(s: &Snapshot) -> Report {
         };
         let st = sub.status.as_ref();
         let programmed = condition_of(st.map(|st| st.conditions.as_slice()), types::PROGRAMMED);
+        let is_silent = silent.is_some();
         if let Some(what) = silent {
             nodes.silent += 1;
             problems.push(Problem {
@@ -245,6 +250,8 @@ pub fn report(s: &Snapshot) -> Report {
             });
         }
         match programmed {
+            // A silent agent's last report is not counted as the node's state.
+            Some(c) if is_silent && c.status == "True" => {}
             Some(c) if c.status == "True" => {
                 let current = c
                     .observed_generation

@@ -922,6 +922,72 @@ mod tests {
         );
     }
 
+    fn gateway(strategy: &str, extra: serde_json::Value, active: Option<&str>) -> OverlayGateway {
+        let mut spec = serde_json::json!({"network": "net", "strategy": strategy,
+            "clientCidrs": ["192.168.50.0/24"]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let mut g = OverlayGateway::new("office", serde_json::from_value(spec).expect("spec"));
+        g.status = Some(causeway_crds::v1alpha1::OverlayGatewayStatus {
+            active_host: active.map(str::to_owned),
+            ..Default::default()
+        });
+        g
+    }
+
+    #[test]
+    fn a_machine_outside_comes_in_through_the_gateway_that_lists_it() {
+        let client = Endpoint::Outside {
+            ip: "192.168.50.200".parse().expect("ip"),
+        };
+        let d = pod("default/d", "10.247.3.5", "node-d");
+        let mut s = cluster(network("Overlay", serde_json::json!({})));
+        let err = trace(&s, &client, &d).expect_err("no gateway");
+        assert!(
+            err.contains("no OverlayGateway of PodNetwork net lists 192.168.50.200"),
+            "{err}"
+        );
+
+        s.gateways = vec![gateway("RouteToNodes", serde_json::json!({}), None)];
+        let t = trace(&s, &client, &d).expect("trace");
+        assert!(
+            steps(&t)[0].starts_with(
+                "client: route 10.247.3.0/24 via 192.168.60.11 (OverlayGateway office, RouteToNodes"
+            ),
+            "{:?}",
+            steps(&t)
+        );
+
+        s.gateways = vec![gateway(
+            "BridgeHosts",
+            serde_json::json!({"bridgeHosts": {"vip": "192.168.50.250", "nodeSelector": {}}}),
+            Some("node-b"),
+        )];
+        let t = trace(&s, &client, &d).expect("trace");
+        let st = steps(&t);
+        assert_eq!(
+            st[0],
+            "client: route 10.247.0.0/16 via VIP 192.168.50.250 (OverlayGateway office, BridgeHosts)"
+        );
+        assert!(
+            st[1].starts_with("node-b: holds VIP 192.168.50.250; every node routes replies"),
+            "{st:?}"
+        );
+        assert!(
+            st[2].starts_with("node-b: route 10.247.3.0/24 via 10.247.3.0 dev cw-vx1 onlink"),
+            "{st:?}"
+        );
+        assert_eq!(
+            st.last().map(String::as_str),
+            Some("pod default/d: delivered")
+        );
+
+        s.gateways[0].status = None;
+        let err = trace(&s, &client, &d).expect_err("no active host");
+        assert!(err.contains("has no active bridge host"), "{err}");
+    }
+
     #[test]
     fn arguments_resolve_to_pod_addresses_nodes_and_outside_addresses() {
         let s = cluster(network("Overlay", serde_json::json!({})));

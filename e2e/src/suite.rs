@@ -419,3 +419,43 @@ impl Drop for Resume {
         self.0.signal(nix::sys::signal::Signal::SIGCONT);
     }
 }
+
+/// What `kubectl causeway ...` did: its exit code and output.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `kubectl causeway ARGS` as users do: kubectl finds the plugin `kubectl-causeway` that
+/// this build made on the PATH, with the cluster's admin kubeconfig. Never fails on the
+/// plugin's own exit code (1 means "a problem found"): the caller checks [`CliRun::code`].
+///
+/// # Errors
+/// The plugin is not built, or kubectl cannot be started.
+pub fn kubectl_causeway(c: &Cluster, args: &[&str]) -> Result<CliRun> {
+    let plugin = crate::controlplane::causeway_binary("kubectl-causeway")?;
+    let dir = plugin.parent().context("the plugin has no directory")?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let out = c
+        .kubectl_cmd()
+        .arg("causeway")
+        .args(args)
+        .env("PATH", format!("{}:{path}", dir.display()))
+        .output()
+        .context("running kubectl causeway")?;
+    let run = CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    ensure!(
+        run.code == 0 || run.code == 1,
+        "kubectl causeway {args:?} failed ({}): {}{}",
+        run.code,
+        run.stderr,
+        run.stdout
+    );
+    Ok(run)
+}

@@ -69,6 +69,14 @@ fn main() -> ExitCode {
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
             testing::test(
+                "kubectl_causeway_status_names_a_stopped_agent_and_nothing_else_then_clears",
+                cli_status,
+            ),
+            testing::test(
+                "kubectl_causeway_trace_names_the_tunnel_that_counts_the_packets",
+                cli_trace,
+            ),
+            testing::test(
                 "an_agent_started_while_the_api_server_is_frozen_is_live_and_ready_only_after_its_first_pass",
                 readiness,
             ),
@@ -656,6 +664,159 @@ fn restart(c: &Cluster) -> Result<()> {
     ensure!(
         report.lost() == 0,
         "packets lost during agent restarts: {report:?}"
+    );
+    Ok(())
+}
+
+/// `kubectl causeway status` as the on-call engineer runs it: on the healthy cluster it
+/// exits 0 and says so; with node-c's agent stopped it exits 1 and every problem it lists is
+/// about node-c (its agent silent, with its Lease and the command to look at its pod; the
+/// network not Ready because of it); `-o json` says the same for scripts; with the agent back,
+/// it is healthy again.
+fn cli_status(c: &Cluster) -> Result<()> {
+    SUITE.overlay(c)?;
+    let healthy = wait_for("status healthy", Duration::from_secs(30), || {
+        let run = suite::kubectl_causeway(c, &["status"])?;
+        ensure!(run.code == 0, "{}", run.stdout);
+        Ok(run)
+    })?;
+    println!("{}", healthy.stdout);
+    ensure!(
+        healthy.stdout.contains("No problems found."),
+        "{}",
+        healthy.stdout
+    );
+    ensure!(
+        healthy.stdout.contains(&format!("{NETWORK}   Overlay")) && healthy.stdout.contains("4/4"),
+        "{}",
+        healthy.stdout
+    );
+    c.stop(&SUITE.agent_of("node-c")?);
+    let broken = wait_for(
+        "status names node-c's silent agent",
+        Duration::from_secs(30),
+        || {
+            let run = suite::kubectl_causeway(c, &["status"])?;
+            ensure!(
+                run.code == 1 && run.stdout.contains("agent silent"),
+                "{}",
+                run.stdout
+            );
+            Ok(run)
+        },
+    );
+    let restarted = SUITE.start_agent(c, "node-c");
+    let broken = broken?;
+    restarted?;
+    println!("{}", broken.stdout);
+    ensure!(
+        broken.stdout.contains(
+            "more: kubectl -n causeway-system get pods -o wide --field-selector spec.nodeName=node-c"
+        ),
+        "{}",
+        broken.stdout
+    );
+    let problems: Vec<&str> = broken
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("- "))
+        .collect();
+    ensure!(!problems.is_empty(), "{}", broken.stdout);
+    for p in &problems {
+        ensure!(
+            p.contains("node-c"),
+            "a problem not about node-c: {p}\n{}",
+            broken.stdout
+        );
+    }
+    wait_for("status healthy again", Duration::from_secs(30), || {
+        let run = suite::kubectl_causeway(c, &["status", "-o", "json"])?;
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        ensure!(
+            run.code == 0 && report["problems"].as_array().is_some_and(Vec::is_empty),
+            "{}",
+            run.stdout
+        );
+        ensure!(report["nodes"]["programmed"] == 4, "{}", run.stdout);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Packets through `dev` on `node` so far: (received, sent).
+fn packets(c: &Cluster, node: &str, dev: &str) -> Result<(u64, u64)> {
+    let out = c.exec(node, "ip", &["-j", "-s", "link", "show", dev])?;
+    let v: Value = serde_json::from_str(&out)?;
+    let stats = &v[0]["stats64"];
+    Ok((
+        stats["rx"]["packets"].as_u64().context("rx packets")?,
+        stats["tx"]["packets"].as_u64().context("tx packets")?,
+    ))
+}
+
+/// `kubectl causeway trace` from a pod on node-a to one on node-d (across r1) names VXLAN
+/// device cw-vx1, the outer addresses and the router; real pings take that path: node-a's
+/// cw-vx1 sends and node-d's receives at least as many packets as were pinged, and node-a's
+/// bridge sees them. To a pod on the same node, it names no tunnel, and the tunnel counts
+/// nothing of such pings.
+fn cli_trace(c: &Cluster) -> Result<()> {
+    SUITE.overlay(c)?;
+    let pods = SUITE.pods();
+    let (a, d) = (pod_on(&pods, "node-a")?, pod_on(&pods, "node-d")?);
+    let run = suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &d.ip.to_string()])?;
+    println!("{}", run.stdout);
+    let a_addr = node_address(c, "node-a")?;
+    let d_addr = node_address(c, "node-d")?;
+    for want in [
+        format!("route {} via", subnet_of(c, NETWORK, "node-d")?),
+        "dev cw-vx1 onlink".to_owned(),
+        format!("outer {a_addr} → {d_addr} UDP 8472, VNI 1"),
+        "through the underlay's router".to_owned(),
+        "cw-vx1 decapsulates".to_owned(),
+    ] {
+        ensure!(
+            run.stdout.contains(&want),
+            "the trace lacks {want:?}:\n{}",
+            run.stdout
+        );
+    }
+    let before = (
+        packets(c, "node-a", "cw-vx1")?,
+        packets(c, "node-d", "cw-vx1")?,
+    );
+    let sent = traffic::ping(&a.netns, d.ip, 20)?;
+    ensure!(sent.received == 20, "{sent:?}");
+    let after = (
+        packets(c, "node-a", "cw-vx1")?,
+        packets(c, "node-d", "cw-vx1")?,
+    );
+    let (a_tx, d_rx) = (after.0.1 - before.0.1, after.1.0 - before.1.0);
+    println!("[measure] 20 pings: node-a cw-vx1 sent {a_tx}, node-d cw-vx1 received {d_rx}");
+    ensure!(
+        a_tx >= 20 && d_rx >= 20,
+        "the tunnel the trace names did not carry the pings: node-a sent {a_tx}, node-d received {d_rx}"
+    );
+
+    // Two pods on node-a: no tunnel in the trace, none used.
+    let local: Vec<&Pod> = pods.iter().filter(|p| p.node == "node-a").collect();
+    ensure!(local.len() == 2, "{} pods on node-a", local.len());
+    let run = suite::kubectl_causeway(
+        c,
+        &["trace", &local[0].ip.to_string(), &local[1].ip.to_string()],
+    )?;
+    ensure!(
+        run.stdout.contains("is on this node") && !run.stdout.contains("cw-vx1"),
+        "{}",
+        run.stdout
+    );
+    let before = packets(c, "node-a", "cw-vx1")?;
+    let sent = traffic::ping(&local[0].netns, local[1].ip, 20)?;
+    ensure!(sent.received == 20, "{sent:?}");
+    let after = packets(c, "node-a", "cw-vx1")?;
+    ensure!(
+        after.1 - before.1 < 5,
+        "pings between two pods of node-a went through the tunnel: {} packets",
+        after.1 - before.1
     );
     Ok(())
 }
