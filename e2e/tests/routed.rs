@@ -50,6 +50,10 @@ fn main() -> ExitCode {
             ),
             testing::test("flat_nodes_answer_arp_only_for_their_own_pods", flat_arp),
             testing::test(
+                "kubectl_causeway_trace_names_the_node_whose_proxy_arp_answers_and_the_neighbour_table_agrees",
+                flat_trace,
+            ),
+            testing::test(
                 "flat_a_non_node_host_with_an_on_link_route_reaches_pods",
                 flat_client,
             ),
@@ -80,6 +84,10 @@ fn main() -> ExitCode {
             testing::test(
                 "bgp_sessions_recover_from_a_router_restart_and_an_agent_restart",
                 bgp_restarts,
+            ),
+            testing::test(
+                "kubectl_causeway_trace_crosses_the_router_that_forwards_and_status_names_the_sessions_a_stopped_router_leaves_down",
+                bgp_cli,
             ),
             testing::test(
                 "bgp_an_agent_restart_loses_no_ping_and_the_router_keeps_the_nodes_subnet",
@@ -279,6 +287,49 @@ fn flat_arp(c: &Cluster) -> Result<()> {
     ensure!(
         macs.is_empty(),
         "ARP for unallocated {unallocated}: answered by {macs:?}"
+    );
+    Ok(())
+}
+
+/// `kubectl causeway trace` between pods of node-a and node-b on the Flat network names the
+/// whole range on-link and node-b's proxy ARP; after real pings node-a's neighbour table
+/// holds the pod's address with node-b's MAC, the answer the trace named.
+fn flat_trace(c: &Cluster) -> Result<()> {
+    let pods = flat_pods(c)?;
+    let a = pods
+        .iter()
+        .find(|p| p.node == "node-a")
+        .context("no pod on node-a")?;
+    let b = pods
+        .iter()
+        .find(|p| p.node == "node-b")
+        .context("no pod on node-b")?;
+    let run =
+        causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &b.ip.to_string()])?;
+    println!("{}", run.stdout);
+    for want in [
+        "(Flat, proxy ARP)",
+        "route 10.244.0.0/16 dev <underlay> (the whole range on-link)",
+        &format!("ARP for {}, answered by node-b (proxy ARP", b.ip),
+    ] {
+        ensure!(
+            run.stdout.contains(want),
+            "the trace lacks {want:?}:\n{}",
+            run.stdout
+        );
+    }
+    traffic::expect_ping(&a.netns, b.ip)?;
+    let owner = mac(c, "node-b")?;
+    let neigh = c.exec("node-a", "ip", &["-j", "neigh", "show", &b.ip.to_string()])?;
+    let entries: Value = serde_json::from_str(&neigh)?;
+    ensure!(
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["lladdr"] == owner.as_str()),
+        "node-a resolved {} to {entries}, not node-b's {owner}",
+        b.ip
     );
     Ok(())
 }
@@ -775,6 +826,117 @@ fn bgp_restarts(c: &Cluster) -> Result<()> {
     recovered(c, &pods, "node-d agent restart", started)?;
     wait_network_ready(c, "bgp", 30)?;
     Ok(())
+}
+
+/// Packets r1 has sent on all its links so far.
+fn router_sent(c: &Cluster) -> Result<u64> {
+    let out = c.exec("r1", "ip", &["-j", "-s", "link", "show"])?;
+    let links: Value = serde_json::from_str(&out)?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["ifname"] != "lo")
+        .filter_map(|l| l["stats64"]["tx"]["packets"].as_u64())
+        .sum())
+}
+
+/// `kubectl causeway` on the BGP network: `trace` from a pod on node-a to one on node-d
+/// names the route node-a learned over BGP and r1 in between, and 20 pings along it make r1
+/// send at least 40 packets (requests and replies forwarded); `status` is clean, then with
+/// BIRD on r1 stopped names every node's session to r1 as down (and nothing else but the
+/// network's verdict), and is clean again once BIRD is back.
+fn bgp_cli(c: &Cluster) -> Result<()> {
+    let pods = bgp_pods()?;
+    wait_for("status healthy", Duration::from_secs(30), || {
+        let run = causeway_e2e::suite::kubectl_causeway(c, &["status"])?;
+        ensure!(run.code == 0, "{}", run.stdout);
+        Ok(())
+    })?;
+    let a = pods
+        .iter()
+        .find(|p| p.node == "node-a")
+        .context("no pod on node-a")?;
+    let d = pods
+        .iter()
+        .find(|p| p.node == "node-d")
+        .context("no pod on node-d")?;
+    let run =
+        causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &d.ip.to_string()])?;
+    println!("{}", run.stdout);
+    let d_addr = node_address(c, "node-d")?;
+    for want in [
+        "(Routed, BGP)".to_owned(),
+        format!("via a router it learned it from over BGP: 192.168.50.1 (AS {ROUTER_ASN})"),
+        format!("forwards to {d_addr} (node-d), the next hop node-d announced"),
+    ] {
+        ensure!(
+            run.stdout.contains(&want),
+            "the trace lacks {want:?}:\n{}",
+            run.stdout
+        );
+    }
+    let before = router_sent(c)?;
+    let sent = traffic::ping(&a.netns, d.ip, 20)?;
+    ensure!(sent.received == 20, "{sent:?}");
+    let forwarded = router_sent(c)? - before;
+    println!("[measure] 20 pings node-a -> node-d: r1 sent {forwarded} packets");
+    ensure!(
+        forwarded >= 40,
+        "r1, which the trace names, forwarded only {forwarded} packets for 20 pings"
+    );
+
+    let bird = lock(&BIRD).take().context("BIRD is not running")?;
+    bird.stop(c);
+    let down = wait_for(
+        "status names the sessions down",
+        Duration::from_secs(30),
+        || {
+            let run = causeway_e2e::suite::kubectl_causeway(c, &["status"])?;
+            let sessions = run
+                .stdout
+                .lines()
+                .filter(|l| l.contains("BGP session to 192.168."))
+                .count();
+            ensure!(run.code == 1 && sessions == ALL.len(), "{}", run.stdout);
+            Ok(run)
+        },
+    );
+    let restarted = causeway_e2e::bird::Bird::start(c, "r1", &bird_config(c)?);
+    let down = down?;
+    *lock(&BIRD) = Some(restarted?);
+    println!("{}", down.stdout);
+    for node in ALL {
+        ensure!(
+            down.stdout
+                .lines()
+                .any(|l| l.contains(&format!("(node {node}): BGP session to 192.168."))),
+            "no session of {node} named:\n{}",
+            down.stdout
+        );
+    }
+    for p in down.stdout.lines().filter(|l| l.starts_with("- ")) {
+        ensure!(
+            p.contains("BGP session") || p.starts_with("- podnetwork/bgp:"),
+            "a problem that is not the router: {p}"
+        );
+    }
+    ensure!(
+        down.stdout.contains("BGP sessions: 0 of 4 established"),
+        "{}",
+        down.stdout
+    );
+    wait_for("status healthy again", Duration::from_secs(40), || {
+        let run = causeway_e2e::suite::kubectl_causeway(c, &["status"])?;
+        ensure!(run.code == 0, "{}", run.stdout);
+        Ok(())
+    })?;
+    recovered(
+        c,
+        &pods,
+        "BIRD back after the status check",
+        std::time::Instant::now(),
+    )
 }
 
 /// The TCP MD5 key FRR shares with node-d in `bgp_with_frr`.
