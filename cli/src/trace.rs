@@ -569,6 +569,29 @@ fn leaving(pn: &PodNetwork, sm: &Member<'_>, ip: IpAddr, hops: &mut Vec<Hop>) {
     });
 }
 
+/// The most specific of `routes` (rendered `ip route add CIDR via ADDR` or `ip route add
+/// CIDR nexthop via A nexthop via B`) covering `ip`: its CIDR and next hops.
+fn client_route(routes: &[String], ip: IpAddr) -> Option<(IpNet, Vec<IpAddr>)> {
+    routes
+        .iter()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let cidr: IpNet = words
+                .iter()
+                .skip_while(|w| **w != "add")
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let hops: Vec<IpAddr> = words
+                .windows(2)
+                .filter(|w| w[0] == "via")
+                .filter_map(|w| w[1].parse().ok())
+                .collect();
+            (cidr.contains(&ip) && !hops.is_empty()).then_some((cidr, hops))
+        })
+        .max_by_key(|(cidr, _)| cidr.prefix_len())
+}
+
 /// From a machine that is not a node into the cluster: the OverlayGateway whose clientCidrs
 /// hold it decides how.
 fn outside_in(
@@ -581,12 +604,19 @@ fn outside_in(
     hops: &mut Vec<Hop>,
 ) -> Result<(), String> {
     let serves = |g: &&OverlayGateway| {
-        g.spec.network == pn.name_any()
-            && g.spec
-                .client_cidrs
-                .iter()
-                .filter_map(|c| c.parse::<IpNet>().ok())
-                .any(|n| n.contains(&ip))
+        let listed = g
+            .spec
+            .client_cidrs
+            .iter()
+            .filter_map(|c| c.parse::<IpNet>().ok())
+            .any(|n| n.contains(&ip));
+        let joined = g.spec.client_join.as_ref().is_some_and(|j| {
+            j.clients.iter().any(|c| {
+                c.address.parse::<IpAddr>().ok() == Some(ip)
+                    || c.overlay_address.parse::<IpAddr>().ok() == Some(ip)
+            })
+        });
+        g.spec.network == pn.name_any() && (listed || joined)
     };
     let Some(gw) = s.gateways.iter().find(serves) else {
         let bgp = pn.spec.routed.as_ref().is_some_and(|r| r.bgp.is_some());
@@ -609,18 +639,69 @@ fn outside_in(
     let dst_net = dm.subnet_for(dst.ip()).unwrap_or(dm.subnets[0]);
     match gw.spec.strategy {
         GatewayStrategy::RouteToNodes => {
+            let routes: &[String] = gw
+                .status
+                .as_ref()
+                .map_or(&[], |st| st.client_routes.as_slice());
+            let (cidr, next_hops) = client_route(routes, dst.ip()).ok_or_else(|| {
+                format!(
+                    "OverlayGateway {name} renders no client route covering {} (status.clientRoutes: {routes:?}); kubectl describe overlaygateway {name}",
+                    dst.ip()
+                )
+            })?;
+            let shown: Vec<String> = next_hops.iter().map(ToString::to_string).collect();
             hops.push(Hop {
                 at: "client".into(),
                 step: format!(
-                    "route {} via {} (OverlayGateway {name}, RouteToNodes: status.clientRoutes)",
-                    dst_net.trunc(),
-                    dm.address
+                    "route {cidr} via {} (OverlayGateway {name}, RouteToNodes: status.clientRoutes)",
+                    shown.join(" or ")
                 ),
             });
-            hops.push(Hop {
-                at: dm.node.to_owned(),
-                step: format!("route {} dev {BRIDGE} (connected); replies go back by the node's routes to {ip}", dst_net.trunc()),
-            });
+            // The first next hop stands for all of them (the client spreads flows over them).
+            let entry = next_hops[0];
+            let Some(em) = members.iter().find(|m| m.address == entry) else {
+                hops.push(Hop {
+                    at: "router".into(),
+                    step: format!(
+                        "{entry} forwards to {} ({}), which announced {} over BGP",
+                        dm.address,
+                        dm.node,
+                        dst_net.trunc()
+                    ),
+                });
+                hops.push(Hop {
+                    at: dm.node.to_owned(),
+                    step: format!("route {} dev {BRIDGE} (connected)", dst_net.trunc()),
+                });
+                if let Endpoint::Pod { label, ip, .. } = dst {
+                    hops.push(Hop {
+                        at: pod_at(label, *ip),
+                        step: "delivered".into(),
+                    });
+                }
+                return Ok(());
+            };
+            if em.node == dm.node {
+                hops.push(Hop {
+                    at: dm.node.to_owned(),
+                    step: format!(
+                        "route {} dev {BRIDGE} (connected); replies go back by the node's routes to {ip}",
+                        dst_net.trunc()
+                    ),
+                });
+            } else {
+                hops.push(Hop {
+                    at: em.node.to_owned(),
+                    step: format!(
+                        "receives it for {} and forwards it into the pod network",
+                        dst.ip()
+                    ),
+                });
+                let mut rest = Vec::new();
+                between_nodes(pn, em, dm, dst, &mut rest)?;
+                rest.retain(|h| !h.at.starts_with("pod "));
+                hops.extend(rest);
+            }
         }
         GatewayStrategy::BridgeHosts => {
             let vip = gw
@@ -675,9 +756,10 @@ fn outside_in(
         GatewayStrategy::ClientJoin => {
             let o = overlay_of(pn);
             let client = gw.spec.client_join.as_ref().and_then(|c| {
-                c.clients
-                    .iter()
-                    .find(|c| c.address.parse::<IpAddr>().ok() == Some(ip))
+                c.clients.iter().find(|c| {
+                    c.address.parse::<IpAddr>().ok() == Some(ip)
+                        || c.overlay_address.parse::<IpAddr>().ok() == Some(ip)
+                })
             });
             let who = client.map_or_else(
                 || ip.to_string(),
@@ -950,11 +1032,36 @@ mod tests {
         );
 
         s.gateways = vec![gateway("RouteToNodes", serde_json::json!({}), None)];
+        if let Some(st) = s.gateways[0].status.as_mut() {
+            st.client_routes = vec![
+                "ip route add 10.247.0.0/24 via 192.168.50.11".into(),
+                "ip route add 10.247.1.0/24 via 192.168.50.12".into(),
+                "ip route add 10.247.0.0/16 nexthop via 192.168.50.11 nexthop via 192.168.50.12"
+                    .into(),
+            ];
+        }
         let t = trace(&s, &client, &d).expect("trace");
+        let st = steps(&t);
+        assert_eq!(
+            st[0],
+            "client: route 10.247.0.0/16 via 192.168.50.11 or 192.168.50.12 (OverlayGateway office, RouteToNodes: status.clientRoutes)"
+        );
         assert!(
-            steps(&t)[0].starts_with(
-                "client: route 10.247.3.0/24 via 192.168.60.11 (OverlayGateway office, RouteToNodes"
-            ),
+            st[1].starts_with("node-a: receives it for 10.247.3.5"),
+            "{st:?}"
+        );
+        assert!(
+            st[2].starts_with("node-a: route 10.247.3.0/24 via 10.247.3.0 dev cw-vx1"),
+            "{st:?}"
+        );
+        let b = pod("default/b", "10.247.1.4", "node-b");
+        let t = trace(&s, &client, &b).expect("trace");
+        assert_eq!(
+            steps(&t)[0],
+            "client: route 10.247.1.0/24 via 192.168.50.12 (OverlayGateway office, RouteToNodes: status.clientRoutes)"
+        );
+        assert!(
+            steps(&t)[1].starts_with("node-b: route 10.247.1.0/24 dev cw-br0"),
             "{:?}",
             steps(&t)
         );

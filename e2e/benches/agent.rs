@@ -369,6 +369,11 @@ struct SizeResult {
     add_requests: Vec<Duration>,
     delete_requests: Vec<Duration>,
     after: Usage,
+    /// `/metrics` scraped during the settle: how often, and the last answer's size and
+    /// sample count.
+    scrapes: usize,
+    scrape_bytes: usize,
+    scrape_series: usize,
     baseline: Duration,
     /// flanneld at the same N (`--flannel`, IPv4 pass only).
     flannel: Option<flannel::FlannelResult>,
@@ -1230,8 +1235,34 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
     }
     drop(monitor);
 
-    // 4. Afterwards: through at least one periodic resync.
-    tokio::time::sleep(opts.settle).await;
+    // 4. Afterwards: through at least one periodic resync, with /metrics scraped every 5 s
+    // as a Prometheus would (more often than its usual 15-30 s), so the memory after
+    // includes serving them.
+    let settle_end = Instant::now() + opts.settle;
+    loop {
+        let body = tokio::task::block_in_place(|| {
+            c.exec(
+                NODE,
+                "curl",
+                &["-sS", "--max-time", "5", "http://127.0.0.1:9809/metrics"],
+            )
+        })?;
+        ensure!(
+            body.contains("causeway_agent_build_info"),
+            "/metrics answered without the agent's metrics: {body}"
+        );
+        result.scrapes += 1;
+        result.scrape_bytes = body.len();
+        result.scrape_series = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        let left = settle_end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(5))).await;
+    }
     ensure!(pid.alive(), "the agent exited after the peer changes");
     result.after = usage(pid.pid)?;
     // Deletions remove the neighbour and FDB entry right after the route, and the status
@@ -1533,6 +1564,10 @@ fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, se
             mib(r.after.rss_kib),
             mib(r.idle.rss_kib),
             r.after.rss_kib as f64 / r.idle.rss_kib as f64
+        );
+        println!(
+            "| {n} | /metrics scraped every 5 s during those {settle} s (in the memory above) | {} scrapes, {} bytes, {} samples | | |",
+            r.scrapes, r.scrape_bytes, r.scrape_series
         );
         if stack == Stack::Dual {
             // Per change, each family's route timed from the same start; "both" is the later.

@@ -244,6 +244,27 @@ fn printer_columns(c: &Cluster) -> Result<()> {
             &["NAME", "STRATEGY", "ACTIVE", "READY", "REASON", "AGE"][..],
         ),
     ];
+    // No defaulted field that does not apply shows up in `kubectl describe`: a RouteToNodes
+    // gateway stores no `snat` (BridgeHosts only).
+    let route_to_nodes = workspace_root().join("docs/examples/overlaygateway-route-to-nodes.yaml");
+    c.kubectl(&["apply", "-f", &route_to_nodes.display().to_string()])?;
+    let stored: Value = serde_json::from_str(&c.kubectl(&[
+        "get",
+        "-f",
+        &route_to_nodes.display().to_string(),
+        "-o",
+        "json",
+    ])?)?;
+    ensure!(
+        stored["spec"].get("snat").is_none(),
+        "a RouteToNodes gateway stores snat: {}",
+        stored["spec"]
+    );
+    let described = c.kubectl(&["describe", "-f", &route_to_nodes.display().to_string()])?;
+    ensure!(
+        !described.contains("Snat"),
+        "kubectl describe shows Snat:\n{described}"
+    );
     // `-o wide` adds what an operator on call looks for next.
     let wide = [
         ("podnetworks", &["SECONDARY", "FREE", "FREE2", "MTU"][..]),

@@ -148,6 +148,39 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
         // A client packet too large for the overlay gets "fragmentation needed" back from the
         // node (never a silent drop), and one that fits passes.
         expect_frag_needed(&client_ns, d.ip)?;
+        // `kubectl causeway trace` from the client to node-d's pod: in at node-a or node-b
+        // by the rendered /16 route, then their tunnel to node-d; 20 pings raise exactly
+        // those tunnels' counters.
+        let run = suite::kubectl_causeway(
+            c,
+            &["trace", &client.address.to_string(), &d.ip.to_string()],
+        )?;
+        println!("{}", run.stdout);
+        for want in [
+            "route 10.247.0.0/16 via 192.168.50.11 or 192.168.50.12 (OverlayGateway office, RouteToNodes",
+            "receives it for",
+            "dev cw-vx1 onlink",
+            "cw-vx1 decapsulates",
+        ] {
+            ensure!(
+                run.stdout.contains(want),
+                "the trace lacks {want:?}:\n{}",
+                run.stdout
+            );
+        }
+        let before = tunnel_counts(c, &["node-a", "node-b", "node-d"])?;
+        let sent = traffic::ping(&client_ns, d.ip, 20)?;
+        ensure!(sent.received == 20, "{sent:?}");
+        let after = tunnel_counts(c, &["node-a", "node-b", "node-d"])?;
+        let entered = (after[0].1 - before[0].1) + (after[1].1 - before[1].1);
+        let arrived = after[2].0 - before[2].0;
+        println!(
+            "[measure] RouteToNodes, 20 pings: node-a + node-b cw-vx1 sent {entered}, node-d received {arrived}"
+        );
+        ensure!(
+            entered >= 20 && arrived >= 20,
+            "the path the trace names did not carry the pings: entry nodes sent {entered}, node-d received {arrived}"
+        );
         // The other reverse-path settings users have: none (0, the kernel's default) and
         // loose (2) everywhere; the agent's device setting is the same under each.
         for setting in ["0", "2"] {
@@ -332,6 +365,43 @@ fn bridge_hosts(c: &Cluster) -> Result<()> {
     }
     let failures = traffic::ping_matrix(&pairs);
     ensure!(failures.is_empty(), "unreachable:\n{}", failures.join("\n"));
+    // `kubectl causeway trace` from the client to node-a's pod names the VIP and the active
+    // host, then its tunnel to node-a; 20 pings go through exactly that tunnel.
+    let target = pod_on(&pods, "node-a")?;
+    let run = suite::kubectl_causeway(
+        c,
+        &["trace", &client.address.to_string(), &target.ip.to_string()],
+    )?;
+    println!("{}", run.stdout);
+    for want in [
+        format!("route 10.247.0.0/16 via VIP {VIP} (OverlayGateway bridge, BridgeHosts)"),
+        "dev cw-vx1 onlink".to_owned(),
+    ] {
+        ensure!(
+            run.stdout.contains(&want),
+            "the trace lacks {want:?}:\n{}",
+            run.stdout
+        );
+    }
+    ensure!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(&active) && l.contains(&format!("holds VIP {VIP}"))),
+        "the trace does not name {active} holding the VIP:\n{}",
+        run.stdout
+    );
+    let before = tunnel_counts(c, &[&active, "node-a"])?;
+    let sent = traffic::ping(&client_ns, target.ip, 20)?;
+    ensure!(sent.received == 20, "{sent:?}");
+    let after = tunnel_counts(c, &[&active, "node-a"])?;
+    let (sent_by_active, arrived) = (after[0].1 - before[0].1, after[1].0 - before[1].0);
+    println!(
+        "[measure] BridgeHosts, 20 pings: {active} cw-vx1 sent {sent_by_active}, node-a received {arrived}"
+    );
+    ensure!(
+        sent_by_active >= 20 && arrived >= 20,
+        "the path the trace names did not carry the pings"
+    );
     for pod in &pods {
         let out = std::process::Command::new("ip")
             .args([
@@ -1210,6 +1280,22 @@ fn client_traces(c: &Cluster, node: &str, overlay: Ipv4Addr, mac: &str) -> Resul
     Ok(found)
 }
 
+/// (received, sent) packets of cw-vx1 on each host, in order.
+fn tunnel_counts(c: &Cluster, hosts: &[&str]) -> Result<Vec<(u64, u64)>> {
+    hosts
+        .iter()
+        .map(|host| {
+            let out = c.exec(host, "ip", &["-j", "-s", "link", "show", "cw-vx1"])?;
+            let v: Value = serde_json::from_str(&out)?;
+            let stats = &v[0]["stats64"];
+            Ok((
+                stats["rx"]["packets"].as_u64().context("rx packets")?,
+                stats["tx"]["packets"].as_u64().context("tx packets")?,
+            ))
+        })
+        .collect()
+}
+
 fn client_join(c: &Cluster) -> Result<()> {
     SUITE.overlay(c)?;
     let pods = SUITE.pods();
@@ -1264,6 +1350,34 @@ fn client_join(c: &Cluster) -> Result<()> {
         // Too large for the tunnel: the client's own stack says so (its device has the
         // overlay MTU), and what fits passes.
         expect_frag_needed(&client_ns, d.ip)?;
+        // `kubectl causeway trace` from the client names its own tunnel straight to node-d;
+        // 20 pings leave by the client's cw-vx1 and arrive on node-d's.
+        let run = suite::kubectl_causeway(c, &["trace", &address, &d.ip.to_string()])?;
+        println!("{}", run.stdout);
+        for want in [
+            format!(
+                "laptop (overlay address {CLIENT_OVERLAY}): its agent (causeway-node-agent client) routes"
+            ),
+            format!("VXLAN to {}", suite::node_address(c, "node-d")?),
+        ] {
+            ensure!(
+                run.stdout.contains(&want),
+                "the trace lacks {want:?}:\n{}",
+                run.stdout
+            );
+        }
+        let before = tunnel_counts(c, &[&client.name, "node-d"])?;
+        let sent = traffic::ping(&client_ns, d.ip, 20)?;
+        ensure!(sent.received == 20, "{sent:?}");
+        let after = tunnel_counts(c, &[&client.name, "node-d"])?;
+        let (left, arrived) = (after[0].1 - before[0].1, after[1].0 - before[1].0);
+        println!(
+            "[measure] ClientJoin, 20 pings: client cw-vx1 sent {left}, node-d received {arrived}"
+        );
+        ensure!(
+            left >= 20 && arrived >= 20,
+            "the path the trace names did not carry the pings"
+        );
 
         // A second client that never runs the agent: the gateway says who is missing.
         join_clients(

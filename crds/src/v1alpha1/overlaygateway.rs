@@ -192,7 +192,7 @@ pub struct OverlayGatewaySpec {
     /// the bridge host's address, not the client's). Both families: IPv6 clientCidrs (with
     /// `bridgeHosts.secondaryVip`) are masqueraded to the host's IPv6 address. Default false:
     /// nodes route clientCidrs via the active bridge host and pods see real client addresses.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snat: bool,
 
     /// Settings for strategy RouteToNodes. Allowed only with that strategy; may be omitted.
