@@ -8,7 +8,7 @@ E2E := target/debug/causeway-e2e
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 NEXT_VERSION := $(VERSION)-next
 
-.PHONY: up down status test bench deps lint unit netns e2e crds fmt images
+.PHONY: up down status test bench deps lint unit netns e2e crds fmt images diagrams
 
 ## up: start the local cluster (control plane + kubelet nodes), helm install Causeway, an example network and a test Deployment
 up: deps images
@@ -79,3 +79,8 @@ crds:
 
 fmt:
 	$(CARGO) fmt --all
+
+## diagrams: re-render every docs/diagrams/*.dot to the .svg beside it (Graphviz; `cargo test -p causeway-e2e --test docs` checks they are current)
+diagrams:
+	@command -v dot >/dev/null || { echo "diagrams: Graphviz's dot is not installed: run make deps" >&2; exit 1; }
+	for f in docs/diagrams/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg"; done
