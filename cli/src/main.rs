@@ -66,7 +66,72 @@ enum Command {
         /// `text` for people, `json` for scripts.
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Also ask each node on the path what its kernel does with the packet (the agent's
+        /// `/debug/route`, reached by port-forwarding to its pod) and report any difference;
+        /// exits 1 when there is one. Needs `pods/portforward` in the release's namespace.
+        #[arg(long)]
+        verify: bool,
+        /// The agents' health port (the chart's `nodeAgent.healthPort`), for `--verify`.
+        #[arg(long, default_value_t = 9809)]
+        agent_port: u16,
     },
+}
+
+/// `GET /debug/route?dst=DST` from the agent on `node`, through a port-forward to its pod
+/// (the agent listens on the node's loopback, which a host-network pod shares).
+async fn ask_agent(
+    client: &kube::Client,
+    namespace: &str,
+    node: &str,
+    port: u16,
+    dst: std::net::IpAddr,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(
+            &kube::api::ListParams::default()
+                .labels("app.kubernetes.io/component=node-agent")
+                .fields(&format!("spec.nodeName={node}")),
+        )
+        .await
+        .with_context(|| format!("listing the agent pods of namespace {namespace}"))?;
+    let pod = list
+        .items
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .with_context(|| format!("no running agent pod on {node} in namespace {namespace}"))?;
+    let name = kube::ResourceExt::name_any(pod);
+    let mut forward = pods
+        .portforward(&name, &[port])
+        .await
+        .with_context(|| format!("port-forwarding to {namespace}/{name}:{port}"))?;
+    let mut stream = forward
+        .take_stream(port)
+        .context("the port-forward has no stream")?;
+    stream
+        .write_all(format!("GET /debug/route?dst={dst} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
+    )
+    .await
+    .context("the agent did not answer within 10 s")??;
+    drop(stream);
+    let _ = forward.join().await;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP answer: {text}"))?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}: {}",
+        head.lines().next().unwrap_or_default(),
+        body.trim()
+    );
+    serde_json::from_str(body.trim()).with_context(|| format!("the agent answered {body}"))
 }
 
 /// `NAMESPACE/NAME` or `pod/NAME` (default namespace): the pod's label, IP and node; `None`
@@ -143,17 +208,63 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Trace { src, dst, output } => {
+        Command::Trace {
+            src,
+            dst,
+            output,
+            verify,
+            agent_port,
+        } => {
             let src_pod = pod_of(&client, &src).await?;
             let dst_pod = pod_of(&client, &dst).await?;
             let src = trace::resolve(&snapshot, &src, src_pod).map_err(anyhow::Error::msg)?;
             let dst = trace::resolve(&snapshot, &dst, dst_pod).map_err(anyhow::Error::msg)?;
             let t = trace::trace(&snapshot, &src, &dst).map_err(anyhow::Error::msg)?;
-            match output {
-                Output::Text => print!("{}", t.render()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+            let mut results = Vec::new();
+            if verify {
+                for (i, hop) in t.hops.iter().enumerate() {
+                    let Some(expect) = &hop.expect else { continue };
+                    let answer = ask_agent(
+                        &client,
+                        &args.namespace,
+                        &expect.node,
+                        agent_port,
+                        expect.dst,
+                    )
+                    .await;
+                    results.push((
+                        i,
+                        answer
+                            .map_err(|e| format!("cannot ask the agent on {}: {e:#}", expect.node))
+                            .and_then(|kernel| trace::compare(expect, &kernel)),
+                    ));
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            match output {
+                Output::Text => print!("{}", t.render_verified(&results)),
+                Output::Json => {
+                    let mut v = serde_json::to_value(&t)?;
+                    if verify {
+                        v["verified"] = results
+                            .iter()
+                            .map(|(hop, r)| match r {
+                                Ok(s) => {
+                                    serde_json::json!({"hop": hop, "agrees": true, "kernel": s})
+                                }
+                                Err(s) => {
+                                    serde_json::json!({"hop": hop, "agrees": false, "kernel": s})
+                                }
+                            })
+                            .collect();
+                    }
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            }
+            Ok(if results.iter().all(|(_, r)| r.is_ok()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -60,6 +60,41 @@ pub struct Hop {
     /// `pod default/a`, `node-a`, `underlay`, `client`.
     pub at: String,
     pub step: String,
+    /// What the kernel of the node this hop is on should answer for the destination, when
+    /// the hop is a route lookup on a node (`--verify` asks the node's agent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// A node's expected answer to `ip route get <dst>` (and, through a VXLAN device, the FDB
+/// entry behind the next hop).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Expect {
+    pub node: String,
+    pub dst: IpAddr,
+    /// The output device, when the API objects name it (`cw-vx1`, `cw-br0`; the underlay's
+    /// name is not in them).
+    pub dev: Option<String>,
+    /// Acceptable next hops; empty for a route without one (on-link, connected).
+    pub gateways: Vec<IpAddr>,
+    /// Through a tunnel: the underlay address the packet is sent to.
+    pub fdb_dst: Option<IpAddr>,
+}
+
+fn expect(
+    node: &str,
+    dst: IpAddr,
+    dev: Option<String>,
+    gateways: Vec<IpAddr>,
+    fdb_dst: Option<IpAddr>,
+) -> Option<Expect> {
+    Some(Expect {
+        node: node.to_owned(),
+        dst,
+        dev,
+        gateways,
+        fdb_dst,
+    })
 }
 
 /// A computed path.
@@ -72,7 +107,89 @@ pub struct Trace {
     pub hops: Vec<Hop>,
 }
 
+/// Compares a node's kernel answer (the agent's `/debug/route` JSON: `dev`, `gateway`,
+/// `fdb_dst`) with what the trace expects: the answer in words when they agree, the
+/// difference when they do not.
+///
+/// # Errors
+/// The kernel does something else than the trace says.
+pub fn compare(e: &Expect, kernel: &serde_json::Value) -> Result<String, String> {
+    let dev = kernel["dev"].as_str();
+    let gateway: Option<IpAddr> = kernel["gateway"].as_str().and_then(|g| g.parse().ok());
+    let fdb: Option<IpAddr> = kernel["fdb_dst"].as_str().and_then(|g| g.parse().ok());
+    let mut said = format!("dev {}", dev.unwrap_or("none"));
+    if let Some(g) = gateway {
+        let _ = write!(said, " via {g}");
+    }
+    if let Some(f) = fdb {
+        let _ = write!(said, ", fdb → {f}");
+    }
+    let mut wrong = Vec::new();
+    if let Some(want) = &e.dev
+        && dev != Some(want.as_str())
+    {
+        wrong.push(format!("the trace expects dev {want}"));
+    }
+    match (e.gateways.as_slice(), gateway) {
+        ([], Some(g)) => wrong.push(format!(
+            "the trace expects no next hop, the kernel uses {g}"
+        )),
+        ([], None) => {}
+        (want, g) if !g.is_some_and(|g| want.contains(&g)) => {
+            let want: Vec<String> = want.iter().map(ToString::to_string).collect();
+            wrong.push(format!("the trace expects next hop {}", want.join(" or ")));
+        }
+        _ => {}
+    }
+    if let Some(want) = e.fdb_dst
+        && fdb != Some(want)
+    {
+        wrong.push(format!("the trace expects the tunnel to {want}"));
+    }
+    let lookup = format!("ip route get {} on {}: {said}", e.dst, e.node);
+    if wrong.is_empty() {
+        Ok(lookup)
+    } else {
+        Err(format!("{lookup}; {}", wrong.join("; ")))
+    }
+}
+
 impl Trace {
+    /// As people read it, with each checked hop's verdict under it (`--verify`): `results`
+    /// holds the hop's index and what [`compare`] (or asking the agent) said.
+    #[must_use]
+    pub fn render_verified(&self, results: &[(usize, Result<String, String>)]) -> String {
+        let mut out = String::new();
+        let mut lines = self
+            .render()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter();
+        // The two header lines, then one line per hop.
+        for _ in 0..2 {
+            if let Some(l) = lines.next() {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        for (i, line) in lines.enumerate() {
+            out.push_str(&line);
+            out.push('\n');
+            for (_, r) in results.iter().filter(|(h, _)| *h == i) {
+                match r {
+                    Ok(s) => {
+                        let _ = writeln!(out, "      verified: {s}");
+                    }
+                    Err(s) => {
+                        let _ = writeln!(out, "      DIFFERS: {s}");
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// As people read it.
     #[must_use]
     pub fn render(&self) -> String {
@@ -250,8 +367,7 @@ pub fn trace(s: &Snapshot, src: &Endpoint, dst: &Endpoint) -> Result<Trace, Stri
                 step: format!(
                     "eth0 {ip} → default route via {gw} ({BRIDGE} on {node}, over the pod's veth){}",
                     mtu_note(sm.mtu)
-                ),
-            });
+                ), expect: None });
         }
         Endpoint::Node { .. } => {}
         Endpoint::Outside { ip } => {
@@ -275,17 +391,18 @@ pub fn trace(s: &Snapshot, src: &Endpoint, dst: &Endpoint) -> Result<Trace, Stri
                     "{ip} is on this node: route {} dev {BRIDGE} (connected), bridged to the pod's veth",
                     sm.subnet_for(*ip)
                         .map_or_else(|| "?".to_owned(), |n| n.trunc().to_string())
-                ),
-            });
+                ), expect: expect(sm.node, *ip, Some(BRIDGE.into()), vec![], None) });
             hops.push(Hop {
                 at: pod_at(label, *ip),
                 step: "delivered".into(),
+                expect: None,
             });
         }
         Endpoint::Node { name, address } if name == sm.node => {
             hops.push(Hop {
                 at: sm.node.to_owned(),
                 step: format!("delivered to the node itself ({address})"),
+                expect: None,
             });
         }
         Endpoint::Pod { .. } | Endpoint::Node { .. } => {
@@ -395,6 +512,7 @@ fn between_nodes(
         hops.push(Hop {
             at: "underlay".into(),
             step: format!("{what}, {via}"),
+            expect: None,
         });
     };
     let dst_arrival = |hops: &mut Vec<Hop>, how: &str| {
@@ -405,9 +523,13 @@ fn between_nodes(
             ),
             _ => format!("{how}, delivered to the node ({dst_ip})"),
         };
+        let check = matches!(dst, Endpoint::Pod { .. })
+            .then(|| expect(dm.node, dst_ip, Some(BRIDGE.into()), vec![], None))
+            .flatten();
         hops.push(Hop {
             at: dm.node.to_owned(),
             step: end,
+            expect: check,
         });
     };
     let to_node = matches!(dst, Endpoint::Node { .. });
@@ -421,8 +543,7 @@ fn between_nodes(
                         "route {} via {} dev <underlay> (crossSubnet: same segment, no encapsulation)",
                         dst_net.trunc(),
                         dm.address
-                    ),
-                });
+                    ), expect: expect(sm.node, dst_ip, None, vec![dm.address], None) });
                 underlay_hop(hops, format!("plain IP {} → {dst_ip}", sm.address));
                 dst_arrival(hops, "arrives on the underlay");
             } else {
@@ -437,8 +558,7 @@ fn between_nodes(
                         dm.vtep,
                         dm.vtep,
                         dm.address
-                    ),
-                });
+                    ), expect: expect(sm.node, dst_ip, Some(format!("cw-vx{}", o.vni)), vec![inner], Some(dm.address)) });
                 underlay_hop(
                     hops,
                     format!(
@@ -462,8 +582,7 @@ fn between_nodes(
                     pn.spec.cidr,
                     dm.node,
                     dst_net.trunc()
-                ),
-            });
+                ), expect: expect(sm.node, dst_ip, None, vec![], None) });
             underlay_hop(
                 hops,
                 format!("frame to {}'s MAC, IP {} → {dst_ip}", dm.node, sm.address),
@@ -480,17 +599,25 @@ fn between_nodes(
                         dst_net.trunc(),
                         dm.address
                     ),
+                    expect: expect(sm.node, dst_ip, None, vec![dm.address], None),
                 });
                 underlay_hop(hops, format!("plain IP, next hop {}", dm.address));
                 dst_arrival(hops, "arrives on the underlay");
             } else if bgp {
-                let routers: Vec<String> = sm
+                let established: Vec<&causeway_crds::v1alpha1::BgpSessionStatus> = sm
                     .sub
                     .status
                     .iter()
                     .flat_map(|s| s.bgp_sessions.iter())
                     .filter(|b| b.state == "Established")
+                    .collect();
+                let routers: Vec<String> = established
+                    .iter()
                     .map(|b| format!("{} (AS {})", b.peer_address, b.peer_asn))
+                    .collect();
+                let router_ips: Vec<IpAddr> = established
+                    .iter()
+                    .filter_map(|b| b.peer_address.parse().ok())
                     .collect();
                 let via = if routers.is_empty() {
                     "a router — but this node has no Established BGP session, so no learned route: the packet has no path".to_owned()
@@ -506,6 +633,7 @@ fn between_nodes(
                         "route {} via {via} (dev <underlay>, proto 249)",
                         dst_net.trunc()
                     ),
+                    expect: expect(sm.node, dst_ip, None, router_ips, None),
                 });
                 hops.push(Hop {
                     at: "router".into(),
@@ -516,6 +644,7 @@ fn between_nodes(
                         dm.node,
                         dst_net.trunc()
                     ),
+                    expect: None,
                 });
                 dst_arrival(hops, "arrives on the underlay");
             } else {
@@ -531,6 +660,7 @@ fn between_nodes(
         hops.push(Hop {
             at: pod_at(label, *ip),
             step: "delivered".into(),
+            expect: None,
         });
     }
     Ok(())
@@ -562,10 +692,12 @@ fn leaving(pn: &PodNetwork, sm: &Member<'_>, ip: IpAddr, hops: &mut Vec<Hop>) {
             "{nat}; leaves by the node's own routes (its default route) from {}",
             sm.address
         ),
+        expect: None,
     });
     hops.push(Hop {
         at: "outside".into(),
         step: format!("{ip}"),
+        expect: None,
     });
 }
 
@@ -655,8 +787,7 @@ fn outside_in(
                 step: format!(
                     "route {cidr} via {} (OverlayGateway {name}, RouteToNodes: status.clientRoutes)",
                     shown.join(" or ")
-                ),
-            });
+                ), expect: None });
             // The first next hop stands for all of them (the client spreads flows over them).
             let entry = next_hops[0];
             let Some(em) = members.iter().find(|m| m.address == entry) else {
@@ -668,15 +799,18 @@ fn outside_in(
                         dm.node,
                         dst_net.trunc()
                     ),
+                    expect: None,
                 });
                 hops.push(Hop {
                     at: dm.node.to_owned(),
                     step: format!("route {} dev {BRIDGE} (connected)", dst_net.trunc()),
+                    expect: None,
                 });
                 if let Endpoint::Pod { label, ip, .. } = dst {
                     hops.push(Hop {
                         at: pod_at(label, *ip),
                         step: "delivered".into(),
+                        expect: None,
                     });
                 }
                 return Ok(());
@@ -687,8 +821,7 @@ fn outside_in(
                     step: format!(
                         "route {} dev {BRIDGE} (connected); replies go back by the node's routes to {ip}",
                         dst_net.trunc()
-                    ),
-                });
+                    ), expect: None });
             } else {
                 hops.push(Hop {
                     at: em.node.to_owned(),
@@ -696,6 +829,7 @@ fn outside_in(
                         "receives it for {} and forwards it into the pod network",
                         dst.ip()
                     ),
+                    expect: None,
                 });
                 let mut rest = Vec::new();
                 between_nodes(pn, em, dm, dst, &mut rest)?;
@@ -721,6 +855,7 @@ fn outside_in(
                     "route {} via VIP {vip} (OverlayGateway {name}, BridgeHosts)",
                     pn.spec.cidr
                 ),
+                expect: None,
             });
             let back = if gw.spec.snat {
                 format!(
@@ -736,6 +871,7 @@ fn outside_in(
                         "holds VIP {vip}; {back}; route {} dev {BRIDGE} (connected)",
                         dst_net.trunc()
                     ),
+                    expect: None,
                 });
             } else {
                 let am = members
@@ -745,6 +881,7 @@ fn outside_in(
                 hops.push(Hop {
                     at: active.clone(),
                     step: format!("holds VIP {vip}; {back}; forwards into the pod network"),
+                    expect: None,
                 });
                 let mut rest = Vec::new();
                 between_nodes(pn, am, dm, dst, &mut rest)?;
@@ -770,8 +907,7 @@ fn outside_in(
                 step: format!(
                     "{who}: its agent (causeway-node-agent client) routes {} via cw-vx{} → VXLAN to {} (fdb {}), VNI {}, UDP {}",
                     dst_net.trunc(), o.vni, dm.address, dm.vtep, o.vni, o.port
-                ),
-            });
+                ), expect: None });
             hops.push(Hop {
                 at: dm.node.to_owned(),
                 step: format!(
@@ -779,6 +915,7 @@ fn outside_in(
                     o.vni,
                     dst_net.trunc()
                 ),
+                expect: None,
             });
         }
     }
@@ -786,6 +923,7 @@ fn outside_in(
         hops.push(Hop {
             at: pod_at(label, *ip),
             step: "delivered".into(),
+            expect: None,
         });
     }
     Ok(())
@@ -1093,6 +1231,54 @@ mod tests {
         s.gateways[0].status = None;
         let err = trace(&s, &client, &d).expect_err("no active host");
         assert!(err.contains("has no active bridge host"), "{err}");
+    }
+
+    #[test]
+    fn the_kernels_answer_is_compared_with_each_expected_hop() {
+        let s = cluster(network("Overlay", serde_json::json!({})));
+        let t = trace(
+            &s,
+            &pod("default/a", "10.247.0.2", "node-a"),
+            &pod("default/d", "10.247.3.5", "node-d"),
+        )
+        .expect("trace");
+        let checks: Vec<&Expect> = t.hops.iter().filter_map(|h| h.expect.as_ref()).collect();
+        assert_eq!(checks.len(), 2, "node-a's tunnel route and node-d's bridge");
+        let tunnel = serde_json::json!({"dev": "cw-vx1", "gateway": "10.247.3.0", "fdb_dst": "192.168.60.11"});
+        assert_eq!(
+            compare(checks[0], &tunnel),
+            Ok(
+                "ip route get 10.247.3.5 on node-a: dev cw-vx1 via 10.247.3.0, fdb → 192.168.60.11"
+                    .into()
+            )
+        );
+        let elsewhere = serde_json::json!({"dev": "eth0", "gateway": "192.168.50.1"});
+        let err = compare(checks[0], &elsewhere).expect_err("differs");
+        assert!(err.contains("the trace expects dev cw-vx1"), "{err}");
+        assert!(
+            err.contains("the trace expects next hop 10.247.3.0"),
+            "{err}"
+        );
+        assert!(
+            err.contains("the trace expects the tunnel to 192.168.60.11"),
+            "{err}"
+        );
+        let bridge = serde_json::json!({"dev": "cw-br0"});
+        assert!(compare(checks[1], &bridge).is_ok());
+        let rendered = t.render_verified(&[
+            (1, compare(checks[0], &tunnel)),
+            (3, compare(checks[1], &elsewhere)),
+        ]);
+        assert!(
+            rendered.contains("      verified: ip route get 10.247.3.5 on node-a"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(
+                "      DIFFERS: ip route get 10.247.3.5 on node-d: dev eth0 via 192.168.50.1"
+            ),
+            "{rendered}"
+        );
     }
 
     #[test]

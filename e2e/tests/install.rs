@@ -58,6 +58,10 @@ fn main() -> ExitCode {
                 prometheus_scrapes_agents,
             ),
             testing::test(
+                "kubectl_causeway_trace_verify_agrees_with_each_nodes_kernel_and_names_a_route_deleted_by_hand",
+                trace_verify,
+            ),
+            testing::test(
                 "deleting_agent_pods_with_kubectl_under_continuous_ping_loses_nothing",
                 agent_restart,
             ),
@@ -233,6 +237,70 @@ fn prometheus_scrapes_agents(c: &Cluster) -> Result<()> {
     )?;
     ensure!(lint.trim().is_empty(), "promtool check metrics: {lint}");
     c.stop(&server.id);
+    Ok(())
+}
+
+/// `kubectl causeway` against a Helm install on kubelet nodes, as users run it: `status` is
+/// clean; `trace --verify` between Deployment pods on node-a and node-d asks both nodes'
+/// agents (port-forwarded to their pods) and their kernels agree hop by hop; with the route
+/// to node-d's pods deleted by hand on node-a, `--verify` exits 1 naming the difference (the
+/// agent repairs it at its next resync).
+fn trace_verify(c: &Cluster) -> Result<()> {
+    let pods = ensure_installed(c)?;
+    let status = suite::kubectl_causeway(c, &["status"])?;
+    println!("{}", status.stdout);
+    ensure!(status.code == 0, "{}", status.stdout);
+    let a = pods
+        .iter()
+        .find(|p| p.node == "node-a")
+        .context("no pod on node-a")?;
+    let d = pods
+        .iter()
+        .find(|p| p.node == "node-d")
+        .context("no pod on node-d")?;
+    let (a_name, d_name) = (format!("{APPS}/{}", a.name), format!("{APPS}/{}", d.name));
+    let run = suite::kubectl_causeway(c, &["trace", &a_name, &d_name, "--verify"])?;
+    println!("{}", run.stdout);
+    ensure!(
+        run.code == 0,
+        "--verify found a difference:\n{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let d_ip = d.ip.context("no pod address")?;
+    let d_addr = suite::node_address(c, "node-d")?;
+    for want in [
+        format!("verified: ip route get {d_ip} on node-a: dev cw-vx1 via"),
+        format!("fdb → {d_addr}"),
+        format!("verified: ip route get {d_ip} on node-d: dev cw-br0"),
+    ] {
+        ensure!(
+            run.stdout.contains(&want),
+            "--verify lacks {want:?}:\n{}",
+            run.stdout
+        );
+    }
+    let subnet = install::programmed_subnets(c, NETWORK)?
+        .get("node-d")
+        .context("no subnet of node-d")?
+        .to_string();
+    c.exec("node-a", "ip", &["route", "del", &subnet])?;
+    let broken = suite::kubectl_causeway(c, &["trace", &a_name, &d_name, "--verify"])?;
+    println!("{}", broken.stdout);
+    ensure!(
+        broken.code == 1
+            && broken
+                .stdout
+                .contains(&format!("DIFFERS: ip route get {d_ip} on node-a")),
+        "--verify did not notice the missing route:\n{}",
+        broken.stdout
+    );
+    // The agent's next resync puts it back (the chart's 30 s), and --verify agrees again.
+    wait_for("the route repaired", Duration::from_secs(45), || {
+        let run = suite::kubectl_causeway(c, &["trace", &a_name, &d_name, "--verify"])?;
+        ensure!(run.code == 0, "{}", run.stdout);
+        Ok(())
+    })?;
     Ok(())
 }
 

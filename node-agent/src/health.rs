@@ -20,6 +20,9 @@
 //!   the pod out of a rollout.
 //!
 //! - **`/metrics`**: the agent's Prometheus metrics ([`crate::metrics`]).
+//! - **`/debug/route?dst=IP`**: what this node's kernel does with a packet to `IP` (the route
+//!   lookup, and on a VXLAN device the neighbour and FDB entries behind it) as JSON
+//!   ([`crate::netlink::Lookup`]), for `kubectl causeway trace --verify`. Read-only.
 //!
 //! The same routes are served on `--metrics-addr` when it is set (a node address Prometheus
 //! can reach; `--health-addr` stays on loopback for the kubelet).
@@ -234,6 +237,7 @@ pub async fn serve(listener: TcpListener, health: Health, metrics: Arc<Metrics>)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/debug/route", get(route_lookup))
         .with_state(Served { health, metrics });
     axum::serve(listener, app).await
 }
@@ -251,6 +255,32 @@ async fn healthz(Extract(served): Extract<Served>) -> (StatusCode, String) {
 
 async fn readyz(Extract(served): Extract<Served>) -> (StatusCode, String) {
     answer(served.health.ready())
+}
+
+/// `/debug/route?dst=IP`: the kernel's answer as JSON, 400 without a valid `dst`, 500 when
+/// the kernel cannot be asked.
+async fn route_lookup(uri: axum::http::Uri) -> (StatusCode, String) {
+    let dst = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("dst="))
+        .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+    let Some(dst) = dst else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "give the destination as ?dst=IP (e.g. /debug/route?dst=10.244.1.5)\n".into(),
+        );
+    };
+    let answer = match crate::netlink::Netlink::connect().await {
+        Ok(netlink) => netlink.lookup(dst).await,
+        Err(e) => Err(e),
+    };
+    match answer.map(|l| serde_json::to_string(&l)) {
+        Ok(Ok(json)) => (StatusCode::OK, json + "\n"),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
 async fn metrics_text(Extract(served): Extract<Served>) -> impl IntoResponse {
@@ -370,6 +400,9 @@ mod tests {
             m.contains("causeway_agent_build_info{version=\"test\"} 1"),
             "{m}"
         );
+        let bad = get("/debug/route?dst=nonsense").await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+        assert!(bad.contains("?dst=IP"), "{bad}");
     }
 
     #[tokio::test]

@@ -555,6 +555,46 @@ async fn fdb_entries_are_replaced_with_their_destination_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_follows_the_route_neighbour_and_fdb_entry_to_the_outer_destination() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+            Op::ReplaceFdb(Fdb {
+                dev: "cw-vx1".into(),
+                mac: MAC_2,
+                dst: ip("192.168.77.2"),
+            }),
+            Op::ReplaceNeighbour(Neighbour {
+                dev: "cw-vx1".into(),
+                ip: ip("10.244.2.0"),
+                mac: MAC_2,
+            }),
+            Op::ReplaceRoute(route("10.244.2.0/24", Some("10.244.2.0"), "cw-vx1", true)),
+        ],
+    )
+    .await;
+    let tunnel = netlink.lookup(ip("10.244.2.7")).await.expect("lookup");
+    assert_eq!(tunnel.dev.as_deref(), Some("cw-vx1"));
+    assert_eq!(tunnel.gateway, Some(ip("10.244.2.0")));
+    assert_eq!(tunnel.neighbour_mac, Some(MAC_2.to_string()));
+    assert_eq!(tunnel.fdb_dst, Some(ip("192.168.77.2")));
+    // On the underlay: the device, no next hop, nothing of VXLAN.
+    let direct = netlink.lookup(ip("192.168.77.9")).await.expect("lookup");
+    assert_eq!(direct.dev.as_deref(), Some("eth0"));
+    assert_eq!((direct.gateway, direct.fdb_dst), (None, None));
+    assert_eq!(direct.src, Some(IpAddr::V4(NODE_IP)));
+    // Nowhere to go: the kernel says so.
+    let err = netlink
+        .lookup(ip("203.0.113.1"))
+        .await
+        .expect_err("no route");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_link_removes_it_and_deleting_it_again_succeeds() {
     let ns = Netns::with_underlay();
     let mut netlink = ns.netlink().await;

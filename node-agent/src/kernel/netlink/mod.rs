@@ -81,10 +81,12 @@ use crate::netns::{self, NetnsError};
 use crate::sysctl::SysctlDir;
 
 mod apply;
+mod lookup;
 mod observe;
 mod vip;
 
 use apply::{Failure, describe_error, errno_of};
+pub use lookup::Lookup;
 use observe::{ipv4_of, ipv6_of, link_kind, link_mtu, parse_port, parse_route};
 pub use vip::VipLink;
 

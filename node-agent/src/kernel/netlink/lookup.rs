@@ -1,0 +1,139 @@
+//! What the kernel does with a packet to one address: the route lookup (`ip route get`), and
+//! for a VXLAN device the neighbour and FDB entries that give the outer destination. Served
+//! as `/debug/route?dst=IP` ([`crate::health`]) so that `kubectl causeway trace --verify`
+//! compares the path it computed from the API objects with each node's kernel.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::link::InfoKind;
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use serde::Serialize;
+
+use super::observe::{link_kind, link_name, mac_of, parse_fdb};
+use super::{Netlink, NetlinkError};
+
+/// The kernel's answer for one destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Lookup {
+    pub dst: IpAddr,
+    /// The output device (`cw-vx1`, `cw-br0`, `eth0`); `None` for a route without one
+    /// (`unreachable`, `blackhole`).
+    pub dev: Option<String>,
+    /// The next hop, when the route has one.
+    pub gateway: Option<IpAddr>,
+    /// The source address the kernel would pick.
+    pub src: Option<IpAddr>,
+    /// On a VXLAN device: the MAC the next hop resolves to (a permanent neighbour entry).
+    pub neighbour_mac: Option<String>,
+    /// On a VXLAN device: the underlay address the FDB entry for that MAC sends to.
+    pub fdb_dst: Option<IpAddr>,
+}
+
+impl Netlink {
+    /// `ip route get dst`, and on a VXLAN device the neighbour and FDB entries behind it.
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup (no route at all: `Network is unreachable`) or a dump.
+    pub async fn lookup(&self, dst: IpAddr) -> Result<Lookup, NetlinkError> {
+        let mut message = RouteMessage::default();
+        let (family, len, address) = match dst {
+            IpAddr::V4(ip) => (AddressFamily::Inet, 32, RouteAddress::Inet(ip)),
+            IpAddr::V6(ip) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(ip)),
+        };
+        message.header.address_family = family;
+        message.header.destination_prefix_length = len;
+        message
+            .attributes
+            .push(RouteAttribute::Destination(address));
+        let answer = self
+            .handle
+            .route()
+            .get(message)
+            .execute()
+            .try_next()
+            .await
+            .map_err(self.dump_error("route lookup"))?;
+        let mut found = Lookup {
+            dst,
+            dev: None,
+            gateway: None,
+            src: None,
+            neighbour_mac: None,
+            fdb_dst: None,
+        };
+        let Some(answer) = answer else {
+            return Ok(found);
+        };
+        let mut oif = None;
+        for attribute in &answer.attributes {
+            match attribute {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
+                    found.gateway = Some((*ip).into())
+                }
+                RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => {
+                    found.gateway = Some((*ip).into())
+                }
+                RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => {
+                    found.src = Some((*ip).into())
+                }
+                RouteAttribute::PrefSource(RouteAddress::Inet6(ip)) => {
+                    found.src = Some((*ip).into())
+                }
+                _ => {}
+            }
+        }
+        let Some(oif) = oif else {
+            return Ok(found);
+        };
+        let links = self.links().await?;
+        let Some(link) = links.get(&oif) else {
+            return Ok(found);
+        };
+        found.dev = link_name(link).map(str::to_owned);
+        let vxlan = matches!(link_kind(link), Some(InfoKind::Vxlan));
+        let (Some(gateway), true, Some(dev)) = (found.gateway, vxlan, found.dev.clone()) else {
+            return Ok(found);
+        };
+        let family = if gateway.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let neighbours = self.neighbours(family, Some(oif)).await?;
+        let mac = neighbours.iter().find_map(|n| {
+            let mut ip = None;
+            let mut mac = None;
+            for attribute in &n.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        ip = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        ip = Some(IpAddr::V6(*a))
+                    }
+                    NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
+                    _ => {}
+                }
+            }
+            (ip == Some(gateway) && n.header.ifindex == oif)
+                .then_some(mac)
+                .flatten()
+        });
+        let Some(mac) = mac else {
+            return Ok(found);
+        };
+        found.neighbour_mac = Some(mac.to_string());
+        let vxlans = std::collections::BTreeMap::from([(oif, dev)]);
+        let fdb = self.neighbours(AddressFamily::Bridge, Some(oif)).await?;
+        found.fdb_dst = fdb
+            .iter()
+            .filter_map(|m| parse_fdb(m, &vxlans))
+            .find(|f| f.mac == mac)
+            .map(|f| f.dst);
+        Ok(found)
+    }
+}
