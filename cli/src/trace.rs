@@ -117,7 +117,10 @@ pub fn compare(e: &Expect, kernel: &serde_json::Value) -> Result<String, String>
     let dev = kernel["dev"].as_str();
     let gateway: Option<IpAddr> = kernel["gateway"].as_str().and_then(|g| g.parse().ok());
     let fdb: Option<IpAddr> = kernel["fdb_dst"].as_str().and_then(|g| g.parse().ok());
-    let mut said = format!("dev {}", dev.unwrap_or("none"));
+    let mut said = match kernel["unreachable"].as_str() {
+        Some(why) => format!("no route ({why})"),
+        None => format!("dev {}", dev.unwrap_or("none")),
+    };
     if let Some(g) = gateway {
         let _ = write!(said, " via {g}");
     }
@@ -407,7 +410,7 @@ pub fn trace(s: &Snapshot, src: &Endpoint, dst: &Endpoint) -> Result<Trace, Stri
         }
         Endpoint::Pod { .. } | Endpoint::Node { .. } => {
             let dm = dst_member.ok_or("the destination has no NodeSubnet")?;
-            between_nodes(pn, sm, dm, dst, &mut hops)?;
+            between_nodes(pn, sm, dm, src.ip(), dst, &mut hops)?;
         }
         Endpoint::Outside { ip } => {
             leaving(pn, sm, *ip, &mut hops);
@@ -474,11 +477,12 @@ fn network_header(pn: &PodNetwork, m: &Member<'_>) -> String {
 }
 
 /// Two different nodes of one network: the route on the source node, the underlay, the
-/// destination node.
+/// destination node. `src_ip` is the packet's source (a pod's, a node's, a client's).
 fn between_nodes(
     pn: &PodNetwork,
     sm: &Member<'_>,
     dm: &Member<'_>,
+    src_ip: IpAddr,
     dst: &Endpoint,
     hops: &mut Vec<Hop>,
 ) -> Result<(), String> {
@@ -544,7 +548,7 @@ fn between_nodes(
                         dst_net.trunc(),
                         dm.address
                     ), expect: expect(sm.node, dst_ip, None, vec![dm.address], None) });
-                underlay_hop(hops, format!("plain IP {} → {dst_ip}", sm.address));
+                underlay_hop(hops, format!("plain IP {src_ip} → {dst_ip}"));
                 dst_arrival(hops, "arrives on the underlay");
             } else {
                 let inner = dst_net.network();
@@ -585,7 +589,7 @@ fn between_nodes(
                 ), expect: expect(sm.node, dst_ip, None, vec![], None) });
             underlay_hop(
                 hops,
-                format!("frame to {}'s MAC, IP {} → {dst_ip}", dm.node, sm.address),
+                format!("frame to {}'s MAC, IP {src_ip} → {dst_ip}", dm.node),
             );
             dst_arrival(hops, "receives it as the ARP answerer");
         }
@@ -832,7 +836,7 @@ fn outside_in(
                     expect: None,
                 });
                 let mut rest = Vec::new();
-                between_nodes(pn, em, dm, dst, &mut rest)?;
+                between_nodes(pn, em, dm, ip, dst, &mut rest)?;
                 rest.retain(|h| !h.at.starts_with("pod "));
                 hops.extend(rest);
             }
@@ -884,7 +888,7 @@ fn outside_in(
                     expect: None,
                 });
                 let mut rest = Vec::new();
-                between_nodes(pn, am, dm, dst, &mut rest)?;
+                between_nodes(pn, am, dm, ip, dst, &mut rest)?;
                 // The active host's own step is the route it takes; the pod hop is added below.
                 rest.retain(|h| !h.at.starts_with("pod "));
                 hops.extend(rest);

@@ -631,6 +631,43 @@ fn exhaustion(c: &Cluster) -> Result<()> {
         subnets(c, "tiny")?.len() == 2,
         "capacity is two /30s in a /29"
     );
+    // `kubectl causeway status` says the same: no subnet left, the waiting node named, with
+    // the command that shows more (and exit 1). This suite runs no agents, so every node is
+    // also "not programmed yet".
+    let run = causeway_e2e::suite::kubectl_causeway(c, &["status", "-o", "json"])?;
+    let report: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    ensure!(
+        run.code == 1,
+        "status exited {} on an exhausted range",
+        run.code
+    );
+    let tiny = report["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == "tiny")
+        .context("status lists no network tiny")?;
+    ensure!(tiny["subnetsFree"][0] == 0, "{tiny}");
+    let exhausted = report["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["object"] == "podnetwork/tiny"
+                && p["what"].as_str().is_some_and(|w| {
+                    w.starts_with("SubnetsExhausted PoolExhausted") && w.contains("tiny-02")
+                })
+        })
+        .with_context(|| {
+            format!(
+                "no exhaustion problem naming tiny-02 in {}",
+                report["problems"]
+            )
+        })?;
+    ensure!(
+        exhausted["next"] == "kubectl describe podnetwork tiny",
+        "{exhausted}"
+    );
     c.kubectl(&["label", "node", "tiny-00", "pool-"])?;
     wait_for(
         "the waiting node gets the freed subnet",

@@ -12,6 +12,9 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use serde::Serialize;
 
+use nix::errno::Errno;
+
+use super::apply::errno_of;
 use super::observe::{link_kind, link_name, mac_of, parse_fdb};
 use super::{Netlink, NetlinkError};
 
@@ -30,13 +33,17 @@ pub struct Lookup {
     pub neighbour_mac: Option<String>,
     /// On a VXLAN device: the underlay address the FDB entry for that MAC sends to.
     pub fdb_dst: Option<IpAddr>,
+    /// Why the kernel has no route at all (`Network is unreachable`), when it has none.
+    pub unreachable: Option<String>,
 }
 
 impl Netlink {
     /// `ip route get dst`, and on a VXLAN device the neighbour and FDB entries behind it.
     ///
+    /// No route at all is an answer too ([`Lookup::unreachable`]).
+    ///
     /// # Errors
-    /// The kernel refuses the lookup (no route at all: `Network is unreachable`) or a dump.
+    /// The kernel refuses the lookup for another reason, or a dump.
     pub async fn lookup(&self, dst: IpAddr) -> Result<Lookup, NetlinkError> {
         let mut message = RouteMessage::default();
         let (family, len, address) = match dst {
@@ -48,14 +55,6 @@ impl Netlink {
         message
             .attributes
             .push(RouteAttribute::Destination(address));
-        let answer = self
-            .handle
-            .route()
-            .get(message)
-            .execute()
-            .try_next()
-            .await
-            .map_err(self.dump_error("route lookup"))?;
         let mut found = Lookup {
             dst,
             dev: None,
@@ -63,6 +62,17 @@ impl Netlink {
             src: None,
             neighbour_mac: None,
             fdb_dst: None,
+            unreachable: None,
+        };
+        let answer = match self.handle.route().get(message).execute().try_next().await {
+            Ok(answer) => answer,
+            Err(rtnetlink::Error::NetlinkError(e))
+                if matches!(errno_of(&e), Errno::ENETUNREACH | Errno::EHOSTUNREACH) =>
+            {
+                found.unreachable = Some(errno_of(&e).desc().to_owned());
+                return Ok(found);
+            }
+            Err(e) => return Err((self.dump_error("route lookup"))(e)),
         };
         let Some(answer) = answer else {
             return Ok(found);
