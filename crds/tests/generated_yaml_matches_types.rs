@@ -100,6 +100,10 @@ fn every_crd_is_cluster_scoped_in_the_causeway_category_with_status_and_printer_
                 "NODES",
                 "PROGRAMMED",
                 "READY",
+                "REASON",
+                "FREE",
+                "FREE2",
+                "MTU",
                 "AGE",
             ],
         ),
@@ -113,13 +117,17 @@ fn every_crd_is_cluster_scoped_in_the_causeway_category_with_status_and_printer_
                 "SECONDARY",
                 "ADDRESS",
                 "PROGRAMMED",
+                "REASON",
+                "ROUTES",
                 "AGE",
             ],
         ),
         (
             "OverlayGateway",
             "ogw",
-            &["STRATEGY", "NETWORK", "ACTIVE", "READY", "AGE"],
+            &[
+                "STRATEGY", "NETWORK", "ACTIVE", "READY", "REASON", "VIP", "JOINED", "AGE",
+            ],
         ),
     ];
     let crds = crdgen::crds();

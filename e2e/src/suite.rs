@@ -428,6 +428,24 @@ pub struct CliRun {
     pub stderr: String,
 }
 
+impl CliRun {
+    /// Fails unless the output holds every one of `wants`, naming the first one missing.
+    ///
+    /// # Errors
+    /// One of `wants` is not in the output.
+    pub fn expect_all<S: AsRef<str>>(&self, wants: &[S]) -> Result<()> {
+        for want in wants {
+            ensure!(
+                self.stdout.contains(want.as_ref()),
+                "`kubectl causeway` printed no {:?}:\n{}",
+                want.as_ref(),
+                self.stdout
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Runs `kubectl causeway ARGS` as users do: kubectl finds the plugin `kubectl-causeway` that
 /// this build made on the PATH, with the cluster's admin kubeconfig. Never fails on the
 /// plugin's own exit code (1 means "a problem found"): the caller checks [`CliRun::code`].

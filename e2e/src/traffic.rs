@@ -458,6 +458,21 @@ pub fn wait_for<T>(
     }
 }
 
+/// Packets `dev` in `host`'s namespace has (received, sent) so far: counters that show which
+/// links a path really took.
+///
+/// # Errors
+/// The link is not there, or `ip -j -s` answers without counters.
+pub fn link_packets(c: &crate::Cluster, host: &str, dev: &str) -> Result<(u64, u64)> {
+    let out = c.exec(host, "ip", &["-j", "-s", "link", "show", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let stats = &v[0]["stats64"];
+    Ok((
+        stats["rx"]["packets"].as_u64().context("rx packets")?,
+        stats["tx"]["packets"].as_u64().context("tx packets")?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,18 +156,12 @@ fn route_to_nodes(c: &Cluster) -> Result<()> {
             &["trace", &client.address.to_string(), &d.ip.to_string()],
         )?;
         println!("{}", run.stdout);
-        for want in [
+        run.expect_all(&[
             "route 10.247.0.0/16 via 192.168.50.11 or 192.168.50.12 (OverlayGateway office, RouteToNodes",
             "receives it for",
             "dev cw-vx1 onlink",
             "cw-vx1 decapsulates",
-        ] {
-            ensure!(
-                run.stdout.contains(want),
-                "the trace lacks {want:?}:\n{}",
-                run.stdout
-            );
-        }
+        ])?;
         let before = tunnel_counts(c, &["node-a", "node-b", "node-d"])?;
         let sent = traffic::ping(&client_ns, d.ip, 20)?;
         ensure!(sent.received == 20, "{sent:?}");
@@ -373,16 +367,10 @@ fn bridge_hosts(c: &Cluster) -> Result<()> {
         &["trace", &client.address.to_string(), &target.ip.to_string()],
     )?;
     println!("{}", run.stdout);
-    for want in [
+    run.expect_all(&[
         format!("route 10.247.0.0/16 via VIP {VIP} (OverlayGateway bridge, BridgeHosts)"),
         "dev cw-vx1 onlink".to_owned(),
-    ] {
-        ensure!(
-            run.stdout.contains(&want),
-            "the trace lacks {want:?}:\n{}",
-            run.stdout
-        );
-    }
+    ])?;
     ensure!(
         run.stdout
             .lines()
@@ -1284,15 +1272,7 @@ fn client_traces(c: &Cluster, node: &str, overlay: Ipv4Addr, mac: &str) -> Resul
 fn tunnel_counts(c: &Cluster, hosts: &[&str]) -> Result<Vec<(u64, u64)>> {
     hosts
         .iter()
-        .map(|host| {
-            let out = c.exec(host, "ip", &["-j", "-s", "link", "show", "cw-vx1"])?;
-            let v: Value = serde_json::from_str(&out)?;
-            let stats = &v[0]["stats64"];
-            Ok((
-                stats["rx"]["packets"].as_u64().context("rx packets")?,
-                stats["tx"]["packets"].as_u64().context("tx packets")?,
-            ))
-        })
+        .map(|host| traffic::link_packets(c, host, "cw-vx1"))
         .collect()
 }
 
@@ -1354,18 +1334,12 @@ fn client_join(c: &Cluster) -> Result<()> {
         // 20 pings leave by the client's cw-vx1 and arrive on node-d's.
         let run = suite::kubectl_causeway(c, &["trace", &address, &d.ip.to_string()])?;
         println!("{}", run.stdout);
-        for want in [
+        run.expect_all(&[
             format!(
                 "laptop (overlay address {CLIENT_OVERLAY}): its agent (causeway-node-agent client) routes"
             ),
             format!("VXLAN to {}", suite::node_address(c, "node-d")?),
-        ] {
-            ensure!(
-                run.stdout.contains(&want),
-                "the trace lacks {want:?}:\n{}",
-                run.stdout
-            );
-        }
+        ])?;
         let before = tunnel_counts(c, &[&client.name, "node-d"])?;
         let sent = traffic::ping(&client_ns, d.ip, 20)?;
         ensure!(sent.received == 20, "{sent:?}");

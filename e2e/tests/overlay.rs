@@ -743,17 +743,6 @@ fn cli_status(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Packets through `dev` on `node` so far: (received, sent).
-fn packets(c: &Cluster, node: &str, dev: &str) -> Result<(u64, u64)> {
-    let out = c.exec(node, "ip", &["-j", "-s", "link", "show", dev])?;
-    let v: Value = serde_json::from_str(&out)?;
-    let stats = &v[0]["stats64"];
-    Ok((
-        stats["rx"]["packets"].as_u64().context("rx packets")?,
-        stats["tx"]["packets"].as_u64().context("tx packets")?,
-    ))
-}
-
 /// `kubectl causeway trace` from a pod on node-a to one on node-d (across r1) names VXLAN
 /// device cw-vx1, the outer addresses and the router; real pings take that path: node-a's
 /// cw-vx1 sends and node-d's receives at least as many packets as were pinged, and node-a's
@@ -767,28 +756,22 @@ fn cli_trace(c: &Cluster) -> Result<()> {
     println!("{}", run.stdout);
     let a_addr = node_address(c, "node-a")?;
     let d_addr = node_address(c, "node-d")?;
-    for want in [
+    run.expect_all(&[
         format!("route {} via", subnet_of(c, NETWORK, "node-d")?),
         "dev cw-vx1 onlink".to_owned(),
         format!("outer {a_addr} → {d_addr} UDP 8472, VNI 1"),
         "through the underlay's router".to_owned(),
         "cw-vx1 decapsulates".to_owned(),
-    ] {
-        ensure!(
-            run.stdout.contains(&want),
-            "the trace lacks {want:?}:\n{}",
-            run.stdout
-        );
-    }
+    ])?;
     let before = (
-        packets(c, "node-a", "cw-vx1")?,
-        packets(c, "node-d", "cw-vx1")?,
+        traffic::link_packets(c, "node-a", "cw-vx1")?,
+        traffic::link_packets(c, "node-d", "cw-vx1")?,
     );
     let sent = traffic::ping(&a.netns, d.ip, 20)?;
     ensure!(sent.received == 20, "{sent:?}");
     let after = (
-        packets(c, "node-a", "cw-vx1")?,
-        packets(c, "node-d", "cw-vx1")?,
+        traffic::link_packets(c, "node-a", "cw-vx1")?,
+        traffic::link_packets(c, "node-d", "cw-vx1")?,
     );
     let (a_tx, d_rx) = (after.0.1 - before.0.1, after.1.0 - before.1.0);
     println!("[measure] 20 pings: node-a cw-vx1 sent {a_tx}, node-d cw-vx1 received {d_rx}");
@@ -809,10 +792,10 @@ fn cli_trace(c: &Cluster) -> Result<()> {
         "{}",
         run.stdout
     );
-    let before = packets(c, "node-a", "cw-vx1")?;
+    let before = traffic::link_packets(c, "node-a", "cw-vx1")?;
     let sent = traffic::ping(&local[0].netns, local[1].ip, 20)?;
     ensure!(sent.received == 20, "{sent:?}");
-    let after = packets(c, "node-a", "cw-vx1")?;
+    let after = traffic::link_packets(c, "node-a", "cw-vx1")?;
     ensure!(
         after.1 - before.1 < 5,
         "pings between two pods of node-a went through the tunnel: {} packets",

@@ -307,17 +307,11 @@ fn flat_trace(c: &Cluster) -> Result<()> {
     let run =
         causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &b.ip.to_string()])?;
     println!("{}", run.stdout);
-    for want in [
+    run.expect_all(&[
         "(Flat, proxy ARP)",
         "route 10.244.0.0/16 dev <underlay> (the whole range on-link)",
         &format!("ARP for {}, answered by node-b (proxy ARP", b.ip),
-    ] {
-        ensure!(
-            run.stdout.contains(want),
-            "the trace lacks {want:?}:\n{}",
-            run.stdout
-        );
-    }
+    ])?;
     traffic::expect_ping(&a.netns, b.ip)?;
     let owner = mac(c, "node-b")?;
     let neigh = c.exec("node-a", "ip", &["-j", "neigh", "show", &b.ip.to_string()])?;
@@ -426,6 +420,37 @@ fn routed_static(c: &Cluster) -> Result<()> {
         );
     }
     matrix(c, &pods)?;
+    // `kubectl causeway trace` names the route via node-b's address; 20 pings from node-a's
+    // pod reach node-b's underlay link (at least 20 more packets received there) and leave
+    // node-c's, which is not on the path, with fewer than 20.
+    let a = pods
+        .iter()
+        .find(|p| p.node == "node-a")
+        .context("no pod on node-a")?;
+    let b = pods
+        .iter()
+        .find(|p| p.node == "node-b")
+        .context("no pod on node-b")?;
+    let run =
+        causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &b.ip.to_string()])?;
+    println!("{}", run.stdout);
+    let (b_subnet, b_addr) = by_node.get("node-b").context("no subnet of node-b")?;
+    run.expect_all(&[
+        "(Routed, static routes)".to_owned(),
+        format!("route {b_subnet} via {b_addr} dev <underlay>"),
+    ])?;
+    let received = |node: &str| traffic::link_packets(c, node, "eth0").map(|(rx, _)| rx);
+    let (b0, c0) = (received("node-b")?, received("node-c")?);
+    let sent = traffic::ping(&a.netns, b.ip, 20)?;
+    ensure!(sent.received == 20, "{sent:?}");
+    let (b1, c1) = (received("node-b")? - b0, received("node-c")? - c0);
+    println!(
+        "[measure] Routed static, 20 pings node-a -> node-b: node-b's eth0 received {b1}, node-c's {c1}"
+    );
+    ensure!(
+        b1 >= 20 && c1 < 20,
+        "the pings did not take the path the trace names: node-b received {b1}, node-c {c1}"
+    );
     tear_down(c, "routed")
 }
 
@@ -865,17 +890,11 @@ fn bgp_cli(c: &Cluster) -> Result<()> {
         causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &d.ip.to_string()])?;
     println!("{}", run.stdout);
     let d_addr = node_address(c, "node-d")?;
-    for want in [
+    run.expect_all(&[
         "(Routed, BGP)".to_owned(),
         format!("via a router it learned it from over BGP: 192.168.50.1 (AS {ROUTER_ASN})"),
         format!("forwards to {d_addr} (node-d), the next hop node-d announced"),
-    ] {
-        ensure!(
-            run.stdout.contains(&want),
-            "the trace lacks {want:?}:\n{}",
-            run.stdout
-        );
-    }
+    ])?;
     let before = router_sent(c)?;
     let sent = traffic::ping(&a.netns, d.ip, 20)?;
     ensure!(sent.received == 20, "{sent:?}");

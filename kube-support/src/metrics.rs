@@ -1,6 +1,43 @@
-//! Checks both binaries' `/metrics` against Prometheus's naming conventions
+//! What both binaries' `/metrics` share: `build_info` ([`register_build_info`]), the
+//! OpenMetrics text ([`encode`]), and a check against Prometheus's naming conventions
 //! (<https://prometheus.io/docs/practices/naming/>), so that every metric added later is held
 //! to them by the tests that call [`naming_problems`].
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+/// Registers `<prefix>_build_info{version="..."} 1` in `registry` (which carries the binary's
+/// prefix); `what` names the binary in the help text.
+pub fn register_build_info(registry: &mut Registry, what: &str, version: &str) {
+    let info = Family::<VersionLabel, Gauge>::default();
+    info.get_or_create(&VersionLabel {
+        version: version.to_owned(),
+    })
+    .set(1);
+    registry.register(
+        "build_info",
+        format!("The {what}'s version (the value is always 1)"),
+        info,
+    );
+}
+
+/// The OpenMetrics text exposition of `registry`; empty if encoding fails (it does not for
+/// counters, gauges and histograms).
+#[must_use]
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
 
 /// Names in `exposition` (OpenMetrics or Prometheus text) that break a convention, each with
 /// what is wrong; empty when all is well. Checked per metric family (`# TYPE` line):

@@ -73,11 +73,6 @@ struct GatewayLabel {
     gateway: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: String,
-}
-
 /// The kinds of [`State`] objects counted in `causeway_agent_programmed_objects`.
 const OBJECT_KINDS: [&str; 6] = [
     "link",
@@ -110,17 +105,7 @@ impl Metrics {
     #[must_use]
     pub fn new(version: &str) -> Self {
         let mut registry = Registry::with_prefix("causeway_agent");
-        let build_info = Family::<VersionLabel, Gauge>::default();
-        build_info
-            .get_or_create(&VersionLabel {
-                version: version.to_owned(),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "The agent's version (the value is always 1)",
-            build_info,
-        );
+        causeway_kube::metrics::register_build_info(&mut registry, "agent", version);
         // 1 ms to 65 s: a peer pass takes milliseconds, a first pass at 20,000 peers seconds.
         let pass_duration = Family::<KindLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.001, 2.0, 17))) as fn() -> Histogram,
@@ -318,11 +303,7 @@ impl Metrics {
         if let Some(at) = renewed {
             self.heartbeat_age.set(at.elapsed().as_secs_f64());
         }
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        causeway_kube::metrics::encode(&self.registry)
     }
 }
 

@@ -71,11 +71,6 @@ struct NetworkLabel {
     network: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: String,
-}
-
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -104,17 +99,7 @@ impl Metrics {
     #[must_use]
     pub fn new(version: &str) -> Self {
         let mut registry = Registry::with_prefix("causeway_operator");
-        let build_info = Family::<VersionLabel, Gauge>::default();
-        build_info
-            .get_or_create(&VersionLabel {
-                version: version.to_owned(),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "The operator's version (the value is always 1)",
-            build_info,
-        );
+        causeway_kube::metrics::register_build_info(&mut registry, "operator", version);
         let allocations = Counter::default();
         registry.register(
             "subnet_allocations",
@@ -270,11 +255,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        causeway_kube::metrics::encode(&self.registry)
     }
 }
 
