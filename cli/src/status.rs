@@ -471,7 +471,22 @@ pub fn render(r: &Report) -> String {
         out.push_str("No problems found.\n");
     } else {
         let _ = writeln!(out, "Problems ({}):", r.problems.len());
+        let mut grouped: Vec<&str> = Vec::new();
         for p in &r.problems {
+            if let Some(g) = node_group(p) {
+                let same: Vec<&Problem> = r
+                    .problems
+                    .iter()
+                    .filter(|q| node_group(q) == Some(g))
+                    .collect();
+                if same.len() > GROUP_OVER {
+                    if !grouped.contains(&g.kind) {
+                        grouped.push(g.kind);
+                        render_group(&mut out, g, &same, &r.namespace);
+                    }
+                    continue;
+                }
+            }
             let on = p
                 .node
                 .as_deref()
@@ -481,6 +496,93 @@ pub fn render(r: &Report) -> String {
         }
     }
     out
+}
+
+/// Node problems of one kind beyond this many are printed as one line naming a few nodes
+/// (`-o json` lists every one): on a 100-node cluster still one screen.
+const GROUP_OVER: usize = 3;
+
+/// Nodes named in a grouped line before "and N more".
+const GROUP_NAMES: usize = 5;
+
+/// A kind of per-node problem, recognised by how its words start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Group {
+    kind: &'static str,
+    prefix: &'static str,
+    /// How a grouped line says it, after the count.
+    says: &'static str,
+}
+
+const GROUPS: [Group; 4] = [
+    Group {
+        kind: "silent",
+        prefix: "agent silent",
+        says: "agents silent (no heartbeat)",
+    },
+    Group {
+        kind: "pending",
+        prefix: "not programmed yet",
+        says: "nodes not programmed yet (no report from their agents)",
+    },
+    Group {
+        kind: "failing",
+        prefix: "Programmed=",
+        says: "nodes failing to program",
+    },
+    Group {
+        kind: "bgp",
+        prefix: "BGP session to ",
+        says: "BGP sessions down",
+    },
+];
+
+fn node_group(p: &Problem) -> Option<Group> {
+    p.node.as_ref()?;
+    GROUPS.into_iter().find(|g| p.what.starts_with(g.prefix))
+}
+
+/// One line for many nodes with the same kind of problem.
+fn render_group(out: &mut String, g: Group, same: &[&Problem], namespace: &str) {
+    let names: Vec<String> = same
+        .iter()
+        .take(GROUP_NAMES)
+        .map(|p| {
+            let node = p.node.as_deref().unwrap_or("?");
+            match g.kind {
+                // The reason, or the peer, tells failing nodes and sessions apart.
+                "failing" => {
+                    let reason = p.what.split([' ', ':']).nth(1).unwrap_or_default();
+                    format!("{node} ({reason})")
+                }
+                "bgp" => {
+                    let peer = p.what.split_whitespace().nth(3).unwrap_or_default();
+                    format!("{node} → {peer}")
+                }
+                _ => node.to_owned(),
+            }
+        })
+        .collect();
+    let more = if same.len() > GROUP_NAMES {
+        format!(" and {} more", same.len() - GROUP_NAMES)
+    } else {
+        String::new()
+    };
+    let next = match g.kind {
+        "silent" | "pending" => format!(
+            "kubectl -n {namespace} get pods -o wide -l app.kubernetes.io/component=node-agent"
+        ),
+        _ => "kubectl get nodesubnets -o wide (REASON), then kubectl describe nodesubnet <name>"
+            .to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "- {} {}: {}{more}",
+        same.len(),
+        g.says,
+        names.join(", ")
+    );
+    let _ = writeln!(out, "    more: {next}  (-o json lists each)");
 }
 
 #[cfg(test)]
@@ -709,6 +811,53 @@ mod tests {
             "{whats:?}"
         );
         assert!(render(&r).contains("   0   "), "subnets free 0 shown");
+    }
+
+    #[test]
+    fn many_nodes_with_the_same_problem_take_one_line_and_json_keeps_each() {
+        let mut s = healthy();
+        for i in 0..10 {
+            s.subnets
+                .push(subnet(&format!("rack-{i:03}"), None, vec![]));
+        }
+        for sub in s.subnets.iter_mut().skip(2) {
+            sub.status = None;
+        }
+        s.subnets[0] = subnet(
+            "node-a",
+            Some(condition(
+                "Programmed",
+                "False",
+                "UnderlayNotFound",
+                "no interface",
+            )),
+            vec![],
+        );
+        let r = report(&s);
+        assert_eq!(r.problems.len(), 11, "{:?}", r.problems);
+        let text = render(&r);
+        assert!(
+            text.contains("- 10 nodes not programmed yet (no report from their agents): rack-000, rack-001, rack-002, rack-003, rack-004 and 5 more"),
+            "{text}"
+        );
+        assert!(
+            text.contains("more: kubectl -n causeway-system get pods -o wide -l app.kubernetes.io/component=node-agent  (-o json lists each)"),
+            "{text}"
+        );
+        // One failing node stays a line of its own, with its own command.
+        assert!(
+            text.contains(
+                "- nodesubnet/overlay-node-a (node node-a): Programmed=False UnderlayNotFound"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("- ")).count(),
+            2,
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["problems"].as_array().map(Vec::len), Some(11));
     }
 
     #[test]

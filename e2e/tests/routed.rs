@@ -907,44 +907,57 @@ fn bgp_cli(c: &Cluster) -> Result<()> {
 
     let bird = lock(&BIRD).take().context("BIRD is not running")?;
     bird.stop(c);
+    // Four sessions down make one line on screen; `-o json` has each.
     let down = wait_for(
         "status names the sessions down",
         Duration::from_secs(30),
         || {
-            let run = causeway_e2e::suite::kubectl_causeway(c, &["status"])?;
-            let sessions = run
-                .stdout
-                .lines()
-                .filter(|l| l.contains("BGP session to 192.168."))
-                .count();
-            ensure!(run.code == 1 && sessions == ALL.len(), "{}", run.stdout);
-            Ok(run)
+            let json = causeway_e2e::suite::kubectl_causeway(c, &["status", "-o", "json"])?;
+            let report: Value = serde_json::from_str(&json.stdout)?;
+            let sessions: Vec<&Value> = report["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p["what"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with("BGP session to 192.168."))
+                })
+                .collect();
+            ensure!(
+                json.code == 1 && sessions.len() == ALL.len(),
+                "{}",
+                json.stdout
+            );
+            let text = causeway_e2e::suite::kubectl_causeway(c, &["status"])?;
+            Ok((report, text))
         },
     );
     let restarted = causeway_e2e::bird::Bird::start(c, "r1", &bird_config(c)?);
-    let down = down?;
+    let (report, text) = down?;
     *lock(&BIRD) = Some(restarted?);
-    println!("{}", down.stdout);
+    println!("{}", text.stdout);
+    let problems = report["problems"].as_array().context("no problems")?;
     for node in ALL {
         ensure!(
-            down.stdout
-                .lines()
-                .any(|l| l.contains(&format!("(node {node}): BGP session to 192.168."))),
-            "no session of {node} named:\n{}",
-            down.stdout
+            problems.iter().any(|p| p["node"] == node
+                && p["what"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with("BGP session to 192.168."))),
+            "no session of {node} named: {problems:?}"
         );
     }
-    for p in down.stdout.lines().filter(|l| l.starts_with("- ")) {
+    for p in problems {
+        let what = p["what"].as_str().unwrap_or_default();
         ensure!(
-            p.contains("BGP session") || p.starts_with("- podnetwork/bgp:"),
+            what.starts_with("BGP session") || p["object"] == "podnetwork/bgp",
             "a problem that is not the router: {p}"
         );
     }
-    ensure!(
-        down.stdout.contains("BGP sessions: 0 of 4 established"),
-        "{}",
-        down.stdout
-    );
+    text.expect_all(&[
+        "BGP sessions: 0 of 4 established",
+        "- 4 BGP sessions down: ",
+    ])?;
     wait_for("status healthy again", Duration::from_secs(40), || {
         let run = causeway_e2e::suite::kubectl_causeway(c, &["status"])?;
         ensure!(run.code == 0, "{}", run.stdout);
