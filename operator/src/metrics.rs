@@ -17,7 +17,8 @@
 //! goes: `queued` from the Node watch event to the reconcile, `planned` from there to the
 //! NodeSubnet POST, `created` the POST itself), `..._subnets_allocated{network}`, `..._subnets_free{network}`,
 //! `..._subnet_allocations_total` and `..._subnet_releases_total` (NodeSubnets created and
-//! deleted), `..._leader` (1 on the active replica). All follow Prometheus's naming
+//! deleted), `..._gateway_reconciles_total`, `..._gateway_reconcile_errors_total` and
+//! `..._gateway_reconcile_duration_seconds` (the OverlayGateway controller), `..._leader` (1 on the active replica). All follow Prometheus's naming
 //! conventions, checked by a test ([`causeway_kube::metrics::naming_problems`]).
 
 use std::io;
@@ -84,6 +85,9 @@ pub struct Metrics {
     free: Family<NetworkLabel, Gauge>,
     allocations: Counter,
     releases: Counter,
+    gateway_reconciles: Counter,
+    gateway_errors: Counter,
+    gateway_duration: Histogram,
     leader: Gauge,
     ready: AtomicBool,
 }
@@ -105,6 +109,24 @@ impl Metrics {
             "subnet_allocations",
             "NodeSubnets created (a node subnet allocated to a node)",
             allocations.clone(),
+        );
+        let gateway_reconciles = Counter::default();
+        registry.register(
+            "gateway_reconciles",
+            "OverlayGateway reconciles run",
+            gateway_reconciles.clone(),
+        );
+        let gateway_errors = Counter::default();
+        registry.register(
+            "gateway_reconcile_errors",
+            "OverlayGateway reconciles that failed",
+            gateway_errors.clone(),
+        );
+        let gateway_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "gateway_reconcile_duration_seconds",
+            "Time one OverlayGateway reconcile took",
+            gateway_duration.clone(),
         );
         let releases = Counter::default();
         registry.register(
@@ -180,6 +202,9 @@ impl Metrics {
             free,
             allocations,
             releases,
+            gateway_reconciles,
+            gateway_errors,
+            gateway_duration,
             leader,
             ready: AtomicBool::new(false),
         }
@@ -216,6 +241,15 @@ impl Metrics {
                 .get_or_create(&PhaseLabel { phase })
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// An OverlayGateway reconcile took `took` and failed or not.
+    pub fn gateway_reconciled(&self, took: Duration, failed: bool) {
+        self.gateway_reconciles.inc();
+        if failed {
+            self.gateway_errors.inc();
+        }
+        self.gateway_duration.observe(took.as_secs_f64());
     }
 
     /// `n` NodeSubnets were created.
@@ -370,6 +404,7 @@ mod tests {
         m.subnets("overlay", 3, 253);
         m.set_leader(true);
         m.allocations(2);
+        m.gateway_reconciled(Duration::from_millis(2), true);
         m.join(JoinPhases {
             queued: Duration::from_millis(1),
             planned: Duration::from_millis(1),
@@ -382,6 +417,9 @@ mod tests {
             "causeway_operator_build_info{version=\"1.2.3\"} 1",
             "causeway_operator_subnet_allocations_total 2",
             "causeway_operator_subnet_releases_total 0",
+            "causeway_operator_gateway_reconciles_total 1",
+            "causeway_operator_gateway_reconcile_errors_total 1",
+            "causeway_operator_gateway_reconcile_duration_seconds_count 1",
             "causeway_operator_reconciles_total 1",
             "causeway_operator_reconcile_errors_total 1",
             "causeway_operator_subnets_allocated{network=\"overlay\"} 3",

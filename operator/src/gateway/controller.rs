@@ -154,7 +154,19 @@ fn error_policy(gw: Arc<OverlayGateway>, error: &Error, _ctx: Arc<GatewayContext
     Action::requeue(Duration::from_secs(5))
 }
 
+/// One gateway reconcile, timed and counted (`causeway_operator_gateway_reconcile_*`).
 async fn reconcile(gw: Arc<OverlayGateway>, gctx: Arc<GatewayContext>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let metrics = Arc::clone(&gctx.ctx.metrics);
+    let result = reconcile_gateway(gw, gctx).await;
+    metrics.gateway_reconciled(started.elapsed(), result.is_err());
+    result
+}
+
+async fn reconcile_gateway(
+    gw: Arc<OverlayGateway>,
+    gctx: Arc<GatewayContext>,
+) -> Result<Action, Error> {
     let ctx = &gctx.ctx;
     if gw.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
