@@ -76,6 +76,10 @@ pub struct Problem {
     pub what: String,
     /// A command that shows more.
     pub next: String,
+    /// For a per-node problem that many nodes can share: its kind, and how a grouped line
+    /// names this node ([`render`] groups them).
+    #[serde(skip)]
+    group: Option<(GroupKind, String)>,
 }
 
 /// What `status` reports.
@@ -125,7 +129,8 @@ pub fn report(s: &Snapshot) -> Report {
                     node: None,
                     what: format!("no operator has ever led in namespace {ns}: nothing allocates node subnets or reports on networks (is the release in another namespace? kubectl causeway -n <namespace> status)"),
                     next: format!("kubectl -n {ns} get pods -l app.kubernetes.io/component=operator"),
-                });
+ group: None,
+});
             }
             None
         }
@@ -142,7 +147,8 @@ pub fn report(s: &Snapshot) -> Report {
                             None => "no operator replica leads: the leader Lease was never renewed".to_owned(),
                         },
                         next: format!("kubectl -n {ns} get pods -l app.kubernetes.io/component=operator"),
-                    });
+ group: None,
+});
                     None
                 }
             }
@@ -178,6 +184,7 @@ pub fn report(s: &Snapshot) -> Report {
                 node: None,
                 what: "being deleted: waiting for its agents to clean their nodes up".to_owned(),
                 next: next.clone(),
+                group: None,
             });
             continue;
         }
@@ -188,12 +195,14 @@ pub fn report(s: &Snapshot) -> Report {
                 node: None,
                 what: format!("Ready={} {}: {}", c.status, c.reason, c.message),
                 next: next.clone(),
+                group: None,
             }),
             None => problems.push(Problem {
                 object: format!("podnetwork/{name}"),
                 node: None,
                 what: "no Ready condition yet: the operator has not reported on it".to_owned(),
                 next: next.clone(),
+                group: None,
             }),
         }
         for type_ in [types::DEGRADED, types::SUBNETS_EXHAUSTED] {
@@ -207,6 +216,7 @@ pub fn report(s: &Snapshot) -> Report {
                     node: None,
                     what: format!("{type_} {}: {}", c.reason, c.message),
                     next: next.clone(),
+                    group: None,
                 });
             }
         }
@@ -247,6 +257,7 @@ pub fn report(s: &Snapshot) -> Report {
                 next: format!(
                     "kubectl -n {ns} get pods -o wide --field-selector spec.nodeName={node}"
                 ),
+                group: Some((GroupKind::Silent, node.clone())),
             });
         }
         match programmed {
@@ -269,6 +280,7 @@ pub fn report(s: &Snapshot) -> Report {
                     node: Some(node.clone()),
                     what: format!("Programmed={} {}: {}", c.status, c.reason, c.message),
                     next: next.clone(),
+                    group: Some((GroupKind::Failing, format!("{node} ({})", c.reason))),
                 });
             }
             None => {
@@ -278,6 +290,7 @@ pub fn report(s: &Snapshot) -> Report {
                     node: Some(node.clone()),
                     what: "not programmed yet: its agent has not reported (is one running on the node?)".to_owned(),
                     next: format!("kubectl -n {ns} get pods -o wide --field-selector spec.nodeName={node}"),
+                    group: Some((GroupKind::Pending, node.clone())),
                 });
             }
         }
@@ -298,6 +311,7 @@ pub fn report(s: &Snapshot) -> Report {
                         session.peer_address, session.peer_asn, session.state
                     ),
                     next: next.clone(),
+                    group: Some((GroupKind::Bgp, format!("{node} → {}", session.peer_address))),
                 });
             }
         }
@@ -328,12 +342,14 @@ pub fn report(s: &Snapshot) -> Report {
                 node: None,
                 what: format!("Ready={} {}: {}", c.status, c.reason, c.message),
                 next: format!("kubectl describe overlaygateway {name}"),
+                group: None,
             }),
             None => problems.push(Problem {
                 object: format!("overlaygateway/{name}"),
                 node: None,
                 what: "no Ready condition yet: the operator has not reported on it".to_owned(),
                 next: format!("kubectl describe overlaygateway {name}"),
+                group: None,
             }),
         }
     }
@@ -471,18 +487,18 @@ pub fn render(r: &Report) -> String {
         out.push_str("No problems found.\n");
     } else {
         let _ = writeln!(out, "Problems ({}):", r.problems.len());
-        let mut grouped: Vec<&str> = Vec::new();
+        let mut grouped: Vec<GroupKind> = Vec::new();
         for p in &r.problems {
-            if let Some(g) = node_group(p) {
+            if let Some((kind, _)) = p.group {
                 let same: Vec<&Problem> = r
                     .problems
                     .iter()
-                    .filter(|q| node_group(q) == Some(g))
+                    .filter(|q| q.group.as_ref().is_some_and(|(k, _)| *k == kind))
                     .collect();
                 if same.len() > GROUP_OVER {
-                    if !grouped.contains(&g.kind) {
-                        grouped.push(g.kind);
-                        render_group(&mut out, g, &same, &r.namespace);
+                    if !grouped.contains(&kind) {
+                        grouped.push(kind);
+                        render_group(&mut out, kind, &same, &r.namespace);
                     }
                     continue;
                 }
@@ -505,81 +521,53 @@ const GROUP_OVER: usize = 3;
 /// Nodes named in a grouped line before "and N more".
 const GROUP_NAMES: usize = 5;
 
-/// A kind of per-node problem, recognised by how its words start.
+/// A kind of per-node problem that many nodes can share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Group {
-    kind: &'static str,
-    prefix: &'static str,
-    /// How a grouped line says it, after the count.
-    says: &'static str,
+enum GroupKind {
+    Silent,
+    Pending,
+    Failing,
+    Bgp,
 }
 
-const GROUPS: [Group; 4] = [
-    Group {
-        kind: "silent",
-        prefix: "agent silent",
-        says: "agents silent (no heartbeat)",
-    },
-    Group {
-        kind: "pending",
-        prefix: "not programmed yet",
-        says: "nodes not programmed yet (no report from their agents)",
-    },
-    Group {
-        kind: "failing",
-        prefix: "Programmed=",
-        says: "nodes failing to program",
-    },
-    Group {
-        kind: "bgp",
-        prefix: "BGP session to ",
-        says: "BGP sessions down",
-    },
-];
-
-fn node_group(p: &Problem) -> Option<Group> {
-    p.node.as_ref()?;
-    GROUPS.into_iter().find(|g| p.what.starts_with(g.prefix))
+impl GroupKind {
+    /// How a grouped line says it, after the count.
+    fn says(self) -> &'static str {
+        match self {
+            GroupKind::Silent => "agents silent (no heartbeat)",
+            GroupKind::Pending => "nodes not programmed yet (no report from their agents)",
+            GroupKind::Failing => "nodes failing to program",
+            GroupKind::Bgp => "BGP sessions down",
+        }
+    }
 }
 
 /// One line for many nodes with the same kind of problem.
-fn render_group(out: &mut String, g: Group, same: &[&Problem], namespace: &str) {
-    let names: Vec<String> = same
+fn render_group(out: &mut String, kind: GroupKind, same: &[&Problem], namespace: &str) {
+    let names: Vec<&str> = same
         .iter()
         .take(GROUP_NAMES)
-        .map(|p| {
-            let node = p.node.as_deref().unwrap_or("?");
-            match g.kind {
-                // The reason, or the peer, tells failing nodes and sessions apart.
-                "failing" => {
-                    let reason = p.what.split([' ', ':']).nth(1).unwrap_or_default();
-                    format!("{node} ({reason})")
-                }
-                "bgp" => {
-                    let peer = p.what.split_whitespace().nth(3).unwrap_or_default();
-                    format!("{node} → {peer}")
-                }
-                _ => node.to_owned(),
-            }
-        })
+        .filter_map(|p| p.group.as_ref().map(|(_, label)| label.as_str()))
         .collect();
     let more = if same.len() > GROUP_NAMES {
         format!(" and {} more", same.len() - GROUP_NAMES)
     } else {
         String::new()
     };
-    let next = match g.kind {
-        "silent" | "pending" => format!(
+    let next = match kind {
+        GroupKind::Silent | GroupKind::Pending => format!(
             "kubectl -n {namespace} get pods -o wide -l app.kubernetes.io/component=node-agent"
         ),
-        _ => "kubectl get nodesubnets -o wide (REASON), then kubectl describe nodesubnet <name>"
-            .to_owned(),
+        GroupKind::Failing | GroupKind::Bgp => {
+            "kubectl get nodesubnets -o wide (REASON), then kubectl describe nodesubnet <name>"
+                .to_owned()
+        }
     };
     let _ = writeln!(
         out,
         "- {} {}: {}{more}",
         same.len(),
-        g.says,
+        kind.says(),
         names.join(", ")
     );
     let _ = writeln!(out, "    more: {next}  (-o json lists each)");

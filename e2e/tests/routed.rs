@@ -23,7 +23,8 @@ use anyhow::{Context, Result, bail, ensure};
 use causeway_e2e::bird;
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    Suite, freeze_apiserver, lock, network_ready, node_address, our_routes, wait_network_ready,
+    Suite, freeze_apiserver, lock, network_ready, node_address, our_routes, pod_on,
+    wait_network_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -296,14 +297,8 @@ fn flat_arp(c: &Cluster) -> Result<()> {
 /// holds the pod's address with node-b's MAC, the answer the trace named.
 fn flat_trace(c: &Cluster) -> Result<()> {
     let pods = flat_pods(c)?;
-    let a = pods
-        .iter()
-        .find(|p| p.node == "node-a")
-        .context("no pod on node-a")?;
-    let b = pods
-        .iter()
-        .find(|p| p.node == "node-b")
-        .context("no pod on node-b")?;
+    let a = pod_on(&pods, "node-a")?;
+    let b = pod_on(&pods, "node-b")?;
     let run =
         causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &b.ip.to_string()])?;
     println!("{}", run.stdout);
@@ -423,14 +418,8 @@ fn routed_static(c: &Cluster) -> Result<()> {
     // `kubectl causeway trace` names the route via node-b's address; 20 pings from node-a's
     // pod reach node-b's underlay link (at least 20 more packets received there) and leave
     // node-c's, which is not on the path, with fewer than 20.
-    let a = pods
-        .iter()
-        .find(|p| p.node == "node-a")
-        .context("no pod on node-a")?;
-    let b = pods
-        .iter()
-        .find(|p| p.node == "node-b")
-        .context("no pod on node-b")?;
+    let a = pod_on(&pods, "node-a")?;
+    let b = pod_on(&pods, "node-b")?;
     let run =
         causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &b.ip.to_string()])?;
     println!("{}", run.stdout);
@@ -878,14 +867,8 @@ fn bgp_cli(c: &Cluster) -> Result<()> {
         ensure!(run.code == 0, "{}", run.stdout);
         Ok(())
     })?;
-    let a = pods
-        .iter()
-        .find(|p| p.node == "node-a")
-        .context("no pod on node-a")?;
-    let d = pods
-        .iter()
-        .find(|p| p.node == "node-d")
-        .context("no pod on node-d")?;
+    let a = pod_on(&pods, "node-a")?;
+    let d = pod_on(&pods, "node-d")?;
     let run =
         causeway_e2e::suite::kubectl_causeway(c, &["trace", &a.ip.to_string(), &d.ip.to_string()])?;
     println!("{}", run.stdout);
@@ -1079,14 +1062,8 @@ fn rss_mib(pid: i32) -> Result<f64> {
 /// Established.
 fn bgp_graceful_restart(c: &Cluster) -> Result<()> {
     let pods = bgp_pods()?;
-    let from = pods
-        .iter()
-        .find(|p| p.node == "node-a")
-        .context("no pod on node-a")?;
-    let to = pods
-        .iter()
-        .find(|p| p.node == "node-d")
-        .context("no pod on node-d")?;
+    let from = pod_on(&pods, "node-a")?;
+    let to = pod_on(&pods, "node-d")?;
     let (cidr, _) = bgp_subnets(c)?
         .get("node-d")
         .cloned()
