@@ -8,14 +8,13 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::InfoKind;
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use serde::Serialize;
 
 use nix::errno::Errno;
 
 use super::apply::errno_of;
-use super::observe::{link_kind, link_name, mac_of, parse_fdb};
+use super::observe::{link_kind, link_name, parse_fdb, parse_neighbour};
 use super::{Netlink, NetlinkError};
 
 /// The kernel's answer for one destination.
@@ -29,7 +28,8 @@ pub struct Lookup {
     pub gateway: Option<IpAddr>,
     /// The source address the kernel would pick.
     pub src: Option<IpAddr>,
-    /// On a VXLAN device: the MAC the next hop resolves to (a permanent neighbour entry).
+    /// On a VXLAN device: the MAC the next hop resolves to (a permanent neighbour entry, as
+    /// the agent programs them).
     pub neighbour_mac: Option<String>,
     /// On a VXLAN device: the underlay address the FDB entry for that MAC sends to.
     pub fdb_dst: Option<IpAddr>,
@@ -113,35 +113,22 @@ impl Netlink {
         } else {
             AddressFamily::Inet6
         };
-        let neighbours = self.neighbours(family, Some(oif)).await?;
-        let mac = neighbours.iter().find_map(|n| {
-            let mut ip = None;
-            let mut mac = None;
-            for attribute in &n.attributes {
-                match attribute {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
-                        ip = Some(IpAddr::V4(*a))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
-                        ip = Some(IpAddr::V6(*a))
-                    }
-                    NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
-                    _ => {}
-                }
-            }
-            (ip == Some(gateway) && n.header.ifindex == oif)
-                .then_some(mac)
-                .flatten()
-        });
+        let ours = std::collections::BTreeMap::from([(oif, dev)]);
+        let mac = self
+            .neighbours(family, Some(oif))
+            .await?
+            .iter()
+            .filter_map(|n| parse_neighbour(n, &ours))
+            .find(|n| n.ip == gateway)
+            .map(|n| n.mac);
         let Some(mac) = mac else {
             return Ok(found);
         };
         found.neighbour_mac = Some(mac.to_string());
-        let vxlans = std::collections::BTreeMap::from([(oif, dev)]);
         let fdb = self.neighbours(AddressFamily::Bridge, Some(oif)).await?;
         found.fdb_dst = fdb
             .iter()
-            .filter_map(|m| parse_fdb(m, &vxlans))
+            .filter_map(|m| parse_fdb(m, &ours))
             .find(|f| f.mac == mac)
             .map(|f| f.dst);
         Ok(found)
