@@ -2,12 +2,17 @@
 # Builds the node and client tools the kubelet test cluster needs from the Go module proxy into
 # the cache outside the work tree, keyed by version, once:
 #   - containerd, containerd-shim-runc-v2 and ctr (static, no cgo), the nodes' container runtime;
-#   - helm, which installs the chart exactly as users do.
+#   - helm, which installs the chart exactly as users do;
+#   - etcd, the API server's store, at the version upstream pairs with the pinned Kubernetes
+#     release (Debian's 3.4.23 is older than the 3.4.31/3.5.13 the API server needs to stream
+#     lists and to serve consistent lists from its watch cache).
 # runc comes from Debian (deps.sh). A second run finds the binaries and exits at once.
-# Usage: build-tools.sh [containerd|helm]...  (default: both). Prints one bin directory per tool.
+# Usage: build-tools.sh [containerd|helm|etcd]...  (default: all). Prints one bin directory per
+# tool.
 set -euo pipefail
 CONTAINERD_VERSION=v2.2.10
 HELM_VERSION=v3.22.0
+ETCD_VERSION=v3.6.16
 cache=${CAUSEWAY_CACHE:-/var/cache/causeway}
 command -v go >/dev/null || { echo "build-tools.sh: 'go' is not on PATH; install Go 1.26 (the machine image ships it in /usr/local/go/bin)" >&2; exit 1; }
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=
@@ -62,11 +67,34 @@ build_helm() {
   echo "$bin"
 }
 
-tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=(containerd helm)
+build_etcd() {
+  local bin="$cache/etcd/$ETCD_VERSION/bin"
+  local ld="-s -w"
+  local recipe="etcd $ETCD_VERSION ld=$ld"
+  if ! fresh "$bin" "$recipe"; then
+    echo "building etcd $ETCD_VERSION into $bin (first time only; about a minute)" >&2
+    rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
+    # The server module's go.mod has replace directives, which `go install module@version`
+    # refuses: build it as a dependency of a throwaway module instead (its requirements pin
+    # the same versions; the replaces point at its own sibling modules).
+    local work; work=$(mktemp -d)
+    (cd "$work" && go mod init causeway.dev/etcd-build >/dev/null 2>&1 &&
+      GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 &&
+      GOFLAGS=-mod=mod go build -trimpath -ldflags "$ld" -o "$bin.tmp/etcd" go.etcd.io/etcd/server/v3 >&2) ||
+      { rm -rf "$work"; exit 1; }
+    rm -rf "$work"
+    echo "$recipe" > "$bin.tmp/.recipe"
+    rm -rf "$bin"; mv "$bin.tmp" "$bin"
+  fi
+  echo "$bin"
+}
+
+tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=(containerd helm etcd)
 for t in "${tools[@]}"; do
   case $t in
     containerd) build_containerd ;;
     helm) build_helm ;;
-    *) echo "build-tools.sh: unknown tool $t (containerd, helm)" >&2; exit 2 ;;
+    etcd) build_etcd ;;
+    *) echo "build-tools.sh: unknown tool $t (containerd, helm, etcd)" >&2; exit 2 ;;
   esac
 done

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the test suite need, idempotently:
-#   - Debian packages (etcd, CNI reference plugins, BIRD 2 and FRR, iproute2, traffic tools, runc and
+#   - Debian packages (CNI reference plugins, BIRD 2 and FRR, iproute2, traffic tools, runc and
 #     iptables for the kubelet nodes, Graphviz for the docs' diagrams);
 #   - the control plane and the nodes' kubelet and kube-proxy, built from the pinned
 #     k8s.io/kubernetes release (e2e/controlplane/go.mod) into /var/cache/causeway, once;
-#   - containerd and helm from the Go module proxy (build-tools.sh), into the same cache.
+#   - containerd, helm and etcd from the Go module proxy (build-tools.sh), into the same cache.
 # Prints the control-plane bin directory on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-packages=(etcd-server containernetworking-plugins bird2 frr iperf3 arping nftables iproute2
+packages=(containernetworking-plugins bird2 frr iperf3 arping nftables iproute2
           iputils-ping socat openssl procps ca-certificates curl
           runc iptables conntrack util-linux gcc libc6-dev binutils graphviz)
 missing=()

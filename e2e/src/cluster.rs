@@ -62,7 +62,6 @@ pub fn require_prerequisites() -> Result<()> {
     for (program, package) in [
         ("ip", "iproute2"),
         ("openssl", "openssl"),
-        ("etcd", "etcd-server"),
         ("ping", "iputils-ping"),
         ("socat", "socat"),
     ] {
@@ -300,6 +299,57 @@ impl Cluster {
             cluster.kubeconfig.display()
         );
         Ok(cluster)
+    }
+
+    /// Starts a second kube-apiserver on the same etcd, at `port` on the control plane's
+    /// address, with `extra` flags after the cluster's own (e.g. a feature gate turned off, as
+    /// an API server of another version or configuration answers); returns once it answers
+    /// `/readyz`. It leaves the `default/kubernetes` endpoints to the first server; stop it
+    /// with [`Cluster::stop`].
+    pub fn start_extra_apiserver(&self, role: &str, port: u16, extra: &[&str]) -> Result<ProcId> {
+        let mut args: Vec<String> = controlplane::apiserver_args(
+            &self.pki,
+            self.topology.control_plane.address,
+            self.topology.kubelet,
+        )
+        .into_iter()
+        .filter(|a| !a.starts_with("--secure-port="))
+        .collect();
+        args.push(format!("--secure-port={port}"));
+        args.push("--endpoint-reconciler-type=none".into());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let program = self.binaries.kube_apiserver.display().to_string();
+        let cp_ns = Topology::ns(&self.name, "cp", "apiserver");
+        let id = self.spawn_ns(&cp_ns, role, &program, &args, &[])?;
+        // From the harness, as the cluster's own kubeconfig reaches the first server.
+        let server = format!("https://{}:{port}", self.api_from_root);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = cmd::run(self.kubectl_cmd().args([
+                "get",
+                "--raw",
+                "/readyz",
+                "--request-timeout=2s",
+                &format!("--server={server}"),
+            ]));
+            match out {
+                Ok(o) if o.trim() == "ok" => return Ok(id),
+                _ if !self.process_alive(role) => {
+                    bail!(
+                        "{role} exited during start-up:\n{}",
+                        self.log_tail(role, 30)
+                    )
+                }
+                r if Instant::now() > deadline => {
+                    self.stop(&id);
+                    bail!(
+                        "{role} not ready at {server} after 60 s: {r:?}\n{}",
+                        self.log_tail(role, 30)
+                    )
+                }
+                _ => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
     }
 
     /// Polls `/readyz` until the API server answers ok.

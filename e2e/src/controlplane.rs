@@ -1,4 +1,5 @@
-//! The real control plane: etcd (Debian `etcd-server`) and kube-apiserver plus
+//! The real control plane: etcd (built from its Go module by `e2e/scripts/build-tools.sh`) and
+//! kube-apiserver plus
 //! kube-controller-manager built from the pinned `k8s.io/kubernetes` module
 //! (`e2e/controlplane/`), with a per-cluster PKI and admin kubeconfigs.
 //!
@@ -61,9 +62,8 @@ impl Binaries {
             }
             Ok(p)
         };
-        cmd::require_program("etcd", "etcd-server")?;
         Ok(Self {
-            etcd: PathBuf::from("etcd"),
+            etcd: etcd()?,
             kube_apiserver: bin("kube-apiserver")?,
             kube_controller_manager: bin("kube-controller-manager")?,
             kube_scheduler: bin("kube-scheduler")?,
@@ -90,6 +90,22 @@ impl Binaries {
             .next()
             .with_context(|| format!("no k8s.io/kubernetes requirement in {}", gomod.display()))
     }
+}
+
+/// etcd: `$CAUSEWAY_ETCD`, or the cache `e2e/scripts/build-tools.sh` fills (building it when
+/// the cache is cold), at the version upstream pairs with the pinned Kubernetes release.
+fn etcd() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CAUSEWAY_ETCD") {
+        return Ok(PathBuf::from(p));
+    }
+    let script = workspace_root().join("e2e/scripts/build-tools.sh");
+    let out = cmd::run(Command::new(&script).arg("etcd"))
+        .with_context(|| format!("building etcd with {} (`make deps`)", script.display()))?;
+    let etcd = Path::new(out.trim()).join("etcd");
+    if !etcd.is_file() {
+        bail!("{} is missing: run `make deps`", etcd.display());
+    }
+    Ok(etcd)
 }
 
 /// Files of the cluster's PKI.

@@ -81,13 +81,18 @@ pub fn operator_kubeconfig(c: &Cluster) -> Result<String> {
 /// on. The Node must exist; the token is issued once and reused ([`renew_agent_token`] after
 /// the Node was deleted and registered again, which invalidates it, as it would the pod's).
 pub fn agent_kubeconfig(c: &Cluster, node: &str) -> Result<String> {
+    agent_kubeconfig_for(c, node, &server_url(c), "")
+}
+
+/// [`agent_kubeconfig`] for the API server at `server` (e.g. one started with
+/// [`Cluster::start_extra_apiserver`]), in a file named with `suffix`.
+pub fn agent_kubeconfig_for(c: &Cluster, node: &str, server: &str, suffix: &str) -> Result<String> {
     let token_file = agent_token_file(c, node);
     if !token_file.is_file() {
         renew_agent_token(c, node)?;
     }
-    let path = c.dir.join(format!("kubeconfig-agent-{node}"));
-    let server = server_url(c);
-    c.pki.token_kubeconfig(&path, &server, &token_file)?;
+    let path = c.dir.join(format!("kubeconfig-agent-{node}{suffix}"));
+    c.pki.token_kubeconfig(&path, server, &token_file)?;
     Ok(path.display().to_string())
 }
 

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
                 underlay_gone,
             ),
             testing::test("dry_run_prints_the_repair_and_changes_nothing", dry_run),
+            testing::test(
+                "an_agent_lists_in_pages_from_an_api_server_without_streamed_lists_and_plans_the_same",
+                paged_lists,
+            ),
             testing::test("foreign_routes_and_devices_are_left_alone", foreign),
             testing::test("an_agent_restart_loses_no_packets", restart),
             testing::test(
@@ -477,6 +481,74 @@ fn dry_run(c: &Cluster) -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// The agent's caches stream their first lists (WatchList, on by default from Kubernetes 1.34);
+/// an API server without it (1.33, or the feature gate off) refuses, and the agent lists in
+/// pages instead. A dry run of node-c's agent against each server: both find the dataplane
+/// as the running agent programmed it, and only the second says it lists in pages.
+fn paged_lists(c: &Cluster) -> Result<()> {
+    SUITE.overlay(c)?;
+    let node = "node-c";
+    let role = "kube-apiserver-no-watchlist";
+    const PORT: u16 = 6444;
+    let extra = c.start_extra_apiserver(role, PORT, &["--feature-gates=WatchList=false"])?;
+    let cp = c.topology.control_plane.address;
+    let result = (|| {
+        for (server, suffix, pages) in [
+            (deploy::server_url(c), "", false),
+            (format!("https://{cp}:{PORT}"), "-no-watchlist", true),
+        ] {
+            let kubeconfig = deploy::agent_kubeconfig_for(c, node, &server, suffix)?;
+            let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
+            let conf_dir = c.cni_conf_dir(node).display().to_string();
+            let out = causeway_e2e::cmd::in_netns(&c.ns(node), "env")
+                .arg(format!("KUBECONFIG={kubeconfig}"))
+                .arg(&bin)
+                .args([
+                    "--node-name",
+                    node,
+                    "--cni-conf-dir",
+                    &conf_dir,
+                    "--dry-run",
+                ])
+                .args(["--log-format", "json"])
+                .output()
+                .context("running the agent's dry run")?;
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            ensure!(
+                out.status.success(),
+                "dry run against {server} failed: {stderr}"
+            );
+            ensure!(
+                stdout.trim() == "# nothing to do: the dataplane matches the plan",
+                "dry run against {server} planned changes: {stdout:?}"
+            );
+            let paged: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains("does not stream lists"))
+                .collect();
+            if pages {
+                // One line per cache (NodeSubnets, PodNetworks, the Node, OverlayGateways,
+                // Secrets, the API server's endpoints), each naming the server's answer.
+                ensure!(
+                    paged.len() >= 4 && paged.iter().all(|l| l.contains("WatchList")),
+                    "against {server} the agent did not say it lists in pages: {stderr}"
+                );
+            } else {
+                ensure!(
+                    paged.is_empty(),
+                    "the agent listed in pages from {server}: {paged:?}"
+                );
+            }
+        }
+        Ok(())
+    })();
+    c.stop(&extra);
+    result
 }
 
 /// The exempt ranges in `node`'s NAT table, or `None` without the table.

@@ -4,6 +4,7 @@
 //! drop what it never reads of some objects before they are stored (the agent keeps only what
 //! its plan reads of 20,000 peers' NodeSubnets).
 
+use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -91,7 +92,7 @@ where
     let (store, writer) = reflector::store::<K>();
     let events = reflector::reflector(
         writer,
-        watcher(api, config.any_semantic()).modify(move |object| {
+        watch(api, config).modify(move |object| {
             object.managed_fields_mut().clear();
             slim(object);
         }),
@@ -99,4 +100,110 @@ where
     .default_backoff()
     .touched_objects();
     (store, events)
+}
+
+/// The watch that fills a cache. Its lists are streamed where the API server offers it
+/// (WatchList, on by default from Kubernetes 1.34 with etcd 3.5.13 or later): the objects come
+/// from the server's watch cache as watch events, decoded as they arrive, where a paginated list
+/// has the client wait for each page in turn. A server that cannot stream refuses
+/// ([`refuses_streaming`]) before the list is complete; the cache then lists in pages, also from
+/// the watch cache (`resourceVersion=0`), for as long as it runs.
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Cacheable,
+{
+    let state = Watch {
+        events: watcher(api.clone(), config.clone().streaming_lists()).boxed(),
+        paged: Some((api, config.any_semantic())),
+        listing: true,
+    };
+    futures::stream::unfold(state, |mut w| async move {
+        loop {
+            let event = w.events.next().await?;
+            match &event {
+                Ok(watcher::Event::Init) => w.listing = true,
+                Ok(watcher::Event::InitDone) => w.listing = false,
+                Err(e) if w.listing && refuses_streaming(e) => {
+                    if let Some((api, config)) = w.paged.take() {
+                        tracing::info!(
+                            kind = %K::kind(&Default::default()),
+                            answer = %e,
+                            "the API server does not stream lists (WatchList); listing in pages instead"
+                        );
+                        w.events = watcher(api, config).boxed();
+                        w.listing = true;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Some((event, w));
+        }
+    })
+}
+
+/// [`watch`]'s state: the watcher it reads, the paged one it turns to if the server refuses
+/// to stream, and whether a list is under way.
+struct Watch<K: Cacheable> {
+    events: futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>>,
+    paged: Option<(Api<K>, watcher::Config)>,
+    listing: bool,
+}
+
+/// Whether the API server refused a streamed list. It answers the watch with 422 Invalid when
+/// its `WatchList` feature gate is off ("sendInitialEvents is forbidden for watch unless the
+/// WatchList feature gate is enabled", the default on 1.33), and accepts it but ends it with an
+/// error event when its etcd cannot serve it ("the required storage feature
+/// RequestWatchProgress is disabled", etcd before 3.4.31 and 3.5.13). Any answer of the
+/// server's to a list under way counts, but Forbidden: a paged list would be forbidden too,
+/// and the error must stay in sight. A connection that fails is retried as it is.
+fn refuses_streaming(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code,
+        watcher::Error::WatchError(status) => status.code,
+        _ => return false,
+    };
+    code != 403
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> kube::core::Status {
+        serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "message": message, "reason": "Invalid",
+        }))
+        .expect("a Status")
+    }
+
+    fn answer(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(status(code, message)))
+    }
+
+    #[test]
+    fn an_answer_to_a_streamed_list_makes_the_cache_list_in_pages_but_forbidden_does_not() {
+        let gate_off = "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: \
+                        sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled";
+        assert!(refuses_streaming(&watcher::Error::WatchStartFailed(
+            answer(422, gate_off)
+        )));
+        let old_etcd = "a watch stream was requested by the client but the required storage \
+                        feature RequestWatchProgress is disabled";
+        assert!(refuses_streaming(&watcher::Error::WatchError(Box::new(
+            status(500, old_etcd)
+        ))));
+        // A paged list would be forbidden too: the error stays in sight.
+        assert!(!refuses_streaming(&watcher::Error::WatchStartFailed(
+            answer(403, "forbidden")
+        )));
+        // Not answers to a streamed list: retried as they are.
+        assert!(!refuses_streaming(&watcher::Error::InitialListFailed(
+            answer(422, gate_off)
+        )));
+        assert!(!refuses_streaming(&watcher::Error::NoResourceVersion));
+    }
 }
