@@ -153,20 +153,22 @@ struct Watch<K: Cacheable> {
     listing: bool,
 }
 
-/// Whether the API server refused a streamed list. It answers the watch with 422 Invalid when
-/// its `WatchList` feature gate is off ("sendInitialEvents is forbidden for watch unless the
-/// WatchList feature gate is enabled", the default on 1.33), and accepts it but ends it with an
-/// error event when its etcd cannot serve it ("the required storage feature
-/// RequestWatchProgress is disabled", etcd before 3.4.31 and 3.5.13). Any answer of the
-/// server's to a list under way counts, but Forbidden: a paged list would be forbidden too,
-/// and the error must stay in sight. A connection that fails is retried as it is.
+/// Whether the API server refused a streamed list. It rejects the request with 422 Invalid
+/// when its `WatchList` feature gate is off ("sendInitialEvents is forbidden for watch unless
+/// the WatchList feature gate is enabled", the default on 1.33), and accepts it but ends it with
+/// a 500 error event when its etcd cannot serve it ("the required storage feature
+/// RequestWatchProgress is disabled", etcd before 3.4.31 and 3.5.13). Anything else is retried
+/// as it is: 429 "storage is (re)initializing" (a kind whose CRD was just created, as when the
+/// chart installs CRDs and agents together), Forbidden (a paged list would be forbidden too,
+/// and the error must stay in sight), a server going away, a connection that fails.
 fn refuses_streaming(e: &watcher::Error) -> bool {
-    let code = match e {
-        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code,
-        watcher::Error::WatchError(status) => status.code,
-        _ => return false,
-    };
-    code != 403
+    match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => {
+            matches!(status.code, 400 | 422)
+        }
+        watcher::Error::WatchError(status) => status.code == 500,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -185,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_to_a_streamed_list_makes_the_cache_list_in_pages_but_forbidden_does_not() {
+    fn a_refused_streamed_list_makes_the_cache_list_in_pages_and_a_transient_answer_does_not() {
         let gate_off = "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: \
                         sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled";
         assert!(refuses_streaming(&watcher::Error::WatchStartFailed(
@@ -196,11 +198,21 @@ mod tests {
         assert!(refuses_streaming(&watcher::Error::WatchError(Box::new(
             status(500, old_etcd)
         ))));
-        // A paged list would be forbidden too: the error stays in sight.
-        assert!(!refuses_streaming(&watcher::Error::WatchStartFailed(
-            answer(403, "forbidden")
-        )));
-        // Not answers to a streamed list: retried as they are.
+        // Retried as they are: a kind whose CRD was just created, a paged list that would be
+        // forbidden too, a server going away, a watch that expired, answers to a paged list.
+        for (code, message) in [
+            (429, "storage is (re)initializing"),
+            (403, "forbidden"),
+            (503, "the server is shutting down"),
+        ] {
+            assert!(
+                !refuses_streaming(&watcher::Error::WatchStartFailed(answer(code, message))),
+                "{code}"
+            );
+        }
+        assert!(!refuses_streaming(&watcher::Error::WatchError(Box::new(
+            status(410, "too old resource version")
+        ))));
         assert!(!refuses_streaming(&watcher::Error::InitialListFailed(
             answer(422, gate_off)
         )));
