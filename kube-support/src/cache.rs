@@ -2,7 +2,8 @@
 //! a watcher config), without `managedFields`, which neither reads and which are a good part
 //! of each object at thousands of Nodes and NodeSubnets. [`cached_slim`] also lets the caller
 //! drop what it never reads of some objects before they are stored (the agent keeps only what
-//! its plan reads of 20,000 peers' NodeSubnets).
+//! its plan reads of 20,000 peers' NodeSubnets). Every cache streams its lists where the API
+//! server can ([`watch`]), and lists in pages where it cannot.
 
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
