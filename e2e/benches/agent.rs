@@ -64,6 +64,7 @@
 //! harness removes on success, failure, panic (drop) and Ctrl-C; the root namespace is only
 //! touched by the harness's own veth to the API server.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -74,6 +75,7 @@ use anyhow::{Context, Result, bail, ensure};
 use causeway_crds::conditions::{find_condition, types};
 use causeway_crds::vtep::vtep_mac;
 use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork};
+use causeway_e2e::apiserver_metrics::{grown, write_counts};
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::causeway_binary;
 use causeway_e2e::proc::ProcId;
@@ -377,6 +379,12 @@ struct SizeResult {
     baseline: Duration,
     /// flanneld at the same N (`--flannel`, IPv4 pass only).
     flannel: Option<flannel::FlannelResult>,
+    /// API writes by verb and resource (the API server's `apiserver_request_total`): from the
+    /// agent's start to Programmed (its join, all the agent's own), during the changes with
+    /// the bench's own creates and deletes left out, and during the settle.
+    start_writes: BTreeMap<String, f64>,
+    change_writes: BTreeMap<String, f64>,
+    settle_writes: BTreeMap<String, f64>,
 }
 
 /// One node on one /16 segment with the control plane; no kube-controller-manager (nothing
@@ -1123,6 +1131,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         stack == Stack::Ipv4 || (r.neighbours == want_routes && r.fdb_entries == peers)
     };
     let mark = watch.mark();
+    let writes_before = tokio::task::block_in_place(|| write_counts(c))?;
     let wall = SystemTime::now();
     let started = Instant::now();
     let pid = tokio::task::block_in_place(|| start_agent(c))?;
@@ -1159,6 +1168,11 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         result.programmed.as_secs_f64(),
         watch.last().message
     );
+
+    // Its join's writes: the status that said Programmed is among them; a write the agent
+    // makes later would show in the changes below.
+    let writes_programmed = tokio::task::block_in_place(|| write_counts(c))?;
+    result.start_writes = grown(&writes_before, &writes_programmed);
 
     // 3. One peer at a time: added, then an original one deleted.
     let monitor = tokio::task::block_in_place(|| RouteMonitor::start(&node_ns))?;
@@ -1234,6 +1248,11 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         }
     }
     drop(monitor);
+    let writes_changed = tokio::task::block_in_place(|| write_counts(c))?;
+    result.change_writes = grown(&writes_programmed, &writes_changed);
+    for own in ["POST nodesubnets", "DELETE nodesubnets"] {
+        result.change_writes.remove(own);
+    }
 
     // 4. Afterwards: through at least one periodic resync, with /metrics scraped every 5 s
     // as a Prometheus would (more often than its usual 15-30 s), so the memory after
@@ -1265,6 +1284,10 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
     }
     ensure!(pid.alive(), "the agent exited after the peer changes");
     result.after = usage(pid.pid)?;
+    result.settle_writes = grown(
+        &writes_changed,
+        &tokio::task::block_in_place(|| write_counts(c))?,
+    );
     // Deletions remove the neighbour and FDB entry right after the route, and the status
     // follows the pass: allow them a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1606,8 +1629,35 @@ fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, se
             "| {n} | (setup) {peers} NodeSubnets created and their status written, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
             r.create_peers.as_secs_f64()
         );
+        println!(
+            "| {n} | API writes, start → Programmed (the agent's join) | {} | | |",
+            writes(&r.start_writes, 1.0)
+        );
+        println!(
+            "| {n} | API writes by the agent per peer change (of {}) | {} | | |",
+            2 * changes,
+            writes(&r.change_writes, (2 * changes).max(1) as f64)
+        );
+        if settle > 0 {
+            println!(
+                "| {n} | API writes per minute during the {settle} s after the changes | {} | | |",
+                writes(&r.settle_writes, settle as f64 / 60.0)
+            );
+        }
     }
     print_flannel_report(report, changes, settle);
+}
+
+/// Writes by verb and resource, each divided by `per` ("none" without any).
+fn writes(counts: &BTreeMap<String, f64>, per: f64) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts
+        .iter()
+        .map(|(key, n)| format!("{key} {:.2}", n / per))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The agent beside flanneld at each size that ran it (`--flannel`): ratios are Causeway ÷

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use causeway_crds::NodeSubnet;
+use causeway_e2e::apiserver_metrics::{write_counts, write_series};
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::{self, causeway_binary};
 use causeway_e2e::proc::ProcId;
@@ -785,12 +786,6 @@ async fn measure_joins(
     })
 }
 
-/// `apiserver_request_total` summed by verb and resource, for writes only.
-fn write_counts(c: &Cluster) -> Result<BTreeMap<String, f64>> {
-    let text = c.kubectl(&["get", "--raw", "/metrics"])?;
-    write_series(&text, "apiserver_request_total")
-}
-
 /// The API server's own time per write during the joins, by verb and resource (the mean of
 /// `apiserver_request_duration_seconds` between `before` and `after`, two `/metrics` texts):
 /// where a join's time goes on the server side.
@@ -812,39 +807,6 @@ fn server_time_per_write(before: &str, after: &str) -> Result<BTreeMap<String, D
         }
     }
     Ok(out)
-}
-
-/// A metric of `text` summed by verb and resource, for writes only.
-fn write_series(text: &str, metric: &str) -> Result<BTreeMap<String, f64>> {
-    let prefix = format!("{metric}{{");
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |k: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        let verb = label("verb");
-        if matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT") {
-            continue;
-        }
-        let mut resource = label("resource");
-        let sub = label("subresource");
-        if !sub.is_empty() {
-            resource = format!("{resource}/{sub}");
-        }
-        *counts.entry(format!("{verb} {resource}")).or_insert(0.0) +=
-            value.trim().parse::<f64>()?;
-    }
-    Ok(counts)
 }
 
 /// Peak resident memory (VmHWM, KiB) and CPU time (user + system) of a process.

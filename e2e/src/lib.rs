@@ -10,6 +10,7 @@
 //! - [`pods`]: pod namespaces attached through the real CNI reference plugins.
 //! - [`traffic`]: ping/TCP checks and a loss counter for disruptions.
 //! - [`image`]: deterministic OCI image archives (Causeway, pause, test pod) from this repo.
+//! - [`apiserver_metrics`]: the API server's write counts, for writes per change and minute.
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode);
 //! - [`frr`]: FRRouting as the second router implementation (interoperability).
 //! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
@@ -18,6 +19,7 @@
 //! - [`suite`]: what the suites running Causeway share: agents, pods, bring-up, probes.
 //! - [`testing`]: glue for the e2e test binaries (one cluster per binary, Ctrl-C safe).
 
+pub mod apiserver_metrics;
 pub mod bird;
 pub mod cluster;
 pub mod cmd;

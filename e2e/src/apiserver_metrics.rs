@@ -1,0 +1,88 @@
+//! What the API server counts of the writes it serves (`apiserver_request_total` and
+//! `apiserver_request_duration_seconds`, from its `/metrics`), for the benchmarks that report
+//! API writes per change and per minute: summed by verb and resource, reads left out.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::Cluster;
+
+/// `apiserver_request_total` summed by verb and resource, for writes only.
+pub fn write_counts(c: &Cluster) -> Result<BTreeMap<String, f64>> {
+    let text = c.kubectl(&["get", "--raw", "/metrics"])?;
+    write_series(&text, "apiserver_request_total")
+}
+
+/// A metric of `text` summed by verb and resource, for writes only.
+pub fn write_series(text: &str, metric: &str) -> Result<BTreeMap<String, f64>> {
+    let prefix = format!("{metric}{{");
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let verb = label("verb");
+        if matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT") {
+            continue;
+        }
+        let mut resource = label("resource");
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        *counts.entry(format!("{verb} {resource}")).or_insert(0.0) +=
+            value.trim().parse::<f64>()?;
+    }
+    Ok(counts)
+}
+
+/// What grew between two [`write_counts`], by verb and resource (only what grew).
+pub fn grown(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(key, count)| {
+            let delta = count - before.get(key).copied().unwrap_or(0.0);
+            (delta > 0.0).then(|| (key.clone(), delta))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_summed_by_verb_and_resource_and_reads_left_out() {
+        let text = r#"# HELP apiserver_request_total x
+apiserver_request_total{code="201",component="apiserver",group="causeway.dev",resource="nodesubnets",scope="cluster",subresource="",verb="POST",version="v1alpha1"} 3
+apiserver_request_total{code="409",component="apiserver",group="causeway.dev",resource="nodesubnets",scope="cluster",subresource="",verb="POST",version="v1alpha1"} 1
+apiserver_request_total{code="200",component="apiserver",group="causeway.dev",resource="nodesubnets",scope="cluster",subresource="status",verb="APPLY",version="v1alpha1"} 2
+apiserver_request_total{code="200",component="apiserver",group="causeway.dev",resource="nodesubnets",scope="cluster",subresource="",verb="LIST",version="v1alpha1"} 9
+"#;
+        let counts = write_series(text, "apiserver_request_total").expect("parses");
+        assert_eq!(counts.get("POST nodesubnets"), Some(&4.0));
+        assert_eq!(counts.get("APPLY nodesubnets/status"), Some(&2.0));
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        let mut later = counts.clone();
+        *later.get_mut("POST nodesubnets").expect("there") += 1.0;
+        later.insert("PUT leases".into(), 2.0);
+        let grew = grown(&counts, &later);
+        assert_eq!(grew.get("POST nodesubnets"), Some(&1.0));
+        assert_eq!(grew.get("PUT leases"), Some(&2.0));
+        assert_eq!(grew.len(), 2, "{grew:?}");
+    }
+}
