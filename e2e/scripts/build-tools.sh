@@ -21,72 +21,78 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=
 # binaries, so a changed version or flag rebuilds instead of reusing a stale binary).
 fresh() { [ -f "$1/.recipe" ] && [ "$(cat "$1/.recipe")" = "$2" ]; }
 
-build_containerd() {
-  local bin="$cache/containerd/$CONTAINERD_VERSION/bin"
-  local ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
-  # btrfs needs cgo; devmapper and zfs snapshotters are not used. The shim needs no gRPC
-  # server (containerd's own Makefile builds it with no_grpc).
-  local tags="no_btrfs no_devmapper no_zfs urfave_cli_no_docs"
-  local recipe="containerd $CONTAINERD_VERSION tags=$tags ld=$ld"
+# build_once DIR RECIPE WHAT BUILDER: unless DIR holds a build made with RECIPE, runs BUILDER
+# with an empty DIR.tmp to fill and puts it in DIR's place, the recipe beside it. Prints DIR.
+build_once() {
+  local bin=$1 recipe=$2 what=$3 builder=$4
   if ! fresh "$bin" "$recipe"; then
-    echo "building containerd $CONTAINERD_VERSION into $bin (first time only; about 2 minutes)" >&2
+    echo "building $what into $bin (first time only)" >&2
     rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
-    for c in containerd containerd-shim-runc-v2 ctr; do
-      local t="$tags"
-      [ "$c" = containerd-shim-runc-v2 ] && t="$t no_grpc"
-      GOBIN="$bin.tmp" go install -trimpath -tags "$t" -ldflags "$ld" \
-        "github.com/containerd/containerd/v2/cmd/$c@$CONTAINERD_VERSION" >&2
-    done
+    "$builder" "$bin.tmp"
     echo "$recipe" > "$bin.tmp/.recipe"
     rm -rf "$bin"; mv "$bin.tmp" "$bin"
   fi
   echo "$bin"
 }
 
-build_helm() {
-  local bin="$cache/helm/$HELM_VERSION/bin"
-  # As helm's own Makefile: its version, and the Kubernetes version of its client-go, which
-  # `helm template`/`lint` assume without a cluster (a plain `go install` says v1.20, older
-  # than the chart's kubeVersion allows).
-  local gomod kmajor kminor
+# About 2 minutes. btrfs needs cgo; devmapper and zfs snapshotters are not used. The shim needs
+# no gRPC server (containerd's own Makefile builds it with no_grpc).
+CONTAINERD_TAGS="no_btrfs no_devmapper no_zfs urfave_cli_no_docs"
+CONTAINERD_LD="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+containerd_into() {
+  local c t
+  for c in containerd containerd-shim-runc-v2 ctr; do
+    t="$CONTAINERD_TAGS"
+    [ "$c" = containerd-shim-runc-v2 ] && t="$t no_grpc"
+    GOBIN="$1" go install -trimpath -tags "$t" -ldflags "$CONTAINERD_LD" \
+      "github.com/containerd/containerd/v2/cmd/$c@$CONTAINERD_VERSION" >&2
+  done
+}
+build_containerd() {
+  build_once "$cache/containerd/$CONTAINERD_VERSION/bin" \
+    "containerd $CONTAINERD_VERSION tags=$CONTAINERD_TAGS ld=$CONTAINERD_LD" \
+    "containerd $CONTAINERD_VERSION" containerd_into
+}
+
+# About a minute. As helm's own Makefile: its version, and the Kubernetes version of its
+# client-go, which `helm template`/`lint` assume without a cluster (a plain `go install` says
+# v1.20, older than the chart's kubeVersion allows).
+helm_ld() {
+  local gomod kmajor kminor ld
   gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   # client-go v0.N.x is Kubernetes 1.N.
   read -r kmajor kminor < <(awk '$1=="k8s.io/client-go" {split($2,v,"."); print 1, v[2]}' "$gomod")
-  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ld="$ld -X $pkg.k8sVersionMajor=$kmajor -X $pkg.k8sVersionMinor=$kminor"
   done
-  local recipe="helm $HELM_VERSION ld=$ld"
-  if ! fresh "$bin" "$recipe"; then
-    echo "building helm $HELM_VERSION into $bin (first time only; about a minute)" >&2
-    rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
-    GOBIN="$bin.tmp" go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
-    echo "$recipe" > "$bin.tmp/.recipe"
-    rm -rf "$bin"; mv "$bin.tmp" "$bin"
-  fi
-  echo "$bin"
+  echo "$ld"
+}
+helm_into() {
+  GOBIN="$1" go install -trimpath -ldflags "$HELM_LD" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+}
+build_helm() {
+  HELM_LD=$(helm_ld)
+  build_once "$cache/helm/$HELM_VERSION/bin" "helm $HELM_VERSION ld=$HELM_LD" \
+    "helm $HELM_VERSION" helm_into
 }
 
+# About a minute. The server module's go.mod has replace directives, which `go install
+# module@version` refuses: it is built as a dependency of a throwaway module instead (its
+# requirements pin the same versions; the replaces only point at its sibling modules).
+ETCD_LD="-s -w"
+etcd_into() {
+  local out=$1 work
+  work=$(mktemp -d)
+  (cd "$work" && go mod init causeway.dev/etcd-build >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 &&
+    GOFLAGS=-mod=mod go build -trimpath -ldflags "$ETCD_LD" -o "$out/etcd" go.etcd.io/etcd/server/v3 >&2) ||
+    { rm -rf "$work"; exit 1; }
+  rm -rf "$work"
+}
 build_etcd() {
-  local bin="$cache/etcd/$ETCD_VERSION/bin"
-  local ld="-s -w"
-  local recipe="etcd $ETCD_VERSION ld=$ld"
-  if ! fresh "$bin" "$recipe"; then
-    echo "building etcd $ETCD_VERSION into $bin (first time only; about a minute)" >&2
-    rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
-    # The server module's go.mod has replace directives, which `go install module@version`
-    # refuses: build it as a dependency of a throwaway module instead (its requirements pin
-    # the same versions; the replaces point at its own sibling modules).
-    local work; work=$(mktemp -d)
-    (cd "$work" && go mod init causeway.dev/etcd-build >/dev/null 2>&1 &&
-      GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 &&
-      GOFLAGS=-mod=mod go build -trimpath -ldflags "$ld" -o "$bin.tmp/etcd" go.etcd.io/etcd/server/v3 >&2) ||
-      { rm -rf "$work"; exit 1; }
-    rm -rf "$work"
-    echo "$recipe" > "$bin.tmp/.recipe"
-    rm -rf "$bin"; mv "$bin.tmp" "$bin"
-  fi
-  echo "$bin"
+  build_once "$cache/etcd/$ETCD_VERSION/bin" "etcd $ETCD_VERSION ld=$ETCD_LD" \
+    "etcd $ETCD_VERSION" etcd_into
 }
 
 tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=(containerd helm etcd)

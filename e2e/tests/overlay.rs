@@ -448,21 +448,8 @@ fn dry_run(c: &Cluster) -> Result<()> {
     c.stop(&SUITE.agent_of(node)?);
     let target = subnet_of(c, NETWORK, "node-a")?;
     c.exec(node, "ip", &["route", "del", &target, "proto", "249"])?;
-    let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
     let kubeconfig = deploy::agent_kubeconfig(c, node)?;
-    let conf_dir = c.cni_conf_dir(node).display().to_string();
-    let out = causeway_e2e::cmd::run(
-        causeway_e2e::cmd::in_netns(&c.ns(node), "env")
-            .arg(format!("KUBECONFIG={kubeconfig}"))
-            .arg(&bin)
-            .args([
-                "--node-name",
-                node,
-                "--cni-conf-dir",
-                &conf_dir,
-                "--dry-run",
-            ]),
-    )?;
+    let out = causeway_e2e::cmd::run(&mut dry_run_of(c, node, &kubeconfig)?)?;
     let want = format!("replace route {target} via");
     ensure!(out.contains(&want), "dry run printed no repair: {out:?}");
     ensure!(
@@ -483,6 +470,22 @@ fn dry_run(c: &Cluster) -> Result<()> {
     })
 }
 
+/// `node`'s agent as a dry run with `kubeconfig`, in the node's namespace: it prints the
+/// operations of one pass and stops.
+fn dry_run_of(c: &Cluster, node: &str, kubeconfig: &str) -> Result<std::process::Command> {
+    let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
+    let conf_dir = c.cni_conf_dir(node).display().to_string();
+    let mut cmd = causeway_e2e::cmd::in_netns(&c.ns(node), "env");
+    cmd.arg(format!("KUBECONFIG={kubeconfig}")).arg(&bin).args([
+        "--node-name",
+        node,
+        "--cni-conf-dir",
+        &conf_dir,
+        "--dry-run",
+    ]);
+    Ok(cmd)
+}
+
 /// The agent's caches stream their first lists (WatchList, on by default from Kubernetes 1.34);
 /// an API server without it (1.33, or the feature gate off) refuses, and the agent lists in
 /// pages instead. A dry run of node-c's agent against each server: both find the dataplane
@@ -500,18 +503,7 @@ fn paged_lists(c: &Cluster) -> Result<()> {
             (format!("https://{cp}:{PORT}"), "-no-watchlist", true),
         ] {
             let kubeconfig = deploy::agent_kubeconfig_for(c, node, &server, suffix)?;
-            let bin = causeway_e2e::controlplane::causeway_binary("causeway-node-agent")?;
-            let conf_dir = c.cni_conf_dir(node).display().to_string();
-            let out = causeway_e2e::cmd::in_netns(&c.ns(node), "env")
-                .arg(format!("KUBECONFIG={kubeconfig}"))
-                .arg(&bin)
-                .args([
-                    "--node-name",
-                    node,
-                    "--cni-conf-dir",
-                    &conf_dir,
-                    "--dry-run",
-                ])
+            let out = dry_run_of(c, node, &kubeconfig)?
                 .args(["--log-format", "json"])
                 .output()
                 .context("running the agent's dry run")?;
