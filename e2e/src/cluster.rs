@@ -258,7 +258,7 @@ impl Cluster {
             ),
             &[],
         )?;
-        cluster.wait_ready(Duration::from_secs(120))?;
+        cluster.wait_ready(None, "kube-apiserver", Duration::from_secs(120))?;
         if cluster.topology.control_plane.controller_manager {
             let kcm = cluster
                 .binaries
@@ -323,61 +323,40 @@ impl Cluster {
         let id = self.spawn_ns(&cp_ns, role, &program, &args, &[])?;
         // From the harness, as the cluster's own kubeconfig reaches the first server.
         let server = format!("https://{}:{port}", self.api_from_root);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = cmd::run(self.kubectl_cmd().args([
-                "get",
-                "--raw",
-                "/readyz",
-                "--request-timeout=2s",
-                &format!("--server={server}"),
-            ]));
-            match out {
-                Ok(o) if o.trim() == "ok" => return Ok(id),
-                _ if !self.process_alive(role) => {
-                    bail!(
-                        "{role} exited during start-up:\n{}",
-                        self.log_tail(role, 30)
-                    )
-                }
-                r if Instant::now() > deadline => {
-                    self.stop(&id);
-                    bail!(
-                        "{role} not ready at {server} after 60 s: {r:?}\n{}",
-                        self.log_tail(role, 30)
-                    )
-                }
-                _ => std::thread::sleep(Duration::from_millis(250)),
-            }
+        if let Err(e) = self.wait_ready(Some(&server), role, Duration::from_secs(60)) {
+            self.stop(&id);
+            return Err(e);
         }
+        Ok(id)
     }
 
-    /// Polls `/readyz` until the API server answers ok.
-    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    /// Polls `/readyz` of the API server `role` at `server` (the cluster's own kubeconfig's
+    /// when `None`) until it answers ok; fails at once when it or etcd exited.
+    fn wait_ready(&self, server: Option<&str>, role: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
-            match cmd::run(self.kubectl_cmd().args([
-                "get",
-                "--raw",
-                "/readyz",
-                "--request-timeout=2s",
-            ])) {
+            let mut kubectl = self.kubectl_cmd();
+            kubectl.args(["get", "--raw", "/readyz", "--request-timeout=2s"]);
+            if let Some(server) = server {
+                kubectl.arg(format!("--server={server}"));
+            }
+            match cmd::run(&mut kubectl) {
                 Ok(out) if out.trim() == "ok" => return Ok(()),
                 Ok(out) => last = out,
                 Err(e) => last = format!("{e:#}"),
             }
-            if !self.process_alive("kube-apiserver") || !self.process_alive("etcd") {
+            if !self.process_alive(role) || !self.process_alive("etcd") {
                 bail!(
                     "the control plane exited during start-up:\n{}",
-                    self.log_tail("kube-apiserver", 30) + &self.log_tail("etcd", 10)
+                    self.log_tail(role, 30) + &self.log_tail("etcd", 10)
                 );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
         bail!(
-            "kube-apiserver not ready after {timeout:?}: {last}\n{}",
-            self.log_tail("kube-apiserver", 30)
+            "{role} not ready after {timeout:?}: {last}\n{}",
+            self.log_tail(role, 30)
         )
     }
 
