@@ -300,7 +300,7 @@ async fn run(opts: Options) -> Result<()> {
     let agent = causeway_binary("causeway-node-agent")?;
     eprintln!("[bench] agent binary: {}", agent.display());
     let flanneld = if opts.flannel {
-        let bin = tokio::task::block_in_place(flannel::binary)?;
+        let bin = tokio::task::block_in_place(causeway_e2e::flannel::flanneld)?;
         eprintln!("[bench] flanneld binary: {}", bin.display());
         Some(bin)
     } else {

@@ -30,7 +30,12 @@
 //!    no CNI config, no `ip causeway` or `ip6 causeway` nftables table) before the next
 //!    block: the mode is immutable, so each is a new network. The families of one mode run
 //!    one after the other (IPv4, then IPv6), so both see about the same machine load.
-//! 3. **baseline, end**: R runs of each family again, with no PodNetwork left.
+//! 3. **flannel, with `--flannel`** (issue #19's reference): flanneld's VXLAN backend and
+//!    flannel's CNI plugin on the same two nodes, IPv4, one block of the same interleaved runs
+//!    and checks (its pods' MTU, traffic through its VXLAN device), everything it built
+//!    removed afterwards ([`flannel`]). The report sets Causeway's IPv4 Overlay block beside
+//!    it.
+//! 4. **baseline, end**: R runs of each family again, with no PodNetwork left.
 //!
 //! Each run is one TCP stream (`iperf3 -c`, one-shot server `iperf3 -s -1`), its throughput
 //! the receiver's; with two or more CPUs the client is pinned to CPU 0 and the server to CPU 1
@@ -50,7 +55,8 @@
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
 //! causeway-e2e --bench datapath -- [--seconds 5] [--omit 1] [--repeats 10] [--parallel 8]
-//! [--modes Flat,Routed,Overlay] [--family ipv4|ipv6|both]` (default both). Without `--bench`
+//! [--modes Flat,Routed,Overlay] [--family ipv4|ipv6|both] [--flannel]` (default both;
+//! `--flannel` builds flannel the first time, `e2e/scripts/build-flannel.sh`). Without `--bench`
 //! (`cargo test --all-targets`, so `make test`) it runs every mode of both families once for
 //! 1 s, single stream only, as a smoke test that still makes every check. Needs root, like
 //! the e2e suite.
@@ -82,6 +88,9 @@ use causeway_node_agent::cni;
 use causeway_node_agent::model::{NAT_TABLE, ROUTE_PROTOCOL};
 use ipnet::IpNet;
 use serde_json::Value;
+
+#[path = "datapath/flannel.rs"]
+mod flannel;
 
 const CLUSTER: &str = "datapath";
 const NETWORK: &str = "bench";
@@ -146,6 +155,8 @@ struct Options {
     modes: Vec<PodNetworkMode>,
     /// IPv4 first when both: each mode's IPv6 block follows its IPv4 block.
     families: Vec<Family>,
+    /// Also run flannel's VXLAN pod↔pod path as a reference block (`--flannel`, IPv4).
+    flannel: bool,
 }
 
 const ALL_MODES: [PodNetworkMode; 3] = [
@@ -171,6 +182,7 @@ fn parse_args() -> Result<Options> {
             parallel: 0,
             modes: ALL_MODES.to_vec(),
             families: BOTH.to_vec(),
+            flannel: false,
         });
     }
     let mut opts = Options {
@@ -180,6 +192,7 @@ fn parse_args() -> Result<Options> {
         parallel: 8,
         modes: ALL_MODES.to_vec(),
         families: BOTH.to_vec(),
+        flannel: false,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -216,9 +229,10 @@ fn parse_args() -> Result<Options> {
                     other => bail!("--family {other}: use ipv4, ipv6 or both"),
                 };
             }
+            "--flannel" => opts.flannel = true,
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 10, --parallel 8 (0: none), --modes Flat,Routed,Overlay, --family ipv4|ipv6|both"
+                "unknown argument {other}; use --seconds 5, --omit 1, --repeats 10, --parallel 8 (0: none), --modes Flat,Routed,Overlay, --family ipv4|ipv6|both, --flannel"
             ),
         }
     }
@@ -229,6 +243,10 @@ fn parse_args() -> Result<Options> {
         "--parallel 1 is the single stream already measured: use 0 or 2 and more"
     );
     ensure!(!opts.modes.is_empty(), "--modes needs at least one mode");
+    ensure!(
+        !opts.flannel || opts.families.contains(&Family::V4),
+        "--flannel measures flannel's IPv4 VXLAN path: use it with --family ipv4 or both"
+    );
     Ok(opts)
 }
 
@@ -265,11 +283,40 @@ struct Series {
     nodes: Vec<Run>,
 }
 
-/// One block: a mode and family, its pod MTU, and its runs: one TCP stream, and `--parallel`
-/// streams (each parallel run right after the single-stream run of the same path).
+/// Whose pod↔pod path a block measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subject {
+    /// A Causeway PodNetwork of this mode.
+    Mode(PodNetworkMode),
+    /// flanneld's VXLAN backend with flannel's CNI plugin (`--flannel`, [`flannel`]).
+    Flannel,
+}
+
+impl Subject {
+    fn label(self) -> String {
+        match self {
+            Subject::Mode(mode) => format!("{mode:?}"),
+            Subject::Flannel => "flannel VXLAN (reference)".into(),
+        }
+    }
+
+    /// The issue's target for the pod↔pod ÷ node↔node ratio (issue #19): Flat and Routed ≥
+    /// 0.95, Overlay ≥ 0.85; none for the reference.
+    fn target(self) -> Option<f64> {
+        match self {
+            Subject::Mode(PodNetworkMode::Overlay) => Some(0.85),
+            Subject::Mode(_) => Some(0.95),
+            Subject::Flannel => None,
+        }
+    }
+}
+
+/// One block: a mode (or the flannel reference) and family, its pod MTU, and its runs: one
+/// TCP stream, and `--parallel` streams (each parallel run right after the single-stream run
+/// of the same path).
 #[derive(Debug)]
 struct ModeResult {
-    mode: PodNetworkMode,
+    subject: Subject,
     family: Family,
     pod_mtu: u32,
     /// The 1-minute load average when the block's network was created.
@@ -309,6 +356,17 @@ fn run(opts: &Options) -> Result<()> {
     for binary in ["causeway-operator", "causeway-node-agent"] {
         eprintln!("[bench] {binary}: {}", causeway_binary(binary)?.display());
     }
+    let flannel = if opts.flannel {
+        let bins = flannel::Binaries::find()?;
+        eprintln!(
+            "[bench] flanneld: {}; flannel's CNI plugin in {}",
+            bins.flanneld.display(),
+            bins.cni_dir.display()
+        );
+        Some(bins)
+    } else {
+        None
+    };
     let load = load_average()?;
     if load.parse::<f64>().is_ok_and(|l| l > 0.5) {
         eprintln!(
@@ -317,10 +375,14 @@ fn run(opts: &Options) -> Result<()> {
         );
     }
     let cluster = Cluster::up(CLUSTER, presets::one_segment_dual_stack(2))?;
-    let result = measure(&cluster, opts, load);
+    let result = measure(&cluster, opts, flannel.as_ref(), load);
     if result.is_err() {
-        for role in ["operator-node-a", "agent-node-a", "agent-node-b"] {
-            eprintln!("{}", cluster.log_tail(role, 15));
+        let roles = ["operator-node-a", "agent-node-a", "agent-node-b"]
+            .map(String::from)
+            .into_iter()
+            .chain(flannel.iter().flat_map(|_| flannel::roles()));
+        for role in roles {
+            eprintln!("{}", cluster.log_tail(&role, 15));
         }
     }
     cluster.teardown()?;
@@ -329,7 +391,12 @@ fn run(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-fn measure(c: &Cluster, opts: &Options, load: String) -> Result<Report> {
+fn measure(
+    c: &Cluster,
+    opts: &Options,
+    flannel: Option<&flannel::Binaries>,
+    load: String,
+) -> Result<Report> {
     control_plane(c)?;
     let versions = format!(
         "kernel {}, {}",
@@ -353,6 +420,11 @@ fn measure(c: &Cluster, opts: &Options, load: String) -> Result<Report> {
                     .with_context(|| format!("{mode:?} {}", family.label()))?,
             );
         }
+    }
+    if let Some(bins) = flannel {
+        modes.push(
+            flannel::run(c, bins, underlay_mtu, opts).context("the flannel reference block")?,
+        );
     }
     let end = node_runs(c, opts, "end")?;
     Ok(Report {
@@ -551,7 +623,7 @@ fn run_mode(
     );
 
     let mut result = ModeResult {
-        mode,
+        subject: Subject::Mode(mode),
         family,
         pod_mtu: want_mtu,
         load,
@@ -559,7 +631,39 @@ fn run_mode(
         parallel: (opts.parallel > 1).then(Series::default),
         vxlan_tx: overlay.then_some(0),
     };
+    interleave(c, &mut result, &client, &server, opts)?;
+
+    client.del(c)?;
+    server.del(c)?;
     let what = format!("{mode:?} {}", family.label());
+    c.kubectl(&[
+        "delete",
+        "podnetwork",
+        NETWORK,
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    for node in NODES {
+        wait_for(
+            &format!("{node} is clean after deleting the {what} network"),
+            CLEAN_TIMEOUT,
+            || node_is_clean(c, node),
+        )?;
+    }
+    Ok(result)
+}
+
+/// A block's runs: `repeats` pod runs (and `--parallel` runs after each), each between two
+/// node runs of the same family, into `result`.
+fn interleave(
+    c: &Cluster,
+    result: &mut ModeResult,
+    client: &BenchPod,
+    server: &BenchPod,
+    opts: &Options,
+) -> Result<()> {
+    let family = result.family;
+    let what = format!("{} {}", result.subject.label(), family.label());
     let p = opts.parallel;
     for i in 0..=opts.repeats {
         // The node runs bracket the pod runs: one more node run (of each width) at the end.
@@ -576,33 +680,16 @@ fn run_mode(
         if last {
             break;
         }
-        let run = pod_run(c, &what, &client, &server, opts, 1, &mut result.vxlan_tx)?;
+        let run = pod_run(c, &what, client, server, opts, 1, &mut result.vxlan_tx)?;
         log_run(&format!("{what} pod↔pod"), i, opts.repeats, &run);
         result.single.pods.push(run);
         if let Some(par) = &mut result.parallel {
-            let run = pod_run(c, &what, &client, &server, opts, p, &mut result.vxlan_tx)?;
+            let run = pod_run(c, &what, client, server, opts, p, &mut result.vxlan_tx)?;
             log_run(&format!("{what} pod↔pod ×{p}"), i, opts.repeats, &run);
             par.pods.push(run);
         }
     }
-
-    client.del(c)?;
-    server.del(c)?;
-    c.kubectl(&[
-        "delete",
-        "podnetwork",
-        NETWORK,
-        "--wait=true",
-        "--timeout=60s",
-    ])?;
-    for node in NODES {
-        wait_for(
-            &format!("{node} is clean after deleting the {what} network"),
-            CLEAN_TIMEOUT,
-            || node_is_clean(c, node),
-        )?;
-    }
-    Ok(result)
+    Ok(())
 }
 
 /// Each node's NodeSubnet of the bench network: a subnet of the network's range, the node's
@@ -1033,17 +1120,11 @@ fn ratio_spread(s: &Series) -> String {
     format!("{:.2} {interval} ({lo:.2}–{hi:.2})", median(&r))
 }
 
-/// The issue's target for a mode's pod↔pod ÷ node↔node ratio (issue #19).
-fn target(mode: PodNetworkMode) -> f64 {
-    match mode {
-        PodNetworkMode::Overlay => 0.85,
-        _ => 0.95,
-    }
-}
-
-/// Whether a series' bootstrap interval says the mode's target is met.
-fn verdict(mode: PodNetworkMode, s: &Series) -> String {
-    let t = target(mode);
+/// Whether a series' bootstrap interval says the subject's target is met.
+fn verdict(subject: Subject, s: &Series) -> String {
+    let Some(t) = subject.target() else {
+        return "reference".into();
+    };
     let r = run_ratios(s);
     match bootstrap_median(&r, BOOTSTRAP_RESAMPLES, CONFIDENCE, stats::SEED)
         .map(|i| stats::meets(i, t))
@@ -1117,15 +1198,15 @@ fn print_report(r: &Report, opts: &Options) {
     for m in &r.modes {
         let s = &m.single;
         println!(
-            "| {} | {:?} pod↔pod | {} | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} | {:.0} | {} |",
+            "| {} | {} pod↔pod | {} | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} | {:.0} | {} |",
             m.family.label(),
-            m.mode,
+            m.subject.label(),
             m.pod_mtu,
             spread(&s.pods),
             spread(&s.nodes),
             same_block_ratio(s),
             ratio_spread(s),
-            verdict(m.mode, s),
+            verdict(m.subject, s),
             median(&rates(&s.pods)) / start_median(m.family),
             median_retransmits(&s.pods),
             median_wire_packet(&s.pods),
@@ -1141,6 +1222,7 @@ fn print_report(r: &Report, opts: &Options) {
     if opts.families.len() > 1 {
         print_families_side_by_side(r);
     }
+    print_against_flannel(r);
     println!();
     for &family in &opts.families {
         let all: Vec<f64> = baseline_of(&r.start, family)
@@ -1177,15 +1259,42 @@ fn print_report(r: &Report, opts: &Options) {
                 .map(|r| r.bytes)
                 .sum();
             println!(
-                "{:?} {}: node-a's VXLAN device sent {:.2} GB during the pod runs (iperf3 \
+                "{} {}: node-a's VXLAN device sent {:.2} GB during the pod runs (iperf3 \
                  counted {:.2} GB of payload).",
-                m.mode,
+                m.subject.label(),
                 m.family.label(),
                 tx as f64 / 1e9,
                 payload as f64 / 1e9,
             );
         }
     }
+}
+
+/// Causeway's IPv4 Overlay block against the flannel reference block of the same run, when
+/// both ran: the same-block ratios side by side, and the pod↔pod throughputs divided.
+fn print_against_flannel(r: &Report) {
+    let find = |subject: Subject| {
+        r.modes
+            .iter()
+            .find(|m| m.subject == subject && m.family == Family::V4)
+    };
+    let (Some(overlay), Some(flannel)) = (
+        find(Subject::Mode(PodNetworkMode::Overlay)),
+        find(Subject::Flannel),
+    ) else {
+        return;
+    };
+    let pods = |m: &ModeResult| median(&rates(&m.single.pods));
+    println!(
+        "\nCauseway Overlay ÷ flannel VXLAN (IPv4, one stream, same run): ratio to same block \
+         {:.2} against {:.2} ({:.2}×); pod↔pod {:.2} against {:.2} Gbit/s ({:.2}×).",
+        same_block_ratio(&overlay.single),
+        same_block_ratio(&flannel.single),
+        same_block_ratio(&overlay.single) / same_block_ratio(&flannel.single),
+        pods(overlay),
+        pods(flannel),
+        pods(overlay) / pods(flannel),
+    );
 }
 
 /// The `--parallel` runs of each block next to its single stream: the same paired ratios.
@@ -1201,14 +1310,14 @@ fn print_parallel(r: &Report, streams: u32) {
     for m in &r.modes {
         let Some(p) = &m.parallel else { continue };
         println!(
-            "| {} | {:?} pod↔pod | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} |",
+            "| {} | {} pod↔pod | {} | {} | {:.2} | {} | {} | {:.2} | {:.0} |",
             m.family.label(),
-            m.mode,
+            m.subject.label(),
             spread(&p.pods),
             spread(&p.nodes),
             same_block_ratio(p),
             ratio_spread(p),
-            verdict(m.mode, p),
+            verdict(m.subject, p),
             median(&rates(&p.pods)) / median(&rates(&m.single.pods)),
             median_retransmits(&p.pods),
         );
@@ -1234,13 +1343,13 @@ fn print_families_side_by_side(r: &Report) {
         let Some(v4) = r
             .modes
             .iter()
-            .find(|m| m.family == Family::V4 && m.mode == v6.mode)
+            .find(|m| m.family == Family::V4 && m.subject == v6.subject)
         else {
             continue;
         };
         println!(
-            "| {:?} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            v6.mode,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            v6.subject.label(),
             same_block_ratio(&v4.single),
             same_block_ratio(&v6.single),
             median(&rates(&v6.single.pods)) / median(&rates(&v4.single.pods)),

@@ -10,10 +10,47 @@
 # queue depth needs no patch: flanneld reads it from the EVENT_QUEUE_DEPTH environment variable
 # (pkg/subnet/kube/kube.go; default 5,000), which the benchmark sets.
 # As flannel's own Makefile on amd64: cgo on (the UDP backend's proxy is C), linked static.
+#
+# `build-flannel.sh cni` builds flannel's CNI plugin instead (the `flannel` meta plugin, which
+# reads flanneld's subnet.env and delegates the pod's attachment to the reference `bridge`
+# plugin), for the datapath bench's flannel reference, and prints its bin directory. Its home
+# today, github.com/flannel-io/cni-plugin, is refused by the module proxy at every version; the
+# plugin lived in github.com/containernetworking/plugins until v0.9.1, the module built here,
+# with the same delegation (bridge, isGateway, ipMasq = !FLANNEL_IPMASQ, FLANNEL_MTU,
+# host-local on FLANNEL_SUBNET with a route to FLANNEL_NETWORK).
 set -euo pipefail
+cache=${CAUSEWAY_CACHE:-/var/cache/causeway}
+if [ "${1:-}" = cni ]; then
+  CNI_VERSION=v0.9.1
+  CNI_MODULE=github.com/containernetworking/plugins
+  cbin="$cache/flannel-cni/$CNI_VERSION/bin"
+  crecipe="flannel CNI plugin: $CNI_MODULE@$CNI_VERSION ./plugins/meta/flannel cgo=0 ld=-s -w"
+  if [ -x "$cbin/flannel" ] && [ -f "$cbin/.recipe" ] && [ "$(cat "$cbin/.recipe")" = "$crecipe" ]; then
+    echo "$cbin"
+    exit 0
+  fi
+  command -v go >/dev/null || { echo "build-flannel.sh: 'go' is not on PATH; install Go 1.26 (the machine image ships it in /usr/local/go/bin)" >&2; exit 1; }
+  export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
+  echo "building flannel's CNI plugin ($CNI_MODULE $CNI_VERSION) into $cbin (first time only)" >&2
+  src=$(go mod download -json "$CNI_MODULE@$CNI_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -n "$src" ] && [ -d "$src/plugins/meta/flannel" ] || { echo "build-flannel.sh: could not download $CNI_MODULE@$CNI_VERSION from the module proxy" >&2; exit 1; }
+  work="$cache/flannel-cni/$CNI_VERSION/src"
+  rm -rf "$work" "$cbin.tmp"
+  mkdir -p "$work" "$cbin.tmp"
+  cp -r "$src/." "$work/"
+  chmod -R u+w "$work"
+  # The module's zip carries vendor/modules.txt without the vendored packages: build from the
+  # proxy's modules instead.
+  rm -rf "$work/vendor"
+  (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$cbin.tmp/flannel" ./plugins/meta/flannel >&2)
+  echo "$crecipe" > "$cbin.tmp/.recipe"
+  rm -rf "$cbin"; mv "$cbin.tmp" "$cbin"
+  rm -rf "$work"
+  echo "$cbin"
+  exit 0
+fi
 FLANNEL_VERSION=v0.28.10
 MODULE=github.com/flannel-io/flannel
-cache=${CAUSEWAY_CACHE:-/var/cache/causeway}
 bin="$cache/flannel/$FLANNEL_VERSION/bin"
 ld="-s -w -X $MODULE/pkg/version.Version=$FLANNEL_VERSION -extldflags -static"
 recipe="flanneld $FLANNEL_VERSION without tencentvpc cgo=1 ld=$ld"

@@ -13,6 +13,7 @@
 //! - [`apiserver_metrics`]: the API server's write counts, for writes per change and minute.
 //! - [`bird`]: BIRD 2 as a router namespace's BGP speaker (Routed mode);
 //! - [`frr`]: FRRouting as the second router implementation (interoperability).
+//! - [`flannel`]: flanneld and flannel's CNI plugin, the benchmarks' second baseline.
 //! - [`workload`]: ordinary pods of a test Deployment on kubelet nodes.
 //! - [`state`]: what a cluster left on the machine, so any run can remove it.
 //! - [`stats`]: median and bootstrap interval of the benchmarks' same-run ratios.
@@ -26,6 +27,7 @@ pub mod cmd;
 pub mod controlplane;
 pub mod demo;
 pub mod deploy;
+pub mod flannel;
 pub mod frr;
 pub mod helm;
 pub mod image;

@@ -1,7 +1,9 @@
 //! Pods as network namespaces attached the way containerd does it: read the node's CNI
 //! configuration directory, take the first file in lexical order, and run the plugin chain
 //! with the CNI protocol (`CNI_COMMAND=ADD|DEL`, configuration on stdin, result on stdout).
-//! The plugins are the real reference plugins from `/usr/lib/cni`.
+//! The plugins are the real reference plugins from `/usr/lib/cni`; [`add_with_plugins`] also
+//! looks in a directory of its caller's (the datapath bench's flannel CNI plugin, which
+//! delegates to the reference `bridge` plugin found through the same search path).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -102,20 +104,23 @@ fn invoke(
     command: &str,
     pod_ns: &str,
     cfg: &Value,
+    extra: &[&Path],
 ) -> Result<Value> {
     let plugin = cfg["type"].as_str().context("plugin without `type`")?;
-    let bin = Path::new(CNI_PATH).join(plugin);
-    ensure!(
-        bin.is_file(),
-        "CNI plugin {} is missing: run `make deps` (containernetworking-plugins)",
-        bin.display()
-    );
+    let dirs: Vec<&Path> = extra.iter().copied().chain([Path::new(CNI_PATH)]).collect();
+    let search = std::env::join_paths(&dirs).context("a CNI plugin directory holds a `:`")?;
+    let Some(bin) = dirs.iter().map(|d| d.join(plugin)).find(|b| b.is_file()) else {
+        bail!(
+            "CNI plugin {plugin} is in none of {}: run `make deps` (containernetworking-plugins)",
+            search.to_string_lossy()
+        );
+    };
     let mut c = cmd::in_netns(&cluster.ns(node), &bin.display().to_string());
     c.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", pod_ns)
         .env("CNI_NETNS", format!("/run/netns/{pod_ns}"))
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", CNI_PATH);
+        .env("CNI_PATH", &search);
     let out = cmd::run_stdin(&mut c, cfg.to_string().as_bytes()).map_err(|e| {
         // Plugins report errors as JSON on stdout; the runner's error carries it.
         e.context(format!(
@@ -131,7 +136,14 @@ fn invoke(
 
 /// Creates pod `name` on `node` and attaches it with the node's CNI configuration.
 pub fn add(cluster: &Cluster, node: &str, name: &str) -> Result<Pod> {
-    let (netns, result) = attach(cluster, node, name)?;
+    add_with_plugins(cluster, node, name, &[])
+}
+
+/// [`add`] with plugins looked up in `extra` before [`CNI_PATH`] (the search path a plugin
+/// delegating to another gets in `CNI_PATH`, as a runtime configured with several plugin
+/// directories passes it).
+pub fn add_with_plugins(cluster: &Cluster, node: &str, name: &str, extra: &[&Path]) -> Result<Pod> {
+    let (netns, result) = attach(cluster, node, name, extra)?;
     let (ip, prefix_len, gateway) = first_ipv4(&result)?;
     Ok(Pod {
         name: name.to_string(),
@@ -157,7 +169,7 @@ pub struct Pod6 {
 
 /// [`add`] on an IPv6-only network: the pod's address is its IPv6 one.
 pub fn add6(cluster: &Cluster, node: &str, name: &str) -> Result<Pod6> {
-    let (netns, result) = attach(cluster, node, name)?;
+    let (netns, result) = attach(cluster, node, name, &[])?;
     Ok(Pod6 {
         name: name.to_string(),
         node: node.to_string(),
@@ -169,12 +181,12 @@ pub fn add6(cluster: &Cluster, node: &str, name: &str) -> Result<Pod6> {
 
 /// [`del`] for a [`Pod6`].
 pub fn del6(cluster: &Cluster, pod: &Pod6) -> Result<()> {
-    detach(cluster, &pod.node, &pod.netns, &pod.result)
+    detach(cluster, &pod.node, &pod.netns, &pod.result, &[])
 }
 
 /// Creates namespace `<node's>-pod-<name>` and runs the node's CNI chain (ADD) for it: the
 /// namespace and the chain's result.
-fn attach(cluster: &Cluster, node: &str, name: &str) -> Result<(String, Value)> {
+fn attach(cluster: &Cluster, node: &str, name: &str, extra: &[&Path]) -> Result<(String, Value)> {
     let conf = load_netconf(&cluster.cni_conf_dir(node))?;
     let netns = format!("{}-pod-{name}", cluster.ns(node));
     crate::cmd::ensure_not_shutting_down()?;
@@ -183,7 +195,7 @@ fn attach(cluster: &Cluster, node: &str, name: &str) -> Result<(String, Value)> 
     let mut prev: Option<Value> = None;
     for plugin in &conf.plugins {
         let cfg = plugin_config(&conf, plugin, prev.as_ref());
-        let result = invoke(cluster, node, "ADD", &netns, &cfg)?;
+        let result = invoke(cluster, node, "ADD", &netns, &cfg, extra)?;
         if !result.is_null() {
             prev = Some(result);
         }
@@ -195,14 +207,25 @@ fn attach(cluster: &Cluster, node: &str, name: &str) -> Result<(String, Value)> 
 /// Detaches a pod (CNI DEL in reverse chain order, as the spec requires) and removes its
 /// namespace.
 pub fn del(cluster: &Cluster, pod: &Pod) -> Result<()> {
-    detach(cluster, &pod.node, &pod.netns, &pod.result)
+    del_with_plugins(cluster, pod, &[])
 }
 
-fn detach(cluster: &Cluster, node: &str, netns: &str, result: &Value) -> Result<()> {
+/// [`del`] of a pod attached by [`add_with_plugins`] with the same `extra`.
+pub fn del_with_plugins(cluster: &Cluster, pod: &Pod, extra: &[&Path]) -> Result<()> {
+    detach(cluster, &pod.node, &pod.netns, &pod.result, extra)
+}
+
+fn detach(
+    cluster: &Cluster,
+    node: &str,
+    netns: &str,
+    result: &Value,
+    extra: &[&Path],
+) -> Result<()> {
     let conf = load_netconf(&cluster.cni_conf_dir(node))?;
     for plugin in conf.plugins.iter().rev() {
         let cfg = plugin_config(&conf, plugin, Some(result));
-        invoke(cluster, node, "DEL", netns, &cfg)?;
+        invoke(cluster, node, "DEL", netns, &cfg, extra)?;
     }
     cmd::run(std::process::Command::new("ip").args(["netns", "del", netns]))?;
     Ok(())

@@ -8,7 +8,7 @@
 //! /var/cache/causeway; a benchmark baseline only, never shipped: docs/dependencies.md).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,34 +60,6 @@ pub struct FlannelResult {
     pub delete_requests: Vec<Duration>,
     /// After the changes and the same settle time as the agent.
     pub after: Usage,
-}
-
-/// flanneld from `e2e/scripts/build-flannel.sh`, which builds it the first time (minutes) and
-/// afterwards only prints where it is; fails loudly with the fix when it cannot.
-pub fn binary() -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-flannel.sh");
-    causeway_e2e::cmd::ensure_not_shutting_down()?;
-    let out = Command::new(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    ensure!(
-        out.status.success(),
-        "{} failed (its messages are above): --flannel needs flanneld, built from the Go module proxy with go and gcc; run `make deps`, then the script by hand",
-        script.display()
-    );
-    let stdout = String::from_utf8(out.stdout).context("build-flannel.sh printed non-UTF-8")?;
-    let dir = stdout
-        .lines()
-        .last()
-        .context("build-flannel.sh printed no bin directory")?;
-    let bin = Path::new(dir.trim()).join("flanneld");
-    ensure!(
-        bin.is_file(),
-        "build-flannel.sh printed {dir}, which holds no flanneld"
-    );
-    Ok(bin)
 }
 
 /// The name of peer `i`'s Node (not the agent's `peer-NNNNN`: the two sets never meet).
