@@ -655,11 +655,15 @@ impl<D: Dataplane> Agent<D> {
             );
         }
         let previous = own.status.clone().unwrap_or_default();
-        let next = crate::status::status(
+        let mut next = crate::status::status(
             &previous,
             &outcome,
             Time(k8s_openapi::jiff::Timestamp::now()),
         );
+        // The cache may not show this agent's last write yet: what it handed keeps its times.
+        if let Some(handed) = self.status.handed(own) {
+            next = crate::status::keep_handed_times(next, &previous, &handed);
+        }
         if next == previous {
             report.settled = true;
             return report;

@@ -9,7 +9,9 @@
 //! - [`StatusWriter`]: one task writes the newest status it was handed (a status handed while
 //!   a write is under way replaces the one waiting); a status equal to the last one written
 //!   is not written again (the pass compares with its cache, which catches up a moment after
-//!   the write). A failed write is logged; the next pass hands the status again, since the
+//!   the write, and keeps the transition times of the status last handed,
+//!   [`StatusWriter::handed`], so a pass that runs before the cache caught up hands the same
+//!   status). A failed write is logged; the next pass hands the status again, since the
 //!   cache still shows the old one. The first write that succeeds makes the agent ready
 //!   ([`Health::reported`]).
 //! - [`spawn_event`]: an event is published by a task of its own.
@@ -81,6 +83,16 @@ impl StatusWriter {
             }
         });
         Self { wanted, task }
+    }
+
+    /// The status last handed over for `subnet` (the same name and uid), written or not.
+    #[must_use]
+    pub fn handed(&self, subnet: &NodeSubnet) -> Option<NodeSubnetStatus> {
+        let wanted = self.wanted.borrow();
+        wanted
+            .as_ref()
+            .filter(|w| w.name == subnet.name_any() && w.uid == subnet.uid().unwrap_or_default())
+            .map(|w| w.status.clone())
     }
 
     /// Hands `status` of `subnet` over; returns at once.

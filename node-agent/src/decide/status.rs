@@ -6,14 +6,17 @@
 //! their own agents report it). When a step failed, `Programmed` is False with a reason
 //! naming the kind of step (`DeviceCreateFailed`, `RouteFailed`, ...) and a message quoting
 //! the operation and the kernel's answer, so `kubectl describe nodesubnet` says what to fix.
-//! `Ready` follows `Programmed` (BGP sessions will add to it in Routed mode).
+//! `Ready` follows `Programmed`, and is False while a BGP session is not Established or a BGP
+//! peer cannot be configured on this node. A condition's `lastTransitionTime` moves only when
+//! its status does; [`keep_handed_times`] keeps the time the agent already handed out while its
+//! cache does not show its own write yet.
 
 use causeway_crds::NodeSubnetStatus;
 use causeway_crds::conditions::{
     ConditionStatus, find_condition, new_condition, reasons, set_condition, types,
 };
 use causeway_crds::v1alpha1::BgpSessionStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::model::{Nat, Op, State};
 
@@ -282,6 +285,41 @@ pub fn status(previous: &NodeSubnetStatus, outcome: &Outcome, now: Time) -> Node
         // Observed together: the IPv6 prefix is known (present or absent) exactly when the
         // IPv4 one is, so an IPv6 address removed from the node clears it.
         next.secondary_underlay_prefix = outcome.secondary_underlay_prefix.map(|p| p.to_string());
+    }
+    next
+}
+
+/// `next`, made by [`status`] from `cached` (the status in the agent's cache), with the
+/// transition times of `handed` (the status last handed to the writer for the same NodeSubnet)
+/// where the cache does not show a condition's status yet and `handed` has it: the condition
+/// changed when the agent first handed it, not when a later pass saw the stale cache.
+///
+/// The cache catches up with the agent's own write only when its watch event comes back, and
+/// a pass can run before that: at every join, the event of the finalizer the agent set first
+/// arrives while the first pass runs. Without this that pass stamps Programmed and Ready anew,
+/// and the status is written a second time with nothing changed but a later (wrong)
+/// `lastTransitionTime`; with it, the pass hands the writer the status it has already written,
+/// which the writer skips ([`crate::writes::StatusWriter`]).
+#[must_use]
+pub fn keep_handed_times(
+    mut next: NodeSubnetStatus,
+    cached: &NodeSubnetStatus,
+    handed: &NodeSubnetStatus,
+) -> NodeSubnetStatus {
+    // The condition of `c`'s type in `conditions`, if it has `c`'s status.
+    let same = |conditions: &'_ [Condition], c: &Condition| {
+        find_condition(conditions, &c.type_)
+            .filter(|found| found.status == c.status)
+            .map(|found| found.last_transition_time.clone())
+    };
+    for c in &mut next.conditions {
+        // The cache shows this status: `status` kept the cache's time, which is the API's.
+        if same(&cached.conditions, c).is_some() {
+            continue;
+        }
+        if let Some(time) = same(&handed.conditions, c) {
+            c.last_transition_time = time;
+        }
     }
     next
 }
@@ -695,6 +733,46 @@ mod tests {
             first.map(|(ok, reason, _)| (ok, reason)),
             Some((true, "Programmed".into()))
         );
+    }
+
+    #[test]
+    fn a_pass_before_the_cache_shows_the_agents_own_write_hands_the_same_status() {
+        let empty = NodeSubnetStatus::default();
+        // The first pass at a join: Programmed, handed to the writer at 10.
+        let handed = status(&empty, &ok(1, 3), at(10));
+        // The finalizer's watch event comes first: the next pass still sees no status.
+        let stale = status(&empty, &ok(1, 3), at(11));
+        assert_ne!(stale, handed, "stamped anew, it would be written again");
+        let kept = keep_handed_times(stale, &empty, &handed);
+        assert_eq!(kept, handed, "the writer skips a status it has written");
+
+        // Once the cache shows the write (the API keeps whole seconds), its times stand.
+        let mut written = handed.clone();
+        for c in &mut written.conditions {
+            c.last_transition_time = at(10);
+        }
+        let next = status(&written, &ok(1, 3), at(12));
+        assert_eq!(keep_handed_times(next.clone(), &written, &handed), next);
+        assert_eq!(next, written, "nothing to write");
+
+        // A status the agent has not handed yet is stamped now, whatever the cache shows.
+        let t = |s: &NodeSubnetStatus, type_: &str| {
+            find_condition(&s.conditions, type_)
+                .expect("condition")
+                .last_transition_time
+                .clone()
+        };
+        let failed = Outcome {
+            failure: Some(Failure::Cni("read-only".into())),
+            ..ok(1, 3)
+        };
+        let next = keep_handed_times(status(&empty, &failed, at(13)), &empty, &handed);
+        assert_eq!(t(&next, types::PROGRAMMED), at(13));
+        assert_eq!(t(&next, types::READY), at(13));
+        // Programmed again after a failure that was handed last: a new transition.
+        let handed_failure = status(&empty, &failed, at(13));
+        let back = keep_handed_times(status(&empty, &ok(1, 3), at(14)), &empty, &handed_failure);
+        assert_eq!(t(&back, types::PROGRAMMED), at(14));
     }
 
     #[test]
