@@ -30,11 +30,11 @@
 //!    no CNI config, no `ip causeway` or `ip6 causeway` nftables table) before the next
 //!    block: the mode is immutable, so each is a new network. The families of one mode run
 //!    one after the other (IPv4, then IPv6), so both see about the same machine load.
-//! 3. **flannel, with `--flannel`** (issue #19's reference): flanneld's VXLAN backend and
-//!    flannel's CNI plugin on the same two nodes, IPv4, one block of the same interleaved runs
-//!    and checks (its pods' MTU, traffic through its VXLAN device), everything it built
-//!    removed afterwards ([`flannel`]). The report sets Causeway's IPv4 Overlay block beside
-//!    it.
+//! 3. **flannel, with `--flannel`** (issue #19's reference): flanneld and flannel's CNI plugin
+//!    on the same two nodes, IPv4, a block of the same interleaved runs and checks (its pods'
+//!    MTU, traffic through its VXLAN device or through none) for each of its backends VXLAN
+//!    and host-gw, everything it built removed after each ([`flannel`]). The report sets
+//!    Causeway's IPv4 Overlay block beside flannel's VXLAN, Routed beside host-gw.
 //! 4. **baseline, end**: R runs of each family again, with no PodNetwork left.
 //!
 //! Each run is one TCP stream (`iperf3 -c`, one-shot server `iperf3 -s -1`), its throughput
@@ -288,15 +288,15 @@ struct Series {
 enum Subject {
     /// A Causeway PodNetwork of this mode.
     Mode(PodNetworkMode),
-    /// flanneld's VXLAN backend with flannel's CNI plugin (`--flannel`, [`flannel`]).
-    Flannel,
+    /// flanneld with this backend and flannel's CNI plugin (`--flannel`, [`flannel`]).
+    Flannel(flannel::Backend),
 }
 
 impl Subject {
     fn label(self) -> String {
         match self {
             Subject::Mode(mode) => format!("{mode:?}"),
-            Subject::Flannel => "flannel VXLAN (reference)".into(),
+            Subject::Flannel(backend) => format!("flannel {} (reference)", backend.label()),
         }
     }
 
@@ -306,7 +306,7 @@ impl Subject {
         match self {
             Subject::Mode(PodNetworkMode::Overlay) => Some(0.85),
             Subject::Mode(_) => Some(0.95),
-            Subject::Flannel => None,
+            Subject::Flannel(_) => None,
         }
     }
 }
@@ -422,9 +422,12 @@ fn measure(
         }
     }
     if let Some(bins) = flannel {
-        modes.push(
-            flannel::run(c, bins, underlay_mtu, opts).context("the flannel reference block")?,
-        );
+        for backend in flannel::Backend::ALL {
+            modes.push(
+                flannel::run(c, bins, backend, underlay_mtu, opts)
+                    .with_context(|| format!("the flannel {} reference block", backend.label()))?,
+            );
+        }
     }
     let end = node_runs(c, opts, "end")?;
     Ok(Report {
@@ -1270,31 +1273,36 @@ fn print_report(r: &Report, opts: &Options) {
     }
 }
 
-/// Causeway's IPv4 Overlay block against the flannel reference block of the same run, when
-/// both ran: the same-block ratios side by side, and the pod↔pod throughputs divided.
+/// Each Causeway IPv4 block against the flannel reference block of the same shape in the same
+/// run (Overlay against VXLAN, Routed against host-gw), when both ran: the same-block ratios
+/// side by side, and the pod↔pod throughputs divided.
 fn print_against_flannel(r: &Report) {
     let find = |subject: Subject| {
         r.modes
             .iter()
             .find(|m| m.subject == subject && m.family == Family::V4)
     };
-    let (Some(overlay), Some(flannel)) = (
-        find(Subject::Mode(PodNetworkMode::Overlay)),
-        find(Subject::Flannel),
-    ) else {
-        return;
-    };
     let pods = |m: &ModeResult| median(&rates(&m.single.pods));
-    println!(
-        "\nCauseway Overlay ÷ flannel VXLAN (IPv4, one stream, same run): ratio to same block \
-         {:.2} against {:.2} ({:.2}×); pod↔pod {:.2} against {:.2} Gbit/s ({:.2}×).",
-        same_block_ratio(&overlay.single),
-        same_block_ratio(&flannel.single),
-        same_block_ratio(&overlay.single) / same_block_ratio(&flannel.single),
-        pods(overlay),
-        pods(flannel),
-        pods(overlay) / pods(flannel),
-    );
+    for backend in flannel::Backend::ALL {
+        let (Some(ours), Some(theirs)) = (
+            find(Subject::Mode(backend.causeway_mode())),
+            find(Subject::Flannel(backend)),
+        ) else {
+            continue;
+        };
+        println!(
+            "\nCauseway {:?} ÷ flannel {} (IPv4, one stream, same run): ratio to same block \
+             {:.2} against {:.2} ({:.2}×); pod↔pod {:.2} against {:.2} Gbit/s ({:.2}×).",
+            backend.causeway_mode(),
+            backend.label(),
+            same_block_ratio(&ours.single),
+            same_block_ratio(&theirs.single),
+            same_block_ratio(&ours.single) / same_block_ratio(&theirs.single),
+            pods(ours),
+            pods(theirs),
+            pods(ours) / pods(theirs),
+        );
+    }
 }
 
 /// The `--parallel` runs of each block next to its single stream: the same paired ratios.

@@ -1,12 +1,14 @@
-//! flannel's VXLAN pod↔pod path as the datapath bench's reference (`--flannel`, issue #19):
-//! the same two nodes, the same interleaved runs and checks as a Causeway block, with
-//! flanneld (v0.28.10, VXLAN backend, Kubernetes subnet manager) on each node and pods
-//! attached by flannel's CNI plugin, as flannel's own manifest (`kube-flannel.yml`) sets it up:
+//! flannel's pod↔pod paths as the datapath bench's reference (`--flannel`, issue #19): the
+//! same two nodes, the same interleaved runs and checks as a Causeway block, with flanneld
+//! (v0.28.10, Kubernetes subnet manager) on each node and pods attached by flannel's CNI
+//! plugin, as flannel's own manifest (`kube-flannel.yml`) sets it up, once per [`Backend`]:
+//! VXLAN (the manifest's default; Causeway's Overlay is its counterpart) and host-gw (routes
+//! to each node's subnet via its address; Causeway's Routed):
 //!
 //! - each Node gets a `spec.podCIDR` of `10.244.0.0/16` (a /24, as kube-controller-manager
 //!   would allocate; Causeway's blocks are over by then and use the same range) and flanneld
 //!   its `net-conf.json` (`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`: VNI 1,
-//!   port 8472);
+//!   port 8472; or `"host-gw"`);
 //! - flanneld runs with the manifest's `--ip-masq --kube-subnet-mgr` (masquerading and its
 //!   FORWARD rules through iptables, so conntrack is on the path as with Causeway's NAT table),
 //!   `--iface=eth0`, and its files in the node's own directory;
@@ -16,14 +18,16 @@
 //!   host-local on the node's /24. The manifest's second plugin, `portmap`, is left out, as
 //!   Causeway's config has none; it does nothing for a pod without host ports.
 //!
-//! Afterwards flanneld is stopped by its pid, and what it built (`flannel.1`, `cni0`, its
-//! iptables rules, the CNI config) is removed, so that the end baseline runs on clean nodes.
+//! After each block flanneld is stopped by its pid, and what it built (`flannel.1`, `cni0`, the
+//! host-gw route, its iptables rules, the CNI config) is removed, so that the next block and
+//! the end baseline run on clean nodes.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use causeway_crds::v1alpha1::PodNetworkMode;
 use causeway_e2e::proc::ProcId;
 use causeway_e2e::traffic::wait_for;
 use causeway_e2e::{Cluster, pods};
@@ -34,13 +38,61 @@ use super::{
     load_average, node_is_clean,
 };
 
+/// flanneld's backend of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Vxlan,
+    HostGw,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Vxlan, Backend::HostGw];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Vxlan => "VXLAN",
+            Backend::HostGw => "host-gw",
+        }
+    }
+
+    /// `Backend.Type` in flanneld's net-conf.json.
+    fn type_name(self) -> &'static str {
+        match self {
+            Backend::Vxlan => "vxlan",
+            Backend::HostGw => "host-gw",
+        }
+    }
+
+    /// The Causeway mode whose path has the same shape.
+    pub fn causeway_mode(self) -> PodNetworkMode {
+        match self {
+            Backend::Vxlan => PodNetworkMode::Overlay,
+            Backend::HostGw => PodNetworkMode::Routed,
+        }
+    }
+
+    /// What the backend costs the pod MTU (flanneld's subnet.env says the underlay's − this).
+    fn overhead(self) -> u32 {
+        match self {
+            Backend::Vxlan => 50,
+            Backend::HostGw => 0,
+        }
+    }
+
+    /// The device flanneld routes the other node's subnet through.
+    fn route_device(self) -> &'static str {
+        match self {
+            Backend::Vxlan => DEVICE,
+            Backend::HostGw => "eth0",
+        }
+    }
+}
+
 /// flannel's VXLAN device (`flannel.<VNI>`) and the bridge its CNI config attaches pods to.
 const DEVICE: &str = "flannel.1";
 const BRIDGE: &str = "cni0";
 /// The network flanneld is given, and each node's /24 of it (node-a the first).
 const NETWORK: &str = "10.244.0.0/16";
-/// What VXLAN over IPv4 costs the pod MTU (flanneld's subnet.env says the underlay's − 50).
-const OVERHEAD: u32 = 50;
 const CONF_FILE: &str = "10-flannel.conflist";
 /// How long flanneld may take to write its subnet.env and route to the other node.
 const UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -79,13 +131,19 @@ fn pod_cidr(i: usize) -> String {
     format!("10.244.{i}.0/24")
 }
 
-/// The flannel block: flanneld up on both nodes, a pod on each, the interleaved runs, and
-/// everything flannel built removed again.
-pub fn run(c: &Cluster, bins: &Binaries, underlay_mtu: u32, opts: &Options) -> Result<ModeResult> {
+/// The flannel block of `backend`: flanneld up on both nodes, a pod on each, the interleaved
+/// runs, and everything flannel built removed again.
+pub fn run(
+    c: &Cluster,
+    bins: &Binaries,
+    backend: Backend,
+    underlay_mtu: u32,
+    opts: &Options,
+) -> Result<ModeResult> {
     let load = load_average()?;
     let mut procs = Vec::new();
-    let measured =
-        start(c, bins, &mut procs).and_then(|()| measure(c, bins, underlay_mtu, opts, load));
+    let measured = start(c, bins, backend, &mut procs)
+        .and_then(|()| measure(c, bins, backend, underlay_mtu, opts, load));
     for id in &procs {
         c.stop(id);
     }
@@ -97,8 +155,8 @@ pub fn run(c: &Cluster, bins: &Binaries, underlay_mtu: u32, opts: &Options) -> R
 
 /// Gives the Nodes their pod CIDRs and flanneld's config, and starts flanneld on each node
 /// (its ids into `procs`, so the caller stops them whatever happens next); returns once each
-/// has written its subnet.env and routes the other node's /24 through `flannel.1`.
-fn start(c: &Cluster, bins: &Binaries, procs: &mut Vec<ProcId>) -> Result<()> {
+/// has written its subnet.env and routes the other node's /24 through the backend's device.
+fn start(c: &Cluster, bins: &Binaries, backend: Backend, procs: &mut Vec<ProcId>) -> Result<()> {
     for (i, node) in NODES.iter().enumerate() {
         // podCIDR as kube-controller-manager would set it; flanneld v0.28.10 also needs an
         // annotations map on the Node to add its own to (as a kubelet registers it).
@@ -122,7 +180,7 @@ fn start(c: &Cluster, bins: &Binaries, procs: &mut Vec<ProcId>) -> Result<()> {
         {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let net_conf = json!({"Network": NETWORK, "Backend": {"Type": "vxlan"}});
+        let net_conf = json!({"Network": NETWORK, "Backend": {"Type": backend.type_name()}});
         std::fs::write(&conf, net_conf.to_string())
             .with_context(|| format!("writing {}", conf.display()))?;
         let args = vec![
@@ -141,10 +199,11 @@ fn start(c: &Cluster, bins: &Binaries, procs: &mut Vec<ProcId>) -> Result<()> {
             &[("NODE_NAME", node)],
         )?);
     }
+    let dev = backend.route_device();
     for (i, node) in NODES.iter().enumerate() {
         let other = pod_cidr(1 - i);
         wait_for(
-            &format!("flanneld on {node} writes its subnet.env and routes {other} via {DEVICE}"),
+            &format!("flanneld on {node} writes its subnet.env and routes {other} via {dev}"),
             UP_TIMEOUT,
             || {
                 ensure!(
@@ -153,10 +212,10 @@ fn start(c: &Cluster, bins: &Binaries, procs: &mut Vec<ProcId>) -> Result<()> {
                 );
                 let env = std::fs::read_to_string(subnet_file(c, node)).unwrap_or_default();
                 ensure!(env.contains("FLANNEL_SUBNET="), "no subnet.env yet");
-                let route = c.exec(node, "ip", &["-4", "route", "show", &other, "dev", DEVICE]);
+                let route = c.exec(node, "ip", &["-4", "route", "show", &other, "dev", dev]);
                 ensure!(
                     route.is_ok_and(|r| !r.trim().is_empty()),
-                    "no route to {other} via {DEVICE} yet"
+                    "no route to {other} via {dev} yet"
                 );
                 Ok(())
             },
@@ -191,6 +250,7 @@ fn write_conf(c: &Cluster, node: &str) -> Result<()> {
 fn measure(
     c: &Cluster,
     bins: &Binaries,
+    backend: Backend,
     underlay_mtu: u32,
     opts: &Options,
     load: String,
@@ -206,13 +266,15 @@ fn measure(
     });
     let measured = attached.and_then(|()| {
         let [client, server] = [&pods[0], &pods[1]].map(|p| BenchPod::V4(p.clone()));
-        let want_mtu = underlay_mtu - OVERHEAD;
+        let want_mtu = underlay_mtu - backend.overhead();
         for pod in [&client, &server] {
             let mtu = link_mtu(pod.netns(), "eth0")?;
             ensure!(
                 mtu == want_mtu,
-                "flannel pod on {} has MTU {mtu}, want the underlay's {underlay_mtu} − {OVERHEAD}",
-                pod.node()
+                "flannel {} pod on {} has MTU {mtu}, want the underlay's {underlay_mtu} − {}",
+                backend.label(),
+                pod.node(),
+                backend.overhead()
             );
         }
         wait_for(
@@ -223,15 +285,18 @@ fn measure(
         let (IpAddr::V4(a), IpAddr::V4(b)) = (client.ip(), server.ip()) else {
             unreachable!("flannel pods are IPv4 pods");
         };
-        eprintln!("[bench] flannel IPv4: pods {a} ({CLIENT}) → {b}, MTU {want_mtu}, load {load}");
+        eprintln!(
+            "[bench] flannel {} IPv4: pods {a} ({CLIENT}) → {b}, MTU {want_mtu}, load {load}",
+            backend.label()
+        );
         let mut result = ModeResult {
-            subject: Subject::Flannel,
+            subject: Subject::Flannel(backend),
             family: Family::V4,
             pod_mtu: want_mtu,
             load,
             single: Series::default(),
             parallel: (opts.parallel > 1).then(Series::default),
-            vxlan_tx: Some(0),
+            vxlan_tx: (backend == Backend::Vxlan).then_some(0),
         };
         interleave(c, &mut result, &client, &server, opts)?;
         Ok(result)
@@ -243,8 +308,8 @@ fn measure(
 }
 
 /// Removes what flannel built on `node`: its CNI config, `flannel.1` and `cni0` (their routes
-/// go with them), its iptables rules and the nftables tables they live in; then checks the node
-/// holds nothing of Causeway's or flannel's.
+/// go with them), host-gw's route to the other node's subnet, its iptables rules and the
+/// nftables tables they live in; then checks the node holds nothing of Causeway's or flannel's.
 fn clean(c: &Cluster, node: &str) -> Result<()> {
     let conf = c.cni_conf_dir(node).join(CONF_FILE);
     if conf.exists() {
@@ -253,6 +318,16 @@ fn clean(c: &Cluster, node: &str) -> Result<()> {
     for link in [DEVICE, BRIDGE] {
         if c.exec(node, "ip", &["link", "show", link]).is_ok() {
             c.exec(node, "ip", &["link", "del", link])?;
+        }
+    }
+    for i in 0..NODES.len() {
+        let cidr = pod_cidr(i);
+        if !c
+            .exec(node, "ip", &["-4", "route", "show", &cidr])?
+            .trim()
+            .is_empty()
+        {
+            c.exec(node, "ip", &["-4", "route", "del", &cidr])?;
         }
     }
     // Only this node's namespace: the rules flanneld added (iptables-nft keeps them in the
@@ -268,6 +343,11 @@ fn clean(c: &Cluster, node: &str) -> Result<()> {
             .lines()
             .any(|l| l.starts_with(DEVICE) || l.starts_with(BRIDGE)),
         "{node}: flannel's links left: {links}"
+    );
+    let routes = c.exec(node, "ip", &["-4", "route", "show", "root", NETWORK])?;
+    ensure!(
+        routes.trim().is_empty(),
+        "{node}: flannel's routes left: {routes}"
     );
     let rules = c.exec(node, "nft", &["list", "ruleset"])?;
     ensure!(
