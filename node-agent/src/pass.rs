@@ -390,7 +390,13 @@ pub async fn run<D: Dataplane>(dp: &mut D, input: &Inputs<'_>) -> Pass {
             underlay: observed.underlay,
             protected,
             protected6,
-            outcome: pass.outcome.clone(),
+            // Without the plan: each pass over changed peers gives its outcome the plan as
+            // it then is, and a second reference here would make the first such pass copy
+            // the whole plan before editing it (and keep the old one alive beside it).
+            outcome: Outcome {
+                programmed: Arc::default(),
+                ..pass.outcome.clone()
+            },
         });
     }
     pass
@@ -414,14 +420,15 @@ pub struct Baseline {
     peers: BTreeMap<compact_str::CompactString, Arc<NodeSubnet>>,
     index: plan::replan::Index,
     /// The agent's kernel objects as the plan made them and the pass applied them; shared
-    /// with the outcome of the pass that made it.
+    /// with the outcome of the pass that made it (and of each pass over changed peers) until
+    /// that outcome is reported and dropped, so that the next change edits it in place.
     programmed: Arc<State>,
     /// What the full pass read from the kernel: the underlay, and the addresses the node must
     /// keep reaching over it.
     underlay: Underlay,
     protected: BTreeSet<Ipv4Addr>,
     protected6: BTreeSet<Ipv6Addr>,
-    /// That pass's outcome.
+    /// That pass's outcome, without its `programmed` (which is [`Self::programmed`]).
     outcome: Outcome,
 }
 
@@ -818,6 +825,8 @@ mod tests {
         let mut dp = node_a();
         let mut baseline = world.pass(&mut dp).await.baseline;
         assert!(baseline.is_some(), "a clean full pass leaves a baseline");
+        let plan = |b: &Option<Baseline>| Arc::as_ptr(&b.as_ref().expect("baseline").programmed);
+        let full_plan = plan(&baseline);
         // Without an underlay a full pass fails: these passes never read the kernel.
         let underlays = std::mem::take(&mut dp.underlays);
 
@@ -833,6 +842,20 @@ mod tests {
         assert!(ops[2].contains("10.244.4.0/24"), "{ops:?}");
         assert_eq!(*joined.outcome.programmed, dp.state);
         assert!(joined.outcome.failure.is_none() && joined.decisions.is_none());
+        // The full pass's outcome is gone, so the baseline held the only reference to the
+        // plan: the change edited it in place instead of copying every entry, and once this
+        // outcome is dropped too, the next change can do the same.
+        assert_eq!(
+            plan(&baseline),
+            full_plan,
+            "the plan was edited in place, not copied"
+        );
+        assert_eq!(Arc::as_ptr(&joined.outcome.programmed), full_plan);
+        drop(joined);
+        assert_eq!(
+            Arc::strong_count(&baseline.as_ref().expect("baseline").programmed),
+            1
+        );
 
         // node-b leaves, node-c moves to another address: one pass for both.
         world.subnets.remove(1);
@@ -850,6 +873,8 @@ mod tests {
         let ops: Vec<String> = moved.ops.iter().map(ToString::to_string).collect();
         assert_eq!(ops.len(), 4, "node-c's FDB entry, node-b's three: {ops:?}");
         assert_eq!(*moved.outcome.programmed, dp.state);
+        assert_eq!(plan(&baseline), full_plan, "edited in place again");
+        drop(moved);
         // This node's own status changing is no change at all.
         let own = world.subnets[0].name_any();
         let nothing = world.peers(&mut dp, &mut baseline, &[&own]).await;
