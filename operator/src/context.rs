@@ -50,7 +50,10 @@ pub struct Context {
     /// The `default/kubernetes` EndpointSlices: the API servers' own addresses, which no
     /// ClientJoin client may take.
     pub api_endpoints: Store<k8s_openapi::api::discovery::v1::EndpointSlice>,
-    pub events: Publisher,
+    pub events: Arc<Publisher>,
+    /// Allocation and release events, gathered over a short window before they are
+    /// published ([`crate::podnetwork::gather`]).
+    pub allocation_events: crate::podnetwork::gather::Gather,
     pub metrics: Arc<Metrics>,
     pub options: Options,
     /// Asks for every network to be re-planned (a network finished deleting: what it held

@@ -16,4 +16,4 @@ pub mod probe;
 
 // The PodNetwork modules keep their short paths (`crate::ipam`, `causeway_operator::controller`).
 pub use causeway_crds::selector;
-pub use podnetwork::{conflicts, controller, incremental, ipam, rollup};
+pub use podnetwork::{conflicts, controller, gather, incremental, ipam, rollup};

@@ -51,6 +51,7 @@ pub use crate::context::{Context, FIELD_MANAGER, Options};
 use crate::incremental::{Fallback, Index, Inputs, Step};
 use crate::ipam::{self, Allocation, NodeView};
 use crate::metrics::{JoinPhases, Metrics};
+use crate::podnetwork::gather;
 use crate::rollup::{self, ProgrammedView, SubnetView};
 use crate::selector;
 use causeway_kube::events::{Kind, Publisher, Record};
@@ -95,9 +96,6 @@ pub enum Error {
 /// (whose default limit is 200 mutating requests in flight). At 16 the creates waited on
 /// round trips, not on the API server.
 const WRITE_CONCURRENCY: usize = 64;
-
-/// Allocations or releases in one reconcile up to which each gets its own event.
-const EVENTS_PER_NODE_LIMIT: usize = 10;
 
 /// Objects the shared PodNetwork watch may buffer for a slow consumer.
 const SUBSCRIBE_BUFFER: usize = 256;
@@ -171,7 +169,7 @@ pub async fn run(
     );
     let controller = Controller::for_shared_stream(network_objects, networks.clone());
     let all_networks = networks.clone();
-    let events = Publisher::new(client.clone(), FIELD_MANAGER, &instance);
+    let events = Arc::new(Publisher::new(client.clone(), FIELD_MANAGER, &instance));
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {
         let (nodes, subnets, metrics) = (nodes.clone(), subnets.clone(), metrics.clone());
@@ -196,6 +194,7 @@ pub async fn run(
         networks,
         service_cidrs,
         api_endpoints,
+        allocation_events: gather::Gather::new(events.clone()),
         events,
         metrics,
         options,
@@ -948,7 +947,7 @@ async fn apply_step(
     if matches!(created, Created::SomeTaken) {
         // The index counted a subnet someone else holds: it is dropped, and the next
         // reconcile re-plans from the API and writes the status.
-        publish_allocated(ctx, pn, &allocated).await;
+        publish_allocated(ctx, pn, &allocated);
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let previous = previous_status(ctx, pn);
@@ -956,10 +955,10 @@ async fn apply_step(
     ctx.metrics
         .subnets(&name, status.subnets_allocated, status.subnets_free);
     let order = (status != previous).then(|| ctx.changes.queued(&name, &status));
+    publish_allocated(ctx, pn, &allocated);
     let (ctx_, pn_) = (ctx.clone(), pn.clone());
     tokio::spawn(async move {
         let (ctx, pn) = (ctx_, pn_);
-        publish_allocated(&ctx, &pn, &allocated).await;
         let Some(order) = order else {
             return;
         };
@@ -1001,7 +1000,7 @@ async fn apply_decision(
     let gone = |node: &str| ctx.nodes.get(&ObjectRef::new(node)).is_none();
     release_agent_finalizers(ctx, pn, &stranded(subnets, gone)).await?;
     let (created, allocated) = create(ctx, pn, &plan.create).await?;
-    publish_allocated(ctx, pn, &allocated).await;
+    publish_allocated(ctx, pn, &allocated);
     match created {
         Created::All => {}
         // Another operator (split brain) or a stale cache: the next reconcile plans around it.
@@ -1088,14 +1087,13 @@ async fn write_status_ordered(
 }
 
 /// The SubnetAllocated events of NodeSubnets just created.
-async fn publish_allocated(ctx: &Context, pn: &PodNetwork, allocated: &[Allocation]) {
+fn publish_allocated(ctx: &Context, pn: &PodNetwork, allocated: &[Allocation]) {
     publish_allocations(ctx, pn, "SubnetAllocated", "Allocate", allocated, |a| {
         format!(
             "allocated {} to node {} ({})",
             a.cidr, a.node, a.node_address
         )
-    })
-    .await;
+    });
 }
 
 /// Deletes the NodeSubnets the plan gives back (already gone counts as done), with an event.
@@ -1134,8 +1132,7 @@ async fn release(
             "released {} of node {} (NodeSubnet {}){because}",
             a.cidr, a.node, a.object
         )
-    })
-    .await;
+    });
     Ok(())
 }
 
@@ -1277,7 +1274,7 @@ async fn create(
     match (failed, taken) {
         (Some(e), _) => {
             // The events of those created are not lost with the error.
-            publish_allocated(ctx, pn, &allocated).await;
+            publish_allocated(ctx, pn, &allocated);
             Err(e)
         }
         (None, true) => Ok((Created::SomeTaken, allocated)),
@@ -1526,52 +1523,30 @@ async fn publish_related(
     ctx.events.publish(&pn.object_ref(&()), record).await;
 }
 
-/// One event per allocation or release, naming the node; a reconcile that touches more than
-/// [`EVENTS_PER_NODE_LIMIT`] nodes (a network created on a large cluster) records one summary
-/// instead, so thousands of nodes do not mean thousands of events.
-async fn publish_allocations(
+/// The events of allocations or releases just done, gathered with the rest of their burst
+/// ([`gather`]): one per node, or one summary for more than [`gather::PER_NODE_LIMIT`].
+fn publish_allocations(
     ctx: &Context,
     pn: &PodNetwork,
-    reason: &str,
-    action: &str,
+    reason: &'static str,
+    action: &'static str,
     done: &[Allocation],
     describe: impl Fn(&Allocation) -> String,
 ) {
-    if done.len() <= EVENTS_PER_NODE_LIMIT {
-        for a in done {
-            let note = describe(a);
-            publish_related(
-                ctx,
-                pn,
-                Kind::Normal,
-                reason,
-                action,
-                note,
-                node_ref(&a.node),
-            )
-            .await;
-        }
-        return;
-    }
-    let shown: Vec<String> = done.iter().take(3).map(&describe).collect();
-    let note = format!(
-        "{} node subnets ({}): {}; and {} more",
-        done.len(),
-        action.to_lowercase(),
-        shown.join("; "),
-        done.len() - shown.len()
-    );
-    publish(ctx, pn, Kind::Normal, reason, action, note).await;
+    let items = done
+        .iter()
+        .map(|a| gather::Item {
+            note: describe(a),
+            node: a.node.clone(),
+        })
+        .collect();
+    ctx.allocation_events
+        .add(pn.object_ref(&()), reason, action, items);
 }
 
 /// A reference to a Node, the `related` object of per-node events.
 fn node_ref(name: &str) -> Option<ObjectReference> {
-    Some(ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Node".into()),
-        name: Some(name.to_string()),
-        ..ObjectReference::default()
-    })
+    Some(gather::node_ref(name))
 }
 
 /// Once `pn` has left the cache (its finalizer is being removed now), re-plans every other

@@ -7,6 +7,7 @@
 
 pub mod conflicts;
 pub mod controller;
+pub mod gather;
 pub mod incremental;
 pub mod ipam;
 pub mod rollup;
