@@ -19,7 +19,9 @@
 //! 3. **one peer change**: R times, one more NodeSubnet is created and timed until its route
 //!    is in the node namespace, then an original one is deleted and timed until its route is
 //!    gone (both seen by `ip -n <node ns> monitor route`, checked with `ip route show proto
-//!    249`).
+//!    249`). The agent's `/metrics` before and after the changes give its own part: the count
+//!    and mean of its peer passes (`causeway_agent_pass_duration_seconds{kind="peers"}`), and
+//!    of the full passes (the periodic resync) that ran meanwhile.
 //! 4. **afterwards**: the agent keeps running through at least one periodic resync (the
 //!    chart's 30 s), then its VmHWM and VmRSS are read again.
 //! 5. **baseline**: `ip -batch` + `bridge -batch` insert the same 3 × (N − 1) routes,
@@ -370,6 +372,11 @@ struct SizeResult {
     /// answered; its watch event goes out about then).
     add_requests: Vec<Duration>,
     delete_requests: Vec<Duration>,
+    /// The agent's peer passes during the changes (its `pass_duration_seconds` histogram,
+    /// `kind="peers"`): how many, and their mean.
+    peer_passes: (f64, Duration),
+    /// Its full passes (the periodic resync) in the same time.
+    full_passes: (f64, Duration),
     after: Usage,
     /// `/metrics` scraped during the settle: how often, and the last answer's size and
     /// sample count.
@@ -788,6 +795,38 @@ impl Drop for StatusWatch {
     }
 }
 
+/// The agent's `/metrics`, as a Prometheus in the node would scrape them.
+fn agent_metrics(c: &Cluster) -> Result<String> {
+    let body = c.exec(
+        NODE,
+        "curl",
+        &["-sS", "--max-time", "5", "http://127.0.0.1:9809/metrics"],
+    )?;
+    ensure!(
+        body.contains("causeway_agent_build_info"),
+        "/metrics answered without the agent's metrics: {body}"
+    );
+    Ok(body)
+}
+
+/// The count and sum (seconds) of the agent's passes of `kind` (`peers`, `full`) in a
+/// `/metrics` text.
+fn passes(body: &str, kind: &str) -> (f64, f64) {
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value(&format!(
+            "causeway_agent_pass_duration_seconds_count{{kind=\"{kind}\"}}"
+        )),
+        value(&format!(
+            "causeway_agent_pass_duration_seconds_sum{{kind=\"{kind}\"}}"
+        )),
+    )
+}
+
 /// `ip -n NS monitor route`, read on a thread: every line with the time it arrived. The
 /// process is ours (killed by its handle on drop) and lives in the node namespace, so the
 /// cluster's tear-down would end it too.
@@ -1175,6 +1214,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
     result.start_writes = grown(&writes_before, &writes_programmed);
 
     // 3. One peer at a time: added, then an original one deleted.
+    let metrics_before = tokio::task::block_in_place(|| agent_metrics(c))?;
     let monitor = tokio::task::block_in_place(|| RouteMonitor::start(&node_ns))?;
     // A peer's routes: its IPv4 one, then its IPv6 one, as the network has them.
     let routes_of = |i: usize| -> Result<Vec<IpNet>> {
@@ -1248,6 +1288,14 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         }
     }
     drop(monitor);
+    let metrics_after = tokio::task::block_in_place(|| agent_metrics(c))?;
+    let between = |kind: &str| {
+        let ((c0, s0), (c1, s1)) = (passes(&metrics_before, kind), passes(&metrics_after, kind));
+        let count = c1 - c0;
+        (count, Duration::from_secs_f64((s1 - s0) / count.max(1.0)))
+    };
+    result.peer_passes = between("peers");
+    result.full_passes = between("full");
     let writes_changed = tokio::task::block_in_place(|| write_counts(c))?;
     result.change_writes = grown(&writes_programmed, &writes_changed);
     for own in ["POST nodesubnets", "DELETE nodesubnets"] {
@@ -1259,17 +1307,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
     // includes serving them.
     let settle_end = Instant::now() + opts.settle;
     loop {
-        let body = tokio::task::block_in_place(|| {
-            c.exec(
-                NODE,
-                "curl",
-                &["-sS", "--max-time", "5", "http://127.0.0.1:9809/metrics"],
-            )
-        })?;
-        ensure!(
-            body.contains("causeway_agent_build_info"),
-            "/metrics answered without the agent's metrics: {body}"
-        );
+        let body = tokio::task::block_in_place(|| agent_metrics(c))?;
         result.scrapes += 1;
         result.scrape_bytes = body.len();
         result.scrape_series = body
@@ -1608,23 +1646,33 @@ fn print_report(report: &[(usize, SizeResult)], stack: Stack, changes: usize, se
                 ("peer deleted → both its routes gone", &deletes_both),
             ] {
                 println!(
-                    "| {n} | {what}, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+                    "| {n} | {what}, median (max) of {changes} | {:.1} ms ({:.1} ms) | | |",
                     ms(median(v)),
                     ms(max(v))
                 );
             }
         } else {
             println!(
-                "| {n} | peer added → its route in the node, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+                "| {n} | peer added → its route in the node, median (max) of {changes} | {:.1} ms ({:.1} ms) | | |",
                 ms(median(&r.adds)),
                 ms(max(&r.adds))
             );
             println!(
-                "| {n} | peer deleted → its route gone, median (max) of {changes} | {:.0} ms ({:.0} ms) | | |",
+                "| {n} | peer deleted → its route gone, median (max) of {changes} | {:.1} ms ({:.1} ms) | | |",
                 ms(median(&r.deletes)),
                 ms(max(&r.deletes))
             );
         }
+        println!(
+            "| {n} | … the agent's own part: its peer passes during the changes (plan the peer, apply; its pass histogram) | {:.0} passes, mean {:.2} ms | | |",
+            r.peer_passes.0,
+            ms(r.peer_passes.1)
+        );
+        println!(
+            "| {n} | … its full passes in the same time (the periodic resync: a change arriving meanwhile waits for it) | {:.0} passes, mean {:.1} ms | | |",
+            r.full_passes.0,
+            ms(r.full_passes.1)
+        );
         println!(
             "| {n} | (setup) {peers} NodeSubnets created and their status written, {CREATE_CONCURRENCY} at a time | {:.1} s | | |",
             r.create_peers.as_secs_f64()
@@ -1754,7 +1802,7 @@ fn print_flannel_report(report: &[(usize, SizeResult)], changes: usize, settle: 
         ];
         for (what, a, b) in &rows {
             println!(
-                "| {n} | {what}, median (max) of {changes} | {:.0} ms ({:.0} ms) | {:.0} ms ({:.0} ms) | {} |",
+                "| {n} | {what}, median (max) of {changes} | {:.1} ms ({:.1} ms) | {:.1} ms ({:.1} ms) | {} |",
                 ms(median(a)),
                 ms(max(a)),
                 ms(median(b)),
