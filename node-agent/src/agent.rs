@@ -16,7 +16,8 @@
 //! - It renews a heartbeat Lease ([`causeway_kube::heartbeat`]) from the same loop, so an agent
 //!   that stopped or hangs makes its PodNetwork not Ready (`AgentNotReporting`).
 //! - API writes stay O(1) per peer change: a condition change is written at once, but counts
-//!   that move with every peer joining are written at most every `status_refresh`; events are
+//!   that move with every peer joining are written at most every `status_refresh` (and at the
+//!   end of that period when a pass left them unwritten); events are
 //!   only for this node's own transitions, repairs and clean-up.
 //! - The status, events and the heartbeat are written beside the loop ([`crate::writes`]): a
 //!   pass hands them over and the next pass never waits for the API server, so routes keep
@@ -151,6 +152,9 @@ pub struct Agent<D: Dataplane = Netlink> {
     heartbeat: Heartbeat,
     /// When the status was last handed to the writer.
     status_written: Option<Instant>,
+    /// A pass left new counts unwritten (a count-only change within `status_refresh` of the
+    /// last write): they are written when that period ends ([`Agent::counts_wake`]).
+    counts_deferred: bool,
     /// The Programmed (status, reason) last announced by an event, and for which NodeSubnet
     /// (uid): the cache may still show the status before this agent's own write.
     announced: Option<(String, bool, String)>,
@@ -295,6 +299,7 @@ pub async fn run(
         status,
         heartbeat: Heartbeat::default(),
         status_written: None,
+        counts_deferred: false,
         announced: None,
         learned: Learned::new(),
         speaker: None,
@@ -377,6 +382,7 @@ pub async fn run(
             }
         };
         let carried_until = agent.carried_wake();
+        let counts_until = agent.counts_wake();
         tokio::select! {
             _ = &mut shutdown => {
                 agent.stop_speaker_for_restart().await;
@@ -394,6 +400,12 @@ pub async fn run(
             }
             // Carried routes expire: a pass lets them go.
             () = sleep_until(carried_until) => trigger = Some(Trigger::Watch),
+            // Counts left unwritten: the period is over, a pass (of no changed peer) writes
+            // them. Cleared first, so that a pass that does not defer them again ends it.
+            () = sleep_until(counts_until) => {
+                agent.counts_deferred = false;
+                trigger = Some(Trigger::Watch);
+            }
             // In the same loop as the passes: a hung pass stops the heartbeat too.
             _ = heartbeat.tick() => agent.heartbeat(),
             _ = resync.tick() => {
@@ -462,6 +474,14 @@ impl Changed {
             }
         }
     }
+}
+
+/// When counts left unwritten (`deferred`) are due: `refresh` after the last status write.
+fn counts_wake(deferred: bool, written: Option<Instant>, refresh: Duration) -> Option<Instant> {
+    if !deferred {
+        return None;
+    }
+    Some(written.map_or_else(Instant::now, |t| t + refresh))
 }
 
 /// Renewals per lease duration: one or two lost renewals never make the node look silent.
@@ -672,8 +692,9 @@ impl<D: Dataplane> Agent<D> {
             .status_written
             .is_none_or(|t| t.elapsed() >= self.config.status_refresh);
         if crate::status::counts_only(&previous, &next) && !due {
-            // Counts move with every peer; they catch up on a later pass. The conditions in
-            // the API are current.
+            // Counts move with every peer; they are written when the period ends
+            // ([`Self::counts_wake`]). The conditions in the API are current.
+            self.counts_deferred = true;
             report.settled = true;
             return report;
         }
@@ -688,6 +709,7 @@ impl<D: Dataplane> Agent<D> {
         // Beside the loop: the writer tells `health` when it is in the API.
         self.status.write(own, next.clone());
         self.status_written = Some(Instant::now());
+        self.counts_deferred = false;
         report.status = Some(next);
         report
     }
@@ -1013,6 +1035,16 @@ impl<D: Dataplane> Agent<D> {
         self.carried.as_ref().map(Carried::wake)
     }
 
+    /// When a pass should write the counts a pass left unwritten: the end of the period since
+    /// the last write. `None` when nothing waits.
+    fn counts_wake(&self) -> Option<Instant> {
+        counts_wake(
+            self.counts_deferred,
+            self.status_written,
+            self.config.status_refresh,
+        )
+    }
+
     /// An event when BIRD had to be started again since the last pass.
     async fn report_bird_restarts(&mut self, own: &NodeSubnet) {
         let Some(restarts) = self.speaker.as_ref().map(|(s, _)| s.restarts()) else {
@@ -1265,4 +1297,23 @@ fn secret_data(store: &Store<Secret>) -> crate::bgp::peering::Secrets {
             (secret.name_any(), data)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferred_counts_are_due_a_period_after_the_last_write_and_nothing_else_wakes() {
+        let refresh = Duration::from_secs(30);
+        let written = Instant::now();
+        assert_eq!(counts_wake(false, Some(written), refresh), None);
+        assert_eq!(
+            counts_wake(true, Some(written), refresh),
+            Some(written + refresh)
+        );
+        // Never written: due at once.
+        let due = counts_wake(true, None, refresh).expect("due");
+        assert!(due <= Instant::now());
+    }
 }
