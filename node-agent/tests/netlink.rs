@@ -555,6 +555,38 @@ async fn fdb_entries_are_replaced_with_their_destination_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_device_made_again_behind_the_agents_back_fails_one_operation_then_is_found_anew() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    let entry = |mac| Fdb {
+        dev: "cw-vx1".into(),
+        mac,
+        dst: ip("192.168.77.2"),
+    };
+    // The first entry has the device looked up; the agent keeps what it found.
+    apply(
+        &mut netlink,
+        &[
+            Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1)),
+            Op::ReplaceFdb(entry(MAC_2)),
+        ],
+    )
+    .await;
+    // Deleted and made again by someone else: same name, a new index.
+    ns.ip("link del cw-vx1");
+    ns.ip("link add cw-vx1 type vxlan id 1 dstport 4789 dev eth0");
+    // What the agent kept names the old index: the operation fails, on no other link...
+    let e = apply_err(&mut netlink, &Op::ReplaceFdb(entry(MAC_3))).await;
+    assert!(e.message.contains("No such device"), "{e}");
+    assert_eq!(ns.bridge_json("fdb show dev cw-vx1 self").len(), 0);
+    // ...and the failure made it forget: the next one finds the new device.
+    apply(&mut netlink, &[Op::ReplaceFdb(entry(MAC_3))]).await;
+    let entries = ns.bridge_json("fdb show dev cw-vx1");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["mac"], MAC_3.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_lookup_follows_the_route_neighbour_and_fdb_entry_to_the_outer_destination() {
     let ns = Netns::with_underlay();
     let mut netlink = ns.netlink().await;

@@ -14,7 +14,40 @@ impl Netlink {
         {
             return Ok(*index);
         }
-        Ok(self.find_link(name).await?.map(|l| l.header.index))
+        Ok(self.known_link(name).await?.map(|l| l.index))
+    }
+
+    /// The link named `name` as last found ([`Netlink::known_links`]), or found now.
+    async fn known_link(&self, name: &str) -> Result<Option<KnownLink>, rtnetlink::Error> {
+        let known = self
+            .known_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied();
+        if known.is_some() {
+            return Ok(known);
+        }
+        let Some(link) = self.find_link(name).await? else {
+            return Ok(None);
+        };
+        let found = KnownLink {
+            index: link.header.index,
+            vxlan: link_kind(&link) == Some(&InfoKind::Vxlan),
+        };
+        self.known_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), found);
+        Ok(Some(found))
+    }
+
+    /// Forgets the links found so far: the next operation on each looks it up again.
+    pub(super) fn forget_links(&self) {
+        self.known_links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Resolves the links a run of operations uses once, for [`Self::link_index`].
@@ -109,8 +142,23 @@ impl Netlink {
             })
     }
 
-    /// Applies one operation, by family (one function each below).
+    /// Applies one operation. The links found so far are forgotten after one that changes a
+    /// link or fails ([`Netlink::known_links`]).
     pub(super) async fn apply_op(&self, op: &Op) -> Result<(), Failure> {
+        let applied = self.apply_by_family(op).await;
+        if applied.is_err()
+            || matches!(
+                op,
+                Op::CreateLink(_) | Op::DeleteLink(_) | Op::UpdateLink { .. }
+            )
+        {
+            self.forget_links();
+        }
+        applied
+    }
+
+    /// Applies one operation, by family (one function each below).
+    async fn apply_by_family(&self, op: &Op) -> Result<(), Failure> {
         match op {
             Op::CreateLink(_) | Op::DeleteLink(_) | Op::UpdateLink { .. } => {
                 self.apply_link(op).await
@@ -379,7 +427,7 @@ impl Netlink {
             Op::ReplaceFdb(entry) => {
                 owned(&entry.dev)?;
                 let link =
-                    self.find_link(&entry.dev)
+                    self.known_link(&entry.dev)
                         .await?
                         .ok_or_else(|| Failure::MissingLink {
                             name: entry.dev.to_string(),
@@ -387,13 +435,13 @@ impl Netlink {
                         })?;
                 // Any other device takes the request and quietly drops `dst` (a bridge adds
                 // a local entry of its own), so the entry would never be observed.
-                if link_kind(&link) != Some(&InfoKind::Vxlan) {
+                if !link.vxlan {
                     return Err(Failure::Refused(format!(
                         "{} is not a VXLAN device; FDB entries with a destination belong on one",
                         entry.dev
                     )));
                 }
-                let index = link.header.index;
+                let index = link.index;
                 // `self` (NTF_SELF): the entry belongs to the VXLAN device's own table, which
                 // is where `dst` means something.
                 self.handle

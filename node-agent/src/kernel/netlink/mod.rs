@@ -135,6 +135,13 @@ pub struct Netlink {
     /// Link indexes resolved once for a run of pipelined operations, which never change links
     /// (see [`Dataplane::apply_all`]); empty otherwise.
     run_links: std::sync::Mutex<BTreeMap<String, Option<u32>>>,
+    /// Links found by name, kept from one pass to the next so that a peer's route, neighbour
+    /// and FDB entry cost no lookup of their device each: forgotten when a full pass observes
+    /// the kernel, when an operation creates, deletes or changes a link, and when one fails.
+    /// A device deleted and made again behind the agent's back gets a new index (the kernel
+    /// does not hand an index out again soon), so a stale entry fails its operation with
+    /// `ENODEV`, which sends the agent to a full pass; it never reaches another link.
+    known_links: std::sync::Mutex<BTreeMap<String, KnownLink>>,
     /// The destinations of our routes, read at most once per run of pipelined operations:
     /// the first route add that finds a route in its way reads them, under this lock, and
     /// the others in the run wait for that reading and use it. Two dumps at once on one
@@ -142,6 +149,13 @@ pub struct Netlink {
     run_routes: tokio::sync::Mutex<RunRoutes>,
     /// Where the namespace's kernel parameters are read and written (`--sysctl-dir`).
     sysctl: SysctlDir,
+}
+
+/// A link found by name ([`Netlink::known_links`]).
+#[derive(Debug, Clone, Copy)]
+struct KnownLink {
+    index: u32,
+    vxlan: bool,
 }
 
 /// [`Netlink::run_routes`]: outside a run every check reads the kernel; inside one, the
@@ -256,6 +270,7 @@ impl Netlink {
             handle,
             netns,
             run_links: std::sync::Mutex::new(BTreeMap::new()),
+            known_links: std::sync::Mutex::new(BTreeMap::new()),
             run_routes: tokio::sync::Mutex::new(RunRoutes::Off),
             sysctl: SysctlDir::default(),
         }
@@ -297,6 +312,7 @@ impl Dataplane for Netlink {
     }
 
     async fn observe(&mut self) -> Result<State, ApplyError> {
+        self.forget_links();
         let mut state = self.read_state().await.map_err(|error| ApplyError {
             op: "observe".into(),
             message: error.to_string(),
