@@ -9,14 +9,20 @@
 //! * **joins**: J nodes added one at a time to the allocated cluster: per-join latency
 //!   (p50/p95) and the API writes each join costs, read from the API server's own
 //!   `apiserver_request_total` (proves O(1) writes per join);
-//! * **peak memory** (VmHWM) and CPU time of each controller process.
+//! * **peak memory** (VmHWM) and CPU time of each controller process;
+//! * **the load of the agents' watches**: during the joins, K raw watches (`--watchers K`,
+//!   default 3) are open on each resource an agent watches (NodeSubnets and PodNetworks for
+//!   Causeway's agent; Nodes for one taking its subnet from `spec.podCIDR`, as flannel's does),
+//!   counting what they receive, and the CPU time kube-apiserver and etcd spend per join with
+//!   them open (from `/proc`): K = 1,000 is the fan-out of a 1,000-node cluster.
 //!
 //! kube-controller-manager runs twice: with its default client rate limit (20 requests/s,
 //! burst 30, what clusters ship) and raised to 1,000/s (its best case). Ratios are
 //! Causeway ÷ baseline; below 1 means Causeway is faster.
 //!
 //! Run: `make bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50] [--ipv6] [--no-default-qps]`.
+//! causeway-e2e --bench ipam -- [--nodes 1000,5000] [--joins 50] [--watchers 3] [--ipv6]
+//! [--no-default-qps]`.
 //! Needs root (namespaces), like the e2e suite. `--ipv6` makes both allocators cut an IPv6 /48
 //! into /64s (65,536 subnets) instead of an IPv4 /9 into /24s. `--no-default-qps` skips the
 //! qps=20 baseline, which needs N/20 seconds to allocate (over 16 minutes at 20,000 nodes).
@@ -71,6 +77,8 @@ struct Options {
     default_qps: bool,
     /// How long the steady state (no joins) is watched for its writes per minute.
     steady: Duration,
+    /// Watches opened on each resource an agent watches, as that many agents would.
+    watchers: usize,
 }
 
 fn parse_args() -> Result<Options> {
@@ -86,6 +94,7 @@ fn parse_args() -> Result<Options> {
             causeway_only: false,
             default_qps: true,
             steady: Duration::from_secs(2),
+            watchers: WATCHERS,
         });
     }
     let mut opts = Options {
@@ -95,6 +104,7 @@ fn parse_args() -> Result<Options> {
         causeway_only: false,
         default_qps: true,
         steady: Duration::from_secs(20),
+        watchers: WATCHERS,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -118,17 +128,22 @@ fn parse_args() -> Result<Options> {
                 opts.steady =
                     Duration::from_secs(v.parse().with_context(|| format!("--steady {v}"))?);
             }
+            "--watchers" => {
+                let v = args.next().context("--watchers needs a number")?;
+                opts.watchers = v.parse().with_context(|| format!("--watchers {v}"))?;
+            }
             "--causeway-only" => opts.causeway_only = true,
             "--no-default-qps" => opts.default_qps = false,
             "--ipv6" => opts.pool = (CLUSTER_CIDR_V6, MASK_V6),
             // cargo bench passes --bench; libtest-style filters are not used here.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --steady 20, --causeway-only, --no-default-qps, --ipv6"
+                "unknown argument {other}; use --nodes 1000,5000, --joins 50, --steady 20, --watchers 3, --causeway-only, --no-default-qps, --ipv6"
             ),
         }
     }
     ensure!(opts.joins > 0, "--joins must be at least 1");
+    ensure!(opts.watchers > 0, "--watchers must be at least 1");
     Ok(opts)
 }
 
@@ -153,6 +168,9 @@ fn main() -> ExitCode {
 #[derive(Debug, Default, Clone)]
 struct RunResult {
     initial: Duration,
+    /// kube-apiserver's and etcd's CPU time per join, while the joins ran (with the watches
+    /// of `--watchers` open).
+    server_cpu: [Duration; 2],
     join_p50: Duration,
     join_p95: Duration,
     /// API writes per join, by `verb resource[/subresource]`, excluding the bench's own.
@@ -184,22 +202,37 @@ async fn run(opts: Options) -> Result<()> {
     let pool = opts.pool;
     println!("[bench] pool {} cut into /{}", pool.0, pool.1);
     for &n in &opts.sizes {
-        let causeway =
-            with_cluster(n, |c, client| {
-                let operator = operator.clone();
-                async move {
-                    run_causeway(&c, client, &operator, pool, n, (opts.joins, opts.steady)).await
-                }
-            })
-            .await
-            .with_context(|| format!("Causeway at {n} nodes"))?;
+        let causeway = with_cluster(n, |c, client| {
+            let operator = operator.clone();
+            async move {
+                run_causeway(
+                    &c,
+                    client,
+                    &operator,
+                    pool,
+                    n,
+                    (opts.joins, opts.steady, opts.watchers),
+                )
+                .await
+            }
+        })
+        .await
+        .with_context(|| format!("Causeway at {n} nodes"))?;
         print_run("causeway-operator", n, &causeway);
         if opts.causeway_only {
             continue;
         }
         let kcm_default = if opts.default_qps {
             let r = with_cluster(n, |c, client| async move {
-                run_kcm(&c, client, pool, None, n, (opts.joins, opts.steady)).await
+                run_kcm(
+                    &c,
+                    client,
+                    pool,
+                    None,
+                    n,
+                    (opts.joins, opts.steady, opts.watchers),
+                )
+                .await
             })
             .await
             .with_context(|| format!("kube-controller-manager (default qps) at {n} nodes"))?;
@@ -209,14 +242,22 @@ async fn run(opts: Options) -> Result<()> {
             None
         };
         let kcm_fast = with_cluster(n, |c, client| async move {
-            run_kcm(&c, client, pool, Some(1000), n, (opts.joins, opts.steady)).await
+            run_kcm(
+                &c,
+                client,
+                pool,
+                Some(1000),
+                n,
+                (opts.joins, opts.steady, opts.watchers),
+            )
+            .await
         })
         .await
         .with_context(|| format!("kube-controller-manager (qps 1000) at {n} nodes"))?;
         print_run("kube-controller-manager qps=1000", n, &kcm_fast);
         report.push((n, causeway, kcm_default, kcm_fast));
     }
-    print_report(&report, opts.joins);
+    print_report(&report, opts.joins, opts.watchers);
     Ok(())
 }
 
@@ -418,7 +459,7 @@ async fn run_causeway(
     operator: &std::path::Path,
     (cidr, mask): (&str, u8),
     n: usize,
-    (joins, steady): (usize, Duration),
+    (joins, steady, watchers): (usize, Duration, usize),
 ) -> Result<RunResult> {
     tokio::task::block_in_place(|| -> Result<()> {
         demo::install_crds(c)?;
@@ -464,7 +505,7 @@ async fn run_causeway(
         ),
     ];
     let before = tokio::task::block_in_place(|| operator_metrics(c))?;
-    let joined = measure_joins(c, &client, &tracker, n, (joins, steady), &watch).await?;
+    let joined = measure_joins(c, &client, &tracker, n, (joins, steady, watchers), &watch).await?;
     let after = tokio::task::block_in_place(|| operator_metrics(c))?;
     let reconciles = operator_reconciles(&after)?;
     let phases = join_phases(&before, &after)?;
@@ -534,7 +575,7 @@ async fn run_kcm(
     (cidr, mask): (&str, u8),
     qps: Option<u32>,
     n: usize,
-    (joins, steady): (usize, Duration),
+    (joins, steady, watchers): (usize, Duration, usize),
 ) -> Result<RunResult> {
     let tracker = Tracker::start(Api::<Node>::all(client.clone()), |node: &Node| {
         node.spec
@@ -557,7 +598,7 @@ async fn run_kcm(
     // What an agent that takes its subnet from kube-controller-manager watches (flannel,
     // for one): every Node.
     let watch = [("nodes", "/api/v1/nodes", "Node")];
-    let joined = measure_joins(c, &client, &tracker, n, (joins, steady), &watch).await?;
+    let joined = measure_joins(c, &client, &tracker, n, (joins, steady, watchers), &watch).await?;
     finish(c, &pid, initial, joined)
 }
 
@@ -570,6 +611,7 @@ fn finish(c: &Cluster, pid: &ProcId, initial: Duration, joined: Joined) -> Resul
     c.stop(pid);
     Ok(RunResult {
         initial,
+        server_cpu: joined.server_cpu,
         join_p50: pick(0.5),
         join_p95: pick(0.95),
         writes_per_join: joined.writes,
@@ -587,28 +629,41 @@ fn finish(c: &Cluster, pid: &ProcId, initial: Duration, joined: Joined) -> Resul
 /// What the joins and the steady state after them showed.
 struct Joined {
     latencies: Vec<Duration>,
+    /// kube-apiserver's and etcd's CPU time per join, while the joins ran.
+    server_cpu: [Duration; 2],
     writes: BTreeMap<String, f64>,
     watched: Vec<(String, f64, f64)>,
     server_watch: Vec<(String, f64, f64)>,
     steady: BTreeMap<String, f64>,
 }
 
-/// Watchers of one resource opened per run: each receives the same events; the mean is
-/// reported (one agent's view).
+/// Watchers of one resource opened per run by default: each receives the same events; the
+/// mean is reported (one agent's view). `--watchers K` opens K, as K agents would.
 const WATCHERS: usize = 3;
 
-/// Raw watches of one resource (as many as [`WATCHERS`]), counting the events (one JSON line
-/// each) and bytes they receive: what one agent watching the resource would receive.
+/// Watches one client (one HTTP/2 connection) carries: below the API server's limit of
+/// concurrent streams per connection.
+const WATCHES_PER_CLIENT: usize = 100;
+
+/// Raw watches of one resource (as many as `--watchers`), counting the events (one JSON line
+/// each) and bytes they receive: what the agents watching the resource would receive.
 struct WatchCounter {
     resource: String,
+    watchers: usize,
     events: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl WatchCounter {
-    /// Opens the watches of `path` (e.g. `/api/v1/nodes`) from the current resource version.
-    async fn start(client: &Client, resource: &str, path: &str) -> Result<Self> {
+    /// Opens `watchers` watches of `path` (e.g. `/api/v1/nodes`) from the current resource
+    /// version, [`WATCHES_PER_CLIENT`] per connection (`client` carries the first ones).
+    async fn start(
+        c: &Cluster,
+        client: &Client,
+        (resource, path): (&str, &str),
+        watchers: usize,
+    ) -> Result<Self> {
         let list = client
             .request_text(http::Request::get(format!("{path}?limit=1")).body(Vec::new())?)
             .await
@@ -620,16 +675,20 @@ impl WatchCounter {
             .to_owned();
         let (events, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let mut tasks = Vec::new();
-        for _ in 0..WATCHERS {
+        let mut clients = vec![client.clone()];
+        for i in 0..watchers {
+            if i / WATCHES_PER_CLIENT >= clients.len() {
+                clients.push(client_for(c).await?);
+            }
             let request = http::Request::get(format!(
                 "{path}?watch=1&resourceVersion={rv}&timeoutSeconds=3600"
             ))
             .body(Vec::new())?;
             let mut body = Box::pin(
-                client
+                clients[i / WATCHES_PER_CLIENT]
                     .request_stream(request)
                     .await
-                    .with_context(|| format!("watching {path}"))?,
+                    .with_context(|| format!("watching {path} (watch {})", i + 1))?,
             );
             let (events, bytes) = (events.clone(), bytes.clone());
             tasks.push(tokio::spawn(async move {
@@ -648,6 +707,7 @@ impl WatchCounter {
         }
         Ok(Self {
             resource: resource.to_owned(),
+            watchers,
             events,
             bytes,
             tasks,
@@ -656,7 +716,7 @@ impl WatchCounter {
 
     /// Events and bytes received so far, per watcher.
     fn per_watcher(&self) -> (f64, f64) {
-        let k = WATCHERS as f64;
+        let k = self.watchers as f64;
         (
             self.events.load(Ordering::Relaxed) as f64 / k,
             self.bytes.load(Ordering::Relaxed) as f64 / k,
@@ -704,18 +764,33 @@ async fn measure_joins(
     client: &Client,
     tracker: &Tracker,
     n: usize,
-    (joins, steady): (usize, Duration),
+    (joins, steady, watchers): (usize, Duration, usize),
     watch: &[(&str, &str, &str)],
 ) -> Result<Joined> {
     // Let the initial allocation's trailing status writes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut counters = Vec::new();
     for (resource, path, _) in watch {
-        counters.push(WatchCounter::start(client, resource, path).await?);
+        counters.push(WatchCounter::start(c, client, (resource, path), watchers).await?);
     }
     let before = tokio::task::block_in_place(|| write_counts(c))?;
     let metrics_before = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
     let watched_before: Vec<(f64, f64)> = counters.iter().map(WatchCounter::per_watcher).collect();
+    let servers = ["kube-apiserver", "etcd"].map(|role| c.process(role));
+    let server_cpu = || -> Result<[Duration; 2]> {
+        let mut cpu = [Duration::ZERO; 2];
+        for (slot, (role, p)) in cpu
+            .iter_mut()
+            .zip(["kube-apiserver", "etcd"].iter().zip(&servers))
+        {
+            let p = p
+                .as_ref()
+                .with_context(|| format!("no {role} process recorded"))?;
+            *slot = process_usage(p.pid)?.1;
+        }
+        Ok(cpu)
+    };
+    let cpu_before = server_cpu()?;
     let mut latencies = Vec::with_capacity(joins);
     for i in n..n + joins {
         let name = node_name(i);
@@ -729,6 +804,12 @@ async fn measure_joins(
         let at = tracker.when(&name).context("seen")?;
         latencies.push(at.saturating_duration_since(started));
     }
+    let cpu_after = server_cpu()?;
+    let k32 = u32::try_from(joins)?;
+    let server_cpu = [
+        cpu_after[0].saturating_sub(cpu_before[0]) / k32,
+        cpu_after[1].saturating_sub(cpu_before[1]) / k32,
+    ];
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = tokio::task::block_in_place(|| write_counts(c))?;
     let metrics_after = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
@@ -779,6 +860,7 @@ async fn measure_joins(
         .collect();
     Ok(Joined {
         latencies,
+        server_cpu,
         writes: per_join,
         watched,
         server_watch,
@@ -886,9 +968,14 @@ fn per_minute_text(writes: &BTreeMap<String, f64>) -> String {
     format!("{total:.1} ({})", parts.join(", "))
 }
 
-fn print_report(report: &[(usize, RunResult, Option<RunResult>, RunResult)], joins: usize) {
+fn print_report(
+    report: &[(usize, RunResult, Option<RunResult>, RunResult)],
+    joins: usize,
+    watchers: usize,
+) {
     let secs = |v: f64| format!("{v:.2} s");
     let ms = |v: f64| format!("{:.0} ms", v * 1e3);
+    let ms1 = |v: f64| format!("{:.1} ms", v * 1e3);
     let mib = |v: f64| format!("{:.0} MiB", v / 1024.0);
     println!("\n## Allocation: Causeway operator vs kube-controller-manager node IPAM\n");
     println!(
@@ -918,6 +1005,18 @@ fn print_report(report: &[(usize, RunResult, Option<RunResult>, RunResult)], joi
         row("join latency p95", |r| r.join_p95.as_secs_f64(), &ms);
         row("peak RSS", |r| r.peak_rss_kib as f64, &mib);
         row("CPU time (whole run)", |r| r.cpu.as_secs_f64(), &secs);
+        row(
+            &format!(
+                "kube-apiserver CPU per join, {watchers} watches open on each resource an agent watches"
+            ),
+            |r| r.server_cpu[0].as_secs_f64(),
+            &ms1,
+        );
+        row(
+            "etcd CPU per join, the same joins",
+            |r| r.server_cpu[1].as_secs_f64(),
+            &ms1,
+        );
         let writes = |r: &RunResult| {
             let total: f64 = r.writes_per_join.values().sum();
             let parts: Vec<String> = r
