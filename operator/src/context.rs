@@ -73,11 +73,12 @@ pub struct Context {
     pub changes: Changes,
 }
 
-/// The last status write of one network: its number and when it was done.
+/// The last status write of one network: its number, when it was done and what it wrote.
 #[derive(Debug, Default)]
 pub struct Written {
     pub order: u64,
     pub at: Option<Instant>,
+    pub status: Option<PodNetworkStatus>,
 }
 
 /// The incremental path's state between reconciles, by PodNetwork name: the names the watches
@@ -100,6 +101,9 @@ pub struct Changes {
     /// newer one (the lock of each network holds the last write's number and time).
     sequence: AtomicU64,
     written: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Written>>>>,
+    /// Wakes a status write waiting out its interval when a newer status is queued
+    /// ([`Changes::newer_queued`]).
+    newer: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// One lock per network, held by whoever reconciles it: the controller, or the Node
     /// events handled at once ([`crate::controller`]'s `join_at_once`).
     reconciling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -198,7 +202,18 @@ impl Changes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(network.to_owned(), (status.clone(), order));
+        self.newer_queued(network).notify_waiters();
         order
+    }
+
+    /// Notified whenever a status is queued for `network`.
+    pub fn newer_queued(&self, network: &str) -> Arc<tokio::sync::Notify> {
+        self.newer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(network.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Whether a status newer than the write numbered `order` is queued for `network`.

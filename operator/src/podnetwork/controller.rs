@@ -847,6 +847,10 @@ pub fn decide(
 /// [`write_status_ordered`]).
 const STATUS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Shortest time between two status writes of the incremental path that change only counts
+/// ([`rollup::counts_only`]): every agent watches PodNetworks, so each write reaches every node.
+const COUNTS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Longest time the incremental path runs without a full re-plan (which also catches what no
 /// watch reported).
 const FULL_REPLAN_EVERY: Duration = RESYNC;
@@ -1056,9 +1060,11 @@ fn previous_status(ctx: &Context, pn: &PodNetwork) -> PodNetworkStatus {
 
 /// Writes `status`, queued as number `order`, unless a newer one was written already:
 /// background writes never overwrite a newer status. With `throttle` (the incremental path)
-/// a network's status is written at most every [`STATUS_INTERVAL`], and a status that a newer
-/// one supersedes meanwhile is not written at all: during a burst of joins the API server
-/// spends its time on the joins, and the status follows within the interval.
+/// a network's status is written at most every [`STATUS_INTERVAL`], or every
+/// [`COUNTS_INTERVAL`] when it changes only counts since the last write, and a status that a
+/// newer one supersedes meanwhile is not written at all: during a burst of joins the API
+/// server spends its time on the joins, and the status follows within the interval. A newer
+/// status cuts the wait short, so a condition change never waits out a count's interval.
 async fn write_status_ordered(
     ctx: &Context,
     name: &str,
@@ -1073,7 +1079,21 @@ async fn write_status_ordered(
     }
     if throttle {
         if let Some(at) = written.at {
-            tokio::time::sleep_until((at + STATUS_INTERVAL).into()).await;
+            let interval = match &written.status {
+                Some(last) if rollup::counts_only(last, status) => COUNTS_INTERVAL,
+                _ => STATUS_INTERVAL,
+            };
+            let newer = ctx.changes.newer_queued(name);
+            let queued = newer.notified();
+            tokio::pin!(queued);
+            // Registered before the check: a status queued right after it still wakes us.
+            queued.as_mut().enable();
+            if !ctx.changes.superseded(name, order) {
+                tokio::select! {
+                    () = tokio::time::sleep_until((at + interval).into()) => {}
+                    () = queued => {}
+                }
+            }
         }
         // The newer status's own write, queued behind this lock, writes it.
         if ctx.changes.superseded(name, order) {
@@ -1083,6 +1103,7 @@ async fn write_status_ordered(
     write_status(ctx, name, status).await?;
     written.order = order;
     written.at = Some(Instant::now());
+    written.status = Some(status.clone());
     Ok(())
 }
 

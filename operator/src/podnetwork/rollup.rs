@@ -737,6 +737,27 @@ fn finish(
     }
 }
 
+/// Whether `b` differs from `a` only in what moves with every node joining or reporting: the
+/// counts, and the conditions' messages (which quote them), not any condition's status or
+/// reason, the generation, the families or the MTU.
+pub fn counts_only(a: &PodNetworkStatus, b: &PodNetworkStatus) -> bool {
+    let without_counts = |s: &PodNetworkStatus| {
+        let mut s = s.clone();
+        s.selected_nodes = 0;
+        s.allocated_nodes = 0;
+        s.programmed_nodes = 0;
+        s.subnets_allocated = 0;
+        s.subnets_free = 0;
+        s.secondary_subnets_allocated = s.secondary_subnets_allocated.map(|_| 0);
+        s.secondary_subnets_free = s.secondary_subnets_free.map(|_| 0);
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    };
+    a != b && without_counts(a) == without_counts(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -747,6 +768,44 @@ mod tests {
 
     fn at(second: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(second).expect("valid test time"))
+    }
+
+    #[test]
+    fn counts_and_the_messages_quoting_them_are_counts_only_a_condition_change_is_not() {
+        let ready = |status, reason, message: &str| {
+            new_condition(types::READY, status, reason, message, Some(1), at(1))
+        };
+        let mut a = PodNetworkStatus {
+            conditions: vec![ready(
+                ConditionStatus::False,
+                "NodesPending",
+                "3 of 4 nodes",
+            )],
+            observed_generation: Some(1),
+            selected_nodes: 4,
+            allocated_nodes: 4,
+            programmed_nodes: 3,
+            subnets_allocated: 4,
+            subnets_free: 252,
+            ..PodNetworkStatus::default()
+        };
+        assert!(!counts_only(&a, &a), "no change is not a count change");
+        let mut b = a.clone();
+        b.selected_nodes = 5;
+        b.allocated_nodes = 5;
+        b.subnets_allocated = 5;
+        b.subnets_free = 251;
+        b.conditions[0].message = "3 of 5 nodes".into();
+        assert!(counts_only(&a, &b));
+        let mut c = b.clone();
+        c.conditions = vec![ready(ConditionStatus::True, "AllNodesProgrammed", "5 of 5")];
+        c.programmed_nodes = 5;
+        assert!(!counts_only(&b, &c), "Ready turned True");
+        let mut d = b.clone();
+        d.observed_generation = Some(2);
+        assert!(!counts_only(&b, &d), "a new generation");
+        a.effective_mtu = Some(1450);
+        assert!(!counts_only(&a, &b), "the MTU moved");
     }
 
     fn pool() -> ipam::Pool {
