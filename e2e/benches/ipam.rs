@@ -776,13 +776,11 @@ async fn measure_joins(
     let before = tokio::task::block_in_place(|| write_counts(c))?;
     let metrics_before = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
     let watched_before: Vec<(f64, f64)> = counters.iter().map(WatchCounter::per_watcher).collect();
-    let servers = ["kube-apiserver", "etcd"].map(|role| c.process(role));
+    let roles = ["kube-apiserver", "etcd"];
+    let servers = roles.map(|role| c.process(role));
     let server_cpu = || -> Result<[Duration; 2]> {
         let mut cpu = [Duration::ZERO; 2];
-        for (slot, (role, p)) in cpu
-            .iter_mut()
-            .zip(["kube-apiserver", "etcd"].iter().zip(&servers))
-        {
+        for (slot, (role, p)) in cpu.iter_mut().zip(roles.iter().zip(&servers)) {
             let p = p
                 .as_ref()
                 .with_context(|| format!("no {role} process recorded"))?;

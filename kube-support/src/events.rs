@@ -74,6 +74,15 @@ struct Seen {
     last: Instant,
 }
 
+/// What tells objects apart for events: the uid, or the name when the reference has none.
+pub fn identity(object: &ObjectReference) -> String {
+    object
+        .uid
+        .clone()
+        .or_else(|| object.name.clone())
+        .unwrap_or_default()
+}
+
 /// Publishes events as one controller instance.
 pub struct Publisher {
     client: Client,
@@ -97,11 +106,7 @@ impl Publisher {
     pub async fn publish(&self, regarding: &ObjectReference, record: Record<'_>) {
         let note = truncate_note(record.note);
         let key = Key {
-            regarding: regarding
-                .uid
-                .clone()
-                .or_else(|| regarding.name.clone())
-                .unwrap_or_default(),
+            regarding: identity(regarding),
             kind: record.kind,
             reason: record.reason.to_string(),
             action: record.action.to_string(),

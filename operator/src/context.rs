@@ -208,12 +208,7 @@ impl Changes {
 
     /// Notified whenever a status is queued for `network`.
     pub fn newer_queued(&self, network: &str) -> Arc<tokio::sync::Notify> {
-        self.newer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(network.to_owned())
-            .or_default()
-            .clone()
+        per_network(&self.newer, network)
     }
 
     /// Whether a status newer than the write numbered `order` is queued for `network`.
@@ -227,22 +222,12 @@ impl Changes {
 
     /// The lock that orders `network`'s status writes.
     pub fn write_order(&self, network: &str) -> Arc<tokio::sync::Mutex<Written>> {
-        self.written
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(network.to_owned())
-            .or_default()
-            .clone()
+        per_network(&self.written, network)
     }
 
     /// The lock held while `network` is reconciled.
     pub fn reconciling(&self, network: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.reconciling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(network.to_owned())
-            .or_default()
-            .clone()
+        per_network(&self.reconciling, network)
     }
 
     /// Whether `network` has an index for the incremental path (and it is not stale).
@@ -283,4 +268,13 @@ impl Changes {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(network);
     }
+}
+
+/// `network`'s entry of `map`, made on first use.
+fn per_network<T: Default>(map: &Mutex<HashMap<String, Arc<T>>>, network: &str) -> Arc<T> {
+    map.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(network.to_owned())
+        .or_default()
+        .clone()
 }

@@ -111,11 +111,7 @@ impl Gather {
             return;
         }
         let key = Key {
-            network: regarding
-                .uid
-                .clone()
-                .or_else(|| regarding.name.clone())
-                .unwrap_or_default(),
+            network: causeway_kube::events::identity(&regarding),
             reason,
         };
         if !add(&self.open, key.clone(), regarding, action, items) {
