@@ -28,10 +28,11 @@ status:
 test: deps lint images
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## bench: allocation vs kcm node IPAM, node agent at scale vs ip -batch, pod-to-pod iperf3 vs node-to-node (docs/benchmarks.md)
+## bench: allocation vs kcm node IPAM, one allocation write vs kcm's, node agent at scale vs ip -batch, pod-to-pod iperf3 vs node-to-node (docs/benchmarks.md)
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench ipam -- $(BENCH_ARGS)
+	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench writes -- $(WRITES_BENCH_ARGS)
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench agent -- $(AGENT_BENCH_ARGS)
 	CAUSEWAY_CP_BIN=$$(e2e/scripts/deps.sh | tail -n1) $(CARGO) bench -p causeway-e2e --bench datapath -- $(DATAPATH_BENCH_ARGS)
 

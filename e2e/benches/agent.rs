@@ -80,7 +80,7 @@ use causeway_crds::{NodeSubnet, NodeSubnetSpec, PodNetwork};
 use causeway_e2e::apiserver_metrics::{grown, write_counts};
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::causeway_binary;
-use causeway_e2e::proc::ProcId;
+use causeway_e2e::proc::{ProcId, Usage, usage};
 use causeway_e2e::topology::{ControlPlane, Host, Segment};
 use causeway_e2e::{Cluster, Topology, cmd, demo, deploy, state};
 use causeway_node_agent::model::ROUTE_PROTOCOL;
@@ -333,14 +333,6 @@ async fn run(opts: Options) -> Result<()> {
         print_report(&report, stack, opts.changes, opts.settle);
     }
     Ok(())
-}
-
-/// One process's resource use, from `/proc/PID/status` and `/proc/PID/stat`.
-#[derive(Clone, Copy, Debug, Default)]
-struct Usage {
-    hwm_kib: u64,
-    rss_kib: u64,
-    cpu: Duration,
 }
 
 /// Where the agent's start-up time went, from its own log (wall clock, relative to spawn).
@@ -1019,37 +1011,6 @@ fn has_route(ns: &str, cidr: IpNet) -> Result<bool> {
         &ROUTE_PROTOCOL.to_string(),
     ]))?;
     Ok(!out.trim().is_empty())
-}
-
-fn usage(pid: i32) -> Result<Usage> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status (did the agent exit?)"))?;
-    let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .with_context(|| format!("{name} missing from /proc/{pid}/status"))?
-            .parse()
-            .with_context(|| format!("{name} in /proc/{pid}/status"))
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick_field = |i: usize| -> Result<u64> {
-        Ok(fields
-            .get(i)
-            .with_context(|| format!("short /proc/{pid}/stat"))?
-            .parse()?)
-    };
-    let ticks = tick_field(11)? + tick_field(12)?;
-    let hz = 100; // USER_HZ on Linux
-    Ok(Usage {
-        hwm_kib: field("VmHWM:")?,
-        rss_kib: field("VmRSS:")?,
-        cpu: Duration::from_millis(ticks * 1000 / hz),
-    })
 }
 
 /// Starts the agent the way the DaemonSet runs it (chart RBAC, the chart's resync interval).

@@ -36,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use causeway_crds::NodeSubnet;
-use causeway_e2e::apiserver_metrics::{write_counts, write_series};
+use causeway_e2e::apiserver_metrics::{server_time_per_write, write_counts};
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::{self, causeway_binary};
-use causeway_e2e::proc::ProcId;
+use causeway_e2e::proc::{ProcId, Usage, usage};
 use causeway_e2e::topology::presets;
 use causeway_e2e::{Cluster, demo, state};
 use futures::{StreamExt, TryStreamExt};
@@ -607,7 +607,11 @@ fn finish(c: &Cluster, pid: &ProcId, initial: Duration, joined: Joined) -> Resul
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     let join_mean = latencies.iter().sum::<Duration>() / u32::try_from(latencies.len())?;
-    let (peak_rss_kib, cpu) = process_usage(pid.pid)?;
+    let Usage {
+        hwm_kib: peak_rss_kib,
+        cpu,
+        ..
+    } = usage(pid.pid)?;
     c.stop(pid);
     Ok(RunResult {
         initial,
@@ -784,7 +788,7 @@ async fn measure_joins(
             let p = p
                 .as_ref()
                 .with_context(|| format!("no {role} process recorded"))?;
-            *slot = process_usage(p.pid)?.1;
+            *slot = usage(p.pid)?.cpu;
         }
         Ok(cpu)
     };
@@ -864,47 +868,6 @@ async fn measure_joins(
         server_watch,
         steady,
     })
-}
-
-/// The API server's own time per write during the joins, by verb and resource (the mean of
-/// `apiserver_request_duration_seconds` between `before` and `after`, two `/metrics` texts):
-/// where a join's time goes on the server side.
-fn server_time_per_write(before: &str, after: &str) -> Result<BTreeMap<String, Duration>> {
-    let series = |text: &str, suffix: &str| {
-        write_series(
-            text,
-            &format!("apiserver_request_duration_seconds_{suffix}"),
-        )
-    };
-    let (sum0, count0) = (series(before, "sum")?, series(before, "count")?);
-    let (sum1, count1) = (series(after, "sum")?, series(after, "count")?);
-    let mut out = BTreeMap::new();
-    for (key, count) in count1 {
-        let n = count - count0.get(&key).copied().unwrap_or(0.0);
-        let sum = sum1.get(&key).copied().unwrap_or(0.0) - sum0.get(&key).copied().unwrap_or(0.0);
-        if n > 0.0 && sum >= 0.0 {
-            out.insert(key, Duration::from_secs_f64(sum / n));
-        }
-    }
-    Ok(out)
-}
-
-/// Peak resident memory (VmHWM, KiB) and CPU time (user + system) of a process.
-fn process_usage(pid: i32) -> Result<(u64, Duration)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmHWM missing")?
-        .parse()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let hz = 100; // USER_HZ on Linux
-    Ok((hwm, Duration::from_millis(ticks * 1000 / hz)))
 }
 
 fn print_run(who: &str, n: usize, r: &RunResult) {

@@ -3,6 +3,7 @@
 //! API writes per change and per minute: summed by verb and resource, reads left out.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -59,6 +60,28 @@ pub fn grown(
             (delta > 0.0).then(|| (key.clone(), delta))
         })
         .collect()
+}
+
+/// The API server's own mean time per write between `before` and `after` (two `/metrics`
+/// texts), by verb and resource: `apiserver_request_duration_seconds`' sum ÷ count.
+pub fn server_time_per_write(before: &str, after: &str) -> Result<BTreeMap<String, Duration>> {
+    let series = |text: &str, suffix: &str| {
+        write_series(
+            text,
+            &format!("apiserver_request_duration_seconds_{suffix}"),
+        )
+    };
+    let (sum0, count0) = (series(before, "sum")?, series(before, "count")?);
+    let (sum1, count1) = (series(after, "sum")?, series(after, "count")?);
+    let mut out = BTreeMap::new();
+    for (key, count) in count1 {
+        let n = count - count0.get(&key).copied().unwrap_or(0.0);
+        let sum = sum1.get(&key).copied().unwrap_or(0.0) - sum0.get(&key).copied().unwrap_or(0.0);
+        if n > 0.0 && sum >= 0.0 {
+            out.insert(key, Duration::from_secs_f64(sum / n));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

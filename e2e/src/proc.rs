@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,53 @@ fn wait_gone(p: &ProcId, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     !p.alive()
+}
+
+/// One process's resource use ([`usage`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// Peak resident memory (VmHWM), KiB.
+    pub hwm_kib: u64,
+    /// Resident memory now (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// CPU time, user + system.
+    pub cpu: Duration,
+}
+
+/// A process's peak and current resident memory and CPU time (user + system), from
+/// `/proc/PID/status` and `/proc/PID/stat`.
+///
+/// # Errors
+/// The process is gone, or its files cannot be parsed.
+pub fn usage(pid: i32) -> Result<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status (did the process exit?)"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .with_context(|| format!("{name} missing from /proc/{pid}/status"))?
+            .parse()
+            .with_context(|| format!("{name} in /proc/{pid}/status"))
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick_field = |i: usize| -> Result<u64> {
+        Ok(fields
+            .get(i)
+            .with_context(|| format!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    let ticks = tick_field(11)? + tick_field(12)?;
+    let hz = 100; // USER_HZ on Linux
+    Ok(Usage {
+        hwm_kib: field("VmHWM:")?,
+        rss_kib: field("VmRSS:")?,
+        cpu: Duration::from_millis(ticks * 1000 / hz),
+    })
 }
 
 #[cfg(test)]
