@@ -114,7 +114,14 @@ struct ClientArgs {
     lease_duration_seconds: u32,
 }
 
-#[tokio::main]
+/// One thread runs the whole agent: its loop, the watches, the netlink connection and the
+/// writers. The loop is one sequence (a pass awaits its netlink answers; the watches feed the
+/// next pass), so a second worker thread only moved each wake-up between threads: with the
+/// default two workers on a 2-core node a peer's pass took 0.83–1.25 ms and the start at
+/// 5,000 peers 0.92–1.06 s of CPU, with one thread 0.44–0.73 ms and 0.57 s (docs/benchmarks.md,
+/// "One thread for the agent"). Blocking work (raw ARP/NDP sockets, entering a namespace)
+/// runs on tokio's blocking threads, as before.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     causeway_kube::logging::init(&args.log, "info");
