@@ -89,10 +89,9 @@ use futures::{StreamExt, TryStreamExt};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -462,14 +461,6 @@ where
 
 fn agent_role() -> String {
     format!("agent-{NODE}")
-}
-
-async fn client_for(c: &Cluster) -> Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(&c.kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("reading the bench cluster's kubeconfig")?;
-    Ok(Client::try_from(config)?)
 }
 
 /// Member `i` of the network: 0 is the agent's own node, 1.. are peers. Subnet `i` of the
@@ -1055,7 +1046,7 @@ async fn run_size(c: &Cluster, n: usize, stack: Stack, opts: &Options) -> Result
         c.kubectl_stdin(&["apply", "-f", "-"], &pn.to_string())?;
         Ok(())
     })?;
-    let client = client_for(c).await?;
+    let client = c.client().await?;
     let owner_uid = Api::<PodNetwork>::all(client.clone())
         .get(NETWORK)
         .await?

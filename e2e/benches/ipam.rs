@@ -45,7 +45,6 @@ use causeway_e2e::{Cluster, demo, state};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use kube::api::{ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
@@ -280,7 +279,7 @@ where
             },
         )
     })?);
-    let client = client_for(&cluster).await?;
+    let client = cluster.client().await?;
     let started = Instant::now();
     create_nodes(&client, 0..n).await?;
     eprintln!(
@@ -290,14 +289,6 @@ where
     let result = f(cluster.clone(), client).await;
     tokio::task::block_in_place(|| cluster.teardown())?;
     result
-}
-
-async fn client_for(c: &Cluster) -> Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(&c.kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("reading the bench cluster's kubeconfig")?;
-    Ok(Client::try_from(config)?)
 }
 
 fn node_name(i: usize) -> String {
@@ -682,7 +673,7 @@ impl WatchCounter {
         let mut clients = vec![client.clone()];
         for i in 0..watchers {
             if i / WATCHES_PER_CLIENT >= clients.len() {
-                clients.push(client_for(c).await?);
+                clients.push(c.client().await?);
             }
             let request = http::Request::get(format!(
                 "{path}?watch=1&resourceVersion={rv}&timeoutSeconds=3600"
@@ -780,19 +771,7 @@ async fn measure_joins(
     let before = tokio::task::block_in_place(|| write_counts(c))?;
     let metrics_before = tokio::task::block_in_place(|| c.kubectl(&["get", "--raw", "/metrics"]))?;
     let watched_before: Vec<(f64, f64)> = counters.iter().map(WatchCounter::per_watcher).collect();
-    let roles = ["kube-apiserver", "etcd"];
-    let servers = roles.map(|role| c.process(role));
-    let server_cpu = || -> Result<[Duration; 2]> {
-        let mut cpu = [Duration::ZERO; 2];
-        for (slot, (role, p)) in cpu.iter_mut().zip(roles.iter().zip(&servers)) {
-            let p = p
-                .as_ref()
-                .with_context(|| format!("no {role} process recorded"))?;
-            *slot = usage(p.pid)?.cpu;
-        }
-        Ok(cpu)
-    };
-    let cpu_before = server_cpu()?;
+    let cpu_before = c.server_cpu()?;
     let mut latencies = Vec::with_capacity(joins);
     for i in n..n + joins {
         let name = node_name(i);
@@ -806,7 +785,7 @@ async fn measure_joins(
         let at = tracker.when(&name).context("seen")?;
         latencies.push(at.saturating_duration_since(started));
     }
-    let cpu_after = server_cpu()?;
+    let cpu_after = c.server_cpu()?;
     let k32 = u32::try_from(joins)?;
     let server_cpu = [
         cpu_after[0].saturating_sub(cpu_before[0]) / k32,

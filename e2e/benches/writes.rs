@@ -38,7 +38,6 @@ use causeway_crds::{NodeSubnet, NodeSubnetSpec};
 use causeway_e2e::apiserver_metrics::server_time_per_write;
 use causeway_e2e::cluster::UpOptions;
 use causeway_e2e::controlplane::workspace_root;
-use causeway_e2e::proc::usage;
 use causeway_e2e::topology::presets;
 use causeway_e2e::{Cluster, demo};
 use futures::{StreamExt, TryStreamExt};
@@ -48,7 +47,6 @@ use kube::api::{
     ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
     PostParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -206,7 +204,7 @@ async fn measure(c: &Cluster, opts: &Options) -> Result<BTreeMap<&'static str, M
         demo::install_crds(c)?;
         install_copies(c)
     })?;
-    let client = client_for(c).await?;
+    let client = c.client().await?;
     let owner_uid = tokio::task::block_in_place(|| create_network(c))?;
     let started = Instant::now();
     create_nodes(&client, opts.writes).await?;
@@ -216,18 +214,6 @@ async fn measure(c: &Cluster, opts: &Options) -> Result<BTreeMap<&'static str, M
         started.elapsed().as_secs_f64()
     );
 
-    let roles = ["kube-apiserver", "etcd"];
-    let servers = roles.map(|role| c.process(role));
-    let server_cpu = || -> Result<[Duration; 2]> {
-        let mut cpu = [Duration::ZERO; 2];
-        for (slot, (role, p)) in cpu.iter_mut().zip(roles.iter().zip(&servers)) {
-            let p = p
-                .as_ref()
-                .with_context(|| format!("no {role} process recorded"))?;
-            *slot = usage(p.pid)?.cpu;
-        }
-        Ok(cpu)
-    };
     let targets = Targets::new(&client);
     let mut measured: BTreeMap<&'static str, Measured> = BTreeMap::new();
     let per_round = opts.writes / opts.rounds;
@@ -237,13 +223,13 @@ async fn measure(c: &Cluster, opts: &Options) -> Result<BTreeMap<&'static str, M
         for k in 0..Write::ALL.len() {
             let write = Write::ALL[(round + k) % Write::ALL.len()];
             let m = measured.entry(write.key()).or_default();
-            let cpu_before = server_cpu()?;
+            let cpu_before = c.server_cpu()?;
             for i in range.clone() {
                 let t = Instant::now();
                 targets.write(write, i, &owner_uid).await?;
                 m.latencies.push(t.elapsed());
             }
-            let cpu_after = server_cpu()?;
+            let cpu_after = c.server_cpu()?;
             for (slot, (a, b)) in m
                 .server_cpu
                 .iter_mut()
@@ -368,14 +354,6 @@ fn create_network(c: &Cluster) -> Result<String> {
     ])?;
     ensure!(!uid.trim().is_empty(), "PodNetwork {NETWORK} has no uid");
     Ok(uid.trim().to_string())
-}
-
-async fn client_for(c: &Cluster) -> Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(&c.kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("reading the bench cluster's kubeconfig")?;
-    Ok(Client::try_from(config)?)
 }
 
 fn node_name(i: usize) -> String {

@@ -548,6 +548,31 @@ impl Cluster {
             .and_then(|p| p.id)
     }
 
+    /// The CPU time (user + system) kube-apiserver and etcd have used so far, in that order:
+    /// what the benchmarks read around what they measure.
+    pub fn server_cpu(&self) -> Result<[Duration; 2]> {
+        let mut cpu = [Duration::ZERO; 2];
+        for (slot, role) in cpu.iter_mut().zip(["kube-apiserver", "etcd"]) {
+            let p = self
+                .process(role)
+                .with_context(|| format!("no {role} process recorded"))?;
+            *slot = crate::proc::usage(p.pid)?.cpu;
+        }
+        Ok(cpu)
+    }
+
+    /// A kube client with the cluster's admin kubeconfig.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// Stops a process the harness started (SIGTERM, then SIGKILL after 5 s) and reaps it.
     pub fn stop(&self, id: &ProcId) {
         id.terminate(Duration::from_secs(5));

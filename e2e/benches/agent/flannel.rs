@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::{
     CHANGE_TIMEOUT, CREATE_CONCURRENCY, Options, POD_CIDR, PROGRAMMED_TIMEOUT, RouteMonitor, Usage,
-    VNI, client_for, member, usage,
+    VNI, member, usage,
 };
 
 /// flanneld's node: a second node namespace of the bench's cluster, on the agent's underlay.
@@ -216,7 +216,7 @@ pub async fn run(c: &Cluster, bin: &Path, n: usize, opts: &Options) -> Result<Fl
         ..FlannelResult::default()
     };
 
-    let api: Api<Node> = Api::all(client_for(c).await?);
+    let api: Api<Node> = Api::all(c.client().await?);
     // A kubelet registers its Node with annotations; flanneld v0.28.10 writes its own into
     // the map it finds and panics on a Node that has none (kube.go, AcquireLease).
     let own = json!({"apiVersion": "v1", "kind": "Node",
