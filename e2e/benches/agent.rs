@@ -24,7 +24,8 @@
 //!    of the full passes (the periodic resync) that ran meanwhile.
 //! 4. **afterwards**: the agent keeps running through at least one periodic resync (the
 //!    chart's 30 s), then its VmHWM and VmRSS are read again.
-//! 5. **baseline**: `ip -batch` + `bridge -batch` insert the same 3 × (N − 1) routes,
+//! 5. **baseline**: `ip -batch` + `bridge -batch` insert the same 3 × (N − 1) routes (each
+//!    IPv4 one through a nexthop object of its own, as the agent adds them),
 //!    neighbours and FDB entries into a fresh namespace with the same links (made beforehand,
 //!    untimed), as `node-agent/benches/netlink.rs` does; the counts are checked the same way.
 //!
@@ -84,6 +85,7 @@ use causeway_e2e::proc::{ProcId, Usage, usage};
 use causeway_e2e::topology::{ControlPlane, Host, Segment};
 use causeway_e2e::{Cluster, Topology, cmd, demo, deploy, state};
 use causeway_node_agent::model::ROUTE_PROTOCOL;
+use causeway_node_agent::netlink::nexthop;
 use causeway_node_agent::plan::{BRIDGE_LINK, vxlan_link_name};
 use futures::{StreamExt, TryStreamExt};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -1381,9 +1383,15 @@ fn ip_batch_baseline(n: usize, stack: Stack) -> Result<Duration> {
         let m = member(i)?;
         let mac = vtep_mac(&m.node);
         if stack.v4() {
+            // As the agent programs an IPv4 route via a gateway: through a nexthop object of
+            // its own (node-agent/src/kernel/netlink/nexthop.rs).
             let gw = m.cidr.network();
+            let id = nexthop::FIRST_ID + u32::try_from(i)?;
             ip_lines.push_str(&format!(
-                "route add {} via {gw} dev {vx} onlink proto {ROUTE_PROTOCOL}\n",
+                "nexthop add id {id} via {gw} dev {vx} onlink proto {ROUTE_PROTOCOL}\n"
+            ));
+            ip_lines.push_str(&format!(
+                "route add {} nhid {id} proto {ROUTE_PROTOCOL}\n",
                 m.cidr
             ));
             ip_lines.push_str(&format!(

@@ -4,9 +4,12 @@
 //! `cargo bench -p causeway-node-agent --bench netlink [-- --peers 1000,5000]`: for each N,
 //! a throwaway namespace `cwbench-<pid>-<n>` with a veth underlay (as in `tests/netlink.rs`)
 //! gets a bridge, a VXLAN device and N peers (route + neighbour + FDB entry each) through
-//! observe → diff → apply; a second fresh namespace gets the same N peers from `ip -batch`
-//! and `bridge -batch`. At the largest N it then times one peer changed, added and removed,
-//! and prints the process's peak memory.
+//! observe → diff → apply, then one peer changed, added and removed is timed; two more fresh
+//! namespaces get the same N peers from `ip -batch` and `bridge -batch`: once with each IPv4
+//! route through a nexthop object of its own, as the agent adds them, once with plain gateway
+//! routes (as flannel adds them; the kernel's insert of those costs O(routes) each,
+//! `node-agent/src/kernel/netlink/nexthop.rs`). After the largest N it prints the process's
+//! peak memory.
 //!
 //! Without `--bench` (`cargo test --all-targets`) it runs once with N = 50 as a smoke test.
 //! Needs root and iproute2. Every namespace is removed by a guard, also on error or panic;
@@ -24,7 +27,7 @@ use causeway_node_agent::diff::diff;
 use causeway_node_agent::model::{
     Address, Dataplane, Fdb, Link, LinkKind, LinkName, Mac, Neighbour, Op, Route, State,
 };
-use causeway_node_agent::netlink::Netlink;
+use causeway_node_agent::netlink::{Netlink, nexthop};
 use causeway_node_agent::plan::{BRIDGE_LINK, vxlan_link_name};
 use ipnet::Ipv4Net;
 use serde_json::Value;
@@ -253,11 +256,13 @@ async fn verify(netlink: &mut Netlink, desired: &State, n: usize) -> Result<Stat
 struct Run {
     causeway: Duration,
     ops: usize,
+    /// The agent's diff + apply of one peer added to the N programmed.
+    add_one: Duration,
 }
 
-/// Causeway: program `n` peers into a fresh namespace; with `changes`, then time one peer
-/// changed, added and removed.
-async fn causeway(n: usize, changes: bool) -> Result<Run> {
+/// Causeway: program `n` peers into a fresh namespace, then time one peer changed, added and
+/// removed.
+async fn causeway(n: usize) -> Result<Run> {
     // Declared first so it is dropped last, after the netlink connection.
     let ns = Netns::with_underlay()?;
     let mut netlink = Netlink::in_netns(&ns.name).await?;
@@ -272,76 +277,89 @@ async fn causeway(n: usize, changes: bool) -> Result<Run> {
     apply_all(&mut netlink, &ops).await?;
     let elapsed = start.elapsed();
     let mut observed = verify(&mut netlink, &desired, n).await?;
+    let mut add_one = Duration::ZERO;
 
-    if changes {
-        println!();
-        println!("One peer change at N = {n} (diff + apply; observe timed separately):");
+    println!();
+    println!("One peer change at N = {n} (diff + apply; observe timed separately):");
+    let t = Instant::now();
+    let again = netlink.observe().await.context("observe")?;
+    let observe_time = t.elapsed();
+    ensure!(again == observed, "observe is not stable");
+    println!(
+        "  observe (full read of {n} peers): {:>9.3} ms",
+        ms(observe_time)
+    );
+
+    let p0 = peer(0)?;
+    let vx: LinkName = vxlan_link_name(VNI).into();
+    let mut changed = desired.clone();
+    if let Some(entry) = changed.fdb.get_mut(&(vx, p0.mac)) {
+        entry.dst = Ipv4Addr::new(172, 31, 0, 1).into();
+    }
+    let mut added = changed.clone();
+    add_peer(&mut added, &peer(n)?);
+    let mut removed = added.clone();
+    remove_peer(&mut removed, &peer(1)?);
+
+    for (what, next, peers) in [
+        ("change node address (FDB dst)", changed, n),
+        ("add one peer", added, n + 1),
+        ("remove one peer", removed, n),
+    ] {
         let t = Instant::now();
-        let again = netlink.observe().await.context("observe")?;
-        let observe_time = t.elapsed();
-        ensure!(again == observed, "observe is not stable");
+        let ops = diff(&next, &observed);
+        let diffed = t.elapsed();
+        apply_all(&mut netlink, &ops).await?;
+        let took = t.elapsed();
+        if peers == n + 1 {
+            add_one = took - diffed;
+        }
+        let kinds: Vec<String> = ops
+            .iter()
+            .map(|op| {
+                op.to_string()
+                    .split(' ')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
         println!(
-            "  observe (full read of {n} peers): {:>9.3} ms",
-            ms(observe_time)
+            "  {what:<30} {:>2} ops {:>9.3} ms (diff {:.3} ms)  [{}]",
+            ops.len(),
+            ms(took),
+            ms(diffed),
+            kinds.join(", ")
         );
-
-        let p0 = peer(0)?;
-        let vx: LinkName = vxlan_link_name(VNI).into();
-        let mut changed = desired.clone();
-        if let Some(entry) = changed.fdb.get_mut(&(vx, p0.mac)) {
-            entry.dst = Ipv4Addr::new(172, 31, 0, 1).into();
-        }
-        let mut added = changed.clone();
-        add_peer(&mut added, &peer(n)?);
-        let mut removed = added.clone();
-        remove_peer(&mut removed, &peer(1)?);
-
-        for (what, next, peers) in [
-            ("change node address (FDB dst)", changed, n),
-            ("add one peer", added, n + 1),
-            ("remove one peer", removed, n),
-        ] {
-            let t = Instant::now();
-            let ops = diff(&next, &observed);
-            let diffed = t.elapsed();
-            apply_all(&mut netlink, &ops).await?;
-            let took = t.elapsed();
-            let kinds: Vec<String> = ops
-                .iter()
-                .map(|op| {
-                    op.to_string()
-                        .split(' ')
-                        .take(2)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect();
-            println!(
-                "  {what:<30} {:>2} ops {:>9.3} ms (diff {:.3} ms)  [{}]",
-                ops.len(),
-                ms(took),
-                ms(diffed),
-                kinds.join(", ")
-            );
-            ensure!(
-                (1..=3).contains(&ops.len()),
-                "{what}: expected 1-3 ops, got {}",
-                ops.len()
-            );
-            observed = verify(&mut netlink, &next, peers).await?;
-        }
+        ensure!(
+            (1..=3).contains(&ops.len()),
+            "{what}: expected 1-3 ops, got {}",
+            ops.len()
+        );
+        observed = verify(&mut netlink, &next, peers).await?;
     }
     drop(netlink);
     drop(ns);
     Ok(Run {
         causeway: elapsed,
         ops: ops.len(),
+        add_one,
     })
 }
 
-/// Baseline: the same links made with `ip` (not timed), then `ip -batch` (routes and
-/// neighbours) and `bridge -batch` (FDB entries) timed together.
-fn baseline(n: usize) -> Result<Duration> {
+/// Which routes a baseline adds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routes {
+    /// As the agent adds them: each through a nexthop object of its own.
+    Nexthops,
+    /// Plain gateway routes (`route add DST via GW dev DEV onlink`), as flannel and the agent
+    /// before nexthop objects add them.
+    Plain,
+}
+
+/// Baseline: the same links made with `ip` (not timed), then `ip -batch` (routes, with or
+/// without nexthop objects, and neighbours) and `bridge -batch` (FDB entries) timed together.
+fn baseline(n: usize, routes: Routes) -> Result<Duration> {
     let mut ns = Netns::with_underlay()?;
     let vx = vxlan_link_name(VNI);
     ns.ip(&format!("link add {BRIDGE_LINK} mtu 1450 type bridge"))?;
@@ -358,11 +376,20 @@ fn baseline(n: usize) -> Result<Duration> {
     for i in 0..n {
         let p = peer(i)?;
         let gw = p.cidr.network();
-        writeln!(
-            ip_lines,
-            "route add {} via {gw} dev {vx} onlink proto {PROTO}",
-            p.cidr
-        )?;
+        if routes == Routes::Nexthops {
+            let id = nexthop::FIRST_ID + u32::try_from(i)?;
+            writeln!(
+                ip_lines,
+                "nexthop add id {id} via {gw} dev {vx} onlink proto {PROTO}"
+            )?;
+            writeln!(ip_lines, "route add {} nhid {id} proto {PROTO}", p.cidr)?;
+        } else {
+            writeln!(
+                ip_lines,
+                "route add {} via {gw} dev {vx} onlink proto {PROTO}",
+                p.cidr
+            )?;
+        }
         writeln!(
             ip_lines,
             "neigh add {gw} lladdr {} dev {vx} nud permanent",
@@ -448,9 +475,10 @@ async fn main() -> Result<()> {
 
     let mut rows = Vec::new();
     for &n in &counts {
-        let run = causeway(n, n == largest).await?;
-        let ip = baseline(n)?;
-        rows.push((n, run, ip));
+        let run = causeway(n).await?;
+        let ip = baseline(n, Routes::Nexthops)?;
+        let plain = baseline(n, Routes::Plain)?;
+        rows.push((n, run, ip, plain));
         if n == largest {
             println!();
             println!(
@@ -462,19 +490,29 @@ async fn main() -> Result<()> {
 
     println!();
     println!(
-        "Programming N peers (route + neighbour + FDB each) into an empty namespace; causeway = observe + diff + apply (incl. 2 links, 2 addresses), ip-batch = `ip -batch` + `bridge -batch` (links made beforehand):"
+        "Programming N peers (route + neighbour + FDB each) into an empty namespace; causeway = observe + diff + apply (incl. 2 links, 2 addresses), ip-batch = `ip -batch` + `bridge -batch` of the same entries (routes through nexthop objects; links made beforehand), ip-batch plain = the same with plain gateway routes; apply one peer = the kernel operations of one new peer added to N (the agent's peer pass plans that peer alone; this bench's full diff is timed apart above):"
     );
     println!(
-        "{:>6} | {:>13} | {:>13} | {:>15} | {:>13}",
-        "N", "causeway ms", "ip-batch ms", "ratio (cw/ip)", "netlink ops"
+        "{:>6} | {:>11} | {:>11} | {:>17} | {:>13} | {:>17} | {:>11} | {:>17}",
+        "N",
+        "causeway ms",
+        "ip-batch ms",
+        "ip-batch plain ms",
+        "ratio (cw/ip)",
+        "ratio (cw/plain)",
+        "netlink ops",
+        "apply one peer ms"
     );
-    for (n, run, ip) in &rows {
+    for (n, run, ip, plain) in &rows {
         println!(
-            "{n:>6} | {:>13.1} | {:>13.1} | {:>15.2} | {:>13}",
+            "{n:>6} | {:>11.1} | {:>11.1} | {:>17.1} | {:>13.2} | {:>17.2} | {:>11} | {:>17.3}",
             ms(run.causeway),
             ms(*ip),
+            ms(*plain),
             run.causeway.as_secs_f64() / ip.as_secs_f64(),
-            run.ops
+            run.causeway.as_secs_f64() / plain.as_secs_f64(),
+            run.ops,
+            ms(run.add_one)
         );
     }
     Ok(())

@@ -372,6 +372,140 @@ async fn routes_are_replaced_with_protocol_249_and_deleted() {
     assert_eq!(kept[0]["protocol"], "static", "{kept:?}");
 }
 
+/// The agent's nexthop objects (`ip -j nexthop show`, protocol 249), by id.
+fn our_nexthops(ns: &Netns) -> Vec<Value> {
+    ns.ip_json("nexthop show")
+        .into_iter()
+        .filter(|n| n["protocol"] == "249")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv4_gateway_routes_go_through_a_nexthop_object_of_their_own() {
+    let ns = Netns::with_underlay();
+    let mut netlink = ns.netlink().await;
+    apply(
+        &mut netlink,
+        &[Op::CreateLink(vxlan("cw-vx1", 1, NODE_IP, "eth0", MAC_1))],
+    )
+    .await;
+    // Left behind by an agent that stopped between an object and its route, and another
+    // program's object: a full observation deletes the first and leaves the second.
+    ns.ip("nexthop add id 4177526785 via 10.244.7.0 dev cw-vx1 onlink proto 249");
+    ns.ip("nexthop add id 5 via 192.168.77.2 dev eth0 proto static");
+
+    let via_vxlan = route("10.244.2.0/24", Some("10.244.2.0"), "cw-vx1", true);
+    let other = route("10.244.3.0/24", Some("10.244.3.0"), "cw-vx1", true);
+    apply(
+        &mut netlink,
+        &[
+            Op::ReplaceRoute(via_vxlan.clone()),
+            Op::ReplaceRoute(other.clone()),
+        ],
+    )
+    .await;
+    let routes = ns.ip_json("route show proto 249 10.244.2.0/24");
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    let id = routes[0]["nhid"]
+        .as_u64()
+        .expect("the route names an object");
+    assert!(
+        (0xf900_0000..=0xf9ff_ffff).contains(&id),
+        "an id in the agent's range: {id:#x}"
+    );
+    let object = ns.ip_json(&format!("nexthop show id {id}"));
+    assert_eq!(object[0]["gateway"], "10.244.2.0", "{object:?}");
+    assert_eq!(object[0]["dev"], "cw-vx1", "{object:?}");
+    assert_eq!(object[0]["protocol"], "249", "{object:?}");
+    assert!(
+        object[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "onlink")),
+        "{object:?}"
+    );
+
+    // Observed as the plan has it; the stray object is gone, the foreign one stays.
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.routes.get(&via_vxlan.dst), Some(&via_vxlan));
+    assert_eq!(state.routes.get(&other.dst), Some(&other));
+    assert_eq!(our_nexthops(&ns).len(), 2, "{:?}", our_nexthops(&ns));
+    assert_eq!(ns.ip_json("nexthop show id 5").len(), 1);
+
+    // With the kernel's compatibility mode off, a route dump leaves the gateway out: it is
+    // read from the object.
+    assert!(
+        ns.exec("sysctl -q -w net.ipv4.nexthop_compat_mode=0")
+            .status
+            .success()
+    );
+    let state = netlink.observe().await.expect("observe");
+    assert!(
+        ns.exec("sysctl -q -w net.ipv4.nexthop_compat_mode=1")
+            .status
+            .success()
+    );
+    assert_eq!(state.routes.get(&via_vxlan.dst), Some(&via_vxlan));
+
+    // A new gateway changes the object in place.
+    let via_underlay = route("10.244.2.0/24", Some("192.168.77.2"), "eth0", false);
+    apply(&mut netlink, &[Op::ReplaceRoute(via_underlay.clone())]).await;
+    let routes = ns.ip_json("route show proto 249 10.244.2.0/24");
+    assert_eq!(routes[0]["nhid"].as_u64(), Some(id), "{routes:?}");
+    assert_eq!(routes[0]["gateway"], "192.168.77.2", "{routes:?}");
+    assert_eq!(routes[0]["dev"], "eth0", "{routes:?}");
+
+    // A device route to the same destination: the object goes with the gateway.
+    let device = route("10.244.2.0/24", None, "cw-vx1", false);
+    apply(&mut netlink, &[Op::ReplaceRoute(device.clone())]).await;
+    assert!(
+        our_nexthops(&ns)
+            .iter()
+            .all(|n| n["id"].as_u64() != Some(id)),
+        "{:?}",
+        our_nexthops(&ns)
+    );
+    apply(&mut netlink, &[Op::DeleteRoute(device)]).await;
+
+    // Deleting a route deletes its object too, and the route's deletion is announced to the
+    // table's watchers (deleting the object alone would remove the route silently).
+    let mut monitor = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "monitor", "route"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip monitor route");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    apply(&mut netlink, &[Op::DeleteRoute(other.clone())]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    monitor.kill().expect("stop ip monitor");
+    let seen = monitor.wait_with_output().expect("ip monitor output");
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(seen.contains("Deleted 10.244.3.0/24"), "{seen}");
+    assert_eq!(ns.ip_json("route show proto 249"), Vec::<Value>::new());
+    assert_eq!(our_nexthops(&ns), Vec::<Value>::new());
+    apply(&mut netlink, &[Op::DeleteRoute(other)]).await;
+
+    // A plain gateway route of ours (an older agent's) is read, then moved onto an object.
+    ns.ip("route add 10.244.5.0/24 via 10.244.5.0 dev cw-vx1 onlink proto 249");
+    let old = route("10.244.5.0/24", Some("10.244.5.0"), "cw-vx1", true);
+    let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.routes.get(&old.dst), Some(&old));
+    apply(&mut netlink, &[Op::ReplaceRoute(old.clone())]).await;
+    let routes = ns.ip_json("route show 10.244.5.0/24");
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert!(routes[0]["nhid"].is_u64(), "{routes:?}");
+
+    // Refused over a foreign route: the new object is deleted again.
+    ns.ip("route add 10.244.9.0/24 via 192.168.77.2 dev eth0 proto static");
+    let error = apply_err(
+        &mut netlink,
+        &Op::ReplaceRoute(route("10.244.9.0/24", Some("10.244.9.0"), "cw-vx1", true)),
+    )
+    .await;
+    assert!(error.message.contains("Causeway does not own"), "{error}");
+    assert_eq!(our_nexthops(&ns).len(), 1, "{:?}", our_nexthops(&ns));
+    assert_eq!(ns.ip_json("nexthop show id 5").len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn neighbours_are_replaced_as_permanent_and_deleted() {
     let ns = Netns::with_underlay();

@@ -322,42 +322,47 @@ impl Netlink {
         Ok(())
     }
 
-    /// Routes of protocol 249 in the main table (never over a foreign route).
+    /// Routes of protocol 249 in the main table (never over a foreign route). An IPv4 route
+    /// via a gateway goes through a nexthop object of its own ([`super::nexthop`]).
     pub(super) async fn apply_route(&self, op: &Op) -> Result<(), Failure> {
         match op {
             Op::ReplaceRoute(route) => {
                 let index = self.require_link(&route.dev, Role::Link).await?;
-                // Exclusive create first: the main table holds one route per destination and
-                // metric, and `replace` would take over a foreign one. Only a route of ours
-                // in the way is replaced.
-                let added = self
-                    .handle
-                    .route()
-                    .add(route_message(route, index, false))
-                    .execute()
-                    .await;
-                match added {
-                    Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {
-                        let ours = self.owns_route_to(route.dst).await.map_err(|e| {
-                            Failure::Unexpected(format!("cannot read our routes: {e}"))
-                        })?;
-                        if !ours {
-                            return Err(Failure::Refused(format!(
-                                "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way, and Causeway never replaces foreign routes (ip route show {}): if this machine needs that route, the range cannot be a pod subnet here (use a PodNetwork cidr that does not include it); if it is stale, whoever added it can remove it",
-                                route.dst, route.dst
-                            )));
-                        }
-                        self.handle
-                            .route()
-                            .add(route_message(route, index, false))
-                            .replace()
-                            .execute()
-                            .await?;
+                if let (IpNet::V4(dst), Some(IpAddr::V4(gateway))) = (route.dst, route.gateway)
+                    && self.nexthops.enabled()
+                {
+                    match self.replace_via_nexthop(route, dst, gateway, index).await {
+                        Err(Failure::Kernel(e)) if self.nexthops.refused(&e) => {}
+                        done => return done,
                     }
-                    other => other?,
+                }
+                self.add_or_replace_route(route, route_message(route, index, false))
+                    .await?;
+                // A route that went through an object of ours no longer does.
+                if let IpNet::V4(dst) = route.dst
+                    && let Some(id) = self.nexthops.forget(dst)
+                {
+                    ignore_gone(self.nexthops.delete(id).await, &[Errno::ENOENT])?;
                 }
             }
             Op::DeleteRoute(route) => {
+                // The route first, then its object: deleting the object would take the route
+                // with it, but silently (no RTM_DELROUTE for `ip monitor route` and other
+                // watchers of the table).
+                if let IpNet::V4(dst) = route.dst
+                    && let Some(id) = self.nexthops.forget(dst)
+                {
+                    let message = RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(dst.addr(), dst.prefix_len())
+                        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+                        .scope(RouteScope::NoWhere)
+                        .build();
+                    ignore_gone(
+                        self.handle.route().del(message).execute().await,
+                        &[Errno::ESRCH],
+                    )?;
+                    return ignore_gone(self.nexthops.delete(id).await, &[Errno::ENOENT]);
+                }
                 if let Some(index) = self.link_index(&route.dev).await? {
                     let message = route_message(route, index, true);
                     ignore_gone(
@@ -371,6 +376,98 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+
+    /// Adds `message` (a route of ours to `route.dst`) exclusively, and replaces the route
+    /// in its way only when that one is ours too.
+    async fn add_or_replace_route(
+        &self,
+        route: &Route,
+        message: RouteMessage,
+    ) -> Result<(), Failure> {
+        // Exclusive create first: the main table holds one route per destination and metric,
+        // and `replace` would take over a foreign one. Only a route of ours in the way is
+        // replaced.
+        let added = self.handle.route().add(message.clone()).execute().await;
+        match added {
+            Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {
+                let ours = self
+                    .owns_route_to(route.dst)
+                    .await
+                    .map_err(|e| Failure::Unexpected(format!("cannot read our routes: {e}")))?;
+                if !ours {
+                    return Err(Failure::Refused(format!(
+                        "a route to {} that Causeway does not own (another protocol than {ROUTE_PROTOCOL}) is in the way, and Causeway never replaces foreign routes (ip route show {}): if this machine needs that route, the range cannot be a pod subnet here (use a PodNetwork cidr that does not include it); if it is stale, whoever added it can remove it",
+                        route.dst, route.dst
+                    )));
+                }
+                self.handle.route().add(message).replace().execute().await?;
+            }
+            other => other?,
+        }
+        Ok(())
+    }
+
+    /// An IPv4 route via `gateway`: its nexthop object set (made, or changed in place), then
+    /// the route naming it. A new object whose route cannot be added is deleted again.
+    async fn replace_via_nexthop(
+        &self,
+        route: &Route,
+        dst: Ipv4Net,
+        gateway: Ipv4Addr,
+        index: u32,
+    ) -> Result<(), Failure> {
+        let (id, fresh) = match self.nexthops.id_for(dst) {
+            Some(id) => {
+                self.nexthops
+                    .set(id, gateway, index, route.onlink, false)
+                    .await?;
+                (id, false)
+            }
+            None => (self.new_nexthop(gateway, index, route.onlink).await?, true),
+        };
+        let mut message = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.addr(), dst.prefix_len())
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        message.attributes.push(RouteAttribute::NhId(id));
+        match self.add_or_replace_route(route, message).await {
+            Ok(()) => {
+                self.nexthops.remember(dst, id);
+                Ok(())
+            }
+            Err(failure) => {
+                if fresh {
+                    // Best effort: a full observation deletes an object no route names.
+                    let _ = self.nexthops.delete(id).await;
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// A new nexthop object via `gateway`, at the first free id from the table's next one.
+    async fn new_nexthop(
+        &self,
+        gateway: Ipv4Addr,
+        index: u32,
+        onlink: bool,
+    ) -> Result<u32, Failure> {
+        // An id taken by an object the table does not know (another program's, in our range)
+        // is skipped; a few in a row mean something else is wrong.
+        for _ in 0..16 {
+            let id = self.nexthops.allocate();
+            match self.nexthops.set(id, gateway, index, onlink, true).await {
+                Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::EEXIST => {}
+                done => return done.map(|()| id).map_err(Failure::Kernel),
+            }
+        }
+        Err(Failure::Unexpected(format!(
+            "16 nexthop ids in a row from {:#x} are taken (ip nexthop show): the agent's range is {:#x}..={:#x}",
+            nexthop::FIRST_ID,
+            nexthop::FIRST_ID,
+            nexthop::LAST_ID
+        )))
     }
 
     /// Permanent neighbour entries on the agent's links.

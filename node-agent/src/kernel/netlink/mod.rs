@@ -41,7 +41,7 @@
 //! that entered the namespace; the socket stays bound to that namespace while the runtime's
 //! threads never switch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -82,6 +82,7 @@ use crate::sysctl::SysctlDir;
 
 mod apply;
 mod lookup;
+pub mod nexthop;
 mod observe;
 mod vip;
 
@@ -149,6 +150,9 @@ pub struct Netlink {
     run_routes: tokio::sync::Mutex<RunRoutes>,
     /// Where the namespace's kernel parameters are read and written (`--sysctl-dir`).
     sysctl: SysctlDir,
+    /// The nexthop objects under IPv4 gateway routes, on a socket of their own
+    /// ([`nexthop`]).
+    nexthops: nexthop::Nexthops,
 }
 
 /// A link found by name ([`Netlink::known_links`]).
@@ -175,11 +179,11 @@ impl Netlink {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(NetlinkError::NoRuntime);
         }
-        let socket = open_socket().map_err(|error| NetlinkError::Socket {
+        let sockets = open_sockets().map_err(|error| NetlinkError::Socket {
             netns: netns::describe(None),
             error,
         })?;
-        Ok(Self::start(socket, None))
+        Ok(Self::start(sockets, None))
     }
 
     /// Connects to the kernel in the named network namespace `/run/netns/NAME` (tests,
@@ -188,15 +192,15 @@ impl Netlink {
     pub async fn in_netns(name: &str) -> Result<Self, NetlinkError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
         let netns = netns::describe(Some(name));
-        let socket = netns::run_in(name, move || {
-            // Registers the socket with the caller's runtime; only the socket's creation needs
+        let sockets = netns::run_in(name, move || {
+            // Registers the sockets with the caller's runtime; only the sockets' creation needs
             // this thread's namespace.
             let _runtime = runtime.enter();
-            open_socket()
+            open_sockets()
         })
         .await?
         .map_err(|error| NetlinkError::Socket { netns, error })?;
-        Ok(Self::start(socket, Some(name.to_owned())))
+        Ok(Self::start(sockets, Some(name.to_owned())))
     }
 
     /// Reads and writes kernel parameters under `dir` instead of `/proc/sys` (the chart mounts
@@ -263,10 +267,11 @@ impl Netlink {
         Nft::new(self.netns.clone())
     }
 
-    fn start(socket: TokioSocket, netns: Option<String>) -> Self {
+    fn start((socket, nexthop_socket): (TokioSocket, TokioSocket), netns: Option<String>) -> Self {
         let (connection, handle, _unsolicited) = rtnetlink::from_socket(socket);
         tokio::spawn(connection);
         Self {
+            nexthops: nexthop::Nexthops::start(nexthop_socket),
             handle,
             netns,
             run_links: std::sync::Mutex::new(BTreeMap::new()),
@@ -416,6 +421,12 @@ impl Dataplane for Netlink {
         }
         Ok(())
     }
+}
+
+/// Opens the two route-netlink sockets (rtnetlink's, and one for nexthop objects, which
+/// rtnetlink's messages do not cover) in the calling thread's namespace.
+fn open_sockets() -> io::Result<(TokioSocket, TokioSocket)> {
+    Ok((open_socket()?, open_socket()?))
 }
 
 /// Opens a route-netlink socket in the calling thread's namespace, registered with the

@@ -162,11 +162,26 @@ impl Netlink {
             }
         }
 
+        // Our nexthop objects, for the routes that name one (their gateway and device are
+        // in the route dump too, unless `net.ipv4.nexthop_compat_mode` is 0).
+        let objects = self.nexthop_objects().await?;
+        let hops: HashMap<u32, nexthop::Hop> = objects
+            .iter()
+            .filter(|m| m.is_ours())
+            .filter_map(|m| Some((m.id?, nexthop::hop_of(m))))
+            .collect();
+        let mut via_object: HashMap<Ipv4Net, u32> = HashMap::new();
         for message in self.routes().await? {
-            if let Some(route) = parse_route(&message, &names) {
+            if let Some(route) = parse_route_via(&message, &names, &hops) {
+                if let (IpNet::V4(dst), Some(id)) = (route.dst, nexthop_id(&message)) {
+                    via_object.insert(dst, id);
+                }
                 state.routes.insert(route.dst, route);
             }
         }
+        self.delete_stray_nexthops(&hops, &via_object).await?;
+        self.nexthops
+            .reset(via_object, objects.iter().filter_map(|m| m.id));
         // Reverse-path filtering is read on the agent's own links only.
         let links: Vec<String> = state.links.keys().cloned().collect();
         for dev in links {
@@ -240,6 +255,47 @@ impl Netlink {
             }
         }
         Ok(state)
+    }
+
+    /// Every nexthop object in the namespace (none where the kernel has no such objects).
+    async fn nexthop_objects(&self) -> Result<Vec<nexthop::NexthopMessage>, NetlinkError> {
+        if !self.nexthops.enabled() {
+            return Ok(Vec::new());
+        }
+        match self.nexthops.dump().await {
+            Ok(objects) => Ok(objects),
+            Err(e) if self.nexthops.refused(&e) => Ok(Vec::new()),
+            Err(e) => Err(NetlinkError::Dump {
+                netns: netns::describe(self.netns.as_deref()),
+                what: "nexthop objects",
+                reason: apply::describe_error(&e),
+            }),
+        }
+    }
+
+    /// Deletes the objects of ours that no route of ours names: left by an agent that
+    /// stopped between an object and its route ([`nexthop`]).
+    async fn delete_stray_nexthops(
+        &self,
+        hops: &HashMap<u32, nexthop::Hop>,
+        named: &HashMap<Ipv4Net, u32>,
+    ) -> Result<(), NetlinkError> {
+        let named: std::collections::HashSet<u32> = named.values().copied().collect();
+        for id in hops.keys().filter(|id| !named.contains(id)) {
+            debug!(id, "deleting a nexthop object of ours that no route names");
+            match self.nexthops.delete(*id).await {
+                Err(rtnetlink::Error::NetlinkError(e)) if errno_of(&e) == Errno::ENOENT => {}
+                Err(e) => {
+                    return Err(NetlinkError::Dump {
+                        netns: netns::describe(self.netns.as_deref()),
+                        what: "nexthop objects (deleting one no route names)",
+                        reason: apply::describe_error(&e),
+                    });
+                }
+                Ok(()) => {}
+            }
+        }
+        Ok(())
     }
 
     /// IPv4 and IPv6 routes of the main table with our protocol, IPv4 first. The socket has
@@ -582,6 +638,24 @@ pub(super) fn ipv6_of(message: &AddressMessage) -> Option<(Ipv6Addr, u8)> {
 /// One of our routes; `None` for anything else, including multipath routes (the agent never
 /// makes them; a replace of the same destination overwrites one).
 pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -> Option<Route> {
+    parse_route_via(message, names, &HashMap::new())
+}
+
+/// The nexthop object a route names (`RTA_NH_ID`), if any.
+pub(super) fn nexthop_id(message: &RouteMessage) -> Option<u32> {
+    message.attributes.iter().find_map(|a| match a {
+        RouteAttribute::NhId(id) => Some(*id),
+        _ => None,
+    })
+}
+
+/// [`parse_route`], taking a route's gateway, device and `onlink` from its nexthop object
+/// (in `hops`) when the route dump leaves them out.
+pub(super) fn parse_route_via(
+    message: &RouteMessage,
+    names: &BTreeMap<u32, &str>,
+    hops: &HashMap<u32, nexthop::Hop>,
+) -> Option<Route> {
     let header = &message.header;
     let table = message
         .attributes
@@ -622,12 +696,20 @@ pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -
             _ => {}
         }
     }
+    let mut onlink = header.flags.contains(RouteFlags::Onlink);
+    if oif.is_none()
+        && let Some(hop) = nexthop_id(message).and_then(|id| hops.get(&id))
+    {
+        oif = hop.oif;
+        gateway = hop.gateway.filter(|g| g.is_ipv6() == v6);
+        onlink = hop.onlink;
+    }
     let dev = names.get(&oif?)?;
     Some(Route {
         dst: IpNet::new(dst, header.destination_prefix_length).ok()?,
         gateway,
         dev: (*dev).into(),
-        onlink: header.flags.contains(RouteFlags::Onlink),
+        onlink,
     })
 }
 
