@@ -439,12 +439,14 @@ async fn ipv4_gateway_routes_go_through_a_nexthop_object_of_their_own() {
             .success()
     );
     let state = netlink.observe().await.expect("observe");
+    assert_eq!(state.routes.get(&via_vxlan.dst), Some(&via_vxlan));
+    // ... and a route of ours in the way of a replace is still known as ours.
+    apply(&mut netlink, &[Op::ReplaceRoute(via_vxlan.clone())]).await;
     assert!(
         ns.exec("sysctl -q -w net.ipv4.nexthop_compat_mode=1")
             .status
             .success()
     );
-    assert_eq!(state.routes.get(&via_vxlan.dst), Some(&via_vxlan));
 
     // A new gateway changes the object in place.
     let via_underlay = route("10.244.2.0/24", Some("192.168.77.2"), "eth0", false);

@@ -90,20 +90,13 @@ impl Netlink {
         if let RunRoutes::Read(ours) = &*run {
             return Ok(ours.contains(&dst));
         }
-        let messages = self.routes().await?;
-        // Only the destination matters here, not the device's name.
-        let names: BTreeMap<u32, &str> = messages
+        // Only the destination matters here, not the device (which a route naming a nexthop
+        // object leaves out of the dump with `net.ipv4.nexthop_compat_mode=0`).
+        let ours: std::collections::BTreeSet<IpNet> = self
+            .routes()
+            .await?
             .iter()
-            .flat_map(|m| &m.attributes)
-            .filter_map(|a| match a {
-                RouteAttribute::Oif(index) => Some((*index, "")),
-                _ => None,
-            })
-            .collect();
-        let ours: std::collections::BTreeSet<IpNet> = messages
-            .iter()
-            .filter_map(|m| parse_route(m, &names))
-            .map(|r| r.dst)
+            .filter_map(observe::our_route_destination)
             .collect();
         let owned = ours.contains(&dst);
         if matches!(*run, RunRoutes::Unread) {

@@ -88,7 +88,7 @@ mod vip;
 
 use apply::{Failure, describe_error, errno_of};
 pub use lookup::Lookup;
-use observe::{ipv4_of, ipv6_of, link_kind, link_mtu, parse_port, parse_route};
+use observe::{ipv4_of, ipv6_of, link_kind, link_mtu, parse_port};
 pub use vip::VipLink;
 
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the kernel's error text.

@@ -300,7 +300,7 @@ impl Netlink {
 
     /// IPv4 and IPv6 routes of the main table with our protocol, IPv4 first. The socket has
     /// strict checking on, so the kernel filters each dump by family and protocol; the filter
-    /// is repeated in [`parse_route`] regardless, so an IPv6 route of another protocol (the
+    /// is repeated in [`our_route_destination`] regardless, so an IPv6 route of another protocol (the
     /// kernel's own `fe80::/64` and `ff00::/8` on every link, say) is never read as ours.
     pub(super) async fn routes(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
         let v4 = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -635,12 +635,6 @@ pub(super) fn ipv6_of(message: &AddressMessage) -> Option<(Ipv6Addr, u8)> {
     Some((ip, message.header.prefix_len))
 }
 
-/// One of our routes; `None` for anything else, including multipath routes (the agent never
-/// makes them; a replace of the same destination overwrites one).
-pub(super) fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, &str>) -> Option<Route> {
-    parse_route_via(message, names, &HashMap::new())
-}
-
 /// The nexthop object a route names (`RTA_NH_ID`), if any.
 pub(super) fn nexthop_id(message: &RouteMessage) -> Option<u32> {
     message.attributes.iter().find_map(|a| match a {
@@ -649,13 +643,51 @@ pub(super) fn nexthop_id(message: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// [`parse_route`], taking a route's gateway, device and `onlink` from its nexthop object
-/// (in `hops`) when the route dump leaves them out.
+/// One of our routes; `None` for anything else, including multipath routes (the agent never
+/// makes them; a replace of the same destination overwrites one). A route naming a nexthop
+/// object takes its gateway, device and `onlink` from the object (in `hops`) when the route
+/// dump leaves them out (`net.ipv4.nexthop_compat_mode=0`).
 pub(super) fn parse_route_via(
     message: &RouteMessage,
     names: &BTreeMap<u32, &str>,
     hops: &HashMap<u32, nexthop::Hop>,
 ) -> Option<Route> {
+    let dst = our_route_destination(message)?;
+    let v6 = dst.addr().is_ipv6();
+    let mut gateway = None;
+    let mut oif = None;
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) if !v6 => {
+                gateway = Some((*ip).into());
+            }
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) if v6 => {
+                gateway = Some((*ip).into());
+            }
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let mut onlink = message.header.flags.contains(RouteFlags::Onlink);
+    if oif.is_none()
+        && let Some(hop) = nexthop_id(message).and_then(|id| hops.get(&id))
+    {
+        oif = hop.oif;
+        gateway = hop.gateway.filter(|g| g.is_ipv6() == v6);
+        onlink = hop.onlink;
+    }
+    let dev = names.get(&oif?)?;
+    Some(Route {
+        dst,
+        gateway,
+        dev: (*dev).into(),
+        onlink,
+    })
+}
+
+/// The destination of a unicast route of ours in the main table (`None` for any other
+/// route), whether or not the message names its device.
+pub(super) fn our_route_destination(message: &RouteMessage) -> Option<IpNet> {
     let header = &message.header;
     let table = message
         .attributes
@@ -680,37 +712,14 @@ pub(super) fn parse_route_via(
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
-    let mut gateway = None;
-    let mut oif = None;
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Destination(RouteAddress::Inet(ip)) if !v6 => dst = (*ip).into(),
             RouteAttribute::Destination(RouteAddress::Inet6(ip)) if v6 => dst = (*ip).into(),
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) if !v6 => {
-                gateway = Some((*ip).into());
-            }
-            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) if v6 => {
-                gateway = Some((*ip).into());
-            }
-            RouteAttribute::Oif(index) => oif = Some(*index),
             _ => {}
         }
     }
-    let mut onlink = header.flags.contains(RouteFlags::Onlink);
-    if oif.is_none()
-        && let Some(hop) = nexthop_id(message).and_then(|id| hops.get(&id))
-    {
-        oif = hop.oif;
-        gateway = hop.gateway.filter(|g| g.is_ipv6() == v6);
-        onlink = hop.onlink;
-    }
-    let dev = names.get(&oif?)?;
-    Some(Route {
-        dst: IpNet::new(dst, header.destination_prefix_length).ok()?,
-        gateway,
-        dev: (*dev).into(),
-        onlink,
-    })
+    IpNet::new(dst, header.destination_prefix_length).ok()
 }
 
 /// A permanent IPv4 or IPv6 neighbour on one of our links.
