@@ -294,10 +294,39 @@ pub fn programmed(c: &Cluster, network: &str, node: &str) -> Result<(String, Str
     Ok((text("status"), text("reason"), text("message")))
 }
 
-/// Our routes on `node` (`ip route show proto 249`), one line each, trimmed.
+/// Our routes on `node` (`ip route show proto 249`), one line each, trimmed and without the
+/// nexthop object's id ([`without_nhid`]).
 pub fn our_routes(c: &Cluster, node: &str) -> Result<Vec<String>> {
     let out = c.exec(node, "ip", &["route", "show", "proto", "249"])?;
-    Ok(out.lines().map(|l| l.trim().to_string()).collect())
+    Ok(out.lines().map(without_nhid).collect())
+}
+
+/// An `ip route` line without its `nhid ID` (the agent's IPv4 routes via a gateway go
+/// through a nexthop object of their own, whose id says nothing about where the route goes:
+/// `10.245.1.0/24 nhid 4177526785 via 192.168.50.12 dev eth0` reads as `10.245.1.0/24 via
+/// 192.168.50.12 dev eth0`), trimmed.
+pub fn without_nhid(line: &str) -> String {
+    let mut words = line.split_whitespace().peekable();
+    let mut out: Vec<&str> = Vec::new();
+    while let Some(word) = words.next() {
+        if word == "nhid" {
+            words.next();
+            continue;
+        }
+        out.push(word);
+    }
+    out.join(" ")
+}
+
+/// Our nexthop objects on `node` (`ip nexthop show proto 249`), one line each, trimmed: one
+/// under each IPv4 route of ours via a gateway.
+pub fn our_nexthops(c: &Cluster, node: &str) -> Result<Vec<String>> {
+    let out = c.exec(node, "ip", &["nexthop", "show", "proto", "249"])?;
+    Ok(out
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// The first of `pods` on `node`.
@@ -476,4 +505,22 @@ pub fn kubectl_causeway(c: &Cluster, args: &[&str]) -> Result<CliRun> {
         run.stdout
     );
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_nhid;
+
+    #[test]
+    fn a_route_line_reads_the_same_with_or_without_its_nexthop_object() {
+        assert_eq!(
+            without_nhid("10.245.1.0/24 nhid 4177526785 via 192.168.50.12 dev eth0 "),
+            "10.245.1.0/24 via 192.168.50.12 dev eth0"
+        );
+        assert_eq!(
+            without_nhid("10.247.3.0/24 via 10.247.3.0 dev cw-vx1 onlink"),
+            "10.247.3.0/24 via 10.247.3.0 dev cw-vx1 onlink"
+        );
+        assert_eq!(without_nhid("  "), "");
+    }
 }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    Suite, apply_gateway, client_routes, gateway_json, label, our_routes, pod_on, stop_client,
-    the_client, wait_gateway_ready,
+    Suite, apply_gateway, client_routes, gateway_json, label, our_nexthops, our_routes, pod_on,
+    stop_client, the_client, wait_gateway_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
@@ -508,6 +508,7 @@ fn tear_down(c: &Cluster, name: &str) -> Result<()> {
     for node in ALL {
         wait_for(&format!("{node} is clean"), Duration::from_secs(15), || {
             ensure!(our_routes(c, node)?.is_empty(), "IPv4 routes left");
+            ensure!(our_nexthops(c, node)?.is_empty(), "nexthop objects left");
             ensure!(our_routes6(c, node)?.is_empty(), "IPv6 routes left");
             ensure!(proxied(c, node)?.is_empty(), "proxy entries left");
             ensure!(

@@ -658,6 +658,13 @@ fn leftovers(c: &Cluster, node: &str) -> Result<Vec<String>> {
     );
     let routes = kubelet::node_exec(c, node, "ip", &["route", "show", "proto", "249"])?;
     left.extend(routes.lines().map(|r| format!("route {r}")));
+    let nexthops = kubelet::node_exec(c, node, "ip", &["nexthop", "show", "proto", "249"])?;
+    left.extend(
+        nexthops
+            .lines()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| format!("nexthop {n}")),
+    );
     let tables = kubelet::node_exec(c, node, "nft", &["list", "tables"])?;
     left.extend(
         tables

@@ -20,8 +20,8 @@ use anyhow::{Context, Result, ensure};
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
     self, CLIENT_OVERLAY, NODES, OVERLAY_NETWORK as NETWORK, Suite, join_clients, network_ready,
-    node_address, our_routes, patch_network, pod_on, programmed, subnet_of, the_client,
-    wait_gateway_ready, wait_network_ready,
+    node_address, our_nexthops, our_routes, patch_network, pod_on, programmed, subnet_of,
+    the_client, wait_gateway_ready, wait_network_ready,
 };
 use causeway_e2e::topology::presets;
 use causeway_e2e::traffic::{self, ContinuousPing, wait_for};
@@ -1165,6 +1165,7 @@ fn network_deleted_with_client(c: &Cluster, client: &str) -> Result<()> {
                     "links: {links}"
                 );
                 ensure!(our_routes(c, node)?.is_empty(), "routes left");
+                ensure!(our_nexthops(c, node)?.is_empty(), "nexthop objects left");
                 ensure!(nat_exemptions(c, node)?.is_none(), "NAT table left");
                 ensure!(
                     !c.cni_conf_dir(node).join("10-causeway.conflist").exists(),

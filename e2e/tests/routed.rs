@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use causeway_e2e::bird;
 use causeway_e2e::pods::{self, Pod};
 use causeway_e2e::suite::{
-    Suite, freeze_apiserver, lock, network_ready, node_address, our_routes, pod_on,
+    Suite, freeze_apiserver, lock, network_ready, node_address, our_nexthops, our_routes, pod_on,
     wait_network_ready,
 };
 use causeway_e2e::topology::{Topology, presets};
@@ -157,6 +157,7 @@ fn tear_down(c: &Cluster, name: &str) -> Result<()> {
     for node in ALL {
         wait_for(&format!("{node} is clean"), Duration::from_secs(15), || {
             ensure!(our_routes(c, node)?.is_empty(), "routes left");
+            ensure!(our_nexthops(c, node)?.is_empty(), "nexthop objects left");
             ensure!(proxy_arp(c, node)? == "0", "proxy_arp still on on {node}");
             let links = c.exec(node, "ip", &["-brief", "link", "show"])?;
             ensure!(
@@ -385,6 +386,10 @@ fn flat_two_segments(c: &Cluster) -> Result<()> {
     // node-d left the network: nothing of it remains there.
     wait_for("node-d is clean", Duration::from_secs(15), || {
         ensure!(our_routes(c, "node-d")?.is_empty(), "routes left");
+        ensure!(
+            our_nexthops(c, "node-d")?.is_empty(),
+            "nexthop objects left"
+        );
         ensure!(proxy_arp(c, "node-d")? == "0", "proxy_arp on");
         Ok(())
     })

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use causeway_e2e::bird::{self, Bird};
 use causeway_e2e::pods::{self, Pod};
-use causeway_e2e::suite::{Suite, lock, programmed};
+use causeway_e2e::suite::{Suite, lock, programmed, without_nhid};
 use causeway_e2e::topology::{Topology, presets};
 use causeway_e2e::traffic::{self, wait_for};
 use causeway_e2e::{Cluster, deploy, testing};
@@ -584,6 +584,7 @@ fn ipv6_peers(c: &Cluster) -> Result<()> {
                 ensure!(
                     ours4
                         .lines()
+                        .map(without_nhid)
                         .any(|l| l.starts_with(&format!("{cidr} via {R1_LAN_B} dev eth0"))),
                     "node-d reaches {node}'s {cidr} via {R1_LAN_B}: {ours4}"
                 );
